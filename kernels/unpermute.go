@@ -1,0 +1,130 @@
+package kernels
+
+// Combine-unpermute on the CPU.
+//
+//	forward:  y[t]        = Σ_k probs[t,k] · yp[rowOf[t,k]]   (probs nil: unweighted sum)
+//	backward: dyp[rowOf[t,k]] = probs[t,k] · dy[t]           pad and unused rows 0
+//	          dprobs[t,k]     = ⟨yp[rowOf[t,k]], dy[t]⟩       0 for dropped slots
+//
+// Rounding contract (shared with the CUDA kernels so both give the same bits): the forward
+// accumulates in the data type, starting from 0 and adding the slots in k order, each term
+// rounded on its own (acc = acc + round(p·v), never a fused multiply-add). The dot products of
+// dprobs accumulate in float64 over h in order and are rounded to the data type once.
+
+// UnpermuteForward writes y [T,H] from yp [R,H] and, if probs is not nil, probs [T,K].
+func UnpermuteForward[F Float](y, yp, probs []F, p Plan, H int) error {
+	if err := firstErr(checkLen("unpermute: y", len(y), p.T*H), checkLen("unpermute: yp", len(yp), p.Rows()*H)); err != nil {
+		return err
+	}
+	if probs != nil {
+		if err := checkLen("unpermute: probs", len(probs), p.T*p.K); err != nil {
+			return err
+		}
+	}
+	K := p.K
+	parallelRange(p.T, rowBlock, func(lo, hi int) {
+		for t := lo; t < hi; t++ {
+			dst := y[t*H : (t+1)*H]
+			first := true
+			for k, r := range p.RowOf[t*K : (t+1)*K] {
+				if r < 0 {
+					continue
+				}
+				src := yp[int(r)*H : int(r)*H+len(dst)]
+				d := dst[:len(src)]
+				// The first slot is written as 0 + term (the same bits as clearing and adding,
+				// without the extra pass); later slots add in k order.
+				switch {
+				case probs == nil && first:
+					for h, v := range src {
+						d[h] = 0 + v
+					}
+				case probs == nil:
+					for h, v := range src {
+						d[h] += v
+					}
+				case first:
+					w := probs[t*K+k]
+					for h, v := range src {
+						d[h] = 0 + F(w*v) // the conversion rounds the product: no FMA
+					}
+				default:
+					w := probs[t*K+k]
+					for h, v := range src {
+						d[h] += F(w * v)
+					}
+				}
+				first = false
+			}
+			if first {
+				clear(dst)
+			}
+		}
+	})
+	return nil
+}
+
+// UnpermuteBackward writes dyp [R,H] (if not nil) and dprobs [T,K] (if not nil) from dy [T,H].
+// dyp needs probs unless the forward was unweighted (probs nil); dprobs needs yp.
+func UnpermuteBackward[F Float](dyp, dprobs, dy, yp, probs []F, p Plan, H int) error {
+	if err := checkLen("unpermute backward: dy", len(dy), p.T*H); err != nil {
+		return err
+	}
+	if dyp != nil {
+		if err := checkLen("unpermute backward: dyp", len(dyp), p.Rows()*H); err != nil {
+			return err
+		}
+	}
+	if probs != nil {
+		if err := checkLen("unpermute backward: probs", len(probs), p.T*p.K); err != nil {
+			return err
+		}
+	}
+	if dprobs != nil {
+		if err := firstErr(checkLen("unpermute backward: dprobs", len(dprobs), p.T*p.K), checkLen("unpermute backward: yp", len(yp), p.Rows()*H)); err != nil {
+			return err
+		}
+	}
+	K := p.K
+	parallelRange(p.T, rowBlock, func(lo, hi int) {
+		for t := lo; t < hi; t++ {
+			g := dy[t*H : (t+1)*H]
+			for k, r := range p.RowOf[t*K : (t+1)*K] {
+				if r < 0 {
+					if dprobs != nil {
+						dprobs[t*K+k] = 0
+					}
+					continue
+				}
+				if dyp != nil {
+					dst := dyp[int(r)*H : int(r)*H+len(g)]
+					if probs == nil {
+						copy(dst, g)
+					} else {
+						w := probs[t*K+k]
+						for h, v := range g {
+							dst[h] = w * v
+						}
+					}
+				}
+				if dprobs != nil {
+					dprobs[t*K+k] = F(dot64(yp[int(r)*H:(int(r)+1)*H], g))
+				}
+			}
+		}
+	})
+	if dyp != nil {
+		zeroEmptyRows(dyp, p, H)
+	}
+	return nil
+}
+
+// dot64 is Σ_h a[h]·b[h] accumulated in float64 in h order.
+func dot64[F Float](a, b []F) float64 {
+	var s float64
+	b = b[:len(a)]
+	for h, v := range a {
+		s += float64(float64(v) * float64(b[h])) // rounded product: no FMA
+	}
+	return s
+}

@@ -1,0 +1,40 @@
+package op
+
+import (
+	G "gorgonia.org/gorgonia"
+
+	"github.com/gomoe/gomoe/kernels"
+)
+
+// deviceKernels runs the ops' kernels on values that live in device memory. The default build
+// registers none, so every op runs the CPU kernels on host values. The cuda build registers one
+// from an init function (a file with the build tag `cuda`), and each op's Do sends values that
+// the registered backend Owns to it. Values are never copied between host and device silently:
+// a mix of host and device inputs is an error.
+//
+// Every method allocates and returns its output(s) on the device, with the same shape, dtype
+// and bits as the CPU kernel gives for the same inputs (see the rounding contracts in package
+// kernels). plan is the flat int32 plan vector of geometry g (kernels.Geometry.View).
+type deviceKernels interface {
+	// Owns reports whether v lives in this backend's device memory.
+	Owns(v G.Value) bool
+	// BuildPlan builds the flat plan from ids [T,K] int32 (probs [T,K] only for DropByProb,
+	// else nil).
+	BuildPlan(g kernels.Geometry, ids, probs G.Value) (G.Value, error)
+	// PermuteForward returns xp [R,H] from x [T,H].
+	PermuteForward(g kernels.Geometry, x, plan G.Value) (G.Value, error)
+	// PermuteBackward returns dx [T,H] from dxp [R,H].
+	PermuteBackward(g kernels.Geometry, dxp, plan G.Value) (G.Value, error)
+	// PermuteProbsForward returns pp [R] from probs [T,K].
+	PermuteProbsForward(g kernels.Geometry, probs, plan G.Value) (G.Value, error)
+	// PermuteProbsBackward returns dprobs [T,K] from dpp [R].
+	PermuteProbsBackward(g kernels.Geometry, dpp, plan G.Value) (G.Value, error)
+	// UnpermuteForward returns y [T,H] from yp [R,H] and probs [T,K] (nil: unweighted).
+	UnpermuteForward(g kernels.Geometry, yp, probs, plan G.Value) (G.Value, error)
+	// UnpermuteBackward returns dyp [R,H] (if wantRows) and dprobs [T,K] (if wantProbs) from
+	// dy [T,H], yp [R,H] (needed for dprobs) and probs [T,K] (nil: unweighted forward).
+	UnpermuteBackward(g kernels.Geometry, dy, yp, probs, plan G.Value, wantRows, wantProbs bool) (dyp, dprobs G.Value, err error)
+}
+
+// device is the registered device backend, nil in the default build.
+var device deviceKernels
