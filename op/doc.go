@@ -1,0 +1,43 @@
+// Package op holds gomoe's Gorgonia ops: the routing plan, permute-dispatch and
+// combine-unpermute of a Mixture-of-Experts layer, as functions on *gorgonia.Node in
+// Gorgonia's own style.
+//
+// A layer routes each of T tokens to K of E experts. The router gives expert ids [T,K] int32
+// (-1: no expert) and probs [T,K]; NewPlan turns the ids into a [Plan], a non-differentiable
+// int32 node whose static [kernels.Geometry] fixes every shape. Permute then copies each token's
+// row x[t] to the K rows of its experts in an expert-major buffer xp [R,H] (each expert's rows
+// contiguous, in token order, segments aligned to A rows), the experts transform their
+// segments, and Unpermute combines the rows back into tokens, y[t] = Σ_k probs[t,k]·yp[row].
+// PermuteProbs permutes the probs alongside when an expert applies them itself.
+//
+//	plan, _ := op.NewPlan(ids, nil, kernels.Geometry{E: 8, A: 1}) // dropless
+//	xp, _ := op.Permute(x, plan)                                 // [R,H]
+//	yp := expertFFN(xp, plan)                                    // [R,F] -> [R,H]
+//	y, _ := op.Unpermute(yp, probs, plan)                        // [T,H]
+//
+// In [kernels.Dropless] mode every (token, slot) pair gets a row and R = T·K + E·(A−1) is an
+// upper bound; in [kernels.Capacity] mode each expert keeps at most C pairs (dropping by
+// position or by lowest prob) and R = E·roundup(C, A). Rows that hold no token are zero.
+//
+// # Gradients
+//
+// Permute, PermuteProbs and Unpermute are differentiable with respect to their float inputs,
+// through both of Gorgonia's paths: symbolic (G.Grad and the tape machine) and dual values
+// (DoDiff, the lisp machine). Their backward ops are differentiable as well (each is the
+// adjoint of a forward op), and are gradient-checked like the forward ops. The plan has no
+// gradient; the router learns through the probs.
+//
+// # Dtypes, determinism and errors
+//
+// Data is float32 or float64; probs must have the data dtype; ids and plans are int32. Every
+// result is bitwise reproducible across runs and GOMAXPROCS values (see package kernels for the
+// rounding contract). Shapes are checked when a node is built; dtypes, ids and plans are checked
+// when it runs, so a bad value gives an error from the machine's RunAll, never a panic or a
+// write into the caller's tensors.
+//
+// # Devices
+//
+// Each op's Do runs the CPU kernels on host tensors. Builds with the cuda tag register a device
+// backend, and Do sends values that live in its memory to the CUDA kernels instead; a mix of
+// host and device inputs is an error, since nothing is copied silently.
+package op

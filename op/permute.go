@@ -1,0 +1,301 @@
+package op
+
+import (
+	"fmt"
+	"hash"
+
+	"github.com/chewxy/hm"
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/kernels"
+)
+
+// Permute dispatches tokens to their experts: x [T,H] -> xp [R,H] with
+// xp[rowOf[t,k]] = x[t], expert-major, every pad and unused row zero.
+//
+// Its gradient is dx[t] = Σ_k dxp[rowOf[t,k]], summed in k order.
+func Permute(x *G.Node, p *Plan) (*G.Node, error) {
+	const name = permuteName
+	if err := p.check(name); err != nil {
+		return nil, err
+	}
+	if err := checkNodes(name, []*G.Node{x, p.Node}, "x", "plan"); err != nil {
+		return nil, err
+	}
+	dt, err := nodeDtype(name, "x", x)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkFloat(name, "x", dt); err != nil {
+		return nil, err
+	}
+	return applyOp(name, permuteOp{g: p.Geometry}, x, p.Node)
+}
+
+const (
+	permuteName     = "op.Permute"
+	permuteGradName = "op.Permute (backward)"
+)
+
+// matPlanType is Matrix a → Vector Int32 → Matrix a, built fresh on every call.
+func matPlanType() hm.Type {
+	m := G.TensorType{Dims: 2, Of: hm.TypeVariable('a')}
+	return hm.NewFnType(m, G.TensorType{Dims: 1, Of: tensor.Int32}, m)
+}
+
+// permuteShapes checks (rows [in,H], plan) and returns H.
+func permuteShapes(name string, g kernels.Geometry, ds []G.DimSizer, what string, in dim) (int, error) {
+	ss, err := shapesOf(name, ds, what, "plan")
+	if err != nil {
+		return 0, err
+	}
+	if err := g.Validate(); err != nil {
+		return 0, wrapErr(name, err)
+	}
+	if err := checkShape(name, what, ss[0], in, dim{"H", -1}); err != nil {
+		return 0, err
+	}
+	if err := checkPlanShape(name, g, ss[1]); err != nil {
+		return 0, err
+	}
+	return ss[0][1], nil
+}
+
+// permuteForward is the forward of Permute on host or device values; pre is an optional host
+// output buffer.
+func permuteForward(g kernels.Geometry, x, plan, pre G.Value) (G.Value, error) {
+	const name = permuteName
+	if err := checkValue(name, "x", x, tensor.Dtype{}, dim{"T", g.T}, dim{"H", -1}); err != nil {
+		return nil, err
+	}
+	if err := checkValue(name, "plan", plan, tensor.Int32, planDim(g)); err != nil {
+		return nil, err
+	}
+	if dev, err := onDevice(name, x, plan); err != nil || dev {
+		if err != nil {
+			return nil, err
+		}
+		v, err := device.PermuteForward(g, x, plan)
+		return v, wrapErr(name, err)
+	}
+	p, err := hostPlan(name, g, plan)
+	if err != nil {
+		return nil, err
+	}
+	if x.Dtype() == tensor.Float32 {
+		return permuteForwardHost[float32](p, x, pre)
+	}
+	return permuteForwardHost[float64](p, x, pre)
+}
+
+func permuteForwardHost[F kernels.Float](p kernels.Plan, x, pre G.Value) (G.Value, error) {
+	const name = permuteName
+	xs, err := hostFloats[F](name, "x", x)
+	if err != nil {
+		return nil, err
+	}
+	H := x.Shape()[1]
+	out, xp, err := outDense[F](name, pre, p.Rows(), H)
+	if err != nil {
+		return nil, err
+	}
+	if err := kernels.PermuteForward(xp, xs, p, H); err != nil {
+		return nil, wrapErr(name, err)
+	}
+	return out, nil
+}
+
+// permuteBackward is the backward of Permute: dxp [R,H] -> dx [T,H].
+func permuteBackward(g kernels.Geometry, dxp, plan, pre G.Value) (G.Value, error) {
+	const name = permuteGradName
+	if err := checkValue(name, "dxp", dxp, tensor.Dtype{}, dim{"R", g.Rows()}, dim{"H", -1}); err != nil {
+		return nil, err
+	}
+	if err := checkValue(name, "plan", plan, tensor.Int32, planDim(g)); err != nil {
+		return nil, err
+	}
+	if dev, err := onDevice(name, dxp, plan); err != nil || dev {
+		if err != nil {
+			return nil, err
+		}
+		v, err := device.PermuteBackward(g, dxp, plan)
+		return v, wrapErr(name, err)
+	}
+	p, err := hostPlan(name, g, plan)
+	if err != nil {
+		return nil, err
+	}
+	if dxp.Dtype() == tensor.Float32 {
+		return permuteBackwardHost[float32](p, dxp, pre)
+	}
+	return permuteBackwardHost[float64](p, dxp, pre)
+}
+
+func permuteBackwardHost[F kernels.Float](p kernels.Plan, dxp, pre G.Value) (G.Value, error) {
+	const name = permuteGradName
+	src, err := hostFloats[F](name, "dxp", dxp)
+	if err != nil {
+		return nil, err
+	}
+	H := dxp.Shape()[1]
+	out, dx, err := outDense[F](name, pre, p.T, H)
+	if err != nil {
+		return nil, err
+	}
+	if err := kernels.PermuteBackward(dx, src, p, H); err != nil {
+		return nil, wrapErr(name, err)
+	}
+	return out, nil
+}
+
+// permuteOp is Permute: (x [T,H], plan) -> xp [R,H].
+type permuteOp struct{ g kernels.Geometry }
+
+var (
+	_ G.Op              = permuteOp{}
+	_ G.SDOp            = permuteOp{}
+	_ G.ADOp            = permuteOp{}
+	_ G.UsePreallocDoer = permuteOp{}
+)
+
+func (op permuteOp) Arity() int           { return 2 }
+func (op permuteOp) Type() hm.Type        { return matPlanType() }
+func (op permuteOp) ReturnsPtr() bool     { return false }
+func (op permuteOp) CallsExtern() bool    { return false }
+func (op permuteOp) OverwritesInput() int { return -1 }
+func (op permuteOp) String() string       { return fmt.Sprintf("gomoe.Permute{%v}", op.g) }
+func (op permuteOp) key() string          { return "gomoe.Permute{" + geometryKey(op.g) + "}" }
+func (op permuteOp) WriteHash(h hash.Hash) {
+	fmt.Fprint(h, op.key())
+}
+func (op permuteOp) Hashcode() uint32 { return fnvHash(op.key()) }
+
+func (op permuteOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
+	H, err := permuteShapes(permuteName, op.g, ds, "x", dim{"T", op.g.T})
+	if err != nil {
+		return nil, err
+	}
+	return tensor.Shape{op.g.Rows(), H}, nil
+}
+
+func (op permuteOp) Do(vs ...G.Value) (G.Value, error) { return op.UsePreallocDo(nil, vs...) }
+
+// UsePreallocDo writes xp into prealloc (nil: a new tensor).
+func (op permuteOp) UsePreallocDo(prealloc G.Value, vs ...G.Value) (G.Value, error) {
+	if err := checkArity(permuteName, vs, 2); err != nil {
+		return nil, err
+	}
+	return permuteForward(op.g, vs[0], vs[1], prealloc)
+}
+
+// DiffWRT: x yes, plan no.
+func (op permuteOp) DiffWRT(n int) []bool { return []bool{true, false} }
+
+// SymDiff builds dx = permute-backward(grad, plan).
+func (op permuteOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
+	if len(inputs) != 2 {
+		return nil, errorf(permuteName, "SymDiff got %d inputs, want 2", len(inputs))
+	}
+	dx, err := applyOp(permuteGradName, permuteGradOp(op), grad, inputs[1])
+	if err != nil {
+		return nil, err
+	}
+	return G.Nodes{dx, nil}, nil
+}
+
+// DoDiff adds permute-backward(output grad) into x's gradient.
+func (op permuteOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
+	if len(inputs) != 2 {
+		return errorf(permuteName, "DoDiff got %d inputs, want 2", len(inputs))
+	}
+	gy, err := output.Grad()
+	if err != nil {
+		return wrapErr(permuteName, err)
+	}
+	dx, err := permuteBackward(op.g, gy, inputs[1].Value(), nil)
+	if err != nil {
+		return err
+	}
+	gx, err := inputs[0].Grad()
+	if err != nil {
+		return wrapErr(permuteName, err)
+	}
+	return accumulate(permuteName, gradUpdate{"x", gx, dx})
+}
+
+// permuteGradOp is the backward of Permute: (dxp [R,H], plan) -> dx [T,H]. It is the adjoint
+// of permuteOp, so each is the other's gradient.
+type permuteGradOp struct{ g kernels.Geometry }
+
+var (
+	_ G.Op              = permuteGradOp{}
+	_ G.SDOp            = permuteGradOp{}
+	_ G.ADOp            = permuteGradOp{}
+	_ G.UsePreallocDoer = permuteGradOp{}
+)
+
+func (op permuteGradOp) Arity() int           { return 2 }
+func (op permuteGradOp) Type() hm.Type        { return matPlanType() }
+func (op permuteGradOp) ReturnsPtr() bool     { return false }
+func (op permuteGradOp) CallsExtern() bool    { return false }
+func (op permuteGradOp) OverwritesInput() int { return -1 }
+func (op permuteGradOp) String() string       { return fmt.Sprintf("gomoe.PermuteGrad{%v}", op.g) }
+func (op permuteGradOp) key() string          { return "gomoe.PermuteGrad{" + geometryKey(op.g) + "}" }
+func (op permuteGradOp) WriteHash(h hash.Hash) {
+	fmt.Fprint(h, op.key())
+}
+func (op permuteGradOp) Hashcode() uint32 { return fnvHash(op.key()) }
+
+func (op permuteGradOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
+	H, err := permuteShapes(permuteGradName, op.g, ds, "dxp", dim{"R", op.g.Rows()})
+	if err != nil {
+		return nil, err
+	}
+	return tensor.Shape{op.g.T, H}, nil
+}
+
+func (op permuteGradOp) Do(vs ...G.Value) (G.Value, error) { return op.UsePreallocDo(nil, vs...) }
+
+// UsePreallocDo writes dx into prealloc (nil: a new tensor).
+func (op permuteGradOp) UsePreallocDo(prealloc G.Value, vs ...G.Value) (G.Value, error) {
+	if err := checkArity(permuteGradName, vs, 2); err != nil {
+		return nil, err
+	}
+	return permuteBackward(op.g, vs[0], vs[1], prealloc)
+}
+
+// DiffWRT: dxp yes, plan no.
+func (op permuteGradOp) DiffWRT(n int) []bool { return []bool{true, false} }
+
+// SymDiff builds d(dxp) = permute(grad, plan).
+func (op permuteGradOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
+	if len(inputs) != 2 {
+		return nil, errorf(permuteGradName, "SymDiff got %d inputs, want 2", len(inputs))
+	}
+	d, err := applyOp(permuteName, permuteOp(op), grad, inputs[1])
+	if err != nil {
+		return nil, err
+	}
+	return G.Nodes{d, nil}, nil
+}
+
+// DoDiff adds permute(output grad) into dxp's gradient.
+func (op permuteGradOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
+	if len(inputs) != 2 {
+		return errorf(permuteGradName, "DoDiff got %d inputs, want 2", len(inputs))
+	}
+	gy, err := output.Grad()
+	if err != nil {
+		return wrapErr(permuteGradName, err)
+	}
+	d, err := permuteForward(op.g, gy, inputs[1].Value(), nil)
+	if err != nil {
+		return err
+	}
+	gx, err := inputs[0].Grad()
+	if err != nil {
+		return wrapErr(permuteGradName, err)
+	}
+	return accumulate(permuteGradName, gradUpdate{"dxp", gx, d})
+}

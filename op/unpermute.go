@@ -1,0 +1,629 @@
+package op
+
+import (
+	"fmt"
+	"hash"
+
+	"github.com/chewxy/hm"
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/kernels"
+)
+
+// Unpermute combines the expert rows back into tokens: yp [R,H], probs [T,K] or nil
+// (unweighted) -> y [T,H] with
+//
+//	y[t] = Σ_k probs[t,k] · yp[rowOf[t,k]]
+//
+// summed in k order over the slots that were not dropped (probs nil: the plain sum). probs must
+// have yp's dtype.
+//
+// Its gradients are dyp[rowOf[t,k]] = probs[t,k] · dy[t] (pad rows 0) and
+// dprobs[t,k] = ⟨yp[rowOf[t,k]], dy[t]⟩ (0 for dropped slots).
+func Unpermute(yp, probs *G.Node, p *Plan) (*G.Node, error) {
+	const name = unpermuteName
+	if err := p.check(name); err != nil {
+		return nil, err
+	}
+	if err := checkNodes(name, []*G.Node{yp, p.Node}, "yp", "plan"); err != nil {
+		return nil, err
+	}
+	dt, err := nodeDtype(name, "yp", yp)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkFloat(name, "yp", dt); err != nil {
+		return nil, err
+	}
+	if probs == nil {
+		return applyOp(name, unpermuteOp{g: p.Geometry}, yp, p.Node)
+	}
+	if err := checkNodes(name, []*G.Node{yp, probs}, "yp", "probs"); err != nil {
+		return nil, err
+	}
+	pdt, err := nodeDtype(name, "probs", probs)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkProbsDtype(name, dt, pdt); err != nil {
+		return nil, err
+	}
+	return applyOp(name, unpermuteOp{g: p.Geometry, weighted: true}, yp, probs, p.Node)
+}
+
+const (
+	unpermuteName          = "op.Unpermute"
+	unpermuteGradRowsName  = "op.Unpermute (backward to rows)"
+	unpermuteGradProbsName = "op.Unpermute (backward to probs)"
+)
+
+// unpermuteForward is the forward of Unpermute on host or device values (probs nil:
+// unweighted); pre is an optional host output buffer.
+func unpermuteForward(g kernels.Geometry, yp, probs, plan, pre G.Value) (G.Value, error) {
+	const name = unpermuteName
+	if err := checkValue(name, "yp", yp, tensor.Dtype{}, dim{"R", g.Rows()}, dim{"H", -1}); err != nil {
+		return nil, err
+	}
+	if probs != nil {
+		if err := checkValue(name, "probs", probs, tensor.Dtype{}, dim{"T", g.T}, dim{"K", g.K}); err != nil {
+			return nil, err
+		}
+		if err := checkProbsDtype(name, yp.Dtype(), probs.Dtype()); err != nil {
+			return nil, err
+		}
+	}
+	if err := checkValue(name, "plan", plan, tensor.Int32, planDim(g)); err != nil {
+		return nil, err
+	}
+	if dev, err := onDevice(name, yp, probs, plan); err != nil || dev {
+		if err != nil {
+			return nil, err
+		}
+		v, err := device.UnpermuteForward(g, yp, probs, plan)
+		return v, wrapErr(name, err)
+	}
+	p, err := hostPlan(name, g, plan)
+	if err != nil {
+		return nil, err
+	}
+	if yp.Dtype() == tensor.Float32 {
+		return unpermuteForwardHost[float32](p, yp, probs, pre)
+	}
+	return unpermuteForwardHost[float64](p, yp, probs, pre)
+}
+
+func unpermuteForwardHost[F kernels.Float](p kernels.Plan, yp, probs, pre G.Value) (G.Value, error) {
+	const name = unpermuteName
+	src, err := hostFloats[F](name, "yp", yp)
+	if err != nil {
+		return nil, err
+	}
+	var pr []F
+	if probs != nil {
+		if pr, err = hostFloats[F](name, "probs", probs); err != nil {
+			return nil, err
+		}
+	}
+	H := yp.Shape()[1]
+	out, y, err := outDense[F](name, pre, p.T, H)
+	if err != nil {
+		return nil, err
+	}
+	if err := kernels.UnpermuteForward(y, src, pr, p, H); err != nil {
+		return nil, wrapErr(name, err)
+	}
+	return out, nil
+}
+
+// unpermuteBackward is the backward of Unpermute from dy [T,H]: dyp [R,H] if wantRows (needs
+// probs unless the forward was unweighted, probs nil) and dprobs [T,K] if wantProbs (needs yp).
+// preRows and preProbs are optional host output buffers.
+func unpermuteBackward(name string, g kernels.Geometry, dy, yp, probs, plan G.Value, wantRows, wantProbs bool, preRows, preProbs G.Value) (dyp, dprobs G.Value, err error) {
+	if err := checkValue(name, "dy", dy, tensor.Dtype{}, dim{"T", g.T}, dim{"H", -1}); err != nil {
+		return nil, nil, err
+	}
+	H := dy.Shape()[1]
+	if wantProbs {
+		if err := checkValue(name, "yp", yp, dy.Dtype(), dim{"R", g.Rows()}, dim{"H", H}); err != nil {
+			return nil, nil, err
+		}
+	} else {
+		yp = nil
+	}
+	if probs != nil {
+		if err := checkValue(name, "probs", probs, tensor.Dtype{}, dim{"T", g.T}, dim{"K", g.K}); err != nil {
+			return nil, nil, err
+		}
+		if err := checkProbsDtype(name, dy.Dtype(), probs.Dtype()); err != nil {
+			return nil, nil, err
+		}
+	}
+	if err := checkValue(name, "plan", plan, tensor.Int32, planDim(g)); err != nil {
+		return nil, nil, err
+	}
+	if dev, err := onDevice(name, dy, yp, probs, plan); err != nil || dev {
+		if err != nil {
+			return nil, nil, err
+		}
+		dyp, dprobs, err := device.UnpermuteBackward(g, dy, yp, probs, plan, wantRows, wantProbs)
+		if err != nil {
+			return nil, nil, wrapErr(name, err)
+		}
+		return dyp, dprobs, nil
+	}
+	p, err := hostPlan(name, g, plan)
+	if err != nil {
+		return nil, nil, err
+	}
+	if dy.Dtype() == tensor.Float32 {
+		return unpermuteBackwardHost[float32](name, p, dy, yp, probs, wantRows, wantProbs, preRows, preProbs)
+	}
+	return unpermuteBackwardHost[float64](name, p, dy, yp, probs, wantRows, wantProbs, preRows, preProbs)
+}
+
+func unpermuteBackwardHost[F kernels.Float](name string, p kernels.Plan, dy, yp, probs G.Value, wantRows, wantProbs bool, preRows, preProbs G.Value) (G.Value, G.Value, error) {
+	g, err := hostFloats[F](name, "dy", dy)
+	if err != nil {
+		return nil, nil, err
+	}
+	H := dy.Shape()[1]
+	var ys, pr []F
+	if yp != nil {
+		if ys, err = hostFloats[F](name, "yp", yp); err != nil {
+			return nil, nil, err
+		}
+	}
+	if probs != nil {
+		if pr, err = hostFloats[F](name, "probs", probs); err != nil {
+			return nil, nil, err
+		}
+	}
+	var dypV, dprobsV G.Value
+	var dypS, dprobsS []F
+	if wantRows {
+		d, s, err := outDense[F](name, preRows, p.Rows(), H)
+		if err != nil {
+			return nil, nil, err
+		}
+		dypV, dypS = d, s
+	}
+	if wantProbs {
+		d, s, err := outDense[F](name, preProbs, p.T, p.K)
+		if err != nil {
+			return nil, nil, err
+		}
+		dprobsV, dprobsS = d, s
+	}
+	if err := kernels.UnpermuteBackward(dypS, dprobsS, g, ys, pr, p, H); err != nil {
+		return nil, nil, wrapErr(name, err)
+	}
+	return dypV, dprobsV, nil
+}
+
+// unpermuteOp is Unpermute: (yp [R,H], probs [T,K], plan) -> y [T,H], or (yp, plan) -> y when
+// unweighted.
+type unpermuteOp struct {
+	g        kernels.Geometry
+	weighted bool
+}
+
+var (
+	_ G.Op              = unpermuteOp{}
+	_ G.SDOp            = unpermuteOp{}
+	_ G.ADOp            = unpermuteOp{}
+	_ G.UsePreallocDoer = unpermuteOp{}
+)
+
+func (op unpermuteOp) Arity() int {
+	if op.weighted {
+		return 3
+	}
+	return 2
+}
+
+// Type is Matrix a → Matrix p → Vector Int32 → Matrix a (weighted) or Matrix a → Vector Int32
+// → Matrix a. The data and probs dtypes are separate type variables; Do checks them.
+func (op unpermuteOp) Type() hm.Type {
+	if !op.weighted {
+		return matPlanType()
+	}
+	m := G.TensorType{Dims: 2, Of: hm.TypeVariable('a')}
+	return hm.NewFnType(m, G.TensorType{Dims: 2, Of: hm.TypeVariable('p')}, G.TensorType{Dims: 1, Of: tensor.Int32}, m)
+}
+func (op unpermuteOp) ReturnsPtr() bool     { return false }
+func (op unpermuteOp) CallsExtern() bool    { return false }
+func (op unpermuteOp) OverwritesInput() int { return -1 }
+func (op unpermuteOp) String() string {
+	return fmt.Sprintf("gomoe.Unpermute{%v weighted=%v}", op.g, op.weighted)
+}
+func (op unpermuteOp) key() string {
+	return fmt.Sprintf("gomoe.Unpermute{%s weighted=%v}", geometryKey(op.g), op.weighted)
+}
+func (op unpermuteOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.key()) }
+func (op unpermuteOp) Hashcode() uint32      { return fnvHash(op.key()) }
+
+func (op unpermuteOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
+	const name = unpermuteName
+	whats := []string{"yp", "plan"}
+	if op.weighted {
+		whats = []string{"yp", "probs", "plan"}
+	}
+	ss, err := shapesOf(name, ds, whats...)
+	if err != nil {
+		return nil, err
+	}
+	if err := op.g.Validate(); err != nil {
+		return nil, wrapErr(name, err)
+	}
+	if err := checkShape(name, "yp", ss[0], dim{"R", op.g.Rows()}, dim{"H", -1}); err != nil {
+		return nil, err
+	}
+	if op.weighted {
+		if err := checkShape(name, "probs", ss[1], dim{"T", op.g.T}, dim{"K", op.g.K}); err != nil {
+			return nil, err
+		}
+	}
+	if err := checkPlanShape(name, op.g, ss[len(ss)-1]); err != nil {
+		return nil, err
+	}
+	return tensor.Shape{op.g.T, ss[0][1]}, nil
+}
+
+func (op unpermuteOp) Do(vs ...G.Value) (G.Value, error) { return op.UsePreallocDo(nil, vs...) }
+
+// UsePreallocDo writes y into prealloc (nil: a new tensor).
+func (op unpermuteOp) UsePreallocDo(prealloc G.Value, vs ...G.Value) (G.Value, error) {
+	if err := checkArity(unpermuteName, vs, op.Arity()); err != nil {
+		return nil, err
+	}
+	if op.weighted {
+		return unpermuteForward(op.g, vs[0], vs[1], vs[2], prealloc)
+	}
+	return unpermuteForward(op.g, vs[0], nil, vs[1], prealloc)
+}
+
+// DiffWRT: yp and probs yes, plan no.
+func (op unpermuteOp) DiffWRT(n int) []bool {
+	if op.weighted {
+		return []bool{true, true, false}
+	}
+	return []bool{true, false}
+}
+
+// SymDiff builds dyp = (probs ·) grad permuted to the rows and dprobs = ⟨yp rows, grad⟩.
+func (op unpermuteOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
+	const name = unpermuteName
+	if len(inputs) != op.Arity() {
+		return nil, errorf(name, "SymDiff got %d inputs, want %d", len(inputs), op.Arity())
+	}
+	if !op.weighted {
+		dyp, err := applyOp(unpermuteGradRowsName, unpermuteGradRowsOp(op), grad, inputs[1])
+		if err != nil {
+			return nil, err
+		}
+		return G.Nodes{dyp, nil}, nil
+	}
+	yp, probs, plan := inputs[0], inputs[1], inputs[2]
+	dyp, err := applyOp(unpermuteGradRowsName, unpermuteGradRowsOp(op), grad, probs, plan)
+	if err != nil {
+		return nil, err
+	}
+	pdt, err := nodeDtype(name, "probs", probs)
+	if err != nil {
+		return nil, err
+	}
+	dprobs, err := applyOp(unpermuteGradProbsName, unpermuteGradProbsOp{g: op.g, pdt: pdt}, grad, yp, plan)
+	if err != nil {
+		return nil, err
+	}
+	return G.Nodes{dyp, dprobs, nil}, nil
+}
+
+// DoDiff runs the backward kernel once for both gradients and adds them into yp's and probs'
+// gradients.
+func (op unpermuteOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
+	const name = unpermuteName
+	if len(inputs) != op.Arity() {
+		return errorf(name, "DoDiff got %d inputs, want %d", len(inputs), op.Arity())
+	}
+	dy, err := output.Grad()
+	if err != nil {
+		return wrapErr(name, err)
+	}
+	yp, plan := inputs[0], inputs[len(inputs)-1]
+	var probsV G.Value
+	if op.weighted {
+		probsV = inputs[1].Value()
+	}
+	dyp, dprobs, err := unpermuteBackward(name, op.g, dy, yp.Value(), probsV, plan.Value(), true, op.weighted, nil, nil)
+	if err != nil {
+		return err
+	}
+	gyp, err := yp.Grad()
+	if err != nil {
+		return wrapErr(name, err)
+	}
+	var gp G.Value
+	if op.weighted {
+		if gp, err = inputs[1].Grad(); err != nil {
+			return wrapErr(name, err)
+		}
+	}
+	ups := []gradUpdate{{"yp", gyp, dyp}}
+	if op.weighted {
+		ups = append(ups, gradUpdate{"probs", gp, dprobs})
+	}
+	return accumulate(name, ups...)
+}
+
+// unpermuteGradRowsOp is Unpermute's backward to the rows: (dy [T,H], probs [T,K], plan) ->
+// dyp [R,H] with dyp[rowOf[t,k]] = probs[t,k]·dy[t], or (dy, plan) -> dyp when unweighted. It
+// is linear in dy (its adjoint is Unpermute) and in probs (its adjoint is the backward to the
+// probs), so its own gradients are cheap.
+type unpermuteGradRowsOp unpermuteOp
+
+var (
+	_ G.Op              = unpermuteGradRowsOp{}
+	_ G.SDOp            = unpermuteGradRowsOp{}
+	_ G.ADOp            = unpermuteGradRowsOp{}
+	_ G.UsePreallocDoer = unpermuteGradRowsOp{}
+)
+
+func (op unpermuteGradRowsOp) Arity() int           { return unpermuteOp(op).Arity() }
+func (op unpermuteGradRowsOp) Type() hm.Type        { return unpermuteOp(op).Type() }
+func (op unpermuteGradRowsOp) ReturnsPtr() bool     { return false }
+func (op unpermuteGradRowsOp) CallsExtern() bool    { return false }
+func (op unpermuteGradRowsOp) OverwritesInput() int { return -1 }
+func (op unpermuteGradRowsOp) String() string {
+	return fmt.Sprintf("gomoe.UnpermuteGradRows{%v weighted=%v}", op.g, op.weighted)
+}
+func (op unpermuteGradRowsOp) key() string {
+	return fmt.Sprintf("gomoe.UnpermuteGradRows{%s weighted=%v}", geometryKey(op.g), op.weighted)
+}
+func (op unpermuteGradRowsOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.key()) }
+func (op unpermuteGradRowsOp) Hashcode() uint32      { return fnvHash(op.key()) }
+
+func (op unpermuteGradRowsOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
+	const name = unpermuteGradRowsName
+	whats := []string{"dy", "plan"}
+	if op.weighted {
+		whats = []string{"dy", "probs", "plan"}
+	}
+	ss, err := shapesOf(name, ds, whats...)
+	if err != nil {
+		return nil, err
+	}
+	if err := op.g.Validate(); err != nil {
+		return nil, wrapErr(name, err)
+	}
+	if err := checkShape(name, "dy", ss[0], dim{"T", op.g.T}, dim{"H", -1}); err != nil {
+		return nil, err
+	}
+	if op.weighted {
+		if err := checkShape(name, "probs", ss[1], dim{"T", op.g.T}, dim{"K", op.g.K}); err != nil {
+			return nil, err
+		}
+	}
+	if err := checkPlanShape(name, op.g, ss[len(ss)-1]); err != nil {
+		return nil, err
+	}
+	return tensor.Shape{op.g.Rows(), ss[0][1]}, nil
+}
+
+func (op unpermuteGradRowsOp) Do(vs ...G.Value) (G.Value, error) {
+	return op.UsePreallocDo(nil, vs...)
+}
+
+// UsePreallocDo writes dyp into prealloc (nil: a new tensor).
+func (op unpermuteGradRowsOp) UsePreallocDo(prealloc G.Value, vs ...G.Value) (G.Value, error) {
+	const name = unpermuteGradRowsName
+	if err := checkArity(name, vs, op.Arity()); err != nil {
+		return nil, err
+	}
+	var probs G.Value
+	if op.weighted {
+		probs = vs[1]
+	}
+	dyp, _, err := unpermuteBackward(name, op.g, vs[0], nil, probs, vs[len(vs)-1], true, false, prealloc, nil)
+	return dyp, err
+}
+
+// DiffWRT: dy and probs yes, plan no.
+func (op unpermuteGradRowsOp) DiffWRT(n int) []bool { return unpermuteOp(op).DiffWRT(n) }
+
+// SymDiff builds d(dy) = Unpermute(grad, probs) and d(probs) = ⟨grad rows, dy⟩.
+func (op unpermuteGradRowsOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
+	const name = unpermuteGradRowsName
+	if len(inputs) != op.Arity() {
+		return nil, errorf(name, "SymDiff got %d inputs, want %d", len(inputs), op.Arity())
+	}
+	if !op.weighted {
+		d, err := applyOp(unpermuteName, unpermuteOp(op), grad, inputs[1])
+		if err != nil {
+			return nil, err
+		}
+		return G.Nodes{d, nil}, nil
+	}
+	dy, probs, plan := inputs[0], inputs[1], inputs[2]
+	ddy, err := applyOp(unpermuteName, unpermuteOp(op), grad, probs, plan)
+	if err != nil {
+		return nil, err
+	}
+	pdt, err := nodeDtype(name, "probs", probs)
+	if err != nil {
+		return nil, err
+	}
+	dprobs, err := applyOp(unpermuteGradProbsName, unpermuteGradProbsOp{g: op.g, pdt: pdt}, dy, grad, plan)
+	if err != nil {
+		return nil, err
+	}
+	return G.Nodes{ddy, dprobs, nil}, nil
+}
+
+// DoDiff adds Unpermute(output grad, probs) into dy's gradient and ⟨output grad rows, dy⟩ into
+// probs' gradient.
+func (op unpermuteGradRowsOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
+	const name = unpermuteGradRowsName
+	if len(inputs) != op.Arity() {
+		return errorf(name, "DoDiff got %d inputs, want %d", len(inputs), op.Arity())
+	}
+	gout, err := output.Grad()
+	if err != nil {
+		return wrapErr(name, err)
+	}
+	dy, plan := inputs[0], inputs[len(inputs)-1]
+	var probsV G.Value
+	if op.weighted {
+		probsV = inputs[1].Value()
+	}
+	ddy, err := unpermuteForward(op.g, gout, probsV, plan.Value(), nil)
+	if err != nil {
+		return err
+	}
+	var dprobs G.Value
+	if op.weighted {
+		if _, dprobs, err = unpermuteBackward(name, op.g, dy.Value(), gout, nil, plan.Value(), false, true, nil, nil); err != nil {
+			return err
+		}
+	}
+	gdy, err := dy.Grad()
+	if err != nil {
+		return wrapErr(name, err)
+	}
+	ups := []gradUpdate{{"dy", gdy, ddy}}
+	if op.weighted {
+		gp, err := inputs[1].Grad()
+		if err != nil {
+			return wrapErr(name, err)
+		}
+		ups = append(ups, gradUpdate{"probs", gp, dprobs})
+	}
+	return accumulate(name, ups...)
+}
+
+// unpermuteGradProbsOp is Unpermute's backward to the probs: (dy [T,H], yp [R,H], plan) ->
+// dprobs [T,K] with dprobs[t,k] = ⟨yp[rowOf[t,k]], dy[t]⟩. pdt is the probs dtype (the output
+// dtype, which the inputs do not fix). It is linear in dy (its adjoint is the weighted
+// Unpermute of yp) and in yp (its adjoint is the backward to the rows).
+type unpermuteGradProbsOp struct {
+	g   kernels.Geometry
+	pdt tensor.Dtype
+}
+
+var (
+	_ G.Op              = unpermuteGradProbsOp{}
+	_ G.SDOp            = unpermuteGradProbsOp{}
+	_ G.ADOp            = unpermuteGradProbsOp{}
+	_ G.UsePreallocDoer = unpermuteGradProbsOp{}
+)
+
+func (op unpermuteGradProbsOp) Arity() int { return 3 }
+
+// Type is Matrix a → Matrix a → Vector Int32 → Matrix pdt.
+func (op unpermuteGradProbsOp) Type() hm.Type {
+	m := G.TensorType{Dims: 2, Of: hm.TypeVariable('a')}
+	return hm.NewFnType(m, m, G.TensorType{Dims: 1, Of: tensor.Int32}, G.TensorType{Dims: 2, Of: op.pdt})
+}
+func (op unpermuteGradProbsOp) ReturnsPtr() bool     { return false }
+func (op unpermuteGradProbsOp) CallsExtern() bool    { return false }
+func (op unpermuteGradProbsOp) OverwritesInput() int { return -1 }
+func (op unpermuteGradProbsOp) String() string {
+	return fmt.Sprintf("gomoe.UnpermuteGradProbs{%v probs=%v}", op.g, op.pdt)
+}
+func (op unpermuteGradProbsOp) key() string {
+	return fmt.Sprintf("gomoe.UnpermuteGradProbs{%s probs=%v}", geometryKey(op.g), op.pdt)
+}
+func (op unpermuteGradProbsOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.key()) }
+func (op unpermuteGradProbsOp) Hashcode() uint32      { return fnvHash(op.key()) }
+
+func (op unpermuteGradProbsOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
+	const name = unpermuteGradProbsName
+	ss, err := shapesOf(name, ds, "dy", "yp", "plan")
+	if err != nil {
+		return nil, err
+	}
+	if err := op.g.Validate(); err != nil {
+		return nil, wrapErr(name, err)
+	}
+	if err := checkShape(name, "dy", ss[0], dim{"T", op.g.T}, dim{"H", -1}); err != nil {
+		return nil, err
+	}
+	if err := checkShape(name, "yp", ss[1], dim{"R", op.g.Rows()}, dim{"H", ss[0][1]}); err != nil {
+		return nil, err
+	}
+	if err := checkPlanShape(name, op.g, ss[2]); err != nil {
+		return nil, err
+	}
+	return tensor.Shape{op.g.T, op.g.K}, nil
+}
+
+func (op unpermuteGradProbsOp) Do(vs ...G.Value) (G.Value, error) {
+	return op.UsePreallocDo(nil, vs...)
+}
+
+// UsePreallocDo writes dprobs into prealloc (nil: a new tensor).
+func (op unpermuteGradProbsOp) UsePreallocDo(prealloc G.Value, vs ...G.Value) (G.Value, error) {
+	const name = unpermuteGradProbsName
+	if err := checkArity(name, vs, 3); err != nil {
+		return nil, err
+	}
+	if err := checkProbsDtype(name, vs[0].Dtype(), op.pdt); err != nil {
+		return nil, err
+	}
+	_, dprobs, err := unpermuteBackward(name, op.g, vs[0], vs[1], nil, vs[2], false, true, nil, prealloc)
+	return dprobs, err
+}
+
+// DiffWRT: dy and yp yes, plan no.
+func (op unpermuteGradProbsOp) DiffWRT(n int) []bool { return []bool{true, true, false} }
+
+// SymDiff builds d(dy) = Unpermute(yp, grad) and d(yp) = grad·dy permuted to the rows.
+func (op unpermuteGradProbsOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
+	const name = unpermuteGradProbsName
+	if len(inputs) != 3 {
+		return nil, errorf(name, "SymDiff got %d inputs, want 3", len(inputs))
+	}
+	dy, yp, plan := inputs[0], inputs[1], inputs[2]
+	w := unpermuteOp{g: op.g, weighted: true}
+	ddy, err := applyOp(unpermuteName, w, yp, grad, plan)
+	if err != nil {
+		return nil, err
+	}
+	dyp, err := applyOp(unpermuteGradRowsName, unpermuteGradRowsOp(w), dy, grad, plan)
+	if err != nil {
+		return nil, err
+	}
+	return G.Nodes{ddy, dyp, nil}, nil
+}
+
+// DoDiff adds Unpermute(yp, output grad) into dy's gradient and output grad·dy permuted to
+// the rows into yp's gradient.
+func (op unpermuteGradProbsOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
+	const name = unpermuteGradProbsName
+	if len(inputs) != 3 {
+		return errorf(name, "DoDiff got %d inputs, want 3", len(inputs))
+	}
+	gout, err := output.Grad()
+	if err != nil {
+		return wrapErr(name, err)
+	}
+	dy, yp, plan := inputs[0], inputs[1], inputs[2]
+	ddy, err := unpermuteForward(op.g, yp.Value(), gout, plan.Value(), nil)
+	if err != nil {
+		return err
+	}
+	dyp, _, err := unpermuteBackward(name, op.g, dy.Value(), nil, gout, plan.Value(), true, false, nil, nil)
+	if err != nil {
+		return err
+	}
+	gdy, err := dy.Grad()
+	if err != nil {
+		return wrapErr(name, err)
+	}
+	gyp, err := yp.Grad()
+	if err != nil {
+		return wrapErr(name, err)
+	}
+	return accumulate(name, gradUpdate{"dy", gdy, ddy}, gradUpdate{"yp", gyp, dyp})
+}

@@ -1,0 +1,410 @@
+package op
+
+import (
+	"fmt"
+	"hash/fnv"
+	"strings"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/kernels"
+)
+
+// This file holds the private helpers that every op in the package shares: hashing, shape
+// checks, dtype dispatch, value conversion and gradient accumulation.
+
+// opError is an error with a message of our own that still unwraps to its cause.
+type opError struct {
+	msg string
+	err error
+}
+
+func (e *opError) Error() string { return e.msg }
+func (e *opError) Unwrap() error { return e.err }
+
+// errorf returns an error "gomoe: name: message".
+func errorf(name, format string, a ...any) error {
+	return fmt.Errorf("gomoe: %s: %s", name, fmt.Sprintf(format, a...))
+}
+
+// wrapErr prefixes err with the op name, dropping a "gomoe: " prefix that the cause (for
+// example a kernel) already carries, and keeps err as the cause.
+func wrapErr(name string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &opError{msg: "gomoe: " + name + ": " + strings.TrimPrefix(err.Error(), "gomoe: "), err: err}
+}
+
+// fnvHash is the 32-bit FNV-1a hash of s.
+func fnvHash(s string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(s))
+	return h.Sum32()
+}
+
+// geometryKey spells out every field of g, including those that g.String leaves out, so that
+// ops whose geometries differ in any field hash differently.
+func geometryKey(g kernels.Geometry) string {
+	return fmt.Sprintf("T=%d K=%d E=%d A=%d mode=%v C=%d drop=%v pad=%v", g.T, g.K, g.E, g.A, g.Mode, g.C, g.Drop, g.PadToCapacity)
+}
+
+// shapeOf returns the tensor.Shape of a DimSizer (Gorgonia passes a tensor.Shape for every
+// ordinary node).
+func shapeOf(name, what string, d G.DimSizer) (tensor.Shape, error) {
+	s, ok := d.(tensor.Shape)
+	if !ok {
+		return nil, errorf(name, "%s: shape is a %T, want a tensor.Shape", what, d)
+	}
+	return s, nil
+}
+
+// shapesOf checks that ds holds len(whats) shapes and returns them.
+func shapesOf(name string, ds []G.DimSizer, whats ...string) ([]tensor.Shape, error) {
+	if len(ds) != len(whats) {
+		return nil, errorf(name, "got %d input shapes, want %d (%s)", len(ds), len(whats), strings.Join(whats, ", "))
+	}
+	out := make([]tensor.Shape, len(ds))
+	for i, d := range ds {
+		s, err := shapeOf(name, whats[i], d)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = s
+	}
+	return out, nil
+}
+
+// dim is a wanted dimension for checkShape: a size (n >= 0) or any size >= 1 (n < 0).
+type dim struct {
+	label string
+	n     int
+}
+
+// checkShape checks that s has len(want) dims of the wanted sizes. The error shows the wanted
+// shape with its labels, e.g. "x has shape (5, 3), want (T=4, H)".
+func checkShape(name, what string, s tensor.Shape, want ...dim) error {
+	ok := len(s) == len(want)
+	for i := 0; ok && i < len(s); i++ {
+		if want[i].n >= 0 {
+			ok = s[i] == want[i].n
+		} else {
+			ok = s[i] >= 1
+		}
+	}
+	if ok {
+		return nil
+	}
+	parts := make([]string, len(want))
+	for i, w := range want {
+		switch {
+		case w.n >= 0 && w.label != "":
+			parts[i] = fmt.Sprintf("%s=%d", w.label, w.n)
+		case w.n >= 0:
+			parts[i] = fmt.Sprint(w.n)
+		default:
+			parts[i] = w.label + ">=1"
+		}
+	}
+	return errorf(name, "%s has shape %v, want (%s)", what, shapeString(s), strings.Join(parts, ", "))
+}
+
+// shapeString prints a shape as (a, b) also for vectors and scalars (tensor.Shape prints
+// vectors as (n) and scalars as ()).
+func shapeString(s tensor.Shape) string {
+	parts := make([]string, len(s))
+	for i, n := range s {
+		parts[i] = fmt.Sprint(n)
+	}
+	return "(" + strings.Join(parts, ", ") + ")"
+}
+
+// isFloat reports whether dt is a data dtype the CPU kernels support.
+func isFloat(dt tensor.Dtype) bool { return dt == tensor.Float32 || dt == tensor.Float64 }
+
+// checkFloat checks that dt is float32 or float64.
+func checkFloat(name, what string, dt tensor.Dtype) error {
+	if !isFloat(dt) {
+		return errorf(name, "%s has dtype %v, want float32 or float64", what, dt)
+	}
+	return nil
+}
+
+// checkProbsDtype checks the router probs' dtype against the data dtype. Today the probs must
+// have the data dtype; a bfloat16 data dtype with float32 probs will be the one exception.
+func checkProbsDtype(name string, data, probs tensor.Dtype) error {
+	if probs != data {
+		return errorf(name, "probs have dtype %v but the data has dtype %v: probs must have the data dtype", probs, data)
+	}
+	return nil
+}
+
+// checkInt32 checks that dt is int32, the dtype of every index tensor.
+func checkInt32(name, what string, dt tensor.Dtype) error {
+	if dt != tensor.Int32 {
+		return errorf(name, "%s has dtype %v, want int32", what, dt)
+	}
+	return nil
+}
+
+// checkArity checks the number of values passed to Do.
+func checkArity(name string, vs []G.Value, n int) error {
+	if len(vs) != n {
+		return errorf(name, "got %d inputs, want %d", len(vs), n)
+	}
+	for i, v := range vs {
+		if v == nil {
+			return errorf(name, "input %d is nil", i)
+		}
+	}
+	return nil
+}
+
+// checkNodes checks that the nodes a node function gets are not nil and share one graph.
+func checkNodes(name string, nodes []*G.Node, whats ...string) error {
+	var g *G.ExprGraph
+	for i, n := range nodes {
+		if n == nil {
+			return errorf(name, "%s is nil", whats[i])
+		}
+		if i == 0 {
+			g = n.Graph()
+		} else if n.Graph() != g {
+			return errorf(name, "%s belongs to another graph than %s", whats[i], whats[0])
+		}
+	}
+	return nil
+}
+
+// nodeDtype returns a node's dtype without Gorgonia's panic for nodes of unusual types.
+func nodeDtype(name, what string, n *G.Node) (dt tensor.Dtype, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = errorf(name, "%s has no dtype: %v", what, r)
+		}
+	}()
+	return n.Dtype(), nil
+}
+
+// applyOp is G.ApplyOp that turns a panic inside Gorgonia into an error, so that no panic
+// escapes the package's node functions.
+func applyOp(name string, op G.Op, children ...*G.Node) (n *G.Node, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			n, err = nil, errorf(name, "gorgonia panicked while building the node: %v", r)
+		}
+	}()
+	n, err = G.ApplyOp(op, children...)
+	if err != nil {
+		return nil, wrapErr(name, err)
+	}
+	return n, nil
+}
+
+// checkValue checks a value's dtype (0: any float dtype) and shape from its metadata alone, so
+// it is safe on device values.
+func checkValue(name, what string, v G.Value, dt tensor.Dtype, want ...dim) error {
+	if v == nil {
+		return errorf(name, "%s is nil", what)
+	}
+	if dt == (tensor.Dtype{}) {
+		if err := checkFloat(name, what, v.Dtype()); err != nil {
+			return err
+		}
+	} else if v.Dtype() != dt {
+		return errorf(name, "%s has dtype %v, want %v", what, v.Dtype(), dt)
+	}
+	return checkShape(name, what, v.Shape(), want...)
+}
+
+// onDevice reports whether the values (nil ones are skipped) live in the registered device
+// backend's memory. A mix of host and device values is an error: nothing is copied silently.
+func onDevice(name string, vs ...G.Value) (bool, error) {
+	if device == nil {
+		return false, nil
+	}
+	var nd, nh int
+	for _, v := range vs {
+		if v == nil {
+			continue
+		}
+		if device.Owns(v) {
+			nd++
+		} else {
+			nh++
+		}
+	}
+	if nd > 0 && nh > 0 {
+		return false, errorf(name, "inputs mix device values (%d) and host values (%d); copy them to one place first", nd, nh)
+	}
+	return nd > 0, nil
+}
+
+// hostDense returns v as a contiguous host *tensor.Dense (a non-contiguous view is copied).
+func hostDense(name, what string, v G.Value) (*tensor.Dense, error) {
+	d, ok := v.(*tensor.Dense)
+	if !ok {
+		return nil, errorf(name, "%s is a %T, want a *tensor.Dense", what, v)
+	}
+	if d.RequiresIterator() {
+		m, ok := d.Materialize().(*tensor.Dense)
+		if !ok {
+			return nil, errorf(name, "%s: cannot materialize the view", what)
+		}
+		d = m
+	}
+	return d, nil
+}
+
+// dataOf returns the backing slice of a host dense tensor whose dtype was checked to be F's.
+func dataOf[F kernels.Float | int32](name, what string, d *tensor.Dense) ([]F, error) {
+	s, ok := d.Data().([]F)
+	if !ok || len(s) != d.Shape().TotalSize() {
+		var zero F
+		return nil, errorf(name, "%s holds %T, want a []%T of %d elements", what, d.Data(), zero, d.Shape().TotalSize())
+	}
+	return s, nil
+}
+
+// hostFloats converts a host value of dtype F to its data.
+func hostFloats[F kernels.Float](name, what string, v G.Value) ([]F, error) {
+	d, err := hostDense(name, what, v)
+	if err != nil {
+		return nil, err
+	}
+	return dataOf[F](name, what, d)
+}
+
+// newDense allocates a zeroed host tensor of element type F.
+func newDense[F kernels.Float | int32](shape ...int) (*tensor.Dense, []F) {
+	n := 1
+	for _, s := range shape {
+		n *= s
+	}
+	data := make([]F, n)
+	return tensor.New(tensor.WithShape(shape...), tensor.WithBacking(data)), data
+}
+
+// outDense returns the output buffer for a host kernel: a new zeroed tensor when pre is nil,
+// else pre after checking that it is a contiguous host tensor of the right dtype and shape;
+// it is zeroed, since it may hold stale data from an earlier run.
+func outDense[F kernels.Float | int32](name string, pre G.Value, shape ...int) (*tensor.Dense, []F, error) {
+	if pre == nil {
+		d, s := newDense[F](shape...)
+		return d, s, nil
+	}
+	d, ok := pre.(*tensor.Dense)
+	if !ok || d.RequiresIterator() || d.IsView() {
+		return nil, nil, errorf(name, "preallocated output is a %T view or non-dense value", pre)
+	}
+	if !d.Shape().Eq(tensor.Shape(shape)) {
+		return nil, nil, errorf(name, "preallocated output has shape %v, want %v", shapeString(d.Shape()), shapeString(shape))
+	}
+	s, ok := d.Data().([]F)
+	if !ok || len(s) != d.Shape().TotalSize() {
+		var zero F
+		return nil, nil, errorf(name, "preallocated output has dtype %v, want %T", d.Dtype(), zero)
+	}
+	clear(s)
+	return d, s, nil
+}
+
+// planDim is the wanted shape of a plan vector.
+func planDim(g kernels.Geometry) dim { return dim{"PlanLen", g.PlanLen()} }
+
+// checkPlanShape checks a plan node's or value's shape in InferShape or Do.
+func checkPlanShape(name string, g kernels.Geometry, s tensor.Shape) error {
+	return checkShape(name, "plan", s, planDim(g))
+}
+
+// hostPlan returns the typed view of a host plan value after kernels.Plan.Check: a plan that
+// did not come from NewPlan (or was corrupted) gives an error, never a bad memory access.
+func hostPlan(name string, g kernels.Geometry, v G.Value) (kernels.Plan, error) {
+	if err := checkValue(name, "plan", v, tensor.Int32, planDim(g)); err != nil {
+		return kernels.Plan{}, err
+	}
+	d, err := hostDense(name, "plan", v)
+	if err != nil {
+		return kernels.Plan{}, err
+	}
+	flat, err := dataOf[int32](name, "plan", d)
+	if err != nil {
+		return kernels.Plan{}, err
+	}
+	p, err := g.View(flat)
+	if err != nil {
+		return kernels.Plan{}, wrapErr(name, err)
+	}
+	if err := p.Check(); err != nil {
+		return kernels.Plan{}, wrapErr(name, err)
+	}
+	return p, nil
+}
+
+// gradUpdate is one "dst += src" of a DoDiff: dst is an input's gradient, src the update.
+type gradUpdate struct {
+	what     string
+	dst, src G.Value
+}
+
+// accumulate adds every update's src into its dst (dst += src), the contract of DoDiff. All
+// updates are checked before any is applied, so an error leaves every gradient as it was.
+// Host tensors are added with a plain loop; device tensors through their engine (tensor.Add
+// with UseUnsafe).
+func accumulate(name string, ups ...gradUpdate) error {
+	for _, u := range ups {
+		if u.dst == nil || u.src == nil {
+			return errorf(name, "gradient of %s is missing", u.what)
+		}
+		if u.dst.Dtype() != u.src.Dtype() || !u.dst.Shape().Eq(u.src.Shape()) {
+			return errorf(name, "gradient of %s has dtype %v shape %v, the update has %v %v", u.what, u.dst.Dtype(), shapeString(u.dst.Shape()), u.src.Dtype(), shapeString(u.src.Shape()))
+		}
+		if err := checkFloat(name, "gradient of "+u.what, u.dst.Dtype()); err != nil {
+			return err
+		}
+		if device != nil && (device.Owns(u.dst) || device.Owns(u.src)) {
+			_, ok1 := u.dst.(tensor.Tensor)
+			_, ok2 := u.src.(tensor.Tensor)
+			if !ok1 || !ok2 {
+				return errorf(name, "gradient of %s: cannot add a %T into a %T", u.what, u.src, u.dst)
+			}
+			continue
+		}
+		d, ok := u.dst.(*tensor.Dense)
+		if !ok || d.RequiresIterator() {
+			return errorf(name, "gradient of %s is a %T view or non-dense value", u.what, u.dst)
+		}
+	}
+	for _, u := range ups {
+		var err error
+		switch {
+		case device != nil && (device.Owns(u.dst) || device.Owns(u.src)):
+			_, err = tensor.Add(u.dst.(tensor.Tensor), u.src.(tensor.Tensor), tensor.UseUnsafe())
+			err = wrapErr(name, err)
+		case u.dst.Dtype() == tensor.Float32:
+			err = addInto[float32](name, u.what, u.dst.(*tensor.Dense), u.src)
+		default:
+			err = addInto[float64](name, u.what, u.dst.(*tensor.Dense), u.src)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func addInto[F kernels.Float](name, what string, dst *tensor.Dense, src G.Value) error {
+	d, err := dataOf[F](name, "gradient of "+what, dst)
+	if err != nil {
+		return err
+	}
+	s, err := hostFloats[F](name, "update of "+what, src)
+	if err != nil {
+		return err
+	}
+	for i, v := range s {
+		d[i] += v
+	}
+	return nil
+}
