@@ -1,0 +1,291 @@
+package moe
+
+import (
+	"errors"
+	"fmt"
+	"math"
+
+	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/kernels"
+)
+
+// ScoreFunc is the router's score function.
+type ScoreFunc int
+
+const (
+	// Softmax scores: probs are a softmax of the router logits (see Config.PreSoftmax).
+	Softmax ScoreFunc = iota
+	// Sigmoid scores: s = σ(logits); the K chosen scores are renormalised to sum to 1 when
+	// K > 1 (DeepSeek-V3).
+	Sigmoid
+)
+
+// String returns "softmax" or "sigmoid".
+func (s ScoreFunc) String() string {
+	switch s {
+	case Softmax:
+		return "softmax"
+	case Sigmoid:
+		return "sigmoid"
+	}
+	return fmt.Sprintf("ScoreFunc(%d)", int(s))
+}
+
+// Activation is the routed (and shared) experts' FFN type.
+type Activation int
+
+const (
+	// SwiGLU experts: y = (silu(x·W1) ⊙ (x·W3))·W2 with W1, W3 [H,F] and W2 [F,H].
+	SwiGLU Activation = iota
+	// GELU experts: y = gelu(x·W1)·W2 (tanh approximation of GELU).
+	GELU
+)
+
+// String returns "swiglu" or "gelu".
+func (a Activation) String() string {
+	switch a {
+	case SwiGLU:
+		return "swiglu"
+	case GELU:
+		return "gelu"
+	}
+	return fmt.Sprintf("Activation(%d)", int(a))
+}
+
+// DropPolicy chooses which tokens an over-full expert drops in capacity mode.
+type DropPolicy int
+
+const (
+	// DropByProb keeps each expert's C pairs with the highest router prob, ties to the lower
+	// token index (the default).
+	DropByProb DropPolicy = iota
+	// DropByPosition keeps each expert's first C pairs in token order.
+	DropByPosition
+)
+
+// String returns "prob" or "position".
+func (d DropPolicy) String() string {
+	switch d {
+	case DropByProb:
+		return "prob"
+	case DropByPosition:
+		return "position"
+	}
+	return fmt.Sprintf("DropPolicy(%d)", int(d))
+}
+
+func (d DropPolicy) kernel() kernels.DropPolicy {
+	if d == DropByPosition {
+		return kernels.DropByPosition
+	}
+	return kernels.DropByProb
+}
+
+// DefaultBiasUpdateRate is the expert-bias update rate used when Config.BiasUpdateRate is 0
+// (DeepSeek-V3, Megatron).
+const DefaultBiasUpdateRate = 1e-3
+
+// Config describes an MoE layer. The zero value of every optional field means "off" or the
+// documented default; New validates the whole config and names the first problem it finds.
+type Config struct {
+	// Hidden is H, the width of the layer's input and output.
+	Hidden int
+	// FFN is F, the hidden width of each routed expert.
+	FFN int
+	// Experts is E, the number of routed experts.
+	Experts int
+	// TopK is K, the number of experts each token is sent to (1 <= K <= E).
+	TopK int
+
+	// Dtype is the dtype of the input, output and expert weights: tensor.Float32 (the
+	// default when zero) or tensor.Float64.
+	Dtype tensor.Dtype
+	// RouterDtype is the dtype of the router weight, logits, probs and losses (the "fp32
+	// router" of Megatron/Switch: set it to tensor.Float32, or to tensor.Float64 for a float64
+	// router in a float32 model). Zero means Dtype. The probs are cast to Dtype for the
+	// combine.
+	RouterDtype tensor.Dtype
+
+	// Score is the score function, Softmax (default) or Sigmoid.
+	Score ScoreFunc
+	// PreSoftmax (Softmax only) selects the top K of the softmax over all E experts and uses
+	// those probabilities as they are (no renormalisation; Switch, OLMoE, Qwen3). Without it
+	// the probs are a softmax over the K selected logits, which equals renormalising the top-K
+	// softmax probabilities (Mixtral). With K = 1 that softmax is always 1 and gives the router
+	// no gradient, so Softmax with K = 1 requires PreSoftmax.
+	PreSoftmax bool
+	// Groups > 1 turns on group-limited routing: the E experts form Groups equal groups and
+	// each token chooses its K experts from the GroupsKept groups with the highest group score
+	// (the sum of the group's top max(1, K/GroupsKept) selection scores).
+	Groups, GroupsKept int
+	// ScalingFactor multiplies the probs after normalisation (DeepSeek-V3: 2.5). 0 means 1.
+	ScalingFactor float64
+	// ExpertBias turns on aux-loss-free balancing (Sigmoid only): a bias [E] is added to the
+	// scores for the selection only, and Layer.UpdateExpertBias moves it after each step by
+	// BiasUpdateRate·sign(mean load − load) outside the gradient.
+	ExpertBias bool
+	// BiasUpdateRate is the expert-bias step; 0 means DefaultBiasUpdateRate.
+	BiasUpdateRate float64
+	// JitterEps > 0 multiplies the router input by fresh uniform noise in [1−ε, 1+ε) on every
+	// run (Switch). It is for training graphs; build the evaluation graph without it.
+	JitterEps float64
+
+	// AuxLossCoeff weights the micro-batch load-balancing loss
+	// E/(K·T²)·Σ_e N_e·Σ_t s[t,e] (N_e tokens routed to e, s the scores over all E experts:
+	// the softmax, or the sigmoid normalised over E). It is 1 at perfect balance.
+	AuxLossCoeff float64
+	// SeqAuxLossCoeff weights the same loss computed per sequence of SeqLen tokens and
+	// averaged over the T/SeqLen sequences (DeepSeek-V2/V3 sequence-wise balance loss).
+	SeqAuxLossCoeff float64
+	// SeqLen is the sequence length for SeqAuxLossCoeff; T must be a multiple of it.
+	SeqLen int
+	// ZLossCoeff weights the router z-loss (1/T)·Σ_t (log Σ_e exp logits[t,e])² (ST-MoE).
+	ZLossCoeff float64
+
+	// Activation is the expert FFN type, SwiGLU (default) or GELU.
+	Activation Activation
+	// SharedFFN > 0 adds an always-on shared expert FFN of that hidden width (the total of
+	// all shared experts, e.g. 2·F for two shared experts) whose output is added to the
+	// routed output.
+	SharedFFN int
+
+	// CapacityFactor > 0 turns on capacity mode: each expert takes at most
+	// C = ceil(T·K/E·CapacityFactor) tokens and drops the rest by DropPolicy. 0 is dropless.
+	CapacityFactor float64
+	// DropPolicy is DropByProb (default) or DropByPosition (capacity mode only).
+	DropPolicy DropPolicy
+	// PadToCapacity gives every expert a segment of exactly C rows (capacity mode only).
+	PadToCapacity bool
+	// Align pads every expert's segment of the permuted buffer to a multiple of Align rows
+	// (0 means 1).
+	Align int
+
+	// ProbsOnActivation multiplies each expert's activation by the token's prob before the
+	// expert's output projection (Megatron), and combines unweighted. By default the probs
+	// weight the combine-unpermute.
+	ProbsOnActivation bool
+
+	// Seed seeds the weight initialisation and the jitter noise.
+	Seed int64
+}
+
+// withDefaults returns c with its zero defaults filled in.
+func (c Config) withDefaults() Config {
+	if c.Dtype == (tensor.Dtype{}) {
+		c.Dtype = tensor.Float32
+	}
+	if c.RouterDtype == (tensor.Dtype{}) {
+		c.RouterDtype = c.Dtype
+	}
+	if c.Groups == 0 {
+		c.Groups = 1
+	}
+	if c.Groups == 1 && c.GroupsKept == 0 {
+		c.GroupsKept = 1
+	}
+	if c.ScalingFactor == 0 {
+		c.ScalingFactor = 1
+	}
+	if c.BiasUpdateRate == 0 {
+		c.BiasUpdateRate = DefaultBiasUpdateRate
+	}
+	if c.Align == 0 {
+		c.Align = 1
+	}
+	return c
+}
+
+func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
+
+// Validate reports the first problem with c, or nil.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	e := func(format string, args ...any) error { return fmt.Errorf("gomoe: moe config: "+format, args...) }
+	isFloat := func(dt tensor.Dtype) bool { return dt == tensor.Float32 || dt == tensor.Float64 }
+	switch {
+	case c.Hidden < 1:
+		return e("Hidden=%d, want >= 1", c.Hidden)
+	case c.FFN < 1:
+		return e("FFN=%d, want >= 1", c.FFN)
+	case c.Experts < 1:
+		return e("Experts=%d, want >= 1", c.Experts)
+	case c.TopK < 1:
+		return e("TopK=%d, want >= 1", c.TopK)
+	case c.TopK > c.Experts:
+		return e("TopK=%d > Experts=%d: a token cannot use more distinct experts than exist", c.TopK, c.Experts)
+	case !isFloat(c.Dtype):
+		return e("Dtype=%v, want float32 or float64", c.Dtype)
+	case !isFloat(c.RouterDtype):
+		return e("RouterDtype=%v, want float32 or float64", c.RouterDtype)
+	case c.Score != Softmax && c.Score != Sigmoid:
+		return e("unknown score function %v", c.Score)
+	case c.PreSoftmax && c.Score != Softmax:
+		return e("PreSoftmax needs the Softmax score function, got %v", c.Score)
+	case c.Score == Softmax && !c.PreSoftmax && c.TopK == 1 && c.Experts > 1:
+		return e("Softmax with TopK=1 needs PreSoftmax: a softmax over one selected logit is always 1 and gives the router no gradient")
+	case c.Groups < 1:
+		return e("Groups=%d, want >= 1", c.Groups)
+	case c.Experts%c.Groups != 0:
+		return e("Experts=%d is not divisible by Groups=%d", c.Experts, c.Groups)
+	case c.GroupsKept < 1 || c.GroupsKept > c.Groups:
+		return e("GroupsKept=%d, want 1 <= GroupsKept <= Groups=%d", c.GroupsKept, c.Groups)
+	case c.TopK > c.GroupsKept*(c.Experts/c.Groups):
+		return e("TopK=%d does not fit in GroupsKept=%d groups of %d experts", c.TopK, c.GroupsKept, c.Experts/c.Groups)
+	case !finite(c.ScalingFactor) || c.ScalingFactor <= 0:
+		return e("ScalingFactor=%g, want > 0", c.ScalingFactor)
+	case c.ExpertBias && c.Score != Sigmoid:
+		return e("ExpertBias needs the Sigmoid score function (the bias is added to sigmoid scores), got %v", c.Score)
+	case !finite(c.BiasUpdateRate) || c.BiasUpdateRate < 0:
+		return e("BiasUpdateRate=%g, want >= 0", c.BiasUpdateRate)
+	case !finite(c.JitterEps) || c.JitterEps < 0 || c.JitterEps >= 1:
+		return e("JitterEps=%g, want 0 <= JitterEps < 1", c.JitterEps)
+	case !finite(c.AuxLossCoeff) || c.AuxLossCoeff < 0:
+		return e("AuxLossCoeff=%g, want >= 0", c.AuxLossCoeff)
+	case !finite(c.SeqAuxLossCoeff) || c.SeqAuxLossCoeff < 0:
+		return e("SeqAuxLossCoeff=%g, want >= 0", c.SeqAuxLossCoeff)
+	case c.SeqAuxLossCoeff > 0 && c.SeqLen < 1:
+		return e("SeqAuxLossCoeff=%g needs SeqLen >= 1, got %d", c.SeqAuxLossCoeff, c.SeqLen)
+	case c.SeqLen < 0:
+		return e("SeqLen=%d, want >= 0", c.SeqLen)
+	case !finite(c.ZLossCoeff) || c.ZLossCoeff < 0:
+		return e("ZLossCoeff=%g, want >= 0", c.ZLossCoeff)
+	case c.Activation != SwiGLU && c.Activation != GELU:
+		return e("unknown activation %v", c.Activation)
+	case c.SharedFFN < 0:
+		return e("SharedFFN=%d, want >= 0", c.SharedFFN)
+	case !finite(c.CapacityFactor) || c.CapacityFactor < 0:
+		return e("CapacityFactor=%g, want >= 0 (0 is dropless)", c.CapacityFactor)
+	case c.DropPolicy != DropByProb && c.DropPolicy != DropByPosition:
+		return e("unknown drop policy %v", c.DropPolicy)
+	case c.CapacityFactor == 0 && c.PadToCapacity:
+		return e("PadToCapacity needs capacity mode (CapacityFactor > 0)")
+	case c.Align < 1:
+		return e("Align=%d, want >= 1", c.Align)
+	}
+	return nil
+}
+
+// Capacity is C, the per-expert capacity for T tokens: ceil(T·K/E·CapacityFactor), at least 1;
+// 0 in dropless mode.
+func (c Config) Capacity(T int) int {
+	if c.CapacityFactor == 0 {
+		return 0
+	}
+	return max(1, int(math.Ceil(float64(T)*float64(c.TopK)/float64(c.Experts)*c.CapacityFactor-1e-9)))
+}
+
+// geometry is the routing plan geometry for T tokens.
+func (c Config) geometry(T int) (kernels.Geometry, error) {
+	if T < 1 {
+		return kernels.Geometry{}, errors.New("gomoe: moe: the input has no tokens")
+	}
+	g := kernels.Geometry{T: T, K: c.TopK, E: c.Experts, A: c.Align}
+	if c.CapacityFactor > 0 {
+		g.Mode = kernels.Capacity
+		g.C = c.Capacity(T)
+		g.Drop = c.DropPolicy.kernel()
+		g.PadToCapacity = c.PadToCapacity
+	}
+	return g, g.Validate()
+}

@@ -1,0 +1,36 @@
+// Package moe is a Mixture-of-Experts layer for Gorgonia graphs, built on gomoe's routing
+// plan, permute-dispatch, grouped expert matmul and combine-unpermute ops (package op).
+//
+// A layer reads like the math:
+//
+//	logits = x·Router                        router, optionally in its own dtype (fp32 router)
+//	ids    = topK(score(logits) + bias)      softmax or sigmoid scores, group-limited top-k
+//	probs  = the chosen scores               renormalised (or not) and scaled
+//	plan   = route(ids)                      dropless, or capacity with drop by prob/position
+//	xp     = permute(x, plan)                [T,H] -> expert-major rows [R,H]
+//	hp     = act(xp ⊛ W1, xp ⊛ W3)           grouped matmul per expert segment; SwiGLU or GELU
+//	yp     = hp ⊛ W2                         (probs optionally applied to hp here)
+//	y      = unpermute(yp, probs, plan)      weighted combine back to [T,H]
+//	         + shared(x)                     optional always-on shared experts
+//
+// together with the load-balancing losses (per micro-batch and per sequence), the router
+// z-loss, and the per-step statistics (tokens per expert, dropped tokens). The auxiliary-loss
+// free balancing of DeepSeek-V3 keeps an expert bias outside the gradient, updated after each
+// optimiser step with Layer.UpdateExpertBias.
+//
+// # Use
+//
+//	layer, err := moe.New(g, "moe0", moe.Config{Hidden: 512, FFN: 1024, Experts: 8, TopK: 2,
+//		AuxLossCoeff: 1e-2})
+//	out, err := layer.Forward(x)          // x [T,512]
+//	cost := taskLoss(out.Y) + out.Loss     // add the weighted aux losses to the cost
+//	G.Grad(cost, layer.Learnables()...)
+//
+// All shapes are static: the number of tokens T comes from x, the permuted buffer has a
+// fixed row count R, and which rows each expert owns changes from step to step inside the
+// plan's value. Nothing waits on the host between ops.
+//
+// The layer's tests check it against a dense reference (every expert on every token,
+// weighted by a masked prob matrix) written independently with Gorgonia built-ins, against
+// float64 central differences, and against hand-computed capacity tables.
+package moe

@@ -1,0 +1,600 @@
+package moe
+
+import (
+	"fmt"
+	"math"
+	"math/rand"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/kernels"
+	"github.com/gomoe/gomoe/op"
+)
+
+// Layer is a Mixture-of-Experts layer in one Gorgonia graph: a router, E routed expert FFNs
+// held as stacked weights for the grouped matmul, and optional shared experts. Build it with
+// New and call Forward once per input node.
+type Layer struct {
+	cfg  Config
+	name string
+	g    *G.ExprGraph
+
+	// Router is the router weight [H,E] (RouterDtype): logits = x·Router.
+	Router *G.Node
+	// W1 [E,H,F] is each expert's first projection (the gate projection for SwiGLU).
+	W1 *G.Node
+	// W3 [E,H,F] is each expert's up projection (SwiGLU only, nil for GELU).
+	W3 *G.Node
+	// W2 [E,F,H] is each expert's output projection.
+	W2 *G.Node
+	// SharedW1 [H,S], SharedW3 [H,S] (SwiGLU only) and SharedW2 [S,H] are the shared
+	// experts' weights (S = Config.SharedFFN), nil without shared experts.
+	SharedW1, SharedW3, SharedW2 *G.Node
+	// Bias is the expert bias [E] (RouterDtype) used for selection only, nil without
+	// Config.ExpertBias. It is not learnable: UpdateExpertBias changes its value in place.
+	Bias *G.Node
+
+	forwards int64
+}
+
+// Output is what Forward returns. The loss nodes are scalars of the layer's Dtype, already
+// multiplied by their coefficients, so a training script adds Loss (or the parts it wants)
+// to its cost.
+type Output struct {
+	// Y [T,H] is the layer output (routed experts combined, plus the shared experts).
+	Y *G.Node
+	// AuxLoss is AuxLossCoeff times the micro-batch load-balancing loss, nil if the
+	// coefficient is 0.
+	AuxLoss *G.Node
+	// SeqAuxLoss is SeqAuxLossCoeff times the sequence-wise load-balancing loss, nil if the
+	// coefficient is 0.
+	SeqAuxLoss *G.Node
+	// ZLoss is ZLossCoeff times the router z-loss, nil if the coefficient is 0.
+	ZLoss *G.Node
+	// Loss is the sum of the non-nil weighted losses above, nil if all are nil.
+	Loss *G.Node
+	// Counts [E] int32 is the number of tokens each expert processes in this step (after
+	// capacity drops). Read it with G.Read and pass the value to Stats or UpdateExpertBias.
+	Counts *G.Node
+	// Logits [T,E] are the router logits (RouterDtype).
+	Logits *G.Node
+	// IDs [T,K] int32 are the experts each token chose (before capacity drops).
+	IDs *G.Node
+	// Probs [T,K] are the combine weights of the chosen experts (RouterDtype, after the
+	// scaling factor). Dropped pairs keep their prob here but do not contribute to Y.
+	Probs *G.Node
+	// Plan is the routing plan the experts ran with.
+	Plan *op.Plan
+}
+
+// New adds the weights of an MoE layer described by cfg to g and returns the layer. name
+// prefixes every weight's node name ("name.router", "name.w1", ...) and must be unique in g.
+// The weights are initialised from a normal distribution with standard deviation
+// 1/sqrt(fan-in), from a source seeded with cfg.Seed.
+func New(g *G.ExprGraph, name string, cfg Config) (*Layer, error) {
+	if g == nil {
+		return nil, fmt.Errorf("gomoe: moe.New: nil graph")
+	}
+	if name == "" {
+		return nil, fmt.Errorf("gomoe: moe.New: empty layer name")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	if len(g.ByName(name+".router")) > 0 {
+		return nil, fmt.Errorf("gomoe: moe.New: the graph already has a layer named %q", name)
+	}
+	l := &Layer{cfg: cfg, name: name, g: g}
+	rng := rand.New(rand.NewSource(cfg.Seed))
+	H, F, E := cfg.Hidden, cfg.FFN, cfg.Experts
+	l.Router = l.weight(rng, cfg.RouterDtype, "router", H, H, E)
+	l.W1 = l.weight(rng, cfg.Dtype, "w1", H, E, H, F)
+	if cfg.Activation == SwiGLU {
+		l.W3 = l.weight(rng, cfg.Dtype, "w3", H, E, H, F)
+	}
+	l.W2 = l.weight(rng, cfg.Dtype, "w2", F, E, F, H)
+	if S := cfg.SharedFFN; S > 0 {
+		l.SharedW1 = l.weight(rng, cfg.Dtype, "shared.w1", H, H, S)
+		if cfg.Activation == SwiGLU {
+			l.SharedW3 = l.weight(rng, cfg.Dtype, "shared.w3", H, H, S)
+		}
+		l.SharedW2 = l.weight(rng, cfg.Dtype, "shared.w2", S, S, H)
+	}
+	if cfg.ExpertBias {
+		l.Bias = G.NewVector(g, cfg.RouterDtype, G.WithShape(E), G.WithName(name+".expert_bias"),
+			G.WithValue(tensor.New(tensor.Of(cfg.RouterDtype), tensor.WithShape(E))))
+	}
+	return l, nil
+}
+
+// weight makes a learnable node of the given shape, N(0, 1/fanIn).
+func (l *Layer) weight(rng *rand.Rand, dt tensor.Dtype, suffix string, fanIn int, shape ...int) *G.Node {
+	n := 1
+	for _, s := range shape {
+		n *= s
+	}
+	std := 1 / math.Sqrt(float64(fanIn))
+	var v *tensor.Dense
+	if dt == tensor.Float32 {
+		b := make([]float32, n)
+		for i := range b {
+			b[i] = float32(rng.NormFloat64() * std)
+		}
+		v = tensor.New(tensor.WithShape(shape...), tensor.WithBacking(b))
+	} else {
+		b := make([]float64, n)
+		for i := range b {
+			b[i] = rng.NormFloat64() * std
+		}
+		v = tensor.New(tensor.WithShape(shape...), tensor.WithBacking(b))
+	}
+	return G.NewTensor(l.g, dt, len(shape), G.WithShape(shape...), G.WithName(l.name+"."+suffix), G.WithValue(v))
+}
+
+// Config returns the layer's config with its defaults filled in.
+func (l *Layer) Config() Config { return l.cfg }
+
+// Learnables returns the layer's trainable weights: the router, the expert weights and the
+// shared experts' weights (not the expert bias).
+func (l *Layer) Learnables() G.Nodes {
+	ns := G.Nodes{l.Router, l.W1}
+	if l.W3 != nil {
+		ns = append(ns, l.W3)
+	}
+	ns = append(ns, l.W2)
+	for _, n := range []*G.Node{l.SharedW1, l.SharedW3, l.SharedW2} {
+		if n != nil {
+			ns = append(ns, n)
+		}
+	}
+	return ns
+}
+
+// scalar is a constant of dtype dt.
+func scalar(v float64, dt tensor.Dtype) *G.Node {
+	if dt == tensor.Float32 {
+		return G.NewConstant(float32(v))
+	}
+	return G.NewConstant(v)
+}
+
+// Forward applies the layer to x [T,H] (the layer's Dtype) and returns the output, the
+// weighted auxiliary losses and the step statistics:
+//
+//	logits = x·Router                      (RouterDtype; x·jitter first if JitterEps > 0)
+//	ids    = top-K experts per token        (by score + bias, within the kept groups)
+//	probs  = the chosen experts' weights    (see Config.Score and Config.PreSoftmax) · ScalingFactor
+//	Y      = Σ_k probs[t,k]·Expert_ids[t,k](x[t])  + SharedFFN(x)
+//
+// computed as route → permute → grouped expert FFN → combine-unpermute.
+func (l *Layer) Forward(x *G.Node) (*Output, error) {
+	c := l.cfg
+	wrap := func(err error) (*Output, error) { return nil, fmt.Errorf("gomoe: moe %s: %w", l.name, err) }
+	if x == nil {
+		return wrap(fmt.Errorf("input is nil"))
+	}
+	if x.Graph() != l.g {
+		return wrap(fmt.Errorf("input %q is not in the layer's graph", x.Name()))
+	}
+	if s := x.Shape(); s.Dims() != 2 || s[1] != c.Hidden {
+		return wrap(fmt.Errorf("input has shape %v, want (T, H=%d)", s, c.Hidden))
+	}
+	if x.Dtype() != c.Dtype {
+		return wrap(fmt.Errorf("input has dtype %v, want %v", x.Dtype(), c.Dtype))
+	}
+	T := x.Shape()[0]
+	geo, err := c.geometry(T)
+	if err != nil {
+		return wrap(err)
+	}
+	if c.SeqAuxLossCoeff > 0 && T%c.SeqLen != 0 {
+		return wrap(fmt.Errorf("T=%d tokens are not a whole number of sequences of SeqLen=%d", T, c.SeqLen))
+	}
+	out, err := l.forward(x, T, geo)
+	if err != nil {
+		return wrap(err)
+	}
+	l.forwards++
+	return out, nil
+}
+
+func (l *Layer) forward(x *G.Node, T int, geo kernels.Geometry) (*Output, error) {
+	c := l.cfg
+	rdt, dt := c.RouterDtype, c.Dtype
+	E, K := c.Experts, c.TopK
+	o := &Output{}
+
+	// Router.
+	xr, err := op.Cast(x, rdt)
+	if err != nil {
+		return nil, err
+	}
+	if c.JitterEps > 0 {
+		noise, err := op.JitterNoise(xr, c.JitterEps, c.Seed+1_000_003*l.forwards)
+		if err != nil {
+			return nil, err
+		}
+		if xr, err = G.HadamardProd(xr, noise); err != nil {
+			return nil, err
+		}
+	}
+	if o.Logits, err = G.Mul(xr, l.Router); err != nil {
+		return nil, err
+	}
+	topts := op.TopKOpts{Groups: c.Groups, GroupsKept: c.GroupsKept, Bias: l.Bias}
+	var auxScores *G.Node // [T,E] scores over all experts for the balancing losses
+	needAux := c.AuxLossCoeff > 0 || c.SeqAuxLossCoeff > 0
+	switch {
+	case c.Score == Softmax && c.PreSoftmax:
+		s, err := G.SoftMax(o.Logits, 1)
+		if err != nil {
+			return nil, err
+		}
+		if o.IDs, err = op.TopK(s, K, topts); err != nil {
+			return nil, err
+		}
+		if o.Probs, err = op.GatherTopK(s, o.IDs); err != nil {
+			return nil, err
+		}
+		auxScores = s
+	case c.Score == Softmax:
+		if o.IDs, err = op.TopK(o.Logits, K, topts); err != nil {
+			return nil, err
+		}
+		chosen, err := op.GatherTopK(o.Logits, o.IDs)
+		if err != nil {
+			return nil, err
+		}
+		if o.Probs, err = G.SoftMax(chosen, 1); err != nil {
+			return nil, err
+		}
+		if needAux {
+			if auxScores, err = G.SoftMax(o.Logits, 1); err != nil {
+				return nil, err
+			}
+		}
+	default: // Sigmoid
+		s, err := G.Sigmoid(o.Logits)
+		if err != nil {
+			return nil, err
+		}
+		if o.IDs, err = op.TopK(s, K, topts); err != nil {
+			return nil, err
+		}
+		if o.Probs, err = op.GatherTopK(s, o.IDs); err != nil {
+			return nil, err
+		}
+		if K > 1 {
+			if o.Probs, err = rowNormalise(o.Probs); err != nil {
+				return nil, err
+			}
+		}
+		if needAux {
+			if auxScores, err = rowNormalise(s); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if c.ScalingFactor != 1 {
+		if o.Probs, err = G.Mul(o.Probs, scalar(c.ScalingFactor, rdt)); err != nil {
+			return nil, err
+		}
+	}
+	probs, err := op.Cast(o.Probs, dt)
+	if err != nil {
+		return nil, err
+	}
+
+	// Dispatch, experts, combine.
+	var planProbs *G.Node
+	if c.CapacityFactor > 0 && c.DropPolicy == DropByProb {
+		planProbs = o.Probs
+	}
+	if o.Plan, err = op.NewPlan(o.IDs, planProbs, geo); err != nil {
+		return nil, err
+	}
+	xp, err := op.Permute(x, o.Plan)
+	if err != nil {
+		return nil, err
+	}
+	h, err := l.activation(xp, func(a, w *G.Node) (*G.Node, error) { return op.GroupedMatMul(a, w, o.Plan) }, l.W1, l.W3)
+	if err != nil {
+		return nil, err
+	}
+	combineProbs := probs
+	if c.ProbsOnActivation {
+		pp, err := op.PermuteProbs(probs, o.Plan)
+		if err != nil {
+			return nil, err
+		}
+		if h, err = G.BroadcastHadamardProd(h, pp, nil, []byte{1}); err != nil {
+			return nil, err
+		}
+		combineProbs = nil
+	}
+	yp, err := op.GroupedMatMul(h, l.W2, o.Plan)
+	if err != nil {
+		return nil, err
+	}
+	if o.Y, err = op.Unpermute(yp, combineProbs, o.Plan); err != nil {
+		return nil, err
+	}
+	if c.SharedFFN > 0 {
+		hs, err := l.activation(x, G.Mul, l.SharedW1, l.SharedW3)
+		if err != nil {
+			return nil, err
+		}
+		ys, err := G.Mul(hs, l.SharedW2)
+		if err != nil {
+			return nil, err
+		}
+		if o.Y, err = G.Add(o.Y, ys); err != nil {
+			return nil, err
+		}
+	}
+	if o.Counts, err = G.Slice(o.Plan.Node, G.S(0, E)); err != nil {
+		return nil, err
+	}
+	if E == 1 { // a one-element slice is a scalar in gorgonia; keep counts a vector [E]
+		if o.Counts, err = G.Reshape(o.Counts, tensor.Shape{1}); err != nil {
+			return nil, err
+		}
+	}
+
+	// Losses.
+	if c.AuxLossCoeff > 0 {
+		if o.AuxLoss, err = balanceLoss(o.IDs, auxScores, E, K, 1, c.AuxLossCoeff, rdt, dt); err != nil {
+			return nil, err
+		}
+	}
+	if c.SeqAuxLossCoeff > 0 {
+		if o.SeqAuxLoss, err = balanceLoss(o.IDs, auxScores, E, K, T/c.SeqLen, c.SeqAuxLossCoeff, rdt, dt); err != nil {
+			return nil, err
+		}
+	}
+	if c.ZLossCoeff > 0 {
+		lse, err := op.RowLogSumExp(o.Logits)
+		if err != nil {
+			return nil, err
+		}
+		sq, err := G.Square(lse)
+		if err != nil {
+			return nil, err
+		}
+		z, err := G.Sum(sq)
+		if err != nil {
+			return nil, err
+		}
+		if z, err = G.Mul(z, scalar(c.ZLossCoeff/float64(T), rdt)); err != nil {
+			return nil, err
+		}
+		if o.ZLoss, err = op.Cast(z, dt); err != nil {
+			return nil, err
+		}
+	}
+	for _, n := range []*G.Node{o.AuxLoss, o.SeqAuxLoss, o.ZLoss} {
+		if n == nil {
+			continue
+		}
+		if o.Loss == nil {
+			o.Loss = n
+		} else if o.Loss, err = G.Add(o.Loss, n); err != nil {
+			return nil, err
+		}
+	}
+	return o, nil
+}
+
+// activation computes the FFN hidden activation of a: silu(mm(a,w1)) ⊙ mm(a,w3) for SwiGLU,
+// gelu(mm(a,w1)) for GELU.
+func (l *Layer) activation(a *G.Node, mm func(a, w *G.Node) (*G.Node, error), w1, w3 *G.Node) (*G.Node, error) {
+	z1, err := mm(a, w1)
+	if err != nil {
+		return nil, err
+	}
+	if l.cfg.Activation == GELU {
+		return gelu(z1, l.cfg.Dtype)
+	}
+	z3, err := mm(a, w3)
+	if err != nil {
+		return nil, err
+	}
+	sig, err := G.Sigmoid(z1)
+	if err != nil {
+		return nil, err
+	}
+	silu, err := G.HadamardProd(z1, sig)
+	if err != nil {
+		return nil, err
+	}
+	return G.HadamardProd(silu, z3)
+}
+
+// gelu is the tanh approximation 0.5·a·(1 + tanh(√(2/π)·(a + 0.044715·a³))).
+func gelu(a *G.Node, dt tensor.Dtype) (*G.Node, error) {
+	a3, err := G.Cube(a)
+	if err != nil {
+		return nil, err
+	}
+	c3, err := G.Mul(a3, scalar(0.044715, dt))
+	if err != nil {
+		return nil, err
+	}
+	inner, err := G.Add(a, c3)
+	if err != nil {
+		return nil, err
+	}
+	if inner, err = G.Mul(inner, scalar(math.Sqrt(2/math.Pi), dt)); err != nil {
+		return nil, err
+	}
+	th, err := G.Tanh(inner)
+	if err != nil {
+		return nil, err
+	}
+	onePlus, err := G.Add(th, scalar(1, dt))
+	if err != nil {
+		return nil, err
+	}
+	half, err := G.Mul(a, scalar(0.5, dt))
+	if err != nil {
+		return nil, err
+	}
+	return G.HadamardProd(half, onePlus)
+}
+
+// rowNormalise divides every row of m [T,N] by its sum.
+func rowNormalise(m *G.Node) (*G.Node, error) {
+	sum, err := G.Sum(m, 1)
+	if err != nil {
+		return nil, err
+	}
+	return G.BroadcastHadamardDiv(m, sum, nil, []byte{1})
+}
+
+// balanceLoss is coeff · E/(B·K·S²) · Σ_b Σ_e N[b,e]·Σ_{t in b} s[t,e] for B sequences of S
+// tokens (B = 1: the micro-batch loss), cast to dt.
+func balanceLoss(ids, scores *G.Node, E, K, B int, coeff float64, rdt, dt tensor.Dtype) (*G.Node, error) {
+	T := scores.Shape()[0]
+	S := T / B
+	load, err := op.ExpertLoad(ids, E, B, rdt) // [B,E]
+	if err != nil {
+		return nil, err
+	}
+	s3, err := G.Reshape(scores, tensor.Shape{B, S, E})
+	if err != nil {
+		return nil, err
+	}
+	P, err := G.Sum(s3, 1) // [B,E]
+	if err != nil {
+		return nil, err
+	}
+	if B == 1 { // Sum over a [1,S,E] tensor's axis 1 gives [1,E] or [E]; match load.
+		if P, err = G.Reshape(P, tensor.Shape{1, E}); err != nil {
+			return nil, err
+		}
+	}
+	prod, err := G.HadamardProd(load, P)
+	if err != nil {
+		return nil, err
+	}
+	dot, err := G.Sum(prod)
+	if err != nil {
+		return nil, err
+	}
+	v, err := G.Mul(dot, scalar(coeff*float64(E)/(float64(B)*float64(K)*float64(S)*float64(S)), rdt))
+	if err != nil {
+		return nil, err
+	}
+	return op.Cast(v, dt)
+}
+
+// Stats are a step's routing statistics, read from Output.Counts.
+type Stats struct {
+	// TokensPerExpert is the number of tokens each expert processed.
+	TokensPerExpert []int
+	// Dropped is the number of (token, expert) pairs dropped by the capacity limit.
+	Dropped int
+}
+
+// Stats turns the value of Output.Counts (read with G.Read after a run) into Stats.
+func (o *Output) Stats(counts G.Value) (Stats, error) {
+	geo := o.Plan.Geometry
+	load, err := countsOf(counts, geo.E)
+	if err != nil {
+		return Stats{}, err
+	}
+	st := Stats{TokensPerExpert: make([]int, geo.E), Dropped: geo.T * geo.K}
+	for e, v := range load {
+		st.TokensPerExpert[e] = int(v)
+		st.Dropped -= int(v)
+	}
+	return st, nil
+}
+
+// countsOf reads an [E] vector of counts (int32, int or float) as float64.
+func countsOf(v G.Value, E int) ([]float64, error) {
+	if v == nil {
+		return nil, fmt.Errorf("gomoe: moe: counts value is nil (read Output.Counts with G.Read after a run)")
+	}
+	if v.Shape().TotalSize() != E {
+		return nil, fmt.Errorf("gomoe: moe: counts has shape %v, want (E=%d)", v.Shape(), E)
+	}
+	out := make([]float64, E)
+	switch d := v.Data().(type) {
+	case []int32:
+		for i, x := range d[:E] {
+			out[i] = float64(x)
+		}
+	case []int:
+		for i, x := range d[:E] {
+			out[i] = float64(x)
+		}
+	case []float32:
+		for i, x := range d[:E] {
+			out[i] = float64(x)
+		}
+	case []float64:
+		copy(out, d[:E])
+	default:
+		return nil, fmt.Errorf("gomoe: moe: counts has data %T, want int32, int or float", v.Data())
+	}
+	for e, x := range out {
+		if x < 0 || math.IsNaN(x) || math.IsInf(x, 0) {
+			return nil, fmt.Errorf("gomoe: moe: counts[%d] = %g is not a valid count", e, x)
+		}
+	}
+	return out, nil
+}
+
+// UpdateExpertBias applies the aux-loss-free balancing step
+//
+//	bias[e] += BiasUpdateRate · sign(mean(load) − load[e])
+//
+// to the layer's expert bias, outside the gradient. load is the value of Output.Counts (or
+// its sum over the micro-batches of a global batch), shape [E]. Call it once per optimiser
+// step. It returns an error, and changes nothing, if the layer has no expert bias or load is
+// not a valid [E] count vector.
+func (l *Layer) UpdateExpertBias(load G.Value) error {
+	if l.Bias == nil {
+		return fmt.Errorf("gomoe: moe %s: UpdateExpertBias: the layer has no expert bias (Config.ExpertBias is off)", l.name)
+	}
+	E := l.cfg.Experts
+	n, err := countsOf(load, E)
+	if err != nil {
+		return fmt.Errorf("gomoe: moe %s: UpdateExpertBias: %w", l.name, err)
+	}
+	var mean float64
+	for _, x := range n {
+		mean += x
+	}
+	mean /= float64(E)
+	bv, ok := l.Bias.Value().(*tensor.Dense)
+	if !ok {
+		return fmt.Errorf("gomoe: moe %s: UpdateExpertBias: bias value is %T", l.name, l.Bias.Value())
+	}
+	rate := l.cfg.BiasUpdateRate
+	sign := func(v float64) float64 {
+		switch {
+		case v > 0:
+			return 1
+		case v < 0:
+			return -1
+		}
+		return 0
+	}
+	switch b := bv.Data().(type) {
+	case []float32:
+		for e := range b[:E] {
+			b[e] += float32(rate * sign(mean-n[e]))
+		}
+	case []float64:
+		for e := range b[:E] {
+			b[e] += rate * sign(mean-n[e])
+		}
+	default:
+		return fmt.Errorf("gomoe: moe %s: UpdateExpertBias: bias data is %T", l.name, bv.Data())
+	}
+	return nil
+}

@@ -1,0 +1,164 @@
+package op
+
+import (
+	"fmt"
+	"hash"
+
+	"github.com/chewxy/hm"
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// Cast converts a float32 or float64 node to the float dtype to, element by element (float64
+// to float32 rounds to nearest). Its gradient is the output gradient cast back to x's dtype.
+// Cast returns x itself when it already has dtype to. Gorgonia's own ConvType converts only
+// between float and int dtypes.
+func Cast(x *G.Node, to tensor.Dtype) (*G.Node, error) {
+	if x == nil {
+		return nil, fmt.Errorf("gomoe: Cast: x is nil")
+	}
+	if err := gmmFloat(x.Dtype()); err != nil {
+		return nil, fmt.Errorf("gomoe: Cast: x: %v", err)
+	}
+	if err := gmmFloat(to); err != nil {
+		return nil, fmt.Errorf("gomoe: Cast: target: %v", err)
+	}
+	if x.Dtype() == to {
+		return x, nil
+	}
+	return G.ApplyOp(castOp{from: x.Dtype(), to: to, dims: x.Dims()}, x)
+}
+
+type castOp struct {
+	from, to tensor.Dtype
+	dims     int
+}
+
+func (op castOp) Arity() int { return 1 }
+
+// Type: Tensor-n from → Tensor-n to.
+func (op castOp) Type() hm.Type {
+	if op.dims == 0 {
+		return hm.NewFnType(op.from, op.to)
+	}
+	return hm.NewFnType(G.TensorType{Dims: op.dims, Of: op.from}, G.TensorType{Dims: op.dims, Of: op.to})
+}
+
+func (op castOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
+	if len(ds) != 1 {
+		return nil, fmt.Errorf("gomoe: Cast: want 1 input, got %d", len(ds))
+	}
+	s, ok := ds[0].(tensor.Shape)
+	if !ok || s.Dims() != op.dims {
+		return nil, fmt.Errorf("gomoe: Cast: input has shape %v, want %d dims", ds[0], op.dims)
+	}
+	return s.Clone(), nil
+}
+
+// castValue converts v (of dtype from) to a new tensor of dtype to.
+func castValue(v G.Value, from, to tensor.Dtype) (*tensor.Dense, error) {
+	d, err := gmmDense("Cast", "x", v, from, nil)
+	if err != nil {
+		return nil, err
+	}
+	out := tensor.New(tensor.Of(to), tensor.WithShape(d.Shape().Clone()...))
+	switch {
+	case from == tensor.Float64 && to == tensor.Float32:
+		o := out.Float32s()
+		for i, x := range d.Float64s() {
+			o[i] = float32(x)
+		}
+	case from == tensor.Float32 && to == tensor.Float64:
+		o := out.Float64s()
+		for i, x := range d.Float32s() {
+			o[i] = float64(x)
+		}
+	default:
+		return nil, fmt.Errorf("gomoe: Cast: %v to %v is not supported", from, to)
+	}
+	return out, nil
+}
+
+func (op castOp) Do(vs ...G.Value) (G.Value, error) {
+	if len(vs) != 1 {
+		return nil, fmt.Errorf("gomoe: Cast: want 1 input, got %d", len(vs))
+	}
+	if op.dims == 0 {
+		var f float64
+		switch x := vs[0].Data().(type) {
+		case float64:
+			f = x
+		case float32:
+			f = float64(x)
+		default:
+			return nil, fmt.Errorf("gomoe: Cast: scalar %T is not a float", vs[0].Data())
+		}
+		if op.to == tensor.Float32 {
+			return G.NewF32(float32(f)), nil
+		}
+		return G.NewF64(f), nil
+	}
+	return castValue(vs[0], op.from, op.to)
+}
+
+func (op castOp) ReturnsPtr() bool      { return false }
+func (op castOp) CallsExtern() bool     { return false }
+func (op castOp) OverwritesInput() int  { return -1 }
+func (op castOp) String() string        { return fmt.Sprintf("Cast{%v→%v, %dd}", op.from, op.to, op.dims) }
+func (op castOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
+func (op castOp) Hashcode() uint32      { return gmmHash(op) }
+
+func (op castOp) DiffWRT(int) []bool { return []bool{true} }
+
+// SymDiff casts the output gradient back to the input dtype.
+func (op castOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
+	dx, err := G.ApplyOp(castOp{from: op.to, to: op.from, dims: op.dims}, grad)
+	if err != nil {
+		return nil, err
+	}
+	return G.Nodes{dx}, nil
+}
+
+// DoDiff adds the output gradient, cast back, into x's gradient.
+func (op castOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
+	gxv, err := inputs[0].Grad()
+	if err != nil {
+		return err
+	}
+	gov, err := output.Grad()
+	if err != nil {
+		return err
+	}
+	if op.dims == 0 {
+		return fmt.Errorf("gomoe: Cast.DoDiff: scalar casts are not differentiable on the lisp machine")
+	}
+	gx, ok := gxv.(*tensor.Dense)
+	if !ok || gx.RequiresIterator() {
+		return fmt.Errorf("gomoe: Cast.DoDiff: input gradient is %T, want a contiguous dense tensor", gxv)
+	}
+	back, err := castValue(gov, op.to, op.from)
+	if err != nil {
+		return err
+	}
+	if !back.Shape().Eq(gx.Shape()) {
+		return fmt.Errorf("gomoe: Cast.DoDiff: gradient shape %v, want %v", back.Shape(), gx.Shape())
+	}
+	switch op.from {
+	case tensor.Float32:
+		dst := gx.Float32s()
+		for i, v := range back.Float32s() {
+			dst[i] += v
+		}
+	default:
+		dst := gx.Float64s()
+		for i, v := range back.Float64s() {
+			dst[i] += v
+		}
+	}
+	return nil
+}
+
+var (
+	_ G.SDOp = castOp{}
+	_ G.ADOp = castOp{}
+)

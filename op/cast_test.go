@@ -1,0 +1,164 @@
+package op
+
+import (
+	"math"
+	"math/rand"
+	"testing"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// TestCastGradients: cost = Σ W ⊙ cast(cast(x)²) has gradient 2·W⊙x. A central difference
+// cannot check it (the float32 leg rounds the perturbation away), so the closed form is the
+// reference, with a float32-rounding tolerance.
+func TestCastGradients(t *testing.T) {
+	rng := rand.New(rand.NewSource(13))
+	xd, wd := gcRand(rng, 12), gcRand(rng, 12)
+	want := make([]float64, 12)
+	for i := range want {
+		want[i] = 2 * wd[i] * xd[i]
+	}
+	build := func(g *G.ExprGraph, dt tensor.Dtype) (*G.Node, *G.Node) {
+		other := tensor.Float32
+		if dt == tensor.Float32 {
+			other = tensor.Float64
+		}
+		x := G.NewMatrix(g, dt, G.WithShape(3, 4), G.WithName("x"), G.WithValue(gcDense(dt, tensor.Shape{3, 4}, xd)))
+		w := G.NewMatrix(g, dt, G.WithShape(3, 4), G.WithName("w"), G.WithValue(gcDense(dt, tensor.Shape{3, 4}, wd)))
+		a, err := Cast(x, other)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := Cast(G.Must(G.Square(a)), dt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return x, G.Must(G.Sum(G.Must(G.HadamardProd(b, w))))
+	}
+	for _, dt := range []tensor.Dtype{tensor.Float64, tensor.Float32} {
+		g := G.NewGraph()
+		x, cost := build(g, dt)
+		grads, err := G.Grad(cost, x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var gv G.Value
+		G.Read(grads[0], &gv)
+		m := G.NewTapeMachine(g)
+		if err := m.RunAll(); err != nil {
+			t.Fatal(err)
+		}
+		m.Close()
+		if d := gcMaxDiff(gcFloats(gv), want); d > 1e-5 {
+			t.Errorf("%v SymDiff: max diff %g", dt, d)
+		}
+		h := G.NewGraph()
+		x2, _ := build(h, dt)
+		lm := G.NewLispMachine(h)
+		if err := lm.RunAll(); err != nil {
+			t.Fatal(err)
+		}
+		lm.Close()
+		dv, err := x2.Grad()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := gcMaxDiff(gcFloats(dv), want); d > 1e-5 {
+			t.Errorf("%v DoDiff: max diff %g", dt, d)
+		}
+	}
+}
+
+func TestCastValuesAndErrors(t *testing.T) {
+	g := G.NewGraph()
+	x := G.NewVector(g, tensor.Float64, G.WithShape(3), G.WithName("x"),
+		G.WithValue(tensor.New(tensor.WithShape(3), tensor.WithBacking([]float64{1.5, 1.0 / 3, -2}))))
+	same, err := Cast(x, tensor.Float64)
+	if err != nil || same != x {
+		t.Fatalf("same-dtype cast: %v, %v", same, err)
+	}
+	c, err := Cast(x, tensor.Float32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := G.Sum(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := Cast(s, tensor.Float32) // scalar cast
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cv, csv G.Value
+	G.Read(c, &cv)
+	G.Read(cs, &csv)
+	m := G.NewTapeMachine(g)
+	defer m.Close()
+	if err := m.RunAll(); err != nil {
+		t.Fatal(err)
+	}
+	got := cv.Data().([]float32)
+	for i, want := range []float32{1.5, float32(1.0 / 3), -2} {
+		if got[i] != want {
+			t.Errorf("cast[%d] = %v, want %v", i, got[i], want)
+		}
+	}
+	if v := csv.Data().(float32); math.Abs(float64(v)-(1.5+1.0/3-2)) > 1e-6 {
+		t.Errorf("scalar cast %v", v)
+	}
+	if _, err := Cast(x, tensor.Int); err == nil {
+		t.Error("cast to int: no error")
+	}
+	i := G.NewVector(g, tensor.Int32, G.WithShape(3), G.WithName("i"))
+	if _, err := Cast(i, tensor.Float32); err == nil {
+		t.Error("cast from int32: no error")
+	}
+}
+
+func TestJitterNoise(t *testing.T) {
+	run := func(seed int64, runs int) [][]float64 {
+		g := G.NewGraph()
+		x := G.NewMatrix(g, tensor.Float32, G.WithShape(50, 4), G.WithName("x"),
+			G.WithValue(tensor.New(tensor.Of(tensor.Float32), tensor.WithShape(50, 4))))
+		n, err := JitterNoise(x, 0.1, seed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v G.Value
+		G.Read(n, &v)
+		m := G.NewTapeMachine(g)
+		defer m.Close()
+		var out [][]float64
+		for r := 0; r < runs; r++ {
+			if err := m.RunAll(); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, gcFloats(v))
+			m.Reset()
+		}
+		return out
+	}
+	a, b, c := run(1, 2), run(1, 2), run(2, 1)
+	for _, v := range a[0] {
+		if v < 0.9 || v >= 1.1 {
+			t.Fatalf("noise %v outside [0.9, 1.1)", v)
+		}
+	}
+	if gcMaxDiff(a[0], b[0]) != 0 || gcMaxDiff(a[1], b[1]) != 0 {
+		t.Error("same seed, same runs: different noise")
+	}
+	if gcMaxDiff(a[0], a[1]) == 0 {
+		t.Error("two runs drew the same noise")
+	}
+	if gcMaxDiff(a[0], c[0]) == 0 {
+		t.Error("two seeds drew the same noise")
+	}
+	g := G.NewGraph()
+	x := G.NewMatrix(g, tensor.Float32, G.WithShape(2, 2), G.WithName("x"))
+	for _, eps := range []float64{-0.1, 1, math.NaN()} {
+		if _, err := JitterNoise(x, eps, 0); err == nil {
+			t.Errorf("eps %v: no error", eps)
+		}
+	}
+}

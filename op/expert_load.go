@@ -1,0 +1,128 @@
+package op
+
+import (
+	"fmt"
+	"hash"
+
+	"github.com/chewxy/hm"
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// ExpertLoad counts the tokens routed to each expert: ids [T,K] int32 → load [B,E] of dtype
+// dt, where load[b,e] is the number of pairs (t,k) of sequence b with ids[t,k] = e. The T
+// tokens are split into B equal, contiguous sequences (B = 1: one count per expert for the
+// whole micro-batch). Ids of -1 are not counted. The counts are constants to the gradient
+// (the load-balancing losses do not differentiate them), so the op is not differentiable.
+func ExpertLoad(ids *G.Node, experts, seqs int, dt tensor.Dtype) (*G.Node, error) {
+	const name = "ExpertLoad"
+	if ids == nil {
+		return nil, fmt.Errorf("gomoe: %s: ids is nil", name)
+	}
+	if ids.Dtype() != tensor.Int32 {
+		return nil, fmt.Errorf("gomoe: %s: ids has dtype %v, want int32", name, ids.Dtype())
+	}
+	if err := gmmFloat(dt); err != nil {
+		return nil, fmt.Errorf("gomoe: %s: %v", name, err)
+	}
+	s := ids.Shape()
+	if s.Dims() != 2 {
+		return nil, fmt.Errorf("gomoe: %s: ids has shape %v, want (T, K)", name, s)
+	}
+	if experts < 1 {
+		return nil, fmt.Errorf("gomoe: %s: E=%d experts, want >= 1", name, experts)
+	}
+	if seqs < 1 || s[0]%seqs != 0 {
+		return nil, fmt.Errorf("gomoe: %s: T=%d tokens do not split into %d equal sequences", name, s[0], seqs)
+	}
+	return G.ApplyOp(expertLoadOp{e: experts, seqs: seqs, dt: dt}, ids)
+}
+
+type expertLoadOp struct {
+	e, seqs int
+	dt      tensor.Dtype
+}
+
+func (op expertLoadOp) Arity() int { return 1 }
+
+// Type: Matrix int32 → Matrix dt.
+func (op expertLoadOp) Type() hm.Type {
+	return hm.NewFnType(G.TensorType{Dims: 2, Of: tensor.Int32}, G.TensorType{Dims: 2, Of: op.dt})
+}
+
+func (op expertLoadOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
+	if len(ds) != 1 {
+		return nil, fmt.Errorf("gomoe: ExpertLoad: want 1 input, got %d", len(ds))
+	}
+	s, ok := ds[0].(tensor.Shape)
+	if !ok || s.Dims() != 2 || s[0]%op.seqs != 0 {
+		return nil, fmt.Errorf("gomoe: ExpertLoad: ids have shape %v, want (T, K) with T a multiple of %d", ds[0], op.seqs)
+	}
+	return tensor.Shape{op.seqs, op.e}, nil
+}
+
+func (op expertLoadOp) Do(vs ...G.Value) (G.Value, error) {
+	const name = "ExpertLoad"
+	if len(vs) != 1 {
+		return nil, fmt.Errorf("gomoe: %s: want 1 input, got %d", name, len(vs))
+	}
+	d, err := gmmDense(name, "ids", vs[0], tensor.Int32, nil)
+	if err != nil {
+		return nil, err
+	}
+	if d.Dims() != 2 || d.Shape()[0]%op.seqs != 0 {
+		return nil, fmt.Errorf("gomoe: %s: ids have shape %v, want (T, K) with T a multiple of %d", name, d.Shape(), op.seqs)
+	}
+	T, K := d.Shape()[0], d.Shape()[1]
+	per := T / op.seqs
+	counts := make([]int, op.seqs*op.e)
+	for i, x := range d.Int32s() {
+		if x < -1 || int(x) >= op.e {
+			return nil, fmt.Errorf("gomoe: %s: ids[%d,%d] = %d is out of range [-1, %d)", name, i/K, i%K, x, op.e)
+		}
+		if x >= 0 {
+			counts[(i/K)/per*op.e+int(x)]++
+		}
+	}
+	out := tensor.New(tensor.Of(op.dt), tensor.WithShape(op.seqs, op.e))
+	switch op.dt {
+	case tensor.Float32:
+		o := out.Float32s()
+		for i, c := range counts {
+			o[i] = float32(c)
+		}
+	default:
+		o := out.Float64s()
+		for i, c := range counts {
+			o[i] = float64(c)
+		}
+	}
+	return out, nil
+}
+
+func (op expertLoadOp) ReturnsPtr() bool     { return false }
+func (op expertLoadOp) CallsExtern() bool    { return false }
+func (op expertLoadOp) OverwritesInput() int { return -1 }
+func (op expertLoadOp) String() string {
+	return fmt.Sprintf("ExpertLoad{E=%d seqs=%d %v}", op.e, op.seqs, op.dt)
+}
+func (op expertLoadOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
+func (op expertLoadOp) Hashcode() uint32      { return gmmHash(op) }
+
+// DiffWRT: counts are not differentiable.
+func (op expertLoadOp) DiffWRT(n int) []bool { return make([]bool, n) }
+
+// SymDiff returns no gradient.
+func (op expertLoadOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
+	return make(G.Nodes, len(inputs)), nil
+}
+
+// DoDiff adds nothing.
+func (op expertLoadOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
+	return nil
+}
+
+var (
+	_ G.SDOp = expertLoadOp{}
+	_ G.ADOp = expertLoadOp{}
+)

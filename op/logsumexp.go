@@ -1,0 +1,224 @@
+package op
+
+import (
+	"fmt"
+	"hash"
+	"math"
+
+	"github.com/chewxy/hm"
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// RowLogSumExp returns lse [T] with lse[t] = log Σ_e exp(x[t,e]) for x [T,E], computed
+// stably (the row maximum is subtracted first, in float64). Its gradient is
+// dx[t,e] = softmax(x[t])_e · dlse[t]. (gorgonia's LogSumExp adds the maximum inside the
+// logarithm, so it does not compute this function.)
+func RowLogSumExp(x *G.Node) (*G.Node, error) {
+	if x == nil {
+		return nil, fmt.Errorf("gomoe: RowLogSumExp: x is nil")
+	}
+	if err := gmmFloat(x.Dtype()); err != nil {
+		return nil, fmt.Errorf("gomoe: RowLogSumExp: %v", err)
+	}
+	if s := x.Shape(); s.Dims() != 2 {
+		return nil, fmt.Errorf("gomoe: RowLogSumExp: x has shape %v, want (T, E)", s)
+	}
+	return G.ApplyOp(lseOp{}, x)
+}
+
+type lseOp struct{}
+
+func (op lseOp) Arity() int { return 1 }
+
+// Type: Matrix a → Vector a.
+func (op lseOp) Type() hm.Type {
+	a := hm.TypeVariable('a')
+	return hm.NewFnType(G.TensorType{Dims: 2, Of: a}, G.TensorType{Dims: 1, Of: a})
+}
+
+func (op lseOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
+	if len(ds) != 1 {
+		return nil, fmt.Errorf("gomoe: RowLogSumExp: want 1 input, got %d", len(ds))
+	}
+	s, ok := ds[0].(tensor.Shape)
+	if !ok || s.Dims() != 2 {
+		return nil, fmt.Errorf("gomoe: RowLogSumExp: x has shape %v, want (T, E)", ds[0])
+	}
+	return tensor.Shape{s[0]}, nil
+}
+
+func lseRows[F float32 | float64](out, x []F, E int) {
+	for t := range out {
+		row := x[t*E : (t+1)*E]
+		m := math.Inf(-1)
+		for _, v := range row {
+			m = math.Max(m, float64(v))
+		}
+		if math.IsInf(m, 0) {
+			out[t] = F(m)
+			continue
+		}
+		var s float64
+		for _, v := range row {
+			s += math.Exp(float64(v) - m)
+		}
+		out[t] = F(m + math.Log(s))
+	}
+}
+
+func (op lseOp) Do(vs ...G.Value) (G.Value, error) {
+	const name = "RowLogSumExp"
+	if len(vs) != 1 {
+		return nil, fmt.Errorf("gomoe: %s: want 1 input, got %d", name, len(vs))
+	}
+	x, err := gmmDense(name, "x", vs[0], tensor.Dtype{}, nil)
+	if err != nil {
+		return nil, err
+	}
+	if x.Dims() != 2 {
+		return nil, fmt.Errorf("gomoe: %s: x has shape %v, want (T, E)", name, x.Shape())
+	}
+	T, E := x.Shape()[0], x.Shape()[1]
+	out := tensor.New(tensor.Of(x.Dtype()), tensor.WithShape(T))
+	switch x.Dtype() {
+	case tensor.Float32:
+		lseRows(out.Float32s(), x.Float32s(), E)
+	case tensor.Float64:
+		lseRows(out.Float64s(), x.Float64s(), E)
+	default:
+		return nil, gmmFloat(x.Dtype())
+	}
+	return out, nil
+}
+
+func (op lseOp) ReturnsPtr() bool      { return false }
+func (op lseOp) CallsExtern() bool     { return false }
+func (op lseOp) OverwritesInput() int  { return -1 }
+func (op lseOp) String() string        { return "RowLogSumExp" }
+func (op lseOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
+func (op lseOp) Hashcode() uint32      { return gmmHash(op) }
+
+func (op lseOp) DiffWRT(int) []bool { return []bool{true} }
+
+// SymDiff: dx = softmax(x) · dlse, computed as exp(x - lse) · dlse.
+func (op lseOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
+	if len(inputs) != 1 {
+		return nil, fmt.Errorf("gomoe: RowLogSumExp: want 1 input, got %d", len(inputs))
+	}
+	dx, err := G.ApplyOp(lseGradOp{}, inputs[0], output, grad)
+	if err != nil {
+		return nil, err
+	}
+	return G.Nodes{dx}, nil
+}
+
+// lseBack adds exp(x[t,e] - lse[t]) · g[t] into dx.
+func lseBack[F float32 | float64](dx, x, lse, g []F, E int) {
+	for t := range lse {
+		for e := 0; e < E; e++ {
+			dx[t*E+e] += F(math.Exp(float64(x[t*E+e])-float64(lse[t]))) * g[t]
+		}
+	}
+}
+
+// lseDoBack validates x [T,E], lse [T], g [T] and adds the gradient into dx [T,E].
+func lseDoBack(name string, dx *tensor.Dense, xv, lv, gv G.Value) error {
+	x, err := gmmDense(name, "x", xv, dx.Dtype(), dx.Shape())
+	if err != nil {
+		return err
+	}
+	T, E := x.Shape()[0], x.Shape()[1]
+	l, err := gmmDense(name, "lse", lv, dx.Dtype(), tensor.Shape{T})
+	if err != nil {
+		return err
+	}
+	g, err := gmmDense(name, "grad", gv, dx.Dtype(), tensor.Shape{T})
+	if err != nil {
+		return err
+	}
+	switch dx.Dtype() {
+	case tensor.Float32:
+		lseBack(dx.Float32s(), x.Float32s(), l.Float32s(), g.Float32s(), E)
+	case tensor.Float64:
+		lseBack(dx.Float64s(), x.Float64s(), l.Float64s(), g.Float64s(), E)
+	default:
+		return gmmFloat(dx.Dtype())
+	}
+	return nil
+}
+
+// DoDiff accumulates softmax(x) · dlse into x's gradient.
+func (op lseOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
+	const name = "RowLogSumExp.DoDiff"
+	if len(inputs) != 1 {
+		return fmt.Errorf("gomoe: %s: want 1 input, got %d", name, len(inputs))
+	}
+	gxv, err := inputs[0].Grad()
+	if err != nil {
+		return err
+	}
+	gov, err := output.Grad()
+	if err != nil {
+		return err
+	}
+	gx, ok := gxv.(*tensor.Dense)
+	if !ok || gx.RequiresIterator() || gx.Dims() != 2 {
+		return fmt.Errorf("gomoe: %s: x gradient is %T, want a contiguous dense matrix", name, gxv)
+	}
+	return lseDoBack(name, gx, inputs[0].Value(), output.Value(), gov)
+}
+
+// lseGradOp: x [T,E], lse [T], dlse [T] → dx [T,E].
+type lseGradOp struct{}
+
+func (op lseGradOp) Arity() int { return 3 }
+func (op lseGradOp) Type() hm.Type {
+	a := hm.TypeVariable('a')
+	return hm.NewFnType(G.TensorType{Dims: 2, Of: a}, G.TensorType{Dims: 1, Of: a}, G.TensorType{Dims: 1, Of: a}, G.TensorType{Dims: 2, Of: a})
+}
+
+func (op lseGradOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
+	if len(ds) != 3 {
+		return nil, fmt.Errorf("gomoe: RowLogSumExpGrad: want 3 inputs, got %d", len(ds))
+	}
+	s, ok := ds[0].(tensor.Shape)
+	if !ok || s.Dims() != 2 {
+		return nil, fmt.Errorf("gomoe: RowLogSumExpGrad: x has shape %v, want (T, E)", ds[0])
+	}
+	return s.Clone(), nil
+}
+
+func (op lseGradOp) Do(vs ...G.Value) (G.Value, error) {
+	const name = "RowLogSumExpGrad"
+	if len(vs) != 3 {
+		return nil, fmt.Errorf("gomoe: %s: want 3 inputs, got %d", name, len(vs))
+	}
+	x, err := gmmDense(name, "x", vs[0], tensor.Dtype{}, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := gmmFloat(x.Dtype()); err != nil {
+		return nil, err
+	}
+	if x.Dims() != 2 {
+		return nil, fmt.Errorf("gomoe: %s: x has shape %v, want (T, E)", name, x.Shape())
+	}
+	dx := tensor.New(tensor.Of(x.Dtype()), tensor.WithShape(x.Shape().Clone()...))
+	if err := lseDoBack(name, dx, x, vs[1], vs[2]); err != nil {
+		return nil, err
+	}
+	return dx, nil
+}
+
+func (op lseGradOp) ReturnsPtr() bool      { return false }
+func (op lseGradOp) CallsExtern() bool     { return false }
+func (op lseGradOp) OverwritesInput() int  { return -1 }
+func (op lseGradOp) String() string        { return "RowLogSumExpGrad" }
+func (op lseGradOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
+func (op lseGradOp) Hashcode() uint32      { return gmmHash(op) }
+
+var (
+	_ G.SDOp = lseOp{}
+	_ G.ADOp = lseOp{}
+)

@@ -1,0 +1,297 @@
+package op
+
+import (
+	"fmt"
+	"hash"
+	"math"
+	"sort"
+
+	"github.com/chewxy/hm"
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// TopKOpts are the options of TopK.
+type TopKOpts struct {
+	// Groups splits the E experts into this many equal groups (0 or 1: no groups). A token
+	// first keeps the GroupsKept groups with the highest group score (the sum of the group's
+	// top max(1, K/GroupsKept) selection scores), then picks its K experts among the experts
+	// of the kept groups (group-limited routing, DeepSeek-V2/V3).
+	Groups int
+	// GroupsKept is the number of groups each token may use (1 <= GroupsKept <= Groups).
+	GroupsKept int
+	// Bias, if not nil, is a vector [E] added to the scores for the selection only (the
+	// aux-loss-free expert bias of DeepSeek-V3). It does not change the returned ids' weights:
+	// gather the unbiased scores with GatherTopK.
+	Bias *G.Node
+}
+
+// TopK selects, for every token (row) of scores [T,E], the K experts with the highest score
+// (plus the bias, if any) and returns their ids [T,K] int32, in descending order of selection
+// score; equal scores go to the lower expert id. TopK is not differentiable: gradients reach
+// the scores through GatherTopK. A NaN score makes the run fail with an error.
+func TopK(scores *G.Node, k int, opts TopKOpts) (*G.Node, error) {
+	const name = "TopK"
+	if scores == nil {
+		return nil, fmt.Errorf("gomoe: %s: scores is nil", name)
+	}
+	s := scores.Shape()
+	if s.Dims() != 2 {
+		return nil, fmt.Errorf("gomoe: %s: scores has shape %v, want (T, E)", name, s)
+	}
+	if err := gmmFloat(scores.Dtype()); err != nil {
+		return nil, fmt.Errorf("gomoe: %s: scores: %v", name, err)
+	}
+	op := topkOp{k: k, e: s[1], groups: opts.Groups, kept: opts.GroupsKept, bias: opts.Bias != nil}
+	if op.groups == 0 {
+		op.groups = 1
+	}
+	if op.groups == 1 && op.kept == 0 {
+		op.kept = 1
+	}
+	if err := op.validate(); err != nil {
+		return nil, err
+	}
+	if opts.Bias == nil {
+		return G.ApplyOp(op, scores)
+	}
+	if bs := opts.Bias.Shape(); bs.Dims() != 1 || bs[0] != s[1] {
+		return nil, fmt.Errorf("gomoe: %s: bias has shape %v, want (E=%d)", name, bs, s[1])
+	}
+	if opts.Bias.Dtype() != scores.Dtype() {
+		return nil, fmt.Errorf("gomoe: %s: bias is %v but scores are %v", name, opts.Bias.Dtype(), scores.Dtype())
+	}
+	return G.ApplyOp(op, scores, opts.Bias)
+}
+
+// topkOp: scores [T,E] (, bias [E]) → ids [T,K] int32.
+type topkOp struct {
+	k, e         int
+	groups, kept int
+	bias         bool
+}
+
+func (op topkOp) validate() error {
+	const name = "gomoe: TopK"
+	switch {
+	case op.e < 1:
+		return fmt.Errorf("%s: E=%d experts, want E >= 1", name, op.e)
+	case op.k < 1 || op.k > op.e:
+		return fmt.Errorf("%s: K=%d, want 1 <= K <= E=%d", name, op.k, op.e)
+	case op.groups < 1 || op.e%op.groups != 0:
+		return fmt.Errorf("%s: E=%d experts do not split into %d equal groups", name, op.e, op.groups)
+	case op.kept < 1 || op.kept > op.groups:
+		return fmt.Errorf("%s: GroupsKept=%d, want 1 <= GroupsKept <= Groups=%d", name, op.kept, op.groups)
+	case op.k > op.kept*(op.e/op.groups):
+		return fmt.Errorf("%s: K=%d experts do not fit in %d kept groups of %d experts", name, op.k, op.kept, op.e/op.groups)
+	}
+	return nil
+}
+
+// topkPer is the number of top scores summed into a group's score.
+func (op topkOp) topkPer() int { return max(1, op.k/op.kept) }
+
+func (op topkOp) Arity() int {
+	if op.bias {
+		return 2
+	}
+	return 1
+}
+
+// Type: Matrix a (→ Vector a) → Matrix int32.
+func (op topkOp) Type() hm.Type {
+	a := hm.TypeVariable('a')
+	out := G.TensorType{Dims: 2, Of: tensor.Int32}
+	if op.bias {
+		return hm.NewFnType(G.TensorType{Dims: 2, Of: a}, G.TensorType{Dims: 1, Of: a}, out)
+	}
+	return hm.NewFnType(G.TensorType{Dims: 2, Of: a}, out)
+}
+
+func (op topkOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
+	if len(ds) != op.Arity() {
+		return nil, fmt.Errorf("gomoe: TopK: want %d inputs, got %d", op.Arity(), len(ds))
+	}
+	s, ok := ds[0].(tensor.Shape)
+	if !ok || s.Dims() != 2 || s[1] != op.e {
+		return nil, fmt.Errorf("gomoe: TopK: scores have shape %v, want (T, E=%d)", ds[0], op.e)
+	}
+	if op.bias {
+		b, ok := ds[1].(tensor.Shape)
+		if !ok || b.TotalSize() != op.e || b.Dims() != 1 {
+			return nil, fmt.Errorf("gomoe: TopK: bias has shape %v, want (E=%d)", ds[1], op.e)
+		}
+	}
+	return tensor.Shape{s[0], op.k}, nil
+}
+
+func (op topkOp) Do(vs ...G.Value) (G.Value, error) {
+	const name = "TopK"
+	if len(vs) != op.Arity() {
+		return nil, fmt.Errorf("gomoe: %s: want %d inputs, got %d", name, op.Arity(), len(vs))
+	}
+	sd, err := gmmDense(name, "scores", vs[0], tensor.Dtype{}, nil)
+	if err != nil {
+		return nil, err
+	}
+	if sd.Dims() != 2 || sd.Shape()[1] != op.e {
+		return nil, fmt.Errorf("gomoe: %s: scores have shape %v, want (T, E=%d)", name, sd.Shape(), op.e)
+	}
+	T := sd.Shape()[0]
+	scores, err := topkFloats(name, sd)
+	if err != nil {
+		return nil, err
+	}
+	var bias []float64
+	if op.bias {
+		bd, err := gmmDense(name, "bias", vs[1], sd.Dtype(), tensor.Shape{op.e})
+		if err != nil {
+			return nil, err
+		}
+		if bias, err = topkFloats(name, bd); err != nil {
+			return nil, err
+		}
+	}
+	for i, v := range scores {
+		if math.IsNaN(v) {
+			return nil, fmt.Errorf("gomoe: %s: scores[%d,%d] is NaN", name, i/op.e, i%op.e)
+		}
+	}
+	for i, v := range bias {
+		if math.IsNaN(v) {
+			return nil, fmt.Errorf("gomoe: %s: bias[%d] is NaN", name, i)
+		}
+	}
+	ids := make([]int32, T*op.k)
+	topkRows(ids, scores, bias, T, op)
+	return tensor.New(tensor.WithShape(T, op.k), tensor.WithBacking(ids)), nil
+}
+
+// topkFloats converts a float32/float64 tensor's data to float64 (exact).
+func topkFloats(name string, d *tensor.Dense) ([]float64, error) {
+	switch d.Dtype() {
+	case tensor.Float32:
+		src := d.Float32s()
+		out := make([]float64, len(src))
+		for i, v := range src {
+			out[i] = float64(v)
+		}
+		return out, nil
+	case tensor.Float64:
+		return d.Float64s(), nil
+	}
+	return nil, fmt.Errorf("gomoe: %s: dtype %v, want float32 or float64", name, d.Dtype())
+}
+
+// topkRows fills ids [T,K] (work split over rows in parallel blocks).
+func topkRows(ids []int32, scores, bias []float64, T int, op topkOp) {
+	E, K := op.e, op.k
+	gsize := E / op.groups
+	per := op.topkPer()
+	topkParallel(T, func(lo, hi int) {
+		sel := make([]float64, E)
+		order := make([]int, E)
+		gscore := make([]float64, op.groups)
+		gorder := make([]int, op.groups)
+		allowed := make([]bool, E)
+		less := func(v []float64) func(a, b int) bool {
+			return func(a, b int) bool { // descending value, ties to the lower index
+				if v[order[a]] != v[order[b]] {
+					return v[order[a]] > v[order[b]]
+				}
+				return order[a] < order[b]
+			}
+		}
+		for t := lo; t < hi; t++ {
+			row := scores[t*E : (t+1)*E]
+			for e := range sel {
+				sel[e] = row[e]
+				if bias != nil {
+					sel[e] += bias[e]
+				}
+				allowed[e] = true
+			}
+			if op.groups > 1 {
+				for gi := 0; gi < op.groups; gi++ {
+					grp := append([]float64(nil), sel[gi*gsize:(gi+1)*gsize]...)
+					sort.Sort(sort.Reverse(sort.Float64Slice(grp)))
+					var s float64
+					for _, v := range grp[:min(per, gsize)] {
+						s += v
+					}
+					gscore[gi] = s
+					gorder[gi] = gi
+				}
+				sort.SliceStable(gorder, func(a, b int) bool { return gscore[gorder[a]] > gscore[gorder[b]] })
+				for e := range allowed {
+					allowed[e] = false
+				}
+				for _, gi := range gorder[:op.kept] {
+					for e := gi * gsize; e < (gi+1)*gsize; e++ {
+						allowed[e] = true
+					}
+				}
+			}
+			order = order[:0]
+			for e := 0; e < E; e++ {
+				if allowed[e] {
+					order = append(order, e)
+				}
+			}
+			sort.Slice(order, less(sel))
+			for k := 0; k < K; k++ {
+				ids[t*K+k] = int32(order[k])
+			}
+			order = order[:E]
+		}
+	})
+}
+
+// topkParallel runs f over blocks of rows; the split never changes a result.
+func topkParallel(T int, f func(lo, hi int)) {
+	const block = 256
+	if T <= block {
+		f(0, T)
+		return
+	}
+	n := (T + block - 1) / block
+	done := make(chan struct{}, n)
+	sem := make(chan struct{}, 4)
+	for b := 0; b < n; b++ {
+		lo, hi := b*block, min(T, (b+1)*block)
+		sem <- struct{}{}
+		go func() {
+			f(lo, hi)
+			<-sem
+			done <- struct{}{}
+		}()
+	}
+	for b := 0; b < n; b++ {
+		<-done
+	}
+}
+
+func (op topkOp) ReturnsPtr() bool     { return false }
+func (op topkOp) CallsExtern() bool    { return false }
+func (op topkOp) OverwritesInput() int { return -1 }
+func (op topkOp) String() string {
+	return fmt.Sprintf("TopK{K=%d E=%d groups=%d kept=%d bias=%v}", op.k, op.e, op.groups, op.kept, op.bias)
+}
+func (op topkOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
+func (op topkOp) Hashcode() uint32      { return gmmHash(op) }
+
+// DiffWRT: the selection is piecewise constant; nothing is differentiable.
+func (op topkOp) DiffWRT(n int) []bool { return make([]bool, n) }
+
+// SymDiff returns no gradients (TopK is not differentiable).
+func (op topkOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
+	return make(G.Nodes, len(inputs)), nil
+}
+
+// DoDiff adds nothing (TopK is not differentiable).
+func (op topkOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error { return nil }
+
+var (
+	_ G.SDOp = topkOp{}
+	_ G.ADOp = topkOp{}
+)
