@@ -1,0 +1,100 @@
+package ep
+
+import (
+	"fmt"
+	"hash"
+
+	"github.com/chewxy/hm"
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/op"
+)
+
+// Combine sends the expert outputs yr [R',H] (layout of p.Local(), as Dispatch returned it) back
+// to the ranks their tokens came from and combines them into y [T,H] with the router weights
+// fused:
+//
+//	y[t] = Σ_k probs[t,k] · yr[row of (t,k)]
+//
+// (probs nil: the unweighted sum). It is the reverse exchange followed by op.Unpermute with the
+// send plan, so the sum runs over the slots in k order with op.Unpermute's rounding, and
+// y equals the single-rank op.Unpermute bit for bit. Its gradients are the dispatch exchange of
+// probs[t,k]·dy[t] to yr, and ⟨yr[row], dy[t]⟩ to probs.
+//
+// Combine is a collective: every rank must run it, in the same order relative to the other
+// collectives.
+func Combine(yr, probs *G.Node, p *Plan) (*G.Node, error) {
+	const name = combineName
+	ys, err := CombineRows(yr, p)
+	if err != nil {
+		return nil, err
+	}
+	y, err := op.Unpermute(ys, probs, p.Send)
+	return y, wrapErr(name, err)
+}
+
+// CombineRows is the exchange half of Combine: yr [R',H] in the layout of p.Local() -> ys
+// [Rs,H] in the send layout of p.Send (rows that held no token are zero); op.Unpermute with
+// p.Send then combines them.
+func CombineRows(yr *G.Node, p *Plan) (*G.Node, error) {
+	const name = combineName
+	if err := p.check(name); err != nil {
+		return nil, err
+	}
+	if err := checkRowsNode(name, "yr", yr, p.LocalGeometry.Rows()); err != nil {
+		return nil, err
+	}
+	return applyOp(name, combineOp{exchange{gs: p.Send.Geometry, gl: p.LocalGeometry, c: p.Comm}}, yr, p.Node)
+}
+
+// combineOp is the exchange of Combine: (yr [R',H], ep plan) -> ys [Rs,H].
+type combineOp struct{ exchange }
+
+var (
+	_ G.Op   = combineOp{}
+	_ G.SDOp = combineOp{}
+	_ G.ADOp = combineOp{}
+)
+
+func (o combineOp) Arity() int            { return 2 }
+func (o combineOp) Type() hm.Type         { return exchangeType() }
+func (o combineOp) ReturnsPtr() bool      { return false }
+func (o combineOp) CallsExtern() bool     { return false }
+func (o combineOp) OverwritesInput() int  { return -1 }
+func (o combineOp) String() string        { return o.key(combineName) }
+func (o combineOp) WriteHash(h hash.Hash) { fmt.Fprint(h, o.key(combineName)) }
+func (o combineOp) Hashcode() uint32      { return fnvHash(o.key(combineName)) }
+
+func (o combineOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
+	return o.inferShape(combineName, false, ds)
+}
+
+// Do is a collective: the reverse exchange.
+func (o combineOp) Do(vs ...G.Value) (G.Value, error) {
+	if err := checkArity(combineName, vs, 2); err != nil {
+		o.c.Abort(err)
+		return nil, err
+	}
+	return o.run(combineName, false, vs[0], vs[1])
+}
+
+// DiffWRT: the rows yes, the plan no.
+func (o combineOp) DiffWRT(n int) []bool { return []bool{true, false} }
+
+// SymDiff builds the forward (dispatch) exchange of the gradient.
+func (o combineOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
+	if len(inputs) != 2 {
+		return nil, errorf(combineName, "SymDiff got %d inputs, want 2", len(inputs))
+	}
+	d, err := applyOp(dispatchName, dispatchOp(o), grad, inputs[1])
+	if err != nil {
+		return nil, err
+	}
+	return G.Nodes{d, nil}, nil
+}
+
+// DoDiff is a collective: it adds the dispatch exchange of the output's gradient into yr's.
+func (o combineOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
+	return o.diff(combineName, false, inputs, output)
+}

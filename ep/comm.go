@@ -1,0 +1,111 @@
+package ep
+
+import (
+	"errors"
+	"fmt"
+
+	"gorgonia.org/tensor"
+)
+
+// A Communicator connects the ranks of one expert-parallel group. Every method except Rank,
+// Size and Abort is a collective: all Size() ranks must call it, in the same order, or it does
+// not return (the in-process Group returns an error after its timeout; NCCL hangs until the
+// communicator is aborted). An error on one rank that makes it skip a collective must be
+// followed by Abort, so that the other ranks return instead of waiting.
+type Communicator interface {
+	// Rank is this rank's index in [0, Size()).
+	Rank() int
+	// Size is the number of ranks N.
+	Size() int
+	// ExchangeCounts is the counts all-to-all. send holds Size()·n entries: send[j·n:(j+1)·n]
+	// goes to rank j. It returns recv, with recv[i·n:(i+1)·n] from rank i. Every rank must pass
+	// the same n. The values are on the host: for a device communicator this is the one host
+	// synchronisation of an expert-parallel step (see the package documentation).
+	ExchangeCounts(send []int32) (recv []int32, err error)
+	// AllToAll moves blocks of rows between ranks. sends[j] lists, in order, the blocks of send
+	// that go to rank j; recvs[i] lists, in order, the blocks of recv that the blocks from rank
+	// i land in. The k-th block that rank i sends to rank j lands in the k-th block that rank j
+	// receives from rank i, so the two must have the same length, and both buffers the same
+	// dtype and row width. Rows of recv outside every block are left as they are.
+	AllToAll(send, recv Buffer, sends, recvs [][]Block) error
+	// Abort makes every pending and later collective of the group fail with an error that wraps
+	// ErrAborted and err. It is safe to call from any goroutine, more than once.
+	Abort(err error)
+}
+
+// ErrAborted is wrapped by the errors of collectives of an aborted group.
+var ErrAborted = errors.New("ep: communicator aborted")
+
+// A Block is a run of Len rows of a Buffer starting at row Off.
+type Block struct{ Off, Len int }
+
+// A Buffer is a row-major matrix of Rows rows of Width elements, in host memory (Host is a
+// []float32, []float64 or []int32 of Rows·Width elements) or in device memory (Device is its
+// address; only device communicators accept it).
+type Buffer struct {
+	Host   any
+	Device uintptr
+	Dtype  tensor.Dtype
+	Rows   int
+	Width  int
+}
+
+// HostBuffer wraps a host slice ([]float32, []float64 or []int32) as a Buffer of rows of width
+// elements.
+func HostBuffer(data any, width int) (Buffer, error) {
+	if width < 1 {
+		return Buffer{}, fmt.Errorf("ep: buffer row width %d, want >= 1", width)
+	}
+	var n int
+	var dt tensor.Dtype
+	switch d := data.(type) {
+	case []float32:
+		n, dt = len(d), tensor.Float32
+	case []float64:
+		n, dt = len(d), tensor.Float64
+	case []int32:
+		n, dt = len(d), tensor.Int32
+	default:
+		return Buffer{}, fmt.Errorf("ep: host buffer is a %T, want []float32, []float64 or []int32", data)
+	}
+	if n%width != 0 {
+		return Buffer{}, fmt.Errorf("ep: host buffer of %d elements is not a whole number of rows of %d", n, width)
+	}
+	return Buffer{Host: data, Dtype: dt, Rows: n / width, Width: width}, nil
+}
+
+// check validates a buffer's fields against each other.
+func (b Buffer) check(what string) error {
+	if b.Width < 1 || b.Rows < 0 {
+		return fmt.Errorf("ep: %s buffer has %d rows of width %d", what, b.Rows, b.Width)
+	}
+	if b.Host == nil {
+		if b.Device == 0 && b.Rows > 0 {
+			return fmt.Errorf("ep: %s buffer has neither host data nor a device address", what)
+		}
+		return nil
+	}
+	h, err := HostBuffer(b.Host, b.Width)
+	if err != nil {
+		return fmt.Errorf("ep: %s buffer: %w", what, err)
+	}
+	if h.Dtype != b.Dtype || h.Rows != b.Rows {
+		return fmt.Errorf("ep: %s buffer says %d rows of %v but holds %d rows of %v", what, b.Rows, b.Dtype, h.Rows, h.Dtype)
+	}
+	return nil
+}
+
+// checkBlocks validates block lists against a buffer of rows rows and a group of n ranks.
+func checkBlocks(what string, lists [][]Block, n, rows int) error {
+	if len(lists) != n {
+		return fmt.Errorf("ep: %s has block lists for %d ranks, want %d", what, len(lists), n)
+	}
+	for r, l := range lists {
+		for k, b := range l {
+			if b.Off < 0 || b.Len < 0 || b.Off+b.Len > rows {
+				return fmt.Errorf("ep: %s[%d][%d] = rows [%d, %d) is outside the buffer's %d rows", what, r, k, b.Off, b.Off+b.Len, rows)
+			}
+		}
+	}
+	return nil
+}

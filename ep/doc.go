@@ -1,0 +1,49 @@
+// Package ep is expert parallelism for gomoe: the E experts of a Mixture-of-Experts layer are
+// sharded over N ranks (rank r holds experts [r·E/N, (r+1)·E/N)), and tokens travel to the
+// ranks of their experts and back, as differentiable Gorgonia ops.
+//
+// Each rank builds the same graph over its own T tokens:
+//
+//	plan, _ := ep.NewPlan(ids, nil, kernels.Geometry{E: E, A: 1}, comm) // collective
+//	xr, _ := ep.Dispatch(x, plan)                  // [R',H] rows for the local experts
+//	local, _ := plan.Local()                       // the plan of the received rows
+//	z, _ := op.GroupedMatMul(xr, w1Local, local)
+//	...                                            // the experts, on local
+//	y, _ := ep.Combine(yr, probs, plan)            // [T,H], probs weighting fused
+//
+// Dispatch is op.Permute with the plan's send part — experts are numbered rank-major, so the
+// expert-major layout is also the per-rank send layout — followed by an all-to-all whose
+// blocks (one per peer and expert) land in place, expert-major over the local experts, rows
+// from rank 0 first (so in ascending global token order, exactly the rows and order of the
+// single-rank layout). Combine is the reverse all-to-all followed by op.Unpermute with the
+// probs. The backward of each exchange is the other one. The results and gradients equal the
+// single-rank layer's bit for bit (the tests check it with 1, 2 and 4 in-process ranks).
+//
+// # Static shapes and the host sync
+//
+// Gorgonia shapes are static, so the receive buffer has the static upper bound of
+// LocalGeometry: in dropless mode R' = N·T·min(K, E/N) + (E/N)·(A−1) rows (every token of every
+// rank could pick min(K, E/N) of this rank's experts); in capacity mode each rank keeps at most
+// C rows per expert before sending and R' = (E/N)·roundup(N·C, A). Unused rows are zero.
+//
+// The plan node runs the counts exchange: every rank sends every other rank its row counts for
+// that rank's experts (plus its geometry, so that mismatched ranks fail at once), and then the
+// global token index of every row, which becomes the local plan's tokenOf. Its output, the
+// expert-parallel plan (Plan.Node), stays in host memory and holds everything Dispatch and
+// Combine need for their block lists. So a layer has exactly one host synchronisation per step:
+// with device values the plan op copies the send plan to the host (ncclSend/ncclRecv take their
+// sizes from the host anyway), and the counts come back from the counts exchange. Dispatch,
+// Combine and their backward add none: they pass device pointers and host-side sizes to NCCL.
+// Plan.Local uploads the local plan for the experts' ops without waiting.
+//
+// # Communicators
+//
+// A Communicator is an all-to-all of variable-size row blocks plus the counts exchange.
+// Group is an in-process implementation for N goroutine ranks (tests, CPU); NCCL (build tag
+// gomoecuda) runs over NVIDIA's NCCL, one GPU per rank, ranks as goroutines of one process or
+// as processes on one or several nodes. All ranks must run the same collectives in the same
+// order; ep's ops abort their communicator on any error, and Group.Run aborts the group when a
+// rank fails, so that no rank waits forever. A group is unusable after an abort.
+//
+// See README.md beside this file for how it scales to 2, 4 and 8 GPUs and to several nodes.
+package ep
