@@ -1,0 +1,69 @@
+// Package bfloat16 provides the bfloat16 number type (1 sign bit, 8 exponent bits, 7 mantissa
+// bits: the top half of a float32) and registers it with gorgonia.org/tensor as the Dtype
+// [Dtype], so that tensors and Gorgonia graphs can hold bfloat16 data.
+//
+// gomoe's CUDA kernels take bfloat16 data with float32 probs and accumulate in float32. On the
+// CPU the ops convert bfloat16 to float32, run the float32 kernels and round the result once,
+// which gives the same bits as the GPU.
+package bfloat16
+
+import (
+	"fmt"
+	"math"
+	"reflect"
+
+	"gorgonia.org/tensor"
+)
+
+// BFloat16 is a bfloat16 number, stored as its 16 bits.
+type BFloat16 uint16
+
+// Dtype is the tensor.Dtype of BFloat16. It is registered with gorgonia.org/tensor as a float
+// type when this package is imported.
+var Dtype = tensor.Dtype{Type: reflect.TypeOf(BFloat16(0))}
+
+func init() {
+	tensor.RegisterFloat(Dtype)
+}
+
+// FromFloat32 rounds f to the nearest bfloat16, ties to even. NaN stays NaN (quiet, sign
+// kept); values too large round to ±Inf.
+func FromFloat32(f float32) BFloat16 {
+	b := math.Float32bits(f)
+	if b&0x7fffffff > 0x7f800000 { // NaN: keep the sign and the top mantissa bits, set quiet
+		return BFloat16(b>>16 | 0x0040)
+	}
+	b += 0x7fff + (b>>16)&1
+	return BFloat16(b >> 16)
+}
+
+// Float32 returns b as a float32 (exact).
+func (b BFloat16) Float32() float32 { return math.Float32frombits(uint32(b) << 16) }
+
+// Float64 returns b as a float64 (exact).
+func (b BFloat16) Float64() float64 { return float64(b.Float32()) }
+
+// String formats b like a float32.
+func (b BFloat16) String() string { return fmt.Sprint(b.Float32()) }
+
+// FromFloat32s rounds every src[i] into dst[i]. It returns an error if the lengths differ.
+func FromFloat32s(dst []BFloat16, src []float32) error {
+	if len(dst) != len(src) {
+		return fmt.Errorf("bfloat16: FromFloat32s: dst has %d elements, src %d", len(dst), len(src))
+	}
+	for i, v := range src {
+		dst[i] = FromFloat32(v)
+	}
+	return nil
+}
+
+// ToFloat32s widens every src[i] into dst[i]. It returns an error if the lengths differ.
+func ToFloat32s(dst []float32, src []BFloat16) error {
+	if len(dst) != len(src) {
+		return fmt.Errorf("bfloat16: ToFloat32s: dst has %d elements, src %d", len(dst), len(src))
+	}
+	for i, v := range src {
+		dst[i] = v.Float32()
+	}
+	return nil
+}

@@ -1,0 +1,27 @@
+// Package device keeps Gorgonia values in GPU memory: a tensor.Engine over the CUDA driver
+// (gorgonia.org/cu) with a caching allocator on plain cuMemAlloc (never managed memory), and
+// helpers to copy tensors in and out.
+//
+// The engine is built only with the build tag `gomoecuda` (see engine_cuda.go; Gorgonia's own
+// `cuda` tag swaps in its CUDA tape machine and needs cuDNN 7/8, so gomoe uses its own tag); the
+// default build holds the allocator ([Pool]), which is plain Go and tested on the CPU.
+//
+// # Using the engine
+//
+//	eng, err := device.New(0)               // GPU 0
+//	x, err := eng.CopyIn(hostX)             // device copy, kept until eng.Release(x)
+//	m := G.NewTapeMachine(g, G.WithEngine(eng))
+//	m.RunAll()                              // gomoe's ops run their CUDA kernels
+//	y, err := eng.CopyOut(node.Value())     // host copy; reports device-side errors
+//	m.Reset(); eng.EndStep()                // recycle the step's device buffers
+//
+// Values that ops allocate while a graph runs belong to the current step: EndStep returns
+// their memory to the cache, so copy out what you need first. Tensors made by CopyIn and
+// NewTensor persist until Release. Gorgonia never frees engine memory itself.
+//
+// # Limits
+//
+// Only gomoe's ops and element-wise Add run on device values; other Gorgonia ops (and printing
+// a device tensor) would read device memory from the host. See
+// ../shared/docs/gorgonia-device-residency.md for what Gorgonia does behind an engine's back.
+package device

@@ -1,0 +1,237 @@
+//go:build gomoecuda
+
+package device_test
+
+import (
+	"errors"
+	"math"
+	"testing"
+
+	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/bfloat16"
+	"github.com/gomoe/gomoe/device"
+)
+
+func newEngine(t *testing.T) *device.Engine {
+	t.Helper()
+	e, err := device.New(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := e.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return e
+}
+
+func TestRoundTrip(t *testing.T) {
+	e := newEngine(t)
+	for _, h := range []*tensor.Dense{
+		tensor.New(tensor.WithShape(3, 5), tensor.WithBacking([]float32{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14})),
+		tensor.New(tensor.WithShape(2, 2), tensor.WithBacking([]float64{1.5, -2, math.Pi, 1e300})),
+		tensor.New(tensor.WithShape(3), tensor.WithBacking([]int32{-1, 7, 1 << 30})),
+		tensor.New(tensor.WithShape(2), tensor.WithBacking([]bfloat16.BFloat16{0x3f80, 0xc000})),
+	} {
+		d, err := e.CopyIn(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !e.Owns(d) || device.Lookup(d) != e {
+			t.Fatalf("%v: device tensor not owned by the engine", h.Dtype())
+		}
+		if e.Owns(h) || device.Lookup(h) != nil {
+			t.Fatalf("%v: host tensor reported as device", h.Dtype())
+		}
+		back, err := e.CopyOut(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !back.Shape().Eq(h.Shape()) || back.Dtype() != h.Dtype() {
+			t.Fatalf("round trip gave %v %v, want %v %v", back.Dtype(), back.Shape(), h.Dtype(), h.Shape())
+		}
+		for i := 0; i < h.Shape().TotalSize(); i++ {
+			if back.Get(i) != h.Get(i) {
+				t.Fatalf("%v: element %d = %v, want %v", h.Dtype(), i, back.Get(i), h.Get(i))
+			}
+		}
+		// Clone goes through the engine's Alloc and Memcpy (device to device).
+		c := d.Clone().(*tensor.Dense)
+		if !e.Owns(c) {
+			t.Fatalf("%v: clone is not on the device", h.Dtype())
+		}
+		cb, err := e.CopyOut(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cb.Get(1) != h.Get(1) {
+			t.Fatalf("%v: clone element 1 = %v, want %v", h.Dtype(), cb.Get(1), h.Get(1))
+		}
+		if err := e.Release(d); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestNewTensorMemset(t *testing.T) {
+	e := newEngine(t)
+	d, err := e.NewTensor(tensor.Float32, 4, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _ := e.CopyOut(d)
+	for i, v := range h.Data().([]float32) {
+		if v != 0 {
+			t.Fatalf("NewTensor element %d = %g, want 0", i, v)
+		}
+	}
+	if err := e.Memset(d, float32(2.5)); err != nil { // the engine's Memset (Dense.Memset writes host memory)
+		t.Fatal(err)
+	}
+	h, _ = e.CopyOut(d)
+	for i, v := range h.Data().([]float32) {
+		if v != 2.5 {
+			t.Fatalf("after Memset(2.5) element %d = %g", i, v)
+		}
+	}
+	src := tensor.New(tensor.WithShape(4, 3), tensor.WithBacking(make([]float32, 12)))
+	src.Data().([]float32)[7] = 9
+	if err := e.Upload(d, src); err != nil {
+		t.Fatal(err)
+	}
+	h, _ = e.CopyOut(d)
+	if h.Data().([]float32)[7] != 9 || h.Data().([]float32)[6] != 0 {
+		t.Fatalf("Upload did not copy: %v", h.Data())
+	}
+	if err := e.Upload(d, tensor.New(tensor.WithShape(2), tensor.WithBacking([]float32{1, 2}))); err == nil {
+		t.Error("Upload of a smaller tensor: no error")
+	}
+	// Empty tensors hold no memory: never the engine's, and the engine makes none.
+	empty := tensor.New(tensor.Of(tensor.Float32), tensor.WithShape(0, 4))
+	if e.Owns(empty) || device.Lookup(empty) != nil {
+		t.Error("an empty host tensor is reported as device memory")
+	}
+	if _, err := e.NewTensor(tensor.Float32, 0, 4); err == nil {
+		t.Error("NewTensor with an empty dimension: no error")
+	}
+}
+
+func TestAdd(t *testing.T) {
+	e := newEngine(t)
+	a := []float32{1, 2, 0.1, -3, 1e-8}
+	b := []float32{0.5, -2, 0.2, 4, 1}
+	inc := []float32{10, 10, 10, 10, 10}
+	da, _ := e.CopyIn(tensor.New(tensor.WithShape(5), tensor.WithBacking(a)))
+	db, _ := e.CopyIn(tensor.New(tensor.WithShape(5), tensor.WithBacking(b)))
+	di, _ := e.CopyIn(tensor.New(tensor.WithShape(5), tensor.WithBacking(inc)))
+	sum, err := tensor.Add(da, db) // dispatches to the engine's Adder
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !e.Owns(sum) {
+		t.Fatal("sum is not on the device")
+	}
+	h, _ := e.CopyOut(sum)
+	for i, v := range h.Data().([]float32) {
+		if v != a[i]+b[i] {
+			t.Errorf("sum[%d] = %g, want %g", i, v, a[i]+b[i])
+		}
+	}
+	if _, err := tensor.Add(da, db, tensor.WithIncr(di)); err != nil {
+		t.Fatal(err)
+	}
+	h, _ = e.CopyOut(di)
+	for i, v := range h.Data().([]float32) {
+		if want := inc[i] + (a[i] + b[i]); v != want {
+			t.Errorf("incr[%d] = %g, want %g", i, v, want)
+		}
+	}
+	if _, err := tensor.Add(da, db, tensor.UseUnsafe()); err != nil {
+		t.Fatal(err)
+	}
+	h, _ = e.CopyOut(da)
+	for i, v := range h.Data().([]float32) {
+		if v != a[i]+b[i] {
+			t.Errorf("unsafe add [%d] = %g, want %g", i, v, a[i]+b[i])
+		}
+	}
+	// bfloat16 adds in float32 and rounds once.
+	ba := []bfloat16.BFloat16{bfloat16.FromFloat32(1), bfloat16.FromFloat32(3.5)}
+	bb := []bfloat16.BFloat16{bfloat16.FromFloat32(1.0 / 256), bfloat16.FromFloat32(-0.25)}
+	dba, _ := e.CopyIn(tensor.New(tensor.WithShape(2), tensor.WithBacking(ba)))
+	dbb, _ := e.CopyIn(tensor.New(tensor.WithShape(2), tensor.WithBacking(bb)))
+	bs, err := e.Add(dba, dbb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _ = e.CopyOut(bs)
+	for i, v := range h.Data().([]bfloat16.BFloat16) {
+		if want := bfloat16.FromFloat32(ba[i].Float32() + bb[i].Float32()); v != want {
+			t.Errorf("bf16 sum[%d] = %v, want %v", i, v, want)
+		}
+	}
+	host := tensor.New(tensor.WithShape(5), tensor.WithBacking(b))
+	if _, err := e.Add(da, host); err == nil {
+		t.Error("Add with a host operand: no error")
+	}
+	if _, err := e.Add(da, dba); err == nil {
+		t.Error("Add of mismatched tensors: no error")
+	}
+}
+
+func TestStepMemoryFlat(t *testing.T) {
+	e := newEngine(t)
+	w, _ := e.NewTensor(tensor.Float32, 256)
+	var first int
+	for step := 0; step < 1000; step++ {
+		for i := 1; i <= 4; i++ {
+			if _, err := e.NewStepTensor(tensor.Float32, 1000*i); err != nil {
+				t.Fatal(err)
+			}
+		}
+		e.EndStep()
+		if step == 0 {
+			first = e.Pool().Stats().BackendAlloc
+		}
+	}
+	if got := e.Pool().Stats().BackendAlloc; got != first {
+		t.Errorf("backend allocations grew from %d after step 1 to %d after 1000 steps", first, got)
+	}
+	if !e.Owns(w) {
+		t.Error("a persistent tensor was recycled by EndStep")
+	}
+}
+
+func TestOutOfMemory(t *testing.T) {
+	e := newEngine(t)
+	if _, err := e.NewTensor(tensor.Float32, 1<<40); err == nil {
+		t.Fatal("allocating 4 TiB: no error")
+	}
+	// Still usable.
+	d, err := e.CopyIn(tensor.New(tensor.WithShape(2), tensor.WithBacking([]float32{1, 2})))
+	if err != nil {
+		t.Fatalf("engine unusable after an out-of-memory error: %v", err)
+	}
+	h, err := e.CopyOut(d)
+	if err != nil || h.Data().([]float32)[1] != 2 {
+		t.Fatalf("engine unusable after an out-of-memory error: %v %v", h, err)
+	}
+}
+
+func TestClosed(t *testing.T) {
+	e, err := device.New(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.CopyIn(tensor.New(tensor.WithShape(1), tensor.WithBacking([]float32{1}))); !errors.Is(err, device.ErrClosed) {
+		t.Errorf("CopyIn on a closed engine = %v, want ErrClosed", err)
+	}
+	if _, err := device.New(99); err == nil {
+		t.Error("New(99): no error")
+	}
+}

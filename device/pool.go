@@ -1,0 +1,218 @@
+package device
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+)
+
+// Backend is the raw allocator under a Pool: cuMemAlloc and cuMemFree in the cuda build.
+type Backend interface {
+	// Alloc returns n bytes of fresh memory.
+	Alloc(n int64) (uintptr, error)
+	// Free returns memory that Alloc gave.
+	Free(p uintptr) error
+}
+
+// PoolStats counts a Pool's memory.
+type PoolStats struct {
+	LiveBlocks   int   // blocks handed out and not yet freed
+	LiveBytes    int64 // their rounded sizes
+	CachedBlocks int   // blocks kept for reuse
+	CachedBytes  int64
+	BackendAlloc int // calls to Backend.Alloc so far
+	BackendFree  int // calls to Backend.Free so far
+}
+
+type block struct {
+	size       int64 // rounded size
+	persistent bool
+}
+
+// Pool is a caching allocator: freed blocks are kept in per-size free lists and handed out
+// again for requests of the same rounded size, so a training loop that allocates the same
+// shapes every step stops calling the backend after its first step. Sizes round up to 512
+// bytes below 1 MiB and to 2 MiB above. Blocks are step-scoped unless marked persistent:
+// EndStep recycles every live step-scoped block at once. A Pool is safe for concurrent use.
+type Pool struct {
+	mu     sync.Mutex
+	be     Backend
+	free   map[int64][]uintptr
+	live   map[uintptr]block
+	starts []uintptr // sorted live block starts, for interior pointers
+	dirty  bool      // starts needs a rebuild
+	stats  PoolStats
+}
+
+// NewPool returns an empty Pool over be.
+func NewPool(be Backend) *Pool {
+	return &Pool{be: be, free: map[int64][]uintptr{}, live: map[uintptr]block{}}
+}
+
+// RoundSize is the size class of a request of n bytes.
+func RoundSize(n int64) int64 {
+	switch {
+	case n <= 512:
+		return 512
+	case n <= 1<<20:
+		return (n + 511) &^ 511
+	}
+	return (n + (2<<20 - 1)) &^ (2<<20 - 1)
+}
+
+// ErrUnknownPointer is returned for a pointer the Pool did not hand out.
+var ErrUnknownPointer = errors.New("device: pointer not allocated by this pool")
+
+// Alloc returns a block of at least n bytes. It reuses a cached block of the same size class
+// if there is one; if the backend fails, it frees every cached block and tries once more.
+func (p *Pool) Alloc(n int64, persistent bool) (uintptr, error) {
+	if n < 0 {
+		return 0, fmt.Errorf("device: allocation of %d bytes", n)
+	}
+	size := RoundSize(n)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var ptr uintptr
+	if l := p.free[size]; len(l) > 0 {
+		ptr = l[len(l)-1]
+		p.free[size] = l[:len(l)-1]
+		p.stats.CachedBlocks--
+		p.stats.CachedBytes -= size
+	} else {
+		var err error
+		ptr, err = p.be.Alloc(size)
+		p.stats.BackendAlloc++
+		if err != nil {
+			if ferr := p.trimLocked(); ferr != nil {
+				return 0, fmt.Errorf("device: allocating %d bytes: %w (and freeing the cache: %v)", size, err, ferr)
+			}
+			ptr, err = p.be.Alloc(size)
+			p.stats.BackendAlloc++
+			if err != nil {
+				return 0, fmt.Errorf("device: allocating %d bytes (%d bytes live): %w", size, p.stats.LiveBytes, err)
+			}
+		}
+	}
+	p.live[ptr] = block{size: size, persistent: persistent}
+	p.stats.LiveBlocks++
+	p.stats.LiveBytes += size
+	p.dirty = true
+	return ptr, nil
+}
+
+// Free returns the block at ptr to the cache.
+func (p *Pool) Free(ptr uintptr) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	b, ok := p.live[ptr]
+	if !ok {
+		return ErrUnknownPointer
+	}
+	p.releaseLocked(ptr, b)
+	return nil
+}
+
+func (p *Pool) releaseLocked(ptr uintptr, b block) {
+	delete(p.live, ptr)
+	p.free[b.size] = append(p.free[b.size], ptr)
+	p.stats.LiveBlocks--
+	p.stats.LiveBytes -= b.size
+	p.stats.CachedBlocks++
+	p.stats.CachedBytes += b.size
+	p.dirty = true
+}
+
+// SetPersistent marks the block at ptr as persistent (EndStep keeps it) or step-scoped.
+func (p *Pool) SetPersistent(ptr uintptr, persistent bool) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	b, ok := p.live[ptr]
+	if !ok {
+		return ErrUnknownPointer
+	}
+	b.persistent = persistent
+	p.live[ptr] = b
+	return nil
+}
+
+// EndStep returns every live step-scoped block to the cache and reports how many.
+func (p *Pool) EndStep() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for ptr, b := range p.live {
+		if !b.persistent {
+			p.releaseLocked(ptr, b)
+			n++
+		}
+	}
+	return n
+}
+
+// Owns reports whether ptr lies inside a live block, and that block's start and size.
+func (p *Pool) Owns(ptr uintptr) (start uintptr, size int64, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if b, ok := p.live[ptr]; ok {
+		return ptr, b.size, true
+	}
+	if p.dirty {
+		p.starts = p.starts[:0]
+		for s := range p.live {
+			p.starts = append(p.starts, s)
+		}
+		sort.Slice(p.starts, func(i, j int) bool { return p.starts[i] < p.starts[j] })
+		p.dirty = false
+	}
+	i := sort.Search(len(p.starts), func(i int) bool { return p.starts[i] > ptr }) - 1
+	if i < 0 {
+		return 0, 0, false
+	}
+	s := p.starts[i]
+	b := p.live[s]
+	if ptr < s+uintptr(b.size) {
+		return s, b.size, true
+	}
+	return 0, 0, false
+}
+
+// Trim frees every cached block to the backend.
+func (p *Pool) Trim() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.trimLocked()
+}
+
+func (p *Pool) trimLocked() error {
+	var first error
+	for size, l := range p.free {
+		for _, ptr := range l {
+			p.stats.BackendFree++
+			if err := p.be.Free(ptr); err != nil && first == nil {
+				first = err
+			}
+			p.stats.CachedBlocks--
+			p.stats.CachedBytes -= size
+		}
+		delete(p.free, size)
+	}
+	return first
+}
+
+// Close frees every block, live or cached, to the backend. The Pool must not be used after.
+func (p *Pool) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for ptr, b := range p.live {
+		p.releaseLocked(ptr, b)
+	}
+	return p.trimLocked()
+}
+
+// Stats returns the Pool's counters.
+func (p *Pool) Stats() PoolStats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stats
+}

@@ -1,0 +1,177 @@
+package device
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+)
+
+// fakeBackend hands out increasing fake addresses and can be told to fail.
+type fakeBackend struct {
+	next     uintptr
+	live     map[uintptr]int64
+	limit    int64 // bytes; 0 = unlimited
+	used     int64
+	freed    int
+	failFree bool
+}
+
+func newFake(limit int64) *fakeBackend {
+	return &fakeBackend{next: 1 << 20, live: map[uintptr]int64{}, limit: limit}
+}
+
+func (f *fakeBackend) Alloc(n int64) (uintptr, error) {
+	if f.limit > 0 && f.used+n > f.limit {
+		return 0, errors.New("out of memory")
+	}
+	p := f.next
+	f.next += uintptr(n) + 4096
+	f.live[p] = n
+	f.used += n
+	return p, nil
+}
+
+func (f *fakeBackend) Free(p uintptr) error {
+	n, ok := f.live[p]
+	if !ok {
+		return fmt.Errorf("double free of %#x", p)
+	}
+	delete(f.live, p)
+	f.used -= n
+	f.freed++
+	return nil
+}
+
+func TestRoundSize(t *testing.T) {
+	for _, c := range []struct{ n, want int64 }{
+		{0, 512}, {1, 512}, {512, 512}, {513, 1024}, {1 << 20, 1 << 20},
+		{1<<20 + 1, 2 << 20}, {3 << 20, 4 << 20}, {4 << 20, 4 << 20},
+	} {
+		if got := RoundSize(c.n); got != c.want {
+			t.Errorf("RoundSize(%d) = %d, want %d", c.n, got, c.want)
+		}
+	}
+}
+
+func TestPoolReuse(t *testing.T) {
+	be := newFake(0)
+	p := NewPool(be)
+	a, err := p.Alloc(1000, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Free(a); err != nil {
+		t.Fatal(err)
+	}
+	b, err := p.Alloc(900, false) // same class (1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b != a {
+		t.Errorf("Alloc after Free gave %#x, want the cached %#x", b, a)
+	}
+	if s := p.Stats(); s.BackendAlloc != 1 || s.LiveBlocks != 1 || s.LiveBytes != 1024 || s.CachedBlocks != 0 {
+		t.Errorf("stats %+v, want 1 backend alloc, 1 live block of 1024, none cached", s)
+	}
+	c, _ := p.Alloc(5000, false) // other class: a new block
+	if c == a {
+		t.Error("a different size class reused the same block")
+	}
+	if err := p.Free(12345); !errors.Is(err, ErrUnknownPointer) {
+		t.Errorf("Free(unknown) = %v, want ErrUnknownPointer", err)
+	}
+	if err := p.Free(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Free(b); !errors.Is(err, ErrUnknownPointer) {
+		t.Errorf("double Free = %v, want ErrUnknownPointer", err)
+	}
+}
+
+func TestPoolSteps(t *testing.T) {
+	be := newFake(0)
+	p := NewPool(be)
+	w, _ := p.Alloc(4096, true) // a weight
+	for step := 0; step < 100; step++ {
+		for i := 0; i < 5; i++ {
+			if _, err := p.Alloc(int64(1000*(i+1)), false); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n := p.EndStep(); n != 5 {
+			t.Fatalf("step %d: EndStep released %d blocks, want 5", step, n)
+		}
+	}
+	s := p.Stats()
+	if s.BackendAlloc != 6 {
+		t.Errorf("100 identical steps made %d backend allocations, want 6 (flat memory)", s.BackendAlloc)
+	}
+	if s.LiveBlocks != 1 {
+		t.Errorf("%d live blocks after the steps, want the 1 persistent", s.LiveBlocks)
+	}
+	if _, _, ok := p.Owns(w); !ok {
+		t.Error("the persistent block was released by EndStep")
+	}
+	if err := p.SetPersistent(w, false); err != nil {
+		t.Fatal(err)
+	}
+	if n := p.EndStep(); n != 1 {
+		t.Errorf("EndStep after SetPersistent(false) released %d, want 1", n)
+	}
+	if err := p.SetPersistent(w, true); !errors.Is(err, ErrUnknownPointer) {
+		t.Errorf("SetPersistent on a freed block = %v, want ErrUnknownPointer", err)
+	}
+}
+
+func TestPoolOwns(t *testing.T) {
+	p := NewPool(newFake(0))
+	a, _ := p.Alloc(2000, false) // 2048-byte class
+	b, _ := p.Alloc(100, false)
+	for _, c := range []struct {
+		ptr   uintptr
+		ok    bool
+		start uintptr
+	}{
+		{a, true, a}, {a + 100, true, a}, {a + 2047, true, a}, {a + 2048, false, 0},
+		{b, true, b}, {b + 511, true, b}, {a - 1, false, 0}, {0, false, 0},
+	} {
+		start, _, ok := p.Owns(c.ptr)
+		if ok != c.ok || start != c.start {
+			t.Errorf("Owns(%#x) = %#x, %v; want %#x, %v", c.ptr, start, ok, c.start, c.ok)
+		}
+	}
+	_ = p.Free(a)
+	if _, _, ok := p.Owns(a + 10); ok {
+		t.Error("Owns finds a freed block")
+	}
+}
+
+func TestPoolOutOfMemory(t *testing.T) {
+	be := newFake(4 << 20)
+	p := NewPool(be)
+	a, err := p.Alloc(2<<20, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = p.Free(a) // cached: 2 MiB still held from the backend
+	// 4 MiB more does not fit next to the cached block: the pool must free its cache and retry.
+	if _, err := p.Alloc(3<<20-1, false); err != nil {
+		t.Fatalf("Alloc after trimming the cache: %v", err)
+	}
+	if be.freed != 1 {
+		t.Errorf("backend frees %d, want 1 (the cached block)", be.freed)
+	}
+	if _, err := p.Alloc(1<<20, false); err == nil {
+		t.Error("Alloc beyond the backend limit: no error")
+	}
+	// The pool stays usable after the failure.
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if len(be.live) != 0 {
+		t.Errorf("%d backend blocks left after Close", len(be.live))
+	}
+	if _, err := p.Alloc(-1, false); err == nil {
+		t.Error("Alloc(-1): no error")
+	}
+}

@@ -1,0 +1,197 @@
+//go:build gomoecuda
+
+package kernels_test
+
+import (
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"gorgonia.org/cu"
+
+	. "github.com/gomoe/gomoe/kernels"
+)
+
+// The GPU benchmark table: go test -tags gomoecuda -run TestCUDABenchTable -gomoe.bench ./kernels/
+// It times each kernel with CUDA events (mean of -gomoe.iters launches after 3 warm-ups) on the
+// DESIGN.md shapes and compares it with cuMemcpyDtoD moving the same bytes in the same run
+// (a copy of n bytes moves 2n: read and write).
+
+var (
+	gpuBenchFlag  = flag.Bool("gomoe.bench", false, "run the GPU benchmark table")
+	gpuBenchIters = flag.Int("gomoe.iters", 20, "timed launches per measurement")
+	gpuBenchOut   = flag.String("gomoe.benchout", "", "also write the table to this file")
+	gpuShapesFlag = flag.String("gomoe.shapes", "dsv3,te16k,mixtral,top1", "shapes to run")
+	gpuModes      = flag.Bool("gomoe.modes", false, "also compare the store policies of the scatter kernels")
+)
+
+type gpuBenchShapeT struct {
+	name       string
+	T, E, K, H int
+}
+
+var gpuBenchShapes = []gpuBenchShapeT{
+	{"dsv3", 4096, 256, 8, 7168},
+	{"te16k", 16384, 128, 6, 4096},
+	{"mixtral", 4096, 8, 2, 4096},
+	{"top1", 16384, 4, 1, 7168},
+}
+
+// cuTimeIt returns the mean milliseconds of f over n launches, timed with CUDA events.
+func cuTimeIt(t *testing.T, n int, f func() error) float64 {
+	t.Helper()
+	for i := 0; i < 3; i++ {
+		cuMust(t, f())
+	}
+	var ms float64
+	err := testCUDA.Do(func() error {
+		start, err := cu.MakeEvent(cu.DefaultEvent)
+		if err != nil {
+			return err
+		}
+		defer cu.DestroyEvent(&start)
+		end, err := cu.MakeEvent(cu.DefaultEvent)
+		if err != nil {
+			return err
+		}
+		defer cu.DestroyEvent(&end)
+		if err := start.Record(cu.Stream{}); err != nil {
+			return err
+		}
+		for i := 0; i < n; i++ {
+			if err := f(); err != nil {
+				return err
+			}
+		}
+		if err := end.Record(cu.Stream{}); err != nil {
+			return err
+		}
+		if err := end.Synchronize(); err != nil {
+			return err
+		}
+		ms, err = start.Elapsed(end)
+		return err
+	})
+	cuMust(t, err)
+	return ms / float64(n)
+}
+
+func TestCUDABenchTable(t *testing.T) {
+	if !*gpuBenchFlag {
+		t.Skip("run with -gomoe.bench")
+	}
+	dev, _ := cu.CurrentDevice()
+	name, _ := dev.Name()
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "GPU: %s, %s, %d timed launches each (CUDA events), A=1 dropless, random balanced routing\n\n", name, time.Now().UTC().Format("2006-01-02"), *gpuBenchIters)
+	fmt.Fprintf(&sb, "| shape | dtype | kernel | ms | GB/s | copy GB/s | ratio to copy |\n|---|---|---|---:|---:|---:|---:|\n")
+	want := map[string]bool{}
+	for _, s := range strings.Split(*gpuShapesFlag, ",") {
+		want[s] = true
+	}
+	for _, s := range gpuBenchShapes {
+		if !want[s.name] {
+			continue
+		}
+		for _, d := range []DType{F32, BF16} {
+			gpuBenchOne(t, &sb, s, d)
+		}
+	}
+	fmt.Print(sb.String())
+	if *gpuBenchOut != "" {
+		cuMust(t, os.WriteFile(*gpuBenchOut, []byte(sb.String()), 0o644))
+	}
+}
+
+func gpuBenchOne(t *testing.T, sb *strings.Builder, s gpuBenchShapeT, d DType) {
+	g := Geometry{T: s.T, K: s.K, E: s.E, A: 1}
+	rng := rand.New(rand.NewPCG(1, uint64(s.T)))
+	ids := cuBalancedIDs(0)(rng, g)
+	probs := make([]float32, len(ids))
+	for i := range probs {
+		probs[i] = rng.Float32()
+	}
+	e := int64(d.Size())
+	T, K, H, R := int64(s.T), int64(s.K), int64(s.H), int64(g.Rows())
+	dIDs := cuUpload(t, ids)
+	dProbs := cuUpload(t, probs)
+	plan := cuAlloc(t, 4*int64(g.PlanLen()))
+	work := cuAlloc(t, PlanWorkBytes(g))
+	x := cuAlloc(t, T*H*e)
+	xp := cuAlloc(t, R*H*e)
+	y := cuAlloc(t, T*H*e)
+	dyp := cuAlloc(t, R*H*e)
+	dp := cuAlloc(t, T*K*4)
+	copySrc := cuAlloc(t, (T*H*e+2*T*K*H*e)/2+16)
+	copyDst := cuAlloc(t, (T*H*e+2*T*K*H*e)/2+16)
+	// Fill the inputs with small finite values (bit patterns of 0x3c00 / 0x3c003c00).
+	cuMust(t, testCUDA.Do(func() error {
+		for _, b := range []cuDevBuf{x, xp} {
+			if err := cu.MemsetD16(b.p, 0x3c00, b.n/2); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+	buildPlan := func() error { return testCUDA.BuildPlan(g, plan.p, dIDs.p, 0, F32, work.p) }
+	cuMust(t, buildPlan())
+	cuMust(t, testCUDA.Status())
+
+	copyMS := map[int64]float64{}
+	copyGBs := func(bytes int64) float64 {
+		n := bytes / 2
+		if _, ok := copyMS[n]; !ok {
+			copyMS[n] = cuTimeIt(t, *gpuBenchIters, func() error { return cu.MemcpyDtoD(copyDst.p, copySrc.p, n) })
+		}
+		return float64(bytes) / copyMS[n] / 1e6
+	}
+	row := func(kernel string, bytes int64, ms float64) {
+		if bytes == 0 {
+			fmt.Fprintf(sb, "| %s | %v | %s | %.4f | | | |\n", s.name, d, kernel, ms)
+			return
+		}
+		gbs := float64(bytes) / ms / 1e6
+		c := copyGBs(bytes)
+		fmt.Fprintf(sb, "| %s | %v | %s | %.4f | %.0f | %.0f | %.1f %% |\n", s.name, d, kernel, ms, gbs, c, 100*gbs/c)
+	}
+	it := *gpuBenchIters
+	planMS := cuTimeIt(t, it, buildPlan)
+	permMS := cuTimeIt(t, it, func() error { return testCUDA.PermuteForward(d, g, s.H, xp.p, x.p, plan.p) })
+	fmt.Fprintf(sb, "| %s | %v | plan build | %.4f | | | %.1f %% of permute fwd |\n", s.name, d, planMS, 100*planMS/permMS)
+	row("permute fwd", T*H*e+T*K*H*e, permMS)
+	row("permute bwd", T*K*H*e+T*H*e, cuTimeIt(t, it, func() error { return testCUDA.PermuteBackward(d, g, s.H, y.p, xp.p, plan.p) }))
+	row("unpermute fwd", T*K*H*e+T*H*e, cuTimeIt(t, it, func() error { return testCUDA.UnpermuteForward(d, g, s.H, y.p, xp.p, dProbs.p, plan.p) }))
+	row("unpermute bwd (rows+probs)", T*H*e+2*T*K*H*e, cuTimeIt(t, it, func() error {
+		return testCUDA.UnpermuteBackward(d, g, s.H, dyp.p, dp.p, y.p, xp.p, dProbs.p, plan.p)
+	}))
+	row("unpermute bwd (rows only)", T*H*e+T*K*H*e, cuTimeIt(t, it, func() error {
+		return testCUDA.UnpermuteBackward(d, g, s.H, dyp.p, 0, y.p, 0, dProbs.p, plan.p)
+	}))
+	wbuf := cuAlloc(t, T*H*e+T*K*H*e)
+	row("write-only roofline (cuMemsetD32)", wbuf.n, cuTimeIt(t, it, func() error { return cu.MemsetD32(wbuf.p, 0, wbuf.n/4) }))
+	row("plan + permute fwd", T*H*e+T*K*H*e, cuTimeIt(t, it, func() error {
+		if err := buildPlan(); err != nil {
+			return err
+		}
+		return testCUDA.PermuteForward(d, g, s.H, xp.p, x.p, plan.p)
+	}))
+	if *gpuModes {
+		def := StoreMode()
+		for _, m := range []int{0, 1, 4} {
+			SetStoreMode(m)
+			row(fmt.Sprintf("permute fwd smode=%d", m), T*H*e+T*K*H*e, cuTimeIt(t, it, func() error { return testCUDA.PermuteForward(d, g, s.H, xp.p, x.p, plan.p) }))
+		}
+		for _, m := range []int{0, 1} {
+			SetStoreMode(m)
+			row(fmt.Sprintf("unpermute bwd rows smode=%d", m), T*H*e+T*K*H*e, cuTimeIt(t, it, func() error {
+				return testCUDA.UnpermuteBackward(d, g, s.H, dyp.p, 0, y.p, 0, dProbs.p, plan.p)
+			}))
+		}
+		SetStoreMode(def)
+	}
+	cuMust(t, testCUDA.Status())
+}

@@ -1,0 +1,141 @@
+// gomoe.cuh: shared device helpers for gomoe's CUDA kernels (see gomoe.cu).
+//
+// Rounding helpers use the _rn intrinsics so that nvcc never contracts a multiply and an add
+// into an FMA: the CPU kernels in package kernels round every product and every sum on its own,
+// and the GPU must give the same bits.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <stdint.h>
+
+namespace gomoe {
+
+// Accumulation type of a data type: float32 and bfloat16 accumulate in float32, float64 in
+// float64.
+template <typename T> struct Acc;
+template <> struct Acc<float> { typedef float type; };
+template <> struct Acc<double> { typedef double type; };
+template <> struct Acc<__nv_bfloat16> { typedef float type; };
+
+__device__ __forceinline__ float toAcc(float v) { return v; }
+__device__ __forceinline__ double toAcc(double v) { return v; }
+__device__ __forceinline__ float toAcc(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+__device__ __forceinline__ void fromAcc(float a, float &o) { o = a; }
+__device__ __forceinline__ void fromAcc(double a, double &o) { o = a; }
+__device__ __forceinline__ void fromAcc(float a, __nv_bfloat16 &o) { o = __float2bfloat16_rn(a); }
+
+__device__ __forceinline__ float addRN(float a, float b) { return __fadd_rn(a, b); }
+__device__ __forceinline__ double addRN(double a, double b) { return __dadd_rn(a, b); }
+__device__ __forceinline__ float mulRN(float a, float b) { return __fmul_rn(a, b); }
+__device__ __forceinline__ double mulRN(double a, double b) { return __dmul_rn(a, b); }
+
+// Pack is N elements of T moved as one load or store (16 bytes in the vector kernels).
+template <typename T, int N> struct __align__(sizeof(T) * N) Pack { T v[N]; };
+
+// Streaming (evict-first) loads and stores of a Pack through the built-in vector type of the
+// same size, so that 16-byte packs move with one 128-bit instruction.
+template <int S> struct Raw;
+template <> struct Raw<16> { typedef uint4 type; };
+template <> struct Raw<8> { typedef uint2 type; };
+template <> struct Raw<4> { typedef unsigned int type; };
+template <> struct Raw<2> { typedef unsigned short type; };
+
+template <typename P> __device__ __forceinline__ P ldcs(const P *p) {
+  typedef typename Raw<sizeof(P)>::type R;
+  R r = __ldcs((const R *)p);
+  P v;
+  memcpy(&v, &r, sizeof(P));
+  return v;
+}
+template <typename P> __device__ __forceinline__ void stcs(P *p, const P &v) {
+  typedef typename Raw<sizeof(P)>::type R;
+  R r;
+  memcpy(&r, &v, sizeof(P));
+  __stcs((R *)p, r);
+}
+template <typename P> __device__ __forceinline__ P ld(const P *p) {
+  typedef typename Raw<sizeof(P)>::type R;
+  R r = *(const R *)p;
+  P v;
+  memcpy(&v, &r, sizeof(P));
+  return v;
+}
+template <typename P> __device__ __forceinline__ void st(P *p, const P &v) {
+  typedef typename Raw<sizeof(P)>::type R;
+  R r;
+  memcpy(&r, &v, sizeof(P));
+  *(R *)p = r;
+}
+
+// packFromAcc rounds N accumulators into a Pack; bfloat16 converts two at a time
+// (cvt.rn.bf16x2.f32, the same round-to-nearest-even as one at a time, half the instructions).
+template <typename T, int N, typename A>
+__device__ __forceinline__ void packFromAcc(const A *a, Pack<T, N> &o) {
+#pragma unroll
+  for (int j = 0; j < N; j++) fromAcc(a[j], o.v[j]);
+}
+template <int N>
+__device__ __forceinline__ void packFromAcc(const float *a, Pack<__nv_bfloat16, N> &o) {
+  if (N % 2 == 0) {
+#pragma unroll
+    for (int j = 0; j < N; j += 2) {
+      __nv_bfloat162 h = __floats2bfloat162_rn(a[j], a[j + 1]);
+      o.v[j] = h.x;
+      o.v[j + 1] = h.y;
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < N; j++) o.v[j] = __float2bfloat16_rn(a[j]);
+  }
+}
+
+// dotTerm adds a·b to a float64 partial sum with the product exact: float32 and float64
+// operands multiply in float64 (exact for float32; rounded once for float64, like the CPU);
+// bfloat16 operands (8-bit significands) multiply exactly in float32, which saves one of the
+// two float64 conversions (their throughput bounds the bf16 kernel). A bfloat16 product below
+// 2^-126 or above the float32 range in magnitude would not be exact: far outside gradient
+// magnitudes, and within the tested tolerance once rounded to the float32 dprobs.
+__device__ __forceinline__ double dotTerm(double s, float a, float b, bool bf16) {
+  if (bf16) return __dadd_rn(s, (double)__fmul_rn(a, b));
+  return __dadd_rn(s, __dmul_rn((double)a, (double)b));
+}
+__device__ __forceinline__ double dotTerm(double s, double a, double b, bool) {
+  return __dadd_rn(s, __dmul_rn(a, b));
+}
+
+// Warp-wide sum of a double in a fixed tree order (deterministic).
+__device__ __forceinline__ double warpSum(double v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = __dadd_rn(v, __shfl_down_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Order-preserving 64-bit key of a probability for drop-by-prob: larger prob, larger key.
+// -0 counts as +0 (the CPU compares float64 values, where -0 == +0) and NaN sorts below
+// everything (the CPU rejects NaN; the GPU flags it in the status word).
+__device__ __forceinline__ unsigned long long probKey(double x) {
+  if (x != x) return 0ull;
+  if (x == 0.0) x = 0.0;
+  unsigned long long b = (unsigned long long)__double_as_longlong(x);
+  return (b >> 63) ? ~b : (b | 0x8000000000000000ull);
+}
+
+// zeroRows clears, with the whole block, every row r in [r0, r0+nrows) of buf (rows of nvec
+// V-vectors) whose tokenOf[r] < 0.
+template <typename V>
+__device__ __forceinline__ void zeroRows(V *buf, long long nvec, const int *tokenOf, long long R,
+                                         long long r0, int nrows) {
+  typedef typename Raw<sizeof(V)>::type Z;
+  Z z;
+  memset(&z, 0, sizeof(Z));
+  for (int j = 0; j < nrows; j++) {
+    long long r = r0 + j;
+    if (r >= R) break;
+    if (tokenOf[r] >= 0) continue;  // uniform across the block
+    Z *dst = (Z *)(buf + r * nvec);
+    for (long long i = threadIdx.x; i < nvec; i += blockDim.x) dst[i] = z;
+  }
+}
+
+}  // namespace gomoe

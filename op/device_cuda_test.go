@@ -1,0 +1,235 @@
+//go:build gomoecuda
+
+package op_test
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/device"
+	"github.com/gomoe/gomoe/kernels"
+	"github.com/gomoe/gomoe/op"
+)
+
+// devGraph is plan -> permute -> unpermute (weighted) plus the permuted probs, with the
+// gradients of x and probs for given output gradients dy and dpp.
+type devGraph struct {
+	g                          *G.ExprGraph
+	ids, probs, x, dy, dpp     *G.Node
+	plan, y, pp, gradX, gradPr *G.Node
+}
+
+func buildDevGraph(t *testing.T, geo kernels.Geometry, H int, dt tensor.Dtype) *devGraph {
+	t.Helper()
+	g := G.NewGraph()
+	d := &devGraph{g: g}
+	R := geo.Rows()
+	d.ids = G.NewTensor(g, tensor.Int32, 2, G.WithShape(geo.T, geo.K), G.WithName("ids"))
+	d.probs = G.NewTensor(g, dt, 2, G.WithShape(geo.T, geo.K), G.WithName("probs"))
+	d.x = G.NewTensor(g, dt, 2, G.WithShape(geo.T, H), G.WithName("x"))
+	d.dy = G.NewTensor(g, dt, 2, G.WithShape(geo.T, H), G.WithName("dy"))
+	d.dpp = G.NewTensor(g, dt, 1, G.WithShape(R), G.WithName("dpp"))
+	var planProbs *G.Node
+	if geo.Mode == kernels.Capacity && geo.Drop == kernels.DropByProb {
+		planProbs = d.probs
+	}
+	p, err := op.NewPlan(d.ids, planProbs, geo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.plan = p.Node
+	xp, err := op.Permute(d.x, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.y, err = op.Unpermute(xp, d.probs, p); err != nil {
+		t.Fatal(err)
+	}
+	if d.pp, err = op.PermuteProbs(d.probs, p); err != nil {
+		t.Fatal(err)
+	}
+	grads, err := G.Backpropagate(G.Nodes{d.y, d.pp}, G.Nodes{d.dy, d.dpp}, G.Nodes{d.x, d.probs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.gradX, d.gradPr = grads[0], grads[1]
+	return d
+}
+
+func hostInputs(rng *rand.Rand, geo kernels.Geometry, H int) map[string][]float64 {
+	in := map[string][]float64{}
+	ids := make([]float64, geo.T*geo.K)
+	for t := 0; t < geo.T; t++ {
+		perm := rng.Perm(geo.E)
+		for k := 0; k < geo.K; k++ {
+			ids[t*geo.K+k] = float64(perm[k])
+		}
+	}
+	in["ids"] = ids
+	norm := func(n int) []float64 {
+		v := make([]float64, n)
+		for i := range v {
+			v[i] = rng.NormFloat64()
+		}
+		return v
+	}
+	pr := make([]float64, geo.T*geo.K)
+	for i := range pr {
+		pr[i] = float64(rng.IntN(16)) / 16 // ties for drop-by-prob
+	}
+	in["probs"] = pr
+	in["x"] = norm(geo.T * H)
+	in["dy"] = norm(geo.T * H)
+	in["dpp"] = norm(geo.Rows())
+	return in
+}
+
+func asTensor(v []float64, dt tensor.Dtype, shape ...int) *tensor.Dense {
+	switch dt {
+	case tensor.Int32:
+		o := make([]int32, len(v))
+		for i, x := range v {
+			o[i] = int32(x)
+		}
+		return tensor.New(tensor.WithShape(shape...), tensor.WithBacking(o))
+	case tensor.Float32:
+		o := make([]float32, len(v))
+		for i, x := range v {
+			o[i] = float32(x)
+		}
+		return tensor.New(tensor.WithShape(shape...), tensor.WithBacking(o))
+	}
+	return tensor.New(tensor.WithShape(shape...), tensor.WithBacking(append([]float64(nil), v...)))
+}
+
+// runGraph binds the inputs (on the engine if e != nil), runs forward and backward and returns
+// host copies of plan, y, pp, dx, dprobs.
+func runGraph(t *testing.T, geo kernels.Geometry, H int, dt tensor.Dtype, in map[string][]float64, e *device.Engine) []*tensor.Dense {
+	t.Helper()
+	d := buildDevGraph(t, geo, H, dt)
+	bind := func(n *G.Node, v *tensor.Dense) {
+		var val G.Value = v
+		if e != nil {
+			dv, err := e.CopyIn(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			val = dv
+		}
+		if err := G.Let(n, val); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bind(d.ids, asTensor(in["ids"], tensor.Int32, geo.T, geo.K))
+	bind(d.probs, asTensor(in["probs"], dt, geo.T, geo.K))
+	bind(d.x, asTensor(in["x"], dt, geo.T, H))
+	bind(d.dy, asTensor(in["dy"], dt, geo.T, H))
+	bind(d.dpp, asTensor(in["dpp"], dt, geo.Rows()))
+	opts := []G.VMOpt{}
+	if e != nil {
+		opts = append(opts, G.WithEngine(e))
+	}
+	vm := G.NewTapeMachine(d.g, opts...)
+	defer vm.Close()
+	if err := vm.RunAll(); err != nil {
+		t.Fatal(err)
+	}
+	var out []*tensor.Dense
+	for _, n := range []*G.Node{d.plan, d.y, d.pp, d.gradX, d.gradPr} {
+		v := n.Value().(*tensor.Dense)
+		if e != nil {
+			if !e.Owns(v) {
+				t.Fatalf("%s: value is not on the GPU", n.Name())
+			}
+			h, err := e.CopyOut(v)
+			if err != nil {
+				t.Fatalf("%s: %v", n.Name(), err)
+			}
+			v = h
+		} else {
+			v = v.Clone().(*tensor.Dense)
+		}
+		out = append(out, v)
+	}
+	if e != nil {
+		e.EndStep()
+	}
+	return out
+}
+
+func floats(v *tensor.Dense) []float64 {
+	switch x := v.Data().(type) {
+	case []float32:
+		o := make([]float64, len(x))
+		for i, f := range x {
+			o[i] = float64(f)
+		}
+		return o
+	case []float64:
+		return x
+	case []int32:
+		o := make([]float64, len(x))
+		for i, f := range x {
+			o[i] = float64(f)
+		}
+		return o
+	}
+	panic(fmt.Sprintf("%T", v.Data()))
+}
+
+// TestGraphOnGPU runs the same graph forward and backward on the CPU and on the GPU engine:
+// the plan, y, pp and dx must be bitwise equal; dprobs (a float64 dot product summed in a
+// different order, plus the permuted-probs gradient) within a small relative tolerance.
+func TestGraphOnGPU(t *testing.T) {
+	op.RegisterCUDAForTest()
+	e, err := device.New(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	rng := rand.New(rand.NewPCG(5, 6))
+	for _, c := range []struct {
+		name string
+		geo  kernels.Geometry
+		H    int
+	}{
+		{"dropless", kernels.Geometry{T: 64, K: 2, E: 8, A: 4}, 32},
+		{"oddH", kernels.Geometry{T: 33, K: 3, E: 5, A: 1}, 7},
+		{"capacityProb", kernels.Geometry{T: 128, K: 2, E: 4, A: 1, Mode: kernels.Capacity, C: 40, Drop: kernels.DropByProb}, 16},
+		{"capacityPosPad", kernels.Geometry{T: 96, K: 2, E: 6, A: 8, Mode: kernels.Capacity, C: 20, PadToCapacity: true}, 24},
+	} {
+		for _, dt := range []tensor.Dtype{tensor.Float32, tensor.Float64} {
+			t.Run(fmt.Sprintf("%s/%v", c.name, dt), func(t *testing.T) {
+				in := hostInputs(rng, c.geo, c.H)
+				cpu := runGraph(t, c.geo, c.H, dt, in, nil)
+				gpu := runGraph(t, c.geo, c.H, dt, in, e)
+				names := []string{"plan", "y", "pp", "dx", "dprobs"}
+				tol := 1e-5
+				if dt == tensor.Float64 {
+					tol = 1e-12
+				}
+				for i := range cpu {
+					a, b := floats(cpu[i]), floats(gpu[i])
+					if len(a) != len(b) {
+						t.Fatalf("%s: %d vs %d elements", names[i], len(a), len(b))
+					}
+					for j := range a {
+						bitwise := a[j] == b[j] || (math.IsNaN(a[j]) && math.IsNaN(b[j]))
+						if names[i] == "dprobs" {
+							if math.Abs(a[j]-b[j]) > tol*(1+math.Abs(a[j])) {
+								t.Fatalf("dprobs[%d]: GPU %.17g, CPU %.17g", j, b[j], a[j])
+							}
+						} else if !bitwise {
+							t.Fatalf("%s[%d]: GPU %.17g, CPU %.17g", names[i], j, b[j], a[j])
+						}
+					}
+				}
+			})
+		}
+	}
+}
