@@ -7,7 +7,7 @@ import (
 	"sync"
 )
 
-// Backend is the raw allocator under a Pool: cuMemAlloc and cuMemFree in the cuda build.
+// Backend is the raw allocator under a Pool: cuMemAlloc and cuMemFree in the gomoecuda build.
 type Backend interface {
 	// Alloc returns n bytes of fresh memory.
 	Alloc(n int64) (uintptr, error)

@@ -28,7 +28,9 @@ import (
 
 // NCCL is a Communicator over NVIDIA's NCCL library for one GPU. Its AllToAll is a group of
 // ncclSend/ncclRecv calls (one per non-empty block, so rows land in place in the receiver's
-// expert-major layout, with no staging copy) on the communicator's stream; ExchangeCounts is
+// expert-major layout, with no staging copy) on the communicator's stream; the blocks a rank
+// sends itself are device-to-device copies on that stream instead, merged where they are
+// contiguous on both sides (one copy for a whole dispatch with one rank). ExchangeCounts is
 // the same for the small counts vector, followed by a copy to the host and a stream
 // synchronisation: the one host sync of an expert-parallel step, which the sizes of the
 // ncclSend/ncclRecv calls need.
@@ -368,10 +370,24 @@ func (c *NCCL) AllToAll(send, recv Buffer, sends, recvs [][]Block) error {
 			return err
 		}
 	}
+	// The blocks a rank sends itself are device-to-device copies on the stream, merged where
+	// they are contiguous on both sides (with one rank and A=1, one copy); NCCL moves the rest.
+	self, err := selfRuns(sends[c.rank], recvs[c.rank])
+	if err != nil {
+		return err
+	}
+	for _, r := range self {
+		if err := cudaErr("cudaMemcpyAsync", C.cudaMemcpyAsync(unsafe.Add(rp, r.Dst*row), unsafe.Add(sp, r.Src*row), C.size_t(r.Len*row), C.cudaMemcpyDeviceToDevice, c.stream)); err != nil {
+			return err
+		}
+	}
 	if err := ncclErr("ncclGroupStart", C.ncclGroupStart()); err != nil {
 		return err
 	}
 	for j, l := range sends {
+		if j == c.rank {
+			continue
+		}
 		for _, b := range l {
 			if b.Len == 0 {
 				continue
@@ -383,6 +399,9 @@ func (c *NCCL) AllToAll(send, recv Buffer, sends, recvs [][]Block) error {
 		}
 	}
 	for i, l := range recvs {
+		if i == c.rank {
+			continue
+		}
 		for _, b := range l {
 			if b.Len == 0 {
 				continue

@@ -11,6 +11,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/bfloat16"
 	"github.com/gomoe/gomoe/device"
 	"github.com/gomoe/gomoe/kernels"
 	"github.com/gomoe/gomoe/op"
@@ -24,16 +25,25 @@ type devGraph struct {
 	plan, y, pp, gradX, gradPr *G.Node
 }
 
-func buildDevGraph(t *testing.T, geo kernels.Geometry, H int, dt tensor.Dtype) *devGraph {
+// probsDtype is the probs dtype for data of dtype dt: float32 for bfloat16 data.
+func probsDtype(dt tensor.Dtype) tensor.Dtype {
+	if dt == bfloat16.Dtype {
+		return tensor.Float32
+	}
+	return dt
+}
+
+func buildDevGraph(t testing.TB, geo kernels.Geometry, H int, dt tensor.Dtype) *devGraph {
 	t.Helper()
 	g := G.NewGraph()
 	d := &devGraph{g: g}
 	R := geo.Rows()
+	pdt := probsDtype(dt)
 	d.ids = G.NewTensor(g, tensor.Int32, 2, G.WithShape(geo.T, geo.K), G.WithName("ids"))
-	d.probs = G.NewTensor(g, dt, 2, G.WithShape(geo.T, geo.K), G.WithName("probs"))
+	d.probs = G.NewTensor(g, pdt, 2, G.WithShape(geo.T, geo.K), G.WithName("probs"))
 	d.x = G.NewTensor(g, dt, 2, G.WithShape(geo.T, H), G.WithName("x"))
 	d.dy = G.NewTensor(g, dt, 2, G.WithShape(geo.T, H), G.WithName("dy"))
-	d.dpp = G.NewTensor(g, dt, 1, G.WithShape(R), G.WithName("dpp"))
+	d.dpp = G.NewTensor(g, pdt, 1, G.WithShape(R), G.WithName("dpp"))
 	var planProbs *G.Node
 	if geo.Mode == kernels.Capacity && geo.Drop == kernels.DropByProb {
 		planProbs = d.probs
@@ -103,13 +113,19 @@ func asTensor(v []float64, dt tensor.Dtype, shape ...int) *tensor.Dense {
 			o[i] = float32(x)
 		}
 		return tensor.New(tensor.WithShape(shape...), tensor.WithBacking(o))
+	case bfloat16.Dtype:
+		o := make([]bfloat16.BFloat16, len(v))
+		for i, x := range v {
+			o[i] = bfloat16.FromFloat32(float32(x))
+		}
+		return tensor.New(tensor.WithShape(shape...), tensor.WithBacking(o))
 	}
 	return tensor.New(tensor.WithShape(shape...), tensor.WithBacking(append([]float64(nil), v...)))
 }
 
 // runGraph binds the inputs (on the engine if e != nil), runs forward and backward and returns
 // host copies of plan, y, pp, dx, dprobs.
-func runGraph(t *testing.T, geo kernels.Geometry, H int, dt tensor.Dtype, in map[string][]float64, e *device.Engine) []*tensor.Dense {
+func runGraph(t testing.TB, geo kernels.Geometry, H int, dt tensor.Dtype, in map[string][]float64, e *device.Engine) []*tensor.Dense {
 	t.Helper()
 	d := buildDevGraph(t, geo, H, dt)
 	bind := func(n *G.Node, v *tensor.Dense) {
@@ -126,10 +142,10 @@ func runGraph(t *testing.T, geo kernels.Geometry, H int, dt tensor.Dtype, in map
 		}
 	}
 	bind(d.ids, asTensor(in["ids"], tensor.Int32, geo.T, geo.K))
-	bind(d.probs, asTensor(in["probs"], dt, geo.T, geo.K))
+	bind(d.probs, asTensor(in["probs"], probsDtype(dt), geo.T, geo.K))
 	bind(d.x, asTensor(in["x"], dt, geo.T, H))
 	bind(d.dy, asTensor(in["dy"], dt, geo.T, H))
-	bind(d.dpp, asTensor(in["dpp"], dt, geo.Rows()))
+	bind(d.dpp, asTensor(in["dpp"], probsDtype(dt), geo.Rows()))
 	opts := []G.VMOpt{}
 	if e != nil {
 		opts = append(opts, G.WithEngine(e))
@@ -178,15 +194,22 @@ func floats(v *tensor.Dense) []float64 {
 			o[i] = float64(f)
 		}
 		return o
+	case []bfloat16.BFloat16:
+		o := make([]float64, len(x))
+		for i, f := range x {
+			o[i] = f.Float64()
+		}
+		return o
 	}
 	panic(fmt.Sprintf("%T", v.Data()))
 }
 
-// TestGraphOnGPU runs the same graph forward and backward on the CPU and on the GPU engine:
-// the plan, y, pp and dx must be bitwise equal; dprobs (a float64 dot product summed in a
-// different order, plus the permuted-probs gradient) within a small relative tolerance.
+// TestGraphOnGPU runs the same graph forward and backward on the CPU and on the GPU engine,
+// in float32, float64 and bfloat16 (with float32 probs): the plan, y, pp and dx must be
+// bitwise equal (for bfloat16 this checks that the CPU path, float32 kernels on widened data
+// rounded once, gives the GPU's bits); dprobs (a float64 dot product summed in a different
+// order, plus the permuted-probs gradient) within a small relative tolerance.
 func TestGraphOnGPU(t *testing.T) {
-	op.RegisterCUDAForTest()
 	e, err := device.New(0)
 	if err != nil {
 		t.Fatal(err)
@@ -203,7 +226,7 @@ func TestGraphOnGPU(t *testing.T) {
 		{"capacityProb", kernels.Geometry{T: 128, K: 2, E: 4, A: 1, Mode: kernels.Capacity, C: 40, Drop: kernels.DropByProb}, 16},
 		{"capacityPosPad", kernels.Geometry{T: 96, K: 2, E: 6, A: 8, Mode: kernels.Capacity, C: 20, PadToCapacity: true}, 24},
 	} {
-		for _, dt := range []tensor.Dtype{tensor.Float32, tensor.Float64} {
+		for _, dt := range []tensor.Dtype{tensor.Float32, tensor.Float64, bfloat16.Dtype} {
 			t.Run(fmt.Sprintf("%s/%v", c.name, dt), func(t *testing.T) {
 				in := hostInputs(rng, c.geo, c.H)
 				cpu := runGraph(t, c.geo, c.H, dt, in, nil)

@@ -8,6 +8,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/bfloat16"
 	"github.com/gomoe/gomoe/kernels"
 )
 
@@ -27,7 +28,7 @@ func Permute(x *G.Node, p *Plan) (*G.Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkFloat(name, "x", dt); err != nil {
+	if err := checkData(name, "x", dt); err != nil {
 		return nil, err
 	}
 	return applyOp(name, permuteOp{g: p.Geometry}, x, p.Node)
@@ -66,7 +67,7 @@ func permuteShapes(name string, g kernels.Geometry, ds []G.DimSizer, what string
 // output buffer.
 func permuteForward(g kernels.Geometry, x, plan, pre G.Value) (G.Value, error) {
 	const name = permuteName
-	if err := checkValue(name, "x", x, tensor.Dtype{}, dim{"T", g.T}, dim{"H", -1}); err != nil {
+	if err := checkValue(name, "x", x, anyData, dim{"T", g.T}, dim{"H", -1}); err != nil {
 		return nil, err
 	}
 	if err := checkValue(name, "plan", plan, tensor.Int32, planDim(g)); err != nil {
@@ -83,8 +84,19 @@ func permuteForward(g kernels.Geometry, x, plan, pre G.Value) (G.Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	if x.Dtype() == tensor.Float32 {
+	switch x.Dtype() {
+	case tensor.Float32:
 		return permuteForwardHost[float32](p, x, pre)
+	case bfloat16.Dtype:
+		xf, err := widenBF16(name, "x", x)
+		if err != nil {
+			return nil, err
+		}
+		out, err := permuteForwardHost[float32](p, xf, nil)
+		if err != nil {
+			return nil, err
+		}
+		return roundBF16(name, out, pre)
 	}
 	return permuteForwardHost[float64](p, x, pre)
 }
@@ -109,7 +121,7 @@ func permuteForwardHost[F kernels.Float](p kernels.Plan, x, pre G.Value) (G.Valu
 // permuteBackward is the backward of Permute: dxp [R,H] -> dx [T,H].
 func permuteBackward(g kernels.Geometry, dxp, plan, pre G.Value) (G.Value, error) {
 	const name = permuteGradName
-	if err := checkValue(name, "dxp", dxp, tensor.Dtype{}, dim{"R", g.Rows()}, dim{"H", -1}); err != nil {
+	if err := checkValue(name, "dxp", dxp, anyData, dim{"R", g.Rows()}, dim{"H", -1}); err != nil {
 		return nil, err
 	}
 	if err := checkValue(name, "plan", plan, tensor.Int32, planDim(g)); err != nil {
@@ -126,8 +138,19 @@ func permuteBackward(g kernels.Geometry, dxp, plan, pre G.Value) (G.Value, error
 	if err != nil {
 		return nil, err
 	}
-	if dxp.Dtype() == tensor.Float32 {
+	switch dxp.Dtype() {
+	case tensor.Float32:
 		return permuteBackwardHost[float32](p, dxp, pre)
+	case bfloat16.Dtype:
+		df, err := widenBF16(name, "dxp", dxp)
+		if err != nil {
+			return nil, err
+		}
+		out, err := permuteBackwardHost[float32](p, df, nil)
+		if err != nil {
+			return nil, err
+		}
+		return roundBF16(name, out, pre)
 	}
 	return permuteBackwardHost[float64](p, dxp, pre)
 }

@@ -8,6 +8,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/bfloat16"
 	"github.com/gomoe/gomoe/kernels"
 )
 
@@ -17,7 +18,8 @@ import (
 //	y[t] = Σ_k probs[t,k] · yp[rowOf[t,k]]
 //
 // summed in k order over the slots that were not dropped (probs nil: the plain sum). probs must
-// have yp's dtype.
+// have yp's dtype, except that bfloat16 rows take float32 probs (the sum is then accumulated
+// in float32 and rounded once).
 //
 // Its gradients are dyp[rowOf[t,k]] = probs[t,k] · dy[t] (pad rows 0) and
 // dprobs[t,k] = ⟨yp[rowOf[t,k]], dy[t]⟩ (0 for dropped slots).
@@ -33,7 +35,7 @@ func Unpermute(yp, probs *G.Node, p *Plan) (*G.Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkFloat(name, "yp", dt); err != nil {
+	if err := checkData(name, "yp", dt); err != nil {
 		return nil, err
 	}
 	if probs == nil {
@@ -62,7 +64,7 @@ const (
 // unweighted); pre is an optional host output buffer.
 func unpermuteForward(g kernels.Geometry, yp, probs, plan, pre G.Value) (G.Value, error) {
 	const name = unpermuteName
-	if err := checkValue(name, "yp", yp, tensor.Dtype{}, dim{"R", g.Rows()}, dim{"H", -1}); err != nil {
+	if err := checkValue(name, "yp", yp, anyData, dim{"R", g.Rows()}, dim{"H", -1}); err != nil {
 		return nil, err
 	}
 	if probs != nil {
@@ -87,8 +89,19 @@ func unpermuteForward(g kernels.Geometry, yp, probs, plan, pre G.Value) (G.Value
 	if err != nil {
 		return nil, err
 	}
-	if yp.Dtype() == tensor.Float32 {
+	switch yp.Dtype() {
+	case tensor.Float32:
 		return unpermuteForwardHost[float32](p, yp, probs, pre)
+	case bfloat16.Dtype:
+		yf, err := widenBF16(name, "yp", yp)
+		if err != nil {
+			return nil, err
+		}
+		out, err := unpermuteForwardHost[float32](p, yf, probs, nil)
+		if err != nil {
+			return nil, err
+		}
+		return roundBF16(name, out, pre)
 	}
 	return unpermuteForwardHost[float64](p, yp, probs, pre)
 }
@@ -120,7 +133,7 @@ func unpermuteForwardHost[F kernels.Float](p kernels.Plan, yp, probs, pre G.Valu
 // probs unless the forward was unweighted, probs nil) and dprobs [T,K] if wantProbs (needs yp).
 // preRows and preProbs are optional host output buffers.
 func unpermuteBackward(name string, g kernels.Geometry, dy, yp, probs, plan G.Value, wantRows, wantProbs bool, preRows, preProbs G.Value) (dyp, dprobs G.Value, err error) {
-	if err := checkValue(name, "dy", dy, tensor.Dtype{}, dim{"T", g.T}, dim{"H", -1}); err != nil {
+	if err := checkValue(name, "dy", dy, anyData, dim{"T", g.T}, dim{"H", -1}); err != nil {
 		return nil, nil, err
 	}
 	H := dy.Shape()[1]
@@ -156,8 +169,11 @@ func unpermuteBackward(name string, g kernels.Geometry, dy, yp, probs, plan G.Va
 	if err != nil {
 		return nil, nil, err
 	}
-	if dy.Dtype() == tensor.Float32 {
+	switch dy.Dtype() {
+	case tensor.Float32:
 		return unpermuteBackwardHost[float32](name, p, dy, yp, probs, wantRows, wantProbs, preRows, preProbs)
+	case bfloat16.Dtype:
+		return unpermuteBackwardBF16(name, p, dy, yp, probs, wantRows, wantProbs, preRows, preProbs)
 	}
 	return unpermuteBackwardHost[float64](name, p, dy, yp, probs, wantRows, wantProbs, preRows, preProbs)
 }
@@ -199,6 +215,27 @@ func unpermuteBackwardHost[F kernels.Float](name string, p kernels.Plan, dy, yp,
 		return nil, nil, wrapErr(name, err)
 	}
 	return dypV, dprobsV, nil
+}
+
+// unpermuteBackwardBF16 is the host backward for bfloat16 dy and yp with float32 probs: the
+// float32 kernel on widened inputs, dyp rounded once, dprobs float32.
+func unpermuteBackwardBF16(name string, p kernels.Plan, dy, yp, probs G.Value, wantRows, wantProbs bool, preRows, preProbs G.Value) (G.Value, G.Value, error) {
+	dyf, err := widenBF16(name, "dy", dy)
+	if err != nil {
+		return nil, nil, err
+	}
+	ypf, err := widenBF16(name, "yp", yp)
+	if err != nil {
+		return nil, nil, err
+	}
+	dyp, dprobs, err := unpermuteBackwardHost[float32](name, p, dyf, ypf, probs, wantRows, wantProbs, nil, preProbs)
+	if err != nil || dyp == nil {
+		return dyp, dprobs, err
+	}
+	if dyp, err = roundBF16(name, dyp, preRows); err != nil {
+		return nil, nil, err
+	}
+	return dyp, dprobs, nil
 }
 
 // unpermuteOp is Unpermute: (yp [R,H], probs [T,K], plan) -> y [T,H], or (yp, plan) -> y when

@@ -3,11 +3,13 @@ package op
 import (
 	"fmt"
 	"hash/fnv"
+	"reflect"
 	"strings"
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/bfloat16"
 	"github.com/gomoe/gomoe/kernels"
 )
 
@@ -123,6 +125,15 @@ func shapeString(s tensor.Shape) string {
 // isFloat reports whether dt is a data dtype the CPU kernels support.
 func isFloat(dt tensor.Dtype) bool { return dt == tensor.Float32 || dt == tensor.Float64 }
 
+// wantFloat checks that dt is float32 or float64, for node functions that prefix the error
+// with their own name.
+func wantFloat(dt tensor.Dtype) error {
+	if !isFloat(dt) {
+		return fmt.Errorf("dtype %v, want float32 or float64", dt)
+	}
+	return nil
+}
+
 // checkFloat checks that dt is float32 or float64.
 func checkFloat(name, what string, dt tensor.Dtype) error {
 	if !isFloat(dt) {
@@ -131,10 +142,34 @@ func checkFloat(name, what string, dt tensor.Dtype) error {
 	return nil
 }
 
-// checkProbsDtype checks the router probs' dtype against the data dtype. Today the probs must
-// have the data dtype; a bfloat16 data dtype with float32 probs will be the one exception.
+// isData reports whether dt is a data dtype of permute and unpermute: float32, float64 or
+// bfloat16 (which the CPU path widens to float32 and rounds back once; see bf16.go).
+func isData(dt tensor.Dtype) bool { return isFloat(dt) || dt == bfloat16.Dtype }
+
+// checkData checks that dt is a data dtype of permute and unpermute.
+func checkData(name, what string, dt tensor.Dtype) error {
+	if !isData(dt) {
+		return errorf(name, "%s has dtype %v, want float32 or float64 or bfloat16", what, dt)
+	}
+	return nil
+}
+
+// probsDtypeFor is the probs dtype that goes with data of dtype data: the data dtype itself,
+// except float32 for bfloat16 data.
+func probsDtypeFor(data tensor.Dtype) tensor.Dtype {
+	if data == bfloat16.Dtype {
+		return tensor.Float32
+	}
+	return data
+}
+
+// checkProbsDtype checks the router probs' dtype against the data dtype: the probs have the
+// data dtype, except that bfloat16 data takes float32 probs.
 func checkProbsDtype(name string, data, probs tensor.Dtype) error {
-	if probs != data {
+	if want := probsDtypeFor(data); probs != want {
+		if data == bfloat16.Dtype {
+			return errorf(name, "probs have dtype %v but the data has dtype %v: bfloat16 data takes float32 probs", probs, data)
+		}
 		return errorf(name, "probs have dtype %v but the data has dtype %v: probs must have the data dtype", probs, data)
 	}
 	return nil
@@ -202,17 +237,25 @@ func applyOp(name string, op G.Op, children ...*G.Node) (n *G.Node, err error) {
 	return n, nil
 }
 
-// checkValue checks a value's dtype (0: any float dtype) and shape from its metadata alone, so
-// it is safe on device values.
+// anyData is the dtype argument of checkValue that accepts every data dtype (isData).
+var anyData = tensor.Dtype{Type: reflect.TypeOf(struct{ anyData byte }{})}
+
+// checkValue checks a value's dtype (0: any float dtype; anyData: any data dtype) and shape
+// from its metadata alone, so it is safe on device values.
 func checkValue(name, what string, v G.Value, dt tensor.Dtype, want ...dim) error {
 	if v == nil {
 		return errorf(name, "%s is nil", what)
 	}
-	if dt == (tensor.Dtype{}) {
+	switch {
+	case dt == anyData:
+		if err := checkData(name, what, v.Dtype()); err != nil {
+			return err
+		}
+	case dt == (tensor.Dtype{}):
 		if err := checkFloat(name, what, v.Dtype()); err != nil {
 			return err
 		}
-	} else if v.Dtype() != dt {
+	case v.Dtype() != dt:
 		return errorf(name, "%s has dtype %v, want %v", what, v.Dtype(), dt)
 	}
 	return checkShape(name, what, v.Shape(), want...)
@@ -360,7 +403,7 @@ func accumulate(name string, ups ...gradUpdate) error {
 		if u.dst.Dtype() != u.src.Dtype() || !u.dst.Shape().Eq(u.src.Shape()) {
 			return errorf(name, "gradient of %s has dtype %v shape %v, the update has %v %v", u.what, u.dst.Dtype(), shapeString(u.dst.Shape()), u.src.Dtype(), shapeString(u.src.Shape()))
 		}
-		if err := checkFloat(name, "gradient of "+u.what, u.dst.Dtype()); err != nil {
+		if err := checkData(name, "gradient of "+u.what, u.dst.Dtype()); err != nil {
 			return err
 		}
 		if device != nil && (device.Owns(u.dst) || device.Owns(u.src)) {
@@ -384,6 +427,8 @@ func accumulate(name string, ups ...gradUpdate) error {
 			err = wrapErr(name, err)
 		case u.dst.Dtype() == tensor.Float32:
 			err = addInto[float32](name, u.what, u.dst.(*tensor.Dense), u.src)
+		case u.dst.Dtype() == bfloat16.Dtype:
+			err = addIntoBF16(name, u.what, u.dst.(*tensor.Dense), u.src)
 		default:
 			err = addInto[float64](name, u.what, u.dst.(*tensor.Dense), u.src)
 		}

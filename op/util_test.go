@@ -11,6 +11,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/bfloat16"
 	"github.com/gomoe/gomoe/kernels"
 )
 
@@ -337,6 +338,17 @@ func bitsEqual(a, b G.Value) bool {
 	case float64:
 		y, ok := b.Data().(float64)
 		return ok && math.Float64bits(x) == math.Float64bits(y)
+	case []bfloat16.BFloat16:
+		y, ok := b.Data().([]bfloat16.BFloat16)
+		if !ok || len(x) != len(y) {
+			return false
+		}
+		for i := range x {
+			if x[i] != y[i] {
+				return false
+			}
+		}
+		return true
 	case []int32:
 		y, ok := b.Data().([]int32)
 		if !ok || len(x) != len(y) {
@@ -833,8 +845,9 @@ func TestDeviceDispatch(t *testing.T) {
 	want := runRead(t, gr, outs...)
 
 	f := newFakeDevice()
+	saved := device
 	device = f
-	defer func() { device = nil }()
+	defer func() { device = saved }()
 	gr, ins, outs := build()
 	for _, n := range ins {
 		f.own(n.Value())

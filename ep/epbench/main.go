@@ -7,7 +7,7 @@
 // block per peer) and a device-to-device copy of them. It also times the counts exchange (the
 // host sync of every expert-parallel step).
 //
-//	source ep/nccl_env.sh && go run -tags cuda ./ep/epbench [-gpus N] [-shapes dsv3,mixtral] [-dtype bf16|f32] [-iters 20]
+//	source ep/nccl_env.sh && go run -tags gomoecuda ./ep/epbench [-gpus N] [-shapes dsv3,mixtral] [-dtype bf16|f32] [-iters 20]
 //
 // GB/s is the algorithm bandwidth of one rank: the bytes of the rows it sends (its own rows
 // included) divided by the time of the exchange, median over iterations.

@@ -1,0 +1,97 @@
+package op
+
+import (
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/bfloat16"
+)
+
+// bfloat16 data on the CPU. Permute and unpermute take bfloat16 data (with float32 probs)
+// the way the CUDA kernels do: every bfloat16 input is widened to float32 (exactly), the
+// float32 CPU kernel runs, and each bfloat16 output is rounded once, to nearest even. The
+// CUDA kernels load bfloat16, compute in float32 with the same operation order and round once
+// when they store, so both give the same bits (checked on the GPU by op's gomoecuda tests).
+// Gradients of the probs stay float32.
+
+// hostBF16s returns the data of a host bfloat16 value.
+func hostBF16s(name, what string, v G.Value) ([]bfloat16.BFloat16, error) {
+	d, err := hostDense(name, what, v)
+	if err != nil {
+		return nil, err
+	}
+	s, ok := d.Data().([]bfloat16.BFloat16)
+	if !ok || len(s) != d.Shape().TotalSize() {
+		return nil, errorf(name, "%s holds %T, want a []bfloat16.BFloat16 of %d elements", what, d.Data(), d.Shape().TotalSize())
+	}
+	return s, nil
+}
+
+// widenBF16 returns a new host float32 tensor holding the values of the host bfloat16 value v
+// (nil for nil).
+func widenBF16(name, what string, v G.Value) (G.Value, error) {
+	if v == nil {
+		return nil, nil
+	}
+	s, err := hostBF16s(name, what, v)
+	if err != nil {
+		return nil, err
+	}
+	d, f := newDense[float32](v.Shape().Clone()...)
+	if err := bfloat16.ToFloat32s(f, s); err != nil {
+		return nil, wrapErr(name, err)
+	}
+	return d, nil
+}
+
+// roundBF16 rounds the host float32 tensor src to bfloat16, into pre when it is given (a
+// contiguous host bfloat16 tensor of src's shape) or else into a new tensor.
+func roundBF16(name string, src, pre G.Value) (G.Value, error) {
+	f, err := hostFloats[float32](name, "float32 result", src)
+	if err != nil {
+		return nil, err
+	}
+	shape := src.Shape()
+	var out *tensor.Dense
+	var dst []bfloat16.BFloat16
+	if pre == nil {
+		dst = make([]bfloat16.BFloat16, len(f))
+		out = tensor.New(tensor.WithShape(shape.Clone()...), tensor.WithBacking(dst))
+	} else {
+		d, ok := pre.(*tensor.Dense)
+		if !ok || d.RequiresIterator() || d.IsView() {
+			return nil, errorf(name, "preallocated output is a %T view or non-dense value", pre)
+		}
+		if !d.Shape().Eq(shape) {
+			return nil, errorf(name, "preallocated output has shape %v, want %v", shapeString(d.Shape()), shapeString(shape))
+		}
+		s, ok := d.Data().([]bfloat16.BFloat16)
+		if !ok || len(s) != len(f) {
+			return nil, errorf(name, "preallocated output has dtype %v, want bfloat16", d.Dtype())
+		}
+		out, dst = d, s
+	}
+	if err := bfloat16.FromFloat32s(dst, f); err != nil {
+		return nil, wrapErr(name, err)
+	}
+	return out, nil
+}
+
+// addIntoBF16 is dst += src for host bfloat16 gradients: each sum in float32, rounded once.
+func addIntoBF16(name, what string, dst *tensor.Dense, src G.Value) error {
+	d, err := hostBF16s(name, "gradient of "+what, dst)
+	if err != nil {
+		return err
+	}
+	s, err := hostBF16s(name, "update of "+what, src)
+	if err != nil {
+		return err
+	}
+	if len(s) != len(d) {
+		return errorf(name, "gradient of %s has %d elements, the update %d", what, len(d), len(s))
+	}
+	for i, v := range s {
+		d[i] = bfloat16.FromFloat32(d[i].Float32() + v.Float32())
+	}
+	return nil
+}
