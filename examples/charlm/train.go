@@ -1,0 +1,579 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/examples/internal/trainutil"
+)
+
+// config holds everything a run depends on.
+type config struct {
+	Block     trainutil.BlockConfig
+	Layers    int     // MoE feed-forward blocks
+	Context   int     // characters of context W
+	Embed     int     // embedding size per character D
+	Steps     int     // training steps
+	Batch     int     // mini-batch size
+	EvalBatch int     // rows per evaluation batch
+	EvalChars int     // held-out characters scored
+	LR        float64 // peak Adam learning rate
+	LRFloor   float64 // final learning rate as a fraction of LR (cosine decay)
+	Seed      uint64
+	Out       string
+	GoRoot    string // "" = this Go installation
+	TrainMB   float64
+	HeldMB    float64
+	LogEvery  int
+	EvalEvery int // steps between held-out evaluations (0 = only at the end)
+	Sample    int // characters to generate
+	Prompt    string
+	Temp      float64
+	Device    string
+	Quiet     bool
+}
+
+func defaultConfig() config {
+	return config{
+		Block: trainutil.BlockConfig{
+			Experts: 8,
+			TopK:    2,
+			Hidden:  128,
+			FFN:     128,
+			Act:     "swiglu",
+			Drop:    "probs",
+			AuxCoef: 0.05,
+			ZCoef:   0.001,
+		},
+		Layers:    2,
+		Context:   8,
+		Embed:     32,
+		Steps:     2500,
+		Batch:     256,
+		EvalBatch: 1000,
+		EvalChars: 50000,
+		LR:        6e-3,
+		LRFloor:   0.05,
+		Seed:      1,
+		Out:       "out/charlm",
+		TrainMB:   4,
+		HeldMB:    0.5,
+		LogEvery:  250,
+		EvalEvery: 500,
+		Sample:    400,
+		Prompt:    "func (b *Buffer) ",
+		Temp:      0.7,
+		Device:    "cpu",
+	}
+}
+
+// result is what a run measured.
+type result struct {
+	StepLoss  []float64 // training cross-entropy per step, in nats
+	BPC       float64   // model bits per character on held-out text
+	Unigram   float64   // unigram baseline bits per character
+	Bigram    float64   // bigram baseline bits per character
+	Sample    string
+	Elapsed   time.Duration
+	Files     []string
+	TrainSize int
+	HeldSize  int
+}
+
+// model: embed W characters, concatenate, project to H (ReLU), then Layers
+// pre-norm residual MoE feed-forward blocks h += MoE(RMSNorm(h)), then
+// RMSNorm and a linear read-out over the vocabulary.
+type model struct {
+	batch  int
+	x, y   *G.Node // context symbols [B·W] (int), one-hot next char [B, V]
+	emb    *G.Node // [V, D]
+	proj   *trainutil.Linear
+	norms  []*trainutil.RMSNorm // one before each block and one before the head
+	blocks []trainutil.Block
+	outs   []trainutil.BlockOut
+	head   *trainutil.Linear
+	logits *G.Node
+	ce     *G.Node
+	cost   *G.Node
+}
+
+func newModel(g *G.ExprGraph, cfg config, batch int) (*model, error) {
+	rng := rand.New(rand.NewPCG(cfg.Seed, 1))
+	W, D, H := cfg.Context, cfg.Embed, cfg.Block.Hidden
+	m := &model{
+		batch: batch,
+		x:     G.NewVector(g, tensor.Int, G.WithShape(batch*W), G.WithName("x")),
+		y:     G.NewMatrix(g, tensor.Float32, G.WithShape(batch, vocab), G.WithName("y")),
+		emb:   trainutil.Param(g, rng, "emb", vocab, D, 1),
+	}
+	m.proj = trainutil.NewLinear(g, rng, "proj", W*D, H, math.Sqrt2)
+	for l := 0; l < cfg.Layers; l++ {
+		bc := cfg.Block
+		bc.Seed = cfg.Seed + 100 + uint64(l)
+		m.norms = append(m.norms, trainutil.NewRMSNorm(g, fmt.Sprintf("norm%d", l), H))
+		b, err := trainutil.NewBlock(g, fmt.Sprintf("moe%d", l), bc)
+		if err != nil {
+			return nil, err
+		}
+		m.blocks = append(m.blocks, b)
+	}
+	m.norms = append(m.norms, trainutil.NewRMSNorm(g, "norm_out", H))
+	m.head = trainutil.NewLinear(g, rng, "head", H, vocab, 1)
+
+	e, err := G.ByIndices(m.emb, m.x, 0) // [B·W, D]
+	if err != nil {
+		return nil, err
+	}
+	if e, err = G.Reshape(e, tensor.Shape{batch, W * D}); err != nil {
+		return nil, err
+	}
+	h, err := m.proj.Forward(e)
+	if err != nil {
+		return nil, err
+	}
+	if h, err = G.Rectify(h); err != nil {
+		return nil, err
+	}
+	var aux G.Nodes
+	for l, b := range m.blocks {
+		hn, err := m.norms[l].Forward(h)
+		if err != nil {
+			return nil, err
+		}
+		o, err := b.Forward(hn)
+		if err != nil {
+			return nil, err
+		}
+		m.outs = append(m.outs, o)
+		if h, err = G.Add(h, o.Y); err != nil {
+			return nil, err
+		}
+		if o.Loss != nil {
+			aux = append(aux, o.Loss)
+		}
+	}
+	if h, err = m.norms[len(m.blocks)].Forward(h); err != nil {
+		return nil, err
+	}
+	if m.logits, err = m.head.Forward(h); err != nil {
+		return nil, err
+	}
+	if m.ce, err = trainutil.CrossEntropy(m.logits, m.y); err != nil {
+		return nil, err
+	}
+	m.cost = m.ce
+	for _, a := range aux {
+		if m.cost, err = G.Add(m.cost, a); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func (m *model) learnables() G.Nodes {
+	ns := G.Nodes{m.emb}
+	ns = append(ns, m.proj.Learnables()...)
+	for l, b := range m.blocks {
+		ns = append(ns, m.norms[l].Learnables()...)
+		ns = append(ns, b.Learnables()...)
+	}
+	ns = append(ns, m.norms[len(m.blocks)].Learnables()...)
+	return append(ns, m.head.Learnables()...)
+}
+
+// batchBuf holds the input tensors of one graph.
+type batchBuf struct {
+	w      int
+	xb     []int
+	yb     []float32
+	xt, yt *tensor.Dense
+}
+
+func newBatchBuf(batch, w int) *batchBuf {
+	b := &batchBuf{w: w, xb: make([]int, batch*w), yb: make([]float32, batch*vocab)}
+	b.xt = tensor.New(tensor.WithShape(batch*w), tensor.WithBacking(b.xb))
+	b.yt = tensor.New(tensor.WithShape(batch, vocab), tensor.WithBacking(b.yb))
+	return b
+}
+
+// fill writes, for each row r, the context text[pos[r]-W:pos[r]] and the
+// target text[pos[r]] (none when pos[r] is len(text)). Rows past len(pos)
+// are zero.
+func (b *batchBuf) fill(text []uint8, pos []int) {
+	clear(b.xb)
+	clear(b.yb)
+	for r, p := range pos {
+		for j := 0; j < b.w; j++ {
+			b.xb[r*b.w+j] = int(text[p-b.w+j])
+		}
+		if p < len(text) { // generation asks for the char after the text
+			b.yb[r*vocab+int(text[p])] = 1
+		}
+	}
+}
+
+func (b *batchBuf) let(m *model) error {
+	if err := G.Let(m.x, b.xt); err != nil {
+		return err
+	}
+	return G.Let(m.y, b.yt)
+}
+
+func validate(cfg config) error {
+	if err := cfg.Block.Validate(); err != nil {
+		return err
+	}
+	switch {
+	case cfg.Device != "cpu":
+		return fmt.Errorf("device %q: only cpu is available in this build", cfg.Device)
+	case cfg.Layers < 1:
+		return fmt.Errorf("layers %d must be positive", cfg.Layers)
+	case cfg.Context < 1 || cfg.Embed < 1:
+		return fmt.Errorf("context %d and embed %d must be positive", cfg.Context, cfg.Embed)
+	case cfg.Steps < 1 || cfg.Batch < 1 || cfg.EvalBatch < 1:
+		return fmt.Errorf("steps %d, batch %d and eval batch %d must be positive", cfg.Steps, cfg.Batch, cfg.EvalBatch)
+	case cfg.EvalChars < 1:
+		return fmt.Errorf("eval chars %d must be positive", cfg.EvalChars)
+	case cfg.LR <= 0:
+		return fmt.Errorf("learning rate %g must be positive", cfg.LR)
+	case cfg.TrainMB <= 0 || cfg.HeldMB <= 0:
+		return fmt.Errorf("train-mb %g and held-mb %g must be positive", cfg.TrainMB, cfg.HeldMB)
+	case cfg.Temp <= 0:
+		return fmt.Errorf("temperature %g must be positive", cfg.Temp)
+	case cfg.Out == "":
+		return errors.New("empty output folder")
+	}
+	return nil
+}
+
+// run trains the model, evaluates it against the baselines, prints its
+// report to out and draws the progress bar on bar (nil: no bar).
+func run(cfg config, out, bar io.Writer) (*result, error) {
+	if err := validate(cfg); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	c, err := loadCorpus(cfg.GoRoot, int(cfg.TrainMB*1e6), int(cfg.HeldMB*1e6), cfg.Seed)
+	if err != nil {
+		return nil, err
+	}
+	W := cfg.Context
+	if len(c.train) <= W+cfg.Batch || len(c.held) <= W+1 {
+		return nil, fmt.Errorf("corpus too small for context %d", W)
+	}
+	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
+		return nil, err
+	}
+	// Held-out positions scored by every model: the first EvalChars
+	// symbols that have a full context.
+	evalFrom, evalTo := W, min(len(c.held), W+cfg.EvalChars)
+	res := &result{TrainSize: len(c.train), HeldSize: evalTo - evalFrom}
+	ng := newNgram(c.train)
+	res.Unigram, res.Bigram = ng.bits(c.held, evalFrom, evalTo)
+
+	kind := fmt.Sprintf("%d MoE blocks E=%d K=%d %s H=%d F=%d", cfg.Layers, cfg.Block.Experts, cfg.Block.TopK, cfg.Block.Act, cfg.Block.Hidden, cfg.Block.FFN)
+	if cfg.Block.Dense {
+		kind = fmt.Sprintf("%d dense blocks %s H=%d F=%d", cfg.Layers, cfg.Block.Act, cfg.Block.Hidden, cfg.Block.FFN)
+	}
+	fmt.Fprintf(out, "charlm: Go sources from %s: %d training files (%d chars), %d held-out files (%d chars scored)\n",
+		filepath.Join(c.root, "src"), c.trainFiles, len(c.train), c.heldN, res.HeldSize)
+	fmt.Fprintf(out, "model: context %d, embed %d, %s; batch %d, %d steps, Adam lr %g cosine to %.2g, seed %d\n",
+		W, cfg.Embed, kind, cfg.Batch, cfg.Steps, cfg.LR, cfg.LR*cfg.LRFloor, cfg.Seed)
+	fmt.Fprintf(out, "baselines on held-out text: unigram %.3f bits/char, bigram %.3f bits/char\n", res.Unigram, res.Bigram)
+
+	g := G.NewGraph()
+	m, err := newModel(g, cfg, cfg.Batch)
+	if err != nil {
+		return nil, fmt.Errorf("build model: %w", err)
+	}
+	learn := m.learnables()
+	if _, err := G.Grad(m.cost, learn...); err != nil {
+		return nil, fmt.Errorf("gradients: %w", err)
+	}
+	var costVal, ceVal G.Value
+	G.Read(m.cost, &costVal)
+	G.Read(m.ce, &ceVal)
+	countsVal := make([]G.Value, len(m.outs))
+	var trackers []*trainutil.LoadTracker
+	for l, o := range m.outs {
+		if o.Counts == nil {
+			continue
+		}
+		G.Read(o.Counts, &countsVal[l])
+		lt, err := trainutil.NewLoadTracker(cfg.Block.Experts)
+		if err != nil {
+			return nil, err
+		}
+		trackers = append(trackers, lt)
+	}
+	vm := G.NewTapeMachine(g, G.BindDualValues(learn...))
+	defer vm.Close()
+	solver := G.NewAdamSolver(G.WithLearnRate(cfg.LR))
+
+	ev, err := newForward(cfg, m, cfg.EvalBatch)
+	if err != nil {
+		return nil, err
+	}
+	defer ev.close()
+
+	buf := newBatchBuf(cfg.Batch, W)
+	rng := rand.New(rand.NewPCG(cfg.Seed, 2))
+	pos := make([]int, cfg.Batch)
+	var evalSteps, evalBPC []float64
+	prog := trainutil.NewProgress(bar, out, int64(cfg.Steps*cfg.Batch), "chr", "train")
+	steps := cfg.Steps
+	for step := 0; step < steps; step++ {
+		for r := range pos {
+			pos[r] = W + rng.IntN(len(c.train)-W)
+		}
+		buf.fill(c.train, pos)
+		if err := buf.let(m); err != nil {
+			return nil, err
+		}
+		if err := vm.RunAll(); err != nil {
+			return nil, fmt.Errorf("step %d: %w", step, err)
+		}
+		ce, err := scalar(ceVal)
+		if err != nil {
+			return nil, err
+		}
+		if math.IsNaN(ce) || math.IsInf(ce, 0) {
+			return nil, fmt.Errorf("step %d: loss is %v", step, ce)
+		}
+		res.StepLoss = append(res.StepLoss, ce)
+		for l, lt := range trackers {
+			if err := lt.Add(countsVal[l].Data().([]int32), cfg.Batch*cfg.Block.TopK); err != nil {
+				return nil, err
+			}
+		}
+		G.WithLearnRate(trainutil.CosineLR(cfg.LR, cfg.LRFloor, step, steps))(solver)
+		if err := solver.Step(G.NodesToValueGrads(learn)); err != nil {
+			return nil, fmt.Errorf("step %d: solver: %w", step, err)
+		}
+		vm.Reset()
+		prog.Add(cfg.Batch, fmt.Sprintf("loss %.3f bits/char", ce/math.Ln2))
+		if len(trackers) > 0 && ((step+1)%cfg.LogEvery == 0 || step+1 == cfg.Steps) {
+			for l, lt := range trackers {
+				prog.Logf("step %5d  block %d  %s", step+1, l+1, lt.Snapshot(step+1))
+			}
+		}
+		if (cfg.EvalEvery > 0 && (step+1)%cfg.EvalEvery == 0) || step+1 == cfg.Steps {
+			bpc, err := ev.bits(c.held, evalFrom, evalTo)
+			if err != nil {
+				return nil, err
+			}
+			evalSteps = append(evalSteps, float64(step+1))
+			evalBPC = append(evalBPC, bpc)
+			res.BPC = bpc
+			prog.Logf("step %5d  held-out %.3f bits/char (bigram %.3f)  (%s)", step+1, bpc, res.Bigram, time.Since(start).Round(100*time.Millisecond))
+		}
+	}
+	prog.Finish()
+	res.Elapsed = time.Since(start)
+	verdict := "beats"
+	if res.BPC >= res.Bigram {
+		verdict = "does NOT beat"
+	}
+	which := "MoE"
+	if cfg.Block.Dense {
+		which = "dense"
+	}
+	fmt.Fprintf(out, "held-out bits/char: model %.3f, bigram %.3f, unigram %.3f -> the %s model %s the bigram baseline by %.3f bits/char (%s, %.0f chars/s)\n",
+		res.BPC, res.Bigram, res.Unigram, which, verdict, res.Bigram-res.BPC, res.Elapsed.Round(100*time.Millisecond), prog.Rate())
+
+	gen, err := newForward(cfg, m, 1)
+	if err != nil {
+		return nil, err
+	}
+	defer gen.close()
+	res.Sample, err = gen.generate(cfg.Prompt, cfg.Sample, cfg.Temp, rand.New(rand.NewPCG(cfg.Seed, 4)))
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(out, "sample (temperature %g):\n%s%s\n", cfg.Temp, cfg.Prompt, res.Sample)
+
+	// Plots.
+	xs := make([]float64, len(res.StepLoss))
+	bits := make([]float64, len(res.StepLoss))
+	for i, v := range res.StepLoss {
+		xs[i], bits[i] = float64(i+1), v/math.Ln2
+	}
+	last := float64(len(xs))
+	lossPNG := filepath.Join(cfg.Out, "loss.png")
+	err = trainutil.SaveLines(lossPNG, "charlm on Go sources: "+kind, "step", "bits per character", false,
+		trainutil.Series{Name: "train (EMA)", X: xs, Y: trainutil.Smooth(bits, 0.02)},
+		trainutil.Series{Name: "held-out", X: evalSteps, Y: evalBPC, Points: true},
+		trainutil.Series{Name: "bigram baseline", X: []float64{1, last}, Y: []float64{res.Bigram, res.Bigram}},
+		trainutil.Series{Name: "unigram baseline", X: []float64{1, last}, Y: []float64{res.Unigram, res.Unigram}},
+	)
+	if err != nil {
+		return nil, err
+	}
+	res.Files = append(res.Files, lossPNG)
+	for l, lt := range trackers {
+		name := "experts.png"
+		if l > 0 {
+			name = fmt.Sprintf("experts-block%d.png", l+1)
+		}
+		p := filepath.Join(cfg.Out, name)
+		title := fmt.Sprintf("charlm block %d expert load per %d steps", l+1, cfg.LogEvery)
+		if err := trainutil.SaveExpertLoad(p, title, lt); err != nil {
+			return nil, err
+		}
+		res.Files = append(res.Files, p)
+		fmt.Fprintf(out, "block %d over the run: %s  dropped %.2f%%\n", l+1, trainutil.FormatLoad(lt.Total()), 100*lt.Dropped())
+	}
+	fmt.Fprintf(out, "wrote %v\n", res.Files)
+	return res, nil
+}
+
+func scalar(v G.Value) (float64, error) {
+	switch x := v.(type) {
+	case *G.F32:
+		return float64(*x), nil
+	case *G.F64:
+		return float64(*x), nil
+	case nil:
+		return 0, errors.New("no value read")
+	}
+	return 0, fmt.Errorf("value %v is not a scalar", v)
+}
+
+// forward runs a copy of the model forward only, at another batch size,
+// sharing the training weights.
+type forward struct {
+	train  G.Nodes
+	m      *model
+	vm     G.VM
+	logits G.Value
+	buf    *batchBuf
+}
+
+func newForward(cfg config, trained *model, batch int) (*forward, error) {
+	g := G.NewGraph()
+	m, err := newModel(g, cfg, batch)
+	if err != nil {
+		return nil, fmt.Errorf("build forward model: %w", err)
+	}
+	f := &forward{train: trained.learnables(), m: m, buf: newBatchBuf(batch, cfg.Context)}
+	if len(f.train) != len(m.learnables()) {
+		return nil, errors.New("forward model has other learnables than the training model")
+	}
+	G.Read(m.logits, &f.logits)
+	f.vm = G.NewTapeMachine(g)
+	return f, nil
+}
+
+func (f *forward) close() { f.vm.Close() }
+
+// share binds the training weights' current values.
+func (f *forward) share() error {
+	for i, n := range f.m.learnables() {
+		if err := G.Let(n, f.train[i].Value()); err != nil {
+			return fmt.Errorf("share %s: %w", n.Name(), err)
+		}
+	}
+	return nil
+}
+
+// run scores the contexts ending before pos and returns the logits rows.
+func (f *forward) run(text []uint8, pos []int) ([]float32, error) {
+	f.buf.fill(text, pos)
+	if err := f.buf.let(f.m); err != nil {
+		return nil, err
+	}
+	defer f.vm.Reset()
+	if err := f.vm.RunAll(); err != nil {
+		return nil, err
+	}
+	return f.logits.Data().([]float32), nil
+}
+
+// bits returns the model's bits per character on text[from:to].
+func (f *forward) bits(text []uint8, from, to int) (float64, error) {
+	if err := f.share(); err != nil {
+		return 0, err
+	}
+	total := 0.0
+	pos := make([]int, 0, f.m.batch)
+	for lo := from; lo < to; lo += f.m.batch {
+		pos = pos[:0]
+		for p := lo; p < min(lo+f.m.batch, to); p++ {
+			pos = append(pos, p)
+		}
+		lg, err := f.run(text, pos)
+		if err != nil {
+			return 0, fmt.Errorf("evaluate: %w", err)
+		}
+		for r, p := range pos {
+			row := lg[r*vocab : (r+1)*vocab]
+			total -= logSoftmaxAt(row, int(text[p])) / math.Ln2
+		}
+	}
+	return total / float64(to-from), nil
+}
+
+func logSoftmaxAt(row []float32, i int) float64 {
+	mx := row[0]
+	for _, v := range row {
+		mx = max(mx, v)
+	}
+	sum := 0.0
+	for _, v := range row {
+		sum += math.Exp(float64(v - mx))
+	}
+	return float64(row[i]-mx) - math.Log(sum)
+}
+
+// generate samples n characters after prompt at temperature temp.
+func (f *forward) generate(prompt string, n int, temp float64, rng *rand.Rand) (string, error) {
+	if err := f.share(); err != nil {
+		return "", err
+	}
+	W := f.buf.w
+	text := make([]uint8, W, W+len(prompt)+n)
+	for i := range text {
+		text[i] = symbol('\n')
+	}
+	text = append(text, encode([]byte(prompt))...)
+	var sb strings.Builder
+	p := make([]float64, vocab)
+	for i := 0; i < n; i++ {
+		lg, err := f.run(text, []int{len(text)})
+		if err != nil {
+			return "", fmt.Errorf("generate: %w", err)
+		}
+		row := lg[:vocab]
+		mx := row[0]
+		for _, v := range row {
+			mx = max(mx, v)
+		}
+		sum := 0.0
+		for c, v := range row {
+			p[c] = math.Exp(float64(v-mx) / temp)
+			sum += p[c]
+		}
+		u := rng.Float64() * sum
+		next := vocab - 1
+		for c := range p {
+			if u < p[c] {
+				next = c
+				break
+			}
+			u -= p[c]
+		}
+		text = append(text, uint8(next))
+		sb.WriteString(char(uint8(next)))
+	}
+	return sb.String(), nil
+}

@@ -1,0 +1,118 @@
+package trainutil
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+
+	G "gorgonia.org/gorgonia"
+)
+
+// BlockConfig describes the feed-forward block of an example model.
+type BlockConfig struct {
+	Experts  int     // number of routed experts E
+	TopK     int     // experts per token K
+	Hidden   int     // model width H
+	FFN      int     // expert FFN size F
+	Act      string  // "swiglu" or "gelu"
+	Capacity float64 // capacity factor; 0 means dropless
+	Drop     string  // drop policy in capacity mode: "probs" or "position"
+	AuxCoef  float64 // load-balancing loss coefficient
+	ZCoef    float64 // router z-loss coefficient
+	Seed     uint64  // weight initialisation seed
+	Dense    bool    // use a dense FFN instead of the MoE layer (for comparisons)
+}
+
+// BlockOut is what a feed-forward block adds to the graph.
+type BlockOut struct {
+	Y      *G.Node // output [T,H]
+	Loss   *G.Node // weighted auxiliary losses to add to the cost, or nil
+	Counts *G.Node // tokens per expert [E] int32, or nil
+}
+
+// Block is a feed-forward block: the gomoe MoE layer or a dense FFN.
+type Block interface {
+	Forward(x *G.Node) (BlockOut, error)
+	Learnables() G.Nodes
+}
+
+// Validate reports the first problem with cfg, or nil.
+func (cfg BlockConfig) Validate() error {
+	if cfg.Hidden < 1 || cfg.FFN < 1 {
+		return fmt.Errorf("hidden %d and ffn %d must be positive", cfg.Hidden, cfg.FFN)
+	}
+	if cfg.Act != "swiglu" && cfg.Act != "gelu" {
+		return fmt.Errorf("unknown activation %q (want swiglu or gelu)", cfg.Act)
+	}
+	if cfg.Dense {
+		return nil
+	}
+	_, err := MoEConfig(cfg)
+	return err
+}
+
+// NewBlock returns the feed-forward block that cfg describes, named name in g.
+func NewBlock(g *G.ExprGraph, name string, cfg BlockConfig) (Block, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("trainutil: block %s: %w", name, err)
+	}
+	if cfg.Dense {
+		return newDenseFFN(g, name, cfg), nil
+	}
+	return newMoEBlock(g, name, cfg)
+}
+
+// denseFFN is a plain FFN with the same activation as the experts.
+type denseFFN struct {
+	act        string
+	w1, w3, w2 *G.Node
+}
+
+func newDenseFFN(g *G.ExprGraph, name string, cfg BlockConfig) *denseFFN {
+	rng := rand.New(rand.NewPCG(cfg.Seed, 0x9e3779b97f4a7c15))
+	H, F := cfg.Hidden, cfg.FFN
+	d := &denseFFN{act: cfg.Act}
+	d.w1 = Param(g, rng, name+".w1", H, F, 1/math.Sqrt(float64(H)))
+	if cfg.Act == "swiglu" {
+		d.w3 = Param(g, rng, name+".w3", H, F, 1/math.Sqrt(float64(H)))
+	}
+	d.w2 = Param(g, rng, name+".w2", F, H, 1/math.Sqrt(float64(F)))
+	return d
+}
+
+// Forward applies the FFN to x [T,H].
+func (d *denseFFN) Forward(x *G.Node) (BlockOut, error) {
+	a, err := G.Mul(x, d.w1)
+	if err != nil {
+		return BlockOut{}, err
+	}
+	var h *G.Node
+	if d.act == "swiglu" {
+		s, err := SiLU(a)
+		if err != nil {
+			return BlockOut{}, err
+		}
+		b, err := G.Mul(x, d.w3)
+		if err != nil {
+			return BlockOut{}, err
+		}
+		if h, err = G.HadamardProd(s, b); err != nil {
+			return BlockOut{}, err
+		}
+	} else if h, err = GELU(a); err != nil {
+		return BlockOut{}, err
+	}
+	y, err := G.Mul(h, d.w2)
+	if err != nil {
+		return BlockOut{}, err
+	}
+	return BlockOut{Y: y}, nil
+}
+
+// Learnables returns the FFN weights.
+func (d *denseFFN) Learnables() G.Nodes {
+	if d.w3 != nil {
+		return G.Nodes{d.w1, d.w3, d.w2}
+	}
+	return G.Nodes{d.w1, d.w2}
+}

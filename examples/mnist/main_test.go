@@ -1,0 +1,128 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// smallConfig is a few-second run on a slice of MNIST.
+func smallConfig(t *testing.T) config {
+	cfg := defaultConfig()
+	cfg.TrainN, cfg.TestN = 3000, 500
+	cfg.Steps = 80
+	cfg.Batch = 32
+	cfg.EvalBatch = 250
+	cfg.Block.Hidden, cfg.Block.FFN = 32, 32
+	cfg.LogEvery = 20
+	cfg.Out = filepath.Join(t.TempDir(), "out")
+	return cfg
+}
+
+func mean(v []float64) float64 {
+	s := 0.0
+	for _, x := range v {
+		s += x
+	}
+	return s / float64(len(v))
+}
+
+func TestSmoke(t *testing.T) {
+	cfg := smallConfig(t)
+	var out bytes.Buffer
+	res, err := run(cfg, &out, nil)
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, out.String())
+	}
+	if len(res.StepLoss) != cfg.Steps {
+		t.Fatalf("got %d step losses, want %d", len(res.StepLoss), cfg.Steps)
+	}
+	first, last := mean(res.StepLoss[:10]), mean(res.StepLoss[len(res.StepLoss)-10:])
+	if !(last < 0.6*first) {
+		t.Errorf("loss did not fall: first 10 steps %.4f, last 10 steps %.4f", first, last)
+	}
+	// Ten classes: a model that learnt nothing is right 10 % of the time.
+	if res.TestAcc < 0.6 {
+		t.Errorf("test accuracy %.3f after %d steps, want >= 0.6", res.TestAcc, cfg.Steps)
+	}
+	if math.IsNaN(res.TestLoss) || res.TestLoss <= 0 {
+		t.Errorf("test loss %v", res.TestLoss)
+	}
+	if len(res.Load) != cfg.Block.Experts {
+		t.Fatalf("load has %d experts, want %d", len(res.Load), cfg.Block.Experts)
+	}
+	if s := mean(res.Load) * float64(len(res.Load)); math.Abs(s-1) > 1e-9 {
+		t.Errorf("expert shares sum to %v, want 1", s)
+	}
+	for _, name := range []string{"loss.png", "experts.png"} {
+		checkPNG(t, filepath.Join(cfg.Out, name))
+	}
+	for _, want := range []string{"expert load %:", "test accuracy", "wrote"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func checkPNG(t *testing.T, path string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Errorf("plot not written: %v", err)
+		return
+	}
+	if !bytes.HasPrefix(b, []byte("\x89PNG\r\n\x1a\n")) || len(b) < 2000 {
+		t.Errorf("%s is not a plausible PNG (%d bytes)", path, len(b))
+	}
+}
+
+func TestDenseBaseline(t *testing.T) {
+	cfg := smallConfig(t)
+	cfg.Block.Dense = true
+	cfg.Steps = 40
+	res, err := run(cfg, io.Discard, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Load != nil {
+		t.Errorf("dense model reported expert load %v", res.Load)
+	}
+	checkPNG(t, filepath.Join(cfg.Out, "loss.png"))
+	if _, err := os.Stat(filepath.Join(cfg.Out, "experts.png")); err == nil {
+		t.Errorf("dense model wrote experts.png")
+	}
+}
+
+func TestBadConfig(t *testing.T) {
+	tests := []struct {
+		name string
+		edit func(*config)
+		want string
+	}{
+		{"gpu", func(c *config) { c.Device = "cuda" }, "device"},
+		{"batch", func(c *config) { c.Batch = 0 }, "batch"},
+		{"steps", func(c *config) { c.Steps, c.Epochs = 0, 0 }, "steps"},
+		{"lr", func(c *config) { c.LR = 0 }, "learning rate"},
+		{"topk", func(c *config) { c.Block.TopK = 9 }, "TopK"},
+		{"act", func(c *config) { c.Block.Act = "relu" }, "activation"},
+		{"drop", func(c *config) { c.Block.Drop = "random" }, "drop policy"},
+		{"data", func(c *config) { c.Data = filepath.Join(os.TempDir(), "no-such-mnist-dir") }, "no-such-mnist-dir"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := smallConfig(t)
+			tt.edit(&cfg)
+			_, err := run(cfg, io.Discard, nil)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("got error %v, want one naming %q", err, tt.want)
+			}
+			if _, err := os.Stat(filepath.Join(cfg.Out, "loss.png")); err == nil {
+				t.Errorf("a failed run wrote loss.png")
+			}
+		})
+	}
+}

