@@ -19,7 +19,9 @@ import (
 //
 // It is op.Permute with the send plan, which writes the tokens straight into the per-rank send
 // layout, followed by the exchange: every rank sends each other rank one block per expert of
-// that rank, and the blocks land in place in the receivers' expert-major layout. Its gradient is
+// that rank, and the blocks land in the receivers' expert-major layout (the NCCL communicator
+// sends them as one message per peer into staging memory and copies them into place). Its
+// gradient is
 // the reverse exchange followed by the permute backward: dx[t] = Σ_k dxr[row of (t,k)].
 //
 // Dispatch is a collective: every rank must run it, in the same order relative to the other

@@ -24,13 +24,19 @@ import (
 	"sync"
 	"sync/atomic"
 	"unsafe"
+
+	"github.com/gomoe/gomoe/kernels"
 )
 
-// NCCL is a Communicator over NVIDIA's NCCL library for one GPU. Its AllToAll is a group of
-// ncclSend/ncclRecv calls (one per non-empty block, so rows land in place in the receiver's
-// expert-major layout, with no staging copy) on the communicator's stream; the blocks a rank
-// sends itself are device-to-device copies on that stream instead, merged where they are
-// contiguous on both sides (one copy for a whole dispatch with one rank). ExchangeCounts is
+// NCCL is a Communicator over NVIDIA's NCCL library for one GPU. Its AllToAll is one group of
+// ncclSend/ncclRecv calls on the communicator's stream with one message per peer and direction:
+// where a peer's blocks are not contiguous in the buffer (the expert-major side of an
+// expert-parallel exchange) the message goes through staging memory that the communicator
+// keeps, with one device-to-device copy per block (merged where contiguous) between the
+// buffer and the staging; the blocks a rank sends itself are device-to-device copies, merged
+// where they are contiguous on both sides (one copy for a whole dispatch with one rank). The
+// copies run on a second stream, forked from and joined back into the communicator's stream,
+// so that the self copies overlap the NCCL kernel. ExchangeCounts is
 // the same for the small counts vector, followed by a copy to the host and a stream
 // synchronisation: the one host sync of an expert-parallel step, which the sizes of the
 // ncclSend/ncclRecv calls need.
@@ -58,6 +64,25 @@ type NCCL struct {
 	// counts is a device buffer of countsCap bytes for ExchangeCounts.
 	counts    unsafe.Pointer
 	countsCap C.size_t
+	// stage is the staging memory of AllToAll (stageCap bytes, kept and grown as needed):
+	// where a peer's blocks are not contiguous in the caller's buffer, its one message per
+	// chunk is gathered there before the send or scattered from there after the receive.
+	stage    unsafe.Pointer
+	stageCap C.size_t
+	// side is a second stream of the device, forked from and joined back into stream by the
+	// events in events, for the copies that run beside the NCCL kernels (self blocks, staging).
+	side   C.cudaStream_t
+	events []C.cudaEvent_t
+	// chunks is the number of NCCL groups an exchange is cut into, so that the staging copies
+	// of one overlap the transfers of the next (see planExchange).
+	chunks int
+	// kern is gomoe's kernels in the device's primary context, for the row scatters of the
+	// staging (loaded on first use; kernFailed: loading failed, copies are used instead).
+	kern       *kernels.CUDA
+	kernFailed bool
+	// slots are the pinned and device buffers of the scatters' index vectors, used in turn.
+	slots [indexSlots]indexSlot
+	slot  int
 }
 
 var _ Communicator = (*NCCL)(nil)
@@ -114,7 +139,7 @@ func NewNCCL(id NCCLID, rank, size, device int) (*NCCL, error) {
 	if err := cudaErr("cudaSetDevice", C.cudaSetDevice(C.int(device))); err != nil {
 		return nil, err
 	}
-	c := &NCCL{rank: rank, size: size, device: device, own: true}
+	c := &NCCL{rank: rank, size: size, device: device, own: true, chunks: exchangeChunks}
 	// A blocking stream: ordered with the legacy default stream, where package device's
 	// engine launches its kernels.
 	if err := cudaErr("cudaStreamCreate", C.cudaStreamCreate(&c.stream)); err != nil {
@@ -183,6 +208,11 @@ func (c *NCCL) String() string {
 func (c *NCCL) SetStream(s unsafe.Pointer) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	C.cudaSetDevice(C.int(c.device))
+	// The staging memory may still be in use by work on the old stream.
+	C.cudaStreamSynchronize(c.stream)
 	if c.own {
 		C.cudaStreamDestroy(c.stream)
 	}
@@ -245,6 +275,7 @@ func (c *NCCL) Close() error {
 		C.cudaFree(c.counts)
 		c.counts = nil
 	}
+	c.closeStaging()
 	return err
 }
 
@@ -312,13 +343,18 @@ func (c *NCCL) ExchangeCounts(send []int32) ([]int32, error) {
 	return recv, c.sync()
 }
 
-// AllToAll implements Communicator: one ncclSend per non-empty send block and one ncclRecv per
-// non-empty receive block, in one NCCL group (NCCL matches a pair's sends and receives in the
-// order they are posted, the order of the block lists). For device buffers it returns once the
+// AllToAll implements Communicator: one ncclSend and one ncclRecv per peer with rows to move,
+// in one NCCL group (see planExchange for the chunks). Where a peer's blocks are contiguous in
+// the buffer the message is that run; otherwise it goes through the communicator's staging
+// memory: the blocks are gathered there with device-to-device copies (merged where contiguous)
+// before the send, or scattered from there after the receive. The blocks a rank sends itself
+// are device-to-device copies, merged where contiguous on both sides, on a second stream
+// beside the NCCL kernel, as are the staging copies. For device buffers it returns once the
 // work is enqueued, without waiting: the stream is ordered with the device's default stream
 // (or is the stream given to SetStream), so kernels enqueued later see the rows. Host buffers
-// are staged and waited for. NCCL does not check that the lengths of matching blocks agree: they come from the
-// counts exchange, and a mismatch is undefined behaviour (the in-process Group checks it).
+// are staged and waited for. NCCL does not check that the lengths of matching messages agree:
+// they come from the counts exchange, and a mismatch is undefined behaviour (the in-process
+// Group checks it).
 func (c *NCCL) AllToAll(send, recv Buffer, sends, recvs [][]Block) error {
 	if err := send.check("send"); err != nil {
 		return err
@@ -333,6 +369,10 @@ func (c *NCCL) AllToAll(send, recv Buffer, sends, recvs [][]Block) error {
 		return err
 	}
 	if err := checkBlocks("receives", recvs, c.size, recv.Rows); err != nil {
+		return err
+	}
+	x, err := planExchange(c.rank, sends, recvs, c.chunks)
+	if err != nil {
 		return err
 	}
 	done, err := c.enter()
@@ -370,49 +410,7 @@ func (c *NCCL) AllToAll(send, recv Buffer, sends, recvs [][]Block) error {
 			return err
 		}
 	}
-	// The blocks a rank sends itself are device-to-device copies on the stream, merged where
-	// they are contiguous on both sides (with one rank and A=1, one copy); NCCL moves the rest.
-	self, err := selfRuns(sends[c.rank], recvs[c.rank])
-	if err != nil {
-		return err
-	}
-	for _, r := range self {
-		if err := cudaErr("cudaMemcpyAsync", C.cudaMemcpyAsync(unsafe.Add(rp, r.Dst*row), unsafe.Add(sp, r.Src*row), C.size_t(r.Len*row), C.cudaMemcpyDeviceToDevice, c.stream)); err != nil {
-			return err
-		}
-	}
-	if err := ncclErr("ncclGroupStart", C.ncclGroupStart()); err != nil {
-		return err
-	}
-	for j, l := range sends {
-		if j == c.rank {
-			continue
-		}
-		for _, b := range l {
-			if b.Len == 0 {
-				continue
-			}
-			if r := C.ncclSend(unsafe.Add(sp, b.Off*row), C.size_t(b.Len*row), C.ncclUint8, C.int(j), c.comm, c.stream); r != C.ncclSuccess {
-				C.ncclGroupEnd()
-				return ncclErr("ncclSend", r)
-			}
-		}
-	}
-	for i, l := range recvs {
-		if i == c.rank {
-			continue
-		}
-		for _, b := range l {
-			if b.Len == 0 {
-				continue
-			}
-			if r := C.ncclRecv(unsafe.Add(rp, b.Off*row), C.size_t(b.Len*row), C.ncclUint8, C.int(i), c.comm, c.stream); r != C.ncclSuccess {
-				C.ncclGroupEnd()
-				return ncclErr("ncclRecv", r)
-			}
-		}
-	}
-	if err := ncclErr("ncclGroupEnd", C.ncclGroupEnd()); err != nil {
+	if err := c.exchange(x, sp, rp, row); err != nil {
 		return err
 	}
 	if recv.Host != nil && recv.Rows > 0 {
