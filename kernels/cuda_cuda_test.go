@@ -516,8 +516,8 @@ func cuTestData(t *testing.T, rng *rand.Rand, c gpuCase, d DType, H int) {
 	}
 }
 
-// cuCheckDProbs allows the difference between summing the same float64 products in h order
-// (CPU) and in a tree (GPU): |Δ| <= 2·H·2^-53·Σ_h |a_h·b_h| before the final rounding, plus one
+// cuCheckDProbs allows the difference between summing the same float64 products in the CPU's
+// fixed order (dot64) and in the GPU's tree: |Δ| <= 2·H·2^-53·Σ_h |a_h·b_h| before the final rounding, plus one
 // unit in the last place of the probs type after it.
 func cuCheckDProbs(t *testing.T, what string, p Plan, got []float64, want any, dy, yp any, pt DType, H int) {
 	t.Helper()

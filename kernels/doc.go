@@ -16,7 +16,7 @@
 // # Determinism
 //
 // Every kernel writes each output element from exactly one goroutine and accumulates in a
-// fixed order (slots in k order, hidden units in h order), so results are bitwise identical
-// across runs and across GOMAXPROCS values. The rounding contract of each kernel is written
+// fixed order (slots in k order, hidden units in an order fixed by H alone), so results are
+// bitwise identical across runs and across GOMAXPROCS values. The rounding contract of each kernel is written
 // next to it; the CUDA kernels follow the same contract.
 package kernels

@@ -64,7 +64,13 @@ func gmmRun(n int, f func(i int)) {
 }
 
 // gmmCheck validates the buffer lengths and the plan's segments against R rows.
-func gmmCheck(what string, p Plan, lens map[string][2]int) error {
+func gmmCheck(what string, p Plan, H, N int, lens map[string][2]int) error {
+	if err := p.Geometry.Validate(); err != nil {
+		return err
+	}
+	if H < 1 || N < 1 {
+		return fmt.Errorf("gomoe: grouped matmul %s: H=%d N=%d, want both >= 1", what, H, N)
+	}
 	for _, name := range []string{"xp", "z", "dz", "dxp", "w", "dw"} {
 		l, ok := lens[name]
 		if !ok {
@@ -169,7 +175,7 @@ func gemmLoops[F Float](tA, tB blas.Transpose, m, n, k int, a []F, lda int, b []
 // times w[e]. Pad rows and rows past offsets[E] are written as 0.
 func GroupedMatMulForward[F Float](z, xp, w []F, p Plan, H, N int) error {
 	R := p.Rows()
-	if err := gmmCheck("forward", p, map[string][2]int{"xp": {len(xp), R * H}, "w": {len(w), p.E * H * N}, "z": {len(z), R * N}}); err != nil {
+	if err := gmmCheck("forward", p, H, N, map[string][2]int{"xp": {len(xp), R * H}, "w": {len(w), p.E * H * N}, "z": {len(z), R * N}}); err != nil {
 		return err
 	}
 	tasks := gmmRowTasks(p)
@@ -187,7 +193,7 @@ func GroupedMatMulForward[F Float](z, xp, w []F, p Plan, H, N int) error {
 // accumulate true it adds into dxp and leaves the other rows untouched.
 func GroupedMatMulBackwardRows[F Float](dxp, dz, w []F, p Plan, H, N int, accumulate bool) error {
 	R := p.Rows()
-	if err := gmmCheck("backward rows", p, map[string][2]int{"dz": {len(dz), R * N}, "w": {len(w), p.E * H * N}, "dxp": {len(dxp), R * H}}); err != nil {
+	if err := gmmCheck("backward rows", p, H, N, map[string][2]int{"dz": {len(dz), R * N}, "w": {len(w), p.E * H * N}, "dxp": {len(dxp), R * H}}); err != nil {
 		return err
 	}
 	var beta F
@@ -211,7 +217,7 @@ func GroupedMatMulBackwardRows[F Float](dxp, dz, w []F, p Plan, H, N int, accumu
 // 0); with accumulate true it adds into dw.
 func GroupedMatMulBackwardWeights[F Float](dw, xp, dz []F, p Plan, H, N int, accumulate bool) error {
 	R := p.Rows()
-	if err := gmmCheck("backward weights", p, map[string][2]int{"xp": {len(xp), R * H}, "dz": {len(dz), R * N}, "dw": {len(dw), p.E * H * N}}); err != nil {
+	if err := gmmCheck("backward weights", p, H, N, map[string][2]int{"xp": {len(xp), R * H}, "dz": {len(dz), R * N}, "dw": {len(dw), p.E * H * N}}); err != nil {
 		return err
 	}
 	var beta F

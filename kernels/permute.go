@@ -26,6 +26,9 @@ func checkLen(what string, got, want int) error {
 // PermuteForward writes xp [R,H] from x [T,H]: every token's row is copied to its K
 // destination rows, and every row that holds no token is zeroed.
 func PermuteForward[F Float](xp, x []F, p Plan, H int) error {
+	if err := p.Check(); err != nil {
+		return err
+	}
 	if err := firstErr(checkLen("permute: x", len(x), p.T*H), checkLen("permute: xp", len(xp), p.Rows()*H)); err != nil {
 		return err
 	}
@@ -57,6 +60,9 @@ func zeroEmptyRows[F Float](buf []F, p Plan, H int) {
 
 // PermuteProbsForward writes pp [R] from probs [T,K]: pp[rowOf[t,k]] = probs[t,k], 0 elsewhere.
 func PermuteProbsForward[F Float](pp, probs []F, p Plan) error {
+	if err := p.Check(); err != nil {
+		return err
+	}
 	if err := firstErr(checkLen("permute probs: probs", len(probs), p.T*p.K), checkLen("permute probs: pp", len(pp), p.Rows())); err != nil {
 		return err
 	}
@@ -72,6 +78,9 @@ func PermuteProbsForward[F Float](pp, probs []F, p Plan) error {
 // PermuteBackward writes dx [T,H] from dxp [R,H]: dx[t] = Σ_k dxp[rowOf[t,k]], summed in k order
 // in the data type (float32 data accumulates in float32), so the result is bitwise reproducible.
 func PermuteBackward[F Float](dx, dxp []F, p Plan, H int) error {
+	if err := p.Check(); err != nil {
+		return err
+	}
 	if err := firstErr(checkLen("permute backward: dx", len(dx), p.T*H), checkLen("permute backward: dxp", len(dxp), p.Rows()*H)); err != nil {
 		return err
 	}
@@ -87,15 +96,11 @@ func PermuteBackward[F Float](dx, dxp []F, p Plan, H int) error {
 				src := dxp[int(r)*H : int(r)*H+len(dst)]
 				d := dst[:len(src)]
 				if first { // acc = 0 + v, written directly (0 + v, not v, so -0 becomes +0 as on the GPU)
-					for h, v := range src {
-						d[h] = 0 + v
-					}
+					setRow(d, src)
 					first = false
 					continue
 				}
-				for h, v := range src {
-					d[h] += v
-				}
+				addRow(d, src)
 			}
 			if first {
 				clear(dst)
@@ -108,6 +113,9 @@ func PermuteBackward[F Float](dx, dxp []F, p Plan, H int) error {
 // PermuteProbsBackward writes dprobs [T,K] from dpp [R]: dprobs[t,k] = dpp[rowOf[t,k]], 0 for
 // dropped slots.
 func PermuteProbsBackward[F Float](dprobs, dpp []F, p Plan) error {
+	if err := p.Check(); err != nil {
+		return err
+	}
 	if err := firstErr(checkLen("permute probs backward: dprobs", len(dprobs), p.T*p.K), checkLen("permute probs backward: dpp", len(dpp), p.Rows())); err != nil {
 		return err
 	}

@@ -9,10 +9,15 @@ package kernels
 // Rounding contract (shared with the CUDA kernels so both give the same bits): the forward
 // accumulates in the data type, starting from 0 and adding the slots in k order, each term
 // rounded on its own (acc = acc + round(p·v), never a fused multiply-add). The dot products of
-// dprobs accumulate in float64 over h in order and are rounded to the data type once.
+// dprobs accumulate in float64 (see dot64 for the fixed order) and are rounded to the data type
+// once; the CUDA kernels sum them in another fixed float64 order, so dprobs agree within a
+// float64 rounding rather than bitwise.
 
 // UnpermuteForward writes y [T,H] from yp [R,H] and, if probs is not nil, probs [T,K].
 func UnpermuteForward[F Float](y, yp, probs []F, p Plan, H int) error {
+	if err := p.Check(); err != nil {
+		return err
+	}
 	if err := firstErr(checkLen("unpermute: y", len(y), p.T*H), checkLen("unpermute: yp", len(yp), p.Rows()*H)); err != nil {
 		return err
 	}
@@ -36,23 +41,13 @@ func UnpermuteForward[F Float](y, yp, probs []F, p Plan, H int) error {
 				// without the extra pass); later slots add in k order.
 				switch {
 				case probs == nil && first:
-					for h, v := range src {
-						d[h] = 0 + v
-					}
+					setRow(d, src)
 				case probs == nil:
-					for h, v := range src {
-						d[h] += v
-					}
+					addRow(d, src)
 				case first:
-					w := probs[t*K+k]
-					for h, v := range src {
-						d[h] = 0 + F(w*v) // the conversion rounds the product: no FMA
-					}
+					setScaledRow(d, src, probs[t*K+k])
 				default:
-					w := probs[t*K+k]
-					for h, v := range src {
-						d[h] += F(w * v)
-					}
+					addScaledRow(d, src, probs[t*K+k])
 				}
 				first = false
 			}
@@ -67,6 +62,9 @@ func UnpermuteForward[F Float](y, yp, probs []F, p Plan, H int) error {
 // UnpermuteBackward writes dyp [R,H] (if not nil) and dprobs [T,K] (if not nil) from dy [T,H].
 // dyp needs probs unless the forward was unweighted (probs nil); dprobs needs yp.
 func UnpermuteBackward[F Float](dyp, dprobs, dy, yp, probs []F, p Plan, H int) error {
+	if err := p.Check(); err != nil {
+		return err
+	}
 	if err := checkLen("unpermute backward: dy", len(dy), p.T*H); err != nil {
 		return err
 	}
@@ -101,10 +99,7 @@ func UnpermuteBackward[F Float](dyp, dprobs, dy, yp, probs []F, p Plan, H int) e
 					if probs == nil {
 						copy(dst, g)
 					} else {
-						w := probs[t*K+k]
-						for h, v := range g {
-							dst[h] = w * v
-						}
+						scaleRow(dst, g, probs[t*K+k])
 					}
 				}
 				if dprobs != nil {
@@ -117,14 +112,4 @@ func UnpermuteBackward[F Float](dyp, dprobs, dy, yp, probs []F, p Plan, H int) e
 		zeroEmptyRows(dyp, p, H)
 	}
 	return nil
-}
-
-// dot64 is Σ_h a[h]·b[h] accumulated in float64 in h order.
-func dot64[F Float](a, b []F) float64 {
-	var s float64
-	b = b[:len(a)]
-	for h, v := range a {
-		s += float64(float64(v) * float64(b[h])) // rounded product: no FMA
-	}
-	return s
 }

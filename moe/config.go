@@ -262,9 +262,16 @@ func (c Config) Validate() error {
 		return e("PadToCapacity needs capacity mode (CapacityFactor > 0)")
 	case c.Align < 1:
 		return e("Align=%d, want >= 1", c.Align)
+	case float64(c.Experts)*float64(c.Hidden)*float64(c.FFN) > maxWeightElems ||
+		float64(c.Hidden)*float64(c.SharedFFN) > maxWeightElems:
+		return e("the weights of Experts=%d Hidden=%d FFN=%d SharedFFN=%d are too large to allocate", c.Experts, c.Hidden, c.FFN, c.SharedFFN)
 	}
 	return nil
 }
+
+// maxWeightElems bounds the elements of one weight tensor (2^44, 64 TiB of float32): above it
+// a Go allocation cannot succeed, and the product could wrap around in int.
+const maxWeightElems = 1 << 44
 
 // Capacity is C, the per-expert capacity for T tokens: ceil(T·K/E·CapacityFactor), at least 1;
 // 0 in dropless mode.
@@ -272,7 +279,11 @@ func (c Config) Capacity(T int) int {
 	if c.CapacityFactor == 0 {
 		return 0
 	}
-	return max(1, int(math.Ceil(float64(T)*float64(c.TopK)/float64(c.Experts)*c.CapacityFactor-1e-9)))
+	v := math.Ceil(float64(T)*float64(c.TopK)/float64(c.Experts)*c.CapacityFactor - 1e-9)
+	if v > float64(kernels.MaxRows) { // never let the conversion wrap: the plan's check rejects it
+		return math.MaxInt
+	}
+	return max(1, int(v))
 }
 
 // geometry is the routing plan geometry for T tokens.

@@ -500,6 +500,9 @@ type Stats struct {
 
 // Stats turns the value of Output.Counts (read with G.Read after a run) into Stats.
 func (o *Output) Stats(counts G.Value) (Stats, error) {
+	if o == nil || o.Plan == nil {
+		return Stats{}, fmt.Errorf("gomoe: moe: Stats: the output has no plan (use the Output that Forward returned)")
+	}
 	geo := o.Plan.Geometry
 	load, err := countsOf(counts, geo.E)
 	if err != nil {

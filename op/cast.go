@@ -17,16 +17,16 @@ func Cast(x *G.Node, to tensor.Dtype) (*G.Node, error) {
 	if x == nil {
 		return nil, fmt.Errorf("gomoe: Cast: x is nil")
 	}
-	if err := gmmFloat(x.Dtype()); err != nil {
+	if err := wantFloat(x.Dtype()); err != nil {
 		return nil, fmt.Errorf("gomoe: Cast: x: %v", err)
 	}
-	if err := gmmFloat(to); err != nil {
+	if err := wantFloat(to); err != nil {
 		return nil, fmt.Errorf("gomoe: Cast: target: %v", err)
 	}
 	if x.Dtype() == to {
 		return x, nil
 	}
-	return G.ApplyOp(castOp{from: x.Dtype(), to: to, dims: x.Dims()}, x)
+	return applyOp("Cast", castOp{from: x.Dtype(), to: to, dims: x.Dims()}, x)
 }
 
 type castOp struct {

@@ -22,7 +22,7 @@ func ExpertLoad(ids *G.Node, experts, seqs int, dt tensor.Dtype) (*G.Node, error
 	if ids.Dtype() != tensor.Int32 {
 		return nil, fmt.Errorf("gomoe: %s: ids has dtype %v, want int32", name, ids.Dtype())
 	}
-	if err := gmmFloat(dt); err != nil {
+	if err := wantFloat(dt); err != nil {
 		return nil, fmt.Errorf("gomoe: %s: %v", name, err)
 	}
 	s := ids.Shape()
@@ -35,7 +35,7 @@ func ExpertLoad(ids *G.Node, experts, seqs int, dt tensor.Dtype) (*G.Node, error
 	if seqs < 1 || s[0]%seqs != 0 {
 		return nil, fmt.Errorf("gomoe: %s: T=%d tokens do not split into %d equal sequences", name, s[0], seqs)
 	}
-	return G.ApplyOp(expertLoadOp{e: experts, seqs: seqs, dt: dt}, ids)
+	return applyOp(name, expertLoadOp{e: experts, seqs: seqs, dt: dt}, ids)
 }
 
 type expertLoadOp struct {

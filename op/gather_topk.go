@@ -18,7 +18,7 @@ func GatherTopK(scores, ids *G.Node) (*G.Node, error) {
 	if scores == nil || ids == nil {
 		return nil, fmt.Errorf("gomoe: %s: nil input node", name)
 	}
-	if err := gmmFloat(scores.Dtype()); err != nil {
+	if err := wantFloat(scores.Dtype()); err != nil {
 		return nil, fmt.Errorf("gomoe: %s: scores: %v", name, err)
 	}
 	if ids.Dtype() != tensor.Int32 {
@@ -28,7 +28,10 @@ func GatherTopK(scores, ids *G.Node) (*G.Node, error) {
 	if s.Dims() != 2 || is.Dims() != 2 || s[0] != is[0] {
 		return nil, fmt.Errorf("gomoe: %s: scores %v and ids %v, want (T, E) and (T, K)", name, s, is)
 	}
-	return G.ApplyOp(gatherTopKOp{e: s[1]}, scores, ids)
+	if err := checkNodes("GatherTopK", []*G.Node{scores, ids}, "scores", "ids"); err != nil {
+		return nil, err
+	}
+	return applyOp(name, gatherTopKOp{e: s[1]}, scores, ids)
 }
 
 // gatherTopKOp: scores [T,E], ids [T,K] int32 → [T,K].

@@ -30,7 +30,7 @@ func GroupedMatMul(xp, w *G.Node, p *Plan) (*G.Node, error) {
 // (see kernels.Geometry.View for the layout).
 func GroupedMatMulWithPlan(xp, w, plan *G.Node, geo kernels.Geometry) (*G.Node, error) {
 	if err := geo.Validate(); err != nil {
-		return nil, err
+		return nil, wrapErr("GroupedMatMul", err)
 	}
 	if xp == nil || w == nil || plan == nil {
 		return nil, fmt.Errorf("gomoe: GroupedMatMul: nil input node")
@@ -44,7 +44,10 @@ func GroupedMatMulWithPlan(xp, w, plan *G.Node, geo kernels.Geometry) (*G.Node, 
 	if err := gmmFloat(xp.Dtype()); err != nil {
 		return nil, err
 	}
-	return G.ApplyOp(gmmOp{geo}, xp, w, plan)
+	if err := checkNodes("GroupedMatMul", []*G.Node{xp, w, plan}, "xp", "w", "plan"); err != nil {
+		return nil, err
+	}
+	return applyOp("GroupedMatMul", gmmOp{geo}, xp, w, plan)
 }
 
 func gmmFloat(dt tensor.Dtype) error {

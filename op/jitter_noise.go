@@ -20,7 +20,7 @@ func JitterNoise(x *G.Node, eps float64, seed int64) (*G.Node, error) {
 	if x == nil {
 		return nil, fmt.Errorf("gomoe: JitterNoise: x is nil")
 	}
-	if err := gmmFloat(x.Dtype()); err != nil {
+	if err := wantFloat(x.Dtype()); err != nil {
 		return nil, fmt.Errorf("gomoe: JitterNoise: %v", err)
 	}
 	if !(eps >= 0 && eps < 1) {
@@ -29,7 +29,7 @@ func JitterNoise(x *G.Node, eps float64, seed int64) (*G.Node, error) {
 	if x.Dims() == 0 {
 		return nil, fmt.Errorf("gomoe: JitterNoise: x is a scalar, want a tensor")
 	}
-	return G.ApplyOp(&jitterNoiseOp{eps: eps, seed: seed, dims: x.Dims()}, x)
+	return applyOp("JitterNoise", &jitterNoiseOp{eps: eps, seed: seed, dims: x.Dims()}, x)
 }
 
 // jitterNoiseOp is a pointer op: its run counter is state shared by every use of the node.

@@ -18,13 +18,13 @@ func RowLogSumExp(x *G.Node) (*G.Node, error) {
 	if x == nil {
 		return nil, fmt.Errorf("gomoe: RowLogSumExp: x is nil")
 	}
-	if err := gmmFloat(x.Dtype()); err != nil {
+	if err := wantFloat(x.Dtype()); err != nil {
 		return nil, fmt.Errorf("gomoe: RowLogSumExp: %v", err)
 	}
 	if s := x.Shape(); s.Dims() != 2 {
 		return nil, fmt.Errorf("gomoe: RowLogSumExp: x has shape %v, want (T, E)", s)
 	}
-	return G.ApplyOp(lseOp{}, x)
+	return applyOp("RowLogSumExp", lseOp{}, x)
 }
 
 type lseOp struct{}

@@ -5,6 +5,7 @@ import (
 	"hash"
 	"math"
 	"sort"
+	"sync"
 
 	"github.com/chewxy/hm"
 	G "gorgonia.org/gorgonia"
@@ -39,7 +40,7 @@ func TopK(scores *G.Node, k int, opts TopKOpts) (*G.Node, error) {
 	if s.Dims() != 2 {
 		return nil, fmt.Errorf("gomoe: %s: scores has shape %v, want (T, E)", name, s)
 	}
-	if err := gmmFloat(scores.Dtype()); err != nil {
+	if err := wantFloat(scores.Dtype()); err != nil {
 		return nil, fmt.Errorf("gomoe: %s: scores: %v", name, err)
 	}
 	op := topkOp{k: k, e: s[1], groups: opts.Groups, kept: opts.GroupsKept, bias: opts.Bias != nil}
@@ -53,7 +54,10 @@ func TopK(scores *G.Node, k int, opts TopKOpts) (*G.Node, error) {
 		return nil, err
 	}
 	if opts.Bias == nil {
-		return G.ApplyOp(op, scores)
+		return applyOp(name, op, scores)
+	}
+	if err := checkNodes(name, []*G.Node{scores, opts.Bias}, "scores", "bias"); err != nil {
+		return nil, err
 	}
 	if bs := opts.Bias.Shape(); bs.Dims() != 1 || bs[0] != s[1] {
 		return nil, fmt.Errorf("gomoe: %s: bias has shape %v, want (E=%d)", name, bs, s[1])
@@ -61,7 +65,7 @@ func TopK(scores *G.Node, k int, opts TopKOpts) (*G.Node, error) {
 	if opts.Bias.Dtype() != scores.Dtype() {
 		return nil, fmt.Errorf("gomoe: %s: bias is %v but scores are %v", name, opts.Bias.Dtype(), scores.Dtype())
 	}
-	return G.ApplyOp(op, scores, opts.Bias)
+	return applyOp(name, op, scores, opts.Bias)
 }
 
 // topkOp: scores [T,E] (, bias [E]) → ids [T,K] int32.
@@ -162,8 +166,17 @@ func (op topkOp) Do(vs ...G.Value) (G.Value, error) {
 			return nil, fmt.Errorf("gomoe: %s: bias[%d] is NaN", name, i)
 		}
 	}
+	if bias != nil { // +Inf score + -Inf bias (or the reverse) is a NaN selection score
+		for i, v := range scores {
+			if math.IsNaN(v + bias[i%op.e]) {
+				return nil, fmt.Errorf("gomoe: %s: scores[%d,%d] + bias[%d] is NaN (%v + %v)", name, i/op.e, i%op.e, i%op.e, v, bias[i%op.e])
+			}
+		}
+	}
 	ids := make([]int32, T*op.k)
-	topkRows(ids, scores, bias, T, op)
+	if t, gi := topkRows(ids, scores, bias, T, op); t >= 0 {
+		return nil, fmt.Errorf("gomoe: %s: the score of group %d of token %d is NaN (its top scores add +Inf and -Inf)", name, gi, t)
+	}
 	return tensor.New(tensor.WithShape(T, op.k), tensor.WithBacking(ids)), nil
 }
 
@@ -183,8 +196,12 @@ func topkFloats(name string, d *tensor.Dense) ([]float64, error) {
 	return nil, fmt.Errorf("gomoe: %s: dtype %v, want float32 or float64", name, d.Dtype())
 }
 
-// topkRows fills ids [T,K] (work split over rows in parallel blocks).
-func topkRows(ids []int32, scores, bias []float64, T int, op topkOp) {
+// topkRows fills ids [T,K] (work split over rows in parallel blocks). It returns the first
+// token and group whose group score is NaN (a group's top scores add +Inf and -Inf), or
+// (-1, -1); the ids are meaningless then.
+func topkRows(ids []int32, scores, bias []float64, T int, op topkOp) (nanT, nanG int) {
+	var mu sync.Mutex
+	nanT, nanG = -1, -1
 	E, K := op.e, op.k
 	gsize := E / op.groups
 	per := op.topkPer()
@@ -221,6 +238,13 @@ func topkRows(ids []int32, scores, bias []float64, T int, op topkOp) {
 					}
 					gscore[gi] = s
 					gorder[gi] = gi
+					if math.IsNaN(s) {
+						mu.Lock()
+						if nanT < 0 || t < nanT {
+							nanT, nanG = t, gi
+						}
+						mu.Unlock()
+					}
 				}
 				sort.SliceStable(gorder, func(a, b int) bool { return gscore[gorder[a]] > gscore[gorder[b]] })
 				for e := range allowed {
@@ -245,6 +269,7 @@ func topkRows(ids []int32, scores, bias []float64, T int, op topkOp) {
 			order = order[:E]
 		}
 	})
+	return nanT, nanG
 }
 
 // topkParallel runs f over blocks of rows; the split never changes a result.

@@ -1,0 +1,101 @@
+package kernels
+
+// Row loops of the CPU kernels, unrolled by 8 so that the scalar code Go emits keeps several
+// independent loads, multiplies and adds in flight. Each keeps the rounding contract: every
+// product is rounded on its own (the explicit conversion forbids a fused multiply-add) and
+// every sum starts from +0.
+
+// setRow sets d = 0 + s.
+func setRow[F Float](d, s []F) {
+	s = s[:len(d)]
+	i := 0
+	for ; i+8 <= len(d); i += 8 {
+		dd, ss := d[i:i+8:i+8], s[i:i+8:i+8]
+		dd[0], dd[1], dd[2], dd[3] = 0+ss[0], 0+ss[1], 0+ss[2], 0+ss[3]
+		dd[4], dd[5], dd[6], dd[7] = 0+ss[4], 0+ss[5], 0+ss[6], 0+ss[7]
+	}
+	for ; i < len(d); i++ {
+		d[i] = 0 + s[i]
+	}
+}
+
+// addRow sets d += s.
+func addRow[F Float](d, s []F) {
+	s = s[:len(d)]
+	i := 0
+	for ; i+8 <= len(d); i += 8 {
+		dd, ss := d[i:i+8:i+8], s[i:i+8:i+8]
+		dd[0], dd[1], dd[2], dd[3] = dd[0]+ss[0], dd[1]+ss[1], dd[2]+ss[2], dd[3]+ss[3]
+		dd[4], dd[5], dd[6], dd[7] = dd[4]+ss[4], dd[5]+ss[5], dd[6]+ss[6], dd[7]+ss[7]
+	}
+	for ; i < len(d); i++ {
+		d[i] += s[i]
+	}
+}
+
+// setScaledRow sets d = 0 + round(w·s).
+func setScaledRow[F Float](d, s []F, w F) {
+	s = s[:len(d)]
+	i := 0
+	for ; i+8 <= len(d); i += 8 {
+		dd, ss := d[i:i+8:i+8], s[i:i+8:i+8]
+		dd[0], dd[1], dd[2], dd[3] = 0+F(w*ss[0]), 0+F(w*ss[1]), 0+F(w*ss[2]), 0+F(w*ss[3])
+		dd[4], dd[5], dd[6], dd[7] = 0+F(w*ss[4]), 0+F(w*ss[5]), 0+F(w*ss[6]), 0+F(w*ss[7])
+	}
+	for ; i < len(d); i++ {
+		d[i] = 0 + F(w*s[i])
+	}
+}
+
+// addScaledRow sets d += round(w·s).
+func addScaledRow[F Float](d, s []F, w F) {
+	s = s[:len(d)]
+	i := 0
+	for ; i+8 <= len(d); i += 8 {
+		dd, ss := d[i:i+8:i+8], s[i:i+8:i+8]
+		dd[0], dd[1], dd[2], dd[3] = dd[0]+F(w*ss[0]), dd[1]+F(w*ss[1]), dd[2]+F(w*ss[2]), dd[3]+F(w*ss[3])
+		dd[4], dd[5], dd[6], dd[7] = dd[4]+F(w*ss[4]), dd[5]+F(w*ss[5]), dd[6]+F(w*ss[6]), dd[7]+F(w*ss[7])
+	}
+	for ; i < len(d); i++ {
+		d[i] += F(w * s[i])
+	}
+}
+
+// scaleRow sets d = w·s (one rounding per element).
+func scaleRow[F Float](d, s []F, w F) {
+	s = s[:len(d)]
+	i := 0
+	for ; i+8 <= len(d); i += 8 {
+		dd, ss := d[i:i+8:i+8], s[i:i+8:i+8]
+		dd[0], dd[1], dd[2], dd[3] = w*ss[0], w*ss[1], w*ss[2], w*ss[3]
+		dd[4], dd[5], dd[6], dd[7] = w*ss[4], w*ss[5], w*ss[6], w*ss[7]
+	}
+	for ; i < len(d); i++ {
+		d[i] = w * s[i]
+	}
+}
+
+// dot64 is Σ_h a[h]·b[h] in float64: each product is rounded to float64, lane j of 8 sums the
+// products with h ≡ j (mod 8) in h order, and the lanes are added pairwise in a fixed tree
+// ((0+4)+(2+6))+((1+5)+(3+7)). The order depends on len(a) alone, so the result is
+// reproducible everywhere; the 8 independent chains keep the adder busy.
+func dot64[F Float](a, b []F) float64 {
+	var l [8]float64
+	b = b[:len(a)]
+	i := 0
+	for ; i+8 <= len(a); i += 8 {
+		aa, bb := a[i:i+8:i+8], b[i:i+8:i+8]
+		l[0] += float64(float64(aa[0]) * float64(bb[0]))
+		l[1] += float64(float64(aa[1]) * float64(bb[1]))
+		l[2] += float64(float64(aa[2]) * float64(bb[2]))
+		l[3] += float64(float64(aa[3]) * float64(bb[3]))
+		l[4] += float64(float64(aa[4]) * float64(bb[4]))
+		l[5] += float64(float64(aa[5]) * float64(bb[5]))
+		l[6] += float64(float64(aa[6]) * float64(bb[6]))
+		l[7] += float64(float64(aa[7]) * float64(bb[7]))
+	}
+	for j := 0; i < len(a); i, j = i+1, j+1 {
+		l[j] += float64(float64(a[i]) * float64(b[i]))
+	}
+	return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
+}
