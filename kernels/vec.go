@@ -1,12 +1,17 @@
 package kernels
 
-// Row loops of the CPU kernels, unrolled by 8 so that the scalar code Go emits keeps several
-// independent loads, multiplies and adds in flight. Each keeps the rounding contract: every
+// Row loops of the CPU kernels. On amd64 they run through SIMD assembly (axpyAsm); elsewhere
+// they are unrolled by 8 so that the scalar code Go emits keeps several independent loads,
+// multiplies and adds in flight. Each keeps the rounding contract: every
 // product is rounded on its own (the explicit conversion forbids a fused multiply-add) and
 // every sum starts from +0.
 
 // setRow sets d = 0 + s.
 func setRow[F Float](d, s []F) {
+	clear(d)
+	if axpyAsm(d, s, 1) { // +0 + 1·s = 0 + s
+		return
+	}
 	s = s[:len(d)]
 	i := 0
 	for ; i+8 <= len(d); i += 8 {
@@ -21,6 +26,9 @@ func setRow[F Float](d, s []F) {
 
 // addRow sets d += s.
 func addRow[F Float](d, s []F) {
+	if axpyAsm(d, s, 1) { // 1·s is exact
+		return
+	}
 	s = s[:len(d)]
 	i := 0
 	for ; i+8 <= len(d); i += 8 {
@@ -35,6 +43,10 @@ func addRow[F Float](d, s []F) {
 
 // setScaledRow sets d = 0 + round(w·s).
 func setScaledRow[F Float](d, s []F, w F) {
+	clear(d)
+	if axpyAsm(d, s, w) {
+		return
+	}
 	s = s[:len(d)]
 	i := 0
 	for ; i+8 <= len(d); i += 8 {
@@ -49,6 +61,9 @@ func setScaledRow[F Float](d, s []F, w F) {
 
 // addScaledRow sets d += round(w·s).
 func addScaledRow[F Float](d, s []F, w F) {
+	if axpyAsm(d, s, w) {
+		return
+	}
 	s = s[:len(d)]
 	i := 0
 	for ; i+8 <= len(d); i += 8 {

@@ -26,6 +26,27 @@
 //	cost := taskLoss(out.Y) + out.Loss     // add the weighted aux losses to the cost
 //	G.Grad(cost, layer.Learnables()...)
 //
+// # Expert parallelism
+//
+// NewExpertParallel builds the layer for one rank of N expert-parallel ranks (an
+// ep.Communicator: in-process ep.Group ranks, or NCCL under the gomoecuda build tag). The
+// router, the expert bias and the shared experts are replicated on every rank; the routed
+// experts are sharded, rank r holding experts [r·E/N, (r+1)·E/N) with the initial values New
+// gives them, so N ranks start from the same model as one. Each rank calls Forward on its own
+// T tokens, and the tokens travel to their experts' ranks and back through package ep's
+// differentiable dispatch and combine. Y, the input gradient and the gradients of the local
+// expert weights equal the single-rank layer's on the concatenated tokens. What differs:
+//
+//   - The gradients of the replicated weights (Router, SharedW1, SharedW3, SharedW2) are this
+//     rank's share only: sum them over the ranks (the data-parallel all-reduce) before the
+//     solver step, or the replicas drift apart.
+//   - The balancing losses (AuxLoss, SeqAuxLoss), the z-loss, Output.Counts, Output.Stats and
+//     UpdateExpertBias see this rank's tokens only; sum the counts over the ranks before
+//     UpdateExpertBias to keep the expert bias identical everywhere.
+//   - In capacity mode the capacity C is per expert and sending rank: each rank may send up
+//     to C of its own tokens to every expert, so an expert takes up to N·C rows in all.
+//   - Router jitter (Config.JitterEps) draws the same noise sequence on every rank.
+//
 // All shapes are static: the number of tokens T comes from x, the permuted buffer has a
 // fixed row count R, and which rows each expert owns changes from step to step inside the
 // plan's value. Nothing waits on the host between ops.

@@ -36,6 +36,9 @@ type Layer struct {
 	Bias *G.Node
 
 	forwards int64
+	// paths moves the tokens to the routed experts and back (see paths.go): one rank, or
+	// expert parallel (NewExpertParallel).
+	paths expertPaths
 }
 
 // Output is what Forward returns. The loss nodes are scalars of the layer's Dtype, already
@@ -228,7 +231,7 @@ func (l *Layer) forward(x *G.Node, T int, geo kernels.Geometry) (*Output, error)
 	needAux := c.AuxLossCoeff > 0 || c.SeqAuxLossCoeff > 0
 	switch {
 	case c.Score == Softmax && c.PreSoftmax:
-		s, err := G.SoftMax(o.Logits, 1)
+		s, err := rowSoftmax(o.Logits)
 		if err != nil {
 			return nil, err
 		}
@@ -247,11 +250,11 @@ func (l *Layer) forward(x *G.Node, T int, geo kernels.Geometry) (*Output, error)
 		if err != nil {
 			return nil, err
 		}
-		if o.Probs, err = G.SoftMax(chosen, 1); err != nil {
+		if o.Probs, err = rowSoftmax(chosen); err != nil {
 			return nil, err
 		}
 		if needAux {
-			if auxScores, err = G.SoftMax(o.Logits, 1); err != nil {
+			if auxScores, err = rowSoftmax(o.Logits); err != nil {
 				return nil, err
 			}
 		}
@@ -292,20 +295,27 @@ func (l *Layer) forward(x *G.Node, T int, geo kernels.Geometry) (*Output, error)
 	if c.CapacityFactor > 0 && c.DropPolicy == DropByProb {
 		planProbs = o.Probs
 	}
-	if o.Plan, err = op.NewPlan(o.IDs, planProbs, geo); err != nil {
-		return nil, err
+	paths := l.paths
+	if paths == nil {
+		paths = localPaths{}
 	}
-	xp, err := op.Permute(x, o.Plan)
+	route, err := paths.route(o.IDs, planProbs, geo)
 	if err != nil {
 		return nil, err
 	}
-	h, err := l.activation(xp, func(a, w *G.Node) (*G.Node, error) { return op.GroupedMatMul(a, w, o.Plan) }, l.W1, l.W3)
+	o.Plan = route.plan()
+	xp, err := route.dispatch(x)
+	if err != nil {
+		return nil, err
+	}
+	experts := route.expertPlan()
+	h, err := l.activation(xp, func(a, w *G.Node) (*G.Node, error) { return op.GroupedMatMul(a, w, experts) }, l.W1, l.W3)
 	if err != nil {
 		return nil, err
 	}
 	combineProbs := probs
 	if c.ProbsOnActivation {
-		pp, err := op.PermuteProbs(probs, o.Plan)
+		pp, err := route.dispatchProbs(probs)
 		if err != nil {
 			return nil, err
 		}
@@ -314,11 +324,11 @@ func (l *Layer) forward(x *G.Node, T int, geo kernels.Geometry) (*Output, error)
 		}
 		combineProbs = nil
 	}
-	yp, err := op.GroupedMatMul(h, l.W2, o.Plan)
+	yp, err := op.GroupedMatMul(h, l.W2, experts)
 	if err != nil {
 		return nil, err
 	}
-	if o.Y, err = op.Unpermute(yp, combineProbs, o.Plan); err != nil {
+	if o.Y, err = route.combine(yp, combineProbs); err != nil {
 		return nil, err
 	}
 	if c.SharedFFN > 0 {
@@ -442,6 +452,22 @@ func gelu(a *G.Node, dt tensor.Dtype) (*G.Node, error) {
 		return nil, err
 	}
 	return G.HadamardProd(half, onePlus)
+}
+
+// rowSoftmax is the softmax of every row of m [T,N], computed stably as
+// exp(m − lse(m)) with op.RowLogSumExp (which subtracts each row's own maximum). gorgonia's
+// SoftMax is not used: in tensor v0.9.24 its kernel starts every row's maximum from the
+// tensor's first element, so a row far above that element overflows to NaN.
+func rowSoftmax(m *G.Node) (*G.Node, error) {
+	lse, err := op.RowLogSumExp(m)
+	if err != nil {
+		return nil, err
+	}
+	d, err := G.BroadcastSub(m, lse, nil, []byte{1})
+	if err != nil {
+		return nil, err
+	}
+	return G.Exp(d)
 }
 
 // rowNormalise divides every row of m [T,N] by its sum.

@@ -1,0 +1,147 @@
+package moe
+
+import (
+	"fmt"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/ep"
+	"github.com/gomoe/gomoe/kernels"
+	"github.com/gomoe/gomoe/op"
+)
+
+// NewExpertParallel is New for rank comm.Rank() of an expert-parallel group of N =
+// comm.Size() ranks. The router, the expert bias and the shared experts are whole on every
+// rank; the routed experts are sharded: this rank's W1, W3 and W2 hold experts
+// [r·E/N, (r+1)·E/N) only, with the initial values New gives those experts for the same
+// config, so N ranks start from the same model as one rank. E must be divisible by N.
+//
+// Every rank builds the same graph and calls Forward on its own T tokens; Forward then runs
+// collectives (see package ep), so all ranks run their machines together. The layer's Y and
+// the gradients of its input and of the local expert weights equal the single-rank layer's on
+// the concatenated tokens. The gradients of the replicated weights (router, shared experts)
+// are this rank's share: sum them over the ranks (the data-parallel all-reduce) before the
+// solver step. The balancing losses, Output.Counts and UpdateExpertBias see this rank's tokens
+// only; in capacity mode C is per expert and sending rank; router jitter draws the same noise
+// on every rank. See the package documentation, "Expert parallelism".
+//
+// Initialisation builds the full layer once in a scratch graph to draw the values, so it
+// briefly holds all E experts' weights on the host.
+func NewExpertParallel(g *G.ExprGraph, name string, cfg Config, comm ep.Communicator) (*Layer, error) {
+	wrap := func(err error) (*Layer, error) { return nil, fmt.Errorf("gomoe: moe.NewExpertParallel: %w", err) }
+	if comm == nil {
+		return wrap(fmt.Errorf("communicator is nil"))
+	}
+	n, r := comm.Size(), comm.Rank()
+	if n < 1 || r < 0 || r >= n {
+		return wrap(fmt.Errorf("communicator says rank %d of %d", r, n))
+	}
+	if cfg.Experts%n != 0 {
+		return wrap(fmt.Errorf("Experts=%d are not divisible by N=%d ranks", cfg.Experts, n))
+	}
+	if g == nil {
+		return wrap(fmt.Errorf("nil graph"))
+	}
+	full, err := New(G.NewGraph(), name, cfg)
+	if err != nil {
+		return wrap(err)
+	}
+	if len(g.ByName(name+".router")) > 0 {
+		return wrap(fmt.Errorf("the graph already has a layer named %q", name))
+	}
+	el := cfg.Experts / n
+	l := &Layer{cfg: full.cfg, name: name, g: g, paths: epPaths{comm}}
+	// copyNode makes a node of g named like src holding src's value, or (lo >= 0) the experts
+	// [lo, hi) of an expert weight [E, ...].
+	copyNode := func(src *G.Node, lo, hi int) (*G.Node, error) {
+		if src == nil {
+			return nil, nil
+		}
+		v, ok := src.Value().(*tensor.Dense)
+		if !ok {
+			return nil, fmt.Errorf("%s holds a %T", src.Name(), src.Value())
+		}
+		shape := v.Shape().Clone()
+		var data any
+		switch d := v.Data().(type) {
+		case []float32:
+			data = append([]float32(nil), d...)
+		case []float64:
+			data = append([]float64(nil), d...)
+		default:
+			return nil, fmt.Errorf("%s holds %T", src.Name(), d)
+		}
+		if lo >= 0 {
+			inner := shape.TotalSize() / shape[0]
+			switch d := data.(type) {
+			case []float32:
+				data = d[lo*inner : hi*inner]
+			case []float64:
+				data = d[lo*inner : hi*inner]
+			}
+			shape[0] = hi - lo
+		}
+		t := tensor.New(tensor.WithShape(shape...), tensor.WithBacking(data))
+		return G.NewTensor(g, v.Dtype(), len(shape), G.WithShape(shape...), G.WithName(src.Name()), G.WithValue(t)), nil
+	}
+	for _, w := range []struct {
+		dst    **G.Node
+		src    *G.Node
+		expert bool
+	}{
+		{&l.Router, full.Router, false}, {&l.W1, full.W1, true}, {&l.W3, full.W3, true}, {&l.W2, full.W2, true},
+		{&l.SharedW1, full.SharedW1, false}, {&l.SharedW3, full.SharedW3, false}, {&l.SharedW2, full.SharedW2, false},
+		{&l.Bias, full.Bias, false},
+	} {
+		lo, hi := -1, 0
+		if w.expert {
+			lo, hi = r*el, (r+1)*el
+		}
+		if *w.dst, err = copyNode(w.src, lo, hi); err != nil {
+			return wrap(err)
+		}
+	}
+	return l, nil
+}
+
+// epPaths shards the routed experts over the ranks of comm.
+type epPaths struct{ comm ep.Communicator }
+
+func (e epPaths) route(ids, planProbs *G.Node, geo kernels.Geometry) (expertRoute, error) {
+	p, err := ep.NewPlan(ids, planProbs, geo, e.comm)
+	if err != nil {
+		return nil, err
+	}
+	local, err := p.Local()
+	if err != nil {
+		return nil, err
+	}
+	return epRoute{p, local}, nil
+}
+
+type epRoute struct {
+	p     *ep.Plan
+	local *op.Plan
+}
+
+func (r epRoute) plan() *op.Plan                      { return r.p.Send }
+func (r epRoute) expertPlan() *op.Plan                { return r.local }
+func (r epRoute) dispatch(x *G.Node) (*G.Node, error) { return ep.Dispatch(x, r.p) }
+
+// dispatchProbs permutes the probs into the send layout and sends them along as rows of width 1.
+func (r epRoute) dispatchProbs(probs *G.Node) (*G.Node, error) {
+	pp, err := op.PermuteProbs(probs, r.p.Send)
+	if err != nil {
+		return nil, err
+	}
+	if pp, err = G.Reshape(pp, tensor.Shape{r.p.Send.Rows(), 1}); err != nil {
+		return nil, err
+	}
+	if pp, err = ep.DispatchRows(pp, r.p); err != nil {
+		return nil, err
+	}
+	return G.Reshape(pp, tensor.Shape{r.local.Rows()})
+}
+
+func (r epRoute) combine(yp, probs *G.Node) (*G.Node, error) { return ep.Combine(yp, probs, r.p) }

@@ -1,0 +1,235 @@
+package moe
+
+import (
+	"fmt"
+	"math"
+	"math/rand"
+	"sync"
+	"testing"
+	"time"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/ep"
+)
+
+// epRun holds what a test compares: Y, the input gradient and the weight gradients (expert
+// weights: this rank's slice; replicated weights: this rank's share).
+type epRun struct {
+	y, dx  []float64
+	dw     map[string][]float64
+	counts []float64
+}
+
+func epFloats(v G.Value) []float64 {
+	switch d := v.Data().(type) {
+	case []float32:
+		o := make([]float64, len(d))
+		for i, x := range d {
+			o[i] = float64(x)
+		}
+		return o
+	case []float64:
+		return append([]float64(nil), d...)
+	}
+	panic(fmt.Sprintf("epFloats: %T", v.Data()))
+}
+
+// epRunLayer builds layer l's graph g on x [T,H] with cost Σ Y⊙rw, runs it and returns the run.
+func epRunLayer(g *G.ExprGraph, l *Layer, x, rw []float64, T int) (epRun, error) {
+	H := l.cfg.Hidden
+	dt := l.cfg.Dtype
+	mk := func(name string, v []float64) *G.Node {
+		var t *tensor.Dense
+		if dt == tensor.Float32 {
+			b := make([]float32, len(v))
+			for i, f := range v {
+				b[i] = float32(f)
+			}
+			t = tensor.New(tensor.WithShape(T, H), tensor.WithBacking(b))
+		} else {
+			t = tensor.New(tensor.WithShape(T, H), tensor.WithBacking(append([]float64(nil), v...)))
+		}
+		return G.NewMatrix(g, dt, G.WithShape(T, H), G.WithName(name), G.WithValue(t))
+	}
+	xn, rn := mk("x", x), mk("rw", rw)
+	out, err := l.Forward(xn)
+	if err != nil {
+		return epRun{}, err
+	}
+	cost, err := G.Sum(G.Must(G.HadamardProd(out.Y, rn)))
+	if err != nil {
+		return epRun{}, err
+	}
+	wrt := append(G.Nodes{xn}, l.Learnables()...)
+	grads, err := G.Grad(cost, wrt...)
+	if err != nil {
+		return epRun{}, err
+	}
+	var yv G.Value
+	G.Read(out.Y, &yv)
+	m := G.NewTapeMachine(g)
+	defer m.Close()
+	if err := m.RunAll(); err != nil {
+		return epRun{}, err
+	}
+	run := epRun{y: epFloats(yv), dx: epFloats(grads[0].Value()), dw: map[string][]float64{}}
+	for i, n := range l.Learnables() {
+		run.dw[n.Name()] = epFloats(grads[i+1].Value())
+	}
+	return run, nil
+}
+
+// TestExpertParallelLayer: the layer sharded over N in-process ranks gives the single-rank
+// layer's Y, input gradient and expert-weight gradients, and its replicated weights'
+// gradients sum over the ranks to the single-rank ones.
+func TestExpertParallelLayer(t *testing.T) {
+	cfgs := []Config{
+		{Hidden: 4, FFN: 3, Experts: 8, TopK: 2, Dtype: tensor.Float64, Seed: 3},
+		{Hidden: 3, FFN: 2, Experts: 4, TopK: 2, Dtype: tensor.Float64, Activation: GELU, Align: 2, ProbsOnActivation: true, SharedFFN: 2, Seed: 4},
+		{Hidden: 3, FFN: 2, Experts: 4, TopK: 1, Dtype: tensor.Float64, Score: Sigmoid, CapacityFactor: 8, DropPolicy: DropByPosition, Seed: 5},
+	}
+	for ci, cfg := range cfgs {
+		for _, n := range []int{1, 2, 4} {
+			if cfg.Experts%n != 0 {
+				continue
+			}
+			t.Run(fmt.Sprintf("cfg%d/N%d", ci, n), func(t *testing.T) {
+				const T = 6
+				rng := rand.New(rand.NewSource(int64(ci*10 + n)))
+				H := cfg.Hidden
+				x, rw := make([]float64, n*T*H), make([]float64, n*T*H)
+				for i := range x {
+					x[i], rw[i] = rng.NormFloat64(), rng.NormFloat64()
+				}
+				g := G.NewGraph()
+				single, err := New(g, "moe", cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want, err := epRunLayer(g, single, x, rw, n*T)
+				if err != nil {
+					t.Fatal(err)
+				}
+				grp, err := ep.NewGroupTimeout(n, 20*time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				runs := make([]epRun, n)
+				var mu sync.Mutex
+				err = grp.Run(func(c ep.Communicator) error {
+					r := c.Rank()
+					g := G.NewGraph()
+					l, err := NewExpertParallel(g, "moe", cfg, c)
+					if err != nil {
+						return err
+					}
+					run, err := epRunLayer(g, l, x[r*T*H:(r+1)*T*H], rw[r*T*H:(r+1)*T*H], T)
+					mu.Lock()
+					runs[r] = run
+					mu.Unlock()
+					return err
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				// The data movement is bitwise (package ep's tests); here the router's
+				// gemm over T rows instead of N·T rows may round differently in gonum, so
+				// compare to a tight tolerance.
+				exact := func(what string, got, want []float64) {
+					t.Helper()
+					if len(got) != len(want) {
+						t.Fatalf("%s: %d values, want %d", what, len(got), len(want))
+					}
+					for i := range got {
+						if math.Abs(got[i]-want[i]) > 1e-12*math.Max(1, math.Abs(want[i])) {
+							t.Fatalf("%s[%d] = %v, want %v", what, i, got[i], want[i])
+						}
+					}
+				}
+				var y, dx []float64
+				for _, run := range runs {
+					y, dx = append(y, run.y...), append(dx, run.dx...)
+				}
+				exact("Y", y, want.y)
+				exact("dx", dx, want.dx)
+				for name, w := range want.dw {
+					switch name {
+					case "moe.w1", "moe.w3", "moe.w2": // sharded: concatenate the ranks' slices
+						var got []float64
+						for _, run := range runs {
+							got = append(got, run.dw[name]...)
+						}
+						exact("d"+name, got, w)
+					default: // replicated: the ranks' shares sum to the whole
+						sum := make([]float64, len(w))
+						for _, run := range runs {
+							for i, v := range run.dw[name] {
+								sum[i] += v
+							}
+						}
+						for i := range w {
+							if math.Abs(sum[i]-w[i]) > 1e-12*math.Max(1, math.Abs(w[i])) {
+								t.Fatalf("d%s[%d]: ranks sum to %v, want %v", name, i, sum[i], w[i])
+							}
+						}
+					}
+				}
+			})
+		}
+	}
+}
+
+func TestNewExpertParallelErrors(t *testing.T) {
+	grp3, err := ep.NewGroup(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c3, err := grp3.Comm(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	grp2, err := ep.NewGroup(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, err := grp2.Comm(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Hidden: 2, FFN: 2, Experts: 4, TopK: 2}
+	taken := G.NewGraph()
+	if _, err := New(taken, "moe", cfg); err != nil {
+		t.Fatal(err)
+	}
+	takenNodes := len(taken.AllNodes())
+	cases := []struct {
+		name string
+		g    *G.ExprGraph
+		cfg  Config
+		c    ep.Communicator
+		want []string
+	}{
+		{"E=4 on 3 ranks", G.NewGraph(), cfg, c3, []string{"Experts=4", "N=3"}},
+		{"nil communicator", G.NewGraph(), cfg, nil, []string{"communicator is nil"}},
+		{"nil graph", nil, cfg, c2, []string{"nil graph"}},
+		{"bad config", G.NewGraph(), Config{}, c2, []string{"Hidden"}},
+		{"name taken", taken, cfg, c2, []string{"already has a layer"}},
+	}
+	for _, tc := range cases {
+		var l *Layer
+		err := noPanic(t, func() error {
+			var err error
+			l, err = NewExpertParallel(tc.g, "moe", tc.cfg, tc.c)
+			return err
+		})
+		if l != nil {
+			t.Errorf("%s: got a layer", tc.name)
+		}
+		wantErrContains(t, err, tc.want...)
+	}
+	if n := len(taken.AllNodes()); n != takenNodes {
+		t.Errorf("the taken graph has %d nodes after the failed call, want %d", n, takenNodes)
+	}
+}
