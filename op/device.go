@@ -8,7 +8,7 @@ import (
 
 // deviceKernels runs the ops' kernels on values that live in device memory. The default build
 // registers none, so every op runs the CPU kernels on host values. The cuda build registers one
-// from an init function (a file with the build tag `cuda`), and each op's Do sends values that
+// from an init function (a file with the build tag `gomoecuda`), and each op's Do sends values that
 // the registered backend Owns to it. Values are never copied between host and device silently:
 // a mix of host and device inputs is an error.
 //

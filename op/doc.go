@@ -29,7 +29,9 @@
 //
 // # Dtypes, determinism and errors
 //
-// Data is float32 or float64; probs must have the data dtype; ids and plans are int32. Every
+// Data is float32, float64 or bfloat16 (package bfloat16; its probs are float32, the CPU
+// widens to float32, runs the float32 kernels and rounds once); otherwise probs have the data
+// dtype; ids and plans are int32. Every
 // result is bitwise reproducible across runs and GOMAXPROCS values (see package kernels for the
 // rounding contract). Shapes are checked when a node is built; dtypes, ids and plans are checked
 // when it runs, so a bad value gives an error from the machine's RunAll, never a panic or a
@@ -37,7 +39,7 @@
 //
 // # Devices
 //
-// Each op's Do runs the CPU kernels on host tensors. Builds with the cuda tag register a device
-// backend, and Do sends values that live in its memory to the CUDA kernels instead; a mix of
+// Each op's Do runs the CPU kernels on host tensors. Builds with the gomoecuda tag register a
+// device backend, and Do sends values that live in its memory to the CUDA kernels instead; a mix of
 // host and device inputs is an error, since nothing is copied silently.
 package op
