@@ -223,11 +223,7 @@ func TestBF16Prealloc(t *testing.T) {
 	x := bf16Of(randFloats(rng, 4*H), 4, H)
 	rows := bf16Of(randFloats(rng, R*H), R, H)
 	probs := denseOf(tensor.Float32, randProbs(rng, 8), 4, 2)
-	cases := []struct {
-		op  G.UsePreallocDoer
-		in  []G.Value
-		out []int
-	}{
+	cases := []preallocCase{
 		{permuteOp{g}, []G.Value{x, planV}, []int{R, H}},
 		{permuteGradOp{g}, []G.Value{rows, planV}, []int{4, H}},
 		{unpermuteOp{g, true}, []G.Value{rows, probs, planV}, []int{4, H}},
@@ -235,24 +231,8 @@ func TestBF16Prealloc(t *testing.T) {
 		{unpermuteGradRowsOp{g, true}, []G.Value{x, probs, planV}, []int{R, H}},
 	}
 	for _, c := range cases {
-		want, err := c.op.(G.Op).Do(c.in...)
-		if err != nil {
-			t.Fatalf("%v: %v", c.op, err)
-		}
-		n := tensor.Shape(c.out).TotalSize()
-		stale := make([]float64, n)
-		for i := range stale {
-			stale[i] = 1e3 + float64(i)
-		}
-		pre := bf16Of(stale, c.out...)
-		got, err := c.op.UsePreallocDo(pre, c.in...)
-		if err != nil {
-			t.Fatalf("%v: UsePreallocDo: %v", c.op, err)
-		}
-		if got != G.Value(pre) || !bitsEqual(got, want) {
-			t.Errorf("%v: UsePreallocDo gave %v, Do %v", c.op, got, want)
-		}
-		_, err = c.op.UsePreallocDo(denseOf(tensor.Float32, stale, c.out...), c.in...)
+		stale := checkPreallocDo(t, c, fmt.Sprint(c.op), bf16Of)
+		_, err := c.op.UsePreallocDo(denseOf(tensor.Float32, stale, c.out...), c.in...)
 		wantErr(t, fmt.Sprint(c.op), err, "preallocated output has dtype float32, want bfloat16")
 	}
 	// dprobs stays float32 for bfloat16 data.

@@ -137,6 +137,32 @@ func gmmHostOnly(name, what string, v G.Value) error {
 	return nil
 }
 
+// gmmDoInputs checks and reads the inputs (rows [R, C], w [E,H,N], plan) of the forward and
+// of the backward to the rows, in that order: w first (a float tensor of E matrices H×N), then
+// the rows, named what, whose width C is w's dimension colDim (1: H, 2: N), then the plan.
+func gmmDoInputs(name string, geo kernels.Geometry, vs []G.Value, what string, colDim int) (rows, w *tensor.Dense, p kernels.Plan, H, N int, err error) {
+	if len(vs) != 3 {
+		return nil, nil, p, 0, 0, fmt.Errorf("gomoe: %s: want 3 inputs, got %d", name, len(vs))
+	}
+	if w, err = gmmDense(name, "w", vs[1], tensor.Dtype{}, nil); err != nil {
+		return nil, nil, p, 0, 0, err
+	}
+	if err = gmmFloat(w.Dtype()); err != nil {
+		return nil, nil, p, 0, 0, err
+	}
+	if w.Dims() != 3 || w.Shape()[0] != geo.E {
+		return nil, nil, p, 0, 0, fmt.Errorf("gomoe: %s: w has shape %v, want (E=%d, H, N)", name, w.Shape(), geo.E)
+	}
+	H, N = w.Shape()[1], w.Shape()[2]
+	if rows, err = gmmDense(name, what, vs[0], w.Dtype(), tensor.Shape{geo.Rows(), w.Shape()[colDim]}); err != nil {
+		return nil, nil, p, 0, 0, err
+	}
+	if p, err = gmmPlan(name, geo, vs[2]); err != nil {
+		return nil, nil, kernels.Plan{}, 0, 0, err
+	}
+	return rows, w, p, H, N, nil
+}
+
 // gmmPlan reads the plan value as a kernels.Plan of geometry geo.
 func gmmPlan(name string, geo kernels.Geometry, v G.Value) (kernels.Plan, error) {
 	d, err := gmmDense(name, "plan", v, tensor.Int32, tensor.Shape{geo.PlanLen()})
@@ -171,26 +197,7 @@ func (op gmmOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 }
 
 func (op gmmOp) Do(vs ...G.Value) (G.Value, error) {
-	const name = "GroupedMatMul"
-	if len(vs) != 3 {
-		return nil, fmt.Errorf("gomoe: %s: want 3 inputs, got %d", name, len(vs))
-	}
-	w, err := gmmDense(name, "w", vs[1], tensor.Dtype{}, nil)
-	if err != nil {
-		return nil, err
-	}
-	if err := gmmFloat(w.Dtype()); err != nil {
-		return nil, err
-	}
-	if w.Dims() != 3 || w.Shape()[0] != op.geo.E {
-		return nil, fmt.Errorf("gomoe: %s: w has shape %v, want (E=%d, H, N)", name, w.Shape(), op.geo.E)
-	}
-	H, N := w.Shape()[1], w.Shape()[2]
-	xp, err := gmmDense(name, "xp", vs[0], w.Dtype(), tensor.Shape{op.geo.Rows(), H})
-	if err != nil {
-		return nil, err
-	}
-	p, err := gmmPlan(name, op.geo, vs[2])
+	xp, w, p, H, N, err := gmmDoInputs("GroupedMatMul", op.geo, vs, "xp", 1)
 	if err != nil {
 		return nil, err
 	}
@@ -316,26 +323,7 @@ func (op gmmRowsGradOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 }
 
 func (op gmmRowsGradOp) Do(vs ...G.Value) (G.Value, error) {
-	const name = "GroupedMatMulRowsGrad"
-	if len(vs) != 3 {
-		return nil, fmt.Errorf("gomoe: %s: want 3 inputs, got %d", name, len(vs))
-	}
-	w, err := gmmDense(name, "w", vs[1], tensor.Dtype{}, nil)
-	if err != nil {
-		return nil, err
-	}
-	if err := gmmFloat(w.Dtype()); err != nil {
-		return nil, err
-	}
-	if w.Dims() != 3 || w.Shape()[0] != op.geo.E {
-		return nil, fmt.Errorf("gomoe: %s: w has shape %v, want (E=%d, H, N)", name, w.Shape(), op.geo.E)
-	}
-	H, N := w.Shape()[1], w.Shape()[2]
-	dz, err := gmmDense(name, "dz", vs[0], w.Dtype(), tensor.Shape{op.geo.Rows(), N})
-	if err != nil {
-		return nil, err
-	}
-	p, err := gmmPlan(name, op.geo, vs[2])
+	dz, w, p, H, N, err := gmmDoInputs("GroupedMatMulRowsGrad", op.geo, vs, "dz", 2)
 	if err != nil {
 		return nil, err
 	}

@@ -238,11 +238,7 @@ func TestUsePrealloc(t *testing.T) {
 		rows := denseOf(dt, randFloats(rng, R*H), R, H)
 		probs := denseOf(dt, randProbs(rng, 8), 4, 2)
 		vecR := denseOf(dt, randFloats(rng, R), R)
-		cases := []struct {
-			op  G.UsePreallocDoer
-			in  []G.Value
-			out []int
-		}{
+		cases := []preallocCase{
 			{permuteOp{g}, []G.Value{x, planV}, []int{R, H}},
 			{permuteGradOp{g}, []G.Value{rows, planV}, []int{4, H}},
 			{permuteProbsOp{g}, []G.Value{probs, planV}, []int{R}},
@@ -253,26 +249,12 @@ func TestUsePrealloc(t *testing.T) {
 			{unpermuteGradRowsOp{g, false}, []G.Value{x, planV}, []int{R, H}},
 			{unpermuteGradProbsOp{g, dt}, []G.Value{x, rows, planV}, []int{4, 2}},
 		}
+		mk := func(data []float64, shape ...int) *tensor.Dense { return denseOf(dt, data, shape...) }
 		for _, c := range cases {
-			want, err := c.op.(G.Op).Do(c.in...)
-			if err != nil {
-				t.Fatalf("%v: %v", c.op, err)
-			}
-			n := tensor.Shape(c.out).TotalSize()
-			stale := make([]float64, n)
-			for i := range stale {
-				stale[i] = 1e3 + float64(i)
-			}
-			pre := denseOf(dt, stale, c.out...)
-			got, err := c.op.UsePreallocDo(pre, c.in...)
-			if err != nil {
-				t.Fatalf("%v: UsePreallocDo: %v", c.op, err)
-			}
-			if got != G.Value(pre) || !bitsEqual(got, want) {
-				t.Errorf("%v %v: UsePreallocDo gave %v, Do %v", c.op, dt, got, want)
-			}
+			stale := checkPreallocDo(t, c, fmt.Sprintf("%v %v", c.op, dt), mk)
+			n := len(stale)
 			bad := denseOf(dt, make([]float64, n+1), n+1)
-			_, err = c.op.UsePreallocDo(bad, c.in...)
+			_, err := c.op.UsePreallocDo(bad, c.in...)
 			wantErr(t, fmt.Sprint(c.op), err, "preallocated output has shape")
 			other := tensor.Float32
 			if dt == tensor.Float32 {

@@ -281,10 +281,16 @@ func (op unpermuteOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.key()) }
 func (op unpermuteOp) Hashcode() uint32      { return fnvHash(op.key()) }
 
 func (op unpermuteOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
-	const name = unpermuteName
-	whats := []string{"yp", "plan"}
+	return unpermuteInferShape(unpermuteName, op, ds, "yp", false)
+}
+
+// unpermuteInferShape is the InferShape of Unpermute (rows false: x is yp [R,H], the output
+// [T,H]) and of its backward to the rows (rows true: x is dy [T,H], the output [R,H]), whose
+// inputs are (x, probs [T,K], plan) or (x, plan) when unweighted.
+func unpermuteInferShape(name string, op unpermuteOp, ds []G.DimSizer, what string, rows bool) (tensor.Shape, error) {
+	whats := []string{what, "plan"}
 	if op.weighted {
-		whats = []string{"yp", "probs", "plan"}
+		whats = []string{what, "probs", "plan"}
 	}
 	ss, err := shapesOf(name, ds, whats...)
 	if err != nil {
@@ -293,7 +299,11 @@ func (op unpermuteOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	if err := op.g.Validate(); err != nil {
 		return nil, wrapErr(name, err)
 	}
-	if err := checkShape(name, "yp", ss[0], dim{"R", op.g.Rows()}, dim{"H", -1}); err != nil {
+	in, out := dim{"R", op.g.Rows()}, op.g.T
+	if rows {
+		in, out = dim{"T", op.g.T}, op.g.Rows()
+	}
+	if err := checkShape(name, what, ss[0], in, dim{"H", -1}); err != nil {
 		return nil, err
 	}
 	if op.weighted {
@@ -304,7 +314,7 @@ func (op unpermuteOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	if err := checkPlanShape(name, op.g, ss[len(ss)-1]); err != nil {
 		return nil, err
 	}
-	return tensor.Shape{op.g.T, ss[0][1]}, nil
+	return tensor.Shape{out, ss[0][1]}, nil
 }
 
 func (op unpermuteOp) Do(vs ...G.Value) (G.Value, error) { return op.UsePreallocDo(nil, vs...) }
@@ -330,19 +340,27 @@ func (op unpermuteOp) DiffWRT(n int) []bool {
 
 // SymDiff builds dyp = (probs ·) grad permuted to the rows and dprobs = ⟨yp rows, grad⟩.
 func (op unpermuteOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
-	const name = unpermuteName
+	return unpermuteSymDiff(unpermuteName, op, inputs, grad, unpermuteGradRowsName, unpermuteGradRowsOp(op), false)
+}
+
+// unpermuteSymDiff is the SymDiff of Unpermute and of its backward to the rows, which are each
+// other's adjoints: inputs are (x, probs, plan) or (x, plan) when unweighted, where x is yp
+// for Unpermute and dy for the rows backward. The gradient to x is adj(grad, probs, plan) (adj
+// is the other op, adjName its name) and the gradient to probs is the backward to the probs of
+// (grad, x) — or of (x, grad) when swap is set, since that op takes (dy, yp) in that order.
+func unpermuteSymDiff(name string, op unpermuteOp, inputs G.Nodes, grad *G.Node, adjName string, adj G.Op, swap bool) (G.Nodes, error) {
 	if len(inputs) != op.Arity() {
 		return nil, errorf(name, "SymDiff got %d inputs, want %d", len(inputs), op.Arity())
 	}
 	if !op.weighted {
-		dyp, err := applyOp(unpermuteGradRowsName, unpermuteGradRowsOp(op), grad, inputs[1])
+		dx, err := applyOp(adjName, adj, grad, inputs[1])
 		if err != nil {
 			return nil, err
 		}
-		return G.Nodes{dyp, nil}, nil
+		return G.Nodes{dx, nil}, nil
 	}
-	yp, probs, plan := inputs[0], inputs[1], inputs[2]
-	dyp, err := applyOp(unpermuteGradRowsName, unpermuteGradRowsOp(op), grad, probs, plan)
+	x, probs, plan := inputs[0], inputs[1], inputs[2]
+	dx, err := applyOp(adjName, adj, grad, probs, plan)
 	if err != nil {
 		return nil, err
 	}
@@ -350,11 +368,15 @@ func (op unpermuteOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, er
 	if err != nil {
 		return nil, err
 	}
-	dprobs, err := applyOp(unpermuteGradProbsName, unpermuteGradProbsOp{g: op.g, pdt: pdt}, grad, yp, plan)
+	dy, yp := grad, x
+	if swap {
+		dy, yp = x, grad
+	}
+	dprobs, err := applyOp(unpermuteGradProbsName, unpermuteGradProbsOp{g: op.g, pdt: pdt}, dy, yp, plan)
 	if err != nil {
 		return nil, err
 	}
-	return G.Nodes{dyp, dprobs, nil}, nil
+	return G.Nodes{dx, dprobs, nil}, nil
 }
 
 // DoDiff runs the backward kernel once for both gradients and adds them into yp's and probs'
@@ -422,30 +444,7 @@ func (op unpermuteGradRowsOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.key()) }
 func (op unpermuteGradRowsOp) Hashcode() uint32      { return fnvHash(op.key()) }
 
 func (op unpermuteGradRowsOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
-	const name = unpermuteGradRowsName
-	whats := []string{"dy", "plan"}
-	if op.weighted {
-		whats = []string{"dy", "probs", "plan"}
-	}
-	ss, err := shapesOf(name, ds, whats...)
-	if err != nil {
-		return nil, err
-	}
-	if err := op.g.Validate(); err != nil {
-		return nil, wrapErr(name, err)
-	}
-	if err := checkShape(name, "dy", ss[0], dim{"T", op.g.T}, dim{"H", -1}); err != nil {
-		return nil, err
-	}
-	if op.weighted {
-		if err := checkShape(name, "probs", ss[1], dim{"T", op.g.T}, dim{"K", op.g.K}); err != nil {
-			return nil, err
-		}
-	}
-	if err := checkPlanShape(name, op.g, ss[len(ss)-1]); err != nil {
-		return nil, err
-	}
-	return tensor.Shape{op.g.Rows(), ss[0][1]}, nil
+	return unpermuteInferShape(unpermuteGradRowsName, unpermuteOp(op), ds, "dy", true)
 }
 
 func (op unpermuteGradRowsOp) Do(vs ...G.Value) (G.Value, error) {
@@ -471,31 +470,7 @@ func (op unpermuteGradRowsOp) DiffWRT(n int) []bool { return unpermuteOp(op).Dif
 
 // SymDiff builds d(dy) = Unpermute(grad, probs) and d(probs) = ⟨grad rows, dy⟩.
 func (op unpermuteGradRowsOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
-	const name = unpermuteGradRowsName
-	if len(inputs) != op.Arity() {
-		return nil, errorf(name, "SymDiff got %d inputs, want %d", len(inputs), op.Arity())
-	}
-	if !op.weighted {
-		d, err := applyOp(unpermuteName, unpermuteOp(op), grad, inputs[1])
-		if err != nil {
-			return nil, err
-		}
-		return G.Nodes{d, nil}, nil
-	}
-	dy, probs, plan := inputs[0], inputs[1], inputs[2]
-	ddy, err := applyOp(unpermuteName, unpermuteOp(op), grad, probs, plan)
-	if err != nil {
-		return nil, err
-	}
-	pdt, err := nodeDtype(name, "probs", probs)
-	if err != nil {
-		return nil, err
-	}
-	dprobs, err := applyOp(unpermuteGradProbsName, unpermuteGradProbsOp{g: op.g, pdt: pdt}, dy, grad, plan)
-	if err != nil {
-		return nil, err
-	}
-	return G.Nodes{ddy, dprobs, nil}, nil
+	return unpermuteSymDiff(unpermuteGradRowsName, unpermuteOp(op), inputs, grad, unpermuteName, unpermuteOp(op), true)
 }
 
 // DoDiff adds Unpermute(output grad, probs) into dy's gradient and ⟨output grad rows, dy⟩ into

@@ -307,6 +307,38 @@ func maxRelDiff(a, b []float64) float64 {
 	return m
 }
 
+// preallocCase is an op, its inputs and the shape of its output, for UsePreallocDo tests.
+type preallocCase struct {
+	op  G.UsePreallocDoer
+	in  []G.Value
+	out []int
+}
+
+// checkPreallocDo runs c's op with Do and with UsePreallocDo into a buffer of stale data made
+// by mk, and reports an error (prefixed by label) unless UsePreallocDo returns that buffer
+// holding Do's bits. It returns the stale data.
+func checkPreallocDo(t *testing.T, c preallocCase, label string, mk func(data []float64, shape ...int) *tensor.Dense) []float64 {
+	t.Helper()
+	want, err := c.op.(G.Op).Do(c.in...)
+	if err != nil {
+		t.Fatalf("%v: %v", c.op, err)
+	}
+	n := tensor.Shape(c.out).TotalSize()
+	stale := make([]float64, n)
+	for i := range stale {
+		stale[i] = 1e3 + float64(i)
+	}
+	pre := mk(stale, c.out...)
+	got, err := c.op.UsePreallocDo(pre, c.in...)
+	if err != nil {
+		t.Fatalf("%v: UsePreallocDo: %v", c.op, err)
+	}
+	if got != G.Value(pre) || !bitsEqual(got, want) {
+		t.Errorf("%s: UsePreallocDo gave %v, Do %v", label, got, want)
+	}
+	return stale
+}
+
 // bitsEqual compares two values' data bitwise.
 func bitsEqual(a, b G.Value) bool {
 	switch x := a.Data().(type) {

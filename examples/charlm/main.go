@@ -27,16 +27,7 @@ import (
 
 func main() {
 	cfg := defaultConfig()
-	flag.IntVar(&cfg.Block.Experts, "experts", cfg.Block.Experts, "number of experts E")
-	flag.IntVar(&cfg.Block.TopK, "topk", cfg.Block.TopK, "experts per token K")
-	flag.IntVar(&cfg.Block.Hidden, "hidden", cfg.Block.Hidden, "model width H")
-	flag.IntVar(&cfg.Block.FFN, "ffn", cfg.Block.FFN, "expert FFN size F")
-	flag.StringVar(&cfg.Block.Act, "act", cfg.Block.Act, "expert activation: swiglu or gelu")
-	flag.Float64Var(&cfg.Block.Capacity, "capacity", cfg.Block.Capacity, "capacity factor; 0 = dropless")
-	flag.StringVar(&cfg.Block.Drop, "drop", cfg.Block.Drop, "drop policy in capacity mode: probs or position")
-	flag.Float64Var(&cfg.Block.AuxCoef, "aux", cfg.Block.AuxCoef, "load-balancing loss coefficient")
-	flag.Float64Var(&cfg.Block.ZCoef, "zloss", cfg.Block.ZCoef, "router z-loss coefficient")
-	flag.BoolVar(&cfg.Block.Dense, "dense", cfg.Block.Dense, "use dense FFN blocks instead of MoE layers (baseline)")
+	cfg.Block.AddFlags(flag.CommandLine, "use dense FFN blocks instead of MoE layers (baseline)")
 	flag.IntVar(&cfg.Layers, "layers", cfg.Layers, "number of MoE feed-forward blocks")
 	flag.IntVar(&cfg.Context, "context", cfg.Context, "characters of context")
 	flag.IntVar(&cfg.Embed, "embed", cfg.Embed, "embedding size per character")

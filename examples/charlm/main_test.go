@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/gomoe/gomoe/examples/internal/trainutil"
 )
 
 // smallConfig is a few-second run on a small slice of the Go sources.
@@ -29,14 +31,6 @@ func smallConfig(t *testing.T) config {
 	return cfg
 }
 
-func mean(v []float64) float64 {
-	s := 0.0
-	for _, x := range v {
-		s += x
-	}
-	return s / float64(len(v))
-}
-
 func TestSmoke(t *testing.T) {
 	cfg := smallConfig(t)
 	var out bytes.Buffer
@@ -47,7 +41,7 @@ func TestSmoke(t *testing.T) {
 	if len(res.StepLoss) != cfg.Steps {
 		t.Fatalf("got %d step losses, want %d", len(res.StepLoss), cfg.Steps)
 	}
-	first, last := mean(res.StepLoss[:10]), mean(res.StepLoss[len(res.StepLoss)-10:])
+	first, last := trainutil.Mean(res.StepLoss[:10]), trainutil.Mean(res.StepLoss[len(res.StepLoss)-10:])
 	if !(last < 0.8*first) {
 		t.Errorf("loss did not fall: first 10 steps %.4f, last 10 steps %.4f nats", first, last)
 	}
@@ -73,13 +67,8 @@ func TestSmoke(t *testing.T) {
 
 func checkPNG(t *testing.T, path string) {
 	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Errorf("plot not written: %v", err)
-		return
-	}
-	if !bytes.HasPrefix(b, []byte("\x89PNG\r\n\x1a\n")) || len(b) < 2000 {
-		t.Errorf("%s is not a plausible PNG (%d bytes)", path, len(b))
+	if err := trainutil.CheckPNG(path); err != nil {
+		t.Error(err)
 	}
 }
 

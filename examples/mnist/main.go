@@ -25,16 +25,7 @@ import (
 
 func main() {
 	cfg := defaultConfig()
-	flag.IntVar(&cfg.Block.Experts, "experts", cfg.Block.Experts, "number of experts E")
-	flag.IntVar(&cfg.Block.TopK, "topk", cfg.Block.TopK, "experts per token K")
-	flag.IntVar(&cfg.Block.Hidden, "hidden", cfg.Block.Hidden, "model width H")
-	flag.IntVar(&cfg.Block.FFN, "ffn", cfg.Block.FFN, "expert FFN size F")
-	flag.StringVar(&cfg.Block.Act, "act", cfg.Block.Act, "expert activation: swiglu or gelu")
-	flag.Float64Var(&cfg.Block.Capacity, "capacity", cfg.Block.Capacity, "capacity factor; 0 = dropless")
-	flag.StringVar(&cfg.Block.Drop, "drop", cfg.Block.Drop, "drop policy in capacity mode: probs or position")
-	flag.Float64Var(&cfg.Block.AuxCoef, "aux", cfg.Block.AuxCoef, "load-balancing loss coefficient")
-	flag.Float64Var(&cfg.Block.ZCoef, "zloss", cfg.Block.ZCoef, "router z-loss coefficient")
-	flag.BoolVar(&cfg.Block.Dense, "dense", cfg.Block.Dense, "use a dense FFN instead of the MoE layer (baseline)")
+	cfg.Block.AddFlags(flag.CommandLine, "use a dense FFN instead of the MoE layer (baseline)")
 	flag.IntVar(&cfg.Epochs, "epochs", cfg.Epochs, "training epochs (ignored when -steps > 0)")
 	flag.IntVar(&cfg.Steps, "steps", cfg.Steps, "training steps; 0 = use -epochs")
 	flag.IntVar(&cfg.Batch, "batch", cfg.Batch, "mini-batch size")

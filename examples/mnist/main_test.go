@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/gomoe/gomoe/examples/internal/trainutil"
 )
 
 // smallConfig is a few-second run on a slice of MNIST.
@@ -23,14 +25,6 @@ func smallConfig(t *testing.T) config {
 	return cfg
 }
 
-func mean(v []float64) float64 {
-	s := 0.0
-	for _, x := range v {
-		s += x
-	}
-	return s / float64(len(v))
-}
-
 func TestSmoke(t *testing.T) {
 	cfg := smallConfig(t)
 	var out bytes.Buffer
@@ -41,7 +35,7 @@ func TestSmoke(t *testing.T) {
 	if len(res.StepLoss) != cfg.Steps {
 		t.Fatalf("got %d step losses, want %d", len(res.StepLoss), cfg.Steps)
 	}
-	first, last := mean(res.StepLoss[:10]), mean(res.StepLoss[len(res.StepLoss)-10:])
+	first, last := trainutil.Mean(res.StepLoss[:10]), trainutil.Mean(res.StepLoss[len(res.StepLoss)-10:])
 	if !(last < 0.6*first) {
 		t.Errorf("loss did not fall: first 10 steps %.4f, last 10 steps %.4f", first, last)
 	}
@@ -55,7 +49,7 @@ func TestSmoke(t *testing.T) {
 	if len(res.Load) != cfg.Block.Experts {
 		t.Fatalf("load has %d experts, want %d", len(res.Load), cfg.Block.Experts)
 	}
-	if s := mean(res.Load) * float64(len(res.Load)); math.Abs(s-1) > 1e-9 {
+	if s := trainutil.Mean(res.Load) * float64(len(res.Load)); math.Abs(s-1) > 1e-9 {
 		t.Errorf("expert shares sum to %v, want 1", s)
 	}
 	for _, name := range []string{"loss.png", "experts.png"} {
@@ -70,13 +64,8 @@ func TestSmoke(t *testing.T) {
 
 func checkPNG(t *testing.T, path string) {
 	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Errorf("plot not written: %v", err)
-		return
-	}
-	if !bytes.HasPrefix(b, []byte("\x89PNG\r\n\x1a\n")) || len(b) < 2000 {
-		t.Errorf("%s is not a plausible PNG (%d bytes)", path, len(b))
+	if err := trainutil.CheckPNG(path); err != nil {
+		t.Error(err)
 	}
 }
 

@@ -278,15 +278,9 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 		if err := G.Let(m.y, yt); err != nil {
 			return nil, err
 		}
-		if err := vm.RunAll(); err != nil {
-			return nil, fmt.Errorf("step %d: %w", step, err)
-		}
-		ce, err := scalar(ceVal)
+		ce, err := trainutil.RunStep(vm, step, func() (float64, error) { return scalar(ceVal) })
 		if err != nil {
 			return nil, err
-		}
-		if math.IsNaN(ce) || math.IsInf(ce, 0) {
-			return nil, fmt.Errorf("step %d: loss is %v", step, ce)
 		}
 		res.StepLoss = append(res.StepLoss, ce)
 		epochLoss += ce
@@ -296,11 +290,9 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 				return nil, err
 			}
 		}
-		G.WithLearnRate(trainutil.CosineLR(cfg.LR, cfg.LRFloor, step, steps))(solver)
-		if err := solver.Step(G.NodesToValueGrads(learn)); err != nil {
-			return nil, fmt.Errorf("step %d: solver: %w", step, err)
+		if err := trainutil.SolverStep(vm, solver, learn, trainutil.CosineLR(cfg.LR, cfg.LRFloor, step, steps), step); err != nil {
+			return nil, err
 		}
-		vm.Reset()
 		cost, _ := scalar(costVal)
 		prog.Add(cfg.Batch, fmt.Sprintf("loss %.4f", cost))
 

