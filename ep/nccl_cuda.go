@@ -76,12 +76,12 @@ type NCCL struct {
 	// chunks is the number of NCCL groups an exchange is cut into, so that the staging copies
 	// of one overlap the transfers of the next (see planExchange).
 	chunks int
-	// kern is gomoe's kernels in the device's primary context, for the row scatters of the
+	// kern is gomoe's kernels in the device's primary context, for the block copies of the
 	// staging (loaded on first use; kernFailed: loading failed, copies are used instead).
 	kern       *kernels.CUDA
 	kernFailed bool
-	// slots are the pinned and device buffers of the scatters' index vectors, used in turn.
-	slots [indexSlots]indexSlot
+	// slots are the pinned and device buffers of the block copies' descriptors, used in turn.
+	slots [descSlots]descSlot
 	slot  int
 }
 

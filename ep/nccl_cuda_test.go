@@ -326,17 +326,17 @@ func TestNCCLDeviceDispatchCombine(t *testing.T) {
 	}
 }
 
-// TestNCCLRowScatterKernel reruns the device exchange tests with every list of copy runs moved
-// by the row-scatter kernel (the path of the large expert-parallel shapes, whose lists have
+// TestNCCLBlockCopyKernel reruns the device exchange tests with every list of copy runs moved
+// by the block-copy kernel (the path of the large expert-parallel shapes, whose lists have
 // one run per expert) and with the exchange cut into 3 chunks.
-func TestNCCLRowScatterKernel(t *testing.T) {
+func TestNCCLBlockCopyKernel(t *testing.T) {
 	defer func(k, c int) { kernelRuns, exchangeChunks = k, c }(kernelRuns, exchangeChunks)
 	kernelRuns, exchangeChunks = 0, 3
-	before := scatterLaunches.Load()
+	before := copyLaunches.Load()
 	t.Run("AllToAllDevice", TestNCCLAllToAllDevice)
 	t.Run("DeviceDispatchCombine", TestNCCLDeviceDispatchCombine)
 	t.Run("ExpertParallelEqualsSingleRank", TestNCCLExpertParallelEqualsSingleRank)
-	if scatterLaunches.Load() == before {
-		t.Error("the row-scatter kernel was never launched")
+	if copyLaunches.Load() == before {
+		t.Error("the block-copy kernel was never launched")
 	}
 }

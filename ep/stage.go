@@ -149,33 +149,25 @@ func appendRun(runs []copyRun, r copyRun) []copyRun {
 	return append(runs, r)
 }
 
-// A rowScatter is a list of copy runs as one launch of a row-scatter kernel: source row Lo+i
-// goes to destination row RowOf[i], for i in [0, len(RowOf)); rows with RowOf[i] < 0 are
-// skipped. The source range is the runs' span, so rows between the runs are read and skipped.
-type rowScatter struct {
-	Lo    int
-	RowOf []int32
-}
+// copyPiece is the most bytes one descriptor of the block-copy kernel moves
+// (kernels.CUDA.CopyBlocks walks the descriptors one thread block at a time): longer runs are
+// split, so that a run of many rows spreads over thread blocks. A multiple of 16, so that the
+// pieces keep the alignment of their run.
+const copyPiece = 64 << 10
 
-// scatterOf turns runs into a rowScatter, its RowOf appended to idx (which it returns too, so
-// that the index vectors of one exchange share one upload).
-func scatterOf(runs []copyRun, idx []int32) (rowScatter, []int32) {
-	if len(runs) == 0 {
-		return rowScatter{}, idx
-	}
-	lo, hi := runs[0].Src, runs[0].Src+runs[0].Len
+// appendDescs appends to d the block-copy descriptors of runs of rows of row bytes: triples
+// (source byte offset, destination byte offset, bytes), one per piece of at most copyPiece
+// bytes, in the order of runs. It returns the longer d and the number of triples appended.
+func appendDescs(d []int64, runs []copyRun, row int) ([]int64, int) {
+	n := 0
 	for _, r := range runs {
-		lo, hi = min(lo, r.Src), max(hi, r.Src+r.Len)
-	}
-	start := len(idx)
-	for i := lo; i < hi; i++ {
-		idx = append(idx, -1)
-	}
-	rowOf := idx[start:]
-	for _, r := range runs {
-		for k := 0; k < r.Len; k++ {
-			rowOf[r.Src-lo+k] = int32(r.Dst + k)
+		src, dst, left := int64(r.Src)*int64(row), int64(r.Dst)*int64(row), int64(r.Len)*int64(row)
+		for left > 0 {
+			b := min(left, copyPiece)
+			d = append(d, src, dst, b)
+			src, dst, left = src+b, dst+b, left-b
+			n++
 		}
 	}
-	return rowScatter{Lo: lo, RowOf: rowOf}, idx
+	return d, n
 }

@@ -10,6 +10,7 @@ import "C"
 
 import (
 	"math"
+	"os"
 	"sync/atomic"
 	"unsafe"
 
@@ -23,25 +24,34 @@ import (
 // and the copies are host-bound), so it is 1; the tests try 3.
 var exchangeChunks = 1
 
-// kernelRuns is the most copy runs a list may have and still move as device-to-device copies;
-// longer lists move with one launch of the row-scatter kernel (kernels.CUDA.ScatterRows),
-// which needs one index vector upload (pinned memory, no host sync) instead of one
-// cudaMemcpyAsync per run. Measured on 4 H200s (2026-11-26) the kernel made the exchanges
-// slower than the copies (te16k dispatch 0.39-0.43 of the raw all-to-all against 0.76-0.78;
-// dsv3 dispatch about the same, combine slower), probably because that kernel moves one row
-// per thread block, so it is off: the tests set kernelRuns to 0 to keep the path checked.
+// kernelRuns is the most copy runs a list may have and still move as device-to-device copies
+// (one cudaMemcpyAsync each, a few µs of host time apiece); longer lists move with one launch
+// of the block-copy kernel (kernels.CUDA.CopyBlocks), whose descriptors (appendDescs) go to
+// the device in one upload per exchange from pinned memory, without a host sync. Measured on 4
+// H200s (2026-11-26, epbench bf16, kernel for lists of more than 8 runs against copies) the
+// kernel was faster only for dsv3 on 2 ranks (dispatch 0.49 of the raw all-to-all against
+// 0.41) and slower elsewhere (te16k 0.50 against 0.78 on 2 ranks, 0.44 against 0.75 on 4;
+// dsv3 on 4 0.44 against 0.51), probably because its thread blocks take the SMs the NCCL
+// kernel runs on beside the self copies, where the copies use the copy engines. So it is off;
+// the tests set kernelRuns to 0 to keep the path checked, and GOMOE_EP_BLOCKCOPY=1 in the
+// environment turns it on for lists of more than 8 runs, for measurements.
 var kernelRuns = math.MaxInt
 
-// scatterLaunches counts the row-scatter launches, for the tests.
-var scatterLaunches atomic.Int64
+func init() {
+	if os.Getenv("GOMOE_EP_BLOCKCOPY") == "1" {
+		kernelRuns = 8
+	}
+}
 
-// A rowMove is a list of copy runs, moved either as copies or as one row-scatter launch whose
-// index vector starts at int32 Off of the exchange's uploaded index.
+// copyLaunches counts the block-copy launches, for the tests.
+var copyLaunches atomic.Int64
+
+// A rowMove is a list of copy runs, moved either as copies or as one block-copy launch of n
+// descriptors starting at triple off of the exchange's uploaded descriptors.
 type rowMove struct {
 	runs   []copyRun
 	kernel bool
-	sc     rowScatter
-	off    int
+	off, n int
 }
 
 // exchange enqueues rank c's part x of an exchange between device rows sp (send) and rp
@@ -50,13 +60,13 @@ type rowMove struct {
 // of a chunk before its NCCL group, its scatters after it, the self copies beside the NCCL
 // kernels. Called between enter and done.
 func (c *NCCL) exchange(x stagedExchange, sp, rp unsafe.Pointer, row int) error {
-	var idx []int32
+	var desc []int64
 	plan := func(runs []copyRun) rowMove {
-		if len(runs) <= kernelRuns || row%2 != 0 || c.kernels() == nil {
+		if len(runs) <= kernelRuns || c.kernels() == nil {
 			return rowMove{runs: runs}
 		}
-		m := rowMove{kernel: true, off: len(idx)}
-		m.sc, idx = scatterOf(runs, idx)
+		m := rowMove{kernel: true, off: len(desc) / 3}
+		desc, m.n = appendDescs(desc, runs, row)
 		return m
 	}
 	self := plan(x.Self)
@@ -64,18 +74,18 @@ func (c *NCCL) exchange(x stagedExchange, sp, rp unsafe.Pointer, row int) error 
 	for ci, ch := range x.Chunks {
 		gathers[ci], scatters[ci] = plan(ch.Gather), plan(ch.Scatter)
 	}
-	var idxDev unsafe.Pointer
-	if len(idx) > 0 {
+	var descDev unsafe.Pointer
+	if len(desc) > 0 {
 		var err error
-		if idxDev, err = c.uploadIndex(idx); err != nil {
+		if descDev, err = c.uploadDescs(desc); err != nil {
 			return err
 		}
 	}
 	move := func(m rowMove, dst, src unsafe.Pointer, s C.cudaStream_t) error {
 		if m.kernel {
-			scatterLaunches.Add(1)
-			return c.kern.ScatterRows(unsafe.Pointer(s), cu.DevicePtr(uintptr(dst)), cu.DevicePtr(uintptr(src)+uintptr(m.sc.Lo*row)),
-				cu.DevicePtr(uintptr(idxDev)+uintptr(4*m.off)), len(m.sc.RowOf), int64(row))
+			copyLaunches.Add(1)
+			return c.kern.CopyBlocks(unsafe.Pointer(s), cu.DevicePtr(uintptr(dst)), cu.DevicePtr(uintptr(src)),
+				cu.DevicePtr(uintptr(descDev)+uintptr(24*m.off)), m.n)
 		}
 		for _, r := range m.runs {
 			if err := cudaErr("cudaMemcpyAsync", C.cudaMemcpyAsync(unsafe.Add(dst, r.Dst*row), unsafe.Add(src, r.Src*row), C.size_t(r.Len*row), C.cudaMemcpyDeviceToDevice, s)); err != nil {
@@ -192,25 +202,25 @@ func (c *NCCL) kernels() *kernels.CUDA {
 	return c.kern
 }
 
-// indexSlots is the number of pinned host buffers the index vectors rotate through: writing
-// one waits for the upload from it four exchanges ago, normally long done.
-const indexSlots = 4
+// descSlots is the number of pinned host buffers the block-copy descriptors rotate through:
+// writing one waits for the upload from it four exchanges ago, normally long done.
+const descSlots = 4
 
-// An indexSlot is a pinned host buffer and a device buffer of cap int32 for the index vectors
-// of one exchange, and the event after their upload.
-type indexSlot struct {
+// A descSlot is a pinned host buffer and a device buffer of cap int64 for the block-copy
+// descriptors of one exchange, and the event after their upload.
+type descSlot struct {
 	host, dev unsafe.Pointer
 	cap       int
 	ev        C.cudaEvent_t
 	used      bool
 }
 
-// uploadIndex copies idx to device memory on the stream (from pinned memory, so without a
+// uploadDescs copies desc to device memory on the stream (from pinned memory, so without a
 // host sync) and returns its device address, valid for the work enqueued after it until
-// indexSlots more exchanges have run.
-func (c *NCCL) uploadIndex(idx []int32) (unsafe.Pointer, error) {
+// descSlots more exchanges have run.
+func (c *NCCL) uploadDescs(desc []int64) (unsafe.Pointer, error) {
 	s := &c.slots[c.slot]
-	c.slot = (c.slot + 1) % indexSlots
+	c.slot = (c.slot + 1) % descSlots
 	if s.ev == nil {
 		if err := cudaErr("cudaEventCreateWithFlags", C.cudaEventCreateWithFlags(&s.ev, C.cudaEventDisableTiming)); err != nil {
 			s.ev = nil
@@ -221,7 +231,7 @@ func (c *NCCL) uploadIndex(idx []int32) (unsafe.Pointer, error) {
 			return nil, err
 		}
 	}
-	if s.cap < len(idx) {
+	if s.cap < len(desc) {
 		if s.dev != nil {
 			if err := c.sync(); err != nil { // kernels may still read the device buffer
 				return nil, err
@@ -230,27 +240,27 @@ func (c *NCCL) uploadIndex(idx []int32) (unsafe.Pointer, error) {
 			C.cudaFreeHost(s.host)
 			s.host, s.dev, s.cap = nil, nil, 0
 		}
-		n := len(idx) + len(idx)/4 // some room to grow
-		if err := cudaErr("cudaMallocHost", C.cudaMallocHost(&s.host, C.size_t(4*n))); err != nil {
+		n := len(desc) + len(desc)/4 // some room to grow
+		if err := cudaErr("cudaMallocHost", C.cudaMallocHost(&s.host, C.size_t(8*n))); err != nil {
 			s.host = nil
 			return nil, err
 		}
-		if err := cudaErr("cudaMalloc", C.cudaMalloc(&s.dev, C.size_t(4*n))); err != nil {
+		if err := cudaErr("cudaMalloc", C.cudaMalloc(&s.dev, C.size_t(8*n))); err != nil {
 			C.cudaFreeHost(s.host)
 			s.host, s.dev = nil, nil
 			return nil, err
 		}
 		s.cap = n
 	}
-	copy(unsafe.Slice((*int32)(s.host), len(idx)), idx)
-	if err := cudaErr("cudaMemcpyAsync", C.cudaMemcpyAsync(s.dev, s.host, C.size_t(4*len(idx)), C.cudaMemcpyHostToDevice, c.stream)); err != nil {
+	copy(unsafe.Slice((*int64)(s.host), len(desc)), desc)
+	if err := cudaErr("cudaMemcpyAsync", C.cudaMemcpyAsync(s.dev, s.host, C.size_t(8*len(desc)), C.cudaMemcpyHostToDevice, c.stream)); err != nil {
 		return nil, err
 	}
 	s.used = true
 	return s.dev, cudaErr("cudaEventRecord", C.cudaEventRecord(s.ev, c.stream))
 }
 
-// closeStaging releases the staging memory, the side stream, the events, the index buffers and
+// closeStaging releases the staging memory, the side stream, the events, the descriptor buffers and
 // the kernels (under mu, with the device current).
 func (c *NCCL) closeStaging() {
 	if c.stage != nil {
@@ -274,7 +284,7 @@ func (c *NCCL) closeStaging() {
 		if s.ev != nil {
 			C.cudaEventDestroy(s.ev)
 		}
-		*s = indexSlot{}
+		*s = descSlot{}
 	}
 	if c.kern != nil {
 		c.kern.Close()

@@ -1,6 +1,7 @@
 package ep
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand"
 	"testing"
@@ -319,46 +320,50 @@ func TestPlanExchangeErrors(t *testing.T) {
 	}
 }
 
-func TestScatterOf(t *testing.T) {
+func TestAppendDescs(t *testing.T) {
 	rng := rand.New(rand.NewSource(3))
 	for it := 0; it < 50; it++ {
-		// Runs from disjoint source rows to disjoint destination rows.
+		// Runs from disjoint source rows to disjoint destination rows, rows of row bytes, some
+		// runs longer than one piece.
+		row := []int{2, 6, 16, 7168, 40000}[rng.Intn(5)]
 		src, dst := rng.Perm(40), rng.Perm(40)
 		var runs []copyRun
-		for k := 0; k < rng.Intn(6); k++ {
-			runs = append(runs, copyRun{Src: src[k] * 3, Dst: dst[k] * 3, Len: 1 + rng.Intn(3)})
+		for k := 0; k < rng.Intn(6); k++ { // merged where contiguous, as planExchange's
+			runs = appendRun(runs, copyRun{Src: src[k] * 3, Dst: dst[k] * 3, Len: 1 + rng.Intn(3)})
 		}
-		in := make([]float32, 130)
+		in := make([]byte, 130*row)
 		for i := range in {
-			in[i] = float32(i + 1)
+			in[i] = byte(rng.Intn(256))
 		}
-		want, got := make([]float32, 130), make([]float32, 130)
+		want, got := make([]byte, len(in)), make([]byte, len(in))
 		for _, r := range runs {
-			copy(want[r.Dst:r.Dst+r.Len], in[r.Src:r.Src+r.Len])
-		}
-		prefix := []int32{7, 7}
-		s, idx := scatterOf(runs, prefix)
-		if len(idx) != len(prefix)+len(s.RowOf) || idx[0] != 7 || idx[1] != 7 {
-			t.Fatalf("index vector %v does not extend its prefix by RowOf %v", idx, s.RowOf)
-		}
-		for i, d := range s.RowOf {
-			if d >= 0 {
-				got[d] = in[s.Lo+i]
+			for k := 0; k < r.Len*row; k++ {
+				want[r.Dst*row+k] = in[r.Src*row+k]
 			}
 		}
-		for i := range want {
-			if got[i] != want[i] {
-				t.Fatalf("runs %v: row %d = %v, want %v (scatter %+v)", runs, i, got[i], want[i], s)
-			}
+		prefix := []int64{7, 7, 7}
+		d, n := appendDescs(prefix, runs, row)
+		if len(d) != len(prefix)+3*n || d[0] != 7 || d[1] != 7 || d[2] != 7 {
+			t.Fatalf("descriptors %v do not extend their prefix by %d triples", d, n)
 		}
-		if len(runs) > 0 {
-			lo, hi := runs[0].Src, 0
-			for _, r := range runs {
-				lo, hi = min(lo, r.Src), max(hi, r.Src+r.Len)
+		pieces := 0 // the fewest pieces of at most copyPiece bytes
+		for _, r := range runs {
+			pieces += (r.Len*row + copyPiece - 1) / copyPiece
+		}
+		if n != pieces {
+			t.Errorf("runs %v, row %d: %d descriptors, want %d", runs, row, n, pieces)
+		}
+		for k := 1; k <= n; k++ {
+			s, o, b := d[3*k], d[3*k+1], d[3*k+2]
+			// Only a run's last piece is short, so the others keep the run's alignment.
+			short := b < copyPiece && k < n && d[3*k+3] == s+b && d[3*k+4] == o+b
+			if b <= 0 || b > copyPiece || short {
+				t.Fatalf("runs %v, row %d: piece %d has %d bytes", runs, row, k, b)
 			}
-			if s.Lo != lo || len(s.RowOf) != hi-lo {
-				t.Errorf("runs %v: scatter over [%d, %d), want the span [%d, %d)", runs, s.Lo, s.Lo+len(s.RowOf), lo, hi)
-			}
+			copy(got[o:o+b], in[s:s+b])
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("runs %v, row %d: the descriptors %v copy other bytes than the runs", runs, row, d[3:])
 		}
 	}
 }

@@ -1,0 +1,65 @@
+//go:build gomoecuda
+
+package kernels
+
+/*
+#cgo LDFLAGS: -lcuda
+#include <cuda.h>
+#include <stdint.h>
+
+// gomoe_launch_blocks launches f on stream s with n arguments held in 8-byte slots.
+static CUresult gomoe_launch_blocks(CUfunction f, unsigned grid, unsigned block,
+                                    uint64_t *args, int n, CUstream s) {
+	void *params[8];
+	for (int i = 0; i < n && i < 8; i++) params[i] = &args[i];
+	return cuLaunchKernel(f, grid, 1, 1, block, 1, 1, 0, s, params, 0);
+}
+*/
+import "C"
+
+import (
+	"fmt"
+	"unsafe"
+
+	"gorgonia.org/cu"
+)
+
+func init() { kernelNames = append(kernelNames, "block_copy") }
+
+// copyBlocksGrid is the most thread blocks of one CopyBlocks launch: they walk the
+// descriptors grid-stride, so more would only wait.
+const copyBlocksGrid = 1024
+
+// CopyBlocks enqueues on stream (a CUstream, that is a cudaStream_t, of c's device; nil is the
+// default stream) n byte copies in one launch of the block_copy kernel. desc is device memory
+// of n triples of int64: a source byte offset from src, a destination byte offset from dst and
+// a length in bytes. Each triple is one thread block's work in turn, so a caller with long
+// copies should split them into pieces (package ep uses 64 KiB) at multiples of 16 bytes,
+// which keeps their alignment: copies whose addresses and length are multiples of 16 move in
+// 16-byte words. The copies must not overlap. A byte copy, so the data arrive bit for bit
+// whatever their element type. It returns without waiting. Package ep uses it to move the
+// blocks of an all-to-all between the caller's layout and its staging memory with one launch
+// instead of one cudaMemcpyAsync per block.
+func (c *CUDA) CopyBlocks(stream unsafe.Pointer, dst, src, desc cu.DevicePtr, n int) error {
+	if n < 0 {
+		return fmt.Errorf("gomoe: device block copy: %d copies", n)
+	}
+	if n == 0 {
+		return nil
+	}
+	f, ok := c.fn["block_copy"]
+	if !ok {
+		return fmt.Errorf("gomoe: no CUDA kernel block_copy")
+	}
+	a := *new(args).p(src).p(dst).p(desc).i(n)
+	return c.do(func() error {
+		r := C.gomoe_launch_blocks(handle(f), C.uint(min(n, copyBlocksGrid)), 256,
+			(*C.uint64_t)(unsafe.Pointer(&a[0])), C.int(len(a)), C.CUstream(stream))
+		if r != C.CUDA_SUCCESS {
+			var s *C.char
+			C.cuGetErrorName(r, &s)
+			return fmt.Errorf("gomoe: launching block_copy: CUDA error %d (%s)", int(r), C.GoString(s))
+		}
+		return nil
+	})
+}
