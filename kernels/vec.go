@@ -8,8 +8,9 @@ package kernels
 
 // setRow sets d = 0 + s.
 func setRow[F Float](d, s []F) {
-	clear(d)
-	if axpyAsm(d, s, 1) { // +0 + 1·s = 0 + s
+	if hasAxpyAsm {
+		clear(d)
+		axpyAsm(d, s, 1) // +0 + 1·s = 0 + s
 		return
 	}
 	s = s[:len(d)]
@@ -43,8 +44,9 @@ func addRow[F Float](d, s []F) {
 
 // setScaledRow sets d = 0 + round(w·s).
 func setScaledRow[F Float](d, s []F, w F) {
-	clear(d)
-	if axpyAsm(d, s, w) {
+	if hasAxpyAsm && w != 0 { // axpyAsm declines w = 0
+		clear(d)
+		axpyAsm(d, s, w)
 		return
 	}
 	s = s[:len(d)]

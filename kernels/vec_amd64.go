@@ -9,6 +9,9 @@ import "gonum.org/v1/gonum/blas/gonum"
 
 var blasImpl gonum.Implementation
 
+// hasAxpyAsm says that axpyAsm handles float32 and float64 rows (for w != 0).
+const hasAxpyAsm = true
+
 // axpyAsm sets d += round(w·s) with SIMD and reports true, or reports false for a type it
 // does not handle or for w = 0.
 func axpyAsm[F Float](d, s []F, w F) bool {

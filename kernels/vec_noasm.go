@@ -6,3 +6,6 @@ package kernels
 // could be compiled to fused multiply-adds, which would break the rounding contract, so the
 // kernels use their own loops.
 func axpyAsm[F Float](d, s []F, w F) bool { return false }
+
+// hasAxpyAsm is false: the row loops never take the SIMD path here.
+const hasAxpyAsm = false
