@@ -93,7 +93,10 @@ func (s StatusError) Error() string {
 	if s&StatusNaNProb != 0 {
 		parts = append(parts, "a prob was NaN under drop-by-prob (ranked lowest)")
 	}
-	return "gomoe: device plan: " + strings.Join(parts, "; ")
+	if s&StatusNaNScore != 0 {
+		parts = append(parts, "a top-k selection score was NaN (ranked lowest)")
+	}
+	return "gomoe: device kernels: " + strings.Join(parts, "; ")
 }
 
 // CUDA is gomoe's kernels loaded into one CUDA context. Its methods take device pointers,
@@ -158,15 +161,19 @@ func NewCUDA(ctx cu.CUContext) (*CUDA, error) {
 	return c, nil
 }
 
-// Close frees the status word and unloads the module.
+// Close frees the cuBLAS handle, the status word and unloads the module.
 func (c *CUDA) Close() error {
-	return c.do(func() error {
+	err := c.closeBLAS()
+	if err2 := c.do(func() error {
 		err := cu.MemFree(c.status)
 		if err2 := c.mod.Unload(); err == nil {
 			err = err2
 		}
 		return err
-	})
+	}); err == nil {
+		err = err2
+	}
+	return err
 }
 
 // Context is the CUDA context the kernels live in.

@@ -723,3 +723,5 @@ block_copy(const char *src, char *dst, const long long *desc, int n) {
     }
   }
 }
+
+#include "train.cuh"

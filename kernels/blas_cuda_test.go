@@ -1,0 +1,447 @@
+//go:build gomoecuda
+
+package kernels_test
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"gorgonia.org/cu"
+
+	. "github.com/gomoe/gomoe/kernels"
+)
+
+// cuBLAS tests. References are plain float64 loops (Gemm) or the CPU grouped matmul kernels
+// run in float64 on the same (rounded) inputs. Tolerances are relative to the bound
+// B = Σ_l |a_il·b_lj| (+ |beta·c_ij|) of each output element, computed by the same reference on
+// absolute values:
+//
+//	float64   |GPU − ref| <= 1e-12·B
+//	float32   |GPU − ref| <= 1e-5·B    (float32 accumulation in another order, no TF32)
+//	bfloat16  |GPU − ref| <= 8e-3·B    (float32 accumulation, output rounded once to 8 bits:
+//	                                    half an ulp is 2^-9 ≈ 2e-3 of |ref| <= B)
+//
+// Rows that no expert owns and weight gradients of experts with no rows must be exactly 0, and
+// memory outside the written matrices must keep its bits.
+
+func blasTol(d DType) float64 {
+	switch d {
+	case F64:
+		return 1e-12
+	case F32:
+		return 1e-5
+	}
+	return 8e-3
+}
+
+// refGemm is the row-major C = alpha·op(A)·op(B) + beta·C in float64; it also returns the
+// bound Σ|alpha·a·b| + |beta·c| of each element.
+func refGemm(ta, tb bool, m, n, k int, alpha float64, a []float64, lda int, b []float64, ldb int, beta float64, c []float64, ldc int) (out, bound []float64) {
+	out = append([]float64(nil), c...)
+	bound = make([]float64, len(c))
+	for i := 0; i < m; i++ {
+		for j := 0; j < n; j++ {
+			var s, sa float64
+			for l := 0; l < k; l++ {
+				var av, bv float64
+				if ta {
+					av = a[l*lda+i]
+				} else {
+					av = a[i*lda+l]
+				}
+				if tb {
+					bv = b[j*ldb+l]
+				} else {
+					bv = b[l*ldb+j]
+				}
+				s += av * bv
+				sa += math.Abs(av * bv)
+			}
+			cv := c[i*ldc+j]
+			out[i*ldc+j] = alpha*s + beta*cv
+			bound[i*ldc+j] = math.Abs(alpha)*sa + math.Abs(beta*cv)
+		}
+	}
+	return out, bound
+}
+
+// blasF64 returns the values of device-typed host data as float64 (bfloat16 widened).
+func blasF64(v any) []float64 { return cuToF64(cuWiden(v)) }
+
+func TestCUDAGemm(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 22))
+	sizes := [][3]int{{1, 3, 5}, {33, 17, 9}, {1, 1, 1}, {7, 1, 12}, {64, 48, 70}, {130, 257, 33}}
+	for _, d := range []DType{F32, F64, BF16} {
+		for _, sz := range sizes {
+			for _, tr := range [][2]bool{{false, false}, {true, false}, {false, true}, {true, true}} {
+				for _, pad := range []int{0, 3} {
+					m, n, k := sz[0], sz[1], sz[2]
+					name := fmt.Sprintf("%v/%dx%dx%d/ta=%v,tb=%v/pad%d", d, m, n, k, tr[0], tr[1], pad)
+					t.Run(name, func(t *testing.T) {
+						testGemmOne(t, rng, d, tr[0], tr[1], m, n, k, pad)
+					})
+				}
+			}
+		}
+	}
+}
+
+func testGemmOne(t *testing.T, rng *rand.Rand, d DType, ta, tb bool, m, n, k, pad int) {
+	// Stored shapes: A [m,k] or [k,m], B [k,n] or [n,k]; each row padded by pad elements.
+	ar, ac := m, k
+	if ta {
+		ar, ac = k, m
+	}
+	br, bc := k, n
+	if tb {
+		br, bc = n, k
+	}
+	lda, ldb, ldc := ac+pad, bc+pad, n+pad
+	a := cuElems(d, cuRandData(rng, ar*lda))
+	b := cuElems(d, cuRandData(rng, br*ldb))
+	c := cuElems(d, cuRandData(rng, m*ldc))
+	for _, beta := range []float64{0, 0.5} {
+		alpha := 1.5
+		dA, dB, dC := cuUploadAny(t, a), cuUploadAny(t, b), cuUploadAny(t, c)
+		if err := testCUDA.Gemm(d, ta, tb, m, n, k, alpha, dA.p, lda, dB.p, ldb, beta, dC.p, ldc); err != nil {
+			t.Fatal(err)
+		}
+		got := blasF64(cuDownloadAs(t, d, dC, m*ldc))
+		cin := blasF64(c)
+		want, bound := refGemm(ta, tb, m, n, k, alpha, blasF64(a), lda, blasF64(b), ldb, beta, cin, ldc)
+		tol := blasTol(d)
+		for i := 0; i < m; i++ {
+			for j := 0; j < ldc; j++ {
+				x := i*ldc + j
+				if j >= n {
+					if math.Float64bits(got[x]) != math.Float64bits(cin[x]) {
+						t.Fatalf("beta=%v: padding C[%d,%d] changed from %g to %g", beta, i, j, cin[x], got[x])
+					}
+					continue
+				}
+				if math.Abs(got[x]-want[x]) > tol*bound[x] || math.IsNaN(got[x]) {
+					t.Fatalf("beta=%v: C[%d,%d] = %.9g, want %.9g (bound %.3g, tol %.1g)", beta, i, j, got[x], want[x], bound[x], tol)
+				}
+			}
+		}
+	}
+}
+
+func TestCUDAGemmErrors(t *testing.T) {
+	buf := cuAlloc(t, 4096)
+	p := buf.p
+	for _, c := range []struct {
+		name          string
+		d             DType
+		ta, tb        bool
+		m, n, k       int
+		a, b, cm      cu.DevicePtr
+		lda, ldb, ldc int
+		frag          string
+	}{
+		{"m=0", F32, false, false, 0, 2, 2, p, p, p, 2, 2, 2, "m=0"},
+		{"n<0", F32, false, false, 2, -1, 2, p, p, p, 2, 2, 2, "n=-1"},
+		{"k=0", F64, false, false, 2, 2, 0, p, p, p, 2, 2, 2, "k=0"},
+		{"lda", F32, false, false, 2, 3, 4, p, p, p, 3, 3, 3, "lda=3"},
+		{"lda trans", F32, true, false, 5, 3, 4, p, p, p, 4, 3, 3, "lda=4"},
+		{"ldb", BF16, false, false, 2, 3, 4, p, p, p, 4, 2, 3, "ldb=2"},
+		{"ldb trans", F32, false, true, 2, 3, 4, p, p, p, 4, 3, 3, "ldb=3"},
+		{"ldc", F32, false, false, 2, 3, 4, p, p, p, 4, 3, 2, "ldc=2"},
+		{"null", F32, false, false, 2, 3, 4, p, 0, p, 4, 3, 3, "null"},
+		{"huge", F32, false, false, math.MaxInt32 + 1, 3, 4, p, p, p, 4, 3, 3, "m=2147483648"},
+		{"dtype", DType(7), false, false, 2, 2, 2, p, p, p, 2, 2, 2, "dtype"},
+	} {
+		err := testCUDA.Gemm(c.d, c.ta, c.tb, c.m, c.n, c.k, 1, c.a, c.lda, c.b, c.ldb, 0, c.cm, c.ldc)
+		if err == nil || !strings.Contains(err.Error(), c.frag) {
+			t.Errorf("%s: error %v, want one mentioning %q", c.name, err, c.frag)
+		}
+	}
+	var se *BLASStatusError
+	err := error(&BLASStatusError{Call: "cublasGemmEx", Status: 7})
+	if !errors.As(err, &se) || err.Error() != "gomoe: cuBLAS cublasGemmEx: CUBLAS_STATUS_INVALID_VALUE" {
+		t.Errorf("status error reads %q", err)
+	}
+	g := Geometry{T: 4, K: 2, E: 4, A: 1}
+	if err := testCUDA.GroupedMatMulForward(F32, g, 0, 3, p, p, p, p); err == nil {
+		t.Error("grouped matmul with H=0: no error")
+	}
+	if err := testCUDA.GroupedMatMulBackwardRows(DType(5), g, 2, 3, p, p, p, p, false); err == nil {
+		t.Error("grouped matmul with a bad dtype: no error")
+	}
+	if err := testCUDA.GroupedMatMulBackwardWeights(F32, g, 2, 3, p, p, p, 0, false); err == nil {
+		t.Error("grouped matmul without a plan: no error")
+	}
+	// A plan whose offsets point outside its rows is refused before any GEMM runs.
+	bad := make([]int32, g.PlanLen())
+	bad[0], bad[g.E] = 5, 6 // expert 0: 5 rows at offset 6, R = 8
+	for e := 1; e <= g.E; e++ {
+		bad[g.E+e] = 8
+	}
+	if err := testCUDA.GroupedMatMulForward(F32, g, 2, 3, p, p, p, cuUpload(t, bad).p); err == nil || !strings.Contains(err.Error(), "outside") {
+		t.Errorf("plan with a segment outside R: error %v", err)
+	}
+}
+
+// gmmCase is a routing problem for the grouped matmul.
+type gmmCase struct {
+	name string
+	g    Geometry
+	H, N int
+	ids  func(rng *rand.Rand, g Geometry) []int32
+}
+
+func gmmCases() []gmmCase {
+	capG := func(g Geometry, c int, d DropPolicy, pad bool) Geometry {
+		g.Mode, g.C, g.Drop, g.PadToCapacity = Capacity, c, d, pad
+		return g
+	}
+	return []gmmCase{
+		{"dropless", Geometry{T: 60, K: 2, E: 5, A: 1}, 16, 24, cuBalancedIDs(0)},
+		{"droplessOdd", Geometry{T: 37, K: 3, E: 7, A: 1}, 9, 5, cuBalancedIDs(0.1)},
+		{"aligned", Geometry{T: 50, K: 2, E: 8, A: 16}, 24, 7, cuBalancedIDs(0.05)},
+		{"emptyExperts", Geometry{T: 40, K: 3, E: 12, A: 4}, 8, 12, cuSkewedIDs},
+		{"manyEmpty", Geometry{T: 200, K: 3, E: 40, A: 8}, 16, 8, cuSkewedIDs},
+		{"capacityPad", capG(Geometry{T: 64, K: 2, E: 6, A: 4}, 12, DropByPosition, true), 16, 9, cuBalancedIDs(0.05)},
+		{"capacityProb", capG(Geometry{T: 80, K: 2, E: 4, A: 1}, 30, DropByProb, false), 8, 16, cuBalancedIDs(0)},
+		{"E1", Geometry{T: 9, K: 1, E: 1, A: 1}, 3, 1, cuBalancedIDs(0)},
+		{"wide", Geometry{T: 128, K: 2, E: 8, A: 8}, 128, 96, cuBalancedIDs(0)},
+	}
+}
+
+// gmmRef runs a CPU grouped matmul kernel in float64 on the values and on their absolute values
+// (the error bound).
+func gmmRef(f func(out, a, b []float64) error, n int, a, b []float64) (want, bound []float64, err error) {
+	want = make([]float64, n)
+	bound = make([]float64, n)
+	if err = f(want, a, b); err != nil {
+		return
+	}
+	abs := func(v []float64) []float64 {
+		o := make([]float64, len(v))
+		for i, x := range v {
+			o[i] = math.Abs(x)
+		}
+		return o
+	}
+	err = f(bound, abs(a), abs(b))
+	return
+}
+
+// checkNear compares got with want within tol·bound; zero marks elements that must be exactly
+// 0 and base (when not nil) is added to want and bound (the accumulate mode's prior values,
+// which stay exactly as they were where zero is set).
+func checkNear(t *testing.T, what string, got, want, bound []float64, tol float64, zero func(i int) bool, base []float64) {
+	t.Helper()
+	for i := range got {
+		if zero(i) {
+			w := 0.0
+			if base != nil {
+				w = base[i]
+			}
+			if math.Float64bits(got[i]) != math.Float64bits(w) {
+				t.Fatalf("%s: element %d = %g, want exactly %g (a row no expert owns)", what, i, got[i], w)
+			}
+			continue
+		}
+		w, b := want[i], bound[i]
+		if base != nil {
+			w += base[i]
+			b += math.Abs(base[i])
+		}
+		if math.Abs(got[i]-w) > tol*b || math.IsNaN(got[i]) {
+			t.Fatalf("%s: element %d = %.9g, want %.9g (bound %.3g, tol %.1g)", what, i, got[i], w, b, tol)
+		}
+	}
+}
+
+func TestCUDAGroupedMatMul(t *testing.T) {
+	rng := rand.New(rand.NewPCG(31, 32))
+	defer SetGroupedGEMM(SetGroupedGEMM(true))
+	for _, c := range gmmCases() {
+		for _, d := range []DType{F32, F64, BF16} {
+			for _, grouped := range []bool{true, false} {
+				if d == F64 && grouped {
+					continue // float64 always loops over cublasDgemm
+				}
+				t.Run(fmt.Sprintf("%s/%v/grouped=%v", c.name, d, grouped), func(t *testing.T) {
+					SetGroupedGEMM(grouped)
+					testGroupedOne(t, rng, c, d)
+					// With cuBLAS >= 12.5 the grouped path must really run, not fall back.
+					if err := GroupedGEMMError(testCUDA); err != nil && HasGroupedGEMM() {
+						t.Errorf("the grouped GEMM failed and the call looped instead: %v", err)
+					}
+				})
+			}
+		}
+	}
+	if !HasGroupedGEMM() {
+		t.Log("built against a cuBLAS without cublasGemmGroupedBatchedEx: every grouped matmul ran one GEMM per expert")
+	}
+}
+
+func testGroupedOne(t *testing.T, rng *rand.Rand, c gmmCase, d DType) {
+	g, H, N := c.g, c.H, c.N
+	R := g.Rows()
+	ids := c.ids(rng, g)
+	probs := cuProbsFor(d, cuTiedProbs(rng, len(ids)))
+	flat := cuCpuPlan(t, g, ids, probs)
+	p, err := g.View(flat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := cuUpload(t, flat)
+
+	xp := cuElems(d, cuRandData(rng, R*H))
+	w := cuElems(d, cuRandData(rng, g.E*H*N))
+	dz := cuElems(d, cuRandData(rng, R*N))
+	dXp, dW, dDz := cuUploadAny(t, xp), cuUploadAny(t, w), cuUploadAny(t, dz)
+	xp64, w64, dz64 := blasF64(xp), blasF64(w), blasF64(dz)
+	tol := blasTol(d)
+
+	// owned[r] reports whether row r is a real row of some expert.
+	owned := make([]bool, R)
+	for e := 0; e < g.E; e++ {
+		for r := p.Offsets[e]; r < p.Offsets[e]+p.Counts[e]; r++ {
+			owned[r] = true
+		}
+	}
+	rowZero := func(width int) func(i int) bool { return func(i int) bool { return !owned[i/width] } }
+	wZero := func(i int) bool { return p.Counts[i/(H*N)] == 0 }
+
+	// forward: the output starts as junk (cuAlloc), so every pad row must be written.
+	zG := cuAlloc(t, int64(R*N*d.Size()))
+	cuMust(t, testCUDA.GroupedMatMulForward(d, g, H, N, zG.p, dXp.p, dW.p, plan.p))
+	want, bound, err := gmmRef(func(out, a, b []float64) error { return GroupedMatMulForward(out, a, b, p, H, N) }, R*N, xp64, w64)
+	cuMust(t, err)
+	checkNear(t, "forward", blasF64(cuDownloadAs(t, d, zG, R*N)), want, bound, tol, rowZero(N), nil)
+
+	// backward to the rows, overwrite and accumulate
+	dxG := cuAlloc(t, int64(R*H*d.Size()))
+	cuMust(t, testCUDA.GroupedMatMulBackwardRows(d, g, H, N, dxG.p, dDz.p, dW.p, plan.p, false))
+	want, bound, err = gmmRef(func(out, a, b []float64) error { return GroupedMatMulBackwardRows(out, a, b, p, H, N, false) }, R*H, dz64, w64)
+	cuMust(t, err)
+	checkNear(t, "backward rows", blasF64(cuDownloadAs(t, d, dxG, R*H)), want, bound, tol, rowZero(H), nil)
+
+	prior := cuElems(d, cuRandData(rng, R*H))
+	dxA := cuUploadAny(t, prior)
+	cuMust(t, testCUDA.GroupedMatMulBackwardRows(d, g, H, N, dxA.p, dDz.p, dW.p, plan.p, true))
+	checkNear(t, "backward rows (accumulate)", blasF64(cuDownloadAs(t, d, dxA, R*H)), want, bound, tol, rowZero(H), blasF64(prior))
+
+	// backward to the weights, overwrite and accumulate
+	dwG := cuAlloc(t, int64(g.E*H*N*d.Size()))
+	cuMust(t, testCUDA.GroupedMatMulBackwardWeights(d, g, H, N, dwG.p, dXp.p, dDz.p, plan.p, false))
+	want, bound, err = gmmRef(func(out, a, b []float64) error {
+		return GroupedMatMulBackwardWeights(out, a, b, p, H, N, false)
+	}, g.E*H*N, xp64, dz64)
+	cuMust(t, err)
+	checkNear(t, "backward weights", blasF64(cuDownloadAs(t, d, dwG, g.E*H*N)), want, bound, tol, wZero, nil)
+
+	priorW := cuElems(d, cuRandData(rng, g.E*H*N))
+	dwA := cuUploadAny(t, priorW)
+	cuMust(t, testCUDA.GroupedMatMulBackwardWeights(d, g, H, N, dwA.p, dXp.p, dDz.p, plan.p, true))
+	checkNear(t, "backward weights (accumulate)", blasF64(cuDownloadAs(t, d, dwA, g.E*H*N)), want, bound, tol, wZero, blasF64(priorW))
+
+	// The same call twice gives the same bits.
+	z2 := cuAlloc(t, int64(R*N*d.Size()))
+	cuMust(t, testCUDA.GroupedMatMulForward(d, g, H, N, z2.p, dXp.p, dW.p, plan.p))
+	cuSameBits(t, "forward rerun", cuDownloadAs(t, d, z2, R*N), cuDownloadAs(t, d, zG, R*N))
+
+	counts, offsets, err := testCUDA.PlanSegments(g, plan.p)
+	cuMust(t, err)
+	if fmt.Sprint(counts, offsets) != fmt.Sprint(p.Counts, p.Offsets) {
+		t.Fatalf("PlanSegments = %v %v, want %v %v", counts, offsets, p.Counts, p.Offsets)
+	}
+}
+
+// TestCUDAGroupedMatMulBench times the grouped matmul on MoE shapes and the host sync it
+// needs: go test -tags gomoecuda -run TestCUDAGroupedMatMulBench -gomoe.bench -v ./kernels/
+//
+// "sync" is the host time of PlanSegments on an idle GPU (the small copy alone). "gpu" is the
+// CUDA-event time per call of back-to-back calls; "wall" the host time per call of the same
+// loop. Each call waits for the previous one's GEMMs before it can read the next plan, so the
+// host cannot run ahead: wall − gpu is what the sync costs per call in a loop of grouped
+// matmuls (the copy, the drained queue and the GEMM launches that no longer overlap).
+func TestCUDAGroupedMatMulBench(t *testing.T) {
+	if !*gpuBenchFlag {
+		t.Skip("run with -gomoe.bench")
+	}
+	defer SetGroupedGEMM(SetGroupedGEMM(true))
+	shapes := []struct {
+		name          string
+		T, K, E, H, N int
+	}{
+		{"qwen3-30b-a3b", 4096, 8, 128, 2048, 768},
+		{"mixtral(F/4)", 4096, 2, 8, 4096, 3584},
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "\n%-14s %-5s %-9s %-8s %9s %9s %9s %9s\n", "shape", "dtype", "pass", "path", "gpu ms", "wall ms", "TFLOP/s", "sync us")
+	for _, s := range shapes {
+		g := Geometry{T: s.T, K: s.K, E: s.E, A: 1}
+		rng := rand.New(rand.NewPCG(1, 2))
+		ids := cuBalancedIDs(0)(rng, g)
+		plan := cuUpload(t, cuCpuPlan(t, g, ids, nil))
+		R := g.Rows()
+		// Idle-GPU cost of the segment read alone.
+		cuMust(t, testCUDA.Sync())
+		const nsync = 200
+		start := time.Now()
+		for i := 0; i < nsync; i++ {
+			if _, _, err := testCUDA.PlanSegments(g, plan.p); err != nil {
+				t.Fatal(err)
+			}
+		}
+		syncUS := float64(time.Since(start).Microseconds()) / nsync
+		for _, d := range []DType{BF16, F32} {
+			xp := cuAlloc(t, int64(R*s.H*d.Size()))
+			w := cuAlloc(t, int64(s.E*s.H*s.N*d.Size()))
+			z := cuAlloc(t, int64(R*s.N*d.Size()))
+			dw := cuAlloc(t, int64(s.E*s.H*s.N*d.Size()))
+			dxp := cuAlloc(t, int64(R*s.H*d.Size()))
+			// Small values, so that bfloat16 junk from cuAlloc is not NaN or Inf.
+			for _, b := range []cuDevBuf{xp, w, z} {
+				cuMust(t, testCUDA.Do(func() error { return cu.MemsetD8(b.p, 0x3c, b.n) }))
+			}
+			flops := 2 * float64(R) * float64(s.H) * float64(s.N)
+			passes := []struct {
+				name string
+				f    func() error
+			}{
+				{"forward", func() error { return testCUDA.GroupedMatMulForward(d, g, s.H, s.N, z.p, xp.p, w.p, plan.p) }},
+				{"dxp", func() error {
+					return testCUDA.GroupedMatMulBackwardRows(d, g, s.H, s.N, dxp.p, z.p, w.p, plan.p, false)
+				}},
+				{"dw", func() error {
+					return testCUDA.GroupedMatMulBackwardWeights(d, g, s.H, s.N, dw.p, xp.p, z.p, plan.p, false)
+				}},
+			}
+			for _, ps := range passes {
+				for _, grouped := range []bool{true, false} {
+					SetGroupedGEMM(grouped)
+					const n = 10
+					gpu := cuTimeIt(t, n, ps.f)
+					cuMust(t, testCUDA.Sync())
+					start := time.Now()
+					for i := 0; i < n; i++ {
+						cuMust(t, ps.f())
+					}
+					cuMust(t, testCUDA.Sync())
+					wall := float64(time.Since(start).Microseconds()) / 1000 / n
+					path := "loop"
+					if grouped {
+						path = "grouped"
+						if err := GroupedGEMMError(testCUDA); err != nil || !HasGroupedGEMM() {
+							path = "grouped(fell back)"
+						}
+					}
+					fmt.Fprintf(&sb, "%-14s %-5v %-9s %-8s %9.3f %9.3f %9.1f %9.1f\n", s.name, d, ps.name, path, gpu, wall, flops/gpu/1e9, syncUS)
+				}
+			}
+		}
+	}
+	t.Log(sb.String())
+}

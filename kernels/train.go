@@ -1,0 +1,286 @@
+package kernels
+
+import (
+	"fmt"
+	"math"
+)
+
+// Training kernels on the CPU: the activations and row ops the moe layer uses, and the
+// optimiser updates. Each has a CUDA twin of the same name on *CUDA (train_cuda.go, kernels in
+// train.cuh). The activations and row ops use transcendental functions, so the two agree
+// within a few ulps; the optimiser updates round every operation separately in the
+// parameter's type (no fused multiply-add) and agree bit for bit.
+
+// Activation selects an element-wise activation of ActivationForward and ActivationBackward.
+type Activation int
+
+const (
+	// SwiGLU is out = silu(a)·b = a·σ(a)·b (two inputs).
+	SwiGLU Activation = 1
+	// GELU is the tanh approximation out = 0.5·a·(1 + tanh(√(2/π)·(a + 0.044715·a³))).
+	GELU Activation = 2
+	// Sigmoid is out = σ(a) = 1/(1+e^−a).
+	Sigmoid Activation = 3
+)
+
+// Inputs is the number of inputs of the activation (2 for SwiGLU, else 1).
+func (k Activation) Inputs() int {
+	if k == SwiGLU {
+		return 2
+	}
+	return 1
+}
+
+func (k Activation) String() string {
+	switch k {
+	case SwiGLU:
+		return "SwiGLU"
+	case GELU:
+		return "GELU"
+	case Sigmoid:
+		return "Sigmoid"
+	}
+	return fmt.Sprintf("Activation(%d)", int(k))
+}
+
+func (k Activation) valid() bool { return k >= SwiGLU && k <= Sigmoid }
+
+const (
+	geluC = 0.7978845608028654 // √(2/π)
+	geluA = 0.044715
+)
+
+// sigmoid is σ(x), computed without overflow for either sign.
+func sigmoid(x float64) float64 {
+	if x >= 0 {
+		return 1 / (1 + math.Exp(-x))
+	}
+	e := math.Exp(x)
+	return e / (1 + e)
+}
+
+func sameLen(what string, n int, s ...int) error {
+	for _, m := range s {
+		if m != n {
+			return fmt.Errorf("gomoe: %s: slices of %d and %d elements", what, n, m)
+		}
+	}
+	return nil
+}
+
+// ActivationForward writes out = kind(a[, b]) element-wise (b is used by SwiGLU only).
+// Computed in float64 and rounded once.
+func ActivationForward[F float32 | float64](kind Activation, out, a, b []F) error {
+	if !kind.valid() {
+		return fmt.Errorf("gomoe: activation: unknown kind %d", int(kind))
+	}
+	if err := sameLen(kind.String(), len(out), len(a)); err != nil {
+		return err
+	}
+	if kind == SwiGLU {
+		if err := sameLen(kind.String(), len(out), len(b)); err != nil {
+			return err
+		}
+	}
+	for i := range out {
+		x := float64(a[i])
+		switch kind {
+		case SwiGLU:
+			out[i] = F(x * sigmoid(x) * float64(b[i]))
+		case GELU:
+			out[i] = F(0.5 * x * (1 + math.Tanh(geluC*(x+geluA*x*x*x))))
+		default:
+			out[i] = F(sigmoid(x))
+		}
+	}
+	return nil
+}
+
+// ActivationBackward writes into out the gradient of input which (0: a, 1: b) from the output
+// gradient dy, the inputs a, b (SwiGLU) and the output y (Sigmoid):
+//
+//	SwiGLU  da = dy·b·σ(a)·(1 + a·(1−σ(a))),  db = dy·a·σ(a)
+//	GELU    da = dy·(½(1+th) + ½a(1−th²)·c·(1 + 3·0.044715·a²)),  th = tanh(c(a + 0.044715a³))
+//	Sigmoid da = dy·y·(1−y)
+func ActivationBackward[F float32 | float64](kind Activation, which int, out, a, b, y, dy []F) error {
+	if !kind.valid() {
+		return fmt.Errorf("gomoe: activation: unknown kind %d", int(kind))
+	}
+	if which < 0 || which >= kind.Inputs() {
+		return fmt.Errorf("gomoe: %v has no input %d", kind, which)
+	}
+	n := len(out)
+	if err := sameLen(kind.String(), n, len(dy)); err != nil {
+		return err
+	}
+	switch kind {
+	case SwiGLU:
+		if err := sameLen(kind.String(), n, len(a), len(b)); err != nil {
+			return err
+		}
+	case GELU:
+		if err := sameLen(kind.String(), n, len(a)); err != nil {
+			return err
+		}
+	default:
+		if err := sameLen(kind.String(), n, len(y)); err != nil {
+			return err
+		}
+	}
+	for i := range out {
+		g := float64(dy[i])
+		switch kind {
+		case SwiGLU:
+			x := float64(a[i])
+			s := sigmoid(x)
+			if which == 0 {
+				out[i] = F(g * float64(b[i]) * s * (1 + x*(1-s)))
+			} else {
+				out[i] = F(g * x * s)
+			}
+		case GELU:
+			x := float64(a[i])
+			th := math.Tanh(geluC * (x + geluA*x*x*x))
+			out[i] = F(g * (0.5*(1+th) + 0.5*x*(1-th*th)*geluC*(1+3*geluA*x*x)))
+		default:
+			v := float64(y[i])
+			out[i] = F(g * v * (1 - v))
+		}
+	}
+	return nil
+}
+
+// RowOp selects a row-wise op of RowForward and RowBackward on a [rows, cols] matrix.
+type RowOp int
+
+const (
+	// RowSoftmax is y = exp(x − max(x)) / Σ exp(x − max(x)) along each row.
+	RowSoftmax RowOp = 1
+	// RowNormalize is y = x / Σ x along each row.
+	RowNormalize RowOp = 2
+)
+
+func (k RowOp) String() string {
+	switch k {
+	case RowSoftmax:
+		return "RowSoftmax"
+	case RowNormalize:
+		return "RowNormalize"
+	}
+	return fmt.Sprintf("RowOp(%d)", int(k))
+}
+
+func rowArgs(k RowOp, cols int, n ...int) error {
+	if k != RowSoftmax && k != RowNormalize {
+		return fmt.Errorf("gomoe: row op: unknown kind %d", int(k))
+	}
+	if cols < 1 {
+		return fmt.Errorf("gomoe: %v: %d columns", k, cols)
+	}
+	if err := sameLen(k.String(), n[0], n[1:]...); err != nil {
+		return err
+	}
+	if n[0]%cols != 0 {
+		return fmt.Errorf("gomoe: %v: %d elements are not rows of %d", k, n[0], cols)
+	}
+	return nil
+}
+
+// RowForward writes y = kind(x) for every row of x [rows, cols] (sums in float64, rounded once).
+func RowForward[F float32 | float64](kind RowOp, y, x []F, cols int) error {
+	if err := rowArgs(kind, cols, len(y), len(x)); err != nil {
+		return err
+	}
+	for r := 0; r < len(x); r += cols {
+		xr, yr := x[r:r+cols], y[r:r+cols]
+		if kind == RowSoftmax {
+			m := math.Inf(-1)
+			for _, v := range xr {
+				m = math.Max(m, float64(v))
+			}
+			var s float64
+			for _, v := range xr {
+				s += math.Exp(float64(v) - m)
+			}
+			for j, v := range xr {
+				yr[j] = F(math.Exp(float64(v)-m) / s)
+			}
+			continue
+		}
+		var s float64
+		for _, v := range xr {
+			s += float64(v)
+		}
+		for j, v := range xr {
+			yr[j] = F(float64(v) / s)
+		}
+	}
+	return nil
+}
+
+// RowBackward writes dx from dy, the forward input x and output y, row by row:
+//
+//	RowSoftmax   dx = y·(dy − Σ dy·y)
+//	RowNormalize dx = (dy − Σ dy·y) / Σ x
+func RowBackward[F float32 | float64](kind RowOp, dx, x, y, dy []F, cols int) error {
+	if err := rowArgs(kind, cols, len(dx), len(y), len(dy)); err != nil {
+		return err
+	}
+	if kind == RowNormalize && len(x) != len(dx) {
+		return fmt.Errorf("gomoe: %v: x has %d elements, want %d", kind, len(x), len(dx))
+	}
+	for r := 0; r < len(dx); r += cols {
+		var d, s float64
+		for j := r; j < r+cols; j++ {
+			d += float64(dy[j]) * float64(y[j])
+			if kind == RowNormalize {
+				s += float64(x[j])
+			}
+		}
+		for j := r; j < r+cols; j++ {
+			g := float64(dy[j]) - d
+			if kind == RowSoftmax {
+				dx[j] = F(float64(y[j]) * g)
+			} else {
+				dx[j] = F(g / s)
+			}
+		}
+	}
+	return nil
+}
+
+// SGDUpdate updates p in place: p = p − lr·(g + wd·p), every operation rounded to F.
+func SGDUpdate[F float32 | float64](p, g []F, lr, wd float64) error {
+	if err := sameLen("SGD", len(p), len(g)); err != nil {
+		return err
+	}
+	l, w := F(lr), F(wd)
+	for i, x := range p {
+		p[i] = x - F(l*F(g[i]+F(w*x)))
+	}
+	return nil
+}
+
+// AdamUpdate updates p and its moments m, v in place (Adam; decoupled weight decay wd, AdamW,
+// when wd > 0), every operation rounded to F:
+//
+//	m = b1·m + (1−b1)·g;  v = b2·v + (1−b2)·g·g
+//	p = p − lr·((m/c1) / (sqrt(v/c2) + eps) + wd·p)
+//
+// c1 = 1−b1^t and c2 = 1−b2^t are the bias corrections of step t ≥ 1.
+func AdamUpdate[F float32 | float64](p, g, m, v []F, lr, b1, b2, eps, c1, c2, wd float64) error {
+	if err := sameLen("Adam", len(p), len(g), len(m), len(v)); err != nil {
+		return err
+	}
+	L, B1, B2, Eps, C1, C2, W := F(lr), F(b1), F(b2), F(eps), F(c1), F(c2), F(wd)
+	NB1, NB2 := F(1-b1), F(1-b2)
+	for i, x := range p {
+		gi := g[i]
+		mi := F(F(B1*m[i]) + F(NB1*gi))
+		vi := F(F(B2*v[i]) + F(NB2*F(gi*gi)))
+		m[i], v[i] = mi, vi
+		step := F(F(mi/C1) / F(F(math.Sqrt(float64(F(vi/C2))))+Eps))
+		p[i] = x - F(L*F(step+F(W*x)))
+	}
+	return nil
+}
