@@ -34,6 +34,28 @@ type deviceKernels interface {
 	// UnpermuteBackward returns dyp [R,H] (if wantRows) and dprobs [T,K] (if wantProbs) from
 	// dy [T,H], yp [R,H] (needed for dprobs) and probs [T,K] (nil: unweighted forward).
 	UnpermuteBackward(g kernels.Geometry, dy, yp, probs, plan G.Value, wantRows, wantProbs bool) (dyp, dprobs G.Value, err error)
+
+	// GroupedMatMul returns z [R,N] = xp[seg e] · w[e] for xp [R,H], w [E,H,N] (pad rows 0).
+	GroupedMatMul(g kernels.Geometry, xp, w, plan G.Value) (G.Value, error)
+	// GroupedMatMulRowsGrad returns dxp [R,H] = dz[seg e] · w[e]ᵀ for dz [R,N] (pad rows 0).
+	GroupedMatMulRowsGrad(g kernels.Geometry, dz, w, plan G.Value) (G.Value, error)
+	// GroupedMatMulWeightsGrad returns dw [E,H,N] = xp[seg e]ᵀ · dz[seg e] (0 for an expert
+	// with no rows); H is the rows' width.
+	GroupedMatMulWeightsGrad(g kernels.Geometry, xp, dz, plan G.Value, H int) (G.Value, error)
+
+	// TopK returns ids [T,K] int32 for scores [T,E] (bias [E] or nil) as topkOp does.
+	TopK(scores, bias G.Value, k, groups, kept int) (G.Value, error)
+	// GatherTopK returns out [T,K] = scores[t, ids[t,k]].
+	GatherTopK(scores, ids G.Value) (G.Value, error)
+	// GatherTopKGrad returns ds [T,E]: zero except ds[t, ids[t,k]] = g[t,k].
+	GatherTopKGrad(g, ids G.Value, E int) (G.Value, error)
+
+	// Pointwise runs the forward of an element-wise or row-wise op k (pointwise.go) on
+	// device inputs and returns its device output.
+	Pointwise(k pwKind, in ...G.Value) (G.Value, error)
+	// PointwiseGrad returns the gradients of op k's inputs (nil where want[i] is false) from
+	// the forward inputs, the forward output y and its gradient dy.
+	PointwiseGrad(k pwKind, in []G.Value, y, dy G.Value, want []bool) ([]G.Value, error)
 }
 
 // device is the registered device backend, nil in the default build.

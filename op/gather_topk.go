@@ -94,6 +94,17 @@ func (op gatherTopKOp) Do(vs ...G.Value) (G.Value, error) {
 	if len(vs) != 2 {
 		return nil, fmt.Errorf("gomoe: %s: want 2 inputs, got %d", name, len(vs))
 	}
+	dev, err := onDevice(name, vs...)
+	if err != nil {
+		return nil, err
+	}
+	if dev {
+		if s := vs[0].Shape(); s.Dims() != 2 || s[1] != op.e {
+			return nil, fmt.Errorf("gomoe: %s: scores have shape %v, want (T, E=%d)", name, s, op.e)
+		}
+		v, err := device.GatherTopK(vs[0], vs[1])
+		return v, wrapErr(name, err)
+	}
 	s, ids, T, K, err := gatherTopKArgs(name, op.e, vs[0], vs[1])
 	if err != nil {
 		return nil, err
@@ -208,6 +219,14 @@ func (op gatherTopKGradOp) Do(vs ...G.Value) (G.Value, error) {
 	const name = "GatherTopKGrad"
 	if len(vs) != 2 {
 		return nil, fmt.Errorf("gomoe: %s: want 2 inputs, got %d", name, len(vs))
+	}
+	dev, err := onDevice(name, vs...)
+	if err != nil {
+		return nil, err
+	}
+	if dev {
+		v, err := device.GatherTopKGrad(vs[0], vs[1], op.e)
+		return v, wrapErr(name, err)
 	}
 	g, err := gmmDense(name, "grad", vs[0], tensor.Dtype{}, nil)
 	if err != nil {

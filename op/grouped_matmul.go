@@ -9,13 +9,17 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/bfloat16"
 	"github.com/gomoe/gomoe/kernels"
 )
 
 // Grouped expert matmul: z [R,N] = xp [R,H] · w[e] [H,N] on the real rows of each expert e's
 // segment of the plan (rows [offsets[e], offsets[e]+counts[e])); pad rows and rows past
 // offsets[E] are 0. Gradients flow to xp and w; experts that got no row get a zero weight
-// gradient. The CPU kernels are kernels.GroupedMatMul*.
+// gradient. The CPU kernels are kernels.GroupedMatMul*; on device values (package device) the
+// ops run kernels.CUDA's grouped matmul on cuBLAS, which reads the plan's offsets to the host
+// with one small synchronous copy per call. Data may be float32, float64 or bfloat16 (float32
+// accumulation, output rounded once; the CPU widens bfloat16 to float32).
 
 // GroupedMatMul multiplies each expert's segment of the permuted rows xp [R,H] by that
 // expert's weight w [E,H,N] and returns z [R,N]. p is the routing plan xp was permuted with.
@@ -41,13 +45,69 @@ func GroupedMatMulWithPlan(xp, w, plan *G.Node, geo kernels.Geometry) (*G.Node, 
 	if xp.Dtype() != w.Dtype() {
 		return nil, fmt.Errorf("gomoe: GroupedMatMul: xp is %v but w is %v", xp.Dtype(), w.Dtype())
 	}
-	if err := gmmFloat(xp.Dtype()); err != nil {
+	if err := gmmDtype(xp.Dtype()); err != nil {
 		return nil, err
 	}
 	if err := checkNodes("GroupedMatMul", []*G.Node{xp, w, plan}, "xp", "w", "plan"); err != nil {
 		return nil, err
 	}
 	return applyOp("GroupedMatMul", gmmOp{geo}, xp, w, plan)
+}
+
+// gmmDtype checks the data dtype of the grouped matmul: float32, float64 or bfloat16 (on the
+// CPU, bfloat16 inputs are widened to float32, multiplied in float32 and the output rounded
+// once; on the GPU, cuBLAS reads bfloat16 and accumulates in float32).
+func gmmDtype(dt tensor.Dtype) error {
+	if dt != tensor.Float32 && dt != tensor.Float64 && dt != bfloat16.Dtype {
+		return fmt.Errorf("gomoe: GroupedMatMul: dtype %v, want float32, float64 or bfloat16", dt)
+	}
+	return nil
+}
+
+// gmmDispatch runs a grouped matmul op's Do on the device when its inputs are device values
+// (dev true), or, for host bfloat16 inputs, runs do on the inputs widened to float32 and
+// rounds the result once (done true). Otherwise the caller runs the host float kernels.
+func gmmDispatch(name string, vs []G.Value, dev func() (G.Value, error), do func(vs ...G.Value) (G.Value, error)) (out G.Value, done bool, err error) {
+	if len(vs) != 3 {
+		return nil, true, errorf(name, "want 3 inputs, got %d", len(vs))
+	}
+	for i, v := range vs {
+		if v == nil {
+			return nil, true, errorf(name, "input %d is nil", i)
+		}
+	}
+	onDev, err := onDevice(name, vs...)
+	if err != nil {
+		return nil, true, err
+	}
+	if onDev {
+		v, err := dev()
+		if err != nil {
+			return nil, true, wrapErr(name, err)
+		}
+		return v, true, nil
+	}
+	if vs[0].Dtype() != bfloat16.Dtype {
+		return nil, false, nil
+	}
+	if vs[1].Dtype() != bfloat16.Dtype {
+		return nil, true, errorf(name, "input 0 is bfloat16 but input 1 is %v", vs[1].Dtype())
+	}
+	wide := make([]G.Value, len(vs))
+	for i, v := range vs {
+		wide[i] = v
+		if v.Dtype() == bfloat16.Dtype {
+			if wide[i], err = widenBF16(name, fmt.Sprintf("input %d", i), v); err != nil {
+				return nil, true, err
+			}
+		}
+	}
+	f, err := do(wide...)
+	if err != nil {
+		return nil, true, err
+	}
+	out, err = roundBF16(name, f, nil)
+	return out, true, err
 }
 
 func gmmFloat(dt tensor.Dtype) error {
@@ -197,6 +257,11 @@ func (op gmmOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 }
 
 func (op gmmOp) Do(vs ...G.Value) (G.Value, error) {
+	if out, done, err := gmmDispatch("GroupedMatMul", vs, func() (G.Value, error) {
+		return device.GroupedMatMul(op.geo, vs[0], vs[1], vs[2])
+	}, op.Do); done {
+		return out, err
+	}
 	xp, w, p, H, N, err := gmmDoInputs("GroupedMatMul", op.geo, vs, "xp", 1)
 	if err != nil {
 		return nil, err
@@ -323,6 +388,11 @@ func (op gmmRowsGradOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 }
 
 func (op gmmRowsGradOp) Do(vs ...G.Value) (G.Value, error) {
+	if out, done, err := gmmDispatch("GroupedMatMulRowsGrad", vs, func() (G.Value, error) {
+		return device.GroupedMatMulRowsGrad(op.geo, vs[0], vs[1], vs[2])
+	}, op.Do); done {
+		return out, err
+	}
 	dz, w, p, H, N, err := gmmDoInputs("GroupedMatMulRowsGrad", op.geo, vs, "dz", 2)
 	if err != nil {
 		return nil, err
@@ -378,8 +448,10 @@ func (op gmmWeightsGradOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 
 func (op gmmWeightsGradOp) Do(vs ...G.Value) (G.Value, error) {
 	const name = "GroupedMatMulWeightsGrad"
-	if len(vs) != 3 {
-		return nil, fmt.Errorf("gomoe: %s: want 3 inputs, got %d", name, len(vs))
+	if out, done, err := gmmDispatch(name, vs, func() (G.Value, error) {
+		return device.GroupedMatMulWeightsGrad(op.geo, vs[0], vs[1], vs[2], op.h)
+	}, op.Do); done {
+		return out, err
 	}
 	xp, err := gmmDense(name, "xp", vs[0], tensor.Dtype{}, tensor.Shape{op.geo.Rows(), op.h})
 	if err != nil {

@@ -134,6 +134,21 @@ func (op topkOp) Do(vs ...G.Value) (G.Value, error) {
 	if len(vs) != op.Arity() {
 		return nil, fmt.Errorf("gomoe: %s: want %d inputs, got %d", name, op.Arity(), len(vs))
 	}
+	dev, err := onDevice(name, vs...)
+	if err != nil {
+		return nil, err
+	}
+	if dev {
+		if s := vs[0].Shape(); s.Dims() != 2 || s[1] != op.e {
+			return nil, fmt.Errorf("gomoe: %s: scores have shape %v, want (T, E=%d)", name, s, op.e)
+		}
+		var bias G.Value
+		if op.bias {
+			bias = vs[1]
+		}
+		v, err := device.TopK(vs[0], bias, op.k, op.groups, op.kept)
+		return v, wrapErr(name, err)
+	}
 	sd, err := gmmDense(name, "scores", vs[0], tensor.Dtype{}, nil)
 	if err != nil {
 		return nil, err

@@ -1,0 +1,192 @@
+//go:build gomoecuda
+
+package op
+
+import (
+	"fmt"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	gdev "github.com/gomoe/gomoe/device"
+	"github.com/gomoe/gomoe/kernels"
+)
+
+// Device versions of the pointwise ops (pointwise.go), top-k routing and the top-k gather.
+
+// sameDevice returns the engine and kernel dtype of device values of one dtype and size.
+func sameDevice(vs ...G.Value) (*gdev.Engine, kernels.DType, error) {
+	e, err := devOf(vs...)
+	if err != nil {
+		return nil, 0, err
+	}
+	dt, err := gdev.DType(vs[0].Dtype())
+	if err != nil {
+		return nil, 0, err
+	}
+	n := vs[0].Shape().TotalSize()
+	for i, v := range vs {
+		if v.Dtype() != vs[0].Dtype() || v.Shape().TotalSize() != n {
+			return nil, 0, fmt.Errorf("input %d is %v %v, input 0 is %v %v", i, v.Dtype(), v.Shape(), vs[0].Dtype(), vs[0].Shape())
+		}
+		if err := contiguous(fmt.Sprintf("input %d", i), v); err != nil {
+			return nil, 0, err
+		}
+	}
+	return e, dt, nil
+}
+
+func (cudaKernels) Pointwise(k pwKind, in ...G.Value) (G.Value, error) {
+	if len(in) != k.arity() {
+		return nil, fmt.Errorf("%v: want %d inputs, got %d", k, k.arity(), len(in))
+	}
+	e, dt, err := sameDevice(in...)
+	if err != nil {
+		return nil, err
+	}
+	out, err := e.NewStepTensor(in[0].Dtype(), in[0].Shape().Clone()...)
+	if err != nil {
+		return nil, err
+	}
+	n := int64(in[0].Shape().TotalSize())
+	if k.row() {
+		cols := in[0].Shape()[1]
+		err = e.Kernels().RowForward(dt, k.rowOp(), dptr(out), dptr(in[0]), n/int64(cols), cols)
+	} else {
+		b := dptr(in[0])
+		if len(in) > 1 {
+			b = dptr(in[1])
+		}
+		err = e.Kernels().ActivationForward(dt, k.activation(), dptr(out), dptr(in[0]), b, n)
+	}
+	if err != nil {
+		_ = e.Release(out)
+		return nil, err
+	}
+	return out, nil
+}
+
+func (cudaKernels) PointwiseGrad(k pwKind, in []G.Value, y, dy G.Value, want []bool) ([]G.Value, error) {
+	if len(in) != k.arity() || len(want) != len(in) {
+		return nil, fmt.Errorf("%v gradient: want %d inputs, got %d", k, k.arity(), len(in))
+	}
+	e, dt, err := sameDevice(append(append([]G.Value{}, in...), y, dy)...)
+	if err != nil {
+		return nil, err
+	}
+	n := int64(y.Shape().TotalSize())
+	out := make([]G.Value, len(in))
+	for i, w := range want {
+		if !w {
+			continue
+		}
+		d, err := e.NewStepTensor(y.Dtype(), y.Shape().Clone()...)
+		if err != nil {
+			return nil, err
+		}
+		if k.row() {
+			cols := y.Shape()[1]
+			err = e.Kernels().RowBackward(dt, k.rowOp(), dptr(d), dptr(in[0]), dptr(y), dptr(dy), n/int64(cols), cols)
+		} else {
+			b := dptr(in[0])
+			if len(in) > 1 {
+				b = dptr(in[1])
+			}
+			err = e.Kernels().ActivationBackward(dt, k.activation(), i, dptr(d), dptr(in[0]), b, dptr(y), dptr(dy), n)
+		}
+		if err != nil {
+			_ = e.Release(d)
+			return nil, err
+		}
+		out[i] = d
+	}
+	return out, nil
+}
+
+func (cudaKernels) TopK(scores, bias G.Value, k, groups, kept int) (G.Value, error) {
+	e, err := devOf(scores, bias)
+	if err != nil {
+		return nil, err
+	}
+	dt, err := gdev.DType(scores.Dtype())
+	if err != nil {
+		return nil, err
+	}
+	T, E := scores.Shape()[0], scores.Shape()[1]
+	if err := contiguous("scores", scores); err != nil {
+		return nil, err
+	}
+	if bias != nil {
+		if bias.Dtype() != scores.Dtype() || bias.Shape().TotalSize() != E {
+			return nil, fmt.Errorf("bias is %v %v, want %v (E=%d)", bias.Dtype(), bias.Shape(), scores.Dtype(), E)
+		}
+	}
+	ids, err := e.NewStepTensor(tensor.Int32, T, k)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.Kernels().TopK(dt, dptr(ids), dptr(scores), dptr(bias), int64(T), E, k, groups, kept); err != nil {
+		_ = e.Release(ids)
+		return nil, err
+	}
+	return ids, nil
+}
+
+func gatherArgs(what string, v, ids G.Value) (*gdev.Engine, kernels.DType, int, int, error) {
+	e, err := devOf(v, ids)
+	if err != nil {
+		return nil, 0, 0, 0, err
+	}
+	dt, err := gdev.DType(v.Dtype())
+	if err != nil {
+		return nil, 0, 0, 0, err
+	}
+	if ids.Dtype() != tensor.Int32 || ids.Shape().Dims() != 2 {
+		return nil, 0, 0, 0, fmt.Errorf("ids are %v %v, want int32 (T, K)", ids.Dtype(), ids.Shape())
+	}
+	if err := contiguous(what, v); err != nil {
+		return nil, 0, 0, 0, err
+	}
+	if err := contiguous("ids", ids); err != nil {
+		return nil, 0, 0, 0, err
+	}
+	return e, dt, ids.Shape()[0], ids.Shape()[1], nil
+}
+
+func (cudaKernels) GatherTopK(scores, ids G.Value) (G.Value, error) {
+	e, dt, T, K, err := gatherArgs("scores", scores, ids)
+	if err != nil {
+		return nil, err
+	}
+	if scores.Shape()[0] != T {
+		return nil, fmt.Errorf("scores have %d rows, ids %d", scores.Shape()[0], T)
+	}
+	out, err := e.NewStepTensor(scores.Dtype(), T, K)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.Kernels().GatherTopK(dt, dptr(out), dptr(scores), dptr(ids), int64(T), scores.Shape()[1], K); err != nil {
+		_ = e.Release(out)
+		return nil, err
+	}
+	return out, nil
+}
+
+func (cudaKernels) GatherTopKGrad(g, ids G.Value, E int) (G.Value, error) {
+	e, dt, T, K, err := gatherArgs("grad", g, ids)
+	if err != nil {
+		return nil, err
+	}
+	if !g.Shape().Eq(ids.Shape()) {
+		return nil, fmt.Errorf("grad %v and ids %v, want both (T, K)", g.Shape(), ids.Shape())
+	}
+	out, err := e.NewStepTensor(g.Dtype(), T, E)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.Kernels().GatherTopKBackward(dt, dptr(out), dptr(g), dptr(ids), int64(T), E, K); err != nil {
+		_ = e.Release(out)
+		return nil, err
+	}
+	return out, nil
+}

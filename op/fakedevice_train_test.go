@@ -1,0 +1,142 @@
+package op
+
+import (
+	"fmt"
+	"math/rand"
+	"testing"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/kernels"
+)
+
+// The fake device's grouped matmul and pointwise methods run the host ops (see fakeDevice).
+
+func (f *fakeDevice) GroupedMatMul(g kernels.Geometry, xp, w, plan G.Value) (G.Value, error) {
+	return f.one("GroupedMatMul", func() (G.Value, error) { return gmmOp{g}.Do(xp, w, plan) })
+}
+
+func (f *fakeDevice) GroupedMatMulRowsGrad(g kernels.Geometry, dz, w, plan G.Value) (G.Value, error) {
+	return f.one("GroupedMatMulRowsGrad", func() (G.Value, error) { return gmmRowsGradOp{g}.Do(dz, w, plan) })
+}
+
+func (f *fakeDevice) GroupedMatMulWeightsGrad(g kernels.Geometry, xp, dz, plan G.Value, H int) (G.Value, error) {
+	return f.one("GroupedMatMulWeightsGrad", func() (G.Value, error) { return gmmWeightsGradOp{g, H}.Do(xp, dz, plan) })
+}
+
+func (f *fakeDevice) TopK(scores, bias G.Value, k, groups, kept int) (G.Value, error) {
+	return f.one("TopK", func() (G.Value, error) {
+		op := topkOp{k: k, e: scores.Shape()[1], groups: groups, kept: kept, bias: bias != nil}
+		if bias == nil {
+			return op.Do(scores)
+		}
+		return op.Do(scores, bias)
+	})
+}
+
+func (f *fakeDevice) GatherTopK(scores, ids G.Value) (G.Value, error) {
+	return f.one("GatherTopK", func() (G.Value, error) { return gatherTopKOp{e: scores.Shape()[1]}.Do(scores, ids) })
+}
+
+func (f *fakeDevice) GatherTopKGrad(g, ids G.Value, E int) (G.Value, error) {
+	return f.one("GatherTopKGrad", func() (G.Value, error) { return gatherTopKGradOp{e: E}.Do(g, ids) })
+}
+
+func (f *fakeDevice) Pointwise(k pwKind, in ...G.Value) (G.Value, error) {
+	return f.one("Pointwise"+k.String(), func() (G.Value, error) { return pwOp{k, in[0].Shape().Dims()}.Do(in...) })
+}
+
+func (f *fakeDevice) PointwiseGrad(k pwKind, in []G.Value, y, dy G.Value, want []bool) ([]G.Value, error) {
+	out := make([]G.Value, len(in))
+	for i, w := range want {
+		if !w {
+			continue
+		}
+		vs := append(append(append([]G.Value{}, in...), y), dy)
+		v, err := f.one("PointwiseGrad"+k.String(), func() (G.Value, error) { return pwGradOp{k, y.Shape().Dims(), i}.Do(vs...) })
+		if err != nil {
+			return nil, err
+		}
+		out[i] = v
+	}
+	return out, nil
+}
+
+// allDevice is a fake device that owns every dense tensor, so that the values Gorgonia's own
+// ops make (sums of gradients, the cost) count as device values too.
+type allDevice struct{ *fakeDevice }
+
+func (allDevice) Owns(v G.Value) bool {
+	_, ok := v.(*tensor.Dense)
+	return ok
+}
+
+// TestDeviceDispatchTrainOps runs the pointwise ops, TopK and GatherTopK forward and backward
+// with every input on a (fake) device and checks that each went to its device method and gave
+// the host result.
+func TestDeviceDispatchTrainOps(t *testing.T) {
+	build := func() (*G.ExprGraph, []*G.Node, []*G.Node) {
+		g := G.NewGraph()
+		dt := tensor.Float64
+		rng := rand.New(rand.NewSource(3))
+		mk := func(name string, pos bool) *G.Node {
+			v := gcRand(rng, 4*6)
+			if pos {
+				for i := range v {
+					v[i] = 0.5 + v[i]/4
+				}
+			}
+			return G.NewMatrix(g, dt, G.WithShape(4, 6), G.WithName(name), G.WithValue(gcDense(dt, tensor.Shape{4, 6}, v)))
+		}
+		x, a, b, pos := mk("x", false), mk("a", false), mk("b", false), mk("pos", true)
+		s := must(Softmax(x))
+		ids := must(TopK(s, 2, TopKOpts{Groups: 3, GroupsKept: 2}))
+		p := must(GatherTopK(s, ids))
+		ys := []*G.Node{s, p, must(SwiGLU(a, b)), must(GELU(a)), must(Sigmoid(b)), must(RowNormalize(pos))}
+		var cost *G.Node
+		for i, y := range ys {
+			c, err := gcWeighted(g, dt, y, fmt.Sprintf("w%d", i), int64(i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cost == nil {
+				cost = c
+			} else {
+				cost = must(G.Add(cost, c))
+			}
+		}
+		in := []*G.Node{x, a, b, pos}
+		grads, err := G.Grad(cost, in...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g, in, append(append(ys, ids), grads...)
+	}
+	g, _, outs := build()
+	want := runRead(t, g, outs...)
+
+	f := newFakeDevice()
+	saved := device
+	device = allDevice{f}
+	defer func() { device = saved }()
+	g, _, outs = build()
+	got := runRead(t, g, outs...)
+	for i := range want {
+		if !bitsEqual(got[i], want[i]) {
+			t.Errorf("output %d (%v): device %v, host %v", i, outs[i], got[i], want[i])
+		}
+	}
+	for _, k := range []pwKind{pwSoftmax, pwSwiGLU, pwGELU, pwSigmoid, pwRowNormalize} {
+		for _, name := range []string{"Pointwise" + k.String(), "PointwiseGrad" + k.String()} {
+			if f.calls[name] == 0 {
+				t.Errorf("device method %s was never called (calls %v)", name, f.calls)
+			}
+		}
+	}
+	for _, name := range []string{"TopK", "GatherTopK", "GatherTopKGrad"} {
+		if f.calls[name] == 0 {
+			t.Errorf("device method %s was never called (calls %v)", name, f.calls)
+		}
+	}
+}

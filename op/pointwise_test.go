@@ -1,0 +1,225 @@
+package op
+
+import (
+	"math"
+	"math/rand"
+	"strings"
+	"testing"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// Tests of SwiGLU, GELU, Sigmoid, Softmax and RowNormalize: forward values against formulas
+// written out here, gradients against float64 central differences (SymDiff and DoDiff), and
+// bad input.
+
+func refSigmoid(x float64) float64 { return 1 / (1 + math.Exp(-x)) }
+
+type pwCase struct {
+	name  string
+	nIn   int
+	shape tensor.Shape
+	build func(in ...*G.Node) (*G.Node, error)
+	ref   func(in [][]float64, cols int) []float64
+}
+
+func pwCases() []pwCase {
+	elem := func(f func(a, b float64) float64) func(in [][]float64, cols int) []float64 {
+		return func(in [][]float64, cols int) []float64 {
+			out := make([]float64, len(in[0]))
+			for i, a := range in[0] {
+				b := 0.0
+				if len(in) > 1 {
+					b = in[1][i]
+				}
+				out[i] = f(a, b)
+			}
+			return out
+		}
+	}
+	return []pwCase{
+		{"SwiGLU", 2, tensor.Shape{3, 5}, func(in ...*G.Node) (*G.Node, error) { return SwiGLU(in[0], in[1]) },
+			elem(func(a, b float64) float64 { return a / (1 + math.Exp(-a)) * b })},
+		{"GELU", 1, tensor.Shape{4, 3}, func(in ...*G.Node) (*G.Node, error) { return GELU(in[0]) },
+			elem(func(a, _ float64) float64 {
+				return a / 2 * (1 + math.Tanh(math.Sqrt(2/math.Pi)*(a+0.044715*a*a*a)))
+			})},
+		{"Sigmoid", 1, tensor.Shape{2, 7}, func(in ...*G.Node) (*G.Node, error) { return Sigmoid(in[0]) },
+			elem(func(a, _ float64) float64 { return refSigmoid(a) })},
+		{"Softmax", 1, tensor.Shape{3, 6}, func(in ...*G.Node) (*G.Node, error) { return Softmax(in[0]) },
+			func(in [][]float64, cols int) []float64 {
+				out := make([]float64, len(in[0]))
+				for r := 0; r < len(out); r += cols {
+					var s float64
+					for j := r; j < r+cols; j++ {
+						s += math.Exp(in[0][j])
+					}
+					for j := r; j < r+cols; j++ {
+						out[j] = math.Exp(in[0][j]) / s
+					}
+				}
+				return out
+			}},
+		{"RowNormalize", 1, tensor.Shape{4, 3}, func(in ...*G.Node) (*G.Node, error) { return RowNormalize(in[0]) },
+			func(in [][]float64, cols int) []float64 {
+				out := make([]float64, len(in[0]))
+				for r := 0; r < len(out); r += cols {
+					var s float64
+					for j := r; j < r+cols; j++ {
+						s += in[0][j]
+					}
+					for j := r; j < r+cols; j++ {
+						out[j] = in[0][j] / s
+					}
+				}
+				return out
+			}},
+	}
+}
+
+// pwData draws inputs; RowNormalize gets positive rows (sums away from 0), Softmax a wide range.
+func pwData(c pwCase, seed int64) [][]float64 {
+	rng := rand.New(rand.NewSource(seed))
+	n := c.shape.TotalSize()
+	in := make([][]float64, c.nIn)
+	for i := range in {
+		in[i] = make([]float64, n)
+		for j := range in[i] {
+			switch c.name {
+			case "RowNormalize":
+				in[i][j] = 0.2 + rng.Float64()
+			case "Softmax":
+				in[i][j] = rng.NormFloat64() * 3
+			default:
+				in[i][j] = rng.NormFloat64() * 2
+			}
+		}
+	}
+	return in
+}
+
+func TestPointwiseForward(t *testing.T) {
+	for _, c := range pwCases() {
+		for _, dt := range []tensor.Dtype{tensor.Float64, tensor.Float32} {
+			data := pwData(c, 1)
+			g := G.NewGraph()
+			in := make([]*G.Node, c.nIn)
+			for i := range in {
+				in[i] = G.NewTensor(g, dt, 2, G.WithShape(c.shape...), G.WithName(string(rune('a'+i))), G.WithValue(gcDense(dt, c.shape, data[i])))
+			}
+			y, err := c.build(in...)
+			if err != nil {
+				t.Fatalf("%s: %v", c.name, err)
+			}
+			got := runRead(t, g, y)[0]
+			want := c.ref(data, c.shape[1])
+			tol := 1e-14
+			if dt == tensor.Float32 {
+				tol = 1e-6
+			}
+			if d := gcMaxDiff(gcFloats(got), want); d > tol {
+				t.Errorf("%s %v: max diff %g from the formula", c.name, dt, d)
+			}
+			if !got.Shape().Eq(c.shape) || got.Dtype() != dt {
+				t.Errorf("%s %v: output %v %v", c.name, dt, got.Dtype(), got.Shape())
+			}
+		}
+	}
+}
+
+func TestPointwiseGradients(t *testing.T) {
+	for _, c := range pwCases() {
+		data := pwData(c, 2)
+		inputs := make([]gcInput, c.nIn)
+		for i := range inputs {
+			inputs[i] = gcInput{string(rune('a' + i)), c.shape, data[i]}
+		}
+		c := c
+		t.Run(c.name, func(t *testing.T) {
+			gcRun(t, gcCase{name: c.name, inputs: inputs, build: func(g *G.ExprGraph, dt tensor.Dtype, in []*G.Node) (*G.Node, error) {
+				y, err := c.build(in...)
+				if err != nil {
+					return nil, err
+				}
+				return gcWeighted(g, dt, y, "w_"+c.name, 5)
+			}})
+		})
+	}
+}
+
+// TestSoftmaxLargeRows: rows far above the first element (where Gorgonia's SoftMax gives NaN)
+// stay finite and sum to 1.
+func TestSoftmaxLargeRows(t *testing.T) {
+	g := G.NewGraph()
+	x := G.NewMatrix(g, tensor.Float32, G.WithShape(2, 3), G.WithName("x"),
+		G.WithValue(tensor.New(tensor.WithShape(2, 3), tensor.WithBacking([]float32{-1000, -999, -1001, 1000, 999, 1001}))))
+	y := must(Softmax(x))
+	v := runRead(t, g, y)[0].Data().([]float32)
+	for r := 0; r < 2; r++ {
+		var s float32
+		for _, p := range v[3*r : 3*r+3] {
+			if math.IsNaN(float64(p)) {
+				t.Fatalf("row %d: NaN in %v", r, v)
+			}
+			s += p
+		}
+		if math.Abs(float64(s)-1) > 1e-6 {
+			t.Errorf("row %d sums to %g", r, s)
+		}
+	}
+}
+
+func TestPointwiseBadInput(t *testing.T) {
+	g := G.NewGraph()
+	m := G.NewMatrix(g, tensor.Float32, G.WithShape(2, 3), G.WithName("m"))
+	m64 := G.NewMatrix(g, tensor.Float64, G.WithShape(2, 3), G.WithName("m64"))
+	other := G.NewMatrix(g, tensor.Float32, G.WithShape(3, 2), G.WithName("other"))
+	v := G.NewVector(g, tensor.Float32, G.WithShape(6), G.WithName("v"))
+	ids := G.NewMatrix(g, tensor.Int32, G.WithShape(2, 3), G.WithName("ids"))
+	cases := []struct {
+		name string
+		f    func() (*G.Node, error)
+		want string
+	}{
+		{"nil", func() (*G.Node, error) { return Sigmoid(nil) }, "input 0 is nil"},
+		{"int", func() (*G.Node, error) { return GELU(ids) }, "input 0"},
+		{"dtypes", func() (*G.Node, error) { return SwiGLU(m, m64) }, "dtypes"},
+		{"shapes", func() (*G.Node, error) { return SwiGLU(m, other) }, "shapes"},
+		{"softmax vector", func() (*G.Node, error) { return Softmax(v) }, "want a matrix"},
+		{"normalize vector", func() (*G.Node, error) { return RowNormalize(v) }, "want a matrix"},
+	}
+	for _, c := range cases {
+		n, err := c.f()
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, %v; want an error containing %q", c.name, n, err, c.want)
+		}
+	}
+	// Do with mismatched values errors and does not panic.
+	if _, err := (pwOp{pwSwiGLU, 2}).Do(gcDense(tensor.Float32, tensor.Shape{2, 3}, make([]float64, 6)), gcDense(tensor.Float64, tensor.Shape{2, 3}, make([]float64, 6))); err == nil {
+		t.Errorf("Do with mixed dtypes: no error")
+	}
+}
+
+func TestScale(t *testing.T) {
+	rng := rand.New(rand.NewSource(4))
+	x := gcRand(rng, 12)
+	gcRun(t, gcCase{name: "Scale", inputs: []gcInput{{"x", tensor.Shape{3, 4}, x}}, build: func(g *G.ExprGraph, dt tensor.Dtype, in []*G.Node) (*G.Node, error) {
+		y, err := Scale(in[0], 2.5)
+		if err != nil {
+			return nil, err
+		}
+		return gcWeighted(g, dt, y, "w_scale", 6)
+	}})
+	g := G.NewGraph()
+	xn := G.NewMatrix(g, tensor.Float64, G.WithShape(3, 4), G.WithName("x"), G.WithValue(gcDense(tensor.Float64, tensor.Shape{3, 4}, x)))
+	got := gcFloats(runRead(t, g, must(Scale(xn, -0.5)))[0])
+	for i := range x {
+		if got[i] != -0.5*x[i] {
+			t.Fatalf("Scale: [%d] = %v, want %v", i, got[i], -0.5*x[i])
+		}
+	}
+	if _, err := Scale(nil, 1); err == nil {
+		t.Error("Scale(nil): no error")
+	}
+}

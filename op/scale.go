@@ -1,0 +1,147 @@
+package op
+
+import (
+	"fmt"
+	"hash"
+
+	"github.com/chewxy/hm"
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// Scale returns c·x element-wise for a float tensor x and a constant c (rounded to x's dtype
+// first). Unlike G.Mul with a constant node, its gradient is only c·dy: Gorgonia's Mul also
+// differentiates with respect to the constant, a full reduction that device values cannot take.
+// On the device it runs as the engine's MulScalar.
+func Scale(x *G.Node, c float64) (*G.Node, error) {
+	if x == nil {
+		return nil, errorf("Scale", "x is nil")
+	}
+	if err := wantFloat(x.Dtype()); err != nil {
+		return nil, errorf("Scale", "x: %v", err)
+	}
+	return applyOp("Scale", scaleOp{c, x.Dims()}, x)
+}
+
+// scaleOp: x → c·x.
+type scaleOp struct {
+	c    float64
+	dims int
+}
+
+func (op scaleOp) Arity() int { return 1 }
+
+func (op scaleOp) Type() hm.Type {
+	a := hm.TypeVariable('a')
+	t := G.TensorType{Dims: op.dims, Of: a}
+	if op.dims == 0 {
+		return hm.NewFnType(a, a)
+	}
+	return hm.NewFnType(t, t)
+}
+
+func (op scaleOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
+	if len(ds) != 1 {
+		return nil, errorf("Scale", "want 1 input, got %d", len(ds))
+	}
+	s, err := shapeOf("Scale", "x", ds[0])
+	if err != nil {
+		return nil, err
+	}
+	return s.Clone(), nil
+}
+
+func (op scaleOp) Do(vs ...G.Value) (G.Value, error) {
+	const name = "Scale"
+	if len(vs) != 1 || vs[0] == nil {
+		return nil, errorf(name, "want 1 input")
+	}
+	v := vs[0]
+	if err := checkFloat(name, "x", v.Dtype()); err != nil {
+		return nil, err
+	}
+	dev, err := onDevice(name, v)
+	if err != nil {
+		return nil, err
+	}
+	if dev {
+		t, ok := v.(tensor.Tensor)
+		if !ok {
+			return nil, errorf(name, "x is a %T", v)
+		}
+		var c any = op.c
+		if v.Dtype() == tensor.Float32 {
+			c = float32(op.c)
+		}
+		out, err := tensor.Mul(t, c)
+		return out, wrapErr(name, err)
+	}
+	switch v.Dtype() {
+	case tensor.Float32:
+		return scaleHost[float32](name, v, op.c)
+	case tensor.Float64:
+		return scaleHost[float64](name, v, op.c)
+	}
+	return nil, errorf(name, "dtype %v, want float32 or float64", v.Dtype())
+}
+
+func scaleHost[F float32 | float64](name string, v G.Value, c float64) (G.Value, error) {
+	switch x := v.(type) {
+	case *G.F32:
+		return G.NewF32(float32(*x) * float32(c)), nil
+	case *G.F64:
+		return G.NewF64(float64(*x) * c), nil
+	}
+	s, err := hostFloats[F](name, "x", v)
+	if err != nil {
+		return nil, err
+	}
+	out, o := newDense[F](v.Shape().Clone()...)
+	cf := F(c)
+	for i, x := range s {
+		o[i] = x * cf
+	}
+	return out, nil
+}
+
+func (op scaleOp) ReturnsPtr() bool      { return false }
+func (op scaleOp) CallsExtern() bool     { return false }
+func (op scaleOp) OverwritesInput() int  { return -1 }
+func (op scaleOp) String() string        { return fmt.Sprintf("Scale{%v, %dd}", op.c, op.dims) }
+func (op scaleOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
+func (op scaleOp) Hashcode() uint32      { return gmmHash(op) }
+
+func (op scaleOp) DiffWRT(int) []bool { return []bool{true} }
+
+// SymDiff: dx = c·dy.
+func (op scaleOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
+	if len(inputs) != 1 {
+		return nil, errorf("Scale", "want 1 input, got %d", len(inputs))
+	}
+	d, err := G.ApplyOp(op, grad)
+	if err != nil {
+		return nil, err
+	}
+	return G.Nodes{d}, nil
+}
+
+// DoDiff accumulates c·dy into x's gradient.
+func (op scaleOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
+	const name = "Scale.DoDiff"
+	if len(inputs) != 1 {
+		return errorf(name, "want 1 input, got %d", len(inputs))
+	}
+	gy, err := output.Grad()
+	if err != nil {
+		return err
+	}
+	d, err := op.Do(gy)
+	if err != nil {
+		return err
+	}
+	gx, err := inputs[0].Grad()
+	if err != nil {
+		return err
+	}
+	return accumulate(name, gradUpdate{"x", gx, d})
+}
