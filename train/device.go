@@ -1,0 +1,29 @@
+package train
+
+import (
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// gpu updates weights in GPU memory. The default build registers none; the gomoecuda build
+// registers one (device_cuda.go) that works on package device's engines.
+type gpu interface {
+	// Owns reports whether v lives in GPU memory.
+	Owns(v G.Value) bool
+	// Same returns an error unless a and b live on the same GPU.
+	Same(a, b *tensor.Dense) error
+	// Zeros returns a persistent zeroed device tensor like w; Matches reports whether st
+	// (from Zeros) still fits w; Release frees it.
+	Zeros(w *tensor.Dense) (any, error)
+	Matches(st any, w *tensor.Dense) bool
+	Release(st any)
+	// Adam and SGD launch the update kernels.
+	Adam(w, g *tensor.Dense, m, v any, lr, b1, b2, eps, c1, c2, wd float64) error
+	SGD(w, g *tensor.Dense, lr, wd float64) error
+	// EndStep recycles the step memory of the engine holding v; Scalar copies a device
+	// scalar to the host.
+	EndStep(v G.Value)
+	Scalar(v G.Value) (float64, error)
+}
+
+var device gpu

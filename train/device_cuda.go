@@ -1,0 +1,105 @@
+//go:build gomoecuda
+
+package train
+
+import (
+	"fmt"
+
+	"gorgonia.org/cu"
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	gdev "github.com/gomoe/gomoe/device"
+)
+
+// cudaGPU updates weights held by a device.Engine with the kernels of package kernels.
+type cudaGPU struct{}
+
+func init() { device = cudaGPU{} }
+
+func engineOf(v G.Value) *gdev.Engine {
+	t, ok := v.(tensor.Tensor)
+	if !ok {
+		return nil
+	}
+	return gdev.Lookup(t)
+}
+
+func (cudaGPU) Owns(v G.Value) bool { return engineOf(v) != nil }
+
+func (cudaGPU) Same(a, b *tensor.Dense) error {
+	if engineOf(a) != engineOf(b) {
+		return fmt.Errorf("the weight and its gradient are on different GPUs")
+	}
+	return nil
+}
+
+func (cudaGPU) Zeros(w *tensor.Dense) (any, error) {
+	e := engineOf(w)
+	if e == nil {
+		return nil, fmt.Errorf("the weight is not in GPU memory")
+	}
+	return e.NewTensor(w.Dtype(), w.Shape().Clone()...)
+}
+
+func (cudaGPU) Matches(st any, w *tensor.Dense) bool {
+	d, ok := st.(*tensor.Dense)
+	return ok && engineOf(d) == engineOf(w) && d.Dtype() == w.Dtype() && d.Shape().TotalSize() == w.Shape().TotalSize()
+}
+
+func (cudaGPU) Release(st any) {
+	if d, ok := st.(*tensor.Dense); ok {
+		if e := engineOf(d); e != nil {
+			_ = e.Release(d)
+		}
+	}
+}
+
+func ptr(t *tensor.Dense) cu.DevicePtr { return cu.DevicePtr(t.Uintptr()) }
+
+func (cudaGPU) Adam(w, g *tensor.Dense, m, v any, lr, b1, b2, eps, c1, c2, wd float64) error {
+	e := engineOf(w)
+	dt, err := gdev.DType(w.Dtype())
+	if err != nil {
+		return err
+	}
+	md, vd := m.(*tensor.Dense), v.(*tensor.Dense)
+	return e.Kernels().AdamUpdate(dt, ptr(w), ptr(g), ptr(md), ptr(vd), int64(w.Shape().TotalSize()), lr, b1, b2, eps, c1, c2, wd)
+}
+
+func (cudaGPU) SGD(w, g *tensor.Dense, lr, wd float64) error {
+	e := engineOf(w)
+	dt, err := gdev.DType(w.Dtype())
+	if err != nil {
+		return err
+	}
+	return e.Kernels().SGDUpdate(dt, ptr(w), ptr(g), int64(w.Shape().TotalSize()), lr, wd)
+}
+
+func (cudaGPU) EndStep(v G.Value) {
+	if e := engineOf(v); e != nil {
+		e.EndStep()
+	}
+}
+
+func (cudaGPU) Scalar(v G.Value) (float64, error) {
+	e := engineOf(v)
+	if e == nil {
+		return 0, fmt.Errorf("gomoe: train: Scalar: value is not in GPU memory")
+	}
+	h, err := e.CopyOut(v.(tensor.Tensor))
+	if err != nil {
+		return 0, err
+	}
+	switch x := h.Data().(type) {
+	case []float32:
+		return float64(x[0]), nil
+	case []float64:
+		return x[0], nil
+	case float32:
+		return float64(x), nil
+	case float64:
+		return x, nil
+	}
+	return 0, fmt.Errorf("gomoe: train: Scalar of dtype %v", h.Dtype())
+}

@@ -1,0 +1,210 @@
+package train
+
+import (
+	"math"
+	"math/rand"
+	"strings"
+	"testing"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// vg is a ValueGrad made of two values.
+type vg struct{ w, g G.Value }
+
+func (p vg) Value() G.Value         { return p.w }
+func (p vg) Grad() (G.Value, error) { return p.g, nil }
+
+func dense64(v []float64) *tensor.Dense {
+	return tensor.New(tensor.WithShape(len(v)), tensor.WithBacking(append([]float64(nil), v...)))
+}
+
+func dense32(v []float64) *tensor.Dense {
+	b := make([]float32, len(v))
+	for i, x := range v {
+		b[i] = float32(x)
+	}
+	return tensor.New(tensor.WithShape(len(v)), tensor.WithBacking(b))
+}
+
+func floats(d *tensor.Dense) []float64 {
+	switch x := d.Data().(type) {
+	case []float32:
+		o := make([]float64, len(x))
+		for i, v := range x {
+			o[i] = float64(v)
+		}
+		return o
+	}
+	return append([]float64(nil), d.Float64s()...)
+}
+
+// refAdam is the textbook update in float64 over steps of gradients gs.
+func refAdam(w []float64, gs [][]float64, lr, b1, b2, eps, wd float64) []float64 {
+	w = append([]float64(nil), w...)
+	m := make([]float64, len(w))
+	v := make([]float64, len(w))
+	for t, g := range gs {
+		for i := range w {
+			m[i] = b1*m[i] + (1-b1)*g[i]
+			v[i] = b2*v[i] + (1-b2)*g[i]*g[i]
+			mh := m[i] / (1 - math.Pow(b1, float64(t+1)))
+			vh := v[i] / (1 - math.Pow(b2, float64(t+1)))
+			w[i] -= lr * (mh/(math.Sqrt(vh)+eps) + wd*w[i])
+		}
+	}
+	return w
+}
+
+func TestAdamMatchesFormula(t *testing.T) {
+	rng := rand.New(rand.NewSource(1))
+	n := 37
+	w0 := make([]float64, n)
+	for i := range w0 {
+		w0[i] = rng.NormFloat64()
+	}
+	gs := make([][]float64, 5)
+	for s := range gs {
+		gs[s] = make([]float64, n)
+		for i := range gs[s] {
+			gs[s][i] = rng.NormFloat64()
+		}
+	}
+	for _, wd := range []float64{0, 0.01} {
+		want := refAdam(w0, gs, 1e-2, 0.9, 0.999, 1e-8, wd)
+		for _, f32 := range []bool{false, true} {
+			mk, tol := dense64, 1e-13
+			if f32 {
+				mk, tol = dense32, 2e-6
+			}
+			w := mk(w0)
+			a := NewAdam(1e-2)
+			a.WeightDecay = wd
+			for _, g := range gs {
+				if err := a.Step([]G.ValueGrad{vg{w, mk(g)}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got := floats(w)
+			for i := range got {
+				if d := math.Abs(got[i] - want[i]); d > tol*(1+math.Abs(want[i])) {
+					t.Fatalf("wd=%g f32=%v: w[%d] = %v, want %v", wd, f32, i, got[i], want[i])
+				}
+			}
+			if a.Steps() != len(gs) {
+				t.Errorf("Steps() = %d", a.Steps())
+			}
+		}
+	}
+}
+
+func TestSGDMatchesFormula(t *testing.T) {
+	w := dense64([]float64{1, -2, 3})
+	g := dense64([]float64{0.5, 0.25, -1})
+	s := &SGD{LR: 0.1, WeightDecay: 0.2}
+	if err := s.Step([]G.ValueGrad{vg{w, g}}); err != nil {
+		t.Fatal(err)
+	}
+	want := []float64{1 - 0.1*(0.5+0.2*1), -2 - 0.1*(0.25+0.2*-2), 3 - 0.1*(-1+0.2*3)}
+	for i, x := range w.Float64s() {
+		if math.Abs(x-want[i]) > 1e-15 {
+			t.Errorf("w[%d] = %v, want %v", i, x, want[i])
+		}
+	}
+}
+
+// TestOptimizerBadInput: every bad input is an error that updates nothing.
+func TestOptimizerBadInput(t *testing.T) {
+	good := func() (*tensor.Dense, *tensor.Dense) { return dense64([]float64{1, 2}), dense64([]float64{3, 4}) }
+	w, g := good()
+	cases := []struct {
+		name string
+		vgs  func() []G.ValueGrad
+		want string
+	}{
+		{"nil", func() []G.ValueGrad { return []G.ValueGrad{vg{w, g}, nil} }, "is nil"},
+		{"size", func() []G.ValueGrad { return []G.ValueGrad{vg{w, g}, vg{dense64([]float64{1}), g}} }, "gradient is"},
+		{"dtype", func() []G.ValueGrad { return []G.ValueGrad{vg{w, g}, vg{dense32([]float64{1, 2}), g}} }, "gradient is"},
+		{"int", func() []G.ValueGrad {
+			i := tensor.New(tensor.WithShape(2), tensor.WithBacking([]int32{1, 2}))
+			return []G.ValueGrad{vg{w, g}, vg{i, i}}
+		}, "want float32 or float64"},
+		{"twice", func() []G.ValueGrad { return []G.ValueGrad{vg{w, g}, vg{w, g}} }, "appears twice"},
+		{"scalar value", func() []G.ValueGrad { return []G.ValueGrad{vg{w, g}, vg{G.NewF64(1), G.NewF64(1)}} }, "want *tensor.Dense"},
+	}
+	for _, c := range cases {
+		for _, s := range []G.Solver{NewAdam(0.1), &SGD{LR: 0.1}} {
+			err := s.Step(c.vgs())
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("%s %T: err %v, want one containing %q", c.name, s, err, c.want)
+			}
+			if w.Float64s()[0] != 1 || w.Float64s()[1] != 2 {
+				t.Fatalf("%s %T: the weight changed to %v", c.name, s, w.Float64s())
+			}
+			if a, ok := s.(*Adam); ok && a.Steps() != 0 {
+				t.Errorf("%s: Adam counted a failed step", c.name)
+			}
+		}
+	}
+	for _, s := range []G.Solver{&Adam{LR: 0.1, Beta1: 1, Beta2: 0.9, Eps: 1e-8}, &Adam{LR: math.NaN(), Beta1: 0.9, Beta2: 0.9, Eps: 1e-8}, &SGD{LR: -1}} {
+		if err := s.Step([]G.ValueGrad{vg{w, g}}); err == nil {
+			t.Errorf("%+v: no error", s)
+		}
+	}
+	if w.Float64s()[0] != 1 {
+		t.Fatalf("a refused step changed the weight")
+	}
+}
+
+// TestStepTrainsLeastSquares: Step with Adam fits y = x·w on the host; the loss falls and
+// the weights approach the true ones.
+func TestStepTrainsLeastSquares(t *testing.T) {
+	rng := rand.New(rand.NewSource(2))
+	const n, d = 32, 3
+	wTrue := []float64{1.5, -2, 0.5}
+	xs := make([]float64, n*d)
+	ys := make([]float64, n)
+	for i := 0; i < n; i++ {
+		for j := 0; j < d; j++ {
+			xs[i*d+j] = rng.NormFloat64()
+			ys[i] += xs[i*d+j] * wTrue[j]
+		}
+	}
+	g := G.NewGraph()
+	x := G.NewMatrix(g, tensor.Float64, G.WithShape(n, d), G.WithName("x"), G.WithValue(tensor.New(tensor.WithShape(n, d), tensor.WithBacking(xs))))
+	y := G.NewMatrix(g, tensor.Float64, G.WithShape(n, 1), G.WithName("y"), G.WithValue(tensor.New(tensor.WithShape(n, 1), tensor.WithBacking(ys))))
+	w := G.NewMatrix(g, tensor.Float64, G.WithShape(d, 1), G.WithName("w"), G.WithInit(G.Zeroes()))
+	pred := G.Must(G.Mul(x, w))
+	loss := G.Must(G.Mean(G.Must(G.Square(G.Must(G.Sub(pred, y))))))
+	if _, err := G.Grad(loss, w); err != nil {
+		t.Fatal(err)
+	}
+	var lv G.Value
+	G.Read(loss, &lv)
+	vm := G.NewTapeMachine(g)
+	defer vm.Close()
+	opt := NewAdam(0.1)
+	var first, last float64
+	for s := 0; s < 300; s++ {
+		err := Step(vm, opt, G.Nodes{w}, func() error {
+			v, err := Scalar(lv)
+			if s == 0 {
+				first = v
+			}
+			last = v
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !(last < first/100) {
+		t.Errorf("loss %g → %g, want a fall by 100x", first, last)
+	}
+	for j, v := range w.Value().Data().([]float64) {
+		if math.Abs(v-wTrue[j]) > 0.05 {
+			t.Errorf("w[%d] = %v, want about %v", j, v, wTrue[j])
+		}
+	}
+}

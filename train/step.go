@@ -1,0 +1,81 @@
+package train
+
+import (
+	"fmt"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// Step runs one training step on the tape machine vm: RunAll (forward and backward), the
+// solver's update of params from their gradient nodes, then vm.Reset. When the weights live in
+// GPU memory it then recycles the step's device buffers (device.Engine.EndStep), so repeated
+// steps reuse the same device memory: read what you need from the step (Scalar, CopyOut) in
+// after, which runs between RunAll and the update (nil: nothing).
+//
+// The graph must hold the gradient nodes (G.Grad(cost, params...)) and vm must be made
+// without BindDualValues. Values read with G.Read on the GPU are step memory too: set each
+// read target to nil before the next step (G.Read copies into a non-nil target, and that
+// target's memory has been recycled), or copy it out in after.
+func Step(vm G.VM, solver G.Solver, params G.Nodes, after func() error) error {
+	if vm == nil || solver == nil {
+		return fmt.Errorf("gomoe: train: Step: nil machine or solver")
+	}
+	if err := vm.RunAll(); err != nil {
+		vm.Reset()
+		endStep(params)
+		return fmt.Errorf("gomoe: train: Step: %w", err)
+	}
+	if after != nil {
+		if err := after(); err != nil {
+			vm.Reset()
+			endStep(params)
+			return err
+		}
+	}
+	vgs := make([]G.ValueGrad, len(params))
+	for i, p := range params {
+		vgs[i] = p
+	}
+	err := solver.Step(vgs)
+	vm.Reset()
+	endStep(params)
+	return err
+}
+
+func endStep(params G.Nodes) {
+	if device == nil || len(params) == 0 {
+		return
+	}
+	if v := params[0].Value(); v != nil && device.Owns(v) {
+		device.EndStep(v)
+	}
+}
+
+// Scalar returns the value of a one-element float value (a loss), copying it from the GPU if
+// it lives there.
+func Scalar(v G.Value) (float64, error) {
+	if v == nil {
+		return 0, fmt.Errorf("gomoe: train: Scalar of a nil value (read the node with G.Read after a run)")
+	}
+	if v.Shape().TotalSize() != 1 {
+		return 0, fmt.Errorf("gomoe: train: Scalar of a value of shape %v", v.Shape())
+	}
+	if device != nil && device.Owns(v) {
+		return device.Scalar(v)
+	}
+	switch x := v.Data().(type) {
+	case float32:
+		return float64(x), nil
+	case float64:
+		return x, nil
+	case []float32:
+		return float64(x[0]), nil
+	case []float64:
+		return x[0], nil
+	}
+	if d, ok := v.(*tensor.Dense); ok {
+		return 0, fmt.Errorf("gomoe: train: Scalar of dtype %v", d.Dtype())
+	}
+	return 0, fmt.Errorf("gomoe: train: Scalar of a %T", v)
+}
