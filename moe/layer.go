@@ -231,7 +231,7 @@ func (l *Layer) forward(x *G.Node, T int, geo kernels.Geometry) (*Output, error)
 	needAux := c.AuxLossCoeff > 0 || c.SeqAuxLossCoeff > 0
 	switch {
 	case c.Score == Softmax && c.PreSoftmax:
-		s, err := rowSoftmax(o.Logits)
+		s, err := op.Softmax(o.Logits)
 		if err != nil {
 			return nil, err
 		}
@@ -250,16 +250,16 @@ func (l *Layer) forward(x *G.Node, T int, geo kernels.Geometry) (*Output, error)
 		if err != nil {
 			return nil, err
 		}
-		if o.Probs, err = rowSoftmax(chosen); err != nil {
+		if o.Probs, err = op.Softmax(chosen); err != nil {
 			return nil, err
 		}
 		if needAux {
-			if auxScores, err = rowSoftmax(o.Logits); err != nil {
+			if auxScores, err = op.Softmax(o.Logits); err != nil {
 				return nil, err
 			}
 		}
 	default: // Sigmoid
-		s, err := G.Sigmoid(o.Logits)
+		s, err := op.Sigmoid(o.Logits)
 		if err != nil {
 			return nil, err
 		}
@@ -270,18 +270,18 @@ func (l *Layer) forward(x *G.Node, T int, geo kernels.Geometry) (*Output, error)
 			return nil, err
 		}
 		if K > 1 {
-			if o.Probs, err = rowNormalise(o.Probs); err != nil {
+			if o.Probs, err = op.RowNormalize(o.Probs); err != nil {
 				return nil, err
 			}
 		}
 		if needAux {
-			if auxScores, err = rowNormalise(s); err != nil {
+			if auxScores, err = op.RowNormalize(s); err != nil {
 				return nil, err
 			}
 		}
 	}
 	if c.ScalingFactor != 1 {
-		if o.Probs, err = G.Mul(o.Probs, scalar(c.ScalingFactor, rdt)); err != nil {
+		if o.Probs, err = op.Scale(o.Probs, c.ScalingFactor); err != nil {
 			return nil, err
 		}
 	}
@@ -398,85 +398,20 @@ func (l *Layer) forward(x *G.Node, T int, geo kernels.Geometry) (*Output, error)
 }
 
 // activation computes the FFN hidden activation of a: silu(mm(a,w1)) ⊙ mm(a,w3) for SwiGLU,
-// gelu(mm(a,w1)) for GELU.
+// gelu(mm(a,w1)) for GELU (op.SwiGLU and op.GELU run on the CPU and on the device).
 func (l *Layer) activation(a *G.Node, mm func(a, w *G.Node) (*G.Node, error), w1, w3 *G.Node) (*G.Node, error) {
 	z1, err := mm(a, w1)
 	if err != nil {
 		return nil, err
 	}
 	if l.cfg.Activation == GELU {
-		return gelu(z1, l.cfg.Dtype)
+		return op.GELU(z1)
 	}
 	z3, err := mm(a, w3)
 	if err != nil {
 		return nil, err
 	}
-	sig, err := G.Sigmoid(z1)
-	if err != nil {
-		return nil, err
-	}
-	silu, err := G.HadamardProd(z1, sig)
-	if err != nil {
-		return nil, err
-	}
-	return G.HadamardProd(silu, z3)
-}
-
-// gelu is the tanh approximation 0.5·a·(1 + tanh(√(2/π)·(a + 0.044715·a³))).
-func gelu(a *G.Node, dt tensor.Dtype) (*G.Node, error) {
-	a3, err := G.Cube(a)
-	if err != nil {
-		return nil, err
-	}
-	c3, err := G.Mul(a3, scalar(0.044715, dt))
-	if err != nil {
-		return nil, err
-	}
-	inner, err := G.Add(a, c3)
-	if err != nil {
-		return nil, err
-	}
-	if inner, err = G.Mul(inner, scalar(math.Sqrt(2/math.Pi), dt)); err != nil {
-		return nil, err
-	}
-	th, err := G.Tanh(inner)
-	if err != nil {
-		return nil, err
-	}
-	onePlus, err := G.Add(th, scalar(1, dt))
-	if err != nil {
-		return nil, err
-	}
-	half, err := G.Mul(a, scalar(0.5, dt))
-	if err != nil {
-		return nil, err
-	}
-	return G.HadamardProd(half, onePlus)
-}
-
-// rowSoftmax is the softmax of every row of m [T,N], computed stably as
-// exp(m − lse(m)) with op.RowLogSumExp (which subtracts each row's own maximum). gorgonia's
-// SoftMax is not used: in tensor v0.9.24 its kernel starts every row's maximum from the
-// tensor's first element, so a row far above that element overflows to NaN.
-func rowSoftmax(m *G.Node) (*G.Node, error) {
-	lse, err := op.RowLogSumExp(m)
-	if err != nil {
-		return nil, err
-	}
-	d, err := G.BroadcastSub(m, lse, nil, []byte{1})
-	if err != nil {
-		return nil, err
-	}
-	return G.Exp(d)
-}
-
-// rowNormalise divides every row of m [T,N] by its sum.
-func rowNormalise(m *G.Node) (*G.Node, error) {
-	sum, err := G.Sum(m, 1)
-	if err != nil {
-		return nil, err
-	}
-	return G.BroadcastHadamardDiv(m, sum, nil, []byte{1})
+	return op.SwiGLU(z1, z3)
 }
 
 // balanceLoss is coeff · E/(B·K·S²) · Σ_b Σ_e N[b,e]·Σ_{t in b} s[t,e] for B sequences of S

@@ -1,0 +1,341 @@
+//go:build gomoecuda
+
+// Command layerbench times the moe layer's forward and forward+backward on one GPU (device
+// engine, tape machine, cuBLAS expert GEMMs, gomoe's kernels) at the shapes of issue 7, for
+// comparison with moe/torch_layer_bench.py run in the same session:
+//
+//	go run -tags gomoecuda ./moe/layerbench -shape qwen3 -json out.json
+//	go run -tags gomoecuda ./moe/layerbench -shape mixtral -F 7168
+//
+// The layer: router in float32, softmax over the chosen top-K logits (= softmax over all
+// renormalised over the top K), SwiGLU experts, dropless. FLOPs are counted as the PyTorch
+// script counts them: forward 6·R·H·F + 2·T·H·E (R = T·K), backward twice that.
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math/rand"
+	"os"
+	"sort"
+	"time"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	gdev "github.com/gomoe/gomoe/device"
+	"github.com/gomoe/gomoe/kernels"
+	"github.com/gomoe/gomoe/moe"
+	"github.com/gomoe/gomoe/op"
+)
+
+type result struct {
+	Shape         string `json:"shape"`
+	T, H, F, E, K int
+	Dtype         string  `json:"dtype"`
+	Device        string  `json:"device"`
+	FwdMs         float64 `json:"fwd_ms"`
+	FwdBwdMs      float64 `json:"fwdbwd_ms"`
+	TFlopsFwd     float64 `json:"tflops_fwd"`
+	TFlopsFwdBwd  float64 `json:"tflops_fwdbwd"`
+	SetupSec      float64 `json:"setup_s"`
+	// Parts of the forward+backward, each timed alone as its own graph (see breakdown).
+	ExpertsMs float64 `json:"experts_fwdbwd_ms"`
+	RouteMs   float64 `json:"route_permute_fwdbwd_ms"`
+}
+
+func main() {
+	shape := flag.String("shape", "qwen3", "qwen3 (T=4096 H=2048 F=768 E=128 K=8), mixtral (T=4096 H=4096 F=14336 E=8 K=2) or custom")
+	T := flag.Int("T", 0, "tokens (overrides the preset)")
+	H := flag.Int("H", 0, "hidden size")
+	F := flag.Int("F", 0, "expert FFN size")
+	E := flag.Int("E", 0, "experts")
+	K := flag.Int("K", 0, "experts per token")
+	iters := flag.Int("iters", 20, "timed iterations")
+	warmup := flag.Int("warmup", 3, "untimed iterations first")
+	dtype := flag.String("dtype", "f32", "f32 or f64")
+	jsonOut := flag.String("json", "", "write the result as JSON to this file")
+	flag.Parse()
+	r := result{Shape: *shape, Dtype: *dtype}
+	switch *shape {
+	case "qwen3":
+		r.T, r.H, r.F, r.E, r.K = 4096, 2048, 768, 128, 8
+	case "mixtral":
+		r.T, r.H, r.F, r.E, r.K = 4096, 4096, 14336, 8, 2
+	case "custom":
+		r.T, r.H, r.F, r.E, r.K = 1024, 512, 256, 16, 2
+	default:
+		fail(fmt.Errorf("unknown shape %q", *shape))
+	}
+	for _, o := range []struct{ v, p *int }{{T, &r.T}, {H, &r.H}, {F, &r.F}, {E, &r.E}, {K, &r.K}} {
+		if *o.v > 0 {
+			*o.p = *o.v
+		}
+	}
+	dt := tensor.Float32
+	switch *dtype {
+	case "f32":
+	case "f64":
+		dt = tensor.Float64
+	default:
+		fail(fmt.Errorf("dtype %q: the layer on the GPU takes f32 or f64 (bfloat16 layers are not implemented yet)", *dtype))
+	}
+	if err := run(&r, dt, *iters, *warmup); err != nil {
+		fail(err)
+	}
+	fmt.Printf("  parts (fwd+bwd, each alone): expert GEMMs + SwiGLU %.2f ms (%.0f%%), router + top-k + softmax + plan + permute + combine %.2f ms (%.0f%%), rest %.2f ms\n",
+		r.ExpertsMs, 100*r.ExpertsMs/r.FwdBwdMs, r.RouteMs, 100*r.RouteMs/r.FwdBwdMs, r.FwdBwdMs-r.ExpertsMs-r.RouteMs)
+	fmt.Printf("gomoe layer %s T=%d H=%d F=%d E=%d K=%d %s on %s: fwd %.2f ms (%.1f TFLOP/s), fwd+bwd %.2f ms (%.1f TFLOP/s); setup %.1f s\n",
+		r.Shape, r.T, r.H, r.F, r.E, r.K, r.Dtype, r.Device, r.FwdMs, r.TFlopsFwd, r.FwdBwdMs, r.TFlopsFwdBwd, r.SetupSec)
+	if *jsonOut != "" {
+		b, _ := json.MarshalIndent(r, "", "  ")
+		if err := os.WriteFile(*jsonOut, b, 0o644); err != nil {
+			fail(err)
+		}
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "layerbench:", err)
+	os.Exit(1)
+}
+
+func randDense(rng *rand.Rand, dt tensor.Dtype, shape ...int) *tensor.Dense {
+	n := 1
+	for _, s := range shape {
+		n *= s
+	}
+	if dt == tensor.Float64 {
+		b := make([]float64, n)
+		for i := range b {
+			b[i] = rng.NormFloat64()
+		}
+		return tensor.New(tensor.WithShape(shape...), tensor.WithBacking(b))
+	}
+	b := make([]float32, n)
+	for i := range b {
+		b[i] = float32(rng.NormFloat64())
+	}
+	return tensor.New(tensor.WithShape(shape...), tensor.WithBacking(b))
+}
+
+// graph builds the layer on x (and, with grad, the backward from dy).
+func graph(r *result, dt tensor.Dtype, grad bool) (*G.ExprGraph, *moe.Layer, *G.Node, *G.Node, error) {
+	g := G.NewGraph()
+	cfg := moe.Config{Hidden: r.H, FFN: r.F, Experts: r.E, TopK: r.K, Dtype: dt, RouterDtype: tensor.Float32, Seed: 1}
+	if dt == tensor.Float64 {
+		cfg.RouterDtype = dt
+	}
+	l, err := moe.New(g, "moe", cfg)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	x := G.NewMatrix(g, dt, G.WithShape(r.T, r.H), G.WithName("x"))
+	out, err := l.Forward(x)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	var dy *G.Node
+	if grad {
+		dy = G.NewMatrix(g, dt, G.WithShape(r.T, r.H), G.WithName("dy"))
+		if _, err := G.Backpropagate(G.Nodes{out.Y}, G.Nodes{dy}, append(l.Learnables(), x)); err != nil {
+			return nil, nil, nil, nil, err
+		}
+	}
+	return g, l, x, dy, nil
+}
+
+func run(r *result, dt tensor.Dtype, iters, warmup int) error {
+	start := time.Now()
+	eng, err := gdev.New(0)
+	if err != nil {
+		return err
+	}
+	defer eng.Close()
+	r.Device = eng.String()
+	rng := rand.New(rand.NewSource(2))
+	gb, lb, xb, dyb, err := graph(r, dt, true)
+	if err != nil {
+		return err
+	}
+	xd, err := eng.CopyIn(randDense(rng, dt, r.T, r.H))
+	if err != nil {
+		return err
+	}
+	dyd, err := eng.CopyIn(randDense(rng, dt, r.T, r.H))
+	if err != nil {
+		return err
+	}
+	if err := eng.Bind(lb.Learnables()...); err != nil {
+		return err
+	}
+	if err := G.Let(xb, xd); err != nil {
+		return err
+	}
+	if err := G.Let(dyb, dyd); err != nil {
+		return err
+	}
+	// The forward-only graph shares the device weights.
+	gf, lf, xf, _, err := graph(r, dt, false)
+	if err != nil {
+		return err
+	}
+	for i, n := range lf.Learnables() {
+		if err := G.Let(n, lb.Learnables()[i].Value()); err != nil {
+			return err
+		}
+	}
+	if err := G.Let(xf, xd); err != nil {
+		return err
+	}
+	r.SetupSec = time.Since(start).Seconds()
+
+	fwdFlops := 6*float64(r.T*r.K)*float64(r.H)*float64(r.F) + 2*float64(r.T)*float64(r.H)*float64(r.E)
+	time1 := func(g *G.ExprGraph) (float64, error) {
+		vm := G.NewTapeMachine(g, G.WithEngine(eng))
+		defer vm.Close()
+		var ms []float64
+		for i := 0; i < warmup+iters; i++ {
+			t0 := time.Now()
+			if err := vm.RunAll(); err != nil {
+				return 0, err
+			}
+			if err := eng.Status(); err != nil {
+				return 0, err
+			}
+			if i >= warmup {
+				ms = append(ms, float64(time.Since(t0).Microseconds())/1000)
+			}
+			vm.Reset()
+			eng.EndStep()
+		}
+		sort.Float64s(ms)
+		return ms[len(ms)/2], nil
+	}
+	if r.FwdMs, err = time1(gf); err != nil {
+		return fmt.Errorf("forward: %w", err)
+	}
+	if r.FwdBwdMs, err = time1(gb); err != nil {
+		return fmt.Errorf("forward+backward: %w", err)
+	}
+	if err := breakdown(r, dt, eng, lb, xd, dyd, rng, time1); err != nil {
+		return fmt.Errorf("breakdown: %w", err)
+	}
+	r.TFlopsFwd = fwdFlops / (r.FwdMs * 1e-3) / 1e12
+	r.TFlopsFwdBwd = 3 * fwdFlops / (r.FwdBwdMs * 1e-3) / 1e12
+	return nil
+}
+
+// breakdown times two parts of the layer's forward+backward as graphs of their own, with the
+// layer's device weights: the expert FFNs (three grouped GEMMs and SwiGLU, on rows permuted
+// by a plan of uniformly random ids) and the routing and data movement (router matmul, top-k,
+// softmax of the chosen logits, plan, permute, combine-unpermute, without experts). What is
+// left of the whole layer's time is gradient sums and Gorgonia's own work.
+func breakdown(r *result, dt tensor.Dtype, eng *gdev.Engine, l *moe.Layer, xd, dyd *tensor.Dense, rng *rand.Rand, time1 func(*G.ExprGraph) (float64, error)) error {
+	geo := kernels.Geometry{T: r.T, K: r.K, E: r.E, A: 1, Mode: kernels.Dropless}
+	// Experts.
+	{
+		g := G.NewGraph()
+		ids := make([]int32, r.T*r.K)
+		for t := 0; t < r.T; t++ {
+			for k, e := range rng.Perm(r.E)[:r.K] {
+				ids[t*r.K+k] = int32(e)
+			}
+		}
+		idd, err := eng.CopyIn(tensor.New(tensor.WithShape(r.T, r.K), tensor.WithBacking(ids)))
+		if err != nil {
+			return err
+		}
+		idn := G.NewMatrix(g, tensor.Int32, G.WithShape(r.T, r.K), G.WithName("ids"), G.WithValue(idd))
+		p, err := op.NewPlan(idn, nil, geo)
+		if err != nil {
+			return err
+		}
+		R := p.Rows()
+		xp := G.NewMatrix(g, dt, G.WithShape(R, r.H), G.WithName("xp"), G.WithValue(mustCopy(eng, randDense(rng, dt, R, r.H))))
+		w1 := G.NewTensor(g, dt, 3, G.WithShape(r.E, r.H, r.F), G.WithName("w1"), G.WithValue(l.W1.Value()))
+		w3 := G.NewTensor(g, dt, 3, G.WithShape(r.E, r.H, r.F), G.WithName("w3"), G.WithValue(l.W3.Value()))
+		w2 := G.NewTensor(g, dt, 3, G.WithShape(r.E, r.F, r.H), G.WithName("w2"), G.WithValue(l.W2.Value()))
+		z1, err := op.GroupedMatMul(xp, w1, p)
+		if err != nil {
+			return err
+		}
+		z3, err := op.GroupedMatMul(xp, w3, p)
+		if err != nil {
+			return err
+		}
+		h, err := op.SwiGLU(z1, z3)
+		if err != nil {
+			return err
+		}
+		yp, err := op.GroupedMatMul(h, w2, p)
+		if err != nil {
+			return err
+		}
+		dyp := G.NewMatrix(g, dt, G.WithShape(R, r.H), G.WithName("dyp"), G.WithValue(mustCopy(eng, randDense(rng, dt, R, r.H))))
+		if _, err := G.Backpropagate(G.Nodes{yp}, G.Nodes{dyp}, G.Nodes{xp, w1, w3, w2}); err != nil {
+			return err
+		}
+		if r.ExpertsMs, err = time1(g); err != nil {
+			return err
+		}
+	}
+	// Routing and data movement.
+	{
+		g := G.NewGraph()
+		x := G.NewMatrix(g, dt, G.WithShape(r.T, r.H), G.WithName("x"), G.WithValue(xd))
+		router := G.NewMatrix(g, l.Router.Dtype(), G.WithShape(r.H, r.E), G.WithName("router"), G.WithValue(l.Router.Value()))
+		xr, err := op.Cast(x, l.Router.Dtype())
+		if err != nil {
+			return err
+		}
+		logits, err := G.Mul(xr, router)
+		if err != nil {
+			return err
+		}
+		ids, err := op.TopK(logits, r.K, op.TopKOpts{})
+		if err != nil {
+			return err
+		}
+		chosen, err := op.GatherTopK(logits, ids)
+		if err != nil {
+			return err
+		}
+		probs, err := op.Softmax(chosen)
+		if err != nil {
+			return err
+		}
+		if probs, err = op.Cast(probs, dt); err != nil {
+			return err
+		}
+		p, err := op.NewPlan(ids, nil, geo)
+		if err != nil {
+			return err
+		}
+		xp, err := op.Permute(x, p)
+		if err != nil {
+			return err
+		}
+		y, err := op.Unpermute(xp, probs, p)
+		if err != nil {
+			return err
+		}
+		dy := G.NewMatrix(g, dt, G.WithShape(r.T, r.H), G.WithName("dy"), G.WithValue(dyd))
+		if _, err := G.Backpropagate(G.Nodes{y}, G.Nodes{dy}, G.Nodes{x, router}); err != nil {
+			return err
+		}
+		if r.RouteMs, err = time1(g); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func mustCopy(eng *gdev.Engine, t *tensor.Dense) *tensor.Dense {
+	d, err := eng.CopyIn(t)
+	if err != nil {
+		fail(err)
+	}
+	return d
+}
