@@ -21,7 +21,10 @@
 //
 // # Limits
 //
-// Only gomoe's ops and element-wise Add run on device values; other Gorgonia ops (and printing
-// a device tensor) would read device memory from the host. See
+// On device values run gomoe's ops (package op), element-wise Add, Sub, Mul and Div (and
+// their scalar forms), and MatMul / MatVecMul on cuBLAS (Gorgonia's G.Mul and its gradient).
+// Other Gorgonia ops (reductions such as G.Sum, Gorgonia's own activations, softmax and
+// printing a device tensor) would read device memory from the host or return an engine error.
+// Values read with G.Read are step memory: see train.Step. See
 // ../shared/docs/gorgonia-device-residency.md for what Gorgonia does behind an engine's back.
 package device
