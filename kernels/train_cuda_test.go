@@ -82,7 +82,7 @@ func TestCUDAActivations(t *testing.T) {
 				g := make([]float64, n)
 				cuMust(t, ActivationBackward(kind, w, g, a, b, y, dy))
 				cuMust(t, testCUDA.ActivationBackward(F64, kind, w, out.p, da.p, dbb.p, yb.p, ydy.p, n))
-				trClose(t, kind.String()+" f64 bwd", cuDownload[float64](t, out, n), g, 1e-13, 1e-15)
+				trClose(t, kind.String()+" f64 bwd", cuDownload[float64](t, out, n), g, 1e-13, 1e-13)
 			}
 		}
 	}
