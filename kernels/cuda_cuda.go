@@ -96,6 +96,9 @@ func (s StatusError) Error() string {
 	if s&StatusNaNScore != 0 {
 		parts = append(parts, "a top-k selection score was NaN (ranked lowest)")
 	}
+	if s&StatusBadIndex != 0 {
+		parts = append(parts, "an embedding id was outside [0, V) (its row set to 0)")
+	}
 	return "gomoe: device kernels: " + strings.Join(parts, "; ")
 }
 

@@ -725,3 +725,5 @@ block_copy(const char *src, char *dst, const long long *desc, int n) {
 }
 
 #include "train.cuh"
+#include "nn.cuh"
+#include "loss.cuh"

@@ -408,3 +408,60 @@ adam_f64(double *p, const double *g, double *m, double *v, double lr, double b1,
          double c2, double wd, long long n) {
   adamElems<double>(p, g, m, v, lr, b1, b2, eps, c1, c2, wd, n);
 }
+
+// ---- dtype conversion: out[i] = (To)in[i], rounded to nearest even -----------------------
+
+template <typename S, typename D>
+__device__ __forceinline__ void convertElems(const S *__restrict__ in, D *__restrict__ out, long long n) {
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+       i += (long long)gridDim.x * blockDim.x) {
+    D o;
+    fromAcc((typename Acc<D>::type)toAcc(in[i]), o);
+    out[i] = o;
+  }
+}
+#define CONVERT(A, S, B, D)                                                                        \
+  extern "C" __global__ void __launch_bounds__(256) convert_##A##_##B(const S *in, D *out, long long n) { \
+    convertElems<S, D>(in, out, n);                                                                \
+  }
+CONVERT(f32, float, bf16, __nv_bfloat16)
+CONVERT(bf16, __nv_bfloat16, f32, float)
+CONVERT(f32, float, f64, double)
+CONVERT(f64, double, f32, float)
+#undef CONVERT
+
+// ---- optimiser updates of bfloat16 weights with float32 master weights -------------------
+// The float32 master copy w32 is updated exactly as a float32 weight would be (the gradient
+// widened from bfloat16), then the bfloat16 weight is the master rounded to nearest even.
+
+extern "C" __global__ void __launch_bounds__(256)
+sgd_bf16(__nv_bfloat16 *p, const __nv_bfloat16 *g, float *w32, double lr_, double wd_, long long n) {
+  float lr = (float)lr_, wd = (float)wd_;
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+       i += (long long)gridDim.x * blockDim.x) {
+    float x = w32[i];
+    x = subRN(x, mulRN(lr, addRN(__bfloat162float(g[i]), mulRN(wd, x))));
+    w32[i] = x;
+    p[i] = __float2bfloat16_rn(x);
+  }
+}
+extern "C" __global__ void __launch_bounds__(256)
+adam_bf16(__nv_bfloat16 *p, const __nv_bfloat16 *g, float *w32, float *m, float *v, double lr_, double b1_, double b2_,
+          double eps_, double c1_, double c2_, double wd_, long long n) {
+  float lr = (float)lr_, b1 = (float)b1_, b2 = (float)b2_, eps = (float)eps_, c1 = (float)c1_, c2 = (float)c2_,
+        wd = (float)wd_;
+  float nb1 = (float)(1 - b1_), nb2 = (float)(1 - b2_);
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+       i += (long long)gridDim.x * blockDim.x) {
+    float gi = __bfloat162float(g[i]);
+    float mi = addRN(mulRN(b1, m[i]), mulRN(nb1, gi));
+    float vi = addRN(mulRN(b2, v[i]), mulRN(nb2, mulRN(gi, gi)));
+    m[i] = mi;
+    v[i] = vi;
+    float x = w32[i];
+    float step = divRN(divRN(mi, c1), addRN(sqrtRN(divRN(vi, c2)), eps));
+    x = subRN(x, mulRN(lr, addRN(step, mulRN(wd, x))));
+    w32[i] = x;
+    p[i] = __float2bfloat16_rn(x);
+  }
+}

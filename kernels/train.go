@@ -3,6 +3,8 @@ package kernels
 import (
 	"fmt"
 	"math"
+
+	"github.com/gomoe/gomoe/bfloat16"
 )
 
 // Training kernels on the CPU: the activations and row ops the moe layer uses, and the
@@ -283,4 +285,36 @@ func AdamUpdate[F float32 | float64](p, g, m, v []F, lr, b1, b2, eps, c1, c2, wd
 		p[i] = x - F(L*F(step+F(W*x)))
 	}
 	return nil
+}
+
+// SGDUpdateBF16 updates bfloat16 weights p through their float32 master copy w32: w32 takes
+// SGDUpdate's float32 step with the gradient g widened (exactly) to float32, and p becomes w32
+// rounded to nearest even.
+func SGDUpdateBF16(p, g []bfloat16.BFloat16, w32 []float32, lr, wd float64) error {
+	if err := sameLen("SGD", len(p), len(g), len(w32)); err != nil {
+		return err
+	}
+	l, w := float32(lr), float32(wd)
+	for i, x := range w32 {
+		x -= float32(l * float32(g[i].Float32()+float32(w*x)))
+		w32[i] = x
+		p[i] = bfloat16.FromFloat32(x)
+	}
+	return nil
+}
+
+// AdamUpdateBF16 is AdamUpdate on the float32 master copy w32 of bfloat16 weights p (float32
+// moments m, v; gradient g widened exactly), after which p is w32 rounded to nearest even.
+func AdamUpdateBF16(p, g []bfloat16.BFloat16, w32, m, v []float32, lr, b1, b2, eps, c1, c2, wd float64) error {
+	if err := sameLen("Adam", len(p), len(g), len(w32), len(m), len(v)); err != nil {
+		return err
+	}
+	g32 := make([]float32, len(g))
+	if err := bfloat16.ToFloat32s(g32, g); err != nil {
+		return err
+	}
+	if err := AdamUpdate(w32, g32, m, v, lr, b1, b2, eps, c1, c2, wd); err != nil {
+		return err
+	}
+	return bfloat16.FromFloat32s(p, w32)
 }

@@ -24,6 +24,37 @@ func init() {
 		kernelNames = append(kernelNames, "row_fwd_"+s, "row_bwd_"+s, "topk_"+s, "gather_topk_"+s,
 			"gather_topk_bwd_"+s, "sgd_"+s, "adam_"+s)
 	}
+	kernelNames = append(kernelNames, "sgd_bf16", "adam_bf16",
+		"convert_f32_bf16", "convert_bf16_f32", "convert_f32_f64", "convert_f64_f32")
+}
+
+// Convert writes out[i] = in[i] converted from dtype from to dtype to (rounded to nearest
+// even): float32 ↔ bfloat16 and float32 ↔ float64.
+func (c *CUDA) Convert(from, to DType, out, in cu.DevicePtr, n int64) error {
+	ok := (from == F32 && (to == BF16 || to == F64)) || (to == F32 && (from == BF16 || from == F64))
+	if !ok {
+		return fmt.Errorf("gomoe: device conversion from %v to %v is not supported", from, to)
+	}
+	return c.do(func() error {
+		return c.launch("convert_"+from.suffix()+"_"+to.suffix(), gridFor(n, 256), 256, 0, *new(args).p(in).p(out).l(n))
+	})
+}
+
+// SGDUpdateBF16 is the CUDA twin of the CPU SGDUpdateBF16: the float32 master weights w32
+// take the float32 SGD step and the bfloat16 weights p become the master rounded.
+func (c *CUDA) SGDUpdateBF16(p, g, w32 cu.DevicePtr, n int64, lr, wd float64) error {
+	return c.do(func() error {
+		return c.launch("sgd_bf16", gridFor(n, 256), 256, 0, *new(args).p(p).p(g).p(w32).d(lr).d(wd).l(n))
+	})
+}
+
+// AdamUpdateBF16 is the CUDA twin of the CPU AdamUpdateBF16 (float32 master weights w32 and
+// moments m, v; bfloat16 weights p and gradients g).
+func (c *CUDA) AdamUpdateBF16(p, g, w32, m, v cu.DevicePtr, n int64, lr, b1, b2, eps, c1, c2, wd float64) error {
+	return c.do(func() error {
+		return c.launch("adam_bf16", gridFor(n, 256), 256, 0,
+			*new(args).p(p).p(g).p(w32).p(m).p(v).d(lr).d(b1).d(b2).d(eps).d(c1).d(c2).d(wd).l(n))
+	})
 }
 
 func (a *args) d(v float64) *args { *a = append(*a, math.Float64bits(v)); return a }

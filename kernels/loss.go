@@ -1,0 +1,210 @@
+package kernels
+
+import (
+	"fmt"
+	"math"
+)
+
+// Routing losses on the CPU: the load-balancing loss and the router z-loss, forward and
+// backward. Each has a CUDA twin of the same name on *CUDA (loss_cuda.go, kernels in
+// loss.cuh) that sums in the same fixed order:
+//
+//   - the balancing loss sums in float64 and rounds once: per chunk of LossChunk rows of one
+//     sequence the column sums P and the counts N, then the chunks of a sequence in order,
+//     then the products N·P over LossLanes lanes (element i goes to lane i mod LossLanes, in
+//     order) and a fixed pairwise tree over the lanes. The products and sums are rounded one
+//     by one (no fused multiply-add), so the CPU and the GPU give the same bits.
+//   - the z-loss computes each row's log-sum-exp in float64 (the row maximum first) and sums
+//     the squares over LossLanes lanes and the same tree. The GPU's exp and log are CUDA's, so
+//     the two agree within a few float64 ulps, not bit for bit.
+//
+// The gradients are rounded once from float64 as well.
+
+// LossChunk is the number of rows of one partial sum of the balancing loss (a chunk never
+// spans two sequences).
+const LossChunk = 64
+
+// LossLanes is the number of lanes of the losses' final sums.
+const LossLanes = 256
+
+// lossChunks is the number of chunks per sequence of S rows.
+func lossChunks(S int) int { return (S + LossChunk - 1) / LossChunk }
+
+// laneSum adds v[i] into lane i mod LossLanes (in order) and the lanes with a fixed pairwise
+// tree: the order of the GPU's one-block reduction.
+func laneSum(n int, v func(i int) float64) float64 {
+	var lanes [LossLanes]float64
+	for i := 0; i < n; i++ {
+		l := i % LossLanes
+		lanes[l] = float64(lanes[l] + v(i))
+	}
+	for s := LossLanes / 2; s > 0; s >>= 1 {
+		for j := 0; j < s; j++ {
+			lanes[j] = float64(lanes[j] + lanes[j+s])
+		}
+	}
+	return lanes[0]
+}
+
+// checkBalance checks the sizes of a balancing-loss call.
+func checkBalance(name string, ids int, T, K, E, B int) error {
+	switch {
+	case T < 1 || K < 1 || E < 1:
+		return fmt.Errorf("gomoe: %s: T=%d K=%d E=%d, want all >= 1", name, T, K, E)
+	case B < 1 || T%B != 0:
+		return fmt.Errorf("gomoe: %s: T=%d tokens do not split into %d equal sequences", name, T, B)
+	case ids != T*K:
+		return fmt.Errorf("gomoe: %s: %d ids, want T·K = %d", name, ids, T*K)
+	}
+	return nil
+}
+
+// balanceCounts returns N [B·E]: N[b,e] is the number of pairs (t,k) of sequence b with
+// ids[t,k] = e. An id outside [-1, E) is an error (-1 is not counted).
+func balanceCounts(name string, ids []int32, T, K, E, B int) ([]int64, error) {
+	S := T / B
+	n := make([]int64, B*E)
+	for i, x := range ids {
+		if x < -1 || int(x) >= E {
+			return nil, fmt.Errorf("gomoe: %s: ids[%d,%d] = %d is out of range [-1, %d)", name, i/K, i%K, x, E)
+		}
+		if x >= 0 {
+			n[(i/K)/S*E+int(x)]++
+		}
+	}
+	return n, nil
+}
+
+// BalanceLossForward returns the load-balancing loss
+//
+//	scale · Σ_b Σ_e N[b,e] · Σ_{t in b} s[t,e]
+//
+// for ids [T,K] int32 and scores s [T,E], the T tokens split into B equal, contiguous
+// sequences; N[b,e] is the number of pairs (t,k) of sequence b with ids[t,k] = e (ids of -1
+// are not counted; others outside [0, E) are an error). The layer's losses use
+// scale = coeff·E/(B·K·S²) with S = T/B. See the file comment for the summation order.
+func BalanceLossForward[F float32 | float64](ids []int32, s []F, T, K, E, B int, scale float64) (F, error) {
+	const name = "BalanceLossForward"
+	if err := checkBalance(name, len(ids), T, K, E, B); err != nil {
+		return 0, err
+	}
+	if len(s) != T*E {
+		return 0, fmt.Errorf("gomoe: %s: %d scores, want T·E = %d", name, len(s), T*E)
+	}
+	n, err := balanceCounts(name, ids, T, K, E, B)
+	if err != nil {
+		return 0, err
+	}
+	S := T / B
+	cps := lossChunks(S)
+	// P[b,e]: per chunk the column sums in row order, then the chunks in order.
+	p := make([]float64, B*E)
+	part := make([]float64, E)
+	for b := 0; b < B; b++ {
+		for c := 0; c < cps; c++ {
+			clear(part)
+			r0, r1 := b*S+c*LossChunk, min(b*S+(c+1)*LossChunk, (b+1)*S)
+			for t := r0; t < r1; t++ {
+				row := s[t*E : (t+1)*E]
+				for e, v := range row {
+					part[e] = float64(part[e] + float64(v))
+				}
+			}
+			pb := p[b*E : (b+1)*E]
+			for e, v := range part {
+				pb[e] = float64(pb[e] + v)
+			}
+		}
+	}
+	total := laneSum(B*E, func(i int) float64 { return float64(float64(n[i]) * p[i]) })
+	return F(float64(total * scale)), nil
+}
+
+// BalanceLossBackward writes the gradient of BalanceLossForward with respect to the scores
+// into ds [T,E] (overwriting it): ds[t,e] = (scale·dy)·N[b(t),e], rounded once.
+func BalanceLossBackward[F float32 | float64](ds []F, ids []int32, T, K, E, B int, scale, dy float64) error {
+	const name = "BalanceLossBackward"
+	if err := checkBalance(name, len(ids), T, K, E, B); err != nil {
+		return err
+	}
+	if len(ds) != T*E {
+		return fmt.Errorf("gomoe: %s: gradient of %d elements, want T·E = %d", name, len(ds), T*E)
+	}
+	n, err := balanceCounts(name, ids, T, K, E, B)
+	if err != nil {
+		return err
+	}
+	g := float64(scale * dy)
+	S := T / B
+	for t := 0; t < T; t++ {
+		nb := n[t/S*E : (t/S+1)*E]
+		row := ds[t*E : (t+1)*E]
+		for e := range row {
+			row[e] = F(float64(g * float64(nb[e])))
+		}
+	}
+	return nil
+}
+
+// rowLSE is log Σ_e exp(x[e]) in float64: the row maximum m first, then m + log Σ exp(x−m)
+// (m itself when m is infinite).
+func rowLSE[F float32 | float64](x []F) float64 {
+	m := math.Inf(-1)
+	for _, v := range x {
+		m = math.Max(m, float64(v))
+	}
+	if math.IsInf(m, 0) {
+		return m
+	}
+	var s float64
+	for _, v := range x {
+		s = float64(s + math.Exp(float64(v)-m))
+	}
+	return m + math.Log(s)
+}
+
+func checkZ(name string, n, T, E int) error {
+	if T < 1 || E < 1 {
+		return fmt.Errorf("gomoe: %s: T=%d E=%d, want both >= 1", name, T, E)
+	}
+	if n != T*E {
+		return fmt.Errorf("gomoe: %s: %d logits, want T·E = %d", name, n, T*E)
+	}
+	return nil
+}
+
+// ZLossForward returns the router z-loss scale · Σ_t lse(x[t])² for logits x [T,E]
+// (lse(x[t]) = log Σ_e exp(x[t,e]); the layer uses scale = coeff/T), computed in float64 and
+// rounded once.
+func ZLossForward[F float32 | float64](x []F, T, E int, scale float64) (F, error) {
+	if err := checkZ("ZLossForward", len(x), T, E); err != nil {
+		return 0, err
+	}
+	total := laneSum(T, func(t int) float64 {
+		l := rowLSE(x[t*E : (t+1)*E])
+		return float64(l * l)
+	})
+	return F(float64(total * scale)), nil
+}
+
+// ZLossBackward writes the gradient of ZLossForward into dx [T,E] (overwriting it):
+// dx[t,e] = (2·scale·dy) · lse(x[t]) · exp(x[t,e] − lse(x[t])), i.e. 2·scale·dy·lse·softmax.
+func ZLossBackward[F float32 | float64](dx, x []F, T, E int, scale, dy float64) error {
+	const name = "ZLossBackward"
+	if err := checkZ(name, len(x), T, E); err != nil {
+		return err
+	}
+	if len(dx) != T*E {
+		return fmt.Errorf("gomoe: %s: gradient of %d elements, want T·E = %d", name, len(dx), T*E)
+	}
+	c := float64(2 * scale * dy)
+	for t := 0; t < T; t++ {
+		row := x[t*E : (t+1)*E]
+		l := rowLSE(row)
+		cl := float64(c * l)
+		for e, v := range row {
+			dx[t*E+e] = F(float64(cl * math.Exp(float64(v)-l)))
+		}
+	}
+	return nil
+}
