@@ -7,24 +7,29 @@ import (
 	"github.com/chewxy/hm"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/bfloat16"
 )
 
-// Cast converts a float32 or float64 node to the float dtype to, element by element (float64
-// to float32 rounds to nearest). Its gradient is the output gradient cast back to x's dtype.
-// Cast returns x itself when it already has dtype to. Gorgonia's own ConvType converts only
-// between float and int dtypes.
+// Cast converts a node between float32 and float64, or between float32 and bfloat16, element
+// by element (narrowing rounds to nearest even). Its gradient is the output gradient cast back
+// to x's dtype. Cast returns x itself when it already has dtype to. It runs on the device for
+// device values. Gorgonia's own ConvType converts only between float and int dtypes.
 func Cast(x *G.Node, to tensor.Dtype) (*G.Node, error) {
 	if x == nil {
 		return nil, fmt.Errorf("gomoe: Cast: x is nil")
 	}
-	if err := wantFloat(x.Dtype()); err != nil {
-		return nil, fmt.Errorf("gomoe: Cast: x: %v", err)
+	if !isData(x.Dtype()) {
+		return nil, fmt.Errorf("gomoe: Cast: x: dtype %v, want float32, float64 or bfloat16", x.Dtype())
 	}
-	if err := wantFloat(to); err != nil {
-		return nil, fmt.Errorf("gomoe: Cast: target: %v", err)
+	if !isData(to) {
+		return nil, fmt.Errorf("gomoe: Cast: target: dtype %v, want float32, float64 or bfloat16", to)
 	}
 	if x.Dtype() == to {
 		return x, nil
+	}
+	if (x.Dtype() == bfloat16.Dtype && to != tensor.Float32) || (to == bfloat16.Dtype && x.Dtype() != tensor.Float32) {
+		return nil, fmt.Errorf("gomoe: Cast: %v to %v is not supported (bfloat16 converts to and from float32)", x.Dtype(), to)
 	}
 	return applyOp("Cast", castOp{from: x.Dtype(), to: to, dims: x.Dims()}, x)
 }
@@ -73,6 +78,18 @@ func castValue(v G.Value, from, to tensor.Dtype) (*tensor.Dense, error) {
 		for i, x := range d.Float32s() {
 			o[i] = float64(x)
 		}
+	case from == tensor.Float32 && to == bfloat16.Dtype:
+		if err := bfloat16.FromFloat32s(out.Data().([]bfloat16.BFloat16), d.Float32s()); err != nil {
+			return nil, err
+		}
+	case from == bfloat16.Dtype && to == tensor.Float32:
+		b, ok := d.Data().([]bfloat16.BFloat16)
+		if !ok {
+			return nil, fmt.Errorf("gomoe: Cast: x holds %T, want []bfloat16.BFloat16", d.Data())
+		}
+		if err := bfloat16.ToFloat32s(out.Float32s(), b); err != nil {
+			return nil, err
+		}
 	default:
 		return nil, fmt.Errorf("gomoe: Cast: %v to %v is not supported", from, to)
 	}
@@ -82,6 +99,17 @@ func castValue(v G.Value, from, to tensor.Dtype) (*tensor.Dense, error) {
 func (op castOp) Do(vs ...G.Value) (G.Value, error) {
 	if len(vs) != 1 {
 		return nil, fmt.Errorf("gomoe: Cast: want 1 input, got %d", len(vs))
+	}
+	dev, err := onDevice("Cast", vs...)
+	if err != nil {
+		return nil, err
+	}
+	if dev {
+		if vs[0].Dtype() != op.from {
+			return nil, fmt.Errorf("gomoe: Cast: x has dtype %v, want %v", vs[0].Dtype(), op.from)
+		}
+		v, err := device.Cast(vs[0], op.to)
+		return v, wrapErr("Cast", err)
 	}
 	if op.dims == 0 {
 		var f float64

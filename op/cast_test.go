@@ -7,6 +7,8 @@ import (
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/bfloat16"
 )
 
 // TestCastGradients: cost = Σ W ⊙ cast(cast(x)²) has gradient 2·W⊙x. A central difference
@@ -160,5 +162,32 @@ func TestJitterNoise(t *testing.T) {
 		if _, err := JitterNoise(x, eps, 0); err == nil {
 			t.Errorf("eps %v: no error", eps)
 		}
+	}
+}
+
+// TestCastBFloat16: float32 ↔ bfloat16 round to nearest even and back exactly; bfloat16 ↔
+// float64 is refused.
+func TestCastBFloat16(t *testing.T) {
+	g := G.NewGraph()
+	vals := []float32{1, 1.00390625, 1.01171875, -3.14159, 65504, 1e-20}
+	x := G.NewVector(g, tensor.Float32, G.WithShape(len(vals)), G.WithName("x"), G.WithValue(tensor.New(tensor.WithShape(len(vals)), tensor.WithBacking(append([]float32(nil), vals...)))))
+	b := must(Cast(x, bfloat16.Dtype))
+	back := must(Cast(b, tensor.Float32))
+	out := runRead(t, g, b, back)
+	got := out[0].Data().([]bfloat16.BFloat16)
+	for i, v := range vals {
+		if want := bfloat16.FromFloat32(v); got[i] != want {
+			t.Errorf("bf16(%v) = %v, want %v", v, got[i], want)
+		}
+		if w := out[1].Data().([]float32)[i]; w != got[i].Float32() {
+			t.Errorf("f32(bf16(%v)) = %v, want %v", v, w, got[i].Float32())
+		}
+	}
+	x64 := G.NewVector(g, tensor.Float64, G.WithShape(2), G.WithName("x64"))
+	if _, err := Cast(x64, bfloat16.Dtype); err == nil {
+		t.Error("float64 to bfloat16: no error")
+	}
+	if _, err := Cast(b, tensor.Float64); err == nil {
+		t.Error("bfloat16 to float64: no error")
 	}
 }

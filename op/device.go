@@ -2,6 +2,7 @@ package op
 
 import (
 	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/kernels"
 )
@@ -43,6 +44,8 @@ type deviceKernels interface {
 	// with no rows); H is the rows' width.
 	GroupedMatMulWeightsGrad(g kernels.Geometry, xp, dz, plan G.Value, H int) (G.Value, error)
 
+	// Cast returns x converted to dtype to (float32 ↔ float64, float32 ↔ bfloat16).
+	Cast(x G.Value, to tensor.Dtype) (G.Value, error)
 	// TopK returns ids [T,K] int32 for scores [T,E] (bias [E] or nil) as topkOp does.
 	TopK(scores, bias G.Value, k, groups, kept int) (G.Value, error)
 	// GatherTopK returns out [T,K] = scores[t, ids[t,k]].

@@ -190,3 +190,40 @@ func (cudaKernels) GatherTopKGrad(g, ids G.Value, E int) (G.Value, error) {
 	}
 	return out, nil
 }
+
+func (cudaKernels) Cast(x G.Value, to tensor.Dtype) (G.Value, error) {
+	e, err := devOf(x)
+	if err != nil {
+		return nil, err
+	}
+	from, err := gdev.DType(x.Dtype())
+	if err != nil {
+		return nil, err
+	}
+	dt, err := gdev.DType(to)
+	if err != nil {
+		return nil, err
+	}
+	if err := contiguous("x", x); err != nil {
+		return nil, err
+	}
+	shape := x.Shape().Clone()
+	if len(shape) == 0 {
+		shape = tensor.Shape{1}
+	}
+	out, err := e.NewStepTensor(to, shape...)
+	if err != nil {
+		return nil, err
+	}
+	if len(x.Shape()) == 0 {
+		if err := out.Reshape(); err != nil {
+			_ = e.Release(out)
+			return nil, err
+		}
+	}
+	if err := e.Kernels().Convert(from, dt, dptr(out), dptr(x), int64(x.Shape().TotalSize())); err != nil {
+		_ = e.Release(out)
+		return nil, err
+	}
+	return out, nil
+}

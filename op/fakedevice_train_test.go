@@ -25,6 +25,10 @@ func (f *fakeDevice) GroupedMatMulWeightsGrad(g kernels.Geometry, xp, dz, plan G
 	return f.one("GroupedMatMulWeightsGrad", func() (G.Value, error) { return gmmWeightsGradOp{g, H}.Do(xp, dz, plan) })
 }
 
+func (f *fakeDevice) Cast(x G.Value, to tensor.Dtype) (G.Value, error) {
+	return f.one("Cast", func() (G.Value, error) { return castOp{from: x.Dtype(), to: to, dims: x.Shape().Dims()}.Do(x) })
+}
+
 func (f *fakeDevice) TopK(scores, bias G.Value, k, groups, kept int) (G.Value, error) {
 	return f.one("TopK", func() (G.Value, error) {
 		op := topkOp{k: k, e: scores.Shape()[1], groups: groups, kept: kept, bias: bias != nil}

@@ -8,6 +8,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/bfloat16"
 	"github.com/gomoe/gomoe/kernels"
 )
 
@@ -83,8 +84,11 @@ func applyPointwise(k pwKind, in ...*G.Node) (*G.Node, error) {
 		if n == nil {
 			return nil, errorf(name, "input %d is nil", i)
 		}
-		if err := wantFloat(n.Dtype()); err != nil {
-			return nil, errorf(name, "input %d: %v", i, err)
+		if k.row() && !isFloat(n.Dtype()) {
+			return nil, errorf(name, "input %d: dtype %v, want float32 or float64", i, n.Dtype())
+		}
+		if !isData(n.Dtype()) {
+			return nil, errorf(name, "input %d: dtype %v, want float32, float64 or bfloat16", i, n.Dtype())
 		}
 		if i > 0 {
 			if n.Dtype() != in[0].Dtype() {
@@ -146,8 +150,15 @@ func (op pwOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	return sameShapes(op.k.String(), op.dims, ds)
 }
 
-// pwValues checks the values of a pointwise op: n values of one float dtype and shape.
+// pwValues checks the values of an element-wise op: n values of one float dtype (float32 or
+// float64) and shape.
 func pwValues(name string, dims int, vs []G.Value, n int) error {
+	return pwKindValues(pwSoftmax, name, dims, vs, n)
+}
+
+// pwKindValues checks the values of pointwise op k: n values of one float dtype (bfloat16 too
+// for the activations) and shape.
+func pwKindValues(k pwKind, name string, dims int, vs []G.Value, n int) error {
 	if len(vs) != n {
 		return errorf(name, "want %d inputs, got %d", n, len(vs))
 	}
@@ -155,8 +166,10 @@ func pwValues(name string, dims int, vs []G.Value, n int) error {
 		if v == nil {
 			return errorf(name, "input %d is nil", i)
 		}
-		if err := checkFloat(name, fmt.Sprintf("input %d", i), v.Dtype()); err != nil {
-			return err
+		if k.row() || v.Dtype() != bfloat16.Dtype {
+			if err := checkFloat(name, fmt.Sprintf("input %d", i), v.Dtype()); err != nil {
+				return err
+			}
 		}
 		if v.Dtype() != vs[0].Dtype() || !v.Shape().Eq(vs[0].Shape()) {
 			return errorf(name, "input %d is %v %v, input 0 is %v %v", i, v.Dtype(), v.Shape(), vs[0].Dtype(), vs[0].Shape())
@@ -170,7 +183,7 @@ func pwValues(name string, dims int, vs []G.Value, n int) error {
 
 func (op pwOp) Do(vs ...G.Value) (G.Value, error) {
 	name := op.k.String()
-	if err := pwValues(name, op.dims, vs, op.Arity()); err != nil {
+	if err := pwKindValues(op.k, name, op.dims, vs, op.Arity()); err != nil {
 		return nil, err
 	}
 	dev, err := onDevice(name, vs...)
@@ -182,6 +195,8 @@ func (op pwOp) Do(vs ...G.Value) (G.Value, error) {
 		return v, wrapErr(name, err)
 	}
 	switch vs[0].Dtype() {
+	case bfloat16.Dtype:
+		return viaFloat32(name, vs, func(ws []G.Value) (G.Value, error) { return pwForward[float32](op.k, ws) })
 	case tensor.Float32:
 		return pwForward[float32](op.k, vs)
 	case tensor.Float64:
@@ -215,6 +230,24 @@ func pwForward[F float32 | float64](k pwKind, vs []G.Value) (G.Value, error) {
 		return nil, wrapErr(name, err)
 	}
 	return out, nil
+}
+
+// viaFloat32 runs the float32 CPU kernel f on bfloat16 values widened exactly to float32 and
+// rounds its result once to bfloat16, as the CUDA kernels compute bfloat16 in float32.
+func viaFloat32(name string, vs []G.Value, f func([]G.Value) (G.Value, error)) (G.Value, error) {
+	ws := make([]G.Value, len(vs))
+	for i, v := range vs {
+		w, err := widenBF16(name, fmt.Sprintf("input %d", i), v)
+		if err != nil {
+			return nil, err
+		}
+		ws[i] = w
+	}
+	out, err := f(ws)
+	if err != nil {
+		return nil, err
+	}
+	return roundBF16(name, out, nil)
 }
 
 func (op pwOp) ReturnsPtr() bool      { return false }
@@ -310,7 +343,7 @@ func (op pwGradOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 
 func (op pwGradOp) Do(vs ...G.Value) (G.Value, error) {
 	name := op.String()
-	if err := pwValues(name, op.dims, vs, op.Arity()); err != nil {
+	if err := pwKindValues(op.k, name, op.dims, vs, op.Arity()); err != nil {
 		return nil, err
 	}
 	dev, err := onDevice(name, vs...)
@@ -328,6 +361,8 @@ func (op pwGradOp) Do(vs ...G.Value) (G.Value, error) {
 		return gs[op.which], nil
 	}
 	switch vs[0].Dtype() {
+	case bfloat16.Dtype:
+		return viaFloat32(name, vs, func(ws []G.Value) (G.Value, error) { return pwBackward[float32](op, ws) })
 	case tensor.Float32:
 		return pwBackward[float32](op, vs)
 	case tensor.Float64:

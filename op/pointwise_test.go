@@ -8,6 +8,8 @@ import (
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/bfloat16"
 )
 
 // Tests of SwiGLU, GELU, Sigmoid, Softmax and RowNormalize: forward values against formulas
@@ -221,5 +223,73 @@ func TestScale(t *testing.T) {
 	}
 	if _, err := Scale(nil, 1); err == nil {
 		t.Error("Scale(nil): no error")
+	}
+}
+
+func TestMatMul(t *testing.T) {
+	rng := rand.New(rand.NewSource(8))
+	a, b := gcRand(rng, 3*4), gcRand(rng, 4*5)
+	gcRun(t, gcCase{name: "MatMul", inputs: []gcInput{{"a", tensor.Shape{3, 4}, a}, {"b", tensor.Shape{4, 5}, b}}, build: func(g *G.ExprGraph, dt tensor.Dtype, in []*G.Node) (*G.Node, error) {
+		y, err := MatMul(in[0], in[1])
+		if err != nil {
+			return nil, err
+		}
+		// a second product through the transposed gradient paths
+		y2, err := MatMul(y, G.NewMatrix(g, dt, G.WithShape(5, 2), G.WithName("c"), G.WithValue(gcDense(dt, tensor.Shape{5, 2}, gcRand(rand.New(rand.NewSource(9)), 10)))))
+		if err != nil {
+			return nil, err
+		}
+		return gcWeighted(g, dt, y2, "w_mm", 10)
+	}})
+	g := G.NewGraph()
+	an := G.NewMatrix(g, tensor.Float64, G.WithShape(3, 4), G.WithName("a"), G.WithValue(gcDense(tensor.Float64, tensor.Shape{3, 4}, a)))
+	bn := G.NewMatrix(g, tensor.Float64, G.WithShape(4, 5), G.WithName("b"), G.WithValue(gcDense(tensor.Float64, tensor.Shape{4, 5}, b)))
+	got := gcFloats(runRead(t, g, must(MatMul(an, bn)))[0])
+	for i := 0; i < 3; i++ {
+		for j := 0; j < 5; j++ {
+			var s float64
+			for k := 0; k < 4; k++ {
+				s += a[i*4+k] * b[k*5+j]
+			}
+			if math.Abs(got[i*5+j]-s) > 1e-12 {
+				t.Fatalf("c[%d,%d] = %v, want %v", i, j, got[i*5+j], s)
+			}
+		}
+	}
+	for _, c := range []struct {
+		name string
+		a, b *G.Node
+	}{{"nil", nil, bn}, {"inner", bn, bn}, {"vector", G.NewVector(g, tensor.Float64, G.WithShape(4), G.WithName("v")), bn}} {
+		if _, err := MatMul(c.a, c.b); err == nil {
+			t.Errorf("%s: no error", c.name)
+		}
+	}
+}
+
+// TestActivationsBFloat16: bfloat16 SwiGLU and GELU on the CPU compute in float32 and round
+// once: within one bfloat16 rounding (2⁻⁸ relative) of the float64 formula.
+func TestActivationsBFloat16(t *testing.T) {
+	rng := rand.New(rand.NewSource(12))
+	a, b := gcRand(rng, 24), gcRand(rng, 24)
+	ab := make([]bfloat16.BFloat16, len(a))
+	bb := make([]bfloat16.BFloat16, len(b))
+	for i := range a {
+		ab[i], bb[i] = bfloat16.FromFloat32(float32(3*a[i])), bfloat16.FromFloat32(float32(b[i]))
+	}
+	g := G.NewGraph()
+	an := G.NewMatrix(g, bfloat16.Dtype, G.WithShape(4, 6), G.WithName("a"), G.WithValue(tensor.New(tensor.WithShape(4, 6), tensor.WithBacking(ab))))
+	bn := G.NewMatrix(g, bfloat16.Dtype, G.WithShape(4, 6), G.WithName("b"), G.WithValue(tensor.New(tensor.WithShape(4, 6), tensor.WithBacking(bb))))
+	out := runRead(t, g, must(SwiGLU(an, bn)), must(GELU(an)))
+	for i := range ab {
+		x, y := float64(ab[i].Float32()), float64(bb[i].Float32())
+		for j, want := range []float64{x / (1 + math.Exp(-x)) * y, x / 2 * (1 + math.Tanh(math.Sqrt(2/math.Pi)*(x+0.044715*x*x*x)))} {
+			got := float64(out[j].Data().([]bfloat16.BFloat16)[i].Float32())
+			if math.Abs(got-want) > math.Abs(want)/256+1e-30 {
+				t.Errorf("op %d [%d]: %v, want %v", j, i, got, want)
+			}
+		}
+	}
+	if _, err := Softmax(an); err == nil {
+		t.Error("bfloat16 Softmax: no error")
 	}
 }

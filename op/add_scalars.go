@@ -1,0 +1,254 @@
+package op
+
+import (
+	"fmt"
+	"hash"
+
+	"github.com/chewxy/hm"
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// AddScalars returns x0 + x1 + … for scalar nodes of one float dtype (float32 or float64),
+// added from left to right with each sum rounded to that dtype, as a chain of G.Add gives on
+// the host. Use it to add losses that may live on the device (BalanceLoss, ZLoss,
+// CrossEntropy): gorgonia's G.Add of two scalar nodes runs on the host and fails on device
+// values ("scalarBinOp.Do() - Unhandled Scalar Type"), while AddScalars adds device scalars
+// with the device engine's element-wise Add, without copying them to the host. Its gradient is
+// the output gradient for every input. With one node it returns the node itself.
+func AddScalars(xs ...*G.Node) (*G.Node, error) {
+	const name = "AddScalars"
+	if len(xs) == 0 {
+		return nil, errorf(name, "no inputs")
+	}
+	whats := make([]string, len(xs))
+	for i := range xs {
+		whats[i] = fmt.Sprintf("input %d", i)
+	}
+	if err := checkNodes(name, xs, whats...); err != nil {
+		return nil, err
+	}
+	var dt tensor.Dtype
+	for i, x := range xs {
+		d, err := nodeDtype(name, whats[i], x)
+		if err != nil {
+			return nil, err
+		}
+		if err := checkFloat(name, whats[i], d); err != nil {
+			return nil, err
+		}
+		if i == 0 {
+			dt = d
+		} else if d != dt {
+			return nil, errorf(name, "input %d has dtype %v, input 0 has %v", i, d, dt)
+		}
+		if !x.IsScalar() {
+			return nil, errorf(name, "input %d has shape %v, want a scalar", i, shapeString(x.Shape()))
+		}
+	}
+	if len(xs) == 1 {
+		return xs[0], nil
+	}
+	return applyOp(name, addScalarsOp{len(xs)}, xs...)
+}
+
+// addScalarsOp: n scalars → their sum.
+type addScalarsOp struct{ n int }
+
+func (op addScalarsOp) Arity() int { return op.n }
+
+// Type: a → a → … → a.
+func (op addScalarsOp) Type() hm.Type {
+	a := hm.TypeVariable('a')
+	ts := make([]hm.Type, op.n+1)
+	for i := range ts {
+		ts[i] = a
+	}
+	return hm.NewFnType(ts...)
+}
+
+func (op addScalarsOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
+	if len(ds) != op.n {
+		return nil, errorf("AddScalars", "got %d input shapes, want %d", len(ds), op.n)
+	}
+	for i, d := range ds {
+		s, err := shapeOf("AddScalars", fmt.Sprintf("input %d", i), d)
+		if err != nil {
+			return nil, err
+		}
+		if s.TotalSize() != 1 {
+			return nil, errorf("AddScalars", "input %d has shape %v, want a scalar", i, shapeString(s))
+		}
+	}
+	return tensor.ScalarShape(), nil
+}
+
+func (op addScalarsOp) Do(vs ...G.Value) (G.Value, error) {
+	const name = "AddScalars"
+	if err := checkArity(name, vs, op.n); err != nil {
+		return nil, err
+	}
+	for i, v := range vs {
+		if err := checkFloat(name, fmt.Sprintf("input %d", i), v.Dtype()); err != nil {
+			return nil, err
+		}
+		if v.Dtype() != vs[0].Dtype() {
+			return nil, errorf(name, "input %d has dtype %v, input 0 has %v", i, v.Dtype(), vs[0].Dtype())
+		}
+		if v.Shape().TotalSize() != 1 {
+			return nil, errorf(name, "input %d has shape %v, want a scalar", i, shapeString(v.Shape()))
+		}
+	}
+	dev, err := onDevice(name, vs...)
+	if err != nil {
+		return nil, err
+	}
+	if dev {
+		return addDeviceScalars(name, vs)
+	}
+	var sum float64
+	for i, v := range vs {
+		x, err := scalarOf(name, fmt.Sprintf("input %d", i), v)
+		if err != nil {
+			return nil, err
+		}
+		if i == 0 {
+			sum = x
+		} else if v.Dtype() == tensor.Float32 {
+			sum = float64(float32(sum) + float32(x))
+		} else {
+			sum = float64(sum + x)
+		}
+	}
+	if vs[0].Dtype() == tensor.Float32 {
+		return G.NewF32(float32(sum)), nil
+	}
+	return G.NewF64(sum), nil
+}
+
+// scalarOf is the value of a one-element host value.
+func scalarOf(name, what string, v G.Value) (float64, error) {
+	switch x := v.Data().(type) {
+	case float32:
+		return float64(x), nil
+	case float64:
+		return x, nil
+	case []float32:
+		return float64(x[0]), nil
+	case []float64:
+		return x[0], nil
+	}
+	return 0, errorf(name, "%s holds %T, want a float", what, v.Data())
+}
+
+// addDeviceScalars adds one-element device tensors through their engine: each is viewed as a
+// vector of one element (tensor.Add treats a 0-d tensor as a Go scalar and would read it on
+// the host), the first sum goes to a new tensor, the later ones add into it.
+func addDeviceScalars(name string, vs []G.Value) (G.Value, error) {
+	vec := func(i int) (*tensor.Dense, error) {
+		d, ok := vs[i].(*tensor.Dense)
+		if !ok || d.RequiresIterator() {
+			return nil, errorf(name, "input %d is a %T, want a contiguous dense tensor", i, vs[i])
+		}
+		c := d.ShallowClone()
+		if err := c.Reshape(1); err != nil {
+			return nil, wrapErr(name, err)
+		}
+		return c, nil
+	}
+	acc, err := vec(0)
+	if err != nil {
+		return nil, err
+	}
+	var out *tensor.Dense
+	for i := 1; i < len(vs); i++ {
+		x, err := vec(i)
+		if err != nil {
+			return nil, err
+		}
+		var r tensor.Tensor
+		if out == nil {
+			r, err = tensor.Add(acc, x)
+		} else {
+			r, err = tensor.Add(out, x, tensor.UseUnsafe())
+		}
+		if err != nil {
+			return nil, wrapErr(name, err)
+		}
+		d, ok := r.(*tensor.Dense)
+		if !ok {
+			return nil, errorf(name, "the engine's Add returned a %T", r)
+		}
+		out = d
+	}
+	if err := out.Reshape(); err != nil {
+		return nil, wrapErr(name, err)
+	}
+	return out, nil
+}
+
+func (op addScalarsOp) ReturnsPtr() bool      { return false }
+func (op addScalarsOp) CallsExtern() bool     { return false }
+func (op addScalarsOp) OverwritesInput() int  { return -1 }
+func (op addScalarsOp) String() string        { return fmt.Sprintf("AddScalars{%d}", op.n) }
+func (op addScalarsOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
+func (op addScalarsOp) Hashcode() uint32      { return gmmHash(op) }
+
+func (op addScalarsOp) DiffWRT(n int) []bool {
+	w := make([]bool, n)
+	for i := range w {
+		w[i] = true
+	}
+	return w
+}
+
+// SymDiff: every input's gradient is the output gradient.
+func (op addScalarsOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
+	if len(inputs) != op.n {
+		return nil, errorf("AddScalars", "want %d inputs, got %d", op.n, len(inputs))
+	}
+	out := make(G.Nodes, len(inputs))
+	for i := range out {
+		out[i] = grad
+	}
+	return out, nil
+}
+
+// DoDiff adds the output gradient into every input's gradient (host scalars: the lisp machine
+// runs on the host).
+func (op addScalarsOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
+	const name = "AddScalars.DoDiff"
+	gy, err := output.Grad()
+	if err != nil {
+		return err
+	}
+	dy, err := scalarOf(name, "the output gradient", gy)
+	if err != nil {
+		return err
+	}
+	gs := make([]G.Value, len(inputs))
+	for i, n := range inputs {
+		if gs[i], err = n.Grad(); err != nil {
+			return err
+		}
+		switch gs[i].(type) {
+		case *G.F64, *G.F32:
+		default:
+			return errorf(name, "gradient of input %d is a %T, want a host scalar", i, gs[i])
+		}
+	}
+	for _, g := range gs {
+		switch p := g.(type) {
+		case *G.F64:
+			*p += G.F64(dy)
+		case *G.F32:
+			*p += G.F32(float32(dy))
+		}
+	}
+	return nil
+}
+
+var (
+	_ G.SDOp = addScalarsOp{}
+	_ G.ADOp = addScalarsOp{}
+)

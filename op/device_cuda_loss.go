@@ -1,0 +1,204 @@
+//go:build gomoecuda
+
+package op
+
+import (
+	"fmt"
+
+	"gorgonia.org/cu"
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	gdev "github.com/gomoe/gomoe/device"
+	"github.com/gomoe/gomoe/kernels"
+)
+
+// Device versions of the routing losses (balance_loss.go, z_loss.go). A loss is a device
+// tensor of scalar shape (NewStepTensor with no dims: one element); a gradient reads dy from
+// the device (a one-element device tensor) or takes the host number dyv.
+
+var _ deviceLoss = cudaKernels{}
+
+// lossFloat maps a loss dtype to the kernels' dtype (float32 or float64 only).
+func lossFloat(dt tensor.Dtype) (kernels.DType, error) {
+	switch dt {
+	case tensor.Float32:
+		return kernels.F32, nil
+	case tensor.Float64:
+		return kernels.F64, nil
+	}
+	return 0, fmt.Errorf("dtype %v, want float32 or float64", dt)
+}
+
+// lossDyPtr checks a device dy (nil: none) against the engine and dtype.
+func lossDyPtr(e *gdev.Engine, dy G.Value, dt tensor.Dtype) (cu.DevicePtr, error) {
+	if dy == nil {
+		return 0, nil
+	}
+	x, err := devOf(dy)
+	if err != nil {
+		return 0, fmt.Errorf("dy: %w", err)
+	}
+	if x != e {
+		return 0, fmt.Errorf("dy lives on another GPU")
+	}
+	if dy.Dtype() != dt || dy.Shape().TotalSize() != 1 {
+		return 0, fmt.Errorf("dy is %v %v, want one %v", dy.Dtype(), dy.Shape(), dt)
+	}
+	return dptr(dy), nil
+}
+
+func balanceDevArgs(ids, scores G.Value, experts, topK, seqs int) (*gdev.Engine, int, error) {
+	e, err := devOf(ids, scores)
+	if err != nil {
+		return nil, 0, err
+	}
+	is := ids.Shape()
+	if ids.Dtype() != tensor.Int32 || is.Dims() != 2 || is[1] != topK {
+		return nil, 0, fmt.Errorf("ids are %v %v, want int32 (T, K=%d)", ids.Dtype(), is, topK)
+	}
+	if s := scores.Shape(); s.Dims() != 2 || s[0] != is[0] || s[1] != experts {
+		return nil, 0, fmt.Errorf("scores have shape %v, want (T=%d, E=%d)", s, is[0], experts)
+	}
+	if err := contiguous("ids", ids); err != nil {
+		return nil, 0, err
+	}
+	if err := contiguous("scores", scores); err != nil {
+		return nil, 0, err
+	}
+	if seqs < 1 || is[0]%seqs != 0 {
+		return nil, 0, fmt.Errorf("T=%d tokens do not split into %d sequences", is[0], seqs)
+	}
+	return e, is[0], nil
+}
+
+// lossWork allocates scratch memory for one call; the caller frees it right after enqueueing
+// (later users of the block are later on the same stream).
+func lossWork(e *gdev.Engine, n int64) (tensor.Memory, error) {
+	return e.Alloc(max(n, 8))
+}
+
+func (cudaKernels) BalanceLoss(ids, scores G.Value, experts, topK, seqs int, scale float64) (G.Value, error) {
+	e, T, err := balanceDevArgs(ids, scores, experts, topK, seqs)
+	if err != nil {
+		return nil, err
+	}
+	dt, err := lossFloat(scores.Dtype())
+	if err != nil {
+		return nil, err
+	}
+	out, err := e.NewStepTensor(scores.Dtype())
+	if err != nil {
+		return nil, err
+	}
+	work, err := lossWork(e, kernels.BalanceLossWorkBytes(T, experts, seqs))
+	if err != nil {
+		_ = e.Release(out)
+		return nil, err
+	}
+	defer e.Free(work, 0)
+	if err := e.Kernels().BalanceLossForward(dt, dptr(out), dptr(ids), dptr(scores), cu.DevicePtr(work.Uintptr()), T, topK, experts, seqs, scale); err != nil {
+		_ = e.Release(out)
+		return nil, err
+	}
+	return out, nil
+}
+
+func (cudaKernels) BalanceLossGrad(ids G.Value, dt tensor.Dtype, experts, topK, seqs int, scale float64, dy G.Value, dyv float64) (G.Value, error) {
+	e, err := devOf(ids)
+	if err != nil {
+		return nil, err
+	}
+	is := ids.Shape()
+	if ids.Dtype() != tensor.Int32 || is.Dims() != 2 || is[1] != topK {
+		return nil, fmt.Errorf("ids are %v %v, want int32 (T, K=%d)", ids.Dtype(), is, topK)
+	}
+	if err := contiguous("ids", ids); err != nil {
+		return nil, err
+	}
+	T := is[0]
+	kd, err := lossFloat(dt)
+	if err != nil {
+		return nil, err
+	}
+	dyp, err := lossDyPtr(e, dy, dt)
+	if err != nil {
+		return nil, err
+	}
+	ds, err := e.NewStepTensor(dt, T, experts)
+	if err != nil {
+		return nil, err
+	}
+	work, err := lossWork(e, kernels.BalanceLossWorkBytes(T, experts, seqs))
+	if err != nil {
+		_ = e.Release(ds)
+		return nil, err
+	}
+	defer e.Free(work, 0)
+	if err := e.Kernels().BalanceLossBackward(kd, dptr(ds), dptr(ids), cu.DevicePtr(work.Uintptr()), dyp, T, topK, experts, seqs, scale, dyv); err != nil {
+		_ = e.Release(ds)
+		return nil, err
+	}
+	return ds, nil
+}
+
+func zDevArgs(logits G.Value) (*gdev.Engine, kernels.DType, int, int, error) {
+	e, err := devOf(logits)
+	if err != nil {
+		return nil, 0, 0, 0, err
+	}
+	dt, err := lossFloat(logits.Dtype())
+	if err != nil {
+		return nil, 0, 0, 0, err
+	}
+	s := logits.Shape()
+	if s.Dims() != 2 {
+		return nil, 0, 0, 0, fmt.Errorf("logits have shape %v, want (T, E)", s)
+	}
+	if err := contiguous("logits", logits); err != nil {
+		return nil, 0, 0, 0, err
+	}
+	return e, dt, s[0], s[1], nil
+}
+
+func (cudaKernels) ZLoss(logits G.Value, scale float64) (G.Value, error) {
+	e, dt, T, E, err := zDevArgs(logits)
+	if err != nil {
+		return nil, err
+	}
+	out, err := e.NewStepTensor(logits.Dtype())
+	if err != nil {
+		return nil, err
+	}
+	work, err := lossWork(e, kernels.ZLossWorkBytes(T))
+	if err != nil {
+		_ = e.Release(out)
+		return nil, err
+	}
+	defer e.Free(work, 0)
+	if err := e.Kernels().ZLossForward(dt, dptr(out), dptr(logits), cu.DevicePtr(work.Uintptr()), T, E, scale); err != nil {
+		_ = e.Release(out)
+		return nil, err
+	}
+	return out, nil
+}
+
+func (cudaKernels) ZLossGrad(logits G.Value, scale float64, dy G.Value, dyv float64) (G.Value, error) {
+	e, dt, T, E, err := zDevArgs(logits)
+	if err != nil {
+		return nil, err
+	}
+	dyp, err := lossDyPtr(e, dy, logits.Dtype())
+	if err != nil {
+		return nil, err
+	}
+	dx, err := e.NewStepTensor(logits.Dtype(), T, E)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.Kernels().ZLossBackward(dt, dptr(dx), dptr(logits), dyp, T, E, scale, dyv); err != nil {
+		_ = e.Release(dx)
+		return nil, err
+	}
+	return dx, nil
+}

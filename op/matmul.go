@@ -1,0 +1,198 @@
+package op
+
+import (
+	"fmt"
+	"hash"
+
+	"github.com/chewxy/hm"
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// MatMul returns the matrix product a·b of a [M,K] and b [K,N] (float32, float64, or
+// bfloat16 on the device). Gradients: da = dc·bᵀ, db = aᵀ·dc (themselves MatMul nodes with
+// transposed operands).
+//
+// It is G.Mul for matrices without Gorgonia's preallocation: G.Mul asks for a host output
+// buffer on every run, which a device engine must then move to the GPU, so large products
+// (the router's input gradient) cost a host allocation each step. MatMul lets the inputs'
+// engine allocate its output: cuBLAS on the device engine, gonum BLAS on the CPU.
+func MatMul(a, b *G.Node) (*G.Node, error) {
+	const name = "MatMul"
+	if a == nil || b == nil {
+		return nil, errorf(name, "nil input")
+	}
+	if a.Dims() != 2 || b.Dims() != 2 {
+		return nil, errorf(name, "a %v and b %v, want two matrices", a.Shape(), b.Shape())
+	}
+	if a.Dtype() != b.Dtype() || !isData(a.Dtype()) {
+		return nil, errorf(name, "dtypes %v and %v, want one float dtype", a.Dtype(), b.Dtype())
+	}
+	if a.Shape()[1] != b.Shape()[0] {
+		return nil, errorf(name, "a %v times b %v: inner sizes differ", a.Shape(), b.Shape())
+	}
+	if err := checkNodes(name, []*G.Node{a, b}, "a", "b"); err != nil {
+		return nil, err
+	}
+	return applyOp(name, matMulOp{}, a, b)
+}
+
+// matMulOp: op(a) [M,K] · op(b) [K,N] → [M,N], op(x) = xᵀ when the flag is set.
+type matMulOp struct{ ta, tb bool }
+
+func (op matMulOp) Arity() int { return 2 }
+
+func (op matMulOp) Type() hm.Type {
+	a := hm.TypeVariable('a')
+	t := G.TensorType{Dims: 2, Of: a}
+	return hm.NewFnType(t, t, t)
+}
+
+// dims returns the [rows, cols] of op(x) for a stored shape s.
+func opDims(s tensor.Shape, t bool) (int, int) {
+	if t {
+		return s[1], s[0]
+	}
+	return s[0], s[1]
+}
+
+func (op matMulOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
+	if len(ds) != 2 {
+		return nil, errorf("MatMul", "want 2 inputs, got %d", len(ds))
+	}
+	a, err := shapeOf("MatMul", "a", ds[0])
+	if err != nil {
+		return nil, err
+	}
+	b, err := shapeOf("MatMul", "b", ds[1])
+	if err != nil {
+		return nil, err
+	}
+	if a.Dims() != 2 || b.Dims() != 2 {
+		return nil, errorf("MatMul", "a %v and b %v, want matrices", a, b)
+	}
+	m, k := opDims(a, op.ta)
+	k2, n := opDims(b, op.tb)
+	if k != k2 {
+		return nil, errorf("MatMul", "%v times %v: inner sizes %d and %d differ", a, b, k, k2)
+	}
+	return tensor.Shape{m, n}, nil
+}
+
+// view returns x, or a transposed view of it (sharing its data) when t.
+func view(x G.Value, t bool) (tensor.Tensor, error) {
+	d, ok := x.(*tensor.Dense)
+	if !ok {
+		return nil, fmt.Errorf("a %T is not a *tensor.Dense", x)
+	}
+	if !t {
+		return d, nil
+	}
+	v := d.ShallowClone()
+	if err := v.T(); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+func (op matMulOp) Do(vs ...G.Value) (G.Value, error) {
+	const name = "MatMul"
+	if len(vs) != 2 || vs[0] == nil || vs[1] == nil {
+		return nil, errorf(name, "want 2 inputs")
+	}
+	if vs[0].Dtype() != vs[1].Dtype() {
+		return nil, errorf(name, "dtypes %v and %v", vs[0].Dtype(), vs[1].Dtype())
+	}
+	if _, err := onDevice(name, vs...); err != nil {
+		return nil, err
+	}
+	if _, err := op.InferShape(vs[0].Shape(), vs[1].Shape()); err != nil {
+		return nil, err
+	}
+	a, err := view(vs[0], op.ta)
+	if err != nil {
+		return nil, wrapErr(name, err)
+	}
+	b, err := view(vs[1], op.tb)
+	if err != nil {
+		return nil, wrapErr(name, err)
+	}
+	c, err := tensor.MatMul(a, b)
+	return c, wrapErr(name, err)
+}
+
+func (op matMulOp) ReturnsPtr() bool      { return false }
+func (op matMulOp) CallsExtern() bool     { return false }
+func (op matMulOp) OverwritesInput() int  { return -1 }
+func (op matMulOp) String() string        { return fmt.Sprintf("MatMul{ta=%v, tb=%v}", op.ta, op.tb) }
+func (op matMulOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
+func (op matMulOp) Hashcode() uint32      { return gmmHash(op) }
+
+func (op matMulOp) DiffWRT(int) []bool { return []bool{true, true} }
+
+// SymDiff of c = op(a)·op(b): d op(a) = dc·op(b)ᵀ and d op(b) = op(a)ᵀ·dc, turned back
+// into the stored layouts.
+func (op matMulOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
+	if len(inputs) != 2 {
+		return nil, errorf("MatMul", "want 2 inputs, got %d", len(inputs))
+	}
+	a, b := inputs[0], inputs[1]
+	var da, db *G.Node
+	var err error
+	if op.ta { // a is stored [K,M]: da = op(b)·dcᵀ
+		da, err = G.ApplyOp(matMulOp{ta: op.tb, tb: true}, b, grad)
+	} else { // da = dc·op(b)ᵀ
+		da, err = G.ApplyOp(matMulOp{ta: false, tb: !op.tb}, grad, b)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if op.tb { // b is stored [N,K]: db = dcᵀ·op(a)
+		db, err = G.ApplyOp(matMulOp{ta: true, tb: op.ta}, grad, a)
+	} else { // db = op(a)ᵀ·dc
+		db, err = G.ApplyOp(matMulOp{ta: !op.ta, tb: false}, a, grad)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return G.Nodes{da, db}, nil
+}
+
+// DoDiff accumulates the gradients computed as SymDiff's ops do.
+func (op matMulOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
+	const name = "MatMul.DoDiff"
+	if len(inputs) != 2 {
+		return errorf(name, "want 2 inputs, got %d", len(inputs))
+	}
+	a, b := inputs[0].Value(), inputs[1].Value()
+	g, err := output.Grad()
+	if err != nil {
+		return err
+	}
+	var da, db G.Value
+	if op.ta {
+		da, err = matMulOp{ta: op.tb, tb: true}.Do(b, g)
+	} else {
+		da, err = matMulOp{tb: !op.tb}.Do(g, b)
+	}
+	if err != nil {
+		return err
+	}
+	if op.tb {
+		db, err = matMulOp{ta: true, tb: op.ta}.Do(g, a)
+	} else {
+		db, err = matMulOp{ta: !op.ta}.Do(a, g)
+	}
+	if err != nil {
+		return err
+	}
+	ga, err := inputs[0].Grad()
+	if err != nil {
+		return err
+	}
+	gb, err := inputs[1].Grad()
+	if err != nil {
+		return err
+	}
+	return accumulate(name, gradUpdate{"a", ga, da}, gradUpdate{"b", gb, db})
+}
