@@ -142,6 +142,16 @@ func (e *Engine) finish(dt kernels.DType, op kernels.BinaryOp, out *tensor.Dense
 }
 
 // scalarValue converts a Go scalar (or a one-element host tensor) of the tensor's dtype to
+// float64. A one-element device tensor is refused: reading it would need a host sync (add
+// 0-d device values with op.AddScalars instead).
+func (e *Engine) scalarValue(dt tensor.Dtype, s interface{}) (float64, error) {
+	if d, ok := s.(*tensor.Dense); ok && d != nil && d.MemSize() > 0 && Lookup(d) != nil {
+		return 0, fmt.Errorf("device: a one-element device tensor as the scalar operand; use op.AddScalars or a tensor of the same shape")
+	}
+	return scalarValue(dt, s)
+}
+
+// scalarValue converts a Go scalar (or a one-element host tensor) of the tensor's dtype to
 // float64.
 func scalarValue(dt tensor.Dtype, s interface{}) (float64, error) {
 	switch v := s.(type) {
@@ -178,7 +188,7 @@ func (e *Engine) scalar(op kernels.BinaryOp, t tensor.Tensor, s interface{}, lef
 	if err != nil {
 		return nil, err
 	}
-	v, err := scalarValue(td.Dtype(), s)
+	v, err := e.scalarValue(td.Dtype(), s)
 	if err != nil {
 		return nil, err
 	}

@@ -12,14 +12,16 @@ type gpu interface {
 	Owns(v G.Value) bool
 	// Same returns an error unless a and b live on the same GPU.
 	Same(a, b *tensor.Dense) error
-	// Zeros returns a persistent zeroed device tensor like w; Matches reports whether st
-	// (from Zeros) still fits w; Release frees it.
-	Zeros(w *tensor.Dense) (any, error)
-	Matches(st any, w *tensor.Dense) bool
+	// Zeros returns a persistent zeroed device tensor of w's size and dtype dt, on w's GPU;
+	// Master returns a persistent float32 copy of the bfloat16 device weight w; Matches
+	// reports whether st (from Zeros or Master) still fits w with dtype dt; Release frees it.
+	Zeros(w *tensor.Dense, dt tensor.Dtype) (any, error)
+	Master(w *tensor.Dense) (any, error)
+	Matches(st any, w *tensor.Dense, dt tensor.Dtype) bool
 	Release(st any)
-	// Adam and SGD launch the update kernels.
-	Adam(w, g *tensor.Dense, m, v any, lr, b1, b2, eps, c1, c2, wd float64) error
-	SGD(w, g *tensor.Dense, lr, wd float64) error
+	// Adam and SGD launch the update kernels (w32: the float32 master of a bfloat16 w, else nil).
+	Adam(w, g *tensor.Dense, w32, m, v any, lr, b1, b2, eps, c1, c2, wd float64) error
+	SGD(w, g *tensor.Dense, w32 any, lr, wd float64) error
 	// EndStep recycles the step memory of the engine holding v; Scalar copies a device
 	// scalar to the host.
 	EndStep(v G.Value)

@@ -10,6 +10,7 @@ import (
 	"gorgonia.org/tensor"
 
 	gdev "github.com/gomoe/gomoe/device"
+	"github.com/gomoe/gomoe/kernels"
 )
 
 // cudaGPU updates weights held by a device.Engine with the kernels of package kernels.
@@ -34,17 +35,33 @@ func (cudaGPU) Same(a, b *tensor.Dense) error {
 	return nil
 }
 
-func (cudaGPU) Zeros(w *tensor.Dense) (any, error) {
+func (cudaGPU) Zeros(w *tensor.Dense, dt tensor.Dtype) (any, error) {
 	e := engineOf(w)
 	if e == nil {
 		return nil, fmt.Errorf("the weight is not in GPU memory")
 	}
-	return e.NewTensor(w.Dtype(), w.Shape().Clone()...)
+	return e.NewTensor(dt, w.Shape().Clone()...)
 }
 
-func (cudaGPU) Matches(st any, w *tensor.Dense) bool {
+func (g cudaGPU) Master(w *tensor.Dense) (any, error) {
+	e := engineOf(w)
+	if e == nil {
+		return nil, fmt.Errorf("the weight is not in GPU memory")
+	}
+	m, err := e.NewTensor(tensor.Float32, w.Shape().Clone()...)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.Kernels().Convert(kernels.BF16, kernels.F32, ptr(m), ptr(w), int64(w.Shape().TotalSize())); err != nil {
+		_ = e.Release(m)
+		return nil, err
+	}
+	return m, nil
+}
+
+func (cudaGPU) Matches(st any, w *tensor.Dense, dt tensor.Dtype) bool {
 	d, ok := st.(*tensor.Dense)
-	return ok && engineOf(d) == engineOf(w) && d.Dtype() == w.Dtype() && d.Shape().TotalSize() == w.Shape().TotalSize()
+	return ok && engineOf(d) == engineOf(w) && d.Dtype() == dt && d.Shape().TotalSize() == w.Shape().TotalSize()
 }
 
 func (cudaGPU) Release(st any) {
@@ -57,23 +74,31 @@ func (cudaGPU) Release(st any) {
 
 func ptr(t *tensor.Dense) cu.DevicePtr { return cu.DevicePtr(t.Uintptr()) }
 
-func (cudaGPU) Adam(w, g *tensor.Dense, m, v any, lr, b1, b2, eps, c1, c2, wd float64) error {
+func (cudaGPU) Adam(w, g *tensor.Dense, w32, m, v any, lr, b1, b2, eps, c1, c2, wd float64) error {
 	e := engineOf(w)
 	dt, err := gdev.DType(w.Dtype())
 	if err != nil {
 		return err
 	}
 	md, vd := m.(*tensor.Dense), v.(*tensor.Dense)
-	return e.Kernels().AdamUpdate(dt, ptr(w), ptr(g), ptr(md), ptr(vd), int64(w.Shape().TotalSize()), lr, b1, b2, eps, c1, c2, wd)
+	n := int64(w.Shape().TotalSize())
+	if dt == kernels.BF16 {
+		return e.Kernels().AdamUpdateBF16(ptr(w), ptr(g), ptr(w32.(*tensor.Dense)), ptr(md), ptr(vd), n, lr, b1, b2, eps, c1, c2, wd)
+	}
+	return e.Kernels().AdamUpdate(dt, ptr(w), ptr(g), ptr(md), ptr(vd), n, lr, b1, b2, eps, c1, c2, wd)
 }
 
-func (cudaGPU) SGD(w, g *tensor.Dense, lr, wd float64) error {
+func (cudaGPU) SGD(w, g *tensor.Dense, w32 any, lr, wd float64) error {
 	e := engineOf(w)
 	dt, err := gdev.DType(w.Dtype())
 	if err != nil {
 		return err
 	}
-	return e.Kernels().SGDUpdate(dt, ptr(w), ptr(g), int64(w.Shape().TotalSize()), lr, wd)
+	n := int64(w.Shape().TotalSize())
+	if dt == kernels.BF16 {
+		return e.Kernels().SGDUpdateBF16(ptr(w), ptr(g), ptr(w32.(*tensor.Dense)), n, lr, wd)
+	}
+	return e.Kernels().SGDUpdate(dt, ptr(w), ptr(g), n, lr, wd)
 }
 
 func (cudaGPU) EndStep(v G.Value) {

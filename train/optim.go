@@ -7,6 +7,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/bfloat16"
 	"github.com/gomoe/gomoe/kernels"
 )
 
@@ -16,9 +17,11 @@ import (
 //	m = β1·m + (1−β1)·g;  v = β2·v + (1−β2)·g²
 //	w = w − LR·((m/(1−β1^t)) / (sqrt(v/(1−β2^t)) + Eps) + WeightDecay·w)
 //
-// It implements gorgonia.Solver and updates float32 and float64 weights in place, on the host
-// or on the GPU (see the package doc). The moments live beside each weight (host slices or
-// device tensors that persist across steps) and are created zero on a weight's first step.
+// It implements gorgonia.Solver and updates float32, float64 and bfloat16 weights in place, on
+// the host or on the GPU (see the package doc). The moments live beside each weight (host
+// slices or device tensors that persist across steps) and are created zero on a weight's first
+// step. A bfloat16 weight also gets a float32 master copy (made from the weight on its first
+// step): the update runs in float32 on the master and the weight is the master rounded.
 type Adam struct {
 	// LR is the learning rate; it may be changed between steps (schedules).
 	LR float64
@@ -31,9 +34,11 @@ type Adam struct {
 	state map[uintptr]*moments // by the weight's data address
 }
 
-// moments is Adam's state for one weight: host slices or device tensors.
+// moments is an optimiser's state for one weight: host slices ([]float32 or []float64) or
+// device tensors. w32 is the float32 master copy of a bfloat16 weight (nil otherwise); m and
+// v are Adam's moments (nil for SGD), float32 for bfloat16 weights.
 type moments struct {
-	m, v any // []float32, []float64 or device values
+	m, v, w32 any
 }
 
 // NewAdam returns Adam with learning rate lr and the usual constants β1 = 0.9, β2 = 0.999,
@@ -46,12 +51,15 @@ func NewAdam(lr float64) *Adam {
 func (a *Adam) Steps() int { return a.t }
 
 // SGD is plain stochastic gradient descent, w = w − LR·(g + WeightDecay·w), as a
-// gorgonia.Solver that updates float32 and float64 weights in place on the host or the GPU.
+// gorgonia.Solver that updates float32, float64 and bfloat16 weights (through a float32 master
+// copy, as Adam) in place on the host or the GPU.
 type SGD struct {
 	// LR is the learning rate; it may be changed between steps.
 	LR float64
 	// WeightDecay is the L2 weight decay.
 	WeightDecay float64
+
+	state map[uintptr]*moments // master copies of bfloat16 weights
 }
 
 // pair is one checked (weight, gradient).
@@ -91,8 +99,8 @@ func check(name string, vgs []G.ValueGrad) ([]pair, error) {
 		if w.Dtype() != g.Dtype() || w.Shape().TotalSize() != g.Shape().TotalSize() {
 			return nil, fmt.Errorf("gomoe: train: %s: %s is %v %v but its gradient is %v %v", name, label, w.Dtype(), w.Shape(), g.Dtype(), g.Shape())
 		}
-		if w.Dtype() != tensor.Float32 && w.Dtype() != tensor.Float64 {
-			return nil, fmt.Errorf("gomoe: train: %s: %s has dtype %v, want float32 or float64", name, label, w.Dtype())
+		if w.Dtype() != tensor.Float32 && w.Dtype() != tensor.Float64 && w.Dtype() != bfloat16.Dtype {
+			return nil, fmt.Errorf("gomoe: train: %s: %s has dtype %v, want float32, float64 or bfloat16", name, label, w.Dtype())
 		}
 		dw, dg := device != nil && device.Owns(w), device != nil && device.Owns(g)
 		if dw != dg {
@@ -128,29 +136,9 @@ func (a *Adam) Step(vgs []G.ValueGrad) error {
 	case !(a.Eps > 0) || !(a.WeightDecay >= 0):
 		return fmt.Errorf("gomoe: train: Adam: eps %v and weight decay %v, want eps > 0 and decay >= 0", a.Eps, a.WeightDecay)
 	}
-	if a.state == nil {
-		a.state = map[uintptr]*moments{}
-	}
-	// Create missing state for all weights first, so an allocation error changes nothing.
-	var fresh []uintptr
-	for _, p := range ps {
-		st, ok := a.state[p.w.Uintptr()]
-		if ok && st.matches(p) {
-			continue
-		}
-		st, err := newMoments(p)
-		if err != nil {
-			for _, k := range fresh {
-				a.state[k].release()
-				delete(a.state, k)
-			}
-			return fmt.Errorf("gomoe: train: Adam: %s: %w", p.wLabel, err)
-		}
-		if old, ok := a.state[p.w.Uintptr()]; ok {
-			old.release()
-		}
-		a.state[p.w.Uintptr()] = st
-		fresh = append(fresh, p.w.Uintptr())
+	var err2 error
+	if a.state, err2 = ensure(a.state, ps, true); err2 != nil {
+		return fmt.Errorf("gomoe: train: Adam: %w", err2)
 	}
 	t := a.t + 1
 	c1 := 1 - math.Pow(a.Beta1, float64(t))
@@ -160,7 +148,9 @@ func (a *Adam) Step(vgs []G.ValueGrad) error {
 		var err error
 		switch {
 		case p.onGPU:
-			err = device.Adam(p.w, p.g, st.m, st.v, a.LR, a.Beta1, a.Beta2, a.Eps, c1, c2, a.WeightDecay)
+			err = device.Adam(p.w, p.g, st.w32, st.m, st.v, a.LR, a.Beta1, a.Beta2, a.Eps, c1, c2, a.WeightDecay)
+		case p.dtype == bfloat16.Dtype:
+			err = kernels.AdamUpdateBF16(p.w.Data().([]bfloat16.BFloat16), p.g.Data().([]bfloat16.BFloat16), st.w32.([]float32), st.m.([]float32), st.v.([]float32), a.LR, a.Beta1, a.Beta2, a.Eps, c1, c2, a.WeightDecay)
 		case p.dtype == tensor.Float32:
 			err = kernels.AdamUpdate(p.w.Float32s(), p.g.Float32s(), st.m.([]float32), st.v.([]float32), a.LR, a.Beta1, a.Beta2, a.Eps, c1, c2, a.WeightDecay)
 		default:
@@ -183,44 +173,118 @@ func (a *Adam) Release() {
 	a.state, a.t = nil, 0
 }
 
-func newMoments(p pair) (*moments, error) {
+// ensure returns state holding fitting state for every weight of ps (Adam's moments when
+// adam, and a master copy for bfloat16 weights), creating what is missing; on an error it
+// frees what it created and changes nothing.
+func ensure(state map[uintptr]*moments, ps []pair, adam bool) (map[uintptr]*moments, error) {
+	if state == nil {
+		state = map[uintptr]*moments{}
+	}
+	var fresh []*moments
+	made := map[uintptr]*moments{}
+	for _, p := range ps {
+		if !adam && p.dtype != bfloat16.Dtype {
+			continue
+		}
+		k := p.w.Uintptr()
+		if st, ok := state[k]; ok && st.matches(p, adam) {
+			continue
+		}
+		st, err := newMoments(p, adam)
+		if err != nil {
+			for _, f := range fresh {
+				f.release()
+			}
+			return state, fmt.Errorf("%s: %w", p.wLabel, err)
+		}
+		fresh = append(fresh, st)
+		made[k] = st
+	}
+	for k, st := range made {
+		if old, ok := state[k]; ok {
+			old.release()
+		}
+		state[k] = st
+	}
+	return state, nil
+}
+
+// newMoments makes zero moments (when adam) and, for a bfloat16 weight, its float32 master.
+func newMoments(p pair, adam bool) (*moments, error) {
+	st := &moments{}
+	dt := p.dtype
+	if dt == bfloat16.Dtype {
+		dt = tensor.Float32
+	}
 	if p.onGPU {
-		m, err := device.Zeros(p.w)
-		if err != nil {
+		if p.dtype == bfloat16.Dtype {
+			w32, err := device.Master(p.w)
+			if err != nil {
+				return nil, err
+			}
+			st.w32 = w32
+		}
+		if adam {
+			var err error
+			if st.m, err = device.Zeros(p.w, dt); err == nil {
+				st.v, err = device.Zeros(p.w, dt)
+			}
+			if err != nil {
+				st.release()
+				return nil, err
+			}
+		}
+		return st, nil
+	}
+	if p.dtype == bfloat16.Dtype {
+		w32 := make([]float32, p.n)
+		if err := bfloat16.ToFloat32s(w32, p.w.Data().([]bfloat16.BFloat16)); err != nil {
 			return nil, err
 		}
-		v, err := device.Zeros(p.w)
-		if err != nil {
-			device.Release(m)
-			return nil, err
+		st.w32 = w32
+	}
+	if adam {
+		if dt == tensor.Float32 {
+			st.m, st.v = make([]float32, p.n), make([]float32, p.n)
+		} else {
+			st.m, st.v = make([]float64, p.n), make([]float64, p.n)
 		}
-		return &moments{m, v}, nil
 	}
-	if p.dtype == tensor.Float32 {
-		return &moments{make([]float32, p.n), make([]float32, p.n)}, nil
-	}
-	return &moments{make([]float64, p.n), make([]float64, p.n)}, nil
+	return st, nil
 }
 
 // matches reports whether the state fits the weight (its size, dtype or place may change if
 // the node was rebound).
-func (st *moments) matches(p pair) bool {
-	switch m := st.m.(type) {
-	case []float32:
-		return !p.onGPU && p.dtype == tensor.Float32 && len(m) == p.n
-	case []float64:
-		return !p.onGPU && p.dtype == tensor.Float64 && len(m) == p.n
+func (st *moments) matches(p pair, adam bool) bool {
+	dt := p.dtype
+	if dt == bfloat16.Dtype {
+		dt = tensor.Float32
 	}
-	return p.onGPU && device.Matches(st.m, p.w)
+	fits := func(x any) bool {
+		switch s := x.(type) {
+		case nil:
+			return false
+		case []float32:
+			return !p.onGPU && dt == tensor.Float32 && len(s) == p.n
+		case []float64:
+			return !p.onGPU && dt == tensor.Float64 && len(s) == p.n
+		}
+		return p.onGPU && device.Matches(x, p.w, dt)
+	}
+	if p.dtype == bfloat16.Dtype && !fits(st.w32) {
+		return false
+	}
+	return !adam || (fits(st.m) && fits(st.v))
 }
 
 func (st *moments) release() {
-	switch st.m.(type) {
-	case []float32, []float64:
-		return
+	for _, x := range []any{st.m, st.v, st.w32} {
+		switch x.(type) {
+		case nil, []float32, []float64:
+			continue
+		}
+		device.Release(x)
 	}
-	device.Release(st.m)
-	device.Release(st.v)
 }
 
 // Step applies one SGD update to every weight, after checking all of them.
@@ -232,11 +296,22 @@ func (s *SGD) Step(vgs []G.ValueGrad) error {
 	if !(s.LR >= 0) || math.IsInf(s.LR, 0) || !(s.WeightDecay >= 0) {
 		return fmt.Errorf("gomoe: train: SGD: learning rate %v, weight decay %v", s.LR, s.WeightDecay)
 	}
+	var err2 error
+	if s.state, err2 = ensure(s.state, ps, false); err2 != nil {
+		return fmt.Errorf("gomoe: train: SGD: %w", err2)
+	}
 	for _, p := range ps {
+		st := s.state[p.w.Uintptr()]
 		var err error
 		switch {
 		case p.onGPU:
-			err = device.SGD(p.w, p.g, s.LR, s.WeightDecay)
+			var w32 any
+			if st != nil {
+				w32 = st.w32
+			}
+			err = device.SGD(p.w, p.g, w32, s.LR, s.WeightDecay)
+		case p.dtype == bfloat16.Dtype:
+			err = kernels.SGDUpdateBF16(p.w.Data().([]bfloat16.BFloat16), p.g.Data().([]bfloat16.BFloat16), st.w32.([]float32), s.LR, s.WeightDecay)
 		case p.dtype == tensor.Float32:
 			err = kernels.SGDUpdate(p.w.Float32s(), p.g.Float32s(), s.LR, s.WeightDecay)
 		default:
@@ -247,4 +322,12 @@ func (s *SGD) Step(vgs []G.ValueGrad) error {
 		}
 	}
 	return nil
+}
+
+// Release frees the master copies of bfloat16 weights (device memory for GPU weights).
+func (s *SGD) Release() {
+	for _, st := range s.state {
+		st.release()
+	}
+	s.state = nil
 }

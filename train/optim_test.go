@@ -8,6 +8,8 @@ import (
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/bfloat16"
 )
 
 // vg is a ValueGrad made of two values.
@@ -129,7 +131,7 @@ func TestOptimizerBadInput(t *testing.T) {
 		{"int", func() []G.ValueGrad {
 			i := tensor.New(tensor.WithShape(2), tensor.WithBacking([]int32{1, 2}))
 			return []G.ValueGrad{vg{w, g}, vg{i, i}}
-		}, "want float32 or float64"},
+		}, "want float32, float64 or bfloat16"},
 		{"twice", func() []G.ValueGrad { return []G.ValueGrad{vg{w, g}, vg{w, g}} }, "appears twice"},
 		{"scalar value", func() []G.ValueGrad { return []G.ValueGrad{vg{w, g}, vg{G.NewF64(1), G.NewF64(1)}} }, "want *tensor.Dense"},
 	}
@@ -206,5 +208,52 @@ func TestStepTrainsLeastSquares(t *testing.T) {
 		if math.Abs(v-wTrue[j]) > 0.05 {
 			t.Errorf("w[%d] = %v, want about %v", j, v, wTrue[j])
 		}
+	}
+}
+
+// TestAdamBFloat16MasterWeights: a bfloat16 weight follows the float32 Adam of its master
+// copy (made from the weight) and is that master rounded, step after step; tiny updates that
+// would vanish in bfloat16 accumulate in the master.
+func TestAdamBFloat16MasterWeights(t *testing.T) {
+	rng := rand.New(rand.NewSource(3))
+	n := 64
+	w0 := make([]float32, n)
+	for i := range w0 {
+		w0[i] = bfloat16.FromFloat32(float32(rng.NormFloat64())).Float32()
+	}
+	wb := make([]bfloat16.BFloat16, n)
+	if err := bfloat16.FromFloat32s(wb, w0); err != nil {
+		t.Fatal(err)
+	}
+	w := tensor.New(tensor.WithShape(n), tensor.WithBacking(wb))
+	w32 := tensor.New(tensor.WithShape(n), tensor.WithBacking(append([]float32(nil), w0...)))
+	ab, a32 := NewAdam(1e-4), NewAdam(1e-4)
+	for s := 0; s < 20; s++ {
+		gb := make([]bfloat16.BFloat16, n)
+		g32 := make([]float32, n)
+		for i := range gb {
+			gb[i] = bfloat16.FromFloat32(float32(rng.NormFloat64()))
+			g32[i] = gb[i].Float32()
+		}
+		if err := ab.Step([]G.ValueGrad{vg{w, tensor.New(tensor.WithShape(n), tensor.WithBacking(gb))}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := a32.Step([]G.ValueGrad{vg{w32, tensor.New(tensor.WithShape(n), tensor.WithBacking(g32))}}); err != nil {
+			t.Fatal(err)
+		}
+		for i, x := range w32.Float32s() {
+			if want := bfloat16.FromFloat32(x); wb[i] != want {
+				t.Fatalf("step %d: w[%d] = %v, want the float32 master %v rounded (%v)", s, i, wb[i], x, want)
+			}
+		}
+	}
+	moved := 0
+	for i, x := range w32.Float32s() {
+		if x != w0[i] {
+			moved++
+		}
+	}
+	if moved != n {
+		t.Errorf("only %d of %d master weights moved", moved, n)
 	}
 }
