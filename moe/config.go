@@ -7,6 +7,7 @@ import (
 
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/bfloat16"
 	"github.com/gomoe/gomoe/kernels"
 )
 
@@ -99,12 +100,17 @@ type Config struct {
 	TopK int
 
 	// Dtype is the dtype of the input, output and expert weights: tensor.Float32 (the
-	// default when zero) or tensor.Float64.
+	// default when zero), tensor.Float64 or bfloat16.Dtype. A bfloat16 layer computes in
+	// float32 inside every kernel (fp32 accumulation) and keeps its router, probs and losses
+	// in float32; train.Adam and train.SGD keep float32 master copies of its weights. Its
+	// backward runs on the GPU (device engine): on the CPU, Gorgonia's own gradient sums do
+	// not take bfloat16.
 	Dtype tensor.Dtype
 	// RouterDtype is the dtype of the router weight, logits, probs and losses (the "fp32
 	// router" of Megatron/Switch: set it to tensor.Float32, or to tensor.Float64 for a float64
-	// router in a float32 model). Zero means Dtype. The probs are cast to Dtype for the
-	// combine.
+	// router in a float32 model): float32 or float64. Zero means Dtype (float32 for a
+	// bfloat16 layer). The probs are cast to Dtype for the combine (kept float32 for
+	// bfloat16, which the combine takes).
 	RouterDtype tensor.Dtype
 
 	// Score is the score function, Softmax (default) or Sigmoid.
@@ -177,6 +183,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RouterDtype == (tensor.Dtype{}) {
 		c.RouterDtype = c.Dtype
+		if c.Dtype == bfloat16.Dtype {
+			c.RouterDtype = tensor.Float32
+		}
 	}
 	if c.Groups == 0 {
 		c.Groups = 1
@@ -214,8 +223,10 @@ func (c Config) Validate() error {
 		return e("TopK=%d, want >= 1", c.TopK)
 	case c.TopK > c.Experts:
 		return e("TopK=%d > Experts=%d: a token cannot use more distinct experts than exist", c.TopK, c.Experts)
-	case !isFloat(c.Dtype):
-		return e("Dtype=%v, want float32 or float64", c.Dtype)
+	case !isFloat(c.Dtype) && c.Dtype != bfloat16.Dtype:
+		return e("Dtype=%v, want float32, float64 or bfloat16", c.Dtype)
+	case c.Dtype == bfloat16.Dtype && c.RouterDtype != tensor.Float32:
+		return e("RouterDtype=%v for a bfloat16 layer, want float32", c.RouterDtype)
 	case !isFloat(c.RouterDtype):
 		return e("RouterDtype=%v, want float32 or float64", c.RouterDtype)
 	case c.Score != Softmax && c.Score != Sigmoid:

@@ -11,6 +11,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/bfloat16"
 	gdev "github.com/gomoe/gomoe/device"
 	"github.com/gomoe/gomoe/train"
 )
@@ -114,6 +115,12 @@ func hostF64(t *testing.T, v G.Value) []float64 {
 		return o
 	case []float64:
 		return append([]float64(nil), x...)
+	case []bfloat16.BFloat16:
+		o := make([]float64, len(x))
+		for i, f := range x {
+			o[i] = float64(f.Float32())
+		}
+		return o
 	}
 	t.Fatalf("value of %T", v.Data())
 	return nil
@@ -288,5 +295,82 @@ func TestLayerTrainingMemoryFlat(t *testing.T) {
 	t.Logf("after step 2: %+v; after step 1000: %+v", after1, after2)
 	if after2.BackendAlloc != after1.BackendAlloc || after2.LiveBytes != after1.LiveBytes || after2.CachedBytes != after1.CachedBytes {
 		t.Errorf("device memory grew: %+v → %+v", after1, after2)
+	}
+}
+
+// TestBFloat16LayerStepGPU: one training step of a bfloat16 layer on the GPU (fp32 router,
+// fp32 accumulation in every kernel, fp32 master weights in Adam) against the float32 layer on
+// the CPU with the same bfloat16-representable weights and inputs: output and gradients within
+// bfloat16 rounding (3·10⁻² of the largest element), the weights after an SGD step (through
+// the float32 master copy) within bfloat16 rounding of the float32 result.
+func TestBFloat16LayerStepGPU(t *testing.T) {
+	eng := engine(t)
+	const T = 64
+	for i, cfg := range []Config{
+		{Hidden: 32, FFN: 48, Experts: 8, TopK: 2, Seed: 31},
+		{Hidden: 32, FFN: 48, Experts: 16, TopK: 4, PreSoftmax: true, SharedFFN: 32, Activation: GELU, Seed: 32},
+	} {
+		t.Run(fmt.Sprint(i), func(t *testing.T) {
+			cb := cfg
+			cb.Dtype = bfloat16.Dtype
+			gpu := newRig(t, cb, T, 9)
+			cpu := newRig(t, cfg, T, 9)
+			// The CPU float32 rig gets the bfloat16 rig's values, widened exactly.
+			for j, n := range append(G.Nodes{gpu.target}, gpu.params...) {
+				w := hostF64(t, n.Value())
+				dst := append(G.Nodes{cpu.target}, cpu.params...)[j]
+				if err := G.Let(dst, denseOf(tensor.Float32, w, n.Shape().Clone()...)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := eng.Bind(append(G.Nodes{gpu.target}, gpu.params...)...); err != nil {
+				t.Fatal(err)
+			}
+			mc := G.NewTapeMachine(cpu.g)
+			defer mc.Close()
+			mg := G.NewTapeMachine(gpu.g, G.WithEngine(eng))
+			defer mg.Close()
+			oc, og := &train.SGD{LR: 0.1}, &train.SGD{LR: 0.1}
+			defer og.Release()
+			var yc, yg []float64
+			gc := make([][]float64, len(cpu.gv))
+			gg := make([][]float64, len(gpu.gv))
+			if err := train.Step(mc, oc, cpu.l.Learnables(), func() error {
+				yc = hostF64(t, cpu.yv)
+				for j := range cpu.gv {
+					gc[j] = hostF64(t, cpu.gv[j])
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if err := train.Step(mg, og, gpu.l.Learnables(), func() error {
+				yg = hostF64(t, gpu.yv)
+				for j := range gpu.gv {
+					gg[j] = hostF64(t, gpu.gv[j])
+				}
+				return eng.Status()
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if d := relDiff(yg, yc); d > 3e-2 {
+				t.Errorf("Y: relative diff %g", d)
+			}
+			for j, p := range cpu.params {
+				if d := relDiff(gg[j], gc[j]); d > 3e-2 {
+					t.Errorf("d/d%s: relative diff %g", p.Name(), d)
+				}
+			}
+			for j, p := range cpu.l.Learnables() {
+				w := hostF64(t, gpu.l.Learnables()[j].Value())
+				want := hostF64(t, p.Value())
+				for k := range w {
+					// bfloat16 keeps 8 significant bits; the step differs by lr·(gradient error).
+					if d := math.Abs(w[k] - want[k]); d > math.Abs(want[k])/128+0.1*3e-2*maxAbs(gc[j]) {
+						t.Fatalf("%s[%d] after SGD: GPU %v, CPU %v", p.Name(), k, w[k], want[k])
+					}
+				}
+			}
+		})
 	}
 }

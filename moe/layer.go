@@ -8,6 +8,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/bfloat16"
 	"github.com/gomoe/gomoe/kernels"
 	"github.com/gomoe/gomoe/op"
 )
@@ -41,9 +42,9 @@ type Layer struct {
 	paths expertPaths
 }
 
-// Output is what Forward returns. The loss nodes are scalars of the layer's Dtype, already
-// multiplied by their coefficients, so a training script adds Loss (or the parts it wants)
-// to its cost.
+// Output is what Forward returns. The loss nodes are scalars of the layer's Dtype (float32
+// for a bfloat16 layer), already multiplied by their coefficients, so a training script adds
+// Loss (or the parts it wants) to its cost.
 type Output struct {
 	// Y [T,H] is the layer output (routed experts combined, plus the shared experts).
 	Y *G.Node
@@ -120,13 +121,20 @@ func (l *Layer) weight(rng *rand.Rand, dt tensor.Dtype, suffix string, fanIn int
 	}
 	std := 1 / math.Sqrt(float64(fanIn))
 	var v *tensor.Dense
-	if dt == tensor.Float32 {
+	switch dt {
+	case tensor.Float32:
 		b := make([]float32, n)
 		for i := range b {
 			b[i] = float32(rng.NormFloat64() * std)
 		}
 		v = tensor.New(tensor.WithShape(shape...), tensor.WithBacking(b))
-	} else {
+	case bfloat16.Dtype:
+		b := make([]bfloat16.BFloat16, n)
+		for i := range b {
+			b[i] = bfloat16.FromFloat32(float32(rng.NormFloat64() * std))
+		}
+		v = tensor.New(tensor.WithShape(shape...), tensor.WithBacking(b))
+	default:
 		b := make([]float64, n)
 		for i := range b {
 			b[i] = rng.NormFloat64() * std
@@ -153,14 +161,6 @@ func (l *Layer) Learnables() G.Nodes {
 		}
 	}
 	return ns
-}
-
-// scalar is a constant of dtype dt.
-func scalar(v float64, dt tensor.Dtype) *G.Node {
-	if dt == tensor.Float32 {
-		return G.NewConstant(float32(v))
-	}
-	return G.NewConstant(v)
 }
 
 // Forward applies the layer to x [T,H] (the layer's Dtype) and returns the output, the
@@ -223,7 +223,7 @@ func (l *Layer) forward(x *G.Node, T int, geo kernels.Geometry) (*Output, error)
 			return nil, err
 		}
 	}
-	if o.Logits, err = G.Mul(xr, l.Router); err != nil {
+	if o.Logits, err = op.MatMul(xr, l.Router); err != nil {
 		return nil, err
 	}
 	topts := op.TopKOpts{Groups: c.Groups, GroupsKept: c.GroupsKept, Bias: l.Bias}
@@ -285,9 +285,11 @@ func (l *Layer) forward(x *G.Node, T int, geo kernels.Geometry) (*Output, error)
 			return nil, err
 		}
 	}
-	probs, err := op.Cast(o.Probs, dt)
-	if err != nil {
-		return nil, err
+	probs := o.Probs // the combine takes float32 probs for bfloat16 data
+	if dt != bfloat16.Dtype {
+		if probs, err = op.Cast(o.Probs, dt); err != nil {
+			return nil, err
+		}
 	}
 
 	// Dispatch, experts, combine.
@@ -332,11 +334,11 @@ func (l *Layer) forward(x *G.Node, T int, geo kernels.Geometry) (*Output, error)
 		return nil, err
 	}
 	if c.SharedFFN > 0 {
-		hs, err := l.activation(x, G.Mul, l.SharedW1, l.SharedW3)
+		hs, err := l.activation(x, op.MatMul, l.SharedW1, l.SharedW3)
 		if err != nil {
 			return nil, err
 		}
-		ys, err := G.Mul(hs, l.SharedW2)
+		ys, err := op.MatMul(hs, l.SharedW2)
 		if err != nil {
 			return nil, err
 		}
@@ -353,44 +355,40 @@ func (l *Layer) forward(x *G.Node, T int, geo kernels.Geometry) (*Output, error)
 		}
 	}
 
-	// Losses.
+	// Losses, in Dtype (the router's float32 for a bfloat16 layer).
+	lossDt := dt
+	if dt == bfloat16.Dtype {
+		lossDt = rdt
+	}
 	if c.AuxLossCoeff > 0 {
-		if o.AuxLoss, err = balanceLoss(o.IDs, auxScores, E, K, 1, c.AuxLossCoeff, rdt, dt); err != nil {
+		if o.AuxLoss, err = balanceLoss(o.IDs, auxScores, E, K, 1, c.AuxLossCoeff, lossDt); err != nil {
 			return nil, err
 		}
 	}
 	if c.SeqAuxLossCoeff > 0 {
-		if o.SeqAuxLoss, err = balanceLoss(o.IDs, auxScores, E, K, T/c.SeqLen, c.SeqAuxLossCoeff, rdt, dt); err != nil {
+		if o.SeqAuxLoss, err = balanceLoss(o.IDs, auxScores, E, K, T/c.SeqLen, c.SeqAuxLossCoeff, lossDt); err != nil {
 			return nil, err
 		}
 	}
 	if c.ZLossCoeff > 0 {
-		lse, err := op.RowLogSumExp(o.Logits)
+		z, err := op.ZLoss(o.Logits, c.ZLossCoeff)
 		if err != nil {
 			return nil, err
 		}
-		sq, err := G.Square(lse)
-		if err != nil {
-			return nil, err
-		}
-		z, err := G.Sum(sq)
-		if err != nil {
-			return nil, err
-		}
-		if z, err = G.Mul(z, scalar(c.ZLossCoeff/float64(T), rdt)); err != nil {
-			return nil, err
-		}
-		if o.ZLoss, err = op.Cast(z, dt); err != nil {
+		if o.ZLoss, err = op.Cast(z, lossDt); err != nil {
 			return nil, err
 		}
 	}
+	var losses []*G.Node
 	for _, n := range []*G.Node{o.AuxLoss, o.SeqAuxLoss, o.ZLoss} {
-		if n == nil {
-			continue
+		if n != nil {
+			losses = append(losses, n)
 		}
-		if o.Loss == nil {
-			o.Loss = n
-		} else if o.Loss, err = G.Add(o.Loss, n); err != nil {
+	}
+	if len(losses) > 0 {
+		// AddScalars, not G.Add: gorgonia adds scalar nodes on the host only, and on the
+		// device the losses are 0-d device tensors.
+		if o.Loss, err = op.AddScalars(losses...); err != nil {
 			return nil, err
 		}
 	}
@@ -415,36 +413,9 @@ func (l *Layer) activation(a *G.Node, mm func(a, w *G.Node) (*G.Node, error), w1
 }
 
 // balanceLoss is coeff · E/(B·K·S²) · Σ_b Σ_e N[b,e]·Σ_{t in b} s[t,e] for B sequences of S
-// tokens (B = 1: the micro-batch loss), cast to dt.
-func balanceLoss(ids, scores *G.Node, E, K, B int, coeff float64, rdt, dt tensor.Dtype) (*G.Node, error) {
-	T := scores.Shape()[0]
-	S := T / B
-	load, err := op.ExpertLoad(ids, E, B, rdt) // [B,E]
-	if err != nil {
-		return nil, err
-	}
-	s3, err := G.Reshape(scores, tensor.Shape{B, S, E})
-	if err != nil {
-		return nil, err
-	}
-	P, err := G.Sum(s3, 1) // [B,E]
-	if err != nil {
-		return nil, err
-	}
-	if B == 1 { // Sum over a [1,S,E] tensor's axis 1 gives [1,E] or [E]; match load.
-		if P, err = G.Reshape(P, tensor.Shape{1, E}); err != nil {
-			return nil, err
-		}
-	}
-	prod, err := G.HadamardProd(load, P)
-	if err != nil {
-		return nil, err
-	}
-	dot, err := G.Sum(prod)
-	if err != nil {
-		return nil, err
-	}
-	v, err := G.Mul(dot, scalar(coeff*float64(E)/(float64(B)*float64(K)*float64(S)*float64(S)), rdt))
+// tokens (B = 1: the micro-batch loss), in the scores' dtype (op.BalanceLoss), cast to dt.
+func balanceLoss(ids, scores *G.Node, E, K, B int, coeff float64, dt tensor.Dtype) (*G.Node, error) {
+	v, err := op.BalanceLoss(ids, scores, E, K, B, coeff)
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,8 @@ import (
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/bfloat16"
 )
 
 // The dense reference: routing decided by plain loops written here (scores, bias, groups,
@@ -531,6 +533,13 @@ func runLayer(t *testing.T, cfg Config, T int, x, rnd []float64, setup func(*Lay
 }
 
 func denseOf(dt tensor.Dtype, v []float64, shape ...int) *tensor.Dense {
+	if dt == bfloat16.Dtype {
+		b := make([]bfloat16.BFloat16, len(v))
+		for i, x := range v {
+			b[i] = bfloat16.FromFloat32(float32(x))
+		}
+		return tensor.New(tensor.WithShape(shape...), tensor.WithBacking(b))
+	}
 	if dt == tensor.Float32 {
 		b := make([]float32, len(v))
 		for i, x := range v {

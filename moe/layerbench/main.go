@@ -7,6 +7,7 @@
 //	go run -tags gomoecuda ./moe/layerbench -shape qwen3 -json out.json
 //	go run -tags gomoecuda ./moe/layerbench -shape mixtral -F 7168
 //
+// -dtype bf16 times a bfloat16 layer (float32 router, float32 accumulation in every kernel).
 // The layer: router in float32, softmax over the chosen top-K logits (= softmax over all
 // renormalised over the top K), SwiGLU experts, dropless. FLOPs are counted as the PyTorch
 // script counts them: forward 6·R·H·F + 2·T·H·E (R = T·K), backward twice that.
@@ -24,6 +25,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/bfloat16"
 	gdev "github.com/gomoe/gomoe/device"
 	"github.com/gomoe/gomoe/kernels"
 	"github.com/gomoe/gomoe/moe"
@@ -54,7 +56,7 @@ func main() {
 	K := flag.Int("K", 0, "experts per token")
 	iters := flag.Int("iters", 20, "timed iterations")
 	warmup := flag.Int("warmup", 3, "untimed iterations first")
-	dtype := flag.String("dtype", "f32", "f32 or f64")
+	dtype := flag.String("dtype", "f32", "f32, bf16 (float32 router and accumulation) or f64")
 	jsonOut := flag.String("json", "", "write the result as JSON to this file")
 	flag.Parse()
 	r := result{Shape: *shape, Dtype: *dtype}
@@ -78,8 +80,10 @@ func main() {
 	case "f32":
 	case "f64":
 		dt = tensor.Float64
+	case "bf16":
+		dt = bfloat16.Dtype
 	default:
-		fail(fmt.Errorf("dtype %q: the layer on the GPU takes f32 or f64 (bfloat16 layers are not implemented yet)", *dtype))
+		fail(fmt.Errorf("dtype %q: want f32, bf16 or f64", *dtype))
 	}
 	if err := run(&r, dt, *iters, *warmup); err != nil {
 		fail(err)
@@ -106,10 +110,17 @@ func randDense(rng *rand.Rand, dt tensor.Dtype, shape ...int) *tensor.Dense {
 	for _, s := range shape {
 		n *= s
 	}
-	if dt == tensor.Float64 {
+	switch dt {
+	case tensor.Float64:
 		b := make([]float64, n)
 		for i := range b {
 			b[i] = rng.NormFloat64()
+		}
+		return tensor.New(tensor.WithShape(shape...), tensor.WithBacking(b))
+	case bfloat16.Dtype:
+		b := make([]bfloat16.BFloat16, n)
+		for i := range b {
+			b[i] = bfloat16.FromFloat32(float32(rng.NormFloat64()))
 		}
 		return tensor.New(tensor.WithShape(shape...), tensor.WithBacking(b))
 	}
@@ -290,7 +301,7 @@ func breakdown(r *result, dt tensor.Dtype, eng *gdev.Engine, l *moe.Layer, xd, d
 		if err != nil {
 			return err
 		}
-		logits, err := G.Mul(xr, router)
+		logits, err := op.MatMul(xr, router)
 		if err != nil {
 			return err
 		}
@@ -306,8 +317,10 @@ func breakdown(r *result, dt tensor.Dtype, eng *gdev.Engine, l *moe.Layer, xd, d
 		if err != nil {
 			return err
 		}
-		if probs, err = op.Cast(probs, dt); err != nil {
-			return err
+		if dt != bfloat16.Dtype { // bfloat16 data combines with float32 probs
+			if probs, err = op.Cast(probs, dt); err != nil {
+				return err
+			}
 		}
 		p, err := op.NewPlan(ids, nil, geo)
 		if err != nil {
