@@ -46,7 +46,7 @@ func main() {
 	flag.IntVar(&cfg.Sample, "sample", cfg.Sample, "characters to generate")
 	flag.StringVar(&cfg.Prompt, "prompt", cfg.Prompt, "text the sample starts from")
 	flag.Float64Var(&cfg.Temp, "temp", cfg.Temp, "sampling temperature")
-	flag.StringVar(&cfg.Device, "device", cfg.Device, "where to train: cpu (the GPU path is not written yet)")
+	flag.StringVar(&cfg.Device, "device", cfg.Device, "where to train: cpu, or cuda (needs a binary built with -tags gomoecuda)")
 	flag.BoolVar(&cfg.Quiet, "quiet", cfg.Quiet, "no progress bar")
 	flag.Parse()
 

@@ -78,7 +78,7 @@ func TestBadConfig(t *testing.T) {
 		edit func(*config)
 		want string
 	}{
-		{"gpu", func(c *config) { c.Device = "cuda" }, "device"},
+		{"device", func(c *config) { c.Device = "tpu" }, "device"},
 		{"layers", func(c *config) { c.Layers = 0 }, "layers"},
 		{"context", func(c *config) { c.Context = 0 }, "context"},
 		{"steps", func(c *config) { c.Steps = 0 }, "steps"},

@@ -15,6 +15,8 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/examples/internal/trainutil"
+	"github.com/gomoe/gomoe/op"
+	"github.com/gomoe/gomoe/train"
 )
 
 // config holds everything a run depends on.
@@ -39,7 +41,7 @@ type config struct {
 	Sample    int // characters to generate
 	Prompt    string
 	Temp      float64
-	Device    string
+	Device    string // cpu or cuda (cuda needs a binary built with -tags gomoecuda)
 	Quiet     bool
 }
 
@@ -95,7 +97,7 @@ type result struct {
 // RMSNorm and a linear read-out over the vocabulary.
 type model struct {
 	batch  int
-	x, y   *G.Node // context symbols [B·W] (int), one-hot next char [B, V]
+	x, y   *G.Node // context symbols [B·W] (int32), one-hot next char [B, V]
 	emb    *G.Node // [V, D]
 	proj   *trainutil.Linear
 	norms  []*trainutil.RMSNorm // one before each block and one before the head
@@ -104,7 +106,7 @@ type model struct {
 	head   *trainutil.Linear
 	logits *G.Node
 	ce     *G.Node
-	cost   *G.Node
+	cost   *G.Node // ce + the blocks' weighted routing losses
 }
 
 func newModel(g *G.ExprGraph, cfg config, batch int) (*model, error) {
@@ -112,7 +114,7 @@ func newModel(g *G.ExprGraph, cfg config, batch int) (*model, error) {
 	W, D, H := cfg.Context, cfg.Embed, cfg.Block.Hidden
 	m := &model{
 		batch: batch,
-		x:     G.NewVector(g, tensor.Int, G.WithShape(batch*W), G.WithName("x")),
+		x:     G.NewVector(g, tensor.Int32, G.WithShape(batch*W), G.WithName("x")),
 		y:     G.NewMatrix(g, tensor.Float32, G.WithShape(batch, vocab), G.WithName("y")),
 		emb:   trainutil.Param(g, rng, "emb", vocab, D, 1),
 	}
@@ -130,7 +132,7 @@ func newModel(g *G.ExprGraph, cfg config, batch int) (*model, error) {
 	m.norms = append(m.norms, trainutil.NewRMSNorm(g, "norm_out", H))
 	m.head = trainutil.NewLinear(g, rng, "head", H, vocab, 1)
 
-	e, err := G.ByIndices(m.emb, m.x, 0) // [B·W, D]
+	e, err := op.Embedding(m.emb, m.x) // [B·W, D]
 	if err != nil {
 		return nil, err
 	}
@@ -141,7 +143,7 @@ func newModel(g *G.ExprGraph, cfg config, batch int) (*model, error) {
 	if err != nil {
 		return nil, err
 	}
-	if h, err = G.Rectify(h); err != nil {
+	if h, err = op.ReLU(h); err != nil {
 		return nil, err
 	}
 	var aux G.Nodes
@@ -171,11 +173,9 @@ func newModel(g *G.ExprGraph, cfg config, batch int) (*model, error) {
 	if m.ce, err = trainutil.CrossEntropy(m.logits, m.y); err != nil {
 		return nil, err
 	}
-	m.cost = m.ce
-	for _, a := range aux {
-		if m.cost, err = G.Add(m.cost, a); err != nil {
-			return nil, err
-		}
+	// op.AddScalars, not G.Add: Gorgonia adds scalar nodes on the host only.
+	if m.cost, err = op.AddScalars(append(G.Nodes{m.ce}, aux...)...); err != nil {
+		return nil, err
 	}
 	return m, nil
 }
@@ -191,19 +191,26 @@ func (m *model) learnables() G.Nodes {
 	return append(ns, m.head.Learnables()...)
 }
 
-// batchBuf holds the input tensors of one graph.
+// batchBuf holds the input tensors of one graph and feeds them to its nodes
+// (on the GPU through device buffers refreshed every step).
 type batchBuf struct {
 	w      int
-	xb     []int
+	xb     []int32
 	yb     []float32
-	xt, yt *tensor.Dense
+	xf, yf *trainutil.Feed
 }
 
-func newBatchBuf(batch, w int) *batchBuf {
-	b := &batchBuf{w: w, xb: make([]int, batch*w), yb: make([]float32, batch*vocab)}
-	b.xt = tensor.New(tensor.WithShape(batch*w), tensor.WithBacking(b.xb))
-	b.yt = tensor.New(tensor.WithShape(batch, vocab), tensor.WithBacking(b.yb))
-	return b
+func newBatchBuf(dev *trainutil.Device, m *model, w int) (*batchBuf, error) {
+	batch := m.batch
+	b := &batchBuf{w: w, xb: make([]int32, batch*w), yb: make([]float32, batch*vocab)}
+	var err error
+	if b.xf, err = dev.Feed(m.x, tensor.New(tensor.WithShape(batch*w), tensor.WithBacking(b.xb))); err != nil {
+		return nil, err
+	}
+	if b.yf, err = dev.Feed(m.y, tensor.New(tensor.WithShape(batch, vocab), tensor.WithBacking(b.yb))); err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 // fill writes, for each row r, the context text[pos[r]-W:pos[r]] and the
@@ -214,7 +221,7 @@ func (b *batchBuf) fill(text []uint8, pos []int) {
 	clear(b.yb)
 	for r, p := range pos {
 		for j := 0; j < b.w; j++ {
-			b.xb[r*b.w+j] = int(text[p-b.w+j])
+			b.xb[r*b.w+j] = int32(text[p-b.w+j])
 		}
 		if p < len(text) { // generation asks for the char after the text
 			b.yb[r*vocab+int(text[p])] = 1
@@ -222,11 +229,12 @@ func (b *batchBuf) fill(text []uint8, pos []int) {
 	}
 }
 
-func (b *batchBuf) let(m *model) error {
-	if err := G.Let(m.x, b.xt); err != nil {
+// load makes the graph see the buffers' current contents.
+func (b *batchBuf) load() error {
+	if err := b.xf.Load(); err != nil {
 		return err
 	}
-	return G.Let(m.y, b.yt)
+	return b.yf.Load()
 }
 
 func validate(cfg config) error {
@@ -234,8 +242,6 @@ func validate(cfg config) error {
 		return err
 	}
 	switch {
-	case cfg.Device != "cpu":
-		return fmt.Errorf("device %q: only cpu is available in this build", cfg.Device)
 	case cfg.Layers < 1:
 		return fmt.Errorf("layers %d must be positive", cfg.Layers)
 	case cfg.Context < 1 || cfg.Embed < 1:
@@ -262,6 +268,11 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	if err := validate(cfg); err != nil {
 		return nil, err
 	}
+	dev, err := trainutil.OpenDevice(cfg.Device)
+	if err != nil {
+		return nil, err
+	}
+	defer dev.Close()
 	start := time.Now()
 	c, err := loadCorpus(cfg.GoRoot, int(cfg.TrainMB*1e6), int(cfg.HeldMB*1e6), cfg.Seed)
 	if err != nil {
@@ -287,8 +298,8 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	}
 	fmt.Fprintf(out, "charlm: Go sources from %s: %d training files (%d chars), %d held-out files (%d chars scored)\n",
 		filepath.Join(c.root, "src"), c.trainFiles, len(c.train), c.heldN, res.HeldSize)
-	fmt.Fprintf(out, "model: context %d, embed %d, %s; batch %d, %d steps, Adam lr %g cosine to %.2g, seed %d\n",
-		W, cfg.Embed, kind, cfg.Batch, cfg.Steps, cfg.LR, cfg.LR*cfg.LRFloor, cfg.Seed)
+	fmt.Fprintf(out, "model: context %d, embed %d, %s; batch %d, %d steps, Adam lr %g cosine to %.2g, seed %d, device %s\n",
+		W, cfg.Embed, kind, cfg.Batch, cfg.Steps, cfg.LR, cfg.LR*cfg.LRFloor, cfg.Seed, dev)
 	fmt.Fprintf(out, "baselines on held-out text: unigram %.3f bits/char, bigram %.3f bits/char\n", res.Unigram, res.Bigram)
 
 	g := G.NewGraph()
@@ -300,33 +311,35 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	if _, err := G.Grad(m.cost, learn...); err != nil {
 		return nil, fmt.Errorf("gradients: %w", err)
 	}
-	var costVal, ceVal G.Value
-	G.Read(m.cost, &costVal)
-	G.Read(m.ce, &ceVal)
-	countsVal := make([]G.Value, len(m.outs))
+	if err := dev.Bind(learn...); err != nil {
+		return nil, err
+	}
 	var trackers []*trainutil.LoadTracker
-	for l, o := range m.outs {
+	for _, o := range m.outs {
 		if o.Counts == nil {
 			continue
 		}
-		G.Read(o.Counts, &countsVal[l])
 		lt, err := trainutil.NewLoadTracker(cfg.Block.Experts)
 		if err != nil {
 			return nil, err
 		}
 		trackers = append(trackers, lt)
 	}
-	vm := G.NewTapeMachine(g, G.BindDualValues(learn...))
+	buf, err := newBatchBuf(dev, m, W)
+	if err != nil {
+		return nil, err
+	}
+	vm := G.NewTapeMachine(g, dev.VMOpts()...)
 	defer vm.Close()
-	solver := G.NewAdamSolver(G.WithLearnRate(cfg.LR))
+	opt := train.NewAdam(cfg.LR)
+	defer opt.Release()
 
-	ev, err := newForward(cfg, m, cfg.EvalBatch)
+	ev, err := newForward(cfg, dev, m, cfg.EvalBatch)
 	if err != nil {
 		return nil, err
 	}
 	defer ev.close()
 
-	buf := newBatchBuf(cfg.Batch, W)
 	rng := rand.New(rand.NewPCG(cfg.Seed, 2))
 	pos := make([]int, cfg.Batch)
 	var evalSteps, evalBPC []float64
@@ -337,22 +350,35 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 			pos[r] = W + rng.IntN(len(c.train)-W)
 		}
 		buf.fill(c.train, pos)
-		if err := buf.let(m); err != nil {
+		if err := buf.load(); err != nil {
 			return nil, err
 		}
-		ce, err := trainutil.RunStep(vm, step, func() (float64, error) { return scalar(ceVal) })
+		lr := trainutil.CosineLR(cfg.LR, cfg.LRFloor, step, steps)
+		ce, err := trainutil.Step(vm, opt, learn, lr, step, func() (float64, error) {
+			ce, err := train.Scalar(m.ce.Value())
+			if err != nil {
+				return 0, err
+			}
+			l := 0
+			for _, o := range m.outs {
+				if o.Counts == nil {
+					continue
+				}
+				counts, err := dev.Host(o.Counts.Value())
+				if err != nil {
+					return 0, err
+				}
+				if err := trackers[l].Add(counts.Data().([]int32), cfg.Batch*cfg.Block.TopK); err != nil {
+					return 0, err
+				}
+				l++
+			}
+			return ce, nil
+		})
 		if err != nil {
 			return nil, err
 		}
 		res.StepLoss = append(res.StepLoss, ce)
-		for l, lt := range trackers {
-			if err := lt.Add(countsVal[l].Data().([]int32), cfg.Batch*cfg.Block.TopK); err != nil {
-				return nil, err
-			}
-		}
-		if err := trainutil.SolverStep(vm, solver, learn, trainutil.CosineLR(cfg.LR, cfg.LRFloor, step, steps), step); err != nil {
-			return nil, err
-		}
 		prog.Add(cfg.Batch, fmt.Sprintf("loss %.3f bits/char", ce/math.Ln2))
 		if len(trackers) > 0 && ((step+1)%cfg.LogEvery == 0 || step+1 == cfg.Steps) {
 			for l, lt := range trackers {
@@ -383,7 +409,7 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	fmt.Fprintf(out, "held-out bits/char: model %.3f, bigram %.3f, unigram %.3f -> the %s model %s the bigram baseline by %.3f bits/char (%s, %.0f chars/s)\n",
 		res.BPC, res.Bigram, res.Unigram, which, verdict, res.Bigram-res.BPC, res.Elapsed.Round(100*time.Millisecond), prog.Rate())
 
-	gen, err := newForward(cfg, m, 1)
+	gen, err := newForward(cfg, dev, m, 1)
 	if err != nil {
 		return nil, err
 	}
@@ -429,73 +455,60 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	return res, nil
 }
 
-func scalar(v G.Value) (float64, error) {
-	switch x := v.(type) {
-	case *G.F32:
-		return float64(*x), nil
-	case *G.F64:
-		return float64(*x), nil
-	case nil:
-		return 0, errors.New("no value read")
-	}
-	return 0, fmt.Errorf("value %v is not a scalar", v)
-}
-
 // forward runs a copy of the model forward only, at another batch size,
-// sharing the training weights.
+// sharing the training weights (updated in place on the host or the GPU).
 type forward struct {
-	train  G.Nodes
-	m      *model
-	vm     G.VM
-	logits G.Value
-	buf    *batchBuf
+	dev *trainutil.Device
+	m   *model
+	vm  G.VM
+	buf *batchBuf
 }
 
-func newForward(cfg config, trained *model, batch int) (*forward, error) {
+func newForward(cfg config, dev *trainutil.Device, trained *model, batch int) (*forward, error) {
 	g := G.NewGraph()
 	m, err := newModel(g, cfg, batch)
 	if err != nil {
 		return nil, fmt.Errorf("build forward model: %w", err)
 	}
-	f := &forward{train: trained.learnables(), m: m, buf: newBatchBuf(batch, cfg.Context)}
-	if len(f.train) != len(m.learnables()) {
+	tw, fw := trained.learnables(), m.learnables()
+	if len(tw) != len(fw) {
 		return nil, errors.New("forward model has other learnables than the training model")
 	}
-	G.Read(m.logits, &f.logits)
-	f.vm = G.NewTapeMachine(g)
+	for i, n := range fw {
+		if err := G.Let(n, tw[i].Value()); err != nil {
+			return nil, fmt.Errorf("share %s: %w", n.Name(), err)
+		}
+	}
+	f := &forward{dev: dev, m: m}
+	if f.buf, err = newBatchBuf(dev, m, cfg.Context); err != nil {
+		return nil, err
+	}
+	f.vm = G.NewTapeMachine(g, dev.VMOpts()...)
 	return f, nil
 }
 
 func (f *forward) close() { f.vm.Close() }
 
-// share binds the training weights' current values.
-func (f *forward) share() error {
-	for i, n := range f.m.learnables() {
-		if err := G.Let(n, f.train[i].Value()); err != nil {
-			return fmt.Errorf("share %s: %w", n.Name(), err)
-		}
-	}
-	return nil
-}
-
 // run scores the contexts ending before pos and returns the logits rows.
 func (f *forward) run(text []uint8, pos []int) ([]float32, error) {
 	f.buf.fill(text, pos)
-	if err := f.buf.let(f.m); err != nil {
+	if err := f.buf.load(); err != nil {
 		return nil, err
 	}
+	defer f.dev.EndStep()
 	defer f.vm.Reset()
 	if err := f.vm.RunAll(); err != nil {
 		return nil, err
 	}
-	return f.logits.Data().([]float32), nil
+	lt, err := f.dev.Host(f.m.logits.Value())
+	if err != nil {
+		return nil, err
+	}
+	return lt.Data().([]float32), nil
 }
 
 // bits returns the model's bits per character on text[from:to].
 func (f *forward) bits(text []uint8, from, to int) (float64, error) {
-	if err := f.share(); err != nil {
-		return 0, err
-	}
 	total := 0.0
 	pos := make([]int, 0, f.m.batch)
 	for lo := from; lo < to; lo += f.m.batch {
@@ -529,9 +542,6 @@ func logSoftmaxAt(row []float32, i int) float64 {
 
 // generate samples n characters after prompt at temperature temp.
 func (f *forward) generate(prompt string, n int, temp float64, rng *rand.Rand) (string, error) {
-	if err := f.share(); err != nil {
-		return "", err
-	}
 	W := f.buf.w
 	text := make([]uint8, W, W+len(prompt)+n)
 	for i := range text {

@@ -92,7 +92,8 @@ func TestBadConfig(t *testing.T) {
 		edit func(*config)
 		want string
 	}{
-		{"gpu", func(c *config) { c.Device = "cuda" }, "device"},
+		{"device", func(c *config) { c.Device = "tpu" }, "device"},
+		{"eval-every", func(c *config) { c.EvalEvery = -1 }, "eval-every"},
 		{"batch", func(c *config) { c.Batch = 0 }, "batch"},
 		{"steps", func(c *config) { c.Steps, c.Epochs = 0, 0 }, "steps"},
 		{"lr", func(c *config) { c.LR = 0 }, "learning rate"},

@@ -15,6 +15,8 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/examples/internal/trainutil"
+	"github.com/gomoe/gomoe/op"
+	"github.com/gomoe/gomoe/train"
 )
 
 // config holds everything a run depends on.
@@ -27,11 +29,13 @@ type config struct {
 	LR        float64 // peak Adam learning rate
 	LRFloor   float64 // final learning rate as a fraction of LR (cosine decay)
 	Seed      uint64
-	Out       string // output folder
-	Data      string // MNIST folder; "" = the GoMNIST module's
-	LogEvery  int    // steps between expert-load lines
-	Shift     int    // random translation of training images, in pixels
-	Device    string
+	Out       string  // output folder
+	Data      string  // MNIST folder; "" = the GoMNIST module's
+	LogEvery  int     // steps between expert-load lines
+	Shift     int     // random translation of training images, in pixels
+	Device    string  // cpu or cuda (cuda needs a binary built with -tags gomoecuda)
+	EvalEvery int     // steps between test evaluations; 0 = once per epoch
+	Target    float64 // report the first evaluation at or above this test accuracy
 	Quiet     bool
 	TrainN    int // keep at most this many training images (0 = all)
 	TestN     int // keep at most this many test images (0 = all)
@@ -59,6 +63,7 @@ func defaultConfig() config {
 		LogEvery:  200,
 		Shift:     1,
 		Device:    "cpu",
+		Target:    0.975,
 	}
 }
 
@@ -70,6 +75,11 @@ type result struct {
 	Elapsed  time.Duration
 	Files    []string // plots written
 	Load     []float64
+	// TargetStep and TargetTime are the step and the training time (from the
+	// first step, evaluations included) of the first evaluation at or above
+	// config.Target; TargetStep is 0 if no evaluation reached it.
+	TargetStep int
+	TargetTime time.Duration
 }
 
 // model is the classifier: h = ReLU(projection(x)); h += FFN(RMSNorm(h));
@@ -81,7 +91,7 @@ type model struct {
 	block      trainutil.Block
 	out        trainutil.BlockOut
 	logits     *G.Node
-	ce, cost   *G.Node
+	ce, cost   *G.Node // cost = ce + the block's weighted routing losses
 }
 
 func newModel(g *G.ExprGraph, cfg config, batch int) (*model, error) {
@@ -105,7 +115,7 @@ func newModel(g *G.ExprGraph, cfg config, batch int) (*model, error) {
 	if err != nil {
 		return nil, err
 	}
-	if h, err = G.Rectify(h); err != nil {
+	if h, err = op.ReLU(h); err != nil {
 		return nil, err
 	}
 	hn, err := m.norm.Forward(h)
@@ -124,9 +134,10 @@ func newModel(g *G.ExprGraph, cfg config, batch int) (*model, error) {
 	if m.ce, err = trainutil.CrossEntropy(m.logits, m.y); err != nil {
 		return nil, err
 	}
+	// op.AddScalars, not G.Add: Gorgonia adds scalar nodes on the host only.
 	m.cost = m.ce
 	if m.out.Loss != nil {
-		if m.cost, err = G.Add(m.ce, m.out.Loss); err != nil {
+		if m.cost, err = op.AddScalars(m.ce, m.out.Loss); err != nil {
 			return nil, err
 		}
 	}
@@ -175,8 +186,6 @@ func validate(cfg config) error {
 		return err
 	}
 	switch {
-	case cfg.Device != "cpu":
-		return fmt.Errorf("device %q: only cpu is available in this build", cfg.Device)
 	case cfg.Batch < 1:
 		return fmt.Errorf("batch %d must be positive", cfg.Batch)
 	case cfg.EvalBatch < 1:
@@ -187,6 +196,8 @@ func validate(cfg config) error {
 		return fmt.Errorf("learning rate %g must be positive", cfg.LR)
 	case cfg.Out == "":
 		return errors.New("empty output folder")
+	case cfg.EvalEvery < 0:
+		return fmt.Errorf("eval-every %d must be >= 0", cfg.EvalEvery)
 	}
 	return nil
 }
@@ -197,28 +208,37 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	if err := validate(cfg); err != nil {
 		return nil, err
 	}
-	start := time.Now()
-	train, test, err := loadMNIST(cfg.Data, cfg.TrainN, cfg.TestN)
+	dev, err := trainutil.OpenDevice(cfg.Device)
 	if err != nil {
 		return nil, err
 	}
-	if train.len() < cfg.Batch {
-		return nil, fmt.Errorf("batch %d larger than the training set (%d)", cfg.Batch, train.len())
+	defer dev.Close()
+	start := time.Now()
+	trainSet, test, err := loadMNIST(cfg.Data, cfg.TrainN, cfg.TestN)
+	if err != nil {
+		return nil, err
+	}
+	if trainSet.len() < cfg.Batch {
+		return nil, fmt.Errorf("batch %d larger than the training set (%d)", cfg.Batch, trainSet.len())
 	}
 	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
 		return nil, err
 	}
-	stepsPerEpoch := train.len() / cfg.Batch
+	stepsPerEpoch := trainSet.len() / cfg.Batch
 	steps := cfg.Steps
 	if steps == 0 {
 		steps = cfg.Epochs * stepsPerEpoch
+	}
+	evalEvery := cfg.EvalEvery
+	if evalEvery == 0 {
+		evalEvery = stepsPerEpoch
 	}
 	kind := fmt.Sprintf("MoE E=%d K=%d %s H=%d F=%d", cfg.Block.Experts, cfg.Block.TopK, cfg.Block.Act, cfg.Block.Hidden, cfg.Block.FFN)
 	if cfg.Block.Dense {
 		kind = fmt.Sprintf("dense %s H=%d F=%d", cfg.Block.Act, cfg.Block.Hidden, cfg.Block.FFN)
 	}
-	fmt.Fprintf(out, "mnist: %d train / %d test images, %s, batch %d, %d steps (%.1f epochs), Adam lr %g cosine to %.2g, seed %d\n",
-		train.len(), test.len(), kind, cfg.Batch, steps, float64(steps)/float64(stepsPerEpoch), cfg.LR, cfg.LR*cfg.LRFloor, cfg.Seed)
+	fmt.Fprintf(out, "mnist: %d train / %d test images, %s, batch %d, %d steps (%.1f epochs), Adam lr %g cosine to %.2g, seed %d, device %s\n",
+		trainSet.len(), test.len(), kind, cfg.Batch, steps, float64(steps)/float64(stepsPerEpoch), cfg.LR, cfg.LR*cfg.LRFloor, cfg.Seed, dev)
 
 	// Training graph.
 	g := G.NewGraph()
@@ -230,19 +250,27 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	if _, err := G.Grad(m.cost, learn...); err != nil {
 		return nil, fmt.Errorf("gradients: %w", err)
 	}
-	var costVal, ceVal, countsVal G.Value
-	G.Read(m.cost, &costVal)
-	G.Read(m.ce, &ceVal)
-	if m.out.Counts != nil {
-		G.Read(m.out.Counts, &countsVal)
+	if err := dev.Bind(learn...); err != nil {
+		return nil, err
 	}
-	vm := G.NewTapeMachine(g, G.BindDualValues(learn...))
+	xb := make([]float32, cfg.Batch*pixels)
+	yb := make([]float32, cfg.Batch*classes)
+	xf, err := dev.Feed(m.x, tensor.New(tensor.WithShape(cfg.Batch, pixels), tensor.WithBacking(xb)))
+	if err != nil {
+		return nil, err
+	}
+	yf, err := dev.Feed(m.y, tensor.New(tensor.WithShape(cfg.Batch, classes), tensor.WithBacking(yb)))
+	if err != nil {
+		return nil, err
+	}
+	vm := G.NewTapeMachine(g, dev.VMOpts()...)
 	defer vm.Close()
-	solver := G.NewAdamSolver(G.WithLearnRate(cfg.LR))
+	opt := train.NewAdam(cfg.LR)
+	defer opt.Release()
 
 	// Evaluation graph: same model, larger batch, forward only, sharing the
 	// training weights.
-	ev, err := newEvaluator(cfg, m, test)
+	ev, err := newEvaluator(cfg, dev, m, test)
 	if err != nil {
 		return nil, err
 	}
@@ -255,51 +283,62 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 		}
 	}
 
-	xb := make([]float32, cfg.Batch*pixels)
-	yb := make([]float32, cfg.Batch*classes)
-	xt := tensor.New(tensor.WithShape(cfg.Batch, pixels), tensor.WithBacking(xb))
-	yt := tensor.New(tensor.WithShape(cfg.Batch, classes), tensor.WithBacking(yb))
 	rng := rand.New(rand.NewPCG(cfg.Seed, 2))
-	perm := rng.Perm(train.len())
+	perm := rng.Perm(trainSet.len())
 
 	res := &result{}
 	var evalSteps, evalLoss, evalErr []float64
 	prog := trainutil.NewProgress(bar, out, int64(steps*cfg.Batch), "img", "train")
 	epochLoss, epochN := 0.0, 0
+	var cost float64
+	trainStart := time.Now()
 	for step := 0; step < steps; step++ {
 		pos := step % stepsPerEpoch
 		if pos == 0 && step > 0 {
-			perm = rng.Perm(train.len())
+			perm = rng.Perm(trainSet.len())
 		}
-		fill(train, perm[pos*cfg.Batch:(pos+1)*cfg.Batch], xb, yb, cfg.Shift, rng)
-		if err := G.Let(m.x, xt); err != nil {
+		fill(trainSet, perm[pos*cfg.Batch:(pos+1)*cfg.Batch], xb, yb, cfg.Shift, rng)
+		if err := xf.Load(); err != nil {
 			return nil, err
 		}
-		if err := G.Let(m.y, yt); err != nil {
+		if err := yf.Load(); err != nil {
 			return nil, err
 		}
-		ce, err := trainutil.RunStep(vm, step, func() (float64, error) { return scalar(ceVal) })
+		lr := trainutil.CosineLR(cfg.LR, cfg.LRFloor, step, steps)
+		ce, err := trainutil.Step(vm, opt, learn, lr, step, func() (float64, error) {
+			ce, err := train.Scalar(m.ce.Value())
+			if err != nil {
+				return 0, err
+			}
+			cost = ce
+			if m.cost != m.ce {
+				if cost, err = train.Scalar(m.cost.Value()); err != nil {
+					return 0, err
+				}
+			}
+			if tracker != nil {
+				counts, err := dev.Host(m.out.Counts.Value())
+				if err != nil {
+					return 0, err
+				}
+				if err := tracker.Add(counts.Data().([]int32), cfg.Batch*cfg.Block.TopK); err != nil {
+					return 0, err
+				}
+			}
+			return ce, nil
+		})
 		if err != nil {
 			return nil, err
 		}
 		res.StepLoss = append(res.StepLoss, ce)
 		epochLoss += ce
 		epochN++
-		if tracker != nil {
-			if err := tracker.Add(countsVal.Data().([]int32), cfg.Batch*cfg.Block.TopK); err != nil {
-				return nil, err
-			}
-		}
-		if err := trainutil.SolverStep(vm, solver, learn, trainutil.CosineLR(cfg.LR, cfg.LRFloor, step, steps), step); err != nil {
-			return nil, err
-		}
-		cost, _ := scalar(costVal)
 		prog.Add(cfg.Batch, fmt.Sprintf("loss %.4f", cost))
 
 		if tracker != nil && ((step+1)%cfg.LogEvery == 0 || step+1 == steps) {
 			prog.Logf("step %5d  %s", step+1, tracker.Snapshot(step+1))
 		}
-		if (step+1)%stepsPerEpoch == 0 || step+1 == steps {
+		if (step+1)%evalEvery == 0 || step+1 == steps {
 			acc, tl, err := ev.eval()
 			if err != nil {
 				return nil, err
@@ -311,12 +350,22 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 			prog.Logf("epoch %.2f  train loss %.4f  test loss %.4f  test accuracy %.2f%%  (%s)",
 				float64(step+1)/float64(stepsPerEpoch), epochLoss/float64(epochN), tl, 100*acc, time.Since(start).Round(100*time.Millisecond))
 			epochLoss, epochN = 0, 0
+			if res.TargetStep == 0 && acc >= cfg.Target {
+				res.TargetStep, res.TargetTime = step+1, time.Since(trainStart)
+				prog.Logf("reached %.2f%% test accuracy (target %.2f%%) at step %d (epoch %.2f) after %s of training on %s",
+					100*acc, 100*cfg.Target, step+1, float64(step+1)/float64(stepsPerEpoch), res.TargetTime.Round(10*time.Millisecond), dev)
+			}
 		}
 	}
 	prog.Finish()
 	res.Elapsed = time.Since(start)
-	fmt.Fprintf(out, "test accuracy %.2f%% (%d images) after %d steps in %s, %.0f img/s\n",
-		100*res.TestAcc, test.len(), steps, res.Elapsed.Round(100*time.Millisecond), prog.Rate())
+	fmt.Fprintf(out, "test accuracy %.2f%% (%d images) after %d steps in %s (training %s), %.0f img/s on %s\n",
+		100*res.TestAcc, test.len(), steps, res.Elapsed.Round(100*time.Millisecond), time.Since(trainStart).Round(100*time.Millisecond), prog.Rate(), dev)
+	if res.TargetStep > 0 {
+		fmt.Fprintf(out, "time to %.2f%% test accuracy on %s: %s (step %d)\n", 100*cfg.Target, dev, res.TargetTime.Round(10*time.Millisecond), res.TargetStep)
+	} else {
+		fmt.Fprintf(out, "test accuracy never reached %.2f%% on %s\n", 100*cfg.Target, dev)
+	}
 
 	// Plots.
 	xs := make([]float64, len(res.StepLoss))
@@ -346,61 +395,44 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	return res, nil
 }
 
-func scalar(v G.Value) (float64, error) {
-	switch x := v.(type) {
-	case *G.F32:
-		return float64(*x), nil
-	case *G.F64:
-		return float64(*x), nil
-	case nil:
-		return 0, errors.New("no value read")
-	}
-	switch d := v.Data().(type) {
-	case float32:
-		return float64(d), nil
-	case float64:
-		return d, nil
-	case []float32:
-		if len(d) == 1 {
-			return float64(d[0]), nil
-		}
-	case []float64:
-		if len(d) == 1 {
-			return d[0], nil
-		}
-	}
-	return 0, fmt.Errorf("value %v is not a scalar", v)
-}
-
 // evaluator runs the model forward on the test set in batches.
 type evaluator struct {
-	train  G.Nodes // training learnables
+	dev    *trainutil.Device
 	m      *model
 	vm     G.VM
 	test   *dataset
 	batch  int
-	logits G.Value
 	xb, yb []float32
-	xt, yt *tensor.Dense
+	xf, yf *trainutil.Feed
 }
 
-func newEvaluator(cfg config, trained *model, test *dataset) (*evaluator, error) {
+func newEvaluator(cfg config, dev *trainutil.Device, trained *model, test *dataset) (*evaluator, error) {
 	batch := min(cfg.EvalBatch, test.len())
 	g := G.NewGraph()
 	m, err := newModel(g, cfg, batch)
 	if err != nil {
 		return nil, fmt.Errorf("build eval model: %w", err)
 	}
-	ev := &evaluator{train: trained.learnables(), m: m, test: test, batch: batch}
-	if len(ev.train) != len(m.learnables()) {
+	ev := &evaluator{dev: dev, m: m, test: test, batch: batch}
+	// Share the training weights (updated in place on the host or the GPU).
+	tw, ew := trained.learnables(), m.learnables()
+	if len(tw) != len(ew) {
 		return nil, errors.New("eval model has other learnables than the training model")
 	}
-	G.Read(m.logits, &ev.logits)
-	ev.vm = G.NewTapeMachine(g)
+	for i, n := range ew {
+		if err := G.Let(n, tw[i].Value()); err != nil {
+			return nil, fmt.Errorf("eval: share %s: %w", n.Name(), err)
+		}
+	}
 	ev.xb = make([]float32, batch*pixels)
 	ev.yb = make([]float32, batch*classes)
-	ev.xt = tensor.New(tensor.WithShape(batch, pixels), tensor.WithBacking(ev.xb))
-	ev.yt = tensor.New(tensor.WithShape(batch, classes), tensor.WithBacking(ev.yb))
+	if ev.xf, err = dev.Feed(m.x, tensor.New(tensor.WithShape(batch, pixels), tensor.WithBacking(ev.xb))); err != nil {
+		return nil, err
+	}
+	if ev.yf, err = dev.Feed(m.y, tensor.New(tensor.WithShape(batch, classes), tensor.WithBacking(ev.yb))); err != nil {
+		return nil, err
+	}
+	ev.vm = G.NewTapeMachine(g, dev.VMOpts()...)
 	return ev, nil
 }
 
@@ -408,11 +440,6 @@ func (ev *evaluator) close() { ev.vm.Close() }
 
 // eval returns the accuracy and mean cross-entropy on the test set.
 func (ev *evaluator) eval() (acc, loss float64, err error) {
-	for i, n := range ev.m.learnables() {
-		if err := G.Let(n, ev.train[i].Value()); err != nil {
-			return 0, 0, fmt.Errorf("eval: share %s: %w", n.Name(), err)
-		}
-	}
 	n := ev.test.len()
 	idx := make([]int, 0, ev.batch)
 	correct := 0
@@ -422,16 +449,24 @@ func (ev *evaluator) eval() (acc, loss float64, err error) {
 			idx = append(idx, i)
 		}
 		fill(ev.test, idx, ev.xb, ev.yb, 0, nil)
-		if err := G.Let(ev.m.x, ev.xt); err != nil {
+		if err := ev.xf.Load(); err != nil {
 			return 0, 0, err
 		}
-		if err := G.Let(ev.m.y, ev.yt); err != nil {
+		if err := ev.yf.Load(); err != nil {
 			return 0, 0, err
 		}
 		if err := ev.vm.RunAll(); err != nil {
+			ev.vm.Reset()
+			ev.dev.EndStep()
 			return 0, 0, fmt.Errorf("eval: %w", err)
 		}
-		lg := ev.logits.Data().([]float32)
+		lt, err := ev.dev.Host(ev.m.logits.Value())
+		ev.vm.Reset()
+		ev.dev.EndStep()
+		if err != nil {
+			return 0, 0, fmt.Errorf("eval: %w", err)
+		}
+		lg := lt.Data().([]float32)
 		for r, i := range idx {
 			row := lg[r*classes : (r+1)*classes]
 			best, mx := 0, row[0]
@@ -450,7 +485,6 @@ func (ev *evaluator) eval() (acc, loss float64, err error) {
 			}
 			loss += -(float64(row[ev.test.y[i]]-mx) - math.Log(sum))
 		}
-		ev.vm.Reset()
 	}
 	return float64(correct) / float64(n), loss / float64(n), nil
 }

@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 
 	G "gorgonia.org/gorgonia"
+
+	"github.com/gomoe/gomoe/op"
 )
 
 // BlockConfig describes the feed-forward block of an example model.
@@ -88,15 +90,11 @@ func (d *denseFFN) Forward(x *G.Node) (BlockOut, error) {
 	}
 	var h *G.Node
 	if d.act == "swiglu" {
-		s, err := SiLU(a)
-		if err != nil {
-			return BlockOut{}, err
-		}
 		b, err := G.Mul(x, d.w3)
 		if err != nil {
 			return BlockOut{}, err
 		}
-		if h, err = G.HadamardProd(s, b); err != nil {
+		if h, err = op.SwiGLU(a, b); err != nil {
 			return BlockOut{}, err
 		}
 	} else if h, err = GELU(a); err != nil {

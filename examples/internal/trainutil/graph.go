@@ -47,13 +47,14 @@ func NewLinear(g *G.ExprGraph, rng *rand.Rand, name string, in, out int, gain fl
 	}
 }
 
-// Forward applies the layer to x [T,in].
+// Forward applies the layer to x [T,in]: a matrix product and op.BiasAdd, both of which
+// run on the GPU when the weights live there.
 func (l *Linear) Forward(x *G.Node) (*G.Node, error) {
 	xw, err := G.Mul(x, l.W)
 	if err != nil {
 		return nil, fmt.Errorf("linear %s: %w", l.W.Name(), err)
 	}
-	y, err := G.BroadcastAdd(xw, l.B, nil, []byte{0})
+	y, err := op.BiasAdd(xw, l.B)
 	if err != nil {
 		return nil, fmt.Errorf("linear %s bias: %w", l.W.Name(), err)
 	}
@@ -64,92 +65,18 @@ func (l *Linear) Forward(x *G.Node) (*G.Node, error) {
 func (l *Linear) Learnables() G.Nodes { return G.Nodes{l.W, l.B} }
 
 // GELU returns the tanh approximation of the Gaussian error linear unit,
-// 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
-func GELU(x *G.Node) (*G.Node, error) {
-	x3, err := G.Cube(x)
-	if err != nil {
-		return nil, err
-	}
-	c3, err := scale(x3, 0.044715)
-	if err != nil {
-		return nil, err
-	}
-	inner, err := G.Add(x, c3)
-	if err != nil {
-		return nil, err
-	}
-	if inner, err = scale(inner, math.Sqrt(2/math.Pi)); err != nil {
-		return nil, err
-	}
-	th, err := G.Tanh(inner)
-	if err != nil {
-		return nil, err
-	}
-	onep, err := G.Add(th, constant(x, 1))
-	if err != nil {
-		return nil, err
-	}
-	h, err := G.HadamardProd(x, onep)
-	if err != nil {
-		return nil, err
-	}
-	return scale(h, 0.5)
-}
-
-// constant returns c as a scalar constant of x's dtype.
-func constant(x *G.Node, c float64) *G.Node {
-	if x.Dtype() == tensor.Float64 {
-		return G.NewConstant(c)
-	}
-	return G.NewConstant(float32(c))
-}
-
-// scale returns c·x.
-func scale(x *G.Node, c float64) (*G.Node, error) { return G.Mul(x, constant(x, c)) }
-
-// SiLU returns x·σ(x).
-func SiLU(x *G.Node) (*G.Node, error) {
-	s, err := G.Sigmoid(x)
-	if err != nil {
-		return nil, err
-	}
-	return G.HadamardProd(x, s)
-}
+// 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) (op.GELU).
+func GELU(x *G.Node) (*G.Node, error) { return op.GELU(x) }
 
 // CrossEntropy returns the mean negative log-likelihood of the one-hot
-// targets [T,C] under logits [T,C]:
+// targets [T,C] under logits [T,C] (op.CrossEntropy):
 //
 //	(1/T)·Σ_t (logsumexp(logits[t]) − ⟨logits[t], onehot[t]⟩).
 //
-// It uses gomoe's stable row log-sum-exp; Gorgonia's LogSoftMax takes the
-// maximum of the wrong row (tensor v0.9.24 uses x[0] for every row), so it
-// overflows or underflows once logits grow, and training turns to NaN.
+// The row log-sum-exp is stable (Gorgonia's LogSoftMax in tensor v0.9.24 takes
+// the maximum of the wrong row and overflows once logits grow).
 func CrossEntropy(logits, onehot *G.Node) (*G.Node, error) {
-	lse, err := op.RowLogSumExp(logits)
-	if err != nil {
-		return nil, err
-	}
-	picked, err := G.HadamardProd(logits, onehot)
-	if err != nil {
-		return nil, err
-	}
-	sp, err := G.Sum(picked)
-	if err != nil {
-		return nil, err
-	}
-	sl, err := G.Sum(lse)
-	if err != nil {
-		return nil, err
-	}
-	nll, err := G.Sub(sl, sp)
-	if err != nil {
-		return nil, err
-	}
-	rows := float64(logits.Shape()[0])
-	if logits.Dtype() == tensor.Float64 {
-		return G.Mul(nll, G.NewConstant(1/rows))
-	}
-	return G.Mul(nll, G.NewConstant(float32(1/rows)))
+	return op.CrossEntropy(logits, onehot)
 }
 
 // CosineLR returns the learning rate at step (0-based) of total steps: a
@@ -183,35 +110,8 @@ func NewRMSNorm(g *G.ExprGraph, name string, width int) *RMSNorm {
 	return &RMSNorm{Gain: gain, Eps: 1e-6}
 }
 
-// Forward normalises x [T,H].
-func (n *RMSNorm) Forward(x *G.Node) (*G.Node, error) {
-	sq, err := G.Square(x)
-	if err != nil {
-		return nil, err
-	}
-	ms, err := G.Mean(sq, 1)
-	if err != nil {
-		return nil, err
-	}
-	if ms, err = G.Add(ms, G.NewConstant(float32(n.Eps))); err != nil {
-		return nil, err
-	}
-	// 1/sqrt as two ops: the gradient of Gorgonia's InverseSqrt (v0.9.18)
-	// is wrong.
-	sd, err := G.Sqrt(ms)
-	if err != nil {
-		return nil, err
-	}
-	r, err := G.Inverse(sd)
-	if err != nil {
-		return nil, err
-	}
-	xn, err := G.BroadcastHadamardProd(x, r, nil, []byte{1})
-	if err != nil {
-		return nil, err
-	}
-	return G.BroadcastHadamardProd(xn, n.Gain, nil, []byte{0})
-}
+// Forward normalises x [T,H] (op.RMSNorm).
+func (n *RMSNorm) Forward(x *G.Node) (*G.Node, error) { return op.RMSNorm(x, n.Gain, n.Eps) }
 
 // Learnables returns the gain.
 func (n *RMSNorm) Learnables() G.Nodes { return G.Nodes{n.Gain} }

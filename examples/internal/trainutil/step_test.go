@@ -10,6 +10,9 @@ import (
 	"testing"
 
 	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/train"
 )
 
 func TestAddFlags(t *testing.T) {
@@ -41,32 +44,36 @@ func TestAddFlags(t *testing.T) {
 	}
 }
 
-// TestSteps runs one step of gradient descent on cost = w² from w = 2 with lr 0.25: the
-// gradient is 4, so w becomes 1; and checks the errors of RunStep.
+// TestSteps runs one Adam step on cost = Σ w² from w = (2, −1) with lr 0.25: the
+// first Adam step moves each weight by lr against the sign of its gradient, so w
+// becomes (1.75, −0.75); and checks the errors of Step, which leave w alone.
 func TestSteps(t *testing.T) {
 	g := G.NewGraph()
-	w := G.NewScalar(g, G.Float64, G.WithName("w"), G.WithValue(2.0))
-	cost := G.Must(G.Mul(w, w))
+	w := G.NewVector(g, G.Float64, G.WithShape(2), G.WithName("w"),
+		G.WithValue(tensor.New(tensor.WithShape(2), tensor.WithBacking([]float64{2, -1}))))
+	cost := G.Must(G.Sum(G.Must(G.HadamardProd(w, w))))
 	if _, err := G.Grad(cost, w); err != nil {
 		t.Fatal(err)
 	}
-	var costVal G.Value
-	G.Read(cost, &costVal)
-	vm := G.NewTapeMachine(g, G.BindDualValues(w))
+	vm := G.NewTapeMachine(g)
 	defer vm.Close()
-	read := func() (float64, error) { return costVal.Data().(float64), nil }
-	loss, err := RunStep(vm, 0, read)
-	if err != nil || loss != 4 {
-		t.Fatalf("RunStep = %v, %v; want 4, nil", loss, err)
+	opt := train.NewAdam(1)
+	read := func() (float64, error) { return train.Scalar(cost.Value()) }
+	loss, err := Step(vm, opt, G.Nodes{w}, 0.25, 0, read)
+	if err != nil || loss != 5 {
+		t.Fatalf("Step = %v, %v; want 5, nil", loss, err)
 	}
-	solver := G.NewVanillaSolver(G.WithLearnRate(1))
-	if err := SolverStep(vm, solver, G.Nodes{w}, 0.25, 0); err != nil {
-		t.Fatal(err)
+	if opt.LR != 0.25 {
+		t.Errorf("learning rate %v, want 0.25", opt.LR)
 	}
-	if got := w.Value().Data().(float64); got != 1 {
-		t.Errorf("w after one step = %v, want 1", got)
+	want := []float64{1.75, -0.75}
+	got := w.Value().Data().([]float64)
+	for i := range want {
+		if math.Abs(got[i]-want[i]) > 1e-6 {
+			t.Errorf("w after one step = %v, want %v", got, want)
+		}
 	}
-
+	before := append([]float64(nil), got...)
 	for _, tc := range []struct {
 		name string
 		read func() (float64, error)
@@ -75,11 +82,49 @@ func TestSteps(t *testing.T) {
 		{"nan", func() (float64, error) { return math.NaN(), nil }, "step 3: loss is NaN"},
 		{"inf", func() (float64, error) { return math.Inf(1), nil }, "step 3: loss is +Inf"},
 		{"read", func() (float64, error) { return 0, errors.New("no value read") }, "no value read"},
+		{"nil", nil, "step 3: nil optimiser or read function"},
 	} {
-		_, err := RunStep(vm, 3, tc.read)
+		_, err := Step(vm, opt, G.Nodes{w}, 0.25, 3, tc.read)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%s: RunStep error %v, want %q", tc.name, err, tc.want)
+			t.Errorf("%s: Step error %v, want %q", tc.name, err, tc.want)
 		}
+		if now := w.Value().Data().([]float64); now[0] != before[0] || now[1] != before[1] {
+			t.Errorf("%s: a failed step changed w to %v", tc.name, now)
+		}
+	}
+}
+
+// TestOpenDevice: cpu works everywhere; bad names are errors; cuda is an error
+// naming the build tag in a binary without GPU support.
+func TestOpenDevice(t *testing.T) {
+	d, err := OpenDevice("cpu")
+	if err != nil || d.GPU() || d.String() != "cpu" || d.VMOpts() != nil {
+		t.Fatalf("OpenDevice(cpu) = %v, %v", d, err)
+	}
+	for _, name := range []string{"gpu", "cuda:x", "cuda:-1", ""} {
+		if _, err := OpenDevice(name); err == nil {
+			t.Errorf("OpenDevice(%q): no error", name)
+		}
+	}
+	if openGPU == nil {
+		_, err := OpenDevice("cuda")
+		if err == nil || !strings.Contains(err.Error(), "-tags gomoecuda") {
+			t.Errorf("OpenDevice(cuda) without GPU support: %v", err)
+		}
+	}
+	// A CPU feed binds the host tensor itself.
+	g := G.NewGraph()
+	x := G.NewVector(g, G.Float32, G.WithShape(3), G.WithName("x"))
+	h := tensor.New(tensor.WithShape(3), tensor.WithBacking([]float32{1, 2, 3}))
+	f, err := d.Feed(x, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Load(); err != nil || x.Value() != G.Value(h) {
+		t.Errorf("feed: %v, node holds %v", err, x.Value())
+	}
+	if hv, err := d.Host(h); err != nil || hv != h {
+		t.Errorf("Host of a host tensor = %v, %v", hv, err)
 	}
 }
 
