@@ -126,8 +126,15 @@ func (op addScalarsOp) Do(vs ...G.Value) (G.Value, error) {
 	return G.NewF64(sum), nil
 }
 
-// scalarOf is the value of a one-element host value.
+// scalarOf is the value of a one-element float host value (a *G.F32, *G.F64 or a
+// one-element host tensor).
 func scalarOf(name, what string, v G.Value) (float64, error) {
+	switch x := v.(type) {
+	case *G.F32:
+		return float64(*x), nil
+	case *G.F64:
+		return float64(*x), nil
+	}
 	switch x := v.Data().(type) {
 	case float32:
 		return float64(x), nil

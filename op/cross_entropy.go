@@ -214,23 +214,7 @@ func hostScalar(name string, v G.Value, dt tensor.Dtype) (float64, error) {
 	if v.Shape().TotalSize() != 1 {
 		return 0, errorf(name, "dy has shape %v, want a scalar", shapeString(v.Shape()))
 	}
-	switch x := v.(type) {
-	case *G.F32:
-		return float64(*x), nil
-	case *G.F64:
-		return float64(*x), nil
-	}
-	switch x := v.Data().(type) {
-	case float32:
-		return float64(x), nil
-	case float64:
-		return x, nil
-	case []float32:
-		return float64(x[0]), nil
-	case []float64:
-		return x[0], nil
-	}
-	return 0, errorf(name, "dy is a %T", v)
+	return scalarOf(name, "dy", v)
 }
 
 func (op ceGradOp) Do(vs ...G.Value) (G.Value, error) {
