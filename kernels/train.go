@@ -318,3 +318,30 @@ func AdamUpdateBF16(p, g []bfloat16.BFloat16, w32, m, v []float32, lr, b1, b2, e
 	}
 	return bfloat16.FromFloat32s(p, w32)
 }
+
+// ScaleRows writes y[r,c] = x[r,c]·s[r] for x [rows, cols] (each product rounded once, the
+// CUDA twin's bits).
+func ScaleRows[F float32 | float64](y, x, s []F, cols int) error {
+	if cols < 1 || len(x)%cols != 0 || len(y) != len(x) || len(s) != len(x)/cols {
+		return fmt.Errorf("gomoe: ScaleRows: %d, %d and %d elements for %d columns", len(y), len(x), len(s), cols)
+	}
+	for i := range x {
+		y[i] = x[i] * s[i/cols]
+	}
+	return nil
+}
+
+// RowDot writes out[r] = Σ_c a[r,c]·b[r,c], summed in float64 in column order.
+func RowDot[F float32 | float64](out, a, b []F, cols int) error {
+	if cols < 1 || len(a)%cols != 0 || len(b) != len(a) || len(out) != len(a)/cols {
+		return fmt.Errorf("gomoe: RowDot: %d, %d and %d elements for %d columns", len(out), len(a), len(b), cols)
+	}
+	for r := range out {
+		var acc float64
+		for j := r * cols; j < (r+1)*cols; j++ {
+			acc += float64(a[j]) * float64(b[j])
+		}
+		out[r] = F(acc)
+	}
+	return nil
+}

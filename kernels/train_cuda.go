@@ -24,6 +24,9 @@ func init() {
 		kernelNames = append(kernelNames, "row_fwd_"+s, "row_bwd_"+s, "topk_"+s, "gather_topk_"+s,
 			"gather_topk_bwd_"+s, "sgd_"+s, "adam_"+s)
 	}
+	for _, s := range []string{"f32", "f64", "bf16"} {
+		kernelNames = append(kernelNames, "scale_rows_"+s, "row_dot_"+s)
+	}
 	kernelNames = append(kernelNames, "sgd_bf16", "adam_bf16",
 		"convert_f32_bf16", "convert_bf16_f32", "convert_f32_f64", "convert_f64_f32")
 }
@@ -221,5 +224,26 @@ func (c *CUDA) AdamUpdate(d DType, p, g, m, v cu.DevicePtr, n int64, lr, b1, b2,
 	return c.do(func() error {
 		return c.launch("adam_"+d.suffix(), gridFor(n, 256), 256, 0,
 			*new(args).p(p).p(g).p(m).p(v).d(lr).d(b1).d(b2).d(eps).d(c1).d(c2).d(wd).l(n))
+	})
+}
+
+// ScaleRows writes y[r,c] = x[r,c]·s[r] for x [rows, cols] of d and s [rows] of d's probs type
+// (float32 for bfloat16).
+func (c *CUDA) ScaleRows(d DType, y, x, s cu.DevicePtr, rows int64, cols int) error {
+	if !d.valid() || cols < 1 {
+		return fmt.Errorf("gomoe: device ScaleRows: dtype %v, %d columns", d, cols)
+	}
+	return c.do(func() error {
+		return c.launch("scale_rows_"+d.suffix(), gridFor(rows*int64(cols), 256), 256, 0, *new(args).p(x).p(s).p(y).l(rows).i(cols))
+	})
+}
+
+// RowDot writes out[r] = Σ_c a[r,c]·b[r,c] (out in d's probs type), one warp per row.
+func (c *CUDA) RowDot(d DType, out, a, b cu.DevicePtr, rows int64, cols int) error {
+	if !d.valid() || cols < 1 {
+		return fmt.Errorf("gomoe: device RowDot: dtype %v, %d columns", d, cols)
+	}
+	return c.do(func() error {
+		return c.launch("row_dot_"+d.suffix(), gridFor(rows*32, 256), 256, 0, *new(args).p(a).p(b).p(out).l(rows).i(cols))
 	})
 }

@@ -44,7 +44,8 @@ type devRig struct {
 	diff          *G.Node
 	params, grads G.Nodes
 	y             *G.Node
-	yv, dv        G.Value
+	yv, dv, lv    G.Value
+	cv            G.Value // expert counts
 	gv            []G.Value
 }
 
@@ -74,9 +75,19 @@ func newRig(t *testing.T, cfg Config, T int, seed int64) *devRig {
 		t.Fatal(err)
 	}
 	r.params = append(r.l.Learnables(), r.x)
-	if r.grads, err = G.Backpropagate(G.Nodes{out.Y}, G.Nodes{r.diff}, r.params); err != nil {
+	outs, seeds := G.Nodes{out.Y}, G.Nodes{r.diff}
+	if out.Loss != nil { // the routing losses join the cost with weight 1 (a host seed, as G.Grad makes)
+		one := G.NewConstant(float32(1))
+		if out.Loss.Dtype() == tensor.Float64 {
+			one = G.NewConstant(1.0)
+		}
+		outs, seeds = append(outs, out.Loss), append(seeds, one)
+		G.Read(out.Loss, &r.lv)
+	}
+	if r.grads, err = G.Backpropagate(outs, seeds, r.params); err != nil {
 		t.Fatal(err)
 	}
+	G.Read(out.Counts, &r.cv)
 	G.Read(r.y, &r.yv)
 	G.Read(r.diff, &r.dv)
 	r.gv = make([]G.Value, len(r.grads))
@@ -154,6 +165,10 @@ func deviceCases() []Config {
 		{Hidden: 24, FFN: 32, Experts: 16, TopK: 4, Score: Sigmoid, Groups: 4, GroupsKept: 2, ExpertBias: true,
 			SharedFFN: 16, ScalingFactor: 2.5, Activation: GELU, Seed: 3},
 		{Hidden: 32, FFN: 48, Experts: 8, TopK: 2, Dtype: tensor.Float64, Seed: 4},
+		{Hidden: 32, FFN: 40, Experts: 8, TopK: 2, PreSoftmax: true, ProbsOnActivation: true, JitterEps: 0.01,
+			AuxLossCoeff: 0.01, SeqAuxLossCoeff: 0.01, SeqLen: 16, ZLossCoeff: 1e-3, Seed: 5},
+		{Hidden: 24, FFN: 32, Experts: 16, TopK: 4, Score: Sigmoid, Groups: 4, GroupsKept: 2, ExpertBias: true,
+			AuxLossCoeff: 0.01, ZLossCoeff: 1e-3, Seed: 6},
 	}
 }
 
@@ -186,26 +201,45 @@ func TestLayerStepGPUEqualsCPU(t *testing.T) {
 			gcpu := make([][]float64, len(cpu.gv))
 			ggpu := make([][]float64, len(gpu.gv))
 			learn := cpu.l.Learnables()
-			if err := train.Step(mc, oc, learn, func() error {
-				ycpu = hostF64(t, cpu.yv)
-				for i := range cpu.gv {
-					gcpu[i] = hostF64(t, cpu.gv[i])
+			var lossC, lossG float64
+			// after: read what the step made before its device memory is recycled, and take
+			// the aux-loss-free bias step from the step's counts.
+			after := func(r *devRig, y *[]float64, g [][]float64, loss *float64) func() error {
+				return func() error {
+					*y = hostF64(t, r.yv)
+					for i := range r.gv {
+						g[i] = hostF64(t, r.gv[i])
+					}
+					if r.lv != nil {
+						var err error
+						if *loss, err = train.Scalar(r.lv); err != nil {
+							return err
+						}
+					}
+					if r.l.Bias != nil {
+						if err := r.l.UpdateExpertBias(r.cv); err != nil {
+							return err
+						}
+					}
+					return eng.Status()
 				}
-				return nil
-			}); err != nil {
+			}
+			if err := train.Step(mc, oc, learn, after(cpu, &ycpu, gcpu, &lossC)); err != nil {
 				t.Fatal(err)
 			}
-			if err := train.Step(mg, og, gpu.l.Learnables(), func() error {
-				ygpu = hostF64(t, gpu.yv)
-				for i := range gpu.gv {
-					ggpu[i] = hostF64(t, gpu.gv[i])
-				}
-				return eng.Status()
-			}); err != nil {
+			if err := train.Step(mg, og, gpu.l.Learnables(), after(gpu, &ygpu, ggpu, &lossG)); err != nil {
 				t.Fatal(err)
 			}
 			if d := relDiff(ygpu, ycpu); d > tol {
 				t.Errorf("Y: relative diff %g > %g", d, tol)
+			}
+			if cpu.lv != nil && math.Abs(lossG-lossC) > tol*math.Abs(lossC) {
+				t.Errorf("routing losses: GPU %v, CPU %v", lossG, lossC)
+			}
+			if cpu.l.Bias != nil {
+				if d := relDiff(hostF64(t, gpu.l.Bias.Value()), hostF64(t, cpu.l.Bias.Value())); d != 0 {
+					t.Errorf("expert bias after UpdateExpertBias: relative diff %g", d)
+				}
 			}
 			for i, p := range cpu.params {
 				if d := relDiff(ggpu[i], gcpu[i]); d > 10*tol {

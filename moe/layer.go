@@ -321,7 +321,7 @@ func (l *Layer) forward(x *G.Node, T int, geo kernels.Geometry) (*Output, error)
 		if err != nil {
 			return nil, err
 		}
-		if h, err = G.BroadcastHadamardProd(h, pp, nil, []byte{1}); err != nil {
+		if h, err = op.ScaleRows(h, pp); err != nil {
 			return nil, err
 		}
 		combineProbs = nil
@@ -448,10 +448,18 @@ func (o *Output) Stats(counts G.Value) (Stats, error) {
 	return st, nil
 }
 
-// countsOf reads an [E] vector of counts (int32, int or float) as float64.
+// countsOf reads an [E] vector of counts (int32, int or float) as float64, copying it from
+// the GPU when it lives there.
 func countsOf(v G.Value, E int) ([]float64, error) {
 	if v == nil {
 		return nil, fmt.Errorf("gomoe: moe: counts value is nil (read Output.Counts with G.Read after a run)")
+	}
+	if op.OnDevice(v) {
+		h, err := op.HostCopy(v)
+		if err != nil {
+			return nil, err
+		}
+		v = h
 	}
 	if v.Shape().TotalSize() != E {
 		return nil, fmt.Errorf("gomoe: moe: counts has shape %v, want (E=%d)", v.Shape(), E)
@@ -509,6 +517,13 @@ func (l *Layer) UpdateExpertBias(load G.Value) error {
 	if !ok {
 		return fmt.Errorf("gomoe: moe %s: UpdateExpertBias: bias value is %T", l.name, l.Bias.Value())
 	}
+	dev := op.OnDevice(bv) // a bias in GPU memory is updated on a host copy and written back
+	target := bv
+	if dev {
+		if bv, err = op.HostCopy(target); err != nil {
+			return fmt.Errorf("gomoe: moe %s: UpdateExpertBias: %w", l.name, err)
+		}
+	}
 	rate := l.cfg.BiasUpdateRate
 	sign := func(v float64) float64 {
 		switch {
@@ -530,6 +545,11 @@ func (l *Layer) UpdateExpertBias(load G.Value) error {
 		}
 	default:
 		return fmt.Errorf("gomoe: moe %s: UpdateExpertBias: bias data is %T", l.name, bv.Data())
+	}
+	if dev {
+		if err := op.WriteBack(target, bv); err != nil {
+			return fmt.Errorf("gomoe: moe %s: UpdateExpertBias: %w", l.name, err)
+		}
 	}
 	return nil
 }

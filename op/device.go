@@ -1,6 +1,8 @@
 package op
 
 import (
+	"fmt"
+
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
@@ -53,6 +55,17 @@ type deviceKernels interface {
 	// GatherTopKGrad returns ds [T,E]: zero except ds[t, ids[t,k]] = g[t,k].
 	GatherTopKGrad(g, ids G.Value, E int) (G.Value, error)
 
+	// ScaleRows returns y [R,F] = x[r,c]·s[r] (s in x's probs dtype).
+	ScaleRows(x, s G.Value) (G.Value, error)
+	// RowDot returns out [R] = Σ_c a[r,c]·b[r,c] in a's probs dtype.
+	RowDot(a, b G.Value) (G.Value, error)
+	// Upload returns a step-scoped device copy of the host tensor h on like's device.
+	Upload(like G.Value, h *tensor.Dense) (G.Value, error)
+	// Download returns a host copy of the device value v (it waits for the device).
+	Download(v G.Value) (*tensor.Dense, error)
+	// Write copies the host tensor h into the device value dst of the same dtype and size.
+	Write(dst G.Value, h *tensor.Dense) error
+
 	// Pointwise runs the forward of an element-wise or row-wise op k (pointwise.go) on
 	// device inputs and returns its device output.
 	Pointwise(k pwKind, in ...G.Value) (G.Value, error)
@@ -63,3 +76,46 @@ type deviceKernels interface {
 
 // device is the registered device backend, nil in the default build.
 var device deviceKernels
+
+// OnDevice reports whether v lives in GPU memory (of the gomoecuda build's device engine).
+func OnDevice(v G.Value) bool { return device != nil && v != nil && device.Owns(v) }
+
+// HostCopy returns a host copy of v: downloaded from the GPU (waiting for it) when v lives
+// there, else a clone. It is how code outside a graph reads a device value (counts, a loss).
+func HostCopy(v G.Value) (*tensor.Dense, error) {
+	if v == nil {
+		return nil, fmt.Errorf("gomoe: HostCopy of a nil value")
+	}
+	if OnDevice(v) {
+		h, err := device.Download(v)
+		return h, wrapErr("HostCopy", err)
+	}
+	d, ok := v.(*tensor.Dense)
+	if !ok {
+		return nil, fmt.Errorf("gomoe: HostCopy of a %T", v)
+	}
+	c, ok := d.Clone().(*tensor.Dense)
+	if !ok {
+		return nil, fmt.Errorf("gomoe: HostCopy: clone of a %T", d)
+	}
+	return c, nil
+}
+
+// WriteBack copies the host tensor h into dst (same dtype and size), uploading it when dst
+// lives on the GPU.
+func WriteBack(dst G.Value, h *tensor.Dense) error {
+	if dst == nil || h == nil {
+		return fmt.Errorf("gomoe: WriteBack: nil value")
+	}
+	if dst.Dtype() != h.Dtype() || dst.Shape().TotalSize() != h.Shape().TotalSize() {
+		return fmt.Errorf("gomoe: WriteBack of %v %v into %v %v", h.Dtype(), h.Shape(), dst.Dtype(), dst.Shape())
+	}
+	if OnDevice(dst) {
+		return wrapErr("WriteBack", device.Write(dst, h))
+	}
+	d, ok := dst.(*tensor.Dense)
+	if !ok || d.RequiresIterator() {
+		return fmt.Errorf("gomoe: WriteBack into a %T view or non-dense value", dst)
+	}
+	return wrapErr("WriteBack", tensor.Copy(d, h))
+}

@@ -227,3 +227,81 @@ func (cudaKernels) Cast(x G.Value, to tensor.Dtype) (G.Value, error) {
 	}
 	return out, nil
 }
+
+func (cudaKernels) ScaleRows(x, s G.Value) (G.Value, error) {
+	e, err := devOf(x, s)
+	if err != nil {
+		return nil, err
+	}
+	dt, err := gdev.DType(x.Dtype())
+	if err != nil {
+		return nil, err
+	}
+	if err := contiguous("x", x); err != nil {
+		return nil, err
+	}
+	if err := contiguous("s", s); err != nil {
+		return nil, err
+	}
+	y, err := e.NewStepTensor(x.Dtype(), x.Shape().Clone()...)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.Kernels().ScaleRows(dt, dptr(y), dptr(x), dptr(s), int64(x.Shape()[0]), x.Shape()[1]); err != nil {
+		_ = e.Release(y)
+		return nil, err
+	}
+	return y, nil
+}
+
+func (cudaKernels) RowDot(a, b G.Value) (G.Value, error) {
+	e, dt, err := sameDevice(a, b)
+	if err != nil {
+		return nil, err
+	}
+	pt := tensor.Float32
+	if dt == kernels.F64 {
+		pt = tensor.Float64
+	}
+	out, err := e.NewStepTensor(pt, a.Shape()[0])
+	if err != nil {
+		return nil, err
+	}
+	if err := e.Kernels().RowDot(dt, dptr(out), dptr(a), dptr(b), int64(a.Shape()[0]), a.Shape()[1]); err != nil {
+		_ = e.Release(out)
+		return nil, err
+	}
+	return out, nil
+}
+
+func (cudaKernels) Upload(like G.Value, h *tensor.Dense) (G.Value, error) {
+	e, err := devOf(like)
+	if err != nil {
+		return nil, err
+	}
+	d, err := e.NewStepTensor(h.Dtype(), h.Shape().Clone()...)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.Upload(d, h); err != nil {
+		_ = e.Release(d)
+		return nil, err
+	}
+	return d, nil
+}
+
+func (cudaKernels) Download(v G.Value) (*tensor.Dense, error) {
+	e, err := devOf(v)
+	if err != nil {
+		return nil, err
+	}
+	return e.CopyOut(v.(tensor.Tensor))
+}
+
+func (cudaKernels) Write(dst G.Value, h *tensor.Dense) error {
+	e, err := devOf(dst)
+	if err != nil {
+		return err
+	}
+	return e.Upload(dst.(tensor.Tensor), h)
+}

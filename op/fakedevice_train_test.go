@@ -29,6 +29,28 @@ func (f *fakeDevice) Cast(x G.Value, to tensor.Dtype) (G.Value, error) {
 	return f.one("Cast", func() (G.Value, error) { return castOp{from: x.Dtype(), to: to, dims: x.Shape().Dims()}.Do(x) })
 }
 
+func (f *fakeDevice) ScaleRows(x, s G.Value) (G.Value, error) {
+	return f.one("ScaleRows", func() (G.Value, error) { return scaleRowsOp{}.Do(x, s) })
+}
+
+func (f *fakeDevice) RowDot(a, b G.Value) (G.Value, error) {
+	return f.one("RowDot", func() (G.Value, error) { return rowDotOp{probsDtypeFor(a.Dtype())}.Do(a, b) })
+}
+
+func (f *fakeDevice) Upload(like G.Value, h *tensor.Dense) (G.Value, error) {
+	return f.one("Upload", func() (G.Value, error) { return h.Clone().(*tensor.Dense), nil })
+}
+
+func (f *fakeDevice) Download(v G.Value) (*tensor.Dense, error) {
+	f.calls["Download"]++
+	return v.(*tensor.Dense).Clone().(*tensor.Dense), nil
+}
+
+func (f *fakeDevice) Write(dst G.Value, h *tensor.Dense) error {
+	f.calls["Write"]++
+	return tensor.Copy(dst.(*tensor.Dense), h)
+}
+
 func (f *fakeDevice) TopK(scores, bias G.Value, k, groups, kept int) (G.Value, error) {
 	return f.one("TopK", func() (G.Value, error) {
 		op := topkOp{k: k, e: scores.Shape()[1], groups: groups, kept: kept, bias: bias != nil}
@@ -97,7 +119,10 @@ func TestDeviceDispatchTrainOps(t *testing.T) {
 		s := must(Softmax(x))
 		ids := must(TopK(s, 2, TopKOpts{Groups: 3, GroupsKept: 2}))
 		p := must(GatherTopK(s, ids))
-		ys := []*G.Node{s, p, must(SwiGLU(a, b)), must(GELU(a)), must(Sigmoid(b)), must(RowNormalize(pos))}
+		rs := G.NewVector(g, dt, G.WithShape(4), G.WithName("rs"), G.WithValue(gcDense(dt, tensor.Shape{4}, gcRand(rng, 4))))
+		in := []*G.Node{x, a, b, pos, rs}
+		ys := []*G.Node{s, p, must(SwiGLU(a, b)), must(GELU(a)), must(Sigmoid(b)), must(RowNormalize(pos)), must(ScaleRows(a, rs)),
+			must(Cast(must(Cast(must(Scale(b, 2)), tensor.Float32)), tensor.Float64))}
 		var cost *G.Node
 		for i, y := range ys {
 			c, err := gcWeighted(g, dt, y, fmt.Sprintf("w%d", i), int64(i))
@@ -110,7 +135,6 @@ func TestDeviceDispatchTrainOps(t *testing.T) {
 				cost = must(G.Add(cost, c))
 			}
 		}
-		in := []*G.Node{x, a, b, pos}
 		grads, err := G.Grad(cost, in...)
 		if err != nil {
 			t.Fatal(err)
@@ -138,7 +162,7 @@ func TestDeviceDispatchTrainOps(t *testing.T) {
 			}
 		}
 	}
-	for _, name := range []string{"TopK", "GatherTopK", "GatherTopKGrad"} {
+	for _, name := range []string{"TopK", "GatherTopK", "GatherTopKGrad", "ScaleRows", "RowDot", "Cast"} {
 		if f.calls[name] == 0 {
 			t.Errorf("device method %s was never called (calls %v)", name, f.calls)
 		}

@@ -61,7 +61,8 @@ func (op *jitterNoiseOp) Do(vs ...G.Value) (G.Value, error) {
 	if len(vs) != 1 {
 		return nil, fmt.Errorf("gomoe: JitterNoise: want 1 input, got %d", len(vs))
 	}
-	if err := gmmHostOnly("JitterNoise", "x", vs[0]); err != nil {
+	dev, err := onDevice("JitterNoise", vs...)
+	if err != nil {
 		return nil, err
 	}
 	rng := rand.New(rand.NewSource(op.seed + op.runs.Add(1) - 1))
@@ -80,6 +81,10 @@ func (op *jitterNoiseOp) Do(vs ...G.Value) (G.Value, error) {
 		}
 	default:
 		return nil, gmmFloat(out.Dtype())
+	}
+	if dev { // the same noise, drawn on the host and uploaded (one copy of T·H values)
+		v, err := device.Upload(vs[0], out)
+		return v, wrapErr("JitterNoise", err)
 	}
 	return out, nil
 }

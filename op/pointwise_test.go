@@ -293,3 +293,34 @@ func TestActivationsBFloat16(t *testing.T) {
 		t.Error("bfloat16 Softmax: no error")
 	}
 }
+
+func TestScaleRows(t *testing.T) {
+	rng := rand.New(rand.NewSource(14))
+	x, s := gcRand(rng, 5*3), gcRand(rng, 5)
+	gcRun(t, gcCase{name: "ScaleRows", inputs: []gcInput{{"x", tensor.Shape{5, 3}, x}, {"s", tensor.Shape{5}, s}}, build: func(g *G.ExprGraph, dt tensor.Dtype, in []*G.Node) (*G.Node, error) {
+		y, err := ScaleRows(in[0], in[1])
+		if err != nil {
+			return nil, err
+		}
+		return gcWeighted(g, dt, y, "w_sr", 15)
+	}})
+	g := G.NewGraph()
+	xn := G.NewMatrix(g, tensor.Float64, G.WithShape(5, 3), G.WithName("x"), G.WithValue(gcDense(tensor.Float64, tensor.Shape{5, 3}, x)))
+	sn := G.NewVector(g, tensor.Float64, G.WithShape(5), G.WithName("s"), G.WithValue(gcDense(tensor.Float64, tensor.Shape{5}, s)))
+	got := gcFloats(runRead(t, g, must(ScaleRows(xn, sn)))[0])
+	for i := range x {
+		if got[i] != x[i]*s[i/3] {
+			t.Fatalf("[%d] = %v, want %v", i, got[i], x[i]*s[i/3])
+		}
+	}
+	s32 := G.NewVector(g, tensor.Float32, G.WithShape(5), G.WithName("s32"))
+	s4 := G.NewVector(g, tensor.Float64, G.WithShape(4), G.WithName("s4"))
+	for _, c := range []struct {
+		name string
+		s    *G.Node
+	}{{"dtype", s32}, {"rows", s4}, {"nil", nil}} {
+		if _, err := ScaleRows(xn, c.s); err == nil {
+			t.Errorf("%s: no error", c.name)
+		}
+	}
+}
