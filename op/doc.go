@@ -37,9 +37,21 @@
 // when it runs, so a bad value gives an error from the machine's RunAll, never a panic or a
 // write into the caller's tensors.
 //
+// # The rest of a layer, and training on the GPU
+//
+// Around the dispatch and combine, the ops an MoE layer and a small model need, each with a
+// CPU kernel and a CUDA twin: routing (TopK, GatherTopK, Softmax, Sigmoid, RowNormalize,
+// RowLogSumExp, ExpertLoad, JitterNoise, Scale, Cast), the expert FFN (GroupedMatMul,
+// SwiGLU, GELU, ScaleRows), the routing losses (BalanceLoss, ZLoss, AddScalars), and the
+// layers of the examples (MatMul, BiasAdd, ReLU, RMSNorm, CrossEntropy, Embedding). With them a
+// whole training step runs on the device engine (package device), where Gorgonia's own
+// activations, reductions and broadcasts cannot.
+//
 // # Devices
 //
 // Each op's Do runs the CPU kernels on host tensors. Builds with the gomoecuda tag register a
 // device backend, and Do sends values that live in its memory to the CUDA kernels instead; a mix of
-// host and device inputs is an error, since nothing is copied silently.
+// host and device inputs is an error, since nothing is copied silently (one exception: the
+// loss ops accept the host scalar that G.Grad seeds a cost's gradient with). OnDevice,
+// HostCopy and WriteBack move values across for code outside a graph.
 package op
