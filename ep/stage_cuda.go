@@ -11,6 +11,7 @@ import "C"
 import (
 	"math"
 	"os"
+	"strconv"
 	"sync/atomic"
 	"unsafe"
 
@@ -40,6 +41,10 @@ var kernelRuns = math.MaxInt
 func init() {
 	if os.Getenv("GOMOE_EP_BLOCKCOPY") == "1" {
 		kernelRuns = 8
+	}
+	// GOMOE_EP_CHUNKS=n cuts every staged exchange into n NCCL groups, for measurements.
+	if n, err := strconv.Atoi(os.Getenv("GOMOE_EP_CHUNKS")); err == nil && n >= 1 && n <= 64 {
+		exchangeChunks = n
 	}
 }
 

@@ -139,10 +139,15 @@ func bench(comms []*ep.NCCL, s shape, dt tensor.Dtype, iters, A int) error {
 		_, err := c.ExchangeCounts(states[c.Rank()].counts)
 		return err
 	})
+	var host []time.Duration // rank 0's time inside AllToAll (host work: planning, enqueueing)
 	disp := timeIt(comms, iters, func(c *ep.NCCL) error {
 		st := states[c.Rank()]
+		t0 := time.Now()
 		if err := c.AllToAll(st.send.Buffer, st.recv.Buffer, st.sends, st.recvs); err != nil {
 			return err
+		}
+		if c.Rank() == 0 {
+			host = append(host, time.Since(t0))
 		}
 		return c.Sync()
 	})
@@ -168,6 +173,8 @@ func bench(comms []*ep.NCCL, s shape, dt tensor.Dtype, iters, A int) error {
 	fmt.Printf("| %s | %d | %.1f | %.0f | %.3f | %.0f | %.3f | %.0f | %.3f | %.0f | %.0f | %.2f |\n",
 		s.name, n, mb, float64(counts.Nanoseconds())/1e3,
 		ms(disp), gbs(disp), ms(comb), gbs(comb), ms(raw), gbs(raw), copyGBs, raw.Seconds()/disp.Seconds())
+	sort.Slice(host, func(a, b int) bool { return host[a] < host[b] })
+	fmt.Fprintf(os.Stderr, "%s N=%d: dispatch host time in AllToAll (rank 0, median of %d): %.3f ms\n", s.name, n, len(host), ms(host[len(host)/2]))
 	return nil
 }
 
