@@ -445,3 +445,30 @@ func TestCUDAGroupedMatMulBench(t *testing.T) {
 	}
 	t.Log(sb.String())
 }
+
+// TestCUDAGemmFreshOutput: a GEMM with beta 0 into memory nothing wrote before fills all of C,
+// in float32 and bfloat16 (compute-sanitizer's initcheck runs it to tell uninitialised reads
+// of ours from its view of cuBLAS's own stores).
+func TestCUDAGemmFreshOutput(t *testing.T) {
+	rng := rand.New(rand.NewPCG(31, 32))
+	const m, n, k = 256, 192, 128
+	for _, d := range []DType{F32, BF16} {
+		a, b := cuElems(d, cuRandData(rng, m*k)), cuElems(d, cuRandData(rng, k*n))
+		dA, dB := cuUploadAny(t, a), cuUploadAny(t, b)
+		var c cu.DevicePtr
+		cuMust(t, testCUDA.Do(func() error {
+			var err error
+			c, err = cu.MemAlloc(int64(d.Size()) * m * n)
+			return err
+		}))
+		cuMust(t, testCUDA.Gemm(d, false, false, m, n, k, 1, dA.p, k, dB.p, n, 0, c, n))
+		got := blasF64(cuDownloadAs(t, d, cuDevBuf{c, int64(d.Size()) * m * n}, m*n))
+		_ = testCUDA.Do(func() error { return cu.MemFree(c) })
+		want, bound := refGemm(false, false, m, n, k, 1, blasF64(a), k, blasF64(b), n, 0, make([]float64, m*n), n)
+		for i := range got {
+			if math.Abs(got[i]-want[i]) > blasTol(d)*bound[i] {
+				t.Fatalf("%v: C[%d] = %v, want %v", d, i, got[i], want[i])
+			}
+		}
+	}
+}
