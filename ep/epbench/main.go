@@ -7,7 +7,10 @@
 // block per peer) and a device-to-device copy of them. It also times the counts exchange (the
 // host sync of every expert-parallel step).
 //
-//	source ep/nccl_env.sh && go run -tags gomoecuda ./ep/epbench [-gpus N] [-shapes dsv3,mixtral] [-dtype bf16|f32] [-iters 20]
+//	source ep/nccl_env.sh && go run -tags gomoecuda ./ep/epbench [-gpus N] [-shapes dsv3,mixtral] [-dtype bf16|f32] [-iters 20] [-procs]
+//
+// With -procs every rank runs in its own process (the program starts itself once per GPU), as
+// in multi-node training, so the ranks do not share one CUDA runtime.
 //
 // GB/s is the algorithm bandwidth of one rank: the bytes of the rows it sends (its own rows
 // included) divided by the time of the exchange, median over iterations.
@@ -20,10 +23,12 @@ package main
 import "C"
 
 import (
+	"encoding/hex"
 	"flag"
 	"fmt"
 	"math/rand"
 	"os"
+	"os/exec"
 	"runtime"
 	"sort"
 	"strings"
@@ -55,6 +60,9 @@ func main() {
 	dtype := flag.String("dtype", "bf16", "bf16 or f32 (the exchange moves bytes; bf16 uses 2-byte rows)")
 	iters := flag.Int("iters", 20, "timed iterations per measurement")
 	align := flag.Int("A", 1, "alignment of the local expert segments")
+	procs := flag.Bool("procs", false, "one process per GPU (as in multi-node training) instead of one goroutine per GPU")
+	rank := flag.Int("rank", -1, "internal: this process's rank (with -procs)")
+	idHex := flag.String("id", "", "internal: the NCCL unique id (with -procs)")
 	flag.Parse()
 	n, err := ep.DeviceCount()
 	if err != nil || n == 0 {
@@ -67,32 +75,84 @@ func main() {
 	if *dtype == "f32" {
 		dt = tensor.Float32
 	}
-	devs := make([]int, n)
-	for i := range devs {
-		devs[i] = i
+	if *procs && *rank < 0 {
+		spawn(n)
+		return
 	}
-	comms, err := ep.NewNCCLGroup(devs)
-	if err != nil {
-		fail(err)
+	var comms []*ep.NCCL
+	if *procs {
+		var id ep.NCCLID
+		b, err := hex.DecodeString(*idHex)
+		if err != nil || len(b) != len(id) {
+			fail(fmt.Errorf("bad -id"))
+		}
+		copy(id[:], b)
+		c, err := ep.NewNCCL(id, *rank, n, *rank)
+		if err != nil {
+			fail(err)
+		}
+		comms = []*ep.NCCL{c}
+	} else {
+		devs := make([]int, n)
+		for i := range devs {
+			devs[i] = i
+		}
+		if comms, err = ep.NewNCCLGroup(devs); err != nil {
+			fail(err)
+		}
 	}
 	defer func() {
 		for _, c := range comms {
 			c.Close()
 		}
 	}()
-	fmt.Printf("epbench: %d rank(s), dtype %s, NCCL_NVLS_ENABLE=%s, median of %d\n", n, *dtype, os.Getenv("NCCL_NVLS_ENABLE"), *iters)
-	fmt.Println("| shape | N | MB sent/rank | counts µs | dispatch ms | GB/s | combine ms | GB/s | raw a2a ms | GB/s | D2D copy GB/s | dispatch/raw |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|---|")
+	lead := comms[0].Rank() == 0
+	if lead {
+		mode := "one goroutine per GPU"
+		if *procs {
+			mode = "one process per GPU"
+		}
+		fmt.Printf("epbench: %d rank(s), %s, dtype %s, NCCL_NVLS_ENABLE=%s, median of %d\n", n, mode, *dtype, os.Getenv("NCCL_NVLS_ENABLE"), *iters)
+		fmt.Println("| shape | N | MB sent/rank | counts µs | dispatch ms | GB/s | combine ms | GB/s | raw a2a ms | GB/s | D2D copy GB/s | dispatch/raw |")
+		fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|---|")
+	}
 	for _, s := range shapes {
 		if *only != "" && !strings.Contains(","+*only+",", ","+s.name+",") {
 			continue
 		}
 		if s.E%n != 0 {
+			if !lead {
+				continue
+			}
 			fmt.Printf("| %s | %d | E=%d not divisible by N | | | | | | | | | |\n", s.name, n, s.E)
 			continue
 		}
 		if err := bench(comms, s, dt, *iters, *align); err != nil {
 			fail(fmt.Errorf("%s: %w", s.name, err))
+		}
+	}
+}
+
+// spawn runs this program once per rank with -rank and the NCCL id of a communicator made
+// here (its bootstrap root lives in this process, which waits for the ranks).
+func spawn(n int) {
+	id, err := ep.NewNCCLID()
+	if err != nil {
+		fail(err)
+	}
+	cmds := make([]*exec.Cmd, n)
+	for r := range cmds {
+		args := append([]string{}, os.Args[1:]...)
+		args = append(args, "-rank", fmt.Sprint(r), "-id", hex.EncodeToString(id[:]))
+		cmds[r] = exec.Command(os.Args[0], args...)
+		cmds[r].Stdout, cmds[r].Stderr = os.Stdout, os.Stderr
+		if err := cmds[r].Start(); err != nil {
+			fail(err)
+		}
+	}
+	for r, c := range cmds {
+		if err := c.Wait(); err != nil {
+			fail(fmt.Errorf("rank %d: %w", r, err))
 		}
 	}
 }
@@ -112,7 +172,7 @@ type rankState struct {
 }
 
 func bench(comms []*ep.NCCL, s shape, dt tensor.Dtype, iters, A int) error {
-	n := len(comms)
+	n := comms[0].Size()
 	states := make([]*rankState, n)
 	// Routing: random balanced top-K with distinct experts, per rank.
 	err := all(comms, func(c *ep.NCCL) error {
@@ -133,7 +193,7 @@ func bench(comms []*ep.NCCL, s shape, dt tensor.Dtype, iters, A int) error {
 		}
 	}()
 	row := s.H * int(dt.Type.Size())
-	st0 := states[0]
+	st0 := states[comms[0].Rank()]
 	mb := float64(st0.sentRows*row) / 1e6
 	counts := timeIt(comms, iters, func(c *ep.NCCL) error {
 		_, err := c.ExchangeCounts(states[c.Rank()].counts)
@@ -168,6 +228,9 @@ func bench(comms []*ep.NCCL, s shape, dt tensor.Dtype, iters, A int) error {
 	copyGBs, err := d2d(comms[0], st0, row, iters)
 	if err != nil {
 		return err
+	}
+	if comms[0].Rank() != 0 {
+		return nil
 	}
 	gbs := func(d time.Duration) float64 { return float64(st0.sentRows*row) / d.Seconds() / 1e9 }
 	fmt.Printf("| %s | %d | %.1f | %.0f | %.3f | %.0f | %.3f | %.0f | %.3f | %.0f | %.0f | %.2f |\n",
