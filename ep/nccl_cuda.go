@@ -73,6 +73,8 @@ type NCCL struct {
 	// events in events, for the copies that run beside the NCCL kernels (self blocks, staging).
 	side   C.cudaStream_t
 	events []C.cudaEvent_t
+	// descBuf is the block-copy descriptors' host slice, reused by every exchange.
+	descBuf []int64
 	// chunks is the number of NCCL groups an exchange is cut into, so that the staging copies
 	// of one overlap the transfers of the next (see planExchange).
 	chunks int

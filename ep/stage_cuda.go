@@ -26,27 +26,36 @@ import (
 var exchangeChunks = 1
 
 // kernelRuns is the most copy runs a list may have and still move as device-to-device copies
-// (one cudaMemcpyAsync each, a few µs of host time apiece); longer lists move with one launch
-// of the block-copy kernel (kernels.CUDA.CopyBlocks), whose descriptors (appendDescs) go to
-// the device in one upload per exchange from pinned memory, without a host sync. Measured on 4
-// H200s (2026-11-26, epbench bf16, kernel for lists of more than 8 runs against copies) the
-// kernel was faster only for dsv3 on 2 ranks (dispatch 0.49 of the raw all-to-all against
-// 0.41) and slower elsewhere (te16k 0.50 against 0.78 on 2 ranks, 0.44 against 0.75 on 4;
-// dsv3 on 4 0.44 against 0.51), probably because its thread blocks take the SMs the NCCL
-// kernel runs on beside the self copies, where the copies use the copy engines. So it is off;
-// the tests set kernelRuns to 0 to keep the path checked, and GOMOE_EP_BLOCKCOPY=1 in the
-// environment turns it on for lists of more than 8 runs, for measurements.
-var kernelRuns = math.MaxInt
+// (one cudaMemcpyAsync each); longer lists move with one launch of the block-copy kernel
+// (kernels.CUDA.CopyBlocks), whose descriptors (appendDescs) go to the device in one upload
+// per exchange from pinned memory, without a host sync. Each cudaMemcpyAsync costs about
+// 6–8 µs of host time (measured on 2 H200s, 2026-11-26, also with one process per GPU and with
+// cudaMemcpyBatchAsync), so with 64–128 experts per rank an exchange of copies is host-bound:
+// dispatch at 0.43–0.56 of a raw all-to-all (dsv3) against 0.81–0.85 with the kernel (200
+// iterations; te16k 0.77–0.79 against 0.80–0.85). The kernel's self copies run beside the
+// NCCL kernel on selfGrid thread blocks. GOMOE_EP_BLOCKCOPY=0 in the environment turns the
+// kernel off, for measurements; the tests set kernelRuns to 0 to check it on every list.
+var kernelRuns = 8
 
 func init() {
-	if os.Getenv("GOMOE_EP_BLOCKCOPY") == "1" {
-		kernelRuns = 8
+	if os.Getenv("GOMOE_EP_BLOCKCOPY") == "0" {
+		kernelRuns = math.MaxInt
+	}
+	// GOMOE_EP_SELFGRID=n runs the self copies' block-copy kernel on n thread blocks.
+	if n, err := strconv.Atoi(os.Getenv("GOMOE_EP_SELFGRID")); err == nil && n >= 1 {
+		selfGrid = n
 	}
 	// GOMOE_EP_CHUNKS=n cuts every staged exchange into n NCCL groups, for measurements.
 	if n, err := strconv.Atoi(os.Getenv("GOMOE_EP_CHUNKS")); err == nil && n >= 1 && n <= 64 {
 		exchangeChunks = n
 	}
 }
+
+// selfGrid is the most thread blocks of the block-copy kernel that moves a rank's blocks to
+// itself: those copies run beside the NCCL kernels, so a full grid takes SMs the transfer
+// needs (measured: 32 blocks gave dsv3/te16k 0.83/0.85 of the raw all-to-all, 1024 blocks
+// 0.81/0.80). The staging copies run before or after the transfer, on a full grid.
+var selfGrid = 32
 
 // copyLaunches counts the block-copy launches, for the tests.
 var copyLaunches atomic.Int64
@@ -65,7 +74,8 @@ type rowMove struct {
 // of a chunk before its NCCL group, its scatters after it, the self copies beside the NCCL
 // kernels. Called between enter and done.
 func (c *NCCL) exchange(x stagedExchange, sp, rp unsafe.Pointer, row int) error {
-	var desc []int64
+	desc := c.descBuf[:0]
+	defer func() { c.descBuf = desc[:0] }()
 	plan := func(runs []copyRun) rowMove {
 		if len(runs) <= kernelRuns || c.kernels() == nil {
 			return rowMove{runs: runs}
@@ -86,11 +96,11 @@ func (c *NCCL) exchange(x stagedExchange, sp, rp unsafe.Pointer, row int) error 
 			return err
 		}
 	}
-	move := func(m rowMove, dst, src unsafe.Pointer, s C.cudaStream_t) error {
+	move := func(m rowMove, dst, src unsafe.Pointer, s C.cudaStream_t, grid int) error {
 		if m.kernel {
 			copyLaunches.Add(1)
-			return c.kern.CopyBlocks(unsafe.Pointer(s), cu.DevicePtr(uintptr(dst)), cu.DevicePtr(uintptr(src)),
-				cu.DevicePtr(uintptr(descDev)+uintptr(24*m.off)), m.n)
+			return c.kern.CopyBlocksGrid(unsafe.Pointer(s), cu.DevicePtr(uintptr(dst)), cu.DevicePtr(uintptr(src)),
+				cu.DevicePtr(uintptr(descDev)+uintptr(24*m.off)), m.n, grid)
 		}
 		for _, r := range m.runs {
 			if err := cudaErr("cudaMemcpyAsync", C.cudaMemcpyAsync(unsafe.Add(dst, r.Dst*row), unsafe.Add(src, r.Src*row), C.size_t(r.Len*row), C.cudaMemcpyDeviceToDevice, s)); err != nil {
@@ -100,7 +110,7 @@ func (c *NCCL) exchange(x stagedExchange, sp, rp unsafe.Pointer, row int) error 
 		return nil
 	}
 	if len(x.Chunks) == 0 { // one rank, or nothing crosses ranks: no NCCL, no fork
-		return move(self, rp, sp, c.stream)
+		return move(self, rp, sp, c.stream, 0)
 	}
 	sendStage, recvStage, err := c.staging(x.SendStage*row, x.RecvStage*row)
 	if err != nil {
@@ -124,7 +134,7 @@ func (c *NCCL) exchange(x stagedExchange, sp, rp unsafe.Pointer, row int) error 
 	}
 	for ci, ch := range x.Chunks {
 		if len(ch.Gather) > 0 {
-			if err := move(gathers[ci], sendStage, sp, c.side); err != nil {
+			if err := move(gathers[ci], sendStage, sp, c.side, 0); err != nil {
 				return err
 			}
 			if err := record(ev[1+2*ci], c.side); err != nil {
@@ -166,7 +176,7 @@ func (c *NCCL) exchange(x stagedExchange, sp, rp unsafe.Pointer, row int) error 
 			}
 		}
 	}
-	if err := move(self, rp, sp, c.side); err != nil {
+	if err := move(self, rp, sp, c.side, selfGrid); err != nil {
 		return err
 	}
 	for ci, ch := range x.Chunks {
@@ -174,7 +184,7 @@ func (c *NCCL) exchange(x stagedExchange, sp, rp unsafe.Pointer, row int) error 
 			if err := wait(c.side, ev[2+2*ci]); err != nil {
 				return err
 			}
-			if err := move(scatters[ci], rp, recvStage, c.side); err != nil {
+			if err := move(scatters[ci], rp, recvStage, c.side, 0); err != nil {
 				return err
 			}
 		}

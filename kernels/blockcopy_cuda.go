@@ -41,6 +41,16 @@ const copyBlocksGrid = 1024
 // blocks of an all-to-all between the caller's layout and its staging memory with one launch
 // instead of one cudaMemcpyAsync per block.
 func (c *CUDA) CopyBlocks(stream unsafe.Pointer, dst, src, desc cu.DevicePtr, n int) error {
+	return c.CopyBlocksGrid(stream, dst, src, desc, n, copyBlocksGrid)
+}
+
+// CopyBlocksGrid is CopyBlocks with at most grid thread blocks (1 to 1024; other values mean
+// 1024), for copies that run beside other kernels (an NCCL transfer) and should leave them
+// most of the SMs.
+func (c *CUDA) CopyBlocksGrid(stream unsafe.Pointer, dst, src, desc cu.DevicePtr, n, grid int) error {
+	if grid < 1 || grid > copyBlocksGrid {
+		grid = copyBlocksGrid
+	}
 	if n < 0 {
 		return fmt.Errorf("gomoe: device block copy: %d copies", n)
 	}
@@ -53,7 +63,7 @@ func (c *CUDA) CopyBlocks(stream unsafe.Pointer, dst, src, desc cu.DevicePtr, n 
 	}
 	a := *new(args).p(src).p(dst).p(desc).i(n)
 	return c.do(func() error {
-		r := C.gomoe_launch_blocks(handle(f), C.uint(min(n, copyBlocksGrid)), 256,
+		r := C.gomoe_launch_blocks(handle(f), C.uint(min(n, grid)), 256,
 			(*C.uint64_t)(unsafe.Pointer(&a[0])), C.int(len(a)), C.CUstream(stream))
 		if r != C.CUDA_SUCCESS {
 			var s *C.char

@@ -122,6 +122,9 @@ func RMSNormBackward[F Float](dx, x, gain, dy []F, eps float64) error {
 	if _, err := nnShape("RMSNormBackward", len(gain), len(x), len(dx), len(dy)); err != nil {
 		return err
 	}
+	if !(eps >= 0) {
+		return fmt.Errorf("gomoe: RMSNormBackward: eps %g, want >= 0", eps)
+	}
 	cols := len(gain)
 	for o := 0; o < len(x); o += cols {
 		xr := x[o : o+cols]
@@ -143,6 +146,9 @@ func RMSNormGainGrad[F Float](dgain, x, dy []F, eps float64) error {
 	rows, err := nnShape("RMSNormGainGrad", len(dgain), len(x), len(dy))
 	if err != nil {
 		return err
+	}
+	if !(eps >= 0) {
+		return fmt.Errorf("gomoe: RMSNormGainGrad: eps %g, want >= 0", eps)
 	}
 	cols := len(dgain)
 	rs := make([]float64, rows)

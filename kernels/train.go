@@ -33,6 +33,7 @@ func (k Activation) Inputs() int {
 	return 1
 }
 
+// String names the activation.
 func (k Activation) String() string {
 	switch k {
 	case SwiGLU:
@@ -162,6 +163,7 @@ const (
 	RowNormalize RowOp = 2
 )
 
+// String names the row op.
 func (k RowOp) String() string {
 	switch k {
 	case RowSoftmax:

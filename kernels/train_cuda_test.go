@@ -279,6 +279,18 @@ func TestCUDAGatherTopK(t *testing.T) {
 	ds := cuAlloc(t, 8*T*E)
 	cuMust(t, testCUDA.GatherTopKBackward(F64, ds.p, bg.p, bi.p, T, E, K))
 	trClose(t, "gather grad", cuDownload[float64](t, ds, T*E), wantDS, 0, 0)
+	cuMust(t, testCUDA.Status())
+	// An id >= E reads and writes nothing outside the buffers and is flagged.
+	ids[7] = E
+	bi = cuUpload(t, ids)
+	cuMust(t, testCUDA.GatherTopK(F64, out.p, bs.p, bi.p, T, E, K))
+	cuMust(t, testCUDA.GatherTopKBackward(F64, ds.p, bg.p, bi.p, T, E, K))
+	if err := testCUDA.Status(); err == nil {
+		t.Errorf("id = E: no status error")
+	}
+	if got := cuDownload[float64](t, out, T*K)[7]; got != 0 {
+		t.Errorf("id = E gathered %v, want 0", got)
+	}
 }
 
 func TestCUDABinaryAndOptimizers(t *testing.T) {

@@ -52,7 +52,7 @@ type deviceKernels interface {
 	TopK(scores, bias G.Value, k, groups, kept int) (G.Value, error)
 	// GatherTopK returns out [T,K] = scores[t, ids[t,k]].
 	GatherTopK(scores, ids G.Value) (G.Value, error)
-	// GatherTopKGrad returns ds [T,E]: zero except ds[t, ids[t,k]] = g[t,k].
+	// GatherTopKGrad returns ds [T,E]: zero except ds[t, ids[t,k]] += g[t,k].
 	GatherTopKGrad(g, ids G.Value, E int) (G.Value, error)
 
 	// ScaleRows returns y [R,F] = x[r,c]·s[r] (s in x's probs dtype).

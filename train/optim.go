@@ -77,7 +77,10 @@ func check(name string, vgs []G.ValueGrad) ([]pair, error) {
 	ps := make([]pair, 0, len(vgs))
 	for i, vg := range vgs {
 		label := fmt.Sprintf("weight %d", i)
-		if n, ok := vg.(*G.Node); ok && n != nil {
+		if n, ok := vg.(*G.Node); ok {
+			if n == nil {
+				return nil, fmt.Errorf("gomoe: train: %s: %s is nil", name, label)
+			}
 			label = fmt.Sprintf("weight %d (%s)", i, n.Name())
 		}
 		if vg == nil {
@@ -112,8 +115,8 @@ func check(name string, vgs []G.ValueGrad) ([]pair, error) {
 			}
 		}
 		for _, p := range ps {
-			if p.w == w {
-				return nil, fmt.Errorf("gomoe: train: %s: %s appears twice (as %s)", name, label, p.wLabel)
+			if p.w == w || p.w.Uintptr() == w.Uintptr() {
+				return nil, fmt.Errorf("gomoe: train: %s: %s appears twice (as %s, or shares its memory)", name, label, p.wLabel)
 			}
 		}
 		ps = append(ps, pair{w: w, g: g, onGPU: dw, n: w.Shape().TotalSize(), dtype: w.Dtype(), wLabel: label})
@@ -121,8 +124,9 @@ func check(name string, vgs []G.ValueGrad) ([]pair, error) {
 	return ps, nil
 }
 
-// Step applies one Adam update to every weight. It checks all of them first: on an error
-// nothing is updated and the step count is unchanged.
+// Step applies one Adam update to every weight. It checks all of them (and makes missing
+// state) first: on a bad input nothing is updated and the step count is unchanged. An error
+// from the update itself (a failed kernel launch) can leave the weights before it updated.
 func (a *Adam) Step(vgs []G.ValueGrad) error {
 	ps, err := check("Adam", vgs)
 	if err != nil {
@@ -165,7 +169,7 @@ func (a *Adam) Step(vgs []G.ValueGrad) error {
 }
 
 // Release frees the optimiser's state (device memory for GPU weights); the next Step starts
-// from zero moments.
+// from zero moments. State of weights no longer passed to Step is kept until Release.
 func (a *Adam) Release() {
 	for _, st := range a.state {
 		st.release()

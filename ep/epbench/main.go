@@ -30,6 +30,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"sync"
@@ -63,7 +64,18 @@ func main() {
 	procs := flag.Bool("procs", false, "one process per GPU (as in multi-node training) instead of one goroutine per GPU")
 	rank := flag.Int("rank", -1, "internal: this process's rank (with -procs)")
 	idHex := flag.String("id", "", "internal: the NCCL unique id (with -procs)")
+	cpuProf := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	flag.Parse()
+	if *cpuProf != "" {
+		f, err := os.Create(*cpuProf)
+		if err != nil {
+			fail(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fail(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	n, err := ep.DeviceCount()
 	if err != nil || n == 0 {
 		fail(fmt.Errorf("no CUDA device: %v", err))

@@ -256,6 +256,8 @@ func validate(cfg config) error {
 		return fmt.Errorf("train-mb %g and held-mb %g must be positive", cfg.TrainMB, cfg.HeldMB)
 	case cfg.Temp <= 0:
 		return fmt.Errorf("temperature %g must be positive", cfg.Temp)
+	case cfg.LogEvery < 1:
+		return fmt.Errorf("log-every %d must be positive", cfg.LogEvery)
 	case cfg.Out == "":
 		return errors.New("empty output folder")
 	}

@@ -198,6 +198,8 @@ func validate(cfg config) error {
 		return errors.New("empty output folder")
 	case cfg.EvalEvery < 0:
 		return fmt.Errorf("eval-every %d must be >= 0", cfg.EvalEvery)
+	case cfg.LogEvery < 1:
+		return fmt.Errorf("log-every %d must be positive", cfg.LogEvery)
 	}
 	return nil
 }
