@@ -56,8 +56,10 @@
 // afterwards, Combine copies the blocks there before it sends. That is one extra device copy
 // of the rows that cross ranks, (N−1)/N of the rows, and staging memory of the same size
 // (for DeepSeek-V3 shapes in bf16, T=4096, K=8, H=7168, on 4 ranks: about 350 MB per rank).
-// The copies are cudaMemcpyAsync calls, one per block, merged where contiguous; a rank's
-// blocks to itself are copied straight into place, beside the NCCL kernel on a second stream.
+// The copies are merged where contiguous; a list of more than 8 copies moves with one launch
+// of a block-copy kernel (few copies: one cudaMemcpyAsync each, whose host cost of several µs
+// apiece made long lists host-bound). A rank's blocks to itself are copied straight into place,
+// beside the NCCL kernel on a second stream, on a small grid.
 // A peer with at most two non-empty blocks (few experts per rank) gets one message per block,
 // straight into place, without staging, which measured faster there.
 // The result is bit for bit the same as in-place delivery. See README.md for measurements.
