@@ -62,10 +62,11 @@ func sigmoid(x float64) float64 {
 	return e / (1 + e)
 }
 
+// sameLen checks that every length in s equals n.
 func sameLen(what string, n int, s ...int) error {
 	for _, m := range s {
-		if m != n {
-			return fmt.Errorf("gomoe: %s: slices of %d and %d elements", what, n, m)
+		if err := checkLen(what, m, n); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -311,12 +312,18 @@ func AdamUpdateBF16(p, g []bfloat16.BFloat16, w32, m, v []float32, lr, b1, b2, e
 	if err := sameLen("Adam", len(p), len(g), len(w32), len(m), len(v)); err != nil {
 		return err
 	}
-	g32 := make([]float32, len(g))
-	if err := bfloat16.ToFloat32s(g32, g); err != nil {
-		return err
-	}
-	if err := AdamUpdate(w32, g32, m, v, lr, b1, b2, eps, c1, c2, wd); err != nil {
-		return err
+	// Widen the gradient a chunk at a time into a fixed buffer: no weight-sized allocation per
+	// step, and the element-wise update gives the same bits as in one pass.
+	var buf [1024]float32
+	for lo := 0; lo < len(g); lo += len(buf) {
+		hi := min(lo+len(buf), len(g))
+		g32 := buf[:hi-lo]
+		if err := bfloat16.ToFloat32s(g32, g[lo:hi]); err != nil {
+			return err
+		}
+		if err := AdamUpdate(w32[lo:hi], g32, m[lo:hi], v[lo:hi], lr, b1, b2, eps, c1, c2, wd); err != nil {
+			return err
+		}
 	}
 	return bfloat16.FromFloat32s(p, w32)
 }
