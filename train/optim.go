@@ -184,8 +184,11 @@ func ensure(state map[uintptr]*moments, ps []pair, adam bool) (map[uintptr]*mome
 	if state == nil {
 		state = map[uintptr]*moments{}
 	}
-	var fresh []*moments
-	made := map[uintptr]*moments{}
+	type made struct {
+		k  uintptr
+		st *moments
+	}
+	var fresh []made // nil, and no allocation, on the usual step where all state exists
 	for _, p := range ps {
 		if !adam && p.dtype != bfloat16.Dtype {
 			continue
@@ -197,18 +200,17 @@ func ensure(state map[uintptr]*moments, ps []pair, adam bool) (map[uintptr]*mome
 		st, err := newMoments(p, adam)
 		if err != nil {
 			for _, f := range fresh {
-				f.release()
+				f.st.release()
 			}
 			return state, fmt.Errorf("%s: %w", p.wLabel, err)
 		}
-		fresh = append(fresh, st)
-		made[k] = st
+		fresh = append(fresh, made{k, st})
 	}
-	for k, st := range made {
-		if old, ok := state[k]; ok {
+	for _, f := range fresh {
+		if old, ok := state[f.k]; ok {
 			old.release()
 		}
-		state[k] = st
+		state[f.k] = f.st
 	}
 	return state, nil
 }
