@@ -188,8 +188,9 @@ func gmmDense(name, what string, v G.Value, dt tensor.Dtype, s tensor.Shape) (*t
 	return d, nil
 }
 
-// gmmHostOnly returns an error for a value in device memory: the grouped matmul and the
-// router ops run on host values only (their CUDA kernels belong to the GPU training work).
+// gmmHostOnly returns an error for a value in device memory reaching a host-only path (an op
+// without a device kernel, such as RowLogSumExp or ExpertLoad, or the lisp machine's DoDiff),
+// where reading it from the host would fault.
 func gmmHostOnly(name, what string, v G.Value) error {
 	if device != nil && v != nil && device.Owns(v) {
 		return fmt.Errorf("gomoe: %s: %s is in GPU memory, but %s has no CUDA kernel yet; run it on host values", name, what, name)
