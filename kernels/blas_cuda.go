@@ -565,6 +565,9 @@ func ptrAt(p cu.DevicePtr, elems int64, d DType) cu.DevicePtr {
 // and rows past offsets[E] are written as 0. It reads the plan's offsets with one small
 // synchronous copy (see PlanSegments) and then enqueues the GEMMs without waiting.
 func (c *CUDA) GroupedMatMulForward(d DType, g Geometry, H, N int, z, xp, w, plan cu.DevicePtr) error {
+	if done, err := c.gmmDevice("forward", gmmForward, d, g, H, N, z, xp, w, plan, false); done {
+		return err
+	}
 	return c.gmmCall("forward", d, g, H, N, []cu.DevicePtr{z, xp, w}, plan, func(st *blasState, seg []int32) error {
 		if err := zeroRows(z, int64(N)*int64(d.Size()), padRanges(g, seg), int64(g.Rows())); err != nil {
 			return err
@@ -580,6 +583,7 @@ func (c *CUDA) GroupedMatMulForward(d DType, g Geometry, H, N int, z, xp, w, pla
 				b: ptrAt(w, int64(e)*int64(H)*int64(N), d), ldb: N,
 				c: ptrAt(z, o*int64(N), d), ldc: N, alpha: 1})
 		}
+		c.lastGMM = "cublas"
 		return c.runGemms(st, d, ps)
 	})
 }
@@ -589,6 +593,9 @@ func (c *CUDA) GroupedMatMulForward(d DType, g Geometry, H, N int, z, xp, w, pla
 // zeroes the pad and unused rows; with accumulate true it adds into dxp and leaves the other
 // rows untouched. One small synchronous copy reads the plan's offsets.
 func (c *CUDA) GroupedMatMulBackwardRows(d DType, g Geometry, H, N int, dxp, dz, w, plan cu.DevicePtr, accumulate bool) error {
+	if done, err := c.gmmDevice("backward rows", gmmRows, d, g, H, N, dxp, dz, w, plan, accumulate); done {
+		return err
+	}
 	return c.gmmCall("backward rows", d, g, H, N, []cu.DevicePtr{dxp, dz, w}, plan, func(st *blasState, seg []int32) error {
 		beta := 0.0
 		if accumulate {
@@ -607,6 +614,7 @@ func (c *CUDA) GroupedMatMulBackwardRows(d DType, g Geometry, H, N int, dxp, dz,
 				b: ptrAt(w, int64(e)*int64(H)*int64(N), d), ldb: N,
 				c: ptrAt(dxp, o*int64(H), d), ldc: H, alpha: 1, bet: beta})
 		}
+		c.lastGMM = "cublas"
 		return c.runGemms(st, d, ps)
 	})
 }
@@ -616,6 +624,9 @@ func (c *CUDA) GroupedMatMulBackwardRows(d DType, g Geometry, H, N int, dxp, dz,
 // overwrites dw (an expert with no rows gets 0); with accumulate true it adds into dw. One
 // small synchronous copy reads the plan's offsets.
 func (c *CUDA) GroupedMatMulBackwardWeights(d DType, g Geometry, H, N int, dw, xp, dz, plan cu.DevicePtr, accumulate bool) error {
+	if done, err := c.gmmDevice("backward weights", gmmWeights, d, g, H, N, dw, xp, dz, plan, accumulate); done {
+		return err
+	}
 	return c.gmmCall("backward weights", d, g, H, N, []cu.DevicePtr{dw, xp, dz}, plan, func(st *blasState, seg []int32) error {
 		beta := 0.0
 		if accumulate {
@@ -639,6 +650,7 @@ func (c *CUDA) GroupedMatMulBackwardWeights(d DType, g Geometry, H, N int, dw, x
 				return err
 			}
 		}
+		c.lastGMM = "cublas"
 		return c.runGemms(st, d, ps)
 	})
 }

@@ -210,6 +210,13 @@ func gmmCases() []gmmCase {
 		{"capacityProb", capG(Geometry{T: 80, K: 2, E: 4, A: 1}, 30, DropByProb, false), 8, 16, cuBalancedIDs(0)},
 		{"E1", Geometry{T: 9, K: 1, E: 1, A: 1}, 3, 1, cuBalancedIDs(0)},
 		{"wide", Geometry{T: 128, K: 2, E: 8, A: 8}, 128, 96, cuBalancedIDs(0)},
+		// Shapes for the sm_90a kernels (16-byte rows): both schedules of every form, one
+		// expert with every token, alignment 16, and more experts than tokens.
+		{"allOnOne", Geometry{T: 300, K: 1, E: 6, A: 16}, 64, 40, allOnOne},
+		{"pingA16", Geometry{T: 512, K: 8, E: 64, A: 16}, 256, 128, cuBalancedIDs(0)},
+		{"coop", Geometry{T: 1024, K: 2, E: 4, A: 1}, 256, 384, cuBalancedIDs(0.02)},
+		{"coopSkewed", Geometry{T: 700, K: 4, E: 8, A: 8}, 320, 264, cuSkewedIDs},
+		{"sparse", Geometry{T: 20, K: 2, E: 96, A: 1}, 136, 200, cuBalancedIDs(0.2)},
 	}
 }
 
@@ -259,18 +266,49 @@ func checkNear(t *testing.T, what string, got, want, bound []float64, tol float6
 	}
 }
 
+// allOnOne sends every token to expert 0.
+func allOnOne(rng *rand.Rand, g Geometry) []int32 {
+	ids := make([]int32, g.T*g.K)
+	for i := range ids {
+		ids[i] = int32(i % g.K) // distinct experts per token; slot 0 is always expert 0
+	}
+	return ids
+}
+
+// TestCUDAGroupedMatMul checks every path: the sm_90a kernels (bfloat16 with 16-byte rows, on
+// a Hopper GPU; the test asserts that they ran), and cuBLAS grouped and per expert.
 func TestCUDAGroupedMatMul(t *testing.T) {
+	t.Setenv("GOMOE_SM90_GMM", "1")
 	rng := rand.New(rand.NewPCG(31, 32))
 	defer SetGroupedGEMM(SetGroupedGEMM(true))
+	defer SetGMMCUBLAS(SetGMMCUBLAS(false))
+	sm90 := SM90Error(testCUDA) == nil
+	if !sm90 {
+		t.Logf("no sm_90a grouped GEMM here (%v): testing the cuBLAS paths", SM90Error(testCUDA))
+	}
 	for _, c := range gmmCases() {
 		for _, d := range []DType{F32, F64, BF16} {
-			for _, grouped := range []bool{true, false} {
-				if d == F64 && grouped {
+			for _, path := range []string{"sm90", "cublas-grouped", "cublas-loop"} {
+				grouped := path != "cublas-loop"
+				if d == F64 && path == "cublas-grouped" {
 					continue // float64 always loops over cublasDgemm
 				}
-				t.Run(fmt.Sprintf("%s/%v/grouped=%v", c.name, d, grouped), func(t *testing.T) {
+				want := "cublas"
+				if path == "sm90" {
+					if d != BF16 || c.H%8 != 0 || c.N%8 != 0 {
+						continue
+					}
+					if sm90 {
+						want = "sm90"
+					}
+				}
+				t.Run(fmt.Sprintf("%s/%v/%s", c.name, d, path), func(t *testing.T) {
 					SetGroupedGEMM(grouped)
+					SetGMMCUBLAS(path != "sm90")
 					testGroupedOne(t, rng, c, d)
+					if got := LastGMMPath(testCUDA); got != want {
+						t.Errorf("the grouped matmul took the %s path, want %s", got, want)
+					}
 					// With cuBLAS >= 12.5 the grouped path must really run, not fall back.
 					if err := GroupedGEMMError(testCUDA); err != nil && HasGroupedGEMM() {
 						t.Errorf("the grouped GEMM failed and the call looped instead: %v", err)
@@ -358,28 +396,32 @@ func testGroupedOne(t *testing.T, rng *rand.Rand, c gmmCase, d DType) {
 	}
 }
 
-// TestCUDAGroupedMatMulBench times the grouped matmul on MoE shapes and the host sync it
-// needs: go test -tags gomoecuda -run TestCUDAGroupedMatMulBench -gomoe.bench -v ./kernels/
+// TestCUDAGroupedMatMulBench times the grouped matmul's three passes on MoE shapes, on every
+// path: go test -tags gomoecuda -run TestCUDAGroupedMatMulBench -gomoe.bench -v ./kernels/
+// (gmm_torch_bench.py times torch._grouped_mm on the same shapes).
 //
-// "sync" is the host time of PlanSegments on an idle GPU (the small copy alone). "gpu" is the
-// CUDA-event time per call of back-to-back calls; "wall" the host time per call of the same
-// loop. Each call waits for the previous one's GEMMs before it can read the next plan, so the
-// host cannot run ahead: wall − gpu is what the sync costs per call in a loop of grouped
-// matmuls (the copy, the drained queue and the GEMM launches that no longer overlap).
+// "gpu" is the CUDA-event time per call of back-to-back calls; "wall" the host time per call
+// of the same loop. The sm_90a path reads the plan's sizes on the device, so the host runs
+// ahead (wall ≈ gpu); the cuBLAS paths read them on the host with one small synchronous copy
+// per call ("sync": its host time on an idle GPU), which drains the queue every call.
 func TestCUDAGroupedMatMulBench(t *testing.T) {
 	if !*gpuBenchFlag {
 		t.Skip("run with -gomoe.bench")
 	}
+	t.Setenv("GOMOE_SM90_GMM", "1")
 	defer SetGroupedGEMM(SetGroupedGEMM(true))
+	defer SetGMMCUBLAS(SetGMMCUBLAS(false))
 	shapes := []struct {
 		name          string
 		T, K, E, H, N int
+		dts           []DType
 	}{
-		{"qwen3-30b-a3b", 4096, 8, 128, 2048, 768},
-		{"mixtral(F/4)", 4096, 2, 8, 4096, 3584},
+		{"qwen3(H2048,F768)", 4096, 8, 128, 2048, 768, []DType{BF16, F32}},
+		{"qwen3(F768,H2048)", 4096, 8, 128, 768, 2048, []DType{BF16}},
+		{"mixtral(H4096,F14336)", 4096, 2, 8, 4096, 14336, []DType{BF16}},
 	}
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "\n%-14s %-5s %-9s %-8s %9s %9s %9s %9s\n", "shape", "dtype", "pass", "path", "gpu ms", "wall ms", "TFLOP/s", "sync us")
+	fmt.Fprintf(&sb, "\n%-22s %-5s %-8s %-15s %9s %9s %9s %9s\n", "shape", "dtype", "pass", "path", "gpu ms", "wall ms", "TFLOP/s", "sync us")
 	for _, s := range shapes {
 		g := Geometry{T: s.T, K: s.K, E: s.E, A: 1}
 		rng := rand.New(rand.NewPCG(1, 2))
@@ -396,17 +438,17 @@ func TestCUDAGroupedMatMulBench(t *testing.T) {
 			}
 		}
 		syncUS := float64(time.Since(start).Microseconds()) / nsync
-		for _, d := range []DType{BF16, F32} {
+		for _, d := range s.dts {
 			xp := cuAlloc(t, int64(R*s.H*d.Size()))
 			w := cuAlloc(t, int64(s.E*s.H*s.N*d.Size()))
 			z := cuAlloc(t, int64(R*s.N*d.Size()))
 			dw := cuAlloc(t, int64(s.E*s.H*s.N*d.Size()))
 			dxp := cuAlloc(t, int64(R*s.H*d.Size()))
-			// Small values, so that bfloat16 junk from cuAlloc is not NaN or Inf.
+			// Small random-looking values, so that junk from cuAlloc is not NaN or Inf.
 			for _, b := range []cuDevBuf{xp, w, z} {
-				cuMust(t, testCUDA.Do(func() error { return cu.MemsetD8(b.p, 0x3c, b.n) }))
+				cuMust(t, testCUDA.Do(func() error { return cu.MemsetD32(b.p, 0x3c1d3b2a, b.n/4) }))
 			}
-			flops := 2 * float64(R) * float64(s.H) * float64(s.N)
+			flops := 2 * float64(g.T*g.K) * float64(s.H) * float64(s.N)
 			passes := []struct {
 				name string
 				f    func() error
@@ -420,9 +462,13 @@ func TestCUDAGroupedMatMulBench(t *testing.T) {
 				}},
 			}
 			for _, ps := range passes {
-				for _, grouped := range []bool{true, false} {
-					SetGroupedGEMM(grouped)
-					const n = 10
+				for _, path := range []string{"sm90", "cublas-grouped", "cublas-loop"} {
+					if path == "sm90" && (d != BF16 || SM90Error(testCUDA) != nil) {
+						continue
+					}
+					SetGMMCUBLAS(path != "sm90")
+					SetGroupedGEMM(path != "cublas-loop")
+					n := 20
 					gpu := cuTimeIt(t, n, ps.f)
 					cuMust(t, testCUDA.Sync())
 					start := time.Now()
@@ -430,20 +476,70 @@ func TestCUDAGroupedMatMulBench(t *testing.T) {
 						cuMust(t, ps.f())
 					}
 					cuMust(t, testCUDA.Sync())
-					wall := float64(time.Since(start).Microseconds()) / 1000 / n
-					path := "loop"
-					if grouped {
-						path = "grouped"
-						if err := GroupedGEMMError(testCUDA); err != nil || !HasGroupedGEMM() {
-							path = "grouped(fell back)"
-						}
+					wall := float64(time.Since(start).Microseconds()) / 1000 / float64(n)
+					if path == "cublas-grouped" && (GroupedGEMMError(testCUDA) != nil || !HasGroupedGEMM()) {
+						path = "grouped(fellback)"
 					}
-					fmt.Fprintf(&sb, "%-14s %-5v %-9s %-8s %9.3f %9.3f %9.1f %9.1f\n", s.name, d, ps.name, path, gpu, wall, flops/gpu/1e9, syncUS)
+					if LastGMMPath(testCUDA) == "sm90" {
+						path += "/" + GMM90Kernel(map[string]int{"forward": 0, "dxp": 1, "dw": 2}[ps.name], g, s.H, s.N)[6:]
+					}
+					fmt.Fprintf(&sb, "%-22s %-5v %-8s %-15s %9.3f %9.3f %9.1f %9.1f\n", s.name, d, ps.name, path, gpu, wall, flops/gpu/1e9, syncUS)
 				}
 			}
 		}
 	}
 	t.Log(sb.String())
+}
+
+// TestCUDAGroupedMatMulNoHostSync: the sm_90a grouped matmul's three passes enqueue behind a
+// kernel that holds the stream (kernels.SyncProbe) without waiting for it.
+func TestCUDAGroupedMatMulNoHostSync(t *testing.T) {
+	if err := SM90Error(testCUDA); err != nil {
+		t.Skipf("no sm_90a grouped GEMM: %v", err)
+	}
+	t.Setenv("GOMOE_SM90_GMM", "1")
+	defer SetGMMCUBLAS(SetGMMCUBLAS(false))
+	g := Geometry{T: 256, K: 4, E: 16, A: 8}
+	H, N := 64, 96
+	rng := rand.New(rand.NewPCG(5, 6))
+	plan := cuUpload(t, cuCpuPlan(t, g, cuBalancedIDs(0.1)(rng, g), nil))
+	R := g.Rows()
+	xp := cuUploadAny(t, cuElems(BF16, cuRandData(rng, R*H)))
+	w := cuUploadAny(t, cuElems(BF16, cuRandData(rng, g.E*H*N)))
+	z := cuAlloc(t, int64(R*N*2))
+	dxp := cuAlloc(t, int64(R*H*2))
+	dw := cuAlloc(t, int64(g.E*H*N*2))
+	run := func() error {
+		if err := testCUDA.GroupedMatMulForward(BF16, g, H, N, z.p, xp.p, w.p, plan.p); err != nil {
+			return err
+		}
+		if err := testCUDA.GroupedMatMulBackwardRows(BF16, g, H, N, dxp.p, z.p, w.p, plan.p, false); err != nil {
+			return err
+		}
+		return testCUDA.GroupedMatMulBackwardWeights(BF16, g, H, N, dw.p, xp.p, z.p, plan.p, true)
+	}
+	cuMust(t, run()) // first calls build the parameters
+	cuMust(t, testCUDA.Sync())
+	probe, err := testCUDA.StartSyncProbe(20 * time.Second)
+	cuMust(t, err)
+	runErr := run()
+	waited, err := probe.Release()
+	cuMust(t, err)
+	cuMust(t, runErr)
+	if waited {
+		t.Fatal("the sm_90a grouped matmul waited for the GPU")
+	}
+	// The probe itself catches a waiting call: the cuBLAS path reads the plan on the host.
+	SetGMMCUBLAS(true)
+	probe, err = testCUDA.StartSyncProbe(2 * time.Second)
+	cuMust(t, err)
+	runErr = run()
+	waited, err = probe.Release()
+	cuMust(t, err)
+	cuMust(t, runErr)
+	if !waited {
+		t.Fatal("the sync probe did not notice the cuBLAS path's host read of the plan")
+	}
 }
 
 // TestCUDAGemmFreshOutput: a GEMM with beta 0 into memory nothing wrote before fills all of C,

@@ -1,24 +1,65 @@
 #!/usr/bin/env bash
-# Builds gomoe.fatbin (sm_80 and sm_90a machine code plus compute_80 PTX, so newer GPUs JIT it)
-# from the CUDA sources in this folder, and records in gomoe.fatbin.sha256 the sha256 of the
-# sources (each *.cu and *.cuh file in byte order of its name: the name, a newline, the bytes)
-# and of the fatbin. fatbin_hash_test.go fails when the sources no longer match that record.
+# Builds the committed CUDA artifacts from the sources in this folder and records their hashes
+# in gomoe.fatbin.sha256; fatbin_hash_test.go fails when the sources no longer match that record.
 #
-#     kernels/build_fatbin.sh            # needs nvcc (CUDA 12 or later for sm_90a)
+#   gomoe.fatbin                  gomoe.cu and the .cuh files it includes (gomoe, train, nn,
+#                                 loss): sm_80 and sm_90a machine code plus compute_80 PTX, so
+#                                 newer GPUs JIT it
+#   gomoe_gmm.fatbin              gmm.cu (+ syncprobe.cuh): the grouped matmul's group-table and
+#                                 zeroing kernels, and the sync probe; the same targets
+#   gomoe_sm90.fatbin             gmm_sm90.cu (+ gmm_sm90.cuh): the bfloat16 grouped GEMM
+#                                 kernels on CUTLASS, sm_90a only
+#   gmm_sm90_host_linux_amd64.a   gmm_sm90_host.cu (+ gmm_sm90.cuh): CUTLASS's host code that
+#                                 builds those kernels' parameters, linked by cgo (gomoecuda)
+#
+# The record holds, for each group of sources, the sha256 of its files (in byte order of their
+# names: the name, a newline, the bytes) and of what was built from them, with the nvcc and
+# CUTLASS versions that built it.
+#
+#     kernels/build_fatbin.sh         # everything: nvcc 12.4 or later, CUTLASS_DIR (CUTLASS 4.7)
+#     kernels/build_fatbin.sh gmm     # only the grouped matmul's artifacts
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 NVCC=${NVCC:-nvcc}
-"$NVCC" -fatbin -O3 -std=c++17 \
-  -gencode arch=compute_80,code=sm_80 \
-  -gencode arch=compute_90a,code=sm_90a \
-  -gencode arch=compute_80,code=compute_80 \
-  -o gomoe.fatbin.tmp gomoe.cu
-mv gomoe.fatbin.tmp gomoe.fatbin
-src=$(for f in $(ls *.cu *.cuh | LC_ALL=C sort); do printf '%s\n' "$f"; cat "$f"; done | sha256sum | cut -d' ' -f1)
-bin=$(sha256sum gomoe.fatbin | cut -d' ' -f1)
+what=${1:-all}
+: "${CUTLASS_DIR:?set CUTLASS_DIR to a CUTLASS 4.7 checkout (its include/ folder is used)}"
+ver=$(awk '/#define CUTLASS_(MAJOR|MINOR|PATCH) /{printf "%s%s", sep, $3; sep="."}' "$CUTLASS_DIR/include/cutlass/version.h")
+nv=$("$NVCC" --version | awk '/release/{print $5 $6}')
+cutlass=(-std=c++17 --expt-relaxed-constexpr -DNDEBUG -I"$CUTLASS_DIR/include")
+all_archs=(-gencode arch=compute_80,code=sm_80 -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_80,code=compute_80)
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+pids=()
+if [[ $what == all ]]; then
+  "$NVCC" -fatbin -O3 -std=c++17 "${all_archs[@]}" -o "$tmp/gomoe.fatbin" gomoe.cu & pids+=($!)
+fi
+"$NVCC" -fatbin -O3 -std=c++17 "${all_archs[@]}" -o "$tmp/gomoe_gmm.fatbin" gmm.cu & pids+=($!)
+"$NVCC" -fatbin -O3 "${cutlass[@]}" -gencode arch=compute_90a,code=sm_90a \
+  -o "$tmp/gomoe_sm90.fatbin" gmm_sm90.cu & pids+=($!)
+"$NVCC" -c -O2 "${cutlass[@]}" -DCUTLASS_ENABLE_DIRECT_CUDA_DRIVER_CALL=1 -Xcompiler -fPIC \
+  -gencode arch=compute_90a,code=sm_90a -o "$tmp/gmm_sm90_host.o" gmm_sm90_host.cu & pids+=($!)
+for p in "${pids[@]}"; do wait "$p"; done
+ar rcsD "$tmp/host.a" "$tmp/gmm_sm90_host.o"
+[[ $what == all ]] && mv "$tmp/gomoe.fatbin" gomoe.fatbin
+mv "$tmp/gomoe_gmm.fatbin" gomoe_gmm.fatbin
+mv "$tmp/gomoe_sm90.fatbin" gomoe_sm90.fatbin
+mv "$tmp/host.a" gmm_sm90_host_linux_amd64.a
+
+srcs() { for f in $(printf '%s\n' "$@" | LC_ALL=C sort); do printf '%s\n' "$f"; cat "$f"; done | sha256sum | cut -d' ' -f1; }
+sum() { sha256sum "$1" | cut -d' ' -f1; }
+old() { awk -v k="$1" '$1 == k {print $2}' gomoe.fatbin.sha256 2>/dev/null; }
+main_src=$(srcs gomoe.cu gomoe.cuh train.cuh nn.cuh loss.cuh)
+if [[ $what == all ]]; then main_nvcc=$nv; else main_nvcc=$(old nvcc); fi
 {
-  echo "sources $src"
-  echo "fatbin $bin"
-  echo "nvcc $("$NVCC" --version | awk '/release/{print $5 $6}')"
+  echo "sources $main_src"
+  echo "fatbin $(sum gomoe.fatbin)"
+  echo "nvcc $main_nvcc"
+  echo "gmm-sources $(srcs gmm.cu syncprobe.cuh gmm_sm90.cu gmm_sm90.cuh gmm_sm90_host.cu)"
+  echo "gmmfatbin $(sum gomoe_gmm.fatbin)"
+  echo "sm90fatbin $(sum gomoe_sm90.fatbin)"
+  echo "sm90host $(sum gmm_sm90_host_linux_amd64.a)"
+  echo "gmm-nvcc $nv"
+  echo "cutlass $ver"
 } > gomoe.fatbin.sha256
 cat gomoe.fatbin.sha256

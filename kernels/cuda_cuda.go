@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
+	"sync"
 	"unsafe"
 
 	"gorgonia.org/cu"
@@ -118,6 +119,11 @@ type CUDA struct {
 	mod    cu.Module
 	fn     map[string]cu.Function
 	status cu.DevicePtr
+
+	gmod      cu.Module // gomoe_gmm.fatbin (gmm_sm90_cuda.go)
+	gmm90Once sync.Once
+	g90       *gmm90 // sm_90a grouped GEMM state (gmm_sm90_cuda.go)
+	lastGMM   string // the path of the last grouped matmul: "sm90" or "cublas" (tests)
 }
 
 var kernelNames = []string{
@@ -153,6 +159,9 @@ func NewCUDA(ctx cu.CUContext) (*CUDA, error) {
 			}
 			c.fn[n] = f
 		}
+		if err := c.loadGMM(); err != nil {
+			return err
+		}
 		if c.status, err = cu.MemAlloc(4); err != nil {
 			return fmt.Errorf("gomoe: allocating the status word: %w", err)
 		}
@@ -164,12 +173,19 @@ func NewCUDA(ctx cu.CUContext) (*CUDA, error) {
 	return c, nil
 }
 
-// Close frees the cuBLAS handle, the status word and unloads the module.
+// Close frees the cuBLAS handle, the grouped GEMM's tables, the status word and unloads the
+// modules.
 func (c *CUDA) Close() error {
 	err := c.closeBLAS()
+	if err2 := c.do(c.g90.close); err == nil {
+		err = err2
+	}
 	if err2 := c.do(func() error {
 		err := cu.MemFree(c.status)
 		if err2 := c.mod.Unload(); err == nil {
+			err = err2
+		}
+		if err2 := c.unloadGMM(); err == nil {
 			err = err2
 		}
 		return err

@@ -27,22 +27,18 @@ func readRecord(t *testing.T) map[string]string {
 	return rec
 }
 
-// TestFatbinMatchesSources fails when a .cu or .cuh file changed after gomoe.fatbin was built:
-// the hash of the sources, computed as build_fatbin.sh does, must equal the recorded one, and
-// the committed fatbin must be the one that was built.
-func TestFatbinMatchesSources(t *testing.T) {
-	rec := readRecord(t)
-	var names []string
-	for _, pat := range []string{"*.cu", "*.cuh"} {
-		m, err := filepath.Glob(pat)
-		if err != nil {
-			t.Fatal(err)
-		}
-		names = append(names, m...)
-	}
-	if len(names) == 0 {
-		t.Fatal("no CUDA sources found")
-	}
+// The source groups of the CUDA artifacts (build_fatbin.sh): each .cu and .cuh file belongs to
+// exactly one.
+var (
+	mainSources = []string{"gomoe.cu", "gomoe.cuh", "loss.cuh", "nn.cuh", "train.cuh"}
+	gmmSources  = []string{"gmm.cu", "gmm_sm90.cu", "gmm_sm90.cuh", "gmm_sm90_host.cu", "syncprobe.cuh"}
+)
+
+// hashSources hashes files as build_fatbin.sh does: in byte order of their names, each name, a
+// newline and its bytes.
+func hashSources(t *testing.T, files []string) string {
+	t.Helper()
+	names := append([]string(nil), files...)
 	sort.Strings(names)
 	h := sha256.New()
 	for _, n := range names {
@@ -53,15 +49,54 @@ func TestFatbinMatchesSources(t *testing.T) {
 		h.Write([]byte(n + "\n"))
 		h.Write(b)
 	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != rec["sources"] {
-		t.Errorf("CUDA sources hash %s, but gomoe.fatbin was built from %s: rebuild it with kernels/build_fatbin.sh on a machine with nvcc", got, rec["sources"])
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// TestFatbinMatchesSources fails when a .cu or .cuh file changed after the CUDA artifacts were
+// built: the hash of each source group, computed as build_fatbin.sh does, must equal the
+// recorded one, and each committed artifact (the fatbins and the host library) must be the one
+// that was built.
+func TestFatbinMatchesSources(t *testing.T) {
+	rec := readRecord(t)
+	known := map[string]bool{}
+	for _, n := range append(append([]string(nil), mainSources...), gmmSources...) {
+		known[n] = true
 	}
-	bin, err := os.ReadFile("gomoe.fatbin")
-	if err != nil {
-		t.Fatalf("gomoe.fatbin is missing: %v", err)
+	for _, pat := range []string{"*.cu", "*.cuh"} {
+		m, err := filepath.Glob(pat)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range m {
+			if !known[n] {
+				t.Errorf("%s is in no source group: add it to build_fatbin.sh and this test", n)
+			}
+		}
 	}
-	sum := sha256.Sum256(bin)
-	if got := hex.EncodeToString(sum[:]); got != rec["fatbin"] {
-		t.Errorf("gomoe.fatbin hash %s, but the record says %s", got, rec["fatbin"])
+	for _, g := range []struct {
+		key   string
+		files []string
+	}{{"sources", mainSources}, {"gmm-sources", gmmSources}} {
+		if got := hashSources(t, g.files); got != rec[g.key] {
+			t.Errorf("CUDA sources %v hash to %s, but the artifacts were built from %s: rebuild them with kernels/build_fatbin.sh on a machine with nvcc and CUTLASS", g.files, got, rec[g.key])
+		}
+	}
+	for _, a := range []struct{ key, file string }{
+		{"fatbin", "gomoe.fatbin"},
+		{"gmmfatbin", "gomoe_gmm.fatbin"},
+		{"sm90fatbin", "gomoe_sm90.fatbin"},
+		{"sm90host", "gmm_sm90_host_linux_amd64.a"},
+	} {
+		bin, err := os.ReadFile(a.file)
+		if err != nil {
+			t.Fatalf("%s is missing: %v", a.file, err)
+		}
+		sum := sha256.Sum256(bin)
+		if got := hex.EncodeToString(sum[:]); got != rec[a.key] {
+			t.Errorf("%s hash %s, but the record says %s", a.file, got, rec[a.key])
+		}
+	}
+	if rec["cutlass"] != "4.7.0" {
+		t.Errorf("the record says CUTLASS %q built the sm_90a kernels, want 4.7.0", rec["cutlass"])
 	}
 }

@@ -1,0 +1,105 @@
+// gmm.cu: the grouped expert matmul's device-side set-up, compiled into gomoe_gmm.fatbin.
+//
+// A grouped matmul runs one GEMM per expert whose sizes come from the routing plan. Nothing
+// about those sizes is read on the host: gmm_prepare (one thread per expert) turns the plan's
+// counts and offsets into per-group problem sizes, operand pointers and leading dimensions in a
+// device "group table", and the GEMM kernel (CUTLASS's ptr-array grouped GEMM on sm_90a, or
+// its sm_80 grouped GEMM elsewhere: gmm_sm90.cu, gmm_sm80.cu) reads that table. The launch
+// parameters of both therefore depend only on the shapes, never on the routing.
+//
+// The group table of G groups, in one buffer (byte offsets):
+//   shapes   int32 [G][3]   (m, n, k) of each group                  at 0
+//   ptrA     void* [G]                                             at gmmTableA(G)
+//   ptrB, ptrC, ptrD        (C = D: the accumulate form reads D)    following, 8·G bytes each
+//   ldA, ldB, ldC, ldD   int64 [G] leading dimensions (elements)    following, 8·G bytes each
+// CUTLASS 3.x's packed strides for these layouts are one int64 each (the others are static),
+// and CUTLASS 2.x takes int64 leading-dimension arrays, so one table serves both.
+//
+// The three forms (row-major storage; e = expert, o = offsets[e], n = counts[e]):
+//   0 forward        z[o:o+n]   = xp[o:o+n] · W[e]     m=n, n=N, k=H   A row-major,  B row-major
+//   1 rows gradient  dxp[o:o+n] = dz[o:o+n] · W[e]ᵀ    m=n, n=H, k=N   A row-major,  B column-major
+//   2 weight grad.   dW[e]      = xp[o:o+n]ᵀ · dz[o:o+n] m=H, n=N, k=n A column-major, B row-major
+// An expert with no rows gets m = 0 (no tiles): its rows (forms 0, 1) are cleared by
+// gmm_zero_rows with the other pad rows, its dW (form 2) by gmm_zero_empty.
+#include "syncprobe.cuh"
+
+#include <stdint.h>
+
+__device__ __forceinline__ long long gmmAlign16(long long b) { return (b + 15) & ~15LL; }
+
+extern "C" __global__ void __launch_bounds__(256)
+gmm_prepare(int form, const int *__restrict__ counts, const int *__restrict__ offsets, int E,
+            long long H, long long N, long long esize, const char *a, const char *b, char *d,
+            char *table) {
+  long long G = E;
+  int *shapes = (int *)table;
+  long long base = gmmAlign16(12 * G);
+  const char **pa = (const char **)(table + base);
+  const char **pb = pa + G;
+  char **pc = (char **)(pb + G);
+  char **pd = pc + G;
+  long long *la = (long long *)(pd + G);
+  long long *lb = la + G, *lc = lb + G, *ld = lc + G;
+  for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < E; e += gridDim.x * blockDim.x) {
+    long long o = offsets[e], n = counts[e];
+    long long m = n, nn = N, k = H;
+    const char *A, *B;
+    char *D;
+    long long lda, ldb, ldd;
+    if (form == 0) {
+      A = a + o * H * esize, lda = H;
+      B = b + (long long)e * H * N * esize, ldb = N;
+      D = d + o * N * esize, ldd = N;
+    } else if (form == 1) {
+      nn = H, k = N;
+      A = a + o * N * esize, lda = N;
+      B = b + (long long)e * H * N * esize, ldb = N;
+      D = d + o * H * esize, ldd = H;
+    } else {
+      m = n > 0 ? H : 0, nn = N, k = n;
+      A = a + o * H * esize, lda = H;
+      B = b + o * N * esize, ldb = N;
+      D = d + (long long)e * H * N * esize, ldd = N;
+    }
+    shapes[3 * e] = (int)m;
+    shapes[3 * e + 1] = (int)nn;
+    shapes[3 * e + 2] = (int)k;
+    pa[e] = A, pb[e] = B, pc[e] = D, pd[e] = D;
+    la[e] = lda, lb[e] = ldb, lc[e] = ldd, ld[e] = ldd;
+  }
+}
+
+// gmm_zero_rows clears each row r < R of out (rowBytes bytes) whose tokenOf[r] is negative: the
+// pad rows of every segment and the unused rows past offsets[E]. One warp a row.
+extern "C" __global__ void __launch_bounds__(256)
+gmm_zero_rows(char *out, const int *__restrict__ tokenOf, long long R, long long rowBytes) {
+  long long warps = ((long long)gridDim.x * blockDim.x) >> 5;
+  int lane = threadIdx.x & 31;
+  for (long long r = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5; r < R; r += warps) {
+    if (tokenOf[r] >= 0) continue;
+    char *p = out + r * rowBytes;
+    if ((((unsigned long long)p | (unsigned long long)rowBytes) & 15) == 0) {
+      uint4 z = make_uint4(0, 0, 0, 0);
+      for (long long i = lane; i < rowBytes / 16; i += 32) ((uint4 *)p)[i] = z;
+    } else {
+      for (long long i = lane; i < rowBytes; i += 32) p[i] = 0;
+    }
+  }
+}
+
+// gmm_zero_empty clears dw[e] (matBytes bytes) of each expert with counts[e] == 0. Block b
+// works on expert b / chunks and clears every chunks-th 16-byte word (byte, when dw or
+// matBytes is not 16-byte aligned) of it from word b % chunks on.
+extern "C" __global__ void __launch_bounds__(256)
+gmm_zero_empty(char *dw, const int *__restrict__ counts, long long matBytes, int chunks) {
+  int e = blockIdx.x / chunks, c = blockIdx.x % chunks;
+  if (counts[e] != 0) return;
+  char *p = dw + (long long)e * matBytes;
+  long long step = (long long)chunks * blockDim.x, i0 = (long long)c * blockDim.x + threadIdx.x;
+  if ((((unsigned long long)p | (unsigned long long)matBytes) & 15) == 0) {
+    uint4 z = make_uint4(0, 0, 0, 0);
+    for (long long i = i0; i < matBytes / 16; i += step) ((uint4 *)p)[i] = z;
+  } else {
+    for (long long i = i0; i < matBytes; i += step) p[i] = 0;
+  }
+}

@@ -1,0 +1,26 @@
+//go:build gomoecuda
+
+package kernels
+
+// SetGMMCUBLAS forces (true) or releases (false) the cuBLAS path of the grouped matmul and
+// returns the previous setting.
+func SetGMMCUBLAS(on bool) bool {
+	old := gmmForceCUBLAS
+	gmmForceCUBLAS = on
+	return old
+}
+
+// LastGMMPath is the path c's last grouped matmul took: "sm90" or "cublas".
+func LastGMMPath(c *CUDA) string { return c.lastGMM }
+
+// SM90Error says why c has no sm_90a grouped GEMM (nil: it has one).
+func SM90Error(c *CUDA) error {
+	var err error
+	_ = c.Do(func() error { err = c.gmm90Of().err; return nil })
+	return err
+}
+
+// GMM90Kernel is gmm90Kernel's pick for form (0 forward, 1 rows, 2 weights).
+func GMM90Kernel(form int, g Geometry, H, N int) string {
+	return gmm90Kernels[gmm90Kernel(form, g, H, N)]
+}
