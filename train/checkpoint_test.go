@@ -34,7 +34,8 @@ var resumeCases = []resumeCase{
 	{name: "f32 adam expert bias", dtype: tensor.Float32, bias: true},
 }
 
-// tinyModel is a one-layer MoE regression: cost = mean((Y − target)²) + the routing losses.
+// tinyModel is a one-layer MoE classifier of random tokens into H classes:
+// cost = crossEntropy(Y, onehot) + the routing losses. With an engine it runs on the GPU.
 type tinyModel struct {
 	g            *G.ExprGraph
 	layer        *moe.Layer
@@ -43,13 +44,24 @@ type tinyModel struct {
 	costV, cntV  G.Value
 	vm           G.VM
 	opt          G.Solver
+	eng          engine
+	xd, yd       *tensor.Dense // device inputs (GPU only)
+}
+
+// engine is the part of the gomoecuda build's *device.Engine the tests use.
+type engine interface {
+	tensor.Engine
+	Bind(nodes ...*G.Node) error
+	NewTensor(dt tensor.Dtype, shape ...int) (*tensor.Dense, error)
+	Upload(dst, src tensor.Tensor) error
+	CopyOut(t tensor.Tensor) (*tensor.Dense, error)
 }
 
 const tinyT, tinyH = 24, 8
 
-func newTinyModel(t *testing.T, c resumeCase) *tinyModel {
+func newTinyModel(t *testing.T, c resumeCase, eng engine) *tinyModel {
 	t.Helper()
-	m := &tinyModel{g: G.NewGraph()}
+	m := &tinyModel{g: G.NewGraph(), eng: eng}
 	cfg := moe.Config{Hidden: tinyH, FFN: 12, Experts: 4, TopK: 2, Dtype: c.dtype, AuxLossCoeff: 0.01, ZLossCoeff: 1e-3, Seed: 7}
 	if c.bias {
 		cfg.Score, cfg.ExpertBias, cfg.BiasUpdateRate = moe.Sigmoid, true, 0.01
@@ -58,26 +70,44 @@ func newTinyModel(t *testing.T, c resumeCase) *tinyModel {
 	if m.layer, err = moe.New(m.g, "moe", cfg); err != nil {
 		t.Fatal(err)
 	}
-	m.x = G.NewMatrix(m.g, c.dtype, G.WithShape(tinyT, tinyH), G.WithName("x"))
 	ydt := tensor.Float32
 	if c.dtype == tensor.Float64 {
 		ydt = tensor.Float64
 	}
+	m.x = G.NewMatrix(m.g, c.dtype, G.WithShape(tinyT, tinyH), G.WithName("x"))
 	m.y = G.NewMatrix(m.g, ydt, G.WithShape(tinyT, tinyH), G.WithName("target"))
 	out, err := m.layer.Forward(m.x)
 	if err != nil {
 		t.Fatal(err)
 	}
-	yf := G.Must(op.Cast(out.Y, ydt))
-	mse := G.Must(G.Mean(G.Must(G.Square(G.Must(G.Sub(yf, m.y))))))
-	m.cost = G.Must(op.AddScalars(mse, out.Loss))
+	ce := G.Must(op.CrossEntropy(G.Must(op.Cast(out.Y, ydt)), m.y))
+	m.cost = G.Must(op.AddScalars(ce, out.Loss))
 	m.counts = out.Counts
 	if _, err := G.Grad(m.cost, m.layer.Learnables()...); err != nil {
 		t.Fatal(err)
 	}
 	G.Read(m.cost, &m.costV)
 	G.Read(m.counts, &m.cntV)
-	m.vm = G.NewTapeMachine(m.g)
+	if eng != nil {
+		if err := eng.Bind(m.params()...); err != nil {
+			t.Fatal(err)
+		}
+		if m.xd, err = eng.NewTensor(c.dtype, tinyT, tinyH); err != nil {
+			t.Fatal(err)
+		}
+		if m.yd, err = eng.NewTensor(ydt, tinyT, tinyH); err != nil {
+			t.Fatal(err)
+		}
+		if err := G.Let(m.x, m.xd); err != nil {
+			t.Fatal(err)
+		}
+		if err := G.Let(m.y, m.yd); err != nil {
+			t.Fatal(err)
+		}
+		m.vm = G.NewTapeMachine(m.g, G.WithEngine(eng))
+	} else {
+		m.vm = G.NewTapeMachine(m.g)
+	}
 	if c.sgd {
 		m.opt = &train.SGD{LR: 0.05, MaxGradNorm: c.maxNorm}
 	} else {
@@ -97,16 +127,22 @@ func (m *tinyModel) params() G.Nodes {
 	return ps
 }
 
-// batch makes step s's input and target from a source seeded by s alone, as a resumable
-// data loader does.
+// batch makes step s's input and one-hot target from a source seeded by s alone, as a
+// resumable data loader does.
 func (m *tinyModel) batch(t *testing.T, s int, dt tensor.Dtype) {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(uint64(s), 99))
 	xs := make([]float64, tinyT*tinyH)
 	ys := make([]float64, tinyT*tinyH)
-	for i := range xs {
-		xs[i] = rng.NormFloat64()
-		ys[i] = math.Sin(3 * xs[i])
+	for r := 0; r < tinyT; r++ {
+		best := 0
+		for j := 0; j < tinyH; j++ {
+			xs[r*tinyH+j] = rng.NormFloat64()
+			if xs[r*tinyH+j] > xs[r*tinyH+best] {
+				best = j
+			}
+		}
+		ys[r*tinyH+(best+1)%tinyH] = 1 // a class the layer must learn to map to
 	}
 	var xv, yv *tensor.Dense
 	switch dt {
@@ -128,6 +164,15 @@ func (m *tinyModel) batch(t *testing.T, s int, dt tensor.Dtype) {
 			xv = tensor.New(tensor.WithShape(tinyT, tinyH), tensor.WithBacking(xb))
 		}
 	}
+	if m.eng != nil {
+		if err := m.eng.Upload(m.xd, xv); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.eng.Upload(m.yd, yv); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
 	if err := G.Let(m.x, xv); err != nil {
 		t.Fatal(err)
 	}
@@ -143,10 +188,14 @@ func (m *tinyModel) steps(t *testing.T, c resumeCase, from, to int) []float64 {
 	for s := from; s < to; s++ {
 		m.batch(t, s, c.dtype)
 		var counts G.Value
+		m.costV, m.cntV = nil, nil // G.Read targets are step memory on the GPU
 		err := train.Step(m.vm, m.opt, m.layer.Learnables(), func() error {
 			l, err := train.Scalar(m.costV)
 			losses = append(losses, l)
-			counts = m.cntV.(*tensor.Dense).Clone().(*tensor.Dense)
+			if err != nil || !c.bias {
+				return err
+			}
+			counts, err = m.host(m.cntV)
 			return err
 		})
 		if err != nil {
@@ -161,13 +210,25 @@ func (m *tinyModel) steps(t *testing.T, c resumeCase, from, to int) []float64 {
 	return losses
 }
 
+// host returns a host copy of v (from the GPU when it lives there).
+func (m *tinyModel) host(v G.Value) (*tensor.Dense, error) {
+	if m.eng != nil {
+		return m.eng.CopyOut(v.(tensor.Tensor))
+	}
+	return v.(*tensor.Dense).Clone().(*tensor.Dense), nil
+}
+
 // bits returns the raw bits of every element of the params' values.
-func bits(t *testing.T, ns G.Nodes) map[string][]uint64 {
+func (m *tinyModel) bits(t *testing.T) map[string][]uint64 {
 	t.Helper()
 	out := map[string][]uint64{}
-	for _, n := range ns {
+	for _, n := range m.params() {
+		h, err := m.host(n.Value())
+		if err != nil {
+			t.Fatal(err)
+		}
 		var b []uint64
-		switch x := n.Value().Data().(type) {
+		switch x := h.Data().(type) {
 		case []float32:
 			for _, v := range x {
 				b = append(b, uint64(math.Float32bits(v)))
@@ -196,11 +257,11 @@ func TestResumeIsBitwise(t *testing.T) {
 	const N, k = 8, 3
 	for _, c := range resumeCases {
 		t.Run(c.name, func(t *testing.T) {
-			ref := newTinyModel(t, c)
+			ref := newTinyModel(t, c, nil)
 			defer ref.vm.Close()
 			want := ref.steps(t, c, 0, N)
 
-			a := newTinyModel(t, c)
+			a := newTinyModel(t, c, nil)
 			got := a.steps(t, c, 0, k)
 			path := filepath.Join(t.TempDir(), "ckpt.safetensors")
 			if err := train.SaveCheckpoint(path, train.Checkpoint{Params: a.params(), Optimizer: a.opt, Meta: map[string]string{"step": "3"}}); err != nil {
@@ -208,7 +269,7 @@ func TestResumeIsBitwise(t *testing.T) {
 			}
 			a.vm.Close()
 
-			b := newTinyModel(t, c) // fresh graph, fresh solver, initial weights
+			b := newTinyModel(t, c, nil) // fresh graph, fresh solver, initial weights
 			defer b.vm.Close()
 			if ad, ok := b.opt.(*train.Adam); ok {
 				ad.LR, ad.Beta1 = 123, 0.5 // restored from the file
@@ -229,7 +290,7 @@ func TestResumeIsBitwise(t *testing.T) {
 					t.Errorf("step %d: loss %v resumed, %v straight", s, got[s], want[s])
 				}
 			}
-			wb, gb := bits(t, ref.params()), bits(t, b.params())
+			wb, gb := ref.bits(t), b.bits(t)
 			for name, w := range wb {
 				g := gb[name]
 				for i := range w {
@@ -238,8 +299,26 @@ func TestResumeIsBitwise(t *testing.T) {
 					}
 				}
 			}
-			if want[N-1] >= want[0] {
-				t.Errorf("loss did not fall: %v", want)
+			// The run moved every weight, and clipping (when on) was active.
+			init := newTinyModel(t, c, nil)
+			defer init.vm.Close()
+			for name, w0 := range init.bits(t) {
+				if name == "moe.expert_bias" {
+					continue
+				}
+				same := 0
+				for i := range w0 {
+					if w0[i] == wb[name][i] {
+						same++
+					}
+				}
+				if same == len(w0) {
+					t.Errorf("%s did not move in %d steps", name, N)
+				}
+			}
+			type normed interface{ GradNorm() float64 }
+			if n := ref.opt.(normed).GradNorm(); c.maxNorm > 0 && !(n > c.maxNorm) {
+				t.Errorf("gradient norm %v at the last step: clipping to %v never acted", n, c.maxNorm)
 			}
 		})
 	}
@@ -250,16 +329,16 @@ func TestResumeIsBitwise(t *testing.T) {
 // the moments.
 func TestResumeNeedsTheState(t *testing.T) {
 	c := resumeCases[0]
-	ref := newTinyModel(t, c)
+	ref := newTinyModel(t, c, nil)
 	defer ref.vm.Close()
 	want := ref.steps(t, c, 0, 6)
-	a := newTinyModel(t, c)
+	a := newTinyModel(t, c, nil)
 	a.steps(t, c, 0, 3)
 	path := filepath.Join(t.TempDir(), "w.safetensors")
 	if err := train.SaveCheckpoint(path, train.Checkpoint{Params: a.params(), Optimizer: a.opt}); err != nil {
 		t.Fatal(err)
 	}
-	b := newTinyModel(t, c)
+	b := newTinyModel(t, c, nil)
 	defer b.vm.Close()
 	if _, err := train.LoadCheckpoint(path, train.Checkpoint{Params: b.params()}); err != nil {
 		t.Fatal(err)
