@@ -43,8 +43,8 @@ type config struct {
 	SaveEvery int     // steps between checkpoints (0: only at the end)
 	Resume    string  // folder of a checkpoint to resume from ("": start afresh)
 	StopAt    int     // stop after this step (0: run all steps), to resume later
-	TrainN    int // keep at most this many training images (0 = all)
-	TestN     int // keep at most this many test images (0 = all)
+	TrainN    int     // keep at most this many training images (0 = all)
+	TestN     int     // keep at most this many test images (0 = all)
 }
 
 func defaultConfig() config {
@@ -437,7 +437,7 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	// Plots.
 	xs := make([]float64, len(res.StepLoss))
 	for i := range xs {
-		xs[i] = float64(i + 1)
+		xs[i] = float64(first + i + 1)
 	}
 	lossPNG := filepath.Join(cfg.Out, "loss.png")
 	err = trainutil.SaveLines(lossPNG, "MNIST, "+kind, "step", "cross-entropy (nats) and error rate", true,
