@@ -1,7 +1,6 @@
 package train
 
 import (
-	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -102,12 +101,3 @@ func TestImbalance(t *testing.T) {
 	}
 }
 
-func ExampleLoadTracker() {
-	lt, err := NewLoadTracker(4)
-	if err != nil {
-		panic(err)
-	}
-	_ = lt.Add([]int32{10, 20, 30, 40}, 100) // tokens per expert in one step, of T·K = 100
-	fmt.Println(lt.Snapshot(1))
-	// Output: expert load %: 10.0 20.0 30.0 40.0  max/mean 1.60
-}
