@@ -42,7 +42,9 @@ import (
 // (header size, dtypes, data offsets) and carries BF16 and F64 as raw bytes. gomoe adds only
 // the conversion of tensors to little-endian bytes (its own View type: the package's
 // NewTensorView counts a scalar of shape [] as zero elements) and the check that every
-// tensor fits its node before anything is written.
+// tensor fits its node before anything is written. The package parses a file from one byte
+// slice (no streaming or memory-mapped reader), so LoadCheckpoint reads the whole file into
+// memory; SaveCheckpoint streams through a buffered writer.
 type Checkpoint struct {
 	// Params are the nodes saved and restored, by name: names must be unique and non-empty.
 	// Their values may live on the host or, in the gomoecuda build, in GPU memory.

@@ -636,3 +636,26 @@ type vg struct{ w, g G.Value }
 
 func (p vg) Value() G.Value         { return p.w }
 func (p vg) Grad() (G.Value, error) { return p.g, nil }
+
+// TestCheckpointScalar: a 0-D tensor (shape [] in the file, one element) round-trips.
+func TestCheckpointScalar(t *testing.T) {
+	mk := func(v float64) *G.Node {
+		return G.NewTensor(G.NewGraph(), tensor.Float64, 0, G.WithName("s"), G.WithValue(tensor.New(tensor.FromScalar(v))))
+	}
+	p := filepath.Join(t.TempDir(), "s.safetensors")
+	if err := train.SaveCheckpoint(p, train.Checkpoint{Params: G.Nodes{mk(3.5)}}); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := os.ReadFile(p)
+	hdr, data := parseSafetensors(t, raw)
+	if ti := hdr.tensors["s"]; ti.dtype != "F64" || len(ti.shape) != 0 || string(data[ti.off[0]:ti.off[1]]) != string(le64(3.5)) {
+		t.Errorf("scalar in the file: %+v", ti)
+	}
+	n := mk(0)
+	if _, err := train.LoadCheckpoint(p, train.Checkpoint{Params: G.Nodes{n}}); err != nil {
+		t.Fatal(err)
+	}
+	if v := n.Value().Data(); v != 3.5 {
+		t.Errorf("loaded %v, want 3.5", v)
+	}
+}

@@ -272,3 +272,30 @@ func ExampleLoadTracker() {
 	// expert load %: 10.0 20.0 30.0 40.0  max/mean 1.60
 	// max/mean over the run 1.60
 }
+
+// ExampleSaveCheckpoint saves a weight and Adam's state after one step and loads them into a
+// fresh node and optimiser.
+func ExampleSaveCheckpoint() {
+	w := G.NewVector(G.NewGraph(), tensor.Float32, G.WithShape(2), G.WithName("w"),
+		G.WithValue(tensor.New(tensor.WithShape(2), tensor.WithBacking([]float32{1, 2}))))
+	opt := train.NewAdam(0.5)
+	grad := tensor.New(tensor.WithShape(2), tensor.WithBacking([]float32{1, -1}))
+	if err := opt.Step([]G.ValueGrad{vg{w.Value(), grad}}); err != nil {
+		log.Fatal(err)
+	}
+	dir, _ := os.MkdirTemp("", "gomoe-example")
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "w.safetensors")
+	if err := train.SaveCheckpoint(path, train.Checkpoint{Params: G.Nodes{w}, Optimizer: opt, Meta: map[string]string{"epoch": "1"}}); err != nil {
+		log.Fatal(err)
+	}
+
+	w2 := G.NewVector(G.NewGraph(), tensor.Float32, G.WithShape(2), G.WithName("w"), G.WithInit(G.Zeroes()))
+	opt2 := train.NewAdam(0)
+	meta, err := train.LoadCheckpoint(path, train.Checkpoint{Params: G.Nodes{w2}, Optimizer: opt2})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(w2.Value().Data(), opt2.Steps(), opt2.LR, meta)
+	// Output: [0.5 2.5] 1 0.5 map[epoch:1]
+}
