@@ -100,4 +100,3 @@ func TestImbalance(t *testing.T) {
 		t.Error("Imbalance of an empty load is not NaN")
 	}
 }
-
