@@ -238,10 +238,11 @@ func SaveCheckpoint(path string, c Checkpoint) error {
 		}
 	}
 	var state map[uintptr]*moments
+	adam := false
 	switch o := c.Optimizer.(type) {
 	case nil:
 	case *Adam:
-		state = o.state
+		state, adam = o.state, true
 		meta[ckptOptimizer] = "adam"
 		meta["gomoe.adam.step"] = strconv.Itoa(o.t)
 		meta["gomoe.adam.lr"] = fmtF(o.LR)
@@ -261,8 +262,9 @@ func SaveCheckpoint(path string, c Checkpoint) error {
 	}
 	for _, p := range ps {
 		st, ok := state[p.w.Uintptr()]
-		if !ok {
-			continue
+		pr := pair{w: p.w, onGPU: p.onGPU, n: p.w.Shape().TotalSize(), dtype: p.w.Dtype()}
+		if !ok || !st.matches(pr, adam) {
+			continue // no state yet, or stale state of another tensor: the next step makes it anew
 		}
 		for _, s := range []struct {
 			prefix string
@@ -289,6 +291,9 @@ func SaveCheckpoint(path string, c Checkpoint) error {
 	err = safetensors.SerializeToWriter(views, meta, bw)
 	if err == nil {
 		err = bw.Flush()
+	}
+	if err == nil {
+		err = f.Chmod(0o644) // CreateTemp makes 0600
 	}
 	if err == nil {
 		err = f.Sync()
