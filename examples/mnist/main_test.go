@@ -124,7 +124,7 @@ func TestBadConfig(t *testing.T) {
 // of the third, so the resumed run must redraw the epoch's permutation.
 func TestResume(t *testing.T) {
 	cfg := smallConfig(t)
-	cfg.TrainN = 1000
+	cfg.TrainN, cfg.TestN, cfg.EvalBatch = 1000, 200, 200
 	cfg.Warmup, cfg.Clip = 5, 1 // the schedule's warmup and clipping resume too
 	whole, err := run(cfg, io.Discard, nil)
 	if err != nil {
@@ -133,9 +133,8 @@ func TestResume(t *testing.T) {
 	if whole.TestAcc < 0.5 {
 		t.Errorf("test accuracy %.3f", whole.TestAcc)
 	}
-	var dir string
 	for _, stop := range []int{40, 62} {
-		dir = filepath.Join(t.TempDir(), "ckpt")
+		dir := filepath.Join(t.TempDir(), "ckpt")
 		first := cfg
 		first.Save, first.StopAt = dir, stop
 		a, err := run(first, io.Discard, nil)
@@ -164,11 +163,5 @@ func TestResume(t *testing.T) {
 		if b.TestAcc != whole.TestAcc || b.TestLoss != whole.TestLoss {
 			t.Errorf("stop %d: resumed accuracy %v, test loss %v; unbroken %v, %v", stop, b.TestAcc, b.TestLoss, whole.TestAcc, whole.TestLoss)
 		}
-	}
-	// A checkpoint of another model is refused with a clear error.
-	other := cfg
-	other.Resume, other.Block.Hidden = dir, 16
-	if _, err := run(other, io.Discard, nil); err == nil || !strings.Contains(err.Error(), "in the file, want") {
-		t.Errorf("resume into another model: %v", err)
 	}
 }
