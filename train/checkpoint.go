@@ -24,8 +24,9 @@ import (
 // optimiser's state, and the caller's own strings.
 //
 // The file is safetensors (https://huggingface.co/docs/safetensors): each node is a tensor
-// named by its node name, in its own dtype (F32, F64 or BF16) and shape, readable by the
-// Python safetensors package and by Hugging Face tools. The optimiser's state is stored
+// named by its node name, in its own dtype (F32, F64 or BF16) and shape, in the format of
+// Hugging Face's safetensors package (TestCheckpointFile reads it with a parser written from
+// the format's description). The optimiser's state is stored
 // beside the weights, for Adam as "optimizer.adam.m.<name>" and "optimizer.adam.v.<name>"
 // (float32 for bfloat16 weights) and for either optimiser as "optimizer.master.<name>" (the
 // float32 master copy of a bfloat16 weight); its step count and constants are in the
@@ -33,8 +34,8 @@ import (
 //
 // Resuming is exact: a run that saves after step k and is loaded into a fresh graph and a
 // fresh solver takes steps k+1… with the bits of a run that never stopped, provided the
-// rest of the program is deterministic too (the data order, here a function of the seed and
-// the step: keep what it needs in Meta). One thing is not saved: the run counter of
+// rest of the program is deterministic too: keep what the data order needs (a step count, a
+// random source's state) in Meta, as the examples do. One thing is not saved: the run counter of
 // op.JitterNoise (moe.Config.JitterEps > 0), so a resumed run with router jitter draws other
 // noise.
 //
