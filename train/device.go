@@ -26,6 +26,14 @@ type gpu interface {
 	// scalar to the host.
 	EndStep(v G.Value)
 	Scalar(v G.Value) (float64, error)
+	// Download returns a host copy of the device tensor t; Upload copies the host tensor src
+	// into the device tensor dst of the same dtype and size (checkpoints).
+	Download(t *tensor.Dense) (*tensor.Dense, error)
+	Upload(dst, src *tensor.Dense) error
+	// SumSquares returns Σ g² of the device tensor g (rows of the accumulator type summed in
+	// float64 on the host); Scale multiplies g by s in place (gradient clipping).
+	SumSquares(g *tensor.Dense) (float64, error)
+	Scale(g *tensor.Dense, s float64) error
 }
 
 var device gpu

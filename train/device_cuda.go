@@ -128,3 +128,102 @@ func (cudaGPU) Scalar(v G.Value) (float64, error) {
 	}
 	return 0, fmt.Errorf("gomoe: train: Scalar of dtype %v", h.Dtype())
 }
+
+func (cudaGPU) Download(t *tensor.Dense) (*tensor.Dense, error) {
+	e := engineOf(t)
+	if e == nil {
+		return nil, fmt.Errorf("the tensor is not in GPU memory")
+	}
+	return e.CopyOut(t)
+}
+
+func (cudaGPU) Upload(dst, src *tensor.Dense) error {
+	e := engineOf(dst)
+	if e == nil {
+		return fmt.Errorf("the destination is not in GPU memory")
+	}
+	return e.Upload(dst, src)
+}
+
+// sumSquaresCols is the row length of the RowDot view of a gradient in SumSquares.
+const sumSquaresCols = 1024
+
+// SumSquares views g as rows of up to 1024 elements (a last shorter row for the rest), sums
+// each row's squares with kernels.RowDot (one warp per row, in the accumulator type: float32
+// for float32 and bfloat16, float64 for float64), copies the row sums to the host and adds
+// them there in float64, in row order.
+func (cudaGPU) SumSquares(g *tensor.Dense) (float64, error) {
+	e := engineOf(g)
+	if e == nil {
+		return 0, fmt.Errorf("the gradient is not in GPU memory")
+	}
+	dt, err := gdev.DType(g.Dtype())
+	if err != nil {
+		return 0, err
+	}
+	n := int64(g.Shape().TotalSize())
+	if n == 0 {
+		return 0, nil
+	}
+	cols := int64(sumSquaresCols)
+	if n < cols {
+		cols = n
+	}
+	rows, tail := n/cols, n%cols
+	pdt := tensor.Float32
+	if dt.ProbSize() == 8 {
+		pdt = tensor.Float64
+	}
+	nr := int(rows)
+	if tail > 0 {
+		nr++
+	}
+	out, err := e.NewStepTensor(pdt, nr)
+	if err != nil {
+		return 0, err
+	}
+	k := e.Kernels()
+	if err := k.RowDot(dt, ptr(out), ptr(g), ptr(g), rows, int(cols)); err != nil {
+		return 0, err
+	}
+	if tail > 0 {
+		off := cu.DevicePtr(uintptr(rows*cols) * uintptr(dt.Size()))
+		if err := k.RowDot(dt, ptr(out)+cu.DevicePtr(uintptr(rows)*uintptr(dt.ProbSize())), ptr(g)+off, ptr(g)+off, 1, int(tail)); err != nil {
+			return 0, err
+		}
+	}
+	h, err := e.CopyOut(out)
+	if err != nil {
+		return 0, err
+	}
+	s := 0.0
+	switch x := h.Data().(type) {
+	case []float32:
+		for _, v := range x {
+			s += float64(v)
+		}
+	case []float64:
+		for _, v := range x {
+			s += v
+		}
+	case float32:
+		s = float64(x)
+	case float64:
+		s = x
+	}
+	return s, nil
+}
+
+// Scale multiplies g by s in place with the engine's element-wise kernel (kernels.Binary:
+// computed in the accumulator type and rounded once, as the CPU's scaleGrad).
+func (cudaGPU) Scale(g *tensor.Dense, s float64) error {
+	e := engineOf(g)
+	if e == nil {
+		return fmt.Errorf("the gradient is not in GPU memory")
+	}
+	dt, err := gdev.DType(g.Dtype())
+	if err != nil {
+		return err
+	}
+	return e.Kernels().Binary(dt, kernels.OpMul, ptr(g), ptr(g), 0, s, int64(g.Shape().TotalSize()))
+}

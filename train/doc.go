@@ -1,6 +1,15 @@
 // Package train holds what a training loop around a Gorgonia graph needs beyond the graph:
-// optimisers that update weights in place (Adam, SGD) on the CPU and on the GPU, and Step,
-// which runs one step of a tape machine.
+//
+//   - optimisers that update weights in place on the CPU and on the GPU (Adam, SGD), with
+//     global gradient-norm clipping (MaxGradNorm, ClipGradNorm);
+//   - Step, which runs one step of a tape machine: forward, backward, read, update;
+//   - learning-rate schedules (Cosine and Linear, with warmup);
+//   - seeded weight initialisers (Init), so that a whole program is reproducible;
+//   - checkpoints (SaveCheckpoint, LoadCheckpoint): named weights and the optimiser's state
+//     as safetensors, float32, float64 or bfloat16, from host or device values, from which a
+//     run resumes bit for bit;
+//   - an expert-load tracker (LoadTracker, with the max/mean imbalance) and a progress
+//     report (Progress) that draws a bar on a terminal and prints plain lines elsewhere.
 //
 // Gorgonia's own solvers zero gradients and make dual values through raw host memory, so they
 // cannot update device tensors (see ../shared/docs/gorgonia-device-residency.md). The
@@ -12,11 +21,22 @@
 //
 // A step with Step needs no BindDualValues: gradients are read from the gradient nodes.
 //
-//	grads, _ := G.Grad(cost, params...)
-//	vm := G.NewTapeMachine(g, G.WithEngine(eng)) // or no engine on the CPU
+//	if _, err := G.Grad(cost, params...); err != nil { ... }
+//	var costV G.Value
+//	G.Read(cost, &costV)
+//	vm := G.NewTapeMachine(g) // G.WithEngine(eng) on the GPU
 //	opt := train.NewAdam(1e-3)
+//	sched := train.Cosine{Peak: 1e-3, Floor: 0.1, Warmup: 100, Total: n}
 //	for step := 0; step < n; step++ {
-//		// refresh the inputs (eng.Upload into the bound device tensors)
-//		if err := train.Step(vm, opt, params, eng); err != nil { ... }
+//		// refresh the inputs (G.Let, or eng.Upload into the bound device tensors)
+//		opt.LR = sched.LR(step)
+//		err := train.Step(vm, opt, params, func() error {
+//			loss, err := train.Scalar(costV) // read outputs here, before the update
+//			...
+//			return err
+//		})
+//		if err != nil { ... }
 //	}
+//
+// Example_trainAModel adds evaluation, saving and resuming.
 package train

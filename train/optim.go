@@ -29,8 +29,12 @@ type Adam struct {
 	Beta1, Beta2, Eps float64
 	// WeightDecay is the decoupled weight decay (0: plain Adam).
 	WeightDecay float64
+	// MaxGradNorm, when > 0, clips the gradients by their global L2 norm before the update
+	// (as PyTorch's clip_grad_norm_): see ClipGradNorm.
+	MaxGradNorm float64
 
 	t     int
+	norm  float64
 	state map[uintptr]*moments // by the weight's data address
 }
 
@@ -50,6 +54,10 @@ func NewAdam(lr float64) *Adam {
 // Steps is the number of steps taken.
 func (a *Adam) Steps() int { return a.t }
 
+// GradNorm is the global L2 norm of the gradients of the last step, before clipping (NaN
+// when MaxGradNorm is 0: the norm is computed only to clip).
+func (a *Adam) GradNorm() float64 { return a.norm }
+
 // SGD is plain stochastic gradient descent, w = w − LR·(g + WeightDecay·w), as a
 // gorgonia.Solver that updates float32, float64 and bfloat16 weights (through a float32 master
 // copy, as Adam) in place on the host or the GPU.
@@ -58,7 +66,11 @@ type SGD struct {
 	LR float64
 	// WeightDecay is the L2 weight decay.
 	WeightDecay float64
+	// MaxGradNorm, when > 0, clips the gradients by their global L2 norm before the update:
+	// see ClipGradNorm.
+	MaxGradNorm float64
 
+	norm  float64
 	state map[uintptr]*moments // master copies of bfloat16 weights
 }
 
@@ -139,9 +151,14 @@ func (a *Adam) Step(vgs []G.ValueGrad) error {
 		return fmt.Errorf("gomoe: train: Adam: betas %v, %v, want each in [0, 1)", a.Beta1, a.Beta2)
 	case !(a.Eps > 0) || !(a.WeightDecay >= 0):
 		return fmt.Errorf("gomoe: train: Adam: eps %v and weight decay %v, want eps > 0 and decay >= 0", a.Eps, a.WeightDecay)
+	case !(a.MaxGradNorm >= 0) || math.IsInf(a.MaxGradNorm, 0):
+		return fmt.Errorf("gomoe: train: Adam: MaxGradNorm %v, want a finite value >= 0 (0: no clipping)", a.MaxGradNorm)
 	}
 	var err2 error
 	if a.state, err2 = ensure(a.state, ps, true); err2 != nil {
+		return fmt.Errorf("gomoe: train: Adam: %w", err2)
+	}
+	if a.norm, err2 = clip(ps, a.MaxGradNorm); err2 != nil {
 		return fmt.Errorf("gomoe: train: Adam: %w", err2)
 	}
 	t := a.t + 1
@@ -302,8 +319,14 @@ func (s *SGD) Step(vgs []G.ValueGrad) error {
 	if !(s.LR >= 0) || math.IsInf(s.LR, 0) || !(s.WeightDecay >= 0) {
 		return fmt.Errorf("gomoe: train: SGD: learning rate %v, weight decay %v", s.LR, s.WeightDecay)
 	}
+	if !(s.MaxGradNorm >= 0) || math.IsInf(s.MaxGradNorm, 0) {
+		return fmt.Errorf("gomoe: train: SGD: MaxGradNorm %v, want a finite value >= 0 (0: no clipping)", s.MaxGradNorm)
+	}
 	var err2 error
 	if s.state, err2 = ensure(s.state, ps, false); err2 != nil {
+		return fmt.Errorf("gomoe: train: SGD: %w", err2)
+	}
+	if s.norm, err2 = clip(ps, s.MaxGradNorm); err2 != nil {
 		return fmt.Errorf("gomoe: train: SGD: %w", err2)
 	}
 	for _, p := range ps {
@@ -329,6 +352,10 @@ func (s *SGD) Step(vgs []G.ValueGrad) error {
 	}
 	return nil
 }
+
+// GradNorm is the global L2 norm of the gradients of the last step, before clipping (NaN
+// when MaxGradNorm is 0).
+func (s *SGD) GradNorm() float64 { return s.norm }
 
 // Release frees the master copies of bfloat16 weights (device memory for GPU weights).
 func (s *SGD) Release() {

@@ -175,3 +175,47 @@ func TestGenerated(t *testing.T) {
 		}
 	}
 }
+
+// TestResume: a run stopped at step 50 of 120 with -save and resumed with -resume gives the
+// unbroken run's loss at every step, bit for bit, and its held-out bits/char and sample.
+func TestResume(t *testing.T) {
+	cfg := smallConfig(t)
+	cfg.EvalEvery = 0
+	cfg.Warmup, cfg.Clip = 5, 2
+	whole, err := run(cfg, io.Discard, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "ckpt")
+	first := cfg
+	first.Save, first.StopAt = dir, 50
+	a, err := run(first, io.Discard, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := cfg
+	second.Resume = dir
+	var out bytes.Buffer
+	b, err := run(second, &out, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "resumed from "+dir+" at step 50 of 120") {
+		t.Errorf("output lacks the resume line:\n%s", out.String())
+	}
+	got := append(append([]float64(nil), a.StepLoss...), b.StepLoss...)
+	if len(got) != len(whole.StepLoss) {
+		t.Fatalf("%d + %d steps, want %d", len(a.StepLoss), len(b.StepLoss), len(whole.StepLoss))
+	}
+	for s := range got {
+		if got[s] != whole.StepLoss[s] {
+			t.Fatalf("step %d: loss %v resumed, %v unbroken", s+1, got[s], whole.StepLoss[s])
+		}
+	}
+	if b.BPC != whole.BPC || b.Sample != whole.Sample {
+		t.Errorf("resumed: %v bits/char, sample %q; unbroken %v, %q", b.BPC, b.Sample, whole.BPC, whole.Sample)
+	}
+	if f, l := trainutil.Mean(whole.StepLoss[:10]), trainutil.Mean(whole.StepLoss[len(whole.StepLoss)-10:]); !(l < 0.8*f) {
+		t.Errorf("loss did not fall: first 10 steps %.4f, last 10 steps %.4f nats", f, l)
+	}
+}

@@ -43,6 +43,12 @@ type config struct {
 	Temp      float64
 	Device    string // cpu or cuda (cuda needs a binary built with -tags gomoecuda)
 	Quiet     bool
+	Warmup    int     // learning-rate warmup steps
+	Clip      float64 // global gradient-norm clipping (0: none)
+	Save      string  // folder to save the checkpoint in ("": none)
+	SaveEvery int     // steps between checkpoints (0: only at the end)
+	Resume    string  // folder of a checkpoint to resume from ("": start afresh)
+	StopAt    int     // stop after this step (0: run all steps), to resume later
 }
 
 func defaultConfig() config {
@@ -110,15 +116,20 @@ type model struct {
 }
 
 func newModel(g *G.ExprGraph, cfg config, batch int) (*model, error) {
-	rng := rand.New(rand.NewPCG(cfg.Seed, 1))
+	ini := train.NewInit(cfg.Seed)
 	W, D, H := cfg.Context, cfg.Embed, cfg.Block.Hidden
 	m := &model{
 		batch: batch,
 		x:     G.NewVector(g, tensor.Int32, G.WithShape(batch*W), G.WithName("x")),
 		y:     G.NewMatrix(g, tensor.Float32, G.WithShape(batch, vocab), G.WithName("y")),
-		emb:   trainutil.Param(g, rng, "emb", vocab, D, 1),
 	}
-	m.proj = trainutil.NewLinear(g, rng, "proj", W*D, H, math.Sqrt2)
+	var err error
+	if m.emb, err = trainutil.Param(g, ini, "emb", vocab, D, 1); err != nil {
+		return nil, err
+	}
+	if m.proj, err = trainutil.NewLinear(g, ini, "proj", W*D, H, math.Sqrt2); err != nil {
+		return nil, err
+	}
 	for l := 0; l < cfg.Layers; l++ {
 		bc := cfg.Block
 		bc.Seed = cfg.Seed + 100 + uint64(l)
@@ -130,7 +141,9 @@ func newModel(g *G.ExprGraph, cfg config, batch int) (*model, error) {
 		m.blocks = append(m.blocks, b)
 	}
 	m.norms = append(m.norms, trainutil.NewRMSNorm(g, "norm_out", H))
-	m.head = trainutil.NewLinear(g, rng, "head", H, vocab, 1)
+	if m.head, err = trainutil.NewLinear(g, ini, "head", H, vocab, 1); err != nil {
+		return nil, err
+	}
 
 	e, err := op.Embedding(m.emb, m.x) // [B·W, D]
 	if err != nil {
@@ -258,6 +271,10 @@ func validate(cfg config) error {
 		return fmt.Errorf("temperature %g must be positive", cfg.Temp)
 	case cfg.LogEvery < 1:
 		return fmt.Errorf("log-every %d must be positive", cfg.LogEvery)
+	case cfg.Warmup < 0 || cfg.SaveEvery < 0 || cfg.StopAt < 0:
+		return fmt.Errorf("warmup %d, save-every %d and stop-at %d must be >= 0", cfg.Warmup, cfg.SaveEvery, cfg.StopAt)
+	case !(cfg.Clip >= 0):
+		return fmt.Errorf("clip %g must be >= 0", cfg.Clip)
 	case cfg.Out == "":
 		return errors.New("empty output folder")
 	}
@@ -316,12 +333,12 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	if err := dev.Bind(learn...); err != nil {
 		return nil, err
 	}
-	var trackers []*trainutil.LoadTracker
+	var trackers []*train.LoadTracker
 	for _, o := range m.outs {
 		if o.Counts == nil {
 			continue
 		}
-		lt, err := trainutil.NewLoadTracker(cfg.Block.Experts)
+		lt, err := train.NewLoadTracker(cfg.Block.Experts)
 		if err != nil {
 			return nil, err
 		}
@@ -342,12 +359,45 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	}
 	defer ev.close()
 
-	rng := rand.New(rand.NewPCG(cfg.Seed, 2))
+	// The data order: the training positions come from one source, saved with -save.
+	src := rand.NewPCG(cfg.Seed, 2)
+	rng := rand.New(src)
+	steps := cfg.Steps
+	first := 0
+	if cfg.Resume != "" {
+		saved := 0
+		first, saved, err = trainutil.LoadRun(cfg.Resume, learn, opt, trainutil.Run{Sources: map[string]*rand.PCG{"data": src}})
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(out, "resumed from %s at step %d of %d\n", cfg.Resume, first, saved)
+		if saved != steps {
+			fmt.Fprintf(out, "note: the checkpoint's run had %d steps, this one %d: the learning-rate schedule differs from the saved run's\n", saved, steps)
+		}
+	}
+	last := steps
+	if cfg.StopAt > 0 && cfg.StopAt < steps {
+		last = cfg.StopAt
+	}
+	sched := train.Cosine{Peak: cfg.LR, Floor: cfg.LRFloor, Warmup: cfg.Warmup, Total: steps}
+	if err := sched.Validate(); err != nil {
+		return nil, err
+	}
+	opt.MaxGradNorm = cfg.Clip
 	pos := make([]int, cfg.Batch)
 	var evalSteps, evalBPC []float64
-	prog := trainutil.NewProgress(bar, out, int64(cfg.Steps*cfg.Batch), "chr", "train")
-	steps := cfg.Steps
-	for step := 0; step < steps; step++ {
+	prog := train.NewProgress(bar, out, int64(max(last-first, 0)*cfg.Batch), "chr", "train")
+	save := func(done int) error {
+		if cfg.Save == "" {
+			return nil
+		}
+		if err := trainutil.SaveRun(cfg.Save, learn, opt, trainutil.Run{Step: done, Steps: steps, Sources: map[string]*rand.PCG{"data": src}}); err != nil {
+			return err
+		}
+		prog.Logf("step %5d  saved %s", done, filepath.Join(cfg.Save, trainutil.CheckpointFile))
+		return nil
+	}
+	for step := first; step < last; step++ {
 		for r := range pos {
 			pos[r] = W + rng.IntN(len(c.train)-W)
 		}
@@ -355,8 +405,7 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 		if err := buf.load(); err != nil {
 			return nil, err
 		}
-		lr := trainutil.CosineLR(cfg.LR, cfg.LRFloor, step, steps)
-		ce, err := trainutil.Step(vm, opt, learn, lr, step, func() (float64, error) {
+		ce, err := trainutil.Step(vm, opt, learn, sched.LR(step), step, func() (float64, error) {
 			ce, err := train.Scalar(m.ce.Value())
 			if err != nil {
 				return 0, err
@@ -382,12 +431,12 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 		}
 		res.StepLoss = append(res.StepLoss, ce)
 		prog.Add(cfg.Batch, fmt.Sprintf("loss %.3f bits/char", ce/math.Ln2))
-		if len(trackers) > 0 && ((step+1)%cfg.LogEvery == 0 || step+1 == cfg.Steps) {
+		if len(trackers) > 0 && ((step+1)%cfg.LogEvery == 0 || step+1 == last) {
 			for l, lt := range trackers {
 				prog.Logf("step %5d  block %d  %s", step+1, l+1, lt.Snapshot(step+1))
 			}
 		}
-		if (cfg.EvalEvery > 0 && (step+1)%cfg.EvalEvery == 0) || step+1 == cfg.Steps {
+		if (cfg.EvalEvery > 0 && (step+1)%cfg.EvalEvery == 0) || step+1 == last {
 			bpc, err := ev.bits(c.held, evalFrom, evalTo)
 			if err != nil {
 				return nil, err
@@ -396,6 +445,19 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 			evalBPC = append(evalBPC, bpc)
 			res.BPC = bpc
 			prog.Logf("step %5d  held-out %.3f bits/char (bigram %.3f)  (%s)", step+1, bpc, res.Bigram, time.Since(start).Round(100*time.Millisecond))
+		}
+		if cfg.SaveEvery > 0 && (step+1)%cfg.SaveEvery == 0 && step+1 != last {
+			if err := save(step + 1); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := save(last); err != nil {
+		return nil, err
+	}
+	if len(evalSteps) == 0 { // resumed at the end: no step ran
+		if res.BPC, err = ev.bits(c.held, evalFrom, evalTo); err != nil {
+			return nil, err
 		}
 	}
 	prog.Finish()
@@ -426,15 +488,15 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	xs := make([]float64, len(res.StepLoss))
 	bits := make([]float64, len(res.StepLoss))
 	for i, v := range res.StepLoss {
-		xs[i], bits[i] = float64(i+1), v/math.Ln2
+		xs[i], bits[i] = float64(first+i+1), v/math.Ln2
 	}
-	last := float64(len(xs))
+	lastX := float64(first + len(xs))
 	lossPNG := filepath.Join(cfg.Out, "loss.png")
 	err = trainutil.SaveLines(lossPNG, "charlm on Go sources: "+kind, "step", "bits per character", false,
 		trainutil.Series{Name: "train (EMA)", X: xs, Y: trainutil.Smooth(bits, 0.02)},
 		trainutil.Series{Name: "held-out", X: evalSteps, Y: evalBPC, Points: true},
-		trainutil.Series{Name: "bigram baseline", X: []float64{1, last}, Y: []float64{res.Bigram, res.Bigram}},
-		trainutil.Series{Name: "unigram baseline", X: []float64{1, last}, Y: []float64{res.Unigram, res.Unigram}},
+		trainutil.Series{Name: "bigram baseline", X: []float64{float64(first + 1), lastX}, Y: []float64{res.Bigram, res.Bigram}},
+		trainutil.Series{Name: "unigram baseline", X: []float64{float64(first + 1), lastX}, Y: []float64{res.Unigram, res.Unigram}},
 	)
 	if err != nil {
 		return nil, err
@@ -451,7 +513,7 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 			return nil, err
 		}
 		res.Files = append(res.Files, p)
-		fmt.Fprintf(out, "block %d over the run: %s  dropped %.2f%%\n", l+1, trainutil.FormatLoad(lt.Total()), 100*lt.Dropped())
+		fmt.Fprintf(out, "block %d over the run: %s  dropped %.2f%%\n", l+1, train.FormatLoad(lt.Total()), 100*lt.Dropped())
 	}
 	fmt.Fprintf(out, "wrote %v\n", res.Files)
 	return res, nil

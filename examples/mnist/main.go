@@ -45,7 +45,13 @@ func main() {
 	flag.StringVar(&cfg.Device, "device", cfg.Device, "where to train: cpu, or cuda (needs a binary built with -tags gomoecuda)")
 	flag.IntVar(&cfg.EvalEvery, "eval-every", cfg.EvalEvery, "steps between test evaluations; 0 = once per epoch")
 	flag.Float64Var(&cfg.Target, "target", cfg.Target, "report the training time to this test accuracy")
-	flag.BoolVar(&cfg.Quiet, "quiet", cfg.Quiet, "no progress bar")
+	flag.BoolVar(&cfg.Quiet, "quiet", cfg.Quiet, "no progress report")
+	flag.IntVar(&cfg.Warmup, "warmup", cfg.Warmup, "learning-rate warmup steps (linear, before the cosine decay)")
+	flag.Float64Var(&cfg.Clip, "clip", cfg.Clip, "clip the global gradient norm to this value (0: no clipping)")
+	flag.StringVar(&cfg.Save, "save", cfg.Save, "save a checkpoint (weights, Adam state, data order) in this folder at the end of the run")
+	flag.IntVar(&cfg.SaveEvery, "save-every", cfg.SaveEvery, "with -save, also save every this many steps")
+	flag.StringVar(&cfg.Resume, "resume", cfg.Resume, "resume the run saved in this folder (same flags; -steps/-epochs is the whole run's length)")
+	flag.IntVar(&cfg.StopAt, "stop-at", cfg.StopAt, "stop after this step (with -save, to -resume later)")
 	flag.Parse()
 
 	var bar io.Writer = os.Stderr

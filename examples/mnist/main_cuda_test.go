@@ -5,6 +5,7 @@ package main
 import (
 	"io"
 	"math"
+	"path/filepath"
 	"testing"
 )
 
@@ -63,4 +64,43 @@ func TestSmokeGPURoutingLosses(t *testing.T) {
 	if res.TestAcc < 0.6 {
 		t.Errorf("test accuracy %.3f", res.TestAcc)
 	}
+}
+
+// TestResumeGPU: on the GPU, a run stopped at step 40 with -save and resumed with -resume
+// gives the unbroken GPU run's losses bit for bit, and its test accuracy.
+func TestResumeGPU(t *testing.T) {
+	cfg := smallConfig(t)
+	cfg.TrainN = 1000
+	cfg.Device = "cuda"
+	cfg.Clip = 1
+	whole, err := run(cfg, io.Discard, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "ckpt")
+	first := cfg
+	first.Save, first.StopAt = dir, 40
+	a, err := run(first, io.Discard, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := cfg
+	second.Resume = dir
+	b, err := run(second, io.Discard, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := append(append([]float64(nil), a.StepLoss...), b.StepLoss...)
+	if len(got) != len(whole.StepLoss) {
+		t.Fatalf("%d + %d steps, want %d", len(a.StepLoss), len(b.StepLoss), len(whole.StepLoss))
+	}
+	for s := range got {
+		if got[s] != whole.StepLoss[s] {
+			t.Fatalf("step %d: loss %v resumed, %v unbroken", s+1, got[s], whole.StepLoss[s])
+		}
+	}
+	if b.TestAcc != whole.TestAcc {
+		t.Errorf("resumed accuracy %v, unbroken %v", b.TestAcc, whole.TestAcc)
+	}
+	t.Logf("GPU: accuracy %.3f unbroken and resumed at step 40", whole.TestAcc)
 }

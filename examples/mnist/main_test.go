@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"math"
 	"os"
@@ -114,5 +115,53 @@ func TestBadConfig(t *testing.T) {
 				t.Errorf("a failed run wrote loss.png")
 			}
 		})
+	}
+}
+
+// TestResume: a run stopped with -save (-stop-at) and resumed with -resume gives the
+// unbroken run's loss at every step, bit for bit, and its test accuracy and loss. 1000
+// images are 31 steps an epoch: the stops fall inside the second epoch and on the boundary
+// of the third, so the resumed run must redraw the epoch's permutation.
+func TestResume(t *testing.T) {
+	cfg := smallConfig(t)
+	cfg.TrainN, cfg.TestN, cfg.EvalBatch = 1000, 200, 200
+	cfg.Warmup, cfg.Clip = 5, 1 // the schedule's warmup and clipping resume too
+	whole, err := run(cfg, io.Discard, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if whole.TestAcc < 0.5 {
+		t.Errorf("test accuracy %.3f", whole.TestAcc)
+	}
+	for _, stop := range []int{40, 62} {
+		dir := filepath.Join(t.TempDir(), "ckpt")
+		first := cfg
+		first.Save, first.StopAt = dir, stop
+		a, err := run(first, io.Discard, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		second := cfg
+		second.Resume = dir
+		var out bytes.Buffer
+		b, err := run(second, &out, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := fmt.Sprintf("resumed from %s at step %d of 80", dir, stop); !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+		got := append(append([]float64(nil), a.StepLoss...), b.StepLoss...)
+		if len(got) != len(whole.StepLoss) {
+			t.Fatalf("stop %d: %d + %d steps, want %d", stop, len(a.StepLoss), len(b.StepLoss), len(whole.StepLoss))
+		}
+		for s := range got {
+			if got[s] != whole.StepLoss[s] {
+				t.Fatalf("stop %d: step %d: loss %v resumed, %v unbroken", stop, s+1, got[s], whole.StepLoss[s])
+			}
+		}
+		if b.TestAcc != whole.TestAcc || b.TestLoss != whole.TestLoss {
+			t.Errorf("stop %d: resumed accuracy %v, test loss %v; unbroken %v, %v", stop, b.TestAcc, b.TestLoss, whole.TestAcc, whole.TestLoss)
+		}
 	}
 }

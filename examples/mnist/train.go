@@ -37,8 +37,14 @@ type config struct {
 	EvalEvery int     // steps between test evaluations; 0 = once per epoch
 	Target    float64 // report the first evaluation at or above this test accuracy
 	Quiet     bool
-	TrainN    int // keep at most this many training images (0 = all)
-	TestN     int // keep at most this many test images (0 = all)
+	Warmup    int     // learning-rate warmup steps
+	Clip      float64 // global gradient-norm clipping (0: none)
+	Save      string  // folder to save the checkpoint in ("": none)
+	SaveEvery int     // steps between checkpoints (0: only at the end)
+	Resume    string  // folder of a checkpoint to resume from ("": start afresh)
+	StopAt    int     // stop after this step (0: run all steps), to resume later
+	TrainN    int     // keep at most this many training images (0 = all)
+	TestN     int     // keep at most this many test images (0 = all)
 }
 
 func defaultConfig() config {
@@ -95,21 +101,25 @@ type model struct {
 }
 
 func newModel(g *G.ExprGraph, cfg config, batch int) (*model, error) {
-	rng := rand.New(rand.NewPCG(cfg.Seed, 1))
+	ini := train.NewInit(cfg.Seed)
 	m := &model{
 		x: G.NewMatrix(g, tensor.Float32, G.WithShape(batch, pixels), G.WithName("x")),
 		y: G.NewMatrix(g, tensor.Float32, G.WithShape(batch, classes), G.WithName("y")),
 	}
 	H := cfg.Block.Hidden
-	m.proj = trainutil.NewLinear(g, rng, "proj", pixels, H, math.Sqrt2)
+	var err error
+	if m.proj, err = trainutil.NewLinear(g, ini, "proj", pixels, H, math.Sqrt2); err != nil {
+		return nil, err
+	}
 	m.norm = trainutil.NewRMSNorm(g, "norm", H)
 	bc := cfg.Block
 	bc.Seed = cfg.Seed + 100
-	var err error
 	if m.block, err = trainutil.NewBlock(g, "moe", bc); err != nil {
 		return nil, err
 	}
-	m.head = trainutil.NewLinear(g, rng, "head", H, classes, 1)
+	if m.head, err = trainutil.NewLinear(g, ini, "head", H, classes, 1); err != nil {
+		return nil, err
+	}
 
 	h, err := m.proj.Forward(m.x)
 	if err != nil {
@@ -200,6 +210,10 @@ func validate(cfg config) error {
 		return fmt.Errorf("eval-every %d must be >= 0", cfg.EvalEvery)
 	case cfg.LogEvery < 1:
 		return fmt.Errorf("log-every %d must be positive", cfg.LogEvery)
+	case cfg.Warmup < 0 || cfg.SaveEvery < 0 || cfg.StopAt < 0:
+		return fmt.Errorf("warmup %d, save-every %d and stop-at %d must be >= 0", cfg.Warmup, cfg.SaveEvery, cfg.StopAt)
+	case !(cfg.Clip >= 0):
+		return fmt.Errorf("clip %g must be >= 0", cfg.Clip)
 	}
 	return nil
 }
@@ -278,25 +292,64 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	}
 	defer ev.close()
 
-	var tracker *trainutil.LoadTracker
+	var tracker *train.LoadTracker
 	if m.out.Counts != nil {
-		if tracker, err = trainutil.NewLoadTracker(cfg.Block.Experts); err != nil {
+		if tracker, err = train.NewLoadTracker(cfg.Block.Experts); err != nil {
 			return nil, err
 		}
 	}
 
-	rng := rand.New(rand.NewPCG(cfg.Seed, 2))
+	// The data order: one source for the epochs' permutations and the shifts; epochStart is
+	// its state before the current epoch's permutation, kept so that a resumed run draws the
+	// same permutation again.
+	src := rand.NewPCG(cfg.Seed, 2)
+	rng := rand.New(src)
+	epochStart := *src
 	perm := rng.Perm(trainSet.len())
-
+	first := 0
+	if cfg.Resume != "" {
+		saved := 0
+		first, saved, err = trainutil.LoadRun(cfg.Resume, learn, opt, trainutil.Run{Sources: map[string]*rand.PCG{"data": src, "epoch": &epochStart}})
+		if err != nil {
+			return nil, err
+		}
+		e := epochStart
+		perm = rand.New(&e).Perm(trainSet.len())
+		fmt.Fprintf(out, "resumed from %s at step %d of %d\n", cfg.Resume, first, saved)
+		if saved != steps {
+			fmt.Fprintf(out, "note: the checkpoint's run had %d steps, this one %d: the learning-rate schedule differs from the saved run's\n", saved, steps)
+		}
+	}
+	last := steps
+	if cfg.StopAt > 0 && cfg.StopAt < steps {
+		last = cfg.StopAt
+	}
 	res := &result{}
 	var evalSteps, evalLoss, evalErr []float64
-	prog := trainutil.NewProgress(bar, out, int64(steps*cfg.Batch), "img", "train")
+	prog := train.NewProgress(bar, out, int64(max(last-first, 0)*cfg.Batch), "img", "train")
+	save := func(done int) error {
+		if cfg.Save == "" {
+			return nil
+		}
+		if err := trainutil.SaveRun(cfg.Save, learn, opt, trainutil.Run{Step: done, Steps: steps, Sources: map[string]*rand.PCG{"data": src, "epoch": &epochStart}}); err != nil {
+			return err
+		}
+		prog.Logf("step %5d  saved %s", done, filepath.Join(cfg.Save, trainutil.CheckpointFile))
+		return nil
+	}
+
+	sched := train.Cosine{Peak: cfg.LR, Floor: cfg.LRFloor, Warmup: cfg.Warmup, Total: steps}
+	if err := sched.Validate(); err != nil {
+		return nil, err
+	}
+	opt.MaxGradNorm = cfg.Clip
 	epochLoss, epochN := 0.0, 0
 	var cost float64
 	trainStart := time.Now()
-	for step := 0; step < steps; step++ {
+	for step := first; step < last; step++ {
 		pos := step % stepsPerEpoch
 		if pos == 0 && step > 0 {
+			epochStart = *src
 			perm = rng.Perm(trainSet.len())
 		}
 		fill(trainSet, perm[pos*cfg.Batch:(pos+1)*cfg.Batch], xb, yb, cfg.Shift, rng)
@@ -306,8 +359,7 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 		if err := yf.Load(); err != nil {
 			return nil, err
 		}
-		lr := trainutil.CosineLR(cfg.LR, cfg.LRFloor, step, steps)
-		ce, err := trainutil.Step(vm, opt, learn, lr, step, func() (float64, error) {
+		ce, err := trainutil.Step(vm, opt, learn, sched.LR(step), step, func() (float64, error) {
 			ce, err := train.Scalar(m.ce.Value())
 			if err != nil {
 				return 0, err
@@ -337,10 +389,10 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 		epochN++
 		prog.Add(cfg.Batch, fmt.Sprintf("loss %.4f", cost))
 
-		if tracker != nil && ((step+1)%cfg.LogEvery == 0 || step+1 == steps) {
+		if tracker != nil && ((step+1)%cfg.LogEvery == 0 || step+1 == last) {
 			prog.Logf("step %5d  %s", step+1, tracker.Snapshot(step+1))
 		}
-		if (step+1)%evalEvery == 0 || step+1 == steps {
+		if (step+1)%evalEvery == 0 || step+1 == last {
 			acc, tl, err := ev.eval()
 			if err != nil {
 				return nil, err
@@ -358,11 +410,24 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 					100*acc, 100*cfg.Target, step+1, float64(step+1)/float64(stepsPerEpoch), res.TargetTime.Round(10*time.Millisecond), dev)
 			}
 		}
+		if cfg.SaveEvery > 0 && (step+1)%cfg.SaveEvery == 0 && step+1 != last {
+			if err := save(step + 1); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := save(last); err != nil {
+		return nil, err
+	}
+	if len(evalSteps) == 0 { // resumed at the end: no step ran
+		if res.TestAcc, res.TestLoss, err = ev.eval(); err != nil {
+			return nil, err
+		}
 	}
 	prog.Finish()
 	res.Elapsed = time.Since(start)
 	fmt.Fprintf(out, "test accuracy %.2f%% (%d images) after %d steps in %s (training %s), %.0f img/s on %s\n",
-		100*res.TestAcc, test.len(), steps, res.Elapsed.Round(100*time.Millisecond), time.Since(trainStart).Round(100*time.Millisecond), prog.Rate(), dev)
+		100*res.TestAcc, test.len(), last, res.Elapsed.Round(100*time.Millisecond), time.Since(trainStart).Round(100*time.Millisecond), prog.Rate(), dev)
 	if res.TargetStep > 0 {
 		fmt.Fprintf(out, "time to %.2f%% test accuracy on %s: %s (step %d)\n", 100*cfg.Target, dev, res.TargetTime.Round(10*time.Millisecond), res.TargetStep)
 	} else {
@@ -372,7 +437,7 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	// Plots.
 	xs := make([]float64, len(res.StepLoss))
 	for i := range xs {
-		xs[i] = float64(i + 1)
+		xs[i] = float64(first + i + 1)
 	}
 	lossPNG := filepath.Join(cfg.Out, "loss.png")
 	err = trainutil.SaveLines(lossPNG, "MNIST, "+kind, "step", "cross-entropy (nats) and error rate", true,
@@ -386,7 +451,7 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	res.Files = append(res.Files, lossPNG)
 	if tracker != nil {
 		res.Load = tracker.Total()
-		fmt.Fprintf(out, "over the run: %s  dropped %.2f%%\n", trainutil.FormatLoad(res.Load), 100*tracker.Dropped())
+		fmt.Fprintf(out, "over the run: %s  dropped %.2f%%\n", train.FormatLoad(res.Load), 100*tracker.Dropped())
 		expPNG := filepath.Join(cfg.Out, "experts.png")
 		if err := trainutil.SaveExpertLoad(expPNG, "MNIST expert load per "+fmt.Sprint(cfg.LogEvery)+" steps", tracker); err != nil {
 			return nil, err

@@ -2,7 +2,7 @@
 // graph: a router picks K of E experts per token, op.Permute groups the tokens by expert, each
 // expert applies its own weight matrix (op.GroupedMatMul), and op.Unpermute combines the
 // results weighted by the router's probs. G.Grad differentiates the whole thing, router
-// included, and Adam fits a target that no single linear map can: every token's target is
+// included, and Adam (train.Adam, one train.Step per step) fits a target that no single linear map can: every token's target is
 // made by one of E hidden linear maps, chosen by the token's direction.
 //
 //	go run ./examples/quickstart
@@ -20,6 +20,7 @@ import (
 
 	"github.com/gomoe/gomoe/kernels"
 	"github.com/gomoe/gomoe/op"
+	"github.com/gomoe/gomoe/train"
 )
 
 const (
@@ -64,28 +65,34 @@ func main() {
 	var lossV, planV G.Value
 	G.Read(loss, &lossV)
 	G.Read(plan.Node, &planV)
-	m := G.NewTapeMachine(g, G.BindDualValues(wr, w))
+	m := G.NewTapeMachine(g) // G.WithEngine(eng) runs it on the GPU (package device)
 	defer m.Close()
-	solver := G.NewAdamSolver(G.WithLearnRate(0.02))
+	opt := train.NewAdam(0.02)
 	fmt.Printf("MoE layer: T=%d tokens, H=%d, E=%d experts, top-%d, R=%d permuted rows\n", T, H, E, K, plan.Rows())
 	fmt.Printf("best single linear map (least squares): loss %.5f\n", linearBaseline(xs, target))
 	for i := 0; i <= steps; i++ {
-		if err := m.RunAll(); err != nil {
-			log.Fatal(err)
-		}
-		if i%100 == 0 {
+		// train.Step runs forward and backward, calls the function (read the step's outputs
+		// there), then lets Adam update the weights from their gradients.
+		err := train.Step(m, opt, G.Nodes{wr, w}, func() error {
+			if i%100 != 0 {
+				return nil
+			}
 			p, err := plan.Geometry.View(planV.Data().([]int32))
 			if err != nil {
-				log.Fatal(err)
+				return err
 			}
-			dwr, _ := wr.Grad()
+			dwr, err := wr.Grad()
+			if err != nil {
+				return err
+			}
+			l, err := train.Scalar(lossV)
 			fmt.Printf("step %3d  loss %.5f  |dL/d router| %.4f  tokens per expert %v\n",
-				i, lossV.Data().(float64), norm(dwr.Data().([]float64)), p.Counts)
-		}
-		if err := solver.Step(G.NodesToValueGrads(G.Nodes{wr, w})); err != nil {
+				i, l, norm(dwr.Data().([]float64)), p.Counts)
+			return err
+		})
+		if err != nil {
 			log.Fatal(err)
 		}
-		m.Reset()
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	G "gorgonia.org/gorgonia"
 
 	"github.com/gomoe/gomoe/op"
+	"github.com/gomoe/gomoe/train"
 )
 
 // BlockConfig describes the feed-forward block of an example model.
@@ -59,7 +60,11 @@ func NewBlock(g *G.ExprGraph, name string, cfg BlockConfig) (Block, error) {
 		return nil, fmt.Errorf("trainutil: block %s: %w", name, err)
 	}
 	if cfg.Dense {
-		return newDenseFFN(g, name, cfg), nil
+		d, err := newDenseFFN(g, name, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("trainutil: block %s: %w", name, err)
+		}
+		return d, nil
 	}
 	return newMoEBlock(g, name, cfg)
 }
@@ -70,16 +75,25 @@ type denseFFN struct {
 	w1, w3, w2 *G.Node
 }
 
-func newDenseFFN(g *G.ExprGraph, name string, cfg BlockConfig) *denseFFN {
-	rng := rand.New(rand.NewPCG(cfg.Seed, 0x9e3779b97f4a7c15))
+func newDenseFFN(g *G.ExprGraph, name string, cfg BlockConfig) (*denseFFN, error) {
+	in, err := train.NewInitFrom(rand.New(rand.NewPCG(cfg.Seed, 0x9e3779b97f4a7c15)))
+	if err != nil {
+		return nil, err
+	}
 	H, F := cfg.Hidden, cfg.FFN
 	d := &denseFFN{act: cfg.Act}
-	d.w1 = Param(g, rng, name+".w1", H, F, 1/math.Sqrt(float64(H)))
-	if cfg.Act == "swiglu" {
-		d.w3 = Param(g, rng, name+".w3", H, F, 1/math.Sqrt(float64(H)))
+	if d.w1, err = Param(g, in, name+".w1", H, F, 1/math.Sqrt(float64(H))); err != nil {
+		return nil, err
 	}
-	d.w2 = Param(g, rng, name+".w2", F, H, 1/math.Sqrt(float64(F)))
-	return d
+	if cfg.Act == "swiglu" {
+		if d.w3, err = Param(g, in, name+".w3", H, F, 1/math.Sqrt(float64(H))); err != nil {
+			return nil, err
+		}
+	}
+	if d.w2, err = Param(g, in, name+".w2", F, H, 1/math.Sqrt(float64(F))); err != nil {
+		return nil, err
+	}
+	return d, nil
 }
 
 // Forward applies the FFN to x [T,H].

@@ -3,34 +3,29 @@ package trainutil
 import (
 	"fmt"
 	"math"
-	"math/rand/v2"
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/op"
+	"github.com/gomoe/gomoe/train"
 )
 
 // Param creates a float32 learnable matrix (or vector when cols is 0) named
-// name, filled with N(0, std²) from rng (zeros when std is 0).
-func Param(g *G.ExprGraph, rng *rand.Rand, name string, rows, cols int, std float64) *G.Node {
-	n := rows
+// name, filled with N(0, std²) from in (zeros when std is 0).
+func Param(g *G.ExprGraph, in *train.Init, name string, rows, cols int, std float64) (*G.Node, error) {
 	shape := []int{rows}
 	if cols > 0 {
-		n *= cols
 		shape = append(shape, cols)
 	}
-	data := make([]float32, n)
-	for i := range data {
-		if std != 0 {
-			data[i] = float32(rng.NormFloat64() * std)
-		}
+	t, err := in.Normal(tensor.Float32, std, shape...)
+	if err != nil {
+		return nil, fmt.Errorf("param %s: %w", name, err)
 	}
-	t := tensor.New(tensor.WithShape(shape...), tensor.WithBacking(data))
 	if cols > 0 {
-		return G.NewMatrix(g, tensor.Float32, G.WithShape(shape...), G.WithName(name), G.WithValue(t))
+		return G.NewMatrix(g, tensor.Float32, G.WithShape(shape...), G.WithName(name), G.WithValue(t)), nil
 	}
-	return G.NewVector(g, tensor.Float32, G.WithShape(shape...), G.WithName(name), G.WithValue(t))
+	return G.NewVector(g, tensor.Float32, G.WithShape(shape...), G.WithName(name), G.WithValue(t)), nil
 }
 
 // Linear is an affine layer y = x·W + b.
@@ -39,12 +34,17 @@ type Linear struct {
 }
 
 // NewLinear returns a Linear from in to out features with He-style
-// initialisation (std = gain/√in) and zero bias.
-func NewLinear(g *G.ExprGraph, rng *rand.Rand, name string, in, out int, gain float64) *Linear {
-	return &Linear{
-		W: Param(g, rng, name+".w", in, out, gain/math.Sqrt(float64(in))),
-		B: Param(g, rng, name+".b", out, 0, 0),
+// initialisation (std = gain/√in, drawn from init) and zero bias.
+func NewLinear(g *G.ExprGraph, init *train.Init, name string, in, out int, gain float64) (*Linear, error) {
+	w, err := Param(g, init, name+".w", in, out, gain/math.Sqrt(float64(in)))
+	if err != nil {
+		return nil, err
 	}
+	b, err := Param(g, init, name+".b", out, 0, 0)
+	if err != nil {
+		return nil, err
+	}
+	return &Linear{W: w, B: b}, nil
 }
 
 // Forward applies the layer to x [T,in]: a matrix product and op.BiasAdd, both of which
@@ -77,16 +77,6 @@ func GELU(x *G.Node) (*G.Node, error) { return op.GELU(x) }
 // the maximum of the wrong row and overflows once logits grow).
 func CrossEntropy(logits, onehot *G.Node) (*G.Node, error) {
 	return op.CrossEntropy(logits, onehot)
-}
-
-// CosineLR returns the learning rate at step (0-based) of total steps: a
-// cosine decay from base to base·floor.
-func CosineLR(base, floor float64, step, total int) float64 {
-	if total <= 1 {
-		return base
-	}
-	f := float64(step) / float64(total-1)
-	return base * (floor + (1-floor)*0.5*(1+math.Cos(math.Pi*f)))
 }
 
 // RMSNorm scales each row of its input to unit root-mean-square and then by

@@ -13,6 +13,8 @@ import (
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
 	"gonum.org/v1/plot/vg/vgimg"
+
+	"github.com/gomoe/gomoe/train"
 )
 
 // Series is one named curve of a line plot.
@@ -83,7 +85,7 @@ func SaveLines(path, title, xlabel, ylabel string, logY bool, series ...Series) 
 // stacked area plot at path: at each snapshot, the band of expert e is that
 // expert's share of the routed token slots, so a balanced router gives bands
 // of equal height 1/E.
-func SaveExpertLoad(path, title string, lt *LoadTracker) error {
+func SaveExpertLoad(path, title string, lt *train.LoadTracker) error {
 	if lt == nil || len(lt.Steps) == 0 {
 		return errors.New("trainutil: no expert-load snapshots to plot")
 	}
@@ -95,7 +97,7 @@ func SaveExpertLoad(path, title string, lt *LoadTracker) error {
 	p.Y.Min, p.Y.Max = 0, 1
 	p.Legend.Top = true
 	p.Legend.Left = false
-	E := lt.experts
+	E := lt.Experts()
 	// Draw from the top band down so that each band's fill covers the rest.
 	cum := make([][]float64, len(lt.Steps))
 	for i, f := range lt.Frac {

@@ -2,7 +2,6 @@ package trainutil
 
 import (
 	"bytes"
-	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -12,102 +11,9 @@ import (
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/train"
 )
-
-func TestLoadTracker(t *testing.T) {
-	lt, err := NewLoadTracker(4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	steps := [][]int32{{1, 2, 3, 2}, {3, 2, 1, 2}, {0, 0, 8, 0}}
-	for _, c := range steps[:2] {
-		if err := lt.Add(c, 8); err != nil {
-			t.Fatal(err)
-		}
-	}
-	line := lt.Snapshot(2)
-	if err := lt.Add(steps[2], 10); err != nil { // 2 of 10 pairs dropped
-		t.Fatal(err)
-	}
-	line2 := lt.Snapshot(3)
-	if !strings.Contains(line2, "dropped 20.0%") || strings.Contains(line, "dropped") {
-		t.Errorf("drop reports %q and %q, want none then 20%%", line, line2)
-	}
-	if got := lt.Dropped(); math.Abs(got-2.0/26) > 1e-15 {
-		t.Errorf("Dropped() = %v, want 2/26", got)
-	}
-
-	// Window 1: counts 4,4,4,4 -> 1/4 each; window 2: all on expert 2.
-	want := [][]float64{{0.25, 0.25, 0.25, 0.25}, {0, 0, 1, 0}}
-	for i := range want {
-		for e := range want[i] {
-			if lt.Frac[i][e] != want[i][e] {
-				t.Errorf("snapshot %d expert %d: share %v, want %v", i, e, lt.Frac[i][e], want[i][e])
-			}
-		}
-	}
-	if lt.Steps[0] != 2 || lt.Steps[1] != 3 {
-		t.Errorf("steps %v, want [2 3]", lt.Steps)
-	}
-	// Total: 4,4,12,4 of 24.
-	tot := lt.Total()
-	for e, w := range []float64{4.0 / 24, 4.0 / 24, 12.0 / 24, 4.0 / 24} {
-		if math.Abs(tot[e]-w) > 1e-15 {
-			t.Errorf("total share of expert %d = %v, want %v", e, tot[e], w)
-		}
-	}
-	if !strings.Contains(line, "25.0 25.0 25.0 25.0") || !strings.Contains(line, "max/mean 1.00") {
-		t.Errorf("summary %q", line)
-	}
-}
-
-func TestLoadTrackerErrors(t *testing.T) {
-	if _, err := NewLoadTracker(0); err == nil {
-		t.Error("NewLoadTracker(0) gave no error")
-	}
-	lt, _ := NewLoadTracker(2)
-	tests := []struct {
-		name   string
-		counts []int32
-		slots  int
-		want   string
-	}{
-		{"short", []int32{1}, 2, "1 counts for 2 experts"},
-		{"long", []int32{1, 2, 3}, 6, "3 counts for 2 experts"},
-		{"negative", []int32{1, -1}, 2, "negative"},
-		{"more than routed", []int32{2, 2}, 3, "only 3 were routed"},
-	}
-	for _, tt := range tests {
-		err := lt.Add(tt.counts, tt.slots)
-		if err == nil || !strings.Contains(err.Error(), tt.want) {
-			t.Errorf("%s: got %v, want an error naming %q", tt.name, err, tt.want)
-		}
-	}
-	// Nothing was recorded by the failed calls.
-	lt.Snapshot(1)
-	if lt.Frac[0][0] != 0 || lt.Frac[0][1] != 0 {
-		t.Errorf("failed Add changed the counts: %v", lt.Frac[0])
-	}
-}
-
-func TestImbalance(t *testing.T) {
-	tests := []struct {
-		frac []float64
-		want float64
-	}{
-		{[]float64{0.25, 0.25, 0.25, 0.25}, 1},
-		{[]float64{1, 0, 0, 0}, 4},
-		{[]float64{0.5, 0.25, 0.25, 0}, 2},
-	}
-	for _, tt := range tests {
-		if got := Imbalance(tt.frac); math.Abs(got-tt.want) > 1e-12 {
-			t.Errorf("Imbalance(%v) = %v, want %v", tt.frac, got, tt.want)
-		}
-	}
-	if !math.IsNaN(Imbalance([]float64{0, 0})) {
-		t.Error("Imbalance of an empty load is not NaN")
-	}
-}
 
 func TestSmooth(t *testing.T) {
 	y := []float64{4, 2, 6}
@@ -117,23 +23,6 @@ func TestSmooth(t *testing.T) {
 	for i := range want {
 		if math.Abs(got[i]-want[i]) > 1e-12 {
 			t.Errorf("Smooth[%d] = %v, want %v", i, got[i], want[i])
-		}
-	}
-}
-
-func TestCosineLR(t *testing.T) {
-	tests := []struct {
-		step, total int
-		want        float64
-	}{
-		{0, 11, 1},
-		{5, 11, 0.1 + 0.9*0.5},
-		{10, 11, 0.1},
-		{0, 1, 1},
-	}
-	for _, tt := range tests {
-		if got := CosineLR(1, 0.1, tt.step, tt.total); math.Abs(got-tt.want) > 1e-12 {
-			t.Errorf("CosineLR(step %d of %d) = %v, want %v", tt.step, tt.total, got, tt.want)
 		}
 	}
 }
@@ -172,7 +61,7 @@ func TestModuleDir(t *testing.T) {
 
 func TestPlots(t *testing.T) {
 	dir := t.TempDir()
-	lt, _ := NewLoadTracker(8)
+	lt, _ := train.NewLoadTracker(8)
 	rng := rand.New(rand.NewPCG(1, 2))
 	for s := 1; s <= 5; s++ {
 		c := make([]int32, 8)
@@ -205,7 +94,7 @@ func TestPlots(t *testing.T) {
 	if err := SaveLines(bad, "t", "x", "y", false, Series{Name: "a", X: []float64{1, 2}, Y: []float64{1}}); err == nil {
 		t.Error("SaveLines accepted series of unequal lengths")
 	}
-	if err := SaveExpertLoad(bad, "t", &LoadTracker{}); err == nil {
+	if err := SaveExpertLoad(bad, "t", &train.LoadTracker{}); err == nil {
 		t.Error("SaveExpertLoad accepted a tracker without snapshots")
 	}
 	if _, err := os.Stat(bad); err == nil {
@@ -290,16 +179,6 @@ func TestBlockConfigErrors(t *testing.T) {
 			t.Errorf("%s: a failed NewBlock added %d nodes", tt.name, n)
 		}
 	}
-}
-
-func ExampleLoadTracker() {
-	lt, err := NewLoadTracker(4)
-	if err != nil {
-		panic(err)
-	}
-	_ = lt.Add([]int32{10, 20, 30, 40}, 100) // tokens per expert in one step, of T·K = 100
-	fmt.Println(lt.Snapshot(1))
-	// Output: expert load %: 10.0 20.0 30.0 40.0  max/mean 1.60
 }
 
 // TestRMSNorm checks the forward values and the gradient of the gain and the

@@ -1,4 +1,4 @@
-package trainutil
+package train
 
 import (
 	"errors"
@@ -7,8 +7,9 @@ import (
 	"strings"
 )
 
-// LoadTracker accumulates the number of routed token slots per expert over
-// training and keeps one snapshot per logging window, for logs and plots.
+// LoadTracker accumulates the number of routed token slots per expert over training (the
+// moe layer's Output.Counts, read each step) and keeps one snapshot per logging window, for
+// logs and plots. Imbalance gives the max/mean ratio of the load: 1 is perfectly balanced.
 type LoadTracker struct {
 	experts int
 	window  []float64 // counts since the last snapshot
@@ -28,7 +29,7 @@ type LoadTracker struct {
 // NewLoadTracker returns a tracker for the given number of experts.
 func NewLoadTracker(experts int) (*LoadTracker, error) {
 	if experts < 1 {
-		return nil, fmt.Errorf("trainutil: load tracker needs at least one expert, got %d", experts)
+		return nil, fmt.Errorf("gomoe: train: load tracker needs at least one expert, got %d", experts)
 	}
 	return &LoadTracker{
 		experts: experts,
@@ -45,17 +46,17 @@ func (lt *LoadTracker) Experts() int { return lt.experts }
 // sum of counts is the number dropped by the capacity limit.
 func (lt *LoadTracker) Add(counts []int32, slots int) error {
 	if len(counts) != lt.experts {
-		return fmt.Errorf("trainutil: load tracker got %d counts for %d experts", len(counts), lt.experts)
+		return fmt.Errorf("gomoe: train: load tracker got %d counts for %d experts", len(counts), lt.experts)
 	}
 	sum := 0.0
 	for _, c := range counts {
 		if c < 0 {
-			return errors.New("trainutil: negative expert count")
+			return errors.New("gomoe: train: negative expert count")
 		}
 		sum += float64(c)
 	}
 	if sum > float64(slots) {
-		return fmt.Errorf("trainutil: experts processed %g pairs but only %d were routed", sum, slots)
+		return fmt.Errorf("gomoe: train: experts processed %g pairs but only %d were routed", sum, slots)
 	}
 	for e, c := range counts {
 		lt.window[e] += float64(c)
@@ -96,6 +97,10 @@ func (lt *LoadTracker) Snapshot(step int) string {
 
 // Total returns each expert's share of all token slots routed so far.
 func (lt *LoadTracker) Total() []float64 { return shares(lt.total) }
+
+// Imbalance returns the max/mean ratio of the load over the whole run (NaN before any
+// routed slot).
+func (lt *LoadTracker) Imbalance() float64 { return Imbalance(lt.Total()) }
 
 func shares(c []float64) []float64 {
 	sum := 0.0

@@ -1,0 +1,77 @@
+package trainutil
+
+import (
+	"encoding/hex"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	G "gorgonia.org/gorgonia"
+
+	"github.com/gomoe/gomoe/train"
+)
+
+// CheckpointFile is the name of a run's checkpoint in its -save / -resume folder.
+const CheckpointFile = "checkpoint.safetensors"
+
+// Run is the resumable state of an example's training loop besides the weights and the
+// optimiser: the next step and the data sources' states, by name.
+type Run struct {
+	Step    int                  // steps done
+	Steps   int                  // steps of the whole run (the schedule's length)
+	Sources map[string]*rand.PCG // the data order's random sources
+}
+
+// SaveRun writes the weights, Adam's state and r to dir/checkpoint.safetensors (making dir).
+func SaveRun(dir string, params G.Nodes, opt *train.Adam, r Run) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	meta := map[string]string{"step": strconv.Itoa(r.Step), "steps": strconv.Itoa(r.Steps)}
+	for name, src := range r.Sources {
+		b, err := src.MarshalBinary()
+		if err != nil {
+			return fmt.Errorf("save source %s: %w", name, err)
+		}
+		meta["rng."+name] = hex.EncodeToString(b)
+	}
+	return train.SaveCheckpoint(filepath.Join(dir, CheckpointFile), train.Checkpoint{Params: params, Optimizer: opt, Meta: meta})
+}
+
+// LoadRun loads dir/checkpoint.safetensors into params and opt, restores the sources named in
+// r.Sources (each must be in the file) and returns the step and run length saved.
+func LoadRun(dir string, params G.Nodes, opt *train.Adam, r Run) (step, steps int, err error) {
+	meta, err := train.LoadCheckpoint(filepath.Join(dir, CheckpointFile), train.Checkpoint{Params: params, Optimizer: opt})
+	if err != nil {
+		return 0, 0, err
+	}
+	if step, err = strconv.Atoi(meta["step"]); err != nil || step < 0 {
+		return 0, 0, fmt.Errorf("resume from %s: step %q", dir, meta["step"])
+	}
+	if steps, err = strconv.Atoi(meta["steps"]); err != nil || steps < step {
+		return 0, 0, fmt.Errorf("resume from %s: steps %q", dir, meta["steps"])
+	}
+	for name, src := range r.Sources {
+		if err := SetSource(src, meta["rng."+name]); err != nil {
+			return 0, 0, fmt.Errorf("resume from %s: source %s: %w", dir, name, err)
+		}
+	}
+	return step, steps, nil
+}
+
+// SourceState returns src's state as a hex string (for SetSource).
+func SourceState(src *rand.PCG) string {
+	b, _ := src.MarshalBinary() // a PCG always marshals
+	return hex.EncodeToString(b)
+}
+
+// SetSource sets src to a state from SourceState.
+func SetSource(src *rand.PCG, state string) error {
+	b, err := hex.DecodeString(state)
+	if err != nil {
+		return fmt.Errorf("state %q: %w", state, err)
+	}
+	return src.UnmarshalBinary(b)
+}

@@ -1,0 +1,645 @@
+package train
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/nlpodyssey/safetensors"
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/bfloat16"
+)
+
+// Checkpoint names what SaveCheckpoint writes and LoadCheckpoint restores: the values of
+// named nodes (the weights, and any other state kept in a node such as moe.Layer.Bias), the
+// optimiser's state, and the caller's own strings.
+//
+// The file is safetensors (https://huggingface.co/docs/safetensors): each node is a tensor
+// named by its node name, in its own dtype (F32, F64 or BF16) and shape, in the format of
+// Hugging Face's safetensors package (TestCheckpointFile reads it with a parser written from
+// the format's description). The optimiser's state is stored
+// beside the weights, for Adam as "optimizer.adam.m.<name>" and "optimizer.adam.v.<name>"
+// (float32 for bfloat16 weights) and for either optimiser as "optimizer.master.<name>" (the
+// float32 master copy of a bfloat16 weight); its step count and constants are in the
+// file's string metadata under keys starting with "gomoe.".
+//
+// Resuming is exact: a run that saves after step k and is loaded into a fresh graph and a
+// fresh solver takes steps k+1… with the bits of a run that never stopped, provided the
+// rest of the program is deterministic too: keep what the data order needs (a step count, a
+// random source's state) in Meta, as the examples do. One thing is not saved: the run counter of
+// op.JitterNoise (moe.Config.JitterEps > 0), so a resumed run with router jitter draws other
+// noise.
+//
+// The encoding is github.com/nlpodyssey/safetensors, which writes and validates the format
+// (header size, dtypes, data offsets) and carries BF16 and F64 as raw bytes. gomoe adds only
+// the conversion of tensors to little-endian bytes (its own View type: the package's
+// NewTensorView counts a scalar of shape [] as zero elements) and the check that every
+// tensor fits its node before anything is written. The package parses a file from one byte
+// slice (no streaming or memory-mapped reader), so LoadCheckpoint reads the whole file into
+// memory; SaveCheckpoint streams through a buffered writer.
+type Checkpoint struct {
+	// Params are the nodes saved and restored, by name: names must be unique and non-empty.
+	// Their values may live on the host or, in the gomoecuda build, in GPU memory.
+	Params G.Nodes
+	// Optimizer is the solver whose state is saved: *Adam, *SGD or nil (weights only).
+	Optimizer G.Solver
+	// Meta holds the caller's strings (the step, the seed, the configuration), saved in the
+	// file's metadata. Keys starting with "gomoe." are reserved.
+	Meta map[string]string
+}
+
+const (
+	ckptFormat    = "gomoe.format"
+	ckptFormatV1  = "gomoe-checkpoint/1"
+	ckptOptimizer = "gomoe.optimizer"
+	prefixM       = "optimizer.adam.m."
+	prefixV       = "optimizer.adam.v."
+	prefixMaster  = "optimizer.master."
+)
+
+// view is a safetensors.View of little-endian bytes.
+type view struct {
+	dt    safetensors.DType
+	shape []uint64
+	data  []byte
+}
+
+func (v view) DType() safetensors.DType { return v.dt }
+func (v view) Shape() []uint64          { return v.shape }
+func (v view) Data() []byte             { return v.data }
+func (v view) DataLen() uint64          { return uint64(len(v.data)) }
+
+// encode returns the little-endian bytes of a host slice or dense tensor of float32,
+// float64 or bfloat16.
+func encode(x any, shape tensor.Shape) (view, error) {
+	if d, ok := x.(*tensor.Dense); ok {
+		x = d.Data()
+	}
+	v := view{shape: make([]uint64, len(shape))}
+	for i, s := range shape {
+		v.shape[i] = uint64(s)
+	}
+	switch s := x.(type) {
+	case []float32:
+		v.dt, v.data = safetensors.F32, make([]byte, 4*len(s))
+		for i, f := range s {
+			binary.LittleEndian.PutUint32(v.data[4*i:], math.Float32bits(f))
+		}
+	case []float64:
+		v.dt, v.data = safetensors.F64, make([]byte, 8*len(s))
+		for i, f := range s {
+			binary.LittleEndian.PutUint64(v.data[8*i:], math.Float64bits(f))
+		}
+	case []bfloat16.BFloat16:
+		v.dt, v.data = safetensors.BF16, make([]byte, 2*len(s))
+		for i, f := range s {
+			binary.LittleEndian.PutUint16(v.data[2*i:], uint16(f))
+		}
+	case float32, float64:
+		// a scalar tensor's Data() is the value itself
+		return encode(scalarSlice(s), shape)
+	default:
+		return view{}, fmt.Errorf("data of type %T, want float32, float64 or bfloat16", x)
+	}
+	return v, nil
+}
+
+func scalarSlice(x any) any {
+	if f, ok := x.(float32); ok {
+		return []float32{f}
+	}
+	return []float64{x.(float64)}
+}
+
+// decode writes the bytes of tv into dst (a host slice of the tensor's type and size).
+func decode(dst any, tv safetensors.TensorView) {
+	b := tv.Data()
+	switch s := dst.(type) {
+	case []float32:
+		for i := range s {
+			s[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+		}
+	case []float64:
+		for i := range s {
+			s[i] = math.Float64frombits(binary.LittleEndian.Uint64(b[8*i:]))
+		}
+	case []bfloat16.BFloat16:
+		for i := range s {
+			s[i] = bfloat16.BFloat16(binary.LittleEndian.Uint16(b[2*i:]))
+		}
+	}
+}
+
+func stDtype(dt tensor.Dtype) (safetensors.DType, error) {
+	switch dt {
+	case tensor.Float32:
+		return safetensors.F32, nil
+	case tensor.Float64:
+		return safetensors.F64, nil
+	case bfloat16.Dtype:
+		return safetensors.BF16, nil
+	}
+	return 0, fmt.Errorf("dtype %v, want float32, float64 or bfloat16", dt)
+}
+
+// param is one checked node of a checkpoint.
+type param struct {
+	name  string
+	w     *tensor.Dense
+	onGPU bool
+}
+
+func checkParams(nodes G.Nodes) ([]param, error) {
+	ps := make([]param, 0, len(nodes))
+	seen := map[string]bool{}
+	for i, n := range nodes {
+		if n == nil {
+			return nil, fmt.Errorf("param %d is nil", i)
+		}
+		name := n.Name()
+		if name == "" || strings.HasPrefix(name, "optimizer.") {
+			return nil, fmt.Errorf("param %d has the name %q (want a non-empty name not starting with \"optimizer.\")", i, name)
+		}
+		if seen[name] {
+			return nil, fmt.Errorf("two params are named %q", name)
+		}
+		seen[name] = true
+		w, ok := n.Value().(*tensor.Dense)
+		if !ok || w == nil {
+			return nil, fmt.Errorf("param %q has the value %T, want a *tensor.Dense (give the node a value first)", name, n.Value())
+		}
+		if w.RequiresIterator() {
+			return nil, fmt.Errorf("param %q is a non-contiguous view", name)
+		}
+		if _, err := stDtype(w.Dtype()); err != nil {
+			return nil, fmt.Errorf("param %q: %w", name, err)
+		}
+		ps = append(ps, param{name: name, w: w, onGPU: device != nil && device.Owns(w)})
+	}
+	return ps, nil
+}
+
+// host returns x (a host slice, a host tensor or a device tensor) as host data.
+func host(x any) (any, error) {
+	switch s := x.(type) {
+	case []float32, []float64:
+		return s, nil
+	case *tensor.Dense:
+		if device != nil && device.Owns(s) {
+			return device.Download(s)
+		}
+		return s, nil
+	}
+	return nil, fmt.Errorf("optimiser state of type %T", x)
+}
+
+func fmtF(x float64) string { return strconv.FormatFloat(x, 'g', -1, 64) }
+
+// SaveCheckpoint writes c to path as a safetensors file. It writes a temporary file in the
+// same folder and renames it, so path holds either the old or the new checkpoint, never a
+// partial one. Device values are copied to the host through their engine.
+func SaveCheckpoint(path string, c Checkpoint) error {
+	fail := func(err error) error { return fmt.Errorf("gomoe: train: SaveCheckpoint %s: %w", path, err) }
+	ps, err := checkParams(c.Params)
+	if err != nil {
+		return fail(err)
+	}
+	views := make(map[string]view, len(ps))
+	meta := map[string]string{ckptFormat: ckptFormatV1}
+	for k, v := range c.Meta {
+		if strings.HasPrefix(k, "gomoe.") {
+			return fail(fmt.Errorf("metadata key %q is reserved (starts with \"gomoe.\")", k))
+		}
+		meta[k] = v
+	}
+	add := func(name string, x any, shape tensor.Shape) error {
+		h, err := host(x)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		v, err := encode(h, shape)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		views[name] = v
+		return nil
+	}
+	for _, p := range ps {
+		if err := add(p.name, p.w, p.w.Shape()); err != nil {
+			return fail(err)
+		}
+	}
+	var state map[uintptr]*moments
+	adam := false
+	switch o := c.Optimizer.(type) {
+	case nil:
+	case *Adam:
+		state, adam = o.state, true
+		meta[ckptOptimizer] = "adam"
+		meta["gomoe.adam.step"] = strconv.Itoa(o.t)
+		meta["gomoe.adam.lr"] = fmtF(o.LR)
+		meta["gomoe.adam.beta1"] = fmtF(o.Beta1)
+		meta["gomoe.adam.beta2"] = fmtF(o.Beta2)
+		meta["gomoe.adam.eps"] = fmtF(o.Eps)
+		meta["gomoe.adam.weight_decay"] = fmtF(o.WeightDecay)
+		meta["gomoe.adam.max_grad_norm"] = fmtF(o.MaxGradNorm)
+	case *SGD:
+		state = o.state
+		meta[ckptOptimizer] = "sgd"
+		meta["gomoe.sgd.lr"] = fmtF(o.LR)
+		meta["gomoe.sgd.weight_decay"] = fmtF(o.WeightDecay)
+		meta["gomoe.sgd.max_grad_norm"] = fmtF(o.MaxGradNorm)
+	default:
+		return fail(fmt.Errorf("optimiser %T, want *train.Adam or *train.SGD", c.Optimizer))
+	}
+	for _, p := range ps {
+		st, ok := state[p.w.Uintptr()]
+		pr := pair{w: p.w, onGPU: p.onGPU, n: p.w.Shape().TotalSize(), dtype: p.w.Dtype()}
+		if !ok || !st.matches(pr, adam) {
+			continue // no state yet, or stale state of another tensor: the next step makes it anew
+		}
+		for _, s := range []struct {
+			prefix string
+			x      any
+		}{{prefixM, st.m}, {prefixV, st.v}, {prefixMaster, st.w32}} {
+			if s.x == nil {
+				continue
+			}
+			if err := add(s.prefix+p.name, s.x, p.w.Shape()); err != nil {
+				return fail(err)
+			}
+		}
+	}
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, base+".tmp*")
+	if err != nil {
+		return fail(err)
+	}
+	tmp := f.Name()
+	bw := bufio.NewWriterSize(f, 1<<20)
+	err = safetensors.SerializeToWriter(views, meta, bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err == nil {
+		err = f.Chmod(0o644) // CreateTemp makes 0600
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fail(err)
+	}
+	return nil
+}
+
+// LoadCheckpoint reads the checkpoint at path into c's nodes (host values in place, device
+// values through their engine) and, when c.Optimizer is not nil, into the optimiser: its
+// step count, its constants (LR, betas, …, as PyTorch's load_state_dict restores them) and
+// its state, which replaces any state it held. It returns the caller's metadata.
+//
+// Every node must be in the file with its dtype and shape, the file must hold no tensor that
+// is not a node or its optimiser state, and a non-nil c.Optimizer must be of the kind saved.
+// All of this is checked before anything is written: on such an error no node and no
+// optimiser changes. A failed copy to the GPU can leave the nodes before it loaded.
+func LoadCheckpoint(path string, c Checkpoint) (map[string]string, error) {
+	fail := func(err error) error { return fmt.Errorf("gomoe: train: LoadCheckpoint %s: %w", path, err) }
+	buf, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fail(err)
+	}
+	meta, err := loadCheckpoint(buf, c)
+	if err != nil {
+		return nil, fail(err)
+	}
+	return meta, nil
+}
+
+// optLoad is the optimiser state read from a file, checked, not yet applied.
+type optLoad struct {
+	kind              string
+	t                 int
+	lr, b1, b2, eps   float64
+	wd, maxNorm       float64
+	m, v, master      map[string]safetensors.TensorView
+	hasState, hasMeta bool
+}
+
+func loadCheckpoint(buf []byte, c Checkpoint) (map[string]string, error) {
+	st, err := safetensors.Deserialize(buf)
+	if err != nil {
+		return nil, fmt.Errorf("not a safetensors file: %w", err)
+	}
+	_, md, err := safetensors.ReadMetadata(buf)
+	if err != nil {
+		return nil, fmt.Errorf("not a safetensors file: %w", err)
+	}
+	fileMeta := md.Metadata()
+	if f := fileMeta[ckptFormat]; f != ckptFormatV1 {
+		return nil, fmt.Errorf("not a gomoe checkpoint (metadata %s = %q, want %q)", ckptFormat, f, ckptFormatV1)
+	}
+	ps, err := checkParams(c.Params)
+	if err != nil {
+		return nil, err
+	}
+	tensors := map[string]safetensors.TensorView{}
+	for _, nt := range st.Tensors() {
+		tensors[nt.Name] = nt.TensorView
+	}
+	fits := func(name string, tv safetensors.TensorView, dt tensor.Dtype, shape tensor.Shape) error {
+		want, err := stDtype(dt)
+		if err != nil {
+			return err
+		}
+		ok := tv.DType() == want && len(tv.Shape()) == len(shape)
+		for i := 0; ok && i < len(shape); i++ {
+			ok = tv.Shape()[i] == uint64(shape[i])
+		}
+		if !ok {
+			return fmt.Errorf("tensor %q is %v %v in the file, want %v %v", name, tv.DType(), tv.Shape(), dt, shape)
+		}
+		if uint64(len(tv.Data())) != uint64(shape.TotalSize())*want.Size() {
+			return fmt.Errorf("tensor %q has %d bytes", name, len(tv.Data()))
+		}
+		return nil
+	}
+	used := map[string]bool{}
+	for _, p := range ps {
+		tv, ok := tensors[p.name]
+		if !ok {
+			return nil, fmt.Errorf("no tensor %q in the file", p.name)
+		}
+		if err := fits(p.name, tv, p.w.Dtype(), p.w.Shape()); err != nil {
+			return nil, err
+		}
+		used[p.name] = true
+	}
+	ol, err := readOptimizer(fileMeta, c.Optimizer)
+	if err != nil {
+		return nil, err
+	}
+	byName := map[string]param{}
+	for _, p := range ps {
+		byName[p.name] = p
+	}
+	for name, tv := range tensors {
+		if used[name] {
+			continue
+		}
+		var prefix string
+		var into map[string]safetensors.TensorView
+		switch {
+		case strings.HasPrefix(name, prefixM):
+			prefix, into = prefixM, ol.m
+		case strings.HasPrefix(name, prefixV):
+			prefix, into = prefixV, ol.v
+		case strings.HasPrefix(name, prefixMaster):
+			prefix, into = prefixMaster, ol.master
+		default:
+			return nil, fmt.Errorf("the file holds tensor %q, which is not one of the %d params", name, len(ps))
+		}
+		p, ok := byName[name[len(prefix):]]
+		if !ok {
+			return nil, fmt.Errorf("the file holds optimiser state %q of no param", name)
+		}
+		if c.Optimizer == nil {
+			continue // weights only: the optimiser state is not wanted
+		}
+		if (prefix == prefixM || prefix == prefixV) && ol.kind != "adam" {
+			return nil, fmt.Errorf("tensor %q in an %s checkpoint", name, ol.kind)
+		}
+		dt := p.w.Dtype()
+		if dt == bfloat16.Dtype {
+			dt = tensor.Float32
+		} else if prefix == prefixMaster {
+			return nil, fmt.Errorf("tensor %q: a master copy of a %v param", name, p.w.Dtype())
+		}
+		if err := fits(name, tv, dt, p.w.Shape()); err != nil {
+			return nil, err
+		}
+		into[p.name] = tv
+	}
+	if c.Optimizer != nil {
+		for _, p := range ps {
+			_, hm := ol.m[p.name]
+			_, hv := ol.v[p.name]
+			_, hw := ol.master[p.name]
+			bf := p.w.Dtype() == bfloat16.Dtype
+			switch {
+			case ol.kind == "adam" && hm != hv:
+				return nil, fmt.Errorf("param %q has one Adam moment but not the other", p.name)
+			case ol.kind == "adam" && hm && bf != hw:
+				return nil, fmt.Errorf("param %q: Adam moments and master copy disagree (bfloat16: %v, master: %v)", p.name, bf, hw)
+			}
+		}
+	}
+	if err := applyCheckpoint(ps, tensors, c.Optimizer, ol); err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for k, v := range fileMeta {
+		if !strings.HasPrefix(k, "gomoe.") {
+			out[k] = v
+		}
+	}
+	return out, nil
+}
+
+// readOptimizer checks the optimiser metadata of the file against opt.
+func readOptimizer(meta map[string]string, opt G.Solver) (*optLoad, error) {
+	ol := &optLoad{kind: meta[ckptOptimizer], m: map[string]safetensors.TensorView{}, v: map[string]safetensors.TensorView{}, master: map[string]safetensors.TensorView{}}
+	var want string
+	switch opt.(type) {
+	case nil:
+		return ol, nil
+	case *Adam:
+		want = "adam"
+	case *SGD:
+		want = "sgd"
+	default:
+		return nil, fmt.Errorf("optimiser %T, want *train.Adam or *train.SGD", opt)
+	}
+	if ol.kind != want {
+		if ol.kind == "" {
+			return nil, fmt.Errorf("the file holds no optimiser state (saved without one); load it with Optimizer nil")
+		}
+		return nil, fmt.Errorf("the file holds %s state, but the optimiser is %s", ol.kind, want)
+	}
+	num := func(key string, dst *float64) error {
+		s, ok := meta["gomoe."+want+"."+key]
+		if !ok {
+			return fmt.Errorf("metadata gomoe.%s.%s is missing", want, key)
+		}
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return fmt.Errorf("metadata gomoe.%s.%s = %q: %w", want, key, s, err)
+		}
+		*dst = f
+		return nil
+	}
+	keys := []string{"lr", "weight_decay", "max_grad_norm"}
+	dsts := []*float64{&ol.lr, &ol.wd, &ol.maxNorm}
+	if want == "adam" {
+		keys = append(keys, "beta1", "beta2", "eps")
+		dsts = append(dsts, &ol.b1, &ol.b2, &ol.eps)
+		s := meta["gomoe.adam.step"]
+		t, err := strconv.Atoi(s)
+		if err != nil || t < 0 {
+			return nil, fmt.Errorf("metadata gomoe.adam.step = %q, want a step count >= 0", s)
+		}
+		ol.t = t
+	}
+	for i, k := range keys {
+		if err := num(k, dsts[i]); err != nil {
+			return nil, err
+		}
+	}
+	return ol, nil
+}
+
+// applyCheckpoint writes the checked tensors into the nodes and the optimiser.
+func applyCheckpoint(ps []param, tensors map[string]safetensors.TensorView, opt G.Solver, ol *optLoad) error {
+	// Build the optimiser state first (device allocations may fail; nothing is written yet).
+	state := map[uintptr]*moments{}
+	release := func() {
+		for _, st := range state {
+			st.release()
+		}
+	}
+	if opt != nil {
+		for _, p := range ps {
+			tm, hasM := ol.m[p.name]
+			tw, hasW := ol.master[p.name]
+			if !hasM && !hasW {
+				continue
+			}
+			st, err := loadMoments(p, ol, tm, ol.v[p.name], tw, hasM, hasW)
+			if err != nil {
+				release()
+				return fmt.Errorf("optimiser state of %q: %w", p.name, err)
+			}
+			state[p.w.Uintptr()] = st
+		}
+	}
+	// Sorted for a fixed order of device copies.
+	order := make([]int, len(ps))
+	for i := range order {
+		order[i] = i
+	}
+	sort.Slice(order, func(a, b int) bool { return ps[order[a]].name < ps[order[b]].name })
+	for _, i := range order {
+		p := ps[i]
+		if err := writeInto(p.w, tensors[p.name]); err != nil {
+			release()
+			return fmt.Errorf("param %q: %w", p.name, err)
+		}
+	}
+	switch o := opt.(type) {
+	case *Adam:
+		o.Release()
+		o.state, o.t = state, ol.t
+		o.LR, o.Beta1, o.Beta2, o.Eps, o.WeightDecay, o.MaxGradNorm = ol.lr, ol.b1, ol.b2, ol.eps, ol.wd, ol.maxNorm
+	case *SGD:
+		o.Release()
+		o.state = state
+		o.LR, o.WeightDecay, o.MaxGradNorm = ol.lr, ol.wd, ol.maxNorm
+	}
+	return nil
+}
+
+// writeInto copies the bytes of tv into the dense w (host or device) of the same size.
+func writeInto(w *tensor.Dense, tv safetensors.TensorView) error {
+	if device != nil && device.Owns(w) {
+		h := tensor.New(tensor.Of(w.Dtype()), tensor.WithShape(w.Shape().Clone()...))
+		decode(h.Data(), tv)
+		return device.Upload(w, h)
+	}
+	if w.Shape().TotalSize() == 1 && w.Shape().IsScalar() {
+		// a scalar tensor's Data() is a copy: set through the backing slice
+		switch w.Dtype() {
+		case tensor.Float32:
+			s := make([]float32, 1)
+			decode(s, tv)
+			w.Set(0, s[0])
+		case tensor.Float64:
+			s := make([]float64, 1)
+			decode(s, tv)
+			w.Set(0, s[0])
+		default:
+			return errors.New("a bfloat16 scalar")
+		}
+		return nil
+	}
+	decode(w.Data(), tv)
+	return nil
+}
+
+// loadMoments makes the state of p from the file's tensors.
+func loadMoments(p param, ol *optLoad, tm, tv, tw safetensors.TensorView, hasM, hasW bool) (*moments, error) {
+	n := p.w.Shape().TotalSize()
+	f32 := p.w.Dtype() != tensor.Float64
+	mk := func(t safetensors.TensorView) (*tensor.Dense, error) {
+		var h *tensor.Dense
+		if f32 {
+			h = tensor.New(tensor.WithShape(n), tensor.WithBacking(make([]float32, n)))
+		} else {
+			h = tensor.New(tensor.WithShape(n), tensor.WithBacking(make([]float64, n)))
+		}
+		decode(h.Data(), t)
+		return h, nil
+	}
+	st := &moments{}
+	put := func(dst *any, t safetensors.TensorView) error {
+		h, _ := mk(t)
+		if !p.onGPU {
+			*dst = h.Data()
+			return nil
+		}
+		dt := tensor.Float64
+		if f32 {
+			dt = tensor.Float32
+		}
+		d, err := device.Zeros(p.w, dt)
+		if err != nil {
+			return err
+		}
+		*dst = d
+		return device.Upload(d.(*tensor.Dense), h)
+	}
+	if hasW {
+		if err := put(&st.w32, tw); err != nil {
+			st.release()
+			return nil, err
+		}
+	}
+	if hasM && ol.kind == "adam" {
+		if err := put(&st.m, tm); err != nil {
+			st.release()
+			return nil, err
+		}
+		if err := put(&st.v, tv); err != nil {
+			st.release()
+			return nil, err
+		}
+	}
+	return st, nil
+}

@@ -1,0 +1,661 @@
+package train_test
+
+import (
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/bfloat16"
+	"github.com/gomoe/gomoe/moe"
+	"github.com/gomoe/gomoe/op"
+	"github.com/gomoe/gomoe/train"
+)
+
+// resumeCase is one model and optimiser of the resume tests.
+type resumeCase struct {
+	name    string
+	dtype   tensor.Dtype
+	sgd     bool
+	maxNorm float64
+	bias    bool // sigmoid router with the expert bias, kept in the checkpoint
+}
+
+var resumeCases = []resumeCase{
+	{name: "f32 adam", dtype: tensor.Float32},
+	{name: "f64 adam clip", dtype: tensor.Float64, maxNorm: 0.05},
+	{name: "bf16 adam", dtype: bfloat16.Dtype},
+	{name: "bf16 sgd clip", dtype: bfloat16.Dtype, sgd: true, maxNorm: 0.05},
+	{name: "f32 adam expert bias", dtype: tensor.Float32, bias: true},
+}
+
+// tinyModel is a one-layer MoE classifier of random tokens into H classes:
+// cost = crossEntropy(Y, onehot) + the routing losses. With an engine it runs on the GPU.
+type tinyModel struct {
+	g            *G.ExprGraph
+	layer        *moe.Layer
+	x, y         *G.Node
+	cost, counts *G.Node
+	costV, cntV  G.Value
+	vm           G.VM
+	opt          G.Solver
+	eng          engine
+	xd, yd       *tensor.Dense // device inputs (GPU only)
+}
+
+// engine is the part of the gomoecuda build's *device.Engine the tests use.
+type engine interface {
+	tensor.Engine
+	Bind(nodes ...*G.Node) error
+	NewTensor(dt tensor.Dtype, shape ...int) (*tensor.Dense, error)
+	Upload(dst, src tensor.Tensor) error
+	CopyOut(t tensor.Tensor) (*tensor.Dense, error)
+}
+
+const tinyT, tinyH = 24, 8
+
+func newTinyModel(t *testing.T, c resumeCase, eng engine) *tinyModel {
+	t.Helper()
+	m := &tinyModel{g: G.NewGraph(), eng: eng}
+	cfg := moe.Config{Hidden: tinyH, FFN: 12, Experts: 4, TopK: 2, Dtype: c.dtype, AuxLossCoeff: 0.01, ZLossCoeff: 1e-3, Seed: 7}
+	if c.bias {
+		cfg.Score, cfg.ExpertBias, cfg.BiasUpdateRate = moe.Sigmoid, true, 0.01
+	}
+	var err error
+	if m.layer, err = moe.New(m.g, "moe", cfg); err != nil {
+		t.Fatal(err)
+	}
+	ydt := tensor.Float32
+	if c.dtype == tensor.Float64 {
+		ydt = tensor.Float64
+	}
+	m.x = G.NewMatrix(m.g, c.dtype, G.WithShape(tinyT, tinyH), G.WithName("x"))
+	m.y = G.NewMatrix(m.g, ydt, G.WithShape(tinyT, tinyH), G.WithName("target"))
+	out, err := m.layer.Forward(m.x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ce := G.Must(op.CrossEntropy(G.Must(op.Cast(out.Y, ydt)), m.y))
+	m.cost = G.Must(op.AddScalars(ce, out.Loss))
+	m.counts = out.Counts
+	if _, err := G.Grad(m.cost, m.layer.Learnables()...); err != nil {
+		t.Fatal(err)
+	}
+	G.Read(m.cost, &m.costV)
+	G.Read(m.counts, &m.cntV)
+	if eng != nil {
+		if err := eng.Bind(m.params()...); err != nil {
+			t.Fatal(err)
+		}
+		if m.xd, err = eng.NewTensor(c.dtype, tinyT, tinyH); err != nil {
+			t.Fatal(err)
+		}
+		if m.yd, err = eng.NewTensor(ydt, tinyT, tinyH); err != nil {
+			t.Fatal(err)
+		}
+		if err := G.Let(m.x, m.xd); err != nil {
+			t.Fatal(err)
+		}
+		if err := G.Let(m.y, m.yd); err != nil {
+			t.Fatal(err)
+		}
+		m.vm = G.NewTapeMachine(m.g, G.WithEngine(eng))
+	} else {
+		m.vm = G.NewTapeMachine(m.g)
+	}
+	if c.sgd {
+		m.opt = &train.SGD{LR: 0.05, MaxGradNorm: c.maxNorm}
+	} else {
+		a := train.NewAdam(0.01)
+		a.MaxGradNorm = c.maxNorm
+		m.opt = a
+	}
+	return m
+}
+
+// params is what the checkpoint holds: the learnables and, with the expert bias, the bias.
+func (m *tinyModel) params() G.Nodes {
+	ps := append(G.Nodes{}, m.layer.Learnables()...)
+	if m.layer.Bias != nil {
+		ps = append(ps, m.layer.Bias)
+	}
+	return ps
+}
+
+// batch makes step s's input and one-hot target from a source seeded by s alone, as a
+// resumable data loader does.
+func (m *tinyModel) batch(t *testing.T, s int, dt tensor.Dtype) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(uint64(s), 99))
+	xs := make([]float64, tinyT*tinyH)
+	ys := make([]float64, tinyT*tinyH)
+	for r := 0; r < tinyT; r++ {
+		best := 0
+		for j := 0; j < tinyH; j++ {
+			xs[r*tinyH+j] = rng.NormFloat64()
+			if xs[r*tinyH+j] > xs[r*tinyH+best] {
+				best = j
+			}
+		}
+		ys[r*tinyH+(best+1)%tinyH] = 1 // a class the layer must learn to map to
+	}
+	var xv, yv *tensor.Dense
+	switch dt {
+	case tensor.Float64:
+		xv = tensor.New(tensor.WithShape(tinyT, tinyH), tensor.WithBacking(xs))
+		yv = tensor.New(tensor.WithShape(tinyT, tinyH), tensor.WithBacking(ys))
+	default:
+		x32, y32 := make([]float32, len(xs)), make([]float32, len(ys))
+		for i := range xs {
+			x32[i], y32[i] = float32(xs[i]), float32(ys[i])
+		}
+		yv = tensor.New(tensor.WithShape(tinyT, tinyH), tensor.WithBacking(y32))
+		xv = tensor.New(tensor.WithShape(tinyT, tinyH), tensor.WithBacking(x32))
+		if dt == bfloat16.Dtype {
+			xb := make([]bfloat16.BFloat16, len(x32))
+			if err := bfloat16.FromFloat32s(xb, x32); err != nil {
+				t.Fatal(err)
+			}
+			xv = tensor.New(tensor.WithShape(tinyT, tinyH), tensor.WithBacking(xb))
+		}
+	}
+	if m.eng != nil {
+		if err := m.eng.Upload(m.xd, xv); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.eng.Upload(m.yd, yv); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	if err := G.Let(m.x, xv); err != nil {
+		t.Fatal(err)
+	}
+	if err := G.Let(m.y, yv); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// steps runs steps [from, to) and returns their costs.
+func (m *tinyModel) steps(t *testing.T, c resumeCase, from, to int) []float64 {
+	t.Helper()
+	var losses []float64
+	for s := from; s < to; s++ {
+		m.batch(t, s, c.dtype)
+		var counts G.Value
+		m.costV, m.cntV = nil, nil // G.Read targets are step memory on the GPU
+		err := train.Step(m.vm, m.opt, m.layer.Learnables(), func() error {
+			l, err := train.Scalar(m.costV)
+			losses = append(losses, l)
+			if err != nil || !c.bias {
+				return err
+			}
+			counts, err = m.host(m.cntV)
+			return err
+		})
+		if err != nil {
+			t.Fatalf("step %d: %v", s, err)
+		}
+		if c.bias {
+			if err := m.layer.UpdateExpertBias(counts); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return losses
+}
+
+// host returns a host copy of v (from the GPU when it lives there).
+func (m *tinyModel) host(v G.Value) (*tensor.Dense, error) {
+	if m.eng != nil {
+		return m.eng.CopyOut(v.(tensor.Tensor))
+	}
+	return v.(*tensor.Dense).Clone().(*tensor.Dense), nil
+}
+
+// bits returns the raw bits of every element of the params' values.
+func (m *tinyModel) bits(t *testing.T) map[string][]uint64 {
+	t.Helper()
+	out := map[string][]uint64{}
+	for _, n := range m.params() {
+		h, err := m.host(n.Value())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b []uint64
+		switch x := h.Data().(type) {
+		case []float32:
+			for _, v := range x {
+				b = append(b, uint64(math.Float32bits(v)))
+			}
+		case []float64:
+			for _, v := range x {
+				b = append(b, math.Float64bits(v))
+			}
+		case []bfloat16.BFloat16:
+			for _, v := range x {
+				b = append(b, uint64(v))
+			}
+		default:
+			t.Fatalf("%s: data %T", n.Name(), x)
+		}
+		out[n.Name()] = b
+	}
+	return out
+}
+
+// TestResumeIsBitwise: N steps straight, against k steps, SaveCheckpoint, LoadCheckpoint
+// into a fresh graph and solver, and N−k more: every loss and every final weight is
+// bitwise equal, for float32, float64 and bfloat16 layers, Adam and SGD, with and without
+// gradient clipping, and with the expert bias (state outside the gradient) in the file.
+func TestResumeIsBitwise(t *testing.T) {
+	const N, k = 8, 3
+	for _, c := range resumeCases {
+		t.Run(c.name, func(t *testing.T) {
+			ref := newTinyModel(t, c, nil)
+			defer ref.vm.Close()
+			want := ref.steps(t, c, 0, N)
+
+			a := newTinyModel(t, c, nil)
+			got := a.steps(t, c, 0, k)
+			path := filepath.Join(t.TempDir(), "ckpt.safetensors")
+			if err := train.SaveCheckpoint(path, train.Checkpoint{Params: a.params(), Optimizer: a.opt, Meta: map[string]string{"step": "3"}}); err != nil {
+				t.Fatal(err)
+			}
+			a.vm.Close()
+
+			b := newTinyModel(t, c, nil) // fresh graph, fresh solver, initial weights
+			defer b.vm.Close()
+			if ad, ok := b.opt.(*train.Adam); ok {
+				ad.LR, ad.Beta1 = 123, 0.5 // restored from the file
+			}
+			meta, err := train.LoadCheckpoint(path, train.Checkpoint{Params: b.params(), Optimizer: b.opt})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if meta["step"] != "3" || len(meta) != 1 {
+				t.Errorf("metadata %v, want only step=3", meta)
+			}
+			if ad, ok := b.opt.(*train.Adam); ok && (ad.Steps() != k || ad.LR != 0.01 || ad.Beta1 != 0.9) {
+				t.Errorf("loaded Adam: steps %d, lr %v, beta1 %v; want %d, 0.01, 0.9", ad.Steps(), ad.LR, ad.Beta1, k)
+			}
+			got = append(got, b.steps(t, c, k, N)...)
+			for s := range want {
+				if math.Float64bits(got[s]) != math.Float64bits(want[s]) {
+					t.Errorf("step %d: loss %v resumed, %v straight", s, got[s], want[s])
+				}
+			}
+			wb, gb := ref.bits(t), b.bits(t)
+			for name, w := range wb {
+				g := gb[name]
+				for i := range w {
+					if g[i] != w[i] {
+						t.Fatalf("%s[%d]: bits %x resumed, %x straight", name, i, g[i], w[i])
+					}
+				}
+			}
+			// The run moved every weight, and clipping (when on) was active.
+			init := newTinyModel(t, c, nil)
+			defer init.vm.Close()
+			for name, w0 := range init.bits(t) {
+				if name == "moe.expert_bias" {
+					continue
+				}
+				same := 0
+				for i := range w0 {
+					if w0[i] == wb[name][i] {
+						same++
+					}
+				}
+				if same == len(w0) {
+					t.Errorf("%s did not move in %d steps", name, N)
+				}
+			}
+			type normed interface{ GradNorm() float64 }
+			if n := ref.opt.(normed).GradNorm(); c.maxNorm > 0 && !(n > c.maxNorm) {
+				t.Errorf("gradient norm %v at the last step: clipping to %v never acted", n, c.maxNorm)
+			}
+		})
+	}
+}
+
+// TestResumeNeedsTheState: a resumed run without the optimiser state (weights only, fresh
+// Adam) does not give the same losses: the test above would notice a checkpoint that lost
+// the moments.
+func TestResumeNeedsTheState(t *testing.T) {
+	c := resumeCases[0]
+	ref := newTinyModel(t, c, nil)
+	defer ref.vm.Close()
+	want := ref.steps(t, c, 0, 6)
+	a := newTinyModel(t, c, nil)
+	a.steps(t, c, 0, 3)
+	path := filepath.Join(t.TempDir(), "w.safetensors")
+	if err := train.SaveCheckpoint(path, train.Checkpoint{Params: a.params(), Optimizer: a.opt}); err != nil {
+		t.Fatal(err)
+	}
+	b := newTinyModel(t, c, nil)
+	defer b.vm.Close()
+	if _, err := train.LoadCheckpoint(path, train.Checkpoint{Params: b.params()}); err != nil {
+		t.Fatal(err)
+	}
+	got := b.steps(t, c, 3, 6)
+	if got[0] != want[3] {
+		t.Errorf("step 3 (before any update): loss %v, want %v (the weights were loaded)", got[0], want[3])
+	}
+	if got[2] == want[5] {
+		t.Errorf("step 5 with fresh Adam moments gave the resumed loss %v", got[2])
+	}
+}
+
+// TestCheckpointFile reads a saved file with a parser written here from the safetensors
+// spec (8-byte little-endian header length, JSON header, raw little-endian data): names,
+// dtypes, shapes and values are the nodes', and the Adam state is beside them.
+func TestCheckpointFile(t *testing.T) {
+	g := G.NewGraph()
+	w32 := G.NewMatrix(g, tensor.Float32, G.WithShape(2, 3), G.WithName("a.w"), G.WithValue(tensor.New(tensor.WithShape(2, 3), tensor.WithBacking([]float32{1, -2, 3.5, 0, 1e-30, -7}))))
+	w64 := G.NewVector(g, tensor.Float64, G.WithShape(2), G.WithName("b"), G.WithValue(tensor.New(tensor.WithShape(2), tensor.WithBacking([]float64{math.Pi, -1}))))
+	wb := G.NewVector(g, bfloat16.Dtype, G.WithShape(3), G.WithName("c"), G.WithValue(tensor.New(tensor.WithShape(3), tensor.WithBacking([]bfloat16.BFloat16{0x3f80, 0xc000, 0x0001}))))
+	opt := train.NewAdam(0.1)
+	path := filepath.Join(t.TempDir(), "f.safetensors")
+	if err := train.SaveCheckpoint(path, train.Checkpoint{Params: G.Nodes{w32, w64, wb}, Optimizer: opt, Meta: map[string]string{"note": "x"}}); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr, data := parseSafetensors(t, raw)
+	if hdr.meta["note"] != "x" || hdr.meta["gomoe.optimizer"] != "adam" || hdr.meta["gomoe.adam.step"] != "0" || hdr.meta["gomoe.adam.lr"] != "0.1" {
+		t.Errorf("metadata %v", hdr.meta)
+	}
+	cases := []struct {
+		name, dtype string
+		shape       []int
+		le          []byte
+	}{
+		{"a.w", "F32", []int{2, 3}, le32(1, -2, 3.5, 0, 1e-30, -7)},
+		{"b", "F64", []int{2}, le64(math.Pi, -1)},
+		{"c", "BF16", []int{3}, []byte{0x80, 0x3f, 0x00, 0xc0, 0x01, 0x00}},
+	}
+	if len(hdr.tensors) != len(cases) {
+		t.Errorf("%d tensors, want %d (no Adam state before the first step)", len(hdr.tensors), len(cases))
+	}
+	for _, c := range cases {
+		ti, ok := hdr.tensors[c.name]
+		if !ok {
+			t.Fatalf("no tensor %q", c.name)
+		}
+		if ti.dtype != c.dtype || !equalInts(ti.shape, c.shape) || string(data[ti.off[0]:ti.off[1]]) != string(c.le) {
+			t.Errorf("%s: %s %v % x, want %s %v % x", c.name, ti.dtype, ti.shape, data[ti.off[0]:ti.off[1]], c.dtype, c.shape, c.le)
+		}
+	}
+	// After one step the moments and the bfloat16 master are saved too.
+	gr := func(n int, dt tensor.Dtype) *tensor.Dense { return tensor.New(tensor.Of(dt), tensor.WithShape(n)) }
+	step := []G.ValueGrad{vg{w32.Value(), gr(6, tensor.Float32)}, vg{w64.Value(), gr(2, tensor.Float64)}, vg{wb.Value(), gr(3, bfloat16.Dtype)}}
+	if err := opt.Step(step); err != nil {
+		t.Fatal(err)
+	}
+	if err := train.SaveCheckpoint(path, train.Checkpoint{Params: G.Nodes{w32, w64, wb}, Optimizer: opt}); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ = os.ReadFile(path)
+	hdr, _ = parseSafetensors(t, raw)
+	for name, dt := range map[string]string{"optimizer.adam.m.a.w": "F32", "optimizer.adam.v.b": "F64", "optimizer.adam.m.c": "F32", "optimizer.master.c": "F32"} {
+		if ti, ok := hdr.tensors[name]; !ok || ti.dtype != dt {
+			t.Errorf("tensor %s: %+v, want dtype %s", name, ti, dt)
+		}
+	}
+	if hdr.meta["gomoe.adam.step"] != "1" {
+		t.Errorf("step %q, want 1", hdr.meta["gomoe.adam.step"])
+	}
+	if _, ok := hdr.meta["note"]; ok {
+		t.Errorf("metadata of the previous save kept: %v", hdr.meta)
+	}
+}
+
+// TestLoadCheckpointErrors: every bad file or mismatch is an error naming the problem, and
+// neither the nodes nor the optimiser change.
+func TestLoadCheckpointErrors(t *testing.T) {
+	dir := t.TempDir()
+	mk := func(name string, shape []int, v []float32) *G.Node {
+		g := G.NewGraph()
+		return G.NewTensor(g, tensor.Float32, len(shape), G.WithShape(shape...), G.WithName(name), G.WithValue(tensor.New(tensor.WithShape(shape...), tensor.WithBacking(append([]float32(nil), v...)))))
+	}
+	a, b := mk("a", []int{2}, []float32{1, 2}), mk("b", []int{1}, []float32{3})
+	adam := train.NewAdam(0.1)
+	if err := adam.Step([]G.ValueGrad{vg{a.Value(), tensor.New(tensor.WithShape(2), tensor.WithBacking([]float32{1, 1}))}}); err != nil {
+		t.Fatal(err)
+	}
+	good := filepath.Join(dir, "good.safetensors")
+	if err := train.SaveCheckpoint(good, train.Checkpoint{Params: G.Nodes{a, b}, Optimizer: adam}); err != nil {
+		t.Fatal(err)
+	}
+	weightsOnly := filepath.Join(dir, "w.safetensors")
+	if err := train.SaveCheckpoint(weightsOnly, train.Checkpoint{Params: G.Nodes{a, b}}); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := os.ReadFile(good)
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	truncated := write("trunc.safetensors", raw[:len(raw)-3])
+	garbage := write("garbage.safetensors", []byte("not a checkpoint at all"))
+	foreign := write("foreign.safetensors", foreignFile())
+
+	cases := []struct {
+		name   string
+		path   string
+		params G.Nodes
+		opt    G.Solver
+		want   string
+	}{
+		{"missing file", filepath.Join(dir, "none"), G.Nodes{a, b}, nil, "no such file"},
+		{"garbage", garbage, G.Nodes{a, b}, nil, "not a safetensors file"},
+		{"truncated", truncated, G.Nodes{a, b}, nil, "not a safetensors file"},
+		{"not gomoe", foreign, G.Nodes{a, b}, nil, "not a gomoe checkpoint"},
+		{"missing param", good, G.Nodes{a, b, mk("c", []int{1}, []float32{0})}, nil, `no tensor "c"`},
+		{"shape", good, G.Nodes{a, mk("b", []int{2}, []float32{0, 0})}, nil, `tensor "b" is F32 [1] in the file`},
+		{"extra tensor", good, G.Nodes{a}, nil, `tensor "b", which is not one of the 1 params`},
+		{"sgd for adam", good, G.Nodes{a, b}, &train.SGD{LR: 1}, "holds adam state, but the optimiser is sgd"},
+		{"no state", weightsOnly, G.Nodes{a, b}, train.NewAdam(1), "holds no optimiser state"},
+		{"duplicate names", good, G.Nodes{a, mk("a", []int{2}, nil)}, nil, `two params are named "a"`},
+		{"reserved name", good, G.Nodes{mk("optimizer.x", []int{1}, []float32{0})}, nil, "not starting with"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			fresh := mk("a", []int{2}, []float32{9, 9})
+			ps := make(G.Nodes, len(c.params))
+			copy(ps, c.params)
+			for i, p := range ps {
+				if p == a {
+					ps[i] = fresh
+				}
+			}
+			opt := c.opt
+			var before *train.Adam
+			if ad, ok := opt.(*train.Adam); ok {
+				before = ad
+			}
+			_, err := train.LoadCheckpoint(c.path, train.Checkpoint{Params: ps, Optimizer: opt})
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v, want one containing %q", err, c.want)
+			}
+			if v := fresh.Value().Data().([]float32); v[0] != 9 || v[1] != 9 {
+				t.Errorf("a failed load wrote the node: %v", v)
+			}
+			if before != nil && (before.Steps() != 0 || before.LR != 1) {
+				t.Errorf("a failed load changed the optimiser")
+			}
+		})
+	}
+	if err := train.SaveCheckpoint(filepath.Join(dir, "x"), train.Checkpoint{Params: G.Nodes{a}, Meta: map[string]string{"gomoe.step": "1"}}); err == nil || !strings.Contains(err.Error(), "reserved") {
+		t.Errorf("reserved metadata key: %v", err)
+	}
+	i32 := G.NewVector(G.NewGraph(), tensor.Int32, G.WithShape(2), G.WithName("i"), G.WithValue(tensor.New(tensor.WithShape(2), tensor.WithBacking([]int32{1, 2}))))
+	if err := train.SaveCheckpoint(filepath.Join(dir, "x"), train.Checkpoint{Params: G.Nodes{i32}}); err == nil || !strings.Contains(err.Error(), "want float32, float64 or bfloat16") {
+		t.Errorf("int32 param: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "x")); err == nil {
+		t.Errorf("a refused save wrote the file")
+	}
+}
+
+// FuzzLoadCheckpoint: no file makes LoadCheckpoint panic, and a file that loads wrote only
+// values of the right size.
+func FuzzLoadCheckpoint(f *testing.F) {
+	g := G.NewGraph()
+	a := G.NewVector(g, tensor.Float32, G.WithShape(2), G.WithName("a"), G.WithValue(tensor.New(tensor.WithShape(2), tensor.WithBacking([]float32{1, 2}))))
+	dir := f.TempDir()
+	p := filepath.Join(dir, "seed")
+	opt := train.NewAdam(0.1)
+	if err := opt.Step([]G.ValueGrad{vg{a.Value(), tensor.New(tensor.WithShape(2), tensor.WithBacking([]float32{1, 1}))}}); err != nil {
+		f.Fatal(err)
+	}
+	if err := train.SaveCheckpoint(p, train.Checkpoint{Params: G.Nodes{a}, Optimizer: opt}); err != nil {
+		f.Fatal(err)
+	}
+	seed, _ := os.ReadFile(p)
+	f.Add(seed)
+	f.Add(foreignFile())
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		path := filepath.Join(t.TempDir(), "f")
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		g := G.NewGraph()
+		n := G.NewVector(g, tensor.Float32, G.WithShape(2), G.WithName("a"), G.WithValue(tensor.New(tensor.WithShape(2), tensor.WithBacking([]float32{5, 6}))))
+		_, _ = train.LoadCheckpoint(path, train.Checkpoint{Params: G.Nodes{n}, Optimizer: train.NewAdam(1)})
+		if len(n.Value().Data().([]float32)) != 2 {
+			t.Fatal("the node's value changed size")
+		}
+	})
+}
+
+// ---- an independent reader of the format -------------------------------------------------
+
+type stInfo struct {
+	dtype string
+	shape []int
+	off   [2]int
+}
+
+type stHeader struct {
+	meta    map[string]string
+	tensors map[string]stInfo
+}
+
+func parseSafetensors(t *testing.T, raw []byte) (stHeader, []byte) {
+	t.Helper()
+	if len(raw) < 8 {
+		t.Fatalf("file of %d bytes", len(raw))
+	}
+	n := int(uint64(raw[0]) | uint64(raw[1])<<8 | uint64(raw[2])<<16 | uint64(raw[3])<<24)
+	if raw[4]|raw[5]|raw[6]|raw[7] != 0 || 8+n > len(raw) {
+		t.Fatalf("header length %d", n)
+	}
+	var h map[string]any
+	if err := jsonUnmarshal(raw[8:8+n], &h); err != nil {
+		t.Fatal(err)
+	}
+	out := stHeader{meta: map[string]string{}, tensors: map[string]stInfo{}}
+	for k, v := range h {
+		m := v.(map[string]any)
+		if k == "__metadata__" {
+			for mk, mv := range m {
+				out.meta[mk] = mv.(string)
+			}
+			continue
+		}
+		var ti stInfo
+		ti.dtype = m["dtype"].(string)
+		for _, s := range m["shape"].([]any) {
+			ti.shape = append(ti.shape, int(s.(float64)))
+		}
+		offs := m["data_offsets"].([]any)
+		ti.off = [2]int{int(offs[0].(float64)), int(offs[1].(float64))}
+		out.tensors[k] = ti
+	}
+	return out, raw[8+n:]
+}
+
+func le32(v ...float32) []byte {
+	var b []byte
+	for _, f := range v {
+		u := math.Float32bits(f)
+		b = append(b, byte(u), byte(u>>8), byte(u>>16), byte(u>>24))
+	}
+	return b
+}
+
+func le64(v ...float64) []byte {
+	var b []byte
+	for _, f := range v {
+		u := math.Float64bits(f)
+		for i := 0; i < 8; i++ {
+			b = append(b, byte(u>>(8*i)))
+		}
+	}
+	return b
+}
+
+// foreignFile is a valid safetensors file that is not a gomoe checkpoint (no metadata).
+func foreignFile() []byte {
+	hdr := []byte(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}`)
+	for len(hdr)%8 != 0 {
+		hdr = append(hdr, ' ')
+	}
+	b := []byte{byte(len(hdr)), 0, 0, 0, 0, 0, 0, 0}
+	b = append(b, hdr...)
+	return append(b, le32(1, 2)...)
+}
+
+func equalInts(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// vg is a ValueGrad made of two values.
+type vg struct{ w, g G.Value }
+
+func (p vg) Value() G.Value         { return p.w }
+func (p vg) Grad() (G.Value, error) { return p.g, nil }
+
+// TestCheckpointScalar: a 0-D tensor (shape [] in the file, one element) round-trips.
+func TestCheckpointScalar(t *testing.T) {
+	mk := func(v float64) *G.Node {
+		return G.NewTensor(G.NewGraph(), tensor.Float64, 0, G.WithName("s"), G.WithValue(tensor.New(tensor.FromScalar(v))))
+	}
+	p := filepath.Join(t.TempDir(), "s.safetensors")
+	if err := train.SaveCheckpoint(p, train.Checkpoint{Params: G.Nodes{mk(3.5)}}); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := os.ReadFile(p)
+	hdr, data := parseSafetensors(t, raw)
+	if ti := hdr.tensors["s"]; ti.dtype != "F64" || len(ti.shape) != 0 || string(data[ti.off[0]:ti.off[1]]) != string(le64(3.5)) {
+		t.Errorf("scalar in the file: %+v", ti)
+	}
+	n := mk(0)
+	if _, err := train.LoadCheckpoint(p, train.Checkpoint{Params: G.Nodes{n}}); err != nil {
+		t.Fatal(err)
+	}
+	if v := n.Value().Data(); v != 3.5 {
+		t.Errorf("loaded %v, want 3.5", v)
+	}
+}

@@ -1,0 +1,121 @@
+package train
+
+import (
+	"fmt"
+	"math"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/bfloat16"
+)
+
+// ClipGradNorm scales the gradients of vgs in place so that their global L2 norm
+// sqrt(Σ g²) over every element of every gradient is at most maxNorm, and returns the norm
+// before clipping. As PyTorch's torch.nn.utils.clip_grad_norm_, the scale is
+// maxNorm/(norm+1e-6) and is applied only when it is below 1.
+//
+// Adam and SGD call it themselves when their MaxGradNorm is set; call it directly before
+// another solver. The squares are summed in float64 in the order of vgs (host gradients);
+// a gradient in GPU memory (gomoecuda build) is summed on the GPU by rows of 1024 elements in
+// the accumulator type (float32 for float32 and bfloat16) and the row sums in float64 on the
+// host, so a GPU norm agrees with the CPU's within float32 rounding. The scaling multiplies
+// each element by the scale rounded to the gradient's dtype (float32 for bfloat16, rounded
+// once to bfloat16), on the host and on the GPU alike.
+//
+// A NaN or infinite norm is an error, and no gradient is changed (nor on a bad input).
+func ClipGradNorm(vgs []G.ValueGrad, maxNorm float64) (float64, error) {
+	ps, err := check("ClipGradNorm", vgs)
+	if err != nil {
+		return 0, err
+	}
+	if !(maxNorm > 0) || math.IsInf(maxNorm, 0) {
+		return 0, fmt.Errorf("gomoe: train: ClipGradNorm: maxNorm %v, want a finite value > 0", maxNorm)
+	}
+	n, err := clip(ps, maxNorm)
+	if err != nil {
+		return n, fmt.Errorf("gomoe: train: ClipGradNorm: %w", err)
+	}
+	return n, nil
+}
+
+// clip clips the gradients of ps to maxNorm (0: none, and the norm returned is NaN).
+func clip(ps []pair, maxNorm float64) (float64, error) {
+	if maxNorm == 0 {
+		return math.NaN(), nil
+	}
+	sum := 0.0
+	for _, p := range ps {
+		if p.onGPU {
+			s, err := device.SumSquares(p.g)
+			if err != nil {
+				return math.NaN(), fmt.Errorf("gradient norm of %s: %w", p.wLabel, err)
+			}
+			sum += s
+			continue
+		}
+		sum += sumSquares(p.g)
+	}
+	norm := math.Sqrt(sum)
+	if math.IsNaN(norm) || math.IsInf(norm, 0) {
+		return norm, fmt.Errorf("the gradient norm is %v: no weight updated", norm)
+	}
+	scale := maxNorm / (norm + 1e-6)
+	if scale >= 1 {
+		return norm, nil
+	}
+	for _, p := range ps {
+		var err error
+		if p.onGPU {
+			err = device.Scale(p.g, scale)
+		} else {
+			scaleGrad(p.g, scale)
+		}
+		if err != nil {
+			return norm, fmt.Errorf("clip %s: %w", p.wLabel, err)
+		}
+	}
+	return norm, nil
+}
+
+// sumSquares is Σ g² of a host gradient, in float64 in element order.
+func sumSquares(g *tensor.Dense) float64 {
+	s := 0.0
+	switch x := g.Data().(type) {
+	case []float32:
+		for _, v := range x {
+			s += float64(v) * float64(v)
+		}
+	case []float64:
+		for _, v := range x {
+			s += v * v
+		}
+	case []bfloat16.BFloat16:
+		for _, v := range x {
+			f := float64(v.Float32())
+			s += f * f
+		}
+	}
+	return s
+}
+
+// scaleGrad multiplies a host gradient by s in place: in float32 for float32 and bfloat16
+// (then rounded to bfloat16), in float64 for float64, as the GPU's element-wise kernel.
+func scaleGrad(g *tensor.Dense, s float64) {
+	switch x := g.Data().(type) {
+	case []float32:
+		f := float32(s)
+		for i := range x {
+			x[i] *= f
+		}
+	case []float64:
+		for i := range x {
+			x[i] *= s
+		}
+	case []bfloat16.BFloat16:
+		f := float32(s)
+		for i := range x {
+			x[i] = bfloat16.FromFloat32(x[i].Float32() * f)
+		}
+	}
+}

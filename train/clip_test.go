@@ -1,0 +1,160 @@
+package train
+
+import (
+	"math"
+	"strings"
+	"testing"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/bfloat16"
+)
+
+// TestClipGradNorm: the norm is sqrt of the sum of every squared gradient element (3-4-12
+// gives 13), and gradients are scaled by maxNorm/(norm+1e-6) only when that is below 1.
+func TestClipGradNorm(t *testing.T) {
+	cases := []struct {
+		name      string
+		maxNorm   float64
+		wantScale float64 // 1: unchanged
+	}{
+		{"clipped", 6.5, 0},
+		{"at the norm (the 1e-6 still scales)", 13, 0},
+		{"above", 13.0001, 1},
+		{"far above", 100, 1},
+	}
+	for _, c := range cases {
+		if c.wantScale == 0 {
+			norm := 13.0 // a variable: Go evaluates constant expressions exactly
+			c.wantScale = c.maxNorm / (norm + 1e-6)
+		}
+		for _, dt := range []tensor.Dtype{tensor.Float32, tensor.Float64, bfloat16.Dtype} {
+			g1 := mkDense(dt, []float64{3, 0})
+			g2 := mkDense(dt, []float64{-4, 12, 0})
+			w1, w2 := mkDense(dt, []float64{0, 0}), mkDense(dt, []float64{0, 0, 0})
+			norm, err := ClipGradNorm([]G.ValueGrad{vg{w1, g1}, vg{w2, g2}}, c.maxNorm)
+			if err != nil {
+				t.Fatalf("%s %v: %v", c.name, dt, err)
+			}
+			if norm != 13 {
+				t.Errorf("%s %v: norm %v, want 13", c.name, dt, norm)
+			}
+			for i, want := range []float64{3, 0, -4, 12, 0} {
+				got := asFloats(g1)
+				got = append(got, asFloats(g2)...)
+				w := want * c.wantScale
+				// the scale is rounded to the dtype before the product, as on the GPU
+				switch dt {
+				case tensor.Float32:
+					w = float64(float32(want) * float32(c.wantScale))
+				case bfloat16.Dtype:
+					w = float64(bfloat16.FromFloat32(float32(want) * float32(c.wantScale)).Float32())
+				}
+				if got[i] != w {
+					t.Errorf("%s %v: g[%d] = %v, want %v", c.name, dt, i, got[i], w)
+				}
+			}
+		}
+	}
+}
+
+// TestClipGradNormErrors: a NaN or infinite norm, or a bad maxNorm, is an error that leaves
+// the gradients as they were.
+func TestClipGradNormErrors(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		g       []float64
+		maxNorm float64
+		want    string
+	}{
+		{"nan", []float64{1, math.NaN()}, 1, "gradient norm is NaN"},
+		{"inf", []float64{math.Inf(-1), 1}, 1, "gradient norm is +Inf"},
+		{"zero max", []float64{1, 2}, 0, "maxNorm 0"},
+		{"negative max", []float64{1, 2}, -1, "maxNorm -1"},
+	} {
+		g := dense64(c.g)
+		_, err := ClipGradNorm([]G.ValueGrad{vg{dense64([]float64{0, 0}), g}}, c.maxNorm)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v, want %q", c.name, err, c.want)
+		}
+		if g.Float64s()[1] != c.g[1] && !math.IsNaN(c.g[1]) {
+			t.Errorf("%s: gradient changed to %v", c.name, g.Float64s())
+		}
+	}
+	a := NewAdam(0.1)
+	a.MaxGradNorm = 1
+	w := dense64([]float64{1, 2})
+	if err := a.Step([]G.ValueGrad{vg{w, dense64([]float64{math.NaN(), 0})}}); err == nil || a.Steps() != 0 || w.Float64s()[0] != 1 {
+		t.Errorf("Adam with a NaN gradient and clipping: err %v, steps %d, w %v", err, a.Steps(), w.Float64s())
+	}
+	a.MaxGradNorm = math.Inf(1)
+	if err := a.Step([]G.ValueGrad{vg{w, dense64([]float64{1, 0})}}); err == nil || !strings.Contains(err.Error(), "MaxGradNorm") {
+		t.Errorf("MaxGradNorm +Inf: %v", err)
+	}
+}
+
+// TestOptimizersClip: Adam and SGD with MaxGradNorm give the update of the formula on the
+// clipped gradient (refAdam, and SGD by hand), report the norm before clipping, and NaN
+// without clipping.
+func TestOptimizersClip(t *testing.T) {
+	g0 := []float64{3, -4} // norm 5
+	five := 5.0
+	s := 1 / (five + 1e-6)
+	clipped := []float64{3 * s, -4 * s}
+	a := NewAdam(0.1)
+	a.MaxGradNorm = 1
+	w := dense64([]float64{1, 1})
+	if err := a.Step([]G.ValueGrad{vg{w, dense64(g0)}}); err != nil {
+		t.Fatal(err)
+	}
+	want := refAdam([]float64{1, 1}, [][]float64{clipped}, 0.1, 0.9, 0.999, 1e-8, 0)
+	for i, x := range w.Float64s() {
+		if math.Abs(x-want[i]) > 1e-15 {
+			t.Errorf("Adam w[%d] = %v, want %v", i, x, want[i])
+		}
+	}
+	if a.GradNorm() != 5 {
+		t.Errorf("Adam GradNorm %v, want 5", a.GradNorm())
+	}
+	sg := &SGD{LR: 0.5, MaxGradNorm: 2}
+	w = dense64([]float64{1, 1})
+	if err := sg.Step([]G.ValueGrad{vg{w, dense64(g0)}}); err != nil {
+		t.Fatal(err)
+	}
+	s2 := 2 / (five + 1e-6)
+	for i, x := range w.Float64s() {
+		if want := 1 - 0.5*g0[i]*s2; math.Abs(x-want) > 1e-15 {
+			t.Errorf("SGD w[%d] = %v, want %v", i, x, want)
+		}
+	}
+	sg.MaxGradNorm = 0
+	if err := sg.Step([]G.ValueGrad{vg{w, dense64(g0)}}); err != nil || !math.IsNaN(sg.GradNorm()) {
+		t.Errorf("SGD without clipping: %v, GradNorm %v, want NaN", err, sg.GradNorm())
+	}
+}
+
+func mkDense(dt tensor.Dtype, v []float64) *tensor.Dense {
+	switch dt {
+	case tensor.Float32:
+		return dense32(v)
+	case tensor.Float64:
+		return dense64(v)
+	}
+	b := make([]bfloat16.BFloat16, len(v))
+	for i, x := range v {
+		b[i] = bfloat16.FromFloat32(float32(x))
+	}
+	return tensor.New(tensor.WithShape(len(v)), tensor.WithBacking(b))
+}
+
+func asFloats(d *tensor.Dense) []float64 {
+	if b, ok := d.Data().([]bfloat16.BFloat16); ok {
+		o := make([]float64, len(b))
+		for i, x := range b {
+			o[i] = float64(x.Float32())
+		}
+		return o
+	}
+	return floats(d)
+}

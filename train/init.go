@@ -1,0 +1,134 @@
+package train
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+
+	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/bfloat16"
+)
+
+// Init makes initial weights from its own seeded random source, so that a program that
+// makes its weights in a fixed order gets the same weights on every run (Gorgonia's
+// G.GlorotN, G.HeN and friends draw from the global source). Each method returns a new
+// tensor for G.WithValue:
+//
+//	in := train.NewInit(seed)
+//	w, err := in.HeNormal(tensor.Float32, math.Sqrt2, 784, 128)
+//	wn := G.NewMatrix(g, tensor.Float32, G.WithShape(784, 128), G.WithName("proj.w"), G.WithValue(w))
+//
+// Values are drawn in float64 in element order and rounded to the dtype (float32, float64
+// or bfloat16), so one seed gives the same numbers, up to rounding, in every dtype. The
+// fan-in of a shape is its second-to-last dimension (the rows of a weight W in x·W; for
+// expert weights [E,H,F], H) and its only dimension for a vector; the fan-out is its last.
+//
+// An Init is not safe for concurrent use.
+type Init struct {
+	rng *rand.Rand
+}
+
+// NewInit returns an Init drawing from math/rand/v2's PCG seeded with (seed, 1).
+func NewInit(seed uint64) *Init { return &Init{rng: rand.New(rand.NewPCG(seed, 1))} }
+
+// NewInitFrom returns an Init drawing from rng (which it advances).
+func NewInitFrom(rng *rand.Rand) (*Init, error) {
+	if rng == nil {
+		return nil, fmt.Errorf("gomoe: train: NewInitFrom: nil source")
+	}
+	return &Init{rng: rng}, nil
+}
+
+// Normal returns a tensor of N(0, std²) draws (zeros when std is 0, with no draw).
+func (in *Init) Normal(dt tensor.Dtype, std float64, shape ...int) (*tensor.Dense, error) {
+	if !(std >= 0) || math.IsInf(std, 0) {
+		return nil, fmt.Errorf("gomoe: train: Init.Normal: std %v, want a finite value >= 0", std)
+	}
+	return in.fill("Normal", dt, shape, func() float64 {
+		if std == 0 {
+			return 0
+		}
+		return in.rng.NormFloat64() * std
+	})
+}
+
+// Uniform returns a tensor of draws from U[lo, hi).
+func (in *Init) Uniform(dt tensor.Dtype, lo, hi float64, shape ...int) (*tensor.Dense, error) {
+	if !(lo <= hi) || math.IsInf(lo, 0) || math.IsInf(hi, 0) {
+		return nil, fmt.Errorf("gomoe: train: Init.Uniform: range [%v, %v)", lo, hi)
+	}
+	return in.fill("Uniform", dt, shape, func() float64 { return lo + (hi-lo)*in.rng.Float64() })
+}
+
+// HeNormal returns N(0, std²) draws with std = gain/√fanIn (He et al.; gain √2 for ReLU).
+func (in *Init) HeNormal(dt tensor.Dtype, gain float64, shape ...int) (*tensor.Dense, error) {
+	fi, _, err := fans("HeNormal", shape)
+	if err != nil {
+		return nil, err
+	}
+	return in.Normal(dt, gain/math.Sqrt(float64(fi)), shape...)
+}
+
+// GlorotUniform returns U[−a, a) draws with a = gain·√(6/(fanIn+fanOut)) (Glorot & Bengio).
+func (in *Init) GlorotUniform(dt tensor.Dtype, gain float64, shape ...int) (*tensor.Dense, error) {
+	fi, fo, err := fans("GlorotUniform", shape)
+	if err != nil {
+		return nil, err
+	}
+	a := gain * math.Sqrt(6/float64(fi+fo))
+	return in.Uniform(dt, -a, a, shape...)
+}
+
+func fans(name string, shape []int) (in, out int, err error) {
+	switch len(shape) {
+	case 0:
+		return 0, 0, fmt.Errorf("gomoe: train: Init.%s: no shape", name)
+	case 1:
+		in, out = shape[0], shape[0]
+	default:
+		in, out = shape[len(shape)-2], shape[len(shape)-1]
+	}
+	if in < 1 || out < 1 {
+		return 0, 0, fmt.Errorf("gomoe: train: Init.%s: shape %v has no fan-in", name, shape)
+	}
+	return in, out, nil
+}
+
+// fill makes a tensor of dtype dt and shape from draw, in element order.
+func (in *Init) fill(name string, dt tensor.Dtype, shape []int, draw func() float64) (*tensor.Dense, error) {
+	if len(shape) == 0 {
+		return nil, fmt.Errorf("gomoe: train: Init.%s: no shape (a scalar weight is a vector of 1)", name)
+	}
+	n := 1
+	for _, s := range shape {
+		if s < 1 || n > math.MaxInt32/s {
+			return nil, fmt.Errorf("gomoe: train: Init.%s: shape %v", name, shape)
+		}
+		n *= s
+	}
+	var back any
+	switch dt {
+	case tensor.Float64:
+		v := make([]float64, n)
+		for i := range v {
+			v[i] = draw()
+		}
+		back = v
+	case tensor.Float32:
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(draw())
+		}
+		back = v
+	case bfloat16.Dtype:
+		v := make([]bfloat16.BFloat16, n)
+		for i := range v {
+			v[i] = bfloat16.FromFloat32(float32(draw()))
+		}
+		back = v
+	default:
+		return nil, fmt.Errorf("gomoe: train: Init.%s: dtype %v, want float32, float64 or bfloat16", name, dt)
+	}
+	return tensor.New(tensor.WithShape(append([]int(nil), shape...)...), tensor.WithBacking(back)), nil
+}

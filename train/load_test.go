@@ -1,0 +1,102 @@
+package train
+
+import (
+	"math"
+	"strings"
+	"testing"
+)
+
+func TestLoadTracker(t *testing.T) {
+	lt, err := NewLoadTracker(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := [][]int32{{1, 2, 3, 2}, {3, 2, 1, 2}, {0, 0, 8, 0}}
+	for _, c := range steps[:2] {
+		if err := lt.Add(c, 8); err != nil {
+			t.Fatal(err)
+		}
+	}
+	line := lt.Snapshot(2)
+	if err := lt.Add(steps[2], 10); err != nil { // 2 of 10 pairs dropped
+		t.Fatal(err)
+	}
+	line2 := lt.Snapshot(3)
+	if !strings.Contains(line2, "dropped 20.0%") || strings.Contains(line, "dropped") {
+		t.Errorf("drop reports %q and %q, want none then 20%%", line, line2)
+	}
+	if got := lt.Dropped(); math.Abs(got-2.0/26) > 1e-15 {
+		t.Errorf("Dropped() = %v, want 2/26", got)
+	}
+
+	// Window 1: counts 4,4,4,4 -> 1/4 each; window 2: all on expert 2.
+	want := [][]float64{{0.25, 0.25, 0.25, 0.25}, {0, 0, 1, 0}}
+	for i := range want {
+		for e := range want[i] {
+			if lt.Frac[i][e] != want[i][e] {
+				t.Errorf("snapshot %d expert %d: share %v, want %v", i, e, lt.Frac[i][e], want[i][e])
+			}
+		}
+	}
+	if lt.Steps[0] != 2 || lt.Steps[1] != 3 {
+		t.Errorf("steps %v, want [2 3]", lt.Steps)
+	}
+	// Total: 4,4,12,4 of 24.
+	tot := lt.Total()
+	for e, w := range []float64{4.0 / 24, 4.0 / 24, 12.0 / 24, 4.0 / 24} {
+		if math.Abs(tot[e]-w) > 1e-15 {
+			t.Errorf("total share of expert %d = %v, want %v", e, tot[e], w)
+		}
+	}
+	if !strings.Contains(line, "25.0 25.0 25.0 25.0") || !strings.Contains(line, "max/mean 1.00") {
+		t.Errorf("summary %q", line)
+	}
+}
+
+func TestLoadTrackerErrors(t *testing.T) {
+	if _, err := NewLoadTracker(0); err == nil {
+		t.Error("NewLoadTracker(0) gave no error")
+	}
+	lt, _ := NewLoadTracker(2)
+	tests := []struct {
+		name   string
+		counts []int32
+		slots  int
+		want   string
+	}{
+		{"short", []int32{1}, 2, "1 counts for 2 experts"},
+		{"long", []int32{1, 2, 3}, 6, "3 counts for 2 experts"},
+		{"negative", []int32{1, -1}, 2, "negative"},
+		{"more than routed", []int32{2, 2}, 3, "only 3 were routed"},
+	}
+	for _, tt := range tests {
+		err := lt.Add(tt.counts, tt.slots)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: got %v, want an error naming %q", tt.name, err, tt.want)
+		}
+	}
+	// Nothing was recorded by the failed calls.
+	lt.Snapshot(1)
+	if lt.Frac[0][0] != 0 || lt.Frac[0][1] != 0 {
+		t.Errorf("failed Add changed the counts: %v", lt.Frac[0])
+	}
+}
+
+func TestImbalance(t *testing.T) {
+	tests := []struct {
+		frac []float64
+		want float64
+	}{
+		{[]float64{0.25, 0.25, 0.25, 0.25}, 1},
+		{[]float64{1, 0, 0, 0}, 4},
+		{[]float64{0.5, 0.25, 0.25, 0}, 2},
+	}
+	for _, tt := range tests {
+		if got := Imbalance(tt.frac); math.Abs(got-tt.want) > 1e-12 {
+			t.Errorf("Imbalance(%v) = %v, want %v", tt.frac, got, tt.want)
+		}
+	}
+	if !math.IsNaN(Imbalance([]float64{0, 0})) {
+		t.Error("Imbalance of an empty load is not NaN")
+	}
+}

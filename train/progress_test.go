@@ -1,0 +1,66 @@
+package train
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestProgressPlain: off a terminal the report is plain lines, one per Add with Interval 0,
+// only the last with a long Interval, and none without a writer; log lines go to the log.
+func TestProgressPlain(t *testing.T) {
+	tests := []struct {
+		name     string
+		interval time.Duration
+		lines    int
+	}{
+		{"every add", 0, 4},
+		{"only the end", time.Hour, 1},
+	}
+	for _, tt := range tests {
+		var out, log bytes.Buffer
+		p := NewProgress(&out, &log, 100, "img", "train")
+		p.Interval = tt.interval
+		for i := 0; i < 4; i++ {
+			p.Add(25, "loss 0.5000")
+		}
+		p.Logf("epoch %d", 1)
+		p.Finish()
+		lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+		if len(lines) != tt.lines {
+			t.Fatalf("%s: %d lines, want %d:\n%s", tt.name, len(lines), tt.lines, out.String())
+		}
+		last := lines[len(lines)-1]
+		if !regexp.MustCompile(`^train  100/100 img \(100\.0%\)  loss 0\.5000  [0-9]+ img/s  elapsed [0-9.]+[mµn]?s$`).MatchString(last) {
+			t.Errorf("%s: last line %q", tt.name, last)
+		}
+		if strings.ContainsAny(out.String(), "\r\x1b") {
+			t.Errorf("%s: control characters in plain output %q", tt.name, out.String())
+		}
+		if log.String() != "epoch 1\n" {
+			t.Errorf("%s: log %q", tt.name, log.String())
+		}
+	}
+	var log bytes.Buffer
+	p := NewProgress(nil, &log, 10, "chr", "train")
+	p.Add(10, "x")
+	p.Logf("only the log")
+	if log.String() != "only the log\n" {
+		t.Errorf("no writer: log %q", log.String())
+	}
+}
+
+func TestIsTerminal(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if IsTerminal(f) || IsTerminal(&bytes.Buffer{}) || IsTerminal(nil) {
+		t.Error("a file, a buffer or nil counted as a terminal")
+	}
+}

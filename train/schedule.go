@@ -1,0 +1,92 @@
+package train
+
+import (
+	"fmt"
+	"math"
+)
+
+// Schedule gives the learning rate of each 0-based step; set the optimiser's LR from it
+// before each step (opt.LR = sched.LR(step)). Cosine and Linear are schedules.
+type Schedule interface {
+	LR(step int) float64
+}
+
+// Cosine is linear warmup followed by cosine decay (as Hugging Face's
+// get_cosine_schedule_with_warmup, with a floor):
+//
+//	step < Warmup:           Peak·(step+1)/Warmup
+//	Warmup ≤ step < Total:   Peak·(Floor + (1−Floor)·½·(1 + cos(π·f))),  f = (step−Warmup)/(Total−Warmup−1)
+//	step ≥ Total:            Peak·Floor
+//
+// so the first step after warmup runs at Peak and step Total−1 at Peak·Floor. The warmup
+// starts at Peak/Warmup, not 0, so that no step is taken with a zero rate.
+type Cosine struct {
+	// Peak is the rate at the end of warmup.
+	Peak float64
+	// Floor is the final rate as a fraction of Peak (0: decay to zero).
+	Floor float64
+	// Warmup is the number of warmup steps (0: none).
+	Warmup int
+	// Total is the number of steps of the run, warmup included.
+	Total int
+}
+
+// LR returns the rate of step.
+func (c Cosine) LR(step int) float64 {
+	if step < c.Warmup {
+		return c.Peak * float64(step+1) / float64(c.Warmup)
+	}
+	n := c.Total - c.Warmup
+	if n <= 1 {
+		return c.Peak
+	}
+	if step >= c.Total {
+		return c.Peak * c.Floor
+	}
+	f := float64(step-c.Warmup) / float64(n-1)
+	return c.Peak * (c.Floor + (1-c.Floor)*0.5*(1+math.Cos(math.Pi*f)))
+}
+
+// Validate reports a schedule that cannot run: a Peak that is not positive and finite, a
+// Floor outside [0, 1], a negative Warmup or a Total not above Warmup.
+func (c Cosine) Validate() error { return validSchedule("Cosine", c.Peak, c.Floor, c.Warmup, c.Total) }
+
+// Linear is linear warmup followed by linear decay (Hugging Face's
+// get_linear_schedule_with_warmup, with a floor): Peak·(step+1)/Warmup during warmup, then
+// from Peak at step Warmup down to Peak·Floor at step Total−1, and Peak·Floor after.
+type Linear struct {
+	// Peak, Floor, Warmup and Total are as in Cosine.
+	Peak, Floor   float64
+	Warmup, Total int
+}
+
+// LR returns the rate of step.
+func (l Linear) LR(step int) float64 {
+	if step < l.Warmup {
+		return l.Peak * float64(step+1) / float64(l.Warmup)
+	}
+	n := l.Total - l.Warmup
+	if n <= 1 {
+		return l.Peak
+	}
+	if step >= l.Total {
+		return l.Peak * l.Floor
+	}
+	f := float64(step-l.Warmup) / float64(n-1)
+	return l.Peak * (1 - (1-l.Floor)*f)
+}
+
+// Validate reports a schedule that cannot run (see Cosine.Validate).
+func (l Linear) Validate() error { return validSchedule("Linear", l.Peak, l.Floor, l.Warmup, l.Total) }
+
+func validSchedule(name string, peak, floor float64, warmup, total int) error {
+	switch {
+	case !(peak > 0) || math.IsInf(peak, 0):
+		return fmt.Errorf("gomoe: train: %s: Peak %v, want a finite rate > 0", name, peak)
+	case !(floor >= 0 && floor <= 1):
+		return fmt.Errorf("gomoe: train: %s: Floor %v, want a fraction of Peak in [0, 1]", name, floor)
+	case warmup < 0 || total <= warmup:
+		return fmt.Errorf("gomoe: train: %s: Warmup %d and Total %d, want 0 <= Warmup < Total", name, warmup, total)
+	}
+	return nil
+}

@@ -1,0 +1,165 @@
+package train
+
+import (
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/bfloat16"
+)
+
+// TestSchedules checks rates worked out by hand: warmup (step+1)/Warmup·Peak, the cosine's
+// midpoint (Floor + (1−Floor)/2) and end (Floor), the linear midpoint, and Floor after Total.
+func TestSchedules(t *testing.T) {
+	cos := Cosine{Peak: 2, Floor: 0.1, Warmup: 4, Total: 15} // decay over steps 4..14
+	lin := Linear{Peak: 2, Floor: 0.1, Warmup: 4, Total: 15}
+	tests := []struct {
+		name string
+		s    Schedule
+		step int
+		want float64
+	}{
+		{"cos warmup 0", cos, 0, 0.5},
+		{"cos warmup 3", cos, 3, 2},
+		{"cos peak", cos, 4, 2},
+		{"cos middle", cos, 9, 2 * (0.1 + 0.9*0.5)},
+		{"cos quarter", Cosine{Peak: 2, Floor: 0.1, Warmup: 4, Total: 13}, 6, 2 * (0.1 + 0.9*0.5*(1+math.Sqrt2/2))},
+		{"cos end", cos, 14, 0.2},
+		{"cos after", cos, 100, 0.2},
+		{"lin warmup 1", lin, 1, 1},
+		{"lin peak", lin, 4, 2},
+		{"lin middle", lin, 9, 2 * (1 - 0.9*0.5)},
+		{"lin end", lin, 14, 0.2},
+		{"lin after", lin, 15, 0.2},
+		{"no warmup", Cosine{Peak: 1, Floor: 0.1, Total: 11}, 5, 0.1 + 0.9*0.5},
+		{"one step", Cosine{Peak: 1, Total: 1}, 0, 1},
+		{"to zero", Linear{Peak: 3, Total: 4}, 3, 0},
+	}
+	for _, tt := range tests {
+		if got := tt.s.LR(tt.step); math.Abs(got-tt.want) > 1e-12 {
+			t.Errorf("%s: LR(%d) = %v, want %v", tt.name, tt.step, got, tt.want)
+		}
+	}
+	for s := 5; s < 15; s++ {
+		if !(cos.LR(s) < cos.LR(s-1)) || !(lin.LR(s) < lin.LR(s-1)) {
+			t.Errorf("step %d: the decay is not decreasing", s)
+		}
+	}
+}
+
+func TestScheduleValidate(t *testing.T) {
+	tests := []struct {
+		c    Cosine
+		want string
+	}{
+		{Cosine{Peak: 1, Total: 10}, ""},
+		{Cosine{Peak: 0, Total: 10}, "Peak 0"},
+		{Cosine{Peak: math.Inf(1), Total: 10}, "Peak +Inf"},
+		{Cosine{Peak: 1, Floor: 1.5, Total: 10}, "Floor 1.5"},
+		{Cosine{Peak: 1, Floor: math.NaN(), Total: 10}, "Floor NaN"},
+		{Cosine{Peak: 1, Warmup: 10, Total: 10}, "Warmup 10 and Total 10"},
+		{Cosine{Peak: 1, Warmup: -1, Total: 10}, "Warmup -1"},
+	}
+	for _, tt := range tests {
+		for _, err := range []error{tt.c.Validate(), Linear(tt.c).Validate()} {
+			if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+				t.Errorf("%+v: %v, want %q", tt.c, err, tt.want)
+			}
+		}
+	}
+}
+
+// TestInit: a seed gives the same weights every time and other seeds other weights; Normal
+// draws are math/rand/v2's PCG(seed, 1) normals times std, in element order; He and Glorot
+// scale by the fans of the shape (sample std and range over 20000 draws); float32 and
+// bfloat16 are the float64 draws rounded.
+func TestInit(t *testing.T) {
+	a, err := NewInit(42).Normal(tensor.Float64, 0.5, 3, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := NewInit(42).Normal(tensor.Float64, 0.5, 3, 4)
+	c, _ := NewInit(43).Normal(tensor.Float64, 0.5, 3, 4)
+	ref := rand.New(rand.NewPCG(42, 1))
+	for i, x := range a.Float64s() {
+		if x != b.Float64s()[i] || x != 0.5*ref.NormFloat64() {
+			t.Fatalf("element %d: %v, %v", i, x, b.Float64s()[i])
+		}
+		if x == c.Float64s()[i] {
+			t.Errorf("seeds 42 and 43 agree at %d", i)
+		}
+	}
+	if !a.Shape().Eq(tensor.Shape{3, 4}) {
+		t.Errorf("shape %v", a.Shape())
+	}
+	f32, _ := NewInit(42).Normal(tensor.Float32, 0.5, 12)
+	bf, _ := NewInit(42).Normal(bfloat16.Dtype, 0.5, 12)
+	for i, x := range a.Float64s() {
+		if f32.Float32s()[i] != float32(x) || bf.Data().([]bfloat16.BFloat16)[i] != bfloat16.FromFloat32(float32(x)) {
+			t.Errorf("element %d: float32 %v, bfloat16 %v of %v", i, f32.Float32s()[i], bf.Data().([]bfloat16.BFloat16)[i], x)
+		}
+	}
+
+	in := NewInit(1)
+	he, err := in.HeNormal(tensor.Float64, math.Sqrt2, 4, 50, 400) // fan-in 50
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sd := stddev(he.Float64s()); math.Abs(sd-math.Sqrt(2.0/50)) > 0.02*math.Sqrt(2.0/50) {
+		t.Errorf("HeNormal std %v, want %v", sd, math.Sqrt(2.0/50))
+	}
+	gl, _ := in.GlorotUniform(tensor.Float64, 1, 100, 200)
+	lim := math.Sqrt(6.0 / 300)
+	lo, hi := 0.0, 0.0
+	for _, x := range gl.Float64s() {
+		lo, hi = math.Min(lo, x), math.Max(hi, x)
+	}
+	if lo < -lim || hi >= lim || lo > -0.99*lim || hi < 0.99*lim {
+		t.Errorf("GlorotUniform range [%v, %v], want about ±%v", lo, hi, lim)
+	}
+	z, _ := in.Normal(tensor.Float32, 0, 3)
+	if z.Float32s()[0] != 0 || z.Float32s()[2] != 0 {
+		t.Errorf("std 0: %v", z.Float32s())
+	}
+}
+
+func TestInitErrors(t *testing.T) {
+	in := NewInit(1)
+	tests := []struct {
+		name string
+		f    func() error
+		want string
+	}{
+		{"dtype", func() error { _, err := in.Normal(tensor.Int32, 1, 2); return err }, "dtype int32"},
+		{"no shape", func() error { _, err := in.Normal(tensor.Float32, 1); return err }, "no shape"},
+		{"zero dim", func() error { _, err := in.Uniform(tensor.Float32, 0, 1, 2, 0); return err }, "shape [2 0]"},
+		{"huge", func() error { _, err := in.Normal(tensor.Float32, 1, 1<<20, 1<<20); return err }, "shape"},
+		{"std", func() error { _, err := in.Normal(tensor.Float32, -1, 2); return err }, "std -1"},
+		{"range", func() error { _, err := in.Uniform(tensor.Float32, 1, 0, 2); return err }, "range [1, 0)"},
+		{"fan", func() error { _, err := in.HeNormal(tensor.Float32, 1); return err }, "no shape"},
+	}
+	for _, tt := range tests {
+		if err := tt.f(); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: %v, want %q", tt.name, err, tt.want)
+		}
+	}
+	if _, err := NewInitFrom(nil); err == nil {
+		t.Error("NewInitFrom(nil): no error")
+	}
+}
+
+func stddev(v []float64) float64 {
+	m := 0.0
+	for _, x := range v {
+		m += x
+	}
+	m /= float64(len(v))
+	s := 0.0
+	for _, x := range v {
+		s += (x - m) * (x - m)
+	}
+	return math.Sqrt(s / float64(len(v)))
+}
