@@ -574,6 +574,9 @@ func TestConfigValidation(t *testing.T) {
 		{"score", func(c *Config) { c.Score = 5 }, "unknown score"},
 		{"drop policy", func(c *Config) { c.DropPolicy = 9 }, "unknown drop policy"},
 		{"shared", func(c *Config) { c.SharedFFN = -1 }, "SharedFFN=-1"},
+		{"eval capacity", func(c *Config) { c.EvalCapacityFactor = -0.5 }, "EvalCapacityFactor=-0.5"},
+		{"eval capacity NaN", func(c *Config) { c.EvalCapacityFactor = math.NaN() }, "EvalCapacityFactor=NaN"},
+		{"min capacity", func(c *Config) { c.MinCapacity = -1 }, "MinCapacity=-1"},
 	}
 	if err := ok.Validate(); err != nil {
 		t.Fatalf("valid config: %v", err)
