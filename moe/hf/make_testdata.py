@@ -39,6 +39,7 @@ rounding cannot flip a choice between torch and Go. It exits non-zero on any mis
 import json
 import os
 import sys
+import traceback
 
 import torch
 import torch.nn.functional as F
@@ -211,6 +212,72 @@ def per_expert(sd, names):
     return out
 
 
+def one(i, kind, outdir, failures):
+    """Builds, runs and writes one block; returns the bytes written."""
+    total = 0
+    gen = torch.Generator().manual_seed(1000 + i)
+    block, cfg, k = build(kind)
+    init_weights(block, kind, gen)
+    sd = {n: v.detach().clone() for n, v in block.state_dict().items()}
+    # An input whose every routing decision has a clear margin.
+    for attempt in range(200):
+        x = torch.randn(B, S, H, generator=gen)
+        ref, margin, ids = reference(kind, sd, cfg, k, x.view(-1, H))
+        if margin > MARGIN:
+            break
+    else:
+        failures.append(f"{kind}: no input with routing margins > {MARGIN} in 200 tries")
+        return 0
+    gup = torch.randn(B, S, H, generator=gen)
+    x_in = x.clone().requires_grad_(True)
+    block.zero_grad(set_to_none=True)
+    out = block(x_in)
+    if isinstance(out, (tuple, list)):  # some blocks return (hidden, router_logits)
+        out = out[0]
+    if tuple(out.shape) != (B, S, H):
+        out = out.view(B, S, H)
+    (out * gup).sum().backward()
+    err = (out.detach().view(-1, H) - ref).abs().max().item()
+    scale = ref.abs().max().item()
+    if not err <= 1e-4 * max(1.0, scale):
+        failures.append(f"{kind}: transformers' output differs from the reference routing math by {err:.3g} "
+                        f"(max |y| {scale:.3g}): the block's math is not what gomoe's loader assumes")
+    tensors = {n: v.contiguous() for n, v in sd.items()}
+    tensors["input"] = x.contiguous()
+    tensors["output"] = out.detach().contiguous()
+    tensors["grad_output"] = gup.contiguous()
+    tensors["grad_input"] = x_in.grad.detach().contiguous()
+    ngrad = 0
+    for n, p in block.named_parameters():
+        if p.grad is not None:
+            tensors["grad." + n] = p.grad.detach().contiguous()
+            ngrad += 1
+    meta_cfg = {key: getattr(cfg, key) for key in KEYS if hasattr(cfg, key)}
+    meta = {"kind": kind, "config": json.dumps(meta_cfg, sort_keys=True),
+            "transformers": transformers.__version__, "torch": torch.__version__}
+    path = os.path.join(outdir, f"{kind}.safetensors")
+    save_file(tensors, path, metadata=meta)
+    size = os.path.getsize(path)
+    total += size
+    load = torch.bincount(ids.flatten(), minlength=E).tolist()
+    print(f"{path}: {size} bytes; weights {sorted(sd)}; {ngrad} weight grads; "
+          f"|y|max {scale:.4g}; ref err {err:.3g}; min margin {margin:.3g}; load {load}")
+    alt = None
+    if kind == "mixtral":
+        alt = per_expert(sd, ("w1", "w3", "w2"))
+    elif kind == "qwen3_moe":
+        alt = per_expert(sd, ("gate_proj", "up_proj", "down_proj"))
+    if alt is not None and "experts.gate_up_proj" in sd:
+        apath = os.path.join(outdir, f"{kind}_per_expert.safetensors")
+        save_file(alt, apath, metadata=meta)
+        total += os.path.getsize(apath)
+        print(f"{apath}: {os.path.getsize(apath)} bytes (per-expert layout of the same weights)")
+    elif alt is not None:
+        failures.append(f"{kind}: transformers did not write the fused layout (names {sorted(sd)}); "
+                        "write a fused conversion instead")
+    return total
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit("usage: python3 moe/hf/make_testdata.py OUTDIR")
@@ -222,66 +289,10 @@ def main():
     failures = []
     total = 0
     for i, kind in enumerate(["mixtral", "qwen3_moe", "olmoe", "deepseek_v3"]):
-        gen = torch.Generator().manual_seed(1000 + i)
-        block, cfg, k = build(kind)
-        init_weights(block, kind, gen)
-        sd = {n: v.detach().clone() for n, v in block.state_dict().items()}
-        # An input whose every routing decision has a clear margin.
-        for attempt in range(200):
-            x = torch.randn(B, S, H, generator=gen)
-            ref, margin, ids = reference(kind, sd, cfg, k, x.view(-1, H))
-            if margin > MARGIN:
-                break
-        else:
-            failures.append(f"{kind}: no input with routing margins > {MARGIN} in 200 tries")
-            continue
-        gup = torch.randn(B, S, H, generator=gen)
-        x_in = x.clone().requires_grad_(True)
-        block.zero_grad(set_to_none=True)
-        out = block(x_in)
-        if isinstance(out, (tuple, list)):  # some blocks return (hidden, router_logits)
-            out = out[0]
-        if tuple(out.shape) != (B, S, H):
-            out = out.view(B, S, H)
-        (out * gup).sum().backward()
-        err = (out.detach().view(-1, H) - ref).abs().max().item()
-        scale = ref.abs().max().item()
-        if not err <= 1e-4 * max(1.0, scale):
-            failures.append(f"{kind}: transformers' output differs from the reference routing math by {err:.3g} "
-                            f"(max |y| {scale:.3g}): the block's math is not what gomoe's loader assumes")
-        tensors = {n: v.contiguous() for n, v in sd.items()}
-        tensors["input"] = x.contiguous()
-        tensors["output"] = out.detach().contiguous()
-        tensors["grad_output"] = gup.contiguous()
-        tensors["grad_input"] = x_in.grad.detach().contiguous()
-        ngrad = 0
-        for n, p in block.named_parameters():
-            if p.grad is not None:
-                tensors["grad." + n] = p.grad.detach().contiguous()
-                ngrad += 1
-        meta_cfg = {key: getattr(cfg, key) for key in KEYS if hasattr(cfg, key)}
-        meta = {"kind": kind, "config": json.dumps(meta_cfg, sort_keys=True),
-                "transformers": transformers.__version__, "torch": torch.__version__}
-        path = os.path.join(outdir, f"{kind}.safetensors")
-        save_file(tensors, path, metadata=meta)
-        size = os.path.getsize(path)
-        total += size
-        load = torch.bincount(ids.flatten(), minlength=E).tolist()
-        print(f"{path}: {size} bytes; weights {sorted(sd)}; {ngrad} weight grads; "
-              f"|y|max {scale:.4g}; ref err {err:.3g}; min margin {margin:.3g}; load {load}")
-        alt = None
-        if kind == "mixtral":
-            alt = per_expert(sd, ("w1", "w3", "w2"))
-        elif kind == "qwen3_moe":
-            alt = per_expert(sd, ("gate_proj", "up_proj", "down_proj"))
-        if alt is not None and "experts.gate_up_proj" in sd:
-            apath = os.path.join(outdir, f"{kind}_per_expert.safetensors")
-            save_file(alt, apath, metadata=meta)
-            total += os.path.getsize(apath)
-            print(f"{apath}: {os.path.getsize(apath)} bytes (per-expert layout of the same weights)")
-        elif alt is not None:
-            failures.append(f"{kind}: transformers did not write the fused layout (names {sorted(sd)}); "
-                            "write a fused conversion instead")
+        try:
+            total += one(i, kind, outdir, failures)
+        except Exception:  # keep going with the other blocks, then fail loudly
+            failures.append(f"{kind}: " + traceback.format_exc())
     print(f"total {total} bytes")
     if total > 2 * 1024 * 1024:
         failures.append(f"the files take {total} bytes, over 2 MiB")
