@@ -76,7 +76,8 @@ type Output struct {
 }
 
 // CountsValue is the value of Counts after the last run of the machine (nil before any run):
-// Forward reads it, so there is no need for a G.Read of Counts.
+// Forward and Infer read it, so there is no need for a G.Read of Counts. On the GPU it is a
+// device value, valid until the step's buffers are recycled (Stats copies it to the host).
 func (o *Output) CountsValue() G.Value {
 	if o == nil {
 		return nil
