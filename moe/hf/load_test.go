@@ -15,6 +15,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/bfloat16"
 	"github.com/gomoe/gomoe/moe"
 )
 
@@ -250,7 +251,7 @@ func (w *hfWeights) round(dt safetensors.DType) {
 // encode writes the tensors (names under prefix) as a safetensors file with elements of dt
 // (F32, F64 or BF16; BF16 and F32 round the data in place, so the reference sees the stored
 // values).
-func encode(t *testing.T, ts map[string]hfTensor, prefix string, dt safetensors.DType, meta map[string]string) []byte {
+func encode(t testing.TB, ts map[string]hfTensor, prefix string, dt safetensors.DType, meta map[string]string) []byte {
 	t.Helper()
 	views := map[string]safetensors.TensorView{}
 	for name, x := range ts {
@@ -439,6 +440,50 @@ func TestLayoutsLoadTheSameLayer(t *testing.T) {
 		for j := range vals {
 			if d, _ := maxAbsDiff(float64s(vals[j]), float64s(first[j])); d != 0 {
 				t.Errorf("%s: weight %d differs from the fused layout's by %g", layout, j, d)
+			}
+		}
+	}
+}
+
+// TestLoadBFloat16Layer: a bfloat16 layer gets the checkpoint's values rounded to bfloat16
+// (float32 router and bias).
+func TestLoadBFloat16Layer(t *testing.T) {
+	c := Config{ModelType: "deepseek_v3", HiddenSize: 6, MoEIntermediateSize: 4, NRoutedExperts: 4, NumExpertsPerTok: 2, NGroup: 1, TopKGroup: 1, NSharedExperts: intp(1)}
+	m, err := c.MoEConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newWeights(rand.New(rand.NewSource(5)), c, m)
+	ts, err := ParseSafetensors(encode(t, tensorsOf(m, w, "fused"), "", safetensors.F32, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l32, err := Load(G.NewGraph(), "moe", m, ts, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb := m
+	mb.Dtype = bfloat16.Dtype
+	lb, err := Load(G.NewGraph(), "moe", mb, ts, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lb.Router.Dtype() != tensor.Float32 || lb.W1.Dtype() != bfloat16.Dtype {
+		t.Fatalf("dtypes: router %v, W1 %v", lb.Router.Dtype(), lb.W1.Dtype())
+	}
+	for j, n := range lb.Learnables() {
+		want := n.Value().Data()
+		switch b := want.(type) {
+		case []bfloat16.BFloat16:
+			src := l32.Learnables()[j].Value().Data().([]float32)
+			for i := range b {
+				if b[i] != bfloat16.FromFloat32(src[i]) {
+					t.Fatalf("%s[%d] = %v, want bfloat16(%v)", n.Name(), i, b[i], src[i])
+				}
+			}
+		case []float32:
+			if d, _ := maxAbsDiff(float64s(n.Value()), float64s(l32.Learnables()[j].Value())); d != 0 {
+				t.Errorf("%s differs from the float32 layer's by %g", n.Name(), d)
 			}
 		}
 	}
