@@ -7,7 +7,8 @@
 //
 //	cfg, err := hf.ReadConfig("ckpt/config.json")
 //	mc, err := cfg.MoEConfig()                  // the block's math as moe.Config options
-//	ts, err := hf.ReadSafetensors(shards...)
+//	ts, err := hf.ReadSafetensors(shards...)    // headers only; Load reads the block's tensors
+//	defer ts.Close()
 //	layer, err := hf.Load(g, "layer3", mc, ts, "model.layers.3.mlp.")
 //
 // # Where transformers and gomoe differ

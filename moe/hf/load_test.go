@@ -657,13 +657,57 @@ func TestReadSafetensors(t *testing.T) {
 			t.Errorf("%s: got %v, want an error containing %q", c.name, err, c.err)
 		}
 	}
-	bad := append([]byte(nil), a...)
-	bad = bad[:len(bad)-1]
-	if _, err := ParseSafetensors(bad); err == nil {
-		t.Error("truncated file: no error")
-	}
 	if _, _, err := ts.Float64s("c"); err == nil {
 		t.Error("missing tensor: no error")
+	}
+	if err := ts.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if _, _, err := ts.Float64s("a"); err == nil {
+		t.Error("read after Close: no error")
+	}
+}
+
+// rawFile is a safetensors file with the given JSON header and data section.
+func rawFile(header string, data []byte) []byte {
+	b := binary.LittleEndian.AppendUint64(nil, uint64(len(header)))
+	return append(append(b, header...), data...)
+}
+
+// TestParseSafetensorsRejects: malformed headers are errors that name the problem.
+func TestParseSafetensorsRejects(t *testing.T) {
+	good := encode(t, map[string]hfTensor{"a": {[]int{2}, []float64{1, 2}}}, "", safetensors.F32, nil)
+	eight := make([]byte, 8)
+	cases := []struct {
+		name string
+		file []byte
+		err  string
+	}{
+		{"empty", nil, "0 bytes"},
+		{"truncated data", good[:len(good)-1], "data_offsets"},
+		{"header past the end", binary.LittleEndian.AppendUint64(nil, 1000), "header of 1000 bytes"},
+		{"not JSON", rawFile("{x", nil), "header"},
+		{"unknown dtype", rawFile(`{"a":{"dtype":"F12","shape":[2],"data_offsets":[0,8]}}`, eight), `unknown dtype "F12"`},
+		{"size mismatch", rawFile(`{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}`, eight), "do not hold 3 elements"},
+		{"offsets reversed", rawFile(`{"a":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}}`, eight), "data_offsets [8 0]"},
+		{"offsets past data", rawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}`, eight), "data_offsets [4 12]"},
+		{"one offset", rawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0]}}`, eight), "want [begin, end]"},
+		{"negative dim", rawFile(`{"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}`, eight), "bad shape [-2]"},
+		{"overflowing shape", rawFile(`{"a":{"dtype":"F64","shape":[4294967296,4294967296],"data_offsets":[0,8]}}`, eight), "bad shape"},
+		{"unknown field", rawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"x":1}}`, eight), "unknown field"},
+		{"bad metadata", rawFile(`{"__metadata__":{"k":1}}`, nil), "__metadata__"},
+	}
+	for _, c := range cases {
+		if _, err := ParseSafetensors(c.file); err == nil || !strings.Contains(err.Error(), c.err) {
+			t.Errorf("%s: got %v, want an error containing %q", c.name, err, c.err)
+		}
+	}
+	ts, err := ParseSafetensors(rawFile(`{"i":{"dtype":"I32","shape":[2],"data_offsets":[0,8]}}`, eight))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := ts.Float64s("i"); err == nil || !strings.Contains(err.Error(), "dtype I32") {
+		t.Errorf("I32 tensor: got %v, want a dtype error", err)
 	}
 }
 

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nlpodyssey/safetensors"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
@@ -23,10 +22,10 @@ var parityKinds = []string{"mixtral", "qwen3_moe", "olmoe", "deepseek_v3"}
 
 // subset is the tensors of ts whose names keep says yes to (the same decoded views).
 func subset(ts *Tensors, keep func(string) bool) *Tensors {
-	out := &Tensors{views: map[string]safetensors.TensorView{}, meta: ts.meta}
-	for n, v := range ts.views {
+	out := &Tensors{entries: map[string]entry{}, meta: ts.meta}
+	for n, e := range ts.entries {
 		if keep(n) {
-			out.views[n] = v
+			out.entries[n] = e
 		}
 	}
 	return out
@@ -52,6 +51,7 @@ func TestParity(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			defer ts.Close()
 			md := ts.Metadata()
 			hc, err := ParseConfig([]byte(md["config"]))
 			if err != nil {
@@ -151,6 +151,7 @@ func TestParity(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
+				defer pe.Close()
 				l2, err := Load(G.NewGraph(), kind, cfg, pe, "")
 				if err != nil {
 					t.Fatal(err)

@@ -1,39 +1,73 @@
 package hf
 
 import (
+	"bytes"
 	"encoding/binary"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"sort"
-
-	"github.com/nlpodyssey/safetensors"
 )
 
-// All safetensors reading of the package is in this file (github.com/nlpodyssey/safetensors
-// parses and validates the header; this file decodes the elements), so that it can move to a
-// shared safetensors package later.
+// All safetensors reading of the package is in this file, so that it can move to a shared
+// safetensors package later.
+//
+// Why not github.com/nlpodyssey/safetensors for reading: its Deserialize takes the whole file
+// as one byte slice, and a checkpoint's shards are tens of GB, of which one MoE block needs a
+// few tensors. This reader parses and checks the header only, then reads each tensor's bytes
+// from the file when asked (ReadAt). The package's tests write their files with
+// nlpodyssey/safetensors' Serialize, an independent writer.
 
-// Tensors is a set of named tensors read from safetensors files: a whole checkpoint (its
-// shards) or one block's weights. Values are decoded when asked for.
-type Tensors struct {
-	views map[string]safetensors.TensorView
-	meta  map[string]string
+// maxHeader bounds the JSON header (the format's reference reader uses 100 MB).
+const maxHeader = 100 << 20
+
+// dtypeSizes are the element sizes of the safetensors dtypes.
+var dtypeSizes = map[string]int64{
+	"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2,
+	"BF16": 2, "I32": 4, "U32": 4, "F32": 4, "F64": 8, "I64": 8, "U64": 8,
 }
 
-// ReadSafetensors reads the safetensors files at paths (the shards of one checkpoint, say)
-// into one set. A name found in two files is an error. The files are read whole into memory.
+// Tensors is a set of named tensors in safetensors files: a whole checkpoint (its shards) or
+// one block's weights. The headers are read when the set is opened, a tensor's values when
+// they are asked for. Close releases the files.
+type Tensors struct {
+	entries map[string]entry
+	meta    map[string]string
+	files   []*os.File
+}
+
+// entry is one tensor: where its bytes are and how to read them.
+type entry struct {
+	src   io.ReaderAt
+	dtype string
+	shape []int
+	off   int64 // from the start of src
+	size  int64 // bytes
+}
+
+// ReadSafetensors opens the safetensors files at paths (the shards of one checkpoint, say)
+// as one set, reading their headers only. A name found in two files is an error.
 func ReadSafetensors(paths ...string) (*Tensors, error) {
 	if len(paths) == 0 {
 		return nil, fmt.Errorf("gomoe: hf: ReadSafetensors: no files")
 	}
-	ts := &Tensors{views: map[string]safetensors.TensorView{}, meta: map[string]string{}}
+	ts := newTensors()
 	for _, p := range paths {
-		buf, err := os.ReadFile(p)
+		f, err := os.Open(p)
 		if err != nil {
+			ts.Close()
 			return nil, fmt.Errorf("gomoe: hf: %w", err)
 		}
-		if err := ts.add(buf); err != nil {
+		ts.files = append(ts.files, f)
+		st, err := f.Stat()
+		if err == nil {
+			err = ts.add(f, st.Size())
+		}
+		if err != nil {
+			ts.Close()
 			return nil, fmt.Errorf("gomoe: hf: %s: %w", p, err)
 		}
 	}
@@ -42,38 +76,112 @@ func ReadSafetensors(paths ...string) (*Tensors, error) {
 
 // ParseSafetensors reads one safetensors file held in buf (which the result keeps).
 func ParseSafetensors(buf []byte) (*Tensors, error) {
-	ts := &Tensors{views: map[string]safetensors.TensorView{}, meta: map[string]string{}}
-	if err := ts.add(buf); err != nil {
+	ts := newTensors()
+	if err := ts.add(bytes.NewReader(buf), int64(len(buf))); err != nil {
 		return nil, fmt.Errorf("gomoe: hf: %w", err)
 	}
 	return ts, nil
 }
 
-func (ts *Tensors) add(buf []byte) error {
-	st, err := safetensors.Deserialize(buf)
-	if err != nil {
-		return fmt.Errorf("not a safetensors file: %w", err)
+func newTensors() *Tensors {
+	return &Tensors{entries: map[string]entry{}, meta: map[string]string{}}
+}
+
+// Close closes the files ReadSafetensors opened; the set cannot read values afterwards.
+func (ts *Tensors) Close() error {
+	var errs []error
+	for _, f := range ts.files {
+		errs = append(errs, f.Close())
 	}
-	for _, nt := range st.Tensors() {
-		if _, dup := ts.views[nt.Name]; dup {
-			return fmt.Errorf("tensor %q appears twice", nt.Name)
-		}
-		ts.views[nt.Name] = nt.TensorView
+	ts.files = nil
+	return errors.Join(errs...)
+}
+
+// add reads the header of the file in src (size bytes) and adds its tensors.
+func (ts *Tensors) add(src io.ReaderAt, size int64) error {
+	var nb [8]byte
+	if size < 8 {
+		return fmt.Errorf("not a safetensors file: %d bytes", size)
 	}
-	_, md, err := safetensors.ReadMetadata(buf)
-	if err != nil {
+	if _, err := src.ReadAt(nb[:], 0); err != nil {
 		return err
 	}
-	for k, v := range md.Metadata() {
-		ts.meta[k] = v
+	n := binary.LittleEndian.Uint64(nb[:])
+	if n > maxHeader || int64(n) > size-8 {
+		return fmt.Errorf("not a safetensors file: header of %d bytes in a file of %d", n, size)
+	}
+	hdr := make([]byte, n)
+	if _, err := src.ReadAt(hdr, 8); err != nil {
+		return err
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(hdr, &raw); err != nil {
+		return fmt.Errorf("not a safetensors file: header: %w", err)
+	}
+	start, dataLen := 8+int64(n), size-8-int64(n)
+	for name, msg := range raw {
+		if name == "__metadata__" {
+			var md map[string]string
+			if err := json.Unmarshal(msg, &md); err != nil {
+				return fmt.Errorf("header: __metadata__: %w", err)
+			}
+			for k, v := range md {
+				ts.meta[k] = v
+			}
+			continue
+		}
+		var info struct {
+			Dtype       string  `json:"dtype"`
+			Shape       []int64 `json:"shape"`
+			DataOffsets []int64 `json:"data_offsets"`
+		}
+		dec := json.NewDecoder(bytes.NewReader(msg))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&info); err != nil {
+			return fmt.Errorf("header: tensor %q: %w", name, err)
+		}
+		e, err := checkEntry(name, info.Dtype, info.Shape, info.DataOffsets, dataLen)
+		if err != nil {
+			return fmt.Errorf("header: %w", err)
+		}
+		if _, dup := ts.entries[name]; dup {
+			return fmt.Errorf("tensor %q appears twice", name)
+		}
+		e.src, e.off = src, start+e.off
+		ts.entries[name] = e
 	}
 	return nil
 }
 
+// checkEntry checks one header entry against a data section of dataLen bytes.
+func checkEntry(name, dtype string, shape, offsets []int64, dataLen int64) (entry, error) {
+	es, ok := dtypeSizes[dtype]
+	if !ok {
+		return entry{}, fmt.Errorf("tensor %q: unknown dtype %q", name, dtype)
+	}
+	if len(offsets) != 2 {
+		return entry{}, fmt.Errorf("tensor %q: data_offsets %v, want [begin, end]", name, offsets)
+	}
+	elems := int64(1)
+	s := make([]int, len(shape))
+	for i, d := range shape {
+		if d < 0 || (d > 0 && elems > math.MaxInt64/es/d) {
+			return entry{}, fmt.Errorf("tensor %q: bad shape %v", name, shape)
+		}
+		elems *= d
+		s[i] = int(d)
+	}
+	b, en := offsets[0], offsets[1]
+	if b < 0 || en < b || en > dataLen || en-b != elems*es {
+		return entry{}, fmt.Errorf("tensor %q: data_offsets %v do not hold %d elements of %s in %d bytes of data", name, offsets, elems, dtype, dataLen)
+	}
+	return entry{dtype: dtype, shape: s, off: b, size: en - b}, nil
+}
+
 // Names returns the tensors' names, sorted.
 func (ts *Tensors) Names() []string {
-	names := make([]string, 0, len(ts.views))
-	for n := range ts.views {
+	names := make([]string, 0, len(ts.entries))
+	for n := range ts.entries {
 		names = append(names, n)
 	}
 	sort.Strings(names)
@@ -91,56 +199,47 @@ func (ts *Tensors) Metadata() map[string]string {
 
 // Shape returns the shape of the named tensor, and whether it exists.
 func (ts *Tensors) Shape(name string) ([]int, bool) {
-	v, ok := ts.views[name]
+	e, ok := ts.entries[name]
 	if !ok {
 		return nil, false
 	}
-	s := make([]int, len(v.Shape()))
-	for i, d := range v.Shape() {
-		s[i] = int(d)
-	}
-	return s, true
+	return append([]int(nil), e.shape...), true
 }
 
-// Float64s decodes the named tensor (F32, F64, BF16 or F16 elements, little-endian, row
-// major) to float64, exactly, and returns its shape.
+// Float64s reads the named tensor (F32, F64, BF16 or F16 elements, little-endian, row major)
+// and converts it to float64, exactly; it returns the values and the shape.
 func (ts *Tensors) Float64s(name string) ([]float64, []int, error) {
-	v, ok := ts.views[name]
+	e, ok := ts.entries[name]
 	if !ok {
 		return nil, nil, fmt.Errorf("gomoe: hf: no tensor %q", name)
 	}
-	shape, _ := ts.Shape(name)
-	n := 1
-	for _, d := range shape {
-		n *= d
+	if e.dtype != "F32" && e.dtype != "F64" && e.dtype != "BF16" && e.dtype != "F16" {
+		return nil, nil, fmt.Errorf("gomoe: hf: tensor %q has dtype %s, want F32, F64, BF16 or F16", name, e.dtype)
 	}
-	b := v.Data()
-	size := int(v.DType().Size())
-	if len(b) != n*size {
-		return nil, nil, fmt.Errorf("gomoe: hf: tensor %q has %d bytes for %d elements of %v", name, len(b), n, v.DType())
+	b := make([]byte, e.size)
+	if _, err := e.src.ReadAt(b, e.off); err != nil {
+		return nil, nil, fmt.Errorf("gomoe: hf: tensor %q: %w", name, err)
 	}
-	out := make([]float64, n)
-	switch v.DType() {
-	case safetensors.F32:
+	out := make([]float64, e.size/dtypeSizes[e.dtype])
+	switch e.dtype {
+	case "F32":
 		for i := range out {
 			out[i] = float64(math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:])))
 		}
-	case safetensors.F64:
+	case "F64":
 		for i := range out {
 			out[i] = math.Float64frombits(binary.LittleEndian.Uint64(b[8*i:]))
 		}
-	case safetensors.BF16:
+	case "BF16":
 		for i := range out {
 			out[i] = float64(math.Float32frombits(uint32(binary.LittleEndian.Uint16(b[2*i:])) << 16))
 		}
-	case safetensors.F16:
+	case "F16":
 		for i := range out {
 			out[i] = halfToFloat64(binary.LittleEndian.Uint16(b[2*i:]))
 		}
-	default:
-		return nil, nil, fmt.Errorf("gomoe: hf: tensor %q has dtype %v, want F32, F64, BF16 or F16", name, v.DType())
 	}
-	return out, shape, nil
+	return out, append([]int(nil), e.shape...), nil
 }
 
 // halfToFloat64 is the IEEE 754 binary16 value of h.
