@@ -46,7 +46,8 @@ type Layer struct {
 // for a bfloat16 layer), already multiplied by their coefficients, so a training script adds
 // Loss (or the parts it wants) to its cost.
 type Output struct {
-	// Y [T,H] is the layer output (routed experts combined, plus the shared experts).
+	// Y [T,H] is the layer output (routed experts combined, plus the shared experts); it has
+	// the input's shape [B,S,H] for a 3-D input.
 	Y *G.Node
 	// AuxLoss is AuxLossCoeff times the micro-batch load-balancing loss, nil if the
 	// coefficient is 0.
