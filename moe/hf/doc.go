@@ -50,8 +50,9 @@
 // output and all gradients within 1e-4 of the largest value (at least 1e-4 absolute): the
 // float32 rounding of two summation orders, far below any routing or layout error. The data
 // comes from make_testdata.py beside this file, which also checks transformers' output
-// against its own implementation of the routing above; regenerate it on a machine with
-// torch, transformers 5.x and safetensors with
+// against its own implementation of the routing above (testdata/VERSIONS.txt names the
+// versions that made it); regenerate it on a machine with torch, transformers 5.x and
+// safetensors with
 //
 //	python3 moe/hf/make_testdata.py moe/hf/testdata
 package hf
