@@ -159,6 +159,14 @@ type Config struct {
 	// CapacityFactor > 0 turns on capacity mode: each expert takes at most
 	// C = ceil(T·K/E·CapacityFactor) tokens and drops the rest by DropPolicy. 0 is dropless.
 	CapacityFactor float64
+	// EvalCapacityFactor is the capacity factor of Layer.Infer (DeepSpeed's
+	// eval_capacity_factor); 0 means CapacityFactor. A layer trained dropless can evaluate in
+	// capacity mode, and E/K is a factor that never drops (C = T). Infer is dropless only when
+	// both factors are 0.
+	EvalCapacityFactor float64
+	// MinCapacity is the smallest per-expert capacity in capacity mode, in training and in
+	// Infer (DeepSpeed's min_capacity): C = max(MinCapacity, ceil(T·K/E·factor)). 0 means 1.
+	MinCapacity int
 	// DropPolicy is DropByProb (default) or DropByPosition (capacity mode only).
 	DropPolicy DropPolicy
 	// PadToCapacity gives every expert a segment of exactly C rows (capacity mode only).
@@ -271,6 +279,10 @@ func (c Config) Validate() error {
 		return e("unknown drop policy %v", c.DropPolicy)
 	case c.CapacityFactor == 0 && c.PadToCapacity:
 		return e("PadToCapacity needs capacity mode (CapacityFactor > 0)")
+	case !finite(c.EvalCapacityFactor) || c.EvalCapacityFactor < 0:
+		return e("EvalCapacityFactor=%g, want >= 0 (0 is CapacityFactor)", c.EvalCapacityFactor)
+	case c.MinCapacity < 0 || c.MinCapacity > kernels.MaxRows:
+		return e("MinCapacity=%d, want 0 <= MinCapacity <= %d", c.MinCapacity, kernels.MaxRows)
 	case c.Align < 1:
 		return e("Align=%d, want >= 1", c.Align)
 	case float64(c.Experts)*float64(c.Hidden)*float64(c.FFN) > maxWeightElems ||
@@ -284,28 +296,42 @@ func (c Config) Validate() error {
 // a Go allocation cannot succeed, and the product could wrap around in int.
 const maxWeightElems = 1 << 44
 
-// Capacity is C, the per-expert capacity for T tokens: ceil(T·K/E·CapacityFactor), at least 1;
-// 0 in dropless mode.
-func (c Config) Capacity(T int) int {
-	if c.CapacityFactor == 0 {
+// Capacity is C, the per-expert capacity for T tokens in training (Layer.Forward):
+// ceil(T·K/E·CapacityFactor), at least max(1, MinCapacity); 0 in dropless mode.
+func (c Config) Capacity(T int) int { return c.capacity(T, c.CapacityFactor) }
+
+// EvalCapacity is C for T tokens in Layer.Infer: Capacity with EvalCapacityFactor (or
+// CapacityFactor when that is 0); 0 when Infer is dropless.
+func (c Config) EvalCapacity(T int) int { return c.capacity(T, c.evalFactor()) }
+
+// evalFactor is the capacity factor of Infer.
+func (c Config) evalFactor() float64 {
+	if c.EvalCapacityFactor > 0 {
+		return c.EvalCapacityFactor
+	}
+	return c.CapacityFactor
+}
+
+func (c Config) capacity(T int, factor float64) int {
+	if factor == 0 {
 		return 0
 	}
-	v := math.Ceil(float64(T)*float64(c.TopK)/float64(c.Experts)*c.CapacityFactor - 1e-9)
+	v := math.Ceil(float64(T)*float64(c.TopK)/float64(c.Experts)*factor - 1e-9)
 	if v > float64(kernels.MaxRows) { // never let the conversion wrap: the plan's check rejects it
 		return math.MaxInt
 	}
-	return max(1, int(v))
+	return max(1, c.MinCapacity, int(v))
 }
 
-// geometry is the routing plan geometry for T tokens.
-func (c Config) geometry(T int) (kernels.Geometry, error) {
+// geometry is the routing plan geometry for T tokens with the given capacity factor.
+func (c Config) geometry(T int, factor float64) (kernels.Geometry, error) {
 	if T < 1 {
 		return kernels.Geometry{}, errors.New("gomoe: moe: the input has no tokens")
 	}
 	g := kernels.Geometry{T: T, K: c.TopK, E: c.Experts, A: c.Align}
-	if c.CapacityFactor > 0 {
+	if factor > 0 {
 		g.Mode = kernels.Capacity
-		g.C = c.Capacity(T)
+		g.C = c.capacity(T, factor)
 		g.Drop = c.DropPolicy.kernel()
 		g.PadToCapacity = c.PadToCapacity
 	}

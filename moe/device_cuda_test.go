@@ -76,7 +76,7 @@ func newRig(t *testing.T, cfg Config, T int, seed int64) *devRig {
 	}
 	r.params = append(r.l.Learnables(), r.x)
 	outs, seeds := G.Nodes{out.Y}, G.Nodes{r.diff}
-	if out.Loss != nil { // the routing losses join the cost with weight 1 (a host seed, as G.Grad makes)
+	if out.AuxLoss != nil || out.SeqAuxLoss != nil || out.ZLoss != nil { // the routing losses join the cost with weight 1 (a host seed, as G.Grad makes); without them Loss is a constant zero
 		one := G.NewConstant(float32(1))
 		if out.Loss.Dtype() == tensor.Float64 {
 			one = G.NewConstant(1.0)

@@ -26,6 +26,18 @@
 //	cost := taskLoss(out.Y) + out.Loss     // add the weighted aux losses to the cost
 //	G.Grad(cost, layer.Learnables()...)
 //
+// x may be [T,H] or a batch of sequences [B,S,H] (Y then has x's shape). Output.Loss is
+// never nil: without loss coefficients it is a zero scalar, so the cost line above always
+// builds.
+//
+// # Evaluation
+//
+// Layer.Infer is the evaluation and inference forward: no router jitter, no losses, and the
+// capacity of Config.EvalCapacityFactor and Config.MinCapacity (DeepSpeed's
+// eval_capacity_factor and min_capacity). It builds forward ops only, so a machine without
+// gradients runs it: a tape machine on g.SubgraphRoots(out.Y) in the training graph, or
+// Gorgonia's lisp machine with G.ExecuteFwdOnly. See ExampleLayer_Infer.
+//
 // # Expert parallelism
 //
 // NewExpertParallel builds the layer for one rank of N expert-parallel ranks (an

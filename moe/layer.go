@@ -46,7 +46,8 @@ type Layer struct {
 // for a bfloat16 layer), already multiplied by their coefficients, so a training script adds
 // Loss (or the parts it wants) to its cost.
 type Output struct {
-	// Y [T,H] is the layer output (routed experts combined, plus the shared experts).
+	// Y [T,H] is the layer output (routed experts combined, plus the shared experts); it has
+	// the input's shape [B,S,H] for a 3-D input.
 	Y *G.Node
 	// AuxLoss is AuxLossCoeff times the micro-batch load-balancing loss, nil if the
 	// coefficient is 0.
@@ -56,7 +57,8 @@ type Output struct {
 	SeqAuxLoss *G.Node
 	// ZLoss is ZLossCoeff times the router z-loss, nil if the coefficient is 0.
 	ZLoss *G.Node
-	// Loss is the sum of the non-nil weighted losses above, nil if all are nil.
+	// Loss is the sum of the non-nil weighted losses above, a zero scalar constant (of the
+	// losses' dtype) if all are nil, never nil.
 	Loss *G.Node
 	// Counts [E] int32 is the number of tokens each expert processes in this step (after
 	// capacity drops). Read it with G.Read and pass the value to Stats or UpdateExpertBias.
@@ -70,6 +72,18 @@ type Output struct {
 	Probs *G.Node
 	// Plan is the routing plan the experts ran with.
 	Plan *op.Plan
+
+	countsValue G.Value // Counts' value after a run (Forward reads it)
+}
+
+// CountsValue is the value of Counts after the last run of the machine (nil before any run):
+// Forward and Infer read it, so there is no need for a G.Read of Counts. On the GPU it is a
+// device value, valid until the step's buffers are recycled (Stats copies it to the host).
+func (o *Output) CountsValue() G.Value {
+	if o == nil {
+		return nil
+	}
+	return o.countsValue
 }
 
 // New adds the weights of an MoE layer described by cfg to g and returns the layer. name
@@ -172,7 +186,29 @@ func (l *Layer) Learnables() G.Nodes {
 //	Y      = Σ_k probs[t,k]·Expert_ids[t,k](x[t])  + SharedFFN(x)
 //
 // computed as route → permute → grouped expert FFN → combine-unpermute.
+//
+// x may also be [B,S,H] (B sequences of S tokens): the layer routes its T = B·S tokens as
+// one [T,H] matrix and Y has x's shape [B,S,H]; Logits, IDs and Probs stay per token [T,·].
 func (l *Layer) Forward(x *G.Node) (*Output, error) {
+	out, err := l.apply(x, false)
+	if err != nil {
+		return nil, err
+	}
+	l.forwards++
+	return out, nil
+}
+
+// Infer is Forward for evaluation and inference: the same routing and experts, with no
+// router jitter, no balancing losses and no z-loss (AuxLoss, SeqAuxLoss and ZLoss are nil,
+// Loss is a zero scalar), and the capacity of Config.EvalCapacityFactor and
+// Config.MinCapacity (see Config.EvalCapacity). It builds forward ops only: run it on a
+// machine without gradients (a tape machine without G.Grad, or a lisp machine with
+// G.ExecuteFwdOnly), in the training graph (run only its nodes with a machine on
+// g.SubgraphRoots(out.Y)) or in a graph of its own. x is [T,H] or [B,S,H], as for Forward.
+func (l *Layer) Infer(x *G.Node) (*Output, error) { return l.apply(x, true) }
+
+// apply checks x and builds the layer's ops on it, for Forward (eval false) or Infer.
+func (l *Layer) apply(x *G.Node, eval bool) (*Output, error) {
 	c := l.cfg
 	wrap := func(err error) (*Output, error) { return nil, fmt.Errorf("gomoe: moe %s: %w", l.name, err) }
 	if x == nil {
@@ -181,29 +217,50 @@ func (l *Layer) Forward(x *G.Node) (*Output, error) {
 	if x.Graph() != l.g {
 		return wrap(fmt.Errorf("input %q is not in the layer's graph", x.Name()))
 	}
-	if s := x.Shape(); s.Dims() != 2 || s[1] != c.Hidden {
-		return wrap(fmt.Errorf("input has shape %v, want (T, H=%d)", s, c.Hidden))
+	s := x.Shape()
+	if (s.Dims() != 2 && s.Dims() != 3) || s[s.Dims()-1] != c.Hidden {
+		return wrap(fmt.Errorf("input has shape %v, want (T, H=%d) or (B, S, H=%d)", s, c.Hidden, c.Hidden))
 	}
 	if x.Dtype() != c.Dtype {
 		return wrap(fmt.Errorf("input has dtype %v, want %v", x.Dtype(), c.Dtype))
 	}
-	T := x.Shape()[0]
-	geo, err := c.geometry(T)
+	T := s[0]
+	if s.Dims() == 3 {
+		if s[0] < 1 || s[1] < 1 || s[0] > kernels.MaxRows/s[1] {
+			return wrap(fmt.Errorf("input has shape %v: B·S must be between 1 and %d tokens", s, kernels.MaxRows))
+		}
+		T = s[0] * s[1]
+	}
+	factor := c.CapacityFactor
+	if eval {
+		factor = c.evalFactor()
+	}
+	geo, err := c.geometry(T, factor)
 	if err != nil {
 		return wrap(err)
 	}
-	if c.SeqAuxLossCoeff > 0 && T%c.SeqLen != 0 {
+	if !eval && c.SeqAuxLossCoeff > 0 && T%c.SeqLen != 0 {
 		return wrap(fmt.Errorf("T=%d tokens are not a whole number of sequences of SeqLen=%d", T, c.SeqLen))
 	}
-	out, err := l.forward(x, T, geo)
+	x2 := x
+	if s.Dims() == 3 {
+		if x2, err = G.Reshape(x, tensor.Shape{T, c.Hidden}); err != nil {
+			return wrap(err)
+		}
+	}
+	out, err := l.forward(x2, T, geo, eval)
 	if err != nil {
 		return wrap(err)
 	}
-	l.forwards++
+	if s.Dims() == 3 {
+		if out.Y, err = G.Reshape(out.Y, s.Clone()); err != nil {
+			return wrap(err)
+		}
+	}
 	return out, nil
 }
 
-func (l *Layer) forward(x *G.Node, T int, geo kernels.Geometry) (*Output, error) {
+func (l *Layer) forward(x *G.Node, T int, geo kernels.Geometry, eval bool) (*Output, error) {
 	c := l.cfg
 	rdt, dt := c.RouterDtype, c.Dtype
 	E, K := c.Experts, c.TopK
@@ -214,7 +271,7 @@ func (l *Layer) forward(x *G.Node, T int, geo kernels.Geometry) (*Output, error)
 	if err != nil {
 		return nil, err
 	}
-	if c.JitterEps > 0 {
+	if c.JitterEps > 0 && !eval {
 		noise, err := op.JitterNoise(xr, c.JitterEps, c.Seed+1_000_003*l.forwards)
 		if err != nil {
 			return nil, err
@@ -228,7 +285,7 @@ func (l *Layer) forward(x *G.Node, T int, geo kernels.Geometry) (*Output, error)
 	}
 	topts := op.TopKOpts{Groups: c.Groups, GroupsKept: c.GroupsKept, Bias: l.Bias}
 	var auxScores *G.Node // [T,E] scores over all experts for the balancing losses
-	needAux := c.AuxLossCoeff > 0 || c.SeqAuxLossCoeff > 0
+	needAux := !eval && (c.AuxLossCoeff > 0 || c.SeqAuxLossCoeff > 0)
 	switch {
 	case c.Score == Softmax && c.PreSoftmax:
 		s, err := op.Softmax(o.Logits)
@@ -294,7 +351,7 @@ func (l *Layer) forward(x *G.Node, T int, geo kernels.Geometry) (*Output, error)
 
 	// Dispatch, experts, combine.
 	var planProbs *G.Node
-	if c.CapacityFactor > 0 && c.DropPolicy == DropByProb {
+	if geo.Mode == kernels.Capacity && c.DropPolicy == DropByProb {
 		planProbs = o.Probs
 	}
 	paths := l.paths
@@ -354,23 +411,28 @@ func (l *Layer) forward(x *G.Node, T int, geo kernels.Geometry) (*Output, error)
 			return nil, err
 		}
 	}
+	// The layer reads its own counts. Besides keeping the value (Output.CountsValue), the read
+	// gives the int32 Counts node a consumer: gorgonia's lisp machine binds every node that
+	// nothing consumes as a differentiable variable with a unit gradient, which exists only for
+	// float and bool values ("Unhandled dtype: int32"), even in forward-only mode.
+	G.Read(o.Counts, &o.countsValue)
 
 	// Losses, in Dtype (the router's float32 for a bfloat16 layer).
 	lossDt := dt
 	if dt == bfloat16.Dtype {
 		lossDt = rdt
 	}
-	if c.AuxLossCoeff > 0 {
+	if c.AuxLossCoeff > 0 && !eval {
 		if o.AuxLoss, err = balanceLoss(o.IDs, auxScores, E, K, 1, c.AuxLossCoeff, lossDt); err != nil {
 			return nil, err
 		}
 	}
-	if c.SeqAuxLossCoeff > 0 {
+	if c.SeqAuxLossCoeff > 0 && !eval {
 		if o.SeqAuxLoss, err = balanceLoss(o.IDs, auxScores, E, K, T/c.SeqLen, c.SeqAuxLossCoeff, lossDt); err != nil {
 			return nil, err
 		}
 	}
-	if c.ZLossCoeff > 0 {
+	if c.ZLossCoeff > 0 && !eval {
 		z, err := op.ZLoss(o.Logits, c.ZLossCoeff)
 		if err != nil {
 			return nil, err
@@ -391,6 +453,13 @@ func (l *Layer) forward(x *G.Node, T int, geo kernels.Geometry) (*Output, error)
 		if o.Loss, err = op.AddScalars(losses...); err != nil {
 			return nil, err
 		}
+	} else {
+		// A zero constant, so that G.Add(task, out.Loss) works whatever the coefficients.
+		zero := any(float32(0))
+		if lossDt == tensor.Float64 {
+			zero = float64(0)
+		}
+		o.Loss = G.NewConstant(zero, G.In(l.g), G.WithName(l.name+".noloss"))
 	}
 	return o, nil
 }

@@ -161,7 +161,7 @@ func refRoute(cfg Config, T int, logits, bias []float64) refRouting {
 		r.kept[t] = append([]bool(nil), r.chosen[t]...)
 	}
 	if cfg.CapacityFactor > 0 {
-		C := int(math.Ceil(float64(T*K) / float64(E) * cfg.CapacityFactor))
+		C := max(1, cfg.MinCapacity, int(math.Ceil(float64(T*K)/float64(E)*cfg.CapacityFactor)))
 		for e := 0; e < E; e++ {
 			var toks []int
 			for t := 0; t < T; t++ {

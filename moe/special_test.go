@@ -574,6 +574,9 @@ func TestConfigValidation(t *testing.T) {
 		{"score", func(c *Config) { c.Score = 5 }, "unknown score"},
 		{"drop policy", func(c *Config) { c.DropPolicy = 9 }, "unknown drop policy"},
 		{"shared", func(c *Config) { c.SharedFFN = -1 }, "SharedFFN=-1"},
+		{"eval capacity", func(c *Config) { c.EvalCapacityFactor = -0.5 }, "EvalCapacityFactor=-0.5"},
+		{"eval capacity NaN", func(c *Config) { c.EvalCapacityFactor = math.NaN() }, "EvalCapacityFactor=NaN"},
+		{"min capacity", func(c *Config) { c.MinCapacity = -1 }, "MinCapacity=-1"},
 	}
 	if err := ok.Validate(); err != nil {
 		t.Fatalf("valid config: %v", err)
@@ -615,7 +618,9 @@ func TestForwardRejectsBadInput(t *testing.T) {
 		{"wrong width", G.NewMatrix(g, tensor.Float32, G.WithShape(8, 5), G.WithName("x5")), "want (T, H=4)"},
 		{"wrong dtype", G.NewMatrix(g, tensor.Float64, G.WithShape(8, 4), G.WithName("x64")), "dtype float64"},
 		{"other graph", G.NewMatrix(other, tensor.Float32, G.WithShape(8, 4), G.WithName("xo")), "not in the layer's graph"},
-		{"3-D", G.NewTensor(g, tensor.Float32, 3, G.WithShape(2, 4, 4), G.WithName("x3")), "want (T, H=4)"},
+		{"3-D wrong width", G.NewTensor(g, tensor.Float32, 3, G.WithShape(2, 4, 5), G.WithName("x3")), "want (T, H=4) or (B, S, H=4)"},
+		{"4-D", G.NewTensor(g, tensor.Float32, 4, G.WithShape(2, 2, 2, 4), G.WithName("x4")), "want (T, H=4) or (B, S, H=4)"},
+		{"3-D not whole sequences", G.NewTensor(g, tensor.Float32, 3, G.WithShape(1, 6, 4), G.WithName("x16")), "SeqLen=4"},
 		{"T not whole sequences", G.NewMatrix(g, tensor.Float32, G.WithShape(6, 4), G.WithName("x6")), "SeqLen=4"},
 	}
 	for _, c := range cases {

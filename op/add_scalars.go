@@ -14,8 +14,9 @@ import (
 // the host. Use it to add losses that may live on the device (BalanceLoss, ZLoss,
 // CrossEntropy): gorgonia's G.Add of two scalar nodes runs on the host and fails on device
 // values ("scalarBinOp.Do() - Unhandled Scalar Type"), while AddScalars adds device scalars
-// with the device engine's element-wise Add, without copying them to the host. Its gradient is
-// the output gradient for every input. With one node it returns the node itself.
+// with the device engine's element-wise Add, without copying them to the host; host scalars
+// (a constant, such as the zero Loss of an MoE layer without losses) may join them. Its
+// gradient is the output gradient for every input. With one node it returns the node itself.
 func AddScalars(xs ...*G.Node) (*G.Node, error) {
 	const name = "AddScalars"
 	if len(xs) == 0 {
@@ -99,12 +100,12 @@ func (op addScalarsOp) Do(vs ...G.Value) (G.Value, error) {
 			return nil, errorf(name, "input %d has shape %v, want a scalar", i, shapeString(v.Shape()))
 		}
 	}
-	dev, err := onDevice(name, vs...)
-	if err != nil {
-		return nil, err
-	}
-	if dev {
-		return addDeviceScalars(name, vs)
+	if device != nil {
+		for _, v := range vs {
+			if device.Owns(v) {
+				return addDeviceScalars(name, vs)
+			}
+		}
 	}
 	var sum float64
 	for i, v := range vs {
@@ -148,9 +149,12 @@ func scalarOf(name, what string, v G.Value) (float64, error) {
 	return 0, errorf(name, "%s holds %T, want a float", what, v.Data())
 }
 
-// addDeviceScalars adds one-element device tensors through their engine: each is viewed as a
-// vector of one element (tensor.Add treats a 0-d tensor as a Go scalar and would read it on
-// the host), the first sum goes to a new tensor, the later ones add into it.
+// addDeviceScalars adds scalars of which at least one is a device tensor, left to right
+// as on the host, through the device engine: each device input is viewed as a vector of one
+// element (tensor.Add treats a 0-d tensor as a Go scalar and would read it on the host), and a
+// host input (a constant such as the zero loss of a layer without losses) joins as a Go
+// scalar. The first sum that involves a device value goes to a new tensor, the later ones add
+// into it; the result is a device tensor of scalar shape.
 func addDeviceScalars(name string, vs []G.Value) (G.Value, error) {
 	vec := func(i int) (*tensor.Dense, error) {
 		d, ok := vs[i].(*tensor.Dense)
@@ -163,21 +167,65 @@ func addDeviceScalars(name string, vs []G.Value) (G.Value, error) {
 		}
 		return c, nil
 	}
-	acc, err := vec(0)
-	if err != nil {
-		return nil, err
+	goScalar := func(v float64) any {
+		if vs[0].Dtype() == tensor.Float32 {
+			return float32(v)
+		}
+		return v
 	}
-	var out *tensor.Dense
-	for i := 1; i < len(vs); i++ {
-		x, err := vec(i)
+	var (
+		out     *tensor.Dense // the running sum once a device value joined it (owned)
+		devIn   *tensor.Dense // the first device input while it is the running sum (not owned)
+		hostSum float64       // the running sum while every input so far is on the host
+	)
+	for i, v := range vs {
+		if device.Owns(v) {
+			x, err := vec(i)
+			if err != nil {
+				return nil, err
+			}
+			var r tensor.Tensor
+			switch {
+			case out != nil:
+				r, err = tensor.Add(out, x, tensor.UseUnsafe())
+			case devIn != nil:
+				r, err = tensor.Add(devIn, x)
+			case i == 0:
+				devIn = x
+				continue
+			default:
+				r, err = tensor.Add(x, goScalar(hostSum))
+			}
+			if err != nil {
+				return nil, wrapErr(name, err)
+			}
+			d, ok := r.(*tensor.Dense)
+			if !ok {
+				return nil, errorf(name, "the engine's Add returned a %T", r)
+			}
+			out = d
+			continue
+		}
+		h, err := scalarOf(name, fmt.Sprintf("input %d", i), v)
 		if err != nil {
 			return nil, err
 		}
 		var r tensor.Tensor
-		if out == nil {
-			r, err = tensor.Add(acc, x)
-		} else {
-			r, err = tensor.Add(out, x, tensor.UseUnsafe())
+		switch {
+		case out != nil:
+			r, err = tensor.Add(out, goScalar(h), tensor.UseUnsafe())
+		case devIn != nil:
+			r, err = tensor.Add(devIn, goScalar(h))
+			devIn = nil
+		case i == 0:
+			hostSum = h
+			continue
+		case vs[0].Dtype() == tensor.Float32:
+			hostSum = float64(float32(hostSum) + float32(h))
+			continue
+		default:
+			hostSum += h
+			continue
 		}
 		if err != nil {
 			return nil, wrapErr(name, err)
@@ -187,6 +235,9 @@ func addDeviceScalars(name string, vs []G.Value) (G.Value, error) {
 			return nil, errorf(name, "the engine's Add returned a %T", r)
 		}
 		out = d
+	}
+	if out == nil {
+		return nil, errorf(name, "no device input") // unreachable: the caller found one
 	}
 	if err := out.Reshape(); err != nil {
 		return nil, wrapErr(name, err)

@@ -117,3 +117,46 @@ func TestAddScalarsBadInput(t *testing.T) {
 		t.Errorf("Do: %v, %v", v, err)
 	}
 }
+
+// TestAddScalarsMixesHostAndDevice: host scalars (constants, a host loss) join device
+// scalars on a (fake) device, in any position, with the bits of the host sum.
+func TestAddScalarsMixesHostAndDevice(t *testing.T) {
+	sv := randFloats(newRNG(24), 12)
+	for _, dt := range []tensor.Dtype{tensor.Float64, tensor.Float32} {
+		for _, pattern := range []string{"hd", "dh", "hhd", "dhd", "hdh", "ddh", "hdd"} {
+			build := func() (*G.ExprGraph, *G.Node) {
+				g := G.NewGraph()
+				s := G.NewMatrix(g, dt, G.WithShape(3, 4), G.WithName("s"), G.WithValue(denseOf(dt, sv, 3, 4)))
+				var xs []*G.Node
+				for i, c := range pattern {
+					if c == 'd' { // a device loss on the fake device
+						xs = append(xs, must(ZLoss(s, 0.1*float64(i+1))))
+						continue
+					}
+					v := any(float32(0.3) * float32(i+1))
+					if dt == tensor.Float64 {
+						v = 0.3 * float64(i+1)
+					}
+					xs = append(xs, G.NewConstant(v, G.In(g)))
+				}
+				return g, must(AddScalars(xs...))
+			}
+			g, n := build()
+			want := runRead(t, g, n)[0]
+			got := func() G.Value {
+				saved := device
+				device = allDevice{newFakeDevice()}
+				defer func() { device = saved }()
+				g, n := build()
+				return runRead(t, g, n)[0]
+			}()
+			if d, ok := got.(*tensor.Dense); !ok || d.Shape().Dims() != 0 {
+				t.Errorf("%v %s: device sum is %T, want a tensor of scalar shape", dt, pattern, got)
+				continue
+			}
+			if !bitsEqual(got, want) {
+				t.Errorf("%v %s: device sum %v, host sum %v", dt, pattern, got, want)
+			}
+		}
+	}
+}

@@ -1,0 +1,152 @@
+package hf
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+
+	"github.com/gomoe/gomoe/moe"
+)
+
+// Config holds the keys of a transformers config.json that shape a model's MoE blocks. Keys
+// a model type does not use stay zero.
+type Config struct {
+	// ModelType is "mixtral", "qwen3_moe", "olmoe" or "deepseek_v3".
+	ModelType string `json:"model_type"`
+	// HiddenSize is H.
+	HiddenSize int `json:"hidden_size"`
+	// IntermediateSize is the expert FFN width of Mixtral and OLMoE (the dense MLP's width in
+	// Qwen3-MoE and DeepSeek-V3).
+	IntermediateSize int `json:"intermediate_size"`
+	// MoEIntermediateSize is the routed expert FFN width of Qwen3-MoE and DeepSeek-V3.
+	MoEIntermediateSize int `json:"moe_intermediate_size"`
+	// NumLocalExperts is E for Mixtral.
+	NumLocalExperts int `json:"num_local_experts"`
+	// NumExperts is E for Qwen3-MoE and OLMoE.
+	NumExperts int `json:"num_experts"`
+	// NRoutedExperts is E for DeepSeek-V3.
+	NRoutedExperts int `json:"n_routed_experts"`
+	// NumExpertsPerTok is K.
+	NumExpertsPerTok int `json:"num_experts_per_tok"`
+	// NormTopKProb renormalises the K chosen probabilities to sum to 1 (nil: the model's
+	// transformers default, false for Qwen3-MoE and OLMoE, true for DeepSeek-V3).
+	NormTopKProb *bool `json:"norm_topk_prob"`
+	// NGroup and TopKGroup are DeepSeek-V3's expert groups and the groups each token keeps
+	// (0: transformers' defaults 8 and 4).
+	NGroup    int `json:"n_group"`
+	TopKGroup int `json:"topk_group"`
+	// RoutedScalingFactor multiplies DeepSeek-V3's routed probs (0: the default 2.5).
+	RoutedScalingFactor float64 `json:"routed_scaling_factor"`
+	// NSharedExperts is DeepSeek-V3's number of shared experts, each MoEIntermediateSize wide
+	// (nil: the default 1).
+	NSharedExperts *int `json:"n_shared_experts"`
+	// HiddenAct is the expert activation; gomoe loads "silu" (SwiGLU) experts.
+	HiddenAct string `json:"hidden_act"`
+	// RouterJitterNoise is Mixtral's training jitter. It is not carried over (see the package
+	// documentation).
+	RouterJitterNoise float64 `json:"router_jitter_noise"`
+}
+
+// ParseConfig parses the JSON of a config.json (unknown keys are ignored).
+func ParseConfig(data []byte) (Config, error) {
+	var c Config
+	if err := json.Unmarshal(data, &c); err != nil {
+		return Config{}, fmt.Errorf("gomoe: hf: config: %w", err)
+	}
+	return c, nil
+}
+
+// ReadConfig reads and parses the config.json at path.
+func ReadConfig(path string) (Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("gomoe: hf: %w", err)
+	}
+	return ParseConfig(b)
+}
+
+// MoEConfig returns the moe.Config whose layer computes the model's MoE block as
+// transformers does (float32, no losses, no jitter: set Dtype, the loss coefficients and
+// the capacity on the result as the training run needs):
+//
+//	mixtral      softmax, top-K, renormalised              → Softmax
+//	qwen3_moe    softmax over all E, top-K, renormalised    → Softmax
+//	             only with norm_topk_prob                     (PreSoftmax without it)
+//	olmoe        as qwen3_moe (norm_topk_prob off by default)
+//	deepseek_v3  sigmoid, top-K of sigmoid + correction bias → Sigmoid, ExpertBias,
+//	             within the topk_group best of n_group groups  Groups, GroupsKept,
+//	             (group score: the sum of its top 2), scores   ScalingFactor,
+//	             renormalised, × routed_scaling_factor,        SharedFFN = n_shared·F
+//	             plus shared experts
+//
+// A renormalised softmax over the K chosen of all E probabilities equals gomoe's softmax over
+// the K chosen logits, value and gradient, so no option is needed for it. It returns an error
+// for what gomoe does not compute the same way: another activation than silu, DeepSeek-V3
+// without norm_topk_prob and K > 1 (gomoe renormalises sigmoid scores), and DeepSeek-V3
+// groups whose group score would not be a top-2 sum (gomoe sums the top K/topk_group).
+func (c Config) MoEConfig() (moe.Config, error) {
+	e := func(format string, args ...any) (moe.Config, error) {
+		return moe.Config{}, fmt.Errorf("gomoe: hf: %s config: "+format, append([]any{c.ModelType}, args...)...)
+	}
+	if c.HiddenAct != "" && c.HiddenAct != "silu" {
+		return e("hidden_act %q: gomoe loads silu (SwiGLU) experts", c.HiddenAct)
+	}
+	norm := func(def bool) bool {
+		if c.NormTopKProb == nil {
+			return def
+		}
+		return *c.NormTopKProb
+	}
+	m := moe.Config{Hidden: c.HiddenSize, TopK: c.NumExpertsPerTok, Activation: moe.SwiGLU}
+	switch c.ModelType {
+	case "mixtral":
+		m.Experts, m.FFN = c.NumLocalExperts, c.IntermediateSize
+	case "qwen3_moe":
+		m.Experts, m.FFN = c.NumExperts, c.MoEIntermediateSize
+		m.PreSoftmax = !norm(false)
+	case "olmoe":
+		m.Experts, m.FFN = c.NumExperts, c.IntermediateSize
+		m.PreSoftmax = !norm(false)
+	case "deepseek_v3":
+		m.Experts, m.FFN = c.NRoutedExperts, c.MoEIntermediateSize
+		m.Score, m.ExpertBias = moe.Sigmoid, true
+		if !norm(true) && m.TopK > 1 {
+			return e("norm_topk_prob false with num_experts_per_tok=%d: gomoe renormalises the sigmoid scores of K > 1 experts", m.TopK)
+		}
+		m.Groups, m.GroupsKept = c.NGroup, c.TopKGroup
+		if m.Groups == 0 {
+			m.Groups = 8
+		}
+		if m.GroupsKept == 0 {
+			m.GroupsKept = 4
+		}
+		if m.Groups > 1 && (m.GroupsKept < 1 || m.TopK/m.GroupsKept != 2) {
+			return e("n_group=%d topk_group=%d num_experts_per_tok=%d: transformers scores a group by its top 2 experts, gomoe by its top num_experts_per_tok/topk_group (here %d)",
+				m.Groups, m.GroupsKept, m.TopK, m.TopK/max(1, m.GroupsKept))
+		}
+		m.ScalingFactor = c.RoutedScalingFactor
+		if m.ScalingFactor == 0 {
+			m.ScalingFactor = 2.5
+		}
+		shared := 1
+		if c.NSharedExperts != nil {
+			shared = *c.NSharedExperts
+		}
+		if shared < 0 {
+			return e("n_shared_experts=%d", shared)
+		}
+		m.SharedFFN = shared * m.FFN
+	case "":
+		return e("no model_type")
+	default:
+		return e("model_type %q is not one of mixtral, qwen3_moe, olmoe, deepseek_v3", c.ModelType)
+	}
+	if m.Score == moe.Softmax && m.TopK == 1 && !m.PreSoftmax {
+		// A renormalised top-1 weight is always 1: PreSoftmax would weight by the prob.
+		return e("num_experts_per_tok=1 with renormalisation weighs every token by 1; gomoe's softmax over one logit has no router gradient")
+	}
+	if err := m.Validate(); err != nil {
+		return moe.Config{}, fmt.Errorf("gomoe: hf: %s config: %w", c.ModelType, err)
+	}
+	return m, nil
+}

@@ -1,0 +1,264 @@
+package hf
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/bfloat16"
+	"github.com/gomoe/gomoe/moe"
+)
+
+// Load builds the moe.Layer named name in g with the config cfg (from Config.MoEConfig, with
+// any Dtype, losses or capacity set on it) and the weights of one transformers MoE block,
+// the tensors of ts whose names start with prefix ("model.layers.3.mlp." for Qwen3-MoE,
+// OLMoE and DeepSeek-V3, "model.layers.3.block_sparse_moe." for Mixtral checkpoints; "" for
+// a block's own state dict):
+//
+//	gate.weight [E,H]                          → Router [H,E] (transposed)
+//	gate.e_score_correction_bias [E]           → Bias (DeepSeek-V3)
+//	experts.gate_up_proj [E,2F,H]               → W1 (rows 0..F-1), W3 (rows F..2F-1)
+//	experts.down_proj [E,H,F]                   → W2 [E,F,H]
+//	experts.N.gate_proj.weight [F,H] (or w1)    → W1[N]   (per-expert nn.Linear weights,
+//	experts.N.up_proj.weight [F,H]   (or w3)    → W3[N]    [out,in])
+//	experts.N.down_proj.weight [H,F] (or w2)    → W2[N]
+//	shared_experts.{gate,up,down}_proj.weight  → SharedW1, SharedW3, SharedW2
+//
+// The fused layout is the one transformers v5 writes; its transposed form ([E,H,2F] and
+// [E,F,H]) is read too, told apart by shape when H differs from 2F and F. Tensors may be
+// F32, F64, BF16 or F16; they are converted to the layer's dtypes. Every tensor under prefix
+// must be used and every weight of the layer found, with the shapes cfg gives, or Load
+// returns an error and adds nothing to g.
+func Load(g *G.ExprGraph, name string, cfg moe.Config, ts *Tensors, prefix string) (*moe.Layer, error) {
+	if ts == nil {
+		return nil, fmt.Errorf("gomoe: hf: Load: nil tensors")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("gomoe: hf: Load: %w", err)
+	}
+	if cfg.Activation != moe.SwiGLU {
+		return nil, fmt.Errorf("gomoe: hf: Load: the layer has %v experts, transformers' blocks are SwiGLU", cfg.Activation)
+	}
+	w, err := readBlock(cfg, ts, prefix)
+	if err != nil {
+		return nil, fmt.Errorf("gomoe: hf: Load %q: %w", prefix, err)
+	}
+	l, err := moe.New(g, name, cfg)
+	if err != nil {
+		return nil, err
+	}
+	sets := []struct {
+		n *G.Node
+		v []float64
+	}{{l.Router, w.router}, {l.W1, w.w1}, {l.W3, w.w3}, {l.W2, w.w2}, {l.Bias, w.bias},
+		{l.SharedW1, w.s1}, {l.SharedW3, w.s3}, {l.SharedW2, w.s2}}
+	for _, s := range sets {
+		if s.n == nil {
+			continue
+		}
+		if err := setValue(s.n, s.v); err != nil {
+			return nil, fmt.Errorf("gomoe: hf: Load: %s: %w", s.n.Name(), err)
+		}
+	}
+	return l, nil
+}
+
+// block is one MoE block's weights in gomoe's layouts, as float64.
+type block struct {
+	router, bias, w1, w3, w2, s1, s3, s2 []float64
+}
+
+// readBlock reads and converts the weights under prefix for cfg.
+func readBlock(cfg moe.Config, ts *Tensors, prefix string) (*block, error) {
+	H, F, E, S := cfg.Hidden, cfg.FFN, cfg.Experts, cfg.SharedFFN
+	used := map[string]bool{}
+	get := func(name string, shape ...int) ([]float64, error) {
+		full := prefix + name
+		v, s, err := ts.Float64s(full)
+		if err != nil {
+			return nil, err
+		}
+		if !equalShape(s, shape) {
+			return nil, fmt.Errorf("tensor %q has shape %v, want %v", full, s, shape)
+		}
+		used[full] = true
+		return v, nil
+	}
+	has := func(name string) bool { _, ok := ts.Shape(prefix + name); return ok }
+	w := &block{}
+	var err error
+	r, err := get("gate.weight", E, H)
+	if err != nil {
+		return nil, err
+	}
+	w.router = transpose(r, E, H)
+	switch {
+	case cfg.ExpertBias:
+		if w.bias, err = get("gate.e_score_correction_bias", E); err != nil {
+			return nil, err
+		}
+	case has("gate.e_score_correction_bias"):
+		return nil, fmt.Errorf("the block has an expert bias (gate.e_score_correction_bias) and the config no ExpertBias")
+	}
+	fused, perExpert := has("experts.gate_up_proj"), has("experts.0.gate_proj.weight") || has("experts.0.w1.weight")
+	switch {
+	case fused && perExpert:
+		return nil, fmt.Errorf("the block has both fused (experts.gate_up_proj) and per-expert (experts.0....) weights")
+	case fused:
+		if err := w.fusedExperts(get, ts, prefix, E, H, F); err != nil {
+			return nil, err
+		}
+	case perExpert:
+		names := [3]string{"gate_proj", "up_proj", "down_proj"}
+		if has("experts.0.w1.weight") {
+			names = [3]string{"w1", "w3", "w2"}
+		}
+		w.w1, w.w3, w.w2 = make([]float64, E*H*F), make([]float64, E*H*F), make([]float64, E*F*H)
+		for e := 0; e < E; e++ {
+			gp, err := get(fmt.Sprintf("experts.%d.%s.weight", e, names[0]), F, H)
+			if err != nil {
+				return nil, err
+			}
+			up, err := get(fmt.Sprintf("experts.%d.%s.weight", e, names[1]), F, H)
+			if err != nil {
+				return nil, err
+			}
+			dn, err := get(fmt.Sprintf("experts.%d.%s.weight", e, names[2]), H, F)
+			if err != nil {
+				return nil, err
+			}
+			copy(w.w1[e*H*F:], transpose(gp, F, H))
+			copy(w.w3[e*H*F:], transpose(up, F, H))
+			copy(w.w2[e*F*H:], transpose(dn, H, F))
+		}
+	default:
+		return nil, fmt.Errorf("no expert weights (experts.gate_up_proj, experts.0.gate_proj.weight or experts.0.w1.weight) under the prefix")
+	}
+	if S > 0 {
+		sg, err := get("shared_experts.gate_proj.weight", S, H)
+		if err != nil {
+			return nil, err
+		}
+		su, err := get("shared_experts.up_proj.weight", S, H)
+		if err != nil {
+			return nil, err
+		}
+		sd, err := get("shared_experts.down_proj.weight", H, S)
+		if err != nil {
+			return nil, err
+		}
+		w.s1, w.s3, w.s2 = transpose(sg, S, H), transpose(su, S, H), transpose(sd, H, S)
+	}
+	var unused []string
+	for _, n := range ts.Names() {
+		if strings.HasPrefix(n, prefix) && !used[n] {
+			unused = append(unused, n)
+		}
+	}
+	if len(unused) > 0 {
+		sort.Strings(unused)
+		if len(unused) > 5 {
+			unused = append(unused[:5], "...")
+		}
+		return nil, fmt.Errorf("tensors the layer has no place for: %s", strings.Join(unused, ", "))
+	}
+	return w, nil
+}
+
+// fusedExperts reads experts.gate_up_proj and experts.down_proj, in transformers v5's layout
+// [E,2F,H] and [E,H,F] or the transposed [E,H,2F] and [E,F,H].
+func (w *block) fusedExperts(get func(string, ...int) ([]float64, error), ts *Tensors, prefix string, E, H, F int) error {
+	gus, _ := ts.Shape(prefix + "experts.gate_up_proj")
+	transposedGU := equalShape(gus, []int{E, H, 2 * F}) && H != 2*F
+	var gu []float64
+	var err error
+	if transposedGU {
+		gu, err = get("experts.gate_up_proj", E, H, 2*F)
+	} else {
+		gu, err = get("experts.gate_up_proj", E, 2*F, H)
+	}
+	if err != nil {
+		return err
+	}
+	w.w1, w.w3 = make([]float64, E*H*F), make([]float64, E*H*F)
+	for e := 0; e < E; e++ {
+		for h := 0; h < H; h++ {
+			for f := 0; f < F; f++ {
+				o := e*H*F + h*F + f
+				if transposedGU {
+					w.w1[o] = gu[e*H*2*F+h*2*F+f]
+					w.w3[o] = gu[e*H*2*F+h*2*F+F+f]
+				} else {
+					w.w1[o] = gu[e*2*F*H+f*H+h]
+					w.w3[o] = gu[e*2*F*H+(F+f)*H+h]
+				}
+			}
+		}
+	}
+	dns, _ := ts.Shape(prefix + "experts.down_proj")
+	if equalShape(dns, []int{E, F, H}) && H != F {
+		w.w2, err = get("experts.down_proj", E, F, H)
+		return err
+	}
+	dn, err := get("experts.down_proj", E, H, F)
+	if err != nil {
+		return err
+	}
+	w.w2 = make([]float64, E*F*H)
+	for e := 0; e < E; e++ {
+		copy(w.w2[e*F*H:], transpose(dn[e*H*F:(e+1)*H*F], H, F))
+	}
+	return nil
+}
+
+// transpose returns the [c,r] transpose of the row-major [r,c] matrix m.
+func transpose(m []float64, r, c int) []float64 {
+	out := make([]float64, len(m))
+	for i := 0; i < r; i++ {
+		for j := 0; j < c; j++ {
+			out[j*r+i] = m[i*c+j]
+		}
+	}
+	return out
+}
+
+func equalShape(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// setValue writes v into the host value of the weight node n, in n's dtype.
+func setValue(n *G.Node, v []float64) error {
+	d, ok := n.Value().(*tensor.Dense)
+	if !ok {
+		return fmt.Errorf("value is a %T", n.Value())
+	}
+	if d.Shape().TotalSize() != len(v) {
+		return fmt.Errorf("value has %d elements, the checkpoint %d", d.Shape().TotalSize(), len(v))
+	}
+	switch b := d.Data().(type) {
+	case []float32:
+		for i, x := range v {
+			b[i] = float32(x)
+		}
+	case []float64:
+		copy(b, v)
+	case []bfloat16.BFloat16:
+		for i, x := range v {
+			b[i] = bfloat16.FromFloat32(float32(x))
+		}
+	default:
+		return fmt.Errorf("value holds %T", d.Data())
+	}
+	return nil
+}

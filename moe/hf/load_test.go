@@ -1,0 +1,726 @@
+package hf
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/nlpodyssey/safetensors"
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/bfloat16"
+	"github.com/gomoe/gomoe/moe"
+)
+
+// The tests here write transformers-named tensors with Go, load them, and check the layer's
+// output against refBlock, an independent float64 implementation of the transformers blocks'
+// forward on their own layouts (softmax over all experts, top-K, renormalisation; DeepSeek's
+// sigmoid, correction bias, group mask filled with 0, scaling, shared experts).
+
+// hfWeights are a block's weights in transformers' layouts.
+type hfWeights struct {
+	router, bias     []float64 // [E,H], [E]
+	gate, up, down   []float64 // [E,F,H], [E,F,H], [E,H,F]
+	sGate, sUp, sDwn []float64 // [S,H], [S,H], [H,S]
+}
+
+func randVals(rng *rand.Rand, n int, scale float64) []float64 {
+	v := make([]float64, n)
+	for i := range v {
+		v[i] = rng.NormFloat64() * scale
+	}
+	return v
+}
+
+func newWeights(rng *rand.Rand, c Config, m moe.Config) hfWeights {
+	H, F, E, S := m.Hidden, m.FFN, m.Experts, m.SharedFFN
+	w := hfWeights{
+		router: randVals(rng, E*H, 2/math.Sqrt(float64(H))),
+		gate:   randVals(rng, E*F*H, 1/math.Sqrt(float64(H))),
+		up:     randVals(rng, E*F*H, 1/math.Sqrt(float64(H))),
+		down:   randVals(rng, E*H*F, 1/math.Sqrt(float64(F))),
+	}
+	if m.ExpertBias {
+		w.bias = make([]float64, E)
+		for e := range w.bias {
+			w.bias[e] = 0.3 * rng.Float64()
+		}
+	}
+	if S > 0 {
+		w.sGate = randVals(rng, S*H, 1/math.Sqrt(float64(H)))
+		w.sUp = randVals(rng, S*H, 1/math.Sqrt(float64(H)))
+		w.sDwn = randVals(rng, H*S, 1/math.Sqrt(float64(S)))
+	}
+	return w
+}
+
+// refBlock is transformers' block forward for x [T,H].
+func refBlock(c Config, m moe.Config, w hfWeights, x []float64, T int) []float64 {
+	H, F, E, K, S := m.Hidden, m.FFN, m.Experts, m.TopK, m.SharedFFN
+	silu := func(v float64) float64 { return v / (1 + math.Exp(-v)) }
+	y := make([]float64, T*H)
+	for t := 0; t < T; t++ {
+		xt := x[t*H : (t+1)*H]
+		logits := make([]float64, E)
+		for e := range logits {
+			for h := 0; h < H; h++ {
+				logits[e] += w.router[e*H+h] * xt[h]
+			}
+		}
+		var ids []int
+		var wts []float64
+		if c.ModelType == "deepseek_v3" {
+			scores := make([]float64, E)
+			choice := make([]float64, E)
+			for e := range scores {
+				scores[e] = 1 / (1 + math.Exp(-logits[e]))
+				choice[e] = scores[e] + w.bias[e]
+			}
+			G, kept, per := m.Groups, m.GroupsKept, E/m.Groups
+			gs := make([]float64, G)
+			for g := 0; g < G; g++ {
+				v := append([]float64(nil), choice[g*per:(g+1)*per]...)
+				sort.Sort(sort.Reverse(sort.Float64Slice(v)))
+				gs[g] = v[0]
+				if per > 1 {
+					gs[g] += v[1]
+				}
+			}
+			keep := topIdx(gs, kept)
+			masked := make([]float64, E) // dropped groups filled with 0, as transformers does
+			for _, g := range keep {
+				copy(masked[g*per:(g+1)*per], choice[g*per:(g+1)*per])
+			}
+			ids = topIdx(masked, K)
+			var sum float64
+			for _, e := range ids {
+				wts = append(wts, scores[e])
+				sum += scores[e]
+			}
+			for j := range wts {
+				wts[j] = wts[j] / (sum + 1e-20) * m.ScalingFactor
+			}
+		} else {
+			mx := math.Inf(-1)
+			for _, v := range logits {
+				mx = math.Max(mx, v)
+			}
+			p := make([]float64, E)
+			var z float64
+			for e := range p {
+				p[e] = math.Exp(logits[e] - mx)
+				z += p[e]
+			}
+			for e := range p {
+				p[e] /= z
+			}
+			ids = topIdx(p, K)
+			var sum float64
+			for _, e := range ids {
+				wts = append(wts, p[e])
+				sum += p[e]
+			}
+			if !m.PreSoftmax {
+				for j := range wts {
+					wts[j] /= sum
+				}
+			}
+		}
+		for j, e := range ids {
+			hid := make([]float64, F)
+			for f := 0; f < F; f++ {
+				var a, b float64
+				for h := 0; h < H; h++ {
+					a += w.gate[(e*F+f)*H+h] * xt[h]
+					b += w.up[(e*F+f)*H+h] * xt[h]
+				}
+				hid[f] = silu(a) * b
+			}
+			for h := 0; h < H; h++ {
+				var o float64
+				for f := 0; f < F; f++ {
+					o += w.down[(e*H+h)*F+f] * hid[f]
+				}
+				y[t*H+h] += wts[j] * o
+			}
+		}
+		if S > 0 {
+			hid := make([]float64, S)
+			for s := 0; s < S; s++ {
+				var a, b float64
+				for h := 0; h < H; h++ {
+					a += w.sGate[s*H+h] * xt[h]
+					b += w.sUp[s*H+h] * xt[h]
+				}
+				hid[s] = silu(a) * b
+			}
+			for h := 0; h < H; h++ {
+				for s := 0; s < S; s++ {
+					y[t*H+h] += w.sDwn[h*S+s] * hid[s]
+				}
+			}
+		}
+	}
+	return y
+}
+
+// topIdx is the indices of the k largest values, largest first, ties to the lower index.
+func topIdx(v []float64, k int) []int {
+	idx := make([]int, len(v))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(a, b int) bool { return v[idx[a]] > v[idx[b]] })
+	return idx[:k]
+}
+
+// tensorsOf lays the weights out under transformers' names in the given layout:
+// "fused" (v5), "fusedT" (transposed fused), "proj" (experts.N.gate_proj/up_proj/down_proj)
+// or "w123" (Mixtral's experts.N.w1/w3/w2).
+func tensorsOf(m moe.Config, w hfWeights, layout string) map[string]hfTensor {
+	H, F, E, S := m.Hidden, m.FFN, m.Experts, m.SharedFFN
+	ts := map[string]hfTensor{"gate.weight": {[]int{E, H}, w.router}}
+	if w.bias != nil {
+		ts["gate.e_score_correction_bias"] = hfTensor{[]int{E}, w.bias}
+	}
+	switch layout {
+	case "fused", "fusedT":
+		gu := make([]float64, E*2*F*H)
+		for e := 0; e < E; e++ {
+			copy(gu[e*2*F*H:], w.gate[e*F*H:(e+1)*F*H])
+			copy(gu[e*2*F*H+F*H:], w.up[e*F*H:(e+1)*F*H])
+		}
+		if layout == "fused" {
+			ts["experts.gate_up_proj"] = hfTensor{[]int{E, 2 * F, H}, gu}
+			ts["experts.down_proj"] = hfTensor{[]int{E, H, F}, w.down}
+			break
+		}
+		guT, dnT := make([]float64, E*H*2*F), make([]float64, E*F*H)
+		for e := 0; e < E; e++ {
+			copy(guT[e*H*2*F:], transpose(gu[e*2*F*H:(e+1)*2*F*H], 2*F, H))
+			copy(dnT[e*F*H:], transpose(w.down[e*H*F:(e+1)*H*F], H, F))
+		}
+		ts["experts.gate_up_proj"] = hfTensor{[]int{E, H, 2 * F}, guT}
+		ts["experts.down_proj"] = hfTensor{[]int{E, F, H}, dnT}
+	default:
+		names := [3]string{"gate_proj", "up_proj", "down_proj"}
+		if layout == "w123" {
+			names = [3]string{"w1", "w3", "w2"}
+		}
+		for e := 0; e < E; e++ {
+			ts[fmt.Sprintf("experts.%d.%s.weight", e, names[0])] = hfTensor{[]int{F, H}, w.gate[e*F*H : (e+1)*F*H]}
+			ts[fmt.Sprintf("experts.%d.%s.weight", e, names[1])] = hfTensor{[]int{F, H}, w.up[e*F*H : (e+1)*F*H]}
+			ts[fmt.Sprintf("experts.%d.%s.weight", e, names[2])] = hfTensor{[]int{H, F}, w.down[e*H*F : (e+1)*H*F]}
+		}
+	}
+	if S > 0 {
+		ts["shared_experts.gate_proj.weight"] = hfTensor{[]int{S, H}, w.sGate}
+		ts["shared_experts.up_proj.weight"] = hfTensor{[]int{S, H}, w.sUp}
+		ts["shared_experts.down_proj.weight"] = hfTensor{[]int{H, S}, w.sDwn}
+	}
+	return ts
+}
+
+type hfTensor struct {
+	shape []int
+	data  []float64
+}
+
+// round rounds every weight to what a file of dtype dt stores, so that the reference sees
+// the loaded values.
+func (w *hfWeights) round(dt safetensors.DType) {
+	for _, v := range [][]float64{w.router, w.bias, w.gate, w.up, w.down, w.sGate, w.sUp, w.sDwn} {
+		for i := range v {
+			switch dt {
+			case safetensors.F32:
+				v[i] = float64(float32(v[i]))
+			case safetensors.BF16:
+				v[i] = float64(math.Float32frombits((math.Float32bits(float32(v[i])) + 0x8000) &^ 0xffff))
+			}
+		}
+	}
+}
+
+// encode writes the tensors (names under prefix) as a safetensors file with elements of dt
+// (F32, F64 or BF16; BF16 and F32 round the data in place, so the reference sees the stored
+// values).
+func encode(t testing.TB, ts map[string]hfTensor, prefix string, dt safetensors.DType, meta map[string]string) []byte {
+	t.Helper()
+	views := map[string]safetensors.TensorView{}
+	for name, x := range ts {
+		var b []byte
+		for i, v := range x.data {
+			switch dt {
+			case safetensors.F64:
+				b = binary.LittleEndian.AppendUint64(b, math.Float64bits(v))
+			case safetensors.F32:
+				f := float32(v)
+				x.data[i] = float64(f)
+				b = binary.LittleEndian.AppendUint32(b, math.Float32bits(f))
+			case safetensors.BF16:
+				u := math.Float32bits(float32(v)) + 0x8000 // round half up to 16 bits: any rounding will do
+				u &^= 0xffff
+				x.data[i] = float64(math.Float32frombits(u))
+				b = binary.LittleEndian.AppendUint16(b, uint16(u>>16))
+			}
+		}
+		shape := make([]uint64, len(x.shape))
+		for i, d := range x.shape {
+			shape[i] = uint64(d)
+		}
+		v, err := safetensors.NewTensorView(dt, shape, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		views[prefix+name] = v
+	}
+	buf, err := safetensors.Serialize(views, meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return buf
+}
+
+func boolp(b bool) *bool { return &b }
+func intp(i int) *int    { return &i }
+
+// runY applies l to x [T,H] and returns Y.
+func runY(t *testing.T, g *G.ExprGraph, l *moe.Layer, x []float64, T int) []float64 {
+	t.Helper()
+	c := l.Config()
+	var xv *tensor.Dense
+	if c.Dtype == tensor.Float64 {
+		xv = tensor.New(tensor.WithShape(T, c.Hidden), tensor.WithBacking(append([]float64(nil), x...)))
+	} else {
+		f := make([]float32, len(x))
+		for i, v := range x {
+			f[i] = float32(v)
+		}
+		xv = tensor.New(tensor.WithShape(T, c.Hidden), tensor.WithBacking(f))
+	}
+	xn := G.NewMatrix(g, c.Dtype, G.WithShape(T, c.Hidden), G.WithName("x"), G.WithValue(xv))
+	out, err := l.Forward(xn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var y G.Value
+	G.Read(out.Y, &y)
+	m := G.NewTapeMachine(g)
+	defer m.Close()
+	if err := m.RunAll(); err != nil {
+		t.Fatal(err)
+	}
+	return float64s(y)
+}
+
+func float64s(v G.Value) []float64 {
+	switch d := v.Data().(type) {
+	case []float64:
+		return append([]float64(nil), d...)
+	case []float32:
+		out := make([]float64, len(d))
+		for i, x := range d {
+			out[i] = float64(x)
+		}
+		return out
+	}
+	panic(fmt.Sprintf("float64s: %T", v.Data()))
+}
+
+func maxAbsDiff(a, b []float64) (d, scale float64) {
+	if len(a) != len(b) {
+		return math.Inf(1), 0
+	}
+	for i := range a {
+		d = math.Max(d, math.Abs(a[i]-b[i]))
+		scale = math.Max(scale, math.Abs(b[i]))
+	}
+	return d, scale
+}
+
+// TestLoadMatchesTransformersMath: each block type and layout, written with transformers'
+// names, loads into a layer whose output is refBlock's.
+func TestLoadMatchesTransformersMath(t *testing.T) {
+	const H, F, E, T = 6, 4, 8, 10
+	cases := []struct {
+		name   string
+		cfg    Config
+		layout string
+		prefix string
+		dt     safetensors.DType
+		layer  tensor.Dtype
+		tol    float64
+	}{
+		{"mixtral fused", Config{ModelType: "mixtral", HiddenSize: H, IntermediateSize: F, NumLocalExperts: E, NumExpertsPerTok: 2, HiddenAct: "silu"},
+			"fused", "", safetensors.F64, tensor.Float64, 1e-12},
+		{"mixtral w1/w3/w2 checkpoint", Config{ModelType: "mixtral", HiddenSize: H, IntermediateSize: F, NumLocalExperts: E, NumExpertsPerTok: 2},
+			"w123", "model.layers.0.block_sparse_moe.", safetensors.F32, tensor.Float32, 1e-5},
+		{"qwen3 renormalised per-expert", Config{ModelType: "qwen3_moe", HiddenSize: H, IntermediateSize: 32, MoEIntermediateSize: F, NumExperts: E, NumExpertsPerTok: 3, NormTopKProb: boolp(true)},
+			"proj", "model.layers.5.mlp.", safetensors.F64, tensor.Float64, 1e-12},
+		{"qwen3 not renormalised fused", Config{ModelType: "qwen3_moe", HiddenSize: H, MoEIntermediateSize: F, NumExperts: E, NumExpertsPerTok: 3},
+			"fused", "", safetensors.F64, tensor.Float64, 1e-12},
+		{"olmoe bf16 checkpoint", Config{ModelType: "olmoe", HiddenSize: H, IntermediateSize: F, NumExperts: E, NumExpertsPerTok: 4},
+			"fused", "model.layers.1.mlp.", safetensors.BF16, tensor.Float64, 1e-12},
+		{"deepseek fused", Config{ModelType: "deepseek_v3", HiddenSize: H, MoEIntermediateSize: F, NRoutedExperts: E, NumExpertsPerTok: 2, NGroup: 2, TopKGroup: 1, RoutedScalingFactor: 2.5, NSharedExperts: intp(2)},
+			"fused", "model.layers.3.mlp.", safetensors.F64, tensor.Float64, 1e-12},
+		{"deepseek transposed fused float32", Config{ModelType: "deepseek_v3", HiddenSize: H, MoEIntermediateSize: F, NRoutedExperts: E, NumExpertsPerTok: 4, NGroup: 4, TopKGroup: 2, RoutedScalingFactor: 1.5, NSharedExperts: intp(1)},
+			"fusedT", "", safetensors.F32, tensor.Float32, 1e-5},
+		{"deepseek no groups per-expert", Config{ModelType: "deepseek_v3", HiddenSize: H, MoEIntermediateSize: F, NRoutedExperts: E, NumExpertsPerTok: 3, NGroup: 1, TopKGroup: 1, NSharedExperts: intp(0)},
+			"proj", "", safetensors.F64, tensor.Float64, 1e-12},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			m, err := tc.cfg.MoEConfig()
+			if err != nil {
+				t.Fatal(err)
+			}
+			m.Dtype = tc.layer
+			rng := rand.New(rand.NewSource(int64(i + 1)))
+			w := newWeights(rng, tc.cfg, m)
+			w.round(tc.dt)
+			buf := encode(t, tensorsOf(m, w, tc.layout), tc.prefix, tc.dt, map[string]string{"format": "pt"})
+			ts, err := ParseSafetensors(buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			g := G.NewGraph()
+			l, err := Load(g, "moe", m, ts, tc.prefix)
+			if err != nil {
+				t.Fatal(err)
+			}
+			x := randVals(rng, T*H, 1)
+			if tc.layer == tensor.Float32 {
+				for j := range x {
+					x[j] = float64(float32(x[j]))
+				}
+			}
+			got := runY(t, g, l, x, T)
+			want := refBlock(tc.cfg, l.Config(), w, x, T)
+			if d, s := maxAbsDiff(got, want); !(d <= tc.tol*math.Max(1, s)) {
+				t.Errorf("Y differs from transformers' math by %g (max |y| %g)\n got  %.5g\n want %.5g", d, s, got[:6], want[:6])
+			}
+		})
+	}
+}
+
+// TestLayoutsLoadTheSameLayer: the fused, transposed fused and per-expert layouts of one
+// block give bitwise equal weights.
+func TestLayoutsLoadTheSameLayer(t *testing.T) {
+	c := Config{ModelType: "deepseek_v3", HiddenSize: 6, MoEIntermediateSize: 4, NRoutedExperts: 4, NumExpertsPerTok: 2, NGroup: 1, TopKGroup: 1, NSharedExperts: intp(1)}
+	m, err := c.MoEConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newWeights(rand.New(rand.NewSource(3)), c, m)
+	var first []G.Value
+	for _, layout := range []string{"fused", "fusedT", "proj", "w123"} {
+		ts, err := ParseSafetensors(encode(t, tensorsOf(m, w, layout), "p.", safetensors.F32, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := Load(G.NewGraph(), "moe", m, ts, "p.")
+		if err != nil {
+			t.Fatalf("%s: %v", layout, err)
+		}
+		var vals []G.Value
+		for _, n := range append(l.Learnables(), l.Bias) {
+			vals = append(vals, n.Value())
+		}
+		if first == nil {
+			first = vals
+			continue
+		}
+		for j := range vals {
+			if d, _ := maxAbsDiff(float64s(vals[j]), float64s(first[j])); d != 0 {
+				t.Errorf("%s: weight %d differs from the fused layout's by %g", layout, j, d)
+			}
+		}
+	}
+}
+
+// TestLoadBFloat16Layer: a bfloat16 layer gets the checkpoint's values rounded to bfloat16
+// (float32 router and bias).
+func TestLoadBFloat16Layer(t *testing.T) {
+	c := Config{ModelType: "deepseek_v3", HiddenSize: 6, MoEIntermediateSize: 4, NRoutedExperts: 4, NumExpertsPerTok: 2, NGroup: 1, TopKGroup: 1, NSharedExperts: intp(1)}
+	m, err := c.MoEConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newWeights(rand.New(rand.NewSource(5)), c, m)
+	ts, err := ParseSafetensors(encode(t, tensorsOf(m, w, "fused"), "", safetensors.F32, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l32, err := Load(G.NewGraph(), "moe", m, ts, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb := m
+	mb.Dtype = bfloat16.Dtype
+	lb, err := Load(G.NewGraph(), "moe", mb, ts, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lb.Router.Dtype() != tensor.Float32 || lb.W1.Dtype() != bfloat16.Dtype {
+		t.Fatalf("dtypes: router %v, W1 %v", lb.Router.Dtype(), lb.W1.Dtype())
+	}
+	for j, n := range lb.Learnables() {
+		want := n.Value().Data()
+		switch b := want.(type) {
+		case []bfloat16.BFloat16:
+			src := l32.Learnables()[j].Value().Data().([]float32)
+			for i := range b {
+				if b[i] != bfloat16.FromFloat32(src[i]) {
+					t.Fatalf("%s[%d] = %v, want bfloat16(%v)", n.Name(), i, b[i], src[i])
+				}
+			}
+		case []float32:
+			if d, _ := maxAbsDiff(float64s(n.Value()), float64s(l32.Learnables()[j].Value())); d != 0 {
+				t.Errorf("%s differs from the float32 layer's by %g", n.Name(), d)
+			}
+		}
+	}
+}
+
+// TestTransposeAndFusedIndexing pins the index maps on hand-made values.
+func TestTransposeAndFusedIndexing(t *testing.T) {
+	if got := transpose([]float64{1, 2, 3, 4, 5, 6}, 2, 3); fmt.Sprint(got) != "[1 4 2 5 3 6]" {
+		t.Errorf("transpose of [[1 2 3] [4 5 6]] = %v", got)
+	}
+	// E=1, F=1, H=2: gate_up_proj [1,2,2] = [[g0 g1] [u0 u1]], down_proj [1,2,1] = [[d0] [d1]].
+	ts := map[string]hfTensor{
+		"gate.weight":          {[]int{1, 2}, []float64{7, 8}},
+		"experts.gate_up_proj": {[]int{1, 2, 2}, []float64{1, 2, 3, 4}},
+		"experts.down_proj":    {[]int{1, 2, 1}, []float64{5, 6}},
+	}
+	cfg := moe.Config{Hidden: 2, FFN: 1, Experts: 1, TopK: 1, PreSoftmax: true, Dtype: tensor.Float64}
+	st, err := ParseSafetensors(encode(t, ts, "", safetensors.F64, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := readBlock(cfg, st, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		what string
+		got  []float64
+		want string
+	}{{"router [H,E]", w.router, "[7 8]"}, {"W1 [E,H,F]", w.w1, "[1 2]"}, {"W3", w.w3, "[3 4]"}, {"W2 [E,F,H]", w.w2, "[5 6]"}} {
+		if fmt.Sprint(c.got) != c.want {
+			t.Errorf("%s = %v, want %s", c.what, c.got, c.want)
+		}
+	}
+}
+
+func TestMoEConfig(t *testing.T) {
+	cases := []struct {
+		name string
+		json string
+		want moe.Config
+		err  string
+	}{
+		{"mixtral", `{"model_type":"mixtral","hidden_size":8,"intermediate_size":16,"num_local_experts":4,"num_experts_per_tok":2,"hidden_act":"silu","router_jitter_noise":0.1}`,
+			moe.Config{Hidden: 8, FFN: 16, Experts: 4, TopK: 2}, ""},
+		{"qwen3 default (no renormalisation)", `{"model_type":"qwen3_moe","hidden_size":8,"intermediate_size":64,"moe_intermediate_size":16,"num_experts":4,"num_experts_per_tok":2}`,
+			moe.Config{Hidden: 8, FFN: 16, Experts: 4, TopK: 2, PreSoftmax: true}, ""},
+		{"qwen3 norm_topk_prob", `{"model_type":"qwen3_moe","hidden_size":8,"moe_intermediate_size":16,"num_experts":4,"num_experts_per_tok":2,"norm_topk_prob":true}`,
+			moe.Config{Hidden: 8, FFN: 16, Experts: 4, TopK: 2}, ""},
+		{"olmoe", `{"model_type":"olmoe","hidden_size":8,"intermediate_size":16,"num_experts":4,"num_experts_per_tok":1,"norm_topk_prob":false}`,
+			moe.Config{Hidden: 8, FFN: 16, Experts: 4, TopK: 1, PreSoftmax: true}, ""},
+		{"deepseek-v3 (671B routing)", `{"model_type":"deepseek_v3","hidden_size":16,"intermediate_size":64,"moe_intermediate_size":8,"n_routed_experts":256,"num_experts_per_tok":8,"n_group":8,"topk_group":4,"routed_scaling_factor":2.5,"n_shared_experts":1,"norm_topk_prob":true}`,
+			moe.Config{Hidden: 16, FFN: 8, Experts: 256, TopK: 8, Score: moe.Sigmoid, ExpertBias: true, Groups: 8, GroupsKept: 4, ScalingFactor: 2.5, SharedFFN: 8}, ""},
+		{"deepseek defaults", `{"model_type":"deepseek_v3","hidden_size":16,"moe_intermediate_size":8,"n_routed_experts":16,"num_experts_per_tok":8}`,
+			moe.Config{Hidden: 16, FFN: 8, Experts: 16, TopK: 8, Score: moe.Sigmoid, ExpertBias: true, Groups: 8, GroupsKept: 4, ScalingFactor: 2.5, SharedFFN: 8}, ""},
+		{"gelu", `{"model_type":"mixtral","hidden_size":8,"intermediate_size":16,"num_local_experts":4,"num_experts_per_tok":2,"hidden_act":"gelu"}`,
+			moe.Config{}, `hidden_act "gelu"`},
+		{"unknown model", `{"model_type":"llama","hidden_size":8}`, moe.Config{}, `model_type "llama"`},
+		{"no model type", `{"hidden_size":8}`, moe.Config{}, "no model_type"},
+		{"deepseek no renormalisation", `{"model_type":"deepseek_v3","hidden_size":16,"moe_intermediate_size":8,"n_routed_experts":16,"num_experts_per_tok":4,"n_group":1,"topk_group":1,"norm_topk_prob":false}`,
+			moe.Config{}, "norm_topk_prob false"},
+		{"deepseek group score not top-2", `{"model_type":"deepseek_v3","hidden_size":16,"moe_intermediate_size":8,"n_routed_experts":16,"num_experts_per_tok":4,"n_group":4,"topk_group":4}`,
+			moe.Config{}, "top 2 experts"},
+		{"renormalised top-1", `{"model_type":"mixtral","hidden_size":8,"intermediate_size":16,"num_local_experts":4,"num_experts_per_tok":1}`,
+			moe.Config{}, "num_experts_per_tok=1"},
+		{"invalid sizes", `{"model_type":"mixtral","hidden_size":8,"intermediate_size":16,"num_local_experts":4,"num_experts_per_tok":5}`,
+			moe.Config{}, "TopK=5 > Experts=4"},
+		{"negative shared", `{"model_type":"deepseek_v3","hidden_size":16,"moe_intermediate_size":8,"n_routed_experts":16,"num_experts_per_tok":8,"n_shared_experts":-1}`,
+			moe.Config{}, "n_shared_experts=-1"},
+	}
+	for _, c := range cases {
+		hc, err := ParseConfig([]byte(c.json))
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		got, err := hc.MoEConfig()
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("%s: got %+v, %v; want an error containing %q", c.name, got, err, c.err)
+			}
+			continue
+		}
+		if err != nil || got != c.want {
+			t.Errorf("%s: got %+v, %v\nwant %+v", c.name, got, err, c.want)
+		}
+	}
+	if _, err := ParseConfig([]byte("{")); err == nil {
+		t.Error("ParseConfig of bad JSON: no error")
+	}
+}
+
+func TestLoadRejects(t *testing.T) {
+	c := Config{ModelType: "deepseek_v3", HiddenSize: 6, MoEIntermediateSize: 4, NRoutedExperts: 4, NumExpertsPerTok: 2, NGroup: 1, TopKGroup: 1, NSharedExperts: intp(1)}
+	m, err := c.MoEConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newWeights(rand.New(rand.NewSource(4)), c, m)
+	noBias := m
+	noBias.ExpertBias, noBias.Score = false, moe.Softmax
+	gelu := m
+	gelu.Activation = moe.GELU
+	cases := []struct {
+		name string
+		mod  func(map[string]hfTensor)
+		cfg  moe.Config
+		err  string
+	}{
+		{"no router", func(ts map[string]hfTensor) { delete(ts, "gate.weight") }, m, `no tensor "p.gate.weight"`},
+		{"router shape", func(ts map[string]hfTensor) { ts["gate.weight"] = hfTensor{[]int{6, 4}, w.router} }, m, "has shape [6 4], want [4 6]"},
+		{"no bias", func(ts map[string]hfTensor) { delete(ts, "gate.e_score_correction_bias") }, m, "e_score_correction_bias"},
+		{"bias not in config", func(ts map[string]hfTensor) {}, noBias, "config no ExpertBias"},
+		{"no experts", func(ts map[string]hfTensor) { delete(ts, "experts.gate_up_proj"); delete(ts, "experts.down_proj") }, m, "no expert weights"},
+		{"both layouts", func(ts map[string]hfTensor) { ts["experts.0.gate_proj.weight"] = hfTensor{[]int{4, 6}, w.gate[:24]} }, m, "both fused"},
+		{"down shape", func(ts map[string]hfTensor) { ts["experts.down_proj"] = hfTensor{[]int{4, 6, 3}, w.down[:72]} }, m, `"p.experts.down_proj" has shape [4 6 3]`},
+		{"no shared", func(ts map[string]hfTensor) { delete(ts, "shared_experts.up_proj.weight") }, m, "shared_experts.up_proj.weight"},
+		{"unused tensor", func(ts map[string]hfTensor) { ts["shared_expert_gate.weight"] = hfTensor{[]int{1, 6}, w.router[:6]} }, m, "no place for: p.shared_expert_gate.weight"},
+		{"gelu layer", func(ts map[string]hfTensor) {}, gelu, "SwiGLU"},
+	}
+	for _, tc := range cases {
+		ts := tensorsOf(m, w, "fused")
+		tc.mod(ts)
+		st, err := ParseSafetensors(encode(t, ts, "p.", safetensors.F32, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := G.NewGraph()
+		l, err := Load(g, "moe", tc.cfg, st, "p.")
+		if err == nil || l != nil || !strings.Contains(err.Error(), tc.err) {
+			t.Errorf("%s: got %v; want an error containing %q", tc.name, err, tc.err)
+		}
+		if n := len(g.AllNodes()); n != 0 {
+			t.Errorf("%s: Load added %d nodes despite the error", tc.name, n)
+		}
+	}
+	if _, err := Load(G.NewGraph(), "moe", m, nil, ""); err == nil {
+		t.Error("nil tensors: no error")
+	}
+}
+
+func TestReadSafetensors(t *testing.T) {
+	dir := t.TempDir()
+	a := encode(t, map[string]hfTensor{"a": {[]int{2}, []float64{1, -2}}}, "", safetensors.F32, map[string]string{"k": "v"})
+	b := encode(t, map[string]hfTensor{"b": {[]int{1, 1}, []float64{0.5}}}, "", safetensors.BF16, nil)
+	pa, pb := filepath.Join(dir, "a.safetensors"), filepath.Join(dir, "b.safetensors")
+	for p, buf := range map[string][]byte{pa: a, pb: b} {
+		if err := os.WriteFile(p, buf, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ts, err := ReadSafetensors(pa, pb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(ts.Names(), " ", ts.Metadata()["k"]); got != "[a b] v" {
+		t.Errorf("names and metadata: %s", got)
+	}
+	if v, s, err := ts.Float64s("b"); err != nil || fmt.Sprint(v, s) != "[0.5] [1 1]" {
+		t.Errorf("b = %v %v %v", v, s, err)
+	}
+	for _, c := range []struct {
+		name  string
+		paths []string
+		err   string
+	}{
+		{"none", nil, "no files"},
+		{"missing", []string{filepath.Join(dir, "nope")}, "no such file"},
+		{"twice", []string{pa, pa}, `"a" appears twice`},
+	} {
+		if _, err := ReadSafetensors(c.paths...); err == nil || !strings.Contains(err.Error(), c.err) {
+			t.Errorf("%s: got %v, want an error containing %q", c.name, err, c.err)
+		}
+	}
+	if _, _, err := ts.Float64s("c"); err == nil {
+		t.Error("missing tensor: no error")
+	}
+	if err := ts.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if _, _, err := ts.Float64s("a"); err == nil {
+		t.Error("read after Close: no error")
+	}
+}
+
+// rawFile is a safetensors file with the given JSON header and data section.
+func rawFile(header string, data []byte) []byte {
+	b := binary.LittleEndian.AppendUint64(nil, uint64(len(header)))
+	return append(append(b, header...), data...)
+}
+
+// TestParseSafetensorsRejects: malformed headers are errors that name the problem.
+func TestParseSafetensorsRejects(t *testing.T) {
+	good := encode(t, map[string]hfTensor{"a": {[]int{2}, []float64{1, 2}}}, "", safetensors.F32, nil)
+	eight := make([]byte, 8)
+	cases := []struct {
+		name string
+		file []byte
+		err  string
+	}{
+		{"empty", nil, "0 bytes"},
+		{"truncated data", good[:len(good)-1], "data_offsets"},
+		{"header past the end", binary.LittleEndian.AppendUint64(nil, 1000), "header of 1000 bytes"},
+		{"not JSON", rawFile("{x", nil), "header"},
+		{"unknown dtype", rawFile(`{"a":{"dtype":"F12","shape":[2],"data_offsets":[0,8]}}`, eight), `unknown dtype "F12"`},
+		{"size mismatch", rawFile(`{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}`, eight), "do not hold 3 elements"},
+		{"offsets reversed", rawFile(`{"a":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}}`, eight), "data_offsets [8 0]"},
+		{"offsets past data", rawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}`, eight), "data_offsets [4 12]"},
+		{"one offset", rawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0]}}`, eight), "want [begin, end]"},
+		{"negative dim", rawFile(`{"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}`, eight), "bad shape [-2]"},
+		{"overflowing shape", rawFile(`{"a":{"dtype":"F64","shape":[4294967296,4294967296],"data_offsets":[0,8]}}`, eight), "bad shape"},
+		{"unknown field", rawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"x":1}}`, eight), "unknown field"},
+		{"bad metadata", rawFile(`{"__metadata__":{"k":1}}`, nil), "__metadata__"},
+	}
+	for _, c := range cases {
+		if _, err := ParseSafetensors(c.file); err == nil || !strings.Contains(err.Error(), c.err) {
+			t.Errorf("%s: got %v, want an error containing %q", c.name, err, c.err)
+		}
+	}
+	ts, err := ParseSafetensors(rawFile(`{"i":{"dtype":"I32","shape":[2],"data_offsets":[0,8]}}`, eight))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := ts.Float64s("i"); err == nil || !strings.Contains(err.Error(), "dtype I32") {
+		t.Errorf("I32 tensor: got %v, want a dtype error", err)
+	}
+}
+
+func TestHalfToFloat64(t *testing.T) {
+	for _, c := range []struct {
+		h    uint16
+		want float64
+	}{{0x3c00, 1}, {0xc000, -2}, {0x0001, math.Ldexp(1, -24)}, {0x7bff, 65504}, {0x3555, 0.333251953125}, {0x7c00, math.Inf(1)}} {
+		if got := halfToFloat64(c.h); got != c.want {
+			t.Errorf("half %#04x = %v, want %v", c.h, got, c.want)
+		}
+	}
+	if !math.IsNaN(halfToFloat64(0x7e00)) {
+		t.Error("half NaN is not NaN")
+	}
+}
