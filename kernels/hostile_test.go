@@ -1,0 +1,132 @@
+package kernels
+
+import (
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/gomoe/gomoe/internal/hostmem"
+)
+
+// TestHostileGeometry: geometries whose sizes wrap around int, name more experts than int32
+// ids can hold, need more memory than the machine has, or carry capacity-mode fields in
+// dropless mode are rejected by Validate, View, BuildPlan and Check with an error naming the
+// problem, before anything is allocated; PlanLen and Rows never panic on them.
+func TestHostileGeometry(t *testing.T) {
+	defer hostmem.SetLimit(hostmem.SetLimit(1 << 30)) // 1 GiB: the memory rows below need more
+	cases := []struct {
+		name string
+		g    Geometry
+		want string
+	}{
+		{"E = MaxInt", Geometry{T: 1, K: 1, E: math.MaxInt, A: 1}, "E=9223372036854775807 experts exceed the int32 expert id limit"},
+		{"E = 2^40", Geometry{T: 1, K: 1, E: 1 << 40, A: 1}, "exceed the int32 expert id limit"},
+		{"E·(A-1) wraps around", Geometry{T: 1, K: 1, E: 1 << 31, A: 1 << 40}, "expert id limit"},
+		{"capacity E·C wraps", Geometry{T: 1, K: 1, E: 1 << 20, A: 1, Mode: Capacity, C: math.MaxInt}, "int32 row id limit"},
+		{"plan beyond memory", Geometry{T: 1 << 27, K: 2, E: 8, A: 1}, "more than this machine's 1073741824 bytes of memory"},
+		{"experts beyond memory", Geometry{T: 1, K: 1, E: 1 << 28, A: 1}, "more than this machine's"},
+		{"PadToCapacity in dropless mode", Geometry{T: 4, K: 1, E: 2, A: 1, PadToCapacity: true}, "PadToCapacity given in dropless mode"},
+		{"unknown drop policy in dropless mode", Geometry{T: 4, K: 1, E: 2, A: 1, Drop: 7}, "unknown drop policy DropPolicy(7)"},
+		{"negative drop policy in capacity mode", Geometry{T: 4, K: 1, E: 2, A: 1, Mode: Capacity, C: 2, Drop: -1}, "unknown drop policy DropPolicy(-1)"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			defer func() {
+				if r := recover(); r != nil {
+					t.Fatalf("panic: %v", r)
+				}
+			}()
+			_, _ = c.g.Rows(), c.g.PlanLen()
+			check := func(what string, err error) {
+				t.Helper()
+				if err == nil || !strings.Contains(err.Error(), c.want) || !strings.HasPrefix(err.Error(), "gomoe: plan: ") {
+					t.Errorf("%s: %v, want an error mentioning %q", what, err, c.want)
+				}
+			}
+			check("Validate", c.g.Validate())
+			dst := []int32{7, 7, 7}
+			_, err := c.g.View(dst)
+			check("View", err)
+			check("BuildPlan", BuildPlan[float32](dst, c.g, []int32{0}, nil))
+			check("Check", Plan{Geometry: c.g, Counts: dst}.Check())
+			if dst[0] != 7 || dst[1] != 7 || dst[2] != 7 {
+				t.Errorf("dst was written: %v", dst)
+			}
+		})
+	}
+}
+
+// TestHostilePlanBuffers: BuildPlan with dst sharing memory with ids or probs (also with
+// T large enough for its goroutines) and Check on a capacity plan whose counts pass C.
+func TestHostilePlanBuffers(t *testing.T) {
+	for _, T := range []int{3, 5000} {
+		g := Geometry{T: T, K: 2, E: 4, A: 1, Mode: Capacity, C: T, Drop: DropByProb}
+		mk := func() ([]int32, []int32, []float32) {
+			dst := make([]int32, g.PlanLen()+g.T*g.K)
+			for i := range dst {
+				dst[i] = int32(i % 3)
+			}
+			probs := make([]float32, g.T*g.K)
+			for i := range probs {
+				probs[i] = float32(i % 5)
+			}
+			return dst, dst[:g.PlanLen()], probs
+		}
+		cases := []struct {
+			name string
+			call func(all, dst []int32, probs []float32) error
+			want string
+		}{
+			{"ids inside dst", func(all, dst []int32, probs []float32) error {
+				return BuildPlan(dst, g, all[len(all)-g.T*g.K-5:len(all)-5], probs)
+			}, "plan: output dst overlaps input ids"},
+			{"ids after dst", func(all, dst []int32, probs []float32) error {
+				return BuildPlan(dst[:g.PlanLen()-1], g, all[len(all)-g.T*g.K:], probs)
+			}, "output has"}, // a wrong length is reported first
+			{"ids overlap the end of dst", func(all, dst []int32, probs []float32) error {
+				return BuildPlan(all[1:g.PlanLen()+1], g, all[g.PlanLen():], probs)
+			}, "output dst overlaps input ids"},
+		}
+		for _, c := range cases {
+			all, dst, probs := mk()
+			before := append([]int32(nil), all...)
+			err := c.call(all, dst, probs)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("T=%d %s: %v, want %q", T, c.name, err, c.want)
+			}
+			for i := range all {
+				if all[i] != before[i] {
+					t.Fatalf("T=%d %s: the buffer was written at %d", T, c.name, i)
+				}
+			}
+		}
+	}
+	// Check enforces counts <= C in capacity mode: with A=4, C=3 and C=2 give the same R, so
+	// only the count is wrong.
+	g := Geometry{T: 6, K: 1, E: 2, A: 4, Mode: Capacity, C: 3}
+	flat := make([]int32, g.PlanLen())
+	if err := BuildPlan[float32](flat, g, []int32{0, 0, 0, 1, 1, 0}, nil); err != nil {
+		t.Fatal(err)
+	}
+	p, err := g.View(flat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Check(); err != nil {
+		t.Fatalf("good plan: %v", err)
+	}
+	p.C = 2
+	if err := p.Check(); err == nil || !strings.Contains(err.Error(), "expert 0 has count 3, more than the capacity C=2") {
+		t.Errorf("Check with counts past C: %v", err)
+	}
+	x := []float32{1, 2, 3, 4, 5, 6}
+	xp := make([]float32, g.Rows())
+	if err := PermuteForward(xp, x, p, 1); err == nil || !strings.Contains(err.Error(), "capacity C=2") {
+		t.Errorf("PermuteForward with counts past C: %v", err)
+	}
+	for _, v := range xp {
+		if v != 0 {
+			t.Fatalf("xp written: %v", xp)
+		}
+	}
+}
