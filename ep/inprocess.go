@@ -32,6 +32,7 @@ type Group struct {
 // and unchanged until all ranks have read it.
 type phase struct {
 	posts    []post
+	posted   []bool // posted[r]: rank r has posted
 	arrived  int
 	done     chan struct{} // closed when all ranks have posted
 	verdict  error         // set before done is closed
@@ -181,9 +182,17 @@ func (c *inProcComm) enter(p post) (*phase, error) {
 	}
 	ph := g.cur
 	if ph == nil {
-		ph = &phase{posts: make([]post, g.n), done: make(chan struct{}), released: make(chan struct{})}
+		ph = &phase{posts: make([]post, g.n), posted: make([]bool, g.n), done: make(chan struct{}), released: make(chan struct{})}
 		g.cur = ph
 	}
+	if ph.posted[c.rank] {
+		// Two goroutines share this rank's communicator: the collectives would pair up wrongly.
+		g.mu.Unlock()
+		err := fmt.Errorf("ep: rank %d called %s while its %s was still waiting for the other ranks: two goroutines use the same rank's communicator", c.rank, p.kind, ph.posts[c.rank].kind)
+		g.Abort(err)
+		return nil, g.aborted()
+	}
+	ph.posted[c.rank] = true
 	ph.posts[c.rank] = p
 	ph.arrived++
 	if ph.arrived == g.n {

@@ -134,10 +134,30 @@ func NewPlan(ids, probs *G.Node, g kernels.Geometry, c Communicator) (*Plan, err
 	if g.E%c.Size() != 0 {
 		return nil, errorf(name, "E=%d experts are not divisible by N=%d ranks", g.E, c.Size())
 	}
-	send, err := op.NewPlan(ids, probs, sendGeometry(g))
+	// The send plan fails on bad ids (or a NaN prob) before the first collective: guarded, it
+	// aborts the communicator then, so the other ranks do not wait for this one.
+	sg := sendGeometry(g)
+	in := []*G.Node{ids}
+	if probs != nil && sg.Mode == kernels.Capacity && sg.Drop == kernels.DropByProb {
+		in = append(in, probs)
+	}
+	var built kernels.Geometry // the send plan's geometry, T and K filled in
+	sendNode, err := Guard(c, func(in ...*G.Node) (*G.Node, error) {
+		var pr *G.Node
+		if len(in) > 1 {
+			pr = in[1]
+		}
+		p, err := op.NewPlan(in[0], pr, sg)
+		if err != nil {
+			return nil, err
+		}
+		built = p.Geometry
+		return p.Node, nil
+	}, in...)
 	if err != nil {
 		return nil, wrapErr(name, err)
 	}
+	send := &op.Plan{Node: sendNode, Geometry: built}
 	g.T, g.K = send.Geometry.T, send.Geometry.K
 	gl, err := LocalGeometry(g, c.Size())
 	if err != nil {
