@@ -116,8 +116,13 @@ func (o guardOp) ReturnsPtr() bool                                  { return o.o
 func (o guardOp) CallsExtern() bool                                 { return o.op.CallsExtern() }
 func (o guardOp) OverwritesInput() int                              { return o.op.OverwritesInput() }
 func (o guardOp) String() string                                    { return "ep.Guard(" + o.op.String() + ")" }
-func (o guardOp) WriteHash(h hash.Hash)                             { fmt.Fprintf(h, "ep.Guard(%s)", commKey(o.c)); o.op.WriteHash(h) }
-func (o guardOp) Hashcode() uint32                                  { return fnvHash(fmt.Sprintf("%s %d %s", commKey(o.c), o.op.Hashcode(), o.op)) }
+func (o guardOp) WriteHash(h hash.Hash) {
+	fmt.Fprintf(h, "ep.Guard(%s)", commKey(o.c))
+	o.op.WriteHash(h)
+}
+func (o guardOp) Hashcode() uint32 {
+	return fnvHash(fmt.Sprintf("%s %d %s", commKey(o.c), o.op.Hashcode(), o.op))
+}
 
 // Do runs the op; an error or panic aborts the communicator.
 func (o guardOp) Do(vs ...G.Value) (v G.Value, err error) {
