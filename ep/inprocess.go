@@ -68,10 +68,18 @@ func NewGroupTimeout(n int, timeout time.Duration) (*Group, error) {
 }
 
 // Size is the number of ranks.
-func (g *Group) Size() int { return g.n }
+func (g *Group) Size() int {
+	if g == nil {
+		return 0
+	}
+	return g.n
+}
 
 // Comm returns rank r's communicator.
 func (g *Group) Comm(r int) (Communicator, error) {
+	if g == nil {
+		return nil, errors.New("ep: Comm of a nil Group")
+	}
 	if r < 0 || r >= g.n {
 		return nil, fmt.Errorf("ep: rank %d of a group of %d ranks", r, g.n)
 	}
@@ -81,6 +89,9 @@ func (g *Group) Comm(r int) (Communicator, error) {
 // Abort fails every pending and later collective of the group with an error wrapping
 // ErrAborted and err.
 func (g *Group) Abort(err error) {
+	if g == nil {
+		return
+	}
 	if err == nil {
 		err = errors.New("aborted without a cause")
 	}
@@ -107,6 +118,12 @@ func (g *Group) aborted() error {
 // return too. Run returns nil if every fn succeeded, else the first failure's cause (errors of
 // other ranks that only report the abort are left out).
 func (g *Group) Run(fn func(c Communicator) error) error {
+	if g == nil {
+		return errors.New("ep: Run of a nil Group")
+	}
+	if fn == nil {
+		return errors.New("ep: Group.Run: fn is nil")
+	}
 	errs := make([]error, g.n)
 	var wg sync.WaitGroup
 	for r := 0; r < g.n; r++ {
@@ -198,6 +215,12 @@ func (c *inProcComm) enter(p post) (*phase, error) {
 	if ph.arrived == g.n {
 		g.cur = nil
 		ph.verdict = validate(ph.posts)
+		if ph.verdict != nil && g.err == nil {
+			// The ranks disagree: the group cannot go on (a rank that retried would wait
+			// for partners that gave up), so the verdict aborts it.
+			g.err = ph.verdict
+			close(g.abort)
+		}
 		close(ph.done)
 	}
 	g.mu.Unlock()

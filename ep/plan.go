@@ -64,13 +64,28 @@ func (p *Plan) Local() (*op.Plan, error) {
 }
 
 // Ranks is the number of ranks N.
-func (p *Plan) Ranks() int { return p.Comm.Size() }
+func (p *Plan) Ranks() int {
+	if p == nil || p.Comm == nil {
+		return 0
+	}
+	return p.Comm.Size()
+}
 
 // LocalExperts is E/N, the number of experts each rank holds.
-func (p *Plan) LocalExperts() int { return p.Geometry.E / p.Comm.Size() }
+func (p *Plan) LocalExperts() int {
+	if n := p.Ranks(); n > 0 {
+		return p.Geometry.E / n
+	}
+	return 0
+}
 
 // FirstExpert is the global id of this rank's first expert.
-func (p *Plan) FirstExpert() int { return p.Comm.Rank() * p.LocalExperts() }
+func (p *Plan) FirstExpert() int {
+	if p.Ranks() == 0 {
+		return 0
+	}
+	return p.Comm.Rank() * p.LocalExperts()
+}
 
 // LocalGeometry is the geometry of the plan of the rows a rank receives, for a layer of
 // geometry g (T, K filled in) over n ranks:

@@ -145,11 +145,19 @@ func (l *Layer) weight(rng *rand.Rand, dt tensor.Dtype, suffix string, fanIn int
 }
 
 // Config returns the layer's config with its defaults filled in.
-func (l *Layer) Config() Config { return l.cfg }
+func (l *Layer) Config() Config {
+	if l == nil {
+		return Config{}
+	}
+	return l.cfg
+}
 
 // Learnables returns the layer's trainable weights: the router, the expert weights and the
 // shared experts' weights (not the expert bias).
 func (l *Layer) Learnables() G.Nodes {
+	if l == nil {
+		return nil
+	}
 	ns := G.Nodes{l.Router, l.W1}
 	if l.W3 != nil {
 		ns = append(ns, l.W3)
@@ -173,6 +181,9 @@ func (l *Layer) Learnables() G.Nodes {
 //
 // computed as route → permute → grouped expert FFN → combine-unpermute.
 func (l *Layer) Forward(x *G.Node) (*Output, error) {
+	if l == nil || l.g == nil || l.Router == nil {
+		return nil, fmt.Errorf("gomoe: moe: Forward on a nil or zero Layer (make it with moe.New or moe.NewExpertParallel)")
+	}
 	c := l.cfg
 	wrap := func(err error) (*Output, error) { return nil, fmt.Errorf("gomoe: moe %s: %w", l.name, err) }
 	if x == nil {
@@ -500,6 +511,9 @@ func countsOf(v G.Value, E int) ([]float64, error) {
 // step. It returns an error, and changes nothing, if the layer has no expert bias or load is
 // not a valid [E] count vector.
 func (l *Layer) UpdateExpertBias(load G.Value) error {
+	if l == nil {
+		return fmt.Errorf("gomoe: moe: UpdateExpertBias on a nil Layer")
+	}
 	if l.Bias == nil {
 		return fmt.Errorf("gomoe: moe %s: UpdateExpertBias: the layer has no expert bias (Config.ExpertBias is off)", l.name)
 	}
