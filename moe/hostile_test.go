@@ -117,7 +117,9 @@ func TestHostileCounts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := func(shape []int, data any) G.Value { return tensor.New(tensor.WithShape(shape...), tensor.WithBacking(data)) }
+	v := func(shape []int, data any) G.Value {
+		return tensor.New(tensor.WithShape(shape...), tensor.WithBacking(data))
+	}
 	cases := []struct {
 		name      string
 		counts    G.Value
