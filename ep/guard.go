@@ -74,7 +74,22 @@ func Guard(c Communicator, build func(in ...*G.Node) (*G.Node, error), in ...*G.
 			return nil, errorf(name, "build's node does not take its arguments in order; it must apply one op to them")
 		}
 	}
-	return applyOp(name, guardOp{op: out.Op(), c: c}, in...)
+	g := guardOp{op: out.Op(), c: c}
+	if _, ok := g.op.(G.UsePreallocDoer); ok { // keep Gorgonia's preallocation of the output
+		return applyOp(name, guardPreallocOp{g}, in...)
+	}
+	return applyOp(name, g, in...)
+}
+
+// guardPreallocOp is guardOp for an op that writes into a preallocated output.
+type guardPreallocOp struct{ guardOp }
+
+var _ G.UsePreallocDoer = guardPreallocOp{}
+
+// UsePreallocDo runs the op's UsePreallocDo; an error or panic aborts the communicator.
+func (o guardPreallocOp) UsePreallocDo(prealloc G.Value, vs ...G.Value) (v G.Value, err error) {
+	err = o.call(func() (e error) { v, e = o.op.(G.UsePreallocDoer).UsePreallocDo(prealloc, vs...); return e })
+	return v, err
 }
 
 // guardOp runs op and aborts c when it fails.
