@@ -12,7 +12,9 @@ import (
 // Size and Abort is a collective: all Size() ranks must call it, in the same order, or it does
 // not return (the in-process Group returns an error after its timeout; NCCL hangs until the
 // communicator is aborted). An error on one rank that makes it skip a collective must be
-// followed by Abort, so that the other ranks return instead of waiting.
+// followed by Abort, so that the other ranks return instead of waiting: the ep ops abort on
+// their own errors, Guard makes other ops do so, and RunRank aborts on any error or panic of
+// a rank's step.
 type Communicator interface {
 	// Rank is this rank's index in [0, Size()).
 	Rank() int

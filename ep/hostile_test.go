@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/kernels"
 )
 
 // rankDeadline bounds how long the ranks of a hostile case may take in all: far more than
@@ -195,5 +197,26 @@ func TestHostileRunRankAndGuard(t *testing.T) {
 	}
 	if _, err := Guard(c2, nil, nil); err == nil {
 		t.Error("Guard with a nil input: no error")
+	}
+}
+
+// TestHostileLocalGeometry: rank counts whose products with T or C wrap around int are
+// rejected with an error, not a negative geometry.
+func TestHostileLocalGeometry(t *testing.T) {
+	cases := []struct {
+		name string
+		g    kernels.Geometry
+		n    int
+		want string
+	}{
+		{"n·T wraps", kernels.Geometry{T: 1 << 40, K: 1, E: 1 << 20, A: 1}, 1 << 20, "exceed the int32 row id limit"},
+		{"n·C beyond int32", kernels.Geometry{T: 4, K: 1, E: 8, A: 1, Mode: kernels.Capacity, C: 1 << 30}, 4, "C=1073741824"},
+		{"0 ranks", kernels.Geometry{T: 4, K: 1, E: 8, A: 1}, 0, "0 ranks"},
+		{"E not divisible", kernels.Geometry{T: 4, K: 1, E: 9, A: 1}, 2, "not divisible"},
+	}
+	for _, c := range cases {
+		if _, err := LocalGeometry(c.g, c.n); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", c.name, err, c.want)
+		}
 	}
 }

@@ -105,6 +105,9 @@ func LocalGeometry(g kernels.Geometry, n int) (kernels.Geometry, error) {
 	if g.E%n != 0 {
 		return kernels.Geometry{}, fmt.Errorf("gomoe: ep: E=%d experts are not divisible by N=%d ranks", g.E, n)
 	}
+	if float64(n)*float64(g.T) > kernels.MaxRows || float64(n)*float64(g.C) > kernels.MaxRows {
+		return kernels.Geometry{}, fmt.Errorf("gomoe: ep: %d ranks of T=%d tokens (C=%d) exceed the int32 row id limit %d", n, g.T, g.C, kernels.MaxRows)
+	}
 	el := g.E / n
 	gl := kernels.Geometry{T: n * g.T, K: min(g.K, el), E: el, A: g.A, Mode: g.Mode, Drop: g.Drop, PadToCapacity: g.PadToCapacity}
 	if g.Mode == kernels.Capacity {

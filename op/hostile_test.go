@@ -2,6 +2,7 @@ package op
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"strings"
@@ -9,6 +10,8 @@ import (
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/kernels"
 )
 
 // hostileChildEnv makes the test binary run the degenerate-shape cases itself (the child);
@@ -129,5 +132,34 @@ func TestHostileDegenerateShapes(t *testing.T) {
 		case c.want != "" && (!strings.Contains(e, c.want) || !strings.HasPrefix(e, "gomoe: ")):
 			t.Errorf("%s: %s, want an error containing %q", c.name, e, c.want)
 		}
+	}
+}
+
+// TestHostileNewPlanSizes: op.NewPlan with geometries whose sizes overflow int or exceed
+// int32 expert ids returns a build error (it used to panic in Geometry.View, or die of
+// out-of-memory for E = 2^40) and adds no node.
+func TestHostileNewPlanSizes(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		geo  kernels.Geometry
+		want string
+	}{
+		{"E = MaxInt", kernels.Geometry{E: math.MaxInt, A: 1}, "E=9223372036854775807 experts exceed the int32 expert id limit"},
+		{"E = 2^40", kernels.Geometry{E: 1 << 40, A: 1}, "E=1099511627776 experts exceed"},
+		{"capacity C = MaxInt", kernels.Geometry{E: 4, A: 1, Mode: kernels.Capacity, C: math.MaxInt}, "exceed the int32 row id limit"},
+		{"PadToCapacity in dropless mode", kernels.Geometry{E: 4, A: 1, PadToCapacity: true}, "PadToCapacity given in dropless mode"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			g := G.NewGraph()
+			ids := G.NewMatrix(g, tensor.Int32, G.WithShape(1, 1), G.WithName("ids"))
+			before := len(g.AllNodes())
+			_, err := NewPlan(ids, nil, c.geo)
+			if err == nil || !strings.Contains(err.Error(), c.want) || !strings.HasPrefix(err.Error(), "gomoe: op.NewPlan: ") {
+				t.Errorf("%v, want %q", err, c.want)
+			}
+			if len(g.AllNodes()) != before {
+				t.Errorf("a failed NewPlan added nodes")
+			}
+		})
 	}
 }
