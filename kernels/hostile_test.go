@@ -130,3 +130,42 @@ func TestHostilePlanBuffers(t *testing.T) {
 		}
 	}
 }
+
+// TestHostileKernelSizes: sizes whose products wrap around int (T = 2^62: T·K and T·E wrap to
+// 0, which matched the empty buffers and used to panic) give an error naming the sizes; the
+// row kernels reject negative or zero widths.
+func TestHostileKernelSizes(t *testing.T) {
+	const h = 1 << 62
+	one := []float32{1}
+	cases := []struct {
+		name string
+		call func() error
+		want string
+	}{
+		{"BalanceLossForward T·K wraps", func() error { _, err := BalanceLossForward[float32](nil, nil, h, 4, 4, 1, 1); return err }, "BalanceLossForward: T=4611686018427387904 K=4 E=4 B=1 are too large"},
+		{"BalanceLossBackward T·K wraps", func() error { return BalanceLossBackward[float32](nil, nil, h, 4, 4, 1, 1, 1) }, "BalanceLossBackward: T=4611686018427387904"},
+		{"ZLossForward T·E wraps", func() error { _, err := ZLossForward[float32](nil, h, 4, 1); return err }, "ZLossForward: T=4611686018427387904 E=4 are too large"},
+		{"ZLossForward E wraps", func() error { _, err := ZLossForward[float32](nil, 4, h, 1); return err }, "E=4611686018427387904 are too large"},
+		{"ZLossBackward T·E wraps", func() error { return ZLossBackward[float32](nil, nil, h, 4, 1, 1) }, "ZLossBackward: T=4611686018427387904"},
+		{"Embedding huge width", func() error { return Embedding[float32](nil, nil, []int32{0}, h) }, "Embedding has 4611686018427387904 elements, want 0"},
+		{"Embedding negative width", func() error { return Embedding(one, one, []int32{0}, -1) }, "-1 columns"},
+		{"CrossEntropy zero width", func() error { _, err := CrossEntropy(one, one, 0); return err }, "CrossEntropy: 0 columns"},
+		{"ScaleRows negative width", func() error { return ScaleRows(one, one, one, -1) }, "for -1 columns"},
+		{"RowDot zero width", func() error { return RowDot(one, one, one, 0) }, "for 0 columns"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			defer func() {
+				if r := recover(); r != nil {
+					t.Fatalf("panic: %v", r)
+				}
+			}()
+			if err := c.call(); err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("%v, want %q", err, c.want)
+			}
+			if one[0] != 1 {
+				t.Fatalf("a buffer was written")
+			}
+		})
+	}
+}
