@@ -169,3 +169,50 @@ func TestHostileKernelSizes(t *testing.T) {
 		})
 	}
 }
+
+// TestHostileOverlapNN: the element-wise and row-wise kernels run in place (an output exactly
+// an input) but reject an output that partly overlaps an input or shares memory with another
+// output, and the gathers and reductions reject any overlap; nothing is written then.
+func TestHostileOverlapNN(t *testing.T) {
+	buf := func() []float32 { return []float32{1, -2, 3, -4, 5, -6, 7, -8} }
+	cases := []struct {
+		name string
+		call func(b []float32) error
+		want string // "" = accepted
+		post func(b []float32) bool
+	}{
+		{"ReLU in place", func(b []float32) error { return ReLU(b, b) }, "", func(b []float32) bool {
+			return b[0] == 1 && b[1] == 0 && b[6] == 7 && b[7] == 0
+		}},
+		{"ReLU shifted by one", func(b []float32) error { return ReLU(b[1:5], b[0:4]) }, "ReLU: output y partly overlaps input x", nil},
+		{"RowForward softmax shifted", func(b []float32) error { return RowForward(RowSoftmax, b[2:6], b[0:4], 2) }, "partly overlaps input x", nil},
+		{"ScaleRows y over s", func(b []float32) error { return ScaleRows(b[0:4], b[4:8], b[2:4], 2) }, "ScaleRows: output y partly overlaps input s", nil},
+		{"ColSum out inside x", func(b []float32) error { return ColSum(b[0:2], b[0:8]) }, "ColSum: output out overlaps input x", nil},
+		{"RowDot out inside a", func(b []float32) error { return RowDot(b[0:2], b[0:4], b[4:8], 2) }, "RowDot: output out overlaps input a", nil},
+		{"Embedding out = table", func(b []float32) error { return Embedding(b[0:4], b[0:4], []int32{1, 0}, 2) }, "Embedding: output out overlaps input table", nil},
+		{"Adam m = v", func(b []float32) error { return AdamUpdate(b[0:2], b[2:4], b[4:6], b[4:6], 0.1, 0.9, 0.99, 1e-8, 1, 1, 0) }, "Adam", nil},
+		{"SGD p overlaps g", func(b []float32) error { return SGDUpdate(b[0:4], b[2:6], 0.1, 0) }, "SGDUpdate: output p overlaps input g", nil},
+		{"SwiGLU out over b", func(b []float32) error { return ActivationForward(SwiGLU, b[0:4], b[4:8], b[3:7]) }, "partly overlaps input b", nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			b := buf()
+			before := buf()
+			err := c.call(b)
+			if c.want == "" {
+				if err != nil || !c.post(b) {
+					t.Errorf("%v, result %v", err, b)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("%v, want %q", err, c.want)
+			}
+			for i := range b {
+				if b[i] != before[i] {
+					t.Fatalf("written: %v", b)
+				}
+			}
+		})
+	}
+}

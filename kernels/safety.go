@@ -68,3 +68,25 @@ func checkDisjoint(what string, outs, ins []span) error {
 func overlapErr(what string, o span, kind string, x span) error {
 	return fmt.Errorf("gomoe: %s: output %s overlaps %s %s in memory: an output must not share memory with another buffer", what, o.name, kind, x.name)
 }
+
+// checkInPlace is checkDisjoint for element-wise and row-wise kernels, which may run in place:
+// an output may be exactly an input (the same memory, same length), but must not partly
+// overlap one, nor share memory with another output.
+func checkInPlace(what string, outs, ins []span) error {
+	for i, o := range outs {
+		if o.lo == o.hi {
+			continue
+		}
+		for j, x := range outs[i+1:] {
+			if x.lo < o.hi && o.lo < x.hi {
+				return overlapErr(what, o, "output", outs[i+1+j])
+			}
+		}
+		for _, x := range ins {
+			if x.lo < o.hi && o.lo < x.hi && (x.lo != o.lo || x.hi != o.hi) {
+				return fmt.Errorf("gomoe: %s: output %s partly overlaps input %s in memory: an output may be exactly an input (in place) or share no memory with it", what, o.name, x.name)
+			}
+		}
+	}
+	return nil
+}
