@@ -192,7 +192,7 @@ func TestHostileOverlapNN(t *testing.T) {
 		{"Embedding out = table", func(b []float32) error { return Embedding(b[0:4], b[0:4], []int32{1, 0}, 2) }, "Embedding: output out overlaps input table", nil},
 		{"Adam m = v", func(b []float32) error {
 			return AdamUpdate(b[0:2], b[2:4], b[4:6], b[4:6], 0.1, 0.9, 0.99, 1e-8, 1, 1, 0)
-		}, "Adam", nil},
+		}, "AdamUpdate: output m overlaps output v", nil},
 		{"SGD p overlaps g", func(b []float32) error { return SGDUpdate(b[0:4], b[2:6], 0.1, 0) }, "SGDUpdate: output p overlaps input g", nil},
 		{"SwiGLU out over b", func(b []float32) error { return ActivationForward(SwiGLU, b[0:4], b[4:8], b[3:7]) }, "partly overlaps input b", nil},
 	}
