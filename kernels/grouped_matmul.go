@@ -71,6 +71,9 @@ func gmmCheck(what string, p Plan, H, N int, lens map[string][2]int) error {
 	if H < 1 || N < 1 {
 		return fmt.Errorf("gomoe: grouped matmul %s: H=%d N=%d, want both >= 1", what, H, N)
 	}
+	if float64(max(p.Rows(), p.E))*float64(H)*float64(N) > maxElems || float64(p.Rows())*float64(max(H, N)) > maxElems {
+		return fmt.Errorf("gomoe: grouped matmul %s: H=%d N=%d are too large for %v (more than 2^50 elements)", what, H, N, p.Geometry)
+	}
 	for _, name := range []string{"xp", "z", "dz", "dxp", "w", "dw"} {
 		l, ok := lens[name]
 		if !ok {
@@ -86,7 +89,7 @@ func gmmCheck(what string, p Plan, H, N int, lens map[string][2]int) error {
 	R := int32(p.Rows())
 	for e := 0; e < p.E; e++ {
 		o, n := p.Offsets[e], p.Counts[e]
-		if o < 0 || n < 0 || o+n > p.Offsets[e+1] || o+n > R {
+		if o < 0 || n < 0 || int64(o)+int64(n) > int64(p.Offsets[e+1]) || int64(o)+int64(n) > int64(R) {
 			return fmt.Errorf("gomoe: grouped matmul %s: expert %d has offset %d and count %d, outside the %d rows", what, e, o, n, R)
 		}
 	}
@@ -178,6 +181,9 @@ func GroupedMatMulForward[F Float](z, xp, w []F, p Plan, H, N int) error {
 	if err := gmmCheck("forward", p, H, N, map[string][2]int{"xp": {len(xp), R * H}, "w": {len(w), p.E * H * N}, "z": {len(z), R * N}}); err != nil {
 		return err
 	}
+	if err := checkDisjoint("grouped matmul forward", []span{spanOf("z", z)}, []span{spanOf("xp", xp), spanOf("w", w), spanOf("plan counts", p.Counts), spanOf("plan offsets", p.Offsets)}); err != nil {
+		return err
+	}
 	tasks := gmmRowTasks(p)
 	gmmRun(len(tasks), func(i int) {
 		t := tasks[i]
@@ -194,6 +200,9 @@ func GroupedMatMulForward[F Float](z, xp, w []F, p Plan, H, N int) error {
 func GroupedMatMulBackwardRows[F Float](dxp, dz, w []F, p Plan, H, N int, accumulate bool) error {
 	R := p.Rows()
 	if err := gmmCheck("backward rows", p, H, N, map[string][2]int{"dz": {len(dz), R * N}, "w": {len(w), p.E * H * N}, "dxp": {len(dxp), R * H}}); err != nil {
+		return err
+	}
+	if err := checkDisjoint("grouped matmul backward rows", []span{spanOf("dxp", dxp)}, []span{spanOf("dz", dz), spanOf("w", w), spanOf("plan counts", p.Counts), spanOf("plan offsets", p.Offsets)}); err != nil {
 		return err
 	}
 	var beta F
@@ -218,6 +227,9 @@ func GroupedMatMulBackwardRows[F Float](dxp, dz, w []F, p Plan, H, N int, accumu
 func GroupedMatMulBackwardWeights[F Float](dw, xp, dz []F, p Plan, H, N int, accumulate bool) error {
 	R := p.Rows()
 	if err := gmmCheck("backward weights", p, H, N, map[string][2]int{"xp": {len(xp), R * H}, "dz": {len(dz), R * N}, "dw": {len(dw), p.E * H * N}}); err != nil {
+		return err
+	}
+	if err := checkDisjoint("grouped matmul backward weights", []span{spanOf("dw", dw)}, []span{spanOf("xp", xp), spanOf("dz", dz), spanOf("plan counts", p.Counts), spanOf("plan offsets", p.Offsets)}); err != nil {
 		return err
 	}
 	var beta F

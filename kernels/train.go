@@ -81,6 +81,9 @@ func ActivationForward[F float32 | float64](kind Activation, out, a, b []F) erro
 	if err := sameLen(kind.String(), len(out), len(a)); err != nil {
 		return err
 	}
+	if err := checkInPlace("ActivationForward", []span{spanOf("out", out)}, []span{spanOf("a", a), spanOf("b", b)}); err != nil {
+		return err
+	}
 	if kind == SwiGLU {
 		if err := sameLen(kind.String(), len(out), len(b)); err != nil {
 			return err
@@ -115,6 +118,9 @@ func ActivationBackward[F float32 | float64](kind Activation, which int, out, a,
 	}
 	n := len(out)
 	if err := sameLen(kind.String(), n, len(dy)); err != nil {
+		return err
+	}
+	if err := checkInPlace("ActivationBackward", []span{spanOf("out", out)}, []span{spanOf("a", a), spanOf("b", b), spanOf("y", y), spanOf("dy", dy)}); err != nil {
 		return err
 	}
 	switch kind {
@@ -196,6 +202,9 @@ func RowForward[F float32 | float64](kind RowOp, y, x []F, cols int) error {
 	if err := rowArgs(kind, cols, len(y), len(x)); err != nil {
 		return err
 	}
+	if err := checkInPlace("RowForward", []span{spanOf("y", y)}, []span{spanOf("x", x)}); err != nil {
+		return err
+	}
 	for r := 0; r < len(x); r += cols {
 		xr, yr := x[r:r+cols], y[r:r+cols]
 		if kind == RowSoftmax {
@@ -231,6 +240,9 @@ func RowBackward[F float32 | float64](kind RowOp, dx, x, y, dy []F, cols int) er
 	if err := rowArgs(kind, cols, len(dx), len(y), len(dy)); err != nil {
 		return err
 	}
+	if err := checkInPlace("RowBackward", []span{spanOf("dx", dx)}, []span{spanOf("x", x), spanOf("y", y), spanOf("dy", dy)}); err != nil {
+		return err
+	}
 	if kind == RowNormalize && len(x) != len(dx) {
 		return fmt.Errorf("gomoe: %v: x has %d elements, want %d", kind, len(x), len(dx))
 	}
@@ -259,6 +271,9 @@ func SGDUpdate[F float32 | float64](p, g []F, lr, wd float64) error {
 	if err := sameLen("SGD", len(p), len(g)); err != nil {
 		return err
 	}
+	if err := checkDisjoint("SGDUpdate", []span{spanOf("p", p)}, []span{spanOf("g", g)}); err != nil {
+		return err
+	}
 	l, w := F(lr), F(wd)
 	for i, x := range p {
 		p[i] = x - F(l*F(g[i]+F(w*x)))
@@ -275,6 +290,9 @@ func SGDUpdate[F float32 | float64](p, g []F, lr, wd float64) error {
 // c1 = 1−b1^t and c2 = 1−b2^t are the bias corrections of step t ≥ 1.
 func AdamUpdate[F float32 | float64](p, g, m, v []F, lr, b1, b2, eps, c1, c2, wd float64) error {
 	if err := sameLen("Adam", len(p), len(g), len(m), len(v)); err != nil {
+		return err
+	}
+	if err := checkDisjoint("AdamUpdate", []span{spanOf("p", p), spanOf("m", m), spanOf("v", v)}, []span{spanOf("g", g)}); err != nil {
 		return err
 	}
 	L, B1, B2, Eps, C1, C2, W := F(lr), F(b1), F(b2), F(eps), F(c1), F(c2), F(wd)
@@ -297,6 +315,9 @@ func SGDUpdateBF16(p, g []bfloat16.BFloat16, w32 []float32, lr, wd float64) erro
 	if err := sameLen("SGD", len(p), len(g), len(w32)); err != nil {
 		return err
 	}
+	if err := checkDisjoint("SGDUpdateBF16", []span{spanOf("p", p), spanOf("w32", w32)}, []span{spanOf("g", g)}); err != nil {
+		return err
+	}
 	l, w := float32(lr), float32(wd)
 	for i, x := range w32 {
 		x -= float32(l * float32(g[i].Float32()+float32(w*x)))
@@ -310,6 +331,9 @@ func SGDUpdateBF16(p, g []bfloat16.BFloat16, w32 []float32, lr, wd float64) erro
 // moments m, v; gradient g widened exactly), after which p is w32 rounded to nearest even.
 func AdamUpdateBF16(p, g []bfloat16.BFloat16, w32, m, v []float32, lr, b1, b2, eps, c1, c2, wd float64) error {
 	if err := sameLen("Adam", len(p), len(g), len(w32), len(m), len(v)); err != nil {
+		return err
+	}
+	if err := checkDisjoint("AdamUpdateBF16", []span{spanOf("p", p), spanOf("w32", w32), spanOf("m", m), spanOf("v", v)}, []span{spanOf("g", g)}); err != nil {
 		return err
 	}
 	// Widen the gradient a chunk at a time into a fixed buffer: no weight-sized allocation per
@@ -334,6 +358,9 @@ func ScaleRows[F float32 | float64](y, x, s []F, cols int) error {
 	if cols < 1 || len(x)%cols != 0 || len(y) != len(x) || len(s) != len(x)/cols {
 		return fmt.Errorf("gomoe: ScaleRows: %d, %d and %d elements for %d columns", len(y), len(x), len(s), cols)
 	}
+	if err := checkInPlace("ScaleRows", []span{spanOf("y", y)}, []span{spanOf("x", x), spanOf("s", s)}); err != nil {
+		return err
+	}
 	for i := range x {
 		y[i] = x[i] * s[i/cols]
 	}
@@ -344,6 +371,9 @@ func ScaleRows[F float32 | float64](y, x, s []F, cols int) error {
 func RowDot[F float32 | float64](out, a, b []F, cols int) error {
 	if cols < 1 || len(a)%cols != 0 || len(b) != len(a) || len(out) != len(a)/cols {
 		return fmt.Errorf("gomoe: RowDot: %d, %d and %d elements for %d columns", len(out), len(a), len(b), cols)
+	}
+	if err := checkDisjoint("RowDot", []span{spanOf("out", out)}, []span{spanOf("a", a), spanOf("b", b)}); err != nil {
+		return err
 	}
 	for r := range out {
 		var acc float64

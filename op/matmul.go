@@ -31,6 +31,9 @@ func MatMul(a, b *G.Node) (*G.Node, error) {
 	if a.Shape()[1] != b.Shape()[0] {
 		return nil, errorf(name, "a %v times b %v: inner sizes differ", a.Shape(), b.Shape())
 	}
+	if a.Shape().TotalSize() == 0 || b.Shape().TotalSize() == 0 {
+		return nil, errorf(name, "a %v times b %v: every size must be >= 1 (an empty matrix)", a.Shape(), b.Shape())
+	}
 	if err := checkNodes(name, []*G.Node{a, b}, "a", "b"); err != nil {
 		return nil, err
 	}
