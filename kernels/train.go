@@ -53,6 +53,9 @@ const (
 	geluA = 0.044715
 )
 
+// actBlock is the least number of elements of one parallel block of the element-wise kernels.
+const actBlock = 8192
+
 // sigmoid is σ(x), computed without overflow for either sign.
 func sigmoid(x float64) float64 {
 	if x >= 0 {
@@ -86,17 +89,19 @@ func ActivationForward[F float32 | float64](kind Activation, out, a, b []F) erro
 			return err
 		}
 	}
-	for i := range out {
-		x := float64(a[i])
-		switch kind {
-		case SwiGLU:
-			out[i] = F(x * sigmoid(x) * float64(b[i]))
-		case GELU:
-			out[i] = F(0.5 * x * (1 + math.Tanh(geluC*(x+geluA*x*x*x))))
-		default:
-			out[i] = F(sigmoid(x))
+	parallelRange(len(out), actBlock, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			x := float64(a[i])
+			switch kind {
+			case SwiGLU:
+				out[i] = F(x * sigmoid(x) * float64(b[i]))
+			case GELU:
+				out[i] = F(0.5 * x * (1 + math.Tanh(geluC*(x+geluA*x*x*x))))
+			default:
+				out[i] = F(sigmoid(x))
+			}
 		}
-	}
+	})
 	return nil
 }
 
@@ -131,26 +136,28 @@ func ActivationBackward[F float32 | float64](kind Activation, which int, out, a,
 			return err
 		}
 	}
-	for i := range out {
-		g := float64(dy[i])
-		switch kind {
-		case SwiGLU:
-			x := float64(a[i])
-			s := sigmoid(x)
-			if which == 0 {
-				out[i] = F(g * float64(b[i]) * s * (1 + x*(1-s)))
-			} else {
-				out[i] = F(g * x * s)
+	parallelRange(n, actBlock, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			g := float64(dy[i])
+			switch kind {
+			case SwiGLU:
+				x := float64(a[i])
+				s := sigmoid(x)
+				if which == 0 {
+					out[i] = F(g * float64(b[i]) * s * (1 + x*(1-s)))
+				} else {
+					out[i] = F(g * x * s)
+				}
+			case GELU:
+				x := float64(a[i])
+				th := math.Tanh(geluC * (x + geluA*x*x*x))
+				out[i] = F(g * (0.5*(1+th) + 0.5*x*(1-th*th)*geluC*(1+3*geluA*x*x)))
+			default:
+				v := float64(y[i])
+				out[i] = F(g * v * (1 - v))
 			}
-		case GELU:
-			x := float64(a[i])
-			th := math.Tanh(geluC * (x + geluA*x*x*x))
-			out[i] = F(g * (0.5*(1+th) + 0.5*x*(1-th*th)*geluC*(1+3*geluA*x*x)))
-		default:
-			v := float64(y[i])
-			out[i] = F(g * v * (1 - v))
 		}
-	}
+	})
 	return nil
 }
 
