@@ -76,7 +76,9 @@ func sameLen(what string, n int, s ...int) error {
 }
 
 // ActivationForward writes out = kind(a[, b]) element-wise (b is used by SwiGLU only).
-// Computed in float64 and rounded once.
+// Computed in float64 and rounded once; in float32 on a CPU with the vector sigmoid
+// (sigmoidPair32, within 2 float32 ulps of σ), SwiGLU and Sigmoid take σ from it and do the
+// rest in float64, rounded once.
 func ActivationForward[F float32 | float64](kind Activation, out, a, b []F) error {
 	if !kind.valid() {
 		return fmt.Errorf("gomoe: activation: unknown kind %d", int(kind))
@@ -88,6 +90,10 @@ func ActivationForward[F float32 | float64](kind Activation, out, a, b []F) erro
 		if err := sameLen(kind.String(), len(out), len(b)); err != nil {
 			return err
 		}
+	}
+	if o, ok := any(out).([]float32); ok && hasSigmoidAsm && kind != GELU {
+		act32Forward(kind, o, any(a).([]float32), any(b).([]float32))
+		return nil
 	}
 	parallelRange(len(out), actBlock, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
@@ -136,6 +142,10 @@ func ActivationBackward[F float32 | float64](kind Activation, which int, out, a,
 			return err
 		}
 	}
+	if o, ok := any(out).([]float32); ok && hasSigmoidAsm && kind == SwiGLU {
+		act32SwiGLUBackward(which, o, any(a).([]float32), any(b).([]float32), any(dy).([]float32))
+		return nil
+	}
 	parallelRange(n, actBlock, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			g := float64(dy[i])
@@ -159,6 +169,55 @@ func ActivationBackward[F float32 | float64](kind Activation, which int, out, a,
 		}
 	})
 	return nil
+}
+
+// actChunk is the number of elements whose sigmoids act32Forward and act32SwiGLUBackward
+// compute in one call of the vector kernel.
+const actChunk = 512
+
+// act32Forward is ActivationForward's SwiGLU and Sigmoid in float32 with the vector sigmoid.
+func act32Forward(kind Activation, out, a, b []float32) {
+	parallelRange(len(out), actBlock, func(lo, hi int) {
+		var s, sm [actChunk]float32
+		for c := lo; c < hi; c += actChunk {
+			e := min(c+actChunk, hi)
+			x := a[c:e]
+			sigmoidPair32(s[:len(x)], sm[:len(x)], x)
+			if kind == Sigmoid {
+				copy(out[c:e], s[:len(x)])
+				continue
+			}
+			o, bb := out[c:e], b[c:e]
+			for i, v := range x {
+				o[i] = float32(float64(v) * float64(s[i]) * float64(bb[i]))
+			}
+		}
+	})
+}
+
+// act32SwiGLUBackward is ActivationBackward's SwiGLU in float32 with the vector sigmoid
+// (1 − σ(a) is taken as σ(−a), without cancellation).
+func act32SwiGLUBackward(which int, out, a, b, dy []float32) {
+	parallelRange(len(out), actBlock, func(lo, hi int) {
+		var s, sm [actChunk]float32
+		for c := lo; c < hi; c += actChunk {
+			e := min(c+actChunk, hi)
+			x := a[c:e]
+			sigmoidPair32(s[:len(x)], sm[:len(x)], x)
+			o, g := out[c:e], dy[c:e]
+			if which == 0 {
+				bb := b[c:e]
+				for i, v := range x {
+					xv := float64(v)
+					o[i] = float32(float64(g[i]) * float64(bb[i]) * float64(s[i]) * (1 + xv*float64(sm[i])))
+				}
+				continue
+			}
+			for i, v := range x {
+				o[i] = float32(float64(g[i]) * float64(v) * float64(s[i]))
+			}
+		}
+	})
 }
 
 // RowOp selects a row-wise op of RowForward and RowBackward on a [rows, cols] matrix.
