@@ -1,6 +1,7 @@
 package kernels
 
 import (
+	"flag"
 	"fmt"
 	"math/rand"
 	"runtime"
@@ -15,7 +16,17 @@ import (
 // one expert's 256 rows through W1/W3 fused [128,512] and W2 [256,128], their row gradients and
 // weight gradients over 256 rows, and the router [1024,128]·[128,8]). It reports GFLOP/s
 // overall and per core (GOMAXPROCS).
+//
+// The engine runs with each assembly kernel this CPU has (avx512, avx2); the portable "go"
+// kernel with -gemm.go (it is slow at the large sizes).
 func BenchmarkGemm(b *testing.B) {
+	gemmBenchPaths = gemmBenchPaths[:0]
+	for _, p := range []string{"avx512", "avx2", "go"} {
+		if (p != "go" || *gemmBenchGo) && gemmSetPath(p) {
+			gemmBenchPaths = append(gemmBenchPaths, p)
+		}
+	}
+	gemmRestoreB()()
 	type shape struct {
 		name    string
 		tA, tB  bool
@@ -67,12 +78,16 @@ func BenchmarkGemm(b *testing.B) {
 					}
 					report(b)
 				})
-				b.Run(s.name+"/f32/"+gemmF32.name, func(b *testing.B) {
-					for i := 0; i < b.N; i++ {
-						Gemm(s.tA, s.tB, s.m, s.n, s.k, a32, lda, b32, ldb, 0, c32, s.n)
-					}
-					report(b)
-				})
+				for _, path := range gemmBenchPaths {
+					b.Run(s.name+"/f32/"+path, func(b *testing.B) {
+						defer gemmRestoreB()()
+						gemmSetPath(path)
+						for i := 0; i < b.N; i++ {
+							Gemm(s.tA, s.tB, s.m, s.n, s.k, a32, lda, b32, ldb, 0, c32, s.n)
+						}
+						report(b)
+					})
+				}
 			} else {
 				c64 := make([]float64, s.m*s.n)
 				b.Run(s.name+"/f64/gonum", func(b *testing.B) {
@@ -81,13 +96,29 @@ func BenchmarkGemm(b *testing.B) {
 					}
 					report(b)
 				})
-				b.Run(s.name+"/f64/"+gemmF64.name, func(b *testing.B) {
-					for i := 0; i < b.N; i++ {
-						Gemm(s.tA, s.tB, s.m, s.n, s.k, a, lda, bb, ldb, 0, c64, s.n)
-					}
-					report(b)
-				})
+				for _, path := range gemmBenchPaths {
+					b.Run(s.name+"/f64/"+path, func(b *testing.B) {
+						defer gemmRestoreB()()
+						gemmSetPath(path)
+						for i := 0; i < b.N; i++ {
+							Gemm(s.tA, s.tB, s.m, s.n, s.k, a, lda, bb, ldb, 0, c64, s.n)
+						}
+						report(b)
+					})
+				}
 			}
 		}
 	}
+}
+
+var (
+	gemmBenchGo    = flag.Bool("gemm.go", false, "BenchmarkGemm: also time the portable Go micro-kernel")
+	gemmBenchPaths []string
+	gemmDefault32  = gemmF32
+	gemmDefault64  = gemmF64
+)
+
+// gemmRestoreB returns a function that puts back the kernels chosen at start-up.
+func gemmRestoreB() func() {
+	return func() { gemmF32, gemmF64 = gemmDefault32, gemmDefault64 }
 }
