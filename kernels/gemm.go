@@ -184,17 +184,7 @@ func gemmPackA[T float32 | float64](dst []T, tA bool, a []T, lda, ic, pc, mc, kc
 			}
 			continue
 		}
-		for i := 0; i < rows; i++ {
-			src := a[(ic+s+i)*lda+pc : (ic+s+i)*lda+pc+kc]
-			for p, v := range src {
-				d[p*mr+i] = v
-			}
-		}
-		for i := rows; i < mr; i++ {
-			for p := 0; p < kc; p++ {
-				d[p*mr+i] = 0
-			}
-		}
+		gemmGather(d, mr, a, (ic+s)*lda+pc, lda, rows, kc)
 	}
 }
 
@@ -213,16 +203,35 @@ func gemmPackB[T float32 | float64](dst []T, tB bool, b []T, ldb, pc, jc, kc, nc
 			}
 			continue
 		}
-		for j := 0; j < cols; j++ { // op(b)[p,j] = b[j,p]
-			src := b[(jc+s+j)*ldb+pc : (jc+s+j)*ldb+pc+kc]
-			for p, v := range src {
-				d[p*nr+j] = v
-			}
+		gemmGather(d, nr, b, (jc+s)*ldb+pc, ldb, cols, kc) // op(b)[p,j] = b[j,p]
+	}
+}
+
+// gemmGather transposes rows rows of kc values of src (row i at off+i·ld) into dst with
+// stride w: dst[p·w+i] = src[off+i·ld+p], and zeroes columns rows..w-1 of dst's kc rows.
+func gemmGather[T float32 | float64](dst []T, w int, src []T, off, ld, rows, kc int) {
+	i := 0
+	for ; i+4 <= rows; i += 4 {
+		o := off + i*ld
+		r0 := src[o : o+kc]
+		r1 := src[o+ld : o+ld+kc]
+		r2 := src[o+2*ld : o+2*ld+kc]
+		r3 := src[o+3*ld : o+3*ld+kc]
+		r1, r2, r3 = r1[:len(r0)], r2[:len(r0)], r3[:len(r0)]
+		for p := range r0 {
+			dd := dst[p*w+i : p*w+i+4 : p*w+i+4]
+			dd[0], dd[1], dd[2], dd[3] = r0[p], r1[p], r2[p], r3[p]
 		}
-		for j := cols; j < nr; j++ {
-			for p := 0; p < kc; p++ {
-				d[p*nr+j] = 0
-			}
+	}
+	for ; i < rows; i++ {
+		r := src[off+i*ld : off+i*ld+kc]
+		for p, v := range r {
+			dst[p*w+i] = v
+		}
+	}
+	if rows < w {
+		for p := 0; p < kc; p++ {
+			clear(dst[p*w+rows : p*w+w])
 		}
 	}
 }
