@@ -345,14 +345,16 @@ func AdamUpdate[F float32 | float64](p, g, m, v []F, lr, b1, b2, eps, c1, c2, wd
 	}
 	L, B1, B2, Eps, C1, C2, W := F(lr), F(b1), F(b2), F(eps), F(c1), F(c2), F(wd)
 	NB1, NB2 := F(1-b1), F(1-b2)
-	for i, x := range p {
-		gi := g[i]
-		mi := F(F(B1*m[i]) + F(NB1*gi))
-		vi := F(F(B2*v[i]) + F(NB2*F(gi*gi)))
-		m[i], v[i] = mi, vi
-		step := F(F(mi/C1) / F(F(math.Sqrt(float64(F(vi/C2))))+Eps))
-		p[i] = x - F(L*F(step+F(W*x)))
-	}
+	parallelRange(len(p), actBlock, func(lo, hi int) { // element-wise: the split changes no bit
+		for i := lo; i < hi; i++ {
+			x, gi := p[i], g[i]
+			mi := F(F(B1*m[i]) + F(NB1*gi))
+			vi := F(F(B2*v[i]) + F(NB2*F(gi*gi)))
+			m[i], v[i] = mi, vi
+			step := F(F(mi/C1) / F(F(math.Sqrt(float64(F(vi/C2))))+Eps))
+			p[i] = x - F(L*F(step+F(W*x)))
+		}
+	})
 	return nil
 }
 
