@@ -6,6 +6,7 @@ import (
 	"math/rand"
 	"runtime"
 	"testing"
+	"time"
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/gonum"
@@ -15,7 +16,9 @@ import (
 // Dgemm in the same run, at square sizes and at the MoE layer's shapes (T1024 H128 F256 E8 K2:
 // one expert's 256 rows through W1/W3 fused [128,512] and W2 [256,128], their row gradients and
 // weight gradients over 256 rows, and the router [1024,128]·[128,8]). It reports GFLOP/s
-// overall and per core (GOMAXPROCS).
+// overall and per core (GOMAXPROCS), and GFLOP/cpu-s: the flops over the CPU time the process
+// used meanwhile (all threads), the per-core rate that time-slicing on a loaded machine does
+// not dilute (it does count spinning and the runtime's own work).
 //
 // The engine runs with each assembly kernel this CPU has (avx512, avx2); the portable "go"
 // kernel with -gemm.go (it is slow at the large sizes).
@@ -58,10 +61,14 @@ func BenchmarkGemm(b *testing.B) {
 				ldb = s.k
 			}
 			flops := 2 * float64(s.m) * float64(s.n) * float64(s.k)
+			var cpu0 time.Duration
 			report := func(b *testing.B) {
 				g := flops * float64(b.N) / b.Elapsed().Seconds() / 1e9
 				b.ReportMetric(g, "GFLOP/s")
 				b.ReportMetric(g/float64(runtime.GOMAXPROCS(0)), "GFLOP/s/core")
+				if cpu := processCPU() - cpu0; cpu > 0 && cpu0 > 0 {
+					b.ReportMetric(flops*float64(b.N)/cpu.Seconds()/1e9, "GFLOP/cpu-s")
+				}
 			}
 			var impl gonum.Implementation
 			tr := func(t bool) blas.Transpose {
@@ -73,6 +80,7 @@ func BenchmarkGemm(b *testing.B) {
 			if dt == "f32" {
 				a32, b32, c32 := gmmConv[float32](a), gmmConv[float32](bb), make([]float32, s.m*s.n)
 				b.Run(s.name+"/f32/gonum", func(b *testing.B) {
+					cpu0 = processCPU()
 					for i := 0; i < b.N; i++ {
 						impl.Sgemm(tr(s.tA), tr(s.tB), s.m, s.n, s.k, 1, a32, lda, b32, ldb, 0, c32, s.n)
 					}
@@ -82,6 +90,7 @@ func BenchmarkGemm(b *testing.B) {
 					b.Run(s.name+"/f32/"+path, func(b *testing.B) {
 						defer gemmRestoreB()()
 						gemmSetPath(path)
+						cpu0 = processCPU()
 						for i := 0; i < b.N; i++ {
 							Gemm(s.tA, s.tB, s.m, s.n, s.k, a32, lda, b32, ldb, 0, c32, s.n)
 						}
@@ -91,6 +100,7 @@ func BenchmarkGemm(b *testing.B) {
 			} else {
 				c64 := make([]float64, s.m*s.n)
 				b.Run(s.name+"/f64/gonum", func(b *testing.B) {
+					cpu0 = processCPU()
 					for i := 0; i < b.N; i++ {
 						impl.Dgemm(tr(s.tA), tr(s.tB), s.m, s.n, s.k, 1, a, lda, bb, ldb, 0, c64, s.n)
 					}
@@ -100,6 +110,7 @@ func BenchmarkGemm(b *testing.B) {
 					b.Run(s.name+"/f64/"+path, func(b *testing.B) {
 						defer gemmRestoreB()()
 						gemmSetPath(path)
+						cpu0 = processCPU()
 						for i := 0; i < b.N; i++ {
 							Gemm(s.tA, s.tB, s.m, s.n, s.k, a, lda, bb, ldb, 0, c64, s.n)
 						}
