@@ -1,6 +1,7 @@
 package kernels
 
 import (
+	"fmt"
 	"runtime"
 	"sync"
 )
@@ -279,8 +280,12 @@ func gemmMicroGo[T float32 | float64](kc int, a, b, c []T, ldc int, add bool) {
 // lda) when tA and m×k otherwise; op(b) is k×n, stored n×k when tB. With beta = 0, c is
 // overwritten whatever it held. Blocks of c run in parallel over up to GOMAXPROCS goroutines,
 // each block written by one goroutine; the result does not depend on the split (see above).
+//
+// It panics, as gonum's BLAS does, on a negative size, a leading dimension below the row length
+// or a slice too short for its matrix.
 func Gemm[T float32 | float64](tA, tB bool, m, n, k int, a []T, lda int, b []T, ldb int, beta T, c []T, ldc int) {
-	if m <= 0 || n <= 0 {
+	gemmCheckArgs(tA, tB, m, n, k, len(a), lda, len(b), ldb, len(c), ldc)
+	if m == 0 || n == 0 {
 		return
 	}
 	workers := runtime.GOMAXPROCS(0)
@@ -318,4 +323,31 @@ func Gemm[T float32 | float64](tA, tB bool, m, n, k int, a []T, lda int, b []T, 
 		}
 		gemmSerial(tA, tB, mm, nn, k, a[ao:], lda, b[bo:], ldb, beta, c[i0*ldc+j0:], ldc)
 	})
+}
+
+// gemmCheckArgs panics on arguments Gemm cannot take.
+func gemmCheckArgs(tA, tB bool, m, n, k, la, lda, lb, ldb, lc, ldc int) {
+	if m < 0 || n < 0 || k < 0 {
+		panic(fmt.Sprintf("gomoe: Gemm: m=%d n=%d k=%d, want all >= 0", m, n, k))
+	}
+	// need checks a stored rows×cols matrix with row stride ld in a slice of l elements.
+	need := func(name string, rows, cols, ld, l int) {
+		if ld < max(1, cols) {
+			panic(fmt.Sprintf("gomoe: Gemm: ld%s = %d, want >= %d", name, ld, max(1, cols)))
+		}
+		if rows > 0 && cols > 0 && l < (rows-1)*ld+cols {
+			panic(fmt.Sprintf("gomoe: Gemm: %s has %d elements, want >= %d", name, l, (rows-1)*ld+cols))
+		}
+	}
+	if tA {
+		need("a", k, m, lda, la)
+	} else {
+		need("a", m, k, lda, la)
+	}
+	if tB {
+		need("b", n, k, ldb, lb)
+	} else {
+		need("b", k, n, ldb, lb)
+	}
+	need("c", m, n, ldc, lc)
 }

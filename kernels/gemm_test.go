@@ -182,3 +182,27 @@ func ExampleGemm() {
 	fmt.Println(c)
 	// Output: [4 5 10 11]
 }
+
+func TestGemmBadArgs(t *testing.T) {
+	a, b, c := make([]float32, 6), make([]float32, 6), make([]float32, 4)
+	for _, f := range []struct {
+		name string
+		call func()
+	}{
+		{"negative m", func() { Gemm(false, false, -1, 2, 3, a, 3, b, 2, 0, c, 2) }},
+		{"lda below k", func() { Gemm(false, false, 2, 2, 3, a, 2, b, 2, 0, c, 2) }},
+		{"short b", func() { Gemm(false, false, 2, 2, 3, a, 3, b[:5], 2, 0, c, 2) }},
+		{"short transposed a", func() { Gemm(true, false, 2, 2, 3, a[:5], 2, b, 2, 0, c, 2) }},
+		{"ldc below n", func() { Gemm(false, false, 2, 2, 3, a, 3, b, 2, 0, c, 1) }},
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("%s: no panic", f.name)
+				}
+			}()
+			f.call()
+		}()
+	}
+	Gemm(false, false, 2, 2, 3, a, 3, b, 2, 0, c, 2) // valid: no panic
+}

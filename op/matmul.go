@@ -140,6 +140,9 @@ func (op matMulOp) hostGemm(av, bv G.Value) (G.Value, bool) {
 	m, k := opDims(a.Shape(), op.ta)
 	_, n := opDims(b.Shape(), op.tb)
 	lda, ldb := a.Shape()[1], b.Shape()[1]
+	if m == 0 || n == 0 || k == 0 {
+		return nil, false
+	}
 	switch a.Dtype() {
 	case tensor.Float32:
 		c := make([]float32, m*n)
