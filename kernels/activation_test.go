@@ -61,8 +61,9 @@ func TestActivationsFloat32(t *testing.T) {
 	}
 }
 
-// TestAdamUpdateSplit: AdamUpdate over a length that splits into several parallel blocks
-// equals the same formula run serially, bitwise, on every element.
+// TestAdamUpdateSplit: AdamUpdate over a length that splits into several parallel blocks (and,
+// on amd64, runs the AVX kernel with a Go tail in each) equals the same formula run serially in
+// Go, bitwise, on every element.
 func TestAdamUpdateSplit(t *testing.T) {
 	rng := rand.New(rand.NewSource(23))
 	n := 3*actBlock + 5
