@@ -66,7 +66,8 @@ type gemmWS[T float32 | float64] struct{ a, b, tile []T }
 
 var gemmPool32, gemmPool64 sync.Pool
 
-func gemmGetWS[T float32 | float64](k *gemmKern[T]) *gemmWS[T] {
+// gemmGetWS returns packing space for an m×n×kk product (blocks no larger than the problem's).
+func gemmGetWS[T float32 | float64](k *gemmKern[T], m, n, kk int) *gemmWS[T] {
 	var z T
 	pool := &gemmPool64
 	if _, ok := any(z).(float32); ok {
@@ -76,11 +77,12 @@ func gemmGetWS[T float32 | float64](k *gemmKern[T]) *gemmWS[T] {
 	if ws == nil {
 		ws = &gemmWS[T]{}
 	}
-	if n := k.mc * gemmKC; len(ws.a) < n {
-		ws.a = make([]T, n)
+	kc := min(gemmKC, kk)
+	if need := min(k.mc, (m+k.mr-1)/k.mr*k.mr) * kc; len(ws.a) < need {
+		ws.a = make([]T, need)
 	}
-	if n := k.nc * gemmKC; len(ws.b) < n {
-		ws.b = make([]T, n)
+	if need := min(k.nc, (n+k.nr-1)/k.nr*k.nr) * kc; len(ws.b) < need {
+		ws.b = make([]T, need)
 	}
 	if n := k.mr * k.nr; len(ws.tile) < n {
 		ws.tile = make([]T, n)
@@ -127,7 +129,7 @@ func gemmSerial[T float32 | float64](tA, tB bool, m, n, k int, a []T, lda int, b
 		beta = 1
 	}
 	kern := gemmKernel[T]()
-	ws := gemmGetWS(kern)
+	ws := gemmGetWS(kern, m, n, k)
 	defer gemmPutWS(ws)
 	mr, nr := kern.mr, kern.nr
 	for jc := 0; jc < n; jc += kern.nc {
