@@ -77,8 +77,8 @@ func sameLen(what string, n int, s ...int) error {
 
 // ActivationForward writes out = kind(a[, b]) element-wise (b is used by SwiGLU only).
 // Computed in float64 and rounded once; in float32 on a CPU with the vector sigmoid
-// (sigmoidPair32, within 2 float32 ulps of σ), SwiGLU and Sigmoid take σ from it and do the
-// rest in float64, rounded once.
+// (sigmoidPair32, within 2 float32 ulps of σ), SwiGLU, GELU (as x·σ(2u)) and Sigmoid take σ
+// from it and do the rest in float64, rounded once.
 func ActivationForward[F float32 | float64](kind Activation, out, a, b []F) error {
 	if !kind.valid() {
 		return fmt.Errorf("gomoe: activation: unknown kind %d", int(kind))
@@ -91,7 +91,7 @@ func ActivationForward[F float32 | float64](kind Activation, out, a, b []F) erro
 			return err
 		}
 	}
-	if o, ok := any(out).([]float32); ok && hasSigmoidAsm && kind != GELU {
+	if o, ok := any(out).([]float32); ok && hasSigmoidAsm {
 		act32Forward(kind, o, any(a).([]float32), any(b).([]float32))
 		return nil
 	}
@@ -146,6 +146,10 @@ func ActivationBackward[F float32 | float64](kind Activation, which int, out, a,
 		act32SwiGLUBackward(which, o, any(a).([]float32), any(b).([]float32), any(dy).([]float32))
 		return nil
 	}
+	if o, ok := any(out).([]float32); ok && hasSigmoidAsm && kind == GELU {
+		act32GELUBackward(o, any(a).([]float32), any(dy).([]float32))
+		return nil
+	}
 	parallelRange(n, actBlock, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			g := float64(dy[i])
@@ -171,24 +175,63 @@ func ActivationBackward[F float32 | float64](kind Activation, which int, out, a,
 	return nil
 }
 
+// actTail is where the float32 activations leave the vector sigmoid: below it σ would be
+// subnormal in float32 (too few bits for the products that follow), so those rare elements
+// take the float64 sigmoid.
+const actTail = -80
+
 // actChunk is the number of elements whose sigmoids act32Forward and act32SwiGLUBackward
 // compute in one call of the vector kernel.
 const actChunk = 512
 
-// act32Forward is ActivationForward's SwiGLU and Sigmoid in float32 with the vector sigmoid.
+// GELU in float32 with the vector sigmoid: 0.5·x·(1 + tanh(u)) = x·σ(2u), u = c·(x + 0.044715x³).
+// t = 2u is computed in float64 and rounded to float32 for the vector kernel; the rounding error
+// d = 2u − t is put back to first order, σ(2u) ≈ σ(t)·(1 + σ(−t)·d) and σ(−2u) ≈ σ(−t)·(1 − σ(t)·d),
+// in float64 (d is below half a float32 ulp of t, so the neglected term is below 2⁻⁴⁸·t²).
+
+// geluArgs computes 2u for x in float64 and fills t with it rounded to float32, d with the rest.
+func geluArgs(t []float32, d []float64, a []float32) {
+	for i, v := range a {
+		x := float64(v)
+		u2 := 2 * geluC * (x + geluA*x*x*x)
+		t[i] = float32(u2)
+		d[i] = u2 - float64(t[i])
+	}
+}
+
+// act32Forward is ActivationForward in float32 with the vector sigmoid.
 func act32Forward(kind Activation, out, a, b []float32) {
 	parallelRange(len(out), actBlock, func(lo, hi int) {
-		var s, sm [actChunk]float32
+		var s, sm, t [actChunk]float32
+		var d [actChunk]float64
 		for c := lo; c < hi; c += actChunk {
 			e := min(c+actChunk, hi)
 			x := a[c:e]
+			if kind == GELU {
+				geluArgs(t[:len(x)], d[:len(x)], x)
+				sigmoidPair32(s[:len(x)], sm[:len(x)], t[:len(x)])
+				o := out[c:e]
+				for i, v := range x {
+					if t[i] < actTail {
+						o[i] = float32(float64(v) * sigmoid(float64(t[i])+d[i]))
+						continue
+					}
+					o[i] = float32(float64(v) * (float64(s[i]) * (1 + float64(sm[i])*d[i])))
+				}
+				continue
+			}
 			sigmoidPair32(s[:len(x)], sm[:len(x)], x)
 			if kind == Sigmoid {
-				copy(out[c:e], s[:len(x)])
+				copy(out[c:e], s[:len(x)]) // a subnormal σ is still σ within 2 subnormal steps
 				continue
 			}
 			o, bb := out[c:e], b[c:e]
 			for i, v := range x {
+				if v < actTail {
+					xv := float64(v)
+					o[i] = float32(xv * sigmoid(xv) * float64(bb[i]))
+					continue
+				}
 				o[i] = float32(float64(v) * float64(s[i]) * float64(bb[i]))
 			}
 		}
@@ -205,16 +248,42 @@ func act32SwiGLUBackward(which int, out, a, b, dy []float32) {
 			x := a[c:e]
 			sigmoidPair32(s[:len(x)], sm[:len(x)], x)
 			o, g := out[c:e], dy[c:e]
-			if which == 0 {
-				bb := b[c:e]
-				for i, v := range x {
-					xv := float64(v)
-					o[i] = float32(float64(g[i]) * float64(bb[i]) * float64(s[i]) * (1 + xv*float64(sm[i])))
-				}
-				continue
-			}
 			for i, v := range x {
-				o[i] = float32(float64(g[i]) * float64(v) * float64(s[i]))
+				xv := float64(v)
+				si, smi := float64(s[i]), float64(sm[i])
+				if v < actTail {
+					si, smi = sigmoid(xv), sigmoid(-xv)
+				}
+				if which == 0 {
+					o[i] = float32(float64(g[i]) * float64(b[c+i]) * si * (1 + xv*smi))
+				} else {
+					o[i] = float32(float64(g[i]) * xv * si)
+				}
+			}
+		}
+	})
+}
+
+// act32GELUBackward is ActivationBackward's GELU in float32 with the vector sigmoid:
+// da = dy·(σ(2u) + 2x·σ(2u)·σ(−2u)·c·(1 + 3·0.044715·x²)), the tanh form rewritten.
+func act32GELUBackward(out, a, dy []float32) {
+	parallelRange(len(out), actBlock, func(lo, hi int) {
+		var s, sm, t [actChunk]float32
+		var d [actChunk]float64
+		for c := lo; c < hi; c += actChunk {
+			e := min(c+actChunk, hi)
+			x := a[c:e]
+			geluArgs(t[:len(x)], d[:len(x)], x)
+			sigmoidPair32(s[:len(x)], sm[:len(x)], t[:len(x)])
+			o, g := out[c:e], dy[c:e]
+			for i, v := range x {
+				xv := float64(v)
+				sp := float64(s[i]) * (1 + float64(sm[i])*d[i])
+				sn := float64(sm[i]) * (1 - float64(s[i])*d[i])
+				if t[i] < actTail {
+					sp, sn = sigmoid(float64(t[i])+d[i]), sigmoid(-(float64(t[i]) + d[i]))
+				}
+				o[i] = float32(float64(g[i]) * (sp + 2*xv*sp*sn*geluC*(1+3*geluA*xv*xv)))
 			}
 		}
 	})
