@@ -242,23 +242,34 @@ func act32Forward(kind Activation, out, a, b []float32) {
 // (1 − σ(a) is taken as σ(−a), without cancellation).
 func act32SwiGLUBackward(which int, out, a, b, dy []float32) {
 	parallelRange(len(out), actBlock, func(lo, hi int) {
-		var s, sm [actChunk]float32
+		var sb, smb [actChunk]float32
 		for c := lo; c < hi; c += actChunk {
 			e := min(c+actChunk, hi)
 			x := a[c:e]
-			sigmoidPair32(s[:len(x)], sm[:len(x)], x)
+			s, sm := sb[:len(x)], smb[:len(x)]
+			sigmoidPair32(s, sm, x)
 			o, g := out[c:e], dy[c:e]
+			o, g = o[:len(x)], g[:len(x)]
+			if which == 0 {
+				bb := b[c:e]
+				bb = bb[:len(x)]
+				for i, v := range x {
+					xv := float64(v)
+					si, smi := float64(s[i]), float64(sm[i])
+					if v < actTail {
+						si, smi = sigmoid(xv), sigmoid(-xv)
+					}
+					o[i] = float32(float64(g[i]) * float64(bb[i]) * si * (1 + xv*smi))
+				}
+				continue
+			}
 			for i, v := range x {
 				xv := float64(v)
-				si, smi := float64(s[i]), float64(sm[i])
+				si := float64(s[i])
 				if v < actTail {
-					si, smi = sigmoid(xv), sigmoid(-xv)
+					si = sigmoid(xv)
 				}
-				if which == 0 {
-					o[i] = float32(float64(g[i]) * float64(b[c+i]) * si * (1 + xv*smi))
-				} else {
-					o[i] = float32(float64(g[i]) * xv * si)
-				}
+				o[i] = float32(float64(g[i]) * xv * si)
 			}
 		}
 	})
