@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 
 	"gonum.org/v1/gonum/blas"
-	"gonum.org/v1/gonum/blas/gonum"
 )
 
 // Grouped expert matmul on the CPU.
@@ -22,16 +21,14 @@ import (
 //	backward (weights): dw[e] = Σ_r xp[r]ᵀ · dz[r]   over the real rows of e; 0 for an expert
 //	                                                with no rows
 //
-// Each segment is one gonum BLAS gemm (split into fixed blocks of gmmRowBlock rows for the
-// row-wise products); the blocks and the experts run in parallel over GOMAXPROCS goroutines
-// (gonum may split a large block's gemm further).
-// The block boundaries depend on the plan alone, and every output element is written by one
-// gemm call, so results are bitwise identical across runs and GOMAXPROCS values.
+// Each segment is one gemm of the packed engine in gemm.go (split into fixed blocks of
+// gmmRowBlock rows for the row-wise products); the blocks and the experts run in parallel over
+// GOMAXPROCS goroutines, each gemm on one goroutine. Every output element is written by one
+// gemm call, whose arithmetic for an element does not depend on the blocking (fixed k-blocks),
+// so results are bitwise identical across runs and GOMAXPROCS values.
 
 // gmmRowBlock is the number of rows of one forward or row-backward task.
 const gmmRowBlock = 256
-
-var gmmBLAS gonum.Implementation
 
 // gmmRun runs f(i) for i in [0,n) on up to GOMAXPROCS goroutines, each taking the next task
 // from a shared counter (segments differ in size, so this balances better than fixed blocks:
@@ -129,16 +126,17 @@ func gmmZeroPad[F Float](buf []F, p Plan, n int) {
 	})
 }
 
-// gemm is c = alpha·op(a)·op(b) + beta·c on row-major float32 or float64 slices.
+// gemm is c = op(a)·op(b) + beta·c on row-major float32 or float64 slices, through the
+// packed GEMM engine (gemm.go) on the calling goroutine.
 func gemm[F Float](tA, tB blas.Transpose, m, n, k int, a []F, lda int, b []F, ldb int, beta F, c []F, ldc int) {
 	if m == 0 || n == 0 {
 		return
 	}
 	switch a := any(a).(type) {
 	case []float32:
-		gmmBLAS.Sgemm(tA, tB, m, n, k, 1, a, lda, any(b).([]float32), ldb, float32(beta), any(c).([]float32), ldc)
+		gemmSerial(tA == blas.Trans, tB == blas.Trans, m, n, k, a, lda, any(b).([]float32), ldb, float32(beta), any(c).([]float32), ldc)
 	case []float64:
-		gmmBLAS.Dgemm(tA, tB, m, n, k, 1, a, lda, any(b).([]float64), ldb, float64(beta), any(c).([]float64), ldc)
+		gemmSerial(tA == blas.Trans, tB == blas.Trans, m, n, k, a, lda, any(b).([]float64), ldb, float64(beta), any(c).([]float64), ldc)
 	default:
 		// F is a named type (~float32 or ~float64): fall back to plain loops.
 		gemmLoops(tA, tB, m, n, k, a.([]F), lda, b, ldb, beta, c, ldc)
