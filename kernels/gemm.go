@@ -2,6 +2,7 @@ package kernels
 
 import (
 	"fmt"
+	"math"
 	"runtime"
 	"sync"
 )
@@ -283,12 +284,14 @@ func gemmMicroGo[T float32 | float64](kc int, a, b, c []T, ldc int, add bool) {
 // overwritten whatever it held. Blocks of c run in parallel over up to GOMAXPROCS goroutines,
 // each block written by one goroutine; the result does not depend on the split (see above).
 //
-// It panics, as gonum's BLAS does, on a negative size, a leading dimension below the row length
-// or a slice too short for its matrix.
-func Gemm[T float32 | float64](tA, tB bool, m, n, k int, a []T, lda int, b []T, ldb int, beta T, c []T, ldc int) {
-	gemmCheckArgs(tA, tB, m, n, k, len(a), lda, len(b), ldb, len(c), ldc)
+// A negative size, a leading dimension below the row length or a slice too short for its
+// matrix is an error, and c is left untouched.
+func Gemm[T float32 | float64](tA, tB bool, m, n, k int, a []T, lda int, b []T, ldb int, beta T, c []T, ldc int) error {
+	if err := gemmCheckArgs(tA, tB, m, n, k, len(a), lda, len(b), ldb, len(c), ldc); err != nil {
+		return err
+	}
 	if m == 0 || n == 0 {
-		return
+		return nil
 	}
 	workers := runtime.GOMAXPROCS(0)
 	// Blocks of rb rows and cb columns; shrink them until there are enough for the workers
@@ -306,7 +309,7 @@ func Gemm[T float32 | float64](tA, tB bool, m, n, k int, a []T, lda int, b []T, 
 	}
 	if workers <= 1 || blocks() == 1 || 2*float64(m)*float64(n)*float64(k) < 1<<17 {
 		gemmSerial(tA, tB, m, n, k, a, lda, b, ldb, beta, c, ldc)
-		return
+		return nil
 	}
 	nbr, nbc := (m+rb-1)/rb, (n+cb-1)/cb
 	gmmRun(nbr*nbc, func(t int) {
@@ -325,31 +328,36 @@ func Gemm[T float32 | float64](tA, tB bool, m, n, k int, a []T, lda int, b []T, 
 		}
 		gemmSerial(tA, tB, mm, nn, k, a[ao:], lda, b[bo:], ldb, beta, c[i0*ldc+j0:], ldc)
 	})
+	return nil
 }
 
-// gemmCheckArgs panics on arguments Gemm cannot take.
-func gemmCheckArgs(tA, tB bool, m, n, k, la, lda, lb, ldb, lc, ldc int) {
+// gemmCheckArgs reports arguments Gemm cannot take, without overflowing on huge ones.
+func gemmCheckArgs(tA, tB bool, m, n, k, la, lda, lb, ldb, lc, ldc int) error {
 	if m < 0 || n < 0 || k < 0 {
-		panic(fmt.Sprintf("gomoe: Gemm: m=%d n=%d k=%d, want all >= 0", m, n, k))
+		return fmt.Errorf("gomoe: Gemm: m=%d n=%d k=%d, want all >= 0", m, n, k)
 	}
 	// need checks a stored rows×cols matrix with row stride ld in a slice of l elements.
-	need := func(name string, rows, cols, ld, l int) {
+	need := func(name string, rows, cols, ld, l int) error {
 		if ld < max(1, cols) {
-			panic(fmt.Sprintf("gomoe: Gemm: ld%s = %d, want >= %d", name, ld, max(1, cols)))
+			return fmt.Errorf("gomoe: Gemm: ld%s = %d, want >= %d", name, ld, max(1, cols))
 		}
-		if rows > 0 && cols > 0 && l < (rows-1)*ld+cols {
-			panic(fmt.Sprintf("gomoe: Gemm: %s has %d elements, want >= %d", name, l, (rows-1)*ld+cols))
+		if rows > 0 && cols > 0 && (rows-1 > (math.MaxInt-cols)/ld || l < (rows-1)*ld+cols) {
+			return fmt.Errorf("gomoe: Gemm: %s has %d elements, want (%d-1)·%d+%d", name, l, rows, ld, cols)
 		}
+		return nil
 	}
+	ra, ca, rb, cb := m, k, k, n
 	if tA {
-		need("a", k, m, lda, la)
-	} else {
-		need("a", m, k, lda, la)
+		ra, ca = k, m
 	}
 	if tB {
-		need("b", n, k, ldb, lb)
-	} else {
-		need("b", k, n, ldb, lb)
+		rb, cb = n, k
 	}
-	need("c", m, n, ldc, lc)
+	if err := need("a", ra, ca, lda, la); err != nil {
+		return err
+	}
+	if err := need("b", rb, cb, ldb, lb); err != nil {
+		return err
+	}
+	return need("c", m, n, ldc, lc)
 }

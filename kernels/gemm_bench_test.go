@@ -92,7 +92,7 @@ func BenchmarkGemm(b *testing.B) {
 						gemmSetPath(path)
 						cpu0 = processCPU()
 						for i := 0; i < b.N; i++ {
-							Gemm(s.tA, s.tB, s.m, s.n, s.k, a32, lda, b32, ldb, 0, c32, s.n)
+							_ = Gemm(s.tA, s.tB, s.m, s.n, s.k, a32, lda, b32, ldb, 0, c32, s.n)
 						}
 						report(b)
 					})
@@ -112,7 +112,7 @@ func BenchmarkGemm(b *testing.B) {
 						gemmSetPath(path)
 						cpu0 = processCPU()
 						for i := 0; i < b.N; i++ {
-							Gemm(s.tA, s.tB, s.m, s.n, s.k, a, lda, bb, ldb, 0, c64, s.n)
+							_ = Gemm(s.tA, s.tB, s.m, s.n, s.k, a, lda, bb, ldb, 0, c64, s.n)
 						}
 						report(b)
 					})

@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand"
 	"runtime"
+	"strings"
 	"testing"
 )
 
@@ -62,7 +63,9 @@ func gemmCase[T float32 | float64](t *testing.T, rng *rand.Rand, tA, tB bool, m,
 		}
 	}
 	ref, mag := gemmRef64(tA, tB, m, n, k, gmmTo64(a), lda, gmmTo64(b), ldb, float64(beta), gmmTo64(c), ldc)
-	Gemm(tA, tB, m, n, k, a, lda, b, ldb, beta, c, ldc)
+	if err := Gemm(tA, tB, m, n, k, a, lda, b, ldb, beta, c, ldc); err != nil {
+		t.Fatal(err)
+	}
 	eps := 0x1p-52
 	if _, ok := any(beta).(float32); ok {
 		eps = 0x1p-23
@@ -154,7 +157,9 @@ func TestGemmDeterministic(t *testing.T) {
 				for _, procs := range []int{1, 2, 3, 8} {
 					old := runtime.GOMAXPROCS(procs)
 					c := append([]float32(nil), c0...)
-					Gemm(tr[0], tr[1], m, n, k, a, lda, b, ldb, 1, c, n)
+					if err := Gemm(tr[0], tr[1], m, n, k, a, lda, b, ldb, 1, c, n); err != nil {
+						t.Fatal(err)
+					}
 					runtime.GOMAXPROCS(old)
 					if i := firstDiff(serial, c); i >= 0 {
 						t.Fatalf("%v %s tA=%v tB=%v GOMAXPROCS=%d: element %d is %v, serial %v", s, path, tr[0], tr[1], procs, i, c[i], serial[i])
@@ -178,31 +183,41 @@ func ExampleGemm() {
 	a := []float32{1, 2, 3, 4, 5, 6} // 2×3
 	b := []float32{1, 0, 0, 1, 1, 1} // 3×2
 	c := make([]float32, 4)
-	Gemm(false, false, 2, 2, 3, a, 3, b, 2, 0, c, 2)
+	if err := Gemm(false, false, 2, 2, 3, a, 3, b, 2, 0, c, 2); err != nil {
+		fmt.Println(err)
+	}
 	fmt.Println(c)
 	// Output: [4 5 10 11]
 }
 
 func TestGemmBadArgs(t *testing.T) {
 	a, b, c := make([]float32, 6), make([]float32, 6), make([]float32, 4)
+	for i := range c {
+		c[i] = float32(i + 1)
+	}
 	for _, f := range []struct {
 		name string
-		call func()
+		call func() error
+		want string
 	}{
-		{"negative m", func() { Gemm(false, false, -1, 2, 3, a, 3, b, 2, 0, c, 2) }},
-		{"lda below k", func() { Gemm(false, false, 2, 2, 3, a, 2, b, 2, 0, c, 2) }},
-		{"short b", func() { Gemm(false, false, 2, 2, 3, a, 3, b[:5], 2, 0, c, 2) }},
-		{"short transposed a", func() { Gemm(true, false, 2, 2, 3, a[:5], 2, b, 2, 0, c, 2) }},
-		{"ldc below n", func() { Gemm(false, false, 2, 2, 3, a, 3, b, 2, 0, c, 1) }},
+		{"negative m", func() error { return Gemm(false, false, -1, 2, 3, a, 3, b, 2, 0, c, 2) }, "m=-1 n=2 k=3"},
+		{"lda below k", func() error { return Gemm(false, false, 2, 2, 3, a, 2, b, 2, 0, c, 2) }, "lda = 2, want >= 3"},
+		{"short b", func() error { return Gemm(false, false, 2, 2, 3, a, 3, b[:5], 2, 0, c, 2) }, "b has 5 elements"},
+		{"short transposed a", func() error { return Gemm(true, false, 2, 2, 3, a[:5], 2, b, 2, 0, c, 2) }, "a has 5 elements"},
+		{"ldc below n", func() error { return Gemm(false, false, 2, 2, 3, a, 3, b, 2, 0, c, 1) }, "ldc = 1, want >= 2"},
+		{"rows·ld wraps int", func() error { return Gemm(false, false, math.MaxInt/2, 2, 3, a, 3, b, 2, 0, c, 2) }, "a has 6 elements"},
 	} {
-		func() {
-			defer func() {
-				if recover() == nil {
-					t.Errorf("%s: no panic", f.name)
-				}
-			}()
-			f.call()
-		}()
+		err := f.call()
+		if err == nil || !strings.Contains(err.Error(), f.want) {
+			t.Errorf("%s: %v, want an error containing %q", f.name, err, f.want)
+		}
+		for i := range c {
+			if c[i] != float32(i+1) {
+				t.Fatalf("%s: c changed: %v", f.name, c)
+			}
+		}
 	}
-	Gemm(false, false, 2, 2, 3, a, 3, b, 2, 0, c, 2) // valid: no panic
+	if err := Gemm(false, false, 2, 2, 3, a, 3, b, 2, 0, c, 2); err != nil {
+		t.Errorf("valid arguments: %v", err)
+	}
 }

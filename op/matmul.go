@@ -149,11 +149,15 @@ func (op matMulOp) hostGemm(av, bv G.Value) (G.Value, bool) {
 	switch a.Dtype() {
 	case tensor.Float32:
 		c := make([]float32, m*n)
-		kernels.Gemm(op.ta, op.tb, m, n, k, a.Float32s(), lda, b.Float32s(), ldb, 0, c, n)
+		if kernels.Gemm(op.ta, op.tb, m, n, k, a.Float32s(), lda, b.Float32s(), ldb, 0, c, n) != nil {
+			return nil, false // tensor.MatMul then reports what is wrong
+		}
 		return tensor.New(tensor.WithShape(m, n), tensor.WithBacking(c)), true
 	case tensor.Float64:
 		c := make([]float64, m*n)
-		kernels.Gemm(op.ta, op.tb, m, n, k, a.Float64s(), lda, b.Float64s(), ldb, 0, c, n)
+		if kernels.Gemm(op.ta, op.tb, m, n, k, a.Float64s(), lda, b.Float64s(), ldb, 0, c, n) != nil {
+			return nil, false
+		}
 		return tensor.New(tensor.WithShape(m, n), tensor.WithBacking(c)), true
 	}
 	return nil, false
