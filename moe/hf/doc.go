@@ -1,10 +1,9 @@
 // Package hf loads the MoE blocks of Hugging Face transformers checkpoints into gomoe layers:
 // Mixtral (MixtralSparseMoeBlock), Qwen3-MoE (Qwen3MoeSparseMoeBlock), OLMoE
 // (OlmoeSparseMoeBlock) and DeepSeek-V3 (DeepseekV3MoE), from safetensors files (read with
-// github.com/gomoe/gomoe/safetensors), in the
-// fused expert layout transformers v5 writes (experts.gate_up_proj, experts.down_proj) or the
-// per-expert nn.Linear weights of older checkpoints (experts.N.gate_proj/up_proj/down_proj,
-// or Mixtral's experts.N.w1/w3/w2).
+// github.com/gomoe/gomoe/safetensors), in the fused expert layout transformers v5 writes
+// (experts.gate_up_proj, experts.down_proj) or the per-expert nn.Linear weights of older
+// checkpoints (experts.N.gate_proj/up_proj/down_proj, or Mixtral's experts.N.w1/w3/w2).
 //
 //	cfg, err := hf.ReadConfig("ckpt/config.json")
 //	mc, err := cfg.MoEConfig()                  // the block's math as moe.Config options
