@@ -173,9 +173,7 @@ func newModel(g *G.ExprGraph, cfg config, batch int) (*model, error) {
 		if h, err = G.Add(h, o.Y); err != nil {
 			return nil, err
 		}
-		if o.Loss != nil {
-			aux = append(aux, o.Loss)
-		}
+		aux = append(aux, o.Loss)
 	}
 	if h, err = m.norms[len(m.blocks)].Forward(h); err != nil {
 		return nil, err

@@ -145,11 +145,8 @@ func newModel(g *G.ExprGraph, cfg config, batch int) (*model, error) {
 		return nil, err
 	}
 	// op.AddScalars, not G.Add: Gorgonia adds scalar nodes on the host only.
-	m.cost = m.ce
-	if m.out.Loss != nil {
-		if m.cost, err = op.AddScalars(m.ce, m.out.Loss); err != nil {
-			return nil, err
-		}
+	if m.cost, err = op.AddScalars(m.ce, m.out.Loss); err != nil {
+		return nil, err
 	}
 	return m, nil
 }
