@@ -21,34 +21,27 @@ import (
 
 // config holds everything a run depends on.
 type config struct {
-	Block     trainutil.BlockConfig
-	Layers    int     // MoE feed-forward blocks
-	Context   int     // characters of context W
-	Embed     int     // embedding size per character D
-	Steps     int     // training steps
-	Batch     int     // mini-batch size
-	EvalBatch int     // rows per evaluation batch
-	EvalChars int     // held-out characters scored
-	LR        float64 // peak Adam learning rate
-	LRFloor   float64 // final learning rate as a fraction of LR (cosine decay)
-	Seed      uint64
-	Out       string
-	GoRoot    string // "" = this Go installation
-	TrainMB   float64
-	HeldMB    float64
-	LogEvery  int
-	EvalEvery int // steps between held-out evaluations (0 = only at the end)
-	Sample    int // characters to generate
-	Prompt    string
-	Temp      float64
-	Device    string // cpu or cuda (cuda needs a binary built with -tags gomoecuda)
-	Quiet     bool
-	Warmup    int     // learning-rate warmup steps
-	Clip      float64 // global gradient-norm clipping (0: none)
-	Save      string  // folder to save the checkpoint in ("": none)
-	SaveEvery int     // steps between checkpoints (0: only at the end)
-	Resume    string  // folder of a checkpoint to resume from ("": start afresh)
-	StopAt    int     // stop after this step (0: run all steps), to resume later
+	Block                trainutil.BlockConfig
+	trainutil.LoopConfig     // LR, schedule, clipping and checkpoints (-lr, -warmup, -clip, -save, -resume, ...)
+	Layers               int // MoE feed-forward blocks
+	Context              int // characters of context W
+	Embed                int // embedding size per character D
+	Steps                int // training steps
+	Batch                int // mini-batch size
+	EvalBatch            int // rows per evaluation batch
+	EvalChars            int // held-out characters scored
+	Seed                 uint64
+	Out                  string
+	GoRoot               string // "" = this Go installation
+	TrainMB              float64
+	HeldMB               float64
+	LogEvery             int
+	EvalEvery            int // steps between held-out evaluations (0 = only at the end)
+	Sample               int // characters to generate
+	Prompt               string
+	Temp                 float64
+	Device               string // cpu or cuda (cuda needs a binary built with -tags gomoecuda)
+	Quiet                bool
 }
 
 func defaultConfig() config {
@@ -63,25 +56,24 @@ func defaultConfig() config {
 			AuxCoef: 0.05,
 			ZCoef:   0.001,
 		},
-		Layers:    2,
-		Context:   8,
-		Embed:     32,
-		Steps:     2500,
-		Batch:     256,
-		EvalBatch: 1000,
-		EvalChars: 50000,
-		LR:        6e-3,
-		LRFloor:   0.05,
-		Seed:      1,
-		Out:       "out/charlm",
-		TrainMB:   4,
-		HeldMB:    0.5,
-		LogEvery:  250,
-		EvalEvery: 500,
-		Sample:    400,
-		Prompt:    "func (b *Buffer) ",
-		Temp:      0.7,
-		Device:    "cpu",
+		Layers:     2,
+		Context:    8,
+		Embed:      32,
+		Steps:      2500,
+		Batch:      256,
+		EvalBatch:  1000,
+		EvalChars:  50000,
+		LoopConfig: trainutil.LoopConfig{LR: 6e-3, LRFloor: 0.05},
+		Seed:       1,
+		Out:        "out/charlm",
+		TrainMB:    4,
+		HeldMB:     0.5,
+		LogEvery:   250,
+		EvalEvery:  500,
+		Sample:     400,
+		Prompt:     "func (b *Buffer) ",
+		Temp:       0.7,
+		Device:     "cpu",
 	}
 }
 
@@ -252,6 +244,9 @@ func validate(cfg config) error {
 	if err := cfg.Block.Validate(); err != nil {
 		return err
 	}
+	if err := cfg.LoopConfig.Validate(); err != nil {
+		return err
+	}
 	switch {
 	case cfg.Layers < 1:
 		return fmt.Errorf("layers %d must be positive", cfg.Layers)
@@ -261,18 +256,12 @@ func validate(cfg config) error {
 		return fmt.Errorf("steps %d, batch %d and eval batch %d must be positive", cfg.Steps, cfg.Batch, cfg.EvalBatch)
 	case cfg.EvalChars < 1:
 		return fmt.Errorf("eval chars %d must be positive", cfg.EvalChars)
-	case cfg.LR <= 0:
-		return fmt.Errorf("learning rate %g must be positive", cfg.LR)
 	case cfg.TrainMB <= 0 || cfg.HeldMB <= 0:
 		return fmt.Errorf("train-mb %g and held-mb %g must be positive", cfg.TrainMB, cfg.HeldMB)
 	case cfg.Temp <= 0:
 		return fmt.Errorf("temperature %g must be positive", cfg.Temp)
 	case cfg.LogEvery < 1:
 		return fmt.Errorf("log-every %d must be positive", cfg.LogEvery)
-	case cfg.Warmup < 0 || cfg.SaveEvery < 0 || cfg.StopAt < 0:
-		return fmt.Errorf("warmup %d, save-every %d and stop-at %d must be >= 0", cfg.Warmup, cfg.SaveEvery, cfg.StopAt)
-	case !(cfg.Clip >= 0):
-		return fmt.Errorf("clip %g must be >= 0", cfg.Clip)
 	case cfg.Out == "":
 		return errors.New("empty output folder")
 	}
@@ -348,7 +337,11 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	}
 	vm := G.NewTapeMachine(g, dev.VMOpts()...)
 	defer vm.Close()
-	opt := train.NewAdam(cfg.LR)
+	steps := cfg.Steps
+	opt, sched, err := cfg.Optimizer(steps)
+	if err != nil {
+		return nil, err
+	}
 	defer opt.Release()
 
 	ev, err := newForward(cfg, dev, m, cfg.EvalBatch)
@@ -360,40 +353,17 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	// The data order: the training positions come from one source, saved with -save.
 	src := rand.NewPCG(cfg.Seed, 2)
 	rng := rand.New(src)
-	steps := cfg.Steps
-	first := 0
-	if cfg.Resume != "" {
-		saved := 0
-		first, saved, err = trainutil.LoadRun(cfg.Resume, learn, opt, trainutil.Run{Sources: map[string]*rand.PCG{"data": src}})
-		if err != nil {
-			return nil, err
-		}
-		fmt.Fprintf(out, "resumed from %s at step %d of %d\n", cfg.Resume, first, saved)
-		if saved != steps {
-			fmt.Fprintf(out, "note: the checkpoint's run had %d steps, this one %d: the learning-rate schedule differs from the saved run's\n", saved, steps)
-		}
-	}
-	last := steps
-	if cfg.StopAt > 0 && cfg.StopAt < steps {
-		last = cfg.StopAt
-	}
-	sched := train.Cosine{Peak: cfg.LR, Floor: cfg.LRFloor, Warmup: cfg.Warmup, Total: steps}
-	if err := sched.Validate(); err != nil {
+	sources := map[string]*rand.PCG{"data": src}
+	first, err := cfg.ResumeRun(out, learn, opt, steps, sources)
+	if err != nil {
 		return nil, err
 	}
-	opt.MaxGradNorm = cfg.Clip
+	last := cfg.Last(steps)
 	pos := make([]int, cfg.Batch)
 	var evalSteps, evalBPC []float64
 	prog := train.NewProgress(bar, out, int64(max(last-first, 0)*cfg.Batch), "chr", "train")
 	save := func(done int) error {
-		if cfg.Save == "" {
-			return nil
-		}
-		if err := trainutil.SaveRun(cfg.Save, learn, opt, trainutil.Run{Step: done, Steps: steps, Sources: map[string]*rand.PCG{"data": src}}); err != nil {
-			return err
-		}
-		prog.Logf("step %5d  saved %s", done, filepath.Join(cfg.Save, trainutil.CheckpointFile))
-		return nil
+		return cfg.SaveRun(prog, learn, opt, trainutil.Run{Step: done, Steps: steps, Sources: sources})
 	}
 	for step := first; step < last; step++ {
 		for r := range pos {
@@ -444,7 +414,7 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 			res.BPC = bpc
 			prog.Logf("step %5d  held-out %.3f bits/char (bigram %.3f)  (%s)", step+1, bpc, res.Bigram, time.Since(start).Round(100*time.Millisecond))
 		}
-		if cfg.SaveEvery > 0 && (step+1)%cfg.SaveEvery == 0 && step+1 != last {
+		if cfg.SaveDue(step, last) {
 			if err := save(step + 1); err != nil {
 				return nil, err
 			}
@@ -532,14 +502,8 @@ func newForward(cfg config, dev *trainutil.Device, trained *model, batch int) (*
 	if err != nil {
 		return nil, fmt.Errorf("build forward model: %w", err)
 	}
-	tw, fw := trained.learnables(), m.learnables()
-	if len(tw) != len(fw) {
-		return nil, errors.New("forward model has other learnables than the training model")
-	}
-	for i, n := range fw {
-		if err := G.Let(n, tw[i].Value()); err != nil {
-			return nil, fmt.Errorf("share %s: %w", n.Name(), err)
-		}
+	if err := trainutil.ShareWeights(m.learnables(), trained.learnables()); err != nil {
+		return nil, err
 	}
 	f := &forward{dev: dev, m: m}
 	if f.buf, err = newBatchBuf(dev, m, cfg.Context); err != nil {
