@@ -548,22 +548,11 @@ func (f *forward) bits(text []uint8, from, to int) (float64, error) {
 		}
 		for r, p := range pos {
 			row := lg[r*vocab : (r+1)*vocab]
-			total -= logSoftmaxAt(row, int(text[p])) / math.Ln2
+			lp, _ := trainutil.LogSoftmaxAt(row, int(text[p]))
+			total -= lp / math.Ln2
 		}
 	}
 	return total / float64(to-from), nil
-}
-
-func logSoftmaxAt(row []float32, i int) float64 {
-	mx := row[0]
-	for _, v := range row {
-		mx = max(mx, v)
-	}
-	sum := 0.0
-	for _, v := range row {
-		sum += math.Exp(float64(v - mx))
-	}
-	return float64(row[i]-mx) - math.Log(sum)
 }
 
 // generate samples n characters after prompt at temperature temp.

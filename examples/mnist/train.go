@@ -497,22 +497,11 @@ func (ev *evaluator) eval() (acc, loss float64, err error) {
 		}
 		lg := lt.Data().([]float32)
 		for r, i := range idx {
-			row := lg[r*classes : (r+1)*classes]
-			best, mx := 0, row[0]
-			for c, v := range row {
-				if v > mx {
-					best, mx = c, v
-				}
-			}
+			lp, best := trainutil.LogSoftmaxAt(lg[r*classes:(r+1)*classes], int(ev.test.y[i]))
 			if best == int(ev.test.y[i]) {
 				correct++
 			}
-			// log-softmax of the true class
-			sum := 0.0
-			for _, v := range row {
-				sum += math.Exp(float64(v - mx))
-			}
-			loss += -(float64(row[ev.test.y[i]]-mx) - math.Log(sum))
+			loss -= lp
 		}
 	}
 	return float64(correct) / float64(n), loss / float64(n), nil
