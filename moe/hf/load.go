@@ -2,6 +2,7 @@ package hf
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -83,7 +84,7 @@ func readBlock(cfg moe.Config, ts *safetensors.Tensors, prefix string) (*block, 
 		if err != nil {
 			return nil, err
 		}
-		if !equalShape(s, shape) {
+		if !slices.Equal(s, shape) {
 			return nil, fmt.Errorf("tensor %q has shape %v, want %v", full, s, shape)
 		}
 		used[full] = true
@@ -174,7 +175,7 @@ func readBlock(cfg moe.Config, ts *safetensors.Tensors, prefix string) (*block, 
 // [E,2F,H] and [E,H,F] or the transposed [E,H,2F] and [E,F,H].
 func (w *block) fusedExperts(get func(string, ...int) ([]float64, error), ts *safetensors.Tensors, prefix string, E, H, F int) error {
 	gus, _ := ts.Shape(prefix + "experts.gate_up_proj")
-	transposedGU := equalShape(gus, []int{E, H, 2 * F}) && H != 2*F
+	transposedGU := slices.Equal(gus, []int{E, H, 2 * F}) && H != 2*F
 	var gu []float64
 	var err error
 	if transposedGU {
@@ -201,7 +202,7 @@ func (w *block) fusedExperts(get func(string, ...int) ([]float64, error), ts *sa
 		}
 	}
 	dns, _ := ts.Shape(prefix + "experts.down_proj")
-	if equalShape(dns, []int{E, F, H}) && H != F {
+	if slices.Equal(dns, []int{E, F, H}) && H != F {
 		w.w2, err = get("experts.down_proj", E, F, H)
 		return err
 	}
@@ -225,18 +226,6 @@ func transpose(m []float64, r, c int) []float64 {
 		}
 	}
 	return out
-}
-
-func equalShape(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // setValue writes v into the host value of the weight node n, in n's dtype.
