@@ -12,7 +12,8 @@
 // type, bit for bit.
 //
 // Writing ([Write]) encodes float32, float64 and bfloat16 slices and hands them to
-// github.com/nlpodyssey/safetensors, which writes the header and the data section.
+// github.com/nlpodyssey/safetensors, which writes the header and the data section. That
+// package parses a file only from one byte slice holding all of it, hence gomoe's reader.
 //
 // The tests check the reader on files written by nlpodyssey/safetensors, an independent
 // writer, and the writer's files with that package's reader.
