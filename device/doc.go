@@ -25,6 +25,5 @@
 // their scalar forms), and MatMul / MatVecMul on cuBLAS (Gorgonia's G.Mul and its gradient).
 // Other Gorgonia ops (reductions such as G.Sum, Gorgonia's own activations, softmax and
 // printing a device tensor) would read device memory from the host or return an engine error.
-// Values read with G.Read are step memory: see train.Step. See
-// ../shared/docs/gorgonia-device-residency.md for what Gorgonia does behind an engine's back.
+// Values read with G.Read are step memory: see train.Step.
 package device

@@ -61,12 +61,18 @@ func RoundSize(n int64) int64 {
 	return (n + (2<<20 - 1)) &^ (2<<20 - 1)
 }
 
+// errNilPool is returned by the methods of a nil *Pool.
+var errNilPool = errors.New("device: method called on a nil *Pool")
+
 // ErrUnknownPointer is returned for a pointer the Pool did not hand out.
 var ErrUnknownPointer = errors.New("device: pointer not allocated by this pool")
 
 // Alloc returns a block of at least n bytes. It reuses a cached block of the same size class
 // if there is one; if the backend fails, it frees every cached block and tries once more.
 func (p *Pool) Alloc(n int64, persistent bool) (uintptr, error) {
+	if p == nil {
+		return 0, errNilPool
+	}
 	if n < 0 {
 		return 0, fmt.Errorf("device: allocation of %d bytes", n)
 	}
@@ -103,6 +109,9 @@ func (p *Pool) Alloc(n int64, persistent bool) (uintptr, error) {
 
 // Free returns the block at ptr to the cache.
 func (p *Pool) Free(ptr uintptr) error {
+	if p == nil {
+		return errNilPool
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	b, ok := p.live[ptr]
@@ -125,6 +134,9 @@ func (p *Pool) releaseLocked(ptr uintptr, b block) {
 
 // SetPersistent marks the block at ptr as persistent (EndStep keeps it) or step-scoped.
 func (p *Pool) SetPersistent(ptr uintptr, persistent bool) error {
+	if p == nil {
+		return errNilPool
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	b, ok := p.live[ptr]
@@ -138,6 +150,9 @@ func (p *Pool) SetPersistent(ptr uintptr, persistent bool) error {
 
 // EndStep returns every live step-scoped block to the cache and reports how many.
 func (p *Pool) EndStep() int {
+	if p == nil {
+		return 0
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	n := 0
@@ -152,6 +167,9 @@ func (p *Pool) EndStep() int {
 
 // Owns reports whether ptr lies inside a live block, and that block's start and size.
 func (p *Pool) Owns(ptr uintptr) (start uintptr, size int64, ok bool) {
+	if p == nil {
+		return 0, 0, false
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if b, ok := p.live[ptr]; ok {
@@ -179,6 +197,9 @@ func (p *Pool) Owns(ptr uintptr) (start uintptr, size int64, ok bool) {
 
 // Trim frees every cached block to the backend.
 func (p *Pool) Trim() error {
+	if p == nil {
+		return errNilPool
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.trimLocked()
@@ -202,6 +223,9 @@ func (p *Pool) trimLocked() error {
 
 // Close frees every block, live or cached, to the backend. The Pool must not be used after.
 func (p *Pool) Close() error {
+	if p == nil {
+		return nil
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for ptr, b := range p.live {
@@ -212,6 +236,9 @@ func (p *Pool) Close() error {
 
 // Stats returns the Pool's counters.
 func (p *Pool) Stats() PoolStats {
+	if p == nil {
+		return PoolStats{}
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.stats

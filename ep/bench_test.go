@@ -12,7 +12,7 @@ import (
 // BenchmarkExchange measures the dispatch exchange of the in-process group (every rank copies
 // the blocks addressed to it, one per peer and expert, out of the senders' send layouts into
 // its expert-major layout) against copy() of the same bytes with the same number of
-// goroutines, in the same run. Shapes are the DESIGN.md mixtral and dsv3-like routings scaled
+// goroutines, in the same run. Shapes are the docs/design.md mixtral and dsv3-like routings scaled
 // to this machine (T tokens per rank, float32 rows).
 //
 //	go test -run '^$' -bench Exchange -benchtime 20x ./ep/

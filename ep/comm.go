@@ -3,6 +3,7 @@ package ep
 import (
 	"errors"
 	"fmt"
+	"runtime/debug"
 
 	"gorgonia.org/tensor"
 )
@@ -11,7 +12,9 @@ import (
 // Size and Abort is a collective: all Size() ranks must call it, in the same order, or it does
 // not return (the in-process Group returns an error after its timeout; NCCL hangs until the
 // communicator is aborted). An error on one rank that makes it skip a collective must be
-// followed by Abort, so that the other ranks return instead of waiting.
+// followed by Abort, so that the other ranks return instead of waiting: the ep ops abort on
+// their own errors, Guard makes other ops do so, and RunRank aborts on any error or panic of
+// a rank's step.
 type Communicator interface {
 	// Rank is this rank's index in [0, Size()).
 	Rank() int
@@ -102,10 +105,36 @@ func checkBlocks(what string, lists [][]Block, n, rows int) error {
 	}
 	for r, l := range lists {
 		for k, b := range l {
-			if b.Off < 0 || b.Len < 0 || b.Off+b.Len > rows {
-				return fmt.Errorf("ep: %s[%d][%d] = rows [%d, %d) is outside the buffer's %d rows", what, r, k, b.Off, b.Off+b.Len, rows)
+			if b.Off < 0 || b.Len < 0 || b.Off > rows || b.Len > rows-b.Off { // no b.Off+b.Len: it could wrap around
+				return fmt.Errorf("ep: %s[%d][%d] = %d rows at row %d is outside the buffer's %d rows", what, r, k, b.Len, b.Off, rows)
 			}
 		}
 	}
 	return nil
+}
+
+// RunRank runs one rank's step, fn, for a rank that runs on its own (its own goroutine or
+// process, as with NCCL; Group.Run does this for all ranks of an in-process group): if fn
+// returns an error or panics, RunRank aborts c, so that the other ranks, waiting in a
+// collective this rank will not reach, return an error instead of waiting forever, and
+// returns the error (a panic as an error, with its stack). Run every expert-parallel step of a
+// rank through it, or call c.Abort on every error yourself.
+func RunRank(c Communicator, fn func() error) (err error) {
+	if c == nil {
+		return errors.New("gomoe: ep.RunRank: communicator is nil")
+	}
+	if fn == nil {
+		err = errors.New("gomoe: ep.RunRank: fn is nil")
+		c.Abort(err)
+		return err
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("gomoe: ep: rank %d panicked: %v\n%s", c.Rank(), r, debug.Stack())
+		}
+		if err != nil {
+			c.Abort(err)
+		}
+	}()
+	return fn()
 }

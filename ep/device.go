@@ -19,7 +19,8 @@ type deviceBackend interface {
 	Buffer(v G.Value) (Buffer, error)
 	// Zeros allocates a zeroed device tensor on the device of like.
 	Zeros(like G.Value, dt tensor.Dtype, shape ...int) (G.Value, error)
-	// ToHost waits for the device and returns a host copy of v.
+	// ToHost waits for the device and returns a host copy of v, or an error if the device's
+	// kernels flagged bad input (an expert id out of range, a NaN score) before the copy.
 	ToHost(v G.Value) (*tensor.Dense, error)
 	// FromHost returns a device copy of the host tensor h on the device of like.
 	FromHost(like G.Value, h *tensor.Dense) (G.Value, error)

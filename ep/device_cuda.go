@@ -67,12 +67,23 @@ func (engineBackend) Zeros(like G.Value, dt tensor.Dtype, shape ...int) (G.Value
 	return t, nil
 }
 
+// ToHost also reports what the device kernels flagged before the copy (a bad expert id, a NaN
+// score at the top-k: the GPU kernels flag them instead of failing, see kernels.StatusError):
+// the copy is the host sync of the expert-parallel plan, the last point before the rows move
+// where a rank can still fail, and abort, instead of sending a plan built from bad input.
 func (engineBackend) ToHost(v G.Value) (*tensor.Dense, error) {
 	e, d, err := engineOf(v)
 	if err != nil {
 		return nil, err
 	}
-	return e.CopyOut(d)
+	h, err := e.CopyOut(d)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.Status(); err != nil {
+		return nil, fmt.Errorf("ep: the GPU flagged bad input before the plan's host copy: %w", err)
+	}
+	return h, nil
 }
 
 func (engineBackend) FromHost(like G.Value, h *tensor.Dense) (G.Value, error) {

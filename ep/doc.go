@@ -42,8 +42,10 @@
 // Group is an in-process implementation for N goroutine ranks (tests, CPU); NCCL (build tag
 // gomoecuda) runs over NVIDIA's NCCL, one GPU per rank, ranks as goroutines of one process or
 // as processes on one or several nodes. All ranks must run the same collectives in the same
-// order; ep's ops abort their communicator on any error, and Group.Run aborts the group when a
-// rank fails, so that no rank waits forever. A group is unusable after an abort.
+// order; ep's ops abort their communicator on any error (Guard makes other ops do so: the send
+// plan of NewPlan and the top-k of moe's expert-parallel layer), Group.Run aborts the group
+// when a rank fails, and RunRank does the same for a rank that runs alone (NCCL), so that no
+// rank waits forever. A group is unusable after an abort.
 //
 // # Staging (NCCL)
 //

@@ -32,6 +32,7 @@ type Group struct {
 // and unchanged until all ranks have read it.
 type phase struct {
 	posts    []post
+	posted   []bool // posted[r]: rank r has posted
 	arrived  int
 	done     chan struct{} // closed when all ranks have posted
 	verdict  error         // set before done is closed
@@ -67,10 +68,18 @@ func NewGroupTimeout(n int, timeout time.Duration) (*Group, error) {
 }
 
 // Size is the number of ranks.
-func (g *Group) Size() int { return g.n }
+func (g *Group) Size() int {
+	if g == nil {
+		return 0
+	}
+	return g.n
+}
 
 // Comm returns rank r's communicator.
 func (g *Group) Comm(r int) (Communicator, error) {
+	if g == nil {
+		return nil, errors.New("ep: Comm of a nil Group")
+	}
 	if r < 0 || r >= g.n {
 		return nil, fmt.Errorf("ep: rank %d of a group of %d ranks", r, g.n)
 	}
@@ -80,6 +89,9 @@ func (g *Group) Comm(r int) (Communicator, error) {
 // Abort fails every pending and later collective of the group with an error wrapping
 // ErrAborted and err.
 func (g *Group) Abort(err error) {
+	if g == nil {
+		return
+	}
 	if err == nil {
 		err = errors.New("aborted without a cause")
 	}
@@ -106,6 +118,12 @@ func (g *Group) aborted() error {
 // return too. Run returns nil if every fn succeeded, else the first failure's cause (errors of
 // other ranks that only report the abort are left out).
 func (g *Group) Run(fn func(c Communicator) error) error {
+	if g == nil {
+		return errors.New("ep: Run of a nil Group")
+	}
+	if fn == nil {
+		return errors.New("ep: Group.Run: fn is nil")
+	}
 	errs := make([]error, g.n)
 	var wg sync.WaitGroup
 	for r := 0; r < g.n; r++ {
@@ -181,14 +199,28 @@ func (c *inProcComm) enter(p post) (*phase, error) {
 	}
 	ph := g.cur
 	if ph == nil {
-		ph = &phase{posts: make([]post, g.n), done: make(chan struct{}), released: make(chan struct{})}
+		ph = &phase{posts: make([]post, g.n), posted: make([]bool, g.n), done: make(chan struct{}), released: make(chan struct{})}
 		g.cur = ph
 	}
+	if ph.posted[c.rank] {
+		// Two goroutines share this rank's communicator: the collectives would pair up wrongly.
+		g.mu.Unlock()
+		err := fmt.Errorf("ep: rank %d called %s while its %s was still waiting for the other ranks: two goroutines use the same rank's communicator", c.rank, p.kind, ph.posts[c.rank].kind)
+		g.Abort(err)
+		return nil, g.aborted()
+	}
+	ph.posted[c.rank] = true
 	ph.posts[c.rank] = p
 	ph.arrived++
 	if ph.arrived == g.n {
 		g.cur = nil
 		ph.verdict = validate(ph.posts)
+		if ph.verdict != nil && g.err == nil {
+			// The ranks disagree: the group cannot go on (a rank that retried would wait
+			// for partners that gave up), so the verdict aborts it.
+			g.err = ph.verdict
+			close(g.abort)
+		}
 		close(ph.done)
 	}
 	g.mu.Unlock()

@@ -3,6 +3,7 @@ package ep
 import (
 	"errors"
 	"fmt"
+	"math"
 	"math/rand"
 	"runtime"
 	"strings"
@@ -254,6 +255,20 @@ func TestCollectiveErrors(t *testing.T) {
 		{"block out of range", 2, func(c Communicator) error {
 			return c.AllToAll(f32(2), f32(4), blocks(2, 2, 2), blocks(2, 2, 2))
 		}, "outside the buffer"},
+		{"block offset wraps around", 2, func(c Communicator) error {
+			s := blocks(2, 1, 1)
+			if c.Rank() == 1 {
+				s[0][0] = Block{math.MaxInt, 1}
+			}
+			return c.AllToAll(f32(2), f32(2), s, blocks(2, 1, 1))
+		}, "rank 1 sends[0][0] = 1 rows at row 9223372036854775807 is outside the buffer's 2 rows"},
+		{"block length wraps around", 2, func(c Communicator) error {
+			r := blocks(2, 1, 1)
+			if c.Rank() == 0 {
+				r[1][0] = Block{1, math.MaxInt}
+			}
+			return c.AllToAll(f32(2), f32(2), blocks(2, 1, 1), r)
+		}, "rank 0 receives[1][0] = 9223372036854775807 rows at row 1 is outside"},
 		{"wrong number of block lists", 3, func(c Communicator) error {
 			return c.AllToAll(f32(2), f32(2), blocks(2, 1, 1), blocks(2, 1, 1))
 		}, "block lists for 2 ranks, want 3"},

@@ -296,8 +296,23 @@ func (c *NCCL) sync() error {
 }
 
 // ExchangeCounts implements Communicator: H2D, a grouped send/recv of len(send)/N int32 per
-// peer, D2H and a stream synchronisation.
+// peer, D2H and a stream synchronisation. Any error aborts the communicator (the other ranks
+// would otherwise wait in this collective for this rank), and so does an Abort from another
+// goroutine during the exchange: then it returns an error wrapping ErrAborted, never counts
+// that an aborted NCCL kernel left half written.
 func (c *NCCL) ExchangeCounts(send []int32) ([]int32, error) {
+	recv, err := c.exchangeCounts(send)
+	if err == nil && c.aborted.Load() {
+		err = fmt.Errorf("%w: %s was aborted during ExchangeCounts", ErrAborted, c)
+	}
+	if err != nil {
+		c.Abort(err)
+		return nil, err
+	}
+	return recv, nil
+}
+
+func (c *NCCL) exchangeCounts(send []int32) ([]int32, error) {
 	done, err := c.enter()
 	if err != nil {
 		return nil, err
@@ -356,8 +371,20 @@ func (c *NCCL) ExchangeCounts(send []int32) ([]int32, error) {
 // (or is the stream given to SetStream), so kernels enqueued later see the rows. Host buffers
 // are staged and waited for. NCCL does not check that the lengths of matching messages agree:
 // they come from the counts exchange, and a mismatch is undefined behaviour (the in-process
-// Group checks it).
+// Group checks it). Any error aborts the communicator, as in ExchangeCounts; an exchange of
+// host buffers that an Abort interrupted returns an error wrapping ErrAborted.
 func (c *NCCL) AllToAll(send, recv Buffer, sends, recvs [][]Block) error {
+	err := c.allToAll(send, recv, sends, recvs)
+	if err == nil && c.aborted.Load() {
+		err = fmt.Errorf("%w: %s was aborted during AllToAll", ErrAborted, c)
+	}
+	if err != nil {
+		c.Abort(err)
+	}
+	return err
+}
+
+func (c *NCCL) allToAll(send, recv Buffer, sends, recvs [][]Block) error {
 	if err := send.check("send"); err != nil {
 		return err
 	}

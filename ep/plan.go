@@ -64,13 +64,28 @@ func (p *Plan) Local() (*op.Plan, error) {
 }
 
 // Ranks is the number of ranks N.
-func (p *Plan) Ranks() int { return p.Comm.Size() }
+func (p *Plan) Ranks() int {
+	if p == nil || p.Comm == nil {
+		return 0
+	}
+	return p.Comm.Size()
+}
 
 // LocalExperts is E/N, the number of experts each rank holds.
-func (p *Plan) LocalExperts() int { return p.Geometry.E / p.Comm.Size() }
+func (p *Plan) LocalExperts() int {
+	if n := p.Ranks(); n > 0 {
+		return p.Geometry.E / n
+	}
+	return 0
+}
 
 // FirstExpert is the global id of this rank's first expert.
-func (p *Plan) FirstExpert() int { return p.Comm.Rank() * p.LocalExperts() }
+func (p *Plan) FirstExpert() int {
+	if p.Ranks() == 0 {
+		return 0
+	}
+	return p.Comm.Rank() * p.LocalExperts()
+}
 
 // LocalGeometry is the geometry of the plan of the rows a rank receives, for a layer of
 // geometry g (T, K filled in) over n ranks:
@@ -89,6 +104,9 @@ func LocalGeometry(g kernels.Geometry, n int) (kernels.Geometry, error) {
 	}
 	if g.E%n != 0 {
 		return kernels.Geometry{}, fmt.Errorf("gomoe: ep: E=%d experts are not divisible by N=%d ranks", g.E, n)
+	}
+	if float64(n)*float64(g.T) > kernels.MaxRows || float64(n)*float64(g.C) > kernels.MaxRows {
+		return kernels.Geometry{}, fmt.Errorf("gomoe: ep: %d ranks of T=%d tokens (C=%d) exceed the int32 row id limit %d", n, g.T, g.C, kernels.MaxRows)
 	}
 	el := g.E / n
 	gl := kernels.Geometry{T: n * g.T, K: min(g.K, el), E: el, A: g.A, Mode: g.Mode, Drop: g.Drop, PadToCapacity: g.PadToCapacity}
@@ -134,10 +152,30 @@ func NewPlan(ids, probs *G.Node, g kernels.Geometry, c Communicator) (*Plan, err
 	if g.E%c.Size() != 0 {
 		return nil, errorf(name, "E=%d experts are not divisible by N=%d ranks", g.E, c.Size())
 	}
-	send, err := op.NewPlan(ids, probs, sendGeometry(g))
+	// The send plan fails on bad ids (or a NaN prob) before the first collective: guarded, it
+	// aborts the communicator then, so the other ranks do not wait for this one.
+	sg := sendGeometry(g)
+	in := []*G.Node{ids}
+	if probs != nil && sg.Mode == kernels.Capacity && sg.Drop == kernels.DropByProb {
+		in = append(in, probs)
+	}
+	var built kernels.Geometry // the send plan's geometry, T and K filled in
+	sendNode, err := Guard(c, func(in ...*G.Node) (*G.Node, error) {
+		var pr *G.Node
+		if len(in) > 1 {
+			pr = in[1]
+		}
+		p, err := op.NewPlan(in[0], pr, sg)
+		if err != nil {
+			return nil, err
+		}
+		built = p.Geometry
+		return p.Node, nil
+	}, in...)
 	if err != nil {
 		return nil, wrapErr(name, err)
 	}
+	send := &op.Plan{Node: sendNode, Geometry: built}
 	g.T, g.K = send.Geometry.T, send.Geometry.K
 	gl, err := LocalGeometry(g, c.Size())
 	if err != nil {

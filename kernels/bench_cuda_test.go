@@ -18,7 +18,7 @@ import (
 
 // The GPU benchmark table: go test -tags gomoecuda -run TestCUDABenchTable -gomoe.bench ./kernels/
 // It times each kernel with CUDA events (mean of -gomoe.iters launches after 3 warm-ups) on the
-// DESIGN.md shapes and compares it with cuMemcpyDtoD moving the same bytes in the same run
+// docs/design.md shapes and compares it with cuMemcpyDtoD moving the same bytes in the same run
 // (a copy of n bytes moves 2n: read and write).
 
 var (

@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// The DESIGN.md benchmark shapes, with T scaled down so that a float32 run fits a small
+// The docs/design.md benchmark shapes, with T scaled down so that a float32 run fits a small
 // machine (the permuted buffer stays between 100 and 250 MB). H, E and K are the real ones.
 var benchShapes = []struct {
 	name       string
@@ -90,7 +90,7 @@ func benchShape[F Float](b *testing.B, T, E, K, H int) {
 		probs[i] = 0.5
 	}
 	dprobs := make([]F, T*K)
-	moved := T*H*es + T*K*H*es // DESIGN.md: permute = unpermute = T·H·e + T·K·H·e
+	moved := T*H*es + T*K*H*es // docs/design.md: permute = unpermute = T·H·e + T·K·H·e
 
 	// Touch every buffer once so page faults are not timed.
 	_ = PermuteForward(xp, x, p, H)

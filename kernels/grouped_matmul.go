@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 
 	"gonum.org/v1/gonum/blas"
-	"gonum.org/v1/gonum/blas/gonum"
 )
 
 // Grouped expert matmul on the CPU.
@@ -22,16 +21,14 @@ import (
 //	backward (weights): dw[e] = Σ_r xp[r]ᵀ · dz[r]   over the real rows of e; 0 for an expert
 //	                                                with no rows
 //
-// Each segment is one gonum BLAS gemm (split into fixed blocks of gmmRowBlock rows for the
-// row-wise products); the blocks and the experts run in parallel over GOMAXPROCS goroutines
-// (gonum may split a large block's gemm further).
-// The block boundaries depend on the plan alone, and every output element is written by one
-// gemm call, so results are bitwise identical across runs and GOMAXPROCS values.
+// Each segment is one gemm of the packed engine in gemm.go (split into fixed blocks of
+// gmmRowBlock rows for the row-wise products); the blocks and the experts run in parallel over
+// GOMAXPROCS goroutines, each gemm on one goroutine. Every output element is written by one
+// gemm call, whose arithmetic for an element does not depend on the blocking (fixed k-blocks),
+// so results are bitwise identical across runs and GOMAXPROCS values.
 
 // gmmRowBlock is the number of rows of one forward or row-backward task.
 const gmmRowBlock = 256
-
-var gmmBLAS gonum.Implementation
 
 // gmmRun runs f(i) for i in [0,n) on up to GOMAXPROCS goroutines, each taking the next task
 // from a shared counter (segments differ in size, so this balances better than fixed blocks:
@@ -71,6 +68,9 @@ func gmmCheck(what string, p Plan, H, N int, lens map[string][2]int) error {
 	if H < 1 || N < 1 {
 		return fmt.Errorf("gomoe: grouped matmul %s: H=%d N=%d, want both >= 1", what, H, N)
 	}
+	if float64(max(p.Rows(), p.E))*float64(H)*float64(N) > maxElems || float64(p.Rows())*float64(max(H, N)) > maxElems {
+		return fmt.Errorf("gomoe: grouped matmul %s: H=%d N=%d are too large for %v (more than 2^50 elements)", what, H, N, p.Geometry)
+	}
 	for _, name := range []string{"xp", "z", "dz", "dxp", "w", "dw"} {
 		l, ok := lens[name]
 		if !ok {
@@ -86,7 +86,7 @@ func gmmCheck(what string, p Plan, H, N int, lens map[string][2]int) error {
 	R := int32(p.Rows())
 	for e := 0; e < p.E; e++ {
 		o, n := p.Offsets[e], p.Counts[e]
-		if o < 0 || n < 0 || o+n > p.Offsets[e+1] || o+n > R {
+		if o < 0 || n < 0 || int64(o)+int64(n) > int64(p.Offsets[e+1]) || int64(o)+int64(n) > int64(R) {
 			return fmt.Errorf("gomoe: grouped matmul %s: expert %d has offset %d and count %d, outside the %d rows", what, e, o, n, R)
 		}
 	}
@@ -126,16 +126,17 @@ func gmmZeroPad[F Float](buf []F, p Plan, n int) {
 	})
 }
 
-// gemm is c = alpha·op(a)·op(b) + beta·c on row-major float32 or float64 slices.
+// gemm is c = op(a)·op(b) + beta·c on row-major float32 or float64 slices, through the
+// packed GEMM engine (gemm.go) on the calling goroutine.
 func gemm[F Float](tA, tB blas.Transpose, m, n, k int, a []F, lda int, b []F, ldb int, beta F, c []F, ldc int) {
 	if m == 0 || n == 0 {
 		return
 	}
 	switch a := any(a).(type) {
 	case []float32:
-		gmmBLAS.Sgemm(tA, tB, m, n, k, 1, a, lda, any(b).([]float32), ldb, float32(beta), any(c).([]float32), ldc)
+		gemmSerial(tA == blas.Trans, tB == blas.Trans, m, n, k, a, lda, any(b).([]float32), ldb, float32(beta), any(c).([]float32), ldc)
 	case []float64:
-		gmmBLAS.Dgemm(tA, tB, m, n, k, 1, a, lda, any(b).([]float64), ldb, float64(beta), any(c).([]float64), ldc)
+		gemmSerial(tA == blas.Trans, tB == blas.Trans, m, n, k, a, lda, any(b).([]float64), ldb, float64(beta), any(c).([]float64), ldc)
 	default:
 		// F is a named type (~float32 or ~float64): fall back to plain loops.
 		gemmLoops(tA, tB, m, n, k, a.([]F), lda, b, ldb, beta, c, ldc)
@@ -178,6 +179,9 @@ func GroupedMatMulForward[F Float](z, xp, w []F, p Plan, H, N int) error {
 	if err := gmmCheck("forward", p, H, N, map[string][2]int{"xp": {len(xp), R * H}, "w": {len(w), p.E * H * N}, "z": {len(z), R * N}}); err != nil {
 		return err
 	}
+	if err := checkDisjoint("grouped matmul forward", []span{spanOf("z", z)}, []span{spanOf("xp", xp), spanOf("w", w), spanOf("plan counts", p.Counts), spanOf("plan offsets", p.Offsets)}); err != nil {
+		return err
+	}
 	tasks := gmmRowTasks(p)
 	gmmRun(len(tasks), func(i int) {
 		t := tasks[i]
@@ -194,6 +198,9 @@ func GroupedMatMulForward[F Float](z, xp, w []F, p Plan, H, N int) error {
 func GroupedMatMulBackwardRows[F Float](dxp, dz, w []F, p Plan, H, N int, accumulate bool) error {
 	R := p.Rows()
 	if err := gmmCheck("backward rows", p, H, N, map[string][2]int{"dz": {len(dz), R * N}, "w": {len(w), p.E * H * N}, "dxp": {len(dxp), R * H}}); err != nil {
+		return err
+	}
+	if err := checkDisjoint("grouped matmul backward rows", []span{spanOf("dxp", dxp)}, []span{spanOf("dz", dz), spanOf("w", w), spanOf("plan counts", p.Counts), spanOf("plan offsets", p.Offsets)}); err != nil {
 		return err
 	}
 	var beta F
@@ -218,6 +225,9 @@ func GroupedMatMulBackwardRows[F Float](dxp, dz, w []F, p Plan, H, N int, accumu
 func GroupedMatMulBackwardWeights[F Float](dw, xp, dz []F, p Plan, H, N int, accumulate bool) error {
 	R := p.Rows()
 	if err := gmmCheck("backward weights", p, H, N, map[string][2]int{"xp": {len(xp), R * H}, "dz": {len(dz), R * N}, "dw": {len(dw), p.E * H * N}}); err != nil {
+		return err
+	}
+	if err := checkDisjoint("grouped matmul backward weights", []span{spanOf("dw", dw)}, []span{spanOf("xp", xp), spanOf("dz", dz), spanOf("plan counts", p.Counts), spanOf("plan offsets", p.Offsets)}); err != nil {
 		return err
 	}
 	var beta F

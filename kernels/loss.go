@@ -53,6 +53,8 @@ func checkBalance(name string, ids int, T, K, E, B int) error {
 		return fmt.Errorf("gomoe: %s: T=%d K=%d E=%d, want all >= 1", name, T, K, E)
 	case B < 1 || T%B != 0:
 		return fmt.Errorf("gomoe: %s: T=%d tokens do not split into %d equal sequences", name, T, B)
+	case float64(T)*float64(max(K, E)) > maxElems || float64(B)*float64(E) > maxElems: // T·K, T·E, B·E must not wrap
+		return fmt.Errorf("gomoe: %s: T=%d K=%d E=%d B=%d are too large (more than 2^50 elements)", name, T, K, E, B)
 	case ids != T*K:
 		return fmt.Errorf("gomoe: %s: %d ids, want T·K = %d", name, ids, T*K)
 	}
@@ -166,6 +168,9 @@ func rowLSE[F float32 | float64](x []F) float64 {
 func checkZ(name string, n, T, E int) error {
 	if T < 1 || E < 1 {
 		return fmt.Errorf("gomoe: %s: T=%d E=%d, want both >= 1", name, T, E)
+	}
+	if float64(T)*float64(E) > maxElems { // T·E must not wrap around
+		return fmt.Errorf("gomoe: %s: T=%d E=%d are too large (more than 2^50 elements)", name, T, E)
 	}
 	if n != T*E {
 		return fmt.Errorf("gomoe: %s: %d logits, want T·E = %d", name, n, T*E)

@@ -32,6 +32,9 @@ func BiasAdd[F Float](y, x, b []F) error {
 	if _, err := nnShape("BiasAdd", len(b), len(x), len(y)); err != nil {
 		return err
 	}
+	if err := checkInPlace("BiasAdd", []span{spanOf("y", y)}, []span{spanOf("x", x), spanOf("b", b)}); err != nil {
+		return err
+	}
 	cols := len(b)
 	for i := range x {
 		y[i] = x[i] + b[i%cols]
@@ -43,6 +46,9 @@ func BiasAdd[F Float](y, x, b []F) error {
 func ColSum[F Float](out, x []F) error {
 	rows, err := nnShape("ColSum", len(out), len(x))
 	if err != nil {
+		return err
+	}
+	if err := checkDisjoint("ColSum", []span{spanOf("out", out)}, []span{spanOf("x", x)}); err != nil {
 		return err
 	}
 	cols := len(out)
@@ -61,6 +67,9 @@ func ReLU[F Float](y, x []F) error {
 	if err := sameLen("ReLU", len(y), len(x)); err != nil {
 		return err
 	}
+	if err := checkInPlace("ReLU", []span{spanOf("y", y)}, []span{spanOf("x", x)}); err != nil {
+		return err
+	}
 	for i, v := range x {
 		if v > 0 || v != v {
 			y[i] = v
@@ -74,6 +83,9 @@ func ReLU[F Float](y, x []F) error {
 // ReLUBackward writes dx = dy where x > 0 and 0 elsewhere.
 func ReLUBackward[F Float](dx, x, dy []F) error {
 	if err := sameLen("ReLUBackward", len(dx), len(x), len(dy)); err != nil {
+		return err
+	}
+	if err := checkInPlace("ReLUBackward", []span{spanOf("dx", dx)}, []span{spanOf("x", x), spanOf("dy", dy)}); err != nil {
 		return err
 	}
 	for i, v := range x {
@@ -101,6 +113,9 @@ func RMSNorm[F Float](y, x, gain []F, eps float64) error {
 	if _, err := nnShape("RMSNorm", len(gain), len(x), len(y)); err != nil {
 		return err
 	}
+	if err := checkInPlace("RMSNorm", []span{spanOf("y", y)}, []span{spanOf("x", x), spanOf("gain", gain)}); err != nil {
+		return err
+	}
 	if !(eps >= 0) {
 		return fmt.Errorf("gomoe: RMSNorm: eps %g, want >= 0", eps)
 	}
@@ -120,6 +135,9 @@ func RMSNorm[F Float](y, x, gain []F, eps float64) error {
 //	dx_j = r·gain_j·dy_j − x_j · r³ · (Σ_k gain_k·dy_k·x_k) / cols.
 func RMSNormBackward[F Float](dx, x, gain, dy []F, eps float64) error {
 	if _, err := nnShape("RMSNormBackward", len(gain), len(x), len(dx), len(dy)); err != nil {
+		return err
+	}
+	if err := checkInPlace("RMSNormBackward", []span{spanOf("dx", dx)}, []span{spanOf("x", x), spanOf("gain", gain), spanOf("dy", dy)}); err != nil {
 		return err
 	}
 	if !(eps >= 0) {
@@ -145,6 +163,9 @@ func RMSNormBackward[F Float](dx, x, gain, dy []F, eps float64) error {
 func RMSNormGainGrad[F Float](dgain, x, dy []F, eps float64) error {
 	rows, err := nnShape("RMSNormGainGrad", len(dgain), len(x), len(dy))
 	if err != nil {
+		return err
+	}
+	if err := checkDisjoint("RMSNormGainGrad", []span{spanOf("dgain", dgain)}, []span{spanOf("x", x), spanOf("dy", dy)}); err != nil {
 		return err
 	}
 	if !(eps >= 0) {
@@ -199,6 +220,9 @@ func CrossEntropyBackward[F Float](dx, logits, target []F, cols int, scale float
 	if _, err := nnShape("CrossEntropyBackward", cols, len(logits), len(target), len(dx)); err != nil {
 		return err
 	}
+	if err := checkInPlace("CrossEntropyBackward", []span{spanOf("dx", dx)}, []span{spanOf("logits", logits), spanOf("target", target)}); err != nil {
+		return err
+	}
 	for o := 0; o < len(logits); o += cols {
 		x := logits[o : o+cols]
 		m := math.Inf(-1)
@@ -223,6 +247,9 @@ func Embedding[F Float](out, table []F, ids []int32, cols int) error {
 	if err != nil {
 		return err
 	}
+	if err := checkDisjoint("Embedding", []span{spanOf("out", out)}, []span{spanOf("table", table), spanOf("ids", ids)}); err != nil {
+		return err
+	}
 	if err := sameLen("Embedding", len(out), len(ids)*cols); err != nil {
 		return err
 	}
@@ -242,6 +269,9 @@ func Embedding[F Float](out, table []F, ids []int32, cols int) error {
 func EmbeddingBackward[F Float](dtable, dy []F, ids []int32, cols int) error {
 	V, err := nnShape("EmbeddingBackward", cols, len(dtable))
 	if err != nil {
+		return err
+	}
+	if err := checkDisjoint("EmbeddingBackward", []span{spanOf("dtable", dtable)}, []span{spanOf("dy", dy), spanOf("ids", ids)}); err != nil {
 		return err
 	}
 	if err := sameLen("EmbeddingBackward", len(dy), len(ids)*cols); err != nil {

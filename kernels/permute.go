@@ -29,7 +29,13 @@ func PermuteForward[F Float](xp, x []F, p Plan, H int) error {
 	if err := p.Check(); err != nil {
 		return err
 	}
+	if err := checkWidth("permute", "H", H, max(p.T, p.Rows())); err != nil {
+		return err
+	}
 	if err := firstErr(checkLen("permute: x", len(x), p.T*H), checkLen("permute: xp", len(xp), p.Rows()*H)); err != nil {
+		return err
+	}
+	if err := checkDisjoint("permute", []span{spanOf("xp", xp)}, append(planSpans(p), spanOf("x", x))); err != nil {
 		return err
 	}
 	K := p.K
@@ -66,6 +72,9 @@ func PermuteProbsForward[F Float](pp, probs []F, p Plan) error {
 	if err := firstErr(checkLen("permute probs: probs", len(probs), p.T*p.K), checkLen("permute probs: pp", len(pp), p.Rows())); err != nil {
 		return err
 	}
+	if err := checkDisjoint("permute probs", []span{spanOf("pp", pp)}, append(planSpans(p), spanOf("probs", probs))); err != nil {
+		return err
+	}
 	clear(pp)
 	for i, r := range p.RowOf {
 		if r >= 0 {
@@ -81,7 +90,13 @@ func PermuteBackward[F Float](dx, dxp []F, p Plan, H int) error {
 	if err := p.Check(); err != nil {
 		return err
 	}
+	if err := checkWidth("permute backward", "H", H, max(p.T, p.Rows())); err != nil {
+		return err
+	}
 	if err := firstErr(checkLen("permute backward: dx", len(dx), p.T*H), checkLen("permute backward: dxp", len(dxp), p.Rows()*H)); err != nil {
+		return err
+	}
+	if err := checkDisjoint("permute backward", []span{spanOf("dx", dx)}, append(planSpans(p), spanOf("dxp", dxp))); err != nil {
 		return err
 	}
 	K := p.K
@@ -117,6 +132,9 @@ func PermuteProbsBackward[F Float](dprobs, dpp []F, p Plan) error {
 		return err
 	}
 	if err := firstErr(checkLen("permute probs backward: dprobs", len(dprobs), p.T*p.K), checkLen("permute probs backward: dpp", len(dpp), p.Rows())); err != nil {
+		return err
+	}
+	if err := checkDisjoint("permute probs backward", []span{spanOf("dprobs", dprobs)}, append(planSpans(p), spanOf("dpp", dpp))); err != nil {
 		return err
 	}
 	for i, r := range p.RowOf {

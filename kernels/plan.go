@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"sort"
+
+	"github.com/gomoe/gomoe/internal/hostmem"
 )
 
 // Mode selects how the routing plan sizes each expert's segment.
@@ -92,18 +94,22 @@ func (g Geometry) Validate() error {
 		return fmt.Errorf("gomoe: plan: K=%d > E=%d: a token cannot pick more distinct experts than exist", g.K, g.E)
 	case g.A < 1:
 		return fmt.Errorf("gomoe: plan: alignment A=%d, want A >= 1", g.A)
+	case g.E > MaxRows:
+		return fmt.Errorf("gomoe: plan: E=%d experts exceed the int32 expert id limit %d", g.E, MaxRows)
+	case g.Drop != DropByPosition && g.Drop != DropByProb:
+		return fmt.Errorf("gomoe: plan: unknown drop policy %v", g.Drop)
 	}
 	switch g.Mode {
 	case Dropless:
 		if g.C != 0 {
 			return fmt.Errorf("gomoe: plan: capacity C=%d given in dropless mode", g.C)
 		}
+		if g.PadToCapacity {
+			return fmt.Errorf("gomoe: plan: PadToCapacity given in dropless mode (it needs capacity mode)")
+		}
 	case Capacity:
 		if g.C < 1 {
 			return fmt.Errorf("gomoe: plan: capacity C=%d, want C >= 1 in capacity mode", g.C)
-		}
-		if g.Drop != DropByPosition && g.Drop != DropByProb {
-			return fmt.Errorf("gomoe: plan: unknown drop policy %v", g.Drop)
 		}
 	default:
 		return fmt.Errorf("gomoe: plan: unknown mode %v", g.Mode)
@@ -115,6 +121,11 @@ func (g Geometry) Validate() error {
 	}
 	if r > MaxRows || float64(g.T)*float64(g.K) > MaxRows {
 		return fmt.Errorf("gomoe: plan: %.0f permuted rows (T=%d K=%d E=%d A=%d C=%d) exceed the int32 row id limit %d", r, g.T, g.K, g.E, g.A, g.C, MaxRows)
+	}
+	// The plan vector and BuildPlan's scratch (per-expert counts and ranks, at most T·K + 2·E
+	// more int32) must fit in memory: a failed allocation is fatal, not an error.
+	if b := 4 * (4*float64(g.E) + 1 + 2*float64(g.T)*float64(g.K) + r); b > float64(hostmem.Total()) {
+		return fmt.Errorf("gomoe: plan: the plan of %v and its scratch need %.4g bytes, more than this machine's %d bytes of memory", g, b, hostmem.Total())
 	}
 	return nil
 }
@@ -214,6 +225,9 @@ func BuildPlan[F Float](dst []int32, g Geometry, ids []int32, probs []F) error {
 	if err := g.CheckIDs(ids); err != nil {
 		return err
 	}
+	if err := checkDisjoint("plan", []span{spanOf("dst", dst)}, []span{spanOf("ids", ids), spanOf("probs", probs)}); err != nil {
+		return err
+	}
 	needProbs := g.Mode == Capacity && g.Drop == DropByProb
 	if needProbs {
 		if len(probs) != g.T*g.K {
@@ -230,6 +244,10 @@ func BuildPlan[F Float](dst []int32, g Geometry, ids []int32, probs []F) error {
 
 	// Pass 1: per-chunk counts per expert (chunks of tokens, deterministic partition).
 	chunks := chunkCount(g.T, 4096/K+1)
+	// Keep the chunks' per-expert counts within T·K + E entries: with many experts and few
+	// tokens per chunk they would otherwise outgrow the plan (the result does not depend on
+	// the number of chunks).
+	chunks = max(1, min(chunks, g.T*K/E))
 	chunkCounts := make([]int32, chunks*E)
 	parallelFor(chunks, func(c int) {
 		lo, hi := chunkRange(g.T, chunks, c)
@@ -369,8 +387,11 @@ func (p Plan) Check() error {
 	}
 	for e := 0; e < p.E; e++ {
 		o, n := p.Offsets[e], p.Counts[e]
-		if o < 0 || int(o)%p.A != 0 || n < 0 || o+n > p.Offsets[e+1] {
+		if o < 0 || int(o)%p.A != 0 || n < 0 || int64(o)+int64(n) > int64(p.Offsets[e+1]) {
 			return fmt.Errorf("gomoe: plan: expert %d has offset %d, count %d, next offset %d: not a valid aligned segment", e, o, n, p.Offsets[e+1])
+		}
+		if p.Mode == Capacity && int(n) > p.C {
+			return fmt.Errorf("gomoe: plan: expert %d has count %d, more than the capacity C=%d", e, n, p.C)
 		}
 	}
 	if p.Offsets[p.E] > R {

@@ -6,7 +6,7 @@ import (
 )
 
 // Reference implementations for the tests: plain loops written from the definitions in
-// DESIGN.md, independent of the kernels' chunked, parallel code.
+// docs/design.md, independent of the kernels' chunked, parallel code.
 
 // refPlan builds counts, offsets, rowOf and tokenOf expert by expert.
 func refPlan(g Geometry, ids []int32, probs []float64) (counts, offsets, rowOf, tokenOf []int32) {

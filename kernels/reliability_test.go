@@ -5,6 +5,8 @@ import (
 	"math"
 	"strings"
 	"testing"
+
+	"github.com/gomoe/gomoe/internal/hostmem"
 )
 
 // The bad-input table of docs/errors.md for package kernels: every row returns an error that
@@ -156,7 +158,7 @@ func relKernelCases(g Geometry, H, N int) []relKernelCase {
 	cases = append(cases,
 		relKernelCase{"PermuteForward/x short", nil, func(p Plan, b *relBufs) error { return PermuteForward(b.xp, short(b.x), p, H) }, []string{"permute: x"}},
 		relKernelCase{"PermuteForward/xp short", nil, func(p Plan, b *relBufs) error { return PermuteForward(short(b.xp), b.x, p, H) }, []string{"permute: xp"}},
-		relKernelCase{"PermuteForward/negative H", nil, func(p Plan, b *relBufs) error { return PermuteForward(b.xp, b.x, p, -H) }, []string{"permute: x"}},
+		relKernelCase{"PermuteForward/negative H", nil, func(p Plan, b *relBufs) error { return PermuteForward(b.xp, b.x, p, -H) }, []string{"permute: H=-3, want H >= 0"}},
 		relKernelCase{"PermuteProbsForward/probs short", nil, func(p Plan, b *relBufs) error { return PermuteProbsForward(b.pp, short(b.probs), p) }, []string{"permute probs: probs"}},
 		relKernelCase{"PermuteProbsForward/pp short", nil, func(p Plan, b *relBufs) error { return PermuteProbsForward(short(b.pp), b.probs, p) }, []string{"permute probs: pp"}},
 		relKernelCase{"PermuteBackward/dx short", nil, func(p Plan, b *relBufs) error { return PermuteBackward(short(b.x), b.dyp, p, H) }, []string{"dx"}},
@@ -186,6 +188,50 @@ func relKernelCases(g Geometry, H, N int) []relKernelCase {
 		relKernelCase{"GroupedMatMulBackwardWeights/dw short", nil, func(p Plan, b *relBufs) error {
 			return GroupedMatMulBackwardWeights(short(b.w), b.xp, b.z, p, H, N, true)
 		}, []string{"dw has"}},
+	)
+	// Sizes whose products wrap around int: H = 2^62 makes T·H wrap to a small number.
+	const huge = 1 << 62
+	cases = append(cases,
+		relKernelCase{"PermuteForward/H wraps around", nil, func(p Plan, b *relBufs) error { return PermuteForward(b.xp, b.x, p, huge) }, []string{"permute: H=4611686018427387904 times", "too large"}},
+		relKernelCase{"PermuteBackward/H wraps around", nil, func(p Plan, b *relBufs) error { return PermuteBackward(b.x, b.dyp, p, huge) }, []string{"permute backward: H="}},
+		relKernelCase{"UnpermuteForward/H wraps around", nil, func(p Plan, b *relBufs) error { return UnpermuteForward(b.y, b.yp, b.probs, p, huge) }, []string{"unpermute: H="}},
+		relKernelCase{"UnpermuteBackward/negative H", nil, func(p Plan, b *relBufs) error {
+			return UnpermuteBackward(b.dyp, b.dprobs, b.dy, b.yp, b.probs, p, -1)
+		}, []string{"unpermute backward: H=-1"}},
+		relKernelCase{"GroupedMatMulForward/H·N wraps around", nil, func(p Plan, b *relBufs) error { return GroupedMatMulForward(b.z, b.xp, b.w, p, 1<<40, 1<<40) }, []string{"too large"}},
+		relKernelCase{"GroupedMatMulBackwardRows/N wraps around", nil, func(p Plan, b *relBufs) error {
+			return GroupedMatMulBackwardRows(b.dyp, b.z, b.w, p, H, huge, true)
+		}, []string{"too large"}},
+	)
+	// Outputs sharing memory with an input or another output (the sizes are right, so only
+	// the overlap is wrong). R >= T·K >= T·H/... here: every view below fits its buffer.
+	cases = append(cases,
+		relKernelCase{"PermuteForward/xp overlaps x", nil, func(p Plan, b *relBufs) error { return PermuteForward(b.xp, b.xp[:len(b.x)], p, H) }, []string{"permute: output xp overlaps input x"}},
+		relKernelCase{"PermuteForward/x inside xp", nil, func(p Plan, b *relBufs) error {
+			return PermuteForward(b.xp, b.xp[len(b.xp)-len(b.x):], p, H)
+		}, []string{"output xp overlaps input x"}},
+		relKernelCase{"PermuteProbsForward/pp overlaps probs", nil, func(p Plan, b *relBufs) error {
+			return PermuteProbsForward(b.pp, b.pp[1:1+len(b.probs)], p)
+		}, []string{"permute probs: output pp overlaps input probs"}},
+		relKernelCase{"PermuteBackward/dx overlaps dxp", nil, func(p Plan, b *relBufs) error { return PermuteBackward(b.dyp[:len(b.x)], b.dyp, p, H) }, []string{"permute backward: output dx overlaps input dxp"}},
+		relKernelCase{"PermuteProbsBackward/dprobs overlaps dpp", nil, func(p Plan, b *relBufs) error {
+			return PermuteProbsBackward(b.pp[:len(b.dprobs)], b.pp, p)
+		}, []string{"output dprobs overlaps input dpp"}},
+		relKernelCase{"UnpermuteForward/y overlaps yp", nil, func(p Plan, b *relBufs) error { return UnpermuteForward(b.yp[:len(b.y)], b.yp, b.probs, p, H) }, []string{"unpermute: output y overlaps input yp"}},
+		relKernelCase{"UnpermuteForward/y overlaps probs", nil, func(p Plan, b *relBufs) error { return UnpermuteForward(b.y, b.yp, b.y[:len(b.probs)], p, H) }, []string{"output y overlaps input probs"}},
+		relKernelCase{"UnpermuteBackward/dyp overlaps dprobs", nil, func(p Plan, b *relBufs) error {
+			return UnpermuteBackward(b.dyp, b.dyp[len(b.dyp)-len(b.dprobs):], b.dy, b.yp, b.probs, p, H)
+		}, []string{"output dyp overlaps output dprobs"}},
+		relKernelCase{"UnpermuteBackward/dprobs overlaps dy", nil, func(p Plan, b *relBufs) error {
+			return UnpermuteBackward(b.dyp, b.dy[:len(b.dprobs)], b.dy, b.yp, b.probs, p, H)
+		}, []string{"output dprobs overlaps input dy"}},
+		relKernelCase{"GroupedMatMulForward/z overlaps xp", nil, func(p Plan, b *relBufs) error { return GroupedMatMulForward(b.xp[:len(b.z)], b.xp, b.w, p, H, N) }, []string{"grouped matmul forward: output z overlaps input xp"}},
+		relKernelCase{"GroupedMatMulBackwardRows/dxp overlaps dz", nil, func(p Plan, b *relBufs) error {
+			return GroupedMatMulBackwardRows(b.dyp, b.dyp[:len(b.z)], b.w, p, H, N, true)
+		}, []string{"output dxp overlaps input dz"}},
+		relKernelCase{"GroupedMatMulBackwardWeights/dw overlaps xp", nil, func(p Plan, b *relBufs) error {
+			return GroupedMatMulBackwardWeights(b.xp[:len(b.w)], b.xp, b.z, p, H, N, false)
+		}, []string{"output dw overlaps input xp"}},
 	)
 	return cases
 }
@@ -279,7 +325,8 @@ func TestReliabilitySizesBeyondInt32(t *testing.T) {
 			t.Errorf("%v: BuildPlan gave %v", g, err)
 		}
 	}
-	// The largest dropless geometry that fits is accepted.
+	// The largest dropless geometry that fits is accepted (where the machine can hold it).
+	defer hostmem.SetLimit(hostmem.SetLimit(1 << 40))
 	if err := (Geometry{T: math.MaxInt32, K: 1, E: 1, A: 1}).Validate(); err != nil {
 		t.Errorf("T·K = MaxInt32 rejected: %v", err)
 	}

@@ -18,6 +18,9 @@ func UnpermuteForward[F Float](y, yp, probs []F, p Plan, H int) error {
 	if err := p.Check(); err != nil {
 		return err
 	}
+	if err := checkWidth("unpermute", "H", H, max(p.T, p.Rows())); err != nil {
+		return err
+	}
 	if err := firstErr(checkLen("unpermute: y", len(y), p.T*H), checkLen("unpermute: yp", len(yp), p.Rows()*H)); err != nil {
 		return err
 	}
@@ -25,6 +28,9 @@ func UnpermuteForward[F Float](y, yp, probs []F, p Plan, H int) error {
 		if err := checkLen("unpermute: probs", len(probs), p.T*p.K); err != nil {
 			return err
 		}
+	}
+	if err := checkDisjoint("unpermute", []span{spanOf("y", y)}, append(planSpans(p), spanOf("yp", yp), spanOf("probs", probs))); err != nil {
+		return err
 	}
 	K := p.K
 	parallelRange(p.T, rowBlock, func(lo, hi int) {
@@ -65,6 +71,9 @@ func UnpermuteBackward[F Float](dyp, dprobs, dy, yp, probs []F, p Plan, H int) e
 	if err := p.Check(); err != nil {
 		return err
 	}
+	if err := checkWidth("unpermute backward", "H", H, max(p.T, p.Rows())); err != nil {
+		return err
+	}
 	if err := checkLen("unpermute backward: dy", len(dy), p.T*H); err != nil {
 		return err
 	}
@@ -82,6 +91,10 @@ func UnpermuteBackward[F Float](dyp, dprobs, dy, yp, probs []F, p Plan, H int) e
 		if err := firstErr(checkLen("unpermute backward: dprobs", len(dprobs), p.T*p.K), checkLen("unpermute backward: yp", len(yp), p.Rows()*H)); err != nil {
 			return err
 		}
+	}
+	if err := checkDisjoint("unpermute backward", []span{spanOf("dyp", dyp), spanOf("dprobs", dprobs)},
+		append(planSpans(p), spanOf("dy", dy), spanOf("yp", yp), spanOf("probs", probs))); err != nil {
+		return err
 	}
 	K := p.K
 	parallelRange(p.T, rowBlock, func(lo, hi int) {

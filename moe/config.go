@@ -8,6 +8,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/bfloat16"
+	"github.com/gomoe/gomoe/internal/hostmem"
 	"github.com/gomoe/gomoe/kernels"
 )
 
@@ -225,8 +226,8 @@ func (c Config) Validate() error {
 		return e("Hidden=%d, want >= 1", c.Hidden)
 	case c.FFN < 1:
 		return e("FFN=%d, want >= 1", c.FFN)
-	case c.Experts < 1:
-		return e("Experts=%d, want >= 1", c.Experts)
+	case c.Experts < 1 || c.Experts > math.MaxInt32:
+		return e("Experts=%d, want 1 <= Experts <= %d (expert ids are int32)", c.Experts, math.MaxInt32)
 	case c.TopK < 1:
 		return e("TopK=%d, want >= 1", c.TopK)
 	case c.TopK > c.Experts:
@@ -292,6 +293,29 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// checkMemory reports weights that cannot fit in this machine's memory: New allocates them on
+// the host, and a failed allocation is fatal, not an error. It is New's check, not Validate's,
+// so that a Config can describe a model larger than the machine (moe/hf reads the configs of
+// whole checkpoints).
+func (c Config) checkMemory() error {
+	if b := c.weightBytes(); b > float64(hostmem.Total()) {
+		return fmt.Errorf("gomoe: moe config: the weights of Experts=%d Hidden=%d FFN=%d SharedFFN=%d need %.4g bytes, more than this machine's %d bytes of memory", c.Experts, c.Hidden, c.FFN, c.SharedFFN, b, hostmem.Total())
+	}
+	return nil
+}
+
+// weightBytes is the host memory of the layer's weights (c with defaults), in floating point
+// so that no product wraps around.
+func (c Config) weightBytes() float64 {
+	mats := 3.0 // W1, W3, W2 (SwiGLU)
+	if c.Activation == GELU {
+		mats = 2
+	}
+	H, F, E, S := float64(c.Hidden), float64(c.FFN), float64(c.Experts), float64(c.SharedFFN)
+	size := float64(c.Dtype.Size())
+	return mats*(E*H*F+H*S)*size + (H*E+E)*float64(c.RouterDtype.Size())
+}
+
 // maxWeightElems bounds the elements of one weight tensor (2^44, 64 TiB of float32): above it
 // a Go allocation cannot succeed, and the product could wrap around in int.
 const maxWeightElems = 1 << 44
@@ -335,5 +359,12 @@ func (c Config) geometry(T int, factor float64) (kernels.Geometry, error) {
 		g.Drop = c.DropPolicy.kernel()
 		g.PadToCapacity = c.PadToCapacity
 	}
-	return g, g.Validate()
+	if err := g.Validate(); err != nil {
+		return g, err
+	}
+	// The activations of the routed rows ([R, H] and [R, F] buffers) must fit in memory too.
+	if b := float64(g.Rows()) * float64(max(c.Hidden, c.FFN)) * float64(c.Dtype.Size()); b > float64(hostmem.Total()) {
+		return g, fmt.Errorf("gomoe: moe: T=%d tokens need %d permuted rows of %d values, %.4g bytes, more than this machine's %d bytes of memory", T, g.Rows(), max(c.Hidden, c.FFN), b, hostmem.Total())
+	}
+	return g, nil
 }

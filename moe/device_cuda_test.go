@@ -51,9 +51,15 @@ type devRig struct {
 
 func newRig(t *testing.T, cfg Config, T int, seed int64) *devRig {
 	t.Helper()
+	return newRigOf(t, cfg, T, seed, func(g *G.ExprGraph) (*Layer, error) { return New(g, "moe", cfg) })
+}
+
+// newRigOf is newRig for the layer that mk makes in the rig's graph (New, NewExpertParallel).
+func newRigOf(t *testing.T, cfg Config, T int, seed int64, mk func(g *G.ExprGraph) (*Layer, error)) *devRig {
+	t.Helper()
 	r := &devRig{g: G.NewGraph()}
 	var err error
-	if r.l, err = New(r.g, "moe", cfg); err != nil {
+	if r.l, err = mk(r.g); err != nil {
 		t.Fatal(err)
 	}
 	dt := r.l.Config().Dtype

@@ -108,6 +108,11 @@ func NewExpertParallel(g *G.ExprGraph, name string, cfg Config, comm ep.Communic
 // epPaths shards the routed experts over the ranks of comm.
 type epPaths struct{ comm ep.Communicator }
 
+// guard builds build's node with an op that aborts comm when it fails (ep.Guard).
+func (e epPaths) guard(build func(in ...*G.Node) (*G.Node, error), in ...*G.Node) (*G.Node, error) {
+	return ep.Guard(e.comm, build, in...)
+}
+
 func (e epPaths) route(ids, planProbs *G.Node, geo kernels.Geometry) (expertRoute, error) {
 	p, err := ep.NewPlan(ids, planProbs, geo, e.comm)
 	if err != nil {

@@ -101,6 +101,9 @@ func New(g *G.ExprGraph, name string, cfg Config) (*Layer, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	if err := cfg.checkMemory(); err != nil {
+		return nil, err
+	}
 	if len(g.ByName(name+".router")) > 0 {
 		return nil, fmt.Errorf("gomoe: moe.New: the graph already has a layer named %q", name)
 	}
@@ -159,11 +162,19 @@ func (l *Layer) weight(rng *rand.Rand, dt tensor.Dtype, suffix string, fanIn int
 }
 
 // Config returns the layer's config with its defaults filled in.
-func (l *Layer) Config() Config { return l.cfg }
+func (l *Layer) Config() Config {
+	if l == nil {
+		return Config{}
+	}
+	return l.cfg
+}
 
 // Learnables returns the layer's trainable weights: the router, the expert weights and the
 // shared experts' weights (not the expert bias).
 func (l *Layer) Learnables() G.Nodes {
+	if l == nil {
+		return nil
+	}
 	ns := G.Nodes{l.Router, l.W1}
 	if l.W3 != nil {
 		ns = append(ns, l.W3)
@@ -209,6 +220,13 @@ func (l *Layer) Infer(x *G.Node) (*Output, error) { return l.apply(x, true) }
 
 // apply checks x and builds the layer's ops on it, for Forward (eval false) or Infer.
 func (l *Layer) apply(x *G.Node, eval bool) (*Output, error) {
+	if l == nil || l.g == nil || l.Router == nil {
+		what := "Forward"
+		if eval {
+			what = "Infer"
+		}
+		return nil, fmt.Errorf("gomoe: moe: %s on a nil or zero Layer (make it with moe.New or moe.NewExpertParallel)", what)
+	}
 	c := l.cfg
 	wrap := func(err error) (*Output, error) { return nil, fmt.Errorf("gomoe: moe %s: %w", l.name, err) }
 	if x == nil {
@@ -260,6 +278,26 @@ func (l *Layer) apply(x *G.Node, eval bool) (*Output, error) {
 	return out, nil
 }
 
+// topK is op.TopK; for an expert-parallel layer its op aborts the communicator when it fails
+// (a NaN score), so that the other ranks do not wait for this one in the plan's exchange.
+func (l *Layer) topK(s *G.Node, K int, opts op.TopKOpts) (*G.Node, error) {
+	ep, ok := l.paths.(epPaths)
+	if !ok {
+		return op.TopK(s, K, opts)
+	}
+	in := []*G.Node{s}
+	if opts.Bias != nil {
+		in = append(in, opts.Bias)
+	}
+	return ep.guard(func(in ...*G.Node) (*G.Node, error) {
+		o := opts
+		if len(in) > 1 {
+			o.Bias = in[1]
+		}
+		return op.TopK(in[0], K, o)
+	}, in...)
+}
+
 func (l *Layer) forward(x *G.Node, T int, geo kernels.Geometry, eval bool) (*Output, error) {
 	c := l.cfg
 	rdt, dt := c.RouterDtype, c.Dtype
@@ -292,7 +330,7 @@ func (l *Layer) forward(x *G.Node, T int, geo kernels.Geometry, eval bool) (*Out
 		if err != nil {
 			return nil, err
 		}
-		if o.IDs, err = op.TopK(s, K, topts); err != nil {
+		if o.IDs, err = l.topK(s, K, topts); err != nil {
 			return nil, err
 		}
 		if o.Probs, err = op.GatherTopK(s, o.IDs); err != nil {
@@ -300,7 +338,7 @@ func (l *Layer) forward(x *G.Node, T int, geo kernels.Geometry, eval bool) (*Out
 		}
 		auxScores = s
 	case c.Score == Softmax:
-		if o.IDs, err = op.TopK(o.Logits, K, topts); err != nil {
+		if o.IDs, err = l.topK(o.Logits, K, topts); err != nil {
 			return nil, err
 		}
 		chosen, err := op.GatherTopK(o.Logits, o.IDs)
@@ -320,7 +358,7 @@ func (l *Layer) forward(x *G.Node, T int, geo kernels.Geometry, eval bool) (*Out
 		if err != nil {
 			return nil, err
 		}
-		if o.IDs, err = op.TopK(s, K, topts); err != nil {
+		if o.IDs, err = l.topK(s, K, topts); err != nil {
 			return nil, err
 		}
 		if o.Probs, err = op.GatherTopK(s, o.IDs); err != nil {
@@ -505,9 +543,10 @@ func (o *Output) Stats(counts G.Value) (Stats, error) {
 		return Stats{}, fmt.Errorf("gomoe: moe: Stats: the output has no plan (use the Output that Forward returned)")
 	}
 	geo := o.Plan.Geometry
-	load, err := countsOf(counts, geo.E)
+	tk := float64(geo.T) * float64(geo.K) // a step routes at most T·K pairs
+	load, err := countsOf(counts, geo.E, tk)
 	if err != nil {
-		return Stats{}, err
+		return Stats{}, fmt.Errorf("gomoe: moe: Stats: %w", err)
 	}
 	st := Stats{TokensPerExpert: make([]int, geo.E), Dropped: geo.T * geo.K}
 	for e, v := range load {
@@ -517,11 +556,16 @@ func (o *Output) Stats(counts G.Value) (Stats, error) {
 	return st, nil
 }
 
+// maxLoad bounds the total load UpdateExpertBias accepts (summed over micro-batches): 2^53,
+// where float64 still counts every token exactly.
+const maxLoad = 1 << 53
+
 // countsOf reads an [E] vector of counts (int32, int or float) as float64, copying it from
-// the GPU when it lives there.
-func countsOf(v G.Value, E int) ([]float64, error) {
+// the GPU when it lives there. Every count must be a whole number >= 0, and their sum at most
+// limit (so no count is huge either).
+func countsOf(v G.Value, E int, limit float64) ([]float64, error) {
 	if v == nil {
-		return nil, fmt.Errorf("gomoe: moe: counts value is nil (read Output.Counts with G.Read after a run)")
+		return nil, fmt.Errorf("counts value is nil (read Output.Counts with G.Read after a run)")
 	}
 	if op.OnDevice(v) {
 		h, err := op.HostCopy(v)
@@ -530,8 +574,8 @@ func countsOf(v G.Value, E int) ([]float64, error) {
 		}
 		v = h
 	}
-	if v.Shape().TotalSize() != E {
-		return nil, fmt.Errorf("gomoe: moe: counts has shape %v, want (E=%d)", v.Shape(), E)
+	if s := v.Shape(); s.TotalSize() != E || (s.Dims() != 1 && !(E == 1 && s.IsScalar())) {
+		return nil, fmt.Errorf("counts has shape %v, want (E=%d)", v.Shape(), E)
 	}
 	out := make([]float64, E)
 	switch d := v.Data().(type) {
@@ -549,15 +593,36 @@ func countsOf(v G.Value, E int) ([]float64, error) {
 		}
 	case []float64:
 		copy(out, d[:E])
+	case int32, int, float32, float64: // a one-expert scalar
+		out[0], _ = scalarFloat(d)
 	default:
-		return nil, fmt.Errorf("gomoe: moe: counts has data %T, want int32, int or float", v.Data())
+		return nil, fmt.Errorf("counts has data %T, want int32, int or float", v.Data())
 	}
+	var sum float64
 	for e, x := range out {
-		if x < 0 || math.IsNaN(x) || math.IsInf(x, 0) {
-			return nil, fmt.Errorf("gomoe: moe: counts[%d] = %g is not a valid count", e, x)
+		if x < 0 || math.IsNaN(x) || math.IsInf(x, 0) || x != math.Trunc(x) {
+			return nil, fmt.Errorf("counts[%d] = %g is not a valid count (a whole number >= 0)", e, x)
+		}
+		if sum += x; sum > limit {
+			return nil, fmt.Errorf("counts[0..%d] sum to %g, more than the %g pairs they can count", e, sum, limit)
 		}
 	}
 	return out, nil
+}
+
+// scalarFloat converts a numeric scalar to float64.
+func scalarFloat(d any) (float64, bool) {
+	switch x := d.(type) {
+	case int32:
+		return float64(x), true
+	case int:
+		return float64(x), true
+	case float32:
+		return float64(x), true
+	case float64:
+		return x, true
+	}
+	return 0, false
 }
 
 // UpdateExpertBias applies the aux-loss-free balancing step
@@ -569,11 +634,14 @@ func countsOf(v G.Value, E int) ([]float64, error) {
 // step. It returns an error, and changes nothing, if the layer has no expert bias or load is
 // not a valid [E] count vector.
 func (l *Layer) UpdateExpertBias(load G.Value) error {
+	if l == nil {
+		return fmt.Errorf("gomoe: moe: UpdateExpertBias on a nil Layer")
+	}
 	if l.Bias == nil {
 		return fmt.Errorf("gomoe: moe %s: UpdateExpertBias: the layer has no expert bias (Config.ExpertBias is off)", l.name)
 	}
 	E := l.cfg.Experts
-	n, err := countsOf(load, E)
+	n, err := countsOf(load, E, maxLoad)
 	if err != nil {
 		return fmt.Errorf("gomoe: moe %s: UpdateExpertBias: %w", l.name, err)
 	}

@@ -91,7 +91,7 @@ func TestReliabilityBuildErrors(t *testing.T) {
 		}, []string{"too large to allocate"}},
 		{"New/weight sizes that wrap around int", func() error {
 			c := relCfg
-			c.Hidden, c.FFN, c.Experts, c.TopK = 1<<31, 1<<31, 1<<31, 2
+			c.Hidden, c.FFN, c.Experts, c.TopK = 1<<31, 1<<31, 4, 2
 			_, err := New(G.NewGraph(), "m", c)
 			return err
 		}, []string{"too large to allocate"}},

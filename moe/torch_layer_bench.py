@@ -45,6 +45,19 @@ Benchmark usage (on the GPU machine):
     python3 moe/torch_layer_bench.py --shape qwen3   --dtype bf16 --impl grouped --json out/torch_qwen3_bf16_grouped.json
     python3 moe/torch_layer_bench.py --shape custom --T 1024 --H 512 --F 256 --E 16 --K 2 --dtype f32
 
+CPU timing (issue 19): --device cpu --threads N times the same layer on the host CPU with
+N intra-op threads (torch.set_num_threads(N), one inter-op thread), wall-clock per
+iteration (time.perf_counter), peak_mem_gb null. To compare with gomoe's
+`go test -bench LayerForwardBackward ./moe/` at GOMAXPROCS=N on the same machine:
+
+    python3 moe/torch_layer_bench.py --shape custom --T 1024 --H 128 --F 256 --E 8 --K 2 \
+        --dtype f32 --device cpu --threads 2 --iters 50 --warmup 10
+    GOMAXPROCS=2 go test -run XXX -bench 'LayerForwardBackward/T1024_H128_F256_E8_K2_swiglu$' \
+        -benchtime 50x ./moe/
+
+(fwdbwd is the figure to compare with the Go benchmark's ns/op; taskset -c 0-(N-1) on both
+pins them to the same cores.)
+
 Presets: qwen3 T=4096 H=2048 F=768 E=128 K=8; mixtral T=4096 H=4096 F=14336 E=8 K=2
 (any of --T/--H/--F/--E/--K overrides the preset). Weights ~ N(0, 1/fan_in)
 (fan_in = H for Wr, W1, W3 and F for W2), x ~ N(0,1), dy ~ N(0,1), drawn on the
@@ -91,7 +104,9 @@ import array
 import json
 import math
 import os
+import platform
 import sys
+import time
 
 import torch
 import torch.nn.functional as Fn
@@ -276,7 +291,24 @@ def grouped_support(dtype, device):
     return None
 
 
-def time_ms(fn, iters, warmup):
+def time_ms_cpu(fn, iters, warmup):
+    """Median and mean wall-clock milliseconds of fn on the CPU."""
+    for _ in range(warmup):
+        fn()
+    ms = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        ms.append((time.perf_counter() - t0) * 1e3)
+    ms.sort()
+    n = len(ms)
+    median = ms[n // 2] if n % 2 else 0.5 * (ms[n // 2 - 1] + ms[n // 2])
+    return median, sum(ms) / n
+
+
+def time_ms(fn, iters, warmup, device=None):
+    if device is not None and device.type == "cpu":
+        return time_ms_cpu(fn, iters, warmup)
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
@@ -293,6 +325,18 @@ def time_ms(fn, iters, warmup):
     n = len(ms)
     median = ms[n // 2] if n % 2 else 0.5 * (ms[n // 2 - 1] + ms[n // 2])
     return median, sum(ms) / n
+
+
+def cpu_name():
+    """The host CPU's model name (from /proc/cpuinfo where there is one)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def bf16_reduced_precision_reduction():
@@ -317,7 +361,8 @@ def bench(args, shape):
     res = {
         "shape": args.shape, "T": T, "H": H, "F": F, "E": E, "K": K,
         "dtype": args.dtype, "impl": args.impl,
-        "device": torch.cuda.get_device_name(device),
+        "device": cpu_name() if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "threads": torch.get_num_threads() if device.type == "cpu" else None,
         "torch": torch.__version__, "cuda": torch.version.cuda,
         "fwd_ms": None, "fwd_ms_mean": None, "fwd_nograd_ms": None, "fwd_nograd_ms_mean": None,
         "fwdbwd_ms": None, "fwdbwd_ms_mean": None,
@@ -330,6 +375,8 @@ def bench(args, shape):
         "status": "ok",
     }
     label = "torch %-7s %-7s %-4s T=%d H=%d F=%d E=%d K=%d" % (args.impl, args.shape, args.dtype, T, H, F, E, K)
+    if device.type == "cpu":
+        label += " cpu threads=%d" % torch.get_num_threads()
 
     if args.impl == "grouped":
         why = grouped_support(dtype, device)
@@ -380,24 +427,30 @@ def bench(args, shape):
 def timings(res, label, args, run_fwd, run_fwd_nograd, run_fwdbwd, device):
     """Times the three measurements, fills res and prints one line each."""
     flops_fwd, flops_fwdbwd = res["flops_fwd"], res["flops_fwdbwd"]
-    ms, mean = time_ms(run_fwd, args.iters, args.warmup)
+    cuda = device.type == "cuda"
+    ms, mean = time_ms(run_fwd, args.iters, args.warmup, device)
     res["fwd_ms"], res["fwd_ms_mean"] = ms, mean
     res["tflops_fwd"] = flops_fwd / (ms * 1e-3) / 1e12
     print("%s | fwd        median %9.3f ms  mean %9.3f ms  %7.2f TFLOP/s" % (label, ms, mean, res["tflops_fwd"]))
 
-    ms, mean = time_ms(run_fwd_nograd, args.iters, args.warmup)
+    ms, mean = time_ms(run_fwd_nograd, args.iters, args.warmup, device)
     res["fwd_nograd_ms"], res["fwd_nograd_ms_mean"] = ms, mean
     print("%s | fwd_nograd median %9.3f ms  mean %9.3f ms  %7.2f TFLOP/s"
           % (label, ms, mean, flops_fwd / (ms * 1e-3) / 1e12))
 
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats(device)
-    ms, mean = time_ms(run_fwdbwd, args.iters, args.warmup)
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(device)
+    ms, mean = time_ms(run_fwdbwd, args.iters, args.warmup, device)
     res["fwdbwd_ms"], res["fwdbwd_ms_mean"] = ms, mean
     res["tflops_fwdbwd"] = flops_fwdbwd / (ms * 1e-3) / 1e12
-    res["peak_mem_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
-    print("%s | fwdbwd     median %9.3f ms  mean %9.3f ms  %7.2f TFLOP/s  peak %.2f GB"
-          % (label, ms, mean, res["tflops_fwdbwd"], res["peak_mem_gb"]))
+    if cuda:
+        res["peak_mem_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
+        print("%s | fwdbwd     median %9.3f ms  mean %9.3f ms  %7.2f TFLOP/s  peak %.2f GB"
+              % (label, ms, mean, res["tflops_fwdbwd"], res["peak_mem_gb"]))
+    else:
+        print("%s | fwdbwd     median %9.3f ms  mean %9.3f ms  %7.4f TFLOP/s"
+              % (label, ms, mean, res["tflops_fwdbwd"]))
     return res
 
 
@@ -474,7 +527,10 @@ def main(argv=None):
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--device", default=None, help="default: cuda (benchmark), cpu (--check)")
+    ap.add_argument("--device", default=None, help="default: cuda (benchmark), cpu (--check); "
+                    "--device cpu times the layer on the host CPU")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="with --device cpu: torch intra-op threads (torch.set_num_threads)")
     ap.add_argument("--json", default=None, help="write the benchmark result to this file")
     ap.add_argument("--check", action="store_true", help="float64 reference dump for a Go test")
     ap.add_argument("--dump", default=None, help="directory for --check output")
@@ -503,8 +559,21 @@ def main(argv=None):
         return check(args, shape)
 
     args.device = args.device or "cuda"
-    if not torch.cuda.is_available():
-        ap.error("the benchmark needs a CUDA device")
+    if torch.device(args.device).type == "cpu":
+        if args.threads is not None:
+            if args.threads < 1:
+                ap.error("need --threads >= 1")
+            torch.set_num_threads(args.threads)
+            try:
+                torch.set_num_interop_threads(1)
+            except RuntimeError:
+                pass  # already set by an earlier parallel region
+        if args.impl == "grouped":
+            ap.error("--impl grouped (torch._grouped_mm) times the GPU only; use --impl loop on the CPU")
+    elif args.threads is not None:
+        ap.error("--threads applies to --device cpu only")
+    elif not torch.cuda.is_available():
+        ap.error("the benchmark needs a CUDA device (or --device cpu)")
     res = bench(args, shape)
     if args.json:
         d = os.path.dirname(args.json)

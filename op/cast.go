@@ -25,6 +25,9 @@ func Cast(x *G.Node, to tensor.Dtype) (*G.Node, error) {
 	if !isData(to) {
 		return nil, fmt.Errorf("gomoe: Cast: target: dtype %v, want float32, float64 or bfloat16", to)
 	}
+	if x.Shape().TotalSize() == 0 {
+		return nil, fmt.Errorf("gomoe: Cast: x has shape %v, want a non-empty tensor (Gorgonia cannot allocate the gradient of an empty tensor)", x.Shape())
+	}
 	if x.Dtype() == to {
 		return x, nil
 	}

@@ -21,7 +21,7 @@ import (
 	"github.com/gomoe/gomoe/op"
 )
 
-// Reliability on the GPU (issue 8): determinism over repeated runs, sizes past 2^31 elements,
+// Reliability on the GPU: determinism over repeated runs, sizes past 2^31 elements,
 // out-of-memory errors and flat memory over many steps. The large and repeated tests are
 // skipped with -short (the compute-sanitizer runs use -short).
 

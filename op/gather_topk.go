@@ -28,6 +28,9 @@ func GatherTopK(scores, ids *G.Node) (*G.Node, error) {
 	if s.Dims() != 2 || is.Dims() != 2 || s[0] != is[0] {
 		return nil, fmt.Errorf("gomoe: %s: scores %v and ids %v, want (T, E) and (T, K)", name, s, is)
 	}
+	if s.TotalSize() == 0 || is.TotalSize() == 0 {
+		return nil, fmt.Errorf("gomoe: %s: scores %v and ids %v, want T, E and K >= 1 (Gorgonia cannot allocate the gradient of an empty tensor)", name, s, is)
+	}
 	if err := checkNodes("GatherTopK", []*G.Node{scores, ids}, "scores", "ids"); err != nil {
 		return nil, err
 	}

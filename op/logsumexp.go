@@ -21,8 +21,8 @@ func RowLogSumExp(x *G.Node) (*G.Node, error) {
 	if err := wantFloat(x.Dtype()); err != nil {
 		return nil, fmt.Errorf("gomoe: RowLogSumExp: %v", err)
 	}
-	if s := x.Shape(); s.Dims() != 2 {
-		return nil, fmt.Errorf("gomoe: RowLogSumExp: x has shape %v, want (T, E)", s)
+	if s := x.Shape(); s.Dims() != 2 || s[0] < 1 || s[1] < 1 {
+		return nil, fmt.Errorf("gomoe: RowLogSumExp: x has shape %v, want (T, E) with T, E >= 1", s)
 	}
 	return applyOp("RowLogSumExp", lseOp{}, x)
 }

@@ -5,6 +5,7 @@ import (
 	"hash"
 
 	"github.com/chewxy/hm"
+	"github.com/gomoe/gomoe/kernels"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 )
@@ -16,7 +17,8 @@ import (
 // It is G.Mul for matrices without Gorgonia's preallocation: G.Mul asks for a host output
 // buffer on every run, which a device engine must then move to the GPU, so large products
 // (the router's input gradient) cost a host allocation each step. MatMul lets the inputs'
-// engine allocate its output: cuBLAS on the device engine, gonum BLAS on the CPU.
+// engine allocate its output: cuBLAS on the device engine, the kernels' packed GEMM engine
+// (kernels.Gemm: AVX2/AVX-512 assembly on amd64) on the CPU.
 func MatMul(a, b *G.Node) (*G.Node, error) {
 	const name = "MatMul"
 	if a == nil || b == nil {
@@ -30,6 +32,9 @@ func MatMul(a, b *G.Node) (*G.Node, error) {
 	}
 	if a.Shape()[1] != b.Shape()[0] {
 		return nil, errorf(name, "a %v times b %v: inner sizes differ", a.Shape(), b.Shape())
+	}
+	if a.Shape().TotalSize() == 0 || b.Shape().TotalSize() == 0 {
+		return nil, errorf(name, "a %v times b %v: every size must be >= 1 (an empty matrix)", a.Shape(), b.Shape())
 	}
 	if err := checkNodes(name, []*G.Node{a, b}, "a", "b"); err != nil {
 		return nil, err
@@ -103,11 +108,17 @@ func (op matMulOp) Do(vs ...G.Value) (G.Value, error) {
 	if vs[0].Dtype() != vs[1].Dtype() {
 		return nil, errorf(name, "dtypes %v and %v", vs[0].Dtype(), vs[1].Dtype())
 	}
-	if _, err := onDevice(name, vs...); err != nil {
+	dev, err := onDevice(name, vs...)
+	if err != nil {
 		return nil, err
 	}
 	if _, err := op.InferShape(vs[0].Shape(), vs[1].Shape()); err != nil {
 		return nil, err
+	}
+	if !dev {
+		if c, ok := op.hostGemm(vs[0], vs[1]); ok {
+			return c, nil
+		}
 	}
 	a, err := view(vs[0], op.ta)
 	if err != nil {
@@ -119,6 +130,33 @@ func (op matMulOp) Do(vs ...G.Value) (G.Value, error) {
 	}
 	c, err := tensor.MatMul(a, b)
 	return c, wrapErr(name, err)
+}
+
+// hostGemm computes the product of two plain row-major host matrices of float32 or float64
+// with the kernels' packed GEMM engine; ok is false for anything else (tensor.MatMul takes it).
+func (op matMulOp) hostGemm(av, bv G.Value) (G.Value, bool) {
+	a, okA := av.(*tensor.Dense)
+	b, okB := bv.(*tensor.Dense)
+	if !okA || !okB || a.RequiresIterator() || b.RequiresIterator() || a.Dtype() != b.Dtype() {
+		return nil, false
+	}
+	m, k := opDims(a.Shape(), op.ta)
+	_, n := opDims(b.Shape(), op.tb)
+	lda, ldb := a.Shape()[1], b.Shape()[1]
+	if m == 0 || n == 0 || k == 0 {
+		return nil, false
+	}
+	switch a.Dtype() {
+	case tensor.Float32:
+		c := make([]float32, m*n)
+		kernels.Gemm(op.ta, op.tb, m, n, k, a.Float32s(), lda, b.Float32s(), ldb, 0, c, n)
+		return tensor.New(tensor.WithShape(m, n), tensor.WithBacking(c)), true
+	case tensor.Float64:
+		c := make([]float64, m*n)
+		kernels.Gemm(op.ta, op.tb, m, n, k, a.Float64s(), lda, b.Float64s(), ldb, 0, c, n)
+		return tensor.New(tensor.WithShape(m, n), tensor.WithBacking(c)), true
+	}
+	return nil, false
 }
 
 func (op matMulOp) ReturnsPtr() bool      { return false }

@@ -23,7 +23,12 @@ type Plan struct {
 }
 
 // Rows is R, the number of rows of the permuted buffer.
-func (p *Plan) Rows() int { return p.Geometry.Rows() }
+func (p *Plan) Rows() int {
+	if p == nil {
+		return 0
+	}
+	return p.Geometry.Rows()
+}
 
 // NewPlan builds the plan from ids [T,K] int32 (and probs [T,K], required for capacity mode
 // with kernels.DropByProb, else may be nil).

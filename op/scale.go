@@ -20,6 +20,9 @@ func Scale(x *G.Node, c float64) (*G.Node, error) {
 	if err := wantFloat(x.Dtype()); err != nil {
 		return nil, errorf("Scale", "x: %v", err)
 	}
+	if x.Shape().TotalSize() == 0 {
+		return nil, errorf("Scale", "x has shape %v, want a non-empty tensor (Gorgonia cannot allocate the gradient of an empty tensor)", x.Shape())
+	}
 	return applyOp("Scale", scaleOp{c, x.Dims()}, x)
 }
 

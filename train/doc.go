@@ -12,7 +12,7 @@
 //     report (Progress) that draws a bar on a terminal and prints plain lines elsewhere.
 //
 // Gorgonia's own solvers zero gradients and make dual values through raw host memory, so they
-// cannot update device tensors (see ../shared/docs/gorgonia-device-residency.md). The
+// cannot update device tensors. The
 // optimisers here implement gorgonia.Solver without that: a weight on the host is updated
 // with a plain loop (kernels.AdamUpdate, kernels.SGDUpdate), a weight in GPU memory (package
 // device, build tag gomoecuda) with one CUDA kernel that reads the gradient and the moments

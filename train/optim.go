@@ -1,6 +1,7 @@
 package train
 
 import (
+	"errors"
 	"fmt"
 	"math"
 
@@ -52,7 +53,12 @@ func NewAdam(lr float64) *Adam {
 }
 
 // Steps is the number of steps taken.
-func (a *Adam) Steps() int { return a.t }
+func (a *Adam) Steps() int {
+	if a == nil {
+		return 0
+	}
+	return a.t
+}
 
 // GradNorm is the global L2 norm of the gradients of the last step, before clipping (NaN
 // when MaxGradNorm is 0: the norm is computed only to clip).
@@ -140,6 +146,9 @@ func check(name string, vgs []G.ValueGrad) ([]pair, error) {
 // state) first: on a bad input nothing is updated and the step count is unchanged. An error
 // from the update itself (a failed kernel launch) can leave the weights before it updated.
 func (a *Adam) Step(vgs []G.ValueGrad) error {
+	if a == nil {
+		return errors.New("gomoe: train: Step on a nil *Adam (make it with NewAdam)")
+	}
 	ps, err := check("Adam", vgs)
 	if err != nil {
 		return err
@@ -188,6 +197,9 @@ func (a *Adam) Step(vgs []G.ValueGrad) error {
 // Release frees the optimiser's state (device memory for GPU weights); the next Step starts
 // from zero moments. State of weights no longer passed to Step is kept until Release.
 func (a *Adam) Release() {
+	if a == nil {
+		return
+	}
 	for _, st := range a.state {
 		st.release()
 	}
@@ -312,6 +324,9 @@ func (st *moments) release() {
 
 // Step applies one SGD update to every weight, after checking all of them.
 func (s *SGD) Step(vgs []G.ValueGrad) error {
+	if s == nil {
+		return errors.New("gomoe: train: Step on a nil *SGD")
+	}
 	ps, err := check("SGD", vgs)
 	if err != nil {
 		return err
@@ -359,6 +374,9 @@ func (s *SGD) GradNorm() float64 { return s.norm }
 
 // Release frees the master copies of bfloat16 weights (device memory for GPU weights).
 func (s *SGD) Release() {
+	if s == nil {
+		return
+	}
 	for _, st := range s.state {
 		st.release()
 	}

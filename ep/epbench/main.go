@@ -1,7 +1,7 @@
 //go:build gomoecuda
 
 // Command epbench measures the expert-parallel exchanges of package ep over NCCL, one rank per
-// visible GPU (one goroutine each), on the DESIGN.md shapes: the dispatch exchange (send layout
+// visible GPU (one goroutine each), on the docs/design.md shapes: the dispatch exchange (send layout
 // -> expert-major local layout, one ncclSend/ncclRecv per (peer, expert) block), the combine
 // exchange (the reverse), and, in the same run, a raw NCCL all-to-all of the same bytes (one
 // block per peer) and a device-to-device copy of them. It also times the counts exchange (the

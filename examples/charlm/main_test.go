@@ -82,9 +82,9 @@ func TestBadConfig(t *testing.T) {
 		{"layers", func(c *config) { c.Layers = 0 }, "layers"},
 		{"context", func(c *config) { c.Context = 0 }, "context"},
 		{"steps", func(c *config) { c.Steps = 0 }, "steps"},
-		{"temp", func(c *config) { c.Temp = 0 }, "temperature"},
-		{"topk", func(c *config) { c.Block.TopK = 9 }, "TopK"},
-		{"capacity", func(c *config) { c.Block.Capacity = -1 }, "CapacityFactor"},
+		{"temp", func(c *config) { c.Temp = 0 }, "-temp 0: want a finite number > 0"},
+		{"topk", func(c *config) { c.Block.TopK = 9 }, "-topk 9"},
+		{"capacity", func(c *config) { c.Block.Capacity = -1 }, "-capacity -1"},
 		{"goroot", func(c *config) { c.GoRoot = filepath.Join(os.TempDir(), "no-such-goroot") }, "no-such-goroot"},
 	}
 	for _, tt := range tests {

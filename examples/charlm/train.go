@@ -247,23 +247,29 @@ func validate(cfg config) error {
 	if err := cfg.LoopConfig.Validate(); err != nil {
 		return err
 	}
-	switch {
-	case cfg.Layers < 1:
-		return fmt.Errorf("layers %d must be positive", cfg.Layers)
-	case cfg.Context < 1 || cfg.Embed < 1:
-		return fmt.Errorf("context %d and embed %d must be positive", cfg.Context, cfg.Embed)
-	case cfg.Steps < 1 || cfg.Batch < 1 || cfg.EvalBatch < 1:
-		return fmt.Errorf("steps %d, batch %d and eval batch %d must be positive", cfg.Steps, cfg.Batch, cfg.EvalBatch)
-	case cfg.EvalChars < 1:
-		return fmt.Errorf("eval chars %d must be positive", cfg.EvalChars)
-	case cfg.TrainMB <= 0 || cfg.HeldMB <= 0:
-		return fmt.Errorf("train-mb %g and held-mb %g must be positive", cfg.TrainMB, cfg.HeldMB)
-	case cfg.Temp <= 0:
-		return fmt.Errorf("temperature %g must be positive", cfg.Temp)
-	case cfg.LogEvery < 1:
-		return fmt.Errorf("log-every %d must be positive", cfg.LogEvery)
-	case cfg.Out == "":
-		return errors.New("empty output folder")
+	const big = 1 << 30
+	inf := math.Inf(1)
+	for _, err := range []error{
+		trainutil.IntFlag("layers", cfg.Layers, 1, 1<<10),
+		trainutil.IntFlag("context", cfg.Context, 1, 1<<16),
+		trainutil.IntFlag("embed", cfg.Embed, 1, 1<<16),
+		trainutil.IntFlag("steps", cfg.Steps, 1, big),
+		trainutil.IntFlag("batch", cfg.Batch, 1, 1<<24),
+		trainutil.IntFlag("eval batch", cfg.EvalBatch, 1, 1<<24),
+		trainutil.IntFlag("eval-chars", cfg.EvalChars, 1, big),
+		trainutil.IntFlag("eval-every", cfg.EvalEvery, 0, big),
+		trainutil.IntFlag("log-every", cfg.LogEvery, 1, big),
+		trainutil.IntFlag("sample", cfg.Sample, 0, 1<<24),
+		trainutil.FloatFlag("train-mb", cfg.TrainMB, 0, 1e6, true), // int(MB·1e6) must not wrap
+		trainutil.FloatFlag("held-mb", cfg.HeldMB, 0, 1e6, true),
+		trainutil.FloatFlag("temp", cfg.Temp, 0, inf, true),
+	} {
+		if err != nil {
+			return err
+		}
+	}
+	if cfg.Out == "" {
+		return errors.New("-out: empty output folder")
 	}
 	return nil
 }

@@ -187,19 +187,26 @@ func validate(cfg config) error {
 	if err := cfg.LoopConfig.Validate(); err != nil {
 		return err
 	}
+	const big = 1 << 30
+	for _, err := range []error{
+		trainutil.IntFlag("batch", cfg.Batch, 1, 1<<24),
+		trainutil.IntFlag("eval batch", cfg.EvalBatch, 1, 1<<24),
+		trainutil.IntFlag("steps", cfg.Steps, 0, big),
+		trainutil.IntFlag("epochs", cfg.Epochs, 0, 1<<20),
+		trainutil.IntFlag("eval-every", cfg.EvalEvery, 0, big),
+		trainutil.IntFlag("log-every", cfg.LogEvery, 1, big),
+		trainutil.IntFlag("shift", cfg.Shift, 0, 27), // a 28-pixel image
+		trainutil.FloatFlag("target", cfg.Target, 0, 1, false),
+	} {
+		if err != nil {
+			return err
+		}
+	}
 	switch {
-	case cfg.Batch < 1:
-		return fmt.Errorf("batch %d must be positive", cfg.Batch)
-	case cfg.EvalBatch < 1:
-		return fmt.Errorf("eval batch %d must be positive", cfg.EvalBatch)
-	case cfg.Steps < 0 || (cfg.Steps == 0 && cfg.Epochs < 1):
-		return fmt.Errorf("need steps > 0 or epochs > 0 (got steps %d, epochs %d)", cfg.Steps, cfg.Epochs)
+	case cfg.Steps == 0 && cfg.Epochs < 1:
+		return fmt.Errorf("-steps 0 and -epochs %d: need -steps > 0 or -epochs > 0", cfg.Epochs)
 	case cfg.Out == "":
-		return errors.New("empty output folder")
-	case cfg.EvalEvery < 0:
-		return fmt.Errorf("eval-every %d must be >= 0", cfg.EvalEvery)
-	case cfg.LogEvery < 1:
-		return fmt.Errorf("log-every %d must be positive", cfg.LogEvery)
+		return errors.New("-out: empty output folder")
 	}
 	return nil
 }

@@ -1,7 +1,7 @@
 //go:build gomoecuda
 
 // Command layerbench times the moe layer's forward and forward+backward on one GPU (device
-// engine, tape machine, cuBLAS expert GEMMs, gomoe's kernels) at the shapes of issue 7, for
+// engine, tape machine, cuBLAS expert GEMMs, gomoe's kernels) at the benchmark shapes, for
 // comparison with moe/torch_layer_bench.py run in the same session:
 //
 //	go run -tags gomoecuda ./moe/layerbench -shape qwen3 -json out.json

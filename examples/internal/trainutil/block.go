@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
@@ -42,17 +43,36 @@ type Block interface {
 
 // Validate reports the first problem with cfg, or nil.
 func (cfg BlockConfig) Validate() error {
-	if cfg.Hidden < 1 || cfg.FFN < 1 {
-		return fmt.Errorf("hidden %d and ffn %d must be positive", cfg.Hidden, cfg.FFN)
+	const big = 1 << 24 // no flag of a block is meaningful beyond this
+	inf := math.Inf(1)
+	for _, err := range []error{
+		IntFlag("hidden", cfg.Hidden, 1, big), IntFlag("ffn", cfg.FFN, 1, big),
+		IntFlag("experts", cfg.Experts, 1, big), IntFlag("topk", cfg.TopK, 1, max(1, cfg.Experts)),
+		FloatFlag("capacity", cfg.Capacity, 0, inf, false),
+		FloatFlag("aux", cfg.AuxCoef, 0, inf, false), FloatFlag("zloss", cfg.ZCoef, 0, inf, false),
+	} {
+		if err != nil && !(cfg.Dense && isRoutingFlag(err)) {
+			return err
+		}
 	}
 	if cfg.Act != "swiglu" && cfg.Act != "gelu" {
-		return fmt.Errorf("unknown activation %q (want swiglu or gelu)", cfg.Act)
+		return fmt.Errorf("-act %q: unknown activation (want swiglu or gelu)", cfg.Act)
 	}
 	if cfg.Dense {
 		return nil
 	}
 	_, err := MoEConfig(cfg)
 	return err
+}
+
+// isRoutingFlag reports whether err is about a flag a dense block ignores.
+func isRoutingFlag(err error) bool {
+	for _, f := range []string{"-experts ", "-topk ", "-capacity ", "-aux ", "-zloss "} {
+		if strings.HasPrefix(err.Error(), f) {
+			return true
+		}
+	}
+	return false
 }
 
 // NewBlock returns the feed-forward block that cfg describes, named name in g.

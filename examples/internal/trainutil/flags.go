@@ -1,6 +1,10 @@
 package trainutil
 
-import "flag"
+import (
+	"flag"
+	"fmt"
+	"math"
+)
 
 // AddFlags registers on fs the command-line flags that set the fields of cfg
 // (-experts, -topk, -hidden, -ffn, -act, -capacity, -drop, -aux, -zloss and
@@ -17,4 +21,34 @@ func (cfg *BlockConfig) AddFlags(fs *flag.FlagSet, denseUsage string) {
 	fs.Float64Var(&cfg.AuxCoef, "aux", cfg.AuxCoef, "load-balancing loss coefficient")
 	fs.Float64Var(&cfg.ZCoef, "zloss", cfg.ZCoef, "router z-loss coefficient")
 	fs.BoolVar(&cfg.Dense, "dense", cfg.Dense, denseUsage)
+}
+
+// IntFlag checks the value v of the integer flag -name against [lo, hi] and returns an error
+// naming the flag otherwise.
+func IntFlag(name string, v, lo, hi int) error {
+	if v < lo || v > hi {
+		if hi == math.MaxInt {
+			return fmt.Errorf("-%s %d: want an integer >= %d", name, v, lo)
+		}
+		return fmt.Errorf("-%s %d: want an integer in [%d, %d]", name, v, lo, hi)
+	}
+	return nil
+}
+
+// FloatFlag checks the value v of the float flag -name: a finite number in [lo, hi] (with
+// lo excluded if open), and returns an error naming the flag otherwise (NaN and ±Inf
+// included).
+func FloatFlag(name string, v, lo, hi float64, open bool) error {
+	ok := !math.IsNaN(v) && !math.IsInf(v, 0) && v >= lo && v <= hi && (!open || v > lo)
+	if ok {
+		return nil
+	}
+	low := fmt.Sprintf(">= %g", lo)
+	if open {
+		low = fmt.Sprintf("> %g", lo)
+	}
+	if math.IsInf(hi, 1) || hi == math.MaxFloat64 {
+		return fmt.Errorf("-%s %g: want a finite number %s", name, v, low)
+	}
+	return fmt.Errorf("-%s %g: want a finite number %s and <= %g", name, v, low, hi)
 }

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"path/filepath"
 
@@ -41,15 +42,21 @@ func (c *LoopConfig) AddFlags(fs *flag.FlagSet, length string) {
 	fs.IntVar(&c.StopAt, "stop-at", c.StopAt, "stop after this step (with -save, to -resume later)")
 }
 
-// Validate reports the first bad field of c, or nil.
+// Validate reports the first bad field of c, or nil, naming its flag (as IntFlag and
+// FloatFlag do).
 func (c LoopConfig) Validate() error {
-	switch {
-	case !(c.LR > 0):
-		return fmt.Errorf("learning rate %g must be positive", c.LR)
-	case c.Warmup < 0 || c.SaveEvery < 0 || c.StopAt < 0:
-		return fmt.Errorf("warmup %d, save-every %d and stop-at %d must be >= 0", c.Warmup, c.SaveEvery, c.StopAt)
-	case !(c.Clip >= 0):
-		return fmt.Errorf("clip %g must be >= 0", c.Clip)
+	const big = 1 << 30
+	for _, err := range []error{
+		FloatFlag("lr", c.LR, 0, math.Inf(1), true),
+		FloatFlag("lr-floor", c.LRFloor, 0, 1, false),
+		IntFlag("warmup", c.Warmup, 0, big),
+		IntFlag("save-every", c.SaveEvery, 0, big),
+		IntFlag("stop-at", c.StopAt, 0, big),
+		FloatFlag("clip", c.Clip, 0, math.Inf(1), false),
+	} {
+		if err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -54,11 +54,14 @@ func TestLoopConfig(t *testing.T) {
 		c   LoopConfig
 		err string
 	}{
-		{LoopConfig{LR: 0}, "learning rate 0"},
-		{LoopConfig{LR: math.NaN()}, "learning rate NaN"},
-		{LoopConfig{LR: 1, Warmup: -1}, "warmup -1"},
-		{LoopConfig{LR: 1, StopAt: -2}, "stop-at -2"},
-		{LoopConfig{LR: 1, Clip: math.NaN()}, "clip NaN"},
+		{LoopConfig{LR: 0}, "-lr 0: want a finite number > 0"},
+		{LoopConfig{LR: math.NaN()}, "-lr NaN"},
+		{LoopConfig{LR: math.Inf(1)}, "-lr +Inf"},
+		{LoopConfig{LR: 1, LRFloor: 2}, "-lr-floor 2: want a finite number >= 0 and <= 1"},
+		{LoopConfig{LR: 1, Warmup: -1}, "-warmup -1: want an integer in [0, 1073741824]"},
+		{LoopConfig{LR: 1, SaveEvery: -3}, "-save-every -3"},
+		{LoopConfig{LR: 1, StopAt: -2}, "-stop-at -2"},
+		{LoopConfig{LR: 1, Clip: math.NaN()}, "-clip NaN"},
 	} {
 		if err := bad.c.Validate(); err == nil || !strings.Contains(err.Error(), bad.err) {
 			t.Errorf("%+v: %v, want an error containing %q", bad.c, err, bad.err)

@@ -44,7 +44,7 @@ func MoEConfig(cfg BlockConfig) (moe.Config, error) {
 	case "position":
 		mc.DropPolicy = moe.DropByPosition
 	default:
-		return moe.Config{}, fmt.Errorf("unknown drop policy %q (want probs or position)", cfg.Drop)
+		return moe.Config{}, fmt.Errorf("-drop %q: unknown drop policy (want probs or position)", cfg.Drop)
 	}
 	return mc, mc.Validate()
 }

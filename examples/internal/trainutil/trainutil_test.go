@@ -164,11 +164,17 @@ func TestBlockConfigErrors(t *testing.T) {
 		edit func(*BlockConfig)
 		want string
 	}{
-		{"hidden", func(c *BlockConfig) { c.Hidden = 0 }, "hidden"},
-		{"act", func(c *BlockConfig) { c.Act = "tanh" }, "activation"},
-		{"topk", func(c *BlockConfig) { c.TopK = 5 }, "TopK"},
-		{"drop", func(c *BlockConfig) { c.Drop = "x" }, "drop policy"},
-		{"capacity", func(c *BlockConfig) { c.Capacity = -1 }, "CapacityFactor"},
+		{"hidden", func(c *BlockConfig) { c.Hidden = 0 }, "-hidden 0: want an integer in [1, 16777216]"},
+		{"act", func(c *BlockConfig) { c.Act = "tanh" }, "-act \"tanh\": unknown activation"},
+		{"topk", func(c *BlockConfig) { c.TopK = 5 }, "-topk 5: want an integer in [1, 4]"},
+		{"drop", func(c *BlockConfig) { c.Drop = "x" }, "-drop \"x\": unknown drop policy"},
+		{"capacity", func(c *BlockConfig) { c.Capacity = -1 }, "-capacity -1: want a finite number >= 0"},
+		{"capacity NaN", func(c *BlockConfig) { c.Capacity = math.NaN() }, "-capacity NaN"},
+		{"aux +Inf", func(c *BlockConfig) { c.AuxCoef = math.Inf(1) }, "-aux +Inf"},
+		{"zloss negative", func(c *BlockConfig) { c.ZCoef = -0.5 }, "-zloss -0.5"},
+		{"experts 0", func(c *BlockConfig) { c.Experts = 0 }, "-experts 0"},
+		{"experts huge", func(c *BlockConfig) { c.Experts = 1 << 40 }, "-experts 1099511627776"},
+		{"ffn negative", func(c *BlockConfig) { c.FFN = -3 }, "-ffn -3"},
 	}
 	for _, tt := range tests {
 		c := base

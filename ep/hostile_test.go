@@ -1,0 +1,222 @@
+package ep
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/kernels"
+)
+
+// rankDeadline bounds how long the ranks of a hostile case may take in all: far more than
+// they need (milliseconds), far less than "forever", which is what a missed abort costs with
+// timeout 0.
+const rankDeadline = 20 * time.Second
+
+// runRanksAlone runs fn for every rank of g, each in its own goroutine, as NCCL ranks run (not
+// through Group.Run, which aborts the group for them), and returns every rank's error. A case
+// that does not finish within rankDeadline is a hang: the group is aborted to free the
+// goroutines and the test fails.
+func runRanksAlone(t *testing.T, g *Group, fn func(c Communicator) error) []error {
+	t.Helper()
+	errs := make([]error, g.Size())
+	done := make(chan int, g.Size())
+	for r := 0; r < g.Size(); r++ {
+		c, err := g.Comm(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func(r int) {
+			defer func() { done <- r }()
+			errs[r] = fn(c)
+		}(r)
+	}
+	deadline := time.After(rankDeadline)
+	for range g.Size() {
+		select {
+		case <-done:
+		case <-deadline:
+			g.Abort(errors.New("test deadline")) // frees ranks waiting in a collective, if any
+			t.Fatalf("the ranks did not all return within %v: a rank that failed did not abort the others", rankDeadline)
+		}
+	}
+	return errs
+}
+
+// zeroDone tells rank 1 of the shared-communicator case that rank 0 is done.
+var zeroDone chan struct{}
+
+// waitPosted waits until c's rank has posted to the group's pending collective.
+func waitPosted(c *inProcComm) {
+	for {
+		c.g.mu.Lock()
+		ok := c.g.cur != nil && c.g.cur.posted[c.rank]
+		c.g.mu.Unlock()
+		if ok {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestHostileRanksAlone: one rank's error, on any path of an expert-parallel step, makes every
+// rank return an error promptly, also with an in-process group that never times out
+// (timeout 0), where only an abort can free a waiting rank. The failing rank's error names the
+// cause; the others report the abort. Inputs are unchanged.
+func TestHostileRanksAlone(t *testing.T) {
+	base := layerCase{N: 2, T: 4, K: 2, E: 4, H: 3, F: 2, A: 1}
+	step := func(c layerCase, in layerInputs, comm Communicator) error {
+		rg, err := buildRank(c, in, tensor.Float64, comm)
+		if err != nil {
+			return err
+		}
+		_, _, err = runGraph(rg.g, tape, rg.cost, rg.wrt)
+		return err
+	}
+	cases := []struct {
+		name string
+		fn   func(comm Communicator, in layerInputs) error
+		want string // the failing rank's (rank 0) error
+	}{
+		{"bad expert id in rank 0's plan (no RunRank: the guarded send plan aborts)", func(comm Communicator, in layerInputs) error {
+			if comm.Rank() == 0 {
+				in.ids[2] = 9
+			}
+			return step(base, in, comm)
+		}, "ids[1,0] = 9 is out of range [-1, 4)"},
+		{"rank 0 fails before the counts exchange (RunRank)", func(comm Communicator, in layerInputs) error {
+			return RunRank(comm, func() error {
+				if comm.Rank() == 0 {
+					return errors.New("rank 0 could not load its batch")
+				}
+				return step(base, in, comm)
+			})
+		}, "rank 0 could not load its batch"},
+		{"rank 0 fails after the forward, before the optimiser's collectives (RunRank)", func(comm Communicator, in layerInputs) error {
+			return RunRank(comm, func() error {
+				if err := step(base, in, comm); err != nil {
+					return err
+				}
+				if comm.Rank() == 0 {
+					return errors.New("rank 0 found a NaN loss")
+				}
+				_, err := comm.ExchangeCounts(make([]int32, comm.Size())) // the next step's first collective
+				return err
+			})
+		}, "rank 0 found a NaN loss"},
+		{"rank 0 panics (RunRank)", func(comm Communicator, in layerInputs) error {
+			return RunRank(comm, func() error {
+				if comm.Rank() == 0 {
+					var m map[string]int
+					m["x"]++
+				}
+				return step(base, in, comm)
+			})
+		}, "rank 0 panicked: assignment to entry in nil map"},
+		{"two goroutines share rank 0's communicator", func(comm Communicator, in layerInputs) error {
+			if comm.Rank() != 0 {
+				<-zeroDone // rank 1 comes late: the group is aborted by then
+				_, err := comm.ExchangeCounts(make([]int32, 2))
+				return err
+			}
+			defer close(zeroDone)
+			first := make(chan error, 1)
+			go func() {
+				_, err := comm.ExchangeCounts(make([]int32, 2))
+				first <- err
+			}()
+			waitPosted(comm.(*inProcComm))
+			b, _ := HostBuffer(make([]float32, 2), 1)
+			err := comm.AllToAll(b, b, [][]Block{{}, {}}, [][]Block{{}, {}})
+			return errors.Join(err, <-first)
+		}, "rank 0 called AllToAll while its ExchangeCounts was still waiting for the other ranks: two goroutines use the same rank's communicator"},
+	}
+	for _, c := range cases {
+		zeroDone = make(chan struct{})
+		t.Run(c.name, func(t *testing.T) {
+			defer checkNoLeak(t)()
+			g, err := NewGroupTimeout(base.N, 0) // wait forever: only an abort frees a rank
+			if err != nil {
+				t.Fatal(err)
+			}
+			in := makeInputs(base, 3)
+			ids := slices.Clone(in.ids)
+			x := slices.Clone(in.x)
+			errs := runRanksAlone(t, g, func(comm Communicator) error {
+				mine := in
+				mine.ids = slices.Clone(in.ids) // each rank edits its own copy
+				return c.fn(comm, mine)
+			})
+			all := errors.Join(errs...)
+			if all == nil || !strings.Contains(all.Error(), c.want) {
+				t.Errorf("errors %v, want one containing %q", all, c.want)
+			}
+			for r, err := range errs {
+				if err == nil {
+					t.Errorf("rank %d returned no error", r)
+				} else if !strings.Contains(err.Error(), c.want) && !errors.Is(err, ErrAborted) {
+					t.Errorf("rank %d: %v, want the cause or ErrAborted", r, err)
+				}
+			}
+			if !slices.Equal(ids, in.ids) || !slices.Equal(x, in.x) {
+				t.Error("the inputs were changed")
+			}
+			c0, _ := g.Comm(0)
+			if _, err := c0.ExchangeCounts(make([]int32, 2)); !errors.Is(err, ErrAborted) {
+				t.Errorf("a collective after the failure: %v, want ErrAborted", err)
+			}
+		})
+	}
+}
+
+// TestHostileRunRankAndGuard: RunRank and Guard reject nil arguments with an error (and
+// RunRank aborts then, since the rank will not run its step).
+func TestHostileRunRankAndGuard(t *testing.T) {
+	g, _ := NewGroupTimeout(1, 0)
+	c, _ := g.Comm(0)
+	if err := RunRank(nil, func() error { return nil }); err == nil || !strings.Contains(err.Error(), "communicator is nil") {
+		t.Errorf("RunRank(nil): %v", err)
+	}
+	if err := RunRank(c, nil); err == nil || !strings.Contains(err.Error(), "fn is nil") {
+		t.Errorf("RunRank(c, nil): %v", err)
+	}
+	if _, err := c.ExchangeCounts([]int32{1}); !errors.Is(err, ErrAborted) {
+		t.Errorf("after RunRank(c, nil): %v, want ErrAborted", err)
+	}
+	if _, err := Guard(nil, nil); err == nil {
+		t.Error("Guard(nil, nil): no error")
+	}
+	g2, _ := NewGroupTimeout(1, 0)
+	c2, _ := g2.Comm(0)
+	if _, err := Guard(c2, nil); err == nil || !strings.Contains(err.Error(), "build is nil") {
+		t.Errorf("Guard(c, nil): %v", err)
+	}
+	if _, err := Guard(c2, nil, nil); err == nil {
+		t.Error("Guard with a nil input: no error")
+	}
+}
+
+// TestHostileLocalGeometry: rank counts whose products with T or C wrap around int are
+// rejected with an error, not a negative geometry.
+func TestHostileLocalGeometry(t *testing.T) {
+	cases := []struct {
+		name string
+		g    kernels.Geometry
+		n    int
+		want string
+	}{
+		{"n·T wraps", kernels.Geometry{T: 1 << 40, K: 1, E: 1 << 20, A: 1}, 1 << 20, "exceed the int32 row id limit"},
+		{"n·C beyond int32", kernels.Geometry{T: 4, K: 1, E: 8, A: 1, Mode: kernels.Capacity, C: 1 << 30}, 4, "C=1073741824"},
+		{"0 ranks", kernels.Geometry{T: 4, K: 1, E: 8, A: 1}, 0, "0 ranks"},
+		{"E not divisible", kernels.Geometry{T: 4, K: 1, E: 9, A: 1}, 2, "not divisible"},
+	}
+	for _, c := range cases {
+		if _, err := LocalGeometry(c.g, c.n); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", c.name, err, c.want)
+		}
+	}
+}

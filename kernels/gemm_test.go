@@ -1,0 +1,208 @@
+package kernels
+
+import (
+	"fmt"
+	"math"
+	"math/rand"
+	"runtime"
+	"testing"
+)
+
+// gemmRef64 is c = op(a)·op(b) + beta·c with plain loops in float64, and the bound
+// Σ_p |op(a)[i,p]·op(b)[p,j]| + |beta·c[i,j]| of each element for the error tolerance.
+func gemmRef64(tA, tB bool, m, n, k int, a []float64, lda int, b []float64, ldb int, beta float64, c []float64, ldc int) (ref, mag []float64) {
+	ref, mag = make([]float64, m*n), make([]float64, m*n)
+	for i := 0; i < m; i++ {
+		for j := 0; j < n; j++ {
+			var s, g float64
+			for p := 0; p < k; p++ {
+				var av, bv float64
+				if tA {
+					av = a[p*lda+i]
+				} else {
+					av = a[i*lda+p]
+				}
+				if tB {
+					bv = b[j*ldb+p]
+				} else {
+					bv = b[p*ldb+j]
+				}
+				s += av * bv
+				g += math.Abs(av * bv)
+			}
+			if beta != 0 {
+				s += beta * c[i*ldc+j]
+				g += math.Abs(beta * c[i*ldc+j])
+			}
+			ref[i*n+j], mag[i*n+j] = s, g
+		}
+	}
+	return ref, mag
+}
+
+// gemmCase runs Gemm on random operands with padded leading dimensions and checks every
+// element of c against gemmRef64, and that c's padding is untouched.
+func gemmCase[T float32 | float64](t *testing.T, rng *rand.Rand, tA, tB bool, m, n, k int, beta T) {
+	t.Helper()
+	pad := 3
+	ar, ac := m, k
+	if tA {
+		ar, ac = k, m
+	}
+	br, bc := k, n
+	if tB {
+		br, bc = n, k
+	}
+	lda, ldb, ldc := ac+pad, bc+pad, n+pad
+	a64, b64, c64 := gmmRand(rng, ar*lda), gmmRand(rng, br*ldb), gmmRand(rng, m*ldc)
+	a, b, c := gmmConv[T](a64), gmmConv[T](b64), gmmConv[T](c64)
+	if beta == 0 { // overwrite must not read c
+		for i := range c {
+			c[i] = T(math.NaN())
+		}
+	}
+	ref, mag := gemmRef64(tA, tB, m, n, k, gmmTo64(a), lda, gmmTo64(b), ldb, float64(beta), gmmTo64(c), ldc)
+	Gemm(tA, tB, m, n, k, a, lda, b, ldb, beta, c, ldc)
+	eps := 0x1p-52
+	if _, ok := any(beta).(float32); ok {
+		eps = 0x1p-23
+	}
+	for i := 0; i < m; i++ {
+		for j := 0; j < ldc; j++ {
+			got := float64(c[i*ldc+j])
+			if j >= n {
+				if orig := T(c64[i*ldc+j]); c[i*ldc+j] != orig && !(beta == 0 && math.IsNaN(got)) {
+					t.Fatalf("tA=%v tB=%v m=%d n=%d k=%d: padding c[%d,%d] changed to %v", tA, tB, m, n, k, i, j, got)
+				}
+				continue
+			}
+			want, tol := ref[i*n+j], float64(k+2)*eps*mag[i*n+j]
+			if !(math.Abs(got-want) <= tol) {
+				t.Fatalf("%s tA=%v tB=%v m=%d n=%d k=%d beta=%v: c[%d,%d] = %v, want %v ± %.3g", gemmKernel[T]().name, tA, tB, m, n, k, beta, i, j, got, want, tol)
+			}
+		}
+	}
+}
+
+// gemmPaths returns the kernel paths this CPU runs; the caller restores the default.
+func gemmPaths(t *testing.T) []string {
+	var paths []string
+	for _, p := range []string{"go", "avx2", "avx512"} {
+		if gemmSetPath(p) {
+			paths = append(paths, p)
+		}
+	}
+	gemmRestore(t)
+	return paths
+}
+
+func gemmRestore(t *testing.T) {
+	f32, f64 := gemmF32, gemmF64
+	t.Cleanup(func() { gemmF32, gemmF64 = f32, f64 })
+}
+
+func TestGemmAgainstLoops(t *testing.T) {
+	sizes := [][3]int{
+		{0, 5, 3}, {4, 0, 3}, {3, 4, 0}, {1, 1, 1}, {7, 7, 7}, {17, 17, 17}, {1, 33, 5}, {33, 1, 5},
+		{6, 16, 1}, {12, 32, 256}, {13, 33, 257}, {25, 40, 513}, {200, 70, 31}, {5, 1100, 9}, {193, 65, 300},
+	}
+	defer gemmRestore(t)
+	for _, path := range gemmPaths(t) {
+		gemmSetPath(path)
+		rng := rand.New(rand.NewSource(7))
+		for si, s := range sizes {
+			for ti, tr := range [][2]bool{{false, false}, {false, true}, {true, false}, {true, true}} {
+				// One beta per size and form, rotating so that every form meets every beta.
+				beta := []float64{0, 1, -0.5}[(si+ti)%3]
+				gemmCase(t, rng, tr[0], tr[1], s[0], s[1], s[2], float32(beta))
+				gemmCase(t, rng, tr[0], tr[1], s[0], s[1], s[2], beta)
+			}
+		}
+	}
+}
+
+// Bitwise: Gemm's result does not depend on GOMAXPROCS or on the split into blocks (it equals
+// gemmSerial), and the AVX2 and AVX-512 kernels give the same bits.
+func TestGemmDeterministic(t *testing.T) {
+	defer gemmRestore(t)
+	paths := gemmPaths(t)
+	rng := rand.New(rand.NewSource(3))
+	for _, s := range [][3]int{{250, 300, 520}, {37, 1100, 100}} {
+		m, n, k := s[0], s[1], s[2]
+		for _, tr := range [][2]bool{{false, false}, {false, true}, {true, false}} {
+			lda, ldb := k, n
+			if tr[0] {
+				lda = m
+			}
+			if tr[1] {
+				ldb = k
+			}
+			a, b := gmmConv[float32](gmmRand(rng, m*k)), gmmConv[float32](gmmRand(rng, k*n))
+			c0 := gmmConv[float32](gmmRand(rng, m*n))
+			var asmRef []float32
+			for _, path := range paths {
+				gemmSetPath(path)
+				serial := append([]float32(nil), c0...)
+				gemmSerial(tr[0], tr[1], m, n, k, a, lda, b, ldb, 1, serial, n)
+				if path != "go" {
+					if asmRef == nil {
+						asmRef = serial
+					} else if i := firstDiff(asmRef, serial); i >= 0 {
+						t.Fatalf("%v: %s differs from the other assembly kernel at %d", s, path, i)
+					}
+				}
+				for _, procs := range []int{1, 2, 3, 8} {
+					old := runtime.GOMAXPROCS(procs)
+					c := append([]float32(nil), c0...)
+					Gemm(tr[0], tr[1], m, n, k, a, lda, b, ldb, 1, c, n)
+					runtime.GOMAXPROCS(old)
+					if i := firstDiff(serial, c); i >= 0 {
+						t.Fatalf("%v %s tA=%v tB=%v GOMAXPROCS=%d: element %d is %v, serial %v", s, path, tr[0], tr[1], procs, i, c[i], serial[i])
+					}
+				}
+			}
+		}
+	}
+}
+
+func firstDiff[T float32 | float64](a, b []T) int {
+	for i := range a {
+		if math.Float64bits(float64(a[i])) != math.Float64bits(float64(b[i])) {
+			return i
+		}
+	}
+	return -1
+}
+
+func ExampleGemm() {
+	a := []float32{1, 2, 3, 4, 5, 6} // 2×3
+	b := []float32{1, 0, 0, 1, 1, 1} // 3×2
+	c := make([]float32, 4)
+	Gemm(false, false, 2, 2, 3, a, 3, b, 2, 0, c, 2)
+	fmt.Println(c)
+	// Output: [4 5 10 11]
+}
+
+func TestGemmBadArgs(t *testing.T) {
+	a, b, c := make([]float32, 6), make([]float32, 6), make([]float32, 4)
+	for _, f := range []struct {
+		name string
+		call func()
+	}{
+		{"negative m", func() { Gemm(false, false, -1, 2, 3, a, 3, b, 2, 0, c, 2) }},
+		{"lda below k", func() { Gemm(false, false, 2, 2, 3, a, 2, b, 2, 0, c, 2) }},
+		{"short b", func() { Gemm(false, false, 2, 2, 3, a, 3, b[:5], 2, 0, c, 2) }},
+		{"short transposed a", func() { Gemm(true, false, 2, 2, 3, a[:5], 2, b, 2, 0, c, 2) }},
+		{"ldc below n", func() { Gemm(false, false, 2, 2, 3, a, 3, b, 2, 0, c, 1) }},
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("%s: no panic", f.name)
+				}
+			}()
+			f.call()
+		}()
+	}
+	Gemm(false, false, 2, 2, 3, a, 3, b, 2, 0, c, 2) // valid: no panic
+}

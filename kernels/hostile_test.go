@@ -1,0 +1,220 @@
+package kernels
+
+import (
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/gomoe/gomoe/internal/hostmem"
+)
+
+// TestHostileGeometry: geometries whose sizes wrap around int, name more experts than int32
+// ids can hold, need more memory than the machine has, or carry capacity-mode fields in
+// dropless mode are rejected by Validate, View, BuildPlan and Check with an error naming the
+// problem, before anything is allocated; PlanLen and Rows never panic on them.
+func TestHostileGeometry(t *testing.T) {
+	defer hostmem.SetLimit(hostmem.SetLimit(1 << 30)) // 1 GiB: the memory rows below need more
+	cases := []struct {
+		name string
+		g    Geometry
+		want string
+	}{
+		{"E = MaxInt", Geometry{T: 1, K: 1, E: math.MaxInt, A: 1}, "E=9223372036854775807 experts exceed the int32 expert id limit"},
+		{"E = 2^40", Geometry{T: 1, K: 1, E: 1 << 40, A: 1}, "exceed the int32 expert id limit"},
+		{"E·(A-1) wraps around", Geometry{T: 1, K: 1, E: 1 << 31, A: 1 << 40}, "expert id limit"},
+		{"capacity E·C wraps", Geometry{T: 1, K: 1, E: 1 << 20, A: 1, Mode: Capacity, C: math.MaxInt}, "int32 row id limit"},
+		{"plan beyond memory", Geometry{T: 1 << 27, K: 2, E: 8, A: 1}, "more than this machine's 1073741824 bytes of memory"},
+		{"experts beyond memory", Geometry{T: 1, K: 1, E: 1 << 28, A: 1}, "more than this machine's"},
+		{"PadToCapacity in dropless mode", Geometry{T: 4, K: 1, E: 2, A: 1, PadToCapacity: true}, "PadToCapacity given in dropless mode"},
+		{"unknown drop policy in dropless mode", Geometry{T: 4, K: 1, E: 2, A: 1, Drop: 7}, "unknown drop policy DropPolicy(7)"},
+		{"negative drop policy in capacity mode", Geometry{T: 4, K: 1, E: 2, A: 1, Mode: Capacity, C: 2, Drop: -1}, "unknown drop policy DropPolicy(-1)"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			defer func() {
+				if r := recover(); r != nil {
+					t.Fatalf("panic: %v", r)
+				}
+			}()
+			_, _ = c.g.Rows(), c.g.PlanLen()
+			check := func(what string, err error) {
+				t.Helper()
+				if err == nil || !strings.Contains(err.Error(), c.want) || !strings.HasPrefix(err.Error(), "gomoe: plan: ") {
+					t.Errorf("%s: %v, want an error mentioning %q", what, err, c.want)
+				}
+			}
+			check("Validate", c.g.Validate())
+			dst := []int32{7, 7, 7}
+			_, err := c.g.View(dst)
+			check("View", err)
+			check("BuildPlan", BuildPlan[float32](dst, c.g, []int32{0}, nil))
+			check("Check", Plan{Geometry: c.g, Counts: dst}.Check())
+			if dst[0] != 7 || dst[1] != 7 || dst[2] != 7 {
+				t.Errorf("dst was written: %v", dst)
+			}
+		})
+	}
+}
+
+// TestHostilePlanBuffers: BuildPlan with dst sharing memory with ids or probs (also with
+// T large enough for its goroutines) and Check on a capacity plan whose counts pass C.
+func TestHostilePlanBuffers(t *testing.T) {
+	for _, T := range []int{3, 5000} {
+		g := Geometry{T: T, K: 2, E: 4, A: 1, Mode: Capacity, C: T, Drop: DropByProb}
+		mk := func() ([]int32, []int32, []float32) {
+			dst := make([]int32, g.PlanLen()+g.T*g.K)
+			for i := range dst {
+				dst[i] = int32(i % 3)
+			}
+			probs := make([]float32, g.T*g.K)
+			for i := range probs {
+				probs[i] = float32(i % 5)
+			}
+			return dst, dst[:g.PlanLen()], probs
+		}
+		cases := []struct {
+			name string
+			call func(all, dst []int32, probs []float32) error
+			want string
+		}{
+			{"ids inside dst", func(all, dst []int32, probs []float32) error {
+				return BuildPlan(dst, g, all[len(all)-g.T*g.K-5:len(all)-5], probs)
+			}, "plan: output dst overlaps input ids"},
+			{"ids after dst", func(all, dst []int32, probs []float32) error {
+				return BuildPlan(dst[:g.PlanLen()-1], g, all[len(all)-g.T*g.K:], probs)
+			}, "output has"}, // a wrong length is reported first
+			{"ids overlap the end of dst", func(all, dst []int32, probs []float32) error {
+				return BuildPlan(all[1:g.PlanLen()+1], g, all[g.PlanLen():], probs)
+			}, "output dst overlaps input ids"},
+		}
+		for _, c := range cases {
+			all, dst, probs := mk()
+			before := append([]int32(nil), all...)
+			err := c.call(all, dst, probs)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("T=%d %s: %v, want %q", T, c.name, err, c.want)
+			}
+			for i := range all {
+				if all[i] != before[i] {
+					t.Fatalf("T=%d %s: the buffer was written at %d", T, c.name, i)
+				}
+			}
+		}
+	}
+	// Check enforces counts <= C in capacity mode: with A=4, C=3 and C=2 give the same R, so
+	// only the count is wrong.
+	g := Geometry{T: 6, K: 1, E: 2, A: 4, Mode: Capacity, C: 3}
+	flat := make([]int32, g.PlanLen())
+	if err := BuildPlan[float32](flat, g, []int32{0, 0, 0, 1, 1, 0}, nil); err != nil {
+		t.Fatal(err)
+	}
+	p, err := g.View(flat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Check(); err != nil {
+		t.Fatalf("good plan: %v", err)
+	}
+	p.C = 2
+	if err := p.Check(); err == nil || !strings.Contains(err.Error(), "expert 0 has count 3, more than the capacity C=2") {
+		t.Errorf("Check with counts past C: %v", err)
+	}
+	x := []float32{1, 2, 3, 4, 5, 6}
+	xp := make([]float32, g.Rows())
+	if err := PermuteForward(xp, x, p, 1); err == nil || !strings.Contains(err.Error(), "capacity C=2") {
+		t.Errorf("PermuteForward with counts past C: %v", err)
+	}
+	for _, v := range xp {
+		if v != 0 {
+			t.Fatalf("xp written: %v", xp)
+		}
+	}
+}
+
+// TestHostileKernelSizes: sizes whose products wrap around int (T = 2^62: T·K and T·E wrap to
+// 0, which matched the empty buffers and used to panic) give an error naming the sizes; the
+// row kernels reject negative or zero widths.
+func TestHostileKernelSizes(t *testing.T) {
+	const h = 1 << 62
+	one := []float32{1}
+	cases := []struct {
+		name string
+		call func() error
+		want string
+	}{
+		{"BalanceLossForward T·K wraps", func() error { _, err := BalanceLossForward[float32](nil, nil, h, 4, 4, 1, 1); return err }, "BalanceLossForward: T=4611686018427387904 K=4 E=4 B=1 are too large"},
+		{"BalanceLossBackward T·K wraps", func() error { return BalanceLossBackward[float32](nil, nil, h, 4, 4, 1, 1, 1) }, "BalanceLossBackward: T=4611686018427387904"},
+		{"ZLossForward T·E wraps", func() error { _, err := ZLossForward[float32](nil, h, 4, 1); return err }, "ZLossForward: T=4611686018427387904 E=4 are too large"},
+		{"ZLossForward E wraps", func() error { _, err := ZLossForward[float32](nil, 4, h, 1); return err }, "E=4611686018427387904 are too large"},
+		{"ZLossBackward T·E wraps", func() error { return ZLossBackward[float32](nil, nil, h, 4, 1, 1) }, "ZLossBackward: T=4611686018427387904"},
+		{"Embedding huge width", func() error { return Embedding[float32](nil, nil, []int32{0}, h) }, "Embedding has 4611686018427387904 elements, want 0"},
+		{"Embedding negative width", func() error { return Embedding(one, one, []int32{0}, -1) }, "-1 columns"},
+		{"CrossEntropy zero width", func() error { _, err := CrossEntropy(one, one, 0); return err }, "CrossEntropy: 0 columns"},
+		{"ScaleRows negative width", func() error { return ScaleRows(one, one, one, -1) }, "for -1 columns"},
+		{"RowDot zero width", func() error { return RowDot(one, one, one, 0) }, "for 0 columns"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			defer func() {
+				if r := recover(); r != nil {
+					t.Fatalf("panic: %v", r)
+				}
+			}()
+			if err := c.call(); err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("%v, want %q", err, c.want)
+			}
+			if one[0] != 1 {
+				t.Fatalf("a buffer was written")
+			}
+		})
+	}
+}
+
+// TestHostileOverlapNN: the element-wise and row-wise kernels run in place (an output exactly
+// an input) but reject an output that partly overlaps an input or shares memory with another
+// output, and the gathers and reductions reject any overlap; nothing is written then.
+func TestHostileOverlapNN(t *testing.T) {
+	buf := func() []float32 { return []float32{1, -2, 3, -4, 5, -6, 7, -8} }
+	cases := []struct {
+		name string
+		call func(b []float32) error
+		want string // "" = accepted
+		post func(b []float32) bool
+	}{
+		{"ReLU in place", func(b []float32) error { return ReLU(b, b) }, "", func(b []float32) bool {
+			return b[0] == 1 && b[1] == 0 && b[6] == 7 && b[7] == 0
+		}},
+		{"ReLU shifted by one", func(b []float32) error { return ReLU(b[1:5], b[0:4]) }, "ReLU: output y partly overlaps input x", nil},
+		{"RowForward softmax shifted", func(b []float32) error { return RowForward(RowSoftmax, b[2:6], b[0:4], 2) }, "partly overlaps input x", nil},
+		{"ScaleRows y over s", func(b []float32) error { return ScaleRows(b[0:4], b[4:8], b[2:4], 2) }, "ScaleRows: output y partly overlaps input s", nil},
+		{"ColSum out inside x", func(b []float32) error { return ColSum(b[0:2], b[0:8]) }, "ColSum: output out overlaps input x", nil},
+		{"RowDot out inside a", func(b []float32) error { return RowDot(b[0:2], b[0:4], b[4:8], 2) }, "RowDot: output out overlaps input a", nil},
+		{"Embedding out = table", func(b []float32) error { return Embedding(b[0:4], b[0:4], []int32{1, 0}, 2) }, "Embedding: output out overlaps input table", nil},
+		{"Adam m = v", func(b []float32) error {
+			return AdamUpdate(b[0:2], b[2:4], b[4:6], b[4:6], 0.1, 0.9, 0.99, 1e-8, 1, 1, 0)
+		}, "AdamUpdate: output m overlaps output v", nil},
+		{"SGD p overlaps g", func(b []float32) error { return SGDUpdate(b[0:4], b[2:6], 0.1, 0) }, "SGDUpdate: output p overlaps input g", nil},
+		{"SwiGLU out over b", func(b []float32) error { return ActivationForward(SwiGLU, b[0:4], b[4:8], b[3:7]) }, "partly overlaps input b", nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			b := buf()
+			before := buf()
+			err := c.call(b)
+			if c.want == "" {
+				if err != nil || !c.post(b) {
+					t.Errorf("%v, result %v", err, b)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("%v, want %q", err, c.want)
+			}
+			for i := range b {
+				if b[i] != before[i] {
+					t.Fatalf("written: %v", b)
+				}
+			}
+		})
+	}
+}
