@@ -9,6 +9,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/moe"
+	"github.com/gomoe/gomoe/train"
 )
 
 // Example trains a small MoE layer to map random inputs to random targets, reading the loss
@@ -48,28 +49,31 @@ func Example() {
 	G.Read(mse, &mseV)
 	G.Read(out.Counts, &counts)
 
-	m := G.NewTapeMachine(g, G.BindDualValues(layer.Learnables()...))
+	m := G.NewTapeMachine(g)
 	defer m.Close()
-	solver := G.NewAdamSolver(G.WithLearnRate(0.01))
-	var first float32
+	opt := train.NewAdam(0.01)
+	var first, last float32
 	for step := 0; step < 200; step++ {
-		if err := m.RunAll(); err != nil {
-			log.Fatal(err)
-		}
-		if step == 0 {
-			first = mseV.Data().(float32)
+		// train.Step runs the forward and backward pass, calls the function (outputs are read
+		// there, before the update) and updates the weights with the optimiser.
+		err := train.Step(m, opt, layer.Learnables(), func() error {
+			last = mseV.Data().(float32)
+			if step > 0 {
+				return nil
+			}
+			first = last
 			st, err := out.Stats(counts)
 			if err != nil {
-				log.Fatal(err)
+				return err
 			}
 			fmt.Println("routed pairs:", sum(st.TokensPerExpert), "dropped:", st.Dropped)
-		}
-		if err := solver.Step(G.NodesToValueGrads(layer.Learnables())); err != nil {
+			return nil
+		})
+		if err != nil {
 			log.Fatal(err)
 		}
-		m.Reset()
 	}
-	fmt.Println("loss went down:", mseV.Data().(float32) < first/2)
+	fmt.Println("loss went down:", last < first/2)
 	// Output:
 	// routed pairs: 64 dropped: 0
 	// loss went down: true

@@ -2,21 +2,18 @@ package train
 
 import (
 	"bufio"
-	"encoding/binary"
-	"errors"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 
-	"github.com/nlpodyssey/safetensors"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/bfloat16"
+	"github.com/gomoe/gomoe/safetensors"
 )
 
 // Checkpoint names what SaveCheckpoint writes and LoadCheckpoint restores: the values of
@@ -39,13 +36,10 @@ import (
 // op.JitterNoise (moe.Config.JitterEps > 0), so a resumed run with router jitter draws other
 // noise.
 //
-// The encoding is github.com/nlpodyssey/safetensors, which writes and validates the format
-// (header size, dtypes, data offsets) and carries BF16 and F64 as raw bytes. gomoe adds only
-// the conversion of tensors to little-endian bytes (its own View type: the package's
-// NewTensorView counts a scalar of shape [] as zero elements) and the check that every
-// tensor fits its node before anything is written. The package parses a file from one byte
-// slice (no streaming or memory-mapped reader), so LoadCheckpoint reads the whole file into
-// memory; SaveCheckpoint streams through a buffered writer.
+// The file is read and written by gomoe's safetensors package (the reader moe/hf uses for
+// transformers checkpoints): LoadCheckpoint checks the header, then every node and
+// optimiser tensor against it, then reads each tensor once into host memory before
+// anything is written; SaveCheckpoint streams through a buffered writer.
 type Checkpoint struct {
 	// Params are the nodes saved and restored, by name: names must be unique and non-empty.
 	// Their values may live on the host or, in the gomoecuda build, in GPU memory.
@@ -66,89 +60,17 @@ const (
 	prefixMaster  = "optimizer.master."
 )
 
-// view is a safetensors.View of little-endian bytes.
-type view struct {
-	dt    safetensors.DType
-	shape []uint64
-	data  []byte
-}
-
-func (v view) DType() safetensors.DType { return v.dt }
-func (v view) Shape() []uint64          { return v.shape }
-func (v view) Data() []byte             { return v.data }
-func (v view) DataLen() uint64          { return uint64(len(v.data)) }
-
-// encode returns the little-endian bytes of a host slice or dense tensor of float32,
-// float64 or bfloat16.
-func encode(x any, shape tensor.Shape) (view, error) {
-	if d, ok := x.(*tensor.Dense); ok {
-		x = d.Data()
-	}
-	v := view{shape: make([]uint64, len(shape))}
-	for i, s := range shape {
-		v.shape[i] = uint64(s)
-	}
-	switch s := x.(type) {
-	case []float32:
-		v.dt, v.data = safetensors.F32, make([]byte, 4*len(s))
-		for i, f := range s {
-			binary.LittleEndian.PutUint32(v.data[4*i:], math.Float32bits(f))
-		}
-	case []float64:
-		v.dt, v.data = safetensors.F64, make([]byte, 8*len(s))
-		for i, f := range s {
-			binary.LittleEndian.PutUint64(v.data[8*i:], math.Float64bits(f))
-		}
-	case []bfloat16.BFloat16:
-		v.dt, v.data = safetensors.BF16, make([]byte, 2*len(s))
-		for i, f := range s {
-			binary.LittleEndian.PutUint16(v.data[2*i:], uint16(f))
-		}
-	case float32, float64:
-		// a scalar tensor's Data() is the value itself
-		return encode(scalarSlice(s), shape)
-	default:
-		return view{}, fmt.Errorf("data of type %T, want float32, float64 or bfloat16", x)
-	}
-	return v, nil
-}
-
-func scalarSlice(x any) any {
-	if f, ok := x.(float32); ok {
-		return []float32{f}
-	}
-	return []float64{x.(float64)}
-}
-
-// decode writes the bytes of tv into dst (a host slice of the tensor's type and size).
-func decode(dst any, tv safetensors.TensorView) {
-	b := tv.Data()
-	switch s := dst.(type) {
-	case []float32:
-		for i := range s {
-			s[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
-		}
-	case []float64:
-		for i := range s {
-			s[i] = math.Float64frombits(binary.LittleEndian.Uint64(b[8*i:]))
-		}
-	case []bfloat16.BFloat16:
-		for i := range s {
-			s[i] = bfloat16.BFloat16(binary.LittleEndian.Uint16(b[2*i:]))
-		}
-	}
-}
-
-func stDtype(dt tensor.Dtype) (safetensors.DType, error) {
+// stDtype is the safetensors dtype of a float32, float64 or bfloat16 tensor.
+func stDtype(dt tensor.Dtype) (string, error) {
 	switch dt {
 	case tensor.Float32:
-		return safetensors.F32, nil
+		return "F32", nil
 	case tensor.Float64:
-		return safetensors.F64, nil
+		return "F64", nil
 	case bfloat16.Dtype:
-		return safetensors.BF16, nil
+		return "BF16", nil
 	}
-	return 0, fmt.Errorf("dtype %v, want float32, float64 or bfloat16", dt)
+	return "", fmt.Errorf("dtype %v, want float32, float64 or bfloat16", dt)
 }
 
 // param is one checked node of a checkpoint.
@@ -188,16 +110,27 @@ func checkParams(nodes G.Nodes) ([]param, error) {
 	return ps, nil
 }
 
-// host returns x (a host slice, a host tensor or a device tensor) as host data.
-func host(x any) (any, error) {
+// hostSlice returns x (a host slice, a host tensor or a device tensor) as a host slice.
+func hostSlice(x any) (any, error) {
 	switch s := x.(type) {
 	case []float32, []float64:
 		return s, nil
 	case *tensor.Dense:
 		if device != nil && device.Owns(s) {
-			return device.Download(s)
+			h, err := device.Download(s)
+			if err != nil {
+				return nil, err
+			}
+			s = h
 		}
-		return s, nil
+		switch d := s.Data().(type) { // a scalar tensor's Data() is the value itself
+		case float32:
+			return []float32{d}, nil
+		case float64:
+			return []float64{d}, nil
+		default:
+			return d, nil
+		}
 	}
 	return nil, fmt.Errorf("optimiser state of type %T", x)
 }
@@ -213,7 +146,7 @@ func SaveCheckpoint(path string, c Checkpoint) error {
 	if err != nil {
 		return fail(err)
 	}
-	views := make(map[string]view, len(ps))
+	tensors := make(map[string]safetensors.Tensor, len(ps))
 	meta := map[string]string{ckptFormat: ckptFormatV1}
 	for k, v := range c.Meta {
 		if strings.HasPrefix(k, "gomoe.") {
@@ -222,15 +155,11 @@ func SaveCheckpoint(path string, c Checkpoint) error {
 		meta[k] = v
 	}
 	add := func(name string, x any, shape tensor.Shape) error {
-		h, err := host(x)
+		h, err := hostSlice(x)
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
-		v, err := encode(h, shape)
-		if err != nil {
-			return fmt.Errorf("%s: %w", name, err)
-		}
-		views[name] = v
+		tensors[name] = safetensors.Tensor{Shape: shape.Clone(), Data: h}
 		return nil
 	}
 	for _, p := range ps {
@@ -289,7 +218,7 @@ func SaveCheckpoint(path string, c Checkpoint) error {
 	}
 	tmp := f.Name()
 	bw := bufio.NewWriterSize(f, 1<<20)
-	err = safetensors.SerializeToWriter(views, meta, bw)
+	err = safetensors.Write(bw, tensors, meta)
 	if err == nil {
 		err = bw.Flush()
 	}
@@ -322,14 +251,14 @@ func SaveCheckpoint(path string, c Checkpoint) error {
 // All of this is checked before anything is written: on such an error no node and no
 // optimiser changes. A failed copy to the GPU can leave the nodes before it loaded.
 func LoadCheckpoint(path string, c Checkpoint) (map[string]string, error) {
-	fail := func(err error) error { return fmt.Errorf("gomoe: train: LoadCheckpoint %s: %w", path, err) }
-	buf, err := os.ReadFile(path)
+	ts, err := safetensors.Open(path) // its errors name the path
 	if err != nil {
-		return nil, fail(err)
+		return nil, fmt.Errorf("gomoe: train: LoadCheckpoint: %w", err)
 	}
-	meta, err := loadCheckpoint(buf, c)
+	defer ts.Close()
+	meta, err := loadCheckpoint(ts, c)
 	if err != nil {
-		return nil, fail(err)
+		return nil, fmt.Errorf("gomoe: train: LoadCheckpoint %s: %w", path, err)
 	}
 	return meta, nil
 }
@@ -340,20 +269,12 @@ type optLoad struct {
 	t                 int
 	lr, b1, b2, eps   float64
 	wd, maxNorm       float64
-	m, v, master      map[string]safetensors.TensorView
+	m, v, master      map[string]string // param name → tensor name
 	hasState, hasMeta bool
 }
 
-func loadCheckpoint(buf []byte, c Checkpoint) (map[string]string, error) {
-	st, err := safetensors.Deserialize(buf)
-	if err != nil {
-		return nil, fmt.Errorf("not a safetensors file: %w", err)
-	}
-	_, md, err := safetensors.ReadMetadata(buf)
-	if err != nil {
-		return nil, fmt.Errorf("not a safetensors file: %w", err)
-	}
-	fileMeta := md.Metadata()
+func loadCheckpoint(ts *safetensors.Tensors, c Checkpoint) (map[string]string, error) {
+	fileMeta := ts.Metadata()
 	if f := fileMeta[ckptFormat]; f != ckptFormatV1 {
 		return nil, fmt.Errorf("not a gomoe checkpoint (metadata %s = %q, want %q)", ckptFormat, f, ckptFormatV1)
 	}
@@ -361,34 +282,28 @@ func loadCheckpoint(buf []byte, c Checkpoint) (map[string]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	tensors := map[string]safetensors.TensorView{}
-	for _, nt := range st.Tensors() {
-		tensors[nt.Name] = nt.TensorView
-	}
-	fits := func(name string, tv safetensors.TensorView, dt tensor.Dtype, shape tensor.Shape) error {
+	fits := func(name string, dt tensor.Dtype, shape tensor.Shape) error {
 		want, err := stDtype(dt)
 		if err != nil {
 			return err
 		}
-		ok := tv.DType() == want && len(tv.Shape()) == len(shape)
+		got, _ := ts.Dtype(name)
+		s, _ := ts.Shape(name)
+		ok := got == want && len(s) == len(shape)
 		for i := 0; ok && i < len(shape); i++ {
-			ok = tv.Shape()[i] == uint64(shape[i])
+			ok = s[i] == shape[i]
 		}
 		if !ok {
-			return fmt.Errorf("tensor %q is %v %v in the file, want %v %v", name, tv.DType(), tv.Shape(), dt, shape)
-		}
-		if uint64(len(tv.Data())) != uint64(shape.TotalSize())*want.Size() {
-			return fmt.Errorf("tensor %q has %d bytes", name, len(tv.Data()))
+			return fmt.Errorf("tensor %q is %s %v in the file, want %v %v", name, got, s, dt, shape)
 		}
 		return nil
 	}
 	used := map[string]bool{}
 	for _, p := range ps {
-		tv, ok := tensors[p.name]
-		if !ok {
+		if _, ok := ts.Dtype(p.name); !ok {
 			return nil, fmt.Errorf("no tensor %q in the file", p.name)
 		}
-		if err := fits(p.name, tv, p.w.Dtype(), p.w.Shape()); err != nil {
+		if err := fits(p.name, p.w.Dtype(), p.w.Shape()); err != nil {
 			return nil, err
 		}
 		used[p.name] = true
@@ -401,12 +316,12 @@ func loadCheckpoint(buf []byte, c Checkpoint) (map[string]string, error) {
 	for _, p := range ps {
 		byName[p.name] = p
 	}
-	for name, tv := range tensors {
+	for _, name := range ts.Names() {
 		if used[name] {
 			continue
 		}
 		var prefix string
-		var into map[string]safetensors.TensorView
+		var into map[string]string
 		switch {
 		case strings.HasPrefix(name, prefixM):
 			prefix, into = prefixM, ol.m
@@ -433,10 +348,10 @@ func loadCheckpoint(buf []byte, c Checkpoint) (map[string]string, error) {
 		} else if prefix == prefixMaster {
 			return nil, fmt.Errorf("tensor %q: a master copy of a %v param", name, p.w.Dtype())
 		}
-		if err := fits(name, tv, dt, p.w.Shape()); err != nil {
+		if err := fits(name, dt, p.w.Shape()); err != nil {
 			return nil, err
 		}
-		into[p.name] = tv
+		into[p.name] = name
 	}
 	if c.Optimizer != nil {
 		for _, p := range ps {
@@ -452,7 +367,7 @@ func loadCheckpoint(buf []byte, c Checkpoint) (map[string]string, error) {
 			}
 		}
 	}
-	if err := applyCheckpoint(ps, tensors, c.Optimizer, ol); err != nil {
+	if err := applyCheckpoint(ts, ps, c.Optimizer, ol); err != nil {
 		return nil, err
 	}
 	out := map[string]string{}
@@ -466,7 +381,7 @@ func loadCheckpoint(buf []byte, c Checkpoint) (map[string]string, error) {
 
 // readOptimizer checks the optimiser metadata of the file against opt.
 func readOptimizer(meta map[string]string, opt G.Solver) (*optLoad, error) {
-	ol := &optLoad{kind: meta[ckptOptimizer], m: map[string]safetensors.TensorView{}, v: map[string]safetensors.TensorView{}, master: map[string]safetensors.TensorView{}}
+	ol := &optLoad{kind: meta[ckptOptimizer], m: map[string]string{}, v: map[string]string{}, master: map[string]string{}}
 	var want string
 	switch opt.(type) {
 	case nil:
@@ -516,9 +431,27 @@ func readOptimizer(meta map[string]string, opt G.Solver) (*optLoad, error) {
 	return ol, nil
 }
 
-// applyCheckpoint writes the checked tensors into the nodes and the optimiser.
-func applyCheckpoint(ps []param, tensors map[string]safetensors.TensorView, opt G.Solver, ol *optLoad) error {
-	// Build the optimiser state first (device allocations may fail; nothing is written yet).
+// applyCheckpoint reads the checked tensors of ts and writes them into the nodes and the
+// optimiser. Every tensor is read into host memory, and the optimiser's device state is
+// made, before the first node is written.
+func applyCheckpoint(ts *safetensors.Tensors, ps []param, opt G.Solver, ol *optLoad) error {
+	// Sorted for a fixed order of reads and device copies.
+	order := make([]int, len(ps))
+	for i := range order {
+		order[i] = i
+	}
+	sort.Slice(order, func(a, b int) bool { return ps[order[a]].name < ps[order[b]].name })
+	vals := make([]any, len(ps))
+	for _, i := range order {
+		p := ps[i]
+		if _, ok := p.w.Data().(bfloat16.BFloat16); ok && !p.onGPU {
+			return fmt.Errorf("param %q: a bfloat16 scalar", p.name)
+		}
+		vals[i] = newSlice(p.w.Dtype(), p.w.Shape().TotalSize())
+		if err := ts.Read(p.name, vals[i]); err != nil {
+			return err
+		}
+	}
 	state := map[uintptr]*moments{}
 	release := func() {
 		for _, st := range state {
@@ -532,7 +465,7 @@ func applyCheckpoint(ps []param, tensors map[string]safetensors.TensorView, opt 
 			if !hasM && !hasW {
 				continue
 			}
-			st, err := loadMoments(p, ol, tm, ol.v[p.name], tw, hasM, hasW)
+			st, err := loadMoments(ts, p, ol, tm, ol.v[p.name], tw, hasM, hasW)
 			if err != nil {
 				release()
 				return fmt.Errorf("optimiser state of %q: %w", p.name, err)
@@ -540,15 +473,9 @@ func applyCheckpoint(ps []param, tensors map[string]safetensors.TensorView, opt 
 			state[p.w.Uintptr()] = st
 		}
 	}
-	// Sorted for a fixed order of device copies.
-	order := make([]int, len(ps))
-	for i := range order {
-		order[i] = i
-	}
-	sort.Slice(order, func(a, b int) bool { return ps[order[a]].name < ps[order[b]].name })
 	for _, i := range order {
 		p := ps[i]
-		if err := writeInto(p.w, tensors[p.name]); err != nil {
+		if err := writeInto(p.w, vals[i]); err != nil {
 			release()
 			return fmt.Errorf("param %q: %w", p.name, err)
 		}
@@ -566,64 +493,63 @@ func applyCheckpoint(ps []param, tensors map[string]safetensors.TensorView, opt 
 	return nil
 }
 
-// writeInto copies the bytes of tv into the dense w (host or device) of the same size.
-func writeInto(w *tensor.Dense, tv safetensors.TensorView) error {
+// newSlice returns a host slice of n elements of dt (float32, float64 or bfloat16).
+func newSlice(dt tensor.Dtype, n int) any {
+	switch dt {
+	case tensor.Float64:
+		return make([]float64, n)
+	case bfloat16.Dtype:
+		return make([]bfloat16.BFloat16, n)
+	}
+	return make([]float32, n)
+}
+
+// writeInto copies the host slice s into the dense w (host or device) of its dtype and size.
+func writeInto(w *tensor.Dense, s any) error {
 	if device != nil && device.Owns(w) {
-		h := tensor.New(tensor.Of(w.Dtype()), tensor.WithShape(w.Shape().Clone()...))
-		decode(h.Data(), tv)
-		return device.Upload(w, h)
+		return device.Upload(w, tensor.New(tensor.WithShape(w.Shape().TotalSize()), tensor.WithBacking(s)))
 	}
-	if w.Shape().TotalSize() == 1 && w.Shape().IsScalar() {
-		// a scalar tensor's Data() is a copy: set through the backing slice
-		switch w.Dtype() {
-		case tensor.Float32:
-			s := make([]float32, 1)
-			decode(s, tv)
-			w.Set(0, s[0])
-		case tensor.Float64:
-			s := make([]float64, 1)
-			decode(s, tv)
-			w.Set(0, s[0])
-		default:
-			return errors.New("a bfloat16 scalar")
-		}
-		return nil
+	switch d := w.Data().(type) {
+	case []float32:
+		copy(d, s.([]float32))
+	case []float64:
+		copy(d, s.([]float64))
+	case []bfloat16.BFloat16:
+		copy(d, s.([]bfloat16.BFloat16))
+	case float32: // a scalar tensor's Data() is a copy: set through the backing slice
+		w.Set(0, s.([]float32)[0])
+	case float64:
+		w.Set(0, s.([]float64)[0])
+	default:
+		return fmt.Errorf("data of type %T", d)
 	}
-	decode(w.Data(), tv)
 	return nil
 }
 
-// loadMoments makes the state of p from the file's tensors.
-func loadMoments(p param, ol *optLoad, tm, tv, tw safetensors.TensorView, hasM, hasW bool) (*moments, error) {
+// loadMoments makes the state of p from the file's tensors tm, tv (Adam's moments) and tw
+// (the float32 master).
+func loadMoments(ts *safetensors.Tensors, p param, ol *optLoad, tm, tv, tw string, hasM, hasW bool) (*moments, error) {
 	n := p.w.Shape().TotalSize()
-	f32 := p.w.Dtype() != tensor.Float64
-	mk := func(t safetensors.TensorView) (*tensor.Dense, error) {
-		var h *tensor.Dense
-		if f32 {
-			h = tensor.New(tensor.WithShape(n), tensor.WithBacking(make([]float32, n)))
-		} else {
-			h = tensor.New(tensor.WithShape(n), tensor.WithBacking(make([]float64, n)))
-		}
-		decode(h.Data(), t)
-		return h, nil
+	dt := tensor.Float32
+	if p.w.Dtype() == tensor.Float64 {
+		dt = tensor.Float64
 	}
 	st := &moments{}
-	put := func(dst *any, t safetensors.TensorView) error {
-		h, _ := mk(t)
-		if !p.onGPU {
-			*dst = h.Data()
-			return nil
+	put := func(dst *any, name string) error {
+		h := newSlice(dt, n)
+		if err := ts.Read(name, h); err != nil {
+			return err
 		}
-		dt := tensor.Float64
-		if f32 {
-			dt = tensor.Float32
+		if !p.onGPU {
+			*dst = h
+			return nil
 		}
 		d, err := device.Zeros(p.w, dt)
 		if err != nil {
 			return err
 		}
 		*dst = d
-		return device.Upload(d.(*tensor.Dense), h)
+		return device.Upload(d.(*tensor.Dense), tensor.New(tensor.WithShape(n), tensor.WithBacking(h)))
 	}
 	if hasW {
 		if err := put(&st.w32, tw); err != nil {

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -390,7 +391,7 @@ func TestCheckpointFile(t *testing.T) {
 		if !ok {
 			t.Fatalf("no tensor %q", c.name)
 		}
-		if ti.dtype != c.dtype || !equalInts(ti.shape, c.shape) || string(data[ti.off[0]:ti.off[1]]) != string(c.le) {
+		if ti.dtype != c.dtype || !slices.Equal(ti.shape, c.shape) || string(data[ti.off[0]:ti.off[1]]) != string(c.le) {
 			t.Errorf("%s: %s %v % x, want %s %v % x", c.name, ti.dtype, ti.shape, data[ti.off[0]:ti.off[1]], c.dtype, c.shape, c.le)
 		}
 	}
@@ -617,18 +618,6 @@ func foreignFile() []byte {
 	b := []byte{byte(len(hdr)), 0, 0, 0, 0, 0, 0, 0}
 	b = append(b, hdr...)
 	return append(b, le32(1, 2)...)
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // vg is a ValueGrad made of two values.

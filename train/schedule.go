@@ -33,18 +33,28 @@ type Cosine struct {
 
 // LR returns the rate of step.
 func (c Cosine) LR(step int) float64 {
-	if step < c.Warmup {
-		return c.Peak * float64(step+1) / float64(c.Warmup)
+	lr, f, decay := warmupDecay(step, c.Peak, c.Floor, c.Warmup, c.Total)
+	if !decay {
+		return lr
 	}
-	n := c.Total - c.Warmup
-	if n <= 1 {
-		return c.Peak
-	}
-	if step >= c.Total {
-		return c.Peak * c.Floor
-	}
-	f := float64(step-c.Warmup) / float64(n-1)
 	return c.Peak * (c.Floor + (1-c.Floor)*0.5*(1+math.Cos(math.Pi*f)))
+}
+
+// warmupDecay is what the schedules share: during the warmup (and when the decay has at most
+// one step) and after Total it returns the rate itself; during the decay it returns its
+// progress f, 0 at step warmup to 1 at step total-1, and decay true.
+func warmupDecay(step int, peak, floor float64, warmup, total int) (lr, f float64, decay bool) {
+	if step < warmup {
+		return peak * float64(step+1) / float64(warmup), 0, false
+	}
+	n := total - warmup
+	if n <= 1 {
+		return peak, 0, false
+	}
+	if step >= total {
+		return peak * floor, 0, false
+	}
+	return 0, float64(step-warmup) / float64(n-1), true
 }
 
 // Validate reports a schedule that cannot run: a Peak that is not positive and finite, a
@@ -62,17 +72,10 @@ type Linear struct {
 
 // LR returns the rate of step.
 func (l Linear) LR(step int) float64 {
-	if step < l.Warmup {
-		return l.Peak * float64(step+1) / float64(l.Warmup)
+	lr, f, decay := warmupDecay(step, l.Peak, l.Floor, l.Warmup, l.Total)
+	if !decay {
+		return lr
 	}
-	n := l.Total - l.Warmup
-	if n <= 1 {
-		return l.Peak
-	}
-	if step >= l.Total {
-		return l.Peak * l.Floor
-	}
-	f := float64(step-l.Warmup) / float64(n-1)
 	return l.Peak * (1 - (1-l.Floor)*f)
 }
 

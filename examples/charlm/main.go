@@ -33,8 +33,7 @@ func main() {
 	flag.IntVar(&cfg.Embed, "embed", cfg.Embed, "embedding size per character")
 	flag.IntVar(&cfg.Steps, "steps", cfg.Steps, "training steps")
 	flag.IntVar(&cfg.Batch, "batch", cfg.Batch, "mini-batch size")
-	flag.Float64Var(&cfg.LR, "lr", cfg.LR, "peak Adam learning rate")
-	flag.Float64Var(&cfg.LRFloor, "lr-floor", cfg.LRFloor, "final learning rate as a fraction of -lr (cosine decay)")
+	cfg.LoopConfig.AddFlags(flag.CommandLine, "-steps")
 	flag.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "random seed (weights, file sample, batches, generation)")
 	flag.StringVar(&cfg.Out, "out", cfg.Out, "output folder for the plots")
 	flag.StringVar(&cfg.GoRoot, "goroot", cfg.GoRoot, "Go installation whose src/ is the corpus (default: go env GOROOT)")
@@ -48,12 +47,6 @@ func main() {
 	flag.Float64Var(&cfg.Temp, "temp", cfg.Temp, "sampling temperature")
 	flag.StringVar(&cfg.Device, "device", cfg.Device, "where to train: cpu, or cuda (needs a binary built with -tags gomoecuda)")
 	flag.BoolVar(&cfg.Quiet, "quiet", cfg.Quiet, "no progress report")
-	flag.IntVar(&cfg.Warmup, "warmup", cfg.Warmup, "learning-rate warmup steps (linear, before the cosine decay)")
-	flag.Float64Var(&cfg.Clip, "clip", cfg.Clip, "clip the global gradient norm to this value (0: no clipping)")
-	flag.StringVar(&cfg.Save, "save", cfg.Save, "save a checkpoint (weights, Adam state, data order) in this folder at the end of the run")
-	flag.IntVar(&cfg.SaveEvery, "save-every", cfg.SaveEvery, "with -save, also save every this many steps")
-	flag.StringVar(&cfg.Resume, "resume", cfg.Resume, "resume the run saved in this folder (same flags; -steps is the whole run's length)")
-	flag.IntVar(&cfg.StopAt, "stop-at", cfg.StopAt, "stop after this step (with -save, to -resume later)")
 	flag.Parse()
 
 	var bar io.Writer = os.Stderr

@@ -21,34 +21,27 @@ import (
 
 // config holds everything a run depends on.
 type config struct {
-	Block     trainutil.BlockConfig
-	Layers    int     // MoE feed-forward blocks
-	Context   int     // characters of context W
-	Embed     int     // embedding size per character D
-	Steps     int     // training steps
-	Batch     int     // mini-batch size
-	EvalBatch int     // rows per evaluation batch
-	EvalChars int     // held-out characters scored
-	LR        float64 // peak Adam learning rate
-	LRFloor   float64 // final learning rate as a fraction of LR (cosine decay)
-	Seed      uint64
-	Out       string
-	GoRoot    string // "" = this Go installation
-	TrainMB   float64
-	HeldMB    float64
-	LogEvery  int
-	EvalEvery int // steps between held-out evaluations (0 = only at the end)
-	Sample    int // characters to generate
-	Prompt    string
-	Temp      float64
-	Device    string // cpu or cuda (cuda needs a binary built with -tags gomoecuda)
-	Quiet     bool
-	Warmup    int     // learning-rate warmup steps
-	Clip      float64 // global gradient-norm clipping (0: none)
-	Save      string  // folder to save the checkpoint in ("": none)
-	SaveEvery int     // steps between checkpoints (0: only at the end)
-	Resume    string  // folder of a checkpoint to resume from ("": start afresh)
-	StopAt    int     // stop after this step (0: run all steps), to resume later
+	Block                trainutil.BlockConfig
+	trainutil.LoopConfig     // LR, schedule, clipping and checkpoints (-lr, -warmup, -clip, -save, -resume, ...)
+	Layers               int // MoE feed-forward blocks
+	Context              int // characters of context W
+	Embed                int // embedding size per character D
+	Steps                int // training steps
+	Batch                int // mini-batch size
+	EvalBatch            int // rows per evaluation batch
+	EvalChars            int // held-out characters scored
+	Seed                 uint64
+	Out                  string
+	GoRoot               string // "" = this Go installation
+	TrainMB              float64
+	HeldMB               float64
+	LogEvery             int
+	EvalEvery            int // steps between held-out evaluations (0 = only at the end)
+	Sample               int // characters to generate
+	Prompt               string
+	Temp                 float64
+	Device               string // cpu or cuda (cuda needs a binary built with -tags gomoecuda)
+	Quiet                bool
 }
 
 func defaultConfig() config {
@@ -63,25 +56,24 @@ func defaultConfig() config {
 			AuxCoef: 0.05,
 			ZCoef:   0.001,
 		},
-		Layers:    2,
-		Context:   8,
-		Embed:     32,
-		Steps:     2500,
-		Batch:     256,
-		EvalBatch: 1000,
-		EvalChars: 50000,
-		LR:        6e-3,
-		LRFloor:   0.05,
-		Seed:      1,
-		Out:       "out/charlm",
-		TrainMB:   4,
-		HeldMB:    0.5,
-		LogEvery:  250,
-		EvalEvery: 500,
-		Sample:    400,
-		Prompt:    "func (b *Buffer) ",
-		Temp:      0.7,
-		Device:    "cpu",
+		Layers:     2,
+		Context:    8,
+		Embed:      32,
+		Steps:      2500,
+		Batch:      256,
+		EvalBatch:  1000,
+		EvalChars:  50000,
+		LoopConfig: trainutil.LoopConfig{LR: 6e-3, LRFloor: 0.05},
+		Seed:       1,
+		Out:        "out/charlm",
+		TrainMB:    4,
+		HeldMB:     0.5,
+		LogEvery:   250,
+		EvalEvery:  500,
+		Sample:     400,
+		Prompt:     "func (b *Buffer) ",
+		Temp:       0.7,
+		Device:     "cpu",
 	}
 }
 
@@ -173,9 +165,7 @@ func newModel(g *G.ExprGraph, cfg config, batch int) (*model, error) {
 		if h, err = G.Add(h, o.Y); err != nil {
 			return nil, err
 		}
-		if o.Loss != nil {
-			aux = append(aux, o.Loss)
-		}
+		aux = append(aux, o.Loss)
 	}
 	if h, err = m.norms[len(m.blocks)].Forward(h); err != nil {
 		return nil, err
@@ -254,6 +244,9 @@ func validate(cfg config) error {
 	if err := cfg.Block.Validate(); err != nil {
 		return err
 	}
+	if err := cfg.LoopConfig.Validate(); err != nil {
+		return err
+	}
 	const big = 1 << 30
 	inf := math.Inf(1)
 	for _, err := range []error{
@@ -267,15 +260,9 @@ func validate(cfg config) error {
 		trainutil.IntFlag("eval-every", cfg.EvalEvery, 0, big),
 		trainutil.IntFlag("log-every", cfg.LogEvery, 1, big),
 		trainutil.IntFlag("sample", cfg.Sample, 0, 1<<24),
-		trainutil.FloatFlag("lr", cfg.LR, 0, inf, true),
-		trainutil.FloatFlag("lr-floor", cfg.LRFloor, 0, 1, false),
 		trainutil.FloatFlag("train-mb", cfg.TrainMB, 0, 1e6, true), // int(MB·1e6) must not wrap
 		trainutil.FloatFlag("held-mb", cfg.HeldMB, 0, 1e6, true),
 		trainutil.FloatFlag("temp", cfg.Temp, 0, inf, true),
-		trainutil.IntFlag("warmup", cfg.Warmup, 0, big),
-		trainutil.IntFlag("save-every", cfg.SaveEvery, 0, big),
-		trainutil.IntFlag("stop-at", cfg.StopAt, 0, big),
-		trainutil.FloatFlag("clip", cfg.Clip, 0, inf, false),
 	} {
 		if err != nil {
 			return err
@@ -356,7 +343,11 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	}
 	vm := G.NewTapeMachine(g, dev.VMOpts()...)
 	defer vm.Close()
-	opt := train.NewAdam(cfg.LR)
+	steps := cfg.Steps
+	opt, sched, err := cfg.Optimizer(steps)
+	if err != nil {
+		return nil, err
+	}
 	defer opt.Release()
 
 	ev, err := newForward(cfg, dev, m, cfg.EvalBatch)
@@ -368,40 +359,17 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	// The data order: the training positions come from one source, saved with -save.
 	src := rand.NewPCG(cfg.Seed, 2)
 	rng := rand.New(src)
-	steps := cfg.Steps
-	first := 0
-	if cfg.Resume != "" {
-		saved := 0
-		first, saved, err = trainutil.LoadRun(cfg.Resume, learn, opt, trainutil.Run{Sources: map[string]*rand.PCG{"data": src}})
-		if err != nil {
-			return nil, err
-		}
-		fmt.Fprintf(out, "resumed from %s at step %d of %d\n", cfg.Resume, first, saved)
-		if saved != steps {
-			fmt.Fprintf(out, "note: the checkpoint's run had %d steps, this one %d: the learning-rate schedule differs from the saved run's\n", saved, steps)
-		}
-	}
-	last := steps
-	if cfg.StopAt > 0 && cfg.StopAt < steps {
-		last = cfg.StopAt
-	}
-	sched := train.Cosine{Peak: cfg.LR, Floor: cfg.LRFloor, Warmup: cfg.Warmup, Total: steps}
-	if err := sched.Validate(); err != nil {
+	sources := map[string]*rand.PCG{"data": src}
+	first, err := cfg.ResumeRun(out, learn, opt, steps, sources)
+	if err != nil {
 		return nil, err
 	}
-	opt.MaxGradNorm = cfg.Clip
+	last := cfg.Last(steps)
 	pos := make([]int, cfg.Batch)
 	var evalSteps, evalBPC []float64
 	prog := train.NewProgress(bar, out, int64(max(last-first, 0)*cfg.Batch), "chr", "train")
 	save := func(done int) error {
-		if cfg.Save == "" {
-			return nil
-		}
-		if err := trainutil.SaveRun(cfg.Save, learn, opt, trainutil.Run{Step: done, Steps: steps, Sources: map[string]*rand.PCG{"data": src}}); err != nil {
-			return err
-		}
-		prog.Logf("step %5d  saved %s", done, filepath.Join(cfg.Save, trainutil.CheckpointFile))
-		return nil
+		return cfg.SaveRun(prog, learn, opt, trainutil.Run{Step: done, Steps: steps, Sources: sources})
 	}
 	for step := first; step < last; step++ {
 		for r := range pos {
@@ -452,7 +420,7 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 			res.BPC = bpc
 			prog.Logf("step %5d  held-out %.3f bits/char (bigram %.3f)  (%s)", step+1, bpc, res.Bigram, time.Since(start).Round(100*time.Millisecond))
 		}
-		if cfg.SaveEvery > 0 && (step+1)%cfg.SaveEvery == 0 && step+1 != last {
+		if cfg.SaveDue(step, last) {
 			if err := save(step + 1); err != nil {
 				return nil, err
 			}
@@ -540,14 +508,8 @@ func newForward(cfg config, dev *trainutil.Device, trained *model, batch int) (*
 	if err != nil {
 		return nil, fmt.Errorf("build forward model: %w", err)
 	}
-	tw, fw := trained.learnables(), m.learnables()
-	if len(tw) != len(fw) {
-		return nil, errors.New("forward model has other learnables than the training model")
-	}
-	for i, n := range fw {
-		if err := G.Let(n, tw[i].Value()); err != nil {
-			return nil, fmt.Errorf("share %s: %w", n.Name(), err)
-		}
+	if err := trainutil.ShareWeights(m.learnables(), trained.learnables()); err != nil {
+		return nil, err
 	}
 	f := &forward{dev: dev, m: m}
 	if f.buf, err = newBatchBuf(dev, m, cfg.Context); err != nil {
@@ -592,22 +554,11 @@ func (f *forward) bits(text []uint8, from, to int) (float64, error) {
 		}
 		for r, p := range pos {
 			row := lg[r*vocab : (r+1)*vocab]
-			total -= logSoftmaxAt(row, int(text[p])) / math.Ln2
+			lp, _ := trainutil.LogSoftmaxAt(row, int(text[p]))
+			total -= lp / math.Ln2
 		}
 	}
 	return total / float64(to-from), nil
-}
-
-func logSoftmaxAt(row []float32, i int) float64 {
-	mx := row[0]
-	for _, v := range row {
-		mx = max(mx, v)
-	}
-	sum := 0.0
-	for _, v := range row {
-		sum += math.Exp(float64(v - mx))
-	}
-	return float64(row[i]-mx) - math.Log(sum)
 }
 
 // generate samples n characters after prompt at temperature temp.

@@ -35,8 +35,7 @@ func main() {
 	flag.IntVar(&cfg.Epochs, "epochs", cfg.Epochs, "training epochs (ignored when -steps > 0)")
 	flag.IntVar(&cfg.Steps, "steps", cfg.Steps, "training steps; 0 = use -epochs")
 	flag.IntVar(&cfg.Batch, "batch", cfg.Batch, "mini-batch size")
-	flag.Float64Var(&cfg.LR, "lr", cfg.LR, "peak Adam learning rate")
-	flag.Float64Var(&cfg.LRFloor, "lr-floor", cfg.LRFloor, "final learning rate as a fraction of -lr (cosine decay)")
+	cfg.LoopConfig.AddFlags(flag.CommandLine, "-steps/-epochs")
 	flag.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "random seed (weights and batch order)")
 	flag.StringVar(&cfg.Out, "out", cfg.Out, "output folder for the plots")
 	flag.StringVar(&cfg.Data, "data", cfg.Data, "folder with the MNIST .gz files (default: the GoMNIST module's data folder)")
@@ -46,12 +45,6 @@ func main() {
 	flag.IntVar(&cfg.EvalEvery, "eval-every", cfg.EvalEvery, "steps between test evaluations; 0 = once per epoch")
 	flag.Float64Var(&cfg.Target, "target", cfg.Target, "report the training time to this test accuracy")
 	flag.BoolVar(&cfg.Quiet, "quiet", cfg.Quiet, "no progress report")
-	flag.IntVar(&cfg.Warmup, "warmup", cfg.Warmup, "learning-rate warmup steps (linear, before the cosine decay)")
-	flag.Float64Var(&cfg.Clip, "clip", cfg.Clip, "clip the global gradient norm to this value (0: no clipping)")
-	flag.StringVar(&cfg.Save, "save", cfg.Save, "save a checkpoint (weights, Adam state, data order) in this folder at the end of the run")
-	flag.IntVar(&cfg.SaveEvery, "save-every", cfg.SaveEvery, "with -save, also save every this many steps")
-	flag.StringVar(&cfg.Resume, "resume", cfg.Resume, "resume the run saved in this folder (same flags; -steps/-epochs is the whole run's length)")
-	flag.IntVar(&cfg.StopAt, "stop-at", cfg.StopAt, "stop after this step (with -save, to -resume later)")
 	flag.Parse()
 
 	var bar io.Writer = os.Stderr

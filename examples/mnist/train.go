@@ -21,30 +21,23 @@ import (
 
 // config holds everything a run depends on.
 type config struct {
-	Block     trainutil.BlockConfig
-	Epochs    int     // passes over the training set (when Steps is 0)
-	Steps     int     // training steps; 0 = Epochs passes
-	Batch     int     // mini-batch size
-	EvalBatch int     // rows per evaluation batch
-	LR        float64 // peak Adam learning rate
-	LRFloor   float64 // final learning rate as a fraction of LR (cosine decay)
-	Seed      uint64
-	Out       string  // output folder
-	Data      string  // MNIST folder; "" = the GoMNIST module's
-	LogEvery  int     // steps between expert-load lines
-	Shift     int     // random translation of training images, in pixels
-	Device    string  // cpu or cuda (cuda needs a binary built with -tags gomoecuda)
-	EvalEvery int     // steps between test evaluations; 0 = once per epoch
-	Target    float64 // report the first evaluation at or above this test accuracy
-	Quiet     bool
-	Warmup    int     // learning-rate warmup steps
-	Clip      float64 // global gradient-norm clipping (0: none)
-	Save      string  // folder to save the checkpoint in ("": none)
-	SaveEvery int     // steps between checkpoints (0: only at the end)
-	Resume    string  // folder of a checkpoint to resume from ("": start afresh)
-	StopAt    int     // stop after this step (0: run all steps), to resume later
-	TrainN    int     // keep at most this many training images (0 = all)
-	TestN     int     // keep at most this many test images (0 = all)
+	Block                trainutil.BlockConfig
+	trainutil.LoopConfig     // LR, schedule, clipping and checkpoints (-lr, -warmup, -clip, -save, -resume, ...)
+	Epochs               int // passes over the training set (when Steps is 0)
+	Steps                int // training steps; 0 = Epochs passes
+	Batch                int // mini-batch size
+	EvalBatch            int // rows per evaluation batch
+	Seed                 uint64
+	Out                  string  // output folder
+	Data                 string  // MNIST folder; "" = the GoMNIST module's
+	LogEvery             int     // steps between expert-load lines
+	Shift                int     // random translation of training images, in pixels
+	Device               string  // cpu or cuda (cuda needs a binary built with -tags gomoecuda)
+	EvalEvery            int     // steps between test evaluations; 0 = once per epoch
+	Target               float64 // report the first evaluation at or above this test accuracy
+	Quiet                bool
+	TrainN               int // keep at most this many training images (0 = all)
+	TestN                int // keep at most this many test images (0 = all)
 }
 
 func defaultConfig() config {
@@ -59,17 +52,16 @@ func defaultConfig() config {
 			AuxCoef: 0.05,
 			ZCoef:   0.001,
 		},
-		Epochs:    4,
-		Batch:     128,
-		EvalBatch: 1000,
-		LR:        2e-3,
-		LRFloor:   0.05,
-		Seed:      1,
-		Out:       "out/mnist",
-		LogEvery:  200,
-		Shift:     1,
-		Device:    "cpu",
-		Target:    0.975,
+		Epochs:     4,
+		Batch:      128,
+		EvalBatch:  1000,
+		LoopConfig: trainutil.LoopConfig{LR: 2e-3, LRFloor: 0.05},
+		Seed:       1,
+		Out:        "out/mnist",
+		LogEvery:   200,
+		Shift:      1,
+		Device:     "cpu",
+		Target:     0.975,
 	}
 }
 
@@ -145,11 +137,8 @@ func newModel(g *G.ExprGraph, cfg config, batch int) (*model, error) {
 		return nil, err
 	}
 	// op.AddScalars, not G.Add: Gorgonia adds scalar nodes on the host only.
-	m.cost = m.ce
-	if m.out.Loss != nil {
-		if m.cost, err = op.AddScalars(m.ce, m.out.Loss); err != nil {
-			return nil, err
-		}
+	if m.cost, err = op.AddScalars(m.ce, m.out.Loss); err != nil {
+		return nil, err
 	}
 	return m, nil
 }
@@ -195,6 +184,9 @@ func validate(cfg config) error {
 	if err := cfg.Block.Validate(); err != nil {
 		return err
 	}
+	if err := cfg.LoopConfig.Validate(); err != nil {
+		return err
+	}
 	const big = 1 << 30
 	for _, err := range []error{
 		trainutil.IntFlag("batch", cfg.Batch, 1, 1<<24),
@@ -204,13 +196,7 @@ func validate(cfg config) error {
 		trainutil.IntFlag("eval-every", cfg.EvalEvery, 0, big),
 		trainutil.IntFlag("log-every", cfg.LogEvery, 1, big),
 		trainutil.IntFlag("shift", cfg.Shift, 0, 27), // a 28-pixel image
-		trainutil.FloatFlag("lr", cfg.LR, 0, math.Inf(1), true),
-		trainutil.FloatFlag("lr-floor", cfg.LRFloor, 0, 1, false),
 		trainutil.FloatFlag("target", cfg.Target, 0, 1, false),
-		trainutil.IntFlag("warmup", cfg.Warmup, 0, big),
-		trainutil.IntFlag("save-every", cfg.SaveEvery, 0, big),
-		trainutil.IntFlag("stop-at", cfg.StopAt, 0, big),
-		trainutil.FloatFlag("clip", cfg.Clip, 0, math.Inf(1), false),
 	} {
 		if err != nil {
 			return err
@@ -288,7 +274,10 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	}
 	vm := G.NewTapeMachine(g, dev.VMOpts()...)
 	defer vm.Close()
-	opt := train.NewAdam(cfg.LR)
+	opt, sched, err := cfg.Optimizer(steps)
+	if err != nil {
+		return nil, err
+	}
 	defer opt.Release()
 
 	// Evaluation graph: same model, larger batch, forward only, sharing the
@@ -313,43 +302,22 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	rng := rand.New(src)
 	epochStart := *src
 	perm := rng.Perm(trainSet.len())
-	first := 0
+	sources := map[string]*rand.PCG{"data": src, "epoch": &epochStart}
+	first, err := cfg.ResumeRun(out, learn, opt, steps, sources)
+	if err != nil {
+		return nil, err
+	}
 	if cfg.Resume != "" {
-		saved := 0
-		first, saved, err = trainutil.LoadRun(cfg.Resume, learn, opt, trainutil.Run{Sources: map[string]*rand.PCG{"data": src, "epoch": &epochStart}})
-		if err != nil {
-			return nil, err
-		}
 		e := epochStart
 		perm = rand.New(&e).Perm(trainSet.len())
-		fmt.Fprintf(out, "resumed from %s at step %d of %d\n", cfg.Resume, first, saved)
-		if saved != steps {
-			fmt.Fprintf(out, "note: the checkpoint's run had %d steps, this one %d: the learning-rate schedule differs from the saved run's\n", saved, steps)
-		}
 	}
-	last := steps
-	if cfg.StopAt > 0 && cfg.StopAt < steps {
-		last = cfg.StopAt
-	}
+	last := cfg.Last(steps)
 	res := &result{}
 	var evalSteps, evalLoss, evalErr []float64
 	prog := train.NewProgress(bar, out, int64(max(last-first, 0)*cfg.Batch), "img", "train")
 	save := func(done int) error {
-		if cfg.Save == "" {
-			return nil
-		}
-		if err := trainutil.SaveRun(cfg.Save, learn, opt, trainutil.Run{Step: done, Steps: steps, Sources: map[string]*rand.PCG{"data": src, "epoch": &epochStart}}); err != nil {
-			return err
-		}
-		prog.Logf("step %5d  saved %s", done, filepath.Join(cfg.Save, trainutil.CheckpointFile))
-		return nil
+		return cfg.SaveRun(prog, learn, opt, trainutil.Run{Step: done, Steps: steps, Sources: sources})
 	}
-
-	sched := train.Cosine{Peak: cfg.LR, Floor: cfg.LRFloor, Warmup: cfg.Warmup, Total: steps}
-	if err := sched.Validate(); err != nil {
-		return nil, err
-	}
-	opt.MaxGradNorm = cfg.Clip
 	epochLoss, epochN := 0.0, 0
 	var cost float64
 	trainStart := time.Now()
@@ -417,7 +385,7 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 					100*acc, 100*cfg.Target, step+1, float64(step+1)/float64(stepsPerEpoch), res.TargetTime.Round(10*time.Millisecond), dev)
 			}
 		}
-		if cfg.SaveEvery > 0 && (step+1)%cfg.SaveEvery == 0 && step+1 != last {
+		if cfg.SaveDue(step, last) {
 			if err := save(step + 1); err != nil {
 				return nil, err
 			}
@@ -489,14 +457,8 @@ func newEvaluator(cfg config, dev *trainutil.Device, trained *model, test *datas
 	}
 	ev := &evaluator{dev: dev, m: m, test: test, batch: batch}
 	// Share the training weights (updated in place on the host or the GPU).
-	tw, ew := trained.learnables(), m.learnables()
-	if len(tw) != len(ew) {
-		return nil, errors.New("eval model has other learnables than the training model")
-	}
-	for i, n := range ew {
-		if err := G.Let(n, tw[i].Value()); err != nil {
-			return nil, fmt.Errorf("eval: share %s: %w", n.Name(), err)
-		}
+	if err := trainutil.ShareWeights(m.learnables(), trained.learnables()); err != nil {
+		return nil, fmt.Errorf("eval: %w", err)
 	}
 	ev.xb = make([]float32, batch*pixels)
 	ev.yb = make([]float32, batch*classes)
@@ -542,22 +504,11 @@ func (ev *evaluator) eval() (acc, loss float64, err error) {
 		}
 		lg := lt.Data().([]float32)
 		for r, i := range idx {
-			row := lg[r*classes : (r+1)*classes]
-			best, mx := 0, row[0]
-			for c, v := range row {
-				if v > mx {
-					best, mx = c, v
-				}
-			}
+			lp, best := trainutil.LogSoftmaxAt(lg[r*classes:(r+1)*classes], int(ev.test.y[i]))
 			if best == int(ev.test.y[i]) {
 				correct++
 			}
-			// log-softmax of the true class
-			sum := 0.0
-			for _, v := range row {
-				sum += math.Exp(float64(v - mx))
-			}
-			loss += -(float64(row[ev.test.y[i]]-mx) - math.Log(sum))
+			loss -= lp
 		}
 	}
 	return float64(correct) / float64(n), loss / float64(n), nil

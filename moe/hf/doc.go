@@ -1,13 +1,13 @@
 // Package hf loads the MoE blocks of Hugging Face transformers checkpoints into gomoe layers:
 // Mixtral (MixtralSparseMoeBlock), Qwen3-MoE (Qwen3MoeSparseMoeBlock), OLMoE
-// (OlmoeSparseMoeBlock) and DeepSeek-V3 (DeepseekV3MoE), from safetensors files, in the
-// fused expert layout transformers v5 writes (experts.gate_up_proj, experts.down_proj) or the
-// per-expert nn.Linear weights of older checkpoints (experts.N.gate_proj/up_proj/down_proj,
-// or Mixtral's experts.N.w1/w3/w2).
+// (OlmoeSparseMoeBlock) and DeepSeek-V3 (DeepseekV3MoE), from safetensors files (read with
+// github.com/gomoe/gomoe/safetensors), in the fused expert layout transformers v5 writes
+// (experts.gate_up_proj, experts.down_proj) or the per-expert nn.Linear weights of older
+// checkpoints (experts.N.gate_proj/up_proj/down_proj, or Mixtral's experts.N.w1/w3/w2).
 //
 //	cfg, err := hf.ReadConfig("ckpt/config.json")
 //	mc, err := cfg.MoEConfig()                  // the block's math as moe.Config options
-//	ts, err := hf.ReadSafetensors(shards...)    // headers only; Load reads the block's tensors
+//	ts, err := safetensors.Open(shards...)      // gomoe/safetensors: headers only; Load reads the block's tensors
 //	defer ts.Close()
 //	layer, err := hf.Load(g, "layer3", mc, ts, "model.layers.3.mlp.")
 //

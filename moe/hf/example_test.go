@@ -1,16 +1,16 @@
 package hf_test
 
 import (
-	"encoding/binary"
+	"bytes"
 	"fmt"
 	"log"
 	"math"
 
-	"github.com/nlpodyssey/safetensors"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/moe/hf"
+	"github.com/gomoe/gomoe/safetensors"
 )
 
 // ExampleConfig_MoEConfig turns DeepSeek-V3's config.json into the layer's options.
@@ -33,34 +33,31 @@ func ExampleConfig_MoEConfig() {
 }
 
 // ExampleLoad loads a small Mixtral block, written here in transformers v5's fused layout
-// (a real checkpoint comes from hf.ReadSafetensors), and applies it to a batch of sequences.
+// (a real checkpoint comes from safetensors.Open), and applies it to a batch of sequences.
 func ExampleLoad() {
 	const H, F, E = 4, 3, 4
-	f32 := func(shape []uint64, f func(i int) float64) safetensors.TensorView {
+	f32 := func(f func(i int) float64, shape ...int) safetensors.Tensor {
 		n := 1
 		for _, d := range shape {
-			n *= int(d)
+			n *= d
 		}
-		b := make([]byte, 0, 4*n)
-		for i := 0; i < n; i++ {
-			b = binary.LittleEndian.AppendUint32(b, math.Float32bits(float32(f(i))))
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(f(i))
 		}
-		v, err := safetensors.NewTensorView(safetensors.F32, shape, b)
-		if err != nil {
-			log.Fatal(err)
-		}
-		return v
+		return safetensors.Tensor{Shape: shape, Data: v}
 	}
 	wave := func(i int) float64 { return math.Sin(float64(i)) / 2 }
-	buf, err := safetensors.Serialize(map[string]safetensors.TensorView{
-		"model.layers.0.block_sparse_moe.gate.weight":          f32([]uint64{E, H}, wave),
-		"model.layers.0.block_sparse_moe.experts.gate_up_proj": f32([]uint64{E, 2 * F, H}, wave),
-		"model.layers.0.block_sparse_moe.experts.down_proj":    f32([]uint64{E, H, F}, wave),
+	var buf bytes.Buffer
+	err := safetensors.Write(&buf, map[string]safetensors.Tensor{
+		"model.layers.0.block_sparse_moe.gate.weight":          f32(wave, E, H),
+		"model.layers.0.block_sparse_moe.experts.gate_up_proj": f32(wave, E, 2*F, H),
+		"model.layers.0.block_sparse_moe.experts.down_proj":    f32(wave, E, H, F),
 	}, nil)
 	if err != nil {
 		log.Fatal(err)
 	}
-	ts, err := hf.ParseSafetensors(buf)
+	ts, err := safetensors.Parse(buf.Bytes())
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package hf
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -10,6 +11,7 @@ import (
 
 	"github.com/gomoe/gomoe/bfloat16"
 	"github.com/gomoe/gomoe/moe"
+	"github.com/gomoe/gomoe/safetensors"
 )
 
 // Load builds the moe.Layer named name in g with the config cfg (from Config.MoEConfig, with
@@ -31,8 +33,9 @@ import (
 // [E,F,H]) is read too, told apart by shape when H differs from 2F and F. Tensors may be
 // F32, F64, BF16 or F16; they are converted to the layer's dtypes. Every tensor under prefix
 // must be used and every weight of the layer found, with the shapes cfg gives, or Load
-// returns an error and adds nothing to g.
-func Load(g *G.ExprGraph, name string, cfg moe.Config, ts *Tensors, prefix string) (*moe.Layer, error) {
+// returns an error and adds nothing to g (ts.Select leaves out tensors the layer has no
+// place for). ts comes from safetensors.Open (a checkpoint's shards) or safetensors.Parse.
+func Load(g *G.ExprGraph, name string, cfg moe.Config, ts *safetensors.Tensors, prefix string) (*moe.Layer, error) {
 	if ts == nil {
 		return nil, fmt.Errorf("gomoe: hf: Load: nil tensors")
 	}
@@ -72,7 +75,7 @@ type block struct {
 }
 
 // readBlock reads and converts the weights under prefix for cfg.
-func readBlock(cfg moe.Config, ts *Tensors, prefix string) (*block, error) {
+func readBlock(cfg moe.Config, ts *safetensors.Tensors, prefix string) (*block, error) {
 	H, F, E, S := cfg.Hidden, cfg.FFN, cfg.Experts, cfg.SharedFFN
 	used := map[string]bool{}
 	get := func(name string, shape ...int) ([]float64, error) {
@@ -81,7 +84,7 @@ func readBlock(cfg moe.Config, ts *Tensors, prefix string) (*block, error) {
 		if err != nil {
 			return nil, err
 		}
-		if !equalShape(s, shape) {
+		if !slices.Equal(s, shape) {
 			return nil, fmt.Errorf("tensor %q has shape %v, want %v", full, s, shape)
 		}
 		used[full] = true
@@ -170,9 +173,9 @@ func readBlock(cfg moe.Config, ts *Tensors, prefix string) (*block, error) {
 
 // fusedExperts reads experts.gate_up_proj and experts.down_proj, in transformers v5's layout
 // [E,2F,H] and [E,H,F] or the transposed [E,H,2F] and [E,F,H].
-func (w *block) fusedExperts(get func(string, ...int) ([]float64, error), ts *Tensors, prefix string, E, H, F int) error {
+func (w *block) fusedExperts(get func(string, ...int) ([]float64, error), ts *safetensors.Tensors, prefix string, E, H, F int) error {
 	gus, _ := ts.Shape(prefix + "experts.gate_up_proj")
-	transposedGU := equalShape(gus, []int{E, H, 2 * F}) && H != 2*F
+	transposedGU := slices.Equal(gus, []int{E, H, 2 * F}) && H != 2*F
 	var gu []float64
 	var err error
 	if transposedGU {
@@ -199,7 +202,7 @@ func (w *block) fusedExperts(get func(string, ...int) ([]float64, error), ts *Te
 		}
 	}
 	dns, _ := ts.Shape(prefix + "experts.down_proj")
-	if equalShape(dns, []int{E, F, H}) && H != F {
+	if slices.Equal(dns, []int{E, F, H}) && H != F {
 		w.w2, err = get("experts.down_proj", E, F, H)
 		return err
 	}
@@ -223,18 +226,6 @@ func transpose(m []float64, r, c int) []float64 {
 		}
 	}
 	return out
-}
-
-func equalShape(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // setValue writes v into the host value of the weight node n, in n's dtype.

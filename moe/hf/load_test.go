@@ -5,18 +5,17 @@ import (
 	"fmt"
 	"math"
 	"math/rand"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
 
-	"github.com/nlpodyssey/safetensors"
+	nst "github.com/nlpodyssey/safetensors"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/bfloat16"
 	"github.com/gomoe/gomoe/moe"
+	"github.com/gomoe/gomoe/safetensors"
 )
 
 // The tests here write transformers-named tensors with Go, load them, and check the layer's
@@ -235,13 +234,13 @@ type hfTensor struct {
 
 // round rounds every weight to what a file of dtype dt stores, so that the reference sees
 // the loaded values.
-func (w *hfWeights) round(dt safetensors.DType) {
+func (w *hfWeights) round(dt nst.DType) {
 	for _, v := range [][]float64{w.router, w.bias, w.gate, w.up, w.down, w.sGate, w.sUp, w.sDwn} {
 		for i := range v {
 			switch dt {
-			case safetensors.F32:
+			case nst.F32:
 				v[i] = float64(float32(v[i]))
-			case safetensors.BF16:
+			case nst.BF16:
 				v[i] = float64(math.Float32frombits((math.Float32bits(float32(v[i])) + 0x8000) &^ 0xffff))
 			}
 		}
@@ -251,20 +250,20 @@ func (w *hfWeights) round(dt safetensors.DType) {
 // encode writes the tensors (names under prefix) as a safetensors file with elements of dt
 // (F32, F64 or BF16; BF16 and F32 round the data in place, so the reference sees the stored
 // values).
-func encode(t testing.TB, ts map[string]hfTensor, prefix string, dt safetensors.DType, meta map[string]string) []byte {
+func encode(t testing.TB, ts map[string]hfTensor, prefix string, dt nst.DType, meta map[string]string) []byte {
 	t.Helper()
-	views := map[string]safetensors.TensorView{}
+	views := map[string]nst.TensorView{}
 	for name, x := range ts {
 		var b []byte
 		for i, v := range x.data {
 			switch dt {
-			case safetensors.F64:
+			case nst.F64:
 				b = binary.LittleEndian.AppendUint64(b, math.Float64bits(v))
-			case safetensors.F32:
+			case nst.F32:
 				f := float32(v)
 				x.data[i] = float64(f)
 				b = binary.LittleEndian.AppendUint32(b, math.Float32bits(f))
-			case safetensors.BF16:
+			case nst.BF16:
 				u := math.Float32bits(float32(v)) + 0x8000 // round half up to 16 bits: any rounding will do
 				u &^= 0xffff
 				x.data[i] = float64(math.Float32frombits(u))
@@ -275,13 +274,13 @@ func encode(t testing.TB, ts map[string]hfTensor, prefix string, dt safetensors.
 		for i, d := range x.shape {
 			shape[i] = uint64(d)
 		}
-		v, err := safetensors.NewTensorView(dt, shape, b)
+		v, err := nst.NewTensorView(dt, shape, b)
 		if err != nil {
 			t.Fatal(err)
 		}
 		views[prefix+name] = v
 	}
-	buf, err := safetensors.Serialize(views, meta)
+	buf, err := nst.Serialize(views, meta)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -354,26 +353,26 @@ func TestLoadMatchesTransformersMath(t *testing.T) {
 		cfg    Config
 		layout string
 		prefix string
-		dt     safetensors.DType
+		dt     nst.DType
 		layer  tensor.Dtype
 		tol    float64
 	}{
 		{"mixtral fused", Config{ModelType: "mixtral", HiddenSize: H, IntermediateSize: F, NumLocalExperts: E, NumExpertsPerTok: 2, HiddenAct: "silu"},
-			"fused", "", safetensors.F64, tensor.Float64, 1e-12},
+			"fused", "", nst.F64, tensor.Float64, 1e-12},
 		{"mixtral w1/w3/w2 checkpoint", Config{ModelType: "mixtral", HiddenSize: H, IntermediateSize: F, NumLocalExperts: E, NumExpertsPerTok: 2},
-			"w123", "model.layers.0.block_sparse_moe.", safetensors.F32, tensor.Float32, 1e-5},
+			"w123", "model.layers.0.block_sparse_moe.", nst.F32, tensor.Float32, 1e-5},
 		{"qwen3 renormalised per-expert", Config{ModelType: "qwen3_moe", HiddenSize: H, IntermediateSize: 32, MoEIntermediateSize: F, NumExperts: E, NumExpertsPerTok: 3, NormTopKProb: boolp(true)},
-			"proj", "model.layers.5.mlp.", safetensors.F64, tensor.Float64, 1e-12},
+			"proj", "model.layers.5.mlp.", nst.F64, tensor.Float64, 1e-12},
 		{"qwen3 not renormalised fused", Config{ModelType: "qwen3_moe", HiddenSize: H, MoEIntermediateSize: F, NumExperts: E, NumExpertsPerTok: 3},
-			"fused", "", safetensors.F64, tensor.Float64, 1e-12},
+			"fused", "", nst.F64, tensor.Float64, 1e-12},
 		{"olmoe bf16 checkpoint", Config{ModelType: "olmoe", HiddenSize: H, IntermediateSize: F, NumExperts: E, NumExpertsPerTok: 4},
-			"fused", "model.layers.1.mlp.", safetensors.BF16, tensor.Float64, 1e-12},
+			"fused", "model.layers.1.mlp.", nst.BF16, tensor.Float64, 1e-12},
 		{"deepseek fused", Config{ModelType: "deepseek_v3", HiddenSize: H, MoEIntermediateSize: F, NRoutedExperts: E, NumExpertsPerTok: 2, NGroup: 2, TopKGroup: 1, RoutedScalingFactor: 2.5, NSharedExperts: intp(2)},
-			"fused", "model.layers.3.mlp.", safetensors.F64, tensor.Float64, 1e-12},
+			"fused", "model.layers.3.mlp.", nst.F64, tensor.Float64, 1e-12},
 		{"deepseek transposed fused float32", Config{ModelType: "deepseek_v3", HiddenSize: H, MoEIntermediateSize: F, NRoutedExperts: E, NumExpertsPerTok: 4, NGroup: 4, TopKGroup: 2, RoutedScalingFactor: 1.5, NSharedExperts: intp(1)},
-			"fusedT", "", safetensors.F32, tensor.Float32, 1e-5},
+			"fusedT", "", nst.F32, tensor.Float32, 1e-5},
 		{"deepseek no groups per-expert", Config{ModelType: "deepseek_v3", HiddenSize: H, MoEIntermediateSize: F, NRoutedExperts: E, NumExpertsPerTok: 3, NGroup: 1, TopKGroup: 1, NSharedExperts: intp(0)},
-			"proj", "", safetensors.F64, tensor.Float64, 1e-12},
+			"proj", "", nst.F64, tensor.Float64, 1e-12},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -386,7 +385,7 @@ func TestLoadMatchesTransformersMath(t *testing.T) {
 			w := newWeights(rng, tc.cfg, m)
 			w.round(tc.dt)
 			buf := encode(t, tensorsOf(m, w, tc.layout), tc.prefix, tc.dt, map[string]string{"format": "pt"})
-			ts, err := ParseSafetensors(buf)
+			ts, err := safetensors.Parse(buf)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -421,7 +420,7 @@ func TestLayoutsLoadTheSameLayer(t *testing.T) {
 	w := newWeights(rand.New(rand.NewSource(3)), c, m)
 	var first []G.Value
 	for _, layout := range []string{"fused", "fusedT", "proj", "w123"} {
-		ts, err := ParseSafetensors(encode(t, tensorsOf(m, w, layout), "p.", safetensors.F32, nil))
+		ts, err := safetensors.Parse(encode(t, tensorsOf(m, w, layout), "p.", nst.F32, nil))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -454,7 +453,7 @@ func TestLoadBFloat16Layer(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := newWeights(rand.New(rand.NewSource(5)), c, m)
-	ts, err := ParseSafetensors(encode(t, tensorsOf(m, w, "fused"), "", safetensors.F32, nil))
+	ts, err := safetensors.Parse(encode(t, tensorsOf(m, w, "fused"), "", nst.F32, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -501,7 +500,7 @@ func TestTransposeAndFusedIndexing(t *testing.T) {
 		"experts.down_proj":    {[]int{1, 2, 1}, []float64{5, 6}},
 	}
 	cfg := moe.Config{Hidden: 2, FFN: 1, Experts: 1, TopK: 1, PreSoftmax: true, Dtype: tensor.Float64}
-	st, err := ParseSafetensors(encode(t, ts, "", safetensors.F64, nil))
+	st, err := safetensors.Parse(encode(t, ts, "", nst.F64, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -606,7 +605,7 @@ func TestLoadRejects(t *testing.T) {
 	for _, tc := range cases {
 		ts := tensorsOf(m, w, "fused")
 		tc.mod(ts)
-		st, err := ParseSafetensors(encode(t, ts, "p.", safetensors.F32, nil))
+		st, err := safetensors.Parse(encode(t, ts, "p.", nst.F32, nil))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -621,106 +620,5 @@ func TestLoadRejects(t *testing.T) {
 	}
 	if _, err := Load(G.NewGraph(), "moe", m, nil, ""); err == nil {
 		t.Error("nil tensors: no error")
-	}
-}
-
-func TestReadSafetensors(t *testing.T) {
-	dir := t.TempDir()
-	a := encode(t, map[string]hfTensor{"a": {[]int{2}, []float64{1, -2}}}, "", safetensors.F32, map[string]string{"k": "v"})
-	b := encode(t, map[string]hfTensor{"b": {[]int{1, 1}, []float64{0.5}}}, "", safetensors.BF16, nil)
-	pa, pb := filepath.Join(dir, "a.safetensors"), filepath.Join(dir, "b.safetensors")
-	for p, buf := range map[string][]byte{pa: a, pb: b} {
-		if err := os.WriteFile(p, buf, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ts, err := ReadSafetensors(pa, pb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := fmt.Sprint(ts.Names(), " ", ts.Metadata()["k"]); got != "[a b] v" {
-		t.Errorf("names and metadata: %s", got)
-	}
-	if v, s, err := ts.Float64s("b"); err != nil || fmt.Sprint(v, s) != "[0.5] [1 1]" {
-		t.Errorf("b = %v %v %v", v, s, err)
-	}
-	for _, c := range []struct {
-		name  string
-		paths []string
-		err   string
-	}{
-		{"none", nil, "no files"},
-		{"missing", []string{filepath.Join(dir, "nope")}, "no such file"},
-		{"twice", []string{pa, pa}, `"a" appears twice`},
-	} {
-		if _, err := ReadSafetensors(c.paths...); err == nil || !strings.Contains(err.Error(), c.err) {
-			t.Errorf("%s: got %v, want an error containing %q", c.name, err, c.err)
-		}
-	}
-	if _, _, err := ts.Float64s("c"); err == nil {
-		t.Error("missing tensor: no error")
-	}
-	if err := ts.Close(); err != nil {
-		t.Errorf("Close: %v", err)
-	}
-	if _, _, err := ts.Float64s("a"); err == nil {
-		t.Error("read after Close: no error")
-	}
-}
-
-// rawFile is a safetensors file with the given JSON header and data section.
-func rawFile(header string, data []byte) []byte {
-	b := binary.LittleEndian.AppendUint64(nil, uint64(len(header)))
-	return append(append(b, header...), data...)
-}
-
-// TestParseSafetensorsRejects: malformed headers are errors that name the problem.
-func TestParseSafetensorsRejects(t *testing.T) {
-	good := encode(t, map[string]hfTensor{"a": {[]int{2}, []float64{1, 2}}}, "", safetensors.F32, nil)
-	eight := make([]byte, 8)
-	cases := []struct {
-		name string
-		file []byte
-		err  string
-	}{
-		{"empty", nil, "0 bytes"},
-		{"truncated data", good[:len(good)-1], "data_offsets"},
-		{"header past the end", binary.LittleEndian.AppendUint64(nil, 1000), "header of 1000 bytes"},
-		{"not JSON", rawFile("{x", nil), "header"},
-		{"unknown dtype", rawFile(`{"a":{"dtype":"F12","shape":[2],"data_offsets":[0,8]}}`, eight), `unknown dtype "F12"`},
-		{"size mismatch", rawFile(`{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}`, eight), "do not hold 3 elements"},
-		{"offsets reversed", rawFile(`{"a":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}}`, eight), "data_offsets [8 0]"},
-		{"offsets past data", rawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}`, eight), "data_offsets [4 12]"},
-		{"one offset", rawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0]}}`, eight), "want [begin, end]"},
-		{"negative dim", rawFile(`{"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}`, eight), "bad shape [-2]"},
-		{"overflowing shape", rawFile(`{"a":{"dtype":"F64","shape":[4294967296,4294967296],"data_offsets":[0,8]}}`, eight), "bad shape"},
-		{"unknown field", rawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"x":1}}`, eight), "unknown field"},
-		{"bad metadata", rawFile(`{"__metadata__":{"k":1}}`, nil), "__metadata__"},
-	}
-	for _, c := range cases {
-		if _, err := ParseSafetensors(c.file); err == nil || !strings.Contains(err.Error(), c.err) {
-			t.Errorf("%s: got %v, want an error containing %q", c.name, err, c.err)
-		}
-	}
-	ts, err := ParseSafetensors(rawFile(`{"i":{"dtype":"I32","shape":[2],"data_offsets":[0,8]}}`, eight))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := ts.Float64s("i"); err == nil || !strings.Contains(err.Error(), "dtype I32") {
-		t.Errorf("I32 tensor: got %v, want a dtype error", err)
-	}
-}
-
-func TestHalfToFloat64(t *testing.T) {
-	for _, c := range []struct {
-		h    uint16
-		want float64
-	}{{0x3c00, 1}, {0xc000, -2}, {0x0001, math.Ldexp(1, -24)}, {0x7bff, 65504}, {0x3555, 0.333251953125}, {0x7c00, math.Inf(1)}} {
-		if got := halfToFloat64(c.h); got != c.want {
-			t.Errorf("half %#04x = %v, want %v", c.h, got, c.want)
-		}
-	}
-	if !math.IsNaN(halfToFloat64(0x7e00)) {
-		t.Error("half NaN is not NaN")
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/moe"
+	"github.com/gomoe/gomoe/safetensors"
 )
 
 // parityTol is the float32 tolerance of TestParity: the largest difference allowed, relative
@@ -19,17 +20,6 @@ const parityTol = 1e-4
 
 // parityKinds are the blocks of testdata/ (make_testdata.py).
 var parityKinds = []string{"mixtral", "qwen3_moe", "olmoe", "deepseek_v3"}
-
-// subset is the tensors of ts whose names keep says yes to (the same decoded views).
-func subset(ts *Tensors, keep func(string) bool) *Tensors {
-	out := &Tensors{entries: map[string]entry{}, meta: ts.meta}
-	for n, e := range ts.entries {
-		if keep(n) {
-			out.entries[n] = e
-		}
-	}
-	return out
-}
 
 func isWeight(name string) bool {
 	switch name {
@@ -47,7 +37,7 @@ func TestParity(t *testing.T) {
 	}
 	for _, kind := range parityKinds {
 		t.Run(kind, func(t *testing.T) {
-			ts, err := ReadSafetensors(filepath.Join("testdata", kind+".safetensors"))
+			ts, err := safetensors.Open(filepath.Join("testdata", kind+".safetensors"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -65,7 +55,7 @@ func TestParity(t *testing.T) {
 				t.Fatal(err)
 			}
 			g := G.NewGraph()
-			l, err := Load(g, kind, cfg, subset(ts, isWeight), "")
+			l, err := Load(g, kind, cfg, ts.Select(isWeight), "")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -112,7 +102,7 @@ func TestParity(t *testing.T) {
 			if _, ok := ts.Shape("grad.gate.e_score_correction_bias"); !ok {
 				gcfg.ExpertBias, gcfg.Score = false, moe.Softmax
 			}
-			gw, err := readBlock(gcfg, subset(ts, func(n string) bool { return strings.HasPrefix(n, "grad.") }), "grad.")
+			gw, err := readBlock(gcfg, ts.Select(func(n string) bool { return strings.HasPrefix(n, "grad.") }), "grad.")
 			if err != nil {
 				t.Fatalf("transformers' gradients: %v", err)
 			}
@@ -147,7 +137,7 @@ func TestParity(t *testing.T) {
 			}
 			// The per-expert layout of the same weights loads the same layer.
 			if kind == "mixtral" || kind == "qwen3_moe" {
-				pe, err := ReadSafetensors(filepath.Join("testdata", kind+"_per_expert.safetensors"))
+				pe, err := safetensors.Open(filepath.Join("testdata", kind+"_per_expert.safetensors"))
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/op"
 	"github.com/gomoe/gomoe/train"
@@ -30,7 +31,7 @@ type BlockConfig struct {
 // BlockOut is what a feed-forward block adds to the graph.
 type BlockOut struct {
 	Y      *G.Node // output [T,H]
-	Loss   *G.Node // weighted auxiliary losses to add to the cost, or nil
+	Loss   *G.Node // weighted auxiliary losses to add to the cost (a zero constant when there are none, as moe.Output.Loss)
 	Counts *G.Node // tokens per expert [E] int32, or nil
 }
 
@@ -91,6 +92,7 @@ func NewBlock(g *G.ExprGraph, name string, cfg BlockConfig) (Block, error) {
 
 // denseFFN is a plain FFN with the same activation as the experts.
 type denseFFN struct {
+	name       string
 	act        string
 	w1, w3, w2 *G.Node
 }
@@ -101,7 +103,7 @@ func newDenseFFN(g *G.ExprGraph, name string, cfg BlockConfig) (*denseFFN, error
 		return nil, err
 	}
 	H, F := cfg.Hidden, cfg.FFN
-	d := &denseFFN{act: cfg.Act}
+	d := &denseFFN{name: name, act: cfg.Act}
 	if d.w1, err = Param(g, in, name+".w1", H, F, 1/math.Sqrt(float64(H))); err != nil {
 		return nil, err
 	}
@@ -138,7 +140,11 @@ func (d *denseFFN) Forward(x *G.Node) (BlockOut, error) {
 	if err != nil {
 		return BlockOut{}, err
 	}
-	return BlockOut{Y: y}, nil
+	zero := any(float32(0))
+	if x.Dtype() == tensor.Float64 {
+		zero = float64(0)
+	}
+	return BlockOut{Y: y, Loss: G.NewConstant(zero, G.In(x.Graph()), G.WithName(d.name+".noloss"))}, nil
 }
 
 // Learnables returns the FFN weights.

@@ -146,6 +146,21 @@ func TestMean(t *testing.T) {
 	}
 }
 
+// TestLogSoftmaxAt: softmax of (0, ln 3, 0) is (1/5, 3/5, 1/5); large logits do not
+// overflow.
+func TestLogSoftmaxAt(t *testing.T) {
+	row := []float32{0, float32(math.Log(3)), 0}
+	for i, p := range []float64{0.2, 0.6, 0.2} {
+		lp, best := LogSoftmaxAt(row, i)
+		if math.Abs(lp-math.Log(p)) > 1e-7 || best != 1 {
+			t.Errorf("class %d: log p %v (want %v), argmax %d (want 1)", i, lp, math.Log(p), best)
+		}
+	}
+	if lp, best := LogSoftmaxAt([]float32{1000, 1000}, 0); math.Abs(lp-math.Log(0.5)) > 1e-12 || best != 0 {
+		t.Errorf("large logits: %v %d, want log 0.5 and 0", lp, best)
+	}
+}
+
 func TestCheckPNG(t *testing.T) {
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.png")

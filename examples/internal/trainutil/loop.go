@@ -1,0 +1,135 @@
+package trainutil
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"path/filepath"
+
+	G "gorgonia.org/gorgonia"
+
+	"github.com/gomoe/gomoe/train"
+)
+
+// LoopConfig is the part of an example's configuration that its training loop shares with
+// the other examples: the optimiser's schedule and clipping, and checkpointing. Embed it in
+// the example's config.
+type LoopConfig struct {
+	LR        float64 // peak Adam learning rate
+	LRFloor   float64 // final learning rate as a fraction of LR (cosine decay)
+	Warmup    int     // learning-rate warmup steps
+	Clip      float64 // global gradient-norm clipping (0: none)
+	Save      string  // folder to save the checkpoint in ("": none)
+	SaveEvery int     // steps between checkpoints (0: only at the end)
+	Resume    string  // folder of a checkpoint to resume from ("": start afresh)
+	StopAt    int     // stop after this step (0: run all steps), to resume later
+}
+
+// AddFlags registers on fs the flags that set c's fields (-lr, -lr-floor, -warmup, -clip,
+// -save, -save-every, -resume, -stop-at), with c's current values as defaults. length names
+// the flags that set the run's length (for -resume's help text).
+func (c *LoopConfig) AddFlags(fs *flag.FlagSet, length string) {
+	fs.Float64Var(&c.LR, "lr", c.LR, "peak Adam learning rate")
+	fs.Float64Var(&c.LRFloor, "lr-floor", c.LRFloor, "final learning rate as a fraction of -lr (cosine decay)")
+	fs.IntVar(&c.Warmup, "warmup", c.Warmup, "learning-rate warmup steps (linear, before the cosine decay)")
+	fs.Float64Var(&c.Clip, "clip", c.Clip, "clip the global gradient norm to this value (0: no clipping)")
+	fs.StringVar(&c.Save, "save", c.Save, "save a checkpoint (weights, Adam state, data order) in this folder at the end of the run")
+	fs.IntVar(&c.SaveEvery, "save-every", c.SaveEvery, "with -save, also save every this many steps")
+	fs.StringVar(&c.Resume, "resume", c.Resume, "resume the run saved in this folder (same flags; "+length+" is the whole run's length)")
+	fs.IntVar(&c.StopAt, "stop-at", c.StopAt, "stop after this step (with -save, to -resume later)")
+}
+
+// Validate reports the first bad field of c, or nil, naming its flag (as IntFlag and
+// FloatFlag do).
+func (c LoopConfig) Validate() error {
+	const big = 1 << 30
+	for _, err := range []error{
+		FloatFlag("lr", c.LR, 0, math.Inf(1), true),
+		FloatFlag("lr-floor", c.LRFloor, 0, 1, false),
+		IntFlag("warmup", c.Warmup, 0, big),
+		IntFlag("save-every", c.SaveEvery, 0, big),
+		IntFlag("stop-at", c.StopAt, 0, big),
+		FloatFlag("clip", c.Clip, 0, math.Inf(1), false),
+	} {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Optimizer returns Adam at the peak learning rate with c's clipping, and the cosine
+// schedule of a run of steps steps.
+func (c LoopConfig) Optimizer(steps int) (*train.Adam, train.Cosine, error) {
+	sched := train.Cosine{Peak: c.LR, Floor: c.LRFloor, Warmup: c.Warmup, Total: steps}
+	if err := sched.Validate(); err != nil {
+		return nil, sched, err
+	}
+	opt := train.NewAdam(c.LR)
+	opt.MaxGradNorm = c.Clip
+	return opt, sched, nil
+}
+
+// Last returns the number of steps done when a run of steps steps stops: StopAt if it is
+// before the end, else steps.
+func (c LoopConfig) Last(steps int) int {
+	if c.StopAt > 0 && c.StopAt < steps {
+		return c.StopAt
+	}
+	return steps
+}
+
+// ResumeRun loads the run saved in c.Resume, if any, into learn, opt and sources (opt keeps
+// c.Clip: the flags of this run win over the saved constants), reports it on out (with a note when the saved run had another length than steps) and returns the
+// step to go on from: 0 without c.Resume.
+func (c LoopConfig) ResumeRun(out io.Writer, learn G.Nodes, opt *train.Adam, steps int, sources map[string]*rand.PCG) (int, error) {
+	if c.Resume == "" {
+		return 0, nil
+	}
+	first, saved, err := LoadRun(c.Resume, learn, opt, Run{Sources: sources})
+	if err != nil {
+		return 0, err
+	}
+	opt.MaxGradNorm = c.Clip // this run's -clip, not the saved run's
+	fmt.Fprintf(out, "resumed from %s at step %d of %d\n", c.Resume, first, saved)
+	if saved != steps {
+		fmt.Fprintf(out, "note: the checkpoint's run had %d steps, this one %d: the learning-rate schedule differs from the saved run's\n", saved, steps)
+	}
+	return first, nil
+}
+
+// SaveDue reports whether a checkpoint is due after step (0-based) of a run that stops
+// after last steps, before the final one that SaveRun writes at the end.
+func (c LoopConfig) SaveDue(step, last int) bool {
+	return c.SaveEvery > 0 && (step+1)%c.SaveEvery == 0 && step+1 != last
+}
+
+// SaveRun writes learn, opt and r to c.Save, if set, and logs it on prog.
+func (c LoopConfig) SaveRun(prog *train.Progress, learn G.Nodes, opt *train.Adam, r Run) error {
+	if c.Save == "" {
+		return nil
+	}
+	if err := SaveRun(c.Save, learn, opt, r); err != nil {
+		return err
+	}
+	prog.Logf("step %5d  saved %s", r.Step, filepath.Join(c.Save, CheckpointFile))
+	return nil
+}
+
+// ShareWeights makes the nodes dst (an evaluation copy of a model) use the values of src
+// (the trained model's learnables, in the same order), so that they follow the training
+// updates in place, on the host or the GPU.
+func ShareWeights(dst, src G.Nodes) error {
+	if len(dst) != len(src) {
+		return errors.New("the copy of the model has other learnables than the trained model")
+	}
+	for i, n := range dst {
+		if err := G.Let(n, src[i].Value()); err != nil {
+			return fmt.Errorf("share %s: %w", n.Name(), err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,135 @@
+package trainutil
+
+import (
+	"bytes"
+	"flag"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/train"
+)
+
+// TestLoopConfig: the flags set every field; Validate names the bad field; Last, SaveDue
+// and Optimizer follow the flags.
+func TestLoopConfig(t *testing.T) {
+	c := LoopConfig{LR: 1e-3, LRFloor: 0.1}
+	fs := flag.NewFlagSet("loop", flag.ContinueOnError)
+	c.AddFlags(fs, "-steps")
+	args := []string{"-lr=0.02", "-lr-floor=0.5", "-warmup=3", "-clip=2", "-save=s", "-save-every=4", "-resume=r", "-stop-at=6"}
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	want := LoopConfig{LR: 0.02, LRFloor: 0.5, Warmup: 3, Clip: 2, Save: "s", SaveEvery: 4, Resume: "r", StopAt: 6}
+	if c != want {
+		t.Errorf("flags: got %+v, want %+v", c, want)
+	}
+	if u := fs.Lookup("resume").Usage; !strings.Contains(u, "-steps is the whole run's length") {
+		t.Errorf("-resume usage %q", u)
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("Validate: %v", err)
+	}
+	if got := []int{c.Last(10), c.Last(6), c.Last(5)}; got[0] != 6 || got[1] != 6 || got[2] != 5 {
+		t.Errorf("Last(10, 6, 5) = %v, want [6 6 5]", got)
+	}
+	var due []int
+	for s := 0; s < 10; s++ {
+		if c.SaveDue(s, 8) {
+			due = append(due, s)
+		}
+	}
+	if len(due) != 1 || due[0] != 3 { // after steps 4 and 8; 8 is the last, saved at the end
+		t.Errorf("SaveDue at steps %v, want [3]", due)
+	}
+	opt, sched, err := c.Optimizer(10)
+	if err != nil || opt.LR != 0.02 || opt.MaxGradNorm != 2 || sched != (train.Cosine{Peak: 0.02, Floor: 0.5, Warmup: 3, Total: 10}) {
+		t.Errorf("Optimizer: %+v %+v %v", opt, sched, err)
+	}
+	for _, bad := range []struct {
+		c   LoopConfig
+		err string
+	}{
+		{LoopConfig{LR: 0}, "-lr 0: want a finite number > 0"},
+		{LoopConfig{LR: math.NaN()}, "-lr NaN"},
+		{LoopConfig{LR: math.Inf(1)}, "-lr +Inf"},
+		{LoopConfig{LR: 1, LRFloor: 2}, "-lr-floor 2: want a finite number >= 0 and <= 1"},
+		{LoopConfig{LR: 1, Warmup: -1}, "-warmup -1: want an integer in [0, 1073741824]"},
+		{LoopConfig{LR: 1, SaveEvery: -3}, "-save-every -3"},
+		{LoopConfig{LR: 1, StopAt: -2}, "-stop-at -2"},
+		{LoopConfig{LR: 1, Clip: math.NaN()}, "-clip NaN"},
+	} {
+		if err := bad.c.Validate(); err == nil || !strings.Contains(err.Error(), bad.err) {
+			t.Errorf("%+v: %v, want an error containing %q", bad.c, err, bad.err)
+		}
+	}
+}
+
+// TestLoopSaveResume: SaveRun with -save and ResumeRun with -resume restore the weights, the
+// step and the sources, keep this run's clipping and note another run length; without the
+// flags they do nothing.
+func TestLoopSaveResume(t *testing.T) {
+	dir := t.TempDir()
+	mk := func(v float32) *G.Node {
+		return G.NewVector(G.NewGraph(), tensor.Float32, G.WithShape(1), G.WithName("w"), G.WithValue(tensor.New(tensor.WithShape(1), tensor.WithBacking([]float32{v}))))
+	}
+	w := mk(3)
+	src := rand.NewPCG(1, 2)
+	rand.New(src).Uint64()
+	var log bytes.Buffer
+	prog := train.NewProgress(nil, &log, 1, "x", "t")
+	c := LoopConfig{LR: 1, Clip: 5, Save: dir}
+	opt, _, err := c.Optimizer(10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SaveRun(prog, G.Nodes{w}, opt, Run{Step: 4, Steps: 10, Sources: map[string]*rand.PCG{"data": src}}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(log.String(), "step     4  saved "+dir) {
+		t.Errorf("save log %q", log.String())
+	}
+	w2, src2 := mk(0), rand.NewPCG(7, 7)
+	r := LoopConfig{LR: 1, Clip: 1, Resume: dir}
+	opt2, _, _ := r.Optimizer(12)
+	var out bytes.Buffer
+	first, err := r.ResumeRun(&out, G.Nodes{w2}, opt2, 12, map[string]*rand.PCG{"data": src2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first != 4 || w2.Value().Data().([]float32)[0] != 3 || *src2 != *src || opt2.MaxGradNorm != 1 {
+		t.Errorf("resumed at %d, w %v, source equal %v, clip %v; want 4, 3, true, 1", first, w2.Value(), *src2 == *src, opt2.MaxGradNorm)
+	}
+	if !strings.Contains(out.String(), "resumed from "+dir+" at step 4 of 10") || !strings.Contains(out.String(), "had 10 steps, this one 12") {
+		t.Errorf("resume report %q", out.String())
+	}
+	none := LoopConfig{LR: 1}
+	if first, err := none.ResumeRun(&out, G.Nodes{w2}, opt2, 12, nil); first != 0 || err != nil {
+		t.Errorf("no -resume: %d %v", first, err)
+	}
+	if err := none.SaveRun(prog, G.Nodes{w2}, opt2, Run{}); err != nil {
+		t.Errorf("no -save: %v", err)
+	}
+}
+
+// TestShareWeights: the copy's nodes hold the trained values themselves (an update in place
+// shows in both); a copy of another size is an error.
+func TestShareWeights(t *testing.T) {
+	g, g2 := G.NewGraph(), G.NewGraph()
+	a := G.NewVector(g, tensor.Float32, G.WithShape(2), G.WithName("a"), G.WithValue(tensor.New(tensor.WithShape(2), tensor.WithBacking([]float32{1, 2}))))
+	b := G.NewVector(g2, tensor.Float32, G.WithShape(2), G.WithName("a"))
+	if err := ShareWeights(G.Nodes{b}, G.Nodes{a}); err != nil {
+		t.Fatal(err)
+	}
+	a.Value().Data().([]float32)[1] = 9
+	if got := b.Value().Data().([]float32); got[0] != 1 || got[1] != 9 {
+		t.Errorf("shared value %v, want [1 9]", got)
+	}
+	if err := ShareWeights(G.Nodes{b}, G.Nodes{a, a}); err == nil {
+		t.Error("sizes differ: no error")
+	}
+}

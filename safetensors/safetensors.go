@@ -1,0 +1,393 @@
+// Package safetensors reads and writes safetensors files
+// (https://huggingface.co/docs/safetensors): an 8-byte little-endian header length, a JSON
+// header naming each tensor's dtype, shape and byte range, then the raw little-endian data.
+// It is gomoe's one implementation of the format: train's checkpoints and moe/hf's
+// transformers weights both go through it.
+//
+// Reading is lazy: [Open] and [Parse] read and check the headers only (dtypes, shapes, byte
+// ranges inside the file, names unique across shards), and a tensor's bytes are read from
+// the file when it is asked for, so that one block of a checkpoint of tens of GB costs the
+// memory of that block. [Tensors.Float64s] converts F32, F64, BF16 and F16 elements to
+// float64 exactly; [Tensors.Read] copies F32, F64 or BF16 elements into a slice of the same
+// type, bit for bit.
+//
+// Writing ([Write]) encodes float32, float64 and bfloat16 slices and hands them to
+// github.com/nlpodyssey/safetensors, which writes the header and the data section. That
+// package parses a file only from one byte slice holding all of it, hence gomoe's reader.
+//
+// The tests check the reader on files written by nlpodyssey/safetensors, an independent
+// writer, and the writer's files with that package's reader.
+package safetensors
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"sort"
+
+	"github.com/gomoe/gomoe/bfloat16"
+)
+
+// maxHeader bounds the JSON header (the format's reference reader uses 100 MB).
+const maxHeader = 100 << 20
+
+// dtypeSizes are the element sizes of the safetensors dtypes.
+var dtypeSizes = map[string]int64{
+	"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2,
+	"BF16": 2, "I32": 4, "U32": 4, "F32": 4, "F64": 8, "I64": 8, "U64": 8,
+}
+
+// Tensors is a set of named tensors in safetensors files: a whole checkpoint (its shards),
+// one block's weights, a training checkpoint. The headers are read when the set is opened, a
+// tensor's values when they are asked for. Close releases the files.
+type Tensors struct {
+	entries map[string]entry
+	meta    map[string]string
+	files   []*os.File
+}
+
+// entry is one tensor: where its bytes are and how to read them.
+type entry struct {
+	src   io.ReaderAt
+	dtype string
+	shape []int
+	off   int64 // from the start of src
+	size  int64 // bytes
+}
+
+// Open opens the safetensors files at paths (the shards of one checkpoint, say) as one set,
+// reading their headers only. A name found in two files is an error. A file that is not a
+// safetensors file gives an error containing "not a safetensors file" and the file's path.
+func Open(paths ...string) (*Tensors, error) {
+	if len(paths) == 0 {
+		return nil, fmt.Errorf("gomoe: safetensors: Open: no files")
+	}
+	ts := newTensors()
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			ts.Close()
+			return nil, fmt.Errorf("gomoe: safetensors: %w", err)
+		}
+		ts.files = append(ts.files, f)
+		st, err := f.Stat()
+		if err == nil {
+			err = ts.add(f, st.Size())
+		}
+		if err != nil {
+			ts.Close()
+			return nil, fmt.Errorf("gomoe: safetensors: %s: %w", p, err)
+		}
+	}
+	return ts, nil
+}
+
+// Parse reads one safetensors file held in buf (which the result keeps and reads from).
+func Parse(buf []byte) (*Tensors, error) {
+	ts := newTensors()
+	if err := ts.add(bytes.NewReader(buf), int64(len(buf))); err != nil {
+		return nil, fmt.Errorf("gomoe: safetensors: %w", err)
+	}
+	return ts, nil
+}
+
+func newTensors() *Tensors {
+	return &Tensors{entries: map[string]entry{}, meta: map[string]string{}}
+}
+
+// Close closes the files Open opened; the set, and any made from it by Select, cannot read
+// values afterwards.
+func (ts *Tensors) Close() error {
+	var errs []error
+	for _, f := range ts.files {
+		errs = append(errs, f.Close())
+	}
+	ts.files = nil
+	return errors.Join(errs...)
+}
+
+// errFormat marks the errors of a file that breaks the format.
+var errFormat = errors.New("not a safetensors file")
+
+// add reads the header of the file in src (size bytes) and adds its tensors.
+func (ts *Tensors) add(src io.ReaderAt, size int64) error {
+	var nb [8]byte
+	if size < 8 {
+		return fmt.Errorf("%w: %d bytes", errFormat, size)
+	}
+	if _, err := src.ReadAt(nb[:], 0); err != nil {
+		return err
+	}
+	n := binary.LittleEndian.Uint64(nb[:])
+	if n > maxHeader || int64(n) > size-8 {
+		return fmt.Errorf("%w: header of %d bytes in a file of %d", errFormat, n, size)
+	}
+	hdr := make([]byte, n)
+	if _, err := src.ReadAt(hdr, 8); err != nil {
+		return err
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(hdr, &raw); err != nil {
+		return fmt.Errorf("%w: header: %w", errFormat, err)
+	}
+	start, dataLen := 8+int64(n), size-8-int64(n)
+	for name, msg := range raw {
+		if name == "__metadata__" {
+			var md map[string]string
+			if err := json.Unmarshal(msg, &md); err != nil {
+				return fmt.Errorf("%w: header: __metadata__: %w", errFormat, err)
+			}
+			for k, v := range md {
+				ts.meta[k] = v
+			}
+			continue
+		}
+		var info struct {
+			Dtype       string  `json:"dtype"`
+			Shape       []int64 `json:"shape"`
+			DataOffsets []int64 `json:"data_offsets"`
+		}
+		dec := json.NewDecoder(bytes.NewReader(msg))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&info); err != nil {
+			return fmt.Errorf("%w: header: tensor %q: %w", errFormat, name, err)
+		}
+		e, err := checkEntry(name, info.Dtype, info.Shape, info.DataOffsets, dataLen)
+		if err != nil {
+			return fmt.Errorf("%w: header: %w", errFormat, err)
+		}
+		if _, dup := ts.entries[name]; dup {
+			return fmt.Errorf("tensor %q appears twice", name)
+		}
+		e.src, e.off = src, start+e.off
+		ts.entries[name] = e
+	}
+	return nil
+}
+
+// checkEntry checks one header entry against a data section of dataLen bytes.
+func checkEntry(name, dtype string, shape, offsets []int64, dataLen int64) (entry, error) {
+	es, ok := dtypeSizes[dtype]
+	if !ok {
+		return entry{}, fmt.Errorf("tensor %q: unknown dtype %q", name, dtype)
+	}
+	if len(offsets) != 2 {
+		return entry{}, fmt.Errorf("tensor %q: data_offsets %v, want [begin, end]", name, offsets)
+	}
+	elems := int64(1)
+	s := make([]int, len(shape))
+	for i, d := range shape {
+		if d < 0 || (d > 0 && elems > math.MaxInt64/es/d) {
+			return entry{}, fmt.Errorf("tensor %q: bad shape %v", name, shape)
+		}
+		elems *= d
+		s[i] = int(d)
+	}
+	b, en := offsets[0], offsets[1]
+	if b < 0 || en < b || en > dataLen || en-b != elems*es {
+		return entry{}, fmt.Errorf("tensor %q: data_offsets %v do not hold %d elements of %s in %d bytes of data", name, offsets, elems, dtype, dataLen)
+	}
+	return entry{dtype: dtype, shape: s, off: b, size: en - b}, nil
+}
+
+// Names returns the tensors' names, sorted.
+func (ts *Tensors) Names() []string {
+	names := make([]string, 0, len(ts.entries))
+	for n := range ts.entries {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Metadata returns the files' string metadata (the "__metadata__" of the header), merged.
+func (ts *Tensors) Metadata() map[string]string {
+	out := make(map[string]string, len(ts.meta))
+	for k, v := range ts.meta {
+		out[k] = v
+	}
+	return out
+}
+
+// Shape returns the shape of the named tensor, and whether it exists.
+func (ts *Tensors) Shape(name string) ([]int, bool) {
+	e, ok := ts.entries[name]
+	if !ok {
+		return nil, false
+	}
+	return append([]int(nil), e.shape...), true
+}
+
+// Dtype returns the safetensors dtype of the named tensor ("F32", "BF16", "I64", …), and
+// whether it exists.
+func (ts *Tensors) Dtype(name string) (string, bool) {
+	e, ok := ts.entries[name]
+	return e.dtype, ok
+}
+
+// Select returns the tensors of ts whose names keep accepts, read from the same files (and
+// with the same metadata): a block's weights without the other tensors under its prefix,
+// say. Closing ts closes the files of the selection too.
+func (ts *Tensors) Select(keep func(name string) bool) *Tensors {
+	out := &Tensors{entries: map[string]entry{}, meta: ts.meta}
+	for n, e := range ts.entries {
+		if keep(n) {
+			out.entries[n] = e
+		}
+	}
+	return out
+}
+
+// raw reads the bytes of the named tensor.
+func (ts *Tensors) raw(name string) (entry, []byte, error) {
+	e, ok := ts.entries[name]
+	if !ok {
+		return e, nil, fmt.Errorf("gomoe: safetensors: no tensor %q", name)
+	}
+	b := make([]byte, e.size)
+	if _, err := e.src.ReadAt(b, e.off); err != nil {
+		return e, nil, fmt.Errorf("gomoe: safetensors: tensor %q: %w", name, err)
+	}
+	return e, b, nil
+}
+
+// Read copies the named tensor's elements, row major, into dst: a []float32 for F32, a
+// []float64 for F64 or a []bfloat16.BFloat16 for BF16, of exactly the tensor's number of
+// elements. It is an error if the dtype or the size differ; dst is then unchanged.
+func (ts *Tensors) Read(name string, dst any) error {
+	e, ok := ts.entries[name]
+	if !ok {
+		return fmt.Errorf("gomoe: safetensors: no tensor %q", name)
+	}
+	dt, n, err := dtypeOf(dst)
+	if err != nil {
+		return fmt.Errorf("gomoe: safetensors: Read %q: %w", name, err)
+	}
+	if dt != e.dtype || int64(n)*dtypeSizes[dt] != e.size {
+		return fmt.Errorf("gomoe: safetensors: Read %q: the tensor is %s %v, dst a %T of %d elements", name, e.dtype, e.shape, dst, n)
+	}
+	_, b, err := ts.raw(name)
+	if err != nil {
+		return err
+	}
+	decode(dst, b)
+	return nil
+}
+
+// Float64s reads the named tensor (F32, F64, BF16 or F16 elements) and converts it to
+// float64, exactly; it returns the values, row major, and the shape.
+func (ts *Tensors) Float64s(name string) ([]float64, []int, error) {
+	e, ok := ts.entries[name]
+	if !ok {
+		return nil, nil, fmt.Errorf("gomoe: safetensors: no tensor %q", name)
+	}
+	if e.dtype != "F32" && e.dtype != "F64" && e.dtype != "BF16" && e.dtype != "F16" {
+		return nil, nil, fmt.Errorf("gomoe: safetensors: tensor %q has dtype %s, want F32, F64, BF16 or F16", name, e.dtype)
+	}
+	_, b, err := ts.raw(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	out := make([]float64, e.size/dtypeSizes[e.dtype])
+	switch e.dtype {
+	case "F32":
+		f := make([]float32, len(out))
+		decode(f, b)
+		for i, x := range f {
+			out[i] = float64(x)
+		}
+	case "F64":
+		decode(out, b)
+	case "BF16":
+		h := make([]bfloat16.BFloat16, len(out))
+		decode(h, b)
+		for i, x := range h {
+			out[i] = x.Float64()
+		}
+	case "F16":
+		for i := range out {
+			out[i] = halfToFloat64(binary.LittleEndian.Uint16(b[2*i:]))
+		}
+	}
+	return out, append([]int(nil), e.shape...), nil
+}
+
+// dtypeOf returns the safetensors dtype and the length of a slice Read and Write take.
+func dtypeOf(x any) (string, int, error) {
+	switch s := x.(type) {
+	case []float32:
+		return "F32", len(s), nil
+	case []float64:
+		return "F64", len(s), nil
+	case []bfloat16.BFloat16:
+		return "BF16", len(s), nil
+	}
+	return "", 0, fmt.Errorf("data of type %T, want []float32, []float64 or []bfloat16.BFloat16", x)
+}
+
+// decode writes the little-endian elements in b into dst (a slice dtypeOf accepts, of
+// len(b)/element size elements).
+func decode(dst any, b []byte) {
+	switch s := dst.(type) {
+	case []float32:
+		for i := range s {
+			s[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+		}
+	case []float64:
+		for i := range s {
+			s[i] = math.Float64frombits(binary.LittleEndian.Uint64(b[8*i:]))
+		}
+	case []bfloat16.BFloat16:
+		for i := range s {
+			s[i] = bfloat16.BFloat16(binary.LittleEndian.Uint16(b[2*i:]))
+		}
+	}
+}
+
+// encode returns the little-endian bytes of a slice dtypeOf accepts.
+func encode(src any) []byte {
+	var b []byte
+	switch s := src.(type) {
+	case []float32:
+		b = make([]byte, 0, 4*len(s))
+		for _, f := range s {
+			b = binary.LittleEndian.AppendUint32(b, math.Float32bits(f))
+		}
+	case []float64:
+		b = make([]byte, 0, 8*len(s))
+		for _, f := range s {
+			b = binary.LittleEndian.AppendUint64(b, math.Float64bits(f))
+		}
+	case []bfloat16.BFloat16:
+		b = make([]byte, 0, 2*len(s))
+		for _, f := range s {
+			b = binary.LittleEndian.AppendUint16(b, uint16(f))
+		}
+	}
+	return b
+}
+
+// halfToFloat64 is the IEEE 754 binary16 value of h.
+func halfToFloat64(h uint16) float64 {
+	sign := 1.0
+	if h&0x8000 != 0 {
+		sign = -1
+	}
+	exp := int(h>>10) & 0x1f
+	frac := float64(h & 0x3ff)
+	switch exp {
+	case 0:
+		return sign * frac * math.Ldexp(1, -24)
+	case 0x1f:
+		if frac != 0 {
+			return math.NaN()
+		}
+		return math.Inf(int(sign))
+	}
+	return sign * (1 + frac/1024) * math.Ldexp(1, exp-15)
+}

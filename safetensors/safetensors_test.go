@@ -1,0 +1,330 @@
+package safetensors
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	st "github.com/nlpodyssey/safetensors"
+
+	"github.com/gomoe/gomoe/bfloat16"
+)
+
+// The reader is checked on files written by nlpodyssey/safetensors (an independent writer),
+// with bytes built here from the format's description; the writer's files are read back by
+// nlpodyssey/safetensors' Deserialize.
+
+// le returns the little-endian bytes of the words (uint16, uint32 or uint64 each).
+func le(words ...any) []byte {
+	var b []byte
+	for _, w := range words {
+		switch x := w.(type) {
+		case uint16:
+			b = binary.LittleEndian.AppendUint16(b, x)
+		case uint32:
+			b = binary.LittleEndian.AppendUint32(b, x)
+		case uint64:
+			b = binary.LittleEndian.AppendUint64(b, x)
+		}
+	}
+	return b
+}
+
+// stFile writes one tensor of each given view with nlpodyssey/safetensors.
+func stFile(t testing.TB, views map[string]st.TensorView, meta map[string]string) []byte {
+	t.Helper()
+	buf, err := st.Serialize(views, meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return buf
+}
+
+func tv(t testing.TB, dt st.DType, shape []uint64, data []byte) st.TensorView {
+	t.Helper()
+	v, err := st.NewTensorView(dt, shape, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// f32s is a two-element F32 file: a = [1, -2] (shape [2]).
+func f32s(t testing.TB) []byte {
+	return stFile(t, map[string]st.TensorView{"a": tv(t, st.F32, []uint64{2}, le(math.Float32bits(1), math.Float32bits(-2)))}, nil)
+}
+
+// TestFloat64s: every float dtype converts exactly, with its shape.
+func TestFloat64s(t *testing.T) {
+	buf := stFile(t, map[string]st.TensorView{
+		"f32":  tv(t, st.F32, []uint64{1, 3}, le(math.Float32bits(1.5), math.Float32bits(-1e-30), math.Float32bits(3))),
+		"f64":  tv(t, st.F64, []uint64{2}, le(math.Float64bits(math.Pi), math.Float64bits(-0.1))),
+		"bf16": tv(t, st.BF16, []uint64{3}, le(uint16(0x3f80), uint16(0xc000), uint16(0x0001))),
+		"f16":  tv(t, st.F16, []uint64{2, 1}, le(uint16(0x3c00), uint16(0x3555))),
+	}, map[string]string{"k": "v"})
+	ts, err := Parse(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name  string
+		want  []float64
+		shape []int
+	}{
+		{"f32", []float64{1.5, float64(float32(-1e-30)), 3}, []int{1, 3}},
+		{"f64", []float64{math.Pi, -0.1}, []int{2}},
+		{"bf16", []float64{1, -2, math.Ldexp(1, -133)}, []int{3}},
+		{"f16", []float64{1, 0.333251953125}, []int{2, 1}},
+	} {
+		v, s, err := ts.Float64s(c.name)
+		if err != nil || fmt.Sprint(v, s) != fmt.Sprint(c.want, c.shape) {
+			t.Errorf("%s = %v %v %v, want %v %v", c.name, v, s, err, c.want, c.shape)
+		}
+		if dt, ok := ts.Dtype(c.name); !ok || dt != strings.ToUpper(c.name) {
+			t.Errorf("Dtype(%s) = %q %v", c.name, dt, ok)
+		}
+	}
+	if got := fmt.Sprint(ts.Names(), ts.Metadata()); got != "[bf16 f16 f32 f64] map[k:v]" {
+		t.Errorf("names and metadata: %s", got)
+	}
+}
+
+// TestRead: Read copies F32, F64 and BF16 bit for bit into a slice of the same type, and
+// refuses another type or size without writing.
+func TestRead(t *testing.T) {
+	buf := stFile(t, map[string]st.TensorView{
+		"f32":  tv(t, st.F32, []uint64{2}, le(uint32(0x7fc00001), uint32(0x80000000))), // a NaN payload, -0
+		"bf16": tv(t, st.BF16, []uint64{2}, le(uint16(0x7f81), uint16(0x8001))),
+	}, nil)
+	ts, err := Parse(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// nlpodyssey/safetensors refuses a scalar view: the scalar file is built by hand.
+	scalar, err := Parse(rawFile(`{"f64":{"dtype":"F64","shape":[],"data_offsets":[0,8]}}`, le(math.Float64bits(-7.25))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := make([]float32, 2)
+	if err := ts.Read("f32", f); err != nil || math.Float32bits(f[0]) != 0x7fc00001 || math.Float32bits(f[1]) != 0x80000000 {
+		t.Errorf("f32: %v %v", f, err)
+	}
+	d := make([]float64, 1)
+	if err := scalar.Read("f64", d); err != nil || d[0] != -7.25 {
+		t.Errorf("f64 scalar: %v %v", d, err)
+	}
+	h := make([]bfloat16.BFloat16, 2)
+	if err := ts.Read("bf16", h); err != nil || h[0] != 0x7f81 || h[1] != 0x8001 {
+		t.Errorf("bf16: %#v %v", h, err)
+	}
+	for _, c := range []struct {
+		name string
+		dst  any
+		err  string
+	}{
+		{"f32", make([]float64, 2), "the tensor is F32 [2], dst a []float64 of 2"},
+		{"f32", make([]float32, 3), "dst a []float32 of 3"},
+		{"f32", make([]int32, 2), "want []float32"},
+		{"nope", make([]float32, 2), `no tensor "nope"`},
+	} {
+		err := ts.Read(c.name, c.dst)
+		if err == nil || !strings.Contains(err.Error(), c.err) {
+			t.Errorf("Read(%s, %T): %v, want an error containing %q", c.name, c.dst, err, c.err)
+		}
+	}
+}
+
+// TestWrite: nlpodyssey/safetensors reads Write's file back: dtypes, shapes, bytes and
+// metadata; bad tensors are refused before anything is written.
+func TestWrite(t *testing.T) {
+	var b bytes.Buffer
+	err := Write(&b, map[string]Tensor{
+		"a":      {[]int{2, 1}, []float32{1, -2}},
+		"b":      {[]int{}, []float64{math.Pi}},
+		"c.d.e":  {[]int{3}, []bfloat16.BFloat16{0x3f80, 0xc000, 0x0001}},
+		"empty0": {[]int{0, 4}, []float32{}},
+	}, map[string]string{"k": "v"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := st.Deserialize(b.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, dt string
+		shape    []uint64
+		data     []byte
+	}{
+		{"a", "F32", []uint64{2, 1}, le(math.Float32bits(1), math.Float32bits(-2))},
+		{"b", "F64", []uint64{}, le(math.Float64bits(math.Pi))},
+		{"c.d.e", "BF16", []uint64{3}, le(uint16(0x3f80), uint16(0xc000), uint16(0x0001))},
+		{"empty0", "F32", []uint64{0, 4}, nil},
+	} {
+		v, ok := got.Tensor(c.name)
+		if !ok || v.DType().String() != c.dt || fmt.Sprint(v.Shape()) != fmt.Sprint(c.shape) || !bytes.Equal(v.Data(), c.data) {
+			t.Errorf("%s: %v %v % x, want %s %v % x", c.name, v.DType(), v.Shape(), v.Data(), c.dt, c.shape, c.data)
+		}
+	}
+	if _, md, err := st.ReadMetadata(b.Bytes()); err != nil || md.Metadata()["k"] != "v" {
+		t.Errorf("metadata: %v %v", md.Metadata(), err)
+	}
+	for _, c := range []struct {
+		name string
+		t    Tensor
+		err  string
+	}{
+		{"size", Tensor{[]int{3}, []float32{1, 2}}, "has shape [3] but 2 elements"},
+		{"negative", Tensor{[]int{-1}, []float32{}}, "has shape [-1]"},
+		{"int", Tensor{[]int{1}, []int32{1}}, "want []float32"},
+	} {
+		var w bytes.Buffer
+		err := Write(&w, map[string]Tensor{"ok": {[]int{1}, []float32{1}}, c.name: c.t}, nil)
+		if err == nil || !strings.Contains(err.Error(), c.err) || w.Len() != 0 {
+			t.Errorf("%s: %v (%d bytes written), want an error containing %q", c.name, err, w.Len(), c.err)
+		}
+	}
+}
+
+// TestOpen: shards open as one set; a name in two files, no files or a missing file are
+// errors; reads after Close fail.
+func TestOpen(t *testing.T) {
+	dir := t.TempDir()
+	a := stFile(t, map[string]st.TensorView{"a": tv(t, st.F32, []uint64{2}, le(math.Float32bits(1), math.Float32bits(-2)))}, map[string]string{"k": "v"})
+	b := stFile(t, map[string]st.TensorView{"b": tv(t, st.BF16, []uint64{1, 1}, le(uint16(0x3f00)))}, nil)
+	pa, pb := filepath.Join(dir, "a.safetensors"), filepath.Join(dir, "b.safetensors")
+	for p, buf := range map[string][]byte{pa: a, pb: b} {
+		if err := os.WriteFile(p, buf, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ts, err := Open(pa, pb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(ts.Names(), " ", ts.Metadata()["k"]); got != "[a b] v" {
+		t.Errorf("names and metadata: %s", got)
+	}
+	if v, s, err := ts.Float64s("b"); err != nil || fmt.Sprint(v, s) != "[0.5] [1 1]" {
+		t.Errorf("b = %v %v %v", v, s, err)
+	}
+	sel := ts.Select(func(n string) bool { return n == "b" })
+	if v, _, err := sel.Float64s("b"); fmt.Sprint(sel.Names(), v, err) != "[b] [0.5] <nil>" || sel.Metadata()["k"] != "v" {
+		t.Errorf("Select: %v %v %v %v", sel.Names(), v, err, sel.Metadata())
+	}
+	if _, ok := sel.Shape("a"); ok {
+		t.Error("Select kept a")
+	}
+	for _, c := range []struct {
+		name  string
+		paths []string
+		err   string
+	}{
+		{"none", nil, "no files"},
+		{"missing", []string{filepath.Join(dir, "nope")}, "no such file"},
+		{"twice", []string{pa, pa}, `"a" appears twice`},
+	} {
+		if _, err := Open(c.paths...); err == nil || !strings.Contains(err.Error(), c.err) {
+			t.Errorf("%s: got %v, want an error containing %q", c.name, err, c.err)
+		}
+	}
+	if _, _, err := ts.Float64s("c"); err == nil {
+		t.Error("missing tensor: no error")
+	}
+	if err := ts.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if _, _, err := ts.Float64s("a"); err == nil {
+		t.Error("read after Close: no error")
+	}
+	if err := ts.Read("a", make([]float32, 2)); err == nil {
+		t.Error("Read after Close: no error")
+	}
+}
+
+// rawFile is a safetensors file with the given JSON header and data section.
+func rawFile(header string, data []byte) []byte {
+	b := binary.LittleEndian.AppendUint64(nil, uint64(len(header)))
+	return append(append(b, header...), data...)
+}
+
+// TestParseRejects: malformed headers are errors that name the problem.
+func TestParseRejects(t *testing.T) {
+	good := f32s(t)
+	eight := make([]byte, 8)
+	cases := []struct {
+		name string
+		file []byte
+		err  string
+	}{
+		{"empty", nil, "not a safetensors file: 0 bytes"},
+		{"truncated data", good[:len(good)-1], "data_offsets"},
+		{"header past the end", binary.LittleEndian.AppendUint64(nil, 1000), "header of 1000 bytes"},
+		{"not JSON", rawFile("{x", nil), "not a safetensors file: header"},
+		{"unknown dtype", rawFile(`{"a":{"dtype":"F12","shape":[2],"data_offsets":[0,8]}}`, eight), `unknown dtype "F12"`},
+		{"size mismatch", rawFile(`{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}`, eight), "do not hold 3 elements"},
+		{"offsets reversed", rawFile(`{"a":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}}`, eight), "data_offsets [8 0]"},
+		{"offsets past data", rawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}`, eight), "data_offsets [4 12]"},
+		{"one offset", rawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0]}}`, eight), "want [begin, end]"},
+		{"negative dim", rawFile(`{"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}`, eight), "bad shape [-2]"},
+		{"overflowing shape", rawFile(`{"a":{"dtype":"F64","shape":[4294967296,4294967296],"data_offsets":[0,8]}}`, eight), "bad shape"},
+		{"unknown field", rawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"x":1}}`, eight), "unknown field"},
+		{"bad metadata", rawFile(`{"__metadata__":{"k":1}}`, nil), "__metadata__"},
+	}
+	for _, c := range cases {
+		if _, err := Parse(c.file); err == nil || !strings.Contains(err.Error(), c.err) || !strings.Contains(err.Error(), "not a safetensors file") {
+			t.Errorf("%s: got %v, want an error containing %q and \"not a safetensors file\"", c.name, err, c.err)
+		}
+	}
+	ts, err := Parse(rawFile(`{"i":{"dtype":"I32","shape":[2],"data_offsets":[0,8]}}`, eight))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := ts.Float64s("i"); err == nil || !strings.Contains(err.Error(), "dtype I32") {
+		t.Errorf("I32 tensor: got %v, want a dtype error", err)
+	}
+}
+
+func TestHalfToFloat64(t *testing.T) {
+	for _, c := range []struct {
+		h    uint16
+		want float64
+	}{{0x3c00, 1}, {0xc000, -2}, {0x0001, math.Ldexp(1, -24)}, {0x7bff, 65504}, {0x3555, 0.333251953125}, {0x7c00, math.Inf(1)}, {0xfc00, math.Inf(-1)}} {
+		if got := halfToFloat64(c.h); got != c.want {
+			t.Errorf("half %#04x = %v, want %v", c.h, got, c.want)
+		}
+	}
+	if !math.IsNaN(halfToFloat64(0x7e00)) {
+		t.Error("half NaN is not NaN")
+	}
+}
+
+// FuzzParse: any bytes give tensors or an error, never a panic, and every tensor read back
+// decodes or errors.
+func FuzzParse(f *testing.F) {
+	f.Add(stFile(f, map[string]st.TensorView{"a": tv(f, st.F32, []uint64{2, 1}, le(math.Float32bits(1), math.Float32bits(2)))}, map[string]string{"k": "v"}))
+	f.Add(stFile(f, map[string]st.TensorView{"b": tv(f, st.BF16, []uint64{3}, le(uint16(1), uint16(2), uint16(3)))}, nil))
+	f.Add([]byte{8, 0, 0, 0, 0, 0, 0, 0, '{', '}', ' ', ' ', ' ', ' ', ' ', ' '})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ts, err := Parse(b)
+		if err != nil {
+			return
+		}
+		for _, n := range ts.Names() {
+			_, _, _ = ts.Float64s(n)
+			s, _ := ts.Shape(n)
+			k := 1
+			for _, d := range s {
+				k *= d
+			}
+			if k < 1<<20 {
+				_ = ts.Read(n, make([]float32, k))
+			}
+		}
+	})
+}

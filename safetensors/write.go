@@ -1,0 +1,65 @@
+package safetensors
+
+import (
+	"fmt"
+	"io"
+
+	st "github.com/nlpodyssey/safetensors"
+)
+
+// Tensor is one tensor to write: its shape and its elements, row major, as a []float32
+// (F32), []float64 (F64) or []bfloat16.BFloat16 (BF16). A shape of no dimensions is a
+// scalar of one element.
+type Tensor struct {
+	Shape []int
+	Data  any
+}
+
+// view is an st.View of little-endian bytes (st.NewTensorView counts a scalar of shape []
+// as zero elements, so gomoe keeps its own).
+type view struct {
+	dt    st.DType
+	shape []uint64
+	data  []byte
+}
+
+func (v view) DType() st.DType { return v.dt }
+func (v view) Shape() []uint64 { return v.shape }
+func (v view) Data() []byte    { return v.data }
+func (v view) DataLen() uint64 { return uint64(len(v.data)) }
+
+// Write writes the tensors, by name, and the string metadata meta as one safetensors file
+// to w. Every tensor is checked (a supported slice type, as many elements as its shape, no
+// negative dimension) before anything is written.
+func Write(w io.Writer, tensors map[string]Tensor, meta map[string]string) error {
+	views := make(map[string]view, len(tensors))
+	for name, t := range tensors {
+		dt, n, err := dtypeOf(t.Data)
+		if err != nil {
+			return fmt.Errorf("gomoe: safetensors: Write: tensor %q: %w", name, err)
+		}
+		v := view{shape: make([]uint64, len(t.Shape))}
+		want := 1
+		for i, d := range t.Shape {
+			if d < 0 {
+				return fmt.Errorf("gomoe: safetensors: Write: tensor %q has shape %v", name, t.Shape)
+			}
+			v.shape[i], want = uint64(d), want*d
+		}
+		if n != want {
+			return fmt.Errorf("gomoe: safetensors: Write: tensor %q has shape %v but %d elements", name, t.Shape, n)
+		}
+		if v.dt, err = st.ParseDType(dt); err != nil {
+			return fmt.Errorf("gomoe: safetensors: Write: tensor %q: %w", name, err)
+		}
+		views[name] = v
+	}
+	for name, v := range views {
+		v.data = encode(tensors[name].Data)
+		views[name] = v
+	}
+	if err := st.SerializeToWriter(views, meta, w); err != nil {
+		return fmt.Errorf("gomoe: safetensors: Write: %w", err)
+	}
+	return nil
+}
