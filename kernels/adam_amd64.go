@@ -2,12 +2,13 @@
 
 package kernels
 
-import "golang.org/x/sys/cpu"
+import (
+	"golang.org/x/sys/cpu"
 
-//go:noescape
-func adamAVX(p, grad, m, v *float32, n int, k *[9]float32)
+	"github.com/gomoe/gomoe/internal/simd"
+)
 
-// hasAdamAsm says that adam32 runs the AVX kernel (adam_amd64.s) on this CPU.
+// hasAdamAsm says that adam32 runs the AVX kernel (internal/simd/adam_amd64.s) on this CPU.
 var hasAdamAsm = cpu.X86.HasAVX
 
 // adam32 runs AdamUpdate's float32 step over p, g, m, v (equal lengths) with the AVX kernel for
@@ -17,7 +18,7 @@ func adam32(p, g, m, v []float32, k *[9]float32) int {
 	n := len(p) &^ 7
 	if n > 0 {
 		_, _, _ = g[n-1], m[n-1], v[n-1]
-		adamAVX(&p[0], &g[0], &m[0], &v[0], n, k)
+		simd.AdamAVX(&p[0], &g[0], &m[0], &v[0], n, k)
 	}
 	return n
 }

@@ -2,21 +2,13 @@
 
 package kernels
 
-import "golang.org/x/sys/cpu"
+import (
+	"golang.org/x/sys/cpu"
 
-// Assembly micro-kernels (gemm_amd64.s); see there for the contract.
+	"github.com/gomoe/gomoe/internal/simd"
+)
 
-//go:noescape
-func sgemm6x16AVX2(kc int, a, b, c *float32, ldc int, add int)
-
-//go:noescape
-func dgemm6x8AVX2(kc int, a, b, c *float64, ldc int, add int)
-
-//go:noescape
-func sgemm12x32AVX512(kc int, a, b, c *float32, ldc int, add int)
-
-//go:noescape
-func dgemm12x16AVX512(kc int, a, b, c *float64, ldc int, add int)
+// Assembly micro-kernels (internal/simd/gemm_amd64.s); see there for the contract.
 
 func b2i(b bool) int {
 	if b {
@@ -31,22 +23,22 @@ var (
 	gemmAVX2F32 = &gemmKern[float32]{name: "avx2", mr: 6, nr: 16, mc: 192, nc: 1024,
 		fn: func(kc int, a, b, c []float32, ldc int, add bool) {
 			_, _, _ = a[6*kc-1], b[16*kc-1], c[5*ldc+15]
-			sgemm6x16AVX2(kc, &a[0], &b[0], &c[0], ldc, b2i(add))
+			simd.Sgemm6x16AVX2(kc, &a[0], &b[0], &c[0], ldc, b2i(add))
 		}}
 	gemmAVX2F64 = &gemmKern[float64]{name: "avx2", mr: 6, nr: 8, mc: 96, nc: 1024,
 		fn: func(kc int, a, b, c []float64, ldc int, add bool) {
 			_, _, _ = a[6*kc-1], b[8*kc-1], c[5*ldc+7]
-			dgemm6x8AVX2(kc, &a[0], &b[0], &c[0], ldc, b2i(add))
+			simd.Dgemm6x8AVX2(kc, &a[0], &b[0], &c[0], ldc, b2i(add))
 		}}
 	gemmAVX512F32 = &gemmKern[float32]{name: "avx512", mr: 12, nr: 32, mc: 192, nc: 1024,
 		fn: func(kc int, a, b, c []float32, ldc int, add bool) {
 			_, _, _ = a[12*kc-1], b[32*kc-1], c[11*ldc+31]
-			sgemm12x32AVX512(kc, &a[0], &b[0], &c[0], ldc, b2i(add))
+			simd.Sgemm12x32AVX512(kc, &a[0], &b[0], &c[0], ldc, b2i(add))
 		}}
 	gemmAVX512F64 = &gemmKern[float64]{name: "avx512", mr: 12, nr: 16, mc: 96, nc: 1024,
 		fn: func(kc int, a, b, c []float64, ldc int, add bool) {
 			_, _, _ = a[12*kc-1], b[16*kc-1], c[11*ldc+15]
-			dgemm12x16AVX512(kc, &a[0], &b[0], &c[0], ldc, b2i(add))
+			simd.Dgemm12x16AVX512(kc, &a[0], &b[0], &c[0], ldc, b2i(add))
 		}}
 )
 

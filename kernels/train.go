@@ -448,7 +448,7 @@ func AdamUpdate[F float32 | float64](p, g, m, v []F, lr, b1, b2, eps, c1, c2, wd
 		k32 = &[9]float32{float32(L), float32(B1), float32(B2), float32(Eps), float32(C1), float32(C2), float32(W), float32(NB1), float32(NB2)}
 	}
 	parallelRange(len(p), actBlock, func(lo, hi int) { // element-wise: the split changes no bit
-		if k32 != nil { // the same operations 8 lanes at a time (adam_amd64.s): the same bits
+		if k32 != nil { // the same operations 8 lanes at a time (internal/simd/adam_amd64.s): the same bits
 			lo += adam32(any(p[lo:hi]).([]float32), any(g[lo:hi]).([]float32), any(m[lo:hi]).([]float32), any(v[lo:hi]).([]float32), k32)
 		}
 		for i := lo; i < hi; i++ {

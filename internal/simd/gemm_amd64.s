@@ -11,7 +11,7 @@
 // func name(kc int, a, b, c *T, ldc int, add int)
 
 // sgemm6x16AVX2: float32, 6×16 tile, AVX2 + FMA.
-TEXT ·sgemm6x16AVX2(SB), NOSPLIT, $0-48
+TEXT ·Sgemm6x16AVX2(SB), NOSPLIT, $0-48
 	MOVQ kc+0(FP), CX
 	MOVQ a+8(FP), SI
 	MOVQ b+16(FP), DI
@@ -205,7 +205,7 @@ sgemm6x16AVX2_set:
 	RET
 
 // dgemm6x8AVX2: float64, 6×8 tile, AVX2 + FMA.
-TEXT ·dgemm6x8AVX2(SB), NOSPLIT, $0-48
+TEXT ·Dgemm6x8AVX2(SB), NOSPLIT, $0-48
 	MOVQ kc+0(FP), CX
 	MOVQ a+8(FP), SI
 	MOVQ b+16(FP), DI
@@ -399,7 +399,7 @@ dgemm6x8AVX2_set:
 	RET
 
 // sgemm12x32AVX512: float32, 12×32 tile, AVX-512F.
-TEXT ·sgemm12x32AVX512(SB), NOSPLIT, $0-48
+TEXT ·Sgemm12x32AVX512(SB), NOSPLIT, $0-48
 	MOVQ kc+0(FP), CX
 	MOVQ a+8(FP), SI
 	MOVQ b+16(FP), DI
@@ -743,7 +743,7 @@ sgemm12x32AVX512_set:
 	RET
 
 // dgemm12x16AVX512: float64, 12×16 tile, AVX-512F.
-TEXT ·dgemm12x16AVX512(SB), NOSPLIT, $0-48
+TEXT ·Dgemm12x16AVX512(SB), NOSPLIT, $0-48
 	MOVQ kc+0(FP), CX
 	MOVQ a+8(FP), SI
 	MOVQ b+16(FP), DI

@@ -142,7 +142,7 @@ GLOBL sgmBias<>(SB), RODATA|NOPTR, $32
 
 // func sigmoidPairAVX2(s, sm, x *float32, n int)
 // s[i] = σ(x[i]), sm[i] = σ(−x[i]) for i < n; n a multiple of 8.
-TEXT ·sigmoidPairAVX2(SB), NOSPLIT, $0-32
+TEXT ·SigmoidPairAVX2(SB), NOSPLIT, $0-32
 	MOVQ s+0(FP), DI
 	MOVQ sm+8(FP), R9
 	MOVQ x+16(FP), SI

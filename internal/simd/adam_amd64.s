@@ -8,7 +8,7 @@
 // operations in the same order as the Go loop in train.go, each rounded to float32 on its own
 // (no fused multiply-add; the square root is IEEE's, correctly rounded), so the bits are the
 // loop's. k holds L, B1, B2, Eps, C1, C2, W, 1−B1, 1−B2.
-TEXT ·adamAVX(SB), NOSPLIT, $0-48
+TEXT ·AdamAVX(SB), NOSPLIT, $0-48
 	MOVQ p+0(FP), DI
 	MOVQ grad+8(FP), SI
 	MOVQ m+16(FP), R9

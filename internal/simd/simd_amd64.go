@@ -1,0 +1,40 @@
+//go:build amd64 && !noasm
+
+package simd
+
+// The micro-kernels of package kernels' CPU paths, in Go assembly (gemm_amd64.s,
+// sigmoid_amd64.s, adam_amd64.s). Their contracts are in those files and at their callers
+// (kernels/gemm_amd64.go, kernels/sigmoid_amd64.go, kernels/adam_amd64.go), which check every
+// length before they call them.
+
+// Sgemm6x16AVX2 computes a 6×16 float32 tile from packed slivers (AVX2 + FMA).
+//
+//go:noescape
+func Sgemm6x16AVX2(kc int, a, b, c *float32, ldc int, add int)
+
+// Dgemm6x8AVX2 computes a 6×8 float64 tile from packed slivers (AVX2 + FMA).
+//
+//go:noescape
+func Dgemm6x8AVX2(kc int, a, b, c *float64, ldc int, add int)
+
+// Sgemm12x32AVX512 computes a 12×32 float32 tile from packed slivers (AVX-512).
+//
+//go:noescape
+func Sgemm12x32AVX512(kc int, a, b, c *float32, ldc int, add int)
+
+// Dgemm12x16AVX512 computes a 12×16 float64 tile from packed slivers (AVX-512).
+//
+//go:noescape
+func Dgemm12x16AVX512(kc int, a, b, c *float64, ldc int, add int)
+
+// SigmoidPairAVX2 sets s[i] = σ(x[i]) and sm[i] = σ(−x[i]) for i < n, n a multiple of 8
+// (AVX2 + FMA).
+//
+//go:noescape
+func SigmoidPairAVX2(s, sm, x *float32, n int)
+
+// AdamAVX runs the float32 Adam step over n elements (a multiple of 8) with the constants k
+// (AVX).
+//
+//go:noescape
+func AdamAVX(p, grad, m, v *float32, n int, k *[9]float32)
