@@ -1,67 +1,31 @@
 package main
 
 import (
-	"errors"
-	"flag"
-	"os"
-	"os/exec"
-	"strings"
 	"testing"
-)
 
-// mainArgsEnv makes the test binary run main with the arguments in it (one per line): the
-// child process of TestHostileFlags, which checks main's exit status and message.
-const mainArgsEnv = "GOMOE_EXAMPLE_MAIN_ARGS"
+	"github.com/gomoe/gomoe/examples/internal/trainutil"
+)
 
 // TestHostileFlags: every bad flag value (negative, NaN, Inf, past what an int holds) makes
 // the program exit with a non-zero status and a message naming the flag, before it reads any
 // data or writes any file.
 func TestHostileFlags(t *testing.T) {
-	if args, ok := os.LookupEnv(mainArgsEnv); ok {
-		os.Args = append([]string{"mnist"}, strings.Split(args, "\n")...)
-		flag.CommandLine = flag.NewFlagSet("mnist", flag.ExitOnError)
-		main()
-		os.Exit(0)
-	}
-	cases := []struct {
-		name string
-		args []string
-		want string
-	}{
-		{"-shift -1", []string{"-shift", "-1"}, "-shift -1: want an integer in [0, 27]"},
-		{"-shift 100", []string{"-shift", "100"}, "-shift 100"},
-		{"-target NaN", []string{"-target", "NaN"}, "-target NaN: want a finite number >= 0 and <= 1"},
-		{"-target 2", []string{"-target", "2"}, "-target 2"},
-		{"-lr NaN", []string{"-lr", "NaN"}, "-lr NaN"},
-		{"-lr -1", []string{"-lr", "-1"}, "-lr -1"},
-		{"-lr-floor NaN", []string{"-lr-floor", "NaN"}, "-lr-floor NaN"},
-		{"-batch 0", []string{"-batch", "0"}, "-batch 0"},
-		{"-steps -5", []string{"-steps", "-5"}, "-steps -5"},
-		{"-epochs -1", []string{"-epochs", "-1"}, "-epochs -1"},
-		{"-steps 0 -epochs 0", []string{"-steps", "0", "-epochs", "0"}, "need -steps > 0 or -epochs > 0"},
-		{"-log-every 0", []string{"-log-every", "0"}, "-log-every 0"},
-		{"-experts 0", []string{"-experts", "0"}, "-experts 0"},
-		{"-aux NaN", []string{"-aux", "NaN"}, "-aux NaN"},
-		{"-device tpu", []string{"-device", "tpu"}, "tpu"},
-		{"unknown flag (flag package: exit 2)", []string{"-nosuchflag"}, "flag provided but not defined: -nosuchflag"},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			out := t.TempDir()
-			args := append([]string{"-out", out + "/plots", "-quiet"}, c.args...)
-			cmd := exec.Command(os.Args[0], "-test.run=^TestHostileFlags$")
-			cmd.Env = append(os.Environ(), mainArgsEnv+"="+strings.Join(args, "\n"))
-			msg, err := cmd.CombinedOutput()
-			var exit *exec.ExitError
-			if !errors.As(err, &exit) || exit.ExitCode() == 0 {
-				t.Fatalf("exit status %v, want non-zero; output:\n%s", err, msg)
-			}
-			if !strings.Contains(string(msg), c.want) {
-				t.Errorf("output %q does not name the flag (want %q)", msg, c.want)
-			}
-			if ents, _ := os.ReadDir(out); len(ents) != 0 {
-				t.Errorf("a rejected run wrote %v", ents)
-			}
-		})
-	}
+	trainutil.CheckBadFlags(t, "TestHostileFlags", "mnist", main, []trainutil.BadFlag{
+		{Name: "-shift -1", Args: []string{"-shift", "-1"}, Want: "-shift -1: want an integer in [0, 27]"},
+		{Name: "-shift 100", Args: []string{"-shift", "100"}, Want: "-shift 100"},
+		{Name: "-target NaN", Args: []string{"-target", "NaN"}, Want: "-target NaN: want a finite number >= 0 and <= 1"},
+		{Name: "-target 2", Args: []string{"-target", "2"}, Want: "-target 2"},
+		{Name: "-lr NaN", Args: []string{"-lr", "NaN"}, Want: "-lr NaN"},
+		{Name: "-lr -1", Args: []string{"-lr", "-1"}, Want: "-lr -1"},
+		{Name: "-lr-floor NaN", Args: []string{"-lr-floor", "NaN"}, Want: "-lr-floor NaN"},
+		{Name: "-batch 0", Args: []string{"-batch", "0"}, Want: "-batch 0"},
+		{Name: "-steps -5", Args: []string{"-steps", "-5"}, Want: "-steps -5"},
+		{Name: "-epochs -1", Args: []string{"-epochs", "-1"}, Want: "-epochs -1"},
+		{Name: "-steps 0 -epochs 0", Args: []string{"-steps", "0", "-epochs", "0"}, Want: "need -steps > 0 or -epochs > 0"},
+		{Name: "-log-every 0", Args: []string{"-log-every", "0"}, Want: "-log-every 0"},
+		{Name: "-experts 0", Args: []string{"-experts", "0"}, Want: "-experts 0"},
+		{Name: "-aux NaN", Args: []string{"-aux", "NaN"}, Want: "-aux NaN"},
+		{Name: "-device tpu", Args: []string{"-device", "tpu"}, Want: "tpu"},
+		{Name: "unknown flag (flag package: exit 2)", Args: []string{"-nosuchflag"}, Want: "flag provided but not defined: -nosuchflag"},
+	})
 }
