@@ -1,6 +1,14 @@
 // Package kernels holds gomoe's compute kernels: the routing plan builder, permute-dispatch and
-// combine-unpermute, forward and backward, for float32 and float64 on the CPU (plain Go,
-// parallel over GOMAXPROCS goroutines, no cgo).
+// combine-unpermute, forward and backward, the grouped expert matmul and the packed GEMM
+// engine, activations, normalisations, routing losses and optimiser updates.
+//
+// On the CPU they are Go (the GEMM micro-kernels, the vector sigmoid and the Adam step in Go
+// assembly on amd64, package internal/simd), parallel over GOMAXPROCS goroutines, with no cgo,
+// for float32 and float64 (bfloat16 through conversions where the package says so). With the
+// build tag gomoecuda, the CUDA type runs their GPU twins on device pointers, in float32,
+// float64 and bfloat16: gomoe's kernels from the embedded fatbins (gomoe.cu, gmm.cu), cuBLAS,
+// and CUTLASS's grouped GEMM for sm_90a (gmm_sm90*.cu; see docs/grouped-gemm.md); that build
+// uses cgo and links the CUDA driver, the runtime and cuBLAS.
 //
 // # The routing plan
 //
