@@ -226,46 +226,6 @@ func TestScale(t *testing.T) {
 	}
 }
 
-func TestMatMul(t *testing.T) {
-	rng := rand.New(rand.NewSource(8))
-	a, b := gcRand(rng, 3*4), gcRand(rng, 4*5)
-	gcRun(t, gcCase{name: "MatMul", inputs: []gcInput{{"a", tensor.Shape{3, 4}, a}, {"b", tensor.Shape{4, 5}, b}}, build: func(g *G.ExprGraph, dt tensor.Dtype, in []*G.Node) (*G.Node, error) {
-		y, err := MatMul(in[0], in[1])
-		if err != nil {
-			return nil, err
-		}
-		// a second product through the transposed gradient paths
-		y2, err := MatMul(y, G.NewMatrix(g, dt, G.WithShape(5, 2), G.WithName("c"), G.WithValue(gcDense(dt, tensor.Shape{5, 2}, gcRand(rand.New(rand.NewSource(9)), 10)))))
-		if err != nil {
-			return nil, err
-		}
-		return gcWeighted(g, dt, y2, "w_mm", 10)
-	}})
-	g := G.NewGraph()
-	an := G.NewMatrix(g, tensor.Float64, G.WithShape(3, 4), G.WithName("a"), G.WithValue(gcDense(tensor.Float64, tensor.Shape{3, 4}, a)))
-	bn := G.NewMatrix(g, tensor.Float64, G.WithShape(4, 5), G.WithName("b"), G.WithValue(gcDense(tensor.Float64, tensor.Shape{4, 5}, b)))
-	got := gcFloats(runRead(t, g, must(MatMul(an, bn)))[0])
-	for i := 0; i < 3; i++ {
-		for j := 0; j < 5; j++ {
-			var s float64
-			for k := 0; k < 4; k++ {
-				s += a[i*4+k] * b[k*5+j]
-			}
-			if math.Abs(got[i*5+j]-s) > 1e-12 {
-				t.Fatalf("c[%d,%d] = %v, want %v", i, j, got[i*5+j], s)
-			}
-		}
-	}
-	for _, c := range []struct {
-		name string
-		a, b *G.Node
-	}{{"nil", nil, bn}, {"inner", bn, bn}, {"vector", G.NewVector(g, tensor.Float64, G.WithShape(4), G.WithName("v")), bn}} {
-		if _, err := MatMul(c.a, c.b); err == nil {
-			t.Errorf("%s: no error", c.name)
-		}
-	}
-}
-
 // TestActivationsBFloat16: bfloat16 SwiGLU and GELU on the CPU compute in float32 and round
 // once: within one bfloat16 rounding (2⁻⁸ relative) of the float64 formula.
 func TestActivationsBFloat16(t *testing.T) {

@@ -1,0 +1,150 @@
+package op
+
+import (
+	"testing"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/kernels"
+)
+
+// fakeDevice is a device backend for tests: it "owns" the tensors it was told about or made,
+// and runs the host kernels on them, so that the dispatch in every op's Do can be tested
+// without a GPU.
+type fakeDevice struct {
+	owned map[*tensor.Dense]bool
+	calls map[string]int
+}
+
+func newFakeDevice() *fakeDevice {
+	return &fakeDevice{owned: map[*tensor.Dense]bool{}, calls: map[string]int{}}
+}
+
+func (f *fakeDevice) Owns(v G.Value) bool {
+	d, ok := v.(*tensor.Dense)
+	return ok && f.owned[d]
+}
+
+func (f *fakeDevice) own(v G.Value) {
+	if d, ok := v.(*tensor.Dense); ok {
+		f.owned[d] = true
+	}
+}
+
+// host runs fn with no device registered and marks its results as device values.
+func (f *fakeDevice) host(name string, fn func() (G.Value, G.Value, error)) (G.Value, G.Value, error) {
+	f.calls[name]++
+	saved := device
+	device = nil
+	defer func() { device = saved }()
+	a, b, err := fn()
+	if err != nil {
+		return nil, nil, err
+	}
+	f.own(a)
+	f.own(b)
+	return a, b, nil
+}
+
+func (f *fakeDevice) one(name string, fn func() (G.Value, error)) (G.Value, error) {
+	v, _, err := f.host(name, func() (G.Value, G.Value, error) { v, err := fn(); return v, nil, err })
+	return v, err
+}
+
+func (f *fakeDevice) BuildPlan(g kernels.Geometry, ids, probs G.Value) (G.Value, error) {
+	return f.one("BuildPlan", func() (G.Value, error) {
+		if probs == nil {
+			return planOp{g: g}.Do(ids)
+		}
+		return planOp{g: g, withProbs: true}.Do(ids, probs)
+	})
+}
+
+func (f *fakeDevice) PermuteForward(g kernels.Geometry, x, plan G.Value) (G.Value, error) {
+	return f.one("PermuteForward", func() (G.Value, error) { return permuteForward(g, x, plan, nil) })
+}
+
+func (f *fakeDevice) PermuteBackward(g kernels.Geometry, dxp, plan G.Value) (G.Value, error) {
+	return f.one("PermuteBackward", func() (G.Value, error) { return permuteBackward(g, dxp, plan, nil) })
+}
+
+func (f *fakeDevice) PermuteProbsForward(g kernels.Geometry, probs, plan G.Value) (G.Value, error) {
+	return f.one("PermuteProbsForward", func() (G.Value, error) { return permuteProbsForward(g, probs, plan, nil) })
+}
+
+func (f *fakeDevice) PermuteProbsBackward(g kernels.Geometry, dpp, plan G.Value) (G.Value, error) {
+	return f.one("PermuteProbsBackward", func() (G.Value, error) { return permuteProbsBackward(g, dpp, plan, nil) })
+}
+
+func (f *fakeDevice) UnpermuteForward(g kernels.Geometry, yp, probs, plan G.Value) (G.Value, error) {
+	return f.one("UnpermuteForward", func() (G.Value, error) { return unpermuteForward(g, yp, probs, plan, nil) })
+}
+
+func (f *fakeDevice) UnpermuteBackward(g kernels.Geometry, dy, yp, probs, plan G.Value, wantRows, wantProbs bool) (G.Value, G.Value, error) {
+	return f.host("UnpermuteBackward", func() (G.Value, G.Value, error) {
+		return unpermuteBackward("fake", g, dy, yp, probs, plan, wantRows, wantProbs, nil, nil)
+	})
+}
+
+// TestDeviceDispatch runs every op with all inputs on a (fake) device, checks that each went
+// to the device method and gave the host result, and that a mix of host and device inputs is
+// an error.
+func TestDeviceDispatch(t *testing.T) {
+	const H = 4
+	g := kernels.Geometry{E: 3, A: 2, Mode: kernels.Capacity, C: 2, Drop: kernels.DropByProb}
+	build := func() (*G.ExprGraph, []*G.Node, []*G.Node) {
+		gr := G.NewGraph()
+		rng := newRNG(9)
+		dt := tensor.Float32
+		ids := idsNode(gr, "ids", 4, 2, okIDs)
+		probs := G.NewMatrix(gr, dt, G.WithShape(4, 2), G.WithName("probs"), G.WithValue(denseOf(dt, randProbs(rng, 8), 4, 2)))
+		x := G.NewMatrix(gr, dt, G.WithShape(4, H), G.WithName("x"), G.WithValue(denseOf(dt, randFloats(rng, 4*H), 4, H)))
+		p := must2(NewPlan(ids, probs, g))
+		R := p.Rows()
+		dxp := G.NewMatrix(gr, dt, G.WithShape(R, H), G.WithName("dxp"), G.WithValue(denseOf(dt, randFloats(rng, R*H), R, H)))
+		dpp := G.NewVector(gr, dt, G.WithShape(R), G.WithName("dpp"), G.WithValue(denseOf(dt, randFloats(rng, R), R)))
+		dy := G.NewMatrix(gr, dt, G.WithShape(4, H), G.WithName("dy"), G.WithValue(denseOf(dt, randFloats(rng, 4*H), 4, H)))
+		xp := must(Permute(x, p))
+		outs := []*G.Node{
+			p.Node, xp,
+			must(Unpermute(xp, probs, p)),
+			must(Unpermute(xp, nil, p)),
+			must(PermuteProbs(probs, p)),
+			must(applyOp(permuteGradName, permuteGradOp{p.Geometry}, dxp, p.Node)),
+			must(applyOp(permuteProbsGradName, permuteProbsGradOp{p.Geometry}, dpp, p.Node)),
+			must(applyOp(unpermuteGradRowsName, unpermuteGradRowsOp{p.Geometry, true}, dy, probs, p.Node)),
+			must(applyOp(unpermuteGradProbsName, unpermuteGradProbsOp{p.Geometry, dt}, dy, xp, p.Node)),
+		}
+		return gr, []*G.Node{ids, probs, x, dxp, dpp, dy}, outs
+	}
+	gr, _, outs := build()
+	want := runRead(t, gr, outs...)
+
+	f := newFakeDevice()
+	saved := device
+	device = f
+	defer func() { device = saved }()
+	gr, ins, outs := build()
+	for _, n := range ins {
+		f.own(n.Value())
+	}
+	got := runRead(t, gr, outs...)
+	for i := range want {
+		if !bitsEqual(got[i], want[i]) {
+			t.Errorf("output %d (%v): device %v, host %v", i, outs[i], got[i], want[i])
+		}
+	}
+	for _, name := range []string{"BuildPlan", "PermuteForward", "PermuteBackward", "PermuteProbsForward", "PermuteProbsBackward", "UnpermuteForward", "UnpermuteBackward"} {
+		if f.calls[name] == 0 {
+			t.Errorf("device method %s was never called (calls %v)", name, f.calls)
+		}
+	}
+
+	// x on the device, everything else on the host.
+	gr, ins, outs = build()
+	f.own(ins[2].Value())
+	m := G.NewTapeMachine(gr)
+	defer m.Close()
+	wantErr(t, "mixed inputs", m.RunAll(), "op.Permute", "inputs mix device values (1) and host values (1)")
+}
