@@ -1,0 +1,62 @@
+package moe
+
+import (
+	"math/rand"
+	"strings"
+	"testing"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+func TestUpdateExpertBias(t *testing.T) {
+	g := G.NewGraph()
+	l, err := New(g, "moe", Config{Hidden: 2, FFN: 2, Experts: 4, TopK: 2, Score: Sigmoid, ExpertBias: true, BiasUpdateRate: 0.01})
+	if err != nil {
+		t.Fatal(err)
+	}
+	setBias(0.5, 0, -0.5, 0)(l)
+	load := tensor.New(tensor.WithShape(4), tensor.WithBacking([]int32{5, 3, 4, 0})) // mean 3
+	if err := l.UpdateExpertBias(load); err != nil {
+		t.Fatal(err)
+	}
+	want := []float64{0.49, 0, -0.51, 0.01}
+	if d := maxDiff(f64s(l.Bias.Value()), want); d > 1e-7 {
+		t.Fatalf("bias %v, want %v", f64s(l.Bias.Value()), want)
+	}
+	// Bad loads change nothing.
+	for _, bad := range []G.Value{
+		tensor.New(tensor.WithShape(3), tensor.WithBacking([]int32{1, 2, 3})),
+		tensor.New(tensor.WithShape(4), tensor.WithBacking([]float32{1, 2, -3, 4})),
+		nil,
+	} {
+		if err := l.UpdateExpertBias(bad); err == nil {
+			t.Errorf("load %v: no error", bad)
+		}
+	}
+	if d := maxDiff(f64s(l.Bias.Value()), want); d > 1e-7 {
+		t.Fatalf("bias changed by a rejected update: %v", f64s(l.Bias.Value()))
+	}
+	h := G.NewGraph()
+	nb, err := New(h, "moe", Config{Hidden: 2, FFN: 2, Experts: 4, TopK: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nb.UpdateExpertBias(load); err == nil || !strings.Contains(err.Error(), "no expert bias") {
+		t.Errorf("layer without bias: %v", err)
+	}
+}
+
+// TestExpertBiasSteersRouting: raising an expert's bias moves tokens to it, while the probs
+// stay the unbiased sigmoid scores (checked by the reference test).
+func TestExpertBiasSteersRouting(t *testing.T) {
+	const T = 16
+	cfg := Config{Hidden: 4, FFN: 2, Experts: 4, TopK: 1, Score: Sigmoid, ExpertBias: true, Dtype: tensor.Float64, Seed: 2}
+	rng := rand.New(rand.NewSource(5))
+	x, rnd := randVec(rng, T*4), randVec(rng, T*4)
+	_, a := runLayer(t, cfg, T, x, rnd, nil)
+	_, b := runLayer(t, cfg, T, x, rnd, setBias(0, 0, 0, 0.3))
+	if b.counts[3] <= a.counts[3] {
+		t.Fatalf("bias +0.3 on expert 3: counts %v -> %v", a.counts, b.counts)
+	}
+}

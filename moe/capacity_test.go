@@ -1,0 +1,136 @@
+package moe
+
+import (
+	"testing"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// TestCapacityHandTable routes 4 tokens to 4 experts (K=2) with an identity router, so the
+// logits are the input rows, and checks which pairs each drop policy keeps against tables
+// computed by hand.
+//
+//	token  logits                   top-2   softmax prob of the chosen experts
+//	t0     [0.9  0.8  0.1  0.0 ]    e0 e1   e0 .3622  e1 .3278
+//	t1     [0.7  0.1  0.9  0.0 ]    e2 e0   e2 .3739  e0 .3061
+//	t2     [0.95 0.0  0.0  0.85]    e0 e3   e0 .3734  e3 .3378
+//	t3     [0.1  0.2  0.3  0.99]    e3 e2   e3 .4226  e2 .2120
+//
+// Expert e0 is chosen by t0, t1, t2; e1 by t0; e2 by t1, t3; e3 by t2, t3.
+func TestCapacityHandTable(t *testing.T) {
+	x := []float64{
+		0.9, 0.8, 0.1, 0.0,
+		0.7, 0.1, 0.9, 0.0,
+		0.95, 0.0, 0.0, 0.85,
+		0.1, 0.2, 0.3, 0.99,
+	}
+	type pair struct{ t, e int }
+	cases := []struct {
+		name   string
+		cf     float64
+		policy DropPolicy
+		kept   []pair
+		counts []int
+	}{
+		// C = ceil(8/4·0.5) = 1
+		{"C=1 position", 0.5, DropByPosition, []pair{{0, 0}, {0, 1}, {1, 2}, {2, 3}}, []int{1, 1, 1, 1}},
+		{"C=1 prob", 0.5, DropByProb, []pair{{2, 0}, {0, 1}, {1, 2}, {3, 3}}, []int{1, 1, 1, 1}},
+		// C = 2: only e0 (3 tokens) drops one
+		{"C=2 position", 1, DropByPosition, []pair{{0, 0}, {1, 0}, {0, 1}, {1, 2}, {3, 2}, {2, 3}, {3, 3}}, []int{2, 1, 2, 2}},
+		{"C=2 prob", 1, DropByProb, []pair{{0, 0}, {2, 0}, {0, 1}, {1, 2}, {3, 2}, {2, 3}, {3, 3}}, []int{2, 1, 2, 2}},
+	}
+	for _, c := range cases {
+		cfg := Config{Hidden: 4, FFN: 2, Experts: 4, TopK: 2, PreSoftmax: true, Dtype: tensor.Float64,
+			CapacityFactor: c.cf, DropPolicy: c.policy}
+		g := G.NewGraph()
+		l, err := New(g, "moe", cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		eye := l.Router.Value().Data().([]float64)
+		for i := range eye {
+			eye[i] = 0
+		}
+		for i := 0; i < 4; i++ {
+			eye[i*4+i] = 1
+		}
+		xn := G.NewMatrix(g, tensor.Float64, G.WithShape(4, 4), G.WithName("x"), G.WithValue(denseOf(tensor.Float64, x, 4, 4)))
+		out, err := l.Forward(xn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var planV, countsV G.Value
+		G.Read(out.Plan.Node, &planV)
+		G.Read(out.Counts, &countsV)
+		m := G.NewTapeMachine(g)
+		if err := m.RunAll(); err != nil {
+			t.Fatal(err)
+		}
+		m.Close()
+		geo := out.Plan.Geometry
+		if geo.C != map[float64]int{0.5: 1, 1: 2}[c.cf] {
+			t.Fatalf("%s: capacity %d", c.name, geo.C)
+		}
+		p, err := geo.View(planV.Data().([]int32))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The ids tell which expert each slot names; rowOf tells whether it was kept.
+		ids := make([]int, 0, 8)
+		for tk := 0; tk < 4; tk++ {
+			row := x[tk*4 : tk*4+4]
+			a, b := argTop2(row)
+			ids = append(ids, a, b)
+		}
+		var kept []pair
+		for i, r := range p.RowOf {
+			if r >= 0 {
+				kept = append(kept, pair{i / 2, ids[i]})
+			}
+		}
+		if len(kept) != len(c.kept) {
+			t.Errorf("%s: kept %v, want %v", c.name, kept, c.kept)
+			continue
+		}
+		for _, w := range c.kept {
+			found := false
+			for _, k := range kept {
+				found = found || k == w
+			}
+			if !found {
+				t.Errorf("%s: kept %v, want %v", c.name, kept, c.kept)
+				break
+			}
+		}
+		st, err := out.Stats(countsV)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for e, n := range c.counts {
+			if st.TokensPerExpert[e] != n {
+				t.Errorf("%s: tokens per expert %v, want %v", c.name, st.TokensPerExpert, c.counts)
+				break
+			}
+		}
+		if want := 8 - len(c.kept); st.Dropped != want {
+			t.Errorf("%s: dropped %d, want %d", c.name, st.Dropped, want)
+		}
+	}
+}
+
+func argTop2(row []float64) (int, int) {
+	a := 0
+	for i := range row {
+		if row[i] > row[a] {
+			a = i
+		}
+	}
+	b := -1
+	for i := range row {
+		if i != a && (b < 0 || row[i] > row[b]) {
+			b = i
+		}
+	}
+	return a, b
+}

@@ -1,0 +1,101 @@
+package moe
+
+import (
+	"math"
+	"strings"
+	"testing"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/kernels"
+)
+
+func TestConfigValidation(t *testing.T) {
+	ok := Config{Hidden: 4, FFN: 4, Experts: 8, TopK: 2}
+	cases := []struct {
+		name   string
+		mod    func(*Config)
+		substr string
+	}{
+		{"K > E", func(c *Config) { c.TopK = 9 }, "TopK=9 > Experts=8"},
+		{"K = 0", func(c *Config) { c.TopK = 0 }, "TopK=0"},
+		{"H = 0", func(c *Config) { c.Hidden = 0 }, "Hidden=0"},
+		{"F = 0", func(c *Config) { c.FFN = 0 }, "FFN=0"},
+		{"E not divisible by groups", func(c *Config) { c.Groups, c.GroupsKept = 3, 1 }, "not divisible by Groups=3"},
+		{"groups kept > groups", func(c *Config) { c.Groups, c.GroupsKept = 2, 3 }, "GroupsKept=3"},
+		{"K does not fit kept groups", func(c *Config) { c.TopK = 3; c.Groups, c.GroupsKept = 4, 1 }, "does not fit"},
+		{"expert bias without sigmoid", func(c *Config) { c.ExpertBias = true }, "ExpertBias needs the Sigmoid"},
+		{"pre-softmax with sigmoid", func(c *Config) { c.Score = Sigmoid; c.PreSoftmax = true }, "PreSoftmax needs"},
+		{"softmax top-1 post", func(c *Config) { c.TopK = 1 }, "needs PreSoftmax"},
+		{"int dtype", func(c *Config) { c.Dtype = tensor.Int }, "Dtype=int"},
+		{"router dtype", func(c *Config) { c.RouterDtype = tensor.Int32 }, "RouterDtype=int32"},
+		{"negative capacity", func(c *Config) { c.CapacityFactor = -1 }, "CapacityFactor=-1"},
+		{"pad without capacity", func(c *Config) { c.PadToCapacity = true }, "PadToCapacity needs capacity"},
+		{"jitter 1", func(c *Config) { c.JitterEps = 1 }, "JitterEps=1"},
+		{"seq aux without seq len", func(c *Config) { c.SeqAuxLossCoeff = 0.1 }, "needs SeqLen"},
+		{"NaN aux", func(c *Config) { c.AuxLossCoeff = math.NaN() }, "AuxLossCoeff=NaN"},
+		{"negative z", func(c *Config) { c.ZLossCoeff = -1 }, "ZLossCoeff=-1"},
+		{"scaling", func(c *Config) { c.ScalingFactor = -2 }, "ScalingFactor=-2"},
+		{"align", func(c *Config) { c.Align = -1 }, "Align=-1"},
+		{"activation", func(c *Config) { c.Activation = 7 }, "unknown activation"},
+		{"score", func(c *Config) { c.Score = 5 }, "unknown score"},
+		{"drop policy", func(c *Config) { c.DropPolicy = 9 }, "unknown drop policy"},
+		{"shared", func(c *Config) { c.SharedFFN = -1 }, "SharedFFN=-1"},
+		{"eval capacity", func(c *Config) { c.EvalCapacityFactor = -0.5 }, "EvalCapacityFactor=-0.5"},
+		{"eval capacity NaN", func(c *Config) { c.EvalCapacityFactor = math.NaN() }, "EvalCapacityFactor=NaN"},
+		{"min capacity", func(c *Config) { c.MinCapacity = -1 }, "MinCapacity=-1"},
+	}
+	if err := ok.Validate(); err != nil {
+		t.Fatalf("valid config: %v", err)
+	}
+	for _, c := range cases {
+		cfg := ok
+		c.mod(&cfg)
+		err := cfg.Validate()
+		if err == nil || !strings.Contains(err.Error(), c.substr) {
+			t.Errorf("%s: got %v, want an error containing %q", c.name, err, c.substr)
+			continue
+		}
+		g := G.NewGraph()
+		if _, err := New(g, "moe", cfg); err == nil {
+			t.Errorf("%s: New accepted the config", c.name)
+		}
+		if len(g.AllNodes()) != 0 {
+			t.Errorf("%s: New added %d nodes despite the error", c.name, len(g.AllNodes()))
+		}
+	}
+}
+
+func TestForwardRejectsBadInput(t *testing.T) {
+	g := G.NewGraph()
+	l, err := New(g, "moe", Config{Hidden: 4, FFN: 2, Experts: 4, TopK: 2, SeqAuxLossCoeff: 0.1, SeqLen: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(g, "moe", Config{Hidden: 4, FFN: 2, Experts: 4, TopK: 2}); err == nil {
+		t.Error("second layer with the same name: no error")
+	}
+	other := G.NewGraph()
+	cases := []struct {
+		name   string
+		x      *G.Node
+		substr string
+	}{
+		{"nil", nil, "nil"},
+		{"wrong width", G.NewMatrix(g, tensor.Float32, G.WithShape(8, 5), G.WithName("x5")), "want (T, H=4)"},
+		{"wrong dtype", G.NewMatrix(g, tensor.Float64, G.WithShape(8, 4), G.WithName("x64")), "dtype float64"},
+		{"other graph", G.NewMatrix(other, tensor.Float32, G.WithShape(8, 4), G.WithName("xo")), "not in the layer's graph"},
+		{"3-D wrong width", G.NewTensor(g, tensor.Float32, 3, G.WithShape(2, 4, 5), G.WithName("x3")), "want (T, H=4) or (B, S, H=4)"},
+		{"4-D", G.NewTensor(g, tensor.Float32, 4, G.WithShape(2, 2, 2, 4), G.WithName("x4")), "want (T, H=4) or (B, S, H=4)"},
+		{"3-D not whole sequences", G.NewTensor(g, tensor.Float32, 3, G.WithShape(1, 6, 4), G.WithName("x16")), "SeqLen=4"},
+		{"T not whole sequences", G.NewMatrix(g, tensor.Float32, G.WithShape(6, 4), G.WithName("x6")), "SeqLen=4"},
+	}
+	for _, c := range cases {
+		_, err := l.Forward(c.x)
+		if err == nil || !strings.Contains(err.Error(), c.substr) {
+			t.Errorf("%s: got %v, want an error containing %q", c.name, err, c.substr)
+		}
+	}
+	var _ = kernels.Dropless
+}
