@@ -398,7 +398,7 @@ func testGroupedOne(t *testing.T, rng *rand.Rand, c gmmCase, d DType) {
 
 // TestCUDAGroupedMatMulBench times the grouped matmul's three passes on MoE shapes, on every
 // path: go test -tags gomoecuda -run TestCUDAGroupedMatMulBench -gomoe.bench -v ./kernels/
-// (gmm_torch_bench.py times torch._grouped_mm on the same shapes).
+// (bench/torch_gmm_bench.py times torch._grouped_mm on the same shapes).
 //
 // "gpu" is the CUDA-event time per call of back-to-back calls; "wall" the host time per call
 // of the same loop. The sm_90a path reads the plan's sizes on the device, so the host runs

@@ -200,7 +200,7 @@ func TestGroupedMatMulGPUErrors(t *testing.T) {
 	xp := G.NewTensor(g, tensor.Float32, 2, G.WithShape(geo.Rows(), 3), G.WithName("xp"))
 	w := G.NewTensor(g, tensor.Float32, 3, G.WithShape(geo.E, 3, 2), G.WithName("w"))
 	plan := G.NewTensor(g, tensor.Int32, 1, G.WithShape(geo.PlanLen()), G.WithName("plan"))
-	if _, err := op.GroupedMatMulWithPlan(xp, w, plan, geo); err != nil {
+	if _, err := op.GroupedMatMul(xp, w, &op.Plan{Node: plan, Geometry: geo}); err != nil {
 		t.Fatal(err)
 	}
 	flat := make([]float64, geo.PlanLen())

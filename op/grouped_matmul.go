@@ -27,12 +27,12 @@ func GroupedMatMul(xp, w *G.Node, p *Plan) (*G.Node, error) {
 	if p == nil || p.Node == nil {
 		return nil, fmt.Errorf("gomoe: GroupedMatMul: nil plan")
 	}
-	return GroupedMatMulWithPlan(xp, w, p.Node, p.Geometry)
+	return groupedMatMulWithPlan(xp, w, p.Node, p.Geometry)
 }
 
-// GroupedMatMulWithPlan is GroupedMatMul for a plan given as its flat int32 node and geometry
+// groupedMatMulWithPlan is GroupedMatMul for a plan given as its flat int32 node and geometry
 // (see kernels.Geometry.View for the layout).
-func GroupedMatMulWithPlan(xp, w, plan *G.Node, geo kernels.Geometry) (*G.Node, error) {
+func groupedMatMulWithPlan(xp, w, plan *G.Node, geo kernels.Geometry) (*G.Node, error) {
 	if err := geo.Validate(); err != nil {
 		return nil, wrapErr("GroupedMatMul", err)
 	}

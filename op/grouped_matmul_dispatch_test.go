@@ -32,7 +32,7 @@ func gmmDispatchGraph(dt tensor.Dtype, H, N int) (*G.ExprGraph, []*G.Node, []*G.
 	}
 	xp, w, dz := mk("xp", R, H), mk("w", g.E, H, N), mk("dz", R, N)
 	outs := []*G.Node{
-		must(GroupedMatMulWithPlan(xp, w, p.Node, g)),
+		must(groupedMatMulWithPlan(xp, w, p.Node, g)),
 		must(applyOp("GroupedMatMulRowsGrad", gmmRowsGradOp{g}, dz, w, p.Node)),
 		must(applyOp("GroupedMatMulWeightsGrad", gmmWeightsGradOp{g, H}, xp, dz, p.Node)),
 	}

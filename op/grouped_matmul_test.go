@@ -30,7 +30,7 @@ func TestGroupedMatMulGradients(t *testing.T) {
 			},
 			build: func(g *G.ExprGraph, dt tensor.Dtype, in []*G.Node) (*G.Node, error) {
 				plan := gcPlanNode(t, g, geo, ids, nil, "plan")
-				z, err := GroupedMatMulWithPlan(in[0], in[1], plan, geo)
+				z, err := groupedMatMulWithPlan(in[0], in[1], plan, geo)
 				if err != nil {
 					return nil, err
 				}
@@ -46,11 +46,11 @@ func TestGroupedMatMulGradients(t *testing.T) {
 			},
 			build: func(g *G.ExprGraph, dt tensor.Dtype, in []*G.Node) (*G.Node, error) {
 				plan := gcPlanNode(t, g, geo, ids, nil, "plan")
-				z, err := GroupedMatMulWithPlan(in[0], in[1], plan, geo)
+				z, err := groupedMatMulWithPlan(in[0], in[1], plan, geo)
 				if err != nil {
 					return nil, err
 				}
-				z2, err := GroupedMatMulWithPlan(G.Must(G.Square(z)), in[2], plan, geo)
+				z2, err := groupedMatMulWithPlan(G.Must(G.Square(z)), in[2], plan, geo)
 				if err != nil {
 					return nil, err
 				}
@@ -71,12 +71,12 @@ func TestGroupedMatMulGradients(t *testing.T) {
 				}
 				plan := gcPlanNode(t, g, geo, ids, nil, "plan")
 				plan2 := gcPlanNode(t, g, geo2, ids2, nil, "plan2")
-				z, err := GroupedMatMulWithPlan(in[0], in[1], plan, geo)
+				z, err := groupedMatMulWithPlan(in[0], in[1], plan, geo)
 				if err != nil {
 					return nil, err
 				}
 				xp2 := G.Must(G.Slice(in[0], G.S(0, R2)))
-				z2, err := GroupedMatMulWithPlan(xp2, in[1], plan2, geo2)
+				z2, err := groupedMatMulWithPlan(xp2, in[1], plan2, geo2)
 				if err != nil {
 					return nil, err
 				}
@@ -110,7 +110,7 @@ func TestGroupedMatMulForwardValues(t *testing.T) {
 	xp := G.NewMatrix(g, tensor.Float64, G.WithShape(R, H), G.WithName("xp"), G.WithValue(gcDense(tensor.Float64, tensor.Shape{R, H}, xpd)))
 	w := G.NewTensor(g, tensor.Float64, 3, G.WithShape(geo.E, H, N), G.WithName("w"), G.WithValue(gcDense(tensor.Float64, tensor.Shape{geo.E, H, N}, wd)))
 	plan := gcPlanNode(t, g, geo, ids, nil, "plan")
-	z, err := GroupedMatMulWithPlan(xp, w, plan, geo)
+	z, err := groupedMatMulWithPlan(xp, w, plan, geo)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +179,7 @@ func TestGroupedMatMulRejectsBadInput(t *testing.T) {
 		{"nil node", nil, w, plan, geo, "nil input"},
 	}
 	for _, c := range cases {
-		_, err := GroupedMatMulWithPlan(c.xp, c.w, c.pl, c.geo)
+		_, err := groupedMatMulWithPlan(c.xp, c.w, c.pl, c.geo)
 		if err == nil || !strings.Contains(err.Error(), c.wantSubstr) {
 			t.Errorf("%s: got error %v, want one containing %q", c.name, err, c.wantSubstr)
 		}

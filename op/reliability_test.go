@@ -199,11 +199,11 @@ func relCases() []badCase {
 			return nodeErr(GroupedMatMul(floatNode(gr, tensor.Float64, "xp", 8, 3), floatNode(gr, tensor.Float64, "w", 3, 4, 2), relPlan(gr)))
 		}, "GroupedMatMul", "w"),
 		rel("GroupedMatMul/float plan", func(gr *G.ExprGraph) (*G.Node, error) {
-			return nodeErr(GroupedMatMulWithPlan(floatNode(gr, tensor.Float64, "xp", 8, 3), floatNode(gr, tensor.Float64, "w", 3, 3, 2), floatNode(gr, tensor.Float64, "plan", 23), relPlan(gr).Geometry))
+			return nodeErr(groupedMatMulWithPlan(floatNode(gr, tensor.Float64, "xp", 8, 3), floatNode(gr, tensor.Float64, "w", 3, 3, 2), floatNode(gr, tensor.Float64, "plan", 23), relPlan(gr).Geometry))
 		}, "plan has dtype float64"),
 		rel("GroupedMatMul/invalid geometry", func(gr *G.ExprGraph) (*G.Node, error) {
 			p := relPlan(gr)
-			return nodeErr(GroupedMatMulWithPlan(floatNode(gr, tensor.Float64, "xp", 8, 3), floatNode(gr, tensor.Float64, "w", 3, 3, 2), p.Node, kernels.Geometry{T: 4, K: 2, E: 3}))
+			return nodeErr(groupedMatMulWithPlan(floatNode(gr, tensor.Float64, "xp", 8, 3), floatNode(gr, tensor.Float64, "w", 3, 3, 2), p.Node, kernels.Geometry{T: 4, K: 2, E: 3}))
 		}, "alignment A=0"),
 		rel("GroupedMatMul/w of another graph", func(gr *G.ExprGraph) (*G.Node, error) {
 			return nodeErr(GroupedMatMul(floatNode(gr, tensor.Float64, "xp", 8, 3), floatNode(other(), tensor.Float64, "w", 3, 3, 2), relPlan(gr)))
@@ -213,12 +213,12 @@ func relCases() []badCase {
 			flat := make([]int32, g.PlanLen())
 			copy(flat, []int32{2, 2, 2, 0, 2, 4, 99}) // offsets[E] = 99 > R
 			pn := G.NewVector(gr, tensor.Int32, G.WithShape(len(flat)), G.WithName("userplan"), G.WithValue(int32Dense(flat, len(flat))))
-			return nodeErr(GroupedMatMulWithPlan(floatNode(gr, tensor.Float64, "xp", 8, 3), floatNode(gr, tensor.Float64, "w", 3, 3, 2), pn, g))
+			return nodeErr(groupedMatMulWithPlan(floatNode(gr, tensor.Float64, "xp", 8, 3), floatNode(gr, tensor.Float64, "w", 3, 3, 2), pn, g))
 		}, "offsets[E] = 99"),
 
 		rel("GroupedMatMul/plan of another geometry", func(gr *G.ExprGraph) (*G.Node, error) {
 			p := relPlan(gr)
-			return nodeErr(GroupedMatMulWithPlan(floatNode(gr, tensor.Float64, "xp", 8, 3), floatNode(gr, tensor.Float64, "w", 3, 3, 2), p.Node, withT(p.Geometry, 5)))
+			return nodeErr(groupedMatMulWithPlan(floatNode(gr, tensor.Float64, "xp", 8, 3), floatNode(gr, tensor.Float64, "w", 3, 3, 2), p.Node, withT(p.Geometry, 5)))
 		}, "plan has shape (23), want (27)"),
 
 		// TopK

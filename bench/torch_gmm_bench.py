@@ -1,7 +1,7 @@
 """torch._grouped_mm on the grouped matmul's three passes, for comparison with
 TestCUDAGroupedMatMulBench (same shapes, balanced routing, bfloat16):
 
-    python3 kernels/gmm_torch_bench.py
+    python3 bench/torch_gmm_bench.py
 
 forward  z = xp[seg e] @ W[e]             xp [T*K, H], W [E, H, N]
 dxp      dz[seg e] @ W[e]^T               (W read column-major through a transpose)

@@ -40,17 +40,17 @@ happen. TF32 is turned off so that float32 GEMMs are true fp32 like gomoe's cuBL
 
 Benchmark usage (on the GPU machine):
 
-    python3 moe/torch_layer_bench.py --shape qwen3   --dtype bf16 --json out/torch_qwen3_bf16.json
-    python3 moe/torch_layer_bench.py --shape mixtral --dtype f32 --F 7168 --json out/torch_mixtral_f32.json
-    python3 moe/torch_layer_bench.py --shape qwen3   --dtype bf16 --impl grouped --json out/torch_qwen3_bf16_grouped.json
-    python3 moe/torch_layer_bench.py --shape custom --T 1024 --H 512 --F 256 --E 16 --K 2 --dtype f32
+    python3 bench/torch_layer_bench.py --shape qwen3   --dtype bf16 --json out/torch_qwen3_bf16.json
+    python3 bench/torch_layer_bench.py --shape mixtral --dtype f32 --F 7168 --json out/torch_mixtral_f32.json
+    python3 bench/torch_layer_bench.py --shape qwen3   --dtype bf16 --impl grouped --json out/torch_qwen3_bf16_grouped.json
+    python3 bench/torch_layer_bench.py --shape custom --T 1024 --H 512 --F 256 --E 16 --K 2 --dtype f32
 
 CPU timing (issue 19): --device cpu --threads N times the same layer on the host CPU with
 N intra-op threads (torch.set_num_threads(N), one inter-op thread), wall-clock per
 iteration (time.perf_counter), peak_mem_gb null. To compare with gomoe's
 `go test -bench LayerForwardBackward ./moe/` at GOMAXPROCS=N on the same machine:
 
-    python3 moe/torch_layer_bench.py --shape custom --T 1024 --H 128 --F 256 --E 8 --K 2 \
+    python3 bench/torch_layer_bench.py --shape custom --T 1024 --H 128 --F 256 --E 8 --K 2 \
         --dtype f32 --device cpu --threads 2 --iters 50 --warmup 10
     GOMAXPROCS=2 go test -run XXX -bench 'LayerForwardBackward/T1024_H128_F256_E8_K2_swiglu$' \
         -benchtime 50x ./moe/
@@ -79,7 +79,7 @@ tokens_per_expert_max, iters, warmup, seed, tf32, status} ("status" is "ok" or
 
 Check mode (reference values for a Go test):
 
-    python3 moe/torch_layer_bench.py --check --dump DIR [--device cpu|cuda] [--seed S]
+    python3 bench/torch_layer_bench.py --check --dump DIR [--device cpu|cuda] [--seed S]
 
 computes the layer in float64 throughout (x, weights, router and combine all
 float64) for a tiny shape (default T=64 H=32 F=48 E=8 K=2; --T/--H/--F/--E/--K

@@ -4,7 +4,7 @@ Permute forward as x.index_select(0, tokenOf) and unpermute forward as
 y.index_add_(0, tokenOf, yp * probs) on the docs/design.md shapes, timed with CUDA events (mean of
 ITERS after 3 warm-ups) next to a device-to-device copy of the same bytes in the same run.
 
-    python3 kernels/torch_baseline.py [out.md]
+    python3 bench/torch_permute_bench.py [out.md]
 """
 import sys
 import torch

@@ -2,10 +2,10 @@
 
 // Command layerbench times the moe layer's forward and forward+backward on one GPU (device
 // engine, tape machine, cuBLAS expert GEMMs, gomoe's kernels) at the benchmark shapes, for
-// comparison with moe/torch_layer_bench.py run in the same session:
+// comparison with bench/torch_layer_bench.py run in the same session:
 //
-//	go run -tags gomoecuda ./moe/layerbench -shape qwen3 -json out.json
-//	go run -tags gomoecuda ./moe/layerbench -shape mixtral -F 7168
+//	go run -tags gomoecuda ./bench/layerbench -shape qwen3 -json out.json
+//	go run -tags gomoecuda ./bench/layerbench -shape mixtral -F 7168
 //
 // -dtype bf16 times a bfloat16 layer (float32 router, float32 accumulation in every kernel).
 // The layer: router in float32, softmax over the chosen top-K logits (= softmax over all

@@ -7,7 +7,7 @@
 // block per peer) and a device-to-device copy of them. It also times the counts exchange (the
 // host sync of every expert-parallel step).
 //
-//	source ep/nccl_env.sh && go run -tags gomoecuda ./ep/epbench [-gpus N] [-shapes dsv3,mixtral] [-dtype bf16|f32] [-iters 20] [-procs]
+//	source ep/nccl_env.sh && go run -tags gomoecuda ./bench/epbench [-gpus N] [-shapes dsv3,mixtral] [-dtype bf16|f32] [-iters 20] [-procs]
 //
 // With -procs every rank runs in its own process (the program starts itself once per GPU), as
 // in multi-node training, so the ranks do not share one CUDA runtime.
