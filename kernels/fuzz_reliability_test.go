@@ -84,7 +84,7 @@ func FuzzPlanCheck(f *testing.F) {
 				copy(scatter[int(r)*H:(int(r)+1)*H], x[(i/g.K)*H:(i/g.K+1)*H])
 			}
 		}
-		if d := maxAbsDiff(refPermute(x, p.TokenOf, H), scatter); d != 0 {
+		if d := maxAbsDiff(refPermute(x, p.RowOf, g, H), scatter); d != 0 {
 			t.Fatalf("tokenOf and rowOf disagree on an accepted plan")
 		}
 		if d := maxAbsDiff(xp, scatter); d != 0 {

@@ -6,6 +6,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/gomoe/gomoe/internal/reftest"
 )
 
 func buildTestPlan(t *testing.T, g Geometry, ids []int32, probs []float64) Plan {
@@ -41,7 +43,7 @@ func TestKernelsMatchReference(t *testing.T) {
 			ids := c.ids(rng)
 			probs := randFloats(rng, len(ids))
 			p := buildTestPlan(t, c.g, ids, probs)
-			_, _, rowOf, tokenOf := refPlan(c.g, ids, probs)
+			_, _, rowOf, _ := refPlan(c.g, ids, probs)
 			T, K, R := c.g.T, c.g.K, c.g.Rows()
 			x := randFloats(rng, T*H)
 			yp := randFloats(rng, R*H)
@@ -49,7 +51,7 @@ func TestKernelsMatchReference(t *testing.T) {
 			dpp := randFloats(rng, R)
 
 			// references
-			wantXP := refPermute(x, tokenOf, H)
+			wantXP := refPermute(x, rowOf, c.g, H)
 			wantPP := make([]float64, R)
 			wantDX := make([]float64, T*H)
 			wantDProbsPermute := make([]float64, T*K)
@@ -127,7 +129,7 @@ func runKernels[F Float](t *testing.T, p Plan, H int, x, yp, dy, dpp, probs []F,
 	check("unpermute backward probs", to64(dpr), wantDProbs, tol*float64(H))
 	dyp2 := fill(R * H)
 	must(t, UnpermuteBackward(dyp2, nil, dy, nil, nil, p, H))
-	wantDYPU := refPermute(to64(dy), p.TokenOf, H) // unweighted: dyp[r] = dy[tokenOf[r]]
+	wantDYPU := reftest.Permute(to64(dy), p.RowOf, T, K, R, H) // unweighted: dyp[r] = dy[tokenOf[r]]
 	check("unpermute backward rows unweighted", to64(dyp2), wantDYPU, 0)
 }
 

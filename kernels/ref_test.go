@@ -2,109 +2,32 @@ package kernels
 
 import (
 	"math/rand/v2"
-	"sort"
+
+	"github.com/gomoe/gomoe/internal/reftest"
 )
 
-// Reference implementations for the tests: plain loops written from the definitions in
-// docs/design.md, independent of the kernels' chunked, parallel code.
+// The tests' references are package internal/reftest's (shared with package op's tests);
+// these adapt them to this package's types, beside small helpers.
 
-// refPlan builds counts, offsets, rowOf and tokenOf expert by expert.
+// refGeo is g for package reftest's references.
+func refGeo(g Geometry) reftest.Geometry {
+	return reftest.Geometry{T: g.T, K: g.K, E: g.E, A: g.A, Capacity: g.Mode == Capacity, C: g.C,
+		DropByProb: g.Drop == DropByProb, PadToCapacity: g.PadToCapacity}
+}
+
+// refPlan is reftest.BuildPlan's four parts.
 func refPlan(g Geometry, ids []int32, probs []float64) (counts, offsets, rowOf, tokenOf []int32) {
-	counts = make([]int32, g.E)
-	offsets = make([]int32, g.E+1)
-	rowOf = make([]int32, g.T*g.K)
-	for i := range rowOf {
-		rowOf[i] = -1
-	}
-	tokenOf = make([]int32, g.Rows())
-	for i := range tokenOf {
-		tokenOf[i] = -1
-	}
-	row := 0
-	for e := 0; e < g.E; e++ {
-		var pairs []int // (t*K+k) of expert e in token order
-		for t := 0; t < g.T; t++ {
-			for k := 0; k < g.K; k++ {
-				if int(ids[t*g.K+k]) == e {
-					pairs = append(pairs, t*g.K+k)
-				}
-			}
-		}
-		if g.Mode == Capacity && len(pairs) > g.C {
-			if g.Drop == DropByPosition {
-				pairs = pairs[:g.C]
-			} else {
-				byProb := append([]int(nil), pairs...)
-				sort.Slice(byProb, func(a, b int) bool {
-					pa, pb := probs[byProb[a]], probs[byProb[b]]
-					if pa != pb {
-						return pa > pb
-					}
-					return byProb[a] < byProb[b]
-				})
-				keep := map[int]bool{}
-				for _, i := range byProb[:g.C] {
-					keep[i] = true
-				}
-				var kept []int
-				for _, i := range pairs {
-					if keep[i] {
-						kept = append(kept, i)
-					}
-				}
-				pairs = kept
-			}
-		}
-		offsets[e] = int32(row)
-		counts[e] = int32(len(pairs))
-		for j, i := range pairs {
-			rowOf[i] = int32(row + j)
-			tokenOf[row+j] = int32(i / g.K)
-		}
-		seg := len(pairs)
-		if g.Mode == Capacity && g.PadToCapacity {
-			seg = g.C
-		}
-		for seg%g.A != 0 {
-			seg++
-		}
-		row += seg
-	}
-	offsets[g.E] = int32(row)
-	return
+	p := reftest.BuildPlan(refGeo(g), ids, probs)
+	return p.Counts, p.Offsets, p.RowOf, p.TokenOf
 }
 
-// refPermute: xp[r] = x[tokenOf[r]] or 0.
-func refPermute(x []float64, tokenOf []int32, H int) []float64 {
-	xp := make([]float64, len(tokenOf)*H)
-	for r, t := range tokenOf {
-		if t >= 0 {
-			copy(xp[r*H:(r+1)*H], x[int(t)*H:(int(t)+1)*H])
-		}
-	}
-	return xp
+// refPermute is reftest.Permute on g's rows.
+func refPermute(x []float64, rowOf []int32, g Geometry, H int) []float64 {
+	return reftest.Permute(x, rowOf, g.T, g.K, g.Rows(), H)
 }
 
-// refUnpermute: y[t] = Σ_k w·yp[rowOf[t,k]], w = probs[t,k] or 1.
-func refUnpermute(yp, probs []float64, rowOf []int32, T, K, H int) []float64 {
-	y := make([]float64, T*H)
-	for t := 0; t < T; t++ {
-		for k := 0; k < K; k++ {
-			r := rowOf[t*K+k]
-			if r < 0 {
-				continue
-			}
-			w := 1.0
-			if probs != nil {
-				w = probs[t*K+k]
-			}
-			for h := 0; h < H; h++ {
-				y[t*H+h] += w * yp[int(r)*H+h]
-			}
-		}
-	}
-	return y
-}
+// refUnpermute is reftest.Unpermute.
+var refUnpermute = reftest.Unpermute
 
 // randomIDs draws, for each token, K distinct experts (and a fraction of -1 slots).
 func randomIDs(rng *rand.Rand, T, K, E int, dropFrac float64) []int32 {

@@ -104,7 +104,7 @@ func TestBF16Ops(t *testing.T) {
 					t.Fatal(err)
 				}
 				vals := runRead(t, gr, p.Node, xp, y, grads[0], grads[1], grads[2])
-				rowOf := refPlan(g, d.ids, d.probs).rowOf
+				rowOf := refPlan(g, d.ids, d.probs).RowOf
 				if got := vals[0].Data().([]int32)[2*g.E+1 : 2*g.E+1+g.T*g.K]; fmt.Sprint(got) != fmt.Sprint(rowOf) {
 					t.Fatalf("plan rowOf %v, want %v", got, rowOf)
 				}
@@ -206,7 +206,7 @@ func TestBF16Dtypes(t *testing.T) {
 	})
 	// Do with a bfloat16 dy and a float64 probs value.
 	gg := kernels.Geometry{T: 4, K: 2, E: 3, A: 1}
-	planV := int32Dense(refPlan(gg, okIDs, nil).flat(), gg.PlanLen())
+	planV := int32Dense(refPlan(gg, okIDs, nil).Flat(), gg.PlanLen())
 	dyV := bf16Of(make([]float64, 12), 4, 3)
 	_, err := (unpermuteGradRowsOp{gg, true}).Do(dyV, denseOf(tensor.Float64, make([]float64, 8), 4, 2), planV)
 	wantErr(t, "bf16 dy with float64 probs", err, "bfloat16 data takes float32 probs")
@@ -218,7 +218,7 @@ func TestBF16Prealloc(t *testing.T) {
 	const H = 3
 	g := kernels.Geometry{T: 4, K: 2, E: 3, A: 2, Mode: kernels.Capacity, C: 3, PadToCapacity: true}
 	R := g.Rows()
-	planV := int32Dense(refPlan(g, okIDs, nil).flat(), g.PlanLen())
+	planV := int32Dense(refPlan(g, okIDs, nil).Flat(), g.PlanLen())
 	rng := newRNG(4)
 	x := bf16Of(randFloats(rng, 4*H), 4, H)
 	rows := bf16Of(randFloats(rng, R*H), R, H)

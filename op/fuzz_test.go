@@ -104,7 +104,7 @@ func FuzzRouteGraph(f *testing.F) {
 		if runErr != nil {
 			t.Fatalf("valid ids %v: %v", ids, runErr)
 		}
-		rowOf := refPlan(g, ids, probs).rowOf
+		rowOf := refPlan(g, ids, probs).RowOf
 		wantY := make([]float64, T*H)
 		wantDx := make([]float64, T*H)
 		wantDp := make([]float64, T*K)

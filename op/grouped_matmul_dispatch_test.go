@@ -122,7 +122,7 @@ func TestGroupedMatMulBF16Host(t *testing.T) {
 		expertOf[r] = -1
 	}
 	for e := 0; e < g.E; e++ {
-		for r := rp.offsets[e]; r < rp.offsets[e]+rp.counts[e]; r++ {
+		for r := rp.Offsets[e]; r < rp.Offsets[e]+rp.Counts[e]; r++ {
 			expertOf[r] = e
 		}
 	}
@@ -170,6 +170,6 @@ func TestGroupedMatMulBF16Host(t *testing.T) {
 	}
 	// A bfloat16 xp with a float32 w is refused.
 	geo := kernels.Geometry{T: 5, K: 2, E: 4, A: 2}
-	_, err := gmmOp{geo}.Do(gmmTestDense(bfloat16.Dtype, data["xp"], R, H), gmmTestDense(tensor.Float32, data["w"], g.E, H, N), int32Dense(rp.flat(), geo.PlanLen()))
+	_, err := gmmOp{geo}.Do(gmmTestDense(bfloat16.Dtype, data["xp"], R, H), gmmTestDense(tensor.Float32, data["w"], g.E, H, N), int32Dense(rp.Flat(), geo.PlanLen()))
 	wantErr(t, "bf16 xp with float32 w", err, "GroupedMatMul", "input 1 is float32")
 }

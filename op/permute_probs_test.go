@@ -33,7 +33,7 @@ func TestPermuteProbsForward(t *testing.T) {
 					t.Fatalf("shapes %v %v, want (%d) (%d,%d)", pp.Shape(), dprobs.Shape(), R, g.T, g.K)
 				}
 				vals := runRead(t, gr, pp, dprobs)
-				rowOf := refPlan(g, d.ids, d.probs).rowOf
+				rowOf := refPlan(g, d.ids, d.probs).RowOf
 				pr := toF64(t, denseOf(dt, d.probs, g.T, g.K))
 				if d := maxRelDiff(toF64(t, vals[0]), refPermuteProbs(pr, rowOf, R)); d != 0 {
 					t.Errorf("permuted probs differ from the reference by %g", d)
@@ -88,7 +88,7 @@ func TestPermuteProbsBadInputs(t *testing.T) {
 		}, false, []string{"probs has shape (8)"}},
 	})
 	// Do with values the graph would never pass.
-	p := refPlan(kernels.Geometry{T: 4, K: 2, E: 3, A: 1}, okIDs, nil).flat()
+	p := refPlan(kernels.Geometry{T: 4, K: 2, E: 3, A: 1}, okIDs, nil).Flat()
 	gg := kernels.Geometry{T: 4, K: 2, E: 3, A: 1}
 	planV := int32Dense(p, len(p))
 	wantErr(t, "int probs", func() error {

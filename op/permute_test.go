@@ -114,12 +114,12 @@ func TestPermuteForward(t *testing.T) {
 				}
 				vals := runRead(t, gr, p.Node, xp, dx)
 				ref := refPlan(g, d.ids, d.probs)
-				if got, want := vals[0].Data().([]int32), ref.flat(); fmt.Sprint(got) != fmt.Sprint(want) {
+				if got, want := vals[0].Data().([]int32), ref.Flat(); fmt.Sprint(got) != fmt.Sprint(want) {
 					t.Fatalf("plan %v\nwant %v", got, want)
 				}
 				// Permute copies: exact in both dtypes (x is exactly representable after rounding).
 				xr := toF64(t, denseOf(dt, x, g.T, H))
-				if d := maxRelDiff(toF64(t, vals[1]), refPermute(xr, ref.rowOf, g.T, g.K, R, H)); d != 0 {
+				if d := maxRelDiff(toF64(t, vals[1]), refPermute(xr, ref.RowOf, g.T, g.K, R, H)); d != 0 {
 					t.Errorf("permute differs from the reference by %g", d)
 				}
 				dxpr := toF64(t, denseOf(dt, dxp, R, H))
@@ -127,7 +127,7 @@ func TestPermuteForward(t *testing.T) {
 				if dt == tensor.Float32 {
 					tol = 1e-6
 				}
-				if d := maxRelDiff(toF64(t, vals[2]), refPermuteBack(dxpr, ref.rowOf, g.T, g.K, H)); d > tol {
+				if d := maxRelDiff(toF64(t, vals[2]), refPermuteBack(dxpr, ref.RowOf, g.T, g.K, H)); d > tol {
 					t.Errorf("permute backward differs from the reference by %g", d)
 				}
 			})
@@ -211,7 +211,7 @@ func TestPermuteBadInputs(t *testing.T) {
 	})
 	// Do with values the graph would never pass.
 	gg := kernels.Geometry{T: 4, K: 2, E: 3, A: 1}
-	planV := int32Dense(refPlan(gg, okIDs, nil).flat(), gg.PlanLen())
+	planV := int32Dense(refPlan(gg, okIDs, nil).Flat(), gg.PlanLen())
 	x := denseOf(tensor.Float64, make([]float64, 12), 4, 3)
 	wantErr(t, "arity", func() error { _, err := (permuteOp{gg}).Do(x); return err }(), "got 1 inputs, want 2")
 	wantErr(t, "short plan", func() error { _, err := (permuteOp{gg}).Do(x, int32Dense(make([]int32, 5), 5)); return err }(), "plan has shape (5)", "PlanLen=23")
@@ -231,7 +231,7 @@ func TestUsePrealloc(t *testing.T) {
 	const H = 3
 	g := kernels.Geometry{T: 4, K: 2, E: 3, A: 2, Mode: kernels.Capacity, C: 3, PadToCapacity: true}
 	R := g.Rows()
-	planV := int32Dense(refPlan(g, okIDs, nil).flat(), g.PlanLen())
+	planV := int32Dense(refPlan(g, okIDs, nil).Flat(), g.PlanLen())
 	rng := newRNG(3)
 	for _, dt := range []tensor.Dtype{tensor.Float64, tensor.Float32} {
 		x := denseOf(dt, randFloats(rng, 4*H), 4, H)

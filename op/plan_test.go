@@ -26,7 +26,7 @@ func TestPlanForward(t *testing.T) {
 						t.Fatalf("plan node %v %v, want int32 (%d)", p.Node.Dtype(), p.Node.Shape(), fg.g.PlanLen())
 					}
 					v := runRead(t, gr, p.Node)[0]
-					want := refPlan(fg.g, d.ids, d.probs).flat()
+					want := refPlan(fg.g, d.ids, d.probs).Flat()
 					if got := v.Data().([]int32); fmt.Sprint(got) != fmt.Sprint(want) {
 						t.Fatalf("plan\n got %v\nwant %v", got, want)
 					}
@@ -249,7 +249,7 @@ func TestPlanDoBadValues(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := refPlan(g, okIDs, nil).flat(); fmt.Sprint(v.Data()) != fmt.Sprint(want) {
+	if want := refPlan(g, okIDs, nil).Flat(); fmt.Sprint(v.Data()) != fmt.Sprint(want) {
 		t.Errorf("prealloc plan %v, want %v", v.Data(), want)
 	}
 	// Drop by prob with probs of another dtype than the graph's is still fine for the plan.

@@ -40,7 +40,7 @@ func TestUnpermuteForward(t *testing.T) {
 					}
 				}
 				vals := runRead(t, gr, yw, yu, gw, gu, gp)
-				rowOf := refPlan(g, d.ids, d.probs).rowOf
+				rowOf := refPlan(g, d.ids, d.probs).RowOf
 				// References in float64 on the inputs rounded to dt.
 				ypr := toF64(t, denseOf(dt, yp, R, H))
 				dyr := toF64(t, denseOf(dt, dy, g.T, H))
@@ -280,7 +280,7 @@ func TestUnpermuteBadInputs(t *testing.T) {
 
 	// Do with values the graph would never pass.
 	gg := p.Geometry
-	planV := int32Dense(refPlan(gg, okIDs, nil).flat(), gg.PlanLen())
+	planV := int32Dense(refPlan(gg, okIDs, nil).Flat(), gg.PlanLen())
 	yp32 := denseOf(tensor.Float32, make([]float64, 24), 8, 3)
 	dy32 := denseOf(tensor.Float32, make([]float64, 12), 4, 3)
 	probs64 := denseOf(tensor.Float64, make([]float64, 8), 4, 2)
@@ -305,9 +305,9 @@ func TestOpsBadPlans(t *testing.T) {
 	other := kernels.Geometry{T: 4, K: 2, E: 4, A: 1}
 	good := refPlan(g, okIDs, nil)
 	corrupt := func(edit func(p *refPlanT)) []int32 {
-		c := refPlanT{append([]int32(nil), good.counts...), append([]int32(nil), good.offsets...), append([]int32(nil), good.rowOf...), append([]int32(nil), good.tokenOf...)}
+		c := refPlanT{Counts: append([]int32(nil), good.Counts...), Offsets: append([]int32(nil), good.Offsets...), RowOf: append([]int32(nil), good.RowOf...), TokenOf: append([]int32(nil), good.TokenOf...)}
 		edit(&c)
-		return c.flat()
+		return c.Flat()
 	}
 	userPlan := func(gr *G.ExprGraph, data []int32) *Plan {
 		n := G.NewVector(gr, tensor.Int32, G.WithShape(len(data)), G.WithName("plan"), G.WithValue(int32Dense(data, len(data))))
@@ -342,19 +342,19 @@ func TestOpsBadPlans(t *testing.T) {
 				return o.f(gr, &Plan{Node: floatNode(gr, tensor.Float64, "plan", g.PlanLen()), Geometry: g})
 			}, false, []string{"plan has dtype float64, want int32"}},
 			badCase{o.name + "/invalid geometry", func(gr *G.ExprGraph) (*G.Node, error) {
-				return o.f(gr, &Plan{Node: userPlan(gr, good.flat()).Node, Geometry: kernels.Geometry{T: 4, K: 2, E: 3}})
+				return o.f(gr, &Plan{Node: userPlan(gr, good.Flat()).Node, Geometry: kernels.Geometry{T: 4, K: 2, E: 3}})
 			}, false, []string{"alignment A=0"}},
 			badCase{o.name + "/row out of range", func(gr *G.ExprGraph) (*G.Node, error) {
-				return o.f(gr, userPlan(gr, corrupt(func(p *refPlanT) { p.rowOf[3] = 8 })))
+				return o.f(gr, userPlan(gr, corrupt(func(p *refPlanT) { p.RowOf[3] = 8 })))
 			}, true, []string{"rowOf[1,1] = 8 is out of range"}},
 			badCase{o.name + "/token out of range", func(gr *G.ExprGraph) (*G.Node, error) {
-				return o.f(gr, userPlan(gr, corrupt(func(p *refPlanT) { p.tokenOf[7] = 4 })))
+				return o.f(gr, userPlan(gr, corrupt(func(p *refPlanT) { p.TokenOf[7] = 4 })))
 			}, true, []string{"tokenOf[7] = 4 is out of range"}},
 			badCase{o.name + "/rowOf and tokenOf disagree", func(gr *G.ExprGraph) (*G.Node, error) {
-				return o.f(gr, userPlan(gr, corrupt(func(p *refPlanT) { p.tokenOf[good.rowOf[0]] = 2 })))
+				return o.f(gr, userPlan(gr, corrupt(func(p *refPlanT) { p.TokenOf[good.RowOf[0]] = 2 })))
 			}, true, []string{"but tokenOf"}},
 			badCase{o.name + "/misaligned offsets", func(gr *G.ExprGraph) (*G.Node, error) {
-				return o.f(gr, userPlan(gr, corrupt(func(p *refPlanT) { p.offsets[1] = -1 })))
+				return o.f(gr, userPlan(gr, corrupt(func(p *refPlanT) { p.Offsets[1] = -1 })))
 			}, true, []string{"expert 0", "not a valid aligned segment"}},
 			badCase{o.name + "/ids out of range at run time", func(gr *G.ExprGraph) (*G.Node, error) {
 				return o.f(gr, must2(NewPlan(idsNode(gr, "ids", 4, 2, []int32{0, 1, 2, 0, 1, -1, 3, 1}), nil, g)))
