@@ -13,6 +13,7 @@ import (
 
 	"gorgonia.org/cu"
 
+	"github.com/gomoe/gomoe/internal/reftest"
 	. "github.com/gomoe/gomoe/kernels"
 )
 
@@ -39,36 +40,8 @@ func blasTol(d DType) float64 {
 	return 8e-3
 }
 
-// refGemm is the row-major C = alpha·op(A)·op(B) + beta·C in float64; it also returns the
-// bound Σ|alpha·a·b| + |beta·c| of each element.
-func refGemm(ta, tb bool, m, n, k int, alpha float64, a []float64, lda int, b []float64, ldb int, beta float64, c []float64, ldc int) (out, bound []float64) {
-	out = append([]float64(nil), c...)
-	bound = make([]float64, len(c))
-	for i := 0; i < m; i++ {
-		for j := 0; j < n; j++ {
-			var s, sa float64
-			for l := 0; l < k; l++ {
-				var av, bv float64
-				if ta {
-					av = a[l*lda+i]
-				} else {
-					av = a[i*lda+l]
-				}
-				if tb {
-					bv = b[j*ldb+l]
-				} else {
-					bv = b[l*ldb+j]
-				}
-				s += av * bv
-				sa += math.Abs(av * bv)
-			}
-			cv := c[i*ldc+j]
-			out[i*ldc+j] = alpha*s + beta*cv
-			bound[i*ldc+j] = math.Abs(alpha)*sa + math.Abs(beta*cv)
-		}
-	}
-	return out, bound
-}
+// refGemm is reftest.Gemm.
+var refGemm = reftest.Gemm
 
 // blasF64 returns the values of device-typed host data as float64 (bfloat16 widened).
 func blasF64(v any) []float64 { return cuToF64(cuWiden(v)) }

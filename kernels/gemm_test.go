@@ -7,42 +7,12 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/gomoe/gomoe/internal/reftest"
 )
 
-// gemmRef64 is c = op(a)·op(b) + beta·c with plain loops in float64, and the bound
-// Σ_p |op(a)[i,p]·op(b)[p,j]| + |beta·c[i,j]| of each element for the error tolerance.
-func gemmRef64(tA, tB bool, m, n, k int, a []float64, lda int, b []float64, ldb int, beta float64, c []float64, ldc int) (ref, mag []float64) {
-	ref, mag = make([]float64, m*n), make([]float64, m*n)
-	for i := 0; i < m; i++ {
-		for j := 0; j < n; j++ {
-			var s, g float64
-			for p := 0; p < k; p++ {
-				var av, bv float64
-				if tA {
-					av = a[p*lda+i]
-				} else {
-					av = a[i*lda+p]
-				}
-				if tB {
-					bv = b[j*ldb+p]
-				} else {
-					bv = b[p*ldb+j]
-				}
-				s += av * bv
-				g += math.Abs(av * bv)
-			}
-			if beta != 0 {
-				s += beta * c[i*ldc+j]
-				g += math.Abs(beta * c[i*ldc+j])
-			}
-			ref[i*n+j], mag[i*n+j] = s, g
-		}
-	}
-	return ref, mag
-}
-
 // gemmCase runs Gemm on random operands with padded leading dimensions and checks every
-// element of c against gemmRef64, and that c's padding is untouched.
+// element of c against reftest.Gemm, and that c's padding is untouched.
 func gemmCase[T float32 | float64](t *testing.T, rng *rand.Rand, tA, tB bool, m, n, k int, beta T) {
 	t.Helper()
 	pad := 3
@@ -62,7 +32,7 @@ func gemmCase[T float32 | float64](t *testing.T, rng *rand.Rand, tA, tB bool, m,
 			c[i] = T(math.NaN())
 		}
 	}
-	ref, mag := gemmRef64(tA, tB, m, n, k, gmmTo64(a), lda, gmmTo64(b), ldb, float64(beta), gmmTo64(c), ldc)
+	ref, mag := reftest.Gemm(tA, tB, m, n, k, 1, gmmTo64(a), lda, gmmTo64(b), ldb, float64(beta), gmmTo64(c), ldc)
 	if err := Gemm(tA, tB, m, n, k, a, lda, b, ldb, beta, c, ldc); err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +49,7 @@ func gemmCase[T float32 | float64](t *testing.T, rng *rand.Rand, tA, tB bool, m,
 				}
 				continue
 			}
-			want, tol := ref[i*n+j], float64(k+2)*eps*mag[i*n+j]
+			want, tol := ref[i*ldc+j], float64(k+2)*eps*mag[i*ldc+j]
 			if !(math.Abs(got-want) <= tol) {
 				t.Fatalf("%s tA=%v tB=%v m=%d n=%d k=%d beta=%v: c[%d,%d] = %v, want %v ± %.3g", gemmKernel[T]().name, tA, tB, m, n, k, beta, i, j, got, want, tol)
 			}

@@ -5,7 +5,10 @@
 // so it has its own Geometry.
 package reftest
 
-import "sort"
+import (
+	"math"
+	"sort"
+)
 
 // Geometry is what the references need of kernels.Geometry.
 type Geometry struct {
@@ -219,3 +222,39 @@ func UnpermuteBackProbs(dy, yp []float64, rowOf []int32, T, K, H int) []float64 
 }
 
 // ---------------------------------------------------------------- data helpers
+
+// Gemm is the row-major c = alpha·op(a)·op(b) + beta·c in float64 with plain loops: op(a) is
+// m×k (a stored k×m, row stride lda, when ta), op(b) is k×n (stored n×k when tb). out is a
+// copy of c (row stride ldc) with its m×n block replaced; bound is Σ_l |alpha·a·b| + |beta·c|
+// of each element, for error tolerances. With beta 0, c's block is not read (it may hold NaN).
+func Gemm(ta, tb bool, m, n, k int, alpha float64, a []float64, lda int, b []float64, ldb int, beta float64, c []float64, ldc int) (out, bound []float64) {
+	out = append([]float64(nil), c...)
+	bound = make([]float64, len(c))
+	for i := 0; i < m; i++ {
+		for j := 0; j < n; j++ {
+			var s, sa float64
+			for l := 0; l < k; l++ {
+				var av, bv float64
+				if ta {
+					av = a[l*lda+i]
+				} else {
+					av = a[i*lda+l]
+				}
+				if tb {
+					bv = b[j*ldb+l]
+				} else {
+					bv = b[l*ldb+j]
+				}
+				s += av * bv
+				sa += math.Abs(av * bv)
+			}
+			o, bd := alpha*s, math.Abs(alpha)*sa
+			if beta != 0 {
+				o += beta * c[i*ldc+j]
+				bd += math.Abs(beta * c[i*ldc+j])
+			}
+			out[i*ldc+j], bound[i*ldc+j] = o, bd
+		}
+	}
+	return out, bound
+}
