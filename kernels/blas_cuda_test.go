@@ -248,36 +248,43 @@ func allOnOne(rng *rand.Rand, g Geometry) []int32 {
 	return ids
 }
 
-// TestCUDAGroupedMatMul checks every path: the sm_90a kernels (bfloat16 with 16-byte rows, on
-// a Hopper GPU; the test asserts that they ran), and cuBLAS grouped and per expert.
+// TestCUDAGroupedMatMul checks every path: the device-sized kernels (bfloat16 with 16-byte rows
+// on a Hopper GPU; float32 and float64 from compute capability 8.0; the test asserts that they
+// ran), and cuBLAS grouped and per expert.
 func TestCUDAGroupedMatMul(t *testing.T) {
 	t.Setenv("GOMOE_SM90_GMM", "1")
+	t.Setenv("GOMOE_SIMT_GMM", "1")
 	rng := rand.New(rand.NewPCG(31, 32))
 	defer SetGroupedGEMM(SetGroupedGEMM(true))
 	defer SetGMMCUBLAS(SetGMMCUBLAS(false))
-	sm90 := SM90Error(testCUDA) == nil
+	sm90, simt := SM90Error(testCUDA) == nil, SimtError(testCUDA) == nil
 	if !sm90 {
-		t.Logf("no sm_90a grouped GEMM here (%v): testing the cuBLAS paths", SM90Error(testCUDA))
+		t.Logf("no sm_90a grouped GEMM here (%v): bfloat16 tests the cuBLAS paths", SM90Error(testCUDA))
+	}
+	if !simt {
+		t.Logf("no float32/float64 device-sized grouped GEMM here (%v): they test the cuBLAS paths", SimtError(testCUDA))
 	}
 	for _, c := range gmmCases() {
 		for _, d := range []DType{F32, F64, BF16} {
-			for _, path := range []string{"sm90", "cublas-grouped", "cublas-loop"} {
+			for _, path := range []string{"device", "cublas-grouped", "cublas-loop"} {
 				grouped := path != "cublas-loop"
 				if d == F64 && path == "cublas-grouped" {
 					continue // float64 always loops over cublasDgemm
 				}
 				want := "cublas"
-				if path == "sm90" {
-					if d != BF16 || c.H%8 != 0 || c.N%8 != 0 {
+				if path == "device" {
+					switch {
+					case d == BF16 && (c.H%8 != 0 || c.N%8 != 0):
 						continue
-					}
-					if sm90 {
+					case d == BF16 && sm90:
 						want = "sm90"
+					case d != BF16 && simt:
+						want = "simt"
 					}
 				}
 				t.Run(fmt.Sprintf("%s/%v/%s", c.name, d, path), func(t *testing.T) {
 					SetGroupedGEMM(grouped)
-					SetGMMCUBLAS(path != "sm90")
+					SetGMMCUBLAS(path != "device")
 					testGroupedOne(t, rng, c, d)
 					if got := LastGMMPath(testCUDA); got != want {
 						t.Errorf("the grouped matmul took the %s path, want %s", got, want)
@@ -382,6 +389,7 @@ func TestCUDAGroupedMatMulBench(t *testing.T) {
 		t.Skip("run with -gomoe.bench")
 	}
 	t.Setenv("GOMOE_SM90_GMM", "1")
+	t.Setenv("GOMOE_SIMT_GMM", "1")
 	defer SetGroupedGEMM(SetGroupedGEMM(true))
 	defer SetGMMCUBLAS(SetGMMCUBLAS(false))
 	shapes := []struct {
@@ -435,11 +443,11 @@ func TestCUDAGroupedMatMulBench(t *testing.T) {
 				}},
 			}
 			for _, ps := range passes {
-				for _, path := range []string{"sm90", "cublas-grouped", "cublas-loop"} {
-					if path == "sm90" && (d != BF16 || SM90Error(testCUDA) != nil) {
+				for _, path := range []string{"device", "cublas-grouped", "cublas-loop"} {
+					if path == "device" && ((d == BF16 && SM90Error(testCUDA) != nil) || (d != BF16 && SimtError(testCUDA) != nil)) {
 						continue
 					}
-					SetGMMCUBLAS(path != "sm90")
+					SetGMMCUBLAS(path != "device")
 					SetGroupedGEMM(path != "cublas-loop")
 					n := 20
 					gpu := cuTimeIt(t, n, ps.f)
@@ -453,8 +461,11 @@ func TestCUDAGroupedMatMulBench(t *testing.T) {
 					if path == "cublas-grouped" && (GroupedGEMMError(testCUDA) != nil || !HasGroupedGEMM()) {
 						path = "grouped(fellback)"
 					}
-					if LastGMMPath(testCUDA) == "sm90" {
-						path += "/" + GMM90Kernel(map[string]int{"forward": 0, "dxp": 1, "dw": 2}[ps.name], g, s.H, s.N)[6:]
+					switch LastGMMPath(testCUDA) {
+					case "sm90":
+						path = "sm90/" + GMM90Kernel(map[string]int{"forward": 0, "dxp": 1, "dw": 2}[ps.name], g, s.H, s.N)[6:]
+					case "simt":
+						path = "simt"
 					}
 					fmt.Fprintf(&sb, "%-22s %-5v %-8s %-15s %9.3f %9.3f %9.1f %9.1f\n", s.name, d, ps.name, path, gpu, wall, flops/gpu/1e9, syncUS)
 				}
@@ -464,54 +475,64 @@ func TestCUDAGroupedMatMulBench(t *testing.T) {
 	t.Log(sb.String())
 }
 
-// TestCUDAGroupedMatMulNoHostSync: the sm_90a grouped matmul's three passes enqueue behind a
-// kernel that holds the stream (kernels.SyncProbe) without waiting for it.
+// TestCUDAGroupedMatMulNoHostSync: the device-sized grouped matmul's three passes (bfloat16 on
+// sm_90a, float32 and float64 on the CUTLASS grouped GEMM) enqueue behind a kernel that holds
+// the stream (kernels.SyncProbe) without waiting for it.
 func TestCUDAGroupedMatMulNoHostSync(t *testing.T) {
-	if err := SM90Error(testCUDA); err != nil {
-		t.Skipf("no sm_90a grouped GEMM: %v", err)
-	}
 	t.Setenv("GOMOE_SM90_GMM", "1")
+	t.Setenv("GOMOE_SIMT_GMM", "1")
 	defer SetGMMCUBLAS(SetGMMCUBLAS(false))
 	g := Geometry{T: 256, K: 4, E: 16, A: 8}
 	H, N := 64, 96
 	rng := rand.New(rand.NewPCG(5, 6))
 	plan := cuUpload(t, cuCpuPlan(t, g, cuBalancedIDs(0.1)(rng, g), nil))
 	R := g.Rows()
-	xp := cuUploadAny(t, cuElems(BF16, cuRandData(rng, R*H)))
-	w := cuUploadAny(t, cuElems(BF16, cuRandData(rng, g.E*H*N)))
-	z := cuAlloc(t, int64(R*N*2))
-	dxp := cuAlloc(t, int64(R*H*2))
-	dw := cuAlloc(t, int64(g.E*H*N*2))
-	run := func() error {
-		if err := testCUDA.GroupedMatMulForward(BF16, g, H, N, z.p, xp.p, w.p, plan.p); err != nil {
-			return err
+	for _, d := range []DType{BF16, F32, F64} {
+		if err := SM90Error(testCUDA); d == BF16 && err != nil {
+			t.Logf("bfloat16 skipped: %v", err)
+			continue
 		}
-		if err := testCUDA.GroupedMatMulBackwardRows(BF16, g, H, N, dxp.p, z.p, w.p, plan.p, false); err != nil {
-			return err
+		if err := SimtError(testCUDA); d != BF16 && err != nil {
+			t.Logf("%v skipped: %v", d, err)
+			continue
 		}
-		return testCUDA.GroupedMatMulBackwardWeights(BF16, g, H, N, dw.p, xp.p, z.p, plan.p, true)
-	}
-	cuMust(t, run()) // first calls build the parameters
-	cuMust(t, testCUDA.Sync())
-	probe, err := testCUDA.StartSyncProbe(20 * time.Second)
-	cuMust(t, err)
-	runErr := run()
-	waited, err := probe.Release()
-	cuMust(t, err)
-	cuMust(t, runErr)
-	if waited {
-		t.Fatal("the sm_90a grouped matmul waited for the GPU")
-	}
-	// The probe itself catches a waiting call: the cuBLAS path reads the plan on the host.
-	SetGMMCUBLAS(true)
-	probe, err = testCUDA.StartSyncProbe(2 * time.Second)
-	cuMust(t, err)
-	runErr = run()
-	waited, err = probe.Release()
-	cuMust(t, err)
-	cuMust(t, runErr)
-	if !waited {
-		t.Fatal("the sync probe did not notice the cuBLAS path's host read of the plan")
+		xp := cuUploadAny(t, cuElems(d, cuRandData(rng, R*H)))
+		w := cuUploadAny(t, cuElems(d, cuRandData(rng, g.E*H*N)))
+		z := cuAlloc(t, int64(R*N*d.Size()))
+		dxp := cuAlloc(t, int64(R*H*d.Size()))
+		dw := cuAlloc(t, int64(g.E*H*N*d.Size()))
+		run := func() error {
+			if err := testCUDA.GroupedMatMulForward(d, g, H, N, z.p, xp.p, w.p, plan.p); err != nil {
+				return err
+			}
+			if err := testCUDA.GroupedMatMulBackwardRows(d, g, H, N, dxp.p, z.p, w.p, plan.p, false); err != nil {
+				return err
+			}
+			return testCUDA.GroupedMatMulBackwardWeights(d, g, H, N, dw.p, xp.p, z.p, plan.p, true)
+		}
+		SetGMMCUBLAS(false)
+		cuMust(t, run()) // first calls build the parameters
+		cuMust(t, testCUDA.Sync())
+		probe, err := testCUDA.StartSyncProbe(20 * time.Second)
+		cuMust(t, err)
+		runErr := run()
+		waited, err := probe.Release()
+		cuMust(t, err)
+		cuMust(t, runErr)
+		if waited {
+			t.Fatalf("%v: the device-sized grouped matmul waited for the GPU", d)
+		}
+		// The probe itself catches a waiting call: the cuBLAS path reads the plan on the host.
+		SetGMMCUBLAS(true)
+		probe, err = testCUDA.StartSyncProbe(2 * time.Second)
+		cuMust(t, err)
+		runErr = run()
+		waited, err = probe.Release()
+		cuMust(t, err)
+		cuMust(t, runErr)
+		if !waited {
+			t.Fatalf("%v: the sync probe did not notice the cuBLAS path's host read of the plan", d)
+		}
 	}
 }
 

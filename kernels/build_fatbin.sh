@@ -9,7 +9,9 @@
 #                                 zeroing kernels, and the sync probe; the same targets
 #   gomoe_sm90.fatbin             gmm_sm90.cu (+ gmm_sm90.cuh): the bfloat16 grouped GEMM
 #                                 kernels on CUTLASS, sm_90a only
-#   gmm_sm90_host_linux_amd64.a   gmm_sm90_host.cu (+ gmm_sm90.cuh): CUTLASS's host code that
+#   gomoe_simt.fatbin             gmm_simt.cu (+ gmm_simt.cuh): the float32/float64 grouped GEMM
+#                                 kernels on CUTLASS, sm_80 and sm_90 plus compute_80 PTX
+#   gmm_host_linux_amd64.a        gmm_sm90_host.cu, gmm_simt_host.cu: CUTLASS's host code that
 #                                 builds those kernels' parameters, linked by cgo (gomoecuda)
 #
 # The record holds, for each group of sources, the sha256 of its files (in byte order of their
@@ -37,14 +39,19 @@ fi
 "$NVCC" -fatbin -O3 -std=c++17 "${all_archs[@]}" -o "$tmp/gomoe_gmm.fatbin" gmm.cu & pids+=($!)
 "$NVCC" -fatbin -O3 "${cutlass[@]}" -gencode arch=compute_90a,code=sm_90a \
   -o "$tmp/gomoe_sm90.fatbin" gmm_sm90.cu & pids+=($!)
+"$NVCC" -fatbin -O3 "${cutlass[@]}" -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+  -gencode arch=compute_80,code=compute_80 -o "$tmp/gomoe_simt.fatbin" gmm_simt.cu & pids+=($!)
 "$NVCC" -c -O2 "${cutlass[@]}" -DCUTLASS_ENABLE_DIRECT_CUDA_DRIVER_CALL=1 -Xcompiler -fPIC \
   -gencode arch=compute_90a,code=sm_90a -o "$tmp/gmm_sm90_host.o" gmm_sm90_host.cu & pids+=($!)
+"$NVCC" -c -O2 "${cutlass[@]}" -Xcompiler -fPIC -gencode arch=compute_80,code=sm_80 \
+  -o "$tmp/gmm_simt_host.o" gmm_simt_host.cu & pids+=($!)
 for p in "${pids[@]}"; do wait "$p"; done
-ar rcsD "$tmp/host.a" "$tmp/gmm_sm90_host.o"
+ar rcsD "$tmp/host.a" "$tmp/gmm_sm90_host.o" "$tmp/gmm_simt_host.o"
 [[ $what == all ]] && mv "$tmp/gomoe.fatbin" gomoe.fatbin
 mv "$tmp/gomoe_gmm.fatbin" gomoe_gmm.fatbin
 mv "$tmp/gomoe_sm90.fatbin" gomoe_sm90.fatbin
-mv "$tmp/host.a" gmm_sm90_host_linux_amd64.a
+mv "$tmp/gomoe_simt.fatbin" gomoe_simt.fatbin
+mv "$tmp/host.a" gmm_host_linux_amd64.a
 
 srcs() { for f in $(printf '%s\n' "$@" | LC_ALL=C sort); do printf '%s\n' "$f"; cat "$f"; done | sha256sum | cut -d' ' -f1; }
 sum() { sha256sum "$1" | cut -d' ' -f1; }
@@ -55,10 +62,11 @@ if [[ $what == all ]]; then main_nvcc=$nv; else main_nvcc=$(old nvcc); fi
   echo "sources $main_src"
   echo "fatbin $(sum gomoe.fatbin)"
   echo "nvcc $main_nvcc"
-  echo "gmm-sources $(srcs gmm.cu syncprobe.cuh gmm_sm90.cu gmm_sm90.cuh gmm_sm90_host.cu)"
+  echo "gmm-sources $(srcs gmm.cu syncprobe.cuh gmm_sm90.cu gmm_sm90.cuh gmm_sm90_host.cu gmm_simt.cu gmm_simt.cuh gmm_simt_host.cu)"
   echo "gmmfatbin $(sum gomoe_gmm.fatbin)"
   echo "sm90fatbin $(sum gomoe_sm90.fatbin)"
-  echo "sm90host $(sum gmm_sm90_host_linux_amd64.a)"
+  echo "simtfatbin $(sum gomoe_simt.fatbin)"
+  echo "host $(sum gmm_host_linux_amd64.a)"
   echo "gmm-nvcc $nv"
   echo "cutlass $ver"
 } > gomoe.fatbin.sha256

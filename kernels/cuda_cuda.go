@@ -123,7 +123,10 @@ type CUDA struct {
 	gmod      cu.Module // gomoe_gmm.fatbin (gmm_sm90_cuda.go)
 	gmm90Once sync.Once
 	g90       *gmm90 // sm_90a grouped GEMM state (gmm_sm90_cuda.go)
-	lastGMM   string // the path of the last grouped matmul: "sm90" or "cublas" (tests)
+
+	gmmSimtOnce sync.Once
+	gsimt       *gmmSimt // float32/float64 grouped GEMM state (gmm_simt_cuda.go)
+	lastGMM     string   // the path of the last grouped matmul: "sm90", "simt" or "cublas" (tests)
 }
 
 var kernelNames = []string{
@@ -178,6 +181,9 @@ func NewCUDA(ctx cu.CUContext) (*CUDA, error) {
 func (c *CUDA) Close() error {
 	err := c.closeBLAS()
 	if err2 := c.do(c.g90.close); err == nil {
+		err = err2
+	}
+	if err2 := c.do(c.gsimt.close); err == nil {
 		err = err2
 	}
 	if err2 := c.do(func() error {

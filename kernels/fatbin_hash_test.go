@@ -31,7 +31,7 @@ func readRecord(t *testing.T) map[string]string {
 // exactly one.
 var (
 	mainSources = []string{"gomoe.cu", "gomoe.cuh", "loss.cuh", "nn.cuh", "train.cuh"}
-	gmmSources  = []string{"gmm.cu", "gmm_sm90.cu", "gmm_sm90.cuh", "gmm_sm90_host.cu", "syncprobe.cuh"}
+	gmmSources  = []string{"gmm.cu", "gmm_simt.cu", "gmm_simt.cuh", "gmm_simt_host.cu", "gmm_sm90.cu", "gmm_sm90.cuh", "gmm_sm90_host.cu", "syncprobe.cuh"}
 )
 
 // hashSources hashes files as build_fatbin.sh does: in byte order of their names, each name, a
@@ -85,7 +85,8 @@ func TestFatbinMatchesSources(t *testing.T) {
 		{"fatbin", "gomoe.fatbin"},
 		{"gmmfatbin", "gomoe_gmm.fatbin"},
 		{"sm90fatbin", "gomoe_sm90.fatbin"},
-		{"sm90host", "gmm_sm90_host_linux_amd64.a"},
+		{"simtfatbin", "gomoe_simt.fatbin"},
+		{"host", "gmm_host_linux_amd64.a"},
 	} {
 		bin, err := os.ReadFile(a.file)
 		if err != nil {

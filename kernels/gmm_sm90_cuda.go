@@ -3,7 +3,7 @@
 package kernels
 
 /*
-#cgo LDFLAGS: ${SRCDIR}/gmm_sm90_host_linux_amd64.a -lcudart -lstdc++ -lcuda
+#cgo LDFLAGS: ${SRCDIR}/gmm_host_linux_amd64.a -lcudart -lstdc++ -lcuda
 #include <cuda.h>
 #include <stdint.h>
 
@@ -56,8 +56,9 @@ static CUresult gomoe_set_smem(CUfunction f, int bytes) {
 	return cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes);
 }
 
-// gomoe_device_info reads the current context's device ordinal, compute capability and SM count.
-static CUresult gomoe_device_info(int *ordinal, int *major, int *minor, int *sms) {
+// gomoe_device_info reads the current context's device ordinal, compute capability and SM
+// count (also declared in gmm_simt_cuda.go).
+CUresult gomoe_device_info(int *ordinal, int *major, int *minor, int *sms) {
 	CUdevice d;
 	CUresult r = cuCtxGetDevice(&d);
 	if (r != CUDA_SUCCESS) return r;
@@ -216,7 +217,7 @@ func (c *CUDA) gmm90Of() *gmm90 {
 				return
 			}
 			if uint64(info.params_bytes) != devBytes[i] {
-				st.err = fmt.Errorf("gomoe: sm_90a kernel %s: the host library's Params are %d bytes, the kernel's %d: gomoe_sm90.fatbin and gmm_sm90_host_linux_amd64.a come from different builds", n, uint64(info.params_bytes), devBytes[i])
+				st.err = fmt.Errorf("gomoe: sm_90a kernel %s: the host library's Params are %d bytes, the kernel's %d: gomoe_sm90.fatbin and gmm_host_linux_amd64.a come from different builds", n, uint64(info.params_bytes), devBytes[i])
 				return
 			}
 			if r := C.gomoe_set_smem(st.fn[i], C.int(info.smem_bytes)); r != C.CUDA_SUCCESS {
@@ -397,16 +398,8 @@ func (c *CUDA) runGMM90(st *gmm90, form int, g Geometry, H, N int, out, a, b, pl
 	if err != nil {
 		return err
 	}
-	counts, offsets, _, tokenOf := planParts(g, plan)
-	var pa args
-	pa.i(form).p(counts).p(offsets).i(g.E).l(int64(H)).l(int64(N)).l(2).p(a).p(b).p(out).p(s.table)
-	if err := c.launch("gmm_prepare", (g.E+255)/256, 256, 0, pa); err != nil {
+	if err := c.gmmSetup(form, BF16, g, H, N, out, a, b, plan, s.table, accumulate); err != nil {
 		return err
-	}
-	if !accumulate {
-		if err := c.gmmZero(form, g, H, N, BF16, out, counts, tokenOf); err != nil {
-			return err
-		}
 	}
 	if r := C.gomoe_launch_cluster(st.fn[k], &l.grid[0], &l.block[0], &l.cluster[0], C.uint(l.smem), unsafe.Pointer(&l.params[0])); r != C.CUDA_SUCCESS {
 		var name *C.char
@@ -414,6 +407,22 @@ func (c *CUDA) runGMM90(st *gmm90, form int, g Geometry, H, N int, out, a, b, pl
 		return fmt.Errorf("gomoe: launching %s: CUDA error %d (%s)", gmm90Kernels[k], int(r), C.GoString(name))
 	}
 	return nil
+}
+
+// gmmSetup enqueues what every device-sized grouped matmul runs before its GEMM: gmm_prepare
+// writes form's group table from the plan's counts and offsets, and, unless the call
+// accumulates, gmmZero clears what belongs to no expert. It must run inside c.do.
+func (c *CUDA) gmmSetup(form int, d DType, g Geometry, H, N int, out, a, b, plan, table cu.DevicePtr, accumulate bool) error {
+	counts, offsets, _, tokenOf := planParts(g, plan)
+	var pa args
+	pa.i(form).p(counts).p(offsets).i(g.E).l(int64(H)).l(int64(N)).l(int64(d.Size())).p(a).p(b).p(out).p(table)
+	if err := c.launch("gmm_prepare", (g.E+255)/256, 256, 0, pa); err != nil {
+		return err
+	}
+	if accumulate {
+		return nil
+	}
+	return c.gmmZero(form, g, H, N, d, out, counts, tokenOf)
 }
 
 // gmmZero clears the part of out that belongs to no expert: rows whose tokenOf is negative
@@ -449,10 +458,12 @@ func gmm90Enabled() bool { return os.Getenv("GOMOE_SM90_GMM") == "1" }
 var errGMMUnavailable = fmt.Errorf("gomoe: no device-sized grouped GEMM for this call")
 
 // gmmDevice runs a grouped matmul of form with sizes read on the device, where a kernel for
-// it exists (today: bfloat16 on sm_90a with 16-byte rows); done false means the caller takes
-// the cuBLAS path. It checks the arguments the same way the cuBLAS path does.
+// it exists (bfloat16 on sm_90a with 16-byte rows; float32 and float64 on compute capability
+// 8.0 and later); done false means the caller takes the cuBLAS path. It checks the arguments the same way the cuBLAS path does.
 func (c *CUDA) gmmDevice(what string, form int, d DType, g Geometry, H, N int, out, a, b, plan cu.DevicePtr, accumulate bool) (done bool, err error) {
-	if d != BF16 || gmmForceCUBLAS || !gmm90Enabled() || !gmm90Usable(H, N, out, a, b) {
+	sm90 := d == BF16 && gmm90Enabled() && gmm90Usable(H, N, out, a, b)
+	simt := (d == F32 || d == F64) && gmmSimtEnabled()
+	if gmmForceCUBLAS || !(sm90 || simt) {
 		return false, nil
 	}
 	if err := g.Validate(); err != nil {
@@ -467,6 +478,14 @@ func (c *CUDA) gmmDevice(what string, form int, d DType, g Geometry, H, N int, o
 		}
 	}
 	err = c.do(func() error {
+		if simt {
+			st := c.gmmSimtOf()
+			if st.err != nil {
+				return errGMMUnavailable
+			}
+			c.lastGMM = "simt"
+			return c.runGMMSimt(st, form, d, g, H, N, out, a, b, plan, accumulate)
+		}
 		st := c.gmm90Of()
 		if st.err != nil {
 			return errGMMUnavailable

@@ -10,7 +10,7 @@ func SetGMMCUBLAS(on bool) bool {
 	return old
 }
 
-// LastGMMPath is the path c's last grouped matmul took: "sm90" or "cublas".
+// LastGMMPath is the path c's last grouped matmul took: "sm90", "simt" or "cublas".
 func LastGMMPath(c *CUDA) string { return c.lastGMM }
 
 // SM90Error says why c has no sm_90a grouped GEMM (nil: it has one).
@@ -23,4 +23,14 @@ func SM90Error(c *CUDA) error {
 // GMM90Kernel is gmm90Kernel's pick for form (0 forward, 1 rows, 2 weights).
 func GMM90Kernel(form int, g Geometry, H, N int) string {
 	return gmm90Kernels[gmm90Kernel(form, g, H, N)]
+}
+
+// SimtError says why c has no float32/float64 device-sized grouped GEMM (nil: it has one).
+func SimtError(c *CUDA) error {
+	var err error
+	_ = c.Do(func() error {
+		err = c.gmmSimtOf().err
+		return nil
+	})
+	return err
 }

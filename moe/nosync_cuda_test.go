@@ -8,31 +8,39 @@ import (
 	"time"
 
 	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/bfloat16"
 	"github.com/gomoe/gomoe/train"
 )
 
-// TestLayerStepNoHostSync proves that a bfloat16 training step of the layer (forward,
+// TestLayerStepNoHostSync proves that a bfloat16 and a float32 training step of the layer (forward,
 // backward, optimizer update) never waits for the GPU: a kernel that holds the stream is
 // enqueued first (kernels.SyncProbe), the whole step is enqueued behind it, and only then is it
 // released. A step with any host synchronisation (a read of the plan's offsets, a device-to-host
 // copy, a stream sync) would block until the probe gives up. Dropless and capacity layers,
 // with and without shared experts.
 func TestLayerStepNoHostSync(t *testing.T) {
-	t.Setenv("GOMOE_SM90_GMM", "1") // the sm_90a grouped GEMM, until it is on by default
+	t.Setenv("GOMOE_SM90_GMM", "1") // the device-sized grouped GEMMs, until they are on by default
+	t.Setenv("GOMOE_SIMT_GMM", "1")
 	eng := engine(t)
 	if err := eng.Kernels().Sync(); err != nil {
 		t.Fatal(err)
 	}
-	for i, cfg := range []Config{
-		{Hidden: 64, FFN: 96, Experts: 8, TopK: 2, Seed: 41},
-		{Hidden: 64, FFN: 96, Experts: 8, TopK: 2, CapacityFactor: 1.25, Seed: 42},
-		{Hidden: 64, FFN: 96, Experts: 16, TopK: 4, SharedFFN: 64, Seed: 43},
-		{Hidden: 64, FFN: 96, Experts: 8, TopK: 2, CapacityFactor: 1.0, SharedFFN: 32, Seed: 44},
-	} {
-		t.Run(fmt.Sprint(i), func(t *testing.T) {
-			cfg.Dtype = bfloat16.Dtype
+	var cases []Config
+	for _, dt := range []tensor.Dtype{bfloat16.Dtype, tensor.Float32} {
+		for _, c := range []Config{
+			{Hidden: 64, FFN: 96, Experts: 8, TopK: 2, Seed: 41},
+			{Hidden: 64, FFN: 96, Experts: 8, TopK: 2, CapacityFactor: 1.25, Seed: 42},
+			{Hidden: 64, FFN: 96, Experts: 16, TopK: 4, SharedFFN: 64, Seed: 43},
+			{Hidden: 64, FFN: 96, Experts: 8, TopK: 2, CapacityFactor: 1.0, SharedFFN: 32, Seed: 44},
+		} {
+			c.Dtype = dt
+			cases = append(cases, c)
+		}
+	}
+	for i, cfg := range cases {
+		t.Run(fmt.Sprintf("%d-%v", i, cfg.Dtype), func(t *testing.T) {
 			r := newRig(t, cfg, 256, 11)
 			if err := eng.Bind(append(G.Nodes{r.target}, r.params...)...); err != nil {
 				t.Fatal(err)

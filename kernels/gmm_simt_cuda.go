@@ -1,0 +1,230 @@
+//go:build gomoecuda
+
+package kernels
+
+/*
+#cgo LDFLAGS: ${SRCDIR}/gmm_host_linux_amd64.a -lcudart -lstdc++ -lcuda
+#include <cuda.h>
+#include <stdint.h>
+
+// The host library's interface (gmm_simt_host.cu).
+typedef struct {
+	int kernel;
+	int groups;
+	int blocks;
+	uint64_t shapes, ptrA, ptrB, ptrC, ptrD, ldA, ldB, ldC, ldD;
+	double alpha, beta;
+} gomoe_gmmsimt_args;
+
+typedef struct {
+	unsigned long long params_bytes;
+	unsigned int smem_bytes;
+	unsigned int threads;
+} gomoe_gmmsimt_info;
+
+int gomoe_gmmsimt_build(const gomoe_gmmsimt_args *a, void *params, unsigned long long cap, gomoe_gmmsimt_info *info);
+
+// gomoe_launch_params launches f on the default stream with one by-value parameter.
+static CUresult gomoe_launch_params(CUfunction f, unsigned grid, unsigned block, unsigned smem, void *params) {
+	void *args[1];
+	args[0] = params;
+	return cuLaunchKernel(f, grid, 1, 1, block, 1, 1, smem, 0, args, 0);
+}
+
+static CUresult gomoe_occupancy(CUfunction f, int block, unsigned smem, int *n) {
+	return cuOccupancyMaxActiveBlocksPerMultiprocessor(n, f, block, smem);
+}
+
+CUresult gomoe_device_info(int *ordinal, int *major, int *minor, int *sms); // gmm_sm90_cuda.go
+
+static CUresult gomoe_set_smem_simt(CUfunction f, int bytes) {
+	return cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes);
+}
+*/
+import "C"
+
+import (
+	_ "embed"
+	"fmt"
+	"os"
+	"sync"
+	"unsafe"
+
+	"gorgonia.org/cu"
+)
+
+// The float32 and float64 grouped matmul with the plan's sizes read on the device: CUTLASS's
+// grouped GEMM (CUDA-core FMA, no TF32; gmm_simt.cuh) on the group table that gmm_prepare
+// writes, for compute capability 8.0 and later. Like the sm_90a path it enqueues gmm_prepare,
+// the zeroing kernel and the GEMM, and reads nothing back; its Params hold only the group
+// table's addresses and are built once per (pass, dtype, number of experts).
+
+//go:embed gomoe_simt.fatbin
+var simtFatbin string
+
+// gmmSimtKernels are the kernels of gomoe_simt.fatbin, index 2·form + (1 for float64).
+var gmmSimtKernels = [...]string{"gmmsimt_fwd_f32", "gmmsimt_fwd_f64", "gmmsimt_rows_f32", "gmmsimt_rows_f64", "gmmsimt_wgrad_f32", "gmmsimt_wgrad_f64"}
+
+// gmmSimtEnabled gates the path while it waits for its first GPU run, as gmm90Enabled does:
+// written and compiled in a session that was lent no GPU, it runs only when GOMOE_SIMT_GMM=1
+// (the GPU tests set it) until a GPU run has checked and timed it.
+func gmmSimtEnabled() bool { return os.Getenv("GOMOE_SIMT_GMM") == "1" }
+
+// gmmSimt is the float32/float64 grouped matmul state of one CUDA value.
+type gmmSimt struct {
+	mu     sync.Mutex
+	err    error // why the kernels are not available (nil: they are)
+	mod    cu.Module
+	fn     [len(gmmSimtKernels)]C.CUfunction
+	info   [len(gmmSimtKernels)]C.gomoe_gmmsimt_info
+	blocks [len(gmmSimtKernels)]int // persistent grid: SMs × resident blocks per SM
+	tables [3][2]gmmSimtSlot        // [form][float64]
+}
+
+// gmmSimtSlot is one kernel's group table and the Params built for it.
+type gmmSimtSlot struct {
+	groups int
+	table  cu.DevicePtr
+	params map[[2]float64][]byte // by (alpha, beta)
+}
+
+// gmmSimtOf returns c's float32/float64 grouped matmul state, loading the kernels on first
+// use. It must run inside c.do.
+func (c *CUDA) gmmSimtOf() *gmmSimt {
+	c.gmmSimtOnce.Do(func() {
+		st := &gmmSimt{}
+		c.gsimt = st
+		var ordinal, major, minor, sms C.int
+		if r := C.gomoe_device_info(&ordinal, &major, &minor, &sms); r != C.CUDA_SUCCESS {
+			st.err = fmt.Errorf("gomoe: reading the device's attributes: CUDA error %d", int(r))
+			return
+		}
+		if major < 8 {
+			st.err = fmt.Errorf("gomoe: the float32/float64 grouped GEMM needs compute capability 8.0 or later, this GPU has %d.%d", major, minor)
+			return
+		}
+		mod, err := cu.LoadData(simtFatbin)
+		if err != nil {
+			st.err = fmt.Errorf("gomoe: loading the float32/float64 grouped GEMM kernels: %w", err)
+			return
+		}
+		st.mod = mod
+		g, size, err := mod.Global("gmmsimt_params_bytes")
+		if err != nil || size != int64(8*len(gmmSimtKernels)) {
+			st.err = fmt.Errorf("gomoe: float32/float64 grouped GEMM: no Params size table (%v)", err)
+			return
+		}
+		devBytes := make([]uint64, len(gmmSimtKernels))
+		if err := cu.MemcpyDtoH(unsafe.Pointer(&devBytes[0]), g, size); err != nil {
+			st.err = fmt.Errorf("gomoe: float32/float64 grouped GEMM: reading the Params sizes: %w", err)
+			return
+		}
+		for i, n := range gmmSimtKernels {
+			f, err := mod.Function(n)
+			if err != nil {
+				st.err = fmt.Errorf("gomoe: CUDA kernel %s: %w", n, err)
+				return
+			}
+			st.fn[i] = handle(f)
+			a := C.gomoe_gmmsimt_args{kernel: C.int(i)}
+			if rc := C.gomoe_gmmsimt_build(&a, nil, 0, &st.info[i]); rc != 0 {
+				st.err = fmt.Errorf("gomoe: kernel %s: host library returned %d", n, int(rc))
+				return
+			}
+			if uint64(st.info[i].params_bytes) != devBytes[i] {
+				st.err = fmt.Errorf("gomoe: kernel %s: the host library's Params are %d bytes, the kernel's %d: gomoe_simt.fatbin and gmm_host_linux_amd64.a come from different builds", n, uint64(st.info[i].params_bytes), devBytes[i])
+				return
+			}
+			if r := C.gomoe_set_smem_simt(st.fn[i], C.int(st.info[i].smem_bytes)); r != C.CUDA_SUCCESS {
+				st.err = fmt.Errorf("gomoe: kernel %s: setting %d bytes of shared memory: CUDA error %d", n, int(st.info[i].smem_bytes), int(r))
+				return
+			}
+			var per C.int
+			if r := C.gomoe_occupancy(st.fn[i], C.int(st.info[i].threads), st.info[i].smem_bytes, &per); r != C.CUDA_SUCCESS || per < 1 {
+				st.err = fmt.Errorf("gomoe: kernel %s: no resident block per SM (CUDA error %d)", n, int(r))
+				return
+			}
+			st.blocks[i] = int(sms) * int(per)
+		}
+	})
+	return c.gsimt
+}
+
+// close frees the tables and unloads the module. It runs inside c.do.
+func (st *gmmSimt) close() error {
+	if st == nil {
+		return nil
+	}
+	var err error
+	for f := range st.tables {
+		for d := range st.tables[f] {
+			if p := st.tables[f][d].table; p != 0 {
+				if e := cu.MemFree(p); err == nil {
+					err = e
+				}
+			}
+			st.tables[f][d] = gmmSimtSlot{}
+		}
+	}
+	if st.mod != (cu.Module{}) {
+		if e := st.mod.Unload(); err == nil {
+			err = e
+		}
+	}
+	return err
+}
+
+// runGMMSimt enqueues one float32/float64 grouped matmul of form (see runGMM90). It must run
+// inside c.do.
+func (c *CUDA) runGMMSimt(st *gmmSimt, form int, d DType, g Geometry, H, N int, out, a, b, plan cu.DevicePtr, accumulate bool) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	f64 := 0
+	if d == F64 {
+		f64 = 1
+	}
+	k := 2*form + f64
+	s := &st.tables[form][f64]
+	if s.groups < g.E || s.table == 0 {
+		if s.table != 0 {
+			if err := cu.Synchronize(); err != nil { // earlier launches may still read it
+				return err
+			}
+			if err := cu.MemFree(s.table); err != nil {
+				return err
+			}
+		}
+		p, err := cu.MemAlloc(gmmTableBytes(g.E))
+		if err != nil {
+			return fmt.Errorf("gomoe: grouped matmul group table: %w", err)
+		}
+		*s = gmmSimtSlot{groups: g.E, table: p, params: map[[2]float64][]byte{}}
+	}
+	beta := 0.0
+	if accumulate {
+		beta = 1
+	}
+	params := s.params[[2]float64{1, beta}]
+	if params == nil {
+		G := int64(s.groups)
+		at := func(i int64) C.uint64_t { return C.uint64_t(uint64(s.table) + uint64((12*G+15)&^15+8*G*i)) }
+		args := C.gomoe_gmmsimt_args{kernel: C.int(k), groups: C.int(s.groups), blocks: C.int(st.blocks[k]),
+			shapes: C.uint64_t(s.table), ptrA: at(0), ptrB: at(1), ptrC: at(2), ptrD: at(3),
+			ldA: at(4), ldB: at(5), ldC: at(6), ldD: at(7), alpha: 1, beta: C.double(beta)}
+		params = make([]byte, int(st.info[k].params_bytes))
+		var info C.gomoe_gmmsimt_info
+		if rc := C.gomoe_gmmsimt_build(&args, unsafe.Pointer(&params[0]), C.ulonglong(len(params)), &info); rc != 0 {
+			return fmt.Errorf("gomoe: grouped GEMM %s: building its parameters failed (code %d)", gmmSimtKernels[k], int(rc))
+		}
+		s.params[[2]float64{1, beta}] = params
+	}
+	if err := c.gmmSetup(form, d, g, H, N, out, a, b, plan, s.table, accumulate); err != nil {
+		return err
+	}
+	if r := C.gomoe_launch_params(st.fn[k], C.uint(st.blocks[k]), C.uint(st.info[k].threads), C.uint(st.info[k].smem_bytes), unsafe.Pointer(&params[0])); r != C.CUDA_SUCCESS {
+		var name *C.char
+		C.cuGetErrorName(r, &name)
+		return fmt.Errorf("gomoe: launching %s: CUDA error %d (%s)", gmmSimtKernels[k], int(r), C.GoString(name))
+	}
+	return nil
+}
