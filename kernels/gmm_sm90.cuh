@@ -2,7 +2,7 @@
 //
 // Shared by gmm_sm90.cu (the device code, compiled into gomoe_sm90.fatbin) and gmm_sm90_host.cu
 // (the host code that turns arguments into the kernels' Params, compiled into
-// gmm_sm90_host_linux_amd64.a): both see the same types, so the Params bytes the host builds are
+// gmm_host_linux_amd64.a): both see the same types, so the Params bytes the host builds are
 // the ones the kernel reads (the Go side also checks their sizes against each other).
 //
 // Each kernel is CUTLASS's ptr-array grouped GEMM (TMA loads, wgmma, a persistent grid over the

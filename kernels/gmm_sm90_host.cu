@@ -5,7 +5,7 @@
 // scheduler's state and places the per-SM descriptor workspace. Rather than copy that logic
 // into Go, where every CUTLASS upgrade could silently change a byte, gomoe calls CUTLASS's own
 // code: build_fatbin.sh compiles this file with nvcc into the static library
-// gmm_sm90_host_linux_amd64.a, committed with the fatbins and hash-checked like them, and the Go
+// gmm_host_linux_amd64.a, committed with the fatbins and hash-checked like them, and the Go
 // side links it with cgo. Users need neither nvcc nor CUTLASS.
 //
 // gomoe builds the Params once per (kernel, groups, group-table address): the group table and
