@@ -37,9 +37,6 @@ static CUresult gomoe_occupancy(CUfunction f, int block, unsigned smem, int *n) 
 
 CUresult gomoe_device_info(int *ordinal, int *major, int *minor, int *sms); // gmm_sm90_cuda.go
 
-static CUresult gomoe_set_smem_simt(CUfunction f, int bytes) {
-	return cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes);
-}
 */
 import "C"
 
@@ -103,42 +100,19 @@ func (c *CUDA) gmmSimtOf() *gmmSimt {
 			st.err = fmt.Errorf("gomoe: the float32/float64 grouped GEMM needs compute capability 8.0 or later, this GPU has %d.%d", major, minor)
 			return
 		}
-		mod, err := cu.LoadData(simtFatbin)
-		if err != nil {
-			st.err = fmt.Errorf("gomoe: loading the float32/float64 grouped GEMM kernels: %w", err)
-			return
-		}
-		st.mod = mod
-		g, size, err := mod.Global("gmmsimt_params_bytes")
-		if err != nil || size != int64(8*len(gmmSimtKernels)) {
-			st.err = fmt.Errorf("gomoe: float32/float64 grouped GEMM: no Params size table (%v)", err)
-			return
-		}
-		devBytes := make([]uint64, len(gmmSimtKernels))
-		if err := cu.MemcpyDtoH(unsafe.Pointer(&devBytes[0]), g, size); err != nil {
-			st.err = fmt.Errorf("gomoe: float32/float64 grouped GEMM: reading the Params sizes: %w", err)
-			return
-		}
-		for i, n := range gmmSimtKernels {
-			f, err := mod.Function(n)
-			if err != nil {
-				st.err = fmt.Errorf("gomoe: CUDA kernel %s: %w", n, err)
-				return
-			}
-			st.fn[i] = handle(f)
+		var fns []C.CUfunction
+		st.mod, fns, st.err = loadCUTLASS("gomoe_simt.fatbin", simtFatbin, "gmmsimt_params_bytes", gmmSimtKernels[:], func(i int) (uint64, int, error) {
 			a := C.gomoe_gmmsimt_args{kernel: C.int(i)}
 			if rc := C.gomoe_gmmsimt_build(&a, nil, 0, &st.info[i]); rc != 0 {
-				st.err = fmt.Errorf("gomoe: kernel %s: host library returned %d", n, int(rc))
-				return
+				return 0, 0, fmt.Errorf("host library returned %d", int(rc))
 			}
-			if uint64(st.info[i].params_bytes) != devBytes[i] {
-				st.err = fmt.Errorf("gomoe: kernel %s: the host library's Params are %d bytes, the kernel's %d: gomoe_simt.fatbin and gmm_host_linux_amd64.a come from different builds", n, uint64(st.info[i].params_bytes), devBytes[i])
-				return
-			}
-			if r := C.gomoe_set_smem_simt(st.fn[i], C.int(st.info[i].smem_bytes)); r != C.CUDA_SUCCESS {
-				st.err = fmt.Errorf("gomoe: kernel %s: setting %d bytes of shared memory: CUDA error %d", n, int(st.info[i].smem_bytes), int(r))
-				return
-			}
+			return uint64(st.info[i].params_bytes), int(st.info[i].smem_bytes), nil
+		})
+		if st.err != nil {
+			return
+		}
+		copy(st.fn[:], fns)
+		for i, n := range gmmSimtKernels {
 			var per C.int
 			if r := C.gomoe_occupancy(st.fn[i], C.int(st.info[i].threads), st.info[i].smem_bytes, &per); r != C.CUDA_SUCCESS || per < 1 {
 				st.err = fmt.Errorf("gomoe: kernel %s: no resident block per SM (CUDA error %d)", n, int(r))

@@ -52,6 +52,7 @@ static CUresult gomoe_launch_cluster(CUfunction f, const unsigned *grid, const u
 	return cuLaunchKernelEx(&cfg, f, args, 0);
 }
 
+// gomoe_set_smem allows f bytes of dynamic shared memory.
 static CUresult gomoe_set_smem(CUfunction f, int bytes) {
 	return cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes);
 }
@@ -187,46 +188,57 @@ func (c *CUDA) gmm90Of() *gmm90 {
 			return
 		}
 		st.ordinal, st.sms = int(ordinal), int(sms)
-		mod, err := cu.LoadData(sm90Fatbin)
-		if err != nil {
-			st.err = fmt.Errorf("gomoe: loading the sm_90a kernels: %w", err)
-			return
-		}
-		st.mod = mod
-		g, size, err := mod.Global("gmm90_params_bytes")
-		if err != nil || size != int64(8*len(gmm90Kernels)) {
-			st.err = fmt.Errorf("gomoe: sm_90a kernels: no Params size table (%v)", err)
-			return
-		}
-		devBytes := make([]uint64, len(gmm90Kernels))
-		if err := cu.MemcpyDtoH(unsafe.Pointer(&devBytes[0]), g, size); err != nil {
-			st.err = fmt.Errorf("gomoe: sm_90a kernels: reading the Params sizes: %w", err)
-			return
-		}
-		for i, n := range gmm90Kernels {
-			f, err := mod.Function(n)
-			if err != nil {
-				st.err = fmt.Errorf("gomoe: CUDA kernel %s: %w", n, err)
-				return
-			}
-			st.fn[i] = handle(f)
+		var fns []C.CUfunction
+		st.mod, fns, st.err = loadCUTLASS("gomoe_sm90.fatbin", sm90Fatbin, "gmm90_params_bytes", gmm90Kernels[:], func(i int) (uint64, int, error) {
 			var info C.gomoe_gmm90_info
 			a := C.gomoe_gmm90_args{kernel: C.int(i), groups: 1, sm_count: sms}
 			if rc := C.gomoe_gmm90_build(&a, nil, 0, &info); rc != 0 && rc != 3 {
-				st.err = fmt.Errorf("gomoe: sm_90a kernel %s: host library returned %d", n, int(rc))
-				return
+				return 0, 0, fmt.Errorf("host library returned %d", int(rc))
 			}
-			if uint64(info.params_bytes) != devBytes[i] {
-				st.err = fmt.Errorf("gomoe: sm_90a kernel %s: the host library's Params are %d bytes, the kernel's %d: gomoe_sm90.fatbin and gmm_host_linux_amd64.a come from different builds", n, uint64(info.params_bytes), devBytes[i])
-				return
-			}
-			if r := C.gomoe_set_smem(st.fn[i], C.int(info.smem_bytes)); r != C.CUDA_SUCCESS {
-				st.err = fmt.Errorf("gomoe: sm_90a kernel %s: setting %d bytes of shared memory: CUDA error %d", n, int(info.smem_bytes), int(r))
-				return
-			}
-		}
+			return uint64(info.params_bytes), int(info.smem_bytes), nil
+		})
+		copy(st.fn[:], fns)
 	})
 	return c.g90
+}
+
+// loadCUTLASS loads a fatbin of CUTLASS kernels (file names it in errors) and looks up names.
+// Each kernel's Params size as compiled (the device array sizesSym) must equal the host
+// library's (host(i) returns it and the kernel's dynamic shared memory, which is then allowed),
+// so that a fatbin and a host library from different builds are an error, not a bad launch. It
+// runs inside c.do.
+func loadCUTLASS(file, fatbin, sizesSym string, names []string, host func(i int) (params uint64, smem int, err error)) (cu.Module, []C.CUfunction, error) {
+	mod, err := cu.LoadData(fatbin)
+	if err != nil {
+		return mod, nil, fmt.Errorf("gomoe: loading %s: %w", file, err)
+	}
+	g, size, err := mod.Global(sizesSym)
+	if err != nil || size != int64(8*len(names)) {
+		return mod, nil, fmt.Errorf("gomoe: %s: no Params size table (%v)", file, err)
+	}
+	devBytes := make([]uint64, len(names))
+	if err := cu.MemcpyDtoH(unsafe.Pointer(&devBytes[0]), g, size); err != nil {
+		return mod, nil, fmt.Errorf("gomoe: %s: reading the Params sizes: %w", file, err)
+	}
+	fns := make([]C.CUfunction, len(names))
+	for i, n := range names {
+		f, err := mod.Function(n)
+		if err != nil {
+			return mod, nil, fmt.Errorf("gomoe: CUDA kernel %s: %w", n, err)
+		}
+		fns[i] = handle(f)
+		params, smem, err := host(i)
+		if err != nil {
+			return mod, nil, fmt.Errorf("gomoe: kernel %s: %w", n, err)
+		}
+		if params != devBytes[i] {
+			return mod, nil, fmt.Errorf("gomoe: kernel %s: the host library's Params are %d bytes, the kernel's %d: %s and gmm_host_linux_amd64.a come from different builds", n, params, devBytes[i], file)
+		}
+		if r := C.gomoe_set_smem(fns[i], C.int(smem)); r != C.CUDA_SUCCESS {
+			return mod, nil, fmt.Errorf("gomoe: kernel %s: setting %d bytes of shared memory: CUDA error %d", n, smem, int(r))
+		}
+	}
+	return mod, fns, nil
 }
 
 // close frees the tables and workspaces and unloads the sm_90a module. It runs inside c.do.
