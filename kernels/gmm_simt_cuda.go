@@ -80,8 +80,7 @@ type gmmSimt struct {
 
 // gmmSimtSlot is one kernel's group table and the Params built for it.
 type gmmSimtSlot struct {
-	groups int
-	table  cu.DevicePtr
+	table  gmmTable
 	params map[[2]float64][]byte // by (alpha, beta)
 }
 
@@ -132,10 +131,8 @@ func (st *gmmSimt) close() error {
 	var err error
 	for f := range st.tables {
 		for d := range st.tables[f] {
-			if p := st.tables[f][d].table; p != 0 {
-				if e := cu.MemFree(p); err == nil {
-					err = e
-				}
+			if e := st.tables[f][d].table.free(); err == nil {
+				err = e
 			}
 			st.tables[f][d] = gmmSimtSlot{}
 		}
@@ -159,20 +156,12 @@ func (c *CUDA) runGMMSimt(st *gmmSimt, form int, d DType, g Geometry, H, N int, 
 	}
 	k := 2*form + f64
 	s := &st.tables[form][f64]
-	if s.groups < g.E || s.table == 0 {
-		if s.table != 0 {
-			if err := cu.Synchronize(); err != nil { // earlier launches may still read it
-				return err
-			}
-			if err := cu.MemFree(s.table); err != nil {
-				return err
-			}
-		}
-		p, err := cu.MemAlloc(gmmTableBytes(g.E))
-		if err != nil {
-			return fmt.Errorf("gomoe: grouped matmul group table: %w", err)
-		}
-		*s = gmmSimtSlot{groups: g.E, table: p, params: map[[2]float64][]byte{}}
+	moved, err := s.table.ensure(g.E)
+	if err != nil {
+		return err
+	}
+	if moved || s.params == nil {
+		s.params = map[[2]float64][]byte{}
 	}
 	beta := 0.0
 	if accumulate {
@@ -180,10 +169,9 @@ func (c *CUDA) runGMMSimt(st *gmmSimt, form int, d DType, g Geometry, H, N int, 
 	}
 	params := s.params[[2]float64{1, beta}]
 	if params == nil {
-		G := int64(s.groups)
-		at := func(i int64) C.uint64_t { return C.uint64_t(uint64(s.table) + uint64((12*G+15)&^15+8*G*i)) }
-		args := C.gomoe_gmmsimt_args{kernel: C.int(k), groups: C.int(s.groups), blocks: C.int(st.blocks[k]),
-			shapes: C.uint64_t(s.table), ptrA: at(0), ptrB: at(1), ptrC: at(2), ptrD: at(3),
+		at := func(i int64) C.uint64_t { return C.uint64_t(s.table.at(i)) }
+		args := C.gomoe_gmmsimt_args{kernel: C.int(k), groups: C.int(s.table.groups), blocks: C.int(st.blocks[k]),
+			shapes: at(-1), ptrA: at(0), ptrB: at(1), ptrC: at(2), ptrD: at(3),
 			ldA: at(4), ldB: at(5), ldC: at(6), ldD: at(7), alpha: 1, beta: C.double(beta)}
 		params = make([]byte, int(st.info[k].params_bytes))
 		var info C.gomoe_gmmsimt_info
@@ -192,7 +180,7 @@ func (c *CUDA) runGMMSimt(st *gmmSimt, form int, d DType, g Geometry, H, N int, 
 		}
 		s.params[[2]float64{1, beta}] = params
 	}
-	if err := c.gmmSetup(form, d, g, H, N, out, a, b, plan, s.table, accumulate); err != nil {
+	if err := c.gmmSetup(form, d, g, H, N, out, a, b, plan, s.table.ptr, accumulate); err != nil {
 		return err
 	}
 	if r := C.gomoe_launch_params(st.fn[k], C.uint(st.blocks[k]), C.uint(st.info[k].threads), C.uint(st.info[k].smem_bytes), unsafe.Pointer(&params[0])); r != C.CUDA_SUCCESS {

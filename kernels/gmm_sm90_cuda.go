@@ -150,8 +150,7 @@ type gmm90 struct {
 
 // gmmSlot is one form's group table and workspace, and the Params built for them.
 type gmmSlot struct {
-	groups  int          // the table holds this many groups
-	table   cu.DevicePtr // group table (gmm.cu)
+	table   gmmTable
 	ws      cu.DevicePtr // the GEMM kernels' workspace
 	wsBytes int64
 	built   map[gmmKey]*gmmLaunch
@@ -249,11 +248,12 @@ func (st *gmm90) close() error {
 	var err error
 	for i := range st.slots {
 		s := &st.slots[i]
-		for _, p := range []cu.DevicePtr{s.table, s.ws} {
-			if p != 0 {
-				if e := cu.MemFree(p); err == nil {
-					err = e
-				}
+		if e := s.table.free(); err == nil {
+			err = e
+		}
+		if s.ws != 0 {
+			if e := cu.MemFree(s.ws); err == nil {
+				err = e
 			}
 		}
 		*s = gmmSlot{}
@@ -274,36 +274,65 @@ func (c *CUDA) unloadGMM() error {
 	return c.gmod.Unload()
 }
 
-// gmmTableBytes is the size of a group table of g groups (gmm.cu).
-func gmmTableBytes(g int) int64 { return (12*int64(g)+15)&^15 + 64*int64(g) }
+// gmmTable is a group table (gmm.cu) on the device, with room for groups groups.
+type gmmTable struct {
+	groups int
+	ptr    cu.DevicePtr
+}
 
-// slot returns form's slot sized for groups, reallocating (and forgetting built launches) when
-// it holds fewer groups or the workspace is too small for kernel k.
+// ensure gives t room for groups groups, moving it (after the device is done with the old
+// one) when it has less; moved says that anything built on its old address is stale. It runs
+// inside c.do.
+func (t *gmmTable) ensure(groups int) (moved bool, err error) {
+	if t.ptr != 0 && t.groups >= groups {
+		return false, nil
+	}
+	if err := t.free(); err != nil {
+		return false, err
+	}
+	bytes := (12*int64(groups)+15)&^15 + 64*int64(groups)
+	p, err := cu.MemAlloc(bytes)
+	if err != nil {
+		return false, fmt.Errorf("gomoe: grouped matmul group table: %w", err)
+	}
+	t.ptr, t.groups = p, groups
+	return true, nil
+}
+
+// free releases t's memory once earlier launches, which may still read it, are done.
+func (t *gmmTable) free() error {
+	if t.ptr == 0 {
+		return nil
+	}
+	if err := cu.Synchronize(); err != nil {
+		return err
+	}
+	err := cu.MemFree(t.ptr)
+	*t = gmmTable{}
+	return err
+}
+
+// at is the address of the table's shapes (i = -1) or of its i-th 8·groups-byte array: ptrA,
+// ptrB, ptrC, ptrD, ldA, ldB, ldC, ldD for i = 0..7.
+func (t *gmmTable) at(i int64) uint64 {
+	if i < 0 {
+		return uint64(t.ptr)
+	}
+	G := int64(t.groups)
+	return uint64(t.ptr) + uint64((12*G+15)&^15+8*G*i)
+}
+
+// slot returns form's slot with a table of at least groups groups; a moved table forgets the
+// launches built on the old one.
 func (st *gmm90) slot(form, groups int) (*gmmSlot, error) {
 	s := &st.slots[form]
-	if s.groups >= groups && s.table != 0 {
-		return s, nil
-	}
-	if s.table != 0 {
-		// Earlier launches may still read the old table: wait before freeing it.
-		if err := cu.Synchronize(); err != nil {
-			return nil, err
-		}
-		if err := cu.MemFree(s.table); err != nil {
-			return nil, err
-		}
-		if s.ws != 0 {
-			if err := cu.MemFree(s.ws); err != nil {
-				return nil, err
-			}
-		}
-		*s = gmmSlot{}
-	}
-	p, err := cu.MemAlloc(gmmTableBytes(groups))
+	moved, err := s.table.ensure(groups)
 	if err != nil {
-		return nil, fmt.Errorf("gomoe: grouped matmul group table: %w", err)
+		return nil, err
 	}
-	s.table, s.groups, s.built = p, groups, map[gmmKey]*gmmLaunch{}
+	if moved || s.built == nil {
+		s.built = map[gmmKey]*gmmLaunch{}
+	}
 	return s, nil
 }
 
@@ -314,14 +343,10 @@ func (st *gmm90) launchFor(s *gmmSlot, k int, alpha, beta float32) (*gmmLaunch, 
 	if l := s.built[key]; l != nil {
 		return l, nil
 	}
-	G := int64(s.groups)
-	base := s.table
-	at := func(i int64) C.uint64_t { // the i-th 8·G-byte array after the shapes
-		return C.uint64_t(uint64(base) + uint64((12*G+15)&^15+8*G*i))
-	}
+	at := func(i int64) C.uint64_t { return C.uint64_t(s.table.at(i)) }
 	a := C.gomoe_gmm90_args{
-		kernel: C.int(k), groups: C.int(s.groups), sm_count: C.int(st.sms), device_id: C.int(st.ordinal),
-		shapes: C.uint64_t(base),
+		kernel: C.int(k), groups: C.int(s.table.groups), sm_count: C.int(st.sms), device_id: C.int(st.ordinal),
+		shapes: at(-1),
 		ptrA:   at(0), ptrB: at(1), ptrC: at(2), ptrD: at(3),
 		ldA: at(4), ldB: at(5), ldC: at(6), ldD: at(7),
 		alpha: C.float(alpha), beta: C.float(beta),
@@ -410,7 +435,7 @@ func (c *CUDA) runGMM90(st *gmm90, form int, g Geometry, H, N int, out, a, b, pl
 	if err != nil {
 		return err
 	}
-	if err := c.gmmSetup(form, BF16, g, H, N, out, a, b, plan, s.table, accumulate); err != nil {
+	if err := c.gmmSetup(form, BF16, g, H, N, out, a, b, plan, s.table.ptr, accumulate); err != nil {
 		return err
 	}
 	if r := C.gomoe_launch_cluster(st.fn[k], &l.grid[0], &l.block[0], &l.cluster[0], C.uint(l.smem), unsafe.Pointer(&l.params[0])); r != C.CUDA_SUCCESS {
