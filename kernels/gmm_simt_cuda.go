@@ -78,10 +78,17 @@ type gmmSimt struct {
 	tables [3][2]gmmSimtSlot        // [form][float64]
 }
 
+// gmmSimtKey names built Params: the call's number of experts (the table's layout), alpha
+// and beta.
+type gmmSimtKey struct {
+	groups      int
+	alpha, beta float64
+}
+
 // gmmSimtSlot is one kernel's group table and the Params built for it.
 type gmmSimtSlot struct {
 	table  gmmTable
-	params map[[2]float64][]byte // by (alpha, beta)
+	params map[gmmSimtKey][]byte
 }
 
 // gmmSimtOf returns c's float32/float64 grouped matmul state, loading the kernels on first
@@ -161,16 +168,17 @@ func (c *CUDA) runGMMSimt(st *gmmSimt, form int, d DType, g Geometry, H, N int, 
 		return err
 	}
 	if moved || s.params == nil {
-		s.params = map[[2]float64][]byte{}
+		s.params = map[gmmSimtKey][]byte{}
 	}
 	beta := 0.0
 	if accumulate {
 		beta = 1
 	}
-	params := s.params[[2]float64{1, beta}]
+	key := gmmSimtKey{g.E, 1, beta}
+	params := s.params[key]
 	if params == nil {
-		at := func(i int64) C.uint64_t { return C.uint64_t(s.table.at(i)) }
-		args := C.gomoe_gmmsimt_args{kernel: C.int(k), groups: C.int(s.table.groups), blocks: C.int(st.blocks[k]),
+		at := func(i int64) C.uint64_t { return C.uint64_t(s.table.at(i, g.E)) }
+		args := C.gomoe_gmmsimt_args{kernel: C.int(k), groups: C.int(g.E), blocks: C.int(st.blocks[k]),
 			shapes: at(-1), ptrA: at(0), ptrB: at(1), ptrC: at(2), ptrD: at(3),
 			ldA: at(4), ldB: at(5), ldC: at(6), ldD: at(7), alpha: 1, beta: C.double(beta)}
 		params = make([]byte, int(st.info[k].params_bytes))
@@ -178,7 +186,7 @@ func (c *CUDA) runGMMSimt(st *gmmSimt, form int, d DType, g Geometry, H, N int, 
 		if rc := C.gomoe_gmmsimt_build(&args, unsafe.Pointer(&params[0]), C.ulonglong(len(params)), &info); rc != 0 {
 			return fmt.Errorf("gomoe: grouped GEMM %s: building its parameters failed (code %d)", gmmSimtKernels[k], int(rc))
 		}
-		s.params[[2]float64{1, beta}] = params
+		s.params[key] = params
 	}
 	if err := c.gmmSetup(form, d, g, H, N, out, a, b, plan, s.table.ptr, accumulate); err != nil {
 		return err

@@ -158,6 +158,7 @@ type gmmSlot struct {
 
 type gmmKey struct {
 	kernel      int
+	groups      int // the call's number of experts
 	alpha, beta float32
 }
 
@@ -312,14 +313,16 @@ func (t *gmmTable) free() error {
 	return err
 }
 
-// at is the address of the table's shapes (i = -1) or of its i-th 8·groups-byte array: ptrA,
-// ptrB, ptrC, ptrD, ldA, ldB, ldC, ldD for i = 0..7.
-func (t *gmmTable) at(i int64) uint64 {
+// at is the address of the shapes (i = -1) or of the i-th 8·G-byte array (ptrA, ptrB, ptrC,
+// ptrD, ldA, ldB, ldC, ldD for i = 0..7) of the table laid out for G groups, as gmm_prepare
+// lays it out for a call with E = G: the layout depends on G, so Params must be built for the
+// call's number of experts, not for the table's room.
+func (t *gmmTable) at(i int64, G int) uint64 {
 	if i < 0 {
 		return uint64(t.ptr)
 	}
-	G := int64(t.groups)
-	return uint64(t.ptr) + uint64((12*G+15)&^15+8*G*i)
+	g := int64(G)
+	return uint64(t.ptr) + uint64((12*g+15)&^15+8*g*i)
 }
 
 // slot returns form's slot with a table of at least groups groups; a moved table forgets the
@@ -336,16 +339,16 @@ func (st *gmm90) slot(form, groups int) (*gmmSlot, error) {
 	return s, nil
 }
 
-// launchFor returns the built launch of kernel k on slot s (form's group table), building the
-// Params on first use.
-func (st *gmm90) launchFor(s *gmmSlot, k int, alpha, beta float32) (*gmmLaunch, error) {
-	key := gmmKey{k, alpha, beta}
+// launchFor returns the built launch of kernel k for calls with groups experts on slot s
+// (form's group table), building the Params on first use.
+func (st *gmm90) launchFor(s *gmmSlot, k, groups int, alpha, beta float32) (*gmmLaunch, error) {
+	key := gmmKey{k, groups, alpha, beta}
 	if l := s.built[key]; l != nil {
 		return l, nil
 	}
-	at := func(i int64) C.uint64_t { return C.uint64_t(s.table.at(i)) }
+	at := func(i int64) C.uint64_t { return C.uint64_t(s.table.at(i, groups)) }
 	a := C.gomoe_gmm90_args{
-		kernel: C.int(k), groups: C.int(s.table.groups), sm_count: C.int(st.sms), device_id: C.int(st.ordinal),
+		kernel: C.int(k), groups: C.int(groups), sm_count: C.int(st.sms), device_id: C.int(st.ordinal),
 		shapes: at(-1),
 		ptrA:   at(0), ptrB: at(1), ptrC: at(2), ptrD: at(3),
 		ldA: at(4), ldB: at(5), ldC: at(6), ldD: at(7),
@@ -431,7 +434,7 @@ func (c *CUDA) runGMM90(st *gmm90, form int, g Geometry, H, N int, out, a, b, pl
 		beta = 1
 	}
 	k := gmm90Kernel(form, g, H, N)
-	l, err := st.launchFor(s, k, 1, beta)
+	l, err := st.launchFor(s, k, g.E, 1, beta)
 	if err != nil {
 		return err
 	}
