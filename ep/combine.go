@@ -8,6 +8,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/op"
 )
 
@@ -31,7 +32,7 @@ func Combine(yr, probs *G.Node, p *Plan) (*G.Node, error) {
 		return nil, err
 	}
 	y, err := op.Unpermute(ys, probs, p.Send)
-	return y, wrapErr(name, err)
+	return y, opkit.Wrap(name, err)
 }
 
 // CombineRows is the exchange half of Combine: yr [R',H] in the layout of p.Local() -> ys
@@ -45,7 +46,7 @@ func CombineRows(yr *G.Node, p *Plan) (*G.Node, error) {
 	if err := checkRowsNode(name, "yr", yr, p.LocalGeometry.Rows()); err != nil {
 		return nil, err
 	}
-	return applyOp(name, combineOp{exchange{gs: p.Send.Geometry, gl: p.LocalGeometry, c: p.Comm}}, yr, p.Node)
+	return opkit.ApplyOp(name, combineOp{exchange{gs: p.Send.Geometry, gl: p.LocalGeometry, c: p.Comm}}, yr, p.Node)
 }
 
 // combineOp is the exchange of Combine: (yr [R',H], ep plan) -> ys [Rs,H].
@@ -64,7 +65,7 @@ func (o combineOp) CallsExtern() bool     { return false }
 func (o combineOp) OverwritesInput() int  { return -1 }
 func (o combineOp) String() string        { return o.key(combineName) }
 func (o combineOp) WriteHash(h hash.Hash) { fmt.Fprint(h, o.key(combineName)) }
-func (o combineOp) Hashcode() uint32      { return fnvHash(o.key(combineName)) }
+func (o combineOp) Hashcode() uint32      { return opkit.Hash(o.key(combineName)) }
 
 func (o combineOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	return o.inferShape(combineName, false, ds)
@@ -72,7 +73,7 @@ func (o combineOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 
 // Do is a collective: the reverse exchange.
 func (o combineOp) Do(vs ...G.Value) (G.Value, error) {
-	if err := checkArity(combineName, vs, 2); err != nil {
+	if err := opkit.CheckArity(combineName, vs, 2); err != nil {
 		o.c.Abort(err)
 		return nil, err
 	}
@@ -85,9 +86,9 @@ func (o combineOp) DiffWRT(n int) []bool { return []bool{true, false} }
 // SymDiff builds the forward (dispatch) exchange of the gradient.
 func (o combineOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 	if len(inputs) != 2 {
-		return nil, errorf(combineName, "SymDiff got %d inputs, want 2", len(inputs))
+		return nil, opkit.Errorf(combineName, "SymDiff got %d inputs, want 2", len(inputs))
 	}
-	d, err := applyOp(dispatchName, dispatchOp(o), grad, inputs[1])
+	d, err := opkit.ApplyOp(dispatchName, dispatchOp(o), grad, inputs[1])
 	if err != nil {
 		return nil, err
 	}

@@ -8,6 +8,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 	"github.com/gomoe/gomoe/op"
 )
@@ -33,7 +34,7 @@ func Dispatch(x *G.Node, p *Plan) (*G.Node, error) {
 	}
 	xs, err := op.Permute(x, p.Send)
 	if err != nil {
-		return nil, wrapErr(name, err)
+		return nil, opkit.Wrap(name, err)
 	}
 	return DispatchRows(xs, p)
 }
@@ -48,7 +49,7 @@ func DispatchRows(xs *G.Node, p *Plan) (*G.Node, error) {
 	if err := checkRowsNode(name, "xs", xs, p.Send.Rows()); err != nil {
 		return nil, err
 	}
-	return applyOp(name, dispatchOp{exchange{gs: p.Send.Geometry, gl: p.LocalGeometry, c: p.Comm}}, xs, p.Node)
+	return opkit.ApplyOp(name, dispatchOp{exchange{gs: p.Send.Geometry, gl: p.LocalGeometry, c: p.Comm}}, xs, p.Node)
 }
 
 const (
@@ -59,19 +60,19 @@ const (
 // check validates a plan passed to a node function.
 func (p *Plan) check(name string) error {
 	if p == nil || p.Send == nil || p.Send.Node == nil || p.Node == nil || p.Comm == nil {
-		return errorf(name, "plan is nil or incomplete; build it with ep.NewPlan")
+		return opkit.Errorf(name, "plan is nil or incomplete; build it with ep.NewPlan")
 	}
 	return nil
 }
 
 // checkRowsNode checks a float matrix node [rows, H] of the plan's graph.
 func checkRowsNode(name, what string, n *G.Node, rows int) error {
-	dt, err := nodeDtype(name, what, n)
+	dt, err := opkit.NodeDtype(name, what, n)
 	if err != nil {
 		return err
 	}
 	if dt != tensor.Float32 && dt != tensor.Float64 {
-		return errorf(name, "%s has dtype %v, want float32 or float64", what, dt)
+		return opkit.Errorf(name, "%s has dtype %v, want float32 or float64", what, dt)
 	}
 	return checkShape(name, what, n.Shape(), rows, -1)
 }
@@ -86,7 +87,7 @@ type exchange struct {
 }
 
 func (e exchange) key(kind string) string {
-	return fmt.Sprintf("%s{send %s; local %s; %s}", kind, geometryKey(e.gs), geometryKey(e.gl), commKey(e.c))
+	return fmt.Sprintf("%s{send %s; local %s; %s}", kind, opkit.GeometryKey(e.gs), opkit.GeometryKey(e.gl), commKey(e.c))
 }
 
 // rows is the static row count of an exchange's input and output.
@@ -141,7 +142,7 @@ func (e exchange) runNoAbort(name string, forward bool, v, plan G.Value) (G.Valu
 		src, err = hostRows(name, "rows", v, in)
 	}
 	if err != nil {
-		return nil, wrapErr(name, err)
+		return nil, opkit.Wrap(name, err)
 	}
 	counts, offsets, lp, err := epPlanView(name, e.gs, e.gl, plan)
 	if err != nil {
@@ -149,7 +150,7 @@ func (e exchange) runNoAbort(name string, forward bool, v, plan G.Value) (G.Valu
 	}
 	n := e.c.Size()
 	if e.gl.E*n != e.gs.E {
-		return nil, errorf(name, "local plan has %d experts, but %d ranks × %d != E=%d", e.gl.E, n, e.gl.E, e.gs.E)
+		return nil, opkit.Errorf(name, "local plan has %d experts, but %d ranks × %d != E=%d", e.gl.E, n, e.gl.E, e.gs.E)
 	}
 	sends := sendBlocks(counts, offsets, n, e.gl.E)
 	recvs, err := recvBlocks(name, lp, n, e.gs.T)
@@ -160,10 +161,10 @@ func (e exchange) runNoAbort(name string, forward bool, v, plan G.Value) (G.Valu
 	var dst Buffer
 	if dev {
 		if out, err = device.Zeros(v, v.Dtype(), outRows, src.Width); err != nil {
-			return nil, wrapErr(name, err)
+			return nil, opkit.Wrap(name, err)
 		}
 		if dst, err = device.Buffer(out); err != nil {
-			return nil, wrapErr(name, err)
+			return nil, opkit.Wrap(name, err)
 		}
 	} else {
 		out, dst = zeros(v.Dtype(), outRows, src.Width)
@@ -174,7 +175,7 @@ func (e exchange) runNoAbort(name string, forward bool, v, plan G.Value) (G.Valu
 		err = e.c.AllToAll(src, dst, recvs, sends)
 	}
 	if err != nil {
-		return nil, wrapErr(name, err)
+		return nil, opkit.Wrap(name, err)
 	}
 	return out, nil
 }
@@ -183,11 +184,11 @@ func (e exchange) runNoAbort(name string, forward bool, v, plan G.Value) (G.Valu
 // into the rows input's gradient.
 func (e exchange) diff(name string, forward bool, inputs G.Nodes, output *G.Node) error {
 	if len(inputs) != 2 {
-		return errorf(name, "DoDiff got %d inputs, want 2", len(inputs))
+		return opkit.Errorf(name, "DoDiff got %d inputs, want 2", len(inputs))
 	}
 	gy, err := output.Grad()
 	if err != nil {
-		return wrapErr(name, err)
+		return opkit.Wrap(name, err)
 	}
 	d, err := e.run(name, !forward, gy, inputs[1].Value())
 	if err != nil {
@@ -195,7 +196,7 @@ func (e exchange) diff(name string, forward bool, inputs G.Nodes, output *G.Node
 	}
 	gx, err := inputs[0].Grad()
 	if err != nil {
-		return wrapErr(name, err)
+		return opkit.Wrap(name, err)
 	}
 	return addInto(name, gx, d)
 }
@@ -203,16 +204,16 @@ func (e exchange) diff(name string, forward bool, inputs G.Nodes, output *G.Node
 // addInto adds src into dst (dst += src), the contract of DoDiff.
 func addInto(name string, dst, src G.Value) error {
 	if dst.Dtype() != src.Dtype() || !dst.Shape().Eq(src.Shape()) {
-		return errorf(name, "gradient has dtype %v shape %v, the update has %v %v", dst.Dtype(), shapeString(dst.Shape()), src.Dtype(), shapeString(src.Shape()))
+		return opkit.Errorf(name, "gradient has dtype %v shape %v, the update has %v %v", dst.Dtype(), opkit.ShapeString(dst.Shape()), src.Dtype(), opkit.ShapeString(src.Shape()))
 	}
 	if onDevice(dst) || onDevice(src) {
-		return wrapErr(name, device.Add(dst, src))
+		return opkit.Wrap(name, device.Add(dst, src))
 	}
 	d, ok := dst.(*tensor.Dense)
 	if !ok || d.RequiresIterator() {
-		return errorf(name, "gradient is a %T view or non-dense value", dst)
+		return opkit.Errorf(name, "gradient is a %T view or non-dense value", dst)
 	}
-	s, err := hostDense(name, "update", src)
+	s, err := opkit.HostDense(name, "update", src)
 	if err != nil {
 		return err
 	}
@@ -226,7 +227,7 @@ func addInto(name string, dst, src G.Value) error {
 			dd[i] += v
 		}
 	default:
-		return errorf(name, "gradient holds %T, want float32 or float64", d.Data())
+		return opkit.Errorf(name, "gradient holds %T, want float32 or float64", d.Data())
 	}
 	return nil
 }
@@ -247,7 +248,7 @@ func (o dispatchOp) CallsExtern() bool     { return false }
 func (o dispatchOp) OverwritesInput() int  { return -1 }
 func (o dispatchOp) String() string        { return o.key(dispatchName) }
 func (o dispatchOp) WriteHash(h hash.Hash) { fmt.Fprint(h, o.key(dispatchName)) }
-func (o dispatchOp) Hashcode() uint32      { return fnvHash(o.key(dispatchName)) }
+func (o dispatchOp) Hashcode() uint32      { return opkit.Hash(o.key(dispatchName)) }
 
 func (o dispatchOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	return o.inferShape(dispatchName, true, ds)
@@ -255,7 +256,7 @@ func (o dispatchOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 
 // Do is a collective: the forward exchange.
 func (o dispatchOp) Do(vs ...G.Value) (G.Value, error) {
-	if err := checkArity(dispatchName, vs, 2); err != nil {
+	if err := opkit.CheckArity(dispatchName, vs, 2); err != nil {
 		o.c.Abort(err)
 		return nil, err
 	}
@@ -268,9 +269,9 @@ func (o dispatchOp) DiffWRT(n int) []bool { return []bool{true, false} }
 // SymDiff builds the reverse exchange of the gradient.
 func (o dispatchOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 	if len(inputs) != 2 {
-		return nil, errorf(dispatchName, "SymDiff got %d inputs, want 2", len(inputs))
+		return nil, opkit.Errorf(dispatchName, "SymDiff got %d inputs, want 2", len(inputs))
 	}
-	d, err := applyOp(combineName, combineOp(o), grad, inputs[1])
+	d, err := opkit.ApplyOp(combineName, combineOp(o), grad, inputs[1])
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,8 @@ import (
 	"github.com/chewxy/hm"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/internal/opkit"
 )
 
 // Guard builds the node that build makes from the nodes in, with an op that aborts c whenever
@@ -25,26 +27,26 @@ import (
 func Guard(c Communicator, build func(in ...*G.Node) (*G.Node, error), in ...*G.Node) (*G.Node, error) {
 	const name = "ep.Guard"
 	if c == nil {
-		return nil, errorf(name, "communicator is nil")
+		return nil, opkit.Errorf(name, "communicator is nil")
 	}
 	if build == nil {
-		return nil, errorf(name, "build is nil")
+		return nil, opkit.Errorf(name, "build is nil")
 	}
 	if len(in) == 0 {
-		return nil, errorf(name, "no input nodes")
+		return nil, opkit.Errorf(name, "no input nodes")
 	}
 	for i, n := range in {
 		if n == nil {
-			return nil, errorf(name, "input %d is nil", i)
+			return nil, opkit.Errorf(name, "input %d is nil", i)
 		}
 		if n.Graph() != in[0].Graph() {
-			return nil, errorf(name, "input %d belongs to another graph than input 0", i)
+			return nil, opkit.Errorf(name, "input %d belongs to another graph than input 0", i)
 		}
 	}
 	scratch := G.NewGraph()
 	stand := make([]*G.Node, len(in))
 	for i, n := range in {
-		dt, err := nodeDtype(name, fmt.Sprintf("input %d", i), n)
+		dt, err := opkit.NodeDtype(name, fmt.Sprintf("input %d", i), n)
 		if err != nil {
 			return nil, err
 		}
@@ -60,25 +62,25 @@ func Guard(c Communicator, build func(in ...*G.Node) (*G.Node, error), in ...*G.
 		return nil, err
 	}
 	if out == nil || out.Op() == nil {
-		return nil, errorf(name, "build made no op node")
+		return nil, opkit.Errorf(name, "build made no op node")
 	}
 	kids := G.Nodes{}
 	for it := scratch.From(out.ID()); it.Next(); {
 		kids = append(kids, it.Node().(*G.Node))
 	}
 	if len(kids) != len(in) {
-		return nil, errorf(name, "build made a node of %d inputs from %d; it must apply one op to its arguments", len(kids), len(in))
+		return nil, opkit.Errorf(name, "build made a node of %d inputs from %d; it must apply one op to its arguments", len(kids), len(in))
 	}
 	for i := range kids {
 		if kids[i] != stand[i] {
-			return nil, errorf(name, "build's node does not take its arguments in order; it must apply one op to them")
+			return nil, opkit.Errorf(name, "build's node does not take its arguments in order; it must apply one op to them")
 		}
 	}
 	g := guardOp{op: out.Op(), c: c}
 	if _, ok := g.op.(G.UsePreallocDoer); ok { // keep Gorgonia's preallocation of the output
-		return applyOp(name, guardPreallocOp{g}, in...)
+		return opkit.ApplyOp(name, guardPreallocOp{g}, in...)
 	}
-	return applyOp(name, g, in...)
+	return opkit.ApplyOp(name, g, in...)
 }
 
 // guardPreallocOp is guardOp for an op that writes into a preallocated output.
@@ -136,7 +138,7 @@ func (o guardOp) WriteHash(h hash.Hash) {
 	o.op.WriteHash(h)
 }
 func (o guardOp) Hashcode() uint32 {
-	return fnvHash(fmt.Sprintf("%s %d %s", commKey(o.c), o.op.Hashcode(), o.op))
+	return opkit.Hash(fmt.Sprintf("%s %d %s", commKey(o.c), o.op.Hashcode(), o.op))
 }
 
 // Do runs the op; an error or panic aborts the communicator.

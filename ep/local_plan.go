@@ -8,6 +8,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 )
 
@@ -47,11 +48,11 @@ func (o localPlanOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 }
 
 func (o localPlanOp) key() string {
-	return fmt.Sprintf("ep.LocalPlan{send %s; local %s}", geometryKey(o.gs), geometryKey(o.gl))
+	return fmt.Sprintf("ep.LocalPlan{send %s; local %s}", opkit.GeometryKey(o.gs), opkit.GeometryKey(o.gl))
 }
 func (o localPlanOp) String() string        { return o.key() }
 func (o localPlanOp) WriteHash(h hash.Hash) { fmt.Fprint(h, o.key()) }
-func (o localPlanOp) Hashcode() uint32      { return fnvHash(o.key()) }
+func (o localPlanOp) Hashcode() uint32      { return opkit.Hash(o.key()) }
 func (o localPlanOp) ReturnsPtr() bool      { return false }
 func (o localPlanOp) CallsExtern() bool     { return false }
 func (o localPlanOp) OverwritesInput() int  { return -1 }
@@ -73,7 +74,7 @@ func (o localPlanOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.No
 // device: a copy to the device, no host sync).
 func (o localPlanOp) Do(vs ...G.Value) (G.Value, error) {
 	const name = localPlanName
-	if err := checkArity(name, vs, 2); err != nil {
+	if err := opkit.CheckArity(name, vs, 2); err != nil {
 		return nil, err
 	}
 	_, _, lp, err := epPlanView(name, o.gs, o.gl, vs[0])
@@ -88,7 +89,7 @@ func (o localPlanOp) Do(vs ...G.Value) (G.Value, error) {
 	out := tensor.New(tensor.WithShape(len(flat)), tensor.WithBacking(flat))
 	if onDevice(vs[1]) {
 		v, err := device.FromHost(vs[1], out)
-		return v, wrapErr(name, err)
+		return v, opkit.Wrap(name, err)
 	}
 	return out, nil
 }

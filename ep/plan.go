@@ -8,6 +8,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 	"github.com/gomoe/gomoe/op"
 )
@@ -54,7 +55,7 @@ func (p *Plan) Local() (*op.Plan, error) {
 		return nil, err
 	}
 	if p.local == nil {
-		n, err := applyOp(localPlanName, localPlanOp{gs: p.Send.Geometry, gl: p.LocalGeometry}, p.Node, p.Send.Node)
+		n, err := opkit.ApplyOp(localPlanName, localPlanOp{gs: p.Send.Geometry, gl: p.LocalGeometry}, p.Node, p.Send.Node)
 		if err != nil {
 			return nil, err
 		}
@@ -138,19 +139,19 @@ func sendGeometry(g kernels.Geometry) kernels.Geometry {
 func NewPlan(ids, probs *G.Node, g kernels.Geometry, c Communicator) (*Plan, error) {
 	const name = planName
 	if c == nil {
-		return nil, errorf(name, "communicator is nil")
+		return nil, opkit.Errorf(name, "communicator is nil")
 	}
 	if c.Size() < 1 || c.Rank() < 0 || c.Rank() >= c.Size() {
-		return nil, errorf(name, "communicator says rank %d of %d", c.Rank(), c.Size())
+		return nil, opkit.Errorf(name, "communicator says rank %d of %d", c.Rank(), c.Size())
 	}
 	if ids == nil {
-		return nil, errorf(name, "ids is nil")
+		return nil, opkit.Errorf(name, "ids is nil")
 	}
 	if s := ids.Shape(); len(s) == 2 {
 		g.T, g.K = s[0], s[1]
 	}
 	if g.E%c.Size() != 0 {
-		return nil, errorf(name, "E=%d experts are not divisible by N=%d ranks", g.E, c.Size())
+		return nil, opkit.Errorf(name, "E=%d experts are not divisible by N=%d ranks", g.E, c.Size())
 	}
 	// The send plan fails on bad ids (or a NaN prob) before the first collective: guarded, it
 	// aborts the communicator then, so the other ranks do not wait for this one.
@@ -173,15 +174,15 @@ func NewPlan(ids, probs *G.Node, g kernels.Geometry, c Communicator) (*Plan, err
 		return p.Node, nil
 	}, in...)
 	if err != nil {
-		return nil, wrapErr(name, err)
+		return nil, opkit.Wrap(name, err)
 	}
 	send := &op.Plan{Node: sendNode, Geometry: built}
 	g.T, g.K = send.Geometry.T, send.Geometry.K
 	gl, err := LocalGeometry(g, c.Size())
 	if err != nil {
-		return nil, wrapErr(name, err)
+		return nil, opkit.Wrap(name, err)
 	}
-	n, err := applyOp(name, planOp{gs: send.Geometry, gl: gl, c: c}, send.Node)
+	n, err := opkit.ApplyOp(name, planOp{gs: send.Geometry, gl: gl, c: c}, send.Node)
 	if err != nil {
 		return nil, err
 	}
@@ -226,11 +227,11 @@ func (o planOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 }
 
 func (o planOp) key() string {
-	return fmt.Sprintf("ep.Plan{send %s; local %s; %s}", geometryKey(o.gs), geometryKey(o.gl), commKey(o.c))
+	return fmt.Sprintf("ep.Plan{send %s; local %s; %s}", opkit.GeometryKey(o.gs), opkit.GeometryKey(o.gl), commKey(o.c))
 }
 func (o planOp) String() string        { return o.key() }
 func (o planOp) WriteHash(h hash.Hash) { fmt.Fprint(h, o.key()) }
-func (o planOp) Hashcode() uint32      { return fnvHash(o.key()) }
+func (o planOp) Hashcode() uint32      { return opkit.Hash(o.key()) }
 func (o planOp) ReturnsPtr() bool      { return false }
 func (o planOp) CallsExtern() bool     { return false }
 func (o planOp) OverwritesInput() int  { return -1 }
@@ -272,13 +273,13 @@ func b2i(b bool) int32 {
 
 func (o planOp) do(vs []G.Value) (G.Value, error) {
 	const name = planName
-	if err := checkArity(name, vs, 1); err != nil {
+	if err := opkit.CheckArity(name, vs, 1); err != nil {
 		return nil, err
 	}
 	n, me := o.c.Size(), o.c.Rank()
 	el := o.gl.E
 	if el*n != o.gs.E {
-		return nil, errorf(name, "local geometry has %d experts, but %d ranks × %d != E=%d", el, n, el, o.gs.E)
+		return nil, opkit.Errorf(name, "local geometry has %d experts, but %d ranks × %d != E=%d", el, n, el, o.gs.E)
 	}
 	sp, err := hostPlan(name, "send plan", o.gs, vs[0])
 	if err != nil {
@@ -294,17 +295,17 @@ func (o planOp) do(vs []G.Value) (G.Value, error) {
 	}
 	recv, err := o.c.ExchangeCounts(send)
 	if err != nil {
-		return nil, wrapErr(name, err)
+		return nil, opkit.Wrap(name, err)
 	}
 	if len(recv) != len(send) {
-		return nil, errorf(name, "counts exchange returned %d entries, want %d", len(recv), len(send))
+		return nil, opkit.Errorf(name, "counts exchange returned %d entries, want %d", len(recv), len(send))
 	}
 	cnt := make([]int32, n*el) // cnt[i*el+l]: rows from rank i for local expert l
 	for i := 0; i < n; i++ {
 		part := recv[i*(hl+el) : (i+1)*(hl+el)]
 		for f := range hdr {
 			if part[f] != hdr[f] {
-				return nil, errorf(name, "rank %d has geometry %v but rank %d has %v: every rank must use the same geometry", i, part[:hl], me, hdr)
+				return nil, opkit.Errorf(name, "rank %d has geometry %v but rank %d has %v: every rank must use the same geometry", i, part[:hl], me, hdr)
 			}
 		}
 		copy(cnt[i*el:(i+1)*el], part[hl:])
@@ -316,7 +317,7 @@ func (o planOp) do(vs []G.Value) (G.Value, error) {
 	copy(flat[E:], sp.Offsets)
 	lp, err := o.gl.View(flat[2*E+1:])
 	if err != nil {
-		return nil, wrapErr(name, err)
+		return nil, opkit.Wrap(name, err)
 	}
 	perSource := int32(o.gs.T * o.gl.K)
 	if o.gs.Mode == kernels.Capacity {
@@ -328,7 +329,7 @@ func (o planOp) do(vs []G.Value) (G.Value, error) {
 		for i := 0; i < n; i++ {
 			c := cnt[i*el+l]
 			if c < 0 || c > perSource {
-				return nil, errorf(name, "rank %d sends %d rows to expert %d of rank %d, want 0 to %d", i, c, me*el+l, me, perSource)
+				return nil, opkit.Errorf(name, "rank %d sends %d rows to expert %d of rank %d, want 0 to %d", i, c, me*el+l, me, perSource)
 			}
 			seg += c
 		}
@@ -342,7 +343,7 @@ func (o planOp) do(vs []G.Value) (G.Value, error) {
 	}
 	lp.Offsets[el] = off
 	if int(off) > o.gl.Rows() {
-		return nil, errorf(name, "received rows need %d rows, more than the bound R=%d", off, o.gl.Rows())
+		return nil, opkit.Errorf(name, "received rows need %d rows, more than the bound R=%d", off, o.gl.Rows())
 	}
 	// Token indices exchange: the global index rank·T + t of every row, into tokenOf.
 	ids := make([]int32, len(sp.TokenOf))
@@ -368,7 +369,7 @@ func (o planOp) do(vs []G.Value) (G.Value, error) {
 	sb := Buffer{Host: ids, Dtype: tensor.Int32, Rows: len(ids), Width: 1}
 	rb := Buffer{Host: lp.TokenOf, Dtype: tensor.Int32, Rows: len(lp.TokenOf), Width: 1}
 	if err := o.c.AllToAll(sb, rb, sends, recvs); err != nil {
-		return nil, wrapErr(name, err)
+		return nil, opkit.Wrap(name, err)
 	}
 	// rowOf from tokenOf: a token's local slots in local expert order.
 	for i := range lp.RowOf {
@@ -379,17 +380,17 @@ func (o planOp) do(vs []G.Value) (G.Value, error) {
 		for r := lp.Offsets[l]; r < lp.Offsets[l]+lp.Counts[l]; r++ {
 			t := lp.TokenOf[r]
 			if t < 0 || int(t) >= o.gl.T {
-				return nil, errorf(name, "received token index %d at row %d, want [0, %d)", t, r, o.gl.T)
+				return nil, opkit.Errorf(name, "received token index %d at row %d, want [0, %d)", t, r, o.gl.T)
 			}
 			if int(next[t]) >= o.gl.K {
-				return nil, errorf(name, "token %d of rank %d names more than %d experts of rank %d", int(t)%o.gs.T, int(t)/o.gs.T, o.gl.K, me)
+				return nil, opkit.Errorf(name, "token %d of rank %d names more than %d experts of rank %d", int(t)%o.gs.T, int(t)/o.gs.T, o.gl.K, me)
 			}
 			lp.RowOf[int(t)*o.gl.K+int(next[t])] = r
 			next[t]++
 		}
 	}
 	if err := lp.Check(); err != nil {
-		return nil, wrapErr(name, err)
+		return nil, opkit.Wrap(name, err)
 	}
 	return tensor.New(tensor.WithShape(len(flat)), tensor.WithBacking(flat)), nil
 }
@@ -424,7 +425,7 @@ func recvBlocks(name string, lp kernels.Plan, n, tokens int) ([][]Block, error) 
 			recvs[i] = append(recvs[i], Block{start, r - start})
 		}
 		if r != end {
-			return nil, errorf(name, "local plan row %d (expert %d) holds token %d, out of source-rank order", r, l, lp.TokenOf[r])
+			return nil, opkit.Errorf(name, "local plan row %d (expert %d) holds token %d, out of source-rank order", r, l, lp.TokenOf[r])
 		}
 	}
 	return recvs, nil
@@ -434,37 +435,37 @@ func recvBlocks(name string, lp kernels.Plan, n, tokens int) ([][]Block, error) 
 // the local plan.
 func epPlanView(name string, gs, gl kernels.Geometry, v G.Value) (counts, offsets []int32, lp kernels.Plan, err error) {
 	if onDevice(v) {
-		return nil, nil, lp, errorf(name, "the expert-parallel plan is on the device; it must stay in host memory")
+		return nil, nil, lp, opkit.Errorf(name, "the expert-parallel plan is on the device; it must stay in host memory")
 	}
 	if v.Dtype() != tensor.Int32 {
-		return nil, nil, lp, errorf(name, "plan has dtype %v, want int32", v.Dtype())
+		return nil, nil, lp, opkit.Errorf(name, "plan has dtype %v, want int32", v.Dtype())
 	}
 	if err := checkShape(name, "plan", v.Shape(), epPlanLen(gs, gl)); err != nil {
 		return nil, nil, lp, err
 	}
-	d, err := hostDense(name, "plan", v)
+	d, err := opkit.HostDense(name, "plan", v)
 	if err != nil {
 		return nil, nil, lp, err
 	}
 	flat, ok := d.Data().([]int32)
 	if !ok || len(flat) != epPlanLen(gs, gl) {
-		return nil, nil, lp, errorf(name, "plan holds %T, want []int32 of %d", d.Data(), epPlanLen(gs, gl))
+		return nil, nil, lp, opkit.Errorf(name, "plan holds %T, want []int32 of %d", d.Data(), epPlanLen(gs, gl))
 	}
 	E := gs.E
 	counts, offsets = flat[:E:E], flat[E:2*E+1:2*E+1]
 	for e := 0; e < E; e++ {
 		if counts[e] < 0 || offsets[e] < 0 || offsets[e]+counts[e] > offsets[e+1] {
-			return nil, nil, lp, errorf(name, "plan: expert %d has send offset %d, count %d, next offset %d", e, offsets[e], counts[e], offsets[e+1])
+			return nil, nil, lp, opkit.Errorf(name, "plan: expert %d has send offset %d, count %d, next offset %d", e, offsets[e], counts[e], offsets[e+1])
 		}
 	}
 	if int(offsets[E]) > gs.Rows() {
-		return nil, nil, lp, errorf(name, "plan: send offsets end at %d, past R=%d", offsets[E], gs.Rows())
+		return nil, nil, lp, opkit.Errorf(name, "plan: send offsets end at %d, past R=%d", offsets[E], gs.Rows())
 	}
 	if lp, err = gl.View(flat[2*E+1:]); err != nil {
-		return nil, nil, lp, wrapErr(name, err)
+		return nil, nil, lp, opkit.Wrap(name, err)
 	}
 	if err := lp.Check(); err != nil {
-		return nil, nil, lp, wrapErr(name, fmt.Errorf("local plan: %w", err))
+		return nil, nil, lp, opkit.Wrap(name, fmt.Errorf("local plan: %w", err))
 	}
 	return counts, offsets, lp, nil
 }

@@ -7,6 +7,8 @@ import (
 	"github.com/chewxy/hm"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/internal/opkit"
 )
 
 // AddScalars returns x0 + x1 + … for scalar nodes of one float dtype (float32 or float64),
@@ -20,7 +22,7 @@ import (
 func AddScalars(xs ...*G.Node) (*G.Node, error) {
 	const name = "AddScalars"
 	if len(xs) == 0 {
-		return nil, errorf(name, "no inputs")
+		return nil, opkit.Errorf(name, "no inputs")
 	}
 	whats := make([]string, len(xs))
 	for i := range xs {
@@ -31,7 +33,7 @@ func AddScalars(xs ...*G.Node) (*G.Node, error) {
 	}
 	var dt tensor.Dtype
 	for i, x := range xs {
-		d, err := nodeDtype(name, whats[i], x)
+		d, err := opkit.NodeDtype(name, whats[i], x)
 		if err != nil {
 			return nil, err
 		}
@@ -41,16 +43,16 @@ func AddScalars(xs ...*G.Node) (*G.Node, error) {
 		if i == 0 {
 			dt = d
 		} else if d != dt {
-			return nil, errorf(name, "input %d has dtype %v, input 0 has %v", i, d, dt)
+			return nil, opkit.Errorf(name, "input %d has dtype %v, input 0 has %v", i, d, dt)
 		}
 		if !x.IsScalar() {
-			return nil, errorf(name, "input %d has shape %v, want a scalar", i, shapeString(x.Shape()))
+			return nil, opkit.Errorf(name, "input %d has shape %v, want a scalar", i, opkit.ShapeString(x.Shape()))
 		}
 	}
 	if len(xs) == 1 {
 		return xs[0], nil
 	}
-	return applyOp(name, addScalarsOp{len(xs)}, xs...)
+	return opkit.ApplyOp(name, addScalarsOp{len(xs)}, xs...)
 }
 
 // addScalarsOp: n scalars → their sum.
@@ -70,7 +72,7 @@ func (op addScalarsOp) Type() hm.Type {
 
 func (op addScalarsOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	if len(ds) != op.n {
-		return nil, errorf("AddScalars", "got %d input shapes, want %d", len(ds), op.n)
+		return nil, opkit.Errorf("AddScalars", "got %d input shapes, want %d", len(ds), op.n)
 	}
 	for i, d := range ds {
 		s, err := shapeOf("AddScalars", fmt.Sprintf("input %d", i), d)
@@ -78,7 +80,7 @@ func (op addScalarsOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 			return nil, err
 		}
 		if s.TotalSize() != 1 {
-			return nil, errorf("AddScalars", "input %d has shape %v, want a scalar", i, shapeString(s))
+			return nil, opkit.Errorf("AddScalars", "input %d has shape %v, want a scalar", i, opkit.ShapeString(s))
 		}
 	}
 	return tensor.ScalarShape(), nil
@@ -86,7 +88,7 @@ func (op addScalarsOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 
 func (op addScalarsOp) Do(vs ...G.Value) (G.Value, error) {
 	const name = "AddScalars"
-	if err := checkArity(name, vs, op.n); err != nil {
+	if err := opkit.CheckArity(name, vs, op.n); err != nil {
 		return nil, err
 	}
 	for i, v := range vs {
@@ -94,10 +96,10 @@ func (op addScalarsOp) Do(vs ...G.Value) (G.Value, error) {
 			return nil, err
 		}
 		if v.Dtype() != vs[0].Dtype() {
-			return nil, errorf(name, "input %d has dtype %v, input 0 has %v", i, v.Dtype(), vs[0].Dtype())
+			return nil, opkit.Errorf(name, "input %d has dtype %v, input 0 has %v", i, v.Dtype(), vs[0].Dtype())
 		}
 		if v.Shape().TotalSize() != 1 {
-			return nil, errorf(name, "input %d has shape %v, want a scalar", i, shapeString(v.Shape()))
+			return nil, opkit.Errorf(name, "input %d has shape %v, want a scalar", i, opkit.ShapeString(v.Shape()))
 		}
 	}
 	if device != nil {
@@ -146,7 +148,7 @@ func scalarOf(name, what string, v G.Value) (float64, error) {
 	case []float64:
 		return x[0], nil
 	}
-	return 0, errorf(name, "%s holds %T, want a float", what, v.Data())
+	return 0, opkit.Errorf(name, "%s holds %T, want a float", what, v.Data())
 }
 
 // addDeviceScalars adds scalars of which at least one is a device tensor, left to right
@@ -159,11 +161,11 @@ func addDeviceScalars(name string, vs []G.Value) (G.Value, error) {
 	vec := func(i int) (*tensor.Dense, error) {
 		d, ok := vs[i].(*tensor.Dense)
 		if !ok || d.RequiresIterator() {
-			return nil, errorf(name, "input %d is a %T, want a contiguous dense tensor", i, vs[i])
+			return nil, opkit.Errorf(name, "input %d is a %T, want a contiguous dense tensor", i, vs[i])
 		}
 		c := d.ShallowClone()
 		if err := c.Reshape(1); err != nil {
-			return nil, wrapErr(name, err)
+			return nil, opkit.Wrap(name, err)
 		}
 		return c, nil
 	}
@@ -197,11 +199,11 @@ func addDeviceScalars(name string, vs []G.Value) (G.Value, error) {
 				r, err = tensor.Add(x, goScalar(hostSum))
 			}
 			if err != nil {
-				return nil, wrapErr(name, err)
+				return nil, opkit.Wrap(name, err)
 			}
 			d, ok := r.(*tensor.Dense)
 			if !ok {
-				return nil, errorf(name, "the engine's Add returned a %T", r)
+				return nil, opkit.Errorf(name, "the engine's Add returned a %T", r)
 			}
 			out = d
 			continue
@@ -228,19 +230,19 @@ func addDeviceScalars(name string, vs []G.Value) (G.Value, error) {
 			continue
 		}
 		if err != nil {
-			return nil, wrapErr(name, err)
+			return nil, opkit.Wrap(name, err)
 		}
 		d, ok := r.(*tensor.Dense)
 		if !ok {
-			return nil, errorf(name, "the engine's Add returned a %T", r)
+			return nil, opkit.Errorf(name, "the engine's Add returned a %T", r)
 		}
 		out = d
 	}
 	if out == nil {
-		return nil, errorf(name, "no device input") // unreachable: the caller found one
+		return nil, opkit.Errorf(name, "no device input") // unreachable: the caller found one
 	}
 	if err := out.Reshape(); err != nil {
-		return nil, wrapErr(name, err)
+		return nil, opkit.Wrap(name, err)
 	}
 	return out, nil
 }
@@ -263,7 +265,7 @@ func (op addScalarsOp) DiffWRT(n int) []bool {
 // SymDiff: every input's gradient is the output gradient.
 func (op addScalarsOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 	if len(inputs) != op.n {
-		return nil, errorf("AddScalars", "want %d inputs, got %d", op.n, len(inputs))
+		return nil, opkit.Errorf("AddScalars", "want %d inputs, got %d", op.n, len(inputs))
 	}
 	out := make(G.Nodes, len(inputs))
 	for i := range out {
@@ -292,7 +294,7 @@ func (op addScalarsOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.
 		switch gs[i].(type) {
 		case *G.F64, *G.F32:
 		default:
-			return errorf(name, "gradient of input %d is a %T, want a host scalar", i, gs[i])
+			return opkit.Errorf(name, "gradient of input %d is a %T, want a host scalar", i, gs[i])
 		}
 	}
 	for _, g := range gs {

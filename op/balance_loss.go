@@ -9,6 +9,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 )
 
@@ -32,14 +33,14 @@ func BalanceLoss(ids, scores *G.Node, experts, topK, seqs int, coeff float64) (*
 	if err := checkNodes(name, []*G.Node{ids, scores}, "ids", "scores"); err != nil {
 		return nil, err
 	}
-	idt, err := nodeDtype(name, "ids", ids)
+	idt, err := opkit.NodeDtype(name, "ids", ids)
 	if err != nil {
 		return nil, err
 	}
 	if err := checkInt32(name, "ids", idt); err != nil {
 		return nil, err
 	}
-	sdt, err := nodeDtype(name, "scores", scores)
+	sdt, err := opkit.NodeDtype(name, "scores", scores)
 	if err != nil {
 		return nil, err
 	}
@@ -47,16 +48,16 @@ func BalanceLoss(ids, scores *G.Node, experts, topK, seqs int, coeff float64) (*
 		return nil, err
 	}
 	if experts < 1 || topK < 1 {
-		return nil, errorf(name, "E=%d experts and K=%d, want both >= 1", experts, topK)
+		return nil, opkit.Errorf(name, "E=%d experts and K=%d, want both >= 1", experts, topK)
 	}
 	if math.IsNaN(coeff) || math.IsInf(coeff, 0) {
-		return nil, errorf(name, "coefficient %v is not finite", coeff)
+		return nil, opkit.Errorf(name, "coefficient %v is not finite", coeff)
 	}
 	op := balanceLossOp{e: experts, k: topK, seqs: seqs, coeff: coeff}
 	if _, err := op.InferShape(ids.Shape(), scores.Shape()); err != nil {
 		return nil, err
 	}
-	return applyOp(name, op, ids, scores)
+	return opkit.ApplyOp(name, op, ids, scores)
 }
 
 // balanceLossOp: ids [T,K] int32, scores [T,E] → scalar.
@@ -88,7 +89,7 @@ func (op balanceLossOp) checkShapes(name string, is, ss tensor.Shape) error {
 		return err
 	}
 	if op.seqs < 1 || is[0]%op.seqs != 0 {
-		return errorf(name, "T=%d tokens do not split into %d equal sequences", is[0], op.seqs)
+		return opkit.Errorf(name, "T=%d tokens do not split into %d equal sequences", is[0], op.seqs)
 	}
 	return nil
 }
@@ -107,7 +108,7 @@ func (op balanceLossOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 // args checks the values of a balancing-loss op (ids, scores-like) and reports
 // whether they are on the device.
 func (op balanceLossOp) args(name string, vs []G.Value) (bool, error) {
-	if err := checkArity(name, vs, 2); err != nil {
+	if err := opkit.CheckArity(name, vs, 2); err != nil {
 		return false, err
 	}
 	if err := checkInt32(name, "ids", vs[0].Dtype()); err != nil {
@@ -136,7 +137,7 @@ func (op balanceLossOp) Do(vs ...G.Value) (G.Value, error) {
 		}
 		v, err := d.BalanceLoss(vs[0], vs[1], op.e, op.k, op.seqs, op.scale(T))
 		if err != nil {
-			return nil, wrapErr(name, err)
+			return nil, opkit.Wrap(name, err)
 		}
 		return v, nil
 	}
@@ -154,7 +155,7 @@ func (op balanceLossOp) Do(vs ...G.Value) (G.Value, error) {
 
 // hostIDs returns the data of a host int32 ids value.
 func hostIDs(name string, v G.Value) ([]int32, error) {
-	d, err := hostDense(name, "ids", v)
+	d, err := opkit.HostDense(name, "ids", v)
 	if err != nil {
 		return nil, err
 	}
@@ -168,7 +169,7 @@ func balanceHost[F float32 | float64](name string, op balanceLossOp, ids []int32
 	}
 	v, err := kernels.BalanceLossForward(ids, s, T, op.k, op.e, op.seqs, op.scale(T))
 	if err != nil {
-		return nil, wrapErr(name, err)
+		return nil, opkit.Wrap(name, err)
 	}
 	return lossScalar(v), nil
 }
@@ -194,9 +195,9 @@ func (op balanceLossOp) DiffWRT(n int) []bool {
 // SymDiff: dscores = balanceLossGradOp(ids, scores, dloss); ids get no gradient.
 func (op balanceLossOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 	if len(inputs) != 2 {
-		return nil, errorf("BalanceLoss", "want 2 inputs, got %d", len(inputs))
+		return nil, opkit.Errorf("BalanceLoss", "want 2 inputs, got %d", len(inputs))
 	}
-	ds, err := applyOp("BalanceLossGrad", balanceLossGradOp{op}, inputs[0], inputs[1], grad)
+	ds, err := opkit.ApplyOp("BalanceLossGrad", balanceLossGradOp{op}, inputs[0], inputs[1], grad)
 	if err != nil {
 		return nil, err
 	}
@@ -207,7 +208,7 @@ func (op balanceLossOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, 
 func (op balanceLossOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
 	const name = "BalanceLoss.DoDiff"
 	if len(inputs) != 2 {
-		return errorf(name, "want 2 inputs, got %d", len(inputs))
+		return opkit.Errorf(name, "want 2 inputs, got %d", len(inputs))
 	}
 	gy, err := output.Grad()
 	if err != nil {
@@ -249,7 +250,7 @@ func (op balanceLossGradOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 
 func (op balanceLossGradOp) Do(vs ...G.Value) (G.Value, error) {
 	const name = "BalanceLossGrad"
-	if err := checkArity(name, vs, 3); err != nil {
+	if err := opkit.CheckArity(name, vs, 3); err != nil {
 		return nil, err
 	}
 	dev, err := op.f.args(name, vs[:2])
@@ -271,7 +272,7 @@ func (op balanceLossGradOp) Do(vs ...G.Value) (G.Value, error) {
 		}
 		v, err := d.BalanceLossGrad(vs[0], dt, f.e, f.k, f.seqs, scale, dy, dyv)
 		if err != nil {
-			return nil, wrapErr(name, err)
+			return nil, opkit.Wrap(name, err)
 		}
 		return v, nil
 	}
@@ -290,7 +291,7 @@ func (op balanceLossGradOp) Do(vs ...G.Value) (G.Value, error) {
 		err = kernels.BalanceLossBackward(ds, ids, T, f.k, f.e, f.seqs, scale, dyv)
 	}
 	if err != nil {
-		return nil, wrapErr(name, err)
+		return nil, opkit.Wrap(name, err)
 	}
 	return out, nil
 }

@@ -5,6 +5,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/bfloat16"
+	"github.com/gomoe/gomoe/internal/opkit"
 )
 
 // bfloat16 data on the CPU. Permute and unpermute take bfloat16 data (with float32 probs)
@@ -16,13 +17,13 @@ import (
 
 // hostBF16s returns the data of a host bfloat16 value.
 func hostBF16s(name, what string, v G.Value) ([]bfloat16.BFloat16, error) {
-	d, err := hostDense(name, what, v)
+	d, err := opkit.HostDense(name, what, v)
 	if err != nil {
 		return nil, err
 	}
 	s, ok := d.Data().([]bfloat16.BFloat16)
 	if !ok || len(s) != d.Shape().TotalSize() {
-		return nil, errorf(name, "%s holds %T, want a []bfloat16.BFloat16 of %d elements", what, d.Data(), d.Shape().TotalSize())
+		return nil, opkit.Errorf(name, "%s holds %T, want a []bfloat16.BFloat16 of %d elements", what, d.Data(), d.Shape().TotalSize())
 	}
 	return s, nil
 }
@@ -39,7 +40,7 @@ func widenBF16(name, what string, v G.Value) (G.Value, error) {
 	}
 	d, f := newDense[float32](v.Shape().Clone()...)
 	if err := bfloat16.ToFloat32s(f, s); err != nil {
-		return nil, wrapErr(name, err)
+		return nil, opkit.Wrap(name, err)
 	}
 	return d, nil
 }
@@ -60,19 +61,19 @@ func roundBF16(name string, src, pre G.Value) (G.Value, error) {
 	} else {
 		d, ok := pre.(*tensor.Dense)
 		if !ok || d.RequiresIterator() || d.IsView() {
-			return nil, errorf(name, "preallocated output is a %T view or non-dense value", pre)
+			return nil, opkit.Errorf(name, "preallocated output is a %T view or non-dense value", pre)
 		}
 		if !d.Shape().Eq(shape) {
-			return nil, errorf(name, "preallocated output has shape %v, want %v", shapeString(d.Shape()), shapeString(shape))
+			return nil, opkit.Errorf(name, "preallocated output has shape %v, want %v", opkit.ShapeString(d.Shape()), opkit.ShapeString(shape))
 		}
 		s, ok := d.Data().([]bfloat16.BFloat16)
 		if !ok || len(s) != len(f) {
-			return nil, errorf(name, "preallocated output has dtype %v, want bfloat16", d.Dtype())
+			return nil, opkit.Errorf(name, "preallocated output has dtype %v, want bfloat16", d.Dtype())
 		}
 		out, dst = d, s
 	}
 	if err := bfloat16.FromFloat32s(dst, f); err != nil {
-		return nil, wrapErr(name, err)
+		return nil, opkit.Wrap(name, err)
 	}
 	return out, nil
 }
@@ -88,7 +89,7 @@ func addIntoBF16(name, what string, dst *tensor.Dense, src G.Value) error {
 		return err
 	}
 	if len(s) != len(d) {
-		return errorf(name, "gradient of %s has %d elements, the update %d", what, len(d), len(s))
+		return opkit.Errorf(name, "gradient of %s has %d elements, the update %d", what, len(d), len(s))
 	}
 	for i, v := range s {
 		d[i] = bfloat16.FromFloat32(d[i].Float32() + v.Float32())

@@ -8,6 +8,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 )
 
@@ -23,10 +24,10 @@ func BiasAdd(x, b *G.Node) (*G.Node, error) {
 		return nil, err
 	}
 	if err := wantFloat(x.Dtype()); err != nil {
-		return nil, errorf(name, "x: %v", err)
+		return nil, opkit.Errorf(name, "x: %v", err)
 	}
 	if b.Dtype() != x.Dtype() {
-		return nil, errorf(name, "b has dtype %v, x %v", b.Dtype(), x.Dtype())
+		return nil, opkit.Errorf(name, "b has dtype %v, x %v", b.Dtype(), x.Dtype())
 	}
 	if err := checkShape(name, "x", x.Shape(), dim{"N", -1}, dim{"D", -1}); err != nil {
 		return nil, err
@@ -34,7 +35,7 @@ func BiasAdd(x, b *G.Node) (*G.Node, error) {
 	if err := checkShape(name, "b", b.Shape(), dim{"D", x.Shape()[1]}); err != nil {
 		return nil, err
 	}
-	return applyOp(name, biasAddOp{}, x, b)
+	return opkit.ApplyOp(name, biasAddOp{}, x, b)
 }
 
 // biasAddOp: x [N,D], b [D] → x + b [N,D].
@@ -64,7 +65,7 @@ func (op biasAddOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 
 func (op biasAddOp) Do(vs ...G.Value) (G.Value, error) {
 	const name = "BiasAdd"
-	if err := checkArity(name, vs, 2); err != nil {
+	if err := opkit.CheckArity(name, vs, 2); err != nil {
 		return nil, err
 	}
 	x, b := vs[0], vs[1]
@@ -84,7 +85,7 @@ func (op biasAddOp) Do(vs ...G.Value) (G.Value, error) {
 			return nil, err
 		}
 		v, err := d.BiasAdd(x, b)
-		return v, wrapErr(name, err)
+		return v, opkit.Wrap(name, err)
 	}
 	if x.Dtype() == tensor.Float32 {
 		return biasAddHost[float32](x, b)
@@ -103,7 +104,7 @@ func biasAddHost[F float32 | float64](x, b G.Value) (G.Value, error) {
 		return nil, err
 	}
 	out, o := newDense[F](x.Shape().Clone()...)
-	return out, wrapErr(name, kernels.BiasAdd(o, xs, bs))
+	return out, opkit.Wrap(name, kernels.BiasAdd(o, xs, bs))
 }
 
 func (op biasAddOp) ReturnsPtr() bool      { return false }
@@ -118,7 +119,7 @@ func (op biasAddOp) DiffWRT(int) []bool { return []bool{true, true} }
 // SymDiff: dx = dy (the gradient node itself, as Gorgonia's Add does), db = ColSum(dy).
 func (op biasAddOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 	if len(inputs) != 2 {
-		return nil, errorf("BiasAdd", "want 2 inputs, got %d", len(inputs))
+		return nil, opkit.Errorf("BiasAdd", "want 2 inputs, got %d", len(inputs))
 	}
 	db, err := G.ApplyOp(colSumOp{}, grad)
 	if err != nil {
@@ -131,7 +132,7 @@ func (op biasAddOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, erro
 func (op biasAddOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
 	const name = "BiasAdd.DoDiff"
 	if len(inputs) != 2 {
-		return errorf(name, "want 2 inputs, got %d", len(inputs))
+		return opkit.Errorf(name, "want 2 inputs, got %d", len(inputs))
 	}
 	dy, err := output.Grad()
 	if err != nil {
@@ -175,7 +176,7 @@ func (op colSumOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 
 func (op colSumOp) Do(vs ...G.Value) (G.Value, error) {
 	const name = "ColSum"
-	if err := checkArity(name, vs, 1); err != nil {
+	if err := opkit.CheckArity(name, vs, 1); err != nil {
 		return nil, err
 	}
 	x := vs[0]
@@ -192,7 +193,7 @@ func (op colSumOp) Do(vs ...G.Value) (G.Value, error) {
 			return nil, err
 		}
 		v, err := d.ColSum(x)
-		return v, wrapErr(name, err)
+		return v, opkit.Wrap(name, err)
 	}
 	if x.Dtype() == tensor.Float32 {
 		return colSumHost[float32](x)
@@ -206,7 +207,7 @@ func colSumHost[F float32 | float64](x G.Value) (G.Value, error) {
 		return nil, err
 	}
 	out, o := newDense[F](x.Shape()[1])
-	return out, wrapErr("ColSum", kernels.ColSum(o, xs))
+	return out, opkit.Wrap("ColSum", kernels.ColSum(o, xs))
 }
 
 func (op colSumOp) ReturnsPtr() bool      { return false }

@@ -9,6 +9,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/bfloat16"
+	"github.com/gomoe/gomoe/internal/opkit"
 )
 
 // Cast converts a node between float32 and float64, or between float32 and bfloat16, element
@@ -34,7 +35,7 @@ func Cast(x *G.Node, to tensor.Dtype) (*G.Node, error) {
 	if (x.Dtype() == bfloat16.Dtype && to != tensor.Float32) || (to == bfloat16.Dtype && x.Dtype() != tensor.Float32) {
 		return nil, fmt.Errorf("gomoe: Cast: %v to %v is not supported (bfloat16 converts to and from float32)", x.Dtype(), to)
 	}
-	return applyOp("Cast", castOp{from: x.Dtype(), to: to, dims: x.Dims()}, x)
+	return opkit.ApplyOp("Cast", castOp{from: x.Dtype(), to: to, dims: x.Dims()}, x)
 }
 
 type castOp struct {
@@ -112,7 +113,7 @@ func (op castOp) Do(vs ...G.Value) (G.Value, error) {
 			return nil, fmt.Errorf("gomoe: Cast: x has dtype %v, want %v", vs[0].Dtype(), op.from)
 		}
 		v, err := device.Cast(vs[0], op.to)
-		return v, wrapErr("Cast", err)
+		return v, opkit.Wrap("Cast", err)
 	}
 	if op.dims == 0 {
 		var f float64

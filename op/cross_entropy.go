@@ -8,6 +8,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 )
 
@@ -32,10 +33,10 @@ func CrossEntropy(logits, target *G.Node) (*G.Node, error) {
 		return nil, err
 	}
 	if err := wantFloat(logits.Dtype()); err != nil {
-		return nil, errorf(name, "logits: %v", err)
+		return nil, opkit.Errorf(name, "logits: %v", err)
 	}
 	if target.Dtype() != logits.Dtype() {
-		return nil, errorf(name, "target has dtype %v, logits %v", target.Dtype(), logits.Dtype())
+		return nil, opkit.Errorf(name, "target has dtype %v, logits %v", target.Dtype(), logits.Dtype())
 	}
 	if err := checkShape(name, "logits", logits.Shape(), dim{"N", -1}, dim{"C", -1}); err != nil {
 		return nil, err
@@ -44,7 +45,7 @@ func CrossEntropy(logits, target *G.Node) (*G.Node, error) {
 	if err := checkShape(name, "target", target.Shape(), dim{"N", s[0]}, dim{"C", s[1]}); err != nil {
 		return nil, err
 	}
-	return applyOp(name, ceOp{}, logits, target)
+	return opkit.ApplyOp(name, ceOp{}, logits, target)
 }
 
 // ceOp: logits [N,C], target [N,C] → the mean cross-entropy (a scalar).
@@ -91,7 +92,7 @@ func ceValues(name string, logits, target G.Value) (bool, error) {
 
 func (op ceOp) Do(vs ...G.Value) (G.Value, error) {
 	const name = "CrossEntropy"
-	if err := checkArity(name, vs, 2); err != nil {
+	if err := opkit.CheckArity(name, vs, 2); err != nil {
 		return nil, err
 	}
 	dev, err := ceValues(name, vs[0], vs[1])
@@ -104,7 +105,7 @@ func (op ceOp) Do(vs ...G.Value) (G.Value, error) {
 			return nil, err
 		}
 		v, err := d.CrossEntropy(vs[0], vs[1])
-		return v, wrapErr(name, err)
+		return v, opkit.Wrap(name, err)
 	}
 	if vs[0].Dtype() == tensor.Float32 {
 		l, err := ceHost[float32](vs[0], vs[1])
@@ -131,7 +132,7 @@ func ceHost[F float32 | float64](logits, target G.Value) (float64, error) {
 		return 0, err
 	}
 	l, err := kernels.CrossEntropy(x, t, logits.Shape()[1])
-	return l, wrapErr(name, err)
+	return l, opkit.Wrap(name, err)
 }
 
 func (op ceOp) ReturnsPtr() bool      { return false }
@@ -146,7 +147,7 @@ func (op ceOp) DiffWRT(int) []bool { return []bool{true, false} }
 // SymDiff: dlogits = CrossEntropyGrad(logits, target, dy); target gets no gradient.
 func (op ceOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 	if len(inputs) != 2 {
-		return nil, errorf("CrossEntropy", "want 2 inputs, got %d", len(inputs))
+		return nil, opkit.Errorf("CrossEntropy", "want 2 inputs, got %d", len(inputs))
 	}
 	d, err := G.ApplyOp(ceGradOp{}, inputs[0], inputs[1], grad)
 	if err != nil {
@@ -159,7 +160,7 @@ func (op ceOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 func (op ceOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
 	const name = "CrossEntropy.DoDiff"
 	if len(inputs) != 2 {
-		return errorf(name, "want 2 inputs, got %d", len(inputs))
+		return opkit.Errorf(name, "want 2 inputs, got %d", len(inputs))
 	}
 	dy, err := output.Grad()
 	if err != nil {
@@ -197,7 +198,7 @@ func (op ceGradOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 		return nil, err
 	}
 	if s[2].TotalSize() != 1 {
-		return nil, errorf(name, "dy has shape %v, want a scalar", shapeString(s[2]))
+		return nil, opkit.Errorf(name, "dy has shape %v, want a scalar", opkit.ShapeString(s[2]))
 	}
 	return s[0].Clone(), nil
 }
@@ -206,20 +207,20 @@ func (op ceGradOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 // one-element host tensor.
 func hostScalar(name string, v G.Value, dt tensor.Dtype) (float64, error) {
 	if v == nil {
-		return 0, errorf(name, "dy is nil")
+		return 0, opkit.Errorf(name, "dy is nil")
 	}
 	if v.Dtype() != dt {
-		return 0, errorf(name, "dy has dtype %v, want %v", v.Dtype(), dt)
+		return 0, opkit.Errorf(name, "dy has dtype %v, want %v", v.Dtype(), dt)
 	}
 	if v.Shape().TotalSize() != 1 {
-		return 0, errorf(name, "dy has shape %v, want a scalar", shapeString(v.Shape()))
+		return 0, opkit.Errorf(name, "dy has shape %v, want a scalar", opkit.ShapeString(v.Shape()))
 	}
 	return scalarOf(name, "dy", v)
 }
 
 func (op ceGradOp) Do(vs ...G.Value) (G.Value, error) {
 	const name = "CrossEntropyGrad"
-	if err := checkArity(name, vs, 3); err != nil {
+	if err := opkit.CheckArity(name, vs, 3); err != nil {
 		return nil, err
 	}
 	logits, target, dy := vs[0], vs[1], vs[2]
@@ -230,17 +231,17 @@ func (op ceGradOp) Do(vs ...G.Value) (G.Value, error) {
 	rows := float64(logits.Shape()[0])
 	if device != nil && device.Owns(dy) {
 		if !dev {
-			return nil, errorf(name, "dy lives on the device but logits and target on the host")
+			return nil, opkit.Errorf(name, "dy lives on the device but logits and target on the host")
 		}
 		if dy.Dtype() != logits.Dtype() || dy.Shape().TotalSize() != 1 {
-			return nil, errorf(name, "dy is %v %v, want a %v scalar", dy.Dtype(), shapeString(dy.Shape()), logits.Dtype())
+			return nil, opkit.Errorf(name, "dy is %v %v, want a %v scalar", dy.Dtype(), opkit.ShapeString(dy.Shape()), logits.Dtype())
 		}
 		d, err := nnDevice(name)
 		if err != nil {
 			return nil, err
 		}
 		v, err := d.CrossEntropyGrad(logits, target, dy, 1/rows)
-		return v, wrapErr(name, err)
+		return v, opkit.Wrap(name, err)
 	}
 	g, err := hostScalar(name, dy, logits.Dtype())
 	if err != nil {
@@ -252,7 +253,7 @@ func (op ceGradOp) Do(vs ...G.Value) (G.Value, error) {
 			return nil, err
 		}
 		v, err := d.CrossEntropyGrad(logits, target, nil, g/rows)
-		return v, wrapErr(name, err)
+		return v, opkit.Wrap(name, err)
 	}
 	if logits.Dtype() == tensor.Float32 {
 		return ceGradHost[float32](logits, target, g/rows)
@@ -271,7 +272,7 @@ func ceGradHost[F float32 | float64](logits, target G.Value, scale float64) (G.V
 		return nil, err
 	}
 	out, o := newDense[F](logits.Shape().Clone()...)
-	return out, wrapErr(name, kernels.CrossEntropyBackward(o, x, t, logits.Shape()[1], scale))
+	return out, opkit.Wrap(name, kernels.CrossEntropyBackward(o, x, t, logits.Shape()[1], scale))
 }
 
 func (op ceGradOp) ReturnsPtr() bool      { return false }

@@ -6,6 +6,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 )
 
@@ -88,7 +89,7 @@ func HostCopy(v G.Value) (*tensor.Dense, error) {
 	}
 	if OnDevice(v) {
 		h, err := device.Download(v)
-		return h, wrapErr("HostCopy", err)
+		return h, opkit.Wrap("HostCopy", err)
 	}
 	d, ok := v.(*tensor.Dense)
 	if !ok {
@@ -111,11 +112,11 @@ func WriteBack(dst G.Value, h *tensor.Dense) error {
 		return fmt.Errorf("gomoe: WriteBack of %v %v into %v %v", h.Dtype(), h.Shape(), dst.Dtype(), dst.Shape())
 	}
 	if OnDevice(dst) {
-		return wrapErr("WriteBack", device.Write(dst, h))
+		return opkit.Wrap("WriteBack", device.Write(dst, h))
 	}
 	d, ok := dst.(*tensor.Dense)
 	if !ok || d.RequiresIterator() {
 		return fmt.Errorf("gomoe: WriteBack into a %T view or non-dense value", dst)
 	}
-	return wrapErr("WriteBack", tensor.Copy(d, h))
+	return opkit.Wrap("WriteBack", tensor.Copy(d, h))
 }

@@ -3,6 +3,8 @@ package op
 import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/internal/opkit"
 )
 
 // deviceLoss runs the routing losses (BalanceLoss, ZLoss) on device values. The registered
@@ -31,7 +33,7 @@ type deviceLoss interface {
 func lossDevice(name string) (deviceLoss, error) {
 	d, ok := device.(deviceLoss)
 	if !ok {
-		return nil, errorf(name, "the device backend %T has no loss kernels", device)
+		return nil, opkit.Errorf(name, "the device backend %T has no loss kernels", device)
 	}
 	return d, nil
 }
@@ -42,20 +44,20 @@ func lossDevice(name string) (deviceLoss, error) {
 // and is an error otherwise.
 func lossSeed(name string, dy G.Value, dt tensor.Dtype, dev bool) (G.Value, float64, error) {
 	if dy == nil {
-		return nil, 0, errorf(name, "the output gradient is nil")
+		return nil, 0, opkit.Errorf(name, "the output gradient is nil")
 	}
 	if dy.Dtype() != dt {
-		return nil, 0, errorf(name, "the output gradient has dtype %v, want %v", dy.Dtype(), dt)
+		return nil, 0, opkit.Errorf(name, "the output gradient has dtype %v, want %v", dy.Dtype(), dt)
 	}
 	if dy.Shape().TotalSize() != 1 {
-		return nil, 0, errorf(name, "the output gradient has shape %v, want a scalar", shapeString(dy.Shape()))
+		return nil, 0, opkit.Errorf(name, "the output gradient has shape %v, want a scalar", opkit.ShapeString(dy.Shape()))
 	}
 	if device != nil && device.Owns(dy) {
 		if !dev {
-			return nil, 0, errorf(name, "the output gradient is on the device but the inputs are on the host")
+			return nil, 0, opkit.Errorf(name, "the output gradient is on the device but the inputs are on the host")
 		}
 		if d, ok := dy.(*tensor.Dense); ok && d.RequiresIterator() {
-			return nil, 0, errorf(name, "the output gradient is a device view")
+			return nil, 0, opkit.Errorf(name, "the output gradient is a device view")
 		}
 		return dy, 0, nil
 	}
@@ -69,7 +71,7 @@ func lossSeed(name string, dy G.Value, dt tensor.Dtype, dev bool) (G.Value, floa
 	case []float64:
 		return nil, x[0], nil
 	}
-	return nil, 0, errorf(name, "the output gradient holds %T, want a float", dy.Data())
+	return nil, 0, opkit.Errorf(name, "the output gradient holds %T, want a float", dy.Data())
 }
 
 // lossScalar wraps a host loss value as gorgonia's scalar of dtype F.

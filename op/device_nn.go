@@ -1,6 +1,10 @@
 package op
 
-import G "gorgonia.org/gorgonia"
+import (
+	G "gorgonia.org/gorgonia"
+
+	"github.com/gomoe/gomoe/internal/opkit"
+)
 
 // deviceNN runs the building blocks of the examples' models (BiasAdd, ReLU, RMSNorm,
 // CrossEntropy, Embedding) on device values. The registered device backend implements it in the cuda
@@ -36,7 +40,7 @@ type deviceNN interface {
 func nnDevice(name string) (deviceNN, error) {
 	d, ok := device.(deviceNN)
 	if !ok {
-		return nil, errorf(name, "the device backend has no kernels for this op")
+		return nil, opkit.Errorf(name, "the device backend has no kernels for this op")
 	}
 	return d, nil
 }

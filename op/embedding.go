@@ -8,6 +8,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 )
 
@@ -26,7 +27,7 @@ func Embedding(table, ids *G.Node) (*G.Node, error) {
 		return nil, err
 	}
 	if err := wantFloat(table.Dtype()); err != nil {
-		return nil, errorf(name, "table: %v", err)
+		return nil, opkit.Errorf(name, "table: %v", err)
 	}
 	if err := checkInt32(name, "ids", ids.Dtype()); err != nil {
 		return nil, err
@@ -37,7 +38,7 @@ func Embedding(table, ids *G.Node) (*G.Node, error) {
 	if err := checkShape(name, "ids", ids.Shape(), dim{"N", -1}); err != nil {
 		return nil, err
 	}
-	return applyOp(name, embedOp{table.Shape()[0]}, table, ids)
+	return opkit.ApplyOp(name, embedOp{table.Shape()[0]}, table, ids)
 }
 
 // embedOp: table [V,D], ids [N] → out [N,D].
@@ -67,7 +68,7 @@ func (op embedOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 
 func (op embedOp) Do(vs ...G.Value) (G.Value, error) {
 	const name = "Embedding"
-	if err := checkArity(name, vs, 2); err != nil {
+	if err := opkit.CheckArity(name, vs, 2); err != nil {
 		return nil, err
 	}
 	table, ids := vs[0], vs[1]
@@ -87,7 +88,7 @@ func (op embedOp) Do(vs ...G.Value) (G.Value, error) {
 			return nil, err
 		}
 		v, err := d.Embedding(table, ids)
-		return v, wrapErr(name, err)
+		return v, opkit.Wrap(name, err)
 	}
 	if table.Dtype() == tensor.Float32 {
 		return embedHost[float32](table, ids)
@@ -97,7 +98,7 @@ func (op embedOp) Do(vs ...G.Value) (G.Value, error) {
 
 // embedIDs returns the data of a host int32 vector.
 func embedIDs(name string, v G.Value) ([]int32, error) {
-	d, err := hostDense(name, "ids", v)
+	d, err := opkit.HostDense(name, "ids", v)
 	if err != nil {
 		return nil, err
 	}
@@ -117,7 +118,7 @@ func embedHost[F float32 | float64](table, ids G.Value) (G.Value, error) {
 	D := table.Shape()[1]
 	out, o := newDense[F](len(id), D)
 	if err := kernels.Embedding(o, t, id, D); err != nil {
-		return nil, wrapErr(name, err)
+		return nil, opkit.Wrap(name, err)
 	}
 	return out, nil
 }
@@ -134,7 +135,7 @@ func (op embedOp) DiffWRT(int) []bool { return []bool{true, false} }
 // SymDiff: dtable = EmbeddingGrad(dy, ids); ids get no gradient.
 func (op embedOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 	if len(inputs) != 2 {
-		return nil, errorf("Embedding", "want 2 inputs, got %d", len(inputs))
+		return nil, opkit.Errorf("Embedding", "want 2 inputs, got %d", len(inputs))
 	}
 	d, err := G.ApplyOp(embedGradOp(op), grad, inputs[1])
 	if err != nil {
@@ -147,7 +148,7 @@ func (op embedOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error)
 func (op embedOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
 	const name = "Embedding.DoDiff"
 	if len(inputs) != 2 {
-		return errorf(name, "want 2 inputs, got %d", len(inputs))
+		return opkit.Errorf(name, "want 2 inputs, got %d", len(inputs))
 	}
 	dy, err := output.Grad()
 	if err != nil {
@@ -191,7 +192,7 @@ func (op embedGradOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 
 func (op embedGradOp) Do(vs ...G.Value) (G.Value, error) {
 	const name = "EmbeddingGrad"
-	if err := checkArity(name, vs, 2); err != nil {
+	if err := opkit.CheckArity(name, vs, 2); err != nil {
 		return nil, err
 	}
 	dy, ids := vs[0], vs[1]
@@ -211,7 +212,7 @@ func (op embedGradOp) Do(vs ...G.Value) (G.Value, error) {
 			return nil, err
 		}
 		v, err := d.EmbeddingGrad(dy, ids, op.v)
-		return v, wrapErr(name, err)
+		return v, opkit.Wrap(name, err)
 	}
 	if dy.Dtype() == tensor.Float32 {
 		return embedGradHost[float32](dy, ids, op.v)
@@ -232,7 +233,7 @@ func embedGradHost[F float32 | float64](dy, ids G.Value, V int) (G.Value, error)
 	D := dy.Shape()[1]
 	out, o := newDense[F](V, D)
 	if err := kernels.EmbeddingBackward(o, d, id, D); err != nil {
-		return nil, wrapErr(name, err)
+		return nil, opkit.Wrap(name, err)
 	}
 	return out, nil
 }

@@ -7,6 +7,8 @@ import (
 	"github.com/chewxy/hm"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/internal/opkit"
 )
 
 // ExpertLoad counts the tokens routed to each expert: ids [T,K] int32 → load [B,E] of dtype
@@ -35,7 +37,7 @@ func ExpertLoad(ids *G.Node, experts, seqs int, dt tensor.Dtype) (*G.Node, error
 	if seqs < 1 || s[0]%seqs != 0 {
 		return nil, fmt.Errorf("gomoe: %s: T=%d tokens do not split into %d equal sequences", name, s[0], seqs)
 	}
-	return applyOp(name, expertLoadOp{e: experts, seqs: seqs, dt: dt}, ids)
+	return opkit.ApplyOp(name, expertLoadOp{e: experts, seqs: seqs, dt: dt}, ids)
 }
 
 type expertLoadOp struct {

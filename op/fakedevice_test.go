@@ -6,6 +6,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 )
 
@@ -111,10 +112,10 @@ func TestDeviceDispatch(t *testing.T) {
 			must(Unpermute(xp, probs, p)),
 			must(Unpermute(xp, nil, p)),
 			must(PermuteProbs(probs, p)),
-			must(applyOp(permuteGradName, permuteGradOp{p.Geometry}, dxp, p.Node)),
-			must(applyOp(permuteProbsGradName, permuteProbsGradOp{p.Geometry}, dpp, p.Node)),
-			must(applyOp(unpermuteGradRowsName, unpermuteGradRowsOp{p.Geometry, true}, dy, probs, p.Node)),
-			must(applyOp(unpermuteGradProbsName, unpermuteGradProbsOp{p.Geometry, dt}, dy, xp, p.Node)),
+			must(opkit.ApplyOp(permuteGradName, permuteGradOp{p.Geometry}, dxp, p.Node)),
+			must(opkit.ApplyOp(permuteProbsGradName, permuteProbsGradOp{p.Geometry}, dpp, p.Node)),
+			must(opkit.ApplyOp(unpermuteGradRowsName, unpermuteGradRowsOp{p.Geometry, true}, dy, probs, p.Node)),
+			must(opkit.ApplyOp(unpermuteGradProbsName, unpermuteGradProbsOp{p.Geometry, dt}, dy, xp, p.Node)),
 		}
 		return gr, []*G.Node{ids, probs, x, dxp, dpp, dy}, outs
 	}

@@ -7,6 +7,8 @@ import (
 	"github.com/chewxy/hm"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/internal/opkit"
 )
 
 // GatherTopK picks the chosen experts' scores: out[t,k] = scores[t, ids[t,k]] for scores
@@ -34,7 +36,7 @@ func GatherTopK(scores, ids *G.Node) (*G.Node, error) {
 	if err := checkNodes("GatherTopK", []*G.Node{scores, ids}, "scores", "ids"); err != nil {
 		return nil, err
 	}
-	return applyOp(name, gatherTopKOp{e: s[1]}, scores, ids)
+	return opkit.ApplyOp(name, gatherTopKOp{e: s[1]}, scores, ids)
 }
 
 // gatherTopKOp: scores [T,E], ids [T,K] int32 → [T,K].
@@ -106,7 +108,7 @@ func (op gatherTopKOp) Do(vs ...G.Value) (G.Value, error) {
 			return nil, fmt.Errorf("gomoe: %s: scores have shape %v, want (T, E=%d)", name, s, op.e)
 		}
 		v, err := device.GatherTopK(vs[0], vs[1])
-		return v, wrapErr(name, err)
+		return v, opkit.Wrap(name, err)
 	}
 	s, ids, T, K, err := gatherTopKArgs(name, op.e, vs[0], vs[1])
 	if err != nil {
@@ -229,7 +231,7 @@ func (op gatherTopKGradOp) Do(vs ...G.Value) (G.Value, error) {
 	}
 	if dev {
 		v, err := device.GatherTopKGrad(vs[0], vs[1], op.e)
-		return v, wrapErr(name, err)
+		return v, opkit.Wrap(name, err)
 	}
 	g, err := gmmDense(name, "grad", vs[0], tensor.Dtype{}, nil)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/bfloat16"
+	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 )
 
@@ -34,7 +35,7 @@ func GroupedMatMul(xp, w *G.Node, p *Plan) (*G.Node, error) {
 // (see kernels.Geometry.View for the layout).
 func groupedMatMulWithPlan(xp, w, plan *G.Node, geo kernels.Geometry) (*G.Node, error) {
 	if err := geo.Validate(); err != nil {
-		return nil, wrapErr("GroupedMatMul", err)
+		return nil, opkit.Wrap("GroupedMatMul", err)
 	}
 	if xp == nil || w == nil || plan == nil {
 		return nil, fmt.Errorf("gomoe: GroupedMatMul: nil input node")
@@ -51,7 +52,7 @@ func groupedMatMulWithPlan(xp, w, plan *G.Node, geo kernels.Geometry) (*G.Node, 
 	if err := checkNodes("GroupedMatMul", []*G.Node{xp, w, plan}, "xp", "w", "plan"); err != nil {
 		return nil, err
 	}
-	return applyOp("GroupedMatMul", gmmOp{geo}, xp, w, plan)
+	return opkit.ApplyOp("GroupedMatMul", gmmOp{geo}, xp, w, plan)
 }
 
 // gmmDtype checks the data dtype of the grouped matmul: float32, float64 or bfloat16 (on the
@@ -69,11 +70,11 @@ func gmmDtype(dt tensor.Dtype) error {
 // rounds the result once (done true). Otherwise the caller runs the host float kernels.
 func gmmDispatch(name string, vs []G.Value, dev func() (G.Value, error), do func(vs ...G.Value) (G.Value, error)) (out G.Value, done bool, err error) {
 	if len(vs) != 3 {
-		return nil, true, errorf(name, "want 3 inputs, got %d", len(vs))
+		return nil, true, opkit.Errorf(name, "want 3 inputs, got %d", len(vs))
 	}
 	for i, v := range vs {
 		if v == nil {
-			return nil, true, errorf(name, "input %d is nil", i)
+			return nil, true, opkit.Errorf(name, "input %d is nil", i)
 		}
 	}
 	onDev, err := onDevice(name, vs...)
@@ -83,7 +84,7 @@ func gmmDispatch(name string, vs []G.Value, dev func() (G.Value, error), do func
 	if onDev {
 		v, err := dev()
 		if err != nil {
-			return nil, true, wrapErr(name, err)
+			return nil, true, opkit.Wrap(name, err)
 		}
 		return v, true, nil
 	}
@@ -91,7 +92,7 @@ func gmmDispatch(name string, vs []G.Value, dev func() (G.Value, error), do func
 		return nil, false, nil
 	}
 	if vs[1].Dtype() != bfloat16.Dtype {
-		return nil, true, errorf(name, "input 0 is bfloat16 but input 1 is %v", vs[1].Dtype())
+		return nil, true, opkit.Errorf(name, "input 0 is bfloat16 but input 1 is %v", vs[1].Dtype())
 	}
 	wide := make([]G.Value, len(vs))
 	for i, v := range vs {

@@ -9,6 +9,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/bfloat16"
+	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 )
 
@@ -33,8 +34,8 @@ func gmmDispatchGraph(dt tensor.Dtype, H, N int) (*G.ExprGraph, []*G.Node, []*G.
 	xp, w, dz := mk("xp", R, H), mk("w", g.E, H, N), mk("dz", R, N)
 	outs := []*G.Node{
 		must(groupedMatMulWithPlan(xp, w, p.Node, g)),
-		must(applyOp("GroupedMatMulRowsGrad", gmmRowsGradOp{g}, dz, w, p.Node)),
-		must(applyOp("GroupedMatMulWeightsGrad", gmmWeightsGradOp{g, H}, xp, dz, p.Node)),
+		must(opkit.ApplyOp("GroupedMatMulRowsGrad", gmmRowsGradOp{g}, dz, w, p.Node)),
+		must(opkit.ApplyOp("GroupedMatMulWeightsGrad", gmmWeightsGradOp{g, H}, xp, dz, p.Node)),
 	}
 	ins := []*G.Node{gr.ByName("ids")[0], xp, w, dz}
 	return gr, ins, outs, data

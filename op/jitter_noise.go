@@ -9,6 +9,8 @@ import (
 	"github.com/chewxy/hm"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/internal/opkit"
 )
 
 // JitterNoise returns a node of x's shape and dtype holding fresh uniform noise in
@@ -29,7 +31,7 @@ func JitterNoise(x *G.Node, eps float64, seed int64) (*G.Node, error) {
 	if x.Dims() == 0 {
 		return nil, fmt.Errorf("gomoe: JitterNoise: x is a scalar, want a tensor")
 	}
-	return applyOp("JitterNoise", &jitterNoiseOp{eps: eps, seed: seed, dims: x.Dims()}, x)
+	return opkit.ApplyOp("JitterNoise", &jitterNoiseOp{eps: eps, seed: seed, dims: x.Dims()}, x)
 }
 
 // jitterNoiseOp is a pointer op: its run counter is state shared by every use of the node.
@@ -84,7 +86,7 @@ func (op *jitterNoiseOp) Do(vs ...G.Value) (G.Value, error) {
 	}
 	if dev { // the same noise, drawn on the host and uploaded (one copy of T·H values)
 		v, err := device.Upload(vs[0], out)
-		return v, wrapErr("JitterNoise", err)
+		return v, opkit.Wrap("JitterNoise", err)
 	}
 	return out, nil
 }

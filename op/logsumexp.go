@@ -8,6 +8,8 @@ import (
 	"github.com/chewxy/hm"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/internal/opkit"
 )
 
 // RowLogSumExp returns lse [T] with lse[t] = log Σ_e exp(x[t,e]) for x [T,E], computed
@@ -24,7 +26,7 @@ func RowLogSumExp(x *G.Node) (*G.Node, error) {
 	if s := x.Shape(); s.Dims() != 2 || s[0] < 1 || s[1] < 1 {
 		return nil, fmt.Errorf("gomoe: RowLogSumExp: x has shape %v, want (T, E) with T, E >= 1", s)
 	}
-	return applyOp("RowLogSumExp", lseOp{}, x)
+	return opkit.ApplyOp("RowLogSumExp", lseOp{}, x)
 }
 
 type lseOp struct{}

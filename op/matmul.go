@@ -5,9 +5,11 @@ import (
 	"hash"
 
 	"github.com/chewxy/hm"
-	"github.com/gomoe/gomoe/kernels"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/internal/opkit"
+	"github.com/gomoe/gomoe/kernels"
 )
 
 // MatMul returns the matrix product a·b of a [M,K] and b [K,N] (float32, float64, or
@@ -22,24 +24,24 @@ import (
 func MatMul(a, b *G.Node) (*G.Node, error) {
 	const name = "MatMul"
 	if a == nil || b == nil {
-		return nil, errorf(name, "nil input")
+		return nil, opkit.Errorf(name, "nil input")
 	}
 	if a.Dims() != 2 || b.Dims() != 2 {
-		return nil, errorf(name, "a %v and b %v, want two matrices", a.Shape(), b.Shape())
+		return nil, opkit.Errorf(name, "a %v and b %v, want two matrices", a.Shape(), b.Shape())
 	}
 	if a.Dtype() != b.Dtype() || !isData(a.Dtype()) {
-		return nil, errorf(name, "dtypes %v and %v, want one float dtype", a.Dtype(), b.Dtype())
+		return nil, opkit.Errorf(name, "dtypes %v and %v, want one float dtype", a.Dtype(), b.Dtype())
 	}
 	if a.Shape()[1] != b.Shape()[0] {
-		return nil, errorf(name, "a %v times b %v: inner sizes differ", a.Shape(), b.Shape())
+		return nil, opkit.Errorf(name, "a %v times b %v: inner sizes differ", a.Shape(), b.Shape())
 	}
 	if a.Shape().TotalSize() == 0 || b.Shape().TotalSize() == 0 {
-		return nil, errorf(name, "a %v times b %v: every size must be >= 1 (an empty matrix)", a.Shape(), b.Shape())
+		return nil, opkit.Errorf(name, "a %v times b %v: every size must be >= 1 (an empty matrix)", a.Shape(), b.Shape())
 	}
 	if err := checkNodes(name, []*G.Node{a, b}, "a", "b"); err != nil {
 		return nil, err
 	}
-	return applyOp(name, matMulOp{}, a, b)
+	return opkit.ApplyOp(name, matMulOp{}, a, b)
 }
 
 // matMulOp: op(a) [M,K] · op(b) [K,N] → [M,N], op(x) = xᵀ when the flag is set.
@@ -63,7 +65,7 @@ func opDims(s tensor.Shape, t bool) (int, int) {
 
 func (op matMulOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	if len(ds) != 2 {
-		return nil, errorf("MatMul", "want 2 inputs, got %d", len(ds))
+		return nil, opkit.Errorf("MatMul", "want 2 inputs, got %d", len(ds))
 	}
 	a, err := shapeOf("MatMul", "a", ds[0])
 	if err != nil {
@@ -74,12 +76,12 @@ func (op matMulOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 		return nil, err
 	}
 	if a.Dims() != 2 || b.Dims() != 2 {
-		return nil, errorf("MatMul", "a %v and b %v, want matrices", a, b)
+		return nil, opkit.Errorf("MatMul", "a %v and b %v, want matrices", a, b)
 	}
 	m, k := opDims(a, op.ta)
 	k2, n := opDims(b, op.tb)
 	if k != k2 {
-		return nil, errorf("MatMul", "%v times %v: inner sizes %d and %d differ", a, b, k, k2)
+		return nil, opkit.Errorf("MatMul", "%v times %v: inner sizes %d and %d differ", a, b, k, k2)
 	}
 	return tensor.Shape{m, n}, nil
 }
@@ -103,10 +105,10 @@ func view(x G.Value, t bool) (tensor.Tensor, error) {
 func (op matMulOp) Do(vs ...G.Value) (G.Value, error) {
 	const name = "MatMul"
 	if len(vs) != 2 || vs[0] == nil || vs[1] == nil {
-		return nil, errorf(name, "want 2 inputs")
+		return nil, opkit.Errorf(name, "want 2 inputs")
 	}
 	if vs[0].Dtype() != vs[1].Dtype() {
-		return nil, errorf(name, "dtypes %v and %v", vs[0].Dtype(), vs[1].Dtype())
+		return nil, opkit.Errorf(name, "dtypes %v and %v", vs[0].Dtype(), vs[1].Dtype())
 	}
 	dev, err := onDevice(name, vs...)
 	if err != nil {
@@ -122,14 +124,14 @@ func (op matMulOp) Do(vs ...G.Value) (G.Value, error) {
 	}
 	a, err := view(vs[0], op.ta)
 	if err != nil {
-		return nil, wrapErr(name, err)
+		return nil, opkit.Wrap(name, err)
 	}
 	b, err := view(vs[1], op.tb)
 	if err != nil {
-		return nil, wrapErr(name, err)
+		return nil, opkit.Wrap(name, err)
 	}
 	c, err := tensor.MatMul(a, b)
-	return c, wrapErr(name, err)
+	return c, opkit.Wrap(name, err)
 }
 
 // hostGemm computes the product of two plain row-major host matrices of float32 or float64
@@ -176,7 +178,7 @@ func (op matMulOp) DiffWRT(int) []bool { return []bool{true, true} }
 // into the stored layouts.
 func (op matMulOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 	if len(inputs) != 2 {
-		return nil, errorf("MatMul", "want 2 inputs, got %d", len(inputs))
+		return nil, opkit.Errorf("MatMul", "want 2 inputs, got %d", len(inputs))
 	}
 	a, b := inputs[0], inputs[1]
 	var da, db *G.Node
@@ -204,7 +206,7 @@ func (op matMulOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error
 func (op matMulOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
 	const name = "MatMul.DoDiff"
 	if len(inputs) != 2 {
-		return errorf(name, "want 2 inputs, got %d", len(inputs))
+		return opkit.Errorf(name, "want 2 inputs, got %d", len(inputs))
 	}
 	a, b := inputs[0].Value(), inputs[1].Value()
 	g, err := output.Grad()

@@ -9,6 +9,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/bfloat16"
+	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 )
 
@@ -24,14 +25,14 @@ func Permute(x *G.Node, p *Plan) (*G.Node, error) {
 	if err := checkNodes(name, []*G.Node{x, p.Node}, "x", "plan"); err != nil {
 		return nil, err
 	}
-	dt, err := nodeDtype(name, "x", x)
+	dt, err := opkit.NodeDtype(name, "x", x)
 	if err != nil {
 		return nil, err
 	}
 	if err := checkData(name, "x", dt); err != nil {
 		return nil, err
 	}
-	return applyOp(name, permuteOp{g: p.Geometry}, x, p.Node)
+	return opkit.ApplyOp(name, permuteOp{g: p.Geometry}, x, p.Node)
 }
 
 const (
@@ -52,7 +53,7 @@ func permuteShapes(name string, g kernels.Geometry, ds []G.DimSizer, what string
 		return 0, err
 	}
 	if err := g.Validate(); err != nil {
-		return 0, wrapErr(name, err)
+		return 0, opkit.Wrap(name, err)
 	}
 	if err := checkShape(name, what, ss[0], in, dim{"H", -1}); err != nil {
 		return 0, err
@@ -78,7 +79,7 @@ func permuteForward(g kernels.Geometry, x, plan, pre G.Value) (G.Value, error) {
 			return nil, err
 		}
 		v, err := device.PermuteForward(g, x, plan)
-		return v, wrapErr(name, err)
+		return v, opkit.Wrap(name, err)
 	}
 	p, err := hostPlan(name, g, plan)
 	if err != nil {
@@ -113,7 +114,7 @@ func permuteForwardHost[F kernels.Float](p kernels.Plan, x, pre G.Value) (G.Valu
 		return nil, err
 	}
 	if err := kernels.PermuteForward(xp, xs, p, H); err != nil {
-		return nil, wrapErr(name, err)
+		return nil, opkit.Wrap(name, err)
 	}
 	return out, nil
 }
@@ -132,7 +133,7 @@ func permuteBackward(g kernels.Geometry, dxp, plan, pre G.Value) (G.Value, error
 			return nil, err
 		}
 		v, err := device.PermuteBackward(g, dxp, plan)
-		return v, wrapErr(name, err)
+		return v, opkit.Wrap(name, err)
 	}
 	p, err := hostPlan(name, g, plan)
 	if err != nil {
@@ -167,7 +168,7 @@ func permuteBackwardHost[F kernels.Float](p kernels.Plan, dxp, pre G.Value) (G.V
 		return nil, err
 	}
 	if err := kernels.PermuteBackward(dx, src, p, H); err != nil {
-		return nil, wrapErr(name, err)
+		return nil, opkit.Wrap(name, err)
 	}
 	return out, nil
 }
@@ -188,11 +189,11 @@ func (op permuteOp) ReturnsPtr() bool     { return false }
 func (op permuteOp) CallsExtern() bool    { return false }
 func (op permuteOp) OverwritesInput() int { return -1 }
 func (op permuteOp) String() string       { return fmt.Sprintf("gomoe.Permute{%v}", op.g) }
-func (op permuteOp) key() string          { return "gomoe.Permute{" + geometryKey(op.g) + "}" }
+func (op permuteOp) key() string          { return "gomoe.Permute{" + opkit.GeometryKey(op.g) + "}" }
 func (op permuteOp) WriteHash(h hash.Hash) {
 	fmt.Fprint(h, op.key())
 }
-func (op permuteOp) Hashcode() uint32 { return fnvHash(op.key()) }
+func (op permuteOp) Hashcode() uint32 { return opkit.Hash(op.key()) }
 
 func (op permuteOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	H, err := permuteShapes(permuteName, op.g, ds, "x", dim{"T", op.g.T})
@@ -206,7 +207,7 @@ func (op permuteOp) Do(vs ...G.Value) (G.Value, error) { return op.UsePreallocDo
 
 // UsePreallocDo writes xp into prealloc (nil: a new tensor).
 func (op permuteOp) UsePreallocDo(prealloc G.Value, vs ...G.Value) (G.Value, error) {
-	if err := checkArity(permuteName, vs, 2); err != nil {
+	if err := opkit.CheckArity(permuteName, vs, 2); err != nil {
 		return nil, err
 	}
 	return permuteForward(op.g, vs[0], vs[1], prealloc)
@@ -218,9 +219,9 @@ func (op permuteOp) DiffWRT(n int) []bool { return []bool{true, false} }
 // SymDiff builds dx = permute-backward(grad, plan).
 func (op permuteOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 	if len(inputs) != 2 {
-		return nil, errorf(permuteName, "SymDiff got %d inputs, want 2", len(inputs))
+		return nil, opkit.Errorf(permuteName, "SymDiff got %d inputs, want 2", len(inputs))
 	}
-	dx, err := applyOp(permuteGradName, permuteGradOp(op), grad, inputs[1])
+	dx, err := opkit.ApplyOp(permuteGradName, permuteGradOp(op), grad, inputs[1])
 	if err != nil {
 		return nil, err
 	}
@@ -230,11 +231,11 @@ func (op permuteOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, erro
 // DoDiff adds permute-backward(output grad) into x's gradient.
 func (op permuteOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
 	if len(inputs) != 2 {
-		return errorf(permuteName, "DoDiff got %d inputs, want 2", len(inputs))
+		return opkit.Errorf(permuteName, "DoDiff got %d inputs, want 2", len(inputs))
 	}
 	gy, err := output.Grad()
 	if err != nil {
-		return wrapErr(permuteName, err)
+		return opkit.Wrap(permuteName, err)
 	}
 	dx, err := permuteBackward(op.g, gy, inputs[1].Value(), nil)
 	if err != nil {
@@ -242,7 +243,7 @@ func (op permuteOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Nod
 	}
 	gx, err := inputs[0].Grad()
 	if err != nil {
-		return wrapErr(permuteName, err)
+		return opkit.Wrap(permuteName, err)
 	}
 	return accumulate(permuteName, gradUpdate{"x", gx, dx})
 }
@@ -264,11 +265,11 @@ func (op permuteGradOp) ReturnsPtr() bool     { return false }
 func (op permuteGradOp) CallsExtern() bool    { return false }
 func (op permuteGradOp) OverwritesInput() int { return -1 }
 func (op permuteGradOp) String() string       { return fmt.Sprintf("gomoe.PermuteGrad{%v}", op.g) }
-func (op permuteGradOp) key() string          { return "gomoe.PermuteGrad{" + geometryKey(op.g) + "}" }
+func (op permuteGradOp) key() string          { return "gomoe.PermuteGrad{" + opkit.GeometryKey(op.g) + "}" }
 func (op permuteGradOp) WriteHash(h hash.Hash) {
 	fmt.Fprint(h, op.key())
 }
-func (op permuteGradOp) Hashcode() uint32 { return fnvHash(op.key()) }
+func (op permuteGradOp) Hashcode() uint32 { return opkit.Hash(op.key()) }
 
 func (op permuteGradOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	H, err := permuteShapes(permuteGradName, op.g, ds, "dxp", dim{"R", op.g.Rows()})
@@ -282,7 +283,7 @@ func (op permuteGradOp) Do(vs ...G.Value) (G.Value, error) { return op.UsePreall
 
 // UsePreallocDo writes dx into prealloc (nil: a new tensor).
 func (op permuteGradOp) UsePreallocDo(prealloc G.Value, vs ...G.Value) (G.Value, error) {
-	if err := checkArity(permuteGradName, vs, 2); err != nil {
+	if err := opkit.CheckArity(permuteGradName, vs, 2); err != nil {
 		return nil, err
 	}
 	return permuteBackward(op.g, vs[0], vs[1], prealloc)
@@ -294,9 +295,9 @@ func (op permuteGradOp) DiffWRT(n int) []bool { return []bool{true, false} }
 // SymDiff builds d(dxp) = permute(grad, plan).
 func (op permuteGradOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 	if len(inputs) != 2 {
-		return nil, errorf(permuteGradName, "SymDiff got %d inputs, want 2", len(inputs))
+		return nil, opkit.Errorf(permuteGradName, "SymDiff got %d inputs, want 2", len(inputs))
 	}
-	d, err := applyOp(permuteName, permuteOp(op), grad, inputs[1])
+	d, err := opkit.ApplyOp(permuteName, permuteOp(op), grad, inputs[1])
 	if err != nil {
 		return nil, err
 	}
@@ -306,11 +307,11 @@ func (op permuteGradOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, 
 // DoDiff adds permute(output grad) into dxp's gradient.
 func (op permuteGradOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
 	if len(inputs) != 2 {
-		return errorf(permuteGradName, "DoDiff got %d inputs, want 2", len(inputs))
+		return opkit.Errorf(permuteGradName, "DoDiff got %d inputs, want 2", len(inputs))
 	}
 	gy, err := output.Grad()
 	if err != nil {
-		return wrapErr(permuteGradName, err)
+		return opkit.Wrap(permuteGradName, err)
 	}
 	d, err := permuteForward(op.g, gy, inputs[1].Value(), nil)
 	if err != nil {
@@ -318,7 +319,7 @@ func (op permuteGradOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G
 	}
 	gx, err := inputs[0].Grad()
 	if err != nil {
-		return wrapErr(permuteGradName, err)
+		return opkit.Wrap(permuteGradName, err)
 	}
 	return accumulate(permuteGradName, gradUpdate{"dxp", gx, d})
 }

@@ -8,6 +8,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 )
 
@@ -24,14 +25,14 @@ func PermuteProbs(probs *G.Node, p *Plan) (*G.Node, error) {
 	if err := checkNodes(name, []*G.Node{probs, p.Node}, "probs", "plan"); err != nil {
 		return nil, err
 	}
-	dt, err := nodeDtype(name, "probs", probs)
+	dt, err := opkit.NodeDtype(name, "probs", probs)
 	if err != nil {
 		return nil, err
 	}
 	if err := checkFloat(name, "probs", dt); err != nil {
 		return nil, err
 	}
-	return applyOp(name, permuteProbsOp{g: p.Geometry}, probs, p.Node)
+	return opkit.ApplyOp(name, permuteProbsOp{g: p.Geometry}, probs, p.Node)
 }
 
 const (
@@ -54,7 +55,7 @@ func permuteProbsForward(g kernels.Geometry, probs, plan, pre G.Value) (G.Value,
 			return nil, err
 		}
 		v, err := device.PermuteProbsForward(g, probs, plan)
-		return v, wrapErr(name, err)
+		return v, opkit.Wrap(name, err)
 	}
 	p, err := hostPlan(name, g, plan)
 	if err != nil {
@@ -77,7 +78,7 @@ func permuteProbsForwardHost[F kernels.Float](p kernels.Plan, probs, pre G.Value
 		return nil, err
 	}
 	if err := kernels.PermuteProbsForward(pp, src, p); err != nil {
-		return nil, wrapErr(name, err)
+		return nil, opkit.Wrap(name, err)
 	}
 	return out, nil
 }
@@ -96,7 +97,7 @@ func permuteProbsBackward(g kernels.Geometry, dpp, plan, pre G.Value) (G.Value, 
 			return nil, err
 		}
 		v, err := device.PermuteProbsBackward(g, dpp, plan)
-		return v, wrapErr(name, err)
+		return v, opkit.Wrap(name, err)
 	}
 	p, err := hostPlan(name, g, plan)
 	if err != nil {
@@ -119,7 +120,7 @@ func permuteProbsBackwardHost[F kernels.Float](p kernels.Plan, dpp, pre G.Value)
 		return nil, err
 	}
 	if err := kernels.PermuteProbsBackward(dprobs, src, p); err != nil {
-		return nil, wrapErr(name, err)
+		return nil, opkit.Wrap(name, err)
 	}
 	return out, nil
 }
@@ -145,11 +146,11 @@ func (op permuteProbsOp) ReturnsPtr() bool     { return false }
 func (op permuteProbsOp) CallsExtern() bool    { return false }
 func (op permuteProbsOp) OverwritesInput() int { return -1 }
 func (op permuteProbsOp) String() string       { return fmt.Sprintf("gomoe.PermuteProbs{%v}", op.g) }
-func (op permuteProbsOp) key() string          { return "gomoe.PermuteProbs{" + geometryKey(op.g) + "}" }
+func (op permuteProbsOp) key() string          { return "gomoe.PermuteProbs{" + opkit.GeometryKey(op.g) + "}" }
 func (op permuteProbsOp) WriteHash(h hash.Hash) {
 	fmt.Fprint(h, op.key())
 }
-func (op permuteProbsOp) Hashcode() uint32 { return fnvHash(op.key()) }
+func (op permuteProbsOp) Hashcode() uint32 { return opkit.Hash(op.key()) }
 
 func (op permuteProbsOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	const name = permuteProbsName
@@ -158,7 +159,7 @@ func (op permuteProbsOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 		return nil, err
 	}
 	if err := op.g.Validate(); err != nil {
-		return nil, wrapErr(name, err)
+		return nil, opkit.Wrap(name, err)
 	}
 	if err := checkShape(name, "probs", ss[0], dim{"T", op.g.T}, dim{"K", op.g.K}); err != nil {
 		return nil, err
@@ -173,7 +174,7 @@ func (op permuteProbsOp) Do(vs ...G.Value) (G.Value, error) { return op.UsePreal
 
 // UsePreallocDo writes pp into prealloc (nil: a new tensor).
 func (op permuteProbsOp) UsePreallocDo(prealloc G.Value, vs ...G.Value) (G.Value, error) {
-	if err := checkArity(permuteProbsName, vs, 2); err != nil {
+	if err := opkit.CheckArity(permuteProbsName, vs, 2); err != nil {
 		return nil, err
 	}
 	return permuteProbsForward(op.g, vs[0], vs[1], prealloc)
@@ -185,9 +186,9 @@ func (op permuteProbsOp) DiffWRT(n int) []bool { return []bool{true, false} }
 // SymDiff builds dprobs = permute-probs-backward(grad, plan).
 func (op permuteProbsOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 	if len(inputs) != 2 {
-		return nil, errorf(permuteProbsName, "SymDiff got %d inputs, want 2", len(inputs))
+		return nil, opkit.Errorf(permuteProbsName, "SymDiff got %d inputs, want 2", len(inputs))
 	}
-	d, err := applyOp(permuteProbsGradName, permuteProbsGradOp(op), grad, inputs[1])
+	d, err := opkit.ApplyOp(permuteProbsGradName, permuteProbsGradOp(op), grad, inputs[1])
 	if err != nil {
 		return nil, err
 	}
@@ -198,11 +199,11 @@ func (op permuteProbsOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes,
 func (op permuteProbsOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
 	const name = permuteProbsName
 	if len(inputs) != 2 {
-		return errorf(name, "DoDiff got %d inputs, want 2", len(inputs))
+		return opkit.Errorf(name, "DoDiff got %d inputs, want 2", len(inputs))
 	}
 	gy, err := output.Grad()
 	if err != nil {
-		return wrapErr(name, err)
+		return opkit.Wrap(name, err)
 	}
 	d, err := permuteProbsBackward(op.g, gy, inputs[1].Value(), nil)
 	if err != nil {
@@ -210,7 +211,7 @@ func (op permuteProbsOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *
 	}
 	gp, err := inputs[0].Grad()
 	if err != nil {
-		return wrapErr(name, err)
+		return opkit.Wrap(name, err)
 	}
 	return accumulate(name, gradUpdate{"probs", gp, d})
 }
@@ -240,10 +241,10 @@ func (op permuteProbsGradOp) String() string {
 	return fmt.Sprintf("gomoe.PermuteProbsGrad{%v}", op.g)
 }
 func (op permuteProbsGradOp) key() string {
-	return "gomoe.PermuteProbsGrad{" + geometryKey(op.g) + "}"
+	return "gomoe.PermuteProbsGrad{" + opkit.GeometryKey(op.g) + "}"
 }
 func (op permuteProbsGradOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.key()) }
-func (op permuteProbsGradOp) Hashcode() uint32      { return fnvHash(op.key()) }
+func (op permuteProbsGradOp) Hashcode() uint32      { return opkit.Hash(op.key()) }
 
 func (op permuteProbsGradOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	const name = permuteProbsGradName
@@ -252,7 +253,7 @@ func (op permuteProbsGradOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) 
 		return nil, err
 	}
 	if err := op.g.Validate(); err != nil {
-		return nil, wrapErr(name, err)
+		return nil, opkit.Wrap(name, err)
 	}
 	if err := checkShape(name, "dpp", ss[0], dim{"R", op.g.Rows()}); err != nil {
 		return nil, err
@@ -269,7 +270,7 @@ func (op permuteProbsGradOp) Do(vs ...G.Value) (G.Value, error) {
 
 // UsePreallocDo writes dprobs into prealloc (nil: a new tensor).
 func (op permuteProbsGradOp) UsePreallocDo(prealloc G.Value, vs ...G.Value) (G.Value, error) {
-	if err := checkArity(permuteProbsGradName, vs, 2); err != nil {
+	if err := opkit.CheckArity(permuteProbsGradName, vs, 2); err != nil {
 		return nil, err
 	}
 	return permuteProbsBackward(op.g, vs[0], vs[1], prealloc)
@@ -281,9 +282,9 @@ func (op permuteProbsGradOp) DiffWRT(n int) []bool { return []bool{true, false} 
 // SymDiff builds d(dpp) = permute-probs(grad, plan).
 func (op permuteProbsGradOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 	if len(inputs) != 2 {
-		return nil, errorf(permuteProbsGradName, "SymDiff got %d inputs, want 2", len(inputs))
+		return nil, opkit.Errorf(permuteProbsGradName, "SymDiff got %d inputs, want 2", len(inputs))
 	}
-	d, err := applyOp(permuteProbsName, permuteProbsOp(op), grad, inputs[1])
+	d, err := opkit.ApplyOp(permuteProbsName, permuteProbsOp(op), grad, inputs[1])
 	if err != nil {
 		return nil, err
 	}
@@ -294,11 +295,11 @@ func (op permuteProbsGradOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.No
 func (op permuteProbsGradOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
 	const name = permuteProbsGradName
 	if len(inputs) != 2 {
-		return errorf(name, "DoDiff got %d inputs, want 2", len(inputs))
+		return opkit.Errorf(name, "DoDiff got %d inputs, want 2", len(inputs))
 	}
 	gy, err := output.Grad()
 	if err != nil {
-		return wrapErr(name, err)
+		return opkit.Wrap(name, err)
 	}
 	d, err := permuteProbsForward(op.g, gy, inputs[1].Value(), nil)
 	if err != nil {
@@ -306,7 +307,7 @@ func (op permuteProbsGradOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, outp
 	}
 	gp, err := inputs[0].Grad()
 	if err != nil {
-		return wrapErr(name, err)
+		return opkit.Wrap(name, err)
 	}
 	return accumulate(name, gradUpdate{"dpp", gp, d})
 }

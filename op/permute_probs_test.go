@@ -7,6 +7,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 )
 
@@ -25,7 +26,7 @@ func TestPermuteProbsForward(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				dprobs, err := applyOp(permuteProbsGradName, permuteProbsGradOp{g: p.Geometry}, dppn, p.Node)
+				dprobs, err := opkit.ApplyOp(permuteProbsGradName, permuteProbsGradOp{g: p.Geometry}, dppn, p.Node)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -59,7 +60,7 @@ func permuteProbsGradCases() []gradCase {
 			return must(G.Add(a, b))
 		})},
 		{"sum(W*permuteProbsGrad(dpp)^2)", []string{"dpp"}, caseFn(func(e *gradEnv) *G.Node {
-			d := must(applyOp(permuteProbsGradName, permuteProbsGradOp{g: e.plan.Geometry}, e.in["dpp"], e.plan.Node))
+			d := must(opkit.ApplyOp(permuteProbsGradName, permuteProbsGradOp{g: e.plan.Geometry}, e.in["dpp"], e.plan.Node))
 			return must(e.weighted("W", d))
 		})},
 	}

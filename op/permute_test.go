@@ -7,6 +7,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 )
 
@@ -105,7 +106,7 @@ func TestPermuteForward(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				dx, err := applyOp(permuteGradName, permuteGradOp{g: p.Geometry}, dxpn, p.Node)
+				dx, err := opkit.ApplyOp(permuteGradName, permuteGradOp{g: p.Geometry}, dxpn, p.Node)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -147,7 +148,7 @@ func permuteGradCases() []gradCase {
 			return must(G.Add(a, b))
 		})},
 		{"sum(W*permuteGrad(dxp)^2)", []string{"dxp"}, caseFn(func(e *gradEnv) *G.Node {
-			dx := must(applyOp(permuteGradName, permuteGradOp{g: e.plan.Geometry}, e.in["dxp"], e.plan.Node))
+			dx := must(opkit.ApplyOp(permuteGradName, permuteGradOp{g: e.plan.Geometry}, e.in["dxp"], e.plan.Node))
 			return must(e.weighted("W", dx))
 		})},
 	}

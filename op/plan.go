@@ -8,6 +8,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 )
 
@@ -41,32 +42,32 @@ func (p *Plan) Rows() int {
 func NewPlan(ids, probs *G.Node, g kernels.Geometry) (*Plan, error) {
 	const name = "op.NewPlan"
 	if ids == nil {
-		return nil, errorf(name, "ids is nil")
+		return nil, opkit.Errorf(name, "ids is nil")
 	}
 	s := ids.Shape()
 	if len(s) != 2 {
-		return nil, errorf(name, "ids has shape %v, want (T, K)", shapeString(s))
+		return nil, opkit.Errorf(name, "ids has shape %v, want (T, K)", opkit.ShapeString(s))
 	}
 	if g.T != 0 && g.T != s[0] {
-		return nil, errorf(name, "ids has T=%d rows but the geometry says T=%d", s[0], g.T)
+		return nil, opkit.Errorf(name, "ids has T=%d rows but the geometry says T=%d", s[0], g.T)
 	}
 	if g.K != 0 && g.K != s[1] {
-		return nil, errorf(name, "ids has K=%d columns but the geometry says K=%d", s[1], g.K)
+		return nil, opkit.Errorf(name, "ids has K=%d columns but the geometry says K=%d", s[1], g.K)
 	}
 	g.T, g.K = s[0], s[1]
 	if err := g.Validate(); err != nil {
-		return nil, wrapErr(name, err)
+		return nil, opkit.Wrap(name, err)
 	}
-	dt, err := nodeDtype(name, "ids", ids)
+	dt, err := opkit.NodeDtype(name, "ids", ids)
 	if err != nil {
 		return nil, err
 	}
 	if dt != tensor.Int32 {
-		return nil, errorf(name, "ids has dtype %v, want int32", dt)
+		return nil, opkit.Errorf(name, "ids has dtype %v, want int32", dt)
 	}
 	needProbs := g.Mode == kernels.Capacity && g.Drop == kernels.DropByProb
 	if needProbs && probs == nil {
-		return nil, errorf(name, "capacity mode with drop by prob needs the probs [T,K], got nil")
+		return nil, opkit.Errorf(name, "capacity mode with drop by prob needs the probs [T,K], got nil")
 	}
 	children := []*G.Node{ids}
 	if probs != nil {
@@ -76,7 +77,7 @@ func NewPlan(ids, probs *G.Node, g kernels.Geometry) (*Plan, error) {
 		if err := checkShape(name, "probs", probs.Shape(), dim{"T", g.T}, dim{"K", g.K}); err != nil {
 			return nil, err
 		}
-		pdt, err := nodeDtype(name, "probs", probs)
+		pdt, err := opkit.NodeDtype(name, "probs", probs)
 		if err != nil {
 			return nil, err
 		}
@@ -87,7 +88,7 @@ func NewPlan(ids, probs *G.Node, g kernels.Geometry) (*Plan, error) {
 			children = append(children, probs)
 		}
 	}
-	n, err := applyOp(name, planOp{g: g, withProbs: needProbs}, children...)
+	n, err := opkit.ApplyOp(name, planOp{g: g, withProbs: needProbs}, children...)
 	if err != nil {
 		return nil, err
 	}
@@ -97,12 +98,12 @@ func NewPlan(ids, probs *G.Node, g kernels.Geometry) (*Plan, error) {
 // check validates a plan passed to a node function.
 func (p *Plan) check(name string) error {
 	if p == nil || p.Node == nil {
-		return errorf(name, "plan is nil")
+		return opkit.Errorf(name, "plan is nil")
 	}
 	if err := p.Geometry.Validate(); err != nil {
-		return wrapErr(name, err)
+		return opkit.Wrap(name, err)
 	}
-	dt, err := nodeDtype(name, "plan", p.Node)
+	dt, err := opkit.NodeDtype(name, "plan", p.Node)
 	if err != nil {
 		return err
 	}
@@ -155,7 +156,7 @@ func (op planOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 		return nil, err
 	}
 	if err := op.g.Validate(); err != nil {
-		return nil, wrapErr(planName, err)
+		return nil, opkit.Wrap(planName, err)
 	}
 	for i, s := range ss {
 		if err := checkShape(planName, whats[i], s, dim{"T", op.g.T}, dim{"K", op.g.K}); err != nil {
@@ -169,11 +170,11 @@ func (op planOp) Do(vs ...G.Value) (G.Value, error) { return op.UsePreallocDo(ni
 
 // UsePreallocDo builds the plan into prealloc (nil: a new tensor).
 func (op planOp) UsePreallocDo(prealloc G.Value, vs ...G.Value) (G.Value, error) {
-	if err := checkArity(planName, vs, op.Arity()); err != nil {
+	if err := opkit.CheckArity(planName, vs, op.Arity()); err != nil {
 		return nil, err
 	}
 	if err := op.g.Validate(); err != nil {
-		return nil, wrapErr(planName, err)
+		return nil, opkit.Wrap(planName, err)
 	}
 	tk := []dim{{"T", op.g.T}, {"K", op.g.K}}
 	ids := vs[0]
@@ -193,9 +194,9 @@ func (op planOp) UsePreallocDo(prealloc G.Value, vs ...G.Value) (G.Value, error)
 	}
 	if dev {
 		v, err := device.BuildPlan(op.g, ids, probs)
-		return v, wrapErr(planName, err)
+		return v, opkit.Wrap(planName, err)
 	}
-	idd, err := hostDense(planName, "ids", ids)
+	idd, err := opkit.HostDense(planName, "ids", ids)
 	if err != nil {
 		return nil, err
 	}
@@ -222,7 +223,7 @@ func (op planOp) UsePreallocDo(prealloc G.Value, vs ...G.Value) (G.Value, error)
 		}
 	}
 	if err != nil {
-		return nil, wrapErr(planName, err)
+		return nil, opkit.Wrap(planName, err)
 	}
 	return out, nil
 }
@@ -236,11 +237,11 @@ func (op planOp) String() string {
 }
 
 func (op planOp) WriteHash(h hash.Hash) {
-	fmt.Fprintf(h, "gomoe.Plan{%s probs=%v}", geometryKey(op.g), op.withProbs)
+	fmt.Fprintf(h, "gomoe.Plan{%s probs=%v}", opkit.GeometryKey(op.g), op.withProbs)
 }
 
 func (op planOp) Hashcode() uint32 {
-	return fnvHash(fmt.Sprintf("gomoe.Plan{%s probs=%v}", geometryKey(op.g), op.withProbs))
+	return opkit.Hash(fmt.Sprintf("gomoe.Plan{%s probs=%v}", opkit.GeometryKey(op.g), op.withProbs))
 }
 
 // DiffWRT is all false: the plan is integer routing data.

@@ -9,6 +9,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/bfloat16"
+	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 )
 
@@ -78,24 +79,24 @@ func (k pwKind) rowOp() kernels.RowOp {
 func applyPointwise(k pwKind, in ...*G.Node) (*G.Node, error) {
 	name := k.String()
 	if len(in) != k.arity() {
-		return nil, errorf(name, "want %d inputs, got %d", k.arity(), len(in))
+		return nil, opkit.Errorf(name, "want %d inputs, got %d", k.arity(), len(in))
 	}
 	for i, n := range in {
 		if n == nil {
-			return nil, errorf(name, "input %d is nil", i)
+			return nil, opkit.Errorf(name, "input %d is nil", i)
 		}
 		if k.row() && !isFloat(n.Dtype()) {
-			return nil, errorf(name, "input %d: dtype %v, want float32 or float64", i, n.Dtype())
+			return nil, opkit.Errorf(name, "input %d: dtype %v, want float32 or float64", i, n.Dtype())
 		}
 		if !isData(n.Dtype()) {
-			return nil, errorf(name, "input %d: dtype %v, want float32, float64 or bfloat16", i, n.Dtype())
+			return nil, opkit.Errorf(name, "input %d: dtype %v, want float32, float64 or bfloat16", i, n.Dtype())
 		}
 		if i > 0 {
 			if n.Dtype() != in[0].Dtype() {
-				return nil, errorf(name, "inputs have dtypes %v and %v", in[0].Dtype(), n.Dtype())
+				return nil, opkit.Errorf(name, "inputs have dtypes %v and %v", in[0].Dtype(), n.Dtype())
 			}
 			if !n.Shape().Eq(in[0].Shape()) {
-				return nil, errorf(name, "inputs have shapes %v and %v", in[0].Shape(), n.Shape())
+				return nil, opkit.Errorf(name, "inputs have shapes %v and %v", in[0].Shape(), n.Shape())
 			}
 		}
 	}
@@ -105,12 +106,12 @@ func applyPointwise(k pwKind, in ...*G.Node) (*G.Node, error) {
 		}
 	}
 	if k.row() && in[0].Dims() != 2 {
-		return nil, errorf(name, "x has shape %v, want a matrix (rows, cols)", in[0].Shape())
+		return nil, opkit.Errorf(name, "x has shape %v, want a matrix (rows, cols)", in[0].Shape())
 	}
 	if in[0].Shape().TotalSize() == 0 {
-		return nil, errorf(name, "x is empty")
+		return nil, opkit.Errorf(name, "x is empty")
 	}
-	return applyOp(name, pwOp{k, in[0].Dims()}, in...)
+	return opkit.ApplyOp(name, pwOp{k, in[0].Dims()}, in...)
 }
 
 // pwOp: k's inputs (one or two tensors of one shape) → output of that shape.
@@ -132,12 +133,12 @@ func sameShapes(name string, dims int, ds []G.DimSizer) (tensor.Shape, error) {
 			return nil, err
 		}
 		if s.Dims() != dims {
-			return nil, errorf(name, "input %d has shape %v, want %d dimensions", i, s, dims)
+			return nil, opkit.Errorf(name, "input %d has shape %v, want %d dimensions", i, s, dims)
 		}
 		if i == 0 {
 			s0 = s
 		} else if !s.Eq(s0) {
-			return nil, errorf(name, "inputs have shapes %v and %v", s0, s)
+			return nil, opkit.Errorf(name, "inputs have shapes %v and %v", s0, s)
 		}
 	}
 	return s0.Clone(), nil
@@ -145,7 +146,7 @@ func sameShapes(name string, dims int, ds []G.DimSizer) (tensor.Shape, error) {
 
 func (op pwOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	if len(ds) != op.Arity() {
-		return nil, errorf(op.k.String(), "want %d inputs, got %d", op.Arity(), len(ds))
+		return nil, opkit.Errorf(op.k.String(), "want %d inputs, got %d", op.Arity(), len(ds))
 	}
 	return sameShapes(op.k.String(), op.dims, ds)
 }
@@ -160,11 +161,11 @@ func pwValues(name string, dims int, vs []G.Value, n int) error {
 // for the activations) and shape.
 func pwKindValues(k pwKind, name string, dims int, vs []G.Value, n int) error {
 	if len(vs) != n {
-		return errorf(name, "want %d inputs, got %d", n, len(vs))
+		return opkit.Errorf(name, "want %d inputs, got %d", n, len(vs))
 	}
 	for i, v := range vs {
 		if v == nil {
-			return errorf(name, "input %d is nil", i)
+			return opkit.Errorf(name, "input %d is nil", i)
 		}
 		if k.row() || v.Dtype() != bfloat16.Dtype {
 			if err := checkFloat(name, fmt.Sprintf("input %d", i), v.Dtype()); err != nil {
@@ -172,11 +173,11 @@ func pwKindValues(k pwKind, name string, dims int, vs []G.Value, n int) error {
 			}
 		}
 		if v.Dtype() != vs[0].Dtype() || !v.Shape().Eq(vs[0].Shape()) {
-			return errorf(name, "input %d is %v %v, input 0 is %v %v", i, v.Dtype(), v.Shape(), vs[0].Dtype(), vs[0].Shape())
+			return opkit.Errorf(name, "input %d is %v %v, input 0 is %v %v", i, v.Dtype(), v.Shape(), vs[0].Dtype(), vs[0].Shape())
 		}
 	}
 	if s := vs[0].Shape(); s.Dims() != dims && !(dims == 0 && s.IsScalar()) {
-		return errorf(name, "inputs have shape %v, want %d dimensions", s, dims)
+		return opkit.Errorf(name, "inputs have shape %v, want %d dimensions", s, dims)
 	}
 	return nil
 }
@@ -192,7 +193,7 @@ func (op pwOp) Do(vs ...G.Value) (G.Value, error) {
 	}
 	if dev {
 		v, err := device.Pointwise(op.k, vs...)
-		return v, wrapErr(name, err)
+		return v, opkit.Wrap(name, err)
 	}
 	switch vs[0].Dtype() {
 	case bfloat16.Dtype:
@@ -202,7 +203,7 @@ func (op pwOp) Do(vs ...G.Value) (G.Value, error) {
 	case tensor.Float64:
 		return pwForward[float64](op.k, vs)
 	}
-	return nil, errorf(name, "dtype %v, want float32 or float64", vs[0].Dtype())
+	return nil, opkit.Errorf(name, "dtype %v, want float32 or float64", vs[0].Dtype())
 }
 
 func pwForward[F float32 | float64](k pwKind, vs []G.Value) (G.Value, error) {
@@ -227,7 +228,7 @@ func pwForward[F float32 | float64](k pwKind, vs []G.Value) (G.Value, error) {
 		err = kernels.ActivationForward(k.activation(), o, ins[0], b)
 	}
 	if err != nil {
-		return nil, wrapErr(name, err)
+		return nil, opkit.Wrap(name, err)
 	}
 	return out, nil
 }
@@ -268,7 +269,7 @@ func (op pwOp) DiffWRT(n int) []bool {
 // SymDiff: one pwGradOp per input, each a function of the inputs, the output and its gradient.
 func (op pwOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 	if len(inputs) != op.Arity() {
-		return nil, errorf(op.k.String(), "want %d inputs, got %d", op.Arity(), len(inputs))
+		return nil, opkit.Errorf(op.k.String(), "want %d inputs, got %d", op.Arity(), len(inputs))
 	}
 	args := append(append(G.Nodes{}, inputs...), output, grad)
 	out := make(G.Nodes, len(inputs))
@@ -287,7 +288,7 @@ func (op pwOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 func (op pwOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
 	name := op.k.String() + ".DoDiff"
 	if len(inputs) != op.Arity() {
-		return errorf(name, "want %d inputs, got %d", op.Arity(), len(inputs))
+		return opkit.Errorf(name, "want %d inputs, got %d", op.Arity(), len(inputs))
 	}
 	gy, err := output.Grad()
 	if err != nil {
@@ -336,7 +337,7 @@ func (op pwOp) typeN(n int) hm.Type {
 
 func (op pwGradOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	if len(ds) != op.Arity() {
-		return nil, errorf(op.String(), "want %d inputs, got %d", op.Arity(), len(ds))
+		return nil, opkit.Errorf(op.String(), "want %d inputs, got %d", op.Arity(), len(ds))
 	}
 	return sameShapes(op.String(), op.dims, ds)
 }
@@ -356,7 +357,7 @@ func (op pwGradOp) Do(vs ...G.Value) (G.Value, error) {
 		want[op.which] = true
 		gs, err := device.PointwiseGrad(op.k, vs[:n], vs[n], vs[n+1], want)
 		if err != nil {
-			return nil, wrapErr(name, err)
+			return nil, opkit.Wrap(name, err)
 		}
 		return gs[op.which], nil
 	}
@@ -368,7 +369,7 @@ func (op pwGradOp) Do(vs ...G.Value) (G.Value, error) {
 	case tensor.Float64:
 		return pwBackward[float64](op, vs)
 	}
-	return nil, errorf(name, "dtype %v, want float32 or float64", vs[0].Dtype())
+	return nil, opkit.Errorf(name, "dtype %v, want float32 or float64", vs[0].Dtype())
 }
 
 func pwBackward[F float32 | float64](op pwGradOp, vs []G.Value) (G.Value, error) {
@@ -395,7 +396,7 @@ func pwBackward[F float32 | float64](op pwGradOp, vs []G.Value) (G.Value, error)
 		err = kernels.ActivationBackward(op.k.activation(), op.which, o, a, b, y, dy)
 	}
 	if err != nil {
-		return nil, wrapErr(name, err)
+		return nil, opkit.Wrap(name, err)
 	}
 	return out, nil
 }

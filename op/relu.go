@@ -8,6 +8,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 )
 
@@ -19,15 +20,15 @@ import (
 func ReLU(x *G.Node) (*G.Node, error) {
 	const name = "ReLU"
 	if x == nil {
-		return nil, errorf(name, "x is nil")
+		return nil, opkit.Errorf(name, "x is nil")
 	}
 	if err := wantFloat(x.Dtype()); err != nil {
-		return nil, errorf(name, "x: %v", err)
+		return nil, opkit.Errorf(name, "x: %v", err)
 	}
 	if x.Dims() < 1 || x.Shape().TotalSize() == 0 {
-		return nil, errorf(name, "x has shape %v, want a non-empty tensor", shapeString(x.Shape()))
+		return nil, opkit.Errorf(name, "x has shape %v, want a non-empty tensor", opkit.ShapeString(x.Shape()))
 	}
-	return applyOp(name, reluOp{x.Dims()}, x)
+	return opkit.ApplyOp(name, reluOp{x.Dims()}, x)
 }
 
 // reluOp: x → max(x, 0).
@@ -59,7 +60,7 @@ func (op reluOp) Do(vs ...G.Value) (G.Value, error) {
 			return nil, err
 		}
 		v, err := d.ReLU(vs[0])
-		return v, wrapErr(name, err)
+		return v, opkit.Wrap(name, err)
 	}
 	if vs[0].Dtype() == tensor.Float32 {
 		return reluHost[float32](name, vs, false)
@@ -75,13 +76,13 @@ func reluHost[F float32 | float64](name string, vs []G.Value, grad bool) (G.Valu
 	}
 	out, o := newDense[F](vs[0].Shape().Clone()...)
 	if !grad {
-		return out, wrapErr(name, kernels.ReLU(o, x))
+		return out, opkit.Wrap(name, kernels.ReLU(o, x))
 	}
 	dy, err := hostFloats[F](name, "dy", vs[1])
 	if err != nil {
 		return nil, err
 	}
-	return out, wrapErr(name, kernels.ReLUBackward(o, x, dy))
+	return out, opkit.Wrap(name, kernels.ReLUBackward(o, x, dy))
 }
 
 func (op reluOp) ReturnsPtr() bool      { return false }
@@ -96,7 +97,7 @@ func (op reluOp) DiffWRT(int) []bool { return []bool{true} }
 // SymDiff: dx = ReLUGrad(x, dy).
 func (op reluOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 	if len(inputs) != 1 {
-		return nil, errorf("ReLU", "want 1 input, got %d", len(inputs))
+		return nil, opkit.Errorf("ReLU", "want 1 input, got %d", len(inputs))
 	}
 	d, err := G.ApplyOp(reluGradOp(op), inputs[0], grad)
 	if err != nil {
@@ -109,7 +110,7 @@ func (op reluOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) 
 func (op reluOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
 	const name = "ReLU.DoDiff"
 	if len(inputs) != 1 {
-		return errorf(name, "want 1 input, got %d", len(inputs))
+		return opkit.Errorf(name, "want 1 input, got %d", len(inputs))
 	}
 	dy, err := output.Grad()
 	if err != nil {
@@ -155,7 +156,7 @@ func (op reluGradOp) Do(vs ...G.Value) (G.Value, error) {
 			return nil, err
 		}
 		v, err := d.ReLUGrad(vs[0], vs[1])
-		return v, wrapErr(name, err)
+		return v, opkit.Wrap(name, err)
 	}
 	if vs[0].Dtype() == tensor.Float32 {
 		return reluHost[float32](name, vs, true)

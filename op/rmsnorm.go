@@ -9,6 +9,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 )
 
@@ -24,13 +25,13 @@ func RMSNorm(x, gain *G.Node, eps float64) (*G.Node, error) {
 		return nil, err
 	}
 	if err := wantFloat(x.Dtype()); err != nil {
-		return nil, errorf(name, "x: %v", err)
+		return nil, opkit.Errorf(name, "x: %v", err)
 	}
 	if gain.Dtype() != x.Dtype() {
-		return nil, errorf(name, "gain has dtype %v, x %v", gain.Dtype(), x.Dtype())
+		return nil, opkit.Errorf(name, "gain has dtype %v, x %v", gain.Dtype(), x.Dtype())
 	}
 	if math.IsNaN(eps) || math.IsInf(eps, 0) || eps < 0 {
-		return nil, errorf(name, "eps %g, want a finite value >= 0", eps)
+		return nil, opkit.Errorf(name, "eps %g, want a finite value >= 0", eps)
 	}
 	if err := checkShape(name, "x", x.Shape(), dim{"N", -1}, dim{"D", -1}); err != nil {
 		return nil, err
@@ -38,7 +39,7 @@ func RMSNorm(x, gain *G.Node, eps float64) (*G.Node, error) {
 	if err := checkShape(name, "gain", gain.Shape(), dim{"D", x.Shape()[1]}); err != nil {
 		return nil, err
 	}
-	return applyOp(name, rmsOp{eps}, x, gain)
+	return opkit.ApplyOp(name, rmsOp{eps}, x, gain)
 }
 
 // rmsOp: x [N,D], gain [D] → y [N,D].
@@ -79,7 +80,7 @@ func (op rmsOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 // rmsValues checks the values of RMSNorm (x, gain) or its gradient (x, gain, dy) and reports
 // whether they live on the device.
 func rmsValues(name string, vs []G.Value, n int) (bool, error) {
-	if err := checkArity(name, vs, n); err != nil {
+	if err := opkit.CheckArity(name, vs, n); err != nil {
 		return false, err
 	}
 	if err := checkValue(name, "x", vs[0], tensor.Dtype{}, dim{"N", -1}, dim{"D", -1}); err != nil {
@@ -109,7 +110,7 @@ func (op rmsOp) Do(vs ...G.Value) (G.Value, error) {
 			return nil, err
 		}
 		v, err := d.RMSNorm(vs[0], vs[1], op.eps)
-		return v, wrapErr(name, err)
+		return v, opkit.Wrap(name, err)
 	}
 	if vs[0].Dtype() == tensor.Float32 {
 		return rmsHost[float32](name, vs, op.eps, -1)
@@ -130,13 +131,13 @@ func rmsHost[F float32 | float64](name string, vs []G.Value, eps float64, which 
 	switch which {
 	case 0:
 		out, o := newDense[F](vs[0].Shape().Clone()...)
-		return out, wrapErr(name, kernels.RMSNormBackward(o, s[0], s[1], s[2], eps))
+		return out, opkit.Wrap(name, kernels.RMSNormBackward(o, s[0], s[1], s[2], eps))
 	case 1:
 		out, o := newDense[F](vs[1].Shape().Clone()...)
-		return out, wrapErr(name, kernels.RMSNormGainGrad(o, s[0], s[2], eps))
+		return out, opkit.Wrap(name, kernels.RMSNormGainGrad(o, s[0], s[2], eps))
 	}
 	out, o := newDense[F](vs[0].Shape().Clone()...)
-	return out, wrapErr(name, kernels.RMSNorm(o, s[0], s[1], eps))
+	return out, opkit.Wrap(name, kernels.RMSNorm(o, s[0], s[1], eps))
 }
 
 func (op rmsOp) ReturnsPtr() bool      { return false }
@@ -151,7 +152,7 @@ func (op rmsOp) DiffWRT(int) []bool { return []bool{true, true} }
 // SymDiff: one rmsGradOp per input, each a function of x, gain and dy.
 func (op rmsOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 	if len(inputs) != 2 {
-		return nil, errorf("RMSNorm", "want 2 inputs, got %d", len(inputs))
+		return nil, opkit.Errorf("RMSNorm", "want 2 inputs, got %d", len(inputs))
 	}
 	out := make(G.Nodes, 2)
 	for i := range out {
@@ -168,7 +169,7 @@ func (op rmsOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 func (op rmsOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
 	const name = "RMSNorm.DoDiff"
 	if len(inputs) != 2 {
-		return errorf(name, "want 2 inputs, got %d", len(inputs))
+		return opkit.Errorf(name, "want 2 inputs, got %d", len(inputs))
 	}
 	dy, err := output.Grad()
 	if err != nil {
@@ -232,7 +233,7 @@ func (op rmsGradOp) Do(vs ...G.Value) (G.Value, error) {
 			return nil, err
 		}
 		v, err := d.RMSNormGrad(vs[0], vs[1], vs[2], op.eps, op.which)
-		return v, wrapErr(name, err)
+		return v, opkit.Wrap(name, err)
 	}
 	if vs[0].Dtype() == tensor.Float32 {
 		return rmsHost[float32](name, vs, op.eps, op.which)

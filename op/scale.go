@@ -7,6 +7,8 @@ import (
 	"github.com/chewxy/hm"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/internal/opkit"
 )
 
 // Scale returns c·x element-wise for a float tensor x and a constant c (rounded to x's dtype
@@ -15,15 +17,15 @@ import (
 // On the device it runs as the engine's MulScalar.
 func Scale(x *G.Node, c float64) (*G.Node, error) {
 	if x == nil {
-		return nil, errorf("Scale", "x is nil")
+		return nil, opkit.Errorf("Scale", "x is nil")
 	}
 	if err := wantFloat(x.Dtype()); err != nil {
-		return nil, errorf("Scale", "x: %v", err)
+		return nil, opkit.Errorf("Scale", "x: %v", err)
 	}
 	if x.Shape().TotalSize() == 0 {
-		return nil, errorf("Scale", "x has shape %v, want a non-empty tensor (Gorgonia cannot allocate the gradient of an empty tensor)", x.Shape())
+		return nil, opkit.Errorf("Scale", "x has shape %v, want a non-empty tensor (Gorgonia cannot allocate the gradient of an empty tensor)", x.Shape())
 	}
-	return applyOp("Scale", scaleOp{c, x.Dims()}, x)
+	return opkit.ApplyOp("Scale", scaleOp{c, x.Dims()}, x)
 }
 
 // scaleOp: x → c·x.
@@ -45,7 +47,7 @@ func (op scaleOp) Type() hm.Type {
 
 func (op scaleOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	if len(ds) != 1 {
-		return nil, errorf("Scale", "want 1 input, got %d", len(ds))
+		return nil, opkit.Errorf("Scale", "want 1 input, got %d", len(ds))
 	}
 	s, err := shapeOf("Scale", "x", ds[0])
 	if err != nil {
@@ -57,7 +59,7 @@ func (op scaleOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 func (op scaleOp) Do(vs ...G.Value) (G.Value, error) {
 	const name = "Scale"
 	if len(vs) != 1 || vs[0] == nil {
-		return nil, errorf(name, "want 1 input")
+		return nil, opkit.Errorf(name, "want 1 input")
 	}
 	v := vs[0]
 	if err := checkFloat(name, "x", v.Dtype()); err != nil {
@@ -70,14 +72,14 @@ func (op scaleOp) Do(vs ...G.Value) (G.Value, error) {
 	if dev {
 		t, ok := v.(tensor.Tensor)
 		if !ok {
-			return nil, errorf(name, "x is a %T", v)
+			return nil, opkit.Errorf(name, "x is a %T", v)
 		}
 		var c any = op.c
 		if v.Dtype() == tensor.Float32 {
 			c = float32(op.c)
 		}
 		out, err := tensor.Mul(t, c)
-		return out, wrapErr(name, err)
+		return out, opkit.Wrap(name, err)
 	}
 	switch v.Dtype() {
 	case tensor.Float32:
@@ -85,7 +87,7 @@ func (op scaleOp) Do(vs ...G.Value) (G.Value, error) {
 	case tensor.Float64:
 		return scaleHost[float64](name, v, op.c)
 	}
-	return nil, errorf(name, "dtype %v, want float32 or float64", v.Dtype())
+	return nil, opkit.Errorf(name, "dtype %v, want float32 or float64", v.Dtype())
 }
 
 func scaleHost[F float32 | float64](name string, v G.Value, c float64) (G.Value, error) {
@@ -119,7 +121,7 @@ func (op scaleOp) DiffWRT(int) []bool { return []bool{true} }
 // SymDiff: dx = c·dy.
 func (op scaleOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 	if len(inputs) != 1 {
-		return nil, errorf("Scale", "want 1 input, got %d", len(inputs))
+		return nil, opkit.Errorf("Scale", "want 1 input, got %d", len(inputs))
 	}
 	d, err := G.ApplyOp(op, grad)
 	if err != nil {
@@ -132,7 +134,7 @@ func (op scaleOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error)
 func (op scaleOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
 	const name = "Scale.DoDiff"
 	if len(inputs) != 1 {
-		return errorf(name, "want 1 input, got %d", len(inputs))
+		return opkit.Errorf(name, "want 1 input, got %d", len(inputs))
 	}
 	gy, err := output.Grad()
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/bfloat16"
+	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 )
 
@@ -27,7 +28,7 @@ func ScaleRows(x, s *G.Node) (*G.Node, error) {
 		return nil, err
 	}
 	if !isData(x.Dtype()) {
-		return nil, errorf(name, "x has dtype %v, want float32, float64 or bfloat16", x.Dtype())
+		return nil, opkit.Errorf(name, "x has dtype %v, want float32, float64 or bfloat16", x.Dtype())
 	}
 	if err := checkProbsDtype(name, x.Dtype(), s.Dtype()); err != nil {
 		return nil, err
@@ -38,7 +39,7 @@ func ScaleRows(x, s *G.Node) (*G.Node, error) {
 	if err := checkShape(name, "s", s.Shape(), dim{"R", x.Shape()[0]}); err != nil {
 		return nil, err
 	}
-	return applyOp(name, scaleRowsOp{}, x, s)
+	return opkit.ApplyOp(name, scaleRowsOp{}, x, s)
 }
 
 // scaleRowsOp: x [R,F], s [R] → x·s per row.
@@ -53,7 +54,7 @@ func (op scaleRowsOp) Type() hm.Type {
 
 func (op scaleRowsOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	if len(ds) != 2 {
-		return nil, errorf("ScaleRows", "want 2 inputs, got %d", len(ds))
+		return nil, opkit.Errorf("ScaleRows", "want 2 inputs, got %d", len(ds))
 	}
 	x, err := shapeOf("ScaleRows", "x", ds[0])
 	if err != nil {
@@ -64,7 +65,7 @@ func (op scaleRowsOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 		return nil, err
 	}
 	if x.Dims() != 2 || s.Dims() != 1 || s[0] != x[0] {
-		return nil, errorf("ScaleRows", "x %v and s %v, want (R, F) and (R)", x, s)
+		return nil, opkit.Errorf("ScaleRows", "x %v and s %v, want (R, F) and (R)", x, s)
 	}
 	return x.Clone(), nil
 }
@@ -72,17 +73,17 @@ func (op scaleRowsOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 // rowsArgs checks a [R,F] data value and a [R] probs-typed value.
 func rowsArgs(name string, x, s G.Value) error {
 	if x == nil || s == nil {
-		return errorf(name, "nil input")
+		return opkit.Errorf(name, "nil input")
 	}
 	if !isData(x.Dtype()) {
-		return errorf(name, "x has dtype %v", x.Dtype())
+		return opkit.Errorf(name, "x has dtype %v", x.Dtype())
 	}
 	if err := checkProbsDtype(name, x.Dtype(), s.Dtype()); err != nil {
 		return err
 	}
 	xs, ss := x.Shape(), s.Shape()
 	if xs.Dims() != 2 || ss.Dims() != 1 || ss[0] != xs[0] {
-		return errorf(name, "x %v and s %v, want (R, F) and (R)", xs, ss)
+		return opkit.Errorf(name, "x %v and s %v, want (R, F) and (R)", xs, ss)
 	}
 	return nil
 }
@@ -90,7 +91,7 @@ func rowsArgs(name string, x, s G.Value) error {
 func (op scaleRowsOp) Do(vs ...G.Value) (G.Value, error) {
 	const name = "ScaleRows"
 	if len(vs) != 2 {
-		return nil, errorf(name, "want 2 inputs, got %d", len(vs))
+		return nil, opkit.Errorf(name, "want 2 inputs, got %d", len(vs))
 	}
 	if err := rowsArgs(name, vs[0], vs[1]); err != nil {
 		return nil, err
@@ -101,7 +102,7 @@ func (op scaleRowsOp) Do(vs ...G.Value) (G.Value, error) {
 	}
 	if dev {
 		v, err := device.ScaleRows(vs[0], vs[1])
-		return v, wrapErr(name, err)
+		return v, opkit.Wrap(name, err)
 	}
 	cols := vs[0].Shape()[1]
 	switch vs[0].Dtype() {
@@ -132,7 +133,7 @@ func scaleRowsHost[F float32 | float64](name string, xv, sv G.Value, cols int) (
 	}
 	out, y := newDense[F](xv.Shape().Clone()...)
 	if err := kernels.ScaleRows(y, x, s, cols); err != nil {
-		return nil, wrapErr(name, err)
+		return nil, opkit.Wrap(name, err)
 	}
 	return out, nil
 }
@@ -149,7 +150,7 @@ func (op scaleRowsOp) DiffWRT(int) []bool { return []bool{true, true} }
 // SymDiff: dx = ScaleRows(dy, s), ds = RowDot(dy, x).
 func (op scaleRowsOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 	if len(inputs) != 2 {
-		return nil, errorf("ScaleRows", "want 2 inputs, got %d", len(inputs))
+		return nil, opkit.Errorf("ScaleRows", "want 2 inputs, got %d", len(inputs))
 	}
 	dx, err := G.ApplyOp(op, grad, inputs[1])
 	if err != nil {
@@ -166,7 +167,7 @@ func (op scaleRowsOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, er
 func (op scaleRowsOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
 	const name = "ScaleRows.DoDiff"
 	if len(inputs) != 2 {
-		return errorf(name, "want 2 inputs, got %d", len(inputs))
+		return opkit.Errorf(name, "want 2 inputs, got %d", len(inputs))
 	}
 	gy, err := output.Grad()
 	if err != nil {
@@ -203,7 +204,7 @@ func (op rowDotOp) Type() hm.Type {
 
 func (op rowDotOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	if len(ds) != 2 {
-		return nil, errorf("RowDot", "want 2 inputs, got %d", len(ds))
+		return nil, opkit.Errorf("RowDot", "want 2 inputs, got %d", len(ds))
 	}
 	s, err := sameShapes("RowDot", 2, ds)
 	if err != nil {
@@ -215,13 +216,13 @@ func (op rowDotOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 func (op rowDotOp) Do(vs ...G.Value) (G.Value, error) {
 	const name = "RowDot"
 	if len(vs) != 2 || vs[0] == nil || vs[1] == nil {
-		return nil, errorf(name, "want 2 inputs")
+		return nil, opkit.Errorf(name, "want 2 inputs")
 	}
 	if vs[0].Dtype() != vs[1].Dtype() || !vs[0].Shape().Eq(vs[1].Shape()) || vs[0].Shape().Dims() != 2 {
-		return nil, errorf(name, "inputs %v %v and %v %v, want two matrices of one dtype and shape", vs[0].Dtype(), vs[0].Shape(), vs[1].Dtype(), vs[1].Shape())
+		return nil, opkit.Errorf(name, "inputs %v %v and %v %v, want two matrices of one dtype and shape", vs[0].Dtype(), vs[0].Shape(), vs[1].Dtype(), vs[1].Shape())
 	}
 	if probsDtypeFor(vs[0].Dtype()) != op.out {
-		return nil, errorf(name, "inputs of dtype %v for a %v result", vs[0].Dtype(), op.out)
+		return nil, opkit.Errorf(name, "inputs of dtype %v for a %v result", vs[0].Dtype(), op.out)
 	}
 	dev, err := onDevice(name, vs...)
 	if err != nil {
@@ -229,7 +230,7 @@ func (op rowDotOp) Do(vs ...G.Value) (G.Value, error) {
 	}
 	if dev {
 		v, err := device.RowDot(vs[0], vs[1])
-		return v, wrapErr(name, err)
+		return v, opkit.Wrap(name, err)
 	}
 	a, b := vs[0], vs[1]
 	if a.Dtype() == bfloat16.Dtype {
@@ -258,7 +259,7 @@ func rowDotHost[F float32 | float64](name string, av, bv G.Value, cols int) (G.V
 	}
 	out, o := newDense[F](av.Shape()[0])
 	if err := kernels.RowDot(o, a, b, cols); err != nil {
-		return nil, wrapErr(name, err)
+		return nil, opkit.Wrap(name, err)
 	}
 	return out, nil
 }

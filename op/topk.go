@@ -10,6 +10,8 @@ import (
 	"github.com/chewxy/hm"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/internal/opkit"
 )
 
 // TopKOpts are the options of TopK.
@@ -54,7 +56,7 @@ func TopK(scores *G.Node, k int, opts TopKOpts) (*G.Node, error) {
 		return nil, err
 	}
 	if opts.Bias == nil {
-		return applyOp(name, op, scores)
+		return opkit.ApplyOp(name, op, scores)
 	}
 	if err := checkNodes(name, []*G.Node{scores, opts.Bias}, "scores", "bias"); err != nil {
 		return nil, err
@@ -65,7 +67,7 @@ func TopK(scores *G.Node, k int, opts TopKOpts) (*G.Node, error) {
 	if opts.Bias.Dtype() != scores.Dtype() {
 		return nil, fmt.Errorf("gomoe: %s: bias is %v but scores are %v", name, opts.Bias.Dtype(), scores.Dtype())
 	}
-	return applyOp(name, op, scores, opts.Bias)
+	return opkit.ApplyOp(name, op, scores, opts.Bias)
 }
 
 // topkOp: scores [T,E] (, bias [E]) → ids [T,K] int32.
@@ -147,7 +149,7 @@ func (op topkOp) Do(vs ...G.Value) (G.Value, error) {
 			bias = vs[1]
 		}
 		v, err := device.TopK(vs[0], bias, op.k, op.groups, op.kept)
-		return v, wrapErr(name, err)
+		return v, opkit.Wrap(name, err)
 	}
 	sd, err := gmmDense(name, "scores", vs[0], tensor.Dtype{}, nil)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/bfloat16"
+	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 )
 
@@ -31,7 +32,7 @@ func Unpermute(yp, probs *G.Node, p *Plan) (*G.Node, error) {
 	if err := checkNodes(name, []*G.Node{yp, p.Node}, "yp", "plan"); err != nil {
 		return nil, err
 	}
-	dt, err := nodeDtype(name, "yp", yp)
+	dt, err := opkit.NodeDtype(name, "yp", yp)
 	if err != nil {
 		return nil, err
 	}
@@ -39,19 +40,19 @@ func Unpermute(yp, probs *G.Node, p *Plan) (*G.Node, error) {
 		return nil, err
 	}
 	if probs == nil {
-		return applyOp(name, unpermuteOp{g: p.Geometry}, yp, p.Node)
+		return opkit.ApplyOp(name, unpermuteOp{g: p.Geometry}, yp, p.Node)
 	}
 	if err := checkNodes(name, []*G.Node{yp, probs}, "yp", "probs"); err != nil {
 		return nil, err
 	}
-	pdt, err := nodeDtype(name, "probs", probs)
+	pdt, err := opkit.NodeDtype(name, "probs", probs)
 	if err != nil {
 		return nil, err
 	}
 	if err := checkProbsDtype(name, dt, pdt); err != nil {
 		return nil, err
 	}
-	return applyOp(name, unpermuteOp{g: p.Geometry, weighted: true}, yp, probs, p.Node)
+	return opkit.ApplyOp(name, unpermuteOp{g: p.Geometry, weighted: true}, yp, probs, p.Node)
 }
 
 const (
@@ -83,7 +84,7 @@ func unpermuteForward(g kernels.Geometry, yp, probs, plan, pre G.Value) (G.Value
 			return nil, err
 		}
 		v, err := device.UnpermuteForward(g, yp, probs, plan)
-		return v, wrapErr(name, err)
+		return v, opkit.Wrap(name, err)
 	}
 	p, err := hostPlan(name, g, plan)
 	if err != nil {
@@ -124,7 +125,7 @@ func unpermuteForwardHost[F kernels.Float](p kernels.Plan, yp, probs, pre G.Valu
 		return nil, err
 	}
 	if err := kernels.UnpermuteForward(y, src, pr, p, H); err != nil {
-		return nil, wrapErr(name, err)
+		return nil, opkit.Wrap(name, err)
 	}
 	return out, nil
 }
@@ -161,7 +162,7 @@ func unpermuteBackward(name string, g kernels.Geometry, dy, yp, probs, plan G.Va
 		}
 		dyp, dprobs, err := device.UnpermuteBackward(g, dy, yp, probs, plan, wantRows, wantProbs)
 		if err != nil {
-			return nil, nil, wrapErr(name, err)
+			return nil, nil, opkit.Wrap(name, err)
 		}
 		return dyp, dprobs, nil
 	}
@@ -212,7 +213,7 @@ func unpermuteBackwardHost[F kernels.Float](name string, p kernels.Plan, dy, yp,
 		dprobsV, dprobsS = d, s
 	}
 	if err := kernels.UnpermuteBackward(dypS, dprobsS, g, ys, pr, p, H); err != nil {
-		return nil, nil, wrapErr(name, err)
+		return nil, nil, opkit.Wrap(name, err)
 	}
 	return dypV, dprobsV, nil
 }
@@ -275,10 +276,10 @@ func (op unpermuteOp) String() string {
 	return fmt.Sprintf("gomoe.Unpermute{%v weighted=%v}", op.g, op.weighted)
 }
 func (op unpermuteOp) key() string {
-	return fmt.Sprintf("gomoe.Unpermute{%s weighted=%v}", geometryKey(op.g), op.weighted)
+	return fmt.Sprintf("gomoe.Unpermute{%s weighted=%v}", opkit.GeometryKey(op.g), op.weighted)
 }
 func (op unpermuteOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.key()) }
-func (op unpermuteOp) Hashcode() uint32      { return fnvHash(op.key()) }
+func (op unpermuteOp) Hashcode() uint32      { return opkit.Hash(op.key()) }
 
 func (op unpermuteOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	return unpermuteInferShape(unpermuteName, op, ds, "yp", false)
@@ -297,7 +298,7 @@ func unpermuteInferShape(name string, op unpermuteOp, ds []G.DimSizer, what stri
 		return nil, err
 	}
 	if err := op.g.Validate(); err != nil {
-		return nil, wrapErr(name, err)
+		return nil, opkit.Wrap(name, err)
 	}
 	in, out := dim{"R", op.g.Rows()}, op.g.T
 	if rows {
@@ -321,7 +322,7 @@ func (op unpermuteOp) Do(vs ...G.Value) (G.Value, error) { return op.UsePrealloc
 
 // UsePreallocDo writes y into prealloc (nil: a new tensor).
 func (op unpermuteOp) UsePreallocDo(prealloc G.Value, vs ...G.Value) (G.Value, error) {
-	if err := checkArity(unpermuteName, vs, op.Arity()); err != nil {
+	if err := opkit.CheckArity(unpermuteName, vs, op.Arity()); err != nil {
 		return nil, err
 	}
 	if op.weighted {
@@ -350,21 +351,21 @@ func (op unpermuteOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, er
 // (grad, x) — or of (x, grad) when swap is set, since that op takes (dy, yp) in that order.
 func unpermuteSymDiff(name string, op unpermuteOp, inputs G.Nodes, grad *G.Node, adjName string, adj G.Op, swap bool) (G.Nodes, error) {
 	if len(inputs) != op.Arity() {
-		return nil, errorf(name, "SymDiff got %d inputs, want %d", len(inputs), op.Arity())
+		return nil, opkit.Errorf(name, "SymDiff got %d inputs, want %d", len(inputs), op.Arity())
 	}
 	if !op.weighted {
-		dx, err := applyOp(adjName, adj, grad, inputs[1])
+		dx, err := opkit.ApplyOp(adjName, adj, grad, inputs[1])
 		if err != nil {
 			return nil, err
 		}
 		return G.Nodes{dx, nil}, nil
 	}
 	x, probs, plan := inputs[0], inputs[1], inputs[2]
-	dx, err := applyOp(adjName, adj, grad, probs, plan)
+	dx, err := opkit.ApplyOp(adjName, adj, grad, probs, plan)
 	if err != nil {
 		return nil, err
 	}
-	pdt, err := nodeDtype(name, "probs", probs)
+	pdt, err := opkit.NodeDtype(name, "probs", probs)
 	if err != nil {
 		return nil, err
 	}
@@ -372,7 +373,7 @@ func unpermuteSymDiff(name string, op unpermuteOp, inputs G.Nodes, grad *G.Node,
 	if swap {
 		dy, yp = x, grad
 	}
-	dprobs, err := applyOp(unpermuteGradProbsName, unpermuteGradProbsOp{g: op.g, pdt: pdt}, dy, yp, plan)
+	dprobs, err := opkit.ApplyOp(unpermuteGradProbsName, unpermuteGradProbsOp{g: op.g, pdt: pdt}, dy, yp, plan)
 	if err != nil {
 		return nil, err
 	}
@@ -384,11 +385,11 @@ func unpermuteSymDiff(name string, op unpermuteOp, inputs G.Nodes, grad *G.Node,
 func (op unpermuteOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
 	const name = unpermuteName
 	if len(inputs) != op.Arity() {
-		return errorf(name, "DoDiff got %d inputs, want %d", len(inputs), op.Arity())
+		return opkit.Errorf(name, "DoDiff got %d inputs, want %d", len(inputs), op.Arity())
 	}
 	dy, err := output.Grad()
 	if err != nil {
-		return wrapErr(name, err)
+		return opkit.Wrap(name, err)
 	}
 	yp, plan := inputs[0], inputs[len(inputs)-1]
 	var probsV G.Value
@@ -401,12 +402,12 @@ func (op unpermuteOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.N
 	}
 	gyp, err := yp.Grad()
 	if err != nil {
-		return wrapErr(name, err)
+		return opkit.Wrap(name, err)
 	}
 	var gp G.Value
 	if op.weighted {
 		if gp, err = inputs[1].Grad(); err != nil {
-			return wrapErr(name, err)
+			return opkit.Wrap(name, err)
 		}
 	}
 	ups := []gradUpdate{{"yp", gyp, dyp}}
@@ -438,10 +439,10 @@ func (op unpermuteGradRowsOp) String() string {
 	return fmt.Sprintf("gomoe.UnpermuteGradRows{%v weighted=%v}", op.g, op.weighted)
 }
 func (op unpermuteGradRowsOp) key() string {
-	return fmt.Sprintf("gomoe.UnpermuteGradRows{%s weighted=%v}", geometryKey(op.g), op.weighted)
+	return fmt.Sprintf("gomoe.UnpermuteGradRows{%s weighted=%v}", opkit.GeometryKey(op.g), op.weighted)
 }
 func (op unpermuteGradRowsOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.key()) }
-func (op unpermuteGradRowsOp) Hashcode() uint32      { return fnvHash(op.key()) }
+func (op unpermuteGradRowsOp) Hashcode() uint32      { return opkit.Hash(op.key()) }
 
 func (op unpermuteGradRowsOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	return unpermuteInferShape(unpermuteGradRowsName, unpermuteOp(op), ds, "dy", true)
@@ -454,7 +455,7 @@ func (op unpermuteGradRowsOp) Do(vs ...G.Value) (G.Value, error) {
 // UsePreallocDo writes dyp into prealloc (nil: a new tensor).
 func (op unpermuteGradRowsOp) UsePreallocDo(prealloc G.Value, vs ...G.Value) (G.Value, error) {
 	const name = unpermuteGradRowsName
-	if err := checkArity(name, vs, op.Arity()); err != nil {
+	if err := opkit.CheckArity(name, vs, op.Arity()); err != nil {
 		return nil, err
 	}
 	var probs G.Value
@@ -478,11 +479,11 @@ func (op unpermuteGradRowsOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.N
 func (op unpermuteGradRowsOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
 	const name = unpermuteGradRowsName
 	if len(inputs) != op.Arity() {
-		return errorf(name, "DoDiff got %d inputs, want %d", len(inputs), op.Arity())
+		return opkit.Errorf(name, "DoDiff got %d inputs, want %d", len(inputs), op.Arity())
 	}
 	gout, err := output.Grad()
 	if err != nil {
-		return wrapErr(name, err)
+		return opkit.Wrap(name, err)
 	}
 	dy, plan := inputs[0], inputs[len(inputs)-1]
 	var probsV G.Value
@@ -501,13 +502,13 @@ func (op unpermuteGradRowsOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, out
 	}
 	gdy, err := dy.Grad()
 	if err != nil {
-		return wrapErr(name, err)
+		return opkit.Wrap(name, err)
 	}
 	ups := []gradUpdate{{"dy", gdy, ddy}}
 	if op.weighted {
 		gp, err := inputs[1].Grad()
 		if err != nil {
-			return wrapErr(name, err)
+			return opkit.Wrap(name, err)
 		}
 		ups = append(ups, gradUpdate{"probs", gp, dprobs})
 	}
@@ -544,10 +545,10 @@ func (op unpermuteGradProbsOp) String() string {
 	return fmt.Sprintf("gomoe.UnpermuteGradProbs{%v probs=%v}", op.g, op.pdt)
 }
 func (op unpermuteGradProbsOp) key() string {
-	return fmt.Sprintf("gomoe.UnpermuteGradProbs{%s probs=%v}", geometryKey(op.g), op.pdt)
+	return fmt.Sprintf("gomoe.UnpermuteGradProbs{%s probs=%v}", opkit.GeometryKey(op.g), op.pdt)
 }
 func (op unpermuteGradProbsOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.key()) }
-func (op unpermuteGradProbsOp) Hashcode() uint32      { return fnvHash(op.key()) }
+func (op unpermuteGradProbsOp) Hashcode() uint32      { return opkit.Hash(op.key()) }
 
 func (op unpermuteGradProbsOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	const name = unpermuteGradProbsName
@@ -556,7 +557,7 @@ func (op unpermuteGradProbsOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error
 		return nil, err
 	}
 	if err := op.g.Validate(); err != nil {
-		return nil, wrapErr(name, err)
+		return nil, opkit.Wrap(name, err)
 	}
 	if err := checkShape(name, "dy", ss[0], dim{"T", op.g.T}, dim{"H", -1}); err != nil {
 		return nil, err
@@ -577,7 +578,7 @@ func (op unpermuteGradProbsOp) Do(vs ...G.Value) (G.Value, error) {
 // UsePreallocDo writes dprobs into prealloc (nil: a new tensor).
 func (op unpermuteGradProbsOp) UsePreallocDo(prealloc G.Value, vs ...G.Value) (G.Value, error) {
 	const name = unpermuteGradProbsName
-	if err := checkArity(name, vs, 3); err != nil {
+	if err := opkit.CheckArity(name, vs, 3); err != nil {
 		return nil, err
 	}
 	if err := checkProbsDtype(name, vs[0].Dtype(), op.pdt); err != nil {
@@ -594,15 +595,15 @@ func (op unpermuteGradProbsOp) DiffWRT(n int) []bool { return []bool{true, true,
 func (op unpermuteGradProbsOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 	const name = unpermuteGradProbsName
 	if len(inputs) != 3 {
-		return nil, errorf(name, "SymDiff got %d inputs, want 3", len(inputs))
+		return nil, opkit.Errorf(name, "SymDiff got %d inputs, want 3", len(inputs))
 	}
 	dy, yp, plan := inputs[0], inputs[1], inputs[2]
 	w := unpermuteOp{g: op.g, weighted: true}
-	ddy, err := applyOp(unpermuteName, w, yp, grad, plan)
+	ddy, err := opkit.ApplyOp(unpermuteName, w, yp, grad, plan)
 	if err != nil {
 		return nil, err
 	}
-	dyp, err := applyOp(unpermuteGradRowsName, unpermuteGradRowsOp(w), dy, grad, plan)
+	dyp, err := opkit.ApplyOp(unpermuteGradRowsName, unpermuteGradRowsOp(w), dy, grad, plan)
 	if err != nil {
 		return nil, err
 	}
@@ -614,11 +615,11 @@ func (op unpermuteGradProbsOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.
 func (op unpermuteGradProbsOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
 	const name = unpermuteGradProbsName
 	if len(inputs) != 3 {
-		return errorf(name, "DoDiff got %d inputs, want 3", len(inputs))
+		return opkit.Errorf(name, "DoDiff got %d inputs, want 3", len(inputs))
 	}
 	gout, err := output.Grad()
 	if err != nil {
-		return wrapErr(name, err)
+		return opkit.Wrap(name, err)
 	}
 	dy, yp, plan := inputs[0], inputs[1], inputs[2]
 	ddy, err := unpermuteForward(op.g, yp.Value(), gout, plan.Value(), nil)
@@ -631,11 +632,11 @@ func (op unpermuteGradProbsOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, ou
 	}
 	gdy, err := dy.Grad()
 	if err != nil {
-		return wrapErr(name, err)
+		return opkit.Wrap(name, err)
 	}
 	gyp, err := yp.Grad()
 	if err != nil {
-		return wrapErr(name, err)
+		return opkit.Wrap(name, err)
 	}
 	return accumulate(name, gradUpdate{"dy", gdy, ddy}, gradUpdate{"yp", gyp, dyp})
 }

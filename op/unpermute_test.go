@@ -8,6 +8,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 )
 
@@ -28,9 +29,9 @@ func TestUnpermuteForward(t *testing.T) {
 				dyn := G.NewMatrix(gr, dt, G.WithShape(g.T, H), G.WithName("dy"), G.WithValue(denseOf(dt, dy, g.T, H)))
 				yw := must(Unpermute(ypn, probs, p))
 				yu := must(Unpermute(ypn, nil, p))
-				gw := must(applyOp(unpermuteGradRowsName, unpermuteGradRowsOp{g: p.Geometry, weighted: true}, dyn, probs, p.Node))
-				gu := must(applyOp(unpermuteGradRowsName, unpermuteGradRowsOp{g: p.Geometry}, dyn, p.Node))
-				gp := must(applyOp(unpermuteGradProbsName, unpermuteGradProbsOp{g: p.Geometry, pdt: dt}, dyn, ypn, p.Node))
+				gw := must(opkit.ApplyOp(unpermuteGradRowsName, unpermuteGradRowsOp{g: p.Geometry, weighted: true}, dyn, probs, p.Node))
+				gu := must(opkit.ApplyOp(unpermuteGradRowsName, unpermuteGradRowsOp{g: p.Geometry}, dyn, p.Node))
+				gp := must(opkit.ApplyOp(unpermuteGradProbsName, unpermuteGradProbsOp{g: p.Geometry, pdt: dt}, dyn, ypn, p.Node))
 				for _, c := range []struct {
 					n    *G.Node
 					want tensor.Shape
@@ -100,15 +101,15 @@ func unpermuteGradCases() []gradCase {
 			return must(e.weighted("W", must(Unpermute(yp, nil, e.plan))))
 		})},
 		{"sum(W*gradRows(dy,probs)^2)", []string{"dy", "probs"}, caseFn(func(e *gradEnv) *G.Node {
-			d := must(applyOp(unpermuteGradRowsName, unpermuteGradRowsOp{g: e.plan.Geometry, weighted: true}, e.in["dy"], e.in["probs"], e.plan.Node))
+			d := must(opkit.ApplyOp(unpermuteGradRowsName, unpermuteGradRowsOp{g: e.plan.Geometry, weighted: true}, e.in["dy"], e.in["probs"], e.plan.Node))
 			return must(e.weighted("W", d))
 		})},
 		{"sum(W*gradRows(dy)^2) unweighted", []string{"dy"}, caseFn(func(e *gradEnv) *G.Node {
-			d := must(applyOp(unpermuteGradRowsName, unpermuteGradRowsOp{g: e.plan.Geometry}, e.in["dy"], e.plan.Node))
+			d := must(opkit.ApplyOp(unpermuteGradRowsName, unpermuteGradRowsOp{g: e.plan.Geometry}, e.in["dy"], e.plan.Node))
 			return must(e.weighted("W", d))
 		})},
 		{"sum(w*gradProbs(dy,yp)^2)", []string{"dy", "yp"}, caseFn(func(e *gradEnv) *G.Node {
-			d := must(applyOp(unpermuteGradProbsName, unpermuteGradProbsOp{g: e.plan.Geometry, pdt: e.dt}, e.in["dy"], e.in["yp"], e.plan.Node))
+			d := must(opkit.ApplyOp(unpermuteGradProbsName, unpermuteGradProbsOp{g: e.plan.Geometry, pdt: e.dt}, e.in["dy"], e.in["yp"], e.plan.Node))
 			return must(e.weighted("w", d))
 		})},
 	}
@@ -275,7 +276,7 @@ func TestUnpermuteBadInputs(t *testing.T) {
 	// mismatched H between dy and yp in the backward to the probs
 	gr := G.NewGraph()
 	p := plan(gr)
-	_, err := applyOp(unpermuteGradProbsName, unpermuteGradProbsOp{g: p.Geometry, pdt: tensor.Float64}, f64(gr, "dy", 4, 3), f64(gr, "yp", 8, 4), p.Node)
+	_, err := opkit.ApplyOp(unpermuteGradProbsName, unpermuteGradProbsOp{g: p.Geometry, pdt: tensor.Float64}, f64(gr, "dy", 4, 3), f64(gr, "yp", 8, 4), p.Node)
 	wantErr(t, "H mismatch", err, "yp has shape (8, 4)", "H=3")
 
 	// Do with values the graph would never pass.

@@ -2,7 +2,6 @@ package op
 
 import (
 	"fmt"
-	"hash/fnv"
 	"reflect"
 	"strings"
 
@@ -10,54 +9,20 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/bfloat16"
+	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 )
 
-// This file holds the private helpers that every op in the package shares: hashing, shape
-// checks, dtype dispatch, value conversion and gradient accumulation.
-
-// opError is an error with a message of our own that still unwraps to its cause.
-type opError struct {
-	msg string
-	err error
-}
-
-func (e *opError) Error() string { return e.msg }
-func (e *opError) Unwrap() error { return e.err }
-
-// errorf returns an error "gomoe: name: message".
-func errorf(name, format string, a ...any) error {
-	return fmt.Errorf("gomoe: %s: %s", name, fmt.Sprintf(format, a...))
-}
-
-// wrapErr prefixes err with the op name, dropping a "gomoe: " prefix that the cause (for
-// example a kernel) already carries, and keeps err as the cause.
-func wrapErr(name string, err error) error {
-	if err == nil {
-		return nil
-	}
-	return &opError{msg: "gomoe: " + name + ": " + strings.TrimPrefix(err.Error(), "gomoe: "), err: err}
-}
-
-// fnvHash is the 32-bit FNV-1a hash of s.
-func fnvHash(s string) uint32 {
-	h := fnv.New32a()
-	h.Write([]byte(s))
-	return h.Sum32()
-}
-
-// geometryKey spells out every field of g, including those that g.String leaves out, so that
-// ops whose geometries differ in any field hash differently.
-func geometryKey(g kernels.Geometry) string {
-	return fmt.Sprintf("T=%d K=%d E=%d A=%d mode=%v C=%d drop=%v pad=%v", g.T, g.K, g.E, g.A, g.Mode, g.C, g.Drop, g.PadToCapacity)
-}
+// This file holds the private helpers that every op in the package shares: shape checks,
+// dtype dispatch, value conversion and gradient accumulation. What package ep shares too
+// (errors, hashes, node building, value checks) is in internal/opkit.
 
 // shapeOf returns the tensor.Shape of a DimSizer (Gorgonia passes a tensor.Shape for every
 // ordinary node).
 func shapeOf(name, what string, d G.DimSizer) (tensor.Shape, error) {
 	s, ok := d.(tensor.Shape)
 	if !ok {
-		return nil, errorf(name, "%s: shape is a %T, want a tensor.Shape", what, d)
+		return nil, opkit.Errorf(name, "%s: shape is a %T, want a tensor.Shape", what, d)
 	}
 	return s, nil
 }
@@ -65,7 +30,7 @@ func shapeOf(name, what string, d G.DimSizer) (tensor.Shape, error) {
 // shapesOf checks that ds holds len(whats) shapes and returns them.
 func shapesOf(name string, ds []G.DimSizer, whats ...string) ([]tensor.Shape, error) {
 	if len(ds) != len(whats) {
-		return nil, errorf(name, "got %d input shapes, want %d (%s)", len(ds), len(whats), strings.Join(whats, ", "))
+		return nil, opkit.Errorf(name, "got %d input shapes, want %d (%s)", len(ds), len(whats), strings.Join(whats, ", "))
 	}
 	out := make([]tensor.Shape, len(ds))
 	for i, d := range ds {
@@ -109,17 +74,7 @@ func checkShape(name, what string, s tensor.Shape, want ...dim) error {
 			parts[i] = w.label + ">=1"
 		}
 	}
-	return errorf(name, "%s has shape %v, want (%s)", what, shapeString(s), strings.Join(parts, ", "))
-}
-
-// shapeString prints a shape as (a, b) also for vectors and scalars (tensor.Shape prints
-// vectors as (n) and scalars as ()).
-func shapeString(s tensor.Shape) string {
-	parts := make([]string, len(s))
-	for i, n := range s {
-		parts[i] = fmt.Sprint(n)
-	}
-	return "(" + strings.Join(parts, ", ") + ")"
+	return opkit.Errorf(name, "%s has shape %v, want (%s)", what, opkit.ShapeString(s), strings.Join(parts, ", "))
 }
 
 // isFloat reports whether dt is a data dtype the CPU kernels support.
@@ -137,7 +92,7 @@ func wantFloat(dt tensor.Dtype) error {
 // checkFloat checks that dt is float32 or float64.
 func checkFloat(name, what string, dt tensor.Dtype) error {
 	if !isFloat(dt) {
-		return errorf(name, "%s has dtype %v, want float32 or float64", what, dt)
+		return opkit.Errorf(name, "%s has dtype %v, want float32 or float64", what, dt)
 	}
 	return nil
 }
@@ -149,7 +104,7 @@ func isData(dt tensor.Dtype) bool { return isFloat(dt) || dt == bfloat16.Dtype }
 // checkData checks that dt is a data dtype of permute and unpermute.
 func checkData(name, what string, dt tensor.Dtype) error {
 	if !isData(dt) {
-		return errorf(name, "%s has dtype %v, want float32 or float64 or bfloat16", what, dt)
+		return opkit.Errorf(name, "%s has dtype %v, want float32 or float64 or bfloat16", what, dt)
 	}
 	return nil
 }
@@ -168,9 +123,9 @@ func probsDtypeFor(data tensor.Dtype) tensor.Dtype {
 func checkProbsDtype(name string, data, probs tensor.Dtype) error {
 	if want := probsDtypeFor(data); probs != want {
 		if data == bfloat16.Dtype {
-			return errorf(name, "probs have dtype %v but the data has dtype %v: bfloat16 data takes float32 probs", probs, data)
+			return opkit.Errorf(name, "probs have dtype %v but the data has dtype %v: bfloat16 data takes float32 probs", probs, data)
 		}
-		return errorf(name, "probs have dtype %v but the data has dtype %v: probs must have the data dtype", probs, data)
+		return opkit.Errorf(name, "probs have dtype %v but the data has dtype %v: probs must have the data dtype", probs, data)
 	}
 	return nil
 }
@@ -178,20 +133,7 @@ func checkProbsDtype(name string, data, probs tensor.Dtype) error {
 // checkInt32 checks that dt is int32, the dtype of every index tensor.
 func checkInt32(name, what string, dt tensor.Dtype) error {
 	if dt != tensor.Int32 {
-		return errorf(name, "%s has dtype %v, want int32", what, dt)
-	}
-	return nil
-}
-
-// checkArity checks the number of values passed to Do.
-func checkArity(name string, vs []G.Value, n int) error {
-	if len(vs) != n {
-		return errorf(name, "got %d inputs, want %d", len(vs), n)
-	}
-	for i, v := range vs {
-		if v == nil {
-			return errorf(name, "input %d is nil", i)
-		}
+		return opkit.Errorf(name, "%s has dtype %v, want int32", what, dt)
 	}
 	return nil
 }
@@ -201,40 +143,15 @@ func checkNodes(name string, nodes []*G.Node, whats ...string) error {
 	var g *G.ExprGraph
 	for i, n := range nodes {
 		if n == nil {
-			return errorf(name, "%s is nil", whats[i])
+			return opkit.Errorf(name, "%s is nil", whats[i])
 		}
 		if i == 0 {
 			g = n.Graph()
 		} else if n.Graph() != g {
-			return errorf(name, "%s belongs to another graph than %s", whats[i], whats[0])
+			return opkit.Errorf(name, "%s belongs to another graph than %s", whats[i], whats[0])
 		}
 	}
 	return nil
-}
-
-// nodeDtype returns a node's dtype without Gorgonia's panic for nodes of unusual types.
-func nodeDtype(name, what string, n *G.Node) (dt tensor.Dtype, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = errorf(name, "%s has no dtype: %v", what, r)
-		}
-	}()
-	return n.Dtype(), nil
-}
-
-// applyOp is G.ApplyOp that turns a panic inside Gorgonia into an error, so that no panic
-// escapes the package's node functions.
-func applyOp(name string, op G.Op, children ...*G.Node) (n *G.Node, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			n, err = nil, errorf(name, "gorgonia panicked while building the node: %v", r)
-		}
-	}()
-	n, err = G.ApplyOp(op, children...)
-	if err != nil {
-		return nil, wrapErr(name, err)
-	}
-	return n, nil
 }
 
 // anyData is the dtype argument of checkValue that accepts every data dtype (isData).
@@ -244,7 +161,7 @@ var anyData = tensor.Dtype{Type: reflect.TypeOf(struct{ anyData byte }{})}
 // from its metadata alone, so it is safe on device values.
 func checkValue(name, what string, v G.Value, dt tensor.Dtype, want ...dim) error {
 	if v == nil {
-		return errorf(name, "%s is nil", what)
+		return opkit.Errorf(name, "%s is nil", what)
 	}
 	switch {
 	case dt == anyData:
@@ -256,7 +173,7 @@ func checkValue(name, what string, v G.Value, dt tensor.Dtype, want ...dim) erro
 			return err
 		}
 	case v.Dtype() != dt:
-		return errorf(name, "%s has dtype %v, want %v", what, v.Dtype(), dt)
+		return opkit.Errorf(name, "%s has dtype %v, want %v", what, v.Dtype(), dt)
 	}
 	return checkShape(name, what, v.Shape(), want...)
 }
@@ -279,25 +196,9 @@ func onDevice(name string, vs ...G.Value) (bool, error) {
 		}
 	}
 	if nd > 0 && nh > 0 {
-		return false, errorf(name, "inputs mix device values (%d) and host values (%d); copy them to one place first", nd, nh)
+		return false, opkit.Errorf(name, "inputs mix device values (%d) and host values (%d); copy them to one place first", nd, nh)
 	}
 	return nd > 0, nil
-}
-
-// hostDense returns v as a contiguous host *tensor.Dense (a non-contiguous view is copied).
-func hostDense(name, what string, v G.Value) (*tensor.Dense, error) {
-	d, ok := v.(*tensor.Dense)
-	if !ok {
-		return nil, errorf(name, "%s is a %T, want a *tensor.Dense", what, v)
-	}
-	if d.RequiresIterator() {
-		m, ok := d.Materialize().(*tensor.Dense)
-		if !ok {
-			return nil, errorf(name, "%s: cannot materialize the view", what)
-		}
-		d = m
-	}
-	return d, nil
 }
 
 // dataOf returns the backing slice of a host dense tensor whose dtype was checked to be F's.
@@ -305,21 +206,21 @@ func dataOf[F kernels.Float | int32](name, what string, d *tensor.Dense) ([]F, e
 	if d.Shape().TotalSize() == 0 || d.DataSize() == 0 { // Data() of an empty tensor panics in tensor v0.9.24
 		var zero F
 		if d.Dtype().Type != reflect.TypeOf(zero) {
-			return nil, errorf(name, "%s has dtype %v, want %T", what, d.Dtype(), zero)
+			return nil, opkit.Errorf(name, "%s has dtype %v, want %T", what, d.Dtype(), zero)
 		}
 		return []F{}, nil
 	}
 	s, ok := d.Data().([]F)
 	if !ok || len(s) != d.Shape().TotalSize() {
 		var zero F
-		return nil, errorf(name, "%s holds %T, want a []%T of %d elements", what, d.Data(), zero, d.Shape().TotalSize())
+		return nil, opkit.Errorf(name, "%s holds %T, want a []%T of %d elements", what, d.Data(), zero, d.Shape().TotalSize())
 	}
 	return s, nil
 }
 
 // hostFloats converts a host value of dtype F to its data.
 func hostFloats[F kernels.Float](name, what string, v G.Value) ([]F, error) {
-	d, err := hostDense(name, what, v)
+	d, err := opkit.HostDense(name, what, v)
 	if err != nil {
 		return nil, err
 	}
@@ -346,15 +247,15 @@ func outDense[F kernels.Float | int32](name string, pre G.Value, shape ...int) (
 	}
 	d, ok := pre.(*tensor.Dense)
 	if !ok || d.RequiresIterator() || d.IsView() {
-		return nil, nil, errorf(name, "preallocated output is a %T view or non-dense value", pre)
+		return nil, nil, opkit.Errorf(name, "preallocated output is a %T view or non-dense value", pre)
 	}
 	if !d.Shape().Eq(tensor.Shape(shape)) {
-		return nil, nil, errorf(name, "preallocated output has shape %v, want %v", shapeString(d.Shape()), shapeString(shape))
+		return nil, nil, opkit.Errorf(name, "preallocated output has shape %v, want %v", opkit.ShapeString(d.Shape()), opkit.ShapeString(shape))
 	}
 	s, ok := d.Data().([]F)
 	if !ok || len(s) != d.Shape().TotalSize() {
 		var zero F
-		return nil, nil, errorf(name, "preallocated output has dtype %v, want %T", d.Dtype(), zero)
+		return nil, nil, opkit.Errorf(name, "preallocated output has dtype %v, want %T", d.Dtype(), zero)
 	}
 	clear(s)
 	return d, s, nil
@@ -376,7 +277,7 @@ func hostPlan(name string, g kernels.Geometry, v G.Value) (kernels.Plan, error) 
 	if err := checkValue(name, "plan", v, tensor.Int32, planDim(g)); err != nil {
 		return kernels.Plan{}, err
 	}
-	d, err := hostDense(name, "plan", v)
+	d, err := opkit.HostDense(name, "plan", v)
 	if err != nil {
 		return kernels.Plan{}, err
 	}
@@ -386,7 +287,7 @@ func hostPlan(name string, g kernels.Geometry, v G.Value) (kernels.Plan, error) 
 	}
 	p, err := g.View(flat)
 	if err != nil {
-		return kernels.Plan{}, wrapErr(name, err)
+		return kernels.Plan{}, opkit.Wrap(name, err)
 	}
 	return p, nil
 }
@@ -404,10 +305,10 @@ type gradUpdate struct {
 func accumulate(name string, ups ...gradUpdate) error {
 	for _, u := range ups {
 		if u.dst == nil || u.src == nil {
-			return errorf(name, "gradient of %s is missing", u.what)
+			return opkit.Errorf(name, "gradient of %s is missing", u.what)
 		}
 		if u.dst.Dtype() != u.src.Dtype() || !u.dst.Shape().Eq(u.src.Shape()) {
-			return errorf(name, "gradient of %s has dtype %v shape %v, the update has %v %v", u.what, u.dst.Dtype(), shapeString(u.dst.Shape()), u.src.Dtype(), shapeString(u.src.Shape()))
+			return opkit.Errorf(name, "gradient of %s has dtype %v shape %v, the update has %v %v", u.what, u.dst.Dtype(), opkit.ShapeString(u.dst.Shape()), u.src.Dtype(), opkit.ShapeString(u.src.Shape()))
 		}
 		if err := checkData(name, "gradient of "+u.what, u.dst.Dtype()); err != nil {
 			return err
@@ -416,13 +317,13 @@ func accumulate(name string, ups ...gradUpdate) error {
 			_, ok1 := u.dst.(tensor.Tensor)
 			_, ok2 := u.src.(tensor.Tensor)
 			if !ok1 || !ok2 {
-				return errorf(name, "gradient of %s: cannot add a %T into a %T", u.what, u.src, u.dst)
+				return opkit.Errorf(name, "gradient of %s: cannot add a %T into a %T", u.what, u.src, u.dst)
 			}
 			continue
 		}
 		d, ok := u.dst.(*tensor.Dense)
 		if !ok || d.RequiresIterator() {
-			return errorf(name, "gradient of %s is a %T view or non-dense value", u.what, u.dst)
+			return opkit.Errorf(name, "gradient of %s is a %T view or non-dense value", u.what, u.dst)
 		}
 	}
 	for _, u := range ups {
@@ -430,7 +331,7 @@ func accumulate(name string, ups ...gradUpdate) error {
 		switch {
 		case device != nil && (device.Owns(u.dst) || device.Owns(u.src)):
 			_, err = tensor.Add(u.dst.(tensor.Tensor), u.src.(tensor.Tensor), tensor.UseUnsafe())
-			err = wrapErr(name, err)
+			err = opkit.Wrap(name, err)
 		case u.dst.Dtype() == tensor.Float32:
 			err = addInto[float32](name, u.what, u.dst.(*tensor.Dense), u.src)
 		case u.dst.Dtype() == bfloat16.Dtype:

@@ -9,6 +9,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 )
 
@@ -25,9 +26,9 @@ import (
 func ZLoss(logits *G.Node, coeff float64) (*G.Node, error) {
 	const name = "ZLoss"
 	if logits == nil {
-		return nil, errorf(name, "logits is nil")
+		return nil, opkit.Errorf(name, "logits is nil")
 	}
-	dt, err := nodeDtype(name, "logits", logits)
+	dt, err := opkit.NodeDtype(name, "logits", logits)
 	if err != nil {
 		return nil, err
 	}
@@ -35,12 +36,12 @@ func ZLoss(logits *G.Node, coeff float64) (*G.Node, error) {
 		return nil, err
 	}
 	if math.IsNaN(coeff) || math.IsInf(coeff, 0) {
-		return nil, errorf(name, "coefficient %v is not finite", coeff)
+		return nil, opkit.Errorf(name, "coefficient %v is not finite", coeff)
 	}
 	if err := checkShape(name, "logits", logits.Shape(), dim{"T", -1}, dim{"E", -1}); err != nil {
 		return nil, err
 	}
-	return applyOp(name, zLossOp{coeff}, logits)
+	return opkit.ApplyOp(name, zLossOp{coeff}, logits)
 }
 
 // zLossOp: logits [T,E] → scalar.
@@ -71,7 +72,7 @@ func (op zLossOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 // zArgs checks the logits value and reports whether it is on the device.
 func zArgs(name string, v G.Value) (bool, error) {
 	if v == nil {
-		return false, errorf(name, "logits is nil")
+		return false, opkit.Errorf(name, "logits is nil")
 	}
 	if err := checkValue(name, "logits", v, tensor.Dtype{}, dim{"T", -1}, dim{"E", -1}); err != nil {
 		return false, err
@@ -81,7 +82,7 @@ func zArgs(name string, v G.Value) (bool, error) {
 
 func (op zLossOp) Do(vs ...G.Value) (G.Value, error) {
 	const name = "ZLoss"
-	if err := checkArity(name, vs, 1); err != nil {
+	if err := opkit.CheckArity(name, vs, 1); err != nil {
 		return nil, err
 	}
 	dev, err := zArgs(name, vs[0])
@@ -96,7 +97,7 @@ func (op zLossOp) Do(vs ...G.Value) (G.Value, error) {
 		}
 		v, err := d.ZLoss(vs[0], op.scale(T))
 		if err != nil {
-			return nil, wrapErr(name, err)
+			return nil, opkit.Wrap(name, err)
 		}
 		return v, nil
 	}
@@ -114,7 +115,7 @@ func zHost[F float32 | float64](name string, xv G.Value, scale float64) (G.Value
 	s := xv.Shape()
 	v, err := kernels.ZLossForward(x, s[0], s[1], scale)
 	if err != nil {
-		return nil, wrapErr(name, err)
+		return nil, opkit.Wrap(name, err)
 	}
 	return lossScalar(v), nil
 }
@@ -137,9 +138,9 @@ func (op zLossOp) DiffWRT(n int) []bool {
 // SymDiff: dlogits = zLossGradOp(logits, dloss).
 func (op zLossOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 	if len(inputs) != 1 {
-		return nil, errorf("ZLoss", "want 1 input, got %d", len(inputs))
+		return nil, opkit.Errorf("ZLoss", "want 1 input, got %d", len(inputs))
 	}
-	dx, err := applyOp("ZLossGrad", zLossGradOp(op), inputs[0], grad)
+	dx, err := opkit.ApplyOp("ZLossGrad", zLossGradOp(op), inputs[0], grad)
 	if err != nil {
 		return nil, err
 	}
@@ -150,7 +151,7 @@ func (op zLossOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error)
 func (op zLossOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
 	const name = "ZLoss.DoDiff"
 	if len(inputs) != 1 {
-		return errorf(name, "want 1 input, got %d", len(inputs))
+		return opkit.Errorf(name, "want 1 input, got %d", len(inputs))
 	}
 	gy, err := output.Grad()
 	if err != nil {
@@ -191,7 +192,7 @@ func (op zLossGradOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 
 func (op zLossGradOp) Do(vs ...G.Value) (G.Value, error) {
 	const name = "ZLossGrad"
-	if err := checkArity(name, vs, 2); err != nil {
+	if err := opkit.CheckArity(name, vs, 2); err != nil {
 		return nil, err
 	}
 	dev, err := zArgs(name, vs[0])
@@ -212,7 +213,7 @@ func (op zLossGradOp) Do(vs ...G.Value) (G.Value, error) {
 		}
 		v, err := d.ZLossGrad(vs[0], scale, dy, dyv)
 		if err != nil {
-			return nil, wrapErr(name, err)
+			return nil, opkit.Wrap(name, err)
 		}
 		return v, nil
 	}
@@ -229,7 +230,7 @@ func zGradHost[F float32 | float64](name string, xv G.Value, T, E int, scale, dy
 	}
 	out, dx := newDense[F](T, E)
 	if err := kernels.ZLossBackward(dx, x, T, E, scale, dy); err != nil {
-		return nil, wrapErr(name, err)
+		return nil, opkit.Wrap(name, err)
 	}
 	return out, nil
 }
