@@ -70,6 +70,7 @@ func BenchmarkGemm(b *testing.B) {
 					b.ReportMetric(flops*float64(b.N)/cpu.Seconds()/1e9, "GFLOP/cpu-s")
 				}
 			}
+			cpu0p := func() { cpu0 = processCPU() }
 			var impl gonum.Implementation
 			tr := func(t bool) blas.Transpose {
 				if t {
@@ -79,44 +80,14 @@ func BenchmarkGemm(b *testing.B) {
 			}
 			if dt == "f32" {
 				a32, b32, c32 := gmmConv[float32](a), gmmConv[float32](bb), make([]float32, s.m*s.n)
-				b.Run(s.name+"/f32/gonum", func(b *testing.B) {
-					cpu0 = processCPU()
-					for i := 0; i < b.N; i++ {
-						impl.Sgemm(tr(s.tA), tr(s.tB), s.m, s.n, s.k, 1, a32, lda, b32, ldb, 0, c32, s.n)
-					}
-					report(b)
-				})
-				for _, path := range gemmBenchPaths {
-					b.Run(s.name+"/f32/"+path, func(b *testing.B) {
-						defer gemmRestoreB()()
-						gemmSetPath(path)
-						cpu0 = processCPU()
-						for i := 0; i < b.N; i++ {
-							_ = Gemm(s.tA, s.tB, s.m, s.n, s.k, a32, lda, b32, ldb, 0, c32, s.n)
-						}
-						report(b)
-					})
-				}
+				benchGemmPaths(b, s.name+"/f32", cpu0p, report, func() {
+					impl.Sgemm(tr(s.tA), tr(s.tB), s.m, s.n, s.k, 1, a32, lda, b32, ldb, 0, c32, s.n)
+				}, func() { _ = Gemm(s.tA, s.tB, s.m, s.n, s.k, a32, lda, b32, ldb, 0, c32, s.n) })
 			} else {
 				c64 := make([]float64, s.m*s.n)
-				b.Run(s.name+"/f64/gonum", func(b *testing.B) {
-					cpu0 = processCPU()
-					for i := 0; i < b.N; i++ {
-						impl.Dgemm(tr(s.tA), tr(s.tB), s.m, s.n, s.k, 1, a, lda, bb, ldb, 0, c64, s.n)
-					}
-					report(b)
-				})
-				for _, path := range gemmBenchPaths {
-					b.Run(s.name+"/f64/"+path, func(b *testing.B) {
-						defer gemmRestoreB()()
-						gemmSetPath(path)
-						cpu0 = processCPU()
-						for i := 0; i < b.N; i++ {
-							_ = Gemm(s.tA, s.tB, s.m, s.n, s.k, a, lda, bb, ldb, 0, c64, s.n)
-						}
-						report(b)
-					})
-				}
+				benchGemmPaths(b, s.name+"/f64", cpu0p, report, func() {
+					impl.Dgemm(tr(s.tA), tr(s.tB), s.m, s.n, s.k, 1, a, lda, bb, ldb, 0, c64, s.n)
+				}, func() { _ = Gemm(s.tA, s.tB, s.m, s.n, s.k, a, lda, bb, ldb, 0, c64, s.n) })
 			}
 		}
 	}
@@ -132,4 +103,27 @@ var (
 // gemmRestoreB returns a function that puts back the kernels chosen at start-up.
 func gemmRestoreB() func() {
 	return func() { gemmF32, gemmF64 = gemmDefault32, gemmDefault64 }
+}
+
+// benchGemmPaths times gonum (one call of gonum) and each of this CPU's kernel paths (one call
+// of ours) as sub-benchmarks of name; start resets the CPU-time baseline, report reports.
+func benchGemmPaths(b *testing.B, name string, start func(), report func(*testing.B), gonum, ours func()) {
+	b.Run(name+"/gonum", func(b *testing.B) {
+		start()
+		for i := 0; i < b.N; i++ {
+			gonum()
+		}
+		report(b)
+	})
+	for _, path := range gemmBenchPaths {
+		b.Run(name+"/"+path, func(b *testing.B) {
+			defer gemmRestoreB()()
+			gemmSetPath(path)
+			start()
+			for i := 0; i < b.N; i++ {
+				ours()
+			}
+			report(b)
+		})
+	}
 }
