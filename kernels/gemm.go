@@ -40,7 +40,14 @@ type gemmKern[T float32 | float64] struct {
 	// fn computes the mr×nr tile from a packed sliver a (kc·mr values, mr per k) and b (kc·nr
 	// values, nr per k) into c (row stride ldc): c = acc, or c += acc when add.
 	fn func(kc int, a, b, c []T, ldc int, add bool)
+	// whole, when set, replaces the engine: it computes gemmSerial's whole product itself (an
+	// external BLAS, the openblas build tag); fn and the blocking are then unused.
+	whole func(tA, tB bool, m, n, k int, a []T, lda int, b []T, ldb int, beta T, c []T, ldc int)
 }
+
+// gemmExtraPaths holds kernel paths beyond this CPU's built-in ones, by name (the openblas
+// build tag adds "openblas"); gemmSetPath selects them too.
+var gemmExtraPaths = map[string]func(){}
 
 // gemmF32 and gemmF64 are the kernels in use: the portable ones until gemmInit (gemm_amd64.go)
 // picks assembly for this CPU.
@@ -130,6 +137,10 @@ func gemmSerial[T float32 | float64](tA, tB bool, m, n, k int, a []T, lda int, b
 		beta = 1
 	}
 	kern := gemmKernel[T]()
+	if kern.whole != nil {
+		kern.whole(tA, tB, m, n, k, a, lda, b, ldb, beta, c, ldc)
+		return
+	}
 	ws := gemmGetWS(kern, m, n, k)
 	defer gemmPutWS(ws)
 	mr, nr := kern.mr, kern.nr

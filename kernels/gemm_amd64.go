@@ -47,7 +47,8 @@ var (
 	gemmHasAVX512 = cpu.X86.HasAVX512F
 )
 
-// gemmSetPath selects the micro-kernels by name ("avx512", "avx2" or "go") and reports
+// gemmSetPath selects the micro-kernels by name ("avx512", "avx2", "go", or one of
+// gemmExtraPaths such as "openblas") and reports
 // whether this CPU runs them. Tests use it to compare the paths.
 func gemmSetPath(name string) bool {
 	switch {
@@ -58,7 +59,11 @@ func gemmSetPath(name string) bool {
 	case name == "go":
 		gemmF32, gemmF64 = gemmGoKern[float32](), gemmGoKern[float64]()
 	default:
-		return false
+		set, ok := gemmExtraPaths[name]
+		if !ok {
+			return false
+		}
+		set()
 	}
 	return true
 }

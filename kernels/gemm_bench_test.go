@@ -20,11 +20,12 @@ import (
 // used meanwhile (all threads), the per-core rate that time-slicing on a loaded machine does
 // not dilute (it does count spinning and the runtime's own work).
 //
-// The engine runs with each assembly kernel this CPU has (avx512, avx2); the portable "go"
-// kernel with -gemm.go (it is slow at the large sizes).
+// The engine runs with each assembly kernel this CPU has (avx512, avx2), and OpenBLAS under
+// the openblas build tag; the portable "go" kernel with -gemm.go (it is slow at the large
+// sizes).
 func BenchmarkGemm(b *testing.B) {
 	gemmBenchPaths = gemmBenchPaths[:0]
-	for _, p := range []string{"avx512", "avx2", "go"} {
+	for _, p := range []string{"avx512", "avx2", "go", "openblas"} {
 		if (p != "go" || *gemmBenchGo) && gemmSetPath(p) {
 			gemmBenchPaths = append(gemmBenchPaths, p)
 		}

@@ -2,8 +2,13 @@
 
 package kernels
 
-// gemmSetPath selects the micro-kernels by name; only the portable "go" kernels exist here.
+// gemmSetPath selects the micro-kernels by name: the portable "go" kernels, or one of
+// gemmExtraPaths such as "openblas"; no assembly kernels exist here.
 func gemmSetPath(name string) bool {
+	if set, ok := gemmExtraPaths[name]; ok {
+		set()
+		return true
+	}
 	if name != "go" {
 		return false
 	}

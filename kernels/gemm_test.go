@@ -57,7 +57,7 @@ func gemmCase[T float32 | float64](t *testing.T, rng *rand.Rand, tA, tB bool, m,
 	}
 }
 
-// gemmPaths returns the kernel paths this CPU runs; the caller restores the default.
+// gemmPaths returns the built-in kernel paths this CPU runs; the caller restores the default.
 func gemmPaths(t *testing.T) []string {
 	var paths []string
 	for _, p := range []string{"go", "avx2", "avx512"} {
@@ -80,7 +80,11 @@ func TestGemmAgainstLoops(t *testing.T) {
 		{6, 16, 1}, {12, 32, 256}, {13, 33, 257}, {25, 40, 513}, {200, 70, 31}, {5, 1100, 9}, {193, 65, 300},
 	}
 	defer gemmRestore(t)
-	for _, path := range gemmPaths(t) {
+	paths := gemmPaths(t)
+	for name := range gemmExtraPaths { // "openblas" under its build tag
+		paths = append(paths, name)
+	}
+	for _, path := range paths {
 		gemmSetPath(path)
 		rng := rand.New(rand.NewSource(7))
 		for si, s := range sizes {
