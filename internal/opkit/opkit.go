@@ -1,6 +1,7 @@
 // Package opkit holds what gomoe's Gorgonia ops (packages op and ep) share: one convention for
 // error text ("gomoe: <op name>: <message>"), op hashes, geometry keys, node building that never
-// lets a Gorgonia panic escape, and checks of the values an op's Do receives.
+// lets a Gorgonia panic escape, checks of the values an op's Do receives, and Base, the part of
+// the Op interface that is the same for every op (base.go).
 package opkit
 
 import (
