@@ -25,8 +25,9 @@ func TestOpIdentity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := kernels.Geometry{T: 4, K: 2, E: 4, A: 1}
-	gl := kernels.Geometry{T: 8, K: 1, E: 2, A: 1, Mode: kernels.Capacity, C: 3}
+	// Drop is set: a zero Drop and DropByPosition act alike, and their ops are one op.
+	gs := kernels.Geometry{T: 4, K: 2, E: 4, A: 1, Drop: kernels.DropByPosition}
+	gl := kernels.Geometry{T: 8, K: 1, E: 2, A: 1, Mode: kernels.Capacity, C: 3, Drop: kernels.DropByPosition}
 	ex := exchange{gs: gs, gl: gl, c: c0}
 	ops := []G.Op{
 		dispatchOp{exchange: ex}, combineOp{exchange: ex},

@@ -14,7 +14,8 @@ import (
 // op's String and its hash (else Gorgonia would merge two different nodes of one input), and
 // WriteHash and Hashcode follow String.
 func TestOpIdentity(t *testing.T) {
-	g := kernels.Geometry{T: 4, K: 2, E: 3, A: 1}
+	// Drop is set: a zero Drop and DropByPosition act alike, and their ops are one op.
+	g := kernels.Geometry{T: 4, K: 2, E: 3, A: 1, Drop: kernels.DropByPosition}
 	gc := kernels.Geometry{T: 4, K: 2, E: 3, A: 2, Mode: kernels.Capacity, C: 2, Drop: kernels.DropByProb, PadToCapacity: true}
 	bl := balanceLossOp{e: 3, k: 2, seqs: 1, coeff: 0.5}
 	ops := []G.Op{

@@ -46,9 +46,10 @@ func Hash(s string) uint32 {
 }
 
 // GeometryKey spells out every field of g, including those that g.String leaves out, so that
-// ops whose geometries differ in any field hash differently.
+// ops whose geometries differ in any field hash differently. The drop policy is the one g
+// applies (g.DropPolicy), so that a zero Drop and DropByPosition, which act alike, key alike.
 func GeometryKey(g kernels.Geometry) string {
-	return fmt.Sprintf("T=%d K=%d E=%d A=%d mode=%v C=%d drop=%v pad=%v", g.T, g.K, g.E, g.A, g.Mode, g.C, g.Drop, g.PadToCapacity)
+	return fmt.Sprintf("T=%d K=%d E=%d A=%d mode=%v C=%d drop=%v pad=%v", g.T, g.K, g.E, g.A, g.Mode, g.C, g.DropPolicy(), g.PadToCapacity)
 }
 
 // ShapeString writes s as "(d0, d1, ...)".
