@@ -1,7 +1,6 @@
 package ep
 
 import (
-	"fmt"
 	"hash"
 
 	"github.com/chewxy/hm"
@@ -46,11 +45,14 @@ func CombineRows(yr *G.Node, p *Plan) (*G.Node, error) {
 	if err := checkRowsNode(name, "yr", yr, p.LocalGeometry.Rows()); err != nil {
 		return nil, err
 	}
-	return opkit.ApplyOp(name, combineOp{exchange{gs: p.Send.Geometry, gl: p.LocalGeometry, c: p.Comm}}, yr, p.Node)
+	return opkit.ApplyOp(name, combineOp{exchange: exchange{gs: p.Send.Geometry, gl: p.LocalGeometry, c: p.Comm}}, yr, p.Node)
 }
 
 // combineOp is the exchange of Combine: (yr [R',H], ep plan) -> ys [Rs,H].
-type combineOp struct{ exchange }
+type combineOp struct {
+	opkit.Base
+	exchange
+}
 
 var (
 	_ G.Op   = combineOp{}
@@ -60,12 +62,9 @@ var (
 
 func (o combineOp) Arity() int            { return 2 }
 func (o combineOp) Type() hm.Type         { return exchangeType() }
-func (o combineOp) ReturnsPtr() bool      { return false }
-func (o combineOp) CallsExtern() bool     { return false }
-func (o combineOp) OverwritesInput() int  { return -1 }
 func (o combineOp) String() string        { return o.key(combineName) }
-func (o combineOp) WriteHash(h hash.Hash) { fmt.Fprint(h, o.key(combineName)) }
-func (o combineOp) Hashcode() uint32      { return opkit.Hash(o.key(combineName)) }
+func (o combineOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, o) }
+func (o combineOp) Hashcode() uint32      { return opkit.Hashcode(o) }
 
 func (o combineOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	return o.inferShape(combineName, false, ds)

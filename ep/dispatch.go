@@ -49,7 +49,7 @@ func DispatchRows(xs *G.Node, p *Plan) (*G.Node, error) {
 	if err := checkRowsNode(name, "xs", xs, p.Send.Rows()); err != nil {
 		return nil, err
 	}
-	return opkit.ApplyOp(name, dispatchOp{exchange{gs: p.Send.Geometry, gl: p.LocalGeometry, c: p.Comm}}, xs, p.Node)
+	return opkit.ApplyOp(name, dispatchOp{exchange: exchange{gs: p.Send.Geometry, gl: p.LocalGeometry, c: p.Comm}}, xs, p.Node)
 }
 
 const (
@@ -233,7 +233,10 @@ func addInto(name string, dst, src G.Value) error {
 }
 
 // dispatchOp is the exchange of Dispatch: (xs [Rs,H], ep plan) -> xr [R',H].
-type dispatchOp struct{ exchange }
+type dispatchOp struct {
+	opkit.Base
+	exchange
+}
 
 var (
 	_ G.Op   = dispatchOp{}
@@ -243,12 +246,9 @@ var (
 
 func (o dispatchOp) Arity() int            { return 2 }
 func (o dispatchOp) Type() hm.Type         { return exchangeType() }
-func (o dispatchOp) ReturnsPtr() bool      { return false }
-func (o dispatchOp) CallsExtern() bool     { return false }
-func (o dispatchOp) OverwritesInput() int  { return -1 }
 func (o dispatchOp) String() string        { return o.key(dispatchName) }
-func (o dispatchOp) WriteHash(h hash.Hash) { fmt.Fprint(h, o.key(dispatchName)) }
-func (o dispatchOp) Hashcode() uint32      { return opkit.Hash(o.key(dispatchName)) }
+func (o dispatchOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, o) }
+func (o dispatchOp) Hashcode() uint32      { return opkit.Hashcode(o) }
 
 func (o dispatchOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	return o.inferShape(dispatchName, true, ds)

@@ -132,7 +132,7 @@ func (o guardOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) { return o.o
 func (o guardOp) ReturnsPtr() bool                                  { return o.op.ReturnsPtr() }
 func (o guardOp) CallsExtern() bool                                 { return o.op.CallsExtern() }
 func (o guardOp) OverwritesInput() int                              { return o.op.OverwritesInput() }
-func (o guardOp) String() string                                    { return "ep.Guard(" + o.op.String() + ")" }
+func (o guardOp) String() string                                    { return "ep.Guard{" + commKey(o.c) + "; " + o.op.String() + "}" }
 func (o guardOp) WriteHash(h hash.Hash) {
 	fmt.Fprintf(h, "ep.Guard(%s)", commKey(o.c))
 	o.op.WriteHash(h)

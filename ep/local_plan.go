@@ -18,7 +18,10 @@ const localPlanName = "ep.NewPlan (local plan)"
 // host memory, send plan) -> local plan [PlanLen(gl)], placed where the send plan lives (on the
 // device when the layer runs there, for the experts' ops). The send plan is an input only to
 // tell where that is; no data of it is read.
-type localPlanOp struct{ gs, gl kernels.Geometry }
+type localPlanOp struct {
+	opkit.Base
+	gs, gl kernels.Geometry
+}
 
 var (
 	_ G.Op   = localPlanOp{}
@@ -47,15 +50,11 @@ func (o localPlanOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	return tensor.Shape{o.gl.PlanLen()}, nil
 }
 
-func (o localPlanOp) key() string {
+func (o localPlanOp) String() string {
 	return fmt.Sprintf("ep.LocalPlan{send %s; local %s}", opkit.GeometryKey(o.gs), opkit.GeometryKey(o.gl))
 }
-func (o localPlanOp) String() string        { return o.key() }
-func (o localPlanOp) WriteHash(h hash.Hash) { fmt.Fprint(h, o.key()) }
-func (o localPlanOp) Hashcode() uint32      { return opkit.Hash(o.key()) }
-func (o localPlanOp) ReturnsPtr() bool      { return false }
-func (o localPlanOp) CallsExtern() bool     { return false }
-func (o localPlanOp) OverwritesInput() int  { return -1 }
+func (o localPlanOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, o) }
+func (o localPlanOp) Hashcode() uint32      { return opkit.Hashcode(o) }
 
 // DiffWRT is all false: the plan is integer routing data.
 func (o localPlanOp) DiffWRT(n int) []bool { return make([]bool, n) }

@@ -198,6 +198,7 @@ func epPlanLen(gs, gl kernels.Geometry) int { return 2*gs.E + 1 + gl.PlanLen() }
 // planOp builds the expert-parallel plan from the send plan: send plan [PlanLen(gs)] int32 ->
 // ep plan [epPlanLen] int32 in host memory. Its Do is a collective.
 type planOp struct {
+	opkit.Base
 	gs, gl kernels.Geometry
 	c      Communicator
 }
@@ -226,15 +227,11 @@ func (o planOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	return tensor.Shape{epPlanLen(o.gs, o.gl)}, nil
 }
 
-func (o planOp) key() string {
+func (o planOp) String() string {
 	return fmt.Sprintf("ep.Plan{send %s; local %s; %s}", opkit.GeometryKey(o.gs), opkit.GeometryKey(o.gl), commKey(o.c))
 }
-func (o planOp) String() string        { return o.key() }
-func (o planOp) WriteHash(h hash.Hash) { fmt.Fprint(h, o.key()) }
-func (o planOp) Hashcode() uint32      { return opkit.Hash(o.key()) }
-func (o planOp) ReturnsPtr() bool      { return false }
-func (o planOp) CallsExtern() bool     { return false }
-func (o planOp) OverwritesInput() int  { return -1 }
+func (o planOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, o) }
+func (o planOp) Hashcode() uint32      { return opkit.Hashcode(o) }
 
 // DiffWRT is all false: the plan is integer routing data.
 func (o planOp) DiffWRT(n int) []bool { return make([]bool, n) }

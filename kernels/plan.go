@@ -31,19 +31,29 @@ func (m Mode) String() string {
 	return fmt.Sprintf("Mode(%d)", int32(m))
 }
 
-// DropPolicy chooses which pairs an over-full expert drops in Capacity mode.
+// DropPolicy chooses which pairs an over-full expert drops in Capacity mode. It is gomoe's one
+// drop-policy type: package moe's DropPolicy is this type, and its DropByPosition and
+// DropByProb are these constants.
+//
+// The zero DropPolicy names no policy: it stands for the default of what holds it. In a
+// Geometry it is DropByPosition (Geometry.DropPolicy), which needs no probs; in a moe.Config
+// it is DropByProb (moe's default). The constants are not zero, so that each keeps one value
+// everywhere.
 type DropPolicy int32
 
 const (
 	// DropByPosition keeps the first C pairs of each expert in token order (GShard, Switch).
-	DropByPosition DropPolicy = iota
+	DropByPosition DropPolicy = 1
 	// DropByProb keeps the C pairs with the highest router probability; ties go to the lower
 	// token index. Needs the probs.
-	DropByProb
+	DropByProb DropPolicy = 2
 )
 
+// String returns "position", "prob", or "default" for the zero DropPolicy.
 func (p DropPolicy) String() string {
 	switch p {
+	case 0:
+		return "default"
 	case DropByPosition:
 		return "position"
 	case DropByProb:
@@ -63,12 +73,22 @@ type Geometry struct {
 	Mode Mode
 	// C is the per-expert capacity (Capacity mode only; must be >= 1 there, 0 otherwise).
 	C int
-	// Drop is the drop policy (Capacity mode only).
+	// Drop is the drop policy (Capacity mode only). Zero is DropByPosition: see
+	// Geometry.DropPolicy.
 	Drop DropPolicy
 	// PadToCapacity (Capacity mode only) gives every expert a fixed segment of roundup(C, A)
 	// rows, GShard style, so offsets[e] = e·roundup(C, A). Otherwise segments are packed
 	// (roundup(count, A) rows each) like in Dropless mode.
 	PadToCapacity bool
+}
+
+// DropPolicy is the drop policy that g applies: g.Drop, or DropByPosition where g.Drop is
+// zero.
+func (g Geometry) DropPolicy() DropPolicy {
+	if g.Drop == 0 {
+		return DropByPosition
+	}
+	return g.Drop
 }
 
 // MaxRows is the largest permuted row count a plan may have: row ids are int32.
@@ -96,7 +116,7 @@ func (g Geometry) Validate() error {
 		return fmt.Errorf("gomoe: plan: alignment A=%d, want A >= 1", g.A)
 	case g.E > MaxRows:
 		return fmt.Errorf("gomoe: plan: E=%d experts exceed the int32 expert id limit %d", g.E, MaxRows)
-	case g.Drop != DropByPosition && g.Drop != DropByProb:
+	case g.Drop != 0 && g.Drop != DropByPosition && g.Drop != DropByProb:
 		return fmt.Errorf("gomoe: plan: unknown drop policy %v", g.Drop)
 	}
 	switch g.Mode {
@@ -181,7 +201,7 @@ func (g Geometry) View(flat []int32) (Plan, error) {
 func (g Geometry) String() string {
 	s := fmt.Sprintf("T=%d K=%d E=%d A=%d %v", g.T, g.K, g.E, g.A, g.Mode)
 	if g.Mode == Capacity {
-		s += fmt.Sprintf(" C=%d drop=%v pad=%v", g.C, g.Drop, g.PadToCapacity)
+		s += fmt.Sprintf(" C=%d drop=%v pad=%v", g.C, g.DropPolicy(), g.PadToCapacity)
 	}
 	return s
 }

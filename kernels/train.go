@@ -14,6 +14,12 @@ import (
 // parameter's type (no fused multiply-add) and agree bit for bit.
 
 // Activation selects an element-wise activation of ActivationForward and ActivationBackward.
+// It is gomoe's one activation type: package moe's Activation (the experts' FFN type) is this
+// type, and its SwiGLU and GELU are these constants. The values are the kind numbers the CUDA
+// kernels take.
+//
+// The zero Activation names none: the kernels reject it, and a moe.Config reads it as SwiGLU
+// (moe's default).
 type Activation int
 
 const (

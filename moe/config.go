@@ -34,55 +34,29 @@ func (s ScoreFunc) String() string {
 	return fmt.Sprintf("ScoreFunc(%d)", int(s))
 }
 
-// Activation is the routed (and shared) experts' FFN type.
-type Activation int
+// Activation is the routed (and shared) experts' FFN type: kernels.Activation, gomoe's one
+// activation type. A Config takes SwiGLU or GELU; its zero Activation is SwiGLU.
+type Activation = kernels.Activation
 
 const (
-	// SwiGLU experts: y = (silu(x·W1) ⊙ (x·W3))·W2 with W1, W3 [H,F] and W2 [F,H].
-	SwiGLU Activation = iota
-	// GELU experts: y = gelu(x·W1)·W2 (tanh approximation of GELU).
-	GELU
+	// SwiGLU experts: y = (silu(x·W1) ⊙ (x·W3))·W2 with W1, W3 [H,F] and W2 [F,H]
+	// (kernels.SwiGLU; the default).
+	SwiGLU = kernels.SwiGLU
+	// GELU experts: y = gelu(x·W1)·W2 (tanh approximation of GELU; kernels.GELU).
+	GELU = kernels.GELU
 )
 
-// String returns "swiglu" or "gelu".
-func (a Activation) String() string {
-	switch a {
-	case SwiGLU:
-		return "swiglu"
-	case GELU:
-		return "gelu"
-	}
-	return fmt.Sprintf("Activation(%d)", int(a))
-}
-
-// DropPolicy chooses which tokens an over-full expert drops in capacity mode.
-type DropPolicy int
+// DropPolicy chooses which tokens an over-full expert drops in capacity mode:
+// kernels.DropPolicy, gomoe's one drop-policy type. A Config's zero DropPolicy is DropByProb.
+type DropPolicy = kernels.DropPolicy
 
 const (
 	// DropByProb keeps each expert's C pairs with the highest router prob, ties to the lower
-	// token index (the default).
-	DropByProb DropPolicy = iota
-	// DropByPosition keeps each expert's first C pairs in token order.
-	DropByPosition
+	// token index (kernels.DropByProb; the default).
+	DropByProb = kernels.DropByProb
+	// DropByPosition keeps each expert's first C pairs in token order (kernels.DropByPosition).
+	DropByPosition = kernels.DropByPosition
 )
-
-// String returns "prob" or "position".
-func (d DropPolicy) String() string {
-	switch d {
-	case DropByProb:
-		return "prob"
-	case DropByPosition:
-		return "position"
-	}
-	return fmt.Sprintf("DropPolicy(%d)", int(d))
-}
-
-func (d DropPolicy) kernel() kernels.DropPolicy {
-	if d == DropByPosition {
-		return kernels.DropByPosition
-	}
-	return kernels.DropByProb
-}
 
 // DefaultBiasUpdateRate is the expert-bias update rate used when Config.BiasUpdateRate is 0
 // (DeepSeek-V3, Megatron).
@@ -210,6 +184,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Align == 0 {
 		c.Align = 1
+	}
+	if c.Activation == 0 {
+		c.Activation = SwiGLU
+	}
+	if c.DropPolicy == 0 {
+		c.DropPolicy = DropByProb
 	}
 	return c
 }
@@ -347,7 +327,8 @@ func (c Config) capacity(T int, factor float64) int {
 	return max(1, c.MinCapacity, int(v))
 }
 
-// geometry is the routing plan geometry for T tokens with the given capacity factor.
+// geometry is the routing plan geometry for T tokens with the given capacity factor; c has its
+// defaults filled in (withDefaults), as a Layer's config has.
 func (c Config) geometry(T int, factor float64) (kernels.Geometry, error) {
 	if T < 1 {
 		return kernels.Geometry{}, errors.New("gomoe: moe: the input has no tokens")
@@ -356,7 +337,7 @@ func (c Config) geometry(T int, factor float64) (kernels.Geometry, error) {
 	if factor > 0 {
 		g.Mode = kernels.Capacity
 		g.C = c.capacity(T, factor)
-		g.Drop = c.DropPolicy.kernel()
+		g.Drop = c.DropPolicy
 		g.PadToCapacity = c.PadToCapacity
 	}
 	if err := g.Validate(); err != nil {

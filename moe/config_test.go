@@ -99,3 +99,30 @@ func TestForwardRejectsBadInput(t *testing.T) {
 	}
 	var _ = kernels.Dropless
 }
+
+// TestZeroDefaults checks that a Config's zero Activation and DropPolicy still mean SwiGLU and
+// DropByProb now that both types are the kernels' (whose constants are not zero), that the
+// layer's Config shows them filled in, and that a capacity-mode geometry carries DropByProb.
+func TestZeroDefaults(t *testing.T) {
+	if SwiGLU != kernels.SwiGLU || GELU != kernels.GELU || DropByProb != kernels.DropByProb || DropByPosition != kernels.DropByPosition {
+		t.Fatal("moe's constants differ from the kernels'")
+	}
+	cfg := Config{Hidden: 4, FFN: 4, Experts: 4, TopK: 2, CapacityFactor: 1, Dtype: tensor.Float64}
+	l, err := New(G.NewGraph(), "moe", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := l.Config(); got.Activation != SwiGLU || got.DropPolicy != DropByProb {
+		t.Errorf("zero Activation and DropPolicy became %v and %v, want SwiGLU and prob", got.Activation, got.DropPolicy)
+	}
+	g, err := l.Config().geometry(8, cfg.CapacityFactor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Drop != kernels.DropByProb {
+		t.Errorf("geometry of a zero DropPolicy drops by %v, want prob", g.Drop)
+	}
+	if d := (Config{Activation: GELU, DropPolicy: DropByPosition}).withDefaults(); d.Activation != GELU || d.DropPolicy != DropByPosition {
+		t.Errorf("withDefaults changed set fields to %v and %v", d.Activation, d.DropPolicy)
+	}
+}

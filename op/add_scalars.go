@@ -52,11 +52,14 @@ func AddScalars(xs ...*G.Node) (*G.Node, error) {
 	if len(xs) == 1 {
 		return xs[0], nil
 	}
-	return opkit.ApplyOp(name, addScalarsOp{len(xs)}, xs...)
+	return opkit.ApplyOp(name, addScalarsOp{n: len(xs)}, xs...)
 }
 
 // addScalarsOp: n scalars → their sum.
-type addScalarsOp struct{ n int }
+type addScalarsOp struct {
+	opkit.Base
+	n int
+}
 
 func (op addScalarsOp) Arity() int { return op.n }
 
@@ -247,12 +250,9 @@ func addDeviceScalars(name string, vs []G.Value) (G.Value, error) {
 	return out, nil
 }
 
-func (op addScalarsOp) ReturnsPtr() bool      { return false }
-func (op addScalarsOp) CallsExtern() bool     { return false }
-func (op addScalarsOp) OverwritesInput() int  { return -1 }
-func (op addScalarsOp) String() string        { return fmt.Sprintf("AddScalars{%d}", op.n) }
-func (op addScalarsOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op addScalarsOp) Hashcode() uint32      { return gmmHash(op) }
+func (op addScalarsOp) String() string        { return fmt.Sprintf("op.AddScalars{n=%d}", op.n) }
+func (op addScalarsOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
+func (op addScalarsOp) Hashcode() uint32      { return opkit.Hashcode(op) }
 
 func (op addScalarsOp) DiffWRT(n int) []bool {
 	w := make([]bool, n)

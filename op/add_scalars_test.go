@@ -110,10 +110,10 @@ func TestAddScalarsBadInput(t *testing.T) {
 	if n, err := AddScalars(a); err != nil || n != a {
 		t.Errorf("one input: got %v, %v; want the input itself", n, err)
 	}
-	if _, err := (addScalarsOp{2}).Do(G.NewF64(1), G.NewF32(2)); err == nil || !strings.Contains(err.Error(), "dtype") {
+	if _, err := (addScalarsOp{n: 2}).Do(G.NewF64(1), G.NewF32(2)); err == nil || !strings.Contains(err.Error(), "dtype") {
 		t.Errorf("Do with mixed dtypes: %v", err)
 	}
-	if v, err := (addScalarsOp{3}).Do(G.NewF64(1), G.NewF64(math.Pi), G.NewF64(2)); err != nil || v.Data().(float64) != (1+math.Pi)+2 {
+	if v, err := (addScalarsOp{n: 3}).Do(G.NewF64(1), G.NewF64(math.Pi), G.NewF64(2)); err != nil || v.Data().(float64) != (1+math.Pi)+2 {
 		t.Errorf("Do: %v, %v", v, err)
 	}
 }

@@ -62,6 +62,7 @@ func BalanceLoss(ids, scores *G.Node, experts, topK, seqs int, coeff float64) (*
 
 // balanceLossOp: ids [T,K] int32, scores [T,E] → scalar.
 type balanceLossOp struct {
+	opkit.Base
 	e, k, seqs int
 	coeff      float64
 }
@@ -174,14 +175,11 @@ func balanceHost[F float32 | float64](name string, op balanceLossOp, ids []int32
 	return lossScalar(v), nil
 }
 
-func (op balanceLossOp) ReturnsPtr() bool     { return false }
-func (op balanceLossOp) CallsExtern() bool    { return false }
-func (op balanceLossOp) OverwritesInput() int { return -1 }
 func (op balanceLossOp) String() string {
-	return fmt.Sprintf("BalanceLoss{E=%d K=%d seqs=%d coeff=%v}", op.e, op.k, op.seqs, op.coeff)
+	return fmt.Sprintf("op.BalanceLoss{E=%d K=%d seqs=%d coeff=%v}", op.e, op.k, op.seqs, op.coeff)
 }
-func (op balanceLossOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op balanceLossOp) Hashcode() uint32      { return gmmHash(op) }
+func (op balanceLossOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
+func (op balanceLossOp) Hashcode() uint32      { return opkit.Hashcode(op) }
 
 // DiffWRT: the scores only.
 func (op balanceLossOp) DiffWRT(n int) []bool {
@@ -197,7 +195,7 @@ func (op balanceLossOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, 
 	if len(inputs) != 2 {
 		return nil, opkit.Errorf("BalanceLoss", "want 2 inputs, got %d", len(inputs))
 	}
-	ds, err := opkit.ApplyOp("BalanceLossGrad", balanceLossGradOp{op}, inputs[0], inputs[1], grad)
+	ds, err := opkit.ApplyOp("BalanceLossGrad", balanceLossGradOp{f: op}, inputs[0], inputs[1], grad)
 	if err != nil {
 		return nil, err
 	}
@@ -214,7 +212,7 @@ func (op balanceLossOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G
 	if err != nil {
 		return err
 	}
-	ds, err := balanceLossGradOp{op}.Do(inputs[0].Value(), inputs[1].Value(), gy)
+	ds, err := balanceLossGradOp{f: op}.Do(inputs[0].Value(), inputs[1].Value(), gy)
 	if err != nil {
 		return err
 	}
@@ -227,7 +225,10 @@ func (op balanceLossOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G
 
 // balanceLossGradOp: ids [T,K], scores [T,E] (for the shape and dtype only), dloss → [T,E].
 // It is not differentiable itself.
-type balanceLossGradOp struct{ f balanceLossOp }
+type balanceLossGradOp struct {
+	opkit.Base
+	f balanceLossOp
+}
 
 func (op balanceLossGradOp) Arity() int { return 3 }
 
@@ -296,15 +297,11 @@ func (op balanceLossGradOp) Do(vs ...G.Value) (G.Value, error) {
 	return out, nil
 }
 
-func (op balanceLossGradOp) ReturnsPtr() bool     { return false }
-func (op balanceLossGradOp) CallsExtern() bool    { return false }
-func (op balanceLossGradOp) OverwritesInput() int { return -1 }
-
 func (op balanceLossGradOp) String() string {
-	return fmt.Sprintf("BalanceLossGrad{E=%d K=%d seqs=%d coeff=%v}", op.f.e, op.f.k, op.f.seqs, op.f.coeff)
+	return fmt.Sprintf("op.BalanceLossGrad{E=%d K=%d seqs=%d coeff=%v}", op.f.e, op.f.k, op.f.seqs, op.f.coeff)
 }
-func (op balanceLossGradOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op balanceLossGradOp) Hashcode() uint32      { return gmmHash(op) }
+func (op balanceLossGradOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
+func (op balanceLossGradOp) Hashcode() uint32      { return opkit.Hashcode(op) }
 
 var (
 	_ G.SDOp = balanceLossOp{}

@@ -208,7 +208,7 @@ func TestBF16Dtypes(t *testing.T) {
 	gg := kernels.Geometry{T: 4, K: 2, E: 3, A: 1}
 	planV := int32Dense(refPlan(gg, okIDs, nil).Flat(), gg.PlanLen())
 	dyV := bf16Of(make([]float64, 12), 4, 3)
-	_, err := (unpermuteGradRowsOp{gg, true}).Do(dyV, denseOf(tensor.Float64, make([]float64, 8), 4, 2), planV)
+	_, err := (unpermuteGradRowsOp{g: gg, weighted: true}).Do(dyV, denseOf(tensor.Float64, make([]float64, 8), 4, 2), planV)
 	wantErr(t, "bf16 dy with float64 probs", err, "bfloat16 data takes float32 probs")
 }
 
@@ -224,11 +224,11 @@ func TestBF16Prealloc(t *testing.T) {
 	rows := bf16Of(randFloats(rng, R*H), R, H)
 	probs := denseOf(tensor.Float32, randProbs(rng, 8), 4, 2)
 	cases := []preallocCase{
-		{permuteOp{g}, []G.Value{x, planV}, []int{R, H}},
-		{permuteGradOp{g}, []G.Value{rows, planV}, []int{4, H}},
-		{unpermuteOp{g, true}, []G.Value{rows, probs, planV}, []int{4, H}},
-		{unpermuteOp{g, false}, []G.Value{rows, planV}, []int{4, H}},
-		{unpermuteGradRowsOp{g, true}, []G.Value{x, probs, planV}, []int{R, H}},
+		{permuteOp{g: g}, []G.Value{x, planV}, []int{R, H}},
+		{permuteGradOp{g: g}, []G.Value{rows, planV}, []int{4, H}},
+		{unpermuteOp{g: g, weighted: true}, []G.Value{rows, probs, planV}, []int{4, H}},
+		{unpermuteOp{g: g, weighted: false}, []G.Value{rows, planV}, []int{4, H}},
+		{unpermuteGradRowsOp{g: g, weighted: true}, []G.Value{x, probs, planV}, []int{R, H}},
 	}
 	for _, c := range cases {
 		stale := checkPreallocDo(t, c, fmt.Sprint(c.op), bf16Of)
@@ -236,7 +236,7 @@ func TestBF16Prealloc(t *testing.T) {
 		wantErr(t, fmt.Sprint(c.op), err, "preallocated output has dtype float32, want bfloat16")
 	}
 	// dprobs stays float32 for bfloat16 data.
-	dprobs, err := (unpermuteGradProbsOp{g, tensor.Float32}).Do(x, rows, planV)
+	dprobs, err := (unpermuteGradProbsOp{g: g, pdt: tensor.Float32}).Do(x, rows, planV)
 	if err != nil || dprobs.Dtype() != tensor.Float32 {
 		t.Errorf("bfloat16 backward to probs: %v %v, want float32", dprobs, err)
 	}

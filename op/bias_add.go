@@ -1,7 +1,6 @@
 package op
 
 import (
-	"fmt"
 	"hash"
 
 	"github.com/chewxy/hm"
@@ -39,7 +38,7 @@ func BiasAdd(x, b *G.Node) (*G.Node, error) {
 }
 
 // biasAddOp: x [N,D], b [D] → x + b [N,D].
-type biasAddOp struct{}
+type biasAddOp struct{ opkit.Base }
 
 func (op biasAddOp) Arity() int { return 2 }
 
@@ -107,12 +106,9 @@ func biasAddHost[F float32 | float64](x, b G.Value) (G.Value, error) {
 	return out, opkit.Wrap(name, kernels.BiasAdd(o, xs, bs))
 }
 
-func (op biasAddOp) ReturnsPtr() bool      { return false }
-func (op biasAddOp) CallsExtern() bool     { return false }
-func (op biasAddOp) OverwritesInput() int  { return -1 }
-func (op biasAddOp) String() string        { return "BiasAdd" }
-func (op biasAddOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op biasAddOp) Hashcode() uint32      { return gmmHash(op) }
+func (op biasAddOp) String() string        { return "op.BiasAdd{}" }
+func (op biasAddOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
+func (op biasAddOp) Hashcode() uint32      { return opkit.Hashcode(op) }
 
 func (op biasAddOp) DiffWRT(int) []bool { return []bool{true, true} }
 
@@ -154,7 +150,7 @@ func (op biasAddOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Nod
 }
 
 // colSumOp: x [N,D] → Σ_rows x [D] (the bias gradient).
-type colSumOp struct{}
+type colSumOp struct{ opkit.Base }
 
 func (op colSumOp) Arity() int { return 1 }
 
@@ -210,9 +206,6 @@ func colSumHost[F float32 | float64](x G.Value) (G.Value, error) {
 	return out, opkit.Wrap("ColSum", kernels.ColSum(o, xs))
 }
 
-func (op colSumOp) ReturnsPtr() bool      { return false }
-func (op colSumOp) CallsExtern() bool     { return false }
-func (op colSumOp) OverwritesInput() int  { return -1 }
-func (op colSumOp) String() string        { return "ColSum" }
-func (op colSumOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op colSumOp) Hashcode() uint32      { return gmmHash(op) }
+func (op colSumOp) String() string        { return "op.ColSum{}" }
+func (op colSumOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
+func (op colSumOp) Hashcode() uint32      { return opkit.Hashcode(op) }

@@ -39,6 +39,7 @@ func Cast(x *G.Node, to tensor.Dtype) (*G.Node, error) {
 }
 
 type castOp struct {
+	opkit.Base
 	from, to tensor.Dtype
 	dims     int
 }
@@ -133,12 +134,11 @@ func (op castOp) Do(vs ...G.Value) (G.Value, error) {
 	return castValue(vs[0], op.from, op.to)
 }
 
-func (op castOp) ReturnsPtr() bool      { return false }
-func (op castOp) CallsExtern() bool     { return false }
-func (op castOp) OverwritesInput() int  { return -1 }
-func (op castOp) String() string        { return fmt.Sprintf("Cast{%v→%v, %dd}", op.from, op.to, op.dims) }
-func (op castOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op castOp) Hashcode() uint32      { return gmmHash(op) }
+func (op castOp) String() string {
+	return fmt.Sprintf("op.Cast{from=%v to=%v dims=%d}", op.from, op.to, op.dims)
+}
+func (op castOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
+func (op castOp) Hashcode() uint32      { return opkit.Hashcode(op) }
 
 func (op castOp) DiffWRT(int) []bool { return []bool{true} }
 

@@ -1,7 +1,6 @@
 package op
 
 import (
-	"fmt"
 	"hash"
 
 	"github.com/chewxy/hm"
@@ -49,7 +48,7 @@ func CrossEntropy(logits, target *G.Node) (*G.Node, error) {
 }
 
 // ceOp: logits [N,C], target [N,C] → the mean cross-entropy (a scalar).
-type ceOp struct{}
+type ceOp struct{ opkit.Base }
 
 func (op ceOp) Arity() int { return 2 }
 
@@ -135,12 +134,9 @@ func ceHost[F float32 | float64](logits, target G.Value) (float64, error) {
 	return l, opkit.Wrap(name, err)
 }
 
-func (op ceOp) ReturnsPtr() bool      { return false }
-func (op ceOp) CallsExtern() bool     { return false }
-func (op ceOp) OverwritesInput() int  { return -1 }
-func (op ceOp) String() string        { return "CrossEntropy" }
-func (op ceOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op ceOp) Hashcode() uint32      { return gmmHash(op) }
+func (op ceOp) String() string        { return "op.CrossEntropy{}" }
+func (op ceOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
+func (op ceOp) Hashcode() uint32      { return opkit.Hashcode(op) }
 
 func (op ceOp) DiffWRT(int) []bool { return []bool{true, false} }
 
@@ -178,7 +174,7 @@ func (op ceOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) er
 }
 
 // ceGradOp: logits [N,C], target [N,C], dy (scalar) → dlogits [N,C].
-type ceGradOp struct{}
+type ceGradOp struct{ opkit.Base }
 
 func (op ceGradOp) Arity() int { return 3 }
 
@@ -275,9 +271,6 @@ func ceGradHost[F float32 | float64](logits, target G.Value, scale float64) (G.V
 	return out, opkit.Wrap(name, kernels.CrossEntropyBackward(o, x, t, logits.Shape()[1], scale))
 }
 
-func (op ceGradOp) ReturnsPtr() bool      { return false }
-func (op ceGradOp) CallsExtern() bool     { return false }
-func (op ceGradOp) OverwritesInput() int  { return -1 }
-func (op ceGradOp) String() string        { return "CrossEntropyGrad" }
-func (op ceGradOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op ceGradOp) Hashcode() uint32      { return gmmHash(op) }
+func (op ceGradOp) String() string        { return "op.CrossEntropyGrad{}" }
+func (op ceGradOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
+func (op ceGradOp) Hashcode() uint32      { return opkit.Hashcode(op) }

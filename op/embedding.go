@@ -38,11 +38,14 @@ func Embedding(table, ids *G.Node) (*G.Node, error) {
 	if err := checkShape(name, "ids", ids.Shape(), dim{"N", -1}); err != nil {
 		return nil, err
 	}
-	return opkit.ApplyOp(name, embedOp{table.Shape()[0]}, table, ids)
+	return opkit.ApplyOp(name, embedOp{v: table.Shape()[0]}, table, ids)
 }
 
 // embedOp: table [V,D], ids [N] → out [N,D].
-type embedOp struct{ v int }
+type embedOp struct {
+	opkit.Base
+	v int
+}
 
 func (op embedOp) Arity() int { return 2 }
 
@@ -123,12 +126,9 @@ func embedHost[F float32 | float64](table, ids G.Value) (G.Value, error) {
 	return out, nil
 }
 
-func (op embedOp) ReturnsPtr() bool      { return false }
-func (op embedOp) CallsExtern() bool     { return false }
-func (op embedOp) OverwritesInput() int  { return -1 }
-func (op embedOp) String() string        { return fmt.Sprintf("Embedding{V=%d}", op.v) }
-func (op embedOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op embedOp) Hashcode() uint32      { return gmmHash(op) }
+func (op embedOp) String() string        { return fmt.Sprintf("op.Embedding{V=%d}", op.v) }
+func (op embedOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
+func (op embedOp) Hashcode() uint32      { return opkit.Hashcode(op) }
 
 func (op embedOp) DiffWRT(int) []bool { return []bool{true, false} }
 
@@ -166,7 +166,10 @@ func (op embedOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node)
 }
 
 // embedGradOp: dy [N,D], ids [N] → dtable [V,D].
-type embedGradOp struct{ v int }
+type embedGradOp struct {
+	opkit.Base
+	v int
+}
 
 func (op embedGradOp) Arity() int { return 2 }
 
@@ -238,9 +241,6 @@ func embedGradHost[F float32 | float64](dy, ids G.Value, V int) (G.Value, error)
 	return out, nil
 }
 
-func (op embedGradOp) ReturnsPtr() bool      { return false }
-func (op embedGradOp) CallsExtern() bool     { return false }
-func (op embedGradOp) OverwritesInput() int  { return -1 }
-func (op embedGradOp) String() string        { return fmt.Sprintf("EmbeddingGrad{V=%d}", op.v) }
-func (op embedGradOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op embedGradOp) Hashcode() uint32      { return gmmHash(op) }
+func (op embedGradOp) String() string        { return fmt.Sprintf("op.EmbeddingGrad{V=%d}", op.v) }
+func (op embedGradOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
+func (op embedGradOp) Hashcode() uint32      { return opkit.Hashcode(op) }

@@ -41,6 +41,7 @@ func ExpertLoad(ids *G.Node, experts, seqs int, dt tensor.Dtype) (*G.Node, error
 }
 
 type expertLoadOp struct {
+	opkit.Base
 	e, seqs int
 	dt      tensor.Dtype
 }
@@ -102,14 +103,11 @@ func (op expertLoadOp) Do(vs ...G.Value) (G.Value, error) {
 	return out, nil
 }
 
-func (op expertLoadOp) ReturnsPtr() bool     { return false }
-func (op expertLoadOp) CallsExtern() bool    { return false }
-func (op expertLoadOp) OverwritesInput() int { return -1 }
 func (op expertLoadOp) String() string {
-	return fmt.Sprintf("ExpertLoad{E=%d seqs=%d %v}", op.e, op.seqs, op.dt)
+	return fmt.Sprintf("op.ExpertLoad{E=%d seqs=%d dtype=%v}", op.e, op.seqs, op.dt)
 }
-func (op expertLoadOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op expertLoadOp) Hashcode() uint32      { return gmmHash(op) }
+func (op expertLoadOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
+func (op expertLoadOp) Hashcode() uint32      { return opkit.Hashcode(op) }
 
 // DiffWRT: counts are not differentiable.
 func (op expertLoadOp) DiffWRT(n int) []bool { return make([]bool, n) }

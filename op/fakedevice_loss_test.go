@@ -166,8 +166,8 @@ func TestDeviceLossSeeds(t *testing.T) {
 	defer func() { device = saved }()
 	ids := int32Dense(lossIDs(T, K, E, 1), T, K)
 	s := denseOf(tensor.Float64, randFloats(newRNG(2), T*E), T, E)
-	bg := balanceLossGradOp{balanceLossOp{e: E, k: K, seqs: 2, coeff: 0.5}}
-	zg := zLossGradOp{0.5}
+	bg := balanceLossGradOp{f: balanceLossOp{e: E, k: K, seqs: 2, coeff: 0.5}}
+	zg := zLossGradOp{coeff: 0.5}
 
 	// Host everything: the reference.
 	wantB, err := bg.Do(ids, s, G.NewF64(0.75))
@@ -209,7 +209,7 @@ func TestDeviceLossSeeds(t *testing.T) {
 	}
 	// A backend without loss kernels.
 	device = struct{ deviceKernels }{f}
-	if _, err := (zLossOp{1}).Do(s); err == nil || !strings.Contains(err.Error(), "has no loss kernels") {
+	if _, err := (zLossOp{coeff: 1}).Do(s); err == nil || !strings.Contains(err.Error(), "has no loss kernels") {
 		t.Errorf("backend without losses: %v", err)
 	}
 }

@@ -19,19 +19,19 @@ func (f *fakeDevice) ColSum(x G.Value) (G.Value, error) {
 }
 
 func (f *fakeDevice) ReLU(x G.Value) (G.Value, error) {
-	return f.one("ReLU", func() (G.Value, error) { return reluOp{x.Shape().Dims()}.Do(x) })
+	return f.one("ReLU", func() (G.Value, error) { return reluOp{dims: x.Shape().Dims()}.Do(x) })
 }
 
 func (f *fakeDevice) ReLUGrad(x, dy G.Value) (G.Value, error) {
-	return f.one("ReLUGrad", func() (G.Value, error) { return reluGradOp{x.Shape().Dims()}.Do(x, dy) })
+	return f.one("ReLUGrad", func() (G.Value, error) { return reluGradOp{dims: x.Shape().Dims()}.Do(x, dy) })
 }
 
 func (f *fakeDevice) RMSNorm(x, gain G.Value, eps float64) (G.Value, error) {
-	return f.one("RMSNorm", func() (G.Value, error) { return rmsOp{eps}.Do(x, gain) })
+	return f.one("RMSNorm", func() (G.Value, error) { return rmsOp{eps: eps}.Do(x, gain) })
 }
 
 func (f *fakeDevice) RMSNormGrad(x, gain, dy G.Value, eps float64, which int) (G.Value, error) {
-	return f.one("RMSNormGrad", func() (G.Value, error) { return rmsGradOp{eps, which}.Do(x, gain, dy) })
+	return f.one("RMSNormGrad", func() (G.Value, error) { return rmsGradOp{eps: eps, which: which}.Do(x, gain, dy) })
 }
 
 // CrossEntropy returns the loss as a 0-d tensor, as the CUDA backend does.
@@ -60,11 +60,11 @@ func (f *fakeDevice) CrossEntropyGrad(logits, target, dy G.Value, scale float64)
 }
 
 func (f *fakeDevice) Embedding(table, ids G.Value) (G.Value, error) {
-	return f.one("Embedding", func() (G.Value, error) { return embedOp{table.Shape()[0]}.Do(table, ids) })
+	return f.one("Embedding", func() (G.Value, error) { return embedOp{v: table.Shape()[0]}.Do(table, ids) })
 }
 
 func (f *fakeDevice) EmbeddingGrad(dy, ids G.Value, V int) (G.Value, error) {
-	return f.one("EmbeddingGrad", func() (G.Value, error) { return embedGradOp{V}.Do(dy, ids) })
+	return f.one("EmbeddingGrad", func() (G.Value, error) { return embedGradOp{v: V}.Do(dy, ids) })
 }
 
 // TestDeviceDispatchNNOps runs Embedding, BiasAdd, ReLU, RMSNorm and CrossEntropy forward and backward

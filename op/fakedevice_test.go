@@ -112,10 +112,10 @@ func TestDeviceDispatch(t *testing.T) {
 			must(Unpermute(xp, probs, p)),
 			must(Unpermute(xp, nil, p)),
 			must(PermuteProbs(probs, p)),
-			must(opkit.ApplyOp(permuteGradName, permuteGradOp{p.Geometry}, dxp, p.Node)),
-			must(opkit.ApplyOp(permuteProbsGradName, permuteProbsGradOp{p.Geometry}, dpp, p.Node)),
-			must(opkit.ApplyOp(unpermuteGradRowsName, unpermuteGradRowsOp{p.Geometry, true}, dy, probs, p.Node)),
-			must(opkit.ApplyOp(unpermuteGradProbsName, unpermuteGradProbsOp{p.Geometry, dt}, dy, xp, p.Node)),
+			must(opkit.ApplyOp(permuteGradName, permuteGradOp{g: p.Geometry}, dxp, p.Node)),
+			must(opkit.ApplyOp(permuteProbsGradName, permuteProbsGradOp{g: p.Geometry}, dpp, p.Node)),
+			must(opkit.ApplyOp(unpermuteGradRowsName, unpermuteGradRowsOp{g: p.Geometry, weighted: true}, dy, probs, p.Node)),
+			must(opkit.ApplyOp(unpermuteGradProbsName, unpermuteGradProbsOp{g: p.Geometry, pdt: dt}, dy, xp, p.Node)),
 		}
 		return gr, []*G.Node{ids, probs, x, dxp, dpp, dy}, outs
 	}

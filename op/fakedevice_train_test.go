@@ -14,15 +14,15 @@ import (
 // The fake device's grouped matmul and pointwise methods run the host ops (see fakeDevice).
 
 func (f *fakeDevice) GroupedMatMul(g kernels.Geometry, xp, w, plan G.Value) (G.Value, error) {
-	return f.one("GroupedMatMul", func() (G.Value, error) { return gmmOp{g}.Do(xp, w, plan) })
+	return f.one("GroupedMatMul", func() (G.Value, error) { return gmmOp{geo: g}.Do(xp, w, plan) })
 }
 
 func (f *fakeDevice) GroupedMatMulRowsGrad(g kernels.Geometry, dz, w, plan G.Value) (G.Value, error) {
-	return f.one("GroupedMatMulRowsGrad", func() (G.Value, error) { return gmmRowsGradOp{g}.Do(dz, w, plan) })
+	return f.one("GroupedMatMulRowsGrad", func() (G.Value, error) { return gmmRowsGradOp{geo: g}.Do(dz, w, plan) })
 }
 
 func (f *fakeDevice) GroupedMatMulWeightsGrad(g kernels.Geometry, xp, dz, plan G.Value, H int) (G.Value, error) {
-	return f.one("GroupedMatMulWeightsGrad", func() (G.Value, error) { return gmmWeightsGradOp{g, H}.Do(xp, dz, plan) })
+	return f.one("GroupedMatMulWeightsGrad", func() (G.Value, error) { return gmmWeightsGradOp{geo: g, h: H}.Do(xp, dz, plan) })
 }
 
 func (f *fakeDevice) Cast(x G.Value, to tensor.Dtype) (G.Value, error) {
@@ -34,7 +34,7 @@ func (f *fakeDevice) ScaleRows(x, s G.Value) (G.Value, error) {
 }
 
 func (f *fakeDevice) RowDot(a, b G.Value) (G.Value, error) {
-	return f.one("RowDot", func() (G.Value, error) { return rowDotOp{probsDtypeFor(a.Dtype())}.Do(a, b) })
+	return f.one("RowDot", func() (G.Value, error) { return rowDotOp{out: probsDtypeFor(a.Dtype())}.Do(a, b) })
 }
 
 func (f *fakeDevice) Upload(like G.Value, h *tensor.Dense) (G.Value, error) {
@@ -70,7 +70,7 @@ func (f *fakeDevice) GatherTopKGrad(g, ids G.Value, E int) (G.Value, error) {
 }
 
 func (f *fakeDevice) Pointwise(k pwKind, in ...G.Value) (G.Value, error) {
-	return f.one("Pointwise"+k.String(), func() (G.Value, error) { return pwOp{k, in[0].Shape().Dims()}.Do(in...) })
+	return f.one("Pointwise"+k.String(), func() (G.Value, error) { return pwOp{k: k, dims: in[0].Shape().Dims()}.Do(in...) })
 }
 
 func (f *fakeDevice) PointwiseGrad(k pwKind, in []G.Value, y, dy G.Value, want []bool) ([]G.Value, error) {
@@ -80,7 +80,7 @@ func (f *fakeDevice) PointwiseGrad(k pwKind, in []G.Value, y, dy G.Value, want [
 			continue
 		}
 		vs := append(append(append([]G.Value{}, in...), y), dy)
-		v, err := f.one("PointwiseGrad"+k.String(), func() (G.Value, error) { return pwGradOp{k, y.Shape().Dims(), i}.Do(vs...) })
+		v, err := f.one("PointwiseGrad"+k.String(), func() (G.Value, error) { return pwGradOp{k: k, dims: y.Shape().Dims(), which: i}.Do(vs...) })
 		if err != nil {
 			return nil, err
 		}

@@ -40,7 +40,10 @@ func GatherTopK(scores, ids *G.Node) (*G.Node, error) {
 }
 
 // gatherTopKOp: scores [T,E], ids [T,K] int32 → [T,K].
-type gatherTopKOp struct{ e int }
+type gatherTopKOp struct {
+	opkit.Base
+	e int
+}
 
 func (op gatherTopKOp) Arity() int { return 2 }
 
@@ -141,12 +144,9 @@ func gatherTopKBwd[F float32 | float64](ds, g []F, ids []int32, E, K int) {
 	}
 }
 
-func (op gatherTopKOp) ReturnsPtr() bool      { return false }
-func (op gatherTopKOp) CallsExtern() bool     { return false }
-func (op gatherTopKOp) OverwritesInput() int  { return -1 }
-func (op gatherTopKOp) String() string        { return fmt.Sprintf("GatherTopK{E=%d}", op.e) }
-func (op gatherTopKOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op gatherTopKOp) Hashcode() uint32      { return gmmHash(op) }
+func (op gatherTopKOp) String() string        { return fmt.Sprintf("op.GatherTopK{E=%d}", op.e) }
+func (op gatherTopKOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
+func (op gatherTopKOp) Hashcode() uint32      { return opkit.Hashcode(op) }
 
 // DiffWRT: the scores are differentiable, the ids are not.
 func (op gatherTopKOp) DiffWRT(int) []bool { return []bool{true, false} }
@@ -200,7 +200,10 @@ func (op gatherTopKOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.
 
 // gatherTopKGradOp: grad [T,K], ids [T,K] int32 → [T,E], the scatter of grad into the chosen
 // experts' columns (0 elsewhere).
-type gatherTopKGradOp struct{ e int }
+type gatherTopKGradOp struct {
+	opkit.Base
+	e int
+}
 
 func (op gatherTopKGradOp) Arity() int { return 2 }
 func (op gatherTopKGradOp) Type() hm.Type {
@@ -261,12 +264,9 @@ func (op gatherTopKGradOp) Do(vs ...G.Value) (G.Value, error) {
 	return out, nil
 }
 
-func (op gatherTopKGradOp) ReturnsPtr() bool      { return false }
-func (op gatherTopKGradOp) CallsExtern() bool     { return false }
-func (op gatherTopKGradOp) OverwritesInput() int  { return -1 }
-func (op gatherTopKGradOp) String() string        { return fmt.Sprintf("GatherTopKGrad{E=%d}", op.e) }
-func (op gatherTopKGradOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op gatherTopKGradOp) Hashcode() uint32      { return gmmHash(op) }
+func (op gatherTopKGradOp) String() string        { return fmt.Sprintf("op.GatherTopKGrad{E=%d}", op.e) }
+func (op gatherTopKGradOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
+func (op gatherTopKGradOp) Hashcode() uint32      { return opkit.Hashcode(op) }
 
 var (
 	_ G.SDOp = gatherTopKOp{}

@@ -3,7 +3,6 @@ package op
 import (
 	"fmt"
 	"hash"
-	"hash/fnv"
 
 	"github.com/chewxy/hm"
 	G "gorgonia.org/gorgonia"
@@ -52,7 +51,7 @@ func groupedMatMulWithPlan(xp, w, plan *G.Node, geo kernels.Geometry) (*G.Node, 
 	if err := checkNodes("GroupedMatMul", []*G.Node{xp, w, plan}, "xp", "w", "plan"); err != nil {
 		return nil, err
 	}
-	return opkit.ApplyOp("GroupedMatMul", gmmOp{geo}, xp, w, plan)
+	return opkit.ApplyOp("GroupedMatMul", gmmOp{geo: geo}, xp, w, plan)
 }
 
 // gmmDtype checks the data dtype of the grouped matmul: float32, float64 or bfloat16 (on the
@@ -162,12 +161,6 @@ func gmmRowsShape(name string, geo kernels.Geometry, s G.DimSizer, cols int) err
 	return nil
 }
 
-func gmmHash(s fmt.Stringer) uint32 {
-	h := fnv.New32a()
-	fmt.Fprint(h, s.String())
-	return h.Sum32()
-}
-
 // gmmDense returns v as a contiguous *tensor.Dense of dtype dt (zero dt: any dtype) and shape s.
 func gmmDense(name, what string, v G.Value, dt tensor.Dtype, s tensor.Shape) (*tensor.Dense, error) {
 	if err := gmmHostOnly(name, what, v); err != nil {
@@ -237,7 +230,10 @@ func gmmPlan(name string, geo kernels.Geometry, v G.Value) (kernels.Plan, error)
 // ---------------------------------------------------------------------------------------------
 // forward
 
-type gmmOp struct{ geo kernels.Geometry }
+type gmmOp struct {
+	opkit.Base
+	geo kernels.Geometry
+}
 
 func (op gmmOp) Arity() int { return 3 }
 
@@ -281,12 +277,9 @@ func (op gmmOp) Do(vs ...G.Value) (G.Value, error) {
 	return z, nil
 }
 
-func (op gmmOp) ReturnsPtr() bool      { return false }
-func (op gmmOp) CallsExtern() bool     { return false }
-func (op gmmOp) OverwritesInput() int  { return -1 }
-func (op gmmOp) String() string        { return fmt.Sprintf("GroupedMatMul{%v}", op.geo) }
-func (op gmmOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op gmmOp) Hashcode() uint32      { return gmmHash(op) }
+func (op gmmOp) String() string        { return "op.GroupedMatMul{" + opkit.GeometryKey(op.geo) + "}" }
+func (op gmmOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
+func (op gmmOp) Hashcode() uint32      { return opkit.Hashcode(op) }
 
 // DiffWRT: xp and w are differentiable, the plan is not.
 func (op gmmOp) DiffWRT(int) []bool { return []bool{true, true, false} }
@@ -297,11 +290,11 @@ func (op gmmOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 		return nil, fmt.Errorf("gomoe: GroupedMatMul: want 3 inputs, got %d", len(inputs))
 	}
 	xp, w, plan := inputs[0], inputs[1], inputs[2]
-	dxp, err := G.ApplyOp(gmmRowsGradOp{op.geo}, grad, w, plan)
+	dxp, err := G.ApplyOp(gmmRowsGradOp{geo: op.geo}, grad, w, plan)
 	if err != nil {
 		return nil, err
 	}
-	dw, err := G.ApplyOp(gmmWeightsGradOp{op.geo, w.Shape()[1]}, xp, grad, plan)
+	dw, err := G.ApplyOp(gmmWeightsGradOp{geo: op.geo, h: w.Shape()[1]}, xp, grad, plan)
 	if err != nil {
 		return nil, err
 	}
@@ -370,7 +363,10 @@ func (op gmmOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) e
 // ---------------------------------------------------------------------------------------------
 // backward to the rows: (dz [R,N], w [E,H,N], plan) → dxp [R,H]
 
-type gmmRowsGradOp struct{ geo kernels.Geometry }
+type gmmRowsGradOp struct {
+	opkit.Base
+	geo kernels.Geometry
+}
 
 func (op gmmRowsGradOp) Arity() int { return 3 }
 func (op gmmRowsGradOp) Type() hm.Type {
@@ -412,17 +408,17 @@ func (op gmmRowsGradOp) Do(vs ...G.Value) (G.Value, error) {
 	return dxp, nil
 }
 
-func (op gmmRowsGradOp) ReturnsPtr() bool      { return false }
-func (op gmmRowsGradOp) CallsExtern() bool     { return false }
-func (op gmmRowsGradOp) OverwritesInput() int  { return -1 }
-func (op gmmRowsGradOp) String() string        { return fmt.Sprintf("GroupedMatMulRowsGrad{%v}", op.geo) }
-func (op gmmRowsGradOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op gmmRowsGradOp) Hashcode() uint32      { return gmmHash(op) }
+func (op gmmRowsGradOp) String() string {
+	return "op.GroupedMatMulRowsGrad{" + opkit.GeometryKey(op.geo) + "}"
+}
+func (op gmmRowsGradOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
+func (op gmmRowsGradOp) Hashcode() uint32      { return opkit.Hashcode(op) }
 
 // ---------------------------------------------------------------------------------------------
 // backward to the weights: (xp [R,H], dz [R,N], plan) → dw [E,H,N]
 
 type gmmWeightsGradOp struct {
+	opkit.Base
 	geo kernels.Geometry
 	h   int // H: the weight's rows (xp's columns), kept for the hash and shape
 }
@@ -489,14 +485,11 @@ func (op gmmWeightsGradOp) Do(vs ...G.Value) (G.Value, error) {
 	return dw, nil
 }
 
-func (op gmmWeightsGradOp) ReturnsPtr() bool     { return false }
-func (op gmmWeightsGradOp) CallsExtern() bool    { return false }
-func (op gmmWeightsGradOp) OverwritesInput() int { return -1 }
 func (op gmmWeightsGradOp) String() string {
-	return fmt.Sprintf("GroupedMatMulWeightsGrad{%v H=%d}", op.geo, op.h)
+	return fmt.Sprintf("op.GroupedMatMulWeightsGrad{%s H=%d}", opkit.GeometryKey(op.geo), op.h)
 }
-func (op gmmWeightsGradOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op gmmWeightsGradOp) Hashcode() uint32      { return gmmHash(op) }
+func (op gmmWeightsGradOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
+func (op gmmWeightsGradOp) Hashcode() uint32      { return opkit.Hashcode(op) }
 
 var (
 	_ G.SDOp = gmmOp{}

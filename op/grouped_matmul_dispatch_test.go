@@ -34,8 +34,8 @@ func gmmDispatchGraph(dt tensor.Dtype, H, N int) (*G.ExprGraph, []*G.Node, []*G.
 	xp, w, dz := mk("xp", R, H), mk("w", g.E, H, N), mk("dz", R, N)
 	outs := []*G.Node{
 		must(groupedMatMulWithPlan(xp, w, p.Node, g)),
-		must(opkit.ApplyOp("GroupedMatMulRowsGrad", gmmRowsGradOp{g}, dz, w, p.Node)),
-		must(opkit.ApplyOp("GroupedMatMulWeightsGrad", gmmWeightsGradOp{g, H}, xp, dz, p.Node)),
+		must(opkit.ApplyOp("GroupedMatMulRowsGrad", gmmRowsGradOp{geo: g}, dz, w, p.Node)),
+		must(opkit.ApplyOp("GroupedMatMulWeightsGrad", gmmWeightsGradOp{geo: g, h: H}, xp, dz, p.Node)),
 	}
 	ins := []*G.Node{gr.ByName("ids")[0], xp, w, dz}
 	return gr, ins, outs, data
@@ -171,6 +171,6 @@ func TestGroupedMatMulBF16Host(t *testing.T) {
 	}
 	// A bfloat16 xp with a float32 w is refused.
 	geo := kernels.Geometry{T: 5, K: 2, E: 4, A: 2}
-	_, err := gmmOp{geo}.Do(gmmTestDense(bfloat16.Dtype, data["xp"], R, H), gmmTestDense(tensor.Float32, data["w"], g.E, H, N), int32Dense(rp.Flat(), geo.PlanLen()))
+	_, err := gmmOp{geo: geo}.Do(gmmTestDense(bfloat16.Dtype, data["xp"], R, H), gmmTestDense(tensor.Float32, data["w"], g.E, H, N), int32Dense(rp.Flat(), geo.PlanLen()))
 	wantErr(t, "bf16 xp with float32 w", err, "GroupedMatMul", "input 1 is float32")
 }

@@ -36,6 +36,7 @@ func JitterNoise(x *G.Node, eps float64, seed int64) (*G.Node, error) {
 
 // jitterNoiseOp is a pointer op: its run counter is state shared by every use of the node.
 type jitterNoiseOp struct {
+	opkit.Base
 	eps  float64
 	seed int64
 	dims int
@@ -91,14 +92,11 @@ func (op *jitterNoiseOp) Do(vs ...G.Value) (G.Value, error) {
 	return out, nil
 }
 
-func (op *jitterNoiseOp) ReturnsPtr() bool     { return false }
-func (op *jitterNoiseOp) CallsExtern() bool    { return false }
-func (op *jitterNoiseOp) OverwritesInput() int { return -1 }
 func (op *jitterNoiseOp) String() string {
-	return fmt.Sprintf("JitterNoise{eps=%g seed=%d}", op.eps, op.seed)
+	return fmt.Sprintf("op.JitterNoise{eps=%v seed=%d dims=%d}", op.eps, op.seed, op.dims)
 }
-func (op *jitterNoiseOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op *jitterNoiseOp) Hashcode() uint32      { return gmmHash(op) }
+func (op *jitterNoiseOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
+func (op *jitterNoiseOp) Hashcode() uint32      { return opkit.Hashcode(op) }
 
 // DiffWRT: the noise does not depend on x's values.
 func (op *jitterNoiseOp) DiffWRT(n int) []bool { return make([]bool, n) }

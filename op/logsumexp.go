@@ -29,7 +29,7 @@ func RowLogSumExp(x *G.Node) (*G.Node, error) {
 	return opkit.ApplyOp("RowLogSumExp", lseOp{}, x)
 }
 
-type lseOp struct{}
+type lseOp struct{ opkit.Base }
 
 func (op lseOp) Arity() int { return 1 }
 
@@ -94,12 +94,9 @@ func (op lseOp) Do(vs ...G.Value) (G.Value, error) {
 	return out, nil
 }
 
-func (op lseOp) ReturnsPtr() bool      { return false }
-func (op lseOp) CallsExtern() bool     { return false }
-func (op lseOp) OverwritesInput() int  { return -1 }
-func (op lseOp) String() string        { return "RowLogSumExp" }
-func (op lseOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op lseOp) Hashcode() uint32      { return gmmHash(op) }
+func (op lseOp) String() string        { return "op.RowLogSumExp{}" }
+func (op lseOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
+func (op lseOp) Hashcode() uint32      { return opkit.Hashcode(op) }
 
 func (op lseOp) DiffWRT(int) []bool { return []bool{true} }
 
@@ -172,7 +169,7 @@ func (op lseOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) e
 }
 
 // lseGradOp: x [T,E], lse [T], dlse [T] → dx [T,E].
-type lseGradOp struct{}
+type lseGradOp struct{ opkit.Base }
 
 func (op lseGradOp) Arity() int { return 3 }
 func (op lseGradOp) Type() hm.Type {
@@ -213,12 +210,9 @@ func (op lseGradOp) Do(vs ...G.Value) (G.Value, error) {
 	return dx, nil
 }
 
-func (op lseGradOp) ReturnsPtr() bool      { return false }
-func (op lseGradOp) CallsExtern() bool     { return false }
-func (op lseGradOp) OverwritesInput() int  { return -1 }
-func (op lseGradOp) String() string        { return "RowLogSumExpGrad" }
-func (op lseGradOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op lseGradOp) Hashcode() uint32      { return gmmHash(op) }
+func (op lseGradOp) String() string        { return "op.RowLogSumExpGrad{}" }
+func (op lseGradOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
+func (op lseGradOp) Hashcode() uint32      { return opkit.Hashcode(op) }
 
 var (
 	_ G.SDOp = lseOp{}

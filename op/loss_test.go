@@ -333,8 +333,8 @@ func TestLossSeed(t *testing.T) {
 	const T, K, E = 4, 2, 3
 	ids := int32Dense(lossIDs(T, K, E, 1), T, K)
 	s := denseOf(tensor.Float64, randFloats(newRNG(2), T*E), T, E)
-	bg := balanceLossGradOp{balanceLossOp{e: E, k: K, seqs: 2, coeff: 0.5}}
-	zg := zLossGradOp{0.5}
+	bg := balanceLossGradOp{f: balanceLossOp{e: E, k: K, seqs: 2, coeff: 0.5}}
+	zg := zLossGradOp{coeff: 0.5}
 	var want [2]G.Value
 	for i, dy := range []G.Value{G.NewF64(1.25), tensor.New(tensor.FromScalar(1.25)), tensor.New(tensor.WithShape(1), tensor.WithBacking([]float64{1.25}))} {
 		b, err := bg.Do(ids, s, dy)
@@ -373,8 +373,8 @@ func TestLossDeterministic(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		z1, _ := zLossOp{1}.Do(s)
-		z2, _ := zLossOp{1}.Do(s)
+		z1, _ := zLossOp{coeff: 1}.Do(s)
+		z2, _ := zLossOp{coeff: 1}.Do(s)
 		if !bitsEqual(a, b) || !bitsEqual(z1, z2) {
 			t.Fatalf("run %d: %v vs %v, %v vs %v", i, a, b, z1, z2)
 		}
@@ -430,13 +430,13 @@ func TestLossBadInput(t *testing.T) {
 		want string
 	}{
 		{"id out of range", func() (G.Value, error) { return op.Do(bad, sv) }, "ids[1,1] = 3 is out of range [-1, 3)"},
-		{"grad id out of range", func() (G.Value, error) { return balanceLossGradOp{op}.Do(bad, sv, G.NewF64(1)) }, "ids[1,1] = 3 is out of range"},
+		{"grad id out of range", func() (G.Value, error) { return balanceLossGradOp{f: op}.Do(bad, sv, G.NewF64(1)) }, "ids[1,1] = 3 is out of range"},
 		{"arity", func() (G.Value, error) { return op.Do(bad) }, "got 1 inputs, want 2"},
 		{"scores shape", func() (G.Value, error) { return op.Do(bad, denseOf(tensor.Float64, make([]float64, 8), 4, 2)) }, "scores has shape (4, 2), want (T=4, E=3)"},
-		{"grad dy dtype", func() (G.Value, error) { return balanceLossGradOp{op}.Do(bad, sv, G.NewF32(1)) }, "output gradient has dtype float32, want float64"},
-		{"grad dy shape", func() (G.Value, error) { return zLossGradOp{1}.Do(sv, sv) }, "output gradient has shape (4, 3), want a scalar"},
-		{"grad dy nil", func() (G.Value, error) { return zLossGradOp{1}.Do(sv, nil) }, "input 1 is nil"},
-		{"z shape", func() (G.Value, error) { return zLossOp{1}.Do(denseOf(tensor.Float64, make([]float64, 4), 4)) }, "logits has shape (4), want (T>=1, E>=1)"},
+		{"grad dy dtype", func() (G.Value, error) { return balanceLossGradOp{f: op}.Do(bad, sv, G.NewF32(1)) }, "output gradient has dtype float32, want float64"},
+		{"grad dy shape", func() (G.Value, error) { return zLossGradOp{coeff: 1}.Do(sv, sv) }, "output gradient has shape (4, 3), want a scalar"},
+		{"grad dy nil", func() (G.Value, error) { return zLossGradOp{coeff: 1}.Do(sv, nil) }, "input 1 is nil"},
+		{"z shape", func() (G.Value, error) { return zLossOp{coeff: 1}.Do(denseOf(tensor.Float64, make([]float64, 4), 4)) }, "logits has shape (4), want (T>=1, E>=1)"},
 	} {
 		v, err := c.fn()
 		if err == nil || v != nil || !strings.Contains(err.Error(), c.want) {
@@ -453,8 +453,8 @@ func TestLossHash(t *testing.T) {
 	ops := []G.Op{
 		balanceLossOp{e: 3, k: 2, seqs: 1, coeff: 1}, balanceLossOp{e: 3, k: 2, seqs: 2, coeff: 1},
 		balanceLossOp{e: 3, k: 2, seqs: 1, coeff: 0.5}, balanceLossOp{e: 4, k: 2, seqs: 1, coeff: 1},
-		balanceLossOp{e: 3, k: 1, seqs: 1, coeff: 1}, zLossOp{1}, zLossOp{0.5},
-		balanceLossGradOp{balanceLossOp{e: 3, k: 2, seqs: 1, coeff: 1}}, zLossGradOp{1},
+		balanceLossOp{e: 3, k: 1, seqs: 1, coeff: 1}, zLossOp{coeff: 1}, zLossOp{coeff: 0.5},
+		balanceLossGradOp{f: balanceLossOp{e: 3, k: 2, seqs: 1, coeff: 1}}, zLossGradOp{coeff: 1},
 	}
 	seen := map[uint32]string{}
 	for _, o := range ops {

@@ -45,7 +45,10 @@ func MatMul(a, b *G.Node) (*G.Node, error) {
 }
 
 // matMulOp: op(a) [M,K] · op(b) [K,N] → [M,N], op(x) = xᵀ when the flag is set.
-type matMulOp struct{ ta, tb bool }
+type matMulOp struct {
+	opkit.Base
+	ta, tb bool
+}
 
 func (op matMulOp) Arity() int { return 2 }
 
@@ -165,12 +168,9 @@ func (op matMulOp) hostGemm(av, bv G.Value) (G.Value, bool) {
 	return nil, false
 }
 
-func (op matMulOp) ReturnsPtr() bool      { return false }
-func (op matMulOp) CallsExtern() bool     { return false }
-func (op matMulOp) OverwritesInput() int  { return -1 }
-func (op matMulOp) String() string        { return fmt.Sprintf("MatMul{ta=%v, tb=%v}", op.ta, op.tb) }
-func (op matMulOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op matMulOp) Hashcode() uint32      { return gmmHash(op) }
+func (op matMulOp) String() string        { return fmt.Sprintf("op.MatMul{ta=%v tb=%v}", op.ta, op.tb) }
+func (op matMulOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
+func (op matMulOp) Hashcode() uint32      { return opkit.Hashcode(op) }
 
 func (op matMulOp) DiffWRT(int) []bool { return []bool{true, true} }
 

@@ -1,7 +1,6 @@
 package op
 
 import (
-	"fmt"
 	"hash"
 
 	"github.com/chewxy/hm"
@@ -174,7 +173,10 @@ func permuteBackwardHost[F kernels.Float](p kernels.Plan, dxp, pre G.Value) (G.V
 }
 
 // permuteOp is Permute: (x [T,H], plan) -> xp [R,H].
-type permuteOp struct{ g kernels.Geometry }
+type permuteOp struct {
+	opkit.Base
+	g kernels.Geometry
+}
 
 var (
 	_ G.Op              = permuteOp{}
@@ -183,17 +185,11 @@ var (
 	_ G.UsePreallocDoer = permuteOp{}
 )
 
-func (op permuteOp) Arity() int           { return 2 }
-func (op permuteOp) Type() hm.Type        { return matPlanType() }
-func (op permuteOp) ReturnsPtr() bool     { return false }
-func (op permuteOp) CallsExtern() bool    { return false }
-func (op permuteOp) OverwritesInput() int { return -1 }
-func (op permuteOp) String() string       { return fmt.Sprintf("gomoe.Permute{%v}", op.g) }
-func (op permuteOp) key() string          { return "gomoe.Permute{" + opkit.GeometryKey(op.g) + "}" }
-func (op permuteOp) WriteHash(h hash.Hash) {
-	fmt.Fprint(h, op.key())
-}
-func (op permuteOp) Hashcode() uint32 { return opkit.Hash(op.key()) }
+func (op permuteOp) Arity() int            { return 2 }
+func (op permuteOp) Type() hm.Type         { return matPlanType() }
+func (op permuteOp) String() string        { return "op.Permute{" + opkit.GeometryKey(op.g) + "}" }
+func (op permuteOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
+func (op permuteOp) Hashcode() uint32      { return opkit.Hashcode(op) }
 
 func (op permuteOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	H, err := permuteShapes(permuteName, op.g, ds, "x", dim{"T", op.g.T})
@@ -250,7 +246,10 @@ func (op permuteOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Nod
 
 // permuteGradOp is the backward of Permute: (dxp [R,H], plan) -> dx [T,H]. It is the adjoint
 // of permuteOp, so each is the other's gradient.
-type permuteGradOp struct{ g kernels.Geometry }
+type permuteGradOp struct {
+	opkit.Base
+	g kernels.Geometry
+}
 
 var (
 	_ G.Op              = permuteGradOp{}
@@ -259,17 +258,11 @@ var (
 	_ G.UsePreallocDoer = permuteGradOp{}
 )
 
-func (op permuteGradOp) Arity() int           { return 2 }
-func (op permuteGradOp) Type() hm.Type        { return matPlanType() }
-func (op permuteGradOp) ReturnsPtr() bool     { return false }
-func (op permuteGradOp) CallsExtern() bool    { return false }
-func (op permuteGradOp) OverwritesInput() int { return -1 }
-func (op permuteGradOp) String() string       { return fmt.Sprintf("gomoe.PermuteGrad{%v}", op.g) }
-func (op permuteGradOp) key() string          { return "gomoe.PermuteGrad{" + opkit.GeometryKey(op.g) + "}" }
-func (op permuteGradOp) WriteHash(h hash.Hash) {
-	fmt.Fprint(h, op.key())
-}
-func (op permuteGradOp) Hashcode() uint32 { return opkit.Hash(op.key()) }
+func (op permuteGradOp) Arity() int            { return 2 }
+func (op permuteGradOp) Type() hm.Type         { return matPlanType() }
+func (op permuteGradOp) String() string        { return "op.PermuteGrad{" + opkit.GeometryKey(op.g) + "}" }
+func (op permuteGradOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
+func (op permuteGradOp) Hashcode() uint32      { return opkit.Hashcode(op) }
 
 func (op permuteGradOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	H, err := permuteShapes(permuteGradName, op.g, ds, "dxp", dim{"R", op.g.Rows()})

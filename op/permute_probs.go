@@ -1,7 +1,6 @@
 package op
 
 import (
-	"fmt"
 	"hash"
 
 	"github.com/chewxy/hm"
@@ -126,7 +125,10 @@ func permuteProbsBackwardHost[F kernels.Float](p kernels.Plan, dpp, pre G.Value)
 }
 
 // permuteProbsOp is PermuteProbs: (probs [T,K], plan) -> pp [R].
-type permuteProbsOp struct{ g kernels.Geometry }
+type permuteProbsOp struct {
+	opkit.Base
+	g kernels.Geometry
+}
 
 var (
 	_ G.Op              = permuteProbsOp{}
@@ -142,15 +144,9 @@ func (op permuteProbsOp) Type() hm.Type {
 	p := hm.TypeVariable('p')
 	return hm.NewFnType(G.TensorType{Dims: 2, Of: p}, G.TensorType{Dims: 1, Of: tensor.Int32}, G.TensorType{Dims: 1, Of: p})
 }
-func (op permuteProbsOp) ReturnsPtr() bool     { return false }
-func (op permuteProbsOp) CallsExtern() bool    { return false }
-func (op permuteProbsOp) OverwritesInput() int { return -1 }
-func (op permuteProbsOp) String() string       { return fmt.Sprintf("gomoe.PermuteProbs{%v}", op.g) }
-func (op permuteProbsOp) key() string          { return "gomoe.PermuteProbs{" + opkit.GeometryKey(op.g) + "}" }
-func (op permuteProbsOp) WriteHash(h hash.Hash) {
-	fmt.Fprint(h, op.key())
-}
-func (op permuteProbsOp) Hashcode() uint32 { return opkit.Hash(op.key()) }
+func (op permuteProbsOp) String() string        { return "op.PermuteProbs{" + opkit.GeometryKey(op.g) + "}" }
+func (op permuteProbsOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
+func (op permuteProbsOp) Hashcode() uint32      { return opkit.Hashcode(op) }
 
 func (op permuteProbsOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	const name = permuteProbsName
@@ -218,7 +214,10 @@ func (op permuteProbsOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *
 
 // permuteProbsGradOp is the backward of PermuteProbs: (dpp [R], plan) -> dprobs [T,K]. It is
 // the adjoint of permuteProbsOp, so each is the other's gradient.
-type permuteProbsGradOp struct{ g kernels.Geometry }
+type permuteProbsGradOp struct {
+	opkit.Base
+	g kernels.Geometry
+}
 
 var (
 	_ G.Op              = permuteProbsGradOp{}
@@ -234,17 +233,11 @@ func (op permuteProbsGradOp) Type() hm.Type {
 	p := hm.TypeVariable('p')
 	return hm.NewFnType(G.TensorType{Dims: 1, Of: p}, G.TensorType{Dims: 1, Of: tensor.Int32}, G.TensorType{Dims: 2, Of: p})
 }
-func (op permuteProbsGradOp) ReturnsPtr() bool     { return false }
-func (op permuteProbsGradOp) CallsExtern() bool    { return false }
-func (op permuteProbsGradOp) OverwritesInput() int { return -1 }
 func (op permuteProbsGradOp) String() string {
-	return fmt.Sprintf("gomoe.PermuteProbsGrad{%v}", op.g)
+	return "op.PermuteProbsGrad{" + opkit.GeometryKey(op.g) + "}"
 }
-func (op permuteProbsGradOp) key() string {
-	return "gomoe.PermuteProbsGrad{" + opkit.GeometryKey(op.g) + "}"
-}
-func (op permuteProbsGradOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.key()) }
-func (op permuteProbsGradOp) Hashcode() uint32      { return opkit.Hash(op.key()) }
+func (op permuteProbsGradOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
+func (op permuteProbsGradOp) Hashcode() uint32      { return opkit.Hashcode(op) }
 
 func (op permuteProbsGradOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	const name = permuteProbsGradName

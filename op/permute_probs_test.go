@@ -93,15 +93,15 @@ func TestPermuteProbsBadInputs(t *testing.T) {
 	gg := kernels.Geometry{T: 4, K: 2, E: 3, A: 1}
 	planV := int32Dense(p, len(p))
 	wantErr(t, "int probs", func() error {
-		_, err := (permuteProbsOp{gg}).Do(tensor.New(tensor.WithShape(4, 2), tensor.WithBacking(make([]int, 8))), planV)
+		_, err := (permuteProbsOp{g: gg}).Do(tensor.New(tensor.WithShape(4, 2), tensor.WithBacking(make([]int, 8))), planV)
 		return err
 	}(), "probs has dtype int")
 	wantErr(t, "dpp shape", func() error {
-		_, err := (permuteProbsGradOp{gg}).Do(denseOf(tensor.Float32, make([]float64, 7), 7), planV)
+		_, err := (permuteProbsGradOp{g: gg}).Do(denseOf(tensor.Float32, make([]float64, 7), 7), planV)
 		return err
 	}(), "dpp has shape (7)", "R=8")
 	wantErr(t, "float plan", func() error {
-		_, err := (permuteProbsOp{gg}).Do(denseOf(tensor.Float32, make([]float64, 8), 4, 2), denseOf(tensor.Float32, make([]float64, len(p)), len(p)))
+		_, err := (permuteProbsOp{g: gg}).Do(denseOf(tensor.Float32, make([]float64, 8), 4, 2), denseOf(tensor.Float32, make([]float64, len(p)), len(p)))
 		return err
 	}(), "plan has dtype float32, want int32")
 }

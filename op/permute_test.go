@@ -165,10 +165,10 @@ func TestPermuteOpHash(t *testing.T) {
 	g3 := kernels.Geometry{T: 4, K: 2, E: 3, A: 1, Mode: kernels.Capacity, C: 2}
 	g4 := g3
 	g4.PadToCapacity = true
-	ops := []G.Op{permuteOp{g1}, permuteOp{g2}, permuteOp{g3}, permuteOp{g4}, permuteGradOp{g1},
-		permuteProbsOp{g1}, permuteProbsGradOp{g1}, unpermuteOp{g1, true}, unpermuteOp{g1, false},
-		unpermuteGradRowsOp{g1, true}, unpermuteGradProbsOp{g1, tensor.Float32}, unpermuteGradProbsOp{g1, tensor.Float64},
-		planOp{g1, false}, planOp{g3, false}, planOp{g4, false}}
+	ops := []G.Op{permuteOp{g: g1}, permuteOp{g: g2}, permuteOp{g: g3}, permuteOp{g: g4}, permuteGradOp{g: g1},
+		permuteProbsOp{g: g1}, permuteProbsGradOp{g: g1}, unpermuteOp{g: g1, weighted: true}, unpermuteOp{g: g1, weighted: false},
+		unpermuteGradRowsOp{g: g1, weighted: true}, unpermuteGradProbsOp{g: g1, pdt: tensor.Float32}, unpermuteGradProbsOp{g: g1, pdt: tensor.Float64},
+		planOp{g: g1, withProbs: false}, planOp{g: g3, withProbs: false}, planOp{g: g4, withProbs: false}}
 	seen := map[uint32]string{}
 	for _, op := range ops {
 		h := op.Hashcode()
@@ -177,7 +177,7 @@ func TestPermuteOpHash(t *testing.T) {
 		}
 		seen[h] = op.String()
 	}
-	if s := (permuteOp{g3}).String(); s != "gomoe.Permute{T=4 K=2 E=3 A=1 capacity C=2 drop=position pad=false}" {
+	if s := (permuteOp{g: g3}).String(); s != "op.Permute{T=4 K=2 E=3 A=1 mode=capacity C=2 drop=position pad=false}" {
 		t.Errorf("String() = %q", s)
 	}
 }
@@ -214,14 +214,14 @@ func TestPermuteBadInputs(t *testing.T) {
 	gg := kernels.Geometry{T: 4, K: 2, E: 3, A: 1}
 	planV := int32Dense(refPlan(gg, okIDs, nil).Flat(), gg.PlanLen())
 	x := denseOf(tensor.Float64, make([]float64, 12), 4, 3)
-	wantErr(t, "arity", func() error { _, err := (permuteOp{gg}).Do(x); return err }(), "got 1 inputs, want 2")
-	wantErr(t, "short plan", func() error { _, err := (permuteOp{gg}).Do(x, int32Dense(make([]int32, 5), 5)); return err }(), "plan has shape (5)", "PlanLen=23")
+	wantErr(t, "arity", func() error { _, err := (permuteOp{g: gg}).Do(x); return err }(), "got 1 inputs, want 2")
+	wantErr(t, "short plan", func() error { _, err := (permuteOp{g: gg}).Do(x, int32Dense(make([]int32, 5), 5)); return err }(), "plan has shape (5)", "PlanLen=23")
 	wantErr(t, "int64 plan", func() error {
-		_, err := (permuteOp{gg}).Do(x, tensor.New(tensor.WithShape(gg.PlanLen()), tensor.WithBacking(make([]int64, gg.PlanLen()))))
+		_, err := (permuteOp{g: gg}).Do(x, tensor.New(tensor.WithShape(gg.PlanLen()), tensor.WithBacking(make([]int64, gg.PlanLen()))))
 		return err
 	}(), "plan has dtype int64, want int32")
 	wantErr(t, "dxp rows", func() error {
-		_, err := (permuteGradOp{gg}).Do(denseOf(tensor.Float32, make([]float64, 12), 4, 3), planV)
+		_, err := (permuteGradOp{g: gg}).Do(denseOf(tensor.Float32, make([]float64, 12), 4, 3), planV)
 		return err
 	}(), "dxp has shape (4, 3)", "R=8")
 }
@@ -240,15 +240,15 @@ func TestUsePrealloc(t *testing.T) {
 		probs := denseOf(dt, randProbs(rng, 8), 4, 2)
 		vecR := denseOf(dt, randFloats(rng, R), R)
 		cases := []preallocCase{
-			{permuteOp{g}, []G.Value{x, planV}, []int{R, H}},
-			{permuteGradOp{g}, []G.Value{rows, planV}, []int{4, H}},
-			{permuteProbsOp{g}, []G.Value{probs, planV}, []int{R}},
-			{permuteProbsGradOp{g}, []G.Value{vecR, planV}, []int{4, 2}},
-			{unpermuteOp{g, true}, []G.Value{rows, probs, planV}, []int{4, H}},
-			{unpermuteOp{g, false}, []G.Value{rows, planV}, []int{4, H}},
-			{unpermuteGradRowsOp{g, true}, []G.Value{x, probs, planV}, []int{R, H}},
-			{unpermuteGradRowsOp{g, false}, []G.Value{x, planV}, []int{R, H}},
-			{unpermuteGradProbsOp{g, dt}, []G.Value{x, rows, planV}, []int{4, 2}},
+			{permuteOp{g: g}, []G.Value{x, planV}, []int{R, H}},
+			{permuteGradOp{g: g}, []G.Value{rows, planV}, []int{4, H}},
+			{permuteProbsOp{g: g}, []G.Value{probs, planV}, []int{R}},
+			{permuteProbsGradOp{g: g}, []G.Value{vecR, planV}, []int{4, 2}},
+			{unpermuteOp{g: g, weighted: true}, []G.Value{rows, probs, planV}, []int{4, H}},
+			{unpermuteOp{g: g, weighted: false}, []G.Value{rows, planV}, []int{4, H}},
+			{unpermuteGradRowsOp{g: g, weighted: true}, []G.Value{x, probs, planV}, []int{R, H}},
+			{unpermuteGradRowsOp{g: g, weighted: false}, []G.Value{x, planV}, []int{R, H}},
+			{unpermuteGradProbsOp{g: g, pdt: dt}, []G.Value{x, rows, planV}, []int{4, 2}},
 		}
 		mk := func(data []float64, shape ...int) *tensor.Dense { return denseOf(dt, data, shape...) }
 		for _, c := range cases {

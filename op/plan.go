@@ -116,6 +116,7 @@ func (p *Plan) check(name string) error {
 // planOp builds the flat plan vector: ids [T,K] int32 (, probs [T,K]) -> plan [PlanLen] int32.
 // probs is an input only in capacity mode with drop by prob.
 type planOp struct {
+	opkit.Base
 	g         kernels.Geometry
 	withProbs bool
 }
@@ -228,21 +229,11 @@ func (op planOp) UsePreallocDo(prealloc G.Value, vs ...G.Value) (G.Value, error)
 	return out, nil
 }
 
-func (op planOp) ReturnsPtr() bool     { return false }
-func (op planOp) CallsExtern() bool    { return false }
-func (op planOp) OverwritesInput() int { return -1 }
-
 func (op planOp) String() string {
-	return fmt.Sprintf("gomoe.Plan{%v probs=%v}", op.g, op.withProbs)
+	return fmt.Sprintf("op.Plan{%s probs=%v}", opkit.GeometryKey(op.g), op.withProbs)
 }
-
-func (op planOp) WriteHash(h hash.Hash) {
-	fmt.Fprintf(h, "gomoe.Plan{%s probs=%v}", opkit.GeometryKey(op.g), op.withProbs)
-}
-
-func (op planOp) Hashcode() uint32 {
-	return opkit.Hash(fmt.Sprintf("gomoe.Plan{%s probs=%v}", opkit.GeometryKey(op.g), op.withProbs))
-}
+func (op planOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
+func (op planOp) Hashcode() uint32      { return opkit.Hashcode(op) }
 
 // DiffWRT is all false: the plan is integer routing data.
 func (op planOp) DiffWRT(n int) []bool { return make([]bool, n) }

@@ -111,11 +111,12 @@ func applyPointwise(k pwKind, in ...*G.Node) (*G.Node, error) {
 	if in[0].Shape().TotalSize() == 0 {
 		return nil, opkit.Errorf(name, "x is empty")
 	}
-	return opkit.ApplyOp(name, pwOp{k, in[0].Dims()}, in...)
+	return opkit.ApplyOp(name, pwOp{k: k, dims: in[0].Dims()}, in...)
 }
 
 // pwOp: k's inputs (one or two tensors of one shape) → output of that shape.
 type pwOp struct {
+	opkit.Base
 	k    pwKind
 	dims int
 }
@@ -251,12 +252,9 @@ func viaFloat32(name string, vs []G.Value, f func([]G.Value) (G.Value, error)) (
 	return roundBF16(name, out, nil)
 }
 
-func (op pwOp) ReturnsPtr() bool      { return false }
-func (op pwOp) CallsExtern() bool     { return false }
-func (op pwOp) OverwritesInput() int  { return -1 }
-func (op pwOp) String() string        { return fmt.Sprintf("%v{%dd}", op.k, op.dims) }
-func (op pwOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op pwOp) Hashcode() uint32      { return gmmHash(op) }
+func (op pwOp) String() string        { return fmt.Sprintf("op.%v{dims=%d}", op.k, op.dims) }
+func (op pwOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
+func (op pwOp) Hashcode() uint32      { return opkit.Hashcode(op) }
 
 func (op pwOp) DiffWRT(n int) []bool {
 	w := make([]bool, n)
@@ -274,7 +272,7 @@ func (op pwOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 	args := append(append(G.Nodes{}, inputs...), output, grad)
 	out := make(G.Nodes, len(inputs))
 	for i := range inputs {
-		d, err := G.ApplyOp(pwGradOp{op.k, op.dims, i}, args...)
+		d, err := G.ApplyOp(pwGradOp{k: op.k, dims: op.dims, which: i}, args...)
 		if err != nil {
 			return nil, err
 		}
@@ -301,7 +299,7 @@ func (op pwOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) er
 	vs = append(vs, output.Value(), gy)
 	ups := make([]gradUpdate, len(inputs))
 	for i, n := range inputs {
-		d, err := pwGradOp{op.k, op.dims, i}.Do(vs...)
+		d, err := pwGradOp{k: op.k, dims: op.dims, which: i}.Do(vs...)
 		if err != nil {
 			return err
 		}
@@ -316,6 +314,7 @@ func (op pwOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) er
 
 // pwGradOp: (inputs..., y, dy) → the gradient of input `which`.
 type pwGradOp struct {
+	opkit.Base
 	k     pwKind
 	dims  int
 	which int
@@ -323,7 +322,7 @@ type pwGradOp struct {
 
 func (op pwGradOp) Arity() int { return op.k.arity() + 2 }
 
-func (op pwGradOp) Type() hm.Type { return pwOp{op.k, op.dims}.typeN(op.Arity()) }
+func (op pwGradOp) Type() hm.Type { return pwOp{k: op.k, dims: op.dims}.typeN(op.Arity()) }
 
 func (op pwOp) typeN(n int) hm.Type {
 	a := hm.TypeVariable('a')
@@ -401,11 +400,8 @@ func pwBackward[F float32 | float64](op pwGradOp, vs []G.Value) (G.Value, error)
 	return out, nil
 }
 
-func (op pwGradOp) ReturnsPtr() bool     { return false }
-func (op pwGradOp) CallsExtern() bool    { return false }
-func (op pwGradOp) OverwritesInput() int { return -1 }
 func (op pwGradOp) String() string {
-	return fmt.Sprintf("%vGrad{%dd, input %d}", op.k, op.dims, op.which)
+	return fmt.Sprintf("op.%vGrad{dims=%d input=%d}", op.k, op.dims, op.which)
 }
-func (op pwGradOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op pwGradOp) Hashcode() uint32      { return gmmHash(op) }
+func (op pwGradOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
+func (op pwGradOp) Hashcode() uint32      { return opkit.Hashcode(op) }

@@ -198,7 +198,7 @@ func TestPointwiseBadInput(t *testing.T) {
 		}
 	}
 	// Do with mismatched values errors and does not panic.
-	if _, err := (pwOp{pwSwiGLU, 2}).Do(gcDense(tensor.Float32, tensor.Shape{2, 3}, make([]float64, 6)), gcDense(tensor.Float64, tensor.Shape{2, 3}, make([]float64, 6))); err == nil {
+	if _, err := (pwOp{k: pwSwiGLU, dims: 2}).Do(gcDense(tensor.Float32, tensor.Shape{2, 3}, make([]float64, 6)), gcDense(tensor.Float64, tensor.Shape{2, 3}, make([]float64, 6))); err == nil {
 		t.Errorf("Do with mixed dtypes: no error")
 	}
 }

@@ -28,11 +28,14 @@ func ReLU(x *G.Node) (*G.Node, error) {
 	if x.Dims() < 1 || x.Shape().TotalSize() == 0 {
 		return nil, opkit.Errorf(name, "x has shape %v, want a non-empty tensor", opkit.ShapeString(x.Shape()))
 	}
-	return opkit.ApplyOp(name, reluOp{x.Dims()}, x)
+	return opkit.ApplyOp(name, reluOp{dims: x.Dims()}, x)
 }
 
 // reluOp: x → max(x, 0).
-type reluOp struct{ dims int }
+type reluOp struct {
+	opkit.Base
+	dims int
+}
 
 func (op reluOp) Arity() int { return 1 }
 
@@ -85,12 +88,9 @@ func reluHost[F float32 | float64](name string, vs []G.Value, grad bool) (G.Valu
 	return out, opkit.Wrap(name, kernels.ReLUBackward(o, x, dy))
 }
 
-func (op reluOp) ReturnsPtr() bool      { return false }
-func (op reluOp) CallsExtern() bool     { return false }
-func (op reluOp) OverwritesInput() int  { return -1 }
-func (op reluOp) String() string        { return fmt.Sprintf("ReLU{%dd}", op.dims) }
-func (op reluOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op reluOp) Hashcode() uint32      { return gmmHash(op) }
+func (op reluOp) String() string        { return fmt.Sprintf("op.ReLU{dims=%d}", op.dims) }
+func (op reluOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
+func (op reluOp) Hashcode() uint32      { return opkit.Hashcode(op) }
 
 func (op reluOp) DiffWRT(int) []bool { return []bool{true} }
 
@@ -128,7 +128,10 @@ func (op reluOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) 
 }
 
 // reluGradOp: x, dy → dy where x > 0, else 0.
-type reluGradOp struct{ dims int }
+type reluGradOp struct {
+	opkit.Base
+	dims int
+}
 
 func (op reluGradOp) Arity() int { return 2 }
 
@@ -164,9 +167,6 @@ func (op reluGradOp) Do(vs ...G.Value) (G.Value, error) {
 	return reluHost[float64](name, vs, true)
 }
 
-func (op reluGradOp) ReturnsPtr() bool      { return false }
-func (op reluGradOp) CallsExtern() bool     { return false }
-func (op reluGradOp) OverwritesInput() int  { return -1 }
-func (op reluGradOp) String() string        { return fmt.Sprintf("ReLUGrad{%dd}", op.dims) }
-func (op reluGradOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op reluGradOp) Hashcode() uint32      { return gmmHash(op) }
+func (op reluGradOp) String() string        { return fmt.Sprintf("op.ReLUGrad{dims=%d}", op.dims) }
+func (op reluGradOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
+func (op reluGradOp) Hashcode() uint32      { return opkit.Hashcode(op) }

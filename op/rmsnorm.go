@@ -39,11 +39,14 @@ func RMSNorm(x, gain *G.Node, eps float64) (*G.Node, error) {
 	if err := checkShape(name, "gain", gain.Shape(), dim{"D", x.Shape()[1]}); err != nil {
 		return nil, err
 	}
-	return opkit.ApplyOp(name, rmsOp{eps}, x, gain)
+	return opkit.ApplyOp(name, rmsOp{eps: eps}, x, gain)
 }
 
 // rmsOp: x [N,D], gain [D] → y [N,D].
-type rmsOp struct{ eps float64 }
+type rmsOp struct {
+	opkit.Base
+	eps float64
+}
 
 func (op rmsOp) Arity() int { return 2 }
 
@@ -140,12 +143,9 @@ func rmsHost[F float32 | float64](name string, vs []G.Value, eps float64, which 
 	return out, opkit.Wrap(name, kernels.RMSNorm(o, s[0], s[1], eps))
 }
 
-func (op rmsOp) ReturnsPtr() bool      { return false }
-func (op rmsOp) CallsExtern() bool     { return false }
-func (op rmsOp) OverwritesInput() int  { return -1 }
-func (op rmsOp) String() string        { return fmt.Sprintf("RMSNorm{eps=%v}", op.eps) }
-func (op rmsOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op rmsOp) Hashcode() uint32      { return gmmHash(op) }
+func (op rmsOp) String() string        { return fmt.Sprintf("op.RMSNorm{eps=%v}", op.eps) }
+func (op rmsOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
+func (op rmsOp) Hashcode() uint32      { return opkit.Hashcode(op) }
 
 func (op rmsOp) DiffWRT(int) []bool { return []bool{true, true} }
 
@@ -156,7 +156,7 @@ func (op rmsOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 	}
 	out := make(G.Nodes, 2)
 	for i := range out {
-		d, err := G.ApplyOp(rmsGradOp{op.eps, i}, inputs[0], inputs[1], grad)
+		d, err := G.ApplyOp(rmsGradOp{eps: op.eps, which: i}, inputs[0], inputs[1], grad)
 		if err != nil {
 			return nil, err
 		}
@@ -177,7 +177,7 @@ func (op rmsOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) e
 	}
 	ups := make([]gradUpdate, 2)
 	for i, n := range inputs {
-		d, err := rmsGradOp{op.eps, i}.Do(inputs[0].Value(), inputs[1].Value(), dy)
+		d, err := rmsGradOp{eps: op.eps, which: i}.Do(inputs[0].Value(), inputs[1].Value(), dy)
 		if err != nil {
 			return err
 		}
@@ -192,6 +192,7 @@ func (op rmsOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) e
 
 // rmsGradOp: x, gain, dy → the gradient of input which (0: x, 1: gain).
 type rmsGradOp struct {
+	opkit.Base
 	eps   float64
 	which int
 }
@@ -241,11 +242,8 @@ func (op rmsGradOp) Do(vs ...G.Value) (G.Value, error) {
 	return rmsHost[float64](name, vs, op.eps, op.which)
 }
 
-func (op rmsGradOp) ReturnsPtr() bool     { return false }
-func (op rmsGradOp) CallsExtern() bool    { return false }
-func (op rmsGradOp) OverwritesInput() int { return -1 }
 func (op rmsGradOp) String() string {
-	return fmt.Sprintf("RMSNormGrad{eps=%v, input %d}", op.eps, op.which)
+	return fmt.Sprintf("op.RMSNormGrad{eps=%v input=%d}", op.eps, op.which)
 }
-func (op rmsGradOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op rmsGradOp) Hashcode() uint32      { return gmmHash(op) }
+func (op rmsGradOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
+func (op rmsGradOp) Hashcode() uint32      { return opkit.Hashcode(op) }

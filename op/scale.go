@@ -25,11 +25,12 @@ func Scale(x *G.Node, c float64) (*G.Node, error) {
 	if x.Shape().TotalSize() == 0 {
 		return nil, opkit.Errorf("Scale", "x has shape %v, want a non-empty tensor (Gorgonia cannot allocate the gradient of an empty tensor)", x.Shape())
 	}
-	return opkit.ApplyOp("Scale", scaleOp{c, x.Dims()}, x)
+	return opkit.ApplyOp("Scale", scaleOp{c: c, dims: x.Dims()}, x)
 }
 
 // scaleOp: x → c·x.
 type scaleOp struct {
+	opkit.Base
 	c    float64
 	dims int
 }
@@ -109,12 +110,9 @@ func scaleHost[F float32 | float64](name string, v G.Value, c float64) (G.Value,
 	return out, nil
 }
 
-func (op scaleOp) ReturnsPtr() bool      { return false }
-func (op scaleOp) CallsExtern() bool     { return false }
-func (op scaleOp) OverwritesInput() int  { return -1 }
-func (op scaleOp) String() string        { return fmt.Sprintf("Scale{%v, %dd}", op.c, op.dims) }
-func (op scaleOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op scaleOp) Hashcode() uint32      { return gmmHash(op) }
+func (op scaleOp) String() string        { return fmt.Sprintf("op.Scale{c=%v dims=%d}", op.c, op.dims) }
+func (op scaleOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
+func (op scaleOp) Hashcode() uint32      { return opkit.Hashcode(op) }
 
 func (op scaleOp) DiffWRT(int) []bool { return []bool{true} }
 

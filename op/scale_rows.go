@@ -43,7 +43,7 @@ func ScaleRows(x, s *G.Node) (*G.Node, error) {
 }
 
 // scaleRowsOp: x [R,F], s [R] → x·s per row.
-type scaleRowsOp struct{}
+type scaleRowsOp struct{ opkit.Base }
 
 func (op scaleRowsOp) Arity() int { return 2 }
 
@@ -138,12 +138,9 @@ func scaleRowsHost[F float32 | float64](name string, xv, sv G.Value, cols int) (
 	return out, nil
 }
 
-func (op scaleRowsOp) ReturnsPtr() bool      { return false }
-func (op scaleRowsOp) CallsExtern() bool     { return false }
-func (op scaleRowsOp) OverwritesInput() int  { return -1 }
-func (op scaleRowsOp) String() string        { return "ScaleRows" }
-func (op scaleRowsOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op scaleRowsOp) Hashcode() uint32      { return gmmHash(op) }
+func (op scaleRowsOp) String() string        { return "op.ScaleRows{}" }
+func (op scaleRowsOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
+func (op scaleRowsOp) Hashcode() uint32      { return opkit.Hashcode(op) }
 
 func (op scaleRowsOp) DiffWRT(int) []bool { return []bool{true, true} }
 
@@ -156,7 +153,7 @@ func (op scaleRowsOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, er
 	if err != nil {
 		return nil, err
 	}
-	ds, err := G.ApplyOp(rowDotOp{probsDtypeFor(inputs[0].Dtype())}, grad, inputs[0])
+	ds, err := G.ApplyOp(rowDotOp{out: probsDtypeFor(inputs[0].Dtype())}, grad, inputs[0])
 	if err != nil {
 		return nil, err
 	}
@@ -177,7 +174,7 @@ func (op scaleRowsOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.N
 	if err != nil {
 		return err
 	}
-	ds, err := rowDotOp{probsDtypeFor(inputs[0].Dtype())}.Do(gy, inputs[0].Value())
+	ds, err := rowDotOp{out: probsDtypeFor(inputs[0].Dtype())}.Do(gy, inputs[0].Value())
 	if err != nil {
 		return err
 	}
@@ -193,7 +190,10 @@ func (op scaleRowsOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.N
 }
 
 // rowDotOp: a [R,F], b [R,F] → [R] row sums of a·b, of dtype out (the probs dtype).
-type rowDotOp struct{ out tensor.Dtype }
+type rowDotOp struct {
+	opkit.Base
+	out tensor.Dtype
+}
 
 func (op rowDotOp) Arity() int { return 2 }
 
@@ -264,9 +264,6 @@ func rowDotHost[F float32 | float64](name string, av, bv G.Value, cols int) (G.V
 	return out, nil
 }
 
-func (op rowDotOp) ReturnsPtr() bool      { return false }
-func (op rowDotOp) CallsExtern() bool     { return false }
-func (op rowDotOp) OverwritesInput() int  { return -1 }
-func (op rowDotOp) String() string        { return fmt.Sprintf("RowDot{%v}", op.out) }
-func (op rowDotOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op rowDotOp) Hashcode() uint32      { return gmmHash(op) }
+func (op rowDotOp) String() string        { return fmt.Sprintf("op.RowDot{out=%v}", op.out) }
+func (op rowDotOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
+func (op rowDotOp) Hashcode() uint32      { return opkit.Hashcode(op) }

@@ -72,6 +72,7 @@ func TopK(scores *G.Node, k int, opts TopKOpts) (*G.Node, error) {
 
 // topkOp: scores [T,E] (, bias [E]) → ids [T,K] int32.
 type topkOp struct {
+	opkit.Base
 	k, e         int
 	groups, kept int
 	bias         bool
@@ -313,14 +314,11 @@ func topkParallel(T int, f func(lo, hi int)) {
 	}
 }
 
-func (op topkOp) ReturnsPtr() bool     { return false }
-func (op topkOp) CallsExtern() bool    { return false }
-func (op topkOp) OverwritesInput() int { return -1 }
 func (op topkOp) String() string {
-	return fmt.Sprintf("TopK{K=%d E=%d groups=%d kept=%d bias=%v}", op.k, op.e, op.groups, op.kept, op.bias)
+	return fmt.Sprintf("op.TopK{K=%d E=%d groups=%d kept=%d bias=%v}", op.k, op.e, op.groups, op.kept, op.bias)
 }
-func (op topkOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op topkOp) Hashcode() uint32      { return gmmHash(op) }
+func (op topkOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
+func (op topkOp) Hashcode() uint32      { return opkit.Hashcode(op) }
 
 // DiffWRT: the selection is piecewise constant; nothing is differentiable.
 func (op topkOp) DiffWRT(n int) []bool { return make([]bool, n) }

@@ -242,6 +242,7 @@ func unpermuteBackwardBF16(name string, p kernels.Plan, dy, yp, probs G.Value, w
 // unpermuteOp is Unpermute: (yp [R,H], probs [T,K], plan) -> y [T,H], or (yp, plan) -> y when
 // unweighted.
 type unpermuteOp struct {
+	opkit.Base
 	g        kernels.Geometry
 	weighted bool
 }
@@ -269,17 +270,11 @@ func (op unpermuteOp) Type() hm.Type {
 	m := G.TensorType{Dims: 2, Of: hm.TypeVariable('a')}
 	return hm.NewFnType(m, G.TensorType{Dims: 2, Of: hm.TypeVariable('p')}, G.TensorType{Dims: 1, Of: tensor.Int32}, m)
 }
-func (op unpermuteOp) ReturnsPtr() bool     { return false }
-func (op unpermuteOp) CallsExtern() bool    { return false }
-func (op unpermuteOp) OverwritesInput() int { return -1 }
 func (op unpermuteOp) String() string {
-	return fmt.Sprintf("gomoe.Unpermute{%v weighted=%v}", op.g, op.weighted)
+	return fmt.Sprintf("op.Unpermute{%s weighted=%v}", opkit.GeometryKey(op.g), op.weighted)
 }
-func (op unpermuteOp) key() string {
-	return fmt.Sprintf("gomoe.Unpermute{%s weighted=%v}", opkit.GeometryKey(op.g), op.weighted)
-}
-func (op unpermuteOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.key()) }
-func (op unpermuteOp) Hashcode() uint32      { return opkit.Hash(op.key()) }
+func (op unpermuteOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
+func (op unpermuteOp) Hashcode() uint32      { return opkit.Hashcode(op) }
 
 func (op unpermuteOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	return unpermuteInferShape(unpermuteName, op, ds, "yp", false)
@@ -430,19 +425,13 @@ var (
 	_ G.UsePreallocDoer = unpermuteGradRowsOp{}
 )
 
-func (op unpermuteGradRowsOp) Arity() int           { return unpermuteOp(op).Arity() }
-func (op unpermuteGradRowsOp) Type() hm.Type        { return unpermuteOp(op).Type() }
-func (op unpermuteGradRowsOp) ReturnsPtr() bool     { return false }
-func (op unpermuteGradRowsOp) CallsExtern() bool    { return false }
-func (op unpermuteGradRowsOp) OverwritesInput() int { return -1 }
+func (op unpermuteGradRowsOp) Arity() int    { return unpermuteOp(op).Arity() }
+func (op unpermuteGradRowsOp) Type() hm.Type { return unpermuteOp(op).Type() }
 func (op unpermuteGradRowsOp) String() string {
-	return fmt.Sprintf("gomoe.UnpermuteGradRows{%v weighted=%v}", op.g, op.weighted)
+	return fmt.Sprintf("op.UnpermuteGradRows{%s weighted=%v}", opkit.GeometryKey(op.g), op.weighted)
 }
-func (op unpermuteGradRowsOp) key() string {
-	return fmt.Sprintf("gomoe.UnpermuteGradRows{%s weighted=%v}", opkit.GeometryKey(op.g), op.weighted)
-}
-func (op unpermuteGradRowsOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.key()) }
-func (op unpermuteGradRowsOp) Hashcode() uint32      { return opkit.Hash(op.key()) }
+func (op unpermuteGradRowsOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
+func (op unpermuteGradRowsOp) Hashcode() uint32      { return opkit.Hashcode(op) }
 
 func (op unpermuteGradRowsOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	return unpermuteInferShape(unpermuteGradRowsName, unpermuteOp(op), ds, "dy", true)
@@ -520,6 +509,7 @@ func (op unpermuteGradRowsOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, out
 // dtype, which the inputs do not fix). It is linear in dy (its adjoint is the weighted
 // Unpermute of yp) and in yp (its adjoint is the backward to the rows).
 type unpermuteGradProbsOp struct {
+	opkit.Base
 	g   kernels.Geometry
 	pdt tensor.Dtype
 }
@@ -538,17 +528,11 @@ func (op unpermuteGradProbsOp) Type() hm.Type {
 	m := G.TensorType{Dims: 2, Of: hm.TypeVariable('a')}
 	return hm.NewFnType(m, m, G.TensorType{Dims: 1, Of: tensor.Int32}, G.TensorType{Dims: 2, Of: op.pdt})
 }
-func (op unpermuteGradProbsOp) ReturnsPtr() bool     { return false }
-func (op unpermuteGradProbsOp) CallsExtern() bool    { return false }
-func (op unpermuteGradProbsOp) OverwritesInput() int { return -1 }
 func (op unpermuteGradProbsOp) String() string {
-	return fmt.Sprintf("gomoe.UnpermuteGradProbs{%v probs=%v}", op.g, op.pdt)
+	return fmt.Sprintf("op.UnpermuteGradProbs{%s probs=%v}", opkit.GeometryKey(op.g), op.pdt)
 }
-func (op unpermuteGradProbsOp) key() string {
-	return fmt.Sprintf("gomoe.UnpermuteGradProbs{%s probs=%v}", opkit.GeometryKey(op.g), op.pdt)
-}
-func (op unpermuteGradProbsOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.key()) }
-func (op unpermuteGradProbsOp) Hashcode() uint32      { return opkit.Hash(op.key()) }
+func (op unpermuteGradProbsOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
+func (op unpermuteGradProbsOp) Hashcode() uint32      { return opkit.Hashcode(op) }
 
 func (op unpermuteGradProbsOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	const name = unpermuteGradProbsName

@@ -291,12 +291,12 @@ func TestUnpermuteBadInputs(t *testing.T) {
 		wantErr(t, name, err, frags...)
 	}
 	mismatch := []string{"probs have dtype float64 but the data has dtype float32"}
-	doErr("forward probs dtype", unpermuteOp{gg, true}, mismatch, yp32, probs64, planV)
-	doErr("backward rows probs dtype", unpermuteGradRowsOp{gg, true}, mismatch, dy32, probs64, planV)
-	doErr("backward probs dtype", unpermuteGradProbsOp{gg, tensor.Float64}, mismatch, dy32, yp32, planV)
-	doErr("backward probs H", unpermuteGradProbsOp{gg, tensor.Float32}, []string{"yp has shape (8, 3)", "H=2"}, denseOf(tensor.Float32, make([]float64, 8), 4, 2), yp32, planV)
-	doErr("forward arity", unpermuteOp{gg, true}, []string{"got 2 inputs, want 3"}, yp32, planV)
-	doErr("forward scalar", unpermuteOp{gg, false}, []string{"yp has shape ()", "want (R=8, H>=1)"}, G.NewF64(1), planV)
+	doErr("forward probs dtype", unpermuteOp{g: gg, weighted: true}, mismatch, yp32, probs64, planV)
+	doErr("backward rows probs dtype", unpermuteGradRowsOp{g: gg, weighted: true}, mismatch, dy32, probs64, planV)
+	doErr("backward probs dtype", unpermuteGradProbsOp{g: gg, pdt: tensor.Float64}, mismatch, dy32, yp32, planV)
+	doErr("backward probs H", unpermuteGradProbsOp{g: gg, pdt: tensor.Float32}, []string{"yp has shape (8, 3)", "H=2"}, denseOf(tensor.Float32, make([]float64, 8), 4, 2), yp32, planV)
+	doErr("forward arity", unpermuteOp{g: gg, weighted: true}, []string{"got 2 inputs, want 3"}, yp32, planV)
+	doErr("forward scalar", unpermuteOp{g: gg, weighted: false}, []string{"yp has shape ()", "want (R=8, H>=1)"}, G.NewF64(1), planV)
 }
 
 // TestOpsBadPlans runs every op on plans that did not come from NewPlan: of another geometry

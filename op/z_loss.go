@@ -41,11 +41,14 @@ func ZLoss(logits *G.Node, coeff float64) (*G.Node, error) {
 	if err := checkShape(name, "logits", logits.Shape(), dim{"T", -1}, dim{"E", -1}); err != nil {
 		return nil, err
 	}
-	return opkit.ApplyOp(name, zLossOp{coeff}, logits)
+	return opkit.ApplyOp(name, zLossOp{coeff: coeff}, logits)
 }
 
 // zLossOp: logits [T,E] → scalar.
-type zLossOp struct{ coeff float64 }
+type zLossOp struct {
+	opkit.Base
+	coeff float64
+}
 
 // scale is coeff/T.
 func (op zLossOp) scale(T int) float64 { return op.coeff / float64(T) }
@@ -120,12 +123,9 @@ func zHost[F float32 | float64](name string, xv G.Value, scale float64) (G.Value
 	return lossScalar(v), nil
 }
 
-func (op zLossOp) ReturnsPtr() bool      { return false }
-func (op zLossOp) CallsExtern() bool     { return false }
-func (op zLossOp) OverwritesInput() int  { return -1 }
-func (op zLossOp) String() string        { return fmt.Sprintf("ZLoss{coeff=%v}", op.coeff) }
-func (op zLossOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op zLossOp) Hashcode() uint32      { return gmmHash(op) }
+func (op zLossOp) String() string        { return fmt.Sprintf("op.ZLoss{coeff=%v}", op.coeff) }
+func (op zLossOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
+func (op zLossOp) Hashcode() uint32      { return opkit.Hashcode(op) }
 
 func (op zLossOp) DiffWRT(n int) []bool {
 	w := make([]bool, n)
@@ -169,7 +169,10 @@ func (op zLossOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node)
 }
 
 // zLossGradOp: logits [T,E], dloss → dlogits [T,E]. It is not differentiable itself.
-type zLossGradOp struct{ coeff float64 }
+type zLossGradOp struct {
+	opkit.Base
+	coeff float64
+}
 
 func (op zLossGradOp) Arity() int { return 2 }
 
@@ -235,12 +238,9 @@ func zGradHost[F float32 | float64](name string, xv G.Value, T, E int, scale, dy
 	return out, nil
 }
 
-func (op zLossGradOp) ReturnsPtr() bool      { return false }
-func (op zLossGradOp) CallsExtern() bool     { return false }
-func (op zLossGradOp) OverwritesInput() int  { return -1 }
-func (op zLossGradOp) String() string        { return fmt.Sprintf("ZLossGrad{coeff=%v}", op.coeff) }
-func (op zLossGradOp) WriteHash(h hash.Hash) { fmt.Fprint(h, op.String()) }
-func (op zLossGradOp) Hashcode() uint32      { return gmmHash(op) }
+func (op zLossGradOp) String() string        { return fmt.Sprintf("op.ZLossGrad{coeff=%v}", op.coeff) }
+func (op zLossGradOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
+func (op zLossGradOp) Hashcode() uint32      { return opkit.Hashcode(op) }
 
 var (
 	_ G.SDOp = zLossOp{}

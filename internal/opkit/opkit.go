@@ -1,6 +1,7 @@
 // Package opkit holds what gomoe's Gorgonia ops (packages op and ep) share: one convention for
 // error text ("gomoe: <op name>: <message>"), op hashes, geometry keys, node building that never
-// lets a Gorgonia panic escape, and checks of the values an op's Do receives.
+// lets a Gorgonia panic escape, checks of the values an op's Do receives, and Base, the part of
+// the Op interface that is the same for every op (base.go).
 package opkit
 
 import (
@@ -45,9 +46,10 @@ func Hash(s string) uint32 {
 }
 
 // GeometryKey spells out every field of g, including those that g.String leaves out, so that
-// ops whose geometries differ in any field hash differently.
+// ops whose geometries differ in any field hash differently. The drop policy is the one g
+// applies (g.DropPolicy), so that a zero Drop and DropByPosition, which act alike, key alike.
 func GeometryKey(g kernels.Geometry) string {
-	return fmt.Sprintf("T=%d K=%d E=%d A=%d mode=%v C=%d drop=%v pad=%v", g.T, g.K, g.E, g.A, g.Mode, g.C, g.Drop, g.PadToCapacity)
+	return fmt.Sprintf("T=%d K=%d E=%d A=%d mode=%v C=%d drop=%v pad=%v", g.T, g.K, g.E, g.A, g.Mode, g.C, g.DropPolicy(), g.PadToCapacity)
 }
 
 // ShapeString writes s as "(d0, d1, ...)".

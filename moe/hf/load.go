@@ -42,7 +42,7 @@ func Load(g *G.ExprGraph, name string, cfg moe.Config, ts *safetensors.Tensors, 
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("gomoe: hf: Load: %w", err)
 	}
-	if cfg.Activation != moe.SwiGLU {
+	if cfg.Activation == moe.GELU { // after Validate: SwiGLU, zero (SwiGLU) or GELU
 		return nil, fmt.Errorf("gomoe: hf: Load: the layer has %v experts, transformers' blocks are SwiGLU", cfg.Activation)
 	}
 	w, err := readBlock(cfg, ts, prefix)

@@ -1,0 +1,81 @@
+package op
+
+import (
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/bfloat16"
+	"github.com/gomoe/gomoe/internal/opkit"
+	"github.com/gomoe/gomoe/kernels"
+)
+
+// Gradient accumulation: the "dst += src" of every DoDiff.
+
+// gradUpdate is one "dst += src" of a DoDiff: dst is an input's gradient, src the update.
+type gradUpdate struct {
+	what     string
+	dst, src G.Value
+}
+
+// accumulate adds every update's src into its dst (dst += src), the contract of DoDiff. All
+// updates are checked before any is applied, so an error leaves every gradient as it was.
+// Host tensors are added with a plain loop; device tensors through their engine (tensor.Add
+// with UseUnsafe).
+func accumulate(name string, ups ...gradUpdate) error {
+	for _, u := range ups {
+		if u.dst == nil || u.src == nil {
+			return opkit.Errorf(name, "gradient of %s is missing", u.what)
+		}
+		if u.dst.Dtype() != u.src.Dtype() || !u.dst.Shape().Eq(u.src.Shape()) {
+			return opkit.Errorf(name, "gradient of %s has dtype %v shape %v, the update has %v %v", u.what, u.dst.Dtype(), opkit.ShapeString(u.dst.Shape()), u.src.Dtype(), opkit.ShapeString(u.src.Shape()))
+		}
+		if err := checkData(name, "gradient of "+u.what, u.dst.Dtype()); err != nil {
+			return err
+		}
+		if device != nil && (device.Owns(u.dst) || device.Owns(u.src)) {
+			_, ok1 := u.dst.(tensor.Tensor)
+			_, ok2 := u.src.(tensor.Tensor)
+			if !ok1 || !ok2 {
+				return opkit.Errorf(name, "gradient of %s: cannot add a %T into a %T", u.what, u.src, u.dst)
+			}
+			continue
+		}
+		d, ok := u.dst.(*tensor.Dense)
+		if !ok || d.RequiresIterator() {
+			return opkit.Errorf(name, "gradient of %s is a %T view or non-dense value", u.what, u.dst)
+		}
+	}
+	for _, u := range ups {
+		var err error
+		switch {
+		case device != nil && (device.Owns(u.dst) || device.Owns(u.src)):
+			_, err = tensor.Add(u.dst.(tensor.Tensor), u.src.(tensor.Tensor), tensor.UseUnsafe())
+			err = opkit.Wrap(name, err)
+		case u.dst.Dtype() == tensor.Float32:
+			err = addInto[float32](name, u.what, u.dst.(*tensor.Dense), u.src)
+		case u.dst.Dtype() == bfloat16.Dtype:
+			err = addIntoBF16(name, u.what, u.dst.(*tensor.Dense), u.src)
+		default:
+			err = addInto[float64](name, u.what, u.dst.(*tensor.Dense), u.src)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func addInto[F kernels.Float](name, what string, dst *tensor.Dense, src G.Value) error {
+	d, err := dataOf[F](name, "gradient of "+what, dst)
+	if err != nil {
+		return err
+	}
+	s, err := hostFloats[F](name, "update of "+what, src)
+	if err != nil {
+		return err
+	}
+	for i, v := range s {
+		d[i] += v
+	}
+	return nil
+}

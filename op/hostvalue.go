@@ -1,0 +1,120 @@
+package op
+
+import (
+	"reflect"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/internal/opkit"
+	"github.com/gomoe/gomoe/kernels"
+)
+
+// Host values: where the inputs live (host or device), the data of host tensors, output
+// buffers for the host kernels, and the typed view of a host plan.
+
+// onDevice reports whether the values (nil ones are skipped) live in the registered device
+// backend's memory. A mix of host and device values is an error: nothing is copied silently.
+func onDevice(name string, vs ...G.Value) (bool, error) {
+	if device == nil {
+		return false, nil
+	}
+	var nd, nh int
+	for _, v := range vs {
+		if v == nil {
+			continue
+		}
+		if device.Owns(v) {
+			nd++
+		} else {
+			nh++
+		}
+	}
+	if nd > 0 && nh > 0 {
+		return false, opkit.Errorf(name, "inputs mix device values (%d) and host values (%d); copy them to one place first", nd, nh)
+	}
+	return nd > 0, nil
+}
+
+// dataOf returns the backing slice of a host dense tensor whose dtype was checked to be F's.
+func dataOf[F kernels.Float | int32](name, what string, d *tensor.Dense) ([]F, error) {
+	if d.Shape().TotalSize() == 0 || d.DataSize() == 0 { // Data() of an empty tensor panics in tensor v0.9.24
+		var zero F
+		if d.Dtype().Type != reflect.TypeOf(zero) {
+			return nil, opkit.Errorf(name, "%s has dtype %v, want %T", what, d.Dtype(), zero)
+		}
+		return []F{}, nil
+	}
+	s, ok := d.Data().([]F)
+	if !ok || len(s) != d.Shape().TotalSize() {
+		var zero F
+		return nil, opkit.Errorf(name, "%s holds %T, want a []%T of %d elements", what, d.Data(), zero, d.Shape().TotalSize())
+	}
+	return s, nil
+}
+
+// hostFloats converts a host value of dtype F to its data.
+func hostFloats[F kernels.Float](name, what string, v G.Value) ([]F, error) {
+	d, err := opkit.HostDense(name, what, v)
+	if err != nil {
+		return nil, err
+	}
+	return dataOf[F](name, what, d)
+}
+
+// newDense allocates a zeroed host tensor of element type F.
+func newDense[F kernels.Float | int32](shape ...int) (*tensor.Dense, []F) {
+	n := 1
+	for _, s := range shape {
+		n *= s
+	}
+	data := make([]F, n)
+	return tensor.New(tensor.WithShape(shape...), tensor.WithBacking(data)), data
+}
+
+// outDense returns the output buffer for a host kernel: a new zeroed tensor when pre is nil,
+// else pre after checking that it is a contiguous host tensor of the right dtype and shape;
+// it is zeroed, since it may hold stale data from an earlier run.
+func outDense[F kernels.Float | int32](name string, pre G.Value, shape ...int) (*tensor.Dense, []F, error) {
+	if pre == nil {
+		d, s := newDense[F](shape...)
+		return d, s, nil
+	}
+	d, ok := pre.(*tensor.Dense)
+	if !ok || d.RequiresIterator() || d.IsView() {
+		return nil, nil, opkit.Errorf(name, "preallocated output is a %T view or non-dense value", pre)
+	}
+	if !d.Shape().Eq(tensor.Shape(shape)) {
+		return nil, nil, opkit.Errorf(name, "preallocated output has shape %v, want %v", opkit.ShapeString(d.Shape()), opkit.ShapeString(shape))
+	}
+	s, ok := d.Data().([]F)
+	if !ok || len(s) != d.Shape().TotalSize() {
+		var zero F
+		return nil, nil, opkit.Errorf(name, "preallocated output has dtype %v, want %T", d.Dtype(), zero)
+	}
+	clear(s)
+	return d, s, nil
+}
+
+// hostPlan returns the typed view of a host plan value. It does not run kernels.Plan.Check:
+// every kernel the ops call checks the plan before it reads or writes anything, so a plan
+// that did not come from NewPlan (or was corrupted) still gives an error (wrapped with the
+// op's name), never a bad memory access, and the check runs once per call.
+func hostPlan(name string, g kernels.Geometry, v G.Value) (kernels.Plan, error) {
+	if err := checkValue(name, "plan", v, tensor.Int32, planDim(g)); err != nil {
+		return kernels.Plan{}, err
+	}
+	d, err := opkit.HostDense(name, "plan", v)
+	if err != nil {
+		return kernels.Plan{}, err
+	}
+	flat, err := dataOf[int32](name, "plan", d)
+	if err != nil {
+		return kernels.Plan{}, err
+	}
+	p, err := g.View(flat)
+	if err != nil {
+		return kernels.Plan{}, opkit.Wrap(name, err)
+	}
+	return p, nil
+}
