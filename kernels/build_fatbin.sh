@@ -2,9 +2,10 @@
 # Builds the committed CUDA artifacts from the sources in this folder and records their hashes
 # in gomoe.fatbin.sha256; fatbin_hash_test.go fails when the sources no longer match that record.
 #
-#   gomoe.fatbin                  gomoe.cu and the .cuh files it includes (gomoe, train, nn,
-#                                 loss): sm_80 and sm_90a machine code plus compute_80 PTX, so
-#                                 newer GPUs JIT it
+#   gomoe.fatbin                  gomoe.cu and the .cuh files it includes (gomoe.cuh's shared
+#                                 helpers and one file per kernel concept, main_sources below):
+#                                 sm_80 and sm_90a machine code plus compute_80 PTX, so newer
+#                                 GPUs JIT it
 #   gomoe_gmm.fatbin              gmm.cu (+ syncprobe.cuh): the grouped matmul's group-table and
 #                                 zeroing kernels, and the sync probe; the same targets
 #   gomoe_sm90.fatbin             gmm_sm90.cu (+ gmm_sm90.cuh): the bfloat16 grouped GEMM
@@ -20,17 +21,43 @@
 #
 #     kernels/build_fatbin.sh         # everything: nvcc 12.4 or later, CUTLASS_DIR (CUTLASS 4.7)
 #     kernels/build_fatbin.sh gmm     # only the grouped matmul's artifacts
+#     kernels/build_fatbin.sh main    # only gomoe.fatbin (no CUTLASS needed); the gmm lines of
+#                                     # the record stay as they are
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 NVCC=${NVCC:-nvcc}
 what=${1:-all}
-: "${CUTLASS_DIR:?set CUTLASS_DIR to a CUTLASS 4.7 checkout (its include/ folder is used)}"
-ver=$(awk '/#define CUTLASS_(MAJOR|MINOR|PATCH) /{printf "%s%s", sep, $3; sep="."}' "$CUTLASS_DIR/include/cutlass/version.h")
+case $what in all | gmm | main) ;; *) echo "usage: $0 [all|gmm|main]" >&2; exit 2 ;; esac
+# The sources of gomoe.fatbin (keep in step with mainSources in fatbin_hash_test.go).
+main_sources=(gomoe.cu gomoe.cuh plan.cuh permute.cuh unpermute.cuh permute_probs.cuh binary.cuh
+  blockcopy.cuh activation.cuh rowop.cuh topk.cuh gather_topk.cuh optimizer.cuh cast.cuh
+  scale_rows.cuh nn.cuh loss.cuh)
 nv=$("$NVCC" --version | awk '/release/{print $5 $6}')
-cutlass=(-std=c++17 --expt-relaxed-constexpr -DNDEBUG -I"$CUTLASS_DIR/include")
 all_archs=(-gencode arch=compute_80,code=sm_80 -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_80,code=compute_80)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+
+srcs() { for f in $(printf '%s\n' "$@" | LC_ALL=C sort); do printf '%s\n' "$f"; cat "$f"; done | sha256sum | cut -d' ' -f1; }
+sum() { sha256sum "$1" | cut -d' ' -f1; }
+old() { awk -v k="$1" '$1 == k {print $2}' gomoe.fatbin.sha256 2>/dev/null; }
+
+if [[ $what == main ]]; then
+  "$NVCC" -fatbin -O3 -std=c++17 "${all_archs[@]}" -o "$tmp/gomoe.fatbin" gomoe.cu
+  mv "$tmp/gomoe.fatbin" gomoe.fatbin
+  {
+    echo "sources $(srcs "${main_sources[@]}")"
+    echo "fatbin $(sum gomoe.fatbin)"
+    echo "nvcc $nv"
+    grep -v -E '^(sources|fatbin|nvcc) ' gomoe.fatbin.sha256
+  } > "$tmp/record"
+  mv "$tmp/record" gomoe.fatbin.sha256
+  cat gomoe.fatbin.sha256
+  exit 0
+fi
+
+: "${CUTLASS_DIR:?set CUTLASS_DIR to a CUTLASS 4.7 checkout (its include/ folder is used)}"
+ver=$(awk '/#define CUTLASS_(MAJOR|MINOR|PATCH) /{printf "%s%s", sep, $3; sep="."}' "$CUTLASS_DIR/include/cutlass/version.h")
+cutlass=(-std=c++17 --expt-relaxed-constexpr -DNDEBUG -I"$CUTLASS_DIR/include")
 
 pids=()
 if [[ $what == all ]]; then
@@ -53,10 +80,7 @@ mv "$tmp/gomoe_sm90.fatbin" gomoe_sm90.fatbin
 mv "$tmp/gomoe_simt.fatbin" gomoe_simt.fatbin
 mv "$tmp/host.a" gmm_host_linux_amd64.a
 
-srcs() { for f in $(printf '%s\n' "$@" | LC_ALL=C sort); do printf '%s\n' "$f"; cat "$f"; done | sha256sum | cut -d' ' -f1; }
-sum() { sha256sum "$1" | cut -d' ' -f1; }
-old() { awk -v k="$1" '$1 == k {print $2}' gomoe.fatbin.sha256 2>/dev/null; }
-main_src=$(srcs gomoe.cu gomoe.cuh train.cuh nn.cuh loss.cuh)
+main_src=$(srcs "${main_sources[@]}")
 if [[ $what == all ]]; then main_nvcc=$nv; else main_nvcc=$(old nvcc); fi
 {
   echo "sources $main_src"

@@ -3,7 +3,6 @@
 package kernels_test
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -20,7 +19,8 @@ import (
 
 // The GPU tests compare every CUDA kernel with the CPU kernel of this package on the same
 // inputs. bfloat16 has no CPU kernel: its reference is the float32 CPU kernel on the widened
-// inputs with the outputs rounded once, which is the GPU contract.
+// inputs with the outputs rounded once, which is the GPU contract. Each kernel concept's GPU
+// test is in its x_cuda_test.go; this file holds TestMain and the helpers they share.
 
 var testCUDA *CUDA
 
@@ -98,107 +98,6 @@ func cuDownload[T any](t testing.TB, b cuDevBuf, n int) []T {
 		}
 	}
 	return v
-}
-
-// gpuCase is one routing problem.
-type gpuCase struct {
-	name string
-	g    Geometry
-	H    []int
-	ids  func(rng *rand.Rand, g Geometry) []int32
-}
-
-// cuBalancedIDs gives every token K distinct random experts; a fraction drop of slots is -1.
-func cuBalancedIDs(drop float64) func(rng *rand.Rand, g Geometry) []int32 {
-	return func(rng *rand.Rand, g Geometry) []int32 {
-		ids := make([]int32, g.T*g.K)
-		for t := 0; t < g.T; t++ {
-			perm := rng.Perm(g.E)
-			for k := 0; k < g.K; k++ {
-				ids[t*g.K+k] = int32(perm[k])
-				if rng.Float64() < drop {
-					ids[t*g.K+k] = -1
-				}
-			}
-		}
-		return ids
-	}
-}
-
-// cuSkewedIDs sends slot 0 of every token to expert 0 and the rest to random distinct experts
-// in [1, E/2): half the experts get no token, expert 0 gets all.
-func cuSkewedIDs(rng *rand.Rand, g Geometry) []int32 {
-	ids := make([]int32, g.T*g.K)
-	for t := 0; t < g.T; t++ {
-		ids[t*g.K] = 0
-		perm := rng.Perm(g.E/2 - 1)
-		for k := 1; k < g.K; k++ {
-			ids[t*g.K+k] = int32(perm[k-1] + 1)
-		}
-	}
-	return ids
-}
-
-func gpuCases() []gpuCase {
-	capG := func(g Geometry, c int, d DropPolicy, pad bool) Geometry {
-		g.Mode, g.C, g.Drop, g.PadToCapacity = Capacity, c, d, pad
-		return g
-	}
-	return []gpuCase{
-		{"T1", Geometry{T: 1, K: 2, E: 4, A: 1}, []int{8, 3}, cuBalancedIDs(0)},
-		{"E1", Geometry{T: 37, K: 1, E: 1, A: 1}, []int{16, 5}, cuBalancedIDs(0)},
-		{"KeqE", Geometry{T: 50, K: 4, E: 4, A: 1}, []int{32, 1}, cuBalancedIDs(0)},
-		{"random", Geometry{T: 300, K: 3, E: 17, A: 1}, []int{64, 67}, cuBalancedIDs(0.1)},
-		{"aligned", Geometry{T: 300, K: 2, E: 8, A: 16}, []int{24, 7}, cuBalancedIDs(0.05)},
-		{"skewed", Geometry{T: 200, K: 3, E: 12, A: 4}, []int{40}, cuSkewedIDs},
-		{"manychunks", Geometry{T: 5000, K: 4, E: 300, A: 1}, []int{16}, cuBalancedIDs(0.02)},
-		{"top1long", Geometry{T: 3000, K: 1, E: 5, A: 8}, []int{8}, cuBalancedIDs(0)},
-		{"chunkCap", Geometry{T: 40000, K: 2, E: 6, A: 2}, []int{4}, cuBalancedIDs(0.01)},
-		{"capPos", capG(Geometry{T: 400, K: 2, E: 8, A: 1}, 60, DropByPosition, false), []int{16, 9}, cuBalancedIDs(0.05)},
-		{"capPosPad", capG(Geometry{T: 200, K: 3, E: 12, A: 4}, 30, DropByPosition, true), []int{16}, cuSkewedIDs},
-		{"capProb", capG(Geometry{T: 400, K: 2, E: 8, A: 1}, 60, DropByProb, false), []int{16, 9}, cuBalancedIDs(0.05)},
-		{"capProbPad", capG(Geometry{T: 600, K: 3, E: 12, A: 8}, 50, DropByProb, true), []int{32}, cuSkewedIDs},
-		{"capProbLong", capG(Geometry{T: 4000, K: 2, E: 4, A: 1}, 900, DropByProb, false), []int{8}, cuBalancedIDs(0)},
-	}
-}
-
-// cuTiedProbs draws probs from a few values so that drop-by-prob meets ties.
-func cuTiedProbs(rng *rand.Rand, n int) []float64 {
-	p := make([]float64, n)
-	for i := range p {
-		p[i] = float64(rng.IntN(8)) / 8
-		if rng.IntN(50) == 0 {
-			p[i] = math.Copysign(0, -1)
-		}
-	}
-	return p
-}
-
-func cuRandData(rng *rand.Rand, n int) []float64 {
-	v := make([]float64, n)
-	for i := range v {
-		v[i] = rng.NormFloat64()
-	}
-	return v
-}
-
-// cuElems converts float64 test data into the element type of d (bfloat16 as its cuBits).
-func cuElems(d DType, v []float64) any {
-	switch d {
-	case F32:
-		o := make([]float32, len(v))
-		for i, x := range v {
-			o[i] = float32(x)
-		}
-		return o
-	case F64:
-		return append([]float64(nil), v...)
-	}
-	o := make([]bfloat16.BFloat16, len(v))
-	for i, x := range v {
-		o[i] = bfloat16.FromFloat32(float32(x))
-	}
-	return o
 }
 
 func cuUploadAny(t testing.TB, v any) cuDevBuf {
@@ -285,352 +184,6 @@ func cuNarrow(d DType, v any) any {
 	return o
 }
 
-// cuProbsFor gives the probs of data type d (float32 for bf16).
-func cuProbsFor(d DType, p []float64) any {
-	if d == F64 {
-		return append([]float64(nil), p...)
-	}
-	o := make([]float32, len(p))
-	for i, x := range p {
-		o[i] = float32(x)
-	}
-	return o
-}
-
-func cuCpuPlan(t *testing.T, g Geometry, ids []int32, probs any) []int32 {
-	t.Helper()
-	dst := make([]int32, g.PlanLen())
-	var err error
-	switch p := probs.(type) {
-	case []float32:
-		err = BuildPlan(dst, g, ids, p)
-	case []float64:
-		err = BuildPlan(dst, g, ids, p)
-	default:
-		err = BuildPlan[float32](dst, g, ids, nil)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return dst
-}
-
-func cuGpuPlan(t *testing.T, g Geometry, ids cuDevBuf, probs cuDevBuf, pt DType) cuDevBuf {
-	t.Helper()
-	plan := cuAlloc(t, 4*int64(g.PlanLen()))
-	work := cuAlloc(t, PlanWorkBytes(g))
-	if err := testCUDA.BuildPlan(g, plan.p, ids.p, probs.p, pt, work.p); err != nil {
-		t.Fatal(err)
-	}
-	return plan
-}
-
-func TestCUDAPlan(t *testing.T) {
-	rng := rand.New(rand.NewPCG(7, 8))
-	for _, c := range gpuCases() {
-		for _, pt := range []DType{F32, F64} {
-			t.Run(fmt.Sprintf("%s/%v", c.name, pt), func(t *testing.T) {
-				ids := c.ids(rng, c.g)
-				probs := cuProbsFor(pt, cuTiedProbs(rng, len(ids)))
-				want := cuCpuPlan(t, c.g, ids, probs)
-				plan := cuGpuPlan(t, c.g, cuUpload(t, ids), cuUploadAny(t, probs), pt)
-				got := cuDownload[int32](t, plan, c.g.PlanLen())
-				for i := range want {
-					if got[i] != want[i] {
-						t.Fatalf("plan entry %d = %d, want %d (counts/offsets/rowOf/tokenOf start at 0, %d, %d, %d)",
-							i, got[i], want[i], c.g.E, 2*c.g.E+1, 2*c.g.E+1+c.g.T*c.g.K)
-					}
-				}
-				if err := testCUDA.Status(); err != nil {
-					t.Fatalf("status after valid ids: %v", err)
-				}
-			})
-		}
-	}
-}
-
-func TestCUDAPlanFlagsBadIDs(t *testing.T) {
-	g := Geometry{T: 3, K: 2, E: 4, A: 1}
-	for _, c := range []struct {
-		name string
-		ids  []int32
-		bit  int32
-	}{
-		{"out of range", []int32{0, 1, 7, 2, 3, -1}, StatusBadID},
-		{"below -1", []int32{0, 1, -2, 2, 3, -1}, StatusBadID},
-		{"repeated", []int32{0, 1, 2, 2, 3, -1}, StatusRepeated},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			plan := cuGpuPlan(t, g, cuUpload(t, c.ids), cuDevBuf{}, F32)
-			err := testCUDA.Status()
-			var se StatusError
-			if !errors.As(err, &se) || int32(se)&c.bit == 0 {
-				t.Fatalf("Status() = %v, want a StatusError with bit %d", err, c.bit)
-			}
-			if err := testCUDA.Status(); err != nil {
-				t.Errorf("second Status() = %v, want nil (cleared)", err)
-			}
-			// The plan stays well-formed: every row id in range, tokenOf agrees.
-			p, _ := g.View(cuDownload[int32](t, plan, g.PlanLen()))
-			if c.bit == StatusBadID {
-				if err := p.Check(); err != nil {
-					t.Errorf("plan from bad ids is not well-formed: %v", err)
-				}
-			}
-		})
-	}
-}
-
-// dataCase runs every data kernel of one geometry, dtype and H against the CPU.
-func TestCUDAData(t *testing.T) {
-	rng := rand.New(rand.NewPCG(11, 12))
-	for _, c := range gpuCases() {
-		for _, d := range []DType{F32, F64, BF16} {
-			for _, H := range c.H {
-				t.Run(fmt.Sprintf("%s/%v/H%d", c.name, d, H), func(t *testing.T) {
-					cuTestData(t, rng, c, d, H)
-				})
-			}
-		}
-	}
-}
-
-func cuTestData(t *testing.T, rng *rand.Rand, c gpuCase, d DType, H int) {
-	g := c.g
-	R := g.Rows()
-	ids := c.ids(rng, g)
-	probsF := cuTiedProbs(rng, len(ids))
-	probs := cuProbsFor(d, probsF)
-	pt := F32
-	if d == F64 {
-		pt = F64
-	}
-	planCPU := cuCpuPlan(t, g, ids, probs)
-	p, _ := g.View(planCPU)
-	plan := cuGpuPlan(t, g, cuUpload(t, ids), cuUploadAny(t, probs), pt)
-	dProbs := cuUploadAny(t, probs)
-
-	x := cuElems(d, cuRandData(rng, g.T*H))
-	dX := cuUploadAny(t, x)
-	xw := cuWiden(x)
-
-	// permute forward
-	xpG := cuAlloc(t, int64(R*H*d.Size()))
-	if err := testCUDA.PermuteForward(d, g, H, xpG.p, dX.p, plan.p); err != nil {
-		t.Fatal(err)
-	}
-	cuSameBits(t, "permute forward", cuDownloadAs(t, d, xpG, R*H), cuNarrow(d, cpuPermuteForward(t, p, xw, H)))
-
-	// permute backward (dxp's pad rows hold junk that cuMust be ignored)
-	dxp := cuElems(d, cuRandData(rng, R*H))
-	dxG := cuAlloc(t, int64(g.T*H*d.Size()))
-	if err := testCUDA.PermuteBackward(d, g, H, dxG.p, cuUploadAny(t, dxp).p, plan.p); err != nil {
-		t.Fatal(err)
-	}
-	cuSameBits(t, "permute backward", cuDownloadAs(t, d, dxG, g.T*H), cuNarrow(d, cpuPermuteBackward(t, p, cuWiden(dxp), H)))
-
-	// permuted probs forward and backward
-	ppG := cuAlloc(t, int64(R*pt.Size()))
-	if err := testCUDA.PermuteProbsForward(d, g, ppG.p, dProbs.p, plan.p); err != nil {
-		t.Fatal(err)
-	}
-	dpp := cuProbsFor(d, cuRandData(rng, R))
-	dprG := cuAlloc(t, int64(g.T*g.K*pt.Size()))
-	if err := testCUDA.PermuteProbsBackward(d, g, dprG.p, cuUploadAny(t, dpp).p, plan.p); err != nil {
-		t.Fatal(err)
-	}
-	switch pv := probs.(type) {
-	case []float32:
-		wantPP := make([]float32, R)
-		_ = PermuteProbsForward(wantPP, pv, p)
-		cuSameBits(t, "permute probs forward", cuDownload[float32](t, ppG, R), wantPP)
-		wantDP := make([]float32, g.T*g.K)
-		_ = PermuteProbsBackward(wantDP, dpp.([]float32), p)
-		cuSameBits(t, "permute probs backward", cuDownload[float32](t, dprG, g.T*g.K), wantDP)
-	case []float64:
-		wantPP := make([]float64, R)
-		_ = PermuteProbsForward(wantPP, pv, p)
-		cuSameBits(t, "permute probs forward", cuDownload[float64](t, ppG, R), wantPP)
-		wantDP := make([]float64, g.T*g.K)
-		_ = PermuteProbsBackward(wantDP, dpp.([]float64), p)
-		cuSameBits(t, "permute probs backward", cuDownload[float64](t, dprG, g.T*g.K), wantDP)
-	}
-
-	// unpermute forward, weighted and unweighted
-	yp := cuElems(d, cuRandData(rng, R*H))
-	dYp := cuUploadAny(t, yp)
-	for _, weighted := range []bool{true, false} {
-		yG := cuAlloc(t, int64(g.T*H*d.Size()))
-		var pp cu.DevicePtr
-		var pr any
-		if weighted {
-			pp, pr = dProbs.p, probs
-		}
-		if err := testCUDA.UnpermuteForward(d, g, H, yG.p, dYp.p, pp, plan.p); err != nil {
-			t.Fatal(err)
-		}
-		cuSameBits(t, fmt.Sprintf("unpermute forward (weighted %v)", weighted), cuDownloadAs(t, d, yG, g.T*H),
-			cuNarrow(d, cpuUnpermuteForward(t, p, cuWiden(yp), pr, H)))
-	}
-
-	// unpermute backward: rows bitwise, dprobs within the float64-sum tolerance
-	dy := cuElems(d, cuRandData(rng, g.T*H))
-	dDy := cuUploadAny(t, dy)
-	for _, weighted := range []bool{true, false} {
-		for _, want := range [][2]bool{{true, true}, {true, false}, {false, true}} {
-			var dypG, dpG cuDevBuf
-			if want[0] {
-				dypG = cuAlloc(t, int64(R*H*d.Size()))
-			}
-			if want[1] {
-				dpG = cuAlloc(t, int64(g.T*g.K*pt.Size()))
-			}
-			var pp cu.DevicePtr
-			var pr any
-			if weighted {
-				pp, pr = dProbs.p, probs
-			}
-			if err := testCUDA.UnpermuteBackward(d, g, H, dypG.p, dpG.p, dDy.p, dYp.p, pp, plan.p); err != nil {
-				t.Fatal(err)
-			}
-			wantRows, wantDP := cpuUnpermuteBackward(t, p, cuWiden(dy), cuWiden(yp), pr, H)
-			what := fmt.Sprintf("unpermute backward (weighted %v, rows %v, probs %v)", weighted, want[0], want[1])
-			if want[0] {
-				cuSameBits(t, what+" rows", cuDownloadAs(t, d, dypG, R*H), cuNarrow(d, wantRows))
-			}
-			if want[1] {
-				var got []float64
-				if pt == F64 {
-					got = cuDownload[float64](t, dpG, g.T*g.K)
-				} else {
-					for _, v := range cuDownload[float32](t, dpG, g.T*g.K) {
-						got = append(got, float64(v))
-					}
-				}
-				cuCheckDProbs(t, what, p, got, wantDP, cuWiden(dy), cuWiden(yp), pt, H)
-			}
-		}
-	}
-	if err := testCUDA.Status(); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// cuCheckDProbs allows the difference between summing the same float64 products in the CPU's
-// fixed order (dot64) and in the GPU's tree: |Δ| <= 2·H·2^-53·Σ_h |a_h·b_h| before the final rounding, plus one
-// unit in the last place of the probs type after it.
-func cuCheckDProbs(t *testing.T, what string, p Plan, got []float64, want any, dy, yp any, pt DType, H int) {
-	t.Helper()
-	wv := cuToF64(want)
-	dyv, ypv := cuToF64(dy), cuToF64(yp)
-	exact := 0
-	for i := range wv {
-		r := p.RowOf[i]
-		if r < 0 {
-			if got[i] != 0 {
-				t.Fatalf("%s: dprobs of dropped slot %d = %g, want 0", what, i, got[i])
-			}
-			exact++
-			continue
-		}
-		tok := i / p.K
-		var mag float64
-		for h := 0; h < H; h++ {
-			mag += math.Abs(ypv[int(r)*H+h] * dyv[tok*H+h])
-		}
-		tol := 2 * float64(H) * 0x1p-53 * mag
-		if pt == F32 {
-			tol += math.Abs(float64(math.Nextafter32(float32(wv[i]), float32(math.Inf(1)))) - wv[i])
-		}
-		diff := math.Abs(got[i] - wv[i])
-		if diff > tol {
-			t.Fatalf("%s: dprobs[%d] = %.17g, CPU %.17g: |diff| %.3g > tolerance %.3g", what, i, got[i], wv[i], diff, tol)
-		}
-		if diff == 0 {
-			exact++
-		}
-	}
-	if testing.Verbose() && exact < len(wv) {
-		t.Logf("%s: %d of %d dprobs bitwise equal to the CPU", what, exact, len(wv))
-	}
-}
-
-func cuToF64(v any) []float64 {
-	switch x := v.(type) {
-	case []float32:
-		o := make([]float64, len(x))
-		for i, f := range x {
-			o[i] = float64(f)
-		}
-		return o
-	case []float64:
-		return x
-	}
-	panic(fmt.Sprintf("cuToF64 %T", v))
-}
-
-func cpuPermuteForward(t *testing.T, p Plan, x any, H int) any {
-	switch v := x.(type) {
-	case []float32:
-		o := make([]float32, p.Rows()*H)
-		cuMust(t, PermuteForward(o, v, p, H))
-		return o
-	case []float64:
-		o := make([]float64, p.Rows()*H)
-		cuMust(t, PermuteForward(o, v, p, H))
-		return o
-	}
-	panic("type")
-}
-
-func cpuPermuteBackward(t *testing.T, p Plan, dxp any, H int) any {
-	switch v := dxp.(type) {
-	case []float32:
-		o := make([]float32, p.T*H)
-		cuMust(t, PermuteBackward(o, v, p, H))
-		return o
-	case []float64:
-		o := make([]float64, p.T*H)
-		cuMust(t, PermuteBackward(o, v, p, H))
-		return o
-	}
-	panic("type")
-}
-
-func cpuUnpermuteForward(t *testing.T, p Plan, yp, probs any, H int) any {
-	switch v := yp.(type) {
-	case []float32:
-		o := make([]float32, p.T*H)
-		pr, _ := probs.([]float32)
-		cuMust(t, UnpermuteForward(o, v, pr, p, H))
-		return o
-	case []float64:
-		o := make([]float64, p.T*H)
-		pr, _ := probs.([]float64)
-		cuMust(t, UnpermuteForward(o, v, pr, p, H))
-		return o
-	}
-	panic("type")
-}
-
-func cpuUnpermuteBackward(t *testing.T, p Plan, dy, yp, probs any, H int) (rows, dprobs any) {
-	switch v := dy.(type) {
-	case []float32:
-		r := make([]float32, p.Rows()*H)
-		dp := make([]float32, p.T*p.K)
-		pr, _ := probs.([]float32)
-		cuMust(t, UnpermuteBackward(r, dp, v, yp.([]float32), pr, p, H))
-		return r, dp
-	case []float64:
-		r := make([]float64, p.Rows()*H)
-		dp := make([]float64, p.T*p.K)
-		pr, _ := probs.([]float64)
-		cuMust(t, UnpermuteBackward(r, dp, v, yp.([]float64), pr, p, H))
-		return r, dp
-	}
-	panic("type")
-}
-
 func cuMust(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
@@ -638,73 +191,35 @@ func cuMust(t *testing.T, err error) {
 	}
 }
 
-// TestCUDADeterministic runs the plan and every data kernel twice on a larger problem and
-// wants the same cuBits.
-func TestCUDADeterministic(t *testing.T) {
-	g := Geometry{T: 2048, K: 4, E: 64, A: 8}
-	H := 256
-	rng := rand.New(rand.NewPCG(3, 4))
-	ids := cuBalancedIDs(0.01)(rng, g)
-	dIDs := cuUpload(t, ids)
-	probs := cuUpload(t, cuProbsFor(F32, cuTiedProbs(rng, len(ids))).([]float32))
-	x := cuUpload(t, cuElems(F32, cuRandData(rng, g.T*H)).([]float32))
-	dy := cuUpload(t, cuElems(F32, cuRandData(rng, g.T*H)).([]float32))
-	run := func() [][]uint64 {
-		plan := cuGpuPlan(t, g, dIDs, cuDevBuf{}, F32)
-		xp := cuAlloc(t, int64(g.Rows()*H*4))
-		y := cuAlloc(t, int64(g.T*H*4))
-		dyp := cuAlloc(t, int64(g.Rows()*H*4))
-		dp := cuAlloc(t, int64(g.T*g.K*4))
-		dx := cuAlloc(t, int64(g.T*H*4))
-		cuMust(t, testCUDA.PermuteForward(F32, g, H, xp.p, x.p, plan.p))
-		cuMust(t, testCUDA.UnpermuteForward(F32, g, H, y.p, xp.p, probs.p, plan.p))
-		cuMust(t, testCUDA.UnpermuteBackward(F32, g, H, dyp.p, dp.p, dy.p, xp.p, probs.p, plan.p))
-		cuMust(t, testCUDA.PermuteBackward(F32, g, H, dx.p, dyp.p, plan.p))
-		var out [][]uint64
-		for _, b := range []struct {
-			b cuDevBuf
-			n int
-		}{{plan, g.PlanLen()}, {y, g.T * H}, {dp, g.T * g.K}, {dx, g.T * H}} {
-			v := cuDownload[uint32](t, b.b, b.n)
-			o := make([]uint64, len(v))
-			for i := range v {
-				o[i] = uint64(v[i])
-			}
-			out = append(out, o)
-		}
-		return out
+func trRand(rng *rand.Rand, n int, scale float64) []float64 {
+	v := make([]float64, n)
+	for i := range v {
+		v[i] = rng.NormFloat64() * scale
 	}
-	a, b := run(), run()
-	for i := range a {
-		for j := range a[i] {
-			if a[i][j] != b[i][j] {
-				t.Fatalf("output %d element %d differs between runs", i, j)
-			}
+	return v
+}
+
+func f32s(v []float64) []float32 {
+	o := make([]float32, len(v))
+	for i, x := range v {
+		o[i] = float32(x)
+	}
+	return o
+}
+
+func trClose(t *testing.T, what string, got, want []float64, rel, abs float64) {
+	t.Helper()
+	for i := range want {
+		if d := math.Abs(got[i] - want[i]); d > abs+rel*math.Abs(want[i]) || math.IsNaN(got[i]) != math.IsNaN(want[i]) {
+			t.Fatalf("%s[%d] = %v, want %v (diff %g)", what, i, got[i], want[i], d)
 		}
 	}
 }
 
-func TestCUDAErrors(t *testing.T) {
-	g := Geometry{T: 4, K: 2, E: 4, A: 1}
-	if err := testCUDA.PermuteForward(F32, g, 0, 1, 1, 1); err == nil {
-		t.Error("H=0: no error")
+func asF64[F float32 | float64](v []F) []float64 {
+	o := make([]float64, len(v))
+	for i, x := range v {
+		o[i] = float64(x)
 	}
-	if err := testCUDA.PermuteForward(DType(9), g, 4, 1, 1, 1); err == nil {
-		t.Error("unknown dtype: no error")
-	}
-	bad := Geometry{T: 4, K: 5, E: 4, A: 1}
-	if err := testCUDA.BuildPlan(bad, 1, 1, 0, F32, 1); err == nil {
-		t.Error("K > E: no error")
-	}
-	big := Geometry{T: 4, K: 2, E: MaxDeviceExperts + 1, A: 1}
-	if err := testCUDA.BuildPlan(big, 1, 1, 0, F32, 1); err == nil {
-		t.Error("E beyond the device limit: no error")
-	}
-	byProb := Geometry{T: 4, K: 2, E: 4, A: 1, Mode: Capacity, C: 2, Drop: DropByProb}
-	if err := testCUDA.BuildPlan(byProb, 1, 1, 0, F32, 1); err == nil {
-		t.Error("drop by prob without probs: no error")
-	}
-	if err := testCUDA.UnpermuteBackward(F32, g, 4, 0, 1, 1, 0, 0, 1); err == nil {
-		t.Error("dprobs without yp: no error")
-	}
+	return o
 }

@@ -1,6 +1,22 @@
 // Package kernels holds gomoe's compute kernels: the routing plan builder, permute-dispatch and
 // combine-unpermute, forward and backward, the grouped expert matmul and the packed GEMM
-// engine, activations, normalisations, routing losses and optimiser updates.
+// engine, activations, row ops, normalisations, top-k routing and its gather, dtype casts,
+// routing losses and optimiser updates.
+//
+// # Files
+//
+// Kernels are filed by concept x: x.go holds the CPU kernel, x_cuda.go its CUDA launcher (build
+// tag gomoecuda), x.cuh the CUDA kernel and x_test.go, x_cuda_test.go their tests, so
+// `ls kernels/x*` shows one concept whole. The concepts: plan, permute, unpermute,
+// permute_probs (CPU kernel in package op), binary (element-wise arithmetic of the device
+// engine; CPU side in Gorgonia), activation, rowop (row softmax and normalisation), topk,
+// gather_topk, logsumexp and expert_load (CPU only), cast, optimizer, scale_rows, nn (the
+// examples' layers: bias add, ReLU, RMSNorm, cross-entropy, embedding), loss (the routing
+// losses), gemm and blas (the packed CPU GEMM, cuBLAS), grouped_matmul and gmm_* (the grouped
+// matmul; CUTLASS), blockcopy (ep's staged copies) and syncprobe. gomoe.cu is the translation
+// unit of gomoe.fatbin: gomoe.cuh's shared device helpers and every x.cuh above; cuda_cuda.go
+// is the engine (the CUDA type, device dtypes, status bits and launch plumbing). Tests that
+// cross concepts (hostile_, reliability_, fuzz_, bench_) are named after their kind.
 //
 // On the CPU they are Go (the GEMM micro-kernels, the vector sigmoid and the Adam step in Go
 // assembly on amd64, package internal/simd), parallel over GOMAXPROCS goroutines, with no cgo,

@@ -30,8 +30,10 @@ func readRecord(t *testing.T) map[string]string {
 // The source groups of the CUDA artifacts (build_fatbin.sh): each .cu and .cuh file belongs to
 // exactly one.
 var (
-	mainSources = []string{"gomoe.cu", "gomoe.cuh", "loss.cuh", "nn.cuh", "train.cuh"}
-	gmmSources  = []string{"gmm.cu", "gmm_simt.cu", "gmm_simt.cuh", "gmm_simt_host.cu", "gmm_sm90.cu", "gmm_sm90.cuh", "gmm_sm90_host.cu", "syncprobe.cuh"}
+	mainSources = []string{"activation.cuh", "binary.cuh", "blockcopy.cuh", "cast.cuh", "gather_topk.cuh", "gomoe.cu", "gomoe.cuh",
+		"loss.cuh", "nn.cuh", "optimizer.cuh", "permute.cuh", "permute_probs.cuh", "plan.cuh", "rowop.cuh", "scale_rows.cuh",
+		"topk.cuh", "unpermute.cuh"}
+	gmmSources = []string{"gmm.cu", "gmm_simt.cu", "gmm_simt.cuh", "gmm_simt_host.cu", "gmm_sm90.cu", "gmm_sm90.cuh", "gmm_sm90_host.cu", "syncprobe.cuh"}
 )
 
 // hashSources hashes files as build_fatbin.sh does: in byte order of their names, each name, a

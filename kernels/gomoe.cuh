@@ -138,4 +138,39 @@ __device__ __forceinline__ void zeroRows(V *buf, long long nvec, const int *toke
   }
 }
 
+// Store and load cache policy of the row kernels (smode): bits 0-1 store: 0 streaming
+// (st.global.cs), 1 default, 2 cache-global (st.global.cg); bit 2: load through the read-only
+// path (ld.global.nc) instead of streaming (ld.global.cs).
+template <typename R> __device__ __forceinline__ void stPolicy(R *p, const R &v, int smode) {
+  switch (smode & 3) {
+  case 0: __stcs(p, v); break;
+  case 1: *p = v; break;
+  default: __stcg(p, v); break;
+  }
+}
+template <typename R> __device__ __forceinline__ R ldPolicy(const R *p, int smode) {
+  return (smode & 4) ? __ldg(p) : __ldcs(p);
+}
+template <typename P> __device__ __forceinline__ void stPack(P *p, const P &v, int smode) {
+  typedef typename Raw<sizeof(P)>::type R;
+  R r;
+  memcpy(&r, &v, sizeof(P));
+  stPolicy((R *)p, r, smode);
+}
+
+// Warp-wide sum and maximum in the accumulator type (xor butterfly: every lane gets the result),
+// and exp in the accumulator type, for the one-warp-per-row kernels (rowop, scale_rows, nn).
+template <typename A> __device__ __forceinline__ A warpSumA(A v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+template <typename A> __device__ __forceinline__ A warpMaxA(A v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmax(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+__device__ __forceinline__ float expA(float x) { return expf(x); }
+__device__ __forceinline__ double expA(double x) { return exp(x); }
+
 }  // namespace gomoe

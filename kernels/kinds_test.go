@@ -8,19 +8,19 @@ import (
 )
 
 // TestActivationNumbersMatchCUDA checks that the Activation constants are the kind numbers that
-// the CUDA kernels read (train.cuh's enum), which the prebuilt fatbin fixes.
+// the CUDA kernels read (activation.cuh's enum), which the prebuilt fatbin fixes.
 func TestActivationNumbersMatchCUDA(t *testing.T) {
-	src, err := os.ReadFile("train.cuh")
+	src, err := os.ReadFile("activation.cuh")
 	if err != nil {
 		t.Fatal(err)
 	}
 	m := regexp.MustCompile(`enum \{ PwSwiGLU = (\d+), PwGELU = (\d+), PwSigmoid = (\d+) \};`).FindSubmatch(src)
 	if m == nil {
-		t.Fatal("train.cuh: no enum of the activation kinds")
+		t.Fatal("activation.cuh: no enum of the activation kinds")
 	}
 	for i, k := range []Activation{SwiGLU, GELU, Sigmoid} {
 		if got := string(m[i+1]); got != strconv.Itoa(int(k)) {
-			t.Errorf("%v is %d here and %s in train.cuh", k, int(k), got)
+			t.Errorf("%v is %d here and %s in activation.cuh", k, int(k), got)
 		}
 	}
 }

@@ -1,6 +1,6 @@
 // Kernels for the building blocks of the examples' models (see nn.go, whose CPU kernels are
 // their twins): bias add and its column sum, ReLU, RMSNorm and the softmax cross-entropy.
-// Included by gomoe.cu after train.cuh (uses warpSumA, warpMaxA and expA from there).
+// Included by gomoe.cu (uses warpSumA, warpMaxA and expA from gomoe.cuh).
 //
 // Row kernels use one warp per row and sum in the accumulator type (float for float32); the
 // column sums (bias and gain gradients) use one thread per column and sum in double in row

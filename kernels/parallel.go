@@ -73,3 +73,7 @@ func chunkCount(n, minChunk int) int {
 func chunkRange(n, chunks, c int) (lo, hi int) {
 	return n * c / chunks, n * (c + 1) / chunks
 }
+
+// actBlock is the least number of elements of one parallel block of the element-wise kernels
+// (activations, optimiser updates).
+const actBlock = 8192

@@ -90,3 +90,13 @@ func checkInPlace(what string, outs, ins []span) error {
 	}
 	return nil
 }
+
+// sameLen checks that every length in s equals n.
+func sameLen(what string, n int, s ...int) error {
+	for _, m := range s {
+		if err := checkLen(what, m, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gomoe/gomoe/bfloat16"
 	"github.com/gomoe/gomoe/internal/opkit"
+	"github.com/gomoe/gomoe/kernels"
 )
 
 // Cast converts a node between float32 and float64, or between float32 and bfloat16, element
@@ -74,29 +75,22 @@ func castValue(v G.Value, from, to tensor.Dtype) (*tensor.Dense, error) {
 	out := tensor.New(tensor.Of(to), tensor.WithShape(d.Shape().Clone()...))
 	switch {
 	case from == tensor.Float64 && to == tensor.Float32:
-		o := out.Float32s()
-		for i, x := range d.Float64s() {
-			o[i] = float32(x)
-		}
+		err = kernels.Cast(out.Float32s(), d.Float64s())
 	case from == tensor.Float32 && to == tensor.Float64:
-		o := out.Float64s()
-		for i, x := range d.Float32s() {
-			o[i] = float64(x)
-		}
+		err = kernels.Cast(out.Float64s(), d.Float32s())
 	case from == tensor.Float32 && to == bfloat16.Dtype:
-		if err := bfloat16.FromFloat32s(out.Data().([]bfloat16.BFloat16), d.Float32s()); err != nil {
-			return nil, err
-		}
+		err = kernels.CastToBF16(out.Data().([]bfloat16.BFloat16), d.Float32s())
 	case from == bfloat16.Dtype && to == tensor.Float32:
 		b, ok := d.Data().([]bfloat16.BFloat16)
 		if !ok {
 			return nil, fmt.Errorf("gomoe: Cast: x holds %T, want []bfloat16.BFloat16", d.Data())
 		}
-		if err := bfloat16.ToFloat32s(out.Float32s(), b); err != nil {
-			return nil, err
-		}
+		err = kernels.CastFromBF16(out.Float32s(), b)
 	default:
 		return nil, fmt.Errorf("gomoe: Cast: %v to %v is not supported", from, to)
+	}
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -9,6 +9,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/internal/opkit"
+	"github.com/gomoe/gomoe/kernels"
 )
 
 // ExpertLoad counts the tokens routed to each expert: ids [T,K] int32 → load [B,E] of dtype
@@ -76,29 +77,16 @@ func (op expertLoadOp) Do(vs ...G.Value) (G.Value, error) {
 	if d.Dims() != 2 || d.Shape()[0]%op.seqs != 0 {
 		return nil, fmt.Errorf("gomoe: %s: ids have shape %v, want (T, K) with T a multiple of %d", name, d.Shape(), op.seqs)
 	}
-	T, K := d.Shape()[0], d.Shape()[1]
-	per := T / op.seqs
-	counts := make([]int, op.seqs*op.e)
-	for i, x := range d.Int32s() {
-		if x < -1 || int(x) >= op.e {
-			return nil, fmt.Errorf("gomoe: %s: ids[%d,%d] = %d is out of range [-1, %d)", name, i/K, i%K, x, op.e)
-		}
-		if x >= 0 {
-			counts[(i/K)/per*op.e+int(x)]++
-		}
-	}
+	K := d.Shape()[1]
 	out := tensor.New(tensor.Of(op.dt), tensor.WithShape(op.seqs, op.e))
 	switch op.dt {
 	case tensor.Float32:
-		o := out.Float32s()
-		for i, c := range counts {
-			o[i] = float32(c)
-		}
+		err = kernels.ExpertLoad(out.Float32s(), d.Int32s(), K, op.e, op.seqs)
 	default:
-		o := out.Float64s()
-		for i, c := range counts {
-			o[i] = float64(c)
-		}
+		err = kernels.ExpertLoad(out.Float64s(), d.Int32s(), K, op.e, op.seqs)
+	}
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }

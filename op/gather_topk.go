@@ -9,6 +9,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/internal/opkit"
+	"github.com/gomoe/gomoe/kernels"
 )
 
 // GatherTopK picks the chosen experts' scores: out[t,k] = scores[t, ids[t,k]] for scores
@@ -120,28 +121,14 @@ func (op gatherTopKOp) Do(vs ...G.Value) (G.Value, error) {
 	out := tensor.New(tensor.Of(s.Dtype()), tensor.WithShape(T, K))
 	switch s.Dtype() {
 	case tensor.Float32:
-		gatherTopKFwd(out.Float32s(), s.Float32s(), ids, op.e, K)
+		err = kernels.GatherTopK(out.Float32s(), s.Float32s(), ids, op.e, K)
 	default:
-		gatherTopKFwd(out.Float64s(), s.Float64s(), ids, op.e, K)
+		err = kernels.GatherTopK(out.Float64s(), s.Float64s(), ids, op.e, K)
+	}
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
-}
-
-func gatherTopKFwd[F float32 | float64](out, s []F, ids []int32, E, K int) {
-	for i, e := range ids {
-		if e >= 0 {
-			out[i] = s[(i/K)*E+int(e)]
-		}
-	}
-}
-
-// gatherTopKBwd adds g[t,k] into ds[t, ids[t,k]].
-func gatherTopKBwd[F float32 | float64](ds, g []F, ids []int32, E, K int) {
-	for i, e := range ids {
-		if e >= 0 {
-			ds[(i/K)*E+int(e)] += g[i]
-		}
-	}
 }
 
 func (op gatherTopKOp) String() string        { return fmt.Sprintf("op.GatherTopK{E=%d}", op.e) }
@@ -189,13 +176,10 @@ func (op gatherTopKOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.
 	if err != nil {
 		return err
 	}
-	switch gs.Dtype() {
-	case tensor.Float32:
-		gatherTopKBwd(gs.Float32s(), g.Float32s(), ids, op.e, K)
-	default:
-		gatherTopKBwd(gs.Float64s(), g.Float64s(), ids, op.e, K)
+	if gs.Dtype() == tensor.Float32 {
+		return kernels.GatherTopKBackward(gs.Float32s(), g.Float32s(), ids, op.e, K)
 	}
-	return nil
+	return kernels.GatherTopKBackward(gs.Float64s(), g.Float64s(), ids, op.e, K)
 }
 
 // gatherTopKGradOp: grad [T,K], ids [T,K] int32 → [T,E], the scatter of grad into the chosen
@@ -257,9 +241,12 @@ func (op gatherTopKGradOp) Do(vs ...G.Value) (G.Value, error) {
 	}
 	switch g.Dtype() {
 	case tensor.Float32:
-		gatherTopKBwd(out.Float32s(), g.Float32s(), ids, op.e, K)
+		err = kernels.GatherTopKBackward(out.Float32s(), g.Float32s(), ids, op.e, K)
 	default:
-		gatherTopKBwd(out.Float64s(), g.Float64s(), ids, op.e, K)
+		err = kernels.GatherTopKBackward(out.Float64s(), g.Float64s(), ids, op.e, K)
+	}
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }

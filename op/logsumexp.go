@@ -3,13 +3,13 @@ package op
 import (
 	"fmt"
 	"hash"
-	"math"
 
 	"github.com/chewxy/hm"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/internal/opkit"
+	"github.com/gomoe/gomoe/kernels"
 )
 
 // RowLogSumExp returns lse [T] with lse[t] = log Σ_e exp(x[t,e]) for x [T,E], computed
@@ -50,25 +50,6 @@ func (op lseOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	return tensor.Shape{s[0]}, nil
 }
 
-func lseRows[F float32 | float64](out, x []F, E int) {
-	for t := range out {
-		row := x[t*E : (t+1)*E]
-		m := math.Inf(-1)
-		for _, v := range row {
-			m = math.Max(m, float64(v))
-		}
-		if math.IsInf(m, 0) {
-			out[t] = F(m)
-			continue
-		}
-		var s float64
-		for _, v := range row {
-			s += math.Exp(float64(v) - m)
-		}
-		out[t] = F(m + math.Log(s))
-	}
-}
-
 func (op lseOp) Do(vs ...G.Value) (G.Value, error) {
 	const name = "RowLogSumExp"
 	if len(vs) != 1 {
@@ -85,11 +66,14 @@ func (op lseOp) Do(vs ...G.Value) (G.Value, error) {
 	out := tensor.New(tensor.Of(x.Dtype()), tensor.WithShape(T))
 	switch x.Dtype() {
 	case tensor.Float32:
-		lseRows(out.Float32s(), x.Float32s(), E)
+		err = kernels.RowLogSumExp(out.Float32s(), x.Float32s(), E)
 	case tensor.Float64:
-		lseRows(out.Float64s(), x.Float64s(), E)
+		err = kernels.RowLogSumExp(out.Float64s(), x.Float64s(), E)
 	default:
 		return nil, gmmFloat(x.Dtype())
+	}
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -112,15 +96,6 @@ func (op lseOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 	return G.Nodes{dx}, nil
 }
 
-// lseBack adds exp(x[t,e] - lse[t]) · g[t] into dx.
-func lseBack[F float32 | float64](dx, x, lse, g []F, E int) {
-	for t := range lse {
-		for e := 0; e < E; e++ {
-			dx[t*E+e] += F(math.Exp(float64(x[t*E+e])-float64(lse[t]))) * g[t]
-		}
-	}
-}
-
 // lseDoBack validates x [T,E], lse [T], g [T] and adds the gradient into dx [T,E].
 func lseDoBack(name string, dx *tensor.Dense, xv, lv, gv G.Value) error {
 	x, err := gmmDense(name, "x", xv, dx.Dtype(), dx.Shape())
@@ -138,13 +113,11 @@ func lseDoBack(name string, dx *tensor.Dense, xv, lv, gv G.Value) error {
 	}
 	switch dx.Dtype() {
 	case tensor.Float32:
-		lseBack(dx.Float32s(), x.Float32s(), l.Float32s(), g.Float32s(), E)
+		return kernels.RowLogSumExpBackward(dx.Float32s(), x.Float32s(), l.Float32s(), g.Float32s(), E)
 	case tensor.Float64:
-		lseBack(dx.Float64s(), x.Float64s(), l.Float64s(), g.Float64s(), E)
-	default:
-		return gmmFloat(dx.Dtype())
+		return kernels.RowLogSumExpBackward(dx.Float64s(), x.Float64s(), l.Float64s(), g.Float64s(), E)
 	}
-	return nil
+	return gmmFloat(dx.Dtype())
 }
 
 // DoDiff accumulates softmax(x) · dlse into x's gradient.

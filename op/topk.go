@@ -3,15 +3,13 @@ package op
 import (
 	"fmt"
 	"hash"
-	"math"
-	"sort"
-	"sync"
 
 	"github.com/chewxy/hm"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/internal/opkit"
+	"github.com/gomoe/gomoe/kernels"
 )
 
 // TopKOpts are the options of TopK.
@@ -174,26 +172,9 @@ func (op topkOp) Do(vs ...G.Value) (G.Value, error) {
 			return nil, err
 		}
 	}
-	for i, v := range scores {
-		if math.IsNaN(v) {
-			return nil, fmt.Errorf("gomoe: %s: scores[%d,%d] is NaN", name, i/op.e, i%op.e)
-		}
-	}
-	for i, v := range bias {
-		if math.IsNaN(v) {
-			return nil, fmt.Errorf("gomoe: %s: bias[%d] is NaN", name, i)
-		}
-	}
-	if bias != nil { // +Inf score + -Inf bias (or the reverse) is a NaN selection score
-		for i, v := range scores {
-			if math.IsNaN(v + bias[i%op.e]) {
-				return nil, fmt.Errorf("gomoe: %s: scores[%d,%d] + bias[%d] is NaN (%v + %v)", name, i/op.e, i%op.e, i%op.e, v, bias[i%op.e])
-			}
-		}
-	}
 	ids := make([]int32, T*op.k)
-	if t, gi := topkRows(ids, scores, bias, T, op); t >= 0 {
-		return nil, fmt.Errorf("gomoe: %s: the score of group %d of token %d is NaN (its top scores add +Inf and -Inf)", name, gi, t)
+	if err := kernels.TopK(ids, scores, bias, op.e, op.k, op.groups, op.kept); err != nil {
+		return nil, err
 	}
 	return tensor.New(tensor.WithShape(T, op.k), tensor.WithBacking(ids)), nil
 }
@@ -212,106 +193,6 @@ func topkFloats(name string, d *tensor.Dense) ([]float64, error) {
 		return d.Float64s(), nil
 	}
 	return nil, fmt.Errorf("gomoe: %s: dtype %v, want float32 or float64", name, d.Dtype())
-}
-
-// topkRows fills ids [T,K] (work split over rows in parallel blocks). It returns the first
-// token and group whose group score is NaN (a group's top scores add +Inf and -Inf), or
-// (-1, -1); the ids are meaningless then.
-func topkRows(ids []int32, scores, bias []float64, T int, op topkOp) (nanT, nanG int) {
-	var mu sync.Mutex
-	nanT, nanG = -1, -1
-	E, K := op.e, op.k
-	gsize := E / op.groups
-	per := op.topkPer()
-	topkParallel(T, func(lo, hi int) {
-		sel := make([]float64, E)
-		order := make([]int, E)
-		gscore := make([]float64, op.groups)
-		gorder := make([]int, op.groups)
-		allowed := make([]bool, E)
-		less := func(v []float64) func(a, b int) bool {
-			return func(a, b int) bool { // descending value, ties to the lower index
-				if v[order[a]] != v[order[b]] {
-					return v[order[a]] > v[order[b]]
-				}
-				return order[a] < order[b]
-			}
-		}
-		for t := lo; t < hi; t++ {
-			row := scores[t*E : (t+1)*E]
-			for e := range sel {
-				sel[e] = row[e]
-				if bias != nil {
-					sel[e] += bias[e]
-				}
-				allowed[e] = true
-			}
-			if op.groups > 1 {
-				for gi := 0; gi < op.groups; gi++ {
-					grp := append([]float64(nil), sel[gi*gsize:(gi+1)*gsize]...)
-					sort.Sort(sort.Reverse(sort.Float64Slice(grp)))
-					var s float64
-					for _, v := range grp[:min(per, gsize)] {
-						s += v
-					}
-					gscore[gi] = s
-					gorder[gi] = gi
-					if math.IsNaN(s) {
-						mu.Lock()
-						if nanT < 0 || t < nanT {
-							nanT, nanG = t, gi
-						}
-						mu.Unlock()
-					}
-				}
-				sort.SliceStable(gorder, func(a, b int) bool { return gscore[gorder[a]] > gscore[gorder[b]] })
-				for e := range allowed {
-					allowed[e] = false
-				}
-				for _, gi := range gorder[:op.kept] {
-					for e := gi * gsize; e < (gi+1)*gsize; e++ {
-						allowed[e] = true
-					}
-				}
-			}
-			order = order[:0]
-			for e := 0; e < E; e++ {
-				if allowed[e] {
-					order = append(order, e)
-				}
-			}
-			sort.Slice(order, less(sel))
-			for k := 0; k < K; k++ {
-				ids[t*K+k] = int32(order[k])
-			}
-			order = order[:E]
-		}
-	})
-	return nanT, nanG
-}
-
-// topkParallel runs f over blocks of rows; the split never changes a result.
-func topkParallel(T int, f func(lo, hi int)) {
-	const block = 256
-	if T <= block {
-		f(0, T)
-		return
-	}
-	n := (T + block - 1) / block
-	done := make(chan struct{}, n)
-	sem := make(chan struct{}, 4)
-	for b := 0; b < n; b++ {
-		lo, hi := b*block, min(T, (b+1)*block)
-		sem <- struct{}{}
-		go func() {
-			f(lo, hi)
-			<-sem
-			done <- struct{}{}
-		}()
-	}
-	for b := 0; b < n; b++ {
-		<-done
-	}
 }
 
 func (op topkOp) String() string {

@@ -3,15 +3,11 @@ package kernels
 import (
 	"fmt"
 	"math"
-
-	"github.com/gomoe/gomoe/bfloat16"
 )
 
-// Training kernels on the CPU: the activations and row ops the moe layer uses, and the
-// optimiser updates. Each has a CUDA twin of the same name on *CUDA (train_cuda.go, kernels in
-// train.cuh). The activations and row ops use transcendental functions, so the two agree
-// within a few ulps; the optimiser updates round every operation separately in the
-// parameter's type (no fused multiply-add) and agree bit for bit.
+// The element-wise activations on the CPU (SwiGLU, GELU, sigmoid), forward and backward. The
+// CUDA twins are the methods of the same names on *CUDA (activation_cuda.go, kernels in
+// activation.cuh). They use transcendental functions, so the two agree within a few ulps.
 
 // Activation selects an element-wise activation of ActivationForward and ActivationBackward.
 // It is gomoe's one activation type: package moe's Activation (the experts' FFN type) is this
@@ -59,9 +55,6 @@ const (
 	geluA = 0.044715
 )
 
-// actBlock is the least number of elements of one parallel block of the element-wise kernels.
-const actBlock = 8192
-
 // sigmoid is σ(x), computed without overflow for either sign.
 func sigmoid(x float64) float64 {
 	if x >= 0 {
@@ -69,16 +62,6 @@ func sigmoid(x float64) float64 {
 	}
 	e := math.Exp(x)
 	return e / (1 + e)
-}
-
-// sameLen checks that every length in s equals n.
-func sameLen(what string, n int, s ...int) error {
-	for _, m := range s {
-		if err := checkLen(what, m, n); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // ActivationForward writes out = kind(a[, b]) element-wise (b is used by SwiGLU only).
@@ -310,238 +293,4 @@ func act32GELUBackward(out, a, dy []float32) {
 			}
 		}
 	})
-}
-
-// RowOp selects a row-wise op of RowForward and RowBackward on a [rows, cols] matrix.
-type RowOp int
-
-const (
-	// RowSoftmax is y = exp(x − max(x)) / Σ exp(x − max(x)) along each row.
-	RowSoftmax RowOp = 1
-	// RowNormalize is y = x / Σ x along each row.
-	RowNormalize RowOp = 2
-)
-
-// String names the row op.
-func (k RowOp) String() string {
-	switch k {
-	case RowSoftmax:
-		return "RowSoftmax"
-	case RowNormalize:
-		return "RowNormalize"
-	}
-	return fmt.Sprintf("RowOp(%d)", int(k))
-}
-
-func rowArgs(k RowOp, cols int, n ...int) error {
-	if k != RowSoftmax && k != RowNormalize {
-		return fmt.Errorf("gomoe: row op: unknown kind %d", int(k))
-	}
-	if cols < 1 {
-		return fmt.Errorf("gomoe: %v: %d columns", k, cols)
-	}
-	if err := sameLen(k.String(), n[0], n[1:]...); err != nil {
-		return err
-	}
-	if n[0]%cols != 0 {
-		return fmt.Errorf("gomoe: %v: %d elements are not rows of %d", k, n[0], cols)
-	}
-	return nil
-}
-
-// RowForward writes y = kind(x) for every row of x [rows, cols] (sums in float64, rounded once).
-func RowForward[F float32 | float64](kind RowOp, y, x []F, cols int) error {
-	if err := rowArgs(kind, cols, len(y), len(x)); err != nil {
-		return err
-	}
-	if err := checkInPlace("RowForward", []span{spanOf("y", y)}, []span{spanOf("x", x)}); err != nil {
-		return err
-	}
-	for r := 0; r < len(x); r += cols {
-		xr, yr := x[r:r+cols], y[r:r+cols]
-		if kind == RowSoftmax {
-			m := math.Inf(-1)
-			for _, v := range xr {
-				m = math.Max(m, float64(v))
-			}
-			var s float64
-			for _, v := range xr {
-				s += math.Exp(float64(v) - m)
-			}
-			for j, v := range xr {
-				yr[j] = F(math.Exp(float64(v)-m) / s)
-			}
-			continue
-		}
-		var s float64
-		for _, v := range xr {
-			s += float64(v)
-		}
-		for j, v := range xr {
-			yr[j] = F(float64(v) / s)
-		}
-	}
-	return nil
-}
-
-// RowBackward writes dx from dy, the forward input x and output y, row by row:
-//
-//	RowSoftmax   dx = y·(dy − Σ dy·y)
-//	RowNormalize dx = (dy − Σ dy·y) / Σ x
-func RowBackward[F float32 | float64](kind RowOp, dx, x, y, dy []F, cols int) error {
-	if err := rowArgs(kind, cols, len(dx), len(y), len(dy)); err != nil {
-		return err
-	}
-	if err := checkInPlace("RowBackward", []span{spanOf("dx", dx)}, []span{spanOf("x", x), spanOf("y", y), spanOf("dy", dy)}); err != nil {
-		return err
-	}
-	if kind == RowNormalize && len(x) != len(dx) {
-		return fmt.Errorf("gomoe: %v: x has %d elements, want %d", kind, len(x), len(dx))
-	}
-	for r := 0; r < len(dx); r += cols {
-		var d, s float64
-		for j := r; j < r+cols; j++ {
-			d += float64(dy[j]) * float64(y[j])
-			if kind == RowNormalize {
-				s += float64(x[j])
-			}
-		}
-		for j := r; j < r+cols; j++ {
-			g := float64(dy[j]) - d
-			if kind == RowSoftmax {
-				dx[j] = F(float64(y[j]) * g)
-			} else {
-				dx[j] = F(g / s)
-			}
-		}
-	}
-	return nil
-}
-
-// SGDUpdate updates p in place: p = p − lr·(g + wd·p), every operation rounded to F.
-func SGDUpdate[F float32 | float64](p, g []F, lr, wd float64) error {
-	if err := sameLen("SGD", len(p), len(g)); err != nil {
-		return err
-	}
-	if err := checkDisjoint("SGDUpdate", []span{spanOf("p", p)}, []span{spanOf("g", g)}); err != nil {
-		return err
-	}
-	l, w := F(lr), F(wd)
-	for i, x := range p {
-		p[i] = x - F(l*F(g[i]+F(w*x)))
-	}
-	return nil
-}
-
-// AdamUpdate updates p and its moments m, v in place (Adam; decoupled weight decay wd, AdamW,
-// when wd > 0), every operation rounded to F:
-//
-//	m = b1·m + (1−b1)·g;  v = b2·v + (1−b2)·g·g
-//	p = p − lr·((m/c1) / (sqrt(v/c2) + eps) + wd·p)
-//
-// c1 = 1−b1^t and c2 = 1−b2^t are the bias corrections of step t ≥ 1.
-func AdamUpdate[F float32 | float64](p, g, m, v []F, lr, b1, b2, eps, c1, c2, wd float64) error {
-	if err := sameLen("Adam", len(p), len(g), len(m), len(v)); err != nil {
-		return err
-	}
-	if err := checkDisjoint("AdamUpdate", []span{spanOf("p", p), spanOf("m", m), spanOf("v", v)}, []span{spanOf("g", g)}); err != nil {
-		return err
-	}
-	L, B1, B2, Eps, C1, C2, W := F(lr), F(b1), F(b2), F(eps), F(c1), F(c2), F(wd)
-	NB1, NB2 := F(1-b1), F(1-b2)
-	var k32 *[9]float32
-	if _, ok := any(p).([]float32); ok && hasAdamAsm {
-		k32 = &[9]float32{float32(L), float32(B1), float32(B2), float32(Eps), float32(C1), float32(C2), float32(W), float32(NB1), float32(NB2)}
-	}
-	parallelRange(len(p), actBlock, func(lo, hi int) { // element-wise: the split changes no bit
-		if k32 != nil { // the same operations 8 lanes at a time (internal/simd/adam_amd64.s): the same bits
-			lo += adam32(any(p[lo:hi]).([]float32), any(g[lo:hi]).([]float32), any(m[lo:hi]).([]float32), any(v[lo:hi]).([]float32), k32)
-		}
-		for i := lo; i < hi; i++ {
-			x, gi := p[i], g[i]
-			mi := F(F(B1*m[i]) + F(NB1*gi))
-			vi := F(F(B2*v[i]) + F(NB2*F(gi*gi)))
-			m[i], v[i] = mi, vi
-			step := F(F(mi/C1) / F(F(math.Sqrt(float64(F(vi/C2))))+Eps))
-			p[i] = x - F(L*F(step+F(W*x)))
-		}
-	})
-	return nil
-}
-
-// SGDUpdateBF16 updates bfloat16 weights p through their float32 master copy w32: w32 takes
-// SGDUpdate's float32 step with the gradient g widened (exactly) to float32, and p becomes w32
-// rounded to nearest even.
-func SGDUpdateBF16(p, g []bfloat16.BFloat16, w32 []float32, lr, wd float64) error {
-	if err := sameLen("SGD", len(p), len(g), len(w32)); err != nil {
-		return err
-	}
-	if err := checkDisjoint("SGDUpdateBF16", []span{spanOf("p", p), spanOf("w32", w32)}, []span{spanOf("g", g)}); err != nil {
-		return err
-	}
-	l, w := float32(lr), float32(wd)
-	for i, x := range w32 {
-		x -= float32(l * float32(g[i].Float32()+float32(w*x)))
-		w32[i] = x
-		p[i] = bfloat16.FromFloat32(x)
-	}
-	return nil
-}
-
-// AdamUpdateBF16 is AdamUpdate on the float32 master copy w32 of bfloat16 weights p (float32
-// moments m, v; gradient g widened exactly), after which p is w32 rounded to nearest even.
-func AdamUpdateBF16(p, g []bfloat16.BFloat16, w32, m, v []float32, lr, b1, b2, eps, c1, c2, wd float64) error {
-	if err := sameLen("Adam", len(p), len(g), len(w32), len(m), len(v)); err != nil {
-		return err
-	}
-	if err := checkDisjoint("AdamUpdateBF16", []span{spanOf("p", p), spanOf("w32", w32), spanOf("m", m), spanOf("v", v)}, []span{spanOf("g", g)}); err != nil {
-		return err
-	}
-	// Widen the gradient a chunk at a time into a fixed buffer: no weight-sized allocation per
-	// step, and the element-wise update gives the same bits as in one pass.
-	var buf [1024]float32
-	for lo := 0; lo < len(g); lo += len(buf) {
-		hi := min(lo+len(buf), len(g))
-		g32 := buf[:hi-lo]
-		if err := bfloat16.ToFloat32s(g32, g[lo:hi]); err != nil {
-			return err
-		}
-		if err := AdamUpdate(w32[lo:hi], g32, m[lo:hi], v[lo:hi], lr, b1, b2, eps, c1, c2, wd); err != nil {
-			return err
-		}
-	}
-	return bfloat16.FromFloat32s(p, w32)
-}
-
-// ScaleRows writes y[r,c] = x[r,c]·s[r] for x [rows, cols] (each product rounded once, the
-// CUDA twin's bits).
-func ScaleRows[F float32 | float64](y, x, s []F, cols int) error {
-	if cols < 1 || len(x)%cols != 0 || len(y) != len(x) || len(s) != len(x)/cols {
-		return fmt.Errorf("gomoe: ScaleRows: %d, %d and %d elements for %d columns", len(y), len(x), len(s), cols)
-	}
-	if err := checkInPlace("ScaleRows", []span{spanOf("y", y)}, []span{spanOf("x", x), spanOf("s", s)}); err != nil {
-		return err
-	}
-	for i := range x {
-		y[i] = x[i] * s[i/cols]
-	}
-	return nil
-}
-
-// RowDot writes out[r] = Σ_c a[r,c]·b[r,c], summed in float64 in column order.
-func RowDot[F float32 | float64](out, a, b []F, cols int) error {
-	if cols < 1 || len(a)%cols != 0 || len(b) != len(a) || len(out) != len(a)/cols {
-		return fmt.Errorf("gomoe: RowDot: %d, %d and %d elements for %d columns", len(out), len(a), len(b), cols)
-	}
-	if err := checkDisjoint("RowDot", []span{spanOf("out", out)}, []span{spanOf("a", a), spanOf("b", b)}); err != nil {
-		return err
-	}
-	for r := range out {
-		var acc float64
-		for j := r * cols; j < (r+1)*cols; j++ {
-			acc += float64(a[j]) * float64(b[j])
-		}
-		out[r] = F(acc)
-	}
-	return nil
 }

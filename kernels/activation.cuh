@@ -1,0 +1,97 @@
+// activation.cuh: the element-wise activations SwiGLU, GELU and sigmoid, forward and backward (CPU
+// twin: activation.go; launcher: activation_cuda.go). Part of gomoe.cu's translation unit (included
+// after gomoe.cuh, with namespace gomoe in scope); built into gomoe.fatbin by build_fatbin.sh.
+//
+// Element types: float (f32), double (f64) and __nv_bfloat16 (bf16, computed in float). The
+// transcendental functions are CUDA's (expf, tanhf, ...), so results match the CPU within a few
+// ulps, not bit for bit.
+
+// ---- activations -------------------------------------------------------------------------
+
+enum { PwSwiGLU = 1, PwGELU = 2, PwSigmoid = 3 };
+
+__device__ __forceinline__ float sigm(float x) {
+  if (x >= 0.f) return 1.f / (1.f + expf(-x));
+  float e = expf(x);
+  return e / (1.f + e);
+}
+__device__ __forceinline__ double sigm(double x) {
+  if (x >= 0.) return 1. / (1. + exp(-x));
+  double e = exp(x);
+  return e / (1. + e);
+}
+__device__ __forceinline__ float tanhA(float x) { return tanhf(x); }
+__device__ __forceinline__ double tanhA(double x) { return tanh(x); }
+
+// geluC is sqrt(2/pi); geluA the cubic coefficient of the tanh approximation.
+#define GELU_C 0.7978845608028654
+#define GELU_A 0.044715
+
+// pw_fwd: SwiGLU out = silu(a)·b; GELU out = gelu(a); Sigmoid out = sigmoid(a).
+template <typename T>
+__device__ __forceinline__ void pwFwd(int kind, const T *__restrict__ a, const T *__restrict__ b,
+                                      T *__restrict__ out, long long n) {
+  typedef typename Acc<T>::type A;
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+       i += (long long)gridDim.x * blockDim.x) {
+    A x = toAcc(a[i]), r;
+    if (kind == PwSwiGLU) {
+      r = x * sigm(x) * toAcc(b[i]);
+    } else if (kind == PwGELU) {
+      A in = (A)GELU_C * (x + (A)GELU_A * x * x * x);
+      r = (A)0.5 * x * ((A)1 + tanhA(in));
+    } else {
+      r = sigm(x);
+    }
+    T o;
+    fromAcc(r, o);
+    out[i] = o;
+  }
+}
+
+// pw_bwd: the gradient of input `which` (0: a, 1: b) from dy, the inputs a, b and the output y.
+//   SwiGLU: da = dy·b·σ(a)·(1 + a·(1−σ(a))), db = dy·a·σ(a)
+//   GELU:   da = dy·(0.5·(1+th) + 0.5·a·(1−th²)·c·(1 + 3·0.044715·a²))
+//   Sigmoid: da = dy·y·(1−y)
+template <typename T>
+__device__ __forceinline__ void pwBwd(int kind, int which, const T *__restrict__ a, const T *__restrict__ b,
+                                      const T *__restrict__ y, const T *__restrict__ dy, T *__restrict__ out,
+                                      long long n) {
+  typedef typename Acc<T>::type A;
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+       i += (long long)gridDim.x * blockDim.x) {
+    A g = toAcc(dy[i]), r;
+    if (kind == PwSwiGLU) {
+      A x = toAcc(a[i]), s = sigm(x);
+      if (which == 0) {
+        r = g * toAcc(b[i]) * s * ((A)1 + x * ((A)1 - s));
+      } else {
+        r = g * x * s;
+      }
+    } else if (kind == PwGELU) {
+      A x = toAcc(a[i]);
+      A th = tanhA((A)GELU_C * (x + (A)GELU_A * x * x * x));
+      r = g * ((A)0.5 * ((A)1 + th) + (A)0.5 * x * ((A)1 - th * th) * (A)GELU_C * ((A)1 + (A)(3 * GELU_A) * x * x));
+    } else {
+      A v = toAcc(y[i]);
+      r = g * v * ((A)1 - v);
+    }
+    T o;
+    fromAcc(r, o);
+    out[i] = o;
+  }
+}
+
+#define PWOPS(SUF, T)                                                                              \
+  extern "C" __global__ void __launch_bounds__(256)                                                \
+      pw_fwd_##SUF(int kind, const T *a, const T *b, T *o, long long n) {                          \
+    pwFwd<T>(kind, a, b, o, n);                                                                    \
+  }                                                                                                \
+  extern "C" __global__ void __launch_bounds__(256) pw_bwd_##SUF(                                  \
+      int kind, int which, const T *a, const T *b, const T *y, const T *dy, T *o, long long n) {   \
+    pwBwd<T>(kind, which, a, b, y, dy, o, n);                                                      \
+  }
+PWOPS(f32, float)
+PWOPS(f64, double)
+PWOPS(bf16, __nv_bfloat16)
+#undef PWOPS

@@ -1,0 +1,32 @@
+package kernels
+
+import (
+	"fmt"
+
+	"github.com/gomoe/gomoe/bfloat16"
+)
+
+// Dtype conversion on the CPU, the kernels of op.Cast. The CUDA twin is (*CUDA).Convert
+// (cast_cuda.go, kernels in cast.cuh); both round to nearest even, so they agree bit for bit.
+
+// Cast writes out[i] = in[i] converted to D: float32 ↔ float64 (float64 to float32 rounded to
+// nearest even; float32 to float64 exact).
+func Cast[D, S float32 | float64](out []D, in []S) error {
+	if len(out) != len(in) {
+		return fmt.Errorf("gomoe: Cast: %d outputs for %d inputs", len(out), len(in))
+	}
+	for i, x := range in {
+		out[i] = D(x)
+	}
+	return nil
+}
+
+// CastToBF16 writes out[i] = in[i] rounded to bfloat16 (nearest even).
+func CastToBF16(out []bfloat16.BFloat16, in []float32) error {
+	return bfloat16.FromFloat32s(out, in)
+}
+
+// CastFromBF16 writes out[i] = in[i] widened to float32 (exact).
+func CastFromBF16(out []float32, in []bfloat16.BFloat16) error {
+	return bfloat16.ToFloat32s(out, in)
+}

@@ -1,0 +1,42 @@
+package kernels
+
+import (
+	"math"
+	"testing"
+
+	"github.com/gomoe/gomoe/bfloat16"
+)
+
+// TestCast: float64 → float32 rounds to nearest even, float32 → float64 and bfloat16 → float32
+// are exact, float32 → bfloat16 rounds to nearest even; mismatched lengths are errors.
+func TestCast(t *testing.T) {
+	in := []float64{1 + 0x1p-24, 1 + 3*0x1p-24, -2.5, math.Inf(1)}
+	f := make([]float32, 4)
+	if err := Cast(f, in); err != nil {
+		t.Fatal(err)
+	}
+	if want := []float32{1, 1 + 0x1p-22, -2.5, float32(math.Inf(1))}; f[0] != want[0] || f[1] != want[1] || f[2] != want[2] || f[3] != want[3] {
+		t.Errorf("Cast to float32 = %v, want %v", f, want)
+	}
+	back := make([]float64, 4)
+	if err := Cast(back, f); err != nil || back[1] != float64(f[1]) {
+		t.Errorf("Cast to float64 = %v, %v", back, err)
+	}
+	b := make([]bfloat16.BFloat16, 2)
+	if err := CastToBF16(b, []float32{1 + 0x1p-8, 1 + 3*0x1p-8}); err != nil {
+		t.Fatal(err)
+	}
+	w := make([]float32, 2)
+	if err := CastFromBF16(w, b); err != nil {
+		t.Fatal(err)
+	}
+	if w[0] != 1 || w[1] != 1+0x1p-6 {
+		t.Errorf("bfloat16 round trip = %v, want [1 %v]", w, 1+0x1p-6)
+	}
+	if err := Cast(f[:3], in); err == nil {
+		t.Error("3 outputs for 4 inputs: no error")
+	}
+	if err := CastToBF16(b, w[:1]); err == nil {
+		t.Error("2 outputs for 1 input: no error")
+	}
+}

@@ -1,0 +1,61 @@
+package kernels
+
+import (
+	"fmt"
+	"math"
+)
+
+// The row log-sum-exp on the CPU, the kernel of op.RowLogSumExp and its gradient (no CUDA twin:
+// on the device the op is not offered).
+
+// lseCheck checks x [T,E] against a per-row vector of n = T elements.
+func lseCheck(name string, nx, n, E int) error {
+	if E < 0 || nx != n*E {
+		return fmt.Errorf("gomoe: %s: x has %d elements, want T·E = %d·%d", name, nx, n, E)
+	}
+	return nil
+}
+
+// RowLogSumExp writes out[t] = log Σ_e exp(x[t,e]) for x [T,E] (T = len(out)), in float64 from
+// the row maximum m (m + log Σ exp(x − m)), rounded once; a row whose maximum is infinite gets
+// that maximum.
+func RowLogSumExp[F float32 | float64](out, x []F, E int) error {
+	if err := lseCheck("RowLogSumExp", len(x), len(out), E); err != nil {
+		return err
+	}
+	for t := range out {
+		row := x[t*E : (t+1)*E]
+		m := math.Inf(-1)
+		for _, v := range row {
+			m = math.Max(m, float64(v))
+		}
+		if math.IsInf(m, 0) {
+			out[t] = F(m)
+			continue
+		}
+		var s float64
+		for _, v := range row {
+			s += math.Exp(float64(v) - m)
+		}
+		out[t] = F(m + math.Log(s))
+	}
+	return nil
+}
+
+// RowLogSumExpBackward adds exp(x[t,e] − lse[t])·g[t] (softmax(x)·dlse) into dx [T,E], from x
+// [T,E], the forward output lse [T] and its gradient g [T].
+func RowLogSumExpBackward[F float32 | float64](dx, x, lse, g []F, E int) error {
+	const name = "RowLogSumExpGrad"
+	if err := lseCheck(name, len(x), len(lse), E); err != nil {
+		return err
+	}
+	if len(dx) != len(x) || len(g) != len(lse) {
+		return fmt.Errorf("gomoe: %s: dx has %d elements and g %d, want %d and %d", name, len(dx), len(g), len(x), len(lse))
+	}
+	for t := range lse {
+		for e := 0; e < E; e++ {
+			dx[t*E+e] += F(math.Exp(float64(x[t*E+e])-float64(lse[t]))) * g[t]
+		}
+	}
+	return nil
+}

@@ -1,0 +1,98 @@
+// optimizer.cuh: the optimiser updates SGD and Adam, in place (CPU twin: optimizer.go; launcher:
+// optimizer_cuda.go). Part of gomoe.cu's translation unit (included after gomoe.cuh, with namespace
+// gomoe in scope); built into gomoe.fatbin by build_fatbin.sh.
+
+// ---- optimiser updates (in place, one thread per element) --------------------------------
+// Each operation is rounded separately in the parameter's type (no FMA), exactly as the CPU
+// twins in optimizer.go do, so both give the same bits.
+//   sgd:  p = p − lr·(g + wd·p)
+//   adam: m = b1·m + (1−b1)·g;  v = b2·v + (1−b2)·g·g
+//         p = p − lr·((m/c1) / (sqrt(v/c2) + eps) + wd·p)    c1 = 1−b1^t, c2 = 1−b2^t (host)
+// (wd > 0 is decoupled weight decay, AdamW.) The scalars are rounded to the type first.
+
+__device__ __forceinline__ float subRN(float a, float b) { return __fsub_rn(a, b); }
+__device__ __forceinline__ double subRN(double a, double b) { return __dsub_rn(a, b); }
+__device__ __forceinline__ float divRN(float a, float b) { return __fdiv_rn(a, b); }
+__device__ __forceinline__ double divRN(double a, double b) { return __ddiv_rn(a, b); }
+__device__ __forceinline__ float sqrtRN(float a) { return __fsqrt_rn(a); }
+__device__ __forceinline__ double sqrtRN(double a) { return __dsqrt_rn(a); }
+
+template <typename T>
+__device__ __forceinline__ void sgdElems(T *__restrict__ p, const T *__restrict__ g, double lr_, double wd_, long long n) {
+  T lr = (T)lr_, wd = (T)wd_;
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+       i += (long long)gridDim.x * blockDim.x) {
+    T x = p[i];
+    p[i] = subRN(x, mulRN(lr, addRN(g[i], mulRN(wd, x))));
+  }
+}
+template <typename T>
+__device__ __forceinline__ void adamElems(T *__restrict__ p, const T *__restrict__ g, T *__restrict__ m, T *__restrict__ v,
+                                          double lr_, double b1_, double b2_, double eps_, double c1_, double c2_,
+                                          double wd_, long long n) {
+  T lr = (T)lr_, b1 = (T)b1_, b2 = (T)b2_, eps = (T)eps_, c1 = (T)c1_, c2 = (T)c2_, wd = (T)wd_;
+  T nb1 = (T)(1 - b1_), nb2 = (T)(1 - b2_);
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+       i += (long long)gridDim.x * blockDim.x) {
+    T gi = g[i];
+    T mi = addRN(mulRN(b1, m[i]), mulRN(nb1, gi));
+    T vi = addRN(mulRN(b2, v[i]), mulRN(nb2, mulRN(gi, gi)));
+    m[i] = mi;
+    v[i] = vi;
+    T x = p[i];
+    T step = divRN(divRN(mi, c1), addRN(sqrtRN(divRN(vi, c2)), eps));
+    p[i] = subRN(x, mulRN(lr, addRN(step, mulRN(wd, x))));
+  }
+}
+extern "C" __global__ void __launch_bounds__(256) sgd_f32(float *p, const float *g, double lr, double wd, long long n) {
+  sgdElems<float>(p, g, lr, wd, n);
+}
+extern "C" __global__ void __launch_bounds__(256) sgd_f64(double *p, const double *g, double lr, double wd, long long n) {
+  sgdElems<double>(p, g, lr, wd, n);
+}
+extern "C" __global__ void __launch_bounds__(256)
+adam_f32(float *p, const float *g, float *m, float *v, double lr, double b1, double b2, double eps, double c1, double c2,
+         double wd, long long n) {
+  adamElems<float>(p, g, m, v, lr, b1, b2, eps, c1, c2, wd, n);
+}
+extern "C" __global__ void __launch_bounds__(256)
+adam_f64(double *p, const double *g, double *m, double *v, double lr, double b1, double b2, double eps, double c1,
+         double c2, double wd, long long n) {
+  adamElems<double>(p, g, m, v, lr, b1, b2, eps, c1, c2, wd, n);
+}
+
+// ---- optimiser updates of bfloat16 weights with float32 master weights -------------------
+// The float32 master copy w32 is updated exactly as a float32 weight would be (the gradient
+// widened from bfloat16), then the bfloat16 weight is the master rounded to nearest even.
+
+extern "C" __global__ void __launch_bounds__(256)
+sgd_bf16(__nv_bfloat16 *p, const __nv_bfloat16 *g, float *w32, double lr_, double wd_, long long n) {
+  float lr = (float)lr_, wd = (float)wd_;
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+       i += (long long)gridDim.x * blockDim.x) {
+    float x = w32[i];
+    x = subRN(x, mulRN(lr, addRN(__bfloat162float(g[i]), mulRN(wd, x))));
+    w32[i] = x;
+    p[i] = __float2bfloat16_rn(x);
+  }
+}
+extern "C" __global__ void __launch_bounds__(256)
+adam_bf16(__nv_bfloat16 *p, const __nv_bfloat16 *g, float *w32, float *m, float *v, double lr_, double b1_, double b2_,
+          double eps_, double c1_, double c2_, double wd_, long long n) {
+  float lr = (float)lr_, b1 = (float)b1_, b2 = (float)b2_, eps = (float)eps_, c1 = (float)c1_, c2 = (float)c2_,
+        wd = (float)wd_;
+  float nb1 = (float)(1 - b1_), nb2 = (float)(1 - b2_);
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+       i += (long long)gridDim.x * blockDim.x) {
+    float gi = __bfloat162float(g[i]);
+    float mi = addRN(mulRN(b1, m[i]), mulRN(nb1, gi));
+    float vi = addRN(mulRN(b2, v[i]), mulRN(nb2, mulRN(gi, gi)));
+    m[i] = mi;
+    v[i] = vi;
+    float x = w32[i];
+    float step = divRN(divRN(mi, c1), addRN(sqrtRN(divRN(vi, c2)), eps));
+    x = subRN(x, mulRN(lr, addRN(step, mulRN(wd, x))));
+    w32[i] = x;
+    p[i] = __float2bfloat16_rn(x);
+  }
+}

@@ -1,0 +1,100 @@
+//go:build gomoecuda
+
+package kernels_test
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	. "github.com/gomoe/gomoe/kernels"
+
+	"github.com/gomoe/gomoe/bfloat16"
+)
+
+// The GPU kernels against their CPU twins: the optimiser updates, bit for bit.
+
+// TestCUDAOptimizers: three float32 Adam steps and a float64 SGD step on the GPU equal the CPU
+// AdamUpdate and SGDUpdate bit for bit.
+func TestCUDAOptimizers(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 11))
+	const n = 4099
+	p, g, m, v := f32s(trRand(rng, n, 1)), f32s(trRand(rng, n, 1)), make([]float32, n), make([]float32, n)
+	bp, bg, bm, bv := cuUpload(t, p), cuUpload(t, g), cuUpload(t, m), cuUpload(t, v)
+	for step := 1; step <= 3; step++ {
+		c1, c2 := 1-math.Pow(0.9, float64(step)), 1-math.Pow(0.999, float64(step))
+		cuMust(t, AdamUpdate(p, g, m, v, 1e-3, 0.9, 0.999, 1e-8, c1, c2, 0.01))
+		cuMust(t, testCUDA.AdamUpdate(F32, bp.p, bg.p, bm.p, bv.p, n, 1e-3, 0.9, 0.999, 1e-8, c1, c2, 0.01))
+	}
+	for name, pair := range map[string][2][]float32{"p": {cuDownload[float32](t, bp, n), p}, "m": {cuDownload[float32](t, bm, n), m}, "v": {cuDownload[float32](t, bv, n), v}} {
+		for i := range pair[1] {
+			if math.Float32bits(pair[0][i]) != math.Float32bits(pair[1][i]) {
+				t.Fatalf("Adam %s[%d]: GPU %v, CPU %v", name, i, pair[0][i], pair[1][i])
+			}
+		}
+	}
+	p64, g64 := trRand(rng, n, 1), trRand(rng, n, 1)
+	bp64, bg64 := cuUpload(t, p64), cuUpload(t, g64)
+	cuMust(t, SGDUpdate(p64, g64, 0.1, 0.01))
+	cuMust(t, testCUDA.SGDUpdate(F64, bp64.p, bg64.p, n, 0.1, 0.01))
+	got := cuDownload[float64](t, bp64, n)
+	for i := range got {
+		if math.Float64bits(got[i]) != math.Float64bits(p64[i]) {
+			t.Fatalf("SGD p[%d]: GPU %v, CPU %v", i, got[i], p64[i])
+		}
+	}
+}
+
+// TestCUDABFloat16Optimizers: the bfloat16 updates through float32 master weights give the
+// CPU twins' bits (weights, masters, moments).
+func TestCUDABFloat16Optimizers(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	const n = 3001
+	w32 := f32s(trRand(rng, n, 1))
+	p := make([]bfloat16.BFloat16, n)
+	cuMust(t, bfloat16.FromFloat32s(p, w32))
+	g := make([]bfloat16.BFloat16, n)
+	cuMust(t, bfloat16.FromFloat32s(g, f32s(trRand(rng, n, 1))))
+	m, v := make([]float32, n), make([]float32, n)
+	bp, bg, bw, bm, bv := cuUpload(t, p), cuUpload(t, g), cuUpload(t, w32), cuUpload(t, m), cuUpload(t, v)
+	for step := 1; step <= 3; step++ {
+		c1, c2 := 1-math.Pow(0.9, float64(step)), 1-math.Pow(0.999, float64(step))
+		cuMust(t, AdamUpdateBF16(p, g, w32, m, v, 1e-3, 0.9, 0.999, 1e-8, c1, c2, 0.01))
+		cuMust(t, testCUDA.AdamUpdateBF16(bp.p, bg.p, bw.p, bm.p, bv.p, n, 1e-3, 0.9, 0.999, 1e-8, c1, c2, 0.01))
+	}
+	cuMust(t, SGDUpdateBF16(p, g, w32, 0.1, 0.01))
+	cuMust(t, testCUDA.SGDUpdateBF16(bp.p, bg.p, bw.p, n, 0.1, 0.01))
+	gp := cuDownload[bfloat16.BFloat16](t, bp, n)
+	for i := range p {
+		if gp[i] != p[i] {
+			t.Fatalf("p[%d]: GPU %v, CPU %v", i, gp[i], p[i])
+		}
+	}
+	for name, pair := range map[string][2][]float32{"w32": {cuDownload[float32](t, bw, n), w32}, "m": {cuDownload[float32](t, bm, n), m}, "v": {cuDownload[float32](t, bv, n), v}} {
+		for i := range pair[1] {
+			if math.Float32bits(pair[0][i]) != math.Float32bits(pair[1][i]) {
+				t.Fatalf("%s[%d]: GPU %v, CPU %v", name, i, pair[0][i], pair[1][i])
+			}
+		}
+	}
+	// Conversions round to nearest even like the CPU.
+	x := f32s(trRand(rng, n, 10))
+	bx := cuUpload(t, x)
+	out := cuAlloc(t, 2*n)
+	cuMust(t, testCUDA.Convert(F32, BF16, out.p, bx.p, n))
+	want := make([]bfloat16.BFloat16, n)
+	cuMust(t, bfloat16.FromFloat32s(want, x))
+	got := cuDownload[bfloat16.BFloat16](t, out, n)
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("convert f32→bf16 [%d]: GPU %v, CPU %v", i, got[i], want[i])
+		}
+	}
+	back := cuAlloc(t, 4*n)
+	cuMust(t, testCUDA.Convert(BF16, F32, back.p, out.p, n))
+	for i, f := range cuDownload[float32](t, back, n) {
+		if f != want[i].Float32() {
+			t.Fatalf("convert bf16→f32 [%d]: %v, want %v", i, f, want[i].Float32())
+		}
+	}
+}

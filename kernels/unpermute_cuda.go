@@ -1,0 +1,92 @@
+//go:build gomoecuda
+
+package kernels
+
+import (
+	"fmt"
+
+	"gorgonia.org/cu"
+)
+
+// Combine-unpermute on the device: the launchers of unpermute.cuh's kernels (CPU twin:
+// unpermute.go).
+
+func init() {
+	for _, d := range []DType{F32, F64, BF16} {
+		for _, v := range []string{"v", "s"} {
+			for _, k := range []string{"unpermute_fwd", "unpermute_bwd", "unpermute_bwdseq", "unpermute_bwd_rows", "unpermute_bwd_rows4"} {
+				kernelNames = append(kernelNames, k+"_"+d.suffix()+"_"+v)
+			}
+		}
+	}
+}
+
+// UnpermuteForward writes y [T,H] = Σ_k probs[t,k]·yp[rowOf[t,k]] (probs 0: unweighted).
+func (c *CUDA) UnpermuteForward(d DType, g Geometry, H int, y, yp, probs, plan cu.DevicePtr) error {
+	if err := c.check(d, g, H); err != nil {
+		return err
+	}
+	_, _, rowOf, _ := planParts(g, plan)
+	name, n := typedName("unpermute_fwd", d, vec(d, H, y, yp))
+	acc := 4
+	if d == F64 {
+		acc = 8
+	}
+	return c.do(func() error {
+		return c.launch(name, g.T, rowThreads(int64(H)/n, 1), (acc+4)*g.K, *new(args).p(yp).p(probs).p(y).p(rowOf).i(g.K).l(int64(H)))
+	})
+}
+
+// UnpermuteBackward writes dyp [R,H] (if not 0; pad rows 0) and dprobs [T,K] (if not 0) from
+// dy [T,H], yp [R,H] (read only for dprobs) and probs [T,K] (0: unweighted forward).
+func (c *CUDA) UnpermuteBackward(d DType, g Geometry, H int, dyp, dprobs, dy, yp, probs, plan cu.DevicePtr) error {
+	if err := c.check(d, g, H); err != nil {
+		return err
+	}
+	if dyp == 0 && dprobs == 0 {
+		return nil
+	}
+	if dprobs != 0 && yp == 0 {
+		return fmt.Errorf("gomoe: device unpermute backward: dprobs needs yp")
+	}
+	_, _, rowOf, tokenOf := planParts(g, plan)
+	ptrs := []cu.DevicePtr{dy}
+	if dyp != 0 {
+		ptrs = append(ptrs, dyp)
+	}
+	if yp != 0 {
+		ptrs = append(ptrs, yp)
+	}
+	acc := 4
+	if d == F64 {
+		acc = 8
+	}
+	R := int64(g.Rows())
+	if dprobs == 0 {
+		// Rows only: a scatter like permute forward, several packs of dy in flight per thread.
+		kname, u := "unpermute_bwd_rows", 8
+		if d == BF16 && g.K == 1 {
+			kname, u = "unpermute_bwd_rows4", 4
+		}
+		name, n := typedName(kname, d, vec(d, H, ptrs...))
+		return c.do(func() error {
+			return c.launch(name, g.T+zeroBlocks(R), rowThreads(int64(H)/n, u), (acc+4)*g.K,
+				*new(args).p(dy).p(probs).p(dyp).p(rowOf).p(tokenOf).i(g.T).i(g.K).l(int64(H)).l(R).i(zeroRowsPerBlock).i(storeMode))
+		})
+	}
+	// Batched yp loads win for float32/float64 with K > 2 and lose for K <= 2 and bfloat16
+	// (register pressure), measured on an H200.
+	kname := "unpermute_bwdseq"
+	if d != BF16 && g.K > 2 {
+		kname = "unpermute_bwd"
+	}
+	name, n := typedName(kname, d, vec(d, H, ptrs...))
+	grid := g.T
+	if dyp != 0 {
+		grid += zeroBlocks(R)
+	}
+	return c.do(func() error {
+		return c.launch(name, grid, rowThreads(int64(H)/n, 1), 32*8*8+(acc+4)*g.K,
+			*new(args).p(dy).p(yp).p(probs).p(dyp).p(dprobs).p(rowOf).p(tokenOf).i(g.T).i(g.K).l(int64(H)).l(R).i(zeroRowsPerBlock).i(storeMode))
+	})
+}
