@@ -9,6 +9,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/bfloat16"
+	"github.com/gomoe/gomoe/device"
 	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 )
@@ -178,27 +179,32 @@ func checkValue(name, what string, v G.Value, dt tensor.Dtype, want ...dim) erro
 	return checkShape(name, what, v.Shape(), want...)
 }
 
-// onDevice reports whether the values (nil ones are skipped) live in the registered device
-// backend's memory. A mix of host and device values is an error: nothing is copied silently.
-func onDevice(name string, vs ...G.Value) (bool, error) {
-	if device == nil {
-		return false, nil
+// onDevice returns the device backend whose memory holds the values (nil ones are skipped),
+// or nil when they are host values (device.Of). A mix of host and device values is an error:
+// nothing is copied silently.
+func onDevice(name string, vs ...G.Value) (device.Backend, error) {
+	b := device.Of(vs...)
+	if b == nil {
+		return nil, nil
 	}
 	var nd, nh int
 	for _, v := range vs {
 		if v == nil {
 			continue
 		}
-		if device.Owns(v) {
+		if b.Owns(v) {
 			nd++
 		} else {
 			nh++
 		}
 	}
 	if nd > 0 && nh > 0 {
-		return false, opkit.Errorf(name, "inputs mix device values (%d) and host values (%d); copy them to one place first", nd, nh)
+		return nil, opkit.Errorf(name, "inputs mix device values (%d) and host values (%d); copy them to one place first", nd, nh)
 	}
-	return nd > 0, nil
+	if nd == 0 {
+		return nil, nil
+	}
+	return b, nil
 }
 
 // dataOf returns the backing slice of a host dense tensor whose dtype was checked to be F's.
@@ -313,7 +319,7 @@ func accumulate(name string, ups ...gradUpdate) error {
 		if err := checkData(name, "gradient of "+u.what, u.dst.Dtype()); err != nil {
 			return err
 		}
-		if device != nil && (device.Owns(u.dst) || device.Owns(u.src)) {
+		if device.Of(u.dst, u.src) != nil {
 			_, ok1 := u.dst.(tensor.Tensor)
 			_, ok2 := u.src.(tensor.Tensor)
 			if !ok1 || !ok2 {
@@ -329,7 +335,7 @@ func accumulate(name string, ups ...gradUpdate) error {
 	for _, u := range ups {
 		var err error
 		switch {
-		case device != nil && (device.Owns(u.dst) || device.Owns(u.src)):
+		case device.Of(u.dst, u.src) != nil:
 			_, err = tensor.Add(u.dst.(tensor.Tensor), u.src.(tensor.Tensor), tensor.UseUnsafe())
 			err = opkit.Wrap(name, err)
 		case u.dst.Dtype() == tensor.Float32:

@@ -1,0 +1,211 @@
+//go:build gomoecuda
+
+package device
+
+import (
+	"fmt"
+
+	"gorgonia.org/cu"
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/kernels"
+)
+
+// The optimizer methods of cudaBackend (package train's updates of weights held by an Engine,
+// with the kernels of package kernels), its step and scalar methods, and SumSquares and Scale
+// for gradient clipping.
+
+// trainEngine returns the engine that holds v, or nil.
+func trainEngine(v G.Value) *Engine {
+	t, ok := v.(tensor.Tensor)
+	if !ok {
+		return nil
+	}
+	return Lookup(t)
+}
+
+func (cudaBackend) Same(a, b *tensor.Dense) error {
+	if trainEngine(a) != trainEngine(b) {
+		return fmt.Errorf("the weight and its gradient are on different GPUs")
+	}
+	return nil
+}
+
+func (cudaBackend) Zeros(w *tensor.Dense, dt tensor.Dtype) (any, error) {
+	e := trainEngine(w)
+	if e == nil {
+		return nil, fmt.Errorf("the weight is not in GPU memory")
+	}
+	return e.NewTensor(dt, w.Shape().Clone()...)
+}
+
+func (g cudaBackend) Master(w *tensor.Dense) (any, error) {
+	e := trainEngine(w)
+	if e == nil {
+		return nil, fmt.Errorf("the weight is not in GPU memory")
+	}
+	m, err := e.NewTensor(tensor.Float32, w.Shape().Clone()...)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.Kernels().Convert(kernels.BF16, kernels.F32, densePtr(m), densePtr(w), int64(w.Shape().TotalSize())); err != nil {
+		_ = e.Release(m)
+		return nil, err
+	}
+	return m, nil
+}
+
+func (cudaBackend) Matches(st any, w *tensor.Dense, dt tensor.Dtype) bool {
+	d, ok := st.(*tensor.Dense)
+	return ok && trainEngine(d) == trainEngine(w) && d.Dtype() == dt && d.Shape().TotalSize() == w.Shape().TotalSize()
+}
+
+func (cudaBackend) Release(st any) {
+	if d, ok := st.(*tensor.Dense); ok {
+		if e := trainEngine(d); e != nil {
+			_ = e.Release(d)
+		}
+	}
+}
+
+// densePtr is the device address of t's data.
+func densePtr(t *tensor.Dense) cu.DevicePtr { return cu.DevicePtr(t.Uintptr()) }
+
+func (cudaBackend) Adam(w, g *tensor.Dense, w32, m, v any, lr, b1, b2, eps, c1, c2, wd float64) error {
+	e := trainEngine(w)
+	dt, err := DType(w.Dtype())
+	if err != nil {
+		return err
+	}
+	md, vd := m.(*tensor.Dense), v.(*tensor.Dense)
+	n := int64(w.Shape().TotalSize())
+	if dt == kernels.BF16 {
+		return e.Kernels().AdamUpdateBF16(densePtr(w), densePtr(g), densePtr(w32.(*tensor.Dense)), densePtr(md), densePtr(vd), n, lr, b1, b2, eps, c1, c2, wd)
+	}
+	return e.Kernels().AdamUpdate(dt, densePtr(w), densePtr(g), densePtr(md), densePtr(vd), n, lr, b1, b2, eps, c1, c2, wd)
+}
+
+func (cudaBackend) SGD(w, g *tensor.Dense, w32 any, lr, wd float64) error {
+	e := trainEngine(w)
+	dt, err := DType(w.Dtype())
+	if err != nil {
+		return err
+	}
+	n := int64(w.Shape().TotalSize())
+	if dt == kernels.BF16 {
+		return e.Kernels().SGDUpdateBF16(densePtr(w), densePtr(g), densePtr(w32.(*tensor.Dense)), n, lr, wd)
+	}
+	return e.Kernels().SGDUpdate(dt, densePtr(w), densePtr(g), n, lr, wd)
+}
+
+func (cudaBackend) EndStep(v G.Value) {
+	if e := trainEngine(v); e != nil {
+		e.EndStep()
+	}
+}
+
+func (cudaBackend) Scalar(v G.Value) (float64, error) {
+	e := trainEngine(v)
+	if e == nil {
+		return 0, fmt.Errorf("gomoe: train: Scalar: value is not in GPU memory")
+	}
+	h, err := e.CopyOut(v.(tensor.Tensor))
+	if err != nil {
+		return 0, err
+	}
+	switch x := h.Data().(type) {
+	case []float32:
+		return float64(x[0]), nil
+	case []float64:
+		return x[0], nil
+	case float32:
+		return float64(x), nil
+	case float64:
+		return x, nil
+	}
+	return 0, fmt.Errorf("gomoe: train: Scalar of dtype %v", h.Dtype())
+}
+
+// sumSquaresCols is the row length of the RowDot view of a gradient in SumSquares.
+const sumSquaresCols = 1024
+
+// SumSquares views g as rows of up to 1024 elements (a last shorter row for the rest), sums
+// each row's squares with kernels.RowDot (one warp per row, in the accumulator type: float32
+// for float32 and bfloat16, float64 for float64), copies the row sums to the host and adds
+// them there in float64, in row order.
+func (cudaBackend) SumSquares(g *tensor.Dense) (float64, error) {
+	e := trainEngine(g)
+	if e == nil {
+		return 0, fmt.Errorf("the gradient is not in GPU memory")
+	}
+	dt, err := DType(g.Dtype())
+	if err != nil {
+		return 0, err
+	}
+	n := int64(g.Shape().TotalSize())
+	if n == 0 {
+		return 0, nil
+	}
+	cols := int64(sumSquaresCols)
+	if n < cols {
+		cols = n
+	}
+	rows, tail := n/cols, n%cols
+	pdt := tensor.Float32
+	if dt.ProbSize() == 8 {
+		pdt = tensor.Float64
+	}
+	nr := int(rows)
+	if tail > 0 {
+		nr++
+	}
+	out, err := e.NewStepTensor(pdt, nr)
+	if err != nil {
+		return 0, err
+	}
+	k := e.Kernels()
+	if err := k.RowDot(dt, densePtr(out), densePtr(g), densePtr(g), rows, int(cols)); err != nil {
+		return 0, err
+	}
+	if tail > 0 {
+		off := cu.DevicePtr(uintptr(rows*cols) * uintptr(dt.Size()))
+		if err := k.RowDot(dt, densePtr(out)+cu.DevicePtr(uintptr(rows)*uintptr(dt.ProbSize())), densePtr(g)+off, densePtr(g)+off, 1, int(tail)); err != nil {
+			return 0, err
+		}
+	}
+	h, err := e.CopyOut(out)
+	if err != nil {
+		return 0, err
+	}
+	s := 0.0
+	switch x := h.Data().(type) {
+	case []float32:
+		for _, v := range x {
+			s += float64(v)
+		}
+	case []float64:
+		for _, v := range x {
+			s += v
+		}
+	case float32:
+		s = float64(x)
+	case float64:
+		s = x
+	}
+	return s, nil
+}
+
+// Scale multiplies g by s in place with the engine's element-wise kernel (kernels.Binary:
+// computed in the accumulator type and rounded once, as the CPU's scaleGrad).
+func (cudaBackend) Scale(g *tensor.Dense, s float64) error {
+	e := trainEngine(g)
+	if e == nil {
+		return fmt.Errorf("the gradient is not in GPU memory")
+	}
+	dt, err := DType(g.Dtype())
+	if err != nil {
+		return err
+	}
+	return e.Kernels().Binary(dt, kernels.OpMul, densePtr(g), densePtr(g), 0, s, int64(g.Shape().TotalSize()))
+}
