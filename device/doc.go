@@ -26,4 +26,13 @@
 // Other Gorgonia ops (reductions such as G.Sum, Gorgonia's own activations, softmax and
 // printing a device tensor) would read device memory from the host or return an engine error.
 // Values read with G.Read are step memory: see train.Step.
+//
+// # The device backend
+//
+// Backend is the one contract between a device and gomoe's packages: op's ops, train's
+// optimizers and ep's row moves call it on device values, and Of returns the backend of some
+// values (the Engine's CUDA implementation in the gomoecuda build, backend*_cuda.go; nil in the
+// default build). It is declared in a file without build tags, so that the default build
+// type-checks every call against it. A BackendEngine lets another tensor engine bring its own
+// backend, which is how gomoe's tests run the ops' device paths on a fake device.
 package device

@@ -40,9 +40,9 @@ var registry struct {
 	engines []*Engine
 }
 
-type cuBackend struct{ k *kernels.CUDA }
+type cuAllocator struct{ k *kernels.CUDA }
 
-func (b cuBackend) Alloc(n int64) (uintptr, error) {
+func (b cuAllocator) Alloc(n int64) (uintptr, error) {
 	var p cu.DevicePtr
 	err := b.k.Do(func() error {
 		var err error
@@ -52,7 +52,7 @@ func (b cuBackend) Alloc(n int64) (uintptr, error) {
 	return uintptr(p), err
 }
 
-func (b cuBackend) Free(p uintptr) error {
+func (b cuAllocator) Free(p uintptr) error {
 	return b.k.Do(func() error { return cu.MemFree(cu.DevicePtr(p)) })
 }
 
@@ -78,7 +78,7 @@ func New(ordinal int) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{ordinal: ordinal, dev: dev, ctx: ctx, k: k}
-	e.pool = NewPool(cuBackend{k})
+	e.pool = NewPool(cuAllocator{k})
 	registry.Lock()
 	registry.engines = append(registry.engines, e)
 	registry.Unlock()

@@ -7,8 +7,8 @@ import (
 	"sync"
 )
 
-// Backend is the raw allocator under a Pool: cuMemAlloc and cuMemFree in the gomoecuda build.
-type Backend interface {
+// Allocator is the raw allocator under a Pool: cuMemAlloc and cuMemFree in the gomoecuda build.
+type Allocator interface {
 	// Alloc returns n bytes of fresh memory.
 	Alloc(n int64) (uintptr, error)
 	// Free returns memory that Alloc gave.
@@ -21,8 +21,8 @@ type PoolStats struct {
 	LiveBytes    int64 // their rounded sizes
 	CachedBlocks int   // blocks kept for reuse
 	CachedBytes  int64
-	BackendAlloc int // calls to Backend.Alloc so far
-	BackendFree  int // calls to Backend.Free so far
+	BackendAlloc int // calls to Allocator.Alloc so far
+	BackendFree  int // calls to Allocator.Free so far
 }
 
 type block struct {
@@ -32,12 +32,12 @@ type block struct {
 
 // Pool is a caching allocator: freed blocks are kept in per-size free lists and handed out
 // again for requests of the same rounded size, so a training loop that allocates the same
-// shapes every step stops calling the backend after its first step. Sizes round up to 512
+// shapes every step stops calling the allocator after its first step. Sizes round up to 512
 // bytes below 1 MiB and to 2 MiB above. Blocks are step-scoped unless marked persistent:
 // EndStep recycles every live step-scoped block at once. A Pool is safe for concurrent use.
 type Pool struct {
 	mu     sync.Mutex
-	be     Backend
+	be     Allocator
 	free   map[int64][]uintptr
 	live   map[uintptr]block
 	starts []uintptr // sorted live block starts, for interior pointers
@@ -46,7 +46,7 @@ type Pool struct {
 }
 
 // NewPool returns an empty Pool over be.
-func NewPool(be Backend) *Pool {
+func NewPool(be Allocator) *Pool {
 	return &Pool{be: be, free: map[int64][]uintptr{}, live: map[uintptr]block{}}
 }
 
@@ -68,7 +68,7 @@ var errNilPool = errors.New("device: method called on a nil *Pool")
 var ErrUnknownPointer = errors.New("device: pointer not allocated by this pool")
 
 // Alloc returns a block of at least n bytes. It reuses a cached block of the same size class
-// if there is one; if the backend fails, it frees every cached block and tries once more.
+// if there is one; if the allocator fails, it frees every cached block and tries once more.
 func (p *Pool) Alloc(n int64, persistent bool) (uintptr, error) {
 	if p == nil {
 		return 0, errNilPool
@@ -195,7 +195,7 @@ func (p *Pool) Owns(ptr uintptr) (start uintptr, size int64, ok bool) {
 	return 0, 0, false
 }
 
-// Trim frees every cached block to the backend.
+// Trim frees every cached block to the allocator.
 func (p *Pool) Trim() error {
 	if p == nil {
 		return errNilPool
@@ -221,7 +221,7 @@ func (p *Pool) trimLocked() error {
 	return first
 }
 
-// Close frees every block, live or cached, to the backend. The Pool must not be used after.
+// Close frees every block, live or cached, to the allocator. The Pool must not be used after.
 func (p *Pool) Close() error {
 	if p == nil {
 		return nil

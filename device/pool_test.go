@@ -6,8 +6,8 @@ import (
 	"testing"
 )
 
-// fakeBackend hands out increasing fake addresses and can be told to fail.
-type fakeBackend struct {
+// fakeAllocator hands out increasing fake addresses and can be told to fail.
+type fakeAllocator struct {
 	next     uintptr
 	live     map[uintptr]int64
 	limit    int64 // bytes; 0 = unlimited
@@ -16,11 +16,11 @@ type fakeBackend struct {
 	failFree bool
 }
 
-func newFake(limit int64) *fakeBackend {
-	return &fakeBackend{next: 1 << 20, live: map[uintptr]int64{}, limit: limit}
+func newFake(limit int64) *fakeAllocator {
+	return &fakeAllocator{next: 1 << 20, live: map[uintptr]int64{}, limit: limit}
 }
 
-func (f *fakeBackend) Alloc(n int64) (uintptr, error) {
+func (f *fakeAllocator) Alloc(n int64) (uintptr, error) {
 	if f.limit > 0 && f.used+n > f.limit {
 		return 0, errors.New("out of memory")
 	}
@@ -31,7 +31,7 @@ func (f *fakeBackend) Alloc(n int64) (uintptr, error) {
 	return p, nil
 }
 
-func (f *fakeBackend) Free(p uintptr) error {
+func (f *fakeAllocator) Free(p uintptr) error {
 	n, ok := f.live[p]
 	if !ok {
 		return fmt.Errorf("double free of %#x", p)

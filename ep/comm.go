@@ -77,8 +77,10 @@ func HostBuffer(data any, width int) (Buffer, error) {
 	return Buffer{Host: data, Dtype: dt, Rows: n / width, Width: width}, nil
 }
 
-// check validates a buffer's fields against each other.
-func (b Buffer) check(what string) error {
+// Check validates a buffer's fields against each other; what names the buffer in the error.
+// Communicator implementations (the in-process Group, package ep/nccl) check their buffers
+// with it.
+func (b Buffer) Check(what string) error {
 	if b.Width < 1 || b.Rows < 0 {
 		return fmt.Errorf("ep: %s buffer has %d rows of width %d", what, b.Rows, b.Width)
 	}
@@ -98,8 +100,10 @@ func (b Buffer) check(what string) error {
 	return nil
 }
 
-// checkBlocks validates block lists against a buffer of rows rows and a group of n ranks.
-func checkBlocks(what string, lists [][]Block, n, rows int) error {
+// CheckBlocks validates the block lists of an AllToAll against a buffer of rows rows and a
+// group of n ranks; what names the lists in the error. Communicator implementations (the
+// in-process Group, package ep/nccl) check their block lists with it.
+func CheckBlocks(what string, lists [][]Block, n, rows int) error {
 	if len(lists) != n {
 		return fmt.Errorf("ep: %s has block lists for %d ranks, want %d", what, len(lists), n)
 	}

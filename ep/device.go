@@ -1,35 +1,41 @@
 package ep
 
 import (
+	"fmt"
+
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/device"
 )
 
-// deviceBackend lets the ep ops move values that live in GPU memory (package device's engine)
-// with a device communicator (NCCL), without copying the rows through the host. The default
-// build registers none: every value is a host value. The gomoecuda build registers one from
-// device_cuda.go.
+// The ep ops move values that live in GPU memory through package device's backend
+// (device.Of: the device engine's in the gomoecuda build, none in the default build, where
+// every value is a host value) and a device communicator (package ep/nccl), without copying
+// the rows through the host.
 //
 // Plans on the device are copied to the host where the ops need their counts (the plan op, and
 // each exchange for its block lists): that is the documented host sync of expert parallelism.
-type deviceBackend interface {
-	// Owns reports whether v lives in device memory.
-	Owns(v G.Value) bool
-	// Buffer describes a device value as a Buffer of rows of its last dimension.
-	Buffer(v G.Value) (Buffer, error)
-	// Zeros allocates a zeroed device tensor on the device of like.
-	Zeros(like G.Value, dt tensor.Dtype, shape ...int) (G.Value, error)
-	// ToHost waits for the device and returns a host copy of v, or an error if the device's
-	// kernels flagged bad input (an expert id out of range, a NaN score) before the copy.
-	ToHost(v G.Value) (*tensor.Dense, error)
-	// FromHost returns a device copy of the host tensor h on the device of like.
-	FromHost(like G.Value, h *tensor.Dense) (G.Value, error)
-	// Add adds src into dst on the device (dst += src).
-	Add(dst, src G.Value) error
-}
-
-// device is the registered device backend, nil in the default build.
-var device deviceBackend
 
 // onDevice reports whether v is a device value.
-func onDevice(v G.Value) bool { return device != nil && v != nil && device.Owns(v) }
+func onDevice(v G.Value) bool { return v != nil && device.Of(v) != nil }
+
+// deviceBuffer describes the device value v as a Buffer of rows of its last dimension.
+func deviceBuffer(v G.Value) (Buffer, error) {
+	d, ok := v.(*tensor.Dense)
+	if !ok {
+		return Buffer{}, fmt.Errorf("ep: device value is a %T, want a *tensor.Dense", v)
+	}
+	if device.Of(d) == nil {
+		return Buffer{}, fmt.Errorf("ep: value is not on a device engine")
+	}
+	s := d.Shape()
+	b := Buffer{Device: d.Uintptr(), Dtype: d.Dtype(), Rows: s.TotalSize(), Width: 1}
+	if len(s) == 2 {
+		b.Rows, b.Width = s[0], s[1]
+	}
+	if d.RequiresIterator() || d.IsView() {
+		return Buffer{}, fmt.Errorf("ep: device value is a view; the exchange needs contiguous rows")
+	}
+	return b, nil
+}

@@ -8,6 +8,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/device"
 	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 	"github.com/gomoe/gomoe/op"
@@ -130,14 +131,14 @@ func (e exchange) run(name string, forward bool, v, plan G.Value) (G.Value, erro
 
 func (e exchange) runNoAbort(name string, forward bool, v, plan G.Value) (G.Value, error) {
 	in, outRows := e.rows(forward)
-	dev := onDevice(v)
+	dev := device.Of(v)
 	var src Buffer
 	var err error
-	if dev {
+	if dev != nil {
 		if err := checkShape(name, "rows", v.Shape(), in, -1); err != nil {
 			return nil, err
 		}
-		src, err = device.Buffer(v)
+		src, err = deviceBuffer(v)
 	} else {
 		src, err = hostRows(name, "rows", v, in)
 	}
@@ -159,11 +160,11 @@ func (e exchange) runNoAbort(name string, forward bool, v, plan G.Value) (G.Valu
 	}
 	var out G.Value
 	var dst Buffer
-	if dev {
-		if out, err = device.Zeros(v, v.Dtype(), outRows, src.Width); err != nil {
+	if dev != nil {
+		if out, err = dev.StepZeros(v, v.Dtype(), outRows, src.Width); err != nil {
 			return nil, opkit.Wrap(name, err)
 		}
-		if dst, err = device.Buffer(out); err != nil {
+		if dst, err = deviceBuffer(out); err != nil {
 			return nil, opkit.Wrap(name, err)
 		}
 	} else {
@@ -206,8 +207,8 @@ func addInto(name string, dst, src G.Value) error {
 	if dst.Dtype() != src.Dtype() || !dst.Shape().Eq(src.Shape()) {
 		return opkit.Errorf(name, "gradient has dtype %v shape %v, the update has %v %v", dst.Dtype(), opkit.ShapeString(dst.Shape()), src.Dtype(), opkit.ShapeString(src.Shape()))
 	}
-	if onDevice(dst) || onDevice(src) {
-		return opkit.Wrap(name, device.Add(dst, src))
+	if dev := device.Of(dst, src); dev != nil {
+		return opkit.Wrap(name, dev.Add(dst, src))
 	}
 	d, ok := dst.(*tensor.Dense)
 	if !ok || d.RequiresIterator() {

@@ -39,8 +39,9 @@
 // # Communicators
 //
 // A Communicator is an all-to-all of variable-size row blocks plus the counts exchange.
-// Group is an in-process implementation for N goroutine ranks (tests, CPU); NCCL (build tag
-// gomoecuda) runs over NVIDIA's NCCL, one GPU per rank, ranks as goroutines of one process or
+// Group is an in-process implementation for N goroutine ranks (tests, CPU); nccl.Comm (package
+// ep/nccl, build tag gomoecuda, a package of its own so that importing ep does not link
+// libnccl) runs over NVIDIA's NCCL, one GPU per rank, ranks as goroutines of one process or
 // as processes on one or several nodes. All ranks must run the same collectives in the same
 // order; ep's ops abort their communicator on any error (Guard makes other ops do so: the send
 // plan of NewPlan and the top-k of moe's expert-parallel layer), Group.Run aborts the group
@@ -50,7 +51,8 @@
 // # Staging (NCCL)
 //
 // NCCL's point-to-point calls are slow when a rank posts hundreds of small messages per peer
-// (one per expert block), so the NCCL communicator sends one message per peer and direction.
+// (one per expert block), so the NCCL communicator (package ep/nccl) sends one message per peer
+// and direction.
 // The send layout holds a peer's blocks contiguously, but the expert-major local layout
 // interleaves the blocks of all ranks; on that side the message goes through staging memory
 // that the communicator allocates on first use and keeps (grown when an exchange needs more):

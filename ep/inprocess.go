@@ -262,10 +262,10 @@ func validate(ps []post) error {
 		}
 	case kindAllToAll:
 		for r, p := range ps {
-			if err := p.send.check(fmt.Sprintf("rank %d send", r)); err != nil {
+			if err := p.send.Check(fmt.Sprintf("rank %d send", r)); err != nil {
 				return err
 			}
-			if err := p.recv.check(fmt.Sprintf("rank %d receive", r)); err != nil {
+			if err := p.recv.Check(fmt.Sprintf("rank %d receive", r)); err != nil {
 				return err
 			}
 			if p.send.Host == nil || p.recv.Host == nil {
@@ -274,10 +274,10 @@ func validate(ps []post) error {
 			if p.send.Dtype != ps[0].send.Dtype || p.recv.Dtype != ps[0].send.Dtype || p.send.Width != ps[0].send.Width || p.recv.Width != ps[0].send.Width {
 				return fmt.Errorf("ep: AllToAll: rank %d has send %v×%d and receive %v×%d but rank 0 sends %v×%d", r, p.send.Dtype, p.send.Width, p.recv.Dtype, p.recv.Width, ps[0].send.Dtype, ps[0].send.Width)
 			}
-			if err := checkBlocks(fmt.Sprintf("rank %d sends", r), p.sends, n, p.send.Rows); err != nil {
+			if err := CheckBlocks(fmt.Sprintf("rank %d sends", r), p.sends, n, p.send.Rows); err != nil {
 				return err
 			}
-			if err := checkBlocks(fmt.Sprintf("rank %d receives", r), p.recvs, n, p.recv.Rows); err != nil {
+			if err := CheckBlocks(fmt.Sprintf("rank %d receives", r), p.recvs, n, p.recv.Rows); err != nil {
 				return err
 			}
 		}

@@ -8,6 +8,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/device"
 	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 )
@@ -86,8 +87,8 @@ func (o localPlanOp) Do(vs ...G.Value) (G.Value, error) {
 	copy(flat[2*o.gl.E+1:], lp.RowOf)
 	copy(flat[2*o.gl.E+1+len(lp.RowOf):], lp.TokenOf)
 	out := tensor.New(tensor.WithShape(len(flat)), tensor.WithBacking(flat))
-	if onDevice(vs[1]) {
-		v, err := device.FromHost(vs[1], out)
+	if dev := device.Of(vs[1]); dev != nil {
+		v, err := dev.Upload(vs[1], out)
 		return v, opkit.Wrap(name, err)
 	}
 	return out, nil

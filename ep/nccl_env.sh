@@ -2,7 +2,7 @@
 #     source .gpu/env.sh && source ep/nccl_env.sh
 # Finds NCCL as PyTorch installs it (pip package nvidia-nccl-cu13: nvidia/nccl/{include/nccl.h,
 # lib/libnccl.so.2} under site-packages), adds it and the CUDA runtime to the cgo flags for the
-# gomoecuda build of package ep, and keeps NCCL off NVLink multicast (NCCL_NVLS_ENABLE=0).
+# gomoecuda build of package ep/nccl, and keeps NCCL off NVLink multicast (NCCL_NVLS_ENABLE=0).
 # Override the search with NCCL_HOME=/path/to/nvidia/nccl.
 nccl=""
 for d in "${NCCL_HOME:-}" /opt/torch/.venv/lib/python3*/site-packages/nvidia/nccl \

@@ -7,6 +7,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/device"
 	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 )
@@ -60,8 +61,8 @@ func shapesOf(name string, ds []G.DimSizer, n int) ([]tensor.Shape, error) {
 // hostPlan checks a plan value of geometry g and returns its typed view. A device plan is
 // copied to the host first (a host sync).
 func hostPlan(name, what string, g kernels.Geometry, v G.Value) (kernels.Plan, error) {
-	if onDevice(v) {
-		h, err := device.ToHost(v)
+	if dev := device.Of(v); dev != nil {
+		h, err := dev.DownloadChecked(v)
 		if err != nil {
 			return kernels.Plan{}, opkit.Wrap(name, err)
 		}

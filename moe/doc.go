@@ -41,7 +41,8 @@
 // # Expert parallelism
 //
 // NewExpertParallel builds the layer for one rank of N expert-parallel ranks (an
-// ep.Communicator: in-process ep.Group ranks, or NCCL under the gomoecuda build tag). The
+// ep.Communicator: in-process ep.Group ranks, or nccl.Comm of package ep/nccl under the
+// gomoecuda build tag). The
 // router, the expert bias and the shared experts are replicated on every rank; the routed
 // experts are sharded, rank r holding experts [r·E/N, (r+1)·E/N) with the initial values New
 // gives them, so N ranks start from the same model as one. Each rank calls Forward on its own

@@ -14,14 +14,15 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/ep"
+	"github.com/gomoe/gomoe/ep/nccl"
 	"github.com/gomoe/gomoe/train"
 )
 
 // oneNCCLRank is a communicator of one NCCL rank on GPU 0 (the device engine's GPU).
-func oneNCCLRank(t *testing.T) *ep.NCCL {
+func oneNCCLRank(t *testing.T) *nccl.Comm {
 	t.Helper()
 	engine(t) // skips without a GPU
-	comms, err := ep.NewNCCLGroup([]int{0})
+	comms, err := nccl.NewGroup([]int{0})
 	if err != nil {
 		t.Fatal(err)
 	}

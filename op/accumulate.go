@@ -5,6 +5,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/bfloat16"
+	"github.com/gomoe/gomoe/device"
 	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 )
@@ -32,7 +33,7 @@ func accumulate(name string, ups ...gradUpdate) error {
 		if err := checkData(name, "gradient of "+u.what, u.dst.Dtype()); err != nil {
 			return err
 		}
-		if device != nil && (device.Owns(u.dst) || device.Owns(u.src)) {
+		if device.Of(u.dst, u.src) != nil {
 			_, ok1 := u.dst.(tensor.Tensor)
 			_, ok2 := u.src.(tensor.Tensor)
 			if !ok1 || !ok2 {
@@ -48,7 +49,7 @@ func accumulate(name string, ups ...gradUpdate) error {
 	for _, u := range ups {
 		var err error
 		switch {
-		case device != nil && (device.Owns(u.dst) || device.Owns(u.src)):
+		case device.Of(u.dst, u.src) != nil:
 			_, err = tensor.Add(u.dst.(tensor.Tensor), u.src.(tensor.Tensor), tensor.UseUnsafe())
 			err = opkit.Wrap(name, err)
 		case u.dst.Dtype() == tensor.Float32:

@@ -8,6 +8,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/device"
 	"github.com/gomoe/gomoe/internal/opkit"
 )
 
@@ -105,12 +106,8 @@ func (op addScalarsOp) Do(vs ...G.Value) (G.Value, error) {
 			return nil, opkit.Errorf(name, "input %d has shape %v, want a scalar", i, opkit.ShapeString(v.Shape()))
 		}
 	}
-	if device != nil {
-		for _, v := range vs {
-			if device.Owns(v) {
-				return addDeviceScalars(name, vs)
-			}
-		}
+	if dev := device.Of(vs...); dev != nil {
+		return addDeviceScalars(name, dev, vs)
 	}
 	var sum float64
 	for i, v := range vs {
@@ -159,8 +156,9 @@ func scalarOf(name, what string, v G.Value) (float64, error) {
 // element (tensor.Add treats a 0-d tensor as a Go scalar and would read it on the host), and a
 // host input (a constant such as the zero loss of a layer without losses) joins as a Go
 // scalar. The first sum that involves a device value goes to a new tensor, the later ones add
-// into it; the result is a device tensor of scalar shape.
-func addDeviceScalars(name string, vs []G.Value) (G.Value, error) {
+// into it; the result is a device tensor of scalar shape. dev is the backend of the first
+// device input.
+func addDeviceScalars(name string, dev device.Backend, vs []G.Value) (G.Value, error) {
 	vec := func(i int) (*tensor.Dense, error) {
 		d, ok := vs[i].(*tensor.Dense)
 		if !ok || d.RequiresIterator() {
@@ -184,7 +182,7 @@ func addDeviceScalars(name string, vs []G.Value) (G.Value, error) {
 		hostSum float64       // the running sum while every input so far is on the host
 	)
 	for i, v := range vs {
-		if device.Owns(v) {
+		if dev.Owns(v) {
 			x, err := vec(i)
 			if err != nil {
 				return nil, err

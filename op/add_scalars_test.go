@@ -42,13 +42,8 @@ func TestAddScalars(t *testing.T) {
 				t.Errorf("%v host output %d: AddScalars %v, G.Add %v", dt, i, got[i], want[i])
 			}
 		}
-		dev := func() []G.Value {
-			saved := device
-			device = allDevice{newFakeDevice()}
-			defer func() { device = saved }()
-			g, outs = build(false)
-			return runRead(t, g, outs...)
-		}()
+		g, outs = build(false)
+		dev := newFakeDevice().run(t, g, outs...)
 		for i := range want {
 			if !bitsEqual(dev[i], want[i]) {
 				t.Errorf("%v device output %d: AddScalars %v, host G.Add %v", dt, i, dev[i], want[i])
@@ -143,13 +138,8 @@ func TestAddScalarsMixesHostAndDevice(t *testing.T) {
 			}
 			g, n := build()
 			want := runRead(t, g, n)[0]
-			got := func() G.Value {
-				saved := device
-				device = allDevice{newFakeDevice()}
-				defer func() { device = saved }()
-				g, n := build()
-				return runRead(t, g, n)[0]
-			}()
+			g, n = build()
+			got := newFakeDevice().run(t, g, n)[0]
 			if d, ok := got.(*tensor.Dense); !ok || d.Shape().Dims() != 0 {
 				t.Errorf("%v %s: device sum is %T, want a tensor of scalar shape", dt, pattern, got)
 				continue

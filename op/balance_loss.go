@@ -9,6 +9,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/device"
 	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 )
@@ -106,20 +107,20 @@ func (op balanceLossOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	return tensor.ScalarShape(), nil
 }
 
-// args checks the values of a balancing-loss op (ids, scores-like) and reports
-// whether they are on the device.
-func (op balanceLossOp) args(name string, vs []G.Value) (bool, error) {
+// args checks the values of a balancing-loss op (ids, scores-like) and returns their device
+// backend (nil on the host).
+func (op balanceLossOp) args(name string, vs []G.Value) (device.Backend, error) {
 	if err := opkit.CheckArity(name, vs, 2); err != nil {
-		return false, err
+		return nil, err
 	}
 	if err := checkInt32(name, "ids", vs[0].Dtype()); err != nil {
-		return false, err
+		return nil, err
 	}
 	if err := checkFloat(name, "scores", vs[1].Dtype()); err != nil {
-		return false, err
+		return nil, err
 	}
 	if err := op.checkShapes(name, vs[0].Shape(), vs[1].Shape()); err != nil {
-		return false, err
+		return nil, err
 	}
 	return onDevice(name, vs...)
 }
@@ -131,12 +132,8 @@ func (op balanceLossOp) Do(vs ...G.Value) (G.Value, error) {
 		return nil, err
 	}
 	T := vs[0].Shape()[0]
-	if dev {
-		d, err := lossDevice(name)
-		if err != nil {
-			return nil, err
-		}
-		v, err := d.BalanceLoss(vs[0], vs[1], op.e, op.k, op.seqs, op.scale(T))
+	if dev != nil {
+		v, err := dev.BalanceLoss(vs[0], vs[1], op.e, op.k, op.seqs, op.scale(T))
 		if err != nil {
 			return nil, opkit.Wrap(name, err)
 		}
@@ -259,19 +256,15 @@ func (op balanceLossGradOp) Do(vs ...G.Value) (G.Value, error) {
 		return nil, err
 	}
 	dt := vs[1].Dtype()
-	dy, dyv, err := lossSeed(name, vs[2], dt, dev)
+	dy, dyv, err := lossSeed(name, vs[2], dt, dev != nil)
 	if err != nil {
 		return nil, err
 	}
 	T := vs[0].Shape()[0]
 	f := op.f
 	scale := f.scale(T)
-	if dev {
-		d, err := lossDevice(name)
-		if err != nil {
-			return nil, err
-		}
-		v, err := d.BalanceLossGrad(vs[0], dt, f.e, f.k, f.seqs, scale, dy, dyv)
+	if dev != nil {
+		v, err := dev.BalanceLossGrad(vs[0], dt, f.e, f.k, f.seqs, scale, dy, dyv)
 		if err != nil {
 			return nil, opkit.Wrap(name, err)
 		}

@@ -78,12 +78,8 @@ func (op biasAddOp) Do(vs ...G.Value) (G.Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	if dev {
-		d, err := nnDevice(name)
-		if err != nil {
-			return nil, err
-		}
-		v, err := d.BiasAdd(x, b)
+	if dev != nil {
+		v, err := dev.BiasAdd(x, b)
 		return v, opkit.Wrap(name, err)
 	}
 	if x.Dtype() == tensor.Float32 {
@@ -183,12 +179,8 @@ func (op colSumOp) Do(vs ...G.Value) (G.Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	if dev {
-		d, err := nnDevice(name)
-		if err != nil {
-			return nil, err
-		}
-		v, err := d.ColSum(x)
+	if dev != nil {
+		v, err := dev.ColSum(x)
 		return v, opkit.Wrap(name, err)
 	}
 	if x.Dtype() == tensor.Float32 {

@@ -103,11 +103,11 @@ func (op castOp) Do(vs ...G.Value) (G.Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	if dev {
+	if dev != nil {
 		if vs[0].Dtype() != op.from {
 			return nil, fmt.Errorf("gomoe: Cast: x has dtype %v, want %v", vs[0].Dtype(), op.from)
 		}
-		v, err := device.Cast(vs[0], op.to)
+		v, err := dev.Cast(vs[0], op.to)
 		return v, opkit.Wrap("Cast", err)
 	}
 	if op.dims == 0 {

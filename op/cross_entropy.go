@@ -7,6 +7,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/device"
 	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 )
@@ -77,14 +78,14 @@ func (op ceOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	return tensor.ScalarShape(), nil
 }
 
-// ceValues checks logits and target values and reports whether they live on the device.
-func ceValues(name string, logits, target G.Value) (bool, error) {
+// ceValues checks logits and target values and returns their device backend (nil on the host).
+func ceValues(name string, logits, target G.Value) (device.Backend, error) {
 	if err := checkValue(name, "logits", logits, tensor.Dtype{}, dim{"N", -1}, dim{"C", -1}); err != nil {
-		return false, err
+		return nil, err
 	}
 	s := logits.Shape()
 	if err := checkValue(name, "target", target, logits.Dtype(), dim{"N", s[0]}, dim{"C", s[1]}); err != nil {
-		return false, err
+		return nil, err
 	}
 	return onDevice(name, logits, target)
 }
@@ -98,12 +99,8 @@ func (op ceOp) Do(vs ...G.Value) (G.Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	if dev {
-		d, err := nnDevice(name)
-		if err != nil {
-			return nil, err
-		}
-		v, err := d.CrossEntropy(vs[0], vs[1])
+	if dev != nil {
+		v, err := dev.CrossEntropy(vs[0], vs[1])
 		return v, opkit.Wrap(name, err)
 	}
 	if vs[0].Dtype() == tensor.Float32 {
@@ -225,30 +222,22 @@ func (op ceGradOp) Do(vs ...G.Value) (G.Value, error) {
 		return nil, err
 	}
 	rows := float64(logits.Shape()[0])
-	if device != nil && device.Owns(dy) {
-		if !dev {
+	if device.Of(dy) != nil {
+		if dev == nil {
 			return nil, opkit.Errorf(name, "dy lives on the device but logits and target on the host")
 		}
 		if dy.Dtype() != logits.Dtype() || dy.Shape().TotalSize() != 1 {
 			return nil, opkit.Errorf(name, "dy is %v %v, want a %v scalar", dy.Dtype(), opkit.ShapeString(dy.Shape()), logits.Dtype())
 		}
-		d, err := nnDevice(name)
-		if err != nil {
-			return nil, err
-		}
-		v, err := d.CrossEntropyGrad(logits, target, dy, 1/rows)
+		v, err := dev.CrossEntropyGrad(logits, target, dy, 1/rows)
 		return v, opkit.Wrap(name, err)
 	}
 	g, err := hostScalar(name, dy, logits.Dtype())
 	if err != nil {
 		return nil, err
 	}
-	if dev {
-		d, err := nnDevice(name)
-		if err != nil {
-			return nil, err
-		}
-		v, err := d.CrossEntropyGrad(logits, target, nil, g/rows)
+	if dev != nil {
+		v, err := dev.CrossEntropyGrad(logits, target, nil, g/rows)
 		return v, opkit.Wrap(name, err)
 	}
 	if logits.Dtype() == tensor.Float32 {

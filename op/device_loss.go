@@ -4,39 +4,17 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/device"
 	"github.com/gomoe/gomoe/internal/opkit"
 )
 
-// deviceLoss runs the routing losses (BalanceLoss, ZLoss) on device values. The registered
-// device backend implements it next to deviceKernels; the loss ops reach it with
-// device.(deviceLoss) when their inputs live on the device.
-//
-// A loss is returned as a device tensor of scalar shape () (one element, no dims: the engine
-// allocates it like any other output), so that the forward never waits for the GPU. A
-// gradient method takes the output gradient either as such a device scalar (dy != nil) or,
-// with dy == nil, as the host number dyv: gorgonia seeds the cost's gradient (G.Grad) with a
-// host constant, which the op reads on the host (it is one number, not a device value), an
-// exception to the rule that host and device values are not mixed.
-type deviceLoss interface {
-	// BalanceLoss returns scale·Σ_b Σ_e N[b,e]·Σ_{t in b} s[t,e] for ids [T,K] int32 and
-	// scores [T,E] (seqs sequences), with scores' dtype, as kernels.BalanceLossForward.
-	BalanceLoss(ids, scores G.Value, experts, topK, seqs int, scale float64) (G.Value, error)
-	// BalanceLossGrad returns ds [T,E] of dtype dt: (scale·dy)·N[b(t),e].
-	BalanceLossGrad(ids G.Value, dt tensor.Dtype, experts, topK, seqs int, scale float64, dy G.Value, dyv float64) (G.Value, error)
-	// ZLoss returns scale·Σ_t lse(logits[t])² for logits [T,E], with logits' dtype.
-	ZLoss(logits G.Value, scale float64) (G.Value, error)
-	// ZLossGrad returns dlogits [T,E] = (2·scale·dy)·lse(t)·softmax(logits[t]).
-	ZLossGrad(logits G.Value, scale float64, dy G.Value, dyv float64) (G.Value, error)
-}
-
-// lossDevice returns the registered backend's loss kernels, or an error naming the op.
-func lossDevice(name string) (deviceLoss, error) {
-	d, ok := device.(deviceLoss)
-	if !ok {
-		return nil, opkit.Errorf(name, "the device backend %T has no loss kernels", device)
-	}
-	return d, nil
-}
+// The routing losses (BalanceLoss, ZLoss) run on device values through device.Backend's loss
+// methods. A loss is returned as a device tensor of scalar shape (one element, no dims), so
+// that the forward never waits for the GPU. A gradient method takes the output gradient either
+// as such a device scalar (dy != nil) or, with dy == nil, as the host number dyv: gorgonia
+// seeds the cost's gradient (G.Grad) with a host constant, which the op reads on the host (it
+// is one number, not a device value), an exception to the rule that host and device values
+// are not mixed.
 
 // lossSeed reads the output gradient dy of a loss op (dtype dt): a host scalar (a gorgonia
 // Scalar such as the G.Grad seed, or a one-element host tensor) gives its value; a
@@ -52,7 +30,7 @@ func lossSeed(name string, dy G.Value, dt tensor.Dtype, dev bool) (G.Value, floa
 	if dy.Shape().TotalSize() != 1 {
 		return nil, 0, opkit.Errorf(name, "the output gradient has shape %v, want a scalar", opkit.ShapeString(dy.Shape()))
 	}
-	if device != nil && device.Owns(dy) {
+	if device.Of(dy) != nil {
 		if !dev {
 			return nil, 0, opkit.Errorf(name, "the output gradient is on the device but the inputs are on the host")
 		}

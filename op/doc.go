@@ -49,9 +49,10 @@
 //
 // # Devices
 //
-// Each op's Do runs the CPU kernels on host tensors. Builds with the gomoecuda tag register a
-// device backend, and Do sends values that live in its memory to the CUDA kernels instead; a mix of
-// host and device inputs is an error, since nothing is copied silently (one exception: the
+// Each op's Do runs the CPU kernels on host tensors. For values that live in device memory it
+// asks package device for their backend (device.Of: in builds with the gomoecuda tag, the
+// device engine's CUDA kernels; none in the default build) and runs the op there instead; a
+// mix of host and device inputs is an error, since nothing is copied silently (one exception: the
 // loss ops accept the host scalar that G.Grad seeds a cost's gradient with). OnDevice,
 // HostCopy and WriteBack move values across for code outside a graph.
 package op

@@ -85,12 +85,8 @@ func (op embedOp) Do(vs ...G.Value) (G.Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	if dev {
-		d, err := nnDevice(name)
-		if err != nil {
-			return nil, err
-		}
-		v, err := d.Embedding(table, ids)
+	if dev != nil {
+		v, err := dev.Embedding(table, ids)
 		return v, opkit.Wrap(name, err)
 	}
 	if table.Dtype() == tensor.Float32 {
@@ -209,12 +205,8 @@ func (op embedGradOp) Do(vs ...G.Value) (G.Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	if dev {
-		d, err := nnDevice(name)
-		if err != nil {
-			return nil, err
-		}
-		v, err := d.EmbeddingGrad(dy, ids, op.v)
+	if dev != nil {
+		v, err := dev.EmbeddingGrad(dy, ids, op.v)
 		return v, opkit.Wrap(name, err)
 	}
 	if dy.Dtype() == tensor.Float32 {

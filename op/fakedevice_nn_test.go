@@ -8,7 +8,7 @@ import (
 	"gorgonia.org/tensor"
 )
 
-// The fake device's nn methods (deviceNN) run the host ops (see fakeDevice).
+// The fake device's nn methods (device.Backend's) run the host ops (see fakeDevice).
 
 func (f *fakeDevice) BiasAdd(x, b G.Value) (G.Value, error) {
 	return f.one("BiasAdd", func() (G.Value, error) { return biasAddOp{}.Do(x, b) })
@@ -72,6 +72,7 @@ func (f *fakeDevice) EmbeddingGrad(dy, ids G.Value, V int) (G.Value, error) {
 // result bit for bit; the loss-gradient seed of G.Grad stays a host scalar, which the
 // cross-entropy gradient accepts with device logits.
 func TestDeviceDispatchNNOps(t *testing.T) {
+	t.Parallel()
 	const N, D = 4, 6
 	rng := rand.New(rand.NewSource(9))
 	const V = 7
@@ -98,11 +99,8 @@ func TestDeviceDispatchNNOps(t *testing.T) {
 	want := runRead(t, g, append(outs, ce)...)
 
 	f := newFakeDevice()
-	saved := device
-	device = allDevice{f}
-	defer func() { device = saved }()
 	g, outs, ce = build()
-	got := runRead(t, g, append(outs, ce)...)
+	got := f.run(t, g, append(outs, ce)...)
 	for i := range outs {
 		if !bitsEqual(got[i], want[i]) {
 			t.Errorf("output %d (%v): device %v, host %v", i, outs[i], got[i], want[i])
@@ -121,10 +119,8 @@ func TestDeviceDispatchNNOps(t *testing.T) {
 // TestDeviceNNGradDy: a loss gradient on the device goes to the kernel as a device value; a
 // mix of device and host data values is an error.
 func TestDeviceNNGradDy(t *testing.T) {
+	t.Parallel()
 	f := newFakeDevice()
-	saved := device
-	device = f
-	defer func() { device = saved }()
 	logits := gcDense(tensor.Float64, tensor.Shape{4, 2}, []float64{1, 2, 3, 4, 0, 0, -1, 1})
 	target := gcDense(tensor.Float64, tensor.Shape{4, 2}, []float64{1, 0, 0, 1, 1, 0, 0, 1})
 	dy := tensor.New(tensor.FromScalar(2.5))

@@ -6,39 +6,66 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/device"
 	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 )
 
-// fakeDevice is a device backend for tests: it "owns" the tensors it was told about or made,
-// and runs the host kernels on them, so that the dispatch in every op's Do can be tested
-// without a GPU.
+// fakeDevice is a device backend for tests: it "owns" the tensors whose engine is its
+// fakeEngine (those it was told about with own or made, and every value of a graph run on
+// it with run), and runs the host kernels on them, so that the dispatch in every op's Do can be
+// tested without a GPU. The ops find it as they find a real device, with device.Of (the
+// values' engine is a device.BackendEngine): nothing global is swapped, so tests with fakes
+// run in parallel. It embeds a nil device.Backend for the methods op's ops never call (the
+// optimizer and expert-parallel ones).
 type fakeDevice struct {
-	owned map[*tensor.Dense]bool
+	device.Backend
+	eng   *fakeEngine
+	off   bool // running the host ops: the fake owns nothing
 	calls map[string]int
 }
 
+// fakeEngine is the fake device's tensor engine: Gorgonia's standard engine that names its
+// backend.
+type fakeEngine struct {
+	tensor.StdEng
+	f *fakeDevice
+}
+
+func (e *fakeEngine) Backend() device.Backend { return e.f }
+
 func newFakeDevice() *fakeDevice {
-	return &fakeDevice{owned: map[*tensor.Dense]bool{}, calls: map[string]int{}}
+	f := &fakeDevice{calls: map[string]int{}}
+	f.eng = &fakeEngine{f: f}
+	return f
 }
 
 func (f *fakeDevice) Owns(v G.Value) bool {
 	d, ok := v.(*tensor.Dense)
-	return ok && f.owned[d]
+	return ok && d != nil && !f.off && d.Engine() == tensor.Engine(f.eng)
 }
 
+// own makes v a value of the fake device.
 func (f *fakeDevice) own(v G.Value) {
 	if d, ok := v.(*tensor.Dense); ok {
-		f.owned[d] = true
+		tensor.WithEngine(f.eng)(d)
 	}
 }
 
-// host runs fn with no device registered and marks its results as device values.
+// run runs the graph on a tape machine with the fake's engine, which makes every value of the
+// graph a fake device value (Gorgonia sets the machine's engine on every node's value), and
+// returns the nodes' values.
+func (f *fakeDevice) run(t testing.TB, gr *G.ExprGraph, nodes ...*G.Node) []G.Value {
+	t.Helper()
+	return runReadWith(t, gr, []G.VMOpt{G.WithEngine(f.eng)}, nodes...)
+}
+
+// host runs fn with the fake owning nothing (so the ops run their host kernels) and marks its
+// results as device values.
 func (f *fakeDevice) host(name string, fn func() (G.Value, G.Value, error)) (G.Value, G.Value, error) {
 	f.calls[name]++
-	saved := device
-	device = nil
-	defer func() { device = saved }()
+	f.off = true
+	defer func() { f.off = false }()
 	a, b, err := fn()
 	if err != nil {
 		return nil, nil, err
@@ -92,6 +119,7 @@ func (f *fakeDevice) UnpermuteBackward(g kernels.Geometry, dy, yp, probs, plan G
 // to the device method and gave the host result, and that a mix of host and device inputs is
 // an error.
 func TestDeviceDispatch(t *testing.T) {
+	t.Parallel()
 	const H = 4
 	g := kernels.Geometry{E: 3, A: 2, Mode: kernels.Capacity, C: 2, Drop: kernels.DropByProb}
 	build := func() (*G.ExprGraph, []*G.Node, []*G.Node) {
@@ -123,14 +151,8 @@ func TestDeviceDispatch(t *testing.T) {
 	want := runRead(t, gr, outs...)
 
 	f := newFakeDevice()
-	saved := device
-	device = f
-	defer func() { device = saved }()
-	gr, ins, outs := build()
-	for _, n := range ins {
-		f.own(n.Value())
-	}
-	got := runRead(t, gr, outs...)
+	gr, _, outs = build()
+	got := f.run(t, gr, outs...)
 	for i := range want {
 		if !bitsEqual(got[i], want[i]) {
 			t.Errorf("output %d (%v): device %v, host %v", i, outs[i], got[i], want[i])
@@ -142,10 +164,11 @@ func TestDeviceDispatch(t *testing.T) {
 		}
 	}
 
-	// x on the device, everything else on the host.
-	gr, ins, outs = build()
-	f.own(ins[2].Value())
-	m := G.NewTapeMachine(gr)
-	defer m.Close()
-	wantErr(t, "mixed inputs", m.RunAll(), "op.Permute", "inputs mix device values (1) and host values (1)")
+	// x on the device, the plan on the host.
+	gr, ins, outs := build()
+	plan := runRead(t, gr, outs[0])[0]
+	x := ins[2].Value().(*tensor.Dense).Clone().(*tensor.Dense)
+	f.own(x)
+	_, err := outs[1].Op().Do(x, plan)
+	wantErr(t, "mixed inputs", err, "Permute", "inputs mix device values (1) and host values (1)")
 }

@@ -107,11 +107,11 @@ func (op gatherTopKOp) Do(vs ...G.Value) (G.Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	if dev {
+	if dev != nil {
 		if s := vs[0].Shape(); s.Dims() != 2 || s[1] != op.e {
 			return nil, fmt.Errorf("gomoe: %s: scores have shape %v, want (T, E=%d)", name, s, op.e)
 		}
-		v, err := device.GatherTopK(vs[0], vs[1])
+		v, err := dev.GatherTopK(vs[0], vs[1])
 		return v, opkit.Wrap(name, err)
 	}
 	s, ids, T, K, err := gatherTopKArgs(name, op.e, vs[0], vs[1])
@@ -216,8 +216,8 @@ func (op gatherTopKGradOp) Do(vs ...G.Value) (G.Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	if dev {
-		v, err := device.GatherTopKGrad(vs[0], vs[1], op.e)
+	if dev != nil {
+		v, err := dev.GatherTopKGrad(vs[0], vs[1], op.e)
 		return v, opkit.Wrap(name, err)
 	}
 	g, err := gmmDense(name, "grad", vs[0], tensor.Dtype{}, nil)

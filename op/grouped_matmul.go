@@ -9,6 +9,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/bfloat16"
+	"github.com/gomoe/gomoe/device"
 	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 )
@@ -65,9 +66,9 @@ func gmmDtype(dt tensor.Dtype) error {
 }
 
 // gmmDispatch runs a grouped matmul op's Do on the device when its inputs are device values
-// (dev true), or, for host bfloat16 inputs, runs do on the inputs widened to float32 and
+// (dev runs with their backend), or, for host bfloat16 inputs, runs do on the inputs widened to float32 and
 // rounds the result once (done true). Otherwise the caller runs the host float kernels.
-func gmmDispatch(name string, vs []G.Value, dev func() (G.Value, error), do func(vs ...G.Value) (G.Value, error)) (out G.Value, done bool, err error) {
+func gmmDispatch(name string, vs []G.Value, dev func(device.Backend) (G.Value, error), do func(vs ...G.Value) (G.Value, error)) (out G.Value, done bool, err error) {
 	if len(vs) != 3 {
 		return nil, true, opkit.Errorf(name, "want 3 inputs, got %d", len(vs))
 	}
@@ -80,8 +81,8 @@ func gmmDispatch(name string, vs []G.Value, dev func() (G.Value, error), do func
 	if err != nil {
 		return nil, true, err
 	}
-	if onDev {
-		v, err := dev()
+	if onDev != nil {
+		v, err := dev(onDev)
 		if err != nil {
 			return nil, true, opkit.Wrap(name, err)
 		}
@@ -186,7 +187,7 @@ func gmmDense(name, what string, v G.Value, dt tensor.Dtype, s tensor.Shape) (*t
 // without a device kernel, such as RowLogSumExp or ExpertLoad, or the lisp machine's DoDiff),
 // where reading it from the host would fault.
 func gmmHostOnly(name, what string, v G.Value) error {
-	if device != nil && v != nil && device.Owns(v) {
+	if device.Of(v) != nil {
 		return fmt.Errorf("gomoe: %s: %s is in GPU memory, but %s has no CUDA kernel yet; run it on host values", name, what, name)
 	}
 	return nil
@@ -255,8 +256,8 @@ func (op gmmOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 }
 
 func (op gmmOp) Do(vs ...G.Value) (G.Value, error) {
-	if out, done, err := gmmDispatch("GroupedMatMul", vs, func() (G.Value, error) {
-		return device.GroupedMatMul(op.geo, vs[0], vs[1], vs[2])
+	if out, done, err := gmmDispatch("GroupedMatMul", vs, func(dev device.Backend) (G.Value, error) {
+		return dev.GroupedMatMul(op.geo, vs[0], vs[1], vs[2])
 	}, op.Do); done {
 		return out, err
 	}
@@ -386,8 +387,8 @@ func (op gmmRowsGradOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 }
 
 func (op gmmRowsGradOp) Do(vs ...G.Value) (G.Value, error) {
-	if out, done, err := gmmDispatch("GroupedMatMulRowsGrad", vs, func() (G.Value, error) {
-		return device.GroupedMatMulRowsGrad(op.geo, vs[0], vs[1], vs[2])
+	if out, done, err := gmmDispatch("GroupedMatMulRowsGrad", vs, func(dev device.Backend) (G.Value, error) {
+		return dev.GroupedMatMulRowsGrad(op.geo, vs[0], vs[1], vs[2])
 	}, op.Do); done {
 		return out, err
 	}
@@ -446,8 +447,8 @@ func (op gmmWeightsGradOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 
 func (op gmmWeightsGradOp) Do(vs ...G.Value) (G.Value, error) {
 	const name = "GroupedMatMulWeightsGrad"
-	if out, done, err := gmmDispatch(name, vs, func() (G.Value, error) {
-		return device.GroupedMatMulWeightsGrad(op.geo, vs[0], vs[1], vs[2], op.h)
+	if out, done, err := gmmDispatch(name, vs, func(dev device.Backend) (G.Value, error) {
+		return dev.GroupedMatMulWeightsGrad(op.geo, vs[0], vs[1], vs[2], op.h)
 	}, op.Do); done {
 		return out, err
 	}

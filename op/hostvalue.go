@@ -6,6 +6,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/device"
 	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 )
@@ -13,27 +14,32 @@ import (
 // Host values: where the inputs live (host or device), the data of host tensors, output
 // buffers for the host kernels, and the typed view of a host plan.
 
-// onDevice reports whether the values (nil ones are skipped) live in the registered device
-// backend's memory. A mix of host and device values is an error: nothing is copied silently.
-func onDevice(name string, vs ...G.Value) (bool, error) {
-	if device == nil {
-		return false, nil
+// onDevice returns the device backend whose memory holds the values (nil ones are skipped),
+// or nil when they are host values (device.Of). A mix of host and device values is an error:
+// nothing is copied silently.
+func onDevice(name string, vs ...G.Value) (device.Backend, error) {
+	b := device.Of(vs...)
+	if b == nil {
+		return nil, nil
 	}
 	var nd, nh int
 	for _, v := range vs {
 		if v == nil {
 			continue
 		}
-		if device.Owns(v) {
+		if b.Owns(v) {
 			nd++
 		} else {
 			nh++
 		}
 	}
 	if nd > 0 && nh > 0 {
-		return false, opkit.Errorf(name, "inputs mix device values (%d) and host values (%d); copy them to one place first", nd, nh)
+		return nil, opkit.Errorf(name, "inputs mix device values (%d) and host values (%d); copy them to one place first", nd, nh)
 	}
-	return nd > 0, nil
+	if nd == 0 {
+		return nil, nil
+	}
+	return b, nil
 }
 
 // dataOf returns the backing slice of a host dense tensor whose dtype was checked to be F's.

@@ -85,8 +85,8 @@ func (op *jitterNoiseOp) Do(vs ...G.Value) (G.Value, error) {
 	default:
 		return nil, gmmFloat(out.Dtype())
 	}
-	if dev { // the same noise, drawn on the host and uploaded (one copy of T·H values)
-		v, err := device.Upload(vs[0], out)
+	if dev != nil { // the same noise, drawn on the host and uploaded (one copy of T·H values)
+		v, err := dev.Upload(vs[0], out)
 		return v, opkit.Wrap("JitterNoise", err)
 	}
 	return out, nil

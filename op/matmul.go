@@ -120,7 +120,7 @@ func (op matMulOp) Do(vs ...G.Value) (G.Value, error) {
 	if _, err := op.InferShape(vs[0].Shape(), vs[1].Shape()); err != nil {
 		return nil, err
 	}
-	if !dev {
+	if dev == nil {
 		if c, ok := op.hostGemm(vs[0], vs[1]); ok {
 			return c, nil
 		}

@@ -73,11 +73,11 @@ func permuteForward(g kernels.Geometry, x, plan, pre G.Value) (G.Value, error) {
 	if err := checkValue(name, "plan", plan, tensor.Int32, planDim(g)); err != nil {
 		return nil, err
 	}
-	if dev, err := onDevice(name, x, plan); err != nil || dev {
+	if dev, err := onDevice(name, x, plan); err != nil || dev != nil {
 		if err != nil {
 			return nil, err
 		}
-		v, err := device.PermuteForward(g, x, plan)
+		v, err := dev.PermuteForward(g, x, plan)
 		return v, opkit.Wrap(name, err)
 	}
 	p, err := hostPlan(name, g, plan)
@@ -127,11 +127,11 @@ func permuteBackward(g kernels.Geometry, dxp, plan, pre G.Value) (G.Value, error
 	if err := checkValue(name, "plan", plan, tensor.Int32, planDim(g)); err != nil {
 		return nil, err
 	}
-	if dev, err := onDevice(name, dxp, plan); err != nil || dev {
+	if dev, err := onDevice(name, dxp, plan); err != nil || dev != nil {
 		if err != nil {
 			return nil, err
 		}
-		v, err := device.PermuteBackward(g, dxp, plan)
+		v, err := dev.PermuteBackward(g, dxp, plan)
 		return v, opkit.Wrap(name, err)
 	}
 	p, err := hostPlan(name, g, plan)

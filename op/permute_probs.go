@@ -49,11 +49,11 @@ func permuteProbsForward(g kernels.Geometry, probs, plan, pre G.Value) (G.Value,
 	if err := checkValue(name, "plan", plan, tensor.Int32, planDim(g)); err != nil {
 		return nil, err
 	}
-	if dev, err := onDevice(name, probs, plan); err != nil || dev {
+	if dev, err := onDevice(name, probs, plan); err != nil || dev != nil {
 		if err != nil {
 			return nil, err
 		}
-		v, err := device.PermuteProbsForward(g, probs, plan)
+		v, err := dev.PermuteProbsForward(g, probs, plan)
 		return v, opkit.Wrap(name, err)
 	}
 	p, err := hostPlan(name, g, plan)
@@ -91,11 +91,11 @@ func permuteProbsBackward(g kernels.Geometry, dpp, plan, pre G.Value) (G.Value, 
 	if err := checkValue(name, "plan", plan, tensor.Int32, planDim(g)); err != nil {
 		return nil, err
 	}
-	if dev, err := onDevice(name, dpp, plan); err != nil || dev {
+	if dev, err := onDevice(name, dpp, plan); err != nil || dev != nil {
 		if err != nil {
 			return nil, err
 		}
-		v, err := device.PermuteProbsBackward(g, dpp, plan)
+		v, err := dev.PermuteProbsBackward(g, dpp, plan)
 		return v, opkit.Wrap(name, err)
 	}
 	p, err := hostPlan(name, g, plan)

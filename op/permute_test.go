@@ -75,11 +75,17 @@ func buildPlan(t testing.TB, gr *G.ExprGraph, dt tensor.Dtype, g kernels.Geometr
 // runRead runs a graph on a tape machine and returns copies of the nodes' values.
 func runRead(t testing.TB, gr *G.ExprGraph, nodes ...*G.Node) []G.Value {
 	t.Helper()
+	return runReadWith(t, gr, nil, nodes...)
+}
+
+// runReadWith is runRead on a tape machine made with the options opts.
+func runReadWith(t testing.TB, gr *G.ExprGraph, opts []G.VMOpt, nodes ...*G.Node) []G.Value {
+	t.Helper()
 	vals := make([]G.Value, len(nodes))
 	for i, n := range nodes {
 		G.Read(n, &vals[i])
 	}
-	m := G.NewTapeMachine(gr)
+	m := G.NewTapeMachine(gr, opts...)
 	defer m.Close()
 	if err := m.RunAll(); err != nil {
 		t.Fatalf("RunAll: %v", err)

@@ -193,8 +193,8 @@ func (op planOp) UsePreallocDo(prealloc G.Value, vs ...G.Value) (G.Value, error)
 	if err != nil {
 		return nil, err
 	}
-	if dev {
-		v, err := device.BuildPlan(op.g, ids, probs)
+	if dev != nil {
+		v, err := dev.BuildPlan(op.g, ids, probs)
 		return v, opkit.Wrap(planName, err)
 	}
 	idd, err := opkit.HostDense(planName, "ids", ids)

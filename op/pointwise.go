@@ -9,6 +9,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/bfloat16"
+	"github.com/gomoe/gomoe/device"
 	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 )
@@ -73,6 +74,11 @@ func (k pwKind) rowOp() kernels.RowOp {
 		return kernels.RowSoftmax
 	}
 	return kernels.RowNormalize
+}
+
+// desc describes the kind to a device backend.
+func (k pwKind) desc() device.Pointwise {
+	return device.Pointwise{Name: k.String(), Arity: k.arity(), Row: k.row(), Activation: k.activation(), RowOp: k.rowOp()}
 }
 
 // applyPointwise checks the inputs of op k and adds its node.
@@ -192,8 +198,8 @@ func (op pwOp) Do(vs ...G.Value) (G.Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	if dev {
-		v, err := device.Pointwise(op.k, vs...)
+	if dev != nil {
+		v, err := dev.Pointwise(op.k.desc(), vs...)
 		return v, opkit.Wrap(name, err)
 	}
 	switch vs[0].Dtype() {
@@ -351,10 +357,10 @@ func (op pwGradOp) Do(vs ...G.Value) (G.Value, error) {
 		return nil, err
 	}
 	n := op.k.arity()
-	if dev {
+	if dev != nil {
 		want := make([]bool, n)
 		want[op.which] = true
-		gs, err := device.PointwiseGrad(op.k, vs[:n], vs[n], vs[n+1], want)
+		gs, err := dev.PointwiseGrad(op.k.desc(), vs[:n], vs[n], vs[n+1], want)
 		if err != nil {
 			return nil, opkit.Wrap(name, err)
 		}

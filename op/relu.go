@@ -57,12 +57,8 @@ func (op reluOp) Do(vs ...G.Value) (G.Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	if dev {
-		d, err := nnDevice(name)
-		if err != nil {
-			return nil, err
-		}
-		v, err := d.ReLU(vs[0])
+	if dev != nil {
+		v, err := dev.ReLU(vs[0])
 		return v, opkit.Wrap(name, err)
 	}
 	if vs[0].Dtype() == tensor.Float32 {
@@ -153,12 +149,8 @@ func (op reluGradOp) Do(vs ...G.Value) (G.Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	if dev {
-		d, err := nnDevice(name)
-		if err != nil {
-			return nil, err
-		}
-		v, err := d.ReLUGrad(vs[0], vs[1])
+	if dev != nil {
+		v, err := dev.ReLUGrad(vs[0], vs[1])
 		return v, opkit.Wrap(name, err)
 	}
 	if vs[0].Dtype() == tensor.Float32 {

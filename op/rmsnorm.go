@@ -9,6 +9,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/device"
 	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 )
@@ -80,22 +81,22 @@ func (op rmsOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	return s[0].Clone(), nil
 }
 
-// rmsValues checks the values of RMSNorm (x, gain) or its gradient (x, gain, dy) and reports
-// whether they live on the device.
-func rmsValues(name string, vs []G.Value, n int) (bool, error) {
+// rmsValues checks the values of RMSNorm (x, gain) or its gradient (x, gain, dy) and returns
+// their device backend (nil on the host).
+func rmsValues(name string, vs []G.Value, n int) (device.Backend, error) {
 	if err := opkit.CheckArity(name, vs, n); err != nil {
-		return false, err
+		return nil, err
 	}
 	if err := checkValue(name, "x", vs[0], tensor.Dtype{}, dim{"N", -1}, dim{"D", -1}); err != nil {
-		return false, err
+		return nil, err
 	}
 	N, D := vs[0].Shape()[0], vs[0].Shape()[1]
 	if err := checkValue(name, "gain", vs[1], vs[0].Dtype(), dim{"D", D}); err != nil {
-		return false, err
+		return nil, err
 	}
 	if n > 2 {
 		if err := checkValue(name, "dy", vs[2], vs[0].Dtype(), dim{"N", N}, dim{"D", D}); err != nil {
-			return false, err
+			return nil, err
 		}
 	}
 	return onDevice(name, vs...)
@@ -107,12 +108,8 @@ func (op rmsOp) Do(vs ...G.Value) (G.Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	if dev {
-		d, err := nnDevice(name)
-		if err != nil {
-			return nil, err
-		}
-		v, err := d.RMSNorm(vs[0], vs[1], op.eps)
+	if dev != nil {
+		v, err := dev.RMSNorm(vs[0], vs[1], op.eps)
 		return v, opkit.Wrap(name, err)
 	}
 	if vs[0].Dtype() == tensor.Float32 {
@@ -228,12 +225,8 @@ func (op rmsGradOp) Do(vs ...G.Value) (G.Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	if dev {
-		d, err := nnDevice(name)
-		if err != nil {
-			return nil, err
-		}
-		v, err := d.RMSNormGrad(vs[0], vs[1], vs[2], op.eps, op.which)
+	if dev != nil {
+		v, err := dev.RMSNormGrad(vs[0], vs[1], vs[2], op.eps, op.which)
 		return v, opkit.Wrap(name, err)
 	}
 	if vs[0].Dtype() == tensor.Float32 {

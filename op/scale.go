@@ -70,7 +70,7 @@ func (op scaleOp) Do(vs ...G.Value) (G.Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	if dev {
+	if dev != nil {
 		t, ok := v.(tensor.Tensor)
 		if !ok {
 			return nil, opkit.Errorf(name, "x is a %T", v)

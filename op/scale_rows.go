@@ -100,8 +100,8 @@ func (op scaleRowsOp) Do(vs ...G.Value) (G.Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	if dev {
-		v, err := device.ScaleRows(vs[0], vs[1])
+	if dev != nil {
+		v, err := dev.ScaleRows(vs[0], vs[1])
 		return v, opkit.Wrap(name, err)
 	}
 	cols := vs[0].Shape()[1]
@@ -228,8 +228,8 @@ func (op rowDotOp) Do(vs ...G.Value) (G.Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	if dev {
-		v, err := device.RowDot(vs[0], vs[1])
+	if dev != nil {
+		v, err := dev.RowDot(vs[0], vs[1])
 		return v, opkit.Wrap(name, err)
 	}
 	a, b := vs[0], vs[1]

@@ -139,7 +139,7 @@ func (op topkOp) Do(vs ...G.Value) (G.Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	if dev {
+	if dev != nil {
 		if s := vs[0].Shape(); s.Dims() != 2 || s[1] != op.e {
 			return nil, fmt.Errorf("gomoe: %s: scores have shape %v, want (T, E=%d)", name, s, op.e)
 		}
@@ -147,7 +147,7 @@ func (op topkOp) Do(vs ...G.Value) (G.Value, error) {
 		if op.bias {
 			bias = vs[1]
 		}
-		v, err := device.TopK(vs[0], bias, op.k, op.groups, op.kept)
+		v, err := dev.TopK(vs[0], bias, op.k, op.groups, op.kept)
 		return v, opkit.Wrap(name, err)
 	}
 	sd, err := gmmDense(name, "scores", vs[0], tensor.Dtype{}, nil)

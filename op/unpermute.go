@@ -79,11 +79,11 @@ func unpermuteForward(g kernels.Geometry, yp, probs, plan, pre G.Value) (G.Value
 	if err := checkValue(name, "plan", plan, tensor.Int32, planDim(g)); err != nil {
 		return nil, err
 	}
-	if dev, err := onDevice(name, yp, probs, plan); err != nil || dev {
+	if dev, err := onDevice(name, yp, probs, plan); err != nil || dev != nil {
 		if err != nil {
 			return nil, err
 		}
-		v, err := device.UnpermuteForward(g, yp, probs, plan)
+		v, err := dev.UnpermuteForward(g, yp, probs, plan)
 		return v, opkit.Wrap(name, err)
 	}
 	p, err := hostPlan(name, g, plan)
@@ -156,11 +156,11 @@ func unpermuteBackward(name string, g kernels.Geometry, dy, yp, probs, plan G.Va
 	if err := checkValue(name, "plan", plan, tensor.Int32, planDim(g)); err != nil {
 		return nil, nil, err
 	}
-	if dev, err := onDevice(name, dy, yp, probs, plan); err != nil || dev {
+	if dev, err := onDevice(name, dy, yp, probs, plan); err != nil || dev != nil {
 		if err != nil {
 			return nil, nil, err
 		}
-		dyp, dprobs, err := device.UnpermuteBackward(g, dy, yp, probs, plan, wantRows, wantProbs)
+		dyp, dprobs, err := dev.UnpermuteBackward(g, dy, yp, probs, plan, wantRows, wantProbs)
 		if err != nil {
 			return nil, nil, opkit.Wrap(name, err)
 		}

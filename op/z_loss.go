@@ -9,6 +9,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/device"
 	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 )
@@ -72,13 +73,13 @@ func (op zLossOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	return tensor.ScalarShape(), nil
 }
 
-// zArgs checks the logits value and reports whether it is on the device.
-func zArgs(name string, v G.Value) (bool, error) {
+// zArgs checks the logits value and returns its device backend (nil on the host).
+func zArgs(name string, v G.Value) (device.Backend, error) {
 	if v == nil {
-		return false, opkit.Errorf(name, "logits is nil")
+		return nil, opkit.Errorf(name, "logits is nil")
 	}
 	if err := checkValue(name, "logits", v, tensor.Dtype{}, dim{"T", -1}, dim{"E", -1}); err != nil {
-		return false, err
+		return nil, err
 	}
 	return onDevice(name, v)
 }
@@ -93,12 +94,8 @@ func (op zLossOp) Do(vs ...G.Value) (G.Value, error) {
 		return nil, err
 	}
 	T := vs[0].Shape()[0]
-	if dev {
-		d, err := lossDevice(name)
-		if err != nil {
-			return nil, err
-		}
-		v, err := d.ZLoss(vs[0], op.scale(T))
+	if dev != nil {
+		v, err := dev.ZLoss(vs[0], op.scale(T))
 		if err != nil {
 			return nil, opkit.Wrap(name, err)
 		}
@@ -203,18 +200,14 @@ func (op zLossGradOp) Do(vs ...G.Value) (G.Value, error) {
 		return nil, err
 	}
 	dt := vs[0].Dtype()
-	dy, dyv, err := lossSeed(name, vs[1], dt, dev)
+	dy, dyv, err := lossSeed(name, vs[1], dt, dev != nil)
 	if err != nil {
 		return nil, err
 	}
 	T, E := vs[0].Shape()[0], vs[0].Shape()[1]
 	scale := zLossOp(op).scale(T)
-	if dev {
-		d, err := lossDevice(name)
-		if err != nil {
-			return nil, err
-		}
-		v, err := d.ZLossGrad(vs[0], scale, dy, dyv)
+	if dev != nil {
+		v, err := dev.ZLossGrad(vs[0], scale, dy, dyv)
 		if err != nil {
 			return nil, opkit.Wrap(name, err)
 		}

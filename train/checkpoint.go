@@ -13,6 +13,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/bfloat16"
+	"github.com/gomoe/gomoe/device"
 	"github.com/gomoe/gomoe/safetensors"
 )
 
@@ -75,9 +76,9 @@ func stDtype(dt tensor.Dtype) (string, error) {
 
 // param is one checked node of a checkpoint.
 type param struct {
-	name  string
-	w     *tensor.Dense
-	onGPU bool
+	name string
+	w    *tensor.Dense
+	gpu  device.Backend // the device backend of w, nil on the host
 }
 
 func checkParams(nodes G.Nodes) ([]param, error) {
@@ -105,7 +106,7 @@ func checkParams(nodes G.Nodes) ([]param, error) {
 		if _, err := stDtype(w.Dtype()); err != nil {
 			return nil, fmt.Errorf("param %q: %w", name, err)
 		}
-		ps = append(ps, param{name: name, w: w, onGPU: device != nil && device.Owns(w)})
+		ps = append(ps, param{name: name, w: w, gpu: device.Of(w)})
 	}
 	return ps, nil
 }
@@ -116,8 +117,8 @@ func hostSlice(x any) (any, error) {
 	case []float32, []float64:
 		return s, nil
 	case *tensor.Dense:
-		if device != nil && device.Owns(s) {
-			h, err := device.Download(s)
+		if dev := device.Of(s); dev != nil {
+			h, err := dev.Download(s)
 			if err != nil {
 				return nil, err
 			}
@@ -192,7 +193,7 @@ func SaveCheckpoint(path string, c Checkpoint) error {
 	}
 	for _, p := range ps {
 		st, ok := state[p.w.Uintptr()]
-		pr := pair{w: p.w, onGPU: p.onGPU, n: p.w.Shape().TotalSize(), dtype: p.w.Dtype()}
+		pr := pair{w: p.w, gpu: p.gpu, n: p.w.Shape().TotalSize(), dtype: p.w.Dtype()}
 		if !ok || !st.matches(pr, adam) {
 			continue // no state yet, or stale state of another tensor: the next step makes it anew
 		}
@@ -444,7 +445,7 @@ func applyCheckpoint(ts *safetensors.Tensors, ps []param, opt G.Solver, ol *optL
 	vals := make([]any, len(ps))
 	for _, i := range order {
 		p := ps[i]
-		if _, ok := p.w.Data().(bfloat16.BFloat16); ok && !p.onGPU {
+		if _, ok := p.w.Data().(bfloat16.BFloat16); ok && p.gpu == nil {
 			return fmt.Errorf("param %q: a bfloat16 scalar", p.name)
 		}
 		vals[i] = newSlice(p.w.Dtype(), p.w.Shape().TotalSize())
@@ -506,8 +507,8 @@ func newSlice(dt tensor.Dtype, n int) any {
 
 // writeInto copies the host slice s into the dense w (host or device) of its dtype and size.
 func writeInto(w *tensor.Dense, s any) error {
-	if device != nil && device.Owns(w) {
-		return device.Upload(w, tensor.New(tensor.WithShape(w.Shape().TotalSize()), tensor.WithBacking(s)))
+	if dev := device.Of(w); dev != nil {
+		return dev.Write(w, tensor.New(tensor.WithShape(w.Shape().TotalSize()), tensor.WithBacking(s)))
 	}
 	switch d := w.Data().(type) {
 	case []float32:
@@ -540,16 +541,16 @@ func loadMoments(ts *safetensors.Tensors, p param, ol *optLoad, tm, tv, tw strin
 		if err := ts.Read(name, h); err != nil {
 			return err
 		}
-		if !p.onGPU {
+		if p.gpu == nil {
 			*dst = h
 			return nil
 		}
-		d, err := device.Zeros(p.w, dt)
+		d, err := p.gpu.Zeros(p.w, dt)
 		if err != nil {
 			return err
 		}
 		*dst = d
-		return device.Upload(d.(*tensor.Dense), tensor.New(tensor.WithShape(n), tensor.WithBacking(h)))
+		return p.gpu.Write(d.(*tensor.Dense), tensor.New(tensor.WithShape(n), tensor.WithBacking(h)))
 	}
 	if hasW {
 		if err := put(&st.w32, tw); err != nil {

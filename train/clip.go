@@ -46,8 +46,8 @@ func clip(ps []pair, maxNorm float64) (float64, error) {
 	}
 	sum := 0.0
 	for _, p := range ps {
-		if p.onGPU {
-			s, err := device.SumSquares(p.g)
+		if p.gpu != nil {
+			s, err := p.gpu.SumSquares(p.g)
 			if err != nil {
 				return math.NaN(), fmt.Errorf("gradient norm of %s: %w", p.wLabel, err)
 			}
@@ -66,8 +66,8 @@ func clip(ps []pair, maxNorm float64) (float64, error) {
 	}
 	for _, p := range ps {
 		var err error
-		if p.onGPU {
-			err = device.Scale(p.g, scale)
+		if p.gpu != nil {
+			err = p.gpu.Scale(p.g, scale)
 		} else {
 			scaleGrad(p.g, scale)
 		}

@@ -9,6 +9,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/bfloat16"
+	"github.com/gomoe/gomoe/device"
 	"github.com/gomoe/gomoe/kernels"
 )
 
@@ -83,7 +84,7 @@ type SGD struct {
 // pair is one checked (weight, gradient).
 type pair struct {
 	w, g   *tensor.Dense
-	onGPU  bool
+	gpu    device.Backend // the device backend of w and g, nil on the host
 	n      int
 	dtype  tensor.Dtype
 	wLabel string
@@ -123,12 +124,13 @@ func check(name string, vgs []G.ValueGrad) ([]pair, error) {
 		if w.Dtype() != tensor.Float32 && w.Dtype() != tensor.Float64 && w.Dtype() != bfloat16.Dtype {
 			return nil, fmt.Errorf("gomoe: train: %s: %s has dtype %v, want float32, float64 or bfloat16", name, label, w.Dtype())
 		}
-		dw, dg := device != nil && device.Owns(w), device != nil && device.Owns(g)
+		gw, gg := device.Of(w), device.Of(g)
+		dw, dg := gw != nil, gg != nil
 		if dw != dg {
 			return nil, fmt.Errorf("gomoe: train: %s: %s and its gradient are not both on the GPU (weight on GPU: %v)", name, label, dw)
 		}
 		if dw {
-			if err := device.Same(w, g); err != nil {
+			if err := gw.Same(w, g); err != nil {
 				return nil, fmt.Errorf("gomoe: train: %s: %s: %w", name, label, err)
 			}
 		}
@@ -137,7 +139,7 @@ func check(name string, vgs []G.ValueGrad) ([]pair, error) {
 				return nil, fmt.Errorf("gomoe: train: %s: %s appears twice (as %s, or shares its memory)", name, label, p.wLabel)
 			}
 		}
-		ps = append(ps, pair{w: w, g: g, onGPU: dw, n: w.Shape().TotalSize(), dtype: w.Dtype(), wLabel: label})
+		ps = append(ps, pair{w: w, g: g, gpu: gw, n: w.Shape().TotalSize(), dtype: w.Dtype(), wLabel: label})
 	}
 	return ps, nil
 }
@@ -177,8 +179,8 @@ func (a *Adam) Step(vgs []G.ValueGrad) error {
 		st := a.state[p.w.Uintptr()]
 		var err error
 		switch {
-		case p.onGPU:
-			err = device.Adam(p.w, p.g, st.w32, st.m, st.v, a.LR, a.Beta1, a.Beta2, a.Eps, c1, c2, a.WeightDecay)
+		case p.gpu != nil:
+			err = p.gpu.Adam(p.w, p.g, st.w32, st.m, st.v, a.LR, a.Beta1, a.Beta2, a.Eps, c1, c2, a.WeightDecay)
 		case p.dtype == bfloat16.Dtype:
 			err = kernels.AdamUpdateBF16(p.w.Data().([]bfloat16.BFloat16), p.g.Data().([]bfloat16.BFloat16), st.w32.([]float32), st.m.([]float32), st.v.([]float32), a.LR, a.Beta1, a.Beta2, a.Eps, c1, c2, a.WeightDecay)
 		case p.dtype == tensor.Float32:
@@ -251,9 +253,9 @@ func newMoments(p pair, adam bool) (*moments, error) {
 	if dt == bfloat16.Dtype {
 		dt = tensor.Float32
 	}
-	if p.onGPU {
+	if p.gpu != nil {
 		if p.dtype == bfloat16.Dtype {
-			w32, err := device.Master(p.w)
+			w32, err := p.gpu.Master(p.w)
 			if err != nil {
 				return nil, err
 			}
@@ -261,8 +263,8 @@ func newMoments(p pair, adam bool) (*moments, error) {
 		}
 		if adam {
 			var err error
-			if st.m, err = device.Zeros(p.w, dt); err == nil {
-				st.v, err = device.Zeros(p.w, dt)
+			if st.m, err = p.gpu.Zeros(p.w, dt); err == nil {
+				st.v, err = p.gpu.Zeros(p.w, dt)
 			}
 			if err != nil {
 				st.release()
@@ -300,11 +302,11 @@ func (st *moments) matches(p pair, adam bool) bool {
 		case nil:
 			return false
 		case []float32:
-			return !p.onGPU && dt == tensor.Float32 && len(s) == p.n
+			return p.gpu == nil && dt == tensor.Float32 && len(s) == p.n
 		case []float64:
-			return !p.onGPU && dt == tensor.Float64 && len(s) == p.n
+			return p.gpu == nil && dt == tensor.Float64 && len(s) == p.n
 		}
-		return p.onGPU && device.Matches(x, p.w, dt)
+		return p.gpu != nil && p.gpu.Matches(x, p.w, dt)
 	}
 	if p.dtype == bfloat16.Dtype && !fits(st.w32) {
 		return false
@@ -318,7 +320,11 @@ func (st *moments) release() {
 		case nil, []float32, []float64:
 			continue
 		}
-		device.Release(x)
+		if d, ok := x.(*tensor.Dense); ok {
+			if dev := device.Of(d); dev != nil {
+				dev.Release(x)
+			}
+		}
 	}
 }
 
@@ -348,12 +354,12 @@ func (s *SGD) Step(vgs []G.ValueGrad) error {
 		st := s.state[p.w.Uintptr()]
 		var err error
 		switch {
-		case p.onGPU:
+		case p.gpu != nil:
 			var w32 any
 			if st != nil {
 				w32 = st.w32
 			}
-			err = device.SGD(p.w, p.g, w32, s.LR, s.WeightDecay)
+			err = p.gpu.SGD(p.w, p.g, w32, s.LR, s.WeightDecay)
 		case p.dtype == bfloat16.Dtype:
 			err = kernels.SGDUpdateBF16(p.w.Data().([]bfloat16.BFloat16), p.g.Data().([]bfloat16.BFloat16), st.w32.([]float32), s.LR, s.WeightDecay)
 		case p.dtype == tensor.Float32:

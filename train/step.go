@@ -5,6 +5,8 @@ import (
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/device"
 )
 
 // Step runs one training step on the tape machine vm: RunAll (forward and backward), the
@@ -44,11 +46,13 @@ func Step(vm G.VM, solver G.Solver, params G.Nodes, after func() error) error {
 }
 
 func endStep(params G.Nodes) {
-	if device == nil || len(params) == 0 {
+	if len(params) == 0 {
 		return
 	}
-	if v := params[0].Value(); v != nil && device.Owns(v) {
-		device.EndStep(v)
+	if v := params[0].Value(); v != nil {
+		if dev := device.Of(v); dev != nil {
+			dev.EndStep(v)
+		}
 	}
 }
 
@@ -61,8 +65,8 @@ func Scalar(v G.Value) (float64, error) {
 	if v.Shape().TotalSize() != 1 {
 		return 0, fmt.Errorf("gomoe: train: Scalar of a value of shape %v", v.Shape())
 	}
-	if device != nil && device.Owns(v) {
-		return device.Scalar(v)
+	if dev := device.Of(v); dev != nil {
+		return dev.Scalar(v)
 	}
 	switch x := v.Data().(type) {
 	case float32:

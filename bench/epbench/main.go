@@ -40,6 +40,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/ep"
+	"github.com/gomoe/gomoe/ep/nccl"
 	"github.com/gomoe/gomoe/kernels"
 )
 
@@ -76,7 +77,7 @@ func main() {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	n, err := ep.DeviceCount()
+	n, err := nccl.DeviceCount()
 	if err != nil || n == 0 {
 		fail(fmt.Errorf("no CUDA device: %v", err))
 	}
@@ -91,25 +92,25 @@ func main() {
 		spawn(n)
 		return
 	}
-	var comms []*ep.NCCL
+	var comms []*nccl.Comm
 	if *procs {
-		var id ep.NCCLID
+		var id nccl.ID
 		b, err := hex.DecodeString(*idHex)
 		if err != nil || len(b) != len(id) {
 			fail(fmt.Errorf("bad -id"))
 		}
 		copy(id[:], b)
-		c, err := ep.NewNCCL(id, *rank, n, *rank)
+		c, err := nccl.New(id, *rank, n, *rank)
 		if err != nil {
 			fail(err)
 		}
-		comms = []*ep.NCCL{c}
+		comms = []*nccl.Comm{c}
 	} else {
 		devs := make([]int, n)
 		for i := range devs {
 			devs[i] = i
 		}
-		if comms, err = ep.NewNCCLGroup(devs); err != nil {
+		if comms, err = nccl.NewGroup(devs); err != nil {
 			fail(err)
 		}
 	}
@@ -148,7 +149,7 @@ func main() {
 // spawn runs this program once per rank with -rank and the NCCL id of a communicator made
 // here (its bootstrap root lives in this process, which waits for the ranks).
 func spawn(n int) {
-	id, err := ep.NewNCCLID()
+	id, err := nccl.NewID()
 	if err != nil {
 		fail(err)
 	}
@@ -176,18 +177,18 @@ func fail(err error) {
 
 // rankState is one rank's buffers and block lists for one shape.
 type rankState struct {
-	send, recv, raw   *ep.DeviceBuffer
+	send, recv, raw   *nccl.DeviceBuffer
 	sends, recvs      [][]ep.Block // per-expert blocks (dispatch direction)
 	rawS, rawR        [][]ep.Block // one block per peer
 	counts            []int32      // what the counts exchange sends
 	sentRows, rawRows int
 }
 
-func bench(comms []*ep.NCCL, s shape, dt tensor.Dtype, iters, A int) error {
+func bench(comms []*nccl.Comm, s shape, dt tensor.Dtype, iters, A int) error {
 	n := comms[0].Size()
 	states := make([]*rankState, n)
 	// Routing: random balanced top-K with distinct experts, per rank.
-	err := all(comms, func(c *ep.NCCL) error {
+	err := all(comms, func(c *nccl.Comm) error {
 		st, err := setup(c, s, dt, A, int64(c.Rank()))
 		states[c.Rank()] = st
 		return err
@@ -207,12 +208,12 @@ func bench(comms []*ep.NCCL, s shape, dt tensor.Dtype, iters, A int) error {
 	row := s.H * int(dt.Type.Size())
 	st0 := states[comms[0].Rank()]
 	mb := float64(st0.sentRows*row) / 1e6
-	counts := timeIt(comms, iters, func(c *ep.NCCL) error {
+	counts := timeIt(comms, iters, func(c *nccl.Comm) error {
 		_, err := c.ExchangeCounts(states[c.Rank()].counts)
 		return err
 	})
 	var host []time.Duration // rank 0's time inside AllToAll (host work: planning, enqueueing)
-	disp := timeIt(comms, iters, func(c *ep.NCCL) error {
+	disp := timeIt(comms, iters, func(c *nccl.Comm) error {
 		st := states[c.Rank()]
 		t0 := time.Now()
 		if err := c.AllToAll(st.send.Buffer, st.recv.Buffer, st.sends, st.recvs); err != nil {
@@ -223,14 +224,14 @@ func bench(comms []*ep.NCCL, s shape, dt tensor.Dtype, iters, A int) error {
 		}
 		return c.Sync()
 	})
-	comb := timeIt(comms, iters, func(c *ep.NCCL) error {
+	comb := timeIt(comms, iters, func(c *nccl.Comm) error {
 		st := states[c.Rank()]
 		if err := c.AllToAll(st.recv.Buffer, st.send.Buffer, st.recvs, st.sends); err != nil {
 			return err
 		}
 		return c.Sync()
 	})
-	raw := timeIt(comms, iters, func(c *ep.NCCL) error {
+	raw := timeIt(comms, iters, func(c *nccl.Comm) error {
 		st := states[c.Rank()]
 		if err := c.AllToAll(st.send.Buffer, st.raw.Buffer, st.rawS, st.rawR); err != nil {
 			return err
@@ -257,7 +258,7 @@ func ms(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e6 }
 
 // setup builds rank c's send plan from random routing, exchanges the counts once to learn the
 // receive layout, and allocates the device buffers.
-func setup(c *ep.NCCL, s shape, dt tensor.Dtype, A int, seed int64) (*rankState, error) {
+func setup(c *nccl.Comm, s shape, dt tensor.Dtype, A int, seed int64) (*rankState, error) {
 	n := c.Size()
 	el := s.E / n
 	rng := rand.New(rand.NewSource(seed))
@@ -330,12 +331,12 @@ func setup(c *ep.NCCL, s shape, dt tensor.Dtype, A int, seed int64) (*rankState,
 }
 
 // all runs fn on every rank at once, one goroutine (locked to its thread) per rank.
-func all(comms []*ep.NCCL, fn func(c *ep.NCCL) error) error {
+func all(comms []*nccl.Comm, fn func(c *nccl.Comm) error) error {
 	errs := make([]error, len(comms))
 	var wg sync.WaitGroup
 	for r, c := range comms {
 		wg.Add(1)
-		go func(r int, c *ep.NCCL) {
+		go func(r int, c *nccl.Comm) {
 			defer wg.Done()
 			runtime.LockOSThread()
 			defer runtime.UnlockOSThread()
@@ -353,7 +354,7 @@ func all(comms []*ep.NCCL, fn func(c *ep.NCCL) error) error {
 
 // timeIt runs fn on all ranks twice to warm up, then iters times, and returns the median wall
 // time of one collective (fn waits for its rank's stream).
-func timeIt(comms []*ep.NCCL, iters int, fn func(c *ep.NCCL) error) time.Duration {
+func timeIt(comms []*nccl.Comm, iters int, fn func(c *nccl.Comm) error) time.Duration {
 	for i := 0; i < 2; i++ {
 		if err := all(comms, fn); err != nil {
 			fail(err)
@@ -372,7 +373,7 @@ func timeIt(comms []*ep.NCCL, iters int, fn func(c *ep.NCCL) error) time.Duratio
 }
 
 // d2d times cudaMemcpy device-to-device of rank 0's sent bytes on its GPU (GB/s, median).
-func d2d(c *ep.NCCL, st *rankState, row, iters int) (float64, error) {
+func d2d(c *nccl.Comm, st *rankState, row, iters int) (float64, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	C.cudaSetDevice(C.int(c.Device()))

@@ -1,6 +1,6 @@
 //go:build !gomoecuda
 
-// Command epbench measures the expert-parallel exchanges over NCCL; it needs the cuda build
+// Command epbench measures the expert-parallel exchanges over NCCL; it needs the gomoecuda build
 // tag and a GPU machine (see ep/README.md).
 package main
 
@@ -10,6 +10,6 @@ import (
 )
 
 func main() {
-	fmt.Fprintln(os.Stderr, "epbench: build with -tags cuda on a GPU machine (see ep/README.md)")
+	fmt.Fprintln(os.Stderr, "epbench: build with -tags gomoecuda on a GPU machine (see ep/README.md)")
 	os.Exit(2)
 }

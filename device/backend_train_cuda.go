@@ -1,6 +1,6 @@
 //go:build gomoecuda
 
-package train
+package device
 
 import (
 	"fmt"
@@ -9,42 +9,39 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
-	gdev "github.com/gomoe/gomoe/device"
 	"github.com/gomoe/gomoe/kernels"
 )
 
-// cudaGPU updates weights held by a device.Engine with the kernels of package kernels.
-type cudaGPU struct{}
+// The optimizer methods of cudaBackend (package train's updates of weights held by an Engine,
+// with the kernels of package kernels), its step and scalar methods, and SumSquares and Scale
+// for gradient clipping.
 
-func init() { device = cudaGPU{} }
-
-func engineOf(v G.Value) *gdev.Engine {
+// trainEngine returns the engine that holds v, or nil.
+func trainEngine(v G.Value) *Engine {
 	t, ok := v.(tensor.Tensor)
 	if !ok {
 		return nil
 	}
-	return gdev.Lookup(t)
+	return Lookup(t)
 }
 
-func (cudaGPU) Owns(v G.Value) bool { return engineOf(v) != nil }
-
-func (cudaGPU) Same(a, b *tensor.Dense) error {
-	if engineOf(a) != engineOf(b) {
+func (cudaBackend) Same(a, b *tensor.Dense) error {
+	if trainEngine(a) != trainEngine(b) {
 		return fmt.Errorf("the weight and its gradient are on different GPUs")
 	}
 	return nil
 }
 
-func (cudaGPU) Zeros(w *tensor.Dense, dt tensor.Dtype) (any, error) {
-	e := engineOf(w)
+func (cudaBackend) Zeros(w *tensor.Dense, dt tensor.Dtype) (any, error) {
+	e := trainEngine(w)
 	if e == nil {
 		return nil, fmt.Errorf("the weight is not in GPU memory")
 	}
 	return e.NewTensor(dt, w.Shape().Clone()...)
 }
 
-func (g cudaGPU) Master(w *tensor.Dense) (any, error) {
-	e := engineOf(w)
+func (g cudaBackend) Master(w *tensor.Dense) (any, error) {
+	e := trainEngine(w)
 	if e == nil {
 		return nil, fmt.Errorf("the weight is not in GPU memory")
 	}
@@ -52,63 +49,64 @@ func (g cudaGPU) Master(w *tensor.Dense) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := e.Kernels().Convert(kernels.BF16, kernels.F32, ptr(m), ptr(w), int64(w.Shape().TotalSize())); err != nil {
+	if err := e.Kernels().Convert(kernels.BF16, kernels.F32, densePtr(m), densePtr(w), int64(w.Shape().TotalSize())); err != nil {
 		_ = e.Release(m)
 		return nil, err
 	}
 	return m, nil
 }
 
-func (cudaGPU) Matches(st any, w *tensor.Dense, dt tensor.Dtype) bool {
+func (cudaBackend) Matches(st any, w *tensor.Dense, dt tensor.Dtype) bool {
 	d, ok := st.(*tensor.Dense)
-	return ok && engineOf(d) == engineOf(w) && d.Dtype() == dt && d.Shape().TotalSize() == w.Shape().TotalSize()
+	return ok && trainEngine(d) == trainEngine(w) && d.Dtype() == dt && d.Shape().TotalSize() == w.Shape().TotalSize()
 }
 
-func (cudaGPU) Release(st any) {
+func (cudaBackend) Release(st any) {
 	if d, ok := st.(*tensor.Dense); ok {
-		if e := engineOf(d); e != nil {
+		if e := trainEngine(d); e != nil {
 			_ = e.Release(d)
 		}
 	}
 }
 
-func ptr(t *tensor.Dense) cu.DevicePtr { return cu.DevicePtr(t.Uintptr()) }
+// densePtr is the device address of t's data.
+func densePtr(t *tensor.Dense) cu.DevicePtr { return cu.DevicePtr(t.Uintptr()) }
 
-func (cudaGPU) Adam(w, g *tensor.Dense, w32, m, v any, lr, b1, b2, eps, c1, c2, wd float64) error {
-	e := engineOf(w)
-	dt, err := gdev.DType(w.Dtype())
+func (cudaBackend) Adam(w, g *tensor.Dense, w32, m, v any, lr, b1, b2, eps, c1, c2, wd float64) error {
+	e := trainEngine(w)
+	dt, err := DType(w.Dtype())
 	if err != nil {
 		return err
 	}
 	md, vd := m.(*tensor.Dense), v.(*tensor.Dense)
 	n := int64(w.Shape().TotalSize())
 	if dt == kernels.BF16 {
-		return e.Kernels().AdamUpdateBF16(ptr(w), ptr(g), ptr(w32.(*tensor.Dense)), ptr(md), ptr(vd), n, lr, b1, b2, eps, c1, c2, wd)
+		return e.Kernels().AdamUpdateBF16(densePtr(w), densePtr(g), densePtr(w32.(*tensor.Dense)), densePtr(md), densePtr(vd), n, lr, b1, b2, eps, c1, c2, wd)
 	}
-	return e.Kernels().AdamUpdate(dt, ptr(w), ptr(g), ptr(md), ptr(vd), n, lr, b1, b2, eps, c1, c2, wd)
+	return e.Kernels().AdamUpdate(dt, densePtr(w), densePtr(g), densePtr(md), densePtr(vd), n, lr, b1, b2, eps, c1, c2, wd)
 }
 
-func (cudaGPU) SGD(w, g *tensor.Dense, w32 any, lr, wd float64) error {
-	e := engineOf(w)
-	dt, err := gdev.DType(w.Dtype())
+func (cudaBackend) SGD(w, g *tensor.Dense, w32 any, lr, wd float64) error {
+	e := trainEngine(w)
+	dt, err := DType(w.Dtype())
 	if err != nil {
 		return err
 	}
 	n := int64(w.Shape().TotalSize())
 	if dt == kernels.BF16 {
-		return e.Kernels().SGDUpdateBF16(ptr(w), ptr(g), ptr(w32.(*tensor.Dense)), n, lr, wd)
+		return e.Kernels().SGDUpdateBF16(densePtr(w), densePtr(g), densePtr(w32.(*tensor.Dense)), n, lr, wd)
 	}
-	return e.Kernels().SGDUpdate(dt, ptr(w), ptr(g), n, lr, wd)
+	return e.Kernels().SGDUpdate(dt, densePtr(w), densePtr(g), n, lr, wd)
 }
 
-func (cudaGPU) EndStep(v G.Value) {
-	if e := engineOf(v); e != nil {
+func (cudaBackend) EndStep(v G.Value) {
+	if e := trainEngine(v); e != nil {
 		e.EndStep()
 	}
 }
 
-func (cudaGPU) Scalar(v G.Value) (float64, error) {
-	e := engineOf(v)
+func (cudaBackend) Scalar(v G.Value) (float64, error) {
+	e := trainEngine(v)
 	if e == nil {
 		return 0, fmt.Errorf("gomoe: train: Scalar: value is not in GPU memory")
 	}
@@ -129,22 +127,6 @@ func (cudaGPU) Scalar(v G.Value) (float64, error) {
 	return 0, fmt.Errorf("gomoe: train: Scalar of dtype %v", h.Dtype())
 }
 
-func (cudaGPU) Download(t *tensor.Dense) (*tensor.Dense, error) {
-	e := engineOf(t)
-	if e == nil {
-		return nil, fmt.Errorf("the tensor is not in GPU memory")
-	}
-	return e.CopyOut(t)
-}
-
-func (cudaGPU) Upload(dst, src *tensor.Dense) error {
-	e := engineOf(dst)
-	if e == nil {
-		return fmt.Errorf("the destination is not in GPU memory")
-	}
-	return e.Upload(dst, src)
-}
-
 // sumSquaresCols is the row length of the RowDot view of a gradient in SumSquares.
 const sumSquaresCols = 1024
 
@@ -152,12 +134,12 @@ const sumSquaresCols = 1024
 // each row's squares with kernels.RowDot (one warp per row, in the accumulator type: float32
 // for float32 and bfloat16, float64 for float64), copies the row sums to the host and adds
 // them there in float64, in row order.
-func (cudaGPU) SumSquares(g *tensor.Dense) (float64, error) {
-	e := engineOf(g)
+func (cudaBackend) SumSquares(g *tensor.Dense) (float64, error) {
+	e := trainEngine(g)
 	if e == nil {
 		return 0, fmt.Errorf("the gradient is not in GPU memory")
 	}
-	dt, err := gdev.DType(g.Dtype())
+	dt, err := DType(g.Dtype())
 	if err != nil {
 		return 0, err
 	}
@@ -183,12 +165,12 @@ func (cudaGPU) SumSquares(g *tensor.Dense) (float64, error) {
 		return 0, err
 	}
 	k := e.Kernels()
-	if err := k.RowDot(dt, ptr(out), ptr(g), ptr(g), rows, int(cols)); err != nil {
+	if err := k.RowDot(dt, densePtr(out), densePtr(g), densePtr(g), rows, int(cols)); err != nil {
 		return 0, err
 	}
 	if tail > 0 {
 		off := cu.DevicePtr(uintptr(rows*cols) * uintptr(dt.Size()))
-		if err := k.RowDot(dt, ptr(out)+cu.DevicePtr(uintptr(rows)*uintptr(dt.ProbSize())), ptr(g)+off, ptr(g)+off, 1, int(tail)); err != nil {
+		if err := k.RowDot(dt, densePtr(out)+cu.DevicePtr(uintptr(rows)*uintptr(dt.ProbSize())), densePtr(g)+off, densePtr(g)+off, 1, int(tail)); err != nil {
 			return 0, err
 		}
 	}
@@ -216,14 +198,14 @@ func (cudaGPU) SumSquares(g *tensor.Dense) (float64, error) {
 
 // Scale multiplies g by s in place with the engine's element-wise kernel (kernels.Binary:
 // computed in the accumulator type and rounded once, as the CPU's scaleGrad).
-func (cudaGPU) Scale(g *tensor.Dense, s float64) error {
-	e := engineOf(g)
+func (cudaBackend) Scale(g *tensor.Dense, s float64) error {
+	e := trainEngine(g)
 	if e == nil {
 		return fmt.Errorf("the gradient is not in GPU memory")
 	}
-	dt, err := gdev.DType(g.Dtype())
+	dt, err := DType(g.Dtype())
 	if err != nil {
 		return err
 	}
-	return e.Kernels().Binary(dt, kernels.OpMul, ptr(g), ptr(g), 0, s, int64(g.Shape().TotalSize()))
+	return e.Kernels().Binary(dt, kernels.OpMul, densePtr(g), densePtr(g), 0, s, int64(g.Shape().TotalSize()))
 }

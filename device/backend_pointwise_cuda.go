@@ -1,6 +1,6 @@
 //go:build gomoecuda
 
-package op
+package device
 
 import (
 	"fmt"
@@ -8,19 +8,19 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
-	gdev "github.com/gomoe/gomoe/device"
 	"github.com/gomoe/gomoe/kernels"
 )
 
-// Device versions of the pointwise ops (pointwise.go), top-k routing and the top-k gather.
+// Device versions of package op's pointwise ops (pointwise.go), top-k routing, the top-k
+// gather, casts, ScaleRows and RowDot, and the copies between host and device.
 
 // sameDevice returns the engine and kernel dtype of device values of one dtype and size.
-func sameDevice(vs ...G.Value) (*gdev.Engine, kernels.DType, error) {
+func sameDevice(vs ...G.Value) (*Engine, kernels.DType, error) {
 	e, err := devOf(vs...)
 	if err != nil {
 		return nil, 0, err
 	}
-	dt, err := gdev.DType(vs[0].Dtype())
+	dt, err := DType(vs[0].Dtype())
 	if err != nil {
 		return nil, 0, err
 	}
@@ -36,9 +36,9 @@ func sameDevice(vs ...G.Value) (*gdev.Engine, kernels.DType, error) {
 	return e, dt, nil
 }
 
-func (cudaKernels) Pointwise(k pwKind, in ...G.Value) (G.Value, error) {
-	if len(in) != k.arity() {
-		return nil, fmt.Errorf("%v: want %d inputs, got %d", k, k.arity(), len(in))
+func (cudaBackend) Pointwise(k Pointwise, in ...G.Value) (G.Value, error) {
+	if len(in) != k.Arity {
+		return nil, fmt.Errorf("%v: want %d inputs, got %d", k, k.Arity, len(in))
 	}
 	e, dt, err := sameDevice(in...)
 	if err != nil {
@@ -49,15 +49,15 @@ func (cudaKernels) Pointwise(k pwKind, in ...G.Value) (G.Value, error) {
 		return nil, err
 	}
 	n := int64(in[0].Shape().TotalSize())
-	if k.row() {
+	if k.Row {
 		cols := in[0].Shape()[1]
-		err = e.Kernels().RowForward(dt, k.rowOp(), dptr(out), dptr(in[0]), n/int64(cols), cols)
+		err = e.Kernels().RowForward(dt, k.RowOp, dptr(out), dptr(in[0]), n/int64(cols), cols)
 	} else {
 		b := dptr(in[0])
 		if len(in) > 1 {
 			b = dptr(in[1])
 		}
-		err = e.Kernels().ActivationForward(dt, k.activation(), dptr(out), dptr(in[0]), b, n)
+		err = e.Kernels().ActivationForward(dt, k.Activation, dptr(out), dptr(in[0]), b, n)
 	}
 	if err != nil {
 		_ = e.Release(out)
@@ -66,9 +66,9 @@ func (cudaKernels) Pointwise(k pwKind, in ...G.Value) (G.Value, error) {
 	return out, nil
 }
 
-func (cudaKernels) PointwiseGrad(k pwKind, in []G.Value, y, dy G.Value, want []bool) ([]G.Value, error) {
-	if len(in) != k.arity() || len(want) != len(in) {
-		return nil, fmt.Errorf("%v gradient: want %d inputs, got %d", k, k.arity(), len(in))
+func (cudaBackend) PointwiseGrad(k Pointwise, in []G.Value, y, dy G.Value, want []bool) ([]G.Value, error) {
+	if len(in) != k.Arity || len(want) != len(in) {
+		return nil, fmt.Errorf("%v gradient: want %d inputs, got %d", k, k.Arity, len(in))
 	}
 	e, dt, err := sameDevice(append(append([]G.Value{}, in...), y, dy)...)
 	if err != nil {
@@ -84,15 +84,15 @@ func (cudaKernels) PointwiseGrad(k pwKind, in []G.Value, y, dy G.Value, want []b
 		if err != nil {
 			return nil, err
 		}
-		if k.row() {
+		if k.Row {
 			cols := y.Shape()[1]
-			err = e.Kernels().RowBackward(dt, k.rowOp(), dptr(d), dptr(in[0]), dptr(y), dptr(dy), n/int64(cols), cols)
+			err = e.Kernels().RowBackward(dt, k.RowOp, dptr(d), dptr(in[0]), dptr(y), dptr(dy), n/int64(cols), cols)
 		} else {
 			b := dptr(in[0])
 			if len(in) > 1 {
 				b = dptr(in[1])
 			}
-			err = e.Kernels().ActivationBackward(dt, k.activation(), i, dptr(d), dptr(in[0]), b, dptr(y), dptr(dy), n)
+			err = e.Kernels().ActivationBackward(dt, k.Activation, i, dptr(d), dptr(in[0]), b, dptr(y), dptr(dy), n)
 		}
 		if err != nil {
 			_ = e.Release(d)
@@ -103,12 +103,12 @@ func (cudaKernels) PointwiseGrad(k pwKind, in []G.Value, y, dy G.Value, want []b
 	return out, nil
 }
 
-func (cudaKernels) TopK(scores, bias G.Value, k, groups, kept int) (G.Value, error) {
+func (cudaBackend) TopK(scores, bias G.Value, k, groups, kept int) (G.Value, error) {
 	e, err := devOf(scores, bias)
 	if err != nil {
 		return nil, err
 	}
-	dt, err := gdev.DType(scores.Dtype())
+	dt, err := DType(scores.Dtype())
 	if err != nil {
 		return nil, err
 	}
@@ -132,12 +132,12 @@ func (cudaKernels) TopK(scores, bias G.Value, k, groups, kept int) (G.Value, err
 	return ids, nil
 }
 
-func gatherArgs(what string, v, ids G.Value) (*gdev.Engine, kernels.DType, int, int, error) {
+func gatherArgs(what string, v, ids G.Value) (*Engine, kernels.DType, int, int, error) {
 	e, err := devOf(v, ids)
 	if err != nil {
 		return nil, 0, 0, 0, err
 	}
-	dt, err := gdev.DType(v.Dtype())
+	dt, err := DType(v.Dtype())
 	if err != nil {
 		return nil, 0, 0, 0, err
 	}
@@ -153,7 +153,7 @@ func gatherArgs(what string, v, ids G.Value) (*gdev.Engine, kernels.DType, int, 
 	return e, dt, ids.Shape()[0], ids.Shape()[1], nil
 }
 
-func (cudaKernels) GatherTopK(scores, ids G.Value) (G.Value, error) {
+func (cudaBackend) GatherTopK(scores, ids G.Value) (G.Value, error) {
 	e, dt, T, K, err := gatherArgs("scores", scores, ids)
 	if err != nil {
 		return nil, err
@@ -172,7 +172,7 @@ func (cudaKernels) GatherTopK(scores, ids G.Value) (G.Value, error) {
 	return out, nil
 }
 
-func (cudaKernels) GatherTopKGrad(g, ids G.Value, E int) (G.Value, error) {
+func (cudaBackend) GatherTopKGrad(g, ids G.Value, E int) (G.Value, error) {
 	e, dt, T, K, err := gatherArgs("grad", g, ids)
 	if err != nil {
 		return nil, err
@@ -191,16 +191,16 @@ func (cudaKernels) GatherTopKGrad(g, ids G.Value, E int) (G.Value, error) {
 	return out, nil
 }
 
-func (cudaKernels) Cast(x G.Value, to tensor.Dtype) (G.Value, error) {
+func (cudaBackend) Cast(x G.Value, to tensor.Dtype) (G.Value, error) {
 	e, err := devOf(x)
 	if err != nil {
 		return nil, err
 	}
-	from, err := gdev.DType(x.Dtype())
+	from, err := DType(x.Dtype())
 	if err != nil {
 		return nil, err
 	}
-	dt, err := gdev.DType(to)
+	dt, err := DType(to)
 	if err != nil {
 		return nil, err
 	}
@@ -228,12 +228,12 @@ func (cudaKernels) Cast(x G.Value, to tensor.Dtype) (G.Value, error) {
 	return out, nil
 }
 
-func (cudaKernels) ScaleRows(x, s G.Value) (G.Value, error) {
+func (cudaBackend) ScaleRows(x, s G.Value) (G.Value, error) {
 	e, err := devOf(x, s)
 	if err != nil {
 		return nil, err
 	}
-	dt, err := gdev.DType(x.Dtype())
+	dt, err := DType(x.Dtype())
 	if err != nil {
 		return nil, err
 	}
@@ -254,7 +254,7 @@ func (cudaKernels) ScaleRows(x, s G.Value) (G.Value, error) {
 	return y, nil
 }
 
-func (cudaKernels) RowDot(a, b G.Value) (G.Value, error) {
+func (cudaBackend) RowDot(a, b G.Value) (G.Value, error) {
 	e, dt, err := sameDevice(a, b)
 	if err != nil {
 		return nil, err
@@ -274,7 +274,7 @@ func (cudaKernels) RowDot(a, b G.Value) (G.Value, error) {
 	return out, nil
 }
 
-func (cudaKernels) Upload(like G.Value, h *tensor.Dense) (G.Value, error) {
+func (cudaBackend) Upload(like G.Value, h *tensor.Dense) (G.Value, error) {
 	e, err := devOf(like)
 	if err != nil {
 		return nil, err
@@ -290,7 +290,7 @@ func (cudaKernels) Upload(like G.Value, h *tensor.Dense) (G.Value, error) {
 	return d, nil
 }
 
-func (cudaKernels) Download(v G.Value) (*tensor.Dense, error) {
+func (cudaBackend) Download(v G.Value) (*tensor.Dense, error) {
 	e, err := devOf(v)
 	if err != nil {
 		return nil, err
@@ -298,7 +298,7 @@ func (cudaKernels) Download(v G.Value) (*tensor.Dense, error) {
 	return e.CopyOut(v.(tensor.Tensor))
 }
 
-func (cudaKernels) Write(dst G.Value, h *tensor.Dense) error {
+func (cudaBackend) Write(dst G.Value, h *tensor.Dense) error {
 	e, err := devOf(dst)
 	if err != nil {
 		return err

@@ -1,16 +1,18 @@
-package ep
+package nccl
 
 import (
 	"bytes"
 	"fmt"
 	"math/rand"
 	"testing"
+
+	"github.com/gomoe/gomoe/ep"
 )
 
 // stageCase is an exchange of N ranks: sends[r][j] and recvs[r][i] are rank r's block lists,
 // over send buffers of sendRows[r] rows and receive buffers of recvRows[r] rows.
 type stageCase struct {
-	sends, recvs       [][][]Block
+	sends, recvs       [][][]ep.Block
 	sendRows, recvRows []int
 }
 
@@ -33,13 +35,13 @@ func expertMajorCase(rng *rand.Rand, n, el, maxRows, a int, full bool) stageCase
 			}
 		}
 	}
-	c := stageCase{sends: make([][][]Block, n), recvs: make([][][]Block, n), sendRows: make([]int, n), recvRows: make([]int, n)}
+	c := stageCase{sends: make([][][]ep.Block, n), recvs: make([][][]ep.Block, n), sendRows: make([]int, n), recvRows: make([]int, n)}
 	for r := 0; r < n; r++ {
-		c.sends[r], c.recvs[r] = make([][]Block, n), make([][]Block, n)
+		c.sends[r], c.recvs[r] = make([][]ep.Block, n), make([][]ep.Block, n)
 		at := 0
 		for j := 0; j < n; j++ {
 			for l := 0; l < el; l++ {
-				c.sends[r][j] = append(c.sends[r][j], Block{at, cnt[r][j][l]})
+				c.sends[r][j] = append(c.sends[r][j], ep.Block{Off: at, Len: cnt[r][j][l]})
 				at += cnt[r][j][l]
 			}
 		}
@@ -48,7 +50,7 @@ func expertMajorCase(rng *rand.Rand, n, el, maxRows, a int, full bool) stageCase
 		for l := 0; l < el; l++ {
 			seg := 0
 			for i := 0; i < n; i++ {
-				c.recvs[r][i] = append(c.recvs[r][i], Block{at + seg, cnt[i][r][l]})
+				c.recvs[r][i] = append(c.recvs[r][i], ep.Block{Off: at + seg, Len: cnt[i][r][l]})
 				seg += cnt[i][r][l]
 			}
 			at += (seg + a - 1) / a * a
@@ -66,12 +68,12 @@ func (c stageCase) reversed() stageCase {
 // shuffledCase pairs m blocks per (sender, receiver) with random lengths and places every
 // rank's blocks in a random order with random gaps on both sides.
 func shuffledCase(rng *rand.Rand, n, m, maxRows int) stageCase {
-	c := stageCase{sends: make([][][]Block, n), recvs: make([][][]Block, n), sendRows: make([]int, n), recvRows: make([]int, n)}
+	c := stageCase{sends: make([][][]ep.Block, n), recvs: make([][][]ep.Block, n), sendRows: make([]int, n), recvRows: make([]int, n)}
 	for r := 0; r < n; r++ {
-		c.sends[r], c.recvs[r] = make([][]Block, n), make([][]Block, n)
+		c.sends[r], c.recvs[r] = make([][]ep.Block, n), make([][]ep.Block, n)
 		for j := 0; j < n; j++ {
-			c.sends[r][j] = make([]Block, m)
-			c.recvs[r][j] = make([]Block, m)
+			c.sends[r][j] = make([]ep.Block, m)
+			c.recvs[r][j] = make([]ep.Block, m)
 		}
 	}
 	for i := 0; i < n; i++ {
@@ -85,7 +87,7 @@ func shuffledCase(rng *rand.Rand, n, m, maxRows int) stageCase {
 			}
 		}
 	}
-	place := func(lists [][]Block) int {
+	place := func(lists [][]ep.Block) int {
 		type ref struct{ p, k int }
 		var refs []ref
 		for p := range lists {
@@ -308,11 +310,11 @@ func TestPlanExchangeErrors(t *testing.T) {
 	for _, c := range []struct {
 		name         string
 		me           int
-		sends, recvs [][]Block
+		sends, recvs [][]ep.Block
 	}{
-		{"lists differ in number", 0, [][]Block{nil, nil}, [][]Block{nil}},
-		{"rank out of range", 2, [][]Block{nil, nil}, [][]Block{nil, nil}},
-		{"self lengths differ", 0, [][]Block{{{0, 2}}}, [][]Block{{{0, 3}}}},
+		{"lists differ in number", 0, [][]ep.Block{nil, nil}, [][]ep.Block{nil}},
+		{"rank out of range", 2, [][]ep.Block{nil, nil}, [][]ep.Block{nil, nil}},
+		{"self lengths differ", 0, [][]ep.Block{{{Off: 0, Len: 2}}}, [][]ep.Block{{{Off: 0, Len: 3}}}},
 	} {
 		if _, err := planExchange(c.me, c.sends, c.recvs, 1); err == nil {
 			t.Errorf("%s: no error", c.name)

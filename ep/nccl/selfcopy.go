@@ -1,6 +1,10 @@
-package ep
+package nccl
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/gomoe/gomoe/ep"
+)
 
 // copyRun is a copy of Len rows from row Src of the send buffer to row Dst of the receive
 // buffer.
@@ -11,7 +15,7 @@ type copyRun struct{ Src, Dst, Len int }
 // a device communicator can move them as a few device-to-device copies instead of one
 // self-send per block. With one rank and alignment 1 the whole dispatch is one copy. Paired
 // blocks must have the same length.
-func selfRuns(sends, recvs []Block) ([]copyRun, error) {
+func selfRuns(sends, recvs []ep.Block) ([]copyRun, error) {
 	var runs []copyRun
 	i, j := 0, 0
 	for {

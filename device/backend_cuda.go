@@ -1,6 +1,6 @@
 //go:build gomoecuda
 
-package op
+package device
 
 import (
 	"fmt"
@@ -9,25 +9,35 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
-	gdev "github.com/gomoe/gomoe/device"
 	"github.com/gomoe/gomoe/kernels"
 )
 
-// cudaKernels runs the ops on values held by a device.Engine (package device): it allocates
-// each output as a step-scoped tensor of the inputs' engine and launches the CUDA kernels of
-// package kernels. Nothing here waits for the GPU.
-type cudaKernels struct{}
+// cudaBackend is the Backend of the gomoecuda build: it runs on values held by an Engine,
+// allocates each output as a step-scoped tensor of the inputs' engine (unless a method says
+// otherwise) and launches the CUDA kernels of package kernels. Nothing here waits for the GPU
+// unless a method says so. Its methods live in the backend*_cuda.go files: the routing ops
+// here and in backend_gmm_cuda.go and backend_pointwise_cuda.go, the losses, the nn blocks,
+// the optimizers (backend_train_cuda.go) and the row moves of package ep (backend_ep_cuda.go).
+type cudaBackend struct{}
 
-func init() { device = cudaKernels{} }
+var _ Backend = cudaBackend{}
 
-func (cudaKernels) Owns(v G.Value) bool {
+// engineBackend is the backend of an Engine that holds t, or nil.
+func engineBackend(t tensor.Tensor) Backend {
+	if Lookup(t) != nil {
+		return cudaBackend{}
+	}
+	return nil
+}
+
+func (cudaBackend) Owns(v G.Value) bool {
 	t, ok := v.(tensor.Tensor)
-	return ok && gdev.Lookup(t) != nil
+	return ok && Lookup(t) != nil
 }
 
 // devOf returns the engine that holds every non-nil value, or an error.
-func devOf(vs ...G.Value) (*gdev.Engine, error) {
-	var e *gdev.Engine
+func devOf(vs ...G.Value) (*Engine, error) {
+	var e *Engine
 	for _, v := range vs {
 		if v == nil {
 			continue
@@ -36,7 +46,7 @@ func devOf(vs ...G.Value) (*gdev.Engine, error) {
 		if !ok {
 			return nil, fmt.Errorf("a %T is not a device tensor", v)
 		}
-		x := gdev.Lookup(t)
+		x := Lookup(t)
 		if x == nil {
 			return nil, fmt.Errorf("a value is not in GPU memory")
 		}
@@ -72,7 +82,7 @@ func contiguous(what string, v G.Value) error {
 // dataType checks the data dtype and, when probs are given, that they are float32 for
 // float32 and bfloat16 data and float64 for float64 data.
 func dataType(data, probs G.Value) (kernels.DType, error) {
-	dt, err := gdev.DType(data.Dtype())
+	dt, err := DType(data.Dtype())
 	if err != nil {
 		return 0, err
 	}
@@ -98,7 +108,7 @@ func checkSize(what string, v G.Value, want int) error {
 	return contiguous(what, v)
 }
 
-func (cudaKernels) BuildPlan(g kernels.Geometry, ids, probs G.Value) (G.Value, error) {
+func (cudaBackend) BuildPlan(g kernels.Geometry, ids, probs G.Value) (G.Value, error) {
 	byProb := g.Mode == kernels.Capacity && g.Drop == kernels.DropByProb
 	if !byProb {
 		probs = nil
@@ -155,7 +165,7 @@ func rowsOf(what string, v G.Value, n int) (int, error) {
 	return s[1], contiguous(what, v)
 }
 
-func (cudaKernels) PermuteForward(g kernels.Geometry, x, plan G.Value) (G.Value, error) {
+func (cudaBackend) PermuteForward(g kernels.Geometry, x, plan G.Value) (G.Value, error) {
 	e, err := devOf(x, plan)
 	if err != nil {
 		return nil, err
@@ -178,7 +188,7 @@ func (cudaKernels) PermuteForward(g kernels.Geometry, x, plan G.Value) (G.Value,
 	return xp, e.Kernels().PermuteForward(dt, g, H, dptr(xp), dptr(x), dptr(plan))
 }
 
-func (cudaKernels) PermuteBackward(g kernels.Geometry, dxp, plan G.Value) (G.Value, error) {
+func (cudaBackend) PermuteBackward(g kernels.Geometry, dxp, plan G.Value) (G.Value, error) {
 	e, err := devOf(dxp, plan)
 	if err != nil {
 		return nil, err
@@ -215,7 +225,7 @@ func probsKind(what string, v G.Value, n int) (kernels.DType, error) {
 	return 0, fmt.Errorf("%s has dtype %v, want float32 or float64", what, v.Dtype())
 }
 
-func (cudaKernels) PermuteProbsForward(g kernels.Geometry, probs, plan G.Value) (G.Value, error) {
+func (cudaBackend) PermuteProbsForward(g kernels.Geometry, probs, plan G.Value) (G.Value, error) {
 	e, err := devOf(probs, plan)
 	if err != nil {
 		return nil, err
@@ -234,7 +244,7 @@ func (cudaKernels) PermuteProbsForward(g kernels.Geometry, probs, plan G.Value) 
 	return pp, e.Kernels().PermuteProbsForward(pt, g, dptr(pp), dptr(probs), dptr(plan))
 }
 
-func (cudaKernels) PermuteProbsBackward(g kernels.Geometry, dpp, plan G.Value) (G.Value, error) {
+func (cudaBackend) PermuteProbsBackward(g kernels.Geometry, dpp, plan G.Value) (G.Value, error) {
 	e, err := devOf(dpp, plan)
 	if err != nil {
 		return nil, err
@@ -253,7 +263,7 @@ func (cudaKernels) PermuteProbsBackward(g kernels.Geometry, dpp, plan G.Value) (
 	return dprobs, e.Kernels().PermuteProbsBackward(pt, g, dptr(dprobs), dptr(dpp), dptr(plan))
 }
 
-func (cudaKernels) UnpermuteForward(g kernels.Geometry, yp, probs, plan G.Value) (G.Value, error) {
+func (cudaBackend) UnpermuteForward(g kernels.Geometry, yp, probs, plan G.Value) (G.Value, error) {
 	e, err := devOf(yp, probs, plan)
 	if err != nil {
 		return nil, err
@@ -279,7 +289,7 @@ func (cudaKernels) UnpermuteForward(g kernels.Geometry, yp, probs, plan G.Value)
 	return y, e.Kernels().UnpermuteForward(dt, g, H, dptr(y), dptr(yp), dptr(probs), dptr(plan))
 }
 
-func (cudaKernels) UnpermuteBackward(g kernels.Geometry, dy, yp, probs, plan G.Value, wantRows, wantProbs bool) (G.Value, G.Value, error) {
+func (cudaBackend) UnpermuteBackward(g kernels.Geometry, dy, yp, probs, plan G.Value, wantRows, wantProbs bool) (G.Value, G.Value, error) {
 	if !wantProbs {
 		yp = nil
 	}

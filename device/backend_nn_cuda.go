@@ -1,6 +1,6 @@
 //go:build gomoecuda
 
-package op
+package device
 
 import (
 	"fmt"
@@ -8,19 +8,15 @@ import (
 	"gorgonia.org/cu"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
-
-	gdev "github.com/gomoe/gomoe/device"
 )
 
-// Device versions of BiasAdd, ReLU, RMSNorm and CrossEntropy (deviceNN): the CUDA twins of
-// package kernels' nn.go on values held by a device.Engine.
-
-var _ deviceNN = cudaKernels{}
+// Device versions of package op's BiasAdd, ReLU, RMSNorm, CrossEntropy and Embedding: the CUDA twins of
+// package kernels' nn.go on values held by an Engine.
 
 // nnMatrix returns the engine, kernel dtype and shape of a device matrix x [N,D] and checks
 // that the other values (nil skipped) are on the same engine, of x's dtype, contiguous, with
 // the given element counts.
-func nnMatrix(x G.Value, others []G.Value, sizes []int) (*gdev.Engine, int64, int, error) {
+func nnMatrix(x G.Value, others []G.Value, sizes []int) (*Engine, int64, int, error) {
 	e, err := devOf(append([]G.Value{x}, others...)...)
 	if err != nil {
 		return nil, 0, 0, err
@@ -47,7 +43,7 @@ func nnMatrix(x G.Value, others []G.Value, sizes []int) (*gdev.Engine, int64, in
 }
 
 // nnOut allocates a step tensor for a kernel's output and releases it if run fails.
-func nnOut(e *gdev.Engine, dt tensor.Dtype, shape []int, run func(out cu.DevicePtr) error) (G.Value, error) {
+func nnOut(e *Engine, dt tensor.Dtype, shape []int, run func(out cu.DevicePtr) error) (G.Value, error) {
 	out, err := e.NewStepTensor(dt, shape...)
 	if err != nil {
 		return nil, err
@@ -61,7 +57,7 @@ func nnOut(e *gdev.Engine, dt tensor.Dtype, shape []int, run func(out cu.DeviceP
 
 // scratch runs f with a device buffer of n float64s that goes back to the cache when f
 // returns (later users of the memory are later on the same stream).
-func scratch(e *gdev.Engine, n int64, f func(p cu.DevicePtr) error) error {
+func scratch(e *Engine, n int64, f func(p cu.DevicePtr) error) error {
 	m, err := e.Alloc(8 * n)
 	if err != nil {
 		return err
@@ -70,7 +66,7 @@ func scratch(e *gdev.Engine, n int64, f func(p cu.DevicePtr) error) error {
 	return f(cu.DevicePtr(m.Uintptr()))
 }
 
-func (cudaKernels) BiasAdd(x, b G.Value) (G.Value, error) {
+func (cudaBackend) BiasAdd(x, b G.Value) (G.Value, error) {
 	if x == nil || b == nil {
 		return nil, fmt.Errorf("nil input")
 	}
@@ -78,7 +74,7 @@ func (cudaKernels) BiasAdd(x, b G.Value) (G.Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	dt, err := gdev.DType(x.Dtype())
+	dt, err := DType(x.Dtype())
 	if err != nil {
 		return nil, err
 	}
@@ -96,7 +92,7 @@ func lastDim(v G.Value) int {
 	return s[len(s)-1]
 }
 
-func (cudaKernels) ColSum(x G.Value) (G.Value, error) {
+func (cudaBackend) ColSum(x G.Value) (G.Value, error) {
 	if x == nil {
 		return nil, fmt.Errorf("nil input")
 	}
@@ -104,7 +100,7 @@ func (cudaKernels) ColSum(x G.Value) (G.Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	dt, err := gdev.DType(x.Dtype())
+	dt, err := DType(x.Dtype())
 	if err != nil {
 		return nil, err
 	}
@@ -113,7 +109,7 @@ func (cudaKernels) ColSum(x G.Value) (G.Value, error) {
 	})
 }
 
-func (cudaKernels) ReLU(x G.Value) (G.Value, error) {
+func (cudaBackend) ReLU(x G.Value) (G.Value, error) {
 	e, dt, err := sameDevice(x)
 	if err != nil {
 		return nil, err
@@ -123,7 +119,7 @@ func (cudaKernels) ReLU(x G.Value) (G.Value, error) {
 	})
 }
 
-func (cudaKernels) ReLUGrad(x, dy G.Value) (G.Value, error) {
+func (cudaBackend) ReLUGrad(x, dy G.Value) (G.Value, error) {
 	e, dt, err := sameDevice(x, dy)
 	if err != nil {
 		return nil, err
@@ -133,7 +129,7 @@ func (cudaKernels) ReLUGrad(x, dy G.Value) (G.Value, error) {
 	})
 }
 
-func (cudaKernels) RMSNorm(x, gain G.Value, eps float64) (G.Value, error) {
+func (cudaBackend) RMSNorm(x, gain G.Value, eps float64) (G.Value, error) {
 	if x == nil || gain == nil {
 		return nil, fmt.Errorf("nil input")
 	}
@@ -141,7 +137,7 @@ func (cudaKernels) RMSNorm(x, gain G.Value, eps float64) (G.Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	dt, err := gdev.DType(x.Dtype())
+	dt, err := DType(x.Dtype())
 	if err != nil {
 		return nil, err
 	}
@@ -150,7 +146,7 @@ func (cudaKernels) RMSNorm(x, gain G.Value, eps float64) (G.Value, error) {
 	})
 }
 
-func (cudaKernels) RMSNormGrad(x, gain, dy G.Value, eps float64, which int) (G.Value, error) {
+func (cudaBackend) RMSNormGrad(x, gain, dy G.Value, eps float64, which int) (G.Value, error) {
 	if x == nil || gain == nil || dy == nil {
 		return nil, fmt.Errorf("nil input")
 	}
@@ -158,7 +154,7 @@ func (cudaKernels) RMSNormGrad(x, gain, dy G.Value, eps float64, which int) (G.V
 	if err != nil {
 		return nil, err
 	}
-	dt, err := gdev.DType(x.Dtype())
+	dt, err := DType(x.Dtype())
 	if err != nil {
 		return nil, err
 	}
@@ -177,7 +173,7 @@ func (cudaKernels) RMSNormGrad(x, gain, dy G.Value, eps float64, which int) (G.V
 	return nil, fmt.Errorf("RMSNorm has no input %d", which)
 }
 
-func (cudaKernels) CrossEntropy(logits, target G.Value) (G.Value, error) {
+func (cudaBackend) CrossEntropy(logits, target G.Value) (G.Value, error) {
 	if logits == nil || target == nil {
 		return nil, fmt.Errorf("nil input")
 	}
@@ -185,7 +181,7 @@ func (cudaKernels) CrossEntropy(logits, target G.Value) (G.Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	dt, err := gdev.DType(logits.Dtype())
+	dt, err := DType(logits.Dtype())
 	if err != nil {
 		return nil, err
 	}
@@ -197,7 +193,7 @@ func (cudaKernels) CrossEntropy(logits, target G.Value) (G.Value, error) {
 	})
 }
 
-func (cudaKernels) CrossEntropyGrad(logits, target, dy G.Value, scale float64) (G.Value, error) {
+func (cudaBackend) CrossEntropyGrad(logits, target, dy G.Value, scale float64) (G.Value, error) {
 	if logits == nil || target == nil {
 		return nil, fmt.Errorf("nil input")
 	}
@@ -205,7 +201,7 @@ func (cudaKernels) CrossEntropyGrad(logits, target, dy G.Value, scale float64) (
 	if err != nil {
 		return nil, err
 	}
-	dt, err := gdev.DType(logits.Dtype())
+	dt, err := DType(logits.Dtype())
 	if err != nil {
 		return nil, err
 	}
@@ -222,7 +218,7 @@ func idsOf(ids G.Value, n int) error {
 	return contiguous("ids", ids)
 }
 
-func (cudaKernels) Embedding(table, ids G.Value) (G.Value, error) {
+func (cudaBackend) Embedding(table, ids G.Value) (G.Value, error) {
 	if table == nil || ids == nil {
 		return nil, fmt.Errorf("nil input")
 	}
@@ -237,7 +233,7 @@ func (cudaKernels) Embedding(table, ids G.Value) (G.Value, error) {
 	if err := idsOf(ids, n); err != nil {
 		return nil, err
 	}
-	dt, err := gdev.DType(table.Dtype())
+	dt, err := DType(table.Dtype())
 	if err != nil {
 		return nil, err
 	}
@@ -246,7 +242,7 @@ func (cudaKernels) Embedding(table, ids G.Value) (G.Value, error) {
 	})
 }
 
-func (cudaKernels) EmbeddingGrad(dy, ids G.Value, V int) (G.Value, error) {
+func (cudaBackend) EmbeddingGrad(dy, ids G.Value, V int) (G.Value, error) {
 	if dy == nil || ids == nil {
 		return nil, fmt.Errorf("nil input")
 	}
@@ -260,7 +256,7 @@ func (cudaKernels) EmbeddingGrad(dy, ids G.Value, V int) (G.Value, error) {
 	if err := idsOf(ids, int(N)); err != nil {
 		return nil, err
 	}
-	dt, err := gdev.DType(dy.Dtype())
+	dt, err := DType(dy.Dtype())
 	if err != nil {
 		return nil, err
 	}

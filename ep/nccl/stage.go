@@ -1,6 +1,10 @@
-package ep
+package nccl
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/gomoe/gomoe/ep"
+)
 
 // This file lays out the staged exchange of a device communicator (NCCL): one message per
 // peer (and chunk) instead of one per block. The in-process Group does not need it; it is
@@ -47,7 +51,7 @@ type stagedExchange struct {
 const directBlocks = 2
 
 // planExchange lays out rank me's part of the exchange of the block lists sends and recvs
-// (the arguments of Communicator.AllToAll) in at most chunks chunks. Chunk c holds, of every
+// (the arguments of ep.Communicator.AllToAll) in at most chunks chunks. Chunk c holds, of every
 // list of m blocks, the blocks [c·m/chunks, (c+1)·m/chunks): the k-th block rank i sends
 // rank j pairs with the k-th block j receives from i, so both ranks put the pair in the same
 // chunk, and their messages of a chunk have the same lengths. A peer's blocks of a chunk go as
@@ -55,7 +59,7 @@ const directBlocks = 2
 // staged on a side where they are not contiguous. Chunks without messages or
 // copies are dropped: a rank's groups may differ in number from its peers', since NCCL pairs
 // a peer's sends and receives in posting order, not by group.
-func planExchange(me int, sends, recvs [][]Block, chunks int) (stagedExchange, error) {
+func planExchange(me int, sends, recvs [][]ep.Block, chunks int) (stagedExchange, error) {
 	var x stagedExchange
 	if len(sends) != len(recvs) || me < 0 || me >= len(sends) {
 		return x, fmt.Errorf("ep: exchange of rank %d has %d send and %d receive lists", me, len(sends), len(recvs))
@@ -68,7 +72,7 @@ func planExchange(me int, sends, recvs [][]Block, chunks int) (stagedExchange, e
 		return x, err
 	}
 	x.Self = self
-	part := func(l []Block, c int) []Block { return l[c*len(l)/chunks : (c+1)*len(l)/chunks] }
+	part := func(l []ep.Block, c int) []ep.Block { return l[c*len(l)/chunks : (c+1)*len(l)/chunks] }
 	for c := 0; c < chunks; c++ {
 		var ch exchangeChunk
 		for j := range sends {
@@ -101,7 +105,7 @@ func planExchange(me int, sends, recvs [][]Block, chunks int) (stagedExchange, e
 // buffer if they are contiguous there, or else is staged at row *at of the staging region
 // (which grows by its rows), runs then being the copies between the buffer (Src) and the
 // staging (Dst), merged where contiguous on both sides. No rows, no messages.
-func pack(peer int, bs []Block, at *int) (ms []message, runs []copyRun) {
+func pack(peer int, bs []ep.Block, at *int) (ms []message, runs []copyRun) {
 	rows, blocks, first, end, contiguous := 0, 0, -1, 0, true
 	for _, b := range bs {
 		if b.Len == 0 {

@@ -1,6 +1,6 @@
 //go:build gomoecuda
 
-package ep
+package nccl
 
 /*
 #include <nccl.h>
@@ -9,56 +9,17 @@ package ep
 import "C"
 
 import (
-	"math"
-	"os"
-	"strconv"
-	"sync/atomic"
 	"unsafe"
 
 	"gorgonia.org/cu"
 
+	"github.com/gomoe/gomoe/ep/internal/ncclknob"
 	"github.com/gomoe/gomoe/kernels"
 )
 
-// exchangeChunks is the number of NCCL groups a staged exchange is cut into (planExchange),
-// read by NewNCCL. More than one measured slower on 2 and 4 H200s (each group costs a launch,
-// and the copies are host-bound), so it is 1; the tests try 3.
-var exchangeChunks = 1
-
-// kernelRuns is the most copy runs a list may have and still move as device-to-device copies
-// (one cudaMemcpyAsync each); longer lists move with one launch of the block-copy kernel
-// (kernels.CUDA.CopyBlocks), whose descriptors (appendDescs) go to the device in one upload
-// per exchange from pinned memory, without a host sync. Each cudaMemcpyAsync costs about
-// 6–8 µs of host time (measured on 2 H200s, 2026-11-26, also with one process per GPU and with
-// cudaMemcpyBatchAsync), so with 64–128 experts per rank an exchange of copies is host-bound:
-// dispatch at 0.43–0.56 of a raw all-to-all (dsv3) against 0.81–0.85 with the kernel (200
-// iterations; te16k 0.77–0.79 against 0.80–0.85). The kernel's self copies run beside the
-// NCCL kernel on selfGrid thread blocks. GOMOE_EP_BLOCKCOPY=0 in the environment turns the
-// kernel off, for measurements; the tests set kernelRuns to 0 to check it on every list.
-var kernelRuns = 8
-
-func init() {
-	if os.Getenv("GOMOE_EP_BLOCKCOPY") == "0" {
-		kernelRuns = math.MaxInt
-	}
-	// GOMOE_EP_SELFGRID=n runs the self copies' block-copy kernel on n thread blocks.
-	if n, err := strconv.Atoi(os.Getenv("GOMOE_EP_SELFGRID")); err == nil && n >= 1 {
-		selfGrid = n
-	}
-	// GOMOE_EP_CHUNKS=n cuts every staged exchange into n NCCL groups, for measurements.
-	if n, err := strconv.Atoi(os.Getenv("GOMOE_EP_CHUNKS")); err == nil && n >= 1 && n <= 64 {
-		exchangeChunks = n
-	}
-}
-
-// selfGrid is the most thread blocks of the block-copy kernel that moves a rank's blocks to
-// itself: those copies run beside the NCCL kernels, so a full grid takes SMs the transfer
-// needs (measured: 32 blocks gave dsv3/te16k 0.83/0.85 of the raw all-to-all, 1024 blocks
-// 0.81/0.80). The staging copies run before or after the transfer, on a full grid.
-var selfGrid = 32
-
-// copyLaunches counts the block-copy launches, for the tests.
-var copyLaunches atomic.Int64
+// The tuning knobs of the exchange (ExchangeChunks, KernelRuns, SelfGrid) and the tests'
+// count of block-copy launches live in package ep/internal/ncclknob, where package ep's GPU
+// tests can reach them too.
 
 // A rowMove is a list of copy runs, moved either as copies or as one block-copy launch of n
 // descriptors starting at triple off of the exchange's uploaded descriptors.
@@ -73,11 +34,11 @@ type rowMove struct {
 // forked from the communicator's stream at the start and joined back at the end: the gathers
 // of a chunk before its NCCL group, its scatters after it, the self copies beside the NCCL
 // kernels. Called between enter and done.
-func (c *NCCL) exchange(x stagedExchange, sp, rp unsafe.Pointer, row int) error {
+func (c *Comm) exchange(x stagedExchange, sp, rp unsafe.Pointer, row int) error {
 	desc := c.descBuf[:0]
 	defer func() { c.descBuf = desc[:0] }()
 	plan := func(runs []copyRun) rowMove {
-		if len(runs) <= kernelRuns || c.kernels() == nil {
+		if len(runs) <= ncclknob.KernelRuns || c.kernels() == nil {
 			return rowMove{runs: runs}
 		}
 		m := rowMove{kernel: true, off: len(desc) / 3}
@@ -98,7 +59,7 @@ func (c *NCCL) exchange(x stagedExchange, sp, rp unsafe.Pointer, row int) error 
 	}
 	move := func(m rowMove, dst, src unsafe.Pointer, s C.cudaStream_t, grid int) error {
 		if m.kernel {
-			copyLaunches.Add(1)
+			ncclknob.CopyLaunches.Add(1)
 			return c.kern.CopyBlocksGrid(unsafe.Pointer(s), cu.DevicePtr(uintptr(dst)), cu.DevicePtr(uintptr(src)),
 				cu.DevicePtr(uintptr(descDev)+uintptr(24*m.off)), m.n, grid)
 		}
@@ -176,7 +137,7 @@ func (c *NCCL) exchange(x stagedExchange, sp, rp unsafe.Pointer, row int) error 
 			}
 		}
 	}
-	if err := move(self, rp, sp, c.side, selfGrid); err != nil {
+	if err := move(self, rp, sp, c.side, ncclknob.SelfGrid); err != nil {
 		return err
 	}
 	for ci, ch := range x.Chunks {
@@ -199,7 +160,7 @@ func (c *NCCL) exchange(x stagedExchange, sp, rp unsafe.Pointer, row int) error 
 // kernels loads gomoe's kernels into the device's primary context (the one the CUDA runtime
 // and package device use) on first use; nil if that failed, and the exchange then moves every
 // list of runs as copies.
-func (c *NCCL) kernels() *kernels.CUDA {
+func (c *Comm) kernels() *kernels.CUDA {
 	if c.kern == nil && !c.kernFailed {
 		k, err := func() (*kernels.CUDA, error) {
 			dev, err := cu.GetDevice(c.device)
@@ -233,7 +194,7 @@ type descSlot struct {
 // uploadDescs copies desc to device memory on the stream (from pinned memory, so without a
 // host sync) and returns its device address, valid for the work enqueued after it until
 // descSlots more exchanges have run.
-func (c *NCCL) uploadDescs(desc []int64) (unsafe.Pointer, error) {
+func (c *Comm) uploadDescs(desc []int64) (unsafe.Pointer, error) {
 	s := &c.slots[c.slot]
 	c.slot = (c.slot + 1) % descSlots
 	if s.ev == nil {
@@ -277,7 +238,7 @@ func (c *NCCL) uploadDescs(desc []int64) (unsafe.Pointer, error) {
 
 // closeStaging releases the staging memory, the side stream, the events, the descriptor buffers and
 // the kernels (under mu, with the device current).
-func (c *NCCL) closeStaging() {
+func (c *Comm) closeStaging() {
 	if c.stage != nil {
 		C.cudaFree(c.stage)
 		c.stage, c.stageCap = nil, 0
@@ -310,7 +271,7 @@ func (c *NCCL) closeStaging() {
 // staging returns device staging memory of send and recv bytes (the send part first), growing
 // the communicator's buffer when needed. The old buffer is freed after the stream's work, which
 // includes every earlier exchange's side work, is done.
-func (c *NCCL) staging(send, recv int) (unsafe.Pointer, unsafe.Pointer, error) {
+func (c *Comm) staging(send, recv int) (unsafe.Pointer, unsafe.Pointer, error) {
 	need := C.size_t(send + recv)
 	if need > c.stageCap {
 		if c.stage != nil {
@@ -329,7 +290,7 @@ func (c *NCCL) staging(send, recv int) (unsafe.Pointer, unsafe.Pointer, error) {
 }
 
 // sideStream makes the side stream and at least n events.
-func (c *NCCL) sideStream(n int) error {
+func (c *Comm) sideStream(n int) error {
 	if c.side == nil {
 		// A blocking stream, as the communicator's own: ordered with the legacy default stream.
 		if err := cudaErr("cudaStreamCreate", C.cudaStreamCreate(&c.side)); err != nil {

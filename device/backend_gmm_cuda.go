@@ -1,6 +1,6 @@
 //go:build gomoecuda
 
-package op
+package device
 
 import (
 	"fmt"
@@ -8,7 +8,6 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
-	gdev "github.com/gomoe/gomoe/device"
 	"github.com/gomoe/gomoe/kernels"
 )
 
@@ -18,7 +17,7 @@ import (
 
 // gmmDevice checks the dtypes and shapes of a grouped matmul's device inputs: rows [R, cols]
 // and w [E,H,N] (w may be nil for the weights gradient), all of one float dtype, and the plan.
-func gmmDevice(g kernels.Geometry, rowsWhat string, rows, w, plan G.Value, vs ...G.Value) (*gdev.Engine, kernels.DType, error) {
+func gmmDevice(g kernels.Geometry, rowsWhat string, rows, w, plan G.Value, vs ...G.Value) (*Engine, kernels.DType, error) {
 	e, err := devOf(append([]G.Value{rows, w, plan}, vs...)...)
 	if err != nil {
 		return nil, 0, err
@@ -26,7 +25,7 @@ func gmmDevice(g kernels.Geometry, rowsWhat string, rows, w, plan G.Value, vs ..
 	if err := g.Validate(); err != nil {
 		return nil, 0, err
 	}
-	dt, err := gdev.DType(rows.Dtype())
+	dt, err := DType(rows.Dtype())
 	if err != nil {
 		return nil, 0, fmt.Errorf("%s: %w", rowsWhat, err)
 	}
@@ -62,7 +61,7 @@ func gmmRows(g kernels.Geometry, what string, v G.Value, cols int) error {
 	return contiguous(what, v)
 }
 
-func (cudaKernels) GroupedMatMul(g kernels.Geometry, xp, w, plan G.Value) (G.Value, error) {
+func (cudaBackend) GroupedMatMul(g kernels.Geometry, xp, w, plan G.Value) (G.Value, error) {
 	e, dt, err := gmmDevice(g, "xp", xp, w, plan)
 	if err != nil {
 		return nil, err
@@ -84,7 +83,7 @@ func (cudaKernels) GroupedMatMul(g kernels.Geometry, xp, w, plan G.Value) (G.Val
 	return z, nil
 }
 
-func (cudaKernels) GroupedMatMulRowsGrad(g kernels.Geometry, dz, w, plan G.Value) (G.Value, error) {
+func (cudaBackend) GroupedMatMulRowsGrad(g kernels.Geometry, dz, w, plan G.Value) (G.Value, error) {
 	e, dt, err := gmmDevice(g, "dz", dz, w, plan)
 	if err != nil {
 		return nil, err
@@ -106,7 +105,7 @@ func (cudaKernels) GroupedMatMulRowsGrad(g kernels.Geometry, dz, w, plan G.Value
 	return dxp, nil
 }
 
-func (cudaKernels) GroupedMatMulWeightsGrad(g kernels.Geometry, xp, dz, plan G.Value, H int) (G.Value, error) {
+func (cudaBackend) GroupedMatMulWeightsGrad(g kernels.Geometry, xp, dz, plan G.Value, H int) (G.Value, error) {
 	e, dt, err := gmmDevice(g, "xp", xp, nil, plan, dz)
 	if err != nil {
 		return nil, err

@@ -1,6 +1,6 @@
 //go:build gomoecuda
 
-package op
+package device
 
 import (
 	"fmt"
@@ -9,15 +9,12 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
-	gdev "github.com/gomoe/gomoe/device"
 	"github.com/gomoe/gomoe/kernels"
 )
 
-// Device versions of the routing losses (balance_loss.go, z_loss.go). A loss is a device
+// Device versions of package op's routing losses (balance_loss.go, z_loss.go). A loss is a device
 // tensor of scalar shape (NewStepTensor with no dims: one element); a gradient reads dy from
 // the device (a one-element device tensor) or takes the host number dyv.
-
-var _ deviceLoss = cudaKernels{}
 
 // lossFloat maps a loss dtype to the kernels' dtype (float32 or float64 only).
 func lossFloat(dt tensor.Dtype) (kernels.DType, error) {
@@ -31,7 +28,7 @@ func lossFloat(dt tensor.Dtype) (kernels.DType, error) {
 }
 
 // lossDyPtr checks a device dy (nil: none) against the engine and dtype.
-func lossDyPtr(e *gdev.Engine, dy G.Value, dt tensor.Dtype) (cu.DevicePtr, error) {
+func lossDyPtr(e *Engine, dy G.Value, dt tensor.Dtype) (cu.DevicePtr, error) {
 	if dy == nil {
 		return 0, nil
 	}
@@ -48,7 +45,7 @@ func lossDyPtr(e *gdev.Engine, dy G.Value, dt tensor.Dtype) (cu.DevicePtr, error
 	return dptr(dy), nil
 }
 
-func balanceDevArgs(ids, scores G.Value, experts, topK, seqs int) (*gdev.Engine, int, error) {
+func balanceDevArgs(ids, scores G.Value, experts, topK, seqs int) (*Engine, int, error) {
 	e, err := devOf(ids, scores)
 	if err != nil {
 		return nil, 0, err
@@ -74,11 +71,11 @@ func balanceDevArgs(ids, scores G.Value, experts, topK, seqs int) (*gdev.Engine,
 
 // lossWork allocates scratch memory for one call; the caller frees it right after enqueueing
 // (later users of the block are later on the same stream).
-func lossWork(e *gdev.Engine, n int64) (tensor.Memory, error) {
+func lossWork(e *Engine, n int64) (tensor.Memory, error) {
 	return e.Alloc(max(n, 8))
 }
 
-func (cudaKernels) BalanceLoss(ids, scores G.Value, experts, topK, seqs int, scale float64) (G.Value, error) {
+func (cudaBackend) BalanceLoss(ids, scores G.Value, experts, topK, seqs int, scale float64) (G.Value, error) {
 	e, T, err := balanceDevArgs(ids, scores, experts, topK, seqs)
 	if err != nil {
 		return nil, err
@@ -104,7 +101,7 @@ func (cudaKernels) BalanceLoss(ids, scores G.Value, experts, topK, seqs int, sca
 	return out, nil
 }
 
-func (cudaKernels) BalanceLossGrad(ids G.Value, dt tensor.Dtype, experts, topK, seqs int, scale float64, dy G.Value, dyv float64) (G.Value, error) {
+func (cudaBackend) BalanceLossGrad(ids G.Value, dt tensor.Dtype, experts, topK, seqs int, scale float64, dy G.Value, dyv float64) (G.Value, error) {
 	e, err := devOf(ids)
 	if err != nil {
 		return nil, err
@@ -142,7 +139,7 @@ func (cudaKernels) BalanceLossGrad(ids G.Value, dt tensor.Dtype, experts, topK, 
 	return ds, nil
 }
 
-func zDevArgs(logits G.Value) (*gdev.Engine, kernels.DType, int, int, error) {
+func zDevArgs(logits G.Value) (*Engine, kernels.DType, int, int, error) {
 	e, err := devOf(logits)
 	if err != nil {
 		return nil, 0, 0, 0, err
@@ -161,7 +158,7 @@ func zDevArgs(logits G.Value) (*gdev.Engine, kernels.DType, int, int, error) {
 	return e, dt, s[0], s[1], nil
 }
 
-func (cudaKernels) ZLoss(logits G.Value, scale float64) (G.Value, error) {
+func (cudaBackend) ZLoss(logits G.Value, scale float64) (G.Value, error) {
 	e, dt, T, E, err := zDevArgs(logits)
 	if err != nil {
 		return nil, err
@@ -183,7 +180,7 @@ func (cudaKernels) ZLoss(logits G.Value, scale float64) (G.Value, error) {
 	return out, nil
 }
 
-func (cudaKernels) ZLossGrad(logits G.Value, scale float64, dy G.Value, dyv float64) (G.Value, error) {
+func (cudaBackend) ZLossGrad(logits G.Value, scale float64, dy G.Value, dyv float64) (G.Value, error) {
 	e, dt, T, E, err := zDevArgs(logits)
 	if err != nil {
 		return nil, err

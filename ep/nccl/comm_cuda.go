@@ -1,6 +1,6 @@
 //go:build gomoecuda
 
-package ep
+package nccl
 
 /*
 #cgo LDFLAGS: -lnccl -lcudart
@@ -25,10 +25,12 @@ import (
 	"sync/atomic"
 	"unsafe"
 
+	"github.com/gomoe/gomoe/ep"
+	"github.com/gomoe/gomoe/ep/internal/ncclknob"
 	"github.com/gomoe/gomoe/kernels"
 )
 
-// NCCL is a Communicator over NVIDIA's NCCL library for one GPU. Its AllToAll is one group of
+// Comm is an ep.Communicator over NVIDIA's NCCL library for one GPU. Its AllToAll is one group of
 // ncclSend/ncclRecv calls on the communicator's stream with one message per peer and direction:
 // where a peer's blocks are not contiguous in the buffer (the expert-major side of an
 // expert-parallel exchange) the message goes through staging memory that the communicator
@@ -41,16 +43,16 @@ import (
 // synchronisation: the one host sync of an expert-parallel step, which the sizes of the
 // ncclSend/ncclRecv calls need.
 //
-// Device buffers (Buffer.Device) are exchanged directly. Host buffers are staged through
+// Device buffers (ep.Buffer.Device) are exchanged directly. Host buffers are staged through
 // temporary device memory, which is slow but lets the CPU tests of the ops run over NCCL.
 //
-// Ranks: one goroutine per GPU in one process (NewNCCLGroup), or one process per GPU, on one
-// node or many (NewNCCLID on rank 0, shared out of band, then NewNCCL on every rank). Every
+// Ranks: one goroutine per GPU in one process (NewGroup), or one process per GPU, on one
+// node or many (NewID on rank 0, shared out of band, then New on every rank). Every
 // method locks its goroutine to its OS thread and makes the communicator's device current.
 //
 // NVLink SHARP (multicast) is never used: the package sets NCCL_NVLS_ENABLE=0 before the
 // first communicator is made, unless the environment already sets it.
-type NCCL struct {
+type Comm struct {
 	mu     sync.Mutex
 	comm   C.ncclComm_t
 	stream C.cudaStream_t
@@ -87,10 +89,10 @@ type NCCL struct {
 	slot  int
 }
 
-var _ Communicator = (*NCCL)(nil)
+var _ ep.Communicator = (*Comm)(nil)
 
-// NCCLID is an ncclUniqueId: rank 0 makes it with NewNCCLID and sends it to the other ranks.
-type NCCLID [C.NCCL_UNIQUE_ID_BYTES]byte
+// ID is an ncclUniqueId: rank 0 makes it with NewID and sends it to the other ranks.
+type ID [C.NCCL_UNIQUE_ID_BYTES]byte
 
 func ncclErr(what string, r C.ncclResult_t) error {
 	if r == C.ncclSuccess {
@@ -117,21 +119,21 @@ func disableNVLS() {
 	})
 }
 
-// NewNCCLID makes a new unique id for a communicator (on rank 0).
-func NewNCCLID() (NCCLID, error) {
+// NewID makes a new unique id for a communicator (on rank 0).
+func NewID() (ID, error) {
 	disableNVLS()
 	var u C.ncclUniqueId
 	if err := ncclErr("ncclGetUniqueId", C.ncclGetUniqueId(&u)); err != nil {
-		return NCCLID{}, err
+		return ID{}, err
 	}
-	var id NCCLID
+	var id ID
 	copy(id[:], C.GoBytes(unsafe.Pointer(&u.internal[0]), C.NCCL_UNIQUE_ID_BYTES))
 	return id, nil
 }
 
-// NewNCCL joins rank rank of a communicator of size ranks on GPU device. Every rank must call
+// New joins rank rank of a communicator of size ranks on GPU device. Every rank must call
 // it at the same time with the same id (ncclCommInitRank blocks until all have joined).
-func NewNCCL(id NCCLID, rank, size, device int) (*NCCL, error) {
+func New(id ID, rank, size, device int) (*Comm, error) {
 	if size < 1 || rank < 0 || rank >= size {
 		return nil, fmt.Errorf("ep: nccl: rank %d of %d ranks", rank, size)
 	}
@@ -141,7 +143,7 @@ func NewNCCL(id NCCLID, rank, size, device int) (*NCCL, error) {
 	if err := cudaErr("cudaSetDevice", C.cudaSetDevice(C.int(device))); err != nil {
 		return nil, err
 	}
-	c := &NCCL{rank: rank, size: size, device: device, own: true, chunks: exchangeChunks}
+	c := &Comm{rank: rank, size: size, device: device, own: true, chunks: ncclknob.ExchangeChunks}
 	// A blocking stream: ordered with the legacy default stream, where package device's
 	// engine launches its kernels.
 	if err := cudaErr("cudaStreamCreate", C.cudaStreamCreate(&c.stream)); err != nil {
@@ -156,22 +158,22 @@ func NewNCCL(id NCCLID, rank, size, device int) (*NCCL, error) {
 	return c, nil
 }
 
-// NewNCCLGroup makes a communicator over the given GPUs of this process, rank i on
+// NewGroup makes a communicator over the given GPUs of this process, rank i on
 // devices[i], for one goroutine per GPU.
-func NewNCCLGroup(devices []int) ([]*NCCL, error) {
-	id, err := NewNCCLID()
+func NewGroup(devices []int) ([]*Comm, error) {
+	id, err := NewID()
 	if err != nil {
 		return nil, err
 	}
 	n := len(devices)
-	comms := make([]*NCCL, n)
+	comms := make([]*Comm, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for r := range devices {
 		wg.Add(1)
 		go func(r int) {
 			defer wg.Done()
-			comms[r], errs[r] = NewNCCL(id, r, n, devices[r])
+			comms[r], errs[r] = New(id, r, n, devices[r])
 		}(r)
 	}
 	wg.Wait()
@@ -197,17 +199,24 @@ func DeviceCount() (int, error) {
 	return int(n), nil
 }
 
-func (c *NCCL) Rank() int   { return c.rank }
-func (c *NCCL) Size() int   { return c.size }
-func (c *NCCL) Device() int { return c.device }
-func (c *NCCL) String() string {
-	return fmt.Sprintf("ep.NCCL(%p)[rank %d of %d, GPU %d]", c, c.rank, c.size, c.device)
+// Rank is this rank's index in [0, Size()).
+func (c *Comm) Rank() int { return c.rank }
+
+// Size is the number of ranks.
+func (c *Comm) Size() int { return c.size }
+
+// Device is the ordinal of the communicator's GPU.
+func (c *Comm) Device() int { return c.device }
+
+// String names the communicator, its rank and GPU.
+func (c *Comm) String() string {
+	return fmt.Sprintf("nccl.Comm(%p)[rank %d of %d, GPU %d]", c, c.rank, c.size, c.device)
 }
 
 // SetStream makes the communicator enqueue its work on stream s (a cudaStream_t of its
 // device, for example a compute stream other than the default one) instead of its own blocking
 // stream. The caller keeps ownership of s.
-func (c *NCCL) SetStream(s unsafe.Pointer) {
+func (c *Comm) SetStream(s unsafe.Pointer) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	runtime.LockOSThread()
@@ -222,16 +231,16 @@ func (c *NCCL) SetStream(s unsafe.Pointer) {
 }
 
 // Stream is the stream the communicator enqueues on.
-func (c *NCCL) Stream() unsafe.Pointer { return unsafe.Pointer(c.stream) }
+func (c *Comm) Stream() unsafe.Pointer { return unsafe.Pointer(c.stream) }
 
 // enter locks the OS thread, makes the device current and checks the communicator is open.
-func (c *NCCL) enter() (func(), error) {
+func (c *Comm) enter() (func(), error) {
 	c.mu.Lock()
 	runtime.LockOSThread()
 	done := func() { runtime.UnlockOSThread(); c.mu.Unlock() }
 	if c.closed || c.aborted.Load() {
 		done()
-		return nil, fmt.Errorf("%w: %s is closed or aborted", ErrAborted, c)
+		return nil, fmt.Errorf("%w: %s is closed or aborted", ep.ErrAborted, c)
 	}
 	if err := cudaErr("cudaSetDevice", C.cudaSetDevice(C.int(c.device))); err != nil {
 		done()
@@ -242,10 +251,10 @@ func (c *NCCL) enter() (func(), error) {
 
 // Abort aborts the NCCL communicator (ncclCommAbort) and may be called from any goroutine,
 // also while another one is blocked in a collective of this communicator: that call then
-// returns, and later calls fail with ErrAborted. NCCL ranks in other processes learn of it only
+// returns, and later calls fail with ep.ErrAborted. NCCL ranks in other processes learn of it only
 // through their own failures or timeouts, so every rank must abort on error. Close still
 // releases the stream and buffers afterwards.
-func (c *NCCL) Abort(err error) {
+func (c *Comm) Abort(err error) {
 	if !c.aborted.CompareAndSwap(false, true) {
 		return
 	}
@@ -256,7 +265,7 @@ func (c *NCCL) Abort(err error) {
 }
 
 // Close destroys the communicator (unless it was aborted) and releases its stream and buffers.
-func (c *NCCL) Close() error {
+func (c *Comm) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -282,7 +291,7 @@ func (c *NCCL) Close() error {
 }
 
 // Sync waits for the work the communicator enqueued (for benchmarks and host reads).
-func (c *NCCL) Sync() error {
+func (c *Comm) Sync() error {
 	done, err := c.enter()
 	if err != nil {
 		return err
@@ -291,19 +300,19 @@ func (c *NCCL) Sync() error {
 	return c.sync()
 }
 
-func (c *NCCL) sync() error {
+func (c *Comm) sync() error {
 	return cudaErr("cudaStreamSynchronize", C.cudaStreamSynchronize(c.stream))
 }
 
-// ExchangeCounts implements Communicator: H2D, a grouped send/recv of len(send)/N int32 per
+// ExchangeCounts implements ep.Communicator: H2D, a grouped send/recv of len(send)/N int32 per
 // peer, D2H and a stream synchronisation. Any error aborts the communicator (the other ranks
 // would otherwise wait in this collective for this rank), and so does an Abort from another
-// goroutine during the exchange: then it returns an error wrapping ErrAborted, never counts
+// goroutine during the exchange: then it returns an error wrapping ep.ErrAborted, never counts
 // that an aborted NCCL kernel left half written.
-func (c *NCCL) ExchangeCounts(send []int32) ([]int32, error) {
+func (c *Comm) ExchangeCounts(send []int32) ([]int32, error) {
 	recv, err := c.exchangeCounts(send)
 	if err == nil && c.aborted.Load() {
-		err = fmt.Errorf("%w: %s was aborted during ExchangeCounts", ErrAborted, c)
+		err = fmt.Errorf("%w: %s was aborted during ExchangeCounts", ep.ErrAborted, c)
 	}
 	if err != nil {
 		c.Abort(err)
@@ -312,7 +321,7 @@ func (c *NCCL) ExchangeCounts(send []int32) ([]int32, error) {
 	return recv, nil
 }
 
-func (c *NCCL) exchangeCounts(send []int32) ([]int32, error) {
+func (c *Comm) exchangeCounts(send []int32) ([]int32, error) {
 	done, err := c.enter()
 	if err != nil {
 		return nil, err
@@ -360,7 +369,7 @@ func (c *NCCL) exchangeCounts(send []int32) ([]int32, error) {
 	return recv, c.sync()
 }
 
-// AllToAll implements Communicator: one ncclSend and one ncclRecv per peer with rows to move,
+// AllToAll implements ep.Communicator: one ncclSend and one ncclRecv per peer with rows to move,
 // in one NCCL group (see planExchange for the chunks). Where a peer's blocks are contiguous in
 // the buffer the message is that run; otherwise it goes through the communicator's staging
 // memory: the blocks are gathered there with device-to-device copies (merged where contiguous)
@@ -372,11 +381,11 @@ func (c *NCCL) exchangeCounts(send []int32) ([]int32, error) {
 // are staged and waited for. NCCL does not check that the lengths of matching messages agree:
 // they come from the counts exchange, and a mismatch is undefined behaviour (the in-process
 // Group checks it). Any error aborts the communicator, as in ExchangeCounts; an exchange of
-// host buffers that an Abort interrupted returns an error wrapping ErrAborted.
-func (c *NCCL) AllToAll(send, recv Buffer, sends, recvs [][]Block) error {
+// host buffers that an Abort interrupted returns an error wrapping ep.ErrAborted.
+func (c *Comm) AllToAll(send, recv ep.Buffer, sends, recvs [][]ep.Block) error {
 	err := c.allToAll(send, recv, sends, recvs)
 	if err == nil && c.aborted.Load() {
-		err = fmt.Errorf("%w: %s was aborted during AllToAll", ErrAborted, c)
+		err = fmt.Errorf("%w: %s was aborted during AllToAll", ep.ErrAborted, c)
 	}
 	if err != nil {
 		c.Abort(err)
@@ -384,20 +393,20 @@ func (c *NCCL) AllToAll(send, recv Buffer, sends, recvs [][]Block) error {
 	return err
 }
 
-func (c *NCCL) allToAll(send, recv Buffer, sends, recvs [][]Block) error {
-	if err := send.check("send"); err != nil {
+func (c *Comm) allToAll(send, recv ep.Buffer, sends, recvs [][]ep.Block) error {
+	if err := send.Check("send"); err != nil {
 		return err
 	}
-	if err := recv.check("receive"); err != nil {
+	if err := recv.Check("receive"); err != nil {
 		return err
 	}
 	if send.Dtype != recv.Dtype || send.Width != recv.Width {
 		return fmt.Errorf("ep: nccl: AllToAll: send is %v×%d but receive is %v×%d", send.Dtype, send.Width, recv.Dtype, recv.Width)
 	}
-	if err := checkBlocks("sends", sends, c.size, send.Rows); err != nil {
+	if err := ep.CheckBlocks("sends", sends, c.size, send.Rows); err != nil {
 		return err
 	}
-	if err := checkBlocks("receives", recvs, c.size, recv.Rows); err != nil {
+	if err := ep.CheckBlocks("receives", recvs, c.size, recv.Rows); err != nil {
 		return err
 	}
 	x, err := planExchange(c.rank, sends, recvs, c.chunks)
@@ -417,7 +426,7 @@ func (c *NCCL) allToAll(send, recv Buffer, sends, recvs [][]Block) error {
 			C.cudaFree(p)
 		}
 	}()
-	toDevice := func(b Buffer) (unsafe.Pointer, error) {
+	toDevice := func(b ep.Buffer) (unsafe.Pointer, error) {
 		n := C.size_t(b.Rows * row)
 		var d unsafe.Pointer
 		if n == 0 {
@@ -472,12 +481,12 @@ func hostPtr(h any) unsafe.Pointer {
 
 // DeviceBuffer is device memory for benchmarks and tests: Rows×Width elements of dtype dt.
 type DeviceBuffer struct {
-	Buffer
+	ep.Buffer
 	device int
 }
 
 // NewDeviceBuffer allocates a zeroed device buffer on the communicator's GPU.
-func (c *NCCL) NewDeviceBuffer(b Buffer) (*DeviceBuffer, error) {
+func (c *Comm) NewDeviceBuffer(b ep.Buffer) (*DeviceBuffer, error) {
 	done, err := c.enter()
 	if err != nil {
 		return nil, err
@@ -520,7 +529,7 @@ func (b *DeviceBuffer) Download(host any) error {
 }
 
 func (b *DeviceBuffer) copy(host any, kind C.enum_cudaMemcpyKind) error {
-	h, err := HostBuffer(host, b.Width)
+	h, err := ep.HostBuffer(host, b.Width)
 	if err != nil {
 		return err
 	}

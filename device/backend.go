@@ -1,0 +1,220 @@
+package device
+
+import (
+	"fmt"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/kernels"
+)
+
+// Backend runs gomoe's work on values that live in device memory: the kernels of package op's
+// ops, the optimizer updates of package train and the row moves of package ep. It is the one
+// contract between those packages and a device; Of finds the backend of some values. This file
+// has no build tag, so the default build type-checks every caller against it; the gomoecuda
+// build implements it on the Engine's memory (backend_cuda.go and its siblings), and the
+// default build has no implementation of its own (Of returns nil, except for a BackendEngine's
+// values, which tests use for fake devices).
+//
+// Every method that returns a value allocates it on the device of its inputs, as a step-scoped
+// tensor (returned to the engine's cache by EndStep) unless it says otherwise, with the same
+// shape, dtype and bits as the CPU kernel gives for the same inputs (see the rounding contracts
+// in package kernels). Nothing waits for the device unless it says so. Values are never copied
+// between host and device silently: callers check that every input is owned first.
+type Backend interface {
+	// Owns reports whether v lives in this backend's device memory.
+	Owns(v G.Value) bool
+
+	// Upload returns a step-scoped device copy of the host tensor h on like's device.
+	Upload(like G.Value, h *tensor.Dense) (G.Value, error)
+	// Download returns a host copy of the device value v (it waits for the device).
+	Download(v G.Value) (*tensor.Dense, error)
+	// DownloadChecked is Download that also reports what the device kernels flagged as bad
+	// input (an expert id out of range, a NaN score: kernels.StatusError) before the copy.
+	DownloadChecked(v G.Value) (*tensor.Dense, error)
+	// Write copies the host tensor h into the device value dst of the same dtype and size.
+	Write(dst G.Value, h *tensor.Dense) error
+	// StepZeros returns a zeroed step-scoped device tensor of dtype dt and the given shape on
+	// the device of like.
+	StepZeros(like G.Value, dt tensor.Dtype, shape ...int) (G.Value, error)
+	// Add adds src into dst on the device (dst += src).
+	Add(dst, src G.Value) error
+	// EndStep recycles the step memory of the engine holding v.
+	EndStep(v G.Value)
+	// Scalar copies the one-element device value v to the host (it waits for the device).
+	Scalar(v G.Value) (float64, error)
+
+	// BuildPlan builds the flat plan (kernels.Geometry.View) from ids [T,K] int32 (probs [T,K]
+	// only for DropByProb, else nil).
+	BuildPlan(g kernels.Geometry, ids, probs G.Value) (G.Value, error)
+	// PermuteForward returns xp [R,H] from x [T,H].
+	PermuteForward(g kernels.Geometry, x, plan G.Value) (G.Value, error)
+	// PermuteBackward returns dx [T,H] from dxp [R,H].
+	PermuteBackward(g kernels.Geometry, dxp, plan G.Value) (G.Value, error)
+	// PermuteProbsForward returns pp [R] from probs [T,K].
+	PermuteProbsForward(g kernels.Geometry, probs, plan G.Value) (G.Value, error)
+	// PermuteProbsBackward returns dprobs [T,K] from dpp [R].
+	PermuteProbsBackward(g kernels.Geometry, dpp, plan G.Value) (G.Value, error)
+	// UnpermuteForward returns y [T,H] from yp [R,H] and probs [T,K] (nil: unweighted).
+	UnpermuteForward(g kernels.Geometry, yp, probs, plan G.Value) (G.Value, error)
+	// UnpermuteBackward returns dyp [R,H] (if wantRows) and dprobs [T,K] (if wantProbs) from
+	// dy [T,H], yp [R,H] (needed for dprobs) and probs [T,K] (nil: unweighted forward).
+	UnpermuteBackward(g kernels.Geometry, dy, yp, probs, plan G.Value, wantRows, wantProbs bool) (dyp, dprobs G.Value, err error)
+
+	// GroupedMatMul returns z [R,N] = xp[seg e] · w[e] for xp [R,H], w [E,H,N] (pad rows 0).
+	GroupedMatMul(g kernels.Geometry, xp, w, plan G.Value) (G.Value, error)
+	// GroupedMatMulRowsGrad returns dxp [R,H] = dz[seg e] · w[e]ᵀ for dz [R,N] (pad rows 0).
+	GroupedMatMulRowsGrad(g kernels.Geometry, dz, w, plan G.Value) (G.Value, error)
+	// GroupedMatMulWeightsGrad returns dw [E,H,N] = xp[seg e]ᵀ · dz[seg e] (0 for an expert
+	// with no rows); H is the rows' width.
+	GroupedMatMulWeightsGrad(g kernels.Geometry, xp, dz, plan G.Value, H int) (G.Value, error)
+
+	// Cast returns x converted to dtype to (float32 ↔ float64, float32 ↔ bfloat16).
+	Cast(x G.Value, to tensor.Dtype) (G.Value, error)
+	// TopK returns ids [T,K] int32 for scores [T,E] (bias [E] or nil), k experts per token
+	// chosen from the best kept of groups expert groups (op.TopK).
+	TopK(scores, bias G.Value, k, groups, kept int) (G.Value, error)
+	// GatherTopK returns out [T,K] = scores[t, ids[t,k]].
+	GatherTopK(scores, ids G.Value) (G.Value, error)
+	// GatherTopKGrad returns ds [T,E]: zero except ds[t, ids[t,k]] += g[t,k].
+	GatherTopKGrad(g, ids G.Value, E int) (G.Value, error)
+	// ScaleRows returns y [R,F] = x[r,c]·s[r] (s in x's probs dtype).
+	ScaleRows(x, s G.Value) (G.Value, error)
+	// RowDot returns out [R] = Σ_c a[r,c]·b[r,c] in a's probs dtype.
+	RowDot(a, b G.Value) (G.Value, error)
+	// Pointwise runs the forward of the element-wise or row-wise op k on device inputs and
+	// returns its device output.
+	Pointwise(k Pointwise, in ...G.Value) (G.Value, error)
+	// PointwiseGrad returns the gradients of op k's inputs (nil where want[i] is false) from
+	// the forward inputs, the forward output y and its gradient dy.
+	PointwiseGrad(k Pointwise, in []G.Value, y, dy G.Value, want []bool) ([]G.Value, error)
+
+	// The routing losses (op.BalanceLoss, op.ZLoss). A loss is returned as a device tensor of
+	// scalar shape (one element, no dims), so that the forward never waits for the device. A
+	// gradient method takes the output gradient either as such a device scalar (dy != nil) or,
+	// with dy == nil, as the host number dyv (gorgonia seeds a cost's gradient with a host
+	// constant).
+
+	// BalanceLoss returns scale·Σ_b Σ_e N[b,e]·Σ_{t in b} s[t,e] for ids [T,K] int32 and
+	// scores [T,E] (seqs sequences), with scores' dtype, as kernels.BalanceLossForward.
+	BalanceLoss(ids, scores G.Value, experts, topK, seqs int, scale float64) (G.Value, error)
+	// BalanceLossGrad returns ds [T,E] of dtype dt: (scale·dy)·N[b(t),e].
+	BalanceLossGrad(ids G.Value, dt tensor.Dtype, experts, topK, seqs int, scale float64, dy G.Value, dyv float64) (G.Value, error)
+	// ZLoss returns scale·Σ_t lse(logits[t])² for logits [T,E], with logits' dtype.
+	ZLoss(logits G.Value, scale float64) (G.Value, error)
+	// ZLossGrad returns dlogits [T,E] = (2·scale·dy)·lse(t)·softmax(logits[t]).
+	ZLossGrad(logits G.Value, scale float64, dy G.Value, dyv float64) (G.Value, error)
+
+	// The building blocks of the examples' models (package kernels, nn.go).
+
+	// BiasAdd returns y [N,D] = x [N,D] + b [D] (b broadcast over the rows).
+	BiasAdd(x, b G.Value) (G.Value, error)
+	// ColSum returns out [D] = Σ_rows x [N,D].
+	ColSum(x G.Value) (G.Value, error)
+	// ReLU returns max(x, 0).
+	ReLU(x G.Value) (G.Value, error)
+	// ReLUGrad returns dy where x > 0, else 0.
+	ReLUGrad(x, dy G.Value) (G.Value, error)
+	// RMSNorm returns x [N,D] / sqrt(mean_row(x²) + eps) · gain [D].
+	RMSNorm(x, gain G.Value, eps float64) (G.Value, error)
+	// RMSNormGrad returns the gradient of input which (0: x [N,D], 1: gain [D]) from dy [N,D].
+	RMSNormGrad(x, gain, dy G.Value, eps float64, which int) (G.Value, error)
+	// CrossEntropy returns the mean softmax cross-entropy of logits [N,C] against target
+	// [N,C] as a 0-d device tensor (one element).
+	CrossEntropy(logits, target G.Value) (G.Value, error)
+	// CrossEntropyGrad returns dlogits [N,C] = g·scale·(softmax(logits) − target), where g is
+	// the one-element device value dy, or 1 when dy is nil (the host loss gradient is then
+	// folded into scale).
+	CrossEntropyGrad(logits, target, dy G.Value, scale float64) (G.Value, error)
+	// Embedding returns out [N,D] = table [V,D] rows ids [N] int32.
+	Embedding(table, ids G.Value) (G.Value, error)
+	// EmbeddingGrad returns dtable [V,D] from dy [N,D] and ids.
+	EmbeddingGrad(dy, ids G.Value, V int) (G.Value, error)
+
+	// The optimizers of package train. Their state (st, m, v, w32) is what Zeros or Master
+	// returned.
+
+	// Same returns an error unless a and b live on the same device.
+	Same(a, b *tensor.Dense) error
+	// Zeros returns a persistent zeroed device tensor of w's size and dtype dt, on w's device.
+	Zeros(w *tensor.Dense, dt tensor.Dtype) (any, error)
+	// Master returns a persistent float32 copy of the bfloat16 device weight w.
+	Master(w *tensor.Dense) (any, error)
+	// Matches reports whether st (from Zeros or Master) still fits w with dtype dt.
+	Matches(st any, w *tensor.Dense, dt tensor.Dtype) bool
+	// Release frees st (from Zeros or Master).
+	Release(st any)
+	// Adam launches the Adam update of w from its gradient g (w32: the float32 master of a
+	// bfloat16 w, else nil).
+	Adam(w, g *tensor.Dense, w32, m, v any, lr, b1, b2, eps, c1, c2, wd float64) error
+	// SGD launches the SGD update of w from its gradient g (w32 as in Adam).
+	SGD(w, g *tensor.Dense, w32 any, lr, wd float64) error
+	// SumSquares returns Σ g² of the device tensor g (rows of the accumulator type summed in
+	// float64 on the host; it waits for the device).
+	SumSquares(g *tensor.Dense) (float64, error)
+	// Scale multiplies g by s in place (gradient clipping).
+	Scale(g *tensor.Dense, s float64) error
+}
+
+// A Pointwise names an element-wise or row-wise op (package op's SwiGLU, GELU, Sigmoid,
+// Softmax, RowNormalize) for Backend.Pointwise and Backend.PointwiseGrad.
+type Pointwise struct {
+	// Name is the op's name, for errors.
+	Name string
+	// Arity is the number of inputs.
+	Arity int
+	// Row is true for a row-wise op (RowOp on the rows of a matrix), false for an
+	// element-wise one (Activation).
+	Row bool
+	// Activation is the element-wise op's kernel.
+	Activation kernels.Activation
+	// RowOp is the row-wise op's kernel.
+	RowOp kernels.RowOp
+}
+
+// String is the op's name.
+func (k Pointwise) String() string {
+	if k.Name == "" {
+		return fmt.Sprintf("Pointwise%+v", struct {
+			Arity int
+			Row   bool
+		}{k.Arity, k.Row})
+	}
+	return k.Name
+}
+
+// A BackendEngine is a tensor.Engine whose tensors a Backend of its own runs on: Of returns
+// Backend() for a tensor whose Engine() it is, when that backend owns it. Package device's
+// Engine does not need it (Of finds its tensors by address); it is how tests plug in a fake
+// device, without any global state.
+type BackendEngine interface {
+	tensor.Engine
+	// Backend returns the engine's backend.
+	Backend() Backend
+}
+
+// Of returns the backend that holds the first device value among vs (nil ones are skipped),
+// or nil when none lives in device memory: always nil in the default build, except for the
+// values of a BackendEngine. It does not check the other values: a caller that needs every
+// value on the device asks the backend's Owns about each.
+func Of(vs ...G.Value) Backend {
+	for _, v := range vs {
+		t, ok := v.(tensor.Tensor)
+		if !ok || t == nil {
+			continue
+		}
+		if d, ok := t.(*tensor.Dense); ok && d == nil {
+			continue
+		}
+		if e, ok := t.Engine().(BackendEngine); ok {
+			if b := e.Backend(); b != nil && b.Owns(v) {
+				return b
+			}
+		}
+		if b := engineBackend(t); b != nil {
+			return b
+		}
+	}
+	return nil
+}
