@@ -41,12 +41,11 @@ func main() {
 	wr := G.NewMatrix(g, tensor.Float64, G.WithShape(H, E), G.WithName("router"), G.WithValue(randn(rng, 0.3, H, E)))
 	w := G.NewTensor(g, tensor.Float64, 3, G.WithShape(E, H, H), G.WithName("experts"), G.WithValue(randn(rng, 0.3, E, H, H)))
 
-	// Route: softmax scores, top-K ids, and the chosen experts' probs. The softmax is
-	// exp(logits − logsumexp(logits)) per row: Gorgonia's own SoftMax can overflow to NaN
-	// (tensor v0.9.24 starts every row's maximum from the tensor's first element).
+	// Route: softmax scores, top-K ids, and the chosen experts' probs. op.Softmax subtracts
+	// each row's own maximum (Gorgonia's SoftMax in tensor v0.9.24 can overflow to NaN) and
+	// has CPU and GPU kernels.
 	logits := G.Must(G.Mul(x, wr))
-	lse := G.Must(op.RowLogSumExp(logits))
-	scores := G.Must(G.Exp(G.Must(G.BroadcastSub(logits, lse, nil, []byte{1}))))
+	scores := G.Must(op.Softmax(logits))
 	ids := G.Must(op.TopK(scores, K, op.TopKOpts{}))
 	probs := G.Must(op.GatherTopK(scores, ids))
 	// Dispatch, per-expert transform, combine.
