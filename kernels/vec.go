@@ -116,3 +116,32 @@ func dot64[F Float](a, b []F) float64 {
 	}
 	return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
 }
+
+// accRowsGo is accRows with the row loops above: d = 0 + round(w[0]·row 0), then
+// d += round(w[j]·row j) for j = 1, 2, … (d cleared when there are no rows).
+func accRowsGo[F Float](d, src []F, offs []int, w []F) {
+	n := len(d)
+	if len(offs) == 0 {
+		clear(d)
+		return
+	}
+	for j, o := range offs {
+		if j == 0 {
+			setScaledRow(d, src[o:o+n], w[j])
+		} else {
+			addScaledRow(d, src[o:o+n], w[j])
+		}
+	}
+}
+
+// accRowsTail computes the columns i >= from of accRows one at a time: the same roundings as
+// the vector kernel (each product rounded, added from +0 in j order).
+func accRowsTail[F Float](d, src []F, offs []int, w []F, from int) {
+	for i := from; i < len(d); i++ {
+		var acc F
+		for j, o := range offs {
+			acc += F(w[j] * src[o+i])
+		}
+		d[i] = acc
+	}
+}

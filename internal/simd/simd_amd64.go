@@ -38,3 +38,14 @@ func SigmoidPairAVX2(s, sm, x *float32, n int)
 //
 //go:noescape
 func AdamAVX(p, grad, m, v *float32, n int, k *[9]float32)
+
+// AccRowsF32AVX2 sets d[i] = Σ_j round(w[j]·base[offs[j]+i]) for i < n, summed from +0 in j
+// order with one rounding per product and per add; k ≥ 1 rows, n a multiple of 8 (AVX2).
+//
+//go:noescape
+func AccRowsF32AVX2(d, base *float32, offs *int, w *float32, k, n int)
+
+// AccRowsF64AVX2 is AccRowsF32AVX2 for float64; n a multiple of 4 (AVX2).
+//
+//go:noescape
+func AccRowsF64AVX2(d, base *float64, offs *int, w *float64, k, n int)
