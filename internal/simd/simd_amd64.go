@@ -49,3 +49,9 @@ func AccRowsF32AVX2(d, base *float32, offs *int, w *float32, k, n int)
 //
 //go:noescape
 func AccRowsF64AVX2(d, base *float64, offs *int, w *float64, k, n int)
+
+// ExpSubAVX2 sets y[i] = exp(x[i] − *m) for i < n, n a multiple of 8, *m finite and every
+// x[i] <= *m or −Inf (AVX2 + FMA).
+//
+//go:noescape
+func ExpSubAVX2(y, x *float32, n int, m *float32)
