@@ -55,3 +55,27 @@ func AccRowsF64AVX2(d, base *float64, offs *int, w *float64, k, n int)
 //
 //go:noescape
 func ExpSubAVX2(y, x *float32, n int, m *float32)
+
+// DotLanesF32AVX2 adds a[h]·b[h] (exact in float64) to lane h mod 8 of l, for h < n in h
+// order; n a multiple of 8 (AVX2 + FMA).
+//
+//go:noescape
+func DotLanesF32AVX2(l *[8]float64, a, b *float32, n int)
+
+// Dot3LanesF32AVX2 adds round((a[h]·b[h])·c[h]) to lane h mod 8 of l, for h < n in h order;
+// n a multiple of 8 (AVX2).
+//
+//go:noescape
+func Dot3LanesF32AVX2(l *[8]float64, a, b, c *float32, n int)
+
+// RMSScaleF32AVX2 sets y[i] = float32((x[i]·*r)·gain[i]) in float64 for i < n; n a multiple of 8
+// (AVX2).
+//
+//go:noescape
+func RMSScaleF32AVX2(y, x, gain *float32, r *float64, n int)
+
+// RMSBackF32AVX2 sets dx[i] = float32((rc[0]·gain[i])·dy[i] − x[i]·rc[1]) in float64 for i < n;
+// n a multiple of 8 (AVX2).
+//
+//go:noescape
+func RMSBackF32AVX2(dx, x, gain, dy *float32, rc *[2]float64, n int)
