@@ -12,15 +12,20 @@ import (
 // RMSNorm's rows) run on this CPU.
 var hasRowAsm = cpu.X86.HasAVX2 && cpu.X86.HasFMA
 
+// rowAsmMin is the shortest row the vector row kernels take (BenchmarkRowKernels: RMSNorm on
+// rows of 8 is faster in Go).
+const rowAsmMin = 32
+
 // The helpers below run the vector kernels over the longest prefix of whole groups of 8 and
-// return its length (0 when the CPU lacks AVX2 and FMA); the Go loops finish the rest with the
-// same operations, so the bits do not depend on which path ran. The slices after the first
+// return its length (0 when the CPU lacks AVX2 and FMA, or for rows shorter than rowAsmMin,
+// where the call costs more than it saves); the Go loops finish the rest with the same
+// operations, so the bits do not depend on which path ran. The slices after the first
 // must be at least as long as it.
 
-// dotLanes32 adds a[h]·b[h] to lane h mod 8 of l (dot64's lanes).
+// dotLanes32 sets l to dot64's lanes of the prefix: lane j sums a[h]·b[h], h ≡ j (mod 8).
 func dotLanes32(l *[8]float64, a, b []float32) int {
 	m := len(a) &^ 7
-	if !hasRowAsm || m == 0 {
+	if !hasRowAsm || m < rowAsmMin {
 		return 0
 	}
 	b = b[:m]
@@ -28,10 +33,10 @@ func dotLanes32(l *[8]float64, a, b []float32) int {
 	return m
 }
 
-// dot3Lanes32 adds round((a[h]·b[h])·c[h]) to lane h mod 8 of l (dot3_64's lanes).
+// dot3Lanes32 sets l to dot3_64's lanes of the prefix: lane j sums round((a[h]·b[h])·c[h]).
 func dot3Lanes32(l *[8]float64, a, b, c []float32) int {
 	m := len(a) &^ 7
-	if !hasRowAsm || m == 0 {
+	if !hasRowAsm || m < rowAsmMin {
 		return 0
 	}
 	b, c = b[:m], c[:m]
@@ -42,7 +47,7 @@ func dot3Lanes32(l *[8]float64, a, b, c []float32) int {
 // rmsScale32 sets y[j] = float32((x[j]·r)·g[j]) (rmsRow).
 func rmsScale32(y, x, g []float32, r float64) int {
 	m := len(y) &^ 7
-	if !hasRowAsm || m == 0 {
+	if !hasRowAsm || m < rowAsmMin {
 		return 0
 	}
 	x, g = x[:m], g[:m]
@@ -53,7 +58,7 @@ func rmsScale32(y, x, g []float32, r float64) int {
 // rmsBack32 sets dx[j] = float32((r·g[j])·dy[j] − x[j]·c) (rmsBackRow).
 func rmsBack32(dx, x, g, dy []float32, r, c float64) int {
 	m := len(dx) &^ 7
-	if !hasRowAsm || m == 0 {
+	if !hasRowAsm || m < rowAsmMin {
 		return 0
 	}
 	x, g, dy = x[:m], g[:m], dy[:m]

@@ -15,10 +15,10 @@ var hasExpAsm = cpu.X86.HasAVX2 && cpu.X86.HasFMA
 // expSub32 sets y[i] = exp(x[i] − m) with the AVX2 kernel (simd.ExpSubAVX2, beside the vector
 // sigmoid in internal/simd/sigmoid_amd64.s); the last len(x) mod 8 elements go through the
 // same kernel from a padded copy. m must be finite and every x[i] <= m or −Inf. Accuracy,
-// measured over x − m on a sweep of every 97th float32 in [−110, 0] and for m across ±10⁶
-// (TestExpSub32): within expSubULP units in the last place of the float64 exp rounded to
-// float32, subnormal results included; x = −Inf and x − m <= −104 give +0. Call it only when
-// hasExpAsm.
+// measured for x = m − d (rounded) with every float32 d in [0, 110] at eight maxima m from
+// −10⁶ to 3·10³⁸ (GOMOE_EXHAUSTIVE=1 go test -run ExpSub32 ./kernels/; every 97th by default): within
+// 1 unit in the last place of exp(float64(x) − float64(m)) rounded to float32, subnormal
+// results included; x = −Inf and x − m <= −104 give +0. Call it only when hasExpAsm.
 func expSub32(y, x []float32, m float32) {
 	n := len(x)
 	y = y[:n]

@@ -11,14 +11,15 @@
 // the Go code. n is a multiple of 8 everywhere.
 
 // func DotLanesF32AVX2(l *[8]float64, a, b *float32, n int)
-// l[j] += Σ_{h ≡ j mod 8} a[h]·b[h] in h order.
+// l[j] = Σ_{h ≡ j mod 8} a[h]·b[h], summed from +0 in h order. (l is written, never read: a
+// 32-byte load of what Go just stored 8 bytes at a time would stall on store forwarding.)
 TEXT ·DotLanesF32AVX2(SB), NOSPLIT, $0-32
 	MOVQ l+0(FP), DI
 	MOVQ a+8(FP), SI
 	MOVQ b+16(FP), DX
 	MOVQ n+24(FP), CX
-	VMOVUPD (DI), Y0
-	VMOVUPD 32(DI), Y1
+	VXORPD Y0, Y0, Y0
+	VXORPD Y1, Y1, Y1
 	SHRQ $3, CX
 	JZ dldone
 
@@ -41,16 +42,16 @@ dldone:
 	RET
 
 // func Dot3LanesF32AVX2(l *[8]float64, a, b, c *float32, n int)
-// l[j] += Σ_{h ≡ j mod 8} round(a[h]·b[h]·c[h]) in h order (a·b exact, times c rounded, then
-// added: no fused multiply-add).
+// l[j] = Σ_{h ≡ j mod 8} round(a[h]·b[h]·c[h]) from +0 in h order (a·b exact, times c
+// rounded, then added: no fused multiply-add).
 TEXT ·Dot3LanesF32AVX2(SB), NOSPLIT, $0-40
 	MOVQ l+0(FP), DI
 	MOVQ a+8(FP), SI
 	MOVQ b+16(FP), DX
 	MOVQ c+24(FP), R8
 	MOVQ n+32(FP), CX
-	VMOVUPD (DI), Y0
-	VMOVUPD 32(DI), Y1
+	VXORPD Y0, Y0, Y0
+	VXORPD Y1, Y1, Y1
 	SHRQ $3, CX
 	JZ d3done
 

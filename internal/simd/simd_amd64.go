@@ -56,14 +56,14 @@ func AccRowsF64AVX2(d, base *float64, offs *int, w *float64, k, n int)
 //go:noescape
 func ExpSubAVX2(y, x *float32, n int, m *float32)
 
-// DotLanesF32AVX2 adds a[h]·b[h] (exact in float64) to lane h mod 8 of l, for h < n in h
-// order; n a multiple of 8 (AVX2 + FMA).
+// DotLanesF32AVX2 sets lane j of l to the sum from +0 of a[h]·b[h] (exact in float64) over
+// h ≡ j (mod 8), h < n, in h order; n a multiple of 8 (AVX2 + FMA).
 //
 //go:noescape
 func DotLanesF32AVX2(l *[8]float64, a, b *float32, n int)
 
-// Dot3LanesF32AVX2 adds round((a[h]·b[h])·c[h]) to lane h mod 8 of l, for h < n in h order;
-// n a multiple of 8 (AVX2).
+// Dot3LanesF32AVX2 sets lane j of l to the sum from +0 of round((a[h]·b[h])·c[h]) over
+// h ≡ j (mod 8), h < n, in h order; n a multiple of 8 (AVX2).
 //
 //go:noescape
 func Dot3LanesF32AVX2(l *[8]float64, a, b, c *float32, n int)
