@@ -3,9 +3,10 @@
 package simd
 
 // The micro-kernels of package kernels' CPU paths, in Go assembly (gemm_amd64.s,
-// sigmoid_amd64.s, adam_amd64.s). Their contracts are in those files and at their callers
-// (kernels/gemm_amd64.go, kernels/sigmoid_amd64.go, kernels/optimizer_adam_amd64.go), which check every
-// length before they call them.
+// sigmoid_amd64.s, rmsnorm_amd64.s, accrows_amd64.s, adam_amd64.s). Their contracts are in
+// those files and at their callers (kernels/gemm_amd64.go, kernels/sigmoid_amd64.go,
+// kernels/softmax_amd64.go, kernels/rmsnorm_amd64.go, kernels/accrows_amd64.go,
+// kernels/optimizer_adam_amd64.go), which check every length before they call them.
 
 // Sgemm6x16AVX2 computes a 6×16 float32 tile from packed slivers (AVX2 + FMA).
 //
