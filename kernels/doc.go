@@ -18,8 +18,9 @@
 // is the engine (the CUDA type, device dtypes, status bits and launch plumbing). Tests that
 // cross concepts (hostile_, reliability_, fuzz_, bench_) are named after their kind.
 //
-// On the CPU they are Go (the GEMM micro-kernels, the vector sigmoid and the Adam step in Go
-// assembly on amd64, package internal/simd), parallel over GOMAXPROCS goroutines, with no cgo,
+// On the CPU they are Go (the GEMM micro-kernels, the vector sigmoid and the softmax's exp,
+// RMSNorm's rows, the weighted row sums of the combine and the Adam step in Go assembly on
+// amd64, package internal/simd), parallel over GOMAXPROCS goroutines, with no cgo,
 // for float32 and float64 (bfloat16 through conversions where the package says so). With the
 // build tag gomoecuda, the CUDA type runs their GPU twins on device pointers, in float32,
 // float64 and bfloat16: gomoe's kernels from the embedded fatbins (gomoe.cu, gmm.cu), cuBLAS,

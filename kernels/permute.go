@@ -101,25 +101,20 @@ func PermuteBackward[F Float](dx, dxp []F, p Plan, H int) error {
 	}
 	K := p.K
 	parallelRange(p.T, rowBlock, func(lo, hi int) {
+		offs, ones := make([]int, 0, K), make([]F, K)
+		for k := range ones {
+			ones[k] = 1 // 1·v is exact: accRows adds the rows themselves
+		}
 		for t := lo; t < hi; t++ {
-			dst := dx[t*H : (t+1)*H]
-			first := true
+			offs = offs[:0]
 			for _, r := range p.RowOf[t*K : (t+1)*K] {
-				if r < 0 {
-					continue
+				if r >= 0 {
+					offs = append(offs, int(r)*H)
 				}
-				src := dxp[int(r)*H : int(r)*H+len(dst)]
-				d := dst[:len(src)]
-				if first { // acc = 0 + v, written directly (0 + v, not v, so -0 becomes +0 as on the GPU)
-					setRow(d, src)
-					first = false
-					continue
-				}
-				addRow(d, src)
 			}
-			if first {
-				clear(dst)
-			}
+			// acc = 0 + v₀ (0 + v, not v, so −0 becomes +0 as on the GPU), then + v_k in k
+			// order; 0 with no kept slot.
+			accRows(dx[t*H:(t+1)*H], dxp, offs, ones)
 		}
 	})
 	return nil

@@ -34,32 +34,23 @@ func UnpermuteForward[F Float](y, yp, probs []F, p Plan, H int) error {
 	}
 	K := p.K
 	parallelRange(p.T, rowBlock, func(lo, hi int) {
+		// The kept slots of a token, in k order: their rows' offsets in yp and their weights.
+		offs, w := make([]int, 0, K), make([]F, 0, K)
 		for t := lo; t < hi; t++ {
-			dst := y[t*H : (t+1)*H]
-			first := true
+			offs, w = offs[:0], w[:0]
 			for k, r := range p.RowOf[t*K : (t+1)*K] {
 				if r < 0 {
 					continue
 				}
-				src := yp[int(r)*H : int(r)*H+len(dst)]
-				d := dst[:len(src)]
-				// The first slot is written as 0 + term (the same bits as clearing and adding,
-				// without the extra pass); later slots add in k order.
-				switch {
-				case probs == nil && first:
-					setRow(d, src)
-				case probs == nil:
-					addRow(d, src)
-				case first:
-					setScaledRow(d, src, probs[t*K+k])
-				default:
-					addScaledRow(d, src, probs[t*K+k])
+				offs = append(offs, int(r)*H)
+				if probs == nil {
+					w = append(w, 1) // 1·v is exact: the unweighted sum
+				} else {
+					w = append(w, probs[t*K+k])
 				}
-				first = false
 			}
-			if first {
-				clear(dst)
-			}
+			// y[t] = 0 + round(w₀·v₀), then + round(w_j·v_j) in k order; 0 with no kept slot.
+			accRows(y[t*H:(t+1)*H], yp, offs, w)
 		}
 	})
 	return nil

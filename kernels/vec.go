@@ -96,10 +96,16 @@ func scaleRow[F Float](d, s []F, w F) {
 // products with h ≡ j (mod 8) in h order, and the lanes are added pairwise in a fixed tree
 // ((0+4)+(2+6))+((1+5)+(3+7)). The order depends on len(a) alone, so the result is
 // reproducible everywhere; the 8 independent chains keep the adder busy.
+//
+// For float32 on amd64 the whole groups of 8 run in AVX2 (dotLanes32) with the same lanes and
+// roundings, so the result is bitwise the same.
 func dot64[F Float](a, b []F) float64 {
 	var l [8]float64
 	b = b[:len(a)]
 	i := 0
+	if a32, ok := any(a).([]float32); ok {
+		i = dotLanes32(&l, a32, any(b).([]float32))
+	}
 	for ; i+8 <= len(a); i += 8 {
 		aa, bb := a[i:i+8:i+8], b[i:i+8:i+8]
 		l[0] += float64(float64(aa[0]) * float64(bb[0]))
@@ -113,6 +119,52 @@ func dot64[F Float](a, b []F) float64 {
 	}
 	for j := 0; i < len(a); i, j = i+1, j+1 {
 		l[j] += float64(float64(a[i]) * float64(b[i]))
+	}
+	return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
+}
+
+// accRowsGo is accRows with the row loops above: d = 0 + round(w[0]·row 0), then
+// d += round(w[j]·row j) for j = 1, 2, … (d cleared when there are no rows).
+func accRowsGo[F Float](d, src []F, offs []int, w []F) {
+	n := len(d)
+	if len(offs) == 0 {
+		clear(d)
+		return
+	}
+	for j, o := range offs {
+		if j == 0 {
+			setScaledRow(d, src[o:o+n], w[j])
+		} else {
+			addScaledRow(d, src[o:o+n], w[j])
+		}
+	}
+}
+
+// accRowsTail computes the columns i >= from of accRows one at a time: the same roundings as
+// the vector kernel (each product rounded, added from +0 in j order).
+func accRowsTail[F Float](d, src []F, offs []int, w []F, from int) {
+	for i := from; i < len(d); i++ {
+		var acc F
+		for j, o := range offs {
+			acc += F(w[j] * src[o+i])
+		}
+		d[i] = acc
+	}
+}
+
+// dot3_64 is Σ_h round(round(a[h]·b[h])·c[h]) in float64 (each product rounded to float64: for
+// float32 data a·b is exact), in dot64's fixed lane order and lane tree; for float32 on amd64
+// the whole groups of 8 run in AVX2 (dot3Lanes32) with the same roundings.
+func dot3_64[F Float](a, b, c []F) float64 {
+	var l [8]float64
+	b, c = b[:len(a)], c[:len(a)]
+	i := 0
+	if a32, ok := any(a).([]float32); ok {
+		i = dot3Lanes32(&l, a32, any(b).([]float32), any(c).([]float32))
+	}
+	for j := 0; i < len(a); i, j = i+1, (j+1)&7 {
+		p := float64(float64(a[i]) * float64(b[i]))
+		l[j] += float64(p * float64(c[i]))
 	}
 	return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
 }

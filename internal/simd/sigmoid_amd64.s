@@ -197,3 +197,66 @@ loop:
 done:
 	VZEROUPPER
 	RET
+
+// func ExpSubAVX2(y, x *float32, n int, m *float32)
+// y[i] = exp(x[i] − m) for i < n, n a multiple of 8, m finite and x[i] <= m or −Inf (the row
+// softmax's numerators). The difference is kept exactly as s + lo (TwoSum, no fused ops) and
+// lo joins the reduced argument, so the rounding of x − m costs no accuracy; then the same
+// range reduction, polynomial and two-factor scaling as above. s <= −104 (and x = −Inf) gives
+// +0. See kernels/softmax_amd64.go for the measured accuracy.
+TEXT ·ExpSubAVX2(SB), NOSPLIT, $0-32
+	MOVQ y+0(FP), DI
+	MOVQ x+8(FP), SI
+	MOVQ n+16(FP), CX
+	MOVQ m+24(FP), AX
+	VBROADCASTSS (AX), Y9
+	VXORPS sgmSign<>(SB), Y9, Y10
+	SHRQ $3, CX
+	JZ edone
+	VMOVUPS sgmOne<>(SB), Y7
+	VMOVUPS sgmBias<>(SB), Y8
+	VMOVUPS sgmMin<>(SB), Y11
+
+eloop:
+	VMOVUPS (SI), Y0
+	VADDPS Y10, Y0, Y1
+	VSUBPS Y0, Y1, Y2
+	VSUBPS Y2, Y1, Y3
+	VSUBPS Y3, Y0, Y3
+	VSUBPS Y2, Y10, Y4
+	VADDPS Y4, Y3, Y3
+	VCMPPS $0x1e, Y11, Y1, Y4
+	VANDPS Y4, Y3, Y3
+	VMAXPS Y11, Y1, Y1
+	VMULPS sgmLog2e<>(SB), Y1, Y2
+	VROUNDPS $0, Y2, Y2
+	VFNMADD231PS sgmC1<>(SB), Y2, Y1
+	VFNMADD231PS sgmC2<>(SB), Y2, Y1
+	VADDPS Y3, Y1, Y1
+	VMOVUPS sgmP0<>(SB), Y3
+	VFMADD213PS sgmP1<>(SB), Y1, Y3
+	VFMADD213PS sgmP2<>(SB), Y1, Y3
+	VFMADD213PS sgmP3<>(SB), Y1, Y3
+	VFMADD213PS sgmP4<>(SB), Y1, Y3
+	VFMADD213PS sgmP5<>(SB), Y1, Y3
+	VMULPS Y1, Y1, Y4
+	VFMADD213PS Y1, Y4, Y3
+	VADDPS Y7, Y3, Y3
+	VCVTPS2DQ Y2, Y5
+	VPSRAD $1, Y5, Y6
+	VPSUBD Y6, Y5, Y5
+	VPADDD Y8, Y6, Y6
+	VPSLLD $23, Y6, Y6
+	VPADDD Y8, Y5, Y5
+	VPSLLD $23, Y5, Y5
+	VMULPS Y6, Y3, Y3
+	VMULPS Y5, Y3, Y3
+	VMOVUPS Y3, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DI
+	DECQ CX
+	JNZ eloop
+
+edone:
+	VZEROUPPER
+	RET
