@@ -155,8 +155,18 @@ func TestCUDAGemmErrors(t *testing.T) {
 	for e := 1; e <= g.E; e++ {
 		bad[g.E+e] = 8
 	}
-	if err := testCUDA.GroupedMatMulForward(F32, g, 2, 3, p, p, p, cuUpload(t, bad).p); err == nil || !strings.Contains(err.Error(), "outside") {
-		t.Errorf("plan with a segment outside R: error %v", err)
+	// The cuBLAS path refuses it at once (it reads the offsets on the host); the device-sized
+	// path skips that expert and flags it in the status word (it reads nothing on the host).
+	for _, force := range []bool{true, false} {
+		old := SetGMMCUBLAS(force)
+		err := testCUDA.GroupedMatMulForward(F32, g, 2, 3, p, p, p, cuUpload(t, bad).p)
+		if err == nil {
+			err = testCUDA.Status()
+		}
+		SetGMMCUBLAS(old)
+		if err == nil || !strings.Contains(err.Error(), "outside") {
+			t.Errorf("plan with a segment outside R (cuBLAS forced %v): error %v", force, err)
+		}
 	}
 }
 
@@ -252,8 +262,6 @@ func allOnOne(rng *rand.Rand, g Geometry) []int32 {
 // on a Hopper GPU; float32 and float64 from compute capability 8.0; the test asserts that they
 // ran), and cuBLAS grouped and per expert.
 func TestCUDAGroupedMatMul(t *testing.T) {
-	t.Setenv("GOMOE_SM90_GMM", "1")
-	t.Setenv("GOMOE_SIMT_GMM", "1")
 	rng := rand.New(rand.NewPCG(31, 32))
 	defer SetGroupedGEMM(SetGroupedGEMM(true))
 	defer SetGMMCUBLAS(SetGMMCUBLAS(false))
@@ -388,8 +396,6 @@ func TestCUDAGroupedMatMulBench(t *testing.T) {
 	if !*gpuBenchFlag {
 		t.Skip("run with -gomoe.bench")
 	}
-	t.Setenv("GOMOE_SM90_GMM", "1")
-	t.Setenv("GOMOE_SIMT_GMM", "1")
 	defer SetGroupedGEMM(SetGroupedGEMM(true))
 	defer SetGMMCUBLAS(SetGMMCUBLAS(false))
 	shapes := []struct {
@@ -479,8 +485,6 @@ func TestCUDAGroupedMatMulBench(t *testing.T) {
 // sm_90a, float32 and float64 on the CUTLASS grouped GEMM) enqueue behind a kernel that holds
 // the stream (kernels.SyncProbe) without waiting for it.
 func TestCUDAGroupedMatMulNoHostSync(t *testing.T) {
-	t.Setenv("GOMOE_SM90_GMM", "1")
-	t.Setenv("GOMOE_SIMT_GMM", "1")
 	defer SetGMMCUBLAS(SetGMMCUBLAS(false))
 	g := Geometry{T: 256, K: 4, E: 16, A: 8}
 	H, N := 64, 96

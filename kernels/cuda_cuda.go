@@ -110,6 +110,9 @@ func (s StatusError) Error() string {
 	if s&StatusBadIndex != 0 {
 		parts = append(parts, "an embedding id was outside [0, V) (its row set to 0)")
 	}
+	if s&StatusBadPlan != 0 {
+		parts = append(parts, "a grouped matmul's plan had an expert segment outside its rows (that expert skipped, its dW set to 0)")
+	}
 	return "gomoe: device kernels: " + strings.Join(parts, "; ")
 }
 

@@ -27,10 +27,19 @@
 
 __device__ __forceinline__ long long gmmAlign16(long long b) { return (b + 15) & ~15LL; }
 
+// A segment outside [0, R) (a corrupt plan: counts or offsets negative, or offset + count
+// past R) gets no GEMM (m = 0), and gmm_prepare sets GMM_STATUS_BAD_PLAN in *status, which the
+// host reads at its next status check; gmm_zero_empty clears such an expert's dW.
+#define GMM_STATUS_BAD_PLAN 32
+
+__device__ __forceinline__ bool gmmSegmentOK(long long o, long long n, long long R) {
+  return o >= 0 && n >= 0 && o <= R && n <= R - o;
+}
+
 extern "C" __global__ void __launch_bounds__(256)
 gmm_prepare(int form, const int *__restrict__ counts, const int *__restrict__ offsets, int E,
-            long long H, long long N, long long esize, const char *a, const char *b, char *d,
-            char *table) {
+            long long R, long long H, long long N, long long esize, const char *a, const char *b,
+            char *d, char *table, int *status) {
   long long G = E;
   int *shapes = (int *)table;
   long long base = gmmAlign16(12 * G);
@@ -42,6 +51,10 @@ gmm_prepare(int form, const int *__restrict__ counts, const int *__restrict__ of
   long long *lb = la + G, *lc = lb + G, *ld = lc + G;
   for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < E; e += gridDim.x * blockDim.x) {
     long long o = offsets[e], n = counts[e];
+    if (!gmmSegmentOK(o, n, R)) {
+      atomicOr(status, GMM_STATUS_BAD_PLAN);
+      o = 0, n = 0;
+    }
     long long m = n, nn = N, k = H;
     const char *A, *B;
     char *D;
@@ -87,13 +100,15 @@ gmm_zero_rows(char *out, const int *__restrict__ tokenOf, long long R, long long
   }
 }
 
-// gmm_zero_empty clears dw[e] (matBytes bytes) of each expert with counts[e] == 0. Block b
-// works on expert b / chunks and clears every chunks-th 16-byte word (byte, when dw or
-// matBytes is not 16-byte aligned) of it from word b % chunks on.
+// gmm_zero_empty clears dw[e] (matBytes bytes) of each expert with no rows: counts[e] == 0,
+// or a segment outside [0, R) (which gmm_prepare flags). Block b works on expert b / chunks
+// and clears every chunks-th 16-byte word (byte, when dw or matBytes is not 16-byte aligned)
+// of it from word b % chunks on.
 extern "C" __global__ void __launch_bounds__(256)
-gmm_zero_empty(char *dw, const int *__restrict__ counts, long long matBytes, int chunks) {
+gmm_zero_empty(char *dw, const int *__restrict__ counts, const int *__restrict__ offsets,
+               long long R, long long matBytes, int chunks) {
   int e = blockIdx.x / chunks, c = blockIdx.x % chunks;
-  if (counts[e] != 0) return;
+  if (counts[e] != 0 && gmmSegmentOK(offsets[e], counts[e], R)) return;
   char *p = dw + (long long)e * matBytes;
   long long step = (long long)chunks * blockDim.x, i0 = (long long)c * blockDim.x + threadIdx.x;
   if ((((unsigned long long)p | (unsigned long long)matBytes) & 15) == 0) {

@@ -43,7 +43,6 @@ import "C"
 import (
 	_ "embed"
 	"fmt"
-	"os"
 	"sync"
 	"unsafe"
 
@@ -61,11 +60,6 @@ var simtFatbin string
 
 // gmmSimtKernels are the kernels of gomoe_simt.fatbin, index 2·form + (1 for float64).
 var gmmSimtKernels = [...]string{"gmmsimt_fwd_f32", "gmmsimt_fwd_f64", "gmmsimt_rows_f32", "gmmsimt_rows_f64", "gmmsimt_wgrad_f32", "gmmsimt_wgrad_f64"}
-
-// gmmSimtEnabled gates the path while it waits for its first GPU run, as gmm90Enabled does:
-// written and compiled in a session that was lent no GPU, it runs only when GOMOE_SIMT_GMM=1
-// (the GPU tests set it) until a GPU run has checked and timed it.
-func gmmSimtEnabled() bool { return os.Getenv("GOMOE_SIMT_GMM") == "1" }
 
 // gmmSimt is the float32/float64 grouped matmul state of one CUDA value.
 type gmmSimt struct {

@@ -76,7 +76,6 @@ import (
 	_ "embed"
 	"fmt"
 	"math"
-	"os"
 	"sync"
 	"unsafe"
 
@@ -455,25 +454,25 @@ func (c *CUDA) runGMM90(st *gmm90, form int, g Geometry, H, N int, out, a, b, pl
 func (c *CUDA) gmmSetup(form int, d DType, g Geometry, H, N int, out, a, b, plan, table cu.DevicePtr, accumulate bool) error {
 	counts, offsets, _, tokenOf := planParts(g, plan)
 	var pa args
-	pa.i(form).p(counts).p(offsets).i(g.E).l(int64(H)).l(int64(N)).l(int64(d.Size())).p(a).p(b).p(out).p(table)
+	pa.i(form).p(counts).p(offsets).i(g.E).l(int64(g.Rows())).l(int64(H)).l(int64(N)).l(int64(d.Size())).p(a).p(b).p(out).p(table).p(c.status)
 	if err := c.launch("gmm_prepare", (g.E+255)/256, 256, 0, pa); err != nil {
 		return err
 	}
 	if accumulate {
 		return nil
 	}
-	return c.gmmZero(form, g, H, N, d, out, counts, tokenOf)
+	return c.gmmZero(form, g, H, N, d, out, counts, offsets, tokenOf)
 }
 
 // gmmZero clears the part of out that belongs to no expert: rows whose tokenOf is negative
-// (forms 0 and 1), or dw[e] of the experts with no rows (form 2). It reads the plan on the
-// device. It must run inside c.do.
-func (c *CUDA) gmmZero(form int, g Geometry, H, N int, d DType, out, counts, tokenOf cu.DevicePtr) error {
+// (forms 0 and 1), or dw[e] of the experts with no rows or a segment outside the rows (form
+// 2). It reads the plan on the device. It must run inside c.do.
+func (c *CUDA) gmmZero(form int, g Geometry, H, N int, d DType, out, counts, offsets, tokenOf cu.DevicePtr) error {
 	if form == gmmWeights {
 		mat := int64(H) * int64(N) * int64(d.Size())
 		chunks := int(min((mat/16+255)/256, 64))
 		var a args
-		a.p(out).p(counts).l(mat).i(chunks)
+		a.p(out).p(counts).p(offsets).l(int64(g.Rows())).l(mat).i(chunks)
 		return c.launch("gmm_zero_empty", g.E*chunks, 256, 0, a)
 	}
 	cols := N
@@ -486,23 +485,25 @@ func (c *CUDA) gmmZero(form int, g Geometry, H, N int, d DType, out, counts, tok
 	return c.launch("gmm_zero_rows", gridFor((R+7)/8*256, 256), 256, 0, a)
 }
 
+// StatusBadPlan is the status bit the device-sized grouped matmul sets when the plan gives an
+// expert a segment outside [0, R) (gmm.cu's GMM_STATUS_BAD_PLAN): that expert gets no GEMM and,
+// in the weight gradient, dW = 0. The cuBLAS path reads the offsets on the host and refuses
+// such a plan at once instead.
+const StatusBadPlan = 32
+
 // gmmForceCUBLAS makes every grouped matmul take the cuBLAS path (tests compare the two).
 var gmmForceCUBLAS = false
-
-// gmm90Enabled gates the sm_90a path while it waits for its first GPU run: it was written and
-// compiled (nvcc 12.4, CUTLASS 4.7) in a session that was lent no GPU, so until a GPU run has
-// checked it against the CPU (TestCUDAGroupedMatMul) and timed it, it runs only when
-// GOMOE_SM90_GMM=1, which the GPU tests set. The session that validates it removes this gate.
-func gmm90Enabled() bool { return os.Getenv("GOMOE_SM90_GMM") == "1" }
 
 var errGMMUnavailable = fmt.Errorf("gomoe: no device-sized grouped GEMM for this call")
 
 // gmmDevice runs a grouped matmul of form with sizes read on the device, where a kernel for
 // it exists (bfloat16 on sm_90a with 16-byte rows; float32 and float64 on compute capability
-// 8.0 and later); done false means the caller takes the cuBLAS path. It checks the arguments the same way the cuBLAS path does.
+// 8.0 and later); done false means the caller takes the cuBLAS path. It checks the arguments
+// as the cuBLAS path does, except the plan's offsets, which stay on the device: a segment
+// outside the rows is skipped and flagged (StatusBadPlan).
 func (c *CUDA) gmmDevice(what string, form int, d DType, g Geometry, H, N int, out, a, b, plan cu.DevicePtr, accumulate bool) (done bool, err error) {
-	sm90 := d == BF16 && gmm90Enabled() && gmm90Usable(H, N, out, a, b)
-	simt := (d == F32 || d == F64) && gmmSimtEnabled()
+	sm90 := d == BF16 && gmm90Usable(H, N, out, a, b)
+	simt := d == F32 || d == F64
 	if gmmForceCUBLAS || !(sm90 || simt) {
 		return false, nil
 	}

@@ -21,8 +21,6 @@ import (
 // copy, a stream sync) would block until the probe gives up. Dropless and capacity layers,
 // with and without shared experts.
 func TestLayerStepNoHostSync(t *testing.T) {
-	t.Setenv("GOMOE_SM90_GMM", "1") // the device-sized grouped GEMMs, until they are on by default
-	t.Setenv("GOMOE_SIMT_GMM", "1")
 	eng := engine(t)
 	if err := eng.Kernels().Sync(); err != nil {
 		t.Fatal(err)
