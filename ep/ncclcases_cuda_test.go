@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	"gorgonia.org/tensor"
 
 	gdev "github.com/gomoe/gomoe/device"
+	"github.com/gomoe/gomoe/internal/ranktest"
 )
 
 // The expert-parallel ops over NCCL: the bodies of the GPU tests of ep/nccl_cuda_test.go
@@ -27,29 +27,7 @@ func commDevice(c Communicator) int { return c.(interface{ Device() int }).Devic
 // NCCLRun calls fn once per rank, each in its own goroutine; the first failure aborts every
 // rank. It fails the test after a deadline (a hang).
 func NCCLRun(t *testing.T, comms []Communicator) func(fn func(Communicator) error) error {
-	return func(fn func(Communicator) error) error {
-		errs := make([]error, len(comms))
-		var wg sync.WaitGroup
-		for r, c := range comms {
-			wg.Add(1)
-			go func(r int, c Communicator) {
-				defer wg.Done()
-				if errs[r] = fn(c); errs[r] != nil {
-					for _, o := range comms {
-						o.Abort(errs[r])
-					}
-				}
-			}(r, c)
-		}
-		done := make(chan struct{})
-		go func() { wg.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(2 * time.Minute):
-			t.Fatal("NCCL ranks did not finish within 2 minutes")
-		}
-		return errors.Join(errs...)
-	}
+	return func(fn func(Communicator) error) error { return ranktest.Run(t, comms, fn) }
 }
 
 // NCCLExpertParallelEqualsSingleRank runs the layer tests over NCCL (host tensors staged

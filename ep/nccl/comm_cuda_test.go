@@ -3,9 +3,7 @@
 package nccl
 
 import (
-	"errors"
 	"math/rand"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +11,7 @@ import (
 
 	"github.com/gomoe/gomoe/ep"
 	"github.com/gomoe/gomoe/ep/internal/ncclknob"
+	"github.com/gomoe/gomoe/internal/ranktest"
 )
 
 // The communicator's own tests, with one rank per visible GPU (a communicator of size 1 on a
@@ -45,27 +44,7 @@ func ncclComms(t *testing.T) []*Comm {
 // rank. It fails the test after a deadline (a hang).
 func ncclRun(t *testing.T, comms []*Comm) func(fn func(ep.Communicator) error) error {
 	return func(fn func(ep.Communicator) error) error {
-		errs := make([]error, len(comms))
-		var wg sync.WaitGroup
-		for r, c := range comms {
-			wg.Add(1)
-			go func(r int, c *Comm) {
-				defer wg.Done()
-				if errs[r] = fn(c); errs[r] != nil {
-					for _, o := range comms {
-						o.Abort(errs[r])
-					}
-				}
-			}(r, c)
-		}
-		done := make(chan struct{})
-		go func() { wg.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(2 * time.Minute):
-			t.Fatal("NCCL ranks did not finish within 2 minutes")
-		}
-		return errors.Join(errs...)
+		return ranktest.Run(t, comms, func(c *Comm) error { return fn(c) })
 	}
 }
 
