@@ -8,6 +8,8 @@ import (
 	"gorgonia.org/cu"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/kernels"
 )
 
 // Device versions of package op's BiasAdd, ReLU, RMSNorm, CrossEntropy and Embedding: the CUDA twins of
@@ -16,30 +18,34 @@ import (
 // nnMatrix returns the engine, kernel dtype and shape of a device matrix x [N,D] and checks
 // that the other values (nil skipped) are on the same engine, of x's dtype, contiguous, with
 // the given element counts.
-func nnMatrix(x G.Value, others []G.Value, sizes []int) (*Engine, int64, int, error) {
+func nnMatrix(x G.Value, others []G.Value, sizes []int) (*Engine, kernels.DType, int64, int, error) {
 	e, err := devOf(append([]G.Value{x}, others...)...)
 	if err != nil {
-		return nil, 0, 0, err
+		return nil, 0, 0, 0, err
 	}
 	s := x.Shape()
 	if s.Dims() != 2 || s[0] < 1 || s[1] < 1 {
-		return nil, 0, 0, fmt.Errorf("x has shape %v, want a non-empty matrix", s)
+		return nil, 0, 0, 0, fmt.Errorf("x has shape %v, want a non-empty matrix", s)
 	}
 	if err := contiguous("x", x); err != nil {
-		return nil, 0, 0, err
+		return nil, 0, 0, 0, err
 	}
 	for i, v := range others {
 		if v == nil {
 			continue
 		}
 		if v.Dtype() != x.Dtype() {
-			return nil, 0, 0, fmt.Errorf("input %d has dtype %v, x %v", i+1, v.Dtype(), x.Dtype())
+			return nil, 0, 0, 0, fmt.Errorf("input %d has dtype %v, x %v", i+1, v.Dtype(), x.Dtype())
 		}
 		if err := checkSize(fmt.Sprintf("input %d", i+1), v, sizes[i]); err != nil {
-			return nil, 0, 0, err
+			return nil, 0, 0, 0, err
 		}
 	}
-	return e, int64(s[0]), s[1], nil
+	dt, err := DType(x.Dtype())
+	if err != nil {
+		return nil, 0, 0, 0, err
+	}
+	return e, dt, int64(s[0]), s[1], nil
 }
 
 // nnOut allocates a step tensor for a kernel's output and releases it if run fails.
@@ -70,11 +76,7 @@ func (cudaBackend) BiasAdd(x, b G.Value) (G.Value, error) {
 	if x == nil || b == nil {
 		return nil, fmt.Errorf("nil input")
 	}
-	e, N, D, err := nnMatrix(x, []G.Value{b}, []int{lastDim(x)})
-	if err != nil {
-		return nil, err
-	}
-	dt, err := DType(x.Dtype())
+	e, dt, N, D, err := nnMatrix(x, []G.Value{b}, []int{lastDim(x)})
 	if err != nil {
 		return nil, err
 	}
@@ -96,11 +98,7 @@ func (cudaBackend) ColSum(x G.Value) (G.Value, error) {
 	if x == nil {
 		return nil, fmt.Errorf("nil input")
 	}
-	e, N, D, err := nnMatrix(x, nil, nil)
-	if err != nil {
-		return nil, err
-	}
-	dt, err := DType(x.Dtype())
+	e, dt, N, D, err := nnMatrix(x, nil, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -133,11 +131,7 @@ func (cudaBackend) RMSNorm(x, gain G.Value, eps float64) (G.Value, error) {
 	if x == nil || gain == nil {
 		return nil, fmt.Errorf("nil input")
 	}
-	e, N, D, err := nnMatrix(x, []G.Value{gain}, []int{lastDim(x)})
-	if err != nil {
-		return nil, err
-	}
-	dt, err := DType(x.Dtype())
+	e, dt, N, D, err := nnMatrix(x, []G.Value{gain}, []int{lastDim(x)})
 	if err != nil {
 		return nil, err
 	}
@@ -150,11 +144,7 @@ func (cudaBackend) RMSNormGrad(x, gain, dy G.Value, eps float64, which int) (G.V
 	if x == nil || gain == nil || dy == nil {
 		return nil, fmt.Errorf("nil input")
 	}
-	e, N, D, err := nnMatrix(x, []G.Value{gain, dy}, []int{lastDim(x), x.Shape().TotalSize()})
-	if err != nil {
-		return nil, err
-	}
-	dt, err := DType(x.Dtype())
+	e, dt, N, D, err := nnMatrix(x, []G.Value{gain, dy}, []int{lastDim(x), x.Shape().TotalSize()})
 	if err != nil {
 		return nil, err
 	}
@@ -177,11 +167,7 @@ func (cudaBackend) CrossEntropy(logits, target G.Value) (G.Value, error) {
 	if logits == nil || target == nil {
 		return nil, fmt.Errorf("nil input")
 	}
-	e, N, C, err := nnMatrix(logits, []G.Value{target}, []int{logits.Shape().TotalSize()})
-	if err != nil {
-		return nil, err
-	}
-	dt, err := DType(logits.Dtype())
+	e, dt, N, C, err := nnMatrix(logits, []G.Value{target}, []int{logits.Shape().TotalSize()})
 	if err != nil {
 		return nil, err
 	}
@@ -197,11 +183,7 @@ func (cudaBackend) CrossEntropyGrad(logits, target, dy G.Value, scale float64) (
 	if logits == nil || target == nil {
 		return nil, fmt.Errorf("nil input")
 	}
-	e, N, C, err := nnMatrix(logits, []G.Value{target, dy}, []int{logits.Shape().TotalSize(), 1})
-	if err != nil {
-		return nil, err
-	}
-	dt, err := DType(logits.Dtype())
+	e, dt, N, C, err := nnMatrix(logits, []G.Value{target, dy}, []int{logits.Shape().TotalSize(), 1})
 	if err != nil {
 		return nil, err
 	}
@@ -222,7 +204,7 @@ func (cudaBackend) Embedding(table, ids G.Value) (G.Value, error) {
 	if table == nil || ids == nil {
 		return nil, fmt.Errorf("nil input")
 	}
-	e, V, D, err := nnMatrix(table, nil, nil)
+	e, dt, V, D, err := nnMatrix(table, nil, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -231,10 +213,6 @@ func (cudaBackend) Embedding(table, ids G.Value) (G.Value, error) {
 	}
 	n := ids.Shape().TotalSize()
 	if err := idsOf(ids, n); err != nil {
-		return nil, err
-	}
-	dt, err := DType(table.Dtype())
-	if err != nil {
 		return nil, err
 	}
 	return nnOut(e, table.Dtype(), []int{n, D}, func(o cu.DevicePtr) error {
@@ -246,7 +224,7 @@ func (cudaBackend) EmbeddingGrad(dy, ids G.Value, V int) (G.Value, error) {
 	if dy == nil || ids == nil {
 		return nil, fmt.Errorf("nil input")
 	}
-	e, N, D, err := nnMatrix(dy, nil, nil)
+	e, dt, N, D, err := nnMatrix(dy, nil, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -254,10 +232,6 @@ func (cudaBackend) EmbeddingGrad(dy, ids G.Value, V int) (G.Value, error) {
 		return nil, err
 	}
 	if err := idsOf(ids, int(N)); err != nil {
-		return nil, err
-	}
-	dt, err := DType(dy.Dtype())
-	if err != nil {
 		return nil, err
 	}
 	return nnOut(e, dy.Dtype(), []int{V, D}, func(o cu.DevicePtr) error {

@@ -15,13 +15,9 @@ func FuzzPlanCheck(f *testing.F) {
 	f.Add(uint8(17), uint8(3), uint8(5), uint8(3), uint8(4), uint8(3), []byte{200, 1, 7}, []byte{40, 255, 7, 0})
 	f.Add(uint8(9), uint8(1), uint8(2), uint8(2), uint8(1), uint8(1), []byte{1}, []byte{})
 	f.Fuzz(func(t *testing.T, t8, k8, e8, a8, c8, mode8 uint8, raw, edits []byte) {
-		g, ids, probs := fuzzGeometry(t8, k8, e8, a8, c8, mode8, raw)
-		if g.Validate() != nil || g.CheckIDs(ids) != nil {
+		g, _, probs, flat, ok := fuzzPlan(t, t8, k8, e8, a8, c8, mode8, raw)
+		if !ok {
 			return
-		}
-		flat := make([]int32, g.PlanLen())
-		if err := BuildPlan(flat, g, ids, probs); err != nil {
-			t.Fatal(err)
 		}
 		// Each edit is 2 bytes: a position in the flat vector and a value in [-3, 252].
 		for i := 0; i+1 < len(edits) && i < 16; i += 2 {
@@ -105,15 +101,11 @@ func FuzzUnpermuteBackward(f *testing.F) {
 	f.Add(uint8(5), uint8(2), uint8(4), uint8(1), uint8(3), uint8(0), uint8(3), []byte{3, 4, 5, 6, 7, 8})
 	f.Add(uint8(30), uint8(3), uint8(6), uint8(4), uint8(2), uint8(2), uint8(5), []byte{9, 1})
 	f.Fuzz(func(t *testing.T, t8, k8, e8, a8, c8, mode8, h8 uint8, raw []byte) {
-		g, ids, probs := fuzzGeometry(t8, k8, e8, a8, c8, mode8, raw)
-		if g.Validate() != nil || g.CheckIDs(ids) != nil {
+		g, _, probs, flat, ok := fuzzPlan(t, t8, k8, e8, a8, c8, mode8, raw)
+		if !ok {
 			return
 		}
 		H := int(h8%9) + 1
-		flat := make([]int32, g.PlanLen())
-		if err := BuildPlan(flat, g, ids, probs); err != nil {
-			t.Fatal(err)
-		}
 		p, _ := g.View(flat)
 		R := g.Rows()
 		dy := make([]float64, g.T*H)

@@ -5,6 +5,21 @@ import (
 	"testing"
 )
 
+// fuzzPlan is fuzzGeometry's input with its plan built into flat; ok is false, and nothing is
+// built, when the geometry or the ids are invalid (the fuzzers that need a plan skip them).
+func fuzzPlan(t *testing.T, t8, k8, e8, a8, c8, mode8 uint8, raw []byte) (g Geometry, ids []int32, probs []float64, flat []int32, ok bool) {
+	t.Helper()
+	g, ids, probs = fuzzGeometry(t8, k8, e8, a8, c8, mode8, raw)
+	if g.Validate() != nil || g.CheckIDs(ids) != nil {
+		return g, ids, probs, nil, false
+	}
+	flat = make([]int32, g.PlanLen())
+	if err := BuildPlan(flat, g, ids, probs); err != nil {
+		t.Fatal(err)
+	}
+	return g, ids, probs, flat, true
+}
+
 // fuzzGeometry derives a small geometry and ids from fuzz input. Every id byte maps to
 // [-2, E], so out-of-range and repeated ids are produced too: BuildPlan must then return an
 // error, never panic.
@@ -75,15 +90,11 @@ func FuzzPermuteUnpermute(f *testing.F) {
 	f.Add(uint8(5), uint8(2), uint8(4), uint8(1), uint8(3), uint8(0), uint8(3), []byte{3, 4, 5, 6, 7, 8})
 	f.Add(uint8(17), uint8(3), uint8(5), uint8(3), uint8(4), uint8(1), uint8(9), []byte{200, 1, 7})
 	f.Fuzz(func(t *testing.T, t8, k8, e8, a8, c8, mode8, h8 uint8, raw []byte) {
-		g, ids, probs := fuzzGeometry(t8, k8, e8, a8, c8, mode8, raw)
-		if g.Validate() != nil || g.CheckIDs(ids) != nil {
+		g, ids, probs, flat, ok := fuzzPlan(t, t8, k8, e8, a8, c8, mode8, raw)
+		if !ok {
 			return
 		}
 		H := int(h8%9) + 1
-		flat := make([]int32, g.PlanLen())
-		if err := BuildPlan(flat, g, ids, probs); err != nil {
-			t.Fatal(err)
-		}
 		p, _ := g.View(flat)
 		x := make([]float64, g.T*H)
 		for i := range x {

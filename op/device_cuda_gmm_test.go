@@ -40,53 +40,11 @@ func gmmGraphRun(t *testing.T, geo kernels.Geometry, H, N int, dt tensor.Dtype, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	bind := func(n *G.Node, v *tensor.Dense) {
-		var val G.Value = v
-		if e != nil {
-			dv, err := e.CopyIn(v)
-			if err != nil {
-				t.Fatal(err)
-			}
-			val = dv
-		}
-		if err := G.Let(n, val); err != nil {
-			t.Fatal(err)
-		}
-	}
-	bind(ids, asTensor(in["ids"], tensor.Int32, geo.T, geo.K))
-	bind(xp, asTensor(in["xp"], dt, R, H))
-	bind(w, asTensor(in["w"], dt, geo.E, H, N))
-	bind(dz, asTensor(in["dz"], dt, R, N))
-	opts := []G.VMOpt{}
-	if e != nil {
-		opts = append(opts, G.WithEngine(e))
-	}
-	vm := G.NewTapeMachine(g, opts...)
-	defer vm.Close()
-	if err := vm.RunAll(); err != nil {
-		t.Fatal(err)
-	}
-	var out []*tensor.Dense
-	for _, n := range []*G.Node{z, grads[0], grads[1]} {
-		v := n.Value().(*tensor.Dense)
-		if e != nil {
-			if !e.Owns(v) {
-				t.Fatalf("%v: value is not on the GPU", n)
-			}
-			h, err := e.CopyOut(v)
-			if err != nil {
-				t.Fatalf("%v: %v", n, err)
-			}
-			v = h
-		} else {
-			v = v.Clone().(*tensor.Dense)
-		}
-		out = append(out, v)
-	}
-	if e != nil {
-		e.EndStep()
-	}
-	return out
+	letOn(t, e, ids, asTensor(in["ids"], tensor.Int32, geo.T, geo.K))
+	letOn(t, e, xp, asTensor(in["xp"], dt, R, H))
+	letOn(t, e, w, asTensor(in["w"], dt, geo.E, H, N))
+	letOn(t, e, dz, asTensor(in["dz"], dt, R, N))
+	return runOn(t, g, e, z, grads[0], grads[1])
 }
 
 // TestGroupedMatMulOnGPU runs the grouped matmul forward and both gradients on the GPU engine
@@ -214,17 +172,11 @@ func TestGroupedMatMulGPUErrors(t *testing.T) {
 		w:    asTensor(make([]float64, geo.E*6), tensor.Float32, geo.E, 3, 2),
 		plan: asTensor(flat, tensor.Int32, geo.PlanLen()),
 	} {
-		var val G.Value = v
-		if i != w { // w stays on the host: a mix is an error
-			dv, err := e.CopyIn(v)
-			if err != nil {
-				t.Fatal(err)
-			}
-			val = dv
+		eng := e
+		if i == w { // w stays on the host: a mix is an error
+			eng = nil
 		}
-		if err := G.Let(i, val); err != nil {
-			t.Fatal(err)
-		}
+		letOn(t, eng, i, v)
 	}
 	vm := G.NewTapeMachine(g, G.WithEngine(e))
 	defer vm.Close()

@@ -50,13 +50,7 @@ func buildLossGraph(t *testing.T, dt tensor.Dtype, T, K, E, B int, seed uint64) 
 	l.ids = G.NewMatrix(l.g, tensor.Int32, G.WithShape(T, K), G.WithName("ids"), G.WithValue(asTensor(ids, tensor.Int32, T, K)))
 	l.s = G.NewMatrix(l.g, dt, G.WithShape(T, E), G.WithName("s"), G.WithValue(asTensor(sv, dt, T, E)))
 	l.x = G.NewMatrix(l.g, dt, G.WithShape(T, E), G.WithName("x"), G.WithValue(asTensor(xv, dt, T, E)))
-	must := func(n *G.Node, err error) *G.Node {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
+	must := mustOf(t)
 	l1 := must(op.BalanceLoss(l.ids, l.s, E, K, 1, 0.01))
 	l2 := must(op.BalanceLoss(l.ids, l.s, E, K, B, 0.02))
 	l3 := must(op.ZLoss(l.x, 0.001))
@@ -73,34 +67,6 @@ func buildLossGraph(t *testing.T, dt tensor.Dtype, T, K, E, B int, seed uint64) 
 		G.Read(n, &l.vals[i])
 	}
 	return l
-}
-
-// lossHost returns a value as float64s, copied from the GPU if it lives there.
-func lossHost(t *testing.T, e *device.Engine, v G.Value) []float64 {
-	t.Helper()
-	if d, ok := v.(*tensor.Dense); ok && e != nil && e.Owns(d) {
-		h, err := e.CopyOut(d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		v = h
-	}
-	switch x := v.Data().(type) {
-	case float32:
-		return []float64{float64(x)}
-	case float64:
-		return []float64{x}
-	case []float32:
-		o := make([]float64, len(x))
-		for i, f := range x {
-			o[i] = float64(f)
-		}
-		return o
-	case []float64:
-		return append([]float64(nil), x...)
-	}
-	t.Fatalf("value of %T", v.Data())
-	return nil
 }
 
 // TestLossesOnGPU runs the losses' cost forward and backward on the CPU and on the GPU engine:
@@ -125,19 +91,7 @@ func TestLossesOnGPU(t *testing.T) {
 				if err := e.Bind(gpu.ids, gpu.s, gpu.x); err != nil {
 					t.Fatal(err)
 				}
-				mc := G.NewTapeMachine(cpu.g)
-				defer mc.Close()
-				mg := G.NewTapeMachine(gpu.g, G.WithEngine(e))
-				defer mg.Close()
-				if err := mc.RunAll(); err != nil {
-					t.Fatal(err)
-				}
-				if err := mg.RunAll(); err != nil {
-					t.Fatal(err)
-				}
-				if err := e.Status(); err != nil {
-					t.Fatal(err)
-				}
+				runCPUAndGPU(t, e, cpu.g, gpu.g)
 				for i := range cpu.outs {
 					d, ok := gpu.vals[i].(*tensor.Dense)
 					if !ok || !e.Owns(d) {
@@ -146,7 +100,7 @@ func TestLossesOnGPU(t *testing.T) {
 					if i < 4 && (d.Shape().Dims() != 0 || d.Dtype() != dt) {
 						t.Fatalf("%s: GPU value is %v %v, want a %v tensor of scalar shape", cpu.names[i], d.Dtype(), d.Shape(), dt)
 					}
-					hg, hc := lossHost(t, e, gpu.vals[i]), lossHost(t, nil, cpu.vals[i])
+					hg, hc := hostFloats(t, e, gpu.vals[i]), hostFloats(t, nil, cpu.vals[i])
 					if len(hg) != len(hc) {
 						t.Fatalf("%s: %d values on the GPU, %d on the CPU", cpu.names[i], len(hg), len(hc))
 					}

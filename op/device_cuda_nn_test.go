@@ -58,13 +58,7 @@ func buildMLP(t *testing.T, dt tensor.Dtype, N, In, H, C int, seed uint64) *mlp 
 	w1, b1, gain := mk("w1", 0.3, In, H), mk("b1", 0.1, H), mk("gain", 1, H)
 	w2, b2 := mk("w2", 0.3, H, C), mk("b2", 0.1, C)
 	m.params = G.Nodes{table, w1, b1, gain, w2, b2}
-	must := func(n *G.Node, err error) *G.Node {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
+	must := mustOf(t)
 	m.hidden = must(op.BiasAdd(must(G.Mul(must(op.Embedding(table, m.x)), w1)), b1))
 	m.relu = must(op.ReLU(m.hidden))
 	m.normed = must(op.RMSNorm(m.relu, gain, 1e-6))
@@ -83,37 +77,6 @@ func buildMLP(t *testing.T, dt tensor.Dtype, N, In, H, C int, seed uint64) *mlp 
 		G.Read(n, &m.gradV[i])
 	}
 	return m
-}
-
-// hostOf copies a device value to the host.
-func hostOf(t *testing.T, e *device.Engine, v G.Value) []float64 {
-	t.Helper()
-	d, ok := v.(*tensor.Dense)
-	if !ok {
-		return []float64{toF64(t, v.Data())}
-	}
-	if e != nil && e.Owns(d) {
-		h, err := e.CopyOut(d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		d = h
-	}
-	if d.Shape().IsScalar() {
-		return []float64{toF64(t, d.Data())}
-	}
-	return floats(d)
-}
-
-func toF64(t *testing.T, v any) float64 {
-	switch x := v.(type) {
-	case float32:
-		return float64(x)
-	case float64:
-		return x
-	}
-	t.Fatalf("scalar of %T", v)
-	return 0
 }
 
 // TestNNOpsOnGPU: the MLP's forward values, loss and weight gradients on the GPU (device
@@ -136,25 +99,13 @@ func TestNNOpsOnGPU(t *testing.T) {
 				if err := e.Bind(append(G.Nodes{gpu.x, gpu.t}, gpu.params...)...); err != nil {
 					t.Fatal(err)
 				}
-				mc := G.NewTapeMachine(cpu.g)
-				defer mc.Close()
-				mg := G.NewTapeMachine(gpu.g, G.WithEngine(e))
-				defer mg.Close()
-				if err := mc.RunAll(); err != nil {
-					t.Fatal(err)
-				}
-				if err := mg.RunAll(); err != nil {
-					t.Fatal(err)
-				}
-				if err := e.Status(); err != nil {
-					t.Fatal(err)
-				}
+				runCPUAndGPU(t, e, cpu.g, gpu.g)
 				if d, ok := gpu.loss.Value().(*tensor.Dense); !ok || !e.Owns(d) || !d.Shape().IsScalar() {
 					t.Fatalf("loss value is a %T, want a 0-d device tensor", gpu.loss.Value())
 				}
 				check := func(what string, a, b G.Value) {
 					t.Helper()
-					hg, hc := hostOf(t, e, a), hostOf(t, nil, b)
+					hg, hc := hostFloats(t, e, a), hostFloats(t, nil, b)
 					if len(hg) != len(hc) {
 						t.Fatalf("%s: %d values on the GPU, %d on the CPU", what, len(hg), len(hc))
 					}

@@ -173,13 +173,7 @@ func TestGPULargeSizes(t *testing.T) {
 		{probsN, tensor.New(tensor.WithShape(T, K), tensor.WithBacking(probs))},
 		{xN, hx}, {dyN, hdy},
 	} {
-		d, err := e.CopyIn(b.v)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := G.Let(b.n, d); err != nil {
-			t.Fatal(err)
-		}
+		letOn(t, e, b.n, b.v)
 	}
 	vm := G.NewTapeMachine(g, G.WithEngine(e))
 	defer vm.Close()
@@ -321,13 +315,7 @@ func TestGPUOutOfMemory(t *testing.T) {
 		ids: tensor.New(tensor.WithShape(2, 1), tensor.WithBacking([]int32{0, 0})),
 		x:   tensor.New(tensor.WithShape(2, H), tensor.WithBacking(make([]float32, 2*H))),
 	} {
-		d, err := e.CopyIn(v)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := G.Let(n, d); err != nil {
-			t.Fatal(err)
-		}
+		letOn(t, e, n, v)
 	}
 	vm := G.NewTapeMachine(g, G.WithEngine(e))
 	err = vm.RunAll()
@@ -376,13 +364,7 @@ func TestGPUStepMemoryFlat(t *testing.T) {
 		{d.dy, asTensor(in["dy"], bfloat16.Dtype, geo.T, H)},
 		{d.dpp, asTensor(in["dpp"], tensor.Float32, geo.Rows())},
 	} {
-		v, err := e.CopyIn(b.v)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := G.Let(b.n, v); err != nil {
-			t.Fatal(err)
-		}
+		letOn(t, e, b.n, b.v)
 	}
 	vm := G.NewTapeMachine(d.g, G.WithEngine(e))
 	defer vm.Close()

@@ -128,35 +128,45 @@ func asTensor(v []float64, dt tensor.Dtype, shape ...int) *tensor.Dense {
 func runGraph(t testing.TB, geo kernels.Geometry, H int, dt tensor.Dtype, in map[string][]float64, e *device.Engine) []*tensor.Dense {
 	t.Helper()
 	d := buildDevGraph(t, geo, H, dt)
-	bind := func(n *G.Node, v *tensor.Dense) {
-		var val G.Value = v
-		if e != nil {
-			dv, err := e.CopyIn(v)
-			if err != nil {
-				t.Fatal(err)
-			}
-			val = dv
-		}
-		if err := G.Let(n, val); err != nil {
+	letOn(t, e, d.ids, asTensor(in["ids"], tensor.Int32, geo.T, geo.K))
+	letOn(t, e, d.probs, asTensor(in["probs"], probsDtype(dt), geo.T, geo.K))
+	letOn(t, e, d.x, asTensor(in["x"], dt, geo.T, H))
+	letOn(t, e, d.dy, asTensor(in["dy"], dt, geo.T, H))
+	letOn(t, e, d.dpp, asTensor(in["dpp"], probsDtype(dt), geo.Rows()))
+	return runOn(t, d.g, e, d.plan, d.y, d.pp, d.gradX, d.gradPr)
+}
+
+// letOn sets the input n to v: on the host when e is nil, else to a device copy of v on e.
+func letOn(t testing.TB, e *device.Engine, n *G.Node, v *tensor.Dense) {
+	t.Helper()
+	var val G.Value = v
+	if e != nil {
+		dv, err := e.CopyIn(v)
+		if err != nil {
 			t.Fatal(err)
 		}
+		val = dv
 	}
-	bind(d.ids, asTensor(in["ids"], tensor.Int32, geo.T, geo.K))
-	bind(d.probs, asTensor(in["probs"], probsDtype(dt), geo.T, geo.K))
-	bind(d.x, asTensor(in["x"], dt, geo.T, H))
-	bind(d.dy, asTensor(in["dy"], dt, geo.T, H))
-	bind(d.dpp, asTensor(in["dpp"], probsDtype(dt), geo.Rows()))
+	if err := G.Let(n, val); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// runOn runs g once, on e when e is not nil, and returns host copies of the values of outs
+// (which must live on the GPU when e is not nil); then it ends e's step.
+func runOn(t testing.TB, g *G.ExprGraph, e *device.Engine, outs ...*G.Node) []*tensor.Dense {
+	t.Helper()
 	opts := []G.VMOpt{}
 	if e != nil {
 		opts = append(opts, G.WithEngine(e))
 	}
-	vm := G.NewTapeMachine(d.g, opts...)
+	vm := G.NewTapeMachine(g, opts...)
 	defer vm.Close()
 	if err := vm.RunAll(); err != nil {
 		t.Fatal(err)
 	}
 	var out []*tensor.Dense
-	for _, n := range []*G.Node{d.plan, d.y, d.pp, d.gradX, d.gradPr} {
+	for _, n := range outs {
 		v := n.Value().(*tensor.Dense)
 		if e != nil {
 			if !e.Owns(v) {
@@ -176,6 +186,68 @@ func runGraph(t testing.TB, geo kernels.Geometry, H int, dt tensor.Dtype, in map
 		e.EndStep()
 	}
 	return out
+}
+
+// runCPUAndGPU runs the graph cpu on the host and the graph gpu on e, once each, and checks
+// e's status; both tape machines close when t ends.
+func runCPUAndGPU(t testing.TB, e *device.Engine, cpu, gpu *G.ExprGraph) {
+	t.Helper()
+	mc := G.NewTapeMachine(cpu)
+	t.Cleanup(func() { mc.Close() })
+	mg := G.NewTapeMachine(gpu, G.WithEngine(e))
+	t.Cleanup(func() { mg.Close() })
+	if err := mc.RunAll(); err != nil {
+		t.Fatal(err)
+	}
+	if err := mg.RunAll(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Status(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// mustOf returns must for building a graph in t: must(n, err) returns n and stops t on err.
+func mustOf(t testing.TB) func(*G.Node, error) *G.Node {
+	return func(n *G.Node, err error) *G.Node {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+}
+
+// hostFloats returns a value (a scalar, or a tensor on the host or on e) as host float64s.
+func hostFloats(t testing.TB, e *device.Engine, v G.Value) []float64 {
+	t.Helper()
+	d, ok := v.(*tensor.Dense)
+	if !ok {
+		return []float64{toF64(t, v.Data())}
+	}
+	if e != nil && e.Owns(d) {
+		h, err := e.CopyOut(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d = h
+	}
+	if d.Shape().IsScalar() {
+		return []float64{toF64(t, d.Data())}
+	}
+	return floats(d)
+}
+
+// toF64 returns a float32 or float64 scalar as a float64.
+func toF64(t testing.TB, v any) float64 {
+	switch x := v.(type) {
+	case float32:
+		return float64(x)
+	case float64:
+		return x
+	}
+	t.Fatalf("scalar of %T", v)
+	return 0
 }
 
 func floats(v *tensor.Dense) []float64 {

@@ -20,9 +20,9 @@ package main
 
 import (
 	"flag"
-	"fmt"
 	"io"
-	"os"
+
+	"github.com/gomoe/gomoe/examples/internal/trainutil"
 )
 
 func main() {
@@ -49,12 +49,8 @@ func main() {
 	flag.BoolVar(&cfg.Quiet, "quiet", cfg.Quiet, "no progress report")
 	flag.Parse()
 
-	var bar io.Writer = os.Stderr
-	if cfg.Quiet {
-		bar = nil
-	}
-	if _, err := run(cfg, os.Stdout, bar); err != nil {
-		fmt.Fprintln(os.Stderr, "charlm:", err)
-		os.Exit(1)
-	}
+	trainutil.Main("charlm", cfg.Quiet, func(out, bar io.Writer) error {
+		_, err := run(cfg, out, bar)
+		return err
+	})
 }

@@ -6,6 +6,8 @@ import (
 	"io"
 	"math"
 	"testing"
+
+	"github.com/gomoe/gomoe/examples/internal/trainutil"
 )
 
 // TestSmokeGPU trains the smoke configuration on the GPU (embedding, projection, two MoE
@@ -15,20 +17,11 @@ import (
 func TestSmokeGPU(t *testing.T) {
 	cfg := smallConfig(t)
 	cfg.Block.AuxCoef, cfg.Block.ZCoef = 0, 0
-	cpu, err := run(cfg, io.Discard, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Device = "cuda"
-	gpu, err := run(cfg, io.Discard, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for s := 0; s < 5; s++ {
-		if d := math.Abs(gpu.StepLoss[s]-cpu.StepLoss[s]) / cpu.StepLoss[s]; d > 1e-3 {
-			t.Errorf("step %d: GPU loss %.6f, CPU %.6f", s, gpu.StepLoss[s], cpu.StepLoss[s])
-		}
-	}
+	cpu, gpu := trainutil.RunCPUAndGPU(t, func(device string) (*result, error) {
+		cfg.Device = device
+		return run(cfg, io.Discard, nil)
+	})
+	trainutil.CheckFirstLossesAgree(t, gpu.StepLoss, cpu.StepLoss)
 	if !(gpu.BPC > 0 && gpu.BPC < math.Log2(vocab)) || math.Abs(gpu.BPC-cpu.BPC) > 0.3 {
 		t.Errorf("held-out bits/char GPU %.3f, CPU %.3f", gpu.BPC, cpu.BPC)
 	}

@@ -41,10 +41,7 @@ func TestSmoke(t *testing.T) {
 	if len(res.StepLoss) != cfg.Steps {
 		t.Fatalf("got %d step losses, want %d", len(res.StepLoss), cfg.Steps)
 	}
-	first, last := trainutil.Mean(res.StepLoss[:10]), trainutil.Mean(res.StepLoss[len(res.StepLoss)-10:])
-	if !(last < 0.8*first) {
-		t.Errorf("loss did not fall: first 10 steps %.4f, last 10 steps %.4f nats", first, last)
-	}
+	trainutil.CheckLossFalls(t, res.StepLoss, 0.8)
 	// A uniform guess over the vocabulary costs log2(vocab) bits.
 	if !(res.BPC > 0 && res.BPC < math.Log2(vocab)) {
 		t.Errorf("held-out bits/char %v, want in (0, %.2f)", res.BPC, math.Log2(vocab))
@@ -55,20 +52,11 @@ func TestSmoke(t *testing.T) {
 	if n := len([]rune(res.Sample)); n != cfg.Sample {
 		t.Errorf("sample has %d characters, want %d", n, cfg.Sample)
 	}
-	for _, name := range []string{"loss.png", "experts.png", "experts-block2.png"} {
-		checkPNG(t, filepath.Join(cfg.Out, name))
-	}
+	trainutil.CheckPNGs(t, cfg.Out, "loss.png", "experts.png", "experts-block2.png")
 	for _, want := range []string{"block 1  expert load %:", "block 2  expert load %:", "unigram", "bigram", "sample", "wrote"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
-	}
-}
-
-func checkPNG(t *testing.T, path string) {
-	t.Helper()
-	if err := trainutil.CheckPNG(path); err != nil {
-		t.Error(err)
 	}
 }
 
@@ -203,19 +191,11 @@ func TestResume(t *testing.T) {
 	if !strings.Contains(out.String(), "resumed from "+dir+" at step 50 of 120") {
 		t.Errorf("output lacks the resume line:\n%s", out.String())
 	}
-	got := append(append([]float64(nil), a.StepLoss...), b.StepLoss...)
-	if len(got) != len(whole.StepLoss) {
-		t.Fatalf("%d + %d steps, want %d", len(a.StepLoss), len(b.StepLoss), len(whole.StepLoss))
-	}
-	for s := range got {
-		if got[s] != whole.StepLoss[s] {
-			t.Fatalf("step %d: loss %v resumed, %v unbroken", s+1, got[s], whole.StepLoss[s])
-		}
+	if err := trainutil.ResumedLosses(a.StepLoss, b.StepLoss, whole.StepLoss); err != nil {
+		t.Fatal(err)
 	}
 	if b.BPC != whole.BPC || b.Sample != whole.Sample {
 		t.Errorf("resumed: %v bits/char, sample %q; unbroken %v, %q", b.BPC, b.Sample, whole.BPC, whole.Sample)
 	}
-	if f, l := trainutil.Mean(whole.StepLoss[:10]), trainutil.Mean(whole.StepLoss[len(whole.StepLoss)-10:]); !(l < 0.8*f) {
-		t.Errorf("loss did not fall: first 10 steps %.4f, last 10 steps %.4f nats", f, l)
-	}
+	trainutil.CheckLossFalls(t, whole.StepLoss, 0.8)
 }

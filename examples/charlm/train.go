@@ -46,16 +46,7 @@ type config struct {
 
 func defaultConfig() config {
 	return config{
-		Block: trainutil.BlockConfig{
-			Experts: 8,
-			TopK:    2,
-			Hidden:  128,
-			FFN:     128,
-			Act:     "swiglu",
-			Drop:    "probs",
-			AuxCoef: 0.05,
-			ZCoef:   0.001,
-		},
+		Block:      trainutil.DefaultBlockConfig(),
 		Layers:     2,
 		Context:    8,
 		Embed:      32,
@@ -241,15 +232,11 @@ func (b *batchBuf) load() error {
 }
 
 func validate(cfg config) error {
-	if err := cfg.Block.Validate(); err != nil {
-		return err
-	}
-	if err := cfg.LoopConfig.Validate(); err != nil {
-		return err
-	}
 	const big = 1 << 30
 	inf := math.Inf(1)
-	for _, err := range []error{
+	if err := trainutil.FirstError(
+		cfg.Block.Validate(),
+		cfg.LoopConfig.Validate(),
 		trainutil.IntFlag("layers", cfg.Layers, 1, 1<<10),
 		trainutil.IntFlag("context", cfg.Context, 1, 1<<16),
 		trainutil.IntFlag("embed", cfg.Embed, 1, 1<<16),
@@ -263,10 +250,8 @@ func validate(cfg config) error {
 		trainutil.FloatFlag("train-mb", cfg.TrainMB, 0, 1e6, true), // int(MB·1e6) must not wrap
 		trainutil.FloatFlag("held-mb", cfg.HeldMB, 0, 1e6, true),
 		trainutil.FloatFlag("temp", cfg.Temp, 0, inf, true),
-	} {
-		if err != nil {
-			return err
-		}
+	); err != nil {
+		return err
 	}
 	if cfg.Out == "" {
 		return errors.New("-out: empty output folder")
@@ -304,10 +289,7 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	ng := newNgram(c.train)
 	res.Unigram, res.Bigram = ng.bits(c.held, evalFrom, evalTo)
 
-	kind := fmt.Sprintf("%d MoE blocks E=%d K=%d %s H=%d F=%d", cfg.Layers, cfg.Block.Experts, cfg.Block.TopK, cfg.Block.Act, cfg.Block.Hidden, cfg.Block.FFN)
-	if cfg.Block.Dense {
-		kind = fmt.Sprintf("%d dense blocks %s H=%d F=%d", cfg.Layers, cfg.Block.Act, cfg.Block.Hidden, cfg.Block.FFN)
-	}
+	kind := fmt.Sprintf("%d %s blocks %s", cfg.Layers, cfg.Block.Name(), cfg.Block.Shape())
 	fmt.Fprintf(out, "charlm: Go sources from %s: %d training files (%d chars), %d held-out files (%d chars scored)\n",
 		filepath.Join(c.root, "src"), c.trainFiles, len(c.train), c.heldN, res.HeldSize)
 	fmt.Fprintf(out, "model: context %d, embed %d, %s; batch %d, %d steps, Adam lr %g cosine to %.2g, seed %d, device %s\n",
@@ -320,10 +302,7 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 		return nil, fmt.Errorf("build model: %w", err)
 	}
 	learn := m.learnables()
-	if _, err := G.Grad(m.cost, learn...); err != nil {
-		return nil, fmt.Errorf("gradients: %w", err)
-	}
-	if err := dev.Bind(learn...); err != nil {
+	if err := dev.Learn(m.cost, learn); err != nil {
 		return nil, err
 	}
 	var trackers []*train.LoadTracker
@@ -360,17 +339,13 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	src := rand.NewPCG(cfg.Seed, 2)
 	rng := rand.New(src)
 	sources := map[string]*rand.PCG{"data": src}
-	first, err := cfg.ResumeRun(out, learn, opt, steps, sources)
+	loop, err := cfg.StartRun(out, bar, learn, opt, steps, sources, cfg.Batch, "chr")
 	if err != nil {
 		return nil, err
 	}
-	last := cfg.Last(steps)
+	first, last, prog := loop.First, loop.Last, loop.Prog
 	pos := make([]int, cfg.Batch)
 	var evalSteps, evalBPC []float64
-	prog := train.NewProgress(bar, out, int64(max(last-first, 0)*cfg.Batch), "chr", "train")
-	save := func(done int) error {
-		return cfg.SaveRun(prog, learn, opt, trainutil.Run{Step: done, Steps: steps, Sources: sources})
-	}
 	for step := first; step < last; step++ {
 		for r := range pos {
 			pos[r] = W + rng.IntN(len(c.train)-W)
@@ -389,11 +364,7 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 				if o.Counts == nil {
 					continue
 				}
-				counts, err := dev.Host(o.Counts.Value())
-				if err != nil {
-					return 0, err
-				}
-				if err := trackers[l].Add(counts.Data().([]int32), cfg.Batch*cfg.Block.TopK); err != nil {
+				if err := dev.TrackLoad(trackers[l], o.Counts, cfg.Batch*cfg.Block.TopK); err != nil {
 					return 0, err
 				}
 				l++
@@ -420,13 +391,11 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 			res.BPC = bpc
 			prog.Logf("step %5d  held-out %.3f bits/char (bigram %.3f)  (%s)", step+1, bpc, res.Bigram, time.Since(start).Round(100*time.Millisecond))
 		}
-		if cfg.SaveDue(step, last) {
-			if err := save(step + 1); err != nil {
-				return nil, err
-			}
+		if err := loop.Checkpoint(step); err != nil {
+			return nil, err
 		}
 	}
-	if err := save(last); err != nil {
+	if err := loop.End(); err != nil {
 		return nil, err
 	}
 	if len(evalSteps) == 0 { // resumed at the end: no step ran
@@ -440,12 +409,8 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	if res.BPC >= res.Bigram {
 		verdict = "does NOT beat"
 	}
-	which := "MoE"
-	if cfg.Block.Dense {
-		which = "dense"
-	}
 	fmt.Fprintf(out, "held-out bits/char: model %.3f, bigram %.3f, unigram %.3f -> the %s model %s the bigram baseline by %.3f bits/char (%s, %.0f chars/s)\n",
-		res.BPC, res.Bigram, res.Unigram, which, verdict, res.Bigram-res.BPC, res.Elapsed.Round(100*time.Millisecond), prog.Rate())
+		res.BPC, res.Bigram, res.Unigram, cfg.Block.Name(), verdict, res.Bigram-res.BPC, res.Elapsed.Round(100*time.Millisecond), prog.Rate())
 
 	gen, err := newForward(cfg, dev, m, 1)
 	if err != nil {
@@ -527,16 +492,7 @@ func (f *forward) run(text []uint8, pos []int) ([]float32, error) {
 	if err := f.buf.load(); err != nil {
 		return nil, err
 	}
-	defer f.dev.EndStep()
-	defer f.vm.Reset()
-	if err := f.vm.RunAll(); err != nil {
-		return nil, err
-	}
-	lt, err := f.dev.Host(f.m.logits.Value())
-	if err != nil {
-		return nil, err
-	}
-	return lt.Data().([]float32), nil
+	return f.dev.Logits(f.vm, f.m.logits)
 }
 
 // bits returns the model's bits per character on text[from:to].

@@ -7,6 +7,8 @@ import (
 	"math"
 	"path/filepath"
 	"testing"
+
+	"github.com/gomoe/gomoe/examples/internal/trainutil"
 )
 
 // TestSmokeGPU trains the smoke configuration on the GPU and on the CPU: the first steps'
@@ -16,20 +18,11 @@ import (
 func TestSmokeGPU(t *testing.T) {
 	cfg := smallConfig(t)
 	cfg.Block.AuxCoef, cfg.Block.ZCoef = 0, 0
-	cpu, err := run(cfg, io.Discard, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Device = "cuda"
-	gpu, err := run(cfg, io.Discard, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for s := 0; s < 5; s++ {
-		if d := math.Abs(gpu.StepLoss[s]-cpu.StepLoss[s]) / cpu.StepLoss[s]; d > 1e-3 {
-			t.Errorf("step %d: GPU loss %.6f, CPU %.6f", s, gpu.StepLoss[s], cpu.StepLoss[s])
-		}
-	}
+	cpu, gpu := trainutil.RunCPUAndGPU(t, func(device string) (*result, error) {
+		cfg.Device = device
+		return run(cfg, io.Discard, nil)
+	})
+	trainutil.CheckFirstLossesAgree(t, gpu.StepLoss, cpu.StepLoss)
 	if gpu.TestAcc < 0.6 || math.Abs(gpu.TestAcc-cpu.TestAcc) > 0.05 {
 		t.Errorf("test accuracy GPU %.3f, CPU %.3f", gpu.TestAcc, cpu.TestAcc)
 	}
@@ -90,14 +83,8 @@ func TestResumeGPU(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := append(append([]float64(nil), a.StepLoss...), b.StepLoss...)
-	if len(got) != len(whole.StepLoss) {
-		t.Fatalf("%d + %d steps, want %d", len(a.StepLoss), len(b.StepLoss), len(whole.StepLoss))
-	}
-	for s := range got {
-		if got[s] != whole.StepLoss[s] {
-			t.Fatalf("step %d: loss %v resumed, %v unbroken", s+1, got[s], whole.StepLoss[s])
-		}
+	if err := trainutil.ResumedLosses(a.StepLoss, b.StepLoss, whole.StepLoss); err != nil {
+		t.Fatal(err)
 	}
 	if b.TestAcc != whole.TestAcc {
 		t.Errorf("resumed accuracy %v, unbroken %v", b.TestAcc, whole.TestAcc)

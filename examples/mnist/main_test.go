@@ -36,10 +36,7 @@ func TestSmoke(t *testing.T) {
 	if len(res.StepLoss) != cfg.Steps {
 		t.Fatalf("got %d step losses, want %d", len(res.StepLoss), cfg.Steps)
 	}
-	first, last := trainutil.Mean(res.StepLoss[:10]), trainutil.Mean(res.StepLoss[len(res.StepLoss)-10:])
-	if !(last < 0.6*first) {
-		t.Errorf("loss did not fall: first 10 steps %.4f, last 10 steps %.4f", first, last)
-	}
+	trainutil.CheckLossFalls(t, res.StepLoss, 0.6)
 	// Ten classes: a model that learnt nothing is right 10 % of the time.
 	if res.TestAcc < 0.6 {
 		t.Errorf("test accuracy %.3f after %d steps, want >= 0.6", res.TestAcc, cfg.Steps)
@@ -53,20 +50,11 @@ func TestSmoke(t *testing.T) {
 	if s := trainutil.Mean(res.Load) * float64(len(res.Load)); math.Abs(s-1) > 1e-9 {
 		t.Errorf("expert shares sum to %v, want 1", s)
 	}
-	for _, name := range []string{"loss.png", "experts.png"} {
-		checkPNG(t, filepath.Join(cfg.Out, name))
-	}
+	trainutil.CheckPNGs(t, cfg.Out, "loss.png", "experts.png")
 	for _, want := range []string{"expert load %:", "test accuracy", "wrote"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
-	}
-}
-
-func checkPNG(t *testing.T, path string) {
-	t.Helper()
-	if err := trainutil.CheckPNG(path); err != nil {
-		t.Error(err)
 	}
 }
 
@@ -81,7 +69,7 @@ func TestDenseBaseline(t *testing.T) {
 	if res.Load != nil {
 		t.Errorf("dense model reported expert load %v", res.Load)
 	}
-	checkPNG(t, filepath.Join(cfg.Out, "loss.png"))
+	trainutil.CheckPNGs(t, cfg.Out, "loss.png")
 	if _, err := os.Stat(filepath.Join(cfg.Out, "experts.png")); err == nil {
 		t.Errorf("dense model wrote experts.png")
 	}
@@ -151,14 +139,8 @@ func TestResume(t *testing.T) {
 		if want := fmt.Sprintf("resumed from %s at step %d of 80", dir, stop); !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
-		got := append(append([]float64(nil), a.StepLoss...), b.StepLoss...)
-		if len(got) != len(whole.StepLoss) {
-			t.Fatalf("stop %d: %d + %d steps, want %d", stop, len(a.StepLoss), len(b.StepLoss), len(whole.StepLoss))
-		}
-		for s := range got {
-			if got[s] != whole.StepLoss[s] {
-				t.Fatalf("stop %d: step %d: loss %v resumed, %v unbroken", stop, s+1, got[s], whole.StepLoss[s])
-			}
+		if err := trainutil.ResumedLosses(a.StepLoss, b.StepLoss, whole.StepLoss); err != nil {
+			t.Fatalf("stop %d: %v", stop, err)
 		}
 		if b.TestAcc != whole.TestAcc || b.TestLoss != whole.TestLoss {
 			t.Errorf("stop %d: resumed accuracy %v, test loss %v; unbroken %v, %v", stop, b.TestAcc, b.TestLoss, whole.TestAcc, whole.TestLoss)

@@ -42,16 +42,7 @@ type config struct {
 
 func defaultConfig() config {
 	return config{
-		Block: trainutil.BlockConfig{
-			Experts: 8,
-			TopK:    2,
-			Hidden:  128,
-			FFN:     128,
-			Act:     "swiglu",
-			Drop:    "probs",
-			AuxCoef: 0.05,
-			ZCoef:   0.001,
-		},
+		Block:      trainutil.DefaultBlockConfig(),
 		Epochs:     4,
 		Batch:      128,
 		EvalBatch:  1000,
@@ -181,14 +172,10 @@ func fill(d *dataset, idx []int, x, y []float32, shift int, rng *rand.Rand) {
 }
 
 func validate(cfg config) error {
-	if err := cfg.Block.Validate(); err != nil {
-		return err
-	}
-	if err := cfg.LoopConfig.Validate(); err != nil {
-		return err
-	}
 	const big = 1 << 30
-	for _, err := range []error{
+	if err := trainutil.FirstError(
+		cfg.Block.Validate(),
+		cfg.LoopConfig.Validate(),
 		trainutil.IntFlag("batch", cfg.Batch, 1, 1<<24),
 		trainutil.IntFlag("eval batch", cfg.EvalBatch, 1, 1<<24),
 		trainutil.IntFlag("steps", cfg.Steps, 0, big),
@@ -197,10 +184,8 @@ func validate(cfg config) error {
 		trainutil.IntFlag("log-every", cfg.LogEvery, 1, big),
 		trainutil.IntFlag("shift", cfg.Shift, 0, 27), // a 28-pixel image
 		trainutil.FloatFlag("target", cfg.Target, 0, 1, false),
-	} {
-		if err != nil {
-			return err
-		}
+	); err != nil {
+		return err
 	}
 	switch {
 	case cfg.Steps == 0 && cfg.Epochs < 1:
@@ -242,10 +227,7 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	if evalEvery == 0 {
 		evalEvery = stepsPerEpoch
 	}
-	kind := fmt.Sprintf("MoE E=%d K=%d %s H=%d F=%d", cfg.Block.Experts, cfg.Block.TopK, cfg.Block.Act, cfg.Block.Hidden, cfg.Block.FFN)
-	if cfg.Block.Dense {
-		kind = fmt.Sprintf("dense %s H=%d F=%d", cfg.Block.Act, cfg.Block.Hidden, cfg.Block.FFN)
-	}
+	kind := cfg.Block.Name() + " " + cfg.Block.Shape()
 	fmt.Fprintf(out, "mnist: %d train / %d test images, %s, batch %d, %d steps (%.1f epochs), Adam lr %g cosine to %.2g, seed %d, device %s\n",
 		trainSet.len(), test.len(), kind, cfg.Batch, steps, float64(steps)/float64(stepsPerEpoch), cfg.LR, cfg.LR*cfg.LRFloor, cfg.Seed, dev)
 
@@ -256,10 +238,7 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 		return nil, fmt.Errorf("build model: %w", err)
 	}
 	learn := m.learnables()
-	if _, err := G.Grad(m.cost, learn...); err != nil {
-		return nil, fmt.Errorf("gradients: %w", err)
-	}
-	if err := dev.Bind(learn...); err != nil {
+	if err := dev.Learn(m.cost, learn); err != nil {
 		return nil, err
 	}
 	xb := make([]float32, cfg.Batch*pixels)
@@ -303,7 +282,7 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	epochStart := *src
 	perm := rng.Perm(trainSet.len())
 	sources := map[string]*rand.PCG{"data": src, "epoch": &epochStart}
-	first, err := cfg.ResumeRun(out, learn, opt, steps, sources)
+	loop, err := cfg.StartRun(out, bar, learn, opt, steps, sources, cfg.Batch, "img")
 	if err != nil {
 		return nil, err
 	}
@@ -311,13 +290,9 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 		e := epochStart
 		perm = rand.New(&e).Perm(trainSet.len())
 	}
-	last := cfg.Last(steps)
+	first, last, prog := loop.First, loop.Last, loop.Prog
 	res := &result{}
 	var evalSteps, evalLoss, evalErr []float64
-	prog := train.NewProgress(bar, out, int64(max(last-first, 0)*cfg.Batch), "img", "train")
-	save := func(done int) error {
-		return cfg.SaveRun(prog, learn, opt, trainutil.Run{Step: done, Steps: steps, Sources: sources})
-	}
 	epochLoss, epochN := 0.0, 0
 	var cost float64
 	trainStart := time.Now()
@@ -346,11 +321,7 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 				}
 			}
 			if tracker != nil {
-				counts, err := dev.Host(m.out.Counts.Value())
-				if err != nil {
-					return 0, err
-				}
-				if err := tracker.Add(counts.Data().([]int32), cfg.Batch*cfg.Block.TopK); err != nil {
+				if err := dev.TrackLoad(tracker, m.out.Counts, cfg.Batch*cfg.Block.TopK); err != nil {
 					return 0, err
 				}
 			}
@@ -385,13 +356,11 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 					100*acc, 100*cfg.Target, step+1, float64(step+1)/float64(stepsPerEpoch), res.TargetTime.Round(10*time.Millisecond), dev)
 			}
 		}
-		if cfg.SaveDue(step, last) {
-			if err := save(step + 1); err != nil {
-				return nil, err
-			}
+		if err := loop.Checkpoint(step); err != nil {
+			return nil, err
 		}
 	}
-	if err := save(last); err != nil {
+	if err := loop.End(); err != nil {
 		return nil, err
 	}
 	if len(evalSteps) == 0 { // resumed at the end: no step ran
@@ -491,18 +460,10 @@ func (ev *evaluator) eval() (acc, loss float64, err error) {
 		if err := ev.yf.Load(); err != nil {
 			return 0, 0, err
 		}
-		if err := ev.vm.RunAll(); err != nil {
-			ev.vm.Reset()
-			ev.dev.EndStep()
-			return 0, 0, fmt.Errorf("eval: %w", err)
-		}
-		lt, err := ev.dev.Host(ev.m.logits.Value())
-		ev.vm.Reset()
-		ev.dev.EndStep()
+		lg, err := ev.dev.Logits(ev.vm, ev.m.logits)
 		if err != nil {
 			return 0, 0, fmt.Errorf("eval: %w", err)
 		}
-		lg := lt.Data().([]float32)
 		for r, i := range idx {
 			lp, best := trainutil.LogSoftmaxAt(lg[r*classes:(r+1)*classes], int(ev.test.y[i]))
 			if best == int(ev.test.y[i]) {

@@ -13,6 +13,22 @@ import (
 	"github.com/gomoe/gomoe/train"
 )
 
+// DefaultBlockConfig returns the examples' default feed-forward block: 8 SwiGLU experts of
+// width 128 on a model of width 128, top-2, dropless (probs policy in capacity mode), with
+// load-balancing loss 0.05 and router z-loss 0.001.
+func DefaultBlockConfig() BlockConfig {
+	return BlockConfig{
+		Experts: 8,
+		TopK:    2,
+		Hidden:  128,
+		FFN:     128,
+		Act:     "swiglu",
+		Drop:    "probs",
+		AuxCoef: 0.05,
+		ZCoef:   0.001,
+	}
+}
+
 // BlockConfig describes the feed-forward block of an example model.
 type BlockConfig struct {
 	Experts  int     // number of routed experts E
@@ -63,6 +79,23 @@ func (cfg BlockConfig) Validate() error {
 	}
 	_, err := MoEConfig(cfg)
 	return err
+}
+
+// Name is "MoE", or "dense" for a dense FFN block: what the examples' reports call the model.
+func (cfg BlockConfig) Name() string {
+	if cfg.Dense {
+		return "dense"
+	}
+	return "MoE"
+}
+
+// Shape describes the block's sizes for a report: "E=8 K=2 swiglu H=128 F=128", or
+// "swiglu H=128 F=128" for a dense FFN block (it has no experts).
+func (cfg BlockConfig) Shape() string {
+	if cfg.Dense {
+		return fmt.Sprintf("%s H=%d F=%d", cfg.Act, cfg.Hidden, cfg.FFN)
+	}
+	return fmt.Sprintf("E=%d K=%d %s H=%d F=%d", cfg.Experts, cfg.TopK, cfg.Act, cfg.Hidden, cfg.FFN)
 }
 
 // isRoutingFlag reports whether err is about a flag a dense block ignores.

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"path/filepath"
+	"testing"
 )
 
 // CheckPNG returns an error unless the file at path exists, starts with the
@@ -18,4 +20,14 @@ func CheckPNG(path string) error {
 		return fmt.Errorf("%s is not a plausible PNG (%d bytes)", path, len(b))
 	}
 	return nil
+}
+
+// CheckPNGs marks t failed (t.Error) for each of the files names in dir that CheckPNG rejects.
+func CheckPNGs(t testing.TB, dir string, names ...string) {
+	t.Helper()
+	for _, name := range names {
+		if err := CheckPNG(filepath.Join(dir, name)); err != nil {
+			t.Error(err)
+		}
+	}
 }

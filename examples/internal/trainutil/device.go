@@ -7,6 +7,8 @@ import (
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/train"
 )
 
 // Device is where an example trains: the CPU, or a GPU through gomoe's device
@@ -77,6 +79,15 @@ func (d *Device) Bind(nodes ...*G.Node) error {
 	return d.gpu.Bind(nodes...)
 }
 
+// Learn adds to cost's graph the gradients of cost with respect to learn (the weights) and
+// binds learn to d. Call it on the training graph before making its tape machine.
+func (d *Device) Learn(cost *G.Node, learn G.Nodes) error {
+	if _, err := G.Grad(cost, learn...); err != nil {
+		return fmt.Errorf("gradients: %w", err)
+	}
+	return d.Bind(learn...)
+}
+
 // VMOpts returns the tape machine options that run a graph on d.
 func (d *Device) VMOpts() []G.VMOpt {
 	if d.gpu == nil {
@@ -95,6 +106,31 @@ func (d *Device) Host(v G.Value) (*tensor.Dense, error) {
 		return d.gpu.CopyOut(t)
 	}
 	return t, nil
+}
+
+// Logits runs vm once (a forward-only evaluation graph) and returns the value of the node
+// logits as host float32s; then it resets vm and ends the step (EndStep), also on an error.
+func (d *Device) Logits(vm G.VM, logits *G.Node) ([]float32, error) {
+	defer d.EndStep()
+	defer vm.Reset()
+	if err := vm.RunAll(); err != nil {
+		return nil, err
+	}
+	t, err := d.Host(logits.Value())
+	if err != nil {
+		return nil, err
+	}
+	return t.Data().([]float32), nil
+}
+
+// TrackLoad adds the tokens per expert of a step (the value of counts, a block's
+// BlockOut.Counts) to lt, out of slots routing slots (tokens·K), as train.LoadTracker.Add.
+func (d *Device) TrackLoad(lt *train.LoadTracker, counts *G.Node, slots int) error {
+	c, err := d.Host(counts.Value())
+	if err != nil {
+		return err
+	}
+	return lt.Add(c.Data().([]int32), slots)
 }
 
 // EndStep recycles the GPU memory of a run that did not go through

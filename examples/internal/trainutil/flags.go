@@ -3,7 +3,9 @@ package trainutil
 import (
 	"flag"
 	"fmt"
+	"io"
 	"math"
+	"os"
 )
 
 // AddFlags registers on fs the command-line flags that set the fields of cfg
@@ -21,6 +23,17 @@ func (cfg *BlockConfig) AddFlags(fs *flag.FlagSet, denseUsage string) {
 	fs.Float64Var(&cfg.AuxCoef, "aux", cfg.AuxCoef, "load-balancing loss coefficient")
 	fs.Float64Var(&cfg.ZCoef, "zloss", cfg.ZCoef, "router z-loss coefficient")
 	fs.BoolVar(&cfg.Dense, "dense", cfg.Dense, denseUsage)
+}
+
+// FirstError returns the first of errs that is not nil, or nil: the checks of a
+// configuration's flags, in the order they are reported.
+func FirstError(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // IntFlag checks the value v of the integer flag -name against [lo, hi] and returns an error
@@ -51,4 +64,18 @@ func FloatFlag(name string, v, lo, hi float64, open bool) error {
 		return fmt.Errorf("-%s %g: want a finite number %s", name, v, low)
 	}
 	return fmt.Errorf("-%s %g: want a finite number %s and <= %g", name, v, low, hi)
+}
+
+// Main runs an example's training run with its report on stdout and its progress bar on
+// stderr (no bar when quiet); on an error it prints the error after the program's name prog
+// on stderr and exits with status 1. Call it from main after parsing the flags.
+func Main(prog string, quiet bool, run func(out, bar io.Writer) error) {
+	var bar io.Writer = os.Stderr
+	if quiet {
+		bar = nil
+	}
+	if err := run(os.Stdout, bar); err != nil {
+		fmt.Fprintln(os.Stderr, prog+":", err)
+		os.Exit(1)
+	}
 }

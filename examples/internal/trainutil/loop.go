@@ -46,19 +46,14 @@ func (c *LoopConfig) AddFlags(fs *flag.FlagSet, length string) {
 // FloatFlag do).
 func (c LoopConfig) Validate() error {
 	const big = 1 << 30
-	for _, err := range []error{
+	return FirstError(
 		FloatFlag("lr", c.LR, 0, math.Inf(1), true),
 		FloatFlag("lr-floor", c.LRFloor, 0, 1, false),
 		IntFlag("warmup", c.Warmup, 0, big),
 		IntFlag("save-every", c.SaveEvery, 0, big),
 		IntFlag("stop-at", c.StopAt, 0, big),
 		FloatFlag("clip", c.Clip, 0, math.Inf(1), false),
-	} {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+	)
 }
 
 // Optimizer returns Adam at the peak learning rate with c's clipping, and the cosine
@@ -117,6 +112,49 @@ func (c LoopConfig) SaveRun(prog *train.Progress, learn G.Nodes, opt *train.Adam
 	}
 	prog.Logf("step %5d  saved %s", r.Step, filepath.Join(c.Save, CheckpointFile))
 	return nil
+}
+
+// Session is the checkpointing and progress report of one training loop, from StartRun:
+// the loop runs steps First to Last-1 (0-based), calls Checkpoint after each and End after
+// the last.
+type Session struct {
+	First, Last int             // the steps to run: from the resumed step to the stop
+	Prog        *train.Progress // the progress report of those steps
+
+	c     LoopConfig
+	learn G.Nodes
+	opt   *train.Adam
+	steps int
+	src   map[string]*rand.PCG
+}
+
+// StartRun resumes the run saved in c.Resume, if any, into learn, opt and sources (as
+// ResumeRun, reporting it on out), and starts the progress report of the steps left (batch
+// items counted as unit a step; the bar on bar, log lines on out) of a run of steps steps.
+func (c LoopConfig) StartRun(out, bar io.Writer, learn G.Nodes, opt *train.Adam, steps int, sources map[string]*rand.PCG, batch int, unit string) (*Session, error) {
+	first, err := c.ResumeRun(out, learn, opt, steps, sources)
+	if err != nil {
+		return nil, err
+	}
+	last := c.Last(steps)
+	prog := train.NewProgress(bar, out, int64(max(last-first, 0)*batch), unit, "train")
+	return &Session{First: first, Last: last, Prog: prog, c: c, learn: learn, opt: opt, steps: steps, src: sources}, nil
+}
+
+// Checkpoint saves the run after step (0-based) when -save-every makes a checkpoint due
+// there (SaveDue).
+func (s *Session) Checkpoint(step int) error {
+	if !s.c.SaveDue(step, s.Last) {
+		return nil
+	}
+	return s.save(step + 1)
+}
+
+// End saves the run at its stop (with -save), after the last step.
+func (s *Session) End() error { return s.save(s.Last) }
+
+func (s *Session) save(done int) error {
+	return s.c.SaveRun(s.Prog, s.learn, s.opt, Run{Step: done, Steps: s.steps, Sources: s.src})
 }
 
 // ShareWeights makes the nodes dst (an evaluation copy of a model) use the values of src
