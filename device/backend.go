@@ -106,7 +106,8 @@ type Backend interface {
 	// ZLossGrad returns dlogits [T,E] = (2·scale·dy)·lse(t)·softmax(logits[t]).
 	ZLossGrad(logits G.Value, scale float64, dy G.Value, dyv float64) (G.Value, error)
 
-	// The building blocks of the examples' models (package kernels, nn.go).
+	// The building blocks of the examples' models (package kernels: bias.go, relu.go,
+	// rmsnorm.go, cross_entropy.go, embedding.go).
 
 	// BiasAdd returns y [N,D] = x [N,D] + b [D] (b broadcast over the rows).
 	BiasAdd(x, b G.Value) (G.Value, error)

@@ -13,7 +13,8 @@ import (
 )
 
 // Device versions of package op's BiasAdd, ReLU, RMSNorm, CrossEntropy and Embedding: the CUDA twins of
-// package kernels' nn.go on values held by an Engine.
+// package kernels' bias.go, relu.go, rmsnorm.go, cross_entropy.go and embedding.go on values held by
+// an Engine.
 
 // nnMatrix returns the engine, kernel dtype and shape of a device matrix x [N,D] and checks
 // that the other values (nil skipped) are on the same engine, of x's dtype, contiguous, with

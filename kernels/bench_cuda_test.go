@@ -195,3 +195,36 @@ func gpuBenchOne(t *testing.T, sb *strings.Builder, s gpuBenchShapeT, d DType) {
 	}
 	cuMust(t, testCUDA.Status())
 }
+
+// TestCUDALossBench times the loss kernels (CUDA events, mean of -gomoe.iters launches) at the
+// issue's shapes: go test -tags gomoecuda -run TestCUDALossBench -gomoe.bench -v ./kernels/
+// Each line gives µs per call and the bandwidth of the one read of the [T,E] float32 input.
+func TestCUDALossBench(t *testing.T) {
+	if !*gpuBenchFlag {
+		t.Skip("run with -gomoe.bench")
+	}
+	rng := rand.New(rand.NewPCG(9, 10))
+	for _, c := range []loCase{{"qwen3 B=1", 4096, 8, 128, 1}, {"qwen3 B=8", 4096, 8, 128, 8}, {"mixtral", 4096, 2, 8, 1}, {"16k E256", 16384, 8, 256, 1}} {
+		ids, s := cuUpload(t, loIDs(rng, c.T, c.K, c.E)), cuUpload(t, loF32(loRand(rng, c.T*c.E, 1)))
+		work := cuAlloc(t, max(BalanceLossWorkBytes(c.T, c.E, c.B), ZLossWorkBytes(c.T)))
+		out, ds := cuAlloc(t, 4), cuAlloc(t, 4*int64(c.T*c.E))
+		n := *gpuBenchIters
+		bytes := float64(4 * c.T * c.E)
+		for _, k := range []struct {
+			name string
+			f    func() error
+		}{
+			{"balance fwd", func() error {
+				return testCUDA.BalanceLossForward(F32, out.p, ids.p, s.p, work.p, c.T, c.K, c.E, c.B, 1e-3)
+			}},
+			{"balance bwd", func() error {
+				return testCUDA.BalanceLossBackward(F32, ds.p, ids.p, work.p, 0, c.T, c.K, c.E, c.B, 1e-3, 1)
+			}},
+			{"z-loss fwd", func() error { return testCUDA.ZLossForward(F32, out.p, s.p, work.p, c.T, c.E, 1e-3) }},
+			{"z-loss bwd", func() error { return testCUDA.ZLossBackward(F32, ds.p, s.p, 0, c.T, c.E, 1e-3, 1) }},
+		} {
+			ms := cuTimeIt(t, n, k.f)
+			t.Logf("%-10s T=%d K=%d E=%d B=%d  %-11s %8.1f µs  %6.0f GB/s", c.name, c.T, c.K, c.E, c.B, k.name, ms*1e3, bytes/(ms*1e-3)/1e9)
+		}
+	}
+}

@@ -31,7 +31,8 @@ case $what in all | gmm | main) ;; *) echo "usage: $0 [all|gmm|main]" >&2; exit 
 # The sources of gomoe.fatbin (keep in step with mainSources in fatbin_hash_test.go).
 main_sources=(gomoe.cu gomoe.cuh plan.cuh permute.cuh unpermute.cuh permute_probs.cuh binary.cuh
   blockcopy.cuh activation.cuh rowop.cuh topk.cuh gather_topk.cuh optimizer.cuh cast.cuh
-  scale_rows.cuh nn.cuh loss.cuh)
+  scale_rows.cuh bias.cuh relu.cuh rmsnorm.cuh cross_entropy.cuh embedding.cuh balance_loss.cuh
+  z_loss.cuh)
 nv=$("$NVCC" --version | awk '/release/{print $5 $6}')
 all_archs=(-gencode arch=compute_80,code=sm_80 -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_80,code=compute_80)
 tmp=$(mktemp -d)

@@ -83,7 +83,7 @@ func (d DType) suffix() string {
 func (d DType) valid() bool { return d == F32 || d == F64 || d == BF16 }
 
 // Status bits written by the device kernels (see gomoe.cu; StatusNaNScore is in topk_cuda.go,
-// StatusBadIndex in nn_cuda.go).
+// StatusBadIndex in embedding_cuda.go).
 const (
 	StatusBadID    = 1 // an expert id outside [-1, E)
 	StatusRepeated = 2 // a token named one expert twice
@@ -278,6 +278,20 @@ func gridFor(n int64, block int) int {
 	}
 	return int(g)
 }
+
+// nnCheck checks the dtype (float32 or float64) and the matrix shape of an nn launcher.
+func nnCheck(what string, d DType, rows int64, cols int) error {
+	if d != F32 && d != F64 {
+		return fmt.Errorf("gomoe: device %s: dtype %v, want float32 or float64", what, d)
+	}
+	if rows < 1 || cols < 1 {
+		return fmt.Errorf("gomoe: device %s: shape (%d, %d)", what, rows, cols)
+	}
+	return nil
+}
+
+// rowGrid is the grid of a one-warp-per-row kernel with 256-thread blocks.
+func rowGrid(rows int64) int { return int((rows*32 + 255) / 256) }
 
 // rowThreads picks the block size for a kernel that moves rows of nvec packs, u packs per
 // thread per step.

@@ -223,3 +223,131 @@ func asF64[F float32 | float64](v []F) []float64 {
 	}
 	return o
 }
+
+// nnConv converts float64 test data to F (the layer kernels' GPU tests).
+func nnConv[F float32 | float64](v []float64) []F {
+	o := make([]F, len(v))
+	for i, x := range v {
+		o[i] = F(x)
+	}
+	return o
+}
+
+// nnCase holds the inputs of the layer kernels' GPU tests (bias_, relu_, rmsnorm_ and
+// cross_entropy_cuda_test.go) for one shape, drawn from one seed in one order: x, dy
+// [rows, cols], b [cols] and one-hot target rows on the host and the device, an output dx of
+// x's size, one of [cols] (dCol) and a scratch of rows float64s.
+type nnCase[F float32 | float64] struct {
+	d                                  DType
+	rows, cols, n                      int
+	R                                  int64
+	x, dy, b, tgt                      []F
+	dx, dX, dDY, dB, dT, dCol, scratch cuDevBuf
+}
+
+func nnSetup[F float32 | float64](t *testing.T, d DType, rows, cols int) nnCase[F] {
+	rng := rand.New(rand.NewPCG(uint64(rows), uint64(cols)))
+	n := rows * cols
+	size := int64(4)
+	if d == F64 {
+		size = 8
+	}
+	x := nnConv[F](trRand(rng, n, 2))
+	dy := nnConv[F](trRand(rng, n, 1))
+	b := nnConv[F](trRand(rng, cols, 1))
+	tgt := make([]F, n)
+	for r := 0; r < rows; r++ {
+		tgt[r*cols+rng.IntN(cols)] = 1
+	}
+	dx, dX, dDY, dB, dT := cuAlloc(t, size*int64(n)), cuUpload(t, x), cuUpload(t, dy), cuUpload(t, b), cuUpload(t, tgt)
+	dCol := cuAlloc(t, size*int64(cols))
+	scratch := cuAlloc(t, 8*int64(rows))
+	R := int64(rows)
+	return nnCase[F]{d, rows, cols, n, R, x, dy, b, tgt, dx, dX, dDY, dB, dT, dCol, scratch}
+}
+
+// nnExact fails unless got equals want bit for bit (a NaN matches a NaN).
+func nnExact[F float32 | float64](t *testing.T, what string, got, want []F) {
+	t.Helper()
+	for i := range want {
+		if got[i] != want[i] && !(got[i] != got[i] && want[i] != want[i]) {
+			t.Fatalf("%s[%d] = %v, want %v", what, i, got[i], want[i])
+		}
+	}
+}
+
+// nnRun runs f on each shape of the layer kernels' GPU tests, in float32 (results within rel
+// 2e-5 of the CPU where not bit for bit) and float64 (1e-12).
+func nnRun(t *testing.T, f32 func(*testing.T, nnCase[float32], float64), f64 func(*testing.T, nnCase[float64], float64)) {
+	for _, s := range [][2]int{{1, 3}, {7, 10}, {333, 10}, {128, 129}, {1000, 65}} {
+		t.Run(fmt.Sprintf("f32 %dx%d", s[0], s[1]), func(t *testing.T) { f32(t, nnSetup[float32](t, F32, s[0], s[1]), 2e-5) })
+		t.Run(fmt.Sprintf("f64 %dx%d", s[0], s[1]), func(t *testing.T) { f64(t, nnSetup[float64](t, F64, s[0], s[1]), 1e-12) })
+	}
+}
+
+// The routing losses' GPU tests (balance_loss_, z_loss_ and bench_cuda_test.go): their shapes
+// and data, and the checks they share.
+type loCase struct {
+	name       string
+	T, K, E, B int
+}
+
+var loCases = []loCase{
+	{"tiny", 8, 2, 4, 1},
+	{"E1", 64, 1, 1, 1},
+	{"partial chunk", 130, 3, 9, 1},
+	{"seqs", 200, 2, 16, 2},
+	{"lanes", 300, 3, 40, 10},
+	{"wide E", 150, 4, 300, 3},
+	{"qwen", 4096, 8, 128, 1},
+	{"qwen seq", 4096, 8, 128, 8},
+	{"mixtral", 4096, 2, 8, 4},
+}
+
+func loIDs(rng *rand.Rand, T, K, E int) []int32 {
+	ids := make([]int32, T*K)
+	for t := 0; t < T; t++ {
+		p := rng.Perm(E)
+		for k := 0; k < K; k++ {
+			ids[t*K+k] = int32(p[k])
+			if rng.IntN(11) == 0 {
+				ids[t*K+k] = -1
+			}
+		}
+	}
+	return ids
+}
+
+func loRand(rng *rand.Rand, n int, scale float64) []float64 {
+	v := make([]float64, n)
+	for i := range v {
+		v[i] = rng.NormFloat64() * scale
+	}
+	return v
+}
+
+func loF32(v []float64) []float32 {
+	o := make([]float32, len(v))
+	for i, x := range v {
+		o[i] = float32(x)
+	}
+	return o
+}
+
+func loBits[F float32 | float64](t *testing.T, what string, got, want []F) {
+	t.Helper()
+	for i := range want {
+		if math.Float64bits(float64(got[i])) != math.Float64bits(float64(want[i])) {
+			t.Fatalf("%s[%d] = %v, want %v (bit for bit)", what, i, got[i], want[i])
+		}
+	}
+}
+
+// loDType is the kernels dtype of F.
+func loDType[F float32 | float64]() DType {
+	var z F
+	if _, ok := any(z).(float32); ok {
+		return F32
+	}
+	return F64
+}

@@ -10,12 +10,15 @@
 // `ls kernels/x*` shows one concept whole. The concepts: plan, permute, unpermute,
 // permute_probs (CPU kernel in package op), binary (element-wise arithmetic of the device
 // engine; CPU side in Gorgonia), activation, rowop (row softmax and normalisation), topk,
-// gather_topk, logsumexp and expert_load (CPU only), cast, optimizer, scale_rows, nn (the
-// examples' layers: bias add, ReLU, RMSNorm, cross-entropy, embedding), loss (the routing
-// losses), gemm and blas (the packed CPU GEMM, cuBLAS), grouped_matmul and gmm_* (the grouped
-// matmul; CUTLASS), blockcopy (ep's staged copies) and syncprobe. gomoe.cu is the translation
-// unit of gomoe.fatbin: gomoe.cuh's shared device helpers and every x.cuh above; cuda_cuda.go
-// is the engine (the CUDA type, device dtypes, status bits and launch plumbing). Tests that
+// gather_topk, logsumexp and expert_load (CPU only), cast, optimizer, scale_rows, the
+// examples' layers bias (bias add and its column sum), relu, rmsnorm, cross_entropy and
+// embedding, the routing losses balance_loss and z_loss, gemm and blas (the packed CPU GEMM,
+// cuBLAS), grouped_matmul and gmm_* (the grouped matmul; CUTLASS), blockcopy (ep's staged
+// copies) and syncprobe. gomoe.cu is the translation unit of gomoe.fatbin: gomoe.cuh's shared
+// device helpers and every x.cuh above; cuda_cuda.go is the engine (the CUDA type, device
+// dtypes, status bits and launch plumbing). Helpers that several concepts share live in the
+// engine files: gomoe.cuh on the device, cuda_cuda.go for the launchers, safety.go, vec.go
+// and parallel.go on the CPU, cuda_cuda_test.go and ref_test.go for the tests. Tests that
 // cross concepts (hostile_, reliability_, fuzz_, bench_) are named after their kind.
 //
 // On the CPU they are Go (the GEMM micro-kernels, the vector sigmoid and the softmax's exp,

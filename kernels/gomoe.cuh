@@ -159,7 +159,8 @@ template <typename P> __device__ __forceinline__ void stPack(P *p, const P &v, i
 }
 
 // Warp-wide sum and maximum in the accumulator type (xor butterfly: every lane gets the result),
-// and exp in the accumulator type, for the one-warp-per-row kernels (rowop, scale_rows, nn).
+// and exp in the accumulator type, for the one-warp-per-row kernels (rowop, scale_rows, rmsnorm,
+// cross_entropy).
 template <typename A> __device__ __forceinline__ A warpSumA(A v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -172,5 +173,30 @@ template <typename A> __device__ __forceinline__ A warpMaxA(A v) {
 }
 __device__ __forceinline__ float expA(float x) { return expf(x); }
 __device__ __forceinline__ double expA(double x) { return exp(x); }
+
+// Grid-stride loop over n elements (the element-wise kernels of bias.cuh, relu.cuh and
+// embedding.cuh).
+#define NN_GRID_STRIDE(i, n)                                                                       \
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n);                    \
+       i += (long long)gridDim.x * blockDim.x)
+
+// The routing losses' final sums (balance_loss.cuh, z_loss.cuh): one block of LOSS_LANES
+// threads, and the output gradient of their backward kernels.
+#define LOSS_LANES 256
+
+// lossDy is the output gradient: *dyp if given, else dyv.
+template <typename T> __device__ __forceinline__ double lossDy(const T *dyp, double dyv) {
+  return dyp ? (double)dyp[0] : dyv;
+}
+
+// lossTree adds the block's LOSS_LANES values in red[] with a fixed pairwise tree; the result
+// is in red[0] for every thread.
+__device__ __forceinline__ void lossTree(double *red) {
+  __syncthreads();
+  for (int st = LOSS_LANES / 2; st > 0; st >>= 1) {
+    if (threadIdx.x < st) red[threadIdx.x] = __dadd_rn(red[threadIdx.x], red[threadIdx.x + st]);
+    __syncthreads();
+  }
+}
 
 }  // namespace gomoe

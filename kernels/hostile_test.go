@@ -218,3 +218,69 @@ func TestHostileOverlapNN(t *testing.T) {
 		})
 	}
 }
+
+// TestNNBadInput: the layer kernels (bias.go, relu.go, rmsnorm.go, cross_entropy.go) reject
+// mismatched sizes, a bad eps or zero columns, and write nothing then.
+func TestNNBadInput(t *testing.T) {
+	x := []float32{1, 2, 3, 4, 5, 6}
+	out := make([]float32, 6)
+	for _, c := range []struct {
+		name string
+		err  error
+	}{
+		{"BiasAdd rows", BiasAdd(out, x, []float32{1, 2, 3, 4})},
+		{"BiasAdd out", BiasAdd(out[:5], x, []float32{1, 2})},
+		{"BiasAdd empty bias", BiasAdd(out, x, nil)},
+		{"ColSum", ColSum(out[:4], x)},
+		{"ReLU", ReLU(out[:5], x)},
+		{"ReLUBackward", ReLUBackward(out, x, x[:5])},
+		{"RMSNorm eps", RMSNorm(out, x, []float32{1, 1, 1}, -1)},
+		{"RMSNorm NaN eps", RMSNorm(out, x, []float32{1, 1, 1}, math.NaN())},
+		{"RMSNorm gain", RMSNorm(out, x, []float32{1, 1, 1, 1}, 0)},
+		{"RMSNormBackward", RMSNormBackward(out, x, []float32{1, 1, 1}, x[:3], 0)},
+		{"RMSNormGainGrad", RMSNormGainGrad(out[:4], x, x, 0)},
+		{"CrossEntropyBackward", CrossEntropyBackward(out, x, x[:3], 3, 1)},
+	} {
+		if c.err == nil {
+			t.Errorf("%s: no error", c.name)
+		}
+	}
+	for i, v := range out {
+		if v != 0 {
+			t.Fatalf("a failed call wrote out[%d] = %v", i, v)
+		}
+	}
+	if _, err := CrossEntropy(x, x, 4); err == nil {
+		t.Error("CrossEntropy of 6 elements in rows of 4: no error")
+	}
+	if _, err := CrossEntropy(x, x, 0); err == nil {
+		t.Error("CrossEntropy with 0 columns: no error")
+	}
+}
+
+// TestLossKernelsBadInput: the routing losses (balance_loss.go, z_loss.go) reject bad sizes and
+// ids with an error naming the problem.
+func TestLossKernelsBadInput(t *testing.T) {
+	ids := []int32{0, 1, 1, 1}
+	s := make([]float64, 8)
+	for _, c := range []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"T split", func() error { _, err := BalanceLossForward(ids, s, 4, 1, 2, 3, 1); return err }(), "do not split into 3"},
+		{"ids length", func() error { _, err := BalanceLossForward(ids[:3], s, 4, 1, 2, 1, 1); return err }(), "3 ids, want T·K = 4"},
+		{"scores length", func() error { _, err := BalanceLossForward(ids, s[:7], 4, 1, 2, 1, 1); return err }(), "7 scores, want T·E = 8"},
+		{"id range", func() error { _, err := BalanceLossForward([]int32{0, 2, 1, 1}, s, 4, 1, 2, 1, 1); return err }(), "ids[1,0] = 2 is out of range [-1, 2)"},
+		{"id below -1", BalanceLossBackward(make([]float64, 8), []int32{0, -2, 1, 1}, 4, 1, 2, 1, 1, 1), "ids[1,0] = -2 is out of range"},
+		{"grad length", BalanceLossBackward(make([]float64, 7), ids, 4, 1, 2, 1, 1, 1), "gradient of 7 elements"},
+		{"E zero", BalanceLossBackward(s, ids, 4, 1, 0, 1, 1, 1), "E=0"},
+		{"z length", func() error { _, err := ZLossForward(s[:7], 4, 2, 1); return err }(), "7 logits, want T·E = 8"},
+		{"z T zero", func() error { _, err := ZLossForward(s, 0, 2, 1); return err }(), "T=0"},
+		{"z grad length", ZLossBackward(make([]float64, 6), s, 4, 2, 1, 1), "gradient of 6 elements"},
+	} {
+		if c.err == nil || !strings.Contains(c.err.Error(), c.want) {
+			t.Errorf("%s: error %v, want one containing %q", c.name, c.err, c.want)
+		}
+	}
+}

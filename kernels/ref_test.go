@@ -1,7 +1,9 @@
 package kernels
 
 import (
+	"math"
 	"math/rand/v2"
+	"testing"
 
 	"github.com/gomoe/gomoe/internal/reftest"
 )
@@ -78,4 +80,19 @@ func equalInt32(a, b []int32) bool {
 		}
 	}
 	return true
+}
+
+// nnNear fails unless got and want have the same length and agree within tol element by
+// element (NaN where want is NaN) — the layer kernels' tests (bias_, relu_, rmsnorm_,
+// cross_entropy_ and embedding_test.go).
+func nnNear(t *testing.T, what string, got, want []float64, tol float64) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d values, want %d", what, len(got), len(want))
+	}
+	for i := range want {
+		if math.IsNaN(want[i]) != math.IsNaN(got[i]) || math.Abs(got[i]-want[i]) > tol {
+			t.Fatalf("%s[%d] = %v, want %v", what, i, got[i], want[i])
+		}
+	}
 }

@@ -3,6 +3,7 @@ package kernels
 import (
 	"math"
 	"math/rand"
+	randv2 "math/rand/v2"
 	"runtime"
 	"testing"
 )
@@ -157,4 +158,75 @@ func TestDot64Vector(t *testing.T) {
 			t.Fatalf("n=%d: vector dot64 %v, dot3_64 %v; Go loops %v, %v", n, got2, got3, g2, g3)
 		}
 	}
+}
+
+// The RMSNorm kernels (rmsnorm.go) against hand-computed values and, for the gradients, a
+// central difference of the forward pass.
+
+func TestRMSNormHandValue(t *testing.T) {
+	// Row (3, 4): mean square 12.5; gain (1, 2).
+	r := 1 / math.Sqrt(12.5)
+	y2 := make([]float32, 2)
+	if err := RMSNorm(y2, []float32{3, 4}, []float32{1, 2}, 0); err != nil {
+		t.Fatal(err)
+	}
+	nnNear(t, "RMSNorm", nnF64(y2), []float64{3 * r, 8 * r}, 1e-6)
+}
+
+// TestRMSNormGradients checks RMSNormBackward and RMSNormGainGrad against a central
+// difference of Σ dy·RMSNorm(x, gain).
+func TestRMSNormGradients(t *testing.T) {
+	rng := randv2.New(randv2.NewPCG(5, 6))
+	const rows, cols, eps = 3, 5, 1e-3
+	x, g, dy := nnRand(rng, rows*cols, 1), nnRand(rng, cols, 1), nnRand(rng, rows*cols, 1)
+	f := func() float64 {
+		y := make([]float64, len(x))
+		if err := RMSNorm(y, x, g, eps); err != nil {
+			t.Fatal(err)
+		}
+		var s float64
+		for i := range y {
+			s += y[i] * dy[i]
+		}
+		return s
+	}
+	num := func(v []float64) []float64 {
+		out := make([]float64, len(v))
+		for i := range v {
+			o := v[i]
+			v[i] = o + 1e-6
+			p := f()
+			v[i] = o - 1e-6
+			m := f()
+			v[i] = o
+			out[i] = (p - m) / 2e-6
+		}
+		return out
+	}
+	dx := make([]float64, len(x))
+	if err := RMSNormBackward(dx, x, g, dy, eps); err != nil {
+		t.Fatal(err)
+	}
+	nnNear(t, "RMSNormBackward", dx, num(x), 1e-7)
+	dg := make([]float64, cols)
+	if err := RMSNormGainGrad(dg, x, dy, eps); err != nil {
+		t.Fatal(err)
+	}
+	nnNear(t, "RMSNormGainGrad", dg, num(g), 1e-7)
+}
+
+func nnRand(rng *randv2.Rand, n int, scale float64) []float64 {
+	v := make([]float64, n)
+	for i := range v {
+		v[i] = rng.NormFloat64() * scale
+	}
+	return v
+}
+
+func nnF64(v []float32) []float64 {
+	o := make([]float64, len(v))
+	for i, x := range v {
+		o[i] = float64(x)
+	}
+	return o
 }

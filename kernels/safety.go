@@ -100,3 +100,18 @@ func sameLen(what string, n int, s ...int) error {
 	}
 	return nil
 }
+
+// nnShape checks that x holds whole rows of cols elements and that every other length in n
+// equals len(x).
+func nnShape(what string, cols, x int, n ...int) (rows int, err error) {
+	if cols < 1 {
+		return 0, fmt.Errorf("gomoe: %s: %d columns", what, cols)
+	}
+	if x%cols != 0 {
+		return 0, fmt.Errorf("gomoe: %s: %d elements are not rows of %d", what, x, cols)
+	}
+	if err := sameLen(what, x, n...); err != nil {
+		return 0, err
+	}
+	return x / cols, nil
+}

@@ -168,3 +168,22 @@ func dot3_64[F Float](a, b, c []F) float64 {
 	}
 	return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
 }
+
+// LossLanes is the number of lanes of the losses' final sums.
+const LossLanes = 256
+
+// laneSum adds v[i] into lane i mod LossLanes (in order) and the lanes with a fixed pairwise
+// tree: the order of the GPU's one-block reduction.
+func laneSum(n int, v func(i int) float64) float64 {
+	var lanes [LossLanes]float64
+	for i := 0; i < n; i++ {
+		l := i % LossLanes
+		lanes[l] = float64(lanes[l] + v(i))
+	}
+	for s := LossLanes / 2; s > 0; s >>= 1 {
+		for j := 0; j < s; j++ {
+			lanes[j] = float64(lanes[j] + lanes[j+s])
+		}
+	}
+	return lanes[0]
+}

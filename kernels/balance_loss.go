@@ -1,50 +1,22 @@
 package kernels
 
-import (
-	"fmt"
-	"math"
-)
+import "fmt"
 
-// Routing losses on the CPU: the load-balancing loss and the router z-loss, forward and
-// backward. Each has a CUDA twin of the same name on *CUDA (loss_cuda.go, kernels in
-// loss.cuh) that sums in the same fixed order:
-//
-//   - the balancing loss sums in float64 and rounds once: per chunk of LossChunk rows of one
-//     sequence the column sums P and the counts N, then the chunks of a sequence in order,
-//     then the products N·P over LossLanes lanes (element i goes to lane i mod LossLanes, in
-//     order) and a fixed pairwise tree over the lanes. The products and sums are rounded one
-//     by one (no fused multiply-add), so the CPU and the GPU give the same bits.
-//   - the z-loss computes each row's log-sum-exp in float64 (the row maximum first) and sums
-//     the squares over LossLanes lanes and the same tree. The GPU's exp and log are CUDA's, so
-//     the two agree within a few float64 ulps, not bit for bit.
-//
-// The gradients are rounded once from float64 as well.
+// The load-balancing loss of the routing on the CPU, forward and backward. Each has a CUDA
+// twin of the same name on *CUDA (balance_loss_cuda.go, kernels in balance_loss.cuh) that sums
+// in the same fixed order: in float64, rounded once, per chunk of LossChunk rows of one
+// sequence the column sums P and the counts N, then the chunks of a sequence in order, then
+// the products N·P over LossLanes lanes (element i goes to lane i mod LossLanes, in order) and
+// a fixed pairwise tree over the lanes (laneSum). The products and sums are rounded one by one
+// (no fused multiply-add), so the CPU and the GPU give the same bits. The gradient is rounded
+// once from float64 as well.
 
 // LossChunk is the number of rows of one partial sum of the balancing loss (a chunk never
 // spans two sequences).
 const LossChunk = 64
 
-// LossLanes is the number of lanes of the losses' final sums.
-const LossLanes = 256
-
 // lossChunks is the number of chunks per sequence of S rows.
 func lossChunks(S int) int { return (S + LossChunk - 1) / LossChunk }
-
-// laneSum adds v[i] into lane i mod LossLanes (in order) and the lanes with a fixed pairwise
-// tree: the order of the GPU's one-block reduction.
-func laneSum(n int, v func(i int) float64) float64 {
-	var lanes [LossLanes]float64
-	for i := 0; i < n; i++ {
-		l := i % LossLanes
-		lanes[l] = float64(lanes[l] + v(i))
-	}
-	for s := LossLanes / 2; s > 0; s >>= 1 {
-		for j := 0; j < s; j++ {
-			lanes[j] = float64(lanes[j] + lanes[j+s])
-		}
-	}
-	return lanes[0]
-}
 
 // checkBalance checks the sizes of a balancing-loss call.
 func checkBalance(name string, ids int, T, K, E, B int) error {
@@ -143,72 +115,6 @@ func BalanceLossBackward[F float32 | float64](ds []F, ids []int32, T, K, E, B in
 		row := ds[t*E : (t+1)*E]
 		for e := range row {
 			row[e] = F(float64(g * float64(nb[e])))
-		}
-	}
-	return nil
-}
-
-// rowLSE is log Σ_e exp(x[e]) in float64: the row maximum m first, then m + log Σ exp(x−m)
-// (m itself when m is infinite).
-func rowLSE[F float32 | float64](x []F) float64 {
-	m := math.Inf(-1)
-	for _, v := range x {
-		m = math.Max(m, float64(v))
-	}
-	if math.IsInf(m, 0) {
-		return m
-	}
-	var s float64
-	for _, v := range x {
-		s = float64(s + math.Exp(float64(v)-m))
-	}
-	return m + math.Log(s)
-}
-
-func checkZ(name string, n, T, E int) error {
-	if T < 1 || E < 1 {
-		return fmt.Errorf("gomoe: %s: T=%d E=%d, want both >= 1", name, T, E)
-	}
-	if float64(T)*float64(E) > maxElems { // T·E must not wrap around
-		return fmt.Errorf("gomoe: %s: T=%d E=%d are too large (more than 2^50 elements)", name, T, E)
-	}
-	if n != T*E {
-		return fmt.Errorf("gomoe: %s: %d logits, want T·E = %d", name, n, T*E)
-	}
-	return nil
-}
-
-// ZLossForward returns the router z-loss scale · Σ_t lse(x[t])² for logits x [T,E]
-// (lse(x[t]) = log Σ_e exp(x[t,e]); the layer uses scale = coeff/T), computed in float64 and
-// rounded once.
-func ZLossForward[F float32 | float64](x []F, T, E int, scale float64) (F, error) {
-	if err := checkZ("ZLossForward", len(x), T, E); err != nil {
-		return 0, err
-	}
-	total := laneSum(T, func(t int) float64 {
-		l := rowLSE(x[t*E : (t+1)*E])
-		return float64(l * l)
-	})
-	return F(float64(total * scale)), nil
-}
-
-// ZLossBackward writes the gradient of ZLossForward into dx [T,E] (overwriting it):
-// dx[t,e] = (2·scale·dy) · lse(x[t]) · exp(x[t,e] − lse(x[t])), i.e. 2·scale·dy·lse·softmax.
-func ZLossBackward[F float32 | float64](dx, x []F, T, E int, scale, dy float64) error {
-	const name = "ZLossBackward"
-	if err := checkZ(name, len(x), T, E); err != nil {
-		return err
-	}
-	if len(dx) != T*E {
-		return fmt.Errorf("gomoe: %s: gradient of %d elements, want T·E = %d", name, len(dx), T*E)
-	}
-	c := float64(2 * scale * dy)
-	for t := 0; t < T; t++ {
-		row := x[t*E : (t+1)*E]
-		l := rowLSE(row)
-		cl := float64(c * l)
-		for e, v := range row {
-			dx[t*E+e] = F(float64(cl * math.Exp(float64(v)-l)))
 		}
 	}
 	return nil

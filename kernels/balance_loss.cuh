@@ -1,0 +1,105 @@
+// balance_loss.cuh: the load-balancing loss of the routing, forward and backward, float (f32)
+// and double (f64) (CPU twin: balance_loss.go; launcher: balance_loss_cuda.go). Part of
+// gomoe.cu's translation unit (included after gomoe.cuh, with namespace gomoe in scope; uses
+// LOSS_LANES, lossDy and lossTree from it); built into gomoe.fatbin by build_fatbin.sh.
+//
+// Everything sums in double in a fixed order (no atomics decide a sum): per-chunk partial sums,
+// then one block that adds them in order over LOSS_LANES lanes and a fixed pairwise tree. The
+// products and sums use the _rn intrinsics (no FMA contraction), so the loss equals the CPU
+// bit for bit.
+//
+// A gradient's dy is either a one-element device tensor (dyp != 0) or the value dyv.
+
+#define LOSS_CHUNK 64
+
+// loss_partials: block c·ny + y handles chunk c (rows [r0, r1) of sequence c / cps) and the
+// columns e = y·blockDim.x + threadIdx.x. partN[c·E + e] = the number of ids[t,k] = e in the
+// chunk; with s, partP[c·E + e] = Σ_t s[t,e] in row order (double). Ids outside [-1, E) set
+// status bit 1 and are not counted.
+template <typename T>
+__device__ __forceinline__ void lossPartials(const int *__restrict__ ids, const T *__restrict__ s,
+                                             double *__restrict__ partP, int *__restrict__ partN, int K, int E,
+                                             int S, int cps, int ny, int *__restrict__ status) {
+  int c = blockIdx.x / ny;
+  int e = (blockIdx.x % ny) * blockDim.x + threadIdx.x;
+  long long b = c / cps;
+  long long r0 = b * S + (long long)(c % cps) * LOSS_CHUNK;
+  long long r1 = min(r0 + LOSS_CHUNK, (b + 1) * S);
+  if (e >= E) return;
+  double p = 0;
+  int n = 0;
+  bool bad = false;
+  for (long long t = r0; t < r1; t++) {
+    if (s) p = __dadd_rn(p, (double)s[t * E + e]);
+    const int *it = ids + t * K;
+    for (int k = 0; k < K; k++) {
+      int x = __ldg(it + k);
+      n += x == e;
+      bad |= x < -1 || x >= E;
+    }
+  }
+  if (bad && e == 0) atomicOr(status, 1);
+  long long o = (long long)c * E + e;
+  partN[o] = n;
+  if (s) partP[o] = p;
+}
+
+// balance_loss_fwd (one block of LOSS_LANES threads): out = scale · Σ_{b,e} N[b,e]·P[b,e], the
+// element i = b·E + e going to lane i mod LOSS_LANES.
+template <typename T>
+__device__ __forceinline__ void balanceFwd(const double *__restrict__ partP, const int *__restrict__ partN,
+                                           T *__restrict__ out, int B, int E, int cps, double scale) {
+  __shared__ double red[LOSS_LANES];
+  double acc = 0;
+  long long n = (long long)B * E;
+  for (long long i = threadIdx.x; i < n; i += LOSS_LANES) {
+    long long b = i / E, e = i % E;
+    double p = 0;
+    long long cnt = 0;
+    for (int j = 0; j < cps; j++) {
+      long long o = (b * cps + j) * E + e;
+      p = __dadd_rn(p, partP[o]);
+      cnt += partN[o];
+    }
+    acc = __dadd_rn(acc, __dmul_rn((double)cnt, p));
+  }
+  red[threadIdx.x] = acc;
+  lossTree(red);
+  if (threadIdx.x == 0) out[0] = (T)__dmul_rn(red[0], scale);
+}
+
+// balance_loss_bwd: block c·ny + y writes ds[t,e] = (scale·dy)·N[b,e] for the rows of chunk c.
+template <typename T>
+__device__ __forceinline__ void balanceBwd(const int *__restrict__ partN, T *__restrict__ ds, const T *dyp,
+                                           double dyv, int E, int S, int cps, int ny, double scale) {
+  int c = blockIdx.x / ny;
+  int e = (blockIdx.x % ny) * blockDim.x + threadIdx.x;
+  if (e >= E) return;
+  long long b = c / cps;
+  long long r0 = b * S + (long long)(c % cps) * LOSS_CHUNK;
+  long long r1 = min(r0 + LOSS_CHUNK, (b + 1) * S);
+  long long cnt = 0;
+  for (int j = 0; j < cps; j++) cnt += partN[(b * cps + j) * E + e];
+  T v = (T)__dmul_rn(__dmul_rn(scale, lossDy(dyp, dyv)), (double)cnt);
+  for (long long t = r0; t < r1; t++) ds[t * E + e] = v;
+}
+
+#define BALANCEOPS(SUF, T)                                                                         \
+  extern "C" __global__ void __launch_bounds__(256)                                                \
+      loss_partials_##SUF(const int *ids, const T *s, double *partP, int *partN, int K, int E, int S, \
+                          int cps, int ny, int *status) {                                          \
+    lossPartials<T>(ids, s, partP, partN, K, E, S, cps, ny, status);                               \
+  }                                                                                                \
+  extern "C" __global__ void __launch_bounds__(LOSS_LANES)                                         \
+      balance_loss_fwd_##SUF(const double *partP, const int *partN, T *out, int B, int E, int cps,  \
+                             double scale) {                                                       \
+    balanceFwd<T>(partP, partN, out, B, E, cps, scale);                                            \
+  }                                                                                                \
+  extern "C" __global__ void __launch_bounds__(256)                                                \
+      balance_loss_bwd_##SUF(const int *partN, T *ds, const T *dyp, double dyv, int E, int S, int cps, \
+                             int ny, double scale) {                                               \
+    balanceBwd<T>(partN, ds, dyp, dyv, E, S, cps, ny, scale);                                      \
+  }
+BALANCEOPS(f32, float)
+BALANCEOPS(f64, double)
+#undef BALANCEOPS

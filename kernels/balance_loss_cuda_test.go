@@ -1,0 +1,91 @@
+//go:build gomoecuda
+
+package kernels_test
+
+import (
+	"errors"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"gorgonia.org/cu"
+
+	. "github.com/gomoe/gomoe/kernels"
+)
+
+// The load-balancing loss on the GPU against its CPU twin (balance_loss.go): the loss and its
+// gradient bit for bit (same summation order, no FMA). The output gradient comes from the host
+// (dyv) and from the device (a one-element tensor).
+
+func loBalance[F float32 | float64](t *testing.T, c loCase, ids []int32, s []F, dyv float64) {
+	d := loDType[F]()
+	size := int64(4)
+	if d == F64 {
+		size = 8
+	}
+	scale := 0.01 * float64(c.E) / (float64(c.B) * float64(c.K) * float64(c.T/c.B) * float64(c.T/c.B))
+	want, err := BalanceLossForward(ids, s, c.T, c.K, c.E, c.B, scale)
+	cuMust(t, err)
+	wantG := make([]F, c.T*c.E)
+	cuMust(t, BalanceLossBackward(wantG, ids, c.T, c.K, c.E, c.B, scale, dyv))
+
+	bIDs, bS := cuUpload(t, ids), cuUpload(t, s)
+	work := cuAlloc(t, BalanceLossWorkBytes(c.T, c.E, c.B))
+	out := cuAlloc(t, size)
+	for run := 0; run < 2; run++ { // twice: the same bits (deterministic, no stale scratch)
+		cuMust(t, testCUDA.BalanceLossForward(d, out.p, bIDs.p, bS.p, work.p, c.T, c.K, c.E, c.B, scale))
+		loBits(t, "loss", cuDownload[F](t, out, 1), []F{want})
+	}
+	ds := cuAlloc(t, size*int64(c.T*c.E))
+	cuMust(t, testCUDA.BalanceLossBackward(d, ds.p, bIDs.p, work.p, 0, c.T, c.K, c.E, c.B, scale, dyv))
+	loBits(t, "dscores (host dy)", cuDownload[F](t, ds, c.T*c.E), wantG)
+	dy := cuUpload(t, []F{F(dyv)})
+	ds2 := cuAlloc(t, size*int64(c.T*c.E))
+	cuMust(t, testCUDA.BalanceLossBackward(d, ds2.p, bIDs.p, work.p, dy.p, c.T, c.K, c.E, c.B, scale, math.NaN()))
+	loBits(t, "dscores (device dy)", cuDownload[F](t, ds2, c.T*c.E), wantG)
+	cuMust(t, testCUDA.Status())
+}
+
+func TestCUDABalanceLoss(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, c := range loCases {
+		t.Run(c.name, func(t *testing.T) {
+			ids := loIDs(rng, c.T, c.K, c.E)
+			s := loRand(rng, c.T*c.E, 1)
+			loBalance(t, c, ids, loF32(s), float64(float32(0.75)))
+			loBalance(t, c, ids, s, 0.75)
+		})
+	}
+}
+
+// TestCUDABalanceLossBadIDs: ids outside [-1, E) set StatusBadID and count as -1.
+func TestCUDABalanceLossBadIDs(t *testing.T) {
+	const T, K, E, B = 6, 2, 4, 2
+	ids := []int32{0, 1, 7, 2, 3, -1, -5, 0, 1, 2, 3, 0}
+	clean := []int32{0, 1, -1, 2, 3, -1, -1, 0, 1, 2, 3, 0}
+	s := loRand(rand.New(rand.NewPCG(5, 6)), T*E, 1)
+	want, err := BalanceLossForward(clean, s, T, K, E, B, 0.5)
+	cuMust(t, err)
+	out := cuAlloc(t, 8)
+	cuMust(t, testCUDA.BalanceLossForward(F64, out.p, cuUpload(t, ids).p, cuUpload(t, s).p, cuAlloc(t, BalanceLossWorkBytes(T, E, B)).p, T, K, E, B, 0.5))
+	err = testCUDA.Status()
+	var se StatusError
+	if !errors.As(err, &se) || int32(se)&StatusBadID == 0 {
+		t.Fatalf("Status() = %v, want StatusBadID", err)
+	}
+	loBits(t, "loss", cuDownload[float64](t, out, 1), []float64{want})
+}
+
+// TestCUDABalanceLossArgs checks the launchers' errors.
+func TestCUDABalanceLossArgs(t *testing.T) {
+	var p cu.DevicePtr = 0
+	for _, err := range []error{
+		testCUDA.BalanceLossForward(BF16, p, p, p, p, 4, 1, 2, 1, 1),
+		testCUDA.BalanceLossForward(F32, p, p, p, p, 4, 1, 2, 3, 1),
+		testCUDA.BalanceLossBackward(F32, p, p, p, p, 0, 1, 2, 1, 1, 1),
+	} {
+		if err == nil {
+			t.Errorf("bad arguments gave no error")
+		}
+	}
+}

@@ -1,0 +1,63 @@
+package kernels
+
+import "math"
+
+// The softmax cross-entropy loss and its gradient. Each has a CUDA twin of the same name on
+// *CUDA (cross_entropy_cuda.go, cross_entropy.cuh). Matrices are row-major [rows, cols]. Sums
+// run in float64 in index order and are rounded once, so these CPU kernels are deterministic;
+// the CUDA twins sum in the element type's accumulator (float for float32) in another order
+// and agree within a few ulps.
+
+// CrossEntropy returns the mean over the rows of logits [rows, cols] of
+// logsumexp(logits[r]) − ⟨logits[r], target[r]⟩: the softmax cross-entropy for one-hot
+// (or probability) target rows.
+func CrossEntropy[F Float](logits, target []F, cols int) (float64, error) {
+	rows, err := nnShape("CrossEntropy", cols, len(logits), len(target))
+	if err != nil {
+		return 0, err
+	}
+	var total float64
+	for o := 0; o < len(logits); o += cols {
+		total += ceRow(logits[o:o+cols], target[o:o+cols])
+	}
+	return total / float64(rows), nil
+}
+
+func ceRow[F Float](x, t []F) float64 {
+	m := math.Inf(-1)
+	for _, v := range x {
+		m = math.Max(m, float64(v))
+	}
+	var s, dot float64
+	for j, v := range x {
+		s += math.Exp(float64(v) - m)
+		dot += float64(t[j]) * float64(v)
+	}
+	return m + math.Log(s) - dot
+}
+
+// CrossEntropyBackward writes dlogits = scale·(softmax(logits[r]) − target[r]) row by row;
+// scale is the loss gradient divided by the number of rows.
+func CrossEntropyBackward[F Float](dx, logits, target []F, cols int, scale float64) error {
+	if _, err := nnShape("CrossEntropyBackward", cols, len(logits), len(target), len(dx)); err != nil {
+		return err
+	}
+	if err := checkInPlace("CrossEntropyBackward", []span{spanOf("dx", dx)}, []span{spanOf("logits", logits), spanOf("target", target)}); err != nil {
+		return err
+	}
+	for o := 0; o < len(logits); o += cols {
+		x := logits[o : o+cols]
+		m := math.Inf(-1)
+		for _, v := range x {
+			m = math.Max(m, float64(v))
+		}
+		var s float64
+		for _, v := range x {
+			s += math.Exp(float64(v) - m)
+		}
+		for j, v := range x {
+			dx[o+j] = F(scale * (math.Exp(float64(v)-m)/s - float64(target[o+j])))
+		}
+	}
+	return nil
+}

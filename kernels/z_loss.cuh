@@ -1,0 +1,91 @@
+// z_loss.cuh: the router z-loss, forward and backward, float (f32) and double (f64) (CPU twin:
+// z_loss.go; launcher: z_loss_cuda.go). Part of gomoe.cu's translation unit (included after
+// gomoe.cuh, with namespace gomoe in scope; uses LOSS_LANES, lossDy and lossTree from it);
+// built into gomoe.fatbin by build_fatbin.sh.
+//
+// Each row's log-sum-exp is computed in double by one warp; the squares are summed by one
+// block in order over LOSS_LANES lanes and a fixed pairwise tree. The z-loss uses CUDA's exp
+// and log, so it agrees with the CPU within a few double ulps.
+//
+// A gradient's dy is either a one-element device tensor (dyp != 0) or the value dyv.
+
+// lossWarpMax and lossWarpSum reduce over a warp with a xor butterfly (every lane gets the
+// result).
+__device__ __forceinline__ double lossWarpMax(double v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmax(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+__device__ __forceinline__ double lossWarpSum(double v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = __dadd_rn(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// lossRowLSE is log Σ_e exp(x[e]) of one row (the warp's lanes share it): the maximum m first,
+// m itself when it is infinite.
+template <typename T> __device__ __forceinline__ double lossRowLSE(const T *__restrict__ x, int E, int lane) {
+  double m = -INFINITY;
+  for (int j = lane; j < E; j += 32) m = fmax(m, (double)x[j]);
+  m = lossWarpMax(m);
+  if (isinf(m)) return m;
+  double s = 0;
+  for (int j = lane; j < E; j += 32) s = __dadd_rn(s, exp((double)x[j] - m));
+  s = lossWarpSum(s);
+  return m + log(s);
+}
+
+// zloss_rows: one warp per row (grid-stride); sq[t] = lse(x[t])².
+template <typename T>
+__device__ __forceinline__ void zlossRows(const T *__restrict__ x, double *__restrict__ sq, long long rows, int E) {
+  long long step = ((long long)gridDim.x * blockDim.x) >> 5;
+  int lane = threadIdx.x & 31;
+  for (long long r = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5; r < rows; r += step) {
+    double l = lossRowLSE(x + r * E, E, lane);
+    if (lane == 0) sq[r] = __dmul_rn(l, l);
+  }
+}
+
+// zloss_bwd: one warp per row (grid-stride); dx[t,e] = (2·scale·dy)·lse·exp(x[t,e] − lse).
+template <typename T>
+__device__ __forceinline__ void zlossBwd(const T *__restrict__ x, T *__restrict__ dx, const T *dyp, double dyv,
+                                         long long rows, int E, double scale) {
+  long long step = ((long long)gridDim.x * blockDim.x) >> 5;
+  int lane = threadIdx.x & 31;
+  double c = __dmul_rn(__dmul_rn(2.0, scale), lossDy(dyp, dyv));
+  for (long long r = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5; r < rows; r += step) {
+    const T *xr = x + r * E;
+    double l = lossRowLSE(xr, E, lane);
+    double cl = __dmul_rn(c, l);
+    for (int j = lane; j < E; j += 32) dx[r * E + j] = (T)__dmul_rn(cl, exp((double)xr[j] - l));
+  }
+}
+
+// loss_sum (one block of LOSS_LANES threads): out = scale · Σ v[i], v[i] going to lane
+// i mod LOSS_LANES.
+template <typename T>
+__device__ __forceinline__ void lossSum(const double *__restrict__ v, T *__restrict__ out, long long n, double scale) {
+  __shared__ double red[LOSS_LANES];
+  double acc = 0;
+  for (long long i = threadIdx.x; i < n; i += LOSS_LANES) acc = __dadd_rn(acc, v[i]);
+  red[threadIdx.x] = acc;
+  lossTree(red);
+  if (threadIdx.x == 0) out[0] = (T)__dmul_rn(red[0], scale);
+}
+
+#define ZLOSSOPS(SUF, T)                                                                           \
+  extern "C" __global__ void __launch_bounds__(256)                                                \
+      zloss_rows_##SUF(const T *x, double *sq, long long rows, int E) {                            \
+    zlossRows<T>(x, sq, rows, E);                                                                  \
+  }                                                                                                \
+  extern "C" __global__ void __launch_bounds__(256)                                                \
+      zloss_bwd_##SUF(const T *x, T *dx, const T *dyp, double dyv, long long rows, int E, double scale) { \
+    zlossBwd<T>(x, dx, dyp, dyv, rows, E, scale);                                                  \
+  }                                                                                                \
+  extern "C" __global__ void __launch_bounds__(LOSS_LANES)                                         \
+      loss_sum_##SUF(const double *v, T *out, long long n, double scale) {                         \
+    lossSum<T>(v, out, n, scale);                                                                  \
+  }
+ZLOSSOPS(f32, float)
+ZLOSSOPS(f64, double)
+#undef ZLOSSOPS

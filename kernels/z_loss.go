@@ -1,0 +1,78 @@
+package kernels
+
+import (
+	"fmt"
+	"math"
+)
+
+// The router z-loss on the CPU, forward and backward. Each has a CUDA twin of the same name on
+// *CUDA (z_loss_cuda.go, kernels in z_loss.cuh) that sums in the same fixed order: each row's
+// log-sum-exp in float64 (the row maximum first), then the squares over LossLanes lanes and a
+// fixed pairwise tree (laneSum). The GPU's exp and log are CUDA's, so the two agree within a
+// few float64 ulps, not bit for bit. The gradient is rounded once from float64 as well.
+
+// rowLSE is log Σ_e exp(x[e]) in float64: the row maximum m first, then m + log Σ exp(x−m)
+// (m itself when m is infinite).
+func rowLSE[F float32 | float64](x []F) float64 {
+	m := math.Inf(-1)
+	for _, v := range x {
+		m = math.Max(m, float64(v))
+	}
+	if math.IsInf(m, 0) {
+		return m
+	}
+	var s float64
+	for _, v := range x {
+		s = float64(s + math.Exp(float64(v)-m))
+	}
+	return m + math.Log(s)
+}
+
+func checkZ(name string, n, T, E int) error {
+	if T < 1 || E < 1 {
+		return fmt.Errorf("gomoe: %s: T=%d E=%d, want both >= 1", name, T, E)
+	}
+	if float64(T)*float64(E) > maxElems { // T·E must not wrap around
+		return fmt.Errorf("gomoe: %s: T=%d E=%d are too large (more than 2^50 elements)", name, T, E)
+	}
+	if n != T*E {
+		return fmt.Errorf("gomoe: %s: %d logits, want T·E = %d", name, n, T*E)
+	}
+	return nil
+}
+
+// ZLossForward returns the router z-loss scale · Σ_t lse(x[t])² for logits x [T,E]
+// (lse(x[t]) = log Σ_e exp(x[t,e]); the layer uses scale = coeff/T), computed in float64 and
+// rounded once.
+func ZLossForward[F float32 | float64](x []F, T, E int, scale float64) (F, error) {
+	if err := checkZ("ZLossForward", len(x), T, E); err != nil {
+		return 0, err
+	}
+	total := laneSum(T, func(t int) float64 {
+		l := rowLSE(x[t*E : (t+1)*E])
+		return float64(l * l)
+	})
+	return F(float64(total * scale)), nil
+}
+
+// ZLossBackward writes the gradient of ZLossForward into dx [T,E] (overwriting it):
+// dx[t,e] = (2·scale·dy) · lse(x[t]) · exp(x[t,e] − lse(x[t])), i.e. 2·scale·dy·lse·softmax.
+func ZLossBackward[F float32 | float64](dx, x []F, T, E int, scale, dy float64) error {
+	const name = "ZLossBackward"
+	if err := checkZ(name, len(x), T, E); err != nil {
+		return err
+	}
+	if len(dx) != T*E {
+		return fmt.Errorf("gomoe: %s: gradient of %d elements, want T·E = %d", name, len(dx), T*E)
+	}
+	c := float64(2 * scale * dy)
+	for t := 0; t < T; t++ {
+		row := x[t*E : (t+1)*E]
+		l := rowLSE(row)
+		cl := float64(c * l)
+		for e, v := range row {
+			dx[t*E+e] = F(float64(cl * math.Exp(float64(v)-l)))
+		}
+	}
+	return nil
+}
