@@ -1,5 +1,7 @@
 package kernels
 
+import "unsafe"
+
 // Combine-unpermute on the CPU.
 //
 //	forward:  y[t]        = Σ_k probs[t,k] · yp[rowOf[t,k]]   (probs nil: unweighted sum)
@@ -88,6 +90,22 @@ func UnpermuteBackward[F Float](dyp, dprobs, dy, yp, probs []F, p Plan, H int) e
 		return err
 	}
 	K := p.K
+	// One pass per routed row: the row of dyp and the dot product come from the same read of
+	// dy[t] (unpermBwdRow). A large dyp is written with non-temporal stores: it cannot stay in
+	// the caches anyway, and a plain store would first read each line it writes.
+	flags := 0
+	if dyp != nil {
+		flags |= ubStore
+		if probs != nil {
+			flags |= ubScale
+		}
+		if len(dyp)*int(unsafe.Sizeof(dyp[0])) >= unpermNTMin {
+			flags |= ubNT
+		}
+	}
+	if dprobs != nil {
+		flags |= ubDot
+	}
 	parallelRange(p.T, rowBlock, func(lo, hi int) {
 		for t := lo; t < hi; t++ {
 			g := dy[t*H : (t+1)*H]
@@ -98,16 +116,20 @@ func UnpermuteBackward[F Float](dyp, dprobs, dy, yp, probs []F, p Plan, H int) e
 					}
 					continue
 				}
+				var d, a []F
+				var w F
 				if dyp != nil {
-					dst := dyp[int(r)*H : int(r)*H+len(g)]
-					if probs == nil {
-						copy(dst, g)
-					} else {
-						scaleRow(dst, g, probs[t*K+k])
-					}
+					d = dyp[int(r)*H : int(r)*H+H]
+				}
+				if probs != nil {
+					w = probs[t*K+k]
 				}
 				if dprobs != nil {
-					dprobs[t*K+k] = F(dot64(yp[int(r)*H:(int(r)+1)*H], g))
+					a = yp[int(r)*H : int(r)*H+H]
+				}
+				v := unpermBwdRow(d, g, a, w, flags)
+				if dprobs != nil {
+					dprobs[t*K+k] = F(v)
 				}
 			}
 		}
@@ -116,4 +138,40 @@ func UnpermuteBackward[F Float](dyp, dprobs, dy, yp, probs []F, p Plan, H int) e
 		zeroEmptyRows(dyp, p, H)
 	}
 	return nil
+}
+
+// The flags of unpermBwdRow (and of its vector kernels).
+const (
+	ubDot   = 1 // return the dot product
+	ubStore = 2 // write d
+	ubScale = 4 // d = w·g (else d = g)
+	ubNT    = 8 // d may be written with non-temporal stores
+)
+
+// unpermNTMin is the size in bytes of dyp from which UnpermuteBackward writes it with
+// non-temporal stores.
+const unpermNTMin = 8 << 20
+
+// unpermBwdRow is one routed row of UnpermuteBackward: under ubStore it writes d = w·g
+// (scaleRow, under ubScale) or d = g, and under ubDot it returns dot64(yp, g) (0 otherwise).
+// d and yp, where used, are as long as g. The vector kernel (unpermBwdAsm) does the whole
+// groups of 8 of long rows in one pass with the same operations, the Go code below the rest, so
+// the bits do not depend on which path ran.
+func unpermBwdRow[F Float](d, g, yp []F, w F, flags int) float64 {
+	var l [8]float64
+	i := unpermBwdAsm(&l, d, g, yp, w, flags)
+	if flags&ubStore != 0 {
+		if flags&ubScale != 0 {
+			scaleRow(d[i:], g[i:len(d)], w)
+		} else {
+			copy(d[i:], g[i:])
+		}
+	}
+	if flags&ubDot == 0 {
+		return 0
+	}
+	if i == 0 {
+		return dot64(yp, g)
+	}
+	return dot64Lanes(&l, yp, g, i)
 }

@@ -106,6 +106,13 @@ func dot64[F Float](a, b []F) float64 {
 	if a32, ok := any(a).([]float32); ok {
 		i = dotLanes32(&l, a32, any(b).([]float32))
 	}
+	return dot64Lanes(&l, a, b, i)
+}
+
+// dot64Lanes finishes dot64: it adds the products from element i on (a multiple of 8) to the
+// lanes l, which hold dot64's lanes of the first i elements, and adds the lanes in dot64's tree.
+func dot64Lanes[F Float](l *[8]float64, a, b []F, i int) float64 {
+	b = b[:len(a)]
 	for ; i+8 <= len(a); i += 8 {
 		aa, bb := a[i:i+8:i+8], b[i:i+8:i+8]
 		l[0] += float64(float64(aa[0]) * float64(bb[0]))

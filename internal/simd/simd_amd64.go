@@ -3,10 +3,11 @@
 package simd
 
 // The micro-kernels of package kernels' CPU paths, in Go assembly (gemm_amd64.s,
-// sigmoid_amd64.s, rmsnorm_amd64.s, accrows_amd64.s, adam_amd64.s). Their contracts are in
-// those files and at their callers (kernels/gemm_amd64.go, kernels/sigmoid_amd64.go,
-// kernels/softmax_amd64.go, kernels/rmsnorm_amd64.go, kernels/accrows_amd64.go,
-// kernels/optimizer_adam_amd64.go), which check every length before they call them.
+// sigmoid_amd64.s, rmsnorm_amd64.s, accrows_amd64.s, adam_amd64.s, unpermute_amd64.s). Their
+// contracts are in those files and at their callers (kernels/gemm_amd64.go,
+// kernels/sigmoid_amd64.go, kernels/softmax_amd64.go, kernels/rmsnorm_amd64.go,
+// kernels/accrows_amd64.go, kernels/optimizer_adam_amd64.go, kernels/unpermute_amd64.go), which
+// check every length before they call them.
 
 // Sgemm6x16AVX2 computes a 6×16 float32 tile from packed slivers (AVX2 + FMA).
 //
@@ -80,3 +81,18 @@ func RMSScaleF32AVX2(y, x, gain *float32, r *float64, n int)
 //
 //go:noescape
 func RMSBackF32AVX2(dx, x, gain, dy *float32, rc *[2]float64, n int)
+
+// UnpermBwdF32AVX2 runs one routed row of the unpermute backward over n elements (a multiple
+// of 8) in one pass: with flag 2 it writes d[i] = *w·s[i] (flag 4) or s[i] (flag 4 clear),
+// with non-temporal stores under flag 8 (d then 32-byte aligned); with flag 1 it sets lane j of
+// l to the sum from +0 of yp[h]·s[h] (exact in float64) over h ≡ j (mod 8) in h order
+// (AVX2). Pointers a clear flag leaves unused may be nil.
+//
+//go:noescape
+func UnpermBwdF32AVX2(l *[8]float64, d, s, yp, w *float32, n, flags int)
+
+// UnpermBwdF64AVX2 is UnpermBwdF32AVX2 for float64: the products yp[h]·s[h] are rounded to
+// float64, then added (no fused multiply-add) (AVX2).
+//
+//go:noescape
+func UnpermBwdF64AVX2(l *[8]float64, d, s, yp, w *float64, n, flags int)
