@@ -18,13 +18,7 @@ import (
 // Its gradient is dx[t] = Σ_k dxp[rowOf[t,k]], summed in k order.
 func Permute(x *G.Node, p *Plan) (*G.Node, error) {
 	const name = permuteName
-	if err := p.check(name); err != nil {
-		return nil, err
-	}
-	if err := checkNodes(name, []*G.Node{x, p.Node}, "x", "plan"); err != nil {
-		return nil, err
-	}
-	dt, err := opkit.NodeDtype(name, "x", x)
+	dt, err := planInput(name, p, x, "x")
 	if err != nil {
 		return nil, err
 	}

@@ -26,13 +26,7 @@ import (
 // dprobs[t,k] = ⟨yp[rowOf[t,k]], dy[t]⟩ (0 for dropped slots).
 func Unpermute(yp, probs *G.Node, p *Plan) (*G.Node, error) {
 	const name = unpermuteName
-	if err := p.check(name); err != nil {
-		return nil, err
-	}
-	if err := checkNodes(name, []*G.Node{yp, p.Node}, "yp", "plan"); err != nil {
-		return nil, err
-	}
-	dt, err := opkit.NodeDtype(name, "yp", yp)
+	dt, err := planInput(name, p, yp, "yp")
 	if err != nil {
 		return nil, err
 	}
