@@ -49,10 +49,7 @@ type embedOp struct {
 
 func (op embedOp) Arity() int { return 2 }
 
-func (op embedOp) Type() hm.Type {
-	a := hm.TypeVariable('a')
-	return hm.NewFnType(G.TensorType{Dims: 2, Of: a}, G.TensorType{Dims: 1, Of: tensor.Int32}, G.TensorType{Dims: 2, Of: a})
-}
+func (op embedOp) Type() hm.Type { return matIndexType(1) }
 
 func (op embedOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	const name = "Embedding"
@@ -155,10 +152,7 @@ type embedGradOp struct {
 
 func (op embedGradOp) Arity() int { return 2 }
 
-func (op embedGradOp) Type() hm.Type {
-	a := hm.TypeVariable('a')
-	return hm.NewFnType(G.TensorType{Dims: 2, Of: a}, G.TensorType{Dims: 1, Of: tensor.Int32}, G.TensorType{Dims: 2, Of: a})
-}
+func (op embedGradOp) Type() hm.Type { return matIndexType(1) }
 
 func (op embedGradOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	const name = "EmbeddingGrad"

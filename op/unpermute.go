@@ -259,7 +259,7 @@ func (op unpermuteOp) Arity() int {
 // → Matrix a. The data and probs dtypes are separate type variables; Do checks them.
 func (op unpermuteOp) Type() hm.Type {
 	if !op.weighted {
-		return matPlanType()
+		return matIndexType(1)
 	}
 	m := G.TensorType{Dims: 2, Of: hm.TypeVariable('a')}
 	return hm.NewFnType(m, G.TensorType{Dims: 2, Of: hm.TypeVariable('p')}, G.TensorType{Dims: 1, Of: tensor.Int32}, m)
