@@ -61,14 +61,8 @@ func TestInferMatchesReference(t *testing.T) {
 			if out.Plan.Geometry.C != tc.evalC {
 				t.Errorf("plan capacity %d, want %d", out.Plan.Geometry.C, tc.evalC)
 			}
-			var y, loss G.Value
-			G.Read(out.Y, &y)
-			G.Read(out.Loss, &loss)
-			m := G.NewTapeMachine(g)
-			defer m.Close()
-			if err := m.RunAll(); err != nil {
-				t.Fatal(err)
-			}
+			vals := runTape(t, g, out.Y, out.Loss)
+			y, loss := vals[0], vals[1]
 			if v := f64s(loss); len(v) != 1 || v[0] != 0 {
 				t.Errorf("Loss = %v, want the scalar 0", loss)
 			}
@@ -109,22 +103,8 @@ func TestInferHasNoJitter(t *testing.T) {
 		}
 		xn := G.NewMatrix(g, tensor.Float64, G.WithShape(T, cfg.Hidden), G.WithName("x"),
 			G.WithValue(denseOf(tensor.Float64, x, T, cfg.Hidden)))
-		apply := l.Forward
-		if infer {
-			apply = l.Infer
-		}
-		out, err := apply(xn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var y G.Value
-		G.Read(out.Y, &y)
-		m := G.NewTapeMachine(g)
-		defer m.Close()
-		if err := m.RunAll(); err != nil {
-			t.Fatal(err)
-		}
-		return append([]float64(nil), f64s(y)...)
+		out := forwardOrInfer(t, l, xn, infer)
+		return append([]float64(nil), f64s(runTape(t, g, out.Y)[0])...)
 	}
 	noJitter := cfg
 	noJitter.JitterEps = 0
@@ -148,14 +128,7 @@ func TestLossIsNeverNil(t *testing.T) {
 				t.Fatal(err)
 			}
 			xn := G.NewMatrix(g, dt, G.WithShape(6, 4), G.WithName("x"), G.WithInit(G.GlorotN(1)))
-			apply := l.Forward
-			if infer {
-				apply = l.Infer
-			}
-			out, err := apply(xn)
-			if err != nil {
-				t.Fatal(err)
-			}
+			out := forwardOrInfer(t, l, xn, infer)
 			if out.Loss == nil || !out.Loss.IsScalar() || out.Loss.Dtype() != dt {
 				t.Fatalf("%v infer=%v: Loss = %v, want a %v scalar", dt, infer, out.Loss, dt)
 			}
@@ -210,18 +183,9 @@ func TestThreeDInput(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		vals := make([]G.Value, len(gs))
-		for i := range gs {
-			G.Read(gs[i], &vals[i])
-		}
-		var y G.Value
-		G.Read(out.Y, &y)
-		m := G.NewTapeMachine(g)
-		defer m.Close()
-		if err := m.RunAll(); err != nil {
-			t.Fatal(err)
-		}
-		for _, v := range vals {
+		vals := runTape(t, g, append(gs, out.Y)...)
+		y := vals[len(gs)]
+		for _, v := range vals[:len(gs)] {
 			grads = append(grads, append([]float64(nil), f64s(v)...))
 		}
 		return append([]float64(nil), f64s(y)...), y.Shape().Clone(), grads
@@ -262,14 +226,7 @@ func TestLispMachineForwardOnly(t *testing.T) {
 					t.Fatal(err)
 				}
 				xn := G.NewTensor(g, tensor.Float32, 3, G.WithShape(2, 3, 4), G.WithName("x"), G.WithValue(denseOf(tensor.Float32, x, 2, 3, 4)))
-				apply := l.Forward
-				if infer {
-					apply = l.Infer
-				}
-				out, err := apply(xn)
-				if err != nil {
-					t.Fatal(err)
-				}
+				out := forwardOrInfer(t, l, xn, infer)
 				var y G.Value
 				G.Read(out.Y, &y)
 				var m G.VM = G.NewTapeMachine(g)
@@ -337,4 +294,34 @@ func TestInferRejectsBadInput(t *testing.T) {
 	if _, err := l.Infer(G.NewMatrix(g, tensor.Float32, G.WithShape(6, 4), G.WithName("x6"))); err != nil {
 		t.Errorf("Infer of 6 tokens with SeqLen=4: %v", err)
 	}
+}
+
+// forwardOrInfer is l.Infer(x) with infer, else l.Forward(x); it fails t on an error.
+func forwardOrInfer(t testing.TB, l *Layer, x *G.Node, infer bool) *Output {
+	t.Helper()
+	apply := l.Forward
+	if infer {
+		apply = l.Infer
+	}
+	out, err := apply(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// runTape reads nodes, runs g once on a tape machine and returns the nodes' values; it fails t
+// on an error.
+func runTape(t testing.TB, g *G.ExprGraph, nodes ...*G.Node) []G.Value {
+	t.Helper()
+	vals := make([]G.Value, len(nodes))
+	for i, n := range nodes {
+		G.Read(n, &vals[i])
+	}
+	m := G.NewTapeMachine(g)
+	defer m.Close()
+	if err := m.RunAll(); err != nil {
+		t.Fatal(err)
+	}
+	return vals
 }
