@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gomoe/gomoe/internal/reftest"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 )
@@ -70,7 +71,7 @@ func TestInferMatchesReference(t *testing.T) {
 			ref.JitterEps, ref.AuxLossCoeff, ref.SeqAuxLossCoeff, ref.ZLossCoeff = 0, 0, 0, 0
 			ref.CapacityFactor = ref.evalFactor()
 			want := refForwardBackward(t, ref, T, paramsOf(l, x), make([]float64, T*cfg.Hidden))
-			if d := maxDiff(f64s(y), want.y); !(d <= 1e-12*math.Max(1, maxAbs(want.y))) {
+			if d := reftest.MaxDiff(f64s(y), want.y); !(d <= 1e-12*math.Max(1, maxAbs(want.y))) {
 				t.Errorf("Y differs from the reference by %g\n got  %.6g\n want %.6g", d, head(f64s(y)), head(want.y))
 			}
 			counts := out.CountsValue().Data().([]int32)
@@ -109,10 +110,10 @@ func TestInferHasNoJitter(t *testing.T) {
 	noJitter := cfg
 	noJitter.JitterEps = 0
 	want := run(noJitter, false)
-	if d := maxDiff(run(cfg, false), want); d == 0 {
+	if d := reftest.MaxDiff(run(cfg, false), want); d == 0 {
 		t.Fatalf("Forward with JitterEps=0.5 gave the jitter-free output: the test cannot see jitter")
 	}
-	if d := maxDiff(run(cfg, true), want); d != 0 {
+	if d := reftest.MaxDiff(run(cfg, true), want); d != 0 {
 		t.Errorf("Infer differs from the jitter-free Forward by %g", d)
 	}
 }
@@ -195,11 +196,11 @@ func TestThreeDInput(t *testing.T) {
 	if !sh3.Eq(tensor.Shape{B, S, cfg.Hidden}) {
 		t.Errorf("Y has shape %v, want (%d, %d, %d)", sh3, B, S, cfg.Hidden)
 	}
-	if d := maxDiff(y3, y2); d != 0 {
+	if d := reftest.MaxDiff(y3, y2); d != 0 {
 		t.Errorf("Y of [B,S,H] differs from [B·S,H] by %g", d)
 	}
 	for i := range g2 {
-		if d := maxDiff(g3[i], g2[i]); d != 0 || len(g3[i]) != len(g2[i]) {
+		if d := reftest.MaxDiff(g3[i], g2[i]); d != 0 || len(g3[i]) != len(g2[i]) {
 			t.Errorf("gradient %d of [B,S,H] differs from [B·S,H] by %g", i, d)
 		}
 	}
@@ -239,7 +240,7 @@ func TestLispMachineForwardOnly(t *testing.T) {
 				}
 				return append([]float64(nil), f64s(y)...)
 			}
-			if d := maxDiff(run(true), run(false)); d != 0 {
+			if d := reftest.MaxDiff(run(true), run(false)); d != 0 {
 				t.Errorf("config %d infer=%v: the lisp machine's Y differs from the tape machine's by %g", i, infer, d)
 			}
 		}

@@ -1,7 +1,8 @@
 // Package reftest holds the plain-loop references that the tests of package kernels and
 // package op check the kernels and ops against: a plan builder and the permute and unpermute
 // math in float64, written from the definitions in docs/design.md and independent of the
-// kernels' chunked, parallel code. It does not import package kernels (whose own tests use it),
+// kernels' chunked, parallel code; and MaxDiff, the comparison the tests of packages op and moe
+// share. It does not import package kernels (whose own tests use it),
 // so it has its own Geometry.
 package reftest
 
@@ -245,4 +246,21 @@ func Gemm(ta, tb bool, m, n, k int, alpha float64, a []float64, lda int, b []flo
 		}
 	}
 	return out, bound
+}
+
+// MaxDiff is the largest |a[i] - b[i]|, or +Inf when the lengths differ or a difference is
+// NaN.
+func MaxDiff(a, b []float64) float64 {
+	if len(a) != len(b) {
+		return math.Inf(1)
+	}
+	var m float64
+	for i := range a {
+		d := math.Abs(a[i] - b[i])
+		if math.IsNaN(d) {
+			return math.Inf(1)
+		}
+		m = math.Max(m, d)
+	}
+	return m
 }
