@@ -14,6 +14,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/internal/ranktest"
 	"github.com/gomoe/gomoe/kernels"
 )
 
@@ -196,28 +197,14 @@ func TestExchangeCounts(t *testing.T) {
 	}
 	got := make([][]int32, n)
 	err = runWithin(t, g, 10*time.Second, func(c Communicator) error {
-		send := make([]int32, n*m)
-		for j := 0; j < n; j++ {
-			for k := 0; k < m; k++ {
-				send[j*m+k] = int32(100*c.Rank() + 10*j + k) // from rank, to rank j, entry k
-			}
-		}
 		var err error
-		got[c.Rank()], err = c.ExchangeCounts(send)
+		got[c.Rank()], err = c.ExchangeCounts(ranktest.CountsSend(c.Rank(), n, m))
 		return err
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for j := 0; j < n; j++ {
-		for i := 0; i < n; i++ {
-			for k := 0; k < m; k++ {
-				if want := int32(100*i + 10*j + k); got[j][i*m+k] != want {
-					t.Fatalf("rank %d got %d from rank %d entry %d, want %d", j, got[j][i*m+k], i, k, want)
-				}
-			}
-		}
-	}
+	ranktest.CheckCounts(t, got, m)
 }
 
 // TestCollectiveErrors: every bad call gives an error on every rank (the same verdict), and

@@ -560,6 +560,21 @@ func ptrAt(p cu.DevicePtr, elems int64, d DType) cu.DevicePtr {
 	return p + cu.DevicePtr(elems*int64(d.Size()))
 }
 
+// expertGemms is the grouped matmul's GEMMs on cuBLAS, one gemm(e, o, n) for each expert e
+// with n > 0 real rows starting at row o (seg as PlanSegments returns it), in expert order;
+// empty lists the experts with no rows, as ranges of expert indices.
+func expertGemms(g Geometry, seg []int32, gemm func(e int, o int64, n int) rowGemm) (ps []rowGemm, empty []rowRange) {
+	for e := 0; e < g.E; e++ {
+		o, n := int64(seg[g.E+e]), int(seg[e])
+		if n == 0 {
+			empty = appendRange(empty, int64(e), int64(e+1))
+			continue
+		}
+		ps = append(ps, gemm(e, o, n))
+	}
+	return ps, empty
+}
+
 // GroupedMatMulForward writes z [R,N] from xp [R,H] and w [E,H,N] (device pointers, all of
 // dtype d): each real row of expert e times w[e], as the CPU GroupedMatMulForward. Pad rows
 // and rows past offsets[E] are written as 0. It reads the plan's offsets with one small
@@ -572,17 +587,12 @@ func (c *CUDA) GroupedMatMulForward(d DType, g Geometry, H, N int, z, xp, w, pla
 		if err := zeroRows(z, int64(N)*int64(d.Size()), padRanges(g, seg), int64(g.Rows())); err != nil {
 			return err
 		}
-		var ps []rowGemm
-		for e := 0; e < g.E; e++ {
-			o, n := int64(seg[g.E+e]), int(seg[e])
-			if n == 0 {
-				continue
-			}
-			ps = append(ps, rowGemm{m: n, n: N, k: H,
+		ps, _ := expertGemms(g, seg, func(e int, o int64, n int) rowGemm {
+			return rowGemm{m: n, n: N, k: H,
 				a: ptrAt(xp, o*int64(H), d), lda: H,
 				b: ptrAt(w, int64(e)*int64(H)*int64(N), d), ldb: N,
-				c: ptrAt(z, o*int64(N), d), ldc: N, alpha: 1})
-		}
+				c: ptrAt(z, o*int64(N), d), ldc: N, alpha: 1}
+		})
 		c.lastGMM = "cublas"
 		return c.runGemms(st, d, ps)
 	})
@@ -603,17 +613,12 @@ func (c *CUDA) GroupedMatMulBackwardRows(d DType, g Geometry, H, N int, dxp, dz,
 		} else if err := zeroRows(dxp, int64(H)*int64(d.Size()), padRanges(g, seg), int64(g.Rows())); err != nil {
 			return err
 		}
-		var ps []rowGemm
-		for e := 0; e < g.E; e++ {
-			o, n := int64(seg[g.E+e]), int(seg[e])
-			if n == 0 {
-				continue
-			}
-			ps = append(ps, rowGemm{tb: true, m: n, n: H, k: N,
+		ps, _ := expertGemms(g, seg, func(e int, o int64, n int) rowGemm {
+			return rowGemm{tb: true, m: n, n: H, k: N,
 				a: ptrAt(dz, o*int64(N), d), lda: N,
 				b: ptrAt(w, int64(e)*int64(H)*int64(N), d), ldb: N,
-				c: ptrAt(dxp, o*int64(H), d), ldc: H, alpha: 1, bet: beta})
-		}
+				c: ptrAt(dxp, o*int64(H), d), ldc: H, alpha: 1, bet: beta}
+		})
 		c.lastGMM = "cublas"
 		return c.runGemms(st, d, ps)
 	})
@@ -632,19 +637,12 @@ func (c *CUDA) GroupedMatMulBackwardWeights(d DType, g Geometry, H, N int, dw, x
 		if accumulate {
 			beta = 1
 		}
-		var ps []rowGemm
-		var empty []rowRange
-		for e := 0; e < g.E; e++ {
-			o, n := int64(seg[g.E+e]), int(seg[e])
-			if n == 0 {
-				empty = appendRange(empty, int64(e), int64(e+1))
-				continue
-			}
-			ps = append(ps, rowGemm{ta: true, m: H, n: N, k: n,
+		ps, empty := expertGemms(g, seg, func(e int, o int64, n int) rowGemm {
+			return rowGemm{ta: true, m: H, n: N, k: n,
 				a: ptrAt(xp, o*int64(H), d), lda: H,
 				b: ptrAt(dz, o*int64(N), d), ldb: N,
-				c: ptrAt(dw, int64(e)*int64(H)*int64(N), d), ldc: N, alpha: 1, bet: beta})
-		}
+				c: ptrAt(dw, int64(e)*int64(H)*int64(N), d), ldc: N, alpha: 1, bet: beta}
+		})
 		if !accumulate {
 			if err := zeroRows(dw, int64(H)*int64(N)*int64(d.Size()), empty, int64(g.E)); err != nil {
 				return err

@@ -32,7 +32,7 @@ func gemmCase[T float32 | float64](t *testing.T, rng *rand.Rand, tA, tB bool, m,
 			c[i] = T(math.NaN())
 		}
 	}
-	ref, mag := reftest.Gemm(tA, tB, m, n, k, 1, gmmTo64(a), lda, gmmTo64(b), ldb, float64(beta), gmmTo64(c), ldc)
+	ref, mag := reftest.Gemm(tA, tB, m, n, k, 1, to64(a), lda, to64(b), ldb, float64(beta), to64(c), ldc)
 	if err := Gemm(tA, tB, m, n, k, a, lda, b, ldb, beta, c, ldc); err != nil {
 		t.Fatal(err)
 	}

@@ -40,14 +40,6 @@ func gmmConv[F Float](v []float64) []F {
 	return out
 }
 
-func gmmTo64[F Float](v []F) []float64 {
-	out := make([]float64, len(v))
-	for i, x := range v {
-		out[i] = float64(x)
-	}
-	return out
-}
-
 // gmmRef computes the grouped matmul and its backward with plain loops. The expert of each row
 // comes from the pairs: row rowOf[t,k] holds token t for expert ids[t,k].
 func gmmRef(ids, rowOf []int32, R, E, H, N int, xp, w, dz []float64) (z, dxp, dw []float64) {
@@ -174,7 +166,7 @@ func gmmCheckKernels[F Float](t *testing.T, p Plan, H, N int, xp64, w64, dz64, w
 	for _, c := range []struct {
 		what      string
 		got, want []float64
-	}{{"z", gmmTo64(z), wantZ}, {"dxp", gmmTo64(dxp), wantDxp}, {"dw", gmmTo64(dw), wantDw}} {
+	}{{"z", to64(z), wantZ}, {"dxp", to64(dxp), wantDxp}, {"dw", to64(dw), wantDw}} {
 		if d := gmmMaxDiff(c.got, c.want); !(d <= tol) {
 			t.Errorf("%s: max abs diff %g > %g", c.what, d, tol)
 		}
@@ -196,10 +188,10 @@ func gmmCheckKernels[F Float](t *testing.T, p Plan, H, N int, xp64, w64, dz64, w
 		}
 		return o
 	}
-	if d := gmmMaxDiff(gmmTo64(dxp2), twice(wantDxp)); !(d <= 2*tol) {
+	if d := gmmMaxDiff(to64(dxp2), twice(wantDxp)); !(d <= 2*tol) {
 		t.Errorf("accumulated dxp: max abs diff %g", d)
 	}
-	if d := gmmMaxDiff(gmmTo64(dw2), twice(wantDw)); !(d <= 2*tol) {
+	if d := gmmMaxDiff(to64(dw2), twice(wantDw)); !(d <= 2*tol) {
 		t.Errorf("accumulated dw: max abs diff %g", d)
 	}
 }

@@ -54,13 +54,7 @@ func randFloats(rng *rand.Rand, n int) []float64 {
 	return v
 }
 
-func to32(v []float64) []float32 {
-	out := make([]float32, len(v))
-	for i, x := range v {
-		out[i] = float32(x)
-	}
-	return out
-}
+func to32(v []float64) []float32 { return gmmConv[float32](v) }
 
 func to64[F Float](v []F) []float64 {
 	out := make([]float64, len(v))

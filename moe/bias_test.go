@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gomoe/gomoe/internal/reftest"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 )
@@ -21,7 +22,7 @@ func TestUpdateExpertBias(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []float64{0.49, 0, -0.51, 0.01}
-	if d := maxDiff(f64s(l.Bias.Value()), want); d > 1e-7 {
+	if d := reftest.MaxDiff(f64s(l.Bias.Value()), want); d > 1e-7 {
 		t.Fatalf("bias %v, want %v", f64s(l.Bias.Value()), want)
 	}
 	// Bad loads change nothing.
@@ -34,7 +35,7 @@ func TestUpdateExpertBias(t *testing.T) {
 			t.Errorf("load %v: no error", bad)
 		}
 	}
-	if d := maxDiff(f64s(l.Bias.Value()), want); d > 1e-7 {
+	if d := reftest.MaxDiff(f64s(l.Bias.Value()), want); d > 1e-7 {
 		t.Fatalf("bias changed by a rejected update: %v", f64s(l.Bias.Value()))
 	}
 	h := G.NewGraph()

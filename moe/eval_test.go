@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gomoe/gomoe/internal/reftest"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 )
@@ -61,14 +62,8 @@ func TestInferMatchesReference(t *testing.T) {
 			if out.Plan.Geometry.C != tc.evalC {
 				t.Errorf("plan capacity %d, want %d", out.Plan.Geometry.C, tc.evalC)
 			}
-			var y, loss G.Value
-			G.Read(out.Y, &y)
-			G.Read(out.Loss, &loss)
-			m := G.NewTapeMachine(g)
-			defer m.Close()
-			if err := m.RunAll(); err != nil {
-				t.Fatal(err)
-			}
+			vals := runTape(t, g, out.Y, out.Loss)
+			y, loss := vals[0], vals[1]
 			if v := f64s(loss); len(v) != 1 || v[0] != 0 {
 				t.Errorf("Loss = %v, want the scalar 0", loss)
 			}
@@ -76,7 +71,7 @@ func TestInferMatchesReference(t *testing.T) {
 			ref.JitterEps, ref.AuxLossCoeff, ref.SeqAuxLossCoeff, ref.ZLossCoeff = 0, 0, 0, 0
 			ref.CapacityFactor = ref.evalFactor()
 			want := refForwardBackward(t, ref, T, paramsOf(l, x), make([]float64, T*cfg.Hidden))
-			if d := maxDiff(f64s(y), want.y); !(d <= 1e-12*math.Max(1, maxAbs(want.y))) {
+			if d := reftest.MaxDiff(f64s(y), want.y); !(d <= 1e-12*math.Max(1, maxAbs(want.y))) {
 				t.Errorf("Y differs from the reference by %g\n got  %.6g\n want %.6g", d, head(f64s(y)), head(want.y))
 			}
 			counts := out.CountsValue().Data().([]int32)
@@ -109,30 +104,16 @@ func TestInferHasNoJitter(t *testing.T) {
 		}
 		xn := G.NewMatrix(g, tensor.Float64, G.WithShape(T, cfg.Hidden), G.WithName("x"),
 			G.WithValue(denseOf(tensor.Float64, x, T, cfg.Hidden)))
-		apply := l.Forward
-		if infer {
-			apply = l.Infer
-		}
-		out, err := apply(xn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var y G.Value
-		G.Read(out.Y, &y)
-		m := G.NewTapeMachine(g)
-		defer m.Close()
-		if err := m.RunAll(); err != nil {
-			t.Fatal(err)
-		}
-		return append([]float64(nil), f64s(y)...)
+		out := forwardOrInfer(t, l, xn, infer)
+		return append([]float64(nil), f64s(runTape(t, g, out.Y)[0])...)
 	}
 	noJitter := cfg
 	noJitter.JitterEps = 0
 	want := run(noJitter, false)
-	if d := maxDiff(run(cfg, false), want); d == 0 {
+	if d := reftest.MaxDiff(run(cfg, false), want); d == 0 {
 		t.Fatalf("Forward with JitterEps=0.5 gave the jitter-free output: the test cannot see jitter")
 	}
-	if d := maxDiff(run(cfg, true), want); d != 0 {
+	if d := reftest.MaxDiff(run(cfg, true), want); d != 0 {
 		t.Errorf("Infer differs from the jitter-free Forward by %g", d)
 	}
 }
@@ -148,14 +129,7 @@ func TestLossIsNeverNil(t *testing.T) {
 				t.Fatal(err)
 			}
 			xn := G.NewMatrix(g, dt, G.WithShape(6, 4), G.WithName("x"), G.WithInit(G.GlorotN(1)))
-			apply := l.Forward
-			if infer {
-				apply = l.Infer
-			}
-			out, err := apply(xn)
-			if err != nil {
-				t.Fatal(err)
-			}
+			out := forwardOrInfer(t, l, xn, infer)
 			if out.Loss == nil || !out.Loss.IsScalar() || out.Loss.Dtype() != dt {
 				t.Fatalf("%v infer=%v: Loss = %v, want a %v scalar", dt, infer, out.Loss, dt)
 			}
@@ -210,18 +184,9 @@ func TestThreeDInput(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		vals := make([]G.Value, len(gs))
-		for i := range gs {
-			G.Read(gs[i], &vals[i])
-		}
-		var y G.Value
-		G.Read(out.Y, &y)
-		m := G.NewTapeMachine(g)
-		defer m.Close()
-		if err := m.RunAll(); err != nil {
-			t.Fatal(err)
-		}
-		for _, v := range vals {
+		vals := runTape(t, g, append(gs, out.Y)...)
+		y := vals[len(gs)]
+		for _, v := range vals[:len(gs)] {
 			grads = append(grads, append([]float64(nil), f64s(v)...))
 		}
 		return append([]float64(nil), f64s(y)...), y.Shape().Clone(), grads
@@ -231,11 +196,11 @@ func TestThreeDInput(t *testing.T) {
 	if !sh3.Eq(tensor.Shape{B, S, cfg.Hidden}) {
 		t.Errorf("Y has shape %v, want (%d, %d, %d)", sh3, B, S, cfg.Hidden)
 	}
-	if d := maxDiff(y3, y2); d != 0 {
+	if d := reftest.MaxDiff(y3, y2); d != 0 {
 		t.Errorf("Y of [B,S,H] differs from [B·S,H] by %g", d)
 	}
 	for i := range g2 {
-		if d := maxDiff(g3[i], g2[i]); d != 0 || len(g3[i]) != len(g2[i]) {
+		if d := reftest.MaxDiff(g3[i], g2[i]); d != 0 || len(g3[i]) != len(g2[i]) {
 			t.Errorf("gradient %d of [B,S,H] differs from [B·S,H] by %g", i, d)
 		}
 	}
@@ -262,14 +227,7 @@ func TestLispMachineForwardOnly(t *testing.T) {
 					t.Fatal(err)
 				}
 				xn := G.NewTensor(g, tensor.Float32, 3, G.WithShape(2, 3, 4), G.WithName("x"), G.WithValue(denseOf(tensor.Float32, x, 2, 3, 4)))
-				apply := l.Forward
-				if infer {
-					apply = l.Infer
-				}
-				out, err := apply(xn)
-				if err != nil {
-					t.Fatal(err)
-				}
+				out := forwardOrInfer(t, l, xn, infer)
 				var y G.Value
 				G.Read(out.Y, &y)
 				var m G.VM = G.NewTapeMachine(g)
@@ -282,7 +240,7 @@ func TestLispMachineForwardOnly(t *testing.T) {
 				}
 				return append([]float64(nil), f64s(y)...)
 			}
-			if d := maxDiff(run(true), run(false)); d != 0 {
+			if d := reftest.MaxDiff(run(true), run(false)); d != 0 {
 				t.Errorf("config %d infer=%v: the lisp machine's Y differs from the tape machine's by %g", i, infer, d)
 			}
 		}
@@ -337,4 +295,34 @@ func TestInferRejectsBadInput(t *testing.T) {
 	if _, err := l.Infer(G.NewMatrix(g, tensor.Float32, G.WithShape(6, 4), G.WithName("x6"))); err != nil {
 		t.Errorf("Infer of 6 tokens with SeqLen=4: %v", err)
 	}
+}
+
+// forwardOrInfer is l.Infer(x) with infer, else l.Forward(x); it fails t on an error.
+func forwardOrInfer(t testing.TB, l *Layer, x *G.Node, infer bool) *Output {
+	t.Helper()
+	apply := l.Forward
+	if infer {
+		apply = l.Infer
+	}
+	out, err := apply(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// runTape reads nodes, runs g once on a tape machine and returns the nodes' values; it fails t
+// on an error.
+func runTape(t testing.TB, g *G.ExprGraph, nodes ...*G.Node) []G.Value {
+	t.Helper()
+	vals := make([]G.Value, len(nodes))
+	for i, n := range nodes {
+		G.Read(n, &vals[i])
+	}
+	m := G.NewTapeMachine(g)
+	defer m.Close()
+	if err := m.RunAll(); err != nil {
+		t.Fatal(err)
+	}
+	return vals
 }

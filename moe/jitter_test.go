@@ -4,6 +4,7 @@ import (
 	"math/rand"
 	"testing"
 
+	"github.com/gomoe/gomoe/internal/reftest"
 	"gorgonia.org/tensor"
 )
 
@@ -16,10 +17,10 @@ func TestJitter(t *testing.T) {
 	cfg.JitterEps = 1e-3
 	_, j1 := runLayer(t, cfg, T, x, rnd, nil)
 	_, j2 := runLayer(t, cfg, T, x, rnd, nil)
-	if d := maxDiff(j1.y, j2.y); d != 0 {
+	if d := reftest.MaxDiff(j1.y, j2.y); d != 0 {
 		t.Errorf("same seed, same graph: outputs differ by %g", d)
 	}
-	d := maxDiff(j1.y, plain.y)
+	d := reftest.MaxDiff(j1.y, plain.y)
 	if d == 0 || d > 0.05 {
 		t.Errorf("jitter 1e-3 changed the output by %g, want a small non-zero change", d)
 	}

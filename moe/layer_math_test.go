@@ -5,6 +5,7 @@ import (
 	"math/rand"
 	"testing"
 
+	"github.com/gomoe/gomoe/internal/reftest"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 )
@@ -61,7 +62,7 @@ func TestOneExpertIsDenseFFN(t *testing.T) {
 			what      string
 			got, want []float64
 		}{{"y", got.y, y}, {"dx", got.dx, dx}, {"dw1", got.dw1, dw1}, {"dw3", got.dw3, dw3}, {"dw2", got.dw2, dw2}} {
-			if d := maxDiff(c.got, c.want); d > 1e-12 {
+			if d := reftest.MaxDiff(c.got, c.want); d > 1e-12 {
 				t.Errorf("%s: %s: max diff %g", mode.name, c.what, d)
 			}
 		}
@@ -145,7 +146,7 @@ func TestLayerCentralDifference(t *testing.T) {
 				q.v[i] = v
 				num[i] = (fp - fm) / (2 * eps)
 			}
-			if d := maxDiff(q.grad, num); d > 1e-6 {
+			if d := reftest.MaxDiff(q.grad, num); d > 1e-6 {
 				t.Errorf("%s: d/d%s: max diff %g vs central difference\n got %v\n num %v", c.name, q.name, d, head(q.grad), head(num))
 			}
 		}

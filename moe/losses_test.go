@@ -5,6 +5,7 @@ import (
 	"math/rand"
 	"testing"
 
+	"github.com/gomoe/gomoe/internal/reftest"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 )
@@ -129,10 +130,10 @@ func TestLossesInIsolation(t *testing.T) {
 		if d := math.Abs(f64s(lossV)[0] - want); d > 1e-12 {
 			t.Errorf("%s: loss %g, want %g", c.name, f64s(lossV)[0], want)
 		}
-		if d := maxDiff(f64s(dwV), dW); d > 1e-12 {
+		if d := reftest.MaxDiff(f64s(dwV), dW); d > 1e-12 {
 			t.Errorf("%s: router gradient max diff %g\n got  %v\n want %v", c.name, d, f64s(dwV), dW)
 		}
-		if d := maxDiff(f64s(dxV), dx); d > 1e-12 {
+		if d := reftest.MaxDiff(f64s(dxV), dx); d > 1e-12 {
 			t.Errorf("%s: input gradient max diff %g", c.name, d)
 		}
 	}

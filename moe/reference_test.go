@@ -11,6 +11,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/bfloat16"
+	"github.com/gomoe/gomoe/internal/reftest"
 )
 
 // The dense reference: routing decided by plain loops written here (scores, bias, groups,
@@ -558,21 +559,6 @@ func randVec(rng *rand.Rand, n int) []float64 {
 	return v
 }
 
-func maxDiff(a, b []float64) float64 {
-	if len(a) != len(b) {
-		return math.Inf(1)
-	}
-	var m float64
-	for i := range a {
-		d := math.Abs(a[i] - b[i])
-		if math.IsNaN(d) {
-			return math.Inf(1)
-		}
-		m = math.Max(m, d)
-	}
-	return m
-}
-
 func maxAbs(a []float64) float64 {
 	var m float64
 	for _, v := range a {
@@ -598,7 +584,7 @@ func compareResults(t *testing.T, name string, got layerResult, want refResult, 
 		{"z", []float64{got.zLoss}, []float64{want.zLoss}},
 	} {
 		scale := math.Max(1, maxAbs(c.want))
-		if d := maxDiff(c.got, c.want); !(d <= tol*scale) {
+		if d := reftest.MaxDiff(c.got, c.want); !(d <= tol*scale) {
 			t.Errorf("%s: %s: max abs diff %g (scale %g)\n got  %.6g\n want %.6g", name, c.what, d, scale, head(c.got), head(c.want))
 		}
 	}

@@ -80,3 +80,29 @@ func addInto[F kernels.Float](name, what string, dst *tensor.Dense, src G.Value)
 	}
 	return nil
 }
+
+// diffOne is the DoDiff of an op with one differentiable input: it checks that the op got n
+// inputs, computes that input's update from the output's gradient with grad, and accumulates
+// it into the gradient of inputs[wrt] (named what).
+func diffOne(name string, inputs G.Nodes, output *G.Node, n, wrt int, what string, grad func(dy G.Value) (G.Value, error)) error {
+	if len(inputs) != n {
+		noun := "inputs"
+		if n == 1 {
+			noun = "input"
+		}
+		return opkit.Errorf(name, "want %d %s, got %d", n, noun, len(inputs))
+	}
+	dy, err := output.Grad()
+	if err != nil {
+		return err
+	}
+	d, err := grad(dy)
+	if err != nil {
+		return err
+	}
+	g, err := inputs[wrt].Grad()
+	if err != nil {
+		return err
+	}
+	return accumulate(name, gradUpdate{what, g, d})
+}

@@ -201,23 +201,9 @@ func (op balanceLossOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, 
 
 // DoDiff accumulates the scores' gradient.
 func (op balanceLossOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
-	const name = "BalanceLoss.DoDiff"
-	if len(inputs) != 2 {
-		return opkit.Errorf(name, "want 2 inputs, got %d", len(inputs))
-	}
-	gy, err := output.Grad()
-	if err != nil {
-		return err
-	}
-	ds, err := balanceLossGradOp{f: op}.Do(inputs[0].Value(), inputs[1].Value(), gy)
-	if err != nil {
-		return err
-	}
-	gs, err := inputs[1].Grad()
-	if err != nil {
-		return err
-	}
-	return accumulate(name, gradUpdate{"scores", gs, ds})
+	return diffOne("BalanceLoss.DoDiff", inputs, output, 2, 1, "scores", func(gy G.Value) (G.Value, error) {
+		return balanceLossGradOp{f: op}.Do(inputs[0].Value(), inputs[1].Value(), gy)
+	})
 }
 
 // balanceLossGradOp: ids [T,K], scores [T,E] (for the shape and dtype only), dloss → [T,E].

@@ -9,6 +9,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/bfloat16"
+	"github.com/gomoe/gomoe/internal/reftest"
 )
 
 // TestCastGradients: cost = Σ W ⊙ cast(cast(x)²) has gradient 2·W⊙x. A central difference
@@ -52,7 +53,7 @@ func TestCastGradients(t *testing.T) {
 			t.Fatal(err)
 		}
 		m.Close()
-		if d := gcMaxDiff(gcFloats(gv), want); d > 1e-5 {
+		if d := reftest.MaxDiff(gcFloats(gv), want); d > 1e-5 {
 			t.Errorf("%v SymDiff: max diff %g", dt, d)
 		}
 		h := G.NewGraph()
@@ -66,7 +67,7 @@ func TestCastGradients(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if d := gcMaxDiff(gcFloats(dv), want); d > 1e-5 {
+		if d := reftest.MaxDiff(gcFloats(dv), want); d > 1e-5 {
 			t.Errorf("%v DoDiff: max diff %g", dt, d)
 		}
 	}

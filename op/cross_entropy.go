@@ -151,23 +151,9 @@ func (op ceOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 
 // DoDiff accumulates the gradient into the logits' gradient.
 func (op ceOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
-	const name = "CrossEntropy.DoDiff"
-	if len(inputs) != 2 {
-		return opkit.Errorf(name, "want 2 inputs, got %d", len(inputs))
-	}
-	dy, err := output.Grad()
-	if err != nil {
-		return err
-	}
-	d, err := ceGradOp{}.Do(inputs[0].Value(), inputs[1].Value(), dy)
-	if err != nil {
-		return err
-	}
-	g, err := inputs[0].Grad()
-	if err != nil {
-		return err
-	}
-	return accumulate(name, gradUpdate{"logits", g, d})
+	return diffOne("CrossEntropy.DoDiff", inputs, output, 2, 0, "logits", func(dy G.Value) (G.Value, error) {
+		return ceGradOp{}.Do(inputs[0].Value(), inputs[1].Value(), dy)
+	})
 }
 
 // ceGradOp: logits [N,C], target [N,C], dy (scalar) → dlogits [N,C].

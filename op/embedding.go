@@ -49,10 +49,7 @@ type embedOp struct {
 
 func (op embedOp) Arity() int { return 2 }
 
-func (op embedOp) Type() hm.Type {
-	a := hm.TypeVariable('a')
-	return hm.NewFnType(G.TensorType{Dims: 2, Of: a}, G.TensorType{Dims: 1, Of: tensor.Int32}, G.TensorType{Dims: 2, Of: a})
-}
+func (op embedOp) Type() hm.Type { return matIndexType(1) }
 
 func (op embedOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	const name = "Embedding"
@@ -142,23 +139,9 @@ func (op embedOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error)
 
 // DoDiff accumulates the gradient into the table's.
 func (op embedOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
-	const name = "Embedding.DoDiff"
-	if len(inputs) != 2 {
-		return opkit.Errorf(name, "want 2 inputs, got %d", len(inputs))
-	}
-	dy, err := output.Grad()
-	if err != nil {
-		return err
-	}
-	d, err := embedGradOp(op).Do(dy, inputs[1].Value())
-	if err != nil {
-		return err
-	}
-	g, err := inputs[0].Grad()
-	if err != nil {
-		return err
-	}
-	return accumulate(name, gradUpdate{"table", g, d})
+	return diffOne("Embedding.DoDiff", inputs, output, 2, 0, "table", func(dy G.Value) (G.Value, error) {
+		return embedGradOp(op).Do(dy, inputs[1].Value())
+	})
 }
 
 // embedGradOp: dy [N,D], ids [N] → dtable [V,D].
@@ -169,10 +152,7 @@ type embedGradOp struct {
 
 func (op embedGradOp) Arity() int { return 2 }
 
-func (op embedGradOp) Type() hm.Type {
-	a := hm.TypeVariable('a')
-	return hm.NewFnType(G.TensorType{Dims: 2, Of: a}, G.TensorType{Dims: 1, Of: tensor.Int32}, G.TensorType{Dims: 2, Of: a})
-}
+func (op embedGradOp) Type() hm.Type { return matIndexType(1) }
 
 func (op embedGradOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	const name = "EmbeddingGrad"

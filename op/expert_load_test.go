@@ -3,6 +3,7 @@ package op
 import (
 	"testing"
 
+	"github.com/gomoe/gomoe/internal/reftest"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 )
@@ -26,11 +27,11 @@ func TestExpertLoad(t *testing.T) {
 	if err := m.RunAll(); err != nil {
 		t.Fatal(err)
 	}
-	if d := gcMaxDiff(gcFloats(v1), []float64{2, 2, 3}); d != 0 {
+	if d := reftest.MaxDiff(gcFloats(v1), []float64{2, 2, 3}); d != 0 {
 		t.Errorf("B=1: got %v", gcFloats(v1))
 	}
 	// sequence 0 = tokens 0,1: {0,2,2}; sequence 1 = tokens 2,3: {1,2,0,1}
-	if d := gcMaxDiff(gcFloats(v2), []float64{1, 0, 2, 1, 2, 1}); d != 0 {
+	if d := reftest.MaxDiff(gcFloats(v2), []float64{1, 0, 2, 1, 2, 1}); d != 0 {
 		t.Errorf("B=2: got %v", gcFloats(v2))
 	}
 	if _, err := ExpertLoad(ids, 3, 3, tensor.Float64); err == nil {

@@ -49,10 +49,7 @@ type gatherTopKOp struct {
 func (op gatherTopKOp) Arity() int { return 2 }
 
 // Type: Matrix a → Matrix int32 → Matrix a.
-func (op gatherTopKOp) Type() hm.Type {
-	a := hm.TypeVariable('a')
-	return hm.NewFnType(G.TensorType{Dims: 2, Of: a}, G.TensorType{Dims: 2, Of: tensor.Int32}, G.TensorType{Dims: 2, Of: a})
-}
+func (op gatherTopKOp) Type() hm.Type { return matIndexType(2) }
 
 func (op gatherTopKOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	if len(ds) != 2 {
@@ -176,10 +173,16 @@ func (op gatherTopKOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.
 	if err != nil {
 		return err
 	}
-	if gs.Dtype() == tensor.Float32 {
-		return kernels.GatherTopKBackward(gs.Float32s(), g.Float32s(), ids, op.e, K)
+	return gatherTopKBackward(gs, g, ids, op.e, K)
+}
+
+// gatherTopKBackward adds g [T,K] into the chosen experts' columns of dst [T,E] (dst and g of
+// one float dtype).
+func gatherTopKBackward(dst, g *tensor.Dense, ids []int32, e, k int) error {
+	if dst.Dtype() == tensor.Float32 {
+		return kernels.GatherTopKBackward(dst.Float32s(), g.Float32s(), ids, e, k)
 	}
-	return kernels.GatherTopKBackward(gs.Float64s(), g.Float64s(), ids, op.e, K)
+	return kernels.GatherTopKBackward(dst.Float64s(), g.Float64s(), ids, e, k)
 }
 
 // gatherTopKGradOp: grad [T,K], ids [T,K] int32 → [T,E], the scatter of grad into the chosen
@@ -190,10 +193,9 @@ type gatherTopKGradOp struct {
 }
 
 func (op gatherTopKGradOp) Arity() int { return 2 }
-func (op gatherTopKGradOp) Type() hm.Type {
-	a := hm.TypeVariable('a')
-	return hm.NewFnType(G.TensorType{Dims: 2, Of: a}, G.TensorType{Dims: 2, Of: tensor.Int32}, G.TensorType{Dims: 2, Of: a})
-}
+
+// Type: Matrix a → Matrix int32 → Matrix a.
+func (op gatherTopKGradOp) Type() hm.Type { return matIndexType(2) }
 
 func (op gatherTopKGradOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	if len(ds) != 2 {
@@ -239,13 +241,7 @@ func (op gatherTopKGradOp) Do(vs ...G.Value) (G.Value, error) {
 	if len(ids) != T*K {
 		return nil, fmt.Errorf("gomoe: %s: ids have %d entries, want %d", name, len(ids), T*K)
 	}
-	switch g.Dtype() {
-	case tensor.Float32:
-		err = kernels.GatherTopKBackward(out.Float32s(), g.Float32s(), ids, op.e, K)
-	default:
-		err = kernels.GatherTopKBackward(out.Float64s(), g.Float64s(), ids, op.e, K)
-	}
-	if err != nil {
+	if err := gatherTopKBackward(out, g, ids, op.e, K); err != nil {
 		return nil, err
 	}
 	return out, nil

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gomoe/gomoe/internal/reftest"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 )
@@ -56,7 +57,7 @@ func TestGatherTopKValues(t *testing.T) {
 	if err := m.RunAll(); err != nil {
 		t.Fatal(err)
 	}
-	if d := gcMaxDiff(gcFloats(v), []float64{3, 0, 4, 5}); d != 0 {
+	if d := reftest.MaxDiff(gcFloats(v), []float64{3, 0, 4, 5}); d != 0 {
 		t.Fatalf("got %v", gcFloats(v))
 	}
 	// out-of-range id: run error

@@ -2,13 +2,13 @@ package op
 
 import (
 	"fmt"
-	"math"
 	"math/rand"
 	"testing"
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/internal/reftest"
 	"github.com/gomoe/gomoe/kernels"
 )
 
@@ -128,21 +128,6 @@ func gcNumeric(t *testing.T, c gcCase) [][]float64 {
 	return out
 }
 
-func gcMaxDiff(a, b []float64) float64 {
-	if len(a) != len(b) {
-		return math.Inf(1)
-	}
-	var m float64
-	for i := range a {
-		d := math.Abs(a[i] - b[i])
-		if math.IsNaN(d) {
-			return math.Inf(1)
-		}
-		m = math.Max(m, d)
-	}
-	return m
-}
-
 // gcRun checks c in float64 and float32.
 func gcRun(t *testing.T, c gcCase) {
 	t.Helper()
@@ -177,14 +162,14 @@ func gcRun(t *testing.T, c gcCase) {
 			t.Fatalf("%s %v: tape: %v", c.name, dt, err)
 		}
 		for i, x := range in {
-			if d := gcMaxDiff(gcFloats(gv[i]), num[i]); d > tol {
+			if d := reftest.MaxDiff(gcFloats(gv[i]), num[i]); d > tol {
 				t.Errorf("%s %v: SymDiff d/d%s vs numeric: max diff %g", c.name, dt, c.inputs[i].name, d)
 			}
 			dv, err := x.Grad()
 			if err != nil {
 				t.Fatalf("%s %v: %s.Grad(): %v", c.name, dt, c.inputs[i].name, err)
 			}
-			if d := gcMaxDiff(gcFloats(dv), gcFloats(gv[i])); d != 0 {
+			if d := reftest.MaxDiff(gcFloats(dv), gcFloats(gv[i])); d != 0 {
 				t.Errorf("%s %v: dual value d/d%s vs gradient node: max diff %g", c.name, dt, c.inputs[i].name, d)
 			}
 		}
@@ -205,7 +190,7 @@ func gcRun(t *testing.T, c gcCase) {
 			if err != nil {
 				t.Fatalf("%s %v: lisp %s.Grad(): %v", c.name, dt, c.inputs[i].name, err)
 			}
-			if d := gcMaxDiff(gcFloats(dv), num[i]); d > tol {
+			if d := reftest.MaxDiff(gcFloats(dv), num[i]); d > tol {
 				t.Errorf("%s %v: DoDiff d/d%s vs numeric: max diff %g", c.name, dt, c.inputs[i].name, d)
 			}
 		}

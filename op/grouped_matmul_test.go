@@ -8,6 +8,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/internal/reftest"
 	"github.com/gomoe/gomoe/kernels"
 )
 
@@ -140,7 +141,7 @@ func TestGroupedMatMulForwardValues(t *testing.T) {
 			}
 		}
 	}
-	if d := gcMaxDiff(gcFloats(zv), want); d > 1e-14 {
+	if d := reftest.MaxDiff(gcFloats(zv), want); d > 1e-14 {
 		t.Fatalf("z: max diff %g\ngot  %v\nwant %v", d, gcFloats(zv), want)
 	}
 	gw, _ := w.Grad()

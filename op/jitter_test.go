@@ -4,6 +4,7 @@ import (
 	"math"
 	"testing"
 
+	"github.com/gomoe/gomoe/internal/reftest"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 )
@@ -37,13 +38,13 @@ func TestJitterNoise(t *testing.T) {
 			t.Fatalf("noise %v outside [0.9, 1.1)", v)
 		}
 	}
-	if gcMaxDiff(a[0], b[0]) != 0 || gcMaxDiff(a[1], b[1]) != 0 {
+	if reftest.MaxDiff(a[0], b[0]) != 0 || reftest.MaxDiff(a[1], b[1]) != 0 {
 		t.Error("same seed, same runs: different noise")
 	}
-	if gcMaxDiff(a[0], a[1]) == 0 {
+	if reftest.MaxDiff(a[0], a[1]) == 0 {
 		t.Error("two runs drew the same noise")
 	}
-	if gcMaxDiff(a[0], c[0]) == 0 {
+	if reftest.MaxDiff(a[0], c[0]) == 0 {
 		t.Error("two seeds drew the same noise")
 	}
 	g := G.NewGraph()

@@ -173,6 +173,19 @@ var lossCases = []lossCase{
 	{"T64 K1 E1 B1", 64, 1, 1, 1, 1, 6},
 }
 
+// checkLossOp runs the loss op (byOp) and the layer composition it replaces (byLayer) on x
+// [T,E] with runLoss, and checks the op's loss and gradient against the reference (want,
+// wantG) within rel and against the composition's within relOld.
+func checkLossOp(t *testing.T, dt tensor.Dtype, x []float64, T, E int, byOp, byLayer func(g *G.ExprGraph, x *G.Node) (*G.Node, error), want float64, wantG []float64, rel, relOld float64) {
+	t.Helper()
+	got, gotG := runLoss(t, dt, x, T, E, byOp)
+	old, oldG := runLoss(t, dt, x, T, E, byLayer)
+	lossClose(t, "loss vs reference", []float64{got}, []float64{want}, rel)
+	lossClose(t, "gradient vs reference", gotG, wantG, rel)
+	lossClose(t, "loss vs layer composition", []float64{got}, []float64{old}, relOld)
+	lossClose(t, "gradient vs layer composition", gotG, oldG, relOld)
+}
+
 // runLoss builds loss (and the gradient of 0.7·loss wrt the float input x) and returns the
 // loss and gradient values.
 func runLoss(t *testing.T, dt tensor.Dtype, xdata []float64, T, E int, build func(g *G.ExprGraph, x *G.Node) (*G.Node, error)) (float64, []float64) {
@@ -227,18 +240,13 @@ func TestBalanceLoss(t *testing.T) {
 				byLayer := func(g *G.ExprGraph, x *G.Node) (*G.Node, error) {
 					return layerBalance(idsNode(g, "ids", c.T, c.K, ids), x, c.E, c.K, c.B, c.coeff, dt)
 				}
-				got, gotG := runLoss(t, dt, s, c.T, c.E, byOp)
-				old, oldG := runLoss(t, dt, s, c.T, c.E, byLayer)
 				// float64: the op sums in another order than the plain loops; float32: the
 				// op rounds once from float64 (1 ulp), the composition sums in float32.
 				rel, relOld := 1e-13, 1e-12
 				if dt == tensor.Float32 {
 					rel, relOld = 6e-8, 2e-6
 				}
-				lossClose(t, "loss vs reference", []float64{got}, []float64{want}, rel)
-				lossClose(t, "gradient vs reference", gotG, wantG, rel)
-				lossClose(t, "loss vs layer composition", []float64{got}, []float64{old}, relOld)
-				lossClose(t, "gradient vs layer composition", gotG, oldG, relOld)
+				checkLossOp(t, dt, s, c.T, c.E, byOp, byLayer, want, wantG, rel, relOld)
 			})
 		}
 	}
@@ -260,16 +268,13 @@ func TestZLoss(t *testing.T) {
 					dy = float64(float32(0.7))
 				}
 				want, wantG := refZ(x, c.T, c.E, c.coeff, dy)
-				got, gotG := runLoss(t, dt, x, c.T, c.E, func(g *G.ExprGraph, x *G.Node) (*G.Node, error) { return ZLoss(x, c.coeff) })
-				old, oldG := runLoss(t, dt, x, c.T, c.E, func(g *G.ExprGraph, x *G.Node) (*G.Node, error) { return layerZ(x, c.coeff, dt) })
+				byOp := func(g *G.ExprGraph, x *G.Node) (*G.Node, error) { return ZLoss(x, c.coeff) }
+				byLayer := func(g *G.ExprGraph, x *G.Node) (*G.Node, error) { return layerZ(x, c.coeff, dt) }
 				rel, relOld := 1e-13, 1e-12
 				if dt == tensor.Float32 {
 					rel, relOld = 6e-8, 4e-6
 				}
-				lossClose(t, "loss vs reference", []float64{got}, []float64{want}, rel)
-				lossClose(t, "gradient vs reference", gotG, wantG, rel)
-				lossClose(t, "loss vs layer composition", []float64{got}, []float64{old}, relOld)
-				lossClose(t, "gradient vs layer composition", gotG, oldG, relOld)
+				checkLossOp(t, dt, x, c.T, c.E, byOp, byLayer, want, wantG, rel, relOld)
 			})
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"math/rand"
 	"testing"
 
+	"github.com/gomoe/gomoe/internal/reftest"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 )
@@ -100,7 +101,7 @@ func TestNNOpsForward(t *testing.T) {
 		}
 		v := runRead(t, g, ya, yr, yn, ce)
 		for i, want := range [][]float64{nnRefBias(xs, bs, D), nnRefReLU(xs), nnRefRMS(xs, bs, eps), {nnRefCE(xs, class, D)}} {
-			if d := gcMaxDiff(gcFloats(v[i]), want); d > tol*10 {
+			if d := reftest.MaxDiff(gcFloats(v[i]), want); d > tol*10 {
 				t.Errorf("%v output %d: max diff %g from the reference", dt, i, d)
 			}
 		}
@@ -246,7 +247,7 @@ func TestEmbeddingForward(t *testing.T) {
 		t.Fatal(err)
 	}
 	v := runRead(t, g, y)
-	if d := gcMaxDiff(gcFloats(v[0]), []float64{5, 6, 5, 6, 1, 2, 3, 4}); d != 0 || !v[0].Shape().Eq(tensor.Shape{4, 2}) {
+	if d := reftest.MaxDiff(gcFloats(v[0]), []float64{5, 6, 5, 6, 1, 2, 3, 4}); d != 0 || !v[0].Shape().Eq(tensor.Shape{4, 2}) {
 		t.Errorf("Embedding = %v, want rows 2, 2, 0, 1 of the table", v[0])
 	}
 	// An id outside the table is an error at run time.
@@ -291,7 +292,7 @@ func TestNNBadValues(t *testing.T) {
 	} {
 		wantErr(t, c.what, c.err, c.frags...)
 	}
-	if got := m.Data().([]float64); gcMaxDiff(got, keep) != 0 {
+	if got := m.Data().([]float64); reftest.MaxDiff(got, keep) != 0 {
 		t.Errorf("a failed call changed its input: %v", got)
 	}
 }

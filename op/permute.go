@@ -18,13 +18,7 @@ import (
 // Its gradient is dx[t] = Σ_k dxp[rowOf[t,k]], summed in k order.
 func Permute(x *G.Node, p *Plan) (*G.Node, error) {
 	const name = permuteName
-	if err := p.check(name); err != nil {
-		return nil, err
-	}
-	if err := checkNodes(name, []*G.Node{x, p.Node}, "x", "plan"); err != nil {
-		return nil, err
-	}
-	dt, err := opkit.NodeDtype(name, "x", x)
+	dt, err := planInput(name, p, x, "x")
 	if err != nil {
 		return nil, err
 	}
@@ -39,10 +33,11 @@ const (
 	permuteGradName = "op.Permute (backward)"
 )
 
-// matPlanType is Matrix a → Vector Int32 → Matrix a, built fresh on every call.
-func matPlanType() hm.Type {
+// matIndexType is Matrix a → (Int32 tensor of idxDims dims) → Matrix a, built fresh on every
+// call: the type of an op that maps rows through an index (a plan, ids).
+func matIndexType(idxDims int) hm.Type {
 	m := G.TensorType{Dims: 2, Of: hm.TypeVariable('a')}
-	return hm.NewFnType(m, G.TensorType{Dims: 1, Of: tensor.Int32}, m)
+	return hm.NewFnType(m, G.TensorType{Dims: idxDims, Of: tensor.Int32}, m)
 }
 
 // permuteShapes checks (rows [in,H], plan) and returns H.
@@ -186,7 +181,7 @@ var (
 )
 
 func (op permuteOp) Arity() int            { return 2 }
-func (op permuteOp) Type() hm.Type         { return matPlanType() }
+func (op permuteOp) Type() hm.Type         { return matIndexType(1) }
 func (op permuteOp) String() string        { return "op.Permute{" + opkit.GeometryKey(op.g) + "}" }
 func (op permuteOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
 func (op permuteOp) Hashcode() uint32      { return opkit.Hashcode(op) }
@@ -259,7 +254,7 @@ var (
 )
 
 func (op permuteGradOp) Arity() int            { return 2 }
-func (op permuteGradOp) Type() hm.Type         { return matPlanType() }
+func (op permuteGradOp) Type() hm.Type         { return matIndexType(1) }
 func (op permuteGradOp) String() string        { return "op.PermuteGrad{" + opkit.GeometryKey(op.g) + "}" }
 func (op permuteGradOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
 func (op permuteGradOp) Hashcode() uint32      { return opkit.Hashcode(op) }

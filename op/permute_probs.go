@@ -18,13 +18,7 @@ import (
 // Its gradient is dprobs[t,k] = dpp[rowOf[t,k]], 0 for dropped slots.
 func PermuteProbs(probs *G.Node, p *Plan) (*G.Node, error) {
 	const name = permuteProbsName
-	if err := p.check(name); err != nil {
-		return nil, err
-	}
-	if err := checkNodes(name, []*G.Node{probs, p.Node}, "probs", "plan"); err != nil {
-		return nil, err
-	}
-	dt, err := opkit.NodeDtype(name, "probs", probs)
+	dt, err := planInput(name, p, probs, "probs")
 	if err != nil {
 		return nil, err
 	}

@@ -113,6 +113,18 @@ func (p *Plan) check(name string) error {
 	return checkPlanShape(name, p.Geometry, p.Node.Shape())
 }
 
+// planInput checks the plan and the node x (named what) that a node function applies it to,
+// and returns x's dtype.
+func planInput(name string, p *Plan, x *G.Node, what string) (tensor.Dtype, error) {
+	if err := p.check(name); err != nil {
+		return tensor.Dtype{}, err
+	}
+	if err := checkNodes(name, []*G.Node{x, p.Node}, what, "plan"); err != nil {
+		return tensor.Dtype{}, err
+	}
+	return opkit.NodeDtype(name, what, x)
+}
+
 // planOp builds the flat plan vector: ids [T,K] int32 (, probs [T,K]) -> plan [PlanLen] int32.
 // probs is an input only in capacity mode with drop by prob.
 type planOp struct {

@@ -10,6 +10,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/bfloat16"
+	"github.com/gomoe/gomoe/internal/reftest"
 )
 
 // Tests of SwiGLU, GELU, Sigmoid, Softmax and RowNormalize: forward values against formulas
@@ -120,7 +121,7 @@ func TestPointwiseForward(t *testing.T) {
 			if dt == tensor.Float32 {
 				tol = 1e-6
 			}
-			if d := gcMaxDiff(gcFloats(got), want); d > tol {
+			if d := reftest.MaxDiff(gcFloats(got), want); d > tol {
 				t.Errorf("%s %v: max diff %g from the formula", c.name, dt, d)
 			}
 			if !got.Shape().Eq(c.shape) || got.Dtype() != dt {

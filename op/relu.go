@@ -104,23 +104,9 @@ func (op reluOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) 
 
 // DoDiff accumulates the gradient into x's.
 func (op reluOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
-	const name = "ReLU.DoDiff"
-	if len(inputs) != 1 {
-		return opkit.Errorf(name, "want 1 input, got %d", len(inputs))
-	}
-	dy, err := output.Grad()
-	if err != nil {
-		return err
-	}
-	d, err := reluGradOp(op).Do(inputs[0].Value(), dy)
-	if err != nil {
-		return err
-	}
-	gx, err := inputs[0].Grad()
-	if err != nil {
-		return err
-	}
-	return accumulate(name, gradUpdate{"x", gx, d})
+	return diffOne("ReLU.DoDiff", inputs, output, 1, 0, "x", func(dy G.Value) (G.Value, error) {
+		return reluGradOp(op).Do(inputs[0].Value(), dy)
+	})
 }
 
 // reluGradOp: x, dy → dy where x > 0, else 0.

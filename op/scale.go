@@ -130,21 +130,7 @@ func (op scaleOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error)
 
 // DoDiff accumulates c·dy into x's gradient.
 func (op scaleOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
-	const name = "Scale.DoDiff"
-	if len(inputs) != 1 {
-		return opkit.Errorf(name, "want 1 input, got %d", len(inputs))
-	}
-	gy, err := output.Grad()
-	if err != nil {
-		return err
-	}
-	d, err := op.Do(gy)
-	if err != nil {
-		return err
-	}
-	gx, err := inputs[0].Grad()
-	if err != nil {
-		return err
-	}
-	return accumulate(name, gradUpdate{"x", gx, d})
+	return diffOne("Scale.DoDiff", inputs, output, 1, 0, "x", func(gy G.Value) (G.Value, error) {
+		return op.Do(gy)
+	})
 }

@@ -26,13 +26,7 @@ import (
 // dprobs[t,k] = ⟨yp[rowOf[t,k]], dy[t]⟩ (0 for dropped slots).
 func Unpermute(yp, probs *G.Node, p *Plan) (*G.Node, error) {
 	const name = unpermuteName
-	if err := p.check(name); err != nil {
-		return nil, err
-	}
-	if err := checkNodes(name, []*G.Node{yp, p.Node}, "yp", "plan"); err != nil {
-		return nil, err
-	}
-	dt, err := opkit.NodeDtype(name, "yp", yp)
+	dt, err := planInput(name, p, yp, "yp")
 	if err != nil {
 		return nil, err
 	}
@@ -265,7 +259,7 @@ func (op unpermuteOp) Arity() int {
 // → Matrix a. The data and probs dtypes are separate type variables; Do checks them.
 func (op unpermuteOp) Type() hm.Type {
 	if !op.weighted {
-		return matPlanType()
+		return matIndexType(1)
 	}
 	m := G.TensorType{Dims: 2, Of: hm.TypeVariable('a')}
 	return hm.NewFnType(m, G.TensorType{Dims: 2, Of: hm.TypeVariable('p')}, G.TensorType{Dims: 1, Of: tensor.Int32}, m)

@@ -146,23 +146,9 @@ func (op zLossOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error)
 
 // DoDiff accumulates the logits' gradient.
 func (op zLossOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
-	const name = "ZLoss.DoDiff"
-	if len(inputs) != 1 {
-		return opkit.Errorf(name, "want 1 input, got %d", len(inputs))
-	}
-	gy, err := output.Grad()
-	if err != nil {
-		return err
-	}
-	dx, err := zLossGradOp(op).Do(inputs[0].Value(), gy)
-	if err != nil {
-		return err
-	}
-	gx, err := inputs[0].Grad()
-	if err != nil {
-		return err
-	}
-	return accumulate(name, gradUpdate{"logits", gx, dx})
+	return diffOne("ZLoss.DoDiff", inputs, output, 1, 0, "logits", func(gy G.Value) (G.Value, error) {
+		return zLossGradOp(op).Do(inputs[0].Value(), gy)
+	})
 }
 
 // zLossGradOp: logits [T,E], dloss → dlogits [T,E]. It is not differentiable itself.

@@ -53,28 +53,14 @@ func TestExchangeCounts(t *testing.T) {
 	n, m := len(comms), 3
 	got := make([][]int32, n)
 	err := ncclRun(t, comms)(func(c ep.Communicator) error {
-		send := make([]int32, n*m)
-		for j := 0; j < n; j++ {
-			for k := 0; k < m; k++ {
-				send[j*m+k] = int32(100*c.Rank() + 10*j + k)
-			}
-		}
 		var err error
-		got[c.Rank()], err = c.ExchangeCounts(send)
+		got[c.Rank()], err = c.ExchangeCounts(ranktest.CountsSend(c.Rank(), n, m))
 		return err
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for j := 0; j < n; j++ {
-		for i := 0; i < n; i++ {
-			for k := 0; k < m; k++ {
-				if want := int32(100*i + 10*j + k); got[j][i*m+k] != want {
-					t.Fatalf("rank %d got %d from rank %d entry %d, want %d", j, got[j][i*m+k], i, k, want)
-				}
-			}
-		}
-	}
+	ranktest.CheckCounts(t, got, m)
 }
 
 // TestAllToAllDevice exchanges device buffers with random blocks and compares with the

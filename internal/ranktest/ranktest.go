@@ -1,6 +1,8 @@
 // Package ranktest runs one function per rank of a communicator group in tests: each rank in
 // its own goroutine, the first failure aborting every rank, and a deadline that fails the test
-// instead of hanging it. The NCCL tests of packages ep and ep/nccl share it.
+// instead of hanging it. The NCCL tests of packages ep and ep/nccl share it. It also holds the
+// exchange-counts check (CountsSend, CheckCounts) that ep/nccl's test and package ep's
+// in-process one both run.
 package ranktest
 
 import (
@@ -45,4 +47,32 @@ func Run[C Aborter](t testing.TB, comms []C, fn func(C) error) error {
 		t.Fatalf("ranks did not finish within %v", Deadline)
 	}
 	return errors.Join(errs...)
+}
+
+// CountsSend is what rank sends in the exchange-counts check among n ranks, m entries to each:
+// entry k to rank j is 100·rank + 10·j + k.
+func CountsSend(rank, n, m int) []int32 {
+	send := make([]int32, n*m)
+	for j := 0; j < n; j++ {
+		for k := 0; k < m; k++ {
+			send[j*m+k] = int32(100*rank + 10*j + k) // from rank, to rank j, entry k
+		}
+	}
+	return send
+}
+
+// CheckCounts checks got[j], what rank j received in the exchange-counts check (m entries from
+// each rank i, in rank order), against CountsSend.
+func CheckCounts(t testing.TB, got [][]int32, m int) {
+	t.Helper()
+	n := len(got)
+	for j := 0; j < n; j++ {
+		for i := 0; i < n; i++ {
+			for k := 0; k < m; k++ {
+				if want := int32(100*i + 10*j + k); got[j][i*m+k] != want {
+					t.Fatalf("rank %d got %d from rank %d entry %d, want %d", j, got[j][i*m+k], i, k, want)
+				}
+			}
+		}
+	}
 }

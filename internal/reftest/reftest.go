@@ -1,7 +1,8 @@
 // Package reftest holds the plain-loop references that the tests of package kernels and
 // package op check the kernels and ops against: a plan builder and the permute and unpermute
 // math in float64, written from the definitions in docs/design.md and independent of the
-// kernels' chunked, parallel code. It does not import package kernels (whose own tests use it),
+// kernels' chunked, parallel code; and MaxDiff, the comparison the tests of packages op and moe
+// share. It does not import package kernels (whose own tests use it),
 // so it has its own Geometry.
 package reftest
 
@@ -110,33 +111,45 @@ func BuildPlan(g Geometry, ids []int32, probs []float64) Plan {
 	return Plan{counts, offsets, rowOf, tokenOf}
 }
 
-// Permute is permute-dispatch: xp[rowOf[t,k]] = x[t], pad and unused rows 0 (R rows).
-func Permute(x []float64, rowOf []int32, T, K, R, H int) []float64 {
-	xp := make([]float64, R*H)
+// eachSlot calls f(t, k, r) for every slot (t,k) that was not dropped, r = rowOf[t,k] >= 0, in
+// t then k order (the order of every sum below).
+func eachSlot(rowOf []int32, T, K int, f func(t, k, r int)) {
 	for t := 0; t < T; t++ {
 		for k := 0; k < K; k++ {
 			if r := rowOf[t*K+k]; r >= 0 {
-				for h := 0; h < H; h++ {
-					xp[int(r)*H+h] = x[t*H+h]
-				}
+				f(t, k, int(r))
 			}
 		}
 	}
+}
+
+// slotWeight is probs[i], or 1 with probs nil (unweighted).
+func slotWeight(probs []float64, i int) float64 {
+	if probs == nil {
+		return 1
+	}
+	return probs[i]
+}
+
+// Permute is permute-dispatch: xp[rowOf[t,k]] = x[t], pad and unused rows 0 (R rows).
+func Permute(x []float64, rowOf []int32, T, K, R, H int) []float64 {
+	xp := make([]float64, R*H)
+	eachSlot(rowOf, T, K, func(t, _, r int) {
+		for h := 0; h < H; h++ {
+			xp[r*H+h] = x[t*H+h]
+		}
+	})
 	return xp
 }
 
 // PermuteBack is permute's gradient: dx[t] = Σ_k dxp[rowOf[t,k]].
 func PermuteBack(dxp []float64, rowOf []int32, T, K, H int) []float64 {
 	dx := make([]float64, T*H)
-	for t := 0; t < T; t++ {
-		for k := 0; k < K; k++ {
-			if r := rowOf[t*K+k]; r >= 0 {
-				for h := 0; h < H; h++ {
-					dx[t*H+h] += dxp[int(r)*H+h]
-				}
-			}
+	eachSlot(rowOf, T, K, func(t, _, r int) {
+		for h := 0; h < H; h++ {
+			dx[t*H+h] += dxp[r*H+h]
 		}
-	}
+	})
 	return dx
 }
 
@@ -165,59 +178,35 @@ func PermuteProbsBack(dpp []float64, rowOf []int32) []float64 {
 // Unpermute: probs nil means unweighted.
 func Unpermute(yp, probs []float64, rowOf []int32, T, K, H int) []float64 {
 	y := make([]float64, T*H)
-	for t := 0; t < T; t++ {
-		for k := 0; k < K; k++ {
-			r := rowOf[t*K+k]
-			if r < 0 {
-				continue
-			}
-			w := 1.0
-			if probs != nil {
-				w = probs[t*K+k]
-			}
-			for h := 0; h < H; h++ {
-				y[t*H+h] += w * yp[int(r)*H+h]
-			}
+	eachSlot(rowOf, T, K, func(t, k, r int) {
+		w := slotWeight(probs, t*K+k)
+		for h := 0; h < H; h++ {
+			y[t*H+h] += w * yp[r*H+h]
 		}
-	}
+	})
 	return y
 }
 
 // UnpermuteBackRows is Unpermute's gradient to the rows: dyp[rowOf[t,k]] = w·dy[t].
 func UnpermuteBackRows(dy, probs []float64, rowOf []int32, T, K, R, H int) []float64 {
 	dyp := make([]float64, R*H)
-	for t := 0; t < T; t++ {
-		for k := 0; k < K; k++ {
-			r := rowOf[t*K+k]
-			if r < 0 {
-				continue
-			}
-			w := 1.0
-			if probs != nil {
-				w = probs[t*K+k]
-			}
-			for h := 0; h < H; h++ {
-				dyp[int(r)*H+h] = w * dy[t*H+h]
-			}
+	eachSlot(rowOf, T, K, func(t, k, r int) {
+		w := slotWeight(probs, t*K+k)
+		for h := 0; h < H; h++ {
+			dyp[r*H+h] = w * dy[t*H+h]
 		}
-	}
+	})
 	return dyp
 }
 
 // UnpermuteBackProbs is Unpermute's gradient to the probs: dprobs[t,k] = ⟨yp[rowOf[t,k]], dy[t]⟩.
 func UnpermuteBackProbs(dy, yp []float64, rowOf []int32, T, K, H int) []float64 {
 	d := make([]float64, T*K)
-	for t := 0; t < T; t++ {
-		for k := 0; k < K; k++ {
-			r := rowOf[t*K+k]
-			if r < 0 {
-				continue
-			}
-			for h := 0; h < H; h++ {
-				d[t*K+k] += yp[int(r)*H+h] * dy[t*H+h]
-			}
+	eachSlot(rowOf, T, K, func(t, k, r int) {
+		for h := 0; h < H; h++ {
+			d[t*K+k] += yp[r*H+h] * dy[t*H+h]
 		}
-	}
+	})
 	return d
 }
 
@@ -257,4 +246,21 @@ func Gemm(ta, tb bool, m, n, k int, alpha float64, a []float64, lda int, b []flo
 		}
 	}
 	return out, bound
+}
+
+// MaxDiff is the largest |a[i] - b[i]|, or +Inf when the lengths differ or a difference is
+// NaN.
+func MaxDiff(a, b []float64) float64 {
+	if len(a) != len(b) {
+		return math.Inf(1)
+	}
+	var m float64
+	for i := range a {
+		d := math.Abs(a[i] - b[i])
+		if math.IsNaN(d) {
+			return math.Inf(1)
+		}
+		m = math.Max(m, d)
+	}
+	return m
 }
