@@ -88,9 +88,10 @@ import (
 // run on one GPU model and toolkit (it uses no atomics by default), but not the CPU's bits:
 // the summation order differs, so GPU and CPU agree within rounding only.
 //
-// The grouped matmul launchers size one GEMM per expert, so they must know the plan's counts
-// and offsets on the host: each call reads them (2E+1 int32) with one small synchronous copy
-// from the device, which waits for all work enqueued before it. That drains the GPU's queue
+// Where no device-sized grouped GEMM applies (gmmDevice), the grouped matmul launchers size one
+// cuBLAS GEMM per expert, so they must know the plan's counts and offsets on the host: each
+// such call reads them (2E+1 int32) with one small synchronous copy from the device, which
+// waits for all work enqueued before it. That drains the GPU's queue
 // once per call; TestCUDAGroupedMatMulSyncCost (run with -gomoe.bench) measures it.
 
 // blasState is the cuBLAS state of one CUDA value.
@@ -577,8 +578,10 @@ func expertGemms(g Geometry, seg []int32, gemm func(e int, o int64, n int) rowGe
 
 // GroupedMatMulForward writes z [R,N] from xp [R,H] and w [E,H,N] (device pointers, all of
 // dtype d): each real row of expert e times w[e], as the CPU GroupedMatMulForward. Pad rows
-// and rows past offsets[E] are written as 0. It reads the plan's offsets with one small
-// synchronous copy (see PlanSegments) and then enqueues the GEMMs without waiting.
+// and rows past offsets[E] are written as 0. Where a device-sized grouped GEMM applies
+// (gmmDevice: bfloat16 on sm_90a with H, N multiples of 8; float32, float64) it reads nothing
+// back; otherwise it reads the plan's offsets with one small synchronous copy (see
+// PlanSegments) and then enqueues cuBLAS GEMMs without waiting.
 func (c *CUDA) GroupedMatMulForward(d DType, g Geometry, H, N int, z, xp, w, plan cu.DevicePtr) error {
 	if done, err := c.gmmDevice("forward", gmmForward, d, g, H, N, z, xp, w, plan, false); done {
 		return err
@@ -601,7 +604,7 @@ func (c *CUDA) GroupedMatMulForward(d DType, g Geometry, H, N int, z, xp, w, pla
 // GroupedMatMulBackwardRows writes dxp [R,H] = dz [R,N] · w[e]ᵀ on the real rows of each
 // expert, as the CPU GroupedMatMulBackwardRows: with accumulate false it overwrites dxp and
 // zeroes the pad and unused rows; with accumulate true it adds into dxp and leaves the other
-// rows untouched. One small synchronous copy reads the plan's offsets.
+// rows untouched. On the cuBLAS path one small synchronous copy reads the plan's offsets.
 func (c *CUDA) GroupedMatMulBackwardRows(d DType, g Geometry, H, N int, dxp, dz, w, plan cu.DevicePtr, accumulate bool) error {
 	if done, err := c.gmmDevice("backward rows", gmmRows, d, g, H, N, dxp, dz, w, plan, accumulate); done {
 		return err
@@ -626,8 +629,8 @@ func (c *CUDA) GroupedMatMulBackwardRows(d DType, g Geometry, H, N int, dxp, dz,
 
 // GroupedMatMulBackwardWeights writes dw [E,H,N] with dw[e] = xp[seg e]ᵀ · dz[seg e] over the
 // real rows of expert e, as the CPU GroupedMatMulBackwardWeights: with accumulate false it
-// overwrites dw (an expert with no rows gets 0); with accumulate true it adds into dw. One
-// small synchronous copy reads the plan's offsets.
+// overwrites dw (an expert with no rows gets 0); with accumulate true it adds into dw. On the
+// cuBLAS path one small synchronous copy reads the plan's offsets.
 func (c *CUDA) GroupedMatMulBackwardWeights(d DType, g Geometry, H, N int, dw, xp, dz, plan cu.DevicePtr, accumulate bool) error {
 	if done, err := c.gmmDevice("backward weights", gmmWeights, d, g, H, N, dw, xp, dz, plan, accumulate); done {
 		return err

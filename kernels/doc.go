@@ -27,8 +27,9 @@
 // for float32 and float64 (bfloat16 through conversions where the package says so). With the
 // build tag gomoecuda, the CUDA type runs their GPU twins on device pointers, in float32,
 // float64 and bfloat16: gomoe's kernels from the embedded fatbins (gomoe.cu, gmm.cu), cuBLAS,
-// and CUTLASS's grouped GEMM for sm_90a (gmm_sm90*.cu; see docs/grouped-gemm.md); that build
-// uses cgo and links the CUDA driver, the runtime and cuBLAS.
+// and CUTLASS's grouped GEMMs (gmm_sm90* for bfloat16 on sm_90a, gmm_simt* for float32 and
+// float64; see docs/grouped-gemm.md); that build uses cgo and links the CUDA driver, the
+// runtime and cuBLAS.
 //
 // # The routing plan
 //

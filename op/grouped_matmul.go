@@ -18,9 +18,11 @@ import (
 // segment of the plan (rows [offsets[e], offsets[e]+counts[e])); pad rows and rows past
 // offsets[E] are 0. Gradients flow to xp and w; experts that got no row get a zero weight
 // gradient. The CPU kernels are kernels.GroupedMatMul*; on device values (package device) the
-// ops run kernels.CUDA's grouped matmul on cuBLAS, which reads the plan's offsets to the host
-// with one small synchronous copy per call. Data may be float32, float64 or bfloat16 (float32
-// accumulation, output rounded once; the CPU widens bfloat16 to float32).
+// ops run kernels.CUDA's grouped matmul: CUTLASS grouped GEMMs that read the plan's sizes on
+// the device (bfloat16 on sm_90a with H and N multiples of 8; float32 and float64 on compute
+// capability 8.0 and later), else cuBLAS, which reads the plan's offsets to the host with one
+// small synchronous copy per call (docs/grouped-gemm.md). Data may be float32, float64 or
+// bfloat16 (float32 accumulation, output rounded once; the CPU widens bfloat16 to float32).
 
 // GroupedMatMul multiplies each expert's segment of the permuted rows xp [R,H] by that
 // expert's weight w [E,H,N] and returns z [R,N]. p is the routing plan xp was permuted with.
