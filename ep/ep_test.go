@@ -10,6 +10,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/internal/reftest"
 	"github.com/gomoe/gomoe/kernels"
 	"github.com/gomoe/gomoe/op"
 )
@@ -367,11 +368,8 @@ func sameBits(t *testing.T, what string, got, want []float64) {
 		t.Errorf("%s: %d values, want %d", what, len(got), len(want))
 		return
 	}
-	for i := range got {
-		if math.Float64bits(got[i]) != math.Float64bits(want[i]) {
-			t.Errorf("%s[%d] = %v, want %v (bitwise)", what, i, got[i], want[i])
-			return
-		}
+	if i := reftest.FirstBitDiff(got, want); i >= 0 {
+		t.Errorf("%s[%d] = %v, want %v (bitwise)", what, i, got[i], want[i])
 	}
 }
 

@@ -144,14 +144,7 @@ func TestGemmDeterministic(t *testing.T) {
 	}
 }
 
-func firstDiff[T float32 | float64](a, b []T) int {
-	for i := range a {
-		if math.Float64bits(float64(a[i])) != math.Float64bits(float64(b[i])) {
-			return i
-		}
-	}
-	return -1
-}
+func firstDiff[T float32 | float64](a, b []T) int { return reftest.FirstBitDiff(a, b) }
 
 func ExampleGemm() {
 	a := []float32{1, 2, 3, 4, 5, 6} // 2×3

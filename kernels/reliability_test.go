@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/gomoe/gomoe/internal/hostmem"
+	"github.com/gomoe/gomoe/internal/reftest"
 )
 
 // The bad-input table of docs/errors.md for package kernels: every row returns an error that
@@ -33,17 +34,7 @@ func (b *relBufs) clone() *relBufs {
 	return &c
 }
 
-func sameBits(a, b []float64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if math.Float64bits(a[i]) != math.Float64bits(b[i]) {
-			return false
-		}
-	}
-	return true
-}
+func sameBits(a, b []float64) bool { return reftest.FirstBitDiff(a, b) < 0 }
 
 // relSetup builds a good plan for g with T tokens and buffers for H (and N for the grouped
 // matmul), every float filled with a sentinel.

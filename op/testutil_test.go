@@ -10,6 +10,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/bfloat16"
+	"github.com/gomoe/gomoe/internal/reftest"
 )
 
 // Small helpers the op tests share: random inputs, tensors, comparisons, error checks.
@@ -141,26 +142,10 @@ func bitsEqual(a, b G.Value) bool {
 	switch x := a.Data().(type) {
 	case []float32:
 		y, ok := b.Data().([]float32)
-		if !ok || len(x) != len(y) {
-			return false
-		}
-		for i := range x {
-			if math.Float32bits(x[i]) != math.Float32bits(y[i]) {
-				return false
-			}
-		}
-		return true
+		return ok && reftest.FirstBitDiff(x, y) < 0
 	case []float64:
 		y, ok := b.Data().([]float64)
-		if !ok || len(x) != len(y) {
-			return false
-		}
-		for i := range x {
-			if math.Float64bits(x[i]) != math.Float64bits(y[i]) {
-				return false
-			}
-		}
-		return true
+		return ok && reftest.FirstBitDiff(x, y) < 0
 	case float32:
 		y, ok := b.Data().(float32)
 		return ok && math.Float32bits(x) == math.Float32bits(y)

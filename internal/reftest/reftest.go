@@ -264,3 +264,26 @@ func MaxDiff(a, b []float64) float64 {
 	}
 	return m
 }
+
+// FirstBitDiff returns the first index at which a and b hold different bits (so -0 differs
+// from +0 and NaNs compare by payload), len of the shorter when one is a proper prefix of the
+// other, or -1 when they are bitwise equal.
+func FirstBitDiff[T float32 | float64](a, b []T) int {
+	n := min(len(a), len(b))
+	for i := 0; i < n; i++ {
+		if floatBits(a[i]) != floatBits(b[i]) {
+			return i
+		}
+	}
+	if len(a) != len(b) {
+		return n
+	}
+	return -1
+}
+
+func floatBits[T float32 | float64](v T) uint64 {
+	if f, ok := any(v).(float32); ok {
+		return uint64(math.Float32bits(f))
+	}
+	return math.Float64bits(any(v).(float64))
+}
