@@ -61,7 +61,8 @@ type Output struct {
 	// losses' dtype) if all are nil, never nil.
 	Loss *G.Node
 	// Counts [E] int32 is the number of tokens each expert processes in this step (after
-	// capacity drops). Read it with G.Read and pass the value to Stats or UpdateExpertBias.
+	// capacity drops). After a run, pass CountsValue (or a G.Read of it) to Stats or
+	// UpdateExpertBias.
 	Counts *G.Node
 	// Logits [T,E] are the router logits (RouterDtype).
 	Logits *G.Node
@@ -73,17 +74,17 @@ type Output struct {
 	// Plan is the routing plan the experts ran with.
 	Plan *op.Plan
 
-	countsValue G.Value // Counts' value after a run (Forward reads it)
 }
 
-// CountsValue is the value of Counts after the last run of the machine (nil before any run):
-// Forward and Infer read it, so there is no need for a G.Read of Counts. On the GPU it is a
-// device value, valid until the step's buffers are recycled (Stats copies it to the host).
+// CountsValue is the value of Counts after the last run of the machine (nil before any run),
+// so there is no need for a G.Read of Counts. On the GPU it is a device value, valid until
+// the step's buffers are recycled (train.Step recycles them after its after callback; Stats
+// copies the value to the host).
 func (o *Output) CountsValue() G.Value {
-	if o == nil {
+	if o == nil || o.Counts == nil {
 		return nil
 	}
-	return o.countsValue
+	return o.Counts.Value()
 }
 
 // New adds the weights of an MoE layer described by cfg to g and returns the layer. name
@@ -449,11 +450,14 @@ func (l *Layer) forward(x *G.Node, T int, geo kernels.Geometry, eval bool) (*Out
 			return nil, err
 		}
 	}
-	// The layer reads its own counts. Besides keeping the value (Output.CountsValue), the read
-	// gives the int32 Counts node a consumer: gorgonia's lisp machine binds every node that
+	// The int32 Counts node needs a consumer: gorgonia's lisp machine binds every node that
 	// nothing consumes as a differentiable variable with a unit gradient, which exists only for
-	// float and bool values ("Unhandled dtype: int32"), even in forward-only mode.
-	G.Read(o.Counts, &o.countsValue)
+	// float and bool values ("Unhandled dtype: int32"), even in forward-only mode. A G.Read
+	// would copy each run's counts into the previous run's value, which on the GPU is recycled
+	// step memory by then; op.Sink keeps nothing.
+	if _, err := op.Sink(o.Counts); err != nil {
+		return nil, err
+	}
 
 	// Losses, in Dtype (the router's float32 for a bfloat16 layer).
 	lossDt := dt

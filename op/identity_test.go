@@ -28,7 +28,7 @@ func TestOpIdentity(t *testing.T) {
 		permuteOp{g: g}, permuteOp{g: gc}, permuteGradOp{g: g}, permuteProbsOp{g: g}, permuteProbsGradOp{g: gc},
 		planOp{g: g}, planOp{g: gc, withProbs: true},
 		rmsOp{eps: 1e-6}, rmsGradOp{eps: 1e-6, which: 1}, reluOp{dims: 2}, reluGradOp{dims: 2},
-		scaleOp{c: 0.5, dims: 2}, scaleRowsOp{}, rowDotOp{out: tensor.Float32},
+		scaleOp{c: 0.5, dims: 2}, scaleRowsOp{}, rowDotOp{out: tensor.Float32}, sinkOp{},
 		topkOp{k: 2, e: 8, groups: 4, kept: 2, bias: true},
 		unpermuteOp{g: g, weighted: true}, unpermuteGradRowsOp{g: gc}, unpermuteGradProbsOp{g: g, pdt: tensor.Float32},
 		zLossOp{coeff: 1e-3}, zLossGradOp{coeff: 1e-3},
