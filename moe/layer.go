@@ -73,7 +73,6 @@ type Output struct {
 	Probs *G.Node
 	// Plan is the routing plan the experts ran with.
 	Plan *op.Plan
-
 }
 
 // CountsValue is the value of Counts after the last run of the machine (nil before any run),
