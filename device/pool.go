@@ -28,6 +28,7 @@ type PoolStats struct {
 type block struct {
 	size       int64 // rounded size
 	persistent bool
+	seq        uint64 // when it was handed out (EndStep's order)
 }
 
 // Pool is a caching allocator: freed blocks are kept in per-size free lists and handed out
@@ -42,6 +43,7 @@ type Pool struct {
 	live   map[uintptr]block
 	starts []uintptr // sorted live block starts, for interior pointers
 	dirty  bool      // starts needs a rebuild
+	seq    uint64    // allocations so far
 	stats  PoolStats
 }
 
@@ -100,7 +102,8 @@ func (p *Pool) Alloc(n int64, persistent bool) (uintptr, error) {
 			}
 		}
 	}
-	p.live[ptr] = block{size: size, persistent: persistent}
+	p.seq++
+	p.live[ptr] = block{size: size, persistent: persistent, seq: p.seq}
 	p.stats.LiveBlocks++
 	p.stats.LiveBytes += size
 	p.dirty = true
@@ -148,21 +151,31 @@ func (p *Pool) SetPersistent(ptr uintptr, persistent bool) error {
 	return nil
 }
 
-// EndStep returns every live step-scoped block to the cache and reports how many.
+// EndStep returns every live step-scoped block to the cache and reports how many. It returns
+// them newest first, so that each size class hands them out again in the order they were
+// handed out in this step: a step that allocates what the last one did gets the same
+// addresses (CUDA graph replay and bitwise reproducible runs rely on it).
 func (p *Pool) EndStep() int {
 	if p == nil {
 		return 0
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	n := 0
+	type liveBlock struct {
+		ptr uintptr
+		b   block
+	}
+	var step []liveBlock
 	for ptr, b := range p.live {
 		if !b.persistent {
-			p.releaseLocked(ptr, b)
-			n++
+			step = append(step, liveBlock{ptr, b})
 		}
 	}
-	return n
+	sort.Slice(step, func(i, j int) bool { return step[i].b.seq > step[j].b.seq })
+	for _, l := range step {
+		p.releaseLocked(l.ptr, l.b)
+	}
+	return len(step)
 }
 
 // Owns reports whether ptr lies inside a live block, and that block's start and size.

@@ -175,3 +175,38 @@ func TestPoolOutOfMemory(t *testing.T) {
 		t.Error("Alloc(-1): no error")
 	}
 }
+
+// TestPoolStepAddressesRepeat: a step that allocates what the last one did (with frees in
+// between and persistent blocks among them) gets the same address for each request, step
+// after step.
+func TestPoolStepAddressesRepeat(t *testing.T) {
+	p := NewPool(newFake(0))
+	sizes := []int64{512, 4096, 512, 3 << 20, 512, 4096, 700, 512}
+	step := func() []uintptr {
+		var got []uintptr
+		for i, n := range sizes {
+			ptr, err := p.Alloc(n, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, ptr)
+			if i == 2 { // a scratch block freed at once, reused later in the step
+				if err := p.Free(ptr); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		return got
+	}
+	first := step()
+	p.EndStep()
+	for s := 1; s < 20; s++ {
+		got := step()
+		for i := range got {
+			if got[i] != first[i] {
+				t.Fatalf("step %d, request %d (%d bytes): address %#x, step 0 had %#x", s, i, sizes[i], got[i], first[i])
+			}
+		}
+		p.EndStep()
+	}
+}
