@@ -82,6 +82,20 @@ __device__ __forceinline__ void unpermuteBwd(const T *__restrict__ dy, const T *
   __syncthreads();
   const P *g = (const P *)(dy + t * H);
   int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  // dyp[r] pack i = probs[t,k]·dy[t] pack i (a copy when unweighted).
+  auto storeScaled = [&](int r, int k, long long i, const P &gv, const A *ga) {
+    P o;
+    if (probs) {
+      A wk = w[k];
+      A m[N];
+#pragma unroll
+      for (int j = 0; j < N; j++) m[j] = mulRN(wk, ga[j]);
+      packFromAcc<T, N>(m, o);
+    } else {
+      o = gv;
+    }
+    stPack((P *)(dyp + (long long)r * H) + i, o, smode);
+  };
   for (int kg = 0; kg < K; kg += KGROUP) {
     int kn = K - kg < KGROUP ? K - kg : KGROUP;
     double part[KGROUP];
@@ -98,19 +112,7 @@ __device__ __forceinline__ void unpermuteBwd(const T *__restrict__ dy, const T *
           if (kk >= kn) break;
           int r = rows[kg + kk];
           if (r < 0) continue;
-          if (dyp) {
-            P o;
-            if (probs) {
-              A wk = w[kg + kk];
-              A m[N];
-#pragma unroll
-              for (int j = 0; j < N; j++) m[j] = mulRN(wk, ga[j]);
-              packFromAcc<T, N>(m, o);
-            } else {
-              o = gv;
-            }
-            stPack((P *)(dyp + (long long)r * H) + i, o, smode);
-          }
+          if (dyp) storeScaled(r, kg + kk, i, gv, ga);
           P v = ldcs((const P *)(yp + (long long)r * H) + i);
 #pragma unroll
           for (int j = 0; j < N; j++) part[kk] = dotTerm(part[kk], toAcc(v.v[j]), ga[j], sizeof(T) == 2);
@@ -128,19 +130,7 @@ __device__ __forceinline__ void unpermuteBwd(const T *__restrict__ dy, const T *
         for (int kk = 0; kk < KGROUP; kk++) {
           int r = rr[kk];
           if (r < 0) continue;
-          if (dyp) {
-            P o;
-            if (probs) {
-              A wk = w[kg + kk];
-              A m[N];
-#pragma unroll
-              for (int j = 0; j < N; j++) m[j] = mulRN(wk, ga[j]);
-              packFromAcc<T, N>(m, o);
-            } else {
-              o = gv;
-            }
-            stPack((P *)(dyp + (long long)r * H) + i, o, smode);
-          }
+          if (dyp) storeScaled(r, kg + kk, i, gv, ga);
 #pragma unroll
           for (int j = 0; j < N; j++) part[kk] = dotTerm(part[kk], toAcc(v[kk].v[j]), ga[j], sizeof(T) == 2);
         }
