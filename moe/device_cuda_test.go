@@ -107,7 +107,7 @@ func newRigOf(t *testing.T, cfg Config, T int, seed int64, mk func(g *G.ExprGrap
 // there is one, and the previous step's device memory is recycled by EndStep, so each step
 // must read into fresh values.
 func (r *devRig) clearReads() {
-	r.yv, r.dv = nil, nil
+	r.yv, r.dv, r.lv, r.cv = nil, nil, nil, nil
 	for i := range r.gv {
 		r.gv[i] = nil
 	}
