@@ -22,8 +22,6 @@
 // A step with Step needs no BindDualValues: gradients are read from the gradient nodes.
 //
 //	if _, err := G.Grad(cost, params...); err != nil { ... }
-//	var costV G.Value
-//	G.Read(cost, &costV)
 //	vm := G.NewTapeMachine(g) // G.WithEngine(eng) on the GPU
 //	opt := train.NewAdam(1e-3)
 //	sched := train.Cosine{Peak: 1e-3, Floor: 0.1, Warmup: 100, Total: n}
@@ -31,7 +29,7 @@
 //		// refresh the inputs (G.Let, or eng.Upload into the bound device tensors)
 //		opt.LR = sched.LR(step)
 //		err := train.Step(vm, opt, params, func() error {
-//			loss, err := train.Scalar(costV) // read outputs here, before the update
+//			loss, err := train.Scalar(cost.Value()) // read outputs here, before the update
 //			...
 //			return err
 //		})

@@ -70,8 +70,7 @@ func Example_trainAModel() {
 	if _, err := G.Grad(cost, layer.Learnables()...); err != nil {
 		log.Fatal(err)
 	}
-	var costV G.Value
-	G.Read(cost, &costV)
+	costNode := cost // read after each run: its Value (a device value on the GPU)
 	vm := G.NewTapeMachine(g)
 	defer vm.Close()
 	opt := train.NewAdam(0)
@@ -123,7 +122,7 @@ func Example_trainAModel() {
 			opt.LR = sched.LR(s)
 			err := train.Step(vm, opt, layer.Learnables(), func() error {
 				var err error
-				loss, err = train.Scalar(costV)
+				loss, err = train.Scalar(costNode.Value())
 				return err
 			})
 			if err != nil {
@@ -153,7 +152,7 @@ func Example_trainAModel() {
 	if _, err := G.Grad(cost2, layer2.Learnables()...); err != nil {
 		log.Fatal(err)
 	}
-	G.Read(cost2, &costV)
+	costNode = cost2
 	vm2 := G.NewTapeMachine(g2)
 	defer vm2.Close()
 	opt2 := train.NewAdam(0)
@@ -184,14 +183,12 @@ func ExampleStep() {
 	if _, err := G.Grad(loss, w); err != nil {
 		log.Fatal(err)
 	}
-	var lv G.Value
-	G.Read(loss, &lv)
 	vm := G.NewTapeMachine(g) // G.WithEngine(eng) on the GPU
 	defer vm.Close()
 	opt := train.NewAdam(0.1)
 	for s := 0; s < 300; s++ {
 		err := train.Step(vm, opt, G.Nodes{w}, func() error {
-			l, err := train.Scalar(lv)
+			l, err := train.Scalar(loss.Value())
 			if s%100 == 0 {
 				fmt.Printf("step %d: loss %.4f\n", s, l)
 			}

@@ -16,9 +16,10 @@ import (
 // after, which runs between RunAll and the update (nil: nothing).
 //
 // The graph must hold the gradient nodes (G.Grad(cost, params...)) and vm must be made
-// without BindDualValues. Values read with G.Read on the GPU are step memory too: set each
-// read target to nil before the next step (G.Read copies into a non-nil target, and that
-// target's memory has been recycled), or copy it out in after.
+// without BindDualValues. Read a node's output in after from its Value (Scalar(cost.Value())).
+// On the GPU avoid G.Read across steps, or set each read target to nil before every step: a
+// read copies into a non-nil target, and on the GPU the target from the step before is
+// recycled step memory that other values of this step may be using.
 func Step(vm G.VM, solver G.Solver, params G.Nodes, after func() error) error {
 	if vm == nil || solver == nil {
 		return fmt.Errorf("gomoe: train: Step: nil machine or solver")
