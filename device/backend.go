@@ -147,10 +147,20 @@ type Backend interface {
 	// Release frees st (from Zeros or Master).
 	Release(st any)
 	// Adam launches the Adam update of w from its gradient g (w32: the float32 master of a
-	// bfloat16 w, else nil).
-	Adam(w, g *tensor.Dense, w32, m, v any, lr, b1, b2, eps, c1, c2, wd float64) error
-	// SGD launches the SGD update of w from its gradient g (w32 as in Adam).
-	SGD(w, g *tensor.Dense, w32 any, lr, wd float64) error
+	// bfloat16 w, else nil). With sc (from Scalars) not nil the kernel reads lr, b1, b2, eps,
+	// c1, c2 and wd from it instead.
+	Adam(w, g *tensor.Dense, w32, m, v any, lr, b1, b2, eps, c1, c2, wd float64, sc any) error
+	// SGD launches the SGD update of w from its gradient g (w32 as in Adam; sc as in Adam,
+	// holding lr and wd).
+	SGD(w, g *tensor.Dense, w32 any, lr, wd float64, sc any) error
+	// Scalars returns a persistent device buffer of n float64s on w's device (free it with
+	// Release): an optimiser's scalars for steps replayed from a CUDA graph.
+	Scalars(w *tensor.Dense, n int) (any, error)
+	// SetScalars copies vals into sc (from Scalars), in order with the device work.
+	SetScalars(sc any, vals []float64) error
+	// Capture runs f with the device work of like's engine captured into a graph instead of
+	// running (device.Engine.Capture).
+	Capture(like G.Value, f func() error) (Graph, error)
 	// SumSquares returns Σ g² of the device tensor g (rows of the accumulator type summed in
 	// float64 on the host; it waits for the device).
 	SumSquares(g *tensor.Dense) (float64, error)
@@ -218,4 +228,15 @@ func Of(vs ...G.Value) Backend {
 		}
 	}
 	return nil
+}
+
+// Graph is device work captured once and replayed (device.Engine.Capture in the gomoecuda
+// build).
+type Graph interface {
+	// Replay enqueues one run of the captured work and returns without waiting.
+	Replay() error
+	// Nodes is the number of device operations in the graph.
+	Nodes() int
+	// Close destroys the graph and frees the memory its work allocated.
+	Close() error
 }

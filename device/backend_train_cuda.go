@@ -72,7 +72,7 @@ func (cudaBackend) Release(st any) {
 // densePtr is the device address of t's data.
 func densePtr(t *tensor.Dense) cu.DevicePtr { return cu.DevicePtr(t.Uintptr()) }
 
-func (cudaBackend) Adam(w, g *tensor.Dense, w32, m, v any, lr, b1, b2, eps, c1, c2, wd float64) error {
+func (cudaBackend) Adam(w, g *tensor.Dense, w32, m, v any, lr, b1, b2, eps, c1, c2, wd float64, sc any) error {
 	e := trainEngine(w)
 	dt, err := DType(w.Dtype())
 	if err != nil {
@@ -81,12 +81,12 @@ func (cudaBackend) Adam(w, g *tensor.Dense, w32, m, v any, lr, b1, b2, eps, c1, 
 	md, vd := m.(*tensor.Dense), v.(*tensor.Dense)
 	n := int64(w.Shape().TotalSize())
 	if dt == kernels.BF16 {
-		return e.Kernels().AdamUpdateBF16(densePtr(w), densePtr(g), densePtr(w32.(*tensor.Dense)), densePtr(md), densePtr(vd), n, lr, b1, b2, eps, c1, c2, wd)
+		return e.Kernels().AdamUpdateBF16(densePtr(w), densePtr(g), densePtr(w32.(*tensor.Dense)), densePtr(md), densePtr(vd), n, lr, b1, b2, eps, c1, c2, wd, scalarsPtr(sc))
 	}
-	return e.Kernels().AdamUpdate(dt, densePtr(w), densePtr(g), densePtr(md), densePtr(vd), n, lr, b1, b2, eps, c1, c2, wd)
+	return e.Kernels().AdamUpdate(dt, densePtr(w), densePtr(g), densePtr(md), densePtr(vd), n, lr, b1, b2, eps, c1, c2, wd, scalarsPtr(sc))
 }
 
-func (cudaBackend) SGD(w, g *tensor.Dense, w32 any, lr, wd float64) error {
+func (cudaBackend) SGD(w, g *tensor.Dense, w32 any, lr, wd float64, sc any) error {
 	e := trainEngine(w)
 	dt, err := DType(w.Dtype())
 	if err != nil {
@@ -94,9 +94,49 @@ func (cudaBackend) SGD(w, g *tensor.Dense, w32 any, lr, wd float64) error {
 	}
 	n := int64(w.Shape().TotalSize())
 	if dt == kernels.BF16 {
-		return e.Kernels().SGDUpdateBF16(densePtr(w), densePtr(g), densePtr(w32.(*tensor.Dense)), n, lr, wd)
+		return e.Kernels().SGDUpdateBF16(densePtr(w), densePtr(g), densePtr(w32.(*tensor.Dense)), n, lr, wd, scalarsPtr(sc))
 	}
-	return e.Kernels().SGDUpdate(dt, densePtr(w), densePtr(g), n, lr, wd)
+	return e.Kernels().SGDUpdate(dt, densePtr(w), densePtr(g), n, lr, wd, scalarsPtr(sc))
+}
+
+// scalarsPtr is the device address of an optimiser's scalars (from Scalars), 0 for nil.
+func scalarsPtr(sc any) cu.DevicePtr {
+	if d, ok := sc.(*tensor.Dense); ok && d != nil {
+		return densePtr(d)
+	}
+	return 0
+}
+
+func (cudaBackend) Scalars(w *tensor.Dense, n int) (any, error) {
+	e := trainEngine(w)
+	if e == nil {
+		return nil, fmt.Errorf("gomoe: train: Scalars: weight is not in GPU memory")
+	}
+	return e.NewTensor(tensor.Float64, n)
+}
+
+func (cudaBackend) SetScalars(sc any, vals []float64) error {
+	d, ok := sc.(*tensor.Dense)
+	if !ok || d.Shape().TotalSize() != len(vals) {
+		return fmt.Errorf("gomoe: train: SetScalars: %d values into %v", len(vals), sc)
+	}
+	e := trainEngine(d)
+	if e == nil {
+		return fmt.Errorf("gomoe: train: SetScalars: buffer is not in GPU memory")
+	}
+	return e.Upload(d, tensor.New(tensor.WithShape(len(vals)), tensor.WithBacking(append([]float64(nil), vals...))))
+}
+
+func (cudaBackend) Capture(like G.Value, f func() error) (Graph, error) {
+	e := trainEngine(like)
+	if e == nil {
+		return nil, fmt.Errorf("gomoe: Capture: value is not in GPU memory")
+	}
+	g, err := e.Capture(f)
+	if err != nil {
+		return nil, err
+	}
+	return g, nil
 }
 
 func (cudaBackend) EndStep(v G.Value) {

@@ -233,30 +233,31 @@ func (e *Engine) Memset(mem tensor.Memory, val interface{}) error {
 	}
 	dp := cu.DevicePtr(p)
 	return e.k.Do(func() error {
+		k := e.k
 		switch v := val.(type) {
 		case float32:
-			return cu.MemsetD32(dp, uint32FromF32(v), n/4)
+			return k.Memset(dp, uint32FromF32(v), n/4, 4)
 		case int32:
-			return cu.MemsetD32(dp, uint32(v), n/4)
+			return k.Memset(dp, uint32(v), n/4, 4)
 		case uint32:
-			return cu.MemsetD32(dp, v, n/4)
+			return k.Memset(dp, v, n/4, 4)
 		case float64:
 			if v != 0 {
 				return fmt.Errorf("device: Memset of float64 %g: only 0 is supported", v)
 			}
-			return cu.MemsetD8(dp, 0, n)
+			return k.Memset(dp, 0, n, 1)
 		case bfloat16.BFloat16:
-			return cu.MemsetD16(dp, uint16(v), n/2)
+			return k.Memset(dp, uint32(v), n/2, 2)
 		case uint16:
-			return cu.MemsetD16(dp, v, n/2)
+			return k.Memset(dp, uint32(v), n/2, 2)
 		case uint8:
-			return cu.MemsetD8(dp, v, n)
+			return k.Memset(dp, uint32(v), n, 1)
 		case bool:
-			var b byte
+			var b uint32
 			if v {
 				b = 1
 			}
-			return cu.MemsetD8(dp, b, n)
+			return k.Memset(dp, b, n, 1)
 		}
 		return fmt.Errorf("device: Memset with a %T value", val)
 	})
@@ -274,7 +275,7 @@ func (e *Engine) Memclr(mem tensor.Memory) {
 		clear(unsafe.Slice((*byte)(ptr(p)), n))
 		return
 	}
-	_ = e.k.Do(func() error { return cu.MemsetD8(cu.DevicePtr(p), 0, n) })
+	_ = e.k.Do(func() error { return e.k.Memset(cu.DevicePtr(p), 0, n, 1) })
 }
 
 // Memcpy copies src into dst, each host or device memory (device to host waits for the
@@ -299,11 +300,11 @@ func (e *Engine) Memcpy(dst, src tensor.Memory) error {
 	return e.k.Do(func() error {
 		switch {
 		case dd && sd:
-			return cu.MemcpyDtoD(cu.DevicePtr(d), cu.DevicePtr(s), n)
+			return e.k.CopyDtoD(cu.DevicePtr(d), cu.DevicePtr(s), n)
 		case dd:
-			return cu.MemcpyHtoD(cu.DevicePtr(d), ptr(s), n)
+			return e.k.CopyHtoD(cu.DevicePtr(d), ptr(s), n)
 		default:
-			return cu.MemcpyDtoH(ptr(d), cu.DevicePtr(s), n)
+			return e.k.CopyDtoH(ptr(d), cu.DevicePtr(s), n)
 		}
 	})
 }
@@ -362,7 +363,7 @@ func (e *Engine) NewTensor(dt tensor.Dtype, shape ...int) (*tensor.Dense, error)
 		return nil, err
 	}
 	if t.MemSize() > 0 {
-		if err := e.k.Do(func() error { return cu.MemsetD8(cu.DevicePtr(t.Uintptr()), 0, int64(t.MemSize())) }); err != nil {
+		if err := e.k.Do(func() error { return e.k.Memset(cu.DevicePtr(t.Uintptr()), 0, int64(t.MemSize()), 1) }); err != nil {
 			_ = e.pool.Free(t.Uintptr())
 			return nil, err
 		}
@@ -428,7 +429,7 @@ func (e *Engine) Upload(dst, src tensor.Tensor) error {
 		return nil
 	}
 	return e.k.Do(func() error {
-		return cu.MemcpyHtoD(cu.DevicePtr(d.Uintptr()), ptr(h.Uintptr()), int64(h.MemSize()))
+		return e.k.CopyHtoD(cu.DevicePtr(d.Uintptr()), ptr(h.Uintptr()), int64(h.MemSize()))
 	})
 }
 
@@ -446,7 +447,7 @@ func (e *Engine) CopyOut(t tensor.Tensor) (*tensor.Dense, error) {
 	h := tensor.New(tensor.Of(d.Dtype()), tensor.WithShape(d.Shape().Clone()...))
 	if h.MemSize() > 0 {
 		if err := e.k.Do(func() error {
-			return cu.MemcpyDtoH(ptr(h.Uintptr()), cu.DevicePtr(d.Uintptr()), int64(h.MemSize()))
+			return e.k.CopyDtoH(ptr(h.Uintptr()), cu.DevicePtr(d.Uintptr()), int64(h.MemSize()))
 		}); err != nil {
 			return nil, err
 		}

@@ -3,6 +3,7 @@ package device
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 )
@@ -44,6 +45,8 @@ type Pool struct {
 	starts []uintptr // sorted live block starts, for interior pointers
 	dirty  bool      // starts needs a rebuild
 	seq    uint64    // allocations so far
+	hold   bool      // between Hold and Release: see Hold
+	held   []uintptr // blocks handed out since Hold
 	stats  PoolStats
 }
 
@@ -103,6 +106,10 @@ func (p *Pool) Alloc(n int64, persistent bool) (uintptr, error) {
 		}
 	}
 	p.seq++
+	if p.hold {
+		persistent = true
+		p.held = append(p.held, ptr)
+	}
 	p.live[ptr] = block{size: size, persistent: persistent, seq: p.seq}
 	p.stats.LiveBlocks++
 	p.stats.LiveBytes += size
@@ -121,8 +128,40 @@ func (p *Pool) Free(ptr uintptr) error {
 	if !ok {
 		return ErrUnknownPointer
 	}
+	if p.hold && slices.Contains(p.held, ptr) {
+		return nil // kept for the captured work (Hold)
+	}
 	p.releaseLocked(ptr, b)
 	return nil
+}
+
+// Hold starts keeping every block handed out from now on: each is persistent, and Free of
+// it does nothing, so no later request gets its memory. Device work captured into a CUDA
+// graph reads and writes those blocks on every replay; Unhold returns them, for the graph's
+// owner to free (Free) when the graph is gone.
+func (p *Pool) Hold() error {
+	if p == nil {
+		return errNilPool
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.hold {
+		return errors.New("device: Pool.Hold while holding")
+	}
+	p.hold, p.held = true, nil
+	return nil
+}
+
+// Unhold ends Hold and returns the blocks handed out since, still live and persistent.
+func (p *Pool) Unhold() []uintptr {
+	if p == nil {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	held := p.held
+	p.hold, p.held = false, nil
+	return held
 }
 
 func (p *Pool) releaseLocked(ptr uintptr, b block) {

@@ -210,3 +210,52 @@ func TestPoolStepAddressesRepeat(t *testing.T) {
 		p.EndStep()
 	}
 }
+
+// TestPoolHold: blocks handed out while holding survive EndStep and Free, and no later request
+// gets them; after Unhold their owner frees them and they are reused.
+func TestPoolHold(t *testing.T) {
+	p := NewPool(newFake(0))
+	before, _ := p.Alloc(512, false)
+	if err := p.Hold(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Hold(); err == nil {
+		t.Error("second Hold: no error")
+	}
+	a, _ := p.Alloc(512, false)
+	b, _ := p.Alloc(4096, false)
+	if err := p.Free(b); err != nil { // a scratch block freed at once stays the graph's
+		t.Fatal(err)
+	}
+	held := p.Unhold()
+	if len(held) != 2 || held[0] != a || held[1] != b {
+		t.Fatalf("Unhold = %#x, want [%#x %#x]", held, a, b)
+	}
+	if n := p.EndStep(); n != 1 { // only the block from before Hold
+		t.Errorf("EndStep recycled %d blocks, want 1", n)
+	}
+	for i := 0; i < 4; i++ {
+		x, _ := p.Alloc(512, false)
+		y, _ := p.Alloc(4096, false)
+		if x == a || y == b || x == b || y == a {
+			t.Fatalf("a held block was handed out again: %#x %#x (held %#x %#x)", x, y, a, b)
+		}
+		if i == 0 && x != before {
+			t.Errorf("the recycled block %#x was not reused (got %#x)", before, x)
+		}
+	}
+	for _, ptr := range held {
+		if err := p.Free(ptr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.EndStep()
+	got := map[uintptr]bool{}
+	for i := 0; i < 6; i++ {
+		x, _ := p.Alloc(512, false)
+		got[x] = true
+	}
+	if !got[a] {
+		t.Errorf("the freed held block %#x was not reused", a)
+	}
+}

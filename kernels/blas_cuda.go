@@ -7,11 +7,19 @@ package kernels
 #include <stdint.h>
 #include <cublas_v2.h>
 
-static int gomoe_blas_create(cublasHandle_t *out) {
+// gomoe_blas_stream sets h's stream and, after it (cublasSetStream resets the workspace),
+// gomoe's workspace: with it cuBLAS allocates nothing while a graph is being captured.
+static int gomoe_blas_stream(cublasHandle_t h, cudaStream_t stream, uintptr_t work, size_t workBytes) {
+	cublasStatus_t s = cublasSetStream(h, stream);
+	if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetWorkspace(h, (void *)work, workBytes);
+	return (int)s;
+}
+
+static int gomoe_blas_create(cublasHandle_t *out, cudaStream_t stream, uintptr_t work, size_t workBytes) {
 	cublasHandle_t h;
 	cublasStatus_t s = cublasCreate(&h);
 	if (s != CUBLAS_STATUS_SUCCESS) return (int)s;
-	s = cublasSetStream(h, 0);
+	s = (cublasStatus_t)gomoe_blas_stream(h, stream, work, workBytes);
 	if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetPointerMode(h, CUBLAS_POINTER_MODE_HOST);
 	// No TF32: float32 GEMMs must match the CPU's float32 results within rounding.
 	if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetMathMode(h, CUBLAS_DEFAULT_MATH);
@@ -98,6 +106,7 @@ import (
 type blasState struct {
 	mu      sync.Mutex
 	h       C.cublasHandle_t
+	work    cu.DevicePtr // cuBLAS's workspace (blasWorkBytes)
 	ptrs    cu.DevicePtr // device scratch for the grouped GEMM's pointer arrays
 	ptrsCap int64        // its size in bytes
 	noGroup bool         // this cuBLAS has no grouped GEMM
@@ -125,14 +134,19 @@ func (c *CUDA) blas() (*blasState, error) {
 	if st, ok := blasStates.m[c]; ok {
 		return st, nil
 	}
+	work, err := cu.MemAlloc(blasWorkBytes)
+	if err != nil {
+		return nil, fmt.Errorf("gomoe: allocating cuBLAS's workspace: %w", err)
+	}
 	var h C.cublasHandle_t
-	if s := C.gomoe_blas_create(&h); s != 0 {
+	if s := C.gomoe_blas_create(&h, C.cudaStream_t(c.stream), C.uintptr_t(work), blasWorkBytes); s != 0 {
+		_ = cu.MemFree(work)
 		return nil, blasError("cublasCreate", int(s))
 	}
 	if blasStates.m == nil {
 		blasStates.m = map[*CUDA]*blasState{}
 	}
-	st := &blasState{h: h}
+	st := &blasState{h: h, work: work}
 	blasStates.m[c] = st
 	return st, nil
 }
@@ -159,6 +173,9 @@ func (c *CUDA) closeBLAS() error {
 		}
 		if s := C.gomoe_blas_destroy(st.h); s != 0 && err == nil {
 			err = blasError("cublasDestroy", int(s))
+		}
+		if err2 := cu.MemFree(st.work); err == nil {
+			err = err2
 		}
 		return err
 	})
@@ -314,7 +331,7 @@ func (c *CUDA) PlanSegments(g Geometry, plan cu.DevicePtr) (counts, offsets []in
 // readSegments copies counts and offsets (len(seg) int32 at the plan's start) to the host.
 // It must run inside c.do.
 func (c *CUDA) readSegments(seg []int32, plan cu.DevicePtr) error {
-	if err := cu.MemcpyDtoH(unsafe.Pointer(&seg[0]), plan, int64(4*len(seg))); err != nil {
+	if err := c.CopyDtoH(unsafe.Pointer(&seg[0]), plan, int64(4*len(seg))); err != nil {
 		return fmt.Errorf("gomoe: reading the plan's offsets: %w", err)
 	}
 	return nil
@@ -358,12 +375,12 @@ func appendRange(rs []rowRange, lo, hi int64) []rowRange {
 // zeroRows clears the ranges (in units of rowBytes) of buf, or all rows [0,total) of it when
 // there are more than maxZeroRanges ranges. It must run inside c.do, before the GEMMs that
 // write the other rows (the whole-buffer clear covers them too).
-func zeroRows(buf cu.DevicePtr, rowBytes int64, rs []rowRange, total int64) error {
+func (c *CUDA) zeroRows(buf cu.DevicePtr, rowBytes int64, rs []rowRange, total int64) error {
 	if len(rs) > maxZeroRanges {
-		return cu.MemsetD8(buf, 0, total*rowBytes)
+		return c.Memset(buf, 0, total*rowBytes, 1)
 	}
 	for _, r := range rs {
-		if err := cu.MemsetD8(buf+cu.DevicePtr(r.lo*rowBytes), 0, (r.hi-r.lo)*rowBytes); err != nil {
+		if err := c.Memset(buf+cu.DevicePtr(r.lo*rowBytes), 0, (r.hi-r.lo)*rowBytes, 1); err != nil {
 			return err
 		}
 	}
@@ -539,7 +556,7 @@ func (c *CUDA) runGrouped(st *blasState, d DType, ps []rowGemm) error {
 		}
 		st.ptrs, st.ptrsCap = p, capBytes
 	}
-	if err := cu.MemcpyHtoD(st.ptrs, unsafe.Pointer(&ptrs[0]), need); err != nil {
+	if err := c.CopyHtoD(st.ptrs, unsafe.Pointer(&ptrs[0]), need); err != nil {
 		return fmt.Errorf("gomoe: grouped GEMM pointers: %w", err)
 	}
 	s := C.gomoe_gemm_grouped(st.h, C.int(d), C.int(G), &ta[0], &tb[0], &m[0], &n[0], &k[0], &alpha[0],
@@ -587,7 +604,7 @@ func (c *CUDA) GroupedMatMulForward(d DType, g Geometry, H, N int, z, xp, w, pla
 		return err
 	}
 	return c.gmmCall("forward", d, g, H, N, []cu.DevicePtr{z, xp, w}, plan, func(st *blasState, seg []int32) error {
-		if err := zeroRows(z, int64(N)*int64(d.Size()), padRanges(g, seg), int64(g.Rows())); err != nil {
+		if err := c.zeroRows(z, int64(N)*int64(d.Size()), padRanges(g, seg), int64(g.Rows())); err != nil {
 			return err
 		}
 		ps, _ := expertGemms(g, seg, func(e int, o int64, n int) rowGemm {
@@ -613,7 +630,7 @@ func (c *CUDA) GroupedMatMulBackwardRows(d DType, g Geometry, H, N int, dxp, dz,
 		beta := 0.0
 		if accumulate {
 			beta = 1
-		} else if err := zeroRows(dxp, int64(H)*int64(d.Size()), padRanges(g, seg), int64(g.Rows())); err != nil {
+		} else if err := c.zeroRows(dxp, int64(H)*int64(d.Size()), padRanges(g, seg), int64(g.Rows())); err != nil {
 			return err
 		}
 		ps, _ := expertGemms(g, seg, func(e int, o int64, n int) rowGemm {
@@ -647,7 +664,7 @@ func (c *CUDA) GroupedMatMulBackwardWeights(d DType, g Geometry, H, N int, dw, x
 				c: ptrAt(dw, int64(e)*int64(H)*int64(N), d), ldc: N, alpha: 1, bet: beta}
 		})
 		if !accumulate {
-			if err := zeroRows(dw, int64(H)*int64(N)*int64(d.Size()), empty, int64(g.E)); err != nil {
+			if err := c.zeroRows(dw, int64(H)*int64(N)*int64(d.Size()), empty, int64(g.E)); err != nil {
 				return err
 			}
 		}
@@ -655,3 +672,23 @@ func (c *CUDA) GroupedMatMulBackwardWeights(d DType, g Geometry, H, N int, dw, x
 		return c.runGemms(st, d, ps)
 	})
 }
+
+// blasStream points c's cuBLAS handle, if it has one, at c's current stream. It must run
+// inside c.do.
+func (c *CUDA) blasStream() error {
+	blasStates.Lock()
+	st, ok := blasStates.m[c]
+	blasStates.Unlock()
+	if !ok {
+		return nil
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if s := C.gomoe_blas_stream(st.h, C.cudaStream_t(c.stream), C.uintptr_t(st.work), blasWorkBytes); s != 0 {
+		return blasError("cublasSetStream", int(s))
+	}
+	return nil
+}
+
+// blasWorkBytes is the size of cuBLAS's workspace: 32 MiB, what NVIDIA recommends for Hopper.
+const blasWorkBytes = 32 << 20

@@ -128,10 +128,13 @@ func (s StatusError) Error() string {
 // plan passed to the data kernels must come from BuildPlan (a hand-made plan must be checked
 // with Plan.Check on the host before it is copied to the device).
 type CUDA struct {
-	ctx    cu.CUContext
-	mod    cu.Module
-	fn     map[string]cu.Function
-	status cu.DevicePtr
+	ctx       cu.CUContext
+	mod       cu.Module
+	fn        map[string]cu.Function
+	status    cu.DevicePtr
+	stream    unsafe.Pointer // the kernels' CUstream: nil (legacy) except in Capture (stream_cuda.go)
+	capStream unsafe.Pointer // Capture's stream, made on first use
+	capMu     sync.Mutex     // one Capture at a time
 
 	gmod      cu.Module // gomoe_gmm.fatbin (gmm_sm90_cuda.go)
 	gmm90Once sync.Once
@@ -190,6 +193,9 @@ func (c *CUDA) Close() error {
 		if err2 := c.unloadGMM(); err == nil {
 			err = err2
 		}
+		if err2 := c.destroyStream(); err == nil {
+			err = err2
+		}
 		return err
 	}); err == nil {
 		err = err2
@@ -223,11 +229,11 @@ func (c *CUDA) Status() error {
 		if err := cu.Synchronize(); err != nil {
 			return err
 		}
-		if err := cu.MemcpyDtoH(unsafe.Pointer(&s), c.status, 4); err != nil {
+		if err := c.CopyDtoH(unsafe.Pointer(&s), c.status, 4); err != nil {
 			return err
 		}
 		if s != 0 {
-			return cu.MemsetD32(c.status, 0, 1)
+			return c.Memset(c.status, 0, 1, 4)
 		}
 		return nil
 	})
@@ -265,7 +271,7 @@ func (c *CUDA) launch(name string, grid, block, smem int, a args) error {
 	if grid < 1 {
 		return nil
 	}
-	if err := launchRaw(f, grid, block, smemPad(smem), a); err != nil {
+	if err := launchRaw(c.stream, f, grid, block, smemPad(smem), a); err != nil {
 		return fmt.Errorf("gomoe: launching %s: %w", name, err)
 	}
 	return nil

@@ -24,11 +24,11 @@ typedef struct {
 
 int gomoe_gmmsimt_build(const gomoe_gmmsimt_args *a, void *params, unsigned long long cap, gomoe_gmmsimt_info *info);
 
-// gomoe_launch_params launches f on the default stream with one by-value parameter.
-static CUresult gomoe_launch_params(CUfunction f, unsigned grid, unsigned block, unsigned smem, void *params) {
+// gomoe_launch_params launches f on stream s with one by-value parameter.
+static CUresult gomoe_launch_params(CUfunction f, unsigned grid, unsigned block, unsigned smem, void *params, CUstream s) {
 	void *args[1];
 	args[0] = params;
-	return cuLaunchKernel(f, grid, 1, 1, block, 1, 1, smem, 0, args, 0);
+	return cuLaunchKernel(f, grid, 1, 1, block, 1, 1, smem, s, args, 0);
 }
 
 static CUresult gomoe_occupancy(CUfunction f, int block, unsigned smem, int *n) {
@@ -185,7 +185,7 @@ func (c *CUDA) runGMMSimt(st *gmmSimt, form int, d DType, g Geometry, H, N int, 
 	if err := c.gmmSetup(form, d, g, H, N, out, a, b, plan, s.table.ptr, accumulate); err != nil {
 		return err
 	}
-	if r := C.gomoe_launch_params(st.fn[k], C.uint(st.blocks[k]), C.uint(st.info[k].threads), C.uint(st.info[k].smem_bytes), unsafe.Pointer(&params[0])); r != C.CUDA_SUCCESS {
+	if r := C.gomoe_launch_params(st.fn[k], C.uint(st.blocks[k]), C.uint(st.info[k].threads), C.uint(st.info[k].smem_bytes), unsafe.Pointer(&params[0]), c.cstream()); r != C.CUDA_SUCCESS {
 		var name *C.char
 		C.cuGetErrorName(r, &name)
 		return fmt.Errorf("gomoe: launching %s: CUDA error %d (%s)", gmmSimtKernels[k], int(r), C.GoString(name))

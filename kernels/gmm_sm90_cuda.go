@@ -27,10 +27,10 @@ typedef struct {
 
 int gomoe_gmm90_build(const gomoe_gmm90_args *a, void *params, unsigned long long cap, gomoe_gmm90_info *info);
 
-// gomoe_launch_cluster launches f on the default stream with one by-value parameter (params)
-// and a cluster shape.
+// gomoe_launch_cluster launches f on stream s with one by-value parameter (params) and a
+// cluster shape.
 static CUresult gomoe_launch_cluster(CUfunction f, const unsigned *grid, const unsigned *block,
-		const unsigned *cluster, unsigned smem, void *params) {
+		const unsigned *cluster, unsigned smem, void *params, CUstream s) {
 	CUlaunchConfig cfg;
 	CUlaunchAttribute attr[1];
 	void *args[1];
@@ -41,7 +41,7 @@ static CUresult gomoe_launch_cluster(CUfunction f, const unsigned *grid, const u
 	cfg.blockDimY = block[1];
 	cfg.blockDimZ = block[2];
 	cfg.sharedMemBytes = smem;
-	cfg.hStream = 0;
+	cfg.hStream = s;
 	attr[0].id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
 	attr[0].value.clusterDim.x = cluster[0];
 	attr[0].value.clusterDim.y = cluster[1];
@@ -440,7 +440,7 @@ func (c *CUDA) runGMM90(st *gmm90, form int, g Geometry, H, N int, out, a, b, pl
 	if err := c.gmmSetup(form, BF16, g, H, N, out, a, b, plan, s.table.ptr, accumulate); err != nil {
 		return err
 	}
-	if r := C.gomoe_launch_cluster(st.fn[k], &l.grid[0], &l.block[0], &l.cluster[0], C.uint(l.smem), unsafe.Pointer(&l.params[0])); r != C.CUDA_SUCCESS {
+	if r := C.gomoe_launch_cluster(st.fn[k], &l.grid[0], &l.block[0], &l.cluster[0], C.uint(l.smem), unsafe.Pointer(&l.params[0]), c.cstream()); r != C.CUDA_SUCCESS {
 		var name *C.char
 		C.cuGetErrorName(r, &name)
 		return fmt.Errorf("gomoe: launching %s: CUDA error %d (%s)", gmm90Kernels[k], int(r), C.GoString(name))

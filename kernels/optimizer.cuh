@@ -8,7 +8,19 @@
 //   sgd:  p = p − lr·(g + wd·p)
 //   adam: m = b1·m + (1−b1)·g;  v = b2·v + (1−b2)·g·g
 //         p = p − lr·((m/c1) / (sqrt(v/c2) + eps) + wd·p)    c1 = 1−b1^t, c2 = 1−b2^t (host)
-// (wd > 0 is decoupled weight decay, AdamW.) The scalars are rounded to the type first.
+// (wd > 0 is decoupled weight decay, AdamW.) The scalars are rounded to the type first. With sc
+// not null the kernels take them from device memory instead of their arguments (a step
+// replayed from a CUDA graph, whose arguments are fixed): sgd sc = {lr, wd}, adam sc = {lr, b1,
+// b2, eps, c1, c2, wd}.
+
+// fromSc replaces the scalar arguments by sc's values when sc is not null.
+__device__ __forceinline__ void fromSc(const double *sc, double &lr, double &wd) {
+  if (sc) lr = sc[0], wd = sc[1];
+}
+__device__ __forceinline__ void fromSc(const double *sc, double &lr, double &b1, double &b2, double &eps, double &c1,
+                                       double &c2, double &wd) {
+  if (sc) lr = sc[0], b1 = sc[1], b2 = sc[2], eps = sc[3], c1 = sc[4], c2 = sc[5], wd = sc[6];
+}
 
 __device__ __forceinline__ float subRN(float a, float b) { return __fsub_rn(a, b); }
 __device__ __forceinline__ double subRN(double a, double b) { return __dsub_rn(a, b); }
@@ -44,20 +56,26 @@ __device__ __forceinline__ void adamElems(T *__restrict__ p, const T *__restrict
     p[i] = subRN(x, mulRN(lr, addRN(step, mulRN(wd, x))));
   }
 }
-extern "C" __global__ void __launch_bounds__(256) sgd_f32(float *p, const float *g, double lr, double wd, long long n) {
+extern "C" __global__ void __launch_bounds__(256)
+sgd_f32(float *p, const float *g, double lr, double wd, long long n, const double *sc) {
+  fromSc(sc, lr, wd);
   sgdElems<float>(p, g, lr, wd, n);
 }
-extern "C" __global__ void __launch_bounds__(256) sgd_f64(double *p, const double *g, double lr, double wd, long long n) {
+extern "C" __global__ void __launch_bounds__(256)
+sgd_f64(double *p, const double *g, double lr, double wd, long long n, const double *sc) {
+  fromSc(sc, lr, wd);
   sgdElems<double>(p, g, lr, wd, n);
 }
 extern "C" __global__ void __launch_bounds__(256)
 adam_f32(float *p, const float *g, float *m, float *v, double lr, double b1, double b2, double eps, double c1, double c2,
-         double wd, long long n) {
+         double wd, long long n, const double *sc) {
+  fromSc(sc, lr, b1, b2, eps, c1, c2, wd);
   adamElems<float>(p, g, m, v, lr, b1, b2, eps, c1, c2, wd, n);
 }
 extern "C" __global__ void __launch_bounds__(256)
 adam_f64(double *p, const double *g, double *m, double *v, double lr, double b1, double b2, double eps, double c1,
-         double c2, double wd, long long n) {
+         double c2, double wd, long long n, const double *sc) {
+  fromSc(sc, lr, b1, b2, eps, c1, c2, wd);
   adamElems<double>(p, g, m, v, lr, b1, b2, eps, c1, c2, wd, n);
 }
 
@@ -66,7 +84,8 @@ adam_f64(double *p, const double *g, double *m, double *v, double lr, double b1,
 // widened from bfloat16), then the bfloat16 weight is the master rounded to nearest even.
 
 extern "C" __global__ void __launch_bounds__(256)
-sgd_bf16(__nv_bfloat16 *p, const __nv_bfloat16 *g, float *w32, double lr_, double wd_, long long n) {
+sgd_bf16(__nv_bfloat16 *p, const __nv_bfloat16 *g, float *w32, double lr_, double wd_, long long n, const double *sc) {
+  fromSc(sc, lr_, wd_);
   float lr = (float)lr_, wd = (float)wd_;
   for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
        i += (long long)gridDim.x * blockDim.x) {
@@ -78,7 +97,8 @@ sgd_bf16(__nv_bfloat16 *p, const __nv_bfloat16 *g, float *w32, double lr_, doubl
 }
 extern "C" __global__ void __launch_bounds__(256)
 adam_bf16(__nv_bfloat16 *p, const __nv_bfloat16 *g, float *w32, float *m, float *v, double lr_, double b1_, double b2_,
-          double eps_, double c1_, double c2_, double wd_, long long n) {
+          double eps_, double c1_, double c2_, double wd_, long long n, const double *sc) {
+  fromSc(sc, lr_, b1_, b2_, eps_, c1_, c2_, wd_);
   float lr = (float)lr_, b1 = (float)b1_, b2 = (float)b2_, eps = (float)eps_, c1 = (float)c1_, c2 = (float)c2_,
         wd = (float)wd_;
   float nb1 = (float)(1 - b1_), nb2 = (float)(1 - b2_);

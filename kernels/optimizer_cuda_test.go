@@ -15,7 +15,9 @@ import (
 // The GPU kernels against their CPU twins: the optimiser updates, bit for bit.
 
 // TestCUDAOptimizers: three float32 Adam steps and a float64 SGD step on the GPU equal the CPU
-// AdamUpdate and SGDUpdate bit for bit.
+// AdamUpdate and SGDUpdate bit for bit. The last Adam step and the SGD step take their scalars
+// from device memory (as a step replayed from a CUDA graph), with wrong values in the
+// arguments that they must ignore.
 func TestCUDAOptimizers(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 11))
 	const n = 4099
@@ -24,7 +26,12 @@ func TestCUDAOptimizers(t *testing.T) {
 	for step := 1; step <= 3; step++ {
 		c1, c2 := 1-math.Pow(0.9, float64(step)), 1-math.Pow(0.999, float64(step))
 		cuMust(t, AdamUpdate(p, g, m, v, 1e-3, 0.9, 0.999, 1e-8, c1, c2, 0.01))
-		cuMust(t, testCUDA.AdamUpdate(F32, bp.p, bg.p, bm.p, bv.p, n, 1e-3, 0.9, 0.999, 1e-8, c1, c2, 0.01))
+		if step < 3 {
+			cuMust(t, testCUDA.AdamUpdate(F32, bp.p, bg.p, bm.p, bv.p, n, 1e-3, 0.9, 0.999, 1e-8, c1, c2, 0.01, 0))
+		} else {
+			sc := cuUpload(t, []float64{1e-3, 0.9, 0.999, 1e-8, c1, c2, 0.01})
+			cuMust(t, testCUDA.AdamUpdate(F32, bp.p, bg.p, bm.p, bv.p, n, 7, 0.5, 0.5, 1, 0.5, 0.5, 3, sc.p))
+		}
 	}
 	for name, pair := range map[string][2][]float32{"p": {cuDownload[float32](t, bp, n), p}, "m": {cuDownload[float32](t, bm, n), m}, "v": {cuDownload[float32](t, bv, n), v}} {
 		for i := range pair[1] {
@@ -36,7 +43,7 @@ func TestCUDAOptimizers(t *testing.T) {
 	p64, g64 := trRand(rng, n, 1), trRand(rng, n, 1)
 	bp64, bg64 := cuUpload(t, p64), cuUpload(t, g64)
 	cuMust(t, SGDUpdate(p64, g64, 0.1, 0.01))
-	cuMust(t, testCUDA.SGDUpdate(F64, bp64.p, bg64.p, n, 0.1, 0.01))
+	cuMust(t, testCUDA.SGDUpdate(F64, bp64.p, bg64.p, n, 5, 7, cuUpload(t, []float64{0.1, 0.01}).p))
 	got := cuDownload[float64](t, bp64, n)
 	for i := range got {
 		if math.Float64bits(got[i]) != math.Float64bits(p64[i]) {
@@ -60,10 +67,15 @@ func TestCUDABFloat16Optimizers(t *testing.T) {
 	for step := 1; step <= 3; step++ {
 		c1, c2 := 1-math.Pow(0.9, float64(step)), 1-math.Pow(0.999, float64(step))
 		cuMust(t, AdamUpdateBF16(p, g, w32, m, v, 1e-3, 0.9, 0.999, 1e-8, c1, c2, 0.01))
-		cuMust(t, testCUDA.AdamUpdateBF16(bp.p, bg.p, bw.p, bm.p, bv.p, n, 1e-3, 0.9, 0.999, 1e-8, c1, c2, 0.01))
+		if step < 3 {
+			cuMust(t, testCUDA.AdamUpdateBF16(bp.p, bg.p, bw.p, bm.p, bv.p, n, 1e-3, 0.9, 0.999, 1e-8, c1, c2, 0.01, 0))
+		} else {
+			sc := cuUpload(t, []float64{1e-3, 0.9, 0.999, 1e-8, c1, c2, 0.01})
+			cuMust(t, testCUDA.AdamUpdateBF16(bp.p, bg.p, bw.p, bm.p, bv.p, n, 7, 0.5, 0.5, 1, 0.5, 0.5, 3, sc.p))
+		}
 	}
 	cuMust(t, SGDUpdateBF16(p, g, w32, 0.1, 0.01))
-	cuMust(t, testCUDA.SGDUpdateBF16(bp.p, bg.p, bw.p, n, 0.1, 0.01))
+	cuMust(t, testCUDA.SGDUpdateBF16(bp.p, bg.p, bw.p, n, 0.1, 0.01, 0))
 	gp := cuDownload[bfloat16.BFloat16](t, bp, n)
 	for i := range p {
 		if gp[i] != p[i] {

@@ -25,6 +25,7 @@ type resumeCase struct {
 	sgd     bool
 	maxNorm float64
 	bias    bool // sigmoid router with the expert bias, kept in the checkpoint
+	ffn     int  // the experts' FFN size (0: 12)
 }
 
 var resumeCases = []resumeCase{
@@ -63,7 +64,11 @@ const tinyT, tinyH = 24, 8
 func newTinyModel(t *testing.T, c resumeCase, eng engine) *tinyModel {
 	t.Helper()
 	m := &tinyModel{g: G.NewGraph(), eng: eng}
-	cfg := moe.Config{Hidden: tinyH, FFN: 12, Experts: 4, TopK: 2, Dtype: c.dtype, AuxLossCoeff: 0.01, ZLossCoeff: 1e-3, Seed: 7}
+	ffn := 12
+	if c.ffn > 0 {
+		ffn = c.ffn
+	}
+	cfg := moe.Config{Hidden: tinyH, FFN: ffn, Experts: 4, TopK: 2, Dtype: c.dtype, AuxLossCoeff: 0.01, ZLossCoeff: 1e-3, Seed: 7}
 	if c.bias {
 		cfg.Score, cfg.ExpertBias, cfg.BiasUpdateRate = moe.Sigmoid, true, 0.01
 	}

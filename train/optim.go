@@ -38,6 +38,7 @@ type Adam struct {
 	t     int
 	norm  float64
 	state map[uintptr]*moments // by the weight's data address
+	gsc   graphScalars
 }
 
 // moments is an optimiser's state for one weight: host slices ([]float32 or []float64) or
@@ -79,6 +80,7 @@ type SGD struct {
 
 	norm  float64
 	state map[uintptr]*moments // master copies of bfloat16 weights
+	gsc   graphScalars
 }
 
 // pair is one checked (weight, gradient).
@@ -173,14 +175,13 @@ func (a *Adam) Step(vgs []G.ValueGrad) error {
 		return fmt.Errorf("gomoe: train: Adam: %w", err2)
 	}
 	t := a.t + 1
-	c1 := 1 - math.Pow(a.Beta1, float64(t))
-	c2 := 1 - math.Pow(a.Beta2, float64(t))
+	c1, c2 := a.corrections(t)
 	for _, p := range ps {
 		st := a.state[p.w.Uintptr()]
 		var err error
 		switch {
 		case p.gpu != nil:
-			err = p.gpu.Adam(p.w, p.g, st.w32, st.m, st.v, a.LR, a.Beta1, a.Beta2, a.Eps, c1, c2, a.WeightDecay)
+			err = p.gpu.Adam(p.w, p.g, st.w32, st.m, st.v, a.LR, a.Beta1, a.Beta2, a.Eps, c1, c2, a.WeightDecay, a.gsc.arg())
 		case p.dtype == bfloat16.Dtype:
 			err = kernels.AdamUpdateBF16(p.w.Data().([]bfloat16.BFloat16), p.g.Data().([]bfloat16.BFloat16), st.w32.([]float32), st.m.([]float32), st.v.([]float32), a.LR, a.Beta1, a.Beta2, a.Eps, c1, c2, a.WeightDecay)
 		case p.dtype == tensor.Float32:
@@ -205,7 +206,13 @@ func (a *Adam) Release() {
 	for _, st := range a.state {
 		st.release()
 	}
+	a.gsc.release()
 	a.state, a.t = nil, 0
+}
+
+// corrections are Adam's bias corrections 1−β1^t and 1−β2^t of step t.
+func (a *Adam) corrections(t int) (c1, c2 float64) {
+	return 1 - math.Pow(a.Beta1, float64(t)), 1 - math.Pow(a.Beta2, float64(t))
 }
 
 // ensure returns state holding fitting state for every weight of ps (Adam's moments when
@@ -359,7 +366,7 @@ func (s *SGD) Step(vgs []G.ValueGrad) error {
 			if st != nil {
 				w32 = st.w32
 			}
-			err = p.gpu.SGD(p.w, p.g, w32, s.LR, s.WeightDecay)
+			err = p.gpu.SGD(p.w, p.g, w32, s.LR, s.WeightDecay, s.gsc.arg())
 		case p.dtype == bfloat16.Dtype:
 			err = kernels.SGDUpdateBF16(p.w.Data().([]bfloat16.BFloat16), p.g.Data().([]bfloat16.BFloat16), st.w32.([]float32), s.LR, s.WeightDecay)
 		case p.dtype == tensor.Float32:
@@ -386,5 +393,6 @@ func (s *SGD) Release() {
 	for _, st := range s.state {
 		st.release()
 	}
+	s.gsc.release()
 	s.state = nil
 }
