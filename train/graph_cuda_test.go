@@ -17,7 +17,7 @@ import (
 // clipping, and for a bfloat16 layer whose 12-wide expert rows (24 bytes) take the cuBLAS
 // grouped GEMM, which reads the plan's offsets on the host.
 func TestGraphStepGPU(t *testing.T) {
-	const N = 10
+	const N = 50
 	for _, c := range []resumeCase{
 		{name: "f32 adam", dtype: resumeCases[0].dtype},
 		{name: "bf16 adam", dtype: resumeCases[2].dtype, ffn: 16},
