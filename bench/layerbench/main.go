@@ -212,42 +212,30 @@ func run(r *result, dt tensor.Dtype, iters, warmup int) error {
 	time1 := func(g *G.ExprGraph) (float64, error) {
 		vm := G.NewTapeMachine(g, G.WithEngine(eng))
 		defer vm.Close()
-		var ms []float64
+		step, cleanup := vm.RunAll, func() { vm.Reset(); eng.EndStep() }
 		if r.Graph {
 			// One eager run makes the pool's blocks and the GEMM parameters; then the run is
 			// captured once and replayed.
-			if err := vm.RunAll(); err != nil {
+			err := vm.RunAll()
+			cleanup()
+			if err == nil {
+				err = eng.Status()
+			}
+			if err != nil {
 				return 0, err
 			}
-			if err := eng.Status(); err != nil {
-				return 0, err
-			}
-			vm.Reset()
-			eng.EndStep()
 			cg, err := eng.Capture(vm.RunAll)
 			vm.Reset()
 			if err != nil {
 				return 0, err
 			}
 			defer cg.Close()
-			for i := 0; i < warmup+iters; i++ {
-				t0 := time.Now()
-				if err := cg.Replay(); err != nil {
-					return 0, err
-				}
-				if err := eng.Status(); err != nil {
-					return 0, err
-				}
-				if i >= warmup {
-					ms = append(ms, float64(time.Since(t0).Microseconds())/1000)
-				}
-			}
-			sort.Float64s(ms)
-			return ms[len(ms)/2], nil
+			step, cleanup = cg.Replay, func() {}
 		}
+		var ms []float64
 		for i := 0; i < warmup+iters; i++ {
 			t0 := time.Now()
-			if err := vm.RunAll(); err != nil {
+			if err := step(); err != nil {
 				return 0, err
 			}
 			if err := eng.Status(); err != nil {
@@ -256,8 +244,7 @@ func run(r *result, dt tensor.Dtype, iters, warmup int) error {
 			if i >= warmup {
 				ms = append(ms, float64(time.Since(t0).Microseconds())/1000)
 			}
-			vm.Reset()
-			eng.EndStep()
+			cleanup()
 		}
 		sort.Float64s(ms)
 		return ms[len(ms)/2], nil
