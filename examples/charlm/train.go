@@ -346,6 +346,8 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	first, last, prog := loop.First, loop.Last, loop.Prog
 	pos := make([]int, cfg.Batch)
 	var evalSteps, evalBPC []float64
+	stepper := trainutil.NewStepper(vm, opt, learn, cfg.Graph)
+	defer stepper.Close()
 	for step := first; step < last; step++ {
 		for r := range pos {
 			pos[r] = W + rng.IntN(len(c.train)-W)
@@ -354,7 +356,7 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 		if err := buf.load(); err != nil {
 			return nil, err
 		}
-		ce, err := trainutil.Step(vm, opt, learn, sched.LR(step), step, func() (float64, error) {
+		ce, err := stepper.Step(sched.LR(step), step, func() (float64, error) {
 			ce, err := train.Scalar(m.ce.Value())
 			if err != nil {
 				return 0, err
@@ -404,6 +406,9 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 		}
 	}
 	prog.Finish()
+	if r := stepper.Reason(); r != "" {
+		fmt.Fprintf(out, "-graph: the steps ran eagerly: %s\n", r)
+	}
 	res.Elapsed = time.Since(start)
 	verdict := "beats"
 	if res.BPC >= res.Bigram {

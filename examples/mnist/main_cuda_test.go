@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/gomoe/gomoe/examples/internal/trainutil"
@@ -90,4 +91,36 @@ func TestResumeGPU(t *testing.T) {
 		t.Errorf("resumed accuracy %v, unbroken %v", b.TestAcc, whole.TestAcc)
 	}
 	t.Logf("GPU: accuracy %.3f unbroken and resumed at step 40", whole.TestAcc)
+}
+
+// TestGraphGPU: -graph (the training step captured once as a CUDA graph and replayed) gives
+// the eager GPU run's losses and test accuracy bit for bit.
+func TestGraphGPU(t *testing.T) {
+	cfg := smallConfig(t)
+	cfg.Device = "cuda"
+	eager, err := run(cfg, io.Discard, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Graph = true
+	var out strings.Builder
+	replayed, err := run(cfg, &out, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out.String(), "ran eagerly") {
+		t.Fatalf("-graph fell back: %s", out.String())
+	}
+	if len(replayed.StepLoss) != len(eager.StepLoss) {
+		t.Fatalf("%d steps replayed, %d eager", len(replayed.StepLoss), len(eager.StepLoss))
+	}
+	for i := range eager.StepLoss {
+		if math.Float64bits(replayed.StepLoss[i]) != math.Float64bits(eager.StepLoss[i]) {
+			t.Fatalf("step %d: loss %v replayed, %v eager", i, replayed.StepLoss[i], eager.StepLoss[i])
+		}
+	}
+	if replayed.TestAcc != eager.TestAcc {
+		t.Errorf("test accuracy %v replayed, %v eager", replayed.TestAcc, eager.TestAcc)
+	}
+	t.Logf("%d steps: eager %s, replayed %s", len(eager.StepLoss), eager.Elapsed, replayed.Elapsed)
 }

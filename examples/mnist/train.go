@@ -296,6 +296,8 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	epochLoss, epochN := 0.0, 0
 	var cost float64
 	trainStart := time.Now()
+	stepper := trainutil.NewStepper(vm, opt, learn, cfg.Graph)
+	defer stepper.Close()
 	for step := first; step < last; step++ {
 		pos := step % stepsPerEpoch
 		if pos == 0 && step > 0 {
@@ -309,7 +311,7 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 		if err := yf.Load(); err != nil {
 			return nil, err
 		}
-		ce, err := trainutil.Step(vm, opt, learn, sched.LR(step), step, func() (float64, error) {
+		ce, err := stepper.Step(sched.LR(step), step, func() (float64, error) {
 			ce, err := train.Scalar(m.ce.Value())
 			if err != nil {
 				return 0, err
@@ -369,6 +371,9 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 		}
 	}
 	prog.Finish()
+	if r := stepper.Reason(); r != "" {
+		fmt.Fprintf(out, "-graph: the steps ran eagerly: %s\n", r)
+	}
 	res.Elapsed = time.Since(start)
 	fmt.Fprintf(out, "test accuracy %.2f%% (%d images) after %d steps in %s (training %s), %.0f img/s on %s\n",
 		100*res.TestAcc, test.len(), last, res.Elapsed.Round(100*time.Millisecond), time.Since(trainStart).Round(100*time.Millisecond), prog.Rate(), dev)

@@ -26,6 +26,7 @@ type LoopConfig struct {
 	SaveEvery int     // steps between checkpoints (0: only at the end)
 	Resume    string  // folder of a checkpoint to resume from ("": start afresh)
 	StopAt    int     // stop after this step (0: run all steps), to resume later
+	Graph     bool    // replay the training step as a CUDA graph (train.GraphStep; GPU only)
 }
 
 // AddFlags registers on fs the flags that set c's fields (-lr, -lr-floor, -warmup, -clip,
@@ -40,6 +41,7 @@ func (c *LoopConfig) AddFlags(fs *flag.FlagSet, length string) {
 	fs.IntVar(&c.SaveEvery, "save-every", c.SaveEvery, "with -save, also save every this many steps")
 	fs.StringVar(&c.Resume, "resume", c.Resume, "resume the run saved in this folder (same flags; "+length+" is the whole run's length)")
 	fs.IntVar(&c.StopAt, "stop-at", c.StopAt, "stop after this step (with -save, to -resume later)")
+	fs.BoolVar(&c.Graph, "graph", c.Graph, "with -device cuda, capture the training step once as a CUDA graph and replay it (train.GraphStep; same results)")
 }
 
 // Validate reports the first bad field of c, or nil, naming its flag (as IntFlag and

@@ -9,20 +9,60 @@ import (
 	"github.com/gomoe/gomoe/train"
 )
 
-// Step runs training step step (0-based) with train.Step: it sets opt's learning
-// rate to lr, runs vm forward and backward, calls read between the run and the
-// update (read the loss and other step outputs there: the GPU recycles the
-// step's memory afterwards), then updates learn in place, on the host or the
-// GPU. It returns the loss that read yields, and an error naming the step when
-// a run fails or the loss is NaN or infinite (the weights are then left as
+// Stepper runs an example's training steps: with train.Step, or as replays of a
+// CUDA graph (train.GraphStep) when made with graph set.
+type Stepper struct {
+	vm    G.VM
+	opt   *train.Adam
+	learn G.Nodes
+	gs    *train.GraphStep
+}
+
+// NewStepper returns the Stepper of vm, opt and learn; graph asks for CUDA graph
+// replays (where they are not possible the steps run eagerly: see Reason).
+func NewStepper(vm G.VM, opt *train.Adam, learn G.Nodes, graph bool) *Stepper {
+	s := &Stepper{vm: vm, opt: opt, learn: learn}
+	if graph {
+		s.gs = train.NewGraphStep(vm, opt, learn)
+	}
+	return s
+}
+
+// Reason says why steps asked to replay a graph run eagerly ("" if they do not,
+// or no graph was asked for).
+func (s *Stepper) Reason() string {
+	if s.gs == nil {
+		return ""
+	}
+	return s.gs.Reason()
+}
+
+// Close frees the graph, if any.
+func (s *Stepper) Close() error {
+	if s.gs == nil {
+		return nil
+	}
+	return s.gs.Close()
+}
+
+// Step runs training step step (0-based): it sets the optimiser's learning rate
+// to lr, runs vm forward and backward and updates the weights in place, on the
+// host or the GPU, and calls read (read the loss and other step outputs there,
+// from the nodes' values: the GPU recycles an eager step's memory afterwards).
+// It returns the loss that read yields, and an error naming the step when a run
+// fails or the loss is NaN or infinite (an eager step then leaves the weights as
 // they were).
-func Step(vm G.VM, opt *train.Adam, learn G.Nodes, lr float64, step int, read func() (float64, error)) (float64, error) {
-	if opt == nil || read == nil {
+func (s *Stepper) Step(lr float64, step int, read func() (float64, error)) (float64, error) {
+	if s == nil || s.opt == nil || read == nil {
 		return 0, fmt.Errorf("step %d: nil optimiser or read function", step)
 	}
-	opt.LR = lr
+	s.opt.LR = lr
 	var loss float64
-	err := train.Step(vm, opt, learn, func() error {
+	run := func(after func() error) error { return train.Step(s.vm, s.opt, s.learn, after) }
+	if s.gs != nil {
+		run = s.gs.Step
+	}
+	err := run(func() error {
 		l, err := read()
 		if err != nil {
 			return err

@@ -46,50 +46,59 @@ func TestAddFlags(t *testing.T) {
 
 // TestSteps runs one Adam step on cost = Σ w² from w = (2, −1) with lr 0.25: the
 // first Adam step moves each weight by lr against the sign of its gradient, so w
-// becomes (1.75, −0.75); and checks the errors of Step, which leave w alone.
+// becomes (1.75, −0.75); and checks the errors of Step, which leave w alone. A
+// Stepper asked for CUDA graph replays on the CPU runs the same eager steps and
+// says why.
 func TestSteps(t *testing.T) {
-	g := G.NewGraph()
-	w := G.NewVector(g, G.Float64, G.WithShape(2), G.WithName("w"),
-		G.WithValue(tensor.New(tensor.WithShape(2), tensor.WithBacking([]float64{2, -1}))))
-	cost := G.Must(G.Sum(G.Must(G.HadamardProd(w, w))))
-	if _, err := G.Grad(cost, w); err != nil {
-		t.Fatal(err)
-	}
-	vm := G.NewTapeMachine(g)
-	defer vm.Close()
-	opt := train.NewAdam(1)
-	read := func() (float64, error) { return train.Scalar(cost.Value()) }
-	loss, err := Step(vm, opt, G.Nodes{w}, 0.25, 0, read)
-	if err != nil || loss != 5 {
-		t.Fatalf("Step = %v, %v; want 5, nil", loss, err)
-	}
-	if opt.LR != 0.25 {
-		t.Errorf("learning rate %v, want 0.25", opt.LR)
-	}
-	want := []float64{1.75, -0.75}
-	got := w.Value().Data().([]float64)
-	for i := range want {
-		if math.Abs(got[i]-want[i]) > 1e-6 {
-			t.Errorf("w after one step = %v, want %v", got, want)
+	for _, graph := range []bool{false, true} {
+		g := G.NewGraph()
+		w := G.NewVector(g, G.Float64, G.WithShape(2), G.WithName("w"),
+			G.WithValue(tensor.New(tensor.WithShape(2), tensor.WithBacking([]float64{2, -1}))))
+		cost := G.Must(G.Sum(G.Must(G.HadamardProd(w, w))))
+		if _, err := G.Grad(cost, w); err != nil {
+			t.Fatal(err)
 		}
-	}
-	before := append([]float64(nil), got...)
-	for _, tc := range []struct {
-		name string
-		read func() (float64, error)
-		want string
-	}{
-		{"nan", func() (float64, error) { return math.NaN(), nil }, "step 3: loss is NaN"},
-		{"inf", func() (float64, error) { return math.Inf(1), nil }, "step 3: loss is +Inf"},
-		{"read", func() (float64, error) { return 0, errors.New("no value read") }, "no value read"},
-		{"nil", nil, "step 3: nil optimiser or read function"},
-	} {
-		_, err := Step(vm, opt, G.Nodes{w}, 0.25, 3, tc.read)
-		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%s: Step error %v, want %q", tc.name, err, tc.want)
+		vm := G.NewTapeMachine(g)
+		defer vm.Close()
+		opt := train.NewAdam(1)
+		st := NewStepper(vm, opt, G.Nodes{w}, graph)
+		defer st.Close()
+		read := func() (float64, error) { return train.Scalar(cost.Value()) }
+		loss, err := st.Step(0.25, 0, read)
+		if err != nil || loss != 5 {
+			t.Fatalf("graph %v: Step = %v, %v; want 5, nil", graph, loss, err)
 		}
-		if now := w.Value().Data().([]float64); now[0] != before[0] || now[1] != before[1] {
-			t.Errorf("%s: a failed step changed w to %v", tc.name, now)
+		if opt.LR != 0.25 {
+			t.Errorf("graph %v: learning rate %v, want 0.25", graph, opt.LR)
+		}
+		want := []float64{1.75, -0.75}
+		got := w.Value().Data().([]float64)
+		for i := range want {
+			if math.Abs(got[i]-want[i]) > 1e-6 {
+				t.Errorf("graph %v: w after one step = %v, want %v", graph, got, want)
+			}
+		}
+		before := append([]float64(nil), got...)
+		for _, tc := range []struct {
+			name string
+			read func() (float64, error)
+			want string
+		}{
+			{"nan", func() (float64, error) { return math.NaN(), nil }, "step 3: loss is NaN"},
+			{"inf", func() (float64, error) { return math.Inf(1), nil }, "step 3: loss is +Inf"},
+			{"read", func() (float64, error) { return 0, errors.New("no value read") }, "no value read"},
+			{"nil", nil, "step 3: nil optimiser or read function"},
+		} {
+			_, err := st.Step(0.25, 3, tc.read)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("graph %v, %s: Step error %v, want %q", graph, tc.name, err, tc.want)
+			}
+			if now := w.Value().Data().([]float64); now[0] != before[0] || now[1] != before[1] {
+				t.Errorf("graph %v, %s: a failed step changed w to %v", graph, tc.name, now)
+			}
+		}
+		if r := st.Reason(); graph != strings.Contains(r, "not in GPU memory") {
+			t.Errorf("graph %v: Reason %q", graph, r)
 		}
 	}
 }
