@@ -58,14 +58,19 @@ type graphSolver interface {
 
 // Reason is why the steps run eagerly ("" while they are captured or replayed, or before the
 // second Step).
-func (s *GraphStep) Reason() string { return s.reason }
+func (s *GraphStep) Reason() string {
+	if s == nil {
+		return ""
+	}
+	return s.reason
+}
 
 // Replaying reports whether the last Step was a graph replay.
-func (s *GraphStep) Replaying() bool { return s.graph != nil }
+func (s *GraphStep) Replaying() bool { return s != nil && s.graph != nil }
 
 // Nodes is the number of device operations in the captured step (0 before the capture).
 func (s *GraphStep) Nodes() int {
-	if s.graph == nil {
+	if s == nil || s.graph == nil {
 		return 0
 	}
 	return s.graph.Nodes()

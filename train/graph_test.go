@@ -1,0 +1,64 @@
+package train_test
+
+import (
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/gomoe/gomoe/train"
+)
+
+// TestGraphStepOnTheCPU: with the weights on the host GraphStep runs eager steps, with the
+// losses and weights of train.Step bit for bit, and says why once it would have captured; a
+// nil GraphStep and one without a machine give errors; Close is safe to repeat.
+func TestGraphStepOnTheCPU(t *testing.T) {
+	c := resumeCases[0]
+	ref, gm := newTinyModel(t, c, nil), newTinyModel(t, c, nil)
+	defer ref.vm.Close()
+	defer gm.vm.Close()
+	gs := train.NewGraphStep(gm.vm, gm.opt, gm.layer.Learnables())
+	for s := 0; s < 4; s++ {
+		want := ref.steps(t, c, s, s+1)[0]
+		gm.batch(t, s, c.dtype)
+		var got float64
+		if err := gs.Step(func() error {
+			var err error
+			got, err = train.Scalar(gm.cost.Value())
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if math.Float64bits(got) != math.Float64bits(want) {
+			t.Errorf("step %d: loss %v, train.Step %v", s, got, want)
+		}
+		if s == 0 && gs.Reason() != "" {
+			t.Errorf("after the first step: Reason %q, want none yet", gs.Reason())
+		}
+	}
+	if !strings.Contains(gs.Reason(), "not in GPU memory") || gs.Replaying() || gs.Nodes() != 0 {
+		t.Errorf("Reason %q, replaying %v, nodes %d", gs.Reason(), gs.Replaying(), gs.Nodes())
+	}
+	wb, gb := ref.bits(t), gm.bits(t)
+	for name, w := range wb {
+		for i := range w {
+			if gb[name][i] != w[i] {
+				t.Fatalf("%s[%d] differs", name, i)
+			}
+		}
+	}
+	for i := 0; i < 2; i++ {
+		if err := gs.Close(); err != nil {
+			t.Errorf("Close %d: %v", i, err)
+		}
+	}
+	var nilGS *train.GraphStep
+	if err := nilGS.Step(nil); err == nil {
+		t.Error("Step on a nil GraphStep: no error")
+	}
+	if nilGS.Reason() != "" || nilGS.Replaying() || nilGS.Nodes() != 0 || nilGS.Close() != nil {
+		t.Error("a nil GraphStep's methods")
+	}
+	if err := train.NewGraphStep(nil, gm.opt, nil).Step(nil); err == nil {
+		t.Error("Step without a machine: no error")
+	}
+}
