@@ -43,16 +43,7 @@ func TestGraphStepGPU(t *testing.T) {
 					gm.opt.(*train.SGD).LR = sgd.LR
 				}
 				want := ref.steps(t, c, s, s+1)[0]
-				gm.batch(t, s, c.dtype)
-				gm.costV, gm.cntV = nil, nil // as for Step: a read copies into its old target
-				var got float64
-				if err := gs.Step(func() error {
-					var err error
-					got, err = train.Scalar(gm.cost.Value())
-					return err
-				}); err != nil {
-					t.Fatalf("step %d: %v", s, err)
-				}
+				got := gm.graphStep(t, c, gs, s)
 				if math.Float64bits(got) != math.Float64bits(want) {
 					t.Errorf("step %d (replay %v): loss %v, eager %v", s, gs.Replaying(), got, want)
 				}

@@ -19,15 +19,7 @@ func TestGraphStepOnTheCPU(t *testing.T) {
 	gs := train.NewGraphStep(gm.vm, gm.opt, gm.layer.Learnables())
 	for s := 0; s < 4; s++ {
 		want := ref.steps(t, c, s, s+1)[0]
-		gm.batch(t, s, c.dtype)
-		var got float64
-		if err := gs.Step(func() error {
-			var err error
-			got, err = train.Scalar(gm.cost.Value())
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
+		got := gm.graphStep(t, c, gs, s)
 		if math.Float64bits(got) != math.Float64bits(want) {
 			t.Errorf("step %d: loss %v, train.Step %v", s, got, want)
 		}
@@ -61,4 +53,20 @@ func TestGraphStepOnTheCPU(t *testing.T) {
 	if err := train.NewGraphStep(nil, gm.opt, nil).Step(nil); err == nil {
 		t.Error("Step without a machine: no error")
 	}
+}
+
+// graphStep runs step s of m with gs and returns its loss, read from the cost node's value.
+func (m *tinyModel) graphStep(t *testing.T, c resumeCase, gs *train.GraphStep, s int) float64 {
+	t.Helper()
+	m.batch(t, s, c.dtype)
+	m.costV, m.cntV = nil, nil // as for Step: a read copies into its old target
+	var loss float64
+	if err := gs.Step(func() error {
+		var err error
+		loss, err = train.Scalar(m.cost.Value())
+		return err
+	}); err != nil {
+		t.Fatalf("step %d: %v", s, err)
+	}
+	return loss
 }
