@@ -26,7 +26,8 @@ type CUDAGraph struct {
 // Capture runs f (for example a tape machine's RunAll and a solver's update) with the engine's
 // kernels recording into a CUDA graph instead of running, and returns the graph; nothing f
 // enqueued has run. If f waits for the device (a copy to the host, a Sync, Status) or fails,
-// Capture returns the error and no graph, and frees what f allocated. f must not Capture.
+// Capture returns the error (a panic in f too) and no graph, and frees what f allocated. f must
+// not Capture, and no other goroutine may use the engine while it runs.
 func (e *Engine) Capture(f func() error) (*CUDAGraph, error) {
 	if err := e.ok(); err != nil {
 		return nil, err

@@ -156,8 +156,9 @@ type Graph struct {
 // Capture runs f with the kernels' stream in capture mode and returns what f enqueued as a
 // Graph, nothing of it having run. Whatever f does that waits for the device (a device-to-host
 // copy, a stream or context synchronisation) or runs on the legacy default stream fails the
-// capture: Capture then returns f's error or the CUDA error, and the stream is usable again.
-// f must not call Capture.
+// capture: Capture then returns f's error (or its panic, as an error) or the CUDA error, and
+// the stream is usable again. f must not call Capture, and no other goroutine may use c while
+// it runs (its work would join the graph).
 func (c *CUDA) Capture(f func() error) (*Graph, error) {
 	c.capMu.Lock()
 	defer c.capMu.Unlock()
@@ -181,7 +182,7 @@ func (c *CUDA) Capture(f func() error) (*Graph, error) {
 	if err != nil {
 		return nil, err
 	}
-	ferr := f()
+	ferr := runCaptured(f)
 	g := &Graph{c: c}
 	err = c.do(func() error {
 		err := cuErr("ending the stream capture", C.gomoe_capture_end(c.cstream(), &g.g, &g.exec))
@@ -207,6 +208,17 @@ func (c *CUDA) Capture(f func() error) (*Graph, error) {
 		return nil, err
 	}
 	return g, nil
+}
+
+// runCaptured runs f and turns a panic in it into an error, so that Capture always ends the
+// capture and gives the stream back.
+func runCaptured(f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("gomoe: panic while capturing a graph: %v", r)
+		}
+	}()
+	return f()
 }
 
 // Nodes is the number of operations in the graph (kernels, copies, memsets).

@@ -150,7 +150,8 @@ func (s *GraphStep) Step(after func() error) error {
 }
 
 // Close destroys the graph and frees its device memory; the node values bound during the
-// capture must not be used after. Later Steps run eagerly.
+// capture must not be used after. Later Steps run eagerly. Close it before the solver's
+// Release: the graph reads and writes the solver's state.
 func (s *GraphStep) Close() error {
 	if s == nil || s.graph == nil {
 		return nil
