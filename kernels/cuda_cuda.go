@@ -117,8 +117,9 @@ func (s StatusError) Error() string {
 }
 
 // CUDA is gomoe's kernels loaded into one CUDA context. Its methods take device pointers,
-// enqueue the kernels on the context's default stream and return without waiting: nothing
-// synchronises with the host except Sync and Status. Each method locks its goroutine to its OS
+// enqueue the kernels on the context's default stream (a capture stream inside Capture, see
+// stream_cuda.go) and return without waiting: nothing synchronises with the host except Sync,
+// Status and the copies to the host. Each method locks its goroutine to its OS
 // thread and makes the context current there for the duration of the call, so it may be called
 // from any goroutine (the cost is one cuCtxSetCurrent per call, not a channel hop), and launches
 // through one cgo call to cuLaunchKernel with no allocation (launch_cuda.go).
