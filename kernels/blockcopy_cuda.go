@@ -63,13 +63,7 @@ func (c *CUDA) CopyBlocksGrid(stream unsafe.Pointer, dst, src, desc cu.DevicePtr
 	}
 	a := *new(args).p(src).p(dst).p(desc).i(n)
 	return c.do(func() error {
-		r := C.gomoe_launch_blocks(handle(f), C.uint(min(n, grid)), 256,
-			(*C.uint64_t)(unsafe.Pointer(&a[0])), C.int(len(a)), C.CUstream(stream))
-		if r != C.CUDA_SUCCESS {
-			var s *C.char
-			C.cuGetErrorName(r, &s)
-			return fmt.Errorf("gomoe: launching block_copy: CUDA error %d (%s)", int(r), C.GoString(s))
-		}
-		return nil
+		return cuErr("launching block_copy", C.gomoe_launch_blocks(handle(f), C.uint(min(n, grid)), 256,
+			(*C.uint64_t)(unsafe.Pointer(&a[0])), C.int(len(a)), C.CUstream(stream)))
 	})
 }

@@ -272,10 +272,7 @@ func (c *CUDA) launch(name string, grid, block, smem int, a args) error {
 	if grid < 1 {
 		return nil
 	}
-	if err := launchRaw(c.stream, f, grid, block, smemPad(smem), a); err != nil {
-		return fmt.Errorf("gomoe: launching %s: %w", name, err)
-	}
-	return nil
+	return launchRaw(name, c.stream, f, grid, block, smemPad(smem), a)
 }
 
 func gridFor(n int64, block int) int {

@@ -440,12 +440,7 @@ func (c *CUDA) runGMM90(st *gmm90, form int, g Geometry, H, N int, out, a, b, pl
 	if err := c.gmmSetup(form, BF16, g, H, N, out, a, b, plan, s.table.ptr, accumulate); err != nil {
 		return err
 	}
-	if r := C.gomoe_launch_cluster(st.fn[k], &l.grid[0], &l.block[0], &l.cluster[0], C.uint(l.smem), unsafe.Pointer(&l.params[0]), c.cstream()); r != C.CUDA_SUCCESS {
-		var name *C.char
-		C.cuGetErrorName(r, &name)
-		return fmt.Errorf("gomoe: launching %s: CUDA error %d (%s)", gmm90Kernels[k], int(r), C.GoString(name))
-	}
-	return nil
+	return cuErr("launching "+gmm90Kernels[k], C.gomoe_launch_cluster(st.fn[k], &l.grid[0], &l.block[0], &l.cluster[0], C.uint(l.smem), unsafe.Pointer(&l.params[0]), c.cstream()))
 }
 
 // gmmSetup enqueues what every device-sized grouped matmul runs before its GEMM: gmm_prepare

@@ -28,22 +28,14 @@ import (
 // handle is the CUfunction inside a cu.Function (its only field).
 func handle(f cu.Function) C.CUfunction { return *(*C.CUfunction)(unsafe.Pointer(&f)) }
 
-// launchRaw launches f on stream with the argument slots a (at most 32).
-func launchRaw(stream unsafe.Pointer, f cu.Function, grid, block, smem int, a []uint64) error {
+// launchRaw launches f (the kernel name) on stream with the argument slots a (at most 32).
+func launchRaw(name string, stream unsafe.Pointer, f cu.Function, grid, block, smem int, a []uint64) error {
 	if len(a) > 32 {
-		return fmt.Errorf("gomoe: %d kernel arguments, at most 32", len(a))
+		return fmt.Errorf("gomoe: launching %s: %d kernel arguments, at most 32", name, len(a))
 	}
 	var p *C.uint64_t
 	if len(a) > 0 {
 		p = (*C.uint64_t)(unsafe.Pointer(&a[0]))
 	}
-	if r := C.gomoe_launch(handle(f), C.uint(grid), C.uint(block), C.uint(smem), p, C.int(len(a)), C.CUstream(stream)); r != C.CUDA_SUCCESS {
-		var name *C.char
-		C.cuGetErrorName(r, &name)
-		if name == nil {
-			return fmt.Errorf("CUDA error %d", int(r))
-		}
-		return fmt.Errorf("CUDA error %d (%s)", int(r), C.GoString(name))
-	}
-	return nil
+	return cuErr("launching "+name, C.gomoe_launch(handle(f), C.uint(grid), C.uint(block), C.uint(smem), p, C.int(len(a)), C.CUstream(stream)))
 }
