@@ -124,7 +124,7 @@ func (cudaBackend) SetScalars(sc any, vals []float64) error {
 	if e == nil {
 		return fmt.Errorf("gomoe: train: SetScalars: buffer is not in GPU memory")
 	}
-	return e.Upload(d, tensor.New(tensor.WithShape(len(vals)), tensor.WithBacking(append([]float64(nil), vals...))))
+	return e.Upload(d, tensor.New(tensor.WithShape(len(vals)), tensor.WithBacking(vals)))
 }
 
 func (cudaBackend) Capture(like G.Value, f func() error) (Graph, error) {

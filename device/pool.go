@@ -1,6 +1,7 @@
 package device
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -30,6 +31,7 @@ type block struct {
 	size       int64 // rounded size
 	persistent bool
 	seq        uint64 // when it was handed out (EndStep's order)
+	held       bool   // handed out during Hold: Free keeps it
 }
 
 // Pool is a caching allocator: freed blocks are kept in per-size free lists and handed out
@@ -42,11 +44,12 @@ type Pool struct {
 	be     Allocator
 	free   map[int64][]uintptr
 	live   map[uintptr]block
-	starts []uintptr // sorted live block starts, for interior pointers
-	dirty  bool      // starts needs a rebuild
-	seq    uint64    // allocations so far
-	hold   bool      // between Hold and Release: see Hold
-	held   []uintptr // blocks handed out since Hold
+	starts []uintptr    // sorted live block starts, for interior pointers
+	dirty  bool         // starts needs a rebuild
+	seq    uint64       // allocations so far
+	hold   bool         // between Hold and Unhold
+	held   []uintptr    // blocks handed out since Hold
+	ended  []endedBlock // EndStep's scratch, kept to allocate nothing per step
 	stats  PoolStats
 }
 
@@ -110,7 +113,7 @@ func (p *Pool) Alloc(n int64, persistent bool) (uintptr, error) {
 		persistent = true
 		p.held = append(p.held, ptr)
 	}
-	p.live[ptr] = block{size: size, persistent: persistent, seq: p.seq}
+	p.live[ptr] = block{size: size, persistent: persistent, seq: p.seq, held: p.hold}
 	p.stats.LiveBlocks++
 	p.stats.LiveBytes += size
 	p.dirty = true
@@ -128,7 +131,7 @@ func (p *Pool) Free(ptr uintptr) error {
 	if !ok {
 		return ErrUnknownPointer
 	}
-	if p.hold && slices.Contains(p.held, ptr) {
+	if p.hold && b.held {
 		return nil // kept for the captured work (Hold)
 	}
 	p.releaseLocked(ptr, b)
@@ -160,6 +163,12 @@ func (p *Pool) Unhold() []uintptr {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	held := p.held
+	for _, ptr := range held {
+		if b, ok := p.live[ptr]; ok {
+			b.held = false
+			p.live[ptr] = b
+		}
+	}
 	p.hold, p.held = false, nil
 	return held
 }
@@ -200,21 +209,24 @@ func (p *Pool) EndStep() int {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	type liveBlock struct {
-		ptr uintptr
-		b   block
-	}
-	var step []liveBlock
+	step := p.ended[:0]
 	for ptr, b := range p.live {
 		if !b.persistent {
-			step = append(step, liveBlock{ptr, b})
+			step = append(step, endedBlock{ptr, b})
 		}
 	}
-	sort.Slice(step, func(i, j int) bool { return step[i].b.seq > step[j].b.seq })
+	slices.SortFunc(step, func(x, y endedBlock) int { return cmp.Compare(y.b.seq, x.b.seq) })
 	for _, l := range step {
 		p.releaseLocked(l.ptr, l.b)
 	}
+	p.ended = step[:0]
 	return len(step)
+}
+
+// endedBlock is a block that EndStep returns.
+type endedBlock struct {
+	ptr uintptr
+	b   block
 }
 
 // Owns reports whether ptr lies inside a live block, and that block's start and size.
