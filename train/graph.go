@@ -33,8 +33,11 @@ type GraphStep struct {
 	solver G.Solver
 	params G.Nodes
 
-	steps  int
-	graph  device.Graph
+	warm   bool           // the first, eager step has run
+	graph  device.Graph   // the captured step (nil before the capture)
+	gs     graphSolver    // solver, once captured
+	dev    device.Backend // the weights' device, once captured
+	w0     *tensor.Dense  // the first weight, for dev's calls
 	reason string
 }
 
@@ -83,70 +86,76 @@ func (s *GraphStep) Step(after func() error) error {
 	if s == nil || s.vm == nil || s.solver == nil {
 		return errors.New("gomoe: train: GraphStep: nil machine or solver")
 	}
-	if s.reason != "" || s.steps == 0 {
+	switch {
+	case s.reason != "" || !s.warm:
 		err := Step(s.vm, s.solver, s.params, after)
 		if err == nil {
-			s.steps++
+			s.warm = true
 		}
 		return err
-	}
-	gs, ok := s.solver.(graphSolver)
-	var dev device.Backend
-	var w0 *tensor.Dense
-	if len(s.params) > 0 {
-		w0, _ = s.params[0].Value().(*tensor.Dense)
-		if w0 != nil {
-			dev = device.Of(w0)
-		}
-	}
-	if s.graph == nil {
-		switch {
-		case dev == nil:
-			s.reason = "the weights are not in GPU memory"
-		case !ok:
-			s.reason = fmt.Sprintf("the solver %T has no graph step (use *train.Adam or *train.SGD)", s.solver)
-		case gs.graphBlocker() != "":
-			s.reason = gs.graphBlocker()
+	case s.graph == nil:
+		var err error
+		if s.reason, err = s.capture(); err != nil {
+			return fmt.Errorf("gomoe: train: GraphStep: %w", err)
 		}
 		if s.reason != "" {
 			return s.Step(after)
 		}
-		if err := gs.nextScalars(dev, w0); err != nil {
+		// The capture took the solver's step (its count); the replay runs it.
+		if err := s.graph.Replay(); err != nil {
 			return fmt.Errorf("gomoe: train: GraphStep: %w", err)
 		}
-		vgs := make([]G.ValueGrad, len(s.params))
-		for i, p := range s.params {
-			vgs[i] = p
+	default:
+		if err := s.gs.nextScalars(s.dev, s.w0); err != nil {
+			return fmt.Errorf("gomoe: train: GraphStep: %w", err)
 		}
-		gs.capturing(true)
-		g, err := dev.Capture(w0, func() error {
-			if err := s.vm.RunAll(); err != nil {
-				return err
-			}
-			return s.solver.Step(vgs)
-		})
-		gs.capturing(false)
-		s.vm.Reset()
-		if err != nil {
-			s.reason = fmt.Sprintf("capturing the step failed: %v", err)
-			return s.Step(after)
+		if err := s.graph.Replay(); err != nil {
+			return fmt.Errorf("gomoe: train: GraphStep: %w", err)
 		}
-		s.graph = g
-	} else if err := gs.nextScalars(dev, w0); err != nil {
-		return fmt.Errorf("gomoe: train: GraphStep: %w", err)
-	} else {
-		defer gs.replayed()
+		s.gs.replayed()
 	}
-	if err := s.graph.Replay(); err != nil {
-		return fmt.Errorf("gomoe: train: GraphStep: %w", err)
-	}
-	s.steps++
 	if after != nil {
-		if err := after(); err != nil {
-			return err
-		}
+		return after()
 	}
 	return nil
+}
+
+// capture captures the step, or says why it cannot.
+func (s *GraphStep) capture() (reason string, err error) {
+	gs, ok := s.solver.(graphSolver)
+	var dev device.Backend
+	var w0 *tensor.Dense
+	if len(s.params) > 0 {
+		if w0, _ = s.params[0].Value().(*tensor.Dense); w0 != nil {
+			dev = device.Of(w0)
+		}
+	}
+	switch {
+	case dev == nil:
+		return "the weights are not in GPU memory", nil
+	case !ok:
+		return fmt.Sprintf("the solver %T has no graph step (use *train.Adam or *train.SGD)", s.solver), nil
+	case gs.graphBlocker() != "":
+		return gs.graphBlocker(), nil
+	}
+	if err := gs.nextScalars(dev, w0); err != nil {
+		return "", err
+	}
+	vgs := valueGrads(s.params)
+	gs.capturing(true)
+	g, err := dev.Capture(w0, func() error {
+		if err := s.vm.RunAll(); err != nil {
+			return err
+		}
+		return s.solver.Step(vgs)
+	})
+	gs.capturing(false)
+	s.vm.Reset()
+	if err != nil {
+		return fmt.Sprintf("capturing the step failed: %v", err), nil
+	}
+	s.graph, s.gs, s.dev, s.w0 = g, gs, dev, w0
+	return "", nil
 }
 
 // Close destroys the graph and frees its device memory; the node values bound during the

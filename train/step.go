@@ -36,14 +36,19 @@ func Step(vm G.VM, solver G.Solver, params G.Nodes, after func() error) error {
 			return err
 		}
 	}
+	err := solver.Step(valueGrads(params))
+	vm.Reset()
+	endStep(params)
+	return err
+}
+
+// valueGrads is params as a solver takes them.
+func valueGrads(params G.Nodes) []G.ValueGrad {
 	vgs := make([]G.ValueGrad, len(params))
 	for i, p := range params {
 		vgs[i] = p
 	}
-	err := solver.Step(vgs)
-	vm.Reset()
-	endStep(params)
-	return err
+	return vgs
 }
 
 func endStep(params G.Nodes) {
