@@ -2,6 +2,18 @@
 // unpermute_cuda.go). Part of gomoe.cu's translation unit (included after gomoe.cuh, with namespace
 // gomoe in scope); built into gomoe.fatbin by build_fatbin.sh.
 
+// loadSlots reads token t's K rows and weights (1 without probs) into shared memory, for the
+// whole block.
+template <typename A, typename PR>
+__device__ __forceinline__ void loadSlots(int *rows, A *w, const int *__restrict__ rowOf, const PR *__restrict__ probs,
+                                          long long t, int K) {
+  for (int k = threadIdx.x; k < K; k += blockDim.x) {
+    rows[k] = rowOf[t * K + k];
+    w[k] = probs ? (A)probs[t * K + k] : A(1);
+  }
+  __syncthreads();
+}
+
 // ---------------------------------------------------------------------------------------------
 // Unpermute forward: y[t] = Σ_k probs[t,k]·yp[rowOf[t,k]]: acc starts at 0, each slot in k
 // order adds its product rounded on its own (no FMA); probs null: unweighted sum.
@@ -16,11 +28,7 @@ __device__ __forceinline__ void unpermuteFwd(const T *__restrict__ yp, const PR 
   A *w = (A *)smraw;                 // [K]
   int *rows = (int *)(w + K);        // [K]
   long long t = blockIdx.x;
-  for (int k = threadIdx.x; k < K; k += blockDim.x) {
-    rows[k] = rowOf[t * K + k];
-    w[k] = probs ? (A)probs[t * K + k] : A(1);
-  }
-  __syncthreads();
+  loadSlots(rows, w, rowOf, probs, t, K);
   long long nvec = H / N;
   P *out = (P *)(y + t * H);
   for (long long i = threadIdx.x; i < nvec; i += blockDim.x) {
@@ -75,11 +83,7 @@ __device__ __forceinline__ void unpermuteBwd(const T *__restrict__ dy, const T *
   A *w = (A *)(red + 32 * KGROUP);        // [K]
   int *rows = (int *)(w + K);             // [K]
   long long t = blockIdx.x;
-  for (int k = threadIdx.x; k < K; k += blockDim.x) {
-    rows[k] = rowOf[t * K + k];
-    w[k] = probs ? (A)probs[t * K + k] : A(1);
-  }
-  __syncthreads();
+  loadSlots(rows, w, rowOf, probs, t, K);
   const P *g = (const P *)(dy + t * H);
   int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
   // dyp[r] pack i = probs[t,k]·dy[t] pack i (a copy when unweighted).
@@ -172,11 +176,7 @@ __device__ __forceinline__ void unpermuteBwdRows(const T *__restrict__ dy, const
   A *w = (A *)smraw;          // [K]
   int *rows = (int *)(w + K); // [K]
   long long t = blockIdx.x;
-  for (int k = threadIdx.x; k < K; k += blockDim.x) {
-    rows[k] = rowOf[t * K + k];
-    w[k] = probs ? (A)probs[t * K + k] : A(1);
-  }
-  __syncthreads();
+  loadSlots(rows, w, rowOf, probs, t, K);
   const P *g = (const P *)(dy + t * H);
   long long step = (long long)blockDim.x * U;
   for (long long i0 = threadIdx.x; i0 < nvec; i0 += step) {
