@@ -9,6 +9,14 @@
 __device__ __forceinline__ float nnLog(float x) { return logf(x); }
 __device__ __forceinline__ double nnLog(double x) { return log(x); }
 
+// warpRowMax is the maximum of row[0..cols), read by the 32 lanes of a warp, on every lane.
+template <typename T, typename A>
+__device__ __forceinline__ A warpRowMax(const T *__restrict__ row, int cols, int lane) {
+  A m = -INFINITY;
+  for (int j = lane; j < cols; j += 32) m = fmax(m, (A)row[j]);
+  return warpMaxA(m);
+}
+
 // ceRows: loss[r] = logsumexp(x[r]) − ⟨x[r], t[r]⟩.
 template <typename T>
 __device__ __forceinline__ void ceRows(const T *__restrict__ x, const T *__restrict__ t, double *__restrict__ loss,
@@ -18,9 +26,7 @@ __device__ __forceinline__ void ceRows(const T *__restrict__ x, const T *__restr
   int lane = threadIdx.x & 31;
   if (r >= rows) return;
   long long o = r * cols;
-  A m = -INFINITY;
-  for (int j = lane; j < cols; j += 32) m = fmax(m, (A)x[o + j]);
-  m = warpMaxA(m);
+  A m = warpRowMax<T, A>(x + o, cols, lane);
   A s = 0, dot = 0;
   for (int j = lane; j < cols; j += 32) {
     A v = x[o + j];
@@ -56,9 +62,7 @@ __device__ __forceinline__ void ceBwd(const T *__restrict__ x, const T *__restri
   int lane = threadIdx.x & 31;
   if (r >= rows) return;
   long long o = r * cols;
-  A m = -INFINITY;
-  for (int j = lane; j < cols; j += 32) m = fmax(m, (A)x[o + j]);
-  m = warpMaxA(m);
+  A m = warpRowMax<T, A>(x + o, cols, lane);
   A s = 0;
   for (int j = lane; j < cols; j += 32) s += expA((A)x[o + j] - m);
   s = warpSumA(s);
