@@ -79,6 +79,13 @@ type Backend interface {
 	GatherTopK(scores, ids G.Value) (G.Value, error)
 	// GatherTopKGrad returns ds [T,E]: zero except ds[t, ids[t,k]] += g[t,k].
 	GatherTopKGrad(g, ids G.Value, E int) (G.Value, error)
+	// RouterTopK returns ids [T,K] int32 for logits [T,E] (bias [E] or nil), the fused
+	// router's selection (kernels.RouterTopK).
+	RouterTopK(logits, bias G.Value, k int, r kernels.Router) (G.Value, error)
+	// RouterProbs returns probs [T,K] for logits [T,E] and ids [T,K] (kernels.RouterProbs).
+	RouterProbs(logits, ids G.Value, r kernels.Router) (G.Value, error)
+	// RouterProbsGrad returns dlogits [T,E] from dprobs [T,K] (kernels.RouterProbsBackward).
+	RouterProbsGrad(logits, ids, dprobs G.Value, r kernels.Router) (G.Value, error)
 	// ScaleRows returns y [R,F] = x[r,c]·s[r] (s in x's probs dtype).
 	ScaleRows(x, s G.Value) (G.Value, error)
 	// RowDot returns out [R] = Σ_c a[r,c]·b[r,c] in a's probs dtype.

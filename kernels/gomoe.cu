@@ -27,6 +27,7 @@ using namespace gomoe;
 #include "rowop.cuh"
 #include "topk.cuh"
 #include "gather_topk.cuh"
+#include "router.cuh"
 #include "optimizer.cuh"
 #include "cast.cuh"
 #include "scale_rows.cuh"

@@ -72,6 +72,28 @@ func (f *fakeDevice) GatherTopKGrad(g, ids G.Value, E int) (G.Value, error) {
 	return f.one("GatherTopKGrad", func() (G.Value, error) { return gatherTopKGradOp{e: E}.Do(g, ids) })
 }
 
+func (f *fakeDevice) RouterTopK(logits, bias G.Value, k int, r kernels.Router) (G.Value, error) {
+	return f.one("RouterTopK", func() (G.Value, error) {
+		op := routerTopKOp{k: k, e: logits.Shape()[1], r: r, bias: bias != nil}
+		if bias == nil {
+			return op.Do(logits)
+		}
+		return op.Do(logits, bias)
+	})
+}
+
+func (f *fakeDevice) RouterProbs(logits, ids G.Value, r kernels.Router) (G.Value, error) {
+	return f.one("RouterProbs", func() (G.Value, error) {
+		return routerProbsOp{e: logits.Shape()[1], k: ids.Shape()[1], r: r}.Do(logits, ids)
+	})
+}
+
+func (f *fakeDevice) RouterProbsGrad(logits, ids, dprobs G.Value, r kernels.Router) (G.Value, error) {
+	return f.one("RouterProbsGrad", func() (G.Value, error) {
+		return routerProbsGradOp{p: routerProbsOp{e: logits.Shape()[1], k: ids.Shape()[1], r: r}}.Do(logits, ids, dprobs)
+	})
+}
+
 // pwKindOf is the op kind of a device.Pointwise (by name).
 func pwKindOf(d device.Pointwise) pwKind {
 	for _, k := range []pwKind{pwSwiGLU, pwGELU, pwSigmoid, pwSoftmax, pwRowNormalize} {
@@ -126,9 +148,12 @@ func TestDeviceDispatchTrainOps(t *testing.T) {
 		s := must(Softmax(x))
 		ids := must(TopK(s, 2, TopKOpts{Groups: 3, GroupsKept: 2}))
 		p := must(GatherTopK(s, ids))
+		ro := RouterOpts{Score: kernels.RouterSigmoid, Groups: 3, GroupsKept: 2, Scale: 2}
+		rids := must(RouterTopK(x, 2, ro))
+		rp := must(RouterProbs(x, rids, ro))
 		rs := G.NewVector(g, dt, G.WithShape(4), G.WithName("rs"), G.WithValue(gcDense(dt, tensor.Shape{4}, gcRand(rng, 4))))
 		in := []*G.Node{x, a, b, pos, rs}
-		ys := []*G.Node{s, p, must(SwiGLU(a, b)), must(GELU(a)), must(Sigmoid(b)), must(RowNormalize(pos)), must(ScaleRows(a, rs)),
+		ys := []*G.Node{s, p, rp, must(SwiGLU(a, b)), must(GELU(a)), must(Sigmoid(b)), must(RowNormalize(pos)), must(ScaleRows(a, rs)),
 			must(Cast(must(Cast(must(Scale(b, 2)), tensor.Float32)), tensor.Float64))}
 		var cost *G.Node
 		for i, y := range ys {
@@ -146,7 +171,7 @@ func TestDeviceDispatchTrainOps(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return g, in, append(append(ys, ids), grads...)
+		return g, in, append(append(ys, ids, rids), grads...)
 	}
 	g, _, outs := build()
 	want := runRead(t, g, outs...)
@@ -166,7 +191,7 @@ func TestDeviceDispatchTrainOps(t *testing.T) {
 			}
 		}
 	}
-	for _, name := range []string{"TopK", "GatherTopK", "GatherTopKGrad", "ScaleRows", "RowDot", "Cast"} {
+	for _, name := range []string{"TopK", "GatherTopK", "GatherTopKGrad", "ScaleRows", "RowDot", "Cast", "RouterTopK", "RouterProbs", "RouterProbsGrad"} {
 		if f.calls[name] == 0 {
 			t.Errorf("device method %s was never called (calls %v)", name, f.calls)
 		}

@@ -18,6 +18,7 @@ func TestOpIdentity(t *testing.T) {
 	g := kernels.Geometry{T: 4, K: 2, E: 3, A: 1, Drop: kernels.DropByPosition}
 	gc := kernels.Geometry{T: 4, K: 2, E: 3, A: 2, Mode: kernels.Capacity, C: 2, Drop: kernels.DropByProb, PadToCapacity: true}
 	bl := balanceLossOp{e: 3, k: 2, seqs: 1, coeff: 0.5}
+	rt := kernels.Router{Score: kernels.RouterSigmoid, Pre: true, Groups: 4, Kept: 2, Scale: 2.5}
 	ops := []G.Op{
 		addScalarsOp{n: 2}, bl, balanceLossGradOp{f: bl}, biasAddOp{}, colSumOp{},
 		castOp{from: tensor.Float32, to: tensor.Float64, dims: 2}, ceOp{}, ceGradOp{},
@@ -30,6 +31,8 @@ func TestOpIdentity(t *testing.T) {
 		rmsOp{eps: 1e-6}, rmsGradOp{eps: 1e-6, which: 1}, reluOp{dims: 2}, reluGradOp{dims: 2},
 		scaleOp{c: 0.5, dims: 2}, scaleRowsOp{}, rowDotOp{out: tensor.Float32}, sinkOp{},
 		topkOp{k: 2, e: 8, groups: 4, kept: 2, bias: true},
+		routerTopKOp{k: 2, e: 8, r: rt, bias: true}, routerProbsOp{e: 8, k: 2, r: rt},
+		routerProbsGradOp{p: routerProbsOp{e: 8, k: 2, r: rt}},
 		unpermuteOp{g: g, weighted: true}, unpermuteGradRowsOp{g: gc}, unpermuteGradProbsOp{g: g, pdt: tensor.Float32},
 		zLossOp{coeff: 1e-3}, zLossGradOp{coeff: 1e-3},
 	}

@@ -1,0 +1,274 @@
+package kernels
+
+import (
+	"fmt"
+	"math"
+)
+
+// The fused router on the CPU: the kernels of op.RouterTopK and op.RouterProbs. The CUDA twins
+// are (*CUDA).RouterTopK, RouterProbs and RouterProbsBackward (router_cuda.go, kernels in
+// router.cuh), one warp per token, one launch each.
+//
+// A router turns a token's logits into its K experts and their combine weights:
+//
+//	scores = softmax(logits) or sigmoid(logits)          (over the token's E experts)
+//	ids    = top-K of (selection + bias), group-limited   (selection: logits for Softmax with
+//	                                                       Pre false, else the scores)
+//	probs  = Scale · softmax(logits[ids])                 (Softmax, Pre false)
+//	         Scale · scores[ids]                          (Softmax, Pre true)
+//	         Scale · scores[ids] / Σ_k scores[ids[k]]     (Sigmoid; no division for K = 1)
+//
+// Each function here computes what the chain of single ops computes (Softmax or Sigmoid,
+// TopK, GatherTopK, Softmax or RowNormalize, Scale), with the same kernels in the same order,
+// so the fused ops give that chain's bits on the CPU; the CUDA twins repeat the device
+// kernels' arithmetic the same way (one warp per row, the same lane order), so on the device
+// too the fused ops give the chain's bits. Between CPU and device the results agree as the
+// single ops do: ids equal unless two selection scores are within a few ulps, probs within a
+// few ulps (the transcendental functions differ).
+
+// RouterScore is the score function of a router.
+type RouterScore int
+
+const (
+	// RouterSoftmax scores the experts with a softmax over the token's logits.
+	RouterSoftmax RouterScore = 1
+	// RouterSigmoid scores each expert with σ(logit) (DeepSeek-V3).
+	RouterSigmoid RouterScore = 2
+)
+
+// String names the score function.
+func (s RouterScore) String() string {
+	switch s {
+	case RouterSoftmax:
+		return "softmax"
+	case RouterSigmoid:
+		return "sigmoid"
+	}
+	return fmt.Sprintf("RouterScore(%d)", int(s))
+}
+
+// Router is the configuration of a fused router (see the file comment for the math).
+type Router struct {
+	// Score is the score function.
+	Score RouterScore
+	// Pre, with Softmax, selects on the softmax over all experts and gathers the chosen
+	// experts' values as probs (pre-softmax, Mixtral-style top-k of the full softmax); false
+	// selects on the logits and takes the softmax over the chosen K (post-softmax). Ignored
+	// for Sigmoid.
+	Pre bool
+	// Groups and Kept are the group-limited selection of TopK (1 and 1: no groups).
+	Groups, Kept int
+	// Scale multiplies the probs (the routed scaling factor; 1: none).
+	Scale float64
+}
+
+// Check reports whether r is a valid router for E experts and K per token.
+func (r Router) Check(E, K int) error {
+	const name = "gomoe: router"
+	switch {
+	case r.Score != RouterSoftmax && r.Score != RouterSigmoid:
+		return fmt.Errorf("%s: unknown score function %d", name, int(r.Score))
+	case math.IsNaN(r.Scale) || math.IsInf(r.Scale, 0):
+		return fmt.Errorf("%s: scale %v is not finite", name, r.Scale)
+	case E < 1:
+		return fmt.Errorf("%s: E=%d experts, want E >= 1", name, E)
+	case K < 1 || K > E:
+		return fmt.Errorf("%s: K=%d, want 1 <= K <= E=%d", name, K, E)
+	case r.Groups < 1 || E%r.Groups != 0:
+		return fmt.Errorf("%s: E=%d experts do not split into %d equal groups", name, E, r.Groups)
+	case r.Kept < 1 || r.Kept > r.Groups:
+		return fmt.Errorf("%s: GroupsKept=%d, want 1 <= GroupsKept <= Groups=%d", name, r.Kept, r.Groups)
+	case K > r.Kept*(E/r.Groups):
+		return fmt.Errorf("%s: K=%d experts do not fit in %d kept groups of %d experts", name, K, r.Kept, E/r.Groups)
+	}
+	return nil
+}
+
+// String describes r.
+func (r Router) String() string {
+	return fmt.Sprintf("router{%v pre=%v groups=%d kept=%d scale=%v}", r.Score, r.Pre, r.Groups, r.Kept, r.Scale)
+}
+
+// preFlag is Pre as the device kernels take it (1 or 0).
+func (r Router) preFlag() int {
+	if r.Pre {
+		return 1
+	}
+	return 0
+}
+
+// selectsOnLogits reports whether the top-k selection reads the logits themselves.
+func (r Router) selectsOnLogits() bool { return r.Score == RouterSoftmax && !r.Pre }
+
+// routerArgs checks a router call's sizes: logits [T,E], a T·K slice and bias [E] or nil.
+func routerArgs(name string, r Router, nLogits, nTK, nBias, E, K int) (T int, err error) {
+	if err := r.Check(E, K); err != nil {
+		return 0, err
+	}
+	T = nTK / K
+	if nTK != T*K || nLogits != T*E {
+		return 0, fmt.Errorf("gomoe: %s: %d logits and %d ids or probs, want T·E and T·K for E=%d K=%d", name, nLogits, nTK, E, K)
+	}
+	if nBias != 0 && nBias != E {
+		return 0, fmt.Errorf("gomoe: %s: bias has %d elements, want E=%d", name, nBias, E)
+	}
+	return T, nil
+}
+
+// routerScores returns the scores [T,E] of logits (softmax or sigmoid, as op.Softmax and
+// op.Sigmoid compute them).
+func routerScores[F float32 | float64](r Router, logits []F, E int) ([]F, error) {
+	s := make([]F, len(logits))
+	if r.Score == RouterSoftmax {
+		return s, RowForward(RowSoftmax, s, logits, E)
+	}
+	return s, ActivationForward(Sigmoid, s, logits, nil)
+}
+
+// RouterTopK writes ids [T,K] for logits [T,E] (T = len(ids)/K): every token's K experts with
+// the highest selection score plus bias [E] (nil for none), with TopK's rules for groups, ties
+// and order. A NaN selection score is an error, as in TopK.
+func RouterTopK[F float32 | float64](ids []int32, logits, bias []F, E, K int, r Router) error {
+	if _, err := routerArgs("RouterTopK", r, len(logits), len(ids), len(bias), E, K); err != nil {
+		return err
+	}
+	sel := logits
+	if !r.selectsOnLogits() {
+		var err error
+		if sel, err = routerScores(r, logits, E); err != nil {
+			return err
+		}
+	}
+	s64 := make([]float64, len(sel))
+	for i, v := range sel {
+		s64[i] = float64(v)
+	}
+	var b64 []float64
+	if bias != nil {
+		b64 = make([]float64, E)
+		for i, v := range bias {
+			b64[i] = float64(v)
+		}
+	}
+	return TopK(ids, s64, b64, E, K, r.Groups, r.Kept)
+}
+
+// RouterProbs writes probs [T,K] for logits [T,E] and the chosen ids [T,K] (an id of -1 gives
+// the weight 0 before any normalisation, as GatherTopK; one outside [-1, E) is an error).
+func RouterProbs[F float32 | float64](probs, logits []F, ids []int32, E, K int, r Router) error {
+	T, err := routerArgs("RouterProbs", r, len(logits), len(ids), 0, E, K)
+	if err != nil {
+		return err
+	}
+	if len(probs) != T*K {
+		return fmt.Errorf("gomoe: RouterProbs: %d probs, want T·K = %d", len(probs), T*K)
+	}
+	if err := checkInPlace("RouterProbs", []span{spanOf("probs", probs)}, []span{spanOf("logits", logits)}); err != nil {
+		return err
+	}
+	return routerProbsOf(r, probs, logits, ids, E, K)
+}
+
+// routerChosen writes c [T,K] with the values the probs are made of: the chosen logits
+// (softmax, Pre false) or the chosen scores. It returns the scores [T,E] (nil for softmax with
+// Pre false).
+func routerChosen[F float32 | float64](r Router, c, logits []F, ids []int32, E, K int) ([]F, error) {
+	if r.selectsOnLogits() {
+		return nil, GatherTopK(c, logits, ids, E, K)
+	}
+	s, err := routerScores(r, logits, E)
+	if err != nil {
+		return nil, err
+	}
+	return s, GatherTopK(c, s, ids, E, K)
+}
+
+// routerProbsOf is RouterProbs after the checks: probs = scale · norm(chosen).
+func routerProbsOf[F float32 | float64](r Router, probs, logits []F, ids []int32, E, K int) error {
+	c := make([]F, len(probs))
+	if _, err := routerChosen(r, c, logits, ids, E, K); err != nil {
+		return err
+	}
+	switch {
+	case r.Score == RouterSoftmax && !r.Pre:
+		if err := RowForward(RowSoftmax, probs, c, K); err != nil {
+			return err
+		}
+	case r.Score == RouterSigmoid && K > 1:
+		if err := RowForward(RowNormalize, probs, c, K); err != nil {
+			return err
+		}
+	default:
+		copy(probs, c)
+	}
+	if r.Scale != 1 {
+		f := F(r.Scale)
+		for i, p := range probs {
+			probs[i] = p * f
+		}
+	}
+	return nil
+}
+
+// RouterProbsBackward writes dlogits [T,E], the gradient of RouterProbs's probs with respect to
+// the logits, from dprobs [T,K] (the chain's backward: scale, the softmax or normalisation
+// over the chosen, the scatter, the score function).
+func RouterProbsBackward[F float32 | float64](dlogits, logits []F, ids []int32, dprobs []F, E, K int, r Router) error {
+	T, err := routerArgs("RouterProbsBackward", r, len(logits), len(ids), 0, E, K)
+	if err != nil {
+		return err
+	}
+	if len(dprobs) != T*K || len(dlogits) != T*E {
+		return fmt.Errorf("gomoe: RouterProbsBackward: %d dprobs and %d dlogits, want T·K = %d and T·E = %d", len(dprobs), len(dlogits), T*K, T*E)
+	}
+	if err := checkInPlace("RouterProbsBackward", []span{spanOf("dlogits", dlogits)},
+		[]span{spanOf("logits", logits), spanOf("dprobs", dprobs)}); err != nil {
+		return err
+	}
+	c := make([]F, T*K)
+	scores, err := routerChosen(r, c, logits, ids, E, K)
+	if err != nil {
+		return err
+	}
+	g := make([]F, T*K)
+	copy(g, dprobs)
+	if r.Scale != 1 {
+		f := F(r.Scale)
+		for i, v := range dprobs {
+			g[i] = v * f
+		}
+	}
+	dc := g // the gradient of the chosen values
+	switch {
+	case r.Score == RouterSoftmax && !r.Pre:
+		p := make([]F, T*K)
+		if err := RowForward(RowSoftmax, p, c, K); err != nil {
+			return err
+		}
+		dc = make([]F, T*K)
+		if err := RowBackward(RowSoftmax, dc, nil, p, g, K); err != nil {
+			return err
+		}
+	case r.Score == RouterSigmoid && K > 1:
+		y := make([]F, T*K)
+		if err := RowForward(RowNormalize, y, c, K); err != nil {
+			return err
+		}
+		dc = make([]F, T*K)
+		if err := RowBackward(RowNormalize, dc, c, y, g, K); err != nil {
+			return err
+		}
+	}
+	if scores == nil { // softmax over the chosen: the scatter is the logits' gradient
+		clear(dlogits)
+		return GatherTopKBackward(dlogits, dc, ids, E, K)
+	}
+	ds := make([]F, T*E)
+	if err := GatherTopKBackward(ds, dc, ids, E, K); err != nil {
+		return err
+	}
+	if r.Score == RouterSoftmax {
+		return RowBackward(RowSoftmax, dlogits, nil, scores, ds, E)
+	}
+	return ActivationBackward(Sigmoid, 0, dlogits, logits, nil, scores, ds)
+}

@@ -1,0 +1,222 @@
+//go:build gomoecuda
+
+package kernels_test
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"gorgonia.org/cu"
+
+	. "github.com/gomoe/gomoe/kernels"
+)
+
+// The fused router on the GPU against the chain of single GPU kernels it replaces (bit for
+// bit) and against its CPU twin (ids equal, values within float tolerance).
+
+// routerCase is one router configuration of the GPU tests.
+type routerCase struct {
+	T, E, K int
+	r       Router
+	bias    bool
+}
+
+func routerCases() []routerCase {
+	sm, sg := RouterSoftmax, RouterSigmoid
+	return []routerCase{
+		{300, 128, 8, Router{Score: sm, Groups: 1, Kept: 1, Scale: 1}, false},          // Qwen3
+		{200, 64, 6, Router{Score: sm, Pre: true, Groups: 1, Kept: 1, Scale: 1}, true}, // pre-softmax
+		{100, 8, 2, Router{Score: sm, Groups: 1, Kept: 1, Scale: 2.5}, true},           // Mixtral, scaled
+		{150, 256, 8, Router{Score: sg, Groups: 8, Kept: 4, Scale: 2.5}, true},         // DeepSeek-V3
+		{33, 160, 6, Router{Score: sg, Groups: 8, Kept: 3, Scale: 1}, false},
+		{40, 6, 1, Router{Score: sg, Groups: 1, Kept: 1, Scale: 1}, true},                 // K = 1: no normalisation
+		{20, 40, 40, Router{Score: sm, Groups: 1, Kept: 1, Scale: 1}, false},              // K > 32
+		{25, 600, 40, Router{Score: sm, Pre: true, Groups: 6, Kept: 2, Scale: 0.5}, true}, // E > 256
+		{30, 1024, 3, Router{Score: sg, Groups: 64, Kept: 1, Scale: 1}, true},             // 64 groups
+	}
+}
+
+// routerChainGPU runs the chain of single kernels on the device: ids, probs and dlogits.
+func routerChainGPU(t *testing.T, d DType, c routerCase, x, bias cuDevBuf, dp cuDevBuf, size int64) (ids, probs, dx cuDevBuf) {
+	T, E, K, r := int64(c.T), c.E, c.K, c.r
+	n, tk := T*int64(E), T*int64(K)
+	k := testCUDA
+	sel := x
+	var s cuDevBuf
+	switch {
+	case r.Score == RouterSoftmax && r.Pre:
+		s = cuAlloc(t, n*size)
+		cuMust(t, k.RowForward(d, RowSoftmax, s.p, x.p, T, E))
+		sel = s
+	case r.Score == RouterSigmoid:
+		s = cuAlloc(t, n*size)
+		cuMust(t, k.ActivationForward(d, Sigmoid, s.p, x.p, 0, n))
+		sel = s
+	}
+	ids = cuAlloc(t, 4*tk)
+	cuMust(t, k.TopK(d, ids.p, sel.p, bias.p, T, E, K, r.Groups, r.Kept))
+	c0, p0 := cuAlloc(t, tk*size), cuAlloc(t, tk*size)
+	cuMust(t, k.GatherTopK(d, c0.p, sel.p, ids.p, T, E, K))
+	norm := r.Score == RouterSoftmax && !r.Pre || r.Score == RouterSigmoid && K > 1
+	switch {
+	case r.Score == RouterSoftmax && !r.Pre:
+		cuMust(t, k.RowForward(d, RowSoftmax, p0.p, c0.p, T, K))
+	case r.Score == RouterSigmoid && K > 1:
+		cuMust(t, k.RowForward(d, RowNormalize, p0.p, c0.p, T, K))
+	default:
+		p0 = c0
+	}
+	sc := r.Scale
+	if d == F32 {
+		sc = float64(float32(sc)) // the engine's MulScalar takes the scalar in the data's type
+	}
+	probs = p0
+	g := dp
+	if r.Scale != 1 {
+		probs = cuAlloc(t, tk*size)
+		cuMust(t, k.Binary(d, OpMul, probs.p, p0.p, 0, sc, tk))
+		g = cuAlloc(t, tk*size)
+		cuMust(t, k.Binary(d, OpMul, g.p, dp.p, 0, sc, tk))
+	}
+	dc := g
+	if norm {
+		dc = cuAlloc(t, tk*size)
+		kind := RowSoftmax
+		if r.Score == RouterSigmoid {
+			kind = RowNormalize
+		}
+		cuMust(t, k.RowBackward(d, kind, dc.p, c0.p, p0.p, g.p, T, K))
+	}
+	ds := cuAlloc(t, n*size)
+	cuMust(t, k.GatherTopKBackward(d, ds.p, dc.p, ids.p, T, E, K))
+	switch {
+	case r.Score == RouterSoftmax && !r.Pre:
+		dx = ds
+	case r.Score == RouterSoftmax:
+		dx = cuAlloc(t, n*size)
+		cuMust(t, k.RowBackward(d, RowSoftmax, dx.p, 0, s.p, ds.p, T, E))
+	default:
+		dx = cuAlloc(t, n*size)
+		cuMust(t, k.ActivationBackward(d, Sigmoid, 0, dx.p, x.p, 0, s.p, ds.p, n))
+	}
+	return ids, probs, dx
+}
+
+// TestCUDARouterEqualsChain: the fused kernels give the single kernels' ids and bits, and the
+// CPU twin's ids and values within float tolerance, for every score function, groups, bias,
+// scale, K = 1, K > 32 and each slots-per-lane variant, in float32 and float64.
+func TestCUDARouterEqualsChain(t *testing.T) {
+	for i, c := range routerCases() {
+		t.Run(fmt.Sprintf("%d_%v_E%d_K%d", i, c.r.Score, c.E, c.K), func(t *testing.T) {
+			routerCheckGPU[float32](t, F32, c, 1e-5)
+			routerCheckGPU[float64](t, F64, c, 1e-12)
+		})
+	}
+	cuMust(t, testCUDA.Status())
+}
+
+func routerCheckGPU[F float32 | float64](t *testing.T, d DType, c routerCase, tol float64) {
+	rng := rand.New(rand.NewPCG(uint64(c.E), uint64(c.K)))
+	T, E, K := c.T, c.E, c.K
+	size := int64(d.Size())
+	x := make([]F, T*E)
+	for i := range x {
+		x[i] = F(rng.NormFloat64() * 2)
+	}
+	var bias []F
+	if c.bias {
+		bias = make([]F, E)
+		for i := range bias {
+			bias[i] = F(rng.NormFloat64() * 0.05)
+		}
+	}
+	dp := make([]F, T*K)
+	for i := range dp {
+		dp[i] = F(rng.NormFloat64())
+	}
+	bx, bdp := cuUpload(t, x), cuUpload(t, dp)
+	var bb cuDevBuf
+	if c.bias {
+		bb = cuUpload(t, bias)
+	}
+	wantIDs, wantP, wantDX := routerChainGPU(t, d, c, bx, bb, bdp, size)
+	tk, n := int64(T*K), int64(T*E)
+	ids, p, dx := cuAlloc(t, 4*tk), cuAlloc(t, tk*size), cuAlloc(t, n*size)
+	k := testCUDA
+	cuMust(t, k.RouterTopK(d, ids.p, bx.p, bb.p, int64(T), E, K, c.r))
+	cuMust(t, k.RouterProbs(d, p.p, bx.p, ids.p, int64(T), E, K, c.r))
+	cuMust(t, k.RouterProbsBackward(d, dx.p, bx.p, ids.p, bdp.p, int64(T), E, K, c.r))
+	gotIDs := cuDownload[int32](t, ids, T*K)
+	if w := cuDownload[int32](t, wantIDs, T*K); !slices.Equal(gotIDs, w) {
+		t.Fatalf("%v: fused ids differ from the chain's", d)
+	}
+	gotP, gotDX := cuDownload[F](t, p, T*K), cuDownload[F](t, dx, T*E)
+	cuSameBits(t, fmt.Sprintf("%v probs", d), gotP, cuDownload[F](t, wantP, T*K))
+	cuSameBits(t, fmt.Sprintf("%v dlogits", d), gotDX, cuDownload[F](t, wantDX, T*E))
+
+	// The CPU twin: ids equal (random data: no near ties), values within tol.
+	cids, cp, cdx := make([]int32, T*K), make([]F, T*K), make([]F, T*E)
+	cuMust(t, RouterTopK(cids, x, bias, E, K, c.r))
+	if !slices.Equal(cids, gotIDs) {
+		t.Fatalf("%v: device ids differ from the CPU's", d)
+	}
+	cuMust(t, RouterProbs(cp, x, cids, E, K, c.r))
+	cuMust(t, RouterProbsBackward(cdx, x, cids, dp, E, K, c.r))
+	routerNear(t, fmt.Sprintf("%v probs", d), gotP, cp, tol)
+	routerNear(t, fmt.Sprintf("%v dlogits", d), gotDX, cdx, tol)
+}
+
+func routerNear[F float32 | float64](t *testing.T, what string, got, want []F, tol float64) {
+	t.Helper()
+	for i := range want {
+		g, w := float64(got[i]), float64(want[i])
+		if math.Abs(g-w) > tol*(1+math.Abs(w)) {
+			t.Fatalf("%s[%d] = %v, CPU %v", what, i, g, w)
+		}
+	}
+}
+
+// TestCUDARouterStatus: a NaN logit and an id out of range set their status bits; bad
+// configurations are errors before any launch.
+func TestCUDARouterStatus(t *testing.T) {
+	k := testCUDA
+	r := Router{Score: RouterSoftmax, Groups: 1, Kept: 1, Scale: 1}
+	x := cuUpload(t, []float32{1, float32(math.NaN()), 0, 2})
+	ids := cuAlloc(t, 8)
+	cuMust(t, k.RouterTopK(F32, ids.p, x.p, 0, 1, 4, 2, r))
+	if err := k.Status(); err == nil || !statusHas(err, StatusNaNScore) {
+		t.Errorf("NaN logit: status %v, want StatusNaNScore", err)
+	}
+	bad := cuUpload(t, []int32{0, 7})
+	p := cuAlloc(t, 8)
+	cuMust(t, k.RouterProbs(F32, p.p, x.p, bad.p, 1, 4, 2, r))
+	if err := k.Status(); err == nil || !statusHas(err, StatusBadID) {
+		t.Errorf("id 7 of 4 experts: status %v, want StatusBadID", err)
+	}
+	for _, c := range []struct {
+		d    DType
+		E, K int
+		r    Router
+	}{
+		{F32, 4, 5, r},
+		{BF16, 4, 2, r},
+		{F32, 2048, 2, r},
+		{F32, 4, 2, Router{Score: 9, Groups: 1, Kept: 1, Scale: 1}},
+		{F32, 4, 2, Router{Score: RouterSoftmax, Groups: 3, Kept: 1, Scale: 1}},
+		{F32, 4, 2, Router{Score: RouterSoftmax, Groups: 1, Kept: 1, Scale: math.Inf(1)}},
+	} {
+		if err := k.RouterTopK(c.d, ids.p, x.p, cu.DevicePtr(0), 1, c.E, c.K, c.r); err == nil {
+			t.Errorf("%v E=%d K=%d %v: no error", c.d, c.E, c.K, c.r)
+		}
+	}
+}
+
+// statusHas reports whether err is a StatusError with bit set.
+func statusHas(err error, bit int32) bool {
+	var se StatusError
+	return errors.As(err, &se) && int32(se)&bit != 0
+}

@@ -1,0 +1,288 @@
+package kernels
+
+import (
+	"math"
+	"math/rand"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+)
+
+// refRouter is the router written out in float64 for one token: scores, the group-limited
+// top-k by sorting, and the probs by their formulas.
+func refRouter(x, bias []float64, K int, r Router) (ids []int32, probs []float64) {
+	E := len(x)
+	s := make([]float64, E)
+	switch r.Score {
+	case RouterSoftmax:
+		m := slices.Max(x)
+		var z float64
+		for _, v := range x {
+			z += math.Exp(v - m)
+		}
+		for e, v := range x {
+			s[e] = math.Exp(v-m) / z
+		}
+	case RouterSigmoid:
+		for e, v := range x {
+			s[e] = 1 / (1 + math.Exp(-v))
+		}
+	}
+	sel := make([]float64, E)
+	for e := range sel {
+		sel[e] = s[e]
+		if r.Score == RouterSoftmax && !r.Pre {
+			sel[e] = x[e]
+		}
+		if bias != nil {
+			sel[e] += bias[e]
+		}
+	}
+	desc := func(v []float64, among []int) []int { // among sorted by descending v, ties to the lower index
+		o := slices.Clone(among)
+		sort.SliceStable(o, func(a, b int) bool { return v[o[a]] > v[o[b]] })
+		return o
+	}
+	gs := E / r.Groups
+	gscore := make([]float64, r.Groups)
+	groups := make([]int, r.Groups)
+	for g := range gscore {
+		groups[g] = g
+		members := make([]int, gs)
+		for i := range members {
+			members[i] = g*gs + i
+		}
+		for _, e := range desc(sel, members)[:min(gs, max(1, K/r.Kept))] {
+			gscore[g] += sel[e]
+		}
+	}
+	var allowed []int
+	for _, g := range desc(gscore, groups)[:r.Kept] {
+		for e := g * gs; e < (g+1)*gs; e++ {
+			allowed = append(allowed, e)
+		}
+	}
+	slices.Sort(allowed)
+	for _, e := range desc(sel, allowed)[:K] {
+		ids = append(ids, int32(e))
+	}
+	probs = make([]float64, K)
+	var z float64
+	for k, e := range ids {
+		switch {
+		case r.Score == RouterSoftmax && !r.Pre:
+			probs[k] = math.Exp(x[e] - x[ids[0]]) // ids[0] has the largest logit
+		default:
+			probs[k] = s[e]
+		}
+		z += probs[k]
+	}
+	for k := range probs {
+		if r.Score == RouterSoftmax && !r.Pre || r.Score == RouterSigmoid && K > 1 {
+			probs[k] /= z
+		}
+		probs[k] *= r.Scale
+	}
+	return ids, probs
+}
+
+var routerTestCases = []struct {
+	name string
+	E, K int
+	r    Router
+	bias bool
+}{
+	{"softmax post", 16, 4, Router{Score: RouterSoftmax, Groups: 1, Kept: 1, Scale: 1}, false},
+	{"softmax post scaled bias", 8, 2, Router{Score: RouterSoftmax, Groups: 1, Kept: 1, Scale: 2.5}, true},
+	{"softmax pre", 12, 3, Router{Score: RouterSoftmax, Pre: true, Groups: 1, Kept: 1, Scale: 1}, true},
+	{"softmax pre groups", 24, 4, Router{Score: RouterSoftmax, Pre: true, Groups: 4, Kept: 2, Scale: 1}, false},
+	{"sigmoid groups", 32, 6, Router{Score: RouterSigmoid, Groups: 8, Kept: 3, Scale: 2.5}, true},
+	{"sigmoid K=1", 6, 1, Router{Score: RouterSigmoid, Groups: 1, Kept: 1, Scale: 1}, true},
+}
+
+// TestRouterAgainstReference: ids equal and probs within 1e-12 of the router written out in
+// float64, for every score function, groups, bias, scale and K = 1 (float64 data; float32
+// data within float32 rounding).
+func TestRouterAgainstReference(t *testing.T) {
+	rng := rand.New(rand.NewSource(11))
+	const T = 300 // more than one parallel block of TopK
+	for _, c := range routerTestCases {
+		x := make([]float64, T*c.E)
+		for i := range x {
+			x[i] = rng.NormFloat64() * 2
+		}
+		var bias []float64
+		if c.bias {
+			bias = make([]float64, c.E)
+			for i := range bias {
+				bias[i] = rng.NormFloat64() * 0.1
+			}
+		}
+		ids := make([]int32, T*c.K)
+		probs := make([]float64, T*c.K)
+		if err := RouterTopK(ids, x, bias, c.E, c.K, c.r); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if err := RouterProbs(probs, x, ids, c.E, c.K, c.r); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		x32 := make([]float32, len(x))
+		for i, v := range x {
+			x32[i] = float32(v)
+		}
+		var b32 []float32
+		for _, v := range bias {
+			b32 = append(b32, float32(v))
+		}
+		ids32 := make([]int32, T*c.K)
+		probs32 := make([]float32, T*c.K)
+		if err := RouterTopK(ids32, x32, b32, c.E, c.K, c.r); err != nil {
+			t.Fatalf("%s f32: %v", c.name, err)
+		}
+		if err := RouterProbs(probs32, x32, ids32, c.E, c.K, c.r); err != nil {
+			t.Fatalf("%s f32: %v", c.name, err)
+		}
+		for tok := 0; tok < T; tok++ {
+			wantIDs, wantP := refRouter(x[tok*c.E:(tok+1)*c.E], bias, c.K, c.r)
+			row := tok * c.K
+			if !slices.Equal(ids[row:row+c.K], wantIDs) {
+				t.Fatalf("%s: token %d: ids %v, want %v", c.name, tok, ids[row:row+c.K], wantIDs)
+			}
+			for k, w := range wantP {
+				if math.Abs(probs[row+k]-w) > 1e-12 {
+					t.Fatalf("%s: token %d: probs[%d] = %v, want %v", c.name, tok, k, probs[row+k], w)
+				}
+			}
+			// float32: the rounded logits give the same choice here (no near ties), probs
+			// within float32 rounding of the float64 ones
+			if slices.Equal(ids32[row:row+c.K], wantIDs) {
+				for k, w := range wantP {
+					if math.Abs(float64(probs32[row+k])-w) > 2e-6*(1+math.Abs(w)) {
+						t.Fatalf("%s f32: token %d: probs[%d] = %v, want %v", c.name, tok, k, probs32[row+k], w)
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestRouterHand: hand-computed ids and probs for a one-token router.
+func TestRouterHand(t *testing.T) {
+	x := []float64{1, 2, 3, 0}
+	r := Router{Score: RouterSoftmax, Groups: 1, Kept: 1, Scale: 1}
+	ids := make([]int32, 2)
+	probs := make([]float64, 2)
+	if err := RouterTopK(ids, x, nil, 4, 2, r); err != nil {
+		t.Fatal(err)
+	}
+	if err := RouterProbs(probs, x, ids, 4, 2, r); err != nil {
+		t.Fatal(err)
+	}
+	// softmax over the chosen logits 3 and 2: e/(e+1) and 1/(e+1)
+	if !slices.Equal(ids, []int32{2, 1}) || math.Abs(probs[0]-0.7310585786300049) > 1e-15 || math.Abs(probs[1]-0.2689414213699951) > 1e-15 {
+		t.Fatalf("ids %v probs %v, want [2 1] [0.7310585786300049 0.2689414213699951]", ids, probs)
+	}
+	// a bias of +3 on expert 0 makes it the first choice; its weight stays the unbiased one
+	if err := RouterTopK(ids, x, []float64{3, 0, 0, 0}, 4, 2, r); err != nil {
+		t.Fatal(err)
+	}
+	if err := RouterProbs(probs, x, ids, 4, 2, r); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(ids, []int32{0, 2}) || math.Abs(probs[0]-0.11920292202211755) > 1e-15 {
+		t.Fatalf("biased: ids %v probs %v, want [0 2] with probs[0] = 1/(1+e²) = 0.11920292202211755", ids, probs)
+	}
+}
+
+// TestRouterGradient: RouterProbsBackward equals the central difference of Σ w·probs with
+// respect to every logit (the ids held fixed), in float64.
+func TestRouterGradient(t *testing.T) {
+	rng := rand.New(rand.NewSource(12))
+	const T, h = 5, 1e-6
+	for _, c := range routerTestCases {
+		x := make([]float64, T*c.E)
+		for i := range x {
+			x[i] = rng.NormFloat64()
+		}
+		ids := make([]int32, T*c.K)
+		if err := RouterTopK(ids, x, nil, c.E, c.K, c.r); err != nil {
+			t.Fatal(err)
+		}
+		w := make([]float64, T*c.K)
+		for i := range w {
+			w[i] = rng.NormFloat64()
+		}
+		loss := func() float64 {
+			p := make([]float64, T*c.K)
+			if err := RouterProbs(p, x, ids, c.E, c.K, c.r); err != nil {
+				t.Fatal(err)
+			}
+			var l float64
+			for i := range p {
+				l += w[i] * p[i]
+			}
+			return l
+		}
+		dx := make([]float64, T*c.E)
+		if err := RouterProbsBackward(dx, x, ids, w, c.E, c.K, c.r); err != nil {
+			t.Fatal(err)
+		}
+		for i := range x {
+			v := x[i]
+			x[i] = v + h
+			lp := loss()
+			x[i] = v - h
+			lm := loss()
+			x[i] = v
+			if num := (lp - lm) / (2 * h); math.Abs(num-dx[i]) > 1e-7*(1+math.Abs(num)) {
+				t.Fatalf("%s: dlogits[%d] = %v, central difference %v", c.name, i, dx[i], num)
+			}
+		}
+	}
+}
+
+// TestRouterErrors: bad configurations and sizes, ids out of range and NaN logits are errors,
+// not panics.
+func TestRouterErrors(t *testing.T) {
+	ok := Router{Score: RouterSoftmax, Groups: 1, Kept: 1, Scale: 1}
+	x := []float64{1, 2, 3, 4, 5, 6, 7, 8}
+	for _, c := range []struct {
+		name string
+		r    Router
+		E, K int
+		ids  []int32
+		x    []float64
+		bias []float64
+		want string
+	}{
+		{"score", Router{Score: 7, Groups: 1, Kept: 1, Scale: 1}, 4, 2, make([]int32, 4), x, nil, "score function"},
+		{"scale", Router{Score: RouterSoftmax, Groups: 1, Kept: 1, Scale: math.NaN()}, 4, 2, make([]int32, 4), x, nil, "not finite"},
+		{"K > E", ok, 4, 5, make([]int32, 5), x[:4], nil, "K=5"},
+		{"groups", Router{Score: RouterSigmoid, Groups: 3, Kept: 1, Scale: 1}, 4, 2, make([]int32, 4), x, nil, "equal groups"},
+		{"kept", Router{Score: RouterSigmoid, Groups: 2, Kept: 3, Scale: 1}, 4, 2, make([]int32, 4), x, nil, "GroupsKept"},
+		{"K does not fit", Router{Score: RouterSigmoid, Groups: 4, Kept: 1, Scale: 1}, 4, 2, make([]int32, 4), x, nil, "do not fit"},
+		{"sizes", ok, 4, 2, make([]int32, 3), x, nil, "want T·E and T·K"},
+		{"bias", ok, 4, 2, make([]int32, 4), x, []float64{1}, "bias has 1"},
+		{"NaN", ok, 4, 2, make([]int32, 4), []float64{1, math.NaN(), 3, 4, 5, 6, 7, 8}, nil, "NaN"},
+	} {
+		err := RouterTopK(c.ids, c.x, c.bias, c.E, c.K, c.r)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: RouterTopK error %v, want one containing %q", c.name, err, c.want)
+		}
+	}
+	p := make([]float64, 4)
+	if err := RouterProbs(p, x, []int32{0, 9, 1, 2}, 4, 2, ok); err == nil || !strings.Contains(err.Error(), "out of range") {
+		t.Errorf("id 9 of 4: RouterProbs error %v", err)
+	}
+	if err := RouterProbs(p[:3], x, []int32{0, 1, 1, 2}, 4, 2, ok); err == nil {
+		t.Errorf("3 probs for T·K = 4: no error")
+	}
+	if err := RouterProbsBackward(make([]float64, 8), x, []int32{0, -2, 1, 2}, p, 4, 2, ok); err == nil || !strings.Contains(err.Error(), "out of range") {
+		t.Errorf("id -2: RouterProbsBackward error %v", err)
+	}
+	buf := append(slices.Clone(x), 0)
+	if err := RouterProbsBackward(buf[1:9], buf[:8], []int32{0, 1, 1, 2}, p, 4, 2, ok); err == nil {
+		t.Errorf("dlogits overlapping logits: no error")
+	}
+}

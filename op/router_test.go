@@ -1,0 +1,204 @@
+package op
+
+import (
+	"fmt"
+	"math"
+	"math/rand"
+	"testing"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/kernels"
+)
+
+// routerOpCases are the router configurations of the op tests: each score function, groups,
+// bias, scale and K = 1.
+var routerOpCases = []struct {
+	name string
+	E, K int
+	o    RouterOpts
+	bias bool
+}{
+	{"softmax post", 6, 2, RouterOpts{Score: kernels.RouterSoftmax}, false},
+	{"softmax post bias scale", 6, 3, RouterOpts{Score: kernels.RouterSoftmax, Scale: 2.5}, true},
+	{"softmax pre groups", 8, 2, RouterOpts{Score: kernels.RouterSoftmax, PreSoftmax: true, Groups: 4, GroupsKept: 2}, false},
+	{"sigmoid groups bias scale", 8, 3, RouterOpts{Score: kernels.RouterSigmoid, Groups: 4, GroupsKept: 2, Scale: 2.5}, true},
+	{"sigmoid K=1", 5, 1, RouterOpts{Score: kernels.RouterSigmoid}, true},
+}
+
+// routerChain builds the single-op chain the fused router replaces: ids and probs.
+func routerChain(logits *G.Node, K int, o RouterOpts) (ids, probs *G.Node, err error) {
+	topts := TopKOpts{Groups: o.Groups, GroupsKept: o.GroupsKept, Bias: o.Bias}
+	defer func() {
+		if r := recover(); r != nil {
+			err = r.(buildErr).err
+		}
+	}()
+	switch {
+	case o.Score == kernels.RouterSoftmax && !o.PreSoftmax:
+		ids = must(TopK(logits, K, topts))
+		probs = must(Softmax(must(GatherTopK(logits, ids))))
+	case o.Score == kernels.RouterSoftmax:
+		s := must(Softmax(logits))
+		ids = must(TopK(s, K, topts))
+		probs = must(GatherTopK(s, ids))
+	default:
+		s := must(Sigmoid(logits))
+		ids = must(TopK(s, K, topts))
+		probs = must(GatherTopK(s, ids))
+		if K > 1 {
+			probs = must(RowNormalize(probs))
+		}
+	}
+	if o.Scale != 0 && o.Scale != 1 {
+		probs = must(Scale(probs, o.Scale))
+	}
+	return ids, probs, nil
+}
+
+// TestRouterEqualsChain: RouterTopK and RouterProbs give the chain's ids, probs and logits
+// gradient bit for bit, in float32 and float64, on the tape machine.
+func TestRouterEqualsChain(t *testing.T) {
+	const T = 40
+	for _, c := range routerOpCases {
+		for _, dt := range []tensor.Dtype{tensor.Float64, tensor.Float32} {
+			t.Run(fmt.Sprintf("%s/%v", c.name, dt), func(t *testing.T) {
+				rng := rand.New(rand.NewSource(int64(c.E*10 + c.K)))
+				x := make([]float64, T*c.E)
+				for i := range x {
+					x[i] = rng.NormFloat64() * 2
+				}
+				b := gcRand(rng, c.E)
+				run := func(fused bool) []G.Value {
+					g := G.NewGraph()
+					logits := G.NewMatrix(g, dt, G.WithShape(T, c.E), G.WithName("logits"), G.WithValue(gcDense(dt, tensor.Shape{T, c.E}, x)))
+					o := c.o
+					if c.bias {
+						o.Bias = G.NewVector(g, dt, G.WithShape(c.E), G.WithName("bias"), G.WithValue(gcDense(dt, tensor.Shape{c.E}, b)))
+					}
+					var ids, probs *G.Node
+					var err error
+					if fused {
+						if ids, err = RouterTopK(logits, c.K, o); err == nil {
+							probs, err = RouterProbs(logits, ids, o)
+						}
+					} else {
+						ids, probs, err = routerChain(logits, c.K, o)
+					}
+					if err != nil {
+						t.Fatal(err)
+					}
+					cost, err := gcWeighted(g, dt, probs, "w", 7)
+					if err != nil {
+						t.Fatal(err)
+					}
+					grads, err := G.Grad(cost, logits)
+					if err != nil {
+						t.Fatal(err)
+					}
+					return runRead(t, g, ids, probs, grads[0])
+				}
+				want, got := run(false), run(true)
+				for i, what := range []string{"ids", "probs", "dlogits"} {
+					if !bitsEqual(got[i], want[i]) {
+						t.Errorf("%s: fused %v, chain %v", what, got[i], want[i])
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestRouterGradCheck: RouterProbs's gradient (symbolic, dual value and lisp machine) against
+// float64 central differences, for every configuration.
+func TestRouterGradCheck(t *testing.T) {
+	const T = 4
+	for _, c := range routerOpCases {
+		rng := rand.New(rand.NewSource(int64(c.E + c.K)))
+		x := make([]float64, T*c.E)
+		for i := range x {
+			x[i] = rng.NormFloat64()
+		}
+		b := gcRand(rng, c.E)
+		c := c
+		gcRun(t, gcCase{
+			name:   "router " + c.name,
+			inputs: []gcInput{{"logits", tensor.Shape{T, c.E}, x}},
+			build: func(g *G.ExprGraph, dt tensor.Dtype, in []*G.Node) (*G.Node, error) {
+				o := c.o
+				if c.bias {
+					o.Bias = G.NewVector(g, dt, G.WithShape(c.E), G.WithName("bias"), G.WithValue(gcDense(dt, tensor.Shape{c.E}, b)))
+				}
+				ids, err := RouterTopK(in[0], c.K, o)
+				if err != nil {
+					return nil, err
+				}
+				p, err := RouterProbs(in[0], ids, o)
+				if err != nil {
+					return nil, err
+				}
+				return gcWeighted(g, dt, p, "w", 3)
+			},
+		})
+	}
+}
+
+// TestRouterBuildErrors: bad nodes and configurations are errors when the graph is built.
+func TestRouterBuildErrors(t *testing.T) {
+	g := G.NewGraph()
+	x := G.NewMatrix(g, tensor.Float32, G.WithShape(3, 4), G.WithName("x"))
+	v := G.NewVector(g, tensor.Float32, G.WithShape(4), G.WithName("v"))
+	b64 := G.NewVector(g, tensor.Float64, G.WithShape(4), G.WithName("b64"))
+	b3 := G.NewVector(g, tensor.Float32, G.WithShape(3), G.WithName("b3"))
+	ids := G.NewMatrix(g, tensor.Int32, G.WithShape(3, 2), G.WithName("ids"))
+	fids := G.NewMatrix(g, tensor.Float32, G.WithShape(3, 2), G.WithName("fids"))
+	sm := RouterOpts{Score: kernels.RouterSoftmax}
+	_, err := RouterTopK(nil, 2, sm)
+	wantErr(t, "nil logits", err, "logits is nil")
+	_, err = RouterTopK(v, 2, sm)
+	wantErr(t, "vector logits", err, "want (T, E)")
+	_, err = RouterTopK(x, 5, sm)
+	wantErr(t, "K > E", err, "K=5")
+	_, err = RouterTopK(x, 2, RouterOpts{})
+	wantErr(t, "no score function", err, "score function")
+	_, err = RouterTopK(x, 2, RouterOpts{Score: kernels.RouterSigmoid, Groups: 3})
+	wantErr(t, "groups", err, "equal groups")
+	_, err = RouterTopK(x, 2, RouterOpts{Score: kernels.RouterSoftmax, Bias: b64})
+	wantErr(t, "bias dtype", err, "bias is float64")
+	_, err = RouterTopK(x, 2, RouterOpts{Score: kernels.RouterSoftmax, Bias: b3})
+	wantErr(t, "bias shape", err, "bias has shape")
+	_, err = RouterProbs(x, fids, sm)
+	wantErr(t, "float ids", err, "want int32")
+	_, err = RouterProbs(x, nil, sm)
+	wantErr(t, "nil ids", err, "ids")
+	_, err = RouterProbs(x, ids, RouterOpts{Score: kernels.RouterSoftmax, Scale: math.Inf(-1)})
+	wantErr(t, "infinite scale", err, "not finite")
+}
+
+// TestRouterRunErrors: a NaN logit and an id out of range fail the run with an error.
+func TestRouterRunErrors(t *testing.T) {
+	g := G.NewGraph()
+	x := G.NewMatrix(g, tensor.Float64, G.WithShape(2, 3), G.WithName("x"),
+		G.WithValue(tensor.New(tensor.WithShape(2, 3), tensor.WithBacking([]float64{1, 2, 3, 4, math.NaN(), 6}))))
+	if _, err := RouterTopK(x, 2, RouterOpts{Score: kernels.RouterSigmoid}); err != nil {
+		t.Fatal(err)
+	}
+	m := G.NewTapeMachine(g)
+	err := m.RunAll()
+	m.Close()
+	wantErr(t, "NaN logit", err, "NaN")
+
+	h := G.NewGraph()
+	y := G.NewMatrix(h, tensor.Float64, G.WithShape(2, 3), G.WithName("y"),
+		G.WithValue(tensor.New(tensor.WithShape(2, 3), tensor.WithBacking([]float64{1, 2, 3, 4, 5, 6}))))
+	bad := G.NewMatrix(h, tensor.Int32, G.WithShape(2, 2), G.WithName("bad"),
+		G.WithValue(tensor.New(tensor.WithShape(2, 2), tensor.WithBacking([]int32{0, 1, 2, 3}))))
+	if _, err := RouterProbs(y, bad, RouterOpts{Score: kernels.RouterSoftmax}); err != nil {
+		t.Fatal(err)
+	}
+	m = G.NewTapeMachine(h)
+	err = m.RunAll()
+	m.Close()
+	wantErr(t, "id 3 of 3 experts", err, "out of range")
+}
