@@ -278,14 +278,15 @@ func (l *Layer) apply(x *G.Node, eval bool) (*Output, error) {
 	return out, nil
 }
 
-// topK is op.TopK; for an expert-parallel layer its op aborts the communicator when it fails
-// (a NaN score), so that the other ranks do not wait for this one in the plan's exchange.
-func (l *Layer) topK(s *G.Node, K int, opts op.TopKOpts) (*G.Node, error) {
+// routerTopK is op.RouterTopK; for an expert-parallel layer its op aborts the communicator
+// when it fails (a NaN score), so that the other ranks do not wait for this one in the plan's
+// exchange.
+func (l *Layer) routerTopK(logits *G.Node, K int, opts op.RouterOpts) (*G.Node, error) {
 	ep, ok := l.paths.(epPaths)
 	if !ok {
-		return op.TopK(s, K, opts)
+		return op.RouterTopK(logits, K, opts)
 	}
-	in := []*G.Node{s}
+	in := []*G.Node{logits}
 	if opts.Bias != nil {
 		in = append(in, opts.Bias)
 	}
@@ -294,7 +295,7 @@ func (l *Layer) topK(s *G.Node, K int, opts op.TopKOpts) (*G.Node, error) {
 		if len(in) > 1 {
 			o.Bias = in[1]
 		}
-		return op.TopK(in[0], K, o)
+		return op.RouterTopK(in[0], K, o)
 	}, in...)
 }
 
@@ -321,62 +322,31 @@ func (l *Layer) forward(x *G.Node, T int, geo kernels.Geometry, eval bool) (*Out
 	if o.Logits, err = op.MatMul(xr, l.Router); err != nil {
 		return nil, err
 	}
-	topts := op.TopKOpts{Groups: c.Groups, GroupsKept: c.GroupsKept, Bias: l.Bias}
-	var auxScores *G.Node // [T,E] scores over all experts for the balancing losses
-	needAux := !eval && (c.AuxLossCoeff > 0 || c.SeqAuxLossCoeff > 0)
-	switch {
-	case c.Score == Softmax && c.PreSoftmax:
-		s, err := op.Softmax(o.Logits)
-		if err != nil {
-			return nil, err
-		}
-		if o.IDs, err = l.topK(s, K, topts); err != nil {
-			return nil, err
-		}
-		if o.Probs, err = op.GatherTopK(s, o.IDs); err != nil {
-			return nil, err
-		}
-		auxScores = s
-	case c.Score == Softmax:
-		if o.IDs, err = l.topK(o.Logits, K, topts); err != nil {
-			return nil, err
-		}
-		chosen, err := op.GatherTopK(o.Logits, o.IDs)
-		if err != nil {
-			return nil, err
-		}
-		if o.Probs, err = op.Softmax(chosen); err != nil {
-			return nil, err
-		}
-		if needAux {
-			if auxScores, err = op.Softmax(o.Logits); err != nil {
-				return nil, err
-			}
-		}
-	default: // Sigmoid
-		s, err := op.Sigmoid(o.Logits)
-		if err != nil {
-			return nil, err
-		}
-		if o.IDs, err = l.topK(s, K, topts); err != nil {
-			return nil, err
-		}
-		if o.Probs, err = op.GatherTopK(s, o.IDs); err != nil {
-			return nil, err
-		}
-		if K > 1 {
-			if o.Probs, err = op.RowNormalize(o.Probs); err != nil {
-				return nil, err
-			}
-		}
-		if needAux {
-			if auxScores, err = op.RowNormalize(s); err != nil {
-				return nil, err
-			}
-		}
+	// The fused router: one launch for the scores and the selection, one for the probs (and
+	// one for their backward), with the bits of the single-op chain (op.RouterTopK).
+	ropts := op.RouterOpts{Score: kernels.RouterSoftmax, PreSoftmax: c.PreSoftmax, Groups: c.Groups,
+		GroupsKept: c.GroupsKept, Bias: l.Bias, Scale: c.ScalingFactor}
+	if c.Score == Sigmoid {
+		ropts.Score = kernels.RouterSigmoid
 	}
-	if c.ScalingFactor != 1 {
-		if o.Probs, err = op.Scale(o.Probs, c.ScalingFactor); err != nil {
+	if o.IDs, err = l.routerTopK(o.Logits, K, ropts); err != nil {
+		return nil, err
+	}
+	if o.Probs, err = op.RouterProbs(o.Logits, o.IDs, ropts); err != nil {
+		return nil, err
+	}
+	var auxScores *G.Node // [T,E] scores over all experts for the balancing losses
+	if !eval && (c.AuxLossCoeff > 0 || c.SeqAuxLossCoeff > 0) {
+		if c.Score == Sigmoid {
+			s, err := op.Sigmoid(o.Logits)
+			if err != nil {
+				return nil, err
+			}
+			auxScores, err = op.RowNormalize(s)
+		} else {
+			auxScores, err = op.Softmax(o.Logits)
+		}
+		if err != nil {
 			return nil, err
 		}
 	}
