@@ -265,8 +265,9 @@ func run(r *result, dt tensor.Dtype, iters, warmup int) error {
 
 // breakdown times two parts of the layer's forward+backward as graphs of their own, with the
 // layer's device weights: the expert FFNs (three grouped GEMMs and SwiGLU, on rows permuted
-// by a plan of uniformly random ids) and the routing and data movement (router matmul, top-k,
-// softmax of the chosen logits, plan, permute, combine-unpermute, without experts). What is
+// by a plan of uniformly random ids) and the routing and data movement (router matmul, the
+// fused router's top-k and softmax of the chosen logits, plan, permute, combine-unpermute,
+// without experts). What is
 // left of the whole layer's time is gradient sums and Gorgonia's own work.
 func breakdown(r *result, dt tensor.Dtype, eng *gdev.Engine, l *moe.Layer, xd, dyd *tensor.Dense, rng *rand.Rand, time1 func(*G.ExprGraph) (float64, error)) error {
 	geo := kernels.Geometry{T: r.T, K: r.K, E: r.E, A: 1, Mode: kernels.Dropless}
@@ -330,15 +331,12 @@ func breakdown(r *result, dt tensor.Dtype, eng *gdev.Engine, l *moe.Layer, xd, d
 		if err != nil {
 			return err
 		}
-		ids, err := op.TopK(logits, r.K, op.TopKOpts{})
+		ro := op.RouterOpts{Score: kernels.RouterSoftmax}
+		ids, err := op.RouterTopK(logits, r.K, ro)
 		if err != nil {
 			return err
 		}
-		chosen, err := op.GatherTopK(logits, ids)
-		if err != nil {
-			return err
-		}
-		probs, err := op.Softmax(chosen)
+		probs, err := op.RouterProbs(logits, ids, ro)
 		if err != nil {
 			return err
 		}
