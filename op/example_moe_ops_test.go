@@ -43,6 +43,39 @@ func ExampleTopK() {
 	// [0.5 0.3 0.6 0.3]
 }
 
+// The fused router: the top-2 of three experts by logit, weighted by the softmax over the two
+// chosen logits (token 0 chose logits 2 and 1: weights e/(e+1) and 1/(e+1)).
+func ExampleRouterTopK() {
+	g := G.NewGraph()
+	logits := G.NewMatrix(g, tensor.Float64, G.WithShape(2, 3), G.WithName("logits"),
+		G.WithValue(tensor.New(tensor.WithShape(2, 3), tensor.WithBacking([]float64{
+			0, 2, 1,
+			3, 0, 3,
+		}))))
+	ro := op.RouterOpts{Score: kernels.RouterSoftmax}
+	ids, err := op.RouterTopK(logits, 2, ro)
+	if err != nil {
+		log.Fatal(err)
+	}
+	probs, err := op.RouterProbs(logits, ids, ro)
+	if err != nil {
+		log.Fatal(err)
+	}
+	var idsV, probsV G.Value
+	G.Read(ids, &idsV)
+	G.Read(probs, &probsV)
+	m := G.NewTapeMachine(g)
+	defer m.Close()
+	if err := m.RunAll(); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(idsV.Data())
+	fmt.Printf("%.4f\n", probsV.Data())
+	// Output:
+	// [1 2 0 2]
+	// [0.7311 0.2689 0.5000 0.5000]
+}
+
 // Each expert multiplies its own rows of the permuted buffer by its own weight. Expert 0 scales
 // by 2, expert 1 by 10; token 1 goes to expert 1, the others to expert 0.
 func ExampleGroupedMatMul() {
