@@ -168,9 +168,16 @@ type Backend interface {
 	// Capture runs f with the device work of like's engine captured into a graph instead of
 	// running (device.Engine.Capture).
 	Capture(like G.Value, f func() error) (Graph, error)
-	// SumSquares returns Σ g² of the device tensor g (rows of the accumulator type summed in
-	// float64 on the host; it waits for the device).
+	// SumSquares returns Σ g² of the device tensor g: rows of 1024 elements summed in the
+	// accumulator type, the row sums added in float64 on the device in a fixed order
+	// (kernels.SumReduce); it waits for the device.
 	SumSquares(g *tensor.Dense) (float64, error)
+	// ClipGrads clips the gradients gs (on one device) by their global L2 norm without waiting
+	// for the device: each one's Σ g² as SumSquares computes it, their sum in order, and
+	// st[at] = skip, st[at+1] = norm, st[at+2] = scale into the optimiser's scalars st (from
+	// Scalars; kernels.ClipFinish); each gradient is multiplied by the scale when it is below 1
+	// (kernels.ScaleBy), with the bits of SumSquares, the host's norm and Scale.
+	ClipGrads(gs []*tensor.Dense, maxNorm float64, st any, at int) error
 	// Scale multiplies g by s in place (gradient clipping).
 	Scale(g *tensor.Dense, s float64) error
 }

@@ -172,68 +172,109 @@ const sumSquaresCols = 1024
 
 // SumSquares views g as rows of up to 1024 elements (a last shorter row for the rest), sums
 // each row's squares with kernels.RowDot (one warp per row, in the accumulator type: float32
-// for float32 and bfloat16, float64 for float64), copies the row sums to the host and adds
-// them there in float64, in row order.
+// for float32 and bfloat16, float64 for float64), adds the row sums in float64 on the device
+// (kernels.SumReduce) and copies that one number to the host.
 func (cudaBackend) SumSquares(g *tensor.Dense) (float64, error) {
 	e := trainEngine(g)
 	if e == nil {
 		return 0, fmt.Errorf("the gradient is not in GPU memory")
 	}
-	dt, err := DType(g.Dtype())
+	out, err := e.NewStepTensor(tensor.Float64, 1)
 	if err != nil {
 		return 0, err
 	}
+	if err := sumSquaresInto(e, densePtr(out), g); err != nil {
+		return 0, err
+	}
+	h, err := e.CopyOut(out)
+	if err != nil {
+		return 0, err
+	}
+	return h.Float64s()[0], nil
+}
+
+// sumSquaresInto writes Σ g² (float64) to out on the device: RowDot's row sums of 1024
+// elements, added by kernels.SumReduce.
+func sumSquaresInto(e *Engine, out cu.DevicePtr, g *tensor.Dense) error {
+	dt, err := DType(g.Dtype())
+	if err != nil {
+		return err
+	}
+	k := e.Kernels()
 	n := int64(g.Shape().TotalSize())
-	if n == 0 {
-		return 0, nil
+	if n == 0 { // no rows: SumReduce writes 0
+		return k.SumReduce(kernels.F32, out, 0, 0)
 	}
 	cols := int64(sumSquaresCols)
 	if n < cols {
 		cols = n
 	}
 	rows, tail := n/cols, n%cols
-	pdt := tensor.Float32
+	pdt, rdt := tensor.Float32, kernels.F32
 	if dt.ProbSize() == 8 {
-		pdt = tensor.Float64
+		pdt, rdt = tensor.Float64, kernels.F64
 	}
-	nr := int(rows)
+	nr := rows
 	if tail > 0 {
 		nr++
 	}
-	out, err := e.NewStepTensor(pdt, nr)
+	sums, err := e.NewStepTensor(pdt, int(nr))
 	if err != nil {
-		return 0, err
+		return err
 	}
-	k := e.Kernels()
-	if err := k.RowDot(dt, densePtr(out), densePtr(g), densePtr(g), rows, int(cols)); err != nil {
-		return 0, err
+	if err := k.RowDot(dt, densePtr(sums), densePtr(g), densePtr(g), rows, int(cols)); err != nil {
+		return err
 	}
 	if tail > 0 {
 		off := cu.DevicePtr(uintptr(rows*cols) * uintptr(dt.Size()))
-		if err := k.RowDot(dt, densePtr(out)+cu.DevicePtr(uintptr(rows)*uintptr(dt.ProbSize())), densePtr(g)+off, densePtr(g)+off, 1, int(tail)); err != nil {
-			return 0, err
+		if err := k.RowDot(dt, densePtr(sums)+cu.DevicePtr(uintptr(rows)*uintptr(dt.ProbSize())), densePtr(g)+off, densePtr(g)+off, 1, int(tail)); err != nil {
+			return err
 		}
 	}
-	h, err := e.CopyOut(out)
+	return k.SumReduce(rdt, out, densePtr(sums), nr)
+}
+
+func (cudaBackend) ClipGrads(gs []*tensor.Dense, maxNorm float64, st any, at int) error {
+	sd, ok := st.(*tensor.Dense)
+	if !ok || sd == nil || sd.Dtype() != tensor.Float64 || at < 0 || at+3 > sd.Shape().TotalSize() {
+		return fmt.Errorf("gomoe: train: ClipGrads: scalars %v, want float64 with room for 3 at %d", st, at)
+	}
+	if len(gs) == 0 {
+		return fmt.Errorf("gomoe: train: ClipGrads: no gradients")
+	}
+	e := trainEngine(gs[0])
+	if e == nil || trainEngine(sd) != e {
+		return fmt.Errorf("gomoe: train: ClipGrads: the gradients and scalars are not in one GPU's memory")
+	}
+	for _, g := range gs {
+		if trainEngine(g) != e {
+			return fmt.Errorf("gomoe: train: ClipGrads: a gradient is not in the first one's GPU memory")
+		}
+	}
+	sums, err := e.NewStepTensor(tensor.Float64, len(gs))
 	if err != nil {
-		return 0, err
+		return err
 	}
-	s := 0.0
-	switch x := h.Data().(type) {
-	case []float32:
-		for _, v := range x {
-			s += float64(v)
+	for i, g := range gs {
+		if err := sumSquaresInto(e, densePtr(sums)+cu.DevicePtr(8*i), g); err != nil {
+			return err
 		}
-	case []float64:
-		for _, v := range x {
-			s += v
-		}
-	case float32:
-		s = float64(x)
-	case float64:
-		s = x
 	}
-	return s, nil
+	k := e.Kernels()
+	sp := densePtr(sd) + cu.DevicePtr(8*at)
+	if err := k.ClipFinish(sp, densePtr(sums), len(gs), maxNorm); err != nil {
+		return err
+	}
+	for _, g := range gs {
+		dt, err := DType(g.Dtype())
+		if err != nil {
+			return err
+		}
+		if err := k.ScaleBy(dt, densePtr(g), sp, int64(g.Shape().TotalSize())); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Scale multiplies g by s in place with the engine's element-wise kernel (kernels.Binary:

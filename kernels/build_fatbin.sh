@@ -30,7 +30,7 @@ what=${1:-all}
 case $what in all | gmm | main) ;; *) echo "usage: $0 [all|gmm|main]" >&2; exit 2 ;; esac
 # The sources of gomoe.fatbin (keep in step with mainSources in fatbin_hash_test.go).
 main_sources=(gomoe.cu gomoe.cuh plan.cuh permute.cuh unpermute.cuh permute_probs.cuh binary.cuh
-  blockcopy.cuh activation.cuh rowop.cuh topk.cuh gather_topk.cuh router.cuh optimizer.cuh cast.cuh
+  blockcopy.cuh activation.cuh rowop.cuh topk.cuh gather_topk.cuh router.cuh optimizer.cuh grad_norm.cuh cast.cuh
   scale_rows.cuh bias.cuh relu.cuh rmsnorm.cuh cross_entropy.cuh embedding.cuh balance_loss.cuh
   z_loss.cuh)
 nv=$("$NVCC" --version | awk '/release/{print $5 $6}')

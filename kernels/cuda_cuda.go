@@ -83,7 +83,8 @@ func (d DType) suffix() string {
 func (d DType) valid() bool { return d == F32 || d == F64 || d == BF16 }
 
 // Status bits written by the device kernels (see gomoe.cu; StatusNaNScore is in topk_cuda.go,
-// StatusBadIndex in embedding_cuda.go).
+// StatusBadIndex in embedding_cuda.go, StatusBadPlan in gmm_sm90_cuda.go, StatusBadNorm in
+// grad_norm_cuda.go).
 const (
 	StatusBadID    = 1 // an expert id outside [-1, E)
 	StatusRepeated = 2 // a token named one expert twice
@@ -112,6 +113,9 @@ func (s StatusError) Error() string {
 	}
 	if s&StatusBadPlan != 0 {
 		parts = append(parts, "a grouped matmul's plan had an expert segment outside its rows (that expert skipped, its dW set to 0)")
+	}
+	if s&StatusBadNorm != 0 {
+		parts = append(parts, "a clipped step's gradient norm was NaN or infinite (its update skipped)")
 	}
 	return "gomoe: device kernels: " + strings.Join(parts, "; ")
 }

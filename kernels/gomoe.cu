@@ -13,6 +13,8 @@
 //   4  a NaN prob under drop-by-prob (sorted below every other prob)
 //   8  a NaN top-k selection or group score (ranked lowest)
 //  16  an embedding id outside [0, V) (its row set to 0)
+//  32  a grouped matmul plan's segment outside its rows (gmm_sm90)
+//  64  a NaN or infinite gradient norm in clip_finish (the update skipped)
 #include "gomoe.cuh"
 
 using namespace gomoe;
@@ -29,6 +31,7 @@ using namespace gomoe;
 #include "gather_topk.cuh"
 #include "router.cuh"
 #include "optimizer.cuh"
+#include "grad_norm.cuh"
 #include "cast.cuh"
 #include "scale_rows.cuh"
 #include "bias.cuh"

@@ -10,16 +10,20 @@
 //         p = p − lr·((m/c1) / (sqrt(v/c2) + eps) + wd·p)    c1 = 1−b1^t, c2 = 1−b2^t (host)
 // (wd > 0 is decoupled weight decay, AdamW.) The scalars are rounded to the type first. With sc
 // not null the kernels take them from device memory instead of their arguments (a step
-// replayed from a CUDA graph, whose arguments are fixed): sgd sc = {lr, wd}, adam sc = {lr, b1,
-// b2, eps, c1, c2, wd}.
+// replayed from a CUDA graph, whose arguments are fixed): sgd sc = {lr, wd, skip}, adam sc =
+// {lr, b1, b2, eps, c1, c2, wd, skip}; a skip other than 0 (written by clip_finish for a
+// gradient norm that is NaN or infinite) leaves the weights and the moments as they are.
 
-// fromSc replaces the scalar arguments by sc's values when sc is not null.
-__device__ __forceinline__ void fromSc(const double *sc, double &lr, double &wd) {
+// fromSc replaces the scalar arguments by sc's values when sc is not null, and reports whether
+// the step is skipped.
+__device__ __forceinline__ bool fromSc(const double *sc, double &lr, double &wd) {
   if (sc) lr = sc[0], wd = sc[1];
+  return sc && sc[2] != 0;
 }
-__device__ __forceinline__ void fromSc(const double *sc, double &lr, double &b1, double &b2, double &eps, double &c1,
+__device__ __forceinline__ bool fromSc(const double *sc, double &lr, double &b1, double &b2, double &eps, double &c1,
                                        double &c2, double &wd) {
   if (sc) lr = sc[0], b1 = sc[1], b2 = sc[2], eps = sc[3], c1 = sc[4], c2 = sc[5], wd = sc[6];
+  return sc && sc[7] != 0;
 }
 
 __device__ __forceinline__ float subRN(float a, float b) { return __fsub_rn(a, b); }
@@ -58,24 +62,24 @@ __device__ __forceinline__ void adamElems(T *__restrict__ p, const T *__restrict
 }
 extern "C" __global__ void __launch_bounds__(256)
 sgd_f32(float *p, const float *g, double lr, double wd, long long n, const double *sc) {
-  fromSc(sc, lr, wd);
+  if (fromSc(sc, lr, wd)) return;
   sgdElems<float>(p, g, lr, wd, n);
 }
 extern "C" __global__ void __launch_bounds__(256)
 sgd_f64(double *p, const double *g, double lr, double wd, long long n, const double *sc) {
-  fromSc(sc, lr, wd);
+  if (fromSc(sc, lr, wd)) return;
   sgdElems<double>(p, g, lr, wd, n);
 }
 extern "C" __global__ void __launch_bounds__(256)
 adam_f32(float *p, const float *g, float *m, float *v, double lr, double b1, double b2, double eps, double c1, double c2,
          double wd, long long n, const double *sc) {
-  fromSc(sc, lr, b1, b2, eps, c1, c2, wd);
+  if (fromSc(sc, lr, b1, b2, eps, c1, c2, wd)) return;
   adamElems<float>(p, g, m, v, lr, b1, b2, eps, c1, c2, wd, n);
 }
 extern "C" __global__ void __launch_bounds__(256)
 adam_f64(double *p, const double *g, double *m, double *v, double lr, double b1, double b2, double eps, double c1,
          double c2, double wd, long long n, const double *sc) {
-  fromSc(sc, lr, b1, b2, eps, c1, c2, wd);
+  if (fromSc(sc, lr, b1, b2, eps, c1, c2, wd)) return;
   adamElems<double>(p, g, m, v, lr, b1, b2, eps, c1, c2, wd, n);
 }
 
@@ -85,7 +89,7 @@ adam_f64(double *p, const double *g, double *m, double *v, double lr, double b1,
 
 extern "C" __global__ void __launch_bounds__(256)
 sgd_bf16(__nv_bfloat16 *p, const __nv_bfloat16 *g, float *w32, double lr_, double wd_, long long n, const double *sc) {
-  fromSc(sc, lr_, wd_);
+  if (fromSc(sc, lr_, wd_)) return;
   float lr = (float)lr_, wd = (float)wd_;
   for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
        i += (long long)gridDim.x * blockDim.x) {
@@ -98,7 +102,7 @@ sgd_bf16(__nv_bfloat16 *p, const __nv_bfloat16 *g, float *w32, double lr_, doubl
 extern "C" __global__ void __launch_bounds__(256)
 adam_bf16(__nv_bfloat16 *p, const __nv_bfloat16 *g, float *w32, float *m, float *v, double lr_, double b1_, double b2_,
           double eps_, double c1_, double c2_, double wd_, long long n, const double *sc) {
-  fromSc(sc, lr_, b1_, b2_, eps_, c1_, c2_, wd_);
+  if (fromSc(sc, lr_, b1_, b2_, eps_, c1_, c2_, wd_)) return;
   float lr = (float)lr_, b1 = (float)b1_, b2 = (float)b2_, eps = (float)eps_, c1 = (float)c1_, c2 = (float)c2_,
         wd = (float)wd_;
   float nb1 = (float)(1 - b1_), nb2 = (float)(1 - b2_);

@@ -18,9 +18,10 @@ func init() {
 }
 
 // The launchers' sc, when not 0, is device memory holding the scalars that the kernels then
-// read instead of their arguments (float64s; SGD: lr, wd; Adam: lr, b1, b2, eps, c1, c2, wd):
-// a step captured into a CUDA graph takes each replay's learning rate and bias corrections
-// from there.
+// read instead of their arguments (float64s; SGD: lr, wd, skip; Adam: lr, b1, b2, eps, c1, c2,
+// wd, skip): a step captured into a CUDA graph takes each replay's learning rate and bias
+// corrections from there, and a skip other than 0 (ClipFinish's flag for a gradient norm that
+// is NaN or infinite) leaves the weights, masters and moments unchanged.
 
 // SGDUpdate is the CUDA twin of the CPU SGDUpdate on n elements (float32 or float64).
 func (c *CUDA) SGDUpdate(d DType, p, g cu.DevicePtr, n int64, lr, wd float64, sc cu.DevicePtr) error {

@@ -29,7 +29,7 @@ func TestCUDAOptimizers(t *testing.T) {
 		if step < 3 {
 			cuMust(t, testCUDA.AdamUpdate(F32, bp.p, bg.p, bm.p, bv.p, n, 1e-3, 0.9, 0.999, 1e-8, c1, c2, 0.01, 0))
 		} else {
-			sc := cuUpload(t, []float64{1e-3, 0.9, 0.999, 1e-8, c1, c2, 0.01})
+			sc := cuUpload(t, []float64{1e-3, 0.9, 0.999, 1e-8, c1, c2, 0.01, 0})
 			cuMust(t, testCUDA.AdamUpdate(F32, bp.p, bg.p, bm.p, bv.p, n, 7, 0.5, 0.5, 1, 0.5, 0.5, 3, sc.p))
 		}
 	}
@@ -43,11 +43,28 @@ func TestCUDAOptimizers(t *testing.T) {
 	p64, g64 := trRand(rng, n, 1), trRand(rng, n, 1)
 	bp64, bg64 := cuUpload(t, p64), cuUpload(t, g64)
 	cuMust(t, SGDUpdate(p64, g64, 0.1, 0.01))
-	cuMust(t, testCUDA.SGDUpdate(F64, bp64.p, bg64.p, n, 5, 7, cuUpload(t, []float64{0.1, 0.01}).p))
+	cuMust(t, testCUDA.SGDUpdate(F64, bp64.p, bg64.p, n, 5, 7, cuUpload(t, []float64{0.1, 0.01, 0}).p))
 	got := cuDownload[float64](t, bp64, n)
 	for i := range got {
 		if math.Float64bits(got[i]) != math.Float64bits(p64[i]) {
 			t.Fatalf("SGD p[%d]: GPU %v, CPU %v", i, got[i], p64[i])
+		}
+	}
+	// A skip flag in the scalars (a NaN gradient norm under clipping) leaves everything as it
+	// was: weights, moments and masters.
+	pb, mb, vb := cuDownload[float32](t, bp, n), cuDownload[float32](t, bm, n), cuDownload[float32](t, bv, n)
+	cuMust(t, testCUDA.AdamUpdate(F32, bp.p, bg.p, bm.p, bv.p, n, 1, 0.5, 0.5, 1, 0.5, 0.5, 0, cuUpload(t, []float64{1, 0.5, 0.5, 1, 0.5, 0.5, 0, 1}).p))
+	cuMust(t, testCUDA.SGDUpdate(F64, bp64.p, bg64.p, n, 1, 0, cuUpload(t, []float64{1, 0, 1}).p))
+	for name, pair := range map[string][2][]float32{"p": {cuDownload[float32](t, bp, n), pb}, "m": {cuDownload[float32](t, bm, n), mb}, "v": {cuDownload[float32](t, bv, n), vb}} {
+		for i := range pair[1] {
+			if math.Float32bits(pair[0][i]) != math.Float32bits(pair[1][i]) {
+				t.Fatalf("skipped Adam changed %s[%d]: %v, was %v", name, i, pair[0][i], pair[1][i])
+			}
+		}
+	}
+	for i, x := range cuDownload[float64](t, bp64, n) {
+		if math.Float64bits(x) != math.Float64bits(got[i]) {
+			t.Fatalf("skipped SGD changed p[%d]: %v, was %v", i, x, got[i])
 		}
 	}
 }
@@ -70,7 +87,7 @@ func TestCUDABFloat16Optimizers(t *testing.T) {
 		if step < 3 {
 			cuMust(t, testCUDA.AdamUpdateBF16(bp.p, bg.p, bw.p, bm.p, bv.p, n, 1e-3, 0.9, 0.999, 1e-8, c1, c2, 0.01, 0))
 		} else {
-			sc := cuUpload(t, []float64{1e-3, 0.9, 0.999, 1e-8, c1, c2, 0.01})
+			sc := cuUpload(t, []float64{1e-3, 0.9, 0.999, 1e-8, c1, c2, 0.01, 0})
 			cuMust(t, testCUDA.AdamUpdateBF16(bp.p, bg.p, bw.p, bm.p, bv.p, n, 7, 0.5, 0.5, 1, 0.5, 0.5, 3, sc.p))
 		}
 	}

@@ -18,8 +18,10 @@ import (
 // Adam and SGD call it themselves when their MaxGradNorm is set; call it directly before
 // another solver. The squares are summed in float64 in the order of vgs (host gradients);
 // a gradient in GPU memory (gomoecuda build) is summed on the GPU by rows of 1024 elements in
-// the accumulator type (float32 for float32 and bfloat16) and the row sums in float64 on the
-// host, so a GPU norm agrees with the CPU's within float32 rounding. The scaling multiplies
+// the accumulator type (float32 for float32 and bfloat16) and the row sums in float64 in a
+// fixed order on the GPU (one number per gradient comes to the host), so a GPU norm agrees
+// with the CPU's within float32 rounding. (A step captured by GraphStep clips with the same
+// kernels and the same bits without coming to the host at all.) The scaling multiplies
 // each element by the scale rounded to the gradient's dtype (float32 for bfloat16, rounded
 // once to bfloat16), on the host and on the GPU alike.
 //

@@ -3,6 +3,7 @@ package train
 import (
 	"errors"
 	"fmt"
+	"math"
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
@@ -25,9 +26,16 @@ import (
 // capture keeps pointing at memory that every replay rewrites.
 //
 // Where a step cannot be captured it runs every step eagerly instead and Reason says why, once
-// known: the weights live on the host, the solver is not *Adam or *SGD, gradient clipping is
-// on (it reads the norm on the host), or the capture failed (an op that waits for the device,
-// such as the cuBLAS grouped GEMM that reads the plan's offsets).
+// known: the weights live on the host, the solver is not *Adam or *SGD, or the capture failed
+// (an op that waits for the device, such as the cuBLAS grouped GEMM that reads the plan's
+// offsets).
+//
+// Gradient clipping (MaxGradNorm) runs on the device in a captured step: the norm, the scale
+// and the skip flag go to the solver's scalars, with the eager step's bits. A NaN or infinite
+// norm, which fails an eager step with nothing updated, makes a replayed step change no weight
+// or moment and sets kernels.StatusBadNorm, reported by the next call that checks the device
+// status; the step still counts (Adam's bias corrections move on). GradNorm reads the norm
+// from the device (it waits).
 type GraphStep struct {
 	vm     G.VM
 	solver G.Solver
@@ -48,8 +56,6 @@ func NewGraphStep(vm G.VM, solver G.Solver, params G.Nodes) *GraphStep {
 
 // graphSolver is a solver whose device kernels can take the step's scalars from device memory.
 type graphSolver interface {
-	// graphBlocker says why the solver's step cannot be captured ("" if it can).
-	graphBlocker() string
 	// nextScalars writes the next step's scalars to the solver's device buffer (made on dev's
 	// device on first use), from which its kernels then read them.
 	nextScalars(dev device.Backend, like *tensor.Dense) error
@@ -135,8 +141,6 @@ func (s *GraphStep) capture() (reason string, err error) {
 		return "the weights are not in GPU memory", nil
 	case !ok:
 		return fmt.Sprintf("the solver %T has no graph step (use *train.Adam or *train.SGD)", s.solver), nil
-	case gs.graphBlocker() != "":
-		return gs.graphBlocker(), nil
 	}
 	if err := gs.nextScalars(dev, w0); err != nil {
 		return "", err
@@ -174,11 +178,53 @@ func (s *GraphStep) Close() error {
 }
 
 // graphScalars is an optimiser's device buffer of step scalars for graph replays (nil buf:
-// its kernels take the scalars as arguments).
+// its kernels take the scalars as arguments): the solver's scalars, then three that a clipped
+// step's kernels write (skip, norm, scale; kernels.ClipFinish).
 type graphScalars struct {
-	dev device.Backend
-	buf any
-	on  bool // the kernels read buf
+	dev       device.Backend
+	buf       any
+	on        bool // the kernels read buf
+	normOnDev int  // 1 + the index of the last norm in buf, 0 when it is on the host
+}
+
+// clip clips the gradients of ps to maxNorm (0: none) and returns the norm. While the kernels
+// read the buffer (a step being captured) it clips on the device without waiting
+// (device.Backend.ClipGrads, with the bits of the eager clip), writing skip, norm and scale at
+// at, and returns NaN: norm then reads the norm from the device.
+func (g *graphScalars) clip(ps []pair, maxNorm float64, at int) (float64, error) {
+	g.normOnDev = 0
+	if !g.on || maxNorm == 0 {
+		return clip(ps, maxNorm)
+	}
+	gs := make([]*tensor.Dense, len(ps))
+	for i, p := range ps {
+		if p.gpu == nil {
+			return math.NaN(), fmt.Errorf("clipping a captured step: the gradient of %s is not in GPU memory", p.wLabel)
+		}
+		gs[i] = p.g
+	}
+	if err := ps[0].gpu.ClipGrads(gs, maxNorm, g.buf, at); err != nil {
+		return math.NaN(), fmt.Errorf("clipping a captured step: %w", err)
+	}
+	g.normOnDev = at + 2
+	return math.NaN(), nil
+}
+
+// norm is the last step's gradient norm: host, or the device's when the step clipped there
+// (a replayed step; reading it waits for the device).
+func (g *graphScalars) norm(host float64) float64 {
+	if g.normOnDev == 0 || g.buf == nil {
+		return host
+	}
+	v, ok := g.buf.(G.Value)
+	if !ok {
+		return math.NaN()
+	}
+	h, err := g.dev.Download(v)
+	if err != nil {
+		return math.NaN()
+	}
+	return h.Float64s()[g.normOnDev-1]
 }
 
 // arg is what the kernels get: the buffer while capturing, else nil.
@@ -208,31 +254,17 @@ func (g *graphScalars) release() {
 	g.dev, g.buf = nil, nil
 }
 
-func (a *Adam) graphBlocker() string {
-	if a.MaxGradNorm > 0 {
-		return "gradient clipping reads the gradient norm on the host"
-	}
-	return ""
-}
-
 func (a *Adam) nextScalars(dev device.Backend, like *tensor.Dense) error {
 	c1, c2 := a.corrections(a.t + 1)
-	return a.gsc.set(dev, like, []float64{a.LR, a.Beta1, a.Beta2, a.Eps, c1, c2, a.WeightDecay})
+	return a.gsc.set(dev, like, []float64{a.LR, a.Beta1, a.Beta2, a.Eps, c1, c2, a.WeightDecay, 0, 0, 1})
 }
 
 func (a *Adam) replayed() { a.t++ }
 
 func (a *Adam) capturing(on bool) { a.gsc.on = on }
 
-func (s *SGD) graphBlocker() string {
-	if s.MaxGradNorm > 0 {
-		return "gradient clipping reads the gradient norm on the host"
-	}
-	return ""
-}
-
 func (s *SGD) nextScalars(dev device.Backend, like *tensor.Dense) error {
-	return s.gsc.set(dev, like, []float64{s.LR, s.WeightDecay})
+	return s.gsc.set(dev, like, []float64{s.LR, s.WeightDecay, 0, 0, 1})
 }
 
 func (s *SGD) replayed() {}

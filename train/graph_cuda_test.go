@@ -12,10 +12,11 @@ import (
 // TestGraphStepGPU: GraphStep (one eager step, then the step captured as a CUDA graph and
 // replayed with each step's batch uploaded first) gives the losses and final weights of
 // eager steps bit for bit: Adam on float32 and bfloat16 layers, and SGD with a learning rate
-// that changes every step (the scalars a replay takes from device memory). Where the step
-// cannot be captured the steps stay eager, give the same bits, and Reason says why: with
-// clipping, and for a bfloat16 layer whose 12-wide expert rows (24 bytes) take the cuBLAS
-// grouped GEMM, which reads the plan's offsets on the host.
+// that changes every step (the scalars a replay takes from device memory), with and without
+// gradient-norm clipping (on the device in a replay; the last step's norm too). Where the
+// step cannot be captured the steps stay eager, give the same bits, and Reason says why: for
+// a bfloat16 layer whose 12-wide expert rows (24 bytes) take the cuBLAS grouped GEMM, which
+// reads the plan's offsets on the host.
 func TestGraphStepGPU(t *testing.T) {
 	const N = 50
 	for _, c := range []resumeCase{
@@ -23,6 +24,7 @@ func TestGraphStepGPU(t *testing.T) {
 		{name: "bf16 adam", dtype: resumeCases[2].dtype, ffn: 16},
 		{name: "bf16 sgd", dtype: resumeCases[2].dtype, sgd: true, ffn: 16},
 		{name: "f32 adam clip", dtype: resumeCases[0].dtype, maxNorm: 0.05},
+		{name: "bf16 sgd clip", dtype: resumeCases[2].dtype, sgd: true, ffn: 16, maxNorm: 0.05},
 		{name: "bf16 adam cublas", dtype: resumeCases[2].dtype},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -51,7 +53,7 @@ func TestGraphStepGPU(t *testing.T) {
 			if err := eng.Status(); err != nil {
 				t.Fatal(err)
 			}
-			if c.maxNorm > 0 || c.ffn == 0 && c.dtype != resumeCases[0].dtype {
+			if c.ffn == 0 && c.dtype != resumeCases[0].dtype {
 				if gs.Replaying() || gs.Reason() == "" {
 					t.Errorf("replaying %v, reason %q; want eager steps and a reason", gs.Replaying(), gs.Reason())
 				}
@@ -72,6 +74,13 @@ func TestGraphStepGPU(t *testing.T) {
 			}
 			if a, ok := gm.opt.(*train.Adam); ok && a.Steps() != N {
 				t.Errorf("Adam step count %d after %d steps", a.Steps(), N)
+			}
+			if c.maxNorm > 0 {
+				type normed interface{ GradNorm() float64 }
+				got, want := gm.opt.(normed).GradNorm(), ref.opt.(normed).GradNorm()
+				if math.Float64bits(got) != math.Float64bits(want) || math.IsNaN(want) {
+					t.Errorf("last gradient norm %v replayed, %v eager", got, want)
+				}
 			}
 		})
 	}

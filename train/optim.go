@@ -63,8 +63,9 @@ func (a *Adam) Steps() int {
 }
 
 // GradNorm is the global L2 norm of the gradients of the last step, before clipping (NaN
-// when MaxGradNorm is 0: the norm is computed only to clip).
-func (a *Adam) GradNorm() float64 { return a.norm }
+// when MaxGradNorm is 0: the norm is computed only to clip). After a step replayed by
+// GraphStep it reads the norm from the device (it waits for the device).
+func (a *Adam) GradNorm() float64 { return a.gsc.norm(a.norm) }
 
 // SGD is plain stochastic gradient descent, w = w − LR·(g + WeightDecay·w), as a
 // gorgonia.Solver that updates float32, float64 and bfloat16 weights (through a float32 master
@@ -171,7 +172,7 @@ func (a *Adam) Step(vgs []G.ValueGrad) error {
 	if a.state, err2 = ensure(a.state, ps, true); err2 != nil {
 		return fmt.Errorf("gomoe: train: Adam: %w", err2)
 	}
-	if a.norm, err2 = clip(ps, a.MaxGradNorm); err2 != nil {
+	if a.norm, err2 = a.gsc.clip(ps, a.MaxGradNorm, 7); err2 != nil {
 		return fmt.Errorf("gomoe: train: Adam: %w", err2)
 	}
 	t := a.t + 1
@@ -354,7 +355,7 @@ func (s *SGD) Step(vgs []G.ValueGrad) error {
 	if s.state, err2 = ensure(s.state, ps, false); err2 != nil {
 		return fmt.Errorf("gomoe: train: SGD: %w", err2)
 	}
-	if s.norm, err2 = clip(ps, s.MaxGradNorm); err2 != nil {
+	if s.norm, err2 = s.gsc.clip(ps, s.MaxGradNorm, 2); err2 != nil {
 		return fmt.Errorf("gomoe: train: SGD: %w", err2)
 	}
 	for _, p := range ps {
@@ -382,8 +383,9 @@ func (s *SGD) Step(vgs []G.ValueGrad) error {
 }
 
 // GradNorm is the global L2 norm of the gradients of the last step, before clipping (NaN
-// when MaxGradNorm is 0).
-func (s *SGD) GradNorm() float64 { return s.norm }
+// when MaxGradNorm is 0). After a step replayed by GraphStep it reads the norm from the
+// device (it waits for the device).
+func (s *SGD) GradNorm() float64 { return s.gsc.norm(s.norm) }
 
 // Release frees the master copies of bfloat16 weights (device memory for GPU weights).
 func (s *SGD) Release() {

@@ -1,0 +1,70 @@
+// grad_norm.cuh: gradient-norm clipping on the device, for training steps that never wait for
+// the host (launcher: grad_norm_cuda.go; the host path is train's clip, which calls the same
+// kernels through device.Backend.SumSquares). Part of gomoe.cu's translation unit (included
+// after gomoe.cuh and optimizer.cuh); built into gomoe.fatbin by build_fatbin.sh.
+//
+// A gradient's Σ g² comes from RowDot's row sums (rows of 1024 elements, in the accumulator
+// type); sum_reduce adds the row sums in double in a fixed order (thread x of 256 sums rows x,
+// x+256, ... in order, then the xor butterfly of warpSumA, then the 8 warp sums in warp order);
+// clip_finish adds the gradients' sums in order, takes the norm and the scale
+// maxNorm/(norm + 1e-6) in double (IEEE sqrt and division: the host's bits), and scale_by
+// multiplies a gradient by the scale when it is below 1, as the engine's MulScalar does.
+
+#define StatusBadNorm 64
+
+template <typename R> __device__ __forceinline__ void sumReduce(const R *__restrict__ rows, long long n, double *out) {
+  __shared__ double ws[8];
+  double s = 0;
+  for (long long i = threadIdx.x; i < n; i += 256) s += (double)rows[i];
+  s = warpSumA(s);
+  if ((threadIdx.x & 31) == 0) ws[threadIdx.x >> 5] = s;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    double t = 0;
+    for (int w = 0; w < 8; w++) t += ws[w];
+    *out = t;
+  }
+}
+extern "C" __global__ void __launch_bounds__(256) sum_reduce_f32(const float *rows, long long n, double *out) {
+  sumReduce<float>(rows, n, out);
+}
+extern "C" __global__ void __launch_bounds__(256) sum_reduce_f64(const double *rows, long long n, double *out) {
+  sumReduce<double>(rows, n, out);
+}
+
+// clip_finish: st = {skip, norm, scale} (an optimiser's scalars from its skip slot). A NaN or
+// infinite norm sets skip (the optimiser kernels then change nothing), scale 1 and
+// StatusBadNorm.
+extern "C" __global__ void clip_finish(const double *sums, int n, double maxNorm, double *st, int *status) {
+  if (threadIdx.x != 0 || blockIdx.x != 0) return;
+  double s = 0;
+  for (int i = 0; i < n; i++) s += sums[i];
+  double norm = sqrt(s);
+  st[1] = norm;
+  if (norm != norm || norm - norm != 0) {
+    st[0] = 1;
+    st[2] = 1;
+    atomicOr(status, StatusBadNorm);
+    return;
+  }
+  st[0] = 0;
+  st[2] = maxNorm / (norm + 1e-6);
+}
+
+// scale_by: g = g·scale (in the accumulator type, rounded once) when scale = st[2] < 1.
+template <typename T> __device__ __forceinline__ void scaleBy(T *__restrict__ g, const double *st, long long n) {
+  typedef typename Acc<T>::type A;
+  double s = st[2];
+  if (!(s < 1)) return;
+  A sc = (A)s;
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+    T o;
+    fromAcc(toAcc(g[i]) * sc, o);
+    g[i] = o;
+  }
+}
+extern "C" __global__ void __launch_bounds__(256) scale_by_f32(float *g, const double *st, long long n) { scaleBy<float>(g, st, n); }
+extern "C" __global__ void __launch_bounds__(256) scale_by_f64(double *g, const double *st, long long n) { scaleBy<double>(g, st, n); }
+extern "C" __global__ void __launch_bounds__(256) scale_by_bf16(__nv_bfloat16 *g, const double *st, long long n) {
+  scaleBy<__nv_bfloat16>(g, st, n);
+}

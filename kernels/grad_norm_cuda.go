@@ -1,0 +1,50 @@
+//go:build gomoecuda
+
+package kernels
+
+import (
+	"fmt"
+
+	"gorgonia.org/cu"
+)
+
+// Gradient-norm clipping on the device: the launchers of grad_norm.cuh's kernels.
+
+func init() {
+	kernelNames = append(kernelNames, "sum_reduce_f32", "sum_reduce_f64", "clip_finish",
+		"scale_by_f32", "scale_by_f64", "scale_by_bf16")
+}
+
+// StatusBadNorm is the status bit ClipFinish sets for a NaN or infinite gradient norm.
+const StatusBadNorm = 64
+
+// SumReduce writes out[0] (a float64) = the sum of n row sums (float32 or float64, as RowDot
+// writes them) in double, in grad_norm.cuh's fixed order: one block.
+func (c *CUDA) SumReduce(d DType, out, rows cu.DevicePtr, n int64) error {
+	if d != F32 && d != F64 {
+		return fmt.Errorf("gomoe: device SumReduce: row sums of dtype %v, want float32 or float64", d)
+	}
+	return c.do(func() error {
+		return c.launch("sum_reduce_"+d.suffix(), 1, 256, 0, *new(args).p(rows).l(n).p(out))
+	})
+}
+
+// ClipFinish adds the n float64 sums (one per gradient, in order), and writes st[0] = skip (1
+// for a NaN or infinite norm, with StatusBadNorm; else 0), st[1] = the norm and st[2] = the
+// scale maxNorm/(norm + 1e-6) (1 when skipped). One thread.
+func (c *CUDA) ClipFinish(st, sums cu.DevicePtr, n int, maxNorm float64) error {
+	return c.do(func() error {
+		return c.launch("clip_finish", 1, 32, 0, *new(args).p(sums).i(n).d(maxNorm).p(st).p(c.status))
+	})
+}
+
+// ScaleBy multiplies the n elements of g by st[2] when st[2] < 1 (in the accumulator type,
+// rounded once: Binary's OpMul with that scalar).
+func (c *CUDA) ScaleBy(d DType, g, st cu.DevicePtr, n int64) error {
+	if !d.valid() {
+		return fmt.Errorf("gomoe: device ScaleBy: dtype %v", d)
+	}
+	return c.do(func() error {
+		return c.launch("scale_by_"+d.suffix(), gridFor(n, 256), 256, 0, *new(args).p(g).p(st).l(n))
+	})
+}
