@@ -21,6 +21,7 @@ const localPlanName = "ep.NewPlan (local plan)"
 // tell where that is; no data of it is read.
 type localPlanOp struct {
 	opkit.Base
+	opkit.NoGrad
 	gs, gl kernels.Geometry
 }
 
@@ -56,19 +57,6 @@ func (o localPlanOp) String() string {
 }
 func (o localPlanOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, o) }
 func (o localPlanOp) Hashcode() uint32      { return opkit.Hashcode(o) }
-
-// DiffWRT is all false: the plan is integer routing data.
-func (o localPlanOp) DiffWRT(n int) []bool { return make([]bool, n) }
-
-// SymDiff returns no gradient.
-func (o localPlanOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
-	return make(G.Nodes, len(inputs)), nil
-}
-
-// DoDiff has nothing to accumulate.
-func (o localPlanOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
-	return nil
-}
 
 // Do copies the local part out of the ep plan (and uploads it if the send plan is on the
 // device: a copy to the device, no host sync).

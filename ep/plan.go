@@ -199,6 +199,7 @@ func epPlanLen(gs, gl kernels.Geometry) int { return 2*gs.E + 1 + gl.PlanLen() }
 // ep plan [epPlanLen] int32 in host memory. Its Do is a collective.
 type planOp struct {
 	opkit.Base
+	opkit.NoGrad
 	gs, gl kernels.Geometry
 	c      Communicator
 }
@@ -232,17 +233,6 @@ func (o planOp) String() string {
 }
 func (o planOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, o) }
 func (o planOp) Hashcode() uint32      { return opkit.Hashcode(o) }
-
-// DiffWRT is all false: the plan is integer routing data.
-func (o planOp) DiffWRT(n int) []bool { return make([]bool, n) }
-
-// SymDiff returns no gradient.
-func (o planOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
-	return make(G.Nodes, len(inputs)), nil
-}
-
-// DoDiff has nothing to accumulate.
-func (o planOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error { return nil }
 
 // Do exchanges the counts and the token indices and builds the local plan. Any error aborts
 // the communicator, so that no other rank waits for this one.

@@ -43,6 +43,7 @@ func ExpertLoad(ids *G.Node, experts, seqs int, dt tensor.Dtype) (*G.Node, error
 
 type expertLoadOp struct {
 	opkit.Base
+	opkit.NoGrad
 	e, seqs int
 	dt      tensor.Dtype
 }
@@ -96,19 +97,6 @@ func (op expertLoadOp) String() string {
 }
 func (op expertLoadOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
 func (op expertLoadOp) Hashcode() uint32      { return opkit.Hashcode(op) }
-
-// DiffWRT: counts are not differentiable.
-func (op expertLoadOp) DiffWRT(n int) []bool { return make([]bool, n) }
-
-// SymDiff returns no gradient.
-func (op expertLoadOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
-	return make(G.Nodes, len(inputs)), nil
-}
-
-// DoDiff adds nothing.
-func (op expertLoadOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
-	return nil
-}
 
 var (
 	_ G.SDOp = expertLoadOp{}

@@ -37,6 +37,7 @@ func JitterNoise(x *G.Node, eps float64, seed int64) (*G.Node, error) {
 // jitterNoiseOp is a pointer op: its run counter is state shared by every use of the node.
 type jitterNoiseOp struct {
 	opkit.Base
+	opkit.NoGrad
 	eps  float64
 	seed int64
 	dims int
@@ -97,19 +98,6 @@ func (op *jitterNoiseOp) String() string {
 }
 func (op *jitterNoiseOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
 func (op *jitterNoiseOp) Hashcode() uint32      { return opkit.Hashcode(op) }
-
-// DiffWRT: the noise does not depend on x's values.
-func (op *jitterNoiseOp) DiffWRT(n int) []bool { return make([]bool, n) }
-
-// SymDiff returns no gradient.
-func (op *jitterNoiseOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
-	return make(G.Nodes, len(inputs)), nil
-}
-
-// DoDiff adds nothing.
-func (op *jitterNoiseOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
-	return nil
-}
 
 var (
 	_ G.SDOp = &jitterNoiseOp{}

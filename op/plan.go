@@ -129,6 +129,7 @@ func planInput(name string, p *Plan, x *G.Node, what string) (tensor.Dtype, erro
 // probs is an input only in capacity mode with drop by prob.
 type planOp struct {
 	opkit.Base
+	opkit.NoGrad
 	g         kernels.Geometry
 	withProbs bool
 }
@@ -246,16 +247,3 @@ func (op planOp) String() string {
 }
 func (op planOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
 func (op planOp) Hashcode() uint32      { return opkit.Hashcode(op) }
-
-// DiffWRT is all false: the plan is integer routing data.
-func (op planOp) DiffWRT(n int) []bool { return make([]bool, n) }
-
-// SymDiff returns no gradients.
-func (op planOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
-	return make(G.Nodes, len(inputs)), nil
-}
-
-// DoDiff has nothing to accumulate.
-func (op planOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
-	return nil
-}

@@ -111,6 +111,7 @@ func RouterProbs(logits, ids *G.Node, o RouterOpts) (*G.Node, error) {
 // routerTopKOp: logits [T,E] (, bias [E]) → ids [T,K] int32.
 type routerTopKOp struct {
 	opkit.Base
+	opkit.NoGrad
 	k, e int
 	r    kernels.Router
 	bias bool
@@ -186,19 +187,6 @@ func (op routerTopKOp) String() string {
 }
 func (op routerTopKOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
 func (op routerTopKOp) Hashcode() uint32      { return opkit.Hashcode(op) }
-
-// DiffWRT: the selection is piecewise constant; nothing is differentiable.
-func (op routerTopKOp) DiffWRT(n int) []bool { return make([]bool, n) }
-
-// SymDiff returns no gradients (the selection is not differentiable).
-func (op routerTopKOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
-	return make(G.Nodes, len(inputs)), nil
-}
-
-// DoDiff adds nothing (the selection is not differentiable).
-func (op routerTopKOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
-	return nil
-}
 
 // routerProbsOp: logits [T,E], ids [T,K] int32 → probs [T,K].
 type routerProbsOp struct {

@@ -71,6 +71,7 @@ func TopK(scores *G.Node, k int, opts TopKOpts) (*G.Node, error) {
 // topkOp: scores [T,E] (, bias [E]) → ids [T,K] int32.
 type topkOp struct {
 	opkit.Base
+	opkit.NoGrad
 	k, e         int
 	groups, kept int
 	bias         bool
@@ -200,17 +201,6 @@ func (op topkOp) String() string {
 }
 func (op topkOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
 func (op topkOp) Hashcode() uint32      { return opkit.Hashcode(op) }
-
-// DiffWRT: the selection is piecewise constant; nothing is differentiable.
-func (op topkOp) DiffWRT(n int) []bool { return make([]bool, n) }
-
-// SymDiff returns no gradients (TopK is not differentiable).
-func (op topkOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
-	return make(G.Nodes, len(inputs)), nil
-}
-
-// DoDiff adds nothing (TopK is not differentiable).
-func (op topkOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error { return nil }
 
 var (
 	_ G.SDOp = topkOp{}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"hash"
 	"io"
+
+	G "gorgonia.org/gorgonia"
 )
 
 // Base is embedded in every Gorgonia op of packages op and ep for the Op methods whose answer
@@ -31,3 +33,19 @@ func WriteHash(h hash.Hash, op fmt.Stringer) { io.WriteString(h, op.String()) }
 
 // Hashcode is the hash of op's String (its name and every parameter): an op's Hashcode.
 func Hashcode(op fmt.Stringer) uint32 { return Hash(op.String()) }
+
+// NoGrad is embedded, beside Base, in the ops whose output has no gradient (a selection, a
+// plan, counts, noise): DiffWRT is all false, SymDiff returns no gradients and DoDiff adds
+// nothing.
+type NoGrad struct{}
+
+// DiffWRT is all false: no input has a gradient through the op.
+func (NoGrad) DiffWRT(n int) []bool { return make([]bool, n) }
+
+// SymDiff returns no gradients.
+func (NoGrad) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
+	return make(G.Nodes, len(inputs)), nil
+}
+
+// DoDiff has nothing to accumulate.
+func (NoGrad) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error { return nil }
