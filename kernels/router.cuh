@@ -252,22 +252,16 @@ __device__ __forceinline__ void routeProbsBwd(const T *__restrict__ x, const int
   }
 }
 
+#define ROUTER_TOPK(SUF, T, NPL)                                                                  \
+  extern "C" __global__ void __launch_bounds__(128)                                                \
+      route_topk##NPL##_##SUF(const T *x, const T *b, int *ids, long long n, int E, int K, int sc, int pre, int g, \
+                              int kept, int per, int *st) {                                        \
+    routeTopK<T, NPL>(x, b, ids, n, E, K, sc, pre, g, kept, per, st);                              \
+  }
 #define ROUTER(SUF, T)                                                                             \
-  extern "C" __global__ void __launch_bounds__(128)                                                \
-      route_topk4_##SUF(const T *x, const T *b, int *ids, long long n, int E, int K, int sc, int pre, int g, \
-                        int kept, int per, int *st) {                                              \
-    routeTopK<T, 4>(x, b, ids, n, E, K, sc, pre, g, kept, per, st);                                \
-  }                                                                                                \
-  extern "C" __global__ void __launch_bounds__(128)                                                \
-      route_topk8_##SUF(const T *x, const T *b, int *ids, long long n, int E, int K, int sc, int pre, int g, \
-                        int kept, int per, int *st) {                                              \
-    routeTopK<T, 8>(x, b, ids, n, E, K, sc, pre, g, kept, per, st);                                \
-  }                                                                                                \
-  extern "C" __global__ void __launch_bounds__(128)                                                \
-      route_topk32_##SUF(const T *x, const T *b, int *ids, long long n, int E, int K, int sc, int pre, int g, \
-                         int kept, int per, int *st) {                                             \
-    routeTopK<T, 32>(x, b, ids, n, E, K, sc, pre, g, kept, per, st);                               \
-  }                                                                                                \
+  ROUTER_TOPK(SUF, T, 4)                                                                           \
+  ROUTER_TOPK(SUF, T, 8)                                                                           \
+  ROUTER_TOPK(SUF, T, 32)                                                                          \
   extern "C" __global__ void __launch_bounds__(128)                                                \
       route_probs_##SUF(const T *x, const int *ids, T *p, long long n, int E, int K, int sc, int pre, double scale, \
                         int *st) {                                                                 \
@@ -281,4 +275,5 @@ __device__ __forceinline__ void routeProbsBwd(const T *__restrict__ x, const int
 ROUTER(f32, float)
 ROUTER(f64, double)
 #undef ROUTER
+#undef ROUTER_TOPK
 #undef ROUTER_TOKENS
