@@ -6,6 +6,8 @@
 //	logits = x·Router                        router, optionally in its own dtype (fp32 router)
 //	ids    = topK(score(logits) + bias)      softmax or sigmoid scores, group-limited top-k
 //	probs  = the chosen scores               renormalised (or not) and scaled
+//	                                         (both: the fused router, op.RouterTopK and
+//	                                         op.RouterProbs, one launch each on the GPU)
 //	plan   = route(ids)                      dropless, or capacity with drop by prob/position
 //	xp     = permute(x, plan)                [T,H] -> expert-major rows [R,H]
 //	hp     = act(xp ⊛ W1, xp ⊛ W3)           grouped matmul per expert segment; SwiGLU or GELU
