@@ -227,11 +227,12 @@ __device__ __forceinline__ void routeProbsBwd(const T *__restrict__ x, const int
     T y = routerProb(c, score, onLogits, K, cm, cs);
     return onLogits ? y * (g - d) : (g - d) / cs;
   };
-  // ds_e = 0 + Σ_{k: ids[k] = e} dc_k in k order (gatherTopKBwd)
+  // ds_e = 0 + Σ_{k: ids[k] = e} dc_k in k order (gatherTopKBwd: each dc_k rounded before it
+  // is added, so addRN keeps the compiler from fusing the add into dc_k's multiply)
   auto scatter = [&](int e) -> T {
     T v = 0;
     for (int k = 0; k < K; k++)
-      if (idr[k] == e) v += dchosen(k);
+      if (idr[k] == e) v = addRN(v, dchosen(k));
     return v;
   };
   if (onLogits) {
