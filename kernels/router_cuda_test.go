@@ -40,8 +40,9 @@ func routerCases() []routerCase {
 	}
 }
 
-// routerChainGPU runs the chain of single kernels on the device: ids, probs and dlogits.
-func routerChainGPU(t *testing.T, d DType, c routerCase, x, bias cuDevBuf, dp cuDevBuf, size int64) (ids, probs, dx cuDevBuf) {
+// routerChainGPU runs the chain of single kernels on the device: ids (given, or TopK's when
+// given.p is 0), probs and dlogits.
+func routerChainGPU(t *testing.T, d DType, c routerCase, x, bias, dp, given cuDevBuf, size int64) (ids, probs, dx cuDevBuf) {
 	T, E, K, r := int64(c.T), c.E, c.K, c.r
 	n, tk := T*int64(E), T*int64(K)
 	k := testCUDA
@@ -57,8 +58,11 @@ func routerChainGPU(t *testing.T, d DType, c routerCase, x, bias cuDevBuf, dp cu
 		cuMust(t, k.ActivationForward(d, Sigmoid, s.p, x.p, 0, n))
 		sel = s
 	}
-	ids = cuAlloc(t, 4*tk)
-	cuMust(t, k.TopK(d, ids.p, sel.p, bias.p, T, E, K, r.Groups, r.Kept))
+	ids = given
+	if given.p == 0 {
+		ids = cuAlloc(t, 4*tk)
+		cuMust(t, k.TopK(d, ids.p, sel.p, bias.p, T, E, K, r.Groups, r.Kept))
+	}
 	c0, p0 := cuAlloc(t, tk*size), cuAlloc(t, tk*size)
 	cuMust(t, k.GatherTopK(d, c0.p, sel.p, ids.p, T, E, K))
 	norm := r.Score == RouterSoftmax && !r.Pre || r.Score == RouterSigmoid && K > 1
@@ -143,7 +147,7 @@ func routerCheckGPU[F float32 | float64](t *testing.T, d DType, c routerCase, to
 	if c.bias {
 		bb = cuUpload(t, bias)
 	}
-	wantIDs, wantP, wantDX := routerChainGPU(t, d, c, bx, bb, bdp, size)
+	wantIDs, wantP, wantDX := routerChainGPU(t, d, c, bx, bb, bdp, cuDevBuf{}, size)
 	tk, n := int64(T*K), int64(T*E)
 	ids, p, dx := cuAlloc(t, 4*tk), cuAlloc(t, tk*size), cuAlloc(t, n*size)
 	k := testCUDA
@@ -157,6 +161,19 @@ func routerCheckGPU[F float32 | float64](t *testing.T, d DType, c routerCase, to
 	gotP, gotDX := cuDownload[F](t, p, T*K), cuDownload[F](t, dx, T*E)
 	cuSameBits(t, fmt.Sprintf("%v probs", d), gotP, cuDownload[F](t, wantP, T*K))
 	cuSameBits(t, fmt.Sprintf("%v dlogits", d), gotDX, cuDownload[F](t, wantDX, T*E))
+
+	// Given ids with repeats (not from RouterTopK): a repeated expert's gradients add in k
+	// order, as GatherTopK's backward adds them.
+	rep := make([]int32, T*K)
+	for i := range rep {
+		rep[i] = int32(rng.IntN(min(E, 3)))
+	}
+	brep := cuUpload(t, rep)
+	_, repP, repDX := routerChainGPU(t, d, c, bx, bb, bdp, brep, size)
+	cuMust(t, k.RouterProbs(d, p.p, bx.p, brep.p, int64(T), E, K, c.r))
+	cuMust(t, k.RouterProbsBackward(d, dx.p, bx.p, brep.p, bdp.p, int64(T), E, K, c.r))
+	cuSameBits(t, fmt.Sprintf("%v probs of repeated ids", d), cuDownload[F](t, p, T*K), cuDownload[F](t, repP, T*K))
+	cuSameBits(t, fmt.Sprintf("%v dlogits of repeated ids", d), cuDownload[F](t, dx, T*E), cuDownload[F](t, repDX, T*E))
 
 	// The CPU twin: ids equal (random data: no near ties), values within tol.
 	cids, cp, cdx := make([]int32, T*K), make([]F, T*K), make([]F, T*E)
