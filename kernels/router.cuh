@@ -208,7 +208,9 @@ __device__ __forceinline__ void routeProbsBwd(const T *__restrict__ x, const int
   if (score == RouterSoftmax && pre) routerRowSoftmax(xr, E, lane, m, s);
   routerNorm(xr, idr, E, K, score, onLogits, m, s, lane, status, cm, cs);
   T sc = (T)scale;
-  auto grad = [&](int j) -> T { return scale != 1.0 ? dpr[j] * sc : dpr[j]; };
+  // the scaled gradient, rounded (mulRN) as the engine's MulScalar stores it: a plain product
+  // here would be fused into the subtraction below
+  auto grad = [&](int j) -> T { return scale != 1.0 ? mulRN(dpr[j], sc) : dpr[j]; };
   bool norm = onLogits || (score == RouterSigmoid && K > 1);
   // d = Σ_j g_j·y_j over the chosen (rowBwd), y the probs before the scale
   T d = 0;
