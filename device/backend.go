@@ -173,11 +173,12 @@ type Backend interface {
 	// (kernels.SumReduce); it waits for the device.
 	SumSquares(g *tensor.Dense) (float64, error)
 	// ClipGrads clips the gradients gs (on one device) by their global L2 norm without waiting
-	// for the device: each one's Σ g² as SumSquares computes it, their sum in order, and
-	// st[at] = skip, st[at+1] = norm, st[at+2] = scale into the optimiser's scalars st (from
-	// Scalars; kernels.ClipFinish); each gradient is multiplied by the scale when it is below 1
-	// (kernels.ScaleBy), with the bits of SumSquares, the host's norm and Scale.
-	ClipGrads(gs []*tensor.Dense, maxNorm float64, st any, at int) error
+	// for the device, to the max norm st[at+3] in the optimiser's scalars st (from Scalars;
+	// 0: no clipping): each gradient's Σ g² as SumSquares computes it, their sum in order, and
+	// st[at] = skip, st[at+1] = norm, st[at+2] = scale (kernels.ClipFinish); each gradient is
+	// multiplied by the scale when it is below 1 (kernels.ScaleBy), with the bits of
+	// SumSquares, the host's norm and Scale.
+	ClipGrads(gs []*tensor.Dense, st any, at int) error
 	// Scale multiplies g by s in place (gradient clipping).
 	Scale(g *tensor.Dense, s float64) error
 }

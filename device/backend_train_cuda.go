@@ -80,10 +80,14 @@ func (cudaBackend) Adam(w, g *tensor.Dense, w32, m, v any, lr, b1, b2, eps, c1, 
 	}
 	md, vd := m.(*tensor.Dense), v.(*tensor.Dense)
 	n := int64(w.Shape().TotalSize())
-	if dt == kernels.BF16 {
-		return e.Kernels().AdamUpdateBF16(densePtr(w), densePtr(g), densePtr(w32.(*tensor.Dense)), densePtr(md), densePtr(vd), n, lr, b1, b2, eps, c1, c2, wd, scalarsPtr(sc))
+	scp, err := scalarsPtr(sc, 8)
+	if err != nil {
+		return err
 	}
-	return e.Kernels().AdamUpdate(dt, densePtr(w), densePtr(g), densePtr(md), densePtr(vd), n, lr, b1, b2, eps, c1, c2, wd, scalarsPtr(sc))
+	if dt == kernels.BF16 {
+		return e.Kernels().AdamUpdateBF16(densePtr(w), densePtr(g), densePtr(w32.(*tensor.Dense)), densePtr(md), densePtr(vd), n, lr, b1, b2, eps, c1, c2, wd, scp)
+	}
+	return e.Kernels().AdamUpdate(dt, densePtr(w), densePtr(g), densePtr(md), densePtr(vd), n, lr, b1, b2, eps, c1, c2, wd, scp)
 }
 
 func (cudaBackend) SGD(w, g *tensor.Dense, w32 any, lr, wd float64, sc any) error {
@@ -93,18 +97,27 @@ func (cudaBackend) SGD(w, g *tensor.Dense, w32 any, lr, wd float64, sc any) erro
 		return err
 	}
 	n := int64(w.Shape().TotalSize())
-	if dt == kernels.BF16 {
-		return e.Kernels().SGDUpdateBF16(densePtr(w), densePtr(g), densePtr(w32.(*tensor.Dense)), n, lr, wd, scalarsPtr(sc))
+	scp, err := scalarsPtr(sc, 3)
+	if err != nil {
+		return err
 	}
-	return e.Kernels().SGDUpdate(dt, densePtr(w), densePtr(g), n, lr, wd, scalarsPtr(sc))
+	if dt == kernels.BF16 {
+		return e.Kernels().SGDUpdateBF16(densePtr(w), densePtr(g), densePtr(w32.(*tensor.Dense)), n, lr, wd, scp)
+	}
+	return e.Kernels().SGDUpdate(dt, densePtr(w), densePtr(g), n, lr, wd, scp)
 }
 
-// scalarsPtr is the device address of an optimiser's scalars (from Scalars), 0 for nil.
-func scalarsPtr(sc any) cu.DevicePtr {
-	if d, ok := sc.(*tensor.Dense); ok && d != nil {
-		return densePtr(d)
+// scalarsPtr is the device address of an optimiser's scalars (from Scalars), 0 for nil; the
+// kernels read the first want float64s (the solver's scalars and the skip flag).
+func scalarsPtr(sc any, want int) (cu.DevicePtr, error) {
+	if sc == nil {
+		return 0, nil
 	}
-	return 0
+	d, ok := sc.(*tensor.Dense)
+	if !ok || d == nil || d.Dtype() != tensor.Float64 || d.Shape().TotalSize() < want {
+		return 0, fmt.Errorf("gomoe: train: optimiser scalars %v, want at least %d float64s in GPU memory", sc, want)
+	}
+	return densePtr(d), nil
 }
 
 func (cudaBackend) Scalars(w *tensor.Dense, n int) (any, error) {
@@ -234,10 +247,10 @@ func sumSquaresInto(e *Engine, out cu.DevicePtr, g *tensor.Dense) error {
 	return k.SumReduce(rdt, out, densePtr(sums), nr)
 }
 
-func (cudaBackend) ClipGrads(gs []*tensor.Dense, maxNorm float64, st any, at int) error {
+func (cudaBackend) ClipGrads(gs []*tensor.Dense, st any, at int) error {
 	sd, ok := st.(*tensor.Dense)
-	if !ok || sd == nil || sd.Dtype() != tensor.Float64 || at < 0 || at+3 > sd.Shape().TotalSize() {
-		return fmt.Errorf("gomoe: train: ClipGrads: scalars %v, want float64 with room for 3 at %d", st, at)
+	if !ok || sd == nil || sd.Dtype() != tensor.Float64 || at < 0 || at+4 > sd.Shape().TotalSize() {
+		return fmt.Errorf("gomoe: train: ClipGrads: scalars %v, want float64 with room for 4 at %d", st, at)
 	}
 	if len(gs) == 0 {
 		return fmt.Errorf("gomoe: train: ClipGrads: no gradients")
@@ -262,7 +275,7 @@ func (cudaBackend) ClipGrads(gs []*tensor.Dense, maxNorm float64, st any, at int
 	}
 	k := e.Kernels()
 	sp := densePtr(sd) + cu.DevicePtr(8*at)
-	if err := k.ClipFinish(sp, densePtr(sums), len(gs), maxNorm); err != nil {
+	if err := k.ClipFinish(sp, densePtr(sums), len(gs)); err != nil {
 		return err
 	}
 	for _, g := range gs {

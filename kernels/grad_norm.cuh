@@ -32,22 +32,25 @@ extern "C" __global__ void __launch_bounds__(256) sum_reduce_f64(const double *r
   sumReduce<double>(rows, n, out);
 }
 
-// clip_finish: st = {skip, norm, scale} (an optimiser's scalars from its skip slot). A NaN or
-// infinite norm sets skip (the optimiser kernels then change nothing), scale 1 and
-// StatusBadNorm.
-extern "C" __global__ void clip_finish(const double *sums, int n, double maxNorm, double *st, int *status) {
+// clip_finish: st = {skip, norm, scale, maxNorm} (an optimiser's scalars from its skip slot;
+// the host writes maxNorm before each replay, so a new MaxGradNorm takes effect). A max norm of
+// 0 or less clips nothing (skip 0, scale 1). A NaN or infinite norm sets skip (the optimiser
+// kernels then change nothing), scale 1 and StatusBadNorm.
+extern "C" __global__ void clip_finish(const double *sums, int n, double *st, int *status) {
   if (threadIdx.x != 0 || blockIdx.x != 0) return;
+  double maxNorm = st[3];
   double s = 0;
   for (int i = 0; i < n; i++) s += sums[i];
   double norm = sqrt(s);
   st[1] = norm;
+  st[0] = 0;
+  st[2] = 1;
+  if (!(maxNorm > 0)) return;
   if (norm != norm || norm - norm != 0) {
     st[0] = 1;
-    st[2] = 1;
     atomicOr(status, StatusBadNorm);
     return;
   }
-  st[0] = 0;
   st[2] = maxNorm / (norm + 1e-6);
 }
 

@@ -29,12 +29,13 @@ func (c *CUDA) SumReduce(d DType, out, rows cu.DevicePtr, n int64) error {
 	})
 }
 
-// ClipFinish adds the n float64 sums (one per gradient, in order), and writes st[0] = skip (1
-// for a NaN or infinite norm, with StatusBadNorm; else 0), st[1] = the norm and st[2] = the
-// scale maxNorm/(norm + 1e-6) (1 when skipped). One thread.
-func (c *CUDA) ClipFinish(st, sums cu.DevicePtr, n int, maxNorm float64) error {
+// ClipFinish adds the n float64 sums (one per gradient, in order) and, for the max norm st[3],
+// writes st[0] = skip (1 for a NaN or infinite norm, with StatusBadNorm; else 0), st[1] = the
+// norm and st[2] = the scale maxNorm/(norm + 1e-6) (1 when skipped, or when st[3] <= 0: no
+// clipping). One thread.
+func (c *CUDA) ClipFinish(st, sums cu.DevicePtr, n int) error {
 	return c.do(func() error {
-		return c.launch("clip_finish", 1, 32, 0, *new(args).p(sums).i(n).d(maxNorm).p(st).p(c.status))
+		return c.launch("clip_finish", 1, 32, 0, *new(args).p(sums).i(n).p(st).p(c.status))
 	})
 }
 

@@ -33,8 +33,8 @@ func sumReduceRef(rows []float64) float64 {
 }
 
 // TestCUDAGradNormKernels: SumReduce gives its documented order's bits for float32 and
-// float64 row sums; ClipFinish gives the host's norm and scale (IEEE sqrt and division) and a
-// skip flag with StatusBadNorm for an infinite norm; ScaleBy equals Binary's multiply by the
+// float64 row sums; ClipFinish gives the host's norm and scale (IEEE sqrt and division), no
+// clipping for a max norm of 0, and a skip flag with StatusBadNorm for an infinite norm; ScaleBy equals Binary's multiply by the
 // same scale, and leaves a gradient alone for a scale of 1 or more.
 func TestCUDAGradNormKernels(t *testing.T) {
 	rng := rand.New(rand.NewPCG(21, 22))
@@ -53,10 +53,10 @@ func TestCUDAGradNormKernels(t *testing.T) {
 		}
 	}
 	sums := []float64{3.5, 0.25, 11}
-	st := cuUpload(t, []float64{9, 9, 9})
-	cuMust(t, k.ClipFinish(st.p, cuUpload(t, sums).p, 3, 0.5))
+	st := cuUpload(t, []float64{9, 9, 9, 0.5})
+	cuMust(t, k.ClipFinish(st.p, cuUpload(t, sums).p, 3))
 	norm := math.Sqrt(3.5 + 0.25 + 11)
-	got := cuDownload[float64](t, st, 3)
+	got := cuDownload[float64](t, st, 4)
 	if got[0] != 0 || math.Float64bits(got[1]) != math.Float64bits(norm) || math.Float64bits(got[2]) != math.Float64bits(0.5/(norm+1e-6)) {
 		t.Fatalf("ClipFinish: %v, want [0 %v %v]", got, norm, 0.5/(norm+1e-6))
 	}
@@ -67,12 +67,18 @@ func TestCUDAGradNormKernels(t *testing.T) {
 	cuSameBits(t, "ScaleBy", cuDownload[float32](t, bg, 5000), cuDownload[float32](t, bw, 5000))
 	cuMust(t, k.Status())
 	// A scale of 1 or more changes nothing; an infinite norm skips, with the status bit.
-	cuMust(t, k.ClipFinish(st.p, cuUpload(t, []float64{0.01}).p, 1, 0.5))
+	cuMust(t, k.ClipFinish(st.p, cuUpload(t, []float64{0.01}).p, 1))
 	before := cuDownload[float32](t, bg, 5000)
 	cuMust(t, k.ScaleBy(F32, bg.p, st.p, 5000))
 	cuSameBits(t, "ScaleBy at scale >= 1", cuDownload[float32](t, bg, 5000), before)
-	cuMust(t, k.ClipFinish(st.p, cuUpload(t, []float64{1, math.Inf(1)}).p, 2, 0.5))
-	if got := cuDownload[float64](t, st, 3); got[0] != 1 || got[2] != 1 {
+	// A max norm of 0 (clipping turned off after the capture) clips nothing.
+	off := cuUpload(t, []float64{9, 9, 9, 0})
+	cuMust(t, k.ClipFinish(off.p, cuUpload(t, []float64{100}).p, 1))
+	if got := cuDownload[float64](t, off, 4); got[0] != 0 || got[1] != 10 || got[2] != 1 {
+		t.Fatalf("max norm 0: scalars %v, want skip 0, norm 10, scale 1", got)
+	}
+	cuMust(t, k.ClipFinish(st.p, cuUpload(t, []float64{1, math.Inf(1)}).p, 2))
+	if got := cuDownload[float64](t, st, 4); got[0] != 1 || got[2] != 1 {
 		t.Fatalf("infinite norm: scalars %v, want skip 1 and scale 1", got)
 	}
 	if err := k.Status(); err == nil || !statusHas(err, StatusBadNorm) {

@@ -270,6 +270,35 @@ func relCases() []badCase {
 			return nodeErr(TopK(s, 2, TopKOpts{Groups: 2, GroupsKept: 1}))
 		}, "the score of group 1 of token 1 is NaN"),
 
+		// RouterTopK, RouterProbs
+		rel("RouterTopK/nil logits", func(gr *G.ExprGraph) (*G.Node, error) {
+			return nodeErr(RouterTopK(nil, 1, RouterOpts{Score: kernels.RouterSoftmax}))
+		}, "logits is nil"),
+		rel("RouterTopK/K > E", func(gr *G.ExprGraph) (*G.Node, error) {
+			return nodeErr(RouterTopK(floatNode(gr, tensor.Float64, "s", 4, 3), 4, RouterOpts{Score: kernels.RouterSoftmax}))
+		}, "K=4", "E=3"),
+		rel("RouterTopK/no score function", func(gr *G.ExprGraph) (*G.Node, error) {
+			return nodeErr(RouterTopK(floatNode(gr, tensor.Float64, "s", 4, 3), 2, RouterOpts{}))
+		}, "unknown score function 0"),
+		rel("RouterTopK/groups do not divide E", func(gr *G.ExprGraph) (*G.Node, error) {
+			return nodeErr(RouterTopK(floatNode(gr, tensor.Float64, "s", 4, 6), 2, RouterOpts{Score: kernels.RouterSigmoid, Groups: 4, GroupsKept: 2}))
+		}, "4 equal groups"),
+		rel("RouterTopK/bias of another dtype", func(gr *G.ExprGraph) (*G.Node, error) {
+			return nodeErr(RouterTopK(floatNode(gr, tensor.Float64, "s", 4, 3), 2, RouterOpts{Score: kernels.RouterSoftmax, Bias: floatNode(gr, tensor.Float32, "bias", 3)}))
+		}, "bias is float32"),
+		relRun("RouterTopK/NaN logit", func(gr *G.ExprGraph) (*G.Node, error) {
+			return nodeErr(RouterTopK(matNode(gr, tensor.Float32, "s", 2, 3, []float64{1, 2, 3, 4, nan, 6}), 2, RouterOpts{Score: kernels.RouterSoftmax}))
+		}, "RouterTopK", "scores[1,1] is NaN"),
+		rel("RouterProbs/int32 logits", func(gr *G.ExprGraph) (*G.Node, error) {
+			return nodeErr(RouterProbs(idsNode(gr, "s", 4, 2, okIDs), idsNode(gr, "ids", 4, 2, okIDs), RouterOpts{Score: kernels.RouterSoftmax}))
+		}, "RouterProbs: logits: dtype int32"),
+		rel("RouterProbs/K > E", func(gr *G.ExprGraph) (*G.Node, error) {
+			return nodeErr(RouterProbs(floatNode(gr, tensor.Float64, "s", 4, 1), idsNode(gr, "ids", 4, 2, okIDs), RouterOpts{Score: kernels.RouterSoftmax}))
+		}, "K=2"),
+		relRun("RouterProbs/id >= E", func(gr *G.ExprGraph) (*G.Node, error) {
+			return nodeErr(RouterProbs(floatNode(gr, tensor.Float64, "s", 4, 3), idsNode(gr, "ids", 4, 2, []int32{0, 1, 2, 3, 0, 1, 0, 2}), RouterOpts{Score: kernels.RouterSoftmax}))
+		}, "RouterProbs", "out of range"),
+
 		// GatherTopK
 		rel("GatherTopK/nil ids", func(gr *G.ExprGraph) (*G.Node, error) {
 			return nodeErr(GatherTopK(floatNode(gr, tensor.Float64, "s", 4, 3), nil))

@@ -63,7 +63,7 @@ func RouterTopK(logits *G.Node, k int, o RouterOpts) (*G.Node, error) {
 	}
 	op := routerTopKOp{k: k, e: s[1], r: o.router(), bias: o.Bias != nil}
 	if err := op.r.Check(op.e, k); err != nil {
-		return nil, err
+		return nil, opkit.Wrap(name, err)
 	}
 	if o.Bias == nil {
 		return opkit.ApplyOp(name, op, logits)
@@ -85,7 +85,7 @@ func RouterTopK(logits *G.Node, k int, o RouterOpts) (*G.Node, error) {
 // for what GatherTopK, Softmax or RowNormalize and Scale do, with the same bits. An id of -1
 // weighs 0 before any normalisation; one outside [-1, E) is an error. It is differentiable with
 // respect to the logits (one launch for the whole backward chain; the gradient is 0 at every
-// expert a token did not choose unless the softmax or sigmoid runs over all experts).
+// expert a token did not choose, except with PreSoftmax, whose softmax runs over all experts).
 func RouterProbs(logits, ids *G.Node, o RouterOpts) (*G.Node, error) {
 	const name = "RouterProbs"
 	if err := checkNodes(name, []*G.Node{logits, ids}, "logits", "ids"); err != nil {
@@ -103,7 +103,7 @@ func RouterProbs(logits, ids *G.Node, o RouterOpts) (*G.Node, error) {
 	}
 	op := routerProbsOp{e: s[1], k: is[1], r: o.router()}
 	if err := op.r.Check(op.e, op.k); err != nil {
-		return nil, err
+		return nil, opkit.Wrap(name, err)
 	}
 	return opkit.ApplyOp(name, op, logits, ids)
 }
@@ -177,7 +177,7 @@ func routerTopKHost[F float32 | float64](name string, op routerTopKOp, lv, bv G.
 	T := lv.Shape()[0]
 	out, ids := newDense[int32](T, op.k)
 	if err := kernels.RouterTopK(ids, x, b, op.e, op.k, op.r); err != nil {
-		return nil, err
+		return nil, opkit.Wrap(name, err)
 	}
 	return out, nil
 }
@@ -273,14 +273,20 @@ func routerProbsHost[F float32 | float64](name string, op routerProbsOp, vs []G.
 	T := vs[0].Shape()[0]
 	if !grad {
 		out, p := newDense[F](T, op.k)
-		return out, kernels.RouterProbs(p, x, ids, op.e, op.k, op.r)
+		if err := kernels.RouterProbs(p, x, ids, op.e, op.k, op.r); err != nil {
+			return nil, opkit.Wrap(name, err)
+		}
+		return out, nil
 	}
 	dp, err := hostFloats[F](name, "dprobs", vs[2])
 	if err != nil {
 		return nil, err
 	}
 	out, dx := newDense[F](T, op.e)
-	return out, kernels.RouterProbsBackward(dx, x, ids, dp, op.e, op.k, op.r)
+	if err := kernels.RouterProbsBackward(dx, x, ids, dp, op.e, op.k, op.r); err != nil {
+		return nil, opkit.Wrap(name, err)
+	}
+	return out, nil
 }
 
 func (op routerProbsOp) String() string {

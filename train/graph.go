@@ -31,17 +31,20 @@ import (
 // offsets).
 //
 // Gradient clipping (MaxGradNorm) runs on the device in a captured step: the norm, the scale
-// and the skip flag go to the solver's scalars, with the eager step's bits. A NaN or infinite
-// norm, which fails an eager step with nothing updated, makes a replayed step change no weight
-// or moment and sets kernels.StatusBadNorm, reported by the next call that checks the device
-// status; the step still counts (Adam's bias corrections move on). GradNorm reads the norm
-// from the device (it waits).
+// and the skip flag go to the solver's scalars, with the eager step's bits; a new MaxGradNorm
+// takes effect at the next replay, but turning clipping on or off after the capture makes the
+// later steps eager (Reason says so). A NaN or infinite norm, which fails an eager step with
+// nothing updated, makes a replayed step change no weight or moment and sets
+// kernels.StatusBadNorm, reported by the next call that checks the device status; the step
+// still counts (Adam's bias corrections move on). GradNorm reads the norm from the device (it
+// waits).
 type GraphStep struct {
 	vm     G.VM
 	solver G.Solver
 	params G.Nodes
 
 	warm   bool           // the first, eager step has run
+	clip   bool           // the captured step clips the gradient norm
 	graph  device.Graph   // the captured step (nil before the capture)
 	gs     graphSolver    // solver, once captured
 	dev    device.Backend // the weights' device, once captured
@@ -63,6 +66,10 @@ type graphSolver interface {
 	replayed()
 	// capturing makes the solver's kernels read the buffer's scalars (on) or their arguments.
 	capturing(on bool)
+	// clipping reports whether the solver clips the gradient norm (MaxGradNorm > 0): a step
+	// captured with clipping reads each replay's max norm from the buffer, but whether it
+	// clips at all is fixed by the capture.
+	clipping() bool
 }
 
 // Reason is why the steps run eagerly ("" while they are captured or replayed, or before the
@@ -75,7 +82,7 @@ func (s *GraphStep) Reason() string {
 }
 
 // Replaying reports whether the last Step was a graph replay.
-func (s *GraphStep) Replaying() bool { return s != nil && s.graph != nil }
+func (s *GraphStep) Replaying() bool { return s != nil && s.graph != nil && s.reason == "" }
 
 // Nodes is the number of device operations in the captured step (0 before the capture).
 func (s *GraphStep) Nodes() int {
@@ -111,6 +118,11 @@ func (s *GraphStep) Step(after func() error) error {
 		if err := s.graph.Replay(); err != nil {
 			return fmt.Errorf("gomoe: train: GraphStep: %w", err)
 		}
+	case s.gs.clipping() != s.clip:
+		// Clipping was turned on or off after the capture: the graph has (or lacks) the
+		// clipping kernels, so the steps from now on run eagerly.
+		s.reason = "MaxGradNorm was turned on or off after the step was captured"
+		return s.Step(after)
 	default:
 		if err := s.gs.nextScalars(s.dev, s.w0); err != nil {
 			return fmt.Errorf("gomoe: train: GraphStep: %w", err)
@@ -158,7 +170,7 @@ func (s *GraphStep) capture() (reason string, err error) {
 	if err != nil {
 		return fmt.Sprintf("capturing the step failed: %v", err), nil
 	}
-	s.graph, s.gs, s.dev, s.w0 = g, gs, dev, w0
+	s.graph, s.gs, s.dev, s.w0, s.clip = g, gs, dev, w0, gs.clipping()
 	return "", nil
 }
 
@@ -179,7 +191,7 @@ func (s *GraphStep) Close() error {
 
 // graphScalars is an optimiser's device buffer of step scalars for graph replays (nil buf:
 // its kernels take the scalars as arguments): the solver's scalars, then three that a clipped
-// step's kernels write (skip, norm, scale; kernels.ClipFinish).
+// step's kernels write (skip, norm, scale; kernels.ClipFinish) and the max norm they read.
 type graphScalars struct {
 	dev       device.Backend
 	buf       any
@@ -203,7 +215,7 @@ func (g *graphScalars) clip(ps []pair, maxNorm float64, at int) (float64, error)
 		}
 		gs[i] = p.g
 	}
-	if err := ps[0].gpu.ClipGrads(gs, maxNorm, g.buf, at); err != nil {
+	if err := ps[0].gpu.ClipGrads(gs, g.buf, at); err != nil { // the max norm is at+3 (nextScalars)
 		return math.NaN(), fmt.Errorf("clipping a captured step: %w", err)
 	}
 	g.normOnDev = at + 2
@@ -256,17 +268,21 @@ func (g *graphScalars) release() {
 
 func (a *Adam) nextScalars(dev device.Backend, like *tensor.Dense) error {
 	c1, c2 := a.corrections(a.t + 1)
-	return a.gsc.set(dev, like, []float64{a.LR, a.Beta1, a.Beta2, a.Eps, c1, c2, a.WeightDecay, 0, 0, 1})
+	return a.gsc.set(dev, like, []float64{a.LR, a.Beta1, a.Beta2, a.Eps, c1, c2, a.WeightDecay, 0, 0, 1, a.MaxGradNorm})
 }
 
 func (a *Adam) replayed() { a.t++ }
 
 func (a *Adam) capturing(on bool) { a.gsc.on = on }
 
+func (a *Adam) clipping() bool { return a.MaxGradNorm > 0 }
+
 func (s *SGD) nextScalars(dev device.Backend, like *tensor.Dense) error {
-	return s.gsc.set(dev, like, []float64{s.LR, s.WeightDecay, 0, 0, 1})
+	return s.gsc.set(dev, like, []float64{s.LR, s.WeightDecay, 0, 0, 1, s.MaxGradNorm})
 }
 
 func (s *SGD) replayed() {}
 
 func (s *SGD) capturing(on bool) { s.gsc.on = on }
+
+func (s *SGD) clipping() bool { return s.MaxGradNorm > 0 }

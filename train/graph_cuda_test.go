@@ -6,6 +6,8 @@ import (
 	"math"
 	"testing"
 
+	G "gorgonia.org/gorgonia"
+
 	"github.com/gomoe/gomoe/train"
 )
 
@@ -80,6 +82,21 @@ func TestGraphStepGPU(t *testing.T) {
 				got, want := gm.opt.(normed).GradNorm(), ref.opt.(normed).GradNorm()
 				if math.Float64bits(got) != math.Float64bits(want) || math.IsNaN(want) {
 					t.Errorf("last gradient norm %v replayed, %v eager", got, want)
+				}
+				// Clipping turned off after the capture: the later steps run eagerly, with the
+				// eager model's loss, and Reason says why.
+				for _, o := range []G.Solver{ref.opt, gm.opt} {
+					switch o := o.(type) {
+					case *train.Adam:
+						o.MaxGradNorm = 0
+					case *train.SGD:
+						o.MaxGradNorm = 0
+					}
+				}
+				want1 := ref.steps(t, c, N, N+1)[0]
+				got1 := gm.graphStep(t, c, gs, N)
+				if gs.Replaying() || gs.Reason() == "" || math.Float64bits(got1) != math.Float64bits(want1) {
+					t.Errorf("clipping turned off: replaying %v, reason %q, loss %v (eager %v)", gs.Replaying(), gs.Reason(), got1, want1)
 				}
 			}
 		})
