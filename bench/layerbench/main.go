@@ -46,6 +46,7 @@ type result struct {
 	// Parts of the forward+backward, each timed alone as its own graph (see breakdown).
 	ExpertsMs float64 `json:"experts_fwdbwd_ms"`
 	RouteMs   float64 `json:"route_permute_fwdbwd_ms"`
+	RouterMs  float64 `json:"router_fwdbwd_ms"`
 }
 
 func main() {
@@ -90,8 +91,8 @@ func main() {
 	if err := run(&r, dt, *iters, *warmup); err != nil {
 		fail(err)
 	}
-	fmt.Printf("  parts (fwd+bwd, each alone): expert GEMMs + SwiGLU %.2f ms (%.0f%%), router + top-k + softmax + plan + permute + combine %.2f ms (%.0f%%), rest %.2f ms\n",
-		r.ExpertsMs, 100*r.ExpertsMs/r.FwdBwdMs, r.RouteMs, 100*r.RouteMs/r.FwdBwdMs, r.FwdBwdMs-r.ExpertsMs-r.RouteMs)
+	fmt.Printf("  parts (fwd+bwd, each alone): expert GEMMs + SwiGLU %.2f ms (%.0f%%), router + top-k + softmax + plan + permute + combine %.2f ms (%.0f%%; the router matmul and fused router alone %.2f ms), rest %.2f ms\n",
+		r.ExpertsMs, 100*r.ExpertsMs/r.FwdBwdMs, r.RouteMs, 100*r.RouteMs/r.FwdBwdMs, r.RouterMs, r.FwdBwdMs-r.ExpertsMs-r.RouteMs)
 	mode := "eager"
 	if r.Graph {
 		mode = "CUDA graph replays"
@@ -263,12 +264,12 @@ func run(r *result, dt tensor.Dtype, iters, warmup int) error {
 	return nil
 }
 
-// breakdown times two parts of the layer's forward+backward as graphs of their own, with the
-// layer's device weights: the expert FFNs (three grouped GEMMs and SwiGLU, on rows permuted
-// by a plan of uniformly random ids) and the routing and data movement (router matmul, the
-// fused router's top-k and softmax of the chosen logits, plan, permute, combine-unpermute,
-// without experts). What is
-// left of the whole layer's time is gradient sums and Gorgonia's own work.
+// breakdown times parts of the layer's forward+backward as graphs of their own, with the
+// layer's device weights: the expert FFNs (three grouped GEMMs and SwiGLU, on rows permuted by
+// a plan of uniformly random ids), the routing and data movement (router matmul, the fused
+// router's top-k and softmax of the chosen logits, plan, permute, combine-unpermute, without
+// experts) and, inside that, the router alone (its matmul and the fused router). What is left
+// of the whole layer's time is gradient sums and Gorgonia's own work.
 func breakdown(r *result, dt tensor.Dtype, eng *gdev.Engine, l *moe.Layer, xd, dyd *tensor.Dense, rng *rand.Rand, time1 func(*G.ExprGraph) (float64, error)) error {
 	geo := kernels.Geometry{T: r.T, K: r.K, E: r.E, A: 1, Mode: kernels.Dropless}
 	// Experts.
@@ -318,54 +319,73 @@ func breakdown(r *result, dt tensor.Dtype, eng *gdev.Engine, l *moe.Layer, xd, d
 			return err
 		}
 	}
-	// Routing and data movement.
-	{
-		g := G.NewGraph()
-		x := G.NewMatrix(g, dt, G.WithShape(r.T, r.H), G.WithName("x"), G.WithValue(xd))
-		router := G.NewMatrix(g, l.Router.Dtype(), G.WithShape(r.H, r.E), G.WithName("router"), G.WithValue(l.Router.Value()))
-		xr, err := op.Cast(x, l.Router.Dtype())
-		if err != nil {
-			return err
-		}
-		logits, err := op.MatMul(xr, router)
-		if err != nil {
-			return err
-		}
-		ro := op.RouterOpts{Score: kernels.RouterSoftmax}
-		ids, err := op.RouterTopK(logits, r.K, ro)
-		if err != nil {
-			return err
-		}
-		probs, err := op.RouterProbs(logits, ids, ro)
-		if err != nil {
-			return err
-		}
-		if dt != bfloat16.Dtype { // bfloat16 data combines with float32 probs
-			if probs, err = op.Cast(probs, dt); err != nil {
-				return err
-			}
-		}
-		p, err := op.NewPlan(ids, nil, geo)
-		if err != nil {
-			return err
-		}
-		xp, err := op.Permute(x, p)
-		if err != nil {
-			return err
-		}
-		y, err := op.Unpermute(xp, probs, p)
-		if err != nil {
-			return err
-		}
-		dy := G.NewMatrix(g, dt, G.WithShape(r.T, r.H), G.WithName("dy"), G.WithValue(dyd))
-		if _, err := G.Backpropagate(G.Nodes{y}, G.Nodes{dy}, G.Nodes{x, router}); err != nil {
-			return err
-		}
-		if r.RouteMs, err = time1(g); err != nil {
-			return err
-		}
+	// Routing and data movement, and the router alone (its matmul and the fused router).
+	var err error
+	if r.RouteMs, err = timeRouting(r, dt, l, xd, dyd, geo, true, rng, eng, time1); err != nil {
+		return err
+	}
+	if r.RouterMs, err = timeRouting(r, dt, l, xd, dyd, geo, false, rng, eng, time1); err != nil {
+		return err
 	}
 	return nil
+}
+
+// timeRouting times the routing part's forward and backward as a graph of its own: the cast
+// of x to the router's dtype, the router matmul and the fused router (RouterTopK,
+// RouterProbs), then with moves the plan, permute and combine-unpermute (backward from dY),
+// else nothing more (backward from a random dprobs).
+func timeRouting(r *result, dt tensor.Dtype, l *moe.Layer, xd, dyd *tensor.Dense, geo kernels.Geometry, moves bool,
+	rng *rand.Rand, eng *gdev.Engine, time1 func(*G.ExprGraph) (float64, error)) (float64, error) {
+	g := G.NewGraph()
+	x := G.NewMatrix(g, dt, G.WithShape(r.T, r.H), G.WithName("x"), G.WithValue(xd))
+	rdt := l.Router.Dtype()
+	router := G.NewMatrix(g, rdt, G.WithShape(r.H, r.E), G.WithName("router"), G.WithValue(l.Router.Value()))
+	xr, err := op.Cast(x, rdt)
+	if err != nil {
+		return 0, err
+	}
+	logits, err := op.MatMul(xr, router)
+	if err != nil {
+		return 0, err
+	}
+	ro := op.RouterOpts{Score: kernels.RouterSoftmax}
+	ids, err := op.RouterTopK(logits, r.K, ro)
+	if err != nil {
+		return 0, err
+	}
+	probs, err := op.RouterProbs(logits, ids, ro)
+	if err != nil {
+		return 0, err
+	}
+	if !moves {
+		dp := G.NewMatrix(g, rdt, G.WithShape(r.T, r.K), G.WithName("dprobs"), G.WithValue(mustCopy(eng, randDense(rng, rdt, r.T, r.K))))
+		if _, err := G.Backpropagate(G.Nodes{probs}, G.Nodes{dp}, G.Nodes{x, router}); err != nil {
+			return 0, err
+		}
+		return time1(g)
+	}
+	if dt != bfloat16.Dtype { // bfloat16 data combines with float32 probs
+		if probs, err = op.Cast(probs, dt); err != nil {
+			return 0, err
+		}
+	}
+	p, err := op.NewPlan(ids, nil, geo)
+	if err != nil {
+		return 0, err
+	}
+	xp, err := op.Permute(x, p)
+	if err != nil {
+		return 0, err
+	}
+	y, err := op.Unpermute(xp, probs, p)
+	if err != nil {
+		return 0, err
+	}
+	dy := G.NewMatrix(g, dt, G.WithShape(r.T, r.H), G.WithName("dy"), G.WithValue(dyd))
+	if _, err := G.Backpropagate(G.Nodes{y}, G.Nodes{dy}, G.Nodes{x, router}); err != nil {
+		return 0, err
+	}
+	return time1(g)
 }
 
 func mustCopy(eng *gdev.Engine, t *tensor.Dense) *tensor.Dense {
