@@ -286,3 +286,77 @@ func TestRouterErrors(t *testing.T) {
 		t.Errorf("dlogits overlapping logits: no error")
 	}
 }
+
+// FuzzRouter runs the CPU router on fuzzed sizes, configurations and logits (NaN and ±Inf
+// among them): it never panics; a bad configuration and a NaN selection score are errors; with
+// finite logits the ids and probs equal the router written out (refRouter), and the gradient
+// has the logits' shape and is finite.
+func FuzzRouter(f *testing.F) {
+	f.Add(uint8(3), uint8(8), uint8(2), uint8(1), uint8(1), uint8(0), uint8(4), []byte{1, 9, 3, 200, 7, 5})
+	f.Add(uint8(2), uint8(12), uint8(4), uint8(4), uint8(2), uint8(5), uint8(10), []byte{0, 0, 0, 0})
+	f.Add(uint8(4), uint8(6), uint8(6), uint8(3), uint8(3), uint8(2), uint8(0), []byte{255, 254, 128})
+	f.Fuzz(func(t *testing.T, t8, e8, k8, g8, kept8, mode8, scale8 uint8, raw []byte) {
+		T, E, K := int(t8%6)+1, int(e8%16)+1, int(k8%6)+1
+		r := Router{Score: RouterScore(mode8%3 + 1), Pre: mode8&4 != 0, Groups: int(g8%5) + 1, Kept: int(kept8%5) + 1,
+			Scale: float64(scale8%12) / 4}
+		x := make([]float64, T*E)
+		finite := true
+		for i := range x {
+			var b byte
+			if len(raw) > 0 {
+				b = raw[i%len(raw)] + byte(i/len(raw))
+			}
+			switch b {
+			case 255:
+				x[i], finite = math.NaN(), false
+			case 254:
+				x[i], finite = math.Inf(1), false
+			case 253:
+				x[i], finite = math.Inf(-1), false
+			default:
+				x[i] = float64(int(b)-128) / 16
+			}
+		}
+		ids := make([]int32, T*K)
+		err := RouterTopK(ids, x, nil, E, K, r)
+		if r.Check(E, K) != nil {
+			if err == nil {
+				t.Fatalf("%v E=%d K=%d: no error", r, E, K)
+			}
+			return
+		}
+		if err != nil {
+			if finite {
+				t.Fatalf("%v E=%d K=%d: finite logits: %v", r, E, K, err)
+			}
+			return
+		}
+		probs := make([]float64, T*K)
+		dx := make([]float64, T*E)
+		if err := RouterProbs(probs, x, ids, E, K, r); err != nil {
+			t.Fatal(err)
+		}
+		if err := RouterProbsBackward(dx, x, ids, probs, E, K, r); err != nil {
+			t.Fatal(err)
+		}
+		if !finite {
+			return
+		}
+		for tok := 0; tok < T; tok++ {
+			wantIDs, wantP := refRouter(x[tok*E:(tok+1)*E], nil, K, r)
+			if !slices.Equal(ids[tok*K:(tok+1)*K], wantIDs) {
+				t.Fatalf("%v token %d: ids %v, want %v", r, tok, ids[tok*K:(tok+1)*K], wantIDs)
+			}
+			for k, w := range wantP {
+				if math.Abs(probs[tok*K+k]-w) > 1e-12 {
+					t.Fatalf("%v token %d: probs[%d] = %v, want %v", r, tok, k, probs[tok*K+k], w)
+				}
+			}
+		}
+		for i, v := range dx {
+			if math.IsNaN(v) || math.IsInf(v, 0) {
+				t.Fatalf("%v: dlogits[%d] = %v for finite logits", r, i, v)
+			}
+		}
+	})
+}
