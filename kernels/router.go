@@ -70,18 +70,8 @@ func (r Router) Check(E, K int) error {
 		return fmt.Errorf("%s: unknown score function %d", name, int(r.Score))
 	case math.IsNaN(r.Scale) || math.IsInf(r.Scale, 0):
 		return fmt.Errorf("%s: scale %v is not finite", name, r.Scale)
-	case E < 1:
-		return fmt.Errorf("%s: E=%d experts, want E >= 1", name, E)
-	case K < 1 || K > E:
-		return fmt.Errorf("%s: K=%d, want 1 <= K <= E=%d", name, K, E)
-	case r.Groups < 1 || E%r.Groups != 0:
-		return fmt.Errorf("%s: E=%d experts do not split into %d equal groups", name, E, r.Groups)
-	case r.Kept < 1 || r.Kept > r.Groups:
-		return fmt.Errorf("%s: GroupsKept=%d, want 1 <= GroupsKept <= Groups=%d", name, r.Kept, r.Groups)
-	case K > r.Kept*(E/r.Groups):
-		return fmt.Errorf("%s: K=%d experts do not fit in %d kept groups of %d experts", name, K, r.Kept, E/r.Groups)
 	}
-	return nil
+	return CheckTopK(E, K, r.Groups, r.Kept)
 }
 
 // String describes r.

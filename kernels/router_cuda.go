@@ -27,10 +27,7 @@ func routerLimits(name string, d DType, r Router, E, K int) error {
 	if err := r.Check(E, K); err != nil {
 		return err
 	}
-	if E > 1024 || r.Groups > 64 {
-		return fmt.Errorf("gomoe: device %s: E=%d experts in %d groups, want E <= 1024 and at most 64 groups", name, E, r.Groups)
-	}
-	return nil
+	return topkDeviceLimits(name, E, r.Groups)
 }
 
 // routerGrid is the launch of one warp per token (128 threads a block).

@@ -22,17 +22,10 @@ import (
 // and -Inf), is an error.
 func TopK(ids []int32, scores, bias []float64, E, K, groups, kept int) error {
 	const name = "gomoe: TopK"
+	if err := CheckTopK(E, K, groups, kept); err != nil {
+		return err
+	}
 	switch {
-	case E < 1:
-		return fmt.Errorf("%s: E=%d experts, want E >= 1", name, E)
-	case K < 1 || K > E:
-		return fmt.Errorf("%s: K=%d, want 1 <= K <= E=%d", name, K, E)
-	case groups < 1 || E%groups != 0:
-		return fmt.Errorf("%s: E=%d experts do not split into %d equal groups", name, E, groups)
-	case kept < 1 || kept > groups:
-		return fmt.Errorf("%s: GroupsKept=%d, want 1 <= GroupsKept <= Groups=%d", name, kept, groups)
-	case K > kept*(E/groups):
-		return fmt.Errorf("%s: K=%d experts do not fit in %d kept groups of %d experts", name, K, kept, E/groups)
 	case len(ids)%K != 0 || len(scores) != len(ids)/K*E:
 		return fmt.Errorf("%s: %d ids and %d scores, want T·K and T·E for K=%d E=%d", name, len(ids), len(scores), K, E)
 	case bias != nil && len(bias) != E:
@@ -58,6 +51,25 @@ func TopK(ids []int32, scores, bias []float64, E, K, groups, kept int) error {
 	T := len(ids) / K
 	if t, gi := topkRows(ids, scores, bias, T, E, K, groups, kept); t >= 0 {
 		return fmt.Errorf("%s: the score of group %d of token %d is NaN (its top scores add +Inf and -Inf)", name, gi, t)
+	}
+	return nil
+}
+
+// CheckTopK reports whether K experts per token can be chosen from E experts in groups equal
+// groups of which kept are kept (TopK's rules; groups = kept = 1: no groups).
+func CheckTopK(E, K, groups, kept int) error {
+	const name = "gomoe: TopK"
+	switch {
+	case E < 1:
+		return fmt.Errorf("%s: E=%d experts, want E >= 1", name, E)
+	case K < 1 || K > E:
+		return fmt.Errorf("%s: K=%d, want 1 <= K <= E=%d", name, K, E)
+	case groups < 1 || E%groups != 0:
+		return fmt.Errorf("%s: E=%d experts do not split into %d equal groups", name, E, groups)
+	case kept < 1 || kept > groups:
+		return fmt.Errorf("%s: GroupsKept=%d, want 1 <= GroupsKept <= Groups=%d", name, kept, groups)
+	case K > kept*(E/groups):
+		return fmt.Errorf("%s: K=%d experts do not fit in %d kept groups of %d experts", name, K, kept, E/groups)
 	}
 	return nil
 }

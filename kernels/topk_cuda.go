@@ -31,17 +31,24 @@ func (c *CUDA) TopK(d DType, ids, scores, bias cu.DevicePtr, T int64, E, K, grou
 	if kept < 1 {
 		kept = 1
 	}
-	switch {
-	case E < 1 || E > 1024:
-		return fmt.Errorf("gomoe: device TopK: E=%d, want 1..1024", E)
-	case K < 1 || K > E:
-		return fmt.Errorf("gomoe: device TopK: K=%d, want 1..E=%d", K, E)
-	case groups > 64 || E%groups != 0 || kept > groups || K > kept*(E/groups):
-		return fmt.Errorf("gomoe: device TopK: %d groups, %d kept for E=%d K=%d", groups, kept, E, K)
+	if err := CheckTopK(E, K, groups, kept); err != nil {
+		return err
+	}
+	if err := topkDeviceLimits("TopK", E, groups); err != nil {
+		return err
 	}
 	per := max(1, K/kept)
 	return c.do(func() error {
 		return c.launch("topk_"+d.suffix(), gridFor(T, 128), 128, 0,
 			*new(args).p(scores).p(bias).p(ids).l(T).i(E).i(K).i(groups).i(kept).i(per).p(c.status))
 	})
+}
+
+// topkDeviceLimits checks what the device's top-k selections (TopK, RouterTopK) support beyond
+// CheckTopK: at most 1024 experts and 64 groups.
+func topkDeviceLimits(name string, E, groups int) error {
+	if E > 1024 || groups > 64 {
+		return fmt.Errorf("gomoe: device %s: E=%d experts in %d groups, want E <= 1024 and at most 64 groups", name, E, groups)
+	}
+	return nil
 }

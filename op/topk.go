@@ -77,22 +77,7 @@ type topkOp struct {
 	bias         bool
 }
 
-func (op topkOp) validate() error {
-	const name = "gomoe: TopK"
-	switch {
-	case op.e < 1:
-		return fmt.Errorf("%s: E=%d experts, want E >= 1", name, op.e)
-	case op.k < 1 || op.k > op.e:
-		return fmt.Errorf("%s: K=%d, want 1 <= K <= E=%d", name, op.k, op.e)
-	case op.groups < 1 || op.e%op.groups != 0:
-		return fmt.Errorf("%s: E=%d experts do not split into %d equal groups", name, op.e, op.groups)
-	case op.kept < 1 || op.kept > op.groups:
-		return fmt.Errorf("%s: GroupsKept=%d, want 1 <= GroupsKept <= Groups=%d", name, op.kept, op.groups)
-	case op.k > op.kept*(op.e/op.groups):
-		return fmt.Errorf("%s: K=%d experts do not fit in %d kept groups of %d experts", name, op.k, op.kept, op.e/op.groups)
-	}
-	return nil
-}
+func (op topkOp) validate() error { return kernels.CheckTopK(op.e, op.k, op.groups, op.kept) }
 
 // topkPer is the number of top scores summed into a group's score.
 func (op topkOp) topkPer() int { return max(1, op.k/op.kept) }
