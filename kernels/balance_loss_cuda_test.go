@@ -3,7 +3,6 @@
 package kernels_test
 
 import (
-	"errors"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -69,8 +68,7 @@ func TestCUDABalanceLossBadIDs(t *testing.T) {
 	out := cuAlloc(t, 8)
 	cuMust(t, testCUDA.BalanceLossForward(F64, out.p, cuUpload(t, ids).p, cuUpload(t, s).p, cuAlloc(t, BalanceLossWorkBytes(T, E, B)).p, T, K, E, B, 0.5))
 	err = testCUDA.Status()
-	var se StatusError
-	if !errors.As(err, &se) || int32(se)&StatusBadID == 0 {
+	if !statusHas(err, StatusBadID) {
 		t.Fatalf("Status() = %v, want StatusBadID", err)
 	}
 	loBits(t, "loss", cuDownload[float64](t, out, 1), []float64{want})

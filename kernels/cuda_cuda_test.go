@@ -3,6 +3,7 @@
 package kernels_test
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -350,4 +351,10 @@ func loDType[F float32 | float64]() DType {
 		return F32
 	}
 	return F64
+}
+
+// statusHas reports whether err is a StatusError with bit set.
+func statusHas(err error, bit int32) bool {
+	var se StatusError
+	return errors.As(err, &se) && int32(se)&bit != 0
 }

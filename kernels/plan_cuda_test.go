@@ -3,7 +3,6 @@
 package kernels_test
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -167,8 +166,7 @@ func TestCUDAPlanFlagsBadIDs(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			plan := cuGpuPlan(t, g, cuUpload(t, c.ids), cuDevBuf{}, F32)
 			err := testCUDA.Status()
-			var se StatusError
-			if !errors.As(err, &se) || int32(se)&c.bit == 0 {
+			if !statusHas(err, c.bit) {
 				t.Fatalf("Status() = %v, want a StatusError with bit %d", err, c.bit)
 			}
 			if err := testCUDA.Status(); err != nil {

@@ -3,7 +3,6 @@
 package kernels_test
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -230,10 +229,4 @@ func TestCUDARouterStatus(t *testing.T) {
 			t.Errorf("%v E=%d K=%d %v: no error", c.d, c.E, c.K, c.r)
 		}
 	}
-}
-
-// statusHas reports whether err is a StatusError with bit set.
-func statusHas(err error, bit int32) bool {
-	var se StatusError
-	return errors.As(err, &se) && int32(se)&bit != 0
 }
