@@ -90,17 +90,12 @@ __device__ __forceinline__ void packFromAcc(const float *a, Pack<__nv_bfloat16, 
   }
 }
 
-// dotTerm adds a·b to a float64 partial sum with the product exact: float32 and float64
-// operands multiply in float64 (exact for float32; rounded once for float64, like the CPU);
-// bfloat16 operands (8-bit significands) multiply exactly in float32, which saves one of the
-// two float64 conversions (their throughput bounds the bf16 kernel). A bfloat16 product below
-// 2^-126 or above the float32 range in magnitude would not be exact: far outside gradient
-// magnitudes, and within the tested tolerance once rounded to the float32 dprobs.
-__device__ __forceinline__ double dotTerm(double s, float a, float b, bool bf16) {
-  if (bf16) return __dadd_rn(s, (double)__fmul_rn(a, b));
+// dotTerm adds a·b to a float64 partial sum: float32 operands multiply in float64 (exact),
+// float64 ones round the product once, like the CPU.
+__device__ __forceinline__ double dotTerm(double s, float a, float b) {
   return __dadd_rn(s, __dmul_rn((double)a, (double)b));
 }
-__device__ __forceinline__ double dotTerm(double s, double a, double b, bool) {
+__device__ __forceinline__ double dotTerm(double s, double a, double b) {
   return __dadd_rn(s, __dmul_rn(a, b));
 }
 

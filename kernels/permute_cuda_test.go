@@ -111,7 +111,8 @@ func cuTestData(t *testing.T, rng *rand.Rand, c gpuCase, d DType, H int) {
 			cuNarrow(d, cpuUnpermuteForward(t, p, cuWiden(yp), pr, H)))
 	}
 
-	// unpermute backward: rows bitwise, dprobs within the float64-sum tolerance
+	// unpermute backward: rows bitwise, dprobs within the float64-sum tolerance (bitwise for
+	// bfloat16, whose CPU twin sums in the GPU's order)
 	dy := cuElems(d, cuRandData(rng, g.T*H))
 	dDy := cuUploadAny(t, dy)
 	for _, weighted := range []bool{true, false} {
@@ -131,12 +132,14 @@ func cuTestData(t *testing.T, rng *rand.Rand, c gpuCase, d DType, H int) {
 			if err := testCUDA.UnpermuteBackward(d, g, H, dypG.p, dpG.p, dDy.p, dYp.p, pp, plan.p); err != nil {
 				t.Fatal(err)
 			}
-			wantRows, wantDP := cpuUnpermuteBackward(t, p, cuWiden(dy), cuWiden(yp), pr, H)
+			wantRows, wantDP := cpuUnpermuteBackward(t, d, p, cuWiden(dy), cuWiden(yp), pr, H)
 			what := fmt.Sprintf("unpermute backward (weighted %v, rows %v, probs %v)", weighted, want[0], want[1])
 			if want[0] {
 				cuSameBits(t, what+" rows", cuDownloadAs(t, d, dypG, R*H), cuNarrow(d, wantRows))
 			}
-			if want[1] {
+			if want[1] && d == BF16 {
+				cuSameBits(t, what+" dprobs", cuDownload[float32](t, dpG, g.T*g.K), wantDP.([]float32))
+			} else if want[1] {
 				var got []float64
 				if pt == F64 {
 					got = cuDownload[float64](t, dpG, g.T*g.K)
@@ -278,13 +281,18 @@ func cpuUnpermuteForward(t *testing.T, p Plan, yp, probs any, H int) any {
 	panic("type")
 }
 
-func cpuUnpermuteBackward(t *testing.T, p Plan, dy, yp, probs any, H int) (rows, dprobs any) {
+// cpuUnpermuteBackward runs the CPU twin of d's unpermute backward on widened data.
+func cpuUnpermuteBackward(t *testing.T, d DType, p Plan, dy, yp, probs any, H int) (rows, dprobs any) {
 	switch v := dy.(type) {
 	case []float32:
 		r := make([]float32, p.Rows()*H)
 		dp := make([]float32, p.T*p.K)
 		pr, _ := probs.([]float32)
-		cuMust(t, UnpermuteBackward(r, dp, v, yp.([]float32), pr, p, H))
+		if d == BF16 {
+			cuMust(t, UnpermuteBackwardBF16(r, dp, v, yp.([]float32), pr, p, H))
+		} else {
+			cuMust(t, UnpermuteBackward(r, dp, v, yp.([]float32), pr, p, H))
+		}
 		return r, dp
 	case []float64:
 		r := make([]float64, p.Rows()*H)

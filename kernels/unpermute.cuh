@@ -55,13 +55,14 @@ __device__ __forceinline__ void unpermuteFwd(const T *__restrict__ yp, const PR 
 }
 
 // ---------------------------------------------------------------------------------------------
-// Unpermute backward with dprobs, one pass per token that reads dy once (for K <= 8; slots go in
-// groups of 8). BATCH issues the K yp loads of a pack before using any (more loads in flight,
-// more registers: faster for float32/float64 with K > 2); otherwise slot by slot. dyp[rowOf[t,k]] = probs[t,k]·dy[t] (a copy when unweighted), and
-// dprobs[t,k] = <yp[rowOf[t,k]], dy[t]> with products rounded in float64 and summed in float64
-// per thread, then across the block in a fixed tree, rounded once to the probs type. The CPU
-// sums the same products in h order, so dprobs may differ from it by float64 rounding only
-// (see the tolerance in the tests). Blocks [T, ...) zero dyp's rows with tokenOf < 0.
+// Unpermute backward with dprobs for float32 and float64 data, one pass per token that reads dy
+// once (for K <= 8; slots go in groups of 8). BATCH issues the K yp loads of a pack before
+// using any (more loads in flight, more registers: faster with K > 2); otherwise slot by slot.
+// dyp[rowOf[t,k]] = probs[t,k]·dy[t] (a copy when unweighted), and dprobs[t,k] =
+// <yp[rowOf[t,k]], dy[t]> with products rounded in float64 and summed in float64 per thread,
+// then across the block in a fixed tree, rounded once to the probs type. The CPU sums the same
+// products in h order, so dprobs may differ from it by float64 rounding only (see the
+// tolerance in the tests). Blocks [T, ...) zero dyp's rows with tokenOf < 0.
 
 #define KGROUP 8
 
@@ -119,7 +120,7 @@ __device__ __forceinline__ void unpermuteBwd(const T *__restrict__ dy, const T *
           if (dyp) storeScaled(r, kg + kk, i, gv, ga);
           P v = ldcs((const P *)(yp + (long long)r * H) + i);
 #pragma unroll
-          for (int j = 0; j < N; j++) part[kk] = dotTerm(part[kk], toAcc(v.v[j]), ga[j], sizeof(T) == 2);
+          for (int j = 0; j < N; j++) part[kk] = dotTerm(part[kk], toAcc(v.v[j]), ga[j]);
         }
       } else {
         // Issue every slot's yp load before using any, so the loads overlap.
@@ -136,7 +137,7 @@ __device__ __forceinline__ void unpermuteBwd(const T *__restrict__ dy, const T *
           if (r < 0) continue;
           if (dyp) storeScaled(r, kg + kk, i, gv, ga);
 #pragma unroll
-          for (int j = 0; j < N; j++) part[kk] = dotTerm(part[kk], toAcc(v[kk].v[j]), ga[j], sizeof(T) == 2);
+          for (int j = 0; j < N; j++) part[kk] = dotTerm(part[kk], toAcc(v[kk].v[j]), ga[j]);
         }
       }
     }
@@ -157,6 +158,156 @@ __device__ __forceinline__ void unpermuteBwd(const T *__restrict__ dy, const T *
     }
   }
 }
+
+// Unpermute backward with dprobs for bfloat16 data (float32 probs): dyp as above, and
+// dprobs[t,k] summed in float32 in the order of kernels.DotBF16 (unpermute.go), which the CPU
+// follows too, so both give the same bits. Thread τ of the block (blockDim.x =
+// BF16DotLanes(H)) owns the packs q ≡ τ mod blockDim.x of 8 elements, in increasing q: the 8
+// products of a pack (exact in float32) add as a tree, the tree's sum adds to the thread's
+// partial; the partials add as a warp tree, the warps' sums in order. VEC: 16-byte packs;
+// otherwise the same packs element by element (H % 8 != 0 or an unaligned pointer), padded with
+// +0 products, so the order depends on H alone. BATCH issues a pack's K yp loads before using
+// any.
+
+// ldBF16x8 loads pack q of a bfloat16 row of H elements (+0 past the end).
+template <bool VEC>
+__device__ __forceinline__ Pack<__nv_bfloat16, 8> ldBF16x8(const __nv_bfloat16 *__restrict__ row, long long q,
+                                                           long long H, bool stream) {
+  typedef Pack<__nv_bfloat16, 8> P;
+  if constexpr (VEC) {
+    return stream ? ldcs((const P *)row + q) : ld((const P *)row + q);
+  } else {
+    P v;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+      long long h = q * 8 + j;
+      v.v[j] = h < H ? row[h] : __float2bfloat16_rn(0.0f);
+    }
+    return v;
+  }
+}
+
+// dotBF16x8 is the tree sum of a pack's 8 products, as DotBF16 adds them.
+__device__ __forceinline__ float dotBF16x8(const Pack<__nv_bfloat16, 8> &a, const float *b) {
+  float p[8];
+#pragma unroll
+  for (int j = 0; j < 8; j++) p[j] = __fmul_rn(__bfloat162float(a.v[j]), b[j]);
+  return __fadd_rn(__fadd_rn(__fadd_rn(p[0], p[1]), __fadd_rn(p[2], p[3])),
+                   __fadd_rn(__fadd_rn(p[4], p[5]), __fadd_rn(p[6], p[7])));
+}
+
+template <bool VEC, bool BATCH>
+__device__ __forceinline__ void unpermuteBwdBF16(const __nv_bfloat16 *__restrict__ dy,
+                                                 const __nv_bfloat16 *__restrict__ yp,
+                                                 const float *__restrict__ probs, __nv_bfloat16 *__restrict__ dyp,
+                                                 float *__restrict__ dprobs, const int *__restrict__ rowOf,
+                                                 const int *__restrict__ tokenOf, int Tn, int K, long long H,
+                                                 long long R, int zrows, int smode) {
+  typedef __nv_bfloat16 T;
+  typedef Pack<T, 8> P;
+  extern __shared__ __align__(16) unsigned char smraw[];
+  long long nq = (H + 7) / 8;
+  if (blockIdx.x >= (unsigned)Tn) {
+    if (dyp) {
+      long long r0 = (long long)(blockIdx.x - Tn) * zrows;
+      if constexpr (VEC) zeroRows<P>((P *)dyp, nq, tokenOf, R, r0, zrows);
+      else zeroRows<T>(dyp, H, tokenOf, R, r0, zrows);
+    }
+    return;
+  }
+  float *red = (float *)smraw;  // [8 warps][KGROUP]
+  float *w = red + 8 * KGROUP;  // [K]
+  int *rows = (int *)(w + K);   // [K]
+  long long t = blockIdx.x;
+  loadSlots(rows, w, rowOf, probs, t, K);
+  const T *g = dy + t * H;
+  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  // dyp[r] pack q = probs[t,k]·dy[t] pack q (a copy when unweighted), rounded to bfloat16.
+  auto storeScaled = [&](int r, int k, long long q, const float *ga) {
+    float m[8];
+    float wk = probs ? w[k] : 1.0f;
+#pragma unroll
+    for (int j = 0; j < 8; j++) m[j] = probs ? __fmul_rn(wk, ga[j]) : ga[j];
+    P o;
+    packFromAcc<T, 8>(m, o);
+    T *dst = dyp + (long long)r * H;
+    if constexpr (VEC) {
+      stPack((P *)dst + q, o, smode);
+    } else {
+#pragma unroll
+      for (int j = 0; j < 8; j++)
+        if (q * 8 + j < H) dst[q * 8 + j] = o.v[j];
+    }
+  };
+  for (int kg = 0; kg < K; kg += KGROUP) {
+    int kn = K - kg < KGROUP ? K - kg : KGROUP;
+    float part[KGROUP];
+#pragma unroll
+    for (int kk = 0; kk < KGROUP; kk++) part[kk] = 0.0f;
+    for (long long q = threadIdx.x; q < nq; q += blockDim.x) {
+      float ga[8];
+      {
+        P gv = ldBF16x8<VEC>(g, q, H, false);
+#pragma unroll
+        for (int j = 0; j < 8; j++) ga[j] = __bfloat162float(gv.v[j]);
+      }
+      if (BATCH) {
+        int rr[KGROUP];
+        P v[KGROUP];
+#pragma unroll
+        for (int kk = 0; kk < KGROUP; kk++) {
+          rr[kk] = kk < kn ? rows[kg + kk] : -1;
+          if (rr[kk] >= 0) v[kk] = ldBF16x8<VEC>(yp + (long long)rr[kk] * H, q, H, true);
+        }
+#pragma unroll
+        for (int kk = 0; kk < KGROUP; kk++) {
+          if (rr[kk] < 0) continue;
+          if (dyp) storeScaled(rr[kk], kg + kk, q, ga);
+          part[kk] = __fadd_rn(part[kk], dotBF16x8(v[kk], ga));
+        }
+      } else {
+#pragma unroll
+        for (int kk = 0; kk < KGROUP; kk++) {
+          if (kk >= kn) break;
+          int r = rows[kg + kk];
+          if (r < 0) continue;
+          if (dyp) storeScaled(r, kg + kk, q, ga);
+          P v = ldBF16x8<VEC>(yp + (long long)r * H, q, H, true);
+          part[kk] = __fadd_rn(part[kk], dotBF16x8(v, ga));
+        }
+      }
+    }
+#pragma unroll
+    for (int kk = 0; kk < KGROUP; kk++) {
+      float s = warpSumA(part[kk]);
+      if (lane == 0) red[warp * KGROUP + kk] = s;
+    }
+    __syncthreads();
+    if (threadIdx.x < kn) {
+      int kk = threadIdx.x;
+      float s = 0.0f;
+      for (int x = 0; x < nw; x++) s = __fadd_rn(s, red[x * KGROUP + kk]);
+      dprobs[t * K + kg + kk] = rows[kg + kk] < 0 ? 0.0f : s;
+    }
+    __syncthreads();
+  }
+}
+
+#define UNPERMUTE_BF16DOT(SUF, VEC)                                                              \
+  extern "C" __global__ void __launch_bounds__(256)                                              \
+  unpermute_bwd_bf16dot_##SUF(const __nv_bfloat16 *dy, const __nv_bfloat16 *yp, const float *probs, \
+                              __nv_bfloat16 *dyp, float *dprobs, const int *rowOf, const int *tokenOf, \
+                              int Tn, int K, long long H, long long R, int zrows, int smode) {   \
+    unpermuteBwdBF16<VEC, true>(dy, yp, probs, dyp, dprobs, rowOf, tokenOf, Tn, K, H, R, zrows, smode); \
+  }                                                                                              \
+  extern "C" __global__ void __launch_bounds__(256)                                              \
+  unpermute_bwdseq_bf16dot_##SUF(const __nv_bfloat16 *dy, const __nv_bfloat16 *yp, const float *probs, \
+                                 __nv_bfloat16 *dyp, float *dprobs, const int *rowOf, const int *tokenOf, \
+                                 int Tn, int K, long long H, long long R, int zrows, int smode) { \
+    unpermuteBwdBF16<VEC, false>(dy, yp, probs, dyp, dprobs, rowOf, tokenOf, Tn, K, H, R, zrows, smode); \
+  }
+UNPERMUTE_BF16DOT(v, true)
+UNPERMUTE_BF16DOT(s, false)
 
 // Rows only (no dprobs): dyp[rowOf[t,k]] = probs[t,k]·dy[t], with U packs of dy per thread in
 // flight like permute forward (8; 4 for bfloat16 with K = 1, where 8 costs occupancy). Blocks [T, ...) zero dyp's rows with tokenOf < 0.
@@ -220,18 +371,6 @@ __device__ __forceinline__ void unpermuteBwdRows(const T *__restrict__ dy, const
     unpermuteFwd<T, N, PR>(yp, probs, y, rowOf, K, H);                                           \
   }                                                                                              \
   extern "C" __global__ void __launch_bounds__(256)                                              \
-  unpermute_bwd_##SUF(const T *dy, const T *yp, const PR *probs, T *dyp, PR *dprobs,             \
-                      const int *rowOf, const int *tokenOf, int Tn, int K, long long H,          \
-                      long long R, int zrows, int smode) {                                       \
-    unpermuteBwd<T, N, PR, true>(dy, yp, probs, dyp, dprobs, rowOf, tokenOf, Tn, K, H, R, zrows, smode); \
-  }                                                                                              \
-  extern "C" __global__ void __launch_bounds__(256)                                              \
-  unpermute_bwdseq_##SUF(const T *dy, const T *yp, const PR *probs, T *dyp, PR *dprobs,          \
-                      const int *rowOf, const int *tokenOf, int Tn, int K, long long H,          \
-                      long long R, int zrows, int smode) {                                       \
-    unpermuteBwd<T, N, PR, false>(dy, yp, probs, dyp, dprobs, rowOf, tokenOf, Tn, K, H, R, zrows, smode); \
-  }                                                                                              \
-  extern "C" __global__ void __launch_bounds__(256)                                              \
   unpermute_bwd_rows_##SUF(const T *dy, const PR *probs, T *dyp, const int *rowOf,               \
                            const int *tokenOf, int Tn, int K, long long H, long long R, int zrows, \
                            int smode) {                                                          \
@@ -244,9 +383,28 @@ __device__ __forceinline__ void unpermuteBwdRows(const T *__restrict__ dy, const
     unpermuteBwdRows<T, N, PR, 4>(dy, probs, dyp, rowOf, tokenOf, Tn, K, H, R, zrows, smode);    \
   }
 
+// The float64-summed dprobs kernels, for float32 and float64 data (bfloat16 has its own above).
+#define UNPERMUTE_DOT64(SUF, T, N, PR)                                                           \
+  extern "C" __global__ void __launch_bounds__(256)                                              \
+  unpermute_bwd_##SUF(const T *dy, const T *yp, const PR *probs, T *dyp, PR *dprobs,             \
+                      const int *rowOf, const int *tokenOf, int Tn, int K, long long H,          \
+                      long long R, int zrows, int smode) {                                       \
+    unpermuteBwd<T, N, PR, true>(dy, yp, probs, dyp, dprobs, rowOf, tokenOf, Tn, K, H, R, zrows, smode); \
+  }                                                                                              \
+  extern "C" __global__ void __launch_bounds__(256)                                              \
+  unpermute_bwdseq_##SUF(const T *dy, const T *yp, const PR *probs, T *dyp, PR *dprobs,          \
+                      const int *rowOf, const int *tokenOf, int Tn, int K, long long H,          \
+                      long long R, int zrows, int smode) {                                       \
+    unpermuteBwd<T, N, PR, false>(dy, yp, probs, dyp, dprobs, rowOf, tokenOf, Tn, K, H, R, zrows, smode); \
+  }
+
 UNPERMUTE_TYPED(f32_v, float, 4, float)
 UNPERMUTE_TYPED(f32_s, float, 1, float)
 UNPERMUTE_TYPED(f64_v, double, 2, double)
 UNPERMUTE_TYPED(f64_s, double, 1, double)
 UNPERMUTE_TYPED(bf16_v, __nv_bfloat16, 8, float)
 UNPERMUTE_TYPED(bf16_s, __nv_bfloat16, 1, float)
+UNPERMUTE_DOT64(f32_v, float, 4, float)
+UNPERMUTE_DOT64(f32_s, float, 1, float)
+UNPERMUTE_DOT64(f64_v, double, 2, double)
+UNPERMUTE_DOT64(f64_s, double, 1, double)

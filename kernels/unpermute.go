@@ -13,7 +13,8 @@ import "unsafe"
 // rounded on its own (acc = acc + round(p·v), never a fused multiply-add). The dot products of
 // dprobs accumulate in float64 (see dot64 for the fixed order) and are rounded to the data type
 // once; the CUDA kernels sum them in another fixed float64 order, so dprobs agree within a
-// float64 rounding rather than bitwise.
+// float64 rounding rather than bitwise. bfloat16 data has its own contract, bitwise on both
+// sides: UnpermuteBackwardBF16 sums dprobs in float32 in the CUDA kernel's order (DotBF16).
 
 // UnpermuteForward writes y [T,H] from yp [R,H] and, if probs is not nil, probs [T,K].
 func UnpermuteForward[F Float](y, yp, probs []F, p Plan, H int) error {
@@ -61,6 +62,20 @@ func UnpermuteForward[F Float](y, yp, probs []F, p Plan, H int) error {
 // UnpermuteBackward writes dyp [R,H] (if not nil) and dprobs [T,K] (if not nil) from dy [T,H].
 // dyp needs probs unless the forward was unweighted (probs nil); dprobs needs yp.
 func UnpermuteBackward[F Float](dyp, dprobs, dy, yp, probs []F, p Plan, H int) error {
+	return unpermuteBackward(dyp, dprobs, dy, yp, probs, p, H, nil)
+}
+
+// UnpermuteBackwardBF16 is UnpermuteBackward for bfloat16 data held exactly in float32 (dy and
+// yp widened from bfloat16, probs float32), the CPU twin of the CUDA kernels' bfloat16 path:
+// dyp as in UnpermuteBackward (float32 products, which the caller rounds to bfloat16 once), and
+// dprobs[t,k] = DotBF16(yp[rowOf[t,k]], dy[t]), summed in float32 in the GPU's order, so the
+// CPU and the GPU give the same bits.
+func UnpermuteBackwardBF16(dyp, dprobs, dy, yp, probs []float32, p Plan, H int) error {
+	return unpermuteBackward(dyp, dprobs, dy, yp, probs, p, H, DotBF16)
+}
+
+// unpermuteBackward is UnpermuteBackward; a non-nil dot computes dprobs instead of dot64.
+func unpermuteBackward[F Float](dyp, dprobs, dy, yp, probs []F, p Plan, H int, dot func(a, b []F) F) error {
 	if err := p.Check(); err != nil {
 		return err
 	}
@@ -103,7 +118,7 @@ func UnpermuteBackward[F Float](dyp, dprobs, dy, yp, probs []F, p Plan, H int) e
 			flags |= ubNT
 		}
 	}
-	if dprobs != nil {
+	if dprobs != nil && dot == nil {
 		flags |= ubDot
 	}
 	parallelRange(p.T, rowBlock, func(lo, hi int) {
@@ -128,7 +143,11 @@ func UnpermuteBackward[F Float](dyp, dprobs, dy, yp, probs []F, p Plan, H int) e
 					a = yp[int(r)*H : int(r)*H+H]
 				}
 				v := unpermBwdRow(d, g, a, w, flags)
-				if dprobs != nil {
+				switch {
+				case dprobs == nil:
+				case dot != nil:
+					dprobs[t*K+k] = dot(a, g)
+				default:
 					dprobs[t*K+k] = F(v)
 				}
 			}
@@ -174,4 +193,54 @@ func unpermBwdRow[F Float](d, g, yp []F, w F, flags int) float64 {
 		return dot64(yp, g)
 	}
 	return dot64Lanes(&l, yp, g, i)
+}
+
+// bf16DotPack is the number of elements of one 16-byte bfloat16 pack, the unit of DotBF16's
+// order.
+const bf16DotPack = 8
+
+// BF16DotLanes is the number of partial sums of DotBF16 for rows of H elements: one per pack
+// of 8 elements, rounded up to a multiple of 32, between 32 and 256. It is also the block size
+// of the CUDA kernel (one thread per partial sum), which is what ties the order to H alone.
+func BF16DotLanes(H int) int {
+	n := (H + bf16DotPack - 1) / bf16DotPack
+	n = (n + 31) &^ 31
+	return min(max(n, 32), 256)
+}
+
+// DotBF16 is the dot product ⟨a, b⟩ of bfloat16 values held in float32, summed in float32 in
+// the order of the CUDA unpermute backward for bfloat16 (so both give the same bits):
+//
+//   - the elements go in packs of 8 (the last one padded with +0 products); the 8 products of a
+//     pack are exact in float32 (8-bit significands) and add as ((p0+p1)+(p2+p3))+((p4+p5)+(p6+p7));
+//   - pack q adds to partial sum q mod L, in increasing q, with L = BF16DotLanes(len(a));
+//   - each group of 32 partial sums adds as a tree (s[l] += s[l+o] for o = 16, 8, 4, 2, 1, the
+//     warp's shuffle-down sum), and the L/32 group sums add in order to 0.
+//
+// The float32 sum (error about log2(len)·2^-24 of Σ|a·b| in this order) replaces float64 for
+// bfloat16 data, whose values carry 8 bits; it lets the GPU kernel keep pace with its memory.
+// b must be at least as long as a.
+func DotBF16(a, b []float32) float32 {
+	n := len(a)
+	b = b[:n]
+	L := BF16DotLanes(n)
+	var part [256]float32
+	for q, i := 0, 0; i < n; q, i = q+1, i+bf16DotPack {
+		var pr [bf16DotPack]float32
+		for j := range min(bf16DotPack, n-i) {
+			pr[j] = float32(a[i+j] * b[i+j])
+		}
+		part[q%L] += ((pr[0] + pr[1]) + (pr[2] + pr[3])) + ((pr[4] + pr[5]) + (pr[6] + pr[7]))
+	}
+	var s float32
+	for w := 0; w < L; w += 32 {
+		v := part[w : w+32]
+		for o := 16; o > 0; o >>= 1 {
+			for l := range o {
+				v[l] += v[l+o]
+			}
+		}
+		s += v[0]
+	}
+	return s
 }

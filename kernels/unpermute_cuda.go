@@ -15,11 +15,22 @@ func init() {
 	for _, d := range []DType{F32, F64, BF16} {
 		for _, v := range []string{"v", "s"} {
 			for _, k := range []string{"unpermute_fwd", "unpermute_bwd", "unpermute_bwdseq", "unpermute_bwd_rows", "unpermute_bwd_rows4"} {
+				if d == BF16 && (k == "unpermute_bwd" || k == "unpermute_bwdseq") {
+					continue // bfloat16 dprobs: the bf16dot kernels below
+				}
 				kernelNames = append(kernelNames, k+"_"+d.suffix()+"_"+v)
 			}
 		}
 	}
+	for _, v := range []string{"v", "s"} {
+		kernelNames = append(kernelNames, "unpermute_bwd_bf16dot_"+v, "unpermute_bwdseq_bf16dot_"+v)
+	}
 }
+
+// bf16DotBatch picks, for bfloat16 dprobs, the kernel that issues a pack's K yp loads before
+// using any (true) or the one that goes slot by slot; both give the same bits. A variable so
+// that the benchmark can time both.
+var bf16DotBatch = true
 
 // UnpermuteForward writes y [T,H] = Σ_k probs[t,k]·yp[rowOf[t,k]] (probs 0: unweighted).
 func (c *CUDA) UnpermuteForward(d DType, g Geometry, H int, y, yp, probs, plan cu.DevicePtr) error {
@@ -74,17 +85,32 @@ func (c *CUDA) UnpermuteBackward(d DType, g Geometry, H int, dyp, dprobs, dy, yp
 				*new(args).p(dy).p(probs).p(dyp).p(rowOf).p(tokenOf).i(g.T).i(g.K).l(int64(H)).l(R).i(zeroRowsPerBlock).i(storeMode))
 		})
 	}
-	// Batched yp loads win for float32/float64 with K > 2 and lose for K <= 2 and bfloat16
-	// (register pressure), measured on an H200.
+	grid := g.T
+	if dyp != 0 {
+		grid += zeroBlocks(R)
+	}
+	if d == BF16 {
+		// dprobs summed in float32 in DotBF16's order: the block size is part of the order.
+		kname := "unpermute_bwdseq_bf16dot"
+		if bf16DotBatch {
+			kname = "unpermute_bwd_bf16dot"
+		}
+		name := kname + "_s"
+		if vec(d, H, ptrs...) {
+			name = kname + "_v"
+		}
+		return c.do(func() error {
+			return c.launch(name, grid, BF16DotLanes(H), 4*8*8+8*g.K,
+				*new(args).p(dy).p(yp).p(probs).p(dyp).p(dprobs).p(rowOf).p(tokenOf).i(g.T).i(g.K).l(int64(H)).l(R).i(zeroRowsPerBlock).i(storeMode))
+		})
+	}
+	// Batched yp loads win for float32/float64 with K > 2 and lose for K <= 2 (register
+	// pressure), measured on an H200.
 	kname := "unpermute_bwdseq"
 	if d != BF16 && g.K > 2 {
 		kname = "unpermute_bwd"
 	}
 	name, n := typedName(kname, d, vec(d, H, ptrs...))
-	grid := g.T
-	if dyp != 0 {
-		grid += zeroBlocks(R)
-	}
 	return c.do(func() error {
 		return c.launch(name, grid, rowThreads(int64(H)/n, 1), 32*8*8+(acc+4)*g.K,
 			*new(args).p(dy).p(yp).p(probs).p(dyp).p(dprobs).p(rowOf).p(tokenOf).i(g.T).i(g.K).l(int64(H)).l(R).i(zeroRowsPerBlock).i(storeMode))

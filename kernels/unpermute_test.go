@@ -136,3 +136,144 @@ func sameBitsOf[F Float](a, b F) bool {
 	}
 	panic(fmt.Sprintf("sameBitsOf: %T", a))
 }
+
+func TestBF16DotLanes(t *testing.T) {
+	for _, c := range []struct{ H, want int }{
+		{0, 32}, {1, 32}, {8, 32}, {256, 32}, {257, 64}, {2048, 256}, {2056, 256}, {4096, 256}, {1 << 20, 256},
+	} {
+		if got := BF16DotLanes(c.H); got != c.want {
+			t.Errorf("BF16DotLanes(%d) = %d, want %d", c.H, got, c.want)
+		}
+	}
+}
+
+// TestDotBF16Order checks DotBF16's order on products chosen so that every other order gives
+// another float32 value (b is all ones, so the products are a's values). ε = 2^24, where
+// float32 has a spacing of 2: ε+1 rounds to ε (ties to even), ε+2 is exact.
+func TestDotBF16Order(t *testing.T) {
+	const eps = float32(1 << 24)
+	at := func(H int, v map[int]float32) []float32 {
+		a := make([]float32, H)
+		for i, x := range v {
+			a[i] = x
+		}
+		return a
+	}
+	cases := []struct {
+		name string
+		a    []float32
+		want float32 // by hand from the order in DotBF16's comment
+	}{
+		// ((ε+1)+(1+1)) + ((−ε+0)+(0+0)) = (ε+2) − ε = 2; in h order 0, exact 3.
+		{"pack tree", at(8, map[int]float32{0: eps, 1: 1, 2: 1, 3: 1, 4: -eps}), 2},
+		// 258 packs, 256 lanes: packs 0 and 256 share lane 0 (ε − ε = 0), pack 1 is lane 1;
+		// in h order (ε+1) − ε = 0.
+		{"lane wrap", at(8*258, map[int]float32{0: eps, 8: 1, 8 * 256: -eps}), 1},
+		// 32 packs, 32 lanes, one warp: lanes 0 = ε, 1 = 1, 3 = 1; the tree adds lane 3 to lane
+		// 1 (o = 2) before lane 1 to lane 0 (o = 1): ε + 2; lanes in order give ε.
+		{"warp tree", at(8*32, map[int]float32{0: eps, 8: 1, 24: 1}), eps + 2},
+		// 64 lanes, two warps: ε in warp 0, 1 and 1 in warp 1 (lanes 32, 33): ε + (1+1) = ε+2;
+		// in h order ε.
+		{"warps in order", at(8*64, map[int]float32{0: eps, 8 * 32: 1, 8 * 33: 1}), eps + 2},
+		// a short last pack, H = 11, padded with +0 products: ((1+1)+(ε+0))+((0+0)+(0+0)) = ε+2.
+		{"short pack", at(11, map[int]float32{8: 1, 9: 1, 10: eps}), eps + 2},
+	}
+	for _, c := range cases {
+		b := make([]float32, len(c.a))
+		for i := range b {
+			b[i] = 1
+		}
+		if got := DotBF16(c.a, b); got != c.want {
+			t.Errorf("%s: DotBF16 = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+// TestDotBF16Accuracy compares DotBF16 on random bfloat16 values with the float64 dot
+// product: the float32 sums along any path of the order add at most 3 (pack) + ⌈packs/L⌉
+// (lane) + 5 (warp) + L/32 (warps) roundings of 2^-24 each, relative to Σ|a·b|.
+func TestDotBF16Accuracy(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	bf := func() float32 { // a bfloat16 value: 8 significant bits
+		return float32(math.Float32frombits(math.Float32bits(float32(rng.NormFloat64()*math.Exp(2*rng.NormFloat64()))) &^ 0xffff))
+	}
+	for _, H := range []int{1, 5, 8, 9, 100, 255, 256, 2051, 4096, 7168, 20000} {
+		a, b := make([]float32, H), make([]float32, H)
+		var exact, mag float64
+		for i := range a {
+			a[i], b[i] = bf(), bf()
+			p := float64(a[i]) * float64(b[i])
+			exact += p
+			mag += math.Abs(p)
+		}
+		nq := (H + 7) / 8
+		L := BF16DotLanes(H)
+		steps := 3 + (nq+L-1)/L + 5 + L/32
+		got := float64(DotBF16(a, b))
+		if d := math.Abs(got - exact); d > float64(steps)*0x1p-24*mag*1.01 {
+			t.Errorf("H=%d: DotBF16 = %.9g, float64 %.9g: |diff| %.3g > %d roundings of Σ|ab| = %.3g", H, got, exact, d, steps, mag)
+		}
+	}
+}
+
+// TestUnpermuteBackwardBF16 checks the bfloat16 twin against UnpermuteBackward's rows and
+// DotBF16 per slot (0 for dropped slots), with and without probs, dyp and dprobs.
+func TestUnpermuteBackwardBF16(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for _, H := range []int{3, 8, 70, 2056} {
+		g := Geometry{T: 30, K: 3, E: 5, A: 2, Mode: Capacity, C: 12}
+		ids := randomIDs(rng, g.T, g.K, g.E, 0.1)
+		flat := make([]int32, g.PlanLen())
+		if err := BuildPlan(flat, g, ids, []float32(nil)); err != nil {
+			t.Fatal(err)
+		}
+		p, err := g.View(flat)
+		if err != nil {
+			t.Fatal(err)
+		}
+		R := g.Rows()
+		fill := func(n int) []float32 {
+			v := make([]float32, n)
+			for i := range v {
+				v[i] = math.Float32frombits(math.Float32bits(float32(rng.NormFloat64())) &^ 0xffff)
+			}
+			return v
+		}
+		dy, yp, probs := fill(g.T*H), fill(R*H), fill(g.T*g.K)
+		for _, pr := range [][]float32{probs, nil} {
+			dyp, dp := fill(R*H), fill(g.T*g.K)
+			wantRows := make([]float32, R*H)
+			if err := UnpermuteBackwardBF16(dyp, dp, dy, yp, pr, p, H); err != nil {
+				t.Fatal(err)
+			}
+			if err := UnpermuteBackward(wantRows, nil, dy, nil, pr, p, H); err != nil {
+				t.Fatal(err)
+			}
+			for i := range wantRows {
+				if math.Float32bits(dyp[i]) != math.Float32bits(wantRows[i]) {
+					t.Fatalf("H=%d: dyp[%d] = %v, want %v", H, i, dyp[i], wantRows[i])
+				}
+			}
+			for i, r := range p.RowOf {
+				want := float32(0)
+				if r >= 0 {
+					tok := i / g.K
+					want = DotBF16(yp[int(r)*H:int(r+1)*H], dy[tok*H:(tok+1)*H])
+				}
+				if math.Float32bits(dp[i]) != math.Float32bits(want) {
+					t.Fatalf("H=%d: dprobs[%d] = %v, want %v", H, i, dp[i], want)
+				}
+			}
+			// dprobs alone, and dyp alone.
+			dp2 := fill(g.T * g.K)
+			if err := UnpermuteBackwardBF16(nil, dp2, dy, yp, pr, p, H); err != nil {
+				t.Fatal(err)
+			}
+			for i := range dp {
+				if math.Float32bits(dp2[i]) != math.Float32bits(dp[i]) {
+					t.Fatalf("H=%d: dprobs alone [%d] = %v, with dyp %v", H, i, dp2[i], dp[i])
+				}
+			}
+		}
+	}
+}

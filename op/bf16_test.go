@@ -119,7 +119,12 @@ func TestBF16Ops(t *testing.T) {
 				refY := make([]float32, g.T*H)
 				// dyp[row] = float32(p·dy[t]), other rows 0.
 				refDyp := make([]float32, R*H)
-				// dprobs[t,k] = float32(Σ_h float64(yp[row,h])·float64(dy[t,h])), 0 if dropped.
+				// dprobs[t,k]: H <= 8 is one pack of kernels.DotBF16's order, the float32 tree
+				// ((p0+p1)+(p2+p3))+((p4+p5)+(p6+p7)) of the exact products p_h =
+				// yp[row,h]·dy[t,h] (+0 past H); 0 if dropped.
+				if H > 8 {
+					t.Fatalf("the dprobs reference covers H <= 8, not %d", H)
+				}
 				refDpr := make([]float32, g.T*g.K)
 				for tk := 0; tk < g.T; tk++ {
 					for k := 0; k < g.K; k++ {
@@ -128,15 +133,15 @@ func TestBF16Ops(t *testing.T) {
 							continue
 						}
 						w := pr[tk*g.K+k]
-						var dot float64
+						var pp [8]float32
 						for h := 0; h < H; h++ {
 							refXp[r*H+h] = xs[tk*H+h]
 							refDx[tk*H+h] += dxps[r*H+h]
 							refY[tk*H+h] += w * yps[r*H+h]
 							refDyp[r*H+h] = w * dys[tk*H+h]
-							dot += float64(yps[r*H+h]) * float64(dys[tk*H+h])
+							pp[h] = yps[r*H+h] * dys[tk*H+h]
 						}
-						refDpr[tk*g.K+k] = float32(dot)
+						refDpr[tk*g.K+k] = ((pp[0] + pp[1]) + (pp[2] + pp[3])) + ((pp[4] + pp[5]) + (pp[6] + pp[7]))
 					}
 				}
 				wantBF16(t, "xp", vals[1], refXp)

@@ -166,14 +166,17 @@ func unpermuteBackward(name string, g kernels.Geometry, dy, yp, probs, plan G.Va
 	}
 	switch dy.Dtype() {
 	case tensor.Float32:
-		return unpermuteBackwardHost[float32](name, p, dy, yp, probs, wantRows, wantProbs, preRows, preProbs)
+		return unpermuteBackwardHost(name, p, dy, yp, probs, wantRows, wantProbs, preRows, preProbs, kernels.UnpermuteBackward[float32])
 	case bfloat16.Dtype:
 		return unpermuteBackwardBF16(name, p, dy, yp, probs, wantRows, wantProbs, preRows, preProbs)
 	}
-	return unpermuteBackwardHost[float64](name, p, dy, yp, probs, wantRows, wantProbs, preRows, preProbs)
+	return unpermuteBackwardHost(name, p, dy, yp, probs, wantRows, wantProbs, preRows, preProbs, kernels.UnpermuteBackward[float64])
 }
 
-func unpermuteBackwardHost[F kernels.Float](name string, p kernels.Plan, dy, yp, probs G.Value, wantRows, wantProbs bool, preRows, preProbs G.Value) (G.Value, G.Value, error) {
+// unpermuteBackwardHost runs the host kernel kern (kernels.UnpermuteBackward or its bfloat16
+// twin) on host values.
+func unpermuteBackwardHost[F kernels.Float](name string, p kernels.Plan, dy, yp, probs G.Value, wantRows, wantProbs bool, preRows, preProbs G.Value,
+	kern func(dyp, dprobs, dy, yp, probs []F, p kernels.Plan, H int) error) (G.Value, G.Value, error) {
 	g, err := hostFloats[F](name, "dy", dy)
 	if err != nil {
 		return nil, nil, err
@@ -206,14 +209,15 @@ func unpermuteBackwardHost[F kernels.Float](name string, p kernels.Plan, dy, yp,
 		}
 		dprobsV, dprobsS = d, s
 	}
-	if err := kernels.UnpermuteBackward(dypS, dprobsS, g, ys, pr, p, H); err != nil {
+	if err := kern(dypS, dprobsS, g, ys, pr, p, H); err != nil {
 		return nil, nil, opkit.Wrap(name, err)
 	}
 	return dypV, dprobsV, nil
 }
 
 // unpermuteBackwardBF16 is the host backward for bfloat16 dy and yp with float32 probs: the
-// float32 kernel on widened inputs, dyp rounded once, dprobs float32.
+// bfloat16 twin of the float32 kernel (kernels.UnpermuteBackwardBF16) on widened inputs, dyp
+// rounded once, dprobs float32 summed in the CUDA kernel's order.
 func unpermuteBackwardBF16(name string, p kernels.Plan, dy, yp, probs G.Value, wantRows, wantProbs bool, preRows, preProbs G.Value) (G.Value, G.Value, error) {
 	dyf, err := widenBF16(name, "dy", dy)
 	if err != nil {
@@ -223,7 +227,7 @@ func unpermuteBackwardBF16(name string, p kernels.Plan, dy, yp, probs G.Value, w
 	if err != nil {
 		return nil, nil, err
 	}
-	dyp, dprobs, err := unpermuteBackwardHost[float32](name, p, dyf, ypf, probs, wantRows, wantProbs, nil, preProbs)
+	dyp, dprobs, err := unpermuteBackwardHost(name, p, dyf, ypf, probs, wantRows, wantProbs, nil, preProbs, kernels.UnpermuteBackwardBF16)
 	if err != nil || dyp == nil {
 		return dyp, dprobs, err
 	}
