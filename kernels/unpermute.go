@@ -199,12 +199,15 @@ func unpermBwdRow[F Float](d, g, yp []F, w F, flags int) float64 {
 // order.
 const bf16DotPack = 8
 
-// BF16DotLanes is the number of partial sums of DotBF16 for rows of H elements: one per pack
-// of 8 elements, rounded up to a multiple of 32, between 32 and 256. It is also the block size
-// of the CUDA kernel (one thread per partial sum), which is what ties the order to H alone.
+// BF16DotLanes is the number of partial sums of DotBF16 for rows of H elements: the packs of 8
+// elements spread evenly over at most 256 partial sums, a multiple of 32 (at least 32). For H =
+// 7168 (896 packs) that is 224 partial sums of 4 packs each, for H = 4096 256 of 2. It is also
+// the block size of the CUDA kernel (one thread per partial sum, every thread with the same
+// number of packs but the last), which is what ties the order to H alone.
 func BF16DotLanes(H int) int {
 	n := (H + bf16DotPack - 1) / bf16DotPack
-	n = (n + 31) &^ 31
+	per := max((n+255)/256, 1) // packs per partial sum
+	n = ((n+per-1)/per + 31) &^ 31
 	return min(max(n, 32), 256)
 }
 

@@ -139,7 +139,8 @@ func sameBitsOf[F Float](a, b F) bool {
 
 func TestBF16DotLanes(t *testing.T) {
 	for _, c := range []struct{ H, want int }{
-		{0, 32}, {1, 32}, {8, 32}, {256, 32}, {257, 64}, {2048, 256}, {2056, 256}, {4096, 256}, {1 << 20, 256},
+		{0, 32}, {1, 32}, {8, 32}, {256, 32}, {257, 64}, {2048, 256}, {2056, 160}, {4096, 256},
+		{7168, 224}, {6168, 224}, {1 << 20, 256}, // 6168: 771 packs, 4 per lane: 193 → 224
 	} {
 		if got := BF16DotLanes(c.H); got != c.want {
 			t.Errorf("BF16DotLanes(%d) = %d, want %d", c.H, got, c.want)
@@ -166,9 +167,9 @@ func TestDotBF16Order(t *testing.T) {
 	}{
 		// ((ε+1)+(1+1)) + ((−ε+0)+(0+0)) = (ε+2) − ε = 2; in h order 0, exact 3.
 		{"pack tree", at(8, map[int]float32{0: eps, 1: 1, 2: 1, 3: 1, 4: -eps}), 2},
-		// 258 packs, 256 lanes: packs 0 and 256 share lane 0 (ε − ε = 0), pack 1 is lane 1;
-		// in h order (ε+1) − ε = 0.
-		{"lane wrap", at(8*258, map[int]float32{0: eps, 8: 1, 8 * 256: -eps}), 1},
+		// 258 packs, 160 lanes (2 packs each, ⌈258/2⌉ = 129 rounded up to 32s): packs 0 and
+		// 160 share lane 0 (ε − ε = 0), pack 1 is lane 1; in h order (ε+1) − ε = 0.
+		{"lane wrap", at(8*258, map[int]float32{0: eps, 8: 1, 8 * 160: -eps}), 1},
 		// 32 packs, 32 lanes, one warp: lanes 0 = ε, 1 = 1, 3 = 1; the tree adds lane 3 to lane
 		// 1 (o = 2) before lane 1 to lane 0 (o = 1): ε + 2; lanes in order give ε.
 		{"warp tree", at(8*32, map[int]float32{0: eps, 8: 1, 24: 1}), eps + 2},
