@@ -112,7 +112,7 @@ func bfPattern(i uint64) bfloat16.BFloat16 {
 // and backward through the ops on the device engine. Sampled rows of the permuted buffer,
 // among them rows that lie past element 2^31, are checked against the source on the host;
 // unpermute(permute(x)) with probs 1/K must give x bit for bit, the gradient of x must be dy
-// (the same exact arithmetic), and sampled dprobs must be ⟨x[t], dy[t]⟩.
+// (the same exact arithmetic), and sampled dprobs must be ⟨x[t], dy[t]⟩ (summed as kernels.DotBF16 does).
 func TestGPULargeSizes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("large: skipped with -short")
@@ -241,19 +241,17 @@ func TestGPULargeSizes(t *testing.T) {
 	if got := copyOut(grads[0]); !sameBits(got, hdy) {
 		t.Error("the gradient of x differs from dy")
 	}
-	// dprobs[t,k] = ⟨x[t], dy[t]⟩ for sampled tokens.
+	// dprobs[t,k] = ⟨x[t], dy[t]⟩ for sampled tokens, bit for bit as kernels.DotBF16 sums it.
 	dprobs := copyOut(grads[1]).Data().([]float32)
+	xw, dyw := make([]float32, H), make([]float32, H)
 	for i := 0; i < 256; i++ {
 		tok := rng.IntN(T)
-		var dot, abs float64
 		for h := 0; h < H; h++ {
-			v := float64(x[tok*H+h].Float32()) * float64(dy[tok*H+h].Float32())
-			dot += v
-			abs += math.Abs(v)
+			xw[h], dyw[h] = x[tok*H+h].Float32(), dy[tok*H+h].Float32()
 		}
+		dot := kernels.DotBF16(xw, dyw)
 		for k := 0; k < K; k++ {
-			got := float64(dprobs[tok*K+k])
-			if math.Abs(got-dot) > 1e-6*abs+math.Abs(dot)*0x1p-23 {
+			if got := dprobs[tok*K+k]; math.Float32bits(got) != math.Float32bits(dot) {
 				t.Fatalf("dprobs[%d,%d] = %g, want %g", tok, k, got, dot)
 			}
 		}
