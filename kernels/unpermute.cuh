@@ -222,14 +222,15 @@ __device__ __forceinline__ void unpermuteBwdBF16(const __nv_bfloat16 *__restrict
   loadSlots(rows, w, rowOf, probs, t, K);
   const T *g = dy + t * H;
   int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-  // dyp[r] pack q = probs[t,k]·dy[t] pack q (a copy when unweighted), rounded to bfloat16.
-  auto storeScaled = [&](int r, int k, long long q, const float *ga) {
-    float m[8];
-    float wk = probs ? w[k] : 1.0f;
+  // dyp[r] pack q = probs[t,k]·dy[t] pack q rounded to bfloat16 (a copy when unweighted).
+  auto storeScaled = [&](int r, int k, long long q, const P &gv, const float *ga) {
+    P o = gv;
+    if (probs) {
+      float m[8];
 #pragma unroll
-    for (int j = 0; j < 8; j++) m[j] = probs ? __fmul_rn(wk, ga[j]) : ga[j];
-    P o;
-    packFromAcc<T, 8>(m, o);
+      for (int j = 0; j < 8; j++) m[j] = __fmul_rn(w[k], ga[j]);
+      packFromAcc<T, 8>(m, o);
+    }
     T *dst = dyp + (long long)r * H;
     if constexpr (VEC) {
       stPack((P *)dst + q, o, smode);
@@ -245,12 +246,10 @@ __device__ __forceinline__ void unpermuteBwdBF16(const __nv_bfloat16 *__restrict
 #pragma unroll
     for (int kk = 0; kk < KGROUP; kk++) part[kk] = 0.0f;
     for (long long q = threadIdx.x; q < nq; q += blockDim.x) {
+      P gv = ldBF16x8<VEC>(g, q, H, false);
       float ga[8];
-      {
-        P gv = ldBF16x8<VEC>(g, q, H, false);
 #pragma unroll
-        for (int j = 0; j < 8; j++) ga[j] = __bfloat162float(gv.v[j]);
-      }
+      for (int j = 0; j < 8; j++) ga[j] = __bfloat162float(gv.v[j]);
       if (BATCH) {
         int rr[KGROUP];
         P v[KGROUP];
@@ -262,7 +261,7 @@ __device__ __forceinline__ void unpermuteBwdBF16(const __nv_bfloat16 *__restrict
 #pragma unroll
         for (int kk = 0; kk < KGROUP; kk++) {
           if (rr[kk] < 0) continue;
-          if (dyp) storeScaled(rr[kk], kg + kk, q, ga);
+          if (dyp) storeScaled(rr[kk], kg + kk, q, gv, ga);
           part[kk] = __fadd_rn(part[kk], dotBF16x8(v[kk], ga));
         }
       } else {
@@ -271,7 +270,7 @@ __device__ __forceinline__ void unpermuteBwdBF16(const __nv_bfloat16 *__restrict
           if (kk >= kn) break;
           int r = rows[kg + kk];
           if (r < 0) continue;
-          if (dyp) storeScaled(r, kg + kk, q, ga);
+          if (dyp) storeScaled(r, kg + kk, q, gv, ga);
           P v = ldBF16x8<VEC>(yp + (long long)r * H, q, H, true);
           part[kk] = __fadd_rn(part[kk], dotBF16x8(v, ga));
         }

@@ -142,7 +142,10 @@ func unpermuteBackward[F Float](dyp, dprobs, dy, yp, probs []F, p Plan, H int, d
 				if dprobs != nil {
 					a = yp[int(r)*H : int(r)*H+H]
 				}
-				v := unpermBwdRow(d, g, a, w, flags)
+				var v float64
+				if flags != 0 {
+					v = unpermBwdRow(d, g, a, w, flags)
+				}
 				switch {
 				case dprobs == nil:
 				case dot != nil:
@@ -217,8 +220,8 @@ func BF16DotLanes(H int) int {
 //   - the elements go in packs of 8 (the last one padded with +0 products); the 8 products of a
 //     pack are exact in float32 (8-bit significands) and add as ((p0+p1)+(p2+p3))+((p4+p5)+(p6+p7));
 //   - pack q adds to partial sum q mod L, in increasing q, with L = BF16DotLanes(len(a));
-//   - each group of 32 partial sums adds as a tree (s[l] += s[l+o] for o = 16, 8, 4, 2, 1, the
-//     warp's shuffle-down sum), and the L/32 group sums add in order to 0.
+//   - each group of 32 partial sums adds as a tree (s[l] += s[l+o] for o = 16, 8, 4, 2, 1: lane 0
+//     of the warp's shuffle sum), and the L/32 group sums add in order to 0.
 //
 // The float32 sum (error about log2(len)·2^-24 of Σ|a·b| in this order) replaces float64 for
 // bfloat16 data, whose values carry 8 bits; it lets the GPU kernel keep pace with its memory.

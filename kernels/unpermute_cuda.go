@@ -107,7 +107,7 @@ func (c *CUDA) UnpermuteBackward(d DType, g Geometry, H int, dyp, dprobs, dy, yp
 	// Batched yp loads win for float32/float64 with K > 2 and lose for K <= 2 (register
 	// pressure), measured on an H200.
 	kname := "unpermute_bwdseq"
-	if d != BF16 && g.K > 2 {
+	if g.K > 2 {
 		kname = "unpermute_bwd"
 	}
 	name, n := typedName(kname, d, vec(d, H, ptrs...))

@@ -61,17 +61,32 @@ func cuTestUnpermuteBF16(t *testing.T, rng *rand.Rand, g Geometry, H, shift int)
 	}
 	dy, yp := wild(g.T*H), wild(R*H)
 	dDy, dYp, dPr := cuUploadAny(t, dy), cuUploadAny(t, yp), cuUploadAny(t, probs)
-	off := uint64(2 * shift)
-	dypG := cuAlloc(t, int64(2*(R*H+shift)))
-	dpG := cuAlloc(t, int64(4*g.T*g.K))
-	if err := testCUDA.UnpermuteBackward(BF16, g, H, dypG.p+cu.DevicePtr(off), dpG.p, dDy.p+cu.DevicePtr(off), dYp.p+cu.DevicePtr(off), dPr.p, plan.p); err != nil {
-		t.Fatal(err)
+	off := cu.DevicePtr(2 * shift)
+	// weighted with dyp, unweighted with dyp (dyp a copy of dy), weighted dprobs alone
+	for _, c := range []struct{ weighted, rows bool }{{true, true}, {false, true}, {true, false}} {
+		var dypG cuDevBuf
+		dypP := cu.DevicePtr(0)
+		if c.rows {
+			dypG = cuAlloc(t, int64(2*(R*H+shift)))
+			dypP = dypG.p + off
+		}
+		dpG := cuAlloc(t, int64(4*g.T*g.K))
+		prP, pr := dPr.p, probs
+		if !c.weighted {
+			prP, pr = 0, nil
+		}
+		if err := testCUDA.UnpermuteBackward(BF16, g, H, dypP, dpG.p, dDy.p+off, dYp.p+off, prP, plan.p); err != nil {
+			t.Fatal(err)
+		}
+		wantRows := make([]float32, R*H)
+		wantDP := make([]float32, g.T*g.K)
+		cuMust(t, UnpermuteBackwardBF16(wantRows, wantDP, cuWiden(dy[shift:]).([]float32), cuWiden(yp[shift:]).([]float32), pr, p, H))
+		what := fmt.Sprintf("weighted %v rows %v", c.weighted, c.rows)
+		if c.rows {
+			cuSameBits(t, what+": dyp", cuDownloadAs(t, BF16, dypG, R*H+shift).([]bfloat16.BFloat16)[shift:], cuNarrow(BF16, wantRows))
+		}
+		cuSameBits(t, what+": dprobs", cuDownload[float32](t, dpG, g.T*g.K), wantDP)
 	}
-	wantRows := make([]float32, R*H)
-	wantDP := make([]float32, g.T*g.K)
-	cuMust(t, UnpermuteBackwardBF16(wantRows, wantDP, cuWiden(dy[shift:]).([]float32), cuWiden(yp[shift:]).([]float32), probs, p, H))
-	cuSameBits(t, "dyp", cuDownloadAs(t, BF16, dypG, R*H+shift).([]bfloat16.BFloat16)[shift:], cuNarrow(BF16, wantRows))
-	cuSameBits(t, "dprobs", cuDownload[float32](t, dpG, g.T*g.K), wantDP)
 	if err := testCUDA.Status(); err != nil {
 		t.Fatal(err)
 	}
