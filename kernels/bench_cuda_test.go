@@ -193,12 +193,12 @@ func gpuBenchOne(t *testing.T, sb *strings.Builder, s gpuBenchShapeT, d DType) {
 		}
 		SetStoreMode(def)
 		if d == BF16 {
-			for _, b := range []bool{true, false} {
-				old := SetBF16DotBatch(b)
-				row(fmt.Sprintf("unpermute bwd (rows+probs) batch=%v", b), T*H*e+2*T*K*H*e, cuTimeIt(t, it, func() error {
+			for _, v := range BF16DotVariants {
+				old := SetBF16DotVariant(v)
+				row("unpermute bwd (rows+probs) "+v, T*H*e+2*T*K*H*e, cuTimeIt(t, it, func() error {
 					return testCUDA.UnpermuteBackward(d, g, s.H, dyp.p, dp.p, y.p, xp.p, dProbs.p, plan.p)
 				}))
-				SetBF16DotBatch(old)
+				SetBF16DotVariant(old)
 			}
 		}
 	}

@@ -8,6 +8,6 @@ func SetStoreMode(m int) { storeMode = m }
 // StoreMode returns the current store policy.
 func StoreMode() int { return storeMode }
 
-// SetBF16DotBatch picks the batched (true) or slot-by-slot bfloat16 dprobs kernel and returns
-// the previous choice (see bf16DotBatch).
-func SetBF16DotBatch(b bool) bool { old := bf16DotBatch; bf16DotBatch = b; return old }
+// SetBF16DotVariant makes every bfloat16 dprobs launch use the variant v (one of
+// BF16DotVariants; "" for the default choice by K) and returns the previous setting.
+func SetBF16DotVariant(v string) string { old := bf16DotForce; bf16DotForce = v; return old }

@@ -22,15 +22,35 @@ func init() {
 			}
 		}
 	}
-	for _, v := range []string{"v", "s"} {
-		kernelNames = append(kernelNames, "unpermute_bwd_bf16dot_"+v, "unpermute_bwdseq_bf16dot_"+v)
+	for _, v := range BF16DotVariants {
+		kernelNames = append(kernelNames, "unpermute_bwd_bf16dot_"+v+"_v")
 	}
+	kernelNames = append(kernelNames, "unpermute_bwd_bf16dot_k1u1_s")
 }
 
-// bf16DotBatch picks, for bfloat16 dprobs, the kernel that issues a pack's K yp loads before
-// using any (true) or the one that goes slot by slot; both give the same bits. A variable so
-// that the benchmark can time both.
-var bf16DotBatch = true
+// BF16DotVariants are the 16-byte-pack kernels of the bfloat16 unpermute backward with dprobs:
+// k<KB>u<U> keeps the yp loads of KB slots for U packs per thread in flight. They give the same
+// bits; they differ in speed by K (bf16DotVariant picks one).
+var BF16DotVariants = []string{"k1u1", "k1u2", "k1u4", "k2u1", "k2u2", "k4u1", "k8u1"}
+
+// bf16DotForce, when not empty, names the variant every launch uses (for the benchmark).
+var bf16DotForce string
+
+// bf16DotVariant is the variant for K slots per token.
+func bf16DotVariant(K int) string {
+	if bf16DotForce != "" {
+		return bf16DotForce
+	}
+	switch {
+	case K == 1:
+		return "k1u4"
+	case K == 2:
+		return "k2u2"
+	case K <= 4:
+		return "k4u1"
+	}
+	return "k8u1"
+}
 
 // UnpermuteForward writes y [T,H] = Σ_k probs[t,k]·yp[rowOf[t,k]] (probs 0: unweighted).
 func (c *CUDA) UnpermuteForward(d DType, g Geometry, H int, y, yp, probs, plan cu.DevicePtr) error {
@@ -91,13 +111,9 @@ func (c *CUDA) UnpermuteBackward(d DType, g Geometry, H int, dyp, dprobs, dy, yp
 	}
 	if d == BF16 {
 		// dprobs summed in float32 in DotBF16's order: the block size is part of the order.
-		kname := "unpermute_bwdseq_bf16dot"
-		if bf16DotBatch {
-			kname = "unpermute_bwd_bf16dot"
-		}
-		name := kname + "_s"
+		name := "unpermute_bwd_bf16dot_k1u1_s"
 		if vec(d, H, ptrs...) {
-			name = kname + "_v"
+			name = "unpermute_bwd_bf16dot_" + bf16DotVariant(g.K) + "_v"
 		}
 		return c.do(func() error {
 			return c.launch(name, grid, BF16DotLanes(H), 4*8*8+8*g.K,

@@ -16,7 +16,7 @@ import (
 
 // TestCUDAUnpermuteBackwardBF16 checks the bfloat16 unpermute backward at the widths where
 // DotBF16's order matters (several packs per thread, several warps, a padded last pack, an
-// unaligned row start) for both kernels (batched and slot by slot) against the CPU twin,
+// unaligned row start) for every variant of the kernel (BF16DotVariants) against the CPU twin,
 // UnpermuteBackwardBF16: dyp and dprobs bit for bit. The data mix signs and magnitudes (2^-30
 // to 2^30) so that a different order of the float32 sums would show.
 func TestCUDAUnpermuteBackwardBF16(t *testing.T) {
@@ -34,10 +34,10 @@ func TestCUDAUnpermuteBackwardBF16(t *testing.T) {
 	}
 	for _, c := range cases {
 		for _, H := range c.H {
-			for _, batch := range []bool{true, false} {
-				name := fmt.Sprintf("T%dK%dE%d/H%d/shift%d/batch%v", c.g.T, c.g.K, c.g.E, H, c.shift, batch)
+			for _, v := range append([]string{""}, BF16DotVariants...) {
+				name := fmt.Sprintf("T%dK%dE%d/H%d/shift%d/%s", c.g.T, c.g.K, c.g.E, H, c.shift, v)
 				t.Run(name, func(t *testing.T) {
-					defer SetBF16DotBatch(SetBF16DotBatch(batch))
+					defer SetBF16DotVariant(SetBF16DotVariant(v))
 					cuTestUnpermuteBF16(t, rng, c.g, H, c.shift)
 				})
 			}
