@@ -179,6 +179,33 @@ func gpuBenchOne(t *testing.T, sb *strings.Builder, s gpuBenchShapeT, d DType) {
 		}
 		return testCUDA.PermuteForward(d, g, s.H, xp.p, x.p, plan.p)
 	}))
+	// The same work captured as one CUDA graph of 10 repetitions (as a replayed training step
+	// runs it): the GPU's time without the host's launch gaps.
+	graphMS := func(f func() error) float64 {
+		const reps = 10
+		gr, err := testCUDA.Capture(func() error {
+			for range reps {
+				if err := f(); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		cuMust(t, err)
+		defer gr.Destroy()
+		return cuTimeIt(t, it, gr.Launch) / reps
+	}
+	permute := func() error { return testCUDA.PermuteForward(d, g, s.H, xp.p, x.p, plan.p) }
+	gPlan := graphMS(buildPlan)
+	gPerm := graphMS(permute)
+	fmt.Fprintf(sb, "| %s | %v | plan build (CUDA graph) | %.4f | | | %.1f %% of permute fwd (CUDA graph) |\n", s.name, d, gPlan, 100*gPlan/gPerm)
+	row("permute fwd (CUDA graph)", T*H*e+T*K*H*e, gPerm)
+	row("plan + permute fwd (CUDA graph)", T*H*e+T*K*H*e, graphMS(func() error {
+		if err := buildPlan(); err != nil {
+			return err
+		}
+		return permute()
+	}))
 	if *gpuModes {
 		def := StoreMode()
 		for _, m := range []int{0, 1, 4} {
