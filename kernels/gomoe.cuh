@@ -99,13 +99,6 @@ __device__ __forceinline__ double dotTerm(double s, double a, double b) {
   return __dadd_rn(s, __dmul_rn(a, b));
 }
 
-// Warp-wide sum of a double in a fixed tree order (deterministic).
-__device__ __forceinline__ double warpSum(double v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v = __dadd_rn(v, __shfl_down_sync(0xffffffffu, v, o));
-  return v;
-}
-
 // Order-preserving 64-bit key of a probability for drop-by-prob: larger prob, larger key.
 // -0 counts as +0 (the CPU compares float64 values, where -0 == +0) and NaN sorts below
 // everything (the CPU rejects NaN; the GPU flags it in the status word).

@@ -66,6 +66,29 @@ __device__ __forceinline__ void unpermuteFwd(const T *__restrict__ yp, const PR 
 
 #define KGROUP 8
 
+// finishDots adds each of the kn slots' per-thread partial sums across the block (a warp tree:
+// lane 0 of warpSumA, which is a shuffle-down tree there; then the warps' sums in order from
+// 0) and writes them, 0 for a dropped slot (rows[kk] < 0), to out[kk]. red holds [8 warps]
+// [KGROUP] accumulators.
+template <typename A, typename PR>
+__device__ __forceinline__ void finishDots(const A *part, A *red, int kn, const int *rows, PR *out) {
+  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+#pragma unroll
+  for (int kk = 0; kk < KGROUP; kk++) {
+    if (kk >= kn) break;
+    A s = warpSumA(part[kk]);
+    if (lane == 0) red[warp * KGROUP + kk] = s;
+  }
+  __syncthreads();
+  if (threadIdx.x < kn) {
+    int kk = threadIdx.x;
+    A s = A(0);
+    for (int x = 0; x < nw; x++) s = addRN(s, red[x * KGROUP + kk]);
+    out[kk] = rows[kk] < 0 ? PR(0) : (PR)s;
+  }
+  __syncthreads();
+}
+
 template <typename T, int N, typename PR, bool BATCH>
 __device__ __forceinline__ void unpermuteBwd(const T *__restrict__ dy, const T *__restrict__ yp,
                                              const PR *__restrict__ probs, T *__restrict__ dyp,
@@ -86,7 +109,6 @@ __device__ __forceinline__ void unpermuteBwd(const T *__restrict__ dy, const T *
   long long t = blockIdx.x;
   loadSlots(rows, w, rowOf, probs, t, K);
   const P *g = (const P *)(dy + t * H);
-  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
   // dyp[r] pack i = probs[t,k]·dy[t] pack i (a copy when unweighted).
   auto storeScaled = [&](int r, int k, long long i, const P &gv, const A *ga) {
     P o;
@@ -141,21 +163,7 @@ __device__ __forceinline__ void unpermuteBwd(const T *__restrict__ dy, const T *
         }
       }
     }
-    {
-#pragma unroll
-      for (int kk = 0; kk < KGROUP; kk++) {
-        double s = warpSum(part[kk]);
-        if (lane == 0) red[warp * KGROUP + kk] = s;
-      }
-      __syncthreads();
-      if (threadIdx.x < kn) {
-        int kk = threadIdx.x;
-        double s = 0.0;
-        for (int x = 0; x < nw; x++) s = __dadd_rn(s, red[x * KGROUP + kk]);
-        dprobs[t * K + kg + kk] = rows[kg + kk] < 0 ? PR(0) : (PR)s;
-      }
-      __syncthreads();
-    }
+    finishDots(part, red, kn, rows + kg, dprobs + t * K + kg);
   }
 }
 
@@ -221,7 +229,6 @@ __device__ __forceinline__ void unpermuteBwdBF16(const __nv_bfloat16 *__restrict
   long long t = blockIdx.x;
   loadSlots(rows, w, rowOf, probs, t, K);
   const T *g = dy + t * H;
-  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
   // dyp[r] pack q = probs[t,k]·dy[t] pack q rounded to bfloat16 (a copy when unweighted).
   auto storeScaled = [&](int r, int k, long long q, const P &gv, const float *ga) {
     P o = gv;
@@ -283,20 +290,7 @@ __device__ __forceinline__ void unpermuteBwdBF16(const __nv_bfloat16 *__restrict
         }
       }
     }
-#pragma unroll
-    for (int kk = 0; kk < KGROUP; kk++) {
-      if (kk >= kn) break;
-      float s = warpSumA(part[kk]);
-      if (lane == 0) red[warp * KGROUP + kk] = s;
-    }
-    __syncthreads();
-    if (threadIdx.x < kn) {
-      int kk = threadIdx.x;
-      float s = 0.0f;
-      for (int x = 0; x < nw; x++) s = __fadd_rn(s, red[x * KGROUP + kk]);
-      dprobs[t * K + kg + kk] = rows[kg + kk] < 0 ? 0.0f : s;
-    }
-    __syncthreads();
+    finishDots(part, red, kn, rows + kg, dprobs + t * K + kg);
   }
 }
 
