@@ -36,18 +36,19 @@ var BF16DotVariants = []string{"k1u1", "k1u2", "k1u4", "k2u1", "k2u2", "k4u1", "
 // bf16DotForce, when not empty, names the variant every launch uses (for the benchmark).
 var bf16DotForce string
 
-// bf16DotVariant is the variant for K slots per token.
+// bf16DotVariant is the variant for K slots per token, the fastest in the benchmark table on
+// an H100 (docs/gpu-bench.md, 2026-12-06): k1u1 at top1 (K=1), k2u1 at mixtral (K=2) and te16k
+// (K=6), k8u1 at dsv3 (K=8). More packs per thread in flight (u2, u4) cost more occupancy than
+// they gain.
 func bf16DotVariant(K int) string {
 	if bf16DotForce != "" {
 		return bf16DotForce
 	}
 	switch {
 	case K == 1:
-		return "k1u4"
-	case K == 2:
-		return "k2u2"
-	case K <= 4:
-		return "k4u1"
+		return "k1u1"
+	case K < 8:
+		return "k2u1"
 	}
 	return "k8u1"
 }
