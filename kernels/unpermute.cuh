@@ -174,8 +174,8 @@ __device__ __forceinline__ void unpermuteBwd(const T *__restrict__ dy, const T *
 // products of a pack (exact in float32) add as a tree, the tree's sum adds to the thread's
 // partial; the partials add as a warp tree, the warps' sums in order. VEC: 16-byte packs;
 // otherwise the same packs element by element (H % 8 != 0 or an unaligned pointer), padded with
-// +0 products, so the order depends on H alone. A thread loads U of its packs of dy and, KB
-// slots at a time, their packs of yp before it uses any (more loads in flight, more registers).
+// +0 products, so the order depends on H alone. KB > 1 loads the packs of yp of KB slots
+// before it uses any (more loads in flight, more registers).
 
 // ldBF16x8 loads pack q of a bfloat16 row of H elements (+0 past the end).
 template <bool VEC>
@@ -204,7 +204,7 @@ __device__ __forceinline__ float dotBF16x8(const Pack<__nv_bfloat16, 8> &a, cons
                    __fadd_rn(__fadd_rn(p[4], p[5]), __fadd_rn(p[6], p[7])));
 }
 
-template <bool VEC, int KB, int U>
+template <bool VEC, int KB>
 __device__ __forceinline__ void unpermuteBwdBF16(const __nv_bfloat16 *__restrict__ dy,
                                                  const __nv_bfloat16 *__restrict__ yp,
                                                  const float *__restrict__ probs, __nv_bfloat16 *__restrict__ dyp,
@@ -252,40 +252,35 @@ __device__ __forceinline__ void unpermuteBwdBF16(const __nv_bfloat16 *__restrict
     float part[KGROUP];
 #pragma unroll
     for (int kk = 0; kk < KGROUP; kk++) part[kk] = 0.0f;
-    for (long long q0 = threadIdx.x; q0 < nq; q0 += (long long)blockDim.x * U) {
-      // U packs of dy, then per KB slots the U·KB packs of yp, all loads before their use.
-      P gv[U];
+    for (long long q = threadIdx.x; q < nq; q += blockDim.x) {
+      P gv = ldBF16x8<VEC>(g, q, H, false);
+      float ga[8];
 #pragma unroll
-      for (int u = 0; u < U; u++) {
-        long long q = q0 + (long long)u * blockDim.x;
-        if (q < nq) gv[u] = ldBF16x8<VEC>(g, q, H, false);
-      }
+      for (int j = 0; j < 8; j++) ga[j] = __bfloat162float(gv.v[j]);
 #pragma unroll
       for (int k0 = 0; k0 < KGROUP; k0 += KB) {
         if (k0 >= kn) break;
-        int rr[KB];
-        P v[U][KB];
+        if constexpr (KB == 1) {
+          // slot by slot: the row of dyp first, then the load of yp and its dot product
+          int r = rows[kg + k0];
+          if (r < 0) continue;
+          if (dyp) storeScaled(r, kg + k0, q, gv, ga);
+          P v = ldBF16x8<VEC>(yp + (long long)r * H, q, H, true);
+          part[k0] = __fadd_rn(part[k0], dotBF16x8(v, ga));
+        } else {
+          // KB slots: every load of yp before its use
+          int rr[KB];
+          P v[KB];
 #pragma unroll
-        for (int kb = 0; kb < KB; kb++) {
-          rr[kb] = k0 + kb < kn ? rows[kg + k0 + kb] : -1;
-#pragma unroll
-          for (int u = 0; u < U; u++) {
-            long long q = q0 + (long long)u * blockDim.x;
-            if (rr[kb] >= 0 && q < nq) v[u][kb] = ldBF16x8<VEC>(yp + (long long)rr[kb] * H, q, H, true);
+          for (int kb = 0; kb < KB; kb++) {
+            rr[kb] = k0 + kb < kn ? rows[kg + k0 + kb] : -1;
+            if (rr[kb] >= 0) v[kb] = ldBF16x8<VEC>(yp + (long long)rr[kb] * H, q, H, true);
           }
-        }
-#pragma unroll
-        for (int u = 0; u < U; u++) {
-          long long q = q0 + (long long)u * blockDim.x;
-          if (q >= nq) break;
-          float ga[8];
-#pragma unroll
-          for (int j = 0; j < 8; j++) ga[j] = __bfloat162float(gv[u].v[j]);
 #pragma unroll
           for (int kb = 0; kb < KB; kb++) {
             if (rr[kb] < 0) continue;
-            if (dyp) storeScaled(rr[kb], kg + k0 + kb, q, gv[u], ga);
-            part[k0 + kb] = __fadd_rn(part[k0 + kb], dotBF16x8(v[u][kb], ga));
+            if (dyp) storeScaled(rr[kb], kg + k0 + kb, q, gv, ga);
+            part[k0 + kb] = __fadd_rn(part[k0 + kb], dotBF16x8(v[kb], ga));
           }
         }
       }
@@ -294,24 +289,21 @@ __device__ __forceinline__ void unpermuteBwdBF16(const __nv_bfloat16 *__restrict
   }
 }
 
-// unpermute_bwd_bf16dot_k<KB>u<U>_v: 16-byte packs, KB slots' and U packs' loads in flight;
-// _s: element by element, slot by slot. All give the same bits. MINB, the resident blocks per
-// SM asked of the register allocator, keeps the small variants at high occupancy.
-#define UNPERMUTE_BF16DOT(SUF, VEC, KB, U, MINB)                                                 \
+// unpermute_bwd_bf16dot_k<KB>_v: 16-byte packs, the yp loads of KB slots in flight (k1: slot by
+// slot); _s: element by element, slot by slot. All give the same bits. MINB, the resident
+// blocks per SM asked of the register allocator, keeps the smaller variants at high occupancy.
+#define UNPERMUTE_BF16DOT(SUF, VEC, KB, MINB)                                                    \
   extern "C" __global__ void __launch_bounds__(256, MINB)                                        \
   unpermute_bwd_bf16dot_##SUF(const __nv_bfloat16 *dy, const __nv_bfloat16 *yp, const float *probs, \
                               __nv_bfloat16 *dyp, float *dprobs, const int *rowOf, const int *tokenOf, \
                               int Tn, int K, long long H, long long R, int zrows, int smode) {   \
-    unpermuteBwdBF16<VEC, KB, U>(dy, yp, probs, dyp, dprobs, rowOf, tokenOf, Tn, K, H, R, zrows, smode); \
+    unpermuteBwdBF16<VEC, KB>(dy, yp, probs, dyp, dprobs, rowOf, tokenOf, Tn, K, H, R, zrows, smode); \
   }
-UNPERMUTE_BF16DOT(k1u1_v, true, 1, 1, 6)
-UNPERMUTE_BF16DOT(k1u2_v, true, 1, 2, 4)
-UNPERMUTE_BF16DOT(k1u4_v, true, 1, 4, 3)
-UNPERMUTE_BF16DOT(k2u1_v, true, 2, 1, 4)
-UNPERMUTE_BF16DOT(k2u2_v, true, 2, 2, 3)
-UNPERMUTE_BF16DOT(k4u1_v, true, 4, 1, 3)
-UNPERMUTE_BF16DOT(k8u1_v, true, 8, 1, 2)
-UNPERMUTE_BF16DOT(k1u1_s, false, 1, 1, 4)
+UNPERMUTE_BF16DOT(k1_v, true, 1, 6)
+UNPERMUTE_BF16DOT(k2_v, true, 2, 4)
+UNPERMUTE_BF16DOT(k4_v, true, 4, 3)
+UNPERMUTE_BF16DOT(k8_v, true, 8, 2)
+UNPERMUTE_BF16DOT(k1_s, false, 1, 4)
 
 // Rows only (no dprobs): dyp[rowOf[t,k]] = probs[t,k]·dy[t], with U packs of dy per thread in
 // flight like permute forward (8; 4 for bfloat16 with K = 1, where 8 costs occupancy). Blocks [T, ...) zero dyp's rows with tokenOf < 0.

@@ -25,32 +25,32 @@ func init() {
 	for _, v := range BF16DotVariants {
 		kernelNames = append(kernelNames, "unpermute_bwd_bf16dot_"+v+"_v")
 	}
-	kernelNames = append(kernelNames, "unpermute_bwd_bf16dot_k1u1_s")
+	kernelNames = append(kernelNames, "unpermute_bwd_bf16dot_k1_s")
 }
 
 // BF16DotVariants are the 16-byte-pack kernels of the bfloat16 unpermute backward with dprobs:
-// k<KB>u<U> keeps the yp loads of KB slots for U packs per thread in flight. They give the same
-// bits; they differ in speed by K (bf16DotVariant picks one).
-var BF16DotVariants = []string{"k1u1", "k1u2", "k1u4", "k2u1", "k2u2", "k4u1", "k8u1"}
+// k<KB> keeps the yp loads of KB slots in flight (k1: slot by slot). They give the same bits;
+// they differ in speed by K (bf16DotVariant picks one).
+var BF16DotVariants = []string{"k1", "k2", "k4", "k8"}
 
 // bf16DotForce, when not empty, names the variant every launch uses (for the benchmark).
 var bf16DotForce string
 
 // bf16DotVariant is the variant for K slots per token, the fastest in the benchmark table on
-// an H100 (docs/gpu-bench.md, 2026-12-06): k1u1 at top1 (K=1), k2u1 at mixtral (K=2) and te16k
-// (K=6), k8u1 at dsv3 (K=8). More packs per thread in flight (u2, u4) cost more occupancy than
-// they gain.
+// an H100 (docs/gpu-bench.md, 2026-12-06): k1 at top1 (K=1), k2 at mixtral (K=2) and te16k
+// (K=6), k8 at dsv3 (K=8). (Two or four packs per thread in flight lost there: they cost more
+// occupancy than they gain.)
 func bf16DotVariant(K int) string {
 	if bf16DotForce != "" {
 		return bf16DotForce
 	}
 	switch {
 	case K == 1:
-		return "k1u1"
+		return "k1"
 	case K < 8:
-		return "k2u1"
+		return "k2"
 	}
-	return "k8u1"
+	return "k8"
 }
 
 // UnpermuteForward writes y [T,H] = Σ_k probs[t,k]·yp[rowOf[t,k]] (probs 0: unweighted).
@@ -112,7 +112,7 @@ func (c *CUDA) UnpermuteBackward(d DType, g Geometry, H int, dyp, dprobs, dy, yp
 	}
 	if d == BF16 {
 		// dprobs summed in float32 in DotBF16's order: the block size is part of the order.
-		name := "unpermute_bwd_bf16dot_k1u1_s"
+		name := "unpermute_bwd_bf16dot_k1_s"
 		if vec(d, H, ptrs...) {
 			name = "unpermute_bwd_bf16dot_" + bf16DotVariant(g.K) + "_v"
 		}
