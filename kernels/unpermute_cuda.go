@@ -37,20 +37,21 @@ var BF16DotVariants = []string{"k1", "k2", "k4", "k8"}
 var bf16DotForce string
 
 // bf16DotVariant is the variant for K slots per token, the fastest in the benchmark table on
-// an H100 (docs/gpu-bench.md, 2026-12-06): k1 at top1 (K=1), k2 at mixtral (K=2) and te16k
-// (K=6), k8 at dsv3 (K=8). (Two or four packs per thread in flight lost there: they cost more
-// occupancy than they gain.)
+// an H100 (docs/gpu-bench.md, 2026-12-06): k1 at top1 (K=1, 93.7 % of copy) and te16k (K=6,
+// 91.0 %), k2 at mixtral (K=2, 90.2 %), k8 at dsv3 (K=8, 90.8 %). (Two or four packs per
+// thread in flight lost everywhere in an earlier run of the same day: more registers, less
+// occupancy.)
 func bf16DotVariant(K int) string {
 	if bf16DotForce != "" {
 		return bf16DotForce
 	}
 	switch {
-	case K == 1:
-		return "k1"
-	case K < 8:
+	case K == 2:
 		return "k2"
+	case K >= 8:
+		return "k8"
 	}
-	return "k8"
+	return "k1"
 }
 
 // UnpermuteForward writes y [T,H] = Σ_k probs[t,k]·yp[rowOf[t,k]] (probs 0: unweighted).
