@@ -225,10 +225,10 @@ func BF16DotLanes(H int) int {
 //
 // The float32 sum (error about log2(len)·2^-24 of Σ|a·b| in this order) replaces float64 for
 // bfloat16 data, whose values carry 8 bits; it lets the GPU kernel keep pace with its memory.
-// b must be at least as long as a.
+// Over the first min(len(a), len(b)) elements.
 func DotBF16(a, b []float32) float32 {
-	n := len(a)
-	b = b[:n]
+	n := min(len(a), len(b))
+	a, b = a[:n], b[:n]
 	L := BF16DotLanes(n)
 	var part [256]float32
 	for q, i := 0, 0; i < n; q, i = q+1, i+bf16DotPack {

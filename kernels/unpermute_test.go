@@ -278,3 +278,52 @@ func TestUnpermuteBackwardBF16(t *testing.T) {
 		}
 	}
 }
+
+func BenchmarkUnpermuteBackwardBF16(b *testing.B) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	g := Geometry{T: 256, K: 8, E: 32, A: 1}
+	const H = 2048
+	ids := randomIDs(rng, g.T, g.K, g.E, 0)
+	flat := make([]int32, g.PlanLen())
+	if err := BuildPlan(flat, g, ids, []float32(nil)); err != nil {
+		b.Fatal(err)
+	}
+	p, _ := g.View(flat)
+	R := g.Rows()
+	fill := func(n int) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(rng.NormFloat64())
+		}
+		return v
+	}
+	dy, yp, probs := fill(g.T*H), fill(R*H), fill(g.T*g.K)
+	dyp, dp := make([]float32, R*H), make([]float32, g.T*g.K)
+	for _, c := range []struct {
+		name string
+		f    func(dyp, dprobs, dy, yp, probs []float32, p Plan, H int) error
+	}{{"float32", UnpermuteBackward[float32]}, {"bf16twin", UnpermuteBackwardBF16}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.SetBytes(int64(4 * (g.T*H + 2*g.T*g.K*H)))
+			for b.Loop() {
+				if err := c.f(dyp, dp, dy, yp, probs, p, H); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// TestDotBF16Lengths: DotBF16 takes the shorter operand's length (no panic) and is 0 on empty input.
+func TestDotBF16Lengths(t *testing.T) {
+	a, b := []float32{1, 2, 3}, []float32{4, 5}
+	if got := DotBF16(a, b); got != 14 {
+		t.Errorf("DotBF16(len 3, len 2) = %v, want 1·4+2·5 = 14", got)
+	}
+	if got := DotBF16(b, a); got != 14 {
+		t.Errorf("DotBF16(len 2, len 3) = %v, want 14", got)
+	}
+	if got := DotBF16(nil, a); got != 0 || math.Signbit(float64(got)) {
+		t.Errorf("DotBF16(nil, a) = %v, want +0", got)
+	}
+}
