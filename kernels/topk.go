@@ -55,6 +55,18 @@ func TopK(ids []int32, scores, bias []float64, E, K, groups, kept int) error {
 	return nil
 }
 
+// TopKGroups fills in what zero means for group-limited top-k: 0 groups is 1 (no groups), and
+// with one group 0 kept groups is 1. Other values are returned as they are, for CheckTopK.
+func TopKGroups(groups, kept int) (int, int) {
+	if groups == 0 {
+		groups = 1
+	}
+	if groups == 1 && kept == 0 {
+		kept = 1
+	}
+	return groups, kept
+}
+
 // CheckTopK reports whether K experts per token can be chosen from E experts in groups equal
 // groups of which kept are kept (TopK's rules; groups = kept = 1: no groups).
 func CheckTopK(E, K, groups, kept int) error {

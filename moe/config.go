@@ -170,12 +170,7 @@ func (c Config) withDefaults() Config {
 			c.RouterDtype = tensor.Float32
 		}
 	}
-	if c.Groups == 0 {
-		c.Groups = 1
-	}
-	if c.Groups == 1 && c.GroupsKept == 0 {
-		c.GroupsKept = 1
-	}
+	c.Groups, c.GroupsKept = kernels.TopKGroups(c.Groups, c.GroupsKept)
 	if c.ScalingFactor == 0 {
 		c.ScalingFactor = 1
 	}

@@ -31,13 +31,8 @@ type RouterOpts struct {
 
 // router returns the kernels' configuration of o.
 func (o RouterOpts) router() kernels.Router {
-	r := kernels.Router{Score: o.Score, Pre: o.PreSoftmax, Groups: o.Groups, Kept: o.GroupsKept, Scale: o.Scale}
-	if r.Groups == 0 {
-		r.Groups = 1
-	}
-	if r.Groups == 1 && r.Kept == 0 {
-		r.Kept = 1
-	}
+	r := kernels.Router{Score: o.Score, Pre: o.PreSoftmax, Scale: o.Scale}
+	r.Groups, r.Kept = kernels.TopKGroups(o.Groups, o.GroupsKept)
 	if r.Scale == 0 {
 		r.Scale = 1
 	}

@@ -43,13 +43,8 @@ func TopK(scores *G.Node, k int, opts TopKOpts) (*G.Node, error) {
 	if err := wantFloat(scores.Dtype()); err != nil {
 		return nil, fmt.Errorf("gomoe: %s: scores: %v", name, err)
 	}
-	op := topkOp{k: k, e: s[1], groups: opts.Groups, kept: opts.GroupsKept, bias: opts.Bias != nil}
-	if op.groups == 0 {
-		op.groups = 1
-	}
-	if op.groups == 1 && op.kept == 0 {
-		op.kept = 1
-	}
+	op := topkOp{k: k, e: s[1], bias: opts.Bias != nil}
+	op.groups, op.kept = kernels.TopKGroups(opts.Groups, opts.GroupsKept)
 	if err := op.validate(); err != nil {
 		return nil, err
 	}
