@@ -129,18 +129,19 @@ func RouterTopK[F float32 | float64](ids []int32, logits, bias []F, E, K int, r 
 			return err
 		}
 	}
-	s64 := make([]float64, len(sel))
-	for i, v := range sel {
-		s64[i] = float64(v)
+	return TopK(ids, widen64(sel), widen64(bias), E, K, r.Groups, r.Kept)
+}
+
+// widen64 returns v as float64 values (exact): v itself when it already is float64, nil for nil.
+func widen64[F float32 | float64](v []F) []float64 {
+	if d, ok := any(v).([]float64); ok || v == nil {
+		return d
 	}
-	var b64 []float64
-	if bias != nil {
-		b64 = make([]float64, E)
-		for i, v := range bias {
-			b64[i] = float64(v)
-		}
+	o := make([]float64, len(v))
+	for i, x := range v {
+		o[i] = float64(x)
 	}
-	return TopK(ids, s64, b64, E, K, r.Groups, r.Kept)
+	return o
 }
 
 // RouterProbs writes probs [T,K] for logits [T,E] and the chosen ids [T,K] (an id of -1 gives
@@ -175,21 +176,25 @@ func routerChosen[F float32 | float64](r Router, c, logits []F, ids []int32, E, 
 
 // routerProbsOf is RouterProbs after the checks: probs = scale · norm(chosen).
 func routerProbsOf[F float32 | float64](r Router, probs, logits []F, ids []int32, E, K int) error {
-	c := make([]F, len(probs))
-	if _, err := routerChosen(r, c, logits, ids, E, K); err != nil {
-		return err
-	}
+	var op RowOp
 	switch {
 	case r.Score == RouterSoftmax && !r.Pre:
-		if err := RowForward(RowSoftmax, probs, c, K); err != nil {
-			return err
-		}
+		op = RowSoftmax
 	case r.Score == RouterSigmoid && K > 1:
-		if err := RowForward(RowNormalize, probs, c, K); err != nil {
+		op = RowNormalize
+	default: // nothing to normalise: the chosen values are the probs
+		if _, err := routerChosen(r, probs, logits, ids, E, K); err != nil {
 			return err
 		}
-	default:
-		copy(probs, c)
+	}
+	if op != 0 {
+		c := make([]F, len(probs))
+		if _, err := routerChosen(r, c, logits, ids, E, K); err != nil {
+			return err
+		}
+		if err := RowForward(op, probs, c, K); err != nil {
+			return err
+		}
 	}
 	if r.Scale != 1 {
 		f := F(r.Scale)
@@ -220,9 +225,9 @@ func RouterProbsBackward[F float32 | float64](dlogits, logits []F, ids []int32, 
 	if err != nil {
 		return err
 	}
-	g := make([]F, T*K)
-	copy(g, dprobs)
+	g := dprobs // read only
 	if r.Scale != 1 {
+		g = make([]F, T*K)
 		f := F(r.Scale)
 		for i, v := range dprobs {
 			g[i] = v * f

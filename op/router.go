@@ -63,14 +63,8 @@ func RouterTopK(logits *G.Node, k int, o RouterOpts) (*G.Node, error) {
 	if o.Bias == nil {
 		return opkit.ApplyOp(name, op, logits)
 	}
-	if err := checkNodes(name, []*G.Node{logits, o.Bias}, "logits", "bias"); err != nil {
+	if err := checkSelectBias(name, o.Bias, logits, "logits"); err != nil {
 		return nil, err
-	}
-	if bs := o.Bias.Shape(); bs.Dims() != 1 || bs[0] != s[1] {
-		return nil, opkit.Errorf(name, "bias has shape %v, want (E=%d)", bs, s[1])
-	}
-	if o.Bias.Dtype() != logits.Dtype() {
-		return nil, opkit.Errorf(name, "bias is %v but logits are %v", o.Bias.Dtype(), logits.Dtype())
 	}
 	return opkit.ApplyOp(name, op, logits, o.Bias)
 }
@@ -209,27 +203,27 @@ func (op routerProbsOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	return tensor.Shape{s[0][0], op.k}, nil
 }
 
-// args checks logits [T,E] and ids [T,K] values (and dprobs [T,K], if given) and returns T.
-func (op routerProbsOp) args(name string, vs []G.Value) (int, error) {
+// args checks logits [T,E] and ids [T,K] values (and dprobs [T,K], if given).
+func (op routerProbsOp) args(name string, vs []G.Value) error {
 	s := vs[0].Shape()
 	if s.Dims() != 2 || s[1] != op.e {
-		return 0, opkit.Errorf(name, "logits have shape %v, want (T, E=%d)", s, op.e)
+		return opkit.Errorf(name, "logits have shape %v, want (T, E=%d)", s, op.e)
 	}
 	if err := checkFloat(name, "logits", vs[0].Dtype()); err != nil {
-		return 0, err
+		return err
 	}
 	if err := checkInt32(name, "ids", vs[1].Dtype()); err != nil {
-		return 0, err
+		return err
 	}
 	if is := vs[1].Shape(); is.Dims() != 2 || is[0] != s[0] || is[1] != op.k {
-		return 0, opkit.Errorf(name, "ids have shape %v, want (T=%d, K=%d)", is, s[0], op.k)
+		return opkit.Errorf(name, "ids have shape %v, want (T=%d, K=%d)", is, s[0], op.k)
 	}
 	if len(vs) > 2 {
 		if vs[2].Dtype() != vs[0].Dtype() || !vs[2].Shape().Eq(vs[1].Shape()) {
-			return 0, opkit.Errorf(name, "dprobs are %v %v, want %v (T=%d, K=%d)", vs[2].Dtype(), vs[2].Shape(), vs[0].Dtype(), s[0], op.k)
+			return opkit.Errorf(name, "dprobs are %v %v, want %v (T=%d, K=%d)", vs[2].Dtype(), vs[2].Shape(), vs[0].Dtype(), s[0], op.k)
 		}
 	}
-	return s[0], nil
+	return nil
 }
 
 func (op routerProbsOp) Do(vs ...G.Value) (G.Value, error) {
@@ -237,7 +231,7 @@ func (op routerProbsOp) Do(vs ...G.Value) (G.Value, error) {
 	if err := opkit.CheckArity(name, vs, 2); err != nil {
 		return nil, err
 	}
-	if _, err := op.args(name, vs); err != nil {
+	if err := op.args(name, vs); err != nil {
 		return nil, err
 	}
 	dev, err := onDevice(name, vs...)
@@ -345,7 +339,7 @@ func (op routerProbsGradOp) Do(vs ...G.Value) (G.Value, error) {
 	if err := opkit.CheckArity(name, vs, 3); err != nil {
 		return nil, err
 	}
-	if _, err := op.p.args(name, vs); err != nil {
+	if err := op.p.args(name, vs); err != nil {
 		return nil, err
 	}
 	dev, err := onDevice(name, vs...)

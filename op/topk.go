@@ -51,16 +51,26 @@ func TopK(scores *G.Node, k int, opts TopKOpts) (*G.Node, error) {
 	if opts.Bias == nil {
 		return opkit.ApplyOp(name, op, scores)
 	}
-	if err := checkNodes(name, []*G.Node{scores, opts.Bias}, "scores", "bias"); err != nil {
+	if err := checkSelectBias(name, opts.Bias, scores, "scores"); err != nil {
 		return nil, err
 	}
-	if bs := opts.Bias.Shape(); bs.Dims() != 1 || bs[0] != s[1] {
-		return nil, fmt.Errorf("gomoe: %s: bias has shape %v, want (E=%d)", name, bs, s[1])
-	}
-	if opts.Bias.Dtype() != scores.Dtype() {
-		return nil, fmt.Errorf("gomoe: %s: bias is %v but scores are %v", name, opts.Bias.Dtype(), scores.Dtype())
-	}
 	return opkit.ApplyOp(name, op, scores, opts.Bias)
+}
+
+// checkSelectBias checks the selection bias of a top-k op: a node of x's graph and dtype with
+// shape [E], x being the [T,E] input called what.
+func checkSelectBias(name string, bias, x *G.Node, what string) error {
+	if err := checkNodes(name, []*G.Node{x, bias}, what, "bias"); err != nil {
+		return err
+	}
+	E := x.Shape()[1]
+	if bs := bias.Shape(); bs.Dims() != 1 || bs[0] != E {
+		return opkit.Errorf(name, "bias has shape %v, want (E=%d)", bs, E)
+	}
+	if bias.Dtype() != x.Dtype() {
+		return opkit.Errorf(name, "bias is %v but %s are %v", bias.Dtype(), what, x.Dtype())
+	}
+	return nil
 }
 
 // topkOp: scores [T,E] (, bias [E]) → ids [T,K] int32.
