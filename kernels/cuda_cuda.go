@@ -301,20 +301,6 @@ func nnCheck(what string, d DType, rows int64, cols int) error {
 // rowGrid is the grid of a one-warp-per-row kernel with 256-thread blocks.
 func rowGrid(rows int64) int { return int((rows*32 + 255) / 256) }
 
-// rowThreads picks the block size for a kernel that moves rows of nvec packs, u packs per
-// thread per step.
-func rowThreads(nvec int64, u int) int {
-	t := (nvec + int64(u) - 1) / int64(u)
-	t = (t + 31) &^ 31
-	if t < 32 {
-		t = 32
-	}
-	if t > 256 {
-		t = 256
-	}
-	return int(t)
-}
-
 // vec reports whether rows of H elements of d can move as 16-byte packs: the row is a
 // multiple of 16 bytes and every pointer is 16-byte aligned.
 func vec(d DType, H int, ptrs ...cu.DevicePtr) bool {

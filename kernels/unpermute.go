@@ -209,9 +209,16 @@ const bf16DotPack = 8
 // number of packs but the last), which is what ties the order to H alone.
 func BF16DotLanes(H int) int {
 	n := (H + bf16DotPack - 1) / bf16DotPack
-	per := max((n+255)/256, 1) // packs per partial sum
-	n = ((n+per-1)/per + 31) &^ 31
-	return min(max(n, 32), 256)
+	return rowThreads(int64(n), max((n+255)/256, 1)) // max(…) packs per partial sum
+}
+
+// rowThreads picks the block size of a CUDA kernel that moves rows of nvec packs, u packs per
+// thread per step: ⌈nvec/u⌉ rounded up to a multiple of 32, between 32 and 256. (Here, not in a
+// gomoecuda file, because BF16DotLanes' order depends on it.)
+func rowThreads(nvec int64, u int) int {
+	t := (nvec + int64(u) - 1) / int64(u)
+	t = (t + 31) &^ 31
+	return int(min(max(t, 32), 256))
 }
 
 // DotBF16 is the dot product ⟨a, b⟩ of bfloat16 values held in float32, summed in float32 in
