@@ -301,7 +301,6 @@ __device__ __forceinline__ void unpermuteBwdBF16(const __nv_bfloat16 *__restrict
   }
 UNPERMUTE_BF16DOT(k1_v, true, 1, 6)
 UNPERMUTE_BF16DOT(k2_v, true, 2, 4)
-UNPERMUTE_BF16DOT(k4_v, true, 4, 3)
 UNPERMUTE_BF16DOT(k8_v, true, 8, 2)
 UNPERMUTE_BF16DOT(k1_s, false, 1, 4)
 

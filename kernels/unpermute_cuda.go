@@ -22,16 +22,16 @@ func init() {
 			}
 		}
 	}
-	for _, v := range BF16DotVariants {
+	for _, v := range bf16DotVariants {
 		kernelNames = append(kernelNames, "unpermute_bwd_bf16dot_"+v+"_v")
 	}
 	kernelNames = append(kernelNames, "unpermute_bwd_bf16dot_k1_s")
 }
 
-// BF16DotVariants are the 16-byte-pack kernels of the bfloat16 unpermute backward with dprobs:
+// bf16DotVariants are the 16-byte-pack kernels of the bfloat16 unpermute backward with dprobs:
 // k<KB> keeps the yp loads of KB slots in flight (k1: slot by slot). They give the same bits;
 // they differ in speed by K (bf16DotVariant picks one).
-var BF16DotVariants = []string{"k1", "k2", "k4", "k8"}
+var bf16DotVariants = []string{"k1", "k2", "k8"}
 
 // bf16DotForce, when not empty, names the variant every launch uses (for the benchmark).
 var bf16DotForce string
@@ -40,7 +40,7 @@ var bf16DotForce string
 // an H100 (docs/gpu-bench.md, 2026-12-06): k1 at top1 (K=1, 93.7 % of copy) and te16k (K=6,
 // 91.0 %), k2 at mixtral (K=2, 90.2 %), k8 at dsv3 (K=8, 90.8 %). (Two or four packs per
 // thread in flight lost everywhere in an earlier run of the same day: more registers, less
-// occupancy.)
+// occupancy; k4 was never the fastest.)
 func bf16DotVariant(K int) string {
 	if bf16DotForce != "" {
 		return bf16DotForce
