@@ -10,7 +10,7 @@ import (
 	"github.com/gomoe/gomoe/internal/reftest"
 )
 
-func buildTestPlan(t *testing.T, g Geometry, ids []int32, probs []float64) Plan {
+func buildTestPlan(t testing.TB, g Geometry, ids []int32, probs []float64) Plan {
 	t.Helper()
 	flat := make([]int32, g.PlanLen())
 	if err := BuildPlan(flat, g, ids, probs); err != nil {

@@ -195,9 +195,7 @@ func TestDotBF16Order(t *testing.T) {
 // (lane) + 5 (warp) + L/32 (warps) roundings of 2^-24 each, relative to Σ|a·b|.
 func TestDotBF16Accuracy(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
-	bf := func() float32 { // a bfloat16 value: 8 significant bits
-		return float32(math.Float32frombits(math.Float32bits(float32(rng.NormFloat64()*math.Exp(2*rng.NormFloat64()))) &^ 0xffff))
-	}
+	bf := func() float32 { return bf16Trunc(float32(rng.NormFloat64() * math.Exp(2*rng.NormFloat64()))) }
 	for _, H := range []int{1, 5, 8, 9, 100, 255, 256, 2051, 4096, 7168, 20000} {
 		a, b := make([]float32, H), make([]float32, H)
 		var exact, mag float64
@@ -223,20 +221,12 @@ func TestUnpermuteBackwardBF16(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	for _, H := range []int{3, 8, 70, 2056} {
 		g := Geometry{T: 30, K: 3, E: 5, A: 2, Mode: Capacity, C: 12}
-		ids := randomIDs(rng, g.T, g.K, g.E, 0.1)
-		flat := make([]int32, g.PlanLen())
-		if err := BuildPlan(flat, g, ids, []float32(nil)); err != nil {
-			t.Fatal(err)
-		}
-		p, err := g.View(flat)
-		if err != nil {
-			t.Fatal(err)
-		}
+		p := buildTestPlan(t, g, randomIDs(rng, g.T, g.K, g.E, 0.1), nil)
 		R := g.Rows()
 		fill := func(n int) []float32 {
 			v := make([]float32, n)
 			for i := range v {
-				v[i] = math.Float32frombits(math.Float32bits(float32(rng.NormFloat64())) &^ 0xffff)
+				v[i] = bf16Trunc(float32(rng.NormFloat64()))
 			}
 			return v
 		}
@@ -283,12 +273,7 @@ func BenchmarkUnpermuteBackwardBF16(b *testing.B) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	g := Geometry{T: 256, K: 8, E: 32, A: 1}
 	const H = 2048
-	ids := randomIDs(rng, g.T, g.K, g.E, 0)
-	flat := make([]int32, g.PlanLen())
-	if err := BuildPlan(flat, g, ids, []float32(nil)); err != nil {
-		b.Fatal(err)
-	}
-	p, _ := g.View(flat)
+	p := buildTestPlan(b, g, randomIDs(rng, g.T, g.K, g.E, 0), nil)
 	R := g.Rows()
 	fill := func(n int) []float32 {
 		v := make([]float32, n)
@@ -327,3 +312,6 @@ func TestDotBF16Lengths(t *testing.T) {
 		t.Errorf("DotBF16(nil, a) = %v, want +0", got)
 	}
 }
+
+// bf16Trunc returns x with its low 16 bits cleared: a bfloat16 value (8 significant bits).
+func bf16Trunc(x float32) float32 { return math.Float32frombits(math.Float32bits(x) &^ 0xffff) }
