@@ -159,8 +159,15 @@ func gpuBenchOne(t *testing.T, sb *strings.Builder, s gpuBenchShapeT, d DType) {
 		fmt.Fprintf(sb, "| %s | %v | %s | %.4f | %.0f | %.0f | %.1f %% |\n", s.name, d, kernel, ms, gbs, c, 100*gbs/c)
 	}
 	it := *gpuBenchIters
+	permute := func() error { return testCUDA.PermuteForward(d, g, s.H, xp.p, x.p, plan.p) }
+	planPermute := func() error {
+		if err := buildPlan(); err != nil {
+			return err
+		}
+		return permute()
+	}
 	planMS := cuTimeIt(t, it, buildPlan)
-	permMS := cuTimeIt(t, it, func() error { return testCUDA.PermuteForward(d, g, s.H, xp.p, x.p, plan.p) })
+	permMS := cuTimeIt(t, it, permute)
 	fmt.Fprintf(sb, "| %s | %v | plan build | %.4f | | | %.1f %% of permute fwd |\n", s.name, d, planMS, 100*planMS/permMS)
 	row("permute fwd", T*H*e+T*K*H*e, permMS)
 	row("permute bwd", T*K*H*e+T*H*e, cuTimeIt(t, it, func() error { return testCUDA.PermuteBackward(d, g, s.H, y.p, xp.p, plan.p) }))
@@ -173,12 +180,7 @@ func gpuBenchOne(t *testing.T, sb *strings.Builder, s gpuBenchShapeT, d DType) {
 	}))
 	wbuf := cuAlloc(t, T*H*e+T*K*H*e)
 	row("write-only roofline (cuMemsetD32)", wbuf.n, cuTimeIt(t, it, func() error { return cu.MemsetD32(wbuf.p, 0, wbuf.n/4) }))
-	row("plan + permute fwd", T*H*e+T*K*H*e, cuTimeIt(t, it, func() error {
-		if err := buildPlan(); err != nil {
-			return err
-		}
-		return testCUDA.PermuteForward(d, g, s.H, xp.p, x.p, plan.p)
-	}))
+	row("plan + permute fwd", T*H*e+T*K*H*e, cuTimeIt(t, it, planPermute))
 	// The same work captured as one CUDA graph of 10 repetitions (as a replayed training step
 	// runs it): the GPU's time without the host's launch gaps.
 	graphMS := func(f func() error) float64 {
@@ -195,22 +197,16 @@ func gpuBenchOne(t *testing.T, sb *strings.Builder, s gpuBenchShapeT, d DType) {
 		defer gr.Destroy()
 		return cuTimeIt(t, it, gr.Launch) / reps
 	}
-	permute := func() error { return testCUDA.PermuteForward(d, g, s.H, xp.p, x.p, plan.p) }
 	gPlan := graphMS(buildPlan)
 	gPerm := graphMS(permute)
 	fmt.Fprintf(sb, "| %s | %v | plan build (CUDA graph) | %.4f | | | %.1f %% of permute fwd (CUDA graph) |\n", s.name, d, gPlan, 100*gPlan/gPerm)
 	row("permute fwd (CUDA graph)", T*H*e+T*K*H*e, gPerm)
-	row("plan + permute fwd (CUDA graph)", T*H*e+T*K*H*e, graphMS(func() error {
-		if err := buildPlan(); err != nil {
-			return err
-		}
-		return permute()
-	}))
+	row("plan + permute fwd (CUDA graph)", T*H*e+T*K*H*e, graphMS(planPermute))
 	if *gpuModes {
 		def := StoreMode()
 		for _, m := range []int{0, 1, 4} {
 			SetStoreMode(m)
-			row(fmt.Sprintf("permute fwd smode=%d", m), T*H*e+T*K*H*e, cuTimeIt(t, it, func() error { return testCUDA.PermuteForward(d, g, s.H, xp.p, x.p, plan.p) }))
+			row(fmt.Sprintf("permute fwd smode=%d", m), T*H*e+T*K*H*e, cuTimeIt(t, it, permute))
 		}
 		for _, m := range []int{0, 1} {
 			SetStoreMode(m)
