@@ -406,9 +406,7 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 		}
 	}
 	prog.Finish()
-	if r := stepper.Reason(); r != "" {
-		fmt.Fprintf(out, "-graph: the steps ran eagerly: %s\n", r)
-	}
+	stepper.Report(out)
 	res.Elapsed = time.Since(start)
 	verdict := "beats"
 	if res.BPC >= res.Bigram {

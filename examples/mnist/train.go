@@ -371,9 +371,7 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 		}
 	}
 	prog.Finish()
-	if r := stepper.Reason(); r != "" {
-		fmt.Fprintf(out, "-graph: the steps ran eagerly: %s\n", r)
-	}
+	stepper.Report(out)
 	res.Elapsed = time.Since(start)
 	fmt.Fprintf(out, "test accuracy %.2f%% (%d images) after %d steps in %s (training %s), %.0f img/s on %s\n",
 		100*res.TestAcc, test.len(), last, res.Elapsed.Round(100*time.Millisecond), time.Since(trainStart).Round(100*time.Millisecond), prog.Rate(), dev)

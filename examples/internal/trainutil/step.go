@@ -2,6 +2,7 @@ package trainutil
 
 import (
 	"fmt"
+	"io"
 	"math"
 
 	G "gorgonia.org/gorgonia"
@@ -30,20 +31,17 @@ func NewStepper(vm G.VM, opt *train.Adam, learn G.Nodes, graph bool) *Stepper {
 
 // Reason says why steps asked to replay a graph run eagerly ("" if they do not,
 // or no graph was asked for).
-func (s *Stepper) Reason() string {
-	if s.gs == nil {
-		return ""
+func (s *Stepper) Reason() string { return s.gs.Reason() }
+
+// Report writes Reason to out as a line of the run's report, if there is one.
+func (s *Stepper) Report(out io.Writer) {
+	if r := s.Reason(); r != "" {
+		fmt.Fprintf(out, "-graph: the steps ran eagerly: %s\n", r)
 	}
-	return s.gs.Reason()
 }
 
 // Close frees the graph, if any.
-func (s *Stepper) Close() error {
-	if s.gs == nil {
-		return nil
-	}
-	return s.gs.Close()
-}
+func (s *Stepper) Close() error { return s.gs.Close() }
 
 // Step runs training step step (0-based): it sets the optimiser's learning rate
 // to lr, runs vm forward and backward and updates the weights in place, on the
