@@ -1,13 +1,18 @@
 """torch._grouped_mm on the grouped matmul's three passes, for comparison with
-TestCUDAGroupedMatMulBench (same shapes, balanced routing, bfloat16):
+TestCUDAGroupedMatMulBench (same shapes, the same rows per expert, bfloat16):
 
     python3 bench/torch_gmm_bench.py
 
 forward  z = xp[seg e] @ W[e]             xp [T*K, H], W [E, H, N]
 dxp      dz[seg e] @ W[e]^T               (W read column-major through a transpose)
 dw       xp[seg e]^T @ dz[seg e]          ragged K (offsets along the rows)
+Rows per expert as in kernels/blas_cuda_test.go's benchCounts: "even" gives every expert
+m = R/E rows; "uneven" gives expert e m + ((7919*e) mod (2s+1)) - s rows, s = round(sqrt(3m)),
+the last expert taking what is left.
 Times are the median of CUDA-event timings of 20 calls after 5 warm-up calls.
 """
+import math
+
 import torch
 
 SHAPES = [  # name, T, K, E, H, N
@@ -32,14 +37,27 @@ def timed(f, n=20, warm=5):
     return ts[len(ts) // 2]
 
 
+def bench_counts(kind, rows, E):
+    m = rows // E
+    s = int(round(math.sqrt(3 * m)))
+    c, left = [], rows
+    for e in range(E):
+        n = m + ((7919 * e) % (2 * s + 1) - s if kind == "uneven" else 0)
+        if e == E - 1:
+            n = left
+        c.append(n)
+        left -= n
+    return c
+
+
 def main():
     torch.manual_seed(0)
     dev = "cuda"
     print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}")
-    print(f"{'shape':22} {'pass':8} {'ms':>9} {'TFLOP/s':>9}")
-    for name, T, K, E, H, N in SHAPES:
+    print(f"{'shape':22} {'route':6} {'pass':8} {'ms':>9} {'TFLOP/s':>9}")
+    for (name, T, K, E, H, N), route in [(s, r) for s in SHAPES for r in ("even", "uneven")]:
         rows = T * K
-        counts = torch.full((E,), rows // E, dtype=torch.int32)
+        counts = torch.tensor(bench_counts(route, rows, E), dtype=torch.int32)
         offs = torch.cumsum(counts, 0).to(torch.int32).to(dev)
         xp = torch.randn(rows, H, device=dev, dtype=torch.bfloat16)
         w = torch.randn(E, H, N, device=dev, dtype=torch.bfloat16) * 0.02
@@ -52,7 +70,7 @@ def main():
         ]
         for pname, f in passes:
             ms = timed(f)
-            print(f"{name:22} {pname:8} {ms:9.3f} {flops / ms / 1e9:9.1f}")
+            print(f"{name:22} {route:6} {pname:8} {ms:9.3f} {flops / ms / 1e9:9.1f}")
 
 
 if __name__ == "__main__":

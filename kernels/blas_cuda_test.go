@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -272,15 +273,24 @@ func TestCUDAGroupedMatMul(t *testing.T) {
 	if !simt {
 		t.Logf("no float32/float64 device-sized grouped GEMM here (%v): they test the cuBLAS paths", SimtError(testCUDA))
 	}
+	defer SetGMM90Sched(SetGMM90Sched(-1))
 	for _, c := range gmmCases() {
 		for _, d := range []DType{F32, F64, BF16} {
-			for _, path := range []string{"device", "cublas-grouped", "cublas-loop"} {
+			paths := []string{"device", "cublas-grouped", "cublas-loop"}
+			if d == BF16 && sm90 {
+				// every sm_90a schedule, not only the one the static rule picks here
+				for _, s := range GMM90Scheds() {
+					paths = append(paths, "device-"+s)
+				}
+			}
+			for _, path := range paths {
 				grouped := path != "cublas-loop"
+				sched := slices.Index(GMM90Scheds(), strings.TrimPrefix(path, "device-"))
 				if d == F64 && path == "cublas-grouped" {
 					continue // float64 always loops over cublasDgemm
 				}
 				want := "cublas"
-				if path == "device" {
+				if path == "device" || sched >= 0 {
 					switch {
 					case d == BF16 && (c.H%8 != 0 || c.N%8 != 0):
 						continue
@@ -292,8 +302,10 @@ func TestCUDAGroupedMatMul(t *testing.T) {
 				}
 				t.Run(fmt.Sprintf("%s/%v/%s", c.name, d, path), func(t *testing.T) {
 					SetGroupedGEMM(grouped)
-					SetGMMCUBLAS(path != "device")
+					SetGMMCUBLAS(path != "device" && sched < 0)
+					SetGMM90Sched(sched)
 					testGroupedOne(t, rng, c, d)
+					SetGMM90Sched(-1)
 					if got := LastGMMPath(testCUDA); got != want {
 						t.Errorf("the grouped matmul took the %s path, want %s", got, want)
 					}
@@ -384,20 +396,53 @@ func testGroupedOne(t *testing.T, rng *rand.Rand, c gmmCase, d DType) {
 	}
 }
 
-// TestCUDAGroupedMatMulBench times the grouped matmul's three passes on MoE shapes, on every
-// path: go test -tags gomoecuda -run TestCUDAGroupedMatMulBench -gomoe.bench -v ./kernels/
-// (bench/torch_gmm_bench.py times torch._grouped_mm on the same shapes).
-//
-// "gpu" is the CUDA-event time per call of back-to-back calls; "wall" the host time per call
-// of the same loop. The sm_90a path reads the plan's sizes on the device, so the host runs
-// ahead (wall ≈ gpu); the cuBLAS paths read them on the host with one small synchronous copy
-// per call ("sync": its host time on an idle GPU), which drains the queue every call.
+// benchCounts are the rows per expert of the grouped matmul benchmarks (shared with
+// bench/torch_gmm_bench.py, which uses the same rule): "even" gives every expert m = R/E rows;
+// "uneven" gives expert e m + ((7919·e) mod (2s+1)) − s rows, s = round(√(3m)) (about the spread
+// of uniformly random routing), the last expert taking what is left.
+func benchCounts(kind string, R, E int) []int {
+	c := make([]int, E)
+	m := R / E
+	s := int(math.Round(math.Sqrt(3 * float64(m))))
+	left := R
+	for e := range c {
+		c[e] = m
+		if kind == "uneven" {
+			c[e] += (7919*e)%(2*s+1) - s
+		}
+		if e == E-1 {
+			c[e] = left
+		}
+		left -= c[e]
+	}
+	return c
+}
+
+// benchIDs routes T tokens to K experts each so that expert e gets counts[e] rows: the rows
+// expert-major, row j of the list goes to token j mod T, slot j / T (distinct experts per token
+// while every count is at most T).
+func benchIDs(counts []int, T, K int) []int32 {
+	ids := make([]int32, T*K)
+	j := 0
+	for e, n := range counts {
+		for ; n > 0; n-- {
+			ids[(j%T)*K+j/T] = int32(e)
+			j++
+		}
+	}
+	return ids
+}
+
+// TestCUDAGroupedMatMulBench times the grouped matmul's three passes at the Qwen3 and Mixtral
+// shapes with even and uneven routing (benchCounts): each sm_90a schedule, the static choice,
+// and cuBLAS's grouped call and loop, for comparison with bench/torch_gmm_bench.py.
 func TestCUDAGroupedMatMulBench(t *testing.T) {
 	if !*gpuBenchFlag {
 		t.Skip("run with -gomoe.bench")
 	}
 	defer SetGroupedGEMM(SetGroupedGEMM(true))
 	defer SetGMMCUBLAS(SetGMMCUBLAS(false))
+	defer SetGMM90Sched(SetGMM90Sched(-1))
 	shapes := []struct {
 		name          string
 		T, K, E, H, N int
@@ -408,72 +453,71 @@ func TestCUDAGroupedMatMulBench(t *testing.T) {
 		{"mixtral(H4096,F14336)", 4096, 2, 8, 4096, 14336, []DType{BF16}},
 	}
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "\n%-22s %-5s %-8s %-15s %9s %9s %9s %9s\n", "shape", "dtype", "pass", "path", "gpu ms", "wall ms", "TFLOP/s", "sync us")
+	fmt.Fprintf(&sb, "\n%-22s %-6s %-5s %-8s %-20s %9s %9s\n", "shape", "route", "dtype", "pass", "path", "gpu ms", "TFLOP/s")
 	for _, s := range shapes {
-		g := Geometry{T: s.T, K: s.K, E: s.E, A: 1}
-		rng := rand.New(rand.NewPCG(1, 2))
-		ids := cuBalancedIDs(0)(rng, g)
-		plan := cuUpload(t, cuCpuPlan(t, g, ids, nil))
-		R := g.Rows()
-		// Idle-GPU cost of the segment read alone.
-		cuMust(t, testCUDA.Sync())
-		const nsync = 200
-		start := time.Now()
-		for i := 0; i < nsync; i++ {
-			if _, _, err := testCUDA.PlanSegments(g, plan.p); err != nil {
-				t.Fatal(err)
-			}
-		}
-		syncUS := float64(time.Since(start).Microseconds()) / nsync
-		for _, d := range s.dts {
-			xp := cuAlloc(t, int64(R*s.H*d.Size()))
-			w := cuAlloc(t, int64(s.E*s.H*s.N*d.Size()))
-			z := cuAlloc(t, int64(R*s.N*d.Size()))
-			dw := cuAlloc(t, int64(s.E*s.H*s.N*d.Size()))
-			dxp := cuAlloc(t, int64(R*s.H*d.Size()))
-			// Small random-looking values, so that junk from cuAlloc is not NaN or Inf.
-			for _, b := range []cuDevBuf{xp, w, z} {
-				cuMust(t, testCUDA.Do(func() error { return cu.MemsetD32(b.p, 0x3c1d3b2a, b.n/4) }))
-			}
-			flops := 2 * float64(g.T*g.K) * float64(s.H) * float64(s.N)
-			passes := []struct {
-				name string
-				f    func() error
-			}{
-				{"forward", func() error { return testCUDA.GroupedMatMulForward(d, g, s.H, s.N, z.p, xp.p, w.p, plan.p) }},
-				{"dxp", func() error {
-					return testCUDA.GroupedMatMulBackwardRows(d, g, s.H, s.N, dxp.p, z.p, w.p, plan.p, false)
-				}},
-				{"dw", func() error {
-					return testCUDA.GroupedMatMulBackwardWeights(d, g, s.H, s.N, dw.p, xp.p, z.p, plan.p, false)
-				}},
-			}
-			for _, ps := range passes {
-				for _, path := range []string{"device", "cublas-grouped", "cublas-loop"} {
-					if path == "device" && ((d == BF16 && SM90Error(testCUDA) != nil) || (d != BF16 && SimtError(testCUDA) != nil)) {
-						continue
+		for _, route := range []string{"even", "uneven"} {
+			g := Geometry{T: s.T, K: s.K, E: s.E, A: 1}
+			plan := cuUpload(t, cuCpuPlan(t, g, benchIDs(benchCounts(route, g.Rows(), g.E), g.T, g.K), nil))
+			R := g.Rows()
+			for _, d := range s.dts {
+				xp := cuAlloc(t, int64(R*s.H*d.Size()))
+				w := cuAlloc(t, int64(s.E*s.H*s.N*d.Size()))
+				z := cuAlloc(t, int64(R*s.N*d.Size()))
+				dw := cuAlloc(t, int64(s.E*s.H*s.N*d.Size()))
+				dxp := cuAlloc(t, int64(R*s.H*d.Size()))
+				// Small random-looking values, so that junk from cuAlloc is not NaN or Inf.
+				for _, b := range []cuDevBuf{xp, w, z} {
+					cuMust(t, testCUDA.Do(func() error { return cu.MemsetD32(b.p, 0x3c1d3b2a, b.n/4) }))
+				}
+				flops := 2 * float64(g.T*g.K) * float64(s.H) * float64(s.N)
+				passes := []struct {
+					name string
+					form int
+					f    func() error
+				}{
+					{"forward", 0, func() error { return testCUDA.GroupedMatMulForward(d, g, s.H, s.N, z.p, xp.p, w.p, plan.p) }},
+					{"dxp", 1, func() error {
+						return testCUDA.GroupedMatMulBackwardRows(d, g, s.H, s.N, dxp.p, z.p, w.p, plan.p, false)
+					}},
+					{"dw", 2, func() error {
+						return testCUDA.GroupedMatMulBackwardWeights(d, g, s.H, s.N, dw.p, xp.p, z.p, plan.p, false)
+					}},
+				}
+				for _, ps := range passes {
+					type path struct {
+						name         string
+						cublas, loop bool
+						sched        int
 					}
-					SetGMMCUBLAS(path != "device")
-					SetGroupedGEMM(path != "cublas-loop")
-					n := 20
-					gpu := cuTimeIt(t, n, ps.f)
-					cuMust(t, testCUDA.Sync())
-					start := time.Now()
-					for i := 0; i < n; i++ {
-						cuMust(t, ps.f())
+					paths := []path{{"device", false, false, -1}}
+					if d == BF16 && SM90Error(testCUDA) == nil {
+						for i := range GMM90Scheds() {
+							paths = append(paths, path{"", false, false, i})
+						}
 					}
-					cuMust(t, testCUDA.Sync())
-					wall := float64(time.Since(start).Microseconds()) / 1000 / float64(n)
-					if path == "cublas-grouped" && (GroupedGEMMError(testCUDA) != nil || !HasGroupedGEMM()) {
-						path = "grouped(fellback)"
+					paths = append(paths, path{"cublas-grouped", true, false, -1}, path{"cublas-loop", true, true, -1})
+					for _, p := range paths {
+						SetGMMCUBLAS(p.cublas)
+						SetGroupedGEMM(!p.loop)
+						SetGMM90Sched(p.sched)
+						gpu := cuTimeIt(t, 20, ps.f)
+						cuMust(t, testCUDA.Sync())
+						name := p.name
+						if p.cublas && p.name == "cublas-grouped" && (GroupedGEMMError(testCUDA) != nil || !HasGroupedGEMM()) {
+							name = "grouped(fellback)"
+						}
+						switch LastGMMPath(testCUDA) {
+						case "sm90":
+							name = GMM90Kernel(ps.form, g, s.H, s.N)[6:]
+							if p.sched < 0 {
+								name = "device=" + name
+							}
+						case "simt":
+							name = "device=simt"
+						}
+						fmt.Fprintf(&sb, "%-22s %-6s %-5v %-8s %-20s %9.3f %9.1f\n", s.name, route, d, ps.name, name, gpu, flops/gpu/1e9)
 					}
-					switch LastGMMPath(testCUDA) {
-					case "sm90":
-						path = "sm90/" + GMM90Kernel(map[string]int{"forward": 0, "dxp": 1, "dw": 2}[ps.name], g, s.H, s.N)[6:]
-					case "simt":
-						path = "simt"
-					}
-					fmt.Fprintf(&sb, "%-22s %-5v %-8s %-15s %9.3f %9.3f %9.1f %9.1f\n", s.name, d, ps.name, path, gpu, wall, flops/gpu/1e9, syncUS)
+					SetGMM90Sched(-1)
 				}
 			}
 		}

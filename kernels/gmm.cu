@@ -19,8 +19,8 @@
 //   0 forward        z[o:o+n]   = xp[o:o+n] · W[e]     m=n, n=N, k=H   A row-major,  B row-major
 //   1 rows gradient  dxp[o:o+n] = dz[o:o+n] · W[e]ᵀ    m=n, n=H, k=N   A row-major,  B column-major
 //   2 weight grad.   dW[e]      = xp[o:o+n]ᵀ · dz[o:o+n] m=H, n=N, k=n A column-major, B row-major
-// An expert with no rows gets m = 0 (no tiles): its rows (forms 0, 1) are cleared by
-// gmm_zero_rows with the other pad rows, its dW (form 2) by gmm_zero_empty.
+// An expert with no rows gets m = 0 (no tiles): gmm_prepare clears its rows (forms 0, 1) with
+// the other pad rows, and its dW (form 2).
 #include "syncprobe.cuh"
 
 #include <stdint.h>
@@ -29,17 +29,17 @@ __device__ __forceinline__ long long gmmAlign16(long long b) { return (b + 15) &
 
 // A segment outside [0, R) (a corrupt plan: counts or offsets negative, or offset + count
 // past R) gets no GEMM (m = 0), and gmm_prepare sets GMM_STATUS_BAD_PLAN in *status, which the
-// host reads at its next status check; gmm_zero_empty clears such an expert's dW.
+// host reads at its next status check; gmm_prepare clears such an expert's dW.
 #define GMM_STATUS_BAD_PLAN 32
 
 __device__ __forceinline__ bool gmmSegmentOK(long long o, long long n, long long R) {
   return o >= 0 && n >= 0 && o <= R && n <= R - o;
 }
 
-extern "C" __global__ void __launch_bounds__(256)
-gmm_prepare(int form, const int *__restrict__ counts, const int *__restrict__ offsets, int E,
-            long long R, long long H, long long N, long long esize, const char *a, const char *b,
-            char *d, char *table, int *status) {
+// gmmTable writes the group table (one thread per expert, grid-stride).
+__device__ __forceinline__ void gmmTable(int form, const int *__restrict__ counts, const int *__restrict__ offsets,
+                                         int E, long long R, long long H, long long N, long long esize,
+                                         const char *a, const char *b, char *d, char *table, int *status) {
   long long G = E;
   int *shapes = (int *)table;
   long long base = gmmAlign16(12 * G);
@@ -82,10 +82,10 @@ gmm_prepare(int form, const int *__restrict__ counts, const int *__restrict__ of
   }
 }
 
-// gmm_zero_rows clears each row r < R of out (rowBytes bytes) whose tokenOf[r] is negative: the
-// pad rows of every segment and the unused rows past offsets[E]. One warp a row.
-extern "C" __global__ void __launch_bounds__(256)
-gmm_zero_rows(char *out, const int *__restrict__ tokenOf, long long R, long long rowBytes) {
+// gmmZeroRows clears each row r < R of out (rowBytes bytes) whose tokenOf[r] is negative: the
+// pad rows of every segment and the unused rows past offsets[E]. One warp a row, grid-stride.
+__device__ __forceinline__ void gmmZeroRows(char *out, const int *__restrict__ tokenOf, long long R,
+                                            long long rowBytes) {
   long long warps = ((long long)gridDim.x * blockDim.x) >> 5;
   int lane = threadIdx.x & 31;
   for (long long r = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5; r < R; r += warps) {
@@ -100,21 +100,40 @@ gmm_zero_rows(char *out, const int *__restrict__ tokenOf, long long R, long long
   }
 }
 
-// gmm_zero_empty clears dw[e] (matBytes bytes) of each expert with no rows: counts[e] == 0,
-// or a segment outside [0, R) (which gmm_prepare flags). Block b works on expert b / chunks
-// and clears every chunks-th 16-byte word (byte, when dw or matBytes is not 16-byte aligned)
-// of it from word b % chunks on.
+// gmmZeroEmpty clears dw[e] (matBytes bytes) of each expert with no rows: counts[e] == 0, or a
+// segment outside [0, R) (which gmmTable flags). Work item j (grid-stride over blocks) is
+// expert j / chunks, which it clears from 16-byte word (byte, when dw or matBytes is not 16-byte
+// aligned) (j % chunks)·blockDim.x + threadIdx.x on, every chunks·blockDim.x words.
+__device__ __forceinline__ void gmmZeroEmpty(char *dw, const int *__restrict__ counts,
+                                             const int *__restrict__ offsets, int E, long long R,
+                                             long long matBytes, int chunks) {
+  for (long long j = blockIdx.x; j < (long long)E * chunks; j += gridDim.x) {
+    int e = (int)(j / chunks), c = (int)(j % chunks);
+    if (counts[e] != 0 && gmmSegmentOK(offsets[e], counts[e], R)) continue;
+    char *p = dw + (long long)e * matBytes;
+    long long step = (long long)chunks * blockDim.x, i0 = (long long)c * blockDim.x + threadIdx.x;
+    if ((((unsigned long long)p | (unsigned long long)matBytes) & 15) == 0) {
+      uint4 z = make_uint4(0, 0, 0, 0);
+      for (long long i = i0; i < matBytes / 16; i += step) ((uint4 *)p)[i] = z;
+    } else {
+      for (long long i = i0; i < matBytes; i += step) p[i] = 0;
+    }
+  }
+}
+
+// gmm_prepare writes form's group table from the plan's counts and offsets and, when zero is
+// set, clears what of d belongs to no expert (forms 0, 1: rows whose tokenOf is negative; form
+// 2: dW[e] of the experts with no rows), all in one launch: the table and the cleared memory
+// do not overlap, and the GEMM that reads both comes after it on the stream.
 extern "C" __global__ void __launch_bounds__(256)
-gmm_zero_empty(char *dw, const int *__restrict__ counts, const int *__restrict__ offsets,
-               long long R, long long matBytes, int chunks) {
-  int e = blockIdx.x / chunks, c = blockIdx.x % chunks;
-  if (counts[e] != 0 && gmmSegmentOK(offsets[e], counts[e], R)) return;
-  char *p = dw + (long long)e * matBytes;
-  long long step = (long long)chunks * blockDim.x, i0 = (long long)c * blockDim.x + threadIdx.x;
-  if ((((unsigned long long)p | (unsigned long long)matBytes) & 15) == 0) {
-    uint4 z = make_uint4(0, 0, 0, 0);
-    for (long long i = i0; i < matBytes / 16; i += step) ((uint4 *)p)[i] = z;
+gmm_prepare(int form, const int *__restrict__ counts, const int *__restrict__ offsets, int E,
+            long long R, long long H, long long N, long long esize, const char *a, const char *b,
+            char *d, char *table, int *status, const int *__restrict__ tokenOf, int zero, int chunks) {
+  gmmTable(form, counts, offsets, E, R, H, N, esize, a, b, d, table, status);
+  if (!zero) return;
+  if (form == 2) {
+    gmmZeroEmpty(d, counts, offsets, E, R, H * N * esize, chunks);
   } else {
-    for (long long i = i0; i < matBytes; i += step) p[i] = 0;
+    gmmZeroRows(d, tokenOf, R, (form == 0 ? N : H) * esize);
   }
 }

@@ -5,24 +5,25 @@
 // gmm_sm90_host.cu builds.
 #include "gmm_sm90.cuh"
 
-#define GOMOE_GMM90_KERNEL(NAME, K)                                                                \
-  extern "C" __global__ void __launch_bounds__(gomoe90::K::MaxThreadsPerBlock,                     \
-                                               gomoe90::K::MinBlocksPerMultiprocessor)             \
-      NAME(CUTLASS_GRID_CONSTANT typename gomoe90::K::Params const params) {                       \
+#define GOMOE_GMM90_KERNEL(NAME, V)                                                                \
+  extern "C" __global__ void __launch_bounds__(gomoe90::KernelOf<V>::type::MaxThreadsPerBlock,     \
+                                               gomoe90::KernelOf<V>::type::MinBlocksPerMultiprocessor) \
+      NAME(CUTLASS_GRID_CONSTANT typename gomoe90::KernelOf<V>::type::Params const params) {       \
     extern __shared__ char smem[];                                                                 \
-    gomoe90::K op;                                                                                 \
+    typename gomoe90::KernelOf<V>::type op;                                                        \
     op(params, smem);                                                                              \
   }
 
-GOMOE_GMM90_KERNEL(gmm90_fwd_coop, K0)
-GOMOE_GMM90_KERNEL(gmm90_fwd_ping, K1)
-GOMOE_GMM90_KERNEL(gmm90_rows_coop, K2)
-GOMOE_GMM90_KERNEL(gmm90_rows_ping, K3)
-GOMOE_GMM90_KERNEL(gmm90_wgrad_coop, K4)
-GOMOE_GMM90_KERNEL(gmm90_wgrad_ping, K5)
+// Names: gmm90_<form>_<schedule>, in the order of gmm90Kernels (gmm_sm90_cuda.go).
+GOMOE_GMM90_KERNEL(gmm90_fwd_coop, 0)
+GOMOE_GMM90_KERNEL(gmm90_fwd_ping, 1)
+GOMOE_GMM90_KERNEL(gmm90_rows_coop, 2)
+GOMOE_GMM90_KERNEL(gmm90_rows_ping, 3)
+GOMOE_GMM90_KERNEL(gmm90_wgrad_coop, 4)
+GOMOE_GMM90_KERNEL(gmm90_wgrad_ping, 5)
 
 // The Params size each kernel was compiled with, read by the host (cuModuleGetGlobal) and
 // compared with the host library's, so that a mismatched pair is an error, not a bad launch.
+#define GOMOE_P(V) sizeof(typename gomoe90::KernelOf<V>::type::Params)
 extern "C" __device__ const unsigned long long gmm90_params_bytes[gomoe90::NumKernels] = {
-    sizeof(gomoe90::K0::Params), sizeof(gomoe90::K1::Params), sizeof(gomoe90::K2::Params),
-    sizeof(gomoe90::K3::Params), sizeof(gomoe90::K4::Params), sizeof(gomoe90::K5::Params)};
+    GOMOE_P(0), GOMOE_P(1), GOMOE_P(2), GOMOE_P(3), GOMOE_P(4), GOMOE_P(5)};

@@ -9,10 +9,8 @@
 // groups' tiles; problem sizes, pointers and strides read from device memory, TMA descriptors
 // rewritten per group in the kernel), with bfloat16 A, B, C, D and float32 accumulation and
 // epilogue: D = alpha·A·B + beta·C. The three forms of gmm.cu differ in the layouts of A and B;
-// each comes in the two schedules torch._grouped_mm uses on sm_90:
-//   coop  KernelPtrArrayTmaWarpSpecializedCooperative, tile 128×256×64, cluster 2×1×1
-//   ping  KernelPtrArrayTmaWarpSpecializedPingpong,    tile  64×128×128, cluster 2×1×1
-// (ping for small groups: the average m or n of the form ≤ 128).
+// each comes in the two schedules below; gmm_sm90_cuda.go picks one per form from the static
+// shapes (never from the routing).
 #pragma once
 
 #include <cutlass/cutlass.h>
@@ -32,19 +30,26 @@ using Elem = cutlass::bfloat16_t;
 using Acc = float;
 constexpr int Align = 8; // 16 bytes of bfloat16: TMA needs 16-byte rows and bases
 
-struct Coop {
-  using Kernel = cutlass::gemm::KernelPtrArrayTmaWarpSpecializedCooperative;
-  using Epi = cutlass::epilogue::PtrArrayTmaWarpSpecializedCooperative;
-  using Tile = Shape<_128, _256, _64>;
-  using Cluster = Shape<_2, _1, _1>;
+// A schedule: CUTLASS's kernel and epilogue schedules, the tile and the cluster shape.
+template <class KernelSched, class EpiSched, class TileShape, class ClusterShape> struct Sched {
+  using Kernel = KernelSched;
+  using Epi = EpiSched;
+  using Tile = TileShape;
+  using Cluster = ClusterShape;
 };
 
-struct Ping {
-  using Kernel = cutlass::gemm::KernelPtrArrayTmaWarpSpecializedPingpong;
-  using Epi = cutlass::epilogue::PtrArrayTmaWarpSpecializedPingpong;
-  using Tile = Shape<_64, _128, _128>;
-  using Cluster = Shape<_2, _1, _1>;
-};
+using CoopK = cutlass::gemm::KernelPtrArrayTmaWarpSpecializedCooperative;
+using CoopE = cutlass::epilogue::PtrArrayTmaWarpSpecializedCooperative;
+using PingK = cutlass::gemm::KernelPtrArrayTmaWarpSpecializedPingpong;
+using PingE = cutlass::epilogue::PtrArrayTmaWarpSpecializedPingpong;
+
+// The schedules, in the order of the kernel names' suffixes (gmm_sm90.cu, gmm_sm90_cuda.go):
+// the two torch._grouped_mm uses on sm_90. (Measured beside them on one H100, 2026-12-06: the
+// cooperative tile without a cluster, 128×128 tiles with 1×2 clusters, and pingpong 64×256
+// tiles; none was more than 3 % faster than S0 at any benchmark shape, most were slower.)
+using S0 = Sched<CoopK, CoopE, Shape<_128, _256, _64>, Shape<_2, _1, _1>>; // coop
+using S1 = Sched<PingK, PingE, Shape<_64, _128, _128>, Shape<_2, _1, _1>>; // ping
+constexpr int NumScheds = 2;
 
 template <class LayoutA, class LayoutB, class Sched> struct Gemm {
   using LayoutD = cutlass::layout::RowMajor;
@@ -64,23 +69,32 @@ template <class LayoutA, class LayoutB, class Sched> struct Gemm {
 using RowMajor = cutlass::layout::RowMajor;
 using ColMajor = cutlass::layout::ColumnMajor;
 
-// Kernel v = 2·form + (ping ? 1 : 0).
-using K0 = Gemm<RowMajor, RowMajor, Coop>::Kernel; // forward
-using K1 = Gemm<RowMajor, RowMajor, Ping>::Kernel;
-using K2 = Gemm<RowMajor, ColMajor, Coop>::Kernel; // rows gradient
-using K3 = Gemm<RowMajor, ColMajor, Ping>::Kernel;
-using K4 = Gemm<ColMajor, RowMajor, Coop>::Kernel; // weight gradient
-using K5 = Gemm<ColMajor, RowMajor, Ping>::Kernel;
+// Kernel v = NumScheds·form + schedule.
+template <int V> struct KernelOf;
+#define GOMOE_GMM90_KERNEL_OF(V, S, LA, LB)                                                     \
+  template <> struct KernelOf<V> { using type = typename Gemm<LA, LB, S>::Kernel; };
+// forward (A, B row-major), rows gradient (B column-major), weight gradient (A column-major)
+GOMOE_GMM90_KERNEL_OF(0, S0, RowMajor, RowMajor)
+GOMOE_GMM90_KERNEL_OF(1, S1, RowMajor, RowMajor)
+GOMOE_GMM90_KERNEL_OF(2, S0, RowMajor, ColMajor)
+GOMOE_GMM90_KERNEL_OF(3, S1, RowMajor, ColMajor)
+GOMOE_GMM90_KERNEL_OF(4, S0, ColMajor, RowMajor)
+GOMOE_GMM90_KERNEL_OF(5, S1, ColMajor, RowMajor)
 
-constexpr int NumKernels = 6;
+constexpr int NumKernels = 3 * NumScheds;
 
 // The group table's strides are one int64 leading dimension each (see gmm.cu).
 template <class K> constexpr bool tableStrides() {
   return sizeof(typename K::InternalStrideA) == 8 && sizeof(typename K::InternalStrideB) == 8 &&
          sizeof(typename K::InternalStrideC) == 8 && sizeof(typename K::InternalStrideD) == 8;
 }
-static_assert(tableStrides<K0>() && tableStrides<K1>() && tableStrides<K2>() && tableStrides<K3>() &&
-                  tableStrides<K4>() && tableStrides<K5>(),
-              "CUTLASS strides are not one int64: the group table layout no longer fits");
+template <int V> constexpr bool allTableStrides() {
+  if constexpr (V == NumKernels) {
+    return true;
+  } else {
+    return tableStrides<typename KernelOf<V>::type>() && allTableStrides<V + 1>();
+  }
+}
+static_assert(allTableStrides<0>(), "CUTLASS strides are not one int64: the group table layout no longer fits");
 
 } // namespace gomoe90

@@ -83,14 +83,13 @@ import (
 )
 
 // The bfloat16 grouped matmul on Hopper: CUTLASS's ptr-array grouped GEMM (gmm_sm90.cuh), with
-// the per-expert sizes read on the device from the plan. A call enqueues three launches and
+// the per-expert sizes read on the device from the plan. A call enqueues two launches and
 // waits for nothing:
 //
 //  1. gmm_prepare writes the group table (problem sizes, pointers, leading dimensions) from the
-//     plan's counts and offsets;
-//  2. gmm_zero_rows (or gmm_zero_empty for the weight gradient) clears what belongs to no
-//     expert, unless the call accumulates;
-//  3. the GEMM kernel reads the table.
+//     plan's counts and offsets and, unless the call accumulates, clears what belongs to no
+//     expert (pad rows; the weight gradient of an expert with no rows);
+//  2. the GEMM kernel reads the table.
 //
 // The GEMM's Params (built by CUTLASS's host code in the committed host library) hold only the
 // addresses of the group table and of the kernel's workspace, which stay put for a given
@@ -100,8 +99,26 @@ import (
 //go:embed gomoe_sm90.fatbin
 var sm90Fatbin string
 
-// gmm90Kernels are the sm_90a kernels, index 2·form + (1 for the pingpong schedule).
-var gmm90Kernels = [...]string{"gmm90_fwd_coop", "gmm90_fwd_ping", "gmm90_rows_coop", "gmm90_rows_ping", "gmm90_wgrad_coop", "gmm90_wgrad_ping"}
+// gmm90Scheds are the schedules of the sm_90a kernels (gmm_sm90.cuh's S0, S1): CUTLASS's
+// cooperative or pingpong kernel, tile m×n×k and cluster m×n.
+var gmm90Scheds = [...]string{
+	"coop", // cooperative 128×256×64, cluster 2×1
+	"ping", // pingpong 64×128×128, cluster 2×1
+}
+
+// gmm90Kernels are the sm_90a kernels, index len(gmm90Scheds)·form + schedule.
+var gmm90Kernels = func() (k [3 * len(gmm90Scheds)]string) {
+	for f, form := range []string{"fwd", "rows", "wgrad"} {
+		for s, sched := range gmm90Scheds {
+			k[f*len(gmm90Scheds)+s] = "gmm90_" + form + "_" + sched
+		}
+	}
+	return k
+}()
+
+// gmm90ForceSched, when not negative, makes every sm_90a grouped GEMM use that schedule
+// (benchmarks compare them).
+var gmm90ForceSched = -1
 
 // The grouped matmul's three forms (gmm.cu).
 const (
@@ -117,7 +134,7 @@ const (
 var gomoeGMMFatbin string
 
 // gmmModuleKernels are the kernels of gomoe_gmm.fatbin; NewCUDA loads them beside the others.
-var gmmModuleKernels = []string{"gmm_prepare", "gmm_zero_rows", "gmm_zero_empty", "wait_flag"}
+var gmmModuleKernels = []string{"gmm_prepare", "wait_flag"}
 
 // loadGMM loads gomoe_gmm.fatbin into c (its functions join c.fn). It runs inside c.do.
 func (c *CUDA) loadGMM() error {
@@ -391,6 +408,9 @@ func (st *gmm90) launchFor(s *gmmSlot, k, groups int, alpha, beta float32) (*gmm
 // average problem's m or n is at most 128 (as torch._grouped_mm does), else cooperative. It
 // depends on the geometry only, never on the routing.
 func gmm90Kernel(form int, g Geometry, H, N int) int {
+	if gmm90ForceSched >= 0 {
+		return form*len(gmm90Scheds) + gmm90ForceSched
+	}
 	m, n := g.Rows()/max(g.E, 1), N
 	switch form {
 	case gmmRows:
@@ -398,11 +418,11 @@ func gmm90Kernel(form int, g Geometry, H, N int) int {
 	case gmmWeights:
 		m = H
 	}
-	k := 2 * form
+	s := 0
 	if m <= 128 || n <= 128 {
-		k++
+		s = 1
 	}
-	return k
+	return form*len(gmm90Scheds) + s
 }
 
 // gmm90Usable reports whether the sm_90a kernels can run this bfloat16 problem: 16-byte rows
@@ -444,40 +464,26 @@ func (c *CUDA) runGMM90(st *gmm90, form int, g Geometry, H, N int, out, a, b, pl
 }
 
 // gmmSetup enqueues what every device-sized grouped matmul runs before its GEMM: gmm_prepare
-// writes form's group table from the plan's counts and offsets, and, unless the call
-// accumulates, gmmZero clears what belongs to no expert. It must run inside c.do.
+// writes form's group table from the plan's counts and offsets and, unless the call
+// accumulates, clears what of out belongs to no expert (rows whose tokenOf is negative for
+// forms 0 and 1; dw[e] of the experts with no rows or a segment outside the rows for form 2),
+// in one launch. It must run inside c.do.
 func (c *CUDA) gmmSetup(form int, d DType, g Geometry, H, N int, out, a, b, plan, table cu.DevicePtr, accumulate bool) error {
 	counts, offsets, _, tokenOf := planParts(g, plan)
+	grid, zero, chunks := (g.E+255)/256, 0, 0
+	if !accumulate {
+		zero = 1
+		if form == gmmWeights {
+			mat := int64(H) * int64(N) * int64(d.Size())
+			chunks = int(min((mat/16+255)/256, 64))
+			grid = max(grid, min(g.E*chunks, 1<<20))
+		} else {
+			grid = max(grid, gridFor((int64(g.Rows())+7)/8*256, 256))
+		}
+	}
 	var pa args
-	pa.i(form).p(counts).p(offsets).i(g.E).l(int64(g.Rows())).l(int64(H)).l(int64(N)).l(int64(d.Size())).p(a).p(b).p(out).p(table).p(c.status)
-	if err := c.launch("gmm_prepare", (g.E+255)/256, 256, 0, pa); err != nil {
-		return err
-	}
-	if accumulate {
-		return nil
-	}
-	return c.gmmZero(form, g, H, N, d, out, counts, offsets, tokenOf)
-}
-
-// gmmZero clears the part of out that belongs to no expert: rows whose tokenOf is negative
-// (forms 0 and 1), or dw[e] of the experts with no rows or a segment outside the rows (form
-// 2). It reads the plan on the device. It must run inside c.do.
-func (c *CUDA) gmmZero(form int, g Geometry, H, N int, d DType, out, counts, offsets, tokenOf cu.DevicePtr) error {
-	if form == gmmWeights {
-		mat := int64(H) * int64(N) * int64(d.Size())
-		chunks := int(min((mat/16+255)/256, 64))
-		var a args
-		a.p(out).p(counts).p(offsets).l(int64(g.Rows())).l(mat).i(chunks)
-		return c.launch("gmm_zero_empty", g.E*chunks, 256, 0, a)
-	}
-	cols := N
-	if form == gmmRows {
-		cols = H
-	}
-	R := int64(g.Rows())
-	var a args
-	a.p(out).p(tokenOf).l(R).l(int64(cols) * int64(d.Size()))
-	return c.launch("gmm_zero_rows", gridFor((R+7)/8*256, 256), 256, 0, a)
+	pa.i(form).p(counts).p(offsets).i(g.E).l(int64(g.Rows())).l(int64(H)).l(int64(N)).l(int64(d.Size())).p(a).p(b).p(out).p(table).p(c.status).p(tokenOf).i(zero).i(chunks)
+	return c.launch("gmm_prepare", grid, 256, 0, pa)
 }
 
 // StatusBadPlan is the status bit the device-sized grouped matmul sets when the plan gives an

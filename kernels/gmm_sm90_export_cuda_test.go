@@ -25,6 +25,17 @@ func GMM90Kernel(form int, g Geometry, H, N int) string {
 	return gmm90Kernels[gmm90Kernel(form, g, H, N)]
 }
 
+// GMM90Scheds are the names of the sm_90a schedules.
+func GMM90Scheds() []string { return gmm90Scheds[:] }
+
+// SetGMM90Sched makes every sm_90a grouped GEMM use schedule s (-1: the static choice) and
+// returns the previous setting.
+func SetGMM90Sched(s int) int {
+	old := gmm90ForceSched
+	gmm90ForceSched = s
+	return old
+}
+
 // SimtError says why c has no float32/float64 device-sized grouped GEMM (nil: it has one).
 func SimtError(c *CUDA) error {
 	var err error

@@ -22,7 +22,7 @@ extern "C" {
 // gomoe_gmm90_args are one grouped GEMM's arguments: the group table (gmm.cu) of groups
 // groups, alpha and beta, and the kernel's workspace.
 typedef struct {
-  int kernel; // 0..5: 2·form + ping (gmm_sm90.cuh)
+  int kernel; // 0..NumKernels-1: NumScheds·form + schedule (gmm_sm90.cuh)
   int groups;
   int sm_count;
   int device_id;
@@ -97,12 +97,10 @@ extern "C" {
 int gomoe_gmm90_build(const gomoe_gmm90_args *a, void *params, unsigned long long cap, gomoe_gmm90_info *info) {
   memset(info, 0, sizeof *info);
   switch (a->kernel) {
-  case 0: return build<gomoe90::K0>(a, params, cap, info);
-  case 1: return build<gomoe90::K1>(a, params, cap, info);
-  case 2: return build<gomoe90::K2>(a, params, cap, info);
-  case 3: return build<gomoe90::K3>(a, params, cap, info);
-  case 4: return build<gomoe90::K4>(a, params, cap, info);
-  case 5: return build<gomoe90::K5>(a, params, cap, info);
+#define GOMOE_CASE(V)                                                                              \
+  case V: return build<gomoe90::KernelOf<V>::type>(a, params, cap, info);
+    GOMOE_CASE(0) GOMOE_CASE(1) GOMOE_CASE(2) GOMOE_CASE(3) GOMOE_CASE(4) GOMOE_CASE(5)
+#undef GOMOE_CASE
   }
   return 1;
 }
