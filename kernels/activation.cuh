@@ -28,58 +28,66 @@ __device__ __forceinline__ double tanhA(double x) { return tanh(x); }
 #define GELU_A 0.044715
 
 // pw_fwd: SwiGLU out = silu(a)·b; GELU out = gelu(a); Sigmoid out = sigmoid(a).
+template <typename A> __device__ __forceinline__ A pwFwdOne(int kind, A x, A y) {
+  if (kind == PwSwiGLU) return x * sigm(x) * y;
+  if (kind == PwGELU) {
+    A in = (A)GELU_C * (x + (A)GELU_A * x * x * x);
+    return (A)0.5 * x * ((A)1 + tanhA(in));
+  }
+  return sigm(x);
+}
+
 template <typename T>
 __device__ __forceinline__ void pwFwd(int kind, const T *__restrict__ a, const T *__restrict__ b,
                                       T *__restrict__ out, long long n) {
   typedef typename Acc<T>::type A;
-  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-       i += (long long)gridDim.x * blockDim.x) {
-    A x = toAcc(a[i]), r;
-    if (kind == PwSwiGLU) {
-      r = x * sigm(x) * toAcc(b[i]);
-    } else if (kind == PwGELU) {
-      A in = (A)GELU_C * (x + (A)GELU_A * x * x * x);
-      r = (A)0.5 * x * ((A)1 + tanhA(in));
-    } else {
-      r = sigm(x);
-    }
-    T o;
-    fromAcc(r, o);
-    out[i] = o;
-  }
+  bool two = kind == PwSwiGLU;
+  ewise<T>(n, aligned16(a, two ? b : nullptr, out), [&](auto w, long long i) {
+    constexpr int V = decltype(w)::value;
+    A x[V], y[V];
+    loadAcc<V>(a, i, x);
+    if (two) loadAcc<V>(b, i, y);
+#pragma unroll
+    for (int j = 0; j < V; j++) x[j] = pwFwdOne<A>(kind, x[j], two ? y[j] : (A)0);
+    storeAcc<V>(out, i, x);
+  });
 }
 
 // pw_bwd: the gradient of input `which` (0: a, 1: b) from dy, the inputs a, b and the output y.
 //   SwiGLU: da = dy·b·σ(a)·(1 + a·(1−σ(a))), db = dy·a·σ(a)
 //   GELU:   da = dy·(0.5·(1+th) + 0.5·a·(1−th²)·c·(1 + 3·0.044715·a²))
 //   Sigmoid: da = dy·y·(1−y)
+// x is a (y for Sigmoid), v is b (SwiGLU's da only).
+template <typename A> __device__ __forceinline__ A pwBwdOne(int kind, int which, A g, A x, A v) {
+  if (kind == PwSwiGLU) {
+    A s = sigm(x);
+    if (which == 0) return g * v * s * ((A)1 + x * ((A)1 - s));
+    return g * x * s;
+  }
+  if (kind == PwGELU) {
+    A th = tanhA((A)GELU_C * (x + (A)GELU_A * x * x * x));
+    return g * ((A)0.5 * ((A)1 + th) + (A)0.5 * x * ((A)1 - th * th) * (A)GELU_C * ((A)1 + (A)(3 * GELU_A) * x * x));
+  }
+  return g * x * ((A)1 - x);
+}
+
 template <typename T>
 __device__ __forceinline__ void pwBwd(int kind, int which, const T *__restrict__ a, const T *__restrict__ b,
                                       const T *__restrict__ y, const T *__restrict__ dy, T *__restrict__ out,
                                       long long n) {
   typedef typename Acc<T>::type A;
-  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-       i += (long long)gridDim.x * blockDim.x) {
-    A g = toAcc(dy[i]), r;
-    if (kind == PwSwiGLU) {
-      A x = toAcc(a[i]), s = sigm(x);
-      if (which == 0) {
-        r = g * toAcc(b[i]) * s * ((A)1 + x * ((A)1 - s));
-      } else {
-        r = g * x * s;
-      }
-    } else if (kind == PwGELU) {
-      A x = toAcc(a[i]);
-      A th = tanhA((A)GELU_C * (x + (A)GELU_A * x * x * x));
-      r = g * ((A)0.5 * ((A)1 + th) + (A)0.5 * x * ((A)1 - th * th) * (A)GELU_C * ((A)1 + (A)(3 * GELU_A) * x * x));
-    } else {
-      A v = toAcc(y[i]);
-      r = g * v * ((A)1 - v);
-    }
-    T o;
-    fromAcc(r, o);
-    out[i] = o;
-  }
+  const T *xs = kind == PwSigmoid ? y : a;                         // the input the formula reads
+  const T *vs = kind == PwSwiGLU && which == 0 ? b : nullptr;     // SwiGLU's da also reads b
+  ewise<T>(n, aligned16(xs, vs, dy, out), [&](auto w, long long i) {
+    constexpr int V = decltype(w)::value;
+    A g[V], x[V], v[V];
+    loadAcc<V>(dy, i, g);
+    loadAcc<V>(xs, i, x);
+    if (vs != nullptr) loadAcc<V>(vs, i, v);
+#pragma unroll
+    for (int j = 0; j < V; j++) g[j] = pwBwdOne<A>(kind, which, g[j], x[j], vs != nullptr ? v[j] : (A)0);
+    storeAcc<V>(out, i, g);
+  });
 }
 
 #define PWOPS(SUF, T)                                                                              \

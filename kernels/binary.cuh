@@ -13,12 +13,16 @@
 template <typename T>
 __device__ __forceinline__ void addElems(const T *__restrict__ a, const T *__restrict__ b,
                                          T *__restrict__ out, long long n) {
-  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-       i += (long long)gridDim.x * blockDim.x) {
-    T o;
-    fromAcc(addRN(toAcc(a[i]), toAcc(b[i])), o);
-    st(out + i, o);
-  }
+  typedef typename Acc<T>::type A;
+  ewise<T>(n, aligned16(a, b, out), [&](auto w, long long i) {
+    constexpr int V = decltype(w)::value;
+    A x[V], y[V];
+    loadAcc<V>(a, i, x);
+    loadAcc<V>(b, i, y);
+#pragma unroll
+    for (int j = 0; j < V; j++) x[j] = addRN(x[j], y[j]);
+    storeAcc<V>(out, i, x);
+  });
 }
 extern "C" __global__ void __launch_bounds__(256) add_f32(const float *a, const float *b, float *o, long long n) {
   addElems<float>(a, b, o, n);
@@ -50,14 +54,25 @@ __device__ __forceinline__ void binElems(int op, int mode, const T *__restrict__
                                          double s, T *__restrict__ out, long long n) {
   typedef typename Acc<T>::type A;
   A sc = (A)s;
-  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-       i += (long long)gridDim.x * blockDim.x) {
-    A x = mode == 2 ? sc : toAcc(a[i]);
-    A y = mode == 1 ? sc : toAcc(b[i]);
-    T o;
-    fromAcc(binApply<A>(op, x, y), o);
-    out[i] = o;
-  }
+  ewise<T>(n, aligned16(mode == 2 ? nullptr : a, mode == 1 ? nullptr : b, out), [&](auto w, long long i) {
+    constexpr int V = decltype(w)::value;
+    A x[V], y[V];
+    if (mode == 2) {
+#pragma unroll
+      for (int j = 0; j < V; j++) x[j] = sc;
+    } else {
+      loadAcc<V>(a, i, x);
+    }
+    if (mode == 1) {
+#pragma unroll
+      for (int j = 0; j < V; j++) y[j] = sc;
+    } else {
+      loadAcc<V>(b, i, y);
+    }
+#pragma unroll
+    for (int j = 0; j < V; j++) x[j] = binApply<A>(op, x[j], y[j]);
+    storeAcc<V>(out, i, x);
+  });
 }
 
 #define BINOP(SUF, T)                                                                              \

@@ -7,52 +7,92 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"gorgonia.org/cu"
+
+	"github.com/gomoe/gomoe/bfloat16"
 	. "github.com/gomoe/gomoe/kernels"
 )
 
 // The GPU kernels against their CPU twins: element-wise arithmetic, bit for bit.
 
-// TestCUDABinary: add, sub, mul and div in float32, with two tensors, a scalar b and a scalar a,
-// equal Go's float32 arithmetic bit for bit.
+// TestCUDABinary: add, sub, mul and div in float32 and bfloat16 (computed in float32, rounded
+// once), with two tensors, a scalar b and a scalar a, equal Go's float32 arithmetic bit for bit;
+// also with every pointer one element off 16-byte alignment (the kernels' one-at-a-time path)
+// and with only the output off. Add also runs through the engine's Add kernel.
 func TestCUDABinary(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 10))
 	const n = 4099
-	a, b := trRand(rng, n, 2), trRand(rng, n, 2)
-	A, B := f32s(a), f32s(b)
-	ba, bb := cuUpload(t, A), cuUpload(t, B)
-	out := cuAlloc(t, 4*n)
-	for _, op := range []BinaryOp{OpAdd, OpSub, OpMul, OpDiv} {
-		f := func(x, y float32) float32 {
-			switch op {
-			case OpAdd:
-				return x + y
-			case OpSub:
-				return x - y
-			case OpMul:
-				return x * y
+	a, b := trRand(rng, n+1, 2), trRand(rng, n+1, 2)
+	for _, d := range []DType{F32, BF16} {
+		var A, B []float32 // the inputs as the kernel sees them, in float32
+		var round func(float32) float32
+		var get func(cuDevBuf) []float32
+		switch d {
+		case F32:
+			A, B, round = f32s(a), f32s(b), func(x float32) float32 { return x }
+			get = func(o cuDevBuf) []float32 { return cuDownload[float32](t, o, n+1) }
+		default:
+			round = func(x float32) float32 { return bfloat16.FromFloat32(x).Float32() }
+			A, B = f32s(a), f32s(b)
+			for i := range A {
+				A[i], B[i] = round(A[i]), round(B[i])
 			}
-			return x / y
-		}
-		for mode := 0; mode < 3; mode++ {
-			pa, pb, s := ba.p, bb.p, 0.0
-			const sc = float32(1.25)
-			switch mode {
-			case 1:
-				pb, s = 0, float64(sc)
-			case 2:
-				pa, s = 0, float64(sc)
-			}
-			cuMust(t, testCUDA.Binary(F32, op, out.p, pa, pb, s, n))
-			got := cuDownload[float32](t, out, n)
-			for i := range got {
-				x, y := A[i], B[i]
-				if mode == 1 {
-					y = sc
-				} else if mode == 2 {
-					x = sc
+			get = func(o cuDevBuf) []float32 {
+				h := cuDownload[bfloat16.BFloat16](t, o, n+1)
+				f := make([]float32, len(h))
+				for i, v := range h {
+					f[i] = v.Float32()
 				}
-				if w := f(x, y); math.Float32bits(got[i]) != math.Float32bits(w) {
-					t.Fatalf("op %d mode %d: [%d] = %v, want %v", op, mode, i, got[i], w)
+				return f
+			}
+		}
+		ba, bb := cuUploadAny(t, cuElems(d, asF64(A))), cuUploadAny(t, cuElems(d, asF64(B)))
+		out := cuAlloc(t, int64(d.Size()*(n+1)))
+		es := cu.DevicePtr(d.Size())
+		for _, op := range []BinaryOp{OpAdd, OpSub, OpMul, OpDiv} {
+			f := func(x, y float32) float32 {
+				switch op {
+				case OpAdd:
+					return x + y
+				case OpSub:
+					return x - y
+				case OpMul:
+					return x * y
+				}
+				return x / y
+			}
+			// offIn, offOut: elements the inputs and the output start past their buffers' bases.
+			for _, off := range [][2]int{{0, 0}, {1, 1}, {0, 1}} {
+				for mode := 0; mode < 4; mode++ {
+					if mode == 3 && op != OpAdd {
+						continue
+					}
+					pa, pb, s := ba.p+es*cu.DevicePtr(off[0]), bb.p+es*cu.DevicePtr(off[0]), 0.0
+					po := out.p + es*cu.DevicePtr(off[1])
+					const sc = float32(1.25)
+					switch mode {
+					case 1:
+						pb, s = 0, float64(sc)
+					case 2:
+						pa, s = 0, float64(sc)
+					}
+					if mode == 3 {
+						cuMust(t, testCUDA.Add(d, po, pa, pb, n))
+					} else {
+						cuMust(t, testCUDA.Binary(d, op, po, pa, pb, s, n))
+					}
+					got := get(out)[off[1]:]
+					for i := 0; i < n; i++ {
+						x, y := A[i+off[0]], B[i+off[0]]
+						if mode == 1 {
+							y = sc
+						} else if mode == 2 {
+							x = sc
+						}
+						if w := round(f(x, y)); math.Float32bits(got[i]) != math.Float32bits(w) {
+							t.Fatalf("%v op %d mode %d offsets %v: [%d] = %v, want %v", d, op, mode, off, i, got[i], w)
+						}
+					}
 				}
 			}
 		}

@@ -287,6 +287,13 @@ func gridFor(n int64, block int) int {
 	return int(g)
 }
 
+// ewiseGrid is the grid (of 256-thread blocks) of an element-wise kernel over n elements of d
+// that moves 16 bytes of them per thread (gomoe.cuh's ewise).
+func ewiseGrid(d DType, n int64) int {
+	v := int64(16 / d.Size())
+	return gridFor((n+v-1)/v, 256)
+}
+
 // nnCheck checks the dtype (float32 or float64) and the matrix shape of an nn launcher.
 func nnCheck(what string, d DType, rows int64, cols int) error {
 	if d != F32 && d != F64 {

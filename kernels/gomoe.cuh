@@ -90,6 +90,42 @@ __device__ __forceinline__ void packFromAcc(const float *a, Pack<__nv_bfloat16, 
   }
 }
 
+// Width tag of the element-wise loops below: V elements at a time.
+template <int V> struct Width {
+  static constexpr int value = V;
+};
+
+// aligned16 reports whether every pointer is 16-byte aligned (null pointers count as aligned).
+__device__ __forceinline__ bool aligned16(const void *a, const void *b = nullptr, const void *c = nullptr,
+                                          const void *d = nullptr, const void *e = nullptr) {
+  return ((((uintptr_t)a | (uintptr_t)b | (uintptr_t)c | (uintptr_t)d | (uintptr_t)e) & 15) == 0);
+}
+
+// ewise runs f(Width<V>{}, i) for elements [i, i+V) of n, grid-stride: 16 bytes of T at a time
+// (V = 16/sizeof(T)) when vec is set (every pointer f touches 16-byte aligned), then the rest one
+// at a time. Each element goes through the same arithmetic at either width, so the width never
+// changes a result; launch it with about n/V threads.
+template <typename T, typename F> __device__ __forceinline__ void ewise(long long n, bool vec, F f) {
+  constexpr int V = 16 / sizeof(T);
+  long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x, step = (long long)gridDim.x * blockDim.x;
+  long long nv = vec ? n / V * V : 0;
+  for (long long i = tid * V; i < nv; i += step * V) f(Width<V>{}, i);
+  for (long long i = nv + tid; i < n; i += step) f(Width<1>{}, i);
+}
+
+// loadAcc reads V elements of p from i (one load for V > 1) into accumulators; storeAcc rounds V
+// accumulators into p from i (one store).
+template <int V, typename T, typename A> __device__ __forceinline__ void loadAcc(const T *p, long long i, A *x) {
+  Pack<T, V> pk = ld((const Pack<T, V> *)(p + i));
+#pragma unroll
+  for (int j = 0; j < V; j++) x[j] = toAcc(pk.v[j]);
+}
+template <int V, typename T, typename A> __device__ __forceinline__ void storeAcc(T *p, long long i, const A *x) {
+  Pack<T, V> pk;
+  packFromAcc(x, pk);
+  st((Pack<T, V> *)(p + i), pk);
+}
+
 // dotTerm adds a·b to a float64 partial sum: float32 operands multiply in float64 (exact),
 // float64 ones round the product once, like the CPU.
 __device__ __forceinline__ double dotTerm(double s, float a, float b) {
