@@ -83,19 +83,27 @@ __device__ __forceinline__ void gmmTable(int form, const int *__restrict__ count
 }
 
 // gmmZeroRows clears each row r < R of out (rowBytes bytes) whose tokenOf[r] is negative: the
-// pad rows of every segment and the unused rows past offsets[E]. One warp a row, grid-stride.
+// pad rows of every segment and the unused rows past offsets[E]. Each thread checks one row
+// (grid-stride over blocks of rows); each warp then clears its flagged rows one after another
+// with all its lanes. A dropless plan without masked ids has no such row, and the scan costs a
+// read of tokenOf.
 __device__ __forceinline__ void gmmZeroRows(char *out, const int *__restrict__ tokenOf, long long R,
                                             long long rowBytes) {
-  long long warps = ((long long)gridDim.x * blockDim.x) >> 5;
   int lane = threadIdx.x & 31;
-  for (long long r = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5; r < R; r += warps) {
-    if (tokenOf[r] >= 0) continue;
-    char *p = out + r * rowBytes;
-    if ((((unsigned long long)p | (unsigned long long)rowBytes) & 15) == 0) {
-      uint4 z = make_uint4(0, 0, 0, 0);
-      for (long long i = lane; i < rowBytes / 16; i += 32) ((uint4 *)p)[i] = z;
-    } else {
-      for (long long i = lane; i < rowBytes; i += 32) p[i] = 0;
+  bool vec = (((unsigned long long)out | (unsigned long long)rowBytes) & 15) == 0;
+  for (long long r0 = (long long)blockIdx.x * blockDim.x; r0 < R; r0 += (long long)gridDim.x * blockDim.x) {
+    long long r = r0 + threadIdx.x;
+    unsigned pad = __ballot_sync(0xffffffffu, r < R && tokenOf[r] < 0);
+    while (pad) {
+      int l = __ffs(pad) - 1;
+      pad &= pad - 1;
+      char *p = out + (r - lane + l) * rowBytes;
+      if (vec) {
+        uint4 z = make_uint4(0, 0, 0, 0);
+        for (long long i = lane; i < rowBytes / 16; i += 32) ((uint4 *)p)[i] = z;
+      } else {
+        for (long long i = lane; i < rowBytes; i += 32) p[i] = 0;
+      }
     }
   }
 }

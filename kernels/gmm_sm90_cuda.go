@@ -476,9 +476,9 @@ func (c *CUDA) gmmSetup(form int, d DType, g Geometry, H, N int, out, a, b, plan
 		if form == gmmWeights {
 			mat := int64(H) * int64(N) * int64(d.Size())
 			chunks = int(min((mat/16+255)/256, 64))
-			grid = max(grid, min(g.E*chunks, 1<<20))
+			grid = max(grid, min(g.E*chunks, 1024))
 		} else {
-			grid = max(grid, gridFor((int64(g.Rows())+7)/8*256, 256))
+			grid = max(grid, min(gridFor(int64(g.Rows()), 256), 1024))
 		}
 	}
 	var pa args
