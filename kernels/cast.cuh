@@ -4,14 +4,19 @@
 
 // ---- dtype conversion: out[i] = (To)in[i], rounded to nearest even -----------------------
 
+// 16 bytes of the wider type at a time where both pointers are 16-byte aligned.
 template <typename S, typename D>
 __device__ __forceinline__ void convertElems(const S *__restrict__ in, D *__restrict__ out, long long n) {
-  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-       i += (long long)gridDim.x * blockDim.x) {
-    D o;
-    fromAcc((typename Acc<D>::type)toAcc(in[i]), o);
-    out[i] = o;
-  }
+  constexpr int V = 16 / (sizeof(S) > sizeof(D) ? sizeof(S) : sizeof(D));
+  ewiseN<V>(n, aligned16(in, out), [&](auto w, long long i) {
+    constexpr int W = decltype(w)::value;
+    typename Acc<S>::type x[W];
+    typename Acc<D>::type y[W];
+    loadAcc<W>(in, i, x);
+#pragma unroll
+    for (int j = 0; j < W; j++) y[j] = (typename Acc<D>::type)x[j];
+    storeAcc<W>(out, i, y);
+  });
 }
 #define CONVERT(A, S, B, D)                                                                        \
   extern "C" __global__ void __launch_bounds__(256) convert_##A##_##B(const S *in, D *out, long long n) { \

@@ -101,16 +101,18 @@ __device__ __forceinline__ bool aligned16(const void *a, const void *b = nullptr
   return ((((uintptr_t)a | (uintptr_t)b | (uintptr_t)c | (uintptr_t)d | (uintptr_t)e) & 15) == 0);
 }
 
-// ewise runs f(Width<V>{}, i) for elements [i, i+V) of n, grid-stride: 16 bytes of T at a time
-// (V = 16/sizeof(T)) when vec is set (every pointer f touches 16-byte aligned), then the rest one
-// at a time. Each element goes through the same arithmetic at either width, so the width never
-// changes a result; launch it with about n/V threads.
-template <typename T, typename F> __device__ __forceinline__ void ewise(long long n, bool vec, F f) {
-  constexpr int V = 16 / sizeof(T);
+// ewiseN runs f(Width<V>{}, i) for elements [i, i+V) of n, grid-stride, when vec is set (every
+// pointer f touches 16-byte aligned), then f(Width<1>{}, i) for the rest one at a time. Each
+// element goes through the same arithmetic at either width, so the width never changes a
+// result; launch it with about n/V threads. ewise<T> moves 16 bytes of T at a time.
+template <int V, typename F> __device__ __forceinline__ void ewiseN(long long n, bool vec, F f) {
   long long tid = (long long)blockIdx.x * blockDim.x + threadIdx.x, step = (long long)gridDim.x * blockDim.x;
   long long nv = vec ? n / V * V : 0;
   for (long long i = tid * V; i < nv; i += step * V) f(Width<V>{}, i);
   for (long long i = nv + tid; i < n; i += step) f(Width<1>{}, i);
+}
+template <typename T, typename F> __device__ __forceinline__ void ewise(long long n, bool vec, F f) {
+  ewiseN<16 / sizeof(T)>(n, vec, f);
 }
 
 // loadAcc reads V elements of p from i (one load for V > 1) into accumulators; storeAcc rounds V
