@@ -23,7 +23,7 @@ func (c *CUDA) ActivationForward(d DType, kind Activation, out, a, b cu.DevicePt
 		return fmt.Errorf("gomoe: device activation: dtype %v, kind %d", d, int(kind))
 	}
 	return c.do(func() error {
-		return c.launch("pw_fwd_"+d.suffix(), ewiseGrid(d, n), 256, 0, *new(args).i(int(kind)).p(a).p(b).p(out).l(n))
+		return c.launch("pw_fwd_"+d.suffix(), ewiseGrid(n, d.Size()), 256, 0, *new(args).i(int(kind)).p(a).p(b).p(out).l(n))
 	})
 }
 
@@ -34,7 +34,7 @@ func (c *CUDA) ActivationBackward(d DType, kind Activation, which int, out, a, b
 		return fmt.Errorf("gomoe: device activation gradient: dtype %v, kind %d, input %d", d, int(kind), which)
 	}
 	return c.do(func() error {
-		return c.launch("pw_bwd_"+d.suffix(), ewiseGrid(d, n), 256, 0,
+		return c.launch("pw_bwd_"+d.suffix(), ewiseGrid(n, d.Size()), 256, 0,
 			*new(args).i(int(kind)).i(which).p(a).p(b).p(y).p(dy).p(out).l(n))
 	})
 }

@@ -3,7 +3,7 @@
 package kernels_test
 
 import (
-	"math"
+	"fmt"
 	"math/rand/v2"
 	"testing"
 
@@ -83,15 +83,7 @@ func TestCUDAActivationsVectorPaths(t *testing.T) {
 		yb := cuAlloc(t, int64(d.Size()*(n+1)))
 		es := cu.DevicePtr(d.Size())
 		read := func(o cuDevBuf, off int) []float64 {
-			if d == F32 {
-				return asF64(cuDownload[float32](t, o, n+1)[off : off+n])
-			}
-			h := cuDownload[bfloat16.BFloat16](t, o, n+1)[off : off+n]
-			r := make([]float64, n)
-			for i, v := range h {
-				r[i] = v.Float64()
-			}
-			return r
+			return asF64(cuWiden(cuDownloadAs(t, d, o, n+1)).([]float32))[off : off+n]
 		}
 		for _, kind := range []Activation{SwiGLU, GELU, Sigmoid} {
 			var ref [][]float64 // aligned results: forward, then each input's gradient
@@ -114,11 +106,7 @@ func TestCUDAActivationsVectorPaths(t *testing.T) {
 					continue
 				}
 				for j := range got {
-					for i := range got[j] {
-						if math.Float64bits(got[j][i]) != math.Float64bits(ref[j][i]) {
-							t.Fatalf("%v %v result %d: misaligned [%d] = %v, aligned %v", kind, d, j, i, got[j][i], ref[j][i])
-						}
-					}
+					cuSameBits(t, fmt.Sprintf("%v %v result %d, misaligned against aligned", kind, d, j), got[j], ref[j])
 				}
 			}
 		}

@@ -25,7 +25,7 @@ func (c *CUDA) Add(d DType, out, a, b cu.DevicePtr, n int64) error {
 		return fmt.Errorf("gomoe: device add: unknown dtype %v", d)
 	}
 	return c.do(func() error {
-		return c.launch("add_"+d.suffix(), ewiseGrid(d, n), 256, 0, *new(args).p(a).p(b).p(out).l(n))
+		return c.launch("add_"+d.suffix(), ewiseGrid(n, d.Size()), 256, 0, *new(args).p(a).p(b).p(out).l(n))
 	})
 }
 
@@ -63,7 +63,7 @@ func (c *CUDA) Binary(d DType, op BinaryOp, out, a, b cu.DevicePtr, s float64, n
 		mode = 2
 	}
 	return c.do(func() error {
-		return c.launch("binop_"+d.suffix(), ewiseGrid(d, n), 256, 0,
+		return c.launch("binop_"+d.suffix(), ewiseGrid(n, d.Size()), 256, 0,
 			*new(args).i(int(op)).i(mode).p(a).p(b).d(s).p(out).l(n))
 	})
 }

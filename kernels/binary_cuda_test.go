@@ -24,26 +24,12 @@ func TestCUDABinary(t *testing.T) {
 	const n = 4099
 	a, b := trRand(rng, n+1, 2), trRand(rng, n+1, 2)
 	for _, d := range []DType{F32, BF16} {
-		var A, B []float32 // the inputs as the kernel sees them, in float32
-		var round func(float32) float32
-		var get func(cuDevBuf) []float32
-		switch d {
-		case F32:
-			A, B, round = f32s(a), f32s(b), func(x float32) float32 { return x }
-			get = func(o cuDevBuf) []float32 { return cuDownload[float32](t, o, n+1) }
-		default:
+		A, B := f32s(a), f32s(b) // the inputs as the kernel sees them, in float32
+		round := func(x float32) float32 { return x }
+		if d == BF16 {
 			round = func(x float32) float32 { return bfloat16.FromFloat32(x).Float32() }
-			A, B = f32s(a), f32s(b)
 			for i := range A {
 				A[i], B[i] = round(A[i]), round(B[i])
-			}
-			get = func(o cuDevBuf) []float32 {
-				h := cuDownload[bfloat16.BFloat16](t, o, n+1)
-				f := make([]float32, len(h))
-				for i, v := range h {
-					f[i] = v.Float32()
-				}
-				return f
 			}
 		}
 		ba, bb := cuUploadAny(t, cuElems(d, asF64(A))), cuUploadAny(t, cuElems(d, asF64(B)))
@@ -81,7 +67,7 @@ func TestCUDABinary(t *testing.T) {
 					} else {
 						cuMust(t, testCUDA.Binary(d, op, po, pa, pb, s, n))
 					}
-					got := get(out)[off[1]:]
+					got := cuWiden(cuDownloadAs(t, d, out, n+1)).([]float32)[off[1]:]
 					for i := 0; i < n; i++ {
 						x, y := A[i+off[0]], B[i+off[0]]
 						if mode == 1 {

@@ -22,7 +22,6 @@ func (c *CUDA) Convert(from, to DType, out, in cu.DevicePtr, n int64) error {
 		return fmt.Errorf("gomoe: device conversion from %v to %v is not supported", from, to)
 	}
 	return c.do(func() error {
-		v := int64(16 / max(from.Size(), to.Size())) // elements per thread (cast.cuh)
-		return c.launch("convert_"+from.suffix()+"_"+to.suffix(), gridFor((n+v-1)/v, 256), 256, 0, *new(args).p(in).p(out).l(n))
+		return c.launch("convert_"+from.suffix()+"_"+to.suffix(), ewiseGrid(n, max(from.Size(), to.Size())), 256, 0, *new(args).p(in).p(out).l(n))
 	})
 }

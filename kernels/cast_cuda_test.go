@@ -21,40 +21,6 @@ func TestCUDAConvert(t *testing.T) {
 	const n = 1031
 	src := trRand(rng, n, 10)
 	src[0], src[1], src[2] = math.Inf(1), 1e-40, math.Copysign(0, -1) // infinity, a float32 subnormal, -0
-	// bits of want[d] = the values of src converted to dtype d (through float32, as Go rounds)
-	bits := func(d DType, v []float64) []uint64 {
-		o := make([]uint64, len(v))
-		for i, x := range v {
-			switch d {
-			case F64:
-				o[i] = math.Float64bits(x)
-			case F32:
-				o[i] = uint64(math.Float32bits(float32(x)))
-			default:
-				o[i] = uint64(bfloat16.FromFloat32(float32(x)))
-			}
-		}
-		return o
-	}
-	upload := func(d DType, v []float64) cuDevBuf { return cuUploadAny(t, cuElems(d, v)) }
-	download := func(d DType, b cuDevBuf, m int) []uint64 {
-		o := make([]uint64, m)
-		switch d {
-		case F64:
-			for i, x := range cuDownload[float64](t, b, m) {
-				o[i] = math.Float64bits(x)
-			}
-		case F32:
-			for i, x := range cuDownload[float32](t, b, m) {
-				o[i] = uint64(math.Float32bits(x))
-			}
-		default:
-			for i, x := range cuDownload[bfloat16.BFloat16](t, b, m) {
-				o[i] = uint64(x)
-			}
-		}
-		return o
-	}
 	for _, c := range [][2]DType{{F32, BF16}, {BF16, F32}, {F32, F64}, {F64, F32}} {
 		from, to := c[0], c[1]
 		// the input as the source dtype holds it: float32 values for F32, bfloat16 ones for BF16
@@ -69,12 +35,12 @@ func TestCUDAConvert(t *testing.T) {
 				in[i] = x
 			}
 		}
-		want := bits(to, in)
+		want := cuBits(cuElems(to, in)) // Go's conversion, rounded to nearest even
 		for _, off := range [][2]int{{0, 0}, {1, 1}, {0, 1}, {1, 0}} {
-			b := upload(from, append(make([]float64, off[0]), in...))
+			b := cuUploadAny(t, cuElems(from, append(make([]float64, off[0]), in...)))
 			out := cuAlloc(t, int64(to.Size()*(n+1)))
 			cuMust(t, testCUDA.Convert(from, to, out.p+cu.DevicePtr(off[1]*to.Size()), b.p+cu.DevicePtr(off[0]*from.Size()), n))
-			got := download(to, out, n+1)[off[1]:]
+			got := cuBits(cuDownloadAs(t, to, out, n+1))[off[1]:]
 			for i := 0; i < n; i++ {
 				if got[i] != want[i] {
 					t.Fatalf("%v→%v offsets %v: [%d] = %#x, want %#x (input %v)", from, to, off, i, got[i], want[i], in[i])

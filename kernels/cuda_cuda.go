@@ -287,10 +287,11 @@ func gridFor(n int64, block int) int {
 	return int(g)
 }
 
-// ewiseGrid is the grid (of 256-thread blocks) of an element-wise kernel over n elements of d
-// that moves 16 bytes of them per thread (gomoe.cuh's ewise).
-func ewiseGrid(d DType, n int64) int {
-	v := int64(16 / d.Size())
+// ewiseGrid is the grid (of 256-thread blocks) of an element-wise kernel over n elements whose
+// widest type has size bytes, moving 16 bytes of that type per thread (gomoe.cuh's ewise,
+// ewiseN).
+func ewiseGrid(n int64, size int) int {
+	v := int64(16 / size)
 	return gridFor((n+v-1)/v, 256)
 }
 
