@@ -183,8 +183,8 @@ type Backend interface {
 	Scale(g *tensor.Dense, s float64) error
 }
 
-// A Pointwise names an element-wise or row-wise op (package op's SwiGLU, GELU, Sigmoid,
-// Softmax, RowNormalize) for Backend.Pointwise and Backend.PointwiseGrad.
+// A Pointwise names an element-wise or row-wise op (package op's SwiGLU, SwiGLUPacked, GELU,
+// Sigmoid, Softmax, RowNormalize) for Backend.Pointwise and Backend.PointwiseGrad.
 type Pointwise struct {
 	// Name is the op's name, for errors.
 	Name string
@@ -197,6 +197,10 @@ type Pointwise struct {
 	Activation kernels.Activation
 	// RowOp is the row-wise op's kernel.
 	RowOp kernels.RowOp
+	// Packed is true for SwiGLU on the two halves of each row of one input z [R,2F]
+	// (package op's SwiGLUPacked): the forward returns [R,F]; the gradient takes in = [z],
+	// no y, and dy [R,F], and returns dz [R,2F].
+	Packed bool
 }
 
 // String is the op's name.

@@ -40,6 +40,9 @@ func (cudaBackend) Pointwise(k Pointwise, in ...G.Value) (G.Value, error) {
 	if len(in) != k.Arity {
 		return nil, fmt.Errorf("%v: want %d inputs, got %d", k, k.Arity, len(in))
 	}
+	if k.Packed {
+		return swigluPacked(in[0], nil)
+	}
 	e, dt, err := sameDevice(in...)
 	if err != nil {
 		return nil, err
@@ -69,6 +72,13 @@ func (cudaBackend) Pointwise(k Pointwise, in ...G.Value) (G.Value, error) {
 func (cudaBackend) PointwiseGrad(k Pointwise, in []G.Value, y, dy G.Value, want []bool) ([]G.Value, error) {
 	if len(in) != k.Arity || len(want) != len(in) {
 		return nil, fmt.Errorf("%v gradient: want %d inputs, got %d", k, k.Arity, len(in))
+	}
+	if k.Packed {
+		if dy == nil {
+			return nil, fmt.Errorf("%v gradient: dy is nil", k)
+		}
+		dz, err := swigluPacked(in[0], dy)
+		return []G.Value{dz}, err
 	}
 	e, dt, err := sameDevice(append(append([]G.Value{}, in...), y, dy)...)
 	if err != nil {
@@ -101,6 +111,56 @@ func (cudaBackend) PointwiseGrad(k Pointwise, in []G.Value, y, dy G.Value, want 
 		out[i] = d
 	}
 	return out, nil
+}
+
+// swigluPacked runs the packed SwiGLU on z [R,2F]: the forward [R,F] for dy nil, else the
+// gradient dz [R,2F] from dy [R,F].
+func swigluPacked(z, dy G.Value) (G.Value, error) {
+	vs := []G.Value{z}
+	if dy != nil {
+		vs = append(vs, dy)
+	}
+	e, err := devOf(vs...)
+	if err != nil {
+		return nil, err
+	}
+	dt, err := DType(z.Dtype())
+	if err != nil {
+		return nil, err
+	}
+	s := z.Shape()
+	if s.Dims() != 2 || s[1]%2 != 0 {
+		return nil, fmt.Errorf("z has shape %v, want (R, 2F)", s)
+	}
+	rows, f := s[0], s[1]/2
+	if dy != nil && (dy.Dtype() != z.Dtype() || !dy.Shape().Eq(tensor.Shape{rows, f})) {
+		return nil, fmt.Errorf("dy is %v %v, want %v (%d, %d)", dy.Dtype(), dy.Shape(), z.Dtype(), rows, f)
+	}
+	for i, v := range vs {
+		if err := contiguous([]string{"z", "dy"}[i], v); err != nil {
+			return nil, err
+		}
+	}
+	if dy == nil {
+		out, err := e.NewStepTensor(z.Dtype(), rows, f)
+		if err != nil {
+			return nil, err
+		}
+		if err := e.Kernels().SwiGLUPackedForward(dt, dptr(out), dptr(z), int64(rows), f); err != nil {
+			_ = e.Release(out)
+			return nil, err
+		}
+		return out, nil
+	}
+	dz, err := e.NewStepTensor(z.Dtype(), rows, 2*f)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.Kernels().SwiGLUPackedBackward(dt, dptr(dz), dptr(z), dptr(dy), int64(rows), f); err != nil {
+		_ = e.Release(dz)
+		return nil, err
+	}
+	return dz, nil
 }
 
 func (cudaBackend) TopK(scores, bias G.Value, k, groups, kept int) (G.Value, error) {

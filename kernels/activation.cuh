@@ -103,3 +103,62 @@ PWOPS(f32, float)
 PWOPS(f64, double)
 PWOPS(bf16, __nv_bfloat16)
 #undef PWOPS
+
+// ---- SwiGLU on packed halves ---------------------------------------------------------------
+// z [rows, 2f] holds a row's gate a = z[r, 0:f] and up b = z[r, f:2f] side by side (the output of
+// one grouped matmul with the two projections packed as one [H, 2f] weight). swiglu_packed_fwd
+// writes out[r, c] = silu(a)·b; swiglu_packed_bwd writes both halves of dz from dy in one pass.
+// The arithmetic per element is pwFwdOne/pwBwdOne's, so the results equal the two-input kernels'
+// bit for bit. Vector width needs f to be a multiple of it (rows stay whole and aligned).
+
+template <typename T>
+__device__ __forceinline__ void swigluPackedFwd(const T *__restrict__ z, T *__restrict__ out, long long rows, int f) {
+  typedef typename Acc<T>::type A;
+  constexpr int W = 16 / sizeof(T);
+  ewise<T>(rows * f, aligned16(z, out) && f % W == 0, [&](auto w, long long i) {
+    constexpr int V = decltype(w)::value;
+    long long r = i / f, za = i + r * f; // z offset of a: r·2f + (i − r·f)
+    A x[V], y[V];
+    loadAcc<V>(z, za, x);
+    loadAcc<V>(z, za + f, y);
+#pragma unroll
+    for (int j = 0; j < V; j++) x[j] = pwFwdOne<A>(PwSwiGLU, x[j], y[j]);
+    storeAcc<V>(out, i, x);
+  });
+}
+
+template <typename T>
+__device__ __forceinline__ void swigluPackedBwd(const T *__restrict__ z, const T *__restrict__ dy, T *__restrict__ dz,
+                                                long long rows, int f) {
+  typedef typename Acc<T>::type A;
+  constexpr int W = 16 / sizeof(T);
+  ewise<T>(rows * f, aligned16(z, dy, dz) && f % W == 0, [&](auto w, long long i) {
+    constexpr int V = decltype(w)::value;
+    long long r = i / f, za = i + r * f;
+    A g[V], x[V], y[V], da[V], db[V];
+    loadAcc<V>(dy, i, g);
+    loadAcc<V>(z, za, x);
+    loadAcc<V>(z, za + f, y);
+#pragma unroll
+    for (int j = 0; j < V; j++) {
+      da[j] = pwBwdOne<A>(PwSwiGLU, 0, g[j], x[j], y[j]);
+      db[j] = pwBwdOne<A>(PwSwiGLU, 1, g[j], x[j], (A)0);
+    }
+    storeAcc<V>(dz, za, da);
+    storeAcc<V>(dz, za + f, db);
+  });
+}
+
+#define SWIGLU_PACKED(SUF, T)                                                                      \
+  extern "C" __global__ void __launch_bounds__(256)                                                \
+      swiglu_packed_fwd_##SUF(const T *z, T *o, long long rows, int f) {                           \
+    swigluPackedFwd<T>(z, o, rows, f);                                                             \
+  }                                                                                                \
+  extern "C" __global__ void __launch_bounds__(256)                                                \
+      swiglu_packed_bwd_##SUF(const T *z, const T *dy, T *dz, long long rows, int f) {             \
+    swigluPackedBwd<T>(z, dy, dz, rows, f);                                                        \
+  }
+SWIGLU_PACKED(f32, float)
+SWIGLU_PACKED(f64, double)
+SWIGLU_PACKED(bf16, __nv_bfloat16)
+#undef SWIGLU_PACKED

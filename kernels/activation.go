@@ -83,24 +83,37 @@ func ActivationForward[F float32 | float64](kind Activation, out, a, b []F) erro
 			return err
 		}
 	}
-	if o, ok := any(out).([]float32); ok && hasSigmoidAsm {
-		act32Forward(kind, o, any(a).([]float32), any(b).([]float32))
-		return nil
-	}
 	parallelRange(len(out), actBlock, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			x := float64(a[i])
-			switch kind {
-			case SwiGLU:
-				out[i] = F(x * sigmoid(x) * float64(b[i]))
-			case GELU:
-				out[i] = F(0.5 * x * (1 + math.Tanh(geluC*(x+geluA*x*x*x))))
-			default:
-				out[i] = F(sigmoid(x))
-			}
-		}
+		actForward(kind, out[lo:hi], a[lo:hi], part(b, lo, hi))
 	})
 	return nil
+}
+
+// part is s[lo:hi], or nil where s is shorter (an input the activation does not read).
+func part[F float32 | float64](s []F, lo, hi int) []F {
+	if len(s) < hi {
+		return nil
+	}
+	return s[lo:hi]
+}
+
+// actForward is ActivationForward's arithmetic on one span, serially.
+func actForward[F float32 | float64](kind Activation, out, a, b []F) {
+	if o, ok := any(out).([]float32); ok && hasSigmoidAsm {
+		act32Forward(kind, o, any(a).([]float32), any(b).([]float32))
+		return
+	}
+	for i := range out {
+		x := float64(a[i])
+		switch kind {
+		case SwiGLU:
+			out[i] = F(x * sigmoid(x) * float64(b[i]))
+		case GELU:
+			out[i] = F(0.5 * x * (1 + math.Tanh(geluC*(x+geluA*x*x*x))))
+		default:
+			out[i] = F(sigmoid(x))
+		}
+	}
 }
 
 // ActivationBackward writes into out the gradient of input which (0: a, 1: b) from the output
@@ -137,37 +150,100 @@ func ActivationBackward[F float32 | float64](kind Activation, which int, out, a,
 			return err
 		}
 	}
+	parallelRange(n, actBlock, func(lo, hi int) {
+		actBackward(kind, which, out[lo:hi], part(a, lo, hi), part(b, lo, hi), part(y, lo, hi), dy[lo:hi])
+	})
+	return nil
+}
+
+// actBackward is ActivationBackward's arithmetic on one span, serially.
+func actBackward[F float32 | float64](kind Activation, which int, out, a, b, y, dy []F) {
 	if o, ok := any(out).([]float32); ok && hasSigmoidAsm && kind == SwiGLU {
 		act32SwiGLUBackward(which, o, any(a).([]float32), any(b).([]float32), any(dy).([]float32))
-		return nil
+		return
 	}
 	if o, ok := any(out).([]float32); ok && hasSigmoidAsm && kind == GELU {
 		act32GELUBackward(o, any(a).([]float32), any(dy).([]float32))
-		return nil
+		return
 	}
-	parallelRange(n, actBlock, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			g := float64(dy[i])
-			switch kind {
-			case SwiGLU:
-				x := float64(a[i])
-				s := sigmoid(x)
-				if which == 0 {
-					out[i] = F(g * float64(b[i]) * s * (1 + x*(1-s)))
-				} else {
-					out[i] = F(g * x * s)
-				}
-			case GELU:
-				x := float64(a[i])
-				th := math.Tanh(geluC * (x + geluA*x*x*x))
-				out[i] = F(g * (0.5*(1+th) + 0.5*x*(1-th*th)*geluC*(1+3*geluA*x*x)))
-			default:
-				v := float64(y[i])
-				out[i] = F(g * v * (1 - v))
+	for i := range out {
+		g := float64(dy[i])
+		switch kind {
+		case SwiGLU:
+			x := float64(a[i])
+			s := sigmoid(x)
+			if which == 0 {
+				out[i] = F(g * float64(b[i]) * s * (1 + x*(1-s)))
+			} else {
+				out[i] = F(g * x * s)
 			}
+		case GELU:
+			x := float64(a[i])
+			th := math.Tanh(geluC * (x + geluA*x*x*x))
+			out[i] = F(g * (0.5*(1+th) + 0.5*x*(1-th*th)*geluC*(1+3*geluA*x*x)))
+		default:
+			v := float64(y[i])
+			out[i] = F(g * v * (1 - v))
+		}
+	}
+}
+
+// SwiGLUPackedForward writes out [rows,f] = silu(a)·b for z [rows,2f] holding each row's a
+// (columns 0..f-1) and b (columns f..2f-1) side by side: the SwiGLU of a gate and an up
+// projection computed as one matmul with the two weights packed as one [H,2f] matrix. The
+// arithmetic per element is ActivationForward's (so the two give the same bits); the CUDA twin
+// is (*CUDA).SwiGLUPackedForward.
+func SwiGLUPackedForward[F float32 | float64](out, z []F, f int) error {
+	rows, err := packedRows("SwiGLUPackedForward", len(out), len(z), f)
+	if err != nil {
+		return err
+	}
+	if err := checkInPlace("SwiGLUPackedForward", []span{spanOf("out", out)}, []span{spanOf("z", z)}); err != nil {
+		return err
+	}
+	parallelRange(rows, max(1, actBlock/f), func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			zr := z[2*r*f : 2*(r+1)*f]
+			actForward(SwiGLU, out[r*f:(r+1)*f], zr[:f], zr[f:])
 		}
 	})
 	return nil
+}
+
+// SwiGLUPackedBackward writes dz [rows,2f], the gradients of both halves of z (see
+// SwiGLUPackedForward), from the output gradient dy [rows,f]: dz[:, :f] = ActivationBackward's
+// da and dz[:, f:] its db, bit for bit. dz must not share memory with z.
+func SwiGLUPackedBackward[F float32 | float64](dz, z, dy []F, f int) error {
+	rows, err := packedRows("SwiGLUPackedBackward", len(dy), len(z), f)
+	if err != nil {
+		return err
+	}
+	if err := sameLen("SwiGLUPackedBackward", len(dz), len(z)); err != nil {
+		return err
+	}
+	if err := checkInPlace("SwiGLUPackedBackward", []span{spanOf("dz", dz)}, []span{spanOf("z", z), spanOf("dy", dy)}); err != nil {
+		return err
+	}
+	if d, x := spanOf("dz", dz), spanOf("z", z); d.lo < x.hi && x.lo < d.hi { // a row's db reads its a after da is written
+		return fmt.Errorf("gomoe: SwiGLUPackedBackward: dz shares memory with z; it cannot be computed in place")
+	}
+	parallelRange(rows, max(1, actBlock/f), func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			zr, dzr, g := z[2*r*f:2*(r+1)*f], dz[2*r*f:2*(r+1)*f], dy[r*f:(r+1)*f]
+			actBackward(SwiGLU, 0, dzr[:f], zr[:f], zr[f:], nil, g)
+			actBackward(SwiGLU, 1, dzr[f:], zr[:f], nil, nil, g)
+		}
+	})
+	return nil
+}
+
+// packedRows checks the lengths of a packed SwiGLU, n = rows·f outputs of 2n inputs, and
+// returns rows.
+func packedRows(what string, n, nz, f int) (int, error) {
+	if f < 1 || n%f != 0 || nz != 2*n {
+		return 0, fmt.Errorf("gomoe: %s: %d outputs and %d inputs are not rows of f=%d and 2f", what, n, nz, f)
+	}
+	return n / f, nil
 }
 
 // actTail is where the float32 activations leave the vector sigmoid: below it σ would be
@@ -196,101 +272,98 @@ func geluArgs(t []float32, d []float64, a []float32) {
 
 // act32Forward is ActivationForward in float32 with the vector sigmoid.
 func act32Forward(kind Activation, out, a, b []float32) {
-	parallelRange(len(out), actBlock, func(lo, hi int) {
-		var s, sm, t [actChunk]float32
-		var d [actChunk]float64
-		for c := lo; c < hi; c += actChunk {
-			e := min(c+actChunk, hi)
-			x := a[c:e]
-			if kind == GELU {
-				geluArgs(t[:len(x)], d[:len(x)], x)
-				sigmoidPair32(s[:len(x)], sm[:len(x)], t[:len(x)])
-				o := out[c:e]
-				for i, v := range x {
-					if t[i] < actTail {
-						o[i] = float32(float64(v) * sigmoid(float64(t[i])+d[i]))
-						continue
-					}
-					o[i] = float32(float64(v) * (float64(s[i]) * (1 + float64(sm[i])*d[i])))
-				}
-				continue
-			}
-			sigmoidPair32(s[:len(x)], sm[:len(x)], x)
-			if kind == Sigmoid {
-				copy(out[c:e], s[:len(x)]) // a subnormal σ is still σ within 2 subnormal steps
-				continue
-			}
-			o, bb := out[c:e], b[c:e]
+	hi := len(out)
+	var s, sm, t [actChunk]float32
+	var d [actChunk]float64
+	for c := 0; c < hi; c += actChunk {
+		e := min(c+actChunk, hi)
+		x := a[c:e]
+		if kind == GELU {
+			geluArgs(t[:len(x)], d[:len(x)], x)
+			sigmoidPair32(s[:len(x)], sm[:len(x)], t[:len(x)])
+			o := out[c:e]
 			for i, v := range x {
-				if v < actTail {
-					xv := float64(v)
-					o[i] = float32(xv * sigmoid(xv) * float64(bb[i]))
+				if t[i] < actTail {
+					o[i] = float32(float64(v) * sigmoid(float64(t[i])+d[i]))
 					continue
 				}
-				o[i] = float32(float64(v) * float64(s[i]) * float64(bb[i]))
+				o[i] = float32(float64(v) * (float64(s[i]) * (1 + float64(sm[i])*d[i])))
 			}
+			continue
 		}
-	})
+		sigmoidPair32(s[:len(x)], sm[:len(x)], x)
+		if kind == Sigmoid {
+			copy(out[c:e], s[:len(x)]) // a subnormal σ is still σ within 2 subnormal steps
+			continue
+		}
+		o, bb := out[c:e], b[c:e]
+		for i, v := range x {
+			if v < actTail {
+				xv := float64(v)
+				o[i] = float32(xv * sigmoid(xv) * float64(bb[i]))
+				continue
+			}
+			o[i] = float32(float64(v) * float64(s[i]) * float64(bb[i]))
+		}
+	}
 }
 
 // act32SwiGLUBackward is ActivationBackward's SwiGLU in float32 with the vector sigmoid
 // (1 − σ(a) is taken as σ(−a), without cancellation).
 func act32SwiGLUBackward(which int, out, a, b, dy []float32) {
-	parallelRange(len(out), actBlock, func(lo, hi int) {
-		var sb, smb [actChunk]float32
-		for c := lo; c < hi; c += actChunk {
-			e := min(c+actChunk, hi)
-			x := a[c:e]
-			s, sm := sb[:len(x)], smb[:len(x)]
-			sigmoidPair32(s, sm, x)
-			o, g := out[c:e], dy[c:e]
-			o, g = o[:len(x)], g[:len(x)]
-			if which == 0 {
-				bb := b[c:e]
-				bb = bb[:len(x)]
-				for i, v := range x {
-					xv := float64(v)
-					si, smi := float64(s[i]), float64(sm[i])
-					if v < actTail {
-						si, smi = sigmoid(xv), sigmoid(-xv)
-					}
-					o[i] = float32(float64(g[i]) * float64(bb[i]) * si * (1 + xv*smi))
-				}
-				continue
-			}
+	hi := len(out)
+	var sb, smb [actChunk]float32
+	for c := 0; c < hi; c += actChunk {
+		e := min(c+actChunk, hi)
+		x := a[c:e]
+		s, sm := sb[:len(x)], smb[:len(x)]
+		sigmoidPair32(s, sm, x)
+		o, g := out[c:e], dy[c:e]
+		o, g = o[:len(x)], g[:len(x)]
+		if which == 0 {
+			bb := b[c:e]
+			bb = bb[:len(x)]
 			for i, v := range x {
 				xv := float64(v)
-				si := float64(s[i])
+				si, smi := float64(s[i]), float64(sm[i])
 				if v < actTail {
-					si = sigmoid(xv)
+					si, smi = sigmoid(xv), sigmoid(-xv)
 				}
-				o[i] = float32(float64(g[i]) * xv * si)
+				o[i] = float32(float64(g[i]) * float64(bb[i]) * si * (1 + xv*smi))
 			}
+			continue
 		}
-	})
+		for i, v := range x {
+			xv := float64(v)
+			si := float64(s[i])
+			if v < actTail {
+				si = sigmoid(xv)
+			}
+			o[i] = float32(float64(g[i]) * xv * si)
+		}
+	}
 }
 
 // act32GELUBackward is ActivationBackward's GELU in float32 with the vector sigmoid:
 // da = dy·(σ(2u) + 2x·σ(2u)·σ(−2u)·c·(1 + 3·0.044715·x²)), the tanh form rewritten.
 func act32GELUBackward(out, a, dy []float32) {
-	parallelRange(len(out), actBlock, func(lo, hi int) {
-		var s, sm, t [actChunk]float32
-		var d [actChunk]float64
-		for c := lo; c < hi; c += actChunk {
-			e := min(c+actChunk, hi)
-			x := a[c:e]
-			geluArgs(t[:len(x)], d[:len(x)], x)
-			sigmoidPair32(s[:len(x)], sm[:len(x)], t[:len(x)])
-			o, g := out[c:e], dy[c:e]
-			for i, v := range x {
-				xv := float64(v)
-				sp := float64(s[i]) * (1 + float64(sm[i])*d[i])
-				sn := float64(sm[i]) * (1 - float64(s[i])*d[i])
-				if t[i] < actTail {
-					sp, sn = sigmoid(float64(t[i])+d[i]), sigmoid(-(float64(t[i]) + d[i]))
-				}
-				o[i] = float32(float64(g[i]) * (sp + 2*xv*sp*sn*geluC*(1+3*geluA*xv*xv)))
+	hi := len(out)
+	var s, sm, t [actChunk]float32
+	var d [actChunk]float64
+	for c := 0; c < hi; c += actChunk {
+		e := min(c+actChunk, hi)
+		x := a[c:e]
+		geluArgs(t[:len(x)], d[:len(x)], x)
+		sigmoidPair32(s[:len(x)], sm[:len(x)], t[:len(x)])
+		o, g := out[c:e], dy[c:e]
+		for i, v := range x {
+			xv := float64(v)
+			sp := float64(s[i]) * (1 + float64(sm[i])*d[i])
+			sn := float64(sm[i]) * (1 - float64(s[i])*d[i])
+			if t[i] < actTail {
+				sp, sn = sigmoid(float64(t[i])+d[i]), sigmoid(-(float64(t[i]) + d[i]))
 			}
+			o[i] = float32(float64(g[i]) * (sp + 2*xv*sp*sn*geluC*(1+3*geluA*xv*xv)))
 		}
-	})
+	}
 }

@@ -105,11 +105,18 @@ func pwKindOf(d device.Pointwise) pwKind {
 }
 
 func (f *fakeDevice) Pointwise(d device.Pointwise, in ...G.Value) (G.Value, error) {
+	if d.Packed {
+		return f.one("PointwiseSwiGLUPacked", func() (G.Value, error) { return swigluPackedOp{}.Do(in...) })
+	}
 	k := pwKindOf(d)
 	return f.one("Pointwise"+k.String(), func() (G.Value, error) { return pwOp{k: k, dims: in[0].Shape().Dims()}.Do(in...) })
 }
 
 func (f *fakeDevice) PointwiseGrad(d device.Pointwise, in []G.Value, y, dy G.Value, want []bool) ([]G.Value, error) {
+	if d.Packed {
+		v, err := f.one("PointwiseGradSwiGLUPacked", func() (G.Value, error) { return swigluPackedGradOp{}.Do(in[0], dy) })
+		return []G.Value{v}, err
+	}
 	k := pwKindOf(d)
 	out := make([]G.Value, len(in))
 	for i, w := range want {
@@ -153,7 +160,7 @@ func TestDeviceDispatchTrainOps(t *testing.T) {
 		rp := must(RouterProbs(x, rids, ro))
 		rs := G.NewVector(g, dt, G.WithShape(4), G.WithName("rs"), G.WithValue(gcDense(dt, tensor.Shape{4}, gcRand(rng, 4))))
 		in := []*G.Node{x, a, b, pos, rs}
-		ys := []*G.Node{s, p, rp, must(SwiGLU(a, b)), must(GELU(a)), must(Sigmoid(b)), must(RowNormalize(pos)), must(ScaleRows(a, rs)),
+		ys := []*G.Node{s, p, rp, must(SwiGLU(a, b)), must(SwiGLUPacked(a)), must(GELU(a)), must(Sigmoid(b)), must(RowNormalize(pos)), must(ScaleRows(a, rs)),
 			must(Cast(must(Cast(must(Scale(b, 2)), tensor.Float32)), tensor.Float64))}
 		var cost *G.Node
 		for i, y := range ys {
@@ -191,7 +198,7 @@ func TestDeviceDispatchTrainOps(t *testing.T) {
 			}
 		}
 	}
-	for _, name := range []string{"TopK", "GatherTopK", "GatherTopKGrad", "ScaleRows", "RowDot", "Cast", "RouterTopK", "RouterProbs", "RouterProbsGrad"} {
+	for _, name := range []string{"PointwiseSwiGLUPacked", "PointwiseGradSwiGLUPacked", "TopK", "GatherTopK", "GatherTopKGrad", "ScaleRows", "RowDot", "Cast", "RouterTopK", "RouterProbs", "RouterProbsGrad"} {
 		if f.calls[name] == 0 {
 			t.Errorf("device method %s was never called (calls %v)", name, f.calls)
 		}

@@ -30,6 +30,7 @@ func TestOpIdentity(t *testing.T) {
 		planOp{g: g}, planOp{g: gc, withProbs: true},
 		rmsOp{eps: 1e-6}, rmsGradOp{eps: 1e-6, which: 1}, reluOp{dims: 2}, reluGradOp{dims: 2},
 		scaleOp{c: 0.5, dims: 2}, scaleRowsOp{}, rowDotOp{out: tensor.Float32}, sinkOp{},
+		swigluPackedOp{}, swigluPackedGradOp{},
 		topkOp{k: 2, e: 8, groups: 4, kept: 2, bias: true},
 		routerTopKOp{k: 2, e: 8, r: rt, bias: true}, routerProbsOp{e: 8, k: 2, r: rt},
 		routerProbsGradOp{p: routerProbsOp{e: 8, k: 2, r: rt}},
