@@ -31,6 +31,9 @@ Implementations (--impl):
            supports it for the dtype on this GPU: a small forward+backward is run
            first and compared with the loop implementation; otherwise the result
            is reported as "n/a" with the reason.
+  grouped_gu  grouped with the gate and up weights packed as one [E,H,2F] leaf
+           (transformers v5's gate_up_proj, Megatron's fc1; gomoe's W1): one grouped
+           GEMM for both and SwiGLU on its two halves.
 
 The combine accumulates in float32 for bfloat16 (y is rounded to bfloat16 once at
 the end); index_add on CUDA uses atomics, so its summation order (and the bf16/f32
@@ -185,6 +188,20 @@ def forward_grouped(x, p, K):
     return combine(ys, probs, order, tok, T, x.dtype)
 
 
+def forward_grouped_gu(x, p, K):
+    """forward_grouped with the gate and up weights packed as one [E,H,2F] leaf (transformers
+    v5's gate_up_proj, Megatron's fc1): one grouped GEMM for both, SwiGLU on its two halves."""
+    T = x.shape[0]
+    E = p["w13"].shape[0]
+    ids, probs = route(x, p["wr"], K)
+    flat, order, tok, xs = dispatch(x, ids, K)
+    offs = torch.cumsum(torch.bincount(flat, minlength=E), 0).to(torch.int32)
+    a, b = torch._grouped_mm(xs, p["w13"], offs=offs).chunk(2, dim=-1)
+    h = Fn.silu(a) * b
+    ys = torch._grouped_mm(h, p["w2"], offs=offs)
+    return combine(ys, probs, order, tok, T, x.dtype)
+
+
 def forward_dense(x, p, K):
     """Dense reference: every expert on every token, then pick and weight. For the check only."""
     T = x.shape[0]
@@ -229,6 +246,9 @@ def make_leaves(d, impl):
     if impl == "loop":
         for name in ("w1", "w3", "w2"):
             p[name + "s"] = [w.clone().requires_grad_(True) for w in d[name].unbind(0)]
+    elif impl == "grouped_gu":
+        p["w13"] = torch.cat([d["w1"], d["w3"]], dim=-1).requires_grad_(True)
+        p["w2"] = d["w2"].clone().requires_grad_(True)
     else:
         for name in ("w1", "w3", "w2"):
             p[name] = d[name].clone().requires_grad_(True)
@@ -237,7 +257,8 @@ def make_leaves(d, impl):
 
 def leaves_of(p):
     ls = [p["x"], p["wr"]]
-    for name in ("w1", "w3", "w2"):
+    names = ("w13", "w2") if "w13" in p else ("w1", "w3", "w2")
+    for name in names:
         if name in p:
             ls.append(p[name])
         else:
@@ -252,12 +273,15 @@ def grads(p):
         return t.grad if t.grad is not None else torch.zeros_like(t)
 
     out = {"x": g(p["x"]), "wr": g(p["wr"])}
+    if "w13" in p:
+        out["w1"], out["w3"] = g(p["w13"]).chunk(2, dim=-1)
     for name in ("w1", "w3", "w2"):
-        out[name] = g(p[name]) if name in p else torch.stack([g(w) for w in p[name + "s"]])
+        if name not in out:
+            out[name] = g(p[name]) if name in p else torch.stack([g(w) for w in p[name + "s"]])
     return out
 
 
-FORWARDS = {"loop": forward_loop, "grouped": forward_grouped, "dense": forward_dense}
+FORWARDS = {"loop": forward_loop, "grouped": forward_grouped, "grouped_gu": forward_grouped_gu, "dense": forward_dense}
 
 
 # ---------------------------------------------------------------------------
@@ -273,14 +297,16 @@ def grouped_support(dtype, device):
         T, H, F, E, K = 128, 64, 96, 4, 2
         d = make_data(T, H, F, E, K, dtype, torch.float32, device, 1234)
         res = {}
-        for impl in ("loop", "grouped"):
+        for impl in ("loop", "grouped", "grouped_gu"):
             p = make_leaves(d, impl)
             y = FORWARDS[impl](p["x"], p, K)
             y.backward(d["dy"])
             res[impl] = (y.detach().float(), {k: v.float() for k, v in grads(p).items()})
         tol = 5e-2 if dtype == torch.bfloat16 else 1e-4
-        pairs = [("y", res["loop"][0], res["grouped"][0])]
-        pairs += [("d" + k, res["loop"][1][k], res["grouped"][1][k]) for k in res["loop"][1]]
+        pairs = []
+        for impl in ("grouped", "grouped_gu"):
+            pairs += [("y " + impl, res["loop"][0], res[impl][0])]
+            pairs += [("d" + k + " " + impl, res["loop"][1][k], res[impl][1][k]) for k in res["loop"][1]]
         for name, a, b in pairs:
             err = (a - b).abs().max().item() / max(a.abs().max().item(), 1e-30)
             if not err <= tol:
@@ -378,7 +404,7 @@ def bench(args, shape):
     if device.type == "cpu":
         label += " cpu threads=%d" % torch.get_num_threads()
 
-    if args.impl == "grouped":
+    if args.impl in ("grouped", "grouped_gu"):
         why = grouped_support(dtype, device)
         if why is not None:
             res["status"] = "n/a: " + why
@@ -412,7 +438,7 @@ def bench(args, shape):
         y = fwd(x, p, K)
         y.backward(dy)
 
-    if args.impl == "grouped":
+    if args.impl in ("grouped", "grouped_gu"):
         try:
             return timings(res, label, args, run_fwd, run_fwd_nograd, run_fwdbwd, device)
         except Exception as exc:  # noqa: BLE001 - e.g. a stride/alignment limit at this shape
@@ -523,7 +549,7 @@ def main(argv=None):
     for k in "THFEK":
         ap.add_argument("--" + k, type=int, default=None, help="overrides the preset")
     ap.add_argument("--dtype", choices=["f32", "bf16"], default="f32")
-    ap.add_argument("--impl", choices=["loop", "grouped"], default="loop")
+    ap.add_argument("--impl", choices=["loop", "grouped", "grouped_gu"], default="loop")
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--seed", type=int, default=1)
@@ -568,8 +594,8 @@ def main(argv=None):
                 torch.set_num_interop_threads(1)
             except RuntimeError:
                 pass  # already set by an earlier parallel region
-        if args.impl == "grouped":
-            ap.error("--impl grouped (torch._grouped_mm) times the GPU only; use --impl loop on the CPU")
+        if args.impl in ("grouped", "grouped_gu"):
+            ap.error("--impl %s (torch._grouped_mm) times the GPU only; use --impl loop on the CPU" % args.impl)
     elif args.threads is not None:
         ap.error("--threads applies to --device cpu only")
     elif not torch.cuda.is_available():

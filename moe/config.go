@@ -39,8 +39,9 @@ func (s ScoreFunc) String() string {
 type Activation = kernels.Activation
 
 const (
-	// SwiGLU experts: y = (silu(x·W1) ⊙ (x·W3))·W2 with W1, W3 [H,F] and W2 [F,H]
-	// (kernels.SwiGLU; the default).
+	// SwiGLU experts: y = (silu(x·Wg) ⊙ (x·Wu))·W2 with the gate and up projections Wg, Wu
+	// [H,F] side by side as one W1 = [Wg | Wu] [H,2F], and W2 [F,H] (kernels.SwiGLU; the
+	// default).
 	SwiGLU = kernels.SwiGLU
 	// GELU experts: y = gelu(x·W1)·W2 (tanh approximation of GELU; kernels.GELU).
 	GELU = kernels.GELU
@@ -282,7 +283,7 @@ func (c Config) checkMemory() error {
 // weightBytes is the host memory of the layer's weights (c with defaults), in floating point
 // so that no product wraps around.
 func (c Config) weightBytes() float64 {
-	mats := 3.0 // W1, W3, W2 (SwiGLU)
+	mats := 3.0 // W1 (gate and up), W2 (SwiGLU)
 	if c.Activation == GELU {
 		mats = 2
 	}

@@ -10,7 +10,8 @@
 //	                                         op.RouterProbs, one launch each on the GPU)
 //	plan   = route(ids)                      dropless, or capacity with drop by prob/position
 //	xp     = permute(x, plan)                [T,H] -> expert-major rows [R,H]
-//	hp     = act(xp ⊛ W1, xp ⊛ W3)           grouped matmul per expert segment; SwiGLU or GELU
+//	hp     = act(xp ⊛ W1)                    grouped matmul per expert segment; SwiGLU on the
+//	                                         gate and up halves of W1 [E,H,2F], or GELU
 //	yp     = hp ⊛ W2                         (probs optionally applied to hp here)
 //	y      = unpermute(yp, probs, plan)      weighted combine back to [T,H]
 //	         + shared(x)                     optional always-on shared experts
@@ -52,7 +53,7 @@
 // differentiable dispatch and combine. Y, the input gradient and the gradients of the local
 // expert weights equal the single-rank layer's on the concatenated tokens. What differs:
 //
-//   - The gradients of the replicated weights (Router, SharedW1, SharedW3, SharedW2) are this
+//   - The gradients of the replicated weights (Router, SharedW1, SharedW2) are this
 //     rank's share only: sum them over the ranks (the data-parallel all-reduce) before the
 //     solver step, or the replicas drift apart.
 //   - The balancing losses (AuxLoss, SeqAuxLoss), the z-loss, Output.Counts, Output.Stats and

@@ -13,7 +13,7 @@ import (
 
 // NewExpertParallel is New for rank comm.Rank() of an expert-parallel group of N =
 // comm.Size() ranks. The router, the expert bias and the shared experts are whole on every
-// rank; the routed experts are sharded: this rank's W1, W3 and W2 hold experts
+// rank; the routed experts are sharded: this rank's W1 and W2 hold experts
 // [r·E/N, (r+1)·E/N) only, with the initial values New gives those experts for the same
 // config, so N ranks start from the same model as one rank. E must be divisible by N.
 //
@@ -90,8 +90,8 @@ func NewExpertParallel(g *G.ExprGraph, name string, cfg Config, comm ep.Communic
 		src    *G.Node
 		expert bool
 	}{
-		{&l.Router, full.Router, false}, {&l.W1, full.W1, true}, {&l.W3, full.W3, true}, {&l.W2, full.W2, true},
-		{&l.SharedW1, full.SharedW1, false}, {&l.SharedW3, full.SharedW3, false}, {&l.SharedW2, full.SharedW2, false},
+		{&l.Router, full.Router, false}, {&l.W1, full.W1, true}, {&l.W2, full.W2, true},
+		{&l.SharedW1, full.SharedW1, false}, {&l.SharedW2, full.SharedW2, false},
 		{&l.Bias, full.Bias, false},
 	} {
 		lo, hi := -1, 0

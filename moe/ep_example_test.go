@@ -73,6 +73,6 @@ func ExampleNewExpertParallel() {
 	fmt.Println("W1 per rank:", w1Shapes[0], w1Shapes[1])
 	fmt.Println("router gradient entries:", len(routerGrad))
 	// Output:
-	// W1 per rank: (2, 4, 8) (2, 4, 8)
+	// W1 per rank: (2, 4, 16) (2, 4, 16)
 	// router gradient entries: 16
 }

@@ -23,15 +23,16 @@ type Layer struct {
 
 	// Router is the router weight [H,E] (RouterDtype): logits = x·Router.
 	Router *G.Node
-	// W1 [E,H,F] is each expert's first projection (the gate projection for SwiGLU).
+	// W1 is each expert's input projection: [E,H,2F] for SwiGLU, with the gate projection in
+	// columns 0..F-1 and the up projection in columns F..2F-1 of each expert's [H,2F] matrix
+	// (one grouped matmul computes both, as Megatron's fc1 and transformers' gate_up_proj);
+	// [E,H,F] for GELU.
 	W1 *G.Node
-	// W3 [E,H,F] is each expert's up projection (SwiGLU only, nil for GELU).
-	W3 *G.Node
 	// W2 [E,F,H] is each expert's output projection.
 	W2 *G.Node
-	// SharedW1 [H,S], SharedW3 [H,S] (SwiGLU only) and SharedW2 [S,H] are the shared
-	// experts' weights (S = Config.SharedFFN), nil without shared experts.
-	SharedW1, SharedW3, SharedW2 *G.Node
+	// SharedW1 [H,2S] (gate and up side by side, as W1; [H,S] for GELU) and SharedW2 [S,H]
+	// are the shared experts' weights (S = Config.SharedFFN), nil without shared experts.
+	SharedW1, SharedW2 *G.Node
 	// Bias is the expert bias [E] (RouterDtype) used for selection only, nil without
 	// Config.ExpertBias. It is not learnable: UpdateExpertBias changes its value in place.
 	Bias *G.Node
@@ -110,18 +111,12 @@ func New(g *G.ExprGraph, name string, cfg Config) (*Layer, error) {
 	l := &Layer{cfg: cfg, name: name, g: g}
 	rng := rand.New(rand.NewSource(cfg.Seed))
 	H, F, E := cfg.Hidden, cfg.FFN, cfg.Experts
-	l.Router = l.weight(rng, cfg.RouterDtype, "router", H, H, E)
-	l.W1 = l.weight(rng, cfg.Dtype, "w1", H, E, H, F)
-	if cfg.Activation == SwiGLU {
-		l.W3 = l.weight(rng, cfg.Dtype, "w3", H, E, H, F)
-	}
-	l.W2 = l.weight(rng, cfg.Dtype, "w2", F, E, F, H)
+	l.Router = l.weight(cfg.RouterDtype, "router", draw(rng, H*E, H), H, E)
+	l.W1 = l.inWeight(rng, "w1", F, E, H)
+	l.W2 = l.weight(cfg.Dtype, "w2", draw(rng, E*F*H, F), E, F, H)
 	if S := cfg.SharedFFN; S > 0 {
-		l.SharedW1 = l.weight(rng, cfg.Dtype, "shared.w1", H, H, S)
-		if cfg.Activation == SwiGLU {
-			l.SharedW3 = l.weight(rng, cfg.Dtype, "shared.w3", H, H, S)
-		}
-		l.SharedW2 = l.weight(rng, cfg.Dtype, "shared.w2", S, S, H)
+		l.SharedW1 = l.inWeight(rng, "shared.w1", S, H)
+		l.SharedW2 = l.weight(cfg.Dtype, "shared.w2", draw(rng, S*H, S), S, H)
 	}
 	if cfg.ExpertBias {
 		l.Bias = G.NewVector(g, cfg.RouterDtype, G.WithShape(E), G.WithName(name+".expert_bias"),
@@ -130,35 +125,56 @@ func New(g *G.ExprGraph, name string, cfg Config) (*Layer, error) {
 	return l, nil
 }
 
-// weight makes a learnable node of the given shape, N(0, 1/fanIn).
-func (l *Layer) weight(rng *rand.Rand, dt tensor.Dtype, suffix string, fanIn int, shape ...int) *G.Node {
-	n := 1
-	for _, s := range shape {
-		n *= s
-	}
+// draw returns n values from N(0, 1/fanIn).
+func draw(rng *rand.Rand, n, fanIn int) []float64 {
 	std := 1 / math.Sqrt(float64(fanIn))
-	var v *tensor.Dense
+	v := make([]float64, n)
+	for i := range v {
+		v[i] = rng.NormFloat64() * std
+	}
+	return v
+}
+
+// inWeight makes an input projection of shape [lead..., f] (lead = E, H for the experts, H for
+// the shared experts), N(0, 1/H): for SwiGLU the gate values are drawn first and the up values
+// second, then packed side by side per row ([lead..., 2f]); for GELU [lead..., f].
+func (l *Layer) inWeight(rng *rand.Rand, suffix string, f int, lead ...int) *G.Node {
+	rows := 1
+	for _, n := range lead {
+		rows *= n
+	}
+	gate := draw(rng, rows*f, l.cfg.Hidden)
+	if l.cfg.Activation != SwiGLU {
+		return l.weight(l.cfg.Dtype, suffix, gate, append(lead, f)...)
+	}
+	up := draw(rng, rows*f, l.cfg.Hidden)
+	v := make([]float64, 0, 2*rows*f)
+	for r := 0; r < rows; r++ {
+		v = append(append(v, gate[r*f:(r+1)*f]...), up[r*f:(r+1)*f]...)
+	}
+	return l.weight(l.cfg.Dtype, suffix, v, append(lead, 2*f)...)
+}
+
+// weight makes a learnable node of the given shape and dtype holding v.
+func (l *Layer) weight(dt tensor.Dtype, suffix string, v []float64, shape ...int) *G.Node {
+	var d *tensor.Dense
 	switch dt {
 	case tensor.Float32:
-		b := make([]float32, n)
-		for i := range b {
-			b[i] = float32(rng.NormFloat64() * std)
+		b := make([]float32, len(v))
+		for i, x := range v {
+			b[i] = float32(x)
 		}
-		v = tensor.New(tensor.WithShape(shape...), tensor.WithBacking(b))
+		d = tensor.New(tensor.WithShape(shape...), tensor.WithBacking(b))
 	case bfloat16.Dtype:
-		b := make([]bfloat16.BFloat16, n)
-		for i := range b {
-			b[i] = bfloat16.FromFloat32(float32(rng.NormFloat64() * std))
+		b := make([]bfloat16.BFloat16, len(v))
+		for i, x := range v {
+			b[i] = bfloat16.FromFloat32(float32(x))
 		}
-		v = tensor.New(tensor.WithShape(shape...), tensor.WithBacking(b))
+		d = tensor.New(tensor.WithShape(shape...), tensor.WithBacking(b))
 	default:
-		b := make([]float64, n)
-		for i := range b {
-			b[i] = rng.NormFloat64() * std
-		}
-		v = tensor.New(tensor.WithShape(shape...), tensor.WithBacking(b))
+		d = tensor.New(tensor.WithShape(shape...), tensor.WithBacking(v))
 	}
-	return G.NewTensor(l.g, dt, len(shape), G.WithShape(shape...), G.WithName(l.name+"."+suffix), G.WithValue(v))
+	return G.NewTensor(l.g, dt, len(shape), G.WithShape(shape...), G.WithName(l.name+"."+suffix), G.WithValue(d))
 }
 
 // Config returns the layer's config with its defaults filled in.
@@ -175,12 +191,8 @@ func (l *Layer) Learnables() G.Nodes {
 	if l == nil {
 		return nil
 	}
-	ns := G.Nodes{l.Router, l.W1}
-	if l.W3 != nil {
-		ns = append(ns, l.W3)
-	}
-	ns = append(ns, l.W2)
-	for _, n := range []*G.Node{l.SharedW1, l.SharedW3, l.SharedW2} {
+	ns := G.Nodes{l.Router, l.W1, l.W2}
+	for _, n := range []*G.Node{l.SharedW1, l.SharedW2} {
 		if n != nil {
 			ns = append(ns, n)
 		}
@@ -376,7 +388,7 @@ func (l *Layer) forward(x *G.Node, T int, geo kernels.Geometry, eval bool) (*Out
 		return nil, err
 	}
 	experts := route.expertPlan()
-	h, err := l.activation(xp, func(a, w *G.Node) (*G.Node, error) { return op.GroupedMatMul(a, w, experts) }, l.W1, l.W3)
+	h, err := l.activation(xp, func(a, w *G.Node) (*G.Node, error) { return op.GroupedMatMul(a, w, experts) }, l.W1)
 	if err != nil {
 		return nil, err
 	}
@@ -399,7 +411,7 @@ func (l *Layer) forward(x *G.Node, T int, geo kernels.Geometry, eval bool) (*Out
 		return nil, err
 	}
 	if c.SharedFFN > 0 {
-		hs, err := l.activation(x, op.MatMul, l.SharedW1, l.SharedW3)
+		hs, err := l.activation(x, op.MatMul, l.SharedW1)
 		if err != nil {
 			return nil, err
 		}
@@ -475,21 +487,18 @@ func (l *Layer) forward(x *G.Node, T int, geo kernels.Geometry, eval bool) (*Out
 	return o, nil
 }
 
-// activation computes the FFN hidden activation of a: silu(mm(a,w1)) ⊙ mm(a,w3) for SwiGLU,
-// gelu(mm(a,w1)) for GELU (op.SwiGLU and op.GELU run on the CPU and on the device).
-func (l *Layer) activation(a *G.Node, mm func(a, w *G.Node) (*G.Node, error), w1, w3 *G.Node) (*G.Node, error) {
-	z1, err := mm(a, w1)
+// activation computes the FFN hidden activation of a: silu(a·w1_gate) ⊙ (a·w1_up) for SwiGLU,
+// from one matmul with the packed [H,2F] weight, gelu(a·w1) for GELU (op.SwiGLUPacked and
+// op.GELU run on the CPU and on the device).
+func (l *Layer) activation(a *G.Node, mm func(a, w *G.Node) (*G.Node, error), w1 *G.Node) (*G.Node, error) {
+	z, err := mm(a, w1)
 	if err != nil {
 		return nil, err
 	}
 	if l.cfg.Activation == GELU {
-		return op.GELU(z1)
+		return op.GELU(z)
 	}
-	z3, err := mm(a, w3)
-	if err != nil {
-		return nil, err
-	}
-	return op.SwiGLU(z1, z3)
+	return op.SwiGLUPacked(z)
 }
 
 // balanceLoss is coeff · E/(B·K·S²) · Σ_b Σ_e N[b,e]·Σ_{t in b} s[t,e] for B sequences of S

@@ -26,7 +26,8 @@ func TestOneExpertIsDenseFFN(t *testing.T) {
 		rng := rand.New(rand.NewSource(4))
 		x, rnd := randVec(rng, T*H), randVec(rng, T*H)
 		l, got := runLayer(t, cfg, T, x, rnd, nil)
-		w1, w3, w2 := f64s(l.W1.Value()), f64s(l.W3.Value()), f64s(l.W2.Value())
+		w1, w3 := unpackGateUp(cfg, f64s(l.W1.Value()), F)
+		w2 := f64s(l.W2.Value())
 		y := make([]float64, T*H)
 		dw1, dw3, dw2 := make([]float64, H*F), make([]float64, H*F), make([]float64, F*H)
 		dx := make([]float64, T*H)
@@ -171,11 +172,9 @@ func evalCost(t *testing.T, cfg Config, T int, p refParams, rnd []float64, setup
 		}
 	}
 	set(l.Router, p.router)
-	set(l.W1, p.w1)
-	set(l.W3, p.w3)
+	set(l.W1, packGateUp(cfg, p.w1, p.w3, cfg.FFN))
 	set(l.W2, p.w2)
-	set(l.SharedW1, p.s1)
-	set(l.SharedW3, p.s3)
+	set(l.SharedW1, packGateUp(cfg, p.s1, p.s3, cfg.SharedFFN))
 	set(l.SharedW2, p.s2)
 	xn := G.NewMatrix(g, tensor.Float64, G.WithShape(T, cfg.Hidden), G.WithName("x"), G.WithValue(denseOf(tensor.Float64, p.x, T, cfg.Hidden)))
 	out, err := l.Forward(xn)

@@ -223,21 +223,43 @@ func mustFn(t *testing.T) func(*G.Node, error) *G.Node {
 	}
 }
 
+// unpackGateUp splits a SwiGLU layer's packed input projection (rows of f gate values and f up
+// values side by side) into the gate and up matrices; for GELU it returns w and nil.
+func unpackGateUp(c Config, w []float64, f int) (gate, up []float64) {
+	if c.Activation == GELU {
+		return w, nil
+	}
+	for r := 0; r < len(w)/(2*f); r++ {
+		gate = append(gate, w[2*r*f:2*r*f+f]...)
+		up = append(up, w[2*r*f+f:2*(r+1)*f]...)
+	}
+	return gate, up
+}
+
+// packGateUp is the inverse of unpackGateUp.
+func packGateUp(c Config, gate, up []float64, f int) []float64 {
+	if c.Activation == GELU || gate == nil {
+		return gate
+	}
+	var w []float64
+	for r := 0; r < len(gate)/f; r++ {
+		w = append(append(w, gate[r*f:(r+1)*f]...), up[r*f:(r+1)*f]...)
+	}
+	return w
+}
+
 // refParams are the float64 values of a layer's weights and of the input.
 type refParams struct {
 	x, router, w1, w3, w2, s1, s3, s2, bias []float64
 }
 
 func paramsOf(l *Layer, x []float64) refParams {
-	p := refParams{x: x, router: f64s(l.Router.Value()), w1: f64s(l.W1.Value()), w2: f64s(l.W2.Value())}
-	if l.W3 != nil {
-		p.w3 = f64s(l.W3.Value())
-	}
+	c := l.Config()
+	p := refParams{x: x, router: f64s(l.Router.Value()), w2: f64s(l.W2.Value())}
+	p.w1, p.w3 = unpackGateUp(c, f64s(l.W1.Value()), c.FFN)
 	if l.SharedW1 != nil {
-		p.s1, p.s2 = f64s(l.SharedW1.Value()), f64s(l.SharedW2.Value())
-		if l.SharedW3 != nil {
-			p.s3 = f64s(l.SharedW3.Value())
-		}
+		p.s1, p.s3 = unpackGateUp(c, f64s(l.SharedW1.Value()), c.SharedFFN)
+		p.s2 = f64s(l.SharedW2.Value())
 	}
 	if l.Bias != nil {
 		p.bias = f64s(l.Bias.Value())
@@ -518,16 +540,12 @@ func runLayer(t *testing.T, cfg Config, T int, x, rnd []float64, setup func(*Lay
 	}
 	i := 0
 	next := func() []float64 { v := f64s(vals[i]); i++; return v }
-	res.dx, res.drouter, res.dw1 = next(), next(), next()
-	if l.W3 != nil {
-		res.dw3 = next()
-	}
+	c := l.Config()
+	res.dx, res.drouter = next(), next()
+	res.dw1, res.dw3 = unpackGateUp(c, next(), c.FFN)
 	res.dw2 = next()
 	if l.SharedW1 != nil {
-		res.ds1 = next()
-		if l.SharedW3 != nil {
-			res.ds3 = next()
-		}
+		res.ds1, res.ds3 = unpackGateUp(c, next(), c.SharedFFN)
 		res.ds2 = next()
 	}
 	return l, res

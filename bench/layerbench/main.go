@@ -265,11 +265,12 @@ func run(r *result, dt tensor.Dtype, iters, warmup int) error {
 }
 
 // breakdown times parts of the layer's forward+backward as graphs of their own, with the
-// layer's device weights: the expert FFNs (three grouped GEMMs and SwiGLU, on rows permuted by
-// a plan of uniformly random ids), the routing and data movement (router matmul, the fused
-// router's top-k and softmax of the chosen logits, plan, permute, combine-unpermute, without
-// experts) and, inside that, the router alone (its matmul and the fused router). What is left
-// of the whole layer's time is gradient sums and Gorgonia's own work.
+// layer's device weights: the expert FFNs (two grouped GEMMs, gate and up as one, and SwiGLU,
+// on rows permuted by a plan of uniformly random ids), the routing and data movement (router
+// matmul, the fused router's top-k and softmax of the chosen logits, plan, permute,
+// combine-unpermute, without experts) and, inside that, the router alone (its matmul and the
+// fused router). What is left of the whole layer's time is gradient sums and Gorgonia's own
+// work.
 func breakdown(r *result, dt tensor.Dtype, eng *gdev.Engine, l *moe.Layer, xd, dyd *tensor.Dense, rng *rand.Rand, time1 func(*G.ExprGraph) (float64, error)) error {
 	geo := kernels.Geometry{T: r.T, K: r.K, E: r.E, A: 1, Mode: kernels.Dropless}
 	// Experts.
@@ -292,18 +293,13 @@ func breakdown(r *result, dt tensor.Dtype, eng *gdev.Engine, l *moe.Layer, xd, d
 		}
 		R := p.Rows()
 		xp := G.NewMatrix(g, dt, G.WithShape(R, r.H), G.WithName("xp"), G.WithValue(mustCopy(eng, randDense(rng, dt, R, r.H))))
-		w1 := G.NewTensor(g, dt, 3, G.WithShape(r.E, r.H, r.F), G.WithName("w1"), G.WithValue(l.W1.Value()))
-		w3 := G.NewTensor(g, dt, 3, G.WithShape(r.E, r.H, r.F), G.WithName("w3"), G.WithValue(l.W3.Value()))
+		w1 := G.NewTensor(g, dt, 3, G.WithShape(r.E, r.H, 2*r.F), G.WithName("w1"), G.WithValue(l.W1.Value()))
 		w2 := G.NewTensor(g, dt, 3, G.WithShape(r.E, r.F, r.H), G.WithName("w2"), G.WithValue(l.W2.Value()))
-		z1, err := op.GroupedMatMul(xp, w1, p)
+		z, err := op.GroupedMatMul(xp, w1, p)
 		if err != nil {
 			return err
 		}
-		z3, err := op.GroupedMatMul(xp, w3, p)
-		if err != nil {
-			return err
-		}
-		h, err := op.SwiGLU(z1, z3)
+		h, err := op.SwiGLUPacked(z)
 		if err != nil {
 			return err
 		}
@@ -312,7 +308,7 @@ func breakdown(r *result, dt tensor.Dtype, eng *gdev.Engine, l *moe.Layer, xd, d
 			return err
 		}
 		dyp := G.NewMatrix(g, dt, G.WithShape(R, r.H), G.WithName("dyp"), G.WithValue(mustCopy(eng, randDense(rng, dt, R, r.H))))
-		if _, err := G.Backpropagate(G.Nodes{yp}, G.Nodes{dyp}, G.Nodes{xp, w1, w3, w2}); err != nil {
+		if _, err := G.Backpropagate(G.Nodes{yp}, G.Nodes{dyp}, G.Nodes{xp, w1, w2}); err != nil {
 			return err
 		}
 		if r.ExpertsMs, err = time1(g); err != nil {

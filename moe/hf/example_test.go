@@ -88,5 +88,5 @@ func ExampleLoad() {
 	}
 	fmt.Println("router", layer.Router.Shape(), "W1", layer.W1.Shape(), "W2", layer.W2.Shape(), "Y", out.Y.Value().Shape())
 	// Output:
-	// router (4, 4) W1 (4, 4, 3) W2 (4, 3, 4) Y (2, 3, 4)
+	// router (4, 4) W1 (4, 4, 6) W2 (4, 3, 4) Y (2, 3, 4)
 }

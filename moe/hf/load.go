@@ -22,12 +22,13 @@ import (
 //
 //	gate.weight [E,H]                          → Router [H,E] (transposed)
 //	gate.e_score_correction_bias [E]           → Bias (DeepSeek-V3)
-//	experts.gate_up_proj [E,2F,H]               → W1 (rows 0..F-1), W3 (rows F..2F-1)
+//	experts.gate_up_proj [E,2F,H]               → W1 [E,H,2F] (transposed: gate, then up)
 //	experts.down_proj [E,H,F]                   → W2 [E,F,H]
-//	experts.N.gate_proj.weight [F,H] (or w1)    → W1[N]   (per-expert nn.Linear weights,
-//	experts.N.up_proj.weight [F,H]   (or w3)    → W3[N]    [out,in])
+//	experts.N.gate_proj.weight [F,H] (or w1)    → W1[N][:, 0:F]   (per-expert nn.Linear
+//	experts.N.up_proj.weight [F,H]   (or w3)    → W1[N][:, F:2F]   weights, [out,in])
 //	experts.N.down_proj.weight [H,F] (or w2)    → W2[N]
-//	shared_experts.{gate,up,down}_proj.weight  → SharedW1, SharedW3, SharedW2
+//	shared_experts.{gate,up}_proj.weight        → SharedW1 [H,2S] (gate, then up)
+//	shared_experts.down_proj.weight             → SharedW2
 //
 // The fused layout is the one transformers v5 writes; its transposed form ([E,H,2F] and
 // [E,F,H]) is read too, told apart by shape when H differs from 2F and F. Tensors may be
@@ -56,8 +57,8 @@ func Load(g *G.ExprGraph, name string, cfg moe.Config, ts *safetensors.Tensors, 
 	sets := []struct {
 		n *G.Node
 		v []float64
-	}{{l.Router, w.router}, {l.W1, w.w1}, {l.W3, w.w3}, {l.W2, w.w2}, {l.Bias, w.bias},
-		{l.SharedW1, w.s1}, {l.SharedW3, w.s3}, {l.SharedW2, w.s2}}
+	}{{l.Router, w.router}, {l.W1, packGateUp(w.w1, w.w3, cfg.FFN)}, {l.W2, w.w2}, {l.Bias, w.bias},
+		{l.SharedW1, packGateUp(w.s1, w.s3, cfg.SharedFFN)}, {l.SharedW2, w.s2}}
 	for _, s := range sets {
 		if s.n == nil {
 			continue
@@ -69,7 +70,8 @@ func Load(g *G.ExprGraph, name string, cfg moe.Config, ts *safetensors.Tensors, 
 	return l, nil
 }
 
-// block is one MoE block's weights in gomoe's layouts, as float64.
+// block is one MoE block's weights in gomoe's layouts, as float64, with the gate (w1, s1) and
+// up (w3, s3) projections apart.
 type block struct {
 	router, bias, w1, w3, w2, s1, s3, s2 []float64
 }
@@ -215,6 +217,19 @@ func (w *block) fusedExperts(get func(string, ...int) ([]float64, error), ts *sa
 		copy(w.w2[e*F*H:], transpose(dn[e*H*F:(e+1)*H*F], H, F))
 	}
 	return nil
+}
+
+// packGateUp puts the rows of f gate values and f up values side by side, as the layer's W1
+// and SharedW1 hold them (nil for no rows).
+func packGateUp(gate, up []float64, f int) []float64 {
+	if f == 0 || len(gate) == 0 {
+		return nil
+	}
+	v := make([]float64, 0, 2*len(gate))
+	for r := 0; r < len(gate)/f; r++ {
+		v = append(append(v, gate[r*f:(r+1)*f]...), up[r*f:(r+1)*f]...)
+	}
+	return v
 }
 
 // transpose returns the [c,r] transpose of the row-major [r,c] matrix m.

@@ -115,9 +115,9 @@ func TestParity(t *testing.T) {
 				what string
 				n    *G.Node
 				want []float64
-			}{{"router gradient", l.Router, gw.router}, {"W1 (gate_proj) gradient", l.W1, gw.w1}, {"W3 (up_proj) gradient", l.W3, gw.w3},
-				{"W2 (down_proj) gradient", l.W2, gw.w2}, {"shared W1 gradient", l.SharedW1, gw.s1},
-				{"shared W3 gradient", l.SharedW3, gw.s3}, {"shared W2 gradient", l.SharedW2, gw.s2}} {
+			}{{"router gradient", l.Router, gw.router}, {"W1 (gate_up_proj) gradient", l.W1, packGateUp(gw.w1, gw.w3, cfg.FFN)},
+				{"W2 (down_proj) gradient", l.W2, gw.w2}, {"shared W1 (gate and up) gradient", l.SharedW1, packGateUp(gw.s1, gw.s3, cfg.SharedFFN)},
+				{"shared W2 gradient", l.SharedW2, gw.s2}} {
 				if w.n == nil {
 					continue
 				}
