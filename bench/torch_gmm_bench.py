@@ -15,10 +15,10 @@ import math
 
 import torch
 
-SHAPES = [  # name, T, K, E, H, N
-    ("qwen3(H2048,F768)", 4096, 8, 128, 2048, 768),
+SHAPES = [  # name, T, K, E, H, N: the layer's W1 (gate and up packed, N = 2F) and W2
+    ("qwen3(H2048,2F1536)", 4096, 8, 128, 2048, 1536),
     ("qwen3(F768,H2048)", 4096, 8, 128, 768, 2048),
-    ("mixtral(H4096,F14336)", 4096, 2, 8, 4096, 14336),
+    ("mixtral(H4096,2F28672)", 4096, 2, 8, 4096, 28672),
 ]
 
 

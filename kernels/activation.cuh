@@ -111,13 +111,20 @@ PWOPS(bf16, __nv_bfloat16)
 // The arithmetic per element is pwFwdOne/pwBwdOne's, so the results equal the two-input kernels'
 // bit for bit. Vector width needs f to be a multiple of it (rows stay whole and aligned).
 
+// packedRow is i / f, in 32-bit arithmetic where every index fits (narrow; a 64-bit division
+// costs several times the instructions).
+__device__ __forceinline__ long long packedRow(long long i, int f, bool narrow) {
+  return narrow ? (long long)((unsigned)i / (unsigned)f) : i / f;
+}
+
 template <typename T>
 __device__ __forceinline__ void swigluPackedFwd(const T *__restrict__ z, T *__restrict__ out, long long rows, int f) {
   typedef typename Acc<T>::type A;
   constexpr int W = 16 / sizeof(T);
+  bool narrow = rows * f <= 0xffffffffLL;
   ewise<T>(rows * f, aligned16(z, out) && f % W == 0, [&](auto w, long long i) {
     constexpr int V = decltype(w)::value;
-    long long r = i / f, za = i + r * f; // z offset of a: r·2f + (i − r·f)
+    long long r = packedRow(i, f, narrow), za = i + r * f; // z offset of a: r·2f + (i − r·f)
     A x[V], y[V];
     loadAcc<V>(z, za, x);
     loadAcc<V>(z, za + f, y);
@@ -132,9 +139,10 @@ __device__ __forceinline__ void swigluPackedBwd(const T *__restrict__ z, const T
                                                 long long rows, int f) {
   typedef typename Acc<T>::type A;
   constexpr int W = 16 / sizeof(T);
+  bool narrow = rows * f <= 0xffffffffLL;
   ewise<T>(rows * f, aligned16(z, dy, dz) && f % W == 0, [&](auto w, long long i) {
     constexpr int V = decltype(w)::value;
-    long long r = i / f, za = i + r * f;
+    long long r = packedRow(i, f, narrow), za = i + r * f;
     A g[V], x[V], y[V], da[V], db[V];
     loadAcc<V>(dy, i, g);
     loadAcc<V>(z, za, x);

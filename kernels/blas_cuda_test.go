@@ -448,9 +448,10 @@ func TestCUDAGroupedMatMulBench(t *testing.T) {
 		T, K, E, H, N int
 		dts           []DType
 	}{
-		{"qwen3(H2048,F768)", 4096, 8, 128, 2048, 768, []DType{BF16, F32}},
+		// the layer's W1 (gate and up packed, N = 2F) and W2 at Qwen3, W1 at Mixtral
+		{"qwen3(H2048,2F1536)", 4096, 8, 128, 2048, 1536, []DType{BF16, F32}},
 		{"qwen3(F768,H2048)", 4096, 8, 128, 768, 2048, []DType{BF16}},
-		{"mixtral(H4096,F14336)", 4096, 2, 8, 4096, 14336, []DType{BF16}},
+		{"mixtral(H4096,2F28672)", 4096, 2, 8, 4096, 28672, []DType{BF16}},
 	}
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "\n%-22s %-6s %-5s %-8s %-20s %9s %9s\n", "shape", "route", "dtype", "pass", "path", "gpu ms", "TFLOP/s")
