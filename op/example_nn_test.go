@@ -45,3 +45,32 @@ func ExampleCrossEntropy() {
 	// loss 0.2176
 	// gradient of the table: (3, 2)
 }
+
+// A SwiGLU FFN's hidden activation from one matmul: the gate and up projections are the two
+// halves of one weight [H,2F], and SwiGLUPacked applies silu(gate)·up to the halves of x·W.
+func ExampleSwiGLUPacked() {
+	g := G.NewGraph()
+	x := G.NewMatrix(g, tensor.Float64, G.WithShape(2, 2), G.WithName("x"),
+		G.WithValue(tensor.New(tensor.WithShape(2, 2), tensor.WithBacking([]float64{1, 0, 0, 2}))))
+	// columns 0..1: gate projection, 2..3: up projection
+	w := G.NewMatrix(g, tensor.Float64, G.WithShape(2, 4), G.WithName("w"),
+		G.WithValue(tensor.New(tensor.WithShape(2, 4), tensor.WithBacking([]float64{1, 0, 2, 1, 0, -1, 1, 0.5}))))
+	z := G.Must(op.MatMul(x, w))    // (1, 0 | 2, 1), (0, −2 | 2, 1)
+	h := G.Must(op.SwiGLUPacked(z)) // silu(gate)·up
+	grads, err := G.Grad(G.Must(G.Sum(h)), w)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	vm := G.NewTapeMachine(g)
+	defer vm.Close()
+	if err := vm.RunAll(); err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Printf("h %.4f\n", h.Value().Data())
+	fmt.Printf("gradient of w: %v\n", grads[0].Shape())
+	// Output:
+	// h [1.4621 0.0000 0.0000 -0.2384]
+	// gradient of w: (2, 4)
+}
