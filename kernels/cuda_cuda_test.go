@@ -164,8 +164,7 @@ func cuSameBits(t *testing.T, what string, got, want any) {
 	}
 }
 
-// cpuRef runs the CPU kernel f for float32 or float64 data; bfloat16 runs the float32 kernel
-// on the widened data and rounds the outputs.
+// cuWiden returns bfloat16 data widened (exactly) to float32, other data as it is.
 func cuWiden(v any) any {
 	if b, ok := v.([]bfloat16.BFloat16); ok {
 		o := make([]float32, len(b))
@@ -175,6 +174,7 @@ func cuWiden(v any) any {
 	return v
 }
 
+// cuNarrow rounds float32 data to bfloat16 for d = BF16 and returns other data as it is.
 func cuNarrow(d DType, v any) any {
 	if d != BF16 {
 		return v
