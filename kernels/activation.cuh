@@ -108,8 +108,8 @@ PWOPS(bf16, __nv_bfloat16)
 // z [rows, 2f] holds a row's gate a = z[r, 0:f] and up b = z[r, f:2f] side by side (the output of
 // one grouped matmul with the two projections packed as one [H, 2f] weight). swiglu_packed_fwd
 // writes out[r, c] = silu(a)·b; swiglu_packed_bwd writes both halves of dz from dy in one pass.
-// The arithmetic per element is pwFwdOne/pwBwdOne's, so the results equal the two-input kernels'
-// bit for bit. Vector width needs f to be a multiple of it (rows stay whole and aligned).
+// The arithmetic per element is pwFwdOne/pwBwdOne's, the two-input kernels'. The vector width
+// needs f to be a multiple of it (rows stay whole and aligned).
 
 // packedRow is i / f, in 32-bit arithmetic where every index fits (narrow; a 64-bit division
 // costs several times the instructions).
