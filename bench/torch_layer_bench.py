@@ -288,25 +288,23 @@ FORWARDS = {"loop": forward_loop, "grouped": forward_grouped, "grouped_gu": forw
 # Benchmark.
 
 
-def grouped_support(dtype, device):
-    """Returns None if torch._grouped_mm works for dtype here (forward+backward agrees with
-    the loop implementation on a small shape), else the reason it does not."""
+def grouped_support(dtype, device, impl):
+    """Returns None if impl ("grouped" or "grouped_gu") works for dtype here (forward+backward
+    agrees with the loop implementation on a small shape), else the reason it does not."""
     if not hasattr(torch, "_grouped_mm"):
         return "torch._grouped_mm not in torch %s" % torch.__version__
     try:
         T, H, F, E, K = 128, 64, 96, 4, 2
         d = make_data(T, H, F, E, K, dtype, torch.float32, device, 1234)
         res = {}
-        for impl in ("loop", "grouped", "grouped_gu"):
-            p = make_leaves(d, impl)
-            y = FORWARDS[impl](p["x"], p, K)
+        for name in ("loop", impl):
+            p = make_leaves(d, name)
+            y = FORWARDS[name](p["x"], p, K)
             y.backward(d["dy"])
-            res[impl] = (y.detach().float(), {k: v.float() for k, v in grads(p).items()})
+            res[name] = (y.detach().float(), {k: v.float() for k, v in grads(p).items()})
         tol = 5e-2 if dtype == torch.bfloat16 else 1e-4
-        pairs = []
-        for impl in ("grouped", "grouped_gu"):
-            pairs += [("y " + impl, res["loop"][0], res[impl][0])]
-            pairs += [("d" + k + " " + impl, res["loop"][1][k], res[impl][1][k]) for k in res["loop"][1]]
+        pairs = [("y", res["loop"][0], res[impl][0])]
+        pairs += [("d" + k, res["loop"][1][k], res[impl][1][k]) for k in res["loop"][1]]
         for name, a, b in pairs:
             err = (a - b).abs().max().item() / max(a.abs().max().item(), 1e-30)
             if not err <= tol:
@@ -405,7 +403,7 @@ def bench(args, shape):
         label += " cpu threads=%d" % torch.get_num_threads()
 
     if args.impl in ("grouped", "grouped_gu"):
-        why = grouped_support(dtype, device)
+        why = grouped_support(dtype, device, args.impl)
         if why is not None:
             res["status"] = "n/a: " + why
             print("%s | n/a: %s" % (label, why))

@@ -262,8 +262,8 @@ func (c Config) Validate() error {
 		return e("MinCapacity=%d, want 0 <= MinCapacity <= %d", c.MinCapacity, kernels.MaxRows)
 	case c.Align < 1:
 		return e("Align=%d, want >= 1", c.Align)
-	case float64(c.Experts)*float64(c.Hidden)*float64(c.FFN) > maxWeightElems ||
-		float64(c.Hidden)*float64(c.SharedFFN) > maxWeightElems:
+	case c.inWidth()*float64(c.Experts)*float64(c.Hidden)*float64(c.FFN) > maxWeightElems ||
+		c.inWidth()*float64(c.Hidden)*float64(c.SharedFFN) > maxWeightElems:
 		return e("the weights of Experts=%d Hidden=%d FFN=%d SharedFFN=%d are too large to allocate", c.Experts, c.Hidden, c.FFN, c.SharedFFN)
 	}
 	return nil
@@ -283,18 +283,25 @@ func (c Config) checkMemory() error {
 // weightBytes is the host memory of the layer's weights (c with defaults), in floating point
 // so that no product wraps around.
 func (c Config) weightBytes() float64 {
-	mats := 3.0 // W1 (gate and up), W2 (SwiGLU)
-	if c.Activation == GELU {
-		mats = 2
-	}
+	mats := c.inWidth() + 1 // W1 (gate and up for SwiGLU) and W2
 	H, F, E, S := float64(c.Hidden), float64(c.FFN), float64(c.Experts), float64(c.SharedFFN)
 	size := float64(c.Dtype.Size())
 	return mats*(E*H*F+H*S)*size + (H*E+E)*float64(c.RouterDtype.Size())
 }
 
-// maxWeightElems bounds the elements of one weight tensor (2^44, 64 TiB of float32): above it
-// a Go allocation cannot succeed, and the product could wrap around in int.
-const maxWeightElems = 1 << 44
+// inWidth is the number of FFN-wide blocks of the input projection W1: 2 for SwiGLU (gate and
+// up packed), 1 for GELU.
+func (c Config) inWidth() float64 {
+	if c.Activation == GELU {
+		return 1
+	}
+	return 2
+}
+
+// maxWeightElems bounds the elements of one weight tensor (2^45, 128 TiB of float32; the
+// packed W1 of 2^20 experts of 4096×4096 is exactly that): above it a Go allocation cannot
+// succeed, and the product could wrap around in int.
+const maxWeightElems = 1 << 45
 
 // Capacity is C, the per-expert capacity for T tokens in training (Layer.Forward):
 // ceil(T·K/E·CapacityFactor), at least max(1, MinCapacity); 0 in dropless mode.

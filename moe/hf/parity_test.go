@@ -111,21 +111,37 @@ func TestParity(t *testing.T) {
 				got, want []float64
 			}{{"output", float64s(y), wantY}, {"input gradient", float64s(vals[0]), wantDx}}
 			i := 1
-			for _, w := range []struct {
-				what string
-				n    *G.Node
-				want []float64
-			}{{"router gradient", l.Router, gw.router}, {"W1 (gate_up_proj) gradient", l.W1, packGateUp(gw.w1, gw.w3, cfg.FFN)},
-				{"W2 (down_proj) gradient", l.W2, gw.w2}, {"shared W1 (gate and up) gradient", l.SharedW1, packGateUp(gw.s1, gw.s3, cfg.SharedFFN)},
-				{"shared W2 gradient", l.SharedW2, gw.s2}} {
-				if w.n == nil {
-					continue
-				}
+			add := func(what string, got, want []float64) {
 				checks = append(checks, struct {
 					what      string
 					got, want []float64
-				}{w.what, float64s(vals[i]), w.want})
+				}{what, got, want})
+			}
+			for _, w := range []struct {
+				what     string
+				n        *G.Node
+				want, up []float64 // up: the packed W1's second half (gate in want)
+				f        int
+			}{{"router gradient", l.Router, gw.router, nil, 0}, {"W1 gradient", l.W1, gw.w1, gw.w3, cfg.FFN},
+				{"W2 (down_proj) gradient", l.W2, gw.w2, nil, 0}, {"shared W1 gradient", l.SharedW1, gw.s1, gw.s3, cfg.SharedFFN},
+				{"shared W2 gradient", l.SharedW2, gw.s2, nil, 0}} {
+				if w.n == nil {
+					continue
+				}
+				got := float64s(vals[i])
 				i++
+				if w.up == nil {
+					add(w.what, got, w.want)
+					continue
+				}
+				// columns 0..f-1 of each row of 2f are the gate, f..2f-1 the up projection
+				var gate, up []float64
+				for r := 0; r < len(got)/(2*w.f); r++ {
+					gate = append(gate, got[2*r*w.f:2*r*w.f+w.f]...)
+					up = append(up, got[2*r*w.f+w.f:2*(r+1)*w.f]...)
+				}
+				add(w.what+", gate half (gate_proj)", gate, w.want)
+				add(w.what+", up half (up_proj)", up, w.up)
 			}
 			for _, c := range checks {
 				d, s := maxAbsDiff(c.got, c.want)
