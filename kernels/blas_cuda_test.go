@@ -486,21 +486,27 @@ func TestCUDAGroupedMatMulBench(t *testing.T) {
 				}
 				for _, ps := range passes {
 					type path struct {
-						name         string
-						cublas, loop bool
-						sched        int
+						name            string
+						cublas, loop    bool
+						sched           int
+						raster, swizzle int // sm_90a tile order (0, 1: the default)
 					}
-					paths := []path{{"device", false, false, -1}}
+					paths := []path{{"device", false, false, -1, 0, 1}}
 					if d == BF16 && SM90Error(testCUDA) == nil {
 						for i := range GMM90Scheds() {
-							paths = append(paths, path{"", false, false, i})
+							paths = append(paths, path{"", false, false, i, 0, 1})
+						}
+						// the static schedule with other tile orders
+						for _, o := range [][2]int{{0, 2}, {0, 4}, {0, 8}, {1, 1}, {1, 4}} {
+							paths = append(paths, path{"", false, false, -1, o[0], o[1]})
 						}
 					}
-					paths = append(paths, path{"cublas-grouped", true, false, -1}, path{"cublas-loop", true, true, -1})
+					paths = append(paths, path{"cublas-grouped", true, false, -1, 0, 1}, path{"cublas-loop", true, true, -1, 0, 1})
 					for _, p := range paths {
 						SetGMMCUBLAS(p.cublas)
 						SetGroupedGEMM(!p.loop)
 						SetGMM90Sched(p.sched)
+						SetGMM90TileOrder(p.raster, p.swizzle)
 						gpu := cuTimeIt(t, 20, ps.f)
 						cuMust(t, testCUDA.Sync())
 						name := p.name
@@ -510,7 +516,9 @@ func TestCUDAGroupedMatMulBench(t *testing.T) {
 						switch LastGMMPath(testCUDA) {
 						case "sm90":
 							name = GMM90Kernel(ps.form, g, s.H, s.N)[6:]
-							if p.sched < 0 {
+							if p.raster != 0 || p.swizzle != 1 {
+								name += fmt.Sprintf(" r%d s%d", p.raster, p.swizzle)
+							} else if p.sched < 0 {
 								name = "device=" + name
 							}
 						case "simt":
@@ -519,6 +527,7 @@ func TestCUDAGroupedMatMulBench(t *testing.T) {
 						fmt.Fprintf(&sb, "%-22s %-6s %-5v %-8s %-20s %9.3f %9.1f\n", s.name, route, d, ps.name, name, gpu, flops/gpu/1e9)
 					}
 					SetGMM90Sched(-1)
+					SetGMM90TileOrder(0, 1)
 				}
 			}
 		}

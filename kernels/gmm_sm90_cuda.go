@@ -16,6 +16,8 @@ typedef struct {
 	uint64_t shapes, ptrA, ptrB, ptrC, ptrD, ldA, ldB, ldC, ldD;
 	float alpha, beta;
 	uint64_t workspace;
+	int raster;
+	int swizzle;
 } gomoe_gmm90_args;
 
 typedef struct {
@@ -176,7 +178,16 @@ type gmmKey struct {
 	kernel      int
 	groups      int // the call's number of experts
 	alpha, beta float32
+	tiles       gmm90Tiles
 }
+
+// gmm90Tiles is the order in which the sm_90a kernels' persistent blocks walk the tiles:
+// raster 0 along m (the default), 1 along n, and CUTLASS's max swizzle size (1: none).
+type gmm90Tiles struct{ raster, swizzle int }
+
+// gmm90TileOrder is the tile order of every sm_90a grouped GEMM (a test hook may change it to
+// measure others).
+var gmm90TileOrder = gmm90Tiles{0, 1}
 
 // gmmLaunch is a built launch of one kernel.
 type gmmLaunch struct {
@@ -358,7 +369,7 @@ func (st *gmm90) slot(form, groups int) (*gmmSlot, error) {
 // launchFor returns the built launch of kernel k for calls with groups experts on slot s
 // (form's group table), building the Params on first use.
 func (st *gmm90) launchFor(s *gmmSlot, k, groups int, alpha, beta float32) (*gmmLaunch, error) {
-	key := gmmKey{k, groups, alpha, beta}
+	key := gmmKey{k, groups, alpha, beta, gmm90TileOrder}
 	if l := s.built[key]; l != nil {
 		return l, nil
 	}
@@ -369,6 +380,7 @@ func (st *gmm90) launchFor(s *gmmSlot, k, groups int, alpha, beta float32) (*gmm
 		ptrA:   at(0), ptrB: at(1), ptrC: at(2), ptrD: at(3),
 		ldA: at(4), ldB: at(5), ldC: at(6), ldD: at(7),
 		alpha: C.float(alpha), beta: C.float(beta),
+		raster: C.int(gmm90TileOrder.raster), swizzle: C.int(gmm90TileOrder.swizzle),
 	}
 	var info C.gomoe_gmm90_info
 	if rc := C.gomoe_gmm90_build(&a, nil, 0, &info); rc != 0 {

@@ -36,6 +36,15 @@ func SetGMM90Sched(s int) int {
 	return old
 }
 
+// SetGMM90TileOrder makes the sm_90a grouped GEMMs walk their tiles along n (raster 1) or m
+// (raster 0, the default) with CUTLASS's max swizzle size swizzle (1: none), and returns the
+// previous setting.
+func SetGMM90TileOrder(raster, swizzle int) (int, int) {
+	old := gmm90TileOrder
+	gmm90TileOrder = gmm90Tiles{raster, swizzle}
+	return old.raster, old.swizzle
+}
+
 // SimtError says why c has no float32/float64 device-sized grouped GEMM (nil: it has one).
 func SimtError(c *CUDA) error {
 	var err error

@@ -30,6 +30,8 @@ typedef struct {
   uint64_t shapes, ptrA, ptrB, ptrC, ptrD, ldA, ldB, ldC, ldD;
   float alpha, beta;
   uint64_t workspace;
+  int raster;  // the tile scheduler's order: 0 along m (CUTLASS's default for groups), 1 along n
+  int swizzle; // its max swizzle size (1, 2, 4 or 8; 0 means 1)
 } gomoe_gmm90_args;
 
 // gomoe_gmm90_info describes a kernel's launch.
@@ -68,6 +70,9 @@ template <class K> int build(const gomoe_gmm90_args *a, void *params, unsigned l
   args.epilogue.dD = reinterpret_cast<typename K::InternalStrideD *>(a->ldD);
   args.hw_info.device_id = a->device_id;
   args.hw_info.sm_count = a->sm_count;
+  using Raster = decltype(args.scheduler.raster_order);
+  args.scheduler.raster_order = a->raster == 1 ? Raster::AlongN : Raster::AlongM;
+  args.scheduler.max_swizzle_size = a->swizzle > 0 ? a->swizzle : 1;
 
   info->params_bytes = sizeof(typename K::Params);
   info->smem_bytes = K::SharedStorageSize;
