@@ -158,8 +158,12 @@ func ActivationBackward[F float32 | float64](kind Activation, which int, out, a,
 
 // actBackward is ActivationBackward's arithmetic on one span, serially.
 func actBackward[F float32 | float64](kind Activation, which int, out, a, b, y, dy []F) {
-	if o, ok := any(out).([]float32); ok && hasSigmoidAsm && kind == SwiGLU {
-		act32SwiGLUBackward(which, o, any(a).([]float32), any(b).([]float32), any(dy).([]float32))
+	if kind == SwiGLU {
+		if which == 0 {
+			swigluBackward(out, nil, a, b, dy)
+		} else {
+			swigluBackward(nil, out, a, b, dy)
+		}
 		return
 	}
 	if o, ok := any(out).([]float32); ok && hasSigmoidAsm && kind == GELU {
@@ -169,14 +173,6 @@ func actBackward[F float32 | float64](kind Activation, which int, out, a, b, y, 
 	for i := range out {
 		g := float64(dy[i])
 		switch kind {
-		case SwiGLU:
-			x := float64(a[i])
-			s := sigmoid(x)
-			if which == 0 {
-				out[i] = F(g * float64(b[i]) * s * (1 + x*(1-s)))
-			} else {
-				out[i] = F(g * x * s)
-			}
 		case GELU:
 			x := float64(a[i])
 			th := math.Tanh(geluC * (x + geluA*x*x*x))
@@ -184,6 +180,25 @@ func actBackward[F float32 | float64](kind Activation, which int, out, a, b, y, 
 		default:
 			v := float64(y[i])
 			out[i] = F(g * v * (1 - v))
+		}
+	}
+}
+
+// swigluBackward writes SwiGLU's da and db (either may be nil) from one sigmoid per element,
+// serially: da = dy·b·σ(a)·(1 + a·(1−σ(a))), db = dy·a·σ(a).
+func swigluBackward[F float32 | float64](da, db, a, b, dy []F) {
+	if _, ok := any(a).([]float32); ok && hasSigmoidAsm {
+		act32SwiGLUBackward(any(da).([]float32), any(db).([]float32), any(a).([]float32), any(b).([]float32), any(dy).([]float32))
+		return
+	}
+	for i := range a {
+		g, x := float64(dy[i]), float64(a[i])
+		s := sigmoid(x)
+		if da != nil {
+			da[i] = F(g * float64(b[i]) * s * (1 + x*(1-s)))
+		}
+		if db != nil {
+			db[i] = F(g * x * s)
 		}
 	}
 }
@@ -230,8 +245,7 @@ func SwiGLUPackedBackward[F float32 | float64](dz, z, dy []F, f int) error {
 	parallelRange(rows, max(1, actBlock/f), func(lo, hi int) {
 		for r := lo; r < hi; r++ {
 			zr, dzr, g := z[2*r*f:2*(r+1)*f], dz[2*r*f:2*(r+1)*f], dy[r*f:(r+1)*f]
-			actBackward(SwiGLU, 0, dzr[:f], zr[:f], zr[f:], nil, g)
-			actBackward(SwiGLU, 1, dzr[f:], zr[:f], nil, nil, g)
+			swigluBackward(dzr[:f], dzr[f:], zr[:f], zr[f:], g)
 		}
 	})
 	return nil
@@ -309,20 +323,21 @@ func act32Forward(kind Activation, out, a, b []float32) {
 }
 
 // act32SwiGLUBackward is ActivationBackward's SwiGLU in float32 with the vector sigmoid
-// (1 − σ(a) is taken as σ(−a), without cancellation).
-func act32SwiGLUBackward(which int, out, a, b, dy []float32) {
-	hi := len(out)
+// (1 − σ(a) is taken as σ(−a), without cancellation): da and db (either may be nil) from one
+// sigmoid per element.
+func act32SwiGLUBackward(da, db, a, b, dy []float32) {
+	hi := len(a)
 	var sb, smb [actChunk]float32
 	for c := 0; c < hi; c += actChunk {
 		e := min(c+actChunk, hi)
 		x := a[c:e]
 		s, sm := sb[:len(x)], smb[:len(x)]
 		sigmoidPair32(s, sm, x)
-		o, g := out[c:e], dy[c:e]
-		o, g = o[:len(x)], g[:len(x)]
-		if which == 0 {
-			bb := b[c:e]
-			bb = bb[:len(x)]
+		g := dy[c:e]
+		g = g[:len(x)]
+		if da != nil {
+			o, bb := da[c:e], b[c:e]
+			o, bb = o[:len(x)], bb[:len(x)]
 			for i, v := range x {
 				xv := float64(v)
 				si, smi := float64(s[i]), float64(sm[i])
@@ -331,15 +346,18 @@ func act32SwiGLUBackward(which int, out, a, b, dy []float32) {
 				}
 				o[i] = float32(float64(g[i]) * float64(bb[i]) * si * (1 + xv*smi))
 			}
-			continue
 		}
-		for i, v := range x {
-			xv := float64(v)
-			si := float64(s[i])
-			if v < actTail {
-				si = sigmoid(xv)
+		if db != nil {
+			o := db[c:e]
+			o = o[:len(x)]
+			for i, v := range x {
+				xv := float64(v)
+				si := float64(s[i])
+				if v < actTail {
+					si = sigmoid(xv)
+				}
+				o[i] = float32(float64(g[i]) * xv * si)
 			}
-			o[i] = float32(float64(g[i]) * xv * si)
 		}
 	}
 }
