@@ -136,8 +136,11 @@ func swigluPacked(z, dy G.Value) (G.Value, error) {
 	if dy != nil && (dy.Dtype() != z.Dtype() || !dy.Shape().Eq(tensor.Shape{rows, f})) {
 		return nil, fmt.Errorf("dy is %v %v, want %v (%d, %d)", dy.Dtype(), dy.Shape(), z.Dtype(), rows, f)
 	}
-	for i, v := range vs {
-		if err := contiguous([]string{"z", "dy"}[i], v); err != nil {
+	if err := contiguous("z", z); err != nil {
+		return nil, err
+	}
+	if dy != nil {
+		if err := contiguous("dy", dy); err != nil {
 			return nil, err
 		}
 	}

@@ -284,6 +284,13 @@ func geluArgs(t []float32, d []float64, a []float32) {
 	}
 }
 
+// geluSigmoids fills t and d with geluArgs of x and s, sm with σ(t) and σ(−t) (the vector
+// sigmoid): what the float32 GELU forward and backward start each chunk with.
+func geluSigmoids(s, sm, t []float32, d []float64, x []float32) {
+	geluArgs(t, d, x)
+	sigmoidPair32(s, sm, t)
+}
+
 // act32Forward is ActivationForward in float32 with the vector sigmoid.
 func act32Forward(kind Activation, out, a, b []float32) {
 	hi := len(out)
@@ -293,8 +300,7 @@ func act32Forward(kind Activation, out, a, b []float32) {
 		e := min(c+actChunk, hi)
 		x := a[c:e]
 		if kind == GELU {
-			geluArgs(t[:len(x)], d[:len(x)], x)
-			sigmoidPair32(s[:len(x)], sm[:len(x)], t[:len(x)])
+			geluSigmoids(s[:len(x)], sm[:len(x)], t[:len(x)], d[:len(x)], x)
 			o := out[c:e]
 			for i, v := range x {
 				if t[i] < actTail {
@@ -371,8 +377,7 @@ func act32GELUBackward(out, a, dy []float32) {
 	for c := 0; c < hi; c += actChunk {
 		e := min(c+actChunk, hi)
 		x := a[c:e]
-		geluArgs(t[:len(x)], d[:len(x)], x)
-		sigmoidPair32(s[:len(x)], sm[:len(x)], t[:len(x)])
+		geluSigmoids(s[:len(x)], sm[:len(x)], t[:len(x)], d[:len(x)], x)
 		o, g := out[c:e], dy[c:e]
 		for i, v := range x {
 			xv := float64(v)

@@ -111,12 +111,12 @@ func New(g *G.ExprGraph, name string, cfg Config) (*Layer, error) {
 	l := &Layer{cfg: cfg, name: name, g: g}
 	rng := rand.New(rand.NewSource(cfg.Seed))
 	H, F, E := cfg.Hidden, cfg.FFN, cfg.Experts
-	l.Router = l.weight(cfg.RouterDtype, "router", draw(rng, H*E, H), H, E)
+	l.Router = l.drawn(rng, cfg.RouterDtype, "router", H, H, E)
 	l.W1 = l.inWeight(rng, "w1", F, E, H)
-	l.W2 = l.weight(cfg.Dtype, "w2", draw(rng, E*F*H, F), E, F, H)
+	l.W2 = l.drawn(rng, cfg.Dtype, "w2", F, E, F, H)
 	if S := cfg.SharedFFN; S > 0 {
 		l.SharedW1 = l.inWeight(rng, "shared.w1", S, H)
-		l.SharedW2 = l.weight(cfg.Dtype, "shared.w2", draw(rng, S*H, S), S, H)
+		l.SharedW2 = l.drawn(rng, cfg.Dtype, "shared.w2", S, S, H)
 	}
 	if cfg.ExpertBias {
 		l.Bias = G.NewVector(g, cfg.RouterDtype, G.WithShape(E), G.WithName(name+".expert_bias"),
@@ -125,56 +125,66 @@ func New(g *G.ExprGraph, name string, cfg Config) (*Layer, error) {
 	return l, nil
 }
 
-// draw returns n values from N(0, 1/fanIn).
-func draw(rng *rand.Rand, n, fanIn int) []float64 {
+// draw puts n values from N(0, 1/fanIn), drawn in order, at put(k, v) for k = 0..n-1.
+func draw(rng *rand.Rand, n, fanIn int, put func(k int, v float64)) {
 	std := 1 / math.Sqrt(float64(fanIn))
-	v := make([]float64, n)
-	for i := range v {
-		v[i] = rng.NormFloat64() * std
+	for k := 0; k < n; k++ {
+		put(k, rng.NormFloat64()*std)
 	}
-	return v
 }
 
 // inWeight makes an input projection of shape [lead..., f] (lead = E, H for the experts, H for
 // the shared experts), N(0, 1/H): for SwiGLU the gate values are drawn first and the up values
-// second, then packed side by side per row ([lead..., 2f]); for GELU [lead..., f].
+// second, and each row holds its f gate values, then its f up values ([lead..., 2f]); for GELU
+// [lead..., f].
 func (l *Layer) inWeight(rng *rand.Rand, suffix string, f int, lead ...int) *G.Node {
 	rows := 1
 	for _, n := range lead {
 		rows *= n
 	}
-	gate := draw(rng, rows*f, l.cfg.Hidden)
-	if l.cfg.Activation != SwiGLU {
-		return l.weight(l.cfg.Dtype, suffix, gate, append(lead, f)...)
-	}
-	up := draw(rng, rows*f, l.cfg.Hidden)
-	v := make([]float64, 0, 2*rows*f)
-	for r := 0; r < rows; r++ {
-		v = append(append(v, gate[r*f:(r+1)*f]...), up[r*f:(r+1)*f]...)
-	}
-	return l.weight(l.cfg.Dtype, suffix, v, append(lead, 2*f)...)
+	g := int(l.cfg.inWidth()) // blocks of f per row: gate (and up)
+	return l.weight(l.cfg.Dtype, suffix, append(lead, g*f), func(set func(int, float64)) {
+		for half := 0; half < g; half++ {
+			draw(rng, rows*f, l.cfg.Hidden, func(k int, v float64) { set(k/f*g*f+half*f+k%f, v) })
+		}
+	})
 }
 
-// weight makes a learnable node of the given shape and dtype holding v.
-func (l *Layer) weight(dt tensor.Dtype, suffix string, v []float64, shape ...int) *G.Node {
-	var d *tensor.Dense
+// weight makes a learnable node of the given shape and dtype whose elements fill sets (each
+// value rounded once to dt), allocating nothing but the weight itself.
+func (l *Layer) weight(dt tensor.Dtype, suffix string, shape []int, fill func(set func(i int, v float64))) *G.Node {
+	n := 1
+	for _, s := range shape {
+		n *= s
+	}
+	var backing any
 	switch dt {
 	case tensor.Float32:
-		b := make([]float32, len(v))
-		for i, x := range v {
-			b[i] = float32(x)
-		}
-		d = tensor.New(tensor.WithShape(shape...), tensor.WithBacking(b))
+		b := make([]float32, n)
+		fill(func(i int, v float64) { b[i] = float32(v) })
+		backing = b
 	case bfloat16.Dtype:
-		b := make([]bfloat16.BFloat16, len(v))
-		for i, x := range v {
-			b[i] = bfloat16.FromFloat32(float32(x))
-		}
-		d = tensor.New(tensor.WithShape(shape...), tensor.WithBacking(b))
+		b := make([]bfloat16.BFloat16, n)
+		fill(func(i int, v float64) { b[i] = bfloat16.FromFloat32(float32(v)) })
+		backing = b
 	default:
-		d = tensor.New(tensor.WithShape(shape...), tensor.WithBacking(v))
+		b := make([]float64, n)
+		fill(func(i int, v float64) { b[i] = v })
+		backing = b
 	}
+	d := tensor.New(tensor.WithShape(shape...), tensor.WithBacking(backing))
 	return G.NewTensor(l.g, dt, len(shape), G.WithShape(shape...), G.WithName(l.name+"."+suffix), G.WithValue(d))
+}
+
+// drawn makes a learnable node of the given shape and dtype from N(0, 1/fanIn), in order.
+func (l *Layer) drawn(rng *rand.Rand, dt tensor.Dtype, suffix string, fanIn int, shape ...int) *G.Node {
+	return l.weight(dt, suffix, shape, func(set func(int, float64)) {
+		n := 1
+		for _, s := range shape {
+			n *= s
+		}
+		draw(rng, n, fanIn, set)
+	})
 }
 
 // Config returns the layer's config with its defaults filled in.
