@@ -10,15 +10,16 @@
 
 enum { PwSwiGLU = 1, PwGELU = 2, PwSigmoid = 3 };
 
+// sigm is 1/(1+e^-x) for x >= 0 and e^x/(1+e^x) below (neither overflows), written with one
+// exponential and one division of e = e^-|x| and no branch: a warp whose lanes straddle 0
+// would otherwise run both sides.
 __device__ __forceinline__ float sigm(float x) {
-  if (x >= 0.f) return 1.f / (1.f + expf(-x));
-  float e = expf(x);
-  return e / (1.f + e);
+  float e = expf(-fabsf(x));
+  return (x >= 0.f ? 1.f : e) / (1.f + e);
 }
 __device__ __forceinline__ double sigm(double x) {
-  if (x >= 0.) return 1. / (1. + exp(-x));
-  double e = exp(x);
-  return e / (1. + e);
+  double e = exp(-fabs(x));
+  return (x >= 0. ? 1. : e) / (1. + e);
 }
 __device__ __forceinline__ float tanhA(float x) { return tanhf(x); }
 __device__ __forceinline__ double tanhA(double x) { return tanh(x); }

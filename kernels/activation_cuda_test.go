@@ -186,3 +186,42 @@ func TestCUDASwiGLUPacked(t *testing.T) {
 		}
 	}
 }
+
+// TestCUDASwiGLUPackedBench times the packed SwiGLU forward and backward at the layer's shapes
+// (bfloat16, rows = T·K): go test -tags gomoecuda -run TestCUDASwiGLUPackedBench -gomoe.bench -v ./kernels/
+// Each line gives ms per call (CUDA events, mean of -gomoe.iters), the bandwidth of the bytes the
+// pass must move (forward: z read, out written; backward: z and dy read, dz written) and its
+// ratio to cuMemcpyDtoD moving as many bytes in the same run.
+func TestCUDASwiGLUPackedBench(t *testing.T) {
+	if !*gpuBenchFlag {
+		t.Skip("run with -gomoe.bench")
+	}
+	for _, c := range []struct {
+		name    string
+		rows, f int
+	}{{"qwen3", 4096 * 8, 768}, {"mixtral", 4096 * 2, 14336}} {
+		d := BF16
+		n := int64(c.rows) * int64(c.f) * int64(d.Size()) // bytes of one [rows,f] matrix
+		z, dz, dy, y := cuAlloc(t, 2*n), cuAlloc(t, 2*n), cuAlloc(t, n), cuAlloc(t, n)
+		// bfloat16 pairs of about 0.5 and -0.25 in every word: finite inputs on both sides of 0.
+		for _, b := range []cuDevBuf{z, dy} {
+			cuMust(t, testCUDA.Do(func() error { return cu.MemsetD32(b.p, 0xbe803f00, b.n/4) }))
+		}
+		src, dst := cuAlloc(t, 3*n), cuAlloc(t, 3*n)
+		for _, k := range []struct {
+			name  string
+			bytes int64
+			f     func() error
+		}{
+			{"fwd", 3 * n, func() error { return testCUDA.SwiGLUPackedForward(d, y.p, z.p, int64(c.rows), c.f) }},
+			{"bwd", 5 * n, func() error { return testCUDA.SwiGLUPackedBackward(d, dz.p, z.p, dy.p, int64(c.rows), c.f) }},
+		} {
+			ms := cuTimeIt(t, *gpuBenchIters, k.f)
+			// The copy moves the same bytes: half read, half written.
+			half := k.bytes / 2
+			cms := cuTimeIt(t, *gpuBenchIters, func() error { return cu.MemcpyDtoD(dst.p, src.p, half) })
+			gbs, cgbs := float64(k.bytes)/(ms*1e-3)/1e9, float64(k.bytes)/(cms*1e-3)/1e9
+			t.Logf("%-8s rows=%d f=%d bf16 swiglu %s  %.4f ms  %6.0f GB/s  copy %6.0f GB/s  %5.1f %%", c.name, c.rows, c.f, k.name, ms, gbs, cgbs, 100*gbs/cgbs)
+		}
+	}
+}
