@@ -168,10 +168,11 @@ type Backend interface {
 	// Capture runs f with the device work of like's engine captured into a graph instead of
 	// running (device.Engine.Capture).
 	Capture(like G.Value, f func() error) (Graph, error)
-	// SumSquares returns Σ g² of the device tensor g: rows of 1024 elements summed in the
+	// SumSquares returns Σ g² of each device tensor of gs: rows of 1024 elements summed in the
 	// accumulator type, the row sums added in float64 on the device in a fixed order
-	// (kernels.SumReduce); it waits for the device.
-	SumSquares(g *tensor.Dense) (float64, error)
+	// (kernels.SumReduce). It waits for the device once per GPU the tensors are on (one copy
+	// of all their sums to the host), not once per tensor.
+	SumSquares(gs []*tensor.Dense) ([]float64, error)
 	// ClipGrads clips the gradients gs (on one device) by their global L2 norm without waiting
 	// for the device, to the max norm st[at+3] in the optimiser's scalars st (from Scalars;
 	// 0: no clipping): each gradient's Σ g² as SumSquares computes it, their sum in order, and

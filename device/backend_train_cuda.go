@@ -183,27 +183,51 @@ func (cudaBackend) Scalar(v G.Value) (float64, error) {
 // sumSquaresCols is the row length of the RowDot view of a gradient in SumSquares.
 const sumSquaresCols = 1024
 
-// SumSquares views g as rows of up to 1024 elements (a last shorter row for the rest), sums
-// each row's squares with kernels.RowDot (one warp per row, in the accumulator type: float32
-// for float32 and bfloat16, float64 for float64), adds the row sums in float64 on the device
-// (kernels.SumReduce) and copies that one number to the host.
-func (cudaBackend) SumSquares(g *tensor.Dense) (float64, error) {
-	e := trainEngine(g)
-	if e == nil {
-		return 0, fmt.Errorf("the gradient is not in GPU memory")
+// SumSquares views each g of gs as rows of up to 1024 elements (a last shorter row for the
+// rest), sums each row's squares with kernels.RowDot (one warp per row, in the accumulator
+// type: float32 for float32 and bfloat16, float64 for float64) and adds the row sums in float64
+// on the device (kernels.SumReduce), into one float64 per tensor; then one copy per GPU brings
+// those sums to the host.
+func (cudaBackend) SumSquares(gs []*tensor.Dense) ([]float64, error) {
+	out := make([]float64, len(gs))
+	type group struct {
+		e   *Engine
+		idx []int
 	}
-	out, err := e.NewStepTensor(tensor.Float64, 1)
-	if err != nil {
-		return 0, err
+	var groups []group
+	for i, g := range gs {
+		e := trainEngine(g)
+		if e == nil {
+			return nil, fmt.Errorf("gradient %d is not in GPU memory", i)
+		}
+		j := 0
+		for j < len(groups) && groups[j].e != e {
+			j++
+		}
+		if j == len(groups) {
+			groups = append(groups, group{e: e})
+		}
+		groups[j].idx = append(groups[j].idx, i)
 	}
-	if err := sumSquaresInto(e, densePtr(out), g); err != nil {
-		return 0, err
+	for _, gr := range groups {
+		sums, err := gr.e.NewStepTensor(tensor.Float64, len(gr.idx))
+		if err != nil {
+			return nil, err
+		}
+		for j, i := range gr.idx {
+			if err := sumSquaresInto(gr.e, densePtr(sums)+cu.DevicePtr(8*j), gs[i]); err != nil {
+				return nil, err
+			}
+		}
+		h, err := gr.e.CopyOut(sums)
+		if err != nil {
+			return nil, err
+		}
+		for j, i := range gr.idx {
+			out[i] = h.Float64s()[j]
+		}
 	}
-	h, err := e.CopyOut(out)
-	if err != nil {
-		return 0, err
-	}
-	return h.Float64s()[0], nil
+	return out, nil
 }
 
 // sumSquaresInto writes Σ g² (float64) to out on the device: RowDot's row sums of 1024

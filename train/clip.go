@@ -8,6 +8,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/bfloat16"
+	"github.com/gomoe/gomoe/device"
 )
 
 // ClipGradNorm scales the gradients of vgs in place so that their global L2 norm
@@ -19,7 +20,7 @@ import (
 // another solver. The squares are summed in float64 in the order of vgs (host gradients);
 // a gradient in GPU memory (gomoecuda build) is summed on the GPU by rows of 1024 elements in
 // the accumulator type (float32 for float32 and bfloat16) and the row sums in float64 in a
-// fixed order on the GPU (one number per gradient comes to the host), so a GPU norm agrees
+// fixed order on the GPU (their sums come to the host in one copy), so a GPU norm agrees
 // with the CPU's within float32 rounding. (A step captured by GraphStep clips with the same
 // kernels and the same bits without coming to the host at all.) The scaling multiplies
 // each element by the scale rounded to the gradient's dtype (float32 for bfloat16, rounded
@@ -46,17 +47,35 @@ func clip(ps []pair, maxNorm float64) (float64, error) {
 	if maxNorm == 0 {
 		return math.NaN(), nil
 	}
-	sum := 0.0
-	for _, p := range ps {
-		if p.gpu != nil {
-			s, err := p.gpu.SumSquares(p.g)
-			if err != nil {
-				return math.NaN(), fmt.Errorf("gradient norm of %s: %w", p.wLabel, err)
-			}
-			sum += s
+	// The GPU gradients' sums come to the host together (one wait per GPU, not per gradient:
+	// the backend groups them by engine), then every sum is added in the order of ps.
+	sq := make([]float64, len(ps))
+	var dev device.Backend
+	var onDev []int
+	for i, p := range ps {
+		if p.gpu == nil {
+			sq[i] = sumSquares(p.g)
 			continue
 		}
-		sum += sumSquares(p.g)
+		dev = p.gpu
+		onDev = append(onDev, i)
+	}
+	if dev != nil {
+		gs := make([]*tensor.Dense, len(onDev))
+		for j, i := range onDev {
+			gs[j] = ps[i].g
+		}
+		s, err := dev.SumSquares(gs)
+		if err != nil {
+			return math.NaN(), fmt.Errorf("gradient norm: %w", err)
+		}
+		for j, i := range onDev {
+			sq[i] = s[j]
+		}
+	}
+	sum := 0.0
+	for _, s := range sq {
+		sum += s
 	}
 	norm := math.Sqrt(sum)
 	if math.IsNaN(norm) || math.IsInf(norm, 0) {

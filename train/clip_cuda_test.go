@@ -1,0 +1,121 @@
+//go:build gomoecuda
+
+package train_test
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/bfloat16"
+	"github.com/gomoe/gomoe/train"
+)
+
+// valueGrad is a weight and its gradient as the solvers take them.
+type valueGrad struct{ w, g *tensor.Dense }
+
+func (v valueGrad) Value() G.Value         { return v.w }
+func (v valueGrad) Grad() (G.Value, error) { return v.g, nil }
+
+// TestClipGradNormGPUMixed: ClipGradNorm over float32, float64 and bfloat16 gradients in GPU
+// memory and one on the host (the device's sums come to the host in one copy) gives the CPU's
+// norm within float32 rounding and the CPU's clipped gradients within one rounding of each
+// dtype.
+func TestClipGradNormGPUMixed(t *testing.T) {
+	eng := gpuEngine(t)
+	rng := rand.New(rand.NewPCG(3, 4))
+	dts := []tensor.Dtype{tensor.Float32, tensor.Float64, bfloat16.Dtype, tensor.Float32, tensor.Float64}
+	sizes := []int{3000, 1025, 777, 1, 40}
+	var onCPU, onGPU []G.ValueGrad
+	for i, dt := range dts {
+		vals := make([]float64, sizes[i])
+		for j := range vals {
+			vals[j] = rng.NormFloat64() * 0.1
+		}
+		mk := func() *tensor.Dense {
+			switch dt {
+			case tensor.Float32:
+				x := make([]float32, len(vals))
+				for j, v := range vals {
+					x[j] = float32(v)
+				}
+				return tensor.New(tensor.WithBacking(x))
+			case tensor.Float64:
+				return tensor.New(tensor.WithBacking(append([]float64(nil), vals...)))
+			}
+			x := make([]bfloat16.BFloat16, len(vals))
+			for j, v := range vals {
+				x[j] = bfloat16.FromFloat32(float32(v))
+			}
+			return tensor.New(tensor.Of(bfloat16.Dtype), tensor.WithShape(len(x)), tensor.WithBacking(x))
+		}
+		onCPU = append(onCPU, valueGrad{mk(), mk()})
+		if i == len(dts)-1 { // the last one stays on the host in both lists
+			onGPU = append(onGPU, valueGrad{mk(), mk()})
+			continue
+		}
+		w, err := eng.CopyIn(mk())
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, err := eng.CopyIn(mk())
+		if err != nil {
+			t.Fatal(err)
+		}
+		onGPU = append(onGPU, valueGrad{w, g})
+	}
+	const maxNorm = 0.5
+	nc, err := train.ClipGradNorm(onCPU, maxNorm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ng, err := train.ClipGradNorm(onGPU, maxNorm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !(nc > 2*maxNorm) || math.Abs(ng-nc) > 1e-6*nc {
+		t.Fatalf("GPU norm %v, CPU norm %v (want both above %v, within 1e-6)", ng, nc, 2*maxNorm)
+	}
+	for i, dt := range dts {
+		want := asFloat64s(t, onCPU[i].(valueGrad).g)
+		g := onGPU[i].(valueGrad).g
+		if i < len(dts)-1 {
+			if g, err = eng.CopyOut(g); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got := asFloat64s(t, g)
+		tol := map[tensor.Dtype]float64{tensor.Float32: 2e-6, tensor.Float64: 2e-6, bfloat16.Dtype: 1.0 / 128}[dt]
+		for j := range want {
+			if math.Abs(got[j]-want[j]) > tol*math.Abs(want[j]) {
+				t.Fatalf("gradient %d (%v) element %d: GPU %v, CPU %v", i, dt, j, got[j], want[j])
+			}
+		}
+	}
+}
+
+// asFloat64s widens a host tensor's elements.
+func asFloat64s(t *testing.T, d *tensor.Dense) []float64 {
+	t.Helper()
+	switch x := d.Data().(type) {
+	case []float32:
+		out := make([]float64, len(x))
+		for i, v := range x {
+			out[i] = float64(v)
+		}
+		return out
+	case []float64:
+		return x
+	case []bfloat16.BFloat16:
+		out := make([]float64, len(x))
+		for i, v := range x {
+			out[i] = float64(v.Float32())
+		}
+		return out
+	}
+	t.Fatalf("dtype %v", d.Dtype())
+	return nil
+}
