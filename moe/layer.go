@@ -125,66 +125,67 @@ func New(g *G.ExprGraph, name string, cfg Config) (*Layer, error) {
 	return l, nil
 }
 
-// draw puts n values from N(0, 1/fanIn), drawn in order, at put(k, v) for k = 0..n-1.
-func draw(rng *rand.Rand, n, fanIn int, put func(k int, v float64)) {
-	std := 1 / math.Sqrt(float64(fanIn))
-	for k := 0; k < n; k++ {
-		put(k, rng.NormFloat64()*std)
-	}
-}
-
 // inWeight makes an input projection of shape [lead..., f] (lead = E, H for the experts, H for
 // the shared experts), N(0, 1/H): for SwiGLU the gate values are drawn first and the up values
 // second, and each row holds its f gate values, then its f up values ([lead..., 2f]); for GELU
 // [lead..., f].
 func (l *Layer) inWeight(rng *rand.Rand, suffix string, f int, lead ...int) *G.Node {
-	rows := 1
-	for _, n := range lead {
-		rows *= n
-	}
 	g := int(l.cfg.inWidth()) // blocks of f per row: gate (and up)
-	return l.weight(l.cfg.Dtype, suffix, append(lead, g*f), func(set func(int, float64)) {
-		for half := 0; half < g; half++ {
-			draw(rng, rows*f, l.cfg.Hidden, func(k int, v float64) { set(k/f*g*f+half*f+k%f, v) })
-		}
-	})
-}
-
-// weight makes a learnable node of the given shape and dtype whose elements fill sets (each
-// value rounded once to dt), allocating nothing but the weight itself.
-func (l *Layer) weight(dt tensor.Dtype, suffix string, shape []int, fill func(set func(i int, v float64))) *G.Node {
-	n := 1
-	for _, s := range shape {
-		n *= s
-	}
-	var backing any
-	switch dt {
-	case tensor.Float32:
-		b := make([]float32, n)
-		fill(func(i int, v float64) { b[i] = float32(v) })
-		backing = b
-	case bfloat16.Dtype:
-		b := make([]bfloat16.BFloat16, n)
-		fill(func(i int, v float64) { b[i] = bfloat16.FromFloat32(float32(v)) })
-		backing = b
-	default:
-		b := make([]float64, n)
-		fill(func(i int, v float64) { b[i] = v })
-		backing = b
-	}
-	d := tensor.New(tensor.WithShape(shape...), tensor.WithBacking(backing))
-	return G.NewTensor(l.g, dt, len(shape), G.WithShape(shape...), G.WithName(l.name+"."+suffix), G.WithValue(d))
+	return l.weight(rng, l.cfg.Dtype, suffix, l.cfg.Hidden, g, append(lead, g*f)...)
 }
 
 // drawn makes a learnable node of the given shape and dtype from N(0, 1/fanIn), in order.
 func (l *Layer) drawn(rng *rand.Rand, dt tensor.Dtype, suffix string, fanIn int, shape ...int) *G.Node {
-	return l.weight(dt, suffix, shape, func(set func(int, float64)) {
-		n := 1
-		for _, s := range shape {
-			n *= s
+	return l.weight(rng, dt, suffix, fanIn, 1, shape...)
+}
+
+// weight makes a learnable node of the given shape and dtype from N(0, 1/fanIn), each value
+// rounded once to dt, allocating nothing but the weight itself (and one row of float64s). The
+// tensor is viewed as rows of g blocks of f = shape[last]/g columns, and the values are drawn
+// block by block: block 0 of every row in row order, then block 1, ... (g = 1: element order).
+func (l *Layer) weight(rng *rand.Rand, dt tensor.Dtype, suffix string, fanIn, g int, shape ...int) *G.Node {
+	n := 1
+	for _, s := range shape {
+		n *= s
+	}
+	w := shape[len(shape)-1]
+	rows, f := n/w, w/g
+	std := 1 / math.Sqrt(float64(fanIn))
+	row := make([]float64, f)
+	var backing any
+	var put func(dst int)
+	switch dt {
+	case tensor.Float32:
+		b := make([]float32, n)
+		put = func(dst int) {
+			for c, v := range row {
+				b[dst+c] = float32(v)
+			}
 		}
-		draw(rng, n, fanIn, set)
-	})
+		backing = b
+	case bfloat16.Dtype:
+		b := make([]bfloat16.BFloat16, n)
+		put = func(dst int) {
+			for c, v := range row {
+				b[dst+c] = bfloat16.FromFloat32(float32(v))
+			}
+		}
+		backing = b
+	default:
+		b := make([]float64, n)
+		put = func(dst int) { copy(b[dst:dst+f], row) }
+		backing = b
+	}
+	for half := 0; half < g; half++ {
+		for r := 0; r < rows; r++ {
+			for c := range row {
+				row[c] = rng.NormFloat64() * std
+			}
+			put(r*w + half*f)
+		}
+	}
+	d := tensor.New(tensor.WithShape(shape...), tensor.WithBacking(backing))
+	return G.NewTensor(l.g, dt, len(shape), G.WithShape(shape...), G.WithName(l.name+"."+suffix), G.WithValue(d))
 }
 
 // Config returns the layer's config with its defaults filled in.
