@@ -102,7 +102,7 @@ func clip(ps []pair, maxNorm float64) (float64, error) {
 // sumSquares is Σ g² of a host gradient, in float64 in element order.
 func sumSquares(g *tensor.Dense) float64 {
 	s := 0.0
-	switch x := g.Data().(type) {
+	switch x := hostData(g).(type) {
 	case []float32:
 		for _, v := range x {
 			s += float64(v) * float64(v)
@@ -123,7 +123,7 @@ func sumSquares(g *tensor.Dense) float64 {
 // scaleGrad multiplies a host gradient by s in place: in float32 for float32 and bfloat16
 // (then rounded to bfloat16), in float64 for float64, as the GPU's element-wise kernel.
 func scaleGrad(g *tensor.Dense, s float64) {
-	switch x := g.Data().(type) {
+	switch x := hostData(g).(type) {
 	case []float32:
 		f := float32(s)
 		for i := range x {

@@ -149,6 +149,9 @@ func mkDense(dt tensor.Dtype, v []float64) *tensor.Dense {
 }
 
 func asFloats(d *tensor.Dense) []float64 {
+	if d.Shape().IsScalar() {
+		return scalarFloats(d)
+	}
 	if b, ok := d.Data().([]bfloat16.BFloat16); ok {
 		o := make([]float64, len(b))
 		for i, x := range b {
@@ -157,4 +160,64 @@ func asFloats(d *tensor.Dense) []float64 {
 		return o
 	}
 	return floats(d)
+}
+
+// scalarDense is v as a scalar-shaped tensor of dtype dt (whose Data() is the value, not a
+// slice).
+func scalarDense(dt tensor.Dtype, v float64) *tensor.Dense {
+	switch dt {
+	case tensor.Float32:
+		return tensor.New(tensor.FromScalar(float32(v)))
+	case tensor.Float64:
+		return tensor.New(tensor.FromScalar(v))
+	}
+	return tensor.New(tensor.FromScalar(bfloat16.FromFloat32(float32(v))))
+}
+
+// TestClipAndStepScalarWeights: a scalar-shaped weight and gradient count in the norm, are
+// clipped, and are updated by Adam and SGD, in every dtype (the host paths read tensors
+// through their backing slices, not Data()).
+func TestClipAndStepScalarWeights(t *testing.T) {
+	for _, dt := range []tensor.Dtype{tensor.Float32, tensor.Float64, bfloat16.Dtype} {
+		ws, gs := scalarDense(dt, 0), scalarDense(dt, 12)
+		if ws.Dtype() != dt || !ws.Shape().IsScalar() {
+			t.Fatalf("%v: scalar tensor is %v %v", dt, ws.Dtype(), ws.Shape())
+		}
+		wv, gv := mkDense(dt, []float64{0, 0}), mkDense(dt, []float64{3, -4})
+		norm, err := ClipGradNorm([]G.ValueGrad{vg{wv, gv}, vg{ws, gs}}, 6.5)
+		if err != nil {
+			t.Fatalf("%v: %v", dt, err)
+		}
+		if norm != 13 {
+			t.Errorf("%v: norm %v, want 13 (the scalar gradient 12 counted)", dt, norm)
+		}
+		n := 13.0
+		want := 12 * (6.5 / (n + 1e-6))
+		if got := asFloats(gs); len(got) != 1 || math.Abs(got[0]-want) > 0.01*want {
+			t.Errorf("%v: clipped scalar gradient %v, want about %v", dt, got, want)
+		}
+		for _, opt := range []interface{ Step([]G.ValueGrad) error }{&Adam{LR: 0.1, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8}, &SGD{LR: 0.1}} {
+			w, g := scalarDense(dt, 1), scalarDense(dt, 2)
+			if err := opt.Step([]G.ValueGrad{vg{w, g}}); err != nil {
+				t.Fatalf("%v %T: %v", dt, opt, err)
+			}
+			if got := asFloats(w); len(got) != 1 || !(got[0] < 1) {
+				t.Errorf("%v %T: scalar weight after a step with gradient 2: %v, want below 1", dt, opt, got)
+			}
+		}
+	}
+}
+
+// scalarFloats is the one value of a scalar-shaped tensor, read through hostData (Data() of a
+// bfloat16 scalar is its uint16 bits).
+func scalarFloats(d *tensor.Dense) []float64 {
+	switch x := hostData(d).(type) {
+	case []float32:
+		return []float64{float64(x[0])}
+	case []float64:
+		return []float64{x[0]}
+	case []bfloat16.BFloat16:
+		return []float64{float64(x[0].Float32())}
+	}
+	return nil
 }

@@ -184,7 +184,7 @@ func (a *Adam) Step(vgs []G.ValueGrad) error {
 		case p.gpu != nil:
 			err = p.gpu.Adam(p.w, p.g, st.w32, st.m, st.v, a.LR, a.Beta1, a.Beta2, a.Eps, c1, c2, a.WeightDecay, a.gsc.arg())
 		case p.dtype == bfloat16.Dtype:
-			err = kernels.AdamUpdateBF16(p.w.Data().([]bfloat16.BFloat16), p.g.Data().([]bfloat16.BFloat16), st.w32.([]float32), st.m.([]float32), st.v.([]float32), a.LR, a.Beta1, a.Beta2, a.Eps, c1, c2, a.WeightDecay)
+			err = kernels.AdamUpdateBF16(bf16Data(p.w), bf16Data(p.g), st.w32.([]float32), st.m.([]float32), st.v.([]float32), a.LR, a.Beta1, a.Beta2, a.Eps, c1, c2, a.WeightDecay)
 		case p.dtype == tensor.Float32:
 			err = kernels.AdamUpdate(p.w.Float32s(), p.g.Float32s(), st.m.([]float32), st.v.([]float32), a.LR, a.Beta1, a.Beta2, a.Eps, c1, c2, a.WeightDecay)
 		default:
@@ -283,7 +283,7 @@ func newMoments(p pair, adam bool) (*moments, error) {
 	}
 	if p.dtype == bfloat16.Dtype {
 		w32 := make([]float32, p.n)
-		if err := bfloat16.ToFloat32s(w32, p.w.Data().([]bfloat16.BFloat16)); err != nil {
+		if err := bfloat16.ToFloat32s(w32, bf16Data(p.w)); err != nil {
 			return nil, err
 		}
 		st.w32 = w32
@@ -369,7 +369,7 @@ func (s *SGD) Step(vgs []G.ValueGrad) error {
 			}
 			err = p.gpu.SGD(p.w, p.g, w32, s.LR, s.WeightDecay, s.gsc.arg())
 		case p.dtype == bfloat16.Dtype:
-			err = kernels.SGDUpdateBF16(p.w.Data().([]bfloat16.BFloat16), p.g.Data().([]bfloat16.BFloat16), st.w32.([]float32), s.LR, s.WeightDecay)
+			err = kernels.SGDUpdateBF16(bf16Data(p.w), bf16Data(p.g), st.w32.([]float32), s.LR, s.WeightDecay)
 		case p.dtype == tensor.Float32:
 			err = kernels.SGDUpdate(p.w.Float32s(), p.g.Float32s(), s.LR, s.WeightDecay)
 		default:
