@@ -104,10 +104,14 @@ type Backend interface {
 	// constant).
 
 	// BalanceLoss returns scale·Σ_b Σ_e N[b,e]·Σ_{t in b} s[t,e] for ids [T,K] int32 and
-	// scores [T,E] (seqs sequences), with scores' dtype, as kernels.BalanceLossForward.
-	BalanceLoss(ids, scores G.Value, experts, topK, seqs int, scale float64) (G.Value, error)
-	// BalanceLossGrad returns ds [T,E] of dtype dt: (scale·dy)·N[b(t),e].
-	BalanceLossGrad(ids G.Value, dt tensor.Dtype, experts, topK, seqs int, scale float64, dy G.Value, dyv float64) (G.Value, error)
+	// scores [T,E] (seqs sequences), with scores' dtype, as kernels.BalanceLossForward. With
+	// score kernels.RouterSoftmax or kernels.RouterSigmoid, x holds the router's logits and s
+	// is computed from them (kernels.RouterBalanceLossForward); with score 0, x is s.
+	BalanceLoss(ids, x G.Value, experts, topK, seqs int, scale float64, score kernels.RouterScore) (G.Value, error)
+	// BalanceLossGrad returns, with score 0, ds [T,E] of dtype dt: (scale·dy)·N[b(t),e] (x is
+	// not read and may be nil); with a score function, the gradient [T,E] with respect to the
+	// logits x (kernels.RouterBalanceLossBackward).
+	BalanceLossGrad(ids, x G.Value, dt tensor.Dtype, experts, topK, seqs int, scale float64, dy G.Value, dyv float64, score kernels.RouterScore) (G.Value, error)
 	// ZLoss returns scale·Σ_t lse(logits[t])² for logits [T,E], with logits' dtype.
 	ZLoss(logits G.Value, scale float64) (G.Value, error)
 	// ZLossGrad returns dlogits [T,E] = (2·scale·dy)·lse(t)·softmax(logits[t]).

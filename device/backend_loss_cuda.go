@@ -50,23 +50,20 @@ func balanceDevArgs(ids, scores G.Value, experts, topK, seqs int) (*Engine, int,
 	if err != nil {
 		return nil, 0, err
 	}
-	is := ids.Shape()
-	if ids.Dtype() != tensor.Int32 || is.Dims() != 2 || is[1] != topK {
-		return nil, 0, fmt.Errorf("ids are %v %v, want int32 (T, K=%d)", ids.Dtype(), is, topK)
-	}
-	if s := scores.Shape(); s.Dims() != 2 || s[0] != is[0] || s[1] != experts {
-		return nil, 0, fmt.Errorf("scores have shape %v, want (T=%d, E=%d)", s, is[0], experts)
-	}
-	if err := contiguous("ids", ids); err != nil {
+	T, err := balanceIDs(ids, topK)
+	if err != nil {
 		return nil, 0, err
+	}
+	if s := scores.Shape(); s.Dims() != 2 || s[0] != T || s[1] != experts {
+		return nil, 0, fmt.Errorf("scores have shape %v, want (T=%d, E=%d)", s, T, experts)
 	}
 	if err := contiguous("scores", scores); err != nil {
 		return nil, 0, err
 	}
-	if seqs < 1 || is[0]%seqs != 0 {
-		return nil, 0, fmt.Errorf("T=%d tokens do not split into %d sequences", is[0], seqs)
+	if seqs < 1 || T%seqs != 0 {
+		return nil, 0, fmt.Errorf("T=%d tokens do not split into %d sequences", T, seqs)
 	}
-	return e, is[0], nil
+	return e, T, nil
 }
 
 // lossWork allocates scratch memory for one call; the caller frees it right after enqueueing
@@ -75,16 +72,16 @@ func lossWork(e *Engine, n int64) (tensor.Memory, error) {
 	return e.Alloc(max(n, 8))
 }
 
-func (cudaBackend) BalanceLoss(ids, scores G.Value, experts, topK, seqs int, scale float64) (G.Value, error) {
-	e, T, err := balanceDevArgs(ids, scores, experts, topK, seqs)
+func (cudaBackend) BalanceLoss(ids, x G.Value, experts, topK, seqs int, scale float64, score kernels.RouterScore) (G.Value, error) {
+	e, T, err := balanceDevArgs(ids, x, experts, topK, seqs)
 	if err != nil {
 		return nil, err
 	}
-	dt, err := lossFloat(scores.Dtype())
+	dt, err := lossFloat(x.Dtype())
 	if err != nil {
 		return nil, err
 	}
-	out, err := e.NewStepTensor(scores.Dtype())
+	out, err := e.NewStepTensor(x.Dtype())
 	if err != nil {
 		return nil, err
 	}
@@ -94,26 +91,36 @@ func (cudaBackend) BalanceLoss(ids, scores G.Value, experts, topK, seqs int, sca
 		return nil, err
 	}
 	defer e.Free(work, 0)
-	if err := e.Kernels().BalanceLossForward(dt, dptr(out), dptr(ids), dptr(scores), cu.DevicePtr(work.Uintptr()), T, topK, experts, seqs, scale); err != nil {
+	k, wp := e.Kernels(), cu.DevicePtr(work.Uintptr())
+	if score == 0 {
+		err = k.BalanceLossForward(dt, dptr(out), dptr(ids), dptr(x), wp, T, topK, experts, seqs, scale)
+	} else {
+		err = k.RouterBalanceLossForward(dt, dptr(out), dptr(ids), dptr(x), wp, T, topK, experts, seqs, scale, score)
+	}
+	if err != nil {
 		_ = e.Release(out)
 		return nil, err
 	}
 	return out, nil
 }
 
-func (cudaBackend) BalanceLossGrad(ids G.Value, dt tensor.Dtype, experts, topK, seqs int, scale float64, dy G.Value, dyv float64) (G.Value, error) {
-	e, err := devOf(ids)
+func (cudaBackend) BalanceLossGrad(ids, x G.Value, dt tensor.Dtype, experts, topK, seqs int, scale float64, dy G.Value, dyv float64, score kernels.RouterScore) (G.Value, error) {
+	var e *Engine
+	var T int
+	var err error
+	if score == 0 {
+		if e, err = devOf(ids); err == nil {
+			T, err = balanceIDs(ids, topK)
+		}
+	} else {
+		e, T, err = balanceDevArgs(ids, x, experts, topK, seqs)
+		if err == nil && x.Dtype() != dt {
+			err = fmt.Errorf("logits are %v, want %v", x.Dtype(), dt)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
-	is := ids.Shape()
-	if ids.Dtype() != tensor.Int32 || is.Dims() != 2 || is[1] != topK {
-		return nil, fmt.Errorf("ids are %v %v, want int32 (T, K=%d)", ids.Dtype(), is, topK)
-	}
-	if err := contiguous("ids", ids); err != nil {
-		return nil, err
-	}
-	T := is[0]
 	kd, err := lossFloat(dt)
 	if err != nil {
 		return nil, err
@@ -132,11 +139,29 @@ func (cudaBackend) BalanceLossGrad(ids G.Value, dt tensor.Dtype, experts, topK, 
 		return nil, err
 	}
 	defer e.Free(work, 0)
-	if err := e.Kernels().BalanceLossBackward(kd, dptr(ds), dptr(ids), cu.DevicePtr(work.Uintptr()), dyp, T, topK, experts, seqs, scale, dyv); err != nil {
+	k, wp := e.Kernels(), cu.DevicePtr(work.Uintptr())
+	if score == 0 {
+		err = k.BalanceLossBackward(kd, dptr(ds), dptr(ids), wp, dyp, T, topK, experts, seqs, scale, dyv)
+	} else {
+		err = k.RouterBalanceLossBackward(kd, dptr(ds), dptr(ids), dptr(x), wp, dyp, T, topK, experts, seqs, scale, dyv, score)
+	}
+	if err != nil {
 		_ = e.Release(ds)
 		return nil, err
 	}
 	return ds, nil
+}
+
+// balanceIDs checks ids [T, topK] int32, contiguous, and returns T.
+func balanceIDs(ids G.Value, topK int) (int, error) {
+	is := ids.Shape()
+	if ids.Dtype() != tensor.Int32 || is.Dims() != 2 || is[1] != topK {
+		return 0, fmt.Errorf("ids are %v %v, want int32 (T, K=%d)", ids.Dtype(), is, topK)
+	}
+	if err := contiguous("ids", ids); err != nil {
+		return 0, err
+	}
+	return is[0], nil
 }
 
 func zDevArgs(logits G.Value) (*Engine, kernels.DType, int, int, error) {

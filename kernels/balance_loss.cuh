@@ -84,6 +84,118 @@ __device__ __forceinline__ void balanceBwd(const int *__restrict__ partN, T *__r
   for (long long t = r0; t < r1; t++) ds[t * E + e] = v;
 }
 
+// ---- the router's balancing loss from the logits (op.RouterBalanceLoss) ----------------------
+// The scores s [T,E] the loss sums are computed from the logits inside the two kernels below,
+// with the arithmetic of the ops they replace, so that the loss and the logits' gradient have
+// the bits of the unfused chain on the GPU: softmax as rowFwd/rowBwd (rowop.cuh, via router.cuh's
+// routerRowSoftmax and routerScore), sigmoid then row normalisation as pw_fwd/pw_bwd's Sigmoid
+// (activation.cuh) and rowFwd/rowBwd's RowNormalize. Each row's statistics (softmax: max and
+// Σ exp; sigmoid: Σ σ) are found by one warp, as the row ops find them.
+
+// routerRowStats sets the row's statistics: softmax m (max) and s (Σ exp(x − m)); sigmoid
+// s = Σ σ(x) (m = 0), each summed as rowFwd sums it.
+template <typename T>
+__device__ __forceinline__ void routerRowStats(const T *__restrict__ xr, int E, int lane, int score, T &m, T &s) {
+  if (score == RouterSoftmax) {
+    routerRowSoftmax(xr, E, lane, m, s);
+    return;
+  }
+  m = 0;
+  s = 0;
+  for (int j = lane; j < E; j += 32) s += sigm(xr[j]);
+  s = warpSumA(s);
+}
+
+// routerAuxScore is s[t,e] from the logit x and its row's statistics (rowFwd's rounding).
+template <typename T> __device__ __forceinline__ T routerAuxScore(int score, T x, T m, T s) {
+  return score == RouterSoftmax ? expA(x - m) / s : sigm(x) / s;
+}
+
+// loss_partials_logits: lossPartials of the scores computed from the logits x, block c for chunk
+// c and every expert (loop over the columns), the same partP and partN.
+template <typename T>
+__device__ __forceinline__ void lossPartialsLogits(const int *__restrict__ ids, const T *__restrict__ x,
+                                                   double *__restrict__ partP, int *__restrict__ partN, int K,
+                                                   int E, int S, int cps, int score, int *__restrict__ status) {
+  __shared__ T rowM[LOSS_CHUNK], rowS[LOSS_CHUNK];
+  int c = blockIdx.x;
+  long long b = c / cps;
+  long long r0 = b * S + (long long)(c % cps) * LOSS_CHUNK;
+  long long r1 = min(r0 + LOSS_CHUNK, (b + 1) * S);
+  int lane = threadIdx.x & 31, warps = blockDim.x >> 5;
+  for (long long t = r0 + (threadIdx.x >> 5); t < r1; t += warps) {
+    T m, s;
+    routerRowStats(x + t * E, E, lane, score, m, s);
+    if (lane == 0) {
+      rowM[t - r0] = m;
+      rowS[t - r0] = s;
+    }
+  }
+  __syncthreads();
+  bool bad = false;
+  for (int e = threadIdx.x; e < E; e += blockDim.x) {
+    double p = 0;
+    int n = 0;
+    for (long long t = r0; t < r1; t++) {
+      p = __dadd_rn(p, (double)routerAuxScore<T>(score, x[t * E + e], rowM[t - r0], rowS[t - r0]));
+      const int *it = ids + t * K;
+      for (int k = 0; k < K; k++) {
+        int v = __ldg(it + k);
+        n += v == e;
+        bad |= v < -1 || v >= E;
+      }
+    }
+    long long o = (long long)c * E + e;
+    partN[o] = n;
+    partP[o] = p;
+  }
+  if (bad) atomicOr(status, 1);
+}
+
+// balance_loss_bwd_logits: the logits' gradient dx [T,E]; block c·LOSS_BWD_SPLIT + p takes the
+// rows r0 + p·warps + w of chunk c, one per warp w (blockDim.x = 32·LOSS_CHUNK/LOSS_BWD_SPLIT):
+// the scores' gradient v[e] = (scale·dy)·N[b,e] (balanceBwd's rounding, kept in shared memory,
+// E elements), then per row the backward of the score: softmax dx = s·(v − Σ v·s) (rowBwd);
+// sigmoid g = (v − Σ v·s)/Σσ (rowBwd's RowNormalize), dx = g·σ·(1 − σ) (pw_bwd's Sigmoid).
+#define LOSS_BWD_SPLIT 8
+template <typename T>
+__device__ __forceinline__ void balanceBwdLogits(const int *__restrict__ partN, const T *__restrict__ x,
+                                                 T *__restrict__ dx, const T *dyp, double dyv, int E, int S,
+                                                 int cps, double scale, int score) {
+  extern __shared__ __align__(16) unsigned char smemBytes[];
+  T *v = (T *)smemBytes;
+  int c = blockIdx.x / LOSS_BWD_SPLIT, part = blockIdx.x % LOSS_BWD_SPLIT;
+  long long b = c / cps;
+  long long r0 = b * S + (long long)(c % cps) * LOSS_CHUNK;
+  long long r1 = min(r0 + LOSS_CHUNK, (b + 1) * S);
+  for (int e = threadIdx.x; e < E; e += blockDim.x) {
+    long long cnt = 0;
+    for (int j = 0; j < cps; j++) cnt += partN[(b * cps + j) * E + e];
+    v[e] = (T)__dmul_rn(__dmul_rn(scale, lossDy(dyp, dyv)), (double)cnt);
+  }
+  __syncthreads();
+  int lane = threadIdx.x & 31, warps = blockDim.x >> 5;
+  for (long long t = r0 + part * warps + (threadIdx.x >> 5); t < r1; t += LOSS_BWD_SPLIT * warps) {
+    const T *xr = x + t * E;
+    T *dr = dx + t * E;
+    T m, s;
+    routerRowStats(xr, E, lane, score, m, s);
+    T d = 0;
+    for (int j = lane; j < E; j += 32) d += v[j] * routerAuxScore<T>(score, xr[j], m, s);
+    d = warpSumA(d);
+    for (int j = lane; j < E; j += 32) {
+      T g = v[j] - d;
+      if (score == RouterSoftmax) {
+        dr[j] = routerAuxScore<T>(score, xr[j], m, s) * g;
+      } else {
+        T sg = sigm(xr[j]);
+        T gn = g / s;
+        dr[j] = gn * sg * ((T)1 - sg);
+      }
+    }
+  }
+}
+
 #define BALANCEOPS(SUF, T)                                                                         \
   extern "C" __global__ void __launch_bounds__(256)                                                \
       loss_partials_##SUF(const int *ids, const T *s, double *partP, int *partN, int K, int E, int S, \
@@ -99,6 +211,16 @@ __device__ __forceinline__ void balanceBwd(const int *__restrict__ partN, T *__r
       balance_loss_bwd_##SUF(const int *partN, T *ds, const T *dyp, double dyv, int E, int S, int cps, \
                              int ny, double scale) {                                               \
     balanceBwd<T>(partN, ds, dyp, dyv, E, S, cps, ny, scale);                                      \
+  }                                                                                                \
+  extern "C" __global__ void __launch_bounds__(256)                                                \
+      loss_partials_logits_##SUF(const int *ids, const T *x, double *partP, int *partN, int K, int E, \
+                                 int S, int cps, int score, int *status) {                         \
+    lossPartialsLogits<T>(ids, x, partP, partN, K, E, S, cps, score, status);                      \
+  }                                                                                                \
+  extern "C" __global__ void __launch_bounds__(256)                                                \
+      balance_loss_bwd_logits_##SUF(const int *partN, const T *x, T *dx, const T *dyp, double dyv,  \
+                                    int E, int S, int cps, double scale, int score) {              \
+    balanceBwdLogits<T>(partN, x, dx, dyp, dyv, E, S, cps, scale, score);                          \
   }
 BALANCEOPS(f32, float)
 BALANCEOPS(f64, double)

@@ -119,3 +119,83 @@ func BalanceLossBackward[F float32 | float64](ds []F, ids []int32, T, K, E, B in
 	}
 	return nil
 }
+
+// The router's balancing loss from its logits (op.RouterBalanceLoss): BalanceLoss of the
+// scores over all experts, with the scores computed from the logits [T,E] inside the loss
+// instead of by separate ops. score RouterSoftmax: s = the row softmax of the logits (as
+// op.Softmax); RouterSigmoid: s = σ(logits), each row divided by its sum (as op.RowNormalize
+// of op.Sigmoid). On the CPU these are those ops' kernels (RowForward, ActivationForward and
+// their backward) followed by BalanceLossForward or BalanceLossBackward, so they give the
+// chain's bits; the CUDA twins compute the scores inside the loss's own kernels with the
+// device ops' arithmetic, so on the device too they give the device chain's bits.
+
+// MaxRouterBalanceExperts is the largest E the device RouterBalanceLoss kernels take (the CPU
+// takes any): the backward keeps the scores' gradient of one sequence, E elements, in shared
+// memory.
+const MaxRouterBalanceExperts = 4096
+
+// routerAuxScores returns the scores s [T,E] of the logits, and for RouterSigmoid the sigmoids.
+func routerAuxScores[F float32 | float64](name string, logits []F, E int, score RouterScore) (s, sg []F, err error) {
+	s = make([]F, len(logits))
+	switch score {
+	case RouterSoftmax:
+		err = RowForward(RowSoftmax, s, logits, E)
+	case RouterSigmoid:
+		sg = make([]F, len(logits))
+		if err = ActivationForward(Sigmoid, sg, logits, nil); err == nil {
+			err = RowForward(RowNormalize, s, sg, E)
+		}
+	default:
+		err = fmt.Errorf("gomoe: %s: unknown score function %d", name, int(score))
+	}
+	return s, sg, err
+}
+
+// RouterBalanceLossForward returns BalanceLossForward(ids, s, T, K, E, B, scale) for the scores
+// s of logits [T,E] (see above).
+func RouterBalanceLossForward[F float32 | float64](ids []int32, logits []F, T, K, E, B int, scale float64, score RouterScore) (F, error) {
+	const name = "RouterBalanceLossForward"
+	if err := checkBalance(name, len(ids), T, K, E, B); err != nil {
+		return 0, err
+	}
+	if len(logits) != T*E {
+		return 0, fmt.Errorf("gomoe: %s: %d logits, want T·E = %d", name, len(logits), T*E)
+	}
+	s, _, err := routerAuxScores(name, logits, E, score)
+	if err != nil {
+		return 0, err
+	}
+	return BalanceLossForward(ids, s, T, K, E, B, scale)
+}
+
+// RouterBalanceLossBackward writes into dlogits [T,E] (overwriting it) the gradient of
+// RouterBalanceLossForward with respect to the logits: the scores' gradient of
+// BalanceLossBackward taken back through the score function (RowBackward, ActivationBackward).
+func RouterBalanceLossBackward[F float32 | float64](dlogits []F, ids []int32, logits []F, T, K, E, B int, scale, dy float64, score RouterScore) error {
+	const name = "RouterBalanceLossBackward"
+	if err := checkBalance(name, len(ids), T, K, E, B); err != nil {
+		return err
+	}
+	if len(logits) != T*E || len(dlogits) != T*E {
+		return fmt.Errorf("gomoe: %s: %d logits and a gradient of %d, want T·E = %d", name, len(logits), len(dlogits), T*E)
+	}
+	if err := checkInPlace(name, []span{spanOf("dlogits", dlogits)}, []span{spanOf("logits", logits)}); err != nil {
+		return err
+	}
+	s, sg, err := routerAuxScores(name, logits, E, score)
+	if err != nil {
+		return err
+	}
+	ds := make([]F, T*E)
+	if err := BalanceLossBackward(ds, ids, T, K, E, B, scale, dy); err != nil {
+		return err
+	}
+	if score == RouterSoftmax {
+		return RowBackward(RowSoftmax, dlogits, logits, s, ds, E)
+	}
+	dsg := make([]F, T*E)
+	if err := RowBackward(RowNormalize, dsg, sg, s, ds, E); err != nil {
+		return err
+	}
+	return ActivationBackward(Sigmoid, 0, dlogits, logits, nil, sg, dsg)
+}

@@ -16,7 +16,8 @@ import (
 
 func init() {
 	for _, s := range []string{"f32", "f64"} {
-		kernelNames = append(kernelNames, "loss_partials_"+s, "balance_loss_fwd_"+s, "balance_loss_bwd_"+s)
+		kernelNames = append(kernelNames, "loss_partials_"+s, "balance_loss_fwd_"+s, "balance_loss_bwd_"+s,
+			"loss_partials_logits_"+s, "balance_loss_bwd_logits_"+s)
 	}
 }
 
@@ -88,5 +89,61 @@ func (c *CUDA) BalanceLossBackward(d DType, ds, ids, work, dy cu.DevicePtr, T, K
 		}
 		return c.launch("balance_loss_bwd_"+d.suffix(), gr.chunks*gr.ny, gr.bd, 0,
 			*new(args).p(partN).p(ds).p(dy).d(dyv).i(E).i(gr.S).i(gr.cps).i(gr.ny).d(scale))
+	})
+}
+
+// routerBalanceShape checks a RouterBalanceLoss call and returns its launch shape (one block
+// of 256 threads per chunk).
+func routerBalanceShape(name string, d DType, T, K, E, B int, score RouterScore) (balanceGrid, error) {
+	gr, err := balanceShape(name, d, T, K, E, B)
+	if err != nil {
+		return gr, err
+	}
+	if score != RouterSoftmax && score != RouterSigmoid {
+		return gr, fmt.Errorf("gomoe: device %s: unknown score function %d", name, int(score))
+	}
+	if E > MaxRouterBalanceExperts {
+		return gr, fmt.Errorf("gomoe: device %s: E=%d experts, at most %d", name, E, MaxRouterBalanceExperts)
+	}
+	return gr, nil
+}
+
+// RouterBalanceLossForward writes into out (one element of dtype d) the loss of the CPU
+// RouterBalanceLossForward of ids [T,K] and logits [T,E]; the device op chain's bits (scores by
+// the row-op and activation kernels' arithmetic, then BalanceLossForward), within a few ulps of
+// the CPU (the exponentials differ). Two launches; work as for BalanceLossForward.
+func (c *CUDA) RouterBalanceLossForward(d DType, out, ids, logits, work cu.DevicePtr, T, K, E, B int, scale float64, score RouterScore) error {
+	gr, err := routerBalanceShape("RouterBalanceLossForward", d, T, K, E, B, score)
+	if err != nil {
+		return err
+	}
+	partP := work
+	partN := work + cu.DevicePtr(8*int64(gr.chunks)*int64(E))
+	return c.do(func() error {
+		if err := c.launch("loss_partials_logits_"+d.suffix(), gr.chunks, 256, 0,
+			*new(args).p(ids).p(logits).p(partP).p(partN).i(K).i(E).i(gr.S).i(gr.cps).i(int(score)).p(c.status)); err != nil {
+			return err
+		}
+		return c.launch("balance_loss_fwd_"+d.suffix(), 1, LossLanes, 0,
+			*new(args).p(partP).p(partN).p(out).i(B).i(E).i(gr.cps).d(scale))
+	})
+}
+
+// RouterBalanceLossBackward writes dlogits [T,E], the gradient of RouterBalanceLossForward with
+// respect to the logits (dy as in BalanceLossBackward): the device chain's bits. Two launches.
+func (c *CUDA) RouterBalanceLossBackward(d DType, dlogits, ids, logits, work, dy cu.DevicePtr, T, K, E, B int, scale, dyv float64, score RouterScore) error {
+	gr, err := routerBalanceShape("RouterBalanceLossBackward", d, T, K, E, B, score)
+	if err != nil {
+		return err
+	}
+	partN := work + cu.DevicePtr(8*int64(gr.chunks)*int64(E))
+	return c.do(func() error {
+		if err := c.launch("loss_partials_"+d.suffix(), gr.chunks*gr.ny, gr.bd, 0,
+			*new(args).p(ids).p(0).p(0).p(partN).i(K).i(E).i(gr.S).i(gr.cps).i(gr.ny).p(c.status)); err != nil {
+			return err
+		}
+		// LOSS_BWD_SPLIT (8) blocks per chunk of LossChunk rows, one row per warp.
+		return c.launch("balance_loss_bwd_logits_"+d.suffix(), gr.chunks*8, 32*LossChunk/8, E*d.Size(),
+			*new(args).p(partN).p(logits).p(dlogits).p(dy).d(dyv).i(E).i(gr.S).i(gr.cps).d(scale).i(int(score)))
 	})
 }

@@ -87,3 +87,98 @@ func TestCUDABalanceLossArgs(t *testing.T) {
 		}
 	}
 }
+
+// loRouterBalance checks RouterBalanceLossForward/Backward on the GPU: bit for bit against the
+// device chain they replace (RowForward, ActivationForward, BalanceLossForward and their
+// backward, as the layer ran them), and within a few ulps of the CPU twin.
+func loRouterBalance[F float32 | float64](t *testing.T, c loCase, ids []int32, x []F, dyv float64, score RouterScore) {
+	d := loDType[F]()
+	size := int64(d.Size())
+	n := c.T * c.E
+	scale := 0.01 * float64(c.E) / (float64(c.B) * float64(c.K) * float64(c.T/c.B) * float64(c.T/c.B))
+	want, err := RouterBalanceLossForward(ids, x, c.T, c.K, c.E, c.B, scale, score)
+	cuMust(t, err)
+	wantG := make([]F, n)
+	cuMust(t, RouterBalanceLossBackward(wantG, ids, x, c.T, c.K, c.E, c.B, scale, dyv, score))
+
+	bIDs, bX := cuUpload(t, ids), cuUpload(t, x)
+	work := cuAlloc(t, BalanceLossWorkBytes(c.T, c.E, c.B))
+	out, dx := cuAlloc(t, size), cuAlloc(t, size*int64(n))
+	cuMust(t, testCUDA.RouterBalanceLossForward(d, out.p, bIDs.p, bX.p, work.p, c.T, c.K, c.E, c.B, scale, score))
+	cuMust(t, testCUDA.RouterBalanceLossBackward(d, dx.p, bIDs.p, bX.p, work.p, 0, c.T, c.K, c.E, c.B, scale, dyv, score))
+	gotL, gotG := cuDownload[F](t, out, 1), cuDownload[F](t, dx, n)
+
+	// The device chain.
+	s, sg := cuAlloc(t, size*int64(n)), cuAlloc(t, size*int64(n))
+	if score == RouterSoftmax {
+		cuMust(t, testCUDA.RowForward(d, RowSoftmax, s.p, bX.p, int64(c.T), c.E))
+	} else {
+		cuMust(t, testCUDA.ActivationForward(d, Sigmoid, sg.p, bX.p, 0, int64(n)))
+		cuMust(t, testCUDA.RowForward(d, RowNormalize, s.p, sg.p, int64(c.T), c.E))
+	}
+	chainOut, ds, chainDX := cuAlloc(t, size), cuAlloc(t, size*int64(n)), cuAlloc(t, size*int64(n))
+	cuMust(t, testCUDA.BalanceLossForward(d, chainOut.p, bIDs.p, s.p, work.p, c.T, c.K, c.E, c.B, scale))
+	cuMust(t, testCUDA.BalanceLossBackward(d, ds.p, bIDs.p, work.p, 0, c.T, c.K, c.E, c.B, scale, dyv))
+	if score == RouterSoftmax {
+		cuMust(t, testCUDA.RowBackward(d, RowSoftmax, chainDX.p, bX.p, s.p, ds.p, int64(c.T), c.E))
+	} else {
+		dsg := cuAlloc(t, size*int64(n))
+		cuMust(t, testCUDA.RowBackward(d, RowNormalize, dsg.p, sg.p, s.p, ds.p, int64(c.T), c.E))
+		cuMust(t, testCUDA.ActivationBackward(d, Sigmoid, 0, chainDX.p, bX.p, 0, sg.p, dsg.p, int64(n)))
+	}
+	loBits(t, score.String()+" loss against the device chain", gotL, cuDownload[F](t, chainOut, 1))
+	loBits(t, score.String()+" dlogits against the device chain", gotG, cuDownload[F](t, chainDX, n))
+
+	// The CPU: the exponentials differ by an ulp or so, and the CPU sums the rows in float64;
+	// the gradient's differences (v − Σ v·s) cancel, so it is compared in the max norm.
+	rel, norm := 1e-5, 1e-4
+	if d == F64 {
+		rel, norm = 1e-13, 1e-12
+	}
+	loClose(t, score.String()+" loss against the CPU", gotL, []F{want}, rel)
+	loNear(t, score.String()+" dlogits against the CPU", gotG, wantG, norm)
+
+	// The output gradient from the device: the same bits.
+	dy := cuUpload(t, []F{F(dyv)})
+	cuMust(t, testCUDA.RouterBalanceLossBackward(d, dx.p, bIDs.p, bX.p, work.p, dy.p, c.T, c.K, c.E, c.B, scale, math.NaN(), score))
+	loBits(t, score.String()+" dlogits (device dy)", cuDownload[F](t, dx, n), gotG)
+	cuMust(t, testCUDA.Status())
+}
+
+func TestCUDARouterBalanceLoss(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	for _, c := range loCases {
+		t.Run(c.name, func(t *testing.T) {
+			ids := loIDs(rng, c.T, c.K, c.E)
+			x := loRand(rng, c.T*c.E, 4)
+			for _, score := range []RouterScore{RouterSoftmax, RouterSigmoid} {
+				loRouterBalance(t, c, ids, loF32(x), float64(float32(0.75)), score)
+				loRouterBalance(t, c, ids, x, 0.75, score)
+			}
+		})
+	}
+	var p cu.DevicePtr = 0
+	for _, err := range []error{
+		testCUDA.RouterBalanceLossForward(F32, p, p, p, p, 4, 1, 2, 1, 1, 0),
+		testCUDA.RouterBalanceLossForward(F32, p, p, p, p, 4, 1, MaxRouterBalanceExperts+1, 1, 1, RouterSoftmax),
+		testCUDA.RouterBalanceLossBackward(BF16, p, p, p, p, p, 4, 1, 2, 1, 1, 1, RouterSigmoid),
+	} {
+		if err == nil {
+			t.Errorf("bad arguments gave no error")
+		}
+	}
+}
+
+// loNear fails unless max|got − want| <= tol·max|want| (an all-zero want needs an all-zero got).
+func loNear[F float32 | float64](t *testing.T, what string, got, want []F, tol float64) {
+	t.Helper()
+	var big float64
+	for i := range want {
+		big = max(big, math.Abs(float64(want[i])))
+	}
+	for i := range want {
+		if d := math.Abs(float64(got[i]) - float64(want[i])); !(d <= tol*big) {
+			t.Fatalf("%s[%d] = %v, want %v (difference %g > %g·max|want| = %g)", what, i, got[i], want[i], d, tol, tol*big)
+		}
+	}
+}

@@ -240,6 +240,7 @@ func TestCUDALossBench(t *testing.T) {
 		ids, s := cuUpload(t, loIDs(rng, c.T, c.K, c.E)), cuUpload(t, loF32(loRand(rng, c.T*c.E, 1)))
 		work := cuAlloc(t, max(BalanceLossWorkBytes(c.T, c.E, c.B), ZLossWorkBytes(c.T)))
 		out, ds := cuAlloc(t, 4), cuAlloc(t, 4*int64(c.T*c.E))
+		sm, dx := cuAlloc(t, 4*int64(c.T*c.E)), cuAlloc(t, 4*int64(c.T*c.E))
 		n := *gpuBenchIters
 		bytes := float64(4 * c.T * c.E)
 		for _, k := range []struct {
@@ -252,11 +253,29 @@ func TestCUDALossBench(t *testing.T) {
 			{"balance bwd", func() error {
 				return testCUDA.BalanceLossBackward(F32, ds.p, ids.p, work.p, 0, c.T, c.K, c.E, c.B, 1e-3, 1)
 			}},
+			{"router balance fwd (fused)", func() error {
+				return testCUDA.RouterBalanceLossForward(F32, out.p, ids.p, s.p, work.p, c.T, c.K, c.E, c.B, 1e-3, RouterSoftmax)
+			}},
+			{"router balance bwd (fused)", func() error {
+				return testCUDA.RouterBalanceLossBackward(F32, ds.p, ids.p, s.p, work.p, 0, c.T, c.K, c.E, c.B, 1e-3, 1, RouterSoftmax)
+			}},
+			{"router balance fwd (chain)", func() error {
+				if err := testCUDA.RowForward(F32, RowSoftmax, sm.p, s.p, int64(c.T), c.E); err != nil {
+					return err
+				}
+				return testCUDA.BalanceLossForward(F32, out.p, ids.p, sm.p, work.p, c.T, c.K, c.E, c.B, 1e-3)
+			}},
+			{"router balance bwd (chain)", func() error {
+				if err := testCUDA.BalanceLossBackward(F32, ds.p, ids.p, work.p, 0, c.T, c.K, c.E, c.B, 1e-3, 1); err != nil {
+					return err
+				}
+				return testCUDA.RowBackward(F32, RowSoftmax, dx.p, s.p, sm.p, ds.p, int64(c.T), c.E)
+			}},
 			{"z-loss fwd", func() error { return testCUDA.ZLossForward(F32, out.p, s.p, work.p, c.T, c.E, 1e-3) }},
 			{"z-loss bwd", func() error { return testCUDA.ZLossBackward(F32, ds.p, s.p, 0, c.T, c.E, 1e-3, 1) }},
 		} {
 			ms := cuTimeIt(t, n, k.f)
-			t.Logf("%-10s T=%d K=%d E=%d B=%d  %-11s %8.1f µs  %6.0f GB/s", c.name, c.T, c.K, c.E, c.B, k.name, ms*1e3, bytes/(ms*1e-3)/1e9)
+			t.Logf("%-10s T=%d K=%d E=%d B=%d  %-26s %8.1f µs  %6.0f GB/s", c.name, c.T, c.K, c.E, c.B, k.name, ms*1e3, bytes/(ms*1e-3)/1e9)
 		}
 	}
 }

@@ -358,21 +358,6 @@ func (l *Layer) forward(x *G.Node, T int, geo kernels.Geometry, eval bool) (*Out
 	if o.Probs, err = op.RouterProbs(o.Logits, o.IDs, ropts); err != nil {
 		return nil, err
 	}
-	var auxScores *G.Node // [T,E] scores over all experts for the balancing losses
-	if !eval && (c.AuxLossCoeff > 0 || c.SeqAuxLossCoeff > 0) {
-		if c.Score == Sigmoid {
-			s, err := op.Sigmoid(o.Logits)
-			if err != nil {
-				return nil, err
-			}
-			auxScores, err = op.RowNormalize(s)
-		} else {
-			auxScores, err = op.Softmax(o.Logits)
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
 	probs := o.Probs // the combine takes float32 probs for bfloat16 data
 	if dt != bfloat16.Dtype {
 		if probs, err = op.Cast(o.Probs, dt); err != nil {
@@ -457,12 +442,12 @@ func (l *Layer) forward(x *G.Node, T int, geo kernels.Geometry, eval bool) (*Out
 		lossDt = rdt
 	}
 	if c.AuxLossCoeff > 0 && !eval {
-		if o.AuxLoss, err = balanceLoss(o.IDs, auxScores, E, K, 1, c.AuxLossCoeff, lossDt); err != nil {
+		if o.AuxLoss, err = l.balanceLoss(o, 1, c.AuxLossCoeff, lossDt); err != nil {
 			return nil, err
 		}
 	}
 	if c.SeqAuxLossCoeff > 0 && !eval {
-		if o.SeqAuxLoss, err = balanceLoss(o.IDs, auxScores, E, K, T/c.SeqLen, c.SeqAuxLossCoeff, lossDt); err != nil {
+		if o.SeqAuxLoss, err = l.balanceLoss(o, T/c.SeqLen, c.SeqAuxLossCoeff, lossDt); err != nil {
 			return nil, err
 		}
 	}
@@ -513,9 +498,34 @@ func (l *Layer) activation(a *G.Node, mm func(a, w *G.Node) (*G.Node, error), w1
 }
 
 // balanceLoss is coeff · E/(B·K·S²) · Σ_b Σ_e N[b,e]·Σ_{t in b} s[t,e] for B sequences of S
-// tokens (B = 1: the micro-batch loss), in the scores' dtype (op.BalanceLoss), cast to dt.
-func balanceLoss(ids, scores *G.Node, E, K, B int, coeff float64, dt tensor.Dtype) (*G.Node, error) {
-	v, err := op.BalanceLoss(ids, scores, E, K, B, coeff)
+// tokens (B = 1: the micro-batch loss), s the router's scores over all experts (Config.Score:
+// the softmax of the logits, or their sigmoids normalised per row), in the logits' dtype, cast
+// to dt. op.RouterBalanceLoss computes the scores inside the loss; above
+// kernels.MaxRouterBalanceExperts experts (its device limit) the scores come from their own
+// ops (op.Softmax, or op.Sigmoid and op.RowNormalize) into op.BalanceLoss, with the same bits.
+func (l *Layer) balanceLoss(o *Output, B int, coeff float64, dt tensor.Dtype) (*G.Node, error) {
+	c := l.cfg
+	score := kernels.RouterSoftmax
+	if c.Score == Sigmoid {
+		score = kernels.RouterSigmoid
+	}
+	var v *G.Node
+	var err error
+	if c.Experts <= kernels.MaxRouterBalanceExperts {
+		v, err = op.RouterBalanceLoss(o.IDs, o.Logits, c.Experts, c.TopK, B, coeff, score)
+	} else {
+		s := o.Logits
+		if score == kernels.RouterSigmoid {
+			if s, err = op.Sigmoid(s); err == nil {
+				s, err = op.RowNormalize(s)
+			}
+		} else {
+			s, err = op.Softmax(s)
+		}
+		if err == nil {
+			v, err = op.BalanceLoss(o.IDs, s, c.Experts, c.TopK, B, coeff)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}

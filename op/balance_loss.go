@@ -30,8 +30,28 @@ import (
 // On device values (see the package doc) the loss is a device tensor of scalar shape, and the
 // gradient takes the loss's output gradient as a host scalar (G.Grad's seed) or a device one.
 func BalanceLoss(ids, scores *G.Node, experts, topK, seqs int, coeff float64) (*G.Node, error) {
-	const name = "BalanceLoss"
-	if err := checkNodes(name, []*G.Node{ids, scores}, "ids", "scores"); err != nil {
+	return newBalanceLoss(ids, scores, experts, topK, seqs, coeff, 0)
+}
+
+// RouterBalanceLoss is BalanceLoss of the router's scores over all experts, computed from the
+// router's logits [T,E] inside the loss: score kernels.RouterSoftmax for
+// BalanceLoss(ids, Softmax(logits), ...), kernels.RouterSigmoid for
+// BalanceLoss(ids, RowNormalize(Sigmoid(logits)), ...). It gives those chains' bits (on the
+// CPU and on the device alike) without the [T,E] scores, in two launches forward and two
+// backward on the device instead of five and four. Its gradient is with respect to the
+// logits. On the device E is at most kernels.MaxRouterBalanceExperts.
+func RouterBalanceLoss(ids, logits *G.Node, experts, topK, seqs int, coeff float64, score kernels.RouterScore) (*G.Node, error) {
+	if score != kernels.RouterSoftmax && score != kernels.RouterSigmoid {
+		return nil, opkit.Errorf("RouterBalanceLoss", "unknown score function %d", int(score))
+	}
+	return newBalanceLoss(ids, logits, experts, topK, seqs, coeff, score)
+}
+
+// newBalanceLoss makes the loss op: x are the scores (score 0) or the logits.
+func newBalanceLoss(ids, scores *G.Node, experts, topK, seqs int, coeff float64, score kernels.RouterScore) (*G.Node, error) {
+	op := balanceLossOp{e: experts, k: topK, seqs: seqs, coeff: coeff, score: score}
+	name, what := op.name(), op.input()
+	if err := checkNodes(name, []*G.Node{ids, scores}, "ids", what); err != nil {
 		return nil, err
 	}
 	idt, err := opkit.NodeDtype(name, "ids", ids)
@@ -41,11 +61,11 @@ func BalanceLoss(ids, scores *G.Node, experts, topK, seqs int, coeff float64) (*
 	if err := checkInt32(name, "ids", idt); err != nil {
 		return nil, err
 	}
-	sdt, err := opkit.NodeDtype(name, "scores", scores)
+	sdt, err := opkit.NodeDtype(name, what, scores)
 	if err != nil {
 		return nil, err
 	}
-	if err := checkFloat(name, "scores", sdt); err != nil {
+	if err := checkFloat(name, what, sdt); err != nil {
 		return nil, err
 	}
 	if experts < 1 || topK < 1 {
@@ -54,18 +74,34 @@ func BalanceLoss(ids, scores *G.Node, experts, topK, seqs int, coeff float64) (*
 	if math.IsNaN(coeff) || math.IsInf(coeff, 0) {
 		return nil, opkit.Errorf(name, "coefficient %v is not finite", coeff)
 	}
-	op := balanceLossOp{e: experts, k: topK, seqs: seqs, coeff: coeff}
 	if _, err := op.InferShape(ids.Shape(), scores.Shape()); err != nil {
 		return nil, err
 	}
 	return opkit.ApplyOp(name, op, ids, scores)
 }
 
-// balanceLossOp: ids [T,K] int32, scores [T,E] → scalar.
+// balanceLossOp: ids [T,K] int32, scores [T,E] (score 0) or logits [T,E] → scalar.
 type balanceLossOp struct {
 	opkit.Base
 	e, k, seqs int
 	coeff      float64
+	score      kernels.RouterScore // 0: the input is the scores; else the logits, scored so
+}
+
+// name is the op's name for errors.
+func (op balanceLossOp) name() string {
+	if op.score != 0 {
+		return "RouterBalanceLoss"
+	}
+	return "BalanceLoss"
+}
+
+// input names the op's second input.
+func (op balanceLossOp) input() string {
+	if op.score != 0 {
+		return "logits"
+	}
+	return "scores"
 }
 
 // scale is coeff·E/(B·K·S²) for T tokens.
@@ -87,7 +123,7 @@ func (op balanceLossOp) checkShapes(name string, is, ss tensor.Shape) error {
 	if err := checkShape(name, "ids", is, dim{"T", -1}, dim{"K", op.k}); err != nil {
 		return err
 	}
-	if err := checkShape(name, "scores", ss, dim{"T", is[0]}, dim{"E", op.e}); err != nil {
+	if err := checkShape(name, op.input(), ss, dim{"T", is[0]}, dim{"E", op.e}); err != nil {
 		return err
 	}
 	if op.seqs < 1 || is[0]%op.seqs != 0 {
@@ -97,11 +133,11 @@ func (op balanceLossOp) checkShapes(name string, is, ss tensor.Shape) error {
 }
 
 func (op balanceLossOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
-	s, err := shapesOf("BalanceLoss", ds, "ids", "scores")
+	s, err := shapesOf(op.name(), ds, "ids", op.input())
 	if err != nil {
 		return nil, err
 	}
-	if err := op.checkShapes("BalanceLoss", s[0], s[1]); err != nil {
+	if err := op.checkShapes(op.name(), s[0], s[1]); err != nil {
 		return nil, err
 	}
 	return tensor.ScalarShape(), nil
@@ -116,7 +152,7 @@ func (op balanceLossOp) args(name string, vs []G.Value) (device.Backend, error) 
 	if err := checkInt32(name, "ids", vs[0].Dtype()); err != nil {
 		return nil, err
 	}
-	if err := checkFloat(name, "scores", vs[1].Dtype()); err != nil {
+	if err := checkFloat(name, op.input(), vs[1].Dtype()); err != nil {
 		return nil, err
 	}
 	if err := op.checkShapes(name, vs[0].Shape(), vs[1].Shape()); err != nil {
@@ -126,14 +162,14 @@ func (op balanceLossOp) args(name string, vs []G.Value) (device.Backend, error) 
 }
 
 func (op balanceLossOp) Do(vs ...G.Value) (G.Value, error) {
-	const name = "BalanceLoss"
+	name := op.name()
 	dev, err := op.args(name, vs)
 	if err != nil {
 		return nil, err
 	}
 	T := vs[0].Shape()[0]
 	if dev != nil {
-		v, err := dev.BalanceLoss(vs[0], vs[1], op.e, op.k, op.seqs, op.scale(T))
+		v, err := dev.BalanceLoss(vs[0], vs[1], op.e, op.k, op.seqs, op.scale(T), op.score)
 		if err != nil {
 			return nil, opkit.Wrap(name, err)
 		}
@@ -161,24 +197,35 @@ func hostIDs(name string, v G.Value) ([]int32, error) {
 }
 
 func balanceHost[F float32 | float64](name string, op balanceLossOp, ids []int32, sv G.Value, T int) (G.Value, error) {
-	s, err := hostFloats[F](name, "scores", sv)
+	s, err := hostFloats[F](name, op.input(), sv)
 	if err != nil {
 		return nil, err
 	}
-	v, err := kernels.BalanceLossForward(ids, s, T, op.k, op.e, op.seqs, op.scale(T))
+	var v F
+	if op.score == 0 {
+		v, err = kernels.BalanceLossForward(ids, s, T, op.k, op.e, op.seqs, op.scale(T))
+	} else {
+		v, err = kernels.RouterBalanceLossForward(ids, s, T, op.k, op.e, op.seqs, op.scale(T), op.score)
+	}
 	if err != nil {
 		return nil, opkit.Wrap(name, err)
 	}
 	return lossScalar(v), nil
 }
 
-func (op balanceLossOp) String() string {
-	return fmt.Sprintf("op.BalanceLoss{E=%d K=%d seqs=%d coeff=%v}", op.e, op.k, op.seqs, op.coeff)
+func (op balanceLossOp) String() string { return "op." + op.name() + op.params() }
+
+// params are the op's parameters as String writes them.
+func (op balanceLossOp) params() string {
+	if op.score != 0 {
+		return fmt.Sprintf("{score=%v E=%d K=%d seqs=%d coeff=%v}", op.score, op.e, op.k, op.seqs, op.coeff)
+	}
+	return fmt.Sprintf("{E=%d K=%d seqs=%d coeff=%v}", op.e, op.k, op.seqs, op.coeff)
 }
 func (op balanceLossOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
 func (op balanceLossOp) Hashcode() uint32      { return opkit.Hashcode(op) }
 
-// DiffWRT: the scores only.
+// DiffWRT: the scores (or logits) only.
 func (op balanceLossOp) DiffWRT(n int) []bool {
 	w := make([]bool, n)
 	if n == 2 {
@@ -187,12 +234,13 @@ func (op balanceLossOp) DiffWRT(n int) []bool {
 	return w
 }
 
-// SymDiff: dscores = balanceLossGradOp(ids, scores, dloss); ids get no gradient.
+// SymDiff: dscores (or dlogits) = balanceLossGradOp(ids, scores or logits, dloss); ids get no
+// gradient.
 func (op balanceLossOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
 	if len(inputs) != 2 {
-		return nil, opkit.Errorf("BalanceLoss", "want 2 inputs, got %d", len(inputs))
+		return nil, opkit.Errorf(op.name(), "want 2 inputs, got %d", len(inputs))
 	}
-	ds, err := opkit.ApplyOp("BalanceLossGrad", balanceLossGradOp{f: op}, inputs[0], inputs[1], grad)
+	ds, err := opkit.ApplyOp(op.name()+"Grad", balanceLossGradOp{f: op}, inputs[0], inputs[1], grad)
 	if err != nil {
 		return nil, err
 	}
@@ -201,13 +249,13 @@ func (op balanceLossOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, 
 
 // DoDiff accumulates the scores' gradient.
 func (op balanceLossOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
-	return diffOne("BalanceLoss.DoDiff", inputs, output, 2, 1, "scores", func(gy G.Value) (G.Value, error) {
+	return diffOne(op.name()+".DoDiff", inputs, output, 2, 1, op.input(), func(gy G.Value) (G.Value, error) {
 		return balanceLossGradOp{f: op}.Do(inputs[0].Value(), inputs[1].Value(), gy)
 	})
 }
 
-// balanceLossGradOp: ids [T,K], scores [T,E] (for the shape and dtype only), dloss → [T,E].
-// It is not differentiable itself.
+// balanceLossGradOp: ids [T,K], scores [T,E] (for the shape and dtype only) or logits, dloss
+// → [T,E]. It is not differentiable itself.
 type balanceLossGradOp struct {
 	opkit.Base
 	f balanceLossOp
@@ -222,18 +270,19 @@ func (op balanceLossGradOp) Type() hm.Type {
 }
 
 func (op balanceLossGradOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
-	s, err := shapesOf("BalanceLossGrad", ds, "ids", "scores", "dloss")
+	name := op.f.name() + "Grad"
+	s, err := shapesOf(name, ds, "ids", op.f.input(), "dloss")
 	if err != nil {
 		return nil, err
 	}
-	if err := op.f.checkShapes("BalanceLossGrad", s[0], s[1]); err != nil {
+	if err := op.f.checkShapes(name, s[0], s[1]); err != nil {
 		return nil, err
 	}
 	return s[1].Clone(), nil
 }
 
 func (op balanceLossGradOp) Do(vs ...G.Value) (G.Value, error) {
-	const name = "BalanceLossGrad"
+	name := op.f.name() + "Grad"
 	if err := opkit.CheckArity(name, vs, 3); err != nil {
 		return nil, err
 	}
@@ -250,7 +299,7 @@ func (op balanceLossGradOp) Do(vs ...G.Value) (G.Value, error) {
 	f := op.f
 	scale := f.scale(T)
 	if dev != nil {
-		v, err := dev.BalanceLossGrad(vs[0], dt, f.e, f.k, f.seqs, scale, dy, dyv)
+		v, err := dev.BalanceLossGrad(vs[0], vs[1], dt, f.e, f.k, f.seqs, scale, dy, dyv, f.score)
 		if err != nil {
 			return nil, opkit.Wrap(name, err)
 		}
@@ -262,13 +311,9 @@ func (op balanceLossGradOp) Do(vs ...G.Value) (G.Value, error) {
 	}
 	var out *tensor.Dense
 	if dt == tensor.Float32 {
-		var ds []float32
-		out, ds = newDense[float32](T, f.e)
-		err = kernels.BalanceLossBackward(ds, ids, T, f.k, f.e, f.seqs, scale, dyv)
+		out, err = balanceGradHost[float32](name, f, ids, vs[1], T, scale, dyv)
 	} else {
-		var ds []float64
-		out, ds = newDense[float64](T, f.e)
-		err = kernels.BalanceLossBackward(ds, ids, T, f.k, f.e, f.seqs, scale, dyv)
+		out, err = balanceGradHost[float64](name, f, ids, vs[1], T, scale, dyv)
 	}
 	if err != nil {
 		return nil, opkit.Wrap(name, err)
@@ -276,9 +321,20 @@ func (op balanceLossGradOp) Do(vs ...G.Value) (G.Value, error) {
 	return out, nil
 }
 
-func (op balanceLossGradOp) String() string {
-	return fmt.Sprintf("op.BalanceLossGrad{E=%d K=%d seqs=%d coeff=%v}", op.f.e, op.f.k, op.f.seqs, op.f.coeff)
+// balanceGradHost is the host gradient [T,E] of f: of the scores, or of the logits x.
+func balanceGradHost[F float32 | float64](name string, f balanceLossOp, ids []int32, x G.Value, T int, scale, dy float64) (*tensor.Dense, error) {
+	out, ds := newDense[F](T, f.e)
+	if f.score == 0 {
+		return out, kernels.BalanceLossBackward(ds, ids, T, f.k, f.e, f.seqs, scale, dy)
+	}
+	xs, err := hostFloats[F](name, "logits", x)
+	if err != nil {
+		return nil, err
+	}
+	return out, kernels.RouterBalanceLossBackward(ds, ids, xs, T, f.k, f.e, f.seqs, scale, dy, f.score)
 }
+
+func (op balanceLossGradOp) String() string        { return "op." + op.f.name() + "Grad" + op.f.params() }
 func (op balanceLossGradOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, op) }
 func (op balanceLossGradOp) Hashcode() uint32      { return opkit.Hashcode(op) }
 

@@ -12,6 +12,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/device"
+	"github.com/gomoe/gomoe/kernels"
 	"github.com/gomoe/gomoe/op"
 )
 
@@ -116,6 +117,70 @@ func TestLossesOnGPU(t *testing.T) {
 				}
 				e.EndStep()
 			})
+		}
+	}
+}
+
+// TestRouterBalanceLossOnGPU: op.RouterBalanceLoss (both score functions, one sequence and
+// several) forward and backward on the GPU engine against the CPU: the losses within 1e-6
+// relative (float32; 1e-13 float64), the logits' gradient within 1e-4 (1e-12) of its largest
+// element (CUDA's exp is not Go's, and the row sums cancel in the gradient).
+func TestRouterBalanceLossOnGPU(t *testing.T) {
+	e, err := device.New(0)
+	if err != nil {
+		t.Skipf("no GPU: %v", err)
+	}
+	defer e.Close()
+	build := func(dt tensor.Dtype, T, K, E, B int, score kernels.RouterScore) (*lossGraph, []G.Value) {
+		l := buildLossGraph(t, dt, T, K, E, B, 11)
+		must := mustOf(t)
+		l1 := must(op.RouterBalanceLoss(l.ids, l.x, E, K, 1, 0.01, score))
+		l2 := must(op.RouterBalanceLoss(l.ids, l.x, E, K, B, 0.02, score))
+		cost := must(op.AddScalars(l1, l2))
+		grads, err := G.Grad(cost, l.x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		outs := []*G.Node{l1, l2, grads[0]}
+		vals := make([]G.Value, len(outs))
+		for i, n := range outs {
+			G.Read(n, &vals[i])
+		}
+		return l, vals
+	}
+	for _, dt := range []tensor.Dtype{tensor.Float32, tensor.Float64} {
+		for _, score := range []kernels.RouterScore{kernels.RouterSoftmax, kernels.RouterSigmoid} {
+			for _, s := range [][4]int{{256, 4, 16, 4}, {4096, 8, 128, 8}, {100, 1, 3, 5}} {
+				t.Run(fmt.Sprintf("%v/%v/T%d K%d E%d B%d", dt, score, s[0], s[1], s[2], s[3]), func(t *testing.T) {
+					rel, norm := 1e-6, 1e-4
+					if dt == tensor.Float64 {
+						rel, norm = 1e-13, 1e-12
+					}
+					cl, cv := build(dt, s[0], s[1], s[2], s[3], score)
+					gl, gv := build(dt, s[0], s[1], s[2], s[3], score)
+					if err := e.Bind(gl.ids, gl.s, gl.x); err != nil {
+						t.Fatal(err)
+					}
+					runCPUAndGPU(t, e, cl.g, gl.g)
+					for i := range cv {
+						hg, hc := hostFloats(t, e, gv[i]), hostFloats(t, nil, cv[i])
+						big := 0.0
+						for _, v := range hc {
+							big = max(big, math.Abs(v))
+						}
+						for j := range hc {
+							tol := norm * big
+							if i < 2 {
+								tol = rel * math.Abs(hc[j])
+							}
+							if d := math.Abs(hg[j] - hc[j]); !(d <= tol) {
+								t.Fatalf("output %d [%d]: GPU %.17g, CPU %.17g (diff %g > %g)", i, j, hg[j], hc[j], d, tol)
+							}
+						}
+					}
+					e.EndStep()
+				})
+			}
 		}
 	}
 }

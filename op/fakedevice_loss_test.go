@@ -35,36 +35,52 @@ func fakeDy(dy G.Value, dyv float64) float64 {
 	return dyv
 }
 
-func (f *fakeDevice) BalanceLoss(ids, scores G.Value, experts, topK, seqs int, scale float64) (G.Value, error) {
+func (f *fakeDevice) BalanceLoss(ids, x G.Value, experts, topK, seqs int, scale float64, score kernels.RouterScore) (G.Value, error) {
 	return f.one("BalanceLoss", func() (G.Value, error) {
 		T := ids.Shape()[0]
+		idv := ids.Data().([]int32)
 		var v float64
 		var err error
-		switch s := scores.Data().(type) {
+		switch s := x.Data().(type) {
 		case []float32:
-			var x float32
-			x, err = kernels.BalanceLossForward(ids.Data().([]int32), s, T, topK, experts, seqs, scale)
-			v = float64(x)
+			var y float32
+			if score == 0 {
+				y, err = kernels.BalanceLossForward(idv, s, T, topK, experts, seqs, scale)
+			} else {
+				y, err = kernels.RouterBalanceLossForward(idv, s, T, topK, experts, seqs, scale, score)
+			}
+			v = float64(y)
 		case []float64:
-			v, err = kernels.BalanceLossForward(ids.Data().([]int32), s, T, topK, experts, seqs, scale)
+			if score == 0 {
+				v, err = kernels.BalanceLossForward(idv, s, T, topK, experts, seqs, scale)
+			} else {
+				v, err = kernels.RouterBalanceLossForward(idv, s, T, topK, experts, seqs, scale, score)
+			}
 		}
 		if err != nil {
 			return nil, err
 		}
-		return fakeScalar(scores.Dtype(), v), nil
+		return fakeScalar(x.Dtype(), v), nil
 	})
 }
 
-func (f *fakeDevice) BalanceLossGrad(ids G.Value, dt tensor.Dtype, experts, topK, seqs int, scale float64, dy G.Value, dyv float64) (G.Value, error) {
+func (f *fakeDevice) BalanceLossGrad(ids, x G.Value, dt tensor.Dtype, experts, topK, seqs int, scale float64, dy G.Value, dyv float64, score kernels.RouterScore) (G.Value, error) {
 	return f.one("BalanceLossGrad", func() (G.Value, error) {
 		T := ids.Shape()[0]
+		idv := ids.Data().([]int32)
 		g := fakeDy(dy, dyv)
 		if dt == tensor.Float32 {
 			out, ds := newDense[float32](T, experts)
-			return out, kernels.BalanceLossBackward(ds, ids.Data().([]int32), T, topK, experts, seqs, scale, g)
+			if score == 0 {
+				return out, kernels.BalanceLossBackward(ds, idv, T, topK, experts, seqs, scale, g)
+			}
+			return out, kernels.RouterBalanceLossBackward(ds, idv, x.Data().([]float32), T, topK, experts, seqs, scale, g, score)
 		}
 		out, ds := newDense[float64](T, experts)
-		return out, kernels.BalanceLossBackward(ds, ids.Data().([]int32), T, topK, experts, seqs, scale, g)
+		if score == 0 {
+			return out, kernels.BalanceLossBackward(ds, idv, T, topK, experts, seqs, scale, g)
+		}
+		return out, kernels.RouterBalanceLossBackward(ds, idv, x.Data().([]float64), T, topK, experts, seqs, scale, g, score)
 	})
 }
 
@@ -120,12 +136,14 @@ func TestDeviceDispatchLosses(t *testing.T) {
 			l1 := must(BalanceLoss(ids, s, E, K, 1, 0.01))
 			l2 := must(BalanceLoss(ids, s, E, K, 3, 0.02))
 			l3 := must(ZLoss(s, 0.001))
-			seeds := G.Nodes{lossConst(1, dt), lossConst(0.5, dt), lossConst(2, dt)}
-			grads, err := G.Backpropagate(G.Nodes{l1, l2, l3}, seeds, G.Nodes{s})
+			l4 := must(RouterBalanceLoss(ids, s, E, K, 1, 0.01, kernels.RouterSoftmax))
+			l5 := must(RouterBalanceLoss(ids, s, E, K, 3, 0.02, kernels.RouterSigmoid))
+			seeds := G.Nodes{lossConst(1, dt), lossConst(0.5, dt), lossConst(2, dt), lossConst(0.7, dt), lossConst(1.3, dt)}
+			grads, err := G.Backpropagate(G.Nodes{l1, l2, l3, l4, l5}, seeds, G.Nodes{s})
 			if err != nil {
 				t.Fatal(err)
 			}
-			return g, []*G.Node{l1, l2, l3, grads[0]}
+			return g, []*G.Node{l1, l2, l3, l4, l5, grads[0]}
 		}
 		g, outs := build()
 		want := runRead(t, g, outs...)
@@ -138,7 +156,7 @@ func TestDeviceDispatchLosses(t *testing.T) {
 				t.Errorf("%v output %d (%v): device %v, host %v", dt, i, outs[i], got[i], want[i])
 			}
 		}
-		for i := 0; i < 3; i++ {
+		for i := 0; i < 5; i++ {
 			d, ok := got[i].(*tensor.Dense)
 			if !ok || d.Shape().Dims() != 0 || d.Dtype() != dt {
 				t.Errorf("%v loss %d on the device is %T %v, want a %v tensor of scalar shape", dt, i, got[i], got[i].Shape(), dt)
