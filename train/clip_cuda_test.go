@@ -101,6 +101,10 @@ func TestClipGradNormGPUMixed(t *testing.T) {
 func asFloat64s(t *testing.T, d *tensor.Dense) []float64 {
 	t.Helper()
 	switch x := d.Data().(type) {
+	case float32: // a scalar-shaped tensor's Data() is its value
+		return []float64{float64(x)}
+	case float64:
+		return []float64{x}
 	case []float32:
 		out := make([]float64, len(x))
 		for i, v := range x {
