@@ -74,6 +74,13 @@ func (c *CUDA) BalanceLossForward(d DType, out, ids, scores, work cu.DevicePtr, 
 	})
 }
 
+// lossCounts enqueues loss_partials without scores: each chunk's counts N into partN (the
+// backward passes recount what the forward counted). It runs inside c.do.
+func (c *CUDA) lossCounts(d DType, gr balanceGrid, ids, partN cu.DevicePtr, K, E int) error {
+	return c.launch("loss_partials_"+d.suffix(), gr.chunks*gr.ny, gr.bd, 0,
+		*new(args).p(ids).p(0).p(0).p(partN).i(K).i(E).i(gr.S).i(gr.cps).i(gr.ny).p(c.status))
+}
+
 // BalanceLossBackward writes ds [T,E] = the CPU BalanceLossBackward, bit for bit. dy is a
 // one-element device tensor of dtype d holding the output gradient, or 0 to use dyv.
 func (c *CUDA) BalanceLossBackward(d DType, ds, ids, work, dy cu.DevicePtr, T, K, E, B int, scale, dyv float64) error {
@@ -83,8 +90,7 @@ func (c *CUDA) BalanceLossBackward(d DType, ds, ids, work, dy cu.DevicePtr, T, K
 	}
 	partN := work + cu.DevicePtr(8*int64(gr.chunks)*int64(E))
 	return c.do(func() error {
-		if err := c.launch("loss_partials_"+d.suffix(), gr.chunks*gr.ny, gr.bd, 0,
-			*new(args).p(ids).p(0).p(0).p(partN).i(K).i(E).i(gr.S).i(gr.cps).i(gr.ny).p(c.status)); err != nil {
+		if err := c.lossCounts(d, gr, ids, partN, K, E); err != nil {
 			return err
 		}
 		return c.launch("balance_loss_bwd_"+d.suffix(), gr.chunks*gr.ny, gr.bd, 0,
@@ -138,8 +144,7 @@ func (c *CUDA) RouterBalanceLossBackward(d DType, dlogits, ids, logits, work, dy
 	}
 	partN := work + cu.DevicePtr(8*int64(gr.chunks)*int64(E))
 	return c.do(func() error {
-		if err := c.launch("loss_partials_"+d.suffix(), gr.chunks*gr.ny, gr.bd, 0,
-			*new(args).p(ids).p(0).p(0).p(partN).i(K).i(E).i(gr.S).i(gr.cps).i(gr.ny).p(c.status)); err != nil {
+		if err := c.lossCounts(d, gr, ids, partN, K, E); err != nil {
 			return err
 		}
 		// LOSS_BWD_SPLIT (8) blocks per chunk of LossChunk rows, one row per warp.
