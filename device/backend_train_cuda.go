@@ -198,7 +198,7 @@ func (cudaBackend) SumSquares(gs []*tensor.Dense) ([]float64, error) {
 	for i, g := range gs {
 		e := trainEngine(g)
 		if e == nil {
-			return nil, fmt.Errorf("gradient %d is not in GPU memory", i)
+			return nil, fmt.Errorf("tensor %d of %d is not in GPU memory", i, len(gs))
 		}
 		j := 0
 		for j < len(groups) && groups[j].e != e {
@@ -214,10 +214,12 @@ func (cudaBackend) SumSquares(gs []*tensor.Dense) ([]float64, error) {
 		if err != nil {
 			return nil, err
 		}
+		sub := make([]*tensor.Dense, len(gr.idx))
 		for j, i := range gr.idx {
-			if err := sumSquaresInto(gr.e, densePtr(sums)+cu.DevicePtr(8*j), gs[i]); err != nil {
-				return nil, err
-			}
+			sub[j] = gs[i]
+		}
+		if err := sumsSquaresInto(gr.e, densePtr(sums), sub); err != nil {
+			return nil, err
 		}
 		h, err := gr.e.CopyOut(sums)
 		if err != nil {
@@ -228,6 +230,17 @@ func (cudaBackend) SumSquares(gs []*tensor.Dense) ([]float64, error) {
 		}
 	}
 	return out, nil
+}
+
+// sumsSquaresInto writes Σ g² of each g of gs (float64, in order) to out[0..len(gs)) on the
+// device (sumSquaresInto each).
+func sumsSquaresInto(e *Engine, out cu.DevicePtr, gs []*tensor.Dense) error {
+	for i, g := range gs {
+		if err := sumSquaresInto(e, out+cu.DevicePtr(8*i), g); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // sumSquaresInto writes Σ g² (float64) to out on the device: RowDot's row sums of 1024
@@ -292,10 +305,8 @@ func (cudaBackend) ClipGrads(gs []*tensor.Dense, st any, at int) error {
 	if err != nil {
 		return err
 	}
-	for i, g := range gs {
-		if err := sumSquaresInto(e, densePtr(sums)+cu.DevicePtr(8*i), g); err != nil {
-			return err
-		}
+	if err := sumsSquaresInto(e, densePtr(sums), gs); err != nil {
+		return err
 	}
 	k := e.Kernels()
 	sp := densePtr(sd) + cu.DevicePtr(8*at)

@@ -12,6 +12,28 @@
 
 #define LOSS_CHUNK 64
 
+// lossRows sets [r0, r1), the rows of chunk c (chunk c % cps of sequence c / cps, S rows each).
+__device__ __forceinline__ void lossRows(int c, int cps, int S, long long &r0, long long &r1) {
+  long long b = c / cps;
+  r0 = b * S + (long long)(c % cps) * LOSS_CHUNK;
+  r1 = min(r0 + LOSS_CHUNK, (b + 1) * S);
+}
+
+// lossCountRow adds to n the ids of one token's row it (K ids) equal to e, and sets bad for an
+// id outside [-1, E).
+__device__ __forceinline__ void lossCountRow(const int *__restrict__ it, int K, int E, int e, int &n, bool &bad) {
+  for (int k = 0; k < K; k++) {
+    int x = __ldg(it + k);
+    n += x == e;
+    bad |= x < -1 || x >= E;
+  }
+}
+
+// lossGrad is the scores' gradient (scale·dy)·cnt, rounded once to T (as the CPU).
+template <typename T> __device__ __forceinline__ T lossGrad(double scale, const T *dyp, double dyv, long long cnt) {
+  return (T)__dmul_rn(__dmul_rn(scale, lossDy(dyp, dyv)), (double)cnt);
+}
+
 // loss_partials: block c·ny + y handles chunk c (rows [r0, r1) of sequence c / cps) and the
 // columns e = y·blockDim.x + threadIdx.x. partN[c·E + e] = the number of ids[t,k] = e in the
 // chunk; with s, partP[c·E + e] = Σ_t s[t,e] in row order (double). Ids outside [-1, E) set
@@ -22,21 +44,15 @@ __device__ __forceinline__ void lossPartials(const int *__restrict__ ids, const 
                                              int S, int cps, int ny, int *__restrict__ status) {
   int c = blockIdx.x / ny;
   int e = (blockIdx.x % ny) * blockDim.x + threadIdx.x;
-  long long b = c / cps;
-  long long r0 = b * S + (long long)(c % cps) * LOSS_CHUNK;
-  long long r1 = min(r0 + LOSS_CHUNK, (b + 1) * S);
+  long long r0, r1;
+  lossRows(c, cps, S, r0, r1);
   if (e >= E) return;
   double p = 0;
   int n = 0;
   bool bad = false;
   for (long long t = r0; t < r1; t++) {
     if (s) p = __dadd_rn(p, (double)s[t * E + e]);
-    const int *it = ids + t * K;
-    for (int k = 0; k < K; k++) {
-      int x = __ldg(it + k);
-      n += x == e;
-      bad |= x < -1 || x >= E;
-    }
+    lossCountRow(ids + t * K, K, E, e, n, bad);
   }
   if (bad && e == 0) atomicOr(status, 1);
   long long o = (long long)c * E + e;
@@ -68,19 +84,32 @@ __device__ __forceinline__ void balanceFwd(const double *__restrict__ partP, con
   if (threadIdx.x == 0) out[0] = (T)__dmul_rn(red[0], scale);
 }
 
+// loss_counts_sum: N[b·E + e] = Σ_j partN[(b·cps + j)·E + e], one warp per (b, e) (integers:
+// the order does not matter), so that the backward kernels read each count once instead of
+// adding cps chunk counts in every block.
+extern "C" __global__ void __launch_bounds__(256)
+loss_counts_sum(const int *__restrict__ partN, int *__restrict__ N, int B, int E, int cps) {
+  long long w = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+  int lane = threadIdx.x & 31;
+  if (w >= (long long)B * E) return;
+  long long b = w / E, e = w % E;
+  int n = 0;
+  for (int j = lane; j < cps; j += 32) n += partN[(b * cps + j) * E + e];
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) n += __shfl_xor_sync(0xffffffffu, n, o);
+  if (lane == 0) N[w] = n;
+}
+
 // balance_loss_bwd: block c·ny + y writes ds[t,e] = (scale·dy)·N[b,e] for the rows of chunk c.
 template <typename T>
-__device__ __forceinline__ void balanceBwd(const int *__restrict__ partN, T *__restrict__ ds, const T *dyp,
+__device__ __forceinline__ void balanceBwd(const int *__restrict__ N, T *__restrict__ ds, const T *dyp,
                                            double dyv, int E, int S, int cps, int ny, double scale) {
   int c = blockIdx.x / ny;
   int e = (blockIdx.x % ny) * blockDim.x + threadIdx.x;
   if (e >= E) return;
-  long long b = c / cps;
-  long long r0 = b * S + (long long)(c % cps) * LOSS_CHUNK;
-  long long r1 = min(r0 + LOSS_CHUNK, (b + 1) * S);
-  long long cnt = 0;
-  for (int j = 0; j < cps; j++) cnt += partN[(b * cps + j) * E + e];
-  T v = (T)__dmul_rn(__dmul_rn(scale, lossDy(dyp, dyv)), (double)cnt);
+  long long r0, r1;
+  lossRows(c, cps, S, r0, r1);
+  T v = lossGrad<T>(scale, dyp, dyv, N[(long long)(c / cps) * E + e]);
   for (long long t = r0; t < r1; t++) ds[t * E + e] = v;
 }
 
@@ -119,9 +148,8 @@ __device__ __forceinline__ void lossPartialsLogits(const int *__restrict__ ids, 
                                                    int E, int S, int cps, int score, int *__restrict__ status) {
   __shared__ T rowM[LOSS_CHUNK], rowS[LOSS_CHUNK];
   int c = blockIdx.x;
-  long long b = c / cps;
-  long long r0 = b * S + (long long)(c % cps) * LOSS_CHUNK;
-  long long r1 = min(r0 + LOSS_CHUNK, (b + 1) * S);
+  long long r0, r1;
+  lossRows(c, cps, S, r0, r1);
   int lane = threadIdx.x & 31, warps = blockDim.x >> 5;
   for (long long t = r0 + (threadIdx.x >> 5); t < r1; t += warps) {
     T m, s;
@@ -138,12 +166,7 @@ __device__ __forceinline__ void lossPartialsLogits(const int *__restrict__ ids, 
     int n = 0;
     for (long long t = r0; t < r1; t++) {
       p = __dadd_rn(p, (double)routerAuxScore<T>(score, x[t * E + e], rowM[t - r0], rowS[t - r0]));
-      const int *it = ids + t * K;
-      for (int k = 0; k < K; k++) {
-        int v = __ldg(it + k);
-        n += v == e;
-        bad |= v < -1 || v >= E;
-      }
+      lossCountRow(ids + t * K, K, E, e, n, bad);
     }
     long long o = (long long)c * E + e;
     partN[o] = n;
@@ -152,30 +175,25 @@ __device__ __forceinline__ void lossPartialsLogits(const int *__restrict__ ids, 
   if (bad) atomicOr(status, 1);
 }
 
-// balance_loss_bwd_logits: the logits' gradient dx [T,E]; block c·LOSS_BWD_SPLIT + p takes the
-// rows r0 + p·warps + w of chunk c, one per warp w (blockDim.x = 32·LOSS_CHUNK/LOSS_BWD_SPLIT):
+// balance_loss_bwd_logits: the logits' gradient dx [T,E]; block c·split + p takes the rows
+// r0 + p·warps + w of chunk c, one per warp w (the launcher makes split·warps = LOSS_CHUNK):
 // the scores' gradient v[e] = (scale·dy)·N[b,e] (balanceBwd's rounding, kept in shared memory,
 // E elements), then per row the backward of the score: softmax dx = s·(v − Σ v·s) (rowBwd);
 // sigmoid g = (v − Σ v·s)/Σσ (rowBwd's RowNormalize), dx = g·σ·(1 − σ) (pw_bwd's Sigmoid).
-#define LOSS_BWD_SPLIT 8
 template <typename T>
-__device__ __forceinline__ void balanceBwdLogits(const int *__restrict__ partN, const T *__restrict__ x,
+__device__ __forceinline__ void balanceBwdLogits(const int *__restrict__ N, const T *__restrict__ x,
                                                  T *__restrict__ dx, const T *dyp, double dyv, int E, int S,
-                                                 int cps, double scale, int score) {
+                                                 int cps, int split, double scale, int score) {
   extern __shared__ __align__(16) unsigned char smemBytes[];
   T *v = (T *)smemBytes;
-  int c = blockIdx.x / LOSS_BWD_SPLIT, part = blockIdx.x % LOSS_BWD_SPLIT;
-  long long b = c / cps;
-  long long r0 = b * S + (long long)(c % cps) * LOSS_CHUNK;
-  long long r1 = min(r0 + LOSS_CHUNK, (b + 1) * S);
-  for (int e = threadIdx.x; e < E; e += blockDim.x) {
-    long long cnt = 0;
-    for (int j = 0; j < cps; j++) cnt += partN[(b * cps + j) * E + e];
-    v[e] = (T)__dmul_rn(__dmul_rn(scale, lossDy(dyp, dyv)), (double)cnt);
-  }
+  int c = blockIdx.x / split, part = blockIdx.x % split;
+  long long r0, r1;
+  lossRows(c, cps, S, r0, r1);
+  const int *nb = N + (long long)(c / cps) * E;
+  for (int e = threadIdx.x; e < E; e += blockDim.x) v[e] = lossGrad<T>(scale, dyp, dyv, nb[e]);
   __syncthreads();
   int lane = threadIdx.x & 31, warps = blockDim.x >> 5;
-  for (long long t = r0 + part * warps + (threadIdx.x >> 5); t < r1; t += LOSS_BWD_SPLIT * warps) {
+  for (long long t = r0 + part * warps + (threadIdx.x >> 5); t < r1; t += split * warps) {
     const T *xr = x + t * E;
     T *dr = dx + t * E;
     T m, s;
@@ -208,9 +226,9 @@ __device__ __forceinline__ void balanceBwdLogits(const int *__restrict__ partN, 
     balanceFwd<T>(partP, partN, out, B, E, cps, scale);                                            \
   }                                                                                                \
   extern "C" __global__ void __launch_bounds__(256)                                                \
-      balance_loss_bwd_##SUF(const int *partN, T *ds, const T *dyp, double dyv, int E, int S, int cps, \
+      balance_loss_bwd_##SUF(const int *N, T *ds, const T *dyp, double dyv, int E, int S, int cps,  \
                              int ny, double scale) {                                               \
-    balanceBwd<T>(partN, ds, dyp, dyv, E, S, cps, ny, scale);                                      \
+    balanceBwd<T>(N, ds, dyp, dyv, E, S, cps, ny, scale);                                          \
   }                                                                                                \
   extern "C" __global__ void __launch_bounds__(256)                                                \
       loss_partials_logits_##SUF(const int *ids, const T *x, double *partP, int *partN, int K, int E, \
@@ -218,9 +236,9 @@ __device__ __forceinline__ void balanceBwdLogits(const int *__restrict__ partN, 
     lossPartialsLogits<T>(ids, x, partP, partN, K, E, S, cps, score, status);                      \
   }                                                                                                \
   extern "C" __global__ void __launch_bounds__(256)                                                \
-      balance_loss_bwd_logits_##SUF(const int *partN, const T *x, T *dx, const T *dyp, double dyv,  \
-                                    int E, int S, int cps, double scale, int score) {              \
-    balanceBwdLogits<T>(partN, x, dx, dyp, dyv, E, S, cps, scale, score);                          \
+      balance_loss_bwd_logits_##SUF(const int *N, const T *x, T *dx, const T *dyp, double dyv, int E, \
+                                    int S, int cps, int split, double scale, int score) {          \
+    balanceBwdLogits<T>(N, x, dx, dyp, dyv, E, S, cps, split, scale, score);                       \
   }
 BALANCEOPS(f32, float)
 BALANCEOPS(f64, double)

@@ -15,6 +15,7 @@ import (
 // is enqueued.
 
 func init() {
+	kernelNames = append(kernelNames, "loss_counts_sum")
 	for _, s := range []string{"f32", "f64"} {
 		kernelNames = append(kernelNames, "loss_partials_"+s, "balance_loss_fwd_"+s, "balance_loss_bwd_"+s,
 			"loss_partials_logits_"+s, "balance_loss_bwd_logits_"+s)
@@ -74,11 +75,19 @@ func (c *CUDA) BalanceLossForward(d DType, out, ids, scores, work cu.DevicePtr, 
 	})
 }
 
-// lossCounts enqueues loss_partials without scores: each chunk's counts N into partN (the
-// backward passes recount what the forward counted). It runs inside c.do.
-func (c *CUDA) lossCounts(d DType, gr balanceGrid, ids, partN cu.DevicePtr, K, E int) error {
-	return c.launch("loss_partials_"+d.suffix(), gr.chunks*gr.ny, gr.bd, 0,
-		*new(args).p(ids).p(0).p(0).p(partN).i(K).i(E).i(gr.S).i(gr.cps).i(gr.ny).p(c.status))
+// lossCounts enqueues what the backward passes count again: loss_partials without scores
+// (each chunk's counts into partN), then loss_counts_sum (each sequence's counts N [B·E] int32
+// into the scores' partials, which the backward does not use), and returns N's address. It
+// runs inside c.do.
+func (c *CUDA) lossCounts(d DType, gr balanceGrid, ids, work cu.DevicePtr, K, E, B int) (cu.DevicePtr, error) {
+	partN := work + cu.DevicePtr(8*int64(gr.chunks)*int64(E))
+	if err := c.launch("loss_partials_"+d.suffix(), gr.chunks*gr.ny, gr.bd, 0,
+		*new(args).p(ids).p(0).p(0).p(partN).i(K).i(E).i(gr.S).i(gr.cps).i(gr.ny).p(c.status)); err != nil {
+		return 0, err
+	}
+	N := work // B·E int32 fit in the chunks·E float64 partials: B <= chunks
+	warps := int64(B) * int64(E)
+	return N, c.launch("loss_counts_sum", int((warps*32+255)/256), 256, 0, *new(args).p(partN).p(N).i(B).i(E).i(gr.cps))
 }
 
 // BalanceLossBackward writes ds [T,E] = the CPU BalanceLossBackward, bit for bit. dy is a
@@ -88,15 +97,19 @@ func (c *CUDA) BalanceLossBackward(d DType, ds, ids, work, dy cu.DevicePtr, T, K
 	if err != nil {
 		return err
 	}
-	partN := work + cu.DevicePtr(8*int64(gr.chunks)*int64(E))
 	return c.do(func() error {
-		if err := c.lossCounts(d, gr, ids, partN, K, E); err != nil {
+		N, err := c.lossCounts(d, gr, ids, work, K, E, B)
+		if err != nil {
 			return err
 		}
 		return c.launch("balance_loss_bwd_"+d.suffix(), gr.chunks*gr.ny, gr.bd, 0,
-			*new(args).p(partN).p(ds).p(dy).d(dyv).i(E).i(gr.S).i(gr.cps).i(gr.ny).d(scale))
+			*new(args).p(N).p(ds).p(dy).d(dyv).i(E).i(gr.S).i(gr.cps).i(gr.ny).d(scale))
 	})
 }
+
+// routerBalanceSplit is the number of blocks of balance_loss_bwd_logits per chunk of LossChunk
+// rows (each of LossChunk/routerBalanceSplit warps takes one row).
+const routerBalanceSplit = 8
 
 // routerBalanceShape checks a RouterBalanceLoss call and returns its launch shape (one block
 // of 256 threads per chunk).
@@ -136,19 +149,20 @@ func (c *CUDA) RouterBalanceLossForward(d DType, out, ids, logits, work cu.Devic
 }
 
 // RouterBalanceLossBackward writes dlogits [T,E], the gradient of RouterBalanceLossForward with
-// respect to the logits (dy as in BalanceLossBackward): the device chain's bits. Two launches.
+// respect to the logits (dy as in BalanceLossBackward): the device chain's bits. Three launches:
+// the counts per chunk, per sequence (lossCounts), the gradient.
 func (c *CUDA) RouterBalanceLossBackward(d DType, dlogits, ids, logits, work, dy cu.DevicePtr, T, K, E, B int, scale, dyv float64, score RouterScore) error {
 	gr, err := routerBalanceShape("RouterBalanceLossBackward", d, T, K, E, B, score)
 	if err != nil {
 		return err
 	}
-	partN := work + cu.DevicePtr(8*int64(gr.chunks)*int64(E))
 	return c.do(func() error {
-		if err := c.lossCounts(d, gr, ids, partN, K, E); err != nil {
+		N, err := c.lossCounts(d, gr, ids, work, K, E, B)
+		if err != nil {
 			return err
 		}
-		// LOSS_BWD_SPLIT (8) blocks per chunk of LossChunk rows, one row per warp.
-		return c.launch("balance_loss_bwd_logits_"+d.suffix(), gr.chunks*8, 32*LossChunk/8, E*d.Size(),
-			*new(args).p(partN).p(logits).p(dlogits).p(dy).d(dyv).i(E).i(gr.S).i(gr.cps).d(scale).i(int(score)))
+		// routerBalanceSplit blocks per chunk of LossChunk rows, one row per warp.
+		return c.launch("balance_loss_bwd_logits_"+d.suffix(), gr.chunks*routerBalanceSplit, 32*LossChunk/routerBalanceSplit, E*d.Size(),
+			*new(args).p(N).p(logits).p(dlogits).p(dy).d(dyv).i(E).i(gr.S).i(gr.cps).i(routerBalanceSplit).d(scale).i(int(score)))
 	})
 }

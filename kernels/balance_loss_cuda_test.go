@@ -147,7 +147,8 @@ func loRouterBalance[F float32 | float64](t *testing.T, c loCase, ids []int32, x
 
 func TestCUDARouterBalanceLoss(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
-	for _, c := range loCases {
+	// loCases, and the largest E the device takes (32 KiB of shared memory in float64).
+	for _, c := range append(loCases[:len(loCases):len(loCases)], loCase{"E max", 130, 2, MaxRouterBalanceExperts, 2}) {
 		t.Run(c.name, func(t *testing.T) {
 			ids := loIDs(rng, c.T, c.K, c.E)
 			x := loRand(rng, c.T*c.E, 4)
@@ -180,5 +181,24 @@ func loNear[F float32 | float64](t *testing.T, what string, got, want []F, tol f
 		if d := math.Abs(float64(got[i]) - float64(want[i])); !(d <= tol*big) {
 			t.Fatalf("%s[%d] = %v, want %v (difference %g > %g·max|want| = %g)", what, i, got[i], want[i], d, tol, tol*big)
 		}
+	}
+}
+
+// TestCUDARouterBalanceLossBadIDs: ids outside [-1, E) set StatusBadID and count as -1, as in
+// BalanceLoss.
+func TestCUDARouterBalanceLossBadIDs(t *testing.T) {
+	const T, K, E, B = 6, 2, 4, 2
+	ids := []int32{0, 1, 7, 2, 3, -1, -5, 0, 1, 2, 3, 0}
+	clean := []int32{0, 1, -1, 2, 3, -1, -1, 0, 1, 2, 3, 0}
+	x := loRand(rand.New(rand.NewPCG(5, 6)), T*E, 3)
+	for _, score := range []RouterScore{RouterSoftmax, RouterSigmoid} {
+		want, err := RouterBalanceLossForward(clean, x, T, K, E, B, 0.5, score)
+		cuMust(t, err)
+		out := cuAlloc(t, 8)
+		cuMust(t, testCUDA.RouterBalanceLossForward(F64, out.p, cuUpload(t, ids).p, cuUpload(t, x).p, cuAlloc(t, BalanceLossWorkBytes(T, E, B)).p, T, K, E, B, 0.5, score))
+		if err := testCUDA.Status(); !statusHas(err, StatusBadID) {
+			t.Fatalf("%v: Status() = %v, want StatusBadID", score, err)
+		}
+		loClose(t, score.String()+" loss", cuDownload[float64](t, out, 1), []float64{want}, 1e-13)
 	}
 }

@@ -441,13 +441,14 @@ func (l *Layer) forward(x *G.Node, T int, geo kernels.Geometry, eval bool) (*Out
 	if dt == bfloat16.Dtype {
 		lossDt = rdt
 	}
+	var auxScores *G.Node // the scores of the balancing losses above MaxRouterBalanceExperts
 	if c.AuxLossCoeff > 0 && !eval {
-		if o.AuxLoss, err = l.balanceLoss(o, 1, c.AuxLossCoeff, lossDt); err != nil {
+		if o.AuxLoss, err = l.balanceLoss(o, &auxScores, 1, c.AuxLossCoeff, lossDt); err != nil {
 			return nil, err
 		}
 	}
 	if c.SeqAuxLossCoeff > 0 && !eval {
-		if o.SeqAuxLoss, err = l.balanceLoss(o, T/c.SeqLen, c.SeqAuxLossCoeff, lossDt); err != nil {
+		if o.SeqAuxLoss, err = l.balanceLoss(o, &auxScores, T/c.SeqLen, c.SeqAuxLossCoeff, lossDt); err != nil {
 			return nil, err
 		}
 	}
@@ -502,8 +503,9 @@ func (l *Layer) activation(a *G.Node, mm func(a, w *G.Node) (*G.Node, error), w1
 // the softmax of the logits, or their sigmoids normalised per row), in the logits' dtype, cast
 // to dt. op.RouterBalanceLoss computes the scores inside the loss; above
 // kernels.MaxRouterBalanceExperts experts (its device limit) the scores come from their own
-// ops (op.Softmax, or op.Sigmoid and op.RowNormalize) into op.BalanceLoss, with the same bits.
-func (l *Layer) balanceLoss(o *Output, B int, coeff float64, dt tensor.Dtype) (*G.Node, error) {
+// ops (op.Softmax, or op.Sigmoid and op.RowNormalize; made once, in *scores, for both losses)
+// into op.BalanceLoss, with the same bits.
+func (l *Layer) balanceLoss(o *Output, scores **G.Node, B int, coeff float64, dt tensor.Dtype) (*G.Node, error) {
 	c := l.cfg
 	score := kernels.RouterSoftmax
 	if c.Score == Sigmoid {
@@ -514,16 +516,19 @@ func (l *Layer) balanceLoss(o *Output, B int, coeff float64, dt tensor.Dtype) (*
 	if c.Experts <= kernels.MaxRouterBalanceExperts {
 		v, err = op.RouterBalanceLoss(o.IDs, o.Logits, c.Experts, c.TopK, B, coeff, score)
 	} else {
-		s := o.Logits
-		if score == kernels.RouterSigmoid {
-			if s, err = op.Sigmoid(s); err == nil {
-				s, err = op.RowNormalize(s)
+		if *scores == nil {
+			s := o.Logits
+			if score == kernels.RouterSigmoid {
+				if s, err = op.Sigmoid(s); err == nil {
+					s, err = op.RowNormalize(s)
+				}
+			} else {
+				s, err = op.Softmax(s)
 			}
-		} else {
-			s, err = op.Softmax(s)
+			*scores = s
 		}
 		if err == nil {
-			v, err = op.BalanceLoss(o.IDs, s, c.Experts, c.TopK, B, coeff)
+			v, err = op.BalanceLoss(o.IDs, *scores, c.Experts, c.TopK, B, coeff)
 		}
 	}
 	if err != nil {

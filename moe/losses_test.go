@@ -3,9 +3,12 @@ package moe
 import (
 	"math"
 	"math/rand"
+	"strings"
 	"testing"
 
 	"github.com/gomoe/gomoe/internal/reftest"
+	"github.com/gomoe/gomoe/kernels"
+	"github.com/gomoe/gomoe/op"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 )
@@ -148,5 +151,64 @@ func TestSeqAuxWithOneSequenceEqualsAux(t *testing.T) {
 	_, got := runLayer(t, cfg, T, randVec(rng, T*3), randVec(rng, T*3), nil)
 	if got.auxLoss == 0 || math.Abs(got.auxLoss-got.seqAuxLoss) > 1e-15 {
 		t.Fatalf("aux %g, seq aux %g", got.auxLoss, got.seqAuxLoss)
+	}
+}
+
+// TestBalanceLossesAboveFusedLimit: a layer with more experts than op.RouterBalanceLoss takes
+// on the device (kernels.MaxRouterBalanceExperts) builds its balancing losses from the score
+// ops, once for both, with the fused loss's values on the same logits and ids, bit for bit.
+func TestBalanceLossesAboveFusedLimit(t *testing.T) {
+	const T, H = 8, 2
+	E := kernels.MaxRouterBalanceExperts + 3
+	for _, score := range []ScoreFunc{Softmax, Sigmoid} {
+		cfg := Config{Hidden: H, FFN: 2, Experts: E, TopK: 2, Score: score, Dtype: tensor.Float64,
+			AuxLossCoeff: 0.3, SeqAuxLossCoeff: 0.2, SeqLen: 4, Seed: 2}
+		g := G.NewGraph()
+		l, err := New(g, "moe", cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rng := rand.New(rand.NewSource(5))
+		x := G.NewMatrix(g, tensor.Float64, G.WithShape(T, H), G.WithName("x"), G.WithValue(denseOf(tensor.Float64, randVec(rng, T*H), T, H)))
+		out, err := l.Forward(x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ks := kernels.RouterSoftmax
+		if score == Sigmoid {
+			ks = kernels.RouterSigmoid
+		}
+		want1, err := op.RouterBalanceLoss(out.IDs, out.Logits, E, 2, 1, 0.3, ks)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want2, err := op.RouterBalanceLoss(out.IDs, out.Logits, E, 2, T/4, 0.2, ks)
+		if err != nil {
+			t.Fatal(err)
+		}
+		softmaxes := 0
+		for _, n := range g.AllNodes() {
+			if n.Op() != nil && (strings.Contains(n.Op().String(), "Softmax") || strings.Contains(n.Op().String(), "RowNormalize")) {
+				softmaxes++
+			}
+		}
+		if softmaxes != 1 {
+			t.Errorf("%v: %d score ops for the two losses, want 1", score, softmaxes)
+		}
+		vals := make([]G.Value, 4)
+		for i, n := range []*G.Node{out.AuxLoss, out.SeqAuxLoss, want1, want2} {
+			G.Read(n, &vals[i])
+		}
+		m := G.NewTapeMachine(g)
+		if err := m.RunAll(); err != nil {
+			t.Fatal(err)
+		}
+		m.Close()
+		for i := 0; i < 2; i++ {
+			got, want := vals[i].Data().(float64), vals[i+2].Data().(float64)
+			if math.Float64bits(got) != math.Float64bits(want) || got == 0 {
+				t.Errorf("%v: loss %d = %v, op.RouterBalanceLoss %v", score, i, got, want)
+			}
+		}
 	}
 }

@@ -37,9 +37,15 @@ func BalanceLoss(ids, scores *G.Node, experts, topK, seqs int, coeff float64) (*
 // router's logits [T,E] inside the loss: score kernels.RouterSoftmax for
 // BalanceLoss(ids, Softmax(logits), ...), kernels.RouterSigmoid for
 // BalanceLoss(ids, RowNormalize(Sigmoid(logits)), ...). It gives those chains' bits (on the
-// CPU and on the device alike) without the [T,E] scores, in two launches forward and two
-// backward on the device instead of five and four. Its gradient is with respect to the
-// logits. On the device E is at most kernels.MaxRouterBalanceExperts.
+// CPU and on the device alike) without the [T,E] scores, in two launches forward and three
+// backward on the device instead of three and four (softmax) or four and five (sigmoid). Its
+// gradient is with respect to the logits. On the device E is at most
+// kernels.MaxRouterBalanceExperts.
+//
+// Two such losses on the same logits (the layer's micro-batch and sequence-wise losses) each
+// take their own backward, and the logits' gradients are added; the chain with one shared
+// softmax adds the scores' gradients before a single softmax backward, so the two agree to
+// rounding, not bit for bit.
 func RouterBalanceLoss(ids, logits *G.Node, experts, topK, seqs int, coeff float64, score kernels.RouterScore) (*G.Node, error) {
 	if score != kernels.RouterSoftmax && score != kernels.RouterSigmoid {
 		return nil, opkit.Errorf("RouterBalanceLoss", "unknown score function %d", int(score))

@@ -29,7 +29,9 @@ func routerAuxChain(ids, logits *G.Node, E, K, B int, coeff float64, score kerne
 
 // TestRouterBalanceLossMatchesChain: the fused loss and its logits gradient have the bits of
 // the chain of single ops, for both score functions, one sequence and several, float32 and
-// float64, with a second loss on the same logits (the layer's aux and sequence losses).
+// float64; with two losses on the same logits (the layer's micro-batch and sequence-wise
+// losses) against the chain sharing one softmax, the losses keep the bits and the gradient
+// agrees to rounding (the chain adds the scores' gradients before one softmax backward).
 func TestRouterBalanceLossMatchesChain(t *testing.T) {
 	t.Parallel()
 	const T, K, E = 12, 2, 5
@@ -67,6 +69,42 @@ func TestRouterBalanceLossMatchesChain(t *testing.T) {
 				if got[1].Shape().TotalSize() != T*E {
 					t.Errorf("%s: dlogits %v", name, got[1].Shape())
 				}
+			}
+			// Two losses (one sequence and 3) on the same logits.
+			build2 := func(fused bool) []G.Value {
+				g := G.NewGraph()
+				ids := idsNode(g, "ids", T, K, idv)
+				x := G.NewMatrix(g, dt, G.WithShape(T, E), G.WithName("x"), G.WithValue(denseOf(dt, xv, T, E)))
+				var l1, l2 *G.Node
+				if fused {
+					l1 = must(RouterBalanceLoss(ids, x, E, K, 1, 0.03, score))
+					l2 = must(RouterBalanceLoss(ids, x, E, K, 3, 0.05, score))
+				} else {
+					var s *G.Node
+					if score == kernels.RouterSoftmax {
+						s = must(Softmax(x))
+					} else {
+						s = must(RowNormalize(must(Sigmoid(x))))
+					}
+					l1 = must(BalanceLoss(ids, s, E, K, 1, 0.03))
+					l2 = must(BalanceLoss(ids, s, E, K, 3, 0.05))
+				}
+				grads, err := G.Backpropagate(G.Nodes{l1, l2}, G.Nodes{lossConst(1.5, dt), lossConst(0.5, dt)}, G.Nodes{x})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return runRead(t, g, l1, l2, grads[0])
+			}
+			want, got := build2(false), build2(true)
+			name := fmt.Sprintf("%v/%v/two losses", score, dt)
+			for i := 0; i < 2; i++ {
+				if !bitsEqual(got[i], want[i]) {
+					t.Errorf("%s: loss %d %v, chain %v", name, i, got[i], want[i])
+				}
+			}
+			gw, gg := toF64(t, want[2]), toF64(t, got[2])
+			if d := maxRelDiff(gg, gw); d > map[tensor.Dtype]float64{tensor.Float64: 1e-12, tensor.Float32: 1e-4}[dt] {
+				t.Errorf("%s: dlogits %v, chain %v (rel diff %g)", name, gg, gw, d)
 			}
 		}
 	}

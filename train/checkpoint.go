@@ -124,14 +124,10 @@ func hostSlice(x any) (any, error) {
 			}
 			s = h
 		}
-		switch d := s.Data().(type) { // a scalar tensor's Data() is the value itself
-		case float32:
-			return []float32{d}, nil
-		case float64:
-			return []float64{d}, nil
-		default:
+		if d := hostData(s); d != nil { // the backing slice, for scalar-shaped tensors too
 			return d, nil
 		}
+		return s.Data(), nil
 	}
 	return nil, fmt.Errorf("optimiser state of type %T", x)
 }
@@ -445,9 +441,6 @@ func applyCheckpoint(ts *safetensors.Tensors, ps []param, opt G.Solver, ol *optL
 	vals := make([]any, len(ps))
 	for _, i := range order {
 		p := ps[i]
-		if _, ok := p.w.Data().(bfloat16.BFloat16); ok && p.gpu == nil {
-			return fmt.Errorf("param %q: a bfloat16 scalar", p.name)
-		}
 		vals[i] = newSlice(p.w.Dtype(), p.w.Shape().TotalSize())
 		if err := ts.Read(p.name, vals[i]); err != nil {
 			return err
@@ -510,19 +503,15 @@ func writeInto(w *tensor.Dense, s any) error {
 	if dev := device.Of(w); dev != nil {
 		return dev.Write(w, tensor.New(tensor.WithShape(w.Shape().TotalSize()), tensor.WithBacking(s)))
 	}
-	switch d := w.Data().(type) {
+	switch d := hostData(w).(type) { // the backing slice, for scalar-shaped tensors too
 	case []float32:
 		copy(d, s.([]float32))
 	case []float64:
 		copy(d, s.([]float64))
 	case []bfloat16.BFloat16:
 		copy(d, s.([]bfloat16.BFloat16))
-	case float32: // a scalar tensor's Data() is a copy: set through the backing slice
-		w.Set(0, s.([]float32)[0])
-	case float64:
-		w.Set(0, s.([]float64)[0])
 	default:
-		return fmt.Errorf("data of type %T", d)
+		return fmt.Errorf("data of dtype %v", w.Dtype())
 	}
 	return nil
 }
