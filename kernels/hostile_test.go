@@ -147,6 +147,13 @@ func TestHostileKernelSizes(t *testing.T) {
 		{"ZLossForward T·E wraps", func() error { _, err := ZLossForward[float32](nil, h, 4, 1); return err }, "ZLossForward: T=4611686018427387904 E=4 are too large"},
 		{"ZLossForward E wraps", func() error { _, err := ZLossForward[float32](nil, 4, h, 1); return err }, "E=4611686018427387904 are too large"},
 		{"ZLossBackward T·E wraps", func() error { return ZLossBackward[float32](nil, nil, h, 4, 1, 1) }, "ZLossBackward: T=4611686018427387904"},
+		{"RouterBalanceLossForward T·K wraps", func() error {
+			_, err := RouterBalanceLossForward[float32](nil, nil, h, 4, 4, 1, 1, RouterSoftmax)
+			return err
+		}, "RouterBalanceLossForward: T=4611686018427387904"},
+		{"RouterBalanceLossBackward T·K wraps", func() error {
+			return RouterBalanceLossBackward[float32](nil, nil, nil, h, 4, 4, 1, 1, 1, RouterSigmoid)
+		}, "RouterBalanceLossBackward: T=4611686018427387904"},
 		{"Embedding huge width", func() error { return Embedding[float32](nil, nil, []int32{0}, h) }, "Embedding has 4611686018427387904 elements, want 0"},
 		{"Embedding negative width", func() error { return Embedding(one, one, []int32{0}, -1) }, "-1 columns"},
 		{"CrossEntropy zero width", func() error { _, err := CrossEntropy(one, one, 0); return err }, "CrossEntropy: 0 columns"},
@@ -278,6 +285,19 @@ func TestLossKernelsBadInput(t *testing.T) {
 		{"z length", func() error { _, err := ZLossForward(s[:7], 4, 2, 1); return err }(), "7 logits, want T·E = 8"},
 		{"z T zero", func() error { _, err := ZLossForward(s, 0, 2, 1); return err }(), "T=0"},
 		{"z grad length", ZLossBackward(make([]float64, 6), s, 4, 2, 1, 1), "gradient of 6 elements"},
+		{"router score", func() error { _, err := RouterBalanceLossForward(ids, s, 4, 1, 2, 1, 1, 0); return err }(), "unknown score function 0"},
+		{"router logits length", func() error { _, err := RouterBalanceLossForward(ids, s[:7], 4, 1, 2, 1, 1, RouterSoftmax); return err }(), "7 logits, want T·E = 8"},
+		{"router id range", func() error {
+			_, err := RouterBalanceLossForward([]int32{0, 2, 1, 1}, s, 4, 1, 2, 1, 1, RouterSigmoid)
+			return err
+		}(), "ids[1,0] = 2 is out of range [-1, 2)"},
+		{"router T split", RouterBalanceLossBackward(make([]float64, 8), ids, s, 4, 1, 2, 3, 1, 1, RouterSoftmax), "do not split into 3"},
+		{"router grad length", RouterBalanceLossBackward(make([]float64, 7), ids, s, 4, 1, 2, 1, 1, 1, RouterSoftmax), "a gradient of 7"},
+		{"router partial overlap", func() error {
+			buf := make([]float64, 9)
+			return RouterBalanceLossBackward(buf[1:], ids, buf[:8], 4, 1, 2, 1, 1, 1, RouterSoftmax)
+		}(), "partly overlaps input logits"},
+		{"router grad score", RouterBalanceLossBackward(make([]float64, 8), ids, s, 4, 1, 2, 1, 1, 1, 5), "unknown score function 5"},
 	} {
 		if c.err == nil || !strings.Contains(c.err.Error(), c.want) {
 			t.Errorf("%s: error %v, want one containing %q", c.name, c.err, c.want)
