@@ -27,8 +27,8 @@ func SwiGLUPacked(z *G.Node) (*G.Node, error) {
 	if err := checkNodes(name, []*G.Node{z}, "z"); err != nil {
 		return nil, err
 	}
-	if !isData(z.Dtype()) {
-		return nil, opkit.Errorf(name, "z has dtype %v, want float32, float64 or bfloat16", z.Dtype())
+	if err := checkData(name, "z", z.Dtype()); err != nil {
+		return nil, err
 	}
 	if err := checkPackedShape(name, z.Shape()); err != nil {
 		return nil, err
@@ -77,8 +77,8 @@ func packedValue(name string, z G.Value) error {
 	if z == nil {
 		return opkit.Errorf(name, "z is nil")
 	}
-	if !isData(z.Dtype()) {
-		return opkit.Errorf(name, "z has dtype %v, want float32, float64 or bfloat16", z.Dtype())
+	if err := checkData(name, "z", z.Dtype()); err != nil {
+		return err
 	}
 	return checkPackedShape(name, z.Shape())
 }
@@ -196,10 +196,8 @@ func (op swigluPackedGradOp) Do(vs ...G.Value) (G.Value, error) {
 	if err := packedValue(name, vs[0]); err != nil {
 		return nil, err
 	}
-	if vs[1] == nil || vs[1].Dtype() != vs[0].Dtype() {
-		return nil, opkit.Errorf(name, "dy must be a value of z's dtype %v", vs[0].Dtype())
-	}
-	if err := packedGradShapes(name, vs[0].Shape(), vs[1].Shape()); err != nil {
+	z := vs[0].Shape()
+	if err := checkValue(name, "dy", vs[1], vs[0].Dtype(), dim{"R", z[0]}, dim{"F", z[1] / 2}); err != nil {
 		return nil, err
 	}
 	dev, err := onDevice(name, vs...)
