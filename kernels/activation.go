@@ -84,7 +84,8 @@ func ActivationForward[F float32 | float64](kind Activation, out, a, b []F) erro
 		}
 	}
 	parallelRange(len(out), actBlock, func(lo, hi int) {
-		actForward(kind, out[lo:hi], a[lo:hi], part(b, lo, hi))
+		var sc actScratch
+		actForward(&sc, kind, out[lo:hi], a[lo:hi], part(b, lo, hi))
 	})
 	return nil
 }
@@ -97,10 +98,11 @@ func part[F float32 | float64](s []F, lo, hi int) []F {
 	return s[lo:hi]
 }
 
-// actForward is ActivationForward's arithmetic on one span, serially.
-func actForward[F float32 | float64](kind Activation, out, a, b []F) {
+// actForward is ActivationForward's arithmetic on one span, serially (sc: the float32 path's
+// scratch).
+func actForward[F float32 | float64](sc *actScratch, kind Activation, out, a, b []F) {
 	if o, ok := any(out).([]float32); ok && hasSigmoidAsm {
-		act32Forward(kind, o, any(a).([]float32), any(b).([]float32))
+		act32Forward(sc, kind, o, any(a).([]float32), any(b).([]float32))
 		return
 	}
 	for i := range out {
@@ -151,23 +153,24 @@ func ActivationBackward[F float32 | float64](kind Activation, which int, out, a,
 		}
 	}
 	parallelRange(n, actBlock, func(lo, hi int) {
-		actBackward(kind, which, out[lo:hi], part(a, lo, hi), part(b, lo, hi), part(y, lo, hi), dy[lo:hi])
+		var sc actScratch
+		actBackward(&sc, kind, which, out[lo:hi], part(a, lo, hi), part(b, lo, hi), part(y, lo, hi), dy[lo:hi])
 	})
 	return nil
 }
 
-// actBackward is ActivationBackward's arithmetic on one span, serially.
-func actBackward[F float32 | float64](kind Activation, which int, out, a, b, y, dy []F) {
+// actBackward is ActivationBackward's arithmetic on one span, serially (sc as in actForward).
+func actBackward[F float32 | float64](sc *actScratch, kind Activation, which int, out, a, b, y, dy []F) {
 	if kind == SwiGLU {
 		if which == 0 {
-			swigluBackward(out, nil, a, b, dy)
+			swigluBackward(sc, out, nil, a, b, dy)
 		} else {
-			swigluBackward(nil, out, a, b, dy)
+			swigluBackward(sc, nil, out, a, b, dy)
 		}
 		return
 	}
 	if o, ok := any(out).([]float32); ok && hasSigmoidAsm && kind == GELU {
-		act32GELUBackward(o, any(a).([]float32), any(dy).([]float32))
+		act32GELUBackward(sc, o, any(a).([]float32), any(dy).([]float32))
 		return
 	}
 	for i := range out {
@@ -186,9 +189,9 @@ func actBackward[F float32 | float64](kind Activation, which int, out, a, b, y, 
 
 // swigluBackward writes SwiGLU's da and db (either may be nil) from one sigmoid per element,
 // serially: da = dy·b·σ(a)·(1 + a·(1−σ(a))), db = dy·a·σ(a).
-func swigluBackward[F float32 | float64](da, db, a, b, dy []F) {
+func swigluBackward[F float32 | float64](sc *actScratch, da, db, a, b, dy []F) {
 	if _, ok := any(a).([]float32); ok && hasSigmoidAsm {
-		act32SwiGLUBackward(any(da).([]float32), any(db).([]float32), any(a).([]float32), any(b).([]float32), any(dy).([]float32))
+		act32SwiGLUBackward(sc, any(da).([]float32), any(db).([]float32), any(a).([]float32), any(b).([]float32), any(dy).([]float32))
 		return
 	}
 	for i := range a {
@@ -217,9 +220,10 @@ func SwiGLUPackedForward[F float32 | float64](out, z []F, f int) error {
 		return err
 	}
 	parallelRange(rows, max(1, actBlock/f), func(lo, hi int) {
+		var sc actScratch // one per span, not per row: clearing it costs more than a short row
 		for r := lo; r < hi; r++ {
 			zr := z[2*r*f : 2*(r+1)*f]
-			actForward(SwiGLU, out[r*f:(r+1)*f], zr[:f], zr[f:])
+			actForward(&sc, SwiGLU, out[r*f:(r+1)*f], zr[:f], zr[f:])
 		}
 	})
 	return nil
@@ -243,9 +247,10 @@ func SwiGLUPackedBackward[F float32 | float64](dz, z, dy []F, f int) error {
 		return fmt.Errorf("gomoe: SwiGLUPackedBackward: dz shares memory with z; it cannot be computed in place")
 	}
 	parallelRange(rows, max(1, actBlock/f), func(lo, hi int) {
+		var sc actScratch // one per span, as in SwiGLUPackedForward
 		for r := lo; r < hi; r++ {
 			zr, dzr, g := z[2*r*f:2*(r+1)*f], dz[2*r*f:2*(r+1)*f], dy[r*f:(r+1)*f]
-			swigluBackward(dzr[:f], dzr[f:], zr[:f], zr[f:], g)
+			swigluBackward(&sc, dzr[:f], dzr[f:], zr[:f], zr[f:], g)
 		}
 	})
 	return nil
@@ -268,6 +273,14 @@ const actTail = -80
 // actChunk is the number of elements whose sigmoids act32Forward and act32SwiGLUBackward
 // compute in one call of the vector kernel.
 const actChunk = 512
+
+// actScratch is the float32 activations' scratch for one chunk: the sigmoids σ(x) and σ(−x)
+// and, for GELU, its argument t and rounding error d (geluArgs). A caller keeps one for a whole
+// span of work, so that it is cleared once, not per call.
+type actScratch struct {
+	s, sm, t [actChunk]float32
+	d        [actChunk]float64
+}
 
 // GELU in float32 with the vector sigmoid: 0.5·x·(1 + tanh(u)) = x·σ(2u), u = c·(x + 0.044715x³).
 // t = 2u is computed in float64 and rounded to float32 for the vector kernel; the rounding error
@@ -292,10 +305,9 @@ func geluSigmoids(s, sm, t []float32, d []float64, x []float32) {
 }
 
 // act32Forward is ActivationForward in float32 with the vector sigmoid.
-func act32Forward(kind Activation, out, a, b []float32) {
+func act32Forward(sc *actScratch, kind Activation, out, a, b []float32) {
 	hi := len(out)
-	var s, sm, t [actChunk]float32
-	var d [actChunk]float64
+	s, sm, t, d := &sc.s, &sc.sm, &sc.t, &sc.d
 	for c := 0; c < hi; c += actChunk {
 		e := min(c+actChunk, hi)
 		x := a[c:e]
@@ -331,9 +343,9 @@ func act32Forward(kind Activation, out, a, b []float32) {
 // act32SwiGLUBackward is ActivationBackward's SwiGLU in float32 with the vector sigmoid
 // (1 − σ(a) is taken as σ(−a), without cancellation): da and db (either may be nil) from one
 // sigmoid per element.
-func act32SwiGLUBackward(da, db, a, b, dy []float32) {
+func act32SwiGLUBackward(sc *actScratch, da, db, a, b, dy []float32) {
 	hi := len(a)
-	var sb, smb [actChunk]float32
+	sb, smb := &sc.s, &sc.sm
 	for c := 0; c < hi; c += actChunk {
 		e := min(c+actChunk, hi)
 		x := a[c:e]
@@ -370,10 +382,9 @@ func act32SwiGLUBackward(da, db, a, b, dy []float32) {
 
 // act32GELUBackward is ActivationBackward's GELU in float32 with the vector sigmoid:
 // da = dy·(σ(2u) + 2x·σ(2u)·σ(−2u)·c·(1 + 3·0.044715·x²)), the tanh form rewritten.
-func act32GELUBackward(out, a, dy []float32) {
+func act32GELUBackward(sc *actScratch, out, a, dy []float32) {
 	hi := len(out)
-	var s, sm, t [actChunk]float32
-	var d [actChunk]float64
+	s, sm, t, d := &sc.s, &sc.sm, &sc.t, &sc.d
 	for c := 0; c < hi; c += actChunk {
 		e := min(c+actChunk, hi)
 		x := a[c:e]
