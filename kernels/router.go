@@ -182,16 +182,15 @@ func routerProbsOf[F float32 | float64](r Router, probs, logits []F, ids []int32
 		op = RowSoftmax
 	case r.Score == RouterSigmoid && K > 1:
 		op = RowNormalize
-	default: // nothing to normalise: the chosen values are the probs
-		if _, err := routerChosen(r, probs, logits, ids, E, K); err != nil {
-			return err
-		}
+	}
+	c := probs // with nothing to normalise, the chosen values are the probs
+	if op != 0 {
+		c = make([]F, len(probs))
+	}
+	if _, err := routerChosen(r, c, logits, ids, E, K); err != nil {
+		return err
 	}
 	if op != 0 {
-		c := make([]F, len(probs))
-		if _, err := routerChosen(r, c, logits, ids, E, K); err != nil {
-			return err
-		}
 		if err := RowForward(op, probs, c, K); err != nil {
 			return err
 		}
