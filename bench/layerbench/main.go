@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"math/rand"
 	"os"
+	"runtime/pprof"
 	"sort"
 	"time"
 
@@ -47,6 +48,9 @@ type result struct {
 	ExpertsMs float64 `json:"experts_fwdbwd_ms"`
 	RouteMs   float64 `json:"route_permute_fwdbwd_ms"`
 	RouterMs  float64 `json:"router_fwdbwd_ms"`
+	// HostMs is the median time the host takes to issue one forward+backward (the tape
+	// machine's run, before the wait for the GPU); eager runs only.
+	HostMs float64 `json:"host_fwdbwd_ms,omitempty"`
 }
 
 func main() {
@@ -61,6 +65,7 @@ func main() {
 	dtype := flag.String("dtype", "f32", "f32, bf16 (float32 router and accumulation) or f64")
 	jsonOut := flag.String("json", "", "write the result as JSON to this file")
 	replay := flag.Bool("graph", false, "time each graph (the layer and its parts) as replays of a CUDA graph captured once (device.Engine.Capture) instead of eager runs")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the timed forward+backward runs (the host's side) to this file")
 	flag.Parse()
 	r := result{Shape: *shape, Dtype: *dtype, Graph: *replay}
 	switch *shape {
@@ -88,7 +93,7 @@ func main() {
 	default:
 		fail(fmt.Errorf("dtype %q: want f32, bf16 or f64", *dtype))
 	}
-	if err := run(&r, dt, *iters, *warmup); err != nil {
+	if err := run(&r, dt, *iters, *warmup, *cpuProfile); err != nil {
 		fail(err)
 	}
 	fmt.Printf("  parts (fwd+bwd, each alone): expert GEMMs + SwiGLU %.2f ms (%.0f%%), router + top-k + softmax + plan + permute + combine %.2f ms (%.0f%%; the router matmul and fused router alone %.2f ms), rest %.2f ms\n",
@@ -97,8 +102,12 @@ func main() {
 	if r.Graph {
 		mode = "CUDA graph replays"
 	}
-	fmt.Printf("gomoe layer (%s) %s T=%d H=%d F=%d E=%d K=%d %s on %s: fwd %.2f ms (%.1f TFLOP/s), fwd+bwd %.2f ms (%.1f TFLOP/s); setup %.1f s\n",
-		mode, r.Shape, r.T, r.H, r.F, r.E, r.K, r.Dtype, r.Device, r.FwdMs, r.TFlopsFwd, r.FwdBwdMs, r.TFlopsFwdBwd, r.SetupSec)
+	host := ""
+	if !r.Graph {
+		host = fmt.Sprintf(" (the host issues it in %.2f ms)", r.HostMs)
+	}
+	fmt.Printf("gomoe layer (%s) %s T=%d H=%d F=%d E=%d K=%d %s on %s: fwd %.2f ms (%.1f TFLOP/s), fwd+bwd %.2f ms (%.1f TFLOP/s)%s; setup %.1f s\n",
+		mode, r.Shape, r.T, r.H, r.F, r.E, r.K, r.Dtype, r.Device, r.FwdMs, r.TFlopsFwd, r.FwdBwdMs, r.TFlopsFwdBwd, host, r.SetupSec)
 	if *jsonOut != "" {
 		b, _ := json.MarshalIndent(r, "", "  ")
 		if err := os.WriteFile(*jsonOut, b, 0o644); err != nil {
@@ -164,7 +173,7 @@ func graph(r *result, dt tensor.Dtype, grad bool) (*G.ExprGraph, *moe.Layer, *G.
 	return g, l, x, dy, nil
 }
 
-func run(r *result, dt tensor.Dtype, iters, warmup int) error {
+func run(r *result, dt tensor.Dtype, iters, warmup int, cpuProfile string) error {
 	start := time.Now()
 	eng, err := gdev.New(0)
 	if err != nil {
@@ -210,7 +219,9 @@ func run(r *result, dt tensor.Dtype, iters, warmup int) error {
 	r.SetupSec = time.Since(start).Seconds()
 
 	fwdFlops := 6*float64(r.T*r.K)*float64(r.H)*float64(r.F) + 2*float64(r.T)*float64(r.H)*float64(r.E)
+	var hostMs []float64 // the host's issue times of the last time1 call (eager)
 	time1 := func(g *G.ExprGraph) (float64, error) {
+		hostMs = hostMs[:0]
 		vm := G.NewTapeMachine(g, G.WithEngine(eng))
 		defer vm.Close()
 		step, cleanup := vm.RunAll, func() { vm.Reset(); eng.EndStep() }
@@ -239,11 +250,13 @@ func run(r *result, dt tensor.Dtype, iters, warmup int) error {
 			if err := step(); err != nil {
 				return 0, err
 			}
+			issued := time.Since(t0)
 			if err := eng.Status(); err != nil {
 				return 0, err
 			}
 			if i >= warmup {
 				ms = append(ms, float64(time.Since(t0).Microseconds())/1000)
+				hostMs = append(hostMs, float64(issued.Microseconds())/1000)
 			}
 			cleanup()
 		}
@@ -253,8 +266,26 @@ func run(r *result, dt tensor.Dtype, iters, warmup int) error {
 	if r.FwdMs, err = time1(gf); err != nil {
 		return fmt.Errorf("forward: %w", err)
 	}
-	if r.FwdBwdMs, err = time1(gb); err != nil {
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+	}
+	r.FwdBwdMs, err = time1(gb)
+	if cpuProfile != "" {
+		pprof.StopCPUProfile()
+	}
+	if err != nil {
 		return fmt.Errorf("forward+backward: %w", err)
+	}
+	if !r.Graph {
+		sort.Float64s(hostMs)
+		r.HostMs = hostMs[len(hostMs)/2]
 	}
 	if err := breakdown(r, dt, eng, lb, xd, dyd, rng, time1); err != nil {
 		return fmt.Errorf("breakdown: %w", err)
