@@ -93,11 +93,11 @@ __device__ __forceinline__ void pwBwd(int kind, int which, const T *__restrict__
 
 #define PWOPS(SUF, T)                                                                              \
   extern "C" __global__ void __launch_bounds__(256)                                                \
-      pw_fwd_##SUF(int kind, const T *a, const T *b, T *o, long long n) {                          \
+      pw_fwd_##SUF(int kind, const T *a, const T *b, T *o, long long n) { gdcEnter();              \
     pwFwd<T>(kind, a, b, o, n);                                                                    \
   }                                                                                                \
   extern "C" __global__ void __launch_bounds__(256) pw_bwd_##SUF(                                  \
-      int kind, int which, const T *a, const T *b, const T *y, const T *dy, T *o, long long n) {   \
+      int kind, int which, const T *a, const T *b, const T *y, const T *dy, T *o, long long n) { gdcEnter(); \
     pwBwd<T>(kind, which, a, b, y, dy, o, n);                                                      \
   }
 PWOPS(f32, float)
@@ -160,11 +160,11 @@ __device__ __forceinline__ void swigluPackedBwd(const T *__restrict__ z, const T
 
 #define SWIGLU_PACKED(SUF, T)                                                                      \
   extern "C" __global__ void __launch_bounds__(256)                                                \
-      swiglu_packed_fwd_##SUF(const T *z, T *o, long long rows, int f) {                           \
+      swiglu_packed_fwd_##SUF(const T *z, T *o, long long rows, int f) { gdcEnter();               \
     swigluPackedFwd<T>(z, o, rows, f);                                                             \
   }                                                                                                \
   extern "C" __global__ void __launch_bounds__(256)                                                \
-      swiglu_packed_bwd_##SUF(const T *z, const T *dy, T *dz, long long rows, int f) {             \
+      swiglu_packed_bwd_##SUF(const T *z, const T *dy, T *dz, long long rows, int f) { gdcEnter(); \
     swigluPackedBwd<T>(z, dy, dz, rows, f);                                                        \
   }
 SWIGLU_PACKED(f32, float)

@@ -89,6 +89,7 @@ __device__ __forceinline__ void balanceFwd(const double *__restrict__ partP, con
 // adding cps chunk counts in every block.
 extern "C" __global__ void __launch_bounds__(256)
 loss_counts_sum(const int *__restrict__ partN, int *__restrict__ N, int B, int E, int cps) {
+  gdcEnter();
   long long w = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
   int lane = threadIdx.x & 31;
   if (w >= (long long)B * E) return;
@@ -217,27 +218,27 @@ __device__ __forceinline__ void balanceBwdLogits(const int *__restrict__ N, cons
 #define BALANCEOPS(SUF, T)                                                                         \
   extern "C" __global__ void __launch_bounds__(256)                                                \
       loss_partials_##SUF(const int *ids, const T *s, double *partP, int *partN, int K, int E, int S, \
-                          int cps, int ny, int *status) {                                          \
+                          int cps, int ny, int *status) { gdcEnter();                              \
     lossPartials<T>(ids, s, partP, partN, K, E, S, cps, ny, status);                               \
   }                                                                                                \
   extern "C" __global__ void __launch_bounds__(LOSS_LANES)                                         \
       balance_loss_fwd_##SUF(const double *partP, const int *partN, T *out, int B, int E, int cps,  \
-                             double scale) {                                                       \
+                             double scale) { gdcEnter();                                           \
     balanceFwd<T>(partP, partN, out, B, E, cps, scale);                                            \
   }                                                                                                \
   extern "C" __global__ void __launch_bounds__(256)                                                \
       balance_loss_bwd_##SUF(const int *N, T *ds, const T *dyp, double dyv, int E, int S, int cps,  \
-                             int ny, double scale) {                                               \
+                             int ny, double scale) { gdcEnter();                                   \
     balanceBwd<T>(N, ds, dyp, dyv, E, S, cps, ny, scale);                                          \
   }                                                                                                \
   extern "C" __global__ void __launch_bounds__(256)                                                \
       loss_partials_logits_##SUF(const int *ids, const T *x, double *partP, int *partN, int K, int E, \
-                                 int S, int cps, int score, int *status) {                         \
+                                 int S, int cps, int score, int *status) { gdcEnter();             \
     lossPartialsLogits<T>(ids, x, partP, partN, K, E, S, cps, score, status);                      \
   }                                                                                                \
   extern "C" __global__ void __launch_bounds__(256)                                                \
       balance_loss_bwd_logits_##SUF(const int *N, const T *x, T *dx, const T *dyp, double dyv, int E, \
-                                    int S, int cps, int split, double scale, int score) {          \
+                                    int S, int cps, int split, double scale, int score) { gdcEnter(); \
     balanceBwdLogits<T>(N, x, dx, dyp, dyv, E, S, cps, split, scale, score);                       \
   }
 BALANCEOPS(f32, float)

@@ -26,7 +26,7 @@ var (
 	gpuBenchIters = flag.Int("gomoe.iters", 20, "timed launches per measurement")
 	gpuBenchOut   = flag.String("gomoe.benchout", "", "also write the table to this file")
 	gpuShapesFlag = flag.String("gomoe.shapes", "dsv3,te16k,mixtral,top1", "shapes to run")
-	gpuModes      = flag.Bool("gomoe.modes", false, "also compare the store policies of the scatter kernels")
+	gpuModes      = flag.Bool("gomoe.modes", false, "also compare the store policies of the scatter kernels, the bfloat16 dprobs variants and plain launches")
 )
 
 type gpuBenchShapeT struct {
@@ -203,6 +203,11 @@ func gpuBenchOne(t *testing.T, sb *strings.Builder, s gpuBenchShapeT, d DType) {
 	row("permute fwd (CUDA graph)", T*H*e+T*K*H*e, gPerm)
 	row("plan + permute fwd (CUDA graph)", T*H*e+T*K*H*e, graphMS(planPermute))
 	if *gpuModes {
+		// The same with plain launches instead of programmatic ones (launch_cuda.go; a CUDA
+		// graph always has plain ones).
+		was := SetProgrammaticLaunch(testCUDA, false)
+		row("plan + permute fwd, plain launches", T*H*e+T*K*H*e, cuTimeIt(t, it, planPermute))
+		SetProgrammaticLaunch(testCUDA, was)
 		def := StoreMode()
 		for _, m := range []int{0, 1, 4} {
 			SetStoreMode(m)

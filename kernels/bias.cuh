@@ -23,10 +23,10 @@ __device__ __forceinline__ void colSum(const T *__restrict__ x, T *__restrict__ 
 
 #define BIASOPS(SUF, T)                                                                            \
   extern "C" __global__ void __launch_bounds__(256)                                                \
-      bias_add_##SUF(const T *x, const T *b, T *y, long long n, int cols) {                        \
+      bias_add_##SUF(const T *x, const T *b, T *y, long long n, int cols) { gdcEnter();            \
     biasAdd<T>(x, b, y, n, cols);                                                                  \
   }                                                                                                \
-  extern "C" __global__ void __launch_bounds__(256) col_sum_##SUF(const T *x, T *o, long long rows, int cols) { \
+  extern "C" __global__ void __launch_bounds__(256) col_sum_##SUF(const T *x, T *o, long long rows, int cols) { gdcEnter(); \
     colSum<T>(x, o, rows, cols);                                                                   \
   }
 BIASOPS(f32, float)

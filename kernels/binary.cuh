@@ -25,13 +25,16 @@ __device__ __forceinline__ void addElems(const T *__restrict__ a, const T *__res
   });
 }
 extern "C" __global__ void __launch_bounds__(256) add_f32(const float *a, const float *b, float *o, long long n) {
+  gdcEnter();
   addElems<float>(a, b, o, n);
 }
 extern "C" __global__ void __launch_bounds__(256) add_f64(const double *a, const double *b, double *o, long long n) {
+  gdcEnter();
   addElems<double>(a, b, o, n);
 }
 extern "C" __global__ void __launch_bounds__(256)
 add_bf16(const __nv_bfloat16 *a, const __nv_bfloat16 *b, __nv_bfloat16 *o, long long n) {
+  gdcEnter();
   addElems<__nv_bfloat16>(a, b, o, n);
 }
 
@@ -77,7 +80,7 @@ __device__ __forceinline__ void binElems(int op, int mode, const T *__restrict__
 
 #define BINOP(SUF, T)                                                                              \
   extern "C" __global__ void __launch_bounds__(256)                                                \
-      binop_##SUF(int op, int mode, const T *a, const T *b, double s, T *o, long long n) {         \
+      binop_##SUF(int op, int mode, const T *a, const T *b, double s, T *o, long long n) { gdcEnter(); \
     binElems<T>(op, mode, a, b, s, o, n);                                                          \
   }
 BINOP(f32, float)

@@ -28,6 +28,7 @@ __device__ __forceinline__ void copyWords(const char *__restrict__ s, char *__re
 
 extern "C" __global__ void __launch_bounds__(256)
 block_copy(const char *src, char *dst, const long long *desc, int n) {
+  gdcEnter();
   for (int k = blockIdx.x; k < n; k += gridDim.x) {
     const char *s = src + desc[3 * k];
     char *t = dst + desc[3 * k + 1];

@@ -2,21 +2,6 @@
 
 package kernels
 
-/*
-#cgo LDFLAGS: -lcuda
-#include <cuda.h>
-#include <stdint.h>
-
-// gomoe_launch_blocks launches f on stream s with n arguments held in 8-byte slots.
-static CUresult gomoe_launch_blocks(CUfunction f, unsigned grid, unsigned block,
-                                    uint64_t *args, int n, CUstream s) {
-	void *params[8];
-	for (int i = 0; i < n && i < 8; i++) params[i] = &args[i];
-	return cuLaunchKernel(f, grid, 1, 1, block, 1, 1, 0, s, params, 0);
-}
-*/
-import "C"
-
 import (
 	"fmt"
 	"unsafe"
@@ -62,8 +47,6 @@ func (c *CUDA) CopyBlocksGrid(stream unsafe.Pointer, dst, src, desc cu.DevicePtr
 		return fmt.Errorf("gomoe: no CUDA kernel block_copy")
 	}
 	a := *new(args).p(src).p(dst).p(desc).i(n)
-	return c.do(func() error {
-		return cuErr("launching block_copy", C.gomoe_launch_blocks(handle(f), C.uint(min(n, grid)), 256,
-			(*C.uint64_t)(unsafe.Pointer(&a[0])), C.int(len(a)), C.CUstream(stream)))
-	})
+	// A plain launch: it runs on the caller's stream beside NCCL's kernels.
+	return c.do(func() error { return launchRaw("block_copy", stream, f, min(n, grid), 256, 0, a, false) })
 }

@@ -6,7 +6,7 @@
 #                                 helpers and one file per kernel concept, main_sources below):
 #                                 sm_80 and sm_90a machine code plus compute_80 PTX, so newer
 #                                 GPUs JIT it
-#   gomoe_gmm.fatbin              gmm.cu (+ syncprobe.cuh): the grouped matmul's group-table and
+#   gomoe_gmm.fatbin              gmm.cu (+ gdc.cuh, syncprobe.cuh): the grouped matmul's group-table and
 #                                 zeroing kernels, and the sync probe; the same targets
 #   gomoe_sm90.fatbin             gmm_sm90.cu (+ gmm_sm90.cuh): the bfloat16 grouped GEMM
 #                                 kernels on CUTLASS, sm_90a only
@@ -29,7 +29,7 @@ NVCC=${NVCC:-nvcc}
 what=${1:-all}
 case $what in all | gmm | main) ;; *) echo "usage: $0 [all|gmm|main]" >&2; exit 2 ;; esac
 # The sources of gomoe.fatbin (keep in step with mainSources in fatbin_hash_test.go).
-main_sources=(gomoe.cu gomoe.cuh plan.cuh permute.cuh unpermute.cuh permute_probs.cuh binary.cuh
+main_sources=(gomoe.cu gomoe.cuh gdc.cuh plan.cuh permute.cuh unpermute.cuh permute_probs.cuh binary.cuh
   blockcopy.cuh activation.cuh rowop.cuh topk.cuh gather_topk.cuh router.cuh optimizer.cuh grad_norm.cuh cast.cuh
   scale_rows.cuh bias.cuh relu.cuh rmsnorm.cuh cross_entropy.cuh embedding.cuh balance_loss.cuh
   z_loss.cuh)
@@ -65,7 +65,10 @@ if [[ $what == all ]]; then
   "$NVCC" -fatbin -O3 -std=c++17 "${all_archs[@]}" -o "$tmp/gomoe.fatbin" gomoe.cu & pids+=($!)
 fi
 "$NVCC" -fatbin -O3 -std=c++17 "${all_archs[@]}" -o "$tmp/gomoe_gmm.fatbin" gmm.cu & pids+=($!)
-"$NVCC" -fatbin -O3 "${cutlass[@]}" -gencode arch=compute_90a,code=sm_90a \
+# CUTLASS_ENABLE_GDC_FOR_SM90: the GEMM kernels wait for the kernel before them before they touch
+# global memory and let the next one launch when they run out of tiles, so they can be launched
+# with programmatic stream serialization like the other kernels (gdc.cuh).
+"$NVCC" -fatbin -O3 "${cutlass[@]}" -DCUTLASS_ENABLE_GDC_FOR_SM90 -gencode arch=compute_90a,code=sm_90a \
   -o "$tmp/gomoe_sm90.fatbin" gmm_sm90.cu & pids+=($!)
 "$NVCC" -fatbin -O3 "${cutlass[@]}" -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
   -gencode arch=compute_80,code=compute_80 -o "$tmp/gomoe_simt.fatbin" gmm_simt.cu & pids+=($!)
@@ -87,7 +90,7 @@ if [[ $what == all ]]; then main_nvcc=$nv; else main_nvcc=$(old nvcc); fi
   echo "sources $main_src"
   echo "fatbin $(sum gomoe.fatbin)"
   echo "nvcc $main_nvcc"
-  echo "gmm-sources $(srcs gmm.cu syncprobe.cuh gmm_sm90.cu gmm_sm90.cuh gmm_sm90_host.cu gmm_simt.cu gmm_simt.cuh gmm_simt_host.cu)"
+  echo "gmm-sources $(srcs gdc.cuh gmm.cu syncprobe.cuh gmm_sm90.cu gmm_sm90.cuh gmm_sm90_host.cu gmm_simt.cu gmm_simt.cuh gmm_simt_host.cu)"
   echo "gmmfatbin $(sum gomoe_gmm.fatbin)"
   echo "sm90fatbin $(sum gomoe_sm90.fatbin)"
   echo "simtfatbin $(sum gomoe_simt.fatbin)"

@@ -19,7 +19,7 @@ __device__ __forceinline__ void convertElems(const S *__restrict__ in, D *__rest
   });
 }
 #define CONVERT(A, S, B, D)                                                                        \
-  extern "C" __global__ void __launch_bounds__(256) convert_##A##_##B(const S *in, D *out, long long n) { \
+  extern "C" __global__ void __launch_bounds__(256) convert_##A##_##B(const S *in, D *out, long long n) { gdcEnter(); \
     convertElems<S, D>(in, out, n);                                                                \
   }
 CONVERT(f32, float, bf16, __nv_bfloat16)

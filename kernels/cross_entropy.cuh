@@ -73,14 +73,14 @@ __device__ __forceinline__ void ceBwd(const T *__restrict__ x, const T *__restri
 
 #define CEOPS(SUF, T)                                                                              \
   extern "C" __global__ void __launch_bounds__(256)                                                \
-      ce_rows_##SUF(const T *x, const T *t, double *loss, long long rows, int cols) {              \
+      ce_rows_##SUF(const T *x, const T *t, double *loss, long long rows, int cols) { gdcEnter();  \
     ceRows<T>(x, t, loss, rows, cols);                                                             \
   }                                                                                                \
-  extern "C" __global__ void __launch_bounds__(256) ce_mean_##SUF(const double *loss, T *o, long long rows) { \
+  extern "C" __global__ void __launch_bounds__(256) ce_mean_##SUF(const double *loss, T *o, long long rows) { gdcEnter(); \
     ceMean<T>(loss, o, rows);                                                                      \
   }                                                                                                \
   extern "C" __global__ void __launch_bounds__(256) ce_bwd_##SUF(                                  \
-      const T *x, const T *t, const T *dyp, double scale, T *dx, long long rows, int cols) {       \
+      const T *x, const T *t, const T *dyp, double scale, T *dx, long long rows, int cols) { gdcEnter(); \
     ceBwd<T>(x, t, dyp, scale, dx, rows, cols);                                                    \
   }
 CEOPS(f32, float)

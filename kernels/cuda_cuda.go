@@ -6,6 +6,7 @@ import (
 	_ "embed"
 	"fmt"
 	"math"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -148,6 +149,8 @@ type CUDA struct {
 	gmmSimtOnce sync.Once
 	gsimt       *gmmSimt // float32/float64 grouped GEMM state (gmm_simt_cuda.go)
 	lastGMM     string   // the path of the last grouped matmul: "sm90", "simt" or "cublas" (tests)
+
+	pdl bool // eager launches use programmatic stream serialization (launch_cuda.go)
 }
 
 // NewCUDA loads the embedded fatbin into ctx.
@@ -169,6 +172,7 @@ func NewCUDA(ctx cu.CUContext) (*CUDA, error) {
 		if err := c.loadGMM(); err != nil {
 			return err
 		}
+		c.pdl = programmaticLaunch && os.Getenv("GOMOE_NO_PDL") == "" && pdlCapable()
 		if c.status, err = cu.MemAlloc(4); err != nil {
 			return fmt.Errorf("gomoe: allocating the status word: %w", err)
 		}
@@ -276,7 +280,7 @@ func (c *CUDA) launch(name string, grid, block, smem int, a args) error {
 	if grid < 1 {
 		return nil
 	}
-	return launchRaw(name, c.stream, f, grid, block, smemPad(smem), a)
+	return launchRaw(name, c.stream, f, grid, block, smemPad(smem), a, c.eagerPDL())
 }
 
 func gridFor(n int64, block int) int {

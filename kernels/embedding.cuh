@@ -36,11 +36,11 @@ __device__ __forceinline__ void embedBwd(const T *__restrict__ dy, const int *__
 
 #define EMBEDOPS(SUF, T)                                                                           \
   extern "C" __global__ void __launch_bounds__(256)                                                \
-      embed_fwd_##SUF(const T *table, const int *ids, T *o, long long n, int cols, int V, int *status) { \
+      embed_fwd_##SUF(const T *table, const int *ids, T *o, long long n, int cols, int V, int *status) { gdcEnter(); \
     embedFwd<T>(table, ids, o, n, cols, V, status);                                                \
   }                                                                                                \
   extern "C" __global__ void __launch_bounds__(256)                                                \
-      embed_bwd_##SUF(const T *dy, const int *ids, T *dt, long long rows, int cols, int V) {       \
+      embed_bwd_##SUF(const T *dy, const int *ids, T *dt, long long rows, int cols, int V) { gdcEnter(); \
     embedBwd<T>(dy, ids, dt, rows, cols, V);                                                       \
   }
 EMBEDOPS(f32, float)

@@ -14,3 +14,14 @@ var BF16DotVariants = bf16DotVariants
 // SetBF16DotVariant makes every bfloat16 dprobs launch use the variant v (one of
 // BF16DotVariants; "" for the default choice by K) and returns the previous setting.
 func SetBF16DotVariant(v string) string { old := bf16DotForce; bf16DotForce = v; return old }
+
+// SetProgrammaticLaunch turns c's programmatic launches on (where the GPU and driver take them)
+// or off and returns whether they were on.
+func SetProgrammaticLaunch(c *CUDA, on bool) (was bool) {
+	was = c.pdl
+	_ = c.do(func() error { c.pdl = on && pdlCapable(); return nil })
+	return was
+}
+
+// ProgrammaticLaunch reports whether c launches with programmatic stream serialization.
+func ProgrammaticLaunch(c *CUDA) bool { return c.pdl }

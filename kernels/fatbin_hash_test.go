@@ -28,13 +28,13 @@ func readRecord(t *testing.T) map[string]string {
 }
 
 // The source groups of the CUDA artifacts (build_fatbin.sh): each .cu and .cuh file belongs to
-// exactly one.
+// one, except gdc.cuh, which both include.
 var (
 	mainSources = []string{"activation.cuh", "balance_loss.cuh", "bias.cuh", "binary.cuh", "blockcopy.cuh", "cast.cuh",
-		"cross_entropy.cuh", "embedding.cuh", "gather_topk.cuh", "gomoe.cu", "gomoe.cuh", "grad_norm.cuh", "optimizer.cuh", "permute.cuh",
+		"cross_entropy.cuh", "embedding.cuh", "gather_topk.cuh", "gdc.cuh", "gomoe.cu", "gomoe.cuh", "grad_norm.cuh", "optimizer.cuh", "permute.cuh",
 		"permute_probs.cuh", "plan.cuh", "relu.cuh", "rmsnorm.cuh", "router.cuh", "rowop.cuh", "scale_rows.cuh", "topk.cuh", "unpermute.cuh",
 		"z_loss.cuh"}
-	gmmSources = []string{"gmm.cu", "gmm_simt.cu", "gmm_simt.cuh", "gmm_simt_host.cu", "gmm_sm90.cu", "gmm_sm90.cuh", "gmm_sm90_host.cu", "syncprobe.cuh"}
+	gmmSources = []string{"gdc.cuh", "gmm.cu", "gmm_simt.cu", "gmm_simt.cuh", "gmm_simt_host.cu", "gmm_sm90.cu", "gmm_sm90.cuh", "gmm_sm90_host.cu", "syncprobe.cuh"}
 )
 
 // hashSources hashes files as build_fatbin.sh does: in byte order of their names, each name, a

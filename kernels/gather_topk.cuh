@@ -37,10 +37,14 @@ __device__ __forceinline__ void gatherTopKBwd(const T *__restrict__ g, const int
   }
 }
 extern "C" __global__ void __launch_bounds__(256)
-gather_topk_f32(const float *s, const int *ids, float *o, long long TK, int E, int K, int *st) { gatherTopK<float>(s, ids, o, TK, E, K, st); }
+gather_topk_f32(const float *s, const int *ids, float *o, long long TK, int E, int K, int *st) {
+  gdcEnter(); gatherTopK<float>(s, ids, o, TK, E, K, st); }
 extern "C" __global__ void __launch_bounds__(256)
-gather_topk_f64(const double *s, const int *ids, double *o, long long TK, int E, int K, int *st) { gatherTopK<double>(s, ids, o, TK, E, K, st); }
+gather_topk_f64(const double *s, const int *ids, double *o, long long TK, int E, int K, int *st) {
+  gdcEnter(); gatherTopK<double>(s, ids, o, TK, E, K, st); }
 extern "C" __global__ void __launch_bounds__(256)
-gather_topk_bwd_f32(const float *g, const int *ids, float *ds, long long T, int E, int K, int *st) { gatherTopKBwd<float>(g, ids, ds, T, E, K, st); }
+gather_topk_bwd_f32(const float *g, const int *ids, float *ds, long long T, int E, int K, int *st) {
+  gdcEnter(); gatherTopKBwd<float>(g, ids, ds, T, E, K, st); }
 extern "C" __global__ void __launch_bounds__(256)
-gather_topk_bwd_f64(const double *g, const int *ids, double *ds, long long T, int E, int K, int *st) { gatherTopKBwd<double>(g, ids, ds, T, E, K, st); }
+gather_topk_bwd_f64(const double *g, const int *ids, double *ds, long long T, int E, int K, int *st) {
+  gdcEnter(); gatherTopKBwd<double>(g, ids, ds, T, E, K, st); }

@@ -21,6 +21,7 @@
 //   2 weight grad.   dW[e]      = xp[o:o+n]ᵀ · dz[o:o+n] m=H, n=N, k=n A column-major, B row-major
 // An expert with no rows gets m = 0 (no tiles): gmm_prepare clears its rows (forms 0, 1) with
 // the other pad rows, and its dW (form 2).
+#include "gdc.cuh"
 #include "syncprobe.cuh"
 
 #include <stdint.h>
@@ -137,6 +138,7 @@ extern "C" __global__ void __launch_bounds__(256)
 gmm_prepare(int form, const int *__restrict__ counts, const int *__restrict__ offsets, int E,
             long long R, long long H, long long N, long long esize, const char *a, const char *b,
             char *d, char *table, int *status, const int *__restrict__ tokenOf, int zero, int chunks) {
+  gdcEnter();
   gmmTable(form, counts, offsets, E, R, H, N, esize, a, b, d, table, status);
   if (!zero) return;
   if (form == 2) {

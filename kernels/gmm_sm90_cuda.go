@@ -30,11 +30,11 @@ typedef struct {
 int gomoe_gmm90_build(const gomoe_gmm90_args *a, void *params, unsigned long long cap, gomoe_gmm90_info *info);
 
 // gomoe_launch_cluster launches f on stream s with one by-value parameter (params) and a
-// cluster shape.
+// cluster shape; with pdl, also with programmatic stream serialization (launch_cuda.go).
 static CUresult gomoe_launch_cluster(CUfunction f, const unsigned *grid, const unsigned *block,
-		const unsigned *cluster, unsigned smem, void *params, CUstream s) {
+		const unsigned *cluster, unsigned smem, void *params, CUstream s, int pdl) {
 	CUlaunchConfig cfg;
-	CUlaunchAttribute attr[1];
+	CUlaunchAttribute attr[2];
 	void *args[1];
 	cfg.gridDimX = grid[0];
 	cfg.gridDimY = grid[1];
@@ -48,8 +48,10 @@ static CUresult gomoe_launch_cluster(CUfunction f, const unsigned *grid, const u
 	attr[0].value.clusterDim.x = cluster[0];
 	attr[0].value.clusterDim.y = cluster[1];
 	attr[0].value.clusterDim.z = cluster[2];
+	attr[1].id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+	attr[1].value.programmaticStreamSerializationAllowed = 1;
 	cfg.attrs = attr;
-	cfg.numAttrs = 1;
+	cfg.numAttrs = pdl ? 2 : 1;
 	args[0] = params;
 	return cuLaunchKernelEx(&cfg, f, args, 0);
 }
@@ -472,7 +474,7 @@ func (c *CUDA) runGMM90(st *gmm90, form int, g Geometry, H, N int, out, a, b, pl
 	if err := c.gmmSetup(form, BF16, g, H, N, out, a, b, plan, s.table.ptr, accumulate); err != nil {
 		return err
 	}
-	return cuErr("launching "+gmm90Kernels[k], C.gomoe_launch_cluster(st.fn[k], &l.grid[0], &l.block[0], &l.cluster[0], C.uint(l.smem), unsafe.Pointer(&l.params[0]), c.cstream()))
+	return cuErr("launching "+gmm90Kernels[k], C.gomoe_launch_cluster(st.fn[k], &l.grid[0], &l.block[0], &l.cluster[0], C.uint(l.smem), unsafe.Pointer(&l.params[0]), c.cstream(), cbool(c.eagerPDL())))
 }
 
 // gmmSetup enqueues what every device-sized grouped matmul runs before its GEMM: gmm_prepare

@@ -8,6 +8,8 @@
 #include <cuda_bf16.h>
 #include <stdint.h>
 
+#include "gdc.cuh"
+
 namespace gomoe {
 
 // Accumulation type of a data type: float32 and bfloat16 accumulate in float32, float64 in

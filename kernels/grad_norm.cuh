@@ -26,9 +26,11 @@ template <typename R> __device__ __forceinline__ void sumReduce(const R *__restr
   }
 }
 extern "C" __global__ void __launch_bounds__(256) sum_reduce_f32(const float *rows, long long n, double *out) {
+  gdcEnter();
   sumReduce<float>(rows, n, out);
 }
 extern "C" __global__ void __launch_bounds__(256) sum_reduce_f64(const double *rows, long long n, double *out) {
+  gdcEnter();
   sumReduce<double>(rows, n, out);
 }
 
@@ -37,6 +39,7 @@ extern "C" __global__ void __launch_bounds__(256) sum_reduce_f64(const double *r
 // 0 or less clips nothing (skip 0, scale 1). A NaN or infinite norm sets skip (the optimiser
 // kernels then change nothing), scale 1 and StatusBadNorm.
 extern "C" __global__ void clip_finish(const double *sums, int n, double *st, int *status) {
+  gdcEnter();
   if (threadIdx.x != 0 || blockIdx.x != 0) return;
   double maxNorm = st[3];
   double s = 0;
@@ -66,8 +69,11 @@ template <typename T> __device__ __forceinline__ void scaleBy(T *__restrict__ g,
     g[i] = o;
   }
 }
-extern "C" __global__ void __launch_bounds__(256) scale_by_f32(float *g, const double *st, long long n) { scaleBy<float>(g, st, n); }
-extern "C" __global__ void __launch_bounds__(256) scale_by_f64(double *g, const double *st, long long n) { scaleBy<double>(g, st, n); }
+extern "C" __global__ void __launch_bounds__(256) scale_by_f32(float *g, const double *st, long long n) {
+  gdcEnter(); scaleBy<float>(g, st, n); }
+extern "C" __global__ void __launch_bounds__(256) scale_by_f64(double *g, const double *st, long long n) {
+  gdcEnter(); scaleBy<double>(g, st, n); }
 extern "C" __global__ void __launch_bounds__(256) scale_by_bf16(__nv_bfloat16 *g, const double *st, long long n) {
+  gdcEnter();
   scaleBy<__nv_bfloat16>(g, st, n);
 }

@@ -8,12 +8,28 @@ package kernels
 #include <stdint.h>
 
 // gomoe_launch launches f on stream s with n arguments held in 8-byte slots: one
-// cgo call and no allocation per launch.
+// cgo call and no allocation per launch. With pdl the launch allows programmatic stream
+// serialization: f may start before the kernel ahead of it in s has finished (gdc.cuh).
 static CUresult gomoe_launch(CUfunction f, unsigned grid, unsigned block, unsigned smem,
-                             uint64_t *args, int n, CUstream s) {
+                             uint64_t *args, int n, CUstream s, int pdl) {
 	void *params[32];
 	for (int i = 0; i < n && i < 32; i++) params[i] = &args[i];
-	return cuLaunchKernel(f, grid, 1, 1, block, 1, 1, smem, s, params, 0);
+	if (!pdl) return cuLaunchKernel(f, grid, 1, 1, block, 1, 1, smem, s, params, 0);
+	CUlaunchAttribute attr[1];
+	attr[0].id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+	attr[0].value.programmaticStreamSerializationAllowed = 1;
+	CUlaunchConfig cfg = {0};
+	cfg.gridDimX = grid;
+	cfg.gridDimY = 1;
+	cfg.gridDimZ = 1;
+	cfg.blockDimX = block;
+	cfg.blockDimY = 1;
+	cfg.blockDimZ = 1;
+	cfg.sharedMemBytes = smem;
+	cfg.hStream = s;
+	cfg.attrs = attr;
+	cfg.numAttrs = 1;
+	return cuLaunchKernelEx(&cfg, f, params, 0);
 }
 */
 import "C"
@@ -28,8 +44,47 @@ import (
 // handle is the CUfunction inside a cu.Function (its only field).
 func handle(f cu.Function) C.CUfunction { return *(*C.CUfunction)(unsafe.Pointer(&f)) }
 
-// launchRaw launches f (the kernel name) on stream with the argument slots a (at most 32).
-func launchRaw(name string, stream unsafe.Pointer, f cu.Function, grid, block, smem int, a []uint64) error {
+// Programmatic dependent launch. Every kernel in gomoe.fatbin and gomoe_gmm.fatbin starts with
+// gdcEnter (gdc.cuh), and the sm_90a GEMM kernels are built with CUTLASS's equivalent, so on
+// Hopper they can be launched with programmatic stream serialization: a kernel's blocks are
+// scheduled while the kernel ahead of it finishes and wait on the GPU, not behind the launch
+// queue. The results are the same bits either way: no kernel touches global memory before the
+// wait. Kernels not built that way (cuBLAS, the float32/float64 CUTLASS kernels) are launched
+// as before; a kernel launched after them simply waits for them to finish.
+//
+// Only eager launches use it. Measured on an H100 (docs/gpu-bench.md): launched from the host
+// it closes most of the 1–2 µs gap between two dependent kernels (the bfloat16 Qwen3 layer's
+// forward and backward 2 % faster), while inside a CUDA graph, whose kernel-to-kernel gaps are
+// already about 0.1 µs, it gained nothing and made the plan build a little slower; so launches
+// made during Capture are plain ones and a replayed graph is what it was before.
+
+// programmaticLaunch allows such launches where the GPU and driver take them (NewCUDA). The
+// environment variable GOMOE_NO_PDL (any value) turns them off for the CUDA values made after
+// it is set, to compare or to rule them out; tests switch them per value.
+var programmaticLaunch = true
+
+// pdlCapable reports whether the current context's device and driver take programmatic
+// stream serialization, also inside stream capture: compute capability 9.0 or later and a
+// CUDA 12.3 or later driver. It runs inside do.
+func pdlCapable() bool {
+	if cu.Version() < 12030 {
+		return false
+	}
+	d, err := cu.CurrentDevice()
+	if err != nil {
+		return false
+	}
+	major, err := d.Attribute(cu.ComputeCapabilityMajor)
+	return err == nil && major >= 9
+}
+
+// eagerPDL reports whether c's next launch uses programmatic stream serialization: c allows it
+// and no Capture is recording (c.stream is nil outside Capture).
+func (c *CUDA) eagerPDL() bool { return c.pdl && c.stream == nil }
+
+// launchRaw launches f (the kernel name) on stream with the argument slots a (at most 32),
+// with programmatic stream serialization when pdl is set.
+func launchRaw(name string, stream unsafe.Pointer, f cu.Function, grid, block, smem int, a []uint64, pdl bool) error {
 	if len(a) > 32 {
 		return fmt.Errorf("gomoe: launching %s: %d kernel arguments, at most 32", name, len(a))
 	}
@@ -37,5 +92,5 @@ func launchRaw(name string, stream unsafe.Pointer, f cu.Function, grid, block, s
 	if len(a) > 0 {
 		p = (*C.uint64_t)(unsafe.Pointer(&a[0]))
 	}
-	return cuErr("launching "+name, C.gomoe_launch(handle(f), C.uint(grid), C.uint(block), C.uint(smem), p, C.int(len(a)), C.CUstream(stream)))
+	return cuErr("launching "+name, C.gomoe_launch(handle(f), C.uint(grid), C.uint(block), C.uint(smem), p, C.int(len(a)), C.CUstream(stream), cbool(pdl)))
 }

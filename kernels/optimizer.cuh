@@ -62,23 +62,27 @@ __device__ __forceinline__ void adamElems(T *__restrict__ p, const T *__restrict
 }
 extern "C" __global__ void __launch_bounds__(256)
 sgd_f32(float *p, const float *g, double lr, double wd, long long n, const double *sc) {
+  gdcEnter();
   if (fromSc(sc, lr, wd)) return;
   sgdElems<float>(p, g, lr, wd, n);
 }
 extern "C" __global__ void __launch_bounds__(256)
 sgd_f64(double *p, const double *g, double lr, double wd, long long n, const double *sc) {
+  gdcEnter();
   if (fromSc(sc, lr, wd)) return;
   sgdElems<double>(p, g, lr, wd, n);
 }
 extern "C" __global__ void __launch_bounds__(256)
 adam_f32(float *p, const float *g, float *m, float *v, double lr, double b1, double b2, double eps, double c1, double c2,
          double wd, long long n, const double *sc) {
+  gdcEnter();
   if (fromSc(sc, lr, b1, b2, eps, c1, c2, wd)) return;
   adamElems<float>(p, g, m, v, lr, b1, b2, eps, c1, c2, wd, n);
 }
 extern "C" __global__ void __launch_bounds__(256)
 adam_f64(double *p, const double *g, double *m, double *v, double lr, double b1, double b2, double eps, double c1,
          double c2, double wd, long long n, const double *sc) {
+  gdcEnter();
   if (fromSc(sc, lr, b1, b2, eps, c1, c2, wd)) return;
   adamElems<double>(p, g, m, v, lr, b1, b2, eps, c1, c2, wd, n);
 }
@@ -89,6 +93,7 @@ adam_f64(double *p, const double *g, double *m, double *v, double lr, double b1,
 
 extern "C" __global__ void __launch_bounds__(256)
 sgd_bf16(__nv_bfloat16 *p, const __nv_bfloat16 *g, float *w32, double lr_, double wd_, long long n, const double *sc) {
+  gdcEnter();
   if (fromSc(sc, lr_, wd_)) return;
   float lr = (float)lr_, wd = (float)wd_;
   for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
@@ -102,6 +107,7 @@ sgd_bf16(__nv_bfloat16 *p, const __nv_bfloat16 *g, float *w32, double lr_, doubl
 extern "C" __global__ void __launch_bounds__(256)
 adam_bf16(__nv_bfloat16 *p, const __nv_bfloat16 *g, float *w32, float *m, float *v, double lr_, double b1_, double b2_,
           double eps_, double c1_, double c2_, double wd_, long long n, const double *sc) {
+  gdcEnter();
   if (fromSc(sc, lr_, b1_, b2_, eps_, c1_, c2_, wd_)) return;
   float lr = (float)lr_, b1 = (float)b1_, b2 = (float)b2_, eps = (float)eps_, c1 = (float)c1_, c2 = (float)c2_,
         wd = (float)wd_;

@@ -45,7 +45,7 @@ __device__ __forceinline__ void permuteFwd(const V *__restrict__ x, V *__restric
 #define PERMUTE_FWD(NAME, V, U)                                                                 \
   extern "C" __global__ void __launch_bounds__(256)                                             \
   NAME(const V *x, V *xp, const int *rowOf, const int *tokenOf, int T, int K, long long R,      \
-       long long nvec, int zrows, int smode) {                                                  \
+       long long nvec, int zrows, int smode) { gdcEnter();                                      \
     permuteFwd<V, U>(x, xp, rowOf, tokenOf, T, K, R, nvec, zrows, smode);                       \
   }
 // 16-byte packs keep 8 in flight per thread (measured: 8 beat 4 and 2 at K >= 2 on an H200).
@@ -100,7 +100,7 @@ __device__ __forceinline__ void permuteBwd(const T *__restrict__ dxp, T *__restr
 
 #define PERMUTE_TYPED(SUF, T, N, PR)                                                             \
   extern "C" __global__ void __launch_bounds__(256)                                              \
-  permute_bwd_##SUF(const T *dxp, T *dx, const int *rowOf, int K, long long H) {                 \
+  permute_bwd_##SUF(const T *dxp, T *dx, const int *rowOf, int K, long long H) { gdcEnter();     \
     permuteBwd<T, N>(dxp, dx, rowOf, K, H);                                                      \
   }
 

@@ -35,19 +35,23 @@ __device__ __forceinline__ void permuteProbsBwd(const B *__restrict__ dpp, B *__
 extern "C" __global__ void __launch_bounds__(256)
 permute_probs_fwd_b4(const unsigned int *probs, unsigned int *pp, const int *rowOf, const int *tokenOf,
                      int K, long long R) {
+  gdcEnter();
   permuteProbsFwd<unsigned int>(probs, pp, rowOf, tokenOf, K, R);
 }
 extern "C" __global__ void __launch_bounds__(256)
 permute_probs_fwd_b8(const unsigned long long *probs, unsigned long long *pp, const int *rowOf,
                      const int *tokenOf, int K, long long R) {
+  gdcEnter();
   permuteProbsFwd<unsigned long long>(probs, pp, rowOf, tokenOf, K, R);
 }
 extern "C" __global__ void __launch_bounds__(256)
 permute_probs_bwd_b4(const unsigned int *dpp, unsigned int *dprobs, const int *rowOf, long long TK) {
+  gdcEnter();
   permuteProbsBwd<unsigned int>(dpp, dprobs, rowOf, TK);
 }
 extern "C" __global__ void __launch_bounds__(256)
 permute_probs_bwd_b8(const unsigned long long *dpp, unsigned long long *dprobs, const int *rowOf,
                      long long TK) {
+  gdcEnter();
   permuteProbsBwd<unsigned long long>(dpp, dprobs, rowOf, TK);
 }

@@ -24,6 +24,7 @@ extern "C" __global__ void __launch_bounds__(256)
 plan_count(const int *__restrict__ ids, int T, int K, int E, int CT, int nchunks,
            const unsigned char *__restrict__ keep, int *__restrict__ chunkCounts,
            int *__restrict__ tokenOf, long long R, int check, int *__restrict__ status) {
+  gdcEnter();
   extern __shared__ int hist[];
   for (int e = threadIdx.x; e < E; e += blockDim.x) hist[e] = 0;
   __syncthreads();
@@ -72,6 +73,7 @@ plan_assign(const int *__restrict__ ids, int T, int K, int E, int CT, int nchunk
             const unsigned char *__restrict__ keep, int *__restrict__ counts, int *__restrict__ offsets,
             int *__restrict__ loadOut, int *__restrict__ rowOf, int *__restrict__ tokenOf,
             int *__restrict__ list) {
+  gdcEnter();
   extern __shared__ int sm[];
   int *base = sm;            // [E]
   int *tot = sm + E;         // [E]
@@ -214,10 +216,12 @@ __device__ __forceinline__ void planSelect(const int *__restrict__ ids, const P 
 extern "C" __global__ void __launch_bounds__(256)
 plan_select_f32(const int *ids, const float *probs, long long TK, int E, int C, const int *listOffsets,
                 const int *load, const int *list, unsigned char *keep, int *status) {
+  gdcEnter();
   planSelect<float>(ids, probs, TK, E, C, listOffsets, load, list, keep, status);
 }
 extern "C" __global__ void __launch_bounds__(256)
 plan_select_f64(const int *ids, const double *probs, long long TK, int E, int C, const int *listOffsets,
                 const int *load, const int *list, unsigned char *keep, int *status) {
+  gdcEnter();
   planSelect<double>(ids, probs, TK, E, C, listOffsets, load, list, keep, status);
 }

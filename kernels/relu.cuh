@@ -17,11 +17,11 @@ __device__ __forceinline__ void reluBwd(const T *__restrict__ x, const T *__rest
 }
 
 #define RELUOPS(SUF, T)                                                                            \
-  extern "C" __global__ void __launch_bounds__(256) relu_fwd_##SUF(const T *x, T *y, long long n) { \
+  extern "C" __global__ void __launch_bounds__(256) relu_fwd_##SUF(const T *x, T *y, long long n) { gdcEnter(); \
     reluFwd<T>(x, y, n);                                                                           \
   }                                                                                                \
   extern "C" __global__ void __launch_bounds__(256)                                                \
-      relu_bwd_##SUF(const T *x, const T *dy, T *dx, long long n) {                                \
+      relu_bwd_##SUF(const T *x, const T *dy, T *dx, long long n) { gdcEnter();                    \
     reluBwd<T>(x, dy, dx, n);                                                                      \
   }
 RELUOPS(f32, float)

@@ -77,19 +77,19 @@ __device__ __forceinline__ void rmsDgain(const T *__restrict__ x, const T *__res
 
 #define RMSOPS(SUF, T)                                                                             \
   extern "C" __global__ void __launch_bounds__(256)                                                \
-      rms_fwd_##SUF(const T *x, const T *g, T *y, long long rows, int cols, double eps) {          \
+      rms_fwd_##SUF(const T *x, const T *g, T *y, long long rows, int cols, double eps) { gdcEnter(); \
     rmsFwd<T>(x, g, y, rows, cols, eps);                                                           \
   }                                                                                                \
   extern "C" __global__ void __launch_bounds__(256)                                                \
-      rms_bwd_##SUF(const T *x, const T *g, const T *dy, T *dx, long long rows, int cols, double eps) { \
+      rms_bwd_##SUF(const T *x, const T *g, const T *dy, T *dx, long long rows, int cols, double eps) { gdcEnter(); \
     rmsBwd<T>(x, g, dy, dx, rows, cols, eps);                                                      \
   }                                                                                                \
   extern "C" __global__ void __launch_bounds__(256)                                                \
-      rms_inv_##SUF(const T *x, double *rinv, long long rows, int cols, double eps) {              \
+      rms_inv_##SUF(const T *x, double *rinv, long long rows, int cols, double eps) { gdcEnter();  \
     rmsInv<T>(x, rinv, rows, cols, eps);                                                           \
   }                                                                                                \
   extern "C" __global__ void __launch_bounds__(256)                                                \
-      rms_dgain_##SUF(const T *x, const T *dy, const double *rinv, T *dg, long long rows, int cols) { \
+      rms_dgain_##SUF(const T *x, const T *dy, const double *rinv, T *dg, long long rows, int cols) { gdcEnter(); \
     rmsDgain<T>(x, dy, rinv, dg, rows, cols);                                                      \
   }
 RMSOPS(f32, float)

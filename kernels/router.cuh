@@ -258,7 +258,7 @@ __device__ __forceinline__ void routeProbsBwd(const T *__restrict__ x, const int
 #define ROUTER_TOPK(SUF, T, NPL)                                                                  \
   extern "C" __global__ void __launch_bounds__(128)                                                \
       route_topk##NPL##_##SUF(const T *x, const T *b, int *ids, long long n, int E, int K, int sc, int pre, int g, \
-                              int kept, int per, int *st) {                                        \
+                              int kept, int per, int *st) { gdcEnter();                            \
     routeTopK<T, NPL>(x, b, ids, n, E, K, sc, pre, g, kept, per, st);                              \
   }
 #define ROUTER(SUF, T)                                                                             \
@@ -267,12 +267,12 @@ __device__ __forceinline__ void routeProbsBwd(const T *__restrict__ x, const int
   ROUTER_TOPK(SUF, T, 32)                                                                          \
   extern "C" __global__ void __launch_bounds__(128)                                                \
       route_probs_##SUF(const T *x, const int *ids, T *p, long long n, int E, int K, int sc, int pre, double scale, \
-                        int *st) {                                                                 \
+                        int *st) { gdcEnter();                                                     \
     routeProbs<T>(x, ids, p, n, E, K, sc, pre, scale, st);                                         \
   }                                                                                                \
   extern "C" __global__ void __launch_bounds__(128)                                                \
       route_probs_bwd_##SUF(const T *x, const int *ids, const T *dp, T *dx, long long n, int E, int K, int sc, \
-                            int pre, double scale, int *st) {                                      \
+                            int pre, double scale, int *st) { gdcEnter();                          \
     routeProbsBwd<T>(x, ids, dp, dx, n, E, K, sc, pre, scale, st);                                 \
   }
 ROUTER(f32, float)

@@ -69,11 +69,11 @@ __device__ __forceinline__ void rowBwd(int kind, const T *__restrict__ x, const 
 
 #define ROWOPS(SUF, T)                                                                             \
   extern "C" __global__ void __launch_bounds__(256)                                                \
-      row_fwd_##SUF(int kind, const T *x, T *y, long long rows, int cols) {                        \
+      row_fwd_##SUF(int kind, const T *x, T *y, long long rows, int cols) { gdcEnter();            \
     rowFwd<T>(kind, x, y, rows, cols);                                                             \
   }                                                                                                \
   extern "C" __global__ void __launch_bounds__(256)                                                \
-      row_bwd_##SUF(int kind, const T *x, const T *y, const T *dy, T *dx, long long rows, int cols) { \
+      row_bwd_##SUF(int kind, const T *x, const T *y, const T *dy, T *dx, long long rows, int cols) { gdcEnter(); \
     rowBwd<T>(kind, x, y, dy, dx, rows, cols);                                                     \
   }
 ROWOPS(f32, float)

@@ -31,11 +31,11 @@ __device__ __forceinline__ void rowDot(const T *__restrict__ a, const T *__restr
 }
 #define ROWSCALE(SUF, T, P)                                                                        \
   extern "C" __global__ void __launch_bounds__(256)                                                \
-      scale_rows_##SUF(const T *x, const P *s, T *y, long long rows, int cols) {                   \
+      scale_rows_##SUF(const T *x, const P *s, T *y, long long rows, int cols) { gdcEnter();       \
     scaleRows<T, P>(x, s, y, rows, cols);                                                          \
   }                                                                                                \
   extern "C" __global__ void __launch_bounds__(256)                                                \
-      row_dot_##SUF(const T *a, const T *b, P *out, long long rows, int cols) {                    \
+      row_dot_##SUF(const T *a, const T *b, P *out, long long rows, int cols) { gdcEnter();        \
     rowDot<T, P>(a, b, out, rows, cols);                                                           \
   }
 ROWSCALE(f32, float, float)

@@ -8,6 +8,7 @@
 // queues behind it), and only then set the flag from another stream. A step that synchronised
 // with the host would block until the time ran out.
 extern "C" __global__ void wait_flag(volatile int *flag, long long maxCycles, int *timedOut) {
+  gdcEnter();
   long long start = clock64();
   while (*flag == 0) {
     if (clock64() - start > maxCycles) {

@@ -87,9 +87,11 @@ __device__ __forceinline__ void topkRow(const S *__restrict__ scores, const S *_
 
 extern "C" __global__ void __launch_bounds__(128)
 topk_f32(const float *s, const float *bias, int *ids, long long T, int E, int K, int groups, int kept, int per, int *status) {
+  gdcEnter();
   topkRow<float>(s, bias, ids, T, E, K, groups, kept, per, status);
 }
 extern "C" __global__ void __launch_bounds__(128)
 topk_f64(const double *s, const double *bias, int *ids, long long T, int E, int K, int groups, int kept, int per, int *status) {
+  gdcEnter();
   topkRow<double>(s, bias, ids, T, E, K, groups, kept, per, status);
 }

@@ -296,7 +296,7 @@ __device__ __forceinline__ void unpermuteBwdBF16(const __nv_bfloat16 *__restrict
   extern "C" __global__ void __launch_bounds__(256, MINB)                                        \
   unpermute_bwd_bf16dot_##SUF(const __nv_bfloat16 *dy, const __nv_bfloat16 *yp, const float *probs, \
                               __nv_bfloat16 *dyp, float *dprobs, const int *rowOf, const int *tokenOf, \
-                              int Tn, int K, long long H, long long R, int zrows, int smode) {   \
+                              int Tn, int K, long long H, long long R, int zrows, int smode) { gdcEnter(); \
     unpermuteBwdBF16<VEC, KB>(dy, yp, probs, dyp, dprobs, rowOf, tokenOf, Tn, K, H, R, zrows, smode); \
   }
 UNPERMUTE_BF16DOT(k1_v, true, 1, 6)
@@ -362,19 +362,19 @@ __device__ __forceinline__ void unpermuteBwdRows(const T *__restrict__ dy, const
 
 #define UNPERMUTE_TYPED(SUF, T, N, PR)                                                           \
   extern "C" __global__ void __launch_bounds__(256)                                              \
-  unpermute_fwd_##SUF(const T *yp, const PR *probs, T *y, const int *rowOf, int K, long long H) { \
+  unpermute_fwd_##SUF(const T *yp, const PR *probs, T *y, const int *rowOf, int K, long long H) { gdcEnter(); \
     unpermuteFwd<T, N, PR>(yp, probs, y, rowOf, K, H);                                           \
   }                                                                                              \
   extern "C" __global__ void __launch_bounds__(256)                                              \
   unpermute_bwd_rows_##SUF(const T *dy, const PR *probs, T *dyp, const int *rowOf,               \
                            const int *tokenOf, int Tn, int K, long long H, long long R, int zrows, \
-                           int smode) {                                                          \
+                           int smode) { gdcEnter();                                              \
     unpermuteBwdRows<T, N, PR, 8>(dy, probs, dyp, rowOf, tokenOf, Tn, K, H, R, zrows, smode);    \
   }                                                                                              \
   extern "C" __global__ void __launch_bounds__(256)                                              \
   unpermute_bwd_rows4_##SUF(const T *dy, const PR *probs, T *dyp, const int *rowOf,              \
                             const int *tokenOf, int Tn, int K, long long H, long long R,         \
-                            int zrows, int smode) {                                              \
+                            int zrows, int smode) { gdcEnter();                                  \
     unpermuteBwdRows<T, N, PR, 4>(dy, probs, dyp, rowOf, tokenOf, Tn, K, H, R, zrows, smode);    \
   }
 
@@ -383,13 +383,13 @@ __device__ __forceinline__ void unpermuteBwdRows(const T *__restrict__ dy, const
   extern "C" __global__ void __launch_bounds__(256)                                              \
   unpermute_bwd_##SUF(const T *dy, const T *yp, const PR *probs, T *dyp, PR *dprobs,             \
                       const int *rowOf, const int *tokenOf, int Tn, int K, long long H,          \
-                      long long R, int zrows, int smode) {                                       \
+                      long long R, int zrows, int smode) { gdcEnter();                           \
     unpermuteBwd<T, N, PR, true>(dy, yp, probs, dyp, dprobs, rowOf, tokenOf, Tn, K, H, R, zrows, smode); \
   }                                                                                              \
   extern "C" __global__ void __launch_bounds__(256)                                              \
   unpermute_bwdseq_##SUF(const T *dy, const T *yp, const PR *probs, T *dyp, PR *dprobs,          \
                       const int *rowOf, const int *tokenOf, int Tn, int K, long long H,          \
-                      long long R, int zrows, int smode) {                                       \
+                      long long R, int zrows, int smode) { gdcEnter();                           \
     unpermuteBwd<T, N, PR, false>(dy, yp, probs, dyp, dprobs, rowOf, tokenOf, Tn, K, H, R, zrows, smode); \
   }
 

@@ -75,15 +75,15 @@ __device__ __forceinline__ void lossSum(const double *__restrict__ v, T *__restr
 
 #define ZLOSSOPS(SUF, T)                                                                           \
   extern "C" __global__ void __launch_bounds__(256)                                                \
-      zloss_rows_##SUF(const T *x, double *sq, long long rows, int E) {                            \
+      zloss_rows_##SUF(const T *x, double *sq, long long rows, int E) { gdcEnter();                \
     zlossRows<T>(x, sq, rows, E);                                                                  \
   }                                                                                                \
   extern "C" __global__ void __launch_bounds__(256)                                                \
-      zloss_bwd_##SUF(const T *x, T *dx, const T *dyp, double dyv, long long rows, int E, double scale) { \
+      zloss_bwd_##SUF(const T *x, T *dx, const T *dyp, double dyv, long long rows, int E, double scale) { gdcEnter(); \
     zlossBwd<T>(x, dx, dyp, dyv, rows, E, scale);                                                  \
   }                                                                                                \
   extern "C" __global__ void __launch_bounds__(LOSS_LANES)                                         \
-      loss_sum_##SUF(const double *v, T *out, long long n, double scale) {                         \
+      loss_sum_##SUF(const double *v, T *out, long long n, double scale) { gdcEnter();             \
     lossSum<T>(v, out, n, scale);                                                                  \
   }
 ZLOSSOPS(f32, float)
