@@ -127,7 +127,8 @@ func (s StatusError) Error() string {
 // Status and the copies to the host. Each method locks its goroutine to its OS
 // thread and makes the context current there for the duration of the call, so it may be called
 // from any goroutine (the cost is one cuCtxSetCurrent per call, not a channel hop), and launches
-// through one cgo call to cuLaunchKernel with no allocation (launch_cuda.go).
+// through one cgo call to cuLaunchKernel, or cuLaunchKernelEx for a programmatic launch, with no
+// allocation (launch_cuda.go).
 //
 // The kernels check nothing that would need a host sync: the plan builder flags bad ids in a
 // status word that Status reads. Pointers must be device memory of the documented sizes; a
@@ -172,7 +173,7 @@ func NewCUDA(ctx cu.CUContext) (*CUDA, error) {
 		if err := c.loadGMM(); err != nil {
 			return err
 		}
-		c.pdl = programmaticLaunch && os.Getenv("GOMOE_NO_PDL") == "" && pdlCapable()
+		c.pdl = programmaticLaunch && os.Getenv("GOMOE_NO_PDL") == "" && c.pdlCapable()
 		if c.status, err = cu.MemAlloc(4); err != nil {
 			return fmt.Errorf("gomoe: allocating the status word: %w", err)
 		}
@@ -272,7 +273,13 @@ func (a *args) d(v float64) *args { *a = append(*a, math.Float64bits(v)); return
 // of an 8-byte array).
 func smemPad(n int) int { return (n+15)&^15 + 16 }
 
+// launch launches the kernel name on c's stream, a programmatic launch where eagerPDL allows.
 func (c *CUDA) launch(name string, grid, block, smem int, a args) error {
+	return c.launchWith(name, grid, block, smem, a, c.eagerPDL())
+}
+
+// launchWith is launch with the choice of a programmatic launch made by the caller.
+func (c *CUDA) launchWith(name string, grid, block, smem int, a args, pdl bool) error {
 	f, ok := c.fn[name]
 	if !ok {
 		return fmt.Errorf("gomoe: no CUDA kernel %s", name)
@@ -280,7 +287,7 @@ func (c *CUDA) launch(name string, grid, block, smem int, a args) error {
 	if grid < 1 {
 		return nil
 	}
-	return launchRaw(name, c.stream, f, grid, block, smemPad(smem), a, c.eagerPDL())
+	return launchRaw(name, c.stream, f, grid, block, smemPad(smem), a, pdl)
 }
 
 func gridFor(n int64, block int) int {

@@ -19,7 +19,7 @@ func SetBF16DotVariant(v string) string { old := bf16DotForce; bf16DotForce = v;
 // or off and returns whether they were on.
 func SetProgrammaticLaunch(c *CUDA, on bool) (was bool) {
 	was = c.pdl
-	_ = c.do(func() error { c.pdl = on && pdlCapable(); return nil })
+	_ = c.do(func() error { c.pdl = on && c.pdlCapable(); return nil })
 	return was
 }
 

@@ -45,12 +45,13 @@ import (
 func handle(f cu.Function) C.CUfunction { return *(*C.CUfunction)(unsafe.Pointer(&f)) }
 
 // Programmatic dependent launch. Every kernel in gomoe.fatbin and gomoe_gmm.fatbin starts with
-// gdcEnter (gdc.cuh), and the sm_90a GEMM kernels are built with CUTLASS's equivalent, so on
-// Hopper they can be launched with programmatic stream serialization: a kernel's blocks are
-// scheduled while the kernel ahead of it finishes and wait on the GPU, not behind the launch
-// queue. The results are the same bits either way: no kernel touches global memory before the
-// wait. Kernels not built that way (cuBLAS, the float32/float64 CUTLASS kernels) are launched
-// as before; a kernel launched after them simply waits for them to finish.
+// gdcEnter (gdc.cuh), except the sync probe's wait_flag, and the sm_90a GEMM kernels are built
+// with CUTLASS's equivalent, so on Hopper they can be launched with programmatic stream
+// serialization: a kernel's blocks are scheduled while the kernel ahead of it finishes and wait
+// on the GPU, not behind the launch queue. The results are the same bits either way: no kernel
+// touches global memory before the wait. Kernels not built that way (cuBLAS, the
+// float32/float64 CUTLASS kernels, wait_flag) are launched as before; a kernel launched after
+// them simply waits for them to finish.
 //
 // Only eager launches use it. Measured on an H100 (docs/gpu-bench.md): launched from the host
 // it closes most of the 1–2 µs gap between two dependent kernels (the bfloat16 Qwen3 layer's
@@ -63,10 +64,13 @@ func handle(f cu.Function) C.CUfunction { return *(*C.CUfunction)(unsafe.Pointer
 // it is set, to compare or to rule them out; tests switch them per value.
 var programmaticLaunch = true
 
-// pdlCapable reports whether the current context's device and driver take programmatic
-// stream serialization, also inside stream capture: compute capability 9.0 or later and a
-// CUDA 12.3 or later driver. It runs inside do.
-func pdlCapable() bool {
+// pdlCapable reports whether c's kernels can be launched with programmatic stream
+// serialization: a CUDA 12.3 or later driver (older ones are untested), a compute capability
+// 9.x device, and loaded kernels compiled from sm_90 PTX or later. The last matters: the
+// fatbins hold sm_80 and sm_90a machine code and compute_80 PTX, so on a newer GPU the driver
+// compiles the compute_80 PTX, where gdcEnter is empty, and a kernel launched that way would
+// not wait for the one before it. It runs inside do, after the modules are loaded.
+func (c *CUDA) pdlCapable() bool {
 	if cu.Version() < 12030 {
 		return false
 	}
@@ -74,8 +78,19 @@ func pdlCapable() bool {
 	if err != nil {
 		return false
 	}
-	major, err := d.Attribute(cu.ComputeCapabilityMajor)
-	return err == nil && major >= 9
+	if major, err := d.Attribute(cu.ComputeCapabilityMajor); err != nil || major != 9 {
+		return false
+	}
+	for _, name := range []string{"permute_fwd_v16", "gmm_prepare"} { // one of each module
+		f, ok := c.fn[name]
+		if !ok {
+			return false
+		}
+		if v, err := f.Attribute(cu.PtxVersion); err != nil || v < 90 {
+			return false
+		}
+	}
+	return true
 }
 
 // eagerPDL reports whether c's next launch uses programmatic stream serialization: c allows it

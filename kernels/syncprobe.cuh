@@ -7,8 +7,9 @@
 // training step never waits for the device: they enqueue it first, run the step (every launch
 // queues behind it), and only then set the flag from another stream. A step that synchronised
 // with the host would block until the time ran out.
+// It is the one kernel without gdcEnter (gdc.cuh): it is always launched plain, and it must not
+// let the next kernel launch while it spins.
 extern "C" __global__ void wait_flag(volatile int *flag, long long maxCycles, int *timedOut) {
-  gdcEnter();
   long long start = clock64();
   while (*flag == 0) {
     if (clock64() - start > maxCycles) {

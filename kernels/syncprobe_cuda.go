@@ -63,7 +63,10 @@ func (c *CUDA) StartSyncProbe(maxWait time.Duration) (*SyncProbe, error) {
 		cycles := int64(khz) * maxWait.Milliseconds()
 		var a args
 		a.p(p.mem).l(cycles).p(p.mem + 4)
-		return c.launch("wait_flag", 1, 1, 0, a)
+		// A plain launch: the probe must start only when the work before it is done, and it
+		// lets nothing after it launch early (wait_flag has no gdcEnter: blocks waiting on it
+		// could take the SMs the release needs).
+		return c.launchWith("wait_flag", 1, 1, 0, a, false)
 	})
 	if err != nil {
 		return nil, err
