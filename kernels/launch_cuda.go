@@ -14,7 +14,6 @@ static CUresult gomoe_launch(CUfunction f, unsigned grid, unsigned block, unsign
                              uint64_t *args, int n, CUstream s, int pdl) {
 	void *params[32];
 	for (int i = 0; i < n && i < 32; i++) params[i] = &args[i];
-	if (!pdl) return cuLaunchKernel(f, grid, 1, 1, block, 1, 1, smem, s, params, 0);
 	CUlaunchAttribute attr[1];
 	attr[0].id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
 	attr[0].value.programmaticStreamSerializationAllowed = 1;
@@ -28,7 +27,7 @@ static CUresult gomoe_launch(CUfunction f, unsigned grid, unsigned block, unsign
 	cfg.sharedMemBytes = smem;
 	cfg.hStream = s;
 	cfg.attrs = attr;
-	cfg.numAttrs = 1;
+	cfg.numAttrs = pdl ? 1 : 0;
 	return cuLaunchKernelEx(&cfg, f, params, 0);
 }
 */
