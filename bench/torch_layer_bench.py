@@ -70,12 +70,14 @@ Timed (torch.cuda.Event around every iteration, --iters after --warmup):
   fwd         forward with autograd recording (a training forward)
   fwd_nograd  forward under torch.no_grad()
   fwdbwd      forward + y.backward(dy), grads to x, Wr, W1, W3, W2
+On CUDA fwdbwd is also timed with a synchronize after every iteration, wall-clock
+(fwdbwd_synced_ms), as bench/layerbench's "each step synced".
 FLOPs counted (R = T*K): forward 6*R*H*F (three GEMMs of 2*R*H*F) + 2*T*H*E (router);
 forward+backward adds 12*R*H*F + 4*T*H*E. TFLOP/s = flops / median time. Permute,
 softmax, top-k and element-wise work are not counted.
 Output: one line per measurement on stdout and, with --json FILE, one JSON object
 {shape, T, H, F, E, K, dtype, impl, device, torch, cuda, fwd_ms, fwd_ms_mean,
-fwd_nograd_ms, fwd_nograd_ms_mean, fwdbwd_ms, fwdbwd_ms_mean, flops_fwd,
+fwd_nograd_ms, fwd_nograd_ms_mean, fwdbwd_ms, fwdbwd_ms_mean, fwdbwd_synced_ms (CUDA), flops_fwd,
 flops_fwdbwd, tflops_fwd, tflops_fwdbwd, peak_mem_gb, tokens_per_expert_min,
 tokens_per_expert_max, iters, warmup, seed, tf32, status} ("status" is "ok" or
 "n/a: reason"; the timings are null when n/a).
@@ -330,6 +332,16 @@ def time_ms_cpu(fn, iters, warmup):
     return median, sum(ms) / n
 
 
+def time_ms_synced(fn, iters, warmup):
+    """Median and mean wall-clock milliseconds of fn each launched on an idle GPU and waited
+    for (a synchronize after every iteration), as bench/layerbench's "each step synced"."""
+    def step():
+        fn()
+        torch.cuda.synchronize()
+    torch.cuda.synchronize()
+    return time_ms_cpu(step, iters, warmup)
+
+
 def time_ms(fn, iters, warmup, device=None):
     if device is not None and device.type == "cpu":
         return time_ms_cpu(fn, iters, warmup)
@@ -389,7 +401,7 @@ def bench(args, shape):
         "threads": torch.get_num_threads() if device.type == "cpu" else None,
         "torch": torch.__version__, "cuda": torch.version.cuda,
         "fwd_ms": None, "fwd_ms_mean": None, "fwd_nograd_ms": None, "fwd_nograd_ms_mean": None,
-        "fwdbwd_ms": None, "fwdbwd_ms_mean": None,
+        "fwdbwd_ms": None, "fwdbwd_ms_mean": None, "fwdbwd_synced_ms": None,
         "flops_fwd": flops_fwd, "flops_fwdbwd": flops_fwdbwd,
         "tflops_fwd": None, "tflops_fwdbwd": None, "peak_mem_gb": None,
         "tokens_per_expert_min": None, "tokens_per_expert_max": None,
@@ -472,6 +484,9 @@ def timings(res, label, args, run_fwd, run_fwd_nograd, run_fwdbwd, device):
         res["peak_mem_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
         print("%s | fwdbwd     median %9.3f ms  mean %9.3f ms  %7.2f TFLOP/s  peak %.2f GB"
               % (label, ms, mean, res["tflops_fwdbwd"], res["peak_mem_gb"]))
+        ms, mean = time_ms_synced(run_fwdbwd, args.iters, args.warmup)
+        res["fwdbwd_synced_ms"] = ms
+        print("%s | fwdbwd, each iteration synced: median %9.3f ms  mean %9.3f ms" % (label, ms, mean))
     else:
         print("%s | fwdbwd     median %9.3f ms  mean %9.3f ms  %7.4f TFLOP/s"
               % (label, ms, mean, res["tflops_fwdbwd"]))

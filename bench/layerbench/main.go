@@ -1,8 +1,8 @@
 //go:build gomoecuda
 
 // Command layerbench times the moe layer's forward and forward+backward on one GPU (device
-// engine, tape machine, cuBLAS expert GEMMs, gomoe's kernels) at the benchmark shapes, for
-// comparison with bench/torch_layer_bench.py run in the same session:
+// engine, tape machine, the grouped expert GEMMs and gomoe's kernels) at the benchmark shapes,
+// for comparison with bench/torch_layer_bench.py run in the same session:
 //
 //	go run -tags gomoecuda ./bench/layerbench -shape qwen3 -json out.json
 //	go run -tags gomoecuda ./bench/layerbench -shape mixtral -F 7168
@@ -11,6 +11,12 @@
 // The layer: router in float32, softmax over the chosen top-K logits (= softmax over all
 // renormalised over the top K), SwiGLU experts, dropless. FLOPs are counted as the PyTorch
 // script counts them: forward 6·R·H·F + 2·T·H·E (R = T·K), backward twice that.
+//
+// Every graph is timed two ways: each step alone (launched on an idle GPU, then waited for;
+// the median of -iters) and -iters steps back to back with one wait after the last (the time
+// per step). The second is how bench/torch_layer_bench.py times torch, and what a training
+// loop that does not read its loss every step gets; the first adds the host's latency to
+// start a step and to see it end.
 package main
 
 import (
@@ -36,18 +42,31 @@ import (
 type result struct {
 	Shape         string `json:"shape"`
 	T, H, F, E, K int
-	Dtype         string  `json:"dtype"`
-	Device        string  `json:"device"`
-	Graph         bool    `json:"graph"` // times are CUDA graph replays
-	FwdMs         float64 `json:"fwd_ms"`
-	FwdBwdMs      float64 `json:"fwdbwd_ms"`
-	TFlopsFwd     float64 `json:"tflops_fwd"`
-	TFlopsFwdBwd  float64 `json:"tflops_fwdbwd"`
-	SetupSec      float64 `json:"setup_s"`
+	Dtype         string `json:"dtype"`
+	Device        string `json:"device"`
+	Graph         bool   `json:"graph"` // times are CUDA graph replays
+	// FwdMs and FwdBwdMs are the median wall time of one step from its first launch to the
+	// end of a sync after it: each step starts on an idle GPU and ends with a wait, as in a
+	// loop that reads its loss every step.
+	FwdMs    float64 `json:"fwd_ms"`
+	FwdBwdMs float64 `json:"fwdbwd_ms"`
+	// FwdB2BMs and FwdBwdB2BMs are the wall time per step of iters steps issued back to back
+	// with one sync after the last, as a training loop that reads its loss only now and then
+	// runs and as bench/torch_layer_bench.py times torch (CUDA events around each iteration,
+	// no sync between them): what the GPU takes per step once the host runs ahead.
+	FwdB2BMs        float64 `json:"fwd_b2b_ms"`
+	FwdBwdB2BMs     float64 `json:"fwdbwd_b2b_ms"`
+	TFlopsFwd       float64 `json:"tflops_fwd"`
+	TFlopsFwdBwd    float64 `json:"tflops_fwdbwd"`
+	TFlopsFwdBwdB2B float64 `json:"tflops_fwdbwd_b2b"`
+	SetupSec        float64 `json:"setup_s"`
 	// Parts of the forward+backward, each timed alone as its own graph (see breakdown).
-	ExpertsMs float64 `json:"experts_fwdbwd_ms"`
-	RouteMs   float64 `json:"route_permute_fwdbwd_ms"`
-	RouterMs  float64 `json:"router_fwdbwd_ms"`
+	ExpertsMs    float64 `json:"experts_fwdbwd_ms"`
+	RouteMs      float64 `json:"route_permute_fwdbwd_ms"`
+	RouterMs     float64 `json:"router_fwdbwd_ms"`
+	ExpertsB2BMs float64 `json:"experts_fwdbwd_b2b_ms"`
+	RouteB2BMs   float64 `json:"route_permute_fwdbwd_b2b_ms"`
+	RouterB2BMs  float64 `json:"router_fwdbwd_b2b_ms"`
 	// HostMs is the median time the host takes to issue one forward+backward (the tape
 	// machine's run, before the wait for the GPU); eager runs only.
 	HostMs float64 `json:"host_fwdbwd_ms,omitempty"`
@@ -96,18 +115,19 @@ func main() {
 	if err := run(&r, dt, *iters, *warmup, *cpuProfile); err != nil {
 		fail(err)
 	}
-	fmt.Printf("  parts (fwd+bwd, each alone): expert GEMMs + SwiGLU %.2f ms (%.0f%%), router + top-k + softmax + plan + permute + combine %.2f ms (%.0f%%; the router matmul and fused router alone %.2f ms), rest %.2f ms\n",
-		r.ExpertsMs, 100*r.ExpertsMs/r.FwdBwdMs, r.RouteMs, 100*r.RouteMs/r.FwdBwdMs, r.RouterMs, r.FwdBwdMs-r.ExpertsMs-r.RouteMs)
+	fmt.Printf("  parts (fwd+bwd, each alone; synced / back to back): expert GEMMs + SwiGLU %.2f / %.2f ms, router + top-k + softmax + plan + permute + combine %.2f / %.2f ms (the router matmul and fused router alone %.2f / %.2f ms)\n",
+		r.ExpertsMs, r.ExpertsB2BMs, r.RouteMs, r.RouteB2BMs, r.RouterMs, r.RouterB2BMs)
 	mode := "eager"
 	if r.Graph {
 		mode = "CUDA graph replays"
 	}
 	host := ""
 	if !r.Graph {
-		host = fmt.Sprintf(" (the host issues it in %.2f ms)", r.HostMs)
+		host = fmt.Sprintf("; the host issues a fwd+bwd in %.2f ms", r.HostMs)
 	}
-	fmt.Printf("gomoe layer (%s) %s T=%d H=%d F=%d E=%d K=%d %s on %s: fwd %.2f ms (%.1f TFLOP/s), fwd+bwd %.2f ms (%.1f TFLOP/s)%s; setup %.1f s\n",
-		mode, r.Shape, r.T, r.H, r.F, r.E, r.K, r.Dtype, r.Device, r.FwdMs, r.TFlopsFwd, r.FwdBwdMs, r.TFlopsFwdBwd, host, r.SetupSec)
+	fmt.Printf("gomoe layer (%s) %s T=%d H=%d F=%d E=%d K=%d %s on %s: each step synced: fwd %.2f ms (%.1f TFLOP/s), fwd+bwd %.2f ms (%.1f TFLOP/s); back to back: fwd %.2f ms, fwd+bwd %.2f ms (%.1f TFLOP/s)%s; setup %.1f s\n",
+		mode, r.Shape, r.T, r.H, r.F, r.E, r.K, r.Dtype, r.Device, r.FwdMs, r.TFlopsFwd, r.FwdBwdMs, r.TFlopsFwdBwd,
+		r.FwdB2BMs, r.FwdBwdB2BMs, r.TFlopsFwdBwdB2B, host, r.SetupSec)
 	if *jsonOut != "" {
 		b, _ := json.MarshalIndent(r, "", "  ")
 		if err := os.WriteFile(*jsonOut, b, 0o644); err != nil {
@@ -220,7 +240,7 @@ func run(r *result, dt tensor.Dtype, iters, warmup int, cpuProfile string) error
 
 	fwdFlops := 6*float64(r.T*r.K)*float64(r.H)*float64(r.F) + 2*float64(r.T)*float64(r.H)*float64(r.E)
 	var hostMs []float64 // the host's issue times of the last time1 call (eager)
-	time1 := func(g *G.ExprGraph) (float64, error) {
+	time1 := func(g *G.ExprGraph) (timing, error) {
 		hostMs = hostMs[:0]
 		vm := G.NewTapeMachine(g, G.WithEngine(eng))
 		defer vm.Close()
@@ -234,25 +254,26 @@ func run(r *result, dt tensor.Dtype, iters, warmup int, cpuProfile string) error
 				err = eng.Status()
 			}
 			if err != nil {
-				return 0, err
+				return timing{}, err
 			}
 			cg, err := eng.Capture(vm.RunAll)
 			vm.Reset()
 			if err != nil {
-				return 0, err
+				return timing{}, err
 			}
 			defer cg.Close()
 			step, cleanup = cg.Replay, func() {}
 		}
+		// Each step alone: launched on an idle GPU, waited for.
 		var ms []float64
 		for i := 0; i < warmup+iters; i++ {
 			t0 := time.Now()
 			if err := step(); err != nil {
-				return 0, err
+				return timing{}, err
 			}
 			issued := time.Since(t0)
 			if err := eng.Status(); err != nil {
-				return 0, err
+				return timing{}, err
 			}
 			if i >= warmup {
 				ms = append(ms, float64(time.Since(t0).Microseconds())/1000)
@@ -261,11 +282,26 @@ func run(r *result, dt tensor.Dtype, iters, warmup int, cpuProfile string) error
 			cleanup()
 		}
 		sort.Float64s(ms)
-		return ms[len(ms)/2], nil
+		// The same steps back to back, one wait after the last. Every step's work is on the
+		// engine's one stream, so a step's recycled buffers are reused in stream order.
+		t0 := time.Now()
+		for i := 0; i < iters; i++ {
+			if err := step(); err != nil {
+				return timing{}, err
+			}
+			cleanup()
+		}
+		if err := eng.Status(); err != nil {
+			return timing{}, err
+		}
+		b2b := float64(time.Since(t0).Microseconds()) / 1000 / float64(iters)
+		return timing{Ms: ms[len(ms)/2], B2BMs: b2b}, nil
 	}
-	if r.FwdMs, err = time1(gf); err != nil {
+	tf, err := time1(gf)
+	if err != nil {
 		return fmt.Errorf("forward: %w", err)
 	}
+	r.FwdMs, r.FwdB2BMs = tf.Ms, tf.B2BMs
 	if cpuProfile != "" {
 		f, err := os.Create(cpuProfile)
 		if err != nil {
@@ -276,7 +312,8 @@ func run(r *result, dt tensor.Dtype, iters, warmup int, cpuProfile string) error
 			return err
 		}
 	}
-	r.FwdBwdMs, err = time1(gb)
+	tfb, err := time1(gb)
+	r.FwdBwdMs, r.FwdBwdB2BMs = tfb.Ms, tfb.B2BMs
 	if cpuProfile != "" {
 		pprof.StopCPUProfile()
 	}
@@ -292,6 +329,7 @@ func run(r *result, dt tensor.Dtype, iters, warmup int, cpuProfile string) error
 	}
 	r.TFlopsFwd = fwdFlops / (r.FwdMs * 1e-3) / 1e12
 	r.TFlopsFwdBwd = 3 * fwdFlops / (r.FwdBwdMs * 1e-3) / 1e12
+	r.TFlopsFwdBwdB2B = 3 * fwdFlops / (r.FwdBwdB2BMs * 1e-3) / 1e12
 	return nil
 }
 
@@ -302,7 +340,7 @@ func run(r *result, dt tensor.Dtype, iters, warmup int, cpuProfile string) error
 // combine-unpermute, without experts) and, inside that, the router alone (its matmul and the
 // fused router). What is left of the whole layer's time is gradient sums and Gorgonia's own
 // work.
-func breakdown(r *result, dt tensor.Dtype, eng *gdev.Engine, l *moe.Layer, xd, dyd *tensor.Dense, rng *rand.Rand, time1 func(*G.ExprGraph) (float64, error)) error {
+func breakdown(r *result, dt tensor.Dtype, eng *gdev.Engine, l *moe.Layer, xd, dyd *tensor.Dense, rng *rand.Rand, time1 func(*G.ExprGraph) (timing, error)) error {
 	geo := kernels.Geometry{T: r.T, K: r.K, E: r.E, A: 1, Mode: kernels.Dropless}
 	// Experts.
 	{
@@ -342,18 +380,22 @@ func breakdown(r *result, dt tensor.Dtype, eng *gdev.Engine, l *moe.Layer, xd, d
 		if _, err := G.Backpropagate(G.Nodes{yp}, G.Nodes{dyp}, G.Nodes{xp, w1, w2}); err != nil {
 			return err
 		}
-		if r.ExpertsMs, err = time1(g); err != nil {
+		t, err := time1(g)
+		if err != nil {
 			return err
 		}
+		r.ExpertsMs, r.ExpertsB2BMs = t.Ms, t.B2BMs
 	}
 	// Routing and data movement, and the router alone (its matmul and the fused router).
-	var err error
-	if r.RouteMs, err = timeRouting(r, dt, l, xd, dyd, geo, true, rng, eng, time1); err != nil {
+	t, err := timeRouting(r, dt, l, xd, dyd, geo, true, rng, eng, time1)
+	if err != nil {
 		return err
 	}
-	if r.RouterMs, err = timeRouting(r, dt, l, xd, dyd, geo, false, rng, eng, time1); err != nil {
+	r.RouteMs, r.RouteB2BMs = t.Ms, t.B2BMs
+	if t, err = timeRouting(r, dt, l, xd, dyd, geo, false, rng, eng, time1); err != nil {
 		return err
 	}
+	r.RouterMs, r.RouterB2BMs = t.Ms, t.B2BMs
 	return nil
 }
 
@@ -362,57 +404,63 @@ func breakdown(r *result, dt tensor.Dtype, eng *gdev.Engine, l *moe.Layer, xd, d
 // RouterProbs), then with moves the plan, permute and combine-unpermute (backward from dY),
 // else nothing more (backward from a random dprobs).
 func timeRouting(r *result, dt tensor.Dtype, l *moe.Layer, xd, dyd *tensor.Dense, geo kernels.Geometry, moves bool,
-	rng *rand.Rand, eng *gdev.Engine, time1 func(*G.ExprGraph) (float64, error)) (float64, error) {
+	rng *rand.Rand, eng *gdev.Engine, time1 func(*G.ExprGraph) (timing, error)) (timing, error) {
 	g := G.NewGraph()
 	x := G.NewMatrix(g, dt, G.WithShape(r.T, r.H), G.WithName("x"), G.WithValue(xd))
 	rdt := l.Router.Dtype()
 	router := G.NewMatrix(g, rdt, G.WithShape(r.H, r.E), G.WithName("router"), G.WithValue(l.Router.Value()))
 	xr, err := op.Cast(x, rdt)
 	if err != nil {
-		return 0, err
+		return timing{}, err
 	}
 	logits, err := op.MatMul(xr, router)
 	if err != nil {
-		return 0, err
+		return timing{}, err
 	}
 	ro := op.RouterOpts{Score: kernels.RouterSoftmax}
 	ids, err := op.RouterTopK(logits, r.K, ro)
 	if err != nil {
-		return 0, err
+		return timing{}, err
 	}
 	probs, err := op.RouterProbs(logits, ids, ro)
 	if err != nil {
-		return 0, err
+		return timing{}, err
 	}
 	if !moves {
 		dp := G.NewMatrix(g, rdt, G.WithShape(r.T, r.K), G.WithName("dprobs"), G.WithValue(mustCopy(eng, randDense(rng, rdt, r.T, r.K))))
 		if _, err := G.Backpropagate(G.Nodes{probs}, G.Nodes{dp}, G.Nodes{x, router}); err != nil {
-			return 0, err
+			return timing{}, err
 		}
 		return time1(g)
 	}
 	if dt != bfloat16.Dtype { // bfloat16 data combines with float32 probs
 		if probs, err = op.Cast(probs, dt); err != nil {
-			return 0, err
+			return timing{}, err
 		}
 	}
 	p, err := op.NewPlan(ids, nil, geo)
 	if err != nil {
-		return 0, err
+		return timing{}, err
 	}
 	xp, err := op.Permute(x, p)
 	if err != nil {
-		return 0, err
+		return timing{}, err
 	}
 	y, err := op.Unpermute(xp, probs, p)
 	if err != nil {
-		return 0, err
+		return timing{}, err
 	}
 	dy := G.NewMatrix(g, dt, G.WithShape(r.T, r.H), G.WithName("dy"), G.WithValue(dyd))
 	if _, err := G.Backpropagate(G.Nodes{y}, G.Nodes{dy}, G.Nodes{x, router}); err != nil {
-		return 0, err
+		return timing{}, err
 	}
 	return time1(g)
+}
+
+// timing is one graph's time per step, measured two ways (see result).
+type timing struct {
+	Ms    float64 // median of steps each launched on an idle GPU and waited for
+	B2BMs float64 // per step, steps issued back to back with one wait after the last
 }
 
 func mustCopy(eng *gdev.Engine, t *tensor.Dense) *tensor.Dense {
