@@ -68,6 +68,7 @@ func gpuCases() []gpuCase {
 		{"manychunks", Geometry{T: 5000, K: 4, E: 300, A: 1}, []int{16}, cuBalancedIDs(0.02)},
 		{"top1long", Geometry{T: 3000, K: 1, E: 5, A: 8}, []int{8}, cuBalancedIDs(0)},
 		{"chunkCap", Geometry{T: 40000, K: 2, E: 6, A: 2}, []int{4}, cuBalancedIDs(0.01)},
+		{"maxE", Geometry{T: 20000, K: 8, E: MaxDeviceExperts, A: 1}, []int{8}, cuBalancedIDs(0.01)},
 		{"capPos", capG(Geometry{T: 400, K: 2, E: 8, A: 1}, 60, DropByPosition, false), []int{16, 9}, cuBalancedIDs(0.05)},
 		{"capPosPad", capG(Geometry{T: 200, K: 3, E: 12, A: 4}, 30, DropByPosition, true), []int{16}, cuSkewedIDs},
 		{"capProb", capG(Geometry{T: 400, K: 2, E: 8, A: 1}, 60, DropByProb, false), []int{16, 9}, cuBalancedIDs(0.05)},
