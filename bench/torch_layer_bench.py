@@ -70,14 +70,20 @@ Timed (torch.cuda.Event around every iteration, --iters after --warmup):
   fwd         forward with autograd recording (a training forward)
   fwd_nograd  forward under torch.no_grad()
   fwdbwd      forward + y.backward(dy), grads to x, Wr, W1, W3, W2
-On CUDA fwdbwd is also timed with a synchronize after every iteration, wall-clock
-(fwdbwd_synced_ms), as bench/layerbench's "each step synced".
+On CUDA fwdbwd is also timed by the wall clock as bench/layerbench times gomoe: synced, with a
+synchronize after every iteration (fwdbwd_synced_ms, the median), and back to back
+(fwdbwd_b2b_ms: runs of --iters and 2*--iters iterations, each ended by one synchronize, their
+difference over --iters). The event timings (fwd_ms, fwdbwd_ms) leave out the host's gaps
+between iterations: they match back to back once the GPU is the bottleneck, and flatter a
+host-bound run.
 FLOPs counted (R = T*K): forward 6*R*H*F (three GEMMs of 2*R*H*F) + 2*T*H*E (router);
 forward+backward adds 12*R*H*F + 4*T*H*E. TFLOP/s = flops / median time. Permute,
 softmax, top-k and element-wise work are not counted.
 Output: one line per measurement on stdout and, with --json FILE, one JSON object
 {shape, T, H, F, E, K, dtype, impl, device, torch, cuda, fwd_ms, fwd_ms_mean,
-fwd_nograd_ms, fwd_nograd_ms_mean, fwdbwd_ms, fwdbwd_ms_mean, fwdbwd_synced_ms (CUDA), flops_fwd,
+fwd_nograd_ms, fwd_nograd_ms_mean, fwdbwd_ms, fwdbwd_ms_mean, fwdbwd_synced_ms,
+fwdbwd_synced_ms_mean, tflops_fwdbwd_synced, fwdbwd_b2b_ms, tflops_fwdbwd_b2b (the last five
+CUDA only), flops_fwd,
 flops_fwdbwd, tflops_fwd, tflops_fwdbwd, peak_mem_gb, tokens_per_expert_min,
 tokens_per_expert_max, iters, warmup, seed, tf32, status} ("status" is "ok" or
 "n/a: reason"; the timings are null when n/a).
@@ -342,6 +348,23 @@ def time_ms_synced(fn, iters, warmup):
     return time_ms_cpu(step, iters, warmup)
 
 
+def time_ms_b2b(fn, iters, warmup):
+    """Wall-clock milliseconds per iteration of fn issued back to back: iters and 2*iters
+    iterations, each run ended by one synchronize, and their difference over iters (the fixed
+    cost of starting on an idle GPU and of the final wait cancels), as bench/layerbench's
+    "back to back"."""
+    def run(n):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        torch.cuda.synchronize()
+        return time.perf_counter() - t0
+    run(warmup)
+    short = run(iters)
+    long = run(2 * iters)
+    return (long - short) * 1e3 / iters
+
+
 def time_ms(fn, iters, warmup, device=None):
     if device is not None and device.type == "cpu":
         return time_ms_cpu(fn, iters, warmup)
@@ -402,6 +425,8 @@ def bench(args, shape):
         "torch": torch.__version__, "cuda": torch.version.cuda,
         "fwd_ms": None, "fwd_ms_mean": None, "fwd_nograd_ms": None, "fwd_nograd_ms_mean": None,
         "fwdbwd_ms": None, "fwdbwd_ms_mean": None, "fwdbwd_synced_ms": None,
+        "fwdbwd_synced_ms_mean": None, "tflops_fwdbwd_synced": None,
+        "fwdbwd_b2b_ms": None, "tflops_fwdbwd_b2b": None,
         "flops_fwd": flops_fwd, "flops_fwdbwd": flops_fwdbwd,
         "tflops_fwd": None, "tflops_fwdbwd": None, "peak_mem_gb": None,
         "tokens_per_expert_min": None, "tokens_per_expert_max": None,
@@ -455,6 +480,9 @@ def bench(args, shape):
             msg = str(exc).strip().splitlines()
             why = "torch._grouped_mm failed at this shape: %s: %s" % (type(exc).__name__, msg[0] if msg else "")
             res["status"] = "n/a: " + why
+            for k in res:  # timings are null when n/a, even those taken before the failure
+                if k.endswith("_ms") or k.endswith("_ms_mean") or k.startswith("tflops_") or k == "peak_mem_gb":
+                    res[k] = None
             print("%s | n/a: %s" % (label, why))
             return res
     return timings(res, label, args, run_fwd, run_fwd_nograd, run_fwdbwd, device)
@@ -485,8 +513,13 @@ def timings(res, label, args, run_fwd, run_fwd_nograd, run_fwdbwd, device):
         print("%s | fwdbwd     median %9.3f ms  mean %9.3f ms  %7.2f TFLOP/s  peak %.2f GB"
               % (label, ms, mean, res["tflops_fwdbwd"], res["peak_mem_gb"]))
         ms, mean = time_ms_synced(run_fwdbwd, args.iters, args.warmup)
-        res["fwdbwd_synced_ms"] = ms
+        res["fwdbwd_synced_ms"], res["fwdbwd_synced_ms_mean"] = ms, mean
+        res["tflops_fwdbwd_synced"] = flops_fwdbwd / (ms * 1e-3) / 1e12
         print("%s | fwdbwd, each iteration synced: median %9.3f ms  mean %9.3f ms" % (label, ms, mean))
+        ms = time_ms_b2b(run_fwdbwd, args.iters, args.warmup)
+        res["fwdbwd_b2b_ms"] = ms
+        res["tflops_fwdbwd_b2b"] = flops_fwdbwd / (ms * 1e-3) / 1e12
+        print("%s | fwdbwd, back to back (wall clock): %9.3f ms per iteration" % (label, ms))
     else:
         print("%s | fwdbwd     median %9.3f ms  mean %9.3f ms  %7.4f TFLOP/s"
               % (label, ms, mean, res["tflops_fwdbwd"]))

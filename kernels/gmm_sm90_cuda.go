@@ -33,7 +33,7 @@ int gomoe_gmm90_build(const gomoe_gmm90_args *a, void *params, unsigned long lon
 // cluster shape; with pdl, also with programmatic stream serialization (launch_cuda.go).
 static CUresult gomoe_launch_cluster(CUfunction f, const unsigned *grid, const unsigned *block,
 		const unsigned *cluster, unsigned smem, void *params, CUstream s, int pdl) {
-	CUlaunchConfig cfg;
+	CUlaunchConfig cfg = {0};
 	CUlaunchAttribute attr[2];
 	void *args[1];
 	cfg.gridDimX = grid[0];

@@ -49,8 +49,9 @@ func handle(f cu.Function) C.CUfunction { return *(*C.CUfunction)(unsafe.Pointer
 // serialization: a kernel's blocks are scheduled while the kernel ahead of it finishes and wait
 // on the GPU, not behind the launch queue. The results are the same bits either way: no kernel
 // touches global memory before the wait. Kernels not built that way (cuBLAS, the
-// float32/float64 CUTLASS kernels, wait_flag) are launched as before; a kernel launched after
-// them simply waits for them to finish.
+// float32/float64 CUTLASS kernels, wait_flag) get plain launches (for gomoe's own kernels the
+// same cuLaunchKernelEx call without the attribute); a kernel launched after them simply waits
+// for them to finish.
 //
 // Only eager launches use it. Measured on an H100 (docs/gpu-bench.md): launched from the host
 // it closes most of the 1–2 µs gap between two dependent kernels (the bfloat16 Qwen3 layer's

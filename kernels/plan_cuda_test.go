@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	. "github.com/gomoe/gomoe/kernels"
@@ -27,11 +28,21 @@ func cuBalancedIDs(drop float64) func(rng *rand.Rand, g Geometry) []int32 {
 	return func(rng *rand.Rand, g Geometry) []int32 {
 		ids := make([]int32, g.T*g.K)
 		for t := 0; t < g.T; t++ {
-			perm := rng.Perm(g.E)
-			for k := 0; k < g.K; k++ {
-				ids[t*g.K+k] = int32(perm[k])
+			row := ids[t*g.K : (t+1)*g.K]
+			for k := range row {
+				// A uniformly random expert not yet in the row (K <= E): O(K) per draw, where a
+				// permutation of all E experts per token would cost O(E).
+				for {
+					e := int32(rng.IntN(g.E))
+					if !slices.Contains(row[:k], e) {
+						row[k] = e
+						break
+					}
+				}
+			}
+			for k := range row {
 				if rng.Float64() < drop {
-					ids[t*g.K+k] = -1
+					row[k] = -1
 				}
 			}
 		}

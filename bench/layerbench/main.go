@@ -12,11 +12,19 @@
 // renormalised over the top K), SwiGLU experts, dropless. FLOPs are counted as the PyTorch
 // script counts them: forward 6·R·H·F + 2·T·H·E (R = T·K), backward twice that.
 //
-// Every graph is timed two ways: each step alone (launched on an idle GPU, then waited for;
-// the median of -iters) and -iters steps back to back with one wait after the last (the time
-// per step). The second is how bench/torch_layer_bench.py times torch, and what a training
-// loop that does not read its loss every step gets; the first adds the host's latency to
-// start a step and to see it end.
+// Every graph is timed two ways, each step's wall time:
+//
+//   - synced: each step launched on an idle GPU and waited for (a context sync inside the
+//     timed interval; the kernels' status words are read after it), the median of -iters, as a
+//     loop that reads its loss every step runs;
+//   - back to back: steps issued without waiting, the time per step in a steady stream: two
+//     runs of -iters and 2·-iters steps, each ended by one sync, and their difference divided by
+//     -iters, which cancels the fixed cost of starting on an idle GPU and of the final sync. This
+//     is what a loop that reads its loss only now and then gets, and the quantity
+//     bench/torch_layer_bench.py's CUDA events time for torch once the GPU is the bottleneck.
+//
+// On the grouped matmul's cuBLAS path (bfloat16 off Hopper, or H or F not a multiple of 8)
+// each grouped matmul reads the plan's offsets on the host, so its steps are never back to back.
 package main
 
 import (
@@ -45,30 +53,26 @@ type result struct {
 	Dtype         string `json:"dtype"`
 	Device        string `json:"device"`
 	Graph         bool   `json:"graph"` // times are CUDA graph replays
-	// FwdMs and FwdBwdMs are the median wall time of one step from its first launch to the
-	// end of a sync after it: each step starts on an idle GPU and ends with a wait, as in a
-	// loop that reads its loss every step.
-	FwdMs    float64 `json:"fwd_ms"`
-	FwdBwdMs float64 `json:"fwdbwd_ms"`
-	// FwdB2BMs and FwdBwdB2BMs are the wall time per step of iters steps issued back to back
-	// with one sync after the last, as a training loop that reads its loss only now and then
-	// runs and as bench/torch_layer_bench.py times torch (CUDA events around each iteration,
-	// no sync between them): what the GPU takes per step once the host runs ahead.
-	FwdB2BMs        float64 `json:"fwd_b2b_ms"`
-	FwdBwdB2BMs     float64 `json:"fwdbwd_b2b_ms"`
-	TFlopsFwd       float64 `json:"tflops_fwd"`
-	TFlopsFwdBwd    float64 `json:"tflops_fwdbwd"`
-	TFlopsFwdBwdB2B float64 `json:"tflops_fwdbwd_b2b"`
-	SetupSec        float64 `json:"setup_s"`
+	// Synced and back-to-back times of the forward and the forward+backward (see the package
+	// comment), and the TFLOP/s they give.
+	FwdSyncedMs        float64 `json:"fwd_synced_ms"`
+	FwdBwdSyncedMs     float64 `json:"fwdbwd_synced_ms"`
+	FwdB2BMs           float64 `json:"fwd_b2b_ms"`
+	FwdBwdB2BMs        float64 `json:"fwdbwd_b2b_ms"`
+	TFlopsFwdSynced    float64 `json:"tflops_fwd_synced"`
+	TFlopsFwdBwdSynced float64 `json:"tflops_fwdbwd_synced"`
+	TFlopsFwdB2B       float64 `json:"tflops_fwd_b2b"`
+	TFlopsFwdBwdB2B    float64 `json:"tflops_fwdbwd_b2b"`
+	SetupSec           float64 `json:"setup_s"`
 	// Parts of the forward+backward, each timed alone as its own graph (see breakdown).
-	ExpertsMs    float64 `json:"experts_fwdbwd_ms"`
-	RouteMs      float64 `json:"route_permute_fwdbwd_ms"`
-	RouterMs     float64 `json:"router_fwdbwd_ms"`
-	ExpertsB2BMs float64 `json:"experts_fwdbwd_b2b_ms"`
-	RouteB2BMs   float64 `json:"route_permute_fwdbwd_b2b_ms"`
-	RouterB2BMs  float64 `json:"router_fwdbwd_b2b_ms"`
+	ExpertsSyncedMs float64 `json:"experts_fwdbwd_synced_ms"`
+	RouteSyncedMs   float64 `json:"route_permute_fwdbwd_synced_ms"`
+	RouterSyncedMs  float64 `json:"router_fwdbwd_synced_ms"`
+	ExpertsB2BMs    float64 `json:"experts_fwdbwd_b2b_ms"`
+	RouteB2BMs      float64 `json:"route_permute_fwdbwd_b2b_ms"`
+	RouterB2BMs     float64 `json:"router_fwdbwd_b2b_ms"`
 	// HostMs is the median time the host takes to issue one forward+backward (the tape
-	// machine's run, before the wait for the GPU); eager runs only.
+	// machine's run, before the wait for the GPU) in the synced runs; eager runs only.
 	HostMs float64 `json:"host_fwdbwd_ms,omitempty"`
 }
 
@@ -84,7 +88,7 @@ func main() {
 	dtype := flag.String("dtype", "f32", "f32, bf16 (float32 router and accumulation) or f64")
 	jsonOut := flag.String("json", "", "write the result as JSON to this file")
 	replay := flag.Bool("graph", false, "time each graph (the layer and its parts) as replays of a CUDA graph captured once (device.Engine.Capture) instead of eager runs")
-	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the timed forward+backward runs (the host's side) to this file")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the timed forward+backward runs, synced and back to back (the host's side; back to back, the host also waits in the driver when the launch queue is full), to this file")
 	flag.Parse()
 	r := result{Shape: *shape, Dtype: *dtype, Graph: *replay}
 	switch *shape {
@@ -115,8 +119,10 @@ func main() {
 	if err := run(&r, dt, *iters, *warmup, *cpuProfile); err != nil {
 		fail(err)
 	}
-	fmt.Printf("  parts (fwd+bwd, each alone; synced / back to back): expert GEMMs + SwiGLU %.2f / %.2f ms, router + top-k + softmax + plan + permute + combine %.2f / %.2f ms (the router matmul and fused router alone %.2f / %.2f ms)\n",
-		r.ExpertsMs, r.ExpertsB2BMs, r.RouteMs, r.RouteB2BMs, r.RouterMs, r.RouterB2BMs)
+	pct := func(ms float64) float64 { return 100 * ms / r.FwdBwdSyncedMs }
+	fmt.Printf("  parts (fwd+bwd, each alone; synced / back to back): expert GEMMs + SwiGLU %.2f / %.2f ms (%.0f%% synced), router + top-k + softmax + plan + permute + combine %.2f / %.2f ms (%.0f%%; the router matmul and fused router alone %.2f / %.2f ms), rest %.2f ms synced\n",
+		r.ExpertsSyncedMs, r.ExpertsB2BMs, pct(r.ExpertsSyncedMs), r.RouteSyncedMs, r.RouteB2BMs, pct(r.RouteSyncedMs),
+		r.RouterSyncedMs, r.RouterB2BMs, r.FwdBwdSyncedMs-r.ExpertsSyncedMs-r.RouteSyncedMs)
 	mode := "eager"
 	if r.Graph {
 		mode = "CUDA graph replays"
@@ -125,9 +131,9 @@ func main() {
 	if !r.Graph {
 		host = fmt.Sprintf("; the host issues a fwd+bwd in %.2f ms", r.HostMs)
 	}
-	fmt.Printf("gomoe layer (%s) %s T=%d H=%d F=%d E=%d K=%d %s on %s: each step synced: fwd %.2f ms (%.1f TFLOP/s), fwd+bwd %.2f ms (%.1f TFLOP/s); back to back: fwd %.2f ms, fwd+bwd %.2f ms (%.1f TFLOP/s)%s; setup %.1f s\n",
-		mode, r.Shape, r.T, r.H, r.F, r.E, r.K, r.Dtype, r.Device, r.FwdMs, r.TFlopsFwd, r.FwdBwdMs, r.TFlopsFwdBwd,
-		r.FwdB2BMs, r.FwdBwdB2BMs, r.TFlopsFwdBwdB2B, host, r.SetupSec)
+	fmt.Printf("gomoe layer (%s) %s T=%d H=%d F=%d E=%d K=%d %s on %s: synced: fwd %.2f ms (%.1f TFLOP/s), fwd+bwd %.2f ms (%.1f TFLOP/s); back to back: fwd %.2f ms (%.1f TFLOP/s), fwd+bwd %.2f ms (%.1f TFLOP/s)%s; setup %.1f s\n",
+		mode, r.Shape, r.T, r.H, r.F, r.E, r.K, r.Dtype, r.Device, r.FwdSyncedMs, r.TFlopsFwdSynced, r.FwdBwdSyncedMs, r.TFlopsFwdBwdSynced,
+		r.FwdB2BMs, r.TFlopsFwdB2B, r.FwdBwdB2BMs, r.TFlopsFwdBwdB2B, host, r.SetupSec)
 	if *jsonOut != "" {
 		b, _ := json.MarshalIndent(r, "", "  ")
 		if err := os.WriteFile(*jsonOut, b, 0o644); err != nil {
@@ -272,36 +278,55 @@ func run(r *result, dt tensor.Dtype, iters, warmup int, cpuProfile string) error
 				return timing{}, err
 			}
 			issued := time.Since(t0)
+			if err := eng.Sync(); err != nil {
+				return timing{}, err
+			}
+			took := time.Since(t0)
 			if err := eng.Status(); err != nil {
 				return timing{}, err
 			}
 			if i >= warmup {
-				ms = append(ms, float64(time.Since(t0).Microseconds())/1000)
+				ms = append(ms, float64(took.Microseconds())/1000)
 				hostMs = append(hostMs, float64(issued.Microseconds())/1000)
 			}
 			cleanup()
 		}
 		sort.Float64s(ms)
-		// The same steps back to back, one wait after the last. Every step's work is on the
+		// Steps back to back: n steps, one wait after the last. Every step's work is on the
 		// engine's one stream, so a step's recycled buffers are reused in stream order.
-		t0 := time.Now()
-		for i := 0; i < iters; i++ {
-			if err := step(); err != nil {
-				return timing{}, err
+		stream := func(n int) (time.Duration, error) {
+			t0 := time.Now()
+			for i := 0; i < n; i++ {
+				if err := step(); err != nil {
+					return 0, err
+				}
+				cleanup()
 			}
-			cleanup()
+			if err := eng.Sync(); err != nil {
+				return 0, err
+			}
+			took := time.Since(t0)
+			return took, eng.Status()
 		}
-		if err := eng.Status(); err != nil {
+		if _, err := stream(warmup); err != nil {
 			return timing{}, err
 		}
-		b2b := float64(time.Since(t0).Microseconds()) / 1000 / float64(iters)
+		short, err := stream(iters)
+		if err != nil {
+			return timing{}, err
+		}
+		long, err := stream(2 * iters)
+		if err != nil {
+			return timing{}, err
+		}
+		b2b := float64((long - short).Microseconds()) / 1000 / float64(iters)
 		return timing{Ms: ms[len(ms)/2], B2BMs: b2b}, nil
 	}
 	tf, err := time1(gf)
 	if err != nil {
 		return fmt.Errorf("forward: %w", err)
 	}
-	r.FwdMs, r.FwdB2BMs = tf.Ms, tf.B2BMs
+	r.FwdSyncedMs, r.FwdB2BMs = tf.Ms, tf.B2BMs
 	if cpuProfile != "" {
 		f, err := os.Create(cpuProfile)
 		if err != nil {
@@ -313,7 +338,7 @@ func run(r *result, dt tensor.Dtype, iters, warmup int, cpuProfile string) error
 		}
 	}
 	tfb, err := time1(gb)
-	r.FwdBwdMs, r.FwdBwdB2BMs = tfb.Ms, tfb.B2BMs
+	r.FwdBwdSyncedMs, r.FwdBwdB2BMs = tfb.Ms, tfb.B2BMs
 	if cpuProfile != "" {
 		pprof.StopCPUProfile()
 	}
@@ -327,8 +352,9 @@ func run(r *result, dt tensor.Dtype, iters, warmup int, cpuProfile string) error
 	if err := breakdown(r, dt, eng, lb, xd, dyd, rng, time1); err != nil {
 		return fmt.Errorf("breakdown: %w", err)
 	}
-	r.TFlopsFwd = fwdFlops / (r.FwdMs * 1e-3) / 1e12
-	r.TFlopsFwdBwd = 3 * fwdFlops / (r.FwdBwdMs * 1e-3) / 1e12
+	r.TFlopsFwdSynced = fwdFlops / (r.FwdSyncedMs * 1e-3) / 1e12
+	r.TFlopsFwdBwdSynced = 3 * fwdFlops / (r.FwdBwdSyncedMs * 1e-3) / 1e12
+	r.TFlopsFwdB2B = fwdFlops / (r.FwdB2BMs * 1e-3) / 1e12
 	r.TFlopsFwdBwdB2B = 3 * fwdFlops / (r.FwdBwdB2BMs * 1e-3) / 1e12
 	return nil
 }
@@ -384,18 +410,18 @@ func breakdown(r *result, dt tensor.Dtype, eng *gdev.Engine, l *moe.Layer, xd, d
 		if err != nil {
 			return err
 		}
-		r.ExpertsMs, r.ExpertsB2BMs = t.Ms, t.B2BMs
+		r.ExpertsSyncedMs, r.ExpertsB2BMs = t.Ms, t.B2BMs
 	}
 	// Routing and data movement, and the router alone (its matmul and the fused router).
 	t, err := timeRouting(r, dt, l, xd, dyd, geo, true, rng, eng, time1)
 	if err != nil {
 		return err
 	}
-	r.RouteMs, r.RouteB2BMs = t.Ms, t.B2BMs
+	r.RouteSyncedMs, r.RouteB2BMs = t.Ms, t.B2BMs
 	if t, err = timeRouting(r, dt, l, xd, dyd, geo, false, rng, eng, time1); err != nil {
 		return err
 	}
-	r.RouterMs, r.RouterB2BMs = t.Ms, t.B2BMs
+	r.RouterSyncedMs, r.RouterB2BMs = t.Ms, t.B2BMs
 	return nil
 }
 
