@@ -72,8 +72,7 @@ Timed (torch.cuda.Event around every iteration, --iters after --warmup):
   fwdbwd      forward + y.backward(dy), grads to x, Wr, W1, W3, W2
 On CUDA fwdbwd is also timed by the wall clock as bench/layerbench times gomoe: synced, with a
 synchronize after every iteration (fwdbwd_synced_ms, the median), and back to back
-(fwdbwd_b2b_ms: runs of --iters and 2*--iters iterations, each ended by one synchronize, their
-difference over --iters). The event timings (fwd_ms, fwdbwd_ms) leave out the host's gaps
+(fwdbwd_b2b_ms: 2*--iters iterations after the warm-up, ended by one synchronize, the mean). The event timings (fwd_ms, fwdbwd_ms) leave out the host's gaps
 between iterations: they match back to back once the GPU is the bottleneck, and flatter a
 host-bound run.
 FLOPs counted (R = T*K): forward 6*R*H*F (three GEMMs of 2*R*H*F) + 2*T*H*E (router);
@@ -349,10 +348,9 @@ def time_ms_synced(fn, iters, warmup):
 
 
 def time_ms_b2b(fn, iters, warmup):
-    """Wall-clock milliseconds per iteration of fn issued back to back: iters and 2*iters
-    iterations, each run ended by one synchronize, and their difference over iters (the fixed
-    cost of starting on an idle GPU and of the final wait cancels), as bench/layerbench's
-    "back to back"."""
+    """Wall-clock milliseconds per iteration of fn issued back to back: after warmup untimed
+    iterations, 2*iters iterations ended by one synchronize, over 2*iters, as
+    bench/layerbench's "back to back"."""
     def run(n):
         t0 = time.perf_counter()
         for _ in range(n):
@@ -360,9 +358,7 @@ def time_ms_b2b(fn, iters, warmup):
         torch.cuda.synchronize()
         return time.perf_counter() - t0
     run(warmup)
-    short = run(iters)
-    long = run(2 * iters)
-    return (long - short) * 1e3 / iters
+    return run(2 * iters) * 1e3 / (2 * iters)
 
 
 def time_ms(fn, iters, warmup, device=None):

@@ -17,11 +17,17 @@
 //   - synced: each step launched on an idle GPU and waited for (a context sync inside the
 //     timed interval; the kernels' status words are read after it), the median of -iters, as a
 //     loop that reads its loss every step runs;
-//   - back to back: steps issued without waiting, the time per step in a steady stream: two
-//     runs of -iters and 2·-iters steps, each ended by one sync, and their difference divided by
-//     -iters, which cancels the fixed cost of starting on an idle GPU and of the final sync. This
-//     is what a loop that reads its loss only now and then gets, and the quantity
-//     bench/torch_layer_bench.py's CUDA events time for torch once the GPU is the bottleneck.
+//   - back to back: steps issued without waiting, the time per step in a steady stream: after
+//     -warmup untimed steps issued the same way, 2·-iters steps ended by one sync, the wall time
+//     over 2·-iters (the one start on an idle GPU and the one sync add about 0.1 ms to the run,
+//     a few µs per step). This is what a loop that reads its loss only now and then gets, and
+//     about what bench/torch_layer_bench.py's CUDA events time for torch once the GPU is the
+//     bottleneck.
+//
+// A differential variant (runs of n and 2n steps, their difference over n) was tried and
+// dropped: at the Mixtral shape the GPU runs at its power cap and the later steps of a long
+// run are slower, so the difference measured the hottest steps only, several percent off the
+// mean either way.
 //
 // On the grouped matmul's cuBLAS path (bfloat16 off Hopper, or H or F not a multiple of 8)
 // each grouped matmul reads the plan's offsets on the host, so its steps are never back to back.
@@ -311,15 +317,11 @@ func run(r *result, dt tensor.Dtype, iters, warmup int, cpuProfile string) error
 		if _, err := stream(warmup); err != nil {
 			return timing{}, err
 		}
-		short, err := stream(iters)
+		took, err := stream(2 * iters)
 		if err != nil {
 			return timing{}, err
 		}
-		long, err := stream(2 * iters)
-		if err != nil {
-			return timing{}, err
-		}
-		b2b := float64((long - short).Microseconds()) / 1000 / float64(iters)
+		b2b := float64(took.Microseconds()) / 1000 / float64(2*iters)
 		return timing{Ms: ms[len(ms)/2], B2BMs: b2b}, nil
 	}
 	tf, err := time1(gf)
