@@ -126,7 +126,7 @@ func main() {
 		fail(err)
 	}
 	pct := func(ms float64) float64 { return 100 * ms / r.FwdBwdSyncedMs }
-	fmt.Printf("  parts (fwd+bwd, each alone; synced / back to back): expert GEMMs + SwiGLU %.2f / %.2f ms (%.0f%% synced), router + top-k + softmax + plan + permute + combine %.2f / %.2f ms (%.0f%%; the router matmul and fused router alone %.2f / %.2f ms), rest %.2f ms synced\n",
+	fmt.Printf("  parts (fwd+bwd, each alone; synced / back to back): expert GEMMs + SwiGLU %.2f / %.2f ms (%.0f%% synced), router + top-k + softmax + plan + permute + combine %.2f / %.2f ms (%.0f%%; the router matmul and fused router alone %.2f / %.2f ms), whole minus these two parts %.2f ms synced (each part timed alone, so this can be below 0)\n",
 		r.ExpertsSyncedMs, r.ExpertsB2BMs, pct(r.ExpertsSyncedMs), r.RouteSyncedMs, r.RouteB2BMs, pct(r.RouteSyncedMs),
 		r.RouterSyncedMs, r.RouterB2BMs, r.FwdBwdSyncedMs-r.ExpertsSyncedMs-r.RouteSyncedMs)
 	mode := "eager"
