@@ -80,14 +80,14 @@ func TestClipGradNormGPUMixed(t *testing.T) {
 		t.Fatalf("GPU norm %v, CPU norm %v (want both above %v, within 1e-6)", ng, nc, 2*maxNorm)
 	}
 	for i, dt := range dts {
-		want := asFloat64s(t, onCPU[i].(valueGrad).g)
+		want := train.AsFloats(onCPU[i].(valueGrad).g)
 		g := onGPU[i].(valueGrad).g
 		if i < len(dts)-1 {
 			if g, err = eng.CopyOut(g); err != nil {
 				t.Fatal(err)
 			}
 		}
-		got := asFloat64s(t, g)
+		got := train.AsFloats(g)
 		tol := map[tensor.Dtype]float64{tensor.Float32: 2e-6, tensor.Float64: 2e-6, bfloat16.Dtype: 1.0 / 128}[dt]
 		for j := range want {
 			if math.Abs(got[j]-want[j]) > tol*math.Abs(want[j]) {
@@ -95,31 +95,4 @@ func TestClipGradNormGPUMixed(t *testing.T) {
 			}
 		}
 	}
-}
-
-// asFloat64s widens a host tensor's elements.
-func asFloat64s(t *testing.T, d *tensor.Dense) []float64 {
-	t.Helper()
-	switch x := d.Data().(type) {
-	case float32: // a scalar-shaped tensor's Data() is its value
-		return []float64{float64(x)}
-	case float64:
-		return []float64{x}
-	case []float32:
-		out := make([]float64, len(x))
-		for i, v := range x {
-			out[i] = float64(v)
-		}
-		return out
-	case []float64:
-		return x
-	case []bfloat16.BFloat16:
-		out := make([]float64, len(x))
-		for i, v := range x {
-			out[i] = float64(v.Float32())
-		}
-		return out
-	}
-	t.Fatalf("dtype %v", d.Dtype())
-	return nil
 }
