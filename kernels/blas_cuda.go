@@ -33,8 +33,9 @@ static int gomoe_blas_create(cublasHandle_t *out, cudaStream_t stream, uintptr_t
 
 static int gomoe_blas_destroy(cublasHandle_t h) { return (int)cublasDestroy(h); }
 
-// dt: 0 float32, 1 float64, 2 bfloat16 (the kernels.DType values). Column-major arguments.
-static int gomoe_gemm(cublasHandle_t h, int dt, int ta, int tb, int m, int n, int k,
+// dt: A's and B's type, ct: C's type; 0 float32, 1 float64, 2 bfloat16 (the kernels.DType
+// values; float64 only with float64). Column-major arguments.
+static int gomoe_gemm(cublasHandle_t h, int dt, int ct, int ta, int tb, int m, int n, int k,
 		double alpha, uintptr_t A, int lda, uintptr_t B, int ldb, double beta, uintptr_t C, int ldc) {
 	cublasOperation_t oa = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
 	cublasOperation_t ob = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -44,8 +45,9 @@ static int gomoe_gemm(cublasHandle_t h, int dt, int ta, int tb, int m, int n, in
 	}
 	float fa = (float)alpha, fb = (float)beta;
 	cudaDataType t = dt == 2 ? CUDA_R_16BF : CUDA_R_32F;
+	cudaDataType tc = ct == 2 ? CUDA_R_16BF : CUDA_R_32F;
 	return (int)cublasGemmEx(h, oa, ob, m, n, k, &fa, (const void *)A, t, lda, (const void *)B, t, ldb,
-		&fb, (void *)C, t, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+		&fb, (void *)C, tc, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
 }
 
 // gomoe_gemm_grouped runs cublasGemmGroupedBatchedEx (cuBLAS 12.5 and later) for float32 or
@@ -264,8 +266,15 @@ func (p rowGemm) check(what string) error {
 
 // run issues the problem on cuBLAS: a row-major C is the column-major Cᵀ = op(B)ᵀ·op(A)ᵀ,
 // so A and B swap places and keep their transpose flags.
-func (p rowGemm) run(st *blasState, d DType) error {
-	if s := C.gomoe_gemm(st.h, C.int(d), cbool(p.tb), cbool(p.ta), C.int(p.n), C.int(p.m), C.int(p.k),
+func (p rowGemm) run(st *blasState, d DType) error { return p.runAs(st, d, d) }
+
+// runAs is run with A and B of type d and C of type cd (float32 or bfloat16 each; float64
+// only with float64).
+func (p rowGemm) runAs(st *blasState, d, cd DType) error {
+	if (d == F64) != (cd == F64) {
+		return fmt.Errorf("gomoe: cuBLAS gemm: %v operands with a %v output", d, cd)
+	}
+	if s := C.gomoe_gemm(st.h, C.int(d), C.int(cd), cbool(p.tb), cbool(p.ta), C.int(p.n), C.int(p.m), C.int(p.k),
 		C.double(p.alpha), C.uintptr_t(p.b), C.int(p.ldb), C.uintptr_t(p.a), C.int(p.lda),
 		C.double(p.bet), C.uintptr_t(p.c), C.int(p.ldc)); s != 0 {
 		name := "cublasGemmEx"

@@ -32,7 +32,7 @@ case $what in all | gmm | main) ;; *) echo "usage: $0 [all|gmm|main]" >&2; exit 
 main_sources=(gomoe.cu gomoe.cuh gdc.cuh plan.cuh permute.cuh unpermute.cuh permute_probs.cuh binary.cuh
   blockcopy.cuh activation.cuh rowop.cuh topk.cuh gather_topk.cuh router.cuh optimizer.cuh grad_norm.cuh cast.cuh
   scale_rows.cuh bias.cuh relu.cuh rmsnorm.cuh cross_entropy.cuh embedding.cuh balance_loss.cuh
-  z_loss.cuh)
+  z_loss.cuh split_bf16.cuh)
 nv=$("$NVCC" --version | awk '/release/{print $5 $6}')
 all_archs=(-gencode arch=compute_80,code=sm_80 -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_80,code=compute_80)
 tmp=$(mktemp -d)

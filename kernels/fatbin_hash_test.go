@@ -32,7 +32,7 @@ func readRecord(t *testing.T) map[string]string {
 var (
 	mainSources = []string{"activation.cuh", "balance_loss.cuh", "bias.cuh", "binary.cuh", "blockcopy.cuh", "cast.cuh",
 		"cross_entropy.cuh", "embedding.cuh", "gather_topk.cuh", "gdc.cuh", "gomoe.cu", "gomoe.cuh", "grad_norm.cuh", "optimizer.cuh", "permute.cuh",
-		"permute_probs.cuh", "plan.cuh", "relu.cuh", "rmsnorm.cuh", "router.cuh", "rowop.cuh", "scale_rows.cuh", "topk.cuh", "unpermute.cuh",
+		"permute_probs.cuh", "plan.cuh", "relu.cuh", "rmsnorm.cuh", "router.cuh", "rowop.cuh", "scale_rows.cuh", "split_bf16.cuh", "topk.cuh", "unpermute.cuh",
 		"z_loss.cuh"}
 	gmmSources = []string{"gdc.cuh", "gmm.cu", "gmm_simt.cu", "gmm_simt.cuh", "gmm_simt_host.cu", "gmm_sm90.cu", "gmm_sm90.cuh", "gmm_sm90_host.cu", "syncprobe.cuh"}
 )

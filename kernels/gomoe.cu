@@ -41,3 +41,4 @@ using namespace gomoe;
 #include "embedding.cuh"
 #include "balance_loss.cuh"
 #include "z_loss.cuh"
+#include "split_bf16.cuh"

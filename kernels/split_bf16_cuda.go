@@ -1,0 +1,204 @@
+//go:build gomoecuda
+
+package kernels
+
+import (
+	"fmt"
+
+	"gorgonia.org/cu"
+)
+
+// The three-term bfloat16 split on the device (split_bf16.cuh; CPU twin: split_bf16.go) and
+// the float32-accurate GEMMs on bfloat16 tensor cores built on it.
+
+func init() {
+	kernelNames = append(kernelNames, "split_f32_bf16")
+}
+
+// SplitBF16 is the device twin of SplitBF16 (same arguments, same bits): in holds rows·cols
+// float32, out receives the bfloat16 pieces.
+func (c *CUDA) SplitBF16(out, in cu.DevicePtr, rows, cols, rowStride, pieceStride int, pattern []int) error {
+	if err := checkSplit(-1, -1, rows, cols, rowStride, pieceStride, pattern); err != nil {
+		return err
+	}
+	if out == 0 || in == 0 {
+		return fmt.Errorf("gomoe: SplitBF16: null device pointer")
+	}
+	return c.do(func() error { return c.splitBF16(out, in, rows, cols, rowStride, pieceStride, pattern) })
+}
+
+// splitBF16 launches split_f32_bf16; it must run inside c.do.
+func (c *CUDA) splitBF16(out, in cu.DevicePtr, rows, cols, rowStride, pieceStride int, pattern []int) error {
+	var bits uint32
+	for j, k := range pattern {
+		bits |= uint32(k) << (2 * j)
+	}
+	n := int64(rows) * int64(cols)
+	return c.launch("split_f32_bf16", gridFor(n, 256), 256, 0, *new(args).p(in).p(out).l(int64(rows)).l(int64(cols)).
+		l(int64(rowStride)).l(int64(pieceStride)).i(len(pattern)).i(int(bits)))
+}
+
+// The terms of a product of two split operands, smallest first (the order they are summed in):
+// piece splitPairA[j] of A times piece splitPairB[j] of B, every pair whose pieces' numbers add
+// up to at most 2. The pairs left out ((1,2), (2,1), (2,2)) are below 2⁻²⁴ of the product.
+var (
+	splitPairA = []int{2, 0, 1, 1, 0, 0}
+	splitPairB = []int{0, 2, 1, 0, 1, 0}
+	// splitOne is the order of one split operand's pieces, smallest first.
+	splitOne = []int{2, 1, 0}
+)
+
+// splitAlign is the alignment in bytes of the pieces SplitGemm keeps in its scratch.
+const splitAlign = 256
+
+func alignUp(n int64) int64 { return (n + splitAlign - 1) / splitAlign * splitAlign }
+
+// SplitGemmScratch returns the bytes of device scratch SplitGemm needs for an [m,k]·[k,n]
+// product with operands of dtypes ad and bd and an output of dtype od.
+func SplitGemmScratch(m, n, k int, ad, bd, od DType) (int64, error) {
+	if err := checkSplitGemm(m, n, k, ad, bd, od); err != nil {
+		return 0, err
+	}
+	mk, kn, mn := int64(m)*int64(k), int64(k)*int64(n), int64(m)*int64(n)
+	switch {
+	case ad == F32 && bd == F32:
+		return alignUp(2*int64(len(splitPairA))*mk) + 2*int64(len(splitPairB))*kn, nil
+	case ad == F32 || bd == F32:
+		size := kn
+		if ad == F32 {
+			size = mk
+		}
+		s := 3 * alignUp(2*size)
+		if od == BF16 {
+			s += 4 * mn
+		}
+		return s, nil
+	}
+	return 0, nil
+}
+
+func checkSplitGemm(m, n, k int, ad, bd, od DType) error {
+	for _, d := range []DType{ad, bd, od} {
+		if d != F32 && d != BF16 {
+			return fmt.Errorf("gomoe: SplitGemm: dtypes %v·%v → %v, want float32 or bfloat16 each", ad, bd, od)
+		}
+	}
+	if m < 1 || n < 1 || k < 1 {
+		return fmt.Errorf("gomoe: SplitGemm: m=%d n=%d k=%d, want each at least 1", m, n, k)
+	}
+	if int64(len(splitPairA))*int64(k) > 1<<31-1 || int64(m)*int64(k) > 1<<40 || int64(k)*int64(n) > 1<<40 {
+		return fmt.Errorf("gomoe: SplitGemm: m=%d n=%d k=%d is too large", m, n, k)
+	}
+	return nil
+}
+
+// SplitGemm writes the row-major out [m,n] (dtype od) = op(A)·op(B), where op(A) = A [m,k] (A
+// stored [k,m] when ta) of dtype ad and op(B) = B [k,n] (B [n,k] when tb) of dtype bd, each
+// float32 or bfloat16, stored contiguously. It computes to float32 accuracy on bfloat16 tensor
+// cores: a float32 operand is split into its three bfloat16 pieces (SplitBF16Pieces, exact),
+// and cuBLAS sums the pieces' products (exact in float32) in float32 accumulators, smallest
+// first. With one float32 operand that is three GEMMs over its pieces into a float32 result;
+// with two, one GEMM over the six significant pairs of pieces stacked along k
+// (splitPairA/splitPairB), rounded once to od. The error is that of float32 accumulation (on
+// the tensor cores' adders) plus, with two float32 operands, the pairs left out (below 2⁻²⁴
+// of |A|·|B|). scratch holds SplitGemmScratch bytes of device memory. Nothing waits for the
+// device.
+func (c *CUDA) SplitGemm(ta, tb bool, m, n, k int, a cu.DevicePtr, ad DType, b cu.DevicePtr, bd DType, out cu.DevicePtr, od DType, scratch cu.DevicePtr, scratchBytes int64) error {
+	need, err := SplitGemmScratch(m, n, k, ad, bd, od)
+	if err != nil {
+		return err
+	}
+	if scratchBytes < need {
+		return fmt.Errorf("gomoe: SplitGemm: %d bytes of scratch, want %d", scratchBytes, need)
+	}
+	if a == 0 || b == 0 || out == 0 || (need > 0 && scratch == 0) {
+		return fmt.Errorf("gomoe: SplitGemm: null device pointer")
+	}
+	lda, ldb := k, n // row strides of A and B as stored
+	if ta {
+		lda = m
+	}
+	if tb {
+		ldb = k
+	}
+	return c.do(func() error {
+		st, err := c.blas()
+		if err != nil {
+			return err
+		}
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		switch {
+		case ad == F32 && bd == F32:
+			return c.splitGemm2(st, ta, tb, m, n, k, a, b, out, od, scratch)
+		case ad == F32 || bd == F32:
+			return c.splitGemm1(st, ta, tb, m, n, k, a, lda, ad, b, ldb, out, od, scratch)
+		}
+		p := rowGemm{ta: ta, tb: tb, m: m, n: n, k: k, a: a, b: b, c: out, lda: lda, ldb: ldb, ldc: n, alpha: 1}
+		return p.runAs(st, BF16, od)
+	})
+}
+
+// splitGemm2: both operands float32; the six pairs of pieces stacked along k in one GEMM. A
+// stacked along its columns is [m, 6k] (pieces side by side in each row) or, stored [k,m],
+// [6k, m] (whole pieces one after another); B likewise.
+func (c *CUDA) splitGemm2(st *blasState, ta, tb bool, m, n, k int, a, b, out cu.DevicePtr, od DType, scratch cu.DevicePtr) error {
+	J := len(splitPairA)
+	as := scratch
+	bs := scratch + cu.DevicePtr(alignUp(2*int64(J)*int64(m)*int64(k)))
+	var lda, ldb int
+	var err error
+	if ta { // A [k,m]: whole pieces one after another, [6k, m]
+		err, lda = c.splitBF16(as, a, 1, k*m, 0, k*m, splitPairA), m
+	} else { // A [m,k]: [m, 6k]
+		err, lda = c.splitBF16(as, a, m, k, J*k, k, splitPairA), J*k
+	}
+	if err != nil {
+		return err
+	}
+	if tb { // B [n,k]: [n, 6k]
+		err, ldb = c.splitBF16(bs, b, n, k, J*k, k, splitPairB), J*k
+	} else { // B [k,n]: [6k, n]
+		err, ldb = c.splitBF16(bs, b, 1, k*n, 0, k*n, splitPairB), n
+	}
+	if err != nil {
+		return err
+	}
+	p := rowGemm{ta: ta, tb: tb, m: m, n: n, k: J * k, a: as, b: bs, c: out, lda: lda, ldb: ldb, ldc: n, alpha: 1}
+	return p.runAs(st, BF16, od)
+}
+
+// splitGemm1: one float32 operand, split into three whole pieces; three GEMMs add their
+// products into a float32 result, smallest piece first (then rounded to bfloat16 if od is).
+func (c *CUDA) splitGemm1(st *blasState, ta, tb bool, m, n, k int, a cu.DevicePtr, lda int, ad DType, b cu.DevicePtr, ldb int, out cu.DevicePtr, od DType, scratch cu.DevicePtr) error {
+	src, size := b, int64(k)*int64(n)
+	if ad == F32 {
+		src, size = a, int64(m)*int64(k)
+	}
+	step := alignUp(2 * size) // bytes between pieces
+	if err := c.splitBF16(scratch, src, 1, int(size), 0, int(step/2), []int{0, 1, 2}); err != nil {
+		return err
+	}
+	acc := out
+	if od == BF16 {
+		acc = scratch + cu.DevicePtr(3*step)
+	}
+	for i, j := range splitOne {
+		piece := scratch + cu.DevicePtr(int64(j)*step)
+		p := rowGemm{ta: ta, tb: tb, m: m, n: n, k: k, a: a, b: piece, c: acc, lda: lda, ldb: ldb, ldc: n, alpha: 1}
+		if ad == F32 {
+			p.a, p.b = piece, b
+		}
+		if i > 0 {
+			p.bet = 1
+		}
+		if err := p.runAs(st, BF16, F32); err != nil {
+			return err
+		}
+	}
+	if od == BF16 {
+		nn := int64(m) * int64(n)
+		return c.launch("convert_f32_bf16", ewiseGrid(nn, 4), 256, 0, *new(args).p(acc).p(out).l(nn))
+	}
+	return nil
+}
