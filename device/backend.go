@@ -70,6 +70,12 @@ type Backend interface {
 	// with no rows); H is the rows' width.
 	GroupedMatMulWeightsGrad(g kernels.Geometry, xp, dz, plan G.Value, H int) (G.Value, error)
 
+	// SplitMatMul returns op(a)·op(b) as a new [M,N] tensor of dtype out (float32 or
+	// bfloat16), where a and b are row-major matrices of float32 or bfloat16 each and op(x) is
+	// x, or xᵀ where ta (tb) is set. It computes to float32 accuracy on bfloat16 tensor cores
+	// (kernels.CUDA.SplitGemm), not with the CPU's bits: op.MixedMatMul.
+	SplitMatMul(a, b G.Value, ta, tb bool, out tensor.Dtype) (G.Value, error)
+
 	// Cast returns x converted to dtype to (float32 ↔ float64, float32 ↔ bfloat16).
 	Cast(x G.Value, to tensor.Dtype) (G.Value, error)
 	// TopK returns ids [T,K] int32 for scores [T,E] (bias [E] or nil), k experts per token

@@ -6,7 +6,10 @@ import (
 	"fmt"
 
 	"gorgonia.org/cu"
+	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/kernels"
 )
 
 // Matrix products on cuBLAS (tensor.MatMuler and tensor.MatVecMuler), so that Gorgonia's
@@ -191,6 +194,56 @@ func (e *Engine) MatVecMul(a, b, prealloc tensor.Tensor) error {
 	// y [m,1] = op(A) [m,k] · x [k,1], all row-major with unit row strides for the vectors.
 	return e.k.Gemm(kd, la.trans, false, m, 1, k, 1, cu.DevicePtr(ad.Uintptr()), la.ld,
 		cu.DevicePtr(bd.Uintptr()), 1, 0, cu.DevicePtr(out.Uintptr()), 1)
+}
+
+func (cudaBackend) SplitMatMul(a, b G.Value, ta, tb bool, out tensor.Dtype) (G.Value, error) {
+	e, err := devOf(a, b)
+	if err != nil {
+		return nil, err
+	}
+	var kd [3]kernels.DType
+	for i, dt := range []tensor.Dtype{a.Dtype(), b.Dtype(), out} {
+		if kd[i], err = DType(dt); err != nil {
+			return nil, err
+		}
+	}
+	as, bs := a.Shape(), b.Shape()
+	if as.Dims() != 2 || bs.Dims() != 2 {
+		return nil, fmt.Errorf("SplitMatMul: a %v and b %v, want matrices", as, bs)
+	}
+	if err := contiguous("a", a); err != nil {
+		return nil, err
+	}
+	if err := contiguous("b", b); err != nil {
+		return nil, err
+	}
+	m, k := as[0], as[1]
+	if ta {
+		m, k = k, m
+	}
+	k2, n := bs[0], bs[1]
+	if tb {
+		k2, n = n, k2
+	}
+	if k != k2 {
+		return nil, fmt.Errorf("SplitMatMul: op(a) [%d,%d] times op(b) [%d,%d]: inner sizes differ", m, k, k2, n)
+	}
+	need, err := kernels.SplitGemmScratch(m, n, k, kd[0], kd[1], kd[2])
+	if err != nil {
+		return nil, err
+	}
+	c, err := e.NewStepTensor(out, m, n)
+	if err != nil {
+		return nil, err
+	}
+	err = scratch(e, max((need+7)/8, 1), func(s cu.DevicePtr) error {
+		return e.Kernels().SplitGemm(ta, tb, m, n, k, dptr(a), kd[0], dptr(b), kd[1], dptr(c), kd[2], s, need)
+	})
+	if err != nil {
+		_ = e.Release(c)
+		return nil, err
+	}
+	return c, nil
 }
 
 var (

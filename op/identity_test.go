@@ -26,6 +26,7 @@ func TestOpIdentity(t *testing.T) {
 		gatherTopKOp{e: 3}, gatherTopKGradOp{e: 3},
 		gmmOp{geo: g}, gmmOp{geo: gc}, gmmRowsGradOp{geo: g}, gmmWeightsGradOp{geo: g, h: 5},
 		&jitterNoiseOp{eps: 0.01, seed: 7, dims: 2}, lseOp{}, lseGradOp{}, matMulOp{ta: true},
+		mixedMatMulOp{ta: true, a: tensor.Float32, b: tensor.Float32, out: tensor.Float32},
 		permuteOp{g: g}, permuteOp{g: gc}, permuteGradOp{g: g}, permuteProbsOp{g: g}, permuteProbsGradOp{g: gc},
 		planOp{g: g}, planOp{g: gc, withProbs: true},
 		rmsOp{eps: 1e-6}, rmsGradOp{eps: 1e-6, which: 1}, reluOp{dims: 2}, reluGradOp{dims: 2},

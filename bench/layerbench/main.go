@@ -427,8 +427,8 @@ func breakdown(r *result, dt tensor.Dtype, eng *gdev.Engine, l *moe.Layer, xd, d
 	return nil
 }
 
-// timeRouting times the routing part's forward and backward as a graph of its own: the cast
-// of x to the router's dtype, the router matmul and the fused router (RouterTopK,
+// timeRouting times the routing part's forward and backward as a graph of its own: the router
+// matmul (as the layer does it) and the fused router (RouterTopK,
 // RouterProbs), then with moves the plan, permute and combine-unpermute (backward from dY),
 // else nothing more (backward from a random dprobs).
 func timeRouting(r *result, dt tensor.Dtype, l *moe.Layer, xd, dyd *tensor.Dense, geo kernels.Geometry, moves bool,
@@ -437,11 +437,18 @@ func timeRouting(r *result, dt tensor.Dtype, l *moe.Layer, xd, dyd *tensor.Dense
 	x := G.NewMatrix(g, dt, G.WithShape(r.T, r.H), G.WithName("x"), G.WithValue(xd))
 	rdt := l.Router.Dtype()
 	router := G.NewMatrix(g, rdt, G.WithShape(r.H, r.E), G.WithName("router"), G.WithValue(l.Router.Value()))
-	xr, err := op.Cast(x, rdt)
-	if err != nil {
-		return timing{}, err
+	// The logits as the layer computes them: a bfloat16 x times the float32 router directly
+	// (op.MixedMatMul), else x cast to the router's dtype first.
+	var logits *G.Node
+	var err error
+	if dt == bfloat16.Dtype && rdt == tensor.Float32 {
+		logits, err = op.MixedMatMul(x, router, rdt)
+	} else {
+		var xr *G.Node
+		if xr, err = op.Cast(x, rdt); err == nil {
+			logits, err = op.MatMul(xr, router)
+		}
 	}
-	logits, err := op.MatMul(xr, router)
 	if err != nil {
 		return timing{}, err
 	}

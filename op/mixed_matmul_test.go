@@ -1,0 +1,183 @@
+package op
+
+import (
+	"math"
+	"math/rand"
+	"strings"
+	"testing"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/bfloat16"
+)
+
+// TestMixedMatMul: with one dtype throughout, MixedMatMul's gradients (all four transposition
+// forms, through a chain of two products) match central differences in float64 and float32,
+// and its float64 product equals a plain loop.
+func TestMixedMatMul(t *testing.T) {
+	rng := rand.New(rand.NewSource(18))
+	a, b := gcRand(rng, 3*4), gcRand(rng, 4*5)
+	gcRun(t, gcCase{name: "MixedMatMul", inputs: []gcInput{{"a", tensor.Shape{3, 4}, a}, {"b", tensor.Shape{4, 5}, b}}, build: func(g *G.ExprGraph, dt tensor.Dtype, in []*G.Node) (*G.Node, error) {
+		y, err := MixedMatMul(in[0], in[1], dt)
+		if err != nil {
+			return nil, err
+		}
+		c := G.NewMatrix(g, dt, G.WithShape(5, 2), G.WithName("c"), G.WithValue(gcDense(dt, tensor.Shape{5, 2}, gcRand(rand.New(rand.NewSource(19)), 10))))
+		y2, err := MixedMatMul(y, c, dt)
+		if err != nil {
+			return nil, err
+		}
+		return gcWeighted(g, dt, y2, "w_mixed", 11)
+	}})
+	g := G.NewGraph()
+	an := G.NewMatrix(g, tensor.Float64, G.WithShape(3, 4), G.WithName("a"), G.WithValue(gcDense(tensor.Float64, tensor.Shape{3, 4}, a)))
+	bn := G.NewMatrix(g, tensor.Float64, G.WithShape(4, 5), G.WithName("b"), G.WithValue(gcDense(tensor.Float64, tensor.Shape{4, 5}, b)))
+	got := gcFloats(runRead(t, g, must(MixedMatMul(an, bn, tensor.Float64)))[0])
+	for i := 0; i < 3; i++ {
+		for j := 0; j < 5; j++ {
+			var s float64
+			for k := 0; k < 4; k++ {
+				s += a[i*4+k] * b[k*5+j]
+			}
+			if math.Abs(got[i*5+j]-s) > 1e-12 {
+				t.Fatalf("c[%d,%d] = %v, want %v", i, j, got[i*5+j], s)
+			}
+		}
+	}
+}
+
+// TestMixedMatMulRouter: the bfloat16 layer's router form, logits (float32) = x (bfloat16) ·
+// w (float32), on the CPU: the logits and both gradients (dx in bfloat16, dw in float32) are
+// within float32 rounding of float64 loops over the same inputs (dx: within half a bfloat16
+// step more), and bit for bit those of Cast and MatMul, which the layer used before.
+func TestMixedMatMulRouter(t *testing.T) {
+	const T, H, E = 7, 33, 5
+	rng := rand.New(rand.NewSource(20))
+	xd, wd, cd := gcRand(rng, T*H), gcRand(rng, H*E), gcRand(rng, T*E)
+	xb := bf16Of(xd, T, H)
+	xw := bf16Widen(t, xb) // x's exact values
+	build := func(mixed bool) (x, w, logits *G.Node, vals []G.Value) {
+		g := G.NewGraph()
+		x = G.NewMatrix(g, bfloat16.Dtype, G.WithShape(T, H), G.WithName("x"), G.WithValue(xb.Clone()))
+		w = G.NewMatrix(g, tensor.Float32, G.WithShape(H, E), G.WithName("w"), G.WithValue(gcDense(tensor.Float32, tensor.Shape{H, E}, wd)))
+		if mixed {
+			logits = must(MixedMatMul(x, w, tensor.Float32))
+		} else {
+			logits = must(MatMul(must(Cast(x, tensor.Float32)), w))
+		}
+		c := G.NewMatrix(g, tensor.Float32, G.WithShape(T, E), G.WithName("c"), G.WithValue(gcDense(tensor.Float32, tensor.Shape{T, E}, cd)))
+		cost := must(G.Sum(must(G.HadamardProd(logits, c))))
+		grads, err := G.Grad(cost, x, w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return x, w, logits, runRead(t, g, logits, grads[0], grads[1])
+	}
+	_, _, _, got := build(true)
+	_, _, _, old := build(false)
+	for i, what := range []string{"logits", "dx", "dw"} {
+		if g, w := gcBitsOf(got[i]), gcBitsOf(old[i]); !slicesEqual(g, w) {
+			t.Errorf("%s: not the bits of Cast and MatMul", what)
+		}
+	}
+	logits := f32Data(t, got[0])
+	for i := 0; i < T; i++ {
+		for j := 0; j < E; j++ {
+			var s, sa float64
+			for k := 0; k < H; k++ {
+				p := float64(xw[i*H+k]) * float64(float32(wd[k*E+j]))
+				s, sa = s+p, sa+math.Abs(p)
+			}
+			if d := math.Abs(float64(logits[i*E+j]) - s); d > sa*H*0x1p-24 {
+				t.Fatalf("logits[%d,%d] = %v, want %v", i, j, logits[i*E+j], s)
+			}
+		}
+	}
+	dx := bf16Widen(t, got[1])
+	for i := 0; i < T; i++ {
+		for k := 0; k < H; k++ {
+			var s, sa float64
+			for j := 0; j < E; j++ {
+				p := float64(float32(cd[i*E+j])) * float64(float32(wd[k*E+j]))
+				s, sa = s+p, sa+math.Abs(p)
+			}
+			if d := math.Abs(float64(dx[i*H+k]) - s); d > sa*E*0x1p-24+math.Abs(s)*0x1p-8 {
+				t.Fatalf("dx[%d,%d] = %v, want %v", i, k, dx[i*H+k], s)
+			}
+		}
+	}
+	dw := f32Data(t, got[2])
+	for k := 0; k < H; k++ {
+		for j := 0; j < E; j++ {
+			var s, sa float64
+			for i := 0; i < T; i++ {
+				p := float64(xw[i*H+k]) * float64(float32(cd[i*E+j]))
+				s, sa = s+p, sa+math.Abs(p)
+			}
+			if d := math.Abs(float64(dw[k*E+j]) - s); d > sa*T*0x1p-24 {
+				t.Fatalf("dw[%d,%d] = %v, want %v", k, j, dw[k*E+j], s)
+			}
+		}
+	}
+}
+
+// gcBitsOf returns the bit patterns of a float32, float64 or bfloat16 value.
+func gcBitsOf(v G.Value) []uint64 {
+	var o []uint64
+	switch d := v.Data().(type) {
+	case []float32:
+		for _, x := range d {
+			o = append(o, uint64(math.Float32bits(x)))
+		}
+	case []float64:
+		for _, x := range d {
+			o = append(o, math.Float64bits(x))
+		}
+	case []bfloat16.BFloat16:
+		for _, x := range d {
+			o = append(o, uint64(x))
+		}
+	}
+	return o
+}
+
+func slicesEqual(a, b []uint64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// TestMixedMatMulErrors: bad inputs give errors naming the problem.
+func TestMixedMatMulErrors(t *testing.T) {
+	g := G.NewGraph()
+	m := func(dt tensor.Dtype, name string, r, c int) *G.Node {
+		return G.NewMatrix(g, dt, G.WithShape(r, c), G.WithName(name))
+	}
+	f32, f64, bf := tensor.Float32, tensor.Float64, bfloat16.Dtype
+	a, b := m(bf, "a", 3, 4), m(f32, "b", 4, 5)
+	for _, c := range []struct {
+		name string
+		a, b *G.Node
+		out  tensor.Dtype
+		msg  string
+	}{
+		{"nil", nil, b, f32, "nil"},
+		{"vector", G.NewVector(g, f32, G.WithShape(4), G.WithName("v")), b, f32, "matrices"},
+		{"inner sizes", b, b, f32, "inner"},
+		{"float64 mixed in", a, m(f64, "b64", 4, 5), f32, "float64 only throughout"},
+		{"float64 output", a, b, f64, "float64 only throughout"},
+		{"int", m(tensor.Int, "ai", 3, 4), b, f32, "want float32 or bfloat16"},
+		{"other graph", G.NewMatrix(G.NewGraph(), bf, G.WithShape(3, 4), G.WithName("a2")), b, f32, "graph"},
+	} {
+		if _, err := MixedMatMul(c.a, c.b, c.out); err == nil || !strings.Contains(err.Error(), c.msg) {
+			t.Errorf("%s: err = %v, want one about %q", c.name, err, c.msg)
+		}
+	}
+}
