@@ -322,18 +322,15 @@ func (l *Layer) routerTopK(logits *G.Node, K int, opts op.RouterOpts) (*G.Node, 
 	}, in...)
 }
 
-func (l *Layer) forward(x *G.Node, T int, geo kernels.Geometry, eval bool) (*Output, error) {
+// routerLogits returns x·Router with x cast to RouterDtype first (and multiplied by the jitter
+// noise when jitter is set).
+func (l *Layer) routerLogits(x *G.Node, jitter bool) (*G.Node, error) {
 	c := l.cfg
-	rdt, dt := c.RouterDtype, c.Dtype
-	E, K := c.Experts, c.TopK
-	o := &Output{}
-
-	// Router.
-	xr, err := op.Cast(x, rdt)
+	xr, err := op.Cast(x, c.RouterDtype)
 	if err != nil {
 		return nil, err
 	}
-	if c.JitterEps > 0 && !eval {
+	if jitter {
 		noise, err := op.JitterNoise(xr, c.JitterEps, c.Seed+1_000_003*l.forwards)
 		if err != nil {
 			return nil, err
@@ -342,7 +339,25 @@ func (l *Layer) forward(x *G.Node, T int, geo kernels.Geometry, eval bool) (*Out
 			return nil, err
 		}
 	}
-	if o.Logits, err = op.MatMul(xr, l.Router); err != nil {
+	return op.MatMul(xr, l.Router)
+}
+
+func (l *Layer) forward(x *G.Node, T int, geo kernels.Geometry, eval bool) (*Output, error) {
+	c := l.cfg
+	rdt, dt := c.RouterDtype, c.Dtype
+	E, K := c.Experts, c.TopK
+	o := &Output{}
+
+	// Router. A bfloat16 layer's float32 router multiplies its bfloat16 x directly
+	// (op.MixedMatMul: on tensor cores on the device, with float32 accuracy), unless jitter
+	// makes x float32 first.
+	var err error
+	if jitter := c.JitterEps > 0 && !eval; dt == bfloat16.Dtype && rdt == tensor.Float32 && !jitter {
+		o.Logits, err = op.MixedMatMul(x, l.Router, rdt)
+	} else {
+		o.Logits, err = l.routerLogits(x, jitter)
+	}
+	if err != nil {
 		return nil, err
 	}
 	// The fused router: one launch for the scores and the selection, one for the probs (and
