@@ -135,6 +135,9 @@ func (c *CUDA) SplitGemm(ta, tb bool, m, n, k int, a cu.DevicePtr, ad DType, b c
 			return c.splitGemm1(st, ta, tb, m, n, k, a, lda, ad, b, ldb, out, od, scratch)
 		}
 		p := rowGemm{ta: ta, tb: tb, m: m, n: n, k: k, a: a, b: b, c: out, lda: lda, ldb: ldb, ldc: n, alpha: 1}
+		if err := p.check("SplitGemm"); err != nil {
+			return err
+		}
 		return p.runAs(st, BF16, od)
 	})
 }
@@ -146,25 +149,33 @@ func (c *CUDA) splitGemm2(st *blasState, ta, tb bool, m, n, k int, a, b, out cu.
 	J := len(splitPairA)
 	as := scratch
 	bs := scratch + cu.DevicePtr(alignUp(2*int64(J)*int64(m)*int64(k)))
-	var lda, ldb int
+	p := rowGemm{ta: ta, tb: tb, m: m, n: n, k: J * k, a: as, b: bs, c: out, lda: J * k, ldb: n, ldc: n, alpha: 1}
+	if ta {
+		p.lda = m
+	}
+	if tb {
+		p.ldb = J * k
+	}
+	if err := p.check("SplitGemm"); err != nil {
+		return err
+	}
 	var err error
 	if ta { // A [k,m]: whole pieces one after another, [6k, m]
-		err, lda = c.splitBF16(as, a, 1, k*m, 0, k*m, splitPairA), m
+		err = c.splitBF16(as, a, 1, k*m, 0, k*m, splitPairA)
 	} else { // A [m,k]: [m, 6k]
-		err, lda = c.splitBF16(as, a, m, k, J*k, k, splitPairA), J*k
+		err = c.splitBF16(as, a, m, k, J*k, k, splitPairA)
 	}
 	if err != nil {
 		return err
 	}
 	if tb { // B [n,k]: [n, 6k]
-		err, ldb = c.splitBF16(bs, b, n, k, J*k, k, splitPairB), J*k
+		err = c.splitBF16(bs, b, n, k, J*k, k, splitPairB)
 	} else { // B [k,n]: [6k, n]
-		err, ldb = c.splitBF16(bs, b, 1, k*n, 0, k*n, splitPairB), n
+		err = c.splitBF16(bs, b, 1, k*n, 0, k*n, splitPairB)
 	}
 	if err != nil {
 		return err
 	}
-	p := rowGemm{ta: ta, tb: tb, m: m, n: n, k: J * k, a: as, b: bs, c: out, lda: lda, ldb: ldb, ldc: n, alpha: 1}
 	return p.runAs(st, BF16, od)
 }
 
@@ -176,13 +187,11 @@ func (c *CUDA) splitGemm1(st *blasState, ta, tb bool, m, n, k int, a cu.DevicePt
 		src, size = a, int64(m)*int64(k)
 	}
 	step := alignUp(2 * size) // bytes between pieces
-	if err := c.splitBF16(scratch, src, 1, int(size), 0, int(step/2), []int{0, 1, 2}); err != nil {
-		return err
-	}
 	acc := out
 	if od == BF16 {
 		acc = scratch + cu.DevicePtr(3*step)
 	}
+	ps := make([]rowGemm, len(splitOne))
 	for i, j := range splitOne {
 		piece := scratch + cu.DevicePtr(int64(j)*step)
 		p := rowGemm{ta: ta, tb: tb, m: m, n: n, k: k, a: a, b: piece, c: acc, lda: lda, ldb: ldb, ldc: n, alpha: 1}
@@ -192,6 +201,15 @@ func (c *CUDA) splitGemm1(st *blasState, ta, tb bool, m, n, k int, a cu.DevicePt
 		if i > 0 {
 			p.bet = 1
 		}
+		if err := p.check("SplitGemm"); err != nil {
+			return err
+		}
+		ps[i] = p
+	}
+	if err := c.splitBF16(scratch, src, 1, int(size), 0, int(step/2), []int{0, 1, 2}); err != nil {
+		return err
+	}
+	for _, p := range ps {
 		if err := p.runAs(st, BF16, F32); err != nil {
 			return err
 		}

@@ -41,7 +41,7 @@
 //
 // Around the dispatch and combine, the ops an MoE layer and a small model need, each with a
 // CPU kernel and a CUDA twin: routing (TopK, GatherTopK, Softmax, Sigmoid, RowNormalize,
-// RowLogSumExp, ExpertLoad, JitterNoise, Scale, Cast), the expert FFN (GroupedMatMul,
+// RowLogSumExp, ExpertLoad, JitterNoise, Scale, Cast, MixedMatMul), the expert FFN (GroupedMatMul,
 // SwiGLU, SwiGLUPacked, GELU, ScaleRows), the routing losses (BalanceLoss, ZLoss,
 // AddScalars), and the layers of the examples (MatMul, BiasAdd, ReLU, RMSNorm, CrossEntropy,
 // Embedding). With them a whole training step runs on the device engine (package device),
