@@ -26,7 +26,8 @@ import (
 // float32 (kernels.CUDA.SplitGemm), three to six times the tensor-core work of one bfloat16
 // GEMM but far faster than a float32 GEMM, whose FP32 units run at a fifteenth of the tensor
 // cores' rate. Its result differs from the CPU's by the float32 accumulation's rounding (in a
-// different order, on the tensor cores' adders), as a float32 GEMM's does.
+// different order, on the tensor cores' adders), as a float32 GEMM's does. An infinite input
+// may give NaN on the device where the CPU gives ±Inf: some pieces are 0, and 0·Inf is NaN.
 func MixedMatMul(a, b *G.Node, out tensor.Dtype) (*G.Node, error) {
 	const name = "MixedMatMul"
 	if a == nil || b == nil {
