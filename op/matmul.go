@@ -174,59 +174,68 @@ func (op matMulOp) Hashcode() uint32      { return opkit.Hashcode(op) }
 
 func (op matMulOp) DiffWRT(int) []bool { return []bool{true, true} }
 
-// SymDiff of c = op(a)·op(b): d op(a) = dc·op(b)ᵀ and d op(b) = op(a)ᵀ·dc, turned back
-// into the stored layouts.
-func (op matMulOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
-	if len(inputs) != 2 {
-		return nil, opkit.Errorf("MatMul", "want 2 inputs, got %d", len(inputs))
-	}
-	a, b := inputs[0], inputs[1]
-	var da, db *G.Node
-	var err error
-	if op.ta { // a is stored [K,M]: da = op(b)·dcᵀ
-		da, err = G.ApplyOp(matMulOp{ta: op.tb, tb: true}, b, grad)
+// gradForm is one gradient of c = op(a)·op(b) as a product of the other input and dc: that
+// product's transposition flags, and swap when the other input comes first.
+type gradForm struct{ ta, tb, swap bool }
+
+// matMulGrads returns the forms of da and db: d op(a) = dc·op(b)ᵀ and d op(b) = op(a)ᵀ·dc,
+// turned back into the stored layouts.
+func matMulGrads(ta, tb bool) (da, db gradForm) {
+	if ta { // a is stored [K,M]: da = op(b)·dcᵀ
+		da = gradForm{ta: tb, tb: true, swap: true}
 	} else { // da = dc·op(b)ᵀ
-		da, err = G.ApplyOp(matMulOp{ta: false, tb: !op.tb}, grad, b)
+		da = gradForm{tb: !tb}
 	}
+	if tb { // b is stored [N,K]: db = dcᵀ·op(a)
+		db = gradForm{ta: true, tb: ta}
+	} else { // db = op(a)ᵀ·dc
+		db = gradForm{ta: !ta, swap: true}
+	}
+	return da, db
+}
+
+// operands orders the other input and dc as the form's product takes them.
+func operands[T any](f gradForm, other, dc T) (T, T) {
+	if f.swap {
+		return other, dc
+	}
+	return dc, other
+}
+
+// matMulSymDiff applies daOp and dbOp, the ops of the forms fa and fb, to the inputs and the
+// output gradient: the SymDiff of both matrix product ops.
+func matMulSymDiff(name string, inputs G.Nodes, grad *G.Node, daOp, dbOp G.Op, fa, fb gradForm) (G.Nodes, error) {
+	if len(inputs) != 2 {
+		return nil, opkit.Errorf(name, "want 2 inputs, got %d", len(inputs))
+	}
+	x, y := operands(fa, inputs[1], grad)
+	da, err := G.ApplyOp(daOp, x, y)
 	if err != nil {
 		return nil, err
 	}
-	if op.tb { // b is stored [N,K]: db = dcᵀ·op(a)
-		db, err = G.ApplyOp(matMulOp{ta: true, tb: op.ta}, grad, a)
-	} else { // db = op(a)ᵀ·dc
-		db, err = G.ApplyOp(matMulOp{ta: !op.ta, tb: false}, a, grad)
-	}
+	x, y = operands(fb, inputs[0], grad)
+	db, err := G.ApplyOp(dbOp, x, y)
 	if err != nil {
 		return nil, err
 	}
 	return G.Nodes{da, db}, nil
 }
 
-// DoDiff accumulates the gradients computed as SymDiff's ops do.
-func (op matMulOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
-	const name = "MatMul.DoDiff"
+// matMulDoDiff computes the gradients as matMulSymDiff's ops do (daOp and dbOp's Do) and adds
+// them into the inputs' gradients: the DoDiff of both matrix product ops.
+func matMulDoDiff(name string, inputs G.Nodes, output *G.Node, daOp, dbOp G.Op, fa, fb gradForm) error {
 	if len(inputs) != 2 {
 		return opkit.Errorf(name, "want 2 inputs, got %d", len(inputs))
 	}
-	a, b := inputs[0].Value(), inputs[1].Value()
 	g, err := output.Grad()
 	if err != nil {
 		return err
 	}
-	var da, db G.Value
-	if op.ta {
-		da, err = matMulOp{ta: op.tb, tb: true}.Do(b, g)
-	} else {
-		da, err = matMulOp{tb: !op.tb}.Do(g, b)
-	}
+	da, err := daOp.Do(operands(fa, inputs[1].Value(), g))
 	if err != nil {
 		return err
 	}
-	if op.tb {
-		db, err = matMulOp{ta: true, tb: op.ta}.Do(g, a)
-	} else {
-		db, err = matMulOp{ta: !op.ta}.Do(a, g)
-	}
+	db, err := dbOp.Do(operands(fb, inputs[0].Value(), g))
 	if err != nil {
 		return err
 	}
@@ -239,4 +248,22 @@ func (op matMulOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node
 		return err
 	}
 	return accumulate(name, gradUpdate{"a", ga, da}, gradUpdate{"b", gb, db})
+}
+
+// gradOps returns the MatMul ops of the two gradients and their forms.
+func (op matMulOp) gradOps() (daOp, dbOp G.Op, fa, fb gradForm) {
+	fa, fb = matMulGrads(op.ta, op.tb)
+	return matMulOp{ta: fa.ta, tb: fa.tb}, matMulOp{ta: fb.ta, tb: fb.tb}, fa, fb
+}
+
+// SymDiff of c = op(a)·op(b): MatMul nodes with transposed operands (matMulGrads).
+func (op matMulOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
+	daOp, dbOp, fa, fb := op.gradOps()
+	return matMulSymDiff("MatMul", inputs, grad, daOp, dbOp, fa, fb)
+}
+
+// DoDiff accumulates the gradients computed as SymDiff's ops do.
+func (op matMulOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
+	daOp, dbOp, fa, fb := op.gradOps()
+	return matMulDoDiff("MatMul.DoDiff", inputs, output, daOp, dbOp, fa, fb)
 }

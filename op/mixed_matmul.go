@@ -159,89 +159,27 @@ func (op mixedMatMulOp) Hashcode() uint32      { return opkit.Hashcode(op) }
 
 func (op mixedMatMulOp) DiffWRT(int) []bool { return []bool{true, true} }
 
-// grads returns the ops and operand orders of the two gradients of c = op(a)·op(b), as
-// MatMul's SymDiff: d op(a) = dc·op(b)ᵀ and d op(b) = op(a)ᵀ·dc, in the stored layouts, each
-// with its input's dtype. daSwap tells that da's op takes (b, dc) instead of (dc, b); dbSwap
-// that db's takes (a, dc) instead of (dc, a).
-func (op mixedMatMulOp) grads() (da, db mixedMatMulOp, daSwap, dbSwap bool) {
-	if op.ta { // a is stored [K,M]: da = op(b)·dcᵀ
-		da = mixedMatMulOp{ta: op.tb, tb: true, a: op.b, b: op.out, out: op.a}
-		daSwap = true
-	} else { // da = dc·op(b)ᵀ
-		da = mixedMatMulOp{tb: !op.tb, a: op.out, b: op.b, out: op.a}
-	}
-	if op.tb { // b is stored [N,K]: db = dcᵀ·op(a)
-		db = mixedMatMulOp{ta: true, tb: op.ta, a: op.out, b: op.a, out: op.b}
-	} else { // db = op(a)ᵀ·dc
-		db = mixedMatMulOp{ta: !op.ta, a: op.a, b: op.out, out: op.b}
-		dbSwap = true
-	}
-	return da, db, daSwap, dbSwap
+// gradOps returns the MixedMatMul ops of the two gradients (each with its input's dtype) and
+// their forms (matMulGrads).
+func (op mixedMatMulOp) gradOps() (daOp, dbOp G.Op, fa, fb gradForm) {
+	fa, fb = matMulGrads(op.ta, op.tb)
+	x, y := operands(fa, op.b, op.out)
+	daOp = mixedMatMulOp{ta: fa.ta, tb: fa.tb, a: x, b: y, out: op.a}
+	x, y = operands(fb, op.a, op.out)
+	dbOp = mixedMatMulOp{ta: fb.ta, tb: fb.tb, a: x, b: y, out: op.b}
+	return daOp, dbOp, fa, fb
 }
 
 // SymDiff of c = op(a)·op(b): MixedMatMul nodes for both gradients.
 func (op mixedMatMulOp) SymDiff(inputs G.Nodes, output, grad *G.Node) (G.Nodes, error) {
-	if len(inputs) != 2 {
-		return nil, opkit.Errorf("MixedMatMul", "want 2 inputs, got %d", len(inputs))
-	}
-	a, b := inputs[0], inputs[1]
-	dop, bop, daSwap, dbSwap := op.grads()
-	x, y := grad, b
-	if daSwap {
-		x, y = b, grad
-	}
-	da, err := G.ApplyOp(dop, x, y)
-	if err != nil {
-		return nil, err
-	}
-	x, y = grad, a
-	if dbSwap {
-		x, y = a, grad
-	}
-	db, err := G.ApplyOp(bop, x, y)
-	if err != nil {
-		return nil, err
-	}
-	return G.Nodes{da, db}, nil
+	daOp, dbOp, fa, fb := op.gradOps()
+	return matMulSymDiff("MixedMatMul", inputs, grad, daOp, dbOp, fa, fb)
 }
 
 // DoDiff accumulates the gradients computed as SymDiff's ops do.
 func (op mixedMatMulOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) error {
-	const name = "MixedMatMul.DoDiff"
-	if len(inputs) != 2 {
-		return opkit.Errorf(name, "want 2 inputs, got %d", len(inputs))
-	}
-	a, b := inputs[0].Value(), inputs[1].Value()
-	g, err := output.Grad()
-	if err != nil {
-		return err
-	}
-	dop, bop, daSwap, dbSwap := op.grads()
-	x, y := g, b
-	if daSwap {
-		x, y = b, g
-	}
-	da, err := dop.Do(x, y)
-	if err != nil {
-		return err
-	}
-	x, y = g, a
-	if dbSwap {
-		x, y = a, g
-	}
-	db, err := bop.Do(x, y)
-	if err != nil {
-		return err
-	}
-	ga, err := inputs[0].Grad()
-	if err != nil {
-		return err
-	}
-	gb, err := inputs[1].Grad()
-	if err != nil {
-		return err
-	}
-	return accumulate(name, gradUpdate{"a", ga, da}, gradUpdate{"b", gb, db})
+	daOp, dbOp, fa, fb := op.gradOps()
+	return matMulDoDiff("MixedMatMul.DoDiff", inputs, output, daOp, dbOp, fa, fb)
 }
 
 var (

@@ -77,7 +77,7 @@ func TestMixedMatMulRouter(t *testing.T) {
 	_, _, _, got := build(true)
 	_, _, _, old := build(false)
 	for i, what := range []string{"logits", "dx", "dw"} {
-		if g, w := gcBitsOf(got[i]), gcBitsOf(old[i]); !slicesEqual(g, w) {
+		if !bitsEqual(got[i], old[i]) {
 			t.Errorf("%s: not the bits of Cast and MatMul", what)
 		}
 	}
@@ -120,38 +120,6 @@ func TestMixedMatMulRouter(t *testing.T) {
 			}
 		}
 	}
-}
-
-// gcBitsOf returns the bit patterns of a float32, float64 or bfloat16 value.
-func gcBitsOf(v G.Value) []uint64 {
-	var o []uint64
-	switch d := v.Data().(type) {
-	case []float32:
-		for _, x := range d {
-			o = append(o, uint64(math.Float32bits(x)))
-		}
-	case []float64:
-		for _, x := range d {
-			o = append(o, math.Float64bits(x))
-		}
-	case []bfloat16.BFloat16:
-		for _, x := range d {
-			o = append(o, uint64(x))
-		}
-	}
-	return o
-}
-
-func slicesEqual(a, b []uint64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // TestMixedMatMulErrors: bad inputs give errors naming the problem.
