@@ -306,6 +306,11 @@ func (c *CUDA) Gemm(d DType, transA, transB bool, m, n, k int, alpha float64, a 
 	if err := p.check("cuBLAS gemm"); err != nil {
 		return err
 	}
+	return c.withBLAS(func(st *blasState) error { return p.run(st, d) })
+}
+
+// withBLAS runs f inside c.do with c's cuBLAS state, locked.
+func (c *CUDA) withBLAS(f func(st *blasState) error) error {
 	return c.do(func() error {
 		st, err := c.blas()
 		if err != nil {
@@ -313,7 +318,7 @@ func (c *CUDA) Gemm(d DType, transA, transB bool, m, n, k int, alpha float64, a 
 		}
 		st.mu.Lock()
 		defer st.mu.Unlock()
-		return p.run(st, d)
+		return f(st)
 	})
 }
 
@@ -425,13 +430,7 @@ func (c *CUDA) gmmCall(what string, d DType, g Geometry, H, N int, ptrs []cu.Dev
 			return fmt.Errorf("gomoe: grouped matmul %s: null device pointer", what)
 		}
 	}
-	return c.do(func() error {
-		st, err := c.blas()
-		if err != nil {
-			return err
-		}
-		st.mu.Lock()
-		defer st.mu.Unlock()
+	return c.withBLAS(func(st *blasState) error {
 		if cap(st.seg) < 2*g.E+1 {
 			st.seg = make([]int32, 2*g.E+1)
 		}

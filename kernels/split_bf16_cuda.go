@@ -121,13 +121,7 @@ func (c *CUDA) SplitGemm(ta, tb bool, m, n, k int, a cu.DevicePtr, ad DType, b c
 	if tb {
 		ldb = k
 	}
-	return c.do(func() error {
-		st, err := c.blas()
-		if err != nil {
-			return err
-		}
-		st.mu.Lock()
-		defer st.mu.Unlock()
+	return c.withBLAS(func(st *blasState) error {
 		switch {
 		case ad == F32 && bd == F32:
 			return c.splitGemm2(st, ta, tb, m, n, k, a, b, out, od, scratch)
