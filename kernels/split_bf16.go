@@ -77,6 +77,13 @@ func checkSplit(nOut, nIn int, rows, cols, rowStride, pieceStride int, pattern [
 		}
 	}
 	J := len(pattern)
+	// Every size and stride below 2⁴⁰ and the last element written below 2⁶²: no product
+	// below can overflow.
+	const lim = 1 << 40
+	if rows > lim || cols > lim || rowStride > lim || pieceStride > lim ||
+		float64(rows-1)*float64(rowStride)+float64(J-1)*float64(pieceStride)+float64(cols) > 1<<62 {
+		return fmt.Errorf("gomoe: SplitBF16: shape (%d, %d) with strides (row %d, piece %d) is too large", rows, cols, rowStride, pieceStride)
+	}
 	if pieceStride < cols || (rows > 1 && rowStride < (J-1)*pieceStride+cols) {
 		return fmt.Errorf("gomoe: SplitBF16: strides (row %d, piece %d) overlap %d pieces of %d columns", rowStride, pieceStride, J, cols)
 	}

@@ -139,6 +139,8 @@ func TestSplitBF16Errors(t *testing.T) {
 		{"rows overlap", 100, 2, 3, 5, 3, []int{0, 1}, "overlap"},
 		{"short input", 100, 3, 3, 9, 3, []int{0}, "inputs"},
 		{"short output", 10, 2, 3, 6, 3, []int{0, 1}, "outputs"},
+		{"huge piece stride", 100, 2, 2, 0, math.MaxInt / 4, []int{0, 1, 2, 0, 1, 2}, "too large"},
+		{"huge row stride", 100, 1 << 30, 2, 1 << 40, 2, []int{0}, "too large"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out := make([]bfloat16.BFloat16, tc.nOut)

@@ -12,9 +12,10 @@ import (
 	"github.com/gomoe/gomoe/bfloat16"
 )
 
-// TestMixedMatMul: with one dtype throughout, MixedMatMul's gradients (all four transposition
-// forms, through a chain of two products) match central differences in float64 and float32,
-// and its float64 product equals a plain loop.
+// TestMixedMatMul: with one dtype throughout, MixedMatMul's gradients (through a chain of two
+// products, which runs three of the four transposition forms) match central differences in
+// float64 and float32; its float64 product equals a plain loop, and so does its CPU product of
+// a bfloat16 aᵀ and a float32 bᵀ (the fourth form) in float32.
 func TestMixedMatMul(t *testing.T) {
 	rng := rand.New(rand.NewSource(18))
 	a, b := gcRand(rng, 3*4), gcRand(rng, 4*5)
@@ -42,6 +43,25 @@ func TestMixedMatMul(t *testing.T) {
 			}
 			if math.Abs(got[i*5+j]-s) > 1e-12 {
 				t.Fatalf("c[%d,%d] = %v, want %v", i, j, got[i*5+j], s)
+			}
+		}
+	}
+	// c [3,5] = aᵀ·bᵀ, a stored [4,3] in bfloat16, b stored [5,4] in float32.
+	at := bf16Of(a, 4, 3)
+	bt := gcDense(tensor.Float32, tensor.Shape{5, 4}, b)
+	cv, err := mixedMatMulOp{ta: true, tb: true, a: bfloat16.Dtype, b: tensor.Float32, out: tensor.Float32}.Do(at, bt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aw, bw, c := bf16Widen(t, at), f32Data(t, bt), f32Data(t, cv)
+	for i := 0; i < 3; i++ {
+		for j := 0; j < 5; j++ {
+			var s float64
+			for k := 0; k < 4; k++ {
+				s += float64(aw[k*3+i]) * float64(bw[j*4+k])
+			}
+			if math.Abs(float64(c[i*5+j])-s) > 1e-6 {
+				t.Fatalf("aᵀ·bᵀ [%d,%d] = %v, want %v", i, j, c[i*5+j], s)
 			}
 		}
 	}
