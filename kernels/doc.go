@@ -13,7 +13,8 @@
 // gather_topk, logsumexp and expert_load (CPU only), cast, optimizer, scale_rows, the
 // examples' layers bias (bias add and its column sum), relu, rmsnorm, cross_entropy and
 // embedding, the routing losses balance_loss and z_loss, gemm and blas (the packed CPU GEMM,
-// cuBLAS), grouped_matmul and gmm_* (the grouped matmul; CUTLASS), blockcopy (ep's staged
+// cuBLAS), split_bf16 (float32 as three bfloat16 pieces, and SplitGemm, float32-accurate
+// GEMMs on bfloat16 tensor cores), grouped_matmul and gmm_* (the grouped matmul; CUTLASS), blockcopy (ep's staged
 // copies) and syncprobe. gomoe.cu is the translation unit of gomoe.fatbin: gomoe.cuh's shared
 // device helpers and every x.cuh above; cuda_cuda.go is the engine (the CUDA type, device
 // dtypes, status bits and launch plumbing). Helpers that several concepts share live in the
