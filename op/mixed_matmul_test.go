@@ -101,42 +101,31 @@ func TestMixedMatMulRouter(t *testing.T) {
 			t.Errorf("%s: not the bits of Cast and MatMul", what)
 		}
 	}
-	logits := f32Data(t, got[0])
-	for i := 0; i < T; i++ {
-		for j := 0; j < E; j++ {
+	x := func(i, k int) float64 { return float64(xw[i*H+k]) }
+	w := func(k, j int) float64 { return float64(float32(wd[k*E+j])) }
+	dl := func(i, j int) float64 { return float64(float32(cd[i*E+j])) }
+	wantProduct(t, "logits", f32Data(t, got[0]), T, E, H, x, w, false)
+	wantProduct(t, "dx", bf16Widen(t, got[1]), T, H, E, dl, func(j, k int) float64 { return w(k, j) }, true)
+	wantProduct(t, "dw", f32Data(t, got[2]), H, E, T, func(k, i int) float64 { return x(i, k) }, dl, false)
+}
+
+// wantProduct checks got [m,n] against Σ_l a(i,l)·b(l,j) summed in float64: within k·2⁻²⁴ of
+// Σ|a·b| (float32 accumulation), plus half a bfloat16 step of the sum when bf16 is set.
+func wantProduct(t *testing.T, what string, got []float32, m, n, k int, a, b func(i, j int) float64, bf16 bool) {
+	t.Helper()
+	for i := 0; i < m; i++ {
+		for j := 0; j < n; j++ {
 			var s, sa float64
-			for k := 0; k < H; k++ {
-				p := float64(xw[i*H+k]) * float64(float32(wd[k*E+j]))
+			for l := 0; l < k; l++ {
+				p := a(i, l) * b(l, j)
 				s, sa = s+p, sa+math.Abs(p)
 			}
-			if d := math.Abs(float64(logits[i*E+j]) - s); d > sa*H*0x1p-24 {
-				t.Fatalf("logits[%d,%d] = %v, want %v", i, j, logits[i*E+j], s)
+			lim := sa * float64(k) * 0x1p-24
+			if bf16 {
+				lim += math.Abs(s) * 0x1p-8
 			}
-		}
-	}
-	dx := bf16Widen(t, got[1])
-	for i := 0; i < T; i++ {
-		for k := 0; k < H; k++ {
-			var s, sa float64
-			for j := 0; j < E; j++ {
-				p := float64(float32(cd[i*E+j])) * float64(float32(wd[k*E+j]))
-				s, sa = s+p, sa+math.Abs(p)
-			}
-			if d := math.Abs(float64(dx[i*H+k]) - s); d > sa*E*0x1p-24+math.Abs(s)*0x1p-8 {
-				t.Fatalf("dx[%d,%d] = %v, want %v", i, k, dx[i*H+k], s)
-			}
-		}
-	}
-	dw := f32Data(t, got[2])
-	for k := 0; k < H; k++ {
-		for j := 0; j < E; j++ {
-			var s, sa float64
-			for i := 0; i < T; i++ {
-				p := float64(xw[i*H+k]) * float64(float32(cd[i*E+j]))
-				s, sa = s+p, sa+math.Abs(p)
-			}
-			if d := math.Abs(float64(dw[k*E+j]) - s); d > sa*T*0x1p-24 {
-				t.Fatalf("dw[%d,%d] = %v, want %v", k, j, dw[k*E+j], s)
+			if d := math.Abs(float64(got[i*n+j]) - s); d > lim {
+				t.Fatalf("%s[%d,%d] = %v, want %v", what, i, j, got[i*n+j], s)
 			}
 		}
 	}
