@@ -40,3 +40,22 @@ extern "C" __global__ void __launch_bounds__(256)
     for (int j = 0; j < npat; j++) o[j * pieceStride] = p[(pattern >> (2 * j)) & 3u];
   }
 }
+
+// split_sum3 adds the three float32 products of one split operand's pieces, stacked smallest
+// first, in that order: out[r·cols + c] = (in[b] + in[b + p]) + in[b + 2p] with b = r·rowStride
+// + c and p = pieceStride, rounded once to bfloat16 when bf16 is set (else float32).
+extern "C" __global__ void __launch_bounds__(256)
+    split_sum3(const float *__restrict__ in, void *__restrict__ out, long long rows, long long cols,
+               long long rowStride, long long pieceStride, int bf16) {
+  gdcEnter();
+  const long long n = rows * cols;
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+    const long long r = i / cols, c = i - r * cols;
+    const float *p = in + r * rowStride + c;
+    const float s = (p[0] + p[pieceStride]) + p[2 * pieceStride];
+    if (bf16)
+      ((unsigned short *)out)[i] = bf16Round(s);
+    else
+      ((float *)out)[i] = s;
+  }
+}

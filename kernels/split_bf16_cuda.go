@@ -12,7 +12,7 @@ import (
 // the float32-accurate GEMMs on bfloat16 tensor cores built on it.
 
 func init() {
-	kernelNames = append(kernelNames, "split_f32_bf16")
+	kernelNames = append(kernelNames, "split_f32_bf16", "split_sum3")
 }
 
 // SplitBF16 is the device twin of SplitBF16 (same arguments, same bits): in holds rows·cols
@@ -68,11 +68,7 @@ func SplitGemmScratch(m, n, k int, ad, bd, od DType) (int64, error) {
 		if ad == F32 {
 			size = mk
 		}
-		s := 3 * alignUp(2*size)
-		if od == BF16 {
-			s += 4 * mn
-		}
-		return s, nil
+		return alignUp(2*3*size) + 4*3*mn, nil
 	}
 	return 0, nil
 }
@@ -96,10 +92,11 @@ func checkSplitGemm(m, n, k int, ad, bd, od DType) error {
 // stored [k,m] when ta) of dtype ad and op(B) = B [k,n] (B [n,k] when tb) of dtype bd, each
 // float32 or bfloat16, stored contiguously. It computes to float32 accuracy on bfloat16 tensor
 // cores: a float32 operand is split into its three bfloat16 pieces (SplitBF16Pieces, exact),
-// and cuBLAS sums the pieces' products (exact in float32) in float32 accumulators, smallest
-// first. With one float32 operand that is three GEMMs over its pieces into a float32 result;
-// with two, one GEMM over the six significant pairs of pieces stacked along k
-// (splitPairA/splitPairB), rounded once to od. The error is that of float32 accumulation (on
+// and cuBLAS sums the pieces' products (exact in float32) in float32 accumulators. With one
+// float32 operand, one GEMM multiplies the other by its three pieces stacked along its outer
+// dimension, and a small kernel adds the three float32 products, smallest first, rounding once
+// to od; with two, one GEMM runs over the six significant pairs of pieces stacked along k
+// (splitPairA/splitPairB), smallest first, rounded once to od. The error is that of float32 accumulation (on
 // the tensor cores' adders) plus, with two float32 operands, the pairs left out (below 2⁻²⁴
 // of |A|·|B|). scratch holds SplitGemmScratch bytes of device memory. Nothing waits for the
 // device.
@@ -173,44 +170,55 @@ func (c *CUDA) splitGemm2(st *blasState, ta, tb bool, m, n, k int, a, b, out cu.
 	return p.runAs(st, BF16, od)
 }
 
-// splitGemm1: one float32 operand, split into three whole pieces; three GEMMs add their
-// products into a float32 result, smallest piece first (then rounded to bfloat16 if od is).
+// splitGemm1: one float32 operand, its three pieces stacked (smallest first) along the
+// dimension it does not share with the other operand, so that one GEMM computes the three
+// products, [m, 3n] (B split) or [3m, n] (A split), in float32; split_sum3 adds them in order
+// and rounds once to od.
 func (c *CUDA) splitGemm1(st *blasState, ta, tb bool, m, n, k int, a cu.DevicePtr, lda int, ad DType, b cu.DevicePtr, ldb int, out cu.DevicePtr, od DType, scratch cu.DevicePtr) error {
-	src, size := b, int64(k)*int64(n)
-	if ad == F32 {
-		src, size = a, int64(m)*int64(k)
-	}
-	step := alignUp(2 * size) // bytes between pieces
-	acc := out
-	if od == BF16 {
-		acc = scratch + cu.DevicePtr(3*step)
-	}
-	ps := make([]rowGemm, len(splitOne))
-	for i, j := range splitOne {
-		piece := scratch + cu.DevicePtr(int64(j)*step)
-		p := rowGemm{ta: ta, tb: tb, m: m, n: n, k: k, a: a, b: piece, c: acc, lda: lda, ldb: ldb, ldc: n, alpha: 1}
-		if ad == F32 {
-			p.a, p.b = piece, b
+	pieces := scratch
+	p := rowGemm{ta: ta, tb: tb, m: m, n: n, k: k, a: a, b: b, lda: lda, ldb: ldb, ldc: n, alpha: 1}
+	// split: the launch that stacks the pieces; sum: where the products lie in prod.
+	var split func() error
+	var sumRows, sumCols, sumRowStride, sumPieceStride int
+	if ad == F32 { // A's pieces along M: op(A') is [3m, k]; the products are [3m, n]
+		p.a, p.m = pieces, 3*m
+		sumRows, sumCols, sumRowStride, sumPieceStride = 1, m*n, 0, m*n
+		if ta { // A [k,m]: A' [k, 3m]
+			p.lda = 3 * m
+			split = func() error { return c.splitBF16(pieces, a, k, m, 3*m, m, splitOne) }
+		} else { // A [m,k]: A' [3m, k], whole pieces one after another
+			split = func() error { return c.splitBF16(pieces, a, 1, m*k, 0, m*k, splitOne) }
 		}
-		if i > 0 {
-			p.bet = 1
+	} else { // B's pieces along N: op(B') is [k, 3n]; the products are [m, 3n]
+		p.b, p.n, p.ldc = pieces, 3*n, 3*n
+		sumRows, sumCols, sumRowStride, sumPieceStride = m, n, 3*n, n
+		if tb { // B [n,k]: B' [3n, k], whole pieces one after another
+			split = func() error { return c.splitBF16(pieces, b, 1, n*k, 0, n*k, splitOne) }
+		} else { // B [k,n]: B' [k, 3n]
+			p.ldb = 3 * n
+			split = func() error { return c.splitBF16(pieces, b, k, n, 3*n, n, splitOne) }
 		}
-		if err := p.check("SplitGemm"); err != nil {
-			return err
-		}
-		ps[i] = p
 	}
-	if err := c.splitBF16(scratch, src, 1, int(size), 0, int(step/2), []int{0, 1, 2}); err != nil {
+	size := int64(m) * int64(k)
+	if ad != F32 {
+		size = int64(k) * int64(n)
+	}
+	prod := scratch + cu.DevicePtr(alignUp(2*3*size))
+	p.c = prod
+	if err := p.check("SplitGemm"); err != nil {
 		return err
 	}
-	for _, p := range ps {
-		if err := p.runAs(st, BF16, F32); err != nil {
-			return err
-		}
+	if err := split(); err != nil {
+		return err
 	}
+	if err := p.runAs(st, BF16, F32); err != nil {
+		return err
+	}
+	bf16 := 0
 	if od == BF16 {
-		nn := int64(m) * int64(n)
-		return c.launch("convert_f32_bf16", ewiseGrid(nn, 4), 256, 0, *new(args).p(acc).p(out).l(nn))
+		bf16 = 1
 	}
-	return nil
+	nn := int64(m) * int64(n)
+	return c.launch("split_sum3", gridFor(nn, 256), 256, 0, *new(args).p(prod).p(out).l(int64(sumRows)).l(int64(sumCols)).
+		l(int64(sumRowStride)).l(int64(sumPieceStride)).i(bf16))
 }
