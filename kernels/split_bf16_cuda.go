@@ -48,7 +48,7 @@ var (
 	splitOne = []int{2, 1, 0}
 )
 
-// splitAlign is the alignment in bytes of the pieces SplitGemm keeps in its scratch.
+// splitAlign is the alignment in bytes of the regions of SplitGemm's scratch.
 const splitAlign = 256
 
 func alignUp(n int64) int64 { return (n + splitAlign - 1) / splitAlign * splitAlign }
@@ -133,38 +133,61 @@ func (c *CUDA) SplitGemm(ta, tb bool, m, n, k int, a cu.DevicePtr, ad DType, b c
 	})
 }
 
-// splitGemm2: both operands float32; the six pairs of pieces stacked along k in one GEMM. A
-// stacked along its columns is [m, 6k] (pieces side by side in each row) or, stored [k,m],
-// [6k, m] (whole pieces one after another); B likewise.
+// pieceStack is how SplitGemm stacks the pieces (pattern) of a row-major [rows, cols] float32
+// matrix: side by side in each row, [rows, J·cols] (alongCols), or whole pieces one after
+// another, [J·rows, cols]. It also describes the stacked float32 products split_sum3 adds.
+type pieceStack struct {
+	rows, cols int
+	alongCols  bool
+	pattern    []int
+}
+
+// stackOf returns the stack of an operand stored [r, c], or [c, r] when t (transposed).
+func stackOf(t bool, r, c int, alongCols bool, pattern []int) pieceStack {
+	if t {
+		r, c = c, r
+	}
+	return pieceStack{rows: r, cols: c, alongCols: alongCols, pattern: pattern}
+}
+
+// layout returns the stack as SplitBF16's rows, cols, row stride and piece stride.
+func (s pieceStack) layout() (rows, cols, rowStride, pieceStride int) {
+	if s.alongCols {
+		return s.rows, s.cols, len(s.pattern) * s.cols, s.cols
+	}
+	n := s.rows * s.cols
+	return 1, n, 0, n
+}
+
+// ld returns the stacked matrix's row stride.
+func (s pieceStack) ld() int {
+	if s.alongCols {
+		return len(s.pattern) * s.cols
+	}
+	return s.cols
+}
+
+// stack launches the split of src into dst, stacked as s says; it must run inside c.do.
+func (c *CUDA) stack(dst, src cu.DevicePtr, s pieceStack) error {
+	rows, cols, rowStride, pieceStride := s.layout()
+	return c.splitBF16(dst, src, rows, cols, rowStride, pieceStride, s.pattern)
+}
+
+// splitGemm2: both operands float32; the six pairs of pieces stacked along k in one GEMM: A
+// [m, 6k] (A stored [k,m]: [6k, m]), B [6k, n] (B stored [n,k]: [n, 6k]).
 func (c *CUDA) splitGemm2(st *blasState, ta, tb bool, m, n, k int, a, b, out cu.DevicePtr, od DType, scratch cu.DevicePtr) error {
-	J := len(splitPairA)
+	sa := stackOf(ta, m, k, !ta, splitPairA)
+	sb := stackOf(tb, k, n, tb, splitPairB)
 	as := scratch
-	bs := scratch + cu.DevicePtr(alignUp(2*int64(J)*int64(m)*int64(k)))
-	p := rowGemm{ta: ta, tb: tb, m: m, n: n, k: J * k, a: as, b: bs, c: out, lda: J * k, ldb: n, ldc: n, alpha: 1}
-	if ta {
-		p.lda = m
-	}
-	if tb {
-		p.ldb = J * k
-	}
+	bs := scratch + cu.DevicePtr(alignUp(2*int64(len(splitPairA))*int64(m)*int64(k)))
+	p := rowGemm{ta: ta, tb: tb, m: m, n: n, k: len(splitPairA) * k, a: as, b: bs, c: out, lda: sa.ld(), ldb: sb.ld(), ldc: n, alpha: 1}
 	if err := p.check("SplitGemm"); err != nil {
 		return err
 	}
-	var err error
-	if ta { // A [k,m]: whole pieces one after another, [6k, m]
-		err = c.splitBF16(as, a, 1, k*m, 0, k*m, splitPairA)
-	} else { // A [m,k]: [m, 6k]
-		err = c.splitBF16(as, a, m, k, J*k, k, splitPairA)
-	}
-	if err != nil {
+	if err := c.stack(as, a, sa); err != nil {
 		return err
 	}
-	if tb { // B [n,k]: [n, 6k]
-		err = c.splitBF16(bs, b, n, k, J*k, k, splitPairB)
-	} else { // B [k,n]: [6k, n]
-		err = c.splitBF16(bs, b, 1, k*n, 0, k*n, splitPairB)
-	}
-	if err != nil {
+	if err := c.stack(bs, b, sb); err != nil {
 		return err
 	}
 	return p.runAs(st, BF16, od)
@@ -172,43 +195,28 @@ func (c *CUDA) splitGemm2(st *blasState, ta, tb bool, m, n, k int, a, b, out cu.
 
 // splitGemm1: one float32 operand, its three pieces stacked (smallest first) along the
 // dimension it does not share with the other operand, so that one GEMM computes the three
-// products, [m, 3n] (B split) or [3m, n] (A split), in float32; split_sum3 adds them in order
+// products, [3m, n] (A split) or [m, 3n] (B split), in float32; split_sum3 adds them in order
 // and rounds once to od.
 func (c *CUDA) splitGemm1(st *blasState, ta, tb bool, m, n, k int, a cu.DevicePtr, lda int, ad DType, b cu.DevicePtr, ldb int, out cu.DevicePtr, od DType, scratch cu.DevicePtr) error {
 	pieces := scratch
 	p := rowGemm{ta: ta, tb: tb, m: m, n: n, k: k, a: a, b: b, lda: lda, ldb: ldb, ldc: n, alpha: 1}
-	// split: the launch that stacks the pieces; sum: where the products lie in prod.
-	var split func() error
-	var sumRows, sumCols, sumRowStride, sumPieceStride int
-	if ad == F32 { // A's pieces along M: op(A') is [3m, k]; the products are [3m, n]
-		p.a, p.m = pieces, 3*m
-		sumRows, sumCols, sumRowStride, sumPieceStride = 1, m*n, 0, m*n
-		if ta { // A [k,m]: A' [k, 3m]
-			p.lda = 3 * m
-			split = func() error { return c.splitBF16(pieces, a, k, m, 3*m, m, splitOne) }
-		} else { // A [m,k]: A' [3m, k], whole pieces one after another
-			split = func() error { return c.splitBF16(pieces, a, 1, m*k, 0, m*k, splitOne) }
-		}
-	} else { // B's pieces along N: op(B') is [k, 3n]; the products are [m, 3n]
-		p.b, p.n, p.ldc = pieces, 3*n, 3*n
-		sumRows, sumCols, sumRowStride, sumPieceStride = m, n, 3*n, n
-		if tb { // B [n,k]: B' [3n, k], whole pieces one after another
-			split = func() error { return c.splitBF16(pieces, b, 1, n*k, 0, n*k, splitOne) }
-		} else { // B [k,n]: B' [k, 3n]
-			p.ldb = 3 * n
-			split = func() error { return c.splitBF16(pieces, b, k, n, 3*n, n, splitOne) }
-		}
+	var s pieceStack // the split operand's pieces
+	src, size := b, int64(k)*int64(n)
+	if ad == F32 { // op(A') [3m, k]
+		s = stackOf(ta, m, k, ta, splitOne)
+		src, size = a, int64(m)*int64(k)
+		p.a, p.m, p.lda = pieces, 3*m, s.ld()
+	} else { // op(B') [k, 3n]
+		s = stackOf(tb, k, n, !tb, splitOne)
+		p.b, p.n, p.ldb, p.ldc = pieces, 3*n, s.ld(), 3*n
 	}
-	size := int64(m) * int64(k)
-	if ad != F32 {
-		size = int64(k) * int64(n)
-	}
-	prod := scratch + cu.DevicePtr(alignUp(2*3*size))
-	p.c = prod
+	// The products are [3m, n] or [m, 3n]: the pieces of [m, n] stacked the same way.
+	prods := pieceStack{rows: m, cols: n, alongCols: ad != F32, pattern: splitOne}
+	p.c = scratch + cu.DevicePtr(alignUp(2*3*size))
 	if err := p.check("SplitGemm"); err != nil {
 		return err
 	}
-	if err := split(); err != nil {
+	if err := c.stack(pieces, src, s); err != nil {
 		return err
 	}
 	if err := p.runAs(st, BF16, F32); err != nil {
@@ -218,7 +226,7 @@ func (c *CUDA) splitGemm1(st *blasState, ta, tb bool, m, n, k int, a cu.DevicePt
 	if od == BF16 {
 		bf16 = 1
 	}
-	nn := int64(m) * int64(n)
-	return c.launch("split_sum3", gridFor(nn, 256), 256, 0, *new(args).p(prod).p(out).l(int64(sumRows)).l(int64(sumCols)).
-		l(int64(sumRowStride)).l(int64(sumPieceStride)).i(bf16))
+	rows, cols, rowStride, pieceStride := prods.layout()
+	return c.launch("split_sum3", gridFor(int64(m)*int64(n), 256), 256, 0, *new(args).p(p.c).p(out).l(int64(rows)).l(int64(cols)).
+		l(int64(rowStride)).l(int64(pieceStride)).i(bf16))
 }
