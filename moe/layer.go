@@ -322,22 +322,37 @@ func (l *Layer) routerTopK(logits *G.Node, K int, opts op.RouterOpts) (*G.Node, 
 	}, in...)
 }
 
-// routerLogits returns x·Router with x cast to RouterDtype first (and multiplied by the jitter
-// noise when jitter is set).
-func (l *Layer) routerLogits(x *G.Node, jitter bool) (*G.Node, error) {
+// RouterLogits returns the router logits x·router as a layer computes them without jitter: a
+// bfloat16 x times a float32 router with op.MixedMatMul (on the device: bfloat16 tensor
+// cores, float32 accuracy), any other x cast to the router's dtype and multiplied with
+// op.MatMul.
+func RouterLogits(x, router *G.Node) (*G.Node, error) {
+	if x == nil || router == nil {
+		return nil, fmt.Errorf("moe: RouterLogits: nil input")
+	}
+	if x.Dtype() == bfloat16.Dtype && router.Dtype() == tensor.Float32 {
+		return op.MixedMatMul(x, router, tensor.Float32)
+	}
+	xr, err := op.Cast(x, router.Dtype())
+	if err != nil {
+		return nil, err
+	}
+	return op.MatMul(xr, router)
+}
+
+// jitteredLogits returns (x cast to RouterDtype, times the jitter noise)·Router.
+func (l *Layer) jitteredLogits(x *G.Node) (*G.Node, error) {
 	c := l.cfg
 	xr, err := op.Cast(x, c.RouterDtype)
 	if err != nil {
 		return nil, err
 	}
-	if jitter {
-		noise, err := op.JitterNoise(xr, c.JitterEps, c.Seed+1_000_003*l.forwards)
-		if err != nil {
-			return nil, err
-		}
-		if xr, err = G.HadamardProd(xr, noise); err != nil {
-			return nil, err
-		}
+	noise, err := op.JitterNoise(xr, c.JitterEps, c.Seed+1_000_003*l.forwards)
+	if err != nil {
+		return nil, err
+	}
+	if xr, err = G.HadamardProd(xr, noise); err != nil {
+		return nil, err
 	}
 	return op.MatMul(xr, l.Router)
 }
@@ -348,14 +363,12 @@ func (l *Layer) forward(x *G.Node, T int, geo kernels.Geometry, eval bool) (*Out
 	E, K := c.Experts, c.TopK
 	o := &Output{}
 
-	// Router. A bfloat16 layer's float32 router multiplies its bfloat16 x directly
-	// (op.MixedMatMul: on tensor cores on the device, with float32 accuracy), unless jitter
-	// makes x float32 first.
+	// Router (RouterLogits; with jitter, x is multiplied by the noise in the router's dtype).
 	var err error
-	if jitter := c.JitterEps > 0 && !eval; dt == bfloat16.Dtype && rdt == tensor.Float32 && !jitter {
-		o.Logits, err = op.MixedMatMul(x, l.Router, rdt)
+	if c.JitterEps > 0 && !eval {
+		o.Logits, err = l.jitteredLogits(x)
 	} else {
-		o.Logits, err = l.routerLogits(x, jitter)
+		o.Logits, err = RouterLogits(x, l.Router)
 	}
 	if err != nil {
 		return nil, err

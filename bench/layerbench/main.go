@@ -437,18 +437,7 @@ func timeRouting(r *result, dt tensor.Dtype, l *moe.Layer, xd, dyd *tensor.Dense
 	x := G.NewMatrix(g, dt, G.WithShape(r.T, r.H), G.WithName("x"), G.WithValue(xd))
 	rdt := l.Router.Dtype()
 	router := G.NewMatrix(g, rdt, G.WithShape(r.H, r.E), G.WithName("router"), G.WithValue(l.Router.Value()))
-	// The logits as the layer computes them: a bfloat16 x times the float32 router directly
-	// (op.MixedMatMul), else x cast to the router's dtype first.
-	var logits *G.Node
-	var err error
-	if dt == bfloat16.Dtype && rdt == tensor.Float32 {
-		logits, err = op.MixedMatMul(x, router, rdt)
-	} else {
-		var xr *G.Node
-		if xr, err = op.Cast(x, rdt); err == nil {
-			logits, err = op.MatMul(xr, router)
-		}
-	}
+	logits, err := moe.RouterLogits(x, router)
 	if err != nil {
 		return timing{}, err
 	}
