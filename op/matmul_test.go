@@ -102,10 +102,25 @@ func TestMatMul(t *testing.T) {
 		}
 		return gcWeighted(g, dt, y2, "w_mm", 10)
 	}})
+	g, bn := checkProduct345(t, a, b, func(a, b *G.Node) (*G.Node, error) { return MatMul(a, b) })
+	for _, c := range []struct {
+		name string
+		a, b *G.Node
+	}{{"nil", nil, bn}, {"inner", bn, bn}, {"vector", G.NewVector(g, tensor.Float64, G.WithShape(4), G.WithName("v")), bn}} {
+		if _, err := MatMul(c.a, c.b); err == nil {
+			t.Errorf("%s: no error", c.name)
+		}
+	}
+}
+
+// checkProduct345 runs mul on a [3,4] and b [4,5] in float64 and checks the product against a
+// plain loop; it returns the graph and b's node.
+func checkProduct345(t *testing.T, a, b []float64, mul func(a, b *G.Node) (*G.Node, error)) (*G.ExprGraph, *G.Node) {
+	t.Helper()
 	g := G.NewGraph()
 	an := G.NewMatrix(g, tensor.Float64, G.WithShape(3, 4), G.WithName("a"), G.WithValue(gcDense(tensor.Float64, tensor.Shape{3, 4}, a)))
 	bn := G.NewMatrix(g, tensor.Float64, G.WithShape(4, 5), G.WithName("b"), G.WithValue(gcDense(tensor.Float64, tensor.Shape{4, 5}, b)))
-	got := gcFloats(runRead(t, g, must(MatMul(an, bn)))[0])
+	got := gcFloats(runRead(t, g, must(mul(an, bn)))[0])
 	for i := 0; i < 3; i++ {
 		for j := 0; j < 5; j++ {
 			var s float64
@@ -117,12 +132,5 @@ func TestMatMul(t *testing.T) {
 			}
 		}
 	}
-	for _, c := range []struct {
-		name string
-		a, b *G.Node
-	}{{"nil", nil, bn}, {"inner", bn, bn}, {"vector", G.NewVector(g, tensor.Float64, G.WithShape(4), G.WithName("v")), bn}} {
-		if _, err := MatMul(c.a, c.b); err == nil {
-			t.Errorf("%s: no error", c.name)
-		}
-	}
+	return g, bn
 }

@@ -31,21 +31,7 @@ func TestMixedMatMul(t *testing.T) {
 		}
 		return gcWeighted(g, dt, y2, "w_mixed", 11)
 	}})
-	g := G.NewGraph()
-	an := G.NewMatrix(g, tensor.Float64, G.WithShape(3, 4), G.WithName("a"), G.WithValue(gcDense(tensor.Float64, tensor.Shape{3, 4}, a)))
-	bn := G.NewMatrix(g, tensor.Float64, G.WithShape(4, 5), G.WithName("b"), G.WithValue(gcDense(tensor.Float64, tensor.Shape{4, 5}, b)))
-	got := gcFloats(runRead(t, g, must(MixedMatMul(an, bn, tensor.Float64)))[0])
-	for i := 0; i < 3; i++ {
-		for j := 0; j < 5; j++ {
-			var s float64
-			for k := 0; k < 4; k++ {
-				s += a[i*4+k] * b[k*5+j]
-			}
-			if math.Abs(got[i*5+j]-s) > 1e-12 {
-				t.Fatalf("c[%d,%d] = %v, want %v", i, j, got[i*5+j], s)
-			}
-		}
-	}
+	checkProduct345(t, a, b, func(a, b *G.Node) (*G.Node, error) { return MixedMatMul(a, b, tensor.Float64) })
 	// c [3,5] = aᵀ·bᵀ, a stored [4,3] in bfloat16, b stored [5,4] in float32.
 	at := bf16Of(a, 4, 3)
 	bt := gcDense(tensor.Float32, tensor.Shape{5, 4}, b)
