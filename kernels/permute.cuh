@@ -4,8 +4,19 @@
 
 // ---------------------------------------------------------------------------------------------
 // Permute forward: a byte copy, so one kernel per vector width serves every dtype. Blocks
-// [0, T) each read their token's row once (U vectors per thread in flight) and write it to the
-// token's K rows; blocks [T, T+ceil(R/zrows)) zero the rows with tokenOf < 0.
+// [0, T) each read their token's row once (U vectors per thread in flight, the first ones
+// before the token's rows of the plan, so both loads are in flight together) and write it to
+// the token's K rows; blocks [T, T+ceil(R/zrows)) zero the rows with tokenOf < 0.
+
+// loadPacks reads src[i0 + u·blockDim.x] into v[u] for u < U, where below n.
+template <typename V, int U>
+__device__ __forceinline__ void loadPacks(V *v, const V *__restrict__ src, long long i0, long long n, int smode) {
+#pragma unroll
+  for (int u = 0; u < U; u++) {
+    long long i = i0 + (long long)u * blockDim.x;
+    if (i < n) v[u] = ldPolicy(src + i, smode);
+  }
+}
 
 template <typename V, int U>
 __device__ __forceinline__ void permuteFwd(const V *__restrict__ x, V *__restrict__ xp,
@@ -18,17 +29,14 @@ __device__ __forceinline__ void permuteFwd(const V *__restrict__ x, V *__restric
     return;
   }
   long long t = blockIdx.x;
+  const V *src = x + t * nvec;
+  V v[U];
+  loadPacks<V, U>(v, src, threadIdx.x, nvec, smode);
   for (int k = threadIdx.x; k < K; k += blockDim.x) rows[k] = rowOf[t * K + k];
   __syncthreads();
-  const V *src = x + t * nvec;
   long long step = (long long)blockDim.x * U;
   for (long long i0 = threadIdx.x; i0 < nvec; i0 += step) {
-    V v[U];
-#pragma unroll
-    for (int u = 0; u < U; u++) {
-      long long i = i0 + (long long)u * blockDim.x;
-      if (i < nvec) v[u] = ldPolicy(src + i, smode);
-    }
+    if (i0 != threadIdx.x) loadPacks<V, U>(v, src, i0, nvec, smode);
     for (int k = 0; k < K; k++) {
       int r = rows[k];
       if (r < 0) continue;
@@ -43,12 +51,14 @@ __device__ __forceinline__ void permuteFwd(const V *__restrict__ x, V *__restric
 }
 
 #define PERMUTE_FWD(NAME, V, U)                                                                 \
-  extern "C" __global__ void __launch_bounds__(256)                                             \
+  extern "C" __global__ void __launch_bounds__(256, 4)                                          \
   NAME(const V *x, V *xp, const int *rowOf, const int *tokenOf, int T, int K, long long R,      \
        long long nvec, int zrows, int smode) { gdcEnter();                                      \
     permuteFwd<V, U>(x, xp, rowOf, tokenOf, T, K, R, nvec, zrows, smode);                       \
   }
 // 16-byte packs keep 8 in flight per thread (measured: 8 beat 4 and 2 at K >= 2 on an H200).
+// The launch bound (4 blocks of 256 threads) holds a kernel to 64 registers, so 16 of its
+// 64-thread blocks fit an SM.
 PERMUTE_FWD(permute_fwd_v16, uint4, 8)
 PERMUTE_FWD(permute_fwd_v8, uint2, 4)
 PERMUTE_FWD(permute_fwd_v4, unsigned int, 4)
