@@ -179,6 +179,25 @@ template <typename R> __device__ __forceinline__ void stPolicy(R *p, const R &v,
 template <typename R> __device__ __forceinline__ R ldPolicy(const R *p, int smode) {
   return (smode & 4) ? __ldg(p) : __ldcs(p);
 }
+// ldPack loads a Pack with ldPolicy's cache policy, through the built-in vector type of its size.
+template <typename P> __device__ __forceinline__ P ldPack(const P *p, int smode) {
+  typedef typename Raw<sizeof(P)>::type R;
+  R r = ldPolicy((const R *)p, smode);
+  P v;
+  memcpy(&v, &r, sizeof(P));
+  return v;
+}
+
+// loadPacks reads src[i0 + u·blockDim.x] into v[u] for u < U, where below n: U packs of a row
+// in flight per thread (permute forward, unpermute backward's rows).
+template <typename P, int U>
+__device__ __forceinline__ void loadPacks(P *v, const P *__restrict__ src, long long i0, long long n, int smode) {
+#pragma unroll
+  for (int u = 0; u < U; u++) {
+    long long i = i0 + (long long)u * blockDim.x;
+    if (i < n) v[u] = ldPack(src + i, smode);
+  }
+}
 template <typename P> __device__ __forceinline__ void stPack(P *p, const P &v, int smode) {
   typedef typename Raw<sizeof(P)>::type R;
   R r;

@@ -8,16 +8,6 @@
 // before the token's rows of the plan, so both loads are in flight together) and write it to
 // the token's K rows; blocks [T, T+ceil(R/zrows)) zero the rows with tokenOf < 0.
 
-// loadPacks reads src[i0 + u·blockDim.x] into v[u] for u < U, where below n.
-template <typename V, int U>
-__device__ __forceinline__ void loadPacks(V *v, const V *__restrict__ src, long long i0, long long n, int smode) {
-#pragma unroll
-  for (int u = 0; u < U; u++) {
-    long long i = i0 + (long long)u * blockDim.x;
-    if (i < n) v[u] = ldPolicy(src + i, smode);
-  }
-}
-
 template <typename V, int U>
 __device__ __forceinline__ void permuteFwd(const V *__restrict__ x, V *__restrict__ xp,
                                            const int *__restrict__ rowOf, const int *__restrict__ tokenOf,

@@ -327,11 +327,7 @@ __device__ __forceinline__ void unpermuteBwdRows(const T *__restrict__ dy, const
   long long step = (long long)blockDim.x * U;
   for (long long i0 = threadIdx.x; i0 < nvec; i0 += step) {
     P gv[U];
-#pragma unroll
-    for (int u = 0; u < U; u++) {
-      long long i = i0 + (long long)u * blockDim.x;
-      if (i < nvec) gv[u] = ldcs(g + i);
-    }
+    loadPacks<P, U>(gv, g, i0, nvec, smode & ~4);  // streaming loads of dy whatever smode says
     for (int k = 0; k < K; k++) {
       int r = rows[k];
       if (r < 0) continue;
