@@ -150,7 +150,9 @@ __device__ __forceinline__ unsigned long long probKey(double x) {
 }
 
 // zeroRows clears, with the whole block, every row r in [r0, r0+nrows) of buf (rows of nvec
-// V-vectors) whose tokenOf[r] < 0.
+// V-vectors) whose tokenOf[r] < 0. tokenOf is read with plain loads: the block's 32 entries
+// share a cache line, so all but the first of its dependent loads hit L1 (docs/gpu-bench.md
+// tells of a build that read them through L2 and ran slower).
 template <typename V>
 __device__ __forceinline__ void zeroRows(V *buf, long long nvec, const int *tokenOf, long long R,
                                          long long r0, int nrows) {
