@@ -5,7 +5,7 @@
 // transformers weights both go through it.
 //
 // Reading is lazy: [Open] and [Parse] read and check the headers only (dtypes, shapes, byte
-// ranges inside the file, names unique across shards), and a tensor's bytes are read from
+// ranges that tile each file's data section, names unique across shards), and a tensor's bytes are read from
 // the file when it is asked for, so that one block of a checkpoint of tens of GB costs the
 // memory of that block. [Tensors.Float64s] converts F32, F64, BF16 and F16 elements to
 // float64 exactly; [Tensors.Read] copies F32, F64 or BF16 elements into a slice of the same
@@ -21,6 +21,7 @@ package safetensors
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -28,6 +29,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"slices"
 	"sort"
 
 	"github.com/gomoe/gomoe/bfloat16"
@@ -136,6 +138,8 @@ func (ts *Tensors) add(src io.ReaderAt, size int64) error {
 		return fmt.Errorf("%w: header: %w", errFormat, err)
 	}
 	start, dataLen := 8+int64(n), size-8-int64(n)
+	var spans [][3]int64 // begin, end, and the index of the name in names, of this file's tensors
+	var names []string
 	for name, msg := range raw {
 		if name == "__metadata__" {
 			var md map[string]string
@@ -164,8 +168,29 @@ func (ts *Tensors) add(src io.ReaderAt, size int64) error {
 		if _, dup := ts.entries[name]; dup {
 			return fmt.Errorf("tensor %q appears twice", name)
 		}
+		spans = append(spans, [3]int64{e.off, e.off + e.size, int64(len(names))})
+		names = append(names, name)
 		e.src, e.off = src, start+e.off
 		ts.entries[name] = e
+	}
+	return checkTiling(spans, names, dataLen)
+}
+
+// checkTiling checks that the tensors' byte ranges (spans: begin, end, index into names) tile
+// the data section of dataLen bytes: in order of their offsets, each starts where the one
+// before ends, the first at 0, and the last ends at dataLen, as the format asks (and
+// Hugging Face's reader checks). So no two tensors share bytes and no byte is left over.
+func checkTiling(spans [][3]int64, names []string, dataLen int64) error {
+	slices.SortFunc(spans, func(a, b [3]int64) int { return cmp.Or(cmp.Compare(a[0], b[0]), cmp.Compare(a[1], b[1])) })
+	pos := int64(0)
+	for _, sp := range spans {
+		if sp[0] != pos {
+			return fmt.Errorf("%w: header: tensor %q starts at byte %d of the data, want %d (tensors must tile the data, without overlaps or gaps)", errFormat, names[sp[2]], sp[0], pos)
+		}
+		pos = sp[1]
+	}
+	if pos != dataLen {
+		return fmt.Errorf("%w: header: the tensors end at byte %d of the data, which has %d bytes", errFormat, pos, dataLen)
 	}
 	return nil
 }

@@ -275,11 +275,20 @@ func TestParseRejects(t *testing.T) {
 		{"overflowing shape", rawFile(`{"a":{"dtype":"F64","shape":[4294967296,4294967296],"data_offsets":[0,8]}}`, eight), "bad shape"},
 		{"unknown field", rawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"x":1}}`, eight), "unknown field"},
 		{"bad metadata", rawFile(`{"__metadata__":{"k":1}}`, nil), "__metadata__"},
+		{"overlap", rawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}`, make([]byte, 16)), `tensor "b" starts at byte 4 of the data, want 8`},
+		{"gap", rawFile(`{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}`, make([]byte, 12)), `tensor "b" starts at byte 8 of the data, want 4`},
+		{"first not at 0", rawFile(`{"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}`, eight), `tensor "a" starts at byte 4 of the data, want 0`},
+		{"trailing bytes", rawFile(`{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}`, eight), "the tensors end at byte 4 of the data, which has 8 bytes"},
+		{"same bytes twice", rawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}`, eight), "starts at byte 0 of the data, want 8"},
 	}
 	for _, c := range cases {
 		if _, err := Parse(c.file); err == nil || !strings.Contains(err.Error(), c.err) || !strings.Contains(err.Error(), "not a safetensors file") {
 			t.Errorf("%s: got %v, want an error containing %q and \"not a safetensors file\"", c.name, err, c.err)
 		}
+	}
+	// Empty tensors take no bytes: one may sit anywhere the tiling reaches.
+	if _, err := Parse(rawFile(`{"z":{"dtype":"F32","shape":[0],"data_offsets":[4,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}`, eight)); err != nil {
+		t.Errorf("an empty tensor between two others: %v", err)
 	}
 	ts, err := Parse(rawFile(`{"i":{"dtype":"I32","shape":[2],"data_offsets":[0,8]}}`, eight))
 	if err != nil {
