@@ -232,6 +232,8 @@ func (c Config) Validate() error {
 		return e("TopK=%d does not fit in GroupsKept=%d groups of %d experts", c.TopK, c.GroupsKept, c.Experts/c.Groups)
 	case !finite(c.ScalingFactor) || c.ScalingFactor <= 0:
 		return e("ScalingFactor=%g, want > 0", c.ScalingFactor)
+	case c.RouterDtype == tensor.Float32 && c.ScalingFactor > math.MaxFloat32:
+		return e("ScalingFactor=%g does not fit the float32 router (at most %g)", c.ScalingFactor, math.MaxFloat32)
 	case c.ExpertBias && c.Score != Sigmoid:
 		return e("ExpertBias needs the Sigmoid score function (the bias is added to sigmoid scores), got %v", c.Score)
 	case !finite(c.BiasUpdateRate) || c.BiasUpdateRate < 0:

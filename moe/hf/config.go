@@ -3,6 +3,7 @@ package hf
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 
 	"github.com/gomoe/gomoe/moe"
@@ -132,8 +133,8 @@ func (c Config) MoEConfig() (moe.Config, error) {
 		if c.NSharedExperts != nil {
 			shared = *c.NSharedExperts
 		}
-		if shared < 0 {
-			return e("n_shared_experts=%d", shared)
+		if shared < 0 || (shared > 0 && m.FFN > math.MaxInt/shared) {
+			return e("n_shared_experts=%d (of moe_intermediate_size=%d each)", shared, m.FFN)
 		}
 		m.SharedFFN = shared * m.FFN
 	case "":

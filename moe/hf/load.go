@@ -10,6 +10,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/bfloat16"
+	"github.com/gomoe/gomoe/internal/hostmem"
 	"github.com/gomoe/gomoe/moe"
 	"github.com/gomoe/gomoe/safetensors"
 )
@@ -31,7 +32,8 @@ import (
 //	shared_experts.down_proj.weight             → SharedW2
 //
 // The fused layout is the one transformers v5 writes; its transposed form ([E,H,2F] and
-// [E,F,H]) is read too, told apart by shape when H differs from 2F and F. Tensors may be
+// [E,F,H]) is read too, told apart by the shapes (by the one tensor whose two forms differ
+// when H = 2F or H = F; the two tensors must be in the same layout). Tensors may be
 // F32, F64, BF16 or F16; they are converted to the layer's dtypes. Every tensor under prefix
 // must be used and every weight of the layer found, with the shapes cfg gives, or Load
 // returns an error and adds nothing to g (ts.Select leaves out tensors the layer has no
@@ -45,6 +47,9 @@ func Load(g *G.ExprGraph, name string, cfg moe.Config, ts *safetensors.Tensors, 
 	}
 	if cfg.Activation == moe.GELU { // after Validate: SwiGLU, zero (SwiGLU) or GELU
 		return nil, fmt.Errorf("gomoe: hf: Load: the layer has %v experts, transformers' blocks are SwiGLU", cfg.Activation)
+	}
+	if err := checkLoadMemory(cfg); err != nil {
+		return nil, fmt.Errorf("gomoe: hf: Load: %w", err)
 	}
 	w, err := readBlock(cfg, ts, prefix)
 	if err != nil {
@@ -68,6 +73,19 @@ func Load(g *G.ExprGraph, name string, cfg moe.Config, ts *safetensors.Tensors, 
 		}
 	}
 	return l, nil
+}
+
+// checkLoadMemory returns an error, before anything is allocated, if loading a block of cfg
+// cannot fit in this machine's memory: at most eight float64 copies of the expert weights while
+// they are read and converted (the file's tensor, gate, up, down and their transposes, then the
+// packed W1), six of the shared experts' and two of the router's, beside the layer's own
+// weights (at most 8 bytes an element). Sizes are in floating point, so no product wraps
+// around.
+func checkLoadMemory(cfg moe.Config) error {
+	H, F, E, S := float64(cfg.Hidden), float64(cfg.FFN), float64(cfg.Experts), float64(cfg.SharedFFN)
+	staging := 8 * (8*E*H*F + 6*H*S + 2*(H*E+E))
+	layer := 8 * (3*(E*H*F+H*S) + H*E + E)
+	return hostmem.Check(fmt.Sprintf("the weights of Experts=%d Hidden=%d FFN=%d SharedFFN=%d, read as float64 and converted to the layer's dtypes,", cfg.Experts, cfg.Hidden, cfg.FFN, cfg.SharedFFN), staging+layer)
 }
 
 // block is one MoE block's weights in gomoe's layouts, as float64, with the gate (w1, s1) and
@@ -174,13 +192,21 @@ func readBlock(cfg moe.Config, ts *safetensors.Tensors, prefix string) (*block, 
 }
 
 // fusedExperts reads experts.gate_up_proj and experts.down_proj, in transformers v5's layout
-// [E,2F,H] and [E,H,F] or the transposed [E,H,2F] and [E,F,H].
+// [E,2F,H] and [E,H,F] or the transposed [E,H,2F] and [E,F,H]. A tensor's shape tells its
+// layout unless its two forms coincide (H = 2F for gate_up_proj, H = F for down_proj); they
+// never both do, so the other tensor then decides, and the two must agree.
 func (w *block) fusedExperts(get func(string, ...int) ([]float64, error), ts *safetensors.Tensors, prefix string, E, H, F int) error {
 	gus, _ := ts.Shape(prefix + "experts.gate_up_proj")
-	transposedGU := slices.Equal(gus, []int{E, H, 2 * F}) && H != 2*F
+	dns, _ := ts.Shape(prefix + "experts.down_proj")
+	guT, guKnown := fusedLayout(gus, []int{E, 2 * F, H}, []int{E, H, 2 * F})
+	dnT, dnKnown := fusedLayout(dns, []int{E, H, F}, []int{E, F, H})
+	if guKnown && dnKnown && guT != dnT {
+		return fmt.Errorf("experts.gate_up_proj %v and experts.down_proj %v are in different layouts (want [E,2F,H] and [E,H,F], or [E,H,2F] and [E,F,H]; E=%d H=%d F=%d)", gus, dns, E, H, F)
+	}
+	transposed := (guKnown && guT) || (!guKnown && dnKnown && dnT)
 	var gu []float64
 	var err error
-	if transposedGU {
+	if transposed {
 		gu, err = get("experts.gate_up_proj", E, H, 2*F)
 	} else {
 		gu, err = get("experts.gate_up_proj", E, 2*F, H)
@@ -193,7 +219,7 @@ func (w *block) fusedExperts(get func(string, ...int) ([]float64, error), ts *sa
 		for h := 0; h < H; h++ {
 			for f := 0; f < F; f++ {
 				o := e*H*F + h*F + f
-				if transposedGU {
+				if transposed {
 					w.w1[o] = gu[e*H*2*F+h*2*F+f]
 					w.w3[o] = gu[e*H*2*F+h*2*F+F+f]
 				} else {
@@ -203,8 +229,7 @@ func (w *block) fusedExperts(get func(string, ...int) ([]float64, error), ts *sa
 			}
 		}
 	}
-	dns, _ := ts.Shape(prefix + "experts.down_proj")
-	if slices.Equal(dns, []int{E, F, H}) && H != F {
+	if transposed {
 		w.w2, err = get("experts.down_proj", E, F, H)
 		return err
 	}
@@ -217,6 +242,21 @@ func (w *block) fusedExperts(get func(string, ...int) ([]float64, error), ts *sa
 		copy(w.w2[e*F*H:], transpose(dn[e*H*F:(e+1)*H*F], H, F))
 	}
 	return nil
+}
+
+// fusedLayout reports whether shape is the transposed form t rather than transformers v5's
+// form v5 of a fused expert tensor, and whether its shape tells (not when the two forms are
+// the same shape, nor when it is neither).
+func fusedLayout(shape, v5, t []int) (transposed, known bool) {
+	switch {
+	case slices.Equal(v5, t):
+		return false, false
+	case slices.Equal(shape, t):
+		return true, true
+	case slices.Equal(shape, v5):
+		return false, true
+	}
+	return false, false
 }
 
 // packGateUp puts the rows of f gate values and f up values side by side, as the layer's W1

@@ -14,6 +14,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/bfloat16"
+	"github.com/gomoe/gomoe/internal/hostmem"
 	"github.com/gomoe/gomoe/moe"
 	"github.com/gomoe/gomoe/safetensors"
 )
@@ -410,37 +411,87 @@ func TestLoadMatchesTransformersMath(t *testing.T) {
 }
 
 // TestLayoutsLoadTheSameLayer: the fused, transposed fused and per-expert layouts of one
-// block give bitwise equal weights.
+// block give bitwise equal weights, also where one fused tensor's two forms have the same
+// shape (H = 2F: gate_up_proj; H = F: down_proj) and the other tensor tells the layout.
 func TestLayoutsLoadTheSameLayer(t *testing.T) {
-	c := Config{ModelType: "deepseek_v3", HiddenSize: 6, MoEIntermediateSize: 4, NRoutedExperts: 4, NumExpertsPerTok: 2, NGroup: 1, TopKGroup: 1, NSharedExperts: intp(1)}
+	for _, hf := range [][2]int{{6, 4}, {8, 4}, {4, 4}} {
+		t.Run(fmt.Sprintf("H%d_F%d", hf[0], hf[1]), func(t *testing.T) {
+			c := Config{ModelType: "deepseek_v3", HiddenSize: hf[0], MoEIntermediateSize: hf[1], NRoutedExperts: 4, NumExpertsPerTok: 2, NGroup: 1, TopKGroup: 1, NSharedExperts: intp(1)}
+			m, err := c.MoEConfig()
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := newWeights(rand.New(rand.NewSource(3)), c, m)
+			var first []G.Value
+			for _, layout := range []string{"proj", "fused", "fusedT", "w123"} {
+				ts, err := safetensors.Parse(encode(t, tensorsOf(m, w, layout), "p.", nst.F32, nil))
+				if err != nil {
+					t.Fatal(err)
+				}
+				l, err := Load(G.NewGraph(), "moe", m, ts, "p.")
+				if err != nil {
+					t.Fatalf("%s: %v", layout, err)
+				}
+				var vals []G.Value
+				for _, n := range append(l.Learnables(), l.Bias) {
+					vals = append(vals, n.Value())
+				}
+				if first == nil {
+					first = vals
+					continue
+				}
+				for j := range vals {
+					if d, _ := maxAbsDiff(float64s(vals[j]), float64s(first[j])); d != 0 {
+						t.Errorf("%s: weight %d differs from the per-expert layout's by %g", layout, j, d)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestLoadMixedFusedLayouts: gate_up_proj in one fused layout and down_proj in the other is an
+// error, not a silently wrong layer.
+func TestLoadMixedFusedLayouts(t *testing.T) {
+	c := Config{ModelType: "olmoe", HiddenSize: 6, IntermediateSize: 4, NumExperts: 4, NumExpertsPerTok: 2}
 	m, err := c.MoEConfig()
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := newWeights(rand.New(rand.NewSource(3)), c, m)
-	var first []G.Value
-	for _, layout := range []string{"fused", "fusedT", "proj", "w123"} {
-		ts, err := safetensors.Parse(encode(t, tensorsOf(m, w, layout), "p.", nst.F32, nil))
-		if err != nil {
-			t.Fatal(err)
-		}
-		l, err := Load(G.NewGraph(), "moe", m, ts, "p.")
-		if err != nil {
-			t.Fatalf("%s: %v", layout, err)
-		}
-		var vals []G.Value
-		for _, n := range append(l.Learnables(), l.Bias) {
-			vals = append(vals, n.Value())
-		}
-		if first == nil {
-			first = vals
-			continue
-		}
-		for j := range vals {
-			if d, _ := maxAbsDiff(float64s(vals[j]), float64s(first[j])); d != 0 {
-				t.Errorf("%s: weight %d differs from the fused layout's by %g", layout, j, d)
-			}
-		}
+	w := newWeights(rand.New(rand.NewSource(8)), c, m)
+	ts := tensorsOf(m, w, "fused")
+	ts["experts.down_proj"] = tensorsOf(m, w, "fusedT")["experts.down_proj"]
+	st, err := safetensors.Parse(encode(t, ts, "", nst.F32, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(G.NewGraph(), "moe", m, st, ""); err == nil || !strings.Contains(err.Error(), "different layouts") {
+		t.Errorf("got %v, want an error naming different layouts", err)
+	}
+}
+
+// TestLoadTooLargeForMemory: a config whose weights cannot be converted in this machine's
+// memory is an error before any tensor is read or allocated.
+func TestLoadTooLargeForMemory(t *testing.T) {
+	c := Config{ModelType: "olmoe", HiddenSize: 64, IntermediateSize: 64, NumExperts: 8, NumExpertsPerTok: 2}
+	m, err := c.MoEConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newWeights(rand.New(rand.NewSource(9)), c, m)
+	st, err := safetensors.Parse(encode(t, tensorsOf(m, w, "proj"), "", nst.F32, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 8 float64 copies of 8·64·64 expert weights are 2 MiB: over a 1 MiB limit, under 64 MiB.
+	old := hostmem.SetLimit(1 << 20)
+	defer hostmem.SetLimit(old)
+	if _, err := Load(G.NewGraph(), "moe", m, st, ""); err == nil || !strings.Contains(err.Error(), "more than this machine's 1048576 bytes of memory") {
+		t.Errorf("1 MiB of memory: got %v, want a memory error", err)
+	}
+	hostmem.SetLimit(64 << 20)
+	if _, err := Load(G.NewGraph(), "moe", m, st, ""); err != nil {
+		t.Errorf("64 MiB of memory: %v", err)
 	}
 }
 
@@ -552,6 +603,8 @@ func TestMoEConfig(t *testing.T) {
 			moe.Config{}, "TopK=5 > Experts=4"},
 		{"negative shared", `{"model_type":"deepseek_v3","hidden_size":16,"moe_intermediate_size":8,"n_routed_experts":16,"num_experts_per_tok":8,"n_shared_experts":-1}`,
 			moe.Config{}, "n_shared_experts=-1"},
+		{"shared width wraps around", `{"model_type":"deepseek_v3","hidden_size":16,"moe_intermediate_size":4,"n_routed_experts":16,"num_experts_per_tok":8,"n_shared_experts":4611686018427387904}`,
+			moe.Config{}, "n_shared_experts=4611686018427387904"},
 	}
 	for _, c := range cases {
 		hc, err := ParseConfig([]byte(c.json))
