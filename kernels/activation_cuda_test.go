@@ -188,7 +188,7 @@ func TestCUDASwiGLUPacked(t *testing.T) {
 }
 
 // TestCUDASwiGLUPackedBench times the packed SwiGLU forward and backward at the layer's shapes
-// (bfloat16, rows = T·K): go test -tags gomoecuda -run TestCUDASwiGLUPackedBench -gomoe.bench -v ./kernels/
+// (bfloat16, rows = T·K): go test -tags gomoecuda -run TestCUDASwiGLUPackedBench -v ./kernels/ -gomoe.bench
 // Each line gives ms per call (CUDA events, mean of -gomoe.iters), the bandwidth of the bytes the
 // pass must move (forward: z read, out written; backward: z and dy read, dz written) and its
 // ratio to cuMemcpyDtoD moving as many bytes in the same run.

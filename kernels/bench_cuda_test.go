@@ -16,7 +16,7 @@ import (
 	. "github.com/gomoe/gomoe/kernels"
 )
 
-// The GPU benchmark table: go test -tags gomoecuda -run TestCUDABenchTable -gomoe.bench ./kernels/
+// The GPU benchmark table: go test -tags gomoecuda -run TestCUDABenchTable -v ./kernels/ -gomoe.bench
 // It times each kernel with CUDA events (mean of -gomoe.iters launches after 3 warm-ups) on the
 // docs/design.md shapes and compares it with cuMemcpyDtoD moving the same bytes in the same run
 // (a copy of n bytes moves 2n: read and write).
@@ -234,7 +234,7 @@ func gpuBenchOne(t *testing.T, sb *strings.Builder, s gpuBenchShapeT, d DType) {
 }
 
 // TestCUDALossBench times the loss kernels (CUDA events, mean of -gomoe.iters launches) at the
-// issue's shapes: go test -tags gomoecuda -run TestCUDALossBench -gomoe.bench -v ./kernels/
+// issue's shapes: go test -tags gomoecuda -run TestCUDALossBench -v ./kernels/ -gomoe.bench
 // Each line gives µs per call and the bandwidth of the one read of the [T,E] float32 input.
 func TestCUDALossBench(t *testing.T) {
 	if !*gpuBenchFlag {

@@ -54,7 +54,7 @@ func handle(f cu.Function) C.CUfunction { return *(*C.CUfunction)(unsafe.Pointer
 // for them to finish.
 //
 // Only eager launches use it. Measured on an H100 (docs/gpu-bench.md): launched from the host
-// it closes most of the 1–2 µs gap between two dependent kernels (the bfloat16 Qwen3 layer's
+// it closes most of the 1–2.5 µs gap between two dependent kernels (the bfloat16 Qwen3 layer's
 // forward and backward 2 % faster), while inside a CUDA graph, whose kernel-to-kernel gaps are
 // already about 0.1 µs, it gained nothing and made the plan build a little slower; so launches
 // made during Capture are plain ones and a replayed graph is what it was before.

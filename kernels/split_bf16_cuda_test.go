@@ -178,7 +178,7 @@ func TestCUDASplitGemm(t *testing.T) {
 }
 
 // TestCUDASplitGemmBench times the bfloat16 layer's three router matmuls at the benchmark
-// shapes: go test -tags gomoecuda -run TestCUDASplitGemmBench -gomoe.bench -v ./kernels/
+// shapes: go test -tags gomoecuda -run TestCUDASplitGemmBench -v ./kernels/ -gomoe.bench
 // Each line gives ms per call (CUDA events, mean of -gomoe.iters) of SplitGemm and of what the
 // layer did before in the same run (x cast to float32 and a float32 cuBLAS GEMM; the input
 // gradient as a float32 GEMM cast to bfloat16), the TFLOP/s of the product's 2·M·N·K and the

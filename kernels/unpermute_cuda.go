@@ -37,8 +37,8 @@ var bf16DotVariants = []string{"k1", "k2", "k8"}
 var bf16DotForce string
 
 // bf16DotVariant is the variant for K slots per token, the fastest in the benchmark table on
-// an H100 (docs/gpu-bench.md, 2026-12-06): k1 at top1 (K=1, 93.7 % of copy) and te16k (K=6,
-// 91.0 %), k2 at mixtral (K=2, 90.2 %), k8 at dsv3 (K=8, 90.8 %). (Two or four packs per
+// an H100 (docs/gpu-bench.md, 2026-12-06): k1 at top1 (K=1, 93.9 % of copy) and te16k (K=6,
+// 90.9 %), k2 at mixtral (K=2, 92.0 %), k8 at dsv3 (K=8, 90.8 %). (Two or four packs per
 // thread in flight lost everywhere in an earlier run of the same day: more registers, less
 // occupancy; k4 was never the fastest.)
 func bf16DotVariant(K int) string {
