@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
@@ -89,8 +90,8 @@ func checkParams(nodes G.Nodes) ([]param, error) {
 			return nil, fmt.Errorf("param %d is nil", i)
 		}
 		name := n.Name()
-		if name == "" || strings.HasPrefix(name, "optimizer.") {
-			return nil, fmt.Errorf("param %d has the name %q (want a non-empty name not starting with \"optimizer.\")", i, name)
+		if name == "" || strings.HasPrefix(name, "optimizer.") || name == "__metadata__" || !utf8.ValidString(name) {
+			return nil, fmt.Errorf("param %d has the name %q (want a non-empty UTF-8 name, not \"__metadata__\", not starting with \"optimizer.\")", i, name)
 		}
 		if seen[name] {
 			return nil, fmt.Errorf("two params are named %q", name)
@@ -148,6 +149,9 @@ func SaveCheckpoint(path string, c Checkpoint) error {
 	for k, v := range c.Meta {
 		if strings.HasPrefix(k, "gomoe.") {
 			return fail(fmt.Errorf("metadata key %q is reserved (starts with \"gomoe.\")", k))
+		}
+		if !utf8.ValidString(k) || !utf8.ValidString(v) {
+			return fail(fmt.Errorf("metadata %q = %q is not UTF-8 (the file's header is JSON)", k, v))
 		}
 		meta[k] = v
 	}
@@ -415,8 +419,8 @@ func readOptimizer(meta map[string]string, opt G.Solver) (*optLoad, error) {
 		dsts = append(dsts, &ol.b1, &ol.b2, &ol.eps)
 		s := meta["gomoe.adam.step"]
 		t, err := strconv.Atoi(s)
-		if err != nil || t < 0 {
-			return nil, fmt.Errorf("metadata gomoe.adam.step = %q, want a step count >= 0", s)
+		if err != nil || t < 0 || t > MaxAdamSteps {
+			return nil, fmt.Errorf("metadata gomoe.adam.step = %q, want a step count in [0, %d]", s, MaxAdamSteps)
 		}
 		ol.t = t
 	}

@@ -1,6 +1,7 @@
 package train_test
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"github.com/gomoe/gomoe/bfloat16"
 	"github.com/gomoe/gomoe/moe"
 	"github.com/gomoe/gomoe/op"
+	"github.com/gomoe/gomoe/safetensors"
 	"github.com/gomoe/gomoe/train"
 )
 
@@ -506,12 +508,69 @@ func TestLoadCheckpointErrors(t *testing.T) {
 	if err := train.SaveCheckpoint(filepath.Join(dir, "x"), train.Checkpoint{Params: G.Nodes{a}, Meta: map[string]string{"gomoe.step": "1"}}); err == nil || !strings.Contains(err.Error(), "reserved") {
 		t.Errorf("reserved metadata key: %v", err)
 	}
+	for _, c := range []struct {
+		name string
+		ck   train.Checkpoint
+		want string
+	}{
+		// A tensor named __metadata__ would take the place of the header's metadata.
+		{"param named __metadata__", train.Checkpoint{Params: G.Nodes{mk("__metadata__", []int{1}, []float32{0})}}, `not "__metadata__"`},
+		// The header is JSON: a name or a value that is not UTF-8 would come back changed.
+		{"param name not UTF-8", train.Checkpoint{Params: G.Nodes{mk("w\xff", []int{1}, []float32{0})}}, "UTF-8 name"},
+		{"metadata value not UTF-8", train.Checkpoint{Params: G.Nodes{a}, Meta: map[string]string{"k": "\xff\x00raw"}}, "is not UTF-8"},
+		{"metadata key not UTF-8", train.Checkpoint{Params: G.Nodes{a}, Meta: map[string]string{"k\xfe": "v"}}, "is not UTF-8"},
+	} {
+		if err := train.SaveCheckpoint(filepath.Join(dir, "x"), c.ck); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want an error containing %q", c.name, err, c.want)
+		}
+	}
 	i32 := G.NewVector(G.NewGraph(), tensor.Int32, G.WithShape(2), G.WithName("i"), G.WithValue(tensor.New(tensor.WithShape(2), tensor.WithBacking([]int32{1, 2}))))
 	if err := train.SaveCheckpoint(filepath.Join(dir, "x"), train.Checkpoint{Params: G.Nodes{i32}}); err == nil || !strings.Contains(err.Error(), "want float32, float64 or bfloat16") {
 		t.Errorf("int32 param: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "x")); err == nil {
 		t.Errorf("a refused save wrote the file")
+	}
+}
+
+// TestAdamStepLimit: a checkpoint may not claim more than MaxAdamSteps steps, and an Adam at
+// the limit refuses the next step without touching the weights (the count would wrap around
+// and the bias corrections with it).
+func TestAdamStepLimit(t *testing.T) {
+	dir := t.TempDir()
+	file := func(step string) string {
+		p := filepath.Join(dir, "c"+step+".safetensors")
+		f, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		meta := map[string]string{"gomoe.format": "gomoe-checkpoint/1", "gomoe.optimizer": "adam",
+			"gomoe.adam.step": step, "gomoe.adam.lr": "0.1", "gomoe.adam.beta1": "0.9",
+			"gomoe.adam.beta2": "0.999", "gomoe.adam.eps": "1e-8", "gomoe.adam.weight_decay": "0", "gomoe.adam.max_grad_norm": "0"}
+		if err := safetensors.Write(f, map[string]safetensors.Tensor{"a": {Shape: []int{2}, Data: []float32{1, 2}}}, meta); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	node := func() *G.Node {
+		return G.NewVector(G.NewGraph(), tensor.Float32, G.WithShape(2), G.WithName("a"),
+			G.WithValue(tensor.New(tensor.WithShape(2), tensor.WithBacking([]float32{7, 7}))))
+	}
+	over := fmt.Sprint(int64(train.MaxAdamSteps) + 1)
+	if _, err := train.LoadCheckpoint(file(over), train.Checkpoint{Params: G.Nodes{node()}, Optimizer: train.NewAdam(1)}); err == nil || !strings.Contains(err.Error(), "gomoe.adam.step") {
+		t.Errorf("step %s: got %v, want an error naming gomoe.adam.step", over, err)
+	}
+	a, opt := node(), train.NewAdam(1)
+	if _, err := train.LoadCheckpoint(file(fmt.Sprint(train.MaxAdamSteps)), train.Checkpoint{Params: G.Nodes{a}, Optimizer: opt}); err != nil {
+		t.Fatal(err)
+	}
+	g := tensor.New(tensor.WithShape(2), tensor.WithBacking([]float32{1, 1}))
+	if err := opt.Step([]G.ValueGrad{vg{a.Value(), g}}); err == nil || !strings.Contains(err.Error(), "the most it counts") {
+		t.Errorf("a step past MaxAdamSteps: got %v, want an error", err)
+	}
+	if v := a.Value().Data().([]float32); v[0] != 1 || v[1] != 2 || opt.Steps() != train.MaxAdamSteps {
+		t.Errorf("the refused step changed the weights %v or the count %d", v, opt.Steps())
 	}
 }
 

@@ -55,6 +55,10 @@ func NewAdam(lr float64) *Adam {
 }
 
 // Steps is the number of steps taken.
+// MaxAdamSteps is the most steps an Adam counts (2³¹−1): a further Step is an error, and so is
+// a checkpoint that claims more.
+const MaxAdamSteps = math.MaxInt32
+
 func (a *Adam) Steps() int {
 	if a == nil {
 		return 0
@@ -167,6 +171,8 @@ func (a *Adam) Step(vgs []G.ValueGrad) error {
 		return fmt.Errorf("gomoe: train: Adam: eps %v and weight decay %v, want eps > 0 and decay >= 0", a.Eps, a.WeightDecay)
 	case !(a.MaxGradNorm >= 0) || math.IsInf(a.MaxGradNorm, 0):
 		return fmt.Errorf("gomoe: train: Adam: MaxGradNorm %v, want a finite value >= 0 (0: no clipping)", a.MaxGradNorm)
+	case a.t >= MaxAdamSteps:
+		return fmt.Errorf("gomoe: train: Adam: %d steps taken, the most it counts", a.t)
 	}
 	var err2 error
 	if a.state, err2 = ensure(a.state, ps, true); err2 != nil {
