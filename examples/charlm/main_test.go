@@ -199,3 +199,61 @@ func TestResume(t *testing.T) {
 	}
 	trainutil.CheckLossFalls(t, whole.StepLoss, 0.8)
 }
+
+// TestResumeAtTheEnd: resuming a finished run runs no step and reports the saved model
+// (no plots: there is no curve); resuming past this run's end is an error that leaves the
+// checkpoint as it was.
+func TestResumeAtTheEnd(t *testing.T) {
+	cfg := smallConfig(t)
+	cfg.Steps, cfg.EvalEvery = 40, 0
+	dir := filepath.Join(t.TempDir(), "ckpt")
+	a := cfg
+	a.Save = dir
+	done, err := run(a, io.Discard, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := cfg
+	b.Resume = dir
+	var out bytes.Buffer
+	res, err := run(b, &out, nil)
+	if err != nil {
+		t.Fatalf("resuming a finished run: %v", err)
+	}
+	if len(res.StepLoss) != 0 || res.BPC != done.BPC || !strings.Contains(out.String(), "no plots written") {
+		t.Errorf("resumed at the end: %d steps, %v bits/char (the run gave %v); output:\n%s", len(res.StepLoss), res.BPC, done.BPC, out.String())
+	}
+	ckpt := filepath.Join(dir, trainutil.CheckpointFile)
+	before, err := os.ReadFile(ckpt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		mod  func(*config)
+	}{
+		{"-stop-at before the saved step", func(c *config) { c.StopAt = 20 }},
+		{"-steps before the saved step", func(c *config) { c.Steps = 30 }},
+	} {
+		r := cfg
+		r.Resume, r.Save = dir, dir
+		c.mod(&r)
+		if _, err := run(r, io.Discard, nil); err == nil || !strings.Contains(err.Error(), "past this run's end") {
+			t.Errorf("%s: got %v, want an error", c.name, err)
+		}
+		if after, _ := os.ReadFile(ckpt); !bytes.Equal(after, before) {
+			t.Errorf("%s: the checkpoint changed", c.name)
+		}
+	}
+	// -save naming a file fails before any training.
+	file := filepath.Join(t.TempDir(), "afile")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := cfg
+	s.Save = file
+	var out2 bytes.Buffer
+	if _, err := run(s, &out2, nil); err == nil || !strings.Contains(err.Error(), "-save") || strings.Contains(out2.String(), "step ") {
+		t.Errorf("-save naming a file: got %v after output:\n%s", err, out2.String())
+	}
+}

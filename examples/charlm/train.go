@@ -427,6 +427,10 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	fmt.Fprintf(out, "sample (temperature %g):\n%s%s\n", cfg.Temp, cfg.Prompt, res.Sample)
 
 	// Plots.
+	if len(res.StepLoss) == 0 { // resumed at the end: no step ran, nothing to plot
+		fmt.Fprintln(out, "no step ran (the checkpoint is at the end of the run): no plots written")
+		return res, nil
+	}
 	xs := make([]float64, len(res.StepLoss))
 	bits := make([]float64, len(res.StepLoss))
 	for i, v := range res.StepLoss {

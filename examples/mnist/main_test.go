@@ -147,3 +147,30 @@ func TestResume(t *testing.T) {
 		}
 	}
 }
+
+// TestResumeAtTheEnd: resuming a finished run (MoE and dense) runs no step and reports the
+// saved model's test accuracy, without plots.
+func TestResumeAtTheEnd(t *testing.T) {
+	for _, dense := range []bool{false, true} {
+		cfg := smallConfig(t)
+		cfg.Steps = 20
+		cfg.Block.Dense = dense
+		dir := filepath.Join(t.TempDir(), "ckpt")
+		a := cfg
+		a.Save = dir
+		done, err := run(a, io.Discard, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := cfg
+		b.Resume = dir
+		var out bytes.Buffer
+		res, err := run(b, &out, nil)
+		if err != nil {
+			t.Fatalf("dense %v: resuming a finished run: %v", dense, err)
+		}
+		if len(res.StepLoss) != 0 || res.TestAcc != done.TestAcc || !strings.Contains(out.String(), "no plots written") {
+			t.Errorf("dense %v: %d steps, accuracy %v (the run gave %v); output:\n%s", dense, len(res.StepLoss), res.TestAcc, done.TestAcc, out.String())
+		}
+	}
+}

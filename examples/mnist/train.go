@@ -382,6 +382,10 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	}
 
 	// Plots.
+	if len(res.StepLoss) == 0 { // resumed at the end: no step ran, nothing to plot
+		fmt.Fprintln(out, "no step ran (the checkpoint is at the end of the run): no plots written")
+		return res, nil
+	}
 	xs := make([]float64, len(res.StepLoss))
 	for i := range xs {
 		xs[i] = float64(first + i + 1)

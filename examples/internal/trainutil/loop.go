@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 
 	G "gorgonia.org/gorgonia"
@@ -139,6 +140,16 @@ func (c LoopConfig) StartRun(out, bar io.Writer, learn G.Nodes, opt *train.Adam,
 		return nil, err
 	}
 	last := c.Last(steps)
+	if first > last {
+		// Running nothing and saving would label the checkpoint's weights with an earlier step.
+		return nil, fmt.Errorf("the checkpoint in %s is at step %d, past this run's end at step %d (-steps %d, -stop-at %d): nothing to run", c.Resume, first, last, steps, c.StopAt)
+	}
+	if c.Save != "" {
+		// Found out now, not after the training, when the first checkpoint is written.
+		if err := os.MkdirAll(c.Save, 0o755); err != nil {
+			return nil, fmt.Errorf("-save: %w", err)
+		}
+	}
 	prog := train.NewProgress(bar, out, int64(max(last-first, 0)*batch), unit, "train")
 	return &Session{First: first, Last: last, Prog: prog, c: c, learn: learn, opt: opt, steps: steps, src: sources}, nil
 }

@@ -43,6 +43,7 @@ func SaveLines(path, title, xlabel, ylabel string, logY bool, series ...Series) 
 		p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
 	}
 	p.Add(plotter.NewGrid())
+	drawn := 0
 	for i, s := range series {
 		if len(s.X) != len(s.Y) {
 			return fmt.Errorf("trainutil: series %q has %d x and %d y values", s.Name, len(s.X), len(s.Y))
@@ -67,6 +68,7 @@ func SaveLines(path, title, xlabel, ylabel string, logY bool, series ...Series) 
 		l.Color = plotutil.Color(i)
 		l.Width = vg.Points(1.5)
 		p.Add(l)
+		drawn++
 		p.Legend.Add(s.Name, l)
 		if s.Points {
 			sc, err := plotter.NewScatter(xys)
@@ -77,6 +79,9 @@ func SaveLines(path, title, xlabel, ylabel string, logY bool, series ...Series) 
 			sc.Shape = draw.CircleGlyph{}
 			p.Add(sc)
 		}
+	}
+	if drawn == 0 { // gonum's axes cannot be drawn without data (a log axis panics)
+		return errors.New("trainutil: no points to plot")
 	}
 	return saveLegendRight(p, path, 8*vg.Inch, 4*vg.Inch, 1.6*vg.Inch)
 }

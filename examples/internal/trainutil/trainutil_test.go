@@ -94,6 +94,17 @@ func TestPlots(t *testing.T) {
 	if err := SaveLines(bad, "t", "x", "y", false, Series{Name: "a", X: []float64{1, 2}, Y: []float64{1}}); err == nil {
 		t.Error("SaveLines accepted series of unequal lengths")
 	}
+	// No point to draw (none at all, or none positive on a log axis): an error, not gonum's
+	// panic on an axis without data.
+	if err := SaveLines(bad, "t", "x", "y", true, Series{Name: "a"}, Series{Name: "b", X: []float64{1}, Y: []float64{0}}); err == nil {
+		t.Error("SaveLines accepted a log axis with no positive point")
+	}
+	if err := SaveLines(bad, "t", "x", "y", false, Series{Name: "a"}); err == nil {
+		t.Error("SaveLines accepted series without points")
+	}
+	if err := SaveLines(bad, "t", "x", "y", false); err == nil {
+		t.Error("SaveLines accepted no series")
+	}
 	if err := SaveExpertLoad(bad, "t", &train.LoadTracker{}); err == nil {
 		t.Error("SaveExpertLoad accepted a tracker without snapshots")
 	}
