@@ -206,22 +206,13 @@ func TestResume(t *testing.T) {
 func TestResumeAtTheEnd(t *testing.T) {
 	cfg := smallConfig(t)
 	cfg.Steps, cfg.EvalEvery = 40, 0
-	dir := filepath.Join(t.TempDir(), "ckpt")
-	a := cfg
-	a.Save = dir
-	done, err := run(a, io.Discard, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := cfg
-	b.Resume = dir
-	var out bytes.Buffer
-	res, err := run(b, &out, nil)
-	if err != nil {
-		t.Fatalf("resuming a finished run: %v", err)
-	}
-	if len(res.StepLoss) != 0 || res.BPC != done.BPC || !strings.Contains(out.String(), "no plots written") {
-		t.Errorf("resumed at the end: %d steps, %v bits/char (the run gave %v); output:\n%s", len(res.StepLoss), res.BPC, done.BPC, out.String())
+	done, res, out, dir := trainutil.ResumeFinished(t, func(save, resume string, out io.Writer) (*result, error) {
+		c := cfg
+		c.Save, c.Resume = save, resume
+		return run(c, out, nil)
+	})
+	if len(res.StepLoss) != 0 || res.BPC != done.BPC || !strings.Contains(out, "no plots written") {
+		t.Errorf("resumed at the end: %d steps, %v bits/char (the run gave %v); output:\n%s", len(res.StepLoss), res.BPC, done.BPC, out)
 	}
 	ckpt := filepath.Join(dir, trainutil.CheckpointFile)
 	before, err := os.ReadFile(ckpt)

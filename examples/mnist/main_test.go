@@ -155,22 +155,13 @@ func TestResumeAtTheEnd(t *testing.T) {
 		cfg := smallConfig(t)
 		cfg.Steps = 20
 		cfg.Block.Dense = dense
-		dir := filepath.Join(t.TempDir(), "ckpt")
-		a := cfg
-		a.Save = dir
-		done, err := run(a, io.Discard, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b := cfg
-		b.Resume = dir
-		var out bytes.Buffer
-		res, err := run(b, &out, nil)
-		if err != nil {
-			t.Fatalf("dense %v: resuming a finished run: %v", dense, err)
-		}
-		if len(res.StepLoss) != 0 || res.TestAcc != done.TestAcc || !strings.Contains(out.String(), "no plots written") {
-			t.Errorf("dense %v: %d steps, accuracy %v (the run gave %v); output:\n%s", dense, len(res.StepLoss), res.TestAcc, done.TestAcc, out.String())
+		done, res, out, _ := trainutil.ResumeFinished(t, func(save, resume string, out io.Writer) (*result, error) {
+			c := cfg
+			c.Save, c.Resume = save, resume
+			return run(c, out, nil)
+		})
+		if len(res.StepLoss) != 0 || res.TestAcc != done.TestAcc || !strings.Contains(out, "no plots written") {
+			t.Errorf("dense %v: %d steps, accuracy %v (the run gave %v); output:\n%s", dense, len(res.StepLoss), res.TestAcc, done.TestAcc, out)
 		}
 	}
 }

@@ -1,8 +1,11 @@
 package trainutil
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"math"
+	"path/filepath"
 	"testing"
 )
 
@@ -30,6 +33,24 @@ func ResumedLosses(a, b, whole []float64) error {
 		}
 	}
 	return nil
+}
+
+// ResumeFinished runs an example to its end with a checkpoint saved in a new folder, then
+// again resumed from that checkpoint (run's arguments: the -save and -resume folders, "" for
+// none, and where the run prints), and returns both results, the resumed run's output and the
+// folder; it stops t at the first error.
+func ResumeFinished[R any](t testing.TB, run func(save, resume string, out io.Writer) (R, error)) (done, resumed R, out, dir string) {
+	t.Helper()
+	dir = filepath.Join(t.TempDir(), "ckpt")
+	done, err := run(dir, "", io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if resumed, err = run("", dir, &b); err != nil {
+		t.Fatalf("resuming a finished run: %v", err)
+	}
+	return done, resumed, b.String(), dir
 }
 
 // RunCPUAndGPU runs an example's run on the CPU and on the GPU (run's argument is the
