@@ -132,13 +132,19 @@ func RunRank(c Communicator, fn func() error) (err error) {
 		c.Abort(err)
 		return err
 	}
+	returned := false
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("gomoe: ep: rank %d panicked: %v\n%s", c.Rank(), r, debug.Stack())
+		} else if !returned {
+			// fn neither returned nor panicked: runtime.Goexit (t.FailNow in a test, say).
+			err = fmt.Errorf("gomoe: ep: rank %d's step exited without returning (runtime.Goexit)", c.Rank())
 		}
 		if err != nil {
 			c.Abort(err)
 		}
 	}()
-	return fn()
+	err = fn()
+	returned = true
+	return err
 }

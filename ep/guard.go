@@ -64,6 +64,9 @@ func Guard(c Communicator, build func(in ...*G.Node) (*G.Node, error), in ...*G.
 	if out == nil || out.Op() == nil {
 		return nil, opkit.Errorf(name, "build made no op node")
 	}
+	if out.Graph() != scratch || scratch.From(out.ID()) == nil {
+		return nil, opkit.Errorf(name, "build made a node outside the graph of its arguments; it must apply one op to them, not to nodes it holds")
+	}
 	kids := G.Nodes{}
 	for it := scratch.From(out.ID()); it.Next(); {
 		kids = append(kids, it.Node().(*G.Node))

@@ -2,14 +2,17 @@ package ep
 
 import (
 	"errors"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/kernels"
+	"github.com/gomoe/gomoe/op"
 )
 
 // rankDeadline bounds how long the ranks of a hostile case may take in all: far more than
@@ -197,6 +200,58 @@ func TestHostileRunRankAndGuard(t *testing.T) {
 	}
 	if _, err := Guard(c2, nil, nil); err == nil {
 		t.Error("Guard with a nil input: no error")
+	}
+	// A build that applies its op to a node it holds instead of its argument (it used to
+	// panic walking a node Guard's graph does not have).
+	gr := G.NewGraph()
+	logits := G.NewMatrix(gr, tensor.Float64, G.WithShape(3, 4), G.WithName("logits"),
+		G.WithValue(tensor.New(tensor.WithShape(3, 4), tensor.WithBacking(make([]float64, 12)))))
+	if _, err := Guard(c2, func(in ...*G.Node) (*G.Node, error) {
+		return op.TopK(logits, 2, op.TopKOpts{})
+	}, logits); err == nil || !strings.Contains(err.Error(), "outside the graph of its arguments") {
+		t.Errorf("Guard of a build that ignores its arguments: %v", err)
+	}
+}
+
+// TestHostileGoexit: a rank whose step ends with runtime.Goexit (t.FailNow in a rank's
+// goroutine, say) neither returns nor panics; RunRank and Group.Run still abort, so that the
+// other ranks return instead of waiting forever in their collective.
+func TestHostileGoexit(t *testing.T) {
+	wait := func(what string, done <-chan error, g *Group) error {
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(rankDeadline):
+			g.Abort(errors.New("test cleanup"))
+			t.Fatalf("%s: still waiting %v after a rank's Goexit", what, rankDeadline)
+			return nil
+		}
+	}
+	g, _ := NewGroupTimeout(2, 0)
+	c0, _ := g.Comm(0)
+	c1, _ := g.Comm(1)
+	// The rank that calls Goexit never sees RunRank return; its abort reaches the other rank.
+	go RunRank(c0, func() error { runtime.Goexit(); return nil })
+	done := make(chan error, 1)
+	go func() {
+		done <- RunRank(c1, func() error { _, err := c1.ExchangeCounts(make([]int32, 2)); return err })
+	}()
+	if err := wait("RunRank", done, g); !errors.Is(err, ErrAborted) || !strings.Contains(err.Error(), "Goexit") {
+		t.Errorf("RunRank of the rank left waiting: %v, want ErrAborted naming the Goexit", err)
+	}
+	g2, _ := NewGroupTimeout(2, 0)
+	done2 := make(chan error, 1)
+	go func() {
+		done2 <- g2.Run(func(c Communicator) error {
+			if c.Rank() == 0 {
+				runtime.Goexit()
+			}
+			_, err := c.ExchangeCounts(make([]int32, 2))
+			return err
+		})
+	}()
+	if err := wait("Group.Run", done2, g2); err == nil || !strings.Contains(err.Error(), "Goexit") {
+		t.Errorf("Group.Run: %v, want the Goexit error", err)
 	}
 }
 

@@ -130,9 +130,13 @@ func (g *Group) Run(fn func(c Communicator) error) error {
 		wg.Add(1)
 		go func(r int) {
 			defer wg.Done()
+			returned := false
 			defer func() {
 				if p := recover(); p != nil {
 					errs[r] = fmt.Errorf("ep: rank %d panicked: %v\n%s", r, p, debug.Stack())
+					g.Abort(errs[r])
+				} else if !returned { // runtime.Goexit (t.FailNow in a test, say)
+					errs[r] = fmt.Errorf("ep: rank %d's fn exited without returning (runtime.Goexit)", r)
 					g.Abort(errs[r])
 				}
 			}()
@@ -140,6 +144,7 @@ func (g *Group) Run(fn func(c Communicator) error) error {
 				errs[r] = fmt.Errorf("rank %d: %w", r, err)
 				g.Abort(errs[r])
 			}
+			returned = true
 		}(r)
 	}
 	wg.Wait()
