@@ -15,6 +15,9 @@ func Cast[D, S float32 | float64](out []D, in []S) error {
 	if len(out) != len(in) {
 		return fmt.Errorf("gomoe: Cast: %d outputs for %d inputs", len(out), len(in))
 	}
+	if err := checkInPlace("Cast", []span{spanOf("out", out)}, []span{spanOf("in", in)}); err != nil {
+		return err
+	}
 	for i, x := range in {
 		out[i] = D(x)
 	}

@@ -51,6 +51,9 @@ func GatherTopKBackward[F float32 | float64](ds, g []F, ids []int32, E, K int) e
 	if err := gatherTopKCheck("GatherTopKGrad", len(ds), len(ids), len(g), ids, E, K); err != nil {
 		return err
 	}
+	if err := checkDisjoint("GatherTopKGrad", []span{spanOf("ds", ds)}, []span{spanOf("g", g), spanOf("ids", ids)}); err != nil {
+		return err
+	}
 	for i, e := range ids {
 		if e >= 0 {
 			ds[(i/K)*E+int(e)] += g[i]

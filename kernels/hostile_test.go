@@ -202,6 +202,13 @@ func TestHostileOverlapNN(t *testing.T) {
 		}, "AdamUpdate: output m overlaps output v", nil},
 		{"SGD p overlaps g", func(b []float32) error { return SGDUpdate(b[0:4], b[2:6], 0.1, 0) }, "SGDUpdate: output p overlaps input g", nil},
 		{"SwiGLU out over b", func(b []float32) error { return ActivationForward(SwiGLU, b[0:4], b[4:8], b[3:7]) }, "partly overlaps input b", nil},
+		// These five took no overlap check and gave wrong values (Cast shifted: [1 1 1 1]).
+		{"Cast shifted by one", func(b []float32) error { return Cast(b[1:5], b[0:4]) }, "Cast: output out partly overlaps input in", nil},
+		{"Cast in place", func(b []float32) error { return Cast(b, b) }, "", func(b []float32) bool { return b[0] == 1 && b[7] == -8 }},
+		{"ZLossBackward shifted", func(b []float32) error { return ZLossBackward(b[1:5], b[0:4], 2, 2, 1, 1) }, "ZLossBackward: output dx partly overlaps input x", nil},
+		{"RowLogSumExp shifted", func(b []float32) error { return RowLogSumExp(b[1:3], b[0:4], 2) }, "RowLogSumExp: output out partly overlaps input x", nil},
+		{"RowLogSumExpBackward dx = x", func(b []float32) error { return RowLogSumExpBackward(b[0:4], b[0:4], b[4:6], b[6:8], 2) }, "RowLogSumExpGrad: output dx overlaps input x", nil},
+		{"GatherTopKBackward ds over g", func(b []float32) error { return GatherTopKBackward(b[0:4], b[2:4], []int32{1, 0}, 2, 1) }, "GatherTopKGrad: output ds overlaps input g", nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -23,6 +23,9 @@ func RowLogSumExp[F float32 | float64](out, x []F, E int) error {
 	if err := lseCheck("RowLogSumExp", len(x), len(out), E); err != nil {
 		return err
 	}
+	if err := checkInPlace("RowLogSumExp", []span{spanOf("out", out)}, []span{spanOf("x", x)}); err != nil {
+		return err
+	}
 	for t := range out {
 		row := x[t*E : (t+1)*E]
 		m := math.Inf(-1)
@@ -51,6 +54,9 @@ func RowLogSumExpBackward[F float32 | float64](dx, x, lse, g []F, E int) error {
 	}
 	if len(dx) != len(x) || len(g) != len(lse) {
 		return fmt.Errorf("gomoe: %s: dx has %d elements and g %d, want %d and %d", name, len(dx), len(g), len(x), len(lse))
+	}
+	if err := checkDisjoint(name, []span{spanOf("dx", dx)}, []span{spanOf("x", x), spanOf("lse", lse), spanOf("g", g)}); err != nil {
+		return err
 	}
 	for t := range lse {
 		for e := 0; e < E; e++ {

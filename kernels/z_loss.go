@@ -65,6 +65,9 @@ func ZLossBackward[F float32 | float64](dx, x []F, T, E int, scale, dy float64) 
 	if len(dx) != T*E {
 		return fmt.Errorf("gomoe: %s: gradient of %d elements, want T·E = %d", name, len(dx), T*E)
 	}
+	if err := checkInPlace(name, []span{spanOf("dx", dx)}, []span{spanOf("x", x)}); err != nil {
+		return err
+	}
 	c := float64(2 * scale * dy)
 	for t := 0; t < T; t++ {
 		row := x[t*E : (t+1)*E]

@@ -125,6 +125,11 @@ func (op routerTopKOp) Do(vs ...G.Value) (G.Value, error) {
 	if len(vs) != op.Arity() {
 		return nil, opkit.Errorf(name, "want %d inputs, got %d", op.Arity(), len(vs))
 	}
+	for i, v := range vs { // a nil bias would otherwise be skipped as if the op had none
+		if v == nil {
+			return nil, opkit.Errorf(name, "input %d is nil", i)
+		}
+	}
 	if s := vs[0].Shape(); s.Dims() != 2 || s[1] != op.e {
 		return nil, opkit.Errorf(name, "logits have shape %v, want (T, E=%d)", s, op.e)
 	}

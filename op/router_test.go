@@ -201,4 +201,37 @@ func TestRouterRunErrors(t *testing.T) {
 	err = m.RunAll()
 	m.Close()
 	wantErr(t, "id 3 of 3 experts", err, "out of range")
+
+	// Do called directly with nil values: an error, not a panic, and a nil bias is not taken
+	// for no bias (logits [3 2 1] with bias [0 0 10] pick expert 2, without it expert 0).
+	k := G.NewGraph()
+	l := matNode(k, tensor.Float64, "l", 1, 3, []float64{3, 2, 1})
+	b := G.NewVector(k, tensor.Float64, G.WithShape(3), G.WithName("b"),
+		G.WithValue(tensor.New(tensor.WithBacking([]float64{0, 0, 10}))))
+	withBias, err := RouterTopK(l, 1, RouterOpts{Score: kernels.RouterSoftmax, Scale: 1, Bias: b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = withBias.Op().Do(l.Value(), nil)
+	wantErr(t, "nil bias", err, "input 1 is nil")
+	noBias, err := RouterTopK(l, 1, RouterOpts{Score: kernels.RouterSoftmax, Scale: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	jit, err := JitterNoise(l, 0.1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []*G.Node{noBias, jit} {
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					t.Errorf("%v.Do(nil) panicked: %v", n.Op(), p)
+				}
+			}()
+			if _, err := n.Op().Do(nil); err == nil {
+				t.Errorf("%v.Do(nil): no error", n.Op())
+			}
+		}()
+	}
 }
