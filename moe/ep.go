@@ -6,6 +6,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/bfloat16"
 	"github.com/gomoe/gomoe/ep"
 	"github.com/gomoe/gomoe/kernels"
 	"github.com/gomoe/gomoe/op"
@@ -42,6 +43,10 @@ func NewExpertParallel(g *G.ExprGraph, name string, cfg Config, comm ep.Communic
 	}
 	if g == nil {
 		return wrap(fmt.Errorf("nil graph"))
+	}
+	if cfg.Dtype == bfloat16.Dtype {
+		// ep.Dispatch and ep.Combine move float32 or float64 rows.
+		return wrap(fmt.Errorf("Dtype=%v: expert parallelism takes float32 or float64 layers", cfg.Dtype))
 	}
 	full, err := New(G.NewGraph(), name, cfg)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/bfloat16"
 	"github.com/gomoe/gomoe/ep"
 )
 
@@ -216,6 +217,7 @@ func TestNewExpertParallelErrors(t *testing.T) {
 		{"nil graph", nil, cfg, c2, []string{"nil graph"}},
 		{"bad config", G.NewGraph(), Config{}, c2, []string{"Hidden"}},
 		{"name taken", taken, cfg, c2, []string{"already has a layer"}},
+		{"bfloat16", G.NewGraph(), Config{Hidden: 2, FFN: 2, Experts: 4, TopK: 2, Dtype: bfloat16.Dtype}, c2, []string{"expert parallelism takes float32 or float64"}},
 	}
 	for _, tc := range cases {
 		var l *Layer
