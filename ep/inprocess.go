@@ -3,7 +3,6 @@ package ep
 import (
 	"errors"
 	"fmt"
-	"runtime/debug"
 	"sync"
 	"time"
 )
@@ -130,21 +129,15 @@ func (g *Group) Run(fn func(c Communicator) error) error {
 		wg.Add(1)
 		go func(r int) {
 			defer wg.Done()
-			returned := false
-			defer func() {
-				if p := recover(); p != nil {
-					errs[r] = fmt.Errorf("ep: rank %d panicked: %v\n%s", r, p, debug.Stack())
-					g.Abort(errs[r])
-				} else if !returned { // runtime.Goexit (t.FailNow in a test, say)
-					errs[r] = fmt.Errorf("ep: rank %d's fn exited without returning (runtime.Goexit)", r)
-					g.Abort(errs[r])
-				}
-			}()
-			if err := fn(g.comms[r]); err != nil {
+			c := g.comms[r]
+			// RunRank aborts the group on an error, a panic or runtime.Goexit; after a Goexit
+			// it does not return, and this error stays.
+			errs[r] = fmt.Errorf("rank %d: fn exited without returning (runtime.Goexit)", r)
+			if err := RunRank(c, func() error { return fn(c) }); err != nil {
 				errs[r] = fmt.Errorf("rank %d: %w", r, err)
-				g.Abort(errs[r])
+			} else {
+				errs[r] = nil
 			}
-			returned = true
 		}(r)
 	}
 	wg.Wait()

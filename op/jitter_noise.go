@@ -62,8 +62,8 @@ func (op *jitterNoiseOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 }
 
 func (op *jitterNoiseOp) Do(vs ...G.Value) (G.Value, error) {
-	if len(vs) != 1 || vs[0] == nil {
-		return nil, fmt.Errorf("gomoe: JitterNoise: want 1 non-nil input, got %v", vs)
+	if err := opkit.CheckArity("JitterNoise", vs, 1); err != nil {
+		return nil, err
 	}
 	dev, err := onDevice("JitterNoise", vs...)
 	if err != nil {

@@ -122,13 +122,8 @@ func (op routerTopKOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 
 func (op routerTopKOp) Do(vs ...G.Value) (G.Value, error) {
 	const name = "RouterTopK"
-	if len(vs) != op.Arity() {
-		return nil, opkit.Errorf(name, "want %d inputs, got %d", op.Arity(), len(vs))
-	}
-	for i, v := range vs { // a nil bias would otherwise be skipped as if the op had none
-		if v == nil {
-			return nil, opkit.Errorf(name, "input %d is nil", i)
-		}
+	if err := opkit.CheckArity(name, vs, op.Arity()); err != nil { // a nil bias is not "no bias"
+		return nil, err
 	}
 	if s := vs[0].Shape(); s.Dims() != 2 || s[1] != op.e {
 		return nil, opkit.Errorf(name, "logits have shape %v, want (T, E=%d)", s, op.e)

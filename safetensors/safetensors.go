@@ -5,9 +5,9 @@
 // transformers weights both go through it.
 //
 // Reading is lazy: [Open] and [Parse] read and check the headers only (dtypes, shapes, byte
-// ranges that tile each file's data section, names unique across shards), and a tensor's bytes are read from
-// the file when it is asked for, so that one block of a checkpoint of tens of GB costs the
-// memory of that block. [Tensors.Float64s] converts F32, F64, BF16 and F16 elements to
+// ranges that tile each file's data section, names unique across shards), and a tensor's
+// bytes are read from the file when it is asked for, so that one block of a checkpoint of
+// tens of GB costs the memory of that block. [Tensors.Float64s] converts F32, F64, BF16 and F16 elements to
 // float64 exactly; [Tensors.Read] copies F32, F64 or BF16 elements into a slice of the same
 // type, bit for bit.
 //
@@ -138,8 +138,7 @@ func (ts *Tensors) add(src io.ReaderAt, size int64) error {
 		return fmt.Errorf("%w: header: %w", errFormat, err)
 	}
 	start, dataLen := 8+int64(n), size-8-int64(n)
-	var spans [][3]int64 // begin, end, and the index of the name in names, of this file's tensors
-	var names []string
+	var spans []span // this file's tensors
 	for name, msg := range raw {
 		if name == "__metadata__" {
 			var md map[string]string
@@ -168,26 +167,31 @@ func (ts *Tensors) add(src io.ReaderAt, size int64) error {
 		if _, dup := ts.entries[name]; dup {
 			return fmt.Errorf("tensor %q appears twice", name)
 		}
-		spans = append(spans, [3]int64{e.off, e.off + e.size, int64(len(names))})
-		names = append(names, name)
+		spans = append(spans, span{name, e.off, e.off + e.size})
 		e.src, e.off = src, start+e.off
 		ts.entries[name] = e
 	}
-	return checkTiling(spans, names, dataLen)
+	return checkTiling(spans, dataLen)
 }
 
-// checkTiling checks that the tensors' byte ranges (spans: begin, end, index into names) tile
-// the data section of dataLen bytes: in order of their offsets, each starts where the one
-// before ends, the first at 0, and the last ends at dataLen, as the format asks (and
-// Hugging Face's reader checks). So no two tensors share bytes and no byte is left over.
-func checkTiling(spans [][3]int64, names []string, dataLen int64) error {
-	slices.SortFunc(spans, func(a, b [3]int64) int { return cmp.Or(cmp.Compare(a[0], b[0]), cmp.Compare(a[1], b[1])) })
+// span is a tensor's byte range [lo, hi) in its file's data section.
+type span struct {
+	name   string
+	lo, hi int64
+}
+
+// checkTiling checks that the tensors' byte ranges tile the data section of dataLen bytes: in
+// order of their offsets, each starts where the one before ends, the first at 0, and the last
+// ends at dataLen, as the format asks (and Hugging Face's reader checks). So no two tensors
+// share bytes and no byte is left over.
+func checkTiling(spans []span, dataLen int64) error {
+	slices.SortFunc(spans, func(a, b span) int { return cmp.Or(cmp.Compare(a.lo, b.lo), cmp.Compare(a.hi, b.hi)) })
 	pos := int64(0)
 	for _, sp := range spans {
-		if sp[0] != pos {
-			return fmt.Errorf("%w: header: tensor %q starts at byte %d of the data, want %d (tensors must tile the data, without overlaps or gaps)", errFormat, names[sp[2]], sp[0], pos)
+		if sp.lo != pos {
+			return fmt.Errorf("%w: header: tensor %q starts at byte %d of the data, want %d (tensors must tile the data, without overlaps or gaps)", errFormat, sp.name, sp.lo, pos)
 		}
-		pos = sp[1]
+		pos = sp.hi
 	}
 	if pos != dataLen {
 		return fmt.Errorf("%w: header: the tensors end at byte %d of the data, which has %d bytes", errFormat, pos, dataLen)

@@ -267,8 +267,8 @@ func (g *graphScalars) release() {
 }
 
 func (a *Adam) nextScalars(dev device.Backend, like *tensor.Dense) error {
-	if a.t >= MaxAdamSteps {
-		return fmt.Errorf("gomoe: train: Adam: %d steps taken, the most it counts", a.t)
+	if err := a.countErr(); err != nil {
+		return err
 	}
 	c1, c2 := a.corrections(a.t + 1)
 	return a.gsc.set(dev, like, []float64{a.LR, a.Beta1, a.Beta2, a.Eps, c1, c2, a.WeightDecay, 0, 0, 1, a.MaxGradNorm})

@@ -54,11 +54,19 @@ func NewAdam(lr float64) *Adam {
 	return &Adam{LR: lr, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8}
 }
 
-// Steps is the number of steps taken.
 // MaxAdamSteps is the most steps an Adam counts (2³¹−1): a further Step is an error, and so is
 // a checkpoint that claims more.
 const MaxAdamSteps = math.MaxInt32
 
+// countErr is the error of a step past MaxAdamSteps (eager or replayed), nil before it.
+func (a *Adam) countErr() error {
+	if a.t >= MaxAdamSteps {
+		return fmt.Errorf("gomoe: train: Adam: %d steps taken, the most it counts", a.t)
+	}
+	return nil
+}
+
+// Steps is the number of steps taken.
 func (a *Adam) Steps() int {
 	if a == nil {
 		return 0
@@ -171,8 +179,9 @@ func (a *Adam) Step(vgs []G.ValueGrad) error {
 		return fmt.Errorf("gomoe: train: Adam: eps %v and weight decay %v, want eps > 0 and decay >= 0", a.Eps, a.WeightDecay)
 	case !(a.MaxGradNorm >= 0) || math.IsInf(a.MaxGradNorm, 0):
 		return fmt.Errorf("gomoe: train: Adam: MaxGradNorm %v, want a finite value >= 0 (0: no clipping)", a.MaxGradNorm)
-	case a.t >= MaxAdamSteps:
-		return fmt.Errorf("gomoe: train: Adam: %d steps taken, the most it counts", a.t)
+	}
+	if err := a.countErr(); err != nil {
+		return err
 	}
 	var err2 error
 	if a.state, err2 = ensure(a.state, ps, true); err2 != nil {
