@@ -67,7 +67,10 @@ template <typename A> __device__ __forceinline__ A pwBwdOne(int kind, int which,
   }
   if (kind == PwGELU) {
     A th = tanhA((A)GELU_C * (x + (A)GELU_A * x * x * x));
-    return g * ((A)0.5 * ((A)1 + th) + (A)0.5 * x * ((A)1 - th * th) * (A)GELU_C * ((A)1 + (A)(3 * GELU_A) * x * x));
+    A d = (A)0.5 * ((A)1 + th), s = (A)1 - th * th;
+    // Where tanh has saturated (s = 0), x·x may overflow (|x| > 1.8e19 in float): 0·inf = NaN.
+    if (s != (A)0) d += (A)0.5 * x * s * (A)GELU_C * ((A)1 + (A)(3 * GELU_A) * x * x);
+    return g * d;
   }
   return g * x * ((A)1 - x);
 }

@@ -179,7 +179,11 @@ func actBackward[F float32 | float64](sc *actScratch, kind Activation, which int
 		case GELU:
 			x := float64(a[i])
 			th := math.Tanh(geluC * (x + geluA*x*x*x))
-			out[i] = F(g * (0.5*(1+th) + 0.5*x*(1-th*th)*geluC*(1+3*geluA*x*x)))
+			d := 0.5 * (1 + th)
+			if s := 1 - th*th; s != 0 { // where tanh has saturated, x·x may overflow: 0·∞
+				d += 0.5 * x * s * geluC * (1 + 3*geluA*x*x)
+			}
+			out[i] = F(g * d)
 		default:
 			v := float64(y[i])
 			out[i] = F(g * v * (1 - v))
@@ -289,7 +293,9 @@ type actScratch struct {
 func geluArgs(t []float32, d []float64, a []float32) {
 	for i, v := range a {
 		x := float64(v)
-		u2 := 2 * geluC * (x + geluA*x*x*x)
+		// σ(±1000) is already σ(±∞) in float64. Clamping keeps t finite: float32 overflows
+		// from 2u ≈ 3.4e38 (|x| ≈ 2e13) on, where d = 2u − t would be ∓∞ and σ(−t)·d NaN.
+		u2 := max(-1000, min(1000, 2*geluC*(x+geluA*x*x*x)))
 		t[i] = float32(u2)
 		d[i] = u2 - float64(t[i])
 	}

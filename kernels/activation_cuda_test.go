@@ -225,3 +225,51 @@ func TestCUDASwiGLUPackedBench(t *testing.T) {
 		}
 	}
 }
+
+// TestCUDAActivationsSaturated: far out, the GPU's activations give their limits, as the CPU's do
+// (TestActivationsSaturated): GELU and SwiGLU (b = 1) x and derivative 1 for large positive x,
+// 0 and 0 for large negative x; Sigmoid 1 and 0, derivative 0. GELU's derivative used to be NaN
+// from |x| ≈ 5e19 in float32 and bfloat16 (x·x overflowed beside tanh's 1 − th² = 0).
+func TestCUDAActivationsSaturated(t *testing.T) {
+	for _, d := range []DType{F32, BF16, F64} {
+		xs := []float64{1e12, 2e13, 1e20, 1e30, 3e38}
+		if d == F64 {
+			xs = append(xs, 1e150, 1.3e154, 1e200, 1.7e308)
+		}
+		var in []float64
+		for _, x := range xs {
+			in = append(in, x, -x)
+		}
+		in = cuToF64(cuWiden(cuElems(d, in))) // the values as d holds them
+		n := len(in)
+		ones := make([]float64, n)
+		for i := range ones {
+			ones[i] = 1
+		}
+		a, b, dy := cuUploadAny(t, cuElems(d, in)), cuUploadAny(t, cuElems(d, ones)), cuUploadAny(t, cuElems(d, ones))
+		y, g := cuAlloc(t, int64(d.Size()*n)), cuAlloc(t, int64(d.Size()*n))
+		read := func(b cuDevBuf) []float64 { return cuToF64(cuWiden(cuDownloadAs(t, d, b, n))) }
+		for _, kind := range []Activation{GELU, SwiGLU, Sigmoid} {
+			cuMust(t, testCUDA.ActivationForward(d, kind, y.p, a.p, b.p, int64(n)))
+			got := [][]float64{read(y)}
+			for w := 0; w < kind.Inputs(); w++ {
+				cuMust(t, testCUDA.ActivationBackward(d, kind, w, g.p, a.p, b.p, y.p, dy.p, int64(n)))
+				got = append(got, read(g))
+			}
+			for i, x := range in {
+				want := []float64{x, 1, x} // y, da, db (SwiGLU)
+				if x < 0 {
+					want = []float64{0, 0, 0}
+				}
+				if kind == Sigmoid {
+					want = []float64{want[1], 0}
+				}
+				for j := range got {
+					if got[j][i] != want[j] {
+						t.Errorf("%v %v at x=%g: result %d = %g, want %g", d, kind, x, j, got[j][i], want[j])
+					}
+				}
+			}
+		}
+	}
+}

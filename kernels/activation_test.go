@@ -89,3 +89,75 @@ func TestActivationsFloat32(t *testing.T) {
 		}
 	}
 }
+
+// TestActivationsSaturated: far out, every activation has saturated, and the results are its
+// limits, never NaN: GELU and SwiGLU (b = 1) give x for large positive x and 0 for large
+// negative x, with derivative 1 and 0; Sigmoid gives 1 and 0 with derivative 0. Before, float32
+// GELU gave NaN from |x| ≈ 2e13 (its float32 argument 2u overflowed) and float64 GELU's
+// derivative from |x| ≈ 1.3e154 (x·x overflowed beside tanh's 1 − th² = 0).
+func TestActivationsSaturated(t *testing.T) {
+	type point struct{ x, y, dx, db float64 }
+	ends := func(round func(float64) float64, xs ...float64) []point {
+		var ps []point
+		for _, x := range xs {
+			x = round(x)
+			ps = append(ps, point{x, x, 1, x}, point{-x, 0, 0, 0})
+		}
+		return ps
+	}
+	cases := []struct {
+		name string
+		f32  bool
+		pts  []point
+	}{
+		{"float32", true, ends(func(x float64) float64 { return float64(float32(x)) }, 1e12, 2e13, 1e20, 1e30, math.MaxFloat32)},
+		{"float64", false, ends(func(x float64) float64 { return x }, 1e12, 2e13, 1e20, 1e150, 1.3e154, 1e155, 1e200, math.MaxFloat64)},
+	}
+	for _, c := range cases {
+		for _, kind := range []Activation{GELU, SwiGLU, Sigmoid} {
+			n := len(c.pts)
+			a, b, dy := make([]float64, n), make([]float64, n), make([]float64, n)
+			for i, p := range c.pts {
+				a[i], b[i], dy[i] = p.x, 1, 1
+			}
+			var y, g0, g1 []float64
+			if c.f32 {
+				y, g0, g1 = saturatedRun(t, kind, to32(a), to32(b), to32(dy))
+			} else {
+				y, g0, g1 = saturatedRun(t, kind, a, b, dy)
+			}
+			for i, p := range c.pts {
+				wy, wd, wb := p.y, p.dx, p.db
+				if kind == Sigmoid {
+					wy, wd = p.dx, 0 // σ's limits are 1 and 0, and y·(1−y) = 0 at both
+				}
+				if y[i] != wy || g0[i] != wd || (kind == SwiGLU && g1[i] != wb) {
+					t.Errorf("%s %v at x=%g: y=%g da=%g db=%g, want %g %g %g", c.name, kind, p.x, y[i], g0[i], g1[i], wy, wd, wb)
+				}
+			}
+		}
+	}
+}
+
+// saturatedRun runs kind's forward and the backward of each input on a, b, dy and returns
+// them widened to float64 (g1 is zeros for one-input kinds).
+func saturatedRun[F float32 | float64](t *testing.T, kind Activation, a, b, dy []F) (y, g0, g1 []float64) {
+	t.Helper()
+	n := len(a)
+	yv := make([]F, n)
+	if err := ActivationForward(kind, yv, a, b); err != nil {
+		t.Fatal(err)
+	}
+	var gs [2][]float64
+	for w := 0; w < kind.Inputs(); w++ {
+		g := make([]F, n)
+		if err := ActivationBackward(kind, w, g, a, b, yv, dy); err != nil {
+			t.Fatal(err)
+		}
+		gs[w] = to64(g)
+	}
+	if gs[1] == nil {
+		gs[1] = make([]float64, n) // no input b: zeros, so callers index it freely
+	}
+	return to64(yv), gs[0], gs[1]
+}
