@@ -123,17 +123,23 @@ __device__ __forceinline__ void balanceBwd(const int *__restrict__ N, T *__restr
 // Σ exp; sigmoid: Σ σ) are found by one warp, as the row ops find them.
 
 // routerRowStats sets the row's statistics: softmax m (max) and s (Σ exp(x − m)); sigmoid
-// s = Σ σ(x) (m = 0), each summed as rowFwd sums it.
+// s = Σ σ(x) (m = 0), each summed as rowFwd sums it. It returns the score function the row
+// takes: a sigmoid row whose sigmoids sum below 2^-64 takes the softmax (balance_loss.go).
 template <typename T>
-__device__ __forceinline__ void routerRowStats(const T *__restrict__ xr, int E, int lane, int score, T &m, T &s) {
+__device__ __forceinline__ int routerRowStats(const T *__restrict__ xr, int E, int lane, int score, T &m, T &s) {
   if (score == RouterSoftmax) {
     routerRowSoftmax(xr, E, lane, m, s);
-    return;
+    return RouterSoftmax;
   }
   m = 0;
   s = 0;
   for (int j = lane; j < E; j += 32) s += sigm(xr[j]);
   s = warpSumA(s);
+  if (s < (T)0x1p-64) {
+    routerRowSoftmax(xr, E, lane, m, s);
+    return RouterSoftmax;
+  }
+  return RouterSigmoid;
 }
 
 // routerAuxScore is s[t,e] from the logit x and its row's statistics (rowFwd's rounding).
@@ -148,16 +154,18 @@ __device__ __forceinline__ void lossPartialsLogits(const int *__restrict__ ids, 
                                                    double *__restrict__ partP, int *__restrict__ partN, int K,
                                                    int E, int S, int cps, int score, int *__restrict__ status) {
   __shared__ T rowM[LOSS_CHUNK], rowS[LOSS_CHUNK];
+  __shared__ int rowScore[LOSS_CHUNK];
   int c = blockIdx.x;
   long long r0, r1;
   lossRows(c, cps, S, r0, r1);
   int lane = threadIdx.x & 31, warps = blockDim.x >> 5;
   for (long long t = r0 + (threadIdx.x >> 5); t < r1; t += warps) {
     T m, s;
-    routerRowStats(x + t * E, E, lane, score, m, s);
+    int sc = routerRowStats(x + t * E, E, lane, score, m, s);
     if (lane == 0) {
       rowM[t - r0] = m;
       rowS[t - r0] = s;
+      rowScore[t - r0] = sc;
     }
   }
   __syncthreads();
@@ -166,7 +174,7 @@ __device__ __forceinline__ void lossPartialsLogits(const int *__restrict__ ids, 
     double p = 0;
     int n = 0;
     for (long long t = r0; t < r1; t++) {
-      p = __dadd_rn(p, (double)routerAuxScore<T>(score, x[t * E + e], rowM[t - r0], rowS[t - r0]));
+      p = __dadd_rn(p, (double)routerAuxScore<T>(rowScore[t - r0], x[t * E + e], rowM[t - r0], rowS[t - r0]));
       lossCountRow(ids + t * K, K, E, e, n, bad);
     }
     long long o = (long long)c * E + e;
@@ -198,14 +206,14 @@ __device__ __forceinline__ void balanceBwdLogits(const int *__restrict__ N, cons
     const T *xr = x + t * E;
     T *dr = dx + t * E;
     T m, s;
-    routerRowStats(xr, E, lane, score, m, s);
+    int sc = routerRowStats(xr, E, lane, score, m, s);
     T d = 0;
-    for (int j = lane; j < E; j += 32) d += v[j] * routerAuxScore<T>(score, xr[j], m, s);
+    for (int j = lane; j < E; j += 32) d += v[j] * routerAuxScore<T>(sc, xr[j], m, s);
     d = warpSumA(d);
     for (int j = lane; j < E; j += 32) {
       T g = v[j] - d;
-      if (score == RouterSoftmax) {
-        dr[j] = routerAuxScore<T>(score, xr[j], m, s) * g;
+      if (sc == RouterSoftmax) { // also a sigmoid row that took the softmax: 1 − σ rounds to 1
+        dr[j] = routerAuxScore<T>(sc, xr[j], m, s) * g;
       } else {
         T sg = sigm(xr[j]);
         T gn = g / s;

@@ -127,15 +127,20 @@ func BalanceLossBackward[F float32 | float64](ds []F, ids []int32, T, K, E, B in
 // of op.Sigmoid). On the CPU these are those ops' kernels (RowForward, ActivationForward and
 // their backward) followed by BalanceLossForward or BalanceLossBackward, so they give the
 // chain's bits; the CUDA twins compute the scores inside the loss's own kernels with the
-// device ops' arithmetic, so on the device too they give the device chain's bits.
+// device ops' arithmetic, so on the device too they give the device chain's bits. The one
+// exception is a sigmoid row whose sigmoids sum below 2⁻⁶⁴ (every logit below about −44): it
+// takes the row softmax of the logits, which σ(x_e)/Σ σ equals there to the type's precision,
+// where the chain loses precision among subnormal numbers or divides 0 by 0 (as the fused
+// router does, router.go).
 
 // MaxRouterBalanceExperts is the largest E the device RouterBalanceLoss kernels take (the CPU
 // takes any): the backward keeps the scores' gradient of one sequence, E elements, in shared
 // memory.
 const MaxRouterBalanceExperts = 4096
 
-// routerAuxScores returns the scores s [T,E] of the logits, and for RouterSigmoid the sigmoids.
-func routerAuxScores[F float32 | float64](name string, logits []F, E int, score RouterScore) (s, sg []F, err error) {
+// routerAuxScores returns the scores s [T,E] of the logits, and for RouterSigmoid the sigmoids
+// and which rows took the softmax instead (nil: none).
+func routerAuxScores[F float32 | float64](name string, logits []F, E int, score RouterScore) (s, sg []F, soft []bool, err error) {
 	s = make([]F, len(logits))
 	switch score {
 	case RouterSoftmax:
@@ -145,10 +150,16 @@ func routerAuxScores[F float32 | float64](name string, logits []F, E int, score 
 		if err = ActivationForward(Sigmoid, sg, logits, nil); err == nil {
 			err = RowForward(RowNormalize, s, sg, E)
 		}
+		soft = sigmoidSoftRows(sg, nil, E)
+		for t, sf := range soft {
+			if sf && err == nil {
+				err = RowForward(RowSoftmax, s[t*E:(t+1)*E], logits[t*E:(t+1)*E], E)
+			}
+		}
 	default:
 		err = fmt.Errorf("gomoe: %s: unknown score function %d", name, int(score))
 	}
-	return s, sg, err
+	return s, sg, soft, err
 }
 
 // RouterBalanceLossForward returns BalanceLossForward(ids, s, T, K, E, B, scale) for the scores
@@ -161,7 +172,7 @@ func RouterBalanceLossForward[F float32 | float64](ids []int32, logits []F, T, K
 	if len(logits) != T*E {
 		return 0, fmt.Errorf("gomoe: %s: %d logits, want T·E = %d", name, len(logits), T*E)
 	}
-	s, _, err := routerAuxScores(name, logits, E, score)
+	s, _, _, err := routerAuxScores(name, logits, E, score)
 	if err != nil {
 		return 0, err
 	}
@@ -182,7 +193,7 @@ func RouterBalanceLossBackward[F float32 | float64](dlogits []F, ids []int32, lo
 	if err := checkInPlace(name, []span{spanOf("dlogits", dlogits)}, []span{spanOf("logits", logits)}); err != nil {
 		return err
 	}
-	s, sg, err := routerAuxScores(name, logits, E, score)
+	s, sg, soft, err := routerAuxScores(name, logits, E, score)
 	if err != nil {
 		return err
 	}
@@ -197,5 +208,16 @@ func RouterBalanceLossBackward[F float32 | float64](dlogits []F, ids []int32, lo
 	if err := RowBackward(RowNormalize, dsg, sg, s, ds, E); err != nil {
 		return err
 	}
-	return ActivationBackward(Sigmoid, 0, dlogits, logits, nil, sg, dsg)
+	if err := ActivationBackward(Sigmoid, 0, dlogits, logits, nil, sg, dsg); err != nil {
+		return err
+	}
+	for t, sf := range soft { // the row softmax's gradient (1 − σ rounds to 1 there)
+		if sf {
+			r := dlogits[t*E : (t+1)*E]
+			if err := RowBackward(RowSoftmax, r, nil, s[t*E:(t+1)*E], ds[t*E:(t+1)*E], E); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

@@ -8,7 +8,9 @@
 // (lane j holds columns j, j+32, ...; per-lane sums in that order, then warpSumA), the sigmoid
 // of activation.cuh, TopK's selection in double with topk.cuh's `better` order (a strict total
 // order, so the warp's arg-max is the sequential scan's), GatherTopK's scatter (0 + g, slots
-// in k order) and the engine's MulScalar for the scale.
+// in k order) and the engine's MulScalar for the scale. The exception: a sigmoid router's token
+// whose chosen scores sum below 2^-64 takes the softmax of its chosen logits (routerSoft; the
+// chain loses precision there or divides 0 by 0).
 //
 // Score kinds: RouterSoftmax 1, RouterSigmoid 2 (kernels.RouterScore). pre: softmax selects on
 // the full softmax (else on the logits, with a softmax over the chosen).
@@ -171,6 +173,35 @@ __device__ __forceinline__ T routerProb(T c, int score, bool onLogits, int K, T 
   return c;
 }
 
+// routerSoft reports whether a sigmoid router's token takes the softmax of its chosen logits
+// instead of σ(x_j)/Σσ(x_k) (router.go): its chosen scores sum cs below 2^-64 and it has a
+// chosen logit above -inf. If so it sets cm and cs to that softmax's maximum and Σ exp(x − cm)
+// over the chosen (an id outside [0, E) takes no part). The same on every lane.
+template <typename T>
+__device__ __forceinline__ bool routerSoft(const T *__restrict__ xr, const int *__restrict__ idr, int E, int K, int lane,
+                                           T &cm, T &cs) {
+  if (!(cs < (T)0x1p-64)) return false;
+  T m = -INFINITY;
+  for (int j = lane; j < K; j += 32)
+    if (idr[j] >= 0 && idr[j] < E) m = fmax(m, xr[idr[j]]);
+  m = warpMaxA(m);
+  if (m == -INFINITY) return false;
+  T z = 0;
+  for (int j = lane; j < K; j += 32)
+    if (idr[j] >= 0 && idr[j] < E) z += expA(xr[idr[j]] - m);
+  cm = m;
+  cs = warpSumA(z);
+  return true;
+}
+
+// routerSoftProb is prob j (before the scale) of a token routerSoft took: exp(x − cm)/cs.
+template <typename T>
+__device__ __forceinline__ T routerSoftProb(const T *__restrict__ xr, const int *__restrict__ idr, int j, int E, T cm,
+                                            T cs) {
+  int e = idr[j];
+  return e >= 0 && e < E ? expA(xr[e] - cm) / cs : (T)0;
+}
+
 // route_probs: probs [T,K] = scale · routerProb (scale 1: no multiply).
 template <typename T>
 __device__ __forceinline__ void routeProbs(const T *__restrict__ x, const int *__restrict__ ids, T *__restrict__ probs,
@@ -183,9 +214,11 @@ __device__ __forceinline__ void routeProbs(const T *__restrict__ x, const int *_
   T m = 0, s = 0, cm, cs;
   if (score == RouterSoftmax && pre) routerRowSoftmax(xr, E, lane, m, s);
   routerNorm(xr, idr, E, K, score, onLogits, m, s, lane, status, cm, cs);
+  bool soft = score == RouterSigmoid && K > 1 && routerSoft(xr, idr, E, K, lane, cm, cs);
   T sc = (T)scale;
   for (int j = lane; j < K; j += 32) {
-    T p = routerProb(routerChosen(xr, idr, j, E, score, onLogits, m, s, status), score, onLogits, K, cm, cs);
+    T p = soft ? routerSoftProb(xr, idr, j, E, cm, cs)
+               : routerProb(routerChosen(xr, idr, j, E, score, onLogits, m, s, status), score, onLogits, K, cm, cs);
     probs[t * K + j] = scale != 1.0 ? p * sc : p;
   }
   }
@@ -207,6 +240,7 @@ __device__ __forceinline__ void routeProbsBwd(const T *__restrict__ x, const int
   T m = 0, s = 0, cm, cs;
   if (score == RouterSoftmax && pre) routerRowSoftmax(xr, E, lane, m, s);
   routerNorm(xr, idr, E, K, score, onLogits, m, s, lane, status, cm, cs);
+  bool soft = score == RouterSigmoid && K > 1 && routerSoft(xr, idr, E, K, lane, cm, cs);
   T sc = (T)scale;
   // the scaled gradient, rounded (mulRN) as the engine's MulScalar stores it: a plain product
   // here would be fused into the subtraction below
@@ -216,15 +250,17 @@ __device__ __forceinline__ void routeProbsBwd(const T *__restrict__ x, const int
   T d = 0;
   if (norm) {
     for (int j = lane; j < K; j += 32) {
-      T y = routerProb(routerChosen(xr, idr, j, E, score, onLogits, m, s, status), score, onLogits, K, cm, cs);
+      T y = soft ? routerSoftProb(xr, idr, j, E, cm, cs)
+                 : routerProb(routerChosen(xr, idr, j, E, score, onLogits, m, s, status), score, onLogits, K, cm, cs);
       d += grad(j) * y;
     }
     d = warpSumA(d);
   }
-  // dc_j, the gradient of chosen value j
+  // dc_j, the gradient of chosen value j (a token routerSoft took: of its chosen logit)
   auto dchosen = [&](int j) -> T {
     T g = grad(j);
     if (!norm) return g;
+    if (soft) return routerSoftProb(xr, idr, j, E, cm, cs) * (g - d);
     T c = routerChosen(xr, idr, j, E, score, onLogits, m, s, status);
     T y = routerProb(c, score, onLogits, K, cm, cs);
     return onLogits ? y * (g - d) : (g - d) / cs;
@@ -247,7 +283,7 @@ __device__ __forceinline__ void routeProbsBwd(const T *__restrict__ x, const int
   } else {
     for (int e = lane; e < E; e += 32) {
       T v = sigm(xr[e]);
-      dxr[e] = scatter(e) * v * ((T)1 - v);
+      dxr[e] = soft ? scatter(e) : scatter(e) * v * ((T)1 - v); // soft: 1 − σ rounds to 1
     }
   }
   for (int k = lane; k < K; k += 32)

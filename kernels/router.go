@@ -18,6 +18,13 @@ import (
 //	         Scale · scores[ids]                          (Softmax, Pre true)
 //	         Scale · scores[ids] / Σ_k scores[ids[k]]     (Sigmoid; no division for K = 1)
 //
+// A sigmoid router's token whose chosen scores sum below 2⁻⁶⁴ (every chosen logit below about
+// −44) takes Scale · softmax(logits[ids]) instead, which σ(x_j)/Σ_k σ(x_k) equals there to the
+// precision of either float type (σ(x) = eˣ/(1 + eˣ) and 1 + eˣ rounds to 1). The chain's sum
+// would lose its precision among subnormal numbers, or round to 0 and make 0/0, from about −87
+// (float32) and −708 (float64) on, and its backward's division by the sum could overflow.
+// Below, "the chain's bits" holds for every other token.
+//
 // Each function here computes what the chain of single ops computes (Softmax or Sigmoid,
 // TopK, GatherTopK, Softmax or RowNormalize, Scale), with the same kernels in the same order,
 // so the fused ops give that chain's bits on the CPU; the CUDA twins repeat the device
@@ -195,6 +202,15 @@ func routerProbsOf[F float32 | float64](r Router, probs, logits []F, ids []int32
 			return err
 		}
 	}
+	if op == RowNormalize {
+		for t, soft := range sigmoidSoftRows(c, ids, K) {
+			if soft {
+				if err := routerSoftProbs(probs[t*K:(t+1)*K], logits[t*E:(t+1)*E], ids[t*K:(t+1)*K]); err != nil {
+					return err
+				}
+			}
+		}
+	}
 	if r.Scale != 1 {
 		f := F(r.Scale)
 		for i, p := range probs {
@@ -264,5 +280,65 @@ func RouterProbsBackward[F float32 | float64](dlogits, logits []F, ids []int32, 
 	if r.Score == RouterSoftmax {
 		return RowBackward(RowSoftmax, dlogits, nil, scores, ds, E)
 	}
-	return ActivationBackward(Sigmoid, 0, dlogits, logits, nil, scores, ds)
+	if err := ActivationBackward(Sigmoid, 0, dlogits, logits, nil, scores, ds); err != nil || K == 1 {
+		return err
+	}
+	// Tokens whose chosen scores sum below 2⁻⁶⁴ took the softmax of their chosen logits: their
+	// gradient is that softmax's (1 − σ(x) rounds to 1 there).
+	p, dp := make([]F, K), make([]F, K)
+	for t, soft := range sigmoidSoftRows(c, ids, K) {
+		if !soft {
+			continue
+		}
+		row, idr := dlogits[t*E:(t+1)*E], ids[t*K:(t+1)*K]
+		if err := routerSoftProbs(p, logits[t*E:(t+1)*E], idr); err != nil {
+			return err
+		}
+		if err := RowBackward(RowSoftmax, dp, nil, p, g[t*K:(t+1)*K], K); err != nil {
+			return err
+		}
+		clear(row)
+		if err := GatherTopKBackward(row, dp, idr, E, K); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sigmoidSumTiny is the sum of a token's sigmoid scores below which a sigmoid router
+// normalises with the softmax of the logits (see the file comment).
+const sigmoidSumTiny = 0x1p-64
+
+// sigmoidSoftRows reports, for each row of the [rows, n] scores c, whether the row sums below
+// sigmoidSumTiny and has a score to normalise (an id other than −1; ids nil: every column
+// counts). It returns nil when no row does.
+func sigmoidSoftRows[F float32 | float64](c []F, ids []int32, n int) []bool {
+	var soft []bool
+	for r := 0; r*n < len(c); r++ {
+		s, has := 0.0, ids == nil
+		for j, v := range c[r*n : (r+1)*n] {
+			s += float64(v)
+			has = has || ids[r*n+j] >= 0
+		}
+		if s < sigmoidSumTiny && has {
+			if soft == nil {
+				soft = make([]bool, len(c)/n)
+			}
+			soft[r] = true
+		}
+	}
+	return soft
+}
+
+// routerSoftProbs writes p [K], the softmax of one token's chosen logits x[ids] (an id of −1
+// gets 0).
+func routerSoftProbs[F float32 | float64](p, x []F, ids []int32) error {
+	c := make([]F, len(ids))
+	for j, e := range ids {
+		c[j] = F(math.Inf(-1))
+		if e >= 0 {
+			c[j] = x[e]
+		}
+	}
+	return RowForward(RowSoftmax, p, c, len(ids))
 }

@@ -190,7 +190,7 @@ func routerNear[F float32 | float64](t *testing.T, what string, got, want []F, t
 	t.Helper()
 	for i := range want {
 		g, w := float64(got[i]), float64(want[i])
-		if math.Abs(g-w) > tol*(1+math.Abs(w)) {
+		if !(math.Abs(g-w) <= tol*(1+math.Abs(w))) { // a NaN fails too
 			t.Fatalf("%s[%d] = %v, CPU %v", what, i, g, w)
 		}
 	}
@@ -229,4 +229,52 @@ func TestCUDARouterStatus(t *testing.T) {
 			t.Errorf("%v E=%d K=%d %v: no error", c.d, c.E, c.K, c.r)
 		}
 	}
+}
+
+// TestCUDARouterSigmoidTinyScores: a sigmoid router whose chosen scores sum below 2⁻⁶⁴ takes the
+// softmax of its chosen logits on the device as on the CPU (TestRouterSigmoidTinyScores), in
+// the fused router and the router's balancing loss: logits x, x−0.5, x−1, x−2 with x from 5
+// down to −10⁴, K = 2, against the CPU kernels, no NaN anywhere. The chain of single kernels
+// gave NaN from x ≈ −105 (float32).
+func TestCUDARouterSigmoidTinyScores(t *testing.T) {
+	xs := []float64{5, -10, -30, -43, -45, -60, -87, -90, -100, -103, -105, -200, -700, -745, -800, -1e4}
+	routerTinyGPU[float32](t, F32, xs, 1e-5)
+	routerTinyGPU[float64](t, F64, xs, 1e-13)
+	cuMust(t, testCUDA.Status())
+}
+
+func routerTinyGPU[F float32 | float64](t *testing.T, d DType, xs []float64, tol float64) {
+	const E, K = 4, 2
+	T := len(xs)
+	r := Router{Score: RouterSigmoid, Groups: 1, Kept: 1, Scale: 2.5}
+	x, dp := make([]F, T*E), make([]F, T*K)
+	for i, v := range xs {
+		for e, off := range []float64{0, -0.5, -1, -2} {
+			x[i*E+e] = F(v + off)
+		}
+		dp[i*K], dp[i*K+1] = 0.75, -1.25
+	}
+	ids, p, dx := make([]int32, T*K), make([]F, T*K), make([]F, T*E)
+	cuMust(t, RouterTopK(ids, x, nil, E, K, r))
+	cuMust(t, RouterProbs(p, x, ids, E, K, r))
+	cuMust(t, RouterProbsBackward(dx, x, ids, dp, E, K, r))
+	size := int64(d.Size())
+	bx, bids, bdp := cuUpload(t, x), cuUpload(t, ids), cuUpload(t, dp)
+	gp, gdx := cuAlloc(t, int64(T*K)*size), cuAlloc(t, int64(T*E)*size)
+	cuMust(t, testCUDA.RouterProbs(d, gp.p, bx.p, bids.p, int64(T), E, K, r))
+	cuMust(t, testCUDA.RouterProbsBackward(d, gdx.p, bx.p, bids.p, bdp.p, int64(T), E, K, r))
+	routerNear(t, fmt.Sprintf("%v probs", d), cuDownload[F](t, gp, T*K), p, tol)
+	routerNear(t, fmt.Sprintf("%v dlogits", d), cuDownload[F](t, gdx, T*E), dx, tol)
+
+	const scale, dy = 0.37, 1.3
+	want, err := RouterBalanceLossForward(ids, x, T, K, E, 1, scale, RouterSigmoid)
+	cuMust(t, err)
+	wantG := make([]F, T*E)
+	cuMust(t, RouterBalanceLossBackward(wantG, ids, x, T, K, E, 1, scale, dy, RouterSigmoid))
+	work := cuAlloc(t, BalanceLossWorkBytes(T, E, 1))
+	out, gdl := cuAlloc(t, size), cuAlloc(t, int64(T*E)*size)
+	cuMust(t, testCUDA.RouterBalanceLossForward(d, out.p, bids.p, bx.p, work.p, T, K, E, 1, scale, RouterSigmoid))
+	cuMust(t, testCUDA.RouterBalanceLossBackward(d, gdl.p, bids.p, bx.p, work.p, 0, T, K, E, 1, scale, dy, RouterSigmoid))
+	routerNear(t, fmt.Sprintf("%v balance loss", d), cuDownload[F](t, out, 1), []F{want}, tol)
+	routerNear(t, fmt.Sprintf("%v balance dlogits", d), cuDownload[F](t, gdl, T*E), wantG, tol)
 }

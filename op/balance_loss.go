@@ -37,7 +37,8 @@ func BalanceLoss(ids, scores *G.Node, experts, topK, seqs int, coeff float64) (*
 // router's logits [T,E] inside the loss: score kernels.RouterSoftmax for
 // BalanceLoss(ids, Softmax(logits), ...), kernels.RouterSigmoid for
 // BalanceLoss(ids, RowNormalize(Sigmoid(logits)), ...). It gives those chains' bits (on the
-// CPU and on the device alike) without the [T,E] scores, in two launches forward and three
+// CPU and on the device alike; but a sigmoid row whose sigmoids sum below 2⁻⁶⁴, where the chain
+// loses precision or divides 0 by 0, takes the row softmax, which equals σ/Σσ there) without the [T,E] scores, in two launches forward and three
 // backward on the device instead of three and four (softmax) or four and five (sigmoid). Its
 // gradient is with respect to the logits. On the device E is at most
 // kernels.MaxRouterBalanceExperts.

@@ -19,7 +19,8 @@ type RouterOpts struct {
 	// PreSoftmax, with the softmax score, selects on the softmax over all experts and gives
 	// the chosen experts' softmax values as probs; false selects on the logits and takes the
 	// softmax over the K chosen (post-softmax). Ignored for the sigmoid score, whose probs are
-	// the chosen scores divided by their sum (for K > 1).
+	// the chosen scores divided by their sum (for K > 1; a token whose chosen scores sum below
+	// 2⁻⁶⁴ takes the softmax of its chosen logits, which equals that there: kernels.Router).
 	PreSoftmax bool
 	// Groups and GroupsKept are TopK's group-limited routing (0 or 1: no groups).
 	Groups, GroupsKept int
