@@ -8,6 +8,8 @@
 //   sgd:  p = p − lr·(g + wd·p)
 //   adam: m = b1·m + (1−b1)·g;  v = b2·v + (1−b2)·g·g
 //         p = p − lr·((m/c1) / (sqrt(v/c2) + eps) + wd·p)    c1 = 1−b1^t, c2 = 1−b2^t (host)
+//         where g·g overflows, v takes ((1−b2)·g)·g; where v/c2 overflows, sqrt(v)/sqrt(c2)
+//         (adamV, adamDen: one huge gradient no longer freezes the weight)
 // (wd > 0 is decoupled weight decay, AdamW.) The scalars are rounded to the type first. With sc
 // not null the kernels take them from device memory instead of their arguments (a step
 // replayed from a CUDA graph, whose arguments are fixed): sgd sc = {lr, wd, skip}, adam sc =
@@ -42,6 +44,17 @@ __device__ __forceinline__ void sgdElems(T *__restrict__ p, const T *__restrict_
     p[i] = subRN(x, mulRN(lr, addRN(g[i], mulRN(wd, x))));
   }
 }
+// adamV is v's update b2·v + (1−b2)·g·g, with ((1−b2)·g)·g where g·g overflows.
+template <typename T> __device__ __forceinline__ T adamV(T b2, T nb2, T v, T g) {
+  T gg = mulRN(g, g);
+  return addRN(mulRN(b2, v), isinf(gg) ? mulRN(mulRN(nb2, g), g) : mulRN(nb2, gg));
+}
+// adamDen is sqrt(v/c2), or sqrt(v)/sqrt(c2) where v/c2 overflows.
+template <typename T> __device__ __forceinline__ T adamDen(T v, T c2) {
+  T d = sqrtRN(divRN(v, c2));
+  return isinf(d) ? divRN(sqrtRN(v), sqrtRN(c2)) : d;
+}
+
 template <typename T>
 __device__ __forceinline__ void adamElems(T *__restrict__ p, const T *__restrict__ g, T *__restrict__ m, T *__restrict__ v,
                                           double lr_, double b1_, double b2_, double eps_, double c1_, double c2_,
@@ -52,11 +65,11 @@ __device__ __forceinline__ void adamElems(T *__restrict__ p, const T *__restrict
        i += (long long)gridDim.x * blockDim.x) {
     T gi = g[i];
     T mi = addRN(mulRN(b1, m[i]), mulRN(nb1, gi));
-    T vi = addRN(mulRN(b2, v[i]), mulRN(nb2, mulRN(gi, gi)));
+    T vi = adamV(b2, nb2, v[i], gi);
     m[i] = mi;
     v[i] = vi;
     T x = p[i];
-    T step = divRN(divRN(mi, c1), addRN(sqrtRN(divRN(vi, c2)), eps));
+    T step = divRN(divRN(mi, c1), addRN(adamDen(vi, c2), eps));
     p[i] = subRN(x, mulRN(lr, addRN(step, mulRN(wd, x))));
   }
 }
@@ -116,11 +129,11 @@ adam_bf16(__nv_bfloat16 *p, const __nv_bfloat16 *g, float *w32, float *m, float 
        i += (long long)gridDim.x * blockDim.x) {
     float gi = __bfloat162float(g[i]);
     float mi = addRN(mulRN(b1, m[i]), mulRN(nb1, gi));
-    float vi = addRN(mulRN(b2, v[i]), mulRN(nb2, mulRN(gi, gi)));
+    float vi = adamV(b2, nb2, v[i], gi);
     m[i] = mi;
     v[i] = vi;
     float x = w32[i];
-    float step = divRN(divRN(mi, c1), addRN(sqrtRN(divRN(vi, c2)), eps));
+    float step = divRN(divRN(mi, c1), addRN(adamDen(vi, c2), eps));
     x = subRN(x, mulRN(lr, addRN(step, mulRN(wd, x))));
     w32[i] = x;
     p[i] = __float2bfloat16_rn(x);

@@ -32,7 +32,11 @@ func SGDUpdate[F float32 | float64](p, g []F, lr, wd float64) error {
 //	m = b1·m + (1−b1)·g;  v = b2·v + (1−b2)·g·g
 //	p = p − lr·((m/c1) / (sqrt(v/c2) + eps) + wd·p)
 //
-// c1 = 1−b1^t and c2 = 1−b2^t are the bias corrections of step t ≥ 1.
+// c1 = 1−b1^t and c2 = 1−b2^t are the bias corrections of step t ≥ 1. Where g·g overflows
+// (|g| > 1.8·10¹⁹ in float32) v takes ((1−b2)·g)·g, and where v/c2 overflows sqrt(v/c2) is
+// sqrt(v)/sqrt(c2), so one huge gradient does not make v infinite and freeze the weight (as
+// long as (1−b2)·g·g fits: |g| up to 5.8·10²⁰ in float32 with b2 = 0.999, as in PyTorch).
+// Every other element gets the formula's bits.
 func AdamUpdate[F float32 | float64](p, g, m, v []F, lr, b1, b2, eps, c1, c2, wd float64) error {
 	if err := sameLen("Adam", len(p), len(g), len(m), len(v)); err != nil {
 		return err
@@ -42,9 +46,9 @@ func AdamUpdate[F float32 | float64](p, g, m, v []F, lr, b1, b2, eps, c1, c2, wd
 	}
 	L, B1, B2, Eps, C1, C2, W := F(lr), F(b1), F(b2), F(eps), F(c1), F(c2), F(wd)
 	NB1, NB2 := F(1-b1), F(1-b2)
-	var k32 *[9]float32
+	var k32 *[10]float32
 	if _, ok := any(p).([]float32); ok && hasAdamAsm {
-		k32 = &[9]float32{float32(L), float32(B1), float32(B2), float32(Eps), float32(C1), float32(C2), float32(W), float32(NB1), float32(NB2)}
+		k32 = &[10]float32{float32(L), float32(B1), float32(B2), float32(Eps), float32(C1), float32(C2), float32(W), float32(NB1), float32(NB2), float32(math.Inf(1))}
 	}
 	parallelRange(len(p), actBlock, func(lo, hi int) { // element-wise: the split changes no bit
 		if k32 != nil { // the same operations 8 lanes at a time (internal/simd/adam_amd64.s): the same bits
@@ -53,9 +57,19 @@ func AdamUpdate[F float32 | float64](p, g, m, v []F, lr, b1, b2, eps, c1, c2, wd
 		for i := lo; i < hi; i++ {
 			x, gi := p[i], g[i]
 			mi := F(F(B1*m[i]) + F(NB1*gi))
-			vi := F(F(B2*v[i]) + F(NB2*F(gi*gi)))
+			gg := F(gi * gi)
+			if math.IsInf(float64(gg), 1) { // |g| > √max: (1−b2)·g first keeps v finite
+				gg = F(F(NB2*gi) * gi)
+			} else {
+				gg = F(NB2 * gg)
+			}
+			vi := F(F(B2*v[i]) + gg)
 			m[i], v[i] = mi, vi
-			step := F(F(mi/C1) / F(F(math.Sqrt(float64(F(vi/C2))))+Eps))
+			den := F(math.Sqrt(float64(F(vi / C2))))
+			if math.IsInf(float64(den), 1) { // v/c2 overflowed: √v/√c2 does not
+				den = F(F(math.Sqrt(float64(vi))) / F(math.Sqrt(float64(C2))))
+			}
+			step := F(F(mi/C1) / F(den+Eps))
 			p[i] = x - F(L*F(step+F(W*x)))
 		}
 	})

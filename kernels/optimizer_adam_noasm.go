@@ -6,4 +6,4 @@ package kernels
 const hasAdamAsm = false
 
 // adam32 handles no element here.
-func adam32(p, g, m, v []float32, k *[9]float32) int { return 0 }
+func adam32(p, g, m, v []float32, k *[10]float32) int { return 0 }

@@ -3,6 +3,7 @@
 package kernels_test
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -124,6 +125,85 @@ func TestCUDABFloat16Optimizers(t *testing.T) {
 	for i, f := range cuDownload[float32](t, back, n) {
 		if f != want[i].Float32() {
 			t.Fatalf("convert bf16→f32 [%d]: %v, want %v", i, f, want[i].Float32())
+		}
+	}
+}
+
+// TestCUDAAdamHugeGradient: with gradients whose square overflows at some elements in the
+// first step (float32 ±2·10¹⁹, float64 ±10¹⁵⁵, bfloat16 ±2·10¹⁹), then ordinary ones, the
+// device's Adam keeps v finite as the CPU's does (TestAdamHugeGradient) and gives its bits:
+// weights, moments and masters.
+func TestCUDAAdamHugeGradient(t *testing.T) {
+	const n = 19
+	grads := func(step int, huge float64) []float64 {
+		g := make([]float64, n)
+		for i := range g {
+			g[i] = 0.5 + 0.1*float64(i)
+		}
+		if step == 1 {
+			g[3], g[12], g[17] = huge, -huge, huge
+		}
+		return g
+	}
+	for _, d := range []DType{F32, F64, BF16} {
+		huge := map[DType]float64{F32: 2e19, F64: 1e155, BF16: 2e19}[d]
+		p0 := make([]float64, n)
+		for i := range p0 {
+			p0[i] = 1 - 0.05*float64(i)
+		}
+		var w32, m32, v32 []float32
+		var pb []bfloat16.BFloat16
+		var p64, m64, v64 []float64
+		switch d {
+		case F64:
+			p64, m64, v64 = append([]float64(nil), p0...), make([]float64, n), make([]float64, n)
+		default:
+			w32, m32, v32 = f32s(p0), make([]float32, n), make([]float32, n)
+			pb = make([]bfloat16.BFloat16, n)
+			cuMust(t, bfloat16.FromFloat32s(pb, w32))
+		}
+		md := map[DType]DType{F32: F32, F64: F64, BF16: F32}[d] // the masters' and moments' type
+		bw := cuUploadAny(t, cuElems(md, p0))
+		bm, bv := cuUploadAny(t, cuElems(md, make([]float64, n))), cuUploadAny(t, cuElems(md, make([]float64, n)))
+		bp := cuUploadAny(t, cuElems(BF16, p0))
+		for step := 1; step <= 3; step++ {
+			c1, c2 := 1-math.Pow(0.9, float64(step)), 1-math.Pow(0.999, float64(step))
+			g := grads(step, huge)
+			bg := cuUploadAny(t, cuElems(d, g))
+			switch d {
+			case F64:
+				cuMust(t, AdamUpdate(p64, g, m64, v64, 1e-3, 0.9, 0.999, 1e-8, c1, c2, 0.01))
+				cuMust(t, testCUDA.AdamUpdate(F64, bw.p, bg.p, bm.p, bv.p, n, 1e-3, 0.9, 0.999, 1e-8, c1, c2, 0.01, 0))
+			case F32:
+				cuMust(t, AdamUpdate(w32, f32s(g), m32, v32, 1e-3, 0.9, 0.999, 1e-8, c1, c2, 0.01))
+				cuMust(t, testCUDA.AdamUpdate(F32, bw.p, bg.p, bm.p, bv.p, n, 1e-3, 0.9, 0.999, 1e-8, c1, c2, 0.01, 0))
+			case BF16:
+				gb := cuElems(BF16, g).([]bfloat16.BFloat16)
+				cuMust(t, AdamUpdateBF16(pb, gb, w32, m32, v32, 1e-3, 0.9, 0.999, 1e-8, c1, c2, 0.01))
+				cuMust(t, testCUDA.AdamUpdateBF16(bp.p, bg.p, bw.p, bm.p, bv.p, n, 1e-3, 0.9, 0.999, 1e-8, c1, c2, 0.01, 0))
+			}
+		}
+		if d == F64 {
+			for name, pair := range map[string][2][]float64{"p": {cuDownload[float64](t, bw, n), p64}, "m": {cuDownload[float64](t, bm, n), m64}, "v": {cuDownload[float64](t, bv, n), v64}} {
+				cuSameBits(t, "float64 Adam "+name, pair[0], pair[1])
+			}
+		} else {
+			for name, pair := range map[string][2][]float32{"w": {cuDownload[float32](t, bw, n), w32}, "m": {cuDownload[float32](t, bm, n), m32}, "v": {cuDownload[float32](t, bv, n), v32}} {
+				cuSameBits(t, fmt.Sprintf("%v Adam %s", d, name), pair[0], pair[1])
+			}
+			if d == BF16 {
+				cuSameBits(t, "bfloat16 Adam p", cuDownload[bfloat16.BFloat16](t, bp, n), pb)
+			}
+		}
+		for i, x := range v32 {
+			if math.IsInf(float64(x), 0) {
+				t.Fatalf("%v: v[%d] is infinite", d, i)
+			}
+		}
+		for i, x := range v64 {
+			if math.IsInf(x, 0) {
+				t.Fatalf("%v: v[%d] is infinite", d, i)
+			}
 		}
 	}
 }

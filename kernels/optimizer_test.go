@@ -1,6 +1,7 @@
 package kernels
 
 import (
+	"fmt"
 	"math"
 	"math/rand"
 	"testing"
@@ -67,6 +68,57 @@ func TestAdamUpdateSplit(t *testing.T) {
 		want := x - float32(float32(lr)*float32(step+float32(float32(wd)*x)))
 		if p[i] != want || m[i] != mi || v[i] != vi {
 			t.Fatalf("[%d]: p, m, v = %v %v %v, want %v %v %v", i, p[i], m[i], v[i], want, mi, vi)
+		}
+	}
+}
+
+// TestAdamHugeGradient: one gradient beyond √max (g·g overflows, but not (1−b2)·g·g) no longer
+// makes v infinite and freezes the weight: over four steps (the first with g = ±2·10¹⁹ in
+// float32, ±10¹⁵⁵ in float64 at some elements, then ordinary ones) every element follows the float64 formula within a few
+// float32 (10⁻¹² for float64) ulps, in the AVX kernel's groups of 8 and in the Go tail alike. The
+// float64 reference runs the huge elements on g/s with eps/s (s = 10¹⁵⁰), which Adam's step does
+// not notice, so nothing overflows there either.
+func TestAdamHugeGradient(t *testing.T) {
+	for _, at := range [][]int{{3, 12, 17}, {12}, {17}} { // AVX groups (the first, the second), the tail
+		t.Run(fmt.Sprint("float32", at), func(t *testing.T) { adamHugeCheck[float32](t, at, 2e19, 1, 2e-6) })
+		t.Run(fmt.Sprint("float64", at), func(t *testing.T) { adamHugeCheck[float64](t, at, 1e155, 1e150, 1e-12) })
+	}
+}
+
+func adamHugeCheck[F float32 | float64](t *testing.T, at []int, huge, s, tol float64) {
+	const n, lr, b1, b2, eps, wd = 19, 1e-3, 0.9, 0.999, 1e-8, 0.01
+	hugeAt := map[int]float64{}
+	for j, i := range at {
+		hugeAt[i] = huge * float64(1-2*(j%2))
+	}
+	rng := rand.New(rand.NewSource(5))
+	p, m, v := make([]F, n), make([]F, n), make([]F, n)
+	rp, rm, rv, sc := make([]float64, n), make([]float64, n), make([]float64, n), make([]float64, n)
+	for i := range p {
+		p[i] = F(rng.NormFloat64())
+		rp[i], sc[i] = float64(p[i]), 1
+		if _, ok := hugeAt[i]; ok {
+			sc[i] = s
+		}
+	}
+	for step := 1; step <= 4; step++ {
+		c1, c2 := 1-math.Pow(b1, float64(step)), 1-math.Pow(b2, float64(step))
+		g := make([]F, n)
+		for i := range g {
+			g[i] = F(0.5 + 0.1*float64(i))
+			if h, ok := hugeAt[i]; ok && step == 1 {
+				g[i] = F(h)
+			}
+		}
+		must(t, AdamUpdate(p, g, m, v, lr, b1, b2, eps, c1, c2, wd))
+		for i := range rp {
+			gi := float64(g[i]) / sc[i]
+			rm[i] = b1*rm[i] + (1-b1)*gi
+			rv[i] = b2*rv[i] + (1-b2)*gi*gi
+			rp[i] -= lr * ((rm[i]/c1)/(math.Sqrt(rv[i]/c2)+eps/sc[i]) + wd*rp[i])
+			if d := math.Abs(float64(p[i]) - rp[i]); !(d <= tol*math.Abs(rp[i])) {
+				t.Fatalf("step %d: p[%d] = %v, want %v (v = %v)", step, i, p[i], rp[i], v[i])
+			}
 		}
 	}
 }

@@ -2,19 +2,22 @@
 
 #include "textflag.h"
 
-// func adamAVX(p, grad, m, v *float32, n int, k *[9]float32)
+// func AdamAVX(p, grad, m, v *float32, n int, k *[10]float32) int
 //
 // AdamUpdate's float32 step on n elements (n a multiple of 8), 8 lanes at a time, with the same
-// operations in the same order as the Go loop in train.go, each rounded to float32 on its own
-// (no fused multiply-add; the square root is IEEE's, correctly rounded), so the bits are the
-// loop's. k holds L, B1, B2, Eps, C1, C2, W, 1−B1, 1−B2.
-TEXT ·AdamAVX(SB), NOSPLIT, $0-48
+// operations in the same order as the Go loop in kernels/optimizer.go, each rounded to float32 on
+// its own (no fused multiply-add; the square root is IEEE's, correctly rounded), so the bits are
+// the loop's. k holds L, B1, B2, Eps, C1, C2, W, 1−B1, 1−B2, +Inf. It stops before the first
+// group of 8 in which some v/C2 is +Inf (g·g or v/C2 overflowed: the Go loop takes those
+// another way) and returns how many elements it updated.
+TEXT ·AdamAVX(SB), NOSPLIT, $0-56
 	MOVQ p+0(FP), DI
 	MOVQ grad+8(FP), SI
 	MOVQ m+16(FP), R9
 	MOVQ v+24(FP), R10
 	MOVQ n+32(FP), CX
 	MOVQ k+40(FP), R8
+	XORQ R11, R11
 	SHRQ $3, CX
 	JZ done
 	VBROADCASTSS 0(R8), Y15  // L
@@ -26,6 +29,7 @@ TEXT ·AdamAVX(SB), NOSPLIT, $0-48
 	VBROADCASTSS 24(R8), Y7  // W
 	VBROADCASTSS 28(R8), Y9  // 1-B1
 	VBROADCASTSS 32(R8), Y11 // 1-B2
+	VBROADCASTSS 36(R8), Y6  // +Inf
 
 loop:
 	VMOVUPS (DI), Y0  // x
@@ -39,10 +43,14 @@ loop:
 	VMULPS  Y11, Y4, Y4 // (1-B2)·g·g
 	VMULPS  Y10, Y3, Y3 // B2·v
 	VADDPS  Y4, Y3, Y3  // vi
+	VDIVPS  Y13, Y3, Y5 // vi/C2
+	VCMPPS  $0, Y6, Y5, Y1 // the lanes where vi/C2 is +Inf
+	VMOVMSKPS Y1, AX
+	TESTL   AX, AX
+	JNZ     done        // this group and the rest go to the Go loop
 	VMOVUPS Y2, (R9)
 	VMOVUPS Y3, (R10)
 	VDIVPS  Y12, Y2, Y4 // mi/C1
-	VDIVPS  Y13, Y3, Y5 // vi/C2
 	VSQRTPS Y5, Y5
 	VADDPS  Y14, Y5, Y5 // + Eps
 	VDIVPS  Y5, Y4, Y4  // step
@@ -55,9 +63,11 @@ loop:
 	ADDQ    $32, SI
 	ADDQ    $32, R9
 	ADDQ    $32, R10
+	ADDQ    $8, R11
 	DECQ    CX
 	JNZ     loop
 
 done:
+	MOVQ R11, ret+48(FP)
 	VZEROUPPER
 	RET

@@ -36,10 +36,11 @@ func Dgemm12x16AVX512(kc int, a, b, c *float64, ldc int, add int)
 func SigmoidPairAVX2(s, sm, x *float32, n int)
 
 // AdamAVX runs the float32 Adam step over n elements (a multiple of 8) with the constants k
-// (AVX).
+// (AVX) and returns how many it updated: all n, unless a group of 8 has an overflowing v/C2,
+// where it stops (adam_amd64.s).
 //
 //go:noescape
-func AdamAVX(p, grad, m, v *float32, n int, k *[9]float32)
+func AdamAVX(p, grad, m, v *float32, n int, k *[10]float32) int
 
 // AccRowsF32AVX2 sets d[i] = Σ_j round(w[j]·base[offs[j]+i]) for i < n, summed from +0 in j
 // order with one rounding per product and per add; k ≥ 1 rows, n a multiple of 8 (AVX2).
