@@ -139,6 +139,15 @@ func RouterTopK[F float32 | float64](ids []int32, logits, bias []F, E, K int, r 
 	return TopK(ids, widen64(sel), widen64(bias), E, K, r.Groups, r.Kept)
 }
 
+// scaleFits reports an error when the router's scale is infinite in F (float32 overflows
+// beyond 3.4·10³⁸): the probs would be ±Inf and NaN.
+func scaleFits[F float32 | float64](name string, scale float64) error {
+	if math.IsInf(float64(F(scale)), 0) && !math.IsInf(scale, 0) {
+		return fmt.Errorf("gomoe: %s: scale %v overflows %T", name, scale, F(0))
+	}
+	return nil
+}
+
 // widen64 returns v as float64 values (exact): v itself when it already is float64, nil for nil.
 func widen64[F float32 | float64](v []F) []float64 {
 	if d, ok := any(v).([]float64); ok || v == nil {
@@ -156,6 +165,9 @@ func widen64[F float32 | float64](v []F) []float64 {
 func RouterProbs[F float32 | float64](probs, logits []F, ids []int32, E, K int, r Router) error {
 	T, err := routerArgs("RouterProbs", r, len(logits), len(ids), 0, E, K)
 	if err != nil {
+		return err
+	}
+	if err := scaleFits[F]("RouterProbs", r.Scale); err != nil {
 		return err
 	}
 	if len(probs) != T*K {
@@ -226,6 +238,9 @@ func routerProbsOf[F float32 | float64](r Router, probs, logits []F, ids []int32
 func RouterProbsBackward[F float32 | float64](dlogits, logits []F, ids []int32, dprobs []F, E, K int, r Router) error {
 	T, err := routerArgs("RouterProbsBackward", r, len(logits), len(ids), 0, E, K)
 	if err != nil {
+		return err
+	}
+	if err := scaleFits[F]("RouterProbsBackward", r.Scale); err != nil {
 		return err
 	}
 	if len(dprobs) != T*K || len(dlogits) != T*E {

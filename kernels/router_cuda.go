@@ -27,6 +27,11 @@ func routerLimits(name string, d DType, r Router, E, K int) error {
 	if err := r.Check(E, K); err != nil {
 		return err
 	}
+	if d == F32 {
+		if err := scaleFits[float32](name, r.Scale); err != nil {
+			return err
+		}
+	}
 	return topkDeviceLimits(name, E, r.Groups)
 }
 

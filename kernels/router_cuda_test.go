@@ -224,6 +224,7 @@ func TestCUDARouterStatus(t *testing.T) {
 		{F32, 4, 2, Router{Score: 9, Groups: 1, Kept: 1, Scale: 1}},
 		{F32, 4, 2, Router{Score: RouterSoftmax, Groups: 3, Kept: 1, Scale: 1}},
 		{F32, 4, 2, Router{Score: RouterSoftmax, Groups: 1, Kept: 1, Scale: math.Inf(1)}},
+		{F32, 4, 2, Router{Score: RouterSoftmax, Groups: 1, Kept: 1, Scale: 1e39}}, // beyond float32
 	} {
 		if err := k.RouterTopK(c.d, ids.p, x.p, cu.DevicePtr(0), 1, c.E, c.K, c.r); err == nil {
 			t.Errorf("%v E=%d K=%d %v: no error", c.d, c.E, c.K, c.r)

@@ -282,6 +282,19 @@ func TestRouterErrors(t *testing.T) {
 	if err := RouterProbsBackward(make([]float64, 8), x, []int32{0, -2, 1, 2}, p, 4, 2, ok); err == nil || !strings.Contains(err.Error(), "out of range") {
 		t.Errorf("id -2: RouterProbsBackward error %v", err)
 	}
+	// A scale beyond float32's range: an error for float32 data (the probs would be ±Inf and
+	// NaN), fine for float64.
+	big := Router{Score: RouterSoftmax, Groups: 1, Kept: 1, Scale: 1e39}
+	x32, p32 := []float32{1, 2, 3, 4, 5, 6, 7, 8}, make([]float32, 4)
+	if err := RouterProbs(p32, x32, []int32{0, 1, 1, 2}, 4, 2, big); err == nil || !strings.Contains(err.Error(), "overflows float32") {
+		t.Errorf("scale 1e39, float32: RouterProbs error %v", err)
+	}
+	if err := RouterProbsBackward(make([]float32, 8), x32, []int32{0, 1, 1, 2}, p32, 4, 2, big); err == nil || !strings.Contains(err.Error(), "overflows float32") {
+		t.Errorf("scale 1e39, float32: RouterProbsBackward error %v", err)
+	}
+	if err := RouterProbs(p, x, []int32{0, 1, 1, 2}, 4, 2, big); err != nil {
+		t.Errorf("scale 1e39, float64: RouterProbs error %v", err)
+	}
 	buf := append(slices.Clone(x), 0)
 	if err := RouterProbsBackward(buf[1:9], buf[:8], []int32{0, 1, 1, 2}, p, 4, 2, ok); err == nil {
 		t.Errorf("dlogits overlapping logits: no error")
