@@ -245,16 +245,8 @@ func TestCUDARouterSigmoidTinyScores(t *testing.T) {
 }
 
 func routerTinyGPU[F float32 | float64](t *testing.T, d DType, xs []float64, tol float64) {
-	const E, K = 4, 2
+	r, E, K, x, dp := TinySigmoidRouter[F](xs)
 	T := len(xs)
-	r := Router{Score: RouterSigmoid, Groups: 1, Kept: 1, Scale: 2.5}
-	x, dp := make([]F, T*E), make([]F, T*K)
-	for i, v := range xs {
-		for e, off := range []float64{0, -0.5, -1, -2} {
-			x[i*E+e] = F(v + off)
-		}
-		dp[i*K], dp[i*K+1] = 0.75, -1.25
-	}
 	ids, p, dx := make([]int32, T*K), make([]F, T*K), make([]F, T*E)
 	cuMust(t, RouterTopK(ids, x, nil, E, K, r))
 	cuMust(t, RouterProbs(p, x, ids, E, K, r))

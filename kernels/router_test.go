@@ -418,17 +418,25 @@ func TestRouterSigmoidTinyScores(t *testing.T) {
 	t.Run("float64", func(t *testing.T) { routerTinyCheck[float64](t, xs, 1e-14) })
 }
 
-func routerTinyCheck[F float32 | float64](t *testing.T, xs []float64, tol float64) {
-	const E, K, scale = 4, 2, 2.5
-	r := Router{Score: RouterSigmoid, Groups: 1, Kept: 1, Scale: scale}
-	T := len(xs)
-	logits, dprobs := make([]F, T*E), make([]F, T*K)
+// TinySigmoidRouter is the sigmoid router test case of TestRouterSigmoidTinyScores and
+// TestCUDARouterSigmoidTinyScores: E = 4, K = 2, scale 2.5, token i's logits xs[i] − (0, 0.5,
+// 1, 2) and its dprobs (0.75, −1.25).
+func TinySigmoidRouter[F float32 | float64](xs []float64) (r Router, E, K int, logits, dprobs []F) {
+	E, K = 4, 2
+	r = Router{Score: RouterSigmoid, Groups: 1, Kept: 1, Scale: 2.5}
+	logits, dprobs = make([]F, len(xs)*E), make([]F, len(xs)*K)
 	for i, x := range xs {
 		for e, off := range []float64{0, -0.5, -1, -2} {
 			logits[i*E+e] = F(x + off)
 		}
 		dprobs[i*K], dprobs[i*K+1] = 0.75, -1.25
 	}
+	return r, E, K, logits, dprobs
+}
+
+func routerTinyCheck[F float32 | float64](t *testing.T, xs []float64, tol float64) {
+	r, E, K, logits, dprobs := TinySigmoidRouter[F](xs)
+	scale, T := r.Scale, len(xs)
 	ids, probs, dl := make([]int32, T*K), make([]F, T*K), make([]F, T*E)
 	must(t, RouterTopK(ids, logits, nil, E, K, r))
 	must(t, RouterProbs(probs, logits, ids, E, K, r))
