@@ -51,29 +51,41 @@ func AdamUpdate[F float32 | float64](p, g, m, v []F, lr, b1, b2, eps, c1, c2, wd
 		k32 = &[10]float32{float32(L), float32(B1), float32(B2), float32(Eps), float32(C1), float32(C2), float32(W), float32(NB1), float32(NB2), float32(math.Inf(1))}
 	}
 	parallelRange(len(p), actBlock, func(lo, hi int) { // element-wise: the split changes no bit
-		if k32 != nil { // the same operations 8 lanes at a time (internal/simd/adam_amd64.s): the same bits
-			lo += adam32(any(p[lo:hi]).([]float32), any(g[lo:hi]).([]float32), any(m[lo:hi]).([]float32), any(v[lo:hi]).([]float32), k32)
-		}
-		for i := lo; i < hi; i++ {
-			x, gi := p[i], g[i]
-			mi := F(F(B1*m[i]) + F(NB1*gi))
-			gg := F(gi * gi)
-			if math.IsInf(float64(gg), 1) { // |g| > √max: (1−b2)·g first keeps v finite
-				gg = F(F(NB2*gi) * gi)
-			} else {
-				gg = F(NB2 * gg)
+		for lo < hi {
+			end := hi
+			if k32 != nil { // the same operations 8 lanes at a time (internal/simd/adam_amd64.s): the same bits
+				lo += adam32(any(p[lo:hi]).([]float32), any(g[lo:hi]).([]float32), any(m[lo:hi]).([]float32), any(v[lo:hi]).([]float32), k32)
+				if lo+8 <= hi {
+					end = lo + 8 // a group the kernel left (an overflowing v/c2): this loop takes it, the kernel the rest
+				}
 			}
-			vi := F(F(B2*v[i]) + gg)
-			m[i], v[i] = mi, vi
-			den := F(math.Sqrt(float64(F(vi / C2))))
-			if math.IsInf(float64(den), 1) { // v/c2 overflowed: √v/√c2 does not
-				den = F(F(math.Sqrt(float64(vi))) / F(math.Sqrt(float64(C2))))
-			}
-			step := F(F(mi/C1) / F(den+Eps))
-			p[i] = x - F(L*F(step+F(W*x)))
+			adamElems(p[lo:end], g[lo:end], m[lo:end], v[lo:end], L, B1, B2, Eps, C1, C2, W, NB1, NB2)
+			lo = end
 		}
 	})
 	return nil
+}
+
+// adamElems is AdamUpdate's step in Go on p, g, m, v (equal lengths), the scalars rounded to F.
+func adamElems[F float32 | float64](p, g, m, v []F, L, B1, B2, Eps, C1, C2, W, NB1, NB2 F) {
+	for i := range p {
+		x, gi := p[i], g[i]
+		mi := F(F(B1*m[i]) + F(NB1*gi))
+		gg := F(gi * gi)
+		if math.IsInf(float64(gg), 1) { // |g| > √max: (1−b2)·g first keeps v finite
+			gg = F(F(NB2*gi) * gi)
+		} else {
+			gg = F(NB2 * gg)
+		}
+		vi := F(F(B2*v[i]) + gg)
+		m[i], v[i] = mi, vi
+		den := F(math.Sqrt(float64(F(vi / C2))))
+		if math.IsInf(float64(den), 1) { // v/c2 overflowed: √v/√c2 does not
+			den = F(F(math.Sqrt(float64(vi))) / F(math.Sqrt(float64(C2))))
+		}
+		step := F(F(mi/C1) / F(den+Eps))
+		p[i] = x - F(L*F(step+F(W*x)))
+	}
 }
 
 // SGDUpdateBF16 updates bfloat16 weights p through their float32 master copy w32: w32 takes
