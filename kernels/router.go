@@ -129,6 +129,9 @@ func RouterTopK[F float32 | float64](ids []int32, logits, bias []F, E, K int, r 
 	if _, err := routerArgs("RouterTopK", r, len(logits), len(ids), len(bias), E, K); err != nil {
 		return err
 	}
+	if err := scaleFits[F]("RouterTopK", r.Scale); err != nil { // as the device router refuses it
+		return err
+	}
 	sel := logits
 	if !r.selectsOnLogits() {
 		var err error

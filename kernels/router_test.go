@@ -286,6 +286,9 @@ func TestRouterErrors(t *testing.T) {
 	// NaN), fine for float64.
 	big := Router{Score: RouterSoftmax, Groups: 1, Kept: 1, Scale: 1e39}
 	x32, p32 := []float32{1, 2, 3, 4, 5, 6, 7, 8}, make([]float32, 4)
+	if err := RouterTopK(make([]int32, 4), x32, nil, 4, 2, big); err == nil || !strings.Contains(err.Error(), "overflows float32") {
+		t.Errorf("scale 1e39, float32: RouterTopK error %v", err)
+	}
 	if err := RouterProbs(p32, x32, []int32{0, 1, 1, 2}, 4, 2, big); err == nil || !strings.Contains(err.Error(), "overflows float32") {
 		t.Errorf("scale 1e39, float32: RouterProbs error %v", err)
 	}
@@ -487,7 +490,7 @@ func routerTinyCheck[F float32 | float64](t *testing.T, xs []float64, tol float6
 			near(fmt.Sprintf("balance dlogits[%d]", e), x, dlb[i*E+e], dx[e])
 		}
 	}
-	if math.Abs(float64(loss)-want) > tol*math.Abs(want) {
+	if !(math.Abs(float64(loss)-want) <= tol*math.Abs(want)) { // a NaN fails too
 		t.Errorf("balance loss = %v, want %v", loss, want)
 	}
 }

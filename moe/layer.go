@@ -532,7 +532,9 @@ func (l *Layer) activation(a *G.Node, mm func(a, w *G.Node) (*G.Node, error), w1
 // to dt. op.RouterBalanceLoss computes the scores inside the loss; above
 // kernels.MaxRouterBalanceExperts experts (its device limit) the scores come from their own
 // ops (op.Softmax, or op.Sigmoid and op.RowNormalize; made once, in *scores, for both losses)
-// into op.BalanceLoss, with the same bits.
+// into op.BalanceLoss, with the same bits, except for a sigmoid row whose sigmoids sum below
+// 2⁻⁶⁴ (every logit below about −44), which the fused loss takes as the row softmax and the
+// single ops divide (NaN from logits of about −105 in float32; docs/errors.md).
 func (l *Layer) balanceLoss(o *Output, scores **G.Node, B int, coeff float64, dt tensor.Dtype) (*G.Node, error) {
 	c := l.cfg
 	score := kernels.RouterSoftmax

@@ -72,7 +72,10 @@ func RouterTopK(logits *G.Node, k int, o RouterOpts) (*G.Node, error) {
 
 // RouterProbs returns the combine weights probs [T,K] of the experts ids [T,K] int32 (from
 // RouterTopK with the same options) for logits [T,E]: the fused router's second op, one launch
-// for what GatherTopK, Softmax or RowNormalize and Scale do, with the same bits. An id of -1
+// for what GatherTopK, Softmax or RowNormalize and Scale do, with the same bits (but for a
+// sigmoid router's token whose chosen scores sum below 2⁻⁶⁴, where RowNormalize's division loses
+// its precision or gives NaN and RouterProbs takes the softmax of the chosen logits, which
+// σ_j/Σσ_k equals there: kernels.Router). An id of -1
 // weighs 0 before any normalisation; one outside [-1, E) is an error. It is differentiable with
 // respect to the logits (one launch for the whole backward chain; the gradient is 0 at every
 // expert a token did not choose, except with PreSoftmax, whose softmax runs over all experts).
