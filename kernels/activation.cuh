@@ -68,7 +68,7 @@ template <typename A> __device__ __forceinline__ A pwBwdOne(int kind, int which,
   if (kind == PwGELU) {
     A th = tanhA((A)GELU_C * (x + (A)GELU_A * x * x * x));
     A d = (A)0.5 * ((A)1 + th), s = (A)1 - th * th;
-    // Where tanh has saturated (s = 0), x·x may overflow (|x| > 1.8e19 in float): 0·inf = NaN.
+    // Where tanh has saturated (s = 0), (3·0.044715·x)·x may overflow (|x| > 5e19 in float): 0·inf = NaN.
     if (s != (A)0) d += (A)0.5 * x * s * (A)GELU_C * ((A)1 + (A)(3 * GELU_A) * x * x);
     return g * d;
   }
