@@ -184,6 +184,26 @@ func topIdx(v []float64, k int) []int {
 // tensorsOf lays the weights out under transformers' names in the given layout:
 // "fused" (v5), "fusedT" (transposed fused), "proj" (experts.N.gate_proj/up_proj/down_proj)
 // or "w123" (Mixtral's experts.N.w1/w3/w2).
+// fixture returns c's layer configuration and random weights for it from seed.
+func fixture(t *testing.T, c Config, seed int64) (moe.Config, hfWeights) {
+	t.Helper()
+	m, err := c.MoEConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, newWeights(rand.New(rand.NewSource(seed)), c, m)
+}
+
+// parsed encodes ts as a float32 safetensors file, names under prefix, and parses it.
+func parsed(t *testing.T, ts map[string]hfTensor, prefix string) *safetensors.Tensors {
+	t.Helper()
+	st, err := safetensors.Parse(encode(t, ts, prefix, nst.F32, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
 func tensorsOf(m moe.Config, w hfWeights, layout string) map[string]hfTensor {
 	H, F, E, S := m.Hidden, m.FFN, m.Experts, m.SharedFFN
 	ts := map[string]hfTensor{"gate.weight": {[]int{E, H}, w.router}}
@@ -417,17 +437,10 @@ func TestLayoutsLoadTheSameLayer(t *testing.T) {
 	for _, hf := range [][2]int{{6, 4}, {8, 4}, {4, 4}} {
 		t.Run(fmt.Sprintf("H%d_F%d", hf[0], hf[1]), func(t *testing.T) {
 			c := Config{ModelType: "deepseek_v3", HiddenSize: hf[0], MoEIntermediateSize: hf[1], NRoutedExperts: 4, NumExpertsPerTok: 2, NGroup: 1, TopKGroup: 1, NSharedExperts: intp(1)}
-			m, err := c.MoEConfig()
-			if err != nil {
-				t.Fatal(err)
-			}
-			w := newWeights(rand.New(rand.NewSource(3)), c, m)
+			m, w := fixture(t, c, 3)
 			var first []G.Value
 			for _, layout := range []string{"proj", "fused", "fusedT", "w123"} {
-				ts, err := safetensors.Parse(encode(t, tensorsOf(m, w, layout), "p.", nst.F32, nil))
-				if err != nil {
-					t.Fatal(err)
-				}
+				ts := parsed(t, tensorsOf(m, w, layout), "p.")
 				l, err := Load(G.NewGraph(), "moe", m, ts, "p.")
 				if err != nil {
 					t.Fatalf("%s: %v", layout, err)
@@ -454,17 +467,10 @@ func TestLayoutsLoadTheSameLayer(t *testing.T) {
 // error, not a silently wrong layer.
 func TestLoadMixedFusedLayouts(t *testing.T) {
 	c := Config{ModelType: "olmoe", HiddenSize: 6, IntermediateSize: 4, NumExperts: 4, NumExpertsPerTok: 2}
-	m, err := c.MoEConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := newWeights(rand.New(rand.NewSource(8)), c, m)
+	m, w := fixture(t, c, 8)
 	ts := tensorsOf(m, w, "fused")
 	ts["experts.down_proj"] = tensorsOf(m, w, "fusedT")["experts.down_proj"]
-	st, err := safetensors.Parse(encode(t, ts, "", nst.F32, nil))
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := parsed(t, ts, "")
 	if _, err := Load(G.NewGraph(), "moe", m, st, ""); err == nil || !strings.Contains(err.Error(), "different layouts") {
 		t.Errorf("got %v, want an error naming different layouts", err)
 	}
@@ -474,15 +480,8 @@ func TestLoadMixedFusedLayouts(t *testing.T) {
 // memory is an error before any tensor is read or allocated.
 func TestLoadTooLargeForMemory(t *testing.T) {
 	c := Config{ModelType: "olmoe", HiddenSize: 64, IntermediateSize: 64, NumExperts: 8, NumExpertsPerTok: 2}
-	m, err := c.MoEConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := newWeights(rand.New(rand.NewSource(9)), c, m)
-	st, err := safetensors.Parse(encode(t, tensorsOf(m, w, "proj"), "", nst.F32, nil))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, w := fixture(t, c, 9)
+	st := parsed(t, tensorsOf(m, w, "proj"), "")
 	// 8 float64 copies of 8·64·64 expert weights are 2 MiB: over a 1 MiB limit, under 64 MiB.
 	old := hostmem.SetLimit(1 << 20)
 	defer hostmem.SetLimit(old)
@@ -499,15 +498,8 @@ func TestLoadTooLargeForMemory(t *testing.T) {
 // (float32 router and bias).
 func TestLoadBFloat16Layer(t *testing.T) {
 	c := Config{ModelType: "deepseek_v3", HiddenSize: 6, MoEIntermediateSize: 4, NRoutedExperts: 4, NumExpertsPerTok: 2, NGroup: 1, TopKGroup: 1, NSharedExperts: intp(1)}
-	m, err := c.MoEConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := newWeights(rand.New(rand.NewSource(5)), c, m)
-	ts, err := safetensors.Parse(encode(t, tensorsOf(m, w, "fused"), "", nst.F32, nil))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, w := fixture(t, c, 5)
+	ts := parsed(t, tensorsOf(m, w, "fused"), "")
 	l32, err := Load(G.NewGraph(), "moe", m, ts, "")
 	if err != nil {
 		t.Fatal(err)
@@ -629,11 +621,7 @@ func TestMoEConfig(t *testing.T) {
 
 func TestLoadRejects(t *testing.T) {
 	c := Config{ModelType: "deepseek_v3", HiddenSize: 6, MoEIntermediateSize: 4, NRoutedExperts: 4, NumExpertsPerTok: 2, NGroup: 1, TopKGroup: 1, NSharedExperts: intp(1)}
-	m, err := c.MoEConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := newWeights(rand.New(rand.NewSource(4)), c, m)
+	m, w := fixture(t, c, 4)
 	noBias := m
 	noBias.ExpertBias, noBias.Score = false, moe.Softmax
 	gelu := m
@@ -658,10 +646,7 @@ func TestLoadRejects(t *testing.T) {
 	for _, tc := range cases {
 		ts := tensorsOf(m, w, "fused")
 		tc.mod(ts)
-		st, err := safetensors.Parse(encode(t, ts, "p.", nst.F32, nil))
-		if err != nil {
-			t.Fatal(err)
-		}
+		st := parsed(t, ts, "p.")
 		g := G.NewGraph()
 		l, err := Load(g, "moe", tc.cfg, st, "p.")
 		if err == nil || l != nil || !strings.Contains(err.Error(), tc.err) {
