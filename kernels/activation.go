@@ -180,7 +180,7 @@ func actBackward[F float32 | float64](sc *actScratch, kind Activation, which int
 			x := float64(a[i])
 			th := math.Tanh(geluC * (x + geluA*x*x*x))
 			d := 0.5 * (1 + th)
-			if s := 1 - th*th; s != 0 { // where tanh has saturated, x·x may overflow: 0·∞
+			if s := 1 - th*th; s != 0 { // where tanh has saturated, (3·0.044715·x)·x may overflow: 0·∞
 				d += 0.5 * x * s * geluC * (1 + 3*geluA*x*x)
 			}
 			out[i] = F(g * d)

@@ -150,10 +150,15 @@ func routerAuxScores[F float32 | float64](name string, logits []F, E int, score 
 		if err = ActivationForward(Sigmoid, sg, logits, nil); err == nil {
 			err = RowForward(RowNormalize, s, sg, E)
 		}
+		if err != nil {
+			break
+		}
 		soft = sigmoidSoftRows(sg, nil, E)
 		for t, sf := range soft {
-			if sf && err == nil {
-				err = RowForward(RowSoftmax, s[t*E:(t+1)*E], logits[t*E:(t+1)*E], E)
+			if sf {
+				if err = RowForward(RowSoftmax, s[t*E:(t+1)*E], logits[t*E:(t+1)*E], E); err != nil {
+					break
+				}
 			}
 		}
 	default:

@@ -97,9 +97,13 @@ func (r Router) preFlag() int {
 // selectsOnLogits reports whether the top-k selection reads the logits themselves.
 func (r Router) selectsOnLogits() bool { return r.Score == RouterSoftmax && !r.Pre }
 
-// routerArgs checks a router call's sizes: logits [T,E], a T·K slice and bias [E] or nil.
-func routerArgs(name string, r Router, nLogits, nTK, nBias, E, K int) (T int, err error) {
+// routerArgs checks a router call on data of type F: r (its scale must also fit F, as the device
+// router requires) and the sizes, logits [T,E], a T·K slice and bias [E] or nil.
+func routerArgs[F float32 | float64](name string, r Router, nLogits, nTK, nBias, E, K int) (T int, err error) {
 	if err := r.Check(E, K); err != nil {
+		return 0, err
+	}
+	if err := scaleFits[F](name, r.Scale); err != nil {
 		return 0, err
 	}
 	T = nTK / K
@@ -126,10 +130,7 @@ func routerScores[F float32 | float64](r Router, logits []F, E int) ([]F, error)
 // the highest selection score plus bias [E] (nil for none), with TopK's rules for groups, ties
 // and order. A NaN selection score is an error, as in TopK.
 func RouterTopK[F float32 | float64](ids []int32, logits, bias []F, E, K int, r Router) error {
-	if _, err := routerArgs("RouterTopK", r, len(logits), len(ids), len(bias), E, K); err != nil {
-		return err
-	}
-	if err := scaleFits[F]("RouterTopK", r.Scale); err != nil { // as the device router refuses it
+	if _, err := routerArgs[F]("RouterTopK", r, len(logits), len(ids), len(bias), E, K); err != nil {
 		return err
 	}
 	sel := logits
@@ -166,11 +167,8 @@ func widen64[F float32 | float64](v []F) []float64 {
 // RouterProbs writes probs [T,K] for logits [T,E] and the chosen ids [T,K] (an id of -1 gives
 // the weight 0 before any normalisation, as GatherTopK; one outside [-1, E) is an error).
 func RouterProbs[F float32 | float64](probs, logits []F, ids []int32, E, K int, r Router) error {
-	T, err := routerArgs("RouterProbs", r, len(logits), len(ids), 0, E, K)
+	T, err := routerArgs[F]("RouterProbs", r, len(logits), len(ids), 0, E, K)
 	if err != nil {
-		return err
-	}
-	if err := scaleFits[F]("RouterProbs", r.Scale); err != nil {
 		return err
 	}
 	if len(probs) != T*K {
@@ -239,11 +237,8 @@ func routerProbsOf[F float32 | float64](r Router, probs, logits []F, ids []int32
 // the logits, from dprobs [T,K] (the chain's backward: scale, the softmax or normalisation
 // over the chosen, the scatter, the score function).
 func RouterProbsBackward[F float32 | float64](dlogits, logits []F, ids []int32, dprobs []F, E, K int, r Router) error {
-	T, err := routerArgs("RouterProbsBackward", r, len(logits), len(ids), 0, E, K)
+	T, err := routerArgs[F]("RouterProbsBackward", r, len(logits), len(ids), 0, E, K)
 	if err != nil {
-		return err
-	}
-	if err := scaleFits[F]("RouterProbsBackward", r.Scale); err != nil {
 		return err
 	}
 	if len(dprobs) != T*K || len(dlogits) != T*E {
@@ -303,9 +298,13 @@ func RouterProbsBackward[F float32 | float64](dlogits, logits []F, ids []int32, 
 	}
 	// Tokens whose chosen scores sum below 2⁻⁶⁴ took the softmax of their chosen logits: their
 	// gradient is that softmax's (1 − σ(x) rounds to 1 there).
+	soft := sigmoidSoftRows(c, ids, K)
+	if soft == nil {
+		return nil
+	}
 	p, dp := make([]F, K), make([]F, K)
-	for t, soft := range sigmoidSoftRows(c, ids, K) {
-		if !soft {
+	for t, sf := range soft {
+		if !sf {
 			continue
 		}
 		row, idr := dlogits[t*E:(t+1)*E], ids[t*K:(t+1)*K]
