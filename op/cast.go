@@ -96,8 +96,8 @@ func castValue(v G.Value, from, to tensor.Dtype) (*tensor.Dense, error) {
 }
 
 func (op castOp) Do(vs ...G.Value) (G.Value, error) {
-	if len(vs) != 1 {
-		return nil, fmt.Errorf("gomoe: Cast: want 1 input, got %d", len(vs))
+	if err := opkit.CheckArity("Cast", vs, 1); err != nil {
+		return nil, err
 	}
 	dev, err := onDevice("Cast", vs...)
 	if err != nil {

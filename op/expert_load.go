@@ -68,8 +68,8 @@ func (op expertLoadOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 
 func (op expertLoadOp) Do(vs ...G.Value) (G.Value, error) {
 	const name = "ExpertLoad"
-	if len(vs) != 1 {
-		return nil, fmt.Errorf("gomoe: %s: want 1 input, got %d", name, len(vs))
+	if err := opkit.CheckArity(name, vs, 1); err != nil {
+		return nil, err
 	}
 	d, err := gmmDense(name, "ids", vs[0], tensor.Int32, nil)
 	if err != nil {

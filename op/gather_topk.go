@@ -97,8 +97,8 @@ func gatherTopKArgs(name string, e int, sv, iv G.Value) (s *tensor.Dense, ids []
 
 func (op gatherTopKOp) Do(vs ...G.Value) (G.Value, error) {
 	const name = "GatherTopK"
-	if len(vs) != 2 {
-		return nil, fmt.Errorf("gomoe: %s: want 2 inputs, got %d", name, len(vs))
+	if err := opkit.CheckArity(name, vs, 2); err != nil {
+		return nil, err
 	}
 	dev, err := onDevice(name, vs...)
 	if err != nil {
@@ -211,8 +211,8 @@ func (op gatherTopKGradOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 
 func (op gatherTopKGradOp) Do(vs ...G.Value) (G.Value, error) {
 	const name = "GatherTopKGrad"
-	if len(vs) != 2 {
-		return nil, fmt.Errorf("gomoe: %s: want 2 inputs, got %d", name, len(vs))
+	if err := opkit.CheckArity(name, vs, 2); err != nil {
+		return nil, err
 	}
 	dev, err := onDevice(name, vs...)
 	if err != nil {

@@ -71,13 +71,8 @@ func gmmDtype(dt tensor.Dtype) error {
 // (dev runs with their backend), or, for host bfloat16 inputs, runs do on the inputs widened to float32 and
 // rounds the result once (done true). Otherwise the caller runs the host float kernels.
 func gmmDispatch(name string, vs []G.Value, dev func(device.Backend) (G.Value, error), do func(vs ...G.Value) (G.Value, error)) (out G.Value, done bool, err error) {
-	if len(vs) != 3 {
-		return nil, true, opkit.Errorf(name, "want 3 inputs, got %d", len(vs))
-	}
-	for i, v := range vs {
-		if v == nil {
-			return nil, true, opkit.Errorf(name, "input %d is nil", i)
-		}
+	if err := opkit.CheckArity(name, vs, 3); err != nil {
+		return nil, true, err
 	}
 	onDev, err := onDevice(name, vs...)
 	if err != nil {

@@ -2,9 +2,16 @@ package op
 
 import (
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"math"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"sort"
 	"strings"
 	"testing"
 
@@ -161,5 +168,171 @@ func TestHostileNewPlanSizes(t *testing.T) {
 				t.Errorf("a failed NewPlan added nodes")
 			}
 		})
+	}
+}
+
+// everyOpGraph builds, on small float64 values, a graph that uses every op type of this
+// package: the routing chain, the fused router, the experts' grouped matmuls, the losses and
+// the NN ops, with the gradient of one cost to every float input.
+func everyOpGraph(t *testing.T) *G.ExprGraph {
+	t.Helper()
+	const T, H, F, E, K, V = 6, 4, 3, 4, 2, 5
+	g := G.NewGraph()
+	val := func(name string, s ...int) *G.Node {
+		n := 1
+		for _, d := range s {
+			n *= d
+		}
+		data := make([]float64, n)
+		for i := range data {
+			data[i] = math.Sin(float64(3*i+len(name))) / 2
+		}
+		return G.NewTensor(g, tensor.Float64, len(s), G.WithShape(s...), G.WithName(name), G.WithValue(denseOf(tensor.Float64, data, s...)))
+	}
+	x, wr, bias := val("x", T, H), val("wr", H, E), val("bias", E)
+	logits := must(MatMul(x, wr))
+	scores := must(Softmax(logits))
+	ids := must(TopK(scores, K, TopKOpts{Bias: bias}))
+	probs := must(RowNormalize(must(GatherTopK(scores, ids))))
+	plan, err := NewPlan(ids, nil, kernels.Geometry{T: T, K: K, E: E, A: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	xp := must(Permute(x, plan))
+	h := must(SwiGLUPacked(must(GroupedMatMul(xp, val("w1", E, H, 2*F), plan))))
+	yp := must(GroupedMatMul(h, val("w2", E, F, H), plan))
+	y := must(Unpermute(yp, probs, plan))
+	yUnweighted := must(Unpermute(must(ScaleRows(yp, must(PermuteProbs(probs, plan)))), nil, plan))
+
+	rids := must(RouterTopK(logits, K, RouterOpts{Score: kernels.RouterSigmoid, Bias: bias}))
+	rprobs := must(RouterProbs(logits, rids, RouterOpts{Score: kernels.RouterSigmoid}))
+	aux := must(RouterBalanceLoss(rids, logits, E, K, 1, 0.1, kernels.RouterSigmoid))
+	bal := must(BalanceLoss(ids, scores, E, K, 1, 0.1))
+	z := must(ZLoss(logits, 0.01))
+	load := must(ExpertLoad(ids, E, 1, tensor.Float64))
+	jit := must(JitterNoise(x, 0.1, 1))
+
+	tok := G.NewVector(g, tensor.Int32, G.WithShape(T), G.WithName("tok"), G.WithValue(tensor.New(tensor.WithShape(T), tensor.WithBacking([]int32{0, 1, 2, 3, 4, 0}))))
+	emb := must(Embedding(val("table", V, H), tok))
+	nn := must(RMSNorm(must(G.Add(emb, y)), val("gain", H), 1e-6))
+	nn = must(ReLU(must(BiasAdd(nn, val("b", H)))))
+	nn = must(G.Add(must(Sigmoid(nn)), must(GELU(yUnweighted))))
+	nn = must(SwiGLU(nn, must(G.HadamardProd(x, jit))))
+	nn = must(Cast(must(MixedMatMul(must(Cast(nn, tensor.Float32)), must(Cast(val("wm", H, V), tensor.Float32)), tensor.Float32)), tensor.Float64))
+	ce := must(CrossEntropy(must(Scale(nn, 0.5)), must(Softmax(val("target", T, V)))))
+	lse := must(G.Sum(must(RowLogSumExp(logits))))
+	routed := must(G.Sum(must(G.HadamardProd(rprobs, rprobs))))
+	cost := must(AddScalars(ce, lse, routed, aux, bal, z, must(G.Sum(load))))
+	if _, err := Sink(cost); err != nil {
+		t.Fatal(err)
+	}
+	var wrt G.Nodes
+	for _, in := range g.Inputs() {
+		if in.Dtype() == tensor.Float64 && in.Name() != "target" && in.Name() != "bias" {
+			wrt = append(wrt, in)
+		}
+	}
+	if _, err := G.Grad(cost, wrt...); err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// opTypesWithDo lists the types of this package that have a Do method (every op), read from
+// its source, so that a new op is missed by no test below.
+func opTypesWithDo(t *testing.T) []string {
+	t.Helper()
+	fset := token.NewFileSet()
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for _, name := range files {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, name, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range f.Decls {
+			fn, ok := d.(*ast.FuncDecl)
+			if !ok || fn.Recv == nil || fn.Name.Name != "Do" {
+				continue
+			}
+			recv := fn.Recv.List[0].Type
+			if s, ok := recv.(*ast.StarExpr); ok {
+				recv = s.X
+			}
+			types = append(types, recv.(*ast.Ident).Name)
+		}
+	}
+	sort.Strings(types)
+	return types
+}
+
+// TestHostileNilValues: Do of every op, called directly with a value that holds a nil
+// pointer (a (*tensor.Dense)(nil) in a G.Value) or an empty *tensor.Dense in any one input,
+// the other inputs real, returns an error and does not panic. Gorgonia's machines never pass
+// such values; a program calling Do itself may.
+func TestHostileNilValues(t *testing.T) {
+	g := everyOpGraph(t)
+	m := G.NewTapeMachine(g, G.TraceExec()) // TraceExec keeps every node's value
+	defer m.Close()
+	if err := m.RunAll(); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, n := range g.AllNodes() {
+		op := n.Op()
+		if op == nil {
+			continue
+		}
+		typ := reflect.TypeOf(op)
+		if typ.Kind() == reflect.Pointer {
+			typ = typ.Elem()
+		}
+		if typ.PkgPath() != reflect.TypeOf(Plan{}).PkgPath() {
+			continue
+		}
+		seen[typ.Name()] = true
+		var vals []G.Value
+		for it := g.From(n.ID()); it.Next(); {
+			vals = append(vals, it.Node().(*G.Node).Value())
+		}
+		if _, err := op.Do(vals...); err != nil {
+			t.Fatalf("%v: Do with the machine's values: %v", op, err)
+		}
+		for i := range vals {
+			for _, bad := range []struct {
+				name string
+				v    G.Value
+				want string
+			}{
+				{"nil *tensor.Dense", (*tensor.Dense)(nil), fmt.Sprintf("input %d is nil", i)},
+				{"empty *tensor.Dense", new(tensor.Dense), fmt.Sprintf("input %d is an empty *tensor.Dense", i)},
+			} {
+				in := slices.Clone(vals)
+				in[i] = bad.v
+				err := func() (err error) {
+					defer func() {
+						if r := recover(); r != nil {
+							err = fmt.Errorf("panic: %v", r)
+						}
+					}()
+					_, err = op.Do(in...)
+					return err
+				}()
+				if err == nil || strings.HasPrefix(err.Error(), "panic") || !strings.Contains(err.Error(), bad.want) {
+					t.Errorf("%v with a %s as input %d: %v, want an error containing %q", op, bad.name, i, err, bad.want)
+				}
+			}
+		}
+	}
+	for _, name := range opTypesWithDo(t) {
+		if !seen[name] {
+			t.Errorf("the graph has no %s node: add it to everyOpGraph", name)
+		}
 	}
 }

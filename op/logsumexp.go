@@ -52,8 +52,8 @@ func (op lseOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 
 func (op lseOp) Do(vs ...G.Value) (G.Value, error) {
 	const name = "RowLogSumExp"
-	if len(vs) != 1 {
-		return nil, fmt.Errorf("gomoe: %s: want 1 input, got %d", name, len(vs))
+	if err := opkit.CheckArity(name, vs, 1); err != nil {
+		return nil, err
 	}
 	x, err := gmmDense(name, "x", vs[0], tensor.Dtype{}, nil)
 	if err != nil {
@@ -163,8 +163,8 @@ func (op lseGradOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 
 func (op lseGradOp) Do(vs ...G.Value) (G.Value, error) {
 	const name = "RowLogSumExpGrad"
-	if len(vs) != 3 {
-		return nil, fmt.Errorf("gomoe: %s: want 3 inputs, got %d", name, len(vs))
+	if err := opkit.CheckArity(name, vs, 3); err != nil {
+		return nil, err
 	}
 	x, err := gmmDense(name, "x", vs[0], tensor.Dtype{}, nil)
 	if err != nil {

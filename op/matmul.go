@@ -107,8 +107,8 @@ func view(x G.Value, t bool) (tensor.Tensor, error) {
 
 func (op matMulOp) Do(vs ...G.Value) (G.Value, error) {
 	const name = "MatMul"
-	if len(vs) != 2 || vs[0] == nil || vs[1] == nil {
-		return nil, opkit.Errorf(name, "want 2 inputs")
+	if err := opkit.CheckArity(name, vs, 2); err != nil {
+		return nil, err
 	}
 	if vs[0].Dtype() != vs[1].Dtype() {
 		return nil, opkit.Errorf(name, "dtypes %v and %v", vs[0].Dtype(), vs[1].Dtype())

@@ -92,8 +92,8 @@ func (op mixedMatMulOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 
 func (op mixedMatMulOp) Do(vs ...G.Value) (G.Value, error) {
 	const name = "MixedMatMul"
-	if len(vs) != 2 || vs[0] == nil || vs[1] == nil {
-		return nil, opkit.Errorf(name, "want 2 inputs")
+	if err := opkit.CheckArity(name, vs, 2); err != nil {
+		return nil, err
 	}
 	if vs[0].Dtype() != op.a || vs[1].Dtype() != op.b {
 		return nil, opkit.Errorf(name, "dtypes %v and %v, want %v and %v", vs[0].Dtype(), vs[1].Dtype(), op.a, op.b)

@@ -167,13 +167,10 @@ func pwValues(name string, dims int, vs []G.Value, n int) error {
 // pwKindValues checks the values of pointwise op k: n values of one float dtype (bfloat16 too
 // for the activations) and shape.
 func pwKindValues(k pwKind, name string, dims int, vs []G.Value, n int) error {
-	if len(vs) != n {
-		return opkit.Errorf(name, "want %d inputs, got %d", n, len(vs))
+	if err := opkit.CheckArity(name, vs, n); err != nil {
+		return err
 	}
 	for i, v := range vs {
-		if v == nil {
-			return opkit.Errorf(name, "input %d is nil", i)
-		}
 		if k.row() || v.Dtype() != bfloat16.Dtype {
 			if err := checkFloat(name, fmt.Sprintf("input %d", i), v.Dtype()); err != nil {
 				return err

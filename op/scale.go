@@ -59,8 +59,8 @@ func (op scaleOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 
 func (op scaleOp) Do(vs ...G.Value) (G.Value, error) {
 	const name = "Scale"
-	if len(vs) != 1 || vs[0] == nil {
-		return nil, opkit.Errorf(name, "want 1 input")
+	if err := opkit.CheckArity(name, vs, 1); err != nil {
+		return nil, err
 	}
 	v := vs[0]
 	if err := checkFloat(name, "x", v.Dtype()); err != nil {

@@ -90,8 +90,8 @@ func rowsArgs(name string, x, s G.Value) error {
 
 func (op scaleRowsOp) Do(vs ...G.Value) (G.Value, error) {
 	const name = "ScaleRows"
-	if len(vs) != 2 {
-		return nil, opkit.Errorf(name, "want 2 inputs, got %d", len(vs))
+	if err := opkit.CheckArity(name, vs, 2); err != nil {
+		return nil, err
 	}
 	if err := rowsArgs(name, vs[0], vs[1]); err != nil {
 		return nil, err
@@ -215,8 +215,8 @@ func (op rowDotOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 
 func (op rowDotOp) Do(vs ...G.Value) (G.Value, error) {
 	const name = "RowDot"
-	if len(vs) != 2 || vs[0] == nil || vs[1] == nil {
-		return nil, opkit.Errorf(name, "want 2 inputs")
+	if err := opkit.CheckArity(name, vs, 2); err != nil {
+		return nil, err
 	}
 	if vs[0].Dtype() != vs[1].Dtype() || !vs[0].Shape().Eq(vs[1].Shape()) || vs[0].Shape().Dims() != 2 {
 		return nil, opkit.Errorf(name, "inputs %v %v and %v %v, want two matrices of one dtype and shape", vs[0].Dtype(), vs[0].Shape(), vs[1].Dtype(), vs[1].Shape())

@@ -123,8 +123,8 @@ func (op topkOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 
 func (op topkOp) Do(vs ...G.Value) (G.Value, error) {
 	const name = "TopK"
-	if len(vs) != op.Arity() {
-		return nil, fmt.Errorf("gomoe: %s: want %d inputs, got %d", name, op.Arity(), len(vs))
+	if err := opkit.CheckArity(name, vs, op.Arity()); err != nil {
+		return nil, err
 	}
 	dev, err := onDevice(name, vs...)
 	if err != nil {

@@ -7,6 +7,7 @@ package opkit
 import (
 	"fmt"
 	"hash/fnv"
+	"reflect"
 	"strings"
 
 	G "gorgonia.org/gorgonia"
@@ -61,17 +62,35 @@ func ShapeString(s tensor.Shape) string {
 	return "(" + strings.Join(parts, ", ") + ")"
 }
 
-// CheckArity checks that Do got n non-nil inputs.
+// CheckArity checks that Do got n inputs, none of them nil (IsNil) or a *tensor.Dense with no
+// dtype (new(tensor.Dense): no data, no shape).
 func CheckArity(name string, vs []G.Value, n int) error {
 	if len(vs) != n {
 		return Errorf(name, "got %d inputs, want %d", len(vs), n)
 	}
 	for i, v := range vs {
-		if v == nil {
+		if IsNil(v) {
 			return Errorf(name, "input %d is nil", i)
+		}
+		if d, ok := v.(*tensor.Dense); ok && d.Dtype().Type == nil {
+			return Errorf(name, "input %d is an empty *tensor.Dense (no dtype, no data)", i)
 		}
 	}
 	return nil
+}
+
+// IsNil reports whether v is nil or holds a nil pointer, such as a (*tensor.Dense)(nil) passed
+// as a G.Value: a value whose dtype and shape cannot be read.
+func IsNil(v G.Value) bool {
+	if v == nil {
+		return true
+	}
+	r := reflect.ValueOf(v)
+	switch r.Kind() {
+	case reflect.Pointer, reflect.Interface, reflect.Map, reflect.Slice, reflect.Func, reflect.Chan:
+		return r.IsNil()
+	}
+	return false
 }
 
 // NodeDtype is n's dtype, or an error naming what if n is nil or has none.
