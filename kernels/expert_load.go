@@ -14,6 +14,9 @@ func ExpertLoad[F float32 | float64](load []F, ids []int32, K, E, B int) error {
 	if K > 0 {
 		T = len(ids) / K
 	}
+	if err := checkWidth(name, "E", E, B); err != nil { // B·E must not wrap
+		return err
+	}
 	if K < 0 || E < 1 || B < 1 || len(ids) != T*K || T%B != 0 || len(load) != B*E {
 		return fmt.Errorf("gomoe: %s: %d ids and %d loads for K=%d E=%d B=%d, want T·K ids (T a multiple of B) and B·E loads", name, len(ids), len(load), K, E, B)
 	}

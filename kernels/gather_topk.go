@@ -12,6 +12,9 @@ func gatherTopKCheck(name string, ns, nids, nout int, ids []int32, E, K int) err
 	T, ok := 0, E >= 0 && K >= 0 && nout == nids
 	if K > 0 {
 		T = nids / K
+		if err := checkWidth(name, "E", E, T); err != nil { // T·E must not wrap
+			return err
+		}
 		ok = ok && nids == T*K && ns == T*E
 	} else { // no slots: T is not known from the ids
 		ok = ok && nids == 0 && (E == 0 && ns == 0 || E > 0 && ns%E == 0)

@@ -132,11 +132,14 @@ func TestHostilePlanBuffers(t *testing.T) {
 }
 
 // TestHostileKernelSizes: sizes whose products wrap around int (T = 2^62: T·K and T·E wrap to
-// 0, which matched the empty buffers and used to panic) give an error naming the sizes; the
-// row kernels reject negative or zero widths.
+// 0, which matched the empty buffers; E = 2^62+1 with T = 4: T·E wraps to 4; both used to
+// panic, TopK's in a goroutine of its own, which no caller can recover) give an error naming
+// the sizes; the row kernels reject negative or zero widths.
 func TestHostileKernelSizes(t *testing.T) {
 	const h = 1 << 62
 	one := []float32{1}
+	f4 := make([]float64, 4)
+	softmax := Router{Score: RouterSoftmax, Groups: 1, Kept: 1, Scale: 1}
 	cases := []struct {
 		name string
 		call func() error
@@ -154,6 +157,20 @@ func TestHostileKernelSizes(t *testing.T) {
 		{"RouterBalanceLossBackward T·K wraps", func() error {
 			return RouterBalanceLossBackward[float32](nil, nil, nil, h, 4, 4, 1, 1, 1, RouterSigmoid)
 		}, "RouterBalanceLossBackward: T=4611686018427387904"},
+		// E = 2^62+1 with T = 4 tokens: T·E wraps to 4, the length of the buffers.
+		{"TopK T·E wraps (260 rows: the rows split over goroutines)", func() error {
+			return TopK(make([]int32, 260), make([]float64, 260), nil, h+1, 1, 1, 1)
+		}, "TopK: E=4611686018427387905 times 260 rows is too large"},
+		{"RouterTopK T·E wraps", func() error { return RouterTopK(make([]int32, 4), f4, nil, h+1, 1, softmax) }, "RouterTopK: E=4611686018427387905 times 4 rows"},
+		{"RouterProbs T·E wraps", func() error { return RouterProbs(f4, f4, make([]int32, 4), h+1, 1, softmax) }, "RouterProbs: E=4611686018427387905 times 4 rows"},
+		{"RouterProbsBackward T·E wraps", func() error {
+			return RouterProbsBackward(f4, f4, []int32{0, 0, 0, 5}, f4, h+1, 1, softmax)
+		}, "RouterProbsBackward: E=4611686018427387905 times 4 rows"},
+		{"GatherTopK T·E wraps", func() error { return GatherTopK(f4, f4, []int32{0, 0, 0, 5}, h+1, 1) }, "GatherTopK: E=4611686018427387905 times 4 rows"},
+		{"GatherTopKBackward T·E wraps", func() error { return GatherTopKBackward(f4, f4, []int32{0, 0, 0, 5}, h+1, 1) }, "GatherTopKGrad: E=4611686018427387905 times 4 rows"},
+		{"RowLogSumExp T·E wraps", func() error { return RowLogSumExp(f4, nil, h) }, "RowLogSumExp: E=4611686018427387904 times 4 rows"},
+		{"RowLogSumExpBackward T·E wraps", func() error { return RowLogSumExpBackward(nil, nil, f4, f4, h) }, "RowLogSumExpGrad: E=4611686018427387904 times 4 rows"},
+		{"ExpertLoad B·E wraps", func() error { return ExpertLoad(f4, make([]int32, 4), 1, h+1, 4) }, "ExpertLoad: E=4611686018427387905 times 4 rows"},
 		{"Embedding huge width", func() error { return Embedding[float32](nil, nil, []int32{0}, h) }, "Embedding has 4611686018427387904 elements, want 0"},
 		{"Embedding negative width", func() error { return Embedding(one, one, []int32{0}, -1) }, "-1 columns"},
 		{"CrossEntropy zero width", func() error { _, err := CrossEntropy(one, one, 0); return err }, "CrossEntropy: 0 columns"},

@@ -10,7 +10,10 @@ import (
 
 // lseCheck checks x [T,E] against a per-row vector of n = T elements.
 func lseCheck(name string, nx, n, E int) error {
-	if E < 0 || nx != n*E {
+	if err := checkWidth(name, "E", E, n); err != nil { // T·E must not wrap
+		return err
+	}
+	if nx != n*E {
 		return fmt.Errorf("gomoe: %s: x has %d elements, want T·E = %d·%d", name, nx, n, E)
 	}
 	return nil

@@ -107,6 +107,9 @@ func routerArgs[F float32 | float64](name string, r Router, nLogits, nTK, nBias,
 		return 0, err
 	}
 	T = nTK / K
+	if err := checkWidth(name, "E", E, T); err != nil { // T·E must not wrap
+		return 0, err
+	}
 	if nTK != T*K || nLogits != T*E {
 		return 0, fmt.Errorf("gomoe: %s: %d logits and %d ids or probs, want T·E and T·K for E=%d K=%d", name, nLogits, nTK, E, K)
 	}

@@ -25,6 +25,9 @@ func TopK(ids []int32, scores, bias []float64, E, K, groups, kept int) error {
 	if err := CheckTopK(E, K, groups, kept); err != nil {
 		return err
 	}
+	if err := checkWidth("TopK", "E", E, len(ids)/K); err != nil { // T·E must not wrap
+		return err
+	}
 	switch {
 	case len(ids)%K != 0 || len(scores) != len(ids)/K*E:
 		return fmt.Errorf("%s: %d ids and %d scores, want T·K and T·E for K=%d E=%d", name, len(ids), len(scores), K, E)
