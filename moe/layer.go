@@ -9,6 +9,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/bfloat16"
+	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 	"github.com/gomoe/gomoe/op"
 )
@@ -602,8 +603,8 @@ const maxLoad = 1 << 53
 // the GPU when it lives there. Every count must be a whole number >= 0, and their sum at most
 // limit (so no count is huge either).
 func countsOf(v G.Value, E int, limit float64) ([]float64, error) {
-	if v == nil {
-		return nil, fmt.Errorf("counts value is nil (read Output.Counts with G.Read after a run)")
+	if m := opkit.Missing(v); m != "" {
+		return nil, fmt.Errorf("counts value is %s (read Output.Counts with G.Read after a run)", m)
 	}
 	if op.OnDevice(v) {
 		h, err := op.HostCopy(v)

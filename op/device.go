@@ -11,13 +11,13 @@ import (
 )
 
 // OnDevice reports whether v lives in GPU memory (of the gomoecuda build's device engine).
-func OnDevice(v G.Value) bool { return v != nil && device.Of(v) != nil }
+func OnDevice(v G.Value) bool { return opkit.Missing(v) == "" && device.Of(v) != nil }
 
 // HostCopy returns a host copy of v: downloaded from the GPU (waiting for it) when v lives
 // there, else a clone. It is how code outside a graph reads a device value (counts, a loss).
 func HostCopy(v G.Value) (*tensor.Dense, error) {
-	if v == nil {
-		return nil, fmt.Errorf("gomoe: HostCopy of a nil value")
+	if m := opkit.Missing(v); m != "" {
+		return nil, fmt.Errorf("gomoe: HostCopy of a value that is %s", m)
 	}
 	if dev := device.Of(v); dev != nil {
 		h, err := dev.Download(v)
@@ -37,8 +37,11 @@ func HostCopy(v G.Value) (*tensor.Dense, error) {
 // WriteBack copies the host tensor h into dst (same dtype and size), uploading it when dst
 // lives on the GPU.
 func WriteBack(dst G.Value, h *tensor.Dense) error {
-	if dst == nil || h == nil {
-		return fmt.Errorf("gomoe: WriteBack: nil value")
+	if m := opkit.Missing(dst); m != "" {
+		return fmt.Errorf("gomoe: WriteBack: the destination is %s", m)
+	}
+	if m := opkit.Missing(h); m != "" {
+		return fmt.Errorf("gomoe: WriteBack: the source is %s", m)
 	}
 	if dst.Dtype() != h.Dtype() || dst.Shape().TotalSize() != h.Shape().TotalSize() {
 		return fmt.Errorf("gomoe: WriteBack of %v %v into %v %v", h.Dtype(), h.Shape(), dst.Dtype(), dst.Shape())

@@ -429,6 +429,13 @@ func readOptimizer(meta map[string]string, opt G.Solver) (*optLoad, error) {
 			return nil, err
 		}
 	}
+	err := sgdSettings(ol.lr, ol.wd, ol.maxNorm)
+	if want == "adam" {
+		err = adamSettings(ol.lr, ol.b1, ol.b2, ol.eps, ol.wd, ol.maxNorm)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("the file's %s settings: %w", want, err)
+	}
 	return ol, nil
 }
 

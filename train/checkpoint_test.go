@@ -455,6 +455,38 @@ func TestLoadCheckpointErrors(t *testing.T) {
 		}
 		return p
 	}
+	// withMeta is good with one metadata value changed (every tensor of good is float32).
+	withMeta := func(key, value string) string {
+		ts, err := safetensors.Open(good)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ts.Close()
+		tensors := map[string]safetensors.Tensor{}
+		for _, n := range ts.Names() {
+			shape, _ := ts.Shape(n)
+			data := make([]float32, max(1, tensor.Shape(shape).TotalSize()))
+			if err := ts.Read(n, data); err != nil {
+				t.Fatal(err)
+			}
+			tensors[n] = safetensors.Tensor{Shape: shape, Data: data}
+		}
+		meta := ts.Metadata()
+		if _, ok := meta[key]; !ok {
+			t.Fatalf("good has no metadata %q", key)
+		}
+		meta[key] = value
+		p := filepath.Join(dir, key+"="+value)
+		f, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := safetensors.Write(f, tensors, meta); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
 	truncated := write("trunc.safetensors", raw[:len(raw)-3])
 	garbage := write("garbage.safetensors", []byte("not a checkpoint at all"))
 	foreign := write("foreign.safetensors", foreignFile())
@@ -477,6 +509,13 @@ func TestLoadCheckpointErrors(t *testing.T) {
 		{"no state", weightsOnly, G.Nodes{a, b}, train.NewAdam(1), "holds no optimiser state"},
 		{"duplicate names", good, G.Nodes{a, mk("a", []int{2}, nil)}, nil, `two params are named "a"`},
 		{"reserved name", good, G.Nodes{mk("optimizer.x", []int{1}, []float32{0})}, nil, "not starting with"},
+		// Settings a Step would refuse: the load used to take them, and the weights.
+		{"learning rate NaN", withMeta("gomoe.adam.lr", "NaN"), G.Nodes{a, b}, train.NewAdam(1), "the file's adam settings: learning rate NaN"},
+		{"beta1 1", withMeta("gomoe.adam.beta1", "1"), G.Nodes{a, b}, train.NewAdam(1), "betas 1, 0.999, want each in [0, 1)"},
+		{"beta2 -3", withMeta("gomoe.adam.beta2", "-3"), G.Nodes{a, b}, train.NewAdam(1), "betas 0.9, -3"},
+		{"eps 0", withMeta("gomoe.adam.eps", "0"), G.Nodes{a, b}, train.NewAdam(1), "eps 0, want a finite eps > 0"},
+		{"weight decay -1", withMeta("gomoe.adam.weight_decay", "-1"), G.Nodes{a, b}, train.NewAdam(1), "weight decay -1"},
+		{"max grad norm -7", withMeta("gomoe.adam.max_grad_norm", "-7"), G.Nodes{a, b}, train.NewAdam(1), "MaxGradNorm -7"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sort"
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
@@ -149,14 +150,79 @@ func check(name string, vgs []G.ValueGrad) ([]pair, error) {
 				return nil, fmt.Errorf("gomoe: train: %s: %s: %w", name, label, err)
 			}
 		}
-		for _, p := range ps {
-			if p.w == w || p.w.Uintptr() == w.Uintptr() {
-				return nil, fmt.Errorf("gomoe: train: %s: %s appears twice (as %s, or shares its memory)", name, label, p.wLabel)
-			}
-		}
 		ps = append(ps, pair{w: w, g: g, gpu: gw, n: w.Shape().TotalSize(), dtype: w.Dtype(), wLabel: label})
 	}
+	if err := checkShared(ps); err != nil {
+		return nil, fmt.Errorf("gomoe: train: %s: %w", name, err)
+	}
 	return ps, nil
+}
+
+// checkShared checks that no two weights share memory (the same weight listed twice, or two
+// views of one buffer) and that no gradient shares memory with a weight, its own included: an
+// update would then change what a later update reads.
+func checkShared(ps []pair) error {
+	type span struct {
+		lo, hi uintptr
+		i      int
+	}
+	spanOf := func(t *tensor.Dense, i int) span {
+		return span{t.Uintptr(), t.Uintptr() + t.MemSize(), i}
+	}
+	twice := func(i, j int) error {
+		return fmt.Errorf("%s appears twice (as %s, or shares its memory)", ps[max(i, j)].wLabel, ps[min(i, j)].wLabel)
+	}
+	seen := make(map[*tensor.Dense]int, len(ps))
+	var ws []span // the weights that hold memory, sorted by address
+	for i, p := range ps {
+		if j, ok := seen[p.w]; ok {
+			return twice(i, j)
+		}
+		seen[p.w] = i
+		if s := spanOf(p.w, i); s.hi > s.lo {
+			ws = append(ws, s)
+		}
+	}
+	sort.Slice(ws, func(a, b int) bool { return ws[a].lo < ws[b].lo })
+	for k := 1; k < len(ws); k++ {
+		if ws[k].lo < ws[k-1].hi {
+			return twice(ws[k-1].i, ws[k].i)
+		}
+	}
+	for i, p := range ps {
+		g := spanOf(p.g, i)
+		// The weights are disjoint, sorted and not empty: if g overlaps any, it overlaps the
+		// last one that starts before g ends.
+		k := sort.Search(len(ws), func(k int) bool { return ws[k].lo >= g.hi }) - 1
+		if g.hi > g.lo && k >= 0 && ws[k].hi > g.lo {
+			return fmt.Errorf("the gradient of %s shares memory with %s", p.wLabel, ps[ws[k].i].wLabel)
+		}
+	}
+	return nil
+}
+
+// adamSettings checks Adam's settings (Step and LoadCheckpoint).
+func adamSettings(lr, b1, b2, eps, wd, maxNorm float64) error {
+	switch {
+	case !(b1 >= 0 && b1 < 1) || !(b2 >= 0 && b2 < 1):
+		return fmt.Errorf("betas %v, %v, want each in [0, 1)", b1, b2)
+	case !(eps > 0) || math.IsInf(eps, 0):
+		return fmt.Errorf("eps %v, want a finite eps > 0", eps)
+	}
+	return sgdSettings(lr, wd, maxNorm)
+}
+
+// sgdSettings checks the settings SGD and Adam share (Step and LoadCheckpoint).
+func sgdSettings(lr, wd, maxNorm float64) error {
+	switch {
+	case !(lr >= 0) || math.IsInf(lr, 0):
+		return fmt.Errorf("learning rate %v, want a finite value >= 0", lr)
+	case !(wd >= 0) || math.IsInf(wd, 0):
+		return fmt.Errorf("weight decay %v, want a finite value >= 0", wd)
+	case !(maxNorm >= 0) || math.IsInf(maxNorm, 0):
+		return fmt.Errorf("MaxGradNorm %v, want a finite value >= 0 (0: no clipping)", maxNorm)
+	}
+	return nil
 }
 
 // Step applies one Adam update to every weight. It checks all of them (and makes missing
@@ -170,15 +236,8 @@ func (a *Adam) Step(vgs []G.ValueGrad) error {
 	if err != nil {
 		return err
 	}
-	switch {
-	case !(a.LR >= 0) || math.IsInf(a.LR, 0):
-		return fmt.Errorf("gomoe: train: Adam: learning rate %v", a.LR)
-	case !(a.Beta1 >= 0 && a.Beta1 < 1) || !(a.Beta2 >= 0 && a.Beta2 < 1):
-		return fmt.Errorf("gomoe: train: Adam: betas %v, %v, want each in [0, 1)", a.Beta1, a.Beta2)
-	case !(a.Eps > 0) || !(a.WeightDecay >= 0):
-		return fmt.Errorf("gomoe: train: Adam: eps %v and weight decay %v, want eps > 0 and decay >= 0", a.Eps, a.WeightDecay)
-	case !(a.MaxGradNorm >= 0) || math.IsInf(a.MaxGradNorm, 0):
-		return fmt.Errorf("gomoe: train: Adam: MaxGradNorm %v, want a finite value >= 0 (0: no clipping)", a.MaxGradNorm)
+	if err := adamSettings(a.LR, a.Beta1, a.Beta2, a.Eps, a.WeightDecay, a.MaxGradNorm); err != nil {
+		return fmt.Errorf("gomoe: train: Adam: %w", err)
 	}
 	if err := a.countErr(); err != nil {
 		return err
@@ -360,11 +419,8 @@ func (s *SGD) Step(vgs []G.ValueGrad) error {
 	if err != nil {
 		return err
 	}
-	if !(s.LR >= 0) || math.IsInf(s.LR, 0) || !(s.WeightDecay >= 0) {
-		return fmt.Errorf("gomoe: train: SGD: learning rate %v, weight decay %v", s.LR, s.WeightDecay)
-	}
-	if !(s.MaxGradNorm >= 0) || math.IsInf(s.MaxGradNorm, 0) {
-		return fmt.Errorf("gomoe: train: SGD: MaxGradNorm %v, want a finite value >= 0 (0: no clipping)", s.MaxGradNorm)
+	if err := sgdSettings(s.LR, s.WeightDecay, s.MaxGradNorm); err != nil {
+		return fmt.Errorf("gomoe: train: SGD: %w", err)
 	}
 	var err2 error
 	if s.state, err2 = ensure(s.state, ps, false); err2 != nil {

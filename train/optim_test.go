@@ -1,6 +1,7 @@
 package train
 
 import (
+	"fmt"
 	"math"
 	"math/rand"
 	"strings"
@@ -134,6 +135,25 @@ func TestOptimizerBadInput(t *testing.T) {
 		}, "want float32, float64 or bfloat16"},
 		{"twice", func() []G.ValueGrad { return []G.ValueGrad{vg{w, g}, vg{w, g}} }, "appears twice"},
 		{"scalar value", func() []G.ValueGrad { return []G.ValueGrad{vg{w, g}, vg{G.NewF64(1), G.NewF64(1)}} }, "want *tensor.Dense"},
+		{"nil dense", func() []G.ValueGrad { return []G.ValueGrad{vg{w, g}, vg{(*tensor.Dense)(nil), g}} }, "want *tensor.Dense"},
+		// Memory shared where an update would change what a later one reads: the first
+		// weight used to be updated before the kernel refused the second.
+		{"gradient is its weight", func() []G.ValueGrad {
+			w2 := dense64([]float64{5, 6})
+			return []G.ValueGrad{vg{w, g}, vg{w2, w2}}
+		}, "the gradient of weight 1 shares memory with weight 1"},
+		{"gradient is another weight", func() []G.ValueGrad { return []G.ValueGrad{vg{w, g}, vg{dense64([]float64{5, 6}), w}} }, "the gradient of weight 1 shares memory with weight 0"},
+		{"gradient overlaps a weight", func() []G.ValueGrad {
+			buf := []float64{5, 6, 7}
+			w2 := tensor.New(tensor.WithShape(2), tensor.WithBacking(buf[:2]))
+			return []G.ValueGrad{vg{w, g}, vg{w2, tensor.New(tensor.WithShape(2), tensor.WithBacking(buf[1:]))}}
+		}, "the gradient of weight 1 shares memory with weight 1"},
+		{"weights overlap", func() []G.ValueGrad {
+			buf := []float64{5, 6, 7}
+			w1 := tensor.New(tensor.WithShape(2), tensor.WithBacking(buf[1:]))
+			w2 := tensor.New(tensor.WithShape(2), tensor.WithBacking(buf[:2]))
+			return []G.ValueGrad{vg{w, g}, vg{w1, dense64([]float64{1, 1})}, vg{w2, dense64([]float64{1, 1})}}
+		}, "weight 2 appears twice (as weight 1, or shares its memory)"},
 	}
 	for _, c := range cases {
 		for _, s := range []G.Solver{NewAdam(0.1), &SGD{LR: 0.1}} {
@@ -149,7 +169,8 @@ func TestOptimizerBadInput(t *testing.T) {
 			}
 		}
 	}
-	for _, s := range []G.Solver{&Adam{LR: 0.1, Beta1: 1, Beta2: 0.9, Eps: 1e-8}, &Adam{LR: math.NaN(), Beta1: 0.9, Beta2: 0.9, Eps: 1e-8}, &SGD{LR: -1}} {
+	for _, s := range []G.Solver{&Adam{LR: 0.1, Beta1: 1, Beta2: 0.9, Eps: 1e-8}, &Adam{LR: math.NaN(), Beta1: 0.9, Beta2: 0.9, Eps: 1e-8},
+		&Adam{LR: 0.1, Beta1: 0.9, Beta2: 0.9, Eps: math.Inf(1)}, &SGD{LR: -1}, &SGD{LR: 0.1, WeightDecay: math.Inf(1)}} {
 		if err := s.Step([]G.ValueGrad{vg{w, g}}); err == nil {
 			t.Errorf("%+v: no error", s)
 		}
@@ -207,6 +228,56 @@ func TestStepTrainsLeastSquares(t *testing.T) {
 	for j, v := range w.Value().Data().([]float64) {
 		if math.Abs(v-wTrue[j]) > 0.05 {
 			t.Errorf("w[%d] = %v, want about %v", j, v, wTrue[j])
+		}
+	}
+}
+
+// TestStepMissingValues: Step with a nil param, and Scalar of a nil or empty value, return an
+// error and do not panic; the weights stay as they were.
+func TestStepMissingValues(t *testing.T) {
+	g := G.NewGraph()
+	w := G.NewVector(g, tensor.Float64, G.WithShape(2), G.WithName("w"), G.WithValue(dense64([]float64{1, 2})))
+	cost := G.Must(G.Sum(G.Must(G.Square(w))))
+	if _, err := G.Grad(cost, w); err != nil {
+		t.Fatal(err)
+	}
+	vm := G.NewTapeMachine(g)
+	defer vm.Close()
+	for _, params := range []G.Nodes{{nil, w}, {w, nil}} {
+		err := func() (err error) {
+			defer func() {
+				if r := recover(); r != nil {
+					err = fmt.Errorf("panic: %v", r)
+				}
+			}()
+			return Step(vm, NewAdam(0.1), params, nil)
+		}()
+		if err == nil || !strings.Contains(err.Error(), "is nil") {
+			t.Errorf("Step with params %v: %v, want an error naming the nil weight", params, err)
+		}
+		if v := w.Value().Data().([]float64); v[0] != 1 || v[1] != 2 {
+			t.Fatalf("the weight changed to %v", v)
+		}
+	}
+	for _, c := range []struct {
+		name string
+		v    G.Value
+		want string
+	}{
+		{"nil", nil, "Scalar of a value that is nil"},
+		{"nil *tensor.Dense", (*tensor.Dense)(nil), "Scalar of a value that is nil"},
+		{"empty *tensor.Dense", new(tensor.Dense), "Scalar of a value that is an empty *tensor.Dense"},
+	} {
+		_, err := func() (_ float64, err error) {
+			defer func() {
+				if r := recover(); r != nil {
+					err = fmt.Errorf("panic: %v", r)
+				}
+			}()
+			return Scalar(c.v)
+		}()
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Scalar of %s: %v, want %q", c.name, err, c.want)
 		}
 	}
 }

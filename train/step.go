@@ -7,6 +7,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/device"
+	"github.com/gomoe/gomoe/internal/opkit"
 )
 
 // Step runs one training step on the tape machine vm: RunAll (forward and backward), the
@@ -51,13 +52,18 @@ func valueGrads(params G.Nodes) []G.ValueGrad {
 	return vgs
 }
 
+// endStep ends the step of the device engine of the first param that has a value (nothing for
+// host values).
 func endStep(params G.Nodes) {
-	if len(params) == 0 {
-		return
-	}
-	if v := params[0].Value(); v != nil {
-		if dev := device.Of(v); dev != nil {
-			dev.EndStep(v)
+	for _, p := range params {
+		if p == nil {
+			continue
+		}
+		if v := p.Value(); opkit.Missing(v) == "" {
+			if dev := device.Of(v); dev != nil {
+				dev.EndStep(v)
+			}
+			return
 		}
 	}
 }
@@ -65,8 +71,8 @@ func endStep(params G.Nodes) {
 // Scalar returns the value of a one-element float value (a loss), copying it from the GPU if
 // it lives there.
 func Scalar(v G.Value) (float64, error) {
-	if v == nil {
-		return 0, fmt.Errorf("gomoe: train: Scalar of a nil value (read the node with G.Read after a run)")
+	if m := opkit.Missing(v); m != "" {
+		return 0, fmt.Errorf("gomoe: train: Scalar of a value that is %s (read the node with G.Read after a run)", m)
 	}
 	if v.Shape().TotalSize() != 1 {
 		return 0, fmt.Errorf("gomoe: train: Scalar of a value of shape %v", v.Shape())

@@ -1,6 +1,7 @@
 // Package opkit holds what gomoe's Gorgonia ops (packages op and ep) share: one convention for
 // error text ("gomoe: <op name>: <message>"), op hashes, geometry keys, node building that never
-// lets a Gorgonia panic escape, checks of the values an op's Do receives, and Base, the part of
+// lets a Gorgonia panic escape, checks of the values an op's Do receives (Missing also serves
+// the other packages' functions that take a G.Value), and Base, the part of
 // the Op interface that is the same for every op (base.go).
 package opkit
 
@@ -62,35 +63,37 @@ func ShapeString(s tensor.Shape) string {
 	return "(" + strings.Join(parts, ", ") + ")"
 }
 
-// CheckArity checks that Do got n inputs, none of them nil (IsNil) or a *tensor.Dense with no
-// dtype (new(tensor.Dense): no data, no shape).
+// CheckArity checks that Do got n inputs, none of them missing (Missing).
 func CheckArity(name string, vs []G.Value, n int) error {
 	if len(vs) != n {
 		return Errorf(name, "got %d inputs, want %d", len(vs), n)
 	}
 	for i, v := range vs {
-		if IsNil(v) {
-			return Errorf(name, "input %d is nil", i)
-		}
-		if d, ok := v.(*tensor.Dense); ok && d.Dtype().Type == nil {
-			return Errorf(name, "input %d is an empty *tensor.Dense (no dtype, no data)", i)
+		if m := Missing(v); m != "" {
+			return Errorf(name, "input %d is %s", i, m)
 		}
 	}
 	return nil
 }
 
-// IsNil reports whether v is nil or holds a nil pointer, such as a (*tensor.Dense)(nil) passed
-// as a G.Value: a value whose dtype and shape cannot be read.
-func IsNil(v G.Value) bool {
+// Missing says what v lacks to be read as a value: "nil" when v is nil or holds a nil pointer
+// (a (*tensor.Dense)(nil) passed as a G.Value), "an empty *tensor.Dense (no dtype, no data)"
+// for new(tensor.Dense), and "" for any other value.
+func Missing(v G.Value) string {
 	if v == nil {
-		return true
+		return "nil"
 	}
 	r := reflect.ValueOf(v)
 	switch r.Kind() {
 	case reflect.Pointer, reflect.Interface, reflect.Map, reflect.Slice, reflect.Func, reflect.Chan:
-		return r.IsNil()
+		if r.IsNil() {
+			return "nil"
+		}
 	}
-	return false
+	if d, ok := v.(*tensor.Dense); ok && d.Dtype().Type == nil {
+		return "an empty *tensor.Dense (no dtype, no data)"
+	}
+	return ""
 }
 
 // NodeDtype is n's dtype, or an error naming what if n is nil or has none.
