@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"unsafe"
 
 	"gorgonia.org/tensor"
 )
@@ -29,7 +30,9 @@ type Communicator interface {
 	// that go to rank j; recvs[i] lists, in order, the blocks of recv that the blocks from rank
 	// i land in. The k-th block that rank i sends to rank j lands in the k-th block that rank j
 	// receives from rank i, so the two must have the same length, and both buffers the same
-	// dtype and row width. Rows of recv outside every block are left as they are.
+	// dtype and row width. Rows of recv outside every block are left as they are. send and
+	// recv must not share memory (no in-place exchange), nor, in one process, a rank's recv
+	// with another rank's send.
 	AllToAll(send, recv Buffer, sends, recvs [][]Block) error
 	// Abort makes every pending and later collective of the group fail with an error that wraps
 	// ErrAborted and err. It is safe to call from any goroutine, more than once.
@@ -98,6 +101,37 @@ func (b Buffer) Check(what string) error {
 		return fmt.Errorf("ep: %s buffer says %d rows of %v but holds %d rows of %v", what, b.Rows, b.Dtype, h.Rows, h.Dtype)
 	}
 	return nil
+}
+
+// CheckDisjoint returns an error if the memory of recv overlaps that of send (both host, or
+// both device buffers; Check must have passed for each); what names the pair in the error.
+// Communicator implementations (the in-process Group, package ep/nccl) check their buffers
+// with it: an exchange that reads rows it has already overwritten gives wrong rows.
+func CheckDisjoint(what string, send, recv Buffer) error {
+	s, r := send.span(), recv.span()
+	if s.hi > s.lo && r.hi > r.lo && s.lo < r.hi && r.lo < s.hi && (send.Host == nil) == (recv.Host == nil) {
+		return fmt.Errorf("ep: %s: the receive buffer shares memory with the send buffer (no in-place exchange)", what)
+	}
+	return nil
+}
+
+// span is a checked buffer's memory as addresses [lo, hi): host or device.
+func (b Buffer) span() (s struct{ lo, hi uintptr }) {
+	n := uintptr(b.Rows) * uintptr(b.Width) * b.Dtype.Size()
+	if b.Host == nil {
+		s.lo = b.Device
+	} else {
+		switch d := b.Host.(type) {
+		case []float32:
+			s.lo = uintptr(unsafe.Pointer(unsafe.SliceData(d)))
+		case []float64:
+			s.lo = uintptr(unsafe.Pointer(unsafe.SliceData(d)))
+		case []int32:
+			s.lo = uintptr(unsafe.Pointer(unsafe.SliceData(d)))
+		}
+	}
+	s.hi = s.lo + n
+	return s
 }
 
 // CheckBlocks validates the block lists of an AllToAll against a buffer of rows rows and a

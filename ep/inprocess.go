@@ -281,6 +281,9 @@ func validate(ps []post) error {
 		}
 		for i := range ps {
 			for j := range ps {
+				if err := CheckDisjoint(fmt.Sprintf("AllToAll: rank %d's receive and rank %d's send", j, i), ps[i].send, ps[j].recv); err != nil {
+					return err
+				}
 				s, d := ps[i].sends[j], ps[j].recvs[i]
 				if len(s) != len(d) {
 					return fmt.Errorf("ep: AllToAll: rank %d sends %d blocks to rank %d, which expects %d", i, len(s), j, len(d))

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
@@ -211,6 +212,7 @@ func TestExchangeCounts(t *testing.T) {
 // no rank hangs or leaks.
 func TestCollectiveErrors(t *testing.T) {
 	f32 := func(rows int) Buffer { b, _ := HostBuffer(make([]float32, rows*2), 2); return b }
+	sharedSend := make([]float32, 6)
 	blocks := func(n int, lens ...int) [][]Block {
 		l := make([][]Block, n)
 		at := 0
@@ -266,6 +268,21 @@ func TestCollectiveErrors(t *testing.T) {
 			}
 			return c.AllToAll(send, f32(2), blocks(2, 1, 1), blocks(2, 1, 1))
 		}, "but rank 0 sends"},
+		// Shared memory: the in-place exchange used to return wrong rows (and race).
+		{"in place", 2, func(c Communicator) error {
+			b := f32(2)
+			return c.AllToAll(b, b, blocks(2, 1, 1), blocks(2, 1, 1))
+		}, "AllToAll: rank 0's receive and rank 0's send: the receive buffer shares memory with the send buffer"},
+		{"receive overlaps a send", 2, func(c Communicator) error {
+			send := f32(2)
+			recv := f32(2)
+			if c.Rank() == 1 { // rank 1 receives into the second row of rank 0's send
+				recv = Buffer{Host: sharedSend[2:], Dtype: tensor.Float32, Rows: 2, Width: 2}
+			} else {
+				send = Buffer{Host: sharedSend[:4], Dtype: tensor.Float32, Rows: 2, Width: 2}
+			}
+			return c.AllToAll(send, recv, blocks(2, 1, 1), blocks(2, 1, 1))
+		}, "rank 1's receive and rank 0's send: the receive buffer shares memory"},
 		{"counts length mismatch", 2, func(c Communicator) error {
 			_, err := c.ExchangeCounts(make([]int32, 2+2*c.Rank()))
 			return err
@@ -507,6 +524,36 @@ func TestUnweightedCombineAndShapes(t *testing.T) {
 					t.Fatalf("rank %d y[%d,%d] = %v, want %v", r, t0, h, g, want)
 				}
 			}
+		}
+	}
+}
+
+// TestCheckDisjoint: buffers share memory only where their byte ranges overlap, host with host
+// or device with device.
+func TestCheckDisjoint(t *testing.T) {
+	dev := func(addr uintptr) Buffer { return Buffer{Device: addr, Dtype: tensor.Float32, Rows: 2, Width: 2} } // 16 bytes
+	host := make([]float64, 8)
+	hb := func(lo, hi int) Buffer {
+		return Buffer{Host: host[lo:hi], Dtype: tensor.Float64, Rows: (hi - lo) / 2, Width: 2}
+	}
+	cases := []struct {
+		name       string
+		send, recv Buffer
+		overlap    bool
+	}{
+		{"device, adjacent", dev(0x1000), dev(0x1010), false},
+		{"device, 4 bytes shared", dev(0x1000), dev(0x100c), true},
+		{"device, the same", dev(0x1000), dev(0x1000), true},
+		{"device, recv first", dev(0x1010), dev(0x1004), true},
+		{"device, empty", dev(0x1000), Buffer{Device: 0x1000, Dtype: tensor.Float32, Width: 2}, false},
+		{"host, halves", hb(0, 4), hb(4, 8), false},
+		{"host, one row shared", hb(0, 4), hb(2, 6), true},
+		{"host and device at the same number", Buffer{Host: host, Dtype: tensor.Float64, Rows: 4, Width: 2}, dev(uintptr(unsafe.Pointer(&host[0]))), false},
+	}
+	for _, c := range cases {
+		err := CheckDisjoint("x", c.send, c.recv)
+		if (err != nil) != c.overlap {
+			t.Errorf("%s: %v, want an error: %v", c.name, err, c.overlap)
 		}
 	}
 }

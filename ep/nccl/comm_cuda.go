@@ -403,6 +403,9 @@ func (c *Comm) allToAll(send, recv ep.Buffer, sends, recvs [][]ep.Block) error {
 	if send.Dtype != recv.Dtype || send.Width != recv.Width {
 		return fmt.Errorf("ep: nccl: AllToAll: send is %v×%d but receive is %v×%d", send.Dtype, send.Width, recv.Dtype, recv.Width)
 	}
+	if err := ep.CheckDisjoint("nccl: AllToAll", send, recv); err != nil {
+		return err
+	}
 	if err := ep.CheckBlocks("sends", sends, c.size, send.Rows); err != nil {
 		return err
 	}
