@@ -105,6 +105,9 @@ func newTensors() *Tensors {
 // Close closes the files Open opened; the set, and any made from it by Select, cannot read
 // values afterwards.
 func (ts *Tensors) Close() error {
+	if ts == nil { // Open failed: nothing to close
+		return nil
+	}
 	var errs []error
 	for _, f := range ts.files {
 		errs = append(errs, f.Close())
@@ -133,13 +136,14 @@ func (ts *Tensors) add(src io.ReaderAt, size int64) error {
 	if _, err := src.ReadAt(hdr, 8); err != nil {
 		return err
 	}
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(hdr, &raw); err != nil {
+	raw, err := headerEntries(hdr)
+	if err != nil {
 		return fmt.Errorf("%w: header: %w", errFormat, err)
 	}
 	start, dataLen := 8+int64(n), size-8-int64(n)
 	var spans []span // this file's tensors
-	for name, msg := range raw {
+	for _, kv := range raw {
+		name, msg := kv.name, kv.msg
 		if name == "__metadata__" {
 			var md map[string]string
 			if err := json.Unmarshal(msg, &md); err != nil {
@@ -172,6 +176,46 @@ func (ts *Tensors) add(src io.ReaderAt, size int64) error {
 		ts.entries[name] = e
 	}
 	return checkTiling(spans, dataLen)
+}
+
+// headerEntry is one name and its JSON value in a header.
+type headerEntry struct {
+	name string
+	msg  json.RawMessage
+}
+
+// headerEntries returns the entries of the JSON object hdr in their order. A name that
+// appears twice is an error (json.Unmarshal into a map would keep the last silently).
+func headerEntries(hdr []byte) ([]headerEntry, error) {
+	dec := json.NewDecoder(bytes.NewReader(hdr))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, fmt.Errorf("not a JSON object (%v)", cmp.Or(err, fmt.Errorf("starts with %v", tok)))
+	}
+	var out []headerEntry
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		name := tok.(string) // an object's keys are strings
+		if seen[name] {
+			return nil, fmt.Errorf("%q appears twice", name)
+		}
+		seen[name] = true
+		var msg json.RawMessage
+		if err := dec.Decode(&msg); err != nil {
+			return nil, fmt.Errorf("%q: %w", name, err)
+		}
+		out = append(out, headerEntry{name, msg})
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return nil, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("data after the JSON object")
+	}
+	return out, nil
 }
 
 // span is a tensor's byte range [lo, hi) in its file's data section.
@@ -279,6 +323,9 @@ func (ts *Tensors) raw(name string) (entry, []byte, error) {
 		return e, nil, fmt.Errorf("gomoe: safetensors: no tensor %q", name)
 	}
 	b := make([]byte, e.size)
+	if e.size == 0 { // ReadAt at the end of a source says io.EOF even for no bytes
+		return e, b, nil
+	}
 	if _, err := e.src.ReadAt(b, e.off); err != nil {
 		return e, nil, fmt.Errorf("gomoe: safetensors: tensor %q: %w", name, err)
 	}

@@ -182,12 +182,30 @@ func TestWrite(t *testing.T) {
 		{"size", Tensor{[]int{3}, []float32{1, 2}}, "has shape [3] but 2 elements"},
 		{"negative", Tensor{[]int{-1}, []float32{}}, "has shape [-1]"},
 		{"int", Tensor{[]int{1}, []int32{1}}, "want []float32"},
+		// Files Parse would refuse, or read back otherwise: the shape's product used to
+		// wrap around to the 0 elements given; the header's metadata sits under this name.
+		{"shape product wraps", Tensor{[]int{1 << 32, 1 << 32}, []float32{}}, "has shape [4294967296 4294967296]"},
+		{"__metadata__", Tensor{[]int{1}, []float32{1}}, `tensor name "__metadata__"`},
+		{"a\xff", Tensor{[]int{1}, []float32{1}}, `tensor name "a\xff" (want UTF-8`},
 	} {
 		var w bytes.Buffer
 		err := Write(&w, map[string]Tensor{"ok": {[]int{1}, []float32{1}}, c.name: c.t}, nil)
 		if err == nil || !strings.Contains(err.Error(), c.err) || w.Len() != 0 {
 			t.Errorf("%s: %v (%d bytes written), want an error containing %q", c.name, err, w.Len(), c.err)
 		}
+	}
+	var w bytes.Buffer
+	if err := Write(&w, map[string]Tensor{"ok": {[]int{1}, []float32{1}}}, map[string]string{"k": "\xff"}); err == nil || !strings.Contains(err.Error(), "is not UTF-8") || w.Len() != 0 {
+		t.Errorf("metadata not UTF-8: %v (%d bytes written)", err, w.Len())
+	}
+	// A zero dimension makes any other size fit.
+	w.Reset()
+	if err := Write(&w, map[string]Tensor{"z": {[]int{0, 1 << 62, 1 << 62}, []float32{}}}, nil); err != nil {
+		t.Errorf("shape [0 2^62 2^62]: %v", err)
+	} else if ts, err := Parse(w.Bytes()); err != nil {
+		t.Errorf("shape [0 2^62 2^62] does not read back: %v", err)
+	} else if s, _ := ts.Shape("z"); fmt.Sprint(s) != "[0 4611686018427387904 4611686018427387904]" {
+		t.Errorf("shape [0 2^62 2^62] reads back as %v", s)
 	}
 }
 
@@ -229,8 +247,12 @@ func TestOpen(t *testing.T) {
 		{"missing", []string{filepath.Join(dir, "nope")}, "no such file"},
 		{"twice", []string{pa, pa}, `"a" appears twice`},
 	} {
-		if _, err := Open(c.paths...); err == nil || !strings.Contains(err.Error(), c.err) {
+		failed, err := Open(c.paths...)
+		if err == nil || !strings.Contains(err.Error(), c.err) {
 			t.Errorf("%s: got %v, want an error containing %q", c.name, err, c.err)
+		}
+		if err := failed.Close(); err != nil { // a deferred Close before the error check
+			t.Errorf("%s: Close of the failed Open's nil set: %v", c.name, err)
 		}
 	}
 	if _, _, err := ts.Float64s("c"); err == nil {
@@ -279,6 +301,9 @@ func TestParseRejects(t *testing.T) {
 		{"gap", rawFile(`{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}`, make([]byte, 12)), `tensor "b" starts at byte 8 of the data, want 4`},
 		{"first not at 0", rawFile(`{"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}`, eight), `tensor "a" starts at byte 4 of the data, want 0`},
 		{"trailing bytes", rawFile(`{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}`, eight), "the tensors end at byte 4 of the data, which has 8 bytes"},
+		{"a name twice", rawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"I32","shape":[2],"data_offsets":[0,8]}}`, eight), `header: "a" appears twice`},
+		{"not an object", rawFile(`[1]`, nil), "not a JSON object"},
+		{"data after the object", rawFile(`{} {}`, nil), "data after the JSON object"},
 		{"same bytes twice", rawFile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}`, eight), "starts at byte 0 of the data, want 8"},
 	}
 	for _, c := range cases {
@@ -290,7 +315,18 @@ func TestParseRejects(t *testing.T) {
 	if _, err := Parse(rawFile(`{"z":{"dtype":"F32","shape":[0],"data_offsets":[4,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}`, eight)); err != nil {
 		t.Errorf("an empty tensor between two others: %v", err)
 	}
-	ts, err := Parse(rawFile(`{"i":{"dtype":"I32","shape":[2],"data_offsets":[0,8]}}`, eight))
+	// An empty tensor at the very end of the file reads as empty (ReadAt there says EOF).
+	ts, err := Parse(rawFile(`{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"z":{"dtype":"F32","shape":[0],"data_offsets":[4,4]}}`, le(math.Float32bits(1))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, shape, err := ts.Float64s("z"); err != nil || len(v) != 0 || fmt.Sprint(shape) != "[0]" {
+		t.Errorf("empty tensor at the end: %v %v %v", v, shape, err)
+	}
+	if err := ts.Read("z", []float32{}); err != nil {
+		t.Errorf("Read of the empty tensor at the end: %v", err)
+	}
+	ts, err = Parse(rawFile(`{"i":{"dtype":"I32","shape":[2],"data_offsets":[0,8]}}`, eight))
 	if err != nil {
 		t.Fatal(err)
 	}

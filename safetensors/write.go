@@ -3,6 +3,8 @@ package safetensors
 import (
 	"fmt"
 	"io"
+	"math"
+	"unicode/utf8"
 
 	st "github.com/nlpodyssey/safetensors"
 )
@@ -29,11 +31,20 @@ func (v view) Data() []byte    { return v.data }
 func (v view) DataLen() uint64 { return uint64(len(v.data)) }
 
 // Write writes the tensors, by name, and the string metadata meta as one safetensors file
-// to w. Every tensor is checked (a supported slice type, as many elements as its shape, no
-// negative dimension) before anything is written.
+// to w. Everything is checked before anything is written: every tensor (a supported slice
+// type, as many elements as its shape, no negative dimension), and that the file reads back
+// as written (names and metadata valid UTF-8, no tensor named "__metadata__").
 func Write(w io.Writer, tensors map[string]Tensor, meta map[string]string) error {
+	for k, v := range meta {
+		if !utf8.ValidString(k) || !utf8.ValidString(v) {
+			return fmt.Errorf("gomoe: safetensors: Write: metadata %q = %q is not UTF-8 (the header is JSON)", k, v)
+		}
+	}
 	views := make(map[string]view, len(tensors))
 	for name, t := range tensors {
+		if name == "__metadata__" || !utf8.ValidString(name) {
+			return fmt.Errorf("gomoe: safetensors: Write: tensor name %q (want UTF-8, not \"__metadata__\", the header's metadata)", name)
+		}
 		dt, n, err := dtypeOf(t.Data)
 		if err != nil {
 			return fmt.Errorf("gomoe: safetensors: Write: tensor %q: %w", name, err)
@@ -41,7 +52,7 @@ func Write(w io.Writer, tensors map[string]Tensor, meta map[string]string) error
 		v := view{shape: make([]uint64, len(t.Shape))}
 		want := 1
 		for i, d := range t.Shape {
-			if d < 0 {
+			if d < 0 || (d > 0 && want > math.MaxInt/d) { // no product that wraps around
 				return fmt.Errorf("gomoe: safetensors: Write: tensor %q has shape %v", name, t.Shape)
 			}
 			v.shape[i], want = uint64(d), want*d
