@@ -10,6 +10,7 @@ import (
 
 	G "gorgonia.org/gorgonia"
 
+	"github.com/gomoe/gomoe/safetensors"
 	"github.com/gomoe/gomoe/train"
 )
 
@@ -41,22 +42,35 @@ func SaveRun(dir string, params G.Nodes, opt *train.Adam, r Run) error {
 }
 
 // LoadRun loads dir/checkpoint.safetensors into params and opt, restores the sources named in
-// r.Sources (each must be in the file) and returns the step and run length saved.
+// r.Sources (each must be in the file) and returns the step and run length saved. The run's
+// metadata is checked before anything is loaded: on an error nothing changes (as with
+// train.LoadCheckpoint, whose checks come next).
 func LoadRun(dir string, params G.Nodes, opt *train.Adam, r Run) (step, steps int, err error) {
-	meta, err := train.LoadCheckpoint(filepath.Join(dir, CheckpointFile), train.Checkpoint{Params: params, Optimizer: opt})
+	path := filepath.Join(dir, CheckpointFile)
+	ts, err := safetensors.Open(path)
 	if err != nil {
 		return 0, 0, err
 	}
+	meta := ts.Metadata()
+	ts.Close()
 	if step, err = strconv.Atoi(meta["step"]); err != nil || step < 0 {
 		return 0, 0, fmt.Errorf("resume from %s: step %q", dir, meta["step"])
 	}
 	if steps, err = strconv.Atoi(meta["steps"]); err != nil || steps < step {
 		return 0, 0, fmt.Errorf("resume from %s: steps %q", dir, meta["steps"])
 	}
-	for name, src := range r.Sources {
-		if err := SetSource(src, meta["rng."+name]); err != nil {
+	states := map[string]*rand.PCG{}
+	for name := range r.Sources {
+		states[name] = new(rand.PCG)
+		if err := SetSource(states[name], meta["rng."+name]); err != nil {
 			return 0, 0, fmt.Errorf("resume from %s: source %s: %w", dir, name, err)
 		}
+	}
+	if _, err := train.LoadCheckpoint(path, train.Checkpoint{Params: params, Optimizer: opt}); err != nil {
+		return 0, 0, err
+	}
+	for name, src := range r.Sources {
+		*src = *states[name]
 	}
 	return step, steps, nil
 }

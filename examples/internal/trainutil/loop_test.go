@@ -133,3 +133,36 @@ func TestShareWeights(t *testing.T) {
 		t.Error("sizes differ: no error")
 	}
 }
+
+// TestLoadRunAllOrNothing: a checkpoint without a source the run asks for is an error that
+// leaves the weights, the optimiser and the other sources as they were (the weights and the
+// optimiser used to be loaded before the missing source was found).
+func TestLoadRunAllOrNothing(t *testing.T) {
+	dir := t.TempDir()
+	mk := func(v float32) *G.Node {
+		return G.NewVector(G.NewGraph(), tensor.Float32, G.WithShape(2), G.WithName("w"), G.WithValue(tensor.New(tensor.WithBacking([]float32{v, v}))))
+	}
+	if err := SaveRun(dir, G.Nodes{mk(1)}, train.NewAdam(0.5), Run{Step: 3, Steps: 10, Sources: map[string]*rand.PCG{"data": rand.NewPCG(1, 2)}}); err != nil {
+		t.Fatal(err)
+	}
+	w, opt := mk(7), train.NewAdam(0.01)
+	data, other := rand.NewPCG(5, 6), rand.NewPCG(5, 6)
+	_, _, err := LoadRun(dir, G.Nodes{w}, opt, Run{Sources: map[string]*rand.PCG{"data": data, "other": other}})
+	if err == nil || !strings.Contains(err.Error(), "source other") {
+		t.Fatalf("LoadRun: %v, want an error naming the source other", err)
+	}
+	if v := w.Value().Data().([]float32); v[0] != 7 || v[1] != 7 || opt.LR != 0.01 {
+		t.Errorf("a failed LoadRun changed the weights to %v and the learning rate to %v", v, opt.LR)
+	}
+	if want := rand.NewPCG(5, 6).Uint64(); data.Uint64() != want {
+		t.Errorf("a failed LoadRun changed the source data")
+	}
+	// The same run without the missing source loads everything.
+	step, steps, err := LoadRun(dir, G.Nodes{w}, opt, Run{Sources: map[string]*rand.PCG{"data": data}})
+	if err != nil || step != 3 || steps != 10 {
+		t.Fatalf("LoadRun: step %d of %d, %v", step, steps, err)
+	}
+	if v := w.Value().Data().([]float32); v[0] != 1 || opt.LR != 0.5 || data.Uint64() != rand.NewPCG(1, 2).Uint64() {
+		t.Errorf("LoadRun gave w %v, learning rate %v, and a data source not at its saved state", v, opt.LR)
+	}
+}
