@@ -1,7 +1,9 @@
 package kernels
 
 import (
+	"fmt"
 	"runtime"
+	"runtime/debug"
 	"sync"
 )
 
@@ -22,18 +24,52 @@ func parallelFor(n int, f func(i int)) {
 		}
 		return
 	}
-	var wg sync.WaitGroup
+	runWorkers(workers, func(w int) {
+		lo, hi := chunkRange(n, workers, w)
+		for i := lo; i < hi; i++ {
+			f(i)
+		}
+	})
+}
+
+// runWorkers runs f(0), …, f(workers−1), each in a goroutine of its own, and waits for all of
+// them. A panic in one is raised again on the calling goroutine once all have returned, as a
+// WorkerPanic, so that the caller can recover it: a panic left in a goroutine of its own ends
+// the process.
+func runWorkers(workers int, f func(w int)) {
+	var (
+		wg    sync.WaitGroup
+		once  sync.Once
+		first *WorkerPanic
+	)
 	wg.Add(workers)
 	for w := 0; w < workers; w++ {
-		lo, hi := chunkRange(n, workers, w)
 		go func() {
 			defer wg.Done()
-			for i := lo; i < hi; i++ {
-				f(i)
-			}
+			defer func() {
+				if r := recover(); r != nil {
+					once.Do(func() { first = &WorkerPanic{Value: r, Stack: debug.Stack()} })
+				}
+			}()
+			f(w)
 		}()
 	}
 	wg.Wait()
+	if first != nil {
+		panic(first)
+	}
+}
+
+// WorkerPanic is what a CPU kernel panics with when one of its worker goroutines panicked
+// (a bug: the kernels check their inputs and return errors): the worker's panic value and
+// stack, raised again on the goroutine that called the kernel, where it can be recovered.
+type WorkerPanic struct {
+	Value any
+	Stack []byte
+}
+
+func (p *WorkerPanic) Error() string {
+	return fmt.Sprintf("gomoe: a kernel worker goroutine panicked: %v\n%s", p.Value, p.Stack)
 }
 
 // parallelRange splits [0,n) into blocks of at least minBlock items and runs f on each block

@@ -5,6 +5,7 @@ import (
 	"math"
 	"sort"
 	"sync"
+	"sync/atomic"
 )
 
 // Top-k routing on the CPU, the kernel of op.TopK. The CUDA twin is (*CUDA).TopK (topk_cuda.go,
@@ -172,18 +173,14 @@ func topkParallel(T int, f func(lo, hi int)) {
 		return
 	}
 	n := (T + block - 1) / block
-	done := make(chan struct{}, n)
-	sem := make(chan struct{}, 4)
-	for b := 0; b < n; b++ {
-		lo, hi := b*block, min(T, (b+1)*block)
-		sem <- struct{}{}
-		go func() {
-			f(lo, hi)
-			<-sem
-			done <- struct{}{}
-		}()
-	}
-	for b := 0; b < n; b++ {
-		<-done
-	}
+	var next atomic.Int64
+	runWorkers(min(4, n), func(int) { // blocks taken in turn by 4 goroutines
+		for {
+			b := int(next.Add(1) - 1)
+			if b >= n {
+				return
+			}
+			f(b*block, min(T, (b+1)*block))
+		}
+	})
 }
