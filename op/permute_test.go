@@ -236,39 +236,80 @@ func TestPermuteBadInputs(t *testing.T) {
 // the same bits as Do, and a buffer of the wrong shape or dtype is an error.
 func TestUsePrealloc(t *testing.T) {
 	const H = 3
-	g := kernels.Geometry{T: 4, K: 2, E: 3, A: 2, Mode: kernels.Capacity, C: 3, PadToCapacity: true}
-	R := g.Rows()
-	planV := int32Dense(refPlan(g, okIDs, nil).Flat(), g.PlanLen())
+	geos := []kernels.Geometry{
+		{T: 4, K: 2, E: 3, A: 2},                               // dropless with alignment padding rows
+		{T: 4, K: 2, E: 3, A: 1, Mode: kernels.Capacity, C: 1}, // capacity: dropped slots
+		{T: 4, K: 2, E: 3, A: 2, Mode: kernels.Capacity, C: 3, PadToCapacity: true},
+	}
 	rng := newRNG(3)
-	for _, dt := range []tensor.Dtype{tensor.Float64, tensor.Float32} {
-		x := denseOf(dt, randFloats(rng, 4*H), 4, H)
-		rows := denseOf(dt, randFloats(rng, R*H), R, H)
-		probs := denseOf(dt, randProbs(rng, 8), 4, 2)
-		vecR := denseOf(dt, randFloats(rng, R), R)
-		cases := []preallocCase{
-			{permuteOp{g: g}, []G.Value{x, planV}, []int{R, H}},
-			{permuteGradOp{g: g}, []G.Value{rows, planV}, []int{4, H}},
-			{permuteProbsOp{g: g}, []G.Value{probs, planV}, []int{R}},
-			{permuteProbsGradOp{g: g}, []G.Value{vecR, planV}, []int{4, 2}},
-			{unpermuteOp{g: g, weighted: true}, []G.Value{rows, probs, planV}, []int{4, H}},
-			{unpermuteOp{g: g, weighted: false}, []G.Value{rows, planV}, []int{4, H}},
-			{unpermuteGradRowsOp{g: g, weighted: true}, []G.Value{x, probs, planV}, []int{R, H}},
-			{unpermuteGradRowsOp{g: g, weighted: false}, []G.Value{x, planV}, []int{R, H}},
-			{unpermuteGradProbsOp{g: g, pdt: dt}, []G.Value{x, rows, planV}, []int{4, 2}},
+	for _, g := range geos {
+		R := g.Rows()
+		// The plan: a prealloc of stale data is overwritten completely.
+		stale := make([]int32, g.PlanLen())
+		for i := range stale {
+			stale[i] = 99
 		}
-		mk := func(data []float64, shape ...int) *tensor.Dense { return denseOf(dt, data, shape...) }
-		for _, c := range cases {
-			stale := checkPreallocDo(t, c, fmt.Sprintf("%v %v", c.op, dt), mk)
-			n := len(stale)
-			bad := denseOf(dt, make([]float64, n+1), n+1)
-			_, err := c.op.UsePreallocDo(bad, c.in...)
-			wantErr(t, fmt.Sprint(c.op), err, "preallocated output has shape")
-			other := tensor.Float32
-			if dt == tensor.Float32 {
-				other = tensor.Float64
+		planV, err := (planOp{g: g}).UsePreallocDo(int32Dense(stale, g.PlanLen()), int32Dense(okIDs, 4, 2))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := refPlan(g, okIDs, nil).Flat(); fmt.Sprint(planV.Data()) != fmt.Sprint(want) {
+			t.Errorf("%v: prealloc plan %v, want %v", g, planV.Data(), want)
+		}
+		for _, dt := range []tensor.Dtype{tensor.Float64, tensor.Float32} {
+			x := denseOf(dt, randFloats(rng, 4*H), 4, H)
+			rows := denseOf(dt, randFloats(rng, R*H), R, H)
+			probs := denseOf(dt, randProbs(rng, 8), 4, 2)
+			vecR := denseOf(dt, randFloats(rng, R), R)
+			cases := []preallocCase{
+				{permuteOp{g: g}, []G.Value{x, planV}, []int{R, H}},
+				{permuteGradOp{g: g}, []G.Value{rows, planV}, []int{4, H}},
+				{permuteProbsOp{g: g}, []G.Value{probs, planV}, []int{R}},
+				{permuteProbsGradOp{g: g}, []G.Value{vecR, planV}, []int{4, 2}},
+				{unpermuteOp{g: g, weighted: true}, []G.Value{rows, probs, planV}, []int{4, H}},
+				{unpermuteOp{g: g, weighted: false}, []G.Value{rows, planV}, []int{4, H}},
+				{unpermuteGradRowsOp{g: g, weighted: true}, []G.Value{x, probs, planV}, []int{R, H}},
+				{unpermuteGradRowsOp{g: g, weighted: false}, []G.Value{x, planV}, []int{R, H}},
+				{unpermuteGradProbsOp{g: g, pdt: dt}, []G.Value{x, rows, planV}, []int{4, 2}},
 			}
-			_, err = c.op.UsePreallocDo(denseOf(other, stale, c.out...), c.in...)
-			wantErr(t, fmt.Sprint(c.op), err, "preallocated output has dtype")
+			mk := func(data []float64, shape ...int) *tensor.Dense { return denseOf(dt, data, shape...) }
+			for _, c := range cases {
+				label := fmt.Sprintf("%v %v", c.op, dt)
+				stale := checkPreallocDo(t, c, label, mk)
+				n := len(stale)
+				bad := denseOf(dt, make([]float64, n+1), n+1)
+				_, err := c.op.UsePreallocDo(bad, c.in...)
+				wantErr(t, label, err, "preallocated output has shape")
+				other := tensor.Float32
+				if dt == tensor.Float32 {
+					other = tensor.Float64
+				}
+				_, err = c.op.UsePreallocDo(denseOf(other, stale, c.out...), c.in...)
+				wantErr(t, label, err, "preallocated output has dtype")
+				// A prealloc that shares memory with the first input is refused before
+				// anything is written (the output used to be zeroed first, input and all).
+				in0 := c.in[0].(*tensor.Dense)
+				shared := denseOf(dt, append(toF64(t, in0), make([]float64, max(0, n-in0.Shape().TotalSize()))...), max(n, in0.Shape().TotalSize()))
+				in := append([]G.Value{tensor.New(tensor.Of(dt), tensor.WithShape(in0.Shape()...), tensor.WithBacking(sliceOf(shared, in0.Shape().TotalSize())))}, c.in[1:]...)
+				pre := tensor.New(tensor.Of(dt), tensor.WithShape(c.out...), tensor.WithBacking(sliceOf(shared, n)))
+				before := in[0].(*tensor.Dense).Clone().(*tensor.Dense)
+				_, err = c.op.UsePreallocDo(pre, in...)
+				wantErr(t, label+" aliased", err, "overlaps")
+				if !bitsEqual(in[0], before) {
+					t.Errorf("%s: a refused prealloc changed the input it shares memory with", label)
+				}
+			}
 		}
 	}
+}
+
+// sliceOf returns the first n elements of d's backing slice (float32 or float64), sharing it.
+func sliceOf(d *tensor.Dense, n int) any {
+	switch s := d.Data().(type) {
+	case []float32:
+		return s[:n]
+	case []float64:
+		return s[:n]
+	}
+	panic(fmt.Sprintf("sliceOf: %T", d.Data()))
 }
