@@ -1,6 +1,7 @@
 package moe
 
 import (
+	"math"
 	"math/rand"
 	"strings"
 	"testing"
@@ -37,6 +38,34 @@ func TestUpdateExpertBias(t *testing.T) {
 	}
 	if d := reftest.MaxDiff(f64s(l.Bias.Value()), want); d > 1e-7 {
 		t.Fatalf("bias changed by a rejected update: %v", f64s(l.Bias.Value()))
+	}
+	// Updates that would take an element past the dtype's range change nothing (the bias
+	// used to become ±Inf, then NaN), for a float32 and a float64 router.
+	for _, c := range []struct {
+		dt   tensor.Dtype
+		rate float64
+		want string
+	}{
+		{tensor.Float32, math.MaxFloat32 / 2, "bias[0] would become -Inf"},
+		{tensor.Float64, math.MaxFloat64 / 2, "bias[0] would become -Inf"},
+	} {
+		big, err := New(G.NewGraph(), "moe", Config{Hidden: 2, FFN: 2, Experts: 4, TopK: 2, Score: Sigmoid, ExpertBias: true, RouterDtype: c.dt, BiasUpdateRate: c.rate})
+		if err != nil {
+			t.Fatal(err)
+		}
+		setBias(0, 0, 0, 0)(big)
+		for step := 0; step < 2; step++ { // to -rate, then to -2·rate (the dtype's largest finite values)
+			if err := big.UpdateExpertBias(load); err != nil {
+				t.Fatalf("%v step %d: %v", c.dt, step, err)
+			}
+		}
+		before := f64s(big.Bias.Value())
+		if err := big.UpdateExpertBias(load); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: third update: %v, want %q", c.dt, err, c.want)
+		}
+		if after := f64s(big.Bias.Value()); reftest.MaxDiff(after, before) != 0 {
+			t.Errorf("%v: a refused update changed the bias from %v to %v", c.dt, before, after)
+		}
 	}
 	h := G.NewGraph()
 	nb, err := New(h, "moe", Config{Hidden: 2, FFN: 2, Experts: 4, TopK: 2})

@@ -238,6 +238,8 @@ func (c Config) Validate() error {
 		return e("ExpertBias needs the Sigmoid score function (the bias is added to sigmoid scores), got %v", c.Score)
 	case !finite(c.BiasUpdateRate) || c.BiasUpdateRate < 0:
 		return e("BiasUpdateRate=%g, want >= 0", c.BiasUpdateRate)
+	case c.RouterDtype == tensor.Float32 && c.BiasUpdateRate > math.MaxFloat32:
+		return e("BiasUpdateRate=%g does not fit the float32 router (at most %g)", c.BiasUpdateRate, math.MaxFloat32)
 	case !finite(c.JitterEps) || c.JitterEps < 0 || c.JitterEps >= 1:
 		return e("JitterEps=%g, want 0 <= JitterEps < 1", c.JitterEps)
 	case !finite(c.AuxLossCoeff) || c.AuxLossCoeff < 0:

@@ -38,6 +38,7 @@ func TestConfigValidation(t *testing.T) {
 		{"negative z", func(c *Config) { c.ZLossCoeff = -1 }, "ZLossCoeff=-1"},
 		{"scaling", func(c *Config) { c.ScalingFactor = -2 }, "ScalingFactor=-2"},
 		{"scaling past float32", func(c *Config) { c.ScalingFactor = 1e39 }, "ScalingFactor=1e+39 does not fit the float32 router"},
+		{"bias rate past float32", func(c *Config) { c.BiasUpdateRate = 1e39 }, "BiasUpdateRate=1e+39 does not fit the float32 router"},
 		{"align", func(c *Config) { c.Align = -1 }, "Align=-1"},
 		{"activation", func(c *Config) { c.Activation = 7 }, "unknown activation"},
 		{"score", func(c *Config) { c.Score = 5 }, "unknown score"},

@@ -710,15 +710,31 @@ func (l *Layer) UpdateExpertBias(load G.Value) error {
 		}
 		return 0
 	}
+	// The new bias is computed and checked whole before it is written: a step that would
+	// take an element past the dtype's range (after many updates with a huge rate) changes
+	// nothing.
+	tooFar := func(e int, v float64) error {
+		return fmt.Errorf("gomoe: moe %s: UpdateExpertBias: bias[%d] would become %v (BiasUpdateRate %g): not updated", l.name, e, v, rate)
+	}
 	switch b := bv.Data().(type) {
 	case []float32:
-		for e := range b[:E] {
-			b[e] += float32(rate * sign(mean-n[e]))
+		next := make([]float32, E)
+		for e := range next {
+			next[e] = b[e] + float32(rate*sign(mean-n[e]))
+			if math.IsInf(float64(next[e]), 0) {
+				return tooFar(e, float64(next[e]))
+			}
 		}
+		copy(b, next)
 	case []float64:
-		for e := range b[:E] {
-			b[e] += rate * sign(mean-n[e])
+		next := make([]float64, E)
+		for e := range next {
+			next[e] = b[e] + rate*sign(mean-n[e])
+			if math.IsInf(next[e], 0) {
+				return tooFar(e, next[e])
+			}
 		}
+		copy(b, next)
 	default:
 		return fmt.Errorf("gomoe: moe %s: UpdateExpertBias: bias data is %T", l.name, bv.Data())
 	}
