@@ -58,13 +58,20 @@ func NewPool(be Allocator) *Pool {
 	return &Pool{be: be, free: map[int64][]uintptr{}, live: map[uintptr]block{}}
 }
 
-// RoundSize is the size class of a request of n bytes.
+// MaxAlloc is the largest request a Pool takes (2^62 bytes, far beyond any device): its
+// rounding up cannot wrap around int64.
+const MaxAlloc = 1 << 62
+
+// RoundSize is the size class of a request of n bytes (n itself beyond MaxAlloc, which Alloc
+// refuses).
 func RoundSize(n int64) int64 {
 	switch {
 	case n <= 512:
 		return 512
 	case n <= 1<<20:
 		return (n + 511) &^ 511
+	case n > MaxAlloc:
+		return n
 	}
 	return (n + (2<<20 - 1)) &^ (2<<20 - 1)
 }
@@ -81,8 +88,11 @@ func (p *Pool) Alloc(n int64, persistent bool) (uintptr, error) {
 	if p == nil {
 		return 0, errNilPool
 	}
-	if n < 0 {
-		return 0, fmt.Errorf("device: allocation of %d bytes", n)
+	if n < 0 || n > MaxAlloc {
+		return 0, fmt.Errorf("device: allocation of %d bytes, want 0 to %d", n, int64(MaxAlloc))
+	}
+	if p.be == nil {
+		return 0, errors.New("device: Pool has no allocator (make it with NewPool and an Allocator)")
 	}
 	size := RoundSize(n)
 	p.mu.Lock()

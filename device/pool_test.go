@@ -3,6 +3,8 @@ package device
 import (
 	"errors"
 	"fmt"
+	"math"
+	"strings"
 	"testing"
 )
 
@@ -46,6 +48,10 @@ func TestRoundSize(t *testing.T) {
 	for _, c := range []struct{ n, want int64 }{
 		{0, 512}, {1, 512}, {512, 512}, {513, 1024}, {1 << 20, 1 << 20},
 		{1<<20 + 1, 2 << 20}, {3 << 20, 4 << 20}, {4 << 20, 4 << 20},
+		{MaxAlloc - 1, MaxAlloc}, {MaxAlloc, MaxAlloc},
+		// Beyond MaxAlloc (which Alloc refuses) the size is its own class: rounding up used
+		// to wrap around to a negative size.
+		{MaxAlloc + 1, MaxAlloc + 1}, {math.MaxInt64, math.MaxInt64},
 	} {
 		if got := RoundSize(c.n); got != c.want {
 			t.Errorf("RoundSize(%d) = %d, want %d", c.n, got, c.want)
@@ -171,8 +177,17 @@ func TestPoolOutOfMemory(t *testing.T) {
 	if len(be.live) != 0 {
 		t.Errorf("%d backend blocks left after Close", len(be.live))
 	}
-	if _, err := p.Alloc(-1, false); err == nil {
-		t.Error("Alloc(-1): no error")
+	for _, n := range []int64{-1, MaxAlloc + 1, math.MaxInt64} {
+		if _, err := p.Alloc(n, false); err == nil || !strings.Contains(err.Error(), "want 0 to 4611686018427387904") {
+			t.Errorf("Alloc(%d): %v, want an error naming the range", n, err)
+		}
+	}
+	if st := p.Stats(); st.LiveBytes != 0 || st.LiveBlocks != 0 {
+		t.Errorf("refused allocations count as live: %+v", st)
+	}
+	// A pool made without NewPool's allocator refuses to allocate instead of panicking.
+	if _, err := NewPool(nil).Alloc(16, false); err == nil || !strings.Contains(err.Error(), "no allocator") {
+		t.Errorf("Alloc on a pool without an allocator: %v", err)
 	}
 }
 
