@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"image/color"
+	"math"
 	"os"
+	"slices"
 	"strconv"
 
 	"gonum.org/v1/plot"
@@ -28,7 +30,8 @@ type Series struct {
 
 // SaveLines writes a line plot of the series as a PNG at path, with a
 // logarithmic y axis when logY is set (non-positive values are then left
-// out).
+// out). Points that are not finite are left out; values whose range no axis
+// can hold (wider than 1e300) are an error.
 func SaveLines(path, title, xlabel, ylabel string, logY bool, series ...Series) error {
 	if len(series) == 0 {
 		return errors.New("trainutil: no series to plot")
@@ -44,6 +47,7 @@ func SaveLines(path, title, xlabel, ylabel string, logY bool, series ...Series) 
 	}
 	p.Add(plotter.NewGrid())
 	drawn := 0
+	lo, hi := plotter.XY{X: math.Inf(1), Y: math.Inf(1)}, plotter.XY{X: math.Inf(-1), Y: math.Inf(-1)}
 	for i, s := range series {
 		if len(s.X) != len(s.Y) {
 			return fmt.Errorf("trainutil: series %q has %d x and %d y values", s.Name, len(s.X), len(s.Y))
@@ -53,10 +57,12 @@ func SaveLines(path, title, xlabel, ylabel string, logY bool, series ...Series) 
 		}
 		xys := make(plotter.XYs, 0, len(s.X))
 		for j := range s.X {
-			if logY && !(s.Y[j] > 0) {
+			x, y := s.X[j], s.Y[j]
+			if logY && !(y > 0) || math.IsInf(x, 0) || math.IsInf(y, 0) || math.IsNaN(x) || math.IsNaN(y) {
 				continue
 			}
-			xys = append(xys, plotter.XY{X: s.X[j], Y: s.Y[j]})
+			xys = append(xys, plotter.XY{X: x, Y: y})
+			lo.X, lo.Y, hi.X, hi.Y = min(lo.X, x), min(lo.Y, y), max(hi.X, x), max(hi.Y, y)
 		}
 		if len(xys) == 0 {
 			continue
@@ -83,6 +89,13 @@ func SaveLines(path, title, xlabel, ylabel string, logY bool, series ...Series) 
 	if drawn == 0 { // gonum's axes cannot be drawn without data (a log axis panics)
 		return errors.New("trainutil: no points to plot")
 	}
+	// gonum's tick search never ends on a range that overflows float64.
+	if !(hi.X-lo.X <= 1e300 && hi.Y-lo.Y <= 1e300) {
+		return fmt.Errorf("trainutil: the points span x %g to %g and y %g to %g, more than a plot's axes hold", lo.X, hi.X, lo.Y, hi.Y)
+	}
+	if logY && lo.Y == hi.Y { // gonum widens a flat axis to y±1, below 0 for y <= 1
+		p.Y.Min, p.Y.Max = lo.Y/2, hi.Y*2
+	}
 	return saveLegendRight(p, path, 8*vg.Inch, 4*vg.Inch, 1.6*vg.Inch)
 }
 
@@ -94,6 +107,18 @@ func SaveExpertLoad(path, title string, lt *train.LoadTracker) error {
 	if lt == nil || len(lt.Steps) == 0 {
 		return errors.New("trainutil: no expert-load snapshots to plot")
 	}
+	E := lt.Experts()
+	if len(lt.Frac) != len(lt.Steps) {
+		return fmt.Errorf("trainutil: the load tracker has %d steps and %d snapshots", len(lt.Steps), len(lt.Frac))
+	}
+	for i, f := range lt.Frac {
+		if len(f) != E {
+			return fmt.Errorf("trainutil: snapshot %d of the load tracker has %d experts, want %d", i, len(f), E)
+		}
+	}
+	if first, last := slices.Min(lt.Steps), slices.Max(lt.Steps); !(last-first <= 1e300) { // NaN too
+		return fmt.Errorf("trainutil: the load tracker's steps span %g to %g, more than a plot's axis holds", first, last)
+	}
 	p := plot.New()
 	p.Title.Text = title
 	p.X.Label.Text = "step"
@@ -102,7 +127,6 @@ func SaveExpertLoad(path, title string, lt *train.LoadTracker) error {
 	p.Y.Min, p.Y.Max = 0, 1
 	p.Legend.Top = true
 	p.Legend.Left = false
-	E := lt.Experts()
 	// Draw from the top band down so that each band's fill covers the rest.
 	cum := make([][]float64, len(lt.Steps))
 	for i, f := range lt.Frac {
@@ -151,7 +175,12 @@ func SaveExpertLoad(path, title string, lt *train.LoadTracker) error {
 
 // saveLegendRight draws p with its legend in a column of width lw on the
 // right, outside the data area, and writes a PNG.
-func saveLegendRight(p *plot.Plot, path string, w, h, lw vg.Length) error {
+func saveLegendRight(p *plot.Plot, path string, w, h, lw vg.Length) (err error) {
+	defer func() { // gonum reports what it cannot draw by panicking
+		if r := recover(); r != nil {
+			err = fmt.Errorf("trainutil: draw %s: %v", path, r)
+		}
+	}()
 	c := vgimg.New(w, h)
 	dc := draw.New(c)
 	leg := p.Legend

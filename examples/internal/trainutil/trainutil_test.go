@@ -2,12 +2,15 @@ package trainutil
 
 import (
 	"bytes"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
@@ -107,6 +110,67 @@ func TestPlots(t *testing.T) {
 	}
 	if err := SaveExpertLoad(bad, "t", &train.LoadTracker{}); err == nil {
 		t.Error("SaveExpertLoad accepted a tracker without snapshots")
+	}
+	if _, err := os.Stat(bad); err == nil {
+		t.Error("a failed plot wrote a file")
+	}
+	// What gonum cannot draw: a flat log axis at or below 1 (it widens the axis to y±1 and
+	// panicked), a range past float64 (its tick search never ended), a tracker whose
+	// exported fields disagree (an index out of range). Each draws or fails within seconds.
+	flat := filepath.Join(dir, "flat.png")
+	mutated := func(f func(lt *train.LoadTracker)) *train.LoadTracker {
+		c := *lt
+		c.Steps, c.Frac = slices.Clone(lt.Steps), slices.Clone(lt.Frac)
+		f(&c)
+		return &c
+	}
+	for _, c := range []struct {
+		name string
+		save func() error
+		want string // "" = draws
+	}{
+		{"flat log axis at 0.5", func() error {
+			return SaveLines(flat, "t", "x", "y", true, Series{Name: "a", X: []float64{0}, Y: []float64{0.5}})
+		}, ""},
+		{"flat log axis at 1", func() error {
+			return SaveLines(flat, "t", "x", "y", true, Series{Name: "a", X: []float64{0, 1}, Y: []float64{1, 1}})
+		}, ""},
+		{"y past float64's range", func() error {
+			return SaveLines(bad, "t", "x", "y", false, Series{Name: "a", X: []float64{0, 1}, Y: []float64{-1e308, 1e308}})
+		}, "more than a plot's axes hold"},
+		{"x past float64's range", func() error {
+			return SaveLines(bad, "t", "x", "y", false, Series{Name: "a", X: []float64{-1e308, 1e308}, Y: []float64{0, 1}})
+		}, "more than a plot's axes hold"},
+		{"infinite points left out", func() error {
+			return SaveLines(flat, "t", "x", "y", false, Series{Name: "a", X: []float64{0, 1, 2}, Y: []float64{1, math.Inf(1), 2}})
+		}, ""},
+		{"more steps than snapshots", func() error {
+			return SaveExpertLoad(bad, "t", mutated(func(lt *train.LoadTracker) { lt.Steps = append(lt.Steps, 60) }))
+		}, "6 steps and 5 snapshots"},
+		{"a short snapshot", func() error {
+			return SaveExpertLoad(bad, "t", mutated(func(lt *train.LoadTracker) { lt.Frac[1] = lt.Frac[1][:1] }))
+		}, "snapshot 1 of the load tracker has 1 experts, want 8"},
+		{"steps past float64's range", func() error {
+			return SaveExpertLoad(bad, "t", mutated(func(lt *train.LoadTracker) { lt.Steps[0] = -1e308; lt.Steps[4] = 1e308 }))
+		}, "steps span -1e+308 to 1e+308"},
+	} {
+		done := make(chan error, 1)
+		go func() {
+			defer func() {
+				if r := recover(); r != nil {
+					done <- fmt.Errorf("panic: %v", r)
+				}
+			}()
+			done <- c.save()
+		}()
+		select {
+		case err := <-done:
+			if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
+				t.Errorf("%s: %v, want %q", c.name, err, c.want)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("%s: still drawing after 20 s", c.name)
+		}
 	}
 	if _, err := os.Stat(bad); err == nil {
 		t.Error("a failed plot wrote a file")
