@@ -19,11 +19,12 @@ type Group struct {
 	n       int
 	timeout time.Duration
 
-	mu    sync.Mutex
-	cur   *phase        // the collective being assembled, nil between collectives
-	abort chan struct{} // closed by Abort
-	err   error         // the abort cause
-	comms []*inProcComm
+	mu       sync.Mutex
+	cur      *phase        // the collective being assembled, nil between collectives
+	abort    chan struct{} // closed by Abort
+	err      error         // the abort cause
+	comms    []*inProcComm
+	returned []bool // returned[r]: rank r's fn of the current Run has returned nil
 }
 
 // phase is one collective: ranks post their arguments, the last one to arrive validates them
@@ -96,10 +97,7 @@ func (g *Group) Abort(err error) {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.err == nil {
-		g.err = err
-		close(g.abort)
-	}
+	g.abortLocked(err)
 }
 
 // aborted returns the abort error, or nil.
@@ -123,6 +121,9 @@ func (g *Group) Run(fn func(c Communicator) error) error {
 	if fn == nil {
 		return errors.New("ep: Group.Run: fn is nil")
 	}
+	g.mu.Lock()
+	g.returned = make([]bool, g.n)
+	g.mu.Unlock()
 	errs := make([]error, g.n)
 	var wg sync.WaitGroup
 	for r := 0; r < g.n; r++ {
@@ -137,6 +138,7 @@ func (g *Group) Run(fn func(c Communicator) error) error {
 				errs[r] = fmt.Errorf("rank %d: %w", r, err)
 			} else {
 				errs[r] = nil
+				g.rankReturned(r)
 			}
 		}(r)
 	}
@@ -154,6 +156,38 @@ func (g *Group) Run(fn func(c Communicator) error) error {
 		}
 	}
 	return first
+}
+
+// rankReturned records that rank r's fn of Run returned nil: a collective that r has not
+// joined can never complete, so one being assembled now, or any later one of this Run, aborts
+// the group (with no timeout the others would wait forever).
+func (g *Group) rankReturned(r int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.returned[r] = true
+	if ph := g.cur; ph != nil && !ph.posted[r] {
+		g.abortLocked(missingRank(ph, r))
+	}
+}
+
+// missingRank is the error of a collective that rank r, whose step has returned, never joins.
+func missingRank(ph *phase, r int) error {
+	what := "a collective"
+	for i, ok := range ph.posted {
+		if ok {
+			what = fmt.Sprintf("%s (rank %d is in it)", ph.posts[i].kind, i)
+			break
+		}
+	}
+	return fmt.Errorf("ep: rank %d's step returned without joining %s: every rank must call the same collectives", r, what)
+}
+
+// abortLocked is Abort with g.mu held.
+func (g *Group) abortLocked(err error) {
+	if g.err == nil {
+		g.err = err
+		close(g.abort)
+	}
 }
 
 // inProcComm is one rank's view of a Group.
@@ -210,14 +244,20 @@ func (c *inProcComm) enter(p post) (*phase, error) {
 	ph.posted[c.rank] = true
 	ph.posts[c.rank] = p
 	ph.arrived++
+	for r, gone := range g.returned {
+		if gone && !ph.posted[r] {
+			g.abortLocked(missingRank(ph, r))
+			g.mu.Unlock()
+			return nil, g.aborted()
+		}
+	}
 	if ph.arrived == g.n {
 		g.cur = nil
 		ph.verdict = validate(ph.posts)
-		if ph.verdict != nil && g.err == nil {
+		if ph.verdict != nil {
 			// The ranks disagree: the group cannot go on (a rank that retried would wait
 			// for partners that gave up), so the verdict aborts it.
-			g.err = ph.verdict
-			close(g.abort)
+			g.abortLocked(ph.verdict)
 		}
 		close(ph.done)
 	}

@@ -354,13 +354,46 @@ func TestTimeoutAborts(t *testing.T) {
 	}
 	err = runWithin(t, g, 5*time.Second, func(c Communicator) error {
 		if c.Rank() == 1 {
-			return nil // skips the collective without an error
+			time.Sleep(time.Second) // late: past the others' timeout
+			return nil
 		}
 		_, err := c.ExchangeCounts(make([]int32, 3))
 		return err
 	})
 	if !errors.Is(err, ErrAborted) || !strings.Contains(err.Error(), "waited") {
 		t.Fatalf("error %v, want an abort after the timeout", err)
+	}
+}
+
+// TestRunRankReturnsEarly: in Group.Run, a rank whose step returns without an error while the
+// others wait in a collective (uneven batches: one rank takes a step fewer) aborts the group at
+// once, also with no timeout, where the others used to wait forever; the same group then runs
+// a good step.
+func TestRunRankReturnsEarly(t *testing.T) {
+	defer checkNoLeak(t)()
+	g, err := NewGroupTimeout(3, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, early := range []time.Duration{0, 50 * time.Millisecond} { // before and after the others wait
+		err = runWithin(t, g, 5*time.Second, func(c Communicator) error {
+			if c.Rank() == 0 {
+				time.Sleep(early)
+				return nil
+			}
+			_, err := c.ExchangeCounts(make([]int32, 3))
+			return err
+		})
+		if !errors.Is(err, ErrAborted) || !strings.Contains(err.Error(), "rank 0's step returned without joining ExchangeCounts") {
+			t.Fatalf("early %v: error %v, want an abort naming rank 0", early, err)
+		}
+		g, _ = NewGroupTimeout(3, 0) // an aborted group stays aborted
+	}
+	if err := runWithin(t, g, 5*time.Second, func(c Communicator) error {
+		_, err := c.ExchangeCounts(make([]int32, 3))
+		return err
+	}); err != nil {
+		t.Fatalf("a good step after the early returns: %v", err)
 	}
 }
 
