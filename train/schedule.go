@@ -6,7 +6,8 @@ import (
 )
 
 // Schedule gives the learning rate of each 0-based step; set the optimiser's LR from it
-// before each step (opt.LR = sched.LR(step)). Cosine and Linear are schedules.
+// before each step (opt.LR = sched.LR(step)). Cosine and Linear are schedules; they give a
+// negative step the rate of step 0.
 type Schedule interface {
 	LR(step int) float64
 }
@@ -44,6 +45,7 @@ func (c Cosine) LR(step int) float64 {
 // one step) and after Total it returns the rate itself; during the decay it returns its
 // progress f, 0 at step warmup to 1 at step total-1, and decay true.
 func warmupDecay(step int, peak, floor float64, warmup, total int) (lr, f float64, decay bool) {
+	step = max(step, 0) // no negative rate, and no 0/0 without a warmup
 	if step < warmup {
 		return peak * float64(step+1) / float64(warmup), 0, false
 	}

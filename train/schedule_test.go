@@ -37,6 +37,11 @@ func TestSchedules(t *testing.T) {
 		{"no warmup", Cosine{Peak: 1, Floor: 0.1, Total: 11}, 5, 0.1 + 0.9*0.5},
 		{"one step", Cosine{Peak: 1, Total: 1}, 0, 1},
 		{"to zero", Linear{Peak: 3, Total: 4}, 3, 0},
+		// A negative step is step 0 (it gave NaN and -Inf without a warmup, a negative rate
+		// with one).
+		{"cos negative, no warmup", Cosine{Peak: 1, Floor: 0.1, Total: 11}, -1, 1},
+		{"cos negative, warmup", cos, -5, 0.5},
+		{"lin negative", lin, math.MinInt, 0.5},
 	}
 	for _, tt := range tests {
 		if got := tt.s.LR(tt.step); math.Abs(got-tt.want) > 1e-12 {
