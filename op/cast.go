@@ -158,30 +158,13 @@ func (op castOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) 
 	if op.dims == 0 {
 		return fmt.Errorf("gomoe: Cast.DoDiff: scalar casts are not differentiable on the lisp machine")
 	}
-	gx, ok := gxv.(*tensor.Dense)
-	if !ok || gx.RequiresIterator() {
-		return fmt.Errorf("gomoe: Cast.DoDiff: input gradient is %T, want a contiguous dense tensor", gxv)
-	}
 	back, err := castValue(gov, op.to, op.from)
 	if err != nil {
 		return err
 	}
-	if !back.Shape().Eq(gx.Shape()) {
-		return fmt.Errorf("gomoe: Cast.DoDiff: gradient shape %v, want %v", back.Shape(), gx.Shape())
-	}
-	switch op.from {
-	case tensor.Float32:
-		dst := gx.Float32s()
-		for i, v := range back.Float32s() {
-			dst[i] += v
-		}
-	default:
-		dst := gx.Float64s()
-		for i, v := range back.Float64s() {
-			dst[i] += v
-		}
-	}
-	return nil
+	// accumulate adds in x's dtype, bfloat16 included (read as float64, its bytes gave a
+	// gradient of zeros or garbage).
+	return accumulate("Cast.DoDiff", gradUpdate{"x", gxv, back})
 }
 
 var (

@@ -145,3 +145,64 @@ func TestCastBFloat16(t *testing.T) {
 		t.Error("bfloat16 to float64: no error")
 	}
 }
+
+// TestCastBFloat16Gradients: the gradient of Σ w ⊙ cast(x)² for a bfloat16 x cast to float32
+// is 2·w⊙x in bfloat16, on the tape machine (SymDiff) and the lisp machine (DoDiff, which
+// used to read the bfloat16 gradient's bytes as float64 and gave zeros). The values make every
+// product exact in bfloat16.
+func TestCastBFloat16Gradients(t *testing.T) {
+	xs, ws := make([]float64, 12), make([]float32, 12)
+	want := make([]float32, 12)
+	for i := range xs {
+		xs[i], ws[i] = float64(i+1), float32(12-i)
+		want[i] = 2 * ws[i] * float32(xs[i])
+	}
+	build := func(g *G.ExprGraph) (*G.Node, *G.Node) {
+		xb := make([]bfloat16.BFloat16, len(xs))
+		for i, v := range xs {
+			xb[i] = bfloat16.FromFloat32(float32(v))
+		}
+		x := G.NewMatrix(g, bfloat16.Dtype, G.WithShape(3, 4), G.WithName("x"), G.WithValue(tensor.New(tensor.WithShape(3, 4), tensor.WithBacking(xb))))
+		w := G.NewMatrix(g, tensor.Float32, G.WithShape(3, 4), G.WithName("w"), G.WithValue(tensor.New(tensor.WithShape(3, 4), tensor.WithBacking(ws))))
+		a, err := Cast(x, tensor.Float32)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return x, G.Must(G.Sum(G.Must(G.HadamardProd(G.Must(G.Square(a)), w))))
+	}
+	check := func(how string, v G.Value) {
+		got := v.Data().([]bfloat16.BFloat16)
+		for i := range want {
+			if got[i].Float32() != want[i] {
+				t.Errorf("%s: dx = %v, want %v", how, got, want)
+				return
+			}
+		}
+	}
+	g := G.NewGraph()
+	x, cost := build(g)
+	grads, err := G.Grad(cost, x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gv G.Value
+	G.Read(grads[0], &gv)
+	m := G.NewTapeMachine(g)
+	defer m.Close()
+	if err := m.RunAll(); err != nil {
+		t.Fatal(err)
+	}
+	check("SymDiff", gv)
+	h := G.NewGraph()
+	x2, _ := build(h)
+	lm := G.NewLispMachine(h)
+	defer lm.Close()
+	if err := lm.RunAll(); err != nil {
+		t.Fatal(err)
+	}
+	dv, err := x2.Grad()
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("DoDiff", dv)
+}
