@@ -148,13 +148,13 @@ func TestCastBFloat16(t *testing.T) {
 
 // TestCastBFloat16Gradients: the gradient of Σ w ⊙ cast(x)² for a bfloat16 x cast to float32
 // is 2·w⊙x in bfloat16, on the tape machine (SymDiff) and the lisp machine (DoDiff, which
-// used to read the bfloat16 gradient's bytes as float64 and gave zeros). The values make every
-// product exact in bfloat16.
+// used to read the bfloat16 gradient's bytes as float64: 15 elements are 30 bytes, 3 float64s,
+// so the last 3 stayed 0). The values make every product exact in bfloat16.
 func TestCastBFloat16Gradients(t *testing.T) {
-	xs, ws := make([]float64, 12), make([]float32, 12)
-	want := make([]float32, 12)
+	xs, ws := make([]float64, 15), make([]float32, 15)
+	want := make([]float32, 15)
 	for i := range xs {
-		xs[i], ws[i] = float64(i+1), float32(12-i)
+		xs[i], ws[i] = float64(i+1), float32(15-i)
 		want[i] = 2 * ws[i] * float32(xs[i])
 	}
 	build := func(g *G.ExprGraph) (*G.Node, *G.Node) {
@@ -162,8 +162,8 @@ func TestCastBFloat16Gradients(t *testing.T) {
 		for i, v := range xs {
 			xb[i] = bfloat16.FromFloat32(float32(v))
 		}
-		x := G.NewMatrix(g, bfloat16.Dtype, G.WithShape(3, 4), G.WithName("x"), G.WithValue(tensor.New(tensor.WithShape(3, 4), tensor.WithBacking(xb))))
-		w := G.NewMatrix(g, tensor.Float32, G.WithShape(3, 4), G.WithName("w"), G.WithValue(tensor.New(tensor.WithShape(3, 4), tensor.WithBacking(ws))))
+		x := G.NewMatrix(g, bfloat16.Dtype, G.WithShape(3, 5), G.WithName("x"), G.WithValue(tensor.New(tensor.WithShape(3, 5), tensor.WithBacking(xb))))
+		w := G.NewMatrix(g, tensor.Float32, G.WithShape(3, 5), G.WithName("w"), G.WithValue(tensor.New(tensor.WithShape(3, 5), tensor.WithBacking(ws))))
 		a, err := Cast(x, tensor.Float32)
 		if err != nil {
 			t.Fatal(err)
