@@ -162,8 +162,11 @@ type Config struct {
 	Seed int64
 }
 
-// withDefaults returns c with its zero defaults filled in.
-func (c Config) withDefaults() Config {
+// WithDefaults returns c with its zero defaults filled in, as New uses it (Layer.Config
+// returns the same): Dtype float32; RouterDtype Dtype (float32 for bfloat16); Groups and
+// GroupsKept 1; ScalingFactor 1; BiasUpdateRate DefaultBiasUpdateRate; Align 1; Activation
+// SwiGLU; DropPolicy DropByProb.
+func (c Config) WithDefaults() Config {
 	if c.Dtype == (tensor.Dtype{}) {
 		c.Dtype = tensor.Float32
 	}
@@ -196,7 +199,7 @@ func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
 
 // Validate reports the first problem with c, or nil.
 func (c Config) Validate() error {
-	c = c.withDefaults()
+	c = c.WithDefaults()
 	e := func(format string, args ...any) error { return fmt.Errorf("gomoe: moe config: "+format, args...) }
 	isFloat := func(dt tensor.Dtype) bool { return dt == tensor.Float32 || dt == tensor.Float64 }
 	switch {

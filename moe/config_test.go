@@ -124,7 +124,7 @@ func TestZeroDefaults(t *testing.T) {
 	if g.Drop != kernels.DropByProb {
 		t.Errorf("geometry of a zero DropPolicy drops by %v, want prob", g.Drop)
 	}
-	if d := (Config{Activation: GELU, DropPolicy: DropByPosition}).withDefaults(); d.Activation != GELU || d.DropPolicy != DropByPosition {
+	if d := (Config{Activation: GELU, DropPolicy: DropByPosition}).WithDefaults(); d.Activation != GELU || d.DropPolicy != DropByPosition {
 		t.Errorf("withDefaults changed set fields to %v and %v", d.Activation, d.DropPolicy)
 	}
 }

@@ -37,7 +37,7 @@ func TestInferMatchesReference(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := base
 			tc.mod(&cfg)
-			if got := cfg.withDefaults().EvalCapacity(T); got != tc.evalC {
+			if got := cfg.WithDefaults().EvalCapacity(T); got != tc.evalC {
 				t.Fatalf("EvalCapacity(%d) = %d, want %d", T, got, tc.evalC)
 			}
 			rng := rand.New(rand.NewSource(7))

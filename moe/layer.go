@@ -102,7 +102,7 @@ func New(g *G.ExprGraph, name string, cfg Config) (*Layer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	cfg = cfg.withDefaults()
+	cfg = cfg.WithDefaults()
 	if err := cfg.checkMemory(); err != nil {
 		return nil, err
 	}

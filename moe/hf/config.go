@@ -114,6 +114,11 @@ func (c Config) MoEConfig() (moe.Config, error) {
 		if !norm(true) && m.TopK > 1 {
 			return e("norm_topk_prob false with num_experts_per_tok=%d: gomoe renormalises the sigmoid scores of K > 1 experts", m.TopK)
 		}
+		if norm(true) && m.TopK == 1 {
+			// transformers weighs the one expert by σ/σ = 1 (times the scaling factor); gomoe
+			// by its sigmoid score.
+			return e("norm_topk_prob true with num_experts_per_tok=1 weighs every token by routed_scaling_factor alone; gomoe weighs one expert by its sigmoid score (set norm_topk_prob false)")
+		}
 		m.Groups, m.GroupsKept = c.NGroup, c.TopKGroup
 		if m.Groups == 0 {
 			m.Groups = 8

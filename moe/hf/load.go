@@ -2,6 +2,7 @@ package hf
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 	"strings"
@@ -97,6 +98,7 @@ type block struct {
 // readBlock reads and converts the weights under prefix for cfg.
 func readBlock(cfg moe.Config, ts *safetensors.Tensors, prefix string) (*block, error) {
 	H, F, E, S := cfg.Hidden, cfg.FFN, cfg.Experts, cfg.SharedFFN
+	dts := cfg.WithDefaults()
 	used := map[string]bool{}
 	get := func(name string, shape ...int) ([]float64, error) {
 		full := prefix + name
@@ -106,6 +108,13 @@ func readBlock(cfg moe.Config, ts *safetensors.Tensors, prefix string) (*block, 
 		}
 		if !slices.Equal(s, shape) {
 			return nil, fmt.Errorf("tensor %q has shape %v, want %v", full, s, shape)
+		}
+		dt := dts.Dtype // the router and its bias ("gate.") are in the router's dtype
+		if strings.HasPrefix(name, "gate.") {
+			dt = dts.RouterDtype
+		}
+		if i := firstUnfit(v, dt); i >= 0 {
+			return nil, fmt.Errorf("tensor %q: element %d is %g, not a finite %v", full, i, v[i], dt)
 		}
 		used[full] = true
 		return v, nil
@@ -281,6 +290,22 @@ func transpose(m []float64, r, c int) []float64 {
 		}
 	}
 	return out
+}
+
+// firstUnfit returns the index of the first value of v that is not finite, or not once
+// converted to dt (float32 or bfloat16: beyond their range it rounds to ±Inf), or -1.
+func firstUnfit(v []float64, dt tensor.Dtype) int {
+	for i, x := range v {
+		switch {
+		case math.IsNaN(x) || math.IsInf(x, 0):
+			return i
+		case dt == tensor.Float32 && math.IsInf(float64(float32(x)), 0):
+			return i
+		case dt == bfloat16.Dtype && math.IsInf(float64(bfloat16.FromFloat32(float32(x)).Float32()), 0):
+			return i
+		}
+	}
+	return -1
 }
 
 // setValue writes v into the host value of the weight node n, in n's dtype.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -589,6 +590,9 @@ func TestMoEConfig(t *testing.T) {
 			moe.Config{}, "norm_topk_prob false"},
 		{"deepseek group score not top-2", `{"model_type":"deepseek_v3","hidden_size":16,"moe_intermediate_size":8,"n_routed_experts":16,"num_experts_per_tok":4,"n_group":4,"topk_group":4}`,
 			moe.Config{}, "top 2 experts"},
+		// transformers weighs DeepSeek's one expert by σ/σ = 1 (it used to load, with σ·2.5).
+		{"deepseek renormalised top-1", `{"model_type":"deepseek_v3","hidden_size":2,"moe_intermediate_size":2,"n_routed_experts":2,"num_experts_per_tok":1,"n_group":1,"topk_group":1,"n_shared_experts":0}`,
+			moe.Config{}, "norm_topk_prob true with num_experts_per_tok=1"},
 		{"renormalised top-1", `{"model_type":"mixtral","hidden_size":8,"intermediate_size":16,"num_local_experts":4,"num_experts_per_tok":1}`,
 			moe.Config{}, "num_experts_per_tok=1"},
 		{"invalid sizes", `{"model_type":"mixtral","hidden_size":8,"intermediate_size":16,"num_local_experts":4,"num_experts_per_tok":5}`,
@@ -658,5 +662,44 @@ func TestLoadRejects(t *testing.T) {
 	}
 	if _, err := Load(G.NewGraph(), "moe", m, nil, ""); err == nil {
 		t.Error("nil tensors: no error")
+	}
+	// Values the layer cannot hold: NaN or ±Inf in the file, or a float64 beyond the layer's
+	// float32 or bfloat16 range (it used to load as ±Inf).
+	bf16 := m
+	bf16.Dtype = bfloat16.Dtype
+	f64 := m
+	f64.Dtype, f64.RouterDtype = tensor.Float64, tensor.Float64
+	for _, c := range []struct {
+		name, tensor string
+		i            int
+		v            float64
+		cfg          moe.Config
+		err          string // "" = loads
+	}{
+		{"NaN expert weight", "experts.down_proj", 5, math.NaN(), m, `tensor "p.experts.down_proj": element 5 is NaN, not a finite float32`},
+		{"+Inf router weight", "gate.weight", 0, math.Inf(1), m, `tensor "p.gate.weight": element 0 is +Inf`},
+		{"1e300 into float32", "experts.gate_up_proj", 7, 1e300, m, "element 7 is 1e+300, not a finite float32"},
+		{"1e300 into a float32 router of a bfloat16 layer", "gate.e_score_correction_bias", 1, -1e300, bf16, "element 1 is -1e+300, not a finite float32"},
+		{"3.4e38 into bfloat16 (rounds up past its largest)", "experts.gate_up_proj", 2, 3.4e38, bf16, "element 2 is 3.4e+38, not a finite BFloat16"},
+		{"1e300 into float64", "experts.gate_up_proj", 7, 1e300, f64, ""},
+	} {
+		ts := tensorsOf(m, w, "fused")
+		d := slices.Clone(ts[c.tensor].data)
+		d[c.i] = c.v
+		ts[c.tensor] = hfTensor{ts[c.tensor].shape, d}
+		st, err := safetensors.Parse(encode(t, ts, "p.", nst.F64, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := G.NewGraph()
+		_, err = Load(g, "moe", c.cfg, st, "p.")
+		switch {
+		case c.err == "" && err != nil:
+			t.Errorf("%s: %v", c.name, err)
+		case c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)):
+			t.Errorf("%s: got %v; want an error containing %q", c.name, err, c.err)
+		case c.err != "" && len(g.AllNodes()) != 0:
+			t.Errorf("%s: Load added %d nodes despite the error", c.name, len(g.AllNodes()))
+		}
 	}
 }
