@@ -340,7 +340,7 @@ func (c Config) capacity(T int, factor float64) int {
 }
 
 // geometry is the routing plan geometry for T tokens with the given capacity factor; c has its
-// defaults filled in (withDefaults), as a Layer's config has.
+// defaults filled in (WithDefaults), as a Layer's config has.
 func (c Config) geometry(T int, factor float64) (kernels.Geometry, error) {
 	if T < 1 {
 		return kernels.Geometry{}, errors.New("gomoe: moe: the input has no tokens")

@@ -262,6 +262,9 @@ func (op gmmOp) Do(vs ...G.Value) (G.Value, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkAlloc("GroupedMatMul", int(w.Dtype().Size()), op.geo.Rows(), N); err != nil {
+		return nil, err
+	}
 	z := tensor.New(tensor.Of(w.Dtype()), tensor.WithShape(op.geo.Rows(), N))
 	switch w.Dtype() {
 	case tensor.Float32:
@@ -391,6 +394,9 @@ func (op gmmRowsGradOp) Do(vs ...G.Value) (G.Value, error) {
 	}
 	dz, w, p, H, N, err := gmmDoInputs("GroupedMatMulRowsGrad", op.geo, vs, "dz", 2)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkAlloc("GroupedMatMulRowsGrad", int(w.Dtype().Size()), op.geo.Rows(), H); err != nil {
 		return nil, err
 	}
 	dxp := tensor.New(tensor.Of(w.Dtype()), tensor.WithShape(op.geo.Rows(), H))

@@ -18,6 +18,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/internal/hostmem"
 	"github.com/gomoe/gomoe/kernels"
 )
 
@@ -166,6 +167,47 @@ func TestHostileNewPlanSizes(t *testing.T) {
 			}
 			if len(g.AllNodes()) != before {
 				t.Errorf("a failed NewPlan added nodes")
+			}
+		})
+	}
+}
+
+// TestHostileOutputsBeyondMemory: an output larger than every input that would not fit in the
+// machine's memory (the permuted rows of a huge capacity, a grouped matmul's rows) is a run
+// error: allocating it used to end the process (a failed Go allocation cannot be recovered).
+// The machine is made 1 MiB small (hostmem.SetLimit) so that nothing large is allocated.
+func TestHostileOutputsBeyondMemory(t *testing.T) {
+	defer hostmem.SetLimit(hostmem.SetLimit(1 << 20))
+	const H = 64
+	geo := kernels.Geometry{E: 2, A: 1, Mode: kernels.Capacity, C: 1 << 12, Drop: kernels.DropByPosition} // R = 8192 rows
+	for _, c := range []struct {
+		name  string
+		build func(g *G.ExprGraph, x *G.Node, p *Plan) (*G.Node, error)
+		want  string
+	}{
+		{"Permute: 8192 rows of 64", func(g *G.ExprGraph, x *G.Node, p *Plan) (*G.Node, error) { return Permute(x, p) },
+			"Permute: an output of shape (8192, 64) need 4.194e+06 bytes, more than this machine's 1048576 bytes"},
+		{"GroupedMatMul: 8192 rows of 64", func(g *G.ExprGraph, x *G.Node, p *Plan) (*G.Node, error) {
+			xp := G.NewMatrix(g, tensor.Float64, G.WithShape(8192, 1), G.WithName("xp"), G.WithValue(denseOf(tensor.Float64, make([]float64, 8192), 8192, 1)))
+			w := G.NewTensor(g, tensor.Float64, 3, G.WithShape(2, 1, H), G.WithName("w"), G.WithValue(denseOf(tensor.Float64, make([]float64, 2*H), 2, 1, H)))
+			return GroupedMatMul(xp, w, p)
+		}, "GroupedMatMul: an output of shape (8192, 64) need 4.194e+06 bytes"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			g := G.NewGraph()
+			ids := idsNode(g, "ids", 2, 1, []int32{0, 1})
+			x := G.NewMatrix(g, tensor.Float64, G.WithShape(2, H), G.WithName("x"), G.WithValue(denseOf(tensor.Float64, make([]float64, 2*H), 2, H)))
+			p, err := NewPlan(ids, nil, geo)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.build(g, x, p); err != nil {
+				t.Fatal(err)
+			}
+			m := G.NewTapeMachine(g)
+			defer m.Close()
+			if err := m.RunAll(); err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("%v, want %q", err, c.want)
 			}
 		})
 	}
