@@ -26,6 +26,12 @@ import (
 // each element by the scale rounded to the gradient's dtype (float32 for bfloat16, rounded
 // once to bfloat16), on the host and on the GPU alike.
 //
+// Weights may share one gradient buffer (Gorgonia gives both inputs of an Add the same
+// gradient): the norm counts it once per weight, as the gradient of the cost wrt all the
+// weights, and it is scaled once. Gradients that share memory only in part are an error; so
+// is a shared buffer in a step captured by GraphStep, whose device clip would scale it once
+// per weight.
+//
 // A NaN or infinite norm is an error, and no gradient is changed (nor on a bad input).
 func ClipGradNorm(vgs []G.ValueGrad, maxNorm float64) (float64, error) {
 	ps, err := check("ClipGradNorm", vgs)
@@ -85,7 +91,11 @@ func clip(ps []pair, maxNorm float64) (float64, error) {
 	if scale >= 1 {
 		return norm, nil
 	}
-	for _, p := range ps {
+	first := sharedGrads(ps)
+	for i, p := range ps {
+		if first[i] >= 0 {
+			continue // scaled with the first weight that has it
+		}
 		var err error
 		if p.gpu != nil {
 			err = p.gpu.Scale(p.g, scale)
@@ -97,6 +107,27 @@ func clip(ps []pair, maxNorm float64) (float64, error) {
 		}
 	}
 	return norm, nil
+}
+
+// sharedGrads returns, for each weight of ps, the first earlier weight that has the same
+// gradient buffer, or -1. Gorgonia gives the inputs of an Add one gradient buffer: the norm
+// counts it once per weight (the gradient of the cost wrt all the weights), and the clip
+// scales it once. (check refuses gradients that share memory only in part.)
+func sharedGrads(ps []pair) []int {
+	first := make([]int, len(ps))
+	at := make(map[uintptr]int, len(ps))
+	for i, p := range ps {
+		first[i] = -1
+		if p.g.MemSize() == 0 {
+			continue
+		}
+		if j, ok := at[p.g.Uintptr()]; ok {
+			first[i] = j
+		} else {
+			at[p.g.Uintptr()] = i
+		}
+	}
+	return first
 }
 
 // sumSquares is Σ g² of a host gradient, in float64 in element order.

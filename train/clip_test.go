@@ -94,6 +94,57 @@ func TestClipGradNormErrors(t *testing.T) {
 	}
 }
 
+// TestClipSharedGradient: two weights whose gradient is one buffer (Gorgonia gives both
+// inputs of an Add the same gradient) are clipped as the gradient of the cost wrt both: the
+// norm counts the buffer once per weight, and the buffer is scaled once (it was scaled once
+// per weight, so each weight moved by g·s² instead of g·s, 70 times too little here).
+// Gradients that share memory only in part are refused.
+func TestClipSharedGradient(t *testing.T) {
+	g := G.NewGraph()
+	v := func(n string, d ...float64) *G.Node {
+		return G.NewVector(g, tensor.Float64, G.WithShape(2), G.WithName(n), G.WithValue(dense64(d)))
+	}
+	w1, w2, c := v("w1", 1, 2), v("w2", 3, 4), v("c", 30, 40)
+	cost := G.Must(G.Sum(G.Must(G.HadamardProd(G.Must(G.Add(w1, w2)), c))))
+	if _, err := G.Grad(cost, w1, w2); err != nil {
+		t.Fatal(err)
+	}
+	vm := G.NewTapeMachine(g)
+	defer vm.Close()
+	sgd := &SGD{LR: 1, MaxGradNorm: 1}
+	if err := Step(vm, sgd, G.Nodes{w1, w2}, nil); err != nil {
+		t.Fatal(err)
+	}
+	g1, _ := w1.Grad()
+	g2, _ := w2.Grad()
+	if g1.(*tensor.Dense).Uintptr() != g2.(*tensor.Dense).Uintptr() {
+		t.Fatalf("the weights' gradients are two buffers: the test does not share one")
+	}
+	norm := math.Sqrt(2 * (30*30 + 40*40)) // (30, 40) once per weight
+	s := 1 / (norm + 1e-6)
+	if sgd.GradNorm() != norm {
+		t.Errorf("norm %v, want %v", sgd.GradNorm(), norm)
+	}
+	for _, c := range []struct {
+		w    *G.Node
+		want []float64
+	}{{w1, []float64{1 - 30*s, 2 - 40*s}}, {w2, []float64{3 - 30*s, 4 - 40*s}}} {
+		if got := c.w.Value().Data().([]float64); got[0] != c.want[0] || got[1] != c.want[1] {
+			t.Errorf("%s = %v, want %v", c.w.Name(), got, c.want)
+		}
+	}
+	buf := []float64{1, 2, 3}
+	part1 := tensor.New(tensor.WithShape(2), tensor.WithBacking(buf[:2]))
+	part2 := tensor.New(tensor.WithShape(2), tensor.WithBacking(buf[1:]))
+	_, err := ClipGradNorm([]G.ValueGrad{vg{dense64([]float64{0, 0}), part1}, vg{dense64([]float64{0, 0}), part2}}, 1)
+	if err == nil || !strings.Contains(err.Error(), "the gradients of weight 0 and weight 1 share memory in part") {
+		t.Errorf("gradients sharing memory in part: %v", err)
+	}
+	if buf[0] != 1 || buf[1] != 2 || buf[2] != 3 {
+		t.Errorf("a refused clip changed the gradients to %v", buf)
+	}
+}
+
 // TestOptimizersClip: Adam and SGD with MaxGradNorm give the update of the formula on the
 // clipped gradient (refAdam, and SGD by hand), report the norm before clipping, and NaN
 // without clipping.

@@ -189,6 +189,20 @@ func checkShared(ps []pair) error {
 			return twice(ws[k-1].i, ws[k].i)
 		}
 	}
+	// Gradients may be one buffer (Gorgonia gives the inputs of an Add one gradient), but not
+	// share memory in part: clipping scales each buffer once (sharedGrads).
+	var gs []span
+	for i, p := range ps {
+		if s := spanOf(p.g, i); s.hi > s.lo {
+			gs = append(gs, s)
+		}
+	}
+	sort.Slice(gs, func(a, b int) bool { return gs[a].lo < gs[b].lo || gs[a].lo == gs[b].lo && gs[a].hi < gs[b].hi })
+	for k := 1; k < len(gs); k++ {
+		if a, b := gs[k-1], gs[k]; b.lo < a.hi && (a.lo != b.lo || a.hi != b.hi) {
+			return fmt.Errorf("the gradients of %s and %s share memory in part", ps[min(a.i, b.i)].wLabel, ps[max(a.i, b.i)].wLabel)
+		}
+	}
 	for i, p := range ps {
 		g := spanOf(p.g, i)
 		// The weights are disjoint, sorted and not empty: if g overlaps any, it overlaps the
