@@ -79,8 +79,9 @@ type Config struct {
 	// default when zero), tensor.Float64 or bfloat16.Dtype. A bfloat16 layer computes in
 	// float32 inside every kernel (fp32 accumulation) and keeps its router, probs and losses
 	// in float32; train.Adam and train.SGD keep float32 master copies of its weights. Its
-	// backward runs on the GPU (device engine): on the CPU, Gorgonia's own gradient sums do
-	// not take bfloat16.
+	// backward runs on the GPU (device engine), and so does the forward of its shared experts
+	// (SharedFFN > 0): on the CPU, Gorgonia's own gradient sums, matmul and addition do not
+	// take bfloat16 (the run fails with their error).
 	Dtype tensor.Dtype
 	// RouterDtype is the dtype of the router weight, logits, probs and losses (the "fp32
 	// router" of Megatron/Switch: set it to tensor.Float32, or to tensor.Float64 for a float64

@@ -58,6 +58,9 @@ func (in *Init) Uniform(dt tensor.Dtype, lo, hi float64, shape ...int) (*tensor.
 	if !(lo <= hi) || math.IsInf(lo, 0) || math.IsInf(hi, 0) {
 		return nil, fmt.Errorf("gomoe: train: Init.Uniform: range [%v, %v)", lo, hi)
 	}
+	if math.IsInf(hi-lo, 0) { // a range wider than float64 holds: the same draws, rounded apart
+		return in.fill("Uniform", dt, shape, func() float64 { u := in.rng.Float64(); return lo*(1-u) + hi*u })
+	}
 	return in.fill("Uniform", dt, shape, func() float64 { return lo + (hi-lo)*in.rng.Float64() })
 }
 
@@ -95,7 +98,8 @@ func fans(name string, shape []int) (in, out int, err error) {
 	return in, out, nil
 }
 
-// fill makes a tensor of dtype dt and shape from draw, in element order.
+// fill makes a tensor of dtype dt and shape from draw, in element order. A draw that is, or
+// rounds to, ±Inf in dt (a std or range beyond what dt holds) is an error.
 func (in *Init) fill(name string, dt tensor.Dtype, shape []int, draw func() float64) (*tensor.Dense, error) {
 	if len(shape) == 0 {
 		return nil, fmt.Errorf("gomoe: train: Init.%s: no shape (a scalar weight is a vector of 1)", name)
@@ -108,27 +112,42 @@ func (in *Init) fill(name string, dt tensor.Dtype, shape []int, draw func() floa
 		n *= s
 	}
 	var back any
+	bad := -1 // the first element that is not finite in dt
+	var badDraw float64
+	check := func(i int, d, rounded float64) {
+		if bad < 0 && math.IsInf(rounded, 0) {
+			bad, badDraw = i, d
+		}
+	}
 	switch dt {
 	case tensor.Float64:
 		v := make([]float64, n)
 		for i := range v {
 			v[i] = draw()
+			check(i, v[i], v[i])
 		}
 		back = v
 	case tensor.Float32:
 		v := make([]float32, n)
 		for i := range v {
-			v[i] = float32(draw())
+			d := draw()
+			v[i] = float32(d)
+			check(i, d, float64(v[i]))
 		}
 		back = v
 	case bfloat16.Dtype:
 		v := make([]bfloat16.BFloat16, n)
 		for i := range v {
-			v[i] = bfloat16.FromFloat32(float32(draw()))
+			d := draw()
+			v[i] = bfloat16.FromFloat32(float32(d))
+			check(i, d, float64(v[i].Float32()))
 		}
 		back = v
 	default:
 		return nil, fmt.Errorf("gomoe: train: Init.%s: dtype %v, want float32, float64 or bfloat16", name, dt)
+	}
+	if bad >= 0 {
+		return nil, fmt.Errorf("gomoe: train: Init.%s: element %d draws %g, beyond what %v holds", name, bad, badDraw, dt)
 	}
 	return tensor.New(tensor.WithShape(append([]int(nil), shape...)...), tensor.WithBacking(back)), nil
 }

@@ -38,13 +38,21 @@ func NewLoadTracker(experts int) (*LoadTracker, error) {
 	}, nil
 }
 
-// Experts returns the number of experts tracked.
-func (lt *LoadTracker) Experts() int { return lt.experts }
+// Experts returns the number of experts tracked (0 for a nil tracker).
+func (lt *LoadTracker) Experts() int {
+	if lt == nil {
+		return 0
+	}
+	return lt.experts
+}
 
 // Add records one step's tokens-per-expert counts. slots is the number of
 // (token, expert) pairs the router asked for (T·K); the difference to the
 // sum of counts is the number dropped by the capacity limit.
 func (lt *LoadTracker) Add(counts []int32, slots int) error {
+	if lt == nil {
+		return errors.New("gomoe: train: Add to a nil *LoadTracker (make it with NewLoadTracker)")
+	}
 	if len(counts) != lt.experts {
 		return fmt.Errorf("gomoe: train: load tracker got %d counts for %d experts", len(counts), lt.experts)
 	}
@@ -72,15 +80,18 @@ func (lt *LoadTracker) Add(counts []int32, slots int) error {
 // Dropped returns the fraction of routed (token, expert) pairs dropped by
 // the capacity limit over the whole run.
 func (lt *LoadTracker) Dropped() float64 {
-	if lt.asked == 0 {
+	if lt == nil || lt.asked == 0 {
 		return 0
 	}
 	return lt.dropped / lt.asked
 }
 
 // Snapshot closes the current window at step, stores the shares and returns
-// a one-line summary of the window's load.
+// a one-line summary of the window's load ("" for a nil tracker).
 func (lt *LoadTracker) Snapshot(step int) string {
+	if lt == nil {
+		return ""
+	}
 	frac := shares(lt.window)
 	lt.Steps = append(lt.Steps, float64(step))
 	lt.Frac = append(lt.Frac, frac)
@@ -95,8 +106,14 @@ func (lt *LoadTracker) Snapshot(step int) string {
 	return line
 }
 
-// Total returns each expert's share of all token slots routed so far.
-func (lt *LoadTracker) Total() []float64 { return shares(lt.total) }
+// Total returns each expert's share of all token slots routed so far (nil for a nil
+// tracker).
+func (lt *LoadTracker) Total() []float64 {
+	if lt == nil {
+		return nil
+	}
+	return shares(lt.total)
+}
 
 // Imbalance returns the max/mean ratio of the load over the whole run (NaN before any
 // routed slot).

@@ -80,6 +80,21 @@ func TestLoadTrackerErrors(t *testing.T) {
 	if lt.Frac[0][0] != 0 || lt.Frac[0][1] != 0 {
 		t.Errorf("failed Add changed the counts: %v", lt.Frac[0])
 	}
+	// Every method of a nil tracker returns an error or a zero value (they panicked).
+	var nilLT *LoadTracker
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				t.Errorf("a method of a nil tracker panicked: %v", r)
+			}
+		}()
+		if err := nilLT.Add([]int32{1}, 1); err == nil || !strings.Contains(err.Error(), "nil *LoadTracker") {
+			t.Errorf("Add: %v", err)
+		}
+		if nilLT.Experts() != 0 || nilLT.Dropped() != 0 || nilLT.Snapshot(1) != "" || nilLT.Total() != nil || !math.IsNaN(nilLT.Imbalance()) {
+			t.Errorf("a nil tracker's methods did not give their zero values")
+		}
+	}()
 }
 
 func TestImbalance(t *testing.T) {

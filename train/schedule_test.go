@@ -145,10 +145,30 @@ func TestInitErrors(t *testing.T) {
 		{"std", func() error { _, err := in.Normal(tensor.Float32, -1, 2); return err }, "std -1"},
 		{"range", func() error { _, err := in.Uniform(tensor.Float32, 1, 0, 2); return err }, "range [1, 0)"},
 		{"fan", func() error { _, err := in.HeNormal(tensor.Float32, 1); return err }, "no shape"},
+		// Draws beyond the dtype's range (they came back as ±Inf, with no error).
+		{"float32 range", func() error { _, err := in.Uniform(tensor.Float32, -1e300, 1e300, 4); return err }, "beyond what float32 holds"},
+		{"float32 std", func() error { _, err := in.Normal(tensor.Float32, 1e300, 4); return err }, "beyond what float32 holds"},
+		{"bfloat16 range", func() error { _, err := in.Uniform(bfloat16.Dtype, 3.397e38, 3.4e38, 4); return err }, "beyond what BFloat16 holds"},
+		{"float64 std", func() error { _, err := in.Normal(tensor.Float64, 1e308, 64); return err }, "beyond what float64 holds"},
 	}
 	for _, tt := range tests {
 		if err := tt.f(); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: %v, want %q", tt.name, err, tt.want)
+		}
+	}
+	// A float64 range wider than float64 holds (hi − lo overflows) draws inside it: all used
+	// to be +Inf.
+	w, err := in.Uniform(tensor.Float64, -math.MaxFloat64, math.MaxFloat64, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := in.GlorotUniform(tensor.Float64, 1e308, 2, 2) // a = 1.22e308
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range append(w.Float64s(), g.Float64s()...) {
+		if !(v >= -math.MaxFloat64 && v < math.MaxFloat64) {
+			t.Fatalf("draw %d of a range past float64's = %v", i, v)
 		}
 	}
 	if _, err := NewInitFrom(nil); err == nil {
