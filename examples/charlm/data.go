@@ -87,10 +87,15 @@ func heldOut(rel string) bool {
 	return h.Sum32()%10 == 0
 }
 
+// maxSourceBytes is the largest source file loadCorpus reads.
+const maxSourceBytes = 16 << 20
+
 // loadCorpus reads the Go standard library's hand-written, non-test source files under
 // root/src (root "" = this Go installation), splits them into training and
 // held-out files, and keeps, in a seed-dependent random order, files until
-// trainBytes and heldBytes are reached.
+// trainBytes and heldBytes are reached. Only regular files are read (a named pipe or a link
+// to a device under a -goroot would block or never end), and none larger than
+// maxSourceBytes (no hand-written source is: the largest in Go 1.26, generated, is 3 MB).
 func loadCorpus(root string, trainBytes, heldBytes int, seed uint64) (*corpus, error) {
 	if root == "" {
 		var err error
@@ -110,7 +115,10 @@ func loadCorpus(root string, trainBytes, heldBytes int, seed uint64) (*corpus, e
 			}
 			return nil
 		}
-		if n := d.Name(); strings.HasSuffix(n, ".go") && !strings.HasSuffix(n, "_test.go") {
+		if n := d.Name(); strings.HasSuffix(n, ".go") && !strings.HasSuffix(n, "_test.go") && d.Type().IsRegular() {
+			if info, err := d.Info(); err != nil || info.Size() > maxSourceBytes {
+				return nil // gone since the listing, or too large to be hand-written
+			}
 			rel, err := filepath.Rel(src, path)
 			if err != nil {
 				return err
