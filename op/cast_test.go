@@ -40,37 +40,44 @@ func TestCastGradients(t *testing.T) {
 		return x, G.Must(G.Sum(G.Must(G.HadamardProd(b, w))))
 	}
 	for _, dt := range []tensor.Dtype{tensor.Float64, tensor.Float32} {
-		g := G.NewGraph()
-		x, cost := build(g, dt)
-		grads, err := G.Grad(cost, x)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var gv G.Value
-		G.Read(grads[0], &gv)
-		m := G.NewTapeMachine(g)
-		if err := m.RunAll(); err != nil {
-			t.Fatal(err)
-		}
-		m.Close()
-		if d := reftest.MaxDiff(gcFloats(gv), want); d > 1e-5 {
+		sym, do := tapeAndLispGrads(t, func(g *G.ExprGraph) (*G.Node, *G.Node) { return build(g, dt) })
+		if d := reftest.MaxDiff(gcFloats(sym), want); d > 1e-5 {
 			t.Errorf("%v SymDiff: max diff %g", dt, d)
 		}
-		h := G.NewGraph()
-		x2, _ := build(h, dt)
-		lm := G.NewLispMachine(h)
-		if err := lm.RunAll(); err != nil {
-			t.Fatal(err)
-		}
-		lm.Close()
-		dv, err := x2.Grad()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if d := reftest.MaxDiff(gcFloats(dv), want); d > 1e-5 {
+		if d := reftest.MaxDiff(gcFloats(do), want); d > 1e-5 {
 			t.Errorf("%v DoDiff: max diff %g", dt, d)
 		}
 	}
+}
+
+// tapeAndLispGrads returns the gradient of cost wrt x of the graph build makes, on the tape
+// machine (G.Grad: the ops' SymDiff) and on the lisp machine (their DoDiff), each on a graph
+// of its own.
+func tapeAndLispGrads(t *testing.T, build func(g *G.ExprGraph) (x, cost *G.Node)) (symDiff, doDiff G.Value) {
+	t.Helper()
+	g := G.NewGraph()
+	x, cost := build(g)
+	grads, err := G.Grad(cost, x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	G.Read(grads[0], &symDiff)
+	m := G.NewTapeMachine(g)
+	defer m.Close()
+	if err := m.RunAll(); err != nil {
+		t.Fatal(err)
+	}
+	h := G.NewGraph()
+	x2, _ := build(h)
+	lm := G.NewLispMachine(h)
+	defer lm.Close()
+	if err := lm.RunAll(); err != nil {
+		t.Fatal(err)
+	}
+	if doDiff, err = x2.Grad(); err != nil {
+		t.Fatal(err)
+	}
+	return symDiff, doDiff
 }
 
 func TestCastValuesAndErrors(t *testing.T) {
@@ -179,30 +186,7 @@ func TestCastBFloat16Gradients(t *testing.T) {
 			}
 		}
 	}
-	g := G.NewGraph()
-	x, cost := build(g)
-	grads, err := G.Grad(cost, x)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var gv G.Value
-	G.Read(grads[0], &gv)
-	m := G.NewTapeMachine(g)
-	defer m.Close()
-	if err := m.RunAll(); err != nil {
-		t.Fatal(err)
-	}
-	check("SymDiff", gv)
-	h := G.NewGraph()
-	x2, _ := build(h)
-	lm := G.NewLispMachine(h)
-	defer lm.Close()
-	if err := lm.RunAll(); err != nil {
-		t.Fatal(err)
-	}
-	dv, err := x2.Grad()
-	if err != nil {
-		t.Fatal(err)
-	}
-	check("DoDiff", dv)
+	sym, do := tapeAndLispGrads(t, build)
+	check("SymDiff", sym)
+	check("DoDiff", do)
 }
