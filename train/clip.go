@@ -91,9 +91,8 @@ func clip(ps []pair, maxNorm float64) (float64, error) {
 	if scale >= 1 {
 		return norm, nil
 	}
-	first := sharedGrads(ps)
-	for i, p := range ps {
-		if first[i] >= 0 {
+	for _, p := range ps {
+		if p.sharesGrad {
 			continue // scaled with the first weight that has it
 		}
 		var err error
@@ -107,27 +106,6 @@ func clip(ps []pair, maxNorm float64) (float64, error) {
 		}
 	}
 	return norm, nil
-}
-
-// sharedGrads returns, for each weight of ps, the first earlier weight that has the same
-// gradient buffer, or -1. Gorgonia gives the inputs of an Add one gradient buffer: the norm
-// counts it once per weight (the gradient of the cost wrt all the weights), and the clip
-// scales it once. (check refuses gradients that share memory only in part.)
-func sharedGrads(ps []pair) []int {
-	first := make([]int, len(ps))
-	at := make(map[uintptr]int, len(ps))
-	for i, p := range ps {
-		first[i] = -1
-		if p.g.MemSize() == 0 {
-			continue
-		}
-		if j, ok := at[p.g.Uintptr()]; ok {
-			first[i] = j
-		} else {
-			at[p.g.Uintptr()] = i
-		}
-	}
-	return first
 }
 
 // sumSquares is Σ g² of a host gradient, in float64 in element order.

@@ -209,13 +209,12 @@ func (g *graphScalars) clip(ps []pair, maxNorm float64, at int) (float64, error)
 		return clip(ps, maxNorm)
 	}
 	gs := make([]*tensor.Dense, len(ps))
-	first := sharedGrads(ps)
 	for i, p := range ps {
 		if p.gpu == nil {
 			return math.NaN(), fmt.Errorf("clipping a captured step: the gradient of %s is not in GPU memory", p.wLabel)
 		}
-		if j := first[i]; j >= 0 { // the device clip would scale it once per weight
-			return math.NaN(), fmt.Errorf("clipping a captured step: %s and %s share one gradient buffer (clip the eager step instead)", ps[j].wLabel, p.wLabel)
+		if p.sharesGrad { // the device clip would scale it once per weight
+			return math.NaN(), fmt.Errorf("clipping a captured step: %s shares its gradient buffer with an earlier weight (clip the eager step instead)", p.wLabel)
 		}
 		gs[i] = p.g
 	}

@@ -104,6 +104,10 @@ type pair struct {
 	n      int
 	dtype  tensor.Dtype
 	wLabel string
+	// sharesGrad: an earlier pair has the same gradient buffer (checkShared). Gorgonia gives
+	// the inputs of an Add one gradient: the clip's norm counts it once per weight (the
+	// gradient of the cost wrt all the weights), and the clip scales it once.
+	sharesGrad bool
 }
 
 // check validates every (weight, gradient) before any is updated: both dense, contiguous,
@@ -158,58 +162,55 @@ func check(name string, vgs []G.ValueGrad) ([]pair, error) {
 	return ps, nil
 }
 
-// checkShared checks that no two weights share memory (the same weight listed twice, or two
-// views of one buffer) and that no gradient shares memory with a weight, its own included: an
-// update would then change what a later update reads.
+// checkShared checks the memory of the weights and gradients of ps, and marks the pairs whose
+// gradient buffer an earlier pair has (sharesGrad): no two weights may overlap (the same
+// weight listed twice, or two views of one buffer); no gradient may overlap a weight, its own
+// included (an update would change what a later one reads); gradients may be one buffer, but
+// not overlap in part (the clip scales each buffer once). One sort and one sweep: a span that
+// overlaps any span before it overlaps the one of those that reaches furthest.
 func checkShared(ps []pair) error {
 	type span struct {
 		lo, hi uintptr
 		i      int
+		grad   bool
 	}
-	spanOf := func(t *tensor.Dense, i int) span {
-		return span{t.Uintptr(), t.Uintptr() + t.MemSize(), i}
-	}
-	twice := func(i, j int) error {
-		return fmt.Errorf("%s appears twice (as %s, or shares its memory)", ps[max(i, j)].wLabel, ps[min(i, j)].wLabel)
-	}
-	seen := make(map[*tensor.Dense]int, len(ps))
-	var ws []span // the weights that hold memory, sorted by address
+	seen := make(map[*tensor.Dense]int, len(ps)) // empty weights listed twice have no span
+	spans := make([]span, 0, 2*len(ps))
 	for i, p := range ps {
 		if j, ok := seen[p.w]; ok {
-			return twice(i, j)
+			return fmt.Errorf("%s appears twice (as %s, or shares its memory)", p.wLabel, ps[j].wLabel)
 		}
 		seen[p.w] = i
-		if s := spanOf(p.w, i); s.hi > s.lo {
-			ws = append(ws, s)
+		for _, s := range []span{{p.w.Uintptr(), p.w.Uintptr() + p.w.MemSize(), i, false}, {p.g.Uintptr(), p.g.Uintptr() + p.g.MemSize(), i, true}} {
+			if s.hi > s.lo {
+				spans = append(spans, s)
+			}
 		}
 	}
-	sort.Slice(ws, func(a, b int) bool { return ws[a].lo < ws[b].lo })
-	for k := 1; k < len(ws); k++ {
-		if ws[k].lo < ws[k-1].hi {
-			return twice(ws[k-1].i, ws[k].i)
+	sort.Slice(spans, func(a, b int) bool {
+		x, y := spans[a], spans[b]
+		return x.lo < y.lo || x.lo == y.lo && (x.hi < y.hi || x.hi == y.hi && (x.i < y.i || x.i == y.i && !x.grad))
+	})
+	var top span // of the spans so far, the one that reaches furthest
+	for k, s := range spans {
+		if k > 0 && s.lo < top.hi {
+			first, second := ps[min(s.i, top.i)].wLabel, ps[max(s.i, top.i)].wLabel
+			switch {
+			case s.grad && top.grad && s.lo == top.lo && s.hi == top.hi:
+				ps[s.i].sharesGrad = true // top, the group's first, has the lowest index
+				continue
+			case s.grad && top.grad:
+				return fmt.Errorf("the gradients of %s and %s share memory in part", first, second)
+			case !s.grad && !top.grad:
+				return fmt.Errorf("%s appears twice (as %s, or shares its memory)", second, first)
+			case s.grad:
+				return fmt.Errorf("the gradient of %s shares memory with %s", ps[s.i].wLabel, ps[top.i].wLabel)
+			default:
+				return fmt.Errorf("the gradient of %s shares memory with %s", ps[top.i].wLabel, ps[s.i].wLabel)
+			}
 		}
-	}
-	// Gradients may be one buffer (Gorgonia gives the inputs of an Add one gradient), but not
-	// share memory in part: clipping scales each buffer once (sharedGrads).
-	var gs []span
-	for i, p := range ps {
-		if s := spanOf(p.g, i); s.hi > s.lo {
-			gs = append(gs, s)
-		}
-	}
-	sort.Slice(gs, func(a, b int) bool { return gs[a].lo < gs[b].lo || gs[a].lo == gs[b].lo && gs[a].hi < gs[b].hi })
-	for k := 1; k < len(gs); k++ {
-		if a, b := gs[k-1], gs[k]; b.lo < a.hi && (a.lo != b.lo || a.hi != b.hi) {
-			return fmt.Errorf("the gradients of %s and %s share memory in part", ps[min(a.i, b.i)].wLabel, ps[max(a.i, b.i)].wLabel)
-		}
-	}
-	for i, p := range ps {
-		g := spanOf(p.g, i)
-		// The weights are disjoint, sorted and not empty: if g overlaps any, it overlaps the
-		// last one that starts before g ends.
-		k := sort.Search(len(ws), func(k int) bool { return ws[k].lo >= g.hi }) - 1
-		if g.hi > g.lo && k >= 0 && ws[k].hi > g.lo {
-			return fmt.Errorf("the gradient of %s shares memory with %s", p.wLabel, ps[ws[k].i].wLabel)
+		if k == 0 || s.hi > top.hi {
+			top = s
 		}
 	}
 	return nil
