@@ -108,11 +108,16 @@ func (b Buffer) Check(what string) error {
 // Communicator implementations (the in-process Group, package ep/nccl) check their buffers
 // with it: an exchange that reads rows it has already overwritten gives wrong rows.
 func CheckDisjoint(what string, send, recv Buffer) error {
-	s, r := send.span(), recv.span()
-	if s.hi > s.lo && r.hi > r.lo && s.lo < r.hi && r.lo < s.hi && (send.Host == nil) == (recv.Host == nil) {
+	if overlap(send, recv) {
 		return fmt.Errorf("ep: %s: the receive buffer shares memory with the send buffer (no in-place exchange)", what)
 	}
 	return nil
+}
+
+// overlap reports whether the memory of a and b (both host or both device) overlaps.
+func overlap(a, b Buffer) bool {
+	s, r := a.span(), b.span()
+	return s.hi > s.lo && r.hi > r.lo && s.lo < r.hi && r.lo < s.hi && (a.Host == nil) == (b.Host == nil)
 }
 
 // span is a checked buffer's memory as addresses [lo, hi): host or device.
