@@ -595,6 +595,21 @@ func (o *Output) Stats(counts G.Value) (Stats, error) {
 	return st, nil
 }
 
+// stepBias adds step to b, each element in b's precision, unless an element would become
+// ±Inf (many updates with a huge rate): then it changes nothing and returns that element and
+// the value it would take; else -1.
+func stepBias[F float32 | float64](b []F, step []float64) (int, float64) {
+	for e, s := range step {
+		if v := b[e] + F(s); math.IsInf(float64(v), 0) {
+			return e, float64(v)
+		}
+	}
+	for e, s := range step {
+		b[e] += F(s)
+	}
+	return -1, 0
+}
+
 // maxLoad bounds the total load UpdateExpertBias accepts (summed over micro-batches): 2^53,
 // where float64 still counts every token exactly.
 const maxLoad = 1 << 53
@@ -710,33 +725,21 @@ func (l *Layer) UpdateExpertBias(load G.Value) error {
 		}
 		return 0
 	}
-	// The new bias is computed and checked whole before it is written: a step that would
-	// take an element past the dtype's range (after many updates with a huge rate) changes
-	// nothing.
-	tooFar := func(e int, v float64) error {
-		return fmt.Errorf("gomoe: moe %s: UpdateExpertBias: bias[%d] would become %v (BiasUpdateRate %g): not updated", l.name, e, v, rate)
+	step := make([]float64, E)
+	for e := range step {
+		step[e] = rate * sign(mean-n[e])
 	}
+	bad, v := -1, 0.0
 	switch b := bv.Data().(type) {
 	case []float32:
-		next := make([]float32, E)
-		for e := range next {
-			next[e] = b[e] + float32(rate*sign(mean-n[e]))
-			if math.IsInf(float64(next[e]), 0) {
-				return tooFar(e, float64(next[e]))
-			}
-		}
-		copy(b, next)
+		bad, v = stepBias(b, step)
 	case []float64:
-		next := make([]float64, E)
-		for e := range next {
-			next[e] = b[e] + rate*sign(mean-n[e])
-			if math.IsInf(next[e], 0) {
-				return tooFar(e, next[e])
-			}
-		}
-		copy(b, next)
+		bad, v = stepBias(b, step)
 	default:
 		return fmt.Errorf("gomoe: moe %s: UpdateExpertBias: bias data is %T", l.name, bv.Data())
+	}
+	if bad >= 0 {
+		return fmt.Errorf("gomoe: moe %s: UpdateExpertBias: bias[%d] would become %v (BiasUpdateRate %g): not updated", l.name, bad, v, rate)
 	}
 	if dev {
 		if err := op.WriteBack(target, bv); err != nil {
