@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 )
 
 // Float is the element type of the CPU kernels' data: float32 or float64.
@@ -27,6 +28,29 @@ func parallelFor(n int, f func(i int)) {
 	runWorkers(workers, func(w int) {
 		lo, hi := chunkRange(n, workers, w)
 		for i := lo; i < hi; i++ {
+			f(i)
+		}
+	})
+}
+
+// runTasks runs f(i) for every i in [0,n) on workers goroutines (inline for one), each
+// taking the next task from a shared counter: tasks of different sizes balance better than
+// fixed blocks. Every caller's tasks write disjoint outputs, so the schedule never changes a
+// result.
+func runTasks(workers, n int, f func(i int)) {
+	if workers <= 1 {
+		for i := 0; i < n; i++ {
+			f(i)
+		}
+		return
+	}
+	var next atomic.Int64
+	runWorkers(workers, func(int) {
+		for {
+			i := int(next.Add(1) - 1)
+			if i >= n {
+				return
+			}
 			f(i)
 		}
 	})

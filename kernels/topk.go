@@ -5,7 +5,6 @@ import (
 	"math"
 	"sort"
 	"sync"
-	"sync/atomic"
 )
 
 // Top-k routing on the CPU, the kernel of op.TopK. The CUDA twin is (*CUDA).TopK (topk_cuda.go,
@@ -173,14 +172,5 @@ func topkParallel(T int, f func(lo, hi int)) {
 		return
 	}
 	n := (T + block - 1) / block
-	var next atomic.Int64
-	runWorkers(min(4, n), func(int) { // blocks taken in turn by 4 goroutines
-		for {
-			b := int(next.Add(1) - 1)
-			if b >= n {
-				return
-			}
-			f(b*block, min(T, (b+1)*block))
-		}
-	})
+	runTasks(min(4, n), n, func(b int) { f(b*block, min(T, (b+1)*block)) }) // 4 goroutines
 }
