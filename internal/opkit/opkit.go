@@ -80,8 +80,17 @@ func CheckArity(name string, vs []G.Value, n int) error {
 // (a (*tensor.Dense)(nil) passed as a G.Value), "an empty *tensor.Dense (no dtype, no data)"
 // for new(tensor.Dense), and "" for any other value.
 func Missing(v G.Value) string {
-	if v == nil {
+	switch d := v.(type) {
+	case nil:
 		return "nil"
+	case *tensor.Dense: // every op's Do checks each input: the common case without reflection
+		switch {
+		case d == nil:
+			return "nil"
+		case d.Dtype().Type == nil:
+			return "an empty *tensor.Dense (no dtype, no data)"
+		}
+		return ""
 	}
 	r := reflect.ValueOf(v)
 	switch r.Kind() {
@@ -89,9 +98,6 @@ func Missing(v G.Value) string {
 		if r.IsNil() {
 			return "nil"
 		}
-	}
-	if d, ok := v.(*tensor.Dense); ok && d.Dtype().Type == nil {
-		return "an empty *tensor.Dense (no dtype, no data)"
 	}
 	return ""
 }
