@@ -180,14 +180,14 @@ type Backend interface {
 	Capture(like G.Value, f func() error) (Graph, error)
 	// SumSquares returns Σ g² of each device tensor of gs: rows of 1024 elements summed in the
 	// accumulator type, the row sums added in float64 on the device in a fixed order
-	// (kernels.SumReduce). It waits for the device once per GPU the tensors are on (one copy
+	// (kernels.CUDA.SumReduce). It waits for the device once per GPU the tensors are on (one copy
 	// of all their sums to the host), not once per tensor.
 	SumSquares(gs []*tensor.Dense) ([]float64, error)
 	// ClipGrads clips the gradients gs (on one device) by their global L2 norm without waiting
 	// for the device, to the max norm st[at+3] in the optimiser's scalars st (from Scalars;
 	// 0: no clipping): each gradient's Σ g² as SumSquares computes it, their sum in order, and
-	// st[at] = skip, st[at+1] = norm, st[at+2] = scale (kernels.ClipFinish); each gradient is
-	// multiplied by the scale when it is below 1 (kernels.ScaleBy), with the bits of
+	// st[at] = skip, st[at+1] = norm, st[at+2] = scale (kernels.CUDA.ClipFinish); each gradient is
+	// multiplied by the scale when it is below 1 (kernels.CUDA.ScaleBy), with the bits of
 	// SumSquares, the host's norm and Scale.
 	ClipGrads(gs []*tensor.Dense, st any, at int) error
 	// Scale multiplies g by s in place (gradient clipping).

@@ -186,7 +186,7 @@ const sumSquaresCols = 1024
 // SumSquares views each g of gs as rows of up to 1024 elements (a last shorter row for the
 // rest), sums each row's squares with kernels.RowDot (one warp per row, in the accumulator
 // type: float32 for float32 and bfloat16, float64 for float64) and adds the row sums in float64
-// on the device (kernels.SumReduce), into one float64 per tensor; then one copy per GPU brings
+// on the device (kernels.CUDA.SumReduce), into one float64 per tensor; then one copy per GPU brings
 // those sums to the host.
 func (cudaBackend) SumSquares(gs []*tensor.Dense) ([]float64, error) {
 	out := make([]float64, len(gs))
@@ -244,7 +244,7 @@ func sumsSquaresInto(e *Engine, out cu.DevicePtr, gs []*tensor.Dense) error {
 }
 
 // sumSquaresInto writes Σ g² (float64) to out on the device: RowDot's row sums of 1024
-// elements, added by kernels.SumReduce.
+// elements, added by kernels.CUDA.SumReduce.
 func sumSquaresInto(e *Engine, out cu.DevicePtr, g *tensor.Dense) error {
 	dt, err := DType(g.Dtype())
 	if err != nil {
@@ -325,7 +325,7 @@ func (cudaBackend) ClipGrads(gs []*tensor.Dense, st any, at int) error {
 	return nil
 }
 
-// Scale multiplies g by s in place with the engine's element-wise kernel (kernels.Binary:
+// Scale multiplies g by s in place with the engine's element-wise kernel (kernels.CUDA.Binary:
 // computed in the accumulator type and rounded once, as the CPU's scaleGrad).
 func (cudaBackend) Scale(g *tensor.Dense, s float64) error {
 	e := trainEngine(g)

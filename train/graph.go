@@ -191,7 +191,7 @@ func (s *GraphStep) Close() error {
 
 // graphScalars is an optimiser's device buffer of step scalars for graph replays (nil buf:
 // its kernels take the scalars as arguments): the solver's scalars, then three that a clipped
-// step's kernels write (skip, norm, scale; kernels.ClipFinish) and the max norm they read.
+// step's kernels write (skip, norm, scale; kernels.CUDA.ClipFinish) and the max norm they read.
 type graphScalars struct {
 	dev       device.Backend
 	buf       any
