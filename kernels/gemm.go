@@ -49,8 +49,8 @@ type gemmKern[T float32 | float64] struct {
 // build tag adds "openblas"); gemmSetPath selects them too.
 var gemmExtraPaths = map[string]func(){}
 
-// gemmF32 and gemmF64 are the kernels in use: the portable ones until gemmInit (gemm_amd64.go)
-// picks assembly for this CPU.
+// gemmF32 and gemmF64 are the kernels in use: the portable ones until the init function of
+// gemm_amd64.go picks assembly for this CPU.
 var (
 	gemmF32 = gemmGoKern[float32]()
 	gemmF64 = gemmGoKern[float64]()

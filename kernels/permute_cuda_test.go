@@ -19,7 +19,7 @@ import (
 // routing pipeline (permute_cuda.go, unpermute_cuda.go, permute_probs_cuda.go), like
 // permute_test.go on the CPU.
 
-// dataCase runs every data kernel of one geometry, dtype and H against the CPU.
+// TestCUDAData runs every data kernel of one geometry, dtype and H against the CPU.
 func TestCUDAData(t *testing.T) {
 	rng := rand.New(rand.NewPCG(11, 12))
 	for _, c := range gpuCases() {

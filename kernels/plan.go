@@ -289,8 +289,8 @@ func BuildPlan[F Float](dst []int32, g Geometry, ids []int32, probs []F) error {
 		}
 		load[e] = s
 	}
-	// Capacity: decide which pairs each expert keeps; keepRank[i] is the rank of pair i in its
-	// expert's kept list, or -1.
+	// Capacity, drop by prob: decide which pairs each expert keeps (kept[i], keepByProb); drop
+	// by position keeps each expert's first C pairs in token order (pass 3).
 	var kept []bool
 	if g.Mode == Capacity && g.Drop == DropByProb {
 		kept = keepByProb(g, ids, probs, load)

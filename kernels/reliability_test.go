@@ -74,7 +74,7 @@ type relKernelCase struct {
 	want []string
 }
 
-// corruptRow returns a copy of p with one edit applied to copies of its parts.
+// corrupt returns a copy of p with one edit applied to copies of its parts.
 func corrupt(p Plan, edit func(q *Plan)) Plan {
 	q := p
 	q.Counts = append([]int32(nil), p.Counts...)
