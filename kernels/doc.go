@@ -10,7 +10,8 @@
 // `ls kernels/x*` shows one concept whole. The concepts: plan, permute, unpermute,
 // permute_probs (CPU kernel in package op), binary (element-wise arithmetic of the device
 // engine; CPU side in Gorgonia), activation, rowop (row softmax and normalisation), topk,
-// gather_topk, logsumexp and expert_load (CPU only), cast, optimizer, scale_rows, the
+// gather_topk, router (the fused router: scores, top-k and probs), logsumexp and expert_load
+// (CPU only), cast, optimizer, grad_norm (gradient-norm clipping on the device), scale_rows, the
 // examples' layers bias (bias add and its column sum), relu, rmsnorm, cross_entropy and
 // embedding, the routing losses balance_loss and z_loss, gemm and blas (the packed CPU GEMM,
 // cuBLAS), split_bf16 (float32 as three bfloat16 pieces, and SplitGemm, float32-accurate
