@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand"
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -701,5 +703,31 @@ func TestLoadRejects(t *testing.T) {
 		case c.err != "" && len(g.AllNodes()) != 0:
 			t.Errorf("%s: Load added %d nodes despite the error", c.name, len(g.AllNodes()))
 		}
+	}
+}
+
+// TestReadConfig reads a config.json from disk: the fields ParseConfig fills, and the error of
+// a missing file.
+func TestReadConfig(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.json")
+	js := `{"model_type":"mixtral","hidden_size":8,"intermediate_size":16,"num_local_experts":4,"num_experts_per_tok":2}`
+	if err := os.WriteFile(path, []byte(js), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := ReadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ModelType != "mixtral" || c.HiddenSize != 8 || c.IntermediateSize != 16 || c.NumLocalExperts != 4 || c.NumExpertsPerTok != 2 {
+		t.Errorf("ReadConfig: %+v", c)
+	}
+	if _, err := ReadConfig(filepath.Join(t.TempDir(), "missing.json")); err == nil || !strings.Contains(err.Error(), "gomoe: hf:") {
+		t.Errorf("ReadConfig of a missing file: %v, want a gomoe: hf: error", err)
+	}
+	if err := os.WriteFile(path, []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadConfig(path); err == nil {
+		t.Error("ReadConfig of bad JSON: no error")
 	}
 }
