@@ -339,10 +339,15 @@ func TestHalfToFloat64(t *testing.T) {
 	for _, c := range []struct {
 		h    uint16
 		want float64
-	}{{0x3c00, 1}, {0xc000, -2}, {0x0001, math.Ldexp(1, -24)}, {0x7bff, 65504}, {0x3555, 0.333251953125}, {0x7c00, math.Inf(1)}, {0xfc00, math.Inf(-1)}} {
+	}{{0x3c00, 1}, {0xc000, -2}, {0x0001, math.Ldexp(1, -24)}, {0x7bff, 65504}, {0x3555, 0.333251953125}, {0x7c00, math.Inf(1)}, {0xfc00, math.Inf(-1)},
+		// Negative subnormals keep their sign; 0x0400 is the smallest normal, 2⁻¹⁴.
+		{0x8001, -math.Ldexp(1, -24)}, {0x83ff, -1023 * math.Ldexp(1, -24)}, {0x0400, math.Ldexp(1, -14)}} {
 		if got := halfToFloat64(c.h); got != c.want {
 			t.Errorf("half %#04x = %v, want %v", c.h, got, c.want)
 		}
+	}
+	if z := halfToFloat64(0x8000); z != 0 || !math.Signbit(z) {
+		t.Errorf("half -0 = %v, want -0", z)
 	}
 	if !math.IsNaN(halfToFloat64(0x7e00)) {
 		t.Error("half NaN is not NaN")
