@@ -84,9 +84,6 @@ type topkOp struct {
 
 func (op topkOp) validate() error { return kernels.CheckTopK(op.e, op.k, op.groups, op.kept) }
 
-// topkPer is the number of top scores summed into a group's score.
-func (op topkOp) topkPer() int { return max(1, op.k/op.kept) }
-
 func (op topkOp) Arity() int {
 	if op.bias {
 		return 2
