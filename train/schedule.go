@@ -41,20 +41,20 @@ func (c Cosine) LR(step int) float64 {
 	return c.Peak * (c.Floor + (1-c.Floor)*0.5*(1+math.Cos(math.Pi*f)))
 }
 
-// warmupDecay is what the schedules share: during the warmup (and when the decay has at most
-// one step) and after Total it returns the rate itself; during the decay it returns its
-// progress f, 0 at step warmup to 1 at step total-1, and decay true.
+// warmupDecay is what the schedules share: during the warmup, from Total on (Peak·Floor) and
+// on the only step of a one-step decay (Peak) it returns the rate itself; during the decay it
+// returns its progress f, 0 at step warmup to 1 at step total-1, and decay true.
 func warmupDecay(step int, peak, floor float64, warmup, total int) (lr, f float64, decay bool) {
 	step = max(step, 0) // no negative rate, and no 0/0 without a warmup
 	if step < warmup {
 		return peak * float64(step+1) / float64(warmup), 0, false
 	}
+	if step >= total {
+		return peak * floor, 0, false
+	}
 	n := total - warmup
 	if n <= 1 {
 		return peak, 0, false
-	}
-	if step >= total {
-		return peak * floor, 0, false
 	}
 	return 0, float64(step-warmup) / float64(n-1), true
 }

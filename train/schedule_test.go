@@ -36,6 +36,12 @@ func TestSchedules(t *testing.T) {
 		{"lin after", lin, 15, 0.2},
 		{"no warmup", Cosine{Peak: 1, Floor: 0.1, Total: 11}, 5, 0.1 + 0.9*0.5},
 		{"one step", Cosine{Peak: 1, Total: 1}, 0, 1},
+		// A decay of one step (Total = Warmup+1) still ends at Floor after Total, as the
+		// doc's "step ≥ Total: Peak·Floor" says (it stayed at Peak).
+		{"one step, after", Cosine{Peak: 1, Floor: 0.1, Total: 1}, 1, 0.1},
+		{"one decay step, after", Cosine{Peak: 2, Floor: 0.1, Warmup: 3, Total: 4}, 4, 0.2},
+		{"lin one decay step, after", Linear{Peak: 2, Floor: 0.1, Warmup: 3, Total: 4}, 9, 0.2},
+		{"one decay step, at peak", Cosine{Peak: 2, Floor: 0.1, Warmup: 3, Total: 4}, 3, 2},
 		{"to zero", Linear{Peak: 3, Total: 4}, 3, 0},
 		// A negative step is step 0 (it gave NaN and -Inf without a warmup, a negative rate
 		// with one).
