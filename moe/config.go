@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
+	"strings"
 
 	"gorgonia.org/tensor"
 
@@ -194,6 +196,27 @@ func (c Config) WithDefaults() Config {
 		c.DropPolicy = DropByProb
 	}
 	return c
+}
+
+// String prints c as fmt's %+v would, {Hidden:256 FFN:512 ...}, with a zero Dtype or
+// RouterDtype as "default" (a zero tensor.Dtype cannot print itself: fmt would report a
+// panic in its place).
+func (c Config) String() string {
+	v := reflect.ValueOf(c)
+	var b strings.Builder
+	b.WriteByte('{')
+	for i := 0; i < v.NumField(); i++ {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		f := v.Field(i).Interface()
+		if dt, ok := f.(tensor.Dtype); ok && dt == (tensor.Dtype{}) {
+			f = "default"
+		}
+		fmt.Fprintf(&b, "%s:%v", v.Type().Field(i).Name, f)
+	}
+	b.WriteByte('}')
+	return b.String()
 }
 
 func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }

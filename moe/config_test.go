@@ -1,6 +1,7 @@
 package moe
 
 import (
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -126,5 +127,32 @@ func TestZeroDefaults(t *testing.T) {
 	}
 	if d := (Config{Activation: GELU, DropPolicy: DropByPosition}).WithDefaults(); d.Activation != GELU || d.DropPolicy != DropByPosition {
 		t.Errorf("withDefaults changed set fields to %v and %v", d.Activation, d.DropPolicy)
+	}
+}
+
+// TestConfigString: a Config prints with fmt's verbs, a zero dtype as "default" (fmt used to
+// print a recovered panic: a zero tensor.Dtype cannot print itself), a set one by name.
+func TestConfigString(t *testing.T) {
+	cases := []struct {
+		c    Config
+		want []string
+	}{
+		{Config{Hidden: 4, FFN: 8, Experts: 2, TopK: 1},
+			[]string{"{Hidden:4 FFN:8 ", " Dtype:default ", " RouterDtype:default ", " Score:softmax "}},
+		{Config{Hidden: 4, Dtype: tensor.Float64, RouterDtype: tensor.Float32, Score: Sigmoid},
+			[]string{" Dtype:float64 ", " RouterDtype:float32 ", " Score:sigmoid "}},
+	}
+	for i, tc := range cases {
+		for _, verb := range []string{"%v", "%+v", "%s"} {
+			got := fmt.Sprintf(verb, tc.c)
+			if strings.Contains(got, "PANIC") || !strings.HasSuffix(got, "}") {
+				t.Errorf("case %d %s: %q", i, verb, got)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("case %d %s: %q lacks %q", i, verb, got, w)
+				}
+			}
+		}
 	}
 }
