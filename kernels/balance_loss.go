@@ -162,7 +162,7 @@ func routerAuxScores[F float32 | float64](name string, logits []F, E int, score 
 			}
 		}
 	default:
-		err = fmt.Errorf("gomoe: %s: unknown score function %d", name, int(score))
+		err = fmt.Errorf("gomoe: %s: unknown score function %d (want RouterSoftmax or RouterSigmoid)", name, int(score))
 	}
 	return s, sg, soft, err
 }

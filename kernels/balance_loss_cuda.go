@@ -119,7 +119,7 @@ func routerBalanceShape(name string, d DType, T, K, E, B int, score RouterScore)
 		return gr, err
 	}
 	if score != RouterSoftmax && score != RouterSigmoid {
-		return gr, fmt.Errorf("gomoe: device %s: unknown score function %d", name, int(score))
+		return gr, fmt.Errorf("gomoe: device %s: unknown score function %d (want RouterSoftmax or RouterSigmoid)", name, int(score))
 	}
 	if E > MaxRouterBalanceExperts {
 		return gr, fmt.Errorf("gomoe: device %s: E=%d experts, at most %d", name, E, MaxRouterBalanceExperts)

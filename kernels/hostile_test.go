@@ -309,7 +309,7 @@ func TestLossKernelsBadInput(t *testing.T) {
 		{"z length", func() error { _, err := ZLossForward(s[:7], 4, 2, 1); return err }(), "7 logits, want T·E = 8"},
 		{"z T zero", func() error { _, err := ZLossForward(s, 0, 2, 1); return err }(), "T=0"},
 		{"z grad length", ZLossBackward(make([]float64, 6), s, 4, 2, 1, 1), "gradient of 6 elements"},
-		{"router score", func() error { _, err := RouterBalanceLossForward(ids, s, 4, 1, 2, 1, 1, 0); return err }(), "unknown score function 0"},
+		{"router score", func() error { _, err := RouterBalanceLossForward(ids, s, 4, 1, 2, 1, 1, 0); return err }(), "unknown score function 0 (want RouterSoftmax or RouterSigmoid)"},
 		{"router logits length", func() error { _, err := RouterBalanceLossForward(ids, s[:7], 4, 1, 2, 1, 1, RouterSoftmax); return err }(), "7 logits, want T·E = 8"},
 		{"router id range", func() error {
 			_, err := RouterBalanceLossForward([]int32{0, 2, 1, 1}, s, 4, 1, 2, 1, 1, RouterSigmoid)

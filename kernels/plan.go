@@ -113,7 +113,7 @@ func (g Geometry) Validate() error {
 	case g.K > g.E:
 		return fmt.Errorf("gomoe: plan: K=%d > E=%d: a token cannot pick more distinct experts than exist", g.K, g.E)
 	case g.A < 1:
-		return fmt.Errorf("gomoe: plan: alignment A=%d, want A >= 1", g.A)
+		return fmt.Errorf("gomoe: plan: alignment A=%d, want A >= 1 (1: segments unpadded)", g.A)
 	case g.E > MaxRows:
 		return fmt.Errorf("gomoe: plan: E=%d experts exceed the int32 expert id limit %d", g.E, MaxRows)
 	case g.Drop != 0 && g.Drop != DropByPosition && g.Drop != DropByProb:

@@ -74,7 +74,7 @@ func (r Router) Check(E, K int) error {
 	const name = "gomoe: router"
 	switch {
 	case r.Score != RouterSoftmax && r.Score != RouterSigmoid:
-		return fmt.Errorf("%s: unknown score function %d", name, int(r.Score))
+		return fmt.Errorf("%s: unknown score function %d (set Score to RouterSoftmax or RouterSigmoid)", name, int(r.Score))
 	case math.IsNaN(r.Scale) || math.IsInf(r.Scale, 0):
 		return fmt.Errorf("%s: scale %v is not finite", name, r.Scale)
 	}

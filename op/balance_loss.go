@@ -49,7 +49,7 @@ func BalanceLoss(ids, scores *G.Node, experts, topK, seqs int, coeff float64) (*
 // rounding, not bit for bit.
 func RouterBalanceLoss(ids, logits *G.Node, experts, topK, seqs int, coeff float64, score kernels.RouterScore) (*G.Node, error) {
 	if score != kernels.RouterSoftmax && score != kernels.RouterSigmoid {
-		return nil, opkit.Errorf("RouterBalanceLoss", "unknown score function %d", int(score))
+		return nil, opkit.Errorf("RouterBalanceLoss", "unknown score function %d (want kernels.RouterSoftmax or kernels.RouterSigmoid)", int(score))
 	}
 	return newBalanceLoss(ids, logits, experts, topK, seqs, coeff, score)
 }
