@@ -232,6 +232,62 @@ func TestStepTrainsLeastSquares(t *testing.T) {
 	}
 }
 
+// TestStepReadPrediction: a prediction read in Step's after through G.Read, as the Step doc
+// says, holds p = a·b, computed by hand, on every step. Without the read its Value does not:
+// the tape machine reuses p's buffer in the backward pass (Gorgonia v0.9.18), which is why the
+// doc asks for G.Read.
+func TestStepReadPrediction(t *testing.T) {
+	for _, read := range []bool{true, false} {
+		g := G.NewGraph()
+		a := G.NewMatrix(g, tensor.Float64, G.WithShape(4, 3), G.WithName("a"),
+			G.WithValue(tensor.New(tensor.WithShape(4, 3), tensor.WithBacking([]float64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}))))
+		b := G.NewMatrix(g, tensor.Float64, G.WithShape(3, 1), G.WithName("b"),
+			G.WithValue(tensor.New(tensor.WithShape(3, 1), tensor.WithBacking([]float64{1, 1, 1}))))
+		y := G.NewMatrix(g, tensor.Float64, G.WithShape(4, 1), G.WithName("y"),
+			G.WithValue(tensor.New(tensor.WithShape(4, 1), tensor.WithBacking([]float64{0, 0, 0, 0}))))
+		p := G.Must(G.Mul(a, b))
+		cost := G.Must(G.Mean(G.Must(G.Square(G.Must(G.Sub(p, y))))))
+		if _, err := G.Grad(cost, b); err != nil {
+			t.Fatal(err)
+		}
+		var pv G.Value
+		if read {
+			G.Read(p, &pv)
+		}
+		vm := G.NewTapeMachine(g)
+		for step := 0; step < 3; step++ {
+			bw := append([]float64(nil), b.Value().Data().([]float64)...)
+			var wrong int
+			err := Step(vm, &SGD{LR: 1e-3}, G.Nodes{b}, func() error {
+				got := p.Value().Data().([]float64)
+				if read {
+					got = pv.Data().([]float64)
+				}
+				for i := 0; i < 4; i++ {
+					want := 0.0
+					for j := 0; j < 3; j++ {
+						want += float64(3*i+j+1) * bw[j]
+					}
+					if got[i] != want {
+						wrong++
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if read && wrong > 0 {
+				t.Errorf("step %d: %d of p's 4 values read through G.Read are not a·b", step, wrong)
+			}
+			if !read && wrong == 0 {
+				t.Errorf("step %d: p's Value held a·b without G.Read: the Step doc's warning is out of date", step)
+			}
+		}
+		vm.Close()
+	}
+}
+
 // TestStepMissingValues: Step with a nil param, and Scalar of a nil or empty value, return an
 // error and do not panic; the weights stay as they were.
 func TestStepMissingValues(t *testing.T) {

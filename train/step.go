@@ -17,10 +17,12 @@ import (
 // after, which runs between RunAll and the update (nil: nothing).
 //
 // The graph must hold the gradient nodes (G.Grad(cost, params...)) and vm must be made
-// without BindDualValues. Read a node's output in after from its Value (Scalar(cost.Value())).
-// On the GPU avoid G.Read across steps, or set each read target to nil before every step: a
-// read copies into a non-nil target, and on the GPU the target from the step before is
-// recycled step memory that other values of this step may be using.
+// without BindDualValues. Read the cost in after from its Value (Scalar(cost.Value())). Read
+// any other node through G.Read (G.Read(pred, &v) before the machine is made): the tape
+// machine reuses the buffers of values the backward pass no longer needs, so after RunAll a
+// prediction's Value may hold its gradient instead. On the GPU set each read target to nil
+// before every step: a read copies into a non-nil target, and on the GPU the target from the
+// step before is recycled step memory that other values of this step may be using.
 func Step(vm G.VM, solver G.Solver, params G.Nodes, after func() error) error {
 	if vm == nil || solver == nil {
 		return fmt.Errorf("gomoe: train: Step: nil machine or solver")
