@@ -75,9 +75,10 @@ func (a *Adam) Steps() int {
 	return a.t
 }
 
-// GradNorm is the global L2 norm of the gradients of the last step, before clipping (NaN
-// when MaxGradNorm is 0: the norm is computed only to clip). After a step replayed by
-// GraphStep it reads the norm from the device (it waits for the device).
+// GradNorm is the global L2 norm of the gradients of the last update, before clipping (NaN
+// when MaxGradNorm is 0: the norm is computed only to clip). Read it after Step returns:
+// Step's after runs before the update, when it still holds the step before's norm. After a
+// step replayed by GraphStep it reads the norm from the device (it waits for the device).
 func (a *Adam) GradNorm() float64 { return a.gsc.norm(a.norm) }
 
 // SGD is plain stochastic gradient descent, w = w − LR·(g + WeightDecay·w), as a
@@ -468,9 +469,10 @@ func (s *SGD) Step(vgs []G.ValueGrad) error {
 	return nil
 }
 
-// GradNorm is the global L2 norm of the gradients of the last step, before clipping (NaN
-// when MaxGradNorm is 0). After a step replayed by GraphStep it reads the norm from the
-// device (it waits for the device).
+// GradNorm is the global L2 norm of the gradients of the last update, before clipping (NaN
+// when MaxGradNorm is 0). Read it after Step returns: Step's after runs before the update.
+// After a step replayed by GraphStep it reads the norm from the device (it waits for the
+// device).
 func (s *SGD) GradNorm() float64 { return s.gsc.norm(s.norm) }
 
 // Release frees the master copies of bfloat16 weights (device memory for GPU weights).
