@@ -54,6 +54,9 @@ func Load(g *G.ExprGraph, name string, cfg moe.Config, ts *safetensors.Tensors, 
 	}
 	w, err := readBlock(cfg, ts, prefix)
 	if err != nil {
+		if hint := prefixHint(ts, prefix); hint != "" {
+			return nil, fmt.Errorf("gomoe: hf: Load %q: %w (%s)", prefix, err, hint)
+		}
 		return nil, fmt.Errorf("gomoe: hf: Load %q: %w", prefix, err)
 	}
 	l, err := moe.New(g, name, cfg)
@@ -74,6 +77,20 @@ func Load(g *G.ExprGraph, name string, cfg moe.Config, ts *safetensors.Tensors, 
 		}
 	}
 	return l, nil
+}
+
+// prefixHint returns a hint for a prefix that names a block but lacks its final dot
+// ("model.layers.0.mlp" for "model.layers.0.mlp."), or "".
+func prefixHint(ts *safetensors.Tensors, prefix string) string {
+	if prefix == "" || strings.HasSuffix(prefix, ".") {
+		return ""
+	}
+	for _, n := range ts.Names() {
+		if strings.HasPrefix(n, prefix+".") {
+			return fmt.Sprintf("the prefix should end with a dot: %q", prefix+".")
+		}
+	}
+	return ""
 }
 
 // checkLoadMemory returns an error, before anything is allocated, if loading a block of cfg

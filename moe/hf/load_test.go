@@ -665,6 +665,11 @@ func TestLoadRejects(t *testing.T) {
 	if _, err := Load(G.NewGraph(), "moe", m, nil, ""); err == nil {
 		t.Error("nil tensors: no error")
 	}
+	// A prefix without its final dot: the error says so.
+	if _, err := Load(G.NewGraph(), "moe", m, parsed(t, tensorsOf(m, w, "fused"), "p."), "p"); err == nil ||
+		!strings.Contains(err.Error(), `the prefix should end with a dot: "p."`) {
+		t.Errorf("prefix without its dot: %v", err)
+	}
 	// Values the layer cannot hold: NaN or ±Inf in the file, or a float64 beyond the layer's
 	// float32 or bfloat16 range (it used to load as ±Inf).
 	bf16 := m
