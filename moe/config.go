@@ -200,7 +200,7 @@ func (c Config) WithDefaults() Config {
 
 // String prints c as fmt's %+v would, {Hidden:256 FFN:512 ...}, with a zero Dtype or
 // RouterDtype as "default" (a zero tensor.Dtype cannot print itself: fmt would report a
-// panic in its place).
+// panic in its place), and a zero Activation as "default" too, as a zero DropPolicy prints.
 func (c Config) String() string {
 	v := reflect.ValueOf(c)
 	var b strings.Builder
@@ -212,6 +212,9 @@ func (c Config) String() string {
 		f := v.Field(i).Interface()
 		if dt, ok := f.(tensor.Dtype); ok && dt == (tensor.Dtype{}) {
 			f = "default"
+		}
+		if a, ok := f.(Activation); ok && a == 0 {
+			f = "default" // as a zero DropPolicy prints; kernels' own String says Activation(0)
 		}
 		fmt.Fprintf(&b, "%s:%v", v.Type().Field(i).Name, f)
 	}

@@ -131,16 +131,18 @@ func TestZeroDefaults(t *testing.T) {
 }
 
 // TestConfigString: a Config prints with fmt's verbs, a zero dtype as "default" (fmt used to
-// print a recovered panic: a zero tensor.Dtype cannot print itself), a set one by name.
+// print a recovered panic: a zero tensor.Dtype cannot print itself), a set one by name; a zero
+// Activation as "default" too, as a zero DropPolicy does (it printed "Activation(0)").
 func TestConfigString(t *testing.T) {
 	cases := []struct {
 		c    Config
 		want []string
 	}{
 		{Config{Hidden: 4, FFN: 8, Experts: 2, TopK: 1},
-			[]string{"{Hidden:4 FFN:8 ", " Dtype:default ", " RouterDtype:default ", " Score:softmax "}},
-		{Config{Hidden: 4, Dtype: tensor.Float64, RouterDtype: tensor.Float32, Score: Sigmoid},
-			[]string{" Dtype:float64 ", " RouterDtype:float32 ", " Score:sigmoid "}},
+			[]string{"{Hidden:4 FFN:8 ", " Dtype:default ", " RouterDtype:default ", " Score:softmax ",
+				" Activation:default ", " DropPolicy:default "}},
+		{Config{Hidden: 4, Dtype: tensor.Float64, RouterDtype: tensor.Float32, Score: Sigmoid, Activation: GELU},
+			[]string{" Dtype:float64 ", " RouterDtype:float32 ", " Score:sigmoid ", " Activation:GELU "}},
 	}
 	for i, tc := range cases {
 		for _, verb := range []string{"%v", "%+v", "%s"} {
