@@ -198,7 +198,8 @@ func (l *Layer) Config() Config {
 }
 
 // Learnables returns the layer's trainable weights: the router, the expert weights and the
-// shared experts' weights (not the expert bias).
+// shared experts' weights (not the expert bias: copy Layer.Bias too when you share a trained
+// layer's weights with another graph, and save it in a train.Checkpoint's Params).
 func (l *Layer) Learnables() G.Nodes {
 	if l == nil {
 		return nil
