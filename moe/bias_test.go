@@ -3,12 +3,15 @@ package moe
 import (
 	"math"
 	"math/rand"
+	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/gomoe/gomoe/internal/reftest"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/internal/reftest"
+	"github.com/gomoe/gomoe/train"
 )
 
 func TestUpdateExpertBias(t *testing.T) {
@@ -88,5 +91,52 @@ func TestExpertBiasSteersRouting(t *testing.T) {
 	_, b := runLayer(t, cfg, T, x, rnd, setBias(0, 0, 0, 0.3))
 	if b.counts[3] <= a.counts[3] {
 		t.Fatalf("bias +0.3 on expert 3: counts %v -> %v", a.counts, b.counts)
+	}
+}
+
+// TestLayerState: State is Learnables plus, with ExpertBias, Bias; a checkpoint of State
+// restores the bias in a fresh layer (the Learnables alone left it at zero).
+func TestLayerState(t *testing.T) {
+	plain, err := New(G.NewGraph(), "moe", Config{Hidden: 2, FFN: 2, Experts: 4, TopK: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, l := plain.State(), plain.Learnables(); len(s) != len(l) {
+		t.Errorf("no ExpertBias: State has %d nodes, Learnables %d", len(s), len(l))
+	}
+	cfg := Config{Hidden: 2, FFN: 2, Experts: 4, TopK: 2, Score: Sigmoid, ExpertBias: true, SharedFFN: 2}
+	l, err := New(G.NewGraph(), "moe", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, ln := l.State(), l.Learnables()
+	if len(s) != len(ln)+1 || s[len(s)-1] != l.Bias {
+		t.Fatalf("ExpertBias: State %v, want Learnables %v and the bias", s, ln)
+	}
+	for i := range ln {
+		if s[i] != ln[i] {
+			t.Fatalf("State[%d] = %v, want %v", i, s[i], ln[i])
+		}
+	}
+	if (*Layer)(nil).State() != nil {
+		t.Error("nil layer: State not nil")
+	}
+	setBias(0.5, 0, -0.5, 0.25)(l)
+	path := filepath.Join(t.TempDir(), "ck.safetensors")
+	if err := train.SaveCheckpoint(path, train.Checkpoint{Params: l.State()}); err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := New(G.NewGraph(), "moe", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := train.LoadCheckpoint(path, train.Checkpoint{Params: fresh.State()}); err != nil {
+		t.Fatal(err)
+	}
+	got := fresh.Bias.Value().Data().([]float32)
+	for i, w := range []float32{0.5, 0, -0.5, 0.25} {
+		if got[i] != w {
+			t.Fatalf("loaded bias %v, want [0.5 0 -0.5 0.25]", got)
+		}
 	}
 }

@@ -40,8 +40,9 @@
 // eval_capacity_factor and min_capacity). It builds forward ops only, so a machine without
 // gradients runs it: a tape machine on g.SubgraphRoots(out.Y) in the training graph, or
 // Gorgonia's lisp machine with G.ExecuteFwdOnly. See ExampleLayer_Infer. An evaluation layer
-// in a graph of its own needs the trained Layer.Bias as well as the Learnables (which leave
-// the expert bias out): without it, an ExpertBias layer routes with its initial zero bias.
+// in a graph of its own takes the trained layer's State (the Learnables and, with
+// Config.ExpertBias, the expert bias): with the Learnables alone, an ExpertBias layer routes
+// with its initial zero bias.
 //
 // # Expert parallelism
 //

@@ -197,9 +197,9 @@ func (l *Layer) Config() Config {
 	return l.cfg
 }
 
-// Learnables returns the layer's trainable weights: the router, the expert weights and the
-// shared experts' weights (not the expert bias: copy Layer.Bias too when you share a trained
-// layer's weights with another graph, and save it in a train.Checkpoint's Params).
+// Learnables returns the layer's trainable weights, those the optimiser updates: the router,
+// the expert weights and the shared experts' weights (not the expert bias, which
+// UpdateExpertBias updates: State holds both).
 func (l *Layer) Learnables() G.Nodes {
 	if l == nil {
 		return nil
@@ -209,6 +209,18 @@ func (l *Layer) Learnables() G.Nodes {
 		if n != nil {
 			ns = append(ns, n)
 		}
+	}
+	return ns
+}
+
+// State returns what a copy of the trained layer needs: Learnables and, with
+// Config.ExpertBias, Bias. Share it with an evaluation layer of the same config (G.Let node by
+// node) and save it in a train.Checkpoint's Params; without the bias, an ExpertBias layer
+// would route with its initial zero bias.
+func (l *Layer) State() G.Nodes {
+	ns := l.Learnables()
+	if l != nil && l.Bias != nil {
+		ns = append(ns, l.Bias)
 	}
 	return ns
 }

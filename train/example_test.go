@@ -83,8 +83,8 @@ func Example_trainAModel() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	for i, n := range elayer.Learnables() {
-		if err := G.Let(n, layer.Learnables()[i].Value()); err != nil {
+	for i, n := range elayer.State() {
+		if err := G.Let(n, layer.State()[i].Value()); err != nil {
 			log.Fatal(err)
 		}
 	}
@@ -139,7 +139,7 @@ func Example_trainAModel() {
 	dir, _ := os.MkdirTemp("", "gomoe-example")
 	defer os.RemoveAll(dir)
 	path := filepath.Join(dir, "run.safetensors")
-	err = train.SaveCheckpoint(path, train.Checkpoint{Params: layer.Learnables(), Optimizer: opt, Meta: map[string]string{"step": "40"}})
+	err = train.SaveCheckpoint(path, train.Checkpoint{Params: layer.State(), Optimizer: opt, Meta: map[string]string{"step": "40"}})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -156,7 +156,7 @@ func Example_trainAModel() {
 	vm2 := G.NewTapeMachine(g2)
 	defer vm2.Close()
 	opt2 := train.NewAdam(0)
-	meta, err := train.LoadCheckpoint(path, train.Checkpoint{Params: layer2.Learnables(), Optimizer: opt2})
+	meta, err := train.LoadCheckpoint(path, train.Checkpoint{Params: layer2.State(), Optimizer: opt2})
 	if err != nil {
 		log.Fatal(err)
 	}
