@@ -133,6 +133,9 @@ func check(name string, vgs []G.ValueGrad) ([]pair, error) {
 		}
 		w, ok1 := wv.(*tensor.Dense)
 		g, ok2 := gv.(*tensor.Dense)
+		if ok1 && w != nil && gv == nil {
+			return nil, fmt.Errorf("gomoe: train: %s: %s has no gradient value: did its gradient node run? (make the machine on the whole graph, or on roots that include the nodes G.Grad returned)", name, label)
+		}
 		if !ok1 || !ok2 || w == nil || g == nil {
 			return nil, fmt.Errorf("gomoe: train: %s: %s is %T with gradient %T, want *tensor.Dense", name, label, wv, gv)
 		}

@@ -288,6 +288,26 @@ func TestStepReadPrediction(t *testing.T) {
 	}
 }
 
+// TestStepGradientNotRun: a machine made on roots that leave out the gradient nodes runs the
+// forward only; Step says so instead of naming a nil gradient's type.
+func TestStepGradientNotRun(t *testing.T) {
+	g := G.NewGraph()
+	w := G.NewVector(g, tensor.Float64, G.WithShape(2), G.WithName("w"), G.WithValue(dense64([]float64{1, 2})))
+	cost := G.Must(G.Sum(G.Must(G.Square(w))))
+	if _, err := G.Grad(cost, w); err != nil {
+		t.Fatal(err)
+	}
+	vm := G.NewTapeMachine(g.SubgraphRoots(cost))
+	defer vm.Close()
+	err := Step(vm, NewAdam(0.1), G.Nodes{w}, nil)
+	if err == nil || !strings.Contains(err.Error(), "did its gradient node run?") {
+		t.Errorf("Step without the gradient nodes: %v, want an error asking whether the gradient node ran", err)
+	}
+	if v := w.Value().Data().([]float64); v[0] != 1 || v[1] != 2 {
+		t.Errorf("the weight changed to %v", v)
+	}
+}
+
 // TestStepMissingValues: Step with a nil param, and Scalar of a nil or empty value, return an
 // error and do not panic; the weights stay as they were.
 func TestStepMissingValues(t *testing.T) {
