@@ -3,6 +3,7 @@ package ep
 import (
 	"fmt"
 	"hash"
+	"strings"
 
 	"github.com/chewxy/hm"
 	G "gorgonia.org/gorgonia"
@@ -251,6 +252,19 @@ func (o planOp) header() []int32 {
 	return []int32{int32(g.T), int32(g.K), int32(g.E), int32(o.gl.A), int32(g.Mode), int32(g.C), int32(g.Drop), b2i(o.gl.PadToCapacity)}
 }
 
+// headerString names the fields of a header: "T=8 K=2 E=4 A=1 mode=0 C=0 drop=0 pad=0".
+func headerString(h []int32) string {
+	names := []string{"T", "K", "E", "A", "mode", "C", "drop", "pad"}
+	var b strings.Builder
+	for i, v := range h {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s=%d", names[i], v)
+	}
+	return b.String()
+}
+
 func b2i(b bool) int32 {
 	if b {
 		return 1
@@ -292,7 +306,7 @@ func (o planOp) do(vs []G.Value) (G.Value, error) {
 		part := recv[i*(hl+el) : (i+1)*(hl+el)]
 		for f := range hdr {
 			if part[f] != hdr[f] {
-				return nil, opkit.Errorf(name, "rank %d has geometry %v but rank %d has %v: every rank must use the same geometry", i, part[:hl], me, hdr)
+				return nil, opkit.Errorf(name, "rank %d has %s but rank %d has %s: every rank must use the same geometry (the same T tokens, K, E, capacity and alignment)", i, headerString(part[:hl]), me, headerString(hdr))
 			}
 		}
 		copy(cnt[i*el:(i+1)*el], part[hl:])

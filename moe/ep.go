@@ -18,10 +18,12 @@ import (
 // [r·E/N, (r+1)·E/N) only, with the initial values New gives those experts for the same
 // config, so N ranks start from the same model as one rank. E must be divisible by N.
 //
-// Every rank builds the same graph and calls Forward on its own T tokens; Forward then runs
+// Every rank builds the same graph and calls Forward on its own T tokens (the same T on every
+// rank: a rank with another T makes the step fail on every rank); Forward then runs
 // collectives (see package ep), so all ranks run their machines together. The layer's Y and
 // the gradients of its input and of the local expert weights equal the single-rank layer's on
-// the concatenated tokens. The gradients of the replicated weights (router, shared experts)
+// the concatenated tokens, for costs that add up over the ranks: a mean over the tokens is
+// each rank's sum divided by N·T, not by T. The gradients of the replicated weights (router, shared experts)
 // are this rank's share: sum them over the ranks (the data-parallel all-reduce) before the
 // solver step. The balancing losses, Output.Counts and UpdateExpertBias see this rank's tokens
 // only; in capacity mode C is per expert and sending rank; router jitter draws the same noise
