@@ -19,6 +19,18 @@
 // probs. The backward of each exchange is the other one. The results and gradients equal the
 // single-rank layer's bit for bit (the tests check it with 1, 2 and 4 in-process ranks).
 //
+// # The replicated weights
+//
+// Weights that every rank holds whole (an MoE layer's router and shared experts:
+// moe.Layer.Replicated) get from the backward pass only this rank's tokens' share of their
+// gradient. SumGradients adds those shares over the ranks (an all-reduce, in rank order in
+// float64, so every rank gets the same bits) before the solver's step, and SumCounts adds the
+// per-expert counts that expert-bias balancing reads:
+//
+//	err := train.Step(vm, opt, layer.Learnables(), func() error {
+//		return ep.SumGradients(comm, layer.Replicated()...)
+//	})
+//
 // # Static shapes and the host sync
 //
 // Gorgonia shapes are static, so the receive buffer has the static upper bound of

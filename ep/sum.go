@@ -1,0 +1,193 @@
+package ep
+
+import (
+	"fmt"
+	"hash/fnv"
+	"math"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/device"
+	"github.com/gomoe/gomoe/kernels"
+)
+
+// SumGradients replaces the gradient of each of ws by its sum over the ranks of c: the
+// data-parallel all-reduce of the weights every rank holds whole (moe.Layer.Replicated: the
+// router and the shared experts), whose gradient on each rank is its own tokens' share. Call
+// it on every rank with the same weights, in the same order, after the backward pass and
+// before the solver's step (in train.Step's after).
+//
+// Each rank gathers every rank's gradient (one AllToAll per weight) and adds them in rank
+// order in float64, rounding once (kernels.ColSum's order, on the host and on the GPU), so
+// every rank ends with the same bits and the replicas stay equal. That moves N times the bytes
+// of a ring all-reduce: it suits the router and shared experts of an MoE layer, not large
+// dense models. The gradients must be float32 or float64, host or device values, of the same
+// sizes on every rank: one ExchangeCounts checks that first (on the GPU, a host sync). On any
+// error c is aborted, so the other ranks return too.
+func SumGradients(c Communicator, ws ...*G.Node) error {
+	if c == nil {
+		return fmt.Errorf("ep: SumGradients: nil communicator")
+	}
+	fail := func(err error) error {
+		err = fmt.Errorf("ep: SumGradients: %w", err)
+		c.Abort(err)
+		return err
+	}
+	gs := make([]*tensor.Dense, len(ws))
+	for i, w := range ws {
+		g, err := gradOf(w)
+		if err != nil {
+			return fail(fmt.Errorf("weight %d: %w", i, err))
+		}
+		gs[i] = g
+	}
+	// Every rank sends the number of its weights and a hash of their sizes and dtypes to every
+	// rank (a fixed length, so that ranks that disagree still exchange) and checks them.
+	h := fnv.New32a()
+	for _, g := range gs {
+		fmt.Fprintf(h, "%d %v;", g.Shape().TotalSize(), g.Dtype())
+	}
+	hdr := []int32{int32(len(gs)), int32(h.Sum32())}
+	n, me := c.Size(), c.Rank()
+	send := make([]int32, 0, n*len(hdr))
+	for j := 0; j < n; j++ {
+		send = append(send, hdr...)
+	}
+	recv, err := c.ExchangeCounts(send)
+	if err != nil {
+		return fail(err)
+	}
+	if len(recv) != len(send) {
+		return fail(fmt.Errorf("the sizes exchange returned %d entries, want %d", len(recv), len(send)))
+	}
+	for i := 0; i < n; i++ {
+		if recv[2*i] != hdr[0] || recv[2*i+1] != hdr[1] {
+			return fail(fmt.Errorf("rank %d passes %d weights and rank %d %d, or their sizes or dtypes differ: every rank must pass the same weights", i, recv[2*i], me, hdr[0]))
+		}
+	}
+	for i, g := range gs {
+		if err := sumOverRanks(c, g); err != nil {
+			return fail(fmt.Errorf("weight %d (%s): %w", i, ws[i].Name(), err))
+		}
+	}
+	return nil
+}
+
+// gradOf returns w's gradient as a contiguous float32 or float64 *tensor.Dense.
+func gradOf(w *G.Node) (*tensor.Dense, error) {
+	if w == nil {
+		return nil, fmt.Errorf("nil node")
+	}
+	gv, err := w.Grad()
+	if err != nil {
+		return nil, fmt.Errorf("%s has no gradient: %w", w.Name(), err)
+	}
+	g, ok := gv.(*tensor.Dense)
+	if !ok || g == nil || g.Shape().TotalSize() == 0 {
+		return nil, fmt.Errorf("%s's gradient is %T, want a non-empty *tensor.Dense", w.Name(), gv)
+	}
+	if g.Dtype() != tensor.Float32 && g.Dtype() != tensor.Float64 {
+		return nil, fmt.Errorf("%s's gradient is %v, want float32 or float64", w.Name(), g.Dtype())
+	}
+	if g.RequiresIterator() || g.IsView() {
+		return nil, fmt.Errorf("%s's gradient is a view; the exchange needs contiguous values", w.Name())
+	}
+	if g.Shape().TotalSize() > kernels.MaxRows {
+		return nil, fmt.Errorf("%s's gradient has %d elements, more than %d", w.Name(), g.Shape().TotalSize(), kernels.MaxRows)
+	}
+	return g, nil
+}
+
+// sumOverRanks replaces g by Σ_ranks g: every rank's g lands in row i of an [N, n] buffer
+// (one AllToAll), whose column sums (kernels.ColSum) are the result.
+func sumOverRanks(c Communicator, g *tensor.Dense) error {
+	n, me := c.Size(), c.Rank()
+	size := g.Shape().TotalSize()
+	sends, recvs := make([][]Block, n), make([][]Block, n)
+	for j := 0; j < n; j++ {
+		sends[j] = []Block{{Off: 0, Len: 1}}
+		recvs[j] = []Block{{Off: j, Len: 1}}
+	}
+	if b := device.Of(g); b != nil {
+		all, err := b.StepZeros(g, g.Dtype(), n, size)
+		if err != nil {
+			return err
+		}
+		ad := all.(*tensor.Dense)
+		row := Buffer{Device: g.Uintptr(), Dtype: g.Dtype(), Rows: 1, Width: size}
+		if err := c.AllToAll(row, Buffer{Device: ad.Uintptr(), Dtype: g.Dtype(), Rows: n, Width: size}, sends, recvs); err != nil {
+			return err
+		}
+		sum, err := b.ColSum(all)
+		if err != nil {
+			return err
+		}
+		// Back into g: an exchange of one block with this rank itself, a device-to-device copy.
+		self := make([][]Block, n)
+		self[me] = []Block{{Off: 0, Len: 1}}
+		return c.AllToAll(Buffer{Device: sum.(*tensor.Dense).Uintptr(), Dtype: g.Dtype(), Rows: 1, Width: size}, row, self, self)
+	}
+	switch d := g.Data().(type) {
+	case []float32:
+		return sumHost(c, d, sends, recvs)
+	case []float64:
+		return sumHost(c, d, sends, recvs)
+	}
+	return fmt.Errorf("gradient data is %T", g.Data())
+}
+
+func sumHost[F float32 | float64](c Communicator, d []F, sends, recvs [][]Block) error {
+	all := make([]F, c.Size()*len(d))
+	send, err := HostBuffer(d, len(d))
+	if err != nil {
+		return err
+	}
+	recv, err := HostBuffer(all, len(d))
+	if err != nil {
+		return err
+	}
+	if err := c.AllToAll(send, recv, sends, recvs); err != nil {
+		return err
+	}
+	return kernels.ColSum(d, all)
+}
+
+// SumCounts returns counts (this rank's per-expert counts, Output.Counts; the same length on
+// every rank) summed over the ranks of c, the same on every rank: what UpdateExpertBias needs
+// to keep the expert bias identical everywhere. It is one ExchangeCounts (on the GPU, a host
+// sync). On any error c is aborted, so the other ranks return too.
+func SumCounts(c Communicator, counts []int32) ([]int32, error) {
+	if c == nil {
+		return nil, fmt.Errorf("ep: SumCounts: nil communicator")
+	}
+	fail := func(err error) ([]int32, error) {
+		err = fmt.Errorf("ep: SumCounts: %w", err)
+		c.Abort(err)
+		return nil, err
+	}
+	n := c.Size()
+	send := make([]int32, 0, n*len(counts))
+	for j := 0; j < n; j++ {
+		send = append(send, counts...)
+	}
+	recv, err := c.ExchangeCounts(send)
+	if err != nil {
+		return fail(err)
+	}
+	if len(recv) != len(send) {
+		return fail(fmt.Errorf("the exchange returned %d entries, want %d", len(recv), len(send)))
+	}
+	out := make([]int32, len(counts))
+	for e := range counts {
+		var s int64
+		for i := 0; i < n; i++ {
+			s += int64(recv[i*len(counts)+e])
+		}
+		if s > math.MaxInt32 || s < math.MinInt32 {
+			return fail(fmt.Errorf("expert %d's counts sum to %d, beyond int32", e, s))
+		}
+		out[e] = int32(s)
+	}
+	return out, nil
+}

@@ -1,0 +1,258 @@
+package ep
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// gradNode returns a weight of n elements whose gradient, after running the returned machine,
+// is grad (cost = Σ w·grad).
+func gradNode(t *testing.T, dt tensor.Dtype, name string, grad []float64) (*G.Node, G.VM) {
+	t.Helper()
+	g := G.NewGraph()
+	n := len(grad)
+	w := G.NewVector(g, dt, G.WithShape(n), G.WithName(name), G.WithInit(G.Zeroes()))
+	c := G.NewVector(g, dt, G.WithShape(n), G.WithName(name+"_c"), G.WithValue(denseOf(dt, grad)))
+	cost := G.Must(G.Sum(G.Must(G.HadamardProd(w, c))))
+	if _, err := G.Grad(cost, w); err != nil {
+		t.Fatal(err)
+	}
+	vm := G.NewTapeMachine(g)
+	if err := vm.RunAll(); err != nil {
+		t.Fatal(err)
+	}
+	return w, vm
+}
+
+func denseOf(dt tensor.Dtype, v []float64) *tensor.Dense {
+	if dt == tensor.Float32 {
+		f := make([]float32, len(v))
+		for i, x := range v {
+			f[i] = float32(x)
+		}
+		return tensor.New(tensor.WithShape(len(v)), tensor.WithBacking(f))
+	}
+	return tensor.New(tensor.WithShape(len(v)), tensor.WithBacking(append([]float64(nil), v...)))
+}
+
+func gradFloats(t *testing.T, w *G.Node) []float64 {
+	t.Helper()
+	gv, err := w.Grad()
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch d := gv.Data().(type) {
+	case []float32:
+		out := make([]float64, len(d))
+		for i, x := range d {
+			out[i] = float64(x)
+		}
+		return out
+	case []float64:
+		return append([]float64(nil), d...)
+	}
+	t.Fatalf("gradient data %T", gv.Data())
+	return nil
+}
+
+// TestSumGradients: after SumGradients every rank holds, for each weight, the sum of the
+// ranks' gradients in rank order in float64, rounded once to the dtype: the same bits on every
+// rank. Rank r's gradient of "a" is 1 on rank 0 and 2⁻²⁴ on the others, so float32 additions
+// in turn would give 1 (each 2⁻²⁴ rounds away) where the sum rounded once gives 1 + 2⁻²³ on 3
+// or more ranks.
+func TestSumGradients(t *testing.T) {
+	defer checkNoLeak(t)()
+	grads := func(r int) (a, b []float64) {
+		a = []float64{math.Ldexp(1, -24), -0.5 * float64(r+1), 3}
+		if r == 0 {
+			a[0] = 1
+		}
+		b = []float64{0.25 * float64(r), float64(r*r) - 2}
+		return a, b
+	}
+	for _, dt := range []tensor.Dtype{tensor.Float32, tensor.Float64} {
+		for _, n := range []int{1, 2, 3, 4} {
+			t.Run(fmt.Sprintf("%v/N%d", dt, n), func(t *testing.T) {
+				wantA, wantB := make([]float64, 3), make([]float64, 2)
+				for r := 0; r < n; r++ {
+					a, b := grads(r)
+					for i := range a {
+						wantA[i] += a[i]
+					}
+					for i := range b {
+						wantB[i] += b[i]
+					}
+				}
+				round := func(v []float64) {
+					if dt == tensor.Float32 {
+						for i := range v {
+							v[i] = float64(float32(v[i]))
+						}
+					}
+				}
+				round(wantA)
+				round(wantB)
+				grp, err := NewGroupTimeout(n, 10*time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var mu sync.Mutex
+				got := make([][2][]float64, n)
+				err = grp.Run(func(c Communicator) error {
+					a, b := grads(c.Rank())
+					wa, vma := gradNode(t, dt, "a", a)
+					defer vma.Close()
+					wb, vmb := gradNode(t, dt, "b", b)
+					defer vmb.Close()
+					if err := SumGradients(c, wa, wb); err != nil {
+						return err
+					}
+					mu.Lock()
+					got[c.Rank()] = [2][]float64{gradFloats(t, wa), gradFloats(t, wb)}
+					mu.Unlock()
+					return nil
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				for r := 0; r < n; r++ {
+					for k, want := range [][]float64{wantA, wantB} {
+						for i := range want {
+							if got[r][k][i] != want[i] {
+								t.Fatalf("rank %d weight %d: %v, want %v", r, k, got[r][k], want)
+							}
+						}
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestSumGradientsErrors: a rank that passes other weights, a nil weight or one without a
+// gradient fails, and every other rank returns an error instead of waiting.
+func TestSumGradientsErrors(t *testing.T) {
+	defer checkNoLeak(t)()
+	if err := SumGradients(nil); err == nil {
+		t.Error("nil communicator: no error")
+	}
+	noGrad := G.NewVector(G.NewGraph(), tensor.Float64, G.WithShape(2), G.WithName("nograd"), G.WithInit(G.Zeroes()))
+	cases := []struct {
+		name string
+		bad  func(t *testing.T) ([]*G.Node, func())
+		want string
+	}{
+		{"another size", func(t *testing.T) ([]*G.Node, func()) {
+			w, vm := gradNode(t, tensor.Float64, "a", []float64{1, 2, 3, 4})
+			return []*G.Node{w}, func() { vm.Close() }
+		}, "every rank must pass the same weights"},
+		{"another dtype", func(t *testing.T) ([]*G.Node, func()) {
+			w, vm := gradNode(t, tensor.Float32, "a", []float64{1, 2, 3})
+			return []*G.Node{w}, func() { vm.Close() }
+		}, "every rank must pass the same weights"},
+		{"fewer weights", func(t *testing.T) ([]*G.Node, func()) { return nil, func() {} }, "every rank must pass the same weights"},
+		{"nil weight", func(t *testing.T) ([]*G.Node, func()) { return []*G.Node{nil}, func() {} }, "nil node"},
+		{"no gradient", func(t *testing.T) ([]*G.Node, func()) { return []*G.Node{noGrad}, func() {} }, "has no gradient"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			grp, err := NewGroupTimeout(2, 10*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			errs := make([]error, 2)
+			_ = runWithin(t, grp, 15*time.Second, func(c Communicator) error {
+				ws, done := []*G.Node(nil), func() {}
+				if c.Rank() == 1 {
+					ws, done = tc.bad(t)
+				} else {
+					w, vm := gradNode(t, tensor.Float64, "a", []float64{1, 2, 3})
+					ws, done = []*G.Node{w}, func() { vm.Close() }
+				}
+				defer done()
+				errs[c.Rank()] = SumGradients(c, ws...)
+				return errs[c.Rank()]
+			})
+			for r, err := range errs {
+				if err == nil {
+					t.Errorf("rank %d: no error", r)
+				}
+			}
+			if errs[1] == nil || !strings.Contains(errs[1].Error(), tc.want) {
+				t.Errorf("rank 1: %v, want an error containing %q", errs[1], tc.want)
+			}
+		})
+	}
+}
+
+// TestSumCounts: every rank gets the element-wise sum of the ranks' counts; sums beyond int32
+// and counts of different lengths are errors on every rank.
+func TestSumCounts(t *testing.T) {
+	defer checkNoLeak(t)()
+	if _, err := SumCounts(nil, nil); err == nil {
+		t.Error("nil communicator: no error")
+	}
+	counts := func(r int) []int32 { return []int32{int32(r), 7, int32(10 * r * r), 0} }
+	for _, n := range []int{1, 2, 4} {
+		want := make([]int32, 4)
+		for r := 0; r < n; r++ {
+			for e, v := range counts(r) {
+				want[e] += v
+			}
+		}
+		grp, err := NewGroupTimeout(n, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make([][]int32, n)
+		err = grp.Run(func(c Communicator) error {
+			s, err := SumCounts(c, counts(c.Rank()))
+			got[c.Rank()] = s
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for r := range got {
+			for e := range want {
+				if got[r][e] != want[e] {
+					t.Fatalf("N=%d rank %d: %v, want %v", n, r, got[r], want)
+				}
+			}
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		bad  []int32
+		want string
+	}{
+		{"beyond int32", []int32{math.MaxInt32, 1, 0}, "beyond int32"},
+		{"another length", []int32{1, 2}, "counts"},
+	} {
+		grp, err := NewGroupTimeout(2, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		errs := make([]error, 2)
+		_ = runWithin(t, grp, 15*time.Second, func(c Communicator) error {
+			mine := []int32{1, 1, 1}
+			if c.Rank() == 1 {
+				mine = tc.bad
+			}
+			_, errs[c.Rank()] = SumCounts(c, mine)
+			return errs[c.Rank()]
+		})
+		for r, err := range errs {
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("%s: rank %d: %v, want an error containing %q", tc.name, r, err, tc.want)
+			}
+		}
+	}
+}
