@@ -56,12 +56,16 @@
 // differentiable dispatch and combine. Y, the input gradient and the gradients of the local
 // expert weights equal the single-rank layer's on the concatenated tokens. What differs:
 //
-//   - The gradients of the replicated weights (Router, SharedW1, SharedW2) are this
-//     rank's share only: sum them over the ranks (the data-parallel all-reduce) before the
-//     solver step, or the replicas drift apart.
+//   - The gradients of the replicated weights (Layer.Replicated: Router, SharedW1,
+//     SharedW2) are this rank's share only: sum them over the ranks with
+//     ep.SumGradients(comm, layer.Replicated()...) before the solver step (in train.Step's
+//     after), or the replicas drift apart. Gradient-norm clipping (MaxGradNorm) would take
+//     each rank's own norm, which differs between ranks (their expert gradients differ), and
+//     scale the replicated weights' updates differently: leave it at 0 with expert
+//     parallelism.
 //   - The balancing losses (AuxLoss, SeqAuxLoss), the z-loss, Output.Counts, Output.Stats and
-//     UpdateExpertBias see this rank's tokens only; sum the counts over the ranks before
-//     UpdateExpertBias to keep the expert bias identical everywhere.
+//     UpdateExpertBias see this rank's tokens only; sum the counts over the ranks
+//     (ep.SumCounts) before UpdateExpertBias to keep the expert bias identical everywhere.
 //   - In capacity mode the capacity C is per expert and sending rank: each rank may send up
 //     to C of its own tokens to every expert, so an expert takes up to N·C rows in all.
 //   - Router jitter (Config.JitterEps) draws the same noise sequence on every rank.

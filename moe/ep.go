@@ -23,11 +23,12 @@ import (
 // collectives (see package ep), so all ranks run their machines together. The layer's Y and
 // the gradients of its input and of the local expert weights equal the single-rank layer's on
 // the concatenated tokens, for costs that add up over the ranks: a mean over the tokens is
-// each rank's sum divided by N·T, not by T. The gradients of the replicated weights (router, shared experts)
-// are this rank's share: sum them over the ranks (the data-parallel all-reduce) before the
-// solver step. The balancing losses, Output.Counts and UpdateExpertBias see this rank's tokens
-// only; in capacity mode C is per expert and sending rank; router jitter draws the same noise
-// on every rank. See the package documentation, "Expert parallelism".
+// each rank's sum divided by N·T, not by T. The gradients of the replicated weights
+// (Layer.Replicated: router, shared experts) are this rank's share: ep.SumGradients sums them
+// over the ranks before the solver step. The balancing losses, Output.Counts and
+// UpdateExpertBias see this rank's tokens only (ep.SumCounts sums the counts); in capacity
+// mode C is per expert and sending rank; router jitter draws the same noise on every rank.
+// See the package documentation, "Expert parallelism".
 //
 // Initialisation builds the full layer once in a scratch graph to draw the values, so it
 // briefly holds all E experts' weights on the host.

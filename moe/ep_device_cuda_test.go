@@ -31,9 +31,10 @@ func oneNCCLRank(t *testing.T) *nccl.Comm {
 }
 
 // stepOnGPU binds r's weights (and target and bias) to the engine and runs one training step
-// (forward, backward, Adam, UpdateExpertBias), returning Y, the gradients and the weights
-// after the step, as host copies.
-func stepOnGPU(t *testing.T, r *devRig) (y []float64, grads, weights [][]float64) {
+// (forward, backward, with comm != nil ep.SumGradients of the replicated weights, Adam,
+// UpdateExpertBias), returning Y, the gradients and the weights after the step, as host
+// copies.
+func stepOnGPU(t *testing.T, r *devRig, comm ep.Communicator) (y []float64, grads, weights [][]float64) {
 	t.Helper()
 	eng := engine(t)
 	bind := append(G.Nodes{r.target}, r.params...)
@@ -49,6 +50,12 @@ func stepOnGPU(t *testing.T, r *devRig) (y []float64, grads, weights [][]float64
 	defer opt.Release()
 	grads = make([][]float64, len(r.gv))
 	err := train.Step(m, opt, r.l.Learnables(), func() error {
+		if comm != nil {
+			// On one rank the sums are the rank's own values: this runs their device path.
+			if err := ep.SumGradients(comm, r.l.Replicated()...); err != nil {
+				return err
+			}
+		}
 		y = hostF64(t, r.yv)
 		for i := range r.gv {
 			grads[i] = hostF64(t, r.gv[i])
@@ -87,8 +94,8 @@ func TestExpertParallelOneNCCLRankGPUEqualsLayer(t *testing.T) {
 			}
 			ref := newRig(t, cfg, T, 7)
 			epr := newRigOf(t, cfg, T, 7, func(g *G.ExprGraph) (*Layer, error) { return NewExpertParallel(g, "moe", cfg, comm) })
-			yr, gr, wr := stepOnGPU(t, ref)
-			ye, ge, we := stepOnGPU(t, epr)
+			yr, gr, wr := stepOnGPU(t, ref, nil)
+			ye, ge, we := stepOnGPU(t, epr, comm)
 			if d := relDiff(ye, yr); d > tol {
 				t.Errorf("Y: relative diff %g > %g", d, tol)
 			}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log"
 	"math/rand"
+	"slices"
 	"sync"
 
 	G "gorgonia.org/gorgonia"
@@ -14,8 +15,9 @@ import (
 )
 
 // ExampleNewExpertParallel runs one layer over two in-process expert-parallel ranks: each
-// rank holds half of the routed experts and its own tokens, and the router's gradient is
-// summed over the ranks as a data-parallel all-reduce would.
+// rank holds half of the routed experts and its own tokens, and ep.SumGradients adds the
+// replicated weights' gradients (the router's here) over the ranks, so that every rank's
+// optimiser would take the same step.
 func ExampleNewExpertParallel() {
 	const N, T, H = 2, 8, 4
 	cfg := moe.Config{Hidden: H, FFN: 8, Experts: 4, TopK: 2, Dtype: tensor.Float64, Seed: 1}
@@ -25,7 +27,7 @@ func ExampleNewExpertParallel() {
 	}
 	var mu sync.Mutex
 	w1Shapes := make([]tensor.Shape, N)
-	routerGrad := make([]float64, H*cfg.Experts)
+	routerGrads := make([][]float64, N)
 	err = grp.Run(func(c ep.Communicator) error {
 		g := G.NewGraph()
 		layer, err := moe.NewExpertParallel(g, "moe", cfg, c)
@@ -55,6 +57,9 @@ func ExampleNewExpertParallel() {
 		if err := m.RunAll(); err != nil { // every rank runs together: Forward exchanges tokens
 			return err
 		}
+		if err := ep.SumGradients(c, layer.Replicated()...); err != nil {
+			return err
+		}
 		dr, err := layer.Router.Grad()
 		if err != nil {
 			return err
@@ -62,17 +67,17 @@ func ExampleNewExpertParallel() {
 		mu.Lock()
 		defer mu.Unlock()
 		w1Shapes[c.Rank()] = layer.W1.Shape()
-		for i, d := range dr.Data().([]float64) {
-			routerGrad[i] += d // the data-parallel sum of the replicated router's gradient
-		}
+		routerGrads[c.Rank()] = dr.Data().([]float64)
 		return nil
 	})
 	if err != nil {
 		log.Fatal(err)
 	}
 	fmt.Println("W1 per rank:", w1Shapes[0], w1Shapes[1])
-	fmt.Println("router gradient entries:", len(routerGrad))
+	fmt.Println("router gradient entries:", len(routerGrads[0]))
+	fmt.Println("the ranks' router gradients are equal:", slices.Equal(routerGrads[0], routerGrads[1]))
 	// Output:
 	// W1 per rank: (2, 4, 16) (2, 4, 16)
 	// router gradient entries: 16
+	// the ranks' router gradients are equal: true
 }

@@ -16,7 +16,7 @@ import (
 )
 
 // epRun holds what a test compares: Y, the input gradient and the weight gradients (expert
-// weights: this rank's slice; replicated weights: this rank's share).
+// weights: this rank's slice; replicated weights: summed over the ranks by ep.SumGradients).
 type epRun struct {
 	y, dx  []float64
 	dw     map[string][]float64
@@ -37,8 +37,9 @@ func epFloats(v G.Value) []float64 {
 	panic(fmt.Sprintf("epFloats: %T", v.Data()))
 }
 
-// epRunLayer builds layer l's graph g on x [T,H] with cost Σ Y⊙rw, runs it and returns the run.
-func epRunLayer(g *G.ExprGraph, l *Layer, x, rw []float64, T int) (epRun, error) {
+// epRunLayer builds layer l's graph g on x [T,H] with cost Σ Y⊙rw, runs it, sums the
+// replicated weights' gradients over the ranks of c (nil: one rank) and returns the run.
+func epRunLayer(g *G.ExprGraph, l *Layer, x, rw []float64, T int, c ep.Communicator) (epRun, error) {
 	H := l.cfg.Hidden
 	dt := l.cfg.Dtype
 	mk := func(name string, v []float64) *G.Node {
@@ -75,6 +76,11 @@ func epRunLayer(g *G.ExprGraph, l *Layer, x, rw []float64, T int) (epRun, error)
 	if err := m.RunAll(); err != nil {
 		return epRun{}, err
 	}
+	if c != nil {
+		if err := ep.SumGradients(c, l.Replicated()...); err != nil {
+			return epRun{}, err
+		}
+	}
 	run := epRun{y: epFloats(yv), dx: epFloats(grads[0].Value()), dw: map[string][]float64{}}
 	for i, n := range l.Learnables() {
 		run.dw[n.Name()] = epFloats(grads[i+1].Value())
@@ -84,7 +90,7 @@ func epRunLayer(g *G.ExprGraph, l *Layer, x, rw []float64, T int) (epRun, error)
 
 // TestExpertParallelLayer: the layer sharded over N in-process ranks gives the single-rank
 // layer's Y, input gradient and expert-weight gradients, and its replicated weights'
-// gradients sum over the ranks to the single-rank ones.
+// gradients, summed over the ranks by ep.SumGradients, are the single-rank ones on every rank.
 func TestExpertParallelLayer(t *testing.T) {
 	cfgs := []Config{
 		{Hidden: 4, FFN: 3, Experts: 8, TopK: 2, Dtype: tensor.Float64, Seed: 3},
@@ -109,7 +115,7 @@ func TestExpertParallelLayer(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				want, err := epRunLayer(g, single, x, rw, n*T)
+				want, err := epRunLayer(g, single, x, rw, n*T, nil)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -126,7 +132,7 @@ func TestExpertParallelLayer(t *testing.T) {
 					if err != nil {
 						return err
 					}
-					run, err := epRunLayer(g, l, x[r*T*H:(r+1)*T*H], rw[r*T*H:(r+1)*T*H], T)
+					run, err := epRunLayer(g, l, x[r*T*H:(r+1)*T*H], rw[r*T*H:(r+1)*T*H], T, c)
 					mu.Lock()
 					runs[r] = run
 					mu.Unlock()
@@ -163,17 +169,9 @@ func TestExpertParallelLayer(t *testing.T) {
 							got = append(got, run.dw[name]...)
 						}
 						exact("d"+name, got, w)
-					default: // replicated: the ranks' shares sum to the whole
-						sum := make([]float64, len(w))
-						for _, run := range runs {
-							for i, v := range run.dw[name] {
-								sum[i] += v
-							}
-						}
-						for i := range w {
-							if math.Abs(sum[i]-w[i]) > 1e-12*math.Max(1, math.Abs(w[i])) {
-								t.Fatalf("d%s[%d]: ranks sum to %v, want %v", name, i, sum[i], w[i])
-							}
+					default: // replicated: every rank holds the sum
+						for r, run := range runs {
+							exact(fmt.Sprintf("rank %d's d%s", r, name), run.dw[name], w)
 						}
 					}
 				}

@@ -204,13 +204,15 @@ func (l *Layer) Learnables() G.Nodes {
 	if l == nil {
 		return nil
 	}
-	ns := G.Nodes{l.Router, l.W1, l.W2}
-	for _, n := range []*G.Node{l.SharedW1, l.SharedW2} {
-		if n != nil {
-			ns = append(ns, n)
-		}
+	return append(G.Nodes{l.Router, l.W1, l.W2}, l.shared()...)
+}
+
+// shared returns the shared experts' weights, if any.
+func (l *Layer) shared() G.Nodes {
+	if l.SharedW1 == nil {
+		return nil
 	}
-	return ns
+	return G.Nodes{l.SharedW1, l.SharedW2}
 }
 
 // State returns what a copy of the trained layer needs: Learnables and, with
@@ -223,6 +225,17 @@ func (l *Layer) State() G.Nodes {
 		ns = append(ns, l.Bias)
 	}
 	return ns
+}
+
+// Replicated returns the weights that every rank of an expert-parallel layer holds whole:
+// the router and the shared experts' weights. Each rank's gradient of them is its own
+// tokens' share; ep.SumGradients(comm, layer.Replicated()...) adds them over the ranks before
+// the solver's step. (The routed experts' W1 and W2 are sharded: their gradients are whole.)
+func (l *Layer) Replicated() G.Nodes {
+	if l == nil {
+		return nil
+	}
+	return append(G.Nodes{l.Router}, l.shared()...)
 }
 
 // Forward applies the layer to x [T,H] (the layer's Dtype) and returns the output, the
