@@ -34,6 +34,15 @@ import (
 //
 // A NaN or infinite norm is an error, and no gradient is changed (nor on a bad input).
 func ClipGradNorm(vgs []G.ValueGrad, maxNorm float64) (float64, error) {
+	return ClipGradNormWith(vgs, maxNorm, nil)
+}
+
+// ClipGradNormWith is ClipGradNorm with the global sum of squares computed by total from the
+// gradients' own sums of squares (one per gradient, in the order of vgs, each as ClipGradNorm
+// computes it); nil: their sum in order, as ClipGradNorm. With expert parallelism,
+// ep.ClipGradNorm passes a total that adds the sharded weights' sums over the ranks, so that
+// every rank clips by the same global norm. An error from total changes no gradient.
+func ClipGradNormWith(vgs []G.ValueGrad, maxNorm float64, total func(sq []float64) (float64, error)) (float64, error) {
 	ps, err := check("ClipGradNorm", vgs)
 	if err != nil {
 		return 0, err
@@ -41,7 +50,7 @@ func ClipGradNorm(vgs []G.ValueGrad, maxNorm float64) (float64, error) {
 	if !(maxNorm > 0) || math.IsInf(maxNorm, 0) {
 		return 0, fmt.Errorf("gomoe: train: ClipGradNorm: maxNorm %v, want a finite value > 0", maxNorm)
 	}
-	n, err := clip(ps, maxNorm)
+	n, err := clipWith(ps, maxNorm, total)
 	if err != nil {
 		return n, fmt.Errorf("gomoe: train: ClipGradNorm: %w", err)
 	}
@@ -49,7 +58,10 @@ func ClipGradNorm(vgs []G.ValueGrad, maxNorm float64) (float64, error) {
 }
 
 // clip clips the gradients of ps to maxNorm (0: none, and the norm returned is NaN).
-func clip(ps []pair, maxNorm float64) (float64, error) {
+func clip(ps []pair, maxNorm float64) (float64, error) { return clipWith(ps, maxNorm, nil) }
+
+// clipWith is clip with the sum of squares from total (nil: the sum in order).
+func clipWith(ps []pair, maxNorm float64, total func([]float64) (float64, error)) (float64, error) {
 	if maxNorm == 0 {
 		return math.NaN(), nil
 	}
@@ -80,8 +92,15 @@ func clip(ps []pair, maxNorm float64) (float64, error) {
 		}
 	}
 	sum := 0.0
-	for _, s := range sq {
-		sum += s
+	if total == nil {
+		for _, s := range sq {
+			sum += s
+		}
+	} else {
+		var err error
+		if sum, err = total(sq); err != nil {
+			return math.NaN(), fmt.Errorf("gradient norm: %w", err)
+		}
 	}
 	norm := math.Sqrt(sum)
 	if math.IsNaN(norm) || math.IsInf(norm, 0) {

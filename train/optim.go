@@ -33,7 +33,8 @@ type Adam struct {
 	// WeightDecay is the decoupled weight decay (0: plain Adam).
 	WeightDecay float64
 	// MaxGradNorm, when > 0, clips the gradients by their global L2 norm before the update
-	// (as PyTorch's clip_grad_norm_): see ClipGradNorm.
+	// (as PyTorch's clip_grad_norm_): see ClipGradNorm. The norm is over the gradients this
+	// solver updates: with expert parallelism leave it at 0 and clip with ep.ClipGradNorm.
 	MaxGradNorm float64
 
 	t     int
@@ -90,7 +91,7 @@ type SGD struct {
 	// WeightDecay is the L2 weight decay.
 	WeightDecay float64
 	// MaxGradNorm, when > 0, clips the gradients by their global L2 norm before the update:
-	// see ClipGradNorm.
+	// see ClipGradNorm (with expert parallelism, ep.ClipGradNorm instead).
 	MaxGradNorm float64
 
 	norm  float64
