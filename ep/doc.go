@@ -24,11 +24,17 @@
 // Weights that every rank holds whole (an MoE layer's router and shared experts:
 // moe.Layer.Replicated) get from the backward pass only this rank's tokens' share of their
 // gradient. SumGradients adds those shares over the ranks (an all-reduce, in rank order in
-// float64, so every rank gets the same bits) before the solver's step, and SumCounts adds the
-// per-expert counts that expert-bias balancing reads:
+// float64, so every rank gets the same bits) before the solver's step, ClipGradNorm clips
+// by the norm over all ranks (the same on every rank; the optimiser's own MaxGradNorm would
+// take this rank's norm only), and SumCounts adds the per-expert counts that expert-bias
+// balancing reads:
 //
-//	err := train.Step(vm, opt, layer.Learnables(), func() error {
-//		return ep.SumGradients(comm, layer.Replicated()...)
+//	err := train.Step(vm, opt, layer.Learnables(), func() error { // opt.MaxGradNorm = 0
+//		if err := ep.SumGradients(comm, layer.Replicated()...); err != nil {
+//			return err
+//		}
+//		_, err := ep.ClipGradNorm(comm, 1, layer.Learnables(), layer.Replicated())
+//		return err
 //	})
 //
 // # Static shapes and the host sync

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gomoe/gomoe/device"
 	"github.com/gomoe/gomoe/kernels"
+	"github.com/gomoe/gomoe/train"
 )
 
 // SumGradients replaces the gradient of each of ws by its sum over the ranks of c: the
@@ -190,4 +191,68 @@ func SumCounts(c Communicator, counts []int32) ([]int32, error) {
 		out[e] = int32(s)
 	}
 	return out, nil
+}
+
+// ClipGradNorm clips the gradients of ws (this rank's weights: the sharded ones, and the
+// replicated ones, listed in replicated too, whose gradients SumGradients has already summed)
+// by their global L2 norm over the ranks of c, and returns that norm: the sharded weights'
+// squares summed over the ranks, the replicated weights' counted once (every rank holds the
+// same). Every rank gets the same norm bits and scale, so the replicas take the same step.
+// The sums of squares and the scaling are train.ClipGradNorm's (train.ClipGradNormWith), the
+// scale maxNorm/(norm+1e-6) applied when below 1. Call it on every rank in train.Step's after,
+// after SumGradients, with the optimiser's MaxGradNorm at 0 (which clips by this rank's norm
+// only). One ExchangeCounts (on the GPU, besides the host sync of the norm itself). On any
+// error c is aborted, so the other ranks return too.
+func ClipGradNorm(c Communicator, maxNorm float64, ws, replicated G.Nodes) (float64, error) {
+	if c == nil {
+		return 0, fmt.Errorf("ep: ClipGradNorm: nil communicator")
+	}
+	rep := make(map[*G.Node]bool, len(replicated))
+	for _, w := range replicated {
+		rep[w] = true
+	}
+	vgs := make([]G.ValueGrad, len(ws))
+	for i, w := range ws {
+		if w == nil {
+			err := fmt.Errorf("ep: ClipGradNorm: weight %d is nil", i)
+			c.Abort(err)
+			return 0, err
+		}
+		vgs[i] = w
+	}
+	total := func(sq []float64) (float64, error) {
+		var sharded, replicated float64
+		for i, s := range sq {
+			if rep[ws[i]] {
+				replicated += s
+			} else {
+				sharded += s
+			}
+		}
+		// Every rank's sharded sum, as the two halves of its float64 bits, to every rank.
+		n := c.Size()
+		bits := math.Float64bits(sharded)
+		send := make([]int32, 0, 2*n)
+		for j := 0; j < n; j++ {
+			send = append(send, int32(uint32(bits>>32)), int32(uint32(bits)))
+		}
+		recv, err := c.ExchangeCounts(send)
+		if err != nil {
+			return 0, err
+		}
+		if len(recv) != len(send) {
+			return 0, fmt.Errorf("the exchange returned %d entries, want %d", len(recv), len(send))
+		}
+		sum := 0.0
+		for i := 0; i < n; i++ {
+			sum += math.Float64frombits(uint64(uint32(recv[2*i]))<<32 | uint64(uint32(recv[2*i+1])))
+		}
+		return sum + replicated, nil
+	}
+	norm, err := train.ClipGradNormWith(vgs, maxNorm, total)
+	if err != nil {
+		err = fmt.Errorf("ep: %w", err)
+		c.Abort(err)
+	}
+	return norm, err
 }

@@ -256,3 +256,48 @@ func TestSumCounts(t *testing.T) {
 		}
 	}
 }
+
+// TestClipGradNormErrors: a rank whose clip fails before the norm exchange (a nil weight, a
+// bad maxNorm) fails, and the other ranks return an error instead of waiting. (The clipped
+// values are checked against the single-rank layer in package moe's TestExpertParallelLayer.)
+func TestClipGradNormErrors(t *testing.T) {
+	defer checkNoLeak(t)()
+	if _, err := ClipGradNorm(nil, 1, nil, nil); err == nil {
+		t.Error("nil communicator: no error")
+	}
+	for _, tc := range []struct {
+		name    string
+		maxNorm float64
+		nilW    bool
+		want    string
+	}{
+		{"nil weight", 1, true, "weight 0 is nil"},
+		{"maxNorm 0", 0, false, "maxNorm 0"},
+		{"maxNorm NaN", math.NaN(), false, "maxNorm NaN"},
+	} {
+		grp, err := NewGroupTimeout(2, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		errs := make([]error, 2)
+		_ = runWithin(t, grp, 15*time.Second, func(c Communicator) error {
+			w, vm := gradNode(t, tensor.Float64, "a", []float64{3, 4})
+			defer vm.Close()
+			ws, maxNorm := G.Nodes{w}, 1.0
+			if c.Rank() == 1 {
+				maxNorm = tc.maxNorm
+				if tc.nilW {
+					ws = G.Nodes{nil}
+				}
+			}
+			_, errs[c.Rank()] = ClipGradNorm(c, maxNorm, ws, nil)
+			return errs[c.Rank()]
+		})
+		if errs[0] == nil {
+			t.Errorf("%s: rank 0: no error", tc.name)
+		}
+		if errs[1] == nil || !strings.Contains(errs[1].Error(), tc.want) {
+			t.Errorf("%s: rank 1: %v, want an error containing %q", tc.name, errs[1], tc.want)
+		}
+	}
+}
