@@ -59,10 +59,10 @@
 //   - The gradients of the replicated weights (Layer.Replicated: Router, SharedW1,
 //     SharedW2) are this rank's share only: sum them over the ranks with
 //     ep.SumGradients(comm, layer.Replicated()...) before the solver step (in train.Step's
-//     after), or the replicas drift apart. Gradient-norm clipping (MaxGradNorm) would take
-//     each rank's own norm, which differs between ranks (their expert gradients differ), and
-//     scale the replicated weights' updates differently: leave it at 0 with expert
-//     parallelism.
+//     after), or the replicas drift apart. Clip with ep.ClipGradNorm after it, by the norm
+//     over all ranks, and leave the optimiser's MaxGradNorm at 0: that one takes each rank's
+//     own norm, which differs between ranks (their expert gradients differ), and would scale
+//     the replicated weights' updates differently.
 //   - The balancing losses (AuxLoss, SeqAuxLoss), the z-loss, Output.Counts, Output.Stats and
 //     UpdateExpertBias see this rank's tokens only; sum the counts over the ranks
 //     (ep.SumCounts) before UpdateExpertBias to keep the expert bias identical everywhere.

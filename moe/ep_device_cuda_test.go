@@ -31,8 +31,8 @@ func oneNCCLRank(t *testing.T) *nccl.Comm {
 }
 
 // stepOnGPU binds r's weights (and target and bias) to the engine and runs one training step
-// (forward, backward, with comm != nil ep.SumGradients of the replicated weights, Adam,
-// UpdateExpertBias), returning Y, the gradients and the weights after the step, as host
+// (forward, backward, with comm != nil ep.SumGradients of the replicated weights and
+// ep.ClipGradNorm, Adam, UpdateExpertBias), returning Y, the gradients and the weights after the step, as host
 // copies.
 func stepOnGPU(t *testing.T, r *devRig, comm ep.Communicator) (y []float64, grads, weights [][]float64) {
 	t.Helper()
@@ -51,9 +51,17 @@ func stepOnGPU(t *testing.T, r *devRig, comm ep.Communicator) (y []float64, grad
 	grads = make([][]float64, len(r.gv))
 	err := train.Step(m, opt, r.l.Learnables(), func() error {
 		if comm != nil {
-			// On one rank the sums are the rank's own values: this runs their device path.
+			// On one rank the sums are the rank's own values and a norm far below maxNorm
+			// scales nothing: this runs their device path without changing the step.
 			if err := ep.SumGradients(comm, r.l.Replicated()...); err != nil {
 				return err
+			}
+			norm, err := ep.ClipGradNorm(comm, 1e30, r.l.Learnables(), r.l.Replicated())
+			if err != nil {
+				return err
+			}
+			if !(norm > 0) || math.IsInf(norm, 0) {
+				return fmt.Errorf("ep.ClipGradNorm: norm %v", norm)
 			}
 		}
 		y = hostF64(t, r.yv)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/gomoe/gomoe/bfloat16"
 	"github.com/gomoe/gomoe/ep"
+	"github.com/gomoe/gomoe/train"
 )
 
 // epRun holds what a test compares: Y, the input gradient and the weight gradients (expert
@@ -21,6 +22,7 @@ type epRun struct {
 	y, dx  []float64
 	dw     map[string][]float64
 	counts []float64
+	norm   float64 // the gradient norm before clipping (maxNorm > 0)
 }
 
 func epFloats(v G.Value) []float64 {
@@ -38,8 +40,10 @@ func epFloats(v G.Value) []float64 {
 }
 
 // epRunLayer builds layer l's graph g on x [T,H] with cost Σ Y⊙rw, runs it, sums the
-// replicated weights' gradients over the ranks of c (nil: one rank) and returns the run.
-func epRunLayer(g *G.ExprGraph, l *Layer, x, rw []float64, T int, c ep.Communicator) (epRun, error) {
+// replicated weights' gradients over the ranks of c (nil: one rank), clips the gradients by
+// their global norm when maxNorm > 0 (ep.ClipGradNorm; one rank: train.ClipGradNorm) and
+// returns the run.
+func epRunLayer(g *G.ExprGraph, l *Layer, x, rw []float64, T int, c ep.Communicator, maxNorm float64) (epRun, error) {
 	H := l.cfg.Hidden
 	dt := l.cfg.Dtype
 	mk := func(name string, v []float64) *G.Node {
@@ -76,12 +80,26 @@ func epRunLayer(g *G.ExprGraph, l *Layer, x, rw []float64, T int, c ep.Communica
 	if err := m.RunAll(); err != nil {
 		return epRun{}, err
 	}
+	var norm float64
 	if c != nil {
 		if err := ep.SumGradients(c, l.Replicated()...); err != nil {
 			return epRun{}, err
 		}
+		if maxNorm > 0 {
+			if norm, err = ep.ClipGradNorm(c, maxNorm, l.Learnables(), l.Replicated()); err != nil {
+				return epRun{}, err
+			}
+		}
+	} else if maxNorm > 0 {
+		vgs := make([]G.ValueGrad, 0, 5)
+		for _, w := range l.Learnables() {
+			vgs = append(vgs, w)
+		}
+		if norm, err = train.ClipGradNorm(vgs, maxNorm); err != nil {
+			return epRun{}, err
+		}
 	}
-	run := epRun{y: epFloats(yv), dx: epFloats(grads[0].Value()), dw: map[string][]float64{}}
+	run := epRun{y: epFloats(yv), dx: epFloats(grads[0].Value()), dw: map[string][]float64{}, norm: norm}
 	for i, n := range l.Learnables() {
 		run.dw[n.Name()] = epFloats(grads[i+1].Value())
 	}
@@ -90,7 +108,9 @@ func epRunLayer(g *G.ExprGraph, l *Layer, x, rw []float64, T int, c ep.Communica
 
 // TestExpertParallelLayer: the layer sharded over N in-process ranks gives the single-rank
 // layer's Y, input gradient and expert-weight gradients, and its replicated weights'
-// gradients, summed over the ranks by ep.SumGradients, are the single-rank ones on every rank.
+// gradients, summed over the ranks by ep.SumGradients, are the single-rank ones on every rank;
+// clipped by ep.ClipGradNorm, the gradients and the norm are the single-rank layer's clipped by
+// train.ClipGradNorm, the norm the same bits on every rank.
 func TestExpertParallelLayer(t *testing.T) {
 	cfgs := []Config{
 		{Hidden: 4, FFN: 3, Experts: 8, TopK: 2, Dtype: tensor.Float64, Seed: 3},
@@ -98,11 +118,15 @@ func TestExpertParallelLayer(t *testing.T) {
 		{Hidden: 3, FFN: 2, Experts: 4, TopK: 1, Dtype: tensor.Float64, Score: Sigmoid, CapacityFactor: 8, DropPolicy: DropByPosition, Seed: 5},
 	}
 	for ci, cfg := range cfgs {
-		for _, n := range []int{1, 2, 4} {
+		for _, run := range []struct {
+			n       int
+			maxNorm float64
+		}{{1, 0}, {2, 0}, {4, 0}, {2, 0.05}, {4, 0.05}} {
+			n, maxNorm := run.n, run.maxNorm
 			if cfg.Experts%n != 0 {
 				continue
 			}
-			t.Run(fmt.Sprintf("cfg%d/N%d", ci, n), func(t *testing.T) {
+			t.Run(fmt.Sprintf("cfg%d/N%d/clip%g", ci, n, maxNorm), func(t *testing.T) {
 				const T = 6
 				rng := rand.New(rand.NewSource(int64(ci*10 + n)))
 				H := cfg.Hidden
@@ -115,7 +139,7 @@ func TestExpertParallelLayer(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				want, err := epRunLayer(g, single, x, rw, n*T, nil)
+				want, err := epRunLayer(g, single, x, rw, n*T, nil, maxNorm)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -132,7 +156,7 @@ func TestExpertParallelLayer(t *testing.T) {
 					if err != nil {
 						return err
 					}
-					run, err := epRunLayer(g, l, x[r*T*H:(r+1)*T*H], rw[r*T*H:(r+1)*T*H], T, c)
+					run, err := epRunLayer(g, l, x[r*T*H:(r+1)*T*H], rw[r*T*H:(r+1)*T*H], T, c, maxNorm)
 					mu.Lock()
 					runs[r] = run
 					mu.Unlock()
@@ -154,6 +178,17 @@ func TestExpertParallelLayer(t *testing.T) {
 							t.Fatalf("%s[%d] = %v, want %v", what, i, got[i], want[i])
 						}
 					}
+				}
+				if maxNorm > 0 {
+					if !(want.norm > maxNorm) {
+						t.Fatalf("norm %v does not exceed maxNorm %v: nothing to clip", want.norm, maxNorm)
+					}
+					for r, run := range runs {
+						if run.norm != runs[0].norm {
+							t.Fatalf("rank %d's norm %v, rank 0's %v: the ranks must agree bit for bit", r, run.norm, runs[0].norm)
+						}
+					}
+					exact("norm", []float64{runs[0].norm}, []float64{want.norm})
 				}
 				var y, dx []float64
 				for _, run := range runs {
