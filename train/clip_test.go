@@ -1,6 +1,7 @@
 package train
 
 import (
+	"errors"
 	"math"
 	"strings"
 	"testing"
@@ -55,6 +56,46 @@ func TestClipGradNorm(t *testing.T) {
 					t.Errorf("%s %v: g[%d] = %v, want %v", c.name, dt, i, got[i], w)
 				}
 			}
+		}
+	}
+}
+
+// TestClipGradNormWith: total gets each gradient's sum of squares in order (9 and 160) and
+// its result is the squared norm: a total of 4·Σ gives norm 26 and scale 6.5/(26+1e-6); an
+// error from total changes no gradient.
+func TestClipGradNormWith(t *testing.T) {
+	g1, g2 := dense64([]float64{3, 0}), dense64([]float64{-4, 12, 0})
+	vgs := []G.ValueGrad{vg{dense64([]float64{0, 0}), g1}, vg{dense64([]float64{0, 0, 0}), g2}}
+	var seen []float64
+	norm, err := ClipGradNormWith(vgs, 6.5, func(sq []float64) (float64, error) {
+		seen = append(seen, sq...)
+		return 4 * (sq[0] + sq[1]), nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(seen) != 2 || seen[0] != 9 || seen[1] != 160 {
+		t.Errorf("total saw %v, want [9 160]", seen)
+	}
+	if norm != 26 {
+		t.Errorf("norm %v, want 26", norm)
+	}
+	n := 26.0
+	scale := 6.5 / (n + 1e-6)
+	got := append(asFloats(g1), asFloats(g2)...)
+	for i, want := range []float64{3, 0, -4, 12, 0} {
+		if got[i] != want*scale {
+			t.Errorf("g[%d] = %v, want %v", i, got[i], want*scale)
+		}
+	}
+	before := append(asFloats(g1), asFloats(g2)...)
+	if _, err := ClipGradNormWith(vgs, 1, func([]float64) (float64, error) { return 0, errors.New("ranks disagree") }); err == nil || !strings.Contains(err.Error(), "ranks disagree") {
+		t.Errorf("total's error: %v", err)
+	}
+	after := append(asFloats(g1), asFloats(g2)...)
+	for i := range before {
+		if before[i] != after[i] {
+			t.Fatalf("a failed total changed the gradients: %v -> %v", before, after)
 		}
 	}
 }
