@@ -50,19 +50,11 @@ func SumGradients(c Communicator, ws ...*G.Node) error {
 		fmt.Fprintf(h, "%d %v;", g.Shape().TotalSize(), g.Dtype())
 	}
 	hdr := []int32{int32(len(gs)), int32(h.Sum32())}
-	n, me := c.Size(), c.Rank()
-	send := make([]int32, 0, n*len(hdr))
-	for j := 0; j < n; j++ {
-		send = append(send, hdr...)
-	}
-	recv, err := c.ExchangeCounts(send)
+	recv, err := allGather(c, hdr)
 	if err != nil {
 		return fail(err)
 	}
-	if len(recv) != len(send) {
-		return fail(fmt.Errorf("the sizes exchange returned %d entries, want %d", len(recv), len(send)))
-	}
-	for i := 0; i < n; i++ {
+	for i, me := 0, c.Rank(); i < c.Size(); i++ {
 		if recv[2*i] != hdr[0] || recv[2*i+1] != hdr[1] {
 			return fail(fmt.Errorf("rank %d passes %d weights and rank %d %d, or their sizes or dtypes differ: every rank must pass the same weights", i, recv[2*i], me, hdr[0]))
 		}
@@ -168,16 +160,9 @@ func SumCounts(c Communicator, counts []int32) ([]int32, error) {
 		return nil, err
 	}
 	n := c.Size()
-	send := make([]int32, 0, n*len(counts))
-	for j := 0; j < n; j++ {
-		send = append(send, counts...)
-	}
-	recv, err := c.ExchangeCounts(send)
+	recv, err := allGather(c, counts)
 	if err != nil {
 		return fail(err)
-	}
-	if len(recv) != len(send) {
-		return fail(fmt.Errorf("the exchange returned %d entries, want %d", len(recv), len(send)))
 	}
 	out := make([]int32, len(counts))
 	for e := range counts {
@@ -230,21 +215,13 @@ func ClipGradNorm(c Communicator, maxNorm float64, ws, replicated G.Nodes) (floa
 			}
 		}
 		// Every rank's sharded sum, as the two halves of its float64 bits, to every rank.
-		n := c.Size()
 		bits := math.Float64bits(sharded)
-		send := make([]int32, 0, 2*n)
-		for j := 0; j < n; j++ {
-			send = append(send, int32(uint32(bits>>32)), int32(uint32(bits)))
-		}
-		recv, err := c.ExchangeCounts(send)
+		recv, err := allGather(c, []int32{int32(uint32(bits >> 32)), int32(uint32(bits))})
 		if err != nil {
 			return 0, err
 		}
-		if len(recv) != len(send) {
-			return 0, fmt.Errorf("the exchange returned %d entries, want %d", len(recv), len(send))
-		}
 		sum := 0.0
-		for i := 0; i < n; i++ {
+		for i := 0; i < c.Size(); i++ {
 			sum += math.Float64frombits(uint64(uint32(recv[2*i]))<<32 | uint64(uint32(recv[2*i+1])))
 		}
 		return sum + replicated, nil
@@ -255,4 +232,21 @@ func ClipGradNorm(c Communicator, maxNorm float64, ws, replicated G.Nodes) (floa
 		c.Abort(err)
 	}
 	return norm, err
+}
+
+// allGather sends mine to every rank of c (one ExchangeCounts; every rank passes the same
+// length) and returns every rank's, rank i's at [i·len(mine), (i+1)·len(mine)).
+func allGather(c Communicator, mine []int32) ([]int32, error) {
+	send := make([]int32, 0, c.Size()*len(mine))
+	for j := 0; j < c.Size(); j++ {
+		send = append(send, mine...)
+	}
+	recv, err := c.ExchangeCounts(send)
+	if err != nil {
+		return nil, err
+	}
+	if len(recv) != len(send) {
+		return nil, fmt.Errorf("the exchange returned %d entries, want %d", len(recv), len(send))
+	}
+	return recv, nil
 }

@@ -19,7 +19,7 @@ func gradNode(t *testing.T, dt tensor.Dtype, name string, grad []float64) (*G.No
 	g := G.NewGraph()
 	n := len(grad)
 	w := G.NewVector(g, dt, G.WithShape(n), G.WithName(name), G.WithInit(G.Zeroes()))
-	c := G.NewVector(g, dt, G.WithShape(n), G.WithName(name+"_c"), G.WithValue(denseOf(dt, grad)))
+	c := G.NewVector(g, dt, G.WithShape(n), G.WithName(name+"_c"), G.WithValue(dense(dt, grad, n)))
 	cost := G.Must(G.Sum(G.Must(G.HadamardProd(w, c))))
 	if _, err := G.Grad(cost, w); err != nil {
 		t.Fatal(err)
@@ -31,35 +31,14 @@ func gradNode(t *testing.T, dt tensor.Dtype, name string, grad []float64) (*G.No
 	return w, vm
 }
 
-func denseOf(dt tensor.Dtype, v []float64) *tensor.Dense {
-	if dt == tensor.Float32 {
-		f := make([]float32, len(v))
-		for i, x := range v {
-			f[i] = float32(x)
-		}
-		return tensor.New(tensor.WithShape(len(v)), tensor.WithBacking(f))
-	}
-	return tensor.New(tensor.WithShape(len(v)), tensor.WithBacking(append([]float64(nil), v...)))
-}
-
+// gradFloats is w's gradient as float64s.
 func gradFloats(t *testing.T, w *G.Node) []float64 {
 	t.Helper()
 	gv, err := w.Grad()
 	if err != nil {
 		t.Fatal(err)
 	}
-	switch d := gv.Data().(type) {
-	case []float32:
-		out := make([]float64, len(d))
-		for i, x := range d {
-			out[i] = float64(x)
-		}
-		return out
-	case []float64:
-		return append([]float64(nil), d...)
-	}
-	t.Fatalf("gradient data %T", gv.Data())
-	return nil
+	return floats(gv)
 }
 
 // TestSumGradients: after SumGradients every rank holds, for each weight, the sum of the
