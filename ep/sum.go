@@ -24,8 +24,10 @@ import (
 // every rank ends with the same bits and the replicas stay equal. That moves N times the bytes
 // of a ring all-reduce: it suits the router and shared experts of an MoE layer, not large
 // dense models. The gradients must be float32 or float64, host or device values, of the same
-// sizes on every rank: one ExchangeCounts checks that first (on the GPU, a host sync). On any
-// error c is aborted, so the other ranks return too.
+// sizes on every rank: one ExchangeCounts checks that first (on the GPU, a host sync). Weights
+// that share one gradient buffer (Gorgonia gives both inputs of an Add one gradient) have it
+// summed once; a weight listed twice, or gradients that share memory in part, are an error. On
+// any error c is aborted, so the other ranks return too.
 func SumGradients(c Communicator, ws ...*G.Node) error {
 	if c == nil {
 		return fmt.Errorf("ep: SumGradients: nil communicator")
@@ -43,11 +45,16 @@ func SumGradients(c Communicator, ws ...*G.Node) error {
 		}
 		gs[i] = g
 	}
-	// Every rank sends the number of its weights and a hash of their sizes and dtypes to every
-	// rank (a fixed length, so that ranks that disagree still exchange) and checks them.
+	first, err := sharedGrads(ws, gs)
+	if err != nil {
+		return fail(err)
+	}
+	// Every rank sends the number of its weights and a hash of their sizes, dtypes and shared
+	// buffers to every rank (a fixed length, so that ranks that disagree still exchange) and
+	// checks them.
 	h := fnv.New32a()
-	for _, g := range gs {
-		fmt.Fprintf(h, "%d %v;", g.Shape().TotalSize(), g.Dtype())
+	for i, g := range gs {
+		fmt.Fprintf(h, "%d %v %d;", g.Shape().TotalSize(), g.Dtype(), first[i])
 	}
 	hdr := []int32{int32(len(gs)), int32(h.Sum32())}
 	recv, err := allGather(c, hdr)
@@ -56,15 +63,45 @@ func SumGradients(c Communicator, ws ...*G.Node) error {
 	}
 	for i, me := 0, c.Rank(); i < c.Size(); i++ {
 		if recv[2*i] != hdr[0] || recv[2*i+1] != hdr[1] {
-			return fail(fmt.Errorf("rank %d passes %d weights and rank %d %d, or their sizes or dtypes differ: every rank must pass the same weights", i, recv[2*i], me, hdr[0]))
+			return fail(fmt.Errorf("rank %d passes %d weights and rank %d %d, or their sizes, dtypes or shared gradient buffers differ: every rank must pass the same weights", i, recv[2*i], me, hdr[0]))
 		}
 	}
 	for i, g := range gs {
+		if first[i] != i {
+			continue // summed with the first weight that has this buffer
+		}
 		if err := sumOverRanks(c, g); err != nil {
 			return fail(fmt.Errorf("weight %d (%s): %w", i, ws[i].Name(), err))
 		}
 	}
 	return nil
+}
+
+// sharedGrads returns, for each gradient of gs, the index of the first with the same buffer
+// (Gorgonia gives both inputs of an Add one gradient: it is summed once, not once per weight),
+// or an error for a weight listed twice or gradients that share memory in part.
+func sharedGrads(ws []*G.Node, gs []*tensor.Dense) ([]int, error) {
+	first := make([]int, len(gs))
+	for i, g := range gs {
+		first[i] = i
+		lo, hi, dev := g.Uintptr(), g.Uintptr()+g.MemSize(), device.Of(g) != nil
+		for j := 0; j < i; j++ {
+			if ws[j] == ws[i] {
+				return nil, fmt.Errorf("weight %d (%s) is listed twice (as weight %d)", i, ws[i].Name(), j)
+			}
+			l, h := gs[j].Uintptr(), gs[j].Uintptr()+gs[j].MemSize()
+			if (device.Of(gs[j]) != nil) != dev || h <= lo || hi <= l {
+				continue
+			}
+			if l != lo || h != hi {
+				return nil, fmt.Errorf("the gradients of weight %d and weight %d share memory in part", j, i)
+			}
+			if first[i] == i {
+				first[i] = first[j]
+			}
+		}
+	}
+	return first, nil
 }
 
 // gradOf returns w's gradient as a contiguous float32 or float64 *tensor.Dense.

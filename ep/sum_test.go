@@ -280,3 +280,77 @@ func TestClipGradNormErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestSumGradientsSharedGradient: Gorgonia gives both inputs of an Add one gradient buffer;
+// SumGradients sums that buffer once (summing it once per weight multiplied it by N again),
+// and a weight listed twice is an error on every rank.
+func TestSumGradientsSharedGradient(t *testing.T) {
+	defer checkNoLeak(t)()
+	const n = 2
+	build := func(r int) (w1, w2 *G.Node, vm G.VM, err error) {
+		g := G.NewGraph()
+		v := func(name string, d ...float64) *G.Node {
+			return G.NewVector(g, tensor.Float64, G.WithShape(2), G.WithName(name), G.WithValue(dense(tensor.Float64, d, 2)))
+		}
+		w1, w2, c := v("w1", 1, 2), v("w2", 3, 4), v("c", float64(r+1), 10*float64(r+1))
+		cost := G.Must(G.Sum(G.Must(G.HadamardProd(G.Must(G.Add(w1, w2)), c))))
+		if _, err := G.Grad(cost, w1, w2); err != nil {
+			return nil, nil, nil, err
+		}
+		vm = G.NewTapeMachine(g)
+		return w1, w2, vm, vm.RunAll()
+	}
+	grp, err := NewGroupTimeout(n, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	got := make([][2][]float64, n)
+	err = grp.Run(func(c Communicator) error {
+		w1, w2, vm, err := build(c.Rank())
+		if err != nil {
+			return err
+		}
+		defer vm.Close()
+		g1, _ := w1.Grad()
+		g2, _ := w2.Grad()
+		if g1.(*tensor.Dense).Uintptr() != g2.(*tensor.Dense).Uintptr() {
+			return fmt.Errorf("the weights' gradients are two buffers: the test does not share one")
+		}
+		if err := SumGradients(c, w1, w2); err != nil {
+			return err
+		}
+		mu.Lock()
+		got[c.Rank()] = [2][]float64{gradFloats(t, w1), gradFloats(t, w2)}
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []float64{1 + 2, 10 + 20} // Σ_r c_r, once
+	for r := range got {
+		for k := range got[r] {
+			if got[r][k][0] != want[0] || got[r][k][1] != want[1] {
+				t.Fatalf("rank %d weight %d: %v, want %v", r, k, got[r][k], want)
+			}
+		}
+	}
+
+	grp, err = NewGroupTimeout(n, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make([]error, n)
+	_ = runWithin(t, grp, 15*time.Second, func(c Communicator) error {
+		w, vm := gradNode(t, tensor.Float64, "a", []float64{1, 2})
+		defer vm.Close()
+		errs[c.Rank()] = SumGradients(c, w, w)
+		return errs[c.Rank()]
+	})
+	for r, err := range errs {
+		if err == nil || !strings.Contains(err.Error(), "twice") {
+			t.Errorf("a weight listed twice: rank %d: %v, want an error saying so", r, err)
+		}
+	}
+}
