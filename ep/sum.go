@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math"
+	"slices"
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
@@ -223,25 +224,46 @@ func SumCounts(c Communicator, counts []int32) ([]int32, error) {
 // The sums of squares and the scaling are train.ClipGradNorm's (train.ClipGradNormWith), the
 // scale maxNorm/(norm+1e-6) applied when below 1. Call it on every rank in train.Step's after,
 // after SumGradients, with the optimiser's MaxGradNorm at 0 (which clips by this rank's norm
-// only). One ExchangeCounts (on the GPU, besides the host sync of the norm itself). On any
-// error c is aborted, so the other ranks return too.
+// only). Every weight of replicated must be among ws, and every rank must list the same
+// replicated weights at the same places of ws (the exchange checks their number and sizes). One
+// ExchangeCounts (on the GPU, besides the host sync of the norm itself). On any error c is
+// aborted, so the other ranks return too.
 func ClipGradNorm(c Communicator, maxNorm float64, ws, replicated G.Nodes) (float64, error) {
 	if c == nil {
 		return 0, fmt.Errorf("ep: ClipGradNorm: nil communicator")
+	}
+	fail := func(err error) (float64, error) {
+		err = fmt.Errorf("ep: ClipGradNorm: %w", err)
+		c.Abort(err)
+		return 0, err
 	}
 	rep := make(map[*G.Node]bool, len(replicated))
 	for _, w := range replicated {
 		rep[w] = true
 	}
 	vgs := make([]G.ValueGrad, len(ws))
+	// The replicated weights' number and sizes go with the sums, so that ranks that count
+	// other weights once (and would clip by different norms) fail instead.
+	h := fnv.New32a()
+	nrep := 0
 	for i, w := range ws {
 		if w == nil {
-			err := fmt.Errorf("ep: ClipGradNorm: weight %d is nil", i)
-			c.Abort(err)
-			return 0, err
+			return fail(fmt.Errorf("weight %d is nil", i))
 		}
 		vgs[i] = w
+		if rep[w] {
+			fmt.Fprintf(h, "%d %d %v;", i, w.Shape().TotalSize(), w.Dtype())
+			nrep++
+		}
 	}
+	if nrep != len(rep) {
+		for i, w := range replicated {
+			if !slices.Contains(ws, w) {
+				return fail(fmt.Errorf("replicated weight %d is not among the weights ws", i))
+			}
+		}
+	}
+	hdr := []int32{int32(nrep), int32(h.Sum32())}
 	total := func(sq []float64) (float64, error) {
 		var sharded, replicated float64
 		for i, s := range sq {
@@ -251,15 +273,19 @@ func ClipGradNorm(c Communicator, maxNorm float64, ws, replicated G.Nodes) (floa
 				sharded += s
 			}
 		}
-		// Every rank's sharded sum, as the two halves of its float64 bits, to every rank.
+		// Every rank's sharded sum, as the two halves of its float64 bits, and hdr to every rank.
 		bits := math.Float64bits(sharded)
-		recv, err := allGather(c, []int32{int32(uint32(bits >> 32)), int32(uint32(bits))})
+		recv, err := allGather(c, []int32{int32(uint32(bits >> 32)), int32(uint32(bits)), hdr[0], hdr[1]})
 		if err != nil {
 			return 0, err
 		}
 		sum := 0.0
 		for i := 0; i < c.Size(); i++ {
-			sum += math.Float64frombits(uint64(uint32(recv[2*i]))<<32 | uint64(uint32(recv[2*i+1])))
+			r := recv[4*i : 4*i+4]
+			if r[2] != hdr[0] || r[3] != hdr[1] {
+				return 0, fmt.Errorf("rank %d lists %d replicated weights and rank %d %d, or their places or sizes differ: every rank must pass the same replicated weights", i, r[2], c.Rank(), hdr[0])
+			}
+			sum += math.Float64frombits(uint64(uint32(r[0]))<<32 | uint64(uint32(r[1])))
 		}
 		return sum + replicated, nil
 	}

@@ -354,3 +354,43 @@ func TestSumGradientsSharedGradient(t *testing.T) {
 		}
 	}
 }
+
+// TestClipGradNormRanksDisagree: ranks that list other replicated weights would clip by
+// different norms (each counts its own replicated weights once and sends the rest as sharded),
+// so the replicas would drift apart silently: every rank returns an error instead. A
+// replicated weight missing from ws is an error too (it would not be clipped).
+func TestClipGradNormRanksDisagree(t *testing.T) {
+	defer checkNoLeak(t)()
+	for _, tc := range []struct {
+		name string
+		rep1 func(a, b *G.Node) (ws, rep G.Nodes)
+		want string
+	}{
+		{"another replicated list", func(a, b *G.Node) (G.Nodes, G.Nodes) { return G.Nodes{a, b}, nil }, "replicated"},
+		{"replicated not in ws", func(a, b *G.Node) (G.Nodes, G.Nodes) { return G.Nodes{a}, G.Nodes{b} }, "not among"},
+	} {
+		grp, err := NewGroupTimeout(2, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		errs := make([]error, 2)
+		_ = runWithin(t, grp, 15*time.Second, func(c Communicator) error {
+			a, vma := gradNode(t, tensor.Float64, "a", []float64{3, 4})
+			defer vma.Close()
+			b, vmb := gradNode(t, tensor.Float64, "b", []float64{1, 2})
+			defer vmb.Close()
+			ws, rep := G.Nodes{a, b}, G.Nodes{b}
+			if c.Rank() == 1 {
+				ws, rep = tc.rep1(a, b)
+			}
+			_, errs[c.Rank()] = ClipGradNorm(c, 1, ws, rep)
+			return errs[c.Rank()]
+		})
+		if errs[0] == nil {
+			t.Errorf("%s: rank 0: no error", tc.name)
+		}
+		if errs[1] == nil || !strings.Contains(errs[1].Error(), tc.want) {
+			t.Errorf("%s: rank 1: %v, want an error containing %q", tc.name, errs[1], tc.want)
+		}
+	}
+}
