@@ -46,7 +46,11 @@ func SumGradients(c Communicator, ws ...*G.Node) error {
 		}
 		gs[i] = g
 	}
-	first, err := sharedGrads(ws, gs)
+	vgs := make([]G.ValueGrad, len(ws))
+	for i, w := range ws {
+		vgs[i] = w
+	}
+	shared, err := train.SharedGradients(vgs)
 	if err != nil {
 		return fail(err)
 	}
@@ -55,7 +59,7 @@ func SumGradients(c Communicator, ws ...*G.Node) error {
 	// checks them.
 	h := fnv.New32a()
 	for i, g := range gs {
-		fmt.Fprintf(h, "%d %v %d;", g.Shape().TotalSize(), g.Dtype(), first[i])
+		fmt.Fprintf(h, "%d %v %t;", g.Shape().TotalSize(), g.Dtype(), shared[i])
 	}
 	hdr := []int32{int32(len(gs)), int32(h.Sum32())}
 	recv, err := allGather(c, hdr)
@@ -68,7 +72,7 @@ func SumGradients(c Communicator, ws ...*G.Node) error {
 		}
 	}
 	for i, g := range gs {
-		if first[i] != i {
+		if shared[i] {
 			continue // summed with the first weight that has this buffer
 		}
 		if err := sumOverRanks(c, g); err != nil {
@@ -76,33 +80,6 @@ func SumGradients(c Communicator, ws ...*G.Node) error {
 		}
 	}
 	return nil
-}
-
-// sharedGrads returns, for each gradient of gs, the index of the first with the same buffer
-// (Gorgonia gives both inputs of an Add one gradient: it is summed once, not once per weight),
-// or an error for a weight listed twice or gradients that share memory in part.
-func sharedGrads(ws []*G.Node, gs []*tensor.Dense) ([]int, error) {
-	first := make([]int, len(gs))
-	for i, g := range gs {
-		first[i] = i
-		lo, hi, dev := g.Uintptr(), g.Uintptr()+g.MemSize(), device.Of(g) != nil
-		for j := 0; j < i; j++ {
-			if ws[j] == ws[i] {
-				return nil, fmt.Errorf("weight %d (%s) is listed twice (as weight %d)", i, ws[i].Name(), j)
-			}
-			l, h := gs[j].Uintptr(), gs[j].Uintptr()+gs[j].MemSize()
-			if (device.Of(gs[j]) != nil) != dev || h <= lo || hi <= l {
-				continue
-			}
-			if l != lo || h != hi {
-				return nil, fmt.Errorf("the gradients of weight %d and weight %d share memory in part", j, i)
-			}
-			if first[i] == i {
-				first[i] = first[j]
-			}
-		}
-	}
-	return first, nil
 }
 
 // gradOf returns w's gradient as a contiguous float32 or float64 *tensor.Dense.
@@ -184,9 +161,10 @@ func sumHost[F float32 | float64](c Communicator, d []F, sends, recvs [][]Block)
 	return kernels.ColSum(d, all)
 }
 
-// SumCounts returns counts (this rank's per-expert counts, Output.Counts; the same length on
-// every rank) summed over the ranks of c, the same on every rank: what UpdateExpertBias needs
-// to keep the expert bias identical everywhere. It is one ExchangeCounts (on the GPU, a host
+// SumCounts returns counts (this rank's per-expert counts: Output.Counts' host data; the same
+// length on every rank) summed over the ranks of c, the same on every rank: given to
+// UpdateExpertBias as a tensor (tensor.New(tensor.WithBacking(sum))), they keep the expert
+// bias identical everywhere. It is one ExchangeCounts (on the GPU, a host
 // sync). On any error c is aborted, so the other ranks return too.
 func SumCounts(c Communicator, counts []int32) ([]int32, error) {
 	if c == nil {

@@ -150,10 +150,11 @@ type Config struct {
 	MinCapacity int
 	// DropPolicy is DropByProb (default) or DropByPosition (capacity mode only).
 	DropPolicy DropPolicy
-	// PadToCapacity gives every expert a segment of exactly C rows, C rounded up to Align
-	// (capacity mode only), so expert e's rows are always [e·C, (e+1)·C) of the permuted
-	// buffer, an [E,C,H] tensor (GShard's and Tutel's layout); without it the segments are
-	// packed and the unused rows lie at the end. The layer's outputs are the same either way.
+	// PadToCapacity gives every expert a segment of exactly C' rows, C' = C rounded up to
+	// Align (capacity mode only), so expert e's rows are always [e·C', (e+1)·C') of the
+	// permuted buffer, an [E,C',H] tensor (GShard's and Tutel's layout); without it the
+	// segments are packed and the unused rows lie at the end. The layer's outputs are the
+	// same either way.
 	PadToCapacity bool
 	// Align pads every expert's segment of the permuted buffer to a multiple of Align rows
 	// (0 means 1).

@@ -184,6 +184,24 @@ func TestClipSharedGradient(t *testing.T) {
 	if buf[0] != 1 || buf[1] != 2 || buf[2] != 3 {
 		t.Errorf("a refused clip changed the gradients to %v", buf)
 	}
+	// SharedGradients marks the second weight of the shared buffer, and refuses what the
+	// optimisers refuse.
+	shared, err := SharedGradients([]G.ValueGrad{w1, w2})
+	if err != nil || len(shared) != 2 || shared[0] || !shared[1] {
+		t.Errorf("SharedGradients(w1, w2) = %v, %v; want [false true]", shared, err)
+	}
+	other := vg{dense64([]float64{0, 0}), dense64([]float64{1, 1})}
+	if shared, err := SharedGradients([]G.ValueGrad{other, w1}); err != nil || shared[0] || shared[1] {
+		t.Errorf("SharedGradients of two buffers = %v, %v; want [false false]", shared, err)
+	}
+	for _, bad := range [][]G.ValueGrad{
+		{w1, w1},
+		{vg{dense64([]float64{0, 0}), part1}, vg{dense64([]float64{0, 0}), part2}},
+	} {
+		if _, err := SharedGradients(bad); err == nil {
+			t.Errorf("SharedGradients(%v): no error", bad)
+		}
+	}
 }
 
 // TestOptimizersClip: Adam and SGD with MaxGradNorm give the update of the formula on the

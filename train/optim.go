@@ -167,6 +167,24 @@ func check(name string, vgs []G.ValueGrad) ([]pair, error) {
 	return ps, nil
 }
 
+// SharedGradients checks vgs as Adam and SGD do before an update (dense, contiguous float
+// weights with gradients of their dtype and size, on the host or one GPU; no weight listed
+// twice or overlapping another; no gradient overlapping a weight, or another gradient in
+// part) and reports, for each, whether an earlier one has the same gradient buffer: Gorgonia
+// gives both inputs of an Add one gradient, which code that changes each buffer once
+// (ep.SumGradients, the clip) must handle once.
+func SharedGradients(vgs []G.ValueGrad) ([]bool, error) {
+	ps, err := check("SharedGradients", vgs)
+	if err != nil {
+		return nil, err
+	}
+	shared := make([]bool, len(ps))
+	for i, p := range ps {
+		shared[i] = p.sharesGrad
+	}
+	return shared, nil
+}
+
 // checkShared checks the memory of the weights and gradients of ps, and marks the pairs whose
 // gradient buffer an earlier pair has (sharesGrad): no two weights may overlap (the same
 // weight listed twice, or two views of one buffer); no gradient may overlap a weight, its own
