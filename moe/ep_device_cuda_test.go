@@ -31,10 +31,12 @@ func oneNCCLRank(t *testing.T) *nccl.Comm {
 }
 
 // stepOnGPU binds r's weights (and target and bias) to the engine and runs one training step
-// (forward, backward, with comm != nil ep.SumGradients of the replicated weights and
-// ep.ClipGradNorm, Adam, UpdateExpertBias), returning Y, the gradients and the weights after the step, as host
-// copies.
-func stepOnGPU(t *testing.T, r *devRig, comm ep.Communicator) (y []float64, grads, weights [][]float64) {
+// (forward, backward, Adam clipping by maxNorm, UpdateExpertBias), returning Y, the gradients
+// and the weights after the step, as host copies, and the gradient norm. With comm != nil the
+// replicated weights' gradients are summed by ep.SumGradients and clipped by ep.ClipGradNorm
+// (Adam's own MaxGradNorm 0), and it also returns the learnables' gradients before and after
+// that clip.
+func stepOnGPU(t *testing.T, r *devRig, comm ep.Communicator, maxNorm float64) (y []float64, grads, weights [][]float64, norm float64, pre, clipped [][]float64) {
 	t.Helper()
 	eng := engine(t)
 	bind := append(G.Nodes{r.target}, r.params...)
@@ -48,25 +50,42 @@ func stepOnGPU(t *testing.T, r *devRig, comm ep.Communicator) (y []float64, grad
 	defer m.Close()
 	opt := train.NewAdam(1e-2)
 	defer opt.Release()
+	if comm == nil {
+		opt.MaxGradNorm = maxNorm
+	}
+	learnGrads := func() (gs [][]float64, err error) {
+		for _, w := range r.l.Learnables() {
+			g, err := w.Grad()
+			if err != nil {
+				return nil, err
+			}
+			gs = append(gs, hostF64(t, g))
+		}
+		return gs, nil
+	}
 	grads = make([][]float64, len(r.gv))
 	err := train.Step(m, opt, r.l.Learnables(), func() error {
 		if comm != nil {
-			// On one rank the sums are the rank's own values and a norm far below maxNorm
-			// scales nothing: this runs their device path without changing the step.
+			// On one rank the sums are the rank's own values.
 			if err := ep.SumGradients(comm, r.l.Replicated()...); err != nil {
 				return err
-			}
-			norm, err := ep.ClipGradNorm(comm, 1e30, r.l.Learnables(), r.l.Replicated())
-			if err != nil {
-				return err
-			}
-			if !(norm > 0) || math.IsInf(norm, 0) {
-				return fmt.Errorf("ep.ClipGradNorm: norm %v", norm)
 			}
 		}
 		y = hostF64(t, r.yv)
 		for i := range r.gv {
 			grads[i] = hostF64(t, r.gv[i])
+		}
+		if comm != nil {
+			var err error
+			if pre, err = learnGrads(); err != nil {
+				return err
+			}
+			if norm, err = ep.ClipGradNorm(comm, maxNorm, r.l.Learnables(), r.l.Replicated()); err != nil {
+				return err
+			}
+			if clipped, err = learnGrads(); err != nil {
+				return err
+			}
 		}
 		if r.l.Bias != nil {
 			if err := r.l.UpdateExpertBias(r.cv); err != nil {
@@ -78,22 +97,26 @@ func stepOnGPU(t *testing.T, r *devRig, comm ep.Communicator) (y []float64, grad
 	if err != nil {
 		t.Fatal(err)
 	}
+	if comm == nil {
+		norm = opt.GradNorm()
+	}
 	for _, w := range r.l.Learnables() {
 		weights = append(weights, hostF64(t, w.Value()))
 	}
 	if r.l.Bias != nil {
 		weights = append(weights, hostF64(t, r.l.Bias.Value()))
 	}
-	return y, grads, weights
+	return y, grads, weights, norm, pre, clipped
 }
 
 // TestExpertParallelOneNCCLRankGPUEqualsLayer: moe.NewExpertParallel on the device engine with
 // one NCCL rank (the expert-parallel plan, dispatch and combine on GPU-resident values, the
 // guarded top-k and send plan) takes the same training step as the single-GPU layer New
-// makes from the same config: output, every gradient and the weights after Adam.
+// makes from the same config: output, every gradient and the weights after Adam; clipped by
+// ep.SumGradients and ep.ClipGradNorm on the device as Adam's MaxGradNorm clips the other.
 func TestExpertParallelOneNCCLRankGPUEqualsLayer(t *testing.T) {
 	comm := oneNCCLRank(t)
-	const T = 64
+	const T, maxNorm = 64, 1e-3 // below every case's gradient norm: both steps clip
 	for i, cfg := range deviceCases() {
 		t.Run(fmt.Sprint(i), func(t *testing.T) {
 			tol := 1e-6 // the same ops on the same rows; cuBLAS may pick another algorithm
@@ -102,8 +125,26 @@ func TestExpertParallelOneNCCLRankGPUEqualsLayer(t *testing.T) {
 			}
 			ref := newRig(t, cfg, T, 7)
 			epr := newRigOf(t, cfg, T, 7, func(g *G.ExprGraph) (*Layer, error) { return NewExpertParallel(g, "moe", cfg, comm) })
-			yr, gr, wr := stepOnGPU(t, ref, nil)
-			ye, ge, we := stepOnGPU(t, epr, comm)
+			yr, gr, wr, nr, _, _ := stepOnGPU(t, ref, nil, maxNorm)
+			ye, ge, we, ne, pre, clipped := stepOnGPU(t, epr, comm, maxNorm)
+			// ep.ClipGradNorm's norm is the optimiser's on the single-GPU layer (within the
+			// gradients' tolerance), and it scaled every gradient by maxNorm/(norm+1e-6).
+			if !(nr > maxNorm) {
+				t.Fatalf("norm %v does not exceed maxNorm %v: nothing clipped", nr, maxNorm)
+			}
+			if d := math.Abs(ne-nr) / nr; d > 10*tol {
+				t.Errorf("ep.ClipGradNorm's norm %v, the optimiser's %v", ne, nr)
+			}
+			scale := maxNorm / (ne + 1e-6)
+			for i := range pre {
+				want := make([]float64, len(pre[i]))
+				for j, v := range pre[i] {
+					want[j] = v * scale
+				}
+				if d := relDiff(clipped[i], want); d > 1e-6 || math.IsNaN(d) {
+					t.Errorf("learnable %d clipped by ep.ClipGradNorm: relative diff %g from the gradient times %g", i, d, scale)
+				}
+			}
 			if d := relDiff(ye, yr); d > tol {
 				t.Errorf("Y: relative diff %g > %g", d, tol)
 			}
