@@ -118,11 +118,21 @@ func sumOverRanks(c Communicator, g *tensor.Dense) error {
 		recvs[j] = []Block{{Off: j, Len: 1}}
 	}
 	if b := device.Of(g); b != nil {
+		asDense := func(v G.Value) (*tensor.Dense, error) {
+			d, ok := v.(*tensor.Dense)
+			if !ok || d == nil {
+				return nil, fmt.Errorf("the device backend returned a %T, want a *tensor.Dense", v)
+			}
+			return d, nil
+		}
 		all, err := b.StepZeros(g, g.Dtype(), n, size)
 		if err != nil {
 			return err
 		}
-		ad := all.(*tensor.Dense)
+		ad, err := asDense(all)
+		if err != nil {
+			return err
+		}
 		row := Buffer{Device: g.Uintptr(), Dtype: g.Dtype(), Rows: 1, Width: size}
 		if err := c.AllToAll(row, Buffer{Device: ad.Uintptr(), Dtype: g.Dtype(), Rows: n, Width: size}, sends, recvs); err != nil {
 			return err
@@ -131,10 +141,14 @@ func sumOverRanks(c Communicator, g *tensor.Dense) error {
 		if err != nil {
 			return err
 		}
+		sd, err := asDense(sum)
+		if err != nil {
+			return err
+		}
 		// Back into g: an exchange of one block with this rank itself, a device-to-device copy.
 		self := make([][]Block, n)
 		self[me] = []Block{{Off: 0, Len: 1}}
-		return c.AllToAll(Buffer{Device: sum.(*tensor.Dense).Uintptr(), Dtype: g.Dtype(), Rows: 1, Width: size}, row, self, self)
+		return c.AllToAll(Buffer{Device: sd.Uintptr(), Dtype: g.Dtype(), Rows: 1, Width: size}, row, self, self)
 	}
 	switch d := g.Data().(type) {
 	case []float32:
