@@ -268,3 +268,155 @@ func TestNewExpertParallelErrors(t *testing.T) {
 		t.Errorf("the taken graph has %d nodes after the failed call, want %d", n, takenNodes)
 	}
 }
+
+// TestExpertParallelTraining: five Adam steps of an expert-parallel layer on N in-process
+// ranks, each step with ep.SumGradients, ep.ClipGradNorm and the expert bias updated from
+// ep.SumCounts, train the same model as one layer on the concatenated tokens with Adam's
+// MaxGradNorm and UpdateExpertBias: the replicated weights and the bias stay the same bits on
+// every rank, and every weight matches the single-rank layer's (rounding apart: the router's
+// GEMM runs over T rows instead of N·T).
+func TestExpertParallelTraining(t *testing.T) {
+	const N, T, steps, maxNorm, lr = 2, 6, 5, 0.05, 1e-2
+	cfg := Config{Hidden: 4, FFN: 3, Experts: 4, TopK: 2, Dtype: tensor.Float64, Score: Sigmoid,
+		ExpertBias: true, BiasUpdateRate: 0.01, SharedFFN: 2, Seed: 3}
+	H := cfg.Hidden
+	data := func(step int) (x, rw []float64) {
+		rng := rand.New(rand.NewSource(int64(100 + step)))
+		x, rw = make([]float64, N*T*H), make([]float64, N*T*H)
+		for i := range x {
+			x[i], rw[i] = rng.NormFloat64(), rng.NormFloat64()
+		}
+		return x, rw
+	}
+	// build makes l's graph on rows tokens: cost = Σ Y⊙rw / (N·T) (and the layer's Loss, 0:
+	// a balancing loss would see each rank's own tokens only, see NewExpertParallel).
+	build := func(g *G.ExprGraph, l *Layer, rows int) (x, rw *G.Node, out *Output, err error) {
+		x = G.NewMatrix(g, tensor.Float64, G.WithShape(rows, H), G.WithName("x"), G.WithInit(G.Zeroes()))
+		rw = G.NewMatrix(g, tensor.Float64, G.WithShape(rows, H), G.WithName("rw"), G.WithInit(G.Zeroes()))
+		if out, err = l.Forward(x); err != nil {
+			return
+		}
+		task := G.Must(G.Div(G.Must(G.Sum(G.Must(G.HadamardProd(out.Y, rw)))), G.NewConstant(float64(N*T))))
+		cost := G.Must(G.Add(task, out.Loss))
+		_, err = G.Grad(cost, l.Learnables()...)
+		return
+	}
+	set := func(n *G.Node, v []float64) error {
+		return G.Let(n, tensor.New(tensor.WithShape(n.Shape()...), tensor.WithBacking(append([]float64(nil), v...))))
+	}
+
+	// One rank over all N·T tokens.
+	g := G.NewGraph()
+	single, err := New(g, "moe", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sx, srw, sout, err := build(g, single, N*T)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm := G.NewTapeMachine(g)
+	defer vm.Close()
+	opt := train.NewAdam(lr)
+	opt.MaxGradNorm = maxNorm
+	for s := 0; s < steps; s++ {
+		x, rw := data(s)
+		if err := set(sx, x); err != nil {
+			t.Fatal(err)
+		}
+		if err := set(srw, rw); err != nil {
+			t.Fatal(err)
+		}
+		if err := train.Step(vm, opt, single.Learnables(), func() error {
+			return single.UpdateExpertBias(sout.CountsValue())
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// N ranks, each over its T tokens.
+	grp, err := ep.NewGroupTimeout(N, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	states := make([]map[string][]float64, N)
+	var mu sync.Mutex
+	err = grp.Run(func(c ep.Communicator) error {
+		r := c.Rank()
+		g := G.NewGraph()
+		l, err := NewExpertParallel(g, "moe", cfg, c)
+		if err != nil {
+			return err
+		}
+		x, rw, out, err := build(g, l, T)
+		if err != nil {
+			return err
+		}
+		vm := G.NewTapeMachine(g)
+		defer vm.Close()
+		opt := train.NewAdam(lr) // MaxGradNorm 0: ep.ClipGradNorm clips over the ranks
+		for s := 0; s < steps; s++ {
+			xs, rws := data(s)
+			if err := set(x, xs[r*T*H:(r+1)*T*H]); err != nil {
+				return err
+			}
+			if err := set(rw, rws[r*T*H:(r+1)*T*H]); err != nil {
+				return err
+			}
+			err := train.Step(vm, opt, l.Learnables(), func() error {
+				if err := ep.SumGradients(c, l.Replicated()...); err != nil {
+					return err
+				}
+				if _, err := ep.ClipGradNorm(c, maxNorm, l.Learnables(), l.Replicated()); err != nil {
+					return err
+				}
+				counts, err := ep.SumCounts(c, out.CountsValue().Data().([]int32))
+				if err != nil {
+					return err
+				}
+				return l.UpdateExpertBias(tensor.New(tensor.WithBacking(counts)))
+			})
+			if err != nil {
+				return err
+			}
+		}
+		st := map[string][]float64{}
+		for _, n := range l.State() {
+			st[n.Name()] = epFloats(n.Value())
+		}
+		mu.Lock()
+		states[r] = st
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range single.State() {
+		want := epFloats(n.Value())
+		var got []float64
+		switch n.Name() {
+		case "moe.w1", "moe.w2": // sharded: the ranks' slices in order
+			for r := range states {
+				got = append(got, states[r][n.Name()]...)
+			}
+		default: // replicated: the same bits on every rank
+			got = states[0][n.Name()]
+			for r := 1; r < N; r++ {
+				for i, v := range states[r][n.Name()] {
+					if v != got[i] {
+						t.Fatalf("%s[%d]: rank %d has %v, rank 0 %v", n.Name(), i, r, v, got[i])
+					}
+				}
+			}
+		}
+		if len(got) != len(want) {
+			t.Fatalf("%s: %d values, want %d", n.Name(), len(got), len(want))
+		}
+		for i := range want {
+			if math.Abs(got[i]-want[i]) > 1e-10*math.Max(1, math.Abs(want[i])) {
+				t.Fatalf("%s[%d] after %d steps: %v, the single-rank layer's %v", n.Name(), i, steps, got[i], want[i])
+			}
+		}
+	}
+}
