@@ -248,3 +248,13 @@ func TestResumeAtTheEnd(t *testing.T) {
 		t.Errorf("-save naming a file: got %v after output:\n%s", err, out2.String())
 	}
 }
+
+// TestInterrupt: Ctrl-C during training stops the run after the step it is in, saves the
+// checkpoint (-save), says so, and exits with a non-zero status.
+func TestInterrupt(t *testing.T) {
+	step := trainutil.CheckInterrupt(t, "TestInterrupt", "charlm", main,
+		[]string{"-steps", "100000", "-train-mb", "0.3", "-held-mb", "0.05", "-eval-chars", "1000", "-eval-every", "0", "-hidden", "32", "-ffn", "32", "-sample", "0"})
+	if step >= 100000 {
+		t.Errorf("checkpoint at step %d: the run was not interrupted", step)
+	}
+}

@@ -343,6 +343,7 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer loop.Close()
 	first, last, prog := loop.First, loop.Last, loop.Prog
 	pos := make([]int, cfg.Batch)
 	var evalSteps, evalBPC []float64

@@ -286,6 +286,7 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer loop.Close()
 	if cfg.Resume != "" {
 		e := epochStart
 		perm = rand.New(&e).Perm(trainSet.len())

@@ -1,12 +1,19 @@
 package trainutil
 
 import (
+	"bufio"
+	"bytes"
 	"errors"
 	"flag"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/gomoe/gomoe/safetensors"
 )
 
 // BadFlag is one rejected command line of an example: its arguments and a piece of the
@@ -51,4 +58,75 @@ func CheckBadFlags(t *testing.T, test, prog string, main func(), cases []BadFlag
 			}
 		})
 	}
+}
+
+// CheckInterrupt runs the example's main (program name prog) in a child process of the test
+// binary, as CheckBadFlags does, with -quiet, -log-every 1, -save in a fresh folder, -out
+// and args (a run long enough not to end by itself); it sends the child an interrupt (Ctrl-C)
+// once the first step's log line is out, and checks that the child stops cleanly: a non-zero
+// exit status (not a death by the signal), a message that it was interrupted and where the
+// checkpoint went, and a checkpoint that names a step done. It returns that step. Call it from
+// the test named test; in the child process it runs main and exits.
+func CheckInterrupt(t *testing.T, test, prog string, main func(), args []string) int {
+	t.Helper()
+	if args, ok := os.LookupEnv(badFlagsEnv); ok {
+		os.Args = append([]string{prog}, strings.Split(args, "\n")...)
+		flag.CommandLine = flag.NewFlagSet(prog, flag.ExitOnError)
+		main()
+		os.Exit(0)
+	}
+	dir := t.TempDir()
+	save := filepath.Join(dir, "ckpt")
+	args = append([]string{"-quiet", "-log-every", "1", "-save", save, "-out", filepath.Join(dir, "plots")}, args...)
+	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$")
+	cmd.Env = append(os.Environ(), badFlagsEnv+"="+strings.Join(args, "\n"))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	timer := time.AfterFunc(2*time.Minute, func() { cmd.Process.Kill() })
+	defer timer.Stop()
+	var out bytes.Buffer
+	sc := bufio.NewScanner(stdout)
+	sent := false
+	for sc.Scan() {
+		line := sc.Text()
+		out.WriteString(line + "\n")
+		if !sent && strings.HasPrefix(line, "step ") {
+			if err := cmd.Process.Signal(os.Interrupt); err != nil {
+				t.Fatal(err)
+			}
+			sent = true
+		}
+	}
+	err = cmd.Wait()
+	msg := out.String() + stderr.String()
+	if !sent {
+		t.Fatalf("the run logged no step; output:\n%s", msg)
+	}
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() <= 0 {
+		t.Fatalf("interrupted run: %v, want a non-zero exit status (not a death by the signal); output:\n%s", err, msg)
+	}
+	if !strings.Contains(msg, "interrupted") || !strings.Contains(msg, "-resume "+save) {
+		t.Errorf("the interrupted run does not say so and how to resume (-resume %s); output:\n%s", save, msg)
+	}
+	ts, err := safetensors.Open(filepath.Join(save, CheckpointFile))
+	if err != nil {
+		t.Fatalf("no checkpoint after the interrupt: %v; output:\n%s", err, msg)
+	}
+	defer ts.Close()
+	step, err := strconv.Atoi(ts.Metadata()["step"])
+	if err != nil || step < 1 {
+		t.Fatalf("checkpoint step %q; output:\n%s", ts.Metadata()["step"], msg)
+	}
+	if ents, _ := os.ReadDir(save); len(ents) != 1 {
+		t.Errorf("the checkpoint folder holds %v, want only %s", ents, CheckpointFile)
+	}
+	return step
 }

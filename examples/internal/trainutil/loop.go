@@ -8,7 +8,9 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"syscall"
 
 	G "gorgonia.org/gorgonia"
 
@@ -119,7 +121,11 @@ func (c LoopConfig) SaveRun(prog *train.Progress, learn G.Nodes, opt *train.Adam
 
 // Session is the checkpointing and progress report of one training loop, from StartRun:
 // the loop runs steps First to Last-1 (0-based), calls Checkpoint after each and End after
-// the last.
+// the last, and Close when it returns.
+//
+// An interrupt (Ctrl-C) or SIGTERM during the loop stops it after the step it is in:
+// Checkpoint then saves the run (with -save) and returns an error that says where the
+// checkpoint is (or that none was saved). A second interrupt ends the program at once.
 type Session struct {
 	First, Last int             // the steps to run: from the resumed step to the stop
 	Prog        *train.Progress // the progress report of those steps
@@ -129,6 +135,7 @@ type Session struct {
 	opt   *train.Adam
 	steps int
 	src   map[string]*rand.PCG
+	sig   chan os.Signal // interrupts, from StartRun to the first one or Close
 }
 
 // StartRun resumes the run saved in c.Resume, if any, into learn, opt and sources (as
@@ -151,16 +158,38 @@ func (c LoopConfig) StartRun(out, bar io.Writer, learn G.Nodes, opt *train.Adam,
 		}
 	}
 	prog := train.NewProgress(bar, out, int64(max(last-first, 0)*batch), unit, "train")
-	return &Session{First: first, Last: last, Prog: prog, c: c, learn: learn, opt: opt, steps: steps, src: sources}, nil
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	return &Session{First: first, Last: last, Prog: prog, c: c, learn: learn, opt: opt, steps: steps, src: sources, sig: sig}, nil
 }
 
+// Close stops catching interrupts: call it when the loop's run returns.
+func (s *Session) Close() { signal.Stop(s.sig) }
+
 // Checkpoint saves the run after step (0-based) when -save-every makes a checkpoint due
-// there (SaveDue).
+// there (SaveDue), or when an interrupt came: then it returns an error saying so.
 func (s *Session) Checkpoint(step int) error {
+	select {
+	case sg := <-s.sig:
+		signal.Stop(s.sig) // a second interrupt kills the program
+		return s.interrupted(sg, step+1)
+	default:
+	}
 	if !s.c.SaveDue(step, s.Last) {
 		return nil
 	}
 	return s.save(step + 1)
+}
+
+// interrupted saves the run after done steps (with -save) and returns the error that ends it.
+func (s *Session) interrupted(sg os.Signal, done int) error {
+	if s.c.Save == "" {
+		return fmt.Errorf("interrupted (%v) after step %d of %d; no checkpoint saved (no -save)", sg, done, s.steps)
+	}
+	if err := s.save(done); err != nil {
+		return fmt.Errorf("interrupted (%v) after step %d of %d; saving the checkpoint failed: %w", sg, done, s.steps, err)
+	}
+	return fmt.Errorf("interrupted (%v) after step %d of %d; saved %s (go on with the same flags and -resume %s)", sg, done, s.steps, filepath.Join(s.c.Save, CheckpointFile), s.c.Save)
 }
 
 // End saves the run at its stop (with -save), after the last step.
