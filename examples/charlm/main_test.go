@@ -258,3 +258,18 @@ func TestInterrupt(t *testing.T) {
 		t.Errorf("checkpoint at step %d: the run was not interrupted", step)
 	}
 }
+
+// TestResumeOtherFlags: resuming with a flag that changes the run is an error naming it.
+func TestResumeOtherFlags(t *testing.T) {
+	cfg := smallConfig(t)
+	cfg.Steps = 10
+	cfg.Save, cfg.StopAt = filepath.Join(t.TempDir(), "ckpt"), 5
+	if _, err := run(cfg, io.Discard, nil); err != nil {
+		t.Fatal(err)
+	}
+	c := cfg
+	c.Save, c.StopAt, c.Resume, c.Seed = "", 0, cfg.Save, 9
+	if _, err := run(c, io.Discard, nil); err == nil || !strings.Contains(err.Error(), "had -seed 1, this one -seed 9") {
+		t.Errorf("resumed with another -seed: error %v", err)
+	}
+}

@@ -175,3 +175,37 @@ func TestInterrupt(t *testing.T) {
 		t.Errorf("checkpoint at step %d: the run was not interrupted", step)
 	}
 }
+
+// TestResumeOtherFlags: resuming with a flag that changes the run (learning rate, seed, batch,
+// routing) is an error naming the flag, not a silent continuation of another run.
+func TestResumeOtherFlags(t *testing.T) {
+	cfg := smallConfig(t)
+	cfg.Steps = 10
+	cfg.Save, cfg.StopAt = filepath.Join(t.TempDir(), "ckpt"), 5
+	if _, err := run(cfg, io.Discard, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		edit func(*config)
+		want string
+	}{
+		{func(c *config) { c.LR = 0.1 }, "had -lr 0.002, this one -lr 0.1"},
+		{func(c *config) { c.Seed = 7 }, "-seed"},
+		{func(c *config) { c.Batch = 16 }, "-batch"},
+		{func(c *config) { c.Block.TopK = 1 }, "-topk"},
+		{func(c *config) { c.Block.Capacity = 1.25 }, "-capacity"},
+		{func(c *config) { c.Shift = 0 }, "-shift"},
+	} {
+		c := cfg
+		c.Save, c.StopAt, c.Resume = "", 0, cfg.Save
+		tt.edit(&c)
+		if _, err := run(c, io.Discard, nil); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("resumed with other flags: error %v, want one containing %q", err, tt.want)
+		}
+	}
+	c := cfg
+	c.Save, c.StopAt, c.Resume, c.Clip, c.LogEvery = "", 0, cfg.Save, 1, 3 // -clip and the reports may change
+	if _, err := run(c, io.Discard, nil); err != nil {
+		t.Errorf("resumed with the same flags: %v", err)
+	}
+}

@@ -282,6 +282,7 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	epochStart := *src
 	perm := rng.Perm(trainSet.len())
 	sources := map[string]*rand.PCG{"data": src, "epoch": &epochStart}
+	cfg.RunFlags = fmt.Sprintf("%s -batch %d -seed %d -shift %d", cfg.Block.RunFlags(), cfg.Batch, cfg.Seed, cfg.Shift)
 	loop, err := cfg.StartRun(out, bar, learn, opt, steps, sources, cfg.Batch, "img")
 	if err != nil {
 		return nil, err

@@ -81,6 +81,13 @@ func (cfg BlockConfig) Validate() error {
 	return err
 }
 
+// RunFlags returns cfg's flags as "-name value" pairs, for LoopConfig.RunFlags: a resumed run
+// must repeat them.
+func (cfg BlockConfig) RunFlags() string {
+	return fmt.Sprintf("-experts %d -topk %d -hidden %d -ffn %d -act %s -capacity %g -drop %s -aux %g -zloss %g -dense %t",
+		cfg.Experts, cfg.TopK, cfg.Hidden, cfg.FFN, cfg.Act, cfg.Capacity, cfg.Drop, cfg.AuxCoef, cfg.ZCoef, cfg.Dense)
+}
+
 // Name is "MoE", or "dense" for a dense FFN block: what the examples' reports call the model.
 func (cfg BlockConfig) Name() string {
 	if cfg.Dense {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	G "gorgonia.org/gorgonia"
 
@@ -23,6 +24,7 @@ type Run struct {
 	Step    int                  // steps done
 	Steps   int                  // steps of the whole run (the schedule's length)
 	Sources map[string]*rand.PCG // the data order's random sources
+	Flags   string               // the flags a resumed run must repeat ("-name value" pairs; "": no check)
 }
 
 // SaveRun writes the weights, Adam's state and r to dir/checkpoint.safetensors (making dir).
@@ -31,6 +33,9 @@ func SaveRun(dir string, params G.Nodes, opt *train.Adam, r Run) error {
 		return err
 	}
 	meta := map[string]string{"step": strconv.Itoa(r.Step), "steps": strconv.Itoa(r.Steps)}
+	if r.Flags != "" {
+		meta["flags"] = r.Flags
+	}
 	for name, src := range r.Sources {
 		b, err := src.MarshalBinary()
 		if err != nil {
@@ -59,6 +64,9 @@ func LoadRun(dir string, params G.Nodes, opt *train.Adam, r Run) (step, steps in
 	if steps, err = strconv.Atoi(meta["steps"]); err != nil || steps < step {
 		return 0, 0, fmt.Errorf("resume from %s: steps %q", dir, meta["steps"])
 	}
+	if err := sameFlags(meta["flags"], r.Flags); err != nil {
+		return 0, 0, fmt.Errorf("resume from %s: %w", dir, err)
+	}
 	states := map[string]*rand.PCG{}
 	for name := range r.Sources {
 		states[name] = new(rand.PCG)
@@ -73,6 +81,28 @@ func LoadRun(dir string, params G.Nodes, opt *train.Adam, r Run) (step, steps in
 		*src = *states[name]
 	}
 	return step, steps, nil
+}
+
+// sameFlags returns an error naming the first flag whose value differs between the saved
+// run's flags and this run's (both "-name value" pairs); a flag only one of them has, or an
+// empty side (a checkpoint from before the flags were saved), is not checked.
+func sameFlags(saved, now string) error {
+	pairs := func(s string) map[string]string {
+		m := map[string]string{}
+		f := strings.Fields(s)
+		for i := 0; i+1 < len(f); i += 2 {
+			m[f[i]] = f[i+1]
+		}
+		return m
+	}
+	sm := pairs(saved)
+	f := strings.Fields(now)
+	for i := 0; i+1 < len(f); i += 2 {
+		if v, ok := sm[f[i]]; ok && v != f[i+1] {
+			return fmt.Errorf("the saved run had %s %s, this one %s %s (resume with the saved run's flags: %s)", f[i], v, f[i], f[i+1], saved)
+		}
+	}
+	return nil
 }
 
 // SourceState returns src's state as a hex string (for SetSource).

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	G "gorgonia.org/gorgonia"
@@ -30,6 +31,11 @@ type LoopConfig struct {
 	Resume    string  // folder of a checkpoint to resume from ("": start afresh)
 	StopAt    int     // stop after this step (0: run all steps), to resume later
 	Graph     bool    // replay the training step as a CUDA graph (train.GraphStep; GPU only)
+
+	// RunFlags are the example's flags that a resumed run must repeat (they shape the model,
+	// the data order or the losses), as "-name value" pairs separated by spaces; not a flag,
+	// the example sets it. -lr, -lr-floor and -warmup are added to them.
+	RunFlags string
 }
 
 // AddFlags registers on fs the flags that set c's fields (-lr, -lr-floor, -warmup, -clip,
@@ -89,7 +95,7 @@ func (c LoopConfig) ResumeRun(out io.Writer, learn G.Nodes, opt *train.Adam, ste
 	if c.Resume == "" {
 		return 0, nil
 	}
-	first, saved, err := LoadRun(c.Resume, learn, opt, Run{Sources: sources})
+	first, saved, err := LoadRun(c.Resume, learn, opt, Run{Sources: sources, Flags: c.runFlags()})
 	if err != nil {
 		return 0, err
 	}
@@ -99,6 +105,11 @@ func (c LoopConfig) ResumeRun(out io.Writer, learn G.Nodes, opt *train.Adam, ste
 		fmt.Fprintf(out, "note: the checkpoint's run had %d steps, this one %d: the learning-rate schedule differs from the saved run's\n", saved, steps)
 	}
 	return first, nil
+}
+
+// runFlags returns the flags a resumed run must repeat: -lr, -lr-floor, -warmup and RunFlags.
+func (c LoopConfig) runFlags() string {
+	return strings.TrimSpace(fmt.Sprintf("-lr %g -lr-floor %g -warmup %d %s", c.LR, c.LRFloor, c.Warmup, c.RunFlags))
 }
 
 // SaveDue reports whether a checkpoint is due after step (0-based) of a run that stops
@@ -196,7 +207,7 @@ func (s *Session) interrupted(sg os.Signal, done int) error {
 func (s *Session) End() error { return s.save(s.Last) }
 
 func (s *Session) save(done int) error {
-	return s.c.SaveRun(s.Prog, s.learn, s.opt, Run{Step: done, Steps: s.steps, Sources: s.src})
+	return s.c.SaveRun(s.Prog, s.learn, s.opt, Run{Step: done, Steps: s.steps, Sources: s.src, Flags: s.c.runFlags()})
 }
 
 // ShareWeights makes the nodes dst (an evaluation copy of a model) use the values of src
