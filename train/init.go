@@ -106,8 +106,11 @@ func (in *Init) fill(name string, dt tensor.Dtype, shape []int, draw func() floa
 	}
 	n := 1
 	for _, s := range shape {
-		if s < 1 || n > math.MaxInt32/s {
-			return nil, fmt.Errorf("gomoe: train: Init.%s: shape %v", name, shape)
+		if s < 1 {
+			return nil, fmt.Errorf("gomoe: train: Init.%s: shape %v has a dimension below 1", name, shape)
+		}
+		if n > math.MaxInt32/s {
+			return nil, fmt.Errorf("gomoe: train: Init.%s: shape %v has more than %d elements", name, shape, math.MaxInt32)
 		}
 		n *= s
 	}

@@ -146,8 +146,8 @@ func TestInitErrors(t *testing.T) {
 	}{
 		{"dtype", func() error { _, err := in.Normal(tensor.Int32, 1, 2); return err }, "dtype int32"},
 		{"no shape", func() error { _, err := in.Normal(tensor.Float32, 1); return err }, "no shape"},
-		{"zero dim", func() error { _, err := in.Uniform(tensor.Float32, 0, 1, 2, 0); return err }, "shape [2 0]"},
-		{"huge", func() error { _, err := in.Normal(tensor.Float32, 1, 1<<20, 1<<20); return err }, "shape"},
+		{"zero dim", func() error { _, err := in.Uniform(tensor.Float32, 0, 1, 2, 0); return err }, "shape [2 0] has a dimension below 1"},
+		{"huge", func() error { _, err := in.Normal(tensor.Float32, 1, 1<<20, 1<<20); return err }, "has more than 2147483647 elements"},
 		{"std", func() error { _, err := in.Normal(tensor.Float32, -1, 2); return err }, "std -1"},
 		{"range", func() error { _, err := in.Uniform(tensor.Float32, 1, 0, 2); return err }, "range [1, 0)"},
 		{"fan", func() error { _, err := in.HeNormal(tensor.Float32, 1); return err }, "no shape"},
