@@ -38,17 +38,13 @@ func SumGradients(c Communicator, ws ...*G.Node) error {
 		c.Abort(err)
 		return err
 	}
-	gs := make([]*tensor.Dense, len(ws))
+	gs, vgs := make([]*tensor.Dense, len(ws)), make([]G.ValueGrad, len(ws))
 	for i, w := range ws {
 		g, err := gradOf(w)
 		if err != nil {
 			return fail(fmt.Errorf("weight %d: %w", i, err))
 		}
-		gs[i] = g
-	}
-	vgs := make([]G.ValueGrad, len(ws))
-	for i, w := range ws {
-		vgs[i] = w
+		gs[i], vgs[i] = g, w
 	}
 	shared, err := train.SharedGradients(vgs)
 	if err != nil {
