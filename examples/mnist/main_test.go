@@ -167,7 +167,7 @@ func TestResumeAtTheEnd(t *testing.T) {
 }
 
 // TestInterrupt: Ctrl-C during training stops the run after the step it is in, saves the
-// checkpoint (-save), says so, and exits with a non-zero status; the checkpoint resumes.
+// checkpoint (-save), says so, and exits with a non-zero status.
 func TestInterrupt(t *testing.T) {
 	step := trainutil.CheckInterrupt(t, "TestInterrupt", "mnist", main,
 		[]string{"-steps", "100000", "-hidden", "32", "-ffn", "32", "-eval-every", "100000"})
