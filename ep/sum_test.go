@@ -41,6 +41,54 @@ func gradFloats(t *testing.T, w *G.Node) []float64 {
 	return floats(gv)
 }
 
+// sumOnRanks runs SumGradients on n in-process ranks over the weights build makes for each
+// rank (done releases them) and returns every rank's gradients after it, as float64s.
+func sumOnRanks(t *testing.T, n int, build func(r int) (ws []*G.Node, done func(), err error)) [][][]float64 {
+	t.Helper()
+	grp, err := NewGroupTimeout(n, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	got := make([][][]float64, n)
+	err = grp.Run(func(c Communicator) error {
+		ws, done, err := build(c.Rank())
+		if err != nil {
+			return err
+		}
+		defer done()
+		if err := SumGradients(c, ws...); err != nil {
+			return err
+		}
+		gs := make([][]float64, len(ws))
+		for i, w := range ws {
+			gs[i] = gradFloats(t, w)
+		}
+		mu.Lock()
+		got[c.Rank()] = gs
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// sameOnEveryRank fails unless every rank's gradient k is want[k], bit for bit.
+func sameOnEveryRank(t *testing.T, got [][][]float64, want [][]float64) {
+	t.Helper()
+	for r := range got {
+		for k := range want {
+			for i := range want[k] {
+				if got[r][k][i] != want[k][i] {
+					t.Fatalf("rank %d weight %d: %v, want %v", r, k, got[r][k], want[k])
+				}
+			}
+		}
+	}
+}
+
 // TestSumGradients: after SumGradients every rank holds, for each weight, the sum of the
 // ranks' gradients in rank order in float64, rounded once to the dtype: the same bits on every
 // rank. Rank r's gradient of "a" is 1 on rank 0 and 2⁻²⁴ on the others, so float32 additions
@@ -78,38 +126,13 @@ func TestSumGradients(t *testing.T) {
 				}
 				round(wantA)
 				round(wantB)
-				grp, err := NewGroupTimeout(n, 10*time.Second)
-				if err != nil {
-					t.Fatal(err)
-				}
-				var mu sync.Mutex
-				got := make([][2][]float64, n)
-				err = grp.Run(func(c Communicator) error {
-					a, b := grads(c.Rank())
+				got := sumOnRanks(t, n, func(r int) ([]*G.Node, func(), error) {
+					a, b := grads(r)
 					wa, vma := gradNode(t, dt, "a", a)
-					defer vma.Close()
 					wb, vmb := gradNode(t, dt, "b", b)
-					defer vmb.Close()
-					if err := SumGradients(c, wa, wb); err != nil {
-						return err
-					}
-					mu.Lock()
-					got[c.Rank()] = [2][]float64{gradFloats(t, wa), gradFloats(t, wb)}
-					mu.Unlock()
-					return nil
+					return []*G.Node{wa, wb}, func() { vma.Close(); vmb.Close() }, nil
 				})
-				if err != nil {
-					t.Fatal(err)
-				}
-				for r := 0; r < n; r++ {
-					for k, want := range [][]float64{wantA, wantB} {
-						for i := range want {
-							if got[r][k][i] != want[i] {
-								t.Fatalf("rank %d weight %d: %v, want %v", r, k, got[r][k], want)
-							}
-						}
-					}
-				}
+				sameOnEveryRank(t, got, [][]float64{wantA, wantB})
 			})
 		}
 	}
@@ -300,44 +323,26 @@ func TestSumGradientsSharedGradient(t *testing.T) {
 		vm = G.NewTapeMachine(g)
 		return w1, w2, vm, vm.RunAll()
 	}
-	grp, err := NewGroupTimeout(n, 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	got := make([][2][]float64, n)
-	err = grp.Run(func(c Communicator) error {
-		w1, w2, vm, err := build(c.Rank())
+	got := sumOnRanks(t, n, func(r int) ([]*G.Node, func(), error) {
+		w1, w2, vm, err := build(r)
 		if err != nil {
-			return err
+			if vm != nil {
+				vm.Close()
+			}
+			return nil, nil, err
 		}
-		defer vm.Close()
 		g1, _ := w1.Grad()
 		g2, _ := w2.Grad()
 		if g1.(*tensor.Dense).Uintptr() != g2.(*tensor.Dense).Uintptr() {
-			return fmt.Errorf("the weights' gradients are two buffers: the test does not share one")
+			vm.Close()
+			return nil, nil, fmt.Errorf("the weights' gradients are two buffers: the test does not share one")
 		}
-		if err := SumGradients(c, w1, w2); err != nil {
-			return err
-		}
-		mu.Lock()
-		got[c.Rank()] = [2][]float64{gradFloats(t, w1), gradFloats(t, w2)}
-		mu.Unlock()
-		return nil
+		return []*G.Node{w1, w2}, func() { vm.Close() }, nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	want := []float64{1 + 2, 10 + 20} // Σ_r c_r, once
-	for r := range got {
-		for k := range got[r] {
-			if got[r][k][0] != want[0] || got[r][k][1] != want[1] {
-				t.Fatalf("rank %d weight %d: %v, want %v", r, k, got[r][k], want)
-			}
-		}
-	}
+	sameOnEveryRank(t, got, [][]float64{want, want})
 
-	grp, err = NewGroupTimeout(n, 10*time.Second)
+	grp, err := NewGroupTimeout(n, 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
