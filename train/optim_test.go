@@ -288,15 +288,22 @@ func TestStepReadPrediction(t *testing.T) {
 	}
 }
 
-// TestStepGradientNotRun: a machine made on roots that leave out the gradient nodes runs the
-// forward only; Step says so instead of naming a nil gradient's type.
-func TestStepGradientNotRun(t *testing.T) {
-	g := G.NewGraph()
-	w := G.NewVector(g, tensor.Float64, G.WithShape(2), G.WithName("w"), G.WithValue(dense64([]float64{1, 2})))
-	cost := G.Must(G.Sum(G.Must(G.Square(w))))
+// squaresGraph is cost = Σ w², w = [1 2], with the gradient nodes.
+func squaresGraph(t *testing.T) (g *G.ExprGraph, w, cost *G.Node) {
+	t.Helper()
+	g = G.NewGraph()
+	w = G.NewVector(g, tensor.Float64, G.WithShape(2), G.WithName("w"), G.WithValue(dense64([]float64{1, 2})))
+	cost = G.Must(G.Sum(G.Must(G.Square(w))))
 	if _, err := G.Grad(cost, w); err != nil {
 		t.Fatal(err)
 	}
+	return g, w, cost
+}
+
+// TestStepGradientNotRun: a machine made on roots that leave out the gradient nodes runs the
+// forward only; Step says so instead of naming a nil gradient's type.
+func TestStepGradientNotRun(t *testing.T) {
+	g, w, cost := squaresGraph(t)
 	vm := G.NewTapeMachine(g.SubgraphRoots(cost))
 	defer vm.Close()
 	err := Step(vm, NewAdam(0.1), G.Nodes{w}, nil)
@@ -311,12 +318,7 @@ func TestStepGradientNotRun(t *testing.T) {
 // TestStepMissingValues: Step with a nil param, and Scalar of a nil or empty value, return an
 // error and do not panic; the weights stay as they were.
 func TestStepMissingValues(t *testing.T) {
-	g := G.NewGraph()
-	w := G.NewVector(g, tensor.Float64, G.WithShape(2), G.WithName("w"), G.WithValue(dense64([]float64{1, 2})))
-	cost := G.Must(G.Sum(G.Must(G.Square(w))))
-	if _, err := G.Grad(cost, w); err != nil {
-		t.Fatal(err)
-	}
+	g, w, _ := squaresGraph(t)
 	vm := G.NewTapeMachine(g)
 	defer vm.Close()
 	for _, params := range []G.Nodes{{nil, w}, {w, nil}} {
