@@ -67,11 +67,17 @@ func SumGradients(c Communicator, ws ...*G.Node) error {
 			return fail(fmt.Errorf("rank %d passes %d weights and rank %d %d, or their sizes, dtypes or shared gradient buffers differ: every rank must pass the same weights", i, recv[2*i], me, hdr[0]))
 		}
 	}
+	// Every rank's row goes to every rank, where rank j's lands in row j.
+	sends, recvs := make([][]Block, c.Size()), make([][]Block, c.Size())
+	for j := range sends {
+		sends[j] = []Block{{Off: 0, Len: 1}}
+		recvs[j] = []Block{{Off: j, Len: 1}}
+	}
 	for i, g := range gs {
 		if shared[i] {
 			continue // summed with the first weight that has this buffer
 		}
-		if err := sumOverRanks(c, g); err != nil {
+		if err := sumOverRanks(c, g, sends, recvs); err != nil {
 			return fail(fmt.Errorf("weight %d (%s): %w", i, ws[i].Name(), err))
 		}
 	}
@@ -104,15 +110,11 @@ func gradOf(w *G.Node) (*tensor.Dense, error) {
 }
 
 // sumOverRanks replaces g by Σ_ranks g: every rank's g lands in row i of an [N, n] buffer
-// (one AllToAll), whose column sums (kernels.ColSum) are the result.
-func sumOverRanks(c Communicator, g *tensor.Dense) error {
+// (one AllToAll with the block lists sends and recvs), whose column sums (kernels.ColSum) are
+// the result.
+func sumOverRanks(c Communicator, g *tensor.Dense, sends, recvs [][]Block) error {
 	n, me := c.Size(), c.Rank()
 	size := g.Shape().TotalSize()
-	sends, recvs := make([][]Block, n), make([][]Block, n)
-	for j := 0; j < n; j++ {
-		sends[j] = []Block{{Off: 0, Len: 1}}
-		recvs[j] = []Block{{Off: j, Len: 1}}
-	}
 	if b := device.Of(g); b != nil {
 		asDense := func(v G.Value) (*tensor.Dense, error) {
 			d, ok := v.(*tensor.Dense)
