@@ -144,10 +144,7 @@ func (g Geometry) Validate() error {
 	}
 	// The plan vector and BuildPlan's scratch (per-expert counts and ranks, at most T·K + 2·E
 	// more int32) must fit in memory: a failed allocation is fatal, not an error.
-	if b := 4 * (4*float64(g.E) + 1 + 2*float64(g.T)*float64(g.K) + r); b > float64(hostmem.Total()) {
-		return fmt.Errorf("gomoe: plan: the plan of %v and its scratch need %.4g bytes, more than this machine's %d bytes of memory", g, b, hostmem.Total())
-	}
-	return nil
+	return hostmem.Check(fmt.Sprintf("gomoe: plan: the plan of %v and its scratch", g), 4*(4*float64(g.E)+1+2*float64(g.T)*float64(g.K)+r))
 }
 
 // Rows is R, the static number of rows of the permuted buffer.

@@ -309,15 +309,12 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// checkMemory reports weights that cannot fit in this machine's memory: New allocates them on
+// checkMemory reports weights that cannot fit in the memory this process may use: New allocates them on
 // the host, and a failed allocation is fatal, not an error. It is New's check, not Validate's,
 // so that a Config can describe a model larger than the machine (moe/hf reads the configs of
 // whole checkpoints).
 func (c Config) checkMemory() error {
-	if b := c.weightBytes(); b > float64(hostmem.Total()) {
-		return fmt.Errorf("gomoe: moe config: the weights of Experts=%d Hidden=%d FFN=%d SharedFFN=%d need %.4g bytes, more than this machine's %d bytes of memory", c.Experts, c.Hidden, c.FFN, c.SharedFFN, b, hostmem.Total())
-	}
-	return nil
+	return hostmem.Check(fmt.Sprintf("gomoe: moe config: the weights of Experts=%d Hidden=%d FFN=%d SharedFFN=%d", c.Experts, c.Hidden, c.FFN, c.SharedFFN), c.weightBytes())
 }
 
 // weightBytes is the host memory of the layer's weights (c with defaults), in floating point
@@ -387,8 +384,5 @@ func (c Config) geometry(T int, factor float64) (kernels.Geometry, error) {
 		return g, err
 	}
 	// The activations of the routed rows ([R, H] and [R, F] buffers) must fit in memory too.
-	if b := float64(g.Rows()) * float64(max(c.Hidden, c.FFN)) * float64(c.Dtype.Size()); b > float64(hostmem.Total()) {
-		return g, fmt.Errorf("gomoe: moe: T=%d tokens need %d permuted rows of %d values, %.4g bytes, more than this machine's %d bytes of memory", T, g.Rows(), max(c.Hidden, c.FFN), b, hostmem.Total())
-	}
-	return g, nil
+	return g, hostmem.Check(fmt.Sprintf("gomoe: moe: T=%d tokens' %d permuted rows of %d values", T, g.Rows(), max(c.Hidden, c.FFN)), float64(g.Rows())*float64(max(c.Hidden, c.FFN))*float64(c.Dtype.Size()))
 }

@@ -17,7 +17,7 @@ import (
 	"github.com/gomoe/gomoe/internal/opkit"
 )
 
-// TestHostileSizes: configs and inputs whose sizes overflow int or exceed the machine's memory
+// TestHostileSizes: configs and inputs whose sizes overflow int or exceed the memory the process may use
 // are rejected before anything is allocated (a failed allocation is a fatal error that no
 // recover catches), with an error naming the sizes.
 func TestHostileSizes(t *testing.T) {
@@ -29,14 +29,14 @@ func TestHostileSizes(t *testing.T) {
 		want string
 	}{
 		{"the issue's 2^20 experts of 4096×4096", Config{Hidden: 4096, FFN: 4096, Experts: 1 << 20, TopK: 2}, 0,
-			"the weights of Experts=1048576 Hidden=4096 FFN=4096 SharedFFN=0 need 2.111e+14 bytes, more than this machine's"},
+			"the weights of Experts=1048576 Hidden=4096 FFN=4096 SharedFFN=0 need 2.111e+14 bytes, more than the"},
 		{"2^16 experts of 1024×1024: 768 GiB", Config{Hidden: 1024, FFN: 1024, Experts: 1 << 16, TopK: 2}, 0,
-			"need 8.249e+11 bytes, more than this machine's 68719476736 bytes of memory"},
+			"need 8.249e+11 bytes, more than the 68719476736 bytes of memory this process may use"},
 		{"a shared expert beyond memory", Config{Hidden: 1 << 16, FFN: 1, Experts: 2, TopK: 2, SharedFFN: 1 << 18}, 0, "SharedFFN=262144 need"},
 		{"Experts·Hidden·FFN wraps around int", Config{Hidden: 1 << 31, FFN: 1 << 31, Experts: 4, TopK: 2}, 0, "too large to allocate"},
 		{"Experts beyond int32 ids", Config{Hidden: 1, FFN: 1, Experts: 1 << 32, TopK: 2}, 0, "Experts=4294967296"},
 		{"activations beyond memory", Config{Hidden: 1 << 14, FFN: 1, Experts: 2, TopK: 2, Score: Sigmoid}, 1 << 20,
-			"T=1048576 tokens need 2097152 permuted rows of 16384 values"},
+			"T=1048576 tokens' 2097152 permuted rows of 16384 values need 1.374e+11 bytes"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -186,7 +186,7 @@ func TestHostileOutputsBeyondMemory(t *testing.T) {
 		want  string
 	}{
 		{"Permute: 8192 rows of 64", func(g *G.ExprGraph, x *G.Node, p *Plan) (*G.Node, error) { return Permute(x, p) },
-			"Permute: an output of shape (8192, 64) need 4.194e+06 bytes, more than this machine's 1048576 bytes"},
+			"Permute: an output of shape (8192, 64) need 4.194e+06 bytes, more than the 1048576 bytes of memory"},
 		{"GroupedMatMul: 8192 rows of 64", func(g *G.ExprGraph, x *G.Node, p *Plan) (*G.Node, error) {
 			xp := G.NewMatrix(g, tensor.Float64, G.WithShape(8192, 1), G.WithName("xp"), G.WithValue(denseOf(tensor.Float64, make([]float64, 8192), 8192, 1)))
 			w := G.NewTensor(g, tensor.Float64, 3, G.WithShape(2, 1, H), G.WithName("w"), G.WithValue(denseOf(tensor.Float64, make([]float64, 2*H), 2, 1, H)))

@@ -72,7 +72,7 @@ func hostFloats[F kernels.Float](name, what string, v G.Value) ([]F, error) {
 }
 
 // checkAlloc returns an error if a host output of shape, elemSize bytes an element, does not
-// fit in this machine's memory: a Go allocation that fails ends the process, out of reach of
+// fit in the memory this process may use: a Go allocation that fails ends the process, out of reach of
 // any recover. Outputs larger than every input (the permuted rows of a large capacity, a
 // grouped matmul's rows) are checked with it before they are made; the size is computed in
 // floating point, so no product wraps around.

@@ -1,6 +1,9 @@
 package hostmem
 
-import "syscall"
+import (
+	"os"
+	"syscall"
+)
 
 // physical reads the physical memory from sysinfo(2); 0 if it fails.
 func physical() uint64 {
@@ -10,3 +13,6 @@ func physical() uint64 {
 	}
 	return uint64(si.Totalram) * uint64(si.Unit)
 }
+
+// cgroup is the memory limit of this process's control groups; 0 for none.
+func cgroup() uint64 { return cgroupLimit(os.DirFS("/")) }

@@ -94,7 +94,7 @@ func prefixHint(ts *safetensors.Tensors, prefix string) string {
 }
 
 // checkLoadMemory returns an error, before anything is allocated, if loading a block of cfg
-// cannot fit in this machine's memory: at most eight float64 copies of the expert weights while
+// cannot fit in the memory this process may use: at most eight float64 copies of the expert weights while
 // they are read and converted (the file's tensor, gate, up, down and their transposes, then the
 // packed W1), six of the shared experts' and two of the router's, beside the layer's own
 // weights (at most 8 bytes an element). Sizes are in floating point, so no product wraps

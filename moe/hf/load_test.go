@@ -479,8 +479,8 @@ func TestLoadMixedFusedLayouts(t *testing.T) {
 	}
 }
 
-// TestLoadTooLargeForMemory: a config whose weights cannot be converted in this machine's
-// memory is an error before any tensor is read or allocated.
+// TestLoadTooLargeForMemory: a config whose weights cannot be converted in the memory this
+// process may use is an error before any tensor is read or allocated.
 func TestLoadTooLargeForMemory(t *testing.T) {
 	c := Config{ModelType: "olmoe", HiddenSize: 64, IntermediateSize: 64, NumExperts: 8, NumExpertsPerTok: 2}
 	m, w := fixture(t, c, 9)
@@ -488,7 +488,7 @@ func TestLoadTooLargeForMemory(t *testing.T) {
 	// 8 float64 copies of 8·64·64 expert weights are 2 MiB: over a 1 MiB limit, under 64 MiB.
 	old := hostmem.SetLimit(1 << 20)
 	defer hostmem.SetLimit(old)
-	if _, err := Load(G.NewGraph(), "moe", m, st, ""); err == nil || !strings.Contains(err.Error(), "more than this machine's 1048576 bytes of memory") {
+	if _, err := Load(G.NewGraph(), "moe", m, st, ""); err == nil || !strings.Contains(err.Error(), "more than the 1048576 bytes of memory this process may use") {
 		t.Errorf("1 MiB of memory: got %v, want a memory error", err)
 	}
 	hostmem.SetLimit(64 << 20)
