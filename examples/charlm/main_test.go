@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/gomoe/gomoe/examples/internal/trainutil"
+	"github.com/gomoe/gomoe/internal/hostmem"
 )
 
 // smallConfig is a few-second run on a small slice of the Go sources.
@@ -84,6 +85,22 @@ func TestBadConfig(t *testing.T) {
 				t.Fatalf("got error %v, want one naming %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestTrainingBeyondMemory: a model whose weights fit but whose training does not (weights,
+// gradients and Adam's moments: about 24 MB here, past an 8 MB limit) is an error before the
+// first step, and no plot is written.
+func TestTrainingBeyondMemory(t *testing.T) {
+	cfg := smallConfig(t)
+	cfg.Block.Hidden, cfg.Block.FFN = 256, 256 // each block's expert weights: 6.3 MB
+	defer hostmem.SetLimit(hostmem.SetLimit(8 << 20))
+	_, err := run(cfg, io.Discard, nil)
+	if err == nil || !strings.Contains(err.Error(), "training this model") || !strings.Contains(err.Error(), "more than the 8388608 bytes") {
+		t.Fatalf("run past the memory limit: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.Out, "loss.png")); err == nil {
+		t.Errorf("a failed run wrote loss.png")
 	}
 }
 

@@ -6,6 +6,9 @@ import (
 	"io"
 	"math"
 	"os"
+	"runtime/debug"
+
+	"github.com/gomoe/gomoe/internal/hostmem"
 )
 
 // AddFlags registers on fs the command-line flags that set the fields of cfg
@@ -68,11 +71,18 @@ func FloatFlag(name string, v, lo, hi float64, open bool) error {
 
 // Main runs an example's training run with its report on stdout and its progress bar on
 // stderr (no bar when quiet); on an error it prints the error after the program's name prog
-// on stderr and exits with status 1. Call it from main after parsing the flags.
+// on stderr and exits with status 1. Call it from main after parsing the flags. Unless
+// GOMEMLIMIT is set, it sets the Go runtime's soft memory limit to 90 % of the memory this
+// process may use.
 func Main(prog string, quiet bool, run func(out, bar io.Writer) error) {
 	var bar io.Writer = os.Stderr
 	if quiet {
 		bar = nil
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// Near the memory this process may use, the collector works harder instead of
+		// letting the heap grow past it (Go does not read a container's limit itself).
+		debug.SetMemoryLimit(int64(hostmem.Total() / 10 * 9))
 	}
 	if err := run(os.Stdout, bar); err != nil {
 		fmt.Fprintln(os.Stderr, prog+":", err)

@@ -12,6 +12,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/internal/hostmem"
 	"github.com/gomoe/gomoe/train"
 )
 
@@ -200,5 +201,40 @@ func TestCheckPNG(t *testing.T) {
 		} else if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: error %v, want %q", tc.path, err, tc.want)
 		}
+	}
+}
+
+// TestLearnChecksMemory: TrainingBytes counts every node's value and Adam's two moments per
+// weight, and Learn on the CPU refuses a model past the memory this process may use before
+// anything trains.
+func TestLearnChecksMemory(t *testing.T) {
+	build := func() (*G.Node, *G.Node) {
+		g := G.NewGraph()
+		x := G.NewMatrix(g, G.Float64, G.WithShape(2, 3), G.WithName("x"))
+		w := G.NewMatrix(g, G.Float64, G.WithShape(3, 4), G.WithName("w"), G.WithInit(G.Zeroes()))
+		cost := G.Must(G.Sum(G.Must(G.Mul(x, w))))
+		return cost, w
+	}
+	cost, w := build()
+	// x 6, w 12, x·w 8, the sum 1 value; w's moments 2·12: 51 float64s.
+	if got, want := TrainingBytes(cost.Graph(), G.Nodes{w}), 8.0*(6+12+8+1+2*12); got != want {
+		t.Errorf("TrainingBytes before the gradients = %v, want %v", got, want)
+	}
+	d, err := OpenDevice("cpu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hostmem.SetLimit(hostmem.SetLimit(400)) // less than the 408 bytes counted above
+	if err := d.Learn(cost, G.Nodes{w}); err == nil || !strings.Contains(err.Error(), "training this model") ||
+		!strings.Contains(err.Error(), "more than the 400 bytes of memory this process may use") {
+		t.Errorf("Learn past the limit: %v", err)
+	}
+	hostmem.SetLimit(1 << 20)
+	cost, w = build()
+	if err := d.Learn(cost, G.Nodes{w}); err != nil {
+		t.Errorf("Learn within the limit: %v", err)
+	}
+	if got := TrainingBytes(cost.Graph(), G.Nodes{w}); got <= 408 {
+		t.Errorf("TrainingBytes with the gradients = %v, want more than the 408 bytes without", got)
 	}
 }
