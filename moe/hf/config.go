@@ -36,8 +36,8 @@ type Config struct {
 	// (0: transformers' defaults 8 and 4).
 	NGroup    int `json:"n_group"`
 	TopKGroup int `json:"topk_group"`
-	// RoutedScalingFactor multiplies DeepSeek-V3's routed probs (0: the default 2.5).
-	RoutedScalingFactor float64 `json:"routed_scaling_factor"`
+	// RoutedScalingFactor multiplies DeepSeek-V3's routed probs (nil: the default 2.5).
+	RoutedScalingFactor *float64 `json:"routed_scaling_factor"`
 	// NSharedExperts is DeepSeek-V3's number of shared experts, each MoEIntermediateSize wide
 	// (nil: the default 1).
 	NSharedExperts *int `json:"n_shared_experts"`
@@ -130,9 +130,13 @@ func (c Config) MoEConfig() (moe.Config, error) {
 			return e("n_group=%d topk_group=%d num_experts_per_tok=%d: transformers scores a group by its top 2 experts, gomoe by its top num_experts_per_tok/topk_group (here %d)",
 				m.Groups, m.GroupsKept, m.TopK, m.TopK/max(1, m.GroupsKept))
 		}
-		m.ScalingFactor = c.RoutedScalingFactor
-		if m.ScalingFactor == 0 {
-			m.ScalingFactor = 2.5
+		m.ScalingFactor = 2.5
+		if c.RoutedScalingFactor != nil {
+			if *c.RoutedScalingFactor == 0 {
+				// moe.Config reads 0 as 1; transformers would zero every routed output.
+				return e("routed_scaling_factor 0 zeroes every routed expert's output; gomoe's layer wants a factor > 0")
+			}
+			m.ScalingFactor = *c.RoutedScalingFactor
 		}
 		shared := 1
 		if c.NSharedExperts != nil {

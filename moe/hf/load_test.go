@@ -311,8 +311,9 @@ func encode(t testing.TB, ts map[string]hfTensor, prefix string, dt nst.DType, m
 	return buf
 }
 
-func boolp(b bool) *bool { return &b }
-func intp(i int) *int    { return &i }
+func boolp(b bool) *bool      { return &b }
+func intp(i int) *int         { return &i }
+func f64p(f float64) *float64 { return &f }
 
 // runY applies l to x [T,H] and returns Y.
 func runY(t *testing.T, g *G.ExprGraph, l *moe.Layer, x []float64, T int) []float64 {
@@ -391,9 +392,9 @@ func TestLoadMatchesTransformersMath(t *testing.T) {
 			"fused", "", nst.F64, tensor.Float64, 1e-12},
 		{"olmoe bf16 checkpoint", Config{ModelType: "olmoe", HiddenSize: H, IntermediateSize: F, NumExperts: E, NumExpertsPerTok: 4},
 			"fused", "model.layers.1.mlp.", nst.BF16, tensor.Float64, 1e-12},
-		{"deepseek fused", Config{ModelType: "deepseek_v3", HiddenSize: H, MoEIntermediateSize: F, NRoutedExperts: E, NumExpertsPerTok: 2, NGroup: 2, TopKGroup: 1, RoutedScalingFactor: 2.5, NSharedExperts: intp(2)},
+		{"deepseek fused", Config{ModelType: "deepseek_v3", HiddenSize: H, MoEIntermediateSize: F, NRoutedExperts: E, NumExpertsPerTok: 2, NGroup: 2, TopKGroup: 1, RoutedScalingFactor: f64p(2.5), NSharedExperts: intp(2)},
 			"fused", "model.layers.3.mlp.", nst.F64, tensor.Float64, 1e-12},
-		{"deepseek transposed fused float32", Config{ModelType: "deepseek_v3", HiddenSize: H, MoEIntermediateSize: F, NRoutedExperts: E, NumExpertsPerTok: 4, NGroup: 4, TopKGroup: 2, RoutedScalingFactor: 1.5, NSharedExperts: intp(1)},
+		{"deepseek transposed fused float32", Config{ModelType: "deepseek_v3", HiddenSize: H, MoEIntermediateSize: F, NRoutedExperts: E, NumExpertsPerTok: 4, NGroup: 4, TopKGroup: 2, RoutedScalingFactor: f64p(1.5), NSharedExperts: intp(1)},
 			"fusedT", "", nst.F32, tensor.Float32, 1e-5},
 		{"deepseek no groups per-expert", Config{ModelType: "deepseek_v3", HiddenSize: H, MoEIntermediateSize: F, NRoutedExperts: E, NumExpertsPerTok: 3, NGroup: 1, TopKGroup: 1, NSharedExperts: intp(0)},
 			"proj", "", nst.F64, tensor.Float64, 1e-12},
@@ -599,6 +600,13 @@ func TestMoEConfig(t *testing.T) {
 			moe.Config{}, "num_experts_per_tok=1"},
 		{"invalid sizes", `{"model_type":"mixtral","hidden_size":8,"intermediate_size":16,"num_local_experts":4,"num_experts_per_tok":5}`,
 			moe.Config{}, "TopK=5 > Experts=4"},
+		// An explicit 0 used to load as the default 2.5; moe.Config would read it as 1.
+		{"deepseek zero scaling factor", `{"model_type":"deepseek_v3","hidden_size":16,"moe_intermediate_size":8,"n_routed_experts":16,"num_experts_per_tok":8,"routed_scaling_factor":0}`,
+			moe.Config{}, "routed_scaling_factor 0 zeroes every routed expert's output"},
+		{"deepseek negative scaling factor", `{"model_type":"deepseek_v3","hidden_size":16,"moe_intermediate_size":8,"n_routed_experts":16,"num_experts_per_tok":8,"routed_scaling_factor":-1}`,
+			moe.Config{}, "ScalingFactor=-1, want > 0"},
+		{"deepseek scaling factor 1", `{"model_type":"deepseek_v3","hidden_size":16,"moe_intermediate_size":8,"n_routed_experts":16,"num_experts_per_tok":8,"routed_scaling_factor":1}`,
+			moe.Config{Hidden: 16, FFN: 8, Experts: 16, TopK: 8, Activation: moe.SwiGLU, Score: moe.Sigmoid, ExpertBias: true, Groups: 8, GroupsKept: 4, ScalingFactor: 1, SharedFFN: 8}, ""},
 		{"negative shared", `{"model_type":"deepseek_v3","hidden_size":16,"moe_intermediate_size":8,"n_routed_experts":16,"num_experts_per_tok":8,"n_shared_experts":-1}`,
 			moe.Config{}, "n_shared_experts=-1"},
 		{"shared width wraps around", `{"model_type":"deepseek_v3","hidden_size":16,"moe_intermediate_size":4,"n_routed_experts":16,"num_experts_per_tok":8,"n_shared_experts":4611686018427387904}`,
