@@ -58,14 +58,10 @@ func SumGradients(c Communicator, ws ...*G.Node) error {
 		fmt.Fprintf(h, "%d %v %t;", g.Shape().TotalSize(), g.Dtype(), shared[i])
 	}
 	hdr := []int32{int32(len(gs)), int32(h.Sum32())}
-	recv, err := allGather(c, hdr)
-	if err != nil {
+	if r, theirs, err := agree(c, hdr); err != nil {
 		return fail(err)
-	}
-	for i, me := 0, c.Rank(); i < c.Size(); i++ {
-		if recv[2*i] != hdr[0] || recv[2*i+1] != hdr[1] {
-			return fail(fmt.Errorf("rank %d passes %d weights and rank %d %d, or their sizes, dtypes or shared gradient buffers differ: every rank must pass the same weights", i, recv[2*i], me, hdr[0]))
-		}
+	} else if r >= 0 {
+		return fail(fmt.Errorf("rank %d passes %d weights and rank %d %d, or their sizes, dtypes or shared gradient buffers differ: every rank must pass the same weights", r, theirs[0], c.Rank(), hdr[0]))
 	}
 	// Every rank's row goes to every rank, where rank j's lands in row j.
 	sends, recvs := make([][]Block, c.Size()), make([][]Block, c.Size())
@@ -176,8 +172,8 @@ func sumHost[F float32 | float64](c Communicator, d []F, sends, recvs [][]Block)
 // SumCounts returns counts (this rank's per-expert counts: Output.Counts' host data; the same
 // length on every rank) summed over the ranks of c, the same on every rank: given to
 // UpdateExpertBias as a tensor (tensor.New(tensor.WithBacking(sum))), they keep the expert
-// bias identical everywhere. It is one ExchangeCounts (on the GPU, a host
-// sync). On any error c is aborted, so the other ranks return too.
+// bias identical everywhere. It is two ExchangeCounts, the lengths' and the counts' (on the
+// GPU, host syncs). On any error c is aborted, so the other ranks return too.
 func SumCounts(c Communicator, counts []int32) ([]int32, error) {
 	if c == nil {
 		return nil, fmt.Errorf("ep: SumCounts: nil communicator")
@@ -186,6 +182,13 @@ func SumCounts(c Communicator, counts []int32) ([]int32, error) {
 		err = fmt.Errorf("ep: SumCounts: %w", err)
 		c.Abort(err)
 		return nil, err
+	}
+	// The lengths first, in an exchange of a fixed size: ranks that pass different lengths
+	// would otherwise exchange different sizes, which NCCL does not check.
+	if r, theirs, err := agree(c, []int32{int32(min(len(counts), math.MaxInt32))}); err != nil {
+		return fail(err)
+	} else if r >= 0 {
+		return fail(fmt.Errorf("rank %d passes %d counts and rank %d %d: every rank must pass one count per expert", r, theirs[0], c.Rank(), len(counts)))
 	}
 	n := c.Size()
 	recv, err := allGather(c, counts)
@@ -285,6 +288,21 @@ func ClipGradNorm(c Communicator, maxNorm float64, ws, replicated G.Nodes) (floa
 		c.Abort(err)
 	}
 	return norm, err
+}
+
+// agree sends hdr (the same length on every rank) to every rank of c and returns the first rank
+// whose hdr differs from this rank's, with that rank's hdr; -1 and nil when all agree.
+func agree(c Communicator, hdr []int32) (int, []int32, error) {
+	recv, err := allGather(c, hdr)
+	if err != nil {
+		return -1, nil, err
+	}
+	for i := 0; i < c.Size(); i++ {
+		if theirs := recv[i*len(hdr) : (i+1)*len(hdr)]; !slices.Equal(theirs, hdr) {
+			return i, theirs, nil
+		}
+	}
+	return -1, nil, nil
 }
 
 // allGather sends mine to every rank of c (one ExchangeCounts; every rank passes the same

@@ -236,7 +236,7 @@ func TestSumCounts(t *testing.T) {
 		want string
 	}{
 		{"beyond int32", []int32{math.MaxInt32, 1, 0}, "beyond int32"},
-		{"another length", []int32{1, 2}, "counts"},
+		{"another length", []int32{1, 2}, "every rank must pass one count per expert"},
 	} {
 		grp, err := NewGroupTimeout(2, 10*time.Second)
 		if err != nil {
