@@ -64,13 +64,19 @@ type entry struct {
 
 // Open opens the safetensors files at paths (the shards of one checkpoint, say) as one set,
 // reading their headers only. A name found in two files is an error. A file that is not a
-// safetensors file gives an error containing "not a safetensors file" and the file's path.
+// safetensors file gives an error containing "not a safetensors file" and the file's path;
+// so does a path that is not a regular file (a named pipe would block the open until a
+// writer comes, forever if none does).
 func Open(paths ...string) (*Tensors, error) {
 	if len(paths) == 0 {
 		return nil, fmt.Errorf("gomoe: safetensors: Open: no files")
 	}
 	ts := newTensors()
 	for _, p := range paths {
+		if st, err := os.Stat(p); err == nil && !st.Mode().IsRegular() {
+			ts.Close()
+			return nil, fmt.Errorf("gomoe: safetensors: %s: %w: not a regular file (mode %v)", p, errFormat, st.Mode())
+		}
 		f, err := os.Open(p)
 		if err != nil {
 			ts.Close()
