@@ -3,6 +3,7 @@ package hf
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"os"
 
@@ -57,11 +58,31 @@ func ParseConfig(data []byte) (Config, error) {
 	return c, nil
 }
 
-// ReadConfig reads and parses the config.json at path.
+// maxConfigBytes bounds the config.json ReadConfig reads (transformers' are a few KB).
+const maxConfigBytes = 16 << 20
+
+// ReadConfig reads and parses the config.json at path: a regular file of at most 16 MiB (a
+// named pipe would block the read, a device such as /dev/zero never end it, and a large file
+// by mistake, a checkpoint say, would be read whole).
 func ReadConfig(path string) (Config, error) {
-	b, err := os.ReadFile(path)
+	st, err := os.Stat(path)
 	if err != nil {
 		return Config{}, fmt.Errorf("gomoe: hf: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return Config{}, fmt.Errorf("gomoe: hf: config %s is not a regular file (mode %v)", path, st.Mode())
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("gomoe: hf: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxConfigBytes+1))
+	if err != nil {
+		return Config{}, fmt.Errorf("gomoe: hf: %w", err)
+	}
+	if len(b) > maxConfigBytes {
+		return Config{}, fmt.Errorf("gomoe: hf: config %s has more than %d bytes: not a config.json", path, maxConfigBytes)
 	}
 	return ParseConfig(b)
 }
