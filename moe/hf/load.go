@@ -119,12 +119,14 @@ func readBlock(cfg moe.Config, ts *safetensors.Tensors, prefix string) (*block, 
 	used := map[string]bool{}
 	get := func(name string, shape ...int) ([]float64, error) {
 		full := prefix + name
-		v, s, err := ts.Float64s(full)
+		// The shape before the values: a tensor of another shape (a larger model's, under
+		// another config or prefix) is not read, whatever its size.
+		if s, ok := ts.Shape(full); ok && !slices.Equal(s, shape) {
+			return nil, fmt.Errorf("tensor %q has shape %v, want %v", full, s, shape)
+		}
+		v, _, err := ts.Float64s(full)
 		if err != nil {
 			return nil, err
-		}
-		if !slices.Equal(s, shape) {
-			return nil, fmt.Errorf("tensor %q has shape %v, want %v", full, s, shape)
 		}
 		dt := dts.Dtype // the router and its bias ("gate.") are in the router's dtype
 		if strings.HasPrefix(name, "gate.") {

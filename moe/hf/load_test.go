@@ -3,10 +3,12 @@ package hf
 import (
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -743,4 +745,78 @@ func TestReadConfig(t *testing.T) {
 	if _, err := ReadConfig(path); err == nil {
 		t.Error("ReadConfig of bad JSON: no error")
 	}
+}
+
+// TestLoadChecksShapesBeforeReading: a tensor of another shape than the config gives is an
+// error before its values are read, whatever its size. Each file here holds a block of the
+// config with one tensor replaced by a 64 MiB one (sparse on disk): Load used to read it whole,
+// 256 MiB of allocations, before it compared the shape (a larger model's tensors, under
+// another config or prefix, died allocating).
+func TestLoadChecksShapesBeforeReading(t *testing.T) {
+	c := Config{ModelType: "olmoe", HiddenSize: 6, IntermediateSize: 4, NumExperts: 4, NumExpertsPerTok: 2}
+	m, w := fixture(t, c, 10)
+	for _, tc := range []struct {
+		name, layout, tensor string
+		shape                []int
+		err                  string
+	}{
+		{"router", "fused", "gate.weight", []int{4096, 4096}, `tensor "gate.weight" has shape [4096 4096], want [4 6]`},
+		{"fused gate_up_proj", "fused", "experts.gate_up_proj", []int{4, 4096, 1024}, `tensor "experts.gate_up_proj" has shape [4 4096 1024], want [4 8 6]`},
+		{"per-expert down_proj", "proj", "experts.1.down_proj.weight", []int{4096, 4096}, `tensor "experts.1.down_proj.weight" has shape [4096 4096], want [6 4]`},
+	} {
+		ts := tensorsOf(m, w, tc.layout)
+		delete(ts, tc.tensor)
+		st, err := safetensors.Open(sparseFile(t, ts, tc.tensor, tc.shape))
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := G.NewGraph()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		_, err = Load(g, "moe", m, st, "")
+		runtime.ReadMemStats(&after)
+		st.Close()
+		if err == nil || !strings.Contains(err.Error(), tc.err) || len(g.AllNodes()) != 0 {
+			t.Errorf("%s: got %v (%d nodes added), want an error containing %q", tc.name, err, len(g.AllNodes()), tc.err)
+		}
+		if n := after.TotalAlloc - before.TotalAlloc; n > 8<<20 {
+			t.Errorf("%s: Load allocated %d MiB before refusing the shape", tc.name, n>>20)
+		}
+	}
+}
+
+// sparseFile writes ts as an F32 safetensors file with one more tensor, big, of shape bigShape
+// and zero values, last in the data section and not written (sparse), and returns its path.
+func sparseFile(t *testing.T, ts map[string]hfTensor, big string, bigShape []int) string {
+	t.Helper()
+	names := slices.Sorted(maps.Keys(ts))
+	var hdr strings.Builder
+	var data []byte
+	hdr.WriteString("{")
+	for _, n := range names {
+		begin := len(data)
+		for _, v := range ts[n].data {
+			data = binary.LittleEndian.AppendUint32(data, math.Float32bits(float32(v)))
+		}
+		fmt.Fprintf(&hdr, `%q:{"dtype":"F32","shape":%s,"data_offsets":[%d,%d]},`, n, strings.ReplaceAll(fmt.Sprint(ts[n].shape), " ", ","), begin, len(data))
+	}
+	size := 4
+	for _, d := range bigShape {
+		size *= d
+	}
+	fmt.Fprintf(&hdr, `%q:{"dtype":"F32","shape":%s,"data_offsets":[%d,%d]}}`, big, strings.ReplaceAll(fmt.Sprint(bigShape), " ", ","), len(data), len(data)+size)
+	path := filepath.Join(t.TempDir(), "block.safetensors")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := append(binary.LittleEndian.AppendUint64(nil, uint64(hdr.Len())), hdr.String()...)
+	if _, err := f.Write(append(buf, data...)); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(int64(len(buf) + len(data) + size)); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
