@@ -365,6 +365,9 @@ func loadCheckpoint(ts *safetensors.Tensors, c Checkpoint) (map[string]string, e
 				return nil, fmt.Errorf("param %q has one Adam moment but not the other", p.name)
 			case ol.kind == "adam" && hm && bf != hw:
 				return nil, fmt.Errorf("param %q: Adam moments and master copy disagree (bfloat16: %v, master: %v)", p.name, bf, hw)
+			case ol.kind == "adam" && hw && !hm:
+				// Adam's next step would drop a master copy without moments for fresh state.
+				return nil, fmt.Errorf("param %q has a master copy but no Adam moments", p.name)
 			}
 		}
 	}

@@ -2,6 +2,7 @@ package train_test
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -792,5 +793,50 @@ func TestCheckpointScalarAllDtypes(t *testing.T) {
 	step(ns2, a2)
 	if got := bits(ns2); got != want || got == saved {
 		t.Errorf("the step after loading gives %x, the saved run %x", got, want)
+	}
+}
+
+// TestLoadCheckpointAdamStateMismatch: an Adam checkpoint whose state for a param is not the
+// moments (and, for a bfloat16 param, the float32 master copy) together is an error that
+// changes neither the node nor the optimiser. A master copy without moments used to load,
+// and Adam's next step dropped it for fresh state made from the bfloat16 weight.
+func TestLoadCheckpointAdamStateMismatch(t *testing.T) {
+	meta := map[string]string{"gomoe.format": "gomoe-checkpoint/1", "gomoe.optimizer": "adam",
+		"gomoe.adam.step": "1", "gomoe.adam.lr": "0.1", "gomoe.adam.beta1": "0.9", "gomoe.adam.beta2": "0.999",
+		"gomoe.adam.eps": "1e-08", "gomoe.adam.weight_decay": "0", "gomoe.adam.max_grad_norm": "0"}
+	bf := safetensors.Tensor{Shape: []int{1}, Data: []bfloat16.BFloat16{bfloat16.FromFloat32(2.5)}}
+	f32 := safetensors.Tensor{Shape: []int{1}, Data: []float32{0.25}}
+	for _, c := range []struct {
+		name  string
+		state map[string]safetensors.Tensor
+		err   string
+	}{
+		{"master without moments", map[string]safetensors.Tensor{"optimizer.master.w": {Shape: []int{1}, Data: []float32{2.5001}}},
+			`param "w" has a master copy but no Adam moments`},
+		{"moments without master", map[string]safetensors.Tensor{"optimizer.adam.m.w": f32, "optimizer.adam.v.w": f32},
+			`param "w": Adam moments and master copy disagree (bfloat16: true, master: false)`},
+		{"one moment", map[string]safetensors.Tensor{"optimizer.adam.m.w": f32, "optimizer.master.w": f32},
+			`param "w" has one Adam moment but not the other`},
+	} {
+		tensors := map[string]safetensors.Tensor{"w": bf}
+		maps.Copy(tensors, c.state)
+		p := filepath.Join(t.TempDir(), "c.safetensors")
+		f, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := safetensors.Write(f, tensors, meta); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		w := G.NewTensor(G.NewGraph(), bfloat16.Dtype, 1, G.WithShape(1), G.WithName("w"), G.WithValue(tensor.New(tensor.WithShape(1), tensor.WithBacking([]bfloat16.BFloat16{7}))))
+		opt := train.NewAdam(1)
+		_, err = train.LoadCheckpoint(p, train.Checkpoint{Params: G.Nodes{w}, Optimizer: opt})
+		if err == nil || !strings.Contains(err.Error(), c.err) {
+			t.Errorf("%s: got %v, want an error containing %q", c.name, err, c.err)
+		}
+		if v := w.Value().Data().([]bfloat16.BFloat16); v[0] != 7 || opt.Steps() != 0 || opt.LR != 1 {
+			t.Errorf("%s: a failed load changed the node (%v) or the optimiser (step %d, LR %v)", c.name, v[0], opt.Steps(), opt.LR)
+		}
 	}
 }
