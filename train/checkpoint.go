@@ -173,6 +173,9 @@ func SaveCheckpoint(path string, c Checkpoint) error {
 	switch o := c.Optimizer.(type) {
 	case nil:
 	case *Adam:
+		if o == nil {
+			return fail(fmt.Errorf("optimiser is a nil *train.Adam (Optimizer nil saves the weights only)"))
+		}
 		state, adam = o.state, true
 		meta[ckptOptimizer] = "adam"
 		meta["gomoe.adam.step"] = strconv.Itoa(o.t)
@@ -183,6 +186,9 @@ func SaveCheckpoint(path string, c Checkpoint) error {
 		meta["gomoe.adam.weight_decay"] = fmtF(o.WeightDecay)
 		meta["gomoe.adam.max_grad_norm"] = fmtF(o.MaxGradNorm)
 	case *SGD:
+		if o == nil {
+			return fail(fmt.Errorf("optimiser is a nil *train.SGD (Optimizer nil saves the weights only)"))
+		}
 		state = o.state
 		meta[ckptOptimizer] = "sgd"
 		meta["gomoe.sgd.lr"] = fmtF(o.LR)
@@ -387,12 +393,18 @@ func loadCheckpoint(ts *safetensors.Tensors, c Checkpoint) (map[string]string, e
 func readOptimizer(meta map[string]string, opt G.Solver) (*optLoad, error) {
 	ol := &optLoad{kind: meta[ckptOptimizer], m: map[string]string{}, v: map[string]string{}, master: map[string]string{}}
 	var want string
-	switch opt.(type) {
+	switch o := opt.(type) {
 	case nil:
 		return ol, nil
 	case *Adam:
+		if o == nil {
+			return nil, fmt.Errorf("optimiser is a nil *train.Adam (Optimizer nil loads the weights only)")
+		}
 		want = "adam"
 	case *SGD:
+		if o == nil {
+			return nil, fmt.Errorf("optimiser is a nil *train.SGD (Optimizer nil loads the weights only)")
+		}
 		want = "sgd"
 	default:
 		return nil, fmt.Errorf("optimiser %T, want *train.Adam or *train.SGD", opt)

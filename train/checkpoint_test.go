@@ -517,6 +517,9 @@ func TestLoadCheckpointErrors(t *testing.T) {
 		{"eps 0", withMeta("gomoe.adam.eps", "0"), G.Nodes{a, b}, train.NewAdam(1), "eps 0, want a finite eps > 0"},
 		{"weight decay -1", withMeta("gomoe.adam.weight_decay", "-1"), G.Nodes{a, b}, train.NewAdam(1), "weight decay -1"},
 		{"max grad norm -7", withMeta("gomoe.adam.max_grad_norm", "-7"), G.Nodes{a, b}, train.NewAdam(1), "MaxGradNorm -7"},
+		// A nil pointer in the interface: the load used to write the nodes, then panic.
+		{"nil *Adam", good, G.Nodes{a, b}, (*train.Adam)(nil), "optimiser is a nil *train.Adam"},
+		{"nil *SGD", weightsOnly, G.Nodes{a, b}, (*train.SGD)(nil), "optimiser is a nil *train.SGD"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -559,6 +562,9 @@ func TestLoadCheckpointErrors(t *testing.T) {
 		{"param name not UTF-8", train.Checkpoint{Params: G.Nodes{mk("w\xff", []int{1}, []float32{0})}}, "UTF-8 name"},
 		{"metadata value not UTF-8", train.Checkpoint{Params: G.Nodes{a}, Meta: map[string]string{"k": "\xff\x00raw"}}, "is not UTF-8"},
 		{"metadata key not UTF-8", train.Checkpoint{Params: G.Nodes{a}, Meta: map[string]string{"k\xfe": "v"}}, "is not UTF-8"},
+		// A nil pointer in the interface used to panic.
+		{"nil *Adam", train.Checkpoint{Params: G.Nodes{a}, Optimizer: (*train.Adam)(nil)}, "optimiser is a nil *train.Adam"},
+		{"nil *SGD", train.Checkpoint{Params: G.Nodes{a}, Optimizer: (*train.SGD)(nil)}, "optimiser is a nil *train.SGD"},
 	} {
 		if err := train.SaveCheckpoint(filepath.Join(dir, "x"), c.ck); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: got %v, want an error containing %q", c.name, err, c.want)
