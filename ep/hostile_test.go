@@ -275,3 +275,34 @@ func TestHostileLocalGeometry(t *testing.T) {
 		}
 	}
 }
+
+// TestHostileRanksAloneAfterRun: a group whose Group.Run has finished well serves ranks that
+// then run alone (RunRank, each in its own goroutine) and a later Run. Run's record of the
+// ranks whose step had returned used to outlive it, so the first collective of the ranks alone
+// aborted the group with "rank 1's step returned without joining ExchangeCounts".
+func TestHostileRanksAloneAfterRun(t *testing.T) {
+	defer checkNoLeak(t)()
+	g, err := NewGroupTimeout(2, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	step := func(c Communicator) error {
+		recv, err := c.ExchangeCounts([]int32{int32(c.Rank()), int32(c.Rank())})
+		if err == nil && (recv[0] != 0 || recv[1] != 1) {
+			err = errors.New("wrong counts")
+		}
+		return err
+	}
+	if err := runWithin(t, g, rankDeadline, step); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	errs := runRanksAlone(t, g, func(c Communicator) error { return RunRank(c, func() error { return step(c) }) })
+	for r, err := range errs {
+		if err != nil {
+			t.Errorf("rank %d alone after Run: %v", r, err)
+		}
+	}
+	if err := runWithin(t, g, rankDeadline, step); err != nil {
+		t.Errorf("Run after the ranks alone: %v", err)
+	}
+}

@@ -24,7 +24,7 @@ type Group struct {
 	abort    chan struct{} // closed by Abort
 	err      error         // the abort cause
 	comms    []*inProcComm
-	returned []bool // returned[r]: rank r's fn of the current Run has returned nil
+	returned []bool // returned[r]: rank r's fn of the current Run has returned nil; nil outside Run
 }
 
 // phase is one collective: ranks post their arguments, the last one to arrive validates them
@@ -143,6 +143,9 @@ func (g *Group) Run(fn func(c Communicator) error) error {
 		}(r)
 	}
 	wg.Wait()
+	g.mu.Lock()
+	g.returned = nil // Run is over: ranks that now run alone (RunRank) have not returned
+	g.mu.Unlock()
 	var first error
 	for _, err := range errs {
 		if err == nil {
@@ -164,6 +167,9 @@ func (g *Group) Run(fn func(c Communicator) error) error {
 func (g *Group) rankReturned(r int) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if r >= len(g.returned) {
+		return // another Run of the group (a misuse) has ended and cleared the record
+	}
 	g.returned[r] = true
 	if ph := g.cur; ph != nil && !ph.posted[r] {
 		g.abortLocked(missingRank(ph, r))
