@@ -203,8 +203,12 @@ func (s *Session) interrupted(sg os.Signal, done int) error {
 	return fmt.Errorf("interrupted (%v) after step %d of %d; saved %s (go on with the same flags and -resume %s)", sg, done, s.steps, filepath.Join(s.c.Save, CheckpointFile), s.c.Save)
 }
 
-// End saves the run at its stop (with -save), after the last step.
-func (s *Session) End() error { return s.save(s.Last) }
+// End saves the run at its stop (with -save), after the last step, and stops catching
+// interrupts: from then on (the final evaluation, a sample, the plots) Ctrl-C ends the program.
+func (s *Session) End() error {
+	defer s.Close()
+	return s.save(s.Last)
+}
 
 func (s *Session) save(done int) error {
 	return s.c.SaveRun(s.Prog, s.learn, s.opt, Run{Step: done, Steps: s.steps, Sources: s.src, Flags: s.c.runFlags()})

@@ -3,10 +3,15 @@ package trainutil
 import (
 	"bytes"
 	"flag"
+	"io"
 	"math"
 	"math/rand/v2"
+	"os"
+	"os/signal"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
@@ -164,5 +169,55 @@ func TestLoadRunAllOrNothing(t *testing.T) {
 	}
 	if v := w.Value().Data().([]float32); v[0] != 1 || opt.LR != 0.5 || data.Uint64() != rand.NewPCG(1, 2).Uint64() {
 		t.Errorf("LoadRun gave w %v, learning rate %v, and a data source not at its saved state", v, opt.LR)
+	}
+}
+
+// TestSessionEndReleasesInterrupts: after End (the training loop is over: the final
+// evaluation, charlm's sample and the plots follow), the session no longer takes interrupts,
+// so Ctrl-C ends the program. It used to hold them until run returned: Ctrl-C, pressed any
+// number of times, was ignored while charlm generated its sample (hours with -sample 16777216).
+func TestSessionEndReleasesInterrupts(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("os.Process.Signal cannot send an interrupt on Windows")
+	}
+	// This test's own catch keeps the interrupt from ending the test binary.
+	catch := make(chan os.Signal, 1)
+	signal.Notify(catch, os.Interrupt)
+	defer signal.Stop(catch)
+	w := G.NewVector(G.NewGraph(), tensor.Float32, G.WithShape(1), G.WithName("w"), G.WithValue(tensor.New(tensor.WithShape(1), tensor.WithBacking([]float32{1}))))
+	c := LoopConfig{LR: 1}
+	opt, _, err := c.Optimizer(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := c.StartRun(io.Discard, nil, G.Nodes{w}, opt, 3, nil, 1, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for step := s.First; step < s.Last; step++ {
+		if err := s.Checkpoint(step); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.End(); err != nil {
+		t.Fatal(err)
+	}
+	p, err := os.FindProcess(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-catch:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the interrupt never arrived")
+	}
+	select {
+	case sg := <-s.sig:
+		t.Errorf("the session took the interrupt (%v) after End: Ctrl-C would be ignored until run returns", sg)
+	case <-time.After(200 * time.Millisecond):
 	}
 }
