@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"strings"
 	"testing"
 
 	"github.com/gomoe/gomoe/examples/internal/trainutil"
@@ -28,4 +30,30 @@ func TestHostileFlags(t *testing.T) {
 		{Name: "-device tpu", Args: []string{"-device", "tpu"}, Want: "tpu"},
 		{Name: "unknown flag (flag package: exit 2)", Args: []string{"-nosuchflag"}, Want: "flag provided but not defined: -nosuchflag"},
 	})
+}
+
+// TestBatchBeyondCorpus: a -batch or -context that the text read cannot serve is an error
+// naming the flag and the sizes, before training. A -batch larger than the training text used
+// to be reported as "corpus too small for context 8", naming the context, which was fine.
+func TestBatchBeyondCorpus(t *testing.T) {
+	for _, c := range []struct {
+		name         string
+		batch, ctx   int
+		trainMB      float64
+		want, reject string
+	}{
+		{"-batch", 1 << 20, 8, 0.3, "-batch 1048576", "corpus too small for context"},
+		{"-context", 32, 1 << 16, 0.01, "-context 65536", ""},
+	} {
+		cfg := smallConfig(t)
+		cfg.Batch, cfg.Context, cfg.TrainMB = c.batch, c.ctx, c.trainMB
+		var out bytes.Buffer
+		_, err := run(cfg, &out, nil)
+		if err == nil || !strings.Contains(err.Error(), c.want) || (c.reject != "" && strings.Contains(err.Error(), c.reject)) {
+			t.Errorf("%s: %v, want an error naming %q", c.name, err, c.want)
+		}
+		if strings.Contains(out.String(), "step ") {
+			t.Errorf("%s: the run trained:\n%s", c.name, out.String())
+		}
+	}
 }

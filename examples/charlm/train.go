@@ -276,8 +276,11 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 		return nil, err
 	}
 	W := cfg.Context
-	if len(c.train) <= W+cfg.Batch || len(c.held) <= W+1 {
-		return nil, fmt.Errorf("corpus too small for context %d", W)
+	if len(c.train) <= W+cfg.Batch {
+		return nil, fmt.Errorf("corpus too small: %d training characters, want more than -context %d plus -batch %d", len(c.train), W, cfg.Batch)
+	}
+	if len(c.held) <= W+1 {
+		return nil, fmt.Errorf("corpus too small: %d held-out characters, want more than -context %d plus 1", len(c.held), W)
 	}
 	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
 		return nil, err
