@@ -218,7 +218,8 @@ func SumCounts(c Communicator, counts []int32) ([]int32, error) {
 // scale maxNorm/(norm+1e-6) applied when below 1. Call it on every rank in train.Step's after,
 // after SumGradients, with the optimiser's MaxGradNorm at 0 (which clips by this rank's norm
 // only). Every weight of replicated must be among ws, and every rank must list the same
-// replicated weights at the same places of ws (the exchange checks their number and sizes). One
+// replicated weights at the same places of ws and pass the same maxNorm (the exchange checks
+// the weights' number and sizes, and maxNorm). One
 // ExchangeCounts (on the GPU, besides the host sync of the norm itself). On any error c is
 // aborted, so the other ranks return too.
 func ClipGradNorm(c Communicator, maxNorm float64, ws, replicated G.Nodes) (float64, error) {
@@ -266,17 +267,23 @@ func ClipGradNorm(c Communicator, maxNorm float64, ws, replicated G.Nodes) (floa
 				sharded += s
 			}
 		}
-		// Every rank's sharded sum, as the two halves of its float64 bits, and hdr to every rank.
-		bits := math.Float64bits(sharded)
-		recv, err := allGather(c, []int32{int32(uint32(bits >> 32)), int32(uint32(bits)), hdr[0], hdr[1]})
+		// Every rank's sharded sum and maxNorm, as the two halves of their float64 bits, and
+		// hdr to every rank.
+		bits, mbits := math.Float64bits(sharded), math.Float64bits(maxNorm)
+		mine := []int32{int32(uint32(bits >> 32)), int32(uint32(bits)), hdr[0], hdr[1], int32(uint32(mbits >> 32)), int32(uint32(mbits))}
+		recv, err := allGather(c, mine)
 		if err != nil {
 			return 0, err
 		}
 		sum := 0.0
 		for i := 0; i < c.Size(); i++ {
-			r := recv[4*i : 4*i+4]
+			r := recv[len(mine)*i : len(mine)*(i+1)]
 			if r[2] != hdr[0] || r[3] != hdr[1] {
 				return 0, fmt.Errorf("rank %d lists %d replicated weights and rank %d %d, or their places or sizes differ: every rank must pass the same replicated weights", i, r[2], c.Rank(), hdr[0])
+			}
+			if r[4] != mine[4] || r[5] != mine[5] {
+				theirs := math.Float64frombits(uint64(uint32(r[4]))<<32 | uint64(uint32(r[5])))
+				return 0, fmt.Errorf("rank %d clips to maxNorm %v and rank %d to %v: every rank must pass the same maxNorm (the replicas would take different steps)", i, theirs, c.Rank(), maxNorm)
 			}
 			sum += math.Float64frombits(uint64(uint32(r[0]))<<32 | uint64(uint32(r[1])))
 		}

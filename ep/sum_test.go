@@ -363,16 +363,20 @@ func TestSumGradientsSharedGradient(t *testing.T) {
 // TestClipGradNormRanksDisagree: ranks that list other replicated weights would clip by
 // different norms (each counts its own replicated weights once and sends the rest as sharded),
 // so the replicas would drift apart silently: every rank returns an error instead. A
-// replicated weight missing from ws is an error too (it would not be clipped).
+// replicated weight missing from ws is an error too (it would not be clipped). So are ranks
+// that pass another maxNorm: they would scale by different factors (they used to, silently).
+// No gradient changes.
 func TestClipGradNormRanksDisagree(t *testing.T) {
 	defer checkNoLeak(t)()
 	for _, tc := range []struct {
 		name string
 		rep1 func(a, b *G.Node) (ws, rep G.Nodes)
+		max1 float64 // rank 1's maxNorm (rank 0's is 1)
 		want string
 	}{
-		{"another replicated list", func(a, b *G.Node) (G.Nodes, G.Nodes) { return G.Nodes{a, b}, nil }, "replicated"},
-		{"replicated not in ws", func(a, b *G.Node) (G.Nodes, G.Nodes) { return G.Nodes{a}, G.Nodes{b} }, "not among"},
+		{"another replicated list", func(a, b *G.Node) (G.Nodes, G.Nodes) { return G.Nodes{a, b}, nil }, 1, "replicated"},
+		{"replicated not in ws", func(a, b *G.Node) (G.Nodes, G.Nodes) { return G.Nodes{a}, G.Nodes{b} }, 1, "not among"},
+		{"another maxNorm", func(a, b *G.Node) (G.Nodes, G.Nodes) { return G.Nodes{a, b}, G.Nodes{b} }, 2, "rank 0 clips to maxNorm 1 and rank 1 to 2"},
 	} {
 		grp, err := NewGroupTimeout(2, 10*time.Second)
 		if err != nil {
@@ -384,11 +388,15 @@ func TestClipGradNormRanksDisagree(t *testing.T) {
 			defer vma.Close()
 			b, vmb := gradNode(t, tensor.Float64, "b", []float64{1, 2})
 			defer vmb.Close()
-			ws, rep := G.Nodes{a, b}, G.Nodes{b}
+			ws, rep, maxNorm := G.Nodes{a, b}, G.Nodes{b}, 1.0
 			if c.Rank() == 1 {
 				ws, rep = tc.rep1(a, b)
+				maxNorm = tc.max1
 			}
-			_, errs[c.Rank()] = ClipGradNorm(c, 1, ws, rep)
+			_, errs[c.Rank()] = ClipGradNorm(c, maxNorm, ws, rep)
+			if ga, gb := gradFloats(t, a), gradFloats(t, b); ga[0] != 3 || ga[1] != 4 || gb[0] != 1 || gb[1] != 2 {
+				t.Errorf("%s: rank %d: the gradients changed to %v %v", tc.name, c.Rank(), ga, gb)
+			}
 			return errs[c.Rank()]
 		})
 		if errs[0] == nil {
