@@ -2,6 +2,8 @@ package ep
 
 import (
 	"errors"
+	"fmt"
+	"math"
 	"runtime"
 	"slices"
 	"strings"
@@ -11,6 +13,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/internal/hostmem"
 	"github.com/gomoe/gomoe/kernels"
 	"github.com/gomoe/gomoe/op"
 )
@@ -304,5 +307,21 @@ func TestHostileRanksAloneAfterRun(t *testing.T) {
 	}
 	if err := runWithin(t, g, rankDeadline, step); err != nil {
 		t.Errorf("Run after the ranks alone: %v", err)
+	}
+}
+
+// TestHostileGroupSize: a group of more ranks than the memory this process may use can hold is
+// an error before anything is allocated. NewGroup(math.MaxInt) used to allocate a communicator
+// per rank until the process died of out-of-memory.
+func TestHostileGroupSize(t *testing.T) {
+	defer hostmem.SetLimit(hostmem.SetLimit(1 << 20)) // 1 MiB
+	for _, n := range []int{1 << 20, 1 << 40, math.MaxInt} {
+		g, err := NewGroupTimeout(n, 0)
+		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("a group of %d ranks", n)) || !strings.Contains(err.Error(), "bytes of memory this process may use") {
+			t.Fatalf("NewGroupTimeout(%d): group of %d ranks, error %v; want an error naming the ranks and the memory", n, g.Size(), err)
+		}
+	}
+	if g, err := NewGroup(4); err != nil || g.Size() != 4 {
+		t.Errorf("NewGroup(4) under a 1 MiB limit: %v", err)
 	}
 }

@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"sync"
 	"time"
+	"unsafe"
+
+	"github.com/gomoe/gomoe/internal/hostmem"
 )
 
 // Group is an in-process expert-parallel group of N ranks that run as goroutines of one
@@ -59,6 +62,11 @@ func NewGroup(n int) (*Group, error) { return NewGroupTimeout(n, DefaultTimeout)
 func NewGroupTimeout(n int, timeout time.Duration) (*Group, error) {
 	if n < 1 {
 		return nil, fmt.Errorf("ep: group of %d ranks, want at least 1", n)
+	}
+	// Each rank's communicator, its place in a collective and in Run's records.
+	const rankBytes = unsafe.Sizeof(inProcComm{}) + unsafe.Sizeof(&inProcComm{}) + unsafe.Sizeof(post{}) + unsafe.Sizeof(error(nil)) + 2
+	if err := hostmem.Check(fmt.Sprintf("ep: a group of %d ranks", n), float64(n)*float64(rankBytes)); err != nil {
+		return nil, err
 	}
 	g := &Group{n: n, timeout: timeout, abort: make(chan struct{})}
 	for r := 0; r < n; r++ {
