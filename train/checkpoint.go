@@ -550,7 +550,7 @@ func loadMoments(ts *safetensors.Tensors, p param, ol *optLoad, tm, tv, tw strin
 	if p.w.Dtype() == tensor.Float64 {
 		dt = tensor.Float64
 	}
-	st := &moments{}
+	st := &moments{owner: p.w}
 	put := func(dst *any, name string) error {
 		h := newSlice(dt, n)
 		if err := ts.Read(name, h); err != nil {

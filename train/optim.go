@@ -45,9 +45,12 @@ type Adam struct {
 
 // moments is an optimiser's state for one weight: host slices ([]float32 or []float64) or
 // device tensors. w32 is the float32 master copy of a bfloat16 weight (nil otherwise); m and
-// v are Adam's moments (nil for SGD), float32 for bfloat16 weights.
+// v are Adam's moments (nil for SGD), float32 for bfloat16 weights. owner is the weight whose
+// data address keys the state: holding it keeps that memory from being freed and given to
+// another weight, which would find this state under its address and step from it.
 type moments struct {
 	m, v, w32 any
+	owner     *tensor.Dense
 }
 
 // NewAdam returns Adam with learning rate lr and the usual constants β1 = 0.9, β2 = 0.999,
@@ -311,7 +314,8 @@ func (a *Adam) Step(vgs []G.ValueGrad) error {
 }
 
 // Release frees the optimiser's state (device memory for GPU weights); the next Step starts
-// from zero moments. State of weights no longer passed to Step is kept until Release.
+// from zero moments. State of weights no longer passed to Step is kept until Release, and
+// so is their memory (the state is keyed by it: see moments).
 func (a *Adam) Release() {
 	if a == nil {
 		return
@@ -368,7 +372,7 @@ func ensure(state map[uintptr]*moments, ps []pair, adam bool) (map[uintptr]*mome
 
 // newMoments makes zero moments (when adam) and, for a bfloat16 weight, its float32 master.
 func newMoments(p pair, adam bool) (*moments, error) {
-	st := &moments{}
+	st := &moments{owner: p.w}
 	dt := p.dtype
 	if dt == bfloat16.Dtype {
 		dt = tensor.Float32

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -404,5 +405,74 @@ func TestAdamBFloat16MasterWeights(t *testing.T) {
 	}
 	if moved != n {
 		t.Errorf("only %d of %d master weights moved", moved, n)
+	}
+}
+
+// TestStateOfAFreedWeight: the optimisers keep a weight's state under the address of its
+// data. A weight that takes the memory of one the program dropped (a node rebound with
+// G.Let, a model rebuilt) starts from fresh state: it used to inherit the dropped weight's
+// Adam moments, or its float32 master copy under SGD (the new bfloat16 weight then became
+// the old weight's master, rounded), whenever the garbage collector gave it the same address.
+func TestStateOfAFreedWeight(t *testing.T) {
+	const n = 8
+	bf := func(v float32) *tensor.Dense {
+		b := make([]bfloat16.BFloat16, n)
+		for i := range b {
+			b[i] = bfloat16.FromFloat32(v)
+		}
+		return tensor.New(tensor.WithShape(n), tensor.WithBacking(b))
+	}
+	f64 := func(v float64) *tensor.Dense {
+		b := make([]float64, n)
+		for i := range b {
+			b[i] = v
+		}
+		return tensor.New(tensor.WithShape(n), tensor.WithBacking(b))
+	}
+	tests := []struct {
+		name string
+		opt  func() G.Solver
+		// fresh is the optimiser a new weight should step like: same settings and step count
+		// as opt, no state.
+		fresh  func(opt G.Solver) G.Solver
+		w, g   func(step int) *tensor.Dense // the weight and gradient of each step's new weight
+		values func(d *tensor.Dense) []float64
+	}{
+		{"Adam float64",
+			func() G.Solver { return NewAdam(0.1) },
+			func(opt G.Solver) G.Solver { a := NewAdam(0.1); a.t = opt.(*Adam).t; return a },
+			func(int) *tensor.Dense { return f64(1) },
+			func(step int) *tensor.Dense { return f64(float64(1-2*(step%2)) * 100) },
+			floats},
+		{"SGD bfloat16",
+			func() G.Solver { return &SGD{LR: 0.5} },
+			func(G.Solver) G.Solver { return &SGD{LR: 0.5} },
+			func(step int) *tensor.Dense { return bf(float32(step)) },
+			func(int) *tensor.Dense { return bf(1) },
+			func(d *tensor.Dense) []float64 {
+				out := make([]float64, n)
+				for i, x := range d.Data().([]bfloat16.BFloat16) {
+					out[i] = float64(x.Float32())
+				}
+				return out
+			}},
+	}
+	for _, tt := range tests {
+		opt := tt.opt()
+		for step := 0; step < 100; step++ {
+			w, g := tt.w(step), tt.g(step)
+			want := w.Clone().(*tensor.Dense)
+			if err := tt.fresh(opt).Step([]G.ValueGrad{vg{want, g.Clone().(*tensor.Dense)}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := opt.Step([]G.ValueGrad{vg{w, g}}); err != nil {
+				t.Fatal(err)
+			}
+			if got, exp := tt.values(w), tt.values(want); fmt.Sprint(got) != fmt.Sprint(exp) {
+				t.Fatalf("%s: step %d: a new weight became %v, want %v (the step of fresh state)", tt.name, step, got, exp)
+			}
+			w, g = nil, nil
+			runtime.GC() // frees this step's weight: the next one may take its address
+		}
 	}
 }
