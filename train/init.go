@@ -99,8 +99,12 @@ func fans(name string, shape []int) (in, out int, err error) {
 }
 
 // fill makes a tensor of dtype dt and shape from draw, in element order. A draw that is, or
-// rounds to, ±Inf in dt (a std or range beyond what dt holds) is an error.
+// rounds to, ±Inf in dt (a std or range beyond what dt holds) is an error, and so is a nil
+// or zero *Init, which has no source to draw from.
 func (in *Init) fill(name string, dt tensor.Dtype, shape []int, draw func() float64) (*tensor.Dense, error) {
+	if in == nil || in.rng == nil {
+		return nil, fmt.Errorf("gomoe: train: Init.%s on a nil or zero *Init (make it with NewInit or NewInitFrom)", name)
+	}
 	if len(shape) == 0 {
 		return nil, fmt.Errorf("gomoe: train: Init.%s: no shape (a scalar weight is a vector of 1)", name)
 	}

@@ -1,6 +1,7 @@
 package train
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -156,9 +157,23 @@ func TestInitErrors(t *testing.T) {
 		{"float32 std", func() error { _, err := in.Normal(tensor.Float32, 1e300, 4); return err }, "beyond what float32 holds"},
 		{"bfloat16 range", func() error { _, err := in.Uniform(bfloat16.Dtype, 3.397e38, 3.4e38, 4); return err }, "beyond what BFloat16 holds"},
 		{"float64 std", func() error { _, err := in.Normal(tensor.Float64, 1e308, 64); return err }, "beyond what float64 holds"},
+		// A nil or zero *Init (no random source) used to panic on its first draw.
+		{"nil Init", func() error { _, err := (*Init)(nil).Normal(tensor.Float32, 1, 2); return err }, "Init.Normal on a nil or zero *Init"},
+		{"nil Init, no draw", func() error { _, err := (*Init)(nil).Normal(tensor.Float32, 0, 2); return err }, "Init.Normal on a nil or zero *Init"},
+		{"zero Init", func() error { _, err := new(Init).Uniform(tensor.Float32, 0, 1, 2); return err }, "Init.Uniform on a nil or zero *Init"},
+		{"zero Init He", func() error { _, err := new(Init).HeNormal(tensor.Float32, 1, 2, 2); return err }, "Init.Normal on a nil or zero *Init"},
+		{"nil Init Glorot", func() error { _, err := (*Init)(nil).GlorotUniform(tensor.Float64, 1, 2, 2); return err }, "Init.Uniform on a nil or zero *Init"},
 	}
 	for _, tt := range tests {
-		if err := tt.f(); err == nil || !strings.Contains(err.Error(), tt.want) {
+		err := func() (err error) {
+			defer func() {
+				if r := recover(); r != nil {
+					err = fmt.Errorf("panic: %v", r)
+				}
+			}()
+			return tt.f()
+		}()
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: %v, want %q", tt.name, err, tt.want)
 		}
 	}
