@@ -8,6 +8,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/bfloat16"
+	"github.com/gomoe/gomoe/internal/hostmem"
 )
 
 // Init makes initial weights from its own seeded random source, so that a program that
@@ -99,8 +100,9 @@ func fans(name string, shape []int) (in, out int, err error) {
 }
 
 // fill makes a tensor of dtype dt and shape from draw, in element order. A draw that is, or
-// rounds to, ±Inf in dt (a std or range beyond what dt holds) is an error, and so is a nil
-// or zero *Init, which has no source to draw from.
+// rounds to, ±Inf in dt (a std or range beyond what dt holds) is an error, and so are a nil
+// or zero *Init, which has no source to draw from, and a tensor larger than the memory this
+// process may use.
 func (in *Init) fill(name string, dt tensor.Dtype, shape []int, draw func() float64) (*tensor.Dense, error) {
 	if in == nil || in.rng == nil {
 		return nil, fmt.Errorf("gomoe: train: Init.%s on a nil or zero *Init (make it with NewInit or NewInitFrom)", name)
@@ -117,6 +119,10 @@ func (in *Init) fill(name string, dt tensor.Dtype, shape []int, draw func() floa
 			return nil, fmt.Errorf("gomoe: train: Init.%s: shape %v has more than %d elements", name, shape, math.MaxInt32)
 		}
 		n *= s
+	}
+	// A Go allocation that fails ends the process: refuse what cannot fit first.
+	if err := hostmem.Check(fmt.Sprintf("gomoe: train: Init.%s: %d elements of %v", name, n, dt), float64(n)*float64(dt.Size())); err != nil {
+		return nil, err
 	}
 	var back any
 	bad := -1 // the first element that is not finite in dt

@@ -10,6 +10,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/bfloat16"
+	"github.com/gomoe/gomoe/internal/hostmem"
 )
 
 // TestSchedules checks rates worked out by hand: warmup (step+1)/Warmup·Peak, the cosine's
@@ -177,6 +178,32 @@ func TestInitErrors(t *testing.T) {
 			t.Errorf("%s: %v, want %q", tt.name, err, tt.want)
 		}
 	}
+	// A tensor larger than the memory this process may use is an error before it is
+	// allocated (it used to be allocated: up to 2^31 elements, 16 GiB of float64, whatever the
+	// memory).
+	func() {
+		defer hostmem.SetLimit(hostmem.SetLimit(1 << 20))
+		for _, c := range []struct {
+			name string
+			f    func() error
+		}{
+			{"Normal", func() error { _, err := in.Normal(tensor.Float64, 1, 1<<10, 1<<8); return err }},
+			{"Uniform", func() error { _, err := in.Uniform(tensor.Float32, 0, 1, 1<<19); return err }},
+			{"HeNormal", func() error { _, err := in.HeNormal(bfloat16.Dtype, 1, 1<<10, 1<<10); return err }},
+		} {
+			err := c.f()
+			want := "gomoe: train: Init." + c.name
+			if c.name == "HeNormal" {
+				want = "gomoe: train: Init.Normal"
+			}
+			if err == nil || !strings.Contains(err.Error(), "bytes of memory this process may use") || !strings.Contains(err.Error(), want) {
+				t.Errorf("%s beyond the memory limit: %v, want an error about the memory", c.name, err)
+			}
+		}
+		if _, err := in.Normal(tensor.Float64, 1, 1<<10, 1<<6); err != nil {
+			t.Errorf("512 KiB under a 1 MiB limit: %v", err)
+		}
+	}()
 	// A float64 range wider than float64 holds (hi − lo overflows) draws inside it: all used
 	// to be +Inf.
 	w, err := in.Uniform(tensor.Float64, -math.MaxFloat64, math.MaxFloat64, 64)
