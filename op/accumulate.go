@@ -20,8 +20,9 @@ type gradUpdate struct {
 
 // accumulate adds every update's src into its dst (dst += src), the contract of DoDiff. All
 // updates are checked before any is applied, so an error leaves every gradient as it was.
-// Host tensors are added with a plain loop; device tensors through their engine (tensor.Add
-// with UseUnsafe).
+// Host tensors are added with a plain loop, host scalars (the lisp machine's gradient of a
+// scalar node) in their dtype; device tensors through their engine (tensor.Add with
+// UseUnsafe).
 func accumulate(name string, ups ...gradUpdate) error {
 	for _, u := range ups {
 		if u.dst == nil || u.src == nil {
@@ -41,6 +42,12 @@ func accumulate(name string, ups ...gradUpdate) error {
 			}
 			continue
 		}
+		if isHostScalar(u.dst) {
+			if _, err := scalarOf(name, "update of "+u.what, u.src); err != nil {
+				return err
+			}
+			continue
+		}
 		d, ok := u.dst.(*tensor.Dense)
 		if !ok || d.RequiresIterator() {
 			return opkit.Errorf(name, "gradient of %s is a %T view or non-dense value", u.what, u.dst)
@@ -52,6 +59,8 @@ func accumulate(name string, ups ...gradUpdate) error {
 		case device.Of(u.dst, u.src) != nil:
 			_, err = tensor.Add(u.dst.(tensor.Tensor), u.src.(tensor.Tensor), tensor.UseUnsafe())
 			err = opkit.Wrap(name, err)
+		case isHostScalar(u.dst):
+			err = addScalarInto(name, u.what, u.dst, u.src)
 		case u.dst.Dtype() == tensor.Float32:
 			err = addInto[float32](name, u.what, u.dst.(*tensor.Dense), u.src)
 		case u.dst.Dtype() == bfloat16.Dtype:
@@ -62,6 +71,32 @@ func accumulate(name string, ups ...gradUpdate) error {
 		if err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// isHostScalar reports whether v is a host scalar (*G.F32 or *G.F64): the gradient the lisp
+// machine gives a scalar node.
+func isHostScalar(v G.Value) bool {
+	switch v.(type) {
+	case *G.F32, *G.F64:
+		return true
+	}
+	return false
+}
+
+// addScalarInto adds a one-element host update into a host scalar gradient, in the
+// gradient's dtype.
+func addScalarInto(name, what string, dst, src G.Value) error {
+	s, err := scalarOf(name, "update of "+what, src)
+	if err != nil {
+		return err
+	}
+	switch p := dst.(type) {
+	case *G.F64:
+		*p += G.F64(s)
+	case *G.F32:
+		*p += G.F32(float32(s))
 	}
 	return nil
 }

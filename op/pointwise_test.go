@@ -1,6 +1,7 @@
 package op
 
 import (
+	"fmt"
 	"math"
 	"math/rand"
 	"strings"
@@ -224,6 +225,49 @@ func TestScale(t *testing.T) {
 	}
 	if _, err := Scale(nil, 1); err == nil {
 		t.Error("Scale(nil): no error")
+	}
+}
+
+// TestScaleScalarGradients: Scale of a scalar node (a loss times a coefficient) has the same
+// gradient on the lisp machine (DoDiff) as on the tape machine. The lisp machine's gradient of
+// a scalar is a host *G.F64 or *G.F32, which DoDiff used to refuse ("gradient of x is a
+// *gorgonia.F64 view or non-dense value").
+func TestScaleScalarGradients(t *testing.T) {
+	tests := []struct {
+		name  string
+		dt    tensor.Dtype
+		shape []int // x's shape; nil: a scalar
+		// loss makes the scalar that Scale multiplies from x (x itself, or a loss of it).
+		loss func(x *G.Node) *G.Node
+	}{
+		{"float64 scalar", tensor.Float64, nil, func(x *G.Node) *G.Node { return x }},
+		{"float32 scalar", tensor.Float32, nil, func(x *G.Node) *G.Node { return x }},
+		{"sum of a matrix", tensor.Float64, []int{2, 3}, func(x *G.Node) *G.Node { return must(G.Sum(x)) }},
+		{"z-loss", tensor.Float32, []int{2, 3}, func(x *G.Node) *G.Node { return must(ZLoss(x, 0.5)) }},
+		{"added losses", tensor.Float64, []int{2, 3}, func(x *G.Node) *G.Node {
+			return must(AddScalars(must(ZLoss(x, 0.5)), must(G.Sum(x))))
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			data := []float64{0.3, -1.2, 0.7, 2.1, -0.4, 0.9}
+			build := func(g *G.ExprGraph) (x, cost *G.Node) {
+				if tt.shape == nil {
+					var v G.Value = G.NewF64(data[0])
+					if tt.dt == tensor.Float32 {
+						v = G.NewF32(float32(data[0]))
+					}
+					x = G.NewScalar(g, tt.dt, G.WithName("x"), G.WithValue(v))
+				} else {
+					x = G.NewMatrix(g, tt.dt, G.WithShape(tt.shape...), G.WithName("x"), G.WithValue(gcDense(tt.dt, tensor.Shape(tt.shape), data)))
+				}
+				return x, must(Scale(tt.loss(x), -2.5))
+			}
+			sym, do := tapeAndLispGrads(t, build)
+			if a, b := gcFloats(sym), gcFloats(do); fmt.Sprint(a) != fmt.Sprint(b) {
+				t.Errorf("gradient: tape %v, lisp %v", a, b)
+			}
+		})
 	}
 }
 
