@@ -355,7 +355,7 @@ func (l *Layer) routerTopK(logits *G.Node, K int, opts op.RouterOpts) (*G.Node, 
 // op.MatMul.
 func RouterLogits(x, router *G.Node) (*G.Node, error) {
 	if x == nil || router == nil {
-		return nil, fmt.Errorf("moe: RouterLogits: nil input")
+		return nil, fmt.Errorf("gomoe: moe: RouterLogits: nil input (x %v, router %v)", x == nil, router == nil)
 	}
 	if x.Dtype() == bfloat16.Dtype && router.Dtype() == tensor.Float32 {
 		return op.MixedMatMul(x, router, tensor.Float32)

@@ -474,3 +474,28 @@ func TestReliabilityConcurrentGraphs(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestRouterLogitsBadInput: RouterLogits's errors carry the library prefix and name the
+// problem (a nil input's error used to start "moe: RouterLogits", without "gomoe: ").
+func TestRouterLogitsBadInput(t *testing.T) {
+	g := G.NewGraph()
+	x := G.NewMatrix(g, tensor.Float32, G.WithShape(2, 3), G.WithName("x"), G.WithInit(G.Zeroes()))
+	r := G.NewMatrix(g, tensor.Float32, G.WithShape(3, 4), G.WithName("r"), G.WithInit(G.Zeroes()))
+	r5 := G.NewMatrix(g, tensor.Float32, G.WithShape(5, 4), G.WithName("r5"), G.WithInit(G.Zeroes()))
+	other := G.NewMatrix(G.NewGraph(), tensor.Float32, G.WithShape(3, 4), G.WithName("o"), G.WithInit(G.Zeroes()))
+	cases := []struct {
+		name  string
+		x, r  *G.Node
+		frags []string
+	}{
+		{"nil x", nil, r, []string{"RouterLogits: nil input (x true, router false)"}},
+		{"nil router", x, nil, []string{"RouterLogits: nil input (x false, router true)"}},
+		{"both nil", nil, nil, []string{"RouterLogits: nil input"}},
+		{"inner sizes", x, r5, []string{"inner sizes differ"}},
+		{"other graph", x, other, []string{"another graph"}},
+	}
+	for _, c := range cases {
+		_, err := RouterLogits(c.x, c.r)
+		wantErrContains(t, err, c.frags...)
+	}
+}
