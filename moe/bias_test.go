@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -137,6 +138,51 @@ func TestLayerState(t *testing.T) {
 	for i, w := range []float32{0.5, 0, -0.5, 0.25} {
 		if got[i] != w {
 			t.Fatalf("loaded bias %v, want [0.5 0 -0.5 0.25]", got)
+		}
+	}
+}
+
+// TestCountsFromAView: counts given as a strided view (a column of a matrix, a slice) are
+// read at the view's elements; they used to be read as the first E values of the backing
+// array, silently the wrong counts.
+func TestCountsFromAView(t *testing.T) {
+	// Column 1 of this [4,2] matrix is the counts 5, 3, 4, 0 (mean 3); column 0 is junk.
+	m := tensor.New(tensor.WithShape(4, 2), tensor.WithBacking([]int32{9, 5, 9, 3, 9, 4, 9, 0}))
+	col, err := m.Slice(nil, G.S(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Elements 2..6 of this vector are 5, 3, 4, 0 (an offset view).
+	v := tensor.New(tensor.WithShape(8), tensor.WithBacking([]float32{7, 7, 5, 3, 4, 0, 7, 7}))
+	off, err := v.Slice(G.S(2, 6))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, counts := range map[string]tensor.Tensor{"matrix column": col, "offset slice": off} {
+		g := G.NewGraph()
+		l, err := New(g, "moe", Config{Hidden: 2, FFN: 2, Experts: 4, TopK: 2, Score: Sigmoid, ExpertBias: true, BiasUpdateRate: 0.01})
+		if err != nil {
+			t.Fatal(err)
+		}
+		setBias(0, 0, 0, 0)(l)
+		if err := l.UpdateExpertBias(counts); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		want := []float64{-0.01, 0, -0.01, 0.01}
+		if d := reftest.MaxDiff(f64s(l.Bias.Value()), want); d > 1e-7 {
+			t.Errorf("%s: bias %v, want %v", name, f64s(l.Bias.Value()), want)
+		}
+		x := G.NewMatrix(g, G.Float32, G.WithShape(8, 2), G.WithName("x")) // T·K = 16 pairs
+		out, err := l.Forward(x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := out.Stats(counts)
+		if err != nil {
+			t.Fatalf("%s: Stats: %v", name, err)
+		}
+		if !slices.Equal(st.TokensPerExpert, []int{5, 3, 4, 0}) || st.Dropped != 4 {
+			t.Errorf("%s: Stats = %+v, want tokens [5 3 4 0], dropped 16-12 = 4", name, st)
 		}
 	}
 }

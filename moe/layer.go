@@ -640,8 +640,8 @@ func stepBias[F float32 | float64](b []F, step []float64) (int, float64) {
 // where float64 still counts every token exactly.
 const maxLoad = 1 << 53
 
-// countsOf reads an [E] vector of counts (int32, int or float) as float64, copying it from
-// the GPU when it lives there. Every count must be a whole number >= 0, and their sum at most
+// countsOf reads an [E] vector of counts (int32, int or float; a strided view at its elements)
+// as float64, copying it from the GPU when it lives there. Every count must be a whole number >= 0, and their sum at most
 // limit (so no count is huge either).
 func countsOf(v G.Value, E int, limit float64) ([]float64, error) {
 	if m := opkit.Missing(v); m != "" {
@@ -653,6 +653,10 @@ func countsOf(v G.Value, E int, limit float64) ([]float64, error) {
 			return nil, err
 		}
 		v = h
+	}
+	if d, ok := v.(*tensor.Dense); ok && d.RequiresIterator() {
+		// A strided view (a column of a matrix): Data would be its backing array.
+		v = d.Materialize().(*tensor.Dense)
 	}
 	if s := v.Shape(); s.TotalSize() != E || (s.Dims() != 1 && !(E == 1 && s.IsScalar())) {
 		return nil, fmt.Errorf("counts has shape %v, want (E=%d)", v.Shape(), E)
