@@ -11,6 +11,7 @@ import (
 
 	"github.com/gomoe/gomoe/bfloat16"
 	"github.com/gomoe/gomoe/device"
+	"github.com/gomoe/gomoe/internal/hostmem"
 	"github.com/gomoe/gomoe/kernels"
 )
 
@@ -343,15 +344,29 @@ func ensure(state map[uintptr]*moments, ps []pair, adam bool) (map[uintptr]*mome
 		k  uintptr
 		st *moments
 	}
+	due := func(p pair) bool {
+		if !adam && p.dtype != bfloat16.Dtype {
+			return false
+		}
+		st, ok := state[p.w.Uintptr()]
+		return !ok || !st.matches(p, adam)
+	}
+	// The host state to make must fit in memory: a failed allocation is fatal, not an error.
+	var host float64
+	for _, p := range ps {
+		if due(p) && p.gpu == nil {
+			host += float64(p.n) * hostStateBytes(p.dtype, adam)
+		}
+	}
+	if err := hostmem.Check("the optimiser's state (moments and float32 master copies)", host); err != nil {
+		return state, err
+	}
 	var fresh []made // nil, and no allocation, on the usual step where all state exists
 	for _, p := range ps {
-		if !adam && p.dtype != bfloat16.Dtype {
+		if !due(p) {
 			continue
 		}
 		k := p.w.Uintptr()
-		if st, ok := state[k]; ok && st.matches(p, adam) {
-			continue
-		}
 		st, err := newMoments(p, adam)
 		if err != nil {
 			for _, f := range fresh {
@@ -368,6 +383,20 @@ func ensure(state map[uintptr]*moments, ps []pair, adam bool) (map[uintptr]*mome
 		state[f.k] = f.st
 	}
 	return state, nil
+}
+
+// hostStateBytes is the host state newMoments makes per element of a weight of dtype dt: two
+// moments (float32 for bfloat16 weights) when adam, and a float32 master copy of a bfloat16
+// weight.
+func hostStateBytes(dt tensor.Dtype, adam bool) float64 {
+	var b float64
+	if dt == bfloat16.Dtype {
+		b, dt = 4, tensor.Float32
+	}
+	if adam {
+		b += 2 * float64(dt.Size())
+	}
+	return b
 }
 
 // newMoments makes zero moments (when adam) and, for a bfloat16 weight, its float32 master.

@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -12,6 +13,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/bfloat16"
+	"github.com/gomoe/gomoe/internal/hostmem"
 )
 
 // vg is a ValueGrad made of two values.
@@ -179,6 +181,64 @@ func TestOptimizerBadInput(t *testing.T) {
 	if w.Float64s()[0] != 1 {
 		t.Fatalf("a refused step changed the weight")
 	}
+}
+
+// TestOptimizerStateBeyondMemory: state that cannot fit in the memory this process may use is
+// an error before any is made (a failed allocation is fatal): Adam's two moments of each
+// weight, and a bfloat16 weight's float32 master copy under SGD. No weight changes.
+func TestOptimizerStateBeyondMemory(t *testing.T) {
+	// A zero weight of n elements and a gradient of ones.
+	f64 := func() []G.ValueGrad {
+		g := dense64(make([]float64, 1000))
+		for i := range g.Float64s() {
+			g.Float64s()[i] = 1
+		}
+		return []G.ValueGrad{vg{dense64(make([]float64, 1000)), g}}
+	}
+	bf16 := func() []G.ValueGrad {
+		g := tensor.New(tensor.WithShape(1000), tensor.Of(bfloat16.Dtype))
+		if err := bfloat16.FromFloat32s(bf16Data(g), slices.Repeat([]float32{1}, 1000)); err != nil {
+			t.Fatal(err)
+		}
+		return []G.ValueGrad{vg{tensor.New(tensor.WithShape(1000), tensor.Of(bfloat16.Dtype)), g}}
+	}
+	for _, c := range []struct {
+		name  string
+		s     G.Solver
+		vgs   []G.ValueGrad
+		limit uint64 // just below the state's bytes
+		want  string
+	}{
+		{"Adam, float64", NewAdam(0.1), f64(), 16000 - 1, "state (moments and float32 master copies) need 1.6e+04 bytes"},
+		{"Adam, bfloat16", NewAdam(0.1), bf16(), 12000 - 1, "need 1.2e+04 bytes"},
+		{"SGD, bfloat16", &SGD{LR: 0.1}, bf16(), 4000 - 1, "need 4000 bytes"},
+	} {
+		w := c.vgs[0].(vg).w
+		prev := hostmem.SetLimit(c.limit)
+		err := c.s.Step(c.vgs)
+		hostmem.SetLimit(prev)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want an error containing %q", c.name, err, c.want)
+		}
+		if a, ok := c.s.(*Adam); ok && a.Steps() != 0 {
+			t.Errorf("%s: Adam counted a failed step", c.name)
+		}
+		if !isZero(w) {
+			t.Fatalf("%s: a refused step changed the weight", c.name)
+		}
+		if err := c.s.Step(c.vgs); err != nil || isZero(w) { // the same step within the machine's memory
+			t.Errorf("%s: the step within the memory: %v (weight still zero: %v)", c.name, err, isZero(w))
+		}
+	}
+}
+
+// isZero reports whether every element of a float64 or bfloat16 weight is +0.
+func isZero(w G.Value) bool {
+	d := w.(*tensor.Dense)
+	if d.Dtype() == bfloat16.Dtype {
+		return !slices.ContainsFunc(bf16Data(d), func(x bfloat16.BFloat16) bool { return x != 0 })
+	}
+	return !slices.ContainsFunc(d.Float64s(), func(x float64) bool { return x != 0 })
 }
 
 // TestStepTrainsLeastSquares: Step with Adam fits y = x·w on the host; the loss falls and
