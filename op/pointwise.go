@@ -91,6 +91,10 @@ func applyPointwise(k pwKind, in ...*G.Node) (*G.Node, error) {
 		if n == nil {
 			return nil, opkit.Errorf(name, "input %d is nil", i)
 		}
+		if n.IsScalar() {
+			// Gorgonia's type inference would refuse it in words of its own.
+			return nil, opkit.Errorf(name, "input %d is a scalar, want a tensor of at least one dimension (reshape it to (1))", i)
+		}
 		if k.row() && !isFloat(n.Dtype()) {
 			return nil, opkit.Errorf(name, "input %d: dtype %v, want float32 or float64", i, n.Dtype())
 		}

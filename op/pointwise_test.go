@@ -181,6 +181,7 @@ func TestPointwiseBadInput(t *testing.T) {
 	other := G.NewMatrix(g, tensor.Float32, G.WithShape(3, 2), G.WithName("other"))
 	v := G.NewVector(g, tensor.Float32, G.WithShape(6), G.WithName("v"))
 	ids := G.NewMatrix(g, tensor.Int32, G.WithShape(2, 3), G.WithName("ids"))
+	sc := G.NewScalar(g, tensor.Float64, G.WithName("sc"))
 	cases := []struct {
 		name string
 		f    func() (*G.Node, error)
@@ -192,6 +193,11 @@ func TestPointwiseBadInput(t *testing.T) {
 		{"shapes", func() (*G.Node, error) { return SwiGLU(m, other) }, "shapes"},
 		{"softmax vector", func() (*G.Node, error) { return Softmax(v) }, "want a matrix"},
 		{"normalize vector", func() (*G.Node, error) { return RowNormalize(v) }, "want a matrix"},
+		// Scalars used to meet Gorgonia's own type-inference text ("Unequal length. a: [] b [a]").
+		{"GELU scalar", func() (*G.Node, error) { return GELU(sc) }, "GELU: input 0 is a scalar, want a tensor of at least one dimension"},
+		{"Sigmoid scalar", func() (*G.Node, error) { return Sigmoid(sc) }, "Sigmoid: input 0 is a scalar"},
+		{"SwiGLU scalars", func() (*G.Node, error) { return SwiGLU(sc, sc) }, "SwiGLU: input 0 is a scalar"},
+		{"ReLU scalar", func() (*G.Node, error) { return ReLU(sc) }, "ReLU: x is a scalar, want a tensor of at least one dimension"}, // it said "want a non-empty tensor"
 	}
 	for _, c := range cases {
 		n, err := c.f()

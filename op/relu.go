@@ -25,7 +25,10 @@ func ReLU(x *G.Node) (*G.Node, error) {
 	if err := wantFloat(x.Dtype()); err != nil {
 		return nil, opkit.Errorf(name, "x: %v", err)
 	}
-	if x.Dims() < 1 || x.Shape().TotalSize() == 0 {
+	if x.IsScalar() {
+		return nil, opkit.Errorf(name, "x is a scalar, want a tensor of at least one dimension (reshape it to (1))")
+	}
+	if x.Shape().TotalSize() == 0 {
 		return nil, opkit.Errorf(name, "x has shape %v, want a non-empty tensor", opkit.ShapeString(x.Shape()))
 	}
 	return opkit.ApplyOp(name, reluOp{dims: x.Dims()}, x)
