@@ -67,7 +67,7 @@ func (in *Init) Uniform(dt tensor.Dtype, lo, hi float64, shape ...int) (*tensor.
 
 // HeNormal returns N(0, std²) draws with std = gain/√fanIn (He et al.; gain √2 for ReLU).
 func (in *Init) HeNormal(dt tensor.Dtype, gain float64, shape ...int) (*tensor.Dense, error) {
-	fi, _, err := fans("HeNormal", shape)
+	fi, _, err := fans("HeNormal", gain, shape)
 	if err != nil {
 		return nil, err
 	}
@@ -76,7 +76,7 @@ func (in *Init) HeNormal(dt tensor.Dtype, gain float64, shape ...int) (*tensor.D
 
 // GlorotUniform returns U[−a, a) draws with a = gain·√(6/(fanIn+fanOut)) (Glorot & Bengio).
 func (in *Init) GlorotUniform(dt tensor.Dtype, gain float64, shape ...int) (*tensor.Dense, error) {
-	fi, fo, err := fans("GlorotUniform", shape)
+	fi, fo, err := fans("GlorotUniform", gain, shape)
 	if err != nil {
 		return nil, err
 	}
@@ -84,7 +84,12 @@ func (in *Init) GlorotUniform(dt tensor.Dtype, gain float64, shape ...int) (*ten
 	return in.Uniform(dt, -a, a, shape...)
 }
 
-func fans(name string, shape []int) (in, out int, err error) {
+// fans returns the fan-in and fan-out of a weight of shape for the initialiser name, after
+// checking its gain.
+func fans(name string, gain float64, shape []int) (in, out int, err error) {
+	if !(gain >= 0) || math.IsInf(gain, 0) {
+		return 0, 0, fmt.Errorf("gomoe: train: Init.%s: gain %v, want a finite value >= 0", name, gain)
+	}
 	switch len(shape) {
 	case 0:
 		return 0, 0, fmt.Errorf("gomoe: train: Init.%s: no shape", name)

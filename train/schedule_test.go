@@ -153,6 +153,9 @@ func TestInitErrors(t *testing.T) {
 		{"std", func() error { _, err := in.Normal(tensor.Float32, -1, 2); return err }, "std -1"},
 		{"range", func() error { _, err := in.Uniform(tensor.Float32, 1, 0, 2); return err }, "range [1, 0)"},
 		{"fan", func() error { _, err := in.HeNormal(tensor.Float32, 1); return err }, "no shape"},
+		// A negative gain used to be reported as "range [1, -1)" (Glorot) or "std -0.7" (He).
+		{"Glorot gain", func() error { _, err := in.GlorotUniform(tensor.Float32, -1, 3, 3); return err }, "Init.GlorotUniform: gain -1, want a finite value >= 0"},
+		{"He gain", func() error { _, err := in.HeNormal(tensor.Float32, math.NaN(), 3, 3); return err }, "Init.HeNormal: gain NaN"},
 		// Draws beyond the dtype's range (they came back as ±Inf, with no error).
 		{"float32 range", func() error { _, err := in.Uniform(tensor.Float32, -1e300, 1e300, 4); return err }, "beyond what float32 holds"},
 		{"float32 std", func() error { _, err := in.Normal(tensor.Float32, 1e300, 4); return err }, "beyond what float32 holds"},
