@@ -155,11 +155,17 @@ func (op castOp) DoDiff(ctx G.ExecutionContext, inputs G.Nodes, output *G.Node) 
 	if err != nil {
 		return err
 	}
-	if op.dims == 0 {
-		return fmt.Errorf("gomoe: Cast.DoDiff: scalar casts are not differentiable on the lisp machine")
-	}
-	back, err := castValue(gov, op.to, op.from)
-	if err != nil {
+	var back G.Value
+	if op.dims == 0 { // the lisp machine's scalar gradients are host *G.F32 and *G.F64
+		s, err := scalarOf("Cast.DoDiff", "the output gradient", gov)
+		if err != nil {
+			return err
+		}
+		back = G.NewF64(s)
+		if op.from == tensor.Float32 {
+			back = G.NewF32(float32(s))
+		}
+	} else if back, err = castValue(gov, op.to, op.from); err != nil {
 		return err
 	}
 	// accumulate adds in x's dtype, bfloat16 included (read as float64, its bytes gave a

@@ -234,8 +234,8 @@ func TestScale(t *testing.T) {
 	}
 }
 
-// TestScaleScalarGradients: Scale of a scalar node (a loss times a coefficient) has the same
-// gradient on the lisp machine (DoDiff) as on the tape machine. The lisp machine's gradient of
+// TestScaleScalarGradients: Scale of a scalar node (a loss times a coefficient), and Cast of
+// one, have the same gradient on the lisp machine (DoDiff) as on the tape machine. The lisp machine's gradient of
 // a scalar is a host *G.F64 or *G.F32, which DoDiff used to refuse ("gradient of x is a
 // *gorgonia.F64 view or non-dense value").
 func TestScaleScalarGradients(t *testing.T) {
@@ -253,6 +253,9 @@ func TestScaleScalarGradients(t *testing.T) {
 		{"added losses", tensor.Float64, []int{2, 3}, func(x *G.Node) *G.Node {
 			return must(AddScalars(must(ZLoss(x, 0.5)), must(G.Sum(x))))
 		}},
+		// Cast.DoDiff refused scalars ("scalar casts are not differentiable on the lisp machine").
+		{"float32 scalar cast to float64", tensor.Float32, nil, func(x *G.Node) *G.Node { return must(Cast(x, tensor.Float64)) }},
+		{"float64 scalar cast to float32", tensor.Float64, nil, func(x *G.Node) *G.Node { return must(Cast(x, tensor.Float32)) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
