@@ -354,8 +354,11 @@ func (l *Layer) routerTopK(logits *G.Node, K int, opts op.RouterOpts) (*G.Node, 
 // cores, float32 accuracy), any other x cast to the router's dtype and multiplied with
 // op.MatMul.
 func RouterLogits(x, router *G.Node) (*G.Node, error) {
-	if x == nil || router == nil {
-		return nil, fmt.Errorf("gomoe: moe: RouterLogits: nil input (x %v, router %v)", x == nil, router == nil)
+	switch {
+	case x == nil:
+		return nil, fmt.Errorf("gomoe: moe: RouterLogits: x is nil")
+	case router == nil:
+		return nil, fmt.Errorf("gomoe: moe: RouterLogits: router is nil")
 	}
 	if x.Dtype() == bfloat16.Dtype && router.Dtype() == tensor.Float32 {
 		return op.MixedMatMul(x, router, tensor.Float32)

@@ -488,9 +488,9 @@ func TestRouterLogitsBadInput(t *testing.T) {
 		x, r  *G.Node
 		frags []string
 	}{
-		{"nil x", nil, r, []string{"RouterLogits: nil input (x true, router false)"}},
-		{"nil router", x, nil, []string{"RouterLogits: nil input (x false, router true)"}},
-		{"both nil", nil, nil, []string{"RouterLogits: nil input"}},
+		{"nil x", nil, r, []string{"gomoe: moe: RouterLogits: x is nil"}},
+		{"nil router", x, nil, []string{"gomoe: moe: RouterLogits: router is nil"}},
+		{"both nil", nil, nil, []string{"RouterLogits: x is nil"}},
 		{"inner sizes", x, r5, []string{"inner sizes differ"}},
 		{"other graph", x, other, []string{"another graph"}},
 	}
