@@ -295,14 +295,28 @@ func gemmMicroGo[T float32 | float64](kc int, a, b, c []T, ldc int, add bool) {
 // overwritten whatever it held. Blocks of c run in parallel over up to GOMAXPROCS goroutines,
 // each block written by one goroutine; the result does not depend on the split (see above).
 //
-// A negative size, a leading dimension below the row length or a slice too short for its
-// matrix is an error, and c is left untouched.
+// A negative size, a leading dimension below the row length, a slice too short for its
+// matrix or a c whose elements share memory with those of a or b is an error, and c is left
+// untouched.
 func Gemm[T float32 | float64](tA, tB bool, m, n, k int, a []T, lda int, b []T, ldb int, beta T, c []T, ldc int) error {
 	if err := gemmCheckArgs(tA, tB, m, n, k, len(a), lda, len(b), ldb, len(c), ldc); err != nil {
 		return err
 	}
 	if m == 0 || n == 0 {
 		return nil
+	}
+	// The blocks of c are written while other blocks still read a and b: c must not share
+	// memory with the part of a or b the product reads (none when k = 0).
+	ar, ac, br, bc := m, k, k, n
+	if tA {
+		ar, ac = k, m
+	}
+	if tB {
+		br, bc = n, k
+	}
+	if err := checkDisjoint("Gemm", []span{spanOf("c", c[:gemmExtent(m, n, ldc)])},
+		[]span{spanOf("a", a[:gemmExtent(ar, ac, lda)]), spanOf("b", b[:gemmExtent(br, bc, ldb)])}); err != nil {
+		return err
 	}
 	workers := runtime.GOMAXPROCS(0)
 	// Blocks of rb rows and cb columns; shrink them until there are enough for the workers
@@ -340,6 +354,15 @@ func Gemm[T float32 | float64](tA, tB bool, m, n, k int, a []T, lda int, b []T, 
 		gemmSerial(tA, tB, mm, nn, k, a[ao:], lda, b[bo:], ldb, beta, c[i0*ldc+j0:], ldc)
 	})
 	return nil
+}
+
+// gemmExtent is the number of elements a stored rows×cols matrix with row stride ld spans
+// (0 when it is empty); gemmCheckArgs has checked that it fits its slice.
+func gemmExtent(rows, cols, ld int) int {
+	if rows == 0 || cols == 0 {
+		return 0
+	}
+	return (rows-1)*ld + cols
 }
 
 // gemmCheckArgs reports arguments Gemm cannot take, without overflowing on huge ones.

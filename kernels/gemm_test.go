@@ -188,3 +188,57 @@ func TestGemmBadArgs(t *testing.T) {
 		t.Errorf("valid arguments: %v", err)
 	}
 }
+
+// TestGemmRejectsOverlap: a c that shares memory with the part of a or b the product reads is
+// an error and nothing is written (it was computed in blocks while other blocks still read a
+// or b: at 300×300×300 with c = a the result was wrong, with no error); buffers that lie
+// side by side in one slice, or an a that k = 0 leaves unread, are accepted.
+func TestGemmRejectsOverlap(t *testing.T) {
+	const n = 4
+	buf := func() []float64 {
+		s := make([]float64, 4*n*n)
+		for i := range s {
+			s[i] = float64(i%7) - 3
+		}
+		return s
+	}
+	for _, c := range []struct {
+		name string
+		call func(s []float64) error
+		want string // "" = accepted
+	}{
+		{"c is a", func(s []float64) error {
+			return Gemm(false, false, n, n, n, s[:n*n], n, s[n*n:2*n*n], n, 0, s[:n*n], n)
+		}, "Gemm: output c overlaps input a"},
+		{"c is b", func(s []float64) error {
+			return Gemm(false, false, n, n, n, s[:n*n], n, s[n*n:2*n*n], n, 1, s[n*n:2*n*n], n)
+		}, "Gemm: output c overlaps input b"},
+		{"c over a's last row", func(s []float64) error {
+			return Gemm(false, false, n, n, n, s[:n*n], n, s[2*n*n:3*n*n], n, 0, s[n*n-1:2*n*n-1], n)
+		}, "Gemm: output c overlaps input a"},
+		{"c over transposed b", func(s []float64) error {
+			return Gemm(false, true, n, n, n, s[:n*n], n, s[n*n+2:], n, 0, s[n*n:2*n*n], n)
+		}, "Gemm: output c overlaps input b"},
+		{"side by side", func(s []float64) error {
+			return Gemm(false, false, n, n, n, s[:n*n], n, s[n*n:2*n*n], n, 0, s[2*n*n:], n)
+		}, ""},
+		{"k = 0 reads no a", func(s []float64) error { return Gemm(false, false, n, n, 0, s[:n*n], n, nil, n, 0, s[:n*n], n) }, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s, before := buf(), buf()
+			err := c.call(s)
+			if c.want == "" {
+				if err != nil {
+					t.Fatalf("%v, want no error", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("%v, want an error containing %q", err, c.want)
+			}
+			if i := firstDiff(s, before); i >= 0 {
+				t.Fatalf("element %d written", i)
+			}
+		})
+	}
+}
