@@ -36,6 +36,9 @@ func GatherTopK[F float32 | float64](out, s []F, ids []int32, E, K int) error {
 	if err := gatherTopKCheck("GatherTopK", len(s), len(ids), len(out), ids, E, K); err != nil {
 		return err
 	}
+	if err := checkDisjoint("GatherTopK", []span{spanOf("out", out)}, []span{spanOf("s", s), spanOf("ids", ids)}); err != nil {
+		return err
+	}
 	for i, e := range ids {
 		if e >= 0 {
 			out[i] = s[(i/K)*E+int(e)]

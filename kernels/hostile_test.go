@@ -225,6 +225,9 @@ func TestHostileOverlapNN(t *testing.T) {
 		{"ZLossBackward shifted", func(b []float32) error { return ZLossBackward(b[1:5], b[0:4], 2, 2, 1, 1) }, "ZLossBackward: output dx partly overlaps input x", nil},
 		{"RowLogSumExp shifted", func(b []float32) error { return RowLogSumExp(b[1:3], b[0:4], 2) }, "RowLogSumExp: output out partly overlaps input x", nil},
 		{"RowLogSumExpBackward dx = x", func(b []float32) error { return RowLogSumExpBackward(b[0:4], b[0:4], b[4:6], b[6:8], 2) }, "RowLogSumExpGrad: output dx overlaps input x", nil},
+		// GatherTopK took no overlap check: out = s[2:4] of s [2,2] with ids [1, 0] gave
+		// [-2 -2], not [-2 3] (the second row's score was read after the first was written).
+		{"GatherTopK out over s", func(b []float32) error { return GatherTopK(b[2:4], b[0:4], []int32{1, 0}, 2, 1) }, "GatherTopK: output out overlaps input s", nil},
 		{"GatherTopKBackward ds over g", func(b []float32) error { return GatherTopKBackward(b[0:4], b[2:4], []int32{1, 0}, 2, 1) }, "GatherTopKGrad: output ds overlaps input g", nil},
 	}
 	for _, c := range cases {
