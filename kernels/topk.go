@@ -52,9 +52,10 @@ func TopK(ids []int32, scores, bias []float64, E, K, groups, kept int) error {
 		}
 	}
 	T := len(ids) / K
-	if t, gi := topkRows(ids, scores, bias, T, E, K, groups, kept); t >= 0 {
+	if t, gi := topkGroupNaN(scores, bias, T, E, K, groups, kept); t >= 0 { // before any id is written
 		return fmt.Errorf("%s: the score of group %d of token %d is NaN (its top scores add +Inf and -Inf)", name, gi, t)
 	}
+	topkRows(ids, scores, bias, T, E, K, groups, kept)
 	return nil
 }
 
@@ -89,12 +90,60 @@ func CheckTopK(E, K, groups, kept int) error {
 	return nil
 }
 
-// topkRows fills ids [T,K] (work split over rows in parallel blocks). It returns the first
-// token and group whose group score is NaN (a group's top scores add +Inf and -Inf), or
-// (-1, -1); the ids are meaningless then.
-func topkRows(ids []int32, scores, bias []float64, T, E, K, groups, kept int) (nanT, nanG int) {
+// topkGroupScore is the score of group gi of a token's selection scores sel: the sum of the
+// group's top per scores in descending order (grp: scratch of the group's size).
+func topkGroupScore(sel, grp []float64, gi, gsize, per int) float64 {
+	grp = append(grp[:0], sel[gi*gsize:(gi+1)*gsize]...)
+	sort.Sort(sort.Reverse(sort.Float64Slice(grp)))
+	var s float64
+	for _, v := range grp[:min(per, gsize)] {
+		s += v
+	}
+	return s
+}
+
+// topkGroupNaN returns the first token and group whose group score is NaN, or (-1, -1). A
+// NaN there needs a -Inf among the group's selection scores (they hold no NaN: TopK checked),
+// so only such groups are scored.
+func topkGroupNaN(scores, bias []float64, T, E, K, groups, kept int) (nanT, nanG int) {
 	var mu sync.Mutex
 	nanT, nanG = -1, -1
+	if groups == 1 {
+		return nanT, nanG
+	}
+	gsize := E / groups
+	per := max(1, K/kept)
+	topkParallel(T, func(lo, hi int) {
+		sel, grp := make([]float64, E), make([]float64, 0, gsize)
+		for t := lo; t < hi; t++ {
+			for e, v := range scores[t*E : (t+1)*E] {
+				sel[e] = v
+				if bias != nil {
+					sel[e] += bias[e]
+				}
+			}
+			for gi := 0; gi < groups; gi++ {
+				hasNegInf := false
+				for _, v := range sel[gi*gsize : (gi+1)*gsize] {
+					hasNegInf = hasNegInf || math.IsInf(v, -1)
+				}
+				if hasNegInf && math.IsNaN(topkGroupScore(sel, grp, gi, gsize, per)) {
+					mu.Lock()
+					if nanT < 0 || t < nanT {
+						nanT, nanG = t, gi
+					}
+					mu.Unlock()
+					break
+				}
+			}
+		}
+	})
+	return nanT, nanG
+}
+
+// topkRows fills ids [T,K] (work split over rows in parallel blocks); no group score is NaN
+// (topkGroupNaN).
+func topkRows(ids []int32, scores, bias []float64, T, E, K, groups, kept int) {
 	gsize := E / groups
 	per := max(1, K/kept) // the number of top scores summed into a group's score
 	topkParallel(T, func(lo, hi int) {
@@ -102,6 +151,7 @@ func topkRows(ids []int32, scores, bias []float64, T, E, K, groups, kept int) (n
 		order := make([]int, E)
 		gscore := make([]float64, groups)
 		gorder := make([]int, groups)
+		grp := make([]float64, 0, gsize)
 		allowed := make([]bool, E)
 		less := func(v []float64) func(a, b int) bool {
 			return func(a, b int) bool { // descending value, ties to the lower index
@@ -122,21 +172,8 @@ func topkRows(ids []int32, scores, bias []float64, T, E, K, groups, kept int) (n
 			}
 			if groups > 1 {
 				for gi := 0; gi < groups; gi++ {
-					grp := append([]float64(nil), sel[gi*gsize:(gi+1)*gsize]...)
-					sort.Sort(sort.Reverse(sort.Float64Slice(grp)))
-					var s float64
-					for _, v := range grp[:min(per, gsize)] {
-						s += v
-					}
-					gscore[gi] = s
+					gscore[gi] = topkGroupScore(sel, grp, gi, gsize, per)
 					gorder[gi] = gi
-					if math.IsNaN(s) {
-						mu.Lock()
-						if nanT < 0 || t < nanT {
-							nanT, nanG = t, gi
-						}
-						mu.Unlock()
-					}
 				}
 				sort.SliceStable(gorder, func(a, b int) bool { return gscore[gorder[a]] > gscore[gorder[b]] })
 				for e := range allowed {
@@ -161,7 +198,6 @@ func topkRows(ids []int32, scores, bias []float64, T, E, K, groups, kept int) (n
 			order = order[:E]
 		}
 	})
-	return nanT, nanG
 }
 
 // topkParallel runs f over blocks of rows; the split never changes a result.

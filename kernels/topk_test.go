@@ -93,10 +93,21 @@ func TestTopKRejectsBadInput(t *testing.T) {
 		{"nan", make([]int32, 1), []float64{1, math.NaN(), 3, 4}, nil, 4, 1, 1, 1, "scores[0,1] is NaN"},
 		{"inf", make([]int32, 1), []float64{math.Inf(1), 2, 3, 4}, []float64{math.Inf(-1), 0, 0, 0}, 4, 1, 1, 1, "+ bias[0] is NaN"},
 		{"group nan", make([]int32, 2), []float64{math.Inf(1), math.Inf(-1), 3, 4}, nil, 4, 2, 2, 1, "group 0 of token 0"},
+		// The ids of the tokens before (and beside) a NaN group score used to be written.
+		{"group nan, second token", make([]int32, 4), []float64{1, 2, 3, 4, math.Inf(1), math.Inf(-1), 3, 4}, nil, 4, 2, 2, 1, "group 0 of token 1"},
+		{"group nan from bias", make([]int32, 4), []float64{1, 2, math.Inf(1), 4, 1, 2, 3, 4}, []float64{0, 0, 0, math.Inf(-1)}, 4, 2, 2, 1, "group 1 of token 0"},
 	} {
+		for i := range c.ids {
+			c.ids[i] = -7
+		}
 		err := TopK(c.ids, c.scores, c.bias, c.E, c.K, c.grp, c.kept)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: err %v, want one containing %q", c.name, err, c.want)
+		}
+		for i, id := range c.ids {
+			if id != -7 {
+				t.Errorf("%s: ids[%d] written (%d) although the call failed", c.name, i, id)
+			}
 		}
 	}
 }
