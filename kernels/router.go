@@ -177,7 +177,9 @@ func RouterProbs[F float32 | float64](probs, logits []F, ids []int32, E, K int, 
 	if len(probs) != T*K {
 		return fmt.Errorf("gomoe: RouterProbs: %d probs, want T·K = %d", len(probs), T*K)
 	}
-	if err := checkInPlace("RouterProbs", []span{spanOf("probs", probs)}, []span{spanOf("logits", logits)}); err != nil {
+	// Not in place either (probs = logits, K = E): a sigmoid router's token with tiny scores
+	// reads its logits after the probs are written.
+	if err := checkDisjoint("RouterProbs", []span{spanOf("probs", probs)}, []span{spanOf("logits", logits), spanOf("ids", ids)}); err != nil {
 		return err
 	}
 	return routerProbsOf(r, probs, logits, ids, E, K)
@@ -247,8 +249,10 @@ func RouterProbsBackward[F float32 | float64](dlogits, logits []F, ids []int32, 
 	if len(dprobs) != T*K || len(dlogits) != T*E {
 		return fmt.Errorf("gomoe: RouterProbsBackward: %d dprobs and %d dlogits, want T·K = %d and T·E = %d", len(dprobs), len(dlogits), T*K, T*E)
 	}
-	if err := checkInPlace("RouterProbsBackward", []span{spanOf("dlogits", dlogits)},
-		[]span{spanOf("logits", logits), spanOf("dprobs", dprobs)}); err != nil {
+	// Not in place either: a sigmoid router's token with tiny scores reads its logits and
+	// dprobs after dlogits is written.
+	if err := checkDisjoint("RouterProbsBackward", []span{spanOf("dlogits", dlogits)},
+		[]span{spanOf("logits", logits), spanOf("ids", ids), spanOf("dprobs", dprobs)}); err != nil {
 		return err
 	}
 	c := make([]F, T*K)

@@ -494,3 +494,42 @@ func routerTinyCheck[F float32 | float64](t *testing.T, xs []float64, tol float6
 		t.Errorf("balance loss = %v, want %v", loss, want)
 	}
 }
+
+// TestRouterProbsRejectsOverlap: RouterProbs and RouterProbsBackward reject an output that
+// shares memory with an input, in place included, and write nothing. They used to take one
+// in place and give wrong values for a sigmoid router's token whose chosen scores sum below
+// 2⁻⁶⁴: it reads its logits (and dprobs) after the output is written (probs in place for the
+// logits [-50 -51 -52] came out [0.451 0.296 0.253], not [0.665 0.245 0.090]).
+func TestRouterProbsRejectsOverlap(t *testing.T) {
+	r := Router{Score: RouterSigmoid, Groups: 1, Kept: 1, Scale: 1}
+	const E, K = 3, 3
+	ids := []int32{0, 1, 2, 2, 1, 0}
+	dprobs := []float64{1, -2, 0.5, 0.3, 0.1, -1}
+	for _, c := range []struct {
+		name string
+		call func(b []float64) error
+		want string
+	}{
+		{"probs = logits", func(b []float64) error { return RouterProbs(b, b, ids, E, K, r) }, "RouterProbs: output probs overlaps input logits"},
+		{"dlogits = logits", func(b []float64) error { return RouterProbsBackward(b, b, ids, dprobs, E, K, r) }, "RouterProbsBackward: output dlogits overlaps input logits"},
+		{"dlogits = dprobs", func(b []float64) error {
+			logits := []float64{-50, -51, -52, 1, 2, 3}
+			return RouterProbsBackward(b, logits, ids, b, E, K, r)
+		}, "RouterProbsBackward: output dlogits overlaps input dprobs"},
+		{"probs over logits", func(b []float64) error {
+			return RouterProbs(b[1:4], b[3:6], ids[:3], E, K, Router{Score: RouterSoftmax, Pre: true, Groups: 1, Kept: 1, Scale: 1})
+		}, "RouterProbs: output probs overlaps input logits"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			b := []float64{-50, -51, -52, 1, 2, 3}
+			before := slices.Clone(b)
+			err := c.call(b)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("%v, want an error containing %q", err, c.want)
+			}
+			if !slices.Equal(b, before) {
+				t.Errorf("written: %v", b)
+			}
+		})
+	}
+}
