@@ -19,9 +19,24 @@ func lseCheck(name string, nx, n, E int) error {
 	return nil
 }
 
+// rowMax is the maximum of row in float64, NaN if row holds a NaN (math.Max gives +Inf for
+// +Inf and NaN: a row of both would pass for infinite), −Inf for an empty row.
+func rowMax[F float32 | float64](row []F) float64 {
+	m := math.Inf(-1)
+	for _, v := range row {
+		if x := float64(v); x > m || x != x {
+			m = x
+			if x != x {
+				break
+			}
+		}
+	}
+	return m
+}
+
 // RowLogSumExp writes out[t] = log Σ_e exp(x[t,e]) for x [T,E] (T = len(out)), in float64 from
 // the row maximum m (m + log Σ exp(x − m)), rounded once; a row whose maximum is infinite gets
-// that maximum.
+// that maximum, a row holding a NaN NaN.
 func RowLogSumExp[F float32 | float64](out, x []F, E int) error {
 	if err := lseCheck("RowLogSumExp", len(x), len(out), E); err != nil {
 		return err
@@ -31,10 +46,7 @@ func RowLogSumExp[F float32 | float64](out, x []F, E int) error {
 	}
 	for t := range out {
 		row := x[t*E : (t+1)*E]
-		m := math.Inf(-1)
-		for _, v := range row {
-			m = math.Max(m, float64(v))
-		}
+		m := rowMax(row)
 		if math.IsInf(m, 0) {
 			out[t] = F(m)
 			continue

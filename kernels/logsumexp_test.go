@@ -37,3 +37,38 @@ func TestRowLogSumExp(t *testing.T) {
 		t.Error("short dx: no error")
 	}
 }
+
+// TestLogSumExpNaN: a row holding a NaN has a NaN log-sum-exp (RowLogSumExp, and the z-loss's
+// rowLSE), also beside +Inf; a row with +Inf and no NaN has +Inf. A row of NaN and +Inf used
+// to give +Inf (math.Max(+Inf, NaN) is +Inf), against the NaN policy of docs/errors.md.
+func TestLogSumExpNaN(t *testing.T) {
+	nan, inf := math.NaN(), math.Inf(1)
+	for _, c := range []struct {
+		name string
+		row  []float64
+		want float64
+	}{
+		{"NaN then +Inf", []float64{nan, inf}, nan},
+		{"+Inf then NaN", []float64{inf, nan}, nan},
+		{"NaN and 1", []float64{nan, 1}, nan},
+		{"-Inf and NaN", []float64{math.Inf(-1), nan}, nan},
+		{"+Inf and 1", []float64{1, inf}, inf},
+		{"-Inf only", []float64{math.Inf(-1), math.Inf(-1)}, math.Inf(-1)},
+	} {
+		same := func(got float64) bool { return got == c.want || math.IsNaN(got) && math.IsNaN(c.want) }
+		out64, out32 := make([]float64, 1), make([]float32, 1)
+		row32 := []float32{float32(c.row[0]), float32(c.row[1])}
+		if err := RowLogSumExp(out64, c.row, 2); err != nil || !same(out64[0]) {
+			t.Errorf("%s: RowLogSumExp float64 = %v, %v, want %v", c.name, out64[0], err, c.want)
+		}
+		if err := RowLogSumExp(out32, row32, 2); err != nil || !same(float64(out32[0])) {
+			t.Errorf("%s: RowLogSumExp float32 = %v, %v, want %v", c.name, out32[0], err, c.want)
+		}
+		if got := rowLSE(c.row); !same(got) {
+			t.Errorf("%s: rowLSE = %v, want %v", c.name, got, c.want)
+		}
+		if l, err := ZLossForward(c.row, 1, 2, 1); err != nil || !(l == c.want*c.want || math.IsNaN(l) && math.IsNaN(c.want)) {
+			t.Errorf("%s: ZLossForward = %v, %v, want %v squared", c.name, l, err, c.want)
+		}
+	}
+}

@@ -12,12 +12,9 @@ import (
 // few float64 ulps, not bit for bit. The gradient is rounded once from float64 as well.
 
 // rowLSE is log Σ_e exp(x[e]) in float64: the row maximum m first, then m + log Σ exp(x−m)
-// (m itself when m is infinite).
+// (m itself when m is infinite; NaN when x holds a NaN, even beside +Inf).
 func rowLSE[F float32 | float64](x []F) float64 {
-	m := math.Inf(-1)
-	for _, v := range x {
-		m = math.Max(m, float64(v))
-	}
+	m := rowMax(x)
 	if math.IsInf(m, 0) {
 		return m
 	}
