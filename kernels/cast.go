@@ -26,10 +26,16 @@ func Cast[D, S float32 | float64](out []D, in []S) error {
 
 // CastToBF16 writes out[i] = in[i] rounded to bfloat16 (nearest even).
 func CastToBF16(out []bfloat16.BFloat16, in []float32) error {
+	if len(out) != len(in) {
+		return fmt.Errorf("gomoe: CastToBF16: %d outputs for %d inputs", len(out), len(in))
+	}
 	return bfloat16.FromFloat32s(out, in)
 }
 
 // CastFromBF16 writes out[i] = in[i] widened to float32 (exact).
 func CastFromBF16(out []float32, in []bfloat16.BFloat16) error {
+	if len(out) != len(in) {
+		return fmt.Errorf("gomoe: CastFromBF16: %d outputs for %d inputs", len(out), len(in))
+	}
 	return bfloat16.ToFloat32s(out, in)
 }

@@ -36,7 +36,18 @@ func TestCast(t *testing.T) {
 	if err := Cast(f[:3], in); err == nil {
 		t.Error("3 outputs for 4 inputs: no error")
 	}
-	if err := CastToBF16(b, w[:1]); err == nil {
-		t.Error("2 outputs for 1 input: no error")
+	// The bfloat16 casts used to return package bfloat16's error ("bfloat16: FromFloat32s: dst
+	// has 2 elements, src 1"): no "gomoe: " prefix, and another function's name.
+	for _, c := range []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"CastToBF16", CastToBF16(b, w[:1]), "gomoe: CastToBF16: 2 outputs for 1 inputs"},
+		{"CastFromBF16", CastFromBF16(w, b[:1]), "gomoe: CastFromBF16: 2 outputs for 1 inputs"},
+	} {
+		if c.err == nil || c.err.Error() != c.want {
+			t.Errorf("%s: %v, want %q", c.name, c.err, c.want)
+		}
 	}
 }
