@@ -23,11 +23,18 @@ __device__ __forceinline__ double lossWarpSum(double v) {
 }
 
 // lossRowLSE is log Σ_e exp(x[e]) of one row (the warp's lanes share it): the maximum m first,
-// m itself when it is infinite.
+// m itself when it is infinite, NaN when the row holds a NaN (fmax skips a NaN, so a row of
+// NaN and +Inf would pass for infinite; the CPU twin's rowMax stops at it).
 template <typename T> __device__ __forceinline__ double lossRowLSE(const T *__restrict__ x, int E, int lane) {
   double m = -INFINITY;
-  for (int j = lane; j < E; j += 32) m = fmax(m, (double)x[j]);
+  bool nan = false;
+  for (int j = lane; j < E; j += 32) {
+    double v = (double)x[j];
+    nan |= v != v;
+    m = fmax(m, v);
+  }
   m = lossWarpMax(m);
+  if (__any_sync(0xffffffffu, nan)) return NAN;
   if (isinf(m)) return m;
   double s = 0;
   for (int j = lane; j < E; j += 32) s = __dadd_rn(s, exp((double)x[j] - m));

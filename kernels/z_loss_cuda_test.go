@@ -86,3 +86,14 @@ func TestCUDAZLossArgs(t *testing.T) {
 		}
 	}
 }
+
+// TestCUDAZLossNaNRows: a row holding a NaN has a NaN log-sum-exp on the GPU as on the CPU,
+// also beside +Inf (fmax skips a NaN: the device used to give +Inf for a row of NaN and +Inf
+// where the CPU gives NaN); a row of +Inf without NaN stays infinite.
+func TestCUDAZLossNaNRows(t *testing.T) {
+	nan, inf := math.NaN(), math.Inf(1)
+	for _, row := range [][]float64{{nan, inf}, {inf, nan}, {nan, 1}, {math.Inf(-1), nan}, {1, inf}, {2, 1}} {
+		loZ(t, 1, 2, loF32(row), float64(float32(0.75)), 1.2e-7)
+		loZ(t, 1, 2, row, 0.75, 1e-13)
+	}
+}
