@@ -12,7 +12,7 @@
 //	x, err := eng.CopyIn(hostX)             // device copy, kept until eng.Release(x)
 //	m := G.NewTapeMachine(g, G.WithEngine(eng))
 //	m.RunAll()                              // gomoe's ops run their CUDA kernels
-//	y, err := eng.CopyOut(node.Value())     // host copy; reports device-side errors
+//	y, err := eng.CopyOut(node.Value().(tensor.Tensor)) // host copy; reports device-side errors
 //	m.Reset(); eng.EndStep()                // recycle the step's device buffers
 //
 // Values that ops allocate while a graph runs belong to the current step: EndStep returns
