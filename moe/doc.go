@@ -26,7 +26,7 @@
 //	layer, err := moe.New(g, "moe0", moe.Config{Hidden: 512, FFN: 1024, Experts: 8, TopK: 2,
 //		AuxLossCoeff: 1e-2})
 //	out, err := layer.Forward(x)          // x [T,512]
-//	cost := taskLoss(out.Y) + out.Loss     // add the weighted aux losses to the cost
+//	cost := G.Must(G.Add(taskLoss(out.Y), out.Loss)) // add the weighted aux losses to the cost
 //	G.Grad(cost, layer.Learnables()...)
 //
 // x may be [T,H] or a batch of sequences [B,S,H] (Y then has x's shape). Output.Loss is
