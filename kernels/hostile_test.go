@@ -56,6 +56,20 @@ func TestHostileGeometry(t *testing.T) {
 	}
 }
 
+// TestValidateAllocatesNothing: Validate, which every kernel that takes a plan runs, makes
+// no error text for a geometry that fits in memory (it formatted one on every call: four
+// allocations per kernel call).
+func TestValidateAllocatesNothing(t *testing.T) {
+	g := Geometry{T: 1024, K: 2, E: 8, A: 1}
+	if n := testing.AllocsPerRun(100, func() {
+		if err := g.Validate(); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Errorf("Validate of a valid geometry: %v allocations, want 0", n)
+	}
+}
+
 // TestHostilePlanBuffers: BuildPlan with dst sharing memory with ids or probs (also with
 // T large enough for its goroutines) and Check on a capacity plan whose counts pass C.
 func TestHostilePlanBuffers(t *testing.T) {

@@ -143,8 +143,12 @@ func (g Geometry) Validate() error {
 		return fmt.Errorf("gomoe: plan: %.0f permuted rows (T=%d K=%d E=%d A=%d C=%d) exceed the int32 row id limit %d", r, g.T, g.K, g.E, g.A, g.C, MaxRows)
 	}
 	// The plan vector and BuildPlan's scratch (per-expert counts and ranks, at most T·K + 2·E
-	// more int32) must fit in memory: a failed allocation is fatal, not an error.
-	return hostmem.Check(fmt.Sprintf("gomoe: plan: the plan of %v and its scratch", g), 4*(4*float64(g.E)+1+2*float64(g.T)*float64(g.K)+r))
+	// more int32) must fit in memory: a failed allocation is fatal, not an error. Validate
+	// runs in every kernel that takes a plan, so the error's text is made only when it fails.
+	if b := 4 * (4*float64(g.E) + 1 + 2*float64(g.T)*float64(g.K) + r); b > float64(hostmem.Total()) {
+		return hostmem.Check(fmt.Sprintf("gomoe: plan: the plan of %v and its scratch", g), b)
+	}
+	return nil
 }
 
 // Rows is R, the static number of rows of the permuted buffer.
