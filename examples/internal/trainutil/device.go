@@ -83,7 +83,7 @@ func (d *Device) Bind(nodes ...*G.Node) error {
 // Learn adds to cost's graph the gradients of cost with respect to learn (the weights) and
 // binds learn to d. Call it on the training graph before making its tape machine. On the CPU
 // it first checks that training fits in the memory this process may use (TrainingBytes): a
-// model too large for it used to end the process with a fatal out-of-memory error, or be
+// model too large for it would end the process with a fatal out-of-memory error, or be
 // killed by its container, partway through the first step.
 func (d *Device) Learn(cost *G.Node, learn G.Nodes) error {
 	if _, err := G.Grad(cost, learn...); err != nil {
