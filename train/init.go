@@ -43,10 +43,15 @@ func NewInitFrom(rng *rand.Rand) (*Init, error) {
 
 // Normal returns a tensor of N(0, std²) draws (zeros when std is 0, with no draw).
 func (in *Init) Normal(dt tensor.Dtype, std float64, shape ...int) (*tensor.Dense, error) {
+	return in.normal("Normal", dt, std, shape)
+}
+
+// normal is Normal for the method name, whose errors it names.
+func (in *Init) normal(name string, dt tensor.Dtype, std float64, shape []int) (*tensor.Dense, error) {
 	if !(std >= 0) || math.IsInf(std, 0) {
-		return nil, fmt.Errorf("gomoe: train: Init.Normal: std %v, want a finite value >= 0", std)
+		return nil, fmt.Errorf("gomoe: train: Init.%s: std %v, want a finite value >= 0", name, std)
 	}
-	return in.fill("Normal", dt, shape, func() float64 {
+	return in.fill(name, dt, shape, func() float64 {
 		if std == 0 {
 			return 0
 		}
@@ -56,13 +61,18 @@ func (in *Init) Normal(dt tensor.Dtype, std float64, shape ...int) (*tensor.Dens
 
 // Uniform returns a tensor of draws from U[lo, hi).
 func (in *Init) Uniform(dt tensor.Dtype, lo, hi float64, shape ...int) (*tensor.Dense, error) {
+	return in.uniform("Uniform", dt, lo, hi, shape)
+}
+
+// uniform is Uniform for the method name, whose errors it names.
+func (in *Init) uniform(name string, dt tensor.Dtype, lo, hi float64, shape []int) (*tensor.Dense, error) {
 	if !(lo <= hi) || math.IsInf(lo, 0) || math.IsInf(hi, 0) {
-		return nil, fmt.Errorf("gomoe: train: Init.Uniform: range [%v, %v)", lo, hi)
+		return nil, fmt.Errorf("gomoe: train: Init.%s: range [%v, %v)", name, lo, hi)
 	}
 	if math.IsInf(hi-lo, 0) { // a range wider than float64 holds: the same draws, rounded apart
-		return in.fill("Uniform", dt, shape, func() float64 { u := in.rng.Float64(); return lo*(1-u) + hi*u })
+		return in.fill(name, dt, shape, func() float64 { u := in.rng.Float64(); return lo*(1-u) + hi*u })
 	}
-	return in.fill("Uniform", dt, shape, func() float64 { return lo + (hi-lo)*in.rng.Float64() })
+	return in.fill(name, dt, shape, func() float64 { return lo + (hi-lo)*in.rng.Float64() })
 }
 
 // HeNormal returns N(0, std²) draws with std = gain/√fanIn (He et al.; gain √2 for ReLU).
@@ -71,7 +81,7 @@ func (in *Init) HeNormal(dt tensor.Dtype, gain float64, shape ...int) (*tensor.D
 	if err != nil {
 		return nil, err
 	}
-	return in.Normal(dt, gain/math.Sqrt(float64(fi)), shape...)
+	return in.normal("HeNormal", dt, gain/math.Sqrt(float64(fi)), shape)
 }
 
 // GlorotUniform returns U[−a, a) draws with a = gain·√(6/(fanIn+fanOut)) (Glorot & Bengio).
@@ -81,7 +91,7 @@ func (in *Init) GlorotUniform(dt tensor.Dtype, gain float64, shape ...int) (*ten
 		return nil, err
 	}
 	a := gain * math.Sqrt(6/float64(fi+fo))
-	return in.Uniform(dt, -a, a, shape...)
+	return in.uniform("GlorotUniform", dt, -a, a, shape)
 }
 
 // fans returns the fan-in and fan-out of a weight of shape for the initialiser name, after
