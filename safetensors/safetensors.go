@@ -33,6 +33,7 @@ import (
 	"sort"
 
 	"github.com/gomoe/gomoe/bfloat16"
+	"github.com/gomoe/gomoe/internal/regfile"
 )
 
 // maxHeader bounds the JSON header (the format's reference reader uses 100 MB).
@@ -73,13 +74,12 @@ func Open(paths ...string) (*Tensors, error) {
 	}
 	ts := newTensors()
 	for _, p := range paths {
-		if st, err := os.Stat(p); err == nil && !st.Mode().IsRegular() {
-			ts.Close()
-			return nil, fmt.Errorf("gomoe: safetensors: %s: %w: not a regular file (mode %v)", p, errFormat, st.Mode())
-		}
-		f, err := os.Open(p)
+		f, err := regfile.Open(p)
 		if err != nil {
 			ts.Close()
+			if errors.Is(err, regfile.ErrNotRegular) {
+				return nil, fmt.Errorf("gomoe: safetensors: %w: %w", errFormat, err)
+			}
 			return nil, fmt.Errorf("gomoe: safetensors: %w", err)
 		}
 		ts.files = append(ts.files, f)

@@ -3,10 +3,9 @@ package hf
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"math"
-	"os"
 
+	"github.com/gomoe/gomoe/internal/regfile"
 	"github.com/gomoe/gomoe/moe"
 )
 
@@ -65,24 +64,9 @@ const maxConfigBytes = 16 << 20
 // named pipe would block the read, a device such as /dev/zero never end it, and a large file
 // by mistake, a checkpoint say, would be read whole).
 func ReadConfig(path string) (Config, error) {
-	st, err := os.Stat(path)
+	b, err := regfile.ReadFile(path, maxConfigBytes)
 	if err != nil {
-		return Config{}, fmt.Errorf("gomoe: hf: %w", err)
-	}
-	if !st.Mode().IsRegular() {
-		return Config{}, fmt.Errorf("gomoe: hf: config %s is not a regular file (mode %v)", path, st.Mode())
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return Config{}, fmt.Errorf("gomoe: hf: %w", err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxConfigBytes+1))
-	if err != nil {
-		return Config{}, fmt.Errorf("gomoe: hf: %w", err)
-	}
-	if len(b) > maxConfigBytes {
-		return Config{}, fmt.Errorf("gomoe: hf: config %s has more than %d bytes: not a config.json", path, maxConfigBytes)
+		return Config{}, fmt.Errorf("gomoe: hf: config: %w", err)
 	}
 	return ParseConfig(b)
 }
