@@ -40,13 +40,16 @@ func TestBatchBeyondCorpus(t *testing.T) {
 		name         string
 		batch, ctx   int
 		trainMB      float64
+		heldMB       float64
 		want, reject string
 	}{
-		{"-batch", 1 << 20, 8, 0.3, "-batch 1048576", "corpus too small for context"},
-		{"-context", 32, 1 << 16, 0.01, "-context 65536", ""},
+		{"-batch", 1 << 20, 8, 0.3, 0.05, "-batch 1048576", "corpus too small for context"},
+		{"-context", 32, 1 << 16, 0.01, 0.05, "-context 65536", ""},
+		// The training text serves the context; the held-out text (one file) does not.
+		{"-context beyond the held-out text", 32, 1 << 16, 0.3, 0.001, "held-out characters, want more than -context 65536 plus 1", ""},
 	} {
 		cfg := smallConfig(t)
-		cfg.Batch, cfg.Context, cfg.TrainMB = c.batch, c.ctx, c.trainMB
+		cfg.Batch, cfg.Context, cfg.TrainMB, cfg.HeldMB = c.batch, c.ctx, c.trainMB, c.heldMB
 		var out bytes.Buffer
 		_, err := run(cfg, &out, nil)
 		if err == nil || !strings.Contains(err.Error(), c.want) || (c.reject != "" && strings.Contains(err.Error(), c.reject)) {
