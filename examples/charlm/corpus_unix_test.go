@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"syscall"
 	"testing"
-	"time"
+
+	"github.com/gomoe/gomoe/internal/regfile/regfiletest"
 )
 
 // TestCorpusSkipsSpecialFiles: a -goroot whose sources include a named pipe, a link to
-// /dev/zero and a file of more than maxSourceBytes (sparse) loads the regular sources only
+// /dev/zero, a folder named like a source and a file of more than maxSourceBytes (sparse) loads the regular sources only
 // and returns: reading the pipe blocked forever, the link never ended, the large file was
 // read whole.
 func TestCorpusSkipsSpecialFiles(t *testing.T) {
@@ -29,12 +29,7 @@ func TestCorpusSkipsSpecialFiles(t *testing.T) {
 		}
 		want += len(src)
 	}
-	if err := syscall.Mkfifo(filepath.Join(dir, "fifo.go"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink("/dev/zero", filepath.Join(dir, "zero.go")); err != nil {
-		t.Fatal(err)
-	}
+	regfiletest.Special(t, dir, ".go")
 	big, err := os.Create(filepath.Join(dir, "big.go"))
 	if err != nil {
 		t.Fatal(err)
@@ -43,24 +38,14 @@ func TestCorpusSkipsSpecialFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	big.Close()
-	type result struct {
-		c   *corpus
-		err error
+	var c *corpus
+	if err := regfiletest.Within(t, "loadCorpus", func() (err error) {
+		c, err = loadCorpus(root, 1<<20, 1<<20, 1)
+		return err
+	}); err != nil {
+		t.Fatal(err)
 	}
-	done := make(chan result, 1)
-	go func() {
-		c, err := loadCorpus(root, 1<<20, 1<<20, 1)
-		done <- result{c, err}
-	}()
-	select {
-	case r := <-done:
-		if r.err != nil {
-			t.Fatal(r.err)
-		}
-		if got := len(r.c.train) + len(r.c.held); got != want || r.c.trainFiles+r.c.heldN != 40 {
-			t.Errorf("corpus of %d symbols from %d files, want the 40 regular sources' %d", got, r.c.trainFiles+r.c.heldN, want)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("loadCorpus still reading after 20 s")
+	if got := len(c.train) + len(c.held); got != want || c.trainFiles+c.heldN != 40 {
+		t.Errorf("corpus of %d symbols from %d files, want the 40 regular sources' %d", got, c.trainFiles+c.heldN, want)
 	}
 }

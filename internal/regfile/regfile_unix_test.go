@@ -7,9 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
+
+	"github.com/gomoe/gomoe/internal/regfile/regfiletest"
 )
 
 // TestReadFile: a regular file of at most the limit is read whole; one a byte larger, a named
@@ -17,50 +17,33 @@ import (
 // folder and a missing path are errors naming the path, and none blocks.
 func TestReadFile(t *testing.T) {
 	dir := t.TempDir()
-	ok, big, fifo, zero := filepath.Join(dir, "ok"), filepath.Join(dir, "big"), filepath.Join(dir, "fifo"), filepath.Join(dir, "zero")
+	ok, big := filepath.Join(dir, "ok"), filepath.Join(dir, "big")
 	if err := os.WriteFile(ok, []byte("12345678"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(big, []byte("123456789"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
-		t.Fatal(err)
+	b, err := ReadFile(ok, 8)
+	if err != nil || string(b) != "12345678" {
+		t.Errorf("at the limit: %q, %v, want the file", b, err)
 	}
-	if err := os.Symlink("/dev/zero", zero); err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range []struct {
+	type bad struct {
 		name, path string
-		is         error // nil: read; else the error it wraps
+		is         error // the error it wraps
 		want       string
-	}{
-		{"at the limit", ok, nil, ""},
+	}
+	cases := []bad{
 		{"a byte over the limit", big, ErrTooLarge, big + ": larger than 8 bytes"},
-		{"named pipe", fifo, ErrNotRegular, fifo + ": not a regular file (mode p"},
-		{"link to /dev/zero", zero, ErrNotRegular, zero + ": not a regular file (mode D"},
-		{"folder", dir, ErrNotRegular, dir + ": not a regular file (mode d"},
 		{"missing", filepath.Join(dir, "none"), os.ErrNotExist, "no such file"},
-	} {
-		type result struct {
-			b   []byte
-			err error
-		}
-		done := make(chan result, 1)
-		go func() { b, err := ReadFile(c.path, 8); done <- result{b, err} }()
-		select {
-		case r := <-done:
-			if c.is == nil {
-				if r.err != nil || string(r.b) != "12345678" {
-					t.Errorf("%s: %q, %v, want the file", c.name, r.b, r.err)
-				}
-				continue
-			}
-			if !errors.Is(r.err, c.is) || !strings.Contains(r.err.Error(), c.want) {
-				t.Errorf("%s: %v, want an error wrapping %v and containing %q", c.name, r.err, c.is, c.want)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("%s: ReadFile still running after 10 s", c.name)
+	}
+	for _, p := range regfiletest.Special(t, dir, "") {
+		cases = append(cases, bad{p.Name, p.Path, ErrNotRegular, p.Path + ": not a regular file (mode "})
+	}
+	for _, c := range cases {
+		err := regfiletest.Within(t, c.name, func() error { _, err := ReadFile(c.path, 8); return err })
+		if !errors.Is(err, c.is) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want an error wrapping %v and containing %q", c.name, err, c.is, c.want)
 		}
 	}
 }
