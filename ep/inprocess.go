@@ -338,6 +338,9 @@ func validate(ps []post) error {
 				if overlap(ps[i].send, ps[j].recv) { // the message is made only for an error
 					return CheckDisjoint(fmt.Sprintf("AllToAll: rank %d's receive and rank %d's send", j, i), ps[i].send, ps[j].recv)
 				}
+				if i < j && overlap(ps[i].recv, ps[j].recv) {
+					return fmt.Errorf("ep: AllToAll: rank %d's and rank %d's receive buffers share memory (each rank receives into its own)", i, j)
+				}
 				s, d := ps[i].sends[j], ps[j].recvs[i]
 				if len(s) != len(d) {
 					return fmt.Errorf("ep: AllToAll: rank %d sends %d blocks to rank %d, which expects %d", i, len(s), j, len(d))

@@ -213,6 +213,7 @@ func TestExchangeCounts(t *testing.T) {
 func TestCollectiveErrors(t *testing.T) {
 	f32 := func(rows int) Buffer { b, _ := HostBuffer(make([]float32, rows*2), 2); return b }
 	sharedSend := make([]float32, 6)
+	sharedRecv := make([]float32, 4)
 	blocks := func(n int, lens ...int) [][]Block {
 		l := make([][]Block, n)
 		at := 0
@@ -283,6 +284,12 @@ func TestCollectiveErrors(t *testing.T) {
 			}
 			return c.AllToAll(send, recv, blocks(2, 1, 1), blocks(2, 1, 1))
 		}, "rank 1's receive and rank 0's send: the receive buffer shares memory"},
+		// Two ranks receiving into one buffer wrote it from two goroutines at once (a data
+		// race, and rows that depended on the schedule).
+		{"two ranks receive into one buffer", 2, func(c Communicator) error {
+			recv := Buffer{Host: sharedRecv[:4], Dtype: tensor.Float32, Rows: 2, Width: 2}
+			return c.AllToAll(f32(2), recv, blocks(2, 1, 1), blocks(2, 1, 1))
+		}, "AllToAll: rank 0's and rank 1's receive buffers share memory"},
 		{"counts length mismatch", 2, func(c Communicator) error {
 			_, err := c.ExchangeCounts(make([]int32, 2+2*c.Rank()))
 			return err
