@@ -167,6 +167,12 @@ func (c LoopConfig) StartRun(out, bar io.Writer, learn G.Nodes, opt *train.Adam,
 		if err := os.MkdirAll(c.Save, 0o755); err != nil {
 			return nil, fmt.Errorf("-save: %w", err)
 		}
+		f, err := os.CreateTemp(c.Save, ".write-check-*")
+		if err != nil {
+			return nil, fmt.Errorf("-save %s: the folder cannot be written: %w", c.Save, err)
+		}
+		f.Close()
+		os.Remove(f.Name())
 	}
 	prog := train.NewProgress(bar, out, int64(max(last-first, 0)*batch), unit, "train")
 	sig := make(chan os.Signal, 1)
