@@ -270,6 +270,52 @@ func TestReliabilityInfPropagates(t *testing.T) {
 	}
 }
 
+// TestReliabilityInfAtDecision: where the NaN that IEEE arithmetic makes of an infinite
+// logit reaches a routing decision, the run stops with the decision's NaN error instead of
+// succeeding (docs/errors.md): PreSoftmax selects on the softmax of the logits, and drop by
+// prob reads the probs (the softmax over the chosen logits). Drop by position reads no probs,
+// so there the run succeeds.
+func TestReliabilityInfAtDecision(t *testing.T) {
+	const T = 8
+	pre, byProb, byPos := relCfg, relCfg, relCfg
+	pre.PreSoftmax = true
+	byProb.CapacityFactor = 1
+	byPos.CapacityFactor, byPos.DropPolicy = 1, DropByPosition
+	for _, c := range []struct {
+		name  string
+		cfg   Config
+		frags []string
+	}{
+		{"pre-softmax", pre, []string{"TopK: scores[0,", "is NaN"}},
+		{"drop by prob", byProb, []string{"plan: probs[0,", "is NaN"}},
+		{"drop by position", byPos, nil},
+	} {
+		for _, inf := range []float64{math.Inf(1), math.Inf(-1)} {
+			g := G.NewGraph()
+			l, err := New(g, "m", c.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			x := randVec(rand.New(rand.NewSource(5)), T*c.cfg.Hidden)
+			x[0] = inf
+			xn := G.NewMatrix(g, tensor.Float64, G.WithShape(T, c.cfg.Hidden), G.WithName("x"), G.WithValue(denseOf(tensor.Float64, x, T, c.cfg.Hidden)))
+			if _, err := l.Forward(xn); err != nil {
+				t.Fatal(err)
+			}
+			m := G.NewTapeMachine(g)
+			err = noPanic(t, m.RunAll)
+			m.Close()
+			if c.frags == nil {
+				if err != nil {
+					t.Errorf("%s, x[0,0] = %v: %v", c.name, inf, err)
+				}
+				continue
+			}
+			wantErrContains(t, err, c.frags...)
+		}
+	}
+}
+
 func must1(n *G.Node, err error) *G.Node {
 	if err != nil {
 		panic(err)
