@@ -360,7 +360,12 @@ func (c Config) capacity(T int, factor float64) int {
 	if factor == 0 {
 		return 0
 	}
-	v := math.Ceil(float64(T)*float64(c.TopK)/float64(c.Experts)*factor - 1e-9)
+	// The product carries the roundings of a decimal factor stored in binary (1.1 is
+	// 1.1000000000000000888…): a slack of a few ulps of it (at least 1e-9) keeps an exact
+	// product from rounding up to the next row. No true fraction of a row is that small: it is
+	// at least 1/E of the factor's last decimal.
+	x := float64(T) * float64(c.TopK) / float64(c.Experts) * factor
+	v := math.Ceil(x - max(1e-9, x*0x1p-50))
 	if v > float64(kernels.MaxRows) { // never let the conversion wrap: the plan's check rejects it
 		return math.MaxInt
 	}

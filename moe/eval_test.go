@@ -261,6 +261,10 @@ func TestCapacityTable(t *testing.T) {
 		{Config{Experts: 8, TopK: 2, CapacityFactor: 4, MinCapacity: 3}, 16, 16, 16},
 		{Config{Experts: 8, TopK: 2, MinCapacity: 3}, 16, 0, 0},                            // dropless stays dropless
 		{Config{Experts: 8, TopK: 2, CapacityFactor: 1, EvalCapacityFactor: 4}, 16, 4, 16}, // E/K never drops: C = T
+		{Config{Experts: 8, TopK: 2, CapacityFactor: 1.1}, 40, 11, 11},                     // 10·1.1 = 11 exactly, not 12
+		// 26214400·1.1 = 28835840 exactly; the absolute slack of 1e-9 alone gave 28835841.
+		{Config{Experts: 8, TopK: 8, CapacityFactor: 1.1}, 26214400, 28835840, 28835840},
+		{Config{Experts: 3, TopK: 1, CapacityFactor: 1}, 300000001, 100000001, 100000001}, // ceil(100000000 + 1/3)
 	}
 	for i, c := range cases {
 		if got := c.cfg.Capacity(c.T); got != c.train {
