@@ -71,24 +71,22 @@ func NewExpertParallel(g *G.ExprGraph, name string, cfg Config, comm ep.Communic
 			return nil, fmt.Errorf("%s holds a %T", src.Name(), src.Value())
 		}
 		shape := v.Shape().Clone()
+		from, to := 0, shape.TotalSize()
+		if lo >= 0 {
+			// Copy only this rank's experts: a slice of a copy of the whole weight would keep
+			// all E experts' memory alive on every rank.
+			inner := shape.TotalSize() / shape[0]
+			from, to = lo*inner, hi*inner
+			shape[0] = hi - lo
+		}
 		var data any
 		switch d := v.Data().(type) {
 		case []float32:
-			data = append([]float32(nil), d...)
+			data = append([]float32(nil), d[from:to]...)
 		case []float64:
-			data = append([]float64(nil), d...)
+			data = append([]float64(nil), d[from:to]...)
 		default:
 			return nil, fmt.Errorf("%s holds %T", src.Name(), d)
-		}
-		if lo >= 0 {
-			inner := shape.TotalSize() / shape[0]
-			switch d := data.(type) {
-			case []float32:
-				data = d[lo*inner : hi*inner]
-			case []float64:
-				data = d[lo*inner : hi*inner]
-			}
-			shape[0] = hi - lo
 		}
 		t := tensor.New(tensor.WithShape(shape...), tensor.WithBacking(data))
 		return G.NewTensor(g, v.Dtype(), len(shape), G.WithShape(shape...), G.WithName(src.Name()), G.WithValue(t)), nil

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand"
+	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -266,6 +268,55 @@ func TestNewExpertParallelErrors(t *testing.T) {
 	}
 	if n := len(taken.AllNodes()); n != takenNodes {
 		t.Errorf("the taken graph has %d nodes after the failed call, want %d", n, takenNodes)
+	}
+}
+
+// TestExpertParallelShardMemory: each rank's W1 and W2 hold only its E/N experts (they used
+// to be slices of a copy of all E experts' weights, which every rank kept alive: N in-process
+// ranks held N whole layers), with the single-rank layer's values of experts
+// [r·E/N, (r+1)·E/N).
+func TestExpertParallelShardMemory(t *testing.T) {
+	const N = 8
+	grp, err := ep.NewGroup(N)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cfg := range []Config{
+		{Hidden: 64, FFN: 64, Experts: 8, TopK: 2, Dtype: tensor.Float64, Seed: 3},
+		{Hidden: 64, FFN: 128, Experts: 8, TopK: 2, Dtype: tensor.Float32, Activation: GELU, SharedFFN: 2, Seed: 4},
+	} {
+		full, err := New(G.NewGraph(), "moe", cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		expertBytes := float64(full.W1.Shape().TotalSize()+full.W2.Shape().TotalSize()) * float64(cfg.Dtype.Size())
+		c, err := grp.Comm(N - 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ms runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		before := ms.HeapAlloc
+		l, err := NewExpertParallel(G.NewGraph(), "moe", cfg, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		// The layer holds 1/8 of the expert weights, plus the router and the graph.
+		if held := float64(ms.HeapAlloc) - float64(before); held > expertBytes/2 {
+			t.Errorf("%v: the rank's layer keeps %.0f bytes alive, more than half of all E experts' %.0f bytes", cfg.Dtype, held, expertBytes)
+		}
+		for i, w := range []*G.Node{l.W1, l.W2} {
+			fw := []*G.Node{full.W1, full.W2}[i]
+			size := fw.Shape().TotalSize() / N
+			want := epFloats(fw.Value())[(N-1)*size:]
+			if got := epFloats(w.Value()); !slices.Equal(got, want) {
+				t.Errorf("%v: %s is not experts [%d, %d) of the single-rank layer", cfg.Dtype, w.Name(), N-1, N)
+			}
+		}
+		runtime.KeepAlive(l)
 	}
 }
 
