@@ -317,6 +317,16 @@ func (c Config) checkMemory() error {
 	return hostmem.Check(fmt.Sprintf("gomoe: moe config: the weights of Experts=%d Hidden=%d FFN=%d SharedFFN=%d", c.Experts, c.Hidden, c.FFN, c.SharedFFN), c.weightBytes())
 }
 
+// checkMemoryEP is checkMemory for NewExpertParallel on a rank holding el of the E experts: it
+// draws the whole layer (as New does) and copies out of it the router, the bias, the shared
+// experts and the rank's experts, so it holds both at once.
+func (c Config) checkMemoryEP(el int) error {
+	shard := c
+	shard.Experts = el
+	copies := shard.weightBytes() + float64(c.Experts-el)*float64(c.Hidden+1)*float64(c.RouterDtype.Size())
+	return hostmem.Check(fmt.Sprintf("gomoe: moe config: the weights of Experts=%d Hidden=%d FFN=%d SharedFFN=%d and a rank's copy of them with %d experts", c.Experts, c.Hidden, c.FFN, c.SharedFFN, el), c.weightBytes()+copies)
+}
+
 // weightBytes is the host memory of the layer's weights (c with defaults), in floating point
 // so that no product wraps around.
 func (c Config) weightBytes() float64 {

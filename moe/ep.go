@@ -31,7 +31,8 @@ import (
 // See the package documentation, "Expert parallelism".
 //
 // Initialisation builds the full layer once in a scratch graph to draw the values, so it
-// briefly holds all E experts' weights on the host.
+// briefly holds all E experts' weights on the host, and this rank's copy with them: both must
+// fit in the memory this process may use.
 func NewExpertParallel(g *G.ExprGraph, name string, cfg Config, comm ep.Communicator) (*Layer, error) {
 	wrap := func(err error) (*Layer, error) { return nil, fmt.Errorf("gomoe: moe.NewExpertParallel: %w", err) }
 	if comm == nil {
@@ -50,6 +51,12 @@ func NewExpertParallel(g *G.ExprGraph, name string, cfg Config, comm ep.Communic
 	if cfg.Dtype == bfloat16.Dtype {
 		// ep.Dispatch and ep.Combine move float32 or float64 rows.
 		return wrap(fmt.Errorf("Dtype=%v: expert parallelism takes float32 or float64 layers", cfg.Dtype))
+	}
+	if err := cfg.Validate(); err != nil {
+		return wrap(err)
+	}
+	if err := cfg.WithDefaults().checkMemoryEP(cfg.Experts / n); err != nil {
+		return wrap(err)
 	}
 	full, err := New(G.NewGraph(), name, cfg)
 	if err != nil {

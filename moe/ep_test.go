@@ -15,6 +15,7 @@ import (
 
 	"github.com/gomoe/gomoe/bfloat16"
 	"github.com/gomoe/gomoe/ep"
+	"github.com/gomoe/gomoe/internal/hostmem"
 	"github.com/gomoe/gomoe/train"
 )
 
@@ -317,6 +318,45 @@ func TestExpertParallelShardMemory(t *testing.T) {
 			}
 		}
 		runtime.KeepAlive(l)
+	}
+}
+
+// TestNewExpertParallelMemory: NewExpertParallel holds the whole layer it draws and the rank's
+// copy at once; weights for which both do not fit in the memory this process may use are an
+// error before anything is allocated (New's check counted the whole layer only, so a layer of
+// 60% of the memory on one rank allocated 120%).
+func TestNewExpertParallelMemory(t *testing.T) {
+	cfg := Config{Hidden: 64, FFN: 64, Experts: 8, TopK: 2, SharedFFN: 16, Dtype: tensor.Float64}
+	d := cfg.WithDefaults()
+	whole := d.weightBytes()
+	for _, n := range []int{1, 2, 8} {
+		grp, err := ep.NewGroup(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := grp.Comm(n - 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The rank's copy: the router and bias (H·E + E), the shared experts and its E/N experts.
+		shard := 3*(float64(cfg.Experts/n)*64*64+64*16)*8 + float64(64*cfg.Experts+cfg.Experts)*8
+		func() {
+			defer hostmem.SetLimit(hostmem.SetLimit(uint64(whole + shard - 1)))
+			if _, err := New(G.NewGraph(), "moe", cfg); err != nil {
+				t.Fatalf("N=%d: New: %v", n, err)
+			}
+			l, err := NewExpertParallel(G.NewGraph(), "moe", cfg, c)
+			if l != nil {
+				t.Errorf("N=%d: got a layer", n)
+			}
+			wantErrContains(t, err, "gomoe: moe.NewExpertParallel", "a rank's copy of them with", "bytes of memory this process may use")
+		}()
+		func() {
+			defer hostmem.SetLimit(hostmem.SetLimit(uint64(whole + shard)))
+			if _, err := NewExpertParallel(G.NewGraph(), "moe", cfg, c); err != nil {
+				t.Errorf("N=%d, memory for both: %v", n, err)
+			}
+		}()
 	}
 }
 
