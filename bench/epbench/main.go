@@ -67,6 +67,18 @@ func main() {
 	idHex := flag.String("id", "", "internal: the NCCL unique id (with -procs)")
 	cpuProf := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	flag.Parse()
+	// Bad counts used to panic (-iters 0 indexed an empty list of times, a negative one made
+	// a slice of negative length); an unknown dtype ran as bf16.
+	switch {
+	case *iters < 1:
+		fail(fmt.Errorf("-iters %d: want >= 1", *iters))
+	case *gpus < 0:
+		fail(fmt.Errorf("-gpus %d: want >= 0 (0: all visible)", *gpus))
+	case *align < 1:
+		fail(fmt.Errorf("-A %d: want >= 1", *align))
+	case *dtype != "bf16" && *dtype != "f32":
+		fail(fmt.Errorf("-dtype %q: want bf16 or f32", *dtype))
+	}
 	if *cpuProf != "" {
 		f, err := os.Create(*cpuProf)
 		if err != nil {

@@ -96,6 +96,19 @@ func main() {
 	replay := flag.Bool("graph", false, "time each graph (the layer and its parts) as replays of a CUDA graph captured once (device.Engine.Capture) instead of eager runs")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the timed forward+backward runs, synced and back to back (the host's side; back to back, the host also waits in the driver when the launch queue is full), to this file")
 	flag.Parse()
+	// Bad counts used to panic (-iters 0 indexed an empty list of times) or be ignored (a
+	// negative size fell back to the preset's).
+	for _, o := range []struct {
+		name string
+		v    int
+	}{{"T", *T}, {"H", *H}, {"F", *F}, {"E", *E}, {"K", *K}} {
+		if o.v < 0 {
+			fail(fmt.Errorf("-%s %d: want a size >= 1 (0: the preset's)", o.name, o.v))
+		}
+	}
+	if *iters < 1 || *warmup < 0 {
+		fail(fmt.Errorf("-iters %d -warmup %d: want -iters >= 1 and -warmup >= 0", *iters, *warmup))
+	}
 	r := result{Shape: *shape, Dtype: *dtype, Graph: *replay}
 	switch *shape {
 	case "qwen3":
