@@ -62,13 +62,13 @@ func CheckBadFlags(t *testing.T, test, prog string, main func(), cases []BadFlag
 }
 
 // CheckInterrupt runs the example's main (program name prog) in a child process of the test
-// binary, as CheckBadFlags does, with -quiet, -log-every 1, -save in a fresh folder, -out
-// and args (a run long enough not to end by itself); it sends the child an interrupt (Ctrl-C)
-// once the first step's log line is out, and checks that the child stops cleanly: a non-zero
-// exit status (not a death by the signal), a message that it was interrupted and where the
-// checkpoint went, and a checkpoint that names a step done. It returns that step. Call it from
-// the test named test; in the child process it runs main and exits.
-func CheckInterrupt(t *testing.T, test, prog string, main func(), args []string) int {
+// binary, as CheckBadFlags does, with -quiet, -log-every 1, -save in a fresh folder, -out,
+// -steps interruptSteps (a run long enough not to end by itself) and args; it sends the child
+// an interrupt (Ctrl-C) once the first step's log line is out, and checks that the child stops
+// cleanly: a non-zero exit status (not a death by the signal), a message that it was
+// interrupted and where the checkpoint went, and a checkpoint that names a step done, before
+// the run's end. Call it from the test named test; in the child process it runs main and exits.
+func CheckInterrupt(t *testing.T, test, prog string, main func(), args []string) {
 	t.Helper()
 	if args, ok := os.LookupEnv(badFlagsEnv); ok {
 		os.Args = append([]string{prog}, strings.Split(args, "\n")...)
@@ -81,7 +81,7 @@ func CheckInterrupt(t *testing.T, test, prog string, main func(), args []string)
 	}
 	dir := t.TempDir()
 	save := filepath.Join(dir, "ckpt")
-	args = append([]string{"-quiet", "-log-every", "1", "-save", save, "-out", filepath.Join(dir, "plots")}, args...)
+	args = append([]string{"-quiet", "-log-every", "1", "-save", save, "-out", filepath.Join(dir, "plots"), "-steps", strconv.Itoa(interruptSteps)}, args...)
 	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$")
 	cmd.Env = append(os.Environ(), badFlagsEnv+"="+strings.Join(args, "\n"))
 	var stderr bytes.Buffer
@@ -126,11 +126,14 @@ func CheckInterrupt(t *testing.T, test, prog string, main func(), args []string)
 	}
 	defer ts.Close()
 	step, err := strconv.Atoi(ts.Metadata()["step"])
-	if err != nil || step < 1 {
-		t.Fatalf("checkpoint step %q; output:\n%s", ts.Metadata()["step"], msg)
+	if err != nil || step < 1 || step >= interruptSteps {
+		t.Fatalf("checkpoint step %q, want a step in [1, %d): the run was not interrupted; output:\n%s", ts.Metadata()["step"], interruptSteps, msg)
 	}
 	if ents, _ := os.ReadDir(save); len(ents) != 1 {
 		t.Errorf("the checkpoint folder holds %v, want only %s", ents, CheckpointFile)
 	}
-	return step
 }
+
+// interruptSteps is the -steps of CheckInterrupt's run: more than it can reach before the
+// interrupt.
+const interruptSteps = 100000
