@@ -75,6 +75,22 @@ func sumOnRanks(t *testing.T, n int, build func(r int) (ws []*G.Node, done func(
 	return got
 }
 
+// errsOnRanks runs fn on every rank of a fresh group of n ranks (a 10 s exchange timeout, a
+// 15 s deadline for the whole run) and returns each rank's error.
+func errsOnRanks(t *testing.T, n int, fn func(c Communicator) error) []error {
+	t.Helper()
+	grp, err := NewGroupTimeout(n, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make([]error, n)
+	_ = runWithin(t, grp, 15*time.Second, func(c Communicator) error {
+		errs[c.Rank()] = fn(c)
+		return errs[c.Rank()]
+	})
+	return errs
+}
+
 // sameOnEveryRank fails unless every rank's gradient k is want[k], bit for bit.
 func sameOnEveryRank(t *testing.T, got [][][]float64, want [][]float64) {
 	t.Helper()
@@ -165,12 +181,7 @@ func TestSumGradientsErrors(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			grp, err := NewGroupTimeout(2, 10*time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			errs := make([]error, 2)
-			_ = runWithin(t, grp, 15*time.Second, func(c Communicator) error {
+			errs := errsOnRanks(t, 2, func(c Communicator) error {
 				ws, done := []*G.Node(nil), func() {}
 				if c.Rank() == 1 {
 					ws, done = tc.bad(t)
@@ -179,8 +190,7 @@ func TestSumGradientsErrors(t *testing.T) {
 					ws, done = []*G.Node{w}, func() { vm.Close() }
 				}
 				defer done()
-				errs[c.Rank()] = SumGradients(c, ws...)
-				return errs[c.Rank()]
+				return SumGradients(c, ws...)
 			})
 			for r, err := range errs {
 				if err == nil {
@@ -238,18 +248,13 @@ func TestSumCounts(t *testing.T) {
 		{"beyond int32", []int32{math.MaxInt32, 1, 0}, "beyond int32"},
 		{"another length", []int32{1, 2}, "every rank must pass one count per expert"},
 	} {
-		grp, err := NewGroupTimeout(2, 10*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		errs := make([]error, 2)
-		_ = runWithin(t, grp, 15*time.Second, func(c Communicator) error {
+		errs := errsOnRanks(t, 2, func(c Communicator) error {
 			mine := []int32{1, 1, 1}
 			if c.Rank() == 1 {
 				mine = tc.bad
 			}
-			_, errs[c.Rank()] = SumCounts(c, mine)
-			return errs[c.Rank()]
+			_, err := SumCounts(c, mine)
+			return err
 		})
 		for r, err := range errs {
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -277,12 +282,7 @@ func TestClipGradNormErrors(t *testing.T) {
 		{"maxNorm 0", 0, false, "maxNorm 0"},
 		{"maxNorm NaN", math.NaN(), false, "maxNorm NaN"},
 	} {
-		grp, err := NewGroupTimeout(2, 10*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		errs := make([]error, 2)
-		_ = runWithin(t, grp, 15*time.Second, func(c Communicator) error {
+		errs := errsOnRanks(t, 2, func(c Communicator) error {
 			w, vm := gradNode(t, tensor.Float64, "a", []float64{3, 4})
 			defer vm.Close()
 			ws, maxNorm := G.Nodes{w}, 1.0
@@ -292,8 +292,8 @@ func TestClipGradNormErrors(t *testing.T) {
 					ws = G.Nodes{nil}
 				}
 			}
-			_, errs[c.Rank()] = ClipGradNorm(c, maxNorm, ws, nil)
-			return errs[c.Rank()]
+			_, err := ClipGradNorm(c, maxNorm, ws, nil)
+			return err
 		})
 		if errs[0] == nil {
 			t.Errorf("%s: rank 0: no error", tc.name)
@@ -342,16 +342,10 @@ func TestSumGradientsSharedGradient(t *testing.T) {
 	want := []float64{1 + 2, 10 + 20} // Σ_r c_r, once
 	sameOnEveryRank(t, got, [][]float64{want, want})
 
-	grp, err := NewGroupTimeout(n, 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	errs := make([]error, n)
-	_ = runWithin(t, grp, 15*time.Second, func(c Communicator) error {
+	errs := errsOnRanks(t, n, func(c Communicator) error {
 		w, vm := gradNode(t, tensor.Float64, "a", []float64{1, 2})
 		defer vm.Close()
-		errs[c.Rank()] = SumGradients(c, w, w)
-		return errs[c.Rank()]
+		return SumGradients(c, w, w)
 	})
 	for r, err := range errs {
 		if err == nil || !strings.Contains(err.Error(), "twice") {
@@ -378,12 +372,7 @@ func TestClipGradNormRanksDisagree(t *testing.T) {
 		{"replicated not in ws", func(a, b *G.Node) (G.Nodes, G.Nodes) { return G.Nodes{a}, G.Nodes{b} }, 1, "not among"},
 		{"another maxNorm", func(a, b *G.Node) (G.Nodes, G.Nodes) { return G.Nodes{a, b}, G.Nodes{b} }, 2, "rank 0 clips to maxNorm 1 and rank 1 to 2"},
 	} {
-		grp, err := NewGroupTimeout(2, 10*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		errs := make([]error, 2)
-		_ = runWithin(t, grp, 15*time.Second, func(c Communicator) error {
+		errs := errsOnRanks(t, 2, func(c Communicator) error {
 			a, vma := gradNode(t, tensor.Float64, "a", []float64{3, 4})
 			defer vma.Close()
 			b, vmb := gradNode(t, tensor.Float64, "b", []float64{1, 2})
@@ -393,11 +382,11 @@ func TestClipGradNormRanksDisagree(t *testing.T) {
 				ws, rep = tc.rep1(a, b)
 				maxNorm = tc.max1
 			}
-			_, errs[c.Rank()] = ClipGradNorm(c, maxNorm, ws, rep)
+			_, err := ClipGradNorm(c, maxNorm, ws, rep)
 			if ga, gb := gradFloats(t, a), gradFloats(t, b); ga[0] != 3 || ga[1] != 4 || gb[0] != 1 || gb[1] != 2 {
 				t.Errorf("%s: rank %d: the gradients changed to %v %v", tc.name, c.Rank(), ga, gb)
 			}
-			return errs[c.Rank()]
+			return err
 		})
 		if errs[0] == nil {
 			t.Errorf("%s: rank 0: no error", tc.name)
