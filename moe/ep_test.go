@@ -6,7 +6,6 @@ import (
 	"math/rand"
 	"runtime"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -146,28 +145,13 @@ func TestExpertParallelLayer(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				grp, err := ep.NewGroupTimeout(n, 20*time.Second)
-				if err != nil {
-					t.Fatal(err)
-				}
 				runs := make([]epRun, n)
-				var mu sync.Mutex
-				err = grp.Run(func(c ep.Communicator) error {
+				onEPRanks(t, n, cfg, func(c ep.Communicator, g *G.ExprGraph, l *Layer) error {
 					r := c.Rank()
-					g := G.NewGraph()
-					l, err := NewExpertParallel(g, "moe", cfg, c)
-					if err != nil {
-						return err
-					}
-					run, err := epRunLayer(g, l, x[r*T*H:(r+1)*T*H], rw[r*T*H:(r+1)*T*H], T, c, maxNorm)
-					mu.Lock()
-					runs[r] = run
-					mu.Unlock()
+					var err error
+					runs[r], err = epRunLayer(g, l, x[r*T*H:(r+1)*T*H], rw[r*T*H:(r+1)*T*H], T, c, maxNorm)
 					return err
 				})
-				if err != nil {
-					t.Fatal(err)
-				}
 				// The data movement is bitwise (package ep's tests); here the router's
 				// gemm over T rows instead of N·T rows may round differently in gonum, so
 				// compare to a tight tolerance.
@@ -426,19 +410,9 @@ func TestExpertParallelTraining(t *testing.T) {
 	}
 
 	// N ranks, each over its T tokens.
-	grp, err := ep.NewGroupTimeout(N, 20*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
 	states := make([]map[string][]float64, N)
-	var mu sync.Mutex
-	err = grp.Run(func(c ep.Communicator) error {
+	onEPRanks(t, N, cfg, func(c ep.Communicator, g *G.ExprGraph, l *Layer) error {
 		r := c.Rank()
-		g := G.NewGraph()
-		l, err := NewExpertParallel(g, "moe", cfg, c)
-		if err != nil {
-			return err
-		}
 		x, rw, out, err := build(g, l, T)
 		if err != nil {
 			return err
@@ -475,14 +449,9 @@ func TestExpertParallelTraining(t *testing.T) {
 		for _, n := range l.State() {
 			st[n.Name()] = epFloats(n.Value())
 		}
-		mu.Lock()
 		states[r] = st
-		mu.Unlock()
 		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, n := range single.State() {
 		want := epFloats(n.Value())
 		var got []float64
@@ -509,5 +478,28 @@ func TestExpertParallelTraining(t *testing.T) {
 				t.Fatalf("%s[%d] after %d steps: %v, the single-rank layer's %v", n.Name(), i, steps, got[i], want[i])
 			}
 		}
+	}
+}
+
+// onEPRanks builds, on every rank of a fresh group of n ranks (a 20 s exchange timeout), the
+// expert-parallel layer of cfg in a graph of its own and runs fn with it; it fails t on any
+// rank's error. fn may write the rank's results to its own index of a slice: Run returns
+// after every rank has.
+func onEPRanks(t *testing.T, n int, cfg Config, fn func(c ep.Communicator, g *G.ExprGraph, l *Layer) error) {
+	t.Helper()
+	grp, err := ep.NewGroupTimeout(n, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = grp.Run(func(c ep.Communicator) error {
+		g := G.NewGraph()
+		l, err := NewExpertParallel(g, "moe", cfg, c)
+		if err != nil {
+			return err
+		}
+		return fn(c, g, l)
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
