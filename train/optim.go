@@ -344,29 +344,28 @@ func ensure(state map[uintptr]*moments, ps []pair, adam bool) (map[uintptr]*mome
 		k  uintptr
 		st *moments
 	}
-	due := func(p pair) bool {
-		if !adam && p.dtype != bfloat16.Dtype {
-			return false
-		}
-		st, ok := state[p.w.Uintptr()]
-		return !ok || !st.matches(p, adam)
-	}
-	// The host state to make must fit in memory: a failed allocation is fatal, not an error.
+	// The weights whose state is missing or stale (nil, and no allocation, on the usual step
+	// where all state exists), and the host memory their new state takes: it must fit, since a
+	// failed allocation is fatal, not an error.
+	var due []pair
 	var host float64
 	for _, p := range ps {
-		if due(p) && p.gpu == nil {
+		if !adam && p.dtype != bfloat16.Dtype {
+			continue
+		}
+		if st, ok := state[p.w.Uintptr()]; ok && st.matches(p, adam) {
+			continue
+		}
+		due = append(due, p)
+		if p.gpu == nil {
 			host += float64(p.n) * hostStateBytes(p.dtype, adam)
 		}
 	}
 	if err := hostmem.Check("the optimiser's state (moments and float32 master copies)", host); err != nil {
 		return state, err
 	}
-	var fresh []made // nil, and no allocation, on the usual step where all state exists
-	for _, p := range ps {
-		if !due(p) {
-			continue
-		}
-		k := p.w.Uintptr()
+	var fresh []made
+	for _, p := range due {
 		st, err := newMoments(p, adam)
 		if err != nil {
 			for _, f := range fresh {
@@ -374,7 +373,7 @@ func ensure(state map[uintptr]*moments, ps []pair, adam bool) (map[uintptr]*mome
 			}
 			return state, fmt.Errorf("%s: %w", p.wLabel, err)
 		}
-		fresh = append(fresh, made{k, st})
+		fresh = append(fresh, made{p.w.Uintptr(), st})
 	}
 	for _, f := range fresh {
 		if old, ok := state[f.k]; ok {
