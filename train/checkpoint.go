@@ -170,12 +170,12 @@ func SaveCheckpoint(path string, c Checkpoint) error {
 	}
 	var state map[uintptr]*moments
 	adam := false
+	if n := nilSolver(c.Optimizer); n != "" {
+		return fail(fmt.Errorf("optimiser is a nil %s (Optimizer nil saves the weights only)", n))
+	}
 	switch o := c.Optimizer.(type) {
 	case nil:
 	case *Adam:
-		if o == nil {
-			return fail(fmt.Errorf("optimiser is a nil *train.Adam (Optimizer nil saves the weights only)"))
-		}
 		state, adam = o.state, true
 		meta[ckptOptimizer] = "adam"
 		meta["gomoe.adam.step"] = strconv.Itoa(o.t)
@@ -186,9 +186,6 @@ func SaveCheckpoint(path string, c Checkpoint) error {
 		meta["gomoe.adam.weight_decay"] = fmtF(o.WeightDecay)
 		meta["gomoe.adam.max_grad_norm"] = fmtF(o.MaxGradNorm)
 	case *SGD:
-		if o == nil {
-			return fail(fmt.Errorf("optimiser is a nil *train.SGD (Optimizer nil saves the weights only)"))
-		}
 		state = o.state
 		meta[ckptOptimizer] = "sgd"
 		meta["gomoe.sgd.lr"] = fmtF(o.LR)
@@ -389,22 +386,35 @@ func loadCheckpoint(ts *safetensors.Tensors, c Checkpoint) (map[string]string, e
 	return out, nil
 }
 
+// nilSolver names the type of opt if it is a nil *Adam or *SGD (a non-nil interface whose
+// methods would dereference nil), "" otherwise.
+func nilSolver(opt G.Solver) string {
+	switch o := opt.(type) {
+	case *Adam:
+		if o == nil {
+			return "*train.Adam"
+		}
+	case *SGD:
+		if o == nil {
+			return "*train.SGD"
+		}
+	}
+	return ""
+}
+
 // readOptimizer checks the optimiser metadata of the file against opt.
 func readOptimizer(meta map[string]string, opt G.Solver) (*optLoad, error) {
 	ol := &optLoad{kind: meta[ckptOptimizer], m: map[string]string{}, v: map[string]string{}, master: map[string]string{}}
 	var want string
-	switch o := opt.(type) {
+	if n := nilSolver(opt); n != "" {
+		return nil, fmt.Errorf("optimiser is a nil %s (Optimizer nil loads the weights only)", n)
+	}
+	switch opt.(type) {
 	case nil:
 		return ol, nil
 	case *Adam:
-		if o == nil {
-			return nil, fmt.Errorf("optimiser is a nil *train.Adam (Optimizer nil loads the weights only)")
-		}
 		want = "adam"
 	case *SGD:
-		if o == nil {
-			return nil, fmt.Errorf("optimiser is a nil *train.SGD (Optimizer nil loads the weights only)")
-		}
 		want = "sgd"
 	default:
 		return nil, fmt.Errorf("optimiser %T, want *train.Adam or *train.SGD", opt)
