@@ -309,10 +309,10 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// checkMemory reports weights that cannot fit in the memory this process may use: New allocates them on
-// the host, and a failed allocation is fatal, not an error. It is New's check, not Validate's,
-// so that a Config can describe a model larger than the machine (moe/hf reads the configs of
-// whole checkpoints).
+// checkMemory reports weights that cannot fit in the memory this process may use: New
+// allocates them on the host, and a failed allocation is fatal, not an error. It is New's
+// check, not Validate's, so that a Config can describe a model larger than the machine
+// (moe/hf reads the configs of whole checkpoints).
 func (c Config) checkMemory() error {
 	return hostmem.Check(fmt.Sprintf("gomoe: moe config: the weights of Experts=%d Hidden=%d FFN=%d SharedFFN=%d", c.Experts, c.Hidden, c.FFN, c.SharedFFN), c.weightBytes())
 }
