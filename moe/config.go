@@ -386,7 +386,7 @@ func (c Config) capacity(T int, factor float64) int {
 // defaults filled in (WithDefaults), as a Layer's config has.
 func (c Config) geometry(T int, factor float64) (kernels.Geometry, error) {
 	if T < 1 {
-		return kernels.Geometry{}, errors.New("gomoe: moe: the input has no tokens")
+		return kernels.Geometry{}, errors.New("the input has no tokens")
 	}
 	g := kernels.Geometry{T: T, K: c.TopK, E: c.Experts, A: c.Align}
 	if factor > 0 {

@@ -111,7 +111,7 @@ func TestReliabilityBuildErrors(t *testing.T) {
 			l, _ := New(g, "m", relCfg)
 			_, err := l.Forward(G.NewMatrix(g, tensor.Float64, G.WithShape(0, 4), G.WithName("x")))
 			return err
-		}, []string{"no tokens"}},
+		}, []string{"gomoe: moe m: the input has no tokens"}},
 		{"Forward/rows beyond int32 (dropless)", func() error {
 			g := G.NewGraph()
 			c := relCfg
