@@ -3,6 +3,7 @@ package ep
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"runtime/debug"
 	"unsafe"
 
@@ -37,6 +38,25 @@ type Communicator interface {
 	// Abort makes every pending and later collective of the group fail with an error that wraps
 	// ErrAborted and err. It is safe to call from any goroutine, more than once.
 	Abort(err error)
+}
+
+// CheckCommunicator reports why c cannot serve as a rank of a group: it is nil (also a nil
+// pointer, map or func held in the interface) or its Rank is outside [0, Size()). The ep ops and
+// moe.NewExpertParallel call it on the communicator they are given.
+func CheckCommunicator(c Communicator) error {
+	if c == nil {
+		return errors.New("communicator is nil")
+	}
+	switch v := reflect.ValueOf(c); v.Kind() {
+	case reflect.Pointer, reflect.Map, reflect.Func, reflect.Chan, reflect.Slice, reflect.Interface:
+		if v.IsNil() {
+			return fmt.Errorf("communicator is a nil %T", c)
+		}
+	}
+	if n, r := c.Size(), c.Rank(); n < 1 || r < 0 || r >= n {
+		return fmt.Errorf("communicator says rank %d of %d", r, n)
+	}
+	return nil
 }
 
 // ErrAborted is wrapped by the errors of collectives of an aborted group.
@@ -163,8 +183,8 @@ func CheckBlocks(what string, lists [][]Block, n, rows int) error {
 // returns the error (a panic as an error, with its stack). Run every expert-parallel step of a
 // rank through it, or call c.Abort on every error yourself.
 func RunRank(c Communicator, fn func() error) (err error) {
-	if c == nil {
-		return errors.New("gomoe: ep.RunRank: communicator is nil")
+	if err := CheckCommunicator(c); err != nil {
+		return fmt.Errorf("gomoe: ep.RunRank: %w", err)
 	}
 	if fn == nil {
 		err = errors.New("gomoe: ep.RunRank: fn is nil")

@@ -26,8 +26,8 @@ import (
 // forwards DiffWRT, SymDiff and DoDiff).
 func Guard(c Communicator, build func(in ...*G.Node) (*G.Node, error), in ...*G.Node) (*G.Node, error) {
 	const name = "ep.Guard"
-	if c == nil {
-		return nil, opkit.Errorf(name, "communicator is nil")
+	if err := CheckCommunicator(c); err != nil {
+		return nil, opkit.Wrap(name, err)
 	}
 	if build == nil {
 		return nil, opkit.Errorf(name, "build is nil")

@@ -325,3 +325,67 @@ func TestHostileGroupSize(t *testing.T) {
 		t.Errorf("NewGroup(4) under a 1 MiB limit: %v", err)
 	}
 }
+
+// badRankComm is a communicator whose Rank is outside [0, Size()).
+type badRankComm struct{ Communicator }
+
+func (badRankComm) Rank() int { return 3 }
+func (badRankComm) Size() int { return 2 }
+
+// TestHostileCommunicator: every entry point that takes a communicator refuses a nil one, a
+// nil pointer in the interface (whose methods would dereference it) and one whose rank is
+// outside its size, with an error and without calling it.
+func TestHostileCommunicator(t *testing.T) {
+	g, _ := NewGroupTimeout(1, 0)
+	good, _ := g.Comm(0)
+	if err := CheckCommunicator(good); err != nil {
+		t.Fatalf("CheckCommunicator(a group's rank): %v", err)
+	}
+	comms := []struct {
+		name string
+		c    Communicator
+		want string
+	}{
+		{"nil", nil, "communicator is nil"},
+		{"nil pointer", (*inProcComm)(nil), "communicator is a nil *ep.inProcComm"},
+		{"rank 3 of 2", badRankComm{}, "communicator says rank 3 of 2"},
+	}
+	gr := G.NewGraph()
+	ids := G.NewMatrix(gr, tensor.Int32, G.WithShape(2, 1), G.WithName("ids"))
+	entries := []struct {
+		name string
+		call func(c Communicator) error
+	}{
+		{"CheckCommunicator", CheckCommunicator},
+		{"RunRank", func(c Communicator) error { return RunRank(c, func() error { return nil }) }},
+		{"Guard", func(c Communicator) error {
+			_, err := Guard(c, func(in ...*G.Node) (*G.Node, error) { return in[0], nil }, ids)
+			return err
+		}},
+		{"NewPlan", func(c Communicator) error {
+			_, err := NewPlan(ids, nil, kernels.Geometry{E: 2, K: 1, A: 1}, c)
+			return err
+		}},
+		{"SumGradients", func(c Communicator) error { return SumGradients(c) }},
+		{"SumCounts", func(c Communicator) error { _, err := SumCounts(c, []int32{1}); return err }},
+		{"ClipGradNorm", func(c Communicator) error { _, err := ClipGradNorm(c, 1, nil, nil); return err }},
+	}
+	for _, e := range entries {
+		for _, c := range comms {
+			t.Run(e.name+"/"+c.name, func(t *testing.T) {
+				var err error
+				func() {
+					defer func() {
+						if r := recover(); r != nil {
+							err = fmt.Errorf("panic: %v", r)
+						}
+					}()
+					err = e.call(c.c)
+				}()
+				if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "panic") {
+					t.Errorf("got %v, want an error mentioning %q", err, c.want)
+				}
+			})
+		}
+	}
+}

@@ -139,11 +139,8 @@ func sendGeometry(g kernels.Geometry) kernels.Geometry {
 // which every rank must reach in the same order.
 func NewPlan(ids, probs *G.Node, g kernels.Geometry, c Communicator) (*Plan, error) {
 	const name = planName
-	if c == nil {
-		return nil, opkit.Errorf(name, "communicator is nil")
-	}
-	if c.Size() < 1 || c.Rank() < 0 || c.Rank() >= c.Size() {
-		return nil, opkit.Errorf(name, "communicator says rank %d of %d", c.Rank(), c.Size())
+	if err := CheckCommunicator(c); err != nil {
+		return nil, opkit.Wrap(name, err)
 	}
 	if ids == nil {
 		return nil, opkit.Errorf(name, "ids is nil")

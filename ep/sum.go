@@ -10,6 +10,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/device"
+	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 	"github.com/gomoe/gomoe/train"
 )
@@ -30,11 +31,11 @@ import (
 // summed once; a weight listed twice, or gradients that share memory in part, are an error. On
 // any error c is aborted, so the other ranks return too.
 func SumGradients(c Communicator, ws ...*G.Node) error {
-	if c == nil {
-		return fmt.Errorf("ep: SumGradients: nil communicator")
+	if err := CheckCommunicator(c); err != nil {
+		return fmt.Errorf("gomoe: ep.SumGradients: %w", err)
 	}
 	fail := func(err error) error {
-		err = fmt.Errorf("ep: SumGradients: %w", err)
+		err = fmt.Errorf("gomoe: ep.SumGradients: %w", err)
 		c.Abort(err)
 		return err
 	}
@@ -175,11 +176,11 @@ func sumHost[F float32 | float64](c Communicator, d []F, sends, recvs [][]Block)
 // bias identical everywhere. It is two ExchangeCounts, the lengths' and the counts' (on the
 // GPU, host syncs). On any error c is aborted, so the other ranks return too.
 func SumCounts(c Communicator, counts []int32) ([]int32, error) {
-	if c == nil {
-		return nil, fmt.Errorf("ep: SumCounts: nil communicator")
+	if err := CheckCommunicator(c); err != nil {
+		return nil, fmt.Errorf("gomoe: ep.SumCounts: %w", err)
 	}
 	fail := func(err error) ([]int32, error) {
-		err = fmt.Errorf("ep: SumCounts: %w", err)
+		err = fmt.Errorf("gomoe: ep.SumCounts: %w", err)
 		c.Abort(err)
 		return nil, err
 	}
@@ -223,11 +224,11 @@ func SumCounts(c Communicator, counts []int32) ([]int32, error) {
 // ExchangeCounts (on the GPU, besides the host sync of the norm itself). On any error c is
 // aborted, so the other ranks return too.
 func ClipGradNorm(c Communicator, maxNorm float64, ws, replicated G.Nodes) (float64, error) {
-	if c == nil {
-		return 0, fmt.Errorf("ep: ClipGradNorm: nil communicator")
+	if err := CheckCommunicator(c); err != nil {
+		return 0, fmt.Errorf("gomoe: ep.ClipGradNorm: %w", err)
 	}
 	fail := func(err error) (float64, error) {
-		err = fmt.Errorf("ep: ClipGradNorm: %w", err)
+		err = fmt.Errorf("gomoe: ep.ClipGradNorm: %w", err)
 		c.Abort(err)
 		return 0, err
 	}
@@ -291,7 +292,7 @@ func ClipGradNorm(c Communicator, maxNorm float64, ws, replicated G.Nodes) (floa
 	}
 	norm, err := train.ClipGradNormWith(vgs, maxNorm, total)
 	if err != nil {
-		err = fmt.Errorf("ep: %w", err)
+		err = opkit.Wrap("ep.ClipGradNorm", err)
 		c.Abort(err)
 	}
 	return norm, err

@@ -35,13 +35,10 @@ import (
 // fit in the memory this process may use.
 func NewExpertParallel(g *G.ExprGraph, name string, cfg Config, comm ep.Communicator) (*Layer, error) {
 	wrap := func(err error) (*Layer, error) { return nil, fmt.Errorf("gomoe: moe.NewExpertParallel: %w", err) }
-	if comm == nil {
-		return wrap(fmt.Errorf("communicator is nil"))
+	if err := ep.CheckCommunicator(comm); err != nil {
+		return wrap(err)
 	}
 	n, r := comm.Size(), comm.Rank()
-	if n < 1 || r < 0 || r >= n {
-		return wrap(fmt.Errorf("communicator says rank %d of %d", r, n))
-	}
 	if cfg.Experts%n != 0 {
 		return wrap(fmt.Errorf("Experts=%d are not divisible by N=%d ranks", cfg.Experts, n))
 	}

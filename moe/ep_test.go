@@ -234,6 +234,7 @@ func TestNewExpertParallelErrors(t *testing.T) {
 	}{
 		{"E=4 on 3 ranks", G.NewGraph(), cfg, c3, []string{"Experts=4", "N=3"}},
 		{"nil communicator", G.NewGraph(), cfg, nil, []string{"communicator is nil"}},
+		{"nil pointer communicator", G.NewGraph(), cfg, (*nilComm)(nil), []string{"communicator is a nil *moe.nilComm"}},
 		{"nil graph", nil, cfg, c2, []string{"nil graph"}},
 		{"bad config", G.NewGraph(), Config{}, c2, []string{"Hidden"}},
 		{"name taken", taken, cfg, c2, []string{"already has a layer"}},
@@ -503,3 +504,7 @@ func onEPRanks(t *testing.T, n int, cfg Config, fn func(c ep.Communicator, g *G.
 		t.Fatal(err)
 	}
 }
+
+// nilComm is a communicator type whose nil pointer NewExpertParallel must refuse before
+// calling a method.
+type nilComm struct{ ep.Communicator }
