@@ -258,14 +258,19 @@ func checkEntry(name, dtype string, shape, offsets []int64, dataLen int64) (entr
 	if len(offsets) != 2 {
 		return entry{}, fmt.Errorf("tensor %q: data_offsets %v, want [begin, end]", name, offsets)
 	}
-	elems := int64(1)
+	// The product of the non-zero dimensions must fit whatever their order, also in a tensor
+	// with a zero dimension: [0, 2^62, 2^62] is refused as [2^62, 2^62, 0] is.
+	elems, zero := int64(1), false
 	s := make([]int, len(shape))
 	for i, d := range shape {
 		if d < 0 || (d > 0 && elems > math.MaxInt64/es/d) {
 			return entry{}, fmt.Errorf("tensor %q: bad shape %v", name, shape)
 		}
-		elems *= d
+		elems, zero = elems*max(d, 1), zero || d == 0
 		s[i] = int(d)
+	}
+	if zero {
+		elems = 0
 	}
 	b, en := offsets[0], offsets[1]
 	if b < 0 || en < b || en > dataLen || en-b != elems*es {

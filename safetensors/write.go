@@ -50,12 +50,17 @@ func Write(w io.Writer, tensors map[string]Tensor, meta map[string]string) error
 			return fmt.Errorf("gomoe: safetensors: Write: tensor %q: %w", name, err)
 		}
 		v := view{shape: make([]uint64, len(t.Shape))}
-		want := 1
+		want, zero := 1, false
 		for i, d := range t.Shape {
-			if d < 0 || (d > 0 && want > math.MaxInt/d) { // no product that wraps around
+			// No product of the non-zero dimensions that wraps around, whatever their order
+			// (as Parse checks).
+			if d < 0 || (d > 0 && want > math.MaxInt/d) {
 				return fmt.Errorf("gomoe: safetensors: Write: tensor %q has shape %v", name, t.Shape)
 			}
-			v.shape[i], want = uint64(d), want*d
+			v.shape[i], want, zero = uint64(d), want*max(d, 1), zero || d == 0
+		}
+		if zero {
+			want = 0
 		}
 		if n != want {
 			return fmt.Errorf("gomoe: safetensors: Write: tensor %q has shape %v but %d elements", name, t.Shape, n)
