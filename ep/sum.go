@@ -21,11 +21,12 @@ import (
 // it on every rank with the same weights, in the same order, after the backward pass and
 // before the solver's step (in train.Step's after).
 //
-// Each rank gathers every rank's gradient (one AllToAll per weight) and adds them in rank
-// order in float64, rounding once (kernels.ColSum's order, on the host and on the GPU), so
-// every rank ends with the same bits and the replicas stay equal. That moves N times the bytes
-// of a ring all-reduce: it suits the router and shared experts of an MoE layer, not large
-// dense models. The gradients must be float32 or float64, host or device values, of the same
+// Each weight's gradient is cut into N chunks; rank j gathers chunk j from every rank, adds
+// them in rank order in float64, rounding once (kernels.ColSum's order, on the host and on the
+// GPU), and sends its sum to every rank (two AllToAlls per weight: a reduce-scatter and an
+// all-gather). Every rank ends with the same bits, so the replicas stay equal, and each rank
+// sends and receives 2·(N−1)/N of the gradient's bytes, as a ring all-reduce does. The
+// gradients must be float32 or float64, host or device values, of the same
 // sizes on every rank: one ExchangeCounts checks that first (on the GPU, a host sync). Weights
 // that share one gradient buffer (Gorgonia gives both inputs of an Add one gradient) have it
 // summed once; a weight listed twice, or gradients that share memory in part, are an error. On
@@ -64,17 +65,11 @@ func SumGradients(c Communicator, ws ...*G.Node) error {
 	} else if r >= 0 {
 		return fail(fmt.Errorf("rank %d passes %d weights and rank %d %d, or their sizes, dtypes or shared gradient buffers differ: every rank must pass the same weights", r, theirs[0], c.Rank(), hdr[0]))
 	}
-	// Every rank's row goes to every rank, where rank j's lands in row j.
-	sends, recvs := make([][]Block, c.Size()), make([][]Block, c.Size())
-	for j := range sends {
-		sends[j] = []Block{{Off: 0, Len: 1}}
-		recvs[j] = []Block{{Off: j, Len: 1}}
-	}
 	for i, g := range gs {
 		if shared[i] {
 			continue // summed with the first weight that has this buffer
 		}
-		if err := sumOverRanks(c, g, sends, recvs); err != nil {
+		if err := sumOverRanks(c, g); err != nil {
 			return fail(fmt.Errorf("weight %d (%s): %w", i, ws[i].Name(), err))
 		}
 	}
@@ -106,12 +101,42 @@ func gradOf(w *G.Node) (*tensor.Dense, error) {
 	return g, nil
 }
 
-// sumOverRanks replaces g by Σ_ranks g: every rank's g lands in row i of an [N, n] buffer
-// (one AllToAll with the block lists sends and recvs), whose column sums (kernels.ColSum) are
-// the result.
-func sumOverRanks(c Communicator, g *tensor.Dense, sends, recvs [][]Block) error {
+// chunk is the range [lo, hi) of the elements of a gradient of size elements that rank j of
+// n sums.
+func chunk(size, n, j int) (lo, hi int) { return size * j / n, size * (j + 1) / n }
+
+// sumBlocks returns the block lists of the two exchanges of rank me of n, for a gradient of
+// size elements exchanged as rows of width 1: the reduce-scatter (chunk j of this rank's
+// gradient to rank j, rank i's chunk me to row i·m of an [n, m] buffer, m the size of chunk
+// me) and the all-gather (the summed chunk me to every rank, rank i's to chunk i of the
+// gradient). Empty chunks have no blocks.
+func sumBlocks(size, n, me int) (scatterS, scatterR, gatherS, gatherR [][]Block) {
+	lo, hi := chunk(size, n, me)
+	m := hi - lo
+	scatterS, scatterR = make([][]Block, n), make([][]Block, n)
+	gatherS, gatherR = make([][]Block, n), make([][]Block, n)
+	for j := range n {
+		if l, h := chunk(size, n, j); h > l {
+			scatterS[j] = []Block{{Off: l, Len: h - l}}
+			gatherR[j] = []Block{{Off: l, Len: h - l}}
+		}
+		if m > 0 {
+			scatterR[j] = []Block{{Off: j * m, Len: m}}
+			gatherS[j] = []Block{{Off: 0, Len: m}}
+		}
+	}
+	return scatterS, scatterR, gatherS, gatherR
+}
+
+// sumOverRanks replaces g by Σ_ranks g: this rank's chunk of every rank's g lands in row i
+// of an [N, m] buffer (the reduce-scatter), whose column sums (kernels.ColSum) go back to
+// every rank's g (the all-gather).
+func sumOverRanks(c Communicator, g *tensor.Dense) error {
 	n, me := c.Size(), c.Rank()
 	size := g.Shape().TotalSize()
+	lo, hi := chunk(size, n, me)
+	m := hi - lo
+	scatterS, scatterR, gatherS, gatherR := sumBlocks(size, n, me)
 	if b := device.Of(g); b != nil {
 		asDense := func(v G.Value) (*tensor.Dense, error) {
 			d, ok := v.(*tensor.Dense)
@@ -120,54 +145,63 @@ func sumOverRanks(c Communicator, g *tensor.Dense, sends, recvs [][]Block) error
 			}
 			return d, nil
 		}
-		all, err := b.StepZeros(g, g.Dtype(), n, size)
-		if err != nil {
+		whole := Buffer{Device: g.Uintptr(), Dtype: g.Dtype(), Rows: size, Width: 1}
+		parts, sum := Buffer{Dtype: g.Dtype(), Width: 1}, Buffer{Dtype: g.Dtype(), Width: 1}
+		var pd *tensor.Dense
+		if m > 0 {
+			all, err := b.StepZeros(g, g.Dtype(), n, m)
+			if err != nil {
+				return err
+			}
+			if pd, err = asDense(all); err != nil {
+				return err
+			}
+			parts.Device, parts.Rows = pd.Uintptr(), n*m
+		}
+		if err := c.AllToAll(whole, parts, scatterS, scatterR); err != nil {
 			return err
 		}
-		ad, err := asDense(all)
-		if err != nil {
-			return err
+		if m > 0 {
+			s, err := b.ColSum(pd)
+			if err != nil {
+				return err
+			}
+			sd, err := asDense(s)
+			if err != nil {
+				return err
+			}
+			sum.Device, sum.Rows = sd.Uintptr(), m
 		}
-		row := Buffer{Device: g.Uintptr(), Dtype: g.Dtype(), Rows: 1, Width: size}
-		if err := c.AllToAll(row, Buffer{Device: ad.Uintptr(), Dtype: g.Dtype(), Rows: n, Width: size}, sends, recvs); err != nil {
-			return err
-		}
-		sum, err := b.ColSum(all)
-		if err != nil {
-			return err
-		}
-		sd, err := asDense(sum)
-		if err != nil {
-			return err
-		}
-		// Back into g: an exchange of one block with this rank itself, a device-to-device copy.
-		self := make([][]Block, n)
-		self[me] = []Block{{Off: 0, Len: 1}}
-		return c.AllToAll(Buffer{Device: sd.Uintptr(), Dtype: g.Dtype(), Rows: 1, Width: size}, row, self, self)
+		return c.AllToAll(sum, whole, gatherS, gatherR)
 	}
 	switch d := g.Data().(type) {
 	case []float32:
-		return sumHost(c, d, sends, recvs)
+		return sumHost(c, d, m, scatterS, scatterR, gatherS, gatherR)
 	case []float64:
-		return sumHost(c, d, sends, recvs)
+		return sumHost(c, d, m, scatterS, scatterR, gatherS, gatherR)
 	}
 	return fmt.Errorf("gradient data is %T", g.Data())
 }
 
-func sumHost[F float32 | float64](c Communicator, d []F, sends, recvs [][]Block) error {
-	all := make([]F, c.Size()*len(d))
-	send, err := HostBuffer(d, len(d))
-	if err != nil {
+// sumHost is sumOverRanks for host gradients; m is the size of this rank's chunk.
+func sumHost[F float32 | float64](c Communicator, d []F, m int, scatterS, scatterR, gatherS, gatherR [][]Block) error {
+	parts, sum := make([]F, c.Size()*m), make([]F, m)
+	bufs := make([]Buffer, 3)
+	for i, x := range [][]F{d, parts, sum} {
+		var err error
+		if bufs[i], err = HostBuffer(x, 1); err != nil {
+			return err
+		}
+	}
+	if err := c.AllToAll(bufs[0], bufs[1], scatterS, scatterR); err != nil {
 		return err
 	}
-	recv, err := HostBuffer(all, len(d))
-	if err != nil {
-		return err
+	if m > 0 {
+		if err := kernels.ColSum(sum, parts); err != nil {
+			return err
+		}
 	}
-	if err := c.AllToAll(send, recv, sends, recvs); err != nil {
-		return err
-	}
-	return kernels.ColSum(d, all)
+	return c.AllToAll(bufs[2], bufs[0], gatherS, gatherR)
 }
 
 // SumCounts returns counts (this rank's per-expert counts: Output.Counts' host data; the same

@@ -396,3 +396,79 @@ func TestClipGradNormRanksDisagree(t *testing.T) {
 		}
 	}
 }
+
+// countingComm counts the rows each AllToAll of its rank sends to other ranks.
+type countingComm struct {
+	Communicator
+	sent *int
+}
+
+func (c countingComm) AllToAll(send, recv Buffer, sends, recvs [][]Block) error {
+	for j, bs := range sends {
+		for _, b := range bs {
+			if j != c.Rank() {
+				*c.sent += b.Len * send.Width
+			}
+		}
+	}
+	return c.Communicator.AllToAll(send, recv, sends, recvs)
+}
+
+// TestSumGradientsBytes: each rank sends 2·(N−1)/N of a gradient's elements to the other
+// ranks, as a ring all-reduce does (a gather of every rank's whole gradient sent N−1 times
+// them), and the sums are still the rank-order float64 sums.
+func TestSumGradientsBytes(t *testing.T) {
+	defer checkNoLeak(t)()
+	const size = 1000
+	for _, n := range []int{2, 3, 4, 5} {
+		t.Run(fmt.Sprintf("N%d", n), func(t *testing.T) {
+			grad := func(r int) []float64 {
+				g := make([]float64, size)
+				for i := range g {
+					g[i] = float64((i*7+r*13)%17) - 8
+				}
+				return g
+			}
+			want := make([]float64, size)
+			for r := 0; r < n; r++ {
+				for i, v := range grad(r) {
+					want[i] += v
+				}
+			}
+			sent := make([]int, n)
+			var mu sync.Mutex
+			errs := errsOnRanks(t, n, func(c Communicator) error {
+				w, vm := gradNode(t, tensor.Float64, "w", grad(c.Rank()))
+				defer vm.Close()
+				var s int
+				if err := SumGradients(countingComm{c, &s}, w); err != nil {
+					return err
+				}
+				got := gradFloats(t, w)
+				for i := range got {
+					if got[i] != want[i] {
+						return fmt.Errorf("rank %d: element %d is %v, want %v", c.Rank(), i, got[i], want[i])
+					}
+				}
+				mu.Lock()
+				sent[c.Rank()] = s
+				mu.Unlock()
+				return nil
+			})
+			for r, err := range errs {
+				if err != nil {
+					t.Fatalf("rank %d: %v", r, err)
+				}
+			}
+			// The exchange that checks the weights agree sends a few counts, not rows: only
+			// AllToAll is counted.
+			for r, s := range sent {
+				lo, hi := chunk(size, n, r)
+				// The other ranks' chunks of its gradient, then its summed chunk to each of them.
+				if wantSent := size - (hi - lo) + (n-1)*(hi-lo); s != wantSent {
+					t.Errorf("rank %d sent %d elements, want %d", r, s, wantSent)
+				}
+			}
+		})
+	}
+}
