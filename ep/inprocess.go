@@ -28,6 +28,7 @@ type Group struct {
 	err      error         // the abort cause
 	comms    []*inProcComm
 	returned []bool // returned[r]: rank r's fn of the current Run has returned nil; nil outside Run
+	running  bool   // a Run is in progress
 }
 
 // phase is one collective: ranks post their arguments, the last one to arrive validates them
@@ -121,7 +122,8 @@ func (g *Group) aborted() error {
 // Run calls fn once per rank, each in its own goroutine, and waits for all of them. The first
 // rank whose fn fails (or panics) aborts the group, so that ranks blocked in a collective
 // return too. Run returns nil if every fn succeeded, else the first failure's cause (errors of
-// other ranks that only report the abort are left out).
+// other ranks that only report the abort are left out). One Run at a time: a Run called while
+// another is in progress returns an error (the two would share each rank's communicator).
 func (g *Group) Run(fn func(c Communicator) error) error {
 	if g == nil {
 		return errors.New("ep: Run of a nil Group")
@@ -130,7 +132,11 @@ func (g *Group) Run(fn func(c Communicator) error) error {
 		return errors.New("ep: Group.Run: fn is nil")
 	}
 	g.mu.Lock()
-	g.returned = make([]bool, g.n)
+	if g.running {
+		g.mu.Unlock()
+		return errors.New("ep: Group.Run: another Run of this group is in progress (one at a time: both would use each rank's communicator)")
+	}
+	g.running, g.returned = true, make([]bool, g.n)
 	g.mu.Unlock()
 	errs := make([]error, g.n)
 	var wg sync.WaitGroup
@@ -152,7 +158,7 @@ func (g *Group) Run(fn func(c Communicator) error) error {
 	}
 	wg.Wait()
 	g.mu.Lock()
-	g.returned = nil // Run is over: ranks that now run alone (RunRank) have not returned
+	g.running, g.returned = false, nil // Run is over: ranks that now run alone (RunRank) have not returned
 	g.mu.Unlock()
 	var first error
 	for _, err := range errs {
@@ -175,9 +181,6 @@ func (g *Group) Run(fn func(c Communicator) error) error {
 func (g *Group) rankReturned(r int) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if r >= len(g.returned) {
-		return // another Run of the group (a misuse) has ended and cleared the record
-	}
 	g.returned[r] = true
 	if ph := g.cur; ph != nil && !ph.posted[r] {
 		g.abortLocked(missingRank(ph, r))

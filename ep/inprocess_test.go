@@ -597,3 +597,37 @@ func TestCheckDisjoint(t *testing.T) {
 		}
 	}
 }
+
+// TestGroupRunOneAtATime: a Run called while another Run of the group is in progress returns
+// an error at once and leaves the first one to finish (the two used to share each rank's
+// communicator, pairing ranks of different steps in one collective).
+func TestGroupRunOneAtATime(t *testing.T) {
+	defer checkNoLeak(t)()
+	g, err := NewGroupTimeout(2, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	started, release := make(chan struct{}, 2), make(chan struct{})
+	first := make(chan error, 1)
+	go func() {
+		first <- g.Run(func(c Communicator) error {
+			started <- struct{}{}
+			<-release
+			_, err := c.ExchangeCounts([]int32{int32(c.Rank()), 1})
+			return err
+		})
+	}()
+	<-started
+	<-started
+	err = g.Run(func(c Communicator) error { return nil })
+	if err == nil || !strings.Contains(err.Error(), "another Run of this group is in progress") {
+		t.Errorf("second Run: %v, want an error", err)
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Errorf("first Run: %v", err)
+	}
+	if err := g.Run(func(c Communicator) error { return nil }); err != nil {
+		t.Errorf("a Run after the first ended: %v", err)
+	}
+}
