@@ -8,6 +8,8 @@ import (
 	"unsafe"
 
 	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/internal/opkit"
 )
 
 // A Communicator connects the ranks of one expert-parallel group. Every method except Rank,
@@ -184,7 +186,7 @@ func CheckBlocks(what string, lists [][]Block, n, rows int) error {
 // rank through it, or call c.Abort on every error yourself.
 func RunRank(c Communicator, fn func() error) (err error) {
 	if err := CheckCommunicator(c); err != nil {
-		return fmt.Errorf("gomoe: ep.RunRank: %w", err)
+		return opkit.Wrap("ep.RunRank", err)
 	}
 	if fn == nil {
 		err = errors.New("gomoe: ep.RunRank: fn is nil")

@@ -111,7 +111,7 @@ var (
 
 // fail aborts the communicator with err and returns it.
 func (o guardOp) fail(err error) error {
-	err = fmt.Errorf("gomoe: ep: rank %d: %w", o.c.Rank(), err)
+	err = opkit.Wrap(fmt.Sprintf("ep: rank %d", o.c.Rank()), err)
 	o.c.Abort(err)
 	return err
 }

@@ -271,10 +271,13 @@ func TestHostileLocalGeometry(t *testing.T) {
 		{"n·C beyond int32", kernels.Geometry{T: 4, K: 1, E: 8, A: 1, Mode: kernels.Capacity, C: 1 << 30}, 4, "C=1073741824"},
 		{"0 ranks", kernels.Geometry{T: 4, K: 1, E: 8, A: 1}, 0, "0 ranks"},
 		{"E not divisible", kernels.Geometry{T: 4, K: 1, E: 9, A: 1}, 2, "not divisible"},
+		{"invalid geometry", kernels.Geometry{T: 4, K: 2, E: 4, A: 0}, 2, "ranks: plan: alignment A=0"},
 	}
 	for _, c := range cases {
 		if _, err := LocalGeometry(c.g, c.n); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want %q", c.name, err, c.want)
+		} else if n := strings.Count(err.Error(), "gomoe: "); n != 1 {
+			t.Errorf("%s: error %q carries the gomoe prefix %d times, want once", c.name, err, n)
 		}
 	}
 }

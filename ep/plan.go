@@ -116,7 +116,7 @@ func LocalGeometry(g kernels.Geometry, n int) (kernels.Geometry, error) {
 		gl.C = n * g.C
 	}
 	if err := gl.Validate(); err != nil {
-		return kernels.Geometry{}, fmt.Errorf("gomoe: ep: local geometry for %d ranks: %w", n, err)
+		return kernels.Geometry{}, opkit.Wrap(fmt.Sprintf("ep: local geometry for %d ranks", n), err)
 	}
 	return gl, nil
 }

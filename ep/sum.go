@@ -33,10 +33,10 @@ import (
 // any error c is aborted, so the other ranks return too.
 func SumGradients(c Communicator, ws ...*G.Node) error {
 	if err := CheckCommunicator(c); err != nil {
-		return fmt.Errorf("gomoe: ep.SumGradients: %w", err)
+		return opkit.Wrap("ep.SumGradients", err)
 	}
 	fail := func(err error) error {
-		err = fmt.Errorf("gomoe: ep.SumGradients: %w", err)
+		err = opkit.Wrap("ep.SumGradients", err)
 		c.Abort(err)
 		return err
 	}
@@ -211,10 +211,10 @@ func sumHost[F float32 | float64](c Communicator, d []F, m int, scatterS, scatte
 // GPU, host syncs). On any error c is aborted, so the other ranks return too.
 func SumCounts(c Communicator, counts []int32) ([]int32, error) {
 	if err := CheckCommunicator(c); err != nil {
-		return nil, fmt.Errorf("gomoe: ep.SumCounts: %w", err)
+		return nil, opkit.Wrap("ep.SumCounts", err)
 	}
 	fail := func(err error) ([]int32, error) {
-		err = fmt.Errorf("gomoe: ep.SumCounts: %w", err)
+		err = opkit.Wrap("ep.SumCounts", err)
 		c.Abort(err)
 		return nil, err
 	}
@@ -259,10 +259,10 @@ func SumCounts(c Communicator, counts []int32) ([]int32, error) {
 // aborted, so the other ranks return too.
 func ClipGradNorm(c Communicator, maxNorm float64, ws, replicated G.Nodes) (float64, error) {
 	if err := CheckCommunicator(c); err != nil {
-		return 0, fmt.Errorf("gomoe: ep.ClipGradNorm: %w", err)
+		return 0, opkit.Wrap("ep.ClipGradNorm", err)
 	}
 	fail := func(err error) (float64, error) {
-		err = fmt.Errorf("gomoe: ep.ClipGradNorm: %w", err)
+		err = opkit.Wrap("ep.ClipGradNorm", err)
 		c.Abort(err)
 		return 0, err
 	}

@@ -199,6 +199,8 @@ func TestSumGradientsErrors(t *testing.T) {
 			}
 			if errs[1] == nil || !strings.Contains(errs[1].Error(), tc.want) {
 				t.Errorf("rank 1: %v, want an error containing %q", errs[1], tc.want)
+			} else if n := strings.Count(errs[1].Error(), "gomoe: "); n != 1 {
+				t.Errorf("rank 1: error %q carries the gomoe prefix %d times, want once", errs[1], n)
 			}
 		})
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/gomoe/gomoe/bfloat16"
 	"github.com/gomoe/gomoe/ep"
+	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 	"github.com/gomoe/gomoe/op"
 )
@@ -34,7 +35,7 @@ import (
 // briefly holds all E experts' weights on the host, and this rank's copy with them: both must
 // fit in the memory this process may use.
 func NewExpertParallel(g *G.ExprGraph, name string, cfg Config, comm ep.Communicator) (*Layer, error) {
-	wrap := func(err error) (*Layer, error) { return nil, fmt.Errorf("gomoe: moe.NewExpertParallel: %w", err) }
+	wrap := func(err error) (*Layer, error) { return nil, opkit.Wrap("moe.NewExpertParallel", err) }
 	if err := ep.CheckCommunicator(comm); err != nil {
 		return wrap(err)
 	}

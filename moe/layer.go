@@ -278,7 +278,7 @@ func (l *Layer) apply(x *G.Node, eval bool) (*Output, error) {
 		return nil, fmt.Errorf("gomoe: moe: %s on a nil or zero Layer (make it with moe.New or moe.NewExpertParallel)", what)
 	}
 	c := l.cfg
-	wrap := func(err error) (*Output, error) { return nil, fmt.Errorf("gomoe: moe %s: %w", l.name, err) }
+	wrap := func(err error) (*Output, error) { return nil, opkit.Wrap(fmt.Sprintf("moe %s", l.name), err) }
 	if x == nil {
 		return wrap(fmt.Errorf("input is nil"))
 	}
@@ -614,7 +614,7 @@ func (o *Output) Stats(counts G.Value) (Stats, error) {
 	tk := float64(geo.T) * float64(geo.K) // a step routes at most T·K pairs
 	load, err := countsOf(counts, geo.E, tk)
 	if err != nil {
-		return Stats{}, fmt.Errorf("gomoe: moe: Stats: %w", err)
+		return Stats{}, opkit.Wrap("moe: Stats", err)
 	}
 	st := Stats{TokensPerExpert: make([]int, geo.E), Dropped: geo.T * geo.K}
 	for e, v := range load {
@@ -730,7 +730,7 @@ func (l *Layer) UpdateExpertBias(load G.Value) error {
 	E := l.cfg.Experts
 	n, err := countsOf(load, E, maxLoad)
 	if err != nil {
-		return fmt.Errorf("gomoe: moe %s: UpdateExpertBias: %w", l.name, err)
+		return opkit.Wrap(fmt.Sprintf("moe %s: UpdateExpertBias", l.name), err)
 	}
 	var mean float64
 	for _, x := range n {
@@ -745,7 +745,7 @@ func (l *Layer) UpdateExpertBias(load G.Value) error {
 	target := bv
 	if dev {
 		if bv, err = op.HostCopy(target); err != nil {
-			return fmt.Errorf("gomoe: moe %s: UpdateExpertBias: %w", l.name, err)
+			return opkit.Wrap(fmt.Sprintf("moe %s: UpdateExpertBias", l.name), err)
 		}
 	}
 	rate := l.cfg.BiasUpdateRate
@@ -776,7 +776,7 @@ func (l *Layer) UpdateExpertBias(load G.Value) error {
 	}
 	if dev {
 		if err := op.WriteBack(target, bv); err != nil {
-			return fmt.Errorf("gomoe: moe %s: UpdateExpertBias: %w", l.name, err)
+			return opkit.Wrap(fmt.Sprintf("moe %s: UpdateExpertBias", l.name), err)
 		}
 	}
 	return nil

@@ -41,6 +41,9 @@ func wantErrContains(t *testing.T, err error, frags ...string) {
 			t.Errorf("error %q does not mention %q", err, f)
 		}
 	}
+	if n := strings.Count(err.Error(), "gomoe: "); n > 1 {
+		t.Errorf("error %q carries the gomoe prefix %d times, want once", err, n)
+	}
 }
 
 var relCfg = Config{Hidden: 4, FFN: 3, Experts: 4, TopK: 2, Dtype: tensor.Float64, AuxLossCoeff: 0.01, ZLossCoeff: 0.001, Seed: 3}

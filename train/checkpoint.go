@@ -15,6 +15,7 @@ import (
 
 	"github.com/gomoe/gomoe/bfloat16"
 	"github.com/gomoe/gomoe/device"
+	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/safetensors"
 )
 
@@ -139,7 +140,7 @@ func fmtF(x float64) string { return strconv.FormatFloat(x, 'g', -1, 64) }
 // same folder and renames it, so path holds either the old or the new checkpoint, never a
 // partial one. Device values are copied to the host through their engine.
 func SaveCheckpoint(path string, c Checkpoint) error {
-	fail := func(err error) error { return fmt.Errorf("gomoe: train: SaveCheckpoint %s: %w", path, err) }
+	fail := func(err error) error { return opkit.Wrap(fmt.Sprintf("train: SaveCheckpoint %s", path), err) }
 	ps, err := checkParams(c.Params)
 	if err != nil {
 		return fail(err)
@@ -257,12 +258,12 @@ func SaveCheckpoint(path string, c Checkpoint) error {
 func LoadCheckpoint(path string, c Checkpoint) (map[string]string, error) {
 	ts, err := safetensors.Open(path) // its errors name the path
 	if err != nil {
-		return nil, fmt.Errorf("gomoe: train: LoadCheckpoint: %w", err)
+		return nil, opkit.Wrap("train: LoadCheckpoint", err)
 	}
 	defer ts.Close()
 	meta, err := loadCheckpoint(ts, c)
 	if err != nil {
-		return nil, fmt.Errorf("gomoe: train: LoadCheckpoint %s: %w", path, err)
+		return nil, opkit.Wrap(fmt.Sprintf("train: LoadCheckpoint %s", path), err)
 	}
 	return meta, nil
 }

@@ -540,6 +540,9 @@ func TestLoadCheckpointErrors(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("error %v, want one containing %q", err, c.want)
 			}
+			if n := strings.Count(err.Error(), "gomoe: "); n != 1 {
+				t.Errorf("error %q carries the gomoe prefix %d times, want once", err, n)
+			}
 			if v := fresh.Value().Data().([]float32); v[0] != 9 || v[1] != 9 {
 				t.Errorf("a failed load wrote the node: %v", v)
 			}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/gomoe/gomoe/bfloat16"
 	"github.com/gomoe/gomoe/device"
+	"github.com/gomoe/gomoe/internal/opkit"
 )
 
 // ClipGradNorm scales the gradients of vgs in place so that their global L2 norm
@@ -52,7 +53,7 @@ func ClipGradNormWith(vgs []G.ValueGrad, maxNorm float64, total func(sq []float6
 	}
 	n, err := clipWith(ps, maxNorm, total)
 	if err != nil {
-		return n, fmt.Errorf("gomoe: train: ClipGradNorm: %w", err)
+		return n, opkit.Wrap("train: ClipGradNorm", err)
 	}
 	return n, nil
 }

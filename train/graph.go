@@ -9,6 +9,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/device"
+	"github.com/gomoe/gomoe/internal/opkit"
 )
 
 // GraphStep runs training steps on the GPU as replays of one CUDA graph: the first Step runs
@@ -109,14 +110,14 @@ func (s *GraphStep) Step(after func() error) error {
 	case s.graph == nil:
 		var err error
 		if s.reason, err = s.capture(); err != nil {
-			return fmt.Errorf("gomoe: train: GraphStep: %w", err)
+			return opkit.Wrap("train: GraphStep", err)
 		}
 		if s.reason != "" {
 			return s.Step(after)
 		}
 		// The capture took the solver's step (its count); the replay runs it.
 		if err := s.graph.Replay(); err != nil {
-			return fmt.Errorf("gomoe: train: GraphStep: %w", err)
+			return opkit.Wrap("train: GraphStep", err)
 		}
 	case s.gs.clipping() != s.clip:
 		// Clipping was turned on or off after the capture: the graph has (or lacks) the
@@ -125,10 +126,10 @@ func (s *GraphStep) Step(after func() error) error {
 		return s.Step(after)
 	default:
 		if err := s.gs.nextScalars(s.dev, s.w0); err != nil {
-			return fmt.Errorf("gomoe: train: GraphStep: %w", err)
+			return opkit.Wrap("train: GraphStep", err)
 		}
 		if err := s.graph.Replay(); err != nil {
-			return fmt.Errorf("gomoe: train: GraphStep: %w", err)
+			return opkit.Wrap("train: GraphStep", err)
 		}
 		s.gs.replayed()
 	}

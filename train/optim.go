@@ -12,6 +12,7 @@ import (
 	"github.com/gomoe/gomoe/bfloat16"
 	"github.com/gomoe/gomoe/device"
 	"github.com/gomoe/gomoe/internal/hostmem"
+	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 )
 
@@ -134,7 +135,7 @@ func check(name string, vgs []G.ValueGrad) ([]pair, error) {
 		wv := vg.Value()
 		gv, err := vg.Grad()
 		if err != nil {
-			return nil, fmt.Errorf("gomoe: train: %s: %s has no gradient: %w", name, label, err)
+			return nil, opkit.Wrap(fmt.Sprintf("train: %s: %s has no gradient", name, label), err)
 		}
 		w, ok1 := wv.(*tensor.Dense)
 		g, ok2 := gv.(*tensor.Dense)
@@ -160,13 +161,13 @@ func check(name string, vgs []G.ValueGrad) ([]pair, error) {
 		}
 		if dw {
 			if err := gw.Same(w, g); err != nil {
-				return nil, fmt.Errorf("gomoe: train: %s: %s: %w", name, label, err)
+				return nil, opkit.Wrap(fmt.Sprintf("train: %s: %s", name, label), err)
 			}
 		}
 		ps = append(ps, pair{w: w, g: g, gpu: gw, n: w.Shape().TotalSize(), dtype: w.Dtype(), wLabel: label})
 	}
 	if err := checkShared(ps); err != nil {
-		return nil, fmt.Errorf("gomoe: train: %s: %w", name, err)
+		return nil, opkit.Wrap(fmt.Sprintf("train: %s", name), err)
 	}
 	return ps, nil
 }
@@ -279,17 +280,17 @@ func (a *Adam) Step(vgs []G.ValueGrad) error {
 		return err
 	}
 	if err := adamSettings(a.LR, a.Beta1, a.Beta2, a.Eps, a.WeightDecay, a.MaxGradNorm); err != nil {
-		return fmt.Errorf("gomoe: train: Adam: %w", err)
+		return opkit.Wrap("train: Adam", err)
 	}
 	if err := a.countErr(); err != nil {
 		return err
 	}
 	var err2 error
 	if a.state, err2 = ensure(a.state, ps, true); err2 != nil {
-		return fmt.Errorf("gomoe: train: Adam: %w", err2)
+		return opkit.Wrap("train: Adam", err2)
 	}
 	if a.norm, err2 = a.gsc.clip(ps, a.MaxGradNorm, 7); err2 != nil {
-		return fmt.Errorf("gomoe: train: Adam: %w", err2)
+		return opkit.Wrap("train: Adam", err2)
 	}
 	t := a.t + 1
 	c1, c2 := a.corrections(t)
@@ -307,7 +308,7 @@ func (a *Adam) Step(vgs []G.ValueGrad) error {
 			err = kernels.AdamUpdate(p.w.Float64s(), p.g.Float64s(), st.m.([]float64), st.v.([]float64), a.LR, a.Beta1, a.Beta2, a.Eps, c1, c2, a.WeightDecay)
 		}
 		if err != nil {
-			return fmt.Errorf("gomoe: train: Adam: %s: %w", p.wLabel, err)
+			return opkit.Wrap(fmt.Sprintf("train: Adam: %s", p.wLabel), err)
 		}
 	}
 	a.t = t
@@ -490,14 +491,14 @@ func (s *SGD) Step(vgs []G.ValueGrad) error {
 		return err
 	}
 	if err := sgdSettings(s.LR, s.WeightDecay, s.MaxGradNorm); err != nil {
-		return fmt.Errorf("gomoe: train: SGD: %w", err)
+		return opkit.Wrap("train: SGD", err)
 	}
 	var err2 error
 	if s.state, err2 = ensure(s.state, ps, false); err2 != nil {
-		return fmt.Errorf("gomoe: train: SGD: %w", err2)
+		return opkit.Wrap("train: SGD", err2)
 	}
 	if s.norm, err2 = s.gsc.clip(ps, s.MaxGradNorm, 2); err2 != nil {
-		return fmt.Errorf("gomoe: train: SGD: %w", err2)
+		return opkit.Wrap("train: SGD", err2)
 	}
 	for _, p := range ps {
 		st := s.state[p.w.Uintptr()]
@@ -517,7 +518,7 @@ func (s *SGD) Step(vgs []G.ValueGrad) error {
 			err = kernels.SGDUpdate(p.w.Float64s(), p.g.Float64s(), s.LR, s.WeightDecay)
 		}
 		if err != nil {
-			return fmt.Errorf("gomoe: train: SGD: %s: %w", p.wLabel, err)
+			return opkit.Wrap(fmt.Sprintf("train: SGD: %s", p.wLabel), err)
 		}
 	}
 	return nil

@@ -30,7 +30,7 @@ func Step(vm G.VM, solver G.Solver, params G.Nodes, after func() error) error {
 	if err := vm.RunAll(); err != nil {
 		vm.Reset()
 		endStep(params)
-		return fmt.Errorf("gomoe: train: Step: %w", err)
+		return opkit.Wrap("train: Step", err)
 	}
 	if after != nil {
 		if err := after(); err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/internal/regfile"
 	"github.com/gomoe/gomoe/moe"
 )
@@ -52,7 +53,7 @@ type Config struct {
 func ParseConfig(data []byte) (Config, error) {
 	var c Config
 	if err := json.Unmarshal(data, &c); err != nil {
-		return Config{}, fmt.Errorf("gomoe: hf: config: %w", err)
+		return Config{}, opkit.Wrap("hf: config", err)
 	}
 	return c, nil
 }
@@ -66,7 +67,7 @@ const maxConfigBytes = 16 << 20
 func ReadConfig(path string) (Config, error) {
 	b, err := regfile.ReadFile(path, maxConfigBytes)
 	if err != nil {
-		return Config{}, fmt.Errorf("gomoe: hf: config: %w", err)
+		return Config{}, opkit.Wrap("hf: config", err)
 	}
 	return ParseConfig(b)
 }
@@ -161,7 +162,7 @@ func (c Config) MoEConfig() (moe.Config, error) {
 		return e("num_experts_per_tok=1 with renormalisation weighs every token by 1; gomoe's softmax over one logit has no router gradient")
 	}
 	if err := m.Validate(); err != nil {
-		return moe.Config{}, fmt.Errorf("gomoe: hf: %s config: %w", c.ModelType, err)
+		return moe.Config{}, opkit.Wrap(fmt.Sprintf("hf: %s config", c.ModelType), err)
 	}
 	return m, nil
 }

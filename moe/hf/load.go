@@ -12,6 +12,7 @@ import (
 
 	"github.com/gomoe/gomoe/bfloat16"
 	"github.com/gomoe/gomoe/internal/hostmem"
+	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/moe"
 	"github.com/gomoe/gomoe/safetensors"
 )
@@ -44,20 +45,20 @@ func Load(g *G.ExprGraph, name string, cfg moe.Config, ts *safetensors.Tensors, 
 		return nil, fmt.Errorf("gomoe: hf: Load: nil tensors")
 	}
 	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("gomoe: hf: Load: %w", err)
+		return nil, opkit.Wrap("hf: Load", err)
 	}
 	if cfg.Activation == moe.GELU { // after Validate: SwiGLU, zero (SwiGLU) or GELU
 		return nil, fmt.Errorf("gomoe: hf: Load: the layer has %v experts, transformers' blocks are SwiGLU", cfg.Activation)
 	}
 	if err := checkLoadMemory(cfg); err != nil {
-		return nil, fmt.Errorf("gomoe: hf: Load: %w", err)
+		return nil, opkit.Wrap("hf: Load", err)
 	}
 	w, err := readBlock(cfg, ts, prefix)
 	if err != nil {
 		if hint := prefixHint(ts, prefix); hint != "" {
-			return nil, fmt.Errorf("gomoe: hf: Load %q: %w (%s)", prefix, err, hint)
+			return nil, fmt.Errorf("%w (%s)", opkit.Wrap(fmt.Sprintf("hf: Load %q", prefix), err), hint)
 		}
-		return nil, fmt.Errorf("gomoe: hf: Load %q: %w", prefix, err)
+		return nil, opkit.Wrap(fmt.Sprintf("hf: Load %q", prefix), err)
 	}
 	l, err := moe.New(g, name, cfg)
 	if err != nil {
@@ -73,7 +74,7 @@ func Load(g *G.ExprGraph, name string, cfg moe.Config, ts *safetensors.Tensors, 
 			continue
 		}
 		if err := setValue(s.n, s.v); err != nil {
-			return nil, fmt.Errorf("gomoe: hf: Load: %s: %w", s.n.Name(), err)
+			return nil, opkit.Wrap(fmt.Sprintf("hf: Load: %s", s.n.Name()), err)
 		}
 	}
 	return l, nil

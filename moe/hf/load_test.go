@@ -623,6 +623,8 @@ func TestMoEConfig(t *testing.T) {
 		if c.err != "" {
 			if err == nil || !strings.Contains(err.Error(), c.err) {
 				t.Errorf("%s: got %+v, %v; want an error containing %q", c.name, got, err, c.err)
+			} else if n := strings.Count(err.Error(), "gomoe: "); n != 1 {
+				t.Errorf("%s: error %q carries the gomoe prefix %d times, want once", c.name, err, n)
 			}
 			continue
 		}
@@ -658,6 +660,7 @@ func TestLoadRejects(t *testing.T) {
 		{"no shared", func(ts map[string]hfTensor) { delete(ts, "shared_experts.up_proj.weight") }, m, "shared_experts.up_proj.weight"},
 		{"unused tensor", func(ts map[string]hfTensor) { ts["shared_expert_gate.weight"] = hfTensor{[]int{1, 6}, w.router[:6]} }, m, "no place for: p.shared_expert_gate.weight"},
 		{"gelu layer", func(ts map[string]hfTensor) {}, gelu, "SwiGLU"},
+		{"invalid config", func(ts map[string]hfTensor) {}, moe.Config{Hidden: 6}, "gomoe: hf: Load: moe config: FFN=0"},
 	}
 	for _, tc := range cases {
 		ts := tensorsOf(m, w, "fused")
@@ -667,6 +670,8 @@ func TestLoadRejects(t *testing.T) {
 		l, err := Load(g, "moe", tc.cfg, st, "p.")
 		if err == nil || l != nil || !strings.Contains(err.Error(), tc.err) {
 			t.Errorf("%s: got %v; want an error containing %q", tc.name, err, tc.err)
+		} else if n := strings.Count(err.Error(), "gomoe: "); n != 1 {
+			t.Errorf("%s: error %q carries the gomoe prefix %d times, want once", tc.name, err, n)
 		}
 		if n := len(g.AllNodes()); n != 0 {
 			t.Errorf("%s: Load added %d nodes despite the error", tc.name, n)
