@@ -125,6 +125,13 @@ func (in *Init) fill(name string, dt tensor.Dtype, shape []int, draw func() floa
 	if len(shape) == 0 {
 		return nil, fmt.Errorf("gomoe: train: Init.%s: no shape (a scalar weight is a vector of 1)", name)
 	}
+	switch dt {
+	case tensor.Float64, tensor.Float32, bfloat16.Dtype:
+	case tensor.Dtype{}: // dt.Size below would dereference its nil reflect.Type
+		return nil, fmt.Errorf("gomoe: train: Init.%s: the zero dtype, want float32, float64 or bfloat16", name)
+	default:
+		return nil, fmt.Errorf("gomoe: train: Init.%s: dtype %v, want float32, float64 or bfloat16", name, dt)
+	}
 	n := 1
 	for _, s := range shape {
 		if s < 1 {

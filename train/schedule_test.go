@@ -147,6 +147,8 @@ func TestInitErrors(t *testing.T) {
 		want string
 	}{
 		{"dtype", func() error { _, err := in.Normal(tensor.Int32, 1, 2); return err }, "dtype int32"},
+		// The zero tensor.Dtype (moe.Config's default Dtype, say) used to panic in dt.Size.
+		{"zero dtype", func() error { _, err := in.HeNormal(tensor.Dtype{}, 1, 3, 4); return err }, "Init.HeNormal: the zero dtype"},
 		{"no shape", func() error { _, err := in.Normal(tensor.Float32, 1); return err }, "no shape"},
 		{"zero dim", func() error { _, err := in.Uniform(tensor.Float32, 0, 1, 2, 0); return err }, "shape [2 0] has a dimension below 1"},
 		{"huge", func() error { _, err := in.Normal(tensor.Float32, 1, 1<<20, 1<<20); return err }, "has more than 2147483647 elements"},
