@@ -47,7 +47,8 @@ var dtypeSizes = map[string]int64{
 
 // Tensors is a set of named tensors in safetensors files: a whole checkpoint (its shards),
 // one block's weights, a training checkpoint. The headers are read when the set is opened, a
-// tensor's values when they are asked for. Close releases the files.
+// tensor's values when they are asked for. Close releases the files. The nil *Tensors of a
+// failed Open holds no tensors.
 type Tensors struct {
 	entries map[string]entry
 	meta    map[string]string
@@ -281,6 +282,9 @@ func checkEntry(name, dtype string, shape, offsets []int64, dataLen int64) (entr
 
 // Names returns the tensors' names, sorted.
 func (ts *Tensors) Names() []string {
+	if ts == nil { // the set of a failed Open: no tensors
+		return nil
+	}
 	names := make([]string, 0, len(ts.entries))
 	for n := range ts.entries {
 		names = append(names, n)
@@ -291,6 +295,9 @@ func (ts *Tensors) Names() []string {
 
 // Metadata returns the files' string metadata (the "__metadata__" of the header), merged.
 func (ts *Tensors) Metadata() map[string]string {
+	if ts == nil {
+		return map[string]string{}
+	}
 	out := make(map[string]string, len(ts.meta))
 	for k, v := range ts.meta {
 		out[k] = v
@@ -300,7 +307,7 @@ func (ts *Tensors) Metadata() map[string]string {
 
 // Shape returns the shape of the named tensor, and whether it exists.
 func (ts *Tensors) Shape(name string) ([]int, bool) {
-	e, ok := ts.entries[name]
+	e, ok := ts.entry(name)
 	if !ok {
 		return nil, false
 	}
@@ -310,7 +317,7 @@ func (ts *Tensors) Shape(name string) ([]int, bool) {
 // Dtype returns the safetensors dtype of the named tensor ("F32", "BF16", "I64", …), and
 // whether it exists.
 func (ts *Tensors) Dtype(name string) (string, bool) {
-	e, ok := ts.entries[name]
+	e, ok := ts.entry(name)
 	return e.dtype, ok
 }
 
@@ -318,6 +325,9 @@ func (ts *Tensors) Dtype(name string) (string, bool) {
 // with the same metadata): a block's weights without the other tensors under its prefix,
 // say. Closing ts closes the files of the selection too.
 func (ts *Tensors) Select(keep func(name string) bool) *Tensors {
+	if ts == nil {
+		return &Tensors{entries: map[string]entry{}}
+	}
 	out := &Tensors{entries: map[string]entry{}, meta: ts.meta}
 	for n, e := range ts.entries {
 		if keep(n) {
@@ -329,7 +339,7 @@ func (ts *Tensors) Select(keep func(name string) bool) *Tensors {
 
 // raw reads the bytes of the named tensor.
 func (ts *Tensors) raw(name string) (entry, []byte, error) {
-	e, ok := ts.entries[name]
+	e, ok := ts.entry(name)
 	if !ok {
 		return e, nil, fmt.Errorf("gomoe: safetensors: no tensor %q", name)
 	}
@@ -343,11 +353,21 @@ func (ts *Tensors) raw(name string) (entry, []byte, error) {
 	return e, b, nil
 }
 
+// entry is the named tensor's entry, and whether it exists: none in a nil set (the result of
+// a failed Open), whose methods used to dereference it.
+func (ts *Tensors) entry(name string) (entry, bool) {
+	if ts == nil {
+		return entry{}, false
+	}
+	e, ok := ts.entries[name]
+	return e, ok
+}
+
 // Read copies the named tensor's elements, row major, into dst: a []float32 for F32, a
 // []float64 for F64 or a []bfloat16.BFloat16 for BF16, of exactly the tensor's number of
 // elements. It is an error if the dtype or the size differ; dst is then unchanged.
 func (ts *Tensors) Read(name string, dst any) error {
-	e, ok := ts.entries[name]
+	e, ok := ts.entry(name)
 	if !ok {
 		return fmt.Errorf("gomoe: safetensors: no tensor %q", name)
 	}
@@ -369,7 +389,7 @@ func (ts *Tensors) Read(name string, dst any) error {
 // Float64s reads the named tensor (F32, F64, BF16 or F16 elements) and converts it to
 // float64, exactly; it returns the values, row major, and the shape.
 func (ts *Tensors) Float64s(name string) ([]float64, []int, error) {
-	e, ok := ts.entries[name]
+	e, ok := ts.entry(name)
 	if !ok {
 		return nil, nil, fmt.Errorf("gomoe: safetensors: no tensor %q", name)
 	}

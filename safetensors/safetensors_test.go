@@ -247,6 +247,23 @@ func TestOpen(t *testing.T) {
 		if err := failed.Close(); err != nil { // a deferred Close before the error check
 			t.Errorf("%s: Close of the failed Open's nil set: %v", c.name, err)
 		}
+		// The nil set holds no tensors: its methods used to dereference it and panic.
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					t.Errorf("%s: a method of the failed Open's nil set panicked: %v", c.name, r)
+				}
+			}()
+			_, shapeOK := failed.Shape("a")
+			_, dtypeOK := failed.Dtype("a")
+			_, _, ferr := failed.Float64s("a")
+			rerr := failed.Read("a", make([]float32, 2))
+			sel := failed.Select(func(string) bool { return true })
+			if len(failed.Names()) != 0 || len(failed.Metadata()) != 0 || shapeOK || dtypeOK || ferr == nil || rerr == nil || len(sel.Names()) != 0 {
+				t.Errorf("%s: the nil set: names %v, metadata %v, shape %v, dtype %v, Float64s %v, Read %v, Select %v",
+					c.name, failed.Names(), failed.Metadata(), shapeOK, dtypeOK, ferr, rerr, sel.Names())
+			}
+		}()
 	}
 	if _, _, err := ts.Float64s("c"); err == nil {
 		t.Error("missing tensor: no error")
