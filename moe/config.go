@@ -85,13 +85,15 @@ type Config struct {
 	// (SharedFFN > 0): on the CPU, Gorgonia's own gradient sums, matmul and addition do not
 	// take bfloat16 (the run fails with their error).
 	Dtype tensor.Dtype
-	// RouterDtype is the dtype of the router weight, logits, probs and losses (the "fp32
-	// router" of Megatron/Switch: set it to tensor.Float32, or to tensor.Float64 for a float64
-	// router in a float32 model): float32 or float64. Zero means Dtype (float32 for a
-	// bfloat16 layer). The probs are cast to Dtype for the combine (kept float32 for
-	// bfloat16, which the combine takes). A bfloat16 layer multiplies its bfloat16 input by
-	// the float32 router with op.MixedMatMul (on the GPU: bfloat16 tensor cores, float32
-	// accuracy), unless JitterEps makes the input float32 first.
+	// RouterDtype is the dtype of the router weight, logits and probs, in which the routing
+	// losses are computed (the "fp32 router" of Megatron/Switch: set it to tensor.Float32, or
+	// to tensor.Float64 for a float64 router in a float32 model): float32 or float64. Zero
+	// means Dtype (float32 for a bfloat16 layer). The probs are cast to Dtype for the combine
+	// (kept float32 for bfloat16, which the combine takes), and so are the loss nodes of
+	// Output (float32 for bfloat16), so that they add to a task loss of Dtype. A bfloat16
+	// layer multiplies its bfloat16 input by the float32 router with op.MixedMatMul (on the
+	// GPU: bfloat16 tensor cores, float32 accuracy), unless JitterEps makes the input float32
+	// first.
 	RouterDtype tensor.Dtype
 
 	// Score is the score function, Softmax (default) or Sigmoid.
