@@ -2,6 +2,7 @@ package train
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -141,6 +142,9 @@ func fmtF(x float64) string { return strconv.FormatFloat(x, 'g', -1, 64) }
 // partial one. Device values are copied to the host through their engine.
 func SaveCheckpoint(path string, c Checkpoint) error {
 	fail := func(err error) error { return opkit.Wrap(fmt.Sprintf("train: SaveCheckpoint %s", path), err) }
+	if path == "" {
+		return errors.New("gomoe: train: SaveCheckpoint: the path is empty")
+	}
 	ps, err := checkParams(c.Params)
 	if err != nil {
 		return fail(err)

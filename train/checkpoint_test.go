@@ -551,6 +551,9 @@ func TestLoadCheckpointErrors(t *testing.T) {
 			}
 		})
 	}
+	if err := train.SaveCheckpoint("", train.Checkpoint{Params: G.Nodes{a}}); err == nil || err.Error() != "gomoe: train: SaveCheckpoint: the path is empty" {
+		t.Errorf("empty path: %v", err)
+	}
 	if err := train.SaveCheckpoint(filepath.Join(dir, "x"), train.Checkpoint{Params: G.Nodes{a}, Meta: map[string]string{"gomoe.step": "1"}}); err == nil || !strings.Contains(err.Error(), "reserved") {
 		t.Errorf("reserved metadata key: %v", err)
 	}

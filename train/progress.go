@@ -73,8 +73,9 @@ func IsTerminal(w io.Writer) bool {
 }
 
 // Add advances the report by n items; status (for example "loss 0.4123") is shown beside
-// the count.
+// the count. A negative n counts as 0: the count never goes back.
 func (p *Progress) Add(n int, status string) {
+	n = max(n, 0)
 	p.done += int64(n)
 	if p.bar != nil {
 		p.bar.Describe(p.desc + " " + status)

@@ -45,8 +45,17 @@ func TestProgressPlain(t *testing.T) {
 			t.Errorf("%s: log %q", tt.name, log.String())
 		}
 	}
+	// A negative count does not take the count back.
+	var out bytes.Buffer
+	p := NewProgress(&out, nil, 100, "img", "train")
+	p.Interval = 0
+	p.Add(30, "a")
+	p.Add(-20, "b")
+	if lines := strings.Split(strings.TrimSpace(out.String()), "\n"); !strings.HasPrefix(lines[len(lines)-1], "train  30/100 img") {
+		t.Errorf("after Add(30), Add(-20): %q, want 30/100", lines[len(lines)-1])
+	}
 	var log bytes.Buffer
-	p := NewProgress(nil, &log, 10, "chr", "train")
+	p = NewProgress(nil, &log, 10, "chr", "train")
 	p.Add(10, "x")
 	p.Logf("only the log")
 	if log.String() != "only the log\n" {
