@@ -3,6 +3,7 @@
 //   - optimisers that update weights in place on the CPU and on the GPU (Adam, SGD), with
 //     global gradient-norm clipping (MaxGradNorm, ClipGradNorm);
 //   - Step, which runs one step of a tape machine: forward, backward, read, update;
+//     GraphStep, which captures a step on the GPU once as a CUDA graph and replays it;
 //   - learning-rate schedules (Cosine and Linear, with warmup);
 //   - seeded weight initialisers (Init), so that a whole program is reproducible;
 //   - checkpoints (SaveCheckpoint, LoadCheckpoint): named weights and the optimiser's state
