@@ -31,6 +31,6 @@ func (c *CUDA) ColSum(d DType, out, x cu.DevicePtr, rows int64, cols int) error 
 		return err
 	}
 	return c.do(func() error {
-		return c.launch("col_sum_"+d.suffix(), gridFor(int64(cols), 256), 256, 0, *new(args).p(x).p(out).l(rows).i(cols))
+		return c.launch("col_sum_"+d.suffix(), blocksFor(int64(cols), 256), 256, 0, *new(args).p(x).p(out).l(rows).i(cols))
 	})
 }

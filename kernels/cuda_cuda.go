@@ -287,9 +287,19 @@ func (c *CUDA) launchWith(name string, grid, block, smem int, a args, pdl bool) 
 	if grid < 1 {
 		return nil
 	}
+	if grid > maxGrid {
+		return fmt.Errorf("gomoe: launching %s: a grid of %d blocks, at most %d", name, grid, maxGrid)
+	}
 	return launchRaw(name, c.stream, f, grid, block, smemPad(smem), a, pdl)
 }
 
+// maxGrid is the largest grid (x dimension) a launch takes.
+const maxGrid = 1<<31 - 1
+
+// gridFor is the grid of a grid-stride kernel over n items: one thread per item, at most 2^20
+// blocks (the kernel's loop takes the rest). A kernel without a grid-stride loop, which runs
+// one thread (or one warp) per item and returns past the end, needs blocksFor or rowGrid:
+// under gridFor's cap its items past 2^20 blocks would never be computed.
 func gridFor(n int64, block int) int {
 	g := (n + int64(block) - 1) / int64(block)
 	if g > 1<<20 {
@@ -297,6 +307,10 @@ func gridFor(n int64, block int) int {
 	}
 	return int(g)
 }
+
+// blocksFor is the grid of a kernel without a grid-stride loop over n items, one thread each:
+// every item gets its thread (launchWith refuses a grid beyond maxGrid).
+func blocksFor(n int64, block int) int { return int((n + int64(block) - 1) / int64(block)) }
 
 // ewiseGrid is the grid (of 256-thread blocks) of an element-wise kernel over n elements whose
 // widest type has size bytes, moving 16 bytes of that type per thread (gomoe.cuh's ewise,

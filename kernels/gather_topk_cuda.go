@@ -36,6 +36,6 @@ func (c *CUDA) GatherTopKBackward(d DType, ds, g, ids cu.DevicePtr, T int64, E, 
 		return fmt.Errorf("gomoe: device GatherTopK gradient: dtype %v", d)
 	}
 	return c.do(func() error {
-		return c.launch("gather_topk_bwd_"+d.suffix(), gridFor(T, 256), 256, 0, *new(args).p(g).p(ids).p(ds).l(T).i(E).i(K).p(c.status))
+		return c.launch("gather_topk_bwd_"+d.suffix(), blocksFor(T, 256), 256, 0, *new(args).p(g).p(ids).p(ds).l(T).i(E).i(K).p(c.status))
 	})
 }

@@ -43,7 +43,7 @@ func (c *CUDA) RMSNormGainGrad(d DType, dgain, x, dy, scratch cu.DevicePtr, rows
 		if err := c.launch("rms_inv_"+d.suffix(), rowGrid(rows), 256, 0, *new(args).p(x).p(scratch).l(rows).i(cols).d(eps)); err != nil {
 			return err
 		}
-		return c.launch("rms_dgain_"+d.suffix(), gridFor(int64(cols), 256), 256, 0,
+		return c.launch("rms_dgain_"+d.suffix(), blocksFor(int64(cols), 256), 256, 0,
 			*new(args).p(x).p(dy).p(scratch).p(dgain).l(rows).i(cols))
 	})
 }

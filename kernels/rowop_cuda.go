@@ -35,7 +35,7 @@ func (c *CUDA) RowForward(d DType, kind RowOp, y, x cu.DevicePtr, rows int64, co
 		return err
 	}
 	return c.do(func() error {
-		return c.launch("row_fwd_"+d.suffix(), gridFor(rows*32, 256), 256, 0, *new(args).i(int(kind)).p(x).p(y).l(rows).i(cols))
+		return c.launch("row_fwd_"+d.suffix(), rowGrid(rows), 256, 0, *new(args).i(int(kind)).p(x).p(y).l(rows).i(cols))
 	})
 }
 
@@ -45,7 +45,7 @@ func (c *CUDA) RowBackward(d DType, kind RowOp, dx, x, y, dy cu.DevicePtr, rows 
 		return err
 	}
 	return c.do(func() error {
-		return c.launch("row_bwd_"+d.suffix(), gridFor(rows*32, 256), 256, 0,
+		return c.launch("row_bwd_"+d.suffix(), rowGrid(rows), 256, 0,
 			*new(args).i(int(kind)).p(x).p(y).p(dy).p(dx).l(rows).i(cols))
 	})
 }

@@ -33,6 +33,6 @@ func (c *CUDA) RowDot(d DType, out, a, b cu.DevicePtr, rows int64, cols int) err
 		return fmt.Errorf("gomoe: device RowDot: dtype %v, %d columns", d, cols)
 	}
 	return c.do(func() error {
-		return c.launch("row_dot_"+d.suffix(), gridFor(rows*32, 256), 256, 0, *new(args).p(a).p(b).p(out).l(rows).i(cols))
+		return c.launch("row_dot_"+d.suffix(), rowGrid(rows), 256, 0, *new(args).p(a).p(b).p(out).l(rows).i(cols))
 	})
 }

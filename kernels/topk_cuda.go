@@ -39,7 +39,7 @@ func (c *CUDA) TopK(d DType, ids, scores, bias cu.DevicePtr, T int64, E, K, grou
 	}
 	per := max(1, K/kept)
 	return c.do(func() error {
-		return c.launch("topk_"+d.suffix(), gridFor(T, 128), 128, 0,
+		return c.launch("topk_"+d.suffix(), blocksFor(T, 128), 128, 0,
 			*new(args).p(scores).p(bias).p(ids).l(T).i(E).i(K).i(groups).i(kept).i(per).p(c.status))
 	})
 }
