@@ -274,6 +274,11 @@ func (a *Adam) nextScalars(dev device.Backend, like *tensor.Dense) error {
 	if err := a.countErr(); err != nil {
 		return err
 	}
+	// As Step checks them: a replay takes whatever the buffer holds, and a NaN rate or a β of
+	// 1 set after the capture would otherwise reach every weight.
+	if err := adamSettings(a.LR, a.Beta1, a.Beta2, a.Eps, a.WeightDecay, a.MaxGradNorm); err != nil {
+		return opkit.Wrap("train: Adam", err)
+	}
 	c1, c2 := a.corrections(a.t + 1)
 	return a.gsc.set(dev, like, []float64{a.LR, a.Beta1, a.Beta2, a.Eps, c1, c2, a.WeightDecay, 0, 0, 1, a.MaxGradNorm})
 }
@@ -285,6 +290,9 @@ func (a *Adam) capturing(on bool) { a.gsc.on = on }
 func (a *Adam) clipping() bool { return a.MaxGradNorm > 0 }
 
 func (s *SGD) nextScalars(dev device.Backend, like *tensor.Dense) error {
+	if err := sgdSettings(s.LR, s.WeightDecay, s.MaxGradNorm); err != nil {
+		return opkit.Wrap("train: SGD", err)
+	}
 	return s.gsc.set(dev, like, []float64{s.LR, s.WeightDecay, 0, 0, 1, s.MaxGradNorm})
 }
 

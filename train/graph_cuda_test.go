@@ -4,6 +4,7 @@ package train_test
 
 import (
 	"math"
+	"strings"
 	"testing"
 
 	G "gorgonia.org/gorgonia"
@@ -98,6 +99,65 @@ func TestGraphStepGPU(t *testing.T) {
 				if gs.Replaying() || gs.Reason() == "" || math.Float64bits(got1) != math.Float64bits(want1) {
 					t.Errorf("clipping turned off: replaying %v, reason %q, loss %v (eager %v)", gs.Replaying(), gs.Reason(), got1, want1)
 				}
+			}
+		})
+	}
+}
+
+// TestGraphStepReplayChecksSettings: a replayed step checks the solver's settings as an eager
+// Step does. A learning rate set to NaN (Adam) or below 0 (SGD) after the capture is an error,
+// with no weight changed and Adam's step count unchanged (the replay used to write the NaN rate
+// to every weight); with the rate put back the replays go on.
+func TestGraphStepReplayChecksSettings(t *testing.T) {
+	for _, c := range []resumeCase{
+		{name: "f32 adam", dtype: resumeCases[0].dtype},
+		{name: "bf16 sgd", dtype: resumeCases[2].dtype, sgd: true, ffn: 16},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			eng := gpuEngine(t)
+			m := newTinyModel(t, c, eng)
+			defer m.vm.Close()
+			gs := train.NewGraphStep(m.vm, m.opt, m.layer.Learnables())
+			defer gs.Close()
+			for s := 0; s < 3; s++ {
+				m.graphStep(t, c, gs, s)
+			}
+			if !gs.Replaying() {
+				t.Fatalf("not replaying: %s", gs.Reason())
+			}
+			before := m.bits(t)
+			var lr *float64
+			bad := math.NaN()
+			switch o := m.opt.(type) {
+			case *train.Adam:
+				lr = &o.LR
+			case *train.SGD:
+				lr, bad = &o.LR, -1
+			}
+			good := *lr
+			*lr = bad
+			m.batch(t, 3, c.dtype)
+			err := gs.Step(nil)
+			if err == nil || !strings.Contains(err.Error(), "learning rate") {
+				t.Fatalf("replay with learning rate %v: %v, want an error", bad, err)
+			}
+			for name, w := range m.bits(t) {
+				for i := range w {
+					if w[i] != before[name][i] {
+						t.Fatalf("%s[%d] changed by the refused step", name, i)
+					}
+				}
+			}
+			if a, ok := m.opt.(*train.Adam); ok && a.Steps() != 3 {
+				t.Errorf("Adam step count %d after the refused step, want 3", a.Steps())
+			}
+			*lr = good
+			m.graphStep(t, c, gs, 3)
+			if !gs.Replaying() {
+				t.Errorf("not replaying after the rate was put back: %s", gs.Reason())
+			}
+			if err := eng.Status(); err != nil {
+				t.Error(err)
 			}
 		})
 	}
