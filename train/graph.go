@@ -29,7 +29,9 @@ import (
 // Where a step cannot be captured it runs every step eagerly instead and Reason says why, once
 // known: the weights live on the host, the solver is not *Adam or *SGD, or the capture failed
 // (an op that waits for the device, such as the cuBLAS grouped GEMM that reads the plan's
-// offsets).
+// offsets). So do the steps after an input node of the weights' graph (a batch, a weight) is
+// bound to another value than it had at the capture (G.Let of a new tensor): a replay would
+// read the captured value's memory, and update it.
 //
 // Gradient clipping (MaxGradNorm) runs on the device in a captured step: the norm, the scale
 // and the skip flag go to the solver's scalars, with the eager step's bits; a new MaxGradNorm
@@ -51,6 +53,9 @@ type GraphStep struct {
 	dev    device.Backend // the weights' device, once captured
 	w0     *tensor.Dense  // the first weight, for dev's calls
 	reason string
+
+	inputs G.Nodes   // the graph's input nodes at the capture (weights and batch)
+	bound  []G.Value // their values then, which the graph reads and writes
 }
 
 // NewGraphStep returns a GraphStep of vm, solver and params (as Step takes them).
@@ -124,6 +129,11 @@ func (s *GraphStep) Step(after func() error) error {
 		// clipping kernels, so the steps from now on run eagerly.
 		s.reason = "MaxGradNorm was turned on or off after the step was captured"
 		return s.Step(after)
+	case s.rebound() != "":
+		// An input (a batch, a weight) was bound to another value after the capture: the graph
+		// would read and update the captured value's memory, so the steps run eagerly.
+		s.reason = s.rebound()
+		return s.Step(after)
 	default:
 		if err := s.gs.nextScalars(s.dev, s.w0); err != nil {
 			return opkit.Wrap("train: GraphStep", err)
@@ -172,7 +182,43 @@ func (s *GraphStep) capture() (reason string, err error) {
 		return fmt.Sprintf("capturing the step failed: %v", err), nil
 	}
 	s.graph, s.gs, s.dev, s.w0, s.clip = g, gs, dev, w0, gs.clipping()
+	s.inputs = s.params[0].Graph().Inputs()
+	s.bound = make([]G.Value, len(s.inputs))
+	for i, n := range s.inputs {
+		s.bound[i] = n.Value()
+	}
 	return "", nil
+}
+
+// rebound names the first input node whose value is not the one it had at the capture ("" if
+// none): G.Let of a new tensor, where the graph reads the captured one (device.Engine.Upload
+// into the same tensor keeps the value).
+func (s *GraphStep) rebound() string {
+	for i, n := range s.inputs {
+		if !sameValue(n.Value(), s.bound[i]) {
+			return fmt.Sprintf("node %s was bound to another value after the step was captured (upload each batch into the same tensor with device.Engine.Upload)", n.Name())
+		}
+	}
+	return ""
+}
+
+// sameValue reports whether a and b are the same value (the same *tensor.Dense, or the same
+// host scalar); values of other types are taken as the same.
+func sameValue(a, b G.Value) bool {
+	switch x := a.(type) {
+	case nil:
+		return b == nil
+	case *tensor.Dense:
+		y, ok := b.(*tensor.Dense)
+		return ok && x == y
+	case *G.F64:
+		y, ok := b.(*G.F64)
+		return ok && x == y
+	case *G.F32:
+		y, ok := b.(*G.F32)
+		return ok && x == y
+	}
+	return true
 }
 
 // Close destroys the graph and frees its device memory; the node values bound during the

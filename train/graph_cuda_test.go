@@ -162,3 +162,70 @@ func TestGraphStepReplayChecksSettings(t *testing.T) {
 		})
 	}
 }
+
+// TestGraphStepReboundInput: after the capture the batch is bound to new device tensors (G.Let)
+// instead of uploaded into the captured ones, which then hold another batch. The replay used to
+// train on the captured tensors' batch, silently; now the step runs eagerly on the new tensors,
+// with the loss and weights of eager steps bit for bit, and Reason names the node.
+func TestGraphStepReboundInput(t *testing.T) {
+	c := resumeCase{name: "f32 adam", dtype: resumeCases[0].dtype}
+	eng := gpuEngine(t)
+	ref := newTinyModel(t, c, eng)
+	defer ref.vm.Close()
+	m := newTinyModel(t, c, eng)
+	defer m.vm.Close()
+	gs := train.NewGraphStep(m.vm, m.opt, m.layer.Learnables())
+	defer gs.Close()
+	want := ref.steps(t, c, 0, 4)
+	for s := 0; s < 3; s++ {
+		m.graphStep(t, c, gs, s)
+	}
+	if !gs.Replaying() {
+		t.Fatalf("not replaying: %s", gs.Reason())
+	}
+	m.batch(t, 3, c.dtype) // step 3's batch into the captured tensors, then copied to new ones
+	x2, err := eng.NewTensor(m.xd.Dtype(), m.xd.Shape()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	y2, err := eng.NewTensor(m.yd.Dtype(), m.yd.Shape()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Memcpy(x2, m.xd); err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Memcpy(y2, m.yd); err != nil {
+		t.Fatal(err)
+	}
+	if err := G.Let(m.x, x2); err != nil {
+		t.Fatal(err)
+	}
+	if err := G.Let(m.y, y2); err != nil {
+		t.Fatal(err)
+	}
+	m.batch(t, 0, c.dtype) // the captured tensors now hold step 0's batch
+	m.costV, m.cntV = nil, nil
+	var loss float64
+	if err := gs.Step(func() error {
+		var err error
+		loss, err = train.Scalar(m.cost.Value())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if math.Float64bits(loss) != math.Float64bits(want[3]) {
+		t.Errorf("step 3 on the rebound batch: loss %v, eager %v", loss, want[3])
+	}
+	if gs.Replaying() || !strings.Contains(gs.Reason(), "node x ") {
+		t.Errorf("replaying %v, reason %q; want eager steps naming node x", gs.Replaying(), gs.Reason())
+	}
+	wb, gb := ref.bits(t), m.bits(t)
+	for name, w := range wb {
+		for i := range w {
+			if gb[name][i] != w[i] {
+				t.Fatalf("%s[%d]: bits %x after the rebound step, %x eager", name, i, gb[name][i], w[i])
+			}
+		}
+	}
+}

@@ -4,6 +4,9 @@ import (
 	"math"
 	"strings"
 	"testing"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
 )
 
 // TestNextScalarsChecksSettings: the scalars a GraphStep replay reads are checked as Step
@@ -41,5 +44,40 @@ func TestNextScalarsChecksSettings(t *testing.T) {
 		if s.gsc.buf != nil {
 			t.Errorf("%s: SGD made its buffer", c.name)
 		}
+	}
+}
+
+// TestGraphStepRebound: rebound names an input node bound to another value than at the
+// capture (a new tensor or scalar, or none), and nothing for the same values. GPU:
+// TestGraphStepReboundInput.
+func TestGraphStepRebound(t *testing.T) {
+	g := G.NewGraph()
+	x := G.NewMatrix(g, tensor.Float32, G.WithShape(2, 2), G.WithName("x"))
+	c := G.NewScalar(g, tensor.Float64, G.WithName("c"))
+	xv := tensor.New(tensor.WithShape(2, 2), tensor.WithBacking([]float32{1, 2, 3, 4}))
+	if err := G.Let(x, xv); err != nil {
+		t.Fatal(err)
+	}
+	if err := G.Let(c, 0.5); err != nil {
+		t.Fatal(err)
+	}
+	s := &GraphStep{inputs: G.Nodes{x, c}, bound: []G.Value{x.Value(), c.Value()}}
+	if r := s.rebound(); r != "" {
+		t.Fatalf("the same values: %q", r)
+	}
+	if err := G.Let(x, xv.Clone()); err != nil {
+		t.Fatal(err)
+	}
+	if r := s.rebound(); !strings.Contains(r, "node x ") {
+		t.Errorf("x rebound: %q", r)
+	}
+	if err := G.Let(x, xv); err != nil {
+		t.Fatal(err)
+	}
+	if err := G.Let(c, 0.5); err != nil {
+		t.Fatal(err)
+	}
+	if r := s.rebound(); !strings.Contains(r, "node c ") {
+		t.Errorf("c rebound: %q", r)
 	}
 }
