@@ -422,6 +422,9 @@ func (e *Engine) Upload(dst, src tensor.Tensor) error {
 	if !ok || !e.Owns(d) {
 		return fmt.Errorf("device: Upload destination is not a tensor on this engine")
 	}
+	if d.RequiresIterator() {
+		return fmt.Errorf("device: Upload destination is a non-contiguous view (a slice or a transpose): the copy would fill its memory in the wrong order")
+	}
 	if d.Dtype() != h.Dtype() || d.MemSize() != h.MemSize() {
 		return fmt.Errorf("device: Upload of %v %v into %v %v", h.Dtype(), h.Shape(), d.Dtype(), d.Shape())
 	}
@@ -443,6 +446,9 @@ func (e *Engine) CopyOut(t tensor.Tensor) (*tensor.Dense, error) {
 	d, ok := t.(*tensor.Dense)
 	if !ok || !e.Owns(d) {
 		return nil, fmt.Errorf("device: CopyOut of a tensor that is not on this engine")
+	}
+	if d.RequiresIterator() {
+		return nil, fmt.Errorf("device: CopyOut of a non-contiguous view (a slice or a transpose): its elements are not the bytes at its address; copy out the whole tensor")
 	}
 	h := tensor.New(tensor.Of(d.Dtype()), tensor.WithShape(d.Shape().Clone()...))
 	if h.MemSize() > 0 {

@@ -235,3 +235,44 @@ func TestClosed(t *testing.T) {
 		t.Error("New(99): no error")
 	}
 }
+
+// TestCopyNonContiguousViews: CopyOut and Upload refuse a non-contiguous view of a device
+// tensor (a column slice, a transpose), as CopyIn refuses a host one. CopyOut used to return
+// the bytes at the view's address under the view's shape (a transpose of [[0 1 2] [3 4 5]]
+// came back as [[0 1] [2 3] [4 5]]), and Upload into a transpose filled it in the wrong order.
+func TestCopyNonContiguousViews(t *testing.T) {
+	e := newEngine(t)
+	d, err := e.CopyIn(tensor.New(tensor.WithShape(2, 3), tensor.WithBacking([]float32{0, 1, 2, 3, 4, 5})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	col, err := d.Slice(nil, tensor.S(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := d.ShallowClone()
+	if err := tr.T(); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []struct {
+		name string
+		t    *tensor.Dense
+	}{{"column", col.(*tensor.Dense)}, {"transpose", tr}} {
+		if h, err := e.CopyOut(v.t); err == nil {
+			t.Errorf("CopyOut of a %s view: %v, no error", v.name, h.Data())
+		}
+		src := tensor.New(tensor.WithShape(v.t.Shape().Clone()...), tensor.Of(tensor.Float32))
+		if err := e.Upload(v.t, src); err == nil {
+			t.Errorf("Upload into a %s view: no error", v.name)
+		}
+	}
+	h, err := e.CopyOut(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, x := range h.Data().([]float32) {
+		if x != float32(i) {
+			t.Fatalf("element %d = %v after the refused copies, want %d", i, x, i)
+		}
+	}
+}
