@@ -488,7 +488,17 @@ func (e *Engine) Persist(t tensor.Tensor) error {
 func (e *Engine) EndStep() int { return e.pool.EndStep() }
 
 // Sync waits for all enqueued device work.
-func (e *Engine) Sync() error { return e.k.Sync() }
+func (e *Engine) Sync() error {
+	if err := e.ok(); err != nil {
+		return err
+	}
+	return e.k.Sync()
+}
 
 // Status waits for the device and returns what its kernels flagged since the last check.
-func (e *Engine) Status() error { return e.k.Status() }
+func (e *Engine) Status() error {
+	if err := e.ok(); err != nil {
+		return err
+	}
+	return e.k.Status()
+}

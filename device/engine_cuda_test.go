@@ -276,3 +276,67 @@ func TestCopyNonContiguousViews(t *testing.T) {
 		}
 	}
 }
+
+// TestClosedEngineRefuses: after Close, Status, Sync, the engine's kernels and a replay of a
+// graph the engine captured return errors, and a second Close of the kernels does nothing. They
+// used to reach the driver: Status read (and, when not 0, cleared) the freed status word, a
+// replay ran the captured kernels on freed memory, and a second kernels Close freed the status
+// word again. With a second engine on the same GPU the context lives on, and that memory can
+// be the second engine's tensors; the test checks that its tensor keeps its values.
+func TestClosedEngineRefuses(t *testing.T) {
+	live := newEngine(t) // keeps the primary context alive, as a second engine of a program does
+	e, err := device.New(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := e.CopyIn(tensor.New(tensor.WithShape(4), tensor.WithBacking([]float32{1, 2, 3, 4})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := e.Capture(func() error {
+		_, err := e.Add(a, a)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	want := make([]float32, 1<<16)
+	for i := range want {
+		want[i] = float32(i%251) + 1
+	}
+	w, err := live.CopyIn(tensor.New(tensor.WithShape(len(want)), tensor.WithBacking(want)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Status(); !errors.Is(err, device.ErrClosed) {
+		t.Errorf("Status of a closed engine = %v, want ErrClosed", err)
+	}
+	if err := e.Sync(); !errors.Is(err, device.ErrClosed) {
+		t.Errorf("Sync of a closed engine = %v, want ErrClosed", err)
+	}
+	if err := g.Replay(); err == nil {
+		t.Error("Replay of a closed engine's graph: no error")
+	}
+	if err := e.Kernels().Sync(); err == nil {
+		t.Error("Sync of a closed engine's kernels: no error")
+	}
+	if err := e.Kernels().Status(); err == nil {
+		t.Error("Status of a closed engine's kernels: no error")
+	}
+	if err := e.Kernels().Close(); err != nil {
+		t.Errorf("a second Close of the kernels: %v", err)
+	}
+	_ = g.Close()
+	h, err := live.CopyOut(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, x := range h.Data().([]float32) {
+		if x != want[i] {
+			t.Fatalf("the live engine's tensor: element %d = %v, want %v", i, x, want[i])
+		}
+	}
+}

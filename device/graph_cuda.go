@@ -53,6 +53,9 @@ func (g *CUDAGraph) Replay() error {
 	if g.g == nil {
 		return fmt.Errorf("device: Replay of a closed graph")
 	}
+	if err := g.e.ok(); err != nil { // its memory is freed, and may be another engine's now
+		return fmt.Errorf("device: Replay of a graph of a closed engine: %w", err)
+	}
 	return g.g.Launch()
 }
 

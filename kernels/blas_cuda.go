@@ -163,7 +163,7 @@ func (c *CUDA) closeBLAS() error {
 	if !ok {
 		return nil
 	}
-	return c.do(func() error {
+	return c.run(func() error {
 		st.mu.Lock()
 		defer st.mu.Unlock()
 		err := cu.Synchronize()

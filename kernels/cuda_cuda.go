@@ -4,12 +4,14 @@ package kernels
 
 import (
 	_ "embed"
+	"errors"
 	"fmt"
 	"math"
 	"os"
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"gorgonia.org/cu"
@@ -152,7 +154,13 @@ type CUDA struct {
 	lastGMM     string   // the path of the last grouped matmul: "sm90", "simt" or "cublas" (tests)
 
 	pdl bool // eager launches use programmatic stream serialization (launch_cuda.go)
+
+	closed atomic.Bool // Close has run: every later call fails with errClosed
 }
+
+// errClosed is the error of a call on a closed CUDA: its status word, modules and tables are
+// freed, and their device memory may belong to someone else by now.
+var errClosed = errors.New("gomoe: the CUDA kernels are closed")
 
 // NewCUDA loads the embedded fatbin into ctx.
 func NewCUDA(ctx cu.CUContext) (*CUDA, error) {
@@ -186,16 +194,21 @@ func NewCUDA(ctx cu.CUContext) (*CUDA, error) {
 }
 
 // Close frees the cuBLAS handle, the grouped GEMM's tables, the status word and unloads the
-// modules.
+// modules. Every later call (Close again: nothing) returns an error: it would launch unloaded
+// kernels, or read, clear or free the freed status word, whose memory a later allocation in
+// the same context may have taken.
 func (c *CUDA) Close() error {
+	if c.closed.Swap(true) {
+		return nil
+	}
 	err := c.closeBLAS()
-	if err2 := c.do(c.g90.close); err == nil {
+	if err2 := c.run(c.g90.close); err == nil {
 		err = err2
 	}
-	if err2 := c.do(c.gsimt.close); err == nil {
+	if err2 := c.run(c.gsimt.close); err == nil {
 		err = err2
 	}
-	if err2 := c.do(func() error {
+	if err2 := c.run(func() error {
 		err := cu.MemFree(c.status)
 		if err2 := c.mod.Unload(); err == nil {
 			err = err2
@@ -220,6 +233,14 @@ func (c *CUDA) Context() cu.CUContext { return c.ctx }
 func (c *CUDA) Do(f func() error) error { return c.do(f) }
 
 func (c *CUDA) do(f func() error) error {
+	if c.closed.Load() {
+		return errClosed
+	}
+	return c.run(f)
+}
+
+// run is do without the check that c is open (Close).
+func (c *CUDA) run(f func() error) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	if err := cu.SetCurrentContext(c.ctx); err != nil {

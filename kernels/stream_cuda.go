@@ -235,14 +235,15 @@ func (g *Graph) Launch() error {
 	return g.c.do(func() error { return cuErr("launching a graph", C.cuGraphLaunch(g.exec, nil)) })
 }
 
-// Destroy frees the graph. Replays already enqueued finish first.
+// Destroy frees the graph. Replays already enqueued finish first. It works after the
+// kernels' Close too (a cleanup).
 func (g *Graph) Destroy() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.exec == nil && g.g == nil {
 		return nil
 	}
-	err := g.c.do(func() error { return cuErr("destroying a graph", C.gomoe_graph_destroy(g.g, g.exec)) })
+	err := g.c.run(func() error { return cuErr("destroying a graph", C.gomoe_graph_destroy(g.g, g.exec)) })
 	g.g, g.exec = nil, nil
 	return err
 }
