@@ -178,6 +178,23 @@ func (e *Engine) isDevice(p uintptr) bool {
 	return ok
 }
 
+// otherEngine returns the open engine other than e whose device memory holds p, or nil. The
+// methods that take raw memory use it to tell another GPU's memory (or another engine's on the
+// same GPU) from host memory, which they would otherwise read and write from the host.
+func (e *Engine) otherEngine(p uintptr) *Engine {
+	registry.Lock()
+	defer registry.Unlock()
+	for _, x := range registry.engines {
+		if x == e {
+			continue
+		}
+		if _, _, ok := x.pool.Owns(p); ok {
+			return x
+		}
+	}
+	return nil
+}
+
 // dmem is a block of device memory as a tensor.Memory.
 type dmem struct{ p, n uintptr }
 
@@ -272,6 +289,10 @@ func (e *Engine) Memclr(mem tensor.Memory) {
 	}
 	p, n := mem.Uintptr(), int64(mem.MemSize())
 	if !e.isDevice(p) {
+		if o := e.otherEngine(p); o != nil {
+			o.Memclr(mem) // device memory: clearing it from the host would fault
+			return
+		}
 		clear(unsafe.Slice((*byte)(ptr(p)), n))
 		return
 	}
@@ -293,6 +314,17 @@ func (e *Engine) Memcpy(dst, src tensor.Memory) error {
 	}
 	d, s := dst.Uintptr(), src.Uintptr()
 	dd, sd := e.isDevice(d), e.isDevice(s)
+	for _, m := range []struct {
+		what string
+		p    uintptr
+		dev  bool
+	}{{"destination", d, dd}, {"source", s, sd}} {
+		if !m.dev {
+			if o := e.otherEngine(m.p); o != nil {
+				return fmt.Errorf("device: Memcpy %s %#x is device memory of another engine (%v), not of this one or the host: copy it out with that engine first", m.what, m.p, o)
+			}
+		}
+	}
 	if !dd && !sd {
 		copy(unsafe.Slice((*byte)(ptr(d)), n), unsafe.Slice((*byte)(ptr(s)), n))
 		return nil
@@ -312,7 +344,7 @@ func (e *Engine) Memcpy(dst, src tensor.Memory) error {
 // Accessible returns host memory as is and an error for device memory (copy it out with
 // CopyOut instead).
 func (e *Engine) Accessible(mem tensor.Memory) (tensor.Memory, error) {
-	if mem.MemSize() > 0 && e.isDevice(mem.Uintptr()) {
+	if mem.MemSize() > 0 && (e.isDevice(mem.Uintptr()) || e.otherEngine(mem.Uintptr()) != nil) {
 		return nil, fmt.Errorf("device: memory %#x is on the GPU; use CopyOut", mem.Uintptr())
 	}
 	return mem, nil
@@ -387,6 +419,9 @@ func hostDense(t tensor.Tensor) (*tensor.Dense, error) {
 	}
 	if d.RequiresIterator() {
 		return nil, fmt.Errorf("device: tensor is a non-contiguous view; materialize it first")
+	}
+	if o := Lookup(d); o != nil {
+		return nil, fmt.Errorf("device: the source tensor is in the device memory of %v, not on the host: copy it out with that engine (CopyOut) first", o)
 	}
 	return d, nil
 }

@@ -340,3 +340,58 @@ func TestClosedEngineRefuses(t *testing.T) {
 		}
 	}
 }
+
+// TestOtherEngineMemory: the methods that take raw memory or host tensors tell the device
+// memory of another engine (another GPU, or as here another engine on the same GPU) from host
+// memory. Memcpy and Memclr used to read and write it from the host (a fault that ends the
+// process), Accessible reported it as host memory, and CopyIn and Upload handed it to the
+// driver as a host pointer. Now Memcpy, Accessible, CopyIn and Upload return errors, and
+// Memclr clears it through its own engine.
+func TestOtherEngineMemory(t *testing.T) {
+	ea, eb := newEngine(t), newEngine(t)
+	a, err := ea.CopyIn(tensor.New(tensor.WithShape(4), tensor.WithBacking([]float32{1, 2, 3, 4})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := eb.NewTensor(tensor.Float32, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := tensor.New(tensor.WithShape(4), tensor.Of(tensor.Float32))
+	if _, err := eb.CopyIn(a); err == nil {
+		t.Error("CopyIn of another engine's tensor: no error")
+	}
+	if err := eb.Upload(b, a); err == nil {
+		t.Error("Upload from another engine's tensor: no error")
+	}
+	if err := eb.Memcpy(host, a); err == nil {
+		t.Error("Memcpy from another engine's memory to the host: no error")
+	}
+	if err := eb.Memcpy(a, host); err == nil {
+		t.Error("Memcpy from the host into another engine's memory: no error")
+	}
+	if err := eb.Memcpy(b, a); err == nil {
+		t.Error("Memcpy between two engines: no error")
+	}
+	if _, err := eb.Accessible(a); err == nil {
+		t.Error("Accessible of another engine's memory: no error")
+	}
+	h, err := ea.CopyOut(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, x := range h.Data().([]float32) {
+		if x != float32(i+1) {
+			t.Fatalf("element %d = %v after the refused copies, want %d", i, x, i+1)
+		}
+	}
+	eb.Memclr(a)
+	if h, err = ea.CopyOut(a); err != nil {
+		t.Fatal(err)
+	}
+	for i, x := range h.Data().([]float32) {
+		if x != 0 {
+			t.Fatalf("element %d = %v after Memclr through the other engine, want 0", i, x)
+		}
+	}
+}
