@@ -201,6 +201,15 @@ type dmem struct{ p, n uintptr }
 func (m dmem) Uintptr() uintptr { return m.p }
 func (m dmem) MemSize() uintptr { return m.n }
 
+// nilMemory reports whether m is nil or a nil *tensor.Dense, whose methods would panic.
+func nilMemory(m tensor.Memory) bool {
+	if m == nil {
+		return true
+	}
+	d, ok := m.(*tensor.Dense)
+	return ok && d == nil
+}
+
 // ptr turns a host address into an unsafe.Pointer for the driver (host memory that Go
 // allocated does not move: see the assume-no-moving-gc pin in go.mod).
 func ptr(u uintptr) unsafe.Pointer { return *(*unsafe.Pointer)(unsafe.Pointer(&u)) }
@@ -229,7 +238,7 @@ func (e *Engine) Alloc(size int64) (tensor.Memory, error) {
 // uses it finishes first (the cache hands blocks out again only to later work on the same
 // stream).
 func (e *Engine) Free(mem tensor.Memory, size int64) error {
-	if mem == nil || mem.MemSize() == 0 {
+	if nilMemory(mem) || mem.MemSize() == 0 {
 		return nil
 	}
 	return e.pool.Free(mem.Uintptr())
@@ -240,6 +249,9 @@ func (e *Engine) Free(mem tensor.Memory, size int64) error {
 func (e *Engine) Memset(mem tensor.Memory, val interface{}) error {
 	if err := e.ok(); err != nil {
 		return err
+	}
+	if nilMemory(mem) {
+		return fmt.Errorf("device: Memset of nil memory")
 	}
 	if mem.MemSize() == 0 {
 		return nil
@@ -284,7 +296,7 @@ func uint32FromF32(f float32) uint32 { return *(*uint32)(unsafe.Pointer(&f)) }
 
 // Memclr zeroes memory (device or host).
 func (e *Engine) Memclr(mem tensor.Memory) {
-	if mem.MemSize() == 0 || e.ok() != nil {
+	if nilMemory(mem) || mem.MemSize() == 0 || e.ok() != nil {
 		return
 	}
 	p, n := mem.Uintptr(), int64(mem.MemSize())
@@ -304,6 +316,9 @@ func (e *Engine) Memclr(mem tensor.Memory) {
 func (e *Engine) Memcpy(dst, src tensor.Memory) error {
 	if err := e.ok(); err != nil {
 		return err
+	}
+	if nilMemory(dst) || nilMemory(src) {
+		return fmt.Errorf("device: Memcpy with nil memory (dst %T, src %T)", dst, src)
 	}
 	n := int64(src.MemSize())
 	if int64(dst.MemSize()) < n {
@@ -344,6 +359,9 @@ func (e *Engine) Memcpy(dst, src tensor.Memory) error {
 // Accessible returns host memory as is and an error for device memory (copy it out with
 // CopyOut instead).
 func (e *Engine) Accessible(mem tensor.Memory) (tensor.Memory, error) {
+	if nilMemory(mem) {
+		return nil, fmt.Errorf("device: Accessible of nil memory")
+	}
 	if mem.MemSize() > 0 && (e.isDevice(mem.Uintptr()) || e.otherEngine(mem.Uintptr()) != nil) {
 		return nil, fmt.Errorf("device: memory %#x is on the GPU; use CopyOut", mem.Uintptr())
 	}
@@ -413,6 +431,9 @@ func hostDense(t tensor.Tensor) (*tensor.Dense, error) {
 	d, ok := t.(*tensor.Dense)
 	if !ok {
 		return nil, fmt.Errorf("device: %T is not a *tensor.Dense", t)
+	}
+	if d == nil || d.Dtype().Type == nil {
+		return nil, fmt.Errorf("device: the host tensor is a nil or empty *tensor.Dense (no dtype, no data)")
 	}
 	if !d.IsNativelyAccessible() {
 		return nil, fmt.Errorf("device: host tensor is not accessible")

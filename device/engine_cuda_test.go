@@ -395,3 +395,55 @@ func TestOtherEngineMemory(t *testing.T) {
 		}
 	}
 }
+
+// TestEngineNilValues: a nil tensor.Memory, a (*tensor.Dense)(nil) and an empty
+// new(tensor.Dense) given to the engine's methods are errors (Memclr and Free: nothing to do),
+// not panics: CopyIn and Upload of a nil *tensor.Dense, CopyIn of an empty one (its zero dtype)
+// and Memset, Memclr, Memcpy, Accessible and Free of nil memory used to panic.
+func TestEngineNilValues(t *testing.T) {
+	e := newEngine(t)
+	b, err := e.NewTensor(tensor.Float32, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nd *tensor.Dense
+	calls := []struct {
+		name string
+		f    func() error
+	}{
+		{"CopyIn(nil *Dense)", func() error { _, err := e.CopyIn(nd); return err }},
+		{"CopyIn(new(Dense))", func() error { _, err := e.CopyIn(new(tensor.Dense)); return err }},
+		{"Upload(b, nil *Dense)", func() error { return e.Upload(b, nd) }},
+		{"Upload(b, new(Dense))", func() error { return e.Upload(b, new(tensor.Dense)) }},
+		{"Memset(nil)", func() error { return e.Memset(nil, float32(0)) }},
+		{"Memset(nil *Dense)", func() error { return e.Memset(nd, float32(0)) }},
+		{"Memcpy(nil, b)", func() error { return e.Memcpy(nil, b) }},
+		{"Memcpy(b, nil *Dense)", func() error { return e.Memcpy(b, nd) }},
+		{"Accessible(nil)", func() error { _, err := e.Accessible(nil); return err }},
+		{"Accessible(nil *Dense)", func() error { _, err := e.Accessible(nd); return err }},
+	}
+	for _, c := range calls {
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					t.Errorf("%s panicked: %v", c.name, r)
+				}
+			}()
+			if err := c.f(); err == nil {
+				t.Errorf("%s: no error", c.name)
+			}
+		}()
+	}
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				t.Errorf("Memclr or Free of nil memory panicked: %v", r)
+			}
+		}()
+		e.Memclr(nil)
+		e.Memclr(nd)
+		if err := e.Free(nd, 0); err != nil {
+			t.Errorf("Free(nil *Dense): %v", err)
+		}
+	}()
+}
