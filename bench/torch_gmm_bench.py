@@ -9,7 +9,10 @@ dw       xp[seg e]^T @ dz[seg e]          ragged K (offsets along the rows)
 Rows per expert as in kernels/blas_cuda_test.go's benchCounts: "even" gives every expert
 m = R/E rows; "uneven" gives expert e m + ((7919*e) mod (2s+1)) - s rows, s = round(sqrt(3m)),
 the last expert taking what is left.
-Times are the median of CUDA-event timings of 20 calls after 5 warm-up calls.
+Times are taken as kernels/bench_cuda_test.go's cuTimeIt takes gomoe's: 3 warm-up calls, then
+one pair of CUDA events around 20 calls issued back to back, the mean per call. (Each call timed
+alone, with a synchronize after it, would put the host's time to issue the call, which runs
+while the GPU waits, inside torch's interval but not gomoe's.)
 """
 import math
 
@@ -22,19 +25,16 @@ SHAPES = [  # name, T, K, E, H, N: the layer's W1 (gate and up packed, N = 2F) a
 ]
 
 
-def timed(f, n=20, warm=5):
+def timed(f, n=20, warm=3):
     for _ in range(warm):
         f()
-    ts = []
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    a.record()
     for _ in range(n):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
         f()
-        b.record()
-        b.synchronize()
-        ts.append(a.elapsed_time(b))
-    ts.sort()
-    return ts[len(ts) // 2]
+    b.record()
+    b.synchronize()
+    return a.elapsed_time(b) / n
 
 
 def bench_counts(kind, rows, E):
