@@ -435,7 +435,8 @@ func benchIDs(counts []int, T, K int) []int32 {
 
 // TestCUDAGroupedMatMulBench times the grouped matmul's three passes at the Qwen3 and Mixtral
 // shapes with even and uneven routing (benchCounts): each sm_90a schedule, the static choice,
-// and cuBLAS's grouped call and loop, for comparison with bench/torch_gmm_bench.py.
+// and cuBLAS's grouped call and loop, for comparison with bench/torch_gmm_bench.py (the mean of
+// -gomoe.iters launches, default 20, as cuTimeIt times them; the script takes 20).
 func TestCUDAGroupedMatMulBench(t *testing.T) {
 	if !*gpuBenchFlag {
 		t.Skip("run with -gomoe.bench")
@@ -507,7 +508,7 @@ func TestCUDAGroupedMatMulBench(t *testing.T) {
 						SetGroupedGEMM(!p.loop)
 						SetGMM90Sched(p.sched)
 						SetGMM90TileOrder(p.raster, p.swizzle)
-						gpu := cuTimeIt(t, 20, ps.f)
+						gpu := cuTimeIt(t, *gpuBenchIters, ps.f)
 						cuMust(t, testCUDA.Sync())
 						name := p.name
 						if p.cublas && p.name == "cublas-grouped" && (GroupedGEMMError(testCUDA) != nil || !HasGroupedGEMM()) {
