@@ -310,7 +310,6 @@ func run(r *result, dt tensor.Dtype, iters, warmup int, cpuProfile string) error
 			}
 			cleanup()
 		}
-		sort.Float64s(ms)
 		// Steps back to back: n steps, one wait after the last. Every step's work is on the
 		// engine's one stream, so a step's recycled buffers are reused in stream order.
 		stream := func(n int) (time.Duration, error) {
@@ -335,7 +334,7 @@ func run(r *result, dt tensor.Dtype, iters, warmup int, cpuProfile string) error
 			return timing{}, err
 		}
 		b2b := float64(took.Microseconds()) / 1000 / float64(2*iters)
-		return timing{Ms: ms[len(ms)/2], B2BMs: b2b}, nil
+		return timing{Ms: median(ms), B2BMs: b2b}, nil
 	}
 	tf, err := time1(gf)
 	if err != nil {
@@ -361,8 +360,7 @@ func run(r *result, dt tensor.Dtype, iters, warmup int, cpuProfile string) error
 		return fmt.Errorf("forward+backward: %w", err)
 	}
 	if !r.Graph {
-		sort.Float64s(hostMs)
-		r.HostMs = hostMs[len(hostMs)/2]
+		r.HostMs = median(hostMs)
 	}
 	if err := breakdown(r, dt, eng, lb, xd, dyd, rng, time1); err != nil {
 		return fmt.Errorf("breakdown: %w", err)
@@ -498,6 +496,17 @@ func timeRouting(r *result, dt tensor.Dtype, l *moe.Layer, xd, dyd *tensor.Dense
 type timing struct {
 	Ms    float64 // median of steps each launched on an idle GPU and waited for
 	B2BMs float64 // per step, steps issued back to back with one wait after the last
+}
+
+// median sorts s and returns its median, the mean of the two middle values for an even count,
+// as bench/torch_layer_bench.py takes it (the element at len/2 alone is the upper of the two).
+func median(s []float64) float64 {
+	sort.Float64s(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
 }
 
 func mustCopy(eng *gdev.Engine, t *tensor.Dense) *tensor.Dense {
