@@ -236,6 +236,9 @@ func bench(comms []*nccl.Comm, s shape, dt tensor.Dtype, iters, A int) error {
 		}
 		return c.Sync()
 	})
+	if len(host) > warmups { // rank 0's process only: leave out timeIt's untimed warm-up calls
+		host = host[warmups:]
+	}
 	comb := timeIt(comms, iters, func(c *nccl.Comm) error {
 		st := states[c.Rank()]
 		if err := c.AllToAll(st.recv.Buffer, st.send.Buffer, st.recvs, st.sends); err != nil {
@@ -364,10 +367,13 @@ func all(comms []*nccl.Comm, fn func(c *nccl.Comm) error) error {
 	return nil
 }
 
-// timeIt runs fn on all ranks twice to warm up, then iters times, and returns the median wall
-// time of one collective (fn waits for its rank's stream).
+// warmups is how many untimed calls of fn timeIt makes on every rank first.
+const warmups = 2
+
+// timeIt runs fn on all ranks warmups times to warm up, then iters times, and returns the
+// median wall time of one collective (fn waits for its rank's stream).
 func timeIt(comms []*nccl.Comm, iters int, fn func(c *nccl.Comm) error) time.Duration {
-	for i := 0; i < 2; i++ {
+	for i := 0; i < warmups; i++ {
 		if err := all(comms, fn); err != nil {
 			fail(err)
 		}
