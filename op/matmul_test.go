@@ -1,6 +1,7 @@
 package op
 
 import (
+	"fmt"
 	"math"
 	"math/rand"
 	"testing"
@@ -133,4 +134,45 @@ func checkProduct345(t *testing.T, a, b []float64, mul func(a, b *G.Node) (*G.No
 		}
 	}
 	return g, bn
+}
+
+// TestMatMulTransposedGradients: the gradients of every transposition form of MatMul and
+// MixedMatMul (the forms their own gradients are made of, which TestMatMul and
+// TestMixedMatMul only run forward) against float64 central differences, through SymDiff and
+// DoDiff. op(a) [3,4] · op(b) [4,2], each operand stored transposed when its flag is set.
+func TestMatMulTransposedGradients(t *testing.T) {
+	const M, K, N = 3, 4, 2
+	rng := rand.New(rand.NewSource(31))
+	for _, ta := range []bool{false, true} {
+		for _, tb := range []bool{false, true} {
+			as, bs := tensor.Shape{M, K}, tensor.Shape{K, N}
+			if ta {
+				as = tensor.Shape{K, M}
+			}
+			if tb {
+				bs = tensor.Shape{N, K}
+			}
+			a, b := gcRand(rng, M*K), gcRand(rng, K*N)
+			for _, mixed := range []bool{false, true} {
+				name := fmt.Sprintf("MatMul ta=%v tb=%v", ta, tb)
+				if mixed {
+					name = "Mixed" + name
+				}
+				gcRun(t, gcCase{name: name, inputs: []gcInput{{"a", as, a}, {"b", bs, b}}, build: func(g *G.ExprGraph, dt tensor.Dtype, in []*G.Node) (*G.Node, error) {
+					var op G.Op = matMulOp{ta: ta, tb: tb}
+					if mixed {
+						op = mixedMatMulOp{ta: ta, tb: tb, a: dt, b: dt, out: dt}
+					}
+					y, err := G.ApplyOp(op, in[0], in[1])
+					if err != nil {
+						return nil, err
+					}
+					if !y.Shape().Eq(tensor.Shape{M, N}) {
+						return nil, fmt.Errorf("%v: shape %v, want (%d, %d)", op, y.Shape(), M, N)
+					}
+					return gcWeighted(g, dt, G.Must(G.Square(y)), "w_t", 32)
+				}})
+			}
+		}
+	}
 }
