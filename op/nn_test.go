@@ -186,6 +186,12 @@ func nnCases() []gcCase {
 			}
 			return CrossEntropy(h, target(g, dt, "t", []int{4, 1, 0}, D))
 		}},
+		// Rows of class probabilities (label smoothing), not one-hot.
+		{"CrossEntropy soft targets", []gcInput{{"logits", tensor.Shape{3, 4}, gcRand(rng, 12)}}, func(g *G.ExprGraph, dt tensor.Dtype, in []*G.Node) (*G.Node, error) {
+			soft := []float64{0.7, 0.1, 0.1, 0.1, 0.25, 0.25, 0.25, 0.25, 0, 0.5, 0.3, 0.2}
+			tg := G.NewMatrix(g, dt, G.WithShape(3, 4), G.WithName("t"), G.WithValue(gcDense(dt, tensor.Shape{3, 4}, soft)))
+			return CrossEntropy(in[0], tg)
+		}},
 	}
 }
 

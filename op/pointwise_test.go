@@ -276,6 +276,29 @@ func TestScaleScalarGradients(t *testing.T) {
 			if a, b := gcFloats(sym), gcFloats(do); fmt.Sprint(a) != fmt.Sprint(b) {
 				t.Errorf("gradient: tape %v, lisp %v", a, b)
 			}
+			// and both against a central difference of the cost (eps large enough for the
+			// float32 legs' rounding; the costs are at most quadratic or smooth)
+			const eps = 1e-3
+			n := 1
+			if tt.shape != nil {
+				n = tensor.Shape(tt.shape).TotalSize()
+			}
+			base := append([]float64(nil), data...)
+			cost := func(i int, d float64) float64 {
+				data = append(data[:0], base...)
+				data[i] += d
+				g := G.NewGraph()
+				_, c := build(g)
+				return gcFloats(runRead(t, g, c)[0])[0]
+			}
+			num := make([]float64, n)
+			for i := range num {
+				num[i] = (cost(i, eps) - cost(i, -eps)) / (2 * eps)
+			}
+			data = append(data[:0], base...)
+			if d := maxRelDiff(gcFloats(sym), num); d > 1e-3 {
+				t.Errorf("gradient %v, central difference %v (rel diff %g)", gcFloats(sym), num, d)
+			}
 		})
 	}
 }
@@ -335,6 +358,50 @@ func TestScaleRows(t *testing.T) {
 	}{{"dtype", s32}, {"rows", s4}, {"nil", nil}} {
 		if _, err := ScaleRows(xn, c.s); err == nil {
 			t.Errorf("%s: no error", c.name)
+		}
+	}
+}
+
+// TestElementwiseGradientsOtherRanks: the element-wise ops take tensors of any rank (their
+// dims parameter), which the other gradient checks use only as matrices: SwiGLU, GELU,
+// Sigmoid, ReLU and Scale on a vector and on a 3-d tensor, against float64 central
+// differences through SymDiff and DoDiff.
+func TestElementwiseGradientsOtherRanks(t *testing.T) {
+	ops := []struct {
+		name string
+		nIn  int
+		f    func(in []*G.Node) (*G.Node, error)
+	}{
+		{"SwiGLU", 2, func(in []*G.Node) (*G.Node, error) { return SwiGLU(in[0], in[1]) }},
+		{"GELU", 1, func(in []*G.Node) (*G.Node, error) { return GELU(in[0]) }},
+		{"Sigmoid", 1, func(in []*G.Node) (*G.Node, error) { return Sigmoid(in[0]) }},
+		{"ReLU", 1, func(in []*G.Node) (*G.Node, error) { return ReLU(in[0]) }},
+		{"Scale", 1, func(in []*G.Node) (*G.Node, error) { return Scale(in[0], -1.5) }},
+	}
+	rng := rand.New(rand.NewSource(41))
+	for _, shape := range []tensor.Shape{{5}, {2, 3, 2}} {
+		for _, o := range ops {
+			inputs := make([]gcInput, o.nIn)
+			for i := range inputs {
+				v := gcRand(rng, shape.TotalSize())
+				for j := range v { // away from ReLU's kink
+					if math.Abs(v[j]) < 0.05 {
+						v[j] += 0.1
+					}
+				}
+				inputs[i] = gcInput{string(rune('a' + i)), shape, v}
+			}
+			o := o
+			gcRun(t, gcCase{name: fmt.Sprintf("%s %v", o.name, shape), inputs: inputs, build: func(g *G.ExprGraph, dt tensor.Dtype, in []*G.Node) (*G.Node, error) {
+				y, err := o.f(in)
+				if err != nil {
+					return nil, err
+				}
+				if !y.Shape().Eq(shape) {
+					return nil, fmt.Errorf("%s: shape %v, want %v", o.name, y.Shape(), shape)
+				}
+				return gcWeighted(g, dt, G.Must(G.Square(y)), "w_rank", 42)
+			}})
 		}
 	}
 }
