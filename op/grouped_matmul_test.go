@@ -189,3 +189,34 @@ func TestGroupedMatMulRejectsBadInput(t *testing.T) {
 		t.Error("nil plan: no error")
 	}
 }
+
+// TestGroupedMatMulGradientsGeometries: the grouped matmul's gradients on every geometry of
+// the permute and unpermute checks (gradGeoms: dropless with alignment 1 and 4, capacity with
+// and without padding under both drop policies), which TestGroupedMatMulGradients covers only
+// in part, against float64 central differences.
+func TestGroupedMatMulGradientsGeometries(t *testing.T) {
+	const H, N = 2, 3
+	for i, geo := range gradGeoms() {
+		g := geo.g
+		var probs []float64
+		if g.Mode == kernels.Capacity && g.Drop == kernels.DropByProb {
+			probs = inputData(g, H, "probs")
+		}
+		R := g.Rows()
+		rng := rand.New(rand.NewSource(int64(60 + i)))
+		gcRun(t, gcCase{
+			name: "gmm " + geo.name,
+			inputs: []gcInput{
+				{"xp", tensor.Shape{R, H}, gcRand(rng, R*H)},
+				{"w", tensor.Shape{g.E, H, N}, gcRand(rng, g.E*H*N)},
+			},
+			build: func(gr *G.ExprGraph, dt tensor.Dtype, in []*G.Node) (*G.Node, error) {
+				z, err := groupedMatMulWithPlan(in[0], in[1], gcPlanNode(t, gr, g, geo.ids, probs, "plan"), g)
+				if err != nil {
+					return nil, err
+				}
+				return gcWeighted(gr, dt, G.Must(G.Square(z)), "W", int64(70+i))
+			},
+		})
+	}
+}

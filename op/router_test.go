@@ -235,3 +235,45 @@ func TestRouterRunErrors(t *testing.T) {
 		}()
 	}
 }
+
+// TestRouterProbsGradCheckGivenIDs: RouterProbs's gradient for ids that do not come from
+// RouterTopK on the same logits (slots of -1, experts other than the top ones), for every
+// score function, with a scale, and for a sigmoid token whose
+// chosen scores sum below 2⁻⁶⁴ (its probs are the softmax of its chosen logits), against
+// float64 central differences.
+func TestRouterProbsGradCheckGivenIDs(t *testing.T) {
+	const T, E, K = 4, 5, 3
+	ids := []int32{4, -1, 0, 1, 3, 2, -1, 3, -1, 2, 0, 4}
+	rng := rand.New(rand.NewSource(51))
+	x := make([]float64, T*E)
+	for i := range x {
+		x[i] = rng.NormFloat64()
+	}
+	tiny := append([]float64(nil), x...)
+	for e := 0; e < E; e++ {
+		tiny[3*E+e] = -50 - 0.3*float64(e) // token 3: σ ≈ 10⁻²², the softmax fallback
+	}
+	for _, c := range []struct {
+		name string
+		o    RouterOpts
+		x    []float64
+	}{
+		{"softmax post scale", RouterOpts{Score: kernels.RouterSoftmax, Scale: 1.5}, x},
+		{"softmax pre scale", RouterOpts{Score: kernels.RouterSoftmax, PreSoftmax: true, Scale: 1.5}, x},
+		{"sigmoid scale", RouterOpts{Score: kernels.RouterSigmoid, Scale: 2.5}, x},
+		{"sigmoid tiny scores", RouterOpts{Score: kernels.RouterSigmoid, Scale: 2.5}, tiny},
+	} {
+		c := c
+		gcRun(t, gcCase{
+			name:   "router given ids " + c.name,
+			inputs: []gcInput{{"logits", tensor.Shape{T, E}, c.x}},
+			build: func(g *G.ExprGraph, dt tensor.Dtype, in []*G.Node) (*G.Node, error) {
+				p, err := RouterProbs(in[0], gcInt32Node(g, "ids", tensor.Shape{T, K}, ids), c.o)
+				if err != nil {
+					return nil, err
+				}
+				return gcWeighted(g, dt, p, "w", 52)
+			},
+		})
+	}
+}
