@@ -59,6 +59,12 @@ func TestGraphStepOnTheCPU(t *testing.T) {
 func (m *tinyModel) graphStep(t *testing.T, c resumeCase, gs *train.GraphStep, s int) float64 {
 	t.Helper()
 	m.batch(t, s, c.dtype)
+	return m.stepOnBound(t, gs, s)
+}
+
+// stepOnBound runs step s of m with gs on the batch its inputs hold and returns its loss.
+func (m *tinyModel) stepOnBound(t *testing.T, gs *train.GraphStep, s int) float64 {
+	t.Helper()
 	m.costV, m.cntV = nil, nil // as for Step: a read copies into its old target
 	var loss float64
 	if err := gs.Step(func() error {
