@@ -4,7 +4,8 @@
 //
 // gomoe's CUDA kernels take bfloat16 data with float32 probs and accumulate in float32. On the
 // CPU the ops convert bfloat16 to float32, run the float32 kernels and round the result once,
-// which gives the same bits as the GPU.
+// which gives the same bits as the GPU (a NaN stays a NaN on both, but CUDA's
+// __float2bfloat16_rn does not promise FromFloat32's sign and payload).
 package bfloat16
 
 import (
@@ -35,6 +36,23 @@ func FromFloat32(f float32) BFloat16 {
 	}
 	b += 0x7fff + (b>>16)&1
 	return BFloat16(b >> 16)
+}
+
+// FromFloat64 rounds f to the nearest bfloat16, ties to even, in one rounding. It is not
+// FromFloat32(float32(f)): rounding to float32 first can land on a point halfway between two
+// bfloat16 values that f is not on, and the second rounding then breaks that false tie to
+// even (1 + 2⁻⁸ + 2⁻³⁰ would round down to 1 instead of up to 1 + 2⁻⁷). NaN stays NaN; values
+// too large round to ±Inf.
+func FromFloat64(f float64) BFloat16 {
+	g := float32(f) // 16 bits finer than bfloat16 at every scale
+	b := math.Float32bits(g)
+	if b&0xffff == 0x8000 && float64(g) != f && f == f { // a false tie: round toward f
+		if math.Abs(f) > math.Abs(float64(g)) {
+			return BFloat16(b>>16 + 1) // magnitude up (0x7f7f + 1 is Inf)
+		}
+		return BFloat16(b >> 16)
+	}
+	return FromFloat32(g)
 }
 
 // Float32 returns b as a float32 (exact).

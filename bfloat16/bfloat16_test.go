@@ -152,3 +152,44 @@ func ExampleFromFloat32() {
 	fmt.Println(b, b.Float32() == 3.140625)
 	// Output: 3.140625 true
 }
+
+// TestFromFloat64: one rounding from float64, not two through float32. Rounding to float32
+// first lands some values on a point halfway between two bfloat16 values that they are not on,
+// and ties-to-even then goes the wrong way; the wants below are the nearest bfloat16 of the
+// float64 (IEEE 754, nearest even), next to exact ties and ordinary values.
+func TestFromFloat64(t *testing.T) {
+	top := 0x1p128 - 0x1p119 // halfway between the largest bfloat16 and 2¹²⁸
+	for _, c := range []struct {
+		in   float64
+		want uint16
+	}{
+		{1 + 0x1p-8 + 0x1p-30, 0x3f81},   // just above a tie: up (through float32: 0x3f80)
+		{1 + 0x1p-8 - 0x1p-30, 0x3f80},   // just below
+		{1 + 0x1p-8, 0x3f80},             // the tie itself: even
+		{-1 - 0x1p-8 - 0x1p-30, 0xbf81},  // the sign
+		{1 + 3*0x1p-8 - 0x1p-30, 0x3f81}, // just below a tie: down (through float32: 0x3f82)
+		{1 + 3*0x1p-8, 0x3f82},
+		{1 + 3*0x1p-8 + 0x1p-30, 0x3f82},
+		{top * (1 - 0x1p-40), 0x7f7f}, // below the overflow point: the largest (through float32: +Inf)
+		{-top * (1 - 0x1p-40), 0xff7f},
+		{top, 0x7f80}, // the overflow point itself rounds to even: +Inf
+		{top * (1 + 0x1p-40), 0x7f80},
+		{3 * 0x1p-134 * (1 - 0x1p-40), 0x0001}, // subnormal, just below a tie (through float32: 0x0002)
+		{3 * 0x1p-134, 0x0002},
+		{0x1p-134 * (1 + 0x1p-40), 0x0001}, // just above half the smallest subnormal
+		{0x1p-134, 0x0000},
+		{0x1p-1074, 0x0000},
+		{-0x1p-1074, 0x8000},
+		{math.Copysign(0, -1), 0x8000},
+		{1.5, 0x3fc0},
+		{1e300, 0x7f80},
+		{math.Inf(-1), 0xff80},
+	} {
+		if got := FromFloat64(c.in); uint16(got) != c.want {
+			t.Errorf("FromFloat64(%v = %#016x) = %#04x, want %#04x", c.in, math.Float64bits(c.in), uint16(got), c.want)
+		}
+	}
+	if nan := FromFloat64(math.NaN()); !math.IsNaN(nan.Float64()) {
+		t.Errorf("FromFloat64(NaN) = %#04x, not a NaN", uint16(nan))
+	}
+}

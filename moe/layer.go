@@ -168,7 +168,7 @@ func (l *Layer) weight(rng *rand.Rand, dt tensor.Dtype, suffix string, fanIn, g 
 		b := make([]bfloat16.BFloat16, n)
 		put = func(dst int) {
 			for c, v := range row {
-				b[dst+c] = bfloat16.FromFloat32(float32(v))
+				b[dst+c] = bfloat16.FromFloat64(v)
 			}
 		}
 		backing = b

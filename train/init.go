@@ -174,7 +174,7 @@ func (in *Init) fill(name string, dt tensor.Dtype, shape []int, draw func() floa
 		v := make([]bfloat16.BFloat16, n)
 		for i := range v {
 			d := draw()
-			v[i] = bfloat16.FromFloat32(float32(d))
+			v[i] = bfloat16.FromFloat64(d)
 			check(i, d, float64(v[i].Float32()))
 		}
 		back = v

@@ -111,7 +111,7 @@ func TestInit(t *testing.T) {
 	f32, _ := NewInit(42).Normal(tensor.Float32, 0.5, 12)
 	bf, _ := NewInit(42).Normal(bfloat16.Dtype, 0.5, 12)
 	for i, x := range a.Float64s() {
-		if f32.Float32s()[i] != float32(x) || bf.Data().([]bfloat16.BFloat16)[i] != bfloat16.FromFloat32(float32(x)) {
+		if f32.Float32s()[i] != float32(x) || bf.Data().([]bfloat16.BFloat16)[i] != bfloat16.FromFloat64(x) {
 			t.Errorf("element %d: float32 %v, bfloat16 %v of %v", i, f32.Float32s()[i], bf.Data().([]bfloat16.BFloat16)[i], x)
 		}
 	}
@@ -136,6 +136,28 @@ func TestInit(t *testing.T) {
 	z, _ := in.Normal(tensor.Float32, 0, 3)
 	if z.Float32s()[0] != 0 || z.Float32s()[2] != 0 {
 		t.Errorf("std 0: %v", z.Float32s())
+	}
+	// A bfloat16 draw is rounded once from float64. Through float32 the first two landed on a
+	// point halfway between two bfloat16 values and went the wrong way (0x3f80, 0x3f82), and
+	// the last went to +Inf, an error.
+	for _, c := range []struct {
+		x    float64
+		want uint16
+	}{
+		{1 + 0x1p-8 + 0x1p-30, 0x3f81},
+		{1 + 3*0x1p-8 - 0x1p-30, 0x3f81},
+		{1 + 0x1p-8, 0x3f80}, // a true tie: even
+		{-1 - 0x1p-8 - 0x1p-30, 0xbf81},
+		{(0x1p128 - 0x1p119) * (1 - 0x1p-40), 0x7f7f}, // just below the overflow point
+	} {
+		u, err := NewInit(1).Uniform(bfloat16.Dtype, c.x, c.x, 2)
+		if err != nil {
+			t.Errorf("Uniform(bfloat16, %v, %v): %v", c.x, c.x, err)
+			continue
+		}
+		if got := u.Data().([]bfloat16.BFloat16)[1]; uint16(got) != c.want {
+			t.Errorf("Uniform(bfloat16, %v, %v) = %#04x, want %#04x", c.x, c.x, uint16(got), c.want)
+		}
 	}
 }
 

@@ -321,7 +321,7 @@ func firstUnfit(v []float64, dt tensor.Dtype) int {
 			return i
 		case dt == tensor.Float32 && math.IsInf(float64(float32(x)), 0):
 			return i
-		case dt == bfloat16.Dtype && math.IsInf(float64(bfloat16.FromFloat32(float32(x)).Float32()), 0):
+		case dt == bfloat16.Dtype && math.IsInf(float64(bfloat16.FromFloat64(x).Float32()), 0):
 			return i
 		}
 	}
@@ -346,7 +346,7 @@ func setValue(n *G.Node, v []float64) error {
 		copy(b, v)
 	case []bfloat16.BFloat16:
 		for i, x := range v {
-			b[i] = bfloat16.FromFloat32(float32(x))
+			b[i] = bfloat16.FromFloat64(x)
 		}
 	default:
 		return fmt.Errorf("value holds %T", d.Data())

@@ -703,6 +703,10 @@ func TestLoadRejects(t *testing.T) {
 		{"1e300 into float32", "experts.gate_up_proj", 7, 1e300, m, "element 7 is 1e+300, not a finite float32"},
 		{"1e300 into a float32 router of a bfloat16 layer", "gate.e_score_correction_bias", 1, -1e300, bf16, "element 1 is -1e+300, not a finite float32"},
 		{"3.4e38 into bfloat16 (rounds up past its largest)", "experts.gate_up_proj", 2, 3.4e38, bf16, "element 2 is 3.4e+38, not a finite BFloat16"},
+		// Just below the point halfway between bfloat16's largest and 2¹²⁸: it rounds down to
+		// the largest (rounded through float32 first it landed on that point and went to +Inf).
+		{"(2¹²⁸ − 2¹¹⁹)(1 − 2⁻⁴⁰) into bfloat16 (rounds to its largest)", "experts.gate_up_proj", 2, (0x1p128 - 0x1p119) * (1 - 0x1p-40), bf16, ""},
+		{"2¹²⁸ − 2¹¹⁹ into bfloat16 (a tie, to even: +Inf)", "experts.gate_up_proj", 2, 0x1p128 - 0x1p119, bf16, "not a finite BFloat16"},
 		{"1e300 into float64", "experts.gate_up_proj", 7, 1e300, f64, ""},
 	} {
 		ts := tensorsOf(m, w, "fused")
