@@ -31,10 +31,11 @@ type Config struct {
 	// NumExpertsPerTok is K.
 	NumExpertsPerTok int `json:"num_experts_per_tok"`
 	// NormTopKProb renormalises the K chosen probabilities to sum to 1 (nil: the model's
-	// transformers default, false for Qwen3-MoE and OLMoE, true for DeepSeek-V3).
+	// transformers default, false for Qwen3-MoE and OLMoE, true for DeepSeek-V3; an explicit
+	// null in config.json is transformers' None, read as false).
 	NormTopKProb *bool `json:"norm_topk_prob"`
 	// NGroup and TopKGroup are DeepSeek-V3's expert groups and the groups each token keeps
-	// (0: transformers' defaults 8 and 4).
+	// (0: transformers' defaults 8 and 4; ParseConfig refuses an explicit 0 or null).
 	NGroup    int `json:"n_group"`
 	TopKGroup int `json:"topk_group"`
 	// RoutedScalingFactor multiplies DeepSeek-V3's routed probs (nil: the default 2.5).
@@ -42,11 +43,22 @@ type Config struct {
 	// NSharedExperts is DeepSeek-V3's number of shared experts, each MoEIntermediateSize wide
 	// (nil: the default 1).
 	NSharedExperts *int `json:"n_shared_experts"`
-	// HiddenAct is the expert activation; gomoe loads "silu" (SwiGLU) experts.
+	// HiddenAct is the expert activation; gomoe loads "silu" (or "swish", the same in
+	// transformers) SwiGLU experts.
 	HiddenAct string `json:"hidden_act"`
 	// RouterJitterNoise is Mixtral's training jitter. It is not carried over (see the package
 	// documentation).
 	RouterJitterNoise float64 `json:"router_jitter_noise"`
+
+	// given records the DeepSeek-V3 keys that ParseConfig found written as null (transformers
+	// keeps None, not the default) or, for n_group and topk_group, as 0 (not the default).
+	given given
+}
+
+// given holds, for the keys whose zero or missing value MoEConfig reads as transformers'
+// default, whether config.json wrote them explicitly as null or 0.
+type given struct {
+	normNull, scaleNull, sharedNull, groupNull, keptNull, groupZero, keptZero bool
 }
 
 // ParseConfig parses the JSON of a config.json (unknown keys are ignored).
@@ -55,6 +67,15 @@ func ParseConfig(data []byte) (Config, error) {
 	if err := json.Unmarshal(data, &c); err != nil {
 		return Config{}, opkit.Wrap("hf: config", err)
 	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return Config{}, opkit.Wrap("hf: config", err)
+	}
+	null := func(k string) bool { v, ok := raw[k]; return ok && string(v) == "null" }
+	written := func(k string) bool { _, ok := raw[k]; return ok && !null(k) }
+	c.given = given{normNull: null("norm_topk_prob"), scaleNull: null("routed_scaling_factor"),
+		sharedNull: null("n_shared_experts"), groupNull: null("n_group"), keptNull: null("topk_group"),
+		groupZero: written("n_group") && c.NGroup == 0, keptZero: written("topk_group") && c.TopKGroup == 0}
 	return c, nil
 }
 
@@ -88,14 +109,18 @@ func ReadConfig(path string) (Config, error) {
 //
 // A renormalised softmax over the K chosen of all E probabilities equals gomoe's softmax over
 // the K chosen logits, value and gradient, so no option is needed for it. It returns an error
-// for what gomoe does not compute the same way: another activation than silu, DeepSeek-V3
-// without norm_topk_prob and K > 1 (gomoe renormalises sigmoid scores), and DeepSeek-V3
-// groups whose group score would not be a top-2 sum (gomoe sums the top K/topk_group).
+// for what gomoe does not compute the same way: another activation than silu (or swish),
+// DeepSeek-V3 without norm_topk_prob and K > 1 (gomoe renormalises sigmoid scores), and
+// DeepSeek-V3 groups whose group score would not be a top-2 sum (gomoe sums the top
+// K/topk_group; with topk_group = n_group every expert is kept and the groups are dropped);
+// and for what transformers' block fails on: a null routed_scaling_factor, n_shared_experts,
+// n_group or topk_group, a 0 n_group or topk_group, groups of one expert.
 func (c Config) MoEConfig() (moe.Config, error) {
 	e := func(format string, args ...any) (moe.Config, error) {
 		return moe.Config{}, fmt.Errorf("gomoe: hf: %s config: "+format, append([]any{c.ModelType}, args...)...)
 	}
-	if c.HiddenAct != "" && c.HiddenAct != "silu" {
+	// transformers' ACT2FN maps both "silu" and "swish" to SiLU.
+	if c.HiddenAct != "" && c.HiddenAct != "silu" && c.HiddenAct != "swish" {
 		return e("hidden_act %q: gomoe loads silu (SwiGLU) experts", c.HiddenAct)
 	}
 	norm := func(def bool) bool {
@@ -117,10 +142,23 @@ func (c Config) MoEConfig() (moe.Config, error) {
 	case "deepseek_v3":
 		m.Experts, m.FFN = c.NRoutedExperts, c.MoEIntermediateSize
 		m.Score, m.ExpertBias = moe.Sigmoid, true
-		if !norm(true) && m.TopK > 1 {
+		g := c.given
+		switch {
+		case g.scaleNull, g.sharedNull, g.groupNull, g.keptNull:
+			// transformers keeps the None, and its block fails on it.
+			return e("routed_scaling_factor, n_shared_experts, n_group or topk_group is null: transformers' block cannot run with it (leave the key out for the default)")
+		case g.groupZero || g.keptZero:
+			return e("n_group=%d topk_group=%d: transformers' block cannot route with 0 groups (leave the key out for the default)", c.NGroup, c.TopKGroup)
+		}
+		normDefault := true
+		if g.normNull {
+			// transformers keeps None, which its "if self.norm_topk_prob" reads as false.
+			normDefault = false
+		}
+		if !norm(normDefault) && m.TopK > 1 {
 			return e("norm_topk_prob false with num_experts_per_tok=%d: gomoe renormalises the sigmoid scores of K > 1 experts", m.TopK)
 		}
-		if norm(true) && m.TopK == 1 {
+		if norm(normDefault) && m.TopK == 1 {
 			// transformers weighs the one expert by σ/σ = 1 (times the scaling factor); gomoe
 			// by its sigmoid score.
 			return e("norm_topk_prob true with num_experts_per_tok=1 weighs every token by routed_scaling_factor alone; gomoe weighs one expert by its sigmoid score (set norm_topk_prob false)")
@@ -131,6 +169,14 @@ func (c Config) MoEConfig() (moe.Config, error) {
 		}
 		if m.GroupsKept == 0 {
 			m.GroupsKept = 4
+		}
+		if m.Groups > 1 && m.GroupsKept == m.Groups && m.Experts%m.Groups == 0 && m.Experts/m.Groups >= 2 {
+			// Every group is kept: the group scores choose nothing, and the experts are
+			// chosen among all E as without groups.
+			m.Groups, m.GroupsKept = 1, 1
+		}
+		if m.Groups > 1 && m.Experts%m.Groups == 0 && m.Experts/m.Groups < 2 {
+			return e("n_group=%d of %d experts: transformers scores a group by its top 2 experts, and fails on groups of one", m.Groups, m.Experts)
 		}
 		if m.Groups > 1 && (m.GroupsKept < 1 || m.TopK/m.GroupsKept != 2) {
 			return e("n_group=%d topk_group=%d num_experts_per_tok=%d: transformers scores a group by its top 2 experts, gomoe by its top num_experts_per_tok/topk_group (here %d)",

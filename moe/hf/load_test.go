@@ -88,7 +88,19 @@ func refBlock(c Config, m moe.Config, w hfWeights, x []float64, T int) []float64
 				scores[e] = 1 / (1 + math.Exp(-logits[e]))
 				choice[e] = scores[e] + w.bias[e]
 			}
-			G, kept, per := m.Groups, m.GroupsKept, E/m.Groups
+			// The groups and renormalisation of the transformers config, not the layer's.
+			G, kept := c.NGroup, c.TopKGroup
+			if G == 0 {
+				G = 8
+			}
+			if kept == 0 {
+				kept = 4
+			}
+			per := E / G
+			norm := !c.given.normNull // a null norm_topk_prob is None, false in transformers
+			if c.NormTopKProb != nil {
+				norm = *c.NormTopKProb
+			}
 			gs := make([]float64, G)
 			for g := 0; g < G; g++ {
 				v := append([]float64(nil), choice[g*per:(g+1)*per]...)
@@ -110,7 +122,10 @@ func refBlock(c Config, m moe.Config, w hfWeights, x []float64, T int) []float64
 				sum += scores[e]
 			}
 			for j := range wts {
-				wts[j] = wts[j] / (sum + 1e-20) * m.ScalingFactor
+				if norm {
+					wts[j] /= sum + 1e-20
+				}
+				wts[j] *= m.ScalingFactor
 			}
 		} else {
 			mx := math.Inf(-1)
@@ -400,6 +415,13 @@ func TestLoadMatchesTransformersMath(t *testing.T) {
 			"fusedT", "", nst.F32, tensor.Float32, 1e-5},
 		{"deepseek no groups per-expert", Config{ModelType: "deepseek_v3", HiddenSize: H, MoEIntermediateSize: F, NRoutedExperts: E, NumExpertsPerTok: 3, NGroup: 1, TopKGroup: 1, NSharedExperts: intp(0)},
 			"proj", "", nst.F64, tensor.Float64, 1e-12},
+		// Every group kept: transformers' group mask keeps all E (it used to be refused).
+		{"deepseek all groups kept", Config{ModelType: "deepseek_v3", HiddenSize: H, MoEIntermediateSize: F, NRoutedExperts: E, NumExpertsPerTok: 2, NGroup: 4, TopKGroup: 4, NSharedExperts: intp(1)},
+			"fused", "", nst.F64, tensor.Float64, 1e-12},
+		// "norm_topk_prob": null is None in transformers: no renormalisation, σ·2.5 (it used to
+		// be read as the default true, and refused for K = 1).
+		{"deepseek null norm_topk_prob top-1", Config{ModelType: "deepseek_v3", HiddenSize: H, MoEIntermediateSize: F, NRoutedExperts: E, NumExpertsPerTok: 1, NGroup: 1, TopKGroup: 1, given: given{normNull: true}},
+			"proj", "", nst.F64, tensor.Float64, 1e-12},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -593,8 +615,34 @@ func TestMoEConfig(t *testing.T) {
 		{"no model type", `{"hidden_size":8}`, moe.Config{}, "no model_type"},
 		{"deepseek no renormalisation", `{"model_type":"deepseek_v3","hidden_size":16,"moe_intermediate_size":8,"n_routed_experts":16,"num_experts_per_tok":4,"n_group":1,"topk_group":1,"norm_topk_prob":false}`,
 			moe.Config{}, "norm_topk_prob false"},
-		{"deepseek group score not top-2", `{"model_type":"deepseek_v3","hidden_size":16,"moe_intermediate_size":8,"n_routed_experts":16,"num_experts_per_tok":4,"n_group":4,"topk_group":4}`,
+		{"deepseek group score not top-2", `{"model_type":"deepseek_v3","hidden_size":16,"moe_intermediate_size":8,"n_routed_experts":16,"num_experts_per_tok":4,"n_group":4,"topk_group":1}`,
 			moe.Config{}, "top 2 experts"},
+		// Keeping every group keeps every expert, whatever the group score (it used to be refused).
+		{"deepseek every group kept", `{"model_type":"deepseek_v3","hidden_size":16,"moe_intermediate_size":8,"n_routed_experts":16,"num_experts_per_tok":4,"n_group":4,"topk_group":4}`,
+			moe.Config{Hidden: 16, FFN: 8, Experts: 16, TopK: 4, Activation: moe.SwiGLU, Score: moe.Sigmoid, ExpertBias: true, Groups: 1, GroupsKept: 1, ScalingFactor: 2.5, SharedFFN: 8}, ""},
+		{"deepseek groups of one", `{"model_type":"deepseek_v3","hidden_size":16,"moe_intermediate_size":8,"n_routed_experts":16,"num_experts_per_tok":8,"n_group":16,"topk_group":4}`,
+			moe.Config{}, "fails on groups of one"},
+		// transformers keeps a null as None: false for norm_topk_prob (not the default true),
+		// a failure for the others (which used to load as their defaults), as is a 0 n_group.
+		{"deepseek null norm_topk_prob", `{"model_type":"deepseek_v3","hidden_size":16,"moe_intermediate_size":8,"n_routed_experts":16,"num_experts_per_tok":4,"n_group":1,"topk_group":1,"norm_topk_prob":null}`,
+			moe.Config{}, "norm_topk_prob false"},
+		{"deepseek null norm_topk_prob top-1", `{"model_type":"deepseek_v3","hidden_size":16,"moe_intermediate_size":8,"n_routed_experts":16,"num_experts_per_tok":1,"n_group":1,"topk_group":1,"norm_topk_prob":null,"n_shared_experts":0}`,
+			moe.Config{Hidden: 16, FFN: 8, Experts: 16, TopK: 1, Activation: moe.SwiGLU, Score: moe.Sigmoid, ExpertBias: true, Groups: 1, GroupsKept: 1, ScalingFactor: 2.5}, ""},
+		{"deepseek null scaling factor", `{"model_type":"deepseek_v3","hidden_size":16,"moe_intermediate_size":8,"n_routed_experts":16,"num_experts_per_tok":8,"routed_scaling_factor":null}`,
+			moe.Config{}, "is null"},
+		{"deepseek null shared", `{"model_type":"deepseek_v3","hidden_size":16,"moe_intermediate_size":8,"n_routed_experts":16,"num_experts_per_tok":8,"n_shared_experts":null}`,
+			moe.Config{}, "is null"},
+		{"deepseek null n_group", `{"model_type":"deepseek_v3","hidden_size":16,"moe_intermediate_size":8,"n_routed_experts":16,"num_experts_per_tok":8,"n_group":null}`,
+			moe.Config{}, "is null"},
+		{"deepseek zero n_group", `{"model_type":"deepseek_v3","hidden_size":16,"moe_intermediate_size":8,"n_routed_experts":16,"num_experts_per_tok":8,"n_group":0}`,
+			moe.Config{}, "0 groups"},
+		{"deepseek zero topk_group", `{"model_type":"deepseek_v3","hidden_size":16,"moe_intermediate_size":8,"n_routed_experts":16,"num_experts_per_tok":8,"topk_group":0}`,
+			moe.Config{}, "0 groups"},
+		{"qwen3 null norm_topk_prob", `{"model_type":"qwen3_moe","hidden_size":8,"moe_intermediate_size":16,"num_experts":4,"num_experts_per_tok":2,"norm_topk_prob":null}`,
+			moe.Config{Hidden: 8, FFN: 16, Experts: 4, TopK: 2, Activation: moe.SwiGLU, PreSoftmax: true}, ""},
+		// ACT2FN["swish"] is SiLU, as "silu" is (it used to be refused).
+		{"swish", `{"model_type":"mixtral","hidden_size":8,"intermediate_size":16,"num_local_experts":4,"num_experts_per_tok":2,"hidden_act":"swish"}`,
+			moe.Config{Hidden: 8, FFN: 16, Experts: 4, TopK: 2, Activation: moe.SwiGLU}, ""},
 		// transformers weighs DeepSeek's one expert by σ/σ = 1 (it used to load, with σ·2.5).
 		{"deepseek renormalised top-1", `{"model_type":"deepseek_v3","hidden_size":2,"moe_intermediate_size":2,"n_routed_experts":2,"num_experts_per_tok":1,"n_group":1,"topk_group":1,"n_shared_experts":0}`,
 			moe.Config{}, "norm_topk_prob true with num_experts_per_tok=1"},
