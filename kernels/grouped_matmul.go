@@ -97,6 +97,9 @@ func gmmZeroPad[F Float](buf []F, p Plan, n int) {
 		if hi > lo {
 			clear(buf[lo*n : hi*n])
 		}
+		if e == 0 { // rows before the first segment (a valid plan may start it past row 0)
+			clear(buf[:int(p.Offsets[0])*n])
+		}
 	})
 }
 

@@ -301,3 +301,55 @@ func TestGroupedMatMulNamedFloatType(t *testing.T) {
 	wantZ, wantDxp, wantDw := gmmRef(ids, p.RowOf, R, g.E, H, N, xp, w, dz)
 	gmmCheckKernels[gmmNamed](t, p, H, N, xp, w, dz, wantZ, wantDxp, wantDw, 1e-12)
 }
+
+// TestGroupedMatMulRowsBeforeFirstSegment: a valid plan whose first segment starts past row
+// 0 (Plan.Check accepts it; those rows hold no token) gets those rows zeroed like the pad rows
+// by the forward and the overwriting row backward (they were left holding stale values).
+func TestGroupedMatMulRowsBeforeFirstSegment(t *testing.T) {
+	for _, c := range []struct {
+		counts, offsets, rowOf, tokenOf []int32
+		T                               int
+	}{
+		{[]int32{1, 1}, []int32{1, 2, 3}, []int32{1, 2, -1}, []int32{-1, 0, 1}, 3},
+		{[]int32{1, 0}, []int32{2, 3, 3}, []int32{2, -1, -1}, []int32{-1, -1, 0}, 3},
+	} {
+		g := Geometry{T: c.T, K: 1, E: 2, A: 1}
+		p, _ := g.View(make([]int32, g.PlanLen()))
+		copy(p.Counts, c.counts)
+		copy(p.Offsets, c.offsets)
+		copy(p.RowOf, c.rowOf)
+		copy(p.TokenOf, c.tokenOf)
+		if err := p.Check(); err != nil {
+			t.Fatal(err)
+		}
+		H, N, R := 2, 3, g.Rows()
+		fill := func(n int, v float64) []float64 {
+			s := make([]float64, n)
+			for i := range s {
+				s[i] = v
+			}
+			return s
+		}
+		w := fill(2*H*N, 1)
+		z := fill(R*N, 7)
+		if err := GroupedMatMulForward(z, fill(R*H, 1), w, p, H, N); err != nil {
+			t.Fatal(err)
+		}
+		dxp := fill(R*H, 7)
+		if err := GroupedMatMulBackwardRows(dxp, fill(R*N, 1), w, p, H, N, false); err != nil {
+			t.Fatal(err)
+		}
+		for r := 0; r < int(c.offsets[0]); r++ {
+			for j := 0; j < N; j++ {
+				if z[r*N+j] != 0 {
+					t.Errorf("offsets %v: forward z[%d,%d] = %v, want 0", c.offsets, r, j, z[r*N+j])
+				}
+			}
+			for h := 0; h < H; h++ {
+				if dxp[r*H+h] != 0 {
+					t.Errorf("offsets %v: backward dxp[%d,%d] = %v, want 0", c.offsets, r, h, dxp[r*H+h])
+				}
+			}
+		}
+	}
+}
