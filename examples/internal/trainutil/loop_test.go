@@ -102,7 +102,7 @@ func TestLoopSaveResume(t *testing.T) {
 	r := LoopConfig{LR: 1, Clip: 1, Resume: dir}
 	opt2, _, _ := r.Optimizer(12)
 	var out bytes.Buffer
-	first, err := r.ResumeRun(&out, G.Nodes{w2}, opt2, 12, map[string]*rand.PCG{"data": src2})
+	first, err := r.ResumeRun(&out, G.Nodes{w2}, opt2, 12, map[string]*rand.PCG{"data": src2}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +113,7 @@ func TestLoopSaveResume(t *testing.T) {
 		t.Errorf("resume report %q", out.String())
 	}
 	none := LoopConfig{LR: 1}
-	if first, err := none.ResumeRun(&out, G.Nodes{w2}, opt2, 12, nil); first != 0 || err != nil {
+	if first, err := none.ResumeRun(&out, G.Nodes{w2}, opt2, 12, nil, nil); first != 0 || err != nil {
 		t.Errorf("no -resume: %d %v", first, err)
 	}
 	if err := none.SaveRun(prog, G.Nodes{w2}, opt2, Run{}); err != nil {
@@ -190,7 +190,7 @@ func TestSessionEndReleasesInterrupts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := c.StartRun(io.Discard, nil, G.Nodes{w}, opt, 3, nil, 1, "x")
+	s, err := c.StartRun(io.Discard, nil, G.Nodes{w}, opt, 3, nil, nil, 1, "x")
 	if err != nil {
 		t.Fatal(err)
 	}
