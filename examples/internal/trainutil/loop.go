@@ -88,9 +88,10 @@ func (c LoopConfig) Last(steps int) int {
 	return steps
 }
 
-// ResumeRun loads the run saved in c.Resume, if any, into learn, opt, sources and state (see Run.State; nil: none) (opt keeps
-// c.Clip: the flags of this run win over the saved constants), reports it on out (with a note when the saved run had another length than steps) and returns the
-// step to go on from: 0 without c.Resume.
+// ResumeRun loads the run saved in c.Resume, if any, into learn, opt, sources and state (see
+// Run.State; nil: none), reports it on out (with a note when the saved run had another length
+// than steps) and returns the step to go on from: 0 without c.Resume. opt keeps c.Clip: the
+// flags of this run win over the saved constants.
 func (c LoopConfig) ResumeRun(out io.Writer, learn G.Nodes, opt *train.Adam, steps int, sources map[string]*rand.PCG, state map[string]string) (int, error) {
 	if c.Resume == "" {
 		return 0, nil
@@ -151,8 +152,9 @@ type Session struct {
 }
 
 // StartRun resumes the run saved in c.Resume, if any, into learn, opt, sources and state (as
-// ResumeRun, reporting it on out; the loop keeps state up to date, each checkpoint saves it), and starts the progress report of the steps left (batch
-// items counted as unit a step; the bar on bar, log lines on out) of a run of steps steps.
+// ResumeRun, reporting it on out; the loop keeps state up to date, each checkpoint saves it),
+// and starts the progress report of the steps left (batch items counted as unit a step; the
+// bar on bar, log lines on out) of a run of steps steps.
 func (c LoopConfig) StartRun(out, bar io.Writer, learn G.Nodes, opt *train.Adam, steps int, sources map[string]*rand.PCG, state map[string]string, batch int, unit string) (*Session, error) {
 	first, err := c.ResumeRun(out, learn, opt, steps, sources, state)
 	if err != nil {
