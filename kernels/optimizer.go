@@ -56,7 +56,7 @@ func AdamUpdate[F float32 | float64](p, g, m, v []F, lr, b1, b2, eps, c1, c2, wd
 			if k32 != nil { // the same operations 8 lanes at a time (internal/simd/adam_amd64.s): the same bits
 				lo += adam32(any(p[lo:hi]).([]float32), any(g[lo:hi]).([]float32), any(m[lo:hi]).([]float32), any(v[lo:hi]).([]float32), k32)
 				if lo+8 <= hi {
-					end = lo + 8 // a group the kernel left (an overflowing v/c2): this loop takes it, the kernel the rest
+					end = lo + 8 // a group the kernel left (an overflowing g·g or v/c2): this loop takes it, the kernel the rest
 				}
 			}
 			adamElems(p[lo:end], g[lo:end], m[lo:end], v[lo:end], L, B1, B2, Eps, C1, C2, W, NB1, NB2)

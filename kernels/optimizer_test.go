@@ -189,3 +189,36 @@ func TestSGDUpdateHand(t *testing.T) {
 		t.Error("SGDUpdateBF16 with a master copy of another length: no error")
 	}
 }
+
+// TestAdamOverflowingSquareMatchesLoop: AdamUpdate (the AVX groups on amd64) gives the Go loop's
+// bits where g·g overflows but v/c2 does not (v = −Inf: the loop's ((1−b2)·g)·g keeps v at −Inf,
+// while (1−b2)·(g·g) = +Inf would make it NaN), in the first group, a later one and the tail.
+func TestAdamOverflowingSquareMatchesLoop(t *testing.T) {
+	inf := float32(math.Inf(1))
+	for _, tc := range []struct {
+		g, v float32
+	}{
+		{-5.8200955e19, -inf},
+		{3e19, -inf},
+		{2e19, float32(math.NaN())},
+	} {
+		for _, at := range []int{0, 5, 9, 16} {
+			const n = 17
+			p, g, m, v := make([]float32, n), make([]float32, n), make([]float32, n), make([]float32, n)
+			for i := range p {
+				p[i], g[i], m[i], v[i] = 0.5+float32(i), 0.25*float32(i), 0.125, 1
+			}
+			g[at], v[at] = tc.g, tc.v
+			wp, wm, wv := append([]float32(nil), p...), append([]float32(nil), m...), append([]float32(nil), v...)
+			const lr, b1, b2, eps, c1, c2, wd = 1e-2, 0.9, 0.999, 1e-8, 0.1, 0.001, 0.01
+			must(t, AdamUpdate(p, g, m, v, lr, b1, b2, eps, c1, c2, wd))
+			adamElems(wp, g, wm, wv, float32(lr), float32(b1), float32(b2), float32(eps), float32(c1), float32(c2), float32(wd), float32(1-b1), float32(1-b2))
+			for i := range p {
+				if math.Float32bits(v[i]) != math.Float32bits(wv[i]) || math.Float32bits(m[i]) != math.Float32bits(wm[i]) ||
+					(math.Float32bits(p[i]) != math.Float32bits(wp[i]) && !(p[i] != p[i] && wp[i] != wp[i])) {
+					t.Fatalf("g=%v v=%v at %d: element %d: p, m, v = %v, %v, %v, want %v, %v, %v", tc.g, tc.v, at, i, p[i], m[i], v[i], wp[i], wm[i], wv[i])
+				}
+			}
+		}
+	}
+}

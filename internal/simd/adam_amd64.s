@@ -8,8 +8,8 @@
 // operations in the same order as the Go loop in kernels/optimizer.go, each rounded to float32 on
 // its own (no fused multiply-add; the square root is IEEE's, correctly rounded), so the bits are
 // the loop's. k holds L, B1, B2, Eps, C1, C2, W, 1−B1, 1−B2, +Inf. It stops before the first
-// group of 8 in which some v/C2 is +Inf (g·g or v/C2 overflowed: the Go loop takes those
-// another way) and returns how many elements it updated.
+// group of 8 in which some g·g or v/C2 is +Inf (the Go loop takes those another way; g·g can
+// overflow while v/C2 does not, with v = −Inf) and returns how many elements it updated.
 TEXT ·AdamAVX(SB), NOSPLIT, $0-56
 	MOVQ p+0(FP), DI
 	MOVQ grad+8(FP), SI
@@ -40,11 +40,13 @@ loop:
 	VMULPS  Y9, Y1, Y4  // (1-B1)·g
 	VADDPS  Y4, Y2, Y2  // mi
 	VMULPS  Y1, Y1, Y4  // g·g
+	VCMPPS  $0, Y6, Y4, Y1 // the lanes where g·g is +Inf
 	VMULPS  Y11, Y4, Y4 // (1-B2)·g·g
 	VMULPS  Y10, Y3, Y3 // B2·v
 	VADDPS  Y4, Y3, Y3  // vi
 	VDIVPS  Y13, Y3, Y5 // vi/C2
-	VCMPPS  $0, Y6, Y5, Y1 // the lanes where vi/C2 is +Inf
+	VCMPPS  $0, Y6, Y5, Y4 // the lanes where vi/C2 is +Inf
+	VORPS   Y4, Y1, Y1
 	VMOVMSKPS Y1, AX
 	TESTL   AX, AX
 	JNZ     done        // this group and the rest go to the Go loop

@@ -36,7 +36,7 @@ func Dgemm12x16AVX512(kc int, a, b, c *float64, ldc int, add int)
 func SigmoidPairAVX2(s, sm, x *float32, n int)
 
 // AdamAVX runs the float32 Adam step over n elements (a multiple of 8) with the constants k
-// (AVX) and returns how many it updated: all n, unless a group of 8 has an overflowing v/C2,
+// (AVX) and returns how many it updated: all n, unless a group of 8 has an overflowing g·g or v/C2,
 // where it stops (adam_amd64.s).
 //
 //go:noescape
