@@ -5,7 +5,6 @@ package main
 import (
 	"io"
 	"math"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -57,19 +56,7 @@ func TestResumeGPU(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := filepath.Join(t.TempDir(), "ckpt")
-	first := cfg
-	first.Save, first.StopAt = dir, 40
-	a, err := run(first, io.Discard, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	second := cfg
-	second.Resume = dir
-	b, err := run(second, io.Discard, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b, _ := stopAndResume(t, cfg, 40, io.Discard)
 	if err := trainutil.ResumedLosses(a.StepLoss, b.StepLoss, whole.StepLoss); err != nil {
 		t.Fatal(err)
 	}

@@ -123,20 +123,8 @@ func TestResume(t *testing.T) {
 		t.Errorf("test accuracy %.3f", whole.TestAcc)
 	}
 	for _, stop := range []int{40, 62} {
-		dir := filepath.Join(t.TempDir(), "ckpt")
-		first := cfg
-		first.Save, first.StopAt = dir, stop
-		a, err := run(first, io.Discard, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		second := cfg
-		second.Resume = dir
 		var out bytes.Buffer
-		b, err := run(second, &out, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		a, b, dir := stopAndResume(t, cfg, stop, &out)
 		if want := fmt.Sprintf("resumed from %s at step %d of 80", dir, stop); !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
@@ -223,20 +211,8 @@ func TestResumeReport(t *testing.T) {
 	if whole.TargetStep != 31 {
 		t.Fatalf("unbroken run reached the target at step %d, want 31", whole.TargetStep)
 	}
-	dir := filepath.Join(t.TempDir(), "ckpt")
-	first := cfg
-	first.Save, first.StopAt = dir, 40
-	a, err := run(first, io.Discard, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	second := cfg
-	second.Resume = dir
 	var out bytes.Buffer
-	b, err := run(second, &out, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b, _ := stopAndResume(t, cfg, 40, &out)
 	if b.TargetStep != whole.TargetStep || b.TargetTime != a.TargetTime {
 		t.Errorf("resumed run: target reached at step %d after %v; the run before the stop: step %d after %v", b.TargetStep, b.TargetTime, a.TargetStep, a.TargetTime)
 	}
@@ -248,4 +224,23 @@ func TestResumeReport(t *testing.T) {
 	if w == "" || w != r {
 		t.Errorf("last evaluation: unbroken run %q, resumed run %q", w, r)
 	}
+}
+
+// stopAndResume runs cfg with -save in a fresh folder and -stop-at stop, then resumes it from
+// that folder (its output to out), and returns both runs' results and the folder.
+func stopAndResume(t *testing.T, cfg config, stop int, out io.Writer) (a, b *result, dir string) {
+	t.Helper()
+	dir = filepath.Join(t.TempDir(), "ckpt")
+	first := cfg
+	first.Save, first.StopAt = dir, stop
+	a, err := run(first, io.Discard, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := cfg
+	second.Resume = dir
+	if b, err = run(second, out, nil); err != nil {
+		t.Fatal(err)
+	}
+	return a, b, dir
 }
