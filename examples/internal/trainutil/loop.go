@@ -8,10 +8,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	G "gorgonia.org/gorgonia"
 
@@ -148,7 +146,7 @@ type Session struct {
 	steps int
 	src   map[string]*rand.PCG
 	state map[string]string
-	sig   chan os.Signal // interrupts, from StartRun to the first one or Close
+	intr  *interrupts // from StartRun to Close
 }
 
 // StartRun resumes the run saved in c.Resume, if any, into learn, opt, sources and state (as
@@ -178,22 +176,17 @@ func (c LoopConfig) StartRun(out, bar io.Writer, learn G.Nodes, opt *train.Adam,
 		os.Remove(f.Name())
 	}
 	prog := train.NewProgress(bar, out, int64(max(last-first, 0)*batch), unit, "train")
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-	return &Session{First: first, Last: last, Prog: prog, c: c, learn: learn, opt: opt, steps: steps, src: sources, state: state, sig: sig}, nil
+	return &Session{First: first, Last: last, Prog: prog, c: c, learn: learn, opt: opt, steps: steps, src: sources, state: state, intr: watchInterrupts()}, nil
 }
 
 // Close stops catching interrupts: call it when the loop's run returns.
-func (s *Session) Close() { signal.Stop(s.sig) }
+func (s *Session) Close() { s.intr.stop() }
 
 // Checkpoint saves the run after step (0-based) when -save-every makes a checkpoint due
 // there (SaveDue), or when an interrupt came: then it returns an error saying so.
 func (s *Session) Checkpoint(step int) error {
-	select {
-	case sg := <-s.sig:
-		signal.Stop(s.sig) // a second interrupt kills the program
+	if sg, ok := s.intr.caught(); ok {
 		return s.interrupted(sg, step+1)
-	default:
 	}
 	if !s.c.SaveDue(step, s.Last) {
 		return nil
