@@ -1,11 +1,9 @@
 package train
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
+	"io"
 	"sort"
 	"strconv"
 	"strings"
@@ -16,6 +14,7 @@ import (
 
 	"github.com/gomoe/gomoe/bfloat16"
 	"github.com/gomoe/gomoe/device"
+	"github.com/gomoe/gomoe/internal/atomicfile"
 	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/safetensors"
 )
@@ -217,34 +216,7 @@ func SaveCheckpoint(path string, c Checkpoint) error {
 			}
 		}
 	}
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	f, err := os.CreateTemp(dir, base+".tmp*")
-	if err != nil {
-		return fail(err)
-	}
-	tmp := f.Name()
-	bw := bufio.NewWriterSize(f, 1<<20)
-	err = safetensors.Write(bw, tensors, meta)
-	if err == nil {
-		err = bw.Flush()
-	}
-	if err == nil {
-		err = f.Chmod(0o644) // CreateTemp makes 0600
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
+	if err := atomicfile.Write(path, func(w io.Writer) error { return safetensors.Write(w, tensors, meta) }); err != nil {
 		return fail(err)
 	}
 	return nil

@@ -1,0 +1,48 @@
+// Package atomicfile writes files whole or not at all: the content goes to a temporary file in
+// the same folder, which replaces the file at the path only once it is complete and synced. A
+// crash, a full disk or an interrupt mid-write leaves the old file (or none), never half of a
+// new one, and a reader never sees one.
+package atomicfile
+
+import (
+	"bufio"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// Write writes the file at path (mode 0644) with what write writes to its writer (buffered).
+// On any error, from write or from the file system, the file at path is left as it was and
+// the temporary file is removed.
+func Write(path string, write func(io.Writer) error) error {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, "."+base+".tmp*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	bw := bufio.NewWriterSize(f, 1<<20)
+	err = write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err == nil {
+		err = f.Chmod(0o644) // CreateTemp makes 0600
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+	}
+	return err
+}

@@ -1,0 +1,47 @@
+package atomicfile
+
+import (
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+)
+
+func TestWrite(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "out.bin")
+	boom := errors.New("boom")
+	for _, c := range []struct {
+		name    string
+		write   func(io.Writer) error
+		wantErr error
+		want    string // the file afterwards
+	}{
+		{"new file", func(w io.Writer) error { _, err := io.WriteString(w, "first"); return err }, nil, "first"},
+		{"replaces it", func(w io.Writer) error { _, err := io.WriteString(w, "second, longer"); return err }, nil, "second, longer"},
+		{"a failed write leaves the old file", func(w io.Writer) error { io.WriteString(w, "half"); return boom }, boom, "second, longer"},
+		{"empty", func(w io.Writer) error { return nil }, nil, ""},
+	} {
+		err := Write(path, c.write)
+		if !errors.Is(err, c.wantErr) {
+			t.Fatalf("%s: error %v, want %v", c.name, err, c.wantErr)
+		}
+		got, rerr := os.ReadFile(path)
+		if rerr != nil || string(got) != c.want {
+			t.Fatalf("%s: file holds %q (%v), want %q", c.name, got, rerr, c.want)
+		}
+		if runtime.GOOS != "windows" {
+			if st, _ := os.Stat(path); st.Mode().Perm() != 0o644 {
+				t.Errorf("%s: mode %v, want 0644", c.name, st.Mode().Perm())
+			}
+		}
+		if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+			t.Errorf("%s: the folder holds %v, want only the file (no temporary left)", c.name, ents)
+		}
+	}
+	if err := Write(filepath.Join(dir, "no such folder", "x"), func(io.Writer) error { return nil }); err == nil {
+		t.Error("no error for a path in a missing folder")
+	}
+}
