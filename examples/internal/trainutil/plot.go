@@ -4,8 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"image/color"
+	"io"
 	"math"
-	"os"
 	"slices"
 	"strconv"
 
@@ -16,6 +16,7 @@ import (
 	"gonum.org/v1/plot/vg/draw"
 	"gonum.org/v1/plot/vg/vgimg"
 
+	"github.com/gomoe/gomoe/internal/atomicfile"
 	"github.com/gomoe/gomoe/train"
 )
 
@@ -190,15 +191,11 @@ func saveLegendRight(p *plot.Plot, path string, w, h, lw vg.Length) (err error) 
 	leg.Top, leg.Left = true, true
 	leg.YOffs = -p.Title.TextStyle.Height(p.Title.Text) - vg.Points(8)
 	leg.Draw(draw.Crop(dc, w-lw, 0, 0, 0))
-	f, err := os.Create(path)
-	if err != nil {
-		return fmt.Errorf("trainutil: save %s: %w", path, err)
-	}
-	if _, err := (vgimg.PngCanvas{Canvas: c}).WriteTo(f); err != nil {
-		f.Close()
-		return fmt.Errorf("trainutil: save %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
+	// Whole or not at all: a run stopped mid-write leaves the last plot, not a broken PNG.
+	if err := atomicfile.Write(path, func(w io.Writer) error {
+		_, err := (vgimg.PngCanvas{Canvas: c}).WriteTo(w)
+		return err
+	}); err != nil {
 		return fmt.Errorf("trainutil: save %s: %w", path, err)
 	}
 	return nil

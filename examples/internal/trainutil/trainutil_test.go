@@ -93,6 +93,9 @@ func TestPlots(t *testing.T) {
 			t.Errorf("%s is not a PNG", f)
 		}
 	}
+	if ents, _ := os.ReadDir(dir); len(ents) != len(files) {
+		t.Errorf("the folder holds %v, want only %v (PNGs are written to a temporary file, then renamed)", ents, files)
+	}
 	bad := filepath.Join(dir, "bad.png")
 	if err := SaveLines(bad, "t", "x", "y", false, Series{Name: "a", X: []float64{1, 2}, Y: []float64{1}}); err == nil {
 		t.Error("SaveLines accepted series of unequal lengths")
