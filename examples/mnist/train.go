@@ -478,10 +478,29 @@ type evaluator struct {
 	batch  int
 	xb, yb []float32
 	xf, yf *trainutil.Feed
+	tail   *evaluator // the last, partial batch's in capacity mode (nil otherwise)
 }
 
 func newEvaluator(cfg config, dev *trainutil.Device, trained *model, test *dataset) (*evaluator, error) {
 	batch := min(cfg.EvalBatch, test.len())
+	ev, err := newEvalModel(cfg, dev, trained, test, batch)
+	if err != nil {
+		return nil, err
+	}
+	// In capacity mode a batch's tokens compete for the experts' slots, so the last, partial
+	// batch gets a model of its own size: blank rows filling it up to the batch size would
+	// compete with its images.
+	if r := test.len() % batch; r != 0 && cfg.Block.Capacity > 0 {
+		if ev.tail, err = newEvalModel(cfg, dev, trained, test, r); err != nil {
+			ev.close()
+			return nil, err
+		}
+	}
+	return ev, nil
+}
+
+// newEvalModel builds the forward graph of one evaluation batch size.
+func newEvalModel(cfg config, dev *trainutil.Device, trained *model, test *dataset, batch int) (*evaluator, error) {
 	g := G.NewGraph()
 	m, err := newModel(g, cfg, batch)
 	if err != nil {
@@ -504,7 +523,12 @@ func newEvaluator(cfg config, dev *trainutil.Device, trained *model, test *datas
 	return ev, nil
 }
 
-func (ev *evaluator) close() { ev.vm.Close() }
+func (ev *evaluator) close() {
+	ev.vm.Close()
+	if ev.tail != nil {
+		ev.tail.close()
+	}
+}
 
 // eval returns the accuracy and mean cross-entropy on the test set.
 func (ev *evaluator) eval() (acc, loss float64, err error) {
@@ -516,14 +540,18 @@ func (ev *evaluator) eval() (acc, loss float64, err error) {
 		for i := lo; i < min(lo+ev.batch, n); i++ {
 			idx = append(idx, i)
 		}
-		fill(ev.test, idx, ev.xb, ev.yb, 0, nil)
-		if err := ev.xf.Load(); err != nil {
+		b := ev
+		if len(idx) < ev.batch && ev.tail != nil {
+			b = ev.tail
+		}
+		fill(ev.test, idx, b.xb, b.yb, 0, nil)
+		if err := b.xf.Load(); err != nil {
 			return 0, 0, err
 		}
-		if err := ev.yf.Load(); err != nil {
+		if err := b.yf.Load(); err != nil {
 			return 0, 0, err
 		}
-		lg, err := ev.dev.Logits(ev.vm, ev.m.logits)
+		lg, err := b.dev.Logits(b.vm, b.m.logits)
 		if err != nil {
 			return 0, 0, fmt.Errorf("eval: %w", err)
 		}
