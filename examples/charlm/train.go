@@ -332,7 +332,7 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	}
 	defer opt.Release()
 
-	ev, err := newForward(cfg, dev, m, cfg.EvalBatch)
+	ev, err := newEvaluator(cfg, dev, m, evalTo-evalFrom)
 	if err != nil {
 		return nil, err
 	}
@@ -473,10 +473,30 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 // forward runs a copy of the model forward only, at another batch size,
 // sharing the training weights (updated in place on the host or the GPU).
 type forward struct {
-	dev *trainutil.Device
-	m   *model
-	vm  G.VM
-	buf *batchBuf
+	dev  *trainutil.Device
+	m    *model
+	vm   G.VM
+	buf  *batchBuf
+	tail *forward // bits' last, partial batch's in capacity mode (nil otherwise)
+}
+
+// newEvaluator returns the forward model that scores n held-out positions in batches of
+// cfg.EvalBatch (or n, if fewer). In capacity mode a batch's tokens compete for the experts' slots, so the
+// last, partial batch gets a model of its own size: rows of zeros filling it up to the batch
+// size would compete with its tokens.
+func newEvaluator(cfg config, dev *trainutil.Device, trained *model, n int) (*forward, error) {
+	batch := min(cfg.EvalBatch, max(n, 1))
+	f, err := newForward(cfg, dev, trained, batch)
+	if err != nil {
+		return nil, err
+	}
+	if r := n % batch; r != 0 && cfg.Block.Capacity > 0 {
+		if f.tail, err = newForward(cfg, dev, trained, r); err != nil {
+			f.close()
+			return nil, err
+		}
+	}
+	return f, nil
 }
 
 func newForward(cfg config, dev *trainutil.Device, trained *model, batch int) (*forward, error) {
@@ -496,7 +516,12 @@ func newForward(cfg config, dev *trainutil.Device, trained *model, batch int) (*
 	return f, nil
 }
 
-func (f *forward) close() { f.vm.Close() }
+func (f *forward) close() {
+	f.vm.Close()
+	if f.tail != nil {
+		f.tail.close()
+	}
+}
 
 // run scores the contexts ending before pos and returns the logits rows.
 func (f *forward) run(text []uint8, pos []int) ([]float32, error) {
@@ -516,7 +541,11 @@ func (f *forward) bits(text []uint8, from, to int) (float64, error) {
 		for p := lo; p < min(lo+f.m.batch, to); p++ {
 			pos = append(pos, p)
 		}
-		lg, err := f.run(text, pos)
+		b := f
+		if len(pos) < f.m.batch && f.tail != nil {
+			b = f.tail
+		}
+		lg, err := b.run(text, pos)
 		if err != nil {
 			return 0, fmt.Errorf("evaluate: %w", err)
 		}
