@@ -27,6 +27,7 @@ var (
 	gpuBenchOut   = flag.String("gomoe.benchout", "", "also write the table to this file")
 	gpuShapesFlag = flag.String("gomoe.shapes", "dsv3,te16k,mixtral,top1", "shapes to run")
 	gpuModes      = flag.Bool("gomoe.modes", false, "also compare the store policies of the scatter kernels, the bfloat16 dprobs variants and plain launches")
+	gpuGMMOnly    = flag.String("gomoe.gmm", "", `TestCUDAGroupedMatMulBench: only the cases whose "shape route dtype pass" contains this, on the layer's path only (for a profiler)`)
 )
 
 type gpuBenchShapeT struct {

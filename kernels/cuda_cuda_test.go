@@ -87,6 +87,35 @@ func cuUpload[T any](t testing.TB, v []T) cuDevBuf {
 	return b
 }
 
+// cuFillNormal fills buf with normal values times scale in d's type: a block of up to 2²⁰ drawn
+// on the host, repeated across the buffer by device copies. Benchmarks of long GEMMs use it:
+// at the power limit the GPU's clock follows its power draw, which depends on the data (a
+// constant fill toggles few bits and draws less than real values do).
+func cuFillNormal(t testing.TB, rng *rand.Rand, d DType, buf cuDevBuf, scale float64) {
+	t.Helper()
+	es := int64(d.Size())
+	blk := min(buf.n/es, 1<<20)
+	v := cuRandData(rng, int(blk))
+	for i := range v {
+		v[i] *= scale
+	}
+	src := cuUploadAny(t, cuElems(d, v))
+	err := testCUDA.Do(func() error {
+		if err := cu.MemcpyDtoD(buf.p, src.p, blk*es); err != nil {
+			return err
+		}
+		for done := blk * es; done < buf.n; done *= 2 {
+			if err := cu.MemcpyDtoD(buf.p+cu.DevicePtr(done), buf.p, min(done, buf.n-done)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 func cuDownload[T any](t testing.TB, b cuDevBuf, n int) []T {
 	t.Helper()
 	v := make([]T, n)
