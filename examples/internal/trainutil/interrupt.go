@@ -11,6 +11,7 @@ import (
 // program at once, whether or not the loop has looked at the first yet: a second Ctrl-C during
 // a long step is not held back until the step ends.
 type interrupts struct {
+	sig   chan os.Signal // what signal.Notify delivers
 	first chan os.Signal // the first signal, once it came
 	done  chan struct{}  // closed by stop
 	once  sync.Once
@@ -20,7 +21,7 @@ type interrupts struct {
 func watchInterrupts() *interrupts {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-	w := &interrupts{first: make(chan os.Signal, 1), done: make(chan struct{})}
+	w := &interrupts{sig: sig, first: make(chan os.Signal, 1), done: make(chan struct{})}
 	go func() {
 		defer signal.Stop(sig)
 		select {
@@ -43,5 +44,11 @@ func (w *interrupts) caught() (os.Signal, bool) {
 	}
 }
 
-// stop stops catching interrupts (more calls do nothing).
-func (w *interrupts) stop() { w.once.Do(func() { close(w.done) }) }
+// stop stops catching interrupts, at once: an interrupt after it takes its default action
+// (more calls do nothing).
+func (w *interrupts) stop() {
+	w.once.Do(func() {
+		signal.Stop(w.sig)
+		close(w.done)
+	})
+}
