@@ -23,7 +23,6 @@ func watchInterrupts() *interrupts {
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	w := &interrupts{sig: sig, first: make(chan os.Signal, 1), done: make(chan struct{})}
 	go func() {
-		defer signal.Stop(sig)
 		select {
 		case s := <-sig:
 			signal.Stop(sig) // from here on the next interrupt takes its default action
