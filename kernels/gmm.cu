@@ -116,6 +116,14 @@ __device__ __forceinline__ void gmmZeroRows(char *out, const int *__restrict__ t
 __device__ __forceinline__ void gmmZeroEmpty(char *dw, const int *__restrict__ counts,
                                              const int *__restrict__ offsets, int E, long long R,
                                              long long matBytes, int chunks) {
+  // Most plans give every expert rows: a block first checks all experts at once (independent
+  // loads, one round trip for E up to blockDim.x) and leaves if none is empty, rather than
+  // checking its work items' experts one after another, a chain of round trips (gmm_prepare
+  // took 11.5 µs that way at E = 128 on an H100, and 4.2–4.7 µs with this check).
+  int any = 0;
+  for (int e = threadIdx.x; e < E; e += blockDim.x)
+    any |= counts[e] == 0 || !gmmSegmentOK(offsets[e], counts[e], R);
+  if (!__syncthreads_or(any)) return;
   for (long long j = blockIdx.x; j < (long long)E * chunks; j += gridDim.x) {
     int e = (int)(j / chunks), c = (int)(j % chunks);
     if (counts[e] != 0 && gmmSegmentOK(offsets[e], counts[e], R)) continue;
