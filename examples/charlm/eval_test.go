@@ -53,5 +53,17 @@ func TestEvalPartialBatch(t *testing.T) {
 		if math.Abs(all-(head+tail)) > 1e-9*all {
 			t.Errorf("drop %s: %v bits in all, want the whole batches' and the tail's alone: %v + %v", drop, all, head, tail)
 		}
+		// A span whose last batch is not the size the evaluator was built for is scored
+		// with the full-size model (its tail model would overflow).
+		c := cfg
+		c.EvalBatch = batch
+		ev, err := newEvaluator(c, dev, m, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ev.bits(text, W, W+90); err != nil { // a last batch of 40, where the tail model has 30 rows
+			t.Errorf("drop %s: a span of another tail: %v", drop, err)
+		}
+		ev.close()
 	}
 }

@@ -542,7 +542,7 @@ func (f *forward) bits(text []uint8, from, to int) (float64, error) {
 			pos = append(pos, p)
 		}
 		b := f
-		if len(pos) < f.m.batch && f.tail != nil {
+		if f.tail != nil && len(pos) == f.tail.m.batch {
 			b = f.tail
 		}
 		lg, err := b.run(text, pos)

@@ -541,7 +541,7 @@ func (ev *evaluator) eval() (acc, loss float64, err error) {
 			idx = append(idx, i)
 		}
 		b := ev
-		if len(idx) < ev.batch && ev.tail != nil {
+		if ev.tail != nil && len(idx) == ev.tail.batch {
 			b = ev.tail
 		}
 		fill(ev.test, idx, b.xb, b.yb, 0, nil)

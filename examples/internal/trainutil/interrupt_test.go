@@ -15,8 +15,8 @@ const secondInterruptEnv = "GOMOE_TEST_SECOND_INTERRUPT"
 // TestSecondInterruptEndsTheProgram: a second Ctrl-C ends the program at once, even when the
 // loop has not yet looked at the first (it is in the middle of a step). The child process
 // catches interrupts as a Session does, gets two interrupts 100 ms apart without the loop
-// looking in between, and must die by the second. The first is still there for the loop.
-// It used to survive: the second interrupt was dropped until the step ended.
+// looking in between, and must die by the second (a child that survives also says whether it
+// kept the first). It used to survive: the second interrupt was dropped until the step ended.
 func TestSecondInterruptEndsTheProgram(t *testing.T) {
 	if os.Getenv(secondInterruptEnv) != "" {
 		w := watchInterrupts()
