@@ -481,9 +481,9 @@ type forward struct {
 }
 
 // newEvaluator returns the forward model that scores n held-out positions in batches of
-// cfg.EvalBatch (or n, if fewer). In capacity mode a batch's tokens compete for the experts' slots, so the
-// last, partial batch gets a model of its own size: rows of zeros filling it up to the batch
-// size would compete with its tokens.
+// cfg.EvalBatch (or n, if fewer). In capacity mode a batch's tokens compete for the experts'
+// slots, so the last, partial batch gets a model of its own size: rows of zeros filling it up
+// to the batch size would compete with its tokens.
 func newEvaluator(cfg config, dev *trainutil.Device, trained *model, n int) (*forward, error) {
 	batch := min(cfg.EvalBatch, max(n, 1))
 	f, err := newForward(cfg, dev, trained, batch)
