@@ -42,6 +42,16 @@ type Communicator interface {
 	Abort(err error)
 }
 
+// GroupKeyer is a method a Communicator may have: GroupKey names its group, with a comparable
+// value that is equal for every rank of one group and differs between groups (the in-process
+// Group's communicators and nccl.Comm have it). NewPlan uses it to refuse a graph that already
+// holds a plan of another rank of the same group: one graph is one rank's part of the step,
+// and two ranks' collectives in one graph would wait for each other until the group's timeout
+// (in-process) or forever (NCCL).
+type GroupKeyer interface {
+	GroupKey() any
+}
+
 // CheckCommunicator reports why c cannot serve as a rank of a group: it is nil (also a nil
 // pointer, map or func held in the interface) or its Rank is outside [0, Size()). The ep ops and
 // moe.NewExpertParallel call it on the communicator they are given.

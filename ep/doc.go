@@ -11,6 +11,11 @@
 //	...                                            // the experts, on local
 //	y, _ := ep.Combine(yr, probs, plan)            // [T,H], probs weighting fused
 //
+// A graph is one rank's part of the step, run by that rank's machine: NewPlan refuses a plan
+// for a graph that already holds another rank's plan of the same group (for communicators
+// with GroupKey, as the in-process Group's and nccl.Comm have), since the two ranks'
+// collectives in one machine would wait for each other.
+//
 // Dispatch is op.Permute with the plan's send part — experts are numbered rank-major, so the
 // expert-major layout is also the per-rank send layout — followed by an all-to-all whose
 // blocks (one per peer and expert) land expert-major over the local experts, rows from rank 0

@@ -392,3 +392,71 @@ func TestHostileCommunicator(t *testing.T) {
 		}
 	}
 }
+
+// keyedComm is a group's communicator with a GroupKey of its choosing.
+type keyedComm struct {
+	Communicator
+	key any
+}
+
+func (c keyedComm) GroupKey() any { return c.key }
+
+// TestOneGraphOneRank: a graph runs one rank's part of the step, so NewPlan refuses a plan of
+// a rank of a group whose other rank already has one in the graph (their collectives would wait
+// for each other: until the group's timeout here, forever on NCCL). Layers of one rank, and
+// ranks of different groups, may share a graph; a communicator without GroupKey is not
+// checked; an uncomparable GroupKey is an error.
+func TestOneGraphOneRank(t *testing.T) {
+	comms := func() (a, b Communicator) {
+		g, err := NewGroupTimeout(2, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, _ = g.Comm(0)
+		b, _ = g.Comm(1)
+		return a, b
+	}
+	r0, r1 := comms()
+	o0, o1 := comms() // another group
+	for _, c := range []struct {
+		name   string
+		first  Communicator
+		second Communicator
+		want   string // "": no error
+	}{
+		{"two ranks of one group", r0, r1, "rank 0's plan"},
+		{"one rank twice (two layers)", r0, r0, ""},
+		{"ranks of two groups", r0, o1, ""},
+		{"another group's rank, then this group's other rank", o0, r1, ""},
+		{"no GroupKey", plainComm{r0}, plainComm{r1}, ""},
+		{"uncomparable GroupKey", keyedComm{r0, []int{1}}, keyedComm{r1, []int{1}}, "cannot be compared"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			gr := G.NewGraph()
+			geo := kernels.Geometry{E: 4, A: 1}
+			ids := func(name string) *G.Node {
+				return G.NewMatrix(gr, tensor.Int32, G.WithShape(2, 1), G.WithName(name))
+			}
+			_, err1 := NewPlan(ids("ids0"), nil, geo, c.first)
+			_, err2 := NewPlan(ids("ids1"), nil, geo, c.second)
+			err := errors.Join(err1, err2)
+			switch {
+			case c.want == "" && err != nil:
+				t.Fatalf("error %v", err)
+			case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+				t.Fatalf("error %v, want one that says %q", err, c.want)
+			}
+		})
+	}
+}
+
+// plainComm is a group's communicator without the GroupKey method.
+type plainComm struct{ c Communicator }
+
+func (b plainComm) Rank() int                                 { return b.c.Rank() }
+func (b plainComm) Size() int                                 { return b.c.Size() }
+func (b plainComm) ExchangeCounts(s []int32) ([]int32, error) { return b.c.ExchangeCounts(s) }
+func (b plainComm) AllToAll(send, recv Buffer, s, r [][]Block) error {
+	return b.c.AllToAll(send, recv, s, r)
+}
+func (b plainComm) Abort(err error) { b.c.Abort(err) }

@@ -216,6 +216,7 @@ type inProcComm struct {
 func (c *inProcComm) Rank() int       { return c.rank }
 func (c *inProcComm) Size() int       { return c.g.n }
 func (c *inProcComm) Abort(err error) { c.g.Abort(err) }
+func (c *inProcComm) GroupKey() any   { return c.g }
 func (c *inProcComm) String() string {
 	return fmt.Sprintf("ep.Group(%p)[rank %d of %d]", c.g, c.rank, c.g.n)
 }

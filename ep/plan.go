@@ -3,6 +3,7 @@ package ep
 import (
 	"fmt"
 	"hash"
+	"reflect"
 	"strings"
 
 	"github.com/chewxy/hm"
@@ -145,6 +146,9 @@ func NewPlan(ids, probs *G.Node, g kernels.Geometry, c Communicator) (*Plan, err
 	if ids == nil {
 		return nil, opkit.Errorf(name, "ids is nil")
 	}
+	if err := checkOneRank(ids.Graph(), c); err != nil {
+		return nil, opkit.Wrap(name, err)
+	}
 	if s := ids.Shape(); len(s) == 2 {
 		g.T, g.K = s[0], s[1]
 	}
@@ -188,6 +192,35 @@ func NewPlan(ids, probs *G.Node, g kernels.Geometry, c Communicator) (*Plan, err
 }
 
 const planName = "ep.NewPlan"
+
+// checkOneRank refuses c when g already holds an expert-parallel plan of another rank of c's
+// group (GroupKeyer); communicators without GroupKey are not checked.
+func checkOneRank(g *G.ExprGraph, c Communicator) error {
+	k, ok := c.(GroupKeyer)
+	if !ok || g == nil {
+		return nil
+	}
+	key := k.GroupKey()
+	if key == nil {
+		return nil
+	}
+	if !reflect.TypeOf(key).Comparable() {
+		return fmt.Errorf("%s: GroupKey gives a %T, which cannot be compared", commKey(c), key)
+	}
+	for _, n := range g.AllNodes() {
+		p, ok := n.Op().(planOp)
+		if !ok || p.c.Rank() == c.Rank() {
+			continue
+		}
+		if pk, ok := p.c.(GroupKeyer); ok {
+			if other := pk.GroupKey(); other != nil && reflect.TypeOf(other) == reflect.TypeOf(key) && other == key {
+				return fmt.Errorf("the graph already holds rank %d's plan (%s), and this one is rank %d's: one graph runs one rank's part of the step, so build a graph per rank (package ep's documentation)",
+					p.c.Rank(), commKey(p.c), c.Rank())
+			}
+		}
+	}
+	return nil
+}
 
 // epPlanLen is the length of the expert-parallel plan vector: send counts [E], send offsets
 // [E+1], local plan [PlanLen(gl)].

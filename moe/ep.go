@@ -19,7 +19,8 @@ import (
 // [r·E/N, (r+1)·E/N) only, with the initial values New gives those experts for the same
 // config, so N ranks start from the same model as one rank. E must be divisible by N.
 //
-// Every rank builds the same graph and calls Forward on its own T tokens (the same T on every
+// Every rank builds the same graph, its own (Forward refuses a graph that already holds another
+// rank's layer of the same group), and calls Forward on its own T tokens (the same T on every
 // rank: a rank with another T makes the step fail on every rank); Forward then runs
 // collectives (see package ep), so all ranks run their machines together. The layer's Y and
 // the gradients of its input and of the local expert weights equal the single-rank layer's on

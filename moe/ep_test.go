@@ -257,6 +257,36 @@ func TestNewExpertParallelErrors(t *testing.T) {
 	}
 }
 
+// TestExpertParallelOneRankPerGraph: layers of two ranks of one group in one graph are refused
+// when the second's Forward builds its plan (run, their collectives would wait for each other);
+// two layers of one rank share a graph.
+func TestExpertParallelOneRankPerGraph(t *testing.T) {
+	grp, err := ep.NewGroup(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c0, _ := grp.Comm(0)
+	c1, _ := grp.Comm(1)
+	cfg := Config{Hidden: 2, FFN: 2, Experts: 4, TopK: 2, Dtype: tensor.Float64}
+	g := G.NewGraph()
+	x := G.NewMatrix(g, tensor.Float64, G.WithShape(3, 2), G.WithName("x"))
+	forward := func(name string, c ep.Communicator) error {
+		l, err := NewExpertParallel(g, name, cfg, c)
+		if err != nil {
+			return err
+		}
+		_, err = l.Forward(x)
+		return err
+	}
+	if err := forward("a", c0); err != nil {
+		t.Fatal(err)
+	}
+	if err := forward("b", c0); err != nil {
+		t.Fatalf("a second layer of rank 0: %v", err)
+	}
+	wantErrContains(t, forward("c", c1), "rank 0's plan", "graph per rank")
+}
+
 // TestExpertParallelShardMemory: each rank's W1 and W2 hold only its E/N experts (they used
 // to be slices of a copy of all E experts' weights, which every rank kept alive: N in-process
 // ranks held N whole layers), with the single-rank layer's values of experts

@@ -57,6 +57,7 @@ type Comm struct {
 	comm   C.ncclComm_t
 	stream C.cudaStream_t
 	own    bool // the stream is ours to destroy
+	id     ID   // the group's id (GroupKey)
 	rank   int
 	size   int
 	device int
@@ -143,7 +144,7 @@ func New(id ID, rank, size, device int) (*Comm, error) {
 	if err := cudaErr("cudaSetDevice", C.cudaSetDevice(C.int(device))); err != nil {
 		return nil, err
 	}
-	c := &Comm{rank: rank, size: size, device: device, own: true, chunks: ncclknob.ExchangeChunks}
+	c := &Comm{id: id, rank: rank, size: size, device: device, own: true, chunks: ncclknob.ExchangeChunks}
 	// A blocking stream: ordered with the legacy default stream, where package device's
 	// engine launches its kernels.
 	if err := cudaErr("cudaStreamCreate", C.cudaStreamCreate(&c.stream)); err != nil {
@@ -204,6 +205,10 @@ func (c *Comm) Rank() int { return c.rank }
 
 // Size is the number of ranks.
 func (c *Comm) Size() int { return c.size }
+
+// GroupKey is the communicator's ID, the same on every rank of its group (ep.GroupKeyer: a
+// graph that holds another rank's plan of this group is refused when it is built).
+func (c *Comm) GroupKey() any { return c.id }
 
 // Device is the ordinal of the communicator's GPU.
 func (c *Comm) Device() int { return c.device }
