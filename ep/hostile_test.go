@@ -430,6 +430,8 @@ func TestOneGraphOneRank(t *testing.T) {
 		{"another group's rank, then this group's other rank", o0, r1, ""},
 		{"no GroupKey", plainComm{r0}, plainComm{r1}, ""},
 		{"uncomparable GroupKey", keyedComm{r0, []int{1}}, keyedComm{r1, []int{1}}, "cannot be compared"},
+		// A comparable type holding an uncomparable value: == on two of them panicked.
+		{"GroupKey of a comparable type holding a slice", keyedComm{r0, struct{ K any }{[]int{1}}}, keyedComm{r1, struct{ K any }{[]int{1}}}, "cannot be compared"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			gr := G.NewGraph()

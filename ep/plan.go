@@ -204,7 +204,9 @@ func checkOneRank(g *G.ExprGraph, c Communicator) error {
 	if key == nil {
 		return nil
 	}
-	if !reflect.TypeOf(key).Comparable() {
+	// The value, not only its type: a struct or array of a comparable type may hold an
+	// uncomparable value in an interface field, and == on it panics.
+	if !reflect.ValueOf(key).Comparable() {
 		return fmt.Errorf("%s: GroupKey gives a %T, which cannot be compared", commKey(c), key)
 	}
 	for _, n := range g.AllNodes() {
