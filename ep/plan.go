@@ -136,8 +136,9 @@ func sendGeometry(g kernels.Geometry) kernels.Geometry {
 // E must be divisible by c.Size(), and every rank must use the same geometry (checked when
 // the plan runs). In capacity mode C is the capacity of each expert per sending rank.
 //
-// All ranks must build the same graph: the plan, Dispatch and Combine nodes run collectives,
-// which every rank must reach in the same order.
+// All ranks must build the same graph, each its own: the plan, Dispatch and Combine nodes run
+// collectives, which every rank must reach in the same order. A graph that already holds
+// another rank's plan of c's group is refused (GroupKeyer).
 func NewPlan(ids, probs *G.Node, g kernels.Geometry, c Communicator) (*Plan, error) {
 	const name = planName
 	if err := CheckCommunicator(c); err != nil {
