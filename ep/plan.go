@@ -215,11 +215,9 @@ func checkOneRank(g *G.ExprGraph, c Communicator) error {
 		if !ok || p.c.Rank() == c.Rank() {
 			continue
 		}
-		if pk, ok := p.c.(GroupKeyer); ok {
-			if other := pk.GroupKey(); other != nil && reflect.TypeOf(other) == reflect.TypeOf(key) && other == key {
-				return fmt.Errorf("the graph already holds rank %d's plan (%s), and this one is rank %d's: one graph runs one rank's part of the step, so build a graph per rank (package ep's documentation)",
-					p.c.Rank(), commKey(p.c), c.Rank())
-			}
+		if pk, ok := p.c.(GroupKeyer); ok && pk.GroupKey() == key { // key is comparable: no panic
+			return fmt.Errorf("the graph already holds rank %d's plan (%s), and this one is rank %d's: one graph runs one rank's part of the step, so build a graph per rank (package ep's documentation)",
+				p.c.Rank(), commKey(p.c), c.Rank())
 		}
 	}
 	return nil
