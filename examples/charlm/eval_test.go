@@ -34,13 +34,18 @@ func TestEvalPartialBatch(t *testing.T) {
 		for i := range text {
 			text[i] = uint8(rng.IntN(vocab))
 		}
-		score := func(from, to, b int) float64 {
+		// evaluator scores size positions in batches of b.
+		evaluator := func(size, b int) *forward {
 			c := cfg
 			c.EvalBatch = b
-			ev, err := newEvaluator(c, dev, m, to-from)
+			ev, err := newEvaluator(c, dev, m, size)
 			if err != nil {
 				t.Fatal(err)
 			}
+			return ev
+		}
+		score := func(from, to, b int) float64 {
+			ev := evaluator(to-from, b)
 			defer ev.close()
 			bits, err := ev.bits(text, from, to)
 			if err != nil {
@@ -55,12 +60,7 @@ func TestEvalPartialBatch(t *testing.T) {
 		}
 		// A span whose last batch is not the size the evaluator was built for is scored
 		// with the full-size model (its tail model would overflow).
-		c := cfg
-		c.EvalBatch = batch
-		ev, err := newEvaluator(c, dev, m, n)
-		if err != nil {
-			t.Fatal(err)
-		}
+		ev := evaluator(n, batch)
 		if _, err := ev.bits(text, W, W+90); err != nil { // a last batch of 40, where the tail model has 30 rows
 			t.Errorf("drop %s: a span of another tail: %v", drop, err)
 		}
