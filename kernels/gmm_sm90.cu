@@ -14,16 +14,22 @@
     op(params, smem);                                                                              \
   }
 
-// Names: gmm90_<form>_<schedule>, in the order of gmm90Kernels (gmm_sm90_cuda.go).
+// Names: gmm90_<form>_<schedule>[_acc], in the order of gmm90Kernels (gmm_sm90_cuda.go); the
+// _acc kernels add C (the output itself) to the product.
 GOMOE_GMM90_KERNEL(gmm90_fwd_coop, 0)
 GOMOE_GMM90_KERNEL(gmm90_fwd_ping, 1)
 GOMOE_GMM90_KERNEL(gmm90_rows_coop, 2)
 GOMOE_GMM90_KERNEL(gmm90_rows_ping, 3)
 GOMOE_GMM90_KERNEL(gmm90_wgrad_coop, 4)
 GOMOE_GMM90_KERNEL(gmm90_wgrad_ping, 5)
+GOMOE_GMM90_KERNEL(gmm90_rows_coop_acc, 6)
+GOMOE_GMM90_KERNEL(gmm90_rows_ping_acc, 7)
+GOMOE_GMM90_KERNEL(gmm90_wgrad_coop_acc, 8)
+GOMOE_GMM90_KERNEL(gmm90_wgrad_ping_acc, 9)
 
 // The Params size each kernel was compiled with, read by the host (cuModuleGetGlobal) and
 // compared with the host library's, so that a mismatched pair is an error, not a bad launch.
 #define GOMOE_P(V) sizeof(typename gomoe90::KernelOf<V>::type::Params)
 extern "C" __device__ const unsigned long long gmm90_params_bytes[gomoe90::NumKernels] = {
-    GOMOE_P(0), GOMOE_P(1), GOMOE_P(2), GOMOE_P(3), GOMOE_P(4), GOMOE_P(5)};
+    GOMOE_P(0), GOMOE_P(1), GOMOE_P(2), GOMOE_P(3), GOMOE_P(4),
+    GOMOE_P(5), GOMOE_P(6), GOMOE_P(7), GOMOE_P(8), GOMOE_P(9)};

@@ -110,15 +110,24 @@ var gmm90Scheds = [...]string{
 	"ping", // pingpong 64×128×128, cluster 2×1
 }
 
-// gmm90Kernels are the sm_90a kernels, index len(gmm90Scheds)·form + schedule.
-var gmm90Kernels = func() (k [3 * len(gmm90Scheds)]string) {
+// gmm90Kernels are the sm_90a kernels (gmm_sm90.cuh's KernelOf): index len(gmm90Scheds)·form +
+// schedule for those that overwrite their output (no C operand), and that plus gmm90Accumulating
+// for the backward forms' kernels that add into it (D = A·B + C; the forward never accumulates).
+var gmm90Kernels = func() (k [5 * len(gmm90Scheds)]string) {
 	for f, form := range []string{"fwd", "rows", "wgrad"} {
 		for s, sched := range gmm90Scheds {
-			k[f*len(gmm90Scheds)+s] = "gmm90_" + form + "_" + sched
+			i := f*len(gmm90Scheds) + s
+			k[i] = "gmm90_" + form + "_" + sched
+			if f != gmmForward {
+				k[i+gmm90Accumulating] = k[i] + "_acc"
+			}
 		}
 	}
 	return k
 }()
+
+// gmm90Accumulating is the index offset of the accumulating sm_90a kernels.
+const gmm90Accumulating = 2 * len(gmm90Scheds)
 
 // gmm90ForceSched, when not negative, makes every sm_90a grouped GEMM use that schedule
 // (benchmarks compare them).
@@ -462,11 +471,13 @@ func (c *CUDA) runGMM90(st *gmm90, form int, g Geometry, H, N int, out, a, b, pl
 	if err != nil {
 		return err
 	}
-	beta := float32(0)
+	k, beta := gmm90Kernel(form, g, H, N), float32(0)
 	if accumulate {
-		beta = 1
+		if form == gmmForward {
+			return fmt.Errorf("gomoe: the grouped matmul forward has no accumulating kernel")
+		}
+		k, beta = k+gmm90Accumulating, 1
 	}
-	k := gmm90Kernel(form, g, H, N)
 	l, err := st.launchFor(s, k, g.E, 1, beta)
 	if err != nil {
 		return err

@@ -22,7 +22,7 @@ extern "C" {
 // gomoe_gmm90_args are one grouped GEMM's arguments: the group table (gmm.cu) of groups
 // groups, alpha and beta, and the kernel's workspace.
 typedef struct {
-  int kernel; // 0..NumKernels-1: NumScheds·form + schedule (gmm_sm90.cuh)
+  int kernel; // 0..NumKernels-1 (gmm_sm90.cuh's KernelOf)
   int groups;
   int sm_count;
   int device_id;
@@ -64,7 +64,7 @@ template <class K> int build(const gomoe_gmm90_args *a, void *params, unsigned l
   f.beta_ptr_array = nullptr;
   f.dAlpha = {_0{}, _0{}, 0};
   f.dBeta = {_0{}, _0{}, 0};
-  args.epilogue.ptr_C = reinterpret_cast<Elem const **>(a->ptrC);
+  args.epilogue.ptr_C = reinterpret_cast<decltype(args.epilogue.ptr_C)>(a->ptrC); // unread without C
   args.epilogue.dC = reinterpret_cast<typename K::InternalStrideC *>(a->ldC);
   args.epilogue.ptr_D = reinterpret_cast<Elem **>(a->ptrD);
   args.epilogue.dD = reinterpret_cast<typename K::InternalStrideD *>(a->ldD);
@@ -105,6 +105,7 @@ int gomoe_gmm90_build(const gomoe_gmm90_args *a, void *params, unsigned long lon
 #define GOMOE_CASE(V)                                                                              \
   case V: return build<gomoe90::KernelOf<V>::type>(a, params, cap, info);
     GOMOE_CASE(0) GOMOE_CASE(1) GOMOE_CASE(2) GOMOE_CASE(3) GOMOE_CASE(4) GOMOE_CASE(5)
+    GOMOE_CASE(6) GOMOE_CASE(7) GOMOE_CASE(8) GOMOE_CASE(9)
 #undef GOMOE_CASE
   }
   return 1;
