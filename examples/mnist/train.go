@@ -440,25 +440,20 @@ func saveState(state map[string]string, epochLoss float64, epochN int, res *resu
 // loadState sets what saveState recorded in state; a value that is not there (a fresh run,
 // or a checkpoint from before they were saved) stays as it is.
 func loadState(state map[string]string, epochLoss *float64, epochN *int, res *result, trained *time.Duration) error {
-	ints := []struct {
+	n, target := int64(*epochN), int64(res.TargetStep)
+	for _, f := range []struct {
 		name string
 		p    *int64
-	}{{"epoch_n", new(int64)}, {"target_step", new(int64)}, {"target_time", (*int64)(&res.TargetTime)}, {"train_time", (*int64)(trained)}}
-	for _, f := range ints {
+	}{{"epoch_n", &n}, {"target_step", &target}, {"target_time", (*int64)(&res.TargetTime)}, {"train_time", (*int64)(trained)}} {
 		if v, ok := state[f.name]; ok {
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil || n < 0 {
+			x, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || x < 0 {
 				return fmt.Errorf("state %s %q", f.name, v)
 			}
-			*f.p = n
+			*f.p = x
 		}
 	}
-	if _, ok := state["epoch_n"]; ok {
-		*epochN = int(*ints[0].p)
-	}
-	if _, ok := state["target_step"]; ok {
-		res.TargetStep = int(*ints[1].p)
-	}
+	*epochN, res.TargetStep = int(n), int(target)
 	if v, ok := state["epoch_loss"]; ok {
 		f, err := strconv.ParseFloat(v, 64)
 		if err != nil {
