@@ -629,3 +629,44 @@ func TestCUDAGemmFreshOutput(t *testing.T) {
 		}
 	}
 }
+
+// TestCUDAGroupedMatMulKernelsDidNotLoad: device-sized GEMM kernels that apply to the GPU but
+// did not load make every grouped matmul that needs them return an error naming the cause,
+// instead of silently taking cuBLAS (whose host-read sizes would break a captured step far
+// from the cause); and a host library whose Params differ from the fatbin's is such a cause.
+func TestCUDAGroupedMatMulKernelsDidNotLoad(t *testing.T) {
+	defer SetGMMCUBLAS(SetGMMCUBLAS(false))
+	if SM90Error(testCUDA) == nil {
+		err := SM90ParamsMismatch(testCUDA)
+		if err == nil || !strings.Contains(err.Error(), "come from different builds") {
+			t.Errorf("Params 64 bytes larger on the host: %v, want an error saying the two come from different builds", err)
+		}
+	} else {
+		t.Logf("no sm_90a kernels here (%v): the Params check is not tested", SM90Error(testCUDA))
+	}
+
+	why := errors.New("test: the host library's Params are 1408 bytes, the kernel's 1344")
+	c, err := NewCUDAKernelsDidNotLoad(testCUDA, why)
+	cuMust(t, err)
+	defer func() { cuMust(t, c.Close()) }()
+	rng := rand.New(rand.NewPCG(5, 6))
+	g := Geometry{T: 16, K: 2, E: 4, A: 1, Mode: Dropless}
+	H, N := 32, 64
+	ids := make([]int32, g.T*g.K)
+	for i := range ids {
+		ids[i] = int32((i/g.K + i%g.K) % g.E)
+	}
+	plan := cuUpload(t, cuCpuPlan(t, g, ids, nil))
+	for _, d := range []DType{BF16, F32, F64} {
+		a := cuUploadAny(t, cuElems(d, cuRandData(rng, g.Rows()*H)))
+		w := cuUploadAny(t, cuElems(d, cuRandData(rng, g.E*H*N)))
+		z := cuAlloc(t, int64(g.Rows()*N*d.Size()))
+		err := c.GroupedMatMulForward(d, g, H, N, z.p, a.p, w.p, plan.p)
+		if !errors.Is(err, why) || !strings.Contains(err.Error(), "did not load") {
+			t.Errorf("%v: %v, want an error wrapping %q", d, err, why)
+		}
+		if path := LastGMMPath(c); path != "" {
+			t.Errorf("%v: the grouped matmul took the %s path, want none", d, path)
+		}
+	}
+}

@@ -63,13 +63,17 @@ var gmmSimtKernels = [...]string{"gmmsimt_fwd_f32", "gmmsimt_fwd_f64", "gmmsimt_
 
 // gmmSimt is the float32/float64 grouped matmul state of one CUDA value.
 type gmmSimt struct {
-	mu     sync.Mutex
-	err    error // why the kernels are not available (nil: they are)
-	mod    cu.Module
-	fn     [len(gmmSimtKernels)]C.CUfunction
-	info   [len(gmmSimtKernels)]C.gomoe_gmmsimt_info
-	blocks [len(gmmSimtKernels)]int // persistent grid: SMs × resident blocks per SM
-	tables [3][2]gmmSimtSlot        // [form][float64]
+	mu sync.Mutex
+	// unsupported: this GPU cannot run the kernels (compute capability below 8.0), its float32
+	// and float64 grouped matmuls take cuBLAS; err: they failed to load, every grouped matmul
+	// that needs them returns it (as gmm90's).
+	unsupported error
+	err         error
+	mod         cu.Module
+	fn          [len(gmmSimtKernels)]C.CUfunction
+	info        [len(gmmSimtKernels)]C.gomoe_gmmsimt_info
+	blocks      [len(gmmSimtKernels)]int // persistent grid: SMs × resident blocks per SM
+	tables      [3][2]gmmSimtSlot        // [form][float64]
 }
 
 // gmmSimtKey names built Params: the call's number of experts (the table's layout), alpha
@@ -97,7 +101,7 @@ func (c *CUDA) gmmSimtOf() *gmmSimt {
 			return
 		}
 		if major < 8 {
-			st.err = fmt.Errorf("gomoe: the float32/float64 grouped GEMM needs compute capability 8.0 or later, this GPU has %d.%d", major, minor)
+			st.unsupported = fmt.Errorf("gomoe: the float32/float64 grouped GEMM needs compute capability 8.0 or later, this GPU has %d.%d", major, minor)
 			return
 		}
 		var fns []C.CUfunction

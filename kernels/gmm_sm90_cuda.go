@@ -168,13 +168,18 @@ func (c *CUDA) loadGMM() error {
 
 // gmm90 is the sm_90a grouped matmul state of one CUDA value.
 type gmm90 struct {
-	mu      sync.Mutex
-	err     error // why the sm_90a kernels are not available (nil: they are)
-	mod     cu.Module
-	fn      [len(gmm90Kernels)]C.CUfunction
-	ordinal int
-	sms     int
-	slots   [3]gmmSlot // one per form
+	mu sync.Mutex
+	// unsupported says why this GPU cannot run the sm_90a kernels (not compute capability
+	// 9.0): its bfloat16 grouped matmuls take cuBLAS. err says why kernels that should run here
+	// did not load (a broken build, e.g. a fatbin and host library from different builds):
+	// every grouped matmul that needs them returns it rather than silently taking cuBLAS.
+	unsupported error
+	err         error
+	mod         cu.Module
+	fn          [len(gmm90Kernels)]C.CUfunction
+	ordinal     int
+	sms         int
+	slots       [3]gmmSlot // one per form
 }
 
 // gmmSlot is one form's group table and workspace, and the Params built for them.
@@ -209,9 +214,8 @@ type gmmLaunch struct {
 	cluster [3]C.uint
 }
 
-// gmm90Of returns c's sm_90a grouped matmul state, loading the kernels on first use. Its err
-// says why the kernels are unusable (not a Hopper GPU, a mismatched host library). It must
-// run inside c.do.
+// gmm90Of returns c's sm_90a grouped matmul state, loading the kernels on first use (its
+// unsupported and err say why they are unusable). It must run inside c.do.
 func (c *CUDA) gmm90Of() *gmm90 {
 	c.gmm90Once.Do(func() {
 		st := &gmm90{}
@@ -222,22 +226,28 @@ func (c *CUDA) gmm90Of() *gmm90 {
 			return
 		}
 		if major != 9 || minor != 0 {
-			st.err = fmt.Errorf("gomoe: the sm_90a grouped GEMM needs compute capability 9.0, this GPU has %d.%d", major, minor)
+			st.unsupported = fmt.Errorf("gomoe: the sm_90a grouped GEMM needs compute capability 9.0, this GPU has %d.%d", major, minor)
 			return
 		}
 		st.ordinal, st.sms = int(ordinal), int(sms)
 		var fns []C.CUfunction
-		st.mod, fns, st.err = loadCUTLASS("gomoe_sm90.fatbin", sm90Fatbin, "gmm90_params_bytes", gmm90Kernels[:], func(i int) (uint64, int, error) {
-			var info C.gomoe_gmm90_info
-			a := C.gomoe_gmm90_args{kernel: C.int(i), groups: 1, sm_count: sms}
-			if rc := C.gomoe_gmm90_build(&a, nil, 0, &info); rc != 0 && rc != 3 {
-				return 0, 0, fmt.Errorf("host library returned %d", int(rc))
-			}
-			return uint64(info.params_bytes), int(info.smem_bytes), nil
-		})
+		st.mod, fns, st.err = loadCUTLASS("gomoe_sm90.fatbin", sm90Fatbin, "gmm90_params_bytes", gmm90Kernels[:], gmm90HostInfo(int(sms)))
 		copy(st.fn[:], fns)
 	})
 	return c.g90
+}
+
+// gmm90HostInfo returns, for loadCUTLASS, the host library's Params size and dynamic shared
+// memory of sm_90a kernel i on a GPU with sms SMs.
+func gmm90HostInfo(sms int) func(i int) (uint64, int, error) {
+	return func(i int) (uint64, int, error) {
+		var info C.gomoe_gmm90_info
+		a := C.gomoe_gmm90_args{kernel: C.int(i), groups: 1, sm_count: C.int(sms)}
+		if rc := C.gomoe_gmm90_build(&a, nil, 0, &info); rc != 0 && rc != 3 {
+			return 0, 0, fmt.Errorf("host library returned %d", int(rc))
+		}
+		return uint64(info.params_bytes), int(info.smem_bytes), nil
+	}
 }
 
 // loadCUTLASS loads a fatbin of CUTLASS kernels (file names it in errors) and looks up names.
@@ -524,7 +534,9 @@ var errGMMUnavailable = fmt.Errorf("gomoe: no device-sized grouped GEMM for this
 
 // gmmDevice runs a grouped matmul of form with sizes read on the device, where a kernel for
 // it exists (bfloat16 on sm_90a with 16-byte rows; float32 and float64 on compute capability
-// 8.0 and later); done false means the caller takes the cuBLAS path. It checks the arguments
+// 8.0 and later); done false means the caller takes the cuBLAS path. Kernels that apply to
+// this GPU but did not load are an error, not a fallback: the cuBLAS path reads the sizes on
+// the host, which would break a captured step far from the cause. It checks the arguments
 // as the cuBLAS path does, except the plan's offsets, which stay on the device: a segment
 // outside the rows is skipped and flagged (StatusBadPlan).
 func (c *CUDA) gmmDevice(what string, form int, d DType, g Geometry, H, N int, out, a, b, plan cu.DevicePtr, accumulate bool) (done bool, err error) {
@@ -547,15 +559,15 @@ func (c *CUDA) gmmDevice(what string, form int, d DType, g Geometry, H, N int, o
 	err = c.do(func() error {
 		if simt {
 			st := c.gmmSimtOf()
-			if st.err != nil {
-				return errGMMUnavailable
+			if err := gmmLoaded(what, st.unsupported, st.err); err != nil {
+				return err
 			}
 			c.lastGMM = "simt"
 			return c.runGMMSimt(st, form, d, g, H, N, out, a, b, plan, accumulate)
 		}
 		st := c.gmm90Of()
-		if st.err != nil {
-			return errGMMUnavailable
+		if err := gmmLoaded(what, st.unsupported, st.err); err != nil {
+			return err
 		}
 		c.lastGMM = "sm90"
 		return c.runGMM90(st, form, g, H, N, out, a, b, plan, accumulate)
@@ -564,4 +576,17 @@ func (c *CUDA) gmmDevice(what string, form int, d DType, g Geometry, H, N int, o
 		return false, nil
 	}
 	return true, err
+}
+
+// gmmLoaded turns a kernel state's two reasons into gmmDevice's answer: errGMMUnavailable
+// (take cuBLAS) when this GPU cannot run the kernels, an error naming the call when they
+// should run here but did not load, nil when they are ready.
+func gmmLoaded(what string, unsupported, err error) error {
+	switch {
+	case unsupported != nil:
+		return errGMMUnavailable
+	case err != nil:
+		return fmt.Errorf("gomoe: grouped matmul %s: the device-sized GEMM did not load: %w", what, err)
+	}
+	return nil
 }

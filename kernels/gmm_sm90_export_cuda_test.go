@@ -2,6 +2,13 @@
 
 package kernels
 
+import (
+	"errors"
+	"fmt"
+
+	"gorgonia.org/cu"
+)
+
 // SetGMMCUBLAS forces (true) or releases (false) the cuBLAS path of the grouped matmul and
 // returns the previous setting.
 func SetGMMCUBLAS(on bool) bool {
@@ -16,7 +23,7 @@ func LastGMMPath(c *CUDA) string { return c.lastGMM }
 // SM90Error says why c has no sm_90a grouped GEMM (nil: it has one).
 func SM90Error(c *CUDA) error {
 	var err error
-	_ = c.Do(func() error { err = c.gmm90Of().err; return nil })
+	_ = c.Do(func() error { st := c.gmm90Of(); err = errors.Join(st.unsupported, st.err); return nil })
 	return err
 }
 
@@ -49,8 +56,43 @@ func SetGMM90TileOrder(raster, swizzle int) (int, int) {
 func SimtError(c *CUDA) error {
 	var err error
 	_ = c.Do(func() error {
-		err = c.gmmSimtOf().err
+		st := c.gmmSimtOf()
+		err = errors.Join(st.unsupported, st.err)
 		return nil
 	})
 	return err
+}
+
+// SM90ParamsMismatch loads the sm_90a kernels as c does, except that the host library's Params
+// sizes are taken as 64 bytes larger (a fatbin and host library from different builds), and
+// returns loadCUTLASS's error. It needs a Hopper GPU (SM90Error(c) nil).
+func SM90ParamsMismatch(c *CUDA) error {
+	var err error
+	_ = c.Do(func() error {
+		host := gmm90HostInfo(c.gmm90Of().sms)
+		var mod cu.Module
+		mod, _, err = loadCUTLASS("gomoe_sm90.fatbin", sm90Fatbin, "gmm90_params_bytes", gmm90Kernels[:], func(i int) (uint64, int, error) {
+			params, smem, err := host(i)
+			return params + 64, smem, err
+		})
+		if mod != (cu.Module{}) {
+			if e := mod.Unload(); e != nil && err == nil {
+				err = fmt.Errorf("unloading: %w", e)
+			}
+		}
+		return nil
+	})
+	return err
+}
+
+// NewCUDAKernelsDidNotLoad returns a new CUDA in c's context whose device-sized grouped GEMMs
+// (sm_90a and float32/float64) are marked as having failed to load, for why.
+func NewCUDAKernelsDidNotLoad(c *CUDA, why error) (*CUDA, error) {
+	n, err := NewCUDA(c.ctx)
+	if err != nil {
+		return nil, err
+	}
+	n.gmm90Once.Do(func() { n.g90 = &gmm90{err: why} })
+	n.gmmSimtOnce.Do(func() { n.gsimt = &gmmSimt{err: why} })
+	return n, nil
 }
