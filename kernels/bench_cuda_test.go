@@ -40,6 +40,7 @@ var gpuBenchShapes = []gpuBenchShapeT{
 	{"te16k", 16384, 128, 6, 4096},
 	{"mixtral", 4096, 8, 2, 4096},
 	{"top1", 16384, 4, 1, 7168},
+	{"qwen3", 4096, 128, 8, 2048}, // the layer benchmark's shape; not in the default list
 }
 
 // cuTimeIt returns the mean milliseconds of f over n launches, timed with CUDA events.
@@ -179,6 +180,8 @@ func gpuBenchOne(t *testing.T, sb *strings.Builder, s gpuBenchShapeT, d DType) {
 	row("unpermute bwd (rows only)", T*H*e+T*K*H*e, cuTimeIt(t, it, func() error {
 		return testCUDA.UnpermuteBackward(d, g, s.H, dyp.p, 0, y.p, 0, dProbs.p, plan.p)
 	}))
+	probsOnly := func() error { return testCUDA.UnpermuteBackward(d, g, s.H, 0, dp.p, y.p, xp.p, dProbs.p, plan.p) }
+	row("unpermute bwd (probs only)", T*H*e+T*K*H*e, cuTimeIt(t, it, probsOnly))
 	wbuf := cuAlloc(t, T*H*e+T*K*H*e)
 	row("write-only roofline (cuMemsetD32)", wbuf.n, cuTimeIt(t, it, func() error { return cu.MemsetD32(wbuf.p, 0, wbuf.n/4) }))
 	row("plan + permute fwd", T*H*e+T*K*H*e, cuTimeIt(t, it, planPermute))
@@ -227,8 +230,15 @@ func gpuBenchOne(t *testing.T, sb *strings.Builder, s gpuBenchShapeT, d DType) {
 				row("unpermute bwd (rows+probs) "+v, T*H*e+2*T*K*H*e, cuTimeIt(t, it, func() error {
 					return testCUDA.UnpermuteBackward(d, g, s.H, dyp.p, dp.p, y.p, xp.p, dProbs.p, plan.p)
 				}))
+				row("unpermute bwd (probs only) "+v, T*H*e+T*K*H*e, cuTimeIt(t, it, probsOnly))
 				SetBF16DotVariant(old)
 			}
+			old := SetBF16DotBlocks(-1)
+			row("unpermute bwd (rows+probs), a block per token", T*H*e+2*T*K*H*e, cuTimeIt(t, it, func() error {
+				return testCUDA.UnpermuteBackward(d, g, s.H, dyp.p, dp.p, y.p, xp.p, dProbs.p, plan.p)
+			}))
+			row("unpermute bwd (probs only), a block per token", T*H*e+T*K*H*e, cuTimeIt(t, it, probsOnly))
+			SetBF16DotBlocks(old)
 		}
 	}
 	cuMust(t, testCUDA.Status())

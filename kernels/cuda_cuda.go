@@ -153,7 +153,8 @@ type CUDA struct {
 	gsimt       *gmmSimt // float32/float64 grouped GEMM state (gmm_simt_cuda.go)
 	lastGMM     string   // the path of the last grouped matmul: "sm90", "simt" or "cublas" (tests)
 
-	pdl bool // eager launches use programmatic stream serialization (launch_cuda.go)
+	pdl   bool     // eager launches use programmatic stream serialization (launch_cuda.go)
+	waves sync.Map // waveKey → blocks the GPU holds at once (launch_cuda.go)
 
 	closed atomic.Bool // Close has run: every later call fails with errClosed
 }

@@ -15,6 +15,10 @@ var BF16DotVariants = bf16DotVariants
 // BF16DotVariants; "" for the default choice by K) and returns the previous setting.
 func SetBF16DotVariant(v string) string { old := bf16DotForce; bf16DotForce = v; return old }
 
+// SetBF16DotBlocks sets how many blocks of the bfloat16 dprobs kernels take tokens (-1: one
+// per token; 0: one wave, the default; n > 0: n) and returns the previous setting.
+func SetBF16DotBlocks(n int) int { old := bf16DotBlocks; bf16DotBlocks = n; return old }
+
 // SetProgrammaticLaunch turns c's programmatic launches on (where the GPU and driver take them)
 // or off and returns whether they were on.
 func SetProgrammaticLaunch(c *CUDA, on bool) (was bool) {

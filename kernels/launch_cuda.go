@@ -109,3 +109,38 @@ func launchRaw(name string, stream unsafe.Pointer, f cu.Function, grid, block, s
 	}
 	return cuErr("launching "+name, C.gomoe_launch(handle(f), C.uint(grid), C.uint(block), C.uint(smem), p, C.int(len(a)), C.CUstream(stream), cbool(pdl)))
 }
+
+// waveKey names a kernel launch shape whose resident-block count CUDA.waves caches.
+type waveKey struct {
+	name        string
+	block, smem int
+}
+
+// wave returns how many blocks of kernel name (block threads, smem bytes of dynamic shared
+// memory as launch takes them) the GPU holds at once: SMs × resident blocks per SM, at least
+// 1. It runs inside c.do.
+func (c *CUDA) wave(name string, block, smem int) (int, error) {
+	k := waveKey{name, block, smem}
+	if n, ok := c.waves.Load(k); ok {
+		return n.(int), nil
+	}
+	f, ok := c.fn[name]
+	if !ok {
+		return 0, fmt.Errorf("gomoe: no CUDA kernel %s", name)
+	}
+	per, err := f.MaxActiveBlocksPerMultiProcessor(block, int64(smemPad(smem)))
+	if err != nil {
+		return 0, fmt.Errorf("gomoe: occupancy of %s: %w", name, err)
+	}
+	dev, err := cu.CurrentDevice()
+	if err != nil {
+		return 0, err
+	}
+	sms, err := dev.Attribute(cu.MultiprocessorCount)
+	if err != nil {
+		return 0, err
+	}
+	n := max(sms*per, 1)
+	c.waves.Store(k, n)
+	return n, nil
+}

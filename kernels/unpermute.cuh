@@ -175,7 +175,10 @@ __device__ __forceinline__ void unpermuteBwd(const T *__restrict__ dy, const T *
 // partial; the partials add as a warp tree, the warps' sums in order. VEC: 16-byte packs;
 // otherwise the same packs element by element (H % 8 != 0 or an unaligned pointer), padded with
 // +0 products, so the order depends on H alone. KB > 1 loads the packs of yp of KB slots
-// before it uses any (more loads in flight, more registers).
+// before it uses any (more loads in flight, more registers). Blocks [0, nb) take tokens
+// blockIdx.x, + nb, ... (nb = Tn: one each), loading the next token's slots while they work on
+// this one, so that the load of rowOf before the loads of yp is paid once per block, not per
+// token; blocks [nb, ...) zero the pad rows of dyp.
 
 // ldBF16x8 loads pack q of a bfloat16 row of H elements (+0 past the end).
 template <bool VEC>
@@ -209,15 +212,15 @@ __device__ __forceinline__ void unpermuteBwdBF16(const __nv_bfloat16 *__restrict
                                                  const __nv_bfloat16 *__restrict__ yp,
                                                  const float *__restrict__ probs, __nv_bfloat16 *__restrict__ dyp,
                                                  float *__restrict__ dprobs, const int *__restrict__ rowOf,
-                                                 const int *__restrict__ tokenOf, int Tn, int K, long long H,
+                                                 const int *__restrict__ tokenOf, int Tn, int nb, int K, long long H,
                                                  long long R, int zrows, int smode) {
   typedef __nv_bfloat16 T;
   typedef Pack<T, 8> P;
   extern __shared__ __align__(16) unsigned char smraw[];
   long long nq = (H + 7) / 8;
-  if (blockIdx.x >= (unsigned)Tn) {
+  if (blockIdx.x >= (unsigned)nb) {
     if (dyp) {
-      long long r0 = (long long)(blockIdx.x - Tn) * zrows;
+      long long r0 = (long long)(blockIdx.x - nb) * zrows;
       if constexpr (VEC) zeroRows<P>((P *)dyp, nq, tokenOf, R, r0, zrows);
       else zeroRows<T>(dyp, H, tokenOf, R, r0, zrows);
     }
@@ -227,8 +230,8 @@ __device__ __forceinline__ void unpermuteBwdBF16(const __nv_bfloat16 *__restrict
   float *w = red + 8 * KGROUP;  // [K]
   int *rows = (int *)(w + K);   // [K]
   long long t = blockIdx.x;
+  if (t >= Tn) return;  // nb > Tn: not launched so
   loadSlots(rows, w, rowOf, probs, t, K);
-  const T *g = dy + t * H;
   // dyp[r] pack q = probs[t,k]·dy[t] pack q rounded to bfloat16 (a copy when unweighted).
   auto storeScaled = [&](int r, int k, long long q, const P &gv, const float *ga) {
     P o = gv;
@@ -247,45 +250,68 @@ __device__ __forceinline__ void unpermuteBwdBF16(const __nv_bfloat16 *__restrict
         if (q * 8 + j < H) dst[q * 8 + j] = o.v[j];
     }
   };
-  for (int kg = 0; kg < K; kg += KGROUP) {
-    int kn = K - kg < KGROUP ? K - kg : KGROUP;
-    float part[KGROUP];
+  const bool prefetch = K <= (int)blockDim.x;
+  for (; t < Tn; t += nb) {
+    // The next token's slots, loaded now (thread k: slot k) so that the load overlaps this token.
+    long long tn = t + nb;
+    int nextRow = -1;
+    float nextW = 1.0f;
+    if (prefetch && tn < Tn && (int)threadIdx.x < K) {
+      nextRow = rowOf[tn * K + threadIdx.x];
+      if (probs) nextW = probs[tn * K + threadIdx.x];
+    }
+    const T *g = dy + t * H;
+    for (int kg = 0; kg < K; kg += KGROUP) {
+      int kn = K - kg < KGROUP ? K - kg : KGROUP;
+      float part[KGROUP];
 #pragma unroll
-    for (int kk = 0; kk < KGROUP; kk++) part[kk] = 0.0f;
-    for (long long q = threadIdx.x; q < nq; q += blockDim.x) {
-      P gv = ldBF16x8<VEC>(g, q, H, false);
-      float ga[8];
+      for (int kk = 0; kk < KGROUP; kk++) part[kk] = 0.0f;
+      for (long long q = threadIdx.x; q < nq; q += blockDim.x) {
+        P gv = ldBF16x8<VEC>(g, q, H, false);
+        float ga[8];
 #pragma unroll
-      for (int j = 0; j < 8; j++) ga[j] = __bfloat162float(gv.v[j]);
+        for (int j = 0; j < 8; j++) ga[j] = __bfloat162float(gv.v[j]);
 #pragma unroll
-      for (int k0 = 0; k0 < KGROUP; k0 += KB) {
-        if (k0 >= kn) break;
-        if constexpr (KB == 1) {
-          // slot by slot: the row of dyp first, then the load of yp and its dot product
-          int r = rows[kg + k0];
-          if (r < 0) continue;
-          if (dyp) storeScaled(r, kg + k0, q, gv, ga);
-          P v = ldBF16x8<VEC>(yp + (long long)r * H, q, H, true);
-          part[k0] = __fadd_rn(part[k0], dotBF16x8(v, ga));
-        } else {
-          // KB slots: every load of yp before its use
-          int rr[KB];
-          P v[KB];
+        for (int k0 = 0; k0 < KGROUP; k0 += KB) {
+          if (k0 >= kn) break;
+          if constexpr (KB == 1) {
+            // slot by slot: the row of dyp first, then the load of yp and its dot product
+            int r = rows[kg + k0];
+            if (r < 0) continue;
+            if (dyp) storeScaled(r, kg + k0, q, gv, ga);
+            P v = ldBF16x8<VEC>(yp + (long long)r * H, q, H, true);
+            part[k0] = __fadd_rn(part[k0], dotBF16x8(v, ga));
+          } else {
+            // KB slots: every load of yp before its use. A dropped or missing slot loads row 0
+            // (unused): with no branch around them the compiler issues the KB loads back to back
+            // (with one, it waited for each load before the next).
+            int rr[KB];
+            P v[KB];
 #pragma unroll
-          for (int kb = 0; kb < KB; kb++) {
-            rr[kb] = k0 + kb < kn ? rows[kg + k0 + kb] : -1;
-            if (rr[kb] >= 0) v[kb] = ldBF16x8<VEC>(yp + (long long)rr[kb] * H, q, H, true);
-          }
+            for (int kb = 0; kb < KB; kb++) {
+              rr[kb] = k0 + kb < kn ? rows[kg + k0 + kb] : -1;
+              v[kb] = ldBF16x8<VEC>(yp + (long long)max(rr[kb], 0) * H, q, H, true);
+            }
 #pragma unroll
-          for (int kb = 0; kb < KB; kb++) {
-            if (rr[kb] < 0) continue;
-            if (dyp) storeScaled(rr[kb], kg + k0 + kb, q, gv, ga);
-            part[k0 + kb] = __fadd_rn(part[k0 + kb], dotBF16x8(v[kb], ga));
+            for (int kb = 0; kb < KB; kb++) {
+              if (rr[kb] < 0) continue;
+              if (dyp) storeScaled(rr[kb], kg + k0 + kb, q, gv, ga);
+              part[k0 + kb] = __fadd_rn(part[k0 + kb], dotBF16x8(v[kb], ga));
+            }
           }
         }
       }
+      finishDots(part, red, kn, rows + kg, dprobs + t * K + kg);
     }
-    finishDots(part, red, kn, rows + kg, dprobs + t * K + kg);
+    // finishDots ended with a barrier: no thread reads this token's slots any more.
+    if (tn < Tn) {
+      if (prefetch) {
+        if ((int)threadIdx.x < K) rows[threadIdx.x] = nextRow, w[threadIdx.x] = nextW;
+        __syncthreads();
+      } else {
+        loadSlots(rows, w, rowOf, probs, tn, K);
+      }
+    }
   }
 }
 
@@ -296,8 +322,8 @@ __device__ __forceinline__ void unpermuteBwdBF16(const __nv_bfloat16 *__restrict
   extern "C" __global__ void __launch_bounds__(256, MINB)                                        \
   unpermute_bwd_bf16dot_##SUF(const __nv_bfloat16 *dy, const __nv_bfloat16 *yp, const float *probs, \
                               __nv_bfloat16 *dyp, float *dprobs, const int *rowOf, const int *tokenOf, \
-                              int Tn, int K, long long H, long long R, int zrows, int smode) { gdcEnter(); \
-    unpermuteBwdBF16<VEC, KB>(dy, yp, probs, dyp, dprobs, rowOf, tokenOf, Tn, K, H, R, zrows, smode); \
+                              int Tn, int nb, int K, long long H, long long R, int zrows, int smode) { gdcEnter(); \
+    unpermuteBwdBF16<VEC, KB>(dy, yp, probs, dyp, dprobs, rowOf, tokenOf, Tn, nb, K, H, R, zrows, smode); \
   }
 UNPERMUTE_BF16DOT(k1_v, true, 1, 6)
 UNPERMUTE_BF16DOT(k2_v, true, 2, 4)

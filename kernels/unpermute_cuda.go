@@ -36,22 +36,27 @@ var bf16DotVariants = []string{"k1", "k2", "k8"}
 // bf16DotForce, when not empty, names the variant every launch uses (for the benchmark).
 var bf16DotForce string
 
-// bf16DotVariant is the variant for K slots per token, the fastest in the benchmark table on
-// an H100 (docs/gpu-bench.md, 2026-12-06): k1 at top1 (K=1, 93.9 % of copy) and te16k (K=6,
-// 90.9 %), k2 at mixtral (K=2, 92.0 %), k8 at dsv3 (K=8, 90.8 %). (Two or four packs per
-// thread in flight lost everywhere in an earlier run of the same day: more registers, less
-// occupancy; k4 was never the fastest.)
+// bf16DotBlocks, when not 0, sets how many blocks of the bfloat16 dprobs kernels take tokens:
+// -1 one per token, n > 0 n blocks (for the benchmark and tests; the same bits either way).
+// 0, the default, is one wave: as many as the GPU holds at once.
+var bf16DotBlocks int
+
+// bf16DotVariant is the variant for K slots per token: k1 at K = 1, k2 above. On an H100
+// (docs/gpu-bench.md, 2026-12-07 11:17, one run, each kernel one wave of blocks) k2 was the
+// fastest at every shape with K > 1 (with rows at te16k, K = 6: tied with k1), with rows and
+// with dprobs alone (what the layer's backward runs): dprobs alone 94.5 / 96.2 / 107.9 / 99.3 %
+// of copy at dsv3 / te16k / mixtral / qwen3 against k8's 92.5 / 90.0 / 68.8 / 89.9 % and k1's
+// 88.3 / 96.1 / 98.6 / 93.1 %; with rows 90.8 / 90.0 / 90.2 / 87.3 % (k8 90.4 / 86.4 / 70.6 /
+// 82.0 %). At K = 1 (top1) k1 led by 8–11 points. (Four packs per thread in flight were never
+// the fastest in an earlier run: more registers, less occupancy.)
 func bf16DotVariant(K int) string {
 	if bf16DotForce != "" {
 		return bf16DotForce
 	}
-	switch {
-	case K == 2:
-		return "k2"
-	case K >= 8:
-		return "k8"
+	if K == 1 {
+		return "k1"
 	}
-	return "k1"
+	return "k2"
 }
 
 // UnpermuteForward writes y [T,H] = Σ_k probs[t,k]·yp[rowOf[t,k]] (probs 0: unweighted).
@@ -107,20 +112,38 @@ func (c *CUDA) UnpermuteBackward(d DType, g Geometry, H int, dyp, dprobs, dy, yp
 				*new(args).p(dy).p(probs).p(dyp).p(rowOf).p(tokenOf).i(g.T).i(g.K).l(int64(H)).l(R).i(zeroRowsPerBlock).i(storeMode))
 		})
 	}
-	grid := g.T
-	if dyp != 0 {
-		grid += zeroBlocks(R)
-	}
 	if d == BF16 {
 		// dprobs summed in float32 in DotBF16's order: the block size is part of the order.
 		name := "unpermute_bwd_bf16dot_k1_s"
 		if vec(d, H, ptrs...) {
 			name = "unpermute_bwd_bf16dot_" + bf16DotVariant(g.K) + "_v"
 		}
+		lanes, smem := BF16DotLanes(H), 4*8*8+8*g.K
 		return c.do(func() error {
-			return c.launch(name, grid, BF16DotLanes(H), 4*8*8+8*g.K,
-				*new(args).p(dy).p(yp).p(probs).p(dyp).p(dprobs).p(rowOf).p(tokenOf).i(g.T).i(g.K).l(int64(H)).l(R).i(zeroRowsPerBlock).i(storeMode))
+			// One wave of blocks, each taking tokens blockIdx, + nb, ...
+			nb := bf16DotBlocks
+			switch {
+			case nb < 0:
+				nb = g.T
+			case nb == 0:
+				w, err := c.wave(name, lanes, smem)
+				if err != nil {
+					return err
+				}
+				nb = w
+			}
+			nb = min(nb, g.T)
+			grid := nb
+			if dyp != 0 {
+				grid += zeroBlocks(R)
+			}
+			return c.launch(name, grid, lanes, smem,
+				*new(args).p(dy).p(yp).p(probs).p(dyp).p(dprobs).p(rowOf).p(tokenOf).i(g.T).i(nb).i(g.K).l(int64(H)).l(R).i(zeroRowsPerBlock).i(storeMode))
 		})
+	}
+	grid := g.T
+	if dyp != 0 {
+		grid += zeroBlocks(R)
 	}
 	// Batched yp loads win for float32/float64 with K > 2 and lose for K <= 2 (register
 	// pressure), measured on an H200.

@@ -16,8 +16,9 @@ import (
 
 // TestCUDAUnpermuteBackwardBF16 checks the bfloat16 unpermute backward at the widths where
 // DotBF16's order matters (several packs per thread, several warps, a padded last pack, an
-// unaligned row start) for every variant of the kernel (BF16DotVariants) against the CPU twin,
-// UnpermuteBackwardBF16: dyp and dprobs bit for bit. The data mix signs and magnitudes (2^-30
+// unaligned row start, K above the block's lanes) for every variant of the kernel
+// (BF16DotVariants), with one block per token and with blocks that take several tokens, against
+// the CPU twin, UnpermuteBackwardBF16: dyp and dprobs bit for bit. The data mix signs and magnitudes (2^-30
 // to 2^30) so that a different order of the float32 sums would show.
 func TestCUDAUnpermuteBackwardBF16(t *testing.T) {
 	rng := rand.New(rand.NewPCG(21, 22))
@@ -31,15 +32,21 @@ func TestCUDAUnpermuteBackwardBF16(t *testing.T) {
 		{Geometry{T: 20, K: 10, E: 12, A: 1}, []int{4096, 1000}, 0},
 		{Geometry{T: 25, K: 2, E: 4, A: 1}, []int{4096}, 1},
 		{Geometry{T: 64, K: 1, E: 3, A: 2}, []int{7168, 9}, 0},
+		{Geometry{T: 9, K: 40, E: 48, A: 1}, []int{8, 24}, 0}, // K above the 32 lanes
 	}
 	for _, c := range cases {
 		for _, H := range c.H {
 			for _, v := range append([]string{""}, BF16DotVariants...) {
-				name := fmt.Sprintf("T%dK%dE%d/H%d/shift%d/%s", c.g.T, c.g.K, c.g.E, H, c.shift, v)
-				t.Run(name, func(t *testing.T) {
-					defer SetBF16DotVariant(SetBF16DotVariant(v))
-					cuTestUnpermuteBF16(t, rng, c.g, H, c.shift)
-				})
+				// blocks: one wave (at these T, one block per token), one per token, and 3
+				// blocks that each take several tokens
+				for _, nb := range []int{0, -1, 3} {
+					name := fmt.Sprintf("T%dK%dE%d/H%d/shift%d/%s/blocks%d", c.g.T, c.g.K, c.g.E, H, c.shift, v, nb)
+					t.Run(name, func(t *testing.T) {
+						defer SetBF16DotVariant(SetBF16DotVariant(v))
+						defer SetBF16DotBlocks(SetBF16DotBlocks(nb))
+						cuTestUnpermuteBF16(t, rng, c.g, H, c.shift)
+					})
+				}
 			}
 		}
 	}
