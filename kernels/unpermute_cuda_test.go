@@ -18,8 +18,8 @@ import (
 // DotBF16's order matters (several packs per thread, several warps, a padded last pack, an
 // unaligned row start, K above the block's lanes) for every variant of the kernel
 // (BF16DotVariants), with one block per token and with blocks that take several tokens, against
-// the CPU twin, UnpermuteBackwardBF16: dyp and dprobs bit for bit. The data mix signs and magnitudes (2^-30
-// to 2^30) so that a different order of the float32 sums would show.
+// the CPU twin, UnpermuteBackwardBF16: dyp and dprobs bit for bit. The data mix signs and
+// magnitudes (2^-30 to 2^30) so that a different order of the float32 sums would show.
 func TestCUDAUnpermuteBackwardBF16(t *testing.T) {
 	rng := rand.New(rand.NewPCG(21, 22))
 	cases := []struct {
@@ -40,7 +40,8 @@ func TestCUDAUnpermuteBackwardBF16(t *testing.T) {
 				// blocks: one wave (at these T, one block per token), one per token, and 3
 				// blocks that each take several tokens
 				for _, nb := range []int{0, -1, 3} {
-					name := fmt.Sprintf("T%dK%dE%d/H%d/shift%d/%s/blocks%d", c.g.T, c.g.K, c.g.E, H, c.shift, v, nb)
+					g := c.g
+					name := fmt.Sprintf("T%dK%dE%d/H%d/shift%d/%s/blocks%d", g.T, g.K, g.E, H, c.shift, v, nb)
 					t.Run(name, func(t *testing.T) {
 						defer SetBF16DotVariant(SetBF16DotVariant(v))
 						defer SetBF16DotBlocks(SetBF16DotBlocks(nb))
