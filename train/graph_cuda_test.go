@@ -34,7 +34,14 @@ func TestGraphStepGPU(t *testing.T) {
 			eng := gpuEngine(t)
 			ref := newTinyModel(t, c, eng)
 			defer ref.vm.Close()
-			gm, gs := newGraphModel(t, c, eng)
+			gm := newTinyModel(t, c, eng)
+			defer gm.vm.Close()
+			gs := train.NewGraphStep(gm.vm, gm.opt, gm.layer.Learnables())
+			defer func() {
+				if err := gs.Close(); err != nil {
+					t.Error(err)
+				}
+			}()
 			for s := 0; s < N; s++ {
 				if sgd, ok := ref.opt.(*train.SGD); ok { // a schedule: the LR changes every step
 					sgd.LR = 0.05 / float64(1+s)
@@ -108,7 +115,10 @@ func TestGraphStepReplayChecksSettings(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			eng := gpuEngine(t)
-			m, gs := newGraphModel(t, c, eng)
+			m := newTinyModel(t, c, eng)
+			defer m.vm.Close()
+			gs := train.NewGraphStep(m.vm, m.opt, m.layer.Learnables())
+			defer gs.Close()
 			for s := 0; s < 3; s++ {
 				m.graphStep(t, c, gs, s)
 			}
@@ -162,7 +172,10 @@ func TestGraphStepReboundInput(t *testing.T) {
 	eng := gpuEngine(t)
 	ref := newTinyModel(t, c, eng)
 	defer ref.vm.Close()
-	m, gs := newGraphModel(t, c, eng)
+	m := newTinyModel(t, c, eng)
+	defer m.vm.Close()
+	gs := train.NewGraphStep(m.vm, m.opt, m.layer.Learnables())
+	defer gs.Close()
 	want := ref.steps(t, c, 0, 4)
 	for s := 0; s < 3; s++ {
 		m.graphStep(t, c, gs, s)
@@ -207,19 +220,4 @@ func TestGraphStepReboundInput(t *testing.T) {
 			}
 		}
 	}
-}
-
-// newGraphModel returns a tiny model on eng and a GraphStep over it; the test's cleanup closes
-// both (a GraphStep's Close error fails the test).
-func newGraphModel(t *testing.T, c resumeCase, eng engine) (*tinyModel, *train.GraphStep) {
-	t.Helper()
-	m := newTinyModel(t, c, eng)
-	gs := train.NewGraphStep(m.vm, m.opt, m.layer.Learnables())
-	t.Cleanup(func() {
-		if err := gs.Close(); err != nil {
-			t.Error(err)
-		}
-		m.vm.Close()
-	})
-	return m, gs
 }
