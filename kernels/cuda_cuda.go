@@ -153,8 +153,9 @@ type CUDA struct {
 	gsimt       *gmmSimt // float32/float64 grouped GEMM state (gmm_simt_cuda.go)
 	lastGMM     string   // the path of the last grouped matmul: "sm90", "simt" or "cublas" (tests)
 
-	pdl   bool     // eager launches use programmatic stream serialization (launch_cuda.go)
-	waves sync.Map // waveKey → blocks the GPU holds at once (launch_cuda.go)
+	pdl     bool // eager launches use programmatic stream serialization (launch_cuda.go)
+	wavesMu sync.Mutex
+	waves   map[waveKey]int // blocks the GPU holds at once (launch_cuda.go), under wavesMu
 
 	closed atomic.Bool // Close has run: every later call fails with errClosed
 }

@@ -118,11 +118,15 @@ type waveKey struct {
 
 // wave returns how many blocks of kernel name (block threads, smem bytes of dynamic shared
 // memory as launch takes them) the GPU holds at once: SMs × resident blocks per SM, at least
-// 1. It runs inside c.do.
+// 1. It runs inside c.do. The cache is a map under a mutex rather than a sync.Map, whose
+// interface keys would allocate on every launch.
 func (c *CUDA) wave(name string, block, smem int) (int, error) {
 	k := waveKey{name, block, smem}
-	if n, ok := c.waves.Load(k); ok {
-		return n.(int), nil
+	c.wavesMu.Lock()
+	n, ok := c.waves[k]
+	c.wavesMu.Unlock()
+	if ok {
+		return n, nil
 	}
 	f, ok := c.fn[name]
 	if !ok {
@@ -140,7 +144,12 @@ func (c *CUDA) wave(name string, block, smem int) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	n := max(sms*per, 1)
-	c.waves.Store(k, n)
+	n = max(sms*per, 1)
+	c.wavesMu.Lock()
+	if c.waves == nil {
+		c.waves = map[waveKey]int{}
+	}
+	c.waves[k] = n
+	c.wavesMu.Unlock()
 	return n, nil
 }
