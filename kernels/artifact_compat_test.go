@@ -16,6 +16,9 @@ import (
 // 9.x) loads only with an R580 or later driver, and NewCUDA loads gomoe_gmm.fatbin always; host
 // objects compiled by GCC 13 or later call libstdc++ functions that GCC 12's libstdc++ (Debian
 // 12, Ubuntu 22.04) lacks, so the link of every gomoecuda program fails there.
+// gomoe_sm90_cu13.fatbin is the exception, built by nvcc 13 on purpose: it is loaded only under
+// a CUDA 13 driver (gmm90CU13, tested by TestCUDAGMM90PairByDriver), where gomoe_sm90.fatbin
+// serves older ones.
 func TestArtifactsRunOnCUDA12(t *testing.T) {
 	for _, name := range []string{"gomoe.fatbin", "gomoe_gmm.fatbin", "gomoe_sm90.fatbin", "gomoe_simt.fatbin"} {
 		b, err := os.ReadFile(name)

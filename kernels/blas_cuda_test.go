@@ -304,7 +304,7 @@ func TestCUDAGroupedMatMul(t *testing.T) {
 					SetGroupedGEMM(grouped)
 					SetGMMCUBLAS(path != "device" && sched < 0)
 					SetGMM90Sched(sched)
-					testGroupedOne(t, rng, c, d)
+					testGroupedOne(t, testCUDA, rng, c, d)
 					SetGMM90Sched(-1)
 					if got := LastGMMPath(testCUDA); got != want {
 						t.Errorf("the grouped matmul took the %s path, want %s", got, want)
@@ -322,7 +322,7 @@ func TestCUDAGroupedMatMul(t *testing.T) {
 	}
 }
 
-func testGroupedOne(t *testing.T, rng *rand.Rand, c gmmCase, d DType) {
+func testGroupedOne(t *testing.T, k *CUDA, rng *rand.Rand, c gmmCase, d DType) {
 	g, H, N := c.g, c.H, c.N
 	R := g.Rows()
 	ids := c.ids(rng, g)
@@ -353,26 +353,26 @@ func testGroupedOne(t *testing.T, rng *rand.Rand, c gmmCase, d DType) {
 
 	// forward: the output starts as junk (cuAlloc), so every pad row must be written.
 	zG := cuAlloc(t, int64(R*N*d.Size()))
-	cuMust(t, testCUDA.GroupedMatMulForward(d, g, H, N, zG.p, dXp.p, dW.p, plan.p))
+	cuMust(t, k.GroupedMatMulForward(d, g, H, N, zG.p, dXp.p, dW.p, plan.p))
 	want, bound, err := gmmRef(func(out, a, b []float64) error { return GroupedMatMulForward(out, a, b, p, H, N) }, R*N, xp64, w64)
 	cuMust(t, err)
 	checkNear(t, "forward", blasF64(cuDownloadAs(t, d, zG, R*N)), want, bound, tol, rowZero(N), nil)
 
 	// backward to the rows, overwrite and accumulate
 	dxG := cuAlloc(t, int64(R*H*d.Size()))
-	cuMust(t, testCUDA.GroupedMatMulBackwardRows(d, g, H, N, dxG.p, dDz.p, dW.p, plan.p, false))
+	cuMust(t, k.GroupedMatMulBackwardRows(d, g, H, N, dxG.p, dDz.p, dW.p, plan.p, false))
 	want, bound, err = gmmRef(func(out, a, b []float64) error { return GroupedMatMulBackwardRows(out, a, b, p, H, N, false) }, R*H, dz64, w64)
 	cuMust(t, err)
 	checkNear(t, "backward rows", blasF64(cuDownloadAs(t, d, dxG, R*H)), want, bound, tol, rowZero(H), nil)
 
 	prior := cuElems(d, cuRandData(rng, R*H))
 	dxA := cuUploadAny(t, prior)
-	cuMust(t, testCUDA.GroupedMatMulBackwardRows(d, g, H, N, dxA.p, dDz.p, dW.p, plan.p, true))
+	cuMust(t, k.GroupedMatMulBackwardRows(d, g, H, N, dxA.p, dDz.p, dW.p, plan.p, true))
 	checkNear(t, "backward rows (accumulate)", blasF64(cuDownloadAs(t, d, dxA, R*H)), want, bound, tol, rowZero(H), blasF64(prior))
 
 	// backward to the weights, overwrite and accumulate
 	dwG := cuAlloc(t, int64(g.E*H*N*d.Size()))
-	cuMust(t, testCUDA.GroupedMatMulBackwardWeights(d, g, H, N, dwG.p, dXp.p, dDz.p, plan.p, false))
+	cuMust(t, k.GroupedMatMulBackwardWeights(d, g, H, N, dwG.p, dXp.p, dDz.p, plan.p, false))
 	want, bound, err = gmmRef(func(out, a, b []float64) error {
 		return GroupedMatMulBackwardWeights(out, a, b, p, H, N, false)
 	}, g.E*H*N, xp64, dz64)
@@ -381,15 +381,15 @@ func testGroupedOne(t *testing.T, rng *rand.Rand, c gmmCase, d DType) {
 
 	priorW := cuElems(d, cuRandData(rng, g.E*H*N))
 	dwA := cuUploadAny(t, priorW)
-	cuMust(t, testCUDA.GroupedMatMulBackwardWeights(d, g, H, N, dwA.p, dXp.p, dDz.p, plan.p, true))
+	cuMust(t, k.GroupedMatMulBackwardWeights(d, g, H, N, dwA.p, dXp.p, dDz.p, plan.p, true))
 	checkNear(t, "backward weights (accumulate)", blasF64(cuDownloadAs(t, d, dwA, g.E*H*N)), want, bound, tol, wZero, blasF64(priorW))
 
 	// The same call twice gives the same bits.
 	z2 := cuAlloc(t, int64(R*N*d.Size()))
-	cuMust(t, testCUDA.GroupedMatMulForward(d, g, H, N, z2.p, dXp.p, dW.p, plan.p))
+	cuMust(t, k.GroupedMatMulForward(d, g, H, N, z2.p, dXp.p, dW.p, plan.p))
 	cuSameBits(t, "forward rerun", cuDownloadAs(t, d, z2, R*N), cuDownloadAs(t, d, zG, R*N))
 
-	counts, offsets, err := testCUDA.PlanSegments(g, plan.p)
+	counts, offsets, err := k.PlanSegments(g, plan.p)
 	cuMust(t, err)
 	if fmt.Sprint(counts, offsets) != fmt.Sprint(p.Counts, p.Offsets) {
 		t.Fatalf("PlanSegments = %v %v, want %v %v", counts, offsets, p.Counts, p.Offsets)
@@ -668,5 +668,50 @@ func TestCUDAGroupedMatMulKernelsDidNotLoad(t *testing.T) {
 		if path := LastGMMPath(c); path != "" {
 			t.Errorf("%v: the grouped matmul took the %s path, want none", d, path)
 		}
+	}
+}
+
+// TestCUDAGMM90PairByDriver: the sm_90a kernels built by nvcc 13 (and their host library) are
+// picked from CUDA 13.0 drivers on, the nvcc 12 build below, and with an unreadable version.
+func TestCUDAGMM90PairByDriver(t *testing.T) {
+	for _, c := range []struct {
+		driver int
+		want   bool
+	}{{-1, false}, {12000, false}, {12080, false}, {12090, false}, {13000, true}, {13010, true}} {
+		if got := GMM90CU13(c.driver); got != c.want {
+			t.Errorf("driver %d: the nvcc 13 pair %v, want %v", c.driver, got, c.want)
+		}
+	}
+	if !SM90CU13(testCUDA) && SM90Error(testCUDA) == nil && cu.Version() >= 13000 {
+		t.Errorf("driver %d: the sm_90a grouped GEMM runs the nvcc 12 pair", cu.Version())
+	}
+}
+
+// TestCUDAGroupedMatMulNvcc12Pair runs the bfloat16 cases of TestCUDAGroupedMatMul on the nvcc
+// 12 pair of sm_90a fatbin and host library, which a CUDA 12 driver loads, on this GPU (where
+// a CUDA 13 driver would load the nvcc 13 pair).
+func TestCUDAGroupedMatMulNvcc12Pair(t *testing.T) {
+	if SM90Error(testCUDA) != nil {
+		t.Skipf("no sm_90a grouped GEMM here: %v", SM90Error(testCUDA))
+	}
+	defer SetGMM90NoCU13(SetGMM90NoCU13(true))
+	defer SetGMMCUBLAS(SetGMMCUBLAS(false))
+	k, err := NewCUDAKernelsLike(testCUDA)
+	cuMust(t, err)
+	defer func() { cuMust(t, k.Close()) }()
+	if SM90CU13(k) {
+		t.Fatal("SetGMM90NoCU13(true) still loaded the nvcc 13 pair")
+	}
+	rng := rand.New(rand.NewPCG(41, 42))
+	for _, c := range gmmCases() {
+		if c.H%8 != 0 || c.N%8 != 0 {
+			continue
+		}
+		t.Run(c.name, func(t *testing.T) {
+			testGroupedOne(t, k, rng, c, BF16)
+			if got := LastGMMPath(k); got != "sm90" {
+				t.Errorf("the grouped matmul took the %s path, want sm90", got)
+			}
+		})
 	}
 }

@@ -84,10 +84,19 @@ func TestFatbinMatchesSources(t *testing.T) {
 			t.Errorf("CUDA sources %v hash to %s, but the artifacts were built from %s: rebuild them with kernels/build_fatbin.sh on a machine with nvcc and CUTLASS", g.files, got, rec[g.key])
 		}
 	}
+	// The cu13 fatbin is built by another nvcc (build_fatbin.sh cu13), so it has its own record
+	// of the sources it was built from.
+	if got := hashSources(t, gmmSources); got != rec["cu13-gmm-sources"] {
+		t.Errorf("gomoe_sm90_cu13.fatbin was built from grouped-matmul sources hashing to %s, they hash to %s now: rebuild it with NVCC13=... kernels/build_fatbin.sh cu13", rec["cu13-gmm-sources"], got)
+	}
+	if !strings.HasPrefix(rec["cu13-nvcc"], "13.") {
+		t.Errorf("the record says nvcc %q built gomoe_sm90_cu13.fatbin, want 13.x", rec["cu13-nvcc"])
+	}
 	for _, a := range []struct{ key, file string }{
 		{"fatbin", "gomoe.fatbin"},
 		{"gmmfatbin", "gomoe_gmm.fatbin"},
 		{"sm90fatbin", "gomoe_sm90.fatbin"},
+		{"sm90fatbin13", "gomoe_sm90_cu13.fatbin"},
 		{"simtfatbin", "gomoe_simt.fatbin"},
 		{"host", "gmm_host_linux_amd64.a"},
 	} {

@@ -29,6 +29,16 @@ typedef struct {
 
 int gomoe_gmm90_build(const gomoe_gmm90_args *a, void *params, unsigned long long cap, gomoe_gmm90_info *info);
 
+// The same code built for CUDA 13's layout of CUTLASS's Params (build_fatbin.sh, "cu13"): it
+// pairs with gomoe_sm90_cu13.fatbin.
+int gomoe13_gmm90_build(const gomoe_gmm90_args *a, void *params, unsigned long long cap, gomoe_gmm90_info *info);
+
+// gomoe_gmm90_build_for calls the host library of the nvcc 13 pair (cu13) or the nvcc 12 one.
+static int gomoe_gmm90_build_for(int cu13, const gomoe_gmm90_args *a, void *params, unsigned long long cap,
+		gomoe_gmm90_info *info) {
+	return cu13 ? gomoe13_gmm90_build(a, params, cap, info) : gomoe_gmm90_build(a, params, cap, info);
+}
+
 // gomoe_launch_cluster launches f on stream s with one by-value parameter (params) and a
 // cluster shape; with pdl, also with programmatic stream serialization (launch_cuda.go).
 static CUresult gomoe_launch_cluster(CUfunction f, const unsigned *grid, const unsigned *block,
@@ -102,6 +112,30 @@ import (
 
 //go:embed gomoe_sm90.fatbin
 var sm90Fatbin string
+
+// sm90Fatbin13 is the same kernels built by nvcc 13, whose code is faster (docs/grouped-gemm.md,
+// "Measured"); its cubins load only with a driver for CUDA 13 or later, and its Params have
+// CUDA 13's layout, which the cu13 host library builds.
+//
+//go:embed gomoe_sm90_cu13.fatbin
+var sm90Fatbin13 string
+
+// gmm90CU13 reports whether a driver of version driver (cuDriverGetVersion: 1000 × major +
+// 10 × minor; -1 unknown) gets the nvcc 13 pair of sm_90a fatbin and host library: from CUDA
+// 13.0 on, unless gmm90NoCU13 (a test hook).
+func gmm90CU13(driver int) bool { return driver >= 13000 && !gmm90NoCU13 }
+
+// gmm90Fatbin returns the file name (for errors) and contents of the sm_90a fatbin of the nvcc
+// 13 pair (cu13) or of the nvcc 12 one.
+func gmm90Fatbin(cu13 bool) (file, fatbin string) {
+	if cu13 {
+		return "gomoe_sm90_cu13.fatbin", sm90Fatbin13
+	}
+	return "gomoe_sm90.fatbin", sm90Fatbin
+}
+
+// gmm90NoCU13 makes gmm90CU13 take the nvcc 12 pair on every driver (tests run both).
+var gmm90NoCU13 = false
 
 // gmm90Scheds are the schedules of the sm_90a kernels (gmm_sm90.cuh's S0, S1): CUTLASS's
 // cooperative or pingpong kernel, tile m×n×k and cluster m×n.
@@ -179,6 +213,7 @@ type gmm90 struct {
 	fn          [len(gmm90Kernels)]C.CUfunction
 	ordinal     int
 	sms         int
+	cu13        bool // the nvcc 13 pair (gmm90CU13)
 	slots       [3]gmmSlot // one per form
 }
 
@@ -231,19 +266,21 @@ func (c *CUDA) gmm90Of() *gmm90 {
 		}
 		st.ordinal, st.sms = int(ordinal), int(sms)
 		var fns []C.CUfunction
-		st.mod, fns, st.err = loadCUTLASS("gomoe_sm90.fatbin", sm90Fatbin, "gmm90_params_bytes", gmm90Kernels[:], gmm90HostInfo(int(sms)))
+		st.cu13 = gmm90CU13(cu.Version())
+		file, fatbin := gmm90Fatbin(st.cu13)
+		st.mod, fns, st.err = loadCUTLASS(file, fatbin, "gmm90_params_bytes", gmm90Kernels[:], gmm90HostInfo(int(sms), st.cu13))
 		copy(st.fn[:], fns)
 	})
 	return c.g90
 }
 
-// gmm90HostInfo returns, for loadCUTLASS, the host library's Params size and dynamic shared
-// memory of sm_90a kernel i on a GPU with sms SMs.
-func gmm90HostInfo(sms int) func(i int) (uint64, int, error) {
+// gmm90HostInfo returns, for loadCUTLASS, the host library's (cu13: the nvcc 13 pair's) Params
+// size and dynamic shared memory of sm_90a kernel i on a GPU with sms SMs.
+func gmm90HostInfo(sms int, cu13 bool) func(i int) (uint64, int, error) {
 	return func(i int) (uint64, int, error) {
 		var info C.gomoe_gmm90_info
 		a := C.gomoe_gmm90_args{kernel: C.int(i), groups: 1, sm_count: C.int(sms)}
-		if rc := C.gomoe_gmm90_build(&a, nil, 0, &info); rc != 0 && rc != 3 {
+		if rc := C.gomoe_gmm90_build_for(cbool(cu13), &a, nil, 0, &info); rc != 0 && rc != 3 {
 			return 0, 0, fmt.Errorf("host library returned %d", int(rc))
 		}
 		return uint64(info.params_bytes), int(info.smem_bytes), nil
@@ -404,7 +441,7 @@ func (st *gmm90) launchFor(s *gmmSlot, k, groups int, alpha, beta float32) (*gmm
 		raster: C.int(gmm90TileOrder.raster), swizzle: C.int(gmm90TileOrder.swizzle),
 	}
 	var info C.gomoe_gmm90_info
-	if rc := C.gomoe_gmm90_build(&a, nil, 0, &info); rc != 0 {
+	if rc := C.gomoe_gmm90_build_for(cbool(st.cu13), &a, nil, 0, &info); rc != 0 {
 		return nil, fmt.Errorf("gomoe: sm_90a grouped GEMM %s: CUTLASS cannot run these arguments (code %d)", gmm90Kernels[k], int(rc))
 	}
 	if need := int64(info.workspace_bytes); need > s.wsBytes {
@@ -426,7 +463,7 @@ func (st *gmm90) launchFor(s *gmmSlot, k, groups int, alpha, beta float32) (*gmm
 	}
 	a.workspace = C.uint64_t(s.ws)
 	l := &gmmLaunch{params: make([]byte, int(info.params_bytes))}
-	if rc := C.gomoe_gmm90_build(&a, unsafe.Pointer(&l.params[0]), C.ulonglong(len(l.params)), &info); rc != 0 {
+	if rc := C.gomoe_gmm90_build_for(cbool(st.cu13), &a, unsafe.Pointer(&l.params[0]), C.ulonglong(len(l.params)), &info); rc != 0 {
 		return nil, fmt.Errorf("gomoe: sm_90a grouped GEMM %s: building its parameters failed (code %d)", gmm90Kernels[k], int(rc))
 	}
 	l.smem = uint32(info.smem_bytes)

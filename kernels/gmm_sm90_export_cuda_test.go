@@ -69,9 +69,11 @@ func SimtError(c *CUDA) error {
 func SM90ParamsMismatch(c *CUDA) error {
 	var err error
 	_ = c.Do(func() error {
-		host := gmm90HostInfo(c.gmm90Of().sms)
+		st := c.gmm90Of()
+		host := gmm90HostInfo(st.sms, st.cu13)
+		file, fatbin := gmm90Fatbin(st.cu13)
 		var mod cu.Module
-		mod, _, err = loadCUTLASS("gomoe_sm90.fatbin", sm90Fatbin, "gmm90_params_bytes", gmm90Kernels[:], func(i int) (uint64, int, error) {
+		mod, _, err = loadCUTLASS(file, fatbin, "gmm90_params_bytes", gmm90Kernels[:], func(i int) (uint64, int, error) {
 			params, smem, err := host(i)
 			return params + 64, smem, err
 		})
@@ -96,3 +98,21 @@ func NewCUDAKernelsDidNotLoad(c *CUDA, why error) (*CUDA, error) {
 	n.gmmSimtOnce.Do(func() { n.gsimt = &gmmSimt{err: why} })
 	return n, nil
 }
+
+// SM90CU13 reports whether c's sm_90a grouped GEMM runs the nvcc 13 pair.
+func SM90CU13(c *CUDA) bool {
+	var on bool
+	_ = c.Do(func() error { on = c.gmm90Of().cu13; return nil })
+	return on
+}
+
+// SetGMM90NoCU13 makes CUDA values made after it load the nvcc 12 sm_90a pair on every driver
+// (true) or the nvcc 13 pair on CUDA 13 drivers (false, the default), and returns the previous
+// setting.
+func SetGMM90NoCU13(on bool) bool { old := gmm90NoCU13; gmm90NoCU13 = on; return old }
+
+// GMM90CU13 is gmm90CU13: whether a driver of that version gets the nvcc 13 pair.
+func GMM90CU13(driver int) bool { return gmm90CU13(driver) }
+
+// NewCUDAKernelsLike returns a new CUDA in c's context.
+func NewCUDAKernelsLike(c *CUDA) (*CUDA, error) { return NewCUDA(c.ctx) }
