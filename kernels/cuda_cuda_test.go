@@ -4,6 +4,7 @@ package kernels_test
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -25,7 +26,15 @@ import (
 
 var testCUDA *CUDA
 
+// gpuNvcc12 loads the nvcc 12 pair of sm_90a kernels on every driver, to time it against the
+// nvcc 13 pair in the same run.
+var gpuNvcc12 = flag.Bool("gomoe.nvcc12", false, "load the nvcc 12 pair of sm_90a grouped GEMM kernels on every driver")
+
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if *gpuNvcc12 {
+		SetGMM90NoCU13(true)
+	}
 	dev, err := cu.GetDevice(0)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "no GPU:", err)

@@ -213,7 +213,7 @@ type gmm90 struct {
 	fn          [len(gmm90Kernels)]C.CUfunction
 	ordinal     int
 	sms         int
-	cu13        bool // the nvcc 13 pair (gmm90CU13)
+	cu13        bool       // the nvcc 13 pair (gmm90CU13)
 	slots       [3]gmmSlot // one per form
 }
 
