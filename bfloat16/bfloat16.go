@@ -4,8 +4,8 @@
 //
 // gomoe's CUDA kernels take bfloat16 data with float32 probs and accumulate in float32. On the
 // CPU the ops convert bfloat16 to float32, run the float32 kernels and round the result once,
-// which gives the same bits as the GPU (a NaN stays a NaN on both, but CUDA's
-// __float2bfloat16_rn does not promise FromFloat32's sign and payload).
+// which gives the same bits as the GPU, NaN included: every NaN rounds to the canonical
+// bfloat16 NaN 0x7fff, as CUDA's __float2bfloat16_rn gives it.
 package bfloat16
 
 import (
@@ -27,12 +27,16 @@ func init() {
 	tensor.RegisterFloat(Dtype)
 }
 
-// FromFloat32 rounds f to the nearest bfloat16, ties to even. NaN stays NaN (quiet, sign
-// kept); values too large round to ±Inf.
+// NaN is the canonical bfloat16 NaN, 0x7fff: what CUDA's conversion gives for every NaN
+// (cuda_bf16.h's CUDART_NAN_BF16), so that a NaN has the same bits on the CPU and the GPU.
+const NaN BFloat16 = 0x7fff
+
+// FromFloat32 rounds f to the nearest bfloat16, ties to even; every NaN gives [NaN] (sign and
+// payload are not kept); values too large round to ±Inf.
 func FromFloat32(f float32) BFloat16 {
 	b := math.Float32bits(f)
-	if b&0x7fffffff > 0x7f800000 { // NaN: keep the sign and the top mantissa bits, set quiet
-		return BFloat16(b>>16 | 0x0040)
+	if b&0x7fffffff > 0x7f800000 {
+		return NaN
 	}
 	b += 0x7fff + (b>>16)&1
 	return BFloat16(b >> 16)
@@ -41,8 +45,8 @@ func FromFloat32(f float32) BFloat16 {
 // FromFloat64 rounds f to the nearest bfloat16, ties to even, in one rounding. It is not
 // FromFloat32(float32(f)): rounding to float32 first can land on a point halfway between two
 // bfloat16 values that f is not on, and the second rounding then breaks that false tie to
-// even (1 + 2⁻⁸ + 2⁻³⁰ would round down to 1 instead of up to 1 + 2⁻⁷). NaN stays NaN; values
-// too large round to ±Inf.
+// even (1 + 2⁻⁸ + 2⁻³⁰ would round down to 1 instead of up to 1 + 2⁻⁷). Every NaN gives [NaN];
+// values too large round to ±Inf.
 func FromFloat64(f float64) BFloat16 {
 	g := float32(f) // 16 bits finer than bfloat16 at every scale
 	b := math.Float32bits(g)

@@ -58,14 +58,13 @@ func TestFromFloat32(t *testing.T) {
 			t.Errorf("FromFloat32(%g) = %#04x, want %#04x", c.in, uint16(got), c.want)
 		}
 	}
-	nan := FromFloat32(float32(math.NaN()))
-	if !math.IsNaN(float64(nan.Float32())) {
-		t.Errorf("FromFloat32(NaN) = %#04x, not a NaN", uint16(nan))
-	}
-	// A NaN whose payload sits only in the low 16 bits must not become Inf.
-	lowNaN := FromFloat32(math.Float32frombits(0x7f800001))
-	if !math.IsNaN(float64(lowNaN.Float32())) {
-		t.Errorf("FromFloat32(0x7f800001) = %#04x, not a NaN", uint16(lowNaN))
+	// Every NaN, quiet or signalling, of either sign, with its payload anywhere (only in the
+	// low 16 bits too, which plain rounding would carry into Inf), is the canonical 0x7fff, as
+	// CUDA's __float2bfloat16_rn gives it.
+	for _, b := range []uint32{0x7fc00000, 0xffc00000, 0x7f800001, 0xff800001, 0x7fbfffff, 0x7fffffff, 0xffffffff, 0x7fc12345} {
+		if got := FromFloat32(math.Float32frombits(b)); got != NaN || uint16(NaN) != 0x7fff {
+			t.Errorf("FromFloat32(%#08x) = %#04x, want 0x7fff", b, uint16(got))
+		}
 	}
 }
 
@@ -189,7 +188,7 @@ func TestFromFloat64(t *testing.T) {
 			t.Errorf("FromFloat64(%v = %#016x) = %#04x, want %#04x", c.in, math.Float64bits(c.in), uint16(got), c.want)
 		}
 	}
-	if nan := FromFloat64(math.NaN()); !math.IsNaN(nan.Float64()) {
-		t.Errorf("FromFloat64(NaN) = %#04x, not a NaN", uint16(nan))
+	if nan := FromFloat64(math.Float64frombits(0xfff0000000000001)); nan != NaN {
+		t.Errorf("FromFloat64(-NaN with a low payload) = %#04x, want 0x7fff", uint16(nan))
 	}
 }

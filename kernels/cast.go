@@ -8,8 +8,7 @@ import (
 
 // Dtype conversion on the CPU, the kernels of op.Cast. The CUDA twin is (*CUDA).Convert
 // (cast_cuda.go, kernels in cast.cuh); both round to nearest even, so they agree bit for bit,
-// NaN aside: a NaN stays a NaN on both, but the device's __float2bfloat16_rn does not promise
-// bfloat16.FromFloat32's sign and payload.
+// NaN included for bfloat16 (every NaN becomes bfloat16.NaN on both).
 
 // Cast writes out[i] = in[i] converted to D: float32 ↔ float64 (float64 to float32 rounded to
 // nearest even; float32 to float64 exact).

@@ -49,3 +49,49 @@ func TestCUDAConvert(t *testing.T) {
 		}
 	}
 }
+
+// TestCUDAConvertNaN: a NaN of any sign and payload converts to bfloat16 as on the CPU, to the
+// canonical bfloat16.NaN, and a bfloat16 NaN widens to float32 with its bits shifted, as
+// BFloat16.Float32. The float32 ↔ float64 conversions of NaNs are logged, not asserted (Go
+// keeps the payload; gomoe promises only that a NaN stays a NaN there).
+func TestCUDAConvertNaN(t *testing.T) {
+	f32 := []uint32{0x7fc00000, 0xffc00000, 0x7f800001, 0xff800001, 0x7fbfffff, 0x7fffffff, 0xffffffff, 0x7fc12345}
+	in32 := make([]float32, len(f32))
+	for i, b := range f32 {
+		in32[i] = math.Float32frombits(b)
+	}
+	in64 := []float64{math.Float64frombits(0x7ff8000000000000), math.Float64frombits(0xfff0000000000001), math.Float64frombits(0x7ff0000012345678), math.Float64frombits(0xffffffffffffffff)}
+	in16 := []bfloat16.BFloat16{0x7fc0, 0xffc0, 0x7f81, 0xff81, 0x7fff, 0xffff}
+	convert := func(from, to DType, in any, n int) any {
+		b := cuUploadAny(t, in)
+		out := cuAlloc(t, int64(to.Size()*n))
+		cuMust(t, testCUDA.Convert(from, to, out.p, b.p, int64(n)))
+		return cuDownloadAs(t, to, out, n)
+	}
+	got16 := convert(F32, BF16, in32, len(in32)).([]bfloat16.BFloat16)
+	for i, f := range in32 {
+		if want := bfloat16.FromFloat32(f); got16[i] != want {
+			t.Errorf("float32 %#08x → bfloat16: device %#04x, CPU %#04x", f32[i], uint16(got16[i]), uint16(want))
+		}
+	}
+	got32 := convert(BF16, F32, in16, len(in16)).([]float32)
+	for i, h := range in16 {
+		if g, w := math.Float32bits(got32[i]), math.Float32bits(h.Float32()); g != w {
+			t.Errorf("bfloat16 %#04x → float32: device %#08x, CPU %#08x", uint16(h), g, w)
+		}
+	}
+	got64 := convert(F32, F64, in32, len(in32)).([]float64)
+	for i, f := range in32 {
+		t.Logf("float32 %#08x → float64: device %#016x, Go %#016x", f32[i], math.Float64bits(got64[i]), math.Float64bits(float64(f)))
+		if !math.IsNaN(got64[i]) {
+			t.Errorf("float32 %#08x → float64: device %v, not a NaN", f32[i], got64[i])
+		}
+	}
+	got3 := convert(F64, F32, in64, len(in64)).([]float32)
+	for i, d := range in64 {
+		t.Logf("float64 %#016x → float32: device %#08x, Go %#08x", math.Float64bits(d), math.Float32bits(got3[i]), math.Float32bits(float32(d)))
+		if !math.IsNaN(float64(got3[i])) {
+			t.Errorf("float64 %#016x → float32: device %v, not a NaN", math.Float64bits(d), got3[i])
+		}
+	}
+}

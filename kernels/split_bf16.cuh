@@ -4,10 +4,11 @@
 // no subtraction into an FMA here (there is no product) and flushes no subnormals (no
 // -ftz).
 
-// bf16Round is bfloat16.FromFloat32: round to nearest even; NaN kept quiet with its sign.
+// bf16Round is bfloat16.FromFloat32: round to nearest even; every NaN gives the canonical NaN
+// 0x7fff, as __float2bfloat16_rn.
 __device__ __forceinline__ unsigned short bf16Round(float f) {
   unsigned b = __float_as_uint(f);
-  if ((b & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((b >> 16) | 0x0040u);
+  if ((b & 0x7fffffffu) > 0x7f800000u) return (unsigned short)0x7fffu;
   b += 0x7fffu + ((b >> 16) & 1u);
   return (unsigned short)(b >> 16);
 }
