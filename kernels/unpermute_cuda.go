@@ -100,6 +100,10 @@ func (c *CUDA) UnpermuteBackward(d DType, g Geometry, H int, dyp, dprobs, dy, yp
 		acc = 8
 	}
 	R := int64(g.Rows())
+	zb := 0 // the blocks that zero dyp's pad rows, after the token blocks
+	if dyp != 0 {
+		zb = zeroBlocks(R)
+	}
 	if dprobs == 0 {
 		// Rows only: a scatter like permute forward, several packs of dy in flight per thread.
 		kname, u := "unpermute_bwd_rows", 8
@@ -108,7 +112,7 @@ func (c *CUDA) UnpermuteBackward(d DType, g Geometry, H int, dyp, dprobs, dy, yp
 		}
 		name, n := typedName(kname, d, vec(d, H, ptrs...))
 		return c.do(func() error {
-			return c.launch(name, g.T+zeroBlocks(R), rowThreads(int64(H)/n, u), (acc+4)*g.K,
+			return c.launch(name, g.T+zb, rowThreads(int64(H)/n, u), (acc+4)*g.K,
 				*new(args).p(dy).p(probs).p(dyp).p(rowOf).p(tokenOf).i(g.T).i(g.K).l(int64(H)).l(R).i(zeroRowsPerBlock).i(storeMode))
 		})
 	}
@@ -133,18 +137,11 @@ func (c *CUDA) UnpermuteBackward(d DType, g Geometry, H int, dyp, dprobs, dy, yp
 				nb = w
 			}
 			nb = min(nb, g.T)
-			grid := nb
-			if dyp != 0 {
-				grid += zeroBlocks(R)
-			}
-			return c.launch(name, grid, lanes, smem,
+			return c.launch(name, nb+zb, lanes, smem,
 				*new(args).p(dy).p(yp).p(probs).p(dyp).p(dprobs).p(rowOf).p(tokenOf).i(g.T).i(nb).i(g.K).l(int64(H)).l(R).i(zeroRowsPerBlock).i(storeMode))
 		})
 	}
-	grid := g.T
-	if dyp != 0 {
-		grid += zeroBlocks(R)
-	}
+	grid := g.T + zb
 	// Batched yp loads win for float32/float64 with K > 2 and lose for K <= 2 (register
 	// pressure), measured on an H200.
 	kname := "unpermute_bwdseq"
