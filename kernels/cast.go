@@ -8,7 +8,8 @@ import (
 
 // Dtype conversion on the CPU, the kernels of op.Cast. The CUDA twin is (*CUDA).Convert
 // (cast_cuda.go, kernels in cast.cuh); both round to nearest even, so they agree bit for bit,
-// NaN included for bfloat16 (every NaN becomes bfloat16.NaN on both).
+// NaNs included: to bfloat16 every NaN becomes bfloat16.NaN on both, and float32 ↔ float64
+// keep a NaN's sign and payload on both (TestCUDAConvertNaN).
 
 // Cast writes out[i] = in[i] converted to D: float32 ↔ float64 (float64 to float32 rounded to
 // nearest even; float32 to float64 exact).
