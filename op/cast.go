@@ -36,6 +36,10 @@ func Cast(x *G.Node, to tensor.Dtype) (*G.Node, error) {
 	if (x.Dtype() == bfloat16.Dtype && to != tensor.Float32) || (to == bfloat16.Dtype && x.Dtype() != tensor.Float32) {
 		return nil, fmt.Errorf("gomoe: Cast: %v to %v is not supported (bfloat16 converts to and from float32)", x.Dtype(), to)
 	}
+	if x.Dims() == 0 && (x.Dtype() == bfloat16.Dtype || to == bfloat16.Dtype) {
+		// Gorgonia's scalar values are *G.F32 and *G.F64: a scalar node has no bfloat16 value.
+		return nil, fmt.Errorf("gomoe: Cast: a scalar cannot be cast %v to %v (Gorgonia has no bfloat16 scalar value; cast a tensor of shape (1))", x.Dtype(), to)
+	}
 	return opkit.ApplyOp("Cast", castOp{from: x.Dtype(), to: to, dims: x.Dims()}, x)
 }
 
@@ -120,10 +124,13 @@ func (op castOp) Do(vs ...G.Value) (G.Value, error) {
 		default:
 			return nil, fmt.Errorf("gomoe: Cast: scalar %T is not a float", vs[0].Data())
 		}
-		if op.to == tensor.Float32 {
+		switch op.to {
+		case tensor.Float32:
 			return G.NewF32(float32(f)), nil
+		case tensor.Float64:
+			return G.NewF64(f), nil
 		}
-		return G.NewF64(f), nil
+		return nil, fmt.Errorf("gomoe: Cast: a scalar cannot be cast to %v", op.to)
 	}
 	return castValue(vs[0], op.from, op.to)
 }

@@ -3,6 +3,7 @@ package op
 import (
 	"math"
 	"math/rand"
+	"strings"
 	"testing"
 
 	G "gorgonia.org/gorgonia"
@@ -123,6 +124,19 @@ func TestCastValuesAndErrors(t *testing.T) {
 	i := G.NewVector(g, tensor.Int32, G.WithShape(3), G.WithName("i"))
 	if _, err := Cast(i, tensor.Float32); err == nil {
 		t.Error("cast from int32: no error")
+	}
+	// A scalar has no bfloat16 value in Gorgonia: refused when the node is built (its Do gave
+	// a float64 value, unrounded, for a node of dtype bfloat16).
+	s32 := G.NewScalar(g, tensor.Float32, G.WithName("s32"), G.WithValue(float32(1.0001)))
+	if _, err := Cast(s32, bfloat16.Dtype); err == nil || !strings.Contains(err.Error(), "scalar") {
+		t.Errorf("scalar float32 to bfloat16: error %v, want a scalar error", err)
+	}
+	s16 := G.NewScalar(g, bfloat16.Dtype, G.WithName("s16"))
+	if _, err := Cast(s16, tensor.Float32); err == nil || !strings.Contains(err.Error(), "scalar") {
+		t.Errorf("scalar bfloat16 to float32: error %v, want a scalar error", err)
+	}
+	if _, err := (castOp{from: tensor.Float32, to: bfloat16.Dtype}).Do(G.NewF32(1)); err == nil {
+		t.Error("castOp.Do of a scalar to bfloat16: no error")
 	}
 }
 
