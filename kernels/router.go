@@ -147,10 +147,14 @@ func RouterTopK[F float32 | float64](ids []int32, logits, bias []F, E, K int, r 
 }
 
 // scaleFits reports an error when the router's scale is infinite in F (float32 overflows
-// beyond 3.4·10³⁸): the probs would be ±Inf and NaN.
+// beyond 3.4·10³⁸: the probs would be ±Inf and NaN) or a scale other than 0 rounds to 0 in F
+// (float32 below 1.4·10⁻⁴⁵: every prob would be 0, and the router's gradient too).
 func scaleFits[F float32 | float64](name string, scale float64) error {
 	if math.IsInf(float64(F(scale)), 0) && !math.IsInf(scale, 0) {
 		return fmt.Errorf("gomoe: %s: scale %v overflows %T", name, scale, F(0))
+	}
+	if F(scale) == 0 && scale != 0 {
+		return fmt.Errorf("gomoe: %s: scale %v rounds to 0 in %T", name, scale, F(0))
 	}
 	return nil
 }

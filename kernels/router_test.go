@@ -298,6 +298,18 @@ func TestRouterErrors(t *testing.T) {
 	if err := RouterProbs(p, x, []int32{0, 1, 1, 2}, 4, 2, big); err != nil {
 		t.Errorf("scale 1e39, float64: RouterProbs error %v", err)
 	}
+	// A scale that rounds to 0 in float32 (every prob 0, no gradient): an error there, fine
+	// for float64.
+	tiny := Router{Score: RouterSoftmax, Groups: 1, Kept: 1, Scale: 1e-46}
+	if err := RouterProbs(p32, x32, []int32{0, 1, 1, 2}, 4, 2, tiny); err == nil || !strings.Contains(err.Error(), "rounds to 0 in float32") {
+		t.Errorf("scale 1e-46, float32: RouterProbs error %v", err)
+	}
+	if err := RouterProbsBackward(make([]float32, 8), x32, []int32{0, 1, 1, 2}, p32, 4, 2, tiny); err == nil || !strings.Contains(err.Error(), "rounds to 0 in float32") {
+		t.Errorf("scale 1e-46, float32: RouterProbsBackward error %v", err)
+	}
+	if err := RouterProbs(p, x, []int32{0, 1, 1, 2}, 4, 2, tiny); err != nil {
+		t.Errorf("scale 1e-46, float64: RouterProbs error %v", err)
+	}
 	buf := append(slices.Clone(x), 0)
 	if err := RouterProbsBackward(buf[1:9], buf[:8], []int32{0, 1, 1, 2}, p, 4, 2, ok); err == nil {
 		t.Errorf("dlogits overlapping logits: no error")

@@ -270,12 +270,16 @@ func (c Config) Validate() error {
 		return e("ScalingFactor=%g, want > 0", c.ScalingFactor)
 	case c.RouterDtype == tensor.Float32 && c.ScalingFactor > math.MaxFloat32:
 		return e("ScalingFactor=%g does not fit the float32 router (at most %g)", c.ScalingFactor, math.MaxFloat32)
+	case c.RouterDtype == tensor.Float32 && float32(c.ScalingFactor) == 0:
+		return e("ScalingFactor=%g rounds to 0 in the float32 router (every prob would be 0)", c.ScalingFactor)
 	case c.ExpertBias && c.Score != Sigmoid:
 		return e("ExpertBias needs the Sigmoid score function (the bias is added to sigmoid scores), got %v", c.Score)
 	case !finite(c.BiasUpdateRate) || c.BiasUpdateRate < 0:
 		return e("BiasUpdateRate=%g, want >= 0", c.BiasUpdateRate)
 	case c.RouterDtype == tensor.Float32 && c.BiasUpdateRate > math.MaxFloat32:
 		return e("BiasUpdateRate=%g does not fit the float32 router (at most %g)", c.BiasUpdateRate, math.MaxFloat32)
+	case c.RouterDtype == tensor.Float32 && c.BiasUpdateRate > 0 && float32(c.BiasUpdateRate) == 0:
+		return e("BiasUpdateRate=%g rounds to 0 in the float32 router (the bias would never move)", c.BiasUpdateRate)
 	case !finite(c.JitterEps) || c.JitterEps < 0 || c.JitterEps >= 1:
 		return e("JitterEps=%g, want 0 <= JitterEps < 1", c.JitterEps)
 	case !finite(c.AuxLossCoeff) || c.AuxLossCoeff < 0:

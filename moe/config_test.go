@@ -40,6 +40,8 @@ func TestConfigValidation(t *testing.T) {
 		{"scaling", func(c *Config) { c.ScalingFactor = -2 }, "ScalingFactor=-2"},
 		{"scaling past float32", func(c *Config) { c.ScalingFactor = 1e39 }, "ScalingFactor=1e+39 does not fit the float32 router"},
 		{"bias rate past float32", func(c *Config) { c.BiasUpdateRate = 1e39 }, "BiasUpdateRate=1e+39 does not fit the float32 router"},
+		{"scaling below float32", func(c *Config) { c.ScalingFactor = 1e-46 }, "ScalingFactor=1e-46 rounds to 0 in the float32 router"},
+		{"bias rate below float32", func(c *Config) { c.BiasUpdateRate = 1e-46 }, "BiasUpdateRate=1e-46 rounds to 0 in the float32 router"},
 		{"align", func(c *Config) { c.Align = -1 }, "Align=-1"},
 		{"activation", func(c *Config) { c.Activation = 7 }, "unknown activation"},
 		{"score", func(c *Config) { c.Score = 5 }, "unknown score"},
