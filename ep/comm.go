@@ -123,6 +123,9 @@ func (b Buffer) Check(what string) error {
 		if b.Device == 0 && b.Rows > 0 {
 			return fmt.Errorf("ep: %s buffer has neither host data nor a device address", what)
 		}
+		if b.Dtype.Type == nil || b.Dtype.Size() == 0 {
+			return fmt.Errorf("ep: %s device buffer has no element dtype (%v)", what, b.Dtype)
+		}
 		return nil
 	}
 	h, err := HostBuffer(b.Host, b.Width)
@@ -136,10 +139,16 @@ func (b Buffer) Check(what string) error {
 }
 
 // CheckDisjoint returns an error if the memory of recv overlaps that of send (both host, or
-// both device buffers; Check must have passed for each); what names the pair in the error.
+// both device buffers), or if either fails Check; what names the pair in the error.
 // Communicator implementations (the in-process Group, package ep/nccl) check their buffers
 // with it: an exchange that reads rows it has already overwritten gives wrong rows.
 func CheckDisjoint(what string, send, recv Buffer) error {
+	if err := send.Check(what + ": send"); err != nil {
+		return err
+	}
+	if err := recv.Check(what + ": receive"); err != nil {
+		return err
+	}
 	if overlap(send, recv) {
 		return fmt.Errorf("ep: %s: the receive buffer shares memory with the send buffer (no in-place exchange)", what)
 	}

@@ -596,6 +596,18 @@ func TestCheckDisjoint(t *testing.T) {
 			t.Errorf("%s: %v, want an error: %v", c.name, err, c.overlap)
 		}
 	}
+	// A device buffer without an element dtype: Check refuses it, and CheckDisjoint returns
+	// that error (it used to panic computing the buffer's bytes).
+	nodt := Buffer{Device: 0x1000, Rows: 2, Width: 2}
+	if err := nodt.Check("x"); err == nil || !strings.Contains(err.Error(), "no element dtype") {
+		t.Errorf("device buffer without a dtype: Check error %v", err)
+	}
+	if err := CheckDisjoint("x", nodt, dev(0x2000)); err == nil || !strings.Contains(err.Error(), "no element dtype") {
+		t.Errorf("device buffer without a dtype: CheckDisjoint error %v", err)
+	}
+	if err := CheckDisjoint("x", hb(0, 4), Buffer{Host: host, Dtype: tensor.Float32, Rows: 4, Width: 2}); err == nil {
+		t.Error("host buffer whose dtype is not its data's: CheckDisjoint gave no error")
+	}
 }
 
 // TestGroupRunOneAtATime: a Run called while another Run of the group is in progress returns
