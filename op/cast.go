@@ -16,7 +16,8 @@ import (
 // Cast converts a node between float32 and float64, or between float32 and bfloat16, element
 // by element (narrowing rounds to nearest even). Its gradient is the output gradient cast back
 // to x's dtype. Cast returns x itself when it already has dtype to. It runs on the device for
-// device values. Gorgonia's own ConvType converts only between float and int dtypes.
+// device values. A scalar (0-d) node converts between float32 and float64 only: Gorgonia has
+// no bfloat16 scalar value. Gorgonia's own ConvType converts only between float and int dtypes.
 func Cast(x *G.Node, to tensor.Dtype) (*G.Node, error) {
 	if x == nil {
 		return nil, fmt.Errorf("gomoe: Cast: x is nil")
