@@ -79,6 +79,29 @@ func TestUpdateExpertBias(t *testing.T) {
 	if err := nb.UpdateExpertBias(load); err == nil || !strings.Contains(err.Error(), "no expert bias") {
 		t.Errorf("layer without bias: %v", err)
 	}
+	// A bias value that is a strided view (column 0 of a [4,2] matrix, which G.Let accepts):
+	// refused, and no element of the matrix changes (the steps used to land on the backing
+	// array from the view's offset, one of them in column 1).
+	sv, err := New(G.NewGraph(), "moe", Config{Hidden: 2, FFN: 2, Experts: 4, TopK: 2, Score: Sigmoid, ExpertBias: true, BiasUpdateRate: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	backing := []float32{0, 10, 0, 10, 0, 10, 0, 10}
+	m := tensor.New(tensor.WithShape(4, 2), tensor.WithBacking(slices.Clone(backing)))
+	col, err := m.Slice(nil, G.S(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := G.Let(sv.Bias, col); err != nil {
+		t.Fatal(err)
+	}
+	skew := tensor.New(tensor.WithShape(4), tensor.WithBacking([]int32{5, 3, 4, 0}))
+	if err := sv.UpdateExpertBias(skew); err == nil || !strings.Contains(err.Error(), "non-contiguous view") {
+		t.Errorf("strided bias view: error %v", err)
+	}
+	if got := m.Data().([]float32); !slices.Equal(got, backing) {
+		t.Errorf("a refused update on a strided view changed the matrix to %v", got)
+	}
 }
 
 // TestExpertBiasSteersRouting: raising an expert's bias moves tokens to it, while the probs

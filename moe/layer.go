@@ -741,6 +741,11 @@ func (l *Layer) UpdateExpertBias(load G.Value) error {
 	if !ok {
 		return fmt.Errorf("gomoe: moe %s: UpdateExpertBias: bias value is %T", l.name, l.Bias.Value())
 	}
+	if bv.RequiresIterator() || bv.Shape().TotalSize() != E {
+		// A strided view's Data() is its backing array from the view's offset: the steps would
+		// land on other elements, some outside the bias.
+		return fmt.Errorf("gomoe: moe %s: UpdateExpertBias: the bias value is a non-contiguous view or not %d elements (shape %v): not updated", l.name, E, bv.Shape())
+	}
 	dev := op.OnDevice(bv) // a bias in GPU memory is updated on a host copy and written back
 	target := bv
 	if dev {
