@@ -1,7 +1,7 @@
 """torch._grouped_mm on the grouped matmul's three passes, for comparison with
 TestCUDAGroupedMatMulBench (same shapes, the same rows per expert, bfloat16):
 
-    python3 bench/torch_gmm_bench.py
+    python3 bench/torch_gmm_bench.py [SHAPE]    (SHAPE: only the shapes whose name contains it)
 
 forward  z = xp[seg e] @ W[e]             xp [T*K, H], W [E, H, N]
 dxp      dz[seg e] @ W[e]^T               (W read column-major through a transpose)
@@ -15,6 +15,7 @@ alone, with a synchronize after it, would put the host's time to issue the call,
 while the GPU waits, inside torch's interval but not gomoe's.)
 """
 import math
+import sys
 
 import torch
 
@@ -55,7 +56,8 @@ def main():
     dev = "cuda"
     print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}")
     print(f"{'shape':22} {'route':6} {'pass':8} {'ms':>9} {'TFLOP/s':>9}")
-    for (name, T, K, E, H, N), route in [(s, r) for s in SHAPES for r in ("even", "uneven")]:
+    only = sys.argv[1] if len(sys.argv) > 1 else ""
+    for (name, T, K, E, H, N), route in [(s, r) for s in SHAPES if only in s[0] for r in ("even", "uneven")]:
         rows = T * K
         counts = torch.tensor(bench_counts(route, rows, E), dtype=torch.int32)
         offs = torch.cumsum(counts, 0).to(torch.int32).to(dev)
