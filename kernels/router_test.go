@@ -282,33 +282,26 @@ func TestRouterErrors(t *testing.T) {
 	if err := RouterProbsBackward(make([]float64, 8), x, []int32{0, -2, 1, 2}, p, 4, 2, ok); err == nil || !strings.Contains(err.Error(), "out of range") {
 		t.Errorf("id -2: RouterProbsBackward error %v", err)
 	}
-	// A scale beyond float32's range: an error for float32 data (the probs would be ±Inf and
-	// NaN), fine for float64.
-	big := Router{Score: RouterSoftmax, Groups: 1, Kept: 1, Scale: 1e39}
+	// A scale beyond float32's range (the probs would be ±Inf and NaN) or one that rounds to 0
+	// there (every prob 0, no gradient): an error for float32 data, fine for float64.
 	x32, p32 := []float32{1, 2, 3, 4, 5, 6, 7, 8}, make([]float32, 4)
-	if err := RouterTopK(make([]int32, 4), x32, nil, 4, 2, big); err == nil || !strings.Contains(err.Error(), "overflows float32") {
-		t.Errorf("scale 1e39, float32: RouterTopK error %v", err)
-	}
-	if err := RouterProbs(p32, x32, []int32{0, 1, 1, 2}, 4, 2, big); err == nil || !strings.Contains(err.Error(), "overflows float32") {
-		t.Errorf("scale 1e39, float32: RouterProbs error %v", err)
-	}
-	if err := RouterProbsBackward(make([]float32, 8), x32, []int32{0, 1, 1, 2}, p32, 4, 2, big); err == nil || !strings.Contains(err.Error(), "overflows float32") {
-		t.Errorf("scale 1e39, float32: RouterProbsBackward error %v", err)
-	}
-	if err := RouterProbs(p, x, []int32{0, 1, 1, 2}, 4, 2, big); err != nil {
-		t.Errorf("scale 1e39, float64: RouterProbs error %v", err)
-	}
-	// A scale that rounds to 0 in float32 (every prob 0, no gradient): an error there, fine
-	// for float64.
-	tiny := Router{Score: RouterSoftmax, Groups: 1, Kept: 1, Scale: 1e-46}
-	if err := RouterProbs(p32, x32, []int32{0, 1, 1, 2}, 4, 2, tiny); err == nil || !strings.Contains(err.Error(), "rounds to 0 in float32") {
-		t.Errorf("scale 1e-46, float32: RouterProbs error %v", err)
-	}
-	if err := RouterProbsBackward(make([]float32, 8), x32, []int32{0, 1, 1, 2}, p32, 4, 2, tiny); err == nil || !strings.Contains(err.Error(), "rounds to 0 in float32") {
-		t.Errorf("scale 1e-46, float32: RouterProbsBackward error %v", err)
-	}
-	if err := RouterProbs(p, x, []int32{0, 1, 1, 2}, 4, 2, tiny); err != nil {
-		t.Errorf("scale 1e-46, float64: RouterProbs error %v", err)
+	for _, c := range []struct {
+		scale float64
+		want  string
+	}{{1e39, "overflows float32"}, {1e-46, "rounds to 0 in float32"}} {
+		r := Router{Score: RouterSoftmax, Groups: 1, Kept: 1, Scale: c.scale}
+		if err := RouterTopK(make([]int32, 4), x32, nil, 4, 2, r); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("scale %g, float32: RouterTopK error %v", c.scale, err)
+		}
+		if err := RouterProbs(p32, x32, []int32{0, 1, 1, 2}, 4, 2, r); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("scale %g, float32: RouterProbs error %v", c.scale, err)
+		}
+		if err := RouterProbsBackward(make([]float32, 8), x32, []int32{0, 1, 1, 2}, p32, 4, 2, r); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("scale %g, float32: RouterProbsBackward error %v", c.scale, err)
+		}
+		if err := RouterProbs(p, x, []int32{0, 1, 1, 2}, 4, 2, r); err != nil {
+			t.Errorf("scale %g, float64: RouterProbs error %v", c.scale, err)
+		}
 	}
 	buf := append(slices.Clone(x), 0)
 	if err := RouterProbsBackward(buf[1:9], buf[:8], []int32{0, 1, 1, 2}, p, 4, 2, ok); err == nil {
