@@ -120,16 +120,25 @@ func (op matMulOp) Do(vs ...G.Value) (G.Value, error) {
 	if _, err := op.InferShape(vs[0].Shape(), vs[1].Shape()); err != nil {
 		return nil, err
 	}
+	av, bv := vs[0], vs[1]
 	if dev == nil {
-		if c, ok := op.hostGemm(vs[0], vs[1]); ok {
+		// A strided host view (a column slice bound with G.Let) is copied to plain rows first:
+		// tensor.MatMul reads a view's backing array from its offset as if it were contiguous.
+		if av, err = opkit.HostDense(name, "a", av); err != nil {
+			return nil, err
+		}
+		if bv, err = opkit.HostDense(name, "b", bv); err != nil {
+			return nil, err
+		}
+		if c, ok := op.hostGemm(av, bv); ok {
 			return c, nil
 		}
 	}
-	a, err := view(vs[0], op.ta)
+	a, err := view(av, op.ta)
 	if err != nil {
 		return nil, opkit.Wrap(name, err)
 	}
-	b, err := view(vs[1], op.tb)
+	b, err := view(bv, op.tb)
 	if err != nil {
 		return nil, opkit.Wrap(name, err)
 	}

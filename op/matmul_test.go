@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand"
+	"slices"
 	"testing"
 
 	G "gorgonia.org/gorgonia"
@@ -172,6 +173,72 @@ func TestMatMulTransposedGradients(t *testing.T) {
 					}
 					return gcWeighted(g, dt, G.Must(G.Square(y)), "w_t", 32)
 				}})
+			}
+		}
+	}
+}
+
+// TestMatMulStridedView: an input whose value is a strided host view (a column slice of a
+// [2,3] matrix bound with G.Let: [[1,2],[4,5]] with rows 3 apart) multiplies as its elements,
+// not as its backing array read from the view's offset (which gave [1 2 3 4] and a gradient of
+// [4 4 6 6]), in MatMul and in float64 MixedMatMul (which runs MatMul), as a and as b.
+func TestMatMulStridedView(t *testing.T) {
+	for _, dt := range []tensor.Dtype{tensor.Float64, tensor.Float32} {
+		for _, mixed := range []bool{false, true} {
+			for _, viewIsB := range []bool{false, true} {
+				if mixed && dt != tensor.Float64 {
+					continue
+				}
+				back := denseOf(dt, []float64{1, 2, 3, 4, 5, 6}, 2, 3)
+				sv, err := back.Slice(nil, G.S(0, 2))
+				if err != nil {
+					t.Fatal(err)
+				}
+				g := G.NewGraph()
+				v := G.NewMatrix(g, dt, G.WithShape(2, 2), G.WithName("v"))
+				if err := G.Let(v, sv); err != nil {
+					t.Fatal(err)
+				}
+				id := G.NewMatrix(g, dt, G.WithShape(2, 2), G.WithName("id"), G.WithValue(denseOf(dt, []float64{1, 0, 0, 1}, 2, 2)))
+				a, b := v, id
+				if viewIsB {
+					a, b = id, v
+				}
+				var c *G.Node
+				if mixed {
+					c, err = MixedMatMul(a, b, dt)
+				} else {
+					c, err = MatMul(a, b)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				cost, err := G.Sum(c)
+				if err != nil {
+					t.Fatal(err)
+				}
+				grads, err := G.Grad(cost, id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var cv, gv G.Value
+				G.Read(c, &cv)
+				G.Read(grads[0], &gv)
+				m := G.NewTapeMachine(g)
+				if err := m.RunAll(); err != nil {
+					m.Close()
+					t.Fatal(err)
+				}
+				m.Close()
+				// c = v (either side of the identity); d Σc / d id = vᵀ·1 (id on the right) or
+				// 1·vᵀ (id on the left).
+				want, wantG := []float64{1, 2, 4, 5}, []float64{5, 5, 7, 7}
+				if viewIsB {
+					wantG = []float64{3, 9, 3, 9}
+				}
+				if got, gotG := toF64(t, cv), toF64(t, gv); !slices.Equal(got, want) || !slices.Equal(gotG, wantG) {
+					t.Errorf("%v mixed=%v view is b=%v: c = %v (want %v), dΣc/d id = %v (want %v)", dt, mixed, viewIsB, got, want, gotG, wantG)
+				}
 			}
 		}
 	}
