@@ -146,12 +146,13 @@ func (op matMulOp) Do(vs ...G.Value) (G.Value, error) {
 	return c, opkit.Wrap(name, err)
 }
 
-// hostGemm computes the product of two plain row-major host matrices of float32 or float64
-// with the kernels' packed GEMM engine; ok is false for anything else (tensor.MatMul takes it).
+// hostGemm computes the product of two host matrices of float32 or float64 (Do has copied any
+// view to plain rows) with the kernels' packed GEMM engine; ok is false for anything else
+// (tensor.MatMul takes it).
 func (op matMulOp) hostGemm(av, bv G.Value) (G.Value, bool) {
 	a, okA := av.(*tensor.Dense)
 	b, okB := bv.(*tensor.Dense)
-	if !okA || !okB || a.RequiresIterator() || b.RequiresIterator() || a.Dtype() != b.Dtype() {
+	if !okA || !okB || a.Dtype() != b.Dtype() {
 		return nil, false
 	}
 	m, k := opDims(a.Shape(), op.ta)

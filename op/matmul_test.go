@@ -12,8 +12,8 @@ import (
 )
 
 // TestMatMulHostForms: the host path (kernels.Gemm) of all four transposition forms in
-// float32 and float64 at odd sizes, against float64 loops; a transposed view (which the engine
-// does not take) goes through tensor.MatMul and gives the same values.
+// float32 and float64 at odd sizes, against float64 loops; a transposed view (copied to plain
+// rows first, TestMatMulStridedView) gives the same values.
 func TestMatMulHostForms(t *testing.T) {
 	rng := rand.New(rand.NewSource(21))
 	for _, s := range [][3]int{{1, 1, 1}, {7, 17, 5}, {33, 9, 300}, {70, 65, 40}} {
