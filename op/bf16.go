@@ -45,12 +45,26 @@ func widenBF16(name, what string, v G.Value) (G.Value, error) {
 	return d, nil
 }
 
+// A namedValue is an input of an op, named for its errors.
+type namedValue struct {
+	name string
+	v    G.Value
+}
+
 // roundBF16 rounds the host float32 tensor src to bfloat16, into pre when it is given (a
-// contiguous host bfloat16 tensor of src's shape) or else into a new tensor.
-func roundBF16(name string, src, pre G.Value) (G.Value, error) {
+// contiguous host bfloat16 tensor of src's shape that shares no memory with the op's bfloat16
+// inputs ins) or else into a new tensor.
+func roundBF16(name string, src, pre G.Value, ins ...namedValue) (G.Value, error) {
 	f, err := hostFloats[float32](name, "float32 result", src)
 	if err != nil {
 		return nil, err
+	}
+	if pre != nil {
+		// The float32 kernel ran on widened copies, so it could not see pre overlap an input
+		// (it refuses that for float32 and float64 data); writing pre would change the input.
+		if in, ok := overlapping(pre, ins); ok {
+			return nil, opkit.Errorf(name, "preallocated output overlaps input %s in memory: an output must not share memory with another buffer", in)
+		}
 	}
 	shape := src.Shape()
 	var out *tensor.Dense
@@ -95,4 +109,18 @@ func addIntoBF16(name, what string, dst *tensor.Dense, src G.Value) error {
 		d[i] = bfloat16.FromFloat32(d[i].Float32() + v.Float32())
 	}
 	return nil
+}
+
+// overlapping returns the name of the first of ins whose memory overlaps out's.
+func overlapping(out G.Value, ins []namedValue) (string, bool) {
+	lo, hi := out.Uintptr(), out.Uintptr()+out.MemSize()
+	for _, in := range ins {
+		if in.v == nil || in.v.MemSize() == 0 {
+			continue
+		}
+		if a := in.v.Uintptr(); a < hi && lo < a+in.v.MemSize() {
+			return in.name, true
+		}
+	}
+	return "", false
 }

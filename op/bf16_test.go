@@ -239,6 +239,20 @@ func TestBF16Prealloc(t *testing.T) {
 		stale := checkPreallocDo(t, c, fmt.Sprint(c.op), bf16Of)
 		_, err := c.op.UsePreallocDo(denseOf(tensor.Float32, stale, c.out...), c.in...)
 		wantErr(t, fmt.Sprint(c.op), err, "preallocated output has dtype float32, want bfloat16")
+		// A prealloc that shares memory with the bfloat16 input is refused, the input
+		// unchanged (the float32 kernel runs on a widened copy, so it cannot see the overlap;
+		// the rounding wrote the output over the input).
+		in0 := c.in[0].(*tensor.Dense)
+		n, m := tensor.Shape(c.out).TotalSize(), in0.Shape().TotalSize()
+		shared := append(append([]bfloat16.BFloat16(nil), in0.Data().([]bfloat16.BFloat16)...), make([]bfloat16.BFloat16, max(0, n-m))...)
+		in := append([]G.Value{tensor.New(tensor.Of(bfloat16.Dtype), tensor.WithShape(in0.Shape()...), tensor.WithBacking(shared[:m]))}, c.in[1:]...)
+		pre := tensor.New(tensor.Of(bfloat16.Dtype), tensor.WithShape(c.out...), tensor.WithBacking(shared[:n]))
+		before := in[0].(*tensor.Dense).Clone().(*tensor.Dense)
+		_, err = c.op.UsePreallocDo(pre, in...)
+		wantErr(t, fmt.Sprint(c.op)+" aliased", err, "overlaps input")
+		if !bitsEqual(in[0], before) {
+			t.Errorf("%v: a refused prealloc changed the input it shares memory with", c.op)
+		}
 	}
 	// dprobs stays float32 for bfloat16 data.
 	dprobs, err := (unpermuteGradProbsOp{g: g, pdt: tensor.Float32}).Do(x, rows, planV)

@@ -91,7 +91,7 @@ func permuteForward(g kernels.Geometry, x, plan, pre G.Value) (G.Value, error) {
 		if err != nil {
 			return nil, err
 		}
-		return roundBF16(name, out, pre)
+		return roundBF16(name, out, pre, namedValue{"x", x})
 	}
 	return permuteForwardHost[float64](p, x, pre)
 }
@@ -145,7 +145,7 @@ func permuteBackward(g kernels.Geometry, dxp, plan, pre G.Value) (G.Value, error
 		if err != nil {
 			return nil, err
 		}
-		return roundBF16(name, out, pre)
+		return roundBF16(name, out, pre, namedValue{"dxp", dxp})
 	}
 	return permuteBackwardHost[float64](p, dxp, pre)
 }

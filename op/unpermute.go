@@ -96,7 +96,7 @@ func unpermuteForward(g kernels.Geometry, yp, probs, plan, pre G.Value) (G.Value
 		if err != nil {
 			return nil, err
 		}
-		return roundBF16(name, out, pre)
+		return roundBF16(name, out, pre, namedValue{"yp", yp}, namedValue{"probs", probs})
 	}
 	return unpermuteForwardHost[float64](p, yp, probs, pre)
 }
@@ -231,7 +231,7 @@ func unpermuteBackwardBF16(name string, p kernels.Plan, dy, yp, probs G.Value, w
 	if err != nil || dyp == nil {
 		return dyp, dprobs, err
 	}
-	if dyp, err = roundBF16(name, dyp, preRows); err != nil {
+	if dyp, err = roundBF16(name, dyp, preRows, namedValue{"dy", dy}, namedValue{"yp", yp}, namedValue{"probs", probs}); err != nil {
 		return nil, nil, err
 	}
 	return dyp, dprobs, nil
