@@ -200,9 +200,14 @@ func topkRows(ids []int32, scores, bias []float64, T, E, K, groups, kept int) {
 	})
 }
 
-// topkParallel runs f over blocks of rows; the split never changes a result.
+// topkParallel runs f over blocks of rows; the split never changes a result. With no rows it
+// does not call f, whose per-call buffers hold E values (an E of 2^36 with no tokens must not
+// ask for them).
 func topkParallel(T int, f func(lo, hi int)) {
 	const block = 256
+	if T <= 0 {
+		return
+	}
 	if T <= block {
 		f(0, T)
 		return

@@ -3,6 +3,7 @@ package kernels
 import (
 	"math"
 	"math/rand"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -108,6 +109,32 @@ func TestTopKRejectsBadInput(t *testing.T) {
 			if id != -7 {
 				t.Errorf("%s: ids[%d] written (%d) although the call failed", c.name, i, id)
 			}
+		}
+	}
+}
+
+// TestTopKNoTokensAllocatesNothing: with no tokens TopK and RouterTopK do no work (nothing of E's size), whatever E
+// is (each call of the row worker used to make buffers of E values even for T = 0: at E = 2^36
+// the process died out of memory).
+func TestTopKNoTokensAllocatesNothing(t *testing.T) {
+	const E = 1 << 20
+	for _, c := range []struct {
+		name string
+		f    func() error
+	}{
+		{"TopK", func() error { return TopK(nil, nil, nil, E, 2, 1, 1) }},
+		{"TopK K=1", func() error { return TopK(nil, nil, nil, E, 1, 1, 1) }},
+		{"TopK groups", func() error { return TopK(nil, nil, nil, E, 2, 4, 2) }},
+		{"RouterTopK", func() error {
+			return RouterTopK[float32](nil, nil, nil, E, 2, Router{Score: RouterSoftmax, Groups: 1, Kept: 1})
+		}},
+	} {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		err := c.f()
+		runtime.ReadMemStats(&after)
+		if n := after.TotalAlloc - before.TotalAlloc; err != nil || n >= E {
+			t.Errorf("%s with T = 0, E = %d: err %v, %d bytes allocated; want no error and less than E bytes", c.name, E, err, n)
 		}
 	}
 }
