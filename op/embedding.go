@@ -112,7 +112,10 @@ func embedHost[F float32 | float64](table, ids G.Value) (G.Value, error) {
 		return nil, err
 	}
 	D := table.Shape()[1]
-	out, o := newDense[F](len(id), D)
+	out, o, err := outDense[F](name, nil, len(id), D) // N·D can far exceed both inputs
+	if err != nil {
+		return nil, err
+	}
 	if err := kernels.Embedding(o, t, id, D); err != nil {
 		return nil, opkit.Wrap(name, err)
 	}

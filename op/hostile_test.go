@@ -173,7 +173,8 @@ func TestHostileNewPlanSizes(t *testing.T) {
 }
 
 // TestHostileOutputsBeyondMemory: an output larger than every input that would not fit in the
-// machine's memory (the permuted rows of a huge capacity, a grouped matmul's rows) is a run
+// machine's memory (the permuted rows of a huge capacity, a grouped matmul's rows, an expert
+// load of many experts, an embedding of many ids) is a run
 // error: allocating it used to end the process (a failed Go allocation cannot be recovered).
 // The machine is made 1 MiB small (hostmem.SetLimit) so that nothing large is allocated.
 func TestHostileOutputsBeyondMemory(t *testing.T) {
@@ -192,6 +193,16 @@ func TestHostileOutputsBeyondMemory(t *testing.T) {
 			w := G.NewTensor(g, tensor.Float64, 3, G.WithShape(2, 1, H), G.WithName("w"), G.WithValue(denseOf(tensor.Float64, make([]float64, 2*H), 2, 1, H)))
 			return GroupedMatMul(xp, w, p)
 		}, "GroupedMatMul: an output of shape (8192, 64) need 4.194e+06 bytes"},
+		// The two outputs whose size no input bounds: E counts of ExpertLoad, N·D rows of
+		// Embedding (each used to be allocated, ending the process at E = 2^36 or N·D = 2^35).
+		{"ExpertLoad: 2^20 experts", func(g *G.ExprGraph, x *G.Node, p *Plan) (*G.Node, error) {
+			return ExpertLoad(idsNode(g, "ids2", 2, 1, []int32{0, 1}), 1<<20, 1, tensor.Float64)
+		}, "ExpertLoad: an output of shape (1, 1048576) need 8.389e+06 bytes"},
+		{"Embedding: 8192 rows of 64 from one", func(g *G.ExprGraph, x *G.Node, p *Plan) (*G.Node, error) {
+			table := G.NewMatrix(g, tensor.Float64, G.WithShape(1, H), G.WithName("table"), G.WithValue(denseOf(tensor.Float64, make([]float64, H), 1, H)))
+			ids := G.NewVector(g, tensor.Int32, G.WithShape(8192), G.WithName("tok"), G.WithValue(tensor.New(tensor.WithShape(8192), tensor.WithBacking(make([]int32, 8192)))))
+			return Embedding(table, ids)
+		}, "Embedding: an output of shape (8192, 64) need 4.194e+06 bytes"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			g := G.NewGraph()
