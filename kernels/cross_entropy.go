@@ -1,6 +1,9 @@
 package kernels
 
-import "math"
+import (
+	"fmt"
+	"math"
+)
 
 // The softmax cross-entropy loss and its gradient. Each has a CUDA twin of the same name on
 // *CUDA (cross_entropy_cuda.go, cross_entropy.cuh). Matrices are row-major [rows, cols]. Sums
@@ -15,6 +18,9 @@ func CrossEntropy[F Float](logits, target []F, cols int) (float64, error) {
 	rows, err := nnShape("CrossEntropy", cols, len(logits), len(target))
 	if err != nil {
 		return 0, err
+	}
+	if rows == 0 { // the mean of no rows
+		return 0, fmt.Errorf("gomoe: CrossEntropy: no rows, want at least one")
 	}
 	var total float64
 	for o := 0; o < len(logits); o += cols {

@@ -2,6 +2,7 @@ package kernels
 
 import (
 	"math"
+	"strings"
 	"testing"
 )
 
@@ -23,5 +24,12 @@ func TestCrossEntropyHandValues(t *testing.T) {
 	loss, err = CrossEntropy([]float32{1000, 0}, []float32{0, 1}, 2)
 	if err != nil || math.Abs(loss-1000) > 1e-9 {
 		t.Errorf("CrossEntropy of (1000, 0), class 1 = %v, %v; want 1000", loss, err)
+	}
+}
+
+// TestCrossEntropyNoRows: the mean over no rows is an error (it was NaN, with no error).
+func TestCrossEntropyNoRows(t *testing.T) {
+	if v, err := CrossEntropy[float32](nil, nil, 3); err == nil || !strings.Contains(err.Error(), "no rows") {
+		t.Errorf("CrossEntropy of 0 rows: %v, %v; want an error saying there are no rows", v, err)
 	}
 }
