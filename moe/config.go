@@ -235,6 +235,12 @@ func (c Config) Validate() error {
 	c = c.WithDefaults()
 	e := func(format string, args ...any) error { return fmt.Errorf("gomoe: moe config: "+format, args...) }
 	isFloat := func(dt tensor.Dtype) bool { return dt == tensor.Float32 || dt == tensor.Float64 }
+	// The probs are float32 in a float32 router, and in the combine of a float32 or bfloat16
+	// layer whatever the router's dtype (a float64 router's probs are cast to float32 there).
+	probs32, probsIn := true, "the float32 router"
+	if c.RouterDtype != tensor.Float32 {
+		probs32, probsIn = c.Dtype != tensor.Float64, "the float32 probs of the combine"
+	}
 	switch {
 	case c.Hidden < 1:
 		return e("Hidden=%d, want >= 1", c.Hidden)
@@ -268,10 +274,10 @@ func (c Config) Validate() error {
 		return e("TopK=%d does not fit in GroupsKept=%d groups of %d experts", c.TopK, c.GroupsKept, c.Experts/c.Groups)
 	case !finite(c.ScalingFactor) || c.ScalingFactor <= 0:
 		return e("ScalingFactor=%g, want > 0", c.ScalingFactor)
-	case c.RouterDtype == tensor.Float32 && c.ScalingFactor > math.MaxFloat32:
-		return e("ScalingFactor=%g does not fit the float32 router (at most %g)", c.ScalingFactor, math.MaxFloat32)
-	case c.RouterDtype == tensor.Float32 && float32(c.ScalingFactor) == 0:
-		return e("ScalingFactor=%g rounds to 0 in the float32 router (every prob would be 0)", c.ScalingFactor)
+	case probs32 && c.ScalingFactor > math.MaxFloat32:
+		return e("ScalingFactor=%g does not fit %s (at most %g)", c.ScalingFactor, probsIn, math.MaxFloat32)
+	case probs32 && float32(c.ScalingFactor) == 0:
+		return e("ScalingFactor=%g rounds to 0 in %s (every prob would be 0)", c.ScalingFactor, probsIn)
 	case c.ExpertBias && c.Score != Sigmoid:
 		return e("ExpertBias needs the Sigmoid score function (the bias is added to sigmoid scores), got %v", c.Score)
 	case !finite(c.BiasUpdateRate) || c.BiasUpdateRate < 0:
@@ -382,7 +388,7 @@ func (c Config) capacity(T int, factor float64) int {
 	// at least 1/E of the factor's last decimal.
 	x := float64(T) * float64(c.TopK) / float64(c.Experts) * factor
 	v := math.Ceil(x - max(1e-9, x*0x1p-50))
-	if v > float64(kernels.MaxRows) { // never let the conversion wrap: the plan's check rejects it
+	if !(v <= float64(kernels.MaxRows)) { // never let the conversion wrap (nor an overflowed product's NaN through): the plan's check rejects it
 		return math.MaxInt
 	}
 	return max(1, c.MinCapacity, int(v))

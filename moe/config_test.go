@@ -42,6 +42,12 @@ func TestConfigValidation(t *testing.T) {
 		{"bias rate past float32", func(c *Config) { c.BiasUpdateRate = 1e39 }, "BiasUpdateRate=1e+39 does not fit the float32 router"},
 		{"scaling below float32", func(c *Config) { c.ScalingFactor = 1e-46 }, "ScalingFactor=1e-46 rounds to 0 in the float32 router"},
 		{"bias rate below float32", func(c *Config) { c.BiasUpdateRate = 1e-46 }, "BiasUpdateRate=1e-46 rounds to 0 in the float32 router"},
+		// A float64 router's probs are cast to float32 for the combine of a float32 layer: the
+		// outputs were NaN and ±Inf, or all 0, with no error.
+		{"scaling past float32, float64 router", func(c *Config) { c.RouterDtype, c.ScalingFactor = tensor.Float64, 1e300 },
+			"ScalingFactor=1e+300 does not fit the float32 probs of the combine"},
+		{"scaling below float32, float64 router", func(c *Config) { c.RouterDtype, c.ScalingFactor = tensor.Float64, 1e-300 },
+			"ScalingFactor=1e-300 rounds to 0 in the float32 probs of the combine"},
 		{"align", func(c *Config) { c.Align = -1 }, "Align=-1"},
 		{"activation", func(c *Config) { c.Activation = 7 }, "unknown activation"},
 		{"score", func(c *Config) { c.Score = 5 }, "unknown score"},

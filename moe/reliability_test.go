@@ -131,6 +131,14 @@ func TestReliabilityBuildErrors(t *testing.T) {
 			_, err := l.Forward(G.NewMatrix(g, tensor.Float64, G.WithShape(8, 4), G.WithName("x")))
 			return err
 		}, []string{"exceed the int32 row id limit"}},
+		{"Forward/capacity factor whose product overflows", func() error {
+			g := G.NewGraph()
+			c := relCfg
+			c.CapacityFactor = math.MaxFloat64 // T·K/E·factor is +Inf, less its slack NaN: C was 1, dropping silently
+			l, _ := New(g, "m", c)
+			_, err := l.Forward(G.NewMatrix(g, tensor.Float64, G.WithShape(8, 4), G.WithName("x")))
+			return err
+		}, []string{"exceed the int32 row id limit"}},
 		{"Forward/alignment padding beyond int32", func() error {
 			g := G.NewGraph()
 			c := relCfg
