@@ -33,6 +33,7 @@ import (
 	"sort"
 
 	"github.com/gomoe/gomoe/bfloat16"
+	"github.com/gomoe/gomoe/internal/hostmem"
 	"github.com/gomoe/gomoe/internal/regfile"
 )
 
@@ -343,6 +344,9 @@ func (ts *Tensors) raw(name string) (entry, []byte, error) {
 	if !ok {
 		return e, nil, fmt.Errorf("gomoe: safetensors: no tensor %q", name)
 	}
+	if err := hostmem.Check(fmt.Sprintf("gomoe: safetensors: tensor %q: %d bytes read", name, e.size), float64(e.size)); err != nil {
+		return e, nil, err // a header can name more bytes than memory holds (a failed allocation ends the process)
+	}
 	b := make([]byte, e.size)
 	if e.size == 0 { // ReadAt at the end of a source says io.EOF even for no bytes
 		return e, b, nil
@@ -396,11 +400,20 @@ func (ts *Tensors) Float64s(name string) ([]float64, []int, error) {
 	if e.dtype != "F32" && e.dtype != "F64" && e.dtype != "BF16" && e.dtype != "F16" {
 		return nil, nil, fmt.Errorf("gomoe: safetensors: tensor %q has dtype %s, want F32, F64, BF16 or F16", name, e.dtype)
 	}
+	n := e.size / dtypeSizes[e.dtype]
+	// The bytes read, their float64 values and, for F32 and BF16, a decoded copy between them.
+	need := float64(e.size) + 8*float64(n)
+	if e.dtype == "F32" || e.dtype == "BF16" {
+		need += float64(e.size)
+	}
+	if err := hostmem.Check(fmt.Sprintf("gomoe: safetensors: tensor %q: %d %s elements read as float64", name, n, e.dtype), need); err != nil {
+		return nil, nil, err
+	}
 	_, b, err := ts.raw(name)
 	if err != nil {
 		return nil, nil, err
 	}
-	out := make([]float64, e.size/dtypeSizes[e.dtype])
+	out := make([]float64, n)
 	switch e.dtype {
 	case "F32":
 		f := make([]float32, len(out))

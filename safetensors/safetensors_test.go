@@ -13,6 +13,7 @@ import (
 	st "github.com/nlpodyssey/safetensors"
 
 	"github.com/gomoe/gomoe/bfloat16"
+	"github.com/gomoe/gomoe/internal/hostmem"
 )
 
 // The reader is checked on files written by nlpodyssey/safetensors (an independent writer),
@@ -389,4 +390,27 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestReadsBeyondMemory: a tensor whose bytes, or whose float64 values, would not fit in the
+// memory this process may use is an error before anything is allocated (a header can name a
+// tensor of any size; the failed allocation ended the process). The limit is made small here.
+func TestReadsBeyondMemory(t *testing.T) {
+	const n = 1 << 18 // 1 MiB of F32
+	ts, err := Parse(rawFile(fmt.Sprintf(`{"x":{"dtype":"F32","shape":[%d],"data_offsets":[0,%d]}}`, n, 4*n), make([]byte, 4*n)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hostmem.SetLimit(hostmem.SetLimit(3 << 20)) // the bytes fit, with their float64 values they don't
+	if _, _, err := ts.Float64s("x"); err == nil || !strings.Contains(err.Error(), `tensor "x": 262144 F32 elements read as float64 need 4.194e+06 bytes, more than the 3145728 bytes`) {
+		t.Errorf("Float64s: %v, want the memory error", err)
+	}
+	dst := make([]float32, n)
+	if err := ts.Read("x", dst); err != nil {
+		t.Errorf("Read within the limit: %v", err)
+	}
+	hostmem.SetLimit(1 << 19)
+	if err := ts.Read("x", dst); err == nil || !strings.Contains(err.Error(), `tensor "x": 1048576 bytes read need 1.049e+06 bytes, more than the 524288 bytes`) {
+		t.Errorf("Read: %v, want the memory error", err)
+	}
 }
