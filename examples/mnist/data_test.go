@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/binary"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/gomoe/gomoe/internal/hostmem"
 )
 
 // writeIDX writes a gzip-compressed IDX file: the big-endian header words, then data.
@@ -71,5 +74,16 @@ func TestBadMNISTFiles(t *testing.T) {
 		if _, _, err := loadMNIST(dir, 0, 0); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: got %v, want an error containing %q", c.name, err, c.want)
 		}
+	}
+	// A count the file could hold (19 KB of incompressible bytes may inflate to 25000 images)
+	// whose images do not fit in memory: GoMNIST and convert would allocate about 99 MB, with
+	// no check, where this process may use 16 MiB.
+	defer hostmem.SetLimit(hostmem.SetLimit(16 << 20))
+	dir := t.TempDir()
+	noise := make([]byte, 19<<10)
+	rand.NewChaCha8([32]byte{1}).Read(noise)
+	write(dir, func() ([]int32, []byte) { return []int32{0x803, 25000, 28, 28}, noise })
+	if _, _, err := loadMNIST(dir, 0, 0); err == nil || !strings.Contains(err.Error(), "25002 MNIST images need 9.863e+07 bytes, more than the 16777216 bytes") {
+		t.Errorf("images beyond memory: got %v, want the memory error", err)
 	}
 }
