@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -229,8 +230,11 @@ func SaveCheckpoint(path string, c Checkpoint) error {
 //
 // Every node must be in the file with its dtype and shape, the file must hold no tensor that
 // is not a node or its optimiser state, and a non-nil c.Optimizer must be of the kind saved.
-// All of this is checked before anything is written: on such an error no node and no
-// optimiser changes. A failed copy to the GPU can leave the nodes before it loaded.
+// The optimiser state must hold what steps from finite gradients make: finite moments and
+// master copies, and an Adam second moment v >= 0 (a NaN, infinite or negative value is an
+// error naming the tensor and the element; load such a file with Optimizer nil for its
+// weights). All of this is checked before anything is written: on such an error no node and
+// no optimiser changes. A failed copy to the GPU can leave the nodes before it loaded.
 func LoadCheckpoint(path string, c Checkpoint) (map[string]string, error) {
 	ts, err := safetensors.Open(path) // its errors name the path
 	if err != nil {
@@ -530,7 +534,7 @@ func writeInto(w *tensor.Dense, s any) error {
 }
 
 // loadMoments makes the state of p from the file's tensors tm, tv (Adam's moments) and tw
-// (the float32 master).
+// (the float32 master), each checked (stateValues) before it is copied anywhere.
 func loadMoments(ts *safetensors.Tensors, p param, ol *optLoad, tm, tv, tw string, hasM, hasW bool) (*moments, error) {
 	n := p.w.Shape().TotalSize()
 	dt := tensor.Float32
@@ -538,9 +542,12 @@ func loadMoments(ts *safetensors.Tensors, p param, ol *optLoad, tm, tv, tw strin
 		dt = tensor.Float64
 	}
 	st := &moments{owner: p.w}
-	put := func(dst *any, name string) error {
+	put := func(dst *any, name string, nonNeg bool) error {
 		h := newSlice(dt, n)
 		if err := ts.Read(name, h); err != nil {
+			return err
+		}
+		if err := stateValues(name, h, nonNeg); err != nil {
 			return err
 		}
 		if p.gpu == nil {
@@ -555,20 +562,47 @@ func loadMoments(ts *safetensors.Tensors, p param, ol *optLoad, tm, tv, tw strin
 		return p.gpu.Write(d.(*tensor.Dense), tensor.New(tensor.WithShape(n), tensor.WithBacking(h)))
 	}
 	if hasW {
-		if err := put(&st.w32, tw); err != nil {
+		if err := put(&st.w32, tw, false); err != nil {
 			st.release()
 			return nil, err
 		}
 	}
 	if hasM && ol.kind == "adam" {
-		if err := put(&st.m, tm); err != nil {
+		if err := put(&st.m, tm, false); err != nil {
 			st.release()
 			return nil, err
 		}
-		if err := put(&st.v, tv); err != nil {
+		if err := put(&st.v, tv, true); err != nil {
 			st.release()
 			return nil, err
 		}
 	}
 	return st, nil
+}
+
+// stateValues checks the optimiser state h ([]float32 or []float64), the file's tensor name,
+// for values no step makes from finite gradients: a moment or a master copy that is NaN or
+// infinite, or (nonNeg: Adam's second moment v, a running mean of squares) a negative value.
+// The next step would turn the weight NaN (the square root of a negative v, Inf − Inf).
+func stateValues(name string, h any, nonNeg bool) error {
+	switch s := h.(type) {
+	case []float32:
+		return stateFinite(name, s, nonNeg)
+	case []float64:
+		return stateFinite(name, s, nonNeg)
+	}
+	return nil
+}
+
+func stateFinite[F float32 | float64](name string, s []F, nonNeg bool) error {
+	for i, x := range s {
+		f := float64(x)
+		switch {
+		case nonNeg && (!(f >= 0) || math.IsInf(f, 0)):
+			return fmt.Errorf("%s[%d] = %v, want a finite value >= 0", name, i, x)
+		case math.IsNaN(f) || math.IsInf(f, 0):
+			return fmt.Errorf("%s[%d] = %v, want a finite value", name, i, x)
+		}
+	}
+	return nil
 }

@@ -488,6 +488,38 @@ func TestLoadCheckpointErrors(t *testing.T) {
 		}
 		return p
 	}
+	// withTensor is good with the values of one tensor replaced.
+	withTensor := func(name string, v []float32) string {
+		ts, err := safetensors.Open(good)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ts.Close()
+		tensors := map[string]safetensors.Tensor{}
+		for _, n := range ts.Names() {
+			shape, _ := ts.Shape(n)
+			data := make([]float32, max(1, tensor.Shape(shape).TotalSize()))
+			if err := ts.Read(n, data); err != nil {
+				t.Fatal(err)
+			}
+			tensors[n] = safetensors.Tensor{Shape: shape, Data: data}
+		}
+		if _, ok := tensors[name]; !ok {
+			t.Fatalf("good has no tensor %q", name)
+		}
+		tensors[name] = safetensors.Tensor{Shape: tensors[name].Shape, Data: v}
+		p := filepath.Join(dir, fmt.Sprintf("%s=%v", name, v))
+		f, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := safetensors.Write(f, tensors, ts.Metadata()); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	nan32, inf32 := float32(math.NaN()), float32(math.Inf(1))
 	truncated := write("trunc.safetensors", raw[:len(raw)-3])
 	garbage := write("garbage.safetensors", []byte("not a checkpoint at all"))
 	foreign := write("foreign.safetensors", foreignFile())
@@ -517,6 +549,12 @@ func TestLoadCheckpointErrors(t *testing.T) {
 		{"eps 0", withMeta("gomoe.adam.eps", "0"), G.Nodes{a, b}, train.NewAdam(1), "eps 0, want a finite eps > 0"},
 		{"weight decay -1", withMeta("gomoe.adam.weight_decay", "-1"), G.Nodes{a, b}, train.NewAdam(1), "weight decay -1"},
 		{"max grad norm -7", withMeta("gomoe.adam.max_grad_norm", "-7"), G.Nodes{a, b}, train.NewAdam(1), "MaxGradNorm -7"},
+		// Adam state no step makes: it used to load, and the next step turned the weight NaN.
+		{"v negative", withTensor("optimizer.adam.v.a", []float32{-1, 0.5}), G.Nodes{a, b}, train.NewAdam(1), `optimiser state of "a": optimizer.adam.v.a[0] = -1, want a finite value >= 0`},
+		{"v NaN", withTensor("optimizer.adam.v.a", []float32{0.5, nan32}), G.Nodes{a, b}, train.NewAdam(1), "optimizer.adam.v.a[1] = NaN, want a finite value >= 0"},
+		{"v +Inf", withTensor("optimizer.adam.v.a", []float32{inf32, 0.5}), G.Nodes{a, b}, train.NewAdam(1), "optimizer.adam.v.a[0] = +Inf, want a finite value >= 0"},
+		{"m NaN", withTensor("optimizer.adam.m.a", []float32{0.5, nan32}), G.Nodes{a, b}, train.NewAdam(1), `optimiser state of "a": optimizer.adam.m.a[1] = NaN, want a finite value`},
+		{"m -Inf", withTensor("optimizer.adam.m.a", []float32{-inf32, 0.5}), G.Nodes{a, b}, train.NewAdam(1), "optimizer.adam.m.a[0] = -Inf, want a finite value"},
 		// A nil pointer in the interface: the load used to write the nodes, then panic.
 		{"nil *Adam", good, G.Nodes{a, b}, (*train.Adam)(nil), "optimiser is a nil *train.Adam"},
 		{"nil *SGD", weightsOnly, G.Nodes{a, b}, (*train.SGD)(nil), "optimiser is a nil *train.SGD"},
@@ -539,6 +577,9 @@ func TestLoadCheckpointErrors(t *testing.T) {
 			_, err := train.LoadCheckpoint(c.path, train.Checkpoint{Params: ps, Optimizer: opt})
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("error %v, want one containing %q", err, c.want)
+			}
+			if strings.Contains(c.want, "want a finite value") && !strings.HasSuffix(err.Error(), c.want) {
+				t.Errorf("error %q, want one ending with %q", err, c.want)
 			}
 			if n := strings.Count(err.Error(), "gomoe: "); n != 1 {
 				t.Errorf("error %q carries the gomoe prefix %d times, want once", err, n)
@@ -829,6 +870,11 @@ func TestLoadCheckpointAdamStateMismatch(t *testing.T) {
 			`param "w": Adam moments and master copy disagree (bfloat16: true, master: false)`},
 		{"one moment", map[string]safetensors.Tensor{"optimizer.adam.m.w": f32, "optimizer.master.w": f32},
 			`param "w" has one Adam moment but not the other`},
+		// A master copy no step makes: it used to load, and the next step turned the weight NaN.
+		{"master +Inf", map[string]safetensors.Tensor{"optimizer.adam.m.w": f32, "optimizer.adam.v.w": f32, "optimizer.master.w": {Shape: []int{1}, Data: []float32{float32(math.Inf(1))}}},
+			`optimiser state of "w": optimizer.master.w[0] = +Inf, want a finite value`},
+		{"master NaN", map[string]safetensors.Tensor{"optimizer.adam.m.w": f32, "optimizer.adam.v.w": f32, "optimizer.master.w": {Shape: []int{1}, Data: []float32{float32(math.NaN())}}},
+			`optimizer.master.w[0] = NaN, want a finite value`},
 	} {
 		tensors := map[string]safetensors.Tensor{"w": bf}
 		maps.Copy(tensors, c.state)
@@ -844,7 +890,7 @@ func TestLoadCheckpointAdamStateMismatch(t *testing.T) {
 		w := G.NewTensor(G.NewGraph(), bfloat16.Dtype, 1, G.WithShape(1), G.WithName("w"), G.WithValue(tensor.New(tensor.WithShape(1), tensor.WithBacking([]bfloat16.BFloat16{7}))))
 		opt := train.NewAdam(1)
 		_, err = train.LoadCheckpoint(p, train.Checkpoint{Params: G.Nodes{w}, Optimizer: opt})
-		if err == nil || !strings.Contains(err.Error(), c.err) {
+		if err == nil || !strings.Contains(err.Error(), c.err) || strings.Contains(c.err, "want a finite value") && !strings.HasSuffix(err.Error(), c.err) {
 			t.Errorf("%s: got %v, want an error containing %q", c.name, err, c.err)
 		}
 		if v := w.Value().Data().([]bfloat16.BFloat16); v[0] != 7 || opt.Steps() != 0 || opt.LR != 1 {
