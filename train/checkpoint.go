@@ -228,8 +228,9 @@ func SaveCheckpoint(path string, c Checkpoint) error {
 // step count, its constants (LR, betas, …, as PyTorch's load_state_dict restores them) and
 // its state, which replaces any state it held. It returns the caller's metadata.
 //
-// Every node must be in the file with its dtype and shape, the file must hold no tensor that
-// is not a node or its optimiser state, and a non-nil c.Optimizer must be of the kind saved.
+// Every node must be in the file with its dtype and shape, no two nodes may share memory (the
+// same tensor, or overlapping views of one), the file must hold no tensor that is not a node
+// or its optimiser state, and a non-nil c.Optimizer must be of the kind saved.
 // The optimiser state must hold what steps from finite gradients make: finite moments and
 // master copies, and an Adam second moment v >= 0 (a NaN, infinite or negative value is an
 // error naming the tensor and the element; load such a file with Optimizer nil for its
@@ -265,6 +266,15 @@ func loadCheckpoint(ts *safetensors.Tensors, c Checkpoint) (map[string]string, e
 	}
 	ps, err := checkParams(c.Params)
 	if err != nil {
+		return nil, err
+	}
+	// Two params sharing memory would take two tensors, the second over the first (and one
+	// Adam state, which is keyed by the address): refused as Adam's and SGD's Step refuse it.
+	shared := make([]pair, len(ps))
+	for i, p := range ps {
+		shared[i] = pair{w: p.w, wLabel: fmt.Sprintf("param %q", p.name)}
+	}
+	if err := checkShared(shared); err != nil {
 		return nil, err
 	}
 	fits := func(name string, dt tensor.Dtype, shape tensor.Shape) error {

@@ -898,3 +898,59 @@ func TestLoadCheckpointAdamStateMismatch(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadCheckpointSharedParams: params that share memory (one tensor bound to two nodes,
+// or overlapping views of one buffer) are refused, as Adam's and SGD's Step refuse such
+// weights, before anything is written. The load used to write the second over the first,
+// and Adam's state (keyed by the address) with it.
+func TestLoadCheckpointSharedParams(t *testing.T) {
+	node := func(name string, d *tensor.Dense) *G.Node {
+		return G.NewTensor(G.NewGraph(), tensor.Float32, 1, G.WithShape(2), G.WithName(name), G.WithValue(d))
+	}
+	vec := func(v ...float32) *tensor.Dense { return tensor.New(tensor.WithShape(len(v)), tensor.WithBacking(v)) }
+	x, y := node("x", vec(1, 2)), node("y", vec(3, 4))
+	adam := train.NewAdam(0.1)
+	if err := adam.Step([]G.ValueGrad{vg{x.Value(), vec(1, 1)}, vg{y.Value(), vec(1, 1)}}); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "c.safetensors")
+	if err := train.SaveCheckpoint(file, train.Checkpoint{Params: G.Nodes{x, y}, Optimizer: adam}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		opt  *train.Adam
+		// params returns the two nodes and the buffer they share.
+		params func() (G.Nodes, []float32)
+		want   string
+	}{
+		{"one tensor, two nodes", nil, func() (G.Nodes, []float32) {
+			d := vec(9, 9)
+			return G.Nodes{node("x", d), node("y", d)}, d.Data().([]float32)
+		}, `param "y" appears twice (as param "x", or shares its memory)`},
+		{"one tensor, two nodes, Adam", train.NewAdam(1), func() (G.Nodes, []float32) {
+			d := vec(9, 9)
+			return G.Nodes{node("y", d), node("x", d)}, d.Data().([]float32)
+		}, `param "x" appears twice (as param "y", or shares its memory)`},
+		{"overlapping views, Adam", train.NewAdam(1), func() (G.Nodes, []float32) {
+			buf := []float32{9, 9, 9}
+			return G.Nodes{node("x", vec(buf[:2]...)), node("y", vec(buf[1:]...))}, buf
+		}, `param "y" appears twice (as param "x", or shares its memory)`},
+	} {
+		ps, buf := c.params()
+		var opt G.Solver
+		if c.opt != nil {
+			opt = c.opt
+		}
+		_, err := train.LoadCheckpoint(file, train.Checkpoint{Params: ps, Optimizer: opt})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want an error containing %q", c.name, err, c.want)
+		}
+		if slices.ContainsFunc(buf, func(v float32) bool { return v != 9 }) {
+			t.Errorf("%s: a failed load wrote the nodes: %v", c.name, buf)
+		}
+		if c.opt != nil && (c.opt.Steps() != 0 || c.opt.LR != 1) {
+			t.Errorf("%s: a failed load changed the optimiser (step %d, LR %v)", c.name, c.opt.Steps(), c.opt.LR)
+		}
+	}
+}

@@ -194,7 +194,8 @@ func SharedGradients(vgs []G.ValueGrad) ([]bool, error) {
 // gradient buffer an earlier pair has (sharesGrad): no two weights may overlap (the same
 // weight listed twice, or two views of one buffer); no gradient may overlap a weight, its own
 // included (an update would change what a later one reads); gradients may be one buffer, but
-// not overlap in part (the clip scales each buffer once). One sort and one sweep: a span that
+// not overlap in part (the clip scales each buffer once). A pair without a gradient (g nil:
+// LoadCheckpoint's params) has its weight checked alone. One sort and one sweep: a span that
 // overlaps any span before it overlaps the one of those that reaches furthest.
 func checkShared(ps []pair) error {
 	type span struct {
@@ -209,10 +210,14 @@ func checkShared(ps []pair) error {
 			return fmt.Errorf("%s appears twice (as %s, or shares its memory)", p.wLabel, ps[j].wLabel)
 		}
 		seen[p.w] = i
-		for _, s := range []span{{p.w.Uintptr(), p.w.Uintptr() + p.w.MemSize(), i, false}, {p.g.Uintptr(), p.g.Uintptr() + p.g.MemSize(), i, true}} {
-			if s.hi > s.lo {
-				spans = append(spans, s)
-			}
+		if s := (span{p.w.Uintptr(), p.w.Uintptr() + p.w.MemSize(), i, false}); s.hi > s.lo {
+			spans = append(spans, s)
+		}
+		if p.g == nil {
+			continue
+		}
+		if s := (span{p.g.Uintptr(), p.g.Uintptr() + p.g.MemSize(), i, true}); s.hi > s.lo {
+			spans = append(spans, s)
 		}
 	}
 	sort.Slice(spans, func(a, b int) bool {
