@@ -303,7 +303,14 @@ func loadCheckpoint(ts *safetensors.Tensors, c Checkpoint) (map[string]string, e
 		}
 		used[p.name] = true
 	}
-	ol, err := readOptimizer(fileMeta, c.Optimizer)
+	f32 := "" // the first param updated in float32, whose update the settings must fit
+	for _, p := range ps {
+		if p.w.Dtype() == tensor.Float32 || p.w.Dtype() == bfloat16.Dtype {
+			f32 = fmt.Sprintf("param %q", p.name)
+			break
+		}
+	}
+	ol, err := readOptimizer(fileMeta, c.Optimizer, f32)
 	if err != nil {
 		return nil, err
 	}
@@ -393,8 +400,9 @@ func nilSolver(opt G.Solver) string {
 	return ""
 }
 
-// readOptimizer checks the optimiser metadata of the file against opt.
-func readOptimizer(meta map[string]string, opt G.Solver) (*optLoad, error) {
+// readOptimizer checks the optimiser metadata of the file against opt, and its settings as
+// a Step of opt checks them (f32: see adamSettings).
+func readOptimizer(meta map[string]string, opt G.Solver, f32 string) (*optLoad, error) {
 	ol := &optLoad{kind: meta[ckptOptimizer], m: map[string]string{}, v: map[string]string{}, master: map[string]string{}}
 	var want string
 	if n := nilSolver(opt); n != "" {
@@ -445,9 +453,9 @@ func readOptimizer(meta map[string]string, opt G.Solver) (*optLoad, error) {
 			return nil, err
 		}
 	}
-	err := sgdSettings(ol.lr, ol.wd, ol.maxNorm)
+	err := sgdSettings(f32, ol.lr, ol.wd, ol.maxNorm)
 	if want == "adam" {
-		err = adamSettings(ol.lr, ol.b1, ol.b2, ol.eps, ol.wd, ol.maxNorm)
+		err = adamSettings(f32, ol.lr, ol.b1, ol.b2, ol.eps, ol.wd, ol.maxNorm)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("the file's %s settings: %w", want, err)

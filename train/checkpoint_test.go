@@ -549,6 +549,9 @@ func TestLoadCheckpointErrors(t *testing.T) {
 		{"eps 0", withMeta("gomoe.adam.eps", "0"), G.Nodes{a, b}, train.NewAdam(1), "eps 0, want a finite eps > 0"},
 		{"weight decay -1", withMeta("gomoe.adam.weight_decay", "-1"), G.Nodes{a, b}, train.NewAdam(1), "weight decay -1"},
 		{"max grad norm -7", withMeta("gomoe.adam.max_grad_norm", "-7"), G.Nodes{a, b}, train.NewAdam(1), "MaxGradNorm -7"},
+		// Settings the float32 params' update rounds to 0 or +Inf (see TestOptimizerSettingsFitTheDtype).
+		{"eps 1e-50", withMeta("gomoe.adam.eps", "1e-50"), G.Nodes{a, b}, train.NewAdam(1), `the file's adam settings: eps 1e-50 rounds to 0 in the float32 update of param "a"`},
+		{"learning rate 1e39", withMeta("gomoe.adam.lr", "1e39"), G.Nodes{a, b}, train.NewAdam(1), `learning rate 1e+39 does not fit the float32 update of param "a" (at most 3.4028234663852886e+38)`},
 		// Adam state no step makes: it used to load, and the next step turned the weight NaN.
 		{"v negative", withTensor("optimizer.adam.v.a", []float32{-1, 0.5}), G.Nodes{a, b}, train.NewAdam(1), `optimiser state of "a": optimizer.adam.v.a[0] = -1, want a finite value >= 0`},
 		{"v NaN", withTensor("optimizer.adam.v.a", []float32{0.5, nan32}), G.Nodes{a, b}, train.NewAdam(1), "optimizer.adam.v.a[1] = NaN, want a finite value >= 0"},

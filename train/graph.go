@@ -8,6 +8,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/bfloat16"
 	"github.com/gomoe/gomoe/device"
 	"github.com/gomoe/gomoe/internal/opkit"
 )
@@ -52,6 +53,7 @@ type GraphStep struct {
 	gs     graphSolver    // solver, once captured
 	dev    device.Backend // the weights' device, once captured
 	w0     *tensor.Dense  // the first weight, for dev's calls
+	f32    string         // the first weight updated in float32, for the settings' checks
 	reason string
 
 	inputs G.Nodes   // the graph's input nodes at the capture (weights and batch)
@@ -65,9 +67,10 @@ func NewGraphStep(vm G.VM, solver G.Solver, params G.Nodes) *GraphStep {
 
 // graphSolver is a solver whose device kernels can take the step's scalars from device memory.
 type graphSolver interface {
-	// nextScalars writes the next step's scalars to the solver's device buffer (made on dev's
-	// device on first use), from which its kernels then read them.
-	nextScalars(dev device.Backend, like *tensor.Dense) error
+	// nextScalars checks the solver's settings as its Step does (f32 names the first weight
+	// updated in float32, "" for none) and writes the next step's scalars to the solver's
+	// device buffer (made on dev's device on first use), from which its kernels then read them.
+	nextScalars(dev device.Backend, like *tensor.Dense, f32 string) error
 	// replayed counts a step that a replay took.
 	replayed()
 	// capturing makes the solver's kernels read the buffer's scalars (on) or their arguments.
@@ -135,7 +138,7 @@ func (s *GraphStep) Step(after func() error) error {
 		s.reason = s.rebound()
 		return s.Step(after)
 	default:
-		if err := s.gs.nextScalars(s.dev, s.w0); err != nil {
+		if err := s.gs.nextScalars(s.dev, s.w0, s.f32); err != nil {
 			return opkit.Wrap("train: GraphStep", err)
 		}
 		if err := s.graph.Replay(); err != nil {
@@ -165,7 +168,8 @@ func (s *GraphStep) capture() (reason string, err error) {
 	case !ok:
 		return fmt.Sprintf("the solver %T has no graph step (use *train.Adam or *train.SGD)", s.solver), nil
 	}
-	if err := gs.nextScalars(dev, w0); err != nil {
+	f32 := float32Params(s.params)
+	if err := gs.nextScalars(dev, w0, f32); err != nil {
 		return "", err
 	}
 	vgs := valueGrads(s.params)
@@ -181,7 +185,7 @@ func (s *GraphStep) capture() (reason string, err error) {
 	if err != nil {
 		return fmt.Sprintf("capturing the step failed: %v", err), nil
 	}
-	s.graph, s.gs, s.dev, s.w0, s.clip = g, gs, dev, w0, gs.clipping()
+	s.graph, s.gs, s.dev, s.w0, s.clip, s.f32 = g, gs, dev, w0, gs.clipping(), f32
 	s.inputs = s.params[0].Graph().Inputs()
 	s.bound = make([]G.Value, len(s.inputs))
 	for i, n := range s.inputs {
@@ -316,13 +320,14 @@ func (g *graphScalars) release() {
 	g.dev, g.buf = nil, nil
 }
 
-func (a *Adam) nextScalars(dev device.Backend, like *tensor.Dense) error {
+func (a *Adam) nextScalars(dev device.Backend, like *tensor.Dense, f32 string) error {
 	if err := a.countErr(); err != nil {
 		return err
 	}
 	// As Step checks them: a replay takes whatever the buffer holds, and a NaN rate or a β of
-	// 1 set after the capture would otherwise reach every weight.
-	if err := adamSettings(a.LR, a.Beta1, a.Beta2, a.Eps, a.WeightDecay, a.MaxGradNorm); err != nil {
+	// 1 set after the capture would otherwise reach every weight, and so would a rate that
+	// overflows float32.
+	if err := adamSettings(f32, a.LR, a.Beta1, a.Beta2, a.Eps, a.WeightDecay, a.MaxGradNorm); err != nil {
 		return opkit.Wrap("train: Adam", err)
 	}
 	c1, c2 := a.corrections(a.t + 1)
@@ -335,8 +340,8 @@ func (a *Adam) capturing(on bool) { a.gsc.on = on }
 
 func (a *Adam) clipping() bool { return a.MaxGradNorm > 0 }
 
-func (s *SGD) nextScalars(dev device.Backend, like *tensor.Dense) error {
-	if err := sgdSettings(s.LR, s.WeightDecay, s.MaxGradNorm); err != nil {
+func (s *SGD) nextScalars(dev device.Backend, like *tensor.Dense, f32 string) error {
+	if err := sgdSettings(f32, s.LR, s.WeightDecay, s.MaxGradNorm); err != nil {
 		return opkit.Wrap("train: SGD", err)
 	}
 	return s.gsc.set(dev, like, []float64{s.LR, s.WeightDecay, 0, 0, 1, s.MaxGradNorm})
@@ -347,3 +352,18 @@ func (s *SGD) replayed() {}
 func (s *SGD) capturing(on bool) { s.gsc.on = on }
 
 func (s *SGD) clipping() bool { return s.MaxGradNorm > 0 }
+
+// float32Params names the first of params whose value is a float32 or bfloat16 tensor, as
+// Step's check labels it ("weight 0 (w)"): its update runs in float32 (see fitsFloat32); ""
+// when there is none.
+func float32Params(params G.Nodes) string {
+	for i, n := range params {
+		if n == nil {
+			continue
+		}
+		if d, ok := n.Value().(*tensor.Dense); ok && d != nil && (d.Dtype() == tensor.Float32 || d.Dtype() == bfloat16.Dtype) {
+			return fmt.Sprintf("weight %d (%s)", i, n.Name())
+		}
+	}
+	return ""
+}

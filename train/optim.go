@@ -27,6 +27,10 @@ import (
 // slices or device tensors that persist across steps) and are created zero on a weight's first
 // step. A bfloat16 weight also gets a float32 master copy (made from the weight on its first
 // step): the update runs in float32 on the master and the weight is the master rounded.
+//
+// The update of a float32 or bfloat16 weight takes LR, Eps and WeightDecay rounded to
+// float32: Step refuses one beyond math.MaxFloat32 (it made the weights NaN) or one other than
+// 0 that rounds to 0 there (an Eps of 0 made them NaN too), naming the first such weight.
 type Adam struct {
 	// LR is the learning rate; it may be changed between steps (schedules).
 	LR float64
@@ -89,7 +93,9 @@ func (a *Adam) GradNorm() float64 { return a.gsc.norm(a.norm) }
 
 // SGD is plain stochastic gradient descent, w = w − LR·(g + WeightDecay·w), as a
 // gorgonia.Solver that updates float32, float64 and bfloat16 weights (through a float32 master
-// copy, as Adam) in place on the host or the GPU.
+// copy, as Adam) in place on the host or the GPU. As Adam's, its update of float32 and
+// bfloat16 weights takes LR and WeightDecay rounded to float32, and Step refuses either
+// beyond math.MaxFloat32 or, other than 0, rounding to 0 there.
 type SGD struct {
 	// LR is the learning rate; it may be changed between steps.
 	LR float64
@@ -249,19 +255,24 @@ func checkShared(ps []pair) error {
 	return nil
 }
 
-// adamSettings checks Adam's settings (Step and LoadCheckpoint).
-func adamSettings(lr, b1, b2, eps, wd, maxNorm float64) error {
+// adamSettings checks Adam's settings (Step, a GraphStep replay and LoadCheckpoint); f32
+// names the first weight whose update runs in float32 ("" when none: see fitsFloat32).
+func adamSettings(f32 string, lr, b1, b2, eps, wd, maxNorm float64) error {
 	switch {
 	case !(b1 >= 0 && b1 < 1) || !(b2 >= 0 && b2 < 1):
 		return fmt.Errorf("betas %v, %v, want each in [0, 1)", b1, b2)
 	case !(eps > 0) || math.IsInf(eps, 0):
 		return fmt.Errorf("eps %v, want a finite eps > 0", eps)
 	}
-	return sgdSettings(lr, wd, maxNorm)
+	if err := sgdSettings(f32, lr, wd, maxNorm); err != nil {
+		return err
+	}
+	return fitsFloat32(f32, "eps", eps, "the step of a zero moment would be 0/0 = NaN")
 }
 
-// sgdSettings checks the settings SGD and Adam share (Step and LoadCheckpoint).
-func sgdSettings(lr, wd, maxNorm float64) error {
+// sgdSettings checks the settings SGD and Adam share (Step, a GraphStep replay and
+// LoadCheckpoint); f32 is as adamSettings's.
+func sgdSettings(f32 string, lr, wd, maxNorm float64) error {
 	switch {
 	case !(lr >= 0) || math.IsInf(lr, 0):
 		return fmt.Errorf("learning rate %v, want a finite value >= 0", lr)
@@ -270,7 +281,40 @@ func sgdSettings(lr, wd, maxNorm float64) error {
 	case !(maxNorm >= 0) || math.IsInf(maxNorm, 0):
 		return fmt.Errorf("MaxGradNorm %v, want a finite value >= 0 (0: no clipping)", maxNorm)
 	}
+	if err := fitsFloat32(f32, "learning rate", lr, "the weights would not move"); err != nil {
+		return err
+	}
+	return fitsFloat32(f32, "weight decay", wd, "the weights would not decay")
+}
+
+// fitsFloat32 checks a finite setting x >= 0 (named name) that the update of a float32 weight,
+// or of a bfloat16 weight's float32 master copy, rounds to float32 (on the host and on the
+// GPU alike), as kernels' router scales are checked: beyond float32 it is +Inf there (a rate
+// or a weight decay of +Inf makes 0·Inf = NaN of a zero gradient or weight), and a value
+// other than 0 that rounds to 0 is an error too (why says what it would do). f32 names the
+// first such weight; "" (every weight float64, whose update takes the settings as they are)
+// checks nothing. The betas need no check: their 1−β are taken in float64 before rounding,
+// and so are Adam's bias corrections.
+func fitsFloat32(f32, name string, x float64, why string) error {
+	switch {
+	case f32 == "":
+	case math.IsInf(float64(float32(x)), 0):
+		return fmt.Errorf("%s %v does not fit the float32 update of %s (at most %g)", name, x, f32, math.MaxFloat32)
+	case float32(x) == 0 && x != 0:
+		return fmt.Errorf("%s %v rounds to 0 in the float32 update of %s (%s)", name, x, f32, why)
+	}
 	return nil
+}
+
+// float32Update names the first weight of ps whose update runs in float32 (a float32 weight,
+// or a bfloat16 weight through its float32 master copy), "" when there is none.
+func float32Update(ps []pair) string {
+	for _, p := range ps {
+		if p.dtype == tensor.Float32 || p.dtype == bfloat16.Dtype {
+			return p.wLabel
+		}
+	}
+	return ""
 }
 
 // Step applies one Adam update to every weight. It checks all of them (and makes missing
@@ -284,7 +328,7 @@ func (a *Adam) Step(vgs []G.ValueGrad) error {
 	if err != nil {
 		return err
 	}
-	if err := adamSettings(a.LR, a.Beta1, a.Beta2, a.Eps, a.WeightDecay, a.MaxGradNorm); err != nil {
+	if err := adamSettings(float32Update(ps), a.LR, a.Beta1, a.Beta2, a.Eps, a.WeightDecay, a.MaxGradNorm); err != nil {
 		return opkit.Wrap("train: Adam", err)
 	}
 	if err := a.countErr(); err != nil {
@@ -495,7 +539,7 @@ func (s *SGD) Step(vgs []G.ValueGrad) error {
 	if err != nil {
 		return err
 	}
-	if err := sgdSettings(s.LR, s.WeightDecay, s.MaxGradNorm); err != nil {
+	if err := sgdSettings(float32Update(ps), s.LR, s.WeightDecay, s.MaxGradNorm); err != nil {
 		return opkit.Wrap("train: SGD", err)
 	}
 	var err2 error

@@ -183,6 +183,76 @@ func TestOptimizerBadInput(t *testing.T) {
 	}
 }
 
+// TestOptimizerSettingsFitTheDtype: a setting that passes the checks of every dtype but that
+// a float32 update (a float32 weight, or a bfloat16 weight's float32 master copy) rounds to
+// +Inf or to 0 is an error naming the first such weight, before any weight changes; float64
+// weights take it as it is. They used to make the weights NaN with no error: with a zero
+// gradient and weight, Inf·0 (rate, weight decay) or 0/0 (eps).
+func TestOptimizerSettingsFitTheDtype(t *testing.T) {
+	adam := func(lr, eps, wd float64) *Adam {
+		return &Adam{LR: lr, Beta1: 0.9, Beta2: 0.999, Eps: eps, WeightDecay: wd}
+	}
+	weight := func(dt tensor.Dtype) *tensor.Dense {
+		switch dt {
+		case tensor.Float32:
+			return dense32([]float64{0, 1})
+		case bfloat16.Dtype:
+			w := tensor.New(tensor.WithShape(2), tensor.Of(bfloat16.Dtype))
+			bf16Data(w)[1] = bfloat16.FromFloat32(1)
+			return w
+		}
+		return dense64([]float64{0, 1})
+	}
+	for _, c := range []struct {
+		name string
+		s    G.Solver
+		dt   tensor.Dtype // of weight 1 (weight 0 is float64)
+		want string       // "": the step runs
+	}{
+		{"Adam eps 1e-50, float32", adam(0.1, 1e-50, 0), tensor.Float32, "gomoe: train: Adam: eps 1e-50 rounds to 0 in the float32 update of weight 1 (the step of a zero moment would be 0/0 = NaN)"},
+		{"Adam eps 1e-50, bfloat16", adam(0.1, 1e-50, 0), bfloat16.Dtype, "gomoe: train: Adam: eps 1e-50 rounds to 0 in the float32 update of weight 1"},
+		{"Adam eps 1e39, float32", adam(0.1, 1e39, 0), tensor.Float32, "gomoe: train: Adam: eps 1e+39 does not fit the float32 update of weight 1 (at most 3.4028234663852886e+38)"},
+		{"Adam rate 1e39, float32", adam(1e39, 1e-8, 0), tensor.Float32, "gomoe: train: Adam: learning rate 1e+39 does not fit the float32 update of weight 1 (at most 3.4028234663852886e+38)"},
+		{"Adam weight decay 1e39, bfloat16", adam(0.1, 1e-8, 1e39), bfloat16.Dtype, "gomoe: train: Adam: weight decay 1e+39 does not fit the float32 update of weight 1 (at most 3.4028234663852886e+38)"},
+		{"Adam rate 1e-50, float32", adam(1e-50, 1e-8, 0), tensor.Float32, "gomoe: train: Adam: learning rate 1e-50 rounds to 0 in the float32 update of weight 1 (the weights would not move)"},
+		{"SGD rate 1e39, float32", &SGD{LR: 1e39}, tensor.Float32, "gomoe: train: SGD: learning rate 1e+39 does not fit the float32 update of weight 1 (at most 3.4028234663852886e+38)"},
+		{"SGD rate 1e39, bfloat16", &SGD{LR: 1e39}, bfloat16.Dtype, "gomoe: train: SGD: learning rate 1e+39 does not fit the float32 update of weight 1"},
+		{"SGD weight decay 1e39, float32", &SGD{LR: 0.1, WeightDecay: 1e39}, tensor.Float32, "gomoe: train: SGD: weight decay 1e+39 does not fit the float32 update of weight 1"},
+		{"SGD weight decay 1e-50, float32", &SGD{LR: 0.1, WeightDecay: 1e-50}, tensor.Float32, "gomoe: train: SGD: weight decay 1e-50 rounds to 0 in the float32 update of weight 1 (the weights would not decay)"},
+		// Float64 weights take the settings as they are; so do float32 ones that fit.
+		{"Adam eps 1e-50, float64", adam(0.1, 1e-50, 0), tensor.Float64, ""},
+		{"Adam rate 1e39, float64", adam(1e39, 1e-8, 1e39), tensor.Float64, ""},
+		{"SGD rate 1e39, float64", &SGD{LR: 1e39, WeightDecay: 1e-50}, tensor.Float64, ""},
+		{"Adam at the float32 limits", adam(math.MaxFloat32, math.SmallestNonzeroFloat32, 0), tensor.Float32, ""},
+		{"SGD rate 0", &SGD{LR: 0}, tensor.Float32, ""},
+	} {
+		w0, w1 := dense64([]float64{0, 1}), weight(c.dt)
+		vgs := []G.ValueGrad{vg{w0, dense64([]float64{0, 0})}, vg{w1, tensor.New(tensor.WithShape(2), tensor.Of(c.dt))}}
+		before := fmt.Sprint(w1.Data())
+		err := c.s.Step(vgs)
+		if c.want == "" {
+			if err != nil {
+				t.Errorf("%s: %v", c.name, err)
+			}
+			for _, w := range []*tensor.Dense{w0, w1} {
+				if s := fmt.Sprint(w.Data()); strings.Contains(s, "NaN") {
+					t.Errorf("%s: the weight became %s", c.name, s)
+				}
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want an error containing %q", c.name, err, c.want)
+		}
+		if after := fmt.Sprint(w1.Data()); after != before || w0.Float64s()[0] != 0 || w0.Float64s()[1] != 1 {
+			t.Errorf("%s: a refused step changed the weights to %v, %s", c.name, w0.Float64s(), after)
+		}
+		if a, ok := c.s.(*Adam); ok && (a.Steps() != 0 || a.state != nil) {
+			t.Errorf("%s: Adam counted the refused step or made state", c.name)
+		}
+	}
+}
+
 // TestOptimizerStateBeyondMemory: state that cannot fit in the memory this process may use is
 // an error before any is made (a failed allocation is fatal): Adam's two moments of each
 // weight, and a bfloat16 weight's float32 master copy under SGD. No weight changes.
