@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"strings"
+
+	"github.com/gomoe/gomoe/internal/hostmem"
 )
 
 // LoadTracker accumulates the number of routed token slots per expert over training (the
@@ -26,10 +28,16 @@ type LoadTracker struct {
 	Frac [][]float64
 }
 
-// NewLoadTracker returns a tracker for the given number of experts.
+// NewLoadTracker returns a tracker for the given number of experts. Counts of more experts
+// than fit in the memory this process may use (two float64s each) are an error before any is
+// allocated (NewLoadTracker(math.MaxInt) panicked, and 1<<40 ended the process out of
+// memory).
 func NewLoadTracker(experts int) (*LoadTracker, error) {
 	if experts < 1 {
 		return nil, fmt.Errorf("gomoe: train: load tracker needs at least one expert, got %d", experts)
+	}
+	if err := hostmem.Check(fmt.Sprintf("gomoe: train: NewLoadTracker: the counts of %d experts", experts), 16*float64(experts)); err != nil {
+		return nil, err
 	}
 	return &LoadTracker{
 		experts: experts,

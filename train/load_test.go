@@ -4,6 +4,8 @@ import (
 	"math"
 	"strings"
 	"testing"
+
+	"github.com/gomoe/gomoe/internal/hostmem"
 )
 
 func TestLoadTracker(t *testing.T) {
@@ -56,6 +58,30 @@ func TestLoadTracker(t *testing.T) {
 func TestLoadTrackerErrors(t *testing.T) {
 	if _, err := NewLoadTracker(0); err == nil {
 		t.Error("NewLoadTracker(0) gave no error")
+	}
+	// Counts beyond the memory this process may use are an error before any allocation:
+	// math.MaxInt panicked (makeslice: len out of range), 1<<40 ended the process.
+	for _, c := range []struct {
+		experts int
+		limit   uint64 // 0: the machine's
+		want    string
+	}{
+		{math.MaxInt, 0, "gomoe: train: NewLoadTracker: the counts of 9223372036854775807 experts need 1.476e+20 bytes, more than the "},
+		{1 << 40, 0, "the counts of 1099511627776 experts need 1.759e+13 bytes"},
+		{1 << 20, 16<<20 - 1, "the counts of 1048576 experts need 1.678e+07 bytes, more than the 16777215 bytes of memory this process may use (a limit set by SetLimit)"},
+	} {
+		prev := hostmem.SetLimit(c.limit)
+		lt, err := NewLoadTracker(c.experts)
+		hostmem.SetLimit(prev)
+		if err == nil || !strings.Contains(err.Error(), c.want) || lt != nil {
+			t.Errorf("NewLoadTracker(%d): %v, %v, want an error containing %q", c.experts, lt, err, c.want)
+		}
+	}
+	prev := hostmem.SetLimit(16 << 20)
+	big, err := NewLoadTracker(1 << 20) // within its memory
+	hostmem.SetLimit(prev)
+	if err != nil || big.Experts() != 1<<20 || len(big.Total()) != 1<<20 {
+		t.Errorf("NewLoadTracker(1<<20) within 16 MiB: %v", err)
 	}
 	lt, _ := NewLoadTracker(2)
 	tests := []struct {
