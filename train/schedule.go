@@ -20,7 +20,8 @@ type Schedule interface {
 //	step ≥ Total:            Peak·Floor
 //
 // so the first step after warmup runs at Peak and step Total−1 at Peak·Floor. The warmup
-// starts at Peak/Warmup, not 0, so that no step is taken with a zero rate.
+// starts at Peak/Warmup, not 0, so that no step is taken with a zero rate. No rate is
+// above Peak: a finite Peak gives finite rates, up to math.MaxFloat64.
 type Cosine struct {
 	// Peak is the rate at the end of warmup.
 	Peak float64
@@ -47,7 +48,12 @@ func (c Cosine) LR(step int) float64 {
 func warmupDecay(step int, peak, floor float64, warmup, total int) (lr, f float64, decay bool) {
 	step = max(step, 0) // no negative rate, and no 0/0 without a warmup
 	if step < warmup {
-		return peak * float64(step+1) / float64(warmup), 0, false
+		// Peak·(step+1)/Warmup in that order (the bits of every rate before), but the fraction
+		// first where Peak·(step+1) overflows: a Peak near math.MaxFloat64 gave +Inf.
+		if lr := peak * float64(step+1); !math.IsInf(lr, 0) {
+			return lr / float64(warmup), 0, false
+		}
+		return peak * (float64(step+1) / float64(warmup)), 0, false
 	}
 	if step >= total {
 		return peak * floor, 0, false

@@ -50,6 +50,12 @@ func TestSchedules(t *testing.T) {
 		{"cos negative, no warmup", Cosine{Peak: 1, Floor: 0.1, Total: 11}, -1, 1},
 		{"cos negative, warmup", cos, -5, 0.5},
 		{"lin negative", lin, math.MinInt, 0.5},
+		// A Peak near math.MaxFloat64: Peak·(step+1) overflowed, and the warmup's last step
+		// (and the ones before it from step 1) gave +Inf.
+		{"cos warmup end, Peak 1e308", Cosine{Peak: 1e308, Warmup: 4, Total: 10}, 3, 1e308},
+		{"cos warmup middle, Peak 1e308", Cosine{Peak: 1e308, Warmup: 4, Total: 10}, 1, 1e308 / 2},
+		{"lin warmup end, Peak MaxFloat64", Linear{Peak: math.MaxFloat64, Warmup: 3, Total: 5}, 2, math.MaxFloat64},
+		{"lin peak, Peak MaxFloat64", Linear{Peak: math.MaxFloat64, Warmup: 3, Total: 5}, 3, math.MaxFloat64},
 	}
 	for _, tt := range tests {
 		if got := tt.s.LR(tt.step); math.Abs(got-tt.want) > 1e-12 {
@@ -59,6 +65,19 @@ func TestSchedules(t *testing.T) {
 	for s := 5; s < 15; s++ {
 		if !(cos.LR(s) < cos.LR(s-1)) || !(lin.LR(s) < lin.LR(s-1)) {
 			t.Errorf("step %d: the decay is not decreasing", s)
+		}
+	}
+	// The warmup keeps the bits of Peak·(step+1)/Warmup where that product is finite (the
+	// fraction first, Peak·((step+1)/Warmup), differs in a quarter of these).
+	for _, peak := range []float64{0.1, 3e-4, 6e-4, 2} {
+		for warmup := 1; warmup <= 60; warmup++ {
+			for step := 0; step < warmup; step++ {
+				want := peak * float64(step+1) / float64(warmup)
+				c, l := Cosine{Peak: peak, Warmup: warmup, Total: warmup + 5}, Linear{Peak: peak, Warmup: warmup, Total: warmup + 5}
+				if got := c.LR(step); math.Float64bits(got) != math.Float64bits(want) || math.Float64bits(l.LR(step)) != math.Float64bits(want) {
+					t.Fatalf("Peak %v, Warmup %d: LR(%d) = %v, %v, want %v bit for bit", peak, warmup, step, got, l.LR(step), want)
+				}
+			}
 		}
 	}
 }
