@@ -3,6 +3,7 @@ package train
 import (
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"time"
 
@@ -73,13 +74,14 @@ func IsTerminal(w io.Writer) bool {
 }
 
 // Add advances the report by n items; status (for example "loss 0.4123") is shown beside
-// the count. A negative n counts as 0: the count never goes back.
+// the count. A negative n counts as 0, and the count stops at math.MaxInt64 (it wrapped
+// around to negative): the count never goes back.
 func (p *Progress) Add(n int, status string) {
-	n = max(n, 0)
-	p.done += int64(n)
+	add := min(int64(max(n, 0)), math.MaxInt64-p.done)
+	p.done += add
 	if p.bar != nil {
 		p.bar.Describe(p.desc + " " + status)
-		_ = p.bar.Add(n)
+		_ = p.bar.Add64(add)
 		return
 	}
 	if p.w == nil {

@@ -2,6 +2,7 @@ package train
 
 import (
 	"bytes"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -53,6 +54,17 @@ func TestProgressPlain(t *testing.T) {
 	p.Add(-20, "b")
 	if lines := strings.Split(strings.TrimSpace(out.String()), "\n"); !strings.HasPrefix(lines[len(lines)-1], "train  30/100 img") {
 		t.Errorf("after Add(30), Add(-20): %q, want 30/100", lines[len(lines)-1])
+	}
+	// Nor does a count past math.MaxInt64: it stops there (it wrapped around to -2).
+	out.Reset()
+	p = NewProgress(&out, nil, 100, "img", "train")
+	p.Interval = 0
+	for _, n := range []int{math.MaxInt, math.MaxInt, 5, -1} {
+		p.Add(n, "x")
+		lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+		if last := lines[len(lines)-1]; !strings.HasPrefix(last, "train  9223372036854775807/100 img ") {
+			t.Errorf("after Add(%d): %q, want 9223372036854775807/100", n, last)
+		}
 	}
 	var log bytes.Buffer
 	p = NewProgress(nil, &log, 10, "chr", "train")
