@@ -6,16 +6,26 @@ package kernels
 #cgo LDFLAGS: -lcuda
 #include <cuda.h>
 
-static CUresult gomoe_probe_release(CUdeviceptr flag) {
-	CUstream s;
-	CUresult r = cuStreamCreate(&s, CU_STREAM_NON_BLOCKING);
+// The probe's two ints (the flag, then timedOut) live in pinned host memory mapped into the
+// device's address space: the host sets the flag with a plain store and reads timedOut after
+// the spin, so releasing the probe needs no stream, no copy and no kernel of its own (a release
+// through a second stream could land on the hardware queue the spin holds and wait for it).
+static CUresult gomoe_probe_alloc(void **host, CUdeviceptr *dev) {
+	CUresult r = cuMemHostAlloc(host, 8, CU_MEMHOSTALLOC_DEVICEMAP | CU_MEMHOSTALLOC_PORTABLE);
 	if (r != CUDA_SUCCESS) return r;
-	r = cuMemsetD32Async(flag, 1, 1, s);
-	CUresult r2 = cuStreamSynchronize(s);
-	if (r == CUDA_SUCCESS) r = r2;
-	r2 = cuStreamDestroy(s);
-	if (r == CUDA_SUCCESS) r = r2;
+	((volatile int *)*host)[0] = 0;
+	((volatile int *)*host)[1] = 0;
+	r = cuMemHostGetDevicePointer(dev, *host, 0);
+	if (r != CUDA_SUCCESS) cuMemFreeHost(*host);
 	return r;
+}
+
+static void gomoe_probe_set(void *host) {
+	__atomic_store_n((int *)host, 1, __ATOMIC_SEQ_CST);
+}
+
+static int gomoe_probe_timed_out(void *host) {
+	return __atomic_load_n((int *)host + 1, __ATOMIC_SEQ_CST);
 }
 
 static CUresult gomoe_clock_khz(int *khz) {
@@ -41,8 +51,9 @@ import (
 // the host in any way (a device-to-host copy, a stream or context synchronisation, a host
 // read of a device value), it blocks until the spin gives up, and Release reports that.
 type SyncProbe struct {
-	c   *CUDA
-	mem cu.DevicePtr // flag, timedOut
+	c    *CUDA
+	host unsafe.Pointer // flag, timedOut: pinned host memory the kernel reads and writes
+	dev  cu.DevicePtr   // their device address
 }
 
 // StartSyncProbe enqueues the spinning kernel; maxWait bounds the spin.
@@ -53,20 +64,23 @@ func (c *CUDA) StartSyncProbe(maxWait time.Duration) (*SyncProbe, error) {
 		if r := C.gomoe_clock_khz(&khz); r != C.CUDA_SUCCESS {
 			return fmt.Errorf("gomoe: sync probe: reading the clock rate: CUDA error %d", int(r))
 		}
-		var err error
-		if p.mem, err = cu.MemAlloc(8); err != nil {
-			return err
+		var host unsafe.Pointer
+		var dev C.CUdeviceptr
+		if r := C.gomoe_probe_alloc(&host, &dev); r != C.CUDA_SUCCESS {
+			return fmt.Errorf("gomoe: sync probe: mapped host memory: CUDA error %d", int(r))
 		}
-		if err := cu.MemsetD32(p.mem, 0, 2); err != nil {
-			return err
-		}
+		p.host, p.dev = host, cu.DevicePtr(dev)
 		cycles := int64(khz) * maxWait.Milliseconds()
 		var a args
-		a.p(p.mem).l(cycles).p(p.mem + 4)
+		a.p(p.dev).l(cycles).p(p.dev + 4)
 		// A plain launch: the probe must start only when the work before it is done, and it
 		// lets nothing after it launch early (wait_flag has no gdcEnter: blocks waiting on it
 		// could take the SMs the release needs).
-		return c.launchWith("wait_flag", 1, 1, 0, a, false)
+		if err := c.launchWith("wait_flag", 1, 1, 0, a, false); err != nil {
+			C.cuMemFreeHost(p.host)
+			return err
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -78,19 +92,14 @@ func (c *CUDA) StartSyncProbe(maxWait time.Duration) (*SyncProbe, error) {
 // the spin ran out of time: true means the code run since StartSyncProbe waited for the
 // device.
 func (p *SyncProbe) Release() (waited bool, err error) {
+	C.gomoe_probe_set(p.host)
 	err = p.c.do(func() error {
-		if r := C.gomoe_probe_release(C.CUdeviceptr(p.mem)); r != C.CUDA_SUCCESS {
-			return fmt.Errorf("gomoe: sync probe: setting the flag: CUDA error %d", int(r))
+		err := cu.Synchronize()
+		waited = C.gomoe_probe_timed_out(p.host) != 0
+		if r := C.cuMemFreeHost(p.host); r != C.CUDA_SUCCESS && err == nil {
+			err = fmt.Errorf("gomoe: sync probe: freeing its memory: CUDA error %d", int(r))
 		}
-		if err := cu.Synchronize(); err != nil {
-			return err
-		}
-		var timedOut int32
-		if err := cu.MemcpyDtoH(unsafe.Pointer(&timedOut), p.mem+4, 4); err != nil {
-			return err
-		}
-		waited = timedOut != 0
-		return cu.MemFree(p.mem)
+		return err
 	})
 	return waited, err
 }
