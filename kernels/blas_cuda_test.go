@@ -471,12 +471,15 @@ func TestCUDAGroupedMatMulBench(t *testing.T) {
 				z := cuAlloc(t, int64(R*s.N*d.Size()))
 				dw := cuAlloc(t, int64(s.E*s.H*s.N*d.Size()))
 				dxp := cuAlloc(t, int64(R*s.H*d.Size()))
-				// Normal values, as torch_gmm_bench.py draws them (z serves as dz): the power the
-				// GEMMs draw, and so the clock at the power limit, depends on the data.
+				dz := cuAlloc(t, int64(R*s.N*d.Size()))
+				// Normal values, as torch_gmm_bench.py draws them: the power the GEMMs draw, and so
+				// the clock at the power limit, depends on the data. dz is its own buffer, as the
+				// script's (the forward's output z used to serve as dz, so the backward passes ran
+				// on other data than torch's).
 				rng := rand.New(rand.NewPCG(7, 8))
 				cuFillNormal(t, rng, d, xp, 1)
 				cuFillNormal(t, rng, d, w, 0.02)
-				cuFillNormal(t, rng, d, z, 1)
+				cuFillNormal(t, rng, d, dz, 1)
 				flops := 2 * float64(g.T*g.K) * float64(s.H) * float64(s.N)
 				passes := []struct {
 					name string
@@ -485,10 +488,10 @@ func TestCUDAGroupedMatMulBench(t *testing.T) {
 				}{
 					{"forward", 0, func() error { return testCUDA.GroupedMatMulForward(d, g, s.H, s.N, z.p, xp.p, w.p, plan.p) }},
 					{"dxp", 1, func() error {
-						return testCUDA.GroupedMatMulBackwardRows(d, g, s.H, s.N, dxp.p, z.p, w.p, plan.p, false)
+						return testCUDA.GroupedMatMulBackwardRows(d, g, s.H, s.N, dxp.p, dz.p, w.p, plan.p, false)
 					}},
 					{"dw", 2, func() error {
-						return testCUDA.GroupedMatMulBackwardWeights(d, g, s.H, s.N, dw.p, xp.p, z.p, plan.p, false)
+						return testCUDA.GroupedMatMulBackwardWeights(d, g, s.H, s.N, dw.p, xp.p, dz.p, plan.p, false)
 					}},
 				}
 				for _, ps := range passes {
