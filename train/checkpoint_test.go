@@ -456,8 +456,9 @@ func TestLoadCheckpointErrors(t *testing.T) {
 		}
 		return p
 	}
-	// withMeta is good with one metadata value changed (every tensor of good is float32).
-	withMeta := func(key, value string) string {
+	// rewritten is good with its tensors or metadata changed by edit (every tensor of good is
+	// float32), written at a path named label.
+	rewritten := func(label string, edit func(tensors map[string]safetensors.Tensor, meta map[string]string)) string {
 		ts, err := safetensors.Open(good)
 		if err != nil {
 			t.Fatal(err)
@@ -473,11 +474,8 @@ func TestLoadCheckpointErrors(t *testing.T) {
 			tensors[n] = safetensors.Tensor{Shape: shape, Data: data}
 		}
 		meta := ts.Metadata()
-		if _, ok := meta[key]; !ok {
-			t.Fatalf("good has no metadata %q", key)
-		}
-		meta[key] = value
-		p := filepath.Join(dir, key+"="+value)
+		edit(tensors, meta)
+		p := filepath.Join(dir, label)
 		f, err := os.Create(p)
 		if err != nil {
 			t.Fatal(err)
@@ -488,36 +486,23 @@ func TestLoadCheckpointErrors(t *testing.T) {
 		}
 		return p
 	}
+	// withMeta is good with one metadata value changed.
+	withMeta := func(key, value string) string {
+		return rewritten(key+"="+value, func(_ map[string]safetensors.Tensor, meta map[string]string) {
+			if _, ok := meta[key]; !ok {
+				t.Fatalf("good has no metadata %q", key)
+			}
+			meta[key] = value
+		})
+	}
 	// withTensor is good with the values of one tensor replaced.
 	withTensor := func(name string, v []float32) string {
-		ts, err := safetensors.Open(good)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ts.Close()
-		tensors := map[string]safetensors.Tensor{}
-		for _, n := range ts.Names() {
-			shape, _ := ts.Shape(n)
-			data := make([]float32, max(1, tensor.Shape(shape).TotalSize()))
-			if err := ts.Read(n, data); err != nil {
-				t.Fatal(err)
+		return rewritten(fmt.Sprintf("%s=%v", name, v), func(tensors map[string]safetensors.Tensor, _ map[string]string) {
+			if _, ok := tensors[name]; !ok {
+				t.Fatalf("good has no tensor %q", name)
 			}
-			tensors[n] = safetensors.Tensor{Shape: shape, Data: data}
-		}
-		if _, ok := tensors[name]; !ok {
-			t.Fatalf("good has no tensor %q", name)
-		}
-		tensors[name] = safetensors.Tensor{Shape: tensors[name].Shape, Data: v}
-		p := filepath.Join(dir, fmt.Sprintf("%s=%v", name, v))
-		f, err := os.Create(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		if err := safetensors.Write(f, tensors, ts.Metadata()); err != nil {
-			t.Fatal(err)
-		}
-		return p
+			tensors[name] = safetensors.Tensor{Shape: tensors[name].Shape, Data: v}
+		})
 	}
 	nan32, inf32 := float32(math.NaN()), float32(math.Inf(1))
 	truncated := write("trunc.safetensors", raw[:len(raw)-3])
