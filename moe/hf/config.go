@@ -4,6 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"reflect"
+	"sort"
+	"strings"
 
 	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/internal/regfile"
@@ -61,14 +64,19 @@ type given struct {
 	normNull, scaleNull, sharedNull, groupNull, keptNull, groupZero, keptZero bool
 }
 
-// ParseConfig parses the JSON of a config.json (unknown keys are ignored).
+// ParseConfig parses the JSON of a config.json (unknown keys are ignored). Keys match exactly,
+// as transformers reads them: a key that names one of Config's only when case is ignored
+// ("HIDDEN_ACT", "Model_Type") is an error.
 func ParseConfig(data []byte) (Config, error) {
-	var c Config
-	if err := json.Unmarshal(data, &c); err != nil {
-		return Config{}, opkit.Wrap("hf: config", err)
-	}
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(data, &raw); err != nil {
+		return Config{}, opkit.Wrap("hf: config", err)
+	}
+	if err := exactKeys(raw); err != nil {
+		return Config{}, opkit.Wrap("hf: config", err)
+	}
+	var c Config
+	if err := json.Unmarshal(data, &c); err != nil {
 		return Config{}, opkit.Wrap("hf: config", err)
 	}
 	null := func(k string) bool { v, ok := raw[k]; return ok && string(v) == "null" }
@@ -77,6 +85,30 @@ func ParseConfig(data []byte) (Config, error) {
 		sharedNull: null("n_shared_experts"), groupNull: null("n_group"), keptNull: null("topk_group"),
 		groupZero: written("n_group") && c.NGroup == 0, keptZero: written("topk_group") && c.TopKGroup == 0}
 	return c, nil
+}
+
+// exactKeys refuses a key of raw that equals a json key of Config only when case is ignored:
+// Go's JSON decoder would match it to the field (so "HIDDEN_ACT": "silu" overrode
+// "hidden_act": "gelu"), where transformers, reading config.json into a dict, ignores it.
+func exactKeys(raw map[string]json.RawMessage) error {
+	keys := make([]string, 0, len(raw))
+	for k := range raw {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	t := reflect.TypeFor[Config]()
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		for _, k := range keys {
+			if k != name && strings.EqualFold(k, name) {
+				return fmt.Errorf("key %q: transformers reads %q (keys are case-sensitive)", k, name)
+			}
+		}
+	}
+	return nil
 }
 
 // maxConfigBytes bounds the config.json ReadConfig reads (transformers' are a few KB).

@@ -683,6 +683,21 @@ func TestMoEConfig(t *testing.T) {
 	if _, err := ParseConfig([]byte("{")); err == nil {
 		t.Error("ParseConfig of bad JSON: no error")
 	}
+	// Keys match exactly, as transformers reads them: a key equal to one of Config's only when
+	// case is ignored used to override it (Go's JSON decoder ignores case) and load a layer
+	// transformers does not build.
+	for _, c := range []struct{ json, want string }{
+		{`{"model_type":"mixtral","hidden_size":8,"intermediate_size":16,"num_local_experts":4,"num_experts_per_tok":2,"hidden_act":"gelu","HIDDEN_ACT":"silu"}`,
+			`key "HIDDEN_ACT": transformers reads "hidden_act" (keys are case-sensitive)`},
+		{`{"model_type":"qwen3_moe","hidden_size":8,"moe_intermediate_size":16,"num_experts":4,"num_experts_per_tok":2,"norm_topk_prob":true,"Norm_TopK_Prob":false}`,
+			`key "Norm_TopK_Prob": transformers reads "norm_topk_prob"`},
+		{`{"Model_Type":"mixtral","hidden_size":8,"intermediate_size":16,"num_local_experts":4,"num_experts_per_tok":2}`,
+			`key "Model_Type": transformers reads "model_type"`},
+	} {
+		if hc, err := ParseConfig([]byte(c.json)); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("ParseConfig(%s): %+v, %v; want an error containing %q", c.json, hc, err, c.want)
+		}
+	}
 }
 
 func TestLoadRejects(t *testing.T) {
