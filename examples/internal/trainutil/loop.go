@@ -55,14 +55,32 @@ func (c *LoopConfig) AddFlags(fs *flag.FlagSet, length string) {
 // FloatFlag do).
 func (c LoopConfig) Validate() error {
 	const big = 1 << 30
-	return FirstError(
-		FloatFlag("lr", c.LR, 0, math.Inf(1), true),
+	if err := FirstError(
+		FloatFlag("lr", c.LR, 0, math.MaxFloat32, true),
 		FloatFlag("lr-floor", c.LRFloor, 0, 1, false),
 		IntFlag("warmup", c.Warmup, 0, big),
 		IntFlag("save-every", c.SaveEvery, 0, big),
 		IntFlag("stop-at", c.StopAt, 0, big),
 		FloatFlag("clip", c.Clip, 0, math.Inf(1), false),
-	)
+	); err != nil {
+		return err
+	}
+	// The examples' weights are float32, whose update takes the rate in float32 (train.Adam
+	// refuses one that rounds to 0 there): the smallest rates of the schedule, its first warmup
+	// step and its floor, must not (they failed at that step, after data and files).
+	for _, r := range []struct {
+		what string
+		lr   float64
+	}{
+		{"-lr", c.LR},
+		{"the first warmup step's -lr / -warmup", c.LR / float64(max(c.Warmup, 1))},
+		{"the floor -lr × -lr-floor", c.LR * c.LRFloor},
+	} {
+		if r.lr != 0 && float32(r.lr) == 0 {
+			return fmt.Errorf("-lr %g: %s, %g, rounds to 0 in float32 (the weights would not move)", c.LR, r.what, r.lr)
+		}
+	}
+	return nil
 }
 
 // Optimizer returns Adam at the peak learning rate with c's clipping, and the cosine

@@ -67,6 +67,12 @@ func TestLoopConfig(t *testing.T) {
 		{LoopConfig{LR: 1, SaveEvery: -3}, "-save-every -3"},
 		{LoopConfig{LR: 1, StopAt: -2}, "-stop-at -2"},
 		{LoopConfig{LR: 1, Clip: math.NaN()}, "-clip NaN"},
+		// Rates float32 Adam refuses, which used to fail at step 0 (after the data was read and
+		// -out made) or mid-run at the floor.
+		{LoopConfig{LR: 1e300}, "-lr 1e+300: want a finite number > 0 and <= 3.4028234663852886e+38"},
+		{LoopConfig{LR: 1e-60}, "-lr 1e-60: -lr, 1e-60, rounds to 0 in float32"},
+		{LoopConfig{LR: 1e-44, Warmup: 100}, "-lr 1e-44: the first warmup step's -lr / -warmup, 1e-46, rounds to 0 in float32"},
+		{LoopConfig{LR: 1e-44, LRFloor: 0.01}, "-lr 1e-44: the floor -lr × -lr-floor, 1e-46, rounds to 0 in float32"},
 	} {
 		if err := bad.c.Validate(); err == nil || !strings.Contains(err.Error(), bad.err) {
 			t.Errorf("%+v: %v, want an error containing %q", bad.c, err, bad.err)
