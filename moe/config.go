@@ -339,6 +339,12 @@ func (c Config) checkMemoryEP(el int) error {
 	return hostmem.Check(fmt.Sprintf("gomoe: moe config: the weights of Experts=%d Hidden=%d FFN=%d SharedFFN=%d and a rank's copy of them with %d experts", c.Experts, c.Hidden, c.FFN, c.SharedFFN, el), c.weightBytes()+copies)
 }
 
+// WeightBytes is the host memory, in bytes, of the weights New allocates for c (the router,
+// its bias, the experts and the shared experts; c's defaults filled in), computed in floating
+// point so that no product wraps around: what a program that builds several layers checks
+// against its memory before it builds any (New checks one layer's).
+func (c Config) WeightBytes() float64 { return c.WithDefaults().weightBytes() }
+
 // weightBytes is the host memory of the layer's weights (c with defaults), in floating point
 // so that no product wraps around.
 func (c Config) weightBytes() float64 {

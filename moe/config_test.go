@@ -9,6 +9,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/bfloat16"
 	"github.com/gomoe/gomoe/kernels"
 )
 
@@ -163,6 +164,35 @@ func TestConfigString(t *testing.T) {
 					t.Errorf("case %d %s: %q lacks %q", i, verb, got, w)
 				}
 			}
+		}
+	}
+}
+
+// TestWeightBytes: the bytes of a layer's weights, counted by hand (W1 holds gate and up for
+// SwiGLU: three matrices of E·H·F, one of H·S each for the shared experts; the router H·E and
+// its bias E in the router's dtype), and equal to the bytes of the values New allocates.
+func TestWeightBytes(t *testing.T) {
+	for _, c := range []struct {
+		cfg  Config
+		want float64
+	}{
+		{Config{Hidden: 4, FFN: 3, Experts: 2, TopK: 2}, 3*2*4*3*4 + (4*2+2)*4},
+		{Config{Hidden: 4, FFN: 3, Experts: 2, TopK: 2, Activation: GELU, Dtype: tensor.Float64}, 2*2*4*3*8 + (4*2+2)*8},
+		{Config{Hidden: 8, FFN: 4, Experts: 4, TopK: 2, SharedFFN: 6, Dtype: bfloat16.Dtype, RouterDtype: tensor.Float32}, 3*(4*8*4+8*6)*2 + (8*4+4)*4},
+	} {
+		if got := c.cfg.WeightBytes(); got != c.want {
+			t.Errorf("%+v: WeightBytes %v, want %v", c.cfg, got, c.want)
+		}
+		l, err := New(G.NewGraph(), "moe", c.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sum float64
+		for _, n := range l.Learnables() {
+			sum += float64(n.Shape().TotalSize()) * float64(n.Dtype().Size())
+		}
+		if sum > c.want || c.want-sum > float64(c.cfg.Experts)*float64(c.cfg.WithDefaults().RouterDtype.Size()) {
+			t.Errorf("%+v: the learnables hold %v bytes, want %v (or that less the expert bias, not learned)", c.cfg, sum, c.want)
 		}
 	}
 }

@@ -89,19 +89,33 @@ func TestBadConfig(t *testing.T) {
 	}
 }
 
-// TestTrainingBeyondMemory: a model whose weights fit but whose training does not (weights,
-// gradients and Adam's moments: about 24 MB here, past an 8 MB limit) is an error before the
-// first step, and no plot is written.
+// TestTrainingBeyondMemory: a model whose blocks' weights fit but whose training does not
+// (every node's value at a large batch, past an 8 MB limit) is an error before the first step,
+// and no plot is written; blocks whose weights, gradients and Adam moments do not fit are an
+// error before any block is built (the blocks were all built before the model's check).
 func TestTrainingBeyondMemory(t *testing.T) {
-	cfg := smallConfig(t)
-	cfg.Block.Hidden, cfg.Block.FFN = 256, 256 // each block's expert weights: 6.3 MB
 	defer hostmem.SetLimit(hostmem.SetLimit(8 << 20))
+	cfg := smallConfig(t)
+	cfg.Batch = 16384
 	_, err := run(cfg, io.Discard, nil)
 	if err == nil || !strings.Contains(err.Error(), "training this model") || !strings.Contains(err.Error(), "more than the 8388608 bytes") {
 		t.Fatalf("run past the memory limit: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(cfg.Out, "loss.png")); err == nil {
 		t.Errorf("a failed run wrote loss.png")
+	}
+	cfg = smallConfig(t)
+	cfg.Layers = 32
+	cfg.Block.Hidden, cfg.Block.FFN = 128, 128 // each block's weights: 1.6 MB
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err = run(cfg, io.Discard, nil)
+	runtime.ReadMemStats(&after)
+	if err == nil || !strings.Contains(err.Error(), "-layers 32 of MoE blocks E=8 K=2 swiglu H=128 F=128 (their weights, gradients and Adam moments) need 2.019e+08 bytes") {
+		t.Fatalf("32 blocks past the memory limit: %v", err)
+	}
+	if n := after.TotalAlloc - before.TotalAlloc; n > 1<<20 {
+		t.Errorf("the refused run allocated %d bytes first", n)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/examples/internal/trainutil"
+	"github.com/gomoe/gomoe/internal/hostmem"
 	"github.com/gomoe/gomoe/op"
 	"github.com/gomoe/gomoe/train"
 )
@@ -256,7 +257,13 @@ func validate(cfg config) error {
 	if cfg.Out == "" {
 		return errors.New("-out: empty output folder")
 	}
-	return nil
+	// All the blocks' weights, with their gradients and Adam's two moments, before any block
+	// is built (each checks only its own: the blocks were all made before the model's check).
+	wb, err := cfg.Block.WeightBytes()
+	if err != nil {
+		return err
+	}
+	return hostmem.Check(fmt.Sprintf("-layers %d of %s blocks %s (their weights, gradients and Adam moments)", cfg.Layers, cfg.Block.Name(), cfg.Block.Shape()), 4*float64(cfg.Layers)*wb)
 }
 
 // run trains the model, evaluates it against the baselines, prints its

@@ -81,6 +81,24 @@ func (cfg BlockConfig) Validate() error {
 	return err
 }
 
+// WeightBytes is the host memory of the block's float32 weights, in bytes: what a model of
+// several blocks checks against its memory before it builds any (each block checks only its
+// own when it is built).
+func (cfg BlockConfig) WeightBytes() (float64, error) {
+	if cfg.Dense {
+		mats := 2.0 // w1 and w2, and w3 for SwiGLU
+		if cfg.Act == "swiglu" {
+			mats = 3
+		}
+		return mats * float64(cfg.Hidden) * float64(cfg.FFN) * 4, nil
+	}
+	mc, err := MoEConfig(cfg)
+	if err != nil {
+		return 0, err
+	}
+	return mc.WeightBytes(), nil
+}
+
 // RunFlags returns cfg's flags as "-name value" pairs, for LoopConfig.RunFlags: a resumed run
 // must repeat them.
 func (cfg BlockConfig) RunFlags() string {
