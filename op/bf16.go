@@ -51,20 +51,33 @@ type namedValue struct {
 	v    G.Value
 }
 
+// bf16Disjoint refuses, before any kernel runs, a preallocated output of a call on bfloat16
+// data (outs: the outputs' names and preallocated values, nil where none is given) that is a
+// nil tensor or shares memory with an input or the plan (ins). The float32 kernel runs on
+// widened copies of the bfloat16 inputs, so its own check, which refuses the same overlaps for
+// float32 and float64 data, cannot see them: the result was written over the input.
+func bf16Disjoint(name string, outs []namedValue, ins ...namedValue) error {
+	for _, o := range outs {
+		if o.v == nil {
+			continue
+		}
+		if d, ok := o.v.(*tensor.Dense); ok && d == nil {
+			return opkit.Errorf(name, "preallocated output %s is a nil *tensor.Dense", o.name)
+		}
+		if in, ok := overlapping(o.v, ins); ok {
+			return opkit.Errorf(name, "output %s overlaps input %s in memory: an output must not share memory with another buffer", o.name, in)
+		}
+	}
+	return nil
+}
+
 // roundBF16 rounds the host float32 tensor src to bfloat16, into pre when it is given (a
-// contiguous host bfloat16 tensor of src's shape that shares no memory with the op's bfloat16
-// inputs ins) or else into a new tensor.
-func roundBF16(name string, src, pre G.Value, ins ...namedValue) (G.Value, error) {
+// contiguous host bfloat16 tensor of src's shape, checked by bf16Disjoint) or else into a new
+// tensor.
+func roundBF16(name string, src, pre G.Value) (G.Value, error) {
 	f, err := hostFloats[float32](name, "float32 result", src)
 	if err != nil {
 		return nil, err
-	}
-	if pre != nil {
-		// The float32 kernel ran on widened copies, so it could not see pre overlap an input
-		// (it refuses that for float32 and float64 data); writing pre would change the input.
-		if in, ok := overlapping(pre, ins); ok {
-			return nil, opkit.Errorf(name, "preallocated output overlaps input %s in memory: an output must not share memory with another buffer", in)
-		}
 	}
 	shape := src.Shape()
 	var out *tensor.Dense
@@ -74,7 +87,7 @@ func roundBF16(name string, src, pre G.Value, ins ...namedValue) (G.Value, error
 		out = tensor.New(tensor.WithShape(shape.Clone()...), tensor.WithBacking(dst))
 	} else {
 		d, ok := pre.(*tensor.Dense)
-		if !ok || d.RequiresIterator() || d.IsView() {
+		if !ok || d == nil || d.RequiresIterator() || d.IsView() {
 			return nil, opkit.Errorf(name, "preallocated output is a %T view or non-dense value", pre)
 		}
 		if !d.Shape().Eq(shape) {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"testing"
+	"unsafe"
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
@@ -258,6 +259,24 @@ func TestBF16Prealloc(t *testing.T) {
 	dprobs, err := (unpermuteGradProbsOp{g: g, pdt: tensor.Float32}).Do(x, rows, planV)
 	if err != nil || dprobs.Dtype() != tensor.Float32 {
 		t.Errorf("bfloat16 backward to probs: %v %v, want float32", dprobs, err)
+	}
+	// A float32 dprobs sharing memory with the bfloat16 dy is refused too, dy unchanged (the
+	// kernel saw a widened copy of dy: the float32 path's check could not fire).
+	back := make([]bfloat16.BFloat16, 16) // 32 bytes: dy's 24, and room for dprobs' 8 float32
+	copy(back, x.Data().([]bfloat16.BFloat16))
+	dy := tensor.New(tensor.Of(bfloat16.Dtype), tensor.WithShape(4, H), tensor.WithBacking(back[:4*H]))
+	pre := tensor.New(tensor.WithShape(4, 2), tensor.WithBacking(unsafe.Slice((*float32)(unsafe.Pointer(&back[0])), 8)))
+	before := dy.Clone().(*tensor.Dense)
+	_, err = (unpermuteGradProbsOp{g: g, pdt: tensor.Float32}).UsePreallocDo(pre, dy, rows, planV)
+	wantErr(t, "dprobs over dy", err, "output dprobs overlaps input dy in memory")
+	if !bitsEqual(dy, before) {
+		t.Error("a refused dprobs changed the bfloat16 dy it shares memory with")
+	}
+	// A nil *tensor.Dense as the preallocated output is an error (it panicked).
+	for _, c := range cases {
+		if _, err := c.op.UsePreallocDo((*tensor.Dense)(nil), c.in...); err == nil {
+			t.Errorf("%v: a nil preallocated output: no error", c.op)
+		}
 	}
 }
 

@@ -112,7 +112,7 @@ func outDense[F kernels.Float | int32](name string, pre G.Value, shape ...int) (
 		return d, s, nil
 	}
 	d, ok := pre.(*tensor.Dense)
-	if !ok || d.RequiresIterator() || d.IsView() {
+	if !ok || d == nil || d.RequiresIterator() || d.IsView() { // a nil *tensor.Dense panicked here
 		return nil, nil, opkit.Errorf(name, "preallocated output is a %T view or non-dense value", pre)
 	}
 	if !d.Shape().Eq(tensor.Shape(shape)) {

@@ -83,6 +83,9 @@ func permuteForward(g kernels.Geometry, x, plan, pre G.Value) (G.Value, error) {
 	case tensor.Float32:
 		return permuteForwardHost[float32](p, x, pre)
 	case bfloat16.Dtype:
+		if err := bf16Disjoint(name, []namedValue{{"xp", pre}}, namedValue{"x", x}, namedValue{"plan", plan}); err != nil {
+			return nil, err
+		}
 		xf, err := widenBF16(name, "x", x)
 		if err != nil {
 			return nil, err
@@ -91,7 +94,7 @@ func permuteForward(g kernels.Geometry, x, plan, pre G.Value) (G.Value, error) {
 		if err != nil {
 			return nil, err
 		}
-		return roundBF16(name, out, pre, namedValue{"x", x})
+		return roundBF16(name, out, pre)
 	}
 	return permuteForwardHost[float64](p, x, pre)
 }
@@ -137,6 +140,9 @@ func permuteBackward(g kernels.Geometry, dxp, plan, pre G.Value) (G.Value, error
 	case tensor.Float32:
 		return permuteBackwardHost[float32](p, dxp, pre)
 	case bfloat16.Dtype:
+		if err := bf16Disjoint(name, []namedValue{{"dx", pre}}, namedValue{"dxp", dxp}, namedValue{"plan", plan}); err != nil {
+			return nil, err
+		}
 		df, err := widenBF16(name, "dxp", dxp)
 		if err != nil {
 			return nil, err
@@ -145,7 +151,7 @@ func permuteBackward(g kernels.Geometry, dxp, plan, pre G.Value) (G.Value, error
 		if err != nil {
 			return nil, err
 		}
-		return roundBF16(name, out, pre, namedValue{"dxp", dxp})
+		return roundBF16(name, out, pre)
 	}
 	return permuteBackwardHost[float64](p, dxp, pre)
 }

@@ -286,6 +286,8 @@ func TestUsePrealloc(t *testing.T) {
 				}
 				_, err = c.op.UsePreallocDo(denseOf(other, stale, c.out...), c.in...)
 				wantErr(t, label, err, "preallocated output has dtype")
+				_, err = c.op.UsePreallocDo((*tensor.Dense)(nil), c.in...) // it panicked
+				wantErr(t, label+" nil", err, "preallocated output is a *tensor.Dense view or non-dense value")
 				// A prealloc that shares memory with the first input is refused before
 				// anything is written (the output used to be zeroed first, input and all).
 				in0 := c.in[0].(*tensor.Dense)

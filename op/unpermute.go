@@ -88,6 +88,9 @@ func unpermuteForward(g kernels.Geometry, yp, probs, plan, pre G.Value) (G.Value
 	case tensor.Float32:
 		return unpermuteForwardHost[float32](p, yp, probs, pre)
 	case bfloat16.Dtype:
+		if err := bf16Disjoint(name, []namedValue{{"y", pre}}, namedValue{"yp", yp}, namedValue{"probs", probs}, namedValue{"plan", plan}); err != nil {
+			return nil, err
+		}
 		yf, err := widenBF16(name, "yp", yp)
 		if err != nil {
 			return nil, err
@@ -96,7 +99,7 @@ func unpermuteForward(g kernels.Geometry, yp, probs, plan, pre G.Value) (G.Value
 		if err != nil {
 			return nil, err
 		}
-		return roundBF16(name, out, pre, namedValue{"yp", yp}, namedValue{"probs", probs})
+		return roundBF16(name, out, pre)
 	}
 	return unpermuteForwardHost[float64](p, yp, probs, pre)
 }
@@ -168,6 +171,10 @@ func unpermuteBackward(name string, g kernels.Geometry, dy, yp, probs, plan G.Va
 	case tensor.Float32:
 		return unpermuteBackwardHost(name, p, dy, yp, probs, wantRows, wantProbs, preRows, preProbs, kernels.UnpermuteBackward[float32])
 	case bfloat16.Dtype:
+		if err := bf16Disjoint(name, []namedValue{{"dyp", preRows}, {"dprobs", preProbs}},
+			namedValue{"dy", dy}, namedValue{"yp", yp}, namedValue{"probs", probs}, namedValue{"plan", plan}); err != nil {
+			return nil, nil, err
+		}
 		return unpermuteBackwardBF16(name, p, dy, yp, probs, wantRows, wantProbs, preRows, preProbs)
 	}
 	return unpermuteBackwardHost(name, p, dy, yp, probs, wantRows, wantProbs, preRows, preProbs, kernels.UnpermuteBackward[float64])
@@ -231,7 +238,7 @@ func unpermuteBackwardBF16(name string, p kernels.Plan, dy, yp, probs G.Value, w
 	if err != nil || dyp == nil {
 		return dyp, dprobs, err
 	}
-	if dyp, err = roundBF16(name, dyp, preRows, namedValue{"dy", dy}, namedValue{"yp", yp}, namedValue{"probs", probs}); err != nil {
+	if dyp, err = roundBF16(name, dyp, preRows); err != nil {
 		return nil, nil, err
 	}
 	return dyp, dprobs, nil
