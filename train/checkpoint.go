@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -231,11 +230,11 @@ func SaveCheckpoint(path string, c Checkpoint) error {
 // Every node must be in the file with its dtype and shape, no two nodes may share memory (the
 // same tensor, or overlapping views of one), the file must hold no tensor that is not a node
 // or its optimiser state, and a non-nil c.Optimizer must be of the kind saved.
-// The optimiser state must hold what steps from finite gradients make: finite moments and
-// master copies, and an Adam second moment v >= 0 (a NaN, infinite or negative value is an
-// error naming the tensor and the element; load such a file with Optimizer nil for its
-// weights). All of this is checked before anything is written: on such an error no node and
-// no optimiser changes. A failed copy to the GPU can leave the nodes before it loaded.
+// The optimiser state must be one a step can make: an Adam second moment v, a running mean of
+// squares, is never negative (a negative value is an error naming the tensor and the element;
+// a NaN or infinite moment or master copy loads, as the steps that made it saved it). All of
+// this is checked before anything is written: on such an error no node and no optimiser
+// changes. A failed copy to the GPU can leave the nodes before it loaded.
 func LoadCheckpoint(path string, c Checkpoint) (map[string]string, error) {
 	ts, err := safetensors.Open(path) // its errors name the path
 	if err != nil {
@@ -599,27 +598,27 @@ func loadMoments(ts *safetensors.Tensors, p param, ol *optLoad, tm, tv, tw strin
 }
 
 // stateValues checks the optimiser state h ([]float32 or []float64), the file's tensor name,
-// for values no step makes from finite gradients: a moment or a master copy that is NaN or
-// infinite, or (nonNeg: Adam's second moment v, a running mean of squares) a negative value.
-// The next step would turn the weight NaN (the square root of a negative v, Inf − Inf).
+// for values no step makes: with nonNeg (Adam's second moment v, a running mean of squares) a
+// negative one, -Inf included, whose square root the next step would turn into NaN weights.
+// NaN and infinite values pass: steps make them from NaN or overflowing gradients (and save
+// them), and the weights they belong to load as they are.
 func stateValues(name string, h any, nonNeg bool) error {
+	if !nonNeg {
+		return nil
+	}
 	switch s := h.(type) {
 	case []float32:
-		return stateFinite(name, s, nonNeg)
+		return stateNonNeg(name, s)
 	case []float64:
-		return stateFinite(name, s, nonNeg)
+		return stateNonNeg(name, s)
 	}
 	return nil
 }
 
-func stateFinite[F float32 | float64](name string, s []F, nonNeg bool) error {
+func stateNonNeg[F float32 | float64](name string, s []F) error {
 	for i, x := range s {
-		f := float64(x)
-		switch {
-		case nonNeg && (!(f >= 0) || math.IsInf(f, 0)):
-			return fmt.Errorf("%s[%d] = %v, want a finite value >= 0", name, i, x)
-		case math.IsNaN(f) || math.IsInf(f, 0):
-			return fmt.Errorf("%s[%d] = %v, want a finite value", name, i, x)
+		if x < 0 {
+			return fmt.Errorf("%s[%d] = %v, want a value >= 0 (a mean of squares)", name, i, x)
 		}
 	}
 	return nil

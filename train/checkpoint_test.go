@@ -504,7 +504,7 @@ func TestLoadCheckpointErrors(t *testing.T) {
 			tensors[name] = safetensors.Tensor{Shape: tensors[name].Shape, Data: v}
 		})
 	}
-	nan32, inf32 := float32(math.NaN()), float32(math.Inf(1))
+	inf32 := float32(math.Inf(1))
 	truncated := write("trunc.safetensors", raw[:len(raw)-3])
 	garbage := write("garbage.safetensors", []byte("not a checkpoint at all"))
 	foreign := write("foreign.safetensors", foreignFile())
@@ -538,11 +538,8 @@ func TestLoadCheckpointErrors(t *testing.T) {
 		{"eps 1e-50", withMeta("gomoe.adam.eps", "1e-50"), G.Nodes{a, b}, train.NewAdam(1), `the file's adam settings: eps 1e-50 rounds to 0 in the float32 update of param "a"`},
 		{"learning rate 1e39", withMeta("gomoe.adam.lr", "1e39"), G.Nodes{a, b}, train.NewAdam(1), `learning rate 1e+39 does not fit the float32 update of param "a" (at most 3.4028234663852886e+38)`},
 		// Adam state no step makes: it used to load, and the next step turned the weight NaN.
-		{"v negative", withTensor("optimizer.adam.v.a", []float32{-1, 0.5}), G.Nodes{a, b}, train.NewAdam(1), `optimiser state of "a": optimizer.adam.v.a[0] = -1, want a finite value >= 0`},
-		{"v NaN", withTensor("optimizer.adam.v.a", []float32{0.5, nan32}), G.Nodes{a, b}, train.NewAdam(1), "optimizer.adam.v.a[1] = NaN, want a finite value >= 0"},
-		{"v +Inf", withTensor("optimizer.adam.v.a", []float32{inf32, 0.5}), G.Nodes{a, b}, train.NewAdam(1), "optimizer.adam.v.a[0] = +Inf, want a finite value >= 0"},
-		{"m NaN", withTensor("optimizer.adam.m.a", []float32{0.5, nan32}), G.Nodes{a, b}, train.NewAdam(1), `optimiser state of "a": optimizer.adam.m.a[1] = NaN, want a finite value`},
-		{"m -Inf", withTensor("optimizer.adam.m.a", []float32{-inf32, 0.5}), G.Nodes{a, b}, train.NewAdam(1), "optimizer.adam.m.a[0] = -Inf, want a finite value"},
+		{"v negative", withTensor("optimizer.adam.v.a", []float32{-1, 0.5}), G.Nodes{a, b}, train.NewAdam(1), `optimiser state of "a": optimizer.adam.v.a[0] = -1, want a value >= 0 (a mean of squares)`},
+		{"v -Inf", withTensor("optimizer.adam.v.a", []float32{0.5, -inf32}), G.Nodes{a, b}, train.NewAdam(1), "optimizer.adam.v.a[1] = -Inf, want a value >= 0 (a mean of squares)"},
 		// A nil pointer in the interface: the load used to write the nodes, then panic.
 		{"nil *Adam", good, G.Nodes{a, b}, (*train.Adam)(nil), "optimiser is a nil *train.Adam"},
 		{"nil *SGD", weightsOnly, G.Nodes{a, b}, (*train.SGD)(nil), "optimiser is a nil *train.SGD"},
@@ -566,7 +563,7 @@ func TestLoadCheckpointErrors(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("error %v, want one containing %q", err, c.want)
 			}
-			if strings.Contains(c.want, "want a finite value") && !strings.HasSuffix(err.Error(), c.want) {
+			if strings.Contains(c.want, "want a value >= 0") && !strings.HasSuffix(err.Error(), c.want) {
 				t.Errorf("error %q, want one ending with %q", err, c.want)
 			}
 			if n := strings.Count(err.Error(), "gomoe: "); n != 1 {
@@ -858,11 +855,6 @@ func TestLoadCheckpointAdamStateMismatch(t *testing.T) {
 			`param "w": Adam moments and master copy disagree (bfloat16: true, master: false)`},
 		{"one moment", map[string]safetensors.Tensor{"optimizer.adam.m.w": f32, "optimizer.master.w": f32},
 			`param "w" has one Adam moment but not the other`},
-		// A master copy no step makes: it used to load, and the next step turned the weight NaN.
-		{"master +Inf", map[string]safetensors.Tensor{"optimizer.adam.m.w": f32, "optimizer.adam.v.w": f32, "optimizer.master.w": {Shape: []int{1}, Data: []float32{float32(math.Inf(1))}}},
-			`optimiser state of "w": optimizer.master.w[0] = +Inf, want a finite value`},
-		{"master NaN", map[string]safetensors.Tensor{"optimizer.adam.m.w": f32, "optimizer.adam.v.w": f32, "optimizer.master.w": {Shape: []int{1}, Data: []float32{float32(math.NaN())}}},
-			`optimizer.master.w[0] = NaN, want a finite value`},
 	} {
 		tensors := map[string]safetensors.Tensor{"w": bf}
 		maps.Copy(tensors, c.state)
@@ -878,12 +870,31 @@ func TestLoadCheckpointAdamStateMismatch(t *testing.T) {
 		w := G.NewTensor(G.NewGraph(), bfloat16.Dtype, 1, G.WithShape(1), G.WithName("w"), G.WithValue(tensor.New(tensor.WithShape(1), tensor.WithBacking([]bfloat16.BFloat16{7}))))
 		opt := train.NewAdam(1)
 		_, err = train.LoadCheckpoint(p, train.Checkpoint{Params: G.Nodes{w}, Optimizer: opt})
-		if err == nil || !strings.Contains(err.Error(), c.err) || strings.Contains(c.err, "want a finite value") && !strings.HasSuffix(err.Error(), c.err) {
+		if err == nil || !strings.Contains(err.Error(), c.err) {
 			t.Errorf("%s: got %v, want an error containing %q", c.name, err, c.err)
 		}
 		if v := w.Value().Data().([]bfloat16.BFloat16); v[0] != 7 || opt.Steps() != 0 || opt.LR != 1 {
 			t.Errorf("%s: a failed load changed the node (%v) or the optimiser (step %d, LR %v)", c.name, v[0], opt.Steps(), opt.LR)
 		}
+	}
+	// State that steps make from overflowing or NaN gradients, and SaveCheckpoint writes,
+	// loads back: an infinite master copy, NaN moments.
+	inf := float32(math.Inf(-1))
+	nan := float32(math.NaN())
+	tensors := map[string]safetensors.Tensor{"w": bf, "optimizer.master.w": {Shape: []int{1}, Data: []float32{inf}},
+		"optimizer.adam.m.w": {Shape: []int{1}, Data: []float32{nan}}, "optimizer.adam.v.w": {Shape: []int{1}, Data: []float32{nan}}}
+	p := filepath.Join(t.TempDir(), "c.safetensors")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := safetensors.Write(f, tensors, meta); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	w := G.NewTensor(G.NewGraph(), bfloat16.Dtype, 1, G.WithShape(1), G.WithName("w"), G.WithValue(tensor.New(tensor.WithShape(1), tensor.WithBacking([]bfloat16.BFloat16{7}))))
+	if _, err := train.LoadCheckpoint(p, train.Checkpoint{Params: G.Nodes{w}, Optimizer: train.NewAdam(1)}); err != nil {
+		t.Errorf("state a step makes (master -Inf, NaN moments): %v", err)
 	}
 }
 
