@@ -596,6 +596,9 @@ func TestCUDAGroupedMatMulNoHostSync(t *testing.T) {
 		if waited {
 			t.Fatalf("%v: the device-sized grouped matmul waited for the GPU", d)
 		}
+		if _, err := probe.Release(); err == nil || !strings.Contains(err.Error(), "released twice") {
+			t.Fatalf("a second Release: %v, want an error (it stored into freed memory)", err)
+		}
 		// The probe itself catches a waiting call: the cuBLAS path reads the plan on the host.
 		SetGMMCUBLAS(true)
 		probe, err = testCUDA.StartSyncProbe(2 * time.Second)

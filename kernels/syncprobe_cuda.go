@@ -90,8 +90,12 @@ func (c *CUDA) StartSyncProbe(maxWait time.Duration) (*SyncProbe, error) {
 
 // Release lets the spinning kernel finish, waits for all enqueued work, and reports whether
 // the spin ran out of time: true means the code run since StartSyncProbe waited for the
-// device.
+// device. A second Release is an error; after c's Close the probe's 8 bytes of pinned host
+// memory are not freed.
 func (p *SyncProbe) Release() (waited bool, err error) {
+	if p.host == nil {
+		return false, fmt.Errorf("gomoe: sync probe: released twice")
+	}
 	C.gomoe_probe_set(p.host)
 	err = p.c.do(func() error {
 		err := cu.Synchronize()
@@ -99,6 +103,7 @@ func (p *SyncProbe) Release() (waited bool, err error) {
 		if r := C.cuMemFreeHost(p.host); r != C.CUDA_SUCCESS && err == nil {
 			err = fmt.Errorf("gomoe: sync probe: freeing its memory: CUDA error %d", int(r))
 		}
+		p.host = nil
 		return err
 	})
 	return waited, err
