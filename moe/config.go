@@ -235,8 +235,9 @@ func (c Config) Validate() error {
 	c = c.WithDefaults()
 	e := func(format string, args ...any) error { return fmt.Errorf("gomoe: moe config: "+format, args...) }
 	isFloat := func(dt tensor.Dtype) bool { return dt == tensor.Float32 || dt == tensor.Float64 }
-	// The probs are float32 in a float32 router, and in the combine of a float32 or bfloat16
-	// layer whatever the router's dtype (a float64 router's probs are cast to float32 there).
+	// The probs are float32 in a float32 router, and in the combine of a float32 layer whatever
+	// the router's dtype (a float64 router's probs are cast to float32 there; a bfloat16 layer
+	// takes a float32 router only).
 	probs32, probsIn := true, "the float32 router"
 	if c.RouterDtype != tensor.Float32 {
 		probs32, probsIn = c.Dtype != tensor.Float64, "the float32 probs of the combine"

@@ -21,7 +21,8 @@ type Schedule interface {
 //
 // so the first step after warmup runs at Peak and step Total−1 at Peak·Floor. The warmup
 // starts at Peak/Warmup, not 0, so that no step is taken with a zero rate. No rate is
-// above Peak: a finite Peak gives finite rates, up to math.MaxFloat64.
+// more than one rounding above Peak (the last warmup step's Peak·Warmup/Warmup can round
+// up), and a finite Peak gives finite rates, up to math.MaxFloat64.
 type Cosine struct {
 	// Peak is the rate at the end of warmup.
 	Peak float64
