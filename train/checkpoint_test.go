@@ -475,16 +475,7 @@ func TestLoadCheckpointErrors(t *testing.T) {
 		}
 		meta := ts.Metadata()
 		edit(tensors, meta)
-		p := filepath.Join(dir, label)
-		f, err := os.Create(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		if err := safetensors.Write(f, tensors, meta); err != nil {
-			t.Fatal(err)
-		}
-		return p
+		return writeTensors(t, filepath.Join(dir, label), tensors, meta)
 	}
 	// withMeta is good with one metadata value changed.
 	withMeta := func(key, value string) string {
@@ -617,19 +608,10 @@ func TestLoadCheckpointErrors(t *testing.T) {
 func TestAdamStepLimit(t *testing.T) {
 	dir := t.TempDir()
 	file := func(step string) string {
-		p := filepath.Join(dir, "c"+step+".safetensors")
-		f, err := os.Create(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
 		meta := map[string]string{"gomoe.format": "gomoe-checkpoint/1", "gomoe.optimizer": "adam",
 			"gomoe.adam.step": step, "gomoe.adam.lr": "0.1", "gomoe.adam.beta1": "0.9",
 			"gomoe.adam.beta2": "0.999", "gomoe.adam.eps": "1e-8", "gomoe.adam.weight_decay": "0", "gomoe.adam.max_grad_norm": "0"}
-		if err := safetensors.Write(f, map[string]safetensors.Tensor{"a": {Shape: []int{2}, Data: []float32{1, 2}}}, meta); err != nil {
-			t.Fatal(err)
-		}
-		return p
+		return writeTensors(t, filepath.Join(dir, "c"+step+".safetensors"), map[string]safetensors.Tensor{"a": {Shape: []int{2}, Data: []float32{1, 2}}}, meta)
 	}
 	node := func() *G.Node {
 		return G.NewVector(G.NewGraph(), tensor.Float32, G.WithShape(2), G.WithName("a"),
@@ -844,6 +826,15 @@ func TestLoadCheckpointAdamStateMismatch(t *testing.T) {
 		"gomoe.adam.eps": "1e-08", "gomoe.adam.weight_decay": "0", "gomoe.adam.max_grad_norm": "0"}
 	bf := safetensors.Tensor{Shape: []int{1}, Data: []bfloat16.BFloat16{bfloat16.FromFloat32(2.5)}}
 	f32 := safetensors.Tensor{Shape: []int{1}, Data: []float32{0.25}}
+	// withState writes a checkpoint of the bfloat16 param "w" with the optimiser state given.
+	withState := func(state map[string]safetensors.Tensor) string {
+		tensors := map[string]safetensors.Tensor{"w": bf}
+		maps.Copy(tensors, state)
+		return writeTensors(t, filepath.Join(t.TempDir(), "c.safetensors"), tensors, meta)
+	}
+	weight := func() *G.Node {
+		return G.NewTensor(G.NewGraph(), bfloat16.Dtype, 1, G.WithShape(1), G.WithName("w"), G.WithValue(tensor.New(tensor.WithShape(1), tensor.WithBacking([]bfloat16.BFloat16{7}))))
+	}
 	for _, c := range []struct {
 		name  string
 		state map[string]safetensors.Tensor
@@ -856,20 +847,9 @@ func TestLoadCheckpointAdamStateMismatch(t *testing.T) {
 		{"one moment", map[string]safetensors.Tensor{"optimizer.adam.m.w": f32, "optimizer.master.w": f32},
 			`param "w" has one Adam moment but not the other`},
 	} {
-		tensors := map[string]safetensors.Tensor{"w": bf}
-		maps.Copy(tensors, c.state)
-		p := filepath.Join(t.TempDir(), "c.safetensors")
-		f, err := os.Create(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := safetensors.Write(f, tensors, meta); err != nil {
-			t.Fatal(err)
-		}
-		f.Close()
-		w := G.NewTensor(G.NewGraph(), bfloat16.Dtype, 1, G.WithShape(1), G.WithName("w"), G.WithValue(tensor.New(tensor.WithShape(1), tensor.WithBacking([]bfloat16.BFloat16{7}))))
+		w, p := weight(), withState(c.state)
 		opt := train.NewAdam(1)
-		_, err = train.LoadCheckpoint(p, train.Checkpoint{Params: G.Nodes{w}, Optimizer: opt})
+		_, err := train.LoadCheckpoint(p, train.Checkpoint{Params: G.Nodes{w}, Optimizer: opt})
 		if err == nil || !strings.Contains(err.Error(), c.err) {
 			t.Errorf("%s: got %v, want an error containing %q", c.name, err, c.err)
 		}
@@ -879,21 +859,10 @@ func TestLoadCheckpointAdamStateMismatch(t *testing.T) {
 	}
 	// State that steps make from overflowing or NaN gradients, and SaveCheckpoint writes,
 	// loads back: an infinite master copy, NaN moments.
-	inf := float32(math.Inf(-1))
-	nan := float32(math.NaN())
-	tensors := map[string]safetensors.Tensor{"w": bf, "optimizer.master.w": {Shape: []int{1}, Data: []float32{inf}},
-		"optimizer.adam.m.w": {Shape: []int{1}, Data: []float32{nan}}, "optimizer.adam.v.w": {Shape: []int{1}, Data: []float32{nan}}}
-	p := filepath.Join(t.TempDir(), "c.safetensors")
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := safetensors.Write(f, tensors, meta); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	w := G.NewTensor(G.NewGraph(), bfloat16.Dtype, 1, G.WithShape(1), G.WithName("w"), G.WithValue(tensor.New(tensor.WithShape(1), tensor.WithBacking([]bfloat16.BFloat16{7}))))
-	if _, err := train.LoadCheckpoint(p, train.Checkpoint{Params: G.Nodes{w}, Optimizer: train.NewAdam(1)}); err != nil {
+	inf, nan := float32(math.Inf(-1)), float32(math.NaN())
+	p := withState(map[string]safetensors.Tensor{"optimizer.master.w": {Shape: []int{1}, Data: []float32{inf}},
+		"optimizer.adam.m.w": {Shape: []int{1}, Data: []float32{nan}}, "optimizer.adam.v.w": {Shape: []int{1}, Data: []float32{nan}}})
+	if _, err := train.LoadCheckpoint(p, train.Checkpoint{Params: G.Nodes{weight()}, Optimizer: train.NewAdam(1)}); err != nil {
 		t.Errorf("state a step makes (master -Inf, NaN moments): %v", err)
 	}
 }
@@ -952,4 +921,18 @@ func TestLoadCheckpointSharedParams(t *testing.T) {
 			t.Errorf("%s: a failed load changed the optimiser (step %d, LR %v)", c.name, c.opt.Steps(), c.opt.LR)
 		}
 	}
+}
+
+// writeTensors writes tensors and meta as a safetensors file at path and returns path.
+func writeTensors(t *testing.T, path string, tensors map[string]safetensors.Tensor, meta map[string]string) string {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := safetensors.Write(f, tensors, meta); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
