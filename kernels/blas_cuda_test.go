@@ -613,6 +613,64 @@ func TestCUDAGroupedMatMulNoHostSync(t *testing.T) {
 	}
 }
 
+// TestCUDAGroupedMatMulGraphAfterGrowth: a CUDA graph holds the group table's and the
+// workspace's addresses in its kernels' parameters. After an eager call with more experts moved
+// the table (and grew the workspace), a replay of a graph captured before gives the eager
+// result and writes no memory allocated since: the old table used to be freed, and a replay
+// wrote its group table into whatever the allocator handed out next.
+func TestCUDAGroupedMatMulGraphAfterGrowth(t *testing.T) {
+	defer SetGMMCUBLAS(SetGMMCUBLAS(false))
+	rng := rand.New(rand.NewPCG(41, 42))
+	const H, N = 64, 96
+	for _, d := range []DType{BF16, F32} {
+		if err := SM90Error(testCUDA); d == BF16 && err != nil {
+			t.Logf("bfloat16 skipped: %v", err)
+			continue
+		}
+		if err := SimtError(testCUDA); d != BF16 && err != nil {
+			t.Logf("%v skipped: %v", d, err)
+			continue
+		}
+		c, err := NewCUDAKernelsLike(testCUDA) // fresh tables, whatever the tests before did
+		cuMust(t, err)
+		forward := func(g Geometry) (cuDevBuf, func() error) {
+			plan := cuUpload(t, cuCpuPlan(t, g, cuBalancedIDs(0)(rng, g), nil))
+			xp := cuUploadAny(t, cuElems(d, cuRandData(rng, g.Rows()*H)))
+			w := cuUploadAny(t, cuElems(d, cuRandData(rng, g.E*H*N)))
+			z := cuAlloc(t, int64(g.Rows()*N*d.Size()))
+			return z, func() error { return c.GroupedMatMulForward(d, g, H, N, z.p, xp.p, w.p, plan.p) }
+		}
+		small := Geometry{T: 64, K: 2, E: 4, A: 8}
+		z, run := forward(small)
+		cuMust(t, run()) // builds the launch on a table of 4 groups
+		cuMust(t, c.Sync())
+		n := small.Rows() * N
+		want := cuDownloadAs(t, d, z, n)
+		graph, err := c.Capture(run)
+		cuMust(t, err)
+		_, big := forward(Geometry{T: 64, K: 2, E: 512, A: 8})
+		cuMust(t, big()) // moves the table
+		cuMust(t, c.Sync())
+		var canaries []cuDevBuf
+		for range 32 {
+			canaries = append(canaries, cuAlloc(t, 4096)) // 0xA5 bytes
+		}
+		cuMust(t, testCUDA.Do(func() error { return cu.MemsetD8(z.p, 0xA5, z.n) }))
+		cuMust(t, graph.Launch())
+		cuMust(t, c.Sync())
+		cuSameBits(t, fmt.Sprintf("%v: replay after the table moved", d), cuDownloadAs(t, d, z, n), want)
+		for i, b := range canaries {
+			for j, v := range cuDownload[byte](t, b, int(b.n)) {
+				if v != 0xA5 {
+					t.Fatalf("%v: the replay wrote byte %d of a buffer allocated after the table moved (%d of %d)", d, j, i, len(canaries))
+				}
+			}
+		}
+		cuMust(t, graph.Destroy())
+		cuMust(t, c.Close())
+	}
+}
+
 // TestCUDAGemmFreshOutput: a GEMM with beta 0 into memory nothing wrote before fills all of C,
 // in float32 and bfloat16 (compute-sanitizer's initcheck runs it to tell uninitialised reads
 // of ours from its view of cuBLAS's own stores).

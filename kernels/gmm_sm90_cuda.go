@@ -222,6 +222,7 @@ type gmmSlot struct {
 	table   gmmTable
 	ws      cu.DevicePtr // the GEMM kernels' workspace
 	wsBytes int64
+	oldWS   []cu.DevicePtr // workspaces outgrown, kept until close (see gmmTable)
 	built   map[gmmKey]*gmmLaunch
 }
 
@@ -337,8 +338,11 @@ func (st *gmm90) close() error {
 		if e := s.table.free(); err == nil {
 			err = e
 		}
-		if s.ws != 0 {
-			if e := cu.MemFree(s.ws); err == nil {
+		for _, ws := range append(s.oldWS, s.ws) {
+			if ws == 0 {
+				continue
+			}
+			if e := cu.MemFree(ws); err == nil {
 				err = e
 			}
 		}
@@ -361,39 +365,58 @@ func (c *CUDA) unloadGMM() error {
 }
 
 // gmmTable is a group table (gmm.cu) on the device, with room for groups groups.
+//
+// A table that a call outgrows is not freed but kept (old) until close, and so is an outgrown
+// workspace (gmmSlot.oldWS): a CUDA graph captured earlier (train.GraphStep) has their
+// addresses in its kernels' parameters, and an eager call with more experts between its
+// replays must not hand that memory back to the allocator while a replay still writes and reads
+// it. Each move at least doubles the room, so what is kept is less than what is in use, and a
+// move never waits for the device.
 type gmmTable struct {
 	groups int
 	ptr    cu.DevicePtr
+	old    []cu.DevicePtr
 }
 
-// ensure gives t room for groups groups, moving it (after the device is done with the old
-// one) when it has less; moved says that anything built on its old address is stale. It runs
-// inside c.do.
+// ensure gives t room for groups groups, moving it when it has less; moved says that anything
+// built on its old address is stale. It runs inside c.do.
 func (t *gmmTable) ensure(groups int) (moved bool, err error) {
 	if t.ptr != 0 && t.groups >= groups {
 		return false, nil
 	}
-	if err := t.free(); err != nil {
-		return false, err
+	if t.ptr != 0 {
+		groups = max(groups, 2*t.groups)
 	}
 	bytes := (12*int64(groups)+15)&^15 + 64*int64(groups)
 	p, err := cu.MemAlloc(bytes)
 	if err != nil {
 		return false, fmt.Errorf("gomoe: grouped matmul group table: %w", err)
 	}
+	if t.ptr != 0 {
+		t.old = append(t.old, t.ptr)
+	}
 	t.ptr, t.groups = p, groups
 	return true, nil
 }
 
-// free releases t's memory once earlier launches, which may still read it, are done.
+// free releases t's memory, old tables included, once earlier launches, which may still read
+// it, are done.
 func (t *gmmTable) free() error {
-	if t.ptr == 0 {
+	if t.ptr == 0 && len(t.old) == 0 {
 		return nil
 	}
 	if err := cu.Synchronize(); err != nil {
 		return err
 	}
-	err := cu.MemFree(t.ptr)
+	var err error
+	for _, p := range append(t.old, t.ptr) {
+		if p == 0 {
+			continue
+		}
+		if e := cu.MemFree(p); err == nil {
+			err = e
+		}
+	}
 	*t = gmmTable{}
 	return err
 }
@@ -445,21 +468,16 @@ func (st *gmm90) launchFor(s *gmmSlot, k, groups int, alpha, beta float32) (*gmm
 		return nil, fmt.Errorf("gomoe: sm_90a grouped GEMM %s: CUTLASS cannot run these arguments (code %d)", gmm90Kernels[k], int(rc))
 	}
 	if need := int64(info.workspace_bytes); need > s.wsBytes {
-		if s.ws != 0 {
-			if err := cu.Synchronize(); err != nil {
-				return nil, err
-			}
-			if err := cu.MemFree(s.ws); err != nil {
-				return nil, err
-			}
-			s.ws, s.wsBytes = 0, 0
-			s.built = map[gmmKey]*gmmLaunch{} // the old launches point at the old workspace
-		}
-		p, err := cu.MemAlloc(max(need, 256))
+		// The old workspace is kept, not freed: a captured graph may use it (see gmmTable).
+		p, err := cu.MemAlloc(max(need, 2*s.wsBytes, 256))
 		if err != nil {
 			return nil, fmt.Errorf("gomoe: grouped GEMM workspace: %w", err)
 		}
-		s.ws, s.wsBytes = p, max(need, 256)
+		if s.ws != 0 {
+			s.oldWS = append(s.oldWS, s.ws)
+			s.built = map[gmmKey]*gmmLaunch{} // the old launches point at the old workspace
+		}
+		s.ws, s.wsBytes = p, max(need, 2*s.wsBytes, 256)
 	}
 	a.workspace = C.uint64_t(s.ws)
 	l := &gmmLaunch{params: make([]byte, int(info.params_bytes))}
