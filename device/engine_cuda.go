@@ -395,6 +395,9 @@ func (e *Engine) newTensor(dt tensor.Dtype, persistent bool, shape ...int) (*ten
 		if s < 1 {
 			return nil, fmt.Errorf("device: shape %v has an empty dimension; device tensors hold at least one element", shape)
 		}
+		if int64(s) > MaxAlloc/n { // n·s would pass MaxAlloc, or wrap around to a small size
+			return nil, fmt.Errorf("device: a %v tensor of shape %v needs more than %d bytes", dt, shape, int64(MaxAlloc))
+		}
 		n *= int64(s)
 	}
 	p, err := e.pool.Alloc(n, persistent)

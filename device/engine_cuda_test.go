@@ -5,6 +5,7 @@ package device_test
 import (
 	"errors"
 	"math"
+	"strings"
 	"testing"
 
 	"gorgonia.org/tensor"
@@ -115,6 +116,18 @@ func TestNewTensorMemset(t *testing.T) {
 	}
 	if _, err := e.NewTensor(tensor.Float32, 0, 4); err == nil {
 		t.Error("NewTensor with an empty dimension: no error")
+	}
+	// A shape whose bytes pass device.MaxAlloc is an error, and nothing is allocated: the
+	// byte count wrapped around, to 4 (tensor.New then panicked, the block leaked) or to 0
+	// (a tensor of no memory came back).
+	live := e.Pool().Stats().LiveBlocks
+	for _, shape := range [][]int{{1<<62 + 1}, {1 << 31, 1 << 31, 4}} {
+		if d, err := e.NewTensor(tensor.Float32, shape...); err == nil || !strings.Contains(err.Error(), "needs more than") {
+			t.Errorf("NewTensor(float32, %v): %v, %v; want an error", shape, d, err)
+		}
+	}
+	if n := e.Pool().Stats().LiveBlocks; n != live {
+		t.Errorf("refused NewTensor calls left %d blocks, want %d", n, live)
 	}
 }
 
