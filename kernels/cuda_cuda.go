@@ -351,6 +351,18 @@ func nnCheck(what string, d DType, rows int64, cols int) error {
 	if rows < 1 || cols < 1 {
 		return fmt.Errorf("gomoe: device %s: shape (%d, %d)", what, rows, cols)
 	}
+	return colsFit(what, cols)
+}
+
+// colsFit refuses a column count (or another size a kernel takes as an int) beyond a kernel's
+// 32-bit int argument, which args.i would truncate: a table 2^32+1 wide ran as 1 column wide,
+// reading far past the ids.
+func colsFit(what string, n ...int) error {
+	for _, v := range n {
+		if v > math.MaxInt32 {
+			return fmt.Errorf("gomoe: device %s: a size of %d, more than a kernel's 32-bit count (%d)", what, v, math.MaxInt32)
+		}
+	}
 	return nil
 }
 

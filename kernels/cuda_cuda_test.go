@@ -9,6 +9,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"strings"
 	"testing"
 	"unsafe"
 
@@ -395,4 +396,31 @@ func loDType[F float32 | float64]() DType {
 func statusHas(err error, bit int32) bool {
 	var se StatusError
 	return errors.As(err, &se) && int32(se)&bit != 0
+}
+
+// TestCUDASizesBeyondInt32: the launchers refuse a column count (or a table's rows, E, K)
+// beyond a kernel's 32-bit int argument before they launch anything: it was truncated (an
+// embedding table 2^32+1 wide ran as 1 column wide, reading far past the ids). The checks run
+// before any pointer is used, so null ones do here.
+func TestCUDASizesBeyondInt32(t *testing.T) {
+	const wide = math.MaxInt32 + 1
+	for _, c := range []struct {
+		name string
+		f    func() error
+	}{
+		{"Embedding cols", func() error { return testCUDA.Embedding(F32, 0, 0, 0, 2, 4, wide) }},
+		{"Embedding rows", func() error { return testCUDA.Embedding(F32, 0, 0, 0, 2, wide, 4) }},
+		{"EmbeddingBackward", func() error { return testCUDA.EmbeddingBackward(F32, 0, 0, 0, 2, wide, 4) }},
+		{"BiasAdd", func() error { return testCUDA.BiasAdd(F32, 0, 0, 0, 2, wide) }},
+		{"RowForward", func() error { return testCUDA.RowForward(F32, RowSoftmax, 0, 0, 2, wide) }},
+		{"ScaleRows", func() error { return testCUDA.ScaleRows(F32, 0, 0, 0, 2, wide) }},
+		{"RowDot", func() error { return testCUDA.RowDot(F32, 0, 0, 0, 2, wide) }},
+		{"GatherTopK", func() error { return testCUDA.GatherTopK(F32, 0, 0, 0, 2, wide, 2) }},
+		{"GatherTopK gradient", func() error { return testCUDA.GatherTopKBackward(F32, 0, 0, 0, 2, wide, 2) }},
+	} {
+		if err := c.f(); err == nil || !strings.Contains(err.Error(), "more than a kernel's 32-bit count") {
+			t.Errorf("%s with a size of 2^31: %v, want the 32-bit count error", c.name, err)
+		}
+	}
+	cuMust(t, testCUDA.Status()) // nothing ran that could flag anything
 }

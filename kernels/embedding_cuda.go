@@ -30,6 +30,9 @@ func (c *CUDA) Embedding(d DType, out, table, ids cu.DevicePtr, n int64, V, cols
 	if V < 1 {
 		return fmt.Errorf("gomoe: device Embedding: %d table rows", V)
 	}
+	if err := colsFit("Embedding", V); err != nil {
+		return err
+	}
 	total := n * int64(cols)
 	return c.do(func() error {
 		return c.launch("embed_fwd_"+d.suffix(), gridFor(total, 256), 256, 0,
@@ -45,6 +48,9 @@ func (c *CUDA) EmbeddingBackward(d DType, dtable, dy, ids cu.DevicePtr, n int64,
 	}
 	if V < 1 {
 		return fmt.Errorf("gomoe: device EmbeddingBackward: %d table rows", V)
+	}
+	if err := colsFit("EmbeddingBackward", V); err != nil {
+		return err
 	}
 	return c.do(func() error {
 		return c.launch("embed_bwd_"+d.suffix(), gridFor(int64(V)*int64(cols), 256), 256, 0,

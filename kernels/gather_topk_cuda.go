@@ -23,6 +23,9 @@ func (c *CUDA) GatherTopK(d DType, out, s, ids cu.DevicePtr, T int64, E, K int) 
 	if d != F32 && d != F64 {
 		return fmt.Errorf("gomoe: device GatherTopK: dtype %v", d)
 	}
+	if err := colsFit("GatherTopK", E, K); err != nil {
+		return err
+	}
 	tk := T * int64(K)
 	return c.do(func() error {
 		return c.launch("gather_topk_"+d.suffix(), gridFor(tk, 256), 256, 0, *new(args).p(s).p(ids).p(out).l(tk).i(E).i(K).p(c.status))
@@ -34,6 +37,9 @@ func (c *CUDA) GatherTopK(d DType, out, s, ids cu.DevicePtr, T int64, E, K int) 
 func (c *CUDA) GatherTopKBackward(d DType, ds, g, ids cu.DevicePtr, T int64, E, K int) error {
 	if d != F32 && d != F64 {
 		return fmt.Errorf("gomoe: device GatherTopK gradient: dtype %v", d)
+	}
+	if err := colsFit("GatherTopK gradient", E, K); err != nil {
+		return err
 	}
 	return c.do(func() error {
 		return c.launch("gather_topk_bwd_"+d.suffix(), blocksFor(T, 256), 256, 0, *new(args).p(g).p(ids).p(ds).l(T).i(E).i(K).p(c.status))

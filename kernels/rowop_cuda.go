@@ -26,7 +26,7 @@ func rowDType(k RowOp, d DType, cols int) error {
 	if cols < 1 {
 		return fmt.Errorf("gomoe: device %v: %d columns", k, cols)
 	}
-	return nil
+	return colsFit(fmt.Sprint(k), cols)
 }
 
 // RowForward writes y = kind(x) for every row of x [rows, cols] (one warp per row).

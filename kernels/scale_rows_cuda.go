@@ -22,6 +22,9 @@ func (c *CUDA) ScaleRows(d DType, y, x, s cu.DevicePtr, rows int64, cols int) er
 	if !d.valid() || cols < 1 {
 		return fmt.Errorf("gomoe: device ScaleRows: dtype %v, %d columns", d, cols)
 	}
+	if err := colsFit("ScaleRows", cols); err != nil {
+		return err
+	}
 	return c.do(func() error {
 		return c.launch("scale_rows_"+d.suffix(), gridFor(rows*int64(cols), 256), 256, 0, *new(args).p(x).p(s).p(y).l(rows).i(cols))
 	})
@@ -31,6 +34,9 @@ func (c *CUDA) ScaleRows(d DType, y, x, s cu.DevicePtr, rows int64, cols int) er
 func (c *CUDA) RowDot(d DType, out, a, b cu.DevicePtr, rows int64, cols int) error {
 	if !d.valid() || cols < 1 {
 		return fmt.Errorf("gomoe: device RowDot: dtype %v, %d columns", d, cols)
+	}
+	if err := colsFit("RowDot", cols); err != nil {
+		return err
 	}
 	return c.do(func() error {
 		return c.launch("row_dot_"+d.suffix(), rowGrid(rows), 256, 0, *new(args).p(a).p(b).p(out).l(rows).i(cols))
