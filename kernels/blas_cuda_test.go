@@ -648,12 +648,22 @@ func TestCUDAGroupedMatMulGraphAfterGrowth(t *testing.T) {
 		want := cuDownloadAs(t, d, z, n)
 		graph, err := c.Capture(run)
 		cuMust(t, err)
+		old := GMM90TableAddr(c, 0) // the forward's table (bfloat16 only: 0 for float32)
 		_, big := forward(Geometry{T: 64, K: 2, E: 512, A: 8})
 		cuMust(t, big()) // moves the table
 		cuMust(t, c.Sync())
+		if d == BF16 && GMM90TableAddr(c, 0) == old {
+			t.Fatal("the call with 512 experts did not move the group table")
+		}
+		// Buffers of the old table's size (304 bytes for 4 groups) and larger, 0xA5 bytes: a
+		// freed table's address is what the allocator hands out next.
 		var canaries []cuDevBuf
-		for range 32 {
-			canaries = append(canaries, cuAlloc(t, 4096)) // 0xA5 bytes
+		for i := range 64 {
+			b := cuAlloc(t, []int64{304, 4096}[i%2])
+			if d == BF16 && b.p == old {
+				t.Fatalf("a buffer allocated after the move got the old table's address %#x: it was freed while the graph uses it", uint64(old))
+			}
+			canaries = append(canaries, b)
 		}
 		cuMust(t, testCUDA.Do(func() error { return cu.MemsetD8(z.p, 0xA5, z.n) }))
 		cuMust(t, graph.Launch())

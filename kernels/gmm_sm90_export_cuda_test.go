@@ -116,3 +116,11 @@ func GMM90CU13(driver int) bool { return gmm90CU13(driver) }
 
 // NewCUDAKernelsLike returns a new CUDA in c's context.
 func NewCUDAKernelsLike(c *CUDA) (*CUDA, error) { return NewCUDA(c.ctx) }
+
+// GMM90TableAddr is the device address of the group table of c's sm_90a slot of form (0
+// forward, 1 rows, 2 weights; 0: none yet).
+func GMM90TableAddr(c *CUDA, form int) cu.DevicePtr {
+	var p cu.DevicePtr
+	_ = c.Do(func() error { p = c.gmm90Of().slots[form].table.ptr; return nil })
+	return p
+}
