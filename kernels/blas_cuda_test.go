@@ -551,6 +551,20 @@ func TestCUDAGroupedMatMulBench(t *testing.T) {
 	t.Log(sb.String())
 }
 
+// cuDeviceGMM reports whether this GPU runs d's device-sized grouped GEMM (sm_90a for
+// bfloat16, CUTLASS's sm80 kernels for float32 and float64), logging why not.
+func cuDeviceGMM(t *testing.T, d DType) bool {
+	t.Helper()
+	err := SimtError(testCUDA)
+	if d == BF16 {
+		err = SM90Error(testCUDA)
+	}
+	if err != nil {
+		t.Logf("%v skipped: %v", d, err)
+	}
+	return err == nil
+}
+
 // TestCUDAGroupedMatMulNoHostSync: the device-sized grouped matmul's three passes (bfloat16 on
 // sm_90a, float32 and float64 on the CUTLASS grouped GEMM) enqueue behind a kernel that holds
 // the stream (kernels.SyncProbe) without waiting for it.
@@ -562,12 +576,7 @@ func TestCUDAGroupedMatMulNoHostSync(t *testing.T) {
 	plan := cuUpload(t, cuCpuPlan(t, g, cuBalancedIDs(0.1)(rng, g), nil))
 	R := g.Rows()
 	for _, d := range []DType{BF16, F32, F64} {
-		if err := SM90Error(testCUDA); d == BF16 && err != nil {
-			t.Logf("bfloat16 skipped: %v", err)
-			continue
-		}
-		if err := SimtError(testCUDA); d != BF16 && err != nil {
-			t.Logf("%v skipped: %v", d, err)
+		if !cuDeviceGMM(t, d) {
 			continue
 		}
 		xp := cuUploadAny(t, cuElems(d, cuRandData(rng, R*H)))
@@ -623,12 +632,7 @@ func TestCUDAGroupedMatMulGraphAfterGrowth(t *testing.T) {
 	rng := rand.New(rand.NewPCG(41, 42))
 	const H, N = 64, 96
 	for _, d := range []DType{BF16, F32} {
-		if err := SM90Error(testCUDA); d == BF16 && err != nil {
-			t.Logf("bfloat16 skipped: %v", err)
-			continue
-		}
-		if err := SimtError(testCUDA); d != BF16 && err != nil {
-			t.Logf("%v skipped: %v", d, err)
+		if !cuDeviceGMM(t, d) {
 			continue
 		}
 		c, err := NewCUDAKernelsLike(testCUDA) // fresh tables, whatever the tests before did
