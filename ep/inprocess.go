@@ -231,6 +231,14 @@ func (c *inProcComm) wait(ch chan struct{}, what string) error {
 	case <-ch:
 		return nil
 	case <-c.g.abort:
+		// A rank that returned from this collective may abort the group before this one gets
+		// here; select then picks either of the two closed channels at random, and the
+		// collective, which completed, reported that later abort.
+		select {
+		case <-ch:
+			return nil
+		default:
+		}
 		return c.g.aborted()
 	case <-timer:
 		c.g.Abort(fmt.Errorf("rank %d waited %v for the other ranks in %s", c.rank, c.g.timeout, what))

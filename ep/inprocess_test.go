@@ -643,3 +643,25 @@ func TestGroupRunOneAtATime(t *testing.T) {
 		t.Errorf("a Run after the first ended: %v", err)
 	}
 }
+
+// TestWaitCompletedBeforeAbort: a collective that completed returns no error even when the
+// group was aborted after it (both channels closed; select picked either, so a rank that
+// aborted right after its own call returned failed the other rank's completed call).
+func TestWaitCompletedBeforeAbort(t *testing.T) {
+	g, err := NewGroup(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := g.Comm(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	close(done)
+	g.Abort(errors.New("rank 0 found something wrong after the exchange"))
+	for i := range 200 {
+		if err := c.(*inProcComm).wait(done, "a test"); err != nil {
+			t.Fatalf("call %d: %v, want nil: the collective had completed before the abort", i, err)
+		}
+	}
+}
