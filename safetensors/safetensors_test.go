@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -412,5 +413,23 @@ func TestReadsBeyondMemory(t *testing.T) {
 	hostmem.SetLimit(1 << 19)
 	if err := ts.Read("x", dst); err == nil || !strings.Contains(err.Error(), `tensor "x": 1048576 bytes read need 1.049e+06 bytes, more than the 524288 bytes`) {
 		t.Errorf("Read: %v, want the memory error", err)
+	}
+}
+
+// TestWriteNamesTheFirstBadEntry: with several bad tensors or metadata values, Write's error
+// names the first in byte order, every call (it followed map order, a different one each time).
+func TestWriteNamesTheFirstBadEntry(t *testing.T) {
+	tensors := map[string]Tensor{}
+	for _, n := range []string{"h", "c", "a", "f", "b", "g", "e", "d"} {
+		tensors[n] = Tensor{Shape: []int{2, 3}, Data: []float32{1, 2, 3}}
+	}
+	meta := map[string]string{"k3": "\xfd", "k1": "\xff", "k2": "\xfe"}
+	for i := range 50 {
+		if err := Write(io.Discard, tensors, nil); err == nil || !strings.Contains(err.Error(), `tensor "a" has shape [2 3] but 3 elements`) {
+			t.Fatalf("call %d: %v, want the error of tensor a", i, err)
+		}
+		if err := Write(io.Discard, nil, meta); err == nil || !strings.Contains(err.Error(), `metadata "k1"`) {
+			t.Fatalf("call %d: %v, want the error of key k1", i, err)
+		}
 	}
 }

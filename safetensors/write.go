@@ -3,7 +3,9 @@ package safetensors
 import (
 	"fmt"
 	"io"
+	"maps"
 	"math"
+	"slices"
 	"unicode/utf8"
 
 	st "github.com/nlpodyssey/safetensors"
@@ -34,14 +36,17 @@ func (v view) DataLen() uint64 { return uint64(len(v.data)) }
 // to w. Everything is checked before anything is written: every tensor (a supported slice
 // type, as many elements as its shape, no negative dimension), and that the file reads back
 // as written (names and metadata valid UTF-8, no tensor named "__metadata__").
+// With several bad entries the error names the first in byte order of the keys, then of the
+// names (map order gave a different one from call to call).
 func Write(w io.Writer, tensors map[string]Tensor, meta map[string]string) error {
-	for k, v := range meta {
-		if !utf8.ValidString(k) || !utf8.ValidString(v) {
+	for _, k := range slices.Sorted(maps.Keys(meta)) {
+		if v := meta[k]; !utf8.ValidString(k) || !utf8.ValidString(v) {
 			return fmt.Errorf("gomoe: safetensors: Write: metadata %q = %q is not UTF-8 (the header is JSON)", k, v)
 		}
 	}
 	views := make(map[string]view, len(tensors))
-	for name, t := range tensors {
+	for _, name := range slices.Sorted(maps.Keys(tensors)) {
+		t := tensors[name]
 		if name == "__metadata__" || !utf8.ValidString(name) {
 			return fmt.Errorf("gomoe: safetensors: Write: tensor name %q (want UTF-8, not \"__metadata__\", the header's metadata)", name)
 		}

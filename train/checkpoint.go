@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -150,7 +152,8 @@ func SaveCheckpoint(path string, c Checkpoint) error {
 	}
 	tensors := make(map[string]safetensors.Tensor, len(ps))
 	meta := map[string]string{ckptFormat: ckptFormatV1}
-	for k, v := range c.Meta {
+	for _, k := range slices.Sorted(maps.Keys(c.Meta)) { // the first bad key in byte order, every call
+		v := c.Meta[k]
 		if strings.HasPrefix(k, "gomoe.") {
 			return fail(fmt.Errorf("metadata key %q is reserved (starts with \"gomoe.\")", k))
 		}

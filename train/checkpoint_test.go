@@ -574,6 +574,14 @@ func TestLoadCheckpointErrors(t *testing.T) {
 	if err := train.SaveCheckpoint(filepath.Join(dir, "x"), train.Checkpoint{Params: G.Nodes{a}, Meta: map[string]string{"gomoe.step": "1"}}); err == nil || !strings.Contains(err.Error(), "reserved") {
 		t.Errorf("reserved metadata key: %v", err)
 	}
+	// Several bad keys: the error names the first in byte order, every call (map order gave a
+	// different one each time).
+	for i := range 50 {
+		err := train.SaveCheckpoint(filepath.Join(dir, "x"), train.Checkpoint{Params: G.Nodes{a}, Meta: map[string]string{"gomoe.d": "4", "gomoe.b": "2", "gomoe.a": "1", "gomoe.c": "3"}})
+		if err == nil || !strings.Contains(err.Error(), `metadata key "gomoe.a" is reserved`) {
+			t.Fatalf("call %d: %v, want the error of gomoe.a", i, err)
+		}
+	}
 	for _, c := range []struct {
 		name string
 		ck   train.Checkpoint
