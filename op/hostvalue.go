@@ -47,6 +47,23 @@ func onDevice(name string, vs ...G.Value) (device.Backend, error) {
 
 // dataOf returns the backing slice of a host dense tensor whose dtype was checked to be F's.
 func dataOf[F kernels.Float | int32](name, what string, d *tensor.Dense) ([]F, error) {
+	if d.Dims() == 0 && d.Shape().TotalSize() == 1 {
+		// A 0-d tensor (tensor.FromScalar): its Data() is the value and its DataSize() 0, so
+		// the branch below read it as empty (Scale of it gave 0, and a gradient added into it
+		// was lost). Its typed accessor gives its one element, sharing its memory.
+		var zero F
+		if d.Dtype().Type != reflect.TypeOf(zero) {
+			return nil, opkit.Errorf(name, "%s has dtype %v, want %T", what, d.Dtype(), zero)
+		}
+		switch any(zero).(type) {
+		case float32:
+			return any(d.Float32s()).([]F), nil
+		case float64:
+			return any(d.Float64s()).([]F), nil
+		default:
+			return any(d.Int32s()).([]F), nil
+		}
+	}
 	if d.Shape().TotalSize() == 0 || d.DataSize() == 0 { // Data() of an empty tensor panics in tensor v0.9.24
 		var zero F
 		if d.Dtype().Type != reflect.TypeOf(zero) {

@@ -248,6 +248,10 @@ func TestScaleScalarGradients(t *testing.T) {
 	}{
 		{"float64 scalar", tensor.Float64, nil, func(x *G.Node) *G.Node { return x }},
 		{"float32 scalar", tensor.Float32, nil, func(x *G.Node) *G.Node { return x }},
+		// A 0-d *tensor.Dense as the scalar's value (shape {}): Scale read it as empty and gave
+		// 0, and the lisp machine's gradient added into it was lost.
+		{"float64 0-d tensor", tensor.Float64, []int{}, func(x *G.Node) *G.Node { return x }},
+		{"float32 0-d tensor", tensor.Float32, []int{}, func(x *G.Node) *G.Node { return x }},
 		{"sum of a matrix", tensor.Float64, []int{2, 3}, func(x *G.Node) *G.Node { return must(G.Sum(x)) }},
 		{"z-loss", tensor.Float32, []int{2, 3}, func(x *G.Node) *G.Node { return must(ZLoss(x, 0.5)) }},
 		{"added losses", tensor.Float64, []int{2, 3}, func(x *G.Node) *G.Node {
@@ -261,13 +265,20 @@ func TestScaleScalarGradients(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			data := []float64{0.3, -1.2, 0.7, 2.1, -0.4, 0.9}
 			build := func(g *G.ExprGraph) (x, cost *G.Node) {
-				if tt.shape == nil {
+				switch {
+				case tt.shape == nil:
 					var v G.Value = G.NewF64(data[0])
 					if tt.dt == tensor.Float32 {
 						v = G.NewF32(float32(data[0]))
 					}
 					x = G.NewScalar(g, tt.dt, G.WithName("x"), G.WithValue(v))
-				} else {
+				case len(tt.shape) == 0:
+					v := tensor.New(tensor.FromScalar(data[0]))
+					if tt.dt == tensor.Float32 {
+						v = tensor.New(tensor.FromScalar(float32(data[0])))
+					}
+					x = G.NewScalar(g, tt.dt, G.WithName("x"), G.WithValue(v))
+				default:
 					x = G.NewMatrix(g, tt.dt, G.WithShape(tt.shape...), G.WithName("x"), G.WithValue(gcDense(tt.dt, tensor.Shape(tt.shape), data)))
 				}
 				return x, must(Scale(tt.loss(x), -2.5))
