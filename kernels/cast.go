@@ -31,6 +31,10 @@ func CastToBF16(out []bfloat16.BFloat16, in []float32) error {
 	if len(out) != len(in) {
 		return fmt.Errorf("gomoe: CastToBF16: %d outputs for %d inputs", len(out), len(in))
 	}
+	// Of another width than in, out cannot be in itself: any overlap gave wrong values.
+	if err := checkDisjoint("CastToBF16", []span{spanOf("out", out)}, []span{spanOf("in", in)}); err != nil {
+		return err
+	}
 	return bfloat16.FromFloat32s(out, in)
 }
 
@@ -38,6 +42,9 @@ func CastToBF16(out []bfloat16.BFloat16, in []float32) error {
 func CastFromBF16(out []float32, in []bfloat16.BFloat16) error {
 	if len(out) != len(in) {
 		return fmt.Errorf("gomoe: CastFromBF16: %d outputs for %d inputs", len(out), len(in))
+	}
+	if err := checkDisjoint("CastFromBF16", []span{spanOf("out", out)}, []span{spanOf("in", in)}); err != nil {
+		return err
 	}
 	return bfloat16.ToFloat32s(out, in)
 }

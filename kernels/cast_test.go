@@ -2,7 +2,10 @@ package kernels
 
 import (
 	"math"
+	"slices"
+	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/gomoe/gomoe/bfloat16"
 )
@@ -49,5 +52,38 @@ func TestCast(t *testing.T) {
 		if c.err == nil || c.err.Error() != c.want {
 			t.Errorf("%s: %v, want %q", c.name, c.err, c.want)
 		}
+	}
+}
+
+// TestCastBF16Overlap: a bfloat16 cast or split whose output shares memory with its input is
+// refused, the input unchanged (each write overwrote input not yet read: widening 1..8 in place
+// gave 1 1 0 1 0 0 0 1, silently).
+func TestCastBF16Overlap(t *testing.T) {
+	buf := make([]float32, 8)
+	narrow := unsafe.Slice((*bfloat16.BFloat16)(unsafe.Pointer(&buf[0])), 8) // buf's first half
+	for i := range narrow {
+		narrow[i] = bfloat16.FromFloat32(float32(i + 1))
+	}
+	before := append([]bfloat16.BFloat16(nil), narrow...)
+	in := make([]float32, 12)
+	for i := range in {
+		in[i] = float32(i) + 0.5
+	}
+	wide := append([]float32(nil), in...)
+	out := unsafe.Slice((*bfloat16.BFloat16)(unsafe.Pointer(&in[1])), 8) // from in[1] on
+	for _, c := range []struct {
+		name string
+		err  error
+	}{
+		{"CastFromBF16", CastFromBF16(buf, narrow)},
+		{"CastToBF16", CastToBF16(out, in[:8])},
+		{"SplitBF16", SplitBF16(out, in[:4], 1, 4, 8, 4, []int{0, 1})},
+	} {
+		if c.err == nil || !strings.Contains(c.err.Error(), "overlaps input in in memory") {
+			t.Errorf("%s with an output over its input: %v, want the overlap error", c.name, c.err)
+		}
+	}
+	if !slices.Equal(narrow, before) || !slices.Equal(in, wide) {
+		t.Errorf("a refused cast changed its input")
 	}
 }

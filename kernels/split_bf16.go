@@ -50,6 +50,9 @@ func SplitBF16(out []bfloat16.BFloat16, in []float32, rows, cols, rowStride, pie
 	if err := checkSplit(len(out), len(in), rows, cols, rowStride, pieceStride, pattern); err != nil {
 		return err
 	}
+	if err := checkDisjoint("SplitBF16", []span{spanOf("out", out)}, []span{spanOf("in", in)}); err != nil {
+		return err
+	}
 	for r := 0; r < rows; r++ {
 		for c := 0; c < cols; c++ {
 			var p [3]bfloat16.BFloat16
