@@ -391,6 +391,9 @@ func (e *Engine) newTensor(dt tensor.Dtype, persistent bool, shape ...int) (*ten
 		return nil, err
 	}
 	n := int64(dt.Size())
+	if n < 1 {
+		return nil, fmt.Errorf("device: dtype %v has no element size", dt)
+	}
 	for _, s := range shape {
 		if s < 1 {
 			return nil, fmt.Errorf("device: shape %v has an empty dimension; device tensors hold at least one element", shape)

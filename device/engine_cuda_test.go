@@ -5,6 +5,7 @@ package device_test
 import (
 	"errors"
 	"math"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -125,6 +126,10 @@ func TestNewTensorMemset(t *testing.T) {
 		if d, err := e.NewTensor(tensor.Float32, shape...); err == nil || !strings.Contains(err.Error(), "needs more than") {
 			t.Errorf("NewTensor(float32, %v): %v, %v; want an error", shape, d, err)
 		}
+	}
+	// A dtype of no element size (its division by zero panicked).
+	if d, err := e.NewTensor(tensor.Dtype{Type: reflect.TypeOf(struct{}{})}, 2); err == nil || !strings.Contains(err.Error(), "no element size") {
+		t.Errorf("NewTensor of a dtype of size 0: %v, %v; want an error", d, err)
 	}
 	if n := e.Pool().Stats().LiveBlocks; n != live {
 		t.Errorf("refused NewTensor calls left %d blocks, want %d", n, live)

@@ -241,6 +241,11 @@ func (c *inProcComm) wait(ch chan struct{}, what string) error {
 		}
 		return c.g.aborted()
 	case <-timer:
+		select {
+		case <-ch: // completed as the time ran out
+			return nil
+		default:
+		}
 		c.g.Abort(fmt.Errorf("rank %d waited %v for the other ranks in %s", c.rank, c.g.timeout, what))
 		return c.g.aborted()
 	}

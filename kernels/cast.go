@@ -31,7 +31,8 @@ func CastToBF16(out []bfloat16.BFloat16, in []float32) error {
 	if len(out) != len(in) {
 		return fmt.Errorf("gomoe: CastToBF16: %d outputs for %d inputs", len(out), len(in))
 	}
-	// Of another width than in, out cannot be in itself: any overlap gave wrong values.
+	// Refused as Cast refuses all but an exact in-place call, which bfloat16 out, of another
+	// width, cannot be: a partial overlap gave wrong values.
 	if err := checkDisjoint("CastToBF16", []span{spanOf("out", out)}, []span{spanOf("in", in)}); err != nil {
 		return err
 	}

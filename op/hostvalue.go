@@ -55,14 +55,19 @@ func dataOf[F kernels.Float | int32](name, what string, d *tensor.Dense) ([]F, e
 		if d.Dtype().Type != reflect.TypeOf(zero) {
 			return nil, opkit.Errorf(name, "%s has dtype %v, want %T", what, d.Dtype(), zero)
 		}
+		var one any
 		switch any(zero).(type) {
 		case float32:
-			return any(d.Float32s()).([]F), nil
+			one = d.Float32s()
 		case float64:
-			return any(d.Float64s()).([]F), nil
-		default:
-			return any(d.Int32s()).([]F), nil
+			one = d.Float64s()
+		case int32:
+			one = d.Int32s()
 		}
+		if s, ok := one.([]F); ok && len(s) == 1 {
+			return s, nil
+		}
+		return nil, opkit.Errorf(name, "%s is a 0-d tensor of %v, want one %T", what, d.Dtype(), zero)
 	}
 	if d.Shape().TotalSize() == 0 || d.DataSize() == 0 { // Data() of an empty tensor panics in tensor v0.9.24
 		var zero F

@@ -294,7 +294,7 @@ func relCases() []badCase {
 		}, "RouterProbs: logits: dtype int32"),
 		rel("RouterProbs/K > E", func(gr *G.ExprGraph) (*G.Node, error) {
 			return nodeErr(RouterProbs(floatNode(gr, tensor.Float64, "s", 4, 1), idsNode(gr, "ids", 4, 2, okIDs), RouterOpts{Score: kernels.RouterSoftmax}))
-		}, "K=2"),
+		}, "RouterProbs: TopK: K=2, want 1 <= K <= E=1"),
 		relRun("RouterProbs/id >= E", func(gr *G.ExprGraph) (*G.Node, error) {
 			return nodeErr(RouterProbs(floatNode(gr, tensor.Float64, "s", 4, 3), idsNode(gr, "ids", 4, 2, []int32{0, 1, 2, 3, 0, 1, 0, 2}), RouterOpts{Score: kernels.RouterSoftmax}))
 		}, "RouterProbs", "out of range"),
