@@ -2,6 +2,7 @@ package moe
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -93,6 +94,14 @@ func TestHostileNilReceivers(t *testing.T) {
 			}
 			return errors.New("zero values")
 		}, "zero values"},
+		// A zero Layer{} gave G.Nodes{nil, nil, nil}, which reached G.Grad and the solver.
+		{"(&Layer{}).Learnables, State and Replicated", func() error {
+			z := &Layer{}
+			if z.Learnables() != nil || z.State() != nil || z.Replicated() != nil {
+				return fmt.Errorf("%v %v %v", z.Learnables(), z.State(), z.Replicated())
+			}
+			return errors.New("no nodes")
+		}, "no nodes"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -109,6 +109,22 @@ func New(g *G.ExprGraph, name string, cfg Config) (*Layer, error) {
 	if len(g.ByName(name+".router")) > 0 {
 		return nil, fmt.Errorf("gomoe: moe.New: the graph already has a layer named %q", name)
 	}
+	// Every other name the layer gives a node: Gorgonia takes an input node of the same name,
+	// type and shape for the same node (the layer's W2 was a user's node "m.w2", zeros and
+	// all), and a layer "m.shared" beside a layer "m" with shared experts doubled names that
+	// only a checkpoint, after training, refused.
+	names := []string{"w1", "w2"}
+	if cfg.SharedFFN > 0 {
+		names = append(names, "shared.w1", "shared.w2")
+	}
+	if cfg.ExpertBias {
+		names = append(names, "expert_bias")
+	}
+	for _, n := range names {
+		if len(g.ByName(name+"."+n)) > 0 {
+			return nil, fmt.Errorf("gomoe: moe.New: the graph already has a node named %q, the name of layer %q's %s", name+"."+n, name, n)
+		}
+	}
 	l := &Layer{cfg: cfg, name: name, g: g}
 	rng := rand.New(rand.NewSource(cfg.Seed))
 	H, F, E := cfg.Hidden, cfg.FFN, cfg.Experts
@@ -201,7 +217,7 @@ func (l *Layer) Config() Config {
 // the expert weights and the shared experts' weights (not the expert bias, which
 // UpdateExpertBias updates: State holds both).
 func (l *Layer) Learnables() G.Nodes {
-	if l == nil {
+	if l == nil || l.Router == nil { // nil, or a zero Layer{} (not made by New)
 		return nil
 	}
 	return append(G.Nodes{l.Router, l.W1, l.W2}, l.shared()...)
@@ -232,7 +248,7 @@ func (l *Layer) State() G.Nodes {
 // tokens' share; ep.SumGradients(comm, layer.Replicated()...) adds them over the ranks before
 // the solver's step. (The routed experts' W1 and W2 are sharded: their gradients are whole.)
 func (l *Layer) Replicated() G.Nodes {
-	if l == nil {
+	if l == nil || l.Router == nil {
 		return nil
 	}
 	return append(G.Nodes{l.Router}, l.shared()...)

@@ -66,6 +66,28 @@ func TestReliabilityBuildErrors(t *testing.T) {
 			_, err := New(g, "m", relCfg)
 			return err
 		}, []string{`already has a layer named "m"`}},
+		// A user's node of a name the layer gives its W2: Gorgonia took it for the same node,
+		// and the layer's W2 was the user's zeros.
+		{"New/a node of the layer's names", func() error {
+			g := G.NewGraph()
+			G.NewTensor(g, tensor.Float64, 3, G.WithShape(4, 3, 4), G.WithName("m.w2"), G.WithInit(G.Zeroes()))
+			c := relCfg
+			c.Hidden, c.FFN, c.Dtype = 4, 3, tensor.Float64
+			_, err := New(g, "m", c)
+			return err
+		}, []string{`already has a node named "m.w2", the name of layer "m"'s w2`}},
+		// A layer "m.shared" beside a layer "m" with shared experts: two nodes of each shared
+		// name, which only a checkpoint refused, after training.
+		{"New/a layer named after another's shared experts", func() error {
+			g := G.NewGraph()
+			c := relCfg
+			c.SharedFFN = 2
+			if _, err := New(g, "m", c); err != nil {
+				return nil
+			}
+			_, err := New(g, "m.shared", c)
+			return err
+		}, []string{`already has a node named "m.shared.w1"`}},
 		{"New/K > E", func() error { c := relCfg; c.TopK = 5; _, err := New(G.NewGraph(), "m", c); return err }, []string{"TopK=5 > Experts=4"}},
 		{"New/E = 0", func() error { c := relCfg; c.Experts = 0; _, err := New(G.NewGraph(), "m", c); return err }, []string{"Experts=0"}},
 		{"New/NaN capacity factor", func() error {
