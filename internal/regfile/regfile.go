@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 )
 
@@ -34,13 +35,18 @@ func Open(path string) (*os.File, error) {
 // ReadFile reads the regular file at path (as Open) of at most limit bytes. A larger one gives
 // "<path>: larger than <limit> bytes", wrapping ErrTooLarge, after reading no more than
 // limit+1 bytes of it.
+// A negative limit is an error; math.MaxInt64 reads the whole file (limit+1 wrapped around
+// to a negative count, which read nothing).
 func ReadFile(path string, limit int64) ([]byte, error) {
+	if limit < 0 {
+		return nil, fmt.Errorf("%s: a read limit of %d bytes", path, limit)
+	}
 	f, err := Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	b, err := io.ReadAll(io.LimitReader(f, min(limit, math.MaxInt64-1)+1))
 	if err != nil {
 		return nil, err
 	}
