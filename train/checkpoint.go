@@ -307,7 +307,7 @@ func loadCheckpoint(ts *safetensors.Tensors, c Checkpoint) (map[string]string, e
 	}
 	f32 := "" // the first param updated in float32, whose update the settings must fit
 	for _, p := range ps {
-		if p.w.Dtype() == tensor.Float32 || p.w.Dtype() == bfloat16.Dtype {
+		if inFloat32(p.w.Dtype()) {
 			f32 = fmt.Sprintf("param %q", p.name)
 			break
 		}

@@ -8,7 +8,6 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
-	"github.com/gomoe/gomoe/bfloat16"
 	"github.com/gomoe/gomoe/device"
 	"github.com/gomoe/gomoe/internal/opkit"
 )
@@ -361,7 +360,7 @@ func float32Params(params G.Nodes) string {
 		if n == nil {
 			continue
 		}
-		if d, ok := n.Value().(*tensor.Dense); ok && d != nil && (d.Dtype() == tensor.Float32 || d.Dtype() == bfloat16.Dtype) {
+		if d, ok := n.Value().(*tensor.Dense); ok && d != nil && inFloat32(d.Dtype()) {
 			return fmt.Sprintf("weight %d (%s)", i, n.Name())
 		}
 	}

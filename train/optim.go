@@ -306,11 +306,16 @@ func fitsFloat32(f32, name string, x float64, why string) error {
 	return nil
 }
 
-// float32Update names the first weight of ps whose update runs in float32 (a float32 weight,
-// or a bfloat16 weight through its float32 master copy), "" when there is none.
+// inFloat32 reports whether the update of a weight of dtype dt runs in float32 (a float32
+// weight, or a bfloat16 weight through its float32 master copy), so that the settings must fit
+// float32 (fitsFloat32).
+func inFloat32(dt tensor.Dtype) bool { return dt == tensor.Float32 || dt == bfloat16.Dtype }
+
+// float32Update names the first weight of ps whose update runs in float32, "" when there is
+// none.
 func float32Update(ps []pair) string {
 	for _, p := range ps {
-		if p.dtype == tensor.Float32 || p.dtype == bfloat16.Dtype {
+		if inFloat32(p.dtype) {
 			return p.wLabel
 		}
 	}
