@@ -168,7 +168,7 @@ func scalarValue(dt tensor.Dtype, s interface{}) (float64, error) {
 			return float64(v.Float32()), nil
 		}
 	case *tensor.Dense:
-		if v.Shape().TotalSize() == 1 && v.IsNativelyAccessible() {
+		if v != nil && v.Shape().TotalSize() == 1 && v.IsNativelyAccessible() {
 			return scalarValue(dt, v.Get(0))
 		}
 	}

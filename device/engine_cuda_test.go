@@ -197,6 +197,21 @@ func TestAdd(t *testing.T) {
 	if _, err := e.Add(da, dba); err == nil {
 		t.Error("Add of mismatched tensors: no error")
 	}
+	// A scalar given as a nil *tensor.Dense is an error, not a panic.
+	if _, err := e.AddScalar(da, (*tensor.Dense)(nil), true); err == nil {
+		t.Error("AddScalar with a nil *tensor.Dense scalar: no error")
+	}
+	one := tensor.New(tensor.WithShape(1), tensor.WithBacking([]float32{1}))
+	s1, err := e.AddScalar(da, one, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _ = e.CopyOut(s1)
+	for i, v := range h.Data().([]float32) {
+		if want := (a[i] + b[i]) + 1; v != want {
+			t.Errorf("AddScalar [%d] = %g, want %g", i, v, want)
+		}
+	}
 }
 
 func TestStepMemoryFlat(t *testing.T) {
