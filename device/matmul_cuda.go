@@ -100,6 +100,9 @@ func (e *Engine) mmOutput(t tensor.Tensor, dt tensor.Dtype, want tensor.Shape) (
 		}
 		return d, nil
 	}
+	if o := e.otherEngine(d.Uintptr()); o != nil {
+		return nil, fmt.Errorf("device: MatMul: output is device memory of another engine (%v), not of this one or the host", o)
+	}
 	p, err := e.pool.Alloc(size, false)
 	if err != nil {
 		return nil, err

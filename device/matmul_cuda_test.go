@@ -249,6 +249,13 @@ func TestMatMulErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// An output on another engine is refused: it used to be rebacked with this engine's
+	// memory, as a host output is, leaving the other engine's block behind it.
+	other, err := newEngine(t).NewTensor(tensor.Float32, 4, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherMem := other.Uintptr()
 	for _, c := range []struct {
 		name    string
 		a, b, p tensor.Tensor
@@ -261,11 +268,15 @@ func TestMatMulErrors(t *testing.T) {
 		{"output size", a, b, f32(4, 4), "output has shape"},
 		{"column slice", col, b, f32(4, 5), "neither row-major nor a transposed view"},
 		{"nil", a, nil, f32(4, 5), "nil"},
+		{"output on another engine", a, b, other, "another engine"},
 	} {
 		err := e.MatMul(c.a, c.b, c.p)
 		if err == nil || !strings.Contains(err.Error(), c.frag) {
 			t.Errorf("%s: error %v, want one mentioning %q", c.name, err, c.frag)
 		}
+	}
+	if other.Uintptr() != otherMem {
+		t.Errorf("the refused output moved from %#x to %#x", otherMem, other.Uintptr())
 	}
 }
 
