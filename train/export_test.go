@@ -2,3 +2,7 @@ package train
 
 // AsFloats is asFloats (clip_test.go) for the external test package's GPU tests.
 var AsFloats = asFloats
+
+// SetCaptureEnd makes every later GraphStep capture end with f (nil: nothing) and returns the
+// previous setting.
+func SetCaptureEnd(f func() error) func() error { old := captureEnd; captureEnd = f; return old }

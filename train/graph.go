@@ -78,7 +78,14 @@ type graphSolver interface {
 	// captured with clipping reads each replay's max norm from the buffer, but whether it
 	// clips at all is fixed by the capture.
 	clipping() bool
+	// saved returns a function that puts back what the solver's Step changes on the host (Adam's
+	// step count): a capture that fails after the Step ran none of its kernels.
+	saved() func()
 }
+
+// captureEnd runs at the end of a capture, after the solver's Step (nil: nothing); tests make
+// it fail (export_test.go).
+var captureEnd func() error
 
 // Reason is why the steps run eagerly ("" while they are captured or replayed, or before the
 // second Step).
@@ -172,16 +179,24 @@ func (s *GraphStep) capture() (reason string, err error) {
 		return "", err
 	}
 	vgs := valueGrads(s.params)
+	restore := gs.saved()
 	gs.capturing(true)
 	g, err := dev.Capture(w0, func() error {
 		if err := s.vm.RunAll(); err != nil {
 			return err
 		}
-		return s.solver.Step(vgs)
+		if err := s.solver.Step(vgs); err != nil {
+			return err
+		}
+		if captureEnd != nil {
+			return captureEnd()
+		}
+		return nil
 	})
 	gs.capturing(false)
 	s.vm.Reset()
 	if err != nil {
+		restore()
 		return fmt.Sprintf("capturing the step failed: %v", err), nil
 	}
 	s.graph, s.gs, s.dev, s.w0, s.clip, s.f32 = g, gs, dev, w0, gs.clipping(), f32
@@ -335,6 +350,8 @@ func (a *Adam) nextScalars(dev device.Backend, like *tensor.Dense, f32 string) e
 
 func (a *Adam) replayed() { a.t++ }
 
+func (a *Adam) saved() func() { t := a.t; return func() { a.t = t } }
+
 func (a *Adam) capturing(on bool) { a.gsc.on = on }
 
 func (a *Adam) clipping() bool { return a.MaxGradNorm > 0 }
@@ -347,6 +364,8 @@ func (s *SGD) nextScalars(dev device.Backend, like *tensor.Dense, f32 string) er
 }
 
 func (s *SGD) replayed() {}
+
+func (s *SGD) saved() func() { return func() {} }
 
 func (s *SGD) capturing(on bool) { s.gsc.on = on }
 

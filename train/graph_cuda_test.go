@@ -3,6 +3,7 @@
 package train_test
 
 import (
+	"errors"
 	"math"
 	"strings"
 	"testing"
@@ -217,6 +218,45 @@ func TestGraphStepReboundInput(t *testing.T) {
 		for i := range w {
 			if gb[name][i] != w[i] {
 				t.Fatalf("%s[%d]: bits %x after the rebound step, %x eager", name, i, gb[name][i], w[i])
+			}
+		}
+	}
+}
+
+// TestGraphStepCaptureFails: a capture that fails after the solver's Step ran (here at its end,
+// by a test hook) leaves no trace: the step runs eagerly, Reason says why, Adam's step count is
+// the number of steps taken (it was one ahead, so every later step used the next step's bias
+// corrections), and the losses and weights are the eager model's bit for bit.
+func TestGraphStepCaptureFails(t *testing.T) {
+	const N = 4
+	c := resumeCase{name: "f32 adam", dtype: resumeCases[0].dtype}
+	old := train.SetCaptureEnd(func() error { return errors.New("injected capture failure") })
+	defer train.SetCaptureEnd(old)
+	eng := gpuEngine(t)
+	ref := newTinyModel(t, c, eng)
+	defer ref.vm.Close()
+	gm := newTinyModel(t, c, eng)
+	defer gm.vm.Close()
+	gs := train.NewGraphStep(gm.vm, gm.opt, gm.layer.Learnables())
+	defer gs.Close()
+	for s := 0; s < N; s++ {
+		want := ref.steps(t, c, s, s+1)[0]
+		got := gm.graphStep(t, c, gs, s)
+		if math.Float64bits(got) != math.Float64bits(want) {
+			t.Errorf("step %d: loss %v, eager %v", s, got, want)
+		}
+	}
+	if gs.Replaying() || !strings.Contains(gs.Reason(), "injected capture failure") {
+		t.Errorf("replaying %v, reason %q; want eager steps and the capture's error", gs.Replaying(), gs.Reason())
+	}
+	if a := gm.opt.(*train.Adam); a.Steps() != N {
+		t.Errorf("Adam step count %d after %d steps", a.Steps(), N)
+	}
+	wb, gb := ref.bits(t), gm.bits(t)
+	for name, w := range wb {
+		for i := range w {
+			if gb[name][i] != w[i] {
+				t.Fatalf("%s[%d]: bits %x, eager %x", name, i, gb[name][i], w[i])
 			}
 		}
 	}
