@@ -25,6 +25,8 @@ import (
 	"sync/atomic"
 	"unsafe"
 
+	"gorgonia.org/cu"
+
 	"github.com/gomoe/gomoe/ep"
 	"github.com/gomoe/gomoe/ep/internal/ncclknob"
 	"github.com/gomoe/gomoe/kernels"
@@ -85,6 +87,7 @@ type Comm struct {
 	// staging (loaded on first use; kernFailed: loading failed, copies are used instead).
 	kern       *kernels.CUDA
 	kernFailed bool
+	kernDev    cu.Device // whose primary context kern retained
 	// slots are the pinned and device buffers of the block copies' descriptors, used in turn.
 	slots [descSlots]descSlot
 	slot  int

@@ -171,7 +171,13 @@ func (c *Comm) kernels() *kernels.CUDA {
 			if err != nil {
 				return nil, err
 			}
-			return kernels.NewCUDA(ctx)
+			k, err := kernels.NewCUDA(ctx)
+			if err != nil {
+				_ = dev.ReleasePrimaryCtx()
+				return nil, err
+			}
+			c.kernDev = dev
+			return k, nil
 		}()
 		c.kern, c.kernFailed = k, err != nil
 	}
@@ -265,6 +271,8 @@ func (c *Comm) closeStaging() {
 	if c.kern != nil {
 		c.kern.Close()
 		c.kern = nil
+		// The retain in kernels: the primary context lives on while the engine's retain does.
+		_ = c.kernDev.ReleasePrimaryCtx()
 	}
 }
 
