@@ -10,6 +10,7 @@ import (
 
 	G "gorgonia.org/gorgonia"
 
+	gdev "github.com/gomoe/gomoe/device"
 	"github.com/gomoe/gomoe/train"
 )
 
@@ -32,17 +33,7 @@ func TestGraphStepGPU(t *testing.T) {
 		{name: "bf16 adam cublas", dtype: resumeCases[2].dtype},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			eng := gpuEngine(t)
-			ref := newTinyModel(t, c, eng)
-			defer ref.vm.Close()
-			gm := newTinyModel(t, c, eng)
-			defer gm.vm.Close()
-			gs := train.NewGraphStep(gm.vm, gm.opt, gm.layer.Learnables())
-			defer func() {
-				if err := gs.Close(); err != nil {
-					t.Error(err)
-				}
-			}()
+			eng, ref, gm, gs := graphPair(t, c)
 			for s := 0; s < N; s++ {
 				if sgd, ok := ref.opt.(*train.SGD); ok { // a schedule: the LR changes every step
 					sgd.LR = 0.05 / float64(1+s)
@@ -68,14 +59,7 @@ func TestGraphStepGPU(t *testing.T) {
 				t.Fatalf("not replaying: %s", gs.Reason())
 			}
 			t.Logf("%d device operations per step", gs.Nodes())
-			wb, gb := ref.bits(t), gm.bits(t)
-			for name, w := range wb {
-				for i := range w {
-					if gb[name][i] != w[i] {
-						t.Fatalf("%s[%d]: bits %x replayed, %x eager", name, i, gb[name][i], w[i])
-					}
-				}
-			}
+			sameWeights(t, "replayed", ref, gm)
 			if a, ok := gm.opt.(*train.Adam); ok && a.Steps() != N {
 				t.Errorf("Adam step count %d after %d steps", a.Steps(), N)
 			}
@@ -170,13 +154,7 @@ func TestGraphStepReplayChecksSettings(t *testing.T) {
 // with the loss and weights of eager steps bit for bit, and Reason names the node.
 func TestGraphStepReboundInput(t *testing.T) {
 	c := resumeCase{name: "f32 adam", dtype: resumeCases[0].dtype}
-	eng := gpuEngine(t)
-	ref := newTinyModel(t, c, eng)
-	defer ref.vm.Close()
-	m := newTinyModel(t, c, eng)
-	defer m.vm.Close()
-	gs := train.NewGraphStep(m.vm, m.opt, m.layer.Learnables())
-	defer gs.Close()
+	eng, ref, m, gs := graphPair(t, c)
 	want := ref.steps(t, c, 0, 4)
 	for s := 0; s < 3; s++ {
 		m.graphStep(t, c, gs, s)
@@ -213,14 +191,7 @@ func TestGraphStepReboundInput(t *testing.T) {
 	if gs.Replaying() || !strings.Contains(gs.Reason(), "node x ") {
 		t.Errorf("replaying %v, reason %q; want eager steps naming node x", gs.Replaying(), gs.Reason())
 	}
-	wb, gb := ref.bits(t), m.bits(t)
-	for name, w := range wb {
-		for i := range w {
-			if gb[name][i] != w[i] {
-				t.Fatalf("%s[%d]: bits %x after the rebound step, %x eager", name, i, gb[name][i], w[i])
-			}
-		}
-	}
+	sameWeights(t, "after the rebound step", ref, m)
 }
 
 // TestGraphStepCaptureFails: a capture that fails after the solver's Step ran (here at its end,
@@ -232,13 +203,7 @@ func TestGraphStepCaptureFails(t *testing.T) {
 	c := resumeCase{name: "f32 adam", dtype: resumeCases[0].dtype}
 	old := train.SetCaptureEnd(func() error { return errors.New("injected capture failure") })
 	defer train.SetCaptureEnd(old)
-	eng := gpuEngine(t)
-	ref := newTinyModel(t, c, eng)
-	defer ref.vm.Close()
-	gm := newTinyModel(t, c, eng)
-	defer gm.vm.Close()
-	gs := train.NewGraphStep(gm.vm, gm.opt, gm.layer.Learnables())
-	defer gs.Close()
+	_, ref, gm, gs := graphPair(t, c)
 	for s := 0; s < N; s++ {
 		want := ref.steps(t, c, s, s+1)[0]
 		got := gm.graphStep(t, c, gs, s)
@@ -252,11 +217,35 @@ func TestGraphStepCaptureFails(t *testing.T) {
 	if a := gm.opt.(*train.Adam); a.Steps() != N {
 		t.Errorf("Adam step count %d after %d steps", a.Steps(), N)
 	}
+	sameWeights(t, "after the failed capture", ref, gm)
+}
+
+// graphPair makes two tiny models of case c on one GPU engine eng, ref for eager steps and gm
+// for a GraphStep gs; they are closed when the test ends.
+func graphPair(t *testing.T, c resumeCase) (eng *gdev.Engine, ref, gm *tinyModel, gs *train.GraphStep) {
+	t.Helper()
+	eng = gpuEngine(t)
+	ref = newTinyModel(t, c, eng)
+	t.Cleanup(func() { ref.vm.Close() })
+	gm = newTinyModel(t, c, eng)
+	t.Cleanup(func() { gm.vm.Close() })
+	gs = train.NewGraphStep(gm.vm, gm.opt, gm.layer.Learnables())
+	t.Cleanup(func() {
+		if err := gs.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return eng, ref, gm, gs
+}
+
+// sameWeights fails t unless gm's weights have ref's bits.
+func sameWeights(t *testing.T, what string, ref, gm *tinyModel) {
+	t.Helper()
 	wb, gb := ref.bits(t), gm.bits(t)
 	for name, w := range wb {
 		for i := range w {
 			if gb[name][i] != w[i] {
-				t.Fatalf("%s[%d]: bits %x, eager %x", name, i, gb[name][i], w[i])
+				t.Fatalf("%s[%d]: bits %x %s, %x eager", name, i, gb[name][i], what, w[i])
 			}
 		}
 	}
