@@ -17,7 +17,8 @@ __device__ __forceinline__ A warpRowMax(const T *__restrict__ row, int cols, int
   return warpMaxA(m);
 }
 
-// ceRows: loss[r] = logsumexp(x[r]) − ⟨x[r], t[r]⟩.
+// ceRows: loss[r] = logsumexp(x[r]) − ⟨x[r], t[r]⟩, the inner product over the classes with a
+// nonzero target.
 template <typename T>
 __device__ __forceinline__ void ceRows(const T *__restrict__ x, const T *__restrict__ t, double *__restrict__ loss,
                                        long long rows, int cols) {
@@ -29,9 +30,9 @@ __device__ __forceinline__ void ceRows(const T *__restrict__ x, const T *__restr
   A m = warpRowMax<T, A>(x + o, cols, lane);
   A s = 0, dot = 0;
   for (int j = lane; j < cols; j += 32) {
-    A v = x[o + j];
+    A v = x[o + j], tv = t[o + j];
     s += expA(v - m);
-    dot += (A)t[o + j] * v;
+    if (tv != 0) dot += tv * v;  // a class with no target weight adds nothing, even at a logit of −Inf
   }
   s = warpSumA(s);
   dot = warpSumA(dot);

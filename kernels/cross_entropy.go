@@ -37,7 +37,9 @@ func ceRow[F Float](x, t []F) float64 {
 	var s, dot float64
 	for j, v := range x {
 		s += math.Exp(float64(v) - m)
-		dot += float64(t[j]) * float64(v)
+		if t[j] != 0 { // a class with no target weight adds nothing, even at a logit of −Inf (0·−Inf = NaN)
+			dot += float64(t[j]) * float64(v)
+		}
 	}
 	return m + math.Log(s) - dot
 }

@@ -3,6 +3,7 @@
 package kernels_test
 
 import (
+	"math"
 	"testing"
 
 	. "github.com/gomoe/gomoe/kernels"
@@ -37,4 +38,26 @@ func TestCUDACrossEntropyBadInput(t *testing.T) {
 	if err := testCUDA.CrossEntropy(F32, 0, 0, 0, 0, 4, 0); err == nil {
 		t.Error("CrossEntropy accepted 0 columns")
 	}
+}
+
+// TestCUDACrossEntropyNegInfLogit: as on the CPU, a class whose logit is −Inf and whose target
+// is 0 adds nothing to the loss (it was NaN: 0·−Inf), and its gradient is 0.
+func TestCUDACrossEntropyNegInfLogit(t *testing.T) {
+	ninf := float32(math.Inf(-1))
+	x := []float32{0, float32(math.Log(3)), ninf, ninf, 1, float32(math.Log(3))}
+	tgt := []float32{1, 0, 0, 0, 0, 1}
+	want, err := CrossEntropy(x, tgt, 3)
+	cuMust(t, err)
+	if math.IsNaN(want) || math.IsInf(want, 0) {
+		t.Fatalf("CPU loss %v, want a finite one", want)
+	}
+	dX, dT := cuUpload(t, x), cuUpload(t, tgt)
+	out, scratch, dx := cuAlloc(t, 4), cuAlloc(t, 2*8), cuAlloc(t, 6*4)
+	cuMust(t, testCUDA.CrossEntropy(F32, out.p, dX.p, dT.p, scratch.p, 2, 3))
+	trClose(t, "CrossEntropy", asF64(cuDownload[float32](t, out, 1)), []float64{float64(float32(want))}, 1e-6, 1e-6)
+	wantDx := make([]float32, 6)
+	cuMust(t, CrossEntropyBackward(wantDx, x, tgt, 3, 0.5))
+	cuMust(t, testCUDA.CrossEntropyBackward(F32, dx.p, dX.p, dT.p, 0, 0.5, 2, 3))
+	trClose(t, "CrossEntropyBackward", asF64(cuDownload[float32](t, dx, 6)), asF64(wantDx), 1e-6, 1e-6)
+	cuMust(t, testCUDA.Status())
 }

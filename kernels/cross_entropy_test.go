@@ -27,6 +27,26 @@ func TestCrossEntropyHandValues(t *testing.T) {
 	}
 }
 
+// TestCrossEntropyNegInfLogit: a class whose logit is −Inf and whose target is 0 adds nothing
+// to the loss (its softmax is 0 and so is its gradient); the loss was NaN (0·−Inf). With target
+// weight on it the loss is +Inf.
+func TestCrossEntropyNegInfLogit(t *testing.T) {
+	ninf := math.Inf(-1)
+	loss, err := CrossEntropy([]float64{0, math.Log(3), ninf}, []float64{1, 0, 0}, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nnNear(t, "CrossEntropy", []float64{loss}, []float64{math.Log(4)}, 1e-15)
+	dx := make([]float32, 3)
+	if err := CrossEntropyBackward(dx, []float32{0, float32(math.Log(3)), float32(ninf)}, []float32{1, 0, 0}, 3, 1); err != nil {
+		t.Fatal(err)
+	}
+	nnNear(t, "CrossEntropyBackward", []float64{float64(dx[0]), float64(dx[1]), float64(dx[2])}, []float64{-0.75, 0.75, 0}, 1e-7)
+	if loss, err := CrossEntropy([]float32{0, float32(ninf)}, []float32{0.5, 0.5}, 2); err != nil || !math.IsInf(loss, 1) {
+		t.Errorf("CrossEntropy with target weight on a −Inf logit = %v, %v; want +Inf", loss, err)
+	}
+}
+
 // TestCrossEntropyNoRows: the mean over no rows is an error (it was NaN, with no error).
 func TestCrossEntropyNoRows(t *testing.T) {
 	if v, err := CrossEntropy[float32](nil, nil, 3); err == nil || !strings.Contains(err.Error(), "no rows") {
