@@ -374,3 +374,67 @@ func TestCUDAErrors(t *testing.T) {
 		t.Error("dprobs without yp: no error")
 	}
 }
+
+// TestCUDAPermuteAfterPlan: a permute right after its plan's build may read x before the build
+// has finished (permute.cuh). The mark that allows it names that plan's rows and goes with the
+// next launch, so a permute whose x a kernel wrote after the build reads the new x, and a
+// permute right after one plan's build with another plan reads x after the wait.
+func TestCUDAPermuteAfterPlan(t *testing.T) {
+	g := Geometry{T: 500, K: 2, E: 8, A: 1}
+	const H = 64
+	rng := rand.New(rand.NewPCG(21, 22))
+	ids := cuBalancedIDs(0)(rng, g)
+	p, _ := g.View(cuCpuPlan(t, g, ids, nil))
+	x := cuElems(F32, cuRandData(rng, g.T*H)).([]float32)
+	x2 := make([]float32, len(x))
+	for i, v := range x {
+		x2[i] = 2 * v
+	}
+	twos := make([]float32, g.T)
+	for i := range twos {
+		twos[i] = 2
+	}
+	dIDs, dX, dTwos := cuUpload(t, ids), cuUpload(t, x), cuUpload(t, twos)
+	y := cuAlloc(t, int64(g.T*H*4))
+	xp := cuAlloc(t, int64(g.Rows()*H*4))
+	other := cuGpuPlan(t, g, dIDs, cuDevBuf{}, F32)
+	plan := cuGpuPlan(t, g, dIDs, cuDevBuf{}, F32)
+	if got, want := AfterPlan(testCUDA), uint64(plan.p)+4*uint64(2*g.E+1); got != want {
+		t.Fatalf("after BuildPlan the mark is %#x, want the plan's rowOf %#x", got, want)
+	}
+	cuMust(t, testCUDA.ScaleRows(F32, y.p, dX.p, dTwos.p, int64(g.T), H))
+	if got := AfterPlan(testCUDA); got != 0 {
+		t.Fatalf("after another kernel the mark is %#x, want 0", got)
+	}
+	cuMust(t, testCUDA.PermuteForward(F32, g, H, xp.p, y.p, plan.p))
+	cuSameBits(t, "permute of a kernel's output", cuDownloadAs(t, F32, xp, g.Rows()*H), cpuPermuteForward(t, p, x2, H))
+
+	plan = cuGpuPlan(t, g, dIDs, cuDevBuf{}, F32)
+	cuMust(t, testCUDA.PermuteForward(F32, g, H, xp.p, dX.p, other.p))
+	cuSameBits(t, "permute with the plan before", cuDownloadAs(t, F32, xp, g.Rows()*H), cpuPermuteForward(t, p, x, H))
+	cuMust(t, testCUDA.PermuteForward(F32, g, H, xp.p, y.p, plan.p))
+	cuSameBits(t, "second permute", cuDownloadAs(t, F32, xp, g.Rows()*H), cpuPermuteForward(t, p, x2, H))
+
+	// A plan built inside a Capture does not mark the stream that the capture gives back; a
+	// cuBLAS GEMM and a replay clear the mark.
+	work := cuAlloc(t, PlanWorkBytes(g))
+	gr, err := testCUDA.Capture(func() error { return testCUDA.BuildPlan(g, plan.p, dIDs.p, 0, F32, work.p) })
+	cuMust(t, err)
+	defer gr.Destroy()
+	if got := AfterPlan(testCUDA); got != 0 {
+		t.Errorf("after a Capture that built a plan the mark is %#x, want 0", got)
+	}
+	cuMust(t, testCUDA.BuildPlan(g, plan.p, dIDs.p, 0, F32, work.p))
+	cuMust(t, testCUDA.Gemm(F32, false, false, 1, 1, 1, 1, dTwos.p, 1, dTwos.p, 1, 0, xp.p, 1))
+	if got := AfterPlan(testCUDA); got != 0 {
+		t.Errorf("after a cuBLAS GEMM the mark is %#x, want 0", got)
+	}
+	cuMust(t, testCUDA.BuildPlan(g, plan.p, dIDs.p, 0, F32, work.p))
+	cuMust(t, gr.Launch())
+	if got := AfterPlan(testCUDA); got != 0 {
+		t.Errorf("after a graph's replay the mark is %#x, want 0", got)
+	}
+	cuMust(t, testCUDA.PermuteForward(F32, g, H, xp.p, y.p, plan.p))
+	cuSameBits(t, "permute after a replay", cuDownloadAs(t, F32, xp, g.Rows()*H), cpuPermuteForward(t, p, x2, H))
+	cuMust(t, testCUDA.Status())
+}
