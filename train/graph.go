@@ -78,8 +78,9 @@ type graphSolver interface {
 	// captured with clipping reads each replay's max norm from the buffer, but whether it
 	// clips at all is fixed by the capture.
 	clipping() bool
-	// saved returns a function that puts back what the solver's Step changes on the host (Adam's
-	// step count): a capture that fails after the Step ran none of its kernels.
+	// saved returns a function that puts back what the solver's Step changes on the host
+	// (Adam's step count, the last gradient norm and where it is read): a capture that fails
+	// after the Step ran none of its kernels.
 	saved() func()
 }
 
@@ -350,7 +351,10 @@ func (a *Adam) nextScalars(dev device.Backend, like *tensor.Dense, f32 string) e
 
 func (a *Adam) replayed() { a.t++ }
 
-func (a *Adam) saved() func() { t := a.t; return func() { a.t = t } }
+func (a *Adam) saved() func() {
+	t, norm, at := a.t, a.norm, a.gsc.normOnDev
+	return func() { a.t, a.norm, a.gsc.normOnDev = t, norm, at }
+}
 
 func (a *Adam) capturing(on bool) { a.gsc.on = on }
 
@@ -365,7 +369,10 @@ func (s *SGD) nextScalars(dev device.Backend, like *tensor.Dense, f32 string) er
 
 func (s *SGD) replayed() {}
 
-func (s *SGD) saved() func() { return func() {} }
+func (s *SGD) saved() func() {
+	norm, at := s.norm, s.gsc.normOnDev
+	return func() { s.norm, s.gsc.normOnDev = norm, at }
+}
 
 func (s *SGD) capturing(on bool) { s.gsc.on = on }
 

@@ -197,27 +197,56 @@ func TestGraphStepReboundInput(t *testing.T) {
 // TestGraphStepCaptureFails: a capture that fails after the solver's Step ran (here at its end,
 // by a test hook) leaves no trace: the step runs eagerly, Reason says why, Adam's step count is
 // the number of steps taken (it was one ahead, so every later step used the next step's bias
-// corrections), and the losses and weights are the eager model's bit for bit.
+// corrections), the gradient norm that a step's after reads is the step before's (with
+// clipping it read a device slot the failed capture had pointed it at), and the losses and
+// weights are the eager model's bit for bit.
 func TestGraphStepCaptureFails(t *testing.T) {
 	const N = 4
-	c := resumeCase{name: "f32 adam", dtype: resumeCases[0].dtype}
 	old := train.SetCaptureEnd(func() error { return errors.New("injected capture failure") })
 	defer train.SetCaptureEnd(old)
-	_, ref, gm, gs := graphPair(t, c)
-	for s := 0; s < N; s++ {
-		want := ref.steps(t, c, s, s+1)[0]
-		got := gm.graphStep(t, c, gs, s)
-		if math.Float64bits(got) != math.Float64bits(want) {
-			t.Errorf("step %d: loss %v, eager %v", s, got, want)
-		}
+	type normed interface{ GradNorm() float64 }
+	for _, c := range []resumeCase{
+		{name: "f32 adam", dtype: resumeCases[0].dtype},
+		{name: "f32 adam clip", dtype: resumeCases[0].dtype, maxNorm: 0.05},
+		{name: "bf16 sgd clip", dtype: resumeCases[2].dtype, sgd: true, ffn: 16, maxNorm: 0.05},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, ref, gm, gs := graphPair(t, c)
+			for s := 0; s < N; s++ {
+				var want, got [2]float64 // loss, and the norm the after sees
+				ref.batch(t, s, c.dtype)
+				ref.costV, ref.cntV = nil, nil
+				if err := train.Step(ref.vm, ref.opt, ref.layer.Learnables(), func() error {
+					l, err := train.Scalar(ref.costV)
+					want = [2]float64{l, ref.opt.(normed).GradNorm()}
+					return err
+				}); err != nil {
+					t.Fatal(err)
+				}
+				gm.batch(t, s, c.dtype)
+				gm.costV, gm.cntV = nil, nil
+				if err := gs.Step(func() error {
+					l, err := train.Scalar(gm.cost.Value())
+					got = [2]float64{l, gm.opt.(normed).GradNorm()}
+					return err
+				}); err != nil {
+					t.Fatal(err)
+				}
+				for i, what := range []string{"loss", "gradient norm in after"} {
+					if math.Float64bits(got[i]) != math.Float64bits(want[i]) {
+						t.Errorf("step %d: %s %v, eager %v", s, what, got[i], want[i])
+					}
+				}
+			}
+			if gs.Replaying() || !strings.Contains(gs.Reason(), "injected capture failure") {
+				t.Errorf("replaying %v, reason %q; want eager steps and the capture's error", gs.Replaying(), gs.Reason())
+			}
+			if a, ok := gm.opt.(*train.Adam); ok && a.Steps() != N {
+				t.Errorf("Adam step count %d after %d steps", a.Steps(), N)
+			}
+			sameWeights(t, "after the failed capture", ref, gm)
+		})
 	}
-	if gs.Replaying() || !strings.Contains(gs.Reason(), "injected capture failure") {
-		t.Errorf("replaying %v, reason %q; want eager steps and the capture's error", gs.Replaying(), gs.Reason())
-	}
-	if a := gm.opt.(*train.Adam); a.Steps() != N {
-		t.Errorf("Adam step count %d after %d steps", a.Steps(), N)
-	}
-	sameWeights(t, "after the failed capture", ref, gm)
 }
 
 // graphPair makes two tiny models of case c on one GPU engine eng, ref for eager steps and gm
