@@ -26,7 +26,7 @@ var (
 	gpuBenchIters = flag.Int("gomoe.iters", 20, "timed launches per measurement")
 	gpuBenchOut   = flag.String("gomoe.benchout", "", "also write the table to this file")
 	gpuShapesFlag = flag.String("gomoe.shapes", "dsv3,te16k,mixtral,top1", "shapes to run")
-	gpuModes      = flag.Bool("gomoe.modes", false, "also compare the store policies of the scatter kernels, the bfloat16 dprobs variants, plain launches and a permute that reads x only after the plan")
+	gpuModes      = flag.Bool("gomoe.modes", false, "also compare the store policies of the scatter kernels, the bfloat16 dprobs variants and plain launches")
 	gpuGMMOnly    = flag.String("gomoe.gmm", "", `TestCUDAGroupedMatMulBench: only the cases whose "shape route dtype pass" contains this, on the layer's path only (for a profiler)`)
 )
 
@@ -212,14 +212,6 @@ func gpuBenchOne(t *testing.T, sb *strings.Builder, s gpuBenchShapeT, d DType) {
 		was := SetProgrammaticLaunch(testCUDA, false)
 		row("plan + permute fwd, plain launches", T*H*e+T*K*H*e, cuTimeIt(t, it, planPermute))
 		SetProgrammaticLaunch(testCUDA, was)
-		// A permute that reads x only after the plan is built (permute.cuh), and one that reads
-		// it early but is launched plain inside the graph, against the above.
-		oe, og := SetPermuteEarly(false, false)
-		row("plan + permute fwd, x read after the plan", T*H*e+T*K*H*e, cuTimeIt(t, it, planPermute))
-		row("plan + permute fwd (CUDA graph), x read after the plan", T*H*e+T*K*H*e, graphMS(planPermute))
-		SetPermuteEarly(true, false)
-		row("plan + permute fwd (CUDA graph), early x, plain launch", T*H*e+T*K*H*e, graphMS(planPermute))
-		SetPermuteEarly(oe, og)
 		def := StoreMode()
 		for _, m := range []int{0, 1, 4} {
 			SetStoreMode(m)

@@ -318,7 +318,6 @@ func (c *CUDA) withBLAS(f func(st *blasState) error) error {
 		}
 		st.mu.Lock()
 		defer st.mu.Unlock()
-		c.afterPlan.Store(0) // cuBLAS's kernels may let the next one start early (permute.cuh)
 		return f(st)
 	})
 }

@@ -48,8 +48,5 @@ func (c *CUDA) CopyBlocksGrid(stream unsafe.Pointer, dst, src, desc cu.DevicePtr
 	}
 	a := *new(args).p(src).p(dst).p(desc).i(n)
 	// A plain launch: it runs on the caller's stream beside NCCL's kernels.
-	return c.do(func() error {
-		c.afterPlan.Store(0)
-		return launchRaw("block_copy", stream, f, min(n, grid), 256, 0, a, false)
-	})
+	return c.do(func() error { return launchRaw("block_copy", stream, f, min(n, grid), 256, 0, a, false) })
 }

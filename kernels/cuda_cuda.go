@@ -157,12 +157,6 @@ type CUDA struct {
 	wavesMu sync.Mutex
 	waves   map[waveKey]int // blocks the GPU holds at once (launch_cuda.go), under wavesMu
 
-	// afterPlan is the rowOf address of the plan whose build was the last launch on c's stream
-	// (0: the last launch was something else): PermuteForward may then read x early
-	// (permute.cuh). BuildPlan sets it; every other launch (gomoe's kernels, the grouped GEMMs,
-	// cuBLAS), a graph's replay and a change of stream (Capture) clear it.
-	afterPlan atomic.Uint64
-
 	closed atomic.Bool // Close has run: every later call fails with errClosed
 }
 
@@ -319,7 +313,6 @@ func (c *CUDA) launchWith(name string, grid, block, smem int, a args, pdl bool) 
 	if grid > maxGrid {
 		return fmt.Errorf("gomoe: launching %s: a grid of %d blocks, at most %d", name, grid, maxGrid)
 	}
-	c.afterPlan.Store(0)
 	return launchRaw(name, c.stream, f, grid, block, smemPad(smem), a, pdl)
 }
 

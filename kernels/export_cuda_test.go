@@ -29,15 +29,3 @@ func SetProgrammaticLaunch(c *CUDA, on bool) (was bool) {
 
 // ProgrammaticLaunch reports whether c launches with programmatic stream serialization.
 func ProgrammaticLaunch(c *CUDA) bool { return c.pdl }
-
-// SetPermuteEarly sets whether a permute right after its plan's build reads x early and
-// whether it is then launched programmatically inside a Capture (see permuteEarly), and
-// returns the previous settings.
-func SetPermuteEarly(early, graphPDL bool) (bool, bool) {
-	oe, og := permuteEarly, permuteGraphPDL
-	permuteEarly, permuteGraphPDL = early, graphPDL
-	return oe, og
-}
-
-// AfterPlan is the rowOf address c's last launch built a plan for (0: none).
-func AfterPlan(c *CUDA) uint64 { return c.afterPlan.Load() }

@@ -189,6 +189,5 @@ func (c *CUDA) runGMMSimt(st *gmmSimt, form int, d DType, g Geometry, H, N int, 
 	if err := c.gmmSetup(form, d, g, H, N, out, a, b, plan, s.table.ptr, accumulate); err != nil {
 		return err
 	}
-	c.afterPlan.Store(0)
 	return cuErr("launching "+gmmSimtKernels[k], C.gomoe_launch_params(st.fn[k], C.uint(st.blocks[k]), C.uint(st.info[k].threads), C.uint(st.info[k].smem_bytes), unsafe.Pointer(&params[0]), c.cstream()))
 }

@@ -550,7 +550,6 @@ func (c *CUDA) runGMM90(st *gmm90, form int, g Geometry, H, N int, out, a, b, pl
 	if err := c.gmmSetup(form, BF16, g, H, N, out, a, b, plan, s.table.ptr, accumulate); err != nil {
 		return err
 	}
-	c.afterPlan.Store(0)
 	return cuErr("launching "+gmm90Kernels[k], C.gomoe_launch_cluster(st.fn[k], &l.grid[0], &l.block[0], &l.cluster[0], C.uint(l.smem), unsafe.Pointer(&l.params[0]), c.cstream(), cbool(c.eagerPDL())))
 }
 

@@ -48,9 +48,7 @@ func handle(f cu.Function) C.CUfunction { return *(*C.CUfunction)(unsafe.Pointer
 // with CUTLASS's equivalent, so on Hopper they can be launched with programmatic stream
 // serialization: a kernel's blocks are scheduled while the kernel ahead of it finishes and wait
 // on the GPU, not behind the launch queue. The results are the same bits either way: no kernel
-// touches global memory before the wait, except permute forward right after its plan's build,
-// which reads x (not written by the plan kernel, whose own wait means x's writer has finished;
-// permute.cuh). Kernels not built that way (cuBLAS, the
+// touches global memory before the wait. Kernels not built that way (cuBLAS, the
 // float32/float64 CUTLASS kernels, wait_flag) get plain launches (for gomoe's own kernels the
 // same cuLaunchKernelEx call without the attribute); a kernel launched after them simply waits
 // for them to finish.
@@ -59,8 +57,7 @@ func handle(f cu.Function) C.CUfunction { return *(*C.CUfunction)(unsafe.Pointer
 // it closes most of the 1–2.5 µs gap between two dependent kernels (the bfloat16 Qwen3 layer's
 // forward and backward 2 % faster), while inside a CUDA graph, whose kernel-to-kernel gaps are
 // already about 0.1 µs, it gained nothing and made the plan build a little slower; so launches
-// made during Capture are plain ones, but for a permute forward right after its plan's build,
-// whose early reads of x only pay when it starts while the plan runs (permute_cuda.go).
+// made during Capture are plain ones and a replayed graph is what it was before.
 
 // programmaticLaunch allows such launches where the GPU and driver take them (NewCUDA). The
 // environment variable GOMOE_NO_PDL (any value) turns them off for the CUDA values made after

@@ -7,32 +7,21 @@
 // [0, T) each read their token's row once (U vectors per thread in flight, the first ones
 // before the token's rows of the plan, so both loads are in flight together) and write it to
 // the token's K rows; blocks [T, T+ceil(R/zrows)) zero the rows with tokenOf < 0.
-//
-// With early the first loads of x come before gdcEnter's wait, so that x streams in while the
-// plan kernel ahead of it (launched with programmatic stream serialization) still runs: the one
-// exception to gdc.cuh's rule that nothing touches global memory before the wait. It is safe only
-// when the kernel right before this one in the stream does not write x and itself waited for its
-// predecessor before letting this one launch (gdcEnter), so that whatever wrote x has finished:
-// permute_cuda.go sets early only when the last kernel launched was the plan build's last one
-// for this very plan. Without a programmatic launch the wait returns at once and early only
-// moves the loads.
 
 template <typename V, int U>
 __device__ __forceinline__ void permuteFwd(const V *__restrict__ x, V *__restrict__ xp,
                                            const int *__restrict__ rowOf, const int *__restrict__ tokenOf,
                                            int T, int K, long long R, long long nvec, int zrows,
-                                           int smode, int early) {
+                                           int smode) {
   extern __shared__ int rows[];
-  long long t = blockIdx.x;
-  const V *src = x + t * nvec;
-  V v[U];
-  if (early && blockIdx.x < (unsigned)T) loadPacks<V, U>(v, src, threadIdx.x, nvec, smode);
-  gdcEnter();
   if (blockIdx.x >= (unsigned)T) {
     zeroRows<V>(xp, nvec, tokenOf, R, (long long)(blockIdx.x - T) * zrows, zrows);
     return;
   }
-  if (!early) loadPacks<V, U>(v, src, threadIdx.x, nvec, smode);
+  long long t = blockIdx.x;
+  const V *src = x + t * nvec;
+  V v[U];
+  loadPacks<V, U>(v, src, threadIdx.x, nvec, smode);
   for (int k = threadIdx.x; k < K; k += blockDim.x) rows[k] = rowOf[t * K + k];
   __syncthreads();
   long long step = (long long)blockDim.x * U;
@@ -54,8 +43,8 @@ __device__ __forceinline__ void permuteFwd(const V *__restrict__ x, V *__restric
 #define PERMUTE_FWD(NAME, V, U)                                                                 \
   extern "C" __global__ void __launch_bounds__(256, 4)                                          \
   NAME(const V *x, V *xp, const int *rowOf, const int *tokenOf, int T, int K, long long R,      \
-       long long nvec, int zrows, int smode, int early) {                                       \
-    permuteFwd<V, U>(x, xp, rowOf, tokenOf, T, K, R, nvec, zrows, smode, early);                \
+       long long nvec, int zrows, int smode) { gdcEnter();                                      \
+    permuteFwd<V, U>(x, xp, rowOf, tokenOf, T, K, R, nvec, zrows, smode);                       \
   }
 // 16-byte packs keep 8 in flight per thread (measured: 8 beat 4 and 2 at K >= 2 on an H200).
 // The launch bound (4 blocks of 256 threads) holds a kernel to 64 registers, so 16 of its

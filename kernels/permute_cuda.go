@@ -28,11 +28,6 @@ const zeroRowsPerBlock = 32
 // measured best on an H200; the GPU benchmark's -gomoe.modes flag compares the others.
 var storeMode = 0
 
-// permuteEarly lets PermuteForward read x before the plan build ahead of it has finished
-// (permute.cuh); permuteGraphPDL launches such a permute programmatically inside a Capture too.
-// Both are switched by the benchmark (export_cuda_test.go).
-var permuteEarly, permuteGraphPDL = true, true
-
 func zeroBlocks(R int64) int { return int((R + zeroRowsPerBlock - 1) / zeroRowsPerBlock) }
 
 // PermuteForward writes xp [R,H] from x [T,H]: each token's row to its K rows, pad rows 0.
@@ -62,14 +57,8 @@ func (c *CUDA) PermuteForward(d DType, g Geometry, H int, xp, x, plan cu.DeviceP
 		u = 8
 	}
 	return c.do(func() error {
-		// Right after this plan's build the kernel may read x before it waits for the build
-		// to finish (permute.cuh); in a Capture it is then launched programmatically as well.
-		early, pdl := 0, c.eagerPDL()
-		if permuteEarly && c.afterPlan.Load() == uint64(rowOf) {
-			early, pdl = 1, c.pdl && (pdl || permuteGraphPDL)
-		}
-		return c.launchWith(name, g.T+zeroBlocks(R), rowThreads(nvec, u), 4*g.K,
-			*new(args).p(x).p(xp).p(rowOf).p(tokenOf).i(g.T).i(g.K).l(R).l(nvec).i(zeroRowsPerBlock).i(storeMode).i(early), pdl)
+		return c.launch(name, g.T+zeroBlocks(R), rowThreads(nvec, u), 4*g.K,
+			*new(args).p(x).p(xp).p(rowOf).p(tokenOf).i(g.T).i(g.K).l(R).l(nvec).i(zeroRowsPerBlock).i(storeMode))
 	})
 }
 

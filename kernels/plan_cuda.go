@@ -126,11 +126,6 @@ func (c *CUDA) BuildPlan(g Geometry, plan, ids, probs cu.DevicePtr, probsType DT
 		if err := count(keep, check); err != nil {
 			return err
 		}
-		if err := assign(g.A, capC, pad, limit, keep, counts, offsets, 0, 0); err != nil {
-			return err
-		}
-		// The plan is the last launch: PermuteForward may read x early (c.afterPlan).
-		c.afterPlan.Store(uint64(rowOf))
-		return nil
+		return assign(g.A, capC, pad, limit, keep, counts, offsets, 0, 0)
 	})
 }

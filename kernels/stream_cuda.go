@@ -232,10 +232,7 @@ func (g *Graph) Launch() error {
 	if g.exec == nil {
 		return fmt.Errorf("gomoe: launch of a destroyed graph")
 	}
-	return g.c.do(func() error {
-		g.c.afterPlan.Store(0)
-		return cuErr("launching a graph", C.cuGraphLaunch(g.exec, nil))
-	})
+	return g.c.do(func() error { return cuErr("launching a graph", C.cuGraphLaunch(g.exec, nil)) })
 }
 
 // Destroy frees the graph. Replays already enqueued finish first. It works after the
@@ -255,6 +252,5 @@ func (g *Graph) Destroy() error {
 // It must run inside c.do.
 func (c *CUDA) setStream(s unsafe.Pointer) error {
 	c.stream = s
-	c.afterPlan.Store(0) // the plan built before was built on the other stream
 	return c.blasStream()
 }
