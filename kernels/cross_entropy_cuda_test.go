@@ -43,21 +43,31 @@ func TestCUDACrossEntropyBadInput(t *testing.T) {
 // TestCUDACrossEntropyNegInfLogit: as on the CPU, a class whose logit is −Inf and whose target
 // is 0 adds nothing to the loss (it was NaN: 0·−Inf), and its gradient is 0.
 func TestCUDACrossEntropyNegInfLogit(t *testing.T) {
-	ninf := float32(math.Inf(-1))
-	x := []float32{0, float32(math.Log(3)), ninf, ninf, 1, float32(math.Log(3))}
-	tgt := []float32{1, 0, 0, 0, 0, 1}
+	t.Run("float32", ceNegInfLogit[float32])
+	t.Run("float64", ceNegInfLogit[float64])
+}
+
+func ceNegInfLogit[F float32 | float64](t *testing.T) {
+	d := F32
+	if _, ok := any(F(0)).(float64); ok {
+		d = F64
+	}
+	ninf, ln3 := F(math.Inf(-1)), F(math.Log(3))
+	x := []F{0, ln3, ninf, ninf, 1, ln3}
+	tgt := []F{1, 0, 0, 0, 0, 1}
 	want, err := CrossEntropy(x, tgt, 3)
 	cuMust(t, err)
 	if math.IsNaN(want) || math.IsInf(want, 0) {
 		t.Fatalf("CPU loss %v, want a finite one", want)
 	}
+	size := int64(d.Size())
 	dX, dT := cuUpload(t, x), cuUpload(t, tgt)
-	out, scratch, dx := cuAlloc(t, 4), cuAlloc(t, 2*8), cuAlloc(t, 6*4)
-	cuMust(t, testCUDA.CrossEntropy(F32, out.p, dX.p, dT.p, scratch.p, 2, 3))
-	trClose(t, "CrossEntropy", asF64(cuDownload[float32](t, out, 1)), []float64{float64(float32(want))}, 1e-6, 1e-6)
-	wantDx := make([]float32, 6)
+	out, scratch, dx := cuAlloc(t, size), cuAlloc(t, 2*8), cuAlloc(t, 6*size)
+	cuMust(t, testCUDA.CrossEntropy(d, out.p, dX.p, dT.p, scratch.p, 2, 3))
+	trClose(t, "CrossEntropy", asF64(cuDownload[F](t, out, 1)), []float64{float64(F(want))}, 1e-6, 1e-6)
+	wantDx := make([]F, 6)
 	cuMust(t, CrossEntropyBackward(wantDx, x, tgt, 3, 0.5))
-	cuMust(t, testCUDA.CrossEntropyBackward(F32, dx.p, dX.p, dT.p, 0, 0.5, 2, 3))
-	trClose(t, "CrossEntropyBackward", asF64(cuDownload[float32](t, dx, 6)), asF64(wantDx), 1e-6, 1e-6)
+	cuMust(t, testCUDA.CrossEntropyBackward(d, dx.p, dX.p, dT.p, 0, 0.5, 2, 3))
+	trClose(t, "CrossEntropyBackward", asF64(cuDownload[F](t, dx, 6)), asF64(wantDx), 1e-6, 1e-6)
 	cuMust(t, testCUDA.Status())
 }
