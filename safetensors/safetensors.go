@@ -162,14 +162,8 @@ func (ts *Tensors) add(src io.ReaderAt, size int64) error {
 			}
 			continue
 		}
-		var info struct {
-			Dtype       string  `json:"dtype"`
-			Shape       []int64 `json:"shape"`
-			DataOffsets []int64 `json:"data_offsets"`
-		}
-		dec := json.NewDecoder(bytes.NewReader(msg))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&info); err != nil {
+		info, err := decodeInfo(msg)
+		if err != nil {
 			return fmt.Errorf("%w: header: tensor %q: %w", errFormat, name, err)
 		}
 		e, err := checkEntry(name, info.Dtype, info.Shape, info.DataOffsets, dataLen)
@@ -184,6 +178,45 @@ func (ts *Tensors) add(src io.ReaderAt, size int64) error {
 		ts.entries[name] = e
 	}
 	return checkTiling(spans, dataLen)
+}
+
+// tensorInfo is one tensor's entry in a header.
+type tensorInfo struct {
+	Dtype       string
+	Shape       []int64
+	DataOffsets []int64
+}
+
+// decodeInfo decodes a tensor's header entry as the format's reference reader (serde) does:
+// the keys "dtype", "shape" and "data_offsets", exactly (encoding/json would match "DTYPE" to
+// the dtype field), each once and none missing or null (encoding/json kept the last of a
+// repeated key and read a missing or null shape as a scalar).
+func decodeInfo(msg json.RawMessage) (tensorInfo, error) {
+	var info tensorInfo
+	kvs, err := headerEntries(msg)
+	if err != nil {
+		return info, err
+	}
+	fields := map[string]any{"dtype": &info.Dtype, "shape": &info.Shape, "data_offsets": &info.DataOffsets}
+	for _, kv := range kvs {
+		dst, ok := fields[kv.name]
+		if !ok {
+			return info, fmt.Errorf("unknown field %q", kv.name)
+		}
+		if string(kv.msg) == "null" {
+			return info, fmt.Errorf("%q is null", kv.name)
+		}
+		if err := json.Unmarshal(kv.msg, dst); err != nil {
+			return info, fmt.Errorf("%q: %w", kv.name, err)
+		}
+		delete(fields, kv.name)
+	}
+	for _, k := range []string{"dtype", "shape", "data_offsets"} {
+		if _, missing := fields[k]; missing {
+			return info, fmt.Errorf("no %q", k)
+		}
+	}
+	return info, nil
 }
 
 // headerEntry is one name and its JSON value in a header.
