@@ -29,4 +29,3 @@ func TestParseTensorInfoExactKeys(t *testing.T) {
 		}
 	}
 }
-

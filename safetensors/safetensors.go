@@ -31,6 +31,7 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"unicode/utf8"
 
 	"github.com/gomoe/gomoe/bfloat16"
 	"github.com/gomoe/gomoe/internal/hostmem"
@@ -141,8 +142,15 @@ func (ts *Tensors) add(src io.ReaderAt, size int64) error {
 		return fmt.Errorf("%w: header of %d bytes in a file of %d", errFormat, n, size)
 	}
 	hdr := make([]byte, n)
-	if _, err := src.ReadAt(hdr, 8); err != nil {
-		return err
+	if n > 0 { // bytes.Reader's ReadAt at the end of its bytes says io.EOF even for no bytes
+		if _, err := src.ReadAt(hdr, 8); err != nil {
+			return err
+		}
+	}
+	if !utf8.Valid(hdr) {
+		// The reference reader refuses it; encoding/json would put U+FFFD for the bad bytes
+		// and rename the tensor silently.
+		return fmt.Errorf("%w: header is not UTF-8", errFormat)
 	}
 	raw, err := headerEntries(hdr)
 	if err != nil {
