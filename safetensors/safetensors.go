@@ -365,14 +365,14 @@ func (ts *Tensors) Dtype(name string) (string, bool) {
 
 // Select returns the tensors of ts whose names keep accepts, read from the same files (and
 // with the same metadata): a block's weights without the other tensors under its prefix,
-// say. Closing ts closes the files of the selection too.
+// say. A nil keep keeps every tensor. Closing ts closes the files of the selection too.
 func (ts *Tensors) Select(keep func(name string) bool) *Tensors {
 	if ts == nil {
 		return &Tensors{entries: map[string]entry{}}
 	}
 	out := &Tensors{entries: map[string]entry{}, meta: ts.meta}
 	for n, e := range ts.entries {
-		if keep(n) {
+		if keep == nil || keep(n) {
 			out.entries[n] = e
 		}
 	}
