@@ -62,6 +62,8 @@ type Config struct {
 // default, whether config.json wrote them explicitly as null or 0.
 type given struct {
 	normNull, scaleNull, sharedNull, groupNull, keptNull, groupZero, keptZero bool
+	// actNull: "hidden_act": null, transformers' None, on which ACT2FN fails.
+	actNull bool
 }
 
 // ParseConfig parses the JSON of a config.json (unknown keys are ignored). Keys match exactly,
@@ -83,7 +85,8 @@ func ParseConfig(data []byte) (Config, error) {
 	written := func(k string) bool { _, ok := raw[k]; return ok && !null(k) }
 	c.given = given{normNull: null("norm_topk_prob"), scaleNull: null("routed_scaling_factor"),
 		sharedNull: null("n_shared_experts"), groupNull: null("n_group"), keptNull: null("topk_group"),
-		groupZero: written("n_group") && c.NGroup == 0, keptZero: written("topk_group") && c.TopKGroup == 0}
+		groupZero: written("n_group") && c.NGroup == 0, keptZero: written("topk_group") && c.TopKGroup == 0,
+		actNull: null("hidden_act")}
 	return c, nil
 }
 
@@ -150,6 +153,9 @@ func ReadConfig(path string) (Config, error) {
 func (c Config) MoEConfig() (moe.Config, error) {
 	e := func(format string, args ...any) (moe.Config, error) {
 		return moe.Config{}, fmt.Errorf("gomoe: hf: %s config: "+format, append([]any{c.ModelType}, args...)...)
+	}
+	if c.given.actNull {
+		return e("hidden_act is null: transformers' experts cannot look it up (leave the key out for silu)")
 	}
 	// transformers' ACT2FN maps both "silu" and "swish" to SiLU.
 	if c.HiddenAct != "" && c.HiddenAct != "silu" && c.HiddenAct != "swish" {
