@@ -1,6 +1,7 @@
 package train
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -170,4 +171,69 @@ func FormatLoad(frac []float64) string {
 	}
 	fmt.Fprintf(&b, "  max/mean %.2f", Imbalance(frac))
 	return b.String()
+}
+
+// loadTrackerJSON is a LoadTracker's whole state as JSON: the snapshots and the counts behind
+// Total, Dropped and the open window, so that a tracker saved beside a checkpoint resumes as
+// if the run had not stopped.
+type loadTrackerJSON struct {
+	Experts int         `json:"experts"`
+	Window  []float64   `json:"window"`
+	Total   []float64   `json:"total"`
+	Slots   float64     `json:"slots"`
+	Kept    float64     `json:"kept"`
+	Dropped float64     `json:"dropped"`
+	Asked   float64     `json:"asked"`
+	Steps   []float64   `json:"steps"`
+	Frac    [][]float64 `json:"frac"`
+}
+
+// MarshalJSON encodes the tracker's whole state (UnmarshalJSON restores it): save it with a
+// checkpoint (for example as a string of train.Checkpoint.Meta) so that a resumed run's
+// Total, Imbalance, Dropped and snapshots go on as the unbroken run's.
+func (lt *LoadTracker) MarshalJSON() ([]byte, error) {
+	if lt == nil {
+		return []byte("null"), nil
+	}
+	return json.Marshal(loadTrackerJSON{lt.experts, lt.window, lt.total, lt.slots, lt.kept, lt.dropped, lt.asked, lt.Steps, lt.Frac})
+}
+
+// UnmarshalJSON restores a tracker from MarshalJSON's encoding. State that no run makes (no
+// experts, counts of other lengths, negative or non-finite counts, more kept than asked) is an
+// error and leaves lt as it was.
+func (lt *LoadTracker) UnmarshalJSON(b []byte) error {
+	if lt == nil {
+		return errors.New("gomoe: train: LoadTracker.UnmarshalJSON into a nil *LoadTracker")
+	}
+	var s loadTrackerJSON
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("gomoe: train: LoadTracker.UnmarshalJSON: %w", err)
+	}
+	bad := func(what string) error {
+		return fmt.Errorf("gomoe: train: LoadTracker.UnmarshalJSON: %s", what)
+	}
+	count := func(x float64) bool { return x >= 0 && !math.IsInf(x, 0) }
+	switch {
+	case s.Experts < 1:
+		return bad(fmt.Sprintf("%d experts, want at least one", s.Experts))
+	case len(s.Window) != s.Experts || len(s.Total) != s.Experts:
+		return bad(fmt.Sprintf("%d window and %d total counts for %d experts", len(s.Window), len(s.Total), s.Experts))
+	case len(s.Steps) != len(s.Frac):
+		return bad(fmt.Sprintf("%d snapshot steps but %d snapshots", len(s.Steps), len(s.Frac)))
+	case !count(s.Slots) || !count(s.Kept) || !count(s.Dropped) || !count(s.Asked) || s.Kept > s.Slots || s.Dropped > s.Asked:
+		return bad(fmt.Sprintf("slots %v, kept %v, dropped %v, asked %v", s.Slots, s.Kept, s.Dropped, s.Asked))
+	}
+	for e := range s.Window {
+		if !count(s.Window[e]) || !count(s.Total[e]) {
+			return bad(fmt.Sprintf("expert %d has counts %v (window) and %v (total)", e, s.Window[e], s.Total[e]))
+		}
+	}
+	for i, f := range s.Frac {
+		if len(f) != s.Experts {
+			return bad(fmt.Sprintf("snapshot %d has %d shares for %d experts", i, len(f), s.Experts))
+		}
+	}
+	*lt = LoadTracker{experts: s.Experts, window: s.Window, total: s.Total, slots: s.Slots, kept: s.Kept,
+		dropped: s.Dropped, asked: s.Asked, Steps: s.Steps, Frac: s.Frac}
+	return nil
 }
