@@ -85,7 +85,9 @@ func (l Linear) LR(step int) float64 {
 	if !decay {
 		return lr
 	}
-	return l.Peak * (1 - (1-l.Floor)*f)
+	// Floor + (1−Floor)·(1−f), not 1 − (1−Floor)·f: at f = 1 that is Floor exactly (1 − (1 − 0.1)
+	// is 0.09999999999999998, so step Total−1 ran below Peak·Floor and the rate rose at Total).
+	return l.Peak * (l.Floor + (1-l.Floor)*(1-f))
 }
 
 // Validate reports a schedule that cannot run (see Cosine.Validate).
