@@ -31,7 +31,10 @@ import (
 // (an op that waits for the device, such as the cuBLAS grouped GEMM that reads the plan's
 // offsets). So do the steps after an input node of the weights' graph (a batch, a weight) is
 // bound to another value than it had at the capture (G.Let of a new tensor): a replay would
-// read the captured value's memory, and update it.
+// read the captured value's memory, and update it. A Release of the solver after the capture,
+// or a LoadCheckpoint into it (which releases its state first: a roll-back, say), drops the
+// graph, which reads the freed state: the next step runs eagerly and the one after is captured
+// again.
 //
 // Gradient clipping (MaxGradNorm) runs on the device in a captured step: the norm, the scale
 // and the skip flag go to the solver's scalars, with the eager step's bits; a new MaxGradNorm
@@ -57,6 +60,7 @@ type GraphStep struct {
 
 	inputs G.Nodes   // the graph's input nodes at the capture (weights and batch)
 	bound  []G.Value // their values then, which the graph reads and writes
+	rel    int       // the solver's releases() at the capture
 }
 
 // NewGraphStep returns a GraphStep of vm, solver and params (as Step takes them).
@@ -82,6 +86,9 @@ type graphSolver interface {
 	// (Adam's step count, the last gradient norm and where it is read): a capture that fails
 	// after the Step ran none of its kernels.
 	saved() func()
+	// releases counts the solver's Release calls (LoadCheckpoint makes one): each frees the
+	// device state a captured step reads and updates.
+	releases() int
 }
 
 // captureEnd runs at the end of a capture, after the solver's Step (nil: nothing); tests make
@@ -134,6 +141,17 @@ func (s *GraphStep) Step(after func() error) error {
 		if err := s.graph.Replay(); err != nil {
 			return opkit.Wrap("train: GraphStep", err)
 		}
+	case s.gs.releases() != s.rel:
+		// The solver's state was released after the capture (Release, or LoadCheckpoint: a
+		// roll-back, say): the graph would read and update the freed moments and scalars. Drop
+		// it; the next step runs eagerly (remaking the state outside any capture) and the one
+		// after is captured again.
+		err := s.graph.Close()
+		s.graph, s.warm = nil, false
+		if err != nil {
+			return opkit.Wrap("train: GraphStep", err)
+		}
+		return s.Step(after)
 	case s.gs.clipping() != s.clip:
 		// Clipping was turned on or off after the capture: the graph has (or lacks) the
 		// clipping kernels, so the steps from now on run eagerly.
@@ -200,7 +218,7 @@ func (s *GraphStep) capture() (reason string, err error) {
 		restore()
 		return fmt.Sprintf("capturing the step failed: %v", err), nil
 	}
-	s.graph, s.gs, s.dev, s.w0, s.clip, s.f32 = g, gs, dev, w0, gs.clipping(), f32
+	s.graph, s.gs, s.dev, s.w0, s.clip, s.f32, s.rel = g, gs, dev, w0, gs.clipping(), f32, gs.releases()
 	s.inputs = s.params[0].Graph().Inputs()
 	s.bound = make([]G.Value, len(s.inputs))
 	for i, n := range s.inputs {
@@ -263,6 +281,7 @@ type graphScalars struct {
 	buf       any
 	on        bool // the kernels read buf
 	normOnDev int  // 1 + the index of the last norm in buf, 0 when it is on the host
+	releases  int  // the solver's Release calls (GraphStep drops a graph captured before one)
 }
 
 // clip clips the gradients of ps to maxNorm (0: none) and returns the norm. While the kernels
@@ -333,6 +352,7 @@ func (g *graphScalars) release() {
 		g.dev.Release(g.buf)
 	}
 	g.dev, g.buf = nil, nil
+	g.releases++
 }
 
 func (a *Adam) nextScalars(dev device.Backend, like *tensor.Dense, f32 string) error {
@@ -351,6 +371,8 @@ func (a *Adam) nextScalars(dev device.Backend, like *tensor.Dense, f32 string) e
 
 func (a *Adam) replayed() { a.t++ }
 
+func (a *Adam) releases() int { return a.gsc.releases }
+
 func (a *Adam) saved() func() {
 	t, norm, at := a.t, a.norm, a.gsc.normOnDev
 	return func() { a.t, a.norm, a.gsc.normOnDev = t, norm, at }
@@ -368,6 +390,8 @@ func (s *SGD) nextScalars(dev device.Backend, like *tensor.Dense, f32 string) er
 }
 
 func (s *SGD) replayed() {}
+
+func (s *SGD) releases() int { return s.gsc.releases }
 
 func (s *SGD) saved() func() {
 	norm, at := s.norm, s.gsc.normOnDev

@@ -249,6 +249,41 @@ func TestGraphStepCaptureFails(t *testing.T) {
 	}
 }
 
+// TestGraphStepAfterRelease: a Release of the solver after the capture (LoadCheckpoint makes
+// one) frees the moments and scalars the captured graph reads and updates. The next step used
+// to replay it on freed memory; now it runs eagerly, the one after is captured again, and the
+// losses and weights are those of an eager model released at the same step, bit for bit.
+func TestGraphStepAfterRelease(t *testing.T) {
+	const N = 7
+	for _, c := range []resumeCase{
+		{name: "f32 adam", dtype: resumeCases[0].dtype},
+		{name: "bf16 sgd", dtype: resumeCases[2].dtype, sgd: true, ffn: 16},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, ref, gm, gs := graphPair(t, c)
+			type releaser interface{ Release() }
+			for s := 0; s < N; s++ {
+				if s == 3 {
+					if !gs.Replaying() {
+						t.Fatalf("not replaying before the release: %s", gs.Reason())
+					}
+					ref.opt.(releaser).Release()
+					gm.opt.(releaser).Release()
+				}
+				want := ref.steps(t, c, s, s+1)[0]
+				got := gm.graphStep(t, c, gs, s)
+				if math.Float64bits(got) != math.Float64bits(want) {
+					t.Errorf("step %d (replay %v): loss %v, eager %v", s, gs.Replaying(), got, want)
+				}
+			}
+			if !gs.Replaying() {
+				t.Errorf("not replaying again after the release: %s", gs.Reason())
+			}
+			sameWeights(t, "after the release", ref, gm)
+		})
+	}
+}
+
 // graphPair makes two tiny models of case c on one GPU engine eng, ref for eager steps and gm
 // for a GraphStep gs; they are closed when the test ends.
 func graphPair(t *testing.T, c resumeCase) (eng *gdev.Engine, ref, gm *tinyModel, gs *train.GraphStep) {
