@@ -25,8 +25,13 @@ import (
 // It implements gorgonia.Solver and updates float32, float64 and bfloat16 weights in place, on
 // the host or on the GPU (see the package doc). The moments live beside each weight (host
 // slices or device tensors that persist across steps) and are created zero on a weight's first
-// step. A bfloat16 weight also gets a float32 master copy (made from the weight on its first
-// step): the update runs in float32 on the master and the weight is the master rounded.
+// step. The step count t is the solver's, one for all weights (PyTorch keeps one per weight):
+// a weight whose moments start later than the others' (added to the params mid-run, rebound,
+// or missing from a checkpoint's state) takes its first steps with that t, whose bias
+// corrections near 1 no longer undo the moments' zero start: its first step is about
+// (1−β1)/sqrt(1−β2) ≈ 3.2 times PyTorch's with the default constants. A bfloat16 weight also
+// gets a float32 master copy (made from the weight on its first step): the update runs in
+// float32 on the master and the weight is the master rounded.
 //
 // The update of a float32 or bfloat16 weight takes LR, Eps and WeightDecay rounded to
 // float32: Step refuses one beyond math.MaxFloat32 (it made the weights NaN) or one other than

@@ -19,8 +19,11 @@ type Schedule interface {
 //	Warmup ≤ step < Total:   Peak·(Floor + (1−Floor)·½·(1 + cos(π·f))),  f = (step−Warmup)/(Total−Warmup−1)
 //	step ≥ Total:            Peak·Floor
 //
-// so the first step after warmup runs at Peak and step Total−1 at Peak·Floor. The warmup
-// starts at Peak/Warmup, not 0, so that no step is taken with a zero rate. No rate is
+// so the first step after warmup runs at Peak and step Total−1 at Peak·Floor. Two differences
+// from Hugging Face's: its progress is (step−Warmup)/(Total−Warmup), so its last step runs
+// a little above the floor (0.024·Peak for Cosine{Peak, Total: 10}, where this one gives
+// Peak·Floor = 0), and its warmup starts at 0; this one's starts at Peak/Warmup, so that no
+// step is taken with a zero rate. No rate is
 // more than one rounding above Peak (the last warmup step's Peak·Warmup/Warmup can round
 // up), and a finite Peak gives finite rates, up to math.MaxFloat64.
 type Cosine struct {
@@ -71,8 +74,9 @@ func warmupDecay(step int, peak, floor float64, warmup, total int) (lr, f float6
 func (c Cosine) Validate() error { return validSchedule("Cosine", c.Peak, c.Floor, c.Warmup, c.Total) }
 
 // Linear is linear warmup followed by linear decay (Hugging Face's
-// get_linear_schedule_with_warmup, with a floor): Peak·(step+1)/Warmup during warmup, then
-// from Peak at step Warmup down to Peak·Floor at step Total−1, and Peak·Floor after.
+// get_linear_schedule_with_warmup, with a floor and Cosine's two differences from Hugging
+// Face's): Peak·(step+1)/Warmup during warmup, then from Peak at step Warmup down to
+// Peak·Floor at step Total−1, and Peak·Floor after.
 type Linear struct {
 	// Peak, Floor, Warmup and Total are as in Cosine.
 	Peak, Floor   float64
