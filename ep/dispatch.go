@@ -183,7 +183,14 @@ func (e exchange) runNoAbort(name string, forward bool, v, plan G.Value) (G.Valu
 
 // diff is the DoDiff of an exchange op: the adjoint exchange of the output's gradient, added
 // into the rows input's gradient.
-func (e exchange) diff(name string, forward bool, inputs G.Nodes, output *G.Node) error {
+func (e exchange) diff(name string, forward bool, inputs G.Nodes, output *G.Node) (err error) {
+	// Every error aborts the group, as the forward's do: one before the collective would leave
+	// the other ranks waiting in it until the timeout. (Abort may be called more than once.)
+	defer func() {
+		if err != nil {
+			e.c.Abort(err)
+		}
+	}()
 	if len(inputs) != 2 {
 		return opkit.Errorf(name, "DoDiff got %d inputs, want 2", len(inputs))
 	}

@@ -462,3 +462,24 @@ func (b plainComm) AllToAll(send, recv Buffer, s, r [][]Block) error {
 	return b.c.AllToAll(send, recv, s, r)
 }
 func (b plainComm) Abort(err error) { b.c.Abort(err) }
+
+// TestHostileDiffAborts: an error in an exchange's DoDiff before its collective (here a wrong
+// input count; also a missing output gradient) aborts the group, as the forward's errors do:
+// the other ranks used to wait in the collective until the timeout.
+func TestHostileDiffAborts(t *testing.T) {
+	g, err := NewGroup(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := g.Comm(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := exchange{c: c}
+	if err := e.diff(dispatchName, true, nil, nil); err == nil {
+		t.Fatal("diff with no inputs: no error")
+	}
+	if err := g.aborted(); err == nil || !strings.Contains(err.Error(), "DoDiff got 0 inputs") {
+		t.Errorf("group after the failed diff: %v, want it aborted with the diff's error", err)
+	}
+}
