@@ -202,7 +202,8 @@ func TestResume(t *testing.T) {
 	cfg := smallConfig(t)
 	cfg.EvalEvery = 0
 	cfg.Warmup, cfg.Clip = 5, 2
-	whole, err := run(cfg, io.Discard, nil)
+	var wholeOut bytes.Buffer
+	whole, err := run(cfg, &wholeOut, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,6 +229,19 @@ func TestResume(t *testing.T) {
 	}
 	if b.BPC != whole.BPC || b.Sample != whole.Sample {
 		t.Errorf("resumed: %v bits/char, sample %q; unbroken %v, %q", b.BPC, b.Sample, whole.BPC, whole.Sample)
+	}
+	// Each block's expert load over the run goes on from the checkpoint's (it covered only the
+	// resumed steps).
+	overRun := func(s string) (lines []string) {
+		for _, l := range strings.Split(s, "\n") {
+			if strings.Contains(l, "over the run") {
+				lines = append(lines, l)
+			}
+		}
+		return lines
+	}
+	if got, want := overRun(out.String()), overRun(wholeOut.String()); len(want) == 0 || strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("resumed run's load over the run:\n%s\nunbroken:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 	trainutil.CheckLossFalls(t, whole.StepLoss, 0.8)
 }

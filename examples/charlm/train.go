@@ -355,6 +355,9 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 		return nil, err
 	}
 	defer loop.Close()
+	if err := loop.CarryLoad(trackers...); err != nil {
+		return nil, err
+	}
 	first, last, prog := loop.First, loop.Last, loop.Prog
 	pos := make([]int, cfg.Batch)
 	var evalSteps, evalBPC []float64

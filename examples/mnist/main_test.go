@@ -134,6 +134,11 @@ func TestResume(t *testing.T) {
 		if b.TestAcc != whole.TestAcc || b.TestLoss != whole.TestLoss {
 			t.Errorf("stop %d: resumed accuracy %v, test loss %v; unbroken %v, %v", stop, b.TestAcc, b.TestLoss, whole.TestAcc, whole.TestLoss)
 		}
+		// The expert load over the run goes on from the checkpoint's (it covered only the
+		// resumed steps).
+		if fmt.Sprint(b.Load) != fmt.Sprint(whole.Load) || len(whole.Load) == 0 {
+			t.Errorf("stop %d: resumed run's load over the run %v, unbroken %v", stop, b.Load, whole.Load)
+		}
 	}
 }
 

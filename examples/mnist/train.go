@@ -290,6 +290,9 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 		return nil, err
 	}
 	defer loop.Close()
+	if err := loop.CarryLoad(tracker); err != nil {
+		return nil, err
+	}
 	if cfg.Resume != "" {
 		e := epochStart
 		perm = rand.New(&e).Perm(trainSet.len())

@@ -164,7 +164,8 @@ type Session struct {
 	steps int
 	src   map[string]*rand.PCG
 	state map[string]string
-	intr  *interrupts // from StartRun to Close
+	load  []*train.LoadTracker // CarryLoad's trackers, saved in state as "load.N"
+	intr  *interrupts          // from StartRun to Close
 }
 
 // StartRun resumes the run saved in c.Resume, if any, into learn, opt, sources and state (as
@@ -172,6 +173,9 @@ type Session struct {
 // and starts the progress report of the steps left (batch items counted as unit a step; the
 // bar on bar, log lines on out) of a run of steps steps.
 func (c LoopConfig) StartRun(out, bar io.Writer, learn G.Nodes, opt *train.Adam, steps int, sources map[string]*rand.PCG, state map[string]string, batch int, unit string) (*Session, error) {
+	if state == nil {
+		state = map[string]string{} // the session's own (CarryLoad)
+	}
 	first, err := c.ResumeRun(out, learn, opt, steps, sources, state)
 	if err != nil {
 		return nil, err
@@ -195,6 +199,24 @@ func (c LoopConfig) StartRun(out, bar io.Writer, learn G.Nodes, opt *train.Adam,
 	}
 	prog := train.NewProgress(bar, out, int64(max(last-first, 0)*batch), unit, "train")
 	return &Session{First: first, Last: last, Prog: prog, c: c, learn: learn, opt: opt, steps: steps, src: sources, state: state, intr: watchInterrupts()}, nil
+}
+
+// CarryLoad makes the load trackers lts part of the run's saved state: each checkpoint saves
+// them (train.LoadTracker's JSON, as state "load.N"), and a resumed run's trackers go on from
+// the saved ones, so that its load log, whole-run shares, drops and plot are the unbroken
+// run's. Call it before the loop; a nil tracker is skipped.
+func (s *Session) CarryLoad(lts ...*train.LoadTracker) error {
+	s.load = lts
+	for i, lt := range lts {
+		v, ok := s.state[fmt.Sprintf("load.%d", i)]
+		if !ok || lt == nil {
+			continue
+		}
+		if err := lt.UnmarshalJSON([]byte(v)); err != nil {
+			return fmt.Errorf("resume from %s: load tracker %d: %w", s.c.Resume, i, err)
+		}
+	}
+	return nil
 }
 
 // Close stops catching interrupts: call it when the loop's run returns.
@@ -231,6 +253,16 @@ func (s *Session) End() error {
 }
 
 func (s *Session) save(done int) error {
+	for i, lt := range s.load {
+		if lt == nil {
+			continue
+		}
+		b, err := lt.MarshalJSON()
+		if err != nil {
+			return fmt.Errorf("saving load tracker %d: %w", i, err)
+		}
+		s.state[fmt.Sprintf("load.%d", i)] = string(b)
+	}
 	return s.c.SaveRun(s.Prog, s.learn, s.opt, Run{Step: done, Steps: s.steps, Sources: s.src, Flags: s.c.runFlags(), State: s.state})
 }
 
