@@ -34,7 +34,8 @@ import (
 // read the captured value's memory, and update it. A Release of the solver after the capture,
 // or a LoadCheckpoint into it (which releases its state first: a roll-back, say), drops the
 // graph, which reads the freed state: the next step runs eagerly and the one after is captured
-// again.
+// again. So does any step whose solver state is missing when it would be captured (a Release
+// after the warm-up step, a new weight): the state is made eagerly, never inside a capture.
 //
 // Gradient clipping (MaxGradNorm) runs on the device in a captured step: the norm, the scale
 // and the skip flag go to the solver's scalars, with the eager step's bits; a new MaxGradNorm
@@ -89,6 +90,10 @@ type graphSolver interface {
 	// releases counts the solver's Release calls (LoadCheckpoint makes one): each frees the
 	// device state a captured step reads and updates.
 	releases() int
+	// stateReady reports whether the solver's Step on vgs would make no state (moments,
+	// master copies): made inside a capture, their zeroing or copying would be recorded and
+	// run again by every replay.
+	stateReady(vgs []G.ValueGrad) bool
 }
 
 // captureEnd runs at the end of a capture, after the solver's Step (nil: nothing); tests make
@@ -129,6 +134,11 @@ func (s *GraphStep) Step(after func() error) error {
 			s.warm = true
 		}
 		return err
+	case s.graph == nil && !s.stateReady():
+		// The solver's state is missing (a Release or LoadCheckpoint since the warm-up step, a
+		// new weight): make it eagerly first, and capture the step after.
+		s.warm = false
+		return s.Step(after)
 	case s.graph == nil:
 		var err error
 		if s.reason, err = s.capture(); err != nil {
@@ -175,6 +185,13 @@ func (s *GraphStep) Step(after func() error) error {
 		return after()
 	}
 	return nil
+}
+
+// stateReady reports whether the solver's next Step makes no state (true for a solver with
+// no graph step: capture says why it cannot take it).
+func (s *GraphStep) stateReady() bool {
+	gs, ok := s.solver.(graphSolver)
+	return !ok || gs.stateReady(valueGrads(s.params))
 }
 
 // capture captures the step, or says why it cannot.
@@ -259,8 +276,8 @@ func sameValue(a, b G.Value) bool {
 }
 
 // Close destroys the graph and frees its device memory; the node values bound during the
-// capture must not be used after. Later Steps run eagerly. Close it before the solver's
-// Release: the graph reads and writes the solver's state.
+// capture must not be used after. Later Steps run eagerly. Close it when the training is over
+// (a Release of the solver alone only makes the next Step drop the graph).
 func (s *GraphStep) Close() error {
 	if s == nil || s.graph == nil {
 		return nil
@@ -373,6 +390,11 @@ func (a *Adam) replayed() { a.t++ }
 
 func (a *Adam) releases() int { return a.gsc.releases }
 
+func (a *Adam) stateReady(vgs []G.ValueGrad) bool {
+	ps, err := check("Adam", vgs)
+	return err != nil || len(missingState(a.state, ps, true)) == 0 // bad input: Step says why
+}
+
 func (a *Adam) saved() func() {
 	t, norm, at := a.t, a.norm, a.gsc.normOnDev
 	return func() { a.t, a.norm, a.gsc.normOnDev = t, norm, at }
@@ -392,6 +414,11 @@ func (s *SGD) nextScalars(dev device.Backend, like *tensor.Dense, f32 string) er
 func (s *SGD) replayed() {}
 
 func (s *SGD) releases() int { return s.gsc.releases }
+
+func (s *SGD) stateReady(vgs []G.ValueGrad) bool {
+	ps, err := check("SGD", vgs)
+	return err != nil || len(missingState(s.state, ps, false)) == 0 // bad input: Step says why
+}
 
 func (s *SGD) saved() func() {
 	norm, at := s.norm, s.gsc.normOnDev

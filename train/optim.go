@@ -396,6 +396,22 @@ func (a *Adam) corrections(t int) (c1, c2 float64) {
 // ensure returns state holding fitting state for every weight of ps (Adam's moments when
 // adam, and a master copy for bfloat16 weights), creating what is missing; on an error it
 // frees what it created and changes nothing.
+// missingState returns the weights of ps whose state (Adam's moments, or SGD's float32 master
+// copy of a bfloat16 weight) is missing from state or stale: those ensure makes.
+func missingState(state map[uintptr]*moments, ps []pair, adam bool) []pair {
+	var due []pair
+	for _, p := range ps {
+		if !adam && p.dtype != bfloat16.Dtype {
+			continue
+		}
+		if st, ok := state[p.w.Uintptr()]; ok && st.matches(p, adam) {
+			continue
+		}
+		due = append(due, p)
+	}
+	return due
+}
+
 func ensure(state map[uintptr]*moments, ps []pair, adam bool) (map[uintptr]*moments, error) {
 	if state == nil {
 		state = map[uintptr]*moments{}
@@ -407,16 +423,9 @@ func ensure(state map[uintptr]*moments, ps []pair, adam bool) (map[uintptr]*mome
 	// The weights whose state is missing or stale (nil, and no allocation, on the usual step
 	// where all state exists), and the host memory their new state takes: it must fit, since a
 	// failed allocation is fatal, not an error.
-	var due []pair
+	due := missingState(state, ps, adam)
 	var host float64
-	for _, p := range ps {
-		if !adam && p.dtype != bfloat16.Dtype {
-			continue
-		}
-		if st, ok := state[p.w.Uintptr()]; ok && st.matches(p, adam) {
-			continue
-		}
-		due = append(due, p)
+	for _, p := range due {
 		if p.gpu == nil {
 			host += float64(p.n) * hostStateBytes(p.dtype, adam)
 		}
