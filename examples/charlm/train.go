@@ -393,7 +393,8 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 		}
 		res.StepLoss = append(res.StepLoss, ce)
 		prog.Add(cfg.Batch, fmt.Sprintf("loss %.3f bits/char", ce/math.Ln2))
-		if len(trackers) > 0 && ((step+1)%cfg.LogEvery == 0 || step+1 == last) {
+		// The last window closes at the whole run's end, not at a -stop-at (see mnist).
+		if len(trackers) > 0 && ((step+1)%cfg.LogEvery == 0 || step+1 == steps) {
 			for l, lt := range trackers {
 				prog.Logf("step %5d  block %d  %s", step+1, l+1, lt.Snapshot(step+1))
 			}
@@ -468,12 +469,14 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 		if l > 0 {
 			name = fmt.Sprintf("experts-block%d.png", l+1)
 		}
-		p := filepath.Join(cfg.Out, name)
-		title := fmt.Sprintf("charlm block %d expert load per %d steps", l+1, cfg.LogEvery)
-		if err := trainutil.SaveExpertLoad(p, title, lt); err != nil {
-			return nil, err
+		if len(lt.Steps) > 0 { // none before the first -log-every window closes (a -stop-at)
+			p := filepath.Join(cfg.Out, name)
+			title := fmt.Sprintf("charlm block %d expert load per %d steps", l+1, cfg.LogEvery)
+			if err := trainutil.SaveExpertLoad(p, title, lt); err != nil {
+				return nil, err
+			}
+			res.Files = append(res.Files, p)
 		}
-		res.Files = append(res.Files, p)
 		fmt.Fprintf(out, "block %d over the run: %s  dropped %.2f%%\n", l+1, train.FormatLoad(lt.Total()), 100*lt.Dropped())
 	}
 	fmt.Fprintf(out, "wrote %v\n", res.Files)

@@ -139,6 +139,9 @@ func TestResume(t *testing.T) {
 		if fmt.Sprint(b.Load) != fmt.Sprint(whole.Load) || len(whole.Load) == 0 {
 			t.Errorf("stop %d: resumed run's load over the run %v, unbroken %v", stop, b.Load, whole.Load)
 		}
+		if fmt.Sprint(b.LoadSteps) != fmt.Sprint(whole.LoadSteps) {
+			t.Errorf("stop %d: resumed run's load snapshots at steps %v, unbroken %v", stop, b.LoadSteps, whole.LoadSteps)
+		}
 	}
 }
 

@@ -70,6 +70,7 @@ type result struct {
 	// config.Target; TargetStep is 0 if no evaluation reached it.
 	TargetStep int
 	TargetTime time.Duration
+	LoadSteps  []float64 // the steps of the expert-load snapshots (the plot's x)
 }
 
 // model is the classifier: h = ReLU(projection(x)); h += FFN(RMSNorm(h));
@@ -348,7 +349,9 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 		epochN++
 		prog.Add(cfg.Batch, fmt.Sprintf("loss %.4f", cost))
 
-		if tracker != nil && ((step+1)%cfg.LogEvery == 0 || step+1 == last) {
+		// The last window closes at the whole run's end, not at a -stop-at: a resumed run goes on
+		// filling it (the tracker is saved with the checkpoint).
+		if tracker != nil && ((step+1)%cfg.LogEvery == 0 || step+1 == steps) {
 			prog.Logf("step %5d  %s", step+1, tracker.Snapshot(step+1))
 		}
 		if (step+1)%evalEvery == 0 || step+1 == last {
@@ -417,13 +420,15 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	}
 	res.Files = append(res.Files, lossPNG)
 	if tracker != nil {
-		res.Load = tracker.Total()
+		res.Load, res.LoadSteps = tracker.Total(), tracker.Steps
 		fmt.Fprintf(out, "over the run: %s  dropped %.2f%%\n", train.FormatLoad(res.Load), 100*tracker.Dropped())
-		expPNG := filepath.Join(cfg.Out, "experts.png")
-		if err := trainutil.SaveExpertLoad(expPNG, "MNIST expert load per "+fmt.Sprint(cfg.LogEvery)+" steps", tracker); err != nil {
-			return nil, err
+		if len(tracker.Steps) > 0 { // none before the first -log-every window closes (a -stop-at)
+			expPNG := filepath.Join(cfg.Out, "experts.png")
+			if err := trainutil.SaveExpertLoad(expPNG, "MNIST expert load per "+fmt.Sprint(cfg.LogEvery)+" steps", tracker); err != nil {
+				return nil, err
+			}
+			res.Files = append(res.Files, expPNG)
 		}
-		res.Files = append(res.Files, expPNG)
 	}
 	fmt.Fprintf(out, "wrote %v\n", res.Files)
 	return res, nil

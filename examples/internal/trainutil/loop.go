@@ -212,9 +212,14 @@ func (s *Session) CarryLoad(lts ...*train.LoadTracker) error {
 		if !ok || lt == nil {
 			continue
 		}
-		if err := lt.UnmarshalJSON([]byte(v)); err != nil {
+		var saved train.LoadTracker
+		if err := saved.UnmarshalJSON([]byte(v)); err != nil {
 			return fmt.Errorf("resume from %s: load tracker %d: %w", s.c.Resume, i, err)
 		}
+		if got, want := saved.Experts(), lt.Experts(); got != want {
+			return fmt.Errorf("resume from %s: load tracker %d has %d experts, this run's %d", s.c.Resume, i, got, want)
+		}
+		*lt = saved
 	}
 	return nil
 }
