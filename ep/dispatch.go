@@ -194,6 +194,9 @@ func (e exchange) diff(name string, forward bool, inputs G.Nodes, output *G.Node
 	if len(inputs) != 2 {
 		return opkit.Errorf(name, "DoDiff got %d inputs, want 2", len(inputs))
 	}
+	if inputs[0] == nil || inputs[1] == nil || output == nil {
+		return opkit.Errorf(name, "DoDiff got a nil node")
+	}
 	gy, err := output.Grad()
 	if err != nil {
 		return opkit.Wrap(name, err)

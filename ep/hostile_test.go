@@ -482,4 +482,8 @@ func TestHostileDiffAborts(t *testing.T) {
 	if err := g.aborted(); err == nil || !strings.Contains(err.Error(), "DoDiff got 0 inputs") {
 		t.Errorf("group after the failed diff: %v, want it aborted with the diff's error", err)
 	}
+	// Nil nodes are an error too (they panicked).
+	if err := e.diff(dispatchName, true, G.Nodes{nil, nil}, nil); err == nil || !strings.Contains(err.Error(), "nil node") {
+		t.Errorf("diff with nil nodes: %v, want an error naming them", err)
+	}
 }
