@@ -193,7 +193,9 @@ func (p *Pool) releaseLocked(ptr uintptr, b block) {
 	p.dirty = true
 }
 
-// SetPersistent marks the block at ptr as persistent (EndStep keeps it) or step-scoped.
+// SetPersistent marks the block at ptr as persistent (EndStep keeps it) or step-scoped. A
+// block handed out during Hold stays persistent until Unhold whatever it is set to (EndStep
+// recycling it would hand the captured work's memory to a later request).
 func (p *Pool) SetPersistent(ptr uintptr, persistent bool) error {
 	if p == nil {
 		return errNilPool
@@ -204,7 +206,7 @@ func (p *Pool) SetPersistent(ptr uintptr, persistent bool) error {
 	if !ok {
 		return ErrUnknownPointer
 	}
-	b.persistent = persistent
+	b.persistent = persistent || b.held
 	p.live[ptr] = b
 	return nil
 }
