@@ -13,8 +13,8 @@ import (
 
 // Write writes the file at path (mode 0644) with what write writes to its writer (buffered).
 // On any error, from write or from the file system, the file at path is left as it was and
-// the temporary file is removed.
-func Write(path string, write func(io.Writer) error) error {
+// the temporary file is removed; so too on a panic in write, which then goes on.
+func Write(path string, write func(io.Writer) error) (err error) {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
@@ -24,8 +24,16 @@ func Write(path string, write func(io.Writer) error) error {
 		return err
 	}
 	tmp := f.Name()
+	done := false
+	defer func() {
+		if !done { // write panicked
+			_ = f.Close()
+			_ = os.Remove(tmp)
+		}
+	}()
 	bw := bufio.NewWriterSize(f, 1<<20)
 	err = write(bw)
+	done = true
 	if err == nil {
 		err = bw.Flush()
 	}
