@@ -50,9 +50,9 @@ func limit() (uint64, string) {
 func SetLimit(n uint64) uint64 { return override.Swap(n) }
 
 // Check returns an error naming what if bytes (computed in floating point by the caller, so
-// that no product wraps around) exceed the memory this process may use.
+// that no product wraps around) exceed the memory this process may use, or are NaN.
 func Check(what string, bytes float64) error {
-	if t, src := limit(); bytes > float64(t) {
+	if t, src := limit(); !(bytes <= float64(t)) {
 		return fmt.Errorf("%s need %.4g bytes, more than the %d bytes of memory this process may use (%s)", what, bytes, t, src)
 	}
 	return nil
