@@ -5,7 +5,7 @@ import (
 	"testing"
 )
 
-func TestAuditPoolModel(t *testing.T) {
+func TestPoolModel(t *testing.T) {
 	for seed := uint64(0); seed < 300; seed++ {
 		rng := rand.New(rand.NewPCG(seed, 9))
 		be := newFake(int64(rng.IntN(64)+1) << 20)

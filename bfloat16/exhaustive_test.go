@@ -71,7 +71,7 @@ func ref32(f float32) uint16 {
 	return s | lo
 }
 
-func TestAuditAllFloat32(t *testing.T) {
+func TestFromFloat32Exhaustive(t *testing.T) {
 	if testing.Short() {
 		t.Skip()
 	}
@@ -106,7 +106,7 @@ func TestAuditAllFloat32(t *testing.T) {
 	t.Logf("%d mismatches", bad)
 }
 
-func TestAuditFromFloat64(t *testing.T) {
+func TestFromFloat64Ties(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	bad := 0
 	check := func(f float64) {
