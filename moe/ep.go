@@ -57,12 +57,17 @@ func NewExpertParallel(g *G.ExprGraph, name string, cfg Config, comm ep.Communic
 	if err := cfg.WithDefaults().checkMemoryEP(cfg.Experts / n); err != nil {
 		return wrap(err)
 	}
+	// Every name the layer gives a weight, as New checks them: the weights are copied into g
+	// under those names, and Gorgonia takes a user's node of the same name, type and shape
+	// (a node "m.w2" of this rank's shape) for the layer's own.
+	if name != "" {
+		if err := checkNames(g, "moe.NewExpertParallel", name, cfg.WithDefaults()); err != nil {
+			return nil, err
+		}
+	}
 	full, err := New(G.NewGraph(), name, cfg)
 	if err != nil {
 		return wrap(err)
-	}
-	if len(g.ByName(name+".router")) > 0 {
-		return wrap(fmt.Errorf("the graph already has a layer named %q", name))
 	}
 	el := cfg.Experts / n
 	l := &Layer{cfg: full.cfg, name: name, g: g, paths: epPaths{comm}}

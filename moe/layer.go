@@ -106,24 +106,8 @@ func New(g *G.ExprGraph, name string, cfg Config) (*Layer, error) {
 	if err := cfg.checkMemory(); err != nil {
 		return nil, err
 	}
-	if len(g.ByName(name+".router")) > 0 {
-		return nil, fmt.Errorf("gomoe: moe.New: the graph already has a layer named %q", name)
-	}
-	// Every other name the layer gives a node: Gorgonia takes an input node of the same name,
-	// type and shape for the same node (the layer's W2 was a user's node "m.w2", zeros and
-	// all), and a layer "m.shared" beside a layer "m" with shared experts doubled names that
-	// only a checkpoint, after training, refused.
-	names := []string{"w1", "w2"}
-	if cfg.SharedFFN > 0 {
-		names = append(names, "shared.w1", "shared.w2")
-	}
-	if cfg.ExpertBias {
-		names = append(names, "expert_bias")
-	}
-	for _, n := range names {
-		if len(g.ByName(name+"."+n)) > 0 {
-			return nil, fmt.Errorf("gomoe: moe.New: the graph already has a node named %q, the name of layer %q's %s", name+"."+n, name, n)
-		}
+	if err := checkNames(g, "moe.New", name, cfg); err != nil {
+		return nil, err
 	}
 	l := &Layer{cfg: cfg, name: name, g: g}
 	rng := rand.New(rand.NewSource(cfg.Seed))
@@ -140,6 +124,32 @@ func New(g *G.ExprGraph, name string, cfg Config) (*Layer, error) {
 			G.WithValue(tensor.New(tensor.Of(cfg.RouterDtype), tensor.WithShape(E))))
 	}
 	return l, nil
+}
+
+// checkNames reports a node of g that has a name the layer would give one of its weights
+// (cfg with defaults): Gorgonia takes an input node of the same name, type and shape for the
+// same node. fn names the caller in the error.
+func checkNames(g *G.ExprGraph, fn, name string, cfg Config) error {
+	if len(g.ByName(name+".router")) > 0 {
+		return fmt.Errorf("gomoe: %s: the graph already has a layer named %q", fn, name)
+	}
+	// Every other name the layer gives a node: Gorgonia takes an input node of the same name,
+	// type and shape for the same node (the layer's W2 was a user's node "m.w2", zeros and
+	// all), and a layer "m.shared" beside a layer "m" with shared experts doubled names that
+	// only a checkpoint, after training, refused.
+	names := []string{"w1", "w2"}
+	if cfg.SharedFFN > 0 {
+		names = append(names, "shared.w1", "shared.w2")
+	}
+	if cfg.ExpertBias {
+		names = append(names, "expert_bias")
+	}
+	for _, n := range names {
+		if len(g.ByName(name+"."+n)) > 0 {
+			return fmt.Errorf("gomoe: %s: the graph already has a node named %q, the name of layer %q's %s", fn, name+"."+n, name, n)
+		}
+	}
+	return nil
 }
 
 // inWeight makes an input projection of shape [lead..., f] (lead = E, H for the experts, H for
