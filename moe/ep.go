@@ -60,10 +60,8 @@ func NewExpertParallel(g *G.ExprGraph, name string, cfg Config, comm ep.Communic
 	// Every name the layer gives a weight, as New checks them: the weights are copied into g
 	// under those names, and Gorgonia takes a user's node of the same name, type and shape
 	// (a node "m.w2" of this rank's shape) for the layer's own.
-	if name != "" {
-		if err := checkNames(g, "moe.NewExpertParallel", name, cfg.WithDefaults()); err != nil {
-			return nil, err
-		}
+	if err := checkNames(g, "moe.NewExpertParallel", name, cfg.WithDefaults()); err != nil {
+		return nil, err
 	}
 	full, err := New(G.NewGraph(), name, cfg)
 	if err != nil {
