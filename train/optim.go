@@ -393,9 +393,6 @@ func (a *Adam) corrections(t int) (c1, c2 float64) {
 	return 1 - math.Pow(a.Beta1, float64(t)), 1 - math.Pow(a.Beta2, float64(t))
 }
 
-// ensure returns state holding fitting state for every weight of ps (Adam's moments when
-// adam, and a master copy for bfloat16 weights), creating what is missing; on an error it
-// frees what it created and changes nothing.
 // missingState returns the weights of ps whose state (Adam's moments, or SGD's float32 master
 // copy of a bfloat16 weight) is missing from state or stale: those ensure makes.
 func missingState(state map[uintptr]*moments, ps []pair, adam bool) []pair {
@@ -412,6 +409,9 @@ func missingState(state map[uintptr]*moments, ps []pair, adam bool) []pair {
 	return due
 }
 
+// ensure returns state holding fitting state for every weight of ps (Adam's moments when
+// adam, and a master copy for bfloat16 weights), creating what is missing; on an error it
+// frees what it created and changes nothing.
 func ensure(state map[uintptr]*moments, ps []pair, adam bool) (map[uintptr]*moments, error) {
 	if state == nil {
 		state = map[uintptr]*moments{}
