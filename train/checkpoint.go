@@ -274,7 +274,7 @@ func loadCheckpoint(ts *safetensors.Tensors, c Checkpoint) (map[string]string, e
 	// Adam state, which is keyed by the address): refused as Adam's and SGD's Step refuse it.
 	shared := make([]pair, len(ps))
 	for i, p := range ps {
-		shared[i] = pair{w: p.w, wLabel: fmt.Sprintf("param %q", p.name)}
+		shared[i] = pair{w: p.w, dtype: p.w.Dtype(), wLabel: fmt.Sprintf("param %q", p.name)}
 	}
 	if err := checkShared(shared); err != nil {
 		return nil, err
@@ -305,14 +305,8 @@ func loadCheckpoint(ts *safetensors.Tensors, c Checkpoint) (map[string]string, e
 		}
 		used[p.name] = true
 	}
-	f32 := "" // the first param updated in float32, whose update the settings must fit
-	for _, p := range ps {
-		if inFloat32(p.w.Dtype()) {
-			f32 = fmt.Sprintf("param %q", p.name)
-			break
-		}
-	}
-	ol, err := readOptimizer(fileMeta, c.Optimizer, f32)
+	// The settings must fit the update of the first param updated in float32.
+	ol, err := readOptimizer(fileMeta, c.Optimizer, float32Update(shared))
 	if err != nil {
 		return nil, err
 	}
