@@ -24,16 +24,15 @@ func Write(path string, write func(io.Writer) error) (err error) {
 		return err
 	}
 	tmp := f.Name()
-	done := false
+	renamed := false
 	defer func() {
-		if !done { // write panicked
-			_ = f.Close()
+		if !renamed { // an error, or a panic in write: no trace of the temporary file
+			_ = f.Close() // a second Close only says the file is closed
 			_ = os.Remove(tmp)
 		}
 	}()
 	bw := bufio.NewWriterSize(f, 1<<20)
 	err = write(bw)
-	done = true
 	if err == nil {
 		err = bw.Flush()
 	}
@@ -49,8 +48,6 @@ func Write(path string, write func(io.Writer) error) (err error) {
 	if err == nil {
 		err = os.Rename(tmp, path)
 	}
-	if err != nil {
-		_ = os.Remove(tmp)
-	}
+	renamed = err == nil
 	return err
 }
