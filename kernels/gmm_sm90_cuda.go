@@ -338,13 +338,8 @@ func (st *gmm90) close() error {
 		if e := s.table.free(); err == nil {
 			err = e
 		}
-		for _, ws := range append(s.oldWS, s.ws) {
-			if ws == 0 {
-				continue
-			}
-			if e := cu.MemFree(ws); err == nil {
-				err = e
-			}
+		if e := memFreeAll(append(s.oldWS, s.ws)); err == nil {
+			err = e
 		}
 		*s = gmmSlot{}
 	}
@@ -408,8 +403,15 @@ func (t *gmmTable) free() error {
 	if err := cu.Synchronize(); err != nil {
 		return err
 	}
+	err := memFreeAll(append(t.old, t.ptr))
+	*t = gmmTable{}
+	return err
+}
+
+// memFreeAll frees every non-zero pointer of ps and returns the first error.
+func memFreeAll(ps []cu.DevicePtr) error {
 	var err error
-	for _, p := range append(t.old, t.ptr) {
+	for _, p := range ps {
 		if p == 0 {
 			continue
 		}
@@ -417,7 +419,6 @@ func (t *gmmTable) free() error {
 			err = e
 		}
 	}
-	*t = gmmTable{}
 	return err
 }
 
