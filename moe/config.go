@@ -127,7 +127,9 @@ type Config struct {
 	// SeqAuxLossCoeff weights the same loss computed per sequence of SeqLen tokens and
 	// averaged over the T/SeqLen sequences (DeepSeek-V2/V3 sequence-wise balance loss).
 	SeqAuxLossCoeff float64
-	// SeqLen is the sequence length for SeqAuxLossCoeff; T must be a multiple of it.
+	// SeqLen is the sequence length for SeqAuxLossCoeff; T must be a multiple of it, and the S
+	// of a [B,S,H] input must equal it (Forward refuses another S, whose sequences the loss's
+	// would cross or split).
 	SeqLen int
 	// ZLossCoeff weights the router z-loss (1/T)·Σ_t (log Σ_e exp logits[t,e])² (ST-MoE).
 	ZLossCoeff float64

@@ -102,6 +102,10 @@ func TestForwardRejectsBadInput(t *testing.T) {
 		{"4-D", G.NewTensor(g, tensor.Float32, 4, G.WithShape(2, 2, 2, 4), G.WithName("x4")), "want (T, H=4) or (B, S, H=4)"},
 		{"3-D not whole sequences", G.NewTensor(g, tensor.Float32, 3, G.WithShape(1, 6, 4), G.WithName("x16")), "SeqLen=4"},
 		{"T not whole sequences", G.NewMatrix(g, tensor.Float32, G.WithShape(6, 4), G.WithName("x6")), "SeqLen=4"},
+		// B·S is whole sequences of SeqLen, but the loss's sequences would cross the input's
+		// (or split them).
+		{"3-D S > SeqLen", G.NewTensor(g, tensor.Float32, 3, G.WithShape(1, 8, 4), G.WithName("x18")), "S=8 tokens, but the sequence-wise balancing loss takes sequences of SeqLen=4"},
+		{"3-D S not SeqLen", G.NewTensor(g, tensor.Float32, 3, G.WithShape(2, 6, 4), G.WithName("x26")), "S=6 tokens, but the sequence-wise balancing loss takes sequences of SeqLen=4"},
 	}
 	for _, c := range cases {
 		_, err := l.Forward(c.x)

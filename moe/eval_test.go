@@ -299,6 +299,9 @@ func TestInferRejectsBadInput(t *testing.T) {
 	if _, err := l.Infer(G.NewMatrix(g, tensor.Float32, G.WithShape(6, 4), G.WithName("x6"))); err != nil {
 		t.Errorf("Infer of 6 tokens with SeqLen=4: %v", err)
 	}
+	if _, err := l.Infer(G.NewTensor(g, tensor.Float32, 3, G.WithShape(2, 6, 4), G.WithName("x26"))); err != nil {
+		t.Errorf("Infer of [2,6,4] with SeqLen=4: %v", err)
+	}
 }
 
 // forwardOrInfer is l.Infer(x) with infer, else l.Forward(x); it fails t on an error.

@@ -276,6 +276,7 @@ func (l *Layer) Replicated() G.Nodes {
 //
 // x may also be [B,S,H] (B sequences of S tokens): the layer routes its T = B·S tokens as
 // one [T,H] matrix and Y has x's shape [B,S,H]; Logits, IDs and Probs stay per token [T,·].
+// With SeqAuxLossCoeff, S must be Config.SeqLen.
 func (l *Layer) Forward(x *G.Node) (*Output, error) {
 	out, err := l.apply(x, false)
 	if err != nil {
@@ -332,6 +333,11 @@ func (l *Layer) apply(x *G.Node, eval bool) (*Output, error) {
 	geo, err := c.geometry(T, factor)
 	if err != nil {
 		return wrap(err)
+	}
+	if !eval && c.SeqAuxLossCoeff > 0 && s.Dims() == 3 && s[1] != c.SeqLen {
+		// The loss cuts the T tokens into sequences of SeqLen: with another S they would cross
+		// the input's own sequences (or split them), silently.
+		return wrap(fmt.Errorf("input has shape %v, sequences of S=%d tokens, but the sequence-wise balancing loss takes sequences of SeqLen=%d", s, s[1], c.SeqLen))
 	}
 	if !eval && c.SeqAuxLossCoeff > 0 && T%c.SeqLen != 0 {
 		return wrap(fmt.Errorf("T=%d tokens are not a whole number of sequences of SeqLen=%d", T, c.SeqLen))
