@@ -324,4 +324,10 @@ func TestResumeOtherFlags(t *testing.T) {
 	if _, err := run(c, io.Discard, nil); err == nil || !strings.Contains(err.Error(), "had -seed 1, this one -seed 9") {
 		t.Errorf("resumed with another -seed: error %v", err)
 	}
+	// The saved load trackers' windows are -log-every steps (see mnist's test).
+	c = cfg
+	c.Save, c.StopAt, c.Resume, c.LogEvery = "", 0, cfg.Save, 4
+	if _, err := run(c, io.Discard, nil); err == nil || !strings.Contains(err.Error(), "had -log-every 30, this one -log-every 4") {
+		t.Errorf("resumed with another -log-every: error %v", err)
+	}
 }

@@ -349,7 +349,7 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	src := rand.NewPCG(cfg.Seed, 2)
 	rng := rand.New(src)
 	sources := map[string]*rand.PCG{"data": src}
-	cfg.RunFlags = fmt.Sprintf("%s -layers %d -context %d -embed %d -train-mb %g -batch %d -seed %d", cfg.Block.RunFlags(), cfg.Layers, cfg.Context, cfg.Embed, cfg.TrainMB, cfg.Batch, cfg.Seed)
+	cfg.RunFlags = fmt.Sprintf("%s -layers %d -context %d -embed %d -train-mb %g -batch %d -seed %d -log-every %d", cfg.Block.RunFlags(), cfg.Layers, cfg.Context, cfg.Embed, cfg.TrainMB, cfg.Batch, cfg.Seed, cfg.LogEvery)
 	loop, err := cfg.StartRun(out, bar, learn, opt, steps, sources, nil, cfg.Batch, "chr")
 	if err != nil {
 		return nil, err

@@ -170,7 +170,8 @@ func TestInterrupt(t *testing.T) {
 }
 
 // TestResumeOtherFlags: resuming with a flag that changes the run (learning rate, seed, batch,
-// routing) is an error naming the flag, not a silent continuation of another run.
+// routing, the expert-load windows) is an error naming the flag, not a silent continuation of
+// another run.
 func TestResumeOtherFlags(t *testing.T) {
 	cfg := smallConfig(t)
 	cfg.Steps = 10
@@ -188,6 +189,9 @@ func TestResumeOtherFlags(t *testing.T) {
 		{func(c *config) { c.Block.TopK = 1 }, "-topk"},
 		{func(c *config) { c.Block.Capacity = 1.25 }, "-capacity"},
 		{func(c *config) { c.Shift = 0 }, "-shift"},
+		// The saved load tracker's windows are -log-every steps: another value mixed two window
+		// sizes in the load log and the expert-load plot (titled with the new one).
+		{func(c *config) { c.LogEvery = 3 }, "had -log-every 20, this one -log-every 3"},
 	} {
 		c := cfg
 		c.Save, c.StopAt, c.Resume = "", 0, cfg.Save
@@ -197,7 +201,7 @@ func TestResumeOtherFlags(t *testing.T) {
 		}
 	}
 	c := cfg
-	c.Save, c.StopAt, c.Resume, c.Clip, c.LogEvery = "", 0, cfg.Save, 1, 3 // -clip and the reports may change
+	c.Save, c.StopAt, c.Resume, c.Clip, c.EvalEvery = "", 0, cfg.Save, 1, 3 // -clip and the evaluations may change
 	if _, err := run(c, io.Discard, nil); err != nil {
 		t.Errorf("resumed with the same flags: %v", err)
 	}

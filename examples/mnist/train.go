@@ -284,7 +284,7 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	epochStart := *src
 	perm := rng.Perm(trainSet.len())
 	sources := map[string]*rand.PCG{"data": src, "epoch": &epochStart}
-	cfg.RunFlags = fmt.Sprintf("%s -batch %d -seed %d -shift %d", cfg.Block.RunFlags(), cfg.Batch, cfg.Seed, cfg.Shift)
+	cfg.RunFlags = fmt.Sprintf("%s -batch %d -seed %d -shift %d -log-every %d", cfg.Block.RunFlags(), cfg.Batch, cfg.Seed, cfg.Shift, cfg.LogEvery)
 	state := map[string]string{} // the reports' state, saved with the checkpoints
 	loop, err := cfg.StartRun(out, bar, learn, opt, steps, sources, state, cfg.Batch, "img")
 	if err != nil {

@@ -31,8 +31,10 @@ type LoopConfig struct {
 	Graph     bool    // replay the training step as a CUDA graph (train.GraphStep; GPU only)
 
 	// RunFlags are the example's flags that a resumed run must repeat (they shape the model,
-	// the data order or the losses), as "-name value" pairs separated by spaces; not a flag,
-	// the example sets it. -lr, -lr-floor and -warmup are added to them.
+	// the data order, the losses or the state the checkpoint carries, such as -log-every, the
+	// windows of the saved load trackers: see Session.CarryLoad), as "-name value" pairs
+	// separated by spaces; not a flag, the example sets it. -lr, -lr-floor and -warmup are added
+	// to them.
 	RunFlags string
 }
 
