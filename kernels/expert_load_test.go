@@ -27,4 +27,7 @@ func TestExpertLoad(t *testing.T) {
 	if err := ExpertLoad(load, ids, 2, 3, 3); err == nil {
 		t.Error("4 tokens in 3 sequences: no error")
 	}
+	if err := ExpertLoad(empty, nil, 0, 3, 1); err == nil || !strings.Contains(err.Error(), "K=0 slots per token, want K >= 1") {
+		t.Errorf("K=0: err %v", err) // it gave zero counts
+	}
 }

@@ -15,7 +15,8 @@ import (
 // ExpertLoad counts the tokens routed to each expert: ids [T,K] int32 → load [B,E] of dtype
 // dt, where load[b,e] is the number of pairs (t,k) of sequence b with ids[t,k] = e. The T
 // tokens are split into B equal, contiguous sequences (B = 1: one count per expert for the
-// whole micro-batch). Ids of -1 are not counted. The counts are constants to the gradient
+// whole micro-batch). Ids of -1 are not counted. T = 0 gives zero counts; K = 0 (no slots) is
+// a build error. The counts are constants to the gradient
 // (the load-balancing losses do not differentiate them), so the op is not differentiable.
 func ExpertLoad(ids *G.Node, experts, seqs int, dt tensor.Dtype) (*G.Node, error) {
 	const name = "ExpertLoad"
@@ -31,6 +32,9 @@ func ExpertLoad(ids *G.Node, experts, seqs int, dt tensor.Dtype) (*G.Node, error
 	s := ids.Shape()
 	if s.Dims() != 2 {
 		return nil, fmt.Errorf("gomoe: %s: ids has shape %v, want (T, K)", name, s)
+	}
+	if s[1] < 1 { // no slot routes nothing: NewPlan and TopK refuse K = 0 too
+		return nil, fmt.Errorf("gomoe: %s: ids have shape %v: K=%d slots per token, want K >= 1", name, s, s[1])
 	}
 	if experts < 1 {
 		return nil, fmt.Errorf("gomoe: %s: E=%d experts, want >= 1", name, experts)

@@ -73,6 +73,10 @@ func degenerateCases() []degenerateCase {
 	add("TopK of no tokens", "", func(g *G.ExprGraph) (*G.Node, error) { return TopK(f(g, "s", 0, 3), 1, TopKOpts{}) })
 	add("ExpertLoad of no tokens", "", func(g *G.ExprGraph) (*G.Node, error) { return ExpertLoad(i(g, "i", 0, 2), 3, 1, tensor.Float32) })
 	add("JitterNoise of no tokens", "", func(g *G.ExprGraph) (*G.Node, error) { return JitterNoise(f(g, "x", 0, 3), 0.1, 1) })
+	// No slots (ids [T,0]) is no routing: ExpertLoad refuses K = 0 at build as NewPlan and TopK
+	// do (it built and ran, giving all-zero loads).
+	add("ExpertLoad of no slots", "ExpertLoad: ids have shape (4, 0): K=0 slots per token, want K >= 1", func(g *G.ExprGraph) (*G.Node, error) { return ExpertLoad(i(g, "i", 4, 0), 3, 2, tensor.Float32) })
+	add("ExpertLoad of no tokens and no slots", "K=0 slots per token", func(g *G.ExprGraph) (*G.Node, error) { return ExpertLoad(i(g, "i", 0, 0), 3, 1, tensor.Float64) })
 	return cs
 }
 
