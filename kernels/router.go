@@ -171,8 +171,10 @@ func widen64[F float32 | float64](v []F) []float64 {
 	return o
 }
 
-// RouterProbs writes probs [T,K] for logits [T,E] and the chosen ids [T,K] (an id of -1 gives
-// the weight 0 before any normalisation, as GatherTopK; one outside [-1, E) is an error).
+// RouterProbs writes probs [T,K] for logits [T,E] and the chosen ids [T,K] (an id of -1 has the
+// chosen value 0 before any normalisation, as GatherTopK gives it: prob 0, but for a post-softmax
+// router a logit 0 in the softmax over the K chosen, see op.RouterProbs; one outside [-1, E) is
+// an error).
 func RouterProbs[F float32 | float64](probs, logits []F, ids []int32, E, K int, r Router) error {
 	T, err := routerArgs[F]("RouterProbs", r, len(logits), len(ids), 0, E, K)
 	if err != nil {

@@ -75,10 +75,18 @@ func RouterTopK(logits *G.Node, k int, o RouterOpts) (*G.Node, error) {
 // for what GatherTopK, Softmax or RowNormalize and Scale do, with the same bits (but for a
 // sigmoid router's token whose chosen scores sum below 2⁻⁶⁴, where RowNormalize's division loses
 // its precision or gives NaN and RouterProbs takes the softmax of the chosen logits, which
-// σ_j/Σσ_k equals there: kernels.Router). An id of -1
-// weighs 0 before any normalisation; one outside [-1, E) is an error. It is differentiable with
-// respect to the logits (one launch for the whole backward chain; the gradient is 0 at every
-// expert a token did not choose, except with PreSoftmax, whose softmax runs over all experts).
+// σ_j/Σσ_k equals there: kernels.Router). It is differentiable with respect to the logits (one
+// launch for the whole backward chain; the gradient is 0 at every expert a token did not
+// choose, except with PreSoftmax, whose softmax runs over all experts).
+//
+// An id of -1 (a slot that names no expert; RouterTopK never gives one) has the chosen value 0
+// before any normalisation, as GatherTopK gives it, on the host as on the device: its prob is 0
+// for the pre-softmax and sigmoid routers, but a post-softmax router takes it as a logit 0 in
+// the softmax over the K chosen: the slot's prob is not 0, and the token's other probs sum
+// below Scale; a sigmoid router's token of only -1 slots (K > 1) gets NaN probs (0/0). No
+// expert gets a gradient through a -1 slot itself. (Prob 0 for a post-softmax router's -1 slot
+// would need another device kernel.) An id outside [-1, E) is a run error on the host; the
+// device kernel reports one >= E and takes one below -1 as -1.
 func RouterProbs(logits, ids *G.Node, o RouterOpts) (*G.Node, error) {
 	const name = "RouterProbs"
 	if err := checkNodes(name, []*G.Node{logits, ids}, "logits", "ids"); err != nil {

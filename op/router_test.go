@@ -281,3 +281,125 @@ func TestRouterProbsGradCheckGivenIDs(t *testing.T) {
 		})
 	}
 }
+
+// TestRouterProbsDroppedSlots: ids of -1 given to RouterProbs (a slot that names no expert)
+// against the router written out with the slot's chosen value 0 before the normalisation, as
+// the device kernel takes it too (router.cuh's routerChosen): prob 0 for the pre-softmax and
+// sigmoid routers, but a post-softmax router's -1 slot is a logit 0 in the softmax over the
+// K chosen, so it gets that logit's weight (> 0) and the token's other probs sum below Scale
+// (a token of only -1 slots: Scale/K each); a sigmoid router's token of only -1 slots (K > 1) gets NaN
+// probs (0/0). dlogits is the reference's gradient (central differences), 0 for the NaN token:
+// no expert gets a gradient through a -1 slot itself.
+func TestRouterProbsDroppedSlots(t *testing.T) {
+	const T, E, K = 4, 4, 3
+	x := []float64{0.5, -1.2, 2, 0.3, 1.1, -0.4, 0.9, -2, -0.7, 1.6, 0.2, 2.4, 3, 1, -1, 0}
+	ids := []int32{2, -1, 0, -1, -1, -1, 3, 1, -1, 1, 2, 3}
+	w := []float64{0.7, -1.3, 0.4, 0.9, 0.2, -0.6, 1.5, -0.8, 2.1, 0.3, -0.5, 1.1}
+	for _, c := range []struct {
+		name string
+		o    RouterOpts
+		// probs of token 0 (ids 2, -1, 0) and token 1 (only -1), by hand
+		tok0, tok1 []float64
+	}{
+		{"softmax post", RouterOpts{Score: kernels.RouterSoftmax, Scale: 1.5},
+			[]float64{1.5 * math.Exp(2) / (math.Exp(2) + 1 + math.Exp(0.5)), 1.5 / (math.Exp(2) + 1 + math.Exp(0.5)), 1.5 * math.Exp(0.5) / (math.Exp(2) + 1 + math.Exp(0.5))},
+			[]float64{0.5, 0.5, 0.5}},
+		{"softmax pre", RouterOpts{Score: kernels.RouterSoftmax, PreSoftmax: true, Scale: 1.5},
+			[]float64{1.5 * math.Exp(2) / (math.Exp(0.5) + math.Exp(-1.2) + math.Exp(2) + math.Exp(0.3)), 0, 1.5 * math.Exp(0.5) / (math.Exp(0.5) + math.Exp(-1.2) + math.Exp(2) + math.Exp(0.3))},
+			[]float64{0, 0, 0}},
+		{"sigmoid", RouterOpts{Score: kernels.RouterSigmoid, Scale: 1.5},
+			[]float64{1.5 * refSigmoid(2) / (refSigmoid(2) + refSigmoid(0.5)), 0, 1.5 * refSigmoid(0.5) / (refSigmoid(2) + refSigmoid(0.5))},
+			[]float64{math.NaN(), math.NaN(), math.NaN()}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			want := routerProbsRef(c.o, x, ids, E, K)
+			for k := 0; k < K; k++ {
+				if !closeOrNaN(want[k], c.tok0[k]) || !closeOrNaN(want[K+k], c.tok1[k]) {
+					t.Fatalf("the reference's tokens 0 and 1 %v, by hand %v %v", want[:2*K], c.tok0, c.tok1)
+				}
+			}
+			g := G.NewGraph()
+			logits := matNode(g, tensor.Float64, "logits", T, E, x)
+			probs, err := RouterProbs(logits, gcInt32Node(g, "ids", tensor.Shape{T, K}, ids), c.o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cost := must(G.Sum(must(G.HadamardProd(probs, matNode(g, tensor.Float64, "w", T, K, w)))))
+			grads, err := G.Grad(cost, logits)
+			if err != nil {
+				t.Fatal(err)
+			}
+			v := runRead(t, g, probs, grads[0])
+			got, dx := gcFloats(v[0]), gcFloats(v[1])
+			for i := range want {
+				if !closeOrNaN(got[i], want[i]) {
+					t.Errorf("probs[%d,%d] = %v, want %v", i/K, i%K, got[i], want[i])
+				}
+			}
+			// dlogits: central differences of Σ w·ref; 0 for a token whose probs are NaN.
+			const h = 1e-6
+			for i := range x {
+				tok := i / E
+				wd := 0.0
+				if !math.IsNaN(want[tok*K]) {
+					xp, xm := append([]float64(nil), x...), append([]float64(nil), x...)
+					xp[i] += h
+					xm[i] -= h
+					pp, pm := routerProbsRef(c.o, xp, ids, E, K), routerProbsRef(c.o, xm, ids, E, K)
+					for k := tok * K; k < (tok+1)*K; k++ {
+						wd += w[k] * (pp[k] - pm[k]) / (2 * h)
+					}
+				}
+				if math.Abs(dx[i]-wd) > 1e-7*(1+math.Abs(wd)) {
+					t.Errorf("dlogits[%d,%d] = %v, want %v", tok, i%E, dx[i], wd)
+				}
+			}
+		})
+	}
+}
+
+// closeOrNaN reports whether a and b agree within 1e-12 (relative), or are both NaN.
+func closeOrNaN(a, b float64) bool {
+	return math.IsNaN(a) && math.IsNaN(b) || math.Abs(a-b) <= 1e-12*(1+math.Abs(b))
+}
+
+// routerProbsRef is RouterProbs written out in float64 for logits x [T,E] and ids [T,K]: the
+// chosen values c (the chosen logits for a post-softmax router, else the chosen scores; 0 for
+// an id of -1), then the softmax over the K chosen (post-softmax) or c/Σc (sigmoid), times the
+// scale (o.Scale, not 0). The bias takes no part.
+func routerProbsRef(o RouterOpts, x []float64, ids []int32, E, K int) []float64 {
+	p := make([]float64, len(ids))
+	for tok := 0; tok*K < len(ids); tok++ {
+		xr, c := x[tok*E:(tok+1)*E], p[tok*K:(tok+1)*K]
+		var z float64 // the pre-softmax's denominator
+		for _, v := range xr {
+			z += math.Exp(v)
+		}
+		for k, e := range ids[tok*K : (tok+1)*K] {
+			switch {
+			case e < 0:
+				c[k] = 0
+			case o.Score == kernels.RouterSigmoid:
+				c[k] = refSigmoid(xr[e])
+			case o.PreSoftmax:
+				c[k] = math.Exp(xr[e]) / z
+			default:
+				c[k] = xr[e]
+			}
+		}
+		var s float64
+		for k := range c {
+			if o.Score == kernels.RouterSoftmax && !o.PreSoftmax {
+				c[k] = math.Exp(c[k])
+			}
+			s += c[k]
+		}
+		for k := range c {
+			if o.Score == kernels.RouterSigmoid && K > 1 || o.Score == kernels.RouterSoftmax && !o.PreSoftmax {
+				c[k] /= s
+			}
+			c[k] *= o.Scale
+		}
+	}
+	return p
+}
