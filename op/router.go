@@ -24,7 +24,11 @@ type RouterOpts struct {
 	PreSoftmax bool
 	// Groups and GroupsKept are TopK's group-limited routing (0 or 1: no groups).
 	Groups, GroupsKept int
-	// Bias, if not nil, is a vector [E] added to the selection scores only (as in TopKOpts).
+	// Bias, if not nil, is a vector [E] added to the selection scores only (as in TopKOpts):
+	// the aux-loss-free expert bias of DeepSeek-V3, which changes which experts RouterTopK
+	// picks, never their weights. RouterProbs does not read it (nor check it): its probs are
+	// those of the unbiased scores of the ids it is given, whether or not Bias is set, so one
+	// RouterOpts serves both ops. No gradient reaches it (RouterTopK is not differentiable).
 	Bias *G.Node
 	// Scale multiplies the probs (the routed scaling factor; 0 means 1).
 	Scale float64
@@ -71,7 +75,8 @@ func RouterTopK(logits *G.Node, k int, o RouterOpts) (*G.Node, error) {
 }
 
 // RouterProbs returns the combine weights probs [T,K] of the experts ids [T,K] int32 (from
-// RouterTopK with the same options) for logits [T,E]: the fused router's second op, one launch
+// RouterTopK with the same options, whose Bias RouterProbs does not read: the bias moves the
+// selection only) for logits [T,E]: the fused router's second op, one launch
 // for what GatherTopK, Softmax or RowNormalize and Scale do, with the same bits (but for a
 // sigmoid router's token whose chosen scores sum below 2⁻⁶⁴, where RowNormalize's division loses
 // its precision or gives NaN and RouterProbs takes the softmax of the chosen logits, which

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand"
+	"slices"
 	"testing"
 
 	G "gorgonia.org/gorgonia"
@@ -353,6 +354,60 @@ func TestRouterProbsDroppedSlots(t *testing.T) {
 				if math.Abs(dx[i]-wd) > 1e-7*(1+math.Abs(wd)) {
 					t.Errorf("dlogits[%d,%d] = %v, want %v", tok, i%E, dx[i], wd)
 				}
+			}
+		})
+	}
+}
+
+// TestRouterProbsIgnoresBias: RouterOpts.Bias moves RouterTopK's selection but not the probs
+// (DeepSeek-V3's expert bias): with a bias of 5 on expert 3 every token picks expert 3 first,
+// and RouterProbs with that bias set gives the probs of the unbiased scores at those ids (the
+// router written out), the same bits as RouterProbs without it.
+func TestRouterProbsIgnoresBias(t *testing.T) {
+	const T, E, K = 2, 4, 2
+	x := []float64{2, 1, 0.5, -1, 0.3, 1.2, -0.4, 0.8}
+	bias := []float64{0, 0, 0, 5}
+	// RouterTopK's ids without and with the bias, by hand (the same for every score function:
+	// each is monotonic in the logit, and the bias outweighs any score)
+	noBiasIDs, biasIDs := []int32{0, 1, 1, 3}, []int32{3, 0, 3, 1}
+	for _, c := range []struct {
+		name string
+		o    RouterOpts
+		p00  float64 // token 0's prob of expert 3 (logit -1), by hand
+	}{
+		{"softmax post", RouterOpts{Score: kernels.RouterSoftmax, Scale: 2}, 2 * math.Exp(-1) / (math.Exp(-1) + math.Exp(2))},
+		{"softmax pre", RouterOpts{Score: kernels.RouterSoftmax, PreSoftmax: true, Scale: 2},
+			2 * math.Exp(-1) / (math.Exp(2) + math.Exp(1) + math.Exp(0.5) + math.Exp(-1))},
+		{"sigmoid", RouterOpts{Score: kernels.RouterSigmoid, Scale: 2}, 2 * refSigmoid(-1) / (refSigmoid(-1) + refSigmoid(2))},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			g := G.NewGraph()
+			logits := matNode(g, tensor.Float64, "logits", T, E, x)
+			biased := c.o
+			biased.Bias = G.NewVector(g, tensor.Float64, G.WithShape(E), G.WithName("bias"), G.WithValue(gcDense(tensor.Float64, tensor.Shape{E}, bias)))
+			plain := must(RouterTopK(logits, K, c.o))
+			ids := must(RouterTopK(logits, K, biased))
+			withBias := must(RouterProbs(logits, ids, biased))
+			without := must(RouterProbs(logits, ids, c.o))
+			v := runRead(t, g, plain, ids, withBias, without)
+			if got := v[0].Data().([]int32); !slices.Equal(got, noBiasIDs) {
+				t.Fatalf("ids without the bias %v, want %v", got, noBiasIDs)
+			}
+			if got := v[1].Data().([]int32); !slices.Equal(got, biasIDs) {
+				t.Fatalf("ids with the bias %v, want %v", got, biasIDs)
+			}
+			want := routerProbsRef(c.o, x, biasIDs, E, K)
+			if !closeOrNaN(want[0], c.p00) {
+				t.Fatalf("the reference's probs[0,0] = %v, by hand %v", want[0], c.p00)
+			}
+			got := gcFloats(v[2])
+			for i := range want {
+				if !closeOrNaN(got[i], want[i]) {
+					t.Errorf("probs[%d,%d] with the bias = %v, want the unbiased %v", i/K, i%K, got[i], want[i])
+				}
+			}
+			if !bitsEqual(v[2], v[3]) {
+				t.Errorf("probs with the bias %v, without %v", v[2], v[3])
 			}
 		})
 	}
