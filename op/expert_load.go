@@ -16,8 +16,8 @@ import (
 // dt, where load[b,e] is the number of pairs (t,k) of sequence b with ids[t,k] = e. The T
 // tokens are split into B equal, contiguous sequences (B = 1: one count per expert for the
 // whole micro-batch). Ids of -1 are not counted. T = 0 gives zero counts; K = 0 (no slots) is
-// a build error. The counts are constants to the gradient
-// (the load-balancing losses do not differentiate them), so the op is not differentiable.
+// a build error. The counts are constants to the gradient (the load-balancing losses do not
+// differentiate them), so the op is not differentiable.
 func ExpertLoad(ids *G.Node, experts, seqs int, dt tensor.Dtype) (*G.Node, error) {
 	const name = "ExpertLoad"
 	if ids == nil {
