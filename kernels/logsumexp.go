@@ -60,8 +60,12 @@ func RowLogSumExp[F float32 | float64](out, x []F, E int) error {
 	return nil
 }
 
-// RowLogSumExpBackward adds exp(x[t,e] − lse[t])·g[t] (softmax(x)·dlse) into dx [T,E], from x
-// [T,E], the forward output lse [T] and its gradient g [T].
+// RowLogSumExpBackward adds softmax(x[t])_e·g[t] into dx [T,E], from x [T,E], the forward output
+// lse [T] and its gradient g [T]. The softmax is exp(x − m) / Σ exp(x − m) in float64 from the
+// row maximum m, rounded once, as the forward sums it; not exp(x − lse): lse rounds away
+// log Σ exp(x − m) once it is large against it (float32 from about 10⁶, float64 from about
+// 10¹⁵), which turned a row of two equal logits of 10³⁰ into the gradient [g g]. A row whose
+// maximum is infinite or NaN takes exp(x − lse)·g (NaN or 0 and NaN, as the arithmetic gives).
 func RowLogSumExpBackward[F float32 | float64](dx, x, lse, g []F, E int) error {
 	const name = "RowLogSumExpGrad"
 	if err := lseCheck(name, len(x), len(lse), E); err != nil {
@@ -74,8 +78,20 @@ func RowLogSumExpBackward[F float32 | float64](dx, x, lse, g []F, E int) error {
 		return err
 	}
 	for t := range lse {
-		for e := 0; e < E; e++ {
-			dx[t*E+e] += F(math.Exp(float64(x[t*E+e])-float64(lse[t]))) * g[t]
+		row := x[t*E : (t+1)*E]
+		m := rowMax(row)
+		if math.IsInf(m, 0) || math.IsNaN(m) {
+			for e, v := range row {
+				dx[t*E+e] += F(math.Exp(float64(v)-float64(lse[t]))) * g[t]
+			}
+			continue
+		}
+		var s float64
+		for _, v := range row {
+			s += math.Exp(float64(v) - m)
+		}
+		for e, v := range row {
+			dx[t*E+e] += F(math.Exp(float64(v)-m)/s) * g[t]
 		}
 	}
 	return nil

@@ -22,7 +22,8 @@ func TestRowLogSumExp(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, v := range dx {
-		w := math.Exp(x[i]-out[i/3]) * []float64{2, 1}[i/3]
+		// softmax of [0 1 2] and of [1000 1001 1002] alike: e^j / (1 + e + e²)
+		w := math.Exp(float64(i%3)) / (1 + math.E + math.E*math.E) * []float64{2, 1}[i/3]
 		if i < 3 {
 			w++
 		}
@@ -69,6 +70,76 @@ func TestLogSumExpNaN(t *testing.T) {
 		}
 		if l, err := ZLossForward(c.row, 1, 2, 1); err != nil || !(l == c.want*c.want || math.IsNaN(l) && math.IsNaN(c.want)) {
 			t.Errorf("%s: ZLossForward = %v, %v, want %v squared", c.name, l, err, c.want)
+		}
+	}
+}
+
+// TestRowLogSumExpBackwardLargeLogits: the backward's softmax of rows far from 0, against the
+// softmax written out in float64 (exp(x − max) / Σ exp(x − max)). It used to take
+// exp(x − lse) with the forward's lse, which rounds away log Σ exp(x − max) once |lse| is
+// large against it (float32 from about 10⁶, float64 from about 10¹⁵): a row of two equal
+// logits of 10³⁰ got the gradient [1 1] instead of [0.5 0.5], [10⁷ 10⁷] in float32 got
+// [0.37 0.37].
+func TestRowLogSumExpBackwardLargeLogits(t *testing.T) {
+	softmax := func(x []float64) []float64 {
+		m := math.Inf(-1)
+		for _, v := range x {
+			m = math.Max(m, v)
+		}
+		var s float64
+		for _, v := range x {
+			s += math.Exp(v - m)
+		}
+		p := make([]float64, len(x))
+		for i, v := range x {
+			p[i] = math.Exp(v-m) / s
+		}
+		return p
+	}
+	for _, row := range [][]float64{
+		{1e30, 1e30},
+		{-3e38, -3e38, -3e38},
+		{3e38, 3e38, 3e38, 3e38},
+		{1e7, 1e7},
+		{1e7, 1e7 + 1},
+		{1e16, 1e16, 1e16 + 4},
+		{-1e30, -1e30 + 1e24, 5},
+	} {
+		E, g := len(row), 1.5
+		want := softmax(row)
+		for i := range want {
+			want[i] *= g
+		}
+		out64, dx64 := make([]float64, 1), make([]float64, E)
+		if err := RowLogSumExp(out64, row, E); err != nil {
+			t.Fatal(err)
+		}
+		if err := RowLogSumExpBackward(dx64, row, out64, []float64{g}, E); err != nil {
+			t.Fatal(err)
+		}
+		for i := range want {
+			if math.Abs(dx64[i]-want[i]) > 1e-14 {
+				t.Errorf("float64 %v: dx = %v, want %v", row, dx64, want)
+				break
+			}
+		}
+		row32 := make([]float32, E)
+		for i, v := range row {
+			row32[i] = float32(v)
+		}
+		want = softmax(to64(row32))
+		out32, dx32 := make([]float32, 1), make([]float32, E)
+		if err := RowLogSumExp(out32, row32, E); err != nil {
+			t.Fatal(err)
+		}
+		if err := RowLogSumExpBackward(dx32, row32, out32, []float32{float32(g)}, E); err != nil {
+			t.Fatal(err)
+		}
+		for i := range want {
+			if math.Abs(float64(dx32[i])-g*want[i]) > 1e-6 {
+				t.Errorf("float32 %v: dx = %v, want %v times %v", row32, dx32, want, g)
+				break
+			}
 		}
 	}
 }
