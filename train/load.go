@@ -199,8 +199,9 @@ func (lt *LoadTracker) MarshalJSON() ([]byte, error) {
 }
 
 // UnmarshalJSON restores a tracker from MarshalJSON's encoding. State that no run makes (no
-// experts, counts of other lengths, negative or non-finite counts, more kept than asked) is an
-// error and leaves lt as it was.
+// experts, counts of other lengths, negative, fractional or non-finite counts, more kept than
+// asked, shares outside [0, 1], steps that are not whole numbers) is an error and leaves lt as
+// it was.
 func (lt *LoadTracker) UnmarshalJSON(b []byte) error {
 	if lt == nil {
 		return errors.New("gomoe: train: LoadTracker.UnmarshalJSON into a nil *LoadTracker")
@@ -212,7 +213,9 @@ func (lt *LoadTracker) UnmarshalJSON(b []byte) error {
 	bad := func(what string) error {
 		return fmt.Errorf("gomoe: train: LoadTracker.UnmarshalJSON: %s", what)
 	}
-	count := func(x float64) bool { return x >= 0 && !math.IsInf(x, 0) }
+	// Counts are sums of whole counts (a float64 of a whole number stays whole), a share is a
+	// count over their sum, a step a float64 of an int.
+	count := func(x float64) bool { return x >= 0 && !math.IsInf(x, 0) && x == math.Trunc(x) }
 	switch {
 	case s.Experts < 1:
 		return bad(fmt.Sprintf("%d experts, want at least one", s.Experts))
@@ -231,6 +234,14 @@ func (lt *LoadTracker) UnmarshalJSON(b []byte) error {
 	for i, f := range s.Frac {
 		if len(f) != s.Experts {
 			return bad(fmt.Sprintf("snapshot %d has %d shares for %d experts", i, len(f), s.Experts))
+		}
+		if x := s.Steps[i]; x != math.Trunc(x) || math.IsInf(x, 0) {
+			return bad(fmt.Sprintf("snapshot %d is at step %v, want a whole number", i, x))
+		}
+		for e, x := range f {
+			if !(x >= 0 && x <= 1) {
+				return bad(fmt.Sprintf("snapshot %d gives expert %d the share %v, want one in [0, 1]", i, e, x))
+			}
 		}
 	}
 	*lt = LoadTracker{experts: s.Experts, window: s.Window, total: s.Total, slots: s.Slots, kept: s.Kept,

@@ -194,7 +194,13 @@ func TestLoadTrackerUnmarshalBad(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, in := range []string{`{}`, `{"experts":2,"window":[0],"total":[0,0]}`, `{"experts":1,"window":[-1],"total":[0]}`,
-		`{"experts":1,"window":[0],"total":[0],"kept":2,"slots":1}`, `{"experts":1,"window":[0],"total":[0],"steps":[1]}`, `[`} {
+		`{"experts":1,"window":[0],"total":[0],"kept":2,"slots":1}`, `{"experts":1,"window":[0],"total":[0],"steps":[1]}`, `[`,
+		// Counts are sums of whole counts, shares are in [0, 1], steps are whole: these used
+		// to load, and went into the expert-load plot as they were.
+		`{"experts":1,"window":[0.5],"total":[0.5],"kept":0.5,"slots":1,"asked":1,"dropped":0.5}`,
+		`{"experts":1,"window":[0],"total":[0],"kept":0,"slots":1.25}`,
+		`{"experts":2,"window":[0,0],"total":[0,0],"steps":[1],"frac":[[-0.5,1.5]]}`,
+		`{"experts":1,"window":[0],"total":[0],"steps":[1.5],"frac":[[1]]}`} {
 		if err := json.Unmarshal([]byte(in), lt); err == nil {
 			t.Errorf("%s: no error", in)
 		}
