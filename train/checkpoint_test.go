@@ -642,18 +642,28 @@ func TestAdamStepLimit(t *testing.T) {
 	}
 }
 
-// FuzzLoadCheckpoint: no file makes LoadCheckpoint panic, and a file that loads wrote only
-// values of the right size.
+// FuzzLoadCheckpoint: no file makes LoadCheckpoint panic, a file that loads wrote only
+// values of the right size, and a file refused changed nothing: not the nodes (a float32 and
+// a bfloat16 one) and not the Adam, which has stepped them once.
 func FuzzLoadCheckpoint(f *testing.F) {
-	g := G.NewGraph()
-	a := G.NewVector(g, tensor.Float32, G.WithShape(2), G.WithName("a"), G.WithValue(tensor.New(tensor.WithShape(2), tensor.WithBacking([]float32{1, 2}))))
+	nodes := func() (G.Nodes, []G.ValueGrad) {
+		g := G.NewGraph()
+		a := G.NewVector(g, tensor.Float32, G.WithShape(2), G.WithName("a"), G.WithValue(tensor.New(tensor.WithShape(2), tensor.WithBacking([]float32{1, 2}))))
+		c := G.NewVector(g, bfloat16.Dtype, G.WithShape(1), G.WithName("c"), G.WithValue(tensor.New(tensor.Of(bfloat16.Dtype), tensor.WithShape(1), tensor.WithBacking([]bfloat16.BFloat16{bfloat16.FromFloat32(3)}))))
+		return G.Nodes{a, c}, []G.ValueGrad{
+			vg{a.Value(), tensor.New(tensor.WithShape(2), tensor.WithBacking([]float32{1, 1}))},
+			vg{c.Value(), tensor.New(tensor.Of(bfloat16.Dtype), tensor.WithShape(1), tensor.WithBacking([]bfloat16.BFloat16{bfloat16.FromFloat32(1)}))},
+		}
+	}
+	bits := func(ns G.Nodes) string { return fmt.Sprint(ns[0].Value().Data(), ns[1].Value().Data()) }
+	ns, vgs := nodes()
 	dir := f.TempDir()
 	p := filepath.Join(dir, "seed")
 	opt := train.NewAdam(0.1)
-	if err := opt.Step([]G.ValueGrad{vg{a.Value(), tensor.New(tensor.WithShape(2), tensor.WithBacking([]float32{1, 1}))}}); err != nil {
+	if err := opt.Step(vgs); err != nil {
 		f.Fatal(err)
 	}
-	if err := train.SaveCheckpoint(p, train.Checkpoint{Params: G.Nodes{a}, Optimizer: opt}); err != nil {
+	if err := train.SaveCheckpoint(p, train.Checkpoint{Params: ns, Optimizer: opt}); err != nil {
 		f.Fatal(err)
 	}
 	seed, _ := os.ReadFile(p)
@@ -665,11 +675,35 @@ func FuzzLoadCheckpoint(f *testing.F) {
 		if err := os.WriteFile(path, b, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		g := G.NewGraph()
-		n := G.NewVector(g, tensor.Float32, G.WithShape(2), G.WithName("a"), G.WithValue(tensor.New(tensor.WithShape(2), tensor.WithBacking([]float32{5, 6}))))
-		_, _ = train.LoadCheckpoint(path, train.Checkpoint{Params: G.Nodes{n}, Optimizer: train.NewAdam(1)})
-		if len(n.Value().Data().([]float32)) != 2 {
-			t.Fatal("the node's value changed size")
+		ns, vgs := nodes()
+		opt := train.NewAdam(1)
+		if err := opt.Step(vgs); err != nil {
+			t.Fatal(err)
+		}
+		before := bits(ns)
+		_, err := train.LoadCheckpoint(path, train.Checkpoint{Params: ns, Optimizer: opt})
+		if len(ns[0].Value().Data().([]float32)) != 2 || len(ns[1].Value().Data().([]bfloat16.BFloat16)) != 1 {
+			t.Fatal("a node's value changed size")
+		}
+		if err == nil {
+			return
+		}
+		if after := bits(ns); after != before || opt.Steps() != 1 || opt.LR != 1 {
+			t.Fatalf("the refused file (%v) changed the nodes %s to %s, or the optimiser (step %d, LR %v)", err, before, after, opt.Steps(), opt.LR)
+		}
+		// The Adam's own state is kept too: its next step is the one it would have taken.
+		ref, refVgs := nodes()
+		refOpt := train.NewAdam(1)
+		for _, o := range []struct {
+			opt *train.Adam
+			vgs []G.ValueGrad
+		}{{refOpt, refVgs}, {refOpt, refVgs}, {opt, vgs}} {
+			if err := o.opt.Step(o.vgs); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got, want := bits(ns), bits(ref); got != want {
+			t.Fatalf("after the refused file (%v), the next step gave %s, want %s", err, got, want)
 		}
 	})
 }
