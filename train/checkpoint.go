@@ -238,6 +238,11 @@ func SaveCheckpoint(path string, c Checkpoint) error {
 // a NaN or infinite moment or master copy loads, as the steps that made it saved it). All of
 // this is checked before anything is written: on such an error no node and no optimiser
 // changes. A failed copy to the GPU can leave the nodes before it loaded.
+//
+// With Optimizer nil, a solver that has stepped these nodes keeps its state: Release it (or
+// pass it as Optimizer, so that the file's state replaces its own). Otherwise its next step
+// of a bfloat16 node updates the float32 master copy it made before the load and rounds that
+// into the node, undoing the load, and float32 and float64 nodes step with the old moments.
 func LoadCheckpoint(path string, c Checkpoint) (map[string]string, error) {
 	ts, err := safetensors.Open(path) // its errors name the path
 	if err != nil {

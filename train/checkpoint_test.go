@@ -858,6 +858,43 @@ func TestCheckpointScalarAllDtypes(t *testing.T) {
 	}
 }
 
+// TestLoadWeightsOnlyThenRelease: weights loaded with Optimizer nil into a bfloat16 node that
+// a solver has stepped are kept by that solver's next step once it is released, as by a fresh
+// solver's. Without the Release the solver's float32 master copy, made before the load, is
+// what its next step updates and rounds into the node: the load is undone (LoadCheckpoint's
+// doc says so).
+func TestLoadWeightsOnlyThenRelease(t *testing.T) {
+	g := G.NewGraph()
+	w := G.NewVector(g, bfloat16.Dtype, G.WithShape(1), G.WithName("w"), G.WithValue(tensor.New(tensor.Of(bfloat16.Dtype), tensor.WithShape(1), tensor.WithBacking([]bfloat16.BFloat16{bfloat16.FromFloat32(5)}))))
+	grad := vg{w.Value(), tensor.New(tensor.Of(bfloat16.Dtype), tensor.WithShape(1), tensor.WithBacking([]bfloat16.BFloat16{bfloat16.FromFloat32(1)}))}
+	step := func(a *train.Adam) float32 {
+		if err := a.Step([]G.ValueGrad{grad}); err != nil {
+			t.Fatal(err)
+		}
+		return w.Value().Data().([]bfloat16.BFloat16)[0].Float32()
+	}
+	p := filepath.Join(t.TempDir(), "w.safetensors")
+	if err := train.SaveCheckpoint(p, train.Checkpoint{Params: G.Nodes{w}}); err != nil { // w = 5
+		t.Fatal(err)
+	}
+	a := train.NewAdam(0.5)
+	for range 4 {
+		step(a) // 5 - 4·0.5 = 3 (each step of a constant gradient moves by about LR)
+	}
+	load := func() {
+		if _, err := train.LoadCheckpoint(p, train.Checkpoint{Params: G.Nodes{w}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	load()
+	want := step(train.NewAdam(0.5)) // a fresh solver's first step from 5
+	load()
+	a.Release()
+	if got := step(a); got != want || want != 4.5 {
+		t.Errorf("after the load and a Release the step gives %v, a fresh solver's %v, want 4.5", got, want)
+	}
+}
+
 // TestLoadCheckpointAdamStateMismatch: an Adam checkpoint whose state for a param is not the
 // moments (and, for a bfloat16 param, the float32 master copy) together is an error that
 // changes neither the node nor the optimiser. A master copy without moments used to load,
