@@ -1,6 +1,9 @@
 package kernels
 
-import "fmt"
+import (
+	"fmt"
+	"unsafe"
+)
 
 // Permute-dispatch on the CPU.
 //
@@ -39,12 +42,18 @@ func PermuteForward[F Float](xp, x []F, p Plan, H int) error {
 		return err
 	}
 	K := p.K
+	// A large xp is written with non-temporal stores, as UnpermuteBackward writes dyp: it
+	// cannot stay in the caches, and a plain store first reads each line it writes.
+	flags := ubStore
+	if len(xp)*int(unsafe.Sizeof(xp[0])) >= unpermNTMin {
+		flags |= ubNT
+	}
 	parallelRange(p.T, rowBlock, func(lo, hi int) {
 		for t := lo; t < hi; t++ {
 			src := x[t*H : (t+1)*H]
 			for _, r := range p.RowOf[t*K : (t+1)*K] {
 				if r >= 0 {
-					copy(xp[int(r)*H:(int(r)+1)*H], src)
+					unpermBwdRow(xp[int(r)*H:(int(r)+1)*H], src, nil, 0, flags) // a copy
 				}
 			}
 		}

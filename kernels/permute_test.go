@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/gomoe/gomoe/internal/reftest"
 )
@@ -271,5 +272,47 @@ func TestNegativeZeroContract(t *testing.T) {
 	must(t, UnpermuteForward(out, negZero, []float32{1}, p, 1))
 	if math.Signbit(float64(out[0])) {
 		t.Error("unpermute forward kept -0; the contract says the sum starts at +0")
+	}
+}
+
+// TestPermuteForwardLarge: an xp past unpermNTMin, which PermuteForward writes with
+// non-temporal stores (rows alternately on and off a 32-byte boundary, so both store paths
+// run, and a tail shorter than a vector), equals reftest's permute bit for bit in float32 and
+// float64; the garbage xp held before is gone from every row.
+func TestPermuteForwardLarge(t *testing.T) {
+	t.Run("f32", func(t *testing.T) { testPermuteForwardLarge[float32](t) })
+	t.Run("f64", func(t *testing.T) { testPermuteForwardLarge[float64](t) })
+}
+
+func testPermuteForwardLarge[F Float](t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 9))
+	var e F
+	es := int(unsafe.Sizeof(e))
+	H := unpermNTMin/es/256 + 16/es + 3 // 32-byte rows alternate; 3 elements past the vectors
+	g := Geometry{T: 128, K: 4, E: 8, A: 4}
+	ids := randomIDs(rng, g.T, g.K, g.E, 0.1)
+	p := buildTestPlan(t, g, ids, nil)
+	_, _, rowOf, _ := refPlan(g, ids, nil)
+	R := g.Rows()
+	if R*H*es < unpermNTMin {
+		t.Fatalf("%d rows of %d: xp below unpermNTMin", R, H)
+	}
+	x := randFloats(rng, g.T*H)
+	want := refPermute(x, rowOf, g, H)
+	xf := make([]F, len(x))
+	for i, v := range x {
+		xf[i] = F(v)
+	}
+	xp := make([]F, R*H)
+	for i := range xp {
+		xp[i] = F(math.NaN())
+	}
+	if err := PermuteForward(xp, xf, p, H); err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range xp {
+		if !sameBitsOf(v, F(want[i])) {
+			t.Fatalf("xp[%d] (row %d) = %v, want %v", i, i/H, v, F(want[i]))
+		}
 	}
 }
