@@ -256,3 +256,36 @@ func stopAndResume(t *testing.T, cfg config, stop int, out io.Writer) (a, b *res
 	}
 	return a, b, dir
 }
+
+// TestResumeTargetAtStop: the evaluation that -stop-at adds (not one of the run's scheduled
+// evaluations) does not count as reaching -target, so the resumed run reports the step and
+// time the unbroken run reports. The stop, step 20, comes before the first scheduled
+// evaluation (step 31, an epoch), and -target is the accuracy measured there: the stopped run
+// used to record the target as reached at step 20 and save it, and the resumed run reported
+// step 20, a step at which the unbroken run never evaluates.
+func TestResumeTargetAtStop(t *testing.T) {
+	cfg := smallConfig(t)
+	cfg.TrainN, cfg.TestN, cfg.EvalBatch, cfg.Steps = 1000, 200, 200, 50
+	probe := cfg
+	probe.StopAt = 20
+	p, err := run(probe, io.Discard, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Target = p.TestAcc // the accuracy at the stop
+	whole, err := run(cfg, io.Discard, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if whole.TargetStep == 20 {
+		t.Fatalf("the unbroken run reached the target at step 20, where it does not evaluate")
+	}
+	var out bytes.Buffer
+	a, b, _ := stopAndResume(t, cfg, 20, &out)
+	if a.TargetStep != 0 {
+		t.Errorf("the stopped run counted the evaluation at -stop-at 20 as reaching the target (step %d)", a.TargetStep)
+	}
+	if b.TargetStep != whole.TargetStep {
+		t.Errorf("resumed run: target reached at step %d, unbroken run at step %d:\n%s", b.TargetStep, whole.TargetStep, out.String())
+	}
+}

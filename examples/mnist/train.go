@@ -66,8 +66,9 @@ type result struct {
 	Files    []string // plots written
 	Load     []float64
 	// TargetStep and TargetTime are the step and the training time (from the
-	// first step, evaluations included) of the first evaluation at or above
-	// config.Target; TargetStep is 0 if no evaluation reached it.
+	// first step, evaluations included) of the first scheduled evaluation (not
+	// one made only for -stop-at) at or above config.Target; TargetStep is 0 if
+	// no evaluation reached it.
 	TargetStep int
 	TargetTime time.Duration
 	LoadSteps  []float64 // the steps of the expert-load snapshots (the plot's x)
@@ -365,12 +366,13 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 			res.TestAcc, res.TestLoss = acc, tl
 			prog.Logf("epoch %.2f  train loss %.4f  test loss %.4f  test accuracy %.2f%%  (%s)",
 				float64(step+1)/float64(stepsPerEpoch), epochLoss/float64(epochN), tl, 100*acc, time.Since(start).Round(100*time.Millisecond))
-			if (step+1)%evalEvery == 0 || step+1 == steps {
-				// An evaluation only for -stop-at leaves the interval open: a resumed run
-				// goes on with it, as the unbroken run does.
+			// An evaluation only for -stop-at leaves the interval open and does not count for
+			// -target: a resumed run goes on with them, as the unbroken run does.
+			scheduled := (step+1)%evalEvery == 0 || step+1 == steps
+			if scheduled {
 				epochLoss, epochN = 0, 0
 			}
-			if res.TargetStep == 0 && acc >= cfg.Target {
+			if scheduled && res.TargetStep == 0 && acc >= cfg.Target {
 				res.TargetStep, res.TargetTime = step+1, time.Since(trainStart)
 				prog.Logf("reached %.2f%% test accuracy (target %.2f%%) at step %d (epoch %.2f) after %s of training on %s",
 					100*acc, 100*cfg.Target, step+1, float64(step+1)/float64(stepsPerEpoch), res.TargetTime.Round(10*time.Millisecond), dev)
@@ -396,6 +398,8 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 		100*res.TestAcc, test.len(), last, res.Elapsed.Round(100*time.Millisecond), time.Since(trainStart).Round(100*time.Millisecond), prog.Rate(), dev)
 	if res.TargetStep > 0 {
 		fmt.Fprintf(out, "time to %.2f%% test accuracy on %s: %s (step %d)\n", 100*cfg.Target, dev, res.TargetTime.Round(10*time.Millisecond), res.TargetStep)
+	} else if last < steps {
+		fmt.Fprintf(out, "test accuracy did not reach %.2f%% on %s by step %d (an evaluation made only for -stop-at does not count)\n", 100*cfg.Target, dev, last)
 	} else {
 		fmt.Fprintf(out, "test accuracy never reached %.2f%% on %s\n", 100*cfg.Target, dev)
 	}
