@@ -32,7 +32,8 @@ type Series struct {
 // SaveLines writes a line plot of the series as a PNG at path, with a
 // logarithmic y axis when logY is set (non-positive values are then left
 // out). Points that are not finite are left out; values whose range no axis
-// can hold (wider than 1e300) are an error.
+// can hold (wider than 1e300) are an error. A series of one point (or of one
+// point repeated) is drawn as a marker.
 func SaveLines(path, title, xlabel, ylabel string, logY bool, series ...Series) error {
 	if len(series) == 0 {
 		return errors.New("trainutil: no series to plot")
@@ -77,7 +78,7 @@ func SaveLines(path, title, xlabel, ylabel string, logY bool, series ...Series) 
 		p.Add(l)
 		drawn++
 		p.Legend.Add(s.Name, l)
-		if s.Points {
+		if s.Points || onePoint(xys) { // a line of one point draws nothing
 			sc, err := plotter.NewScatter(xys)
 			if err != nil {
 				return fmt.Errorf("trainutil: series %q: %w", s.Name, err)
@@ -103,7 +104,7 @@ func SaveLines(path, title, xlabel, ylabel string, logY bool, series ...Series) 
 // SaveExpertLoad writes the expert-load distribution over training as a
 // stacked area plot at path: at each snapshot, the band of expert e is that
 // expert's share of the routed token slots, so a balanced router gives bands
-// of equal height 1/E.
+// of equal height 1/E. A lone snapshot is drawn from step 0 to its step.
 func SaveExpertLoad(path, title string, lt *train.LoadTracker) error {
 	if lt == nil || len(lt.Steps) == 0 {
 		return errors.New("trainutil: no expert-load snapshots to plot")
@@ -128,18 +129,24 @@ func SaveExpertLoad(path, title string, lt *train.LoadTracker) error {
 	p.Y.Min, p.Y.Max = 0, 1
 	p.Legend.Top = true
 	p.Legend.Left = false
+	// A lone snapshot (a run of one -log-every window or less) is drawn over its window, from
+	// step 0: bands of one point have no area, and gonum drew nothing.
+	steps, fracs := lt.Steps, lt.Frac
+	if len(steps) == 1 {
+		steps, fracs = []float64{0, steps[0]}, [][]float64{fracs[0], fracs[0]}
+	}
 	// Draw from the top band down so that each band's fill covers the rest.
-	cum := make([][]float64, len(lt.Steps))
-	for i, f := range lt.Frac {
+	cum := make([][]float64, len(steps))
+	for i, f := range fracs {
 		cum[i] = make([]float64, E+1)
 		for e := 0; e < E; e++ {
 			cum[i][e+1] = cum[i][e] + f[e]
 		}
 	}
 	for e := E - 1; e >= 0; e-- {
-		xys := make(plotter.XYs, len(lt.Steps))
-		for i := range lt.Steps {
-			xys[i].X, xys[i].Y = lt.Steps[i], cum[i][e+1]
+		xys := make(plotter.XYs, len(steps))
+		for i := range steps {
+			xys[i].X, xys[i].Y = steps[i], cum[i][e+1]
 		}
 		l, err := plotter.NewLine(xys)
 		if err != nil {
@@ -161,7 +168,7 @@ func SaveExpertLoad(path, title string, lt *train.LoadTracker) error {
 	// Perfect balance lines at multiples of 1/E.
 	for e := 1; e < E; e++ {
 		y := float64(e) / float64(E)
-		xys := plotter.XYs{{X: lt.Steps[0], Y: y}, {X: lt.Steps[len(lt.Steps)-1], Y: y}}
+		xys := plotter.XYs{{X: steps[0], Y: y}, {X: steps[len(steps)-1], Y: y}}
 		l, err := plotter.NewLine(xys)
 		if err != nil {
 			return err
@@ -243,6 +250,16 @@ func Smooth(y []float64, alpha float64) []float64 {
 		out[i] = m / w
 	}
 	return out
+}
+
+// onePoint reports whether every point of xys is the first one.
+func onePoint(xys plotter.XYs) bool {
+	for _, p := range xys {
+		if p != xys[0] {
+			return false
+		}
+	}
+	return true
 }
 
 // intTicks labels the default tick positions without trailing zeros.

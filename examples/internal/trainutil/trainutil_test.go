@@ -3,6 +3,8 @@ package trainutil
 import (
 	"bytes"
 	"fmt"
+	"image/color"
+	"image/png"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -12,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"gonum.org/v1/plot/plotutil"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
@@ -177,6 +180,68 @@ func TestPlots(t *testing.T) {
 	}
 	if _, err := os.Stat(bad); err == nil {
 		t.Error("a failed plot wrote a file")
+	}
+}
+
+// TestPlotOnePoint: a run of one -log-every window or less (mnist -steps 120 at the default
+// -log-every 200) has one expert-load snapshot, and a run of one step one point per loss
+// curve; their plots show them. The expert-load bands were lines of one point, which gonum
+// draws as nothing (a blank plot with a legend), and so were the curves. The reference is the
+// plot's own colours: pixels of expert e's band colour, and of curve 0's, in the data area
+// (left of the legend column).
+func TestPlotOnePoint(t *testing.T) {
+	dir := t.TempDir()
+	// colored counts the pixels within 24 of c in each channel, left of the legend column of
+	// width lw inches (the PNG is 96 dots per inch).
+	colored := func(path string, c color.Color, lw float64) int {
+		t.Helper()
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		img, err := png.Decode(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r0, g0, b0, _ := c.RGBA()
+		near := func(a, b uint32) bool { return max(a, b)-min(a, b) <= 24<<8 }
+		n := 0
+		bd := img.Bounds()
+		for y := bd.Min.Y; y < bd.Max.Y; y++ {
+			for x := bd.Min.X; x < bd.Max.X-int(lw*96); x++ {
+				r, g, b, _ := img.At(x, y).RGBA()
+				if near(r, r0) && near(g, g0) && near(b, b0) {
+					n++
+				}
+			}
+		}
+		return n
+	}
+	lt, _ := train.NewLoadTracker(4)
+	if err := lt.Add([]int32{10, 20, 30, 40}, 100); err != nil {
+		t.Fatal(err)
+	}
+	lt.Snapshot(120)
+	experts := filepath.Join(dir, "experts.png")
+	if err := SaveExpertLoad(experts, "load", lt); err != nil {
+		t.Fatal(err)
+	}
+	for e := range 4 {
+		if n := colored(experts, bandColor(e, 4), 0.6); n < 1000 {
+			t.Errorf("expert %d's band (share %.1f) has %d pixels in the plot of one snapshot", e, lt.Frac[0][e], n)
+		}
+	}
+	loss := filepath.Join(dir, "loss.png")
+	if err := SaveLines(loss, "t", "step", "loss", false, Series{Name: "train", X: []float64{1}, Y: []float64{2.5}},
+		Series{Name: "held-out", X: []float64{1}, Y: []float64{3}, Points: true},
+		Series{Name: "baseline", X: []float64{1, 1}, Y: []float64{2, 2}}); err != nil { // charlm's baselines from the first to the last step
+		t.Fatal(err)
+	}
+	for i, what := range []string{"the curve of one point", "", "the curve of one point repeated"} {
+		if what != "" && colored(loss, plotutil.Color(i), 1.6) == 0 {
+			t.Errorf("%s left no mark in the plot", what)
+		}
 	}
 }
 
