@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"math"
 	"os"
@@ -329,5 +330,36 @@ func TestResumeOtherFlags(t *testing.T) {
 	c.Save, c.StopAt, c.Resume, c.LogEvery = "", 0, cfg.Save, 4
 	if _, err := run(c, io.Discard, nil); err == nil || !strings.Contains(err.Error(), "had -log-every 30, this one -log-every 4") {
 		t.Errorf("resumed with another -log-every: error %v", err)
+	}
+}
+
+// TestVerdictLine: when the model does not beat the bigram baseline (2 steps on sources that
+// are the same line over and over, where the bigram is nearly certain), the summary says by how
+// much it trails, a positive number. It used to say "does NOT beat the bigram baseline by
+// -6.184 bits/char", a negative margin under a negated verb.
+func TestVerdictLine(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "src", "p")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 40 { // about one in ten files is held out: 40 give both sets some
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%02d.go", i)), []byte("package p\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := smallConfig(t)
+	cfg.GoRoot, cfg.Steps, cfg.Batch, cfg.Context, cfg.EvalEvery, cfg.Sample = root, 2, 4, 2, 0, 0
+	var out bytes.Buffer
+	res, err := run(cfg, &out, nil)
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, out.String())
+	}
+	if !(res.BPC > res.Bigram) {
+		t.Fatalf("after 2 steps the model's %.3f bits/char beat the bigram's %.3f", res.BPC, res.Bigram)
+	}
+	want := fmt.Sprintf("the MoE model does NOT beat the bigram baseline: it trails it by %.3f bits/char", res.BPC-res.Bigram)
+	if !strings.Contains(out.String(), want) || strings.Contains(out.String(), "by -") {
+		t.Errorf("output lacks %q:\n%s", want, out.String())
 	}
 }

@@ -424,12 +424,12 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	prog.Finish()
 	stepper.Report(out)
 	res.Elapsed = time.Since(start)
-	verdict := "beats"
+	verdict := fmt.Sprintf("beats the bigram baseline by %.3f bits/char", res.Bigram-res.BPC)
 	if res.BPC >= res.Bigram {
-		verdict = "does NOT beat"
+		verdict = fmt.Sprintf("does NOT beat the bigram baseline: it trails it by %.3f bits/char", res.BPC-res.Bigram)
 	}
-	fmt.Fprintf(out, "held-out bits/char: model %.3f, bigram %.3f, unigram %.3f -> the %s model %s the bigram baseline by %.3f bits/char (%s, %.0f chars/s)\n",
-		res.BPC, res.Bigram, res.Unigram, cfg.Block.Name(), verdict, res.Bigram-res.BPC, res.Elapsed.Round(100*time.Millisecond), prog.Rate())
+	fmt.Fprintf(out, "held-out bits/char: model %.3f, bigram %.3f, unigram %.3f -> the %s model %s (%s, %.0f chars/s)\n",
+		res.BPC, res.Bigram, res.Unigram, cfg.Block.Name(), verdict, res.Elapsed.Round(100*time.Millisecond), prog.Rate())
 
 	gen, err := newForward(cfg, dev, m, 1)
 	if err != nil {
