@@ -665,3 +665,85 @@ func TestWaitCompletedBeforeAbort(t *testing.T) {
 		}
 	}
 }
+
+// TestPlanSameDropPolicyAlike: ranks whose geometries name the same drop policy in different
+// words (Drop 0, which a Geometry reads as DropByPosition, and DropByPosition; in dropless
+// mode, where no pair is dropped, any policy) build their plans together; they used to fail
+// with "every rank must use the same geometry". Each rank's rows equal a loop reference.
+func TestPlanSameDropPolicyAlike(t *testing.T) {
+	defer checkNoLeak(t)()
+	c := layerCase{N: 2, T: 5, K: 2, E: 4, H: 2, A: 1, rowwise: true}
+	in := makeInputs(c, 4)
+	for _, geos := range [][2]kernels.Geometry{
+		{{E: 4, A: 1, Mode: kernels.Capacity, C: 2}, {E: 4, A: 1, Mode: kernels.Capacity, C: 2, Drop: kernels.DropByPosition}},
+		{{E: 4, A: 1}, {E: 4, A: 1, Drop: kernels.DropByProb}},
+	} {
+		t.Run(fmt.Sprintf("%v/%v", geos[0].Mode, geos[1].DropPolicy()), func(t *testing.T) {
+			cc := c
+			if geos[0].Mode == kernels.Capacity {
+				cc.capacity = geos[0].C
+			}
+			got := make([][][]float64, c.N) // got[r][l]: rank r's rows of local expert l
+			g, _ := NewGroupTimeout(c.N, 10*time.Second)
+			err := runWithin(t, g, 15*time.Second, func(comm Communicator) error {
+				r := comm.Rank()
+				gr := G.NewGraph()
+				n := newLayerNodes(gr, tensor.Float64, c, c.T, 0, in.x[r*c.T*c.H:(r+1)*c.T*c.H], in.probs[r*c.T*c.K:(r+1)*c.T*c.K], nil, nil, in.rw[r*c.T*c.H:(r+1)*c.T*c.H], in.ids[r*c.T*c.K:(r+1)*c.T*c.K])
+				p, err := NewPlan(n.ids, nil, geos[r], comm)
+				if err != nil {
+					return err
+				}
+				xr, err := Dispatch(n.x, p)
+				if err != nil {
+					return err
+				}
+				var xv, pv G.Value
+				G.Read(xr, &xv)
+				G.Read(p.Node, &pv)
+				m := G.NewTapeMachine(gr)
+				defer m.Close()
+				if err := m.RunAll(); err != nil {
+					return err
+				}
+				lp, err := p.LocalGeometry.View(pv.Data().([]int32)[2*c.E+1:])
+				if err != nil {
+					return err
+				}
+				got[r] = segmentRows(lp, floats(xv), c.H)
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			el := c.E / c.N
+			for e, want := range refRows(cc, in, tensor.Float64) {
+				sameBits(t, fmt.Sprintf("rows of expert %d", e), got[e/el][e%el], want)
+			}
+		})
+	}
+	// Policies that differ in capacity mode still fail on every rank.
+	g, _ := NewGroupTimeout(c.N, 10*time.Second)
+	var mu sync.Mutex
+	failed := 0
+	err := runWithin(t, g, 15*time.Second, func(comm Communicator) error {
+		r := comm.Rank()
+		gr := G.NewGraph()
+		n := newLayerNodes(gr, tensor.Float64, c, c.T, 0, in.x[:c.T*c.H], in.probs[:c.T*c.K], nil, nil, in.rw[:c.T*c.H], in.ids[:c.T*c.K])
+		geo := kernels.Geometry{E: 4, A: 1, Mode: kernels.Capacity, C: 2, Drop: []kernels.DropPolicy{kernels.DropByPosition, kernels.DropByProb}[r]}
+		_, err := NewPlan(n.ids, n.probs, geo, comm)
+		if err == nil {
+			m := G.NewTapeMachine(gr)
+			defer m.Close()
+			err = m.RunAll()
+		}
+		if err != nil {
+			mu.Lock()
+			failed++
+			mu.Unlock()
+		}
+		return err
+	})
+	if err == nil || !strings.Contains(err.Error(), "drop=2") || failed != c.N {
+		t.Errorf("capacity mode, drop by position on rank 0 and by prob on rank 1: %d ranks failed, error %v, want every rank's error, naming drop=2", failed, err)
+	}
+}

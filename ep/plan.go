@@ -277,10 +277,15 @@ func (o planOp) Do(vs ...G.Value) (G.Value, error) {
 }
 
 // header is what every rank sends every other rank ahead of its counts, so that a rank whose
-// geometry differs is caught before any row moves.
+// geometry differs is caught before any row moves. The drop policy is the one the plan
+// applies (Drop 0 is DropByPosition), and none in dropless mode, which drops no pair.
 func (o planOp) header() []int32 {
 	g := o.gs
-	return []int32{int32(g.T), int32(g.K), int32(g.E), int32(o.gl.A), int32(g.Mode), int32(g.C), int32(g.Drop), b2i(o.gl.PadToCapacity)}
+	var drop int32
+	if g.Mode == kernels.Capacity {
+		drop = int32(g.DropPolicy())
+	}
+	return []int32{int32(g.T), int32(g.K), int32(g.E), int32(o.gl.A), int32(g.Mode), int32(g.C), drop, b2i(o.gl.PadToCapacity)}
 }
 
 // headerString names the fields of a header: "T=8 K=2 E=4 A=1 mode=0 C=0 drop=0 pad=0".
