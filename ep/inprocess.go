@@ -26,6 +26,7 @@ type Group struct {
 	cur      *phase        // the collective being assembled, nil between collectives
 	abort    chan struct{} // closed by Abort
 	err      error         // the abort cause
+	abortBy  int           // the rank whose Abort (or whose wait's timeout) aborted the group; -1: none or another cause
 	comms    []*inProcComm
 	returned []bool // returned[r]: rank r's fn of the current Run has returned nil; nil outside Run
 	running  bool   // a Run is in progress
@@ -69,7 +70,7 @@ func NewGroupTimeout(n int, timeout time.Duration) (*Group, error) {
 	if err := hostmem.Check(fmt.Sprintf("ep: a group of %d ranks", n), float64(n)*float64(rankBytes)); err != nil {
 		return nil, err
 	}
-	g := &Group{n: n, timeout: timeout, abort: make(chan struct{})}
+	g := &Group{n: n, timeout: timeout, abort: make(chan struct{}), abortBy: -1}
 	for r := 0; r < n; r++ {
 		g.comms = append(g.comms, &inProcComm{g: g, rank: r})
 	}
@@ -101,11 +102,19 @@ func (g *Group) Abort(err error) {
 	if g == nil {
 		return
 	}
+	g.abortFrom(-1, err)
+}
+
+// abortFrom is Abort by rank r (-1: not a rank's own failure).
+func (g *Group) abortFrom(r int, err error) {
 	if err == nil {
 		err = errors.New("aborted without a cause")
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.err == nil {
+		g.abortBy = r
+	}
 	g.abortLocked(err)
 }
 
@@ -121,8 +130,9 @@ func (g *Group) aborted() error {
 
 // Run calls fn once per rank, each in its own goroutine, and waits for all of them. The first
 // rank whose fn fails (or panics) aborts the group, so that ranks blocked in a collective
-// return too. Run returns nil if every fn succeeded, else the first failure's cause (errors of
-// other ranks that only report the abort are left out). One Run at a time: a Run called while
+// return too. Run returns nil if every fn succeeded, else the first failure's cause: the error
+// of the rank that aborted the group (errors of other ranks that only report the abort are
+// left out). One Run at a time: a Run called while
 // another is in progress returns an error (the two would share each rank's communicator).
 func (g *Group) Run(fn func(c Communicator) error) error {
 	if g == nil {
@@ -159,7 +169,13 @@ func (g *Group) Run(fn func(c Communicator) error) error {
 	wg.Wait()
 	g.mu.Lock()
 	g.running, g.returned = false, nil // Run is over: ranks that now run alone (RunRank) have not returned
+	by := g.abortBy
 	g.mu.Unlock()
+	// The rank that aborted the group failed first. The others' errors report the abort, but
+	// may not wrap ErrAborted: a Gorgonia machine's errors do not wrap the op's.
+	if by >= 0 && errs[by] != nil {
+		return errs[by]
+	}
 	var first error
 	for _, err := range errs {
 		if err == nil {
@@ -215,7 +231,7 @@ type inProcComm struct {
 
 func (c *inProcComm) Rank() int       { return c.rank }
 func (c *inProcComm) Size() int       { return c.g.n }
-func (c *inProcComm) Abort(err error) { c.g.Abort(err) }
+func (c *inProcComm) Abort(err error) { c.g.abortFrom(c.rank, err) }
 func (c *inProcComm) GroupKey() any   { return c.g }
 func (c *inProcComm) String() string {
 	return fmt.Sprintf("ep.Group(%p)[rank %d of %d]", c.g, c.rank, c.g.n)
@@ -246,7 +262,7 @@ func (c *inProcComm) wait(ch chan struct{}, what string) error {
 			return nil
 		default:
 		}
-		c.g.Abort(fmt.Errorf("rank %d waited %v for the other ranks in %s", c.rank, c.g.timeout, what))
+		c.g.abortFrom(c.rank, fmt.Errorf("rank %d waited %v for the other ranks in %s", c.rank, c.g.timeout, what))
 		return c.g.aborted()
 	}
 }
@@ -269,7 +285,7 @@ func (c *inProcComm) enter(p post) (*phase, error) {
 		// Two goroutines share this rank's communicator: the collectives would pair up wrongly.
 		g.mu.Unlock()
 		err := fmt.Errorf("ep: rank %d called %s while its %s was still waiting for the other ranks: two goroutines use the same rank's communicator", c.rank, p.kind, ph.posts[c.rank].kind)
-		g.Abort(err)
+		g.abortFrom(c.rank, err)
 		return nil, g.aborted()
 	}
 	ph.posted[c.rank] = true

@@ -404,6 +404,48 @@ func TestRunRankReturnsEarly(t *testing.T) {
 	}
 }
 
+// TestRunReturnsTheCause: Group.Run returns the error of the rank whose failure aborted the
+// group, not another rank's report of the abort, also when the ranks' errors come through a
+// Gorgonia machine, whose errors do not wrap (errors.Is finds no ErrAborted in them): Run
+// used to return rank 0's "communicator aborted" for a bad expert id on rank 1 or 2. (The
+// tape machine only: Gorgonia's lisp machine leaves a goroutine behind after a failed run, and
+// races with it.)
+func TestRunReturnsTheCause(t *testing.T) {
+	defer checkNoLeak(t)()
+	c := layerCase{N: 3, T: 4, K: 2, E: 6, H: 3, F: 2, A: 1}
+	// The gradient of one graph first, on this goroutine: Gorgonia hashes its constant nodes,
+	// which all graphs share, on their first use, and the ranks' first G.Grad race on it.
+	if _, err := singleRank(c, makeInputs(c, 5), tensor.Float64, tape); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []int{1, 2} {
+		g, err := NewGroupTimeout(c.N, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		errs := make([]error, c.N)
+		err = runWithin(t, g, 15*time.Second, func(comm Communicator) error {
+			in := makeInputs(c, 5)
+			if comm.Rank() == bad {
+				in.ids[bad*c.T*c.K+1] = 77
+			}
+			rg, err := buildRank(c, in, tensor.Float64, comm)
+			if err == nil {
+				_, _, err = runGraph(rg.g, tape, rg.cost, rg.wrt)
+			}
+			errs[comm.Rank()] = err
+			return err
+		})
+		want := fmt.Sprintf("rank %d: %v", bad, errs[bad])
+		if err == nil || err.Error() != want {
+			t.Errorf("bad id on rank %d: Run returned %v, want rank %d's error %q", bad, err, bad, want)
+		}
+		if !strings.Contains(fmt.Sprint(err), "ids[0,1] = 77 is out of range") {
+			t.Errorf("bad id on rank %d: Run returned %v, want the bad id named", bad, err)
+		}
+	}
+}
+
 func TestGroupArgs(t *testing.T) {
 	if _, err := NewGroup(0); err == nil {
 		t.Error("NewGroup(0): no error")
