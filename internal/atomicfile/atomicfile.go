@@ -1,7 +1,8 @@
 // Package atomicfile writes files whole or not at all: the content goes to a temporary file in
-// the same folder, which replaces the file at the path only once it is complete and synced. A
-// crash, a full disk or an interrupt mid-write leaves the old file (or none), never half of a
-// new one, and a reader never sees one.
+// the same folder, which replaces the file at the path only once it is complete and synced
+// (and then the folder is synced, so the replacement itself lasts). A crash, a full disk or an
+// interrupt mid-write leaves the old file (or none), never half of a new one, and a reader never
+// sees one.
 package atomicfile
 
 import (
@@ -49,5 +50,19 @@ func Write(path string, write func(io.Writer) error) (err error) {
 		err = os.Rename(tmp, path)
 	}
 	renamed = err == nil
+	if renamed {
+		syncDir(dir)
+	}
 	return err
+}
+
+// syncDir makes the rename durable: until the folder's entry reaches the disk, a power loss
+// right after Write returns may bring back the old file (or none). The file at path is whole
+// either way, so a folder that cannot be synced (a file system that does not support it) is
+// not an error.
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		_ = d.Close()
+	}
 }
