@@ -90,7 +90,8 @@ func toF64(t testing.TB, v G.Value) []float64 {
 	return nil
 }
 
-// maxRelDiff is max_i |a-b| / (1 + |b|).
+// maxRelDiff is max_i |a-b| / (1 + |b|), or +Inf when the lengths differ or a difference is
+// NaN (a NaN result must fail "d > tol" as well as "d != 0", as reftest.MaxDiff does).
 func maxRelDiff(a, b []float64) float64 {
 	if len(a) != len(b) {
 		return math.Inf(1)
@@ -98,9 +99,10 @@ func maxRelDiff(a, b []float64) float64 {
 	var m float64
 	for i := range a {
 		d := math.Abs(a[i]-b[i]) / (1 + math.Abs(b[i]))
-		if d > m || math.IsNaN(d) {
-			m = d
+		if math.IsNaN(d) {
+			return math.Inf(1)
 		}
+		m = math.Max(m, d)
 	}
 	return m
 }
