@@ -38,6 +38,15 @@ func TestTopKHandTable(t *testing.T) {
 			t.Errorf("%s: ids %v, want %v", c.name, ids, c.want)
 		}
 	}
+	// Tied group scores go to the lower group: groups {0,1} and {2,3} both score 1 (top-1),
+	// so group 0 is kept and expert 0 is chosen (group 1 would give expert 3).
+	ids := make([]int32, 1)
+	if err := TopK(ids, []float64{1, 0, 0, 1}, nil, 4, 1, 2, 1); err != nil {
+		t.Fatal(err)
+	}
+	if ids[0] != 0 {
+		t.Errorf("tied groups: id %d, want 0 (the lower group)", ids[0])
+	}
 }
 
 // TestTopKMatchesSort: without groups, TopK equals a stable sort of each row by descending
