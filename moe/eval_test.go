@@ -75,6 +75,9 @@ func TestInferMatchesReference(t *testing.T) {
 				t.Errorf("Y differs from the reference by %g\n got  %.6g\n want %.6g", d, head(f64s(y)), head(want.y))
 			}
 			counts := out.CountsValue().Data().([]int32)
+			if len(counts) != cfg.Experts {
+				t.Fatalf("counts %v, want %d experts", counts, cfg.Experts)
+			}
 			for e := range counts {
 				n := 0
 				for tk := range want.kept {
