@@ -151,17 +151,19 @@ func TestRouterAgainstReference(t *testing.T) {
 				t.Fatalf("%s: token %d: ids %v, want %v", c.name, tok, ids[row:row+c.K], wantIDs)
 			}
 			for k, w := range wantP {
-				if math.Abs(probs[row+k]-w) > 1e-12 {
+				if !(math.Abs(probs[row+k]-w) <= 1e-12) {
 					t.Fatalf("%s: token %d: probs[%d] = %v, want %v", c.name, tok, k, probs[row+k], w)
 				}
 			}
-			// float32: the rounded logits give the same choice here (no near ties), probs
+			// float32: the rounded logits give the same choice here (no near ties: a test, not a
+			// guard, or a float32 path that chose wrongly would skip the probs check), probs
 			// within float32 rounding of the float64 ones
-			if slices.Equal(ids32[row:row+c.K], wantIDs) {
-				for k, w := range wantP {
-					if math.Abs(float64(probs32[row+k])-w) > 2e-6*(1+math.Abs(w)) {
-						t.Fatalf("%s f32: token %d: probs[%d] = %v, want %v", c.name, tok, k, probs32[row+k], w)
-					}
+			if !slices.Equal(ids32[row:row+c.K], wantIDs) {
+				t.Fatalf("%s f32: token %d: ids %v, want %v", c.name, tok, ids32[row:row+c.K], wantIDs)
+			}
+			for k, w := range wantP {
+				if !(math.Abs(float64(probs32[row+k])-w) <= 2e-6*(1+math.Abs(w))) {
+					t.Fatalf("%s f32: token %d: probs[%d] = %v, want %v", c.name, tok, k, probs32[row+k], w)
 				}
 			}
 		}
@@ -370,7 +372,7 @@ func FuzzRouter(f *testing.F) {
 				t.Fatalf("%v token %d: ids %v, want %v", r, tok, ids[tok*K:(tok+1)*K], wantIDs)
 			}
 			for k, w := range wantP {
-				if math.Abs(probs[tok*K+k]-w) > 1e-12 {
+				if !(math.Abs(probs[tok*K+k]-w) <= 1e-12) {
 					t.Fatalf("%v token %d: probs[%d] = %v, want %v", r, tok, k, probs[tok*K+k], w)
 				}
 			}
