@@ -94,7 +94,7 @@ func TestAdamMatchesFormula(t *testing.T) {
 			}
 			got := floats(w)
 			for i := range got {
-				if d := math.Abs(got[i] - want[i]); d > tol*(1+math.Abs(want[i])) {
+				if d := math.Abs(got[i] - want[i]); !(d <= tol*(1+math.Abs(want[i]))) {
 					t.Fatalf("wd=%g f32=%v: w[%d] = %v, want %v", wd, f32, i, got[i], want[i])
 				}
 			}
@@ -114,7 +114,7 @@ func TestSGDMatchesFormula(t *testing.T) {
 	}
 	want := []float64{1 - 0.1*(0.5+0.2*1), -2 - 0.1*(0.25+0.2*-2), 3 - 0.1*(-1+0.2*3)}
 	for i, x := range w.Float64s() {
-		if math.Abs(x-want[i]) > 1e-15 {
+		if !(math.Abs(x-want[i]) <= 1e-15) {
 			t.Errorf("w[%d] = %v, want %v", i, x, want[i])
 		}
 	}
