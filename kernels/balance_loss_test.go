@@ -105,7 +105,7 @@ func TestRouterBalanceLossReference(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if math.Abs(got-want) > 1e-13*math.Abs(want) {
+		if !(math.Abs(got-want) <= 1e-13*math.Abs(want)) {
 			t.Errorf("%v: loss %v, want %v", score, got, want)
 		}
 		dx := make([]float64, T*E)
@@ -113,7 +113,7 @@ func TestRouterBalanceLossReference(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i := range dx {
-			if math.Abs(dx[i]-wantG[i]) > 1e-13 {
+			if !(math.Abs(dx[i]-wantG[i]) <= 1e-13) {
 				t.Fatalf("%v: dlogits[%d] = %v, want %v", score, i, dx[i], wantG[i])
 			}
 		}
