@@ -89,7 +89,7 @@ func TestExpertParallelGradCheck(t *testing.T) {
 						down := cost()
 						p.v[i] = old
 						num := (up - down) / (2 * h)
-						if math.Abs(num-p.grad[i]) > 1e-6*math.Max(1, math.Abs(num)) {
+						if !(math.Abs(num-p.grad[i]) <= 1e-6*math.Max(1, math.Abs(num))) {
 							t.Errorf("d cost/d %s[%d] = %v, central difference %v", p.name, i, p.grad[i], num)
 						}
 					}

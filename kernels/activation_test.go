@@ -40,7 +40,7 @@ func TestActivationsFloat32(t *testing.T) {
 						want = 0.5 * x * (1 + math.Tanh(geluC*(x+geluA*x*x*x)))
 					}
 				}
-				if math.Abs(float64(y[i])-want) > 4*u*math.Abs(want)+0x1p-147 {
+				if !(math.Abs(float64(y[i])-want) <= 4*u*math.Abs(want)+0x1p-147) {
 					t.Fatalf("%v n=%d: y[%d] = %v, want %v (a=%v)", kind, n, i, y[i], want, x)
 				}
 			}
@@ -60,7 +60,7 @@ func TestActivationsFloat32(t *testing.T) {
 						th := math.Tanh(geluC * (x + geluA*x*x*x))
 						want = float64(dy[i]) * (0.5*(1+th) + 0.5*x*(1-th*th)*geluC*(1+3*geluA*x*x))
 					}
-					if math.Abs(float64(g[i])-want) > 8*u*mag+0x1p-147 {
+					if !(math.Abs(float64(g[i])-want) <= 8*u*mag+0x1p-147) {
 						t.Fatalf("GELU d n=%d: [%d] = %v, want %v (a=%v)", n, i, g[i], want, x)
 					}
 				}
@@ -81,7 +81,7 @@ func TestActivationsFloat32(t *testing.T) {
 						want = float64(dy[i]) * float64(b[i]) * s * (1 + x*sigmoid(-x))
 						mag = math.Abs(float64(dy[i])*float64(b[i])*s) * (1 + math.Abs(x*sigmoid(-x)))
 					}
-					if math.Abs(float64(g[i])-want) > 6*u*mag+0x1p-147 {
+					if !(math.Abs(float64(g[i])-want) <= 6*u*mag+0x1p-147) {
 						t.Fatalf("SwiGLU d%d n=%d: [%d] = %v, want %v (a=%v)", w, n, i, g[i], want, x)
 					}
 				}

@@ -14,7 +14,7 @@ func TestRowLogSumExp(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := math.Log(1 + math.E + math.E*math.E)
-	if math.Abs(out[0]-want) > 1e-15 || math.Abs(out[1]-(1000+want)) > 1e-12 || !math.IsInf(out[2], -1) {
+	if !(math.Abs(out[0]-want) <= 1e-15) || !(math.Abs(out[1]-(1000+want)) <= 1e-12) || !math.IsInf(out[2], -1) {
 		t.Errorf("RowLogSumExp = %v, want [%v %v -Inf]", out, want, 1000+want)
 	}
 	dx := []float64{1, 1, 1, 0, 0, 0}
@@ -27,7 +27,7 @@ func TestRowLogSumExp(t *testing.T) {
 		if i < 3 {
 			w++
 		}
-		if math.Abs(v-w) > 1e-14 {
+		if !(math.Abs(v-w) <= 1e-14) {
 			t.Errorf("dx[%d] = %v, want %v", i, v, w)
 		}
 	}
@@ -118,7 +118,7 @@ func TestRowLogSumExpBackwardLargeLogits(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i := range want {
-			if math.Abs(dx64[i]-want[i]) > 1e-14 {
+			if !(math.Abs(dx64[i]-want[i]) <= 1e-14) {
 				t.Errorf("float64 %v: dx = %v, want %v", row, dx64, want)
 				break
 			}
@@ -136,7 +136,7 @@ func TestRowLogSumExpBackwardLargeLogits(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i := range want {
-			if math.Abs(float64(dx32[i])-g*want[i]) > 1e-6 {
+			if !(math.Abs(float64(dx32[i])-g*want[i]) <= 1e-6) {
 				t.Errorf("float32 %v: dx = %v, want %v times %v", row32, dx32, want, g)
 				break
 			}

@@ -150,7 +150,7 @@ func TestDot64Vector(t *testing.T) {
 			want3, abs3 = want3+p*float64(c[i]), abs3+math.Abs(p*float64(c[i]))
 		}
 		got2, got3 := dot64(a, b), dot3_64(a, b, c)
-		if math.Abs(got2-want2) > abs2*0x1p-48 || math.Abs(got3-want3) > abs3*0x1p-48 {
+		if !(math.Abs(got2-want2) <= abs2*0x1p-48) || !(math.Abs(got3-want3) <= abs3*0x1p-48) {
 			t.Fatalf("n=%d: dot64 %v (want %v), dot3_64 %v (want %v)", n, got2, want2, got3, want3)
 		}
 		A, B, C := asF32(a), asF32(b), asF32(c)

@@ -26,7 +26,7 @@ func splitCheck(t *testing.T, v float32) {
 		t.Fatalf("split(%v) = %v + %v + %v = %v, want exactly v", v, p0, p1, p2, sum)
 	}
 	a := math.Abs(float64(v))
-	if math.Abs(p1.Float64()) > a*0x1p-7 || math.Abs(p2.Float64()) > a*0x1p-15 {
+	if !(math.Abs(p1.Float64()) <= a*0x1p-7) || !(math.Abs(p2.Float64()) <= a*0x1p-15) {
 		t.Fatalf("split(%v) = %v, %v, %v: the smaller pieces are too large", v, p0, p1, p2)
 	}
 }

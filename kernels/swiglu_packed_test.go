@@ -42,7 +42,7 @@ func checkPacked[F float32 | float64](t *testing.T, rows, f int, tol float64) {
 	}
 	near := func(what string, i int, got F, want, mag float64) {
 		t.Helper()
-		if math.Abs(float64(got)-want) > tol*mag+0x1p-147 {
+		if !(math.Abs(float64(got)-want) <= tol*mag+0x1p-147) {
 			t.Fatalf("rows=%d f=%d %T: %s[%d] = %v, want %v", rows, f, got, what, i, got, want)
 		}
 	}

@@ -162,7 +162,7 @@ func TestExpertParallelLayer(t *testing.T) {
 						t.Fatalf("%s: %d values, want %d", what, len(got), len(want))
 					}
 					for i := range got {
-						if math.Abs(got[i]-want[i]) > 1e-12*math.Max(1, math.Abs(want[i])) {
+						if !(math.Abs(got[i]-want[i]) <= 1e-12*math.Max(1, math.Abs(want[i]))) {
 							t.Fatalf("%s[%d] = %v, want %v", what, i, got[i], want[i])
 						}
 					}
@@ -506,7 +506,7 @@ func TestExpertParallelTraining(t *testing.T) {
 			t.Fatalf("%s: %d values, want %d", n.Name(), len(got), len(want))
 		}
 		for i := range want {
-			if math.Abs(got[i]-want[i]) > 1e-10*math.Max(1, math.Abs(want[i])) {
+			if !(math.Abs(got[i]-want[i]) <= 1e-10*math.Max(1, math.Abs(want[i]))) {
 				t.Fatalf("%s[%d] after %d steps: %v, the single-rank layer's %v", n.Name(), i, steps, got[i], want[i])
 			}
 		}

@@ -153,7 +153,7 @@ func TestGroupedMatMulBF16Host(t *testing.T) {
 		}
 		for j := range gv {
 			tol := math.Abs(c.want[j])/256 + 1e-5*c.bound[j]
-			if math.Abs(gv[j]-c.want[j]) > tol || (c.bound[j] == 0 && gv[j] != 0) {
+			if !(math.Abs(gv[j]-c.want[j]) <= tol) || (c.bound[j] == 0 && gv[j] != 0) {
 				t.Fatalf("%s[%d] = %g, want %g within %g", c.name, j, gv[j], c.want[j], tol)
 			}
 		}

@@ -54,7 +54,7 @@ func TestMatMulHostForms(t *testing.T) {
 							av, bv := a[ai], b[bi]
 							want += av * bv
 						}
-						if math.Abs(got[i*n+j]-want) > tol*float64(k) {
+						if !(math.Abs(got[i*n+j]-want) <= tol*float64(k)) {
 							t.Fatalf("%v %v %v: c[%d,%d] = %v, want %v", s, dt, op, i, j, got[i*n+j], want)
 						}
 					}
@@ -83,7 +83,7 @@ func TestMatMulHostForms(t *testing.T) {
 		t.Fatalf("sizes %d and %d, want 6", len(g1), len(g2))
 	}
 	for i := range g1 {
-		if math.Abs(g1[i]-g2[i]) > 1e-12 {
+		if !(math.Abs(g1[i]-g2[i]) <= 1e-12) {
 			t.Fatalf("[%d]: view %v, engine %v", i, g1[i], g2[i])
 		}
 	}
@@ -129,7 +129,7 @@ func checkProduct345(t *testing.T, a, b []float64, mul func(a, b *G.Node) (*G.No
 			for k := 0; k < 4; k++ {
 				s += a[i*4+k] * b[k*5+j]
 			}
-			if math.Abs(got[i*5+j]-s) > 1e-12 {
+			if !(math.Abs(got[i*5+j]-s) <= 1e-12) {
 				t.Fatalf("c[%d,%d] = %v, want %v", i, j, got[i*5+j], s)
 			}
 		}

@@ -46,7 +46,7 @@ func TestMixedMatMul(t *testing.T) {
 			for k := 0; k < 4; k++ {
 				s += float64(aw[k*3+i]) * float64(bw[j*4+k])
 			}
-			if math.Abs(float64(c[i*5+j])-s) > 1e-6 {
+			if !(math.Abs(float64(c[i*5+j])-s) <= 1e-6) {
 				t.Fatalf("aᵀ·bᵀ [%d,%d] = %v, want %v", i, j, c[i*5+j], s)
 			}
 		}

@@ -168,7 +168,7 @@ func TestSoftmaxLargeRows(t *testing.T) {
 			}
 			s += p
 		}
-		if math.Abs(float64(s)-1) > 1e-6 {
+		if !(math.Abs(float64(s)-1) <= 1e-6) {
 			t.Errorf("row %d sums to %g", r, s)
 		}
 	}
@@ -332,7 +332,7 @@ func TestActivationsBFloat16(t *testing.T) {
 		x, y := float64(ab[i].Float32()), float64(bb[i].Float32())
 		for j, want := range []float64{x / (1 + math.Exp(-x)) * y, x / 2 * (1 + math.Tanh(math.Sqrt(2/math.Pi)*(x+0.044715*x*x*x)))} {
 			got := float64(out[j].Data().([]bfloat16.BFloat16)[i].Float32())
-			if math.Abs(got-want) > math.Abs(want)/256+1e-30 {
+			if !(math.Abs(got-want) <= math.Abs(want)/256+1e-30) {
 				t.Errorf("op %d [%d]: %v, want %v", j, i, got, want)
 			}
 		}

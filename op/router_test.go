@@ -351,7 +351,7 @@ func TestRouterProbsDroppedSlots(t *testing.T) {
 						wd += w[k] * (pp[k] - pm[k]) / (2 * h)
 					}
 				}
-				if math.Abs(dx[i]-wd) > 1e-7*(1+math.Abs(wd)) {
+				if !(math.Abs(dx[i]-wd) <= 1e-7*(1+math.Abs(wd))) {
 					t.Errorf("dlogits[%d,%d] = %v, want %v", tok, i%E, dx[i], wd)
 				}
 			}

@@ -220,7 +220,7 @@ func TestOptimizersClip(t *testing.T) {
 	}
 	want := refAdam([]float64{1, 1}, [][]float64{clipped}, 0.1, 0.9, 0.999, 1e-8, 0)
 	for i, x := range w.Float64s() {
-		if math.Abs(x-want[i]) > 1e-15 {
+		if !(math.Abs(x-want[i]) <= 1e-15) {
 			t.Errorf("Adam w[%d] = %v, want %v", i, x, want[i])
 		}
 	}

@@ -47,7 +47,7 @@ func TestLoadTracker(t *testing.T) {
 	// Total: 4,4,12,4 of 24.
 	tot := lt.Total()
 	for e, w := range []float64{4.0 / 24, 4.0 / 24, 12.0 / 24, 4.0 / 24} {
-		if math.Abs(tot[e]-w) > 1e-15 {
+		if !(math.Abs(tot[e]-w) <= 1e-15) {
 			t.Errorf("total share of expert %d = %v, want %v", e, tot[e], w)
 		}
 	}

@@ -357,7 +357,7 @@ func TestStepTrainsLeastSquares(t *testing.T) {
 		t.Errorf("loss %g → %g, want a fall by 100x", first, last)
 	}
 	for j, v := range w.Value().Data().([]float64) {
-		if math.Abs(v-wTrue[j]) > 0.05 {
+		if !(math.Abs(v-wTrue[j]) <= 0.05) {
 			t.Errorf("w[%d] = %v, want about %v", j, v, wTrue[j])
 		}
 	}

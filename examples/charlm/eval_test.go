@@ -55,7 +55,7 @@ func TestEvalPartialBatch(t *testing.T) {
 		}
 		all := score(W, W+n, batch)
 		head, tail := score(W, W+100, batch), score(W+100, W+n, n-100)
-		if math.Abs(all-(head+tail)) > 1e-9*all {
+		if !(math.Abs(all-(head+tail)) <= 1e-9*all) {
 			t.Errorf("drop %s: %v bits in all, want the whole batches' and the tail's alone: %v + %v", drop, all, head, tail)
 		}
 		// A span whose last batch is not the size the evaluator was built for is scored

@@ -75,7 +75,7 @@ func TestSteps(t *testing.T) {
 		want := []float64{1.75, -0.75}
 		got := w.Value().Data().([]float64)
 		for i := range want {
-			if math.Abs(got[i]-want[i]) > 1e-6 {
+			if !(math.Abs(got[i]-want[i]) <= 1e-6) {
 				t.Errorf("graph %v: w after one step = %v, want %v", graph, got, want)
 			}
 		}
@@ -162,7 +162,7 @@ func TestLogSoftmaxAt(t *testing.T) {
 	row := []float32{0, float32(math.Log(3)), 0}
 	for i, p := range []float64{0.2, 0.6, 0.2} {
 		lp, best := LogSoftmaxAt(row, i)
-		if math.Abs(lp-math.Log(p)) > 1e-7 || best != 1 {
+		if !(math.Abs(lp-math.Log(p)) <= 1e-7) || best != 1 {
 			t.Errorf("class %d: log p %v (want %v), argmax %d (want 1)", i, lp, math.Log(p), best)
 		}
 	}

@@ -27,7 +27,7 @@ func TestSmooth(t *testing.T) {
 	// Bias-corrected EMA: m1=2/0.5, m2=(1+1)/0.75, m3=(1+3)/0.875.
 	want := []float64{4, 2 / 0.75, 4 / 0.875}
 	for i := range want {
-		if math.Abs(got[i]-want[i]) > 1e-12 {
+		if !(math.Abs(got[i]-want[i]) <= 1e-12) {
 			t.Errorf("Smooth[%d] = %v, want %v", i, got[i], want[i])
 		}
 	}
@@ -293,7 +293,7 @@ func TestDenseFFN(t *testing.T) {
 			for f := 0; f < F; f++ {
 				y += h[f] * float64(w2[f*H+j])
 			}
-			if math.Abs(float64(got[i*H+j])-y) > 1e-4 {
+			if !(math.Abs(float64(got[i*H+j])-y) <= 1e-4) {
 				t.Errorf("y[%d,%d] = %v, want %v", i, j, got[i*H+j], y)
 			}
 		}
@@ -389,18 +389,18 @@ func TestRMSNorm(t *testing.T) {
 		for j := 0; j < H; j++ {
 			xj := float64(xs[i*H+j])
 			want := xj * r * float64(gain[j])
-			if math.Abs(float64(got[i*H+j])-want) > 1e-5 {
+			if !(math.Abs(float64(got[i*H+j])-want) <= 1e-5) {
 				t.Errorf("y[%d,%d] = %v, want %v", i, j, got[i*H+j], want)
 			}
 			wantGX := r*float64(ws[i*H+j])*float64(gain[j]) - r*r*r/H*xj*dot
-			if math.Abs(float64(gx[i*H+j])-wantGX) > 1e-4 {
+			if !(math.Abs(float64(gx[i*H+j])-wantGX) <= 1e-4) {
 				t.Errorf("dx[%d,%d] = %v, want %v", i, j, gx[i*H+j], wantGX)
 			}
 			wantGG[j] += float64(ws[i*H+j]) * xj * r
 		}
 	}
 	for j := range wantGG {
-		if math.Abs(float64(gg[j])-wantGG[j]) > 1e-4 {
+		if !(math.Abs(float64(gg[j])-wantGG[j]) <= 1e-4) {
 			t.Errorf("dgain[%d] = %v, want %v", j, gg[j], wantGG[j])
 		}
 	}
@@ -423,7 +423,7 @@ func TestGELU(t *testing.T) {
 	got := y.Value().Data().([]float64)
 	for i, v := range xs {
 		want := 0.5 * v * (1 + math.Tanh(math.Sqrt(2/math.Pi)*(v+0.044715*v*v*v)))
-		if math.Abs(got[i]-want) > 1e-12 {
+		if !(math.Abs(got[i]-want) <= 1e-12) {
 			t.Errorf("GELU(%v) = %v, want %v", v, got[i], want)
 		}
 	}
