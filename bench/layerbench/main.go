@@ -15,8 +15,9 @@
 // Every graph is timed two ways, each step's wall time:
 //
 //   - synced: each step launched on an idle GPU and waited for (a context sync inside the
-//     timed interval; the kernels' status words are read after it), the median of -iters, as a
-//     loop that reads its loss every step runs;
+//     timed interval, then the step's buffers recycled, as back to back; the kernels' status
+//     words are read after it), the median of -iters, as a loop that reads its loss every step
+//     runs;
 //   - back to back: steps issued without waiting, the time per step in a steady stream: after
 //     -warmup untimed steps issued the same way, 2·-iters steps ended by one sync, the wall time
 //     over 2·-iters (the one start on an idle GPU and the one sync add about 0.1 ms to the run,
@@ -289,7 +290,9 @@ func run(r *result, dt tensor.Dtype, iters, warmup int, cpuProfile string) error
 			defer cg.Close()
 			step, cleanup = cg.Replay, func() {}
 		}
-		// Each step alone: launched on an idle GPU, waited for.
+		// Each step alone: launched on an idle GPU, waited for, and its buffers recycled (the
+		// cleanup is part of every step, as in the back-to-back loop below and as torch's
+		// timed iteration frees its graph and clears its gradients).
 		var ms []float64
 		for i := 0; i < warmup+iters; i++ {
 			t0 := time.Now()
@@ -300,6 +303,7 @@ func run(r *result, dt tensor.Dtype, iters, warmup int, cpuProfile string) error
 			if err := eng.Sync(); err != nil {
 				return timing{}, err
 			}
+			cleanup()
 			took := time.Since(t0)
 			if err := eng.Status(); err != nil {
 				return timing{}, err
@@ -308,7 +312,6 @@ func run(r *result, dt tensor.Dtype, iters, warmup int, cpuProfile string) error
 				ms = append(ms, float64(took.Microseconds())/1000)
 				hostMs = append(hostMs, float64(issued.Microseconds())/1000)
 			}
-			cleanup()
 		}
 		// Steps back to back: n steps, one wait after the last. Every step's work is on the
 		// engine's one stream, so a step's recycled buffers are reused in stream order.
