@@ -76,7 +76,8 @@ synchronize after every iteration (fwdbwd_synced_ms, the median), and back to ba
 between iterations: they match back to back once the GPU is the bottleneck, and flatter a
 host-bound run.
 FLOPs counted (R = T*K): forward 6*R*H*F (three GEMMs of 2*R*H*F) + 2*T*H*E (router);
-forward+backward adds 12*R*H*F + 4*T*H*E. TFLOP/s = flops / median time. Permute,
+forward+backward adds 12*R*H*F + 4*T*H*E. TFLOP/s = flops / median time (back to back: the
+mean per iteration). Permute,
 softmax, top-k and element-wise work are not counted.
 Output: one line per measurement on stdout and, with --json FILE, one JSON object
 {shape, T, H, F, E, K, dtype, impl, device, torch, cuda, fwd_ms, fwd_ms_mean,
