@@ -169,7 +169,8 @@ type Config struct {
 	// weight the combine-unpermute.
 	ProbsOnActivation bool
 
-	// Seed seeds the weight initialisation and the jitter noise.
+	// Seed seeds the weight initialisation and the jitter noise (the noise draws from a seed
+	// derived from Seed, not from the weights' stream).
 	Seed int64
 }
 

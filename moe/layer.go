@@ -402,6 +402,18 @@ func RouterLogits(x, router *G.Node) (*G.Node, error) {
 	return op.MatMul(xr, router)
 }
 
+// jitterSeed is the seed of the jitter noise of a layer's f-th Forward (op.JitterNoise adds the
+// run number to it): Seed scrambled (SplitMix64's finaliser of Seed plus a constant), so that the
+// noise is not math/rand's stream of Seed, from which New draws the weights (the first run's
+// noise was > 1 exactly where the router weight was < 0), nor, run after run, the weight
+// streams of layers seeded Seed+1, Seed+2, ...
+func jitterSeed(seed, f int64) int64 {
+	z := uint64(seed) + 0x9e3779b97f4a7c15
+	z = (z ^ z>>30) * 0xbf58476d1ce4e5b9
+	z = (z ^ z>>27) * 0x94d049bb133111eb
+	return int64(z^z>>31) + 1_000_003*f
+}
+
 // jitteredLogits returns (x cast to RouterDtype, times the jitter noise)·Router.
 func (l *Layer) jitteredLogits(x *G.Node) (*G.Node, error) {
 	c := l.cfg
@@ -409,7 +421,7 @@ func (l *Layer) jitteredLogits(x *G.Node) (*G.Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	noise, err := op.JitterNoise(xr, c.JitterEps, c.Seed+1_000_003*l.forwards)
+	noise, err := op.JitterNoise(xr, c.JitterEps, jitterSeed(c.Seed, l.forwards))
 	if err != nil {
 		return nil, err
 	}
