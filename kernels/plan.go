@@ -42,7 +42,10 @@ func (m Mode) String() string {
 type DropPolicy int32
 
 const (
-	// DropByPosition keeps the first C pairs of each expert in token order (GShard, Switch).
+	// DropByPosition keeps the first C pairs of each expert in token order, whatever their
+	// slot k (Megatron's "position" drop policy; Switch's, with K = 1). GShard, DeepSpeed's
+	// top-2 gating and Tutel order by slot first (every token's first choice before any
+	// second choice): for K > 1 they can keep another pair.
 	DropByPosition DropPolicy = 1
 	// DropByProb keeps the C pairs with the highest router probability; ties go to the lower
 	// token index. Needs the probs.

@@ -17,7 +17,9 @@ import (
 //	t2     [0.95 0.0  0.0  0.85]    e0 e3   e0 .3734  e3 .3378
 //	t3     [0.1  0.2  0.3  0.99]    e3 e2   e3 .4226  e2 .2120
 //
-// Expert e0 is chosen by t0, t1, t2; e1 by t0; e2 by t1, t3; e3 by t2, t3.
+// Expert e0 is chosen by t0, t1, t2; e1 by t0; e2 by t1, t3; e3 by t2, t3. With C = 1, drop
+// by position keeps t2's second choice of e3 over t3's first: token order (Megatron), not the
+// slot-major order of GShard and Tutel, which would keep t3.
 func TestCapacityHandTable(t *testing.T) {
 	x := []float64{
 		0.9, 0.8, 0.1, 0.0,

@@ -57,7 +57,9 @@ const (
 	// DropByProb keeps each expert's C pairs with the highest router prob, ties to the lower
 	// token index (kernels.DropByProb; the default).
 	DropByProb = kernels.DropByProb
-	// DropByPosition keeps each expert's first C pairs in token order (kernels.DropByPosition).
+	// DropByPosition keeps each expert's first C pairs in token order, a token's second
+	// choice before a later token's first (kernels.DropByPosition; Megatron's "position"
+	// policy, not GShard's slot-major order).
 	DropByPosition = kernels.DropByPosition
 )
 
