@@ -124,7 +124,11 @@ type Config struct {
 
 	// AuxLossCoeff weights the micro-batch load-balancing loss
 	// E/(K·T²)·Σ_e N_e·Σ_t s[t,e] (N_e tokens routed to e, s the scores over all E experts:
-	// the softmax, or the sigmoid normalised over E). It is 1 at perfect balance.
+	// the softmax, or the sigmoid normalised over E). It is 1 at perfect balance. N_e counts
+	// Output.IDs: before capacity drops (as Switch, GShard and Megatron count), and chosen
+	// with the expert bias and within the kept groups. DeepSeek-V3's f_i, and Megatron's
+	// counts since it took the aux losses' routing apart, are the plain top-K of the scores
+	// instead, without bias or groups; the two differ only with ExpertBias or Groups > 1.
 	AuxLossCoeff float64
 	// SeqAuxLossCoeff weights the same loss computed per sequence of SeqLen tokens and
 	// averaged over the T/SeqLen sequences (DeepSeek-V2/V3 sequence-wise balance loss).

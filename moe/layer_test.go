@@ -62,6 +62,17 @@ func TestLayerMatchesDenseReference(t *testing.T) {
 			c.ZLossCoeff = 0.1
 			c.ProbsOnActivation = true
 		}, nil},
+		// The balancing losses count the routed ids: with the bias, within the kept groups,
+		// before drops (the reference's chosen).
+		{"sigmoid groups bias losses", func(c *Config) {
+			c.TopK = 2
+			c.Score = Sigmoid
+			c.Groups, c.GroupsKept = 2, 1
+			c.ExpertBias = true
+			c.AuxLossCoeff = 0.4
+			c.SeqAuxLossCoeff = 0.3
+			c.SeqLen = 6
+		}, setBias(0.3, -0.2, 0.1, 0.4)},
 		{"float32 router in float64 model", func(c *Config) { c.TopK = 2; c.RouterDtype = tensor.Float32 }, nil},
 	}
 	modes := []struct {
