@@ -101,7 +101,9 @@ type Config struct {
 	// Score is the score function, Softmax (default) or Sigmoid.
 	Score ScoreFunc
 	// PreSoftmax (Softmax only) selects the top K of the softmax over all E experts and uses
-	// those probabilities as they are (no renormalisation; Switch, OLMoE, Qwen3). Without it
+	// those probabilities as they are (no renormalisation; Switch, OLMoE, and Qwen3-MoE with
+	// norm_topk_prob off: transformers' default, but the released Qwen3 MoE checkpoints turn
+	// it on and renormalise, as below; moe/hf maps it). Without it
 	// the probs are a softmax over the K selected logits, which equals renormalising the top-K
 	// softmax probabilities (Mixtral). With K = 1 that softmax is always 1 and gives the router
 	// no gradient, so Softmax with K = 1 requires PreSoftmax.
