@@ -38,8 +38,9 @@ import (
 // fresh solver takes steps k+1… with the bits of a run that never stopped, provided the
 // rest of the program is deterministic too: keep what the data order needs (a step count, a
 // random source's state) in Meta, as the examples do. One thing is not saved: the run counter of
-// op.JitterNoise (moe.Config.JitterEps > 0), so a resumed run with router jitter draws other
-// noise.
+// op.JitterNoise (moe.Config.JitterEps > 0), which a fresh graph starts at 0, so a resumed run
+// with router jitter draws the noise of the first run's first steps again, not that of the
+// steps it resumes.
 //
 // The file is read and written by gomoe's safetensors package (the reader moe/hf uses for
 // transformers checkpoints): LoadCheckpoint checks the header, then every node and
