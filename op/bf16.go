@@ -90,6 +90,9 @@ func roundBF16(name string, src, pre G.Value) (G.Value, error) {
 		if !ok || d == nil || d.RequiresIterator() || d.IsView() {
 			return nil, opkit.Errorf(name, "preallocated output is a %T view or non-dense value", pre)
 		}
+		if err := hostPrealloc(name, pre); err != nil {
+			return nil, err
+		}
 		if !d.Shape().Eq(shape) {
 			return nil, opkit.Errorf(name, "preallocated output has shape %v, want %v", opkit.ShapeString(d.Shape()), opkit.ShapeString(shape))
 		}

@@ -278,6 +278,23 @@ func TestBF16Prealloc(t *testing.T) {
 			t.Errorf("%v: a nil preallocated output: no error", c.op)
 		}
 	}
+	// A device prealloc for host inputs is refused, untouched (the rounding wrote it from the
+	// host).
+	for _, c := range cases {
+		n := tensor.Shape(c.out).TotalSize()
+		stale := make([]float64, n)
+		for i := range stale {
+			stale[i] = float64(i + 1)
+		}
+		pre := bf16Of(stale, c.out...)
+		before := pre.Clone().(*tensor.Dense)
+		newFakeDevice().own(pre)
+		_, err := c.op.UsePreallocDo(pre, c.in...)
+		wantErr(t, fmt.Sprint(c.op)+" device prealloc", err, "preallocated output is a device value")
+		if !bitsEqual(pre, before) {
+			t.Errorf("%v: a refused device prealloc was written", c.op)
+		}
+	}
 }
 
 // TestBF16Accumulate checks that DoDiff's gradient accumulation adds bfloat16 gradients in

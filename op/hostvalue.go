@@ -137,6 +137,9 @@ func outDense[F kernels.Float | int32](name string, pre G.Value, shape ...int) (
 	if !ok || d == nil || d.RequiresIterator() || d.IsView() { // a nil *tensor.Dense panicked here
 		return nil, nil, opkit.Errorf(name, "preallocated output is a %T view or non-dense value", pre)
 	}
+	if err := hostPrealloc(name, pre); err != nil {
+		return nil, nil, err
+	}
 	if !d.Shape().Eq(tensor.Shape(shape)) {
 		return nil, nil, opkit.Errorf(name, "preallocated output has shape %v, want %v", opkit.ShapeString(d.Shape()), opkit.ShapeString(shape))
 	}
@@ -146,6 +149,16 @@ func outDense[F kernels.Float | int32](name string, pre G.Value, shape ...int) (
 		return nil, nil, opkit.Errorf(name, "preallocated output has dtype %v, want %T", d.Dtype(), zero)
 	}
 	return d, s, nil
+}
+
+// hostPrealloc refuses a preallocated output of a host kernel that lives in device memory
+// (the register of an earlier step run on the device): the kernel would write it from the
+// host through its Data(), which points at device memory.
+func hostPrealloc(name string, pre G.Value) error {
+	if device.Of(pre) != nil {
+		return opkit.Errorf(name, "preallocated output is a device value but the inputs are on the host; copy them to one place first")
+	}
+	return nil
 }
 
 // hostPlan returns the typed view of a host plan value. It does not run kernels.Plan.Check:

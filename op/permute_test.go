@@ -253,6 +253,13 @@ func TestUsePrealloc(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		dplan := int32Dense(append([]int32(nil), stale...), g.PlanLen())
+		newFakeDevice().own(dplan)
+		_, err = (planOp{g: g}).UsePreallocDo(dplan, int32Dense(okIDs, 4, 2))
+		wantErr(t, "plan into a device prealloc", err, "preallocated output is a device value")
+		if fmt.Sprint(dplan.Data()) != fmt.Sprint(stale) {
+			t.Errorf("%v: a refused device plan prealloc was written: %v", g, dplan.Data())
+		}
 		if want := refPlan(g, okIDs, nil).Flat(); fmt.Sprint(planV.Data()) != fmt.Sprint(want) {
 			t.Errorf("%v: prealloc plan %v, want %v", g, planV.Data(), want)
 		}
@@ -299,6 +306,15 @@ func TestUsePrealloc(t *testing.T) {
 				wantErr(t, label+" aliased", err, "overlaps")
 				if !bitsEqual(in[0], before) {
 					t.Errorf("%s: a refused prealloc changed the input it shares memory with", label)
+				}
+				// A device prealloc for host inputs is refused, untouched: the host kernel wrote
+				// it through its Data(), a host write to device memory.
+				dpre := mk(stale, c.out...)
+				newFakeDevice().own(dpre)
+				_, err = c.op.UsePreallocDo(dpre, c.in...)
+				wantErr(t, label+" device prealloc", err, "preallocated output is a device value")
+				if got := toF64(t, dpre); fmt.Sprint(got) != fmt.Sprint(stale) {
+					t.Errorf("%s: a refused device prealloc was written: %v", label, got)
 				}
 			}
 		}
