@@ -19,7 +19,8 @@ type gradUpdate struct {
 }
 
 // accumulate adds every update's src into its dst (dst += src), the contract of DoDiff. All
-// updates are checked before any is applied, so an error leaves every gradient as it was.
+// updates are checked before any is applied, so an error leaves every gradient as it was. A
+// gradient and its update must both be host values or both device values.
 // Host tensors are added with a plain loop, host scalars (the lisp machine's gradient of a
 // scalar node) in their dtype; device tensors through their engine (tensor.Add with
 // UseUnsafe).
@@ -34,7 +35,12 @@ func accumulate(name string, ups ...gradUpdate) error {
 		if err := checkData(name, "gradient of "+u.what, u.dst.Dtype()); err != nil {
 			return err
 		}
-		if device.Of(u.dst, u.src) != nil {
+		if b := device.Of(u.dst, u.src); b != nil {
+			if dd, ds := b.Owns(u.dst), b.Owns(u.src); !dd || !ds {
+				// tensor.Add would run on the first operand's engine: a host engine read the
+				// device operand from the host.
+				return opkit.Errorf(name, "gradient of %s is a %s value but its update a %s value; copy them to one place first", u.what, place(dd), place(ds))
+			}
 			_, ok1 := u.dst.(tensor.Tensor)
 			_, ok2 := u.src.(tensor.Tensor)
 			if !ok1 || !ok2 {
@@ -73,6 +79,14 @@ func accumulate(name string, ups ...gradUpdate) error {
 		}
 	}
 	return nil
+}
+
+// place names where a value lives for errors: on the device (owned) or the host.
+func place(owned bool) string {
+	if owned {
+		return "device"
+	}
+	return "host"
 }
 
 // isHostScalar reports whether v is a host scalar (*G.F32 or *G.F64): the gradient the lisp

@@ -463,6 +463,10 @@ func TestAccumulateAllOrNothing(t *testing.T) {
 		{"shape differs", gradUpdate{"probs", denseOf(tensor.Float64, make([]float64, 4), 2, 2), denseOf(tensor.Float64, make([]float64, 4), 4, 1)}, []string{"gradient of probs", "(4, 1)"}},
 		{"missing", gradUpdate{"probs", nil, upd}, []string{"gradient of probs is missing"}},
 		{"int gradient", gradUpdate{"probs", int32Dense(make([]int32, 4), 2, 2), int32Dense(make([]int32, 4), 2, 2)}, []string{"gradient of probs", "int32"}},
+		// A host gradient and a device update, or the reverse: they were added through the
+		// first operand's engine (a host engine read the device memory from the host).
+		{"device update into a host gradient", gradUpdate{"probs", denseOf(tensor.Float64, make([]float64, 4), 2, 2), fakeOwned(denseOf(tensor.Float64, make([]float64, 4), 2, 2))}, []string{"gradient of probs is a host value but its update a device value"}},
+		{"host update into a device gradient", gradUpdate{"probs", fakeOwned(denseOf(tensor.Float64, make([]float64, 4), 2, 2)), denseOf(tensor.Float64, make([]float64, 4), 2, 2)}, []string{"gradient of probs is a device value but its update a host value"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -480,6 +484,12 @@ func TestAccumulateAllOrNothing(t *testing.T) {
 	if got := good.Float64s(); got[0] != 11 || got[3] != 14 {
 		t.Fatalf("accumulate gave %v, want [11 12 13 14]", got)
 	}
+}
+
+// fakeOwned makes d a value of a new fake device and returns it.
+func fakeOwned(d *tensor.Dense) *tensor.Dense {
+	newFakeDevice().own(d)
+	return d
 }
 
 // TestReliabilityGroupedMatMulEmptyDims: a weight with H = 0 or N = 0 (a zero-size tensor)
