@@ -107,6 +107,18 @@ func (op addScalarsOp) Do(vs ...G.Value) (G.Value, error) {
 		}
 	}
 	if dev := device.Of(vs...); dev != nil {
+		first := -1
+		for i, v := range vs {
+			switch {
+			case dev.Owns(v):
+				if first < 0 {
+					first = i
+				}
+			case device.Of(v) != nil:
+				// Not a host scalar: addDeviceScalars read it through Data(), from the host.
+				return nil, opkit.Errorf(name, "input %d is on another device than input %d; copy them to one place first", i, first)
+			}
+		}
 		return addDeviceScalars(name, dev, vs)
 	}
 	var sum float64

@@ -1,6 +1,7 @@
 package op
 
 import (
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -148,5 +149,27 @@ func TestAddScalarsMixesHostAndDevice(t *testing.T) {
 				t.Errorf("%v %s: device sum %v, host sum %v", dt, pattern, got, want)
 			}
 		}
+	}
+}
+
+// TestAddScalarsOtherDevice: a scalar on another device than the first device input (a value
+// of another backend) is an error; it was taken for a host scalar and read through its Data(),
+// from the host.
+func TestAddScalarsOtherDevice(t *testing.T) {
+	for _, in := range [][]string{{"a", "b"}, {"h", "a", "b"}, {"a", "h", "b"}} {
+		a, b := newFakeDevice(), newFakeDevice()
+		vs := make([]G.Value, len(in))
+		for i, w := range in {
+			d := denseOf(tensor.Float64, []float64{float64(i + 1)}, 1)
+			switch w {
+			case "a":
+				a.own(d)
+			case "b":
+				b.own(d)
+			}
+			vs[i] = d
+		}
+		_, err := (addScalarsOp{n: len(vs)}).Do(vs...)
+		wantErr(t, fmt.Sprint(in), err, "AddScalars: input "+fmt.Sprint(len(in)-1)+" is on another device than input")
 	}
 }
