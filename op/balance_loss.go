@@ -298,7 +298,7 @@ func (op balanceLossGradOp) Do(vs ...G.Value) (G.Value, error) {
 		return nil, err
 	}
 	dt := vs[1].Dtype()
-	dy, dyv, err := lossSeed(name, vs[2], dt, dev != nil)
+	dy, dyv, err := lossSeed(name, vs[2], dt, dev)
 	if err != nil {
 		return nil, err
 	}

@@ -18,9 +18,9 @@ import (
 
 // lossSeed reads the output gradient dy of a loss op (dtype dt): a host scalar (a gorgonia
 // Scalar such as the G.Grad seed, or a one-element host tensor) gives its value; a
-// one-element device tensor is returned as is when dev (the op's inputs are on the device)
-// and is an error otherwise.
-func lossSeed(name string, dy G.Value, dt tensor.Dtype, dev bool) (G.Value, float64, error) {
+// one-element device tensor is returned as is when it lives on dev (the backend of the op's
+// inputs; nil: they are on the host) and is an error otherwise.
+func lossSeed(name string, dy G.Value, dt tensor.Dtype, dev device.Backend) (G.Value, float64, error) {
 	if dy == nil {
 		return nil, 0, opkit.Errorf(name, "the output gradient is nil")
 	}
@@ -31,8 +31,11 @@ func lossSeed(name string, dy G.Value, dt tensor.Dtype, dev bool) (G.Value, floa
 		return nil, 0, opkit.Errorf(name, "the output gradient has shape %v, want a scalar", opkit.ShapeString(dy.Shape()))
 	}
 	if device.Of(dy) != nil {
-		if !dev {
+		if dev == nil {
 			return nil, 0, opkit.Errorf(name, "the output gradient is on the device but the inputs are on the host")
+		}
+		if !dev.Owns(dy) {
+			return nil, 0, opkit.Errorf(name, "the output gradient is on another device than the inputs; copy them to one place first")
 		}
 		if d, ok := dy.(*tensor.Dense); ok && d.RequiresIterator() {
 			return nil, 0, opkit.Errorf(name, "the output gradient is a device view")

@@ -214,6 +214,18 @@ func TestDeviceLossSeeds(t *testing.T) {
 			t.Errorf("dy %T: device gradients %v %v, want %v %v on the device", dy, b, z, wantB, wantZ)
 		}
 	}
+	// dy on another device than the inputs: an error (it went to the inputs' backend, which
+	// does not own it).
+	dyOther := fakeScalar(tensor.Float64, 0.75)
+	newFakeDevice().own(dyOther)
+	calls := f.calls["BalanceLossGrad"] + f.calls["ZLossGrad"]
+	_, err = bg.Do(ids, s, dyOther)
+	wantErr(t, "BalanceLossGrad, dy on another device", err, "output gradient is on another device than the inputs")
+	_, err = zg.Do(s, dyOther)
+	wantErr(t, "ZLossGrad, dy on another device", err, "output gradient is on another device than the inputs")
+	if n := f.calls["BalanceLossGrad"] + f.calls["ZLossGrad"]; n != calls {
+		t.Errorf("a dy of another device went to the device methods (%d calls, was %d)", n, calls)
+	}
 	// ids on the host, scores on the device: an error.
 	hostIDs := int32Dense(lossIDs(T, K, E, 1), T, K)
 	if _, err := (balanceLossOp{e: E, k: K, seqs: 1, coeff: 1}).Do(hostIDs, s); err == nil || !strings.Contains(err.Error(), "mix device values") {

@@ -186,7 +186,7 @@ func (op zLossGradOp) Do(vs ...G.Value) (G.Value, error) {
 		return nil, err
 	}
 	dt := vs[0].Dtype()
-	dy, dyv, err := lossSeed(name, vs[1], dt, dev != nil)
+	dy, dyv, err := lossSeed(name, vs[1], dt, dev)
 	if err != nil {
 		return nil, err
 	}
