@@ -35,13 +35,17 @@ func HostCopy(v G.Value) (*tensor.Dense, error) {
 }
 
 // WriteBack copies the host tensor h into dst (same dtype and size), uploading it when dst
-// lives on the GPU.
+// lives on the GPU. A device value as h is an error.
 func WriteBack(dst G.Value, h *tensor.Dense) error {
 	if m := opkit.Missing(dst); m != "" {
 		return fmt.Errorf("gomoe: WriteBack: the destination is %s", m)
 	}
 	if m := opkit.Missing(h); m != "" {
 		return fmt.Errorf("gomoe: WriteBack: the source is %s", m)
+	}
+	if device.Of(h) != nil {
+		// A host destination was filled by tensor.Copy, reading device memory from the host.
+		return fmt.Errorf("gomoe: WriteBack: the source is a device value, want a host tensor (HostCopy it first)")
 	}
 	if dst.Dtype() != h.Dtype() || dst.Shape().TotalSize() != h.Shape().TotalSize() {
 		return fmt.Errorf("gomoe: WriteBack of %v %v into %v %v", h.Dtype(), h.Shape(), dst.Dtype(), dst.Shape())

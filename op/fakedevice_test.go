@@ -1,6 +1,7 @@
 package op
 
 import (
+	"fmt"
 	"testing"
 
 	G "gorgonia.org/gorgonia"
@@ -171,4 +172,38 @@ func TestDeviceDispatch(t *testing.T) {
 	f.own(x)
 	_, err := outs[1].Op().Do(x, plan)
 	wantErr(t, "mixed inputs", err, "Permute", "inputs mix device values (1) and host values (1)")
+}
+
+// TestWriteBackPlaces: WriteBack copies a host tensor into a host or (fake) device value, and
+// refuses a source that is a device value, leaving the destination as it was: into a host
+// destination it was copied on the host, reading device memory from the host.
+func TestWriteBackPlaces(t *testing.T) {
+	t.Parallel()
+	f := newFakeDevice()
+	src := []float64{1, 2, 3, 4}
+	for _, dev := range []bool{false, true} {
+		dst := denseOf(tensor.Float64, []float64{9, 9, 9, 9}, 2, 2)
+		if dev {
+			f.own(dst)
+		}
+		writes := f.calls["Write"]
+		if err := WriteBack(dst, denseOf(tensor.Float64, src, 4)); err != nil {
+			t.Fatalf("device dst %v: %v", dev, err)
+		}
+		if got := dst.Float64s(); fmt.Sprint(got) != fmt.Sprint(src) {
+			t.Errorf("device dst %v: WriteBack gave %v, want %v", dev, got, src)
+		}
+		if n := f.calls["Write"] - writes; n != map[bool]int{false: 0, true: 1}[dev] {
+			t.Errorf("device dst %v: %d device writes", dev, n)
+		}
+		for _, other := range []*fakeDevice{f, newFakeDevice()} {
+			h := denseOf(tensor.Float64, []float64{5, 6, 7, 8}, 2, 2)
+			other.own(h)
+			err := WriteBack(dst, h)
+			wantErr(t, fmt.Sprintf("device dst %v, device source", dev), err, "WriteBack: the source is a device value")
+			if got := dst.Float64s(); fmt.Sprint(got) != fmt.Sprint(src) {
+				t.Errorf("device dst %v: a refused WriteBack changed the destination to %v", dev, got)
+			}
+		}
+	}
 }
