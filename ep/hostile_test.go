@@ -467,15 +467,8 @@ func (b plainComm) Abort(err error) { b.c.Abort(err) }
 // input count; also a missing output gradient) aborts the group, as the forward's errors do:
 // the other ranks used to wait in the collective until the timeout.
 func TestHostileDiffAborts(t *testing.T) {
-	g, err := NewGroup(2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := g.Comm(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := exchange{c: c}
+	g, cs := groupComms(t, 2, 0)
+	e := exchange{c: cs[0]}
 	if err := e.diff(dispatchName, true, nil, nil); err == nil {
 		t.Fatal("diff with no inputs: no error")
 	}

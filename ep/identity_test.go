@@ -13,18 +13,8 @@ import (
 // field, or the communicator) changes the op's String and its hash, and WriteHash and Hashcode
 // follow String.
 func TestOpIdentity(t *testing.T) {
-	grp, err := NewGroup(2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c0, err := grp.Comm(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c1, err := grp.Comm(1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, cs := groupComms(t, 2, 0, 1)
+	c0, c1 := cs[0], cs[1]
 	// Drop is set: a zero Drop and DropByPosition act alike, and their ops are one op.
 	gs := kernels.Geometry{T: 4, K: 2, E: 4, A: 1, Drop: kernels.DropByPosition}
 	gl := kernels.Geometry{T: 8, K: 1, E: 2, A: 1, Mode: kernels.Capacity, C: 3, Drop: kernels.DropByPosition}

@@ -690,14 +690,8 @@ func TestGroupRunOneAtATime(t *testing.T) {
 // group was aborted after it (both channels closed; select picked either, so a rank that
 // aborted right after its own call returned failed the other rank's completed call).
 func TestWaitCompletedBeforeAbort(t *testing.T) {
-	g, err := NewGroup(2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := g.Comm(1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	g, cs := groupComms(t, 2, 1)
+	c := cs[0]
 	done := make(chan struct{})
 	close(done)
 	g.Abort(errors.New("rank 0 found something wrong after the exchange"))
@@ -788,4 +782,21 @@ func TestPlanSameDropPolicyAlike(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "drop=2") || failed != c.N {
 		t.Errorf("capacity mode, drop by position on rank 0 and by prob on rank 1: %d ranks failed, error %v, want every rank's error, naming drop=2", failed, err)
 	}
+}
+
+// groupComms makes an in-process group of n ranks and returns it with the communicators of
+// ranks, in that order.
+func groupComms(t *testing.T, n int, ranks ...int) (*Group, []Communicator) {
+	t.Helper()
+	g, err := NewGroup(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := make([]Communicator, len(ranks))
+	for i, r := range ranks {
+		if cs[i], err = g.Comm(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return g, cs
 }
