@@ -34,6 +34,19 @@ func rowMax[F float32 | float64](row []F) float64 {
 	return m
 }
 
+// rowMaxSum returns the row maximum m (rowMax) and s = Σ exp(x − m) in float64, in order; s is 0
+// when m is infinite (unused there), NaN when m is.
+func rowMaxSum[F float32 | float64](row []F) (m, s float64) {
+	m = rowMax(row)
+	if math.IsInf(m, 0) {
+		return m, 0
+	}
+	for _, v := range row {
+		s += math.Exp(float64(v) - m)
+	}
+	return m, s
+}
+
 // RowLogSumExp writes out[t] = log Σ_e exp(x[t,e]) for x [T,E] (T = len(out)), in float64 from
 // the row maximum m (m + log Σ exp(x − m)), rounded once; a row whose maximum is infinite gets
 // that maximum, a row holding a NaN NaN.
@@ -45,17 +58,7 @@ func RowLogSumExp[F float32 | float64](out, x []F, E int) error {
 		return err
 	}
 	for t := range out {
-		row := x[t*E : (t+1)*E]
-		m := rowMax(row)
-		if math.IsInf(m, 0) {
-			out[t] = F(m)
-			continue
-		}
-		var s float64
-		for _, v := range row {
-			s += math.Exp(float64(v) - m)
-		}
-		out[t] = F(m + math.Log(s))
+		out[t] = F(rowLSE(x[t*E : (t+1)*E]))
 	}
 	return nil
 }
@@ -79,16 +82,12 @@ func RowLogSumExpBackward[F float32 | float64](dx, x, lse, g []F, E int) error {
 	}
 	for t := range lse {
 		row := x[t*E : (t+1)*E]
-		m := rowMax(row)
+		m, s := rowMaxSum(row)
 		if math.IsInf(m, 0) || math.IsNaN(m) {
 			for e, v := range row {
 				dx[t*E+e] += F(math.Exp(float64(v)-float64(lse[t]))) * g[t]
 			}
 			continue
-		}
-		var s float64
-		for _, v := range row {
-			s += math.Exp(float64(v) - m)
 		}
 		for e, v := range row {
 			dx[t*E+e] += F(math.Exp(float64(v)-m)/s) * g[t]

@@ -14,13 +14,9 @@ import (
 // rowLSE is log Σ_e exp(x[e]) in float64: the row maximum m first, then m + log Σ exp(x−m)
 // (m itself when m is infinite; NaN when x holds a NaN, even beside +Inf).
 func rowLSE[F float32 | float64](x []F) float64 {
-	m := rowMax(x)
+	m, s := rowMaxSum(x)
 	if math.IsInf(m, 0) {
 		return m
-	}
-	var s float64
-	for _, v := range x {
-		s = float64(s + math.Exp(float64(v)-m))
 	}
 	return m + math.Log(s)
 }
