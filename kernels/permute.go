@@ -1,9 +1,6 @@
 package kernels
 
-import (
-	"fmt"
-	"unsafe"
-)
+import "fmt"
 
 // Permute-dispatch on the CPU.
 //
@@ -42,12 +39,7 @@ func PermuteForward[F Float](xp, x []F, p Plan, H int) error {
 		return err
 	}
 	K := p.K
-	// A large xp is written with non-temporal stores, as UnpermuteBackward writes dyp: it
-	// cannot stay in the caches, and a plain store first reads each line it writes.
-	flags := ubStore
-	if len(xp)*int(unsafe.Sizeof(xp[0])) >= unpermNTMin {
-		flags |= ubNT
-	}
+	flags := ubStore | ntFlag(xp) // a large xp with non-temporal stores, as UnpermuteBackward's dyp
 	parallelRange(p.T, rowBlock, func(lo, hi int) {
 		for t := lo; t < hi; t++ {
 			src := x[t*H : (t+1)*H]

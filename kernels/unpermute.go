@@ -114,9 +114,7 @@ func unpermuteBackward[F Float](dyp, dprobs, dy, yp, probs []F, p Plan, H int, d
 		if probs != nil {
 			flags |= ubScale
 		}
-		if len(dyp)*int(unsafe.Sizeof(dyp[0])) >= unpermNTMin {
-			flags |= ubNT
-		}
+		flags |= ntFlag(dyp)
 	}
 	if dprobs != nil && dot == nil {
 		flags |= ubDot
@@ -170,9 +168,18 @@ const (
 	ubNT    = 8 // d may be written with non-temporal stores
 )
 
-// unpermNTMin is the size in bytes of dyp from which UnpermuteBackward writes it with
-// non-temporal stores.
+// unpermNTMin is the size in bytes of a scattered output (UnpermuteBackward's dyp,
+// PermuteForward's xp) from which it is written with non-temporal stores.
 const unpermNTMin = 8 << 20
+
+// ntFlag is ubNT for an output of unpermNTMin bytes or more (it cannot stay in the caches, and a
+// plain store first reads each line it writes), else 0.
+func ntFlag[F Float](out []F) int {
+	if len(out)*int(unsafe.Sizeof(out[0])) >= unpermNTMin {
+		return ubNT
+	}
+	return 0
+}
 
 // unpermBwdRow is one routed row of UnpermuteBackward: under ubStore it writes d = w·g
 // (scaleRow, under ubScale) or d = g, and under ubDot it returns dot64(yp, g) (0 otherwise).
