@@ -87,7 +87,7 @@ func (d DType) valid() bool { return d == F32 || d == F64 || d == BF16 }
 
 // Status bits written by the device kernels (see gomoe.cu; StatusNaNScore is in topk_cuda.go,
 // StatusBadIndex in embedding_cuda.go, StatusBadPlan in gmm_sm90_cuda.go, StatusBadNorm in
-// grad_norm_cuda.go).
+// grad_norm_cuda.go, StatusBadRows in permute_cuda.go).
 const (
 	StatusBadID    = 1 // an expert id outside [-1, E)
 	StatusRepeated = 2 // a token named one expert twice
@@ -120,6 +120,9 @@ func (s StatusError) Error() string {
 	if s&StatusBadNorm != 0 {
 		parts = append(parts, "a clipped step's gradient norm was NaN or infinite (its update skipped)")
 	}
+	if s&StatusBadRows != 0 {
+		parts = append(parts, "a permute or combine kernel's plan had a row or token id outside its buffers, a plan not made by BuildPlan (that slot taken as dropped)")
+	}
 	return "gomoe: device kernels: " + strings.Join(parts, "; ")
 }
 
@@ -134,8 +137,10 @@ func (s StatusError) Error() string {
 //
 // The kernels check nothing that would need a host sync: the plan builder flags bad ids in a
 // status word that Status reads. Pointers must be device memory of the documented sizes; a
-// plan passed to the data kernels must come from BuildPlan (a hand-made plan must be checked
-// with Plan.Check on the host before it is copied to the device).
+// plan passed to the data kernels should come from BuildPlan: a hand-made one is kept inside
+// the buffers (a row or token id out of range is taken as dropped and flagged, StatusBadRows;
+// the grouped matmul flags a bad segment, StatusBadPlan), but ids in range that disagree give
+// wrong values unflagged, so check it with Plan.Check on the host before copying it over.
 type CUDA struct {
 	ctx       cu.CUContext
 	mod       cu.Module

@@ -15,6 +15,8 @@
 //  16  an embedding id outside [0, V) (its row set to 0)
 //  32  a grouped matmul plan's segment outside its rows (gmm_sm90)
 //  64  a NaN or infinite gradient norm in clip_finish (the update skipped)
+// 128  a plan row or token id outside its buffer in a permute or combine kernel (the slot or
+//      row skipped: planRow, planToken in gomoe.cuh)
 #include "gomoe.cuh"
 
 using namespace gomoe;

@@ -149,20 +149,41 @@ __device__ __forceinline__ unsigned long long probKey(double x) {
   return (b >> 63) ? ~b : (b | 0x8000000000000000ull);
 }
 
+// planRow reads rowOf[i] for a data kernel: a row in [0, R), or -1 (a dropped slot). Any other
+// value, which only a plan not made by the plan kernels holds (a plan filled by hand), reads as
+// -1 and sets status bit 128, so that no permute or combine kernel follows a row outside its
+// buffers. planToken does the same for tokenOf[r] and [0, T).
+__device__ __forceinline__ int planRow(const int *__restrict__ rowOf, long long i, long long R, int *status) {
+  int r = rowOf[i];
+  if (r < -1 || r >= R) {
+    atomicOr(status, 128);
+    r = -1;
+  }
+  return r;
+}
+__device__ __forceinline__ long long planToken(const int *__restrict__ tokenOf, long long r, long long T, int *status) {
+  long long t = tokenOf[r];
+  if (t < -1 || t >= T) {
+    atomicOr(status, 128);
+    t = -1;
+  }
+  return t;
+}
+
 // zeroRows clears, with the whole block, every row r in [r0, r0+nrows) of buf (rows of nvec
-// V-vectors) whose tokenOf[r] < 0. tokenOf is read with plain loads: the block's 32 entries
-// share a cache line, so all but the first of its dependent loads hit L1 (docs/gpu-bench.md
-// tells of a build that read them through L2 and ran slower).
+// V-vectors) whose tokenOf[r] < 0 (or outside [0, T): planToken). tokenOf is read with plain
+// loads: the block's 32 entries share a cache line, so all but the first of its dependent loads
+// hit L1 (docs/gpu-bench.md tells of a build that read them through L2 and ran slower).
 template <typename V>
 __device__ __forceinline__ void zeroRows(V *buf, long long nvec, const int *tokenOf, long long R,
-                                         long long r0, int nrows) {
+                                         long long T, long long r0, int nrows, int *status) {
   typedef typename Raw<sizeof(V)>::type Z;
   Z z;
   memset(&z, 0, sizeof(Z));
   for (int j = 0; j < nrows; j++) {
     long long r = r0 + j;
     if (r >= R) break;
-    if (tokenOf[r] >= 0) continue;  // uniform across the block
+    if (planToken(tokenOf, r, T, status) >= 0) continue;  // uniform across the block
     Z *dst = (Z *)(buf + r * nvec);
     for (long long i = threadIdx.x; i < nvec; i += blockDim.x) dst[i] = z;
   }

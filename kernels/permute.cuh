@@ -12,17 +12,17 @@ template <typename V, int U>
 __device__ __forceinline__ void permuteFwd(const V *__restrict__ x, V *__restrict__ xp,
                                            const int *__restrict__ rowOf, const int *__restrict__ tokenOf,
                                            int T, int K, long long R, long long nvec, int zrows,
-                                           int smode) {
+                                           int smode, int *status) {
   extern __shared__ int rows[];
   if (blockIdx.x >= (unsigned)T) {
-    zeroRows<V>(xp, nvec, tokenOf, R, (long long)(blockIdx.x - T) * zrows, zrows);
+    zeroRows<V>(xp, nvec, tokenOf, R, T, (long long)(blockIdx.x - T) * zrows, zrows, status);
     return;
   }
   long long t = blockIdx.x;
   const V *src = x + t * nvec;
   V v[U];
   loadPacks<V, U>(v, src, threadIdx.x, nvec, smode);
-  for (int k = threadIdx.x; k < K; k += blockDim.x) rows[k] = rowOf[t * K + k];
+  for (int k = threadIdx.x; k < K; k += blockDim.x) rows[k] = planRow(rowOf, t * K + k, R, status);
   __syncthreads();
   long long step = (long long)blockDim.x * U;
   for (long long i0 = threadIdx.x; i0 < nvec; i0 += step) {
@@ -43,8 +43,8 @@ __device__ __forceinline__ void permuteFwd(const V *__restrict__ x, V *__restric
 #define PERMUTE_FWD(NAME, V, U)                                                                 \
   extern "C" __global__ void __launch_bounds__(256, 4)                                          \
   NAME(const V *x, V *xp, const int *rowOf, const int *tokenOf, int T, int K, long long R,      \
-       long long nvec, int zrows, int smode) { gdcEnter();                                      \
-    permuteFwd<V, U>(x, xp, rowOf, tokenOf, T, K, R, nvec, zrows, smode);                       \
+       long long nvec, int zrows, int smode, int *status) { gdcEnter();                         \
+    permuteFwd<V, U>(x, xp, rowOf, tokenOf, T, K, R, nvec, zrows, smode, status);               \
   }
 // 16-byte packs keep 8 in flight per thread (measured: 8 beat 4 and 2 at K >= 2 on an H200).
 // The launch bound (4 blocks of 256 threads) holds a kernel to 64 registers, so 16 of its
@@ -61,12 +61,13 @@ PERMUTE_FWD(permute_fwd_v2, unsigned short, 4)
 
 template <typename T, int N>
 __device__ __forceinline__ void permuteBwd(const T *__restrict__ dxp, T *__restrict__ dx,
-                                           const int *__restrict__ rowOf, int K, long long H) {
+                                           const int *__restrict__ rowOf, int K, long long H,
+                                           long long R, int *status) {
   typedef typename Acc<T>::type A;
   typedef Pack<T, N> P;
   extern __shared__ int rows[];
   long long t = blockIdx.x;
-  for (int k = threadIdx.x; k < K; k += blockDim.x) rows[k] = rowOf[t * K + k];
+  for (int k = threadIdx.x; k < K; k += blockDim.x) rows[k] = planRow(rowOf, t * K + k, R, status);
   __syncthreads();
   long long nvec = H / N;
   P *out = (P *)(dx + t * H);
@@ -100,8 +101,9 @@ __device__ __forceinline__ void permuteBwd(const T *__restrict__ dxp, T *__restr
 
 #define PERMUTE_TYPED(SUF, T, N, PR)                                                             \
   extern "C" __global__ void __launch_bounds__(256)                                              \
-  permute_bwd_##SUF(const T *dxp, T *dx, const int *rowOf, int K, long long H) { gdcEnter();     \
-    permuteBwd<T, N>(dxp, dx, rowOf, K, H);                                                      \
+  permute_bwd_##SUF(const T *dxp, T *dx, const int *rowOf, int K, long long H, long long R,      \
+                    int *status) { gdcEnter();                                                   \
+    permuteBwd<T, N>(dxp, dx, rowOf, K, H, R, status);                                           \
   }
 
 PERMUTE_TYPED(f32_v, float, 4, float)

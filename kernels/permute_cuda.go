@@ -28,6 +28,14 @@ const zeroRowsPerBlock = 32
 // measured best on an H200; the GPU benchmark's -gomoe.modes flag compares the others.
 var storeMode = 0
 
+// StatusBadRows is the status bit the permute and combine kernels (permute, unpermute and
+// their backward, the permuted probs) set when a plan holds a row outside [0, R) in rowOf or a
+// token outside [0, T) in tokenOf (gomoe.cuh's planRow and planToken), which only a plan filled
+// by hand can: such a slot or row is taken as dropped, so no kernel reads or writes outside its
+// buffers. A plan whose ids are in range but disagree is not detected on the device
+// (Plan.Check on the host finds it).
+const StatusBadRows = 128
+
 func zeroBlocks(R int64) int { return int((R + zeroRowsPerBlock - 1) / zeroRowsPerBlock) }
 
 // PermuteForward writes xp [R,H] from x [T,H]: each token's row to its K rows, pad rows 0.
@@ -58,7 +66,7 @@ func (c *CUDA) PermuteForward(d DType, g Geometry, H int, xp, x, plan cu.DeviceP
 	}
 	return c.do(func() error {
 		return c.launch(name, g.T+zeroBlocks(R), rowThreads(nvec, u), 4*g.K,
-			*new(args).p(x).p(xp).p(rowOf).p(tokenOf).i(g.T).i(g.K).l(R).l(nvec).i(zeroRowsPerBlock).i(storeMode))
+			*new(args).p(x).p(xp).p(rowOf).p(tokenOf).i(g.T).i(g.K).l(R).l(nvec).i(zeroRowsPerBlock).i(storeMode).p(c.status))
 	})
 }
 
@@ -71,6 +79,6 @@ func (c *CUDA) PermuteBackward(d DType, g Geometry, H int, dx, dxp, plan cu.Devi
 	_, _, rowOf, _ := planParts(g, plan)
 	name, n := typedName("permute_bwd", d, vec(d, H, dx, dxp))
 	return c.do(func() error {
-		return c.launch(name, g.T, rowThreads(int64(H)/n, 1), 4*g.K, *new(args).p(dxp).p(dx).p(rowOf).i(g.K).l(int64(H)))
+		return c.launch(name, g.T, rowThreads(int64(H)/n, 1), 4*g.K, *new(args).p(dxp).p(dx).p(rowOf).i(g.K).l(int64(H)).l(int64(g.Rows())).p(c.status))
 	})
 }

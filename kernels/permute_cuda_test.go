@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"gorgonia.org/cu"
@@ -372,5 +373,241 @@ func TestCUDAErrors(t *testing.T) {
 	}
 	if err := testCUDA.UnpermuteBackward(F32, g, 4, 0, 1, 1, 0, 0, 1); err == nil {
 		t.Error("dprobs without yp: no error")
+	}
+}
+
+// cuGuarded allocates n bytes of device memory between two guards of 4 KiB, all filled with
+// 0xA5 (cuAlloc), and returns the inner buffer and a check that the guards are untouched.
+func cuGuarded(t *testing.T, n int64) (cuDevBuf, func(what string)) {
+	t.Helper()
+	const guard = 4096
+	all := cuAlloc(t, n+2*guard)
+	return cuDevBuf{all.p + guard, n}, func(what string) {
+		t.Helper()
+		b := cuDownload[byte](t, all, int(all.n))
+		for i, v := range b {
+			if (i < guard || int64(i) >= guard+n) && v != 0xA5 {
+				t.Fatalf("%s: wrote outside its buffer, at byte %d from its start", what, int64(i)-guard)
+			}
+		}
+	}
+}
+
+// TestCUDADataHandMadePlan runs every permute and combine kernel on a plan filled by hand
+// with row ids past R (just past, and 2^30), below -1, and token ids past T and below -1: each
+// kernel must take such a slot as dropped and such a row as padding (planRow, planToken in
+// gomoe.cuh), write nothing outside its output (guard bytes around each), fault nowhere, and
+// flag StatusBadRows. Expected values come from a plain loop over the plan with the bad ids
+// set to -1; rows whose token is valid but that no slot names (the hand-made plan disagrees
+// with itself there) are left out: the kernels do not detect that.
+func TestCUDADataHandMadePlan(t *testing.T) {
+	rng := rand.New(rand.NewPCG(31, 32))
+	g := Geometry{T: 64, K: 3, E: 8, A: 1}
+	R, T, K := g.Rows(), g.T, g.K
+	ids := cuBalancedIDs(0)(rng, g)
+	flat := cuCpuPlan(t, g, ids, nil)
+	p, _ := g.View(flat)
+	// Three slots that name a row in the valid plan, each sent out of range; their rows lose
+	// their token (r0, r2: out of range too) or keep it (r1).
+	r0, r1, r2 := p.RowOf[0*K+0], p.RowOf[5*K+1], p.RowOf[9*K+2]
+	p.RowOf[0*K+0] = int32(R) + 2
+	p.RowOf[5*K+1] = 1 << 30
+	p.RowOf[9*K+2] = -9
+	p.TokenOf[r0] = 1 << 29 // out of range: a pad row
+	p.TokenOf[r2] = -3      // out of range: a pad row
+	// r1 keeps token 5, though no slot names it: undefined, not checked.
+	rowOf := func(i int) int32 {
+		if r := p.RowOf[i]; r >= 0 && r < int32(R) {
+			return r
+		}
+		return -1
+	}
+	tokenOf := func(r int) int32 {
+		if tk := p.TokenOf[r]; tk >= 0 && tk < int32(T) {
+			return tk
+		}
+		return -1
+	}
+	undefined := func(r int) bool { return r == int(r1) }
+	plan := cuUpload(t, flat)
+	_ = testCUDA.Status() // start from a clear status word
+
+	for _, c := range []struct {
+		d DType
+		H int
+	}{{F32, 40}, {F64, 40}, {BF16, 40}, {F32, 7}, {F64, 7}, {BF16, 7}} {
+		d, H := c.d, c.H
+		t.Run(fmt.Sprintf("%v/H%d", d, H), func(t *testing.T) {
+			es := d.Size()
+			pt := F32
+			if d == F64 {
+				pt = F64
+			}
+			x := cuElems(d, cuRandData(rng, T*H))
+			xb := cuBits(x)
+			probs := cuProbsFor(d, cuRandData(rng, T*K))
+			dProbs := cuUploadAny(t, probs)
+			pb := cuBits(probs)
+			// rows of bits of width H of a []bits vector
+			rowBits := func(v []uint64, r int) []uint64 { return v[r*H : (r+1)*H] }
+			sameRow := func(what string, got []uint64, r int, want []uint64) {
+				t.Helper()
+				for h := range want {
+					if got[r*H+h] != want[h] {
+						t.Fatalf("%s: row %d element %d = %#x, want %#x", what, r, h, got[r*H+h], want[h])
+					}
+				}
+			}
+			zero := make([]uint64, H)
+
+			// permute forward: xp[r] = x[token], pad rows 0
+			xp, ok := cuGuarded(t, int64(R*H*es))
+			cuMust(t, testCUDA.PermuteForward(d, g, H, xp.p, cuUploadAny(t, x).p, plan.p))
+			ok("permute forward")
+			got := cuBits(cuDownloadAs(t, d, xp, R*H))
+			for r := 0; r < R; r++ {
+				if undefined(r) {
+					continue
+				}
+				if tk := tokenOf(r); tk < 0 {
+					sameRow("permute forward (pad row)", got, r, zero)
+				} else {
+					sameRow("permute forward", got, r, rowBits(xb, int(tk)))
+				}
+			}
+
+			// permute backward: dx[t] = Σ over the kept slots (float64 data: exact sums in k order)
+			dxpv := cuElems(d, cuRandData(rng, R*H))
+			dx, ok := cuGuarded(t, int64(T*H*es))
+			cuMust(t, testCUDA.PermuteBackward(d, g, H, dx.p, cuUploadAny(t, dxpv).p, plan.p))
+			ok("permute backward")
+			if d == F64 {
+				src, out := dxpv.([]float64), cuDownload[float64](t, dx, T*H)
+				for tk := 0; tk < T; tk++ {
+					for h := 0; h < H; h++ {
+						var s float64
+						for k := 0; k < K; k++ {
+							if r := rowOf(tk*K + k); r >= 0 {
+								s += src[int(r)*H+h]
+							}
+						}
+						if out[tk*H+h] != s {
+							t.Fatalf("permute backward: dx[%d,%d] = %g, want %g", tk, h, out[tk*H+h], s)
+						}
+					}
+				}
+			}
+
+			// permuted probs and their backward: bit copies
+			pp, ok := cuGuarded(t, int64(R*pt.Size()))
+			cuMust(t, testCUDA.PermuteProbsForward(d, g, pp.p, dProbs.p, plan.p))
+			ok("permuted probs forward")
+			gotPP := cuBits(cuDownloadAs(t, pt, pp, R))
+			for r := 0; r < R; r++ {
+				want := uint64(0)
+				if tk := tokenOf(r); tk >= 0 {
+					for k := 0; k < K; k++ {
+						if rowOf(int(tk)*K+k) == int32(r) {
+							want = pb[int(tk)*K+k]
+						}
+					}
+				}
+				if gotPP[r] != want {
+					t.Fatalf("permuted probs forward: pp[%d] = %#x, want %#x", r, gotPP[r], want)
+				}
+			}
+			dppv := cuProbsFor(d, cuRandData(rng, R))
+			dpb := cuBits(dppv)
+			dpr, ok := cuGuarded(t, int64(T*K*pt.Size()))
+			cuMust(t, testCUDA.PermuteProbsBackward(d, g, dpr.p, cuUploadAny(t, dppv).p, plan.p))
+			ok("permuted probs backward")
+			gotDP := cuBits(cuDownloadAs(t, pt, dpr, T*K))
+			for i := 0; i < T*K; i++ {
+				want := uint64(0)
+				if r := rowOf(i); r >= 0 {
+					want = dpb[r]
+				}
+				if gotDP[i] != want {
+					t.Fatalf("permuted probs backward: dprobs[%d] = %#x, want %#x", i, gotDP[i], want)
+				}
+			}
+
+			// unpermute forward, unweighted (float64 data: exact sums in k order)
+			ypv := cuElems(d, cuRandData(rng, R*H))
+			dYp := cuUploadAny(t, ypv)
+			y, ok := cuGuarded(t, int64(T*H*es))
+			cuMust(t, testCUDA.UnpermuteForward(d, g, H, y.p, dYp.p, dProbs.p, plan.p))
+			ok("unpermute forward")
+			cuMust(t, testCUDA.UnpermuteForward(d, g, H, y.p, dYp.p, 0, plan.p))
+			ok("unpermute forward, unweighted")
+			if d == F64 {
+				src, out := ypv.([]float64), cuDownload[float64](t, y, T*H)
+				for tk := 0; tk < T; tk++ {
+					for h := 0; h < H; h++ {
+						var s float64
+						for k := 0; k < K; k++ {
+							if r := rowOf(tk*K + k); r >= 0 {
+								s += src[int(r)*H+h]
+							}
+						}
+						if out[tk*H+h] != s {
+							t.Fatalf("unpermute forward: y[%d,%d] = %g, want %g", tk, h, out[tk*H+h], s)
+						}
+					}
+				}
+			}
+
+			// unpermute backward, unweighted, each kernel (rows only, dprobs only, both):
+			// dyp[r] = dy[token], pad rows 0; dprobs 0 for the dropped slots
+			dyv := cuElems(d, cuRandData(rng, T*H))
+			dyb := cuBits(dyv)
+			dDy := cuUploadAny(t, dyv)
+			for _, want := range [][2]bool{{true, true}, {true, false}, {false, true}} {
+				what := fmt.Sprintf("unpermute backward (rows %v, probs %v)", want[0], want[1])
+				var dyp, dp cuDevBuf
+				okRows, okProbs := func(string) {}, func(string) {}
+				if want[0] {
+					dyp, okRows = cuGuarded(t, int64(R*H*es))
+				}
+				if want[1] {
+					dp, okProbs = cuGuarded(t, int64(T*K*pt.Size()))
+				}
+				cuMust(t, testCUDA.UnpermuteBackward(d, g, H, dyp.p, dp.p, dDy.p, dYp.p, 0, plan.p))
+				okRows(what + " rows")
+				okProbs(what + " dprobs")
+				if want[0] {
+					got := cuBits(cuDownloadAs(t, d, dyp, R*H))
+					for r := 0; r < R; r++ {
+						if undefined(r) {
+							continue
+						}
+						if tk := tokenOf(r); tk < 0 {
+							sameRow(what+" (pad row)", got, r, zero)
+						} else {
+							sameRow(what, got, r, rowBits(dyb, int(tk)))
+						}
+					}
+				}
+				if want[1] {
+					got := cuToF64(cuDownloadAs(t, pt, dp, T*K))
+					for i, v := range got {
+						if rowOf(i) < 0 && v != 0 {
+							t.Fatalf("%s: dprobs of dropped slot %d = %g, want 0", what, i, v)
+						}
+						if math.IsNaN(v) || math.IsInf(v, 0) {
+							t.Fatalf("%s: dprobs[%d] = %g", what, i, v)
+						}
+					}
+				}
+			}
+			if err := testCUDA.Status(); !statusHas(err, StatusBadRows) {
+				t.Fatalf("Status() = %v, want StatusBadRows", err)
+			} else if !strings.Contains(err.Error(), "outside its buffers") {
+				t.Fatalf("Status() = %q, want the bad rows named", err)
+			}
+			if err := testCUDA.Status(); err != nil {
+				t.Fatalf("Status() after the check = %v, want nil (the word is cleared)", err)
+			}
+		})
 	}
 }

@@ -25,7 +25,7 @@ func (c *CUDA) PermuteProbsForward(d DType, g Geometry, pp, probs, plan cu.Devic
 	}
 	R := int64(g.Rows())
 	return c.do(func() error {
-		return c.launch(name, gridFor(R, 256), 256, 0, *new(args).p(probs).p(pp).p(rowOf).p(tokenOf).i(g.K).l(R))
+		return c.launch(name, gridFor(R, 256), 256, 0, *new(args).p(probs).p(pp).p(rowOf).p(tokenOf).i(g.K).l(R).l(int64(g.T)).p(c.status))
 	})
 }
 
@@ -41,6 +41,6 @@ func (c *CUDA) PermuteProbsBackward(d DType, g Geometry, dprobs, dpp, plan cu.De
 	}
 	tk := int64(g.T) * int64(g.K)
 	return c.do(func() error {
-		return c.launch(name, gridFor(tk, 256), 256, 0, *new(args).p(dpp).p(dprobs).p(rowOf).l(tk))
+		return c.launch(name, gridFor(tk, 256), 256, 0, *new(args).p(dpp).p(dprobs).p(rowOf).l(tk).l(int64(g.Rows())).p(c.status))
 	})
 }

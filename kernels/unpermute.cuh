@@ -2,13 +2,13 @@
 // unpermute_cuda.go). Part of gomoe.cu's translation unit (included after gomoe.cuh, with namespace
 // gomoe in scope); built into gomoe.fatbin by build_fatbin.sh.
 
-// loadSlots reads token t's K rows and weights (1 without probs) into shared memory, for the
-// whole block.
+// loadSlots reads token t's K rows (planRow: a row outside [0, R) reads as -1) and weights (1
+// without probs) into shared memory, for the whole block.
 template <typename A, typename PR>
 __device__ __forceinline__ void loadSlots(int *rows, A *w, const int *__restrict__ rowOf, const PR *__restrict__ probs,
-                                          long long t, int K) {
+                                          long long t, int K, long long R, int *status) {
   for (int k = threadIdx.x; k < K; k += blockDim.x) {
-    rows[k] = rowOf[t * K + k];
+    rows[k] = planRow(rowOf, t * K + k, R, status);
     w[k] = probs ? (A)probs[t * K + k] : A(1);
   }
   __syncthreads();
@@ -21,14 +21,14 @@ __device__ __forceinline__ void loadSlots(int *rows, A *w, const int *__restrict
 template <typename T, int N, typename PR>
 __device__ __forceinline__ void unpermuteFwd(const T *__restrict__ yp, const PR *__restrict__ probs,
                                              T *__restrict__ y, const int *__restrict__ rowOf, int K,
-                                             long long H) {
+                                             long long H, long long R, int *status) {
   typedef typename Acc<T>::type A;
   typedef Pack<T, N> P;
   extern __shared__ __align__(16) unsigned char smraw[];
   A *w = (A *)smraw;                 // [K]
   int *rows = (int *)(w + K);        // [K]
   long long t = blockIdx.x;
-  loadSlots(rows, w, rowOf, probs, t, K);
+  loadSlots(rows, w, rowOf, probs, t, K, R, status);
   long long nvec = H / N;
   P *out = (P *)(y + t * H);
   for (long long i = threadIdx.x; i < nvec; i += blockDim.x) {
@@ -94,20 +94,20 @@ __device__ __forceinline__ void unpermuteBwd(const T *__restrict__ dy, const T *
                                              const PR *__restrict__ probs, T *__restrict__ dyp,
                                              PR *__restrict__ dprobs, const int *__restrict__ rowOf,
                                              const int *__restrict__ tokenOf, int Tn, int K, long long H,
-                                             long long R, int zrows, int smode) {
+                                             long long R, int zrows, int smode, int *status) {
   typedef typename Acc<T>::type A;
   typedef Pack<T, N> P;
   extern __shared__ __align__(16) unsigned char smraw[];
   long long nvec = H / N;
   if (blockIdx.x >= (unsigned)Tn) {
-    if (dyp) zeroRows<P>((P *)dyp, nvec, tokenOf, R, (long long)(blockIdx.x - Tn) * zrows, zrows);
+    if (dyp) zeroRows<P>((P *)dyp, nvec, tokenOf, R, Tn, (long long)(blockIdx.x - Tn) * zrows, zrows, status);
     return;
   }
   double *red = (double *)smraw;          // [32][KGROUP]
   A *w = (A *)(red + 32 * KGROUP);        // [K]
   int *rows = (int *)(w + K);             // [K]
   long long t = blockIdx.x;
-  loadSlots(rows, w, rowOf, probs, t, K);
+  loadSlots(rows, w, rowOf, probs, t, K, R, status);
   const P *g = (const P *)(dy + t * H);
   // dyp[r] pack i = probs[t,k]·dy[t] pack i (a copy when unweighted).
   auto storeScaled = [&](int r, int k, long long i, const P &gv, const A *ga) {
@@ -213,7 +213,7 @@ __device__ __forceinline__ void unpermuteBwdBF16(const __nv_bfloat16 *__restrict
                                                  const float *__restrict__ probs, __nv_bfloat16 *__restrict__ dyp,
                                                  float *__restrict__ dprobs, const int *__restrict__ rowOf,
                                                  const int *__restrict__ tokenOf, int Tn, int nb, int K, long long H,
-                                                 long long R, int zrows, int smode) {
+                                                 long long R, int zrows, int smode, int *status) {
   typedef __nv_bfloat16 T;
   typedef Pack<T, 8> P;
   extern __shared__ __align__(16) unsigned char smraw[];
@@ -221,8 +221,8 @@ __device__ __forceinline__ void unpermuteBwdBF16(const __nv_bfloat16 *__restrict
   if (blockIdx.x >= (unsigned)nb) {
     if (dyp) {
       long long r0 = (long long)(blockIdx.x - nb) * zrows;
-      if constexpr (VEC) zeroRows<P>((P *)dyp, nq, tokenOf, R, r0, zrows);
-      else zeroRows<T>(dyp, H, tokenOf, R, r0, zrows);
+      if constexpr (VEC) zeroRows<P>((P *)dyp, nq, tokenOf, R, Tn, r0, zrows, status);
+      else zeroRows<T>(dyp, H, tokenOf, R, Tn, r0, zrows, status);
     }
     return;
   }
@@ -231,7 +231,7 @@ __device__ __forceinline__ void unpermuteBwdBF16(const __nv_bfloat16 *__restrict
   int *rows = (int *)(w + K);   // [K]
   long long t = blockIdx.x;
   if (t >= Tn) return;  // nb > Tn: not launched so
-  loadSlots(rows, w, rowOf, probs, t, K);
+  loadSlots(rows, w, rowOf, probs, t, K, R, status);
   // dyp[r] pack q = probs[t,k]·dy[t] pack q rounded to bfloat16 (a copy when unweighted).
   auto storeScaled = [&](int r, int k, long long q, const P &gv, const float *ga) {
     P o = gv;
@@ -257,7 +257,7 @@ __device__ __forceinline__ void unpermuteBwdBF16(const __nv_bfloat16 *__restrict
     int nextRow = -1;
     float nextW = 1.0f;
     if (prefetch && tn < Tn && (int)threadIdx.x < K) {
-      nextRow = rowOf[tn * K + threadIdx.x];
+      nextRow = planRow(rowOf, tn * K + threadIdx.x, R, status);
       if (probs) nextW = probs[tn * K + threadIdx.x];
     }
     const T *g = dy + t * H;
@@ -309,7 +309,7 @@ __device__ __forceinline__ void unpermuteBwdBF16(const __nv_bfloat16 *__restrict
         if ((int)threadIdx.x < K) rows[threadIdx.x] = nextRow, w[threadIdx.x] = nextW;
         __syncthreads();
       } else {
-        loadSlots(rows, w, rowOf, probs, tn, K);
+        loadSlots(rows, w, rowOf, probs, tn, K, R, status);
       }
     }
   }
@@ -322,8 +322,9 @@ __device__ __forceinline__ void unpermuteBwdBF16(const __nv_bfloat16 *__restrict
   extern "C" __global__ void __launch_bounds__(256, MINB)                                        \
   unpermute_bwd_bf16dot_##SUF(const __nv_bfloat16 *dy, const __nv_bfloat16 *yp, const float *probs, \
                               __nv_bfloat16 *dyp, float *dprobs, const int *rowOf, const int *tokenOf, \
-                              int Tn, int nb, int K, long long H, long long R, int zrows, int smode) { gdcEnter(); \
-    unpermuteBwdBF16<VEC, KB>(dy, yp, probs, dyp, dprobs, rowOf, tokenOf, Tn, nb, K, H, R, zrows, smode); \
+                              int Tn, int nb, int K, long long H, long long R, int zrows, int smode,    \
+                              int *status) { gdcEnter();                                         \
+    unpermuteBwdBF16<VEC, KB>(dy, yp, probs, dyp, dprobs, rowOf, tokenOf, Tn, nb, K, H, R, zrows, smode, status); \
   }
 UNPERMUTE_BF16DOT(k1_v, true, 1, 6)
 UNPERMUTE_BF16DOT(k2_v, true, 2, 4)
@@ -336,19 +337,19 @@ template <typename T, int N, typename PR, int U>
 __device__ __forceinline__ void unpermuteBwdRows(const T *__restrict__ dy, const PR *__restrict__ probs,
                                                  T *__restrict__ dyp, const int *__restrict__ rowOf,
                                                  const int *__restrict__ tokenOf, int Tn, int K,
-                                                 long long H, long long R, int zrows, int smode) {
+                                                 long long H, long long R, int zrows, int smode, int *status) {
   typedef typename Acc<T>::type A;
   typedef Pack<T, N> P;
   extern __shared__ __align__(16) unsigned char smraw[];
   long long nvec = H / N;
   if (blockIdx.x >= (unsigned)Tn) {
-    zeroRows<P>((P *)dyp, nvec, tokenOf, R, (long long)(blockIdx.x - Tn) * zrows, zrows);
+    zeroRows<P>((P *)dyp, nvec, tokenOf, R, Tn, (long long)(blockIdx.x - Tn) * zrows, zrows, status);
     return;
   }
   A *w = (A *)smraw;          // [K]
   int *rows = (int *)(w + K); // [K]
   long long t = blockIdx.x;
-  loadSlots(rows, w, rowOf, probs, t, K);
+  loadSlots(rows, w, rowOf, probs, t, K, R, status);
   const P *g = (const P *)(dy + t * H);
   long long step = (long long)blockDim.x * U;
   for (long long i0 = threadIdx.x; i0 < nvec; i0 += step) {
@@ -384,20 +385,21 @@ __device__ __forceinline__ void unpermuteBwdRows(const T *__restrict__ dy, const
 
 #define UNPERMUTE_TYPED(SUF, T, N, PR)                                                           \
   extern "C" __global__ void __launch_bounds__(256)                                              \
-  unpermute_fwd_##SUF(const T *yp, const PR *probs, T *y, const int *rowOf, int K, long long H) { gdcEnter(); \
-    unpermuteFwd<T, N, PR>(yp, probs, y, rowOf, K, H);                                           \
+  unpermute_fwd_##SUF(const T *yp, const PR *probs, T *y, const int *rowOf, int K, long long H,  \
+                      long long R, int *status) { gdcEnter();                                    \
+    unpermuteFwd<T, N, PR>(yp, probs, y, rowOf, K, H, R, status);                                \
   }                                                                                              \
   extern "C" __global__ void __launch_bounds__(256)                                              \
   unpermute_bwd_rows_##SUF(const T *dy, const PR *probs, T *dyp, const int *rowOf,               \
                            const int *tokenOf, int Tn, int K, long long H, long long R, int zrows, \
-                           int smode) { gdcEnter();                                              \
-    unpermuteBwdRows<T, N, PR, 8>(dy, probs, dyp, rowOf, tokenOf, Tn, K, H, R, zrows, smode);    \
+                           int smode, int *status) { gdcEnter();                                 \
+    unpermuteBwdRows<T, N, PR, 8>(dy, probs, dyp, rowOf, tokenOf, Tn, K, H, R, zrows, smode, status); \
   }                                                                                              \
   extern "C" __global__ void __launch_bounds__(256)                                              \
   unpermute_bwd_rows4_##SUF(const T *dy, const PR *probs, T *dyp, const int *rowOf,              \
                             const int *tokenOf, int Tn, int K, long long H, long long R,         \
-                            int zrows, int smode) { gdcEnter();                                  \
-    unpermuteBwdRows<T, N, PR, 4>(dy, probs, dyp, rowOf, tokenOf, Tn, K, H, R, zrows, smode);    \
+                            int zrows, int smode, int *status) { gdcEnter();                     \
+    unpermuteBwdRows<T, N, PR, 4>(dy, probs, dyp, rowOf, tokenOf, Tn, K, H, R, zrows, smode, status); \
   }
 
 // The float64-summed dprobs kernels, for float32 and float64 data (bfloat16 has its own above).
@@ -405,14 +407,14 @@ __device__ __forceinline__ void unpermuteBwdRows(const T *__restrict__ dy, const
   extern "C" __global__ void __launch_bounds__(256)                                              \
   unpermute_bwd_##SUF(const T *dy, const T *yp, const PR *probs, T *dyp, PR *dprobs,             \
                       const int *rowOf, const int *tokenOf, int Tn, int K, long long H,          \
-                      long long R, int zrows, int smode) { gdcEnter();                           \
-    unpermuteBwd<T, N, PR, true>(dy, yp, probs, dyp, dprobs, rowOf, tokenOf, Tn, K, H, R, zrows, smode); \
+                      long long R, int zrows, int smode, int *status) { gdcEnter();              \
+    unpermuteBwd<T, N, PR, true>(dy, yp, probs, dyp, dprobs, rowOf, tokenOf, Tn, K, H, R, zrows, smode, status); \
   }                                                                                              \
   extern "C" __global__ void __launch_bounds__(256)                                              \
   unpermute_bwdseq_##SUF(const T *dy, const T *yp, const PR *probs, T *dyp, PR *dprobs,          \
                       const int *rowOf, const int *tokenOf, int Tn, int K, long long H,          \
-                      long long R, int zrows, int smode) { gdcEnter();                           \
-    unpermuteBwd<T, N, PR, false>(dy, yp, probs, dyp, dprobs, rowOf, tokenOf, Tn, K, H, R, zrows, smode); \
+                      long long R, int zrows, int smode, int *status) { gdcEnter();              \
+    unpermuteBwd<T, N, PR, false>(dy, yp, probs, dyp, dprobs, rowOf, tokenOf, Tn, K, H, R, zrows, smode, status); \
   }
 
 UNPERMUTE_TYPED(f32_v, float, 4, float)

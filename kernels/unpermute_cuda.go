@@ -71,7 +71,7 @@ func (c *CUDA) UnpermuteForward(d DType, g Geometry, H int, y, yp, probs, plan c
 		acc = 8
 	}
 	return c.do(func() error {
-		return c.launch(name, g.T, rowThreads(int64(H)/n, 1), (acc+4)*g.K, *new(args).p(yp).p(probs).p(y).p(rowOf).i(g.K).l(int64(H)))
+		return c.launch(name, g.T, rowThreads(int64(H)/n, 1), (acc+4)*g.K, *new(args).p(yp).p(probs).p(y).p(rowOf).i(g.K).l(int64(H)).l(int64(g.Rows())).p(c.status))
 	})
 }
 
@@ -113,7 +113,7 @@ func (c *CUDA) UnpermuteBackward(d DType, g Geometry, H int, dyp, dprobs, dy, yp
 		name, n := typedName(kname, d, vec(d, H, ptrs...))
 		return c.do(func() error {
 			return c.launch(name, g.T+zb, rowThreads(int64(H)/n, u), (acc+4)*g.K,
-				*new(args).p(dy).p(probs).p(dyp).p(rowOf).p(tokenOf).i(g.T).i(g.K).l(int64(H)).l(R).i(zeroRowsPerBlock).i(storeMode))
+				*new(args).p(dy).p(probs).p(dyp).p(rowOf).p(tokenOf).i(g.T).i(g.K).l(int64(H)).l(R).i(zeroRowsPerBlock).i(storeMode).p(c.status))
 		})
 	}
 	if d == BF16 {
@@ -138,7 +138,7 @@ func (c *CUDA) UnpermuteBackward(d DType, g Geometry, H int, dyp, dprobs, dy, yp
 			}
 			nb = min(nb, g.T)
 			return c.launch(name, nb+zb, lanes, smem,
-				*new(args).p(dy).p(yp).p(probs).p(dyp).p(dprobs).p(rowOf).p(tokenOf).i(g.T).i(nb).i(g.K).l(int64(H)).l(R).i(zeroRowsPerBlock).i(storeMode))
+				*new(args).p(dy).p(yp).p(probs).p(dyp).p(dprobs).p(rowOf).p(tokenOf).i(g.T).i(nb).i(g.K).l(int64(H)).l(R).i(zeroRowsPerBlock).i(storeMode).p(c.status))
 		})
 	}
 	grid := g.T + zb
@@ -151,6 +151,6 @@ func (c *CUDA) UnpermuteBackward(d DType, g Geometry, H int, dyp, dprobs, dy, yp
 	name, n := typedName(kname, d, vec(d, H, ptrs...))
 	return c.do(func() error {
 		return c.launch(name, grid, rowThreads(int64(H)/n, 1), 32*8*8+(acc+4)*g.K,
-			*new(args).p(dy).p(yp).p(probs).p(dyp).p(dprobs).p(rowOf).p(tokenOf).i(g.T).i(g.K).l(int64(H)).l(R).i(zeroRowsPerBlock).i(storeMode))
+			*new(args).p(dy).p(yp).p(probs).p(dyp).p(dprobs).p(rowOf).p(tokenOf).i(g.T).i(g.K).l(int64(H)).l(R).i(zeroRowsPerBlock).i(storeMode).p(c.status))
 	})
 }
