@@ -29,19 +29,24 @@ func CrossEntropy[F Float](logits, target []F, cols int) (float64, error) {
 	return total / float64(rows), nil
 }
 
+// ceRow is one row's loss, log Σ exp(x − m) + Σ_j t_j·(m − x_j) + m·(1 − Σ_j t_j) with m the
+// row maximum: lse − ⟨x, t⟩ with m taken out of both terms before they meet, so a large m
+// cancels exactly (m + log s − ⟨x, t⟩ lost the whole loss to rounding from |x| ≈ 10¹⁵: a row
+// [10³⁰, 10³⁰] with target [1, 0] gave 0, not log 2).
 func ceRow[F Float](x, t []F) float64 {
 	m := math.Inf(-1)
 	for _, v := range x {
 		m = math.Max(m, float64(v))
 	}
-	var s, dot float64
+	var s, d, ts float64
 	for j, v := range x {
 		s += math.Exp(float64(v) - m)
 		if t[j] != 0 { // a class with no target weight adds nothing, even at a logit of −Inf (0·−Inf = NaN)
-			dot += float64(t[j]) * float64(v)
+			d += float64(t[j]) * (m - float64(v))
+			ts += float64(t[j])
 		}
 	}
-	return m + math.Log(s) - dot
+	return math.Log(s) + d + m*(1-ts)
 }
 
 // CrossEntropyBackward writes dlogits = scale·(softmax(logits[r]) − target[r]) row by row;

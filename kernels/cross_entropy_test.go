@@ -53,3 +53,30 @@ func TestCrossEntropyNoRows(t *testing.T) {
 		t.Errorf("CrossEntropy of 0 rows: %v, %v; want an error saying there are no rows", v, err)
 	}
 }
+
+// TestCrossEntropyLargeLogits: the loss of a row with large logits keeps its digits (m + log s
+// − ⟨x, t⟩ cancelled to 0 for [10³⁰, 10³⁰]): [a, a] with a one-hot target is log 2, [a, a+d]
+// with the target on the first is log(1 + e^d), for a up to 10³⁰.
+func TestCrossEntropyLargeLogits(t *testing.T) {
+	for _, c := range []struct {
+		x    []float64
+		want float64
+	}{
+		{[]float64{1e30, 1e30}, math.Ln2},
+		{[]float64{1e16, 1e16 + 4}, math.Log1p(math.Exp(4))},
+		{[]float64{-1e20, -1e20}, math.Ln2},
+		{[]float64{1e7, 1e7 + 1}, math.Log1p(math.E)},
+	} {
+		loss, err := CrossEntropy(c.x, []float64{1, 0}, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nnNear(t, "CrossEntropy", []float64{loss}, []float64{c.want}, 1e-15)
+		loss32, err := CrossEntropy([]float32{float32(c.x[0]), float32(c.x[1])}, []float32{1, 0}, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := float64(float32(c.x[1])) - float64(float32(c.x[0])) // the float32 logits' own gap
+		nnNear(t, "CrossEntropy float32", []float64{loss32}, []float64{math.Log1p(math.Exp(d))}, 1e-15)
+	}
+}
