@@ -22,11 +22,12 @@ __device__ __forceinline__ double lossWarpSum(double v) {
   return v;
 }
 
-// lossRowLSE is log Σ_e exp(x[e]) of one row (the warp's lanes share it): the maximum m first,
-// m itself when it is infinite, NaN when the row holds a NaN (fmax skips a NaN, so a row of
-// NaN and +Inf would pass for infinite; the CPU twin's rowMax stops at it).
-template <typename T> __device__ __forceinline__ double lossRowLSE(const T *__restrict__ x, int E, int lane) {
-  double m = -INFINITY;
+// lossRowMaxSum gives one row's maximum m (NaN when the row holds a NaN: fmax skips a NaN, so
+// a row of NaN and +Inf would pass for infinite; the CPU twin's rowMax stops at it) and returns
+// s = Σ_e exp(x[e] − m) (0 when m is infinite or NaN); the warp's lanes share both.
+template <typename T>
+__device__ __forceinline__ double lossRowMaxSum(const T *__restrict__ x, int E, int lane, double &m) {
+  m = -INFINITY;
   bool nan = false;
   for (int j = lane; j < E; j += 32) {
     double v = (double)x[j];
@@ -34,11 +35,19 @@ template <typename T> __device__ __forceinline__ double lossRowLSE(const T *__re
     m = fmax(m, v);
   }
   m = lossWarpMax(m);
-  if (__any_sync(0xffffffffu, nan)) return NAN;
-  if (isinf(m)) return m;
+  if (__any_sync(0xffffffffu, nan)) m = NAN;
+  if (isinf(m) || m != m) return 0;
   double s = 0;
   for (int j = lane; j < E; j += 32) s = __dadd_rn(s, exp((double)x[j] - m));
-  s = lossWarpSum(s);
+  return lossWarpSum(s);
+}
+
+// lossRowLSE is log Σ_e exp(x[e]) of one row: m + log s, m itself when it is infinite, NaN
+// when the row holds a NaN.
+template <typename T> __device__ __forceinline__ double lossRowLSE(const T *__restrict__ x, int E, int lane) {
+  double m;
+  double s = lossRowMaxSum(x, E, lane, m);
+  if (isinf(m) || m != m) return m;
   return m + log(s);
 }
 
@@ -53,7 +62,8 @@ __device__ __forceinline__ void zlossRows(const T *__restrict__ x, double *__res
   }
 }
 
-// zloss_bwd: one warp per row (grid-stride); dx[t,e] = (2·scale·dy)·lse·exp(x[t,e] − lse).
+// zloss_bwd: one warp per row (grid-stride); dx[t,e] = (2·scale·dy)·lse·exp(x[t,e] − m)/s (the
+// CPU twin's order; exp(x[t,e] − m) alone for a row whose maximum m is infinite or NaN).
 template <typename T>
 __device__ __forceinline__ void zlossBwd(const T *__restrict__ x, T *__restrict__ dx, const T *dyp, double dyv,
                                          long long rows, int E, double scale) {
@@ -62,9 +72,15 @@ __device__ __forceinline__ void zlossBwd(const T *__restrict__ x, T *__restrict_
   double c = __dmul_rn(__dmul_rn(2.0, scale), lossDy(dyp, dyv));
   for (long long r = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5; r < rows; r += step) {
     const T *xr = x + r * E;
-    double l = lossRowLSE(xr, E, lane);
-    double cl = __dmul_rn(c, l);
-    for (int j = lane; j < E; j += 32) dx[r * E + j] = (T)__dmul_rn(cl, exp((double)xr[j] - l));
+    double m;
+    double s = lossRowMaxSum(xr, E, lane, m);
+    if (isinf(m) || m != m) {
+      double cm = __dmul_rn(c, m);
+      for (int j = lane; j < E; j += 32) dx[r * E + j] = (T)__dmul_rn(cm, exp((double)xr[j] - m));
+      continue;
+    }
+    double cl = __dmul_rn(c, __dadd_rn(m, log(s)));
+    for (int j = lane; j < E; j += 32) dx[r * E + j] = (T)__dmul_rn(cl, __ddiv_rn(exp((double)xr[j] - m), s));
   }
 }
 

@@ -49,7 +49,9 @@ func ZLossForward[F float32 | float64](x []F, T, E int, scale float64) (F, error
 }
 
 // ZLossBackward writes the gradient of ZLossForward into dx [T,E] (overwriting it):
-// dx[t,e] = (2·scale·dy) · lse(x[t]) · exp(x[t,e] − lse(x[t])), i.e. 2·scale·dy·lse·softmax.
+// dx[t,e] = (2·scale·dy) · lse(x[t]) · softmax(x[t])_e, the softmax taken as exp(x[t,e] − m)/s
+// from the row maximum m and s = Σ_e exp(x[t,e] − m) (a row whose maximum is infinite or NaN:
+// exp(x[t,e] − m), as the arithmetic gives).
 func ZLossBackward[F float32 | float64](dx, x []F, T, E int, scale, dy float64) error {
 	const name = "ZLossBackward"
 	if err := checkZ(name, len(x), T, E); err != nil {
@@ -64,10 +66,21 @@ func ZLossBackward[F float32 | float64](dx, x []F, T, E int, scale, dy float64) 
 	c := float64(2 * scale * dy)
 	for t := 0; t < T; t++ {
 		row := x[t*E : (t+1)*E]
-		l := rowLSE(row)
-		cl := float64(c * l)
+		m, s := rowMaxSum(row)
+		if math.IsInf(m, 0) || math.IsNaN(m) {
+			// lse = m (or NaN): exp(x − lse) gives the arithmetic's NaN and 0 as before
+			cl := float64(c * m)
+			for e, v := range row {
+				dx[t*E+e] = F(float64(cl * math.Exp(float64(v)-m)))
+			}
+			continue
+		}
+		// The softmax as exp(x − m)/s, not exp(x − lse): lse = m + log s, rounded, loses
+		// log s once m is large against it (from about 10¹⁵), which doubled the gradient of
+		// a row [10³⁰, 10³⁰].
+		cl := float64(c * float64(m+math.Log(s)))
 		for e, v := range row {
-			dx[t*E+e] = F(float64(cl * math.Exp(float64(v)-l)))
+			dx[t*E+e] = F(float64(cl * float64(math.Exp(float64(v)-m)/s)))
 		}
 	}
 	return nil

@@ -97,3 +97,12 @@ func TestCUDAZLossNaNRows(t *testing.T) {
 		loZ(t, 1, 2, row, 0.75, 1e-13)
 	}
 }
+
+// TestCUDAZLossLargeLogits: the gradient of rows with large logits, as on the CPU
+// (TestZLossLargeLogits: the softmax from the row maximum, not from the rounded lse).
+func TestCUDAZLossLargeLogits(t *testing.T) {
+	for _, row := range [][]float64{{1e30, 1e30}, {1e16, 1e16 + 4}, {-1e20, -1e20}, {3e38, 3e38}} {
+		loZ(t, 1, 2, loF32(row), float64(float32(0.75)), 1.2e-7)
+		loZ(t, 1, 2, row, 0.75, 1e-13)
+	}
+}

@@ -28,3 +28,38 @@ func TestZLossHand(t *testing.T) {
 		}
 	}
 }
+
+// TestZLossLargeLogits: the gradient 2·lse·softmax of a row with large logits. It took the
+// softmax as exp(x − lse) from the rounded lse, which lost log Σ exp(x − m) once m was large:
+// [10³⁰, 10³⁰] got 2·lse per element, not lse, and float32 [3·10³⁸, 3·10³⁸] +Inf.
+func TestZLossLargeLogits(t *testing.T) {
+	e4 := math.Exp(4)
+	for _, c := range []struct {
+		x    []float64
+		soft []float64 // the softmax of x
+	}{
+		{[]float64{1e30, 1e30}, []float64{0.5, 0.5}},
+		{[]float64{1e16, 1e16 + 4}, []float64{1 / (1 + e4), e4 / (1 + e4)}},
+		{[]float64{-1e20, -1e20}, []float64{0.5, 0.5}},
+	} {
+		lse := math.Max(c.x[0], c.x[1]) + math.Log1p(math.Exp(-math.Abs(c.x[1]-c.x[0])))
+		dx := make([]float64, 2)
+		if err := ZLossBackward(dx, c.x, 1, 2, 1, 1); err != nil {
+			t.Fatal(err)
+		}
+		for e := range dx {
+			if w := 2 * lse * c.soft[e]; math.Abs(dx[e]-w) > 1e-15*math.Abs(w) {
+				t.Errorf("ZLossBackward(%v)[%d] = %v, want %v", c.x, e, dx[e], w)
+			}
+		}
+	}
+	dx := make([]float32, 2)
+	if err := ZLossBackward(dx, []float32{3e38, 3e38}, 1, 2, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	for e, v := range dx {
+		if w := float32(3e38); math.Abs(float64(v-w)) > 1e-7*3e38 {
+			t.Errorf("ZLossBackward(float32 3e38 ×2)[%d] = %v, want %v", e, v, w)
+		}
+	}
+}
