@@ -184,10 +184,10 @@ func (cudaBackend) Scalar(v G.Value) (float64, error) {
 const sumSquaresCols = 1024
 
 // SumSquares views each g of gs as rows of up to 1024 elements (a last shorter row for the
-// rest), sums each row's squares with kernels.RowDot (one warp per row, in the accumulator
-// type: float32 for float32 and bfloat16, float64 for float64) and adds the row sums in float64
-// on the device (kernels.CUDA.SumReduce), into one float64 per tensor; then one copy per GPU brings
-// those sums to the host.
+// rest), sums each row's squares (one warp per row, in float64: kernels.CUDA.SquareRows for
+// float32 and bfloat16, RowDot for float64) and adds the row sums in float64 on the device
+// (kernels.CUDA.SumReduce), into one float64 per tensor; then one copy per GPU brings those
+// sums to the host.
 func (cudaBackend) SumSquares(gs []*tensor.Dense) ([]float64, error) {
 	out := make([]float64, len(gs))
 	type group struct {
@@ -243,8 +243,8 @@ func sumsSquaresInto(e *Engine, out cu.DevicePtr, gs []*tensor.Dense) error {
 	return nil
 }
 
-// sumSquaresInto writes Σ g² (float64) to out on the device: RowDot's row sums of 1024
-// elements, added by kernels.CUDA.SumReduce.
+// sumSquaresInto writes Σ g² (float64) to out on the device: row sums of 1024 elements in
+// float64 (SquareRows; RowDot for float64 gradients), added by kernels.CUDA.SumReduce.
 func sumSquaresInto(e *Engine, out cu.DevicePtr, g *tensor.Dense) error {
 	dt, err := DType(g.Dtype())
 	if err != nil {
@@ -260,28 +260,31 @@ func sumSquaresInto(e *Engine, out cu.DevicePtr, g *tensor.Dense) error {
 		cols = n
 	}
 	rows, tail := n/cols, n%cols
-	pdt, rdt := tensor.Float32, kernels.F32
-	if dt.ProbSize() == 8 {
-		pdt, rdt = tensor.Float64, kernels.F64
-	}
 	nr := rows
 	if tail > 0 {
 		nr++
 	}
-	sums, err := e.NewStepTensor(pdt, int(nr))
+	sums, err := e.NewStepTensor(tensor.Float64, int(nr))
 	if err != nil {
 		return err
 	}
-	if err := k.RowDot(dt, densePtr(sums), densePtr(g), densePtr(g), rows, int(cols)); err != nil {
+	// Row sums in float64: float32 ones overflowed from an element of about 1.8·10¹⁹.
+	square := func(sum, at cu.DevicePtr, rows, cols int64) error {
+		if dt == kernels.F64 {
+			return k.RowDot(dt, sum, at, at, rows, int(cols))
+		}
+		return k.SquareRows(dt, sum, at, rows, int(cols))
+	}
+	if err := square(densePtr(sums), densePtr(g), rows, cols); err != nil {
 		return err
 	}
 	if tail > 0 {
 		off := cu.DevicePtr(uintptr(rows*cols) * uintptr(dt.Size()))
-		if err := k.RowDot(dt, densePtr(sums)+cu.DevicePtr(uintptr(rows)*uintptr(dt.ProbSize())), densePtr(g)+off, densePtr(g)+off, 1, int(tail)); err != nil {
+		if err := square(densePtr(sums)+cu.DevicePtr(8*uintptr(rows)), densePtr(g)+off, 1, tail); err != nil {
 			return err
 		}
 	}
-	return k.SumReduce(rdt, out, densePtr(sums), nr)
+	return k.SumReduce(kernels.F64, out, densePtr(sums), nr)
 }
 
 func (cudaBackend) ClipGrads(gs []*tensor.Dense, st any, at int) error {

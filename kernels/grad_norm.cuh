@@ -3,14 +3,42 @@
 // kernels through device.Backend.SumSquares). Part of gomoe.cu's translation unit (included
 // after gomoe.cuh and optimizer.cuh); built into gomoe.fatbin by build_fatbin.sh.
 //
-// A gradient's Σ g² comes from RowDot's row sums (rows of 1024 elements, in the accumulator
-// type); sum_reduce adds the row sums in double in a fixed order (thread x of 256 sums rows x,
+// A gradient's Σ g² comes from row sums of 1024 elements (sq_rows, in double, for float32 and
+// bfloat16; RowDot for float64); sum_reduce adds the row sums in double in a fixed order (thread x of 256 sums rows x,
 // x+256, ... in order, then the xor butterfly of warpSumA, then the 8 warp sums in warp order);
 // clip_finish adds the gradients' sums in order, takes the norm and the scale
 // maxNorm/(norm + 1e-6) in double (IEEE sqrt and division: the host's bits), and scale_by
 // multiplies a gradient by the scale when it is below 1, as the engine's MulScalar does.
 
 #define StatusBadNorm 64
+
+// sq_rows (float32 and bfloat16 gradients): out[r] = Σ_j g[r·cols + j]² for each of rows rows,
+// one warp per row: lane l adds the squares of elements l, l+32, ... in order, then the xor
+// butterfly of warpSumA; the squares (exact: 24-bit significands) and their sums in double, so
+// that an element beyond about 1.8·10¹⁹ no longer makes the norm +Inf, as RowDot's float32 row
+// sums did. (Float64 gradients keep RowDot: double is their own type.)
+template <typename T>
+__device__ __forceinline__ void sqRows(const T *__restrict__ g, double *__restrict__ out, long long rows, int cols) {
+  long long r = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+  int lane = threadIdx.x & 31;
+  if (r >= rows) return;
+  double acc = 0;
+  for (int j = lane; j < cols; j += 32) {
+    double v = (double)toAcc(g[r * cols + j]);
+    acc = __dadd_rn(acc, __dmul_rn(v, v));
+  }
+  acc = warpSumA(acc);
+  if (lane == 0) out[r] = acc;
+}
+extern "C" __global__ void __launch_bounds__(256) sq_rows_f32(const float *g, double *out, long long rows, int cols) {
+  gdcEnter();
+  sqRows<float>(g, out, rows, cols);
+}
+extern "C" __global__ void __launch_bounds__(256)
+sq_rows_bf16(const __nv_bfloat16 *g, double *out, long long rows, int cols) {
+  gdcEnter();
+  sqRows<__nv_bfloat16>(g, out, rows, cols);
+}
 
 template <typename R> __device__ __forceinline__ void sumReduce(const R *__restrict__ rows, long long n, double *out) {
   __shared__ double ws[8];

@@ -12,11 +12,29 @@ import (
 
 func init() {
 	kernelNames = append(kernelNames, "sum_reduce_f32", "sum_reduce_f64", "clip_finish",
-		"scale_by_f32", "scale_by_f64", "scale_by_bf16")
+		"scale_by_f32", "scale_by_f64", "scale_by_bf16", "sq_rows_f32", "sq_rows_bf16")
 }
 
 // StatusBadNorm is the status bit ClipFinish sets for a NaN or infinite gradient norm.
 const StatusBadNorm = 64
+
+// SquareRows writes out[r] (float64) = Σ_j g[r·cols + j]² for each of rows rows of a float32 or
+// bfloat16 gradient: the squares and their sums in double (grad_norm.cuh's sq_rows), for
+// SumReduce. One warp per row.
+func (c *CUDA) SquareRows(d DType, out, g cu.DevicePtr, rows int64, cols int) error {
+	if d != F32 && d != BF16 {
+		return fmt.Errorf("gomoe: device SquareRows: dtype %v, want float32 or bfloat16 (float64 takes RowDot)", d)
+	}
+	if rows < 0 || cols < 1 {
+		return fmt.Errorf("gomoe: device SquareRows: %d rows of %d, want rows >= 0 and cols >= 1", rows, cols)
+	}
+	if rows == 0 {
+		return nil
+	}
+	return c.do(func() error {
+		return c.launch("sq_rows_"+d.suffix(), rowGrid(rows), 256, 0, *new(args).p(g).p(out).l(rows).i(cols))
+	})
+}
 
 // SumReduce writes out[0] (a float64) = the sum of n row sums (float32 or float64, as RowDot
 // writes them) in double, in grad_norm.cuh's fixed order: one block.

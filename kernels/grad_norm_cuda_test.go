@@ -85,3 +85,50 @@ func TestCUDAGradNormKernels(t *testing.T) {
 		t.Fatalf("infinite norm: status %v, want StatusBadNorm", err)
 	}
 }
+
+// sqRowsRef is sq_rows' order written out: lane l of the warp adds the squares of elements l,
+// l+32, ... in float64, then the xor butterfly adds the lanes.
+func sqRowsRef(row []float64) float64 {
+	var lanes [32]float64
+	for j, v := range row {
+		lanes[j%32] += v * v
+	}
+	for o := 16; o > 0; o >>= 1 {
+		var next [32]float64
+		for l := range lanes {
+			next[l] = lanes[l] + lanes[l^o]
+		}
+		lanes = next
+	}
+	return lanes[0]
+}
+
+// TestCUDASquareRows: SquareRows gives its documented order's bits for float32 and bfloat16
+// rows (whose squares are exact in float64), also with elements of 3·10¹⁹ and 10³⁰, whose
+// squares overflowed RowDot's float32 row sums (the gradient norm was +Inf on the GPU, finite
+// on the CPU).
+func TestCUDASquareRows(t *testing.T) {
+	rng := rand.New(rand.NewPCG(23, 24))
+	for _, c := range []struct{ rows, cols int }{{1, 1}, {3, 1024}, {2, 37}, {1, 1000}} {
+		n := c.rows * c.cols
+		v := trRand(rng, n, 1)
+		v[0], v[n-1] = 3e19, -1e30
+		for _, d := range []DType{F32, BF16} {
+			x := cuElems(d, v)
+			vals := cuToF64(cuWiden(x))
+			out := cuAlloc(t, int64(8*c.rows))
+			cuMust(t, testCUDA.SquareRows(d, out.p, cuUploadAny(t, x).p, int64(c.rows), c.cols))
+			got := cuDownload[float64](t, out, c.rows)
+			for r := range got {
+				want := sqRowsRef(vals[r*c.cols : (r+1)*c.cols])
+				if math.IsInf(want, 0) || math.Float64bits(got[r]) != math.Float64bits(want) {
+					t.Fatalf("%v %d×%d row %d: %v, want %v (finite)", d, c.rows, c.cols, r, got[r], want)
+				}
+			}
+		}
+	}
+	if err := testCUDA.SquareRows(F64, 0, 0, 1, 1); err == nil {
+		t.Error("SquareRows took float64 (RowDot's)")
+	}
+	cuMust(t, testCUDA.Status())
+}

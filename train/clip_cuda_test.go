@@ -3,6 +3,7 @@
 package train_test
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -23,8 +24,15 @@ func (v valueGrad) Grad() (G.Value, error) { return v.g, nil }
 // TestClipGradNormGPUMixed: ClipGradNorm over float32, float64 and bfloat16 gradients in GPU
 // memory and one on the host (the device's sums come to the host in one copy) gives the CPU's
 // norm within float32 rounding and the CPU's clipped gradients within one rounding of each
-// dtype.
+// dtype; also with a float32 and a bfloat16 element of 3·10¹⁹, whose squares overflowed the
+// GPU's float32 row sums (the norm was +Inf there and the step failed, where the CPU clipped).
 func TestClipGradNormGPUMixed(t *testing.T) {
+	for _, big := range []float64{0, 3e19} {
+		t.Run(fmt.Sprintf("big=%g", big), func(t *testing.T) { clipGPUMixed(t, big) })
+	}
+}
+
+func clipGPUMixed(t *testing.T, big float64) {
 	eng := gpuEngine(t)
 	rng := rand.New(rand.NewPCG(3, 4))
 	dts := []tensor.Dtype{tensor.Float32, tensor.Float64, bfloat16.Dtype, tensor.Float32, tensor.Float64}
@@ -34,6 +42,9 @@ func TestClipGradNormGPUMixed(t *testing.T) {
 		vals := make([]float64, sizes[i])
 		for j := range vals {
 			vals[j] = rng.NormFloat64() * 0.1
+		}
+		if big != 0 && dt != tensor.Float64 && i < 3 {
+			vals[len(vals)/2] = big
 		}
 		mk := func() *tensor.Dense {
 			switch dt {
