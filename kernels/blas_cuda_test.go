@@ -714,7 +714,7 @@ func TestCUDAGemmFreshOutput(t *testing.T) {
 		_ = testCUDA.Do(func() error { return cu.MemFree(c) })
 		want, bound := refGemm(false, false, m, n, k, 1, blasF64(a), k, blasF64(b), n, 0, make([]float64, m*n), n)
 		for i := range got {
-			if math.Abs(got[i]-want[i]) > blasTol(d)*bound[i] {
+			if !(math.Abs(got[i]-want[i]) <= blasTol(d)*bound[i]) {
 				t.Fatalf("%v: C[%d] = %v, want %v", d, i, got[i], want[i])
 			}
 		}

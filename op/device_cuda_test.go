@@ -318,7 +318,7 @@ func TestGraphOnGPU(t *testing.T) {
 					for j := range a {
 						bitwise := a[j] == b[j] || (math.IsNaN(a[j]) && math.IsNaN(b[j]))
 						if names[i] == "dprobs" && dt != bfloat16.Dtype {
-							if math.Abs(a[j]-b[j]) > tol*(1+math.Abs(a[j])) {
+							if !(math.Abs(a[j]-b[j]) <= tol*(1+math.Abs(a[j]))) {
 								t.Fatalf("dprobs[%d]: GPU %.17g, CPU %.17g", j, b[j], a[j])
 							}
 						} else if !bitwise {

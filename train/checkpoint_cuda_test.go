@@ -120,10 +120,10 @@ func TestClipGradNormGPU(t *testing.T) {
 		lg := gpu.steps(t, c, s, s+1)[0]
 		lc := cpu.steps(t, c, s, s+1)[0]
 		ng, nc := gpu.opt.(normed).GradNorm(), cpu.opt.(normed).GradNorm()
-		if math.Abs(ng-nc) > 1e-5*nc || !(nc > c.maxNorm) {
+		if !(math.Abs(ng-nc) <= 1e-5*nc) || !(nc > c.maxNorm) {
 			t.Errorf("step %d: GPU norm %v, CPU norm %v (max %v)", s, ng, nc, c.maxNorm)
 		}
-		if math.Abs(lg-lc) > 1e-4*math.Abs(lc) {
+		if !(math.Abs(lg-lc) <= 1e-4*math.Abs(lc)) {
 			t.Errorf("step %d: GPU loss %v, CPU %v", s, lg, lc)
 		}
 	}

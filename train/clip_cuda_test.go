@@ -101,7 +101,7 @@ func clipGPUMixed(t *testing.T, big float64) {
 		got := train.AsFloats(g)
 		tol := map[tensor.Dtype]float64{tensor.Float32: 2e-6, tensor.Float64: 2e-6, bfloat16.Dtype: 1.0 / 128}[dt]
 		for j := range want {
-			if math.Abs(got[j]-want[j]) > tol*math.Abs(want[j]) {
+			if !(math.Abs(got[j]-want[j]) <= tol*math.Abs(want[j])) {
 				t.Fatalf("gradient %d (%v) element %d: GPU %v, CPU %v", i, dt, j, got[j], want[j])
 			}
 		}
