@@ -459,6 +459,24 @@ func TestCUDADataHandMadePlan(t *testing.T) {
 				}
 			}
 			zero := make([]uint64, H)
+			// sumOfKept checks out[t] = Σ over t's kept slots of src[row], in k order (float64:
+			// the kernels' exact order), for permute backward and unweighted unpermute forward.
+			sumOfKept := func(what string, out, src []float64) {
+				t.Helper()
+				for tk := 0; tk < T; tk++ {
+					for h := 0; h < H; h++ {
+						var s float64
+						for k := 0; k < K; k++ {
+							if r := rowOf(tk*K + k); r >= 0 {
+								s += src[int(r)*H+h]
+							}
+						}
+						if out[tk*H+h] != s {
+							t.Fatalf("%s[%d,%d] = %g, want %g", what, tk, h, out[tk*H+h], s)
+						}
+					}
+				}
+			}
 
 			// permute forward: xp[r] = x[token], pad rows 0
 			xp, ok := cuGuarded(t, int64(R*H*es))
@@ -482,20 +500,7 @@ func TestCUDADataHandMadePlan(t *testing.T) {
 			cuMust(t, testCUDA.PermuteBackward(d, g, H, dx.p, cuUploadAny(t, dxpv).p, plan.p))
 			ok("permute backward")
 			if d == F64 {
-				src, out := dxpv.([]float64), cuDownload[float64](t, dx, T*H)
-				for tk := 0; tk < T; tk++ {
-					for h := 0; h < H; h++ {
-						var s float64
-						for k := 0; k < K; k++ {
-							if r := rowOf(tk*K + k); r >= 0 {
-								s += src[int(r)*H+h]
-							}
-						}
-						if out[tk*H+h] != s {
-							t.Fatalf("permute backward: dx[%d,%d] = %g, want %g", tk, h, out[tk*H+h], s)
-						}
-					}
-				}
+				sumOfKept("permute backward: dx", cuDownload[float64](t, dx, T*H), dxpv.([]float64))
 			}
 
 			// permuted probs and their backward: bit copies
@@ -541,20 +546,7 @@ func TestCUDADataHandMadePlan(t *testing.T) {
 			cuMust(t, testCUDA.UnpermuteForward(d, g, H, y.p, dYp.p, 0, plan.p))
 			ok("unpermute forward, unweighted")
 			if d == F64 {
-				src, out := ypv.([]float64), cuDownload[float64](t, y, T*H)
-				for tk := 0; tk < T; tk++ {
-					for h := 0; h < H; h++ {
-						var s float64
-						for k := 0; k < K; k++ {
-							if r := rowOf(tk*K + k); r >= 0 {
-								s += src[int(r)*H+h]
-							}
-						}
-						if out[tk*H+h] != s {
-							t.Fatalf("unpermute forward: y[%d,%d] = %g, want %g", tk, h, out[tk*H+h], s)
-						}
-					}
-				}
+				sumOfKept("unpermute forward: y", cuDownload[float64](t, y, T*H), ypv.([]float64))
 			}
 
 			// unpermute backward, unweighted, each kernel (rows only, dprobs only, both):
