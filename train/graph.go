@@ -90,10 +90,10 @@ type graphSolver interface {
 	// releases counts the solver's Release calls (LoadCheckpoint makes one): each frees the
 	// device state a captured step reads and updates.
 	releases() int
-	// stateReady reports whether the solver's Step on vgs would make no state (moments,
+	// stateReady reports whether the solver's Step on the weights of ps would make no state (moments,
 	// master copies): made inside a capture, their zeroing or copying would be recorded and
 	// run again by every replay.
-	stateReady(vgs []G.ValueGrad) bool
+	stateReady(ps []pair) bool
 }
 
 // captureEnd runs at the end of a capture, after the solver's Step (nil: nothing); tests make
@@ -188,10 +188,25 @@ func (s *GraphStep) Step(after func() error) error {
 }
 
 // stateReady reports whether the solver's next Step makes no state (true for a solver with
-// no graph step: capture says why it cannot take it).
+// no graph step, or weights it cannot take: capture or Step says why). It looks at the
+// weights alone: between steps their gradients may have no value yet, which check refuses.
 func (s *GraphStep) stateReady() bool {
 	gs, ok := s.solver.(graphSolver)
-	return !ok || gs.stateReady(valueGrads(s.params))
+	if !ok {
+		return true
+	}
+	ps := make([]pair, 0, len(s.params))
+	for _, n := range s.params {
+		var w *tensor.Dense
+		if n != nil {
+			w, _ = n.Value().(*tensor.Dense)
+		}
+		if w == nil {
+			return true
+		}
+		ps = append(ps, pair{w: w, gpu: device.Of(w), n: w.Shape().TotalSize(), dtype: w.Dtype()})
+	}
+	return gs.stateReady(ps)
 }
 
 // capture captures the step, or says why it cannot.
@@ -390,10 +405,7 @@ func (a *Adam) replayed() { a.t++ }
 
 func (a *Adam) releases() int { return a.gsc.releases }
 
-func (a *Adam) stateReady(vgs []G.ValueGrad) bool {
-	ps, err := check("Adam", vgs)
-	return err != nil || len(missingState(a.state, ps, true)) == 0 // bad input: Step says why
-}
+func (a *Adam) stateReady(ps []pair) bool { return len(missingState(a.state, ps, true)) == 0 }
 
 func (a *Adam) saved() func() {
 	t, norm, at := a.t, a.norm, a.gsc.normOnDev
@@ -415,10 +427,7 @@ func (s *SGD) replayed() {}
 
 func (s *SGD) releases() int { return s.gsc.releases }
 
-func (s *SGD) stateReady(vgs []G.ValueGrad) bool {
-	ps, err := check("SGD", vgs)
-	return err != nil || len(missingState(s.state, ps, false)) == 0 // bad input: Step says why
-}
+func (s *SGD) stateReady(ps []pair) bool { return len(missingState(s.state, ps, false)) == 0 }
 
 func (s *SGD) saved() func() {
 	norm, at := s.norm, s.gsc.normOnDev

@@ -76,3 +76,30 @@ func (m *tinyModel) stepOnBound(t *testing.T, gs *train.GraphStep, s int) float6
 	}
 	return loss
 }
+
+// TestGraphStepStateReady: GraphStep captures a step only when the solver's state (Adam's
+// moments, SGD's master copies) exists, so that no capture records its making. It must say so
+// between steps, where the gradients have no value yet: it said "ready" there whatever the
+// state (a capture after a Release then recorded the moments' zeroing, which every replay ran
+// again). Before the first step and after a Release the state is missing; after a step it is
+// there.
+func TestGraphStepStateReady(t *testing.T) {
+	for _, c := range []resumeCase{resumeCases[0], {name: "bf16 sgd", dtype: resumeCases[2].dtype, sgd: true, ffn: 16}} {
+		t.Run(c.name, func(t *testing.T) {
+			m := newTinyModel(t, c, nil)
+			defer m.vm.Close()
+			gs := train.NewGraphStep(m.vm, m.opt, m.layer.Learnables())
+			type releaser interface{ Release() }
+			for s, want := range []bool{false, true, true} {
+				if s == 2 {
+					m.opt.(releaser).Release()
+					want = false
+				}
+				if got := train.StateReady(gs); got != want {
+					t.Errorf("before step %d: state ready %v, want %v", s, got, want)
+				}
+				m.graphStep(t, c, gs, s)
+			}
+		})
+	}
+}
