@@ -43,14 +43,18 @@ var gpuBenchShapes = []gpuBenchShapeT{
 	{"qwen3", 4096, 128, 8, 2048}, // the layer benchmark's shape; not in the default list
 }
 
-// cuTimeIt returns the mean milliseconds of f over n launches, timed with CUDA events.
+// cuTimeIt returns the mean milliseconds of f over n launches, timed with CUDA events. The
+// warm-up launches run inside Do too: f may call the cu package directly (cu.MemsetD32), which
+// needs the context current on its OS thread.
 func cuTimeIt(t *testing.T, n int, f func() error) float64 {
 	t.Helper()
-	for i := 0; i < 3; i++ {
-		cuMust(t, f())
-	}
 	var ms float64
 	err := testCUDA.Do(func() error {
+		for i := 0; i < 3; i++ {
+			if err := f(); err != nil {
+				return err
+			}
+		}
 		start, err := cu.MakeEvent(cu.DefaultEvent)
 		if err != nil {
 			return err
