@@ -5,15 +5,15 @@
 
 // gather_topk: out[t,k] = s[t, ids[t,k]] (0 for a negative id). gather_topk_bwd: ds [T,E] =
 // 0 except ds[t, ids[t,k]] += g[t,k] (one thread per row, so repeated ids add in k order). An
-// id >= E is treated as -1 and sets StatusBadID (1) in the status word: nothing outside the
-// buffers is read or written.
+// id outside [-1, E) is treated as -1 and sets StatusBadID (1) in the status word (the CPU's
+// is an error): nothing outside the buffers is read or written.
 template <typename T>
 __device__ __forceinline__ void gatherTopK(const T *__restrict__ s, const int *__restrict__ ids, T *__restrict__ out,
                                            long long TK, int E, int K, int *status) {
   for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < TK;
        i += (long long)gridDim.x * blockDim.x) {
     int e = ids[i];
-    if (e >= E) {
+    if (e < -1 || e >= E) {
       atomicOr(status, 1);
       e = -1;
     }
@@ -29,7 +29,7 @@ __device__ __forceinline__ void gatherTopKBwd(const T *__restrict__ g, const int
   for (int e = 0; e < E; e++) row[e] = (T)0;
   for (int k = 0; k < K; k++) {
     int e = ids[t * K + k];
-    if (e >= E) {
+    if (e < -1 || e >= E) {
       atomicOr(status, 1);
       continue;
     }

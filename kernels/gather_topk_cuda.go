@@ -17,8 +17,8 @@ func init() {
 	}
 }
 
-// GatherTopK writes out[t,k] = s[t, ids[t,k]] (0 for a negative id) for s [T,E]. An id >= E
-// counts as -1 and sets StatusBadID.
+// GatherTopK writes out[t,k] = s[t, ids[t,k]] (0 for an id of -1) for s [T,E]. An id outside
+// [-1, E) counts as -1 and sets StatusBadID.
 func (c *CUDA) GatherTopK(d DType, out, s, ids cu.DevicePtr, T int64, E, K int) error {
 	if d != F32 && d != F64 {
 		return fmt.Errorf("gomoe: device GatherTopK: dtype %v", d)
@@ -32,8 +32,8 @@ func (c *CUDA) GatherTopK(d DType, out, s, ids cu.DevicePtr, T int64, E, K int) 
 	})
 }
 
-// GatherTopKBackward writes ds [T,E]: zero except ds[t, ids[t,k]] += g[t,k] (an id >= E is
-// skipped and sets StatusBadID).
+// GatherTopKBackward writes ds [T,E]: zero except ds[t, ids[t,k]] += g[t,k] (an id outside
+// [-1, E) is skipped and sets StatusBadID).
 func (c *CUDA) GatherTopKBackward(d DType, ds, g, ids cu.DevicePtr, T int64, E, K int) error {
 	if d != F32 && d != F64 {
 		return fmt.Errorf("gomoe: device GatherTopK gradient: dtype %v", d)

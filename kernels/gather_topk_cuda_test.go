@@ -24,6 +24,7 @@ func TestCUDAGatherTopK(t *testing.T) {
 		}
 	}
 	ids[4] = -1
+	ids0 := append([]int32(nil), ids...)
 	want := make([]float64, T*K)
 	wantDS := make([]float64, T*E)
 	for i, e := range ids {
@@ -40,15 +41,24 @@ func TestCUDAGatherTopK(t *testing.T) {
 	cuMust(t, testCUDA.GatherTopKBackward(F64, ds.p, bg.p, bi.p, T, E, K))
 	trClose(t, "gather grad", cuDownload[float64](t, ds, T*E), wantDS, 0, 0)
 	cuMust(t, testCUDA.Status())
-	// An id >= E reads and writes nothing outside the buffers and is flagged.
-	ids[7] = E
-	bi = cuUpload(t, ids)
-	cuMust(t, testCUDA.GatherTopK(F64, out.p, bs.p, bi.p, T, E, K))
-	cuMust(t, testCUDA.GatherTopKBackward(F64, ds.p, bg.p, bi.p, T, E, K))
-	if err := testCUDA.Status(); err == nil {
-		t.Errorf("id = E: no status error")
-	}
-	if got := cuDownload[float64](t, out, T*K)[7]; got != 0 {
-		t.Errorf("id = E gathered %v, want 0", got)
+	// An id outside [-1, E) reads and writes nothing outside the buffers and is flagged, by
+	// the gather and by its gradient alone.
+	for _, bad := range []int32{E, -2, -1 << 30} {
+		ids[7] = bad
+		bi = cuUpload(t, ids)
+		cuMust(t, testCUDA.GatherTopK(F64, out.p, bs.p, bi.p, T, E, K))
+		if err := testCUDA.Status(); !statusHas(err, StatusBadID) {
+			t.Errorf("gather, id %d: status %v, want StatusBadID", bad, err)
+		}
+		if got := cuDownload[float64](t, out, T*K)[7]; got != 0 {
+			t.Errorf("id %d gathered %v, want 0", bad, got)
+		}
+		cuMust(t, testCUDA.GatherTopKBackward(F64, ds.p, bg.p, bi.p, T, E, K))
+		if err := testCUDA.Status(); !statusHas(err, StatusBadID) {
+			t.Errorf("gather gradient, id %d: status %v, want StatusBadID", bad, err)
+		}
+		wantDS[(7/K)*E+int(ids0[7])] = 0
+		trClose(t, "gather grad", cuDownload[float64](t, ds, T*E), wantDS, 0, 0)
+		wantDS[(7/K)*E+int(ids0[7])] = g[7]
 	}
 }

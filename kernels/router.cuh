@@ -134,12 +134,12 @@ __device__ __forceinline__ void routeTopK(const T *__restrict__ x, const T *__re
 }
 
 // routerChosen is the value the probs of slot j are made of: the chosen logit (softmax, pre 0)
-// or the chosen score (0 for an id of -1; an id >= E sets StatusBadID and counts as -1).
+// or the chosen score (0 for an id of -1; an id outside [-1, E) sets StatusBadID and counts as -1).
 template <typename T>
 __device__ __forceinline__ T routerChosen(const T *__restrict__ xr, const int *__restrict__ idr, int j, int E,
                                           int score, bool onLogits, T m, T s, int *status) {
   int e = idr[j];
-  if (e >= E) {
+  if (e < -1 || e >= E) {
     atomicOr(status, 1);
     e = -1;
   }
@@ -287,7 +287,7 @@ __device__ __forceinline__ void routeProbsBwd(const T *__restrict__ x, const int
     }
   }
   for (int k = lane; k < K; k += 32)
-    if (idr[k] >= E) atomicOr(status, 1);
+    if (idr[k] < -1 || idr[k] >= E) atomicOr(status, 1);
   }
 }
 

@@ -59,8 +59,7 @@ func (c *CUDA) RouterTopK(d DType, ids, logits, bias cu.DevicePtr, T int64, E, K
 }
 
 // RouterProbs writes probs [T,K] for logits [T,E] and ids [T,K], as the CPU RouterProbs (an id
-// >= E sets StatusBadID and counts as -1; one below -1 counts as -1 with no status, where the
-// CPU's is an error).
+// outside [-1, E) sets StatusBadID and counts as -1, where the CPU's is an error).
 func (c *CUDA) RouterProbs(d DType, probs, logits, ids cu.DevicePtr, T int64, E, K int, r Router) error {
 	if err := routerLimits("RouterProbs", d, r, E, K); err != nil {
 		return err

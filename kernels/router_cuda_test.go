@@ -207,11 +207,18 @@ func TestCUDARouterStatus(t *testing.T) {
 	if err := k.Status(); err == nil || !statusHas(err, StatusNaNScore) {
 		t.Errorf("NaN logit: status %v, want StatusNaNScore", err)
 	}
-	bad := cuUpload(t, []int32{0, 7})
-	p := cuAlloc(t, 8)
-	cuMust(t, k.RouterProbs(F32, p.p, x.p, bad.p, 1, 4, 2, r))
-	if err := k.Status(); err == nil || !statusHas(err, StatusBadID) {
-		t.Errorf("id 7 of 4 experts: status %v, want StatusBadID", err)
+	for _, id := range []int32{7, -2} {
+		bad := cuUpload(t, []int32{0, id})
+		p := cuAlloc(t, 8)
+		cuMust(t, k.RouterProbs(F32, p.p, x.p, bad.p, 1, 4, 2, r))
+		if err := k.Status(); err == nil || !statusHas(err, StatusBadID) {
+			t.Errorf("RouterProbs, id %d of 4 experts: status %v, want StatusBadID", id, err)
+		}
+		dx := cuAlloc(t, 16)
+		cuMust(t, k.RouterProbsBackward(F32, dx.p, x.p, bad.p, p.p, 1, 4, 2, r))
+		if err := k.Status(); err == nil || !statusHas(err, StatusBadID) {
+			t.Errorf("RouterProbsBackward, id %d of 4 experts: status %v, want StatusBadID", id, err)
+		}
 	}
 	for _, c := range []struct {
 		d    DType

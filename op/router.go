@@ -91,7 +91,7 @@ func RouterTopK(logits *G.Node, k int, o RouterOpts) (*G.Node, error) {
 // below Scale; a sigmoid router's token of only -1 slots (K > 1) gets NaN probs (0/0). No
 // expert gets a gradient through a -1 slot itself. (Prob 0 for a post-softmax router's -1 slot
 // would need another device kernel.) An id outside [-1, E) is a run error on the host; the
-// device kernel reports one >= E and takes one below -1 as -1.
+// device kernel takes it as -1 and reports it at the next status check (StatusBadID).
 func RouterProbs(logits, ids *G.Node, o RouterOpts) (*G.Node, error) {
 	const name = "RouterProbs"
 	if err := checkNodes(name, []*G.Node{logits, ids}, "logits", "ids"); err != nil {
