@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"io/fs"
 	"math"
 	"math/rand/v2"
@@ -14,6 +16,8 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+
+	"github.com/gomoe/gomoe/examples/internal/trainutil"
 )
 
 // The vocabulary: tab, newline, printable ASCII, and one symbol for every
@@ -63,6 +67,16 @@ type corpus struct {
 	root              string
 	train, held       []uint8
 	trainFiles, heldN int
+}
+
+// fingerprint is trainutil.Fingerprint of the training and held-out text: a resumed run must
+// train and evaluate on the saved run's.
+func (c *corpus) fingerprint() string {
+	return trainutil.Fingerprint(func(w io.Writer) {
+		binary.Write(w, binary.LittleEndian, int64(len(c.train))) // a hash's Write never fails
+		w.Write(c.train)
+		w.Write(c.held)
+	})
 }
 
 // goroot returns the Go installation's root folder.

@@ -331,6 +331,13 @@ func TestResumeOtherFlags(t *testing.T) {
 	if _, err := run(c, io.Discard, nil); err == nil || !strings.Contains(err.Error(), "had -log-every 30, this one -log-every 4") {
 		t.Errorf("resumed with another -log-every: error %v", err)
 	}
+	// Other text (another -goroot, other files under it; here another held-out share): the
+	// run went on from the checkpoint on other data, silently.
+	c = cfg
+	c.Save, c.StopAt, c.Resume, c.HeldMB = "", 0, cfg.Save, 0.04
+	if _, err := run(c, io.Discard, nil); err == nil || !strings.Contains(err.Error(), "the saved run trained on other data") {
+		t.Errorf("resumed on other text: error %v", err)
+	}
 }
 
 // TestVerdictLine: when the model does not beat the bigram baseline (2 steps on sources that

@@ -350,6 +350,7 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	rng := rand.New(src)
 	sources := map[string]*rand.PCG{"data": src}
 	cfg.RunFlags = fmt.Sprintf("%s -layers %d -context %d -embed %d -train-mb %g -batch %d -seed %d -log-every %d", cfg.Block.RunFlags(), cfg.Layers, cfg.Context, cfg.Embed, cfg.TrainMB, cfg.Batch, cfg.Seed, cfg.LogEvery)
+	cfg.DataID = c.fingerprint()
 	loop, err := cfg.StartRun(out, bar, learn, opt, steps, sources, nil, cfg.Batch, "chr")
 	if err != nil {
 		return nil, err

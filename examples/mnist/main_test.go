@@ -192,6 +192,10 @@ func TestResumeOtherFlags(t *testing.T) {
 		// The saved load tracker's windows are -log-every steps: another value mixed two window
 		// sizes in the load log and the expert-load plot (titled with the new one).
 		{func(c *config) { c.LogEvery = 3 }, "had -log-every 20, this one -log-every 3"},
+		// Other images (another -data folder, other files in it; here fewer of them): the
+		// run went on from the checkpoint on other data, silently.
+		{func(c *config) { c.TrainN-- }, "the saved run trained on other data"},
+		{func(c *config) { c.TestN-- }, "the saved run trained on other data"},
 	} {
 		c := cfg
 		c.Save, c.StopAt, c.Resume = "", 0, cfg.Save

@@ -1,8 +1,10 @@
 package trainutil
 
 import (
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -25,6 +27,7 @@ type Run struct {
 	Steps   int                  // steps of the whole run (the schedule's length)
 	Sources map[string]*rand.PCG // the data order's random sources
 	Flags   string               // the flags a resumed run must repeat ("-name value" pairs; "": no check)
+	Data    string               // the data's fingerprint (LoopConfig.DataID; "": no check)
 	// State is the example's own state of the loop (what its reports depend on), saved as
 	// metadata "state.NAME"; LoadRun replaces the contents of the map given with the saved one.
 	State map[string]string
@@ -38,6 +41,9 @@ func SaveRun(dir string, params G.Nodes, opt *train.Adam, r Run) error {
 	meta := map[string]string{"step": strconv.Itoa(r.Step), "steps": strconv.Itoa(r.Steps)}
 	if r.Flags != "" {
 		meta["flags"] = r.Flags
+	}
+	if r.Data != "" {
+		meta["data"] = r.Data
 	}
 	for name, src := range r.Sources {
 		b, err := src.MarshalBinary()
@@ -72,6 +78,9 @@ func LoadRun(dir string, params G.Nodes, opt *train.Adam, r Run) (step, steps in
 	}
 	if err := sameFlags(meta["flags"], r.Flags); err != nil {
 		return 0, 0, fmt.Errorf("resume from %s: %w", dir, err)
+	}
+	if saved := meta["data"]; saved != "" && r.Data != "" && saved != r.Data {
+		return 0, 0, fmt.Errorf("resume from %s: the saved run trained on other data (fingerprint %s, this run's %s): resume on the saved run's data", dir, saved, r.Data)
 	}
 	states := map[string]*rand.PCG{}
 	for name := range r.Sources {
@@ -117,6 +126,14 @@ func sameFlags(saved, now string) error {
 		}
 	}
 	return nil
+}
+
+// Fingerprint returns a short hash (16 hex digits of a SHA-256) of what write writes to its
+// writer: the data a run trains and evaluates on, for LoopConfig.DataID.
+func Fingerprint(write func(w io.Writer)) string {
+	h := sha256.New()
+	write(h)
+	return hex.EncodeToString(h.Sum(nil)[:8])
 }
 
 // SourceState returns src's state as a hex string (for SetSource).

@@ -36,6 +36,10 @@ type LoopConfig struct {
 	// separated by spaces; not a flag, the example sets it. -lr, -lr-floor and -warmup are added
 	// to them.
 	RunFlags string
+	// Data is a fingerprint of the data the run trains and evaluates on (see Fingerprint; not
+	// a flag, the example sets it; "": not checked): a resumed run on other data (another
+	// -data or -goroot folder, or other files in it) is an error.
+	DataID string
 }
 
 // AddFlags registers on fs the flags that set c's fields (-lr, -lr-floor, -warmup, -clip,
@@ -114,7 +118,7 @@ func (c LoopConfig) ResumeRun(out io.Writer, learn G.Nodes, opt *train.Adam, ste
 	if c.Resume == "" {
 		return 0, nil
 	}
-	first, saved, err := LoadRun(c.Resume, learn, opt, Run{Sources: sources, Flags: c.runFlags(), State: state})
+	first, saved, err := LoadRun(c.Resume, learn, opt, Run{Sources: sources, Flags: c.runFlags(), Data: c.DataID, State: state})
 	if err != nil {
 		return 0, err
 	}
@@ -270,7 +274,7 @@ func (s *Session) save(done int) error {
 		}
 		s.state[fmt.Sprintf("load.%d", i)] = string(b)
 	}
-	return s.c.SaveRun(s.Prog, s.learn, s.opt, Run{Step: done, Steps: s.steps, Sources: s.src, Flags: s.c.runFlags(), State: s.state})
+	return s.c.SaveRun(s.Prog, s.learn, s.opt, Run{Step: done, Steps: s.steps, Sources: s.src, Flags: s.c.runFlags(), Data: s.c.DataID, State: s.state})
 }
 
 // ShareWeights makes the nodes dst (an evaluation copy of a model) use the values of src

@@ -178,6 +178,44 @@ func TestLoadRunAllOrNothing(t *testing.T) {
 	}
 }
 
+// TestLoadRunOtherData: a checkpoint of a run on other data (another fingerprint) is an error
+// that names both and loads nothing; a checkpoint without one, or a run that gives none, is
+// not checked.
+func TestLoadRunOtherData(t *testing.T) {
+	dir := t.TempDir()
+	mk := func(v float32) *G.Node {
+		return G.NewVector(G.NewGraph(), tensor.Float32, G.WithShape(2), G.WithName("w"), G.WithValue(tensor.New(tensor.WithBacking([]float32{v, v}))))
+	}
+	fp := func(s string) string { return Fingerprint(func(w io.Writer) { io.WriteString(w, s) }) }
+	saved, other := fp("the saved run's data"), fp("other data")
+	if saved == other || len(saved) != 16 || saved != fp("the saved run's data") {
+		t.Fatalf("fingerprints %q and %q", saved, other)
+	}
+	if err := SaveRun(dir, G.Nodes{mk(1)}, train.NewAdam(0.5), Run{Step: 3, Steps: 10, Data: saved}); err != nil {
+		t.Fatal(err)
+	}
+	w, opt := mk(7), train.NewAdam(0.01)
+	_, _, err := LoadRun(dir, G.Nodes{w}, opt, Run{Data: other})
+	if err == nil || !strings.Contains(err.Error(), "other data (fingerprint "+saved+", this run's "+other+")") {
+		t.Fatalf("LoadRun on other data: %v", err)
+	}
+	if v := w.Value().Data().([]float32); v[0] != 7 || opt.LR != 0.01 {
+		t.Errorf("a failed LoadRun changed the weights to %v and the learning rate to %v", v, opt.LR)
+	}
+	for _, data := range []string{saved, ""} {
+		if _, _, err := LoadRun(dir, G.Nodes{mk(7)}, train.NewAdam(0.01), Run{Data: data}); err != nil {
+			t.Errorf("LoadRun with data %q: %v", data, err)
+		}
+	}
+	old := t.TempDir() // a checkpoint saved without a fingerprint
+	if err := SaveRun(old, G.Nodes{mk(1)}, train.NewAdam(0.5), Run{Step: 3, Steps: 10}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := LoadRun(old, G.Nodes{mk(7)}, train.NewAdam(0.01), Run{Data: other}); err != nil {
+		t.Errorf("LoadRun of a checkpoint without a fingerprint: %v", err)
+	}
+}
+
 // TestSessionEndReleasesInterrupts: after End (the training loop is over: the final
 // evaluation, charlm's sample and the plots follow), the session no longer takes interrupts,
 // so Ctrl-C ends the program. It used to hold them until run returned: Ctrl-C, pressed any
