@@ -152,14 +152,18 @@ __device__ __forceinline__ unsigned long long probKey(double x) {
 // planRow reads rowOf[i] for a data kernel: a row in [0, R), or -1 (a dropped slot). Any other
 // value, which only a plan not made by the plan kernels holds (a plan filled by hand), reads as
 // -1 and sets status bit 128, so that no permute or combine kernel follows a row outside its
-// buffers. planToken does the same for tokenOf[r] and [0, T).
-__device__ __forceinline__ int planRow(const int *__restrict__ rowOf, long long i, long long R, int *status) {
-  int r = rowOf[i];
+// buffers. checkRow is its check of a row already loaded: a kernel that loads rowOf ahead of its
+// use (with other loads, or for the next token) checks it where it uses it, since the check
+// waits for the load. planToken does the same for tokenOf[r] and [0, T).
+__device__ __forceinline__ int checkRow(int r, long long R, int *status) {
   if (r < -1 || r >= R) {
     atomicOr(status, 128);
     r = -1;
   }
   return r;
+}
+__device__ __forceinline__ int planRow(const int *__restrict__ rowOf, long long i, long long R, int *status) {
+  return checkRow(rowOf[i], R, status);
 }
 __device__ __forceinline__ long long planToken(const int *__restrict__ tokenOf, long long r, long long T, int *status) {
   long long t = tokenOf[r];
