@@ -208,28 +208,10 @@ func TestResume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := filepath.Join(t.TempDir(), "ckpt")
-	first := cfg
-	first.Save, first.StopAt = dir, 50
-	a, err := run(first, io.Discard, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	second := cfg
-	second.Resume = dir
 	var out bytes.Buffer
-	b, err := run(second, &out, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir := stopAndResume(t, cfg, whole, 50, &out)
 	if !strings.Contains(out.String(), "resumed from "+dir+" at step 50 of 120") {
 		t.Errorf("output lacks the resume line:\n%s", out.String())
-	}
-	if err := trainutil.ResumedLosses(a.StepLoss, b.StepLoss, whole.StepLoss); err != nil {
-		t.Fatal(err)
-	}
-	if b.BPC != whole.BPC || b.Sample != whole.Sample {
-		t.Errorf("resumed: %v bits/char, sample %q; unbroken %v, %q", b.BPC, b.Sample, whole.BPC, whole.Sample)
 	}
 	// Each block's expert load over the run goes on from the checkpoint's (it covered only the
 	// resumed steps).
@@ -246,6 +228,27 @@ func TestResume(t *testing.T) {
 	}
 	trainutil.CheckLossFalls(t, whole.StepLoss, 0.8)
 }
+
+// stopAndResume runs cfg stopped after step stop with -save, then resumed with -resume (its
+// output to out), and checks that the two give the unbroken run whole's loss at every step, bit
+// for bit, and its held-out bits/char and sample. It returns the checkpoint's folder.
+func stopAndResume(t *testing.T, cfg config, whole *result, stop int, out io.Writer) (dir string) {
+	t.Helper()
+	a, b, dir := trainutil.StopAndResume(t, cfg, loopOf, stop, runTo, out)
+	if err := trainutil.ResumedLosses(a.StepLoss, b.StepLoss, whole.StepLoss); err != nil {
+		t.Fatal(err)
+	}
+	if b.BPC != whole.BPC || b.Sample != whole.Sample {
+		t.Errorf("resumed: %v bits/char, sample %q; unbroken %v, %q", b.BPC, b.Sample, whole.BPC, whole.Sample)
+	}
+	return dir
+}
+
+// loopOf and runTo are cfg's LoopConfig and run without a progress bar, for
+// trainutil.StopAndResume.
+func loopOf(c *config) *trainutil.LoopConfig { return &c.LoopConfig }
+
+func runTo(c config, out io.Writer) (*result, error) { return run(c, out, nil) }
 
 // TestResumeAtTheEnd: resuming a finished run runs no step and reports the saved model
 // (no plots: there is no curve); resuming past this run's end is an error that leaves the

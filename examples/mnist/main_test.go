@@ -246,19 +246,8 @@ func TestResumeReport(t *testing.T) {
 // that folder (its output to out), and returns both runs' results and the folder.
 func stopAndResume(t *testing.T, cfg config, stop int, out io.Writer) (a, b *result, dir string) {
 	t.Helper()
-	dir = filepath.Join(t.TempDir(), "ckpt")
-	first := cfg
-	first.Save, first.StopAt = dir, stop
-	a, err := run(first, io.Discard, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	second := cfg
-	second.Resume = dir
-	if b, err = run(second, out, nil); err != nil {
-		t.Fatal(err)
-	}
-	return a, b, dir
+	return trainutil.StopAndResume(t, cfg, func(c *config) *trainutil.LoopConfig { return &c.LoopConfig }, stop,
+		func(c config, out io.Writer) (*result, error) { return run(c, out, nil) }, out)
 }
 
 // TestResumeTargetAtStop: the evaluation that -stop-at adds (not one of the run's scheduled

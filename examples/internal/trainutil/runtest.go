@@ -79,3 +79,24 @@ func CheckFirstLossesAgree(t testing.TB, gpu, cpu []float64) {
 		}
 	}
 }
+
+// StopAndResume runs an example's run of cfg twice: stopped after step stop with -save in a
+// fresh folder (its output discarded), then resumed from that folder with -resume (its output
+// to out). loop gives the config's LoopConfig. It returns both results and the folder, and
+// stops t at the first error.
+func StopAndResume[C, R any](t testing.TB, cfg C, loop func(*C) *LoopConfig, stop int, run func(C, io.Writer) (R, error), out io.Writer) (a, b R, dir string) {
+	t.Helper()
+	dir = filepath.Join(t.TempDir(), "ckpt")
+	first := cfg
+	loop(&first).Save, loop(&first).StopAt = dir, stop
+	a, err := run(first, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := cfg
+	loop(&second).Resume = dir
+	if b, err = run(second, out); err != nil {
+		t.Fatal(err)
+	}
+	return a, b, dir
+}
