@@ -28,6 +28,9 @@ func (c *CUDA) SquareRows(d DType, out, g cu.DevicePtr, rows int64, cols int) er
 	if rows < 0 || cols < 1 {
 		return fmt.Errorf("gomoe: device SquareRows: %d rows of %d, want rows >= 0 and cols >= 1", rows, cols)
 	}
+	if err := colsFit("SquareRows", cols); err != nil {
+		return err
+	}
 	if rows == 0 {
 		return nil
 	}

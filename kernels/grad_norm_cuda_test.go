@@ -5,6 +5,7 @@ package kernels_test
 import (
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	. "github.com/gomoe/gomoe/kernels"
@@ -129,6 +130,11 @@ func TestCUDASquareRows(t *testing.T) {
 	}
 	if err := testCUDA.SquareRows(F64, 0, 0, 1, 1); err == nil {
 		t.Error("SquareRows took float64 (RowDot's)")
+	}
+	// Rows wider than the kernel's 32-bit column count: an error before any launch (nothing
+	// is read: the pointers are null).
+	if err := testCUDA.SquareRows(F32, 0, 0, 1, math.MaxInt32+1); err == nil || !strings.Contains(err.Error(), "32-bit") {
+		t.Errorf("SquareRows of 2^31 columns: %v, want the 32-bit limit named", err)
 	}
 	cuMust(t, testCUDA.Status())
 }

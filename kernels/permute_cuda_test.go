@@ -397,9 +397,11 @@ func cuGuarded(t *testing.T, n int64) (cuDevBuf, func(what string)) {
 // with row ids past R (just past, and 2^30), below -1, and token ids past T and below -1: each
 // kernel must take such a slot as dropped and such a row as padding (planRow, planToken in
 // gomoe.cuh), write nothing outside its output (guard bytes around each), fault nowhere, and
-// flag StatusBadRows. Expected values come from a plain loop over the plan with the bad ids
-// set to -1; rows whose token is valid but that no slot names (the hand-made plan disagrees
-// with itself there) are left out: the kernels do not detect that.
+// flag StatusBadRows (each launch checked alone). Expected values come from a plain loop over
+// the plan with the bad ids set to -1; rows whose token is valid but that no slot names (the
+// hand-made plan disagrees with itself there) are left out: the kernels do not detect that.
+// The bfloat16 dprobs kernels run twice: one block per token, and 5 blocks, whose blocks
+// load each next token's rows ahead (the bad slots of tokens 5 and 9 come that way).
 func TestCUDADataHandMadePlan(t *testing.T) {
 	rng := rand.New(rand.NewPCG(31, 32))
 	g := Geometry{T: 64, K: 3, E: 8, A: 1}
@@ -433,11 +435,22 @@ func TestCUDADataHandMadePlan(t *testing.T) {
 	_ = testCUDA.Status() // start from a clear status word
 
 	for _, c := range []struct {
-		d DType
-		H int
-	}{{F32, 40}, {F64, 40}, {BF16, 40}, {F32, 7}, {F64, 7}, {BF16, 7}} {
+		d      DType
+		H      int
+		blocks int // SetBF16DotBlocks
+	}{{F32, 40, 0}, {F64, 40, 0}, {BF16, 40, -1}, {BF16, 40, 5}, {F32, 7, 0}, {F64, 7, 0}, {BF16, 7, -1}, {BF16, 7, 5}} {
 		d, H := c.d, c.H
-		t.Run(fmt.Sprintf("%v/H%d", d, H), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%v/H%d/blocks%d", d, H, c.blocks), func(t *testing.T) {
+			defer SetBF16DotBlocks(SetBF16DotBlocks(c.blocks))
+			// flagged checks that the kernel just run set StatusBadRows (a check clears it).
+			flagged := func(what string) {
+				t.Helper()
+				if err := testCUDA.Status(); !statusHas(err, StatusBadRows) {
+					t.Fatalf("%s: Status() = %v, want StatusBadRows", what, err)
+				} else if !strings.Contains(err.Error(), "outside its buffers") {
+					t.Fatalf("%s: Status() = %q, want the bad rows named", what, err)
+				}
+			}
 			es := d.Size()
 			pt := F32
 			if d == F64 {
@@ -482,6 +495,7 @@ func TestCUDADataHandMadePlan(t *testing.T) {
 			xp, ok := cuGuarded(t, int64(R*H*es))
 			cuMust(t, testCUDA.PermuteForward(d, g, H, xp.p, cuUploadAny(t, x).p, plan.p))
 			ok("permute forward")
+			flagged("permute forward")
 			got := cuBits(cuDownloadAs(t, d, xp, R*H))
 			for r := 0; r < R; r++ {
 				if undefined(r) {
@@ -499,6 +513,7 @@ func TestCUDADataHandMadePlan(t *testing.T) {
 			dx, ok := cuGuarded(t, int64(T*H*es))
 			cuMust(t, testCUDA.PermuteBackward(d, g, H, dx.p, cuUploadAny(t, dxpv).p, plan.p))
 			ok("permute backward")
+			flagged("permute backward")
 			if d == F64 {
 				sumOfKept("permute backward: dx", cuDownload[float64](t, dx, T*H), dxpv.([]float64))
 			}
@@ -507,6 +522,7 @@ func TestCUDADataHandMadePlan(t *testing.T) {
 			pp, ok := cuGuarded(t, int64(R*pt.Size()))
 			cuMust(t, testCUDA.PermuteProbsForward(d, g, pp.p, dProbs.p, plan.p))
 			ok("permuted probs forward")
+			flagged("permuted probs forward")
 			gotPP := cuBits(cuDownloadAs(t, pt, pp, R))
 			for r := 0; r < R; r++ {
 				want := uint64(0)
@@ -526,6 +542,7 @@ func TestCUDADataHandMadePlan(t *testing.T) {
 			dpr, ok := cuGuarded(t, int64(T*K*pt.Size()))
 			cuMust(t, testCUDA.PermuteProbsBackward(d, g, dpr.p, cuUploadAny(t, dppv).p, plan.p))
 			ok("permuted probs backward")
+			flagged("permuted probs backward")
 			gotDP := cuBits(cuDownloadAs(t, pt, dpr, T*K))
 			for i := 0; i < T*K; i++ {
 				want := uint64(0)
@@ -543,8 +560,10 @@ func TestCUDADataHandMadePlan(t *testing.T) {
 			y, ok := cuGuarded(t, int64(T*H*es))
 			cuMust(t, testCUDA.UnpermuteForward(d, g, H, y.p, dYp.p, dProbs.p, plan.p))
 			ok("unpermute forward")
+			flagged("unpermute forward")
 			cuMust(t, testCUDA.UnpermuteForward(d, g, H, y.p, dYp.p, 0, plan.p))
 			ok("unpermute forward, unweighted")
+			flagged("unpermute forward, unweighted")
 			if d == F64 {
 				sumOfKept("unpermute forward: y", cuDownload[float64](t, y, T*H), ypv.([]float64))
 			}
@@ -567,6 +586,7 @@ func TestCUDADataHandMadePlan(t *testing.T) {
 				cuMust(t, testCUDA.UnpermuteBackward(d, g, H, dyp.p, dp.p, dDy.p, dYp.p, 0, plan.p))
 				okRows(what + " rows")
 				okProbs(what + " dprobs")
+				flagged(what)
 				if want[0] {
 					got := cuBits(cuDownloadAs(t, d, dyp, R*H))
 					for r := 0; r < R; r++ {
@@ -592,13 +612,8 @@ func TestCUDADataHandMadePlan(t *testing.T) {
 					}
 				}
 			}
-			if err := testCUDA.Status(); !statusHas(err, StatusBadRows) {
-				t.Fatalf("Status() = %v, want StatusBadRows", err)
-			} else if !strings.Contains(err.Error(), "outside its buffers") {
-				t.Fatalf("Status() = %q, want the bad rows named", err)
-			}
 			if err := testCUDA.Status(); err != nil {
-				t.Fatalf("Status() after the check = %v, want nil (the word is cleared)", err)
+				t.Fatalf("Status() after the checks = %v, want nil (the word is cleared)", err)
 			}
 		})
 	}
