@@ -78,11 +78,13 @@ func (m *tinyModel) stepOnBound(t *testing.T, gs *train.GraphStep, s int) float6
 }
 
 // TestGraphStepStateReady: GraphStep captures a step only when the solver's state (Adam's
-// moments, SGD's master copies) exists, so that no capture records its making. It must say so
-// between steps, where the gradients have no value yet: it said "ready" there whatever the
-// state (a capture after a Release then recorded the moments' zeroing, which every replay ran
-// again). Before the first step and after a Release the state is missing; after a step it is
-// there.
+// moments, SGD's master copies) exists, so that no capture records its making; it decides from
+// the weights alone. Before the first step and after a Release the state is missing; after a
+// step it is there. (It used to run Step's checks, which refuse a gradient with no value: on
+// the GPU, where the gradients have none between steps, it said "ready" after a Release and a
+// capture recorded the moments' zeroing, which every replay ran again. On the CPU the
+// gradients keep their values, so here only "before the first step" shows that; the GPU test
+// TestGraphStepAfterRelease covers the Release.)
 func TestGraphStepStateReady(t *testing.T) {
 	for _, c := range []resumeCase{resumeCases[0], {name: "bf16 sgd", dtype: resumeCases[2].dtype, sgd: true, ffn: 16}} {
 		t.Run(c.name, func(t *testing.T) {

@@ -36,9 +36,9 @@ type LoopConfig struct {
 	// separated by spaces; not a flag, the example sets it. -lr, -lr-floor and -warmup are added
 	// to them.
 	RunFlags string
-	// Data is a fingerprint of the data the run trains and evaluates on (see Fingerprint; not
-	// a flag, the example sets it; "": not checked): a resumed run on other data (another
-	// -data or -goroot folder, or other files in it) is an error.
+	// DataID is a fingerprint of the data the run trains and evaluates on (see Fingerprint;
+	// not a flag, the example sets it; "": not checked): a resumed run on other data (other
+	// files, or another share of them) is an error; the same data in another folder is not.
 	DataID string
 }
 
