@@ -334,10 +334,42 @@ func TestResumeOtherFlags(t *testing.T) {
 	if _, err := run(c, io.Discard, nil); err == nil || !strings.Contains(err.Error(), "had -log-every 30, this one -log-every 4") {
 		t.Errorf("resumed with another -log-every: error %v", err)
 	}
-	// Other text (another -goroot, other files under it; here another held-out share): the
-	// run went on from the checkpoint on other data, silently.
-	c = cfg
-	c.Save, c.StopAt, c.Resume, c.HeldMB = "", 0, cfg.Save, 0.04
+}
+
+// TestResumeOtherText: a resume on other text (a -goroot whose files differ from the saved
+// run's) is an error; it used to go on from the checkpoint on the other text, silently. The
+// same files under another folder are the same data.
+func TestResumeOtherText(t *testing.T) {
+	corpus := func(edit string) string {
+		root := t.TempDir()
+		dir := filepath.Join(root, "src", "p")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 40 { // about one in ten files is held out: 40 give both sets some
+			src := fmt.Sprintf("package p\n\n// f%02d holds %d.\nconst f%02d = %d\n", i, i*i, i, i*i)
+			if i == 3 {
+				src += edit
+			}
+			if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%02d.go", i)), []byte(src), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return root
+	}
+	cfg := smallConfig(t)
+	cfg.GoRoot, cfg.Steps, cfg.Batch, cfg.Context, cfg.EvalEvery, cfg.Sample = corpus(""), 10, 4, 2, 0, 0
+	cfg.Save, cfg.StopAt = filepath.Join(t.TempDir(), "ckpt"), 5
+	if _, err := run(cfg, io.Discard, nil); err != nil {
+		t.Fatal(err)
+	}
+	c := cfg
+	c.Save, c.StopAt, c.Resume = "", 0, cfg.Save
+	c.GoRoot = corpus("")
+	if _, err := run(c, io.Discard, nil); err != nil {
+		t.Errorf("resumed on a copy of the text: %v", err)
+	}
+	c.GoRoot = corpus("// one more line\n")
 	if _, err := run(c, io.Discard, nil); err == nil || !strings.Contains(err.Error(), "the saved run trained on other data") {
 		t.Errorf("resumed on other text: error %v", err)
 	}
