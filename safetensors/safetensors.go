@@ -152,6 +152,9 @@ func (ts *Tensors) add(src io.ReaderAt, size int64) error {
 		// and rename the tensor silently.
 		return fmt.Errorf("%w: header is not UTF-8", errFormat)
 	}
+	if err := checkSurrogates(hdr); err != nil {
+		return fmt.Errorf("%w: header: %w", errFormat, err)
+	}
 	raw, err := headerEntries(hdr)
 	if err != nil {
 		return fmt.Errorf("%w: header: %w", errFormat, err)
@@ -186,6 +189,54 @@ func (ts *Tensors) add(src io.ReaderAt, size int64) error {
 		ts.entries[name] = e
 	}
 	return checkTiling(spans, dataLen)
+}
+
+// checkSurrogates refuses a \u escape of half a UTF-16 surrogate pair, not followed (for a high
+// half) by the \u escape of a low half: it names no character, the reference reader refuses
+// it, and encoding/json would read it as U+FFFD, renaming the tensor silently. A backslash
+// is always the start of an escape (outside strings it is a JSON syntax error).
+func checkSurrogates(hdr []byte) error {
+	hex := func(i int) (rune, bool) { // the code unit of the \u escape at hdr[i:]
+		if i+6 > len(hdr) || hdr[i] != '\\' || hdr[i+1] != 'u' {
+			return 0, false
+		}
+		var r rune
+		for _, c := range hdr[i+2 : i+6] {
+			switch {
+			case '0' <= c && c <= '9':
+				r = r<<4 | rune(c-'0')
+			case 'a' <= c && c <= 'f':
+				r = r<<4 | rune(c-'a'+10)
+			case 'A' <= c && c <= 'F':
+				r = r<<4 | rune(c-'A'+10)
+			default:
+				return 0, false
+			}
+		}
+		return r, true
+	}
+	for i := 0; i < len(hdr); i++ {
+		if hdr[i] != '\\' {
+			continue
+		}
+		r, ok := hex(i)
+		if !ok {
+			i++ // another escape: skip its character (an escaped backslash among them)
+			continue
+		}
+		switch {
+		case 0xd800 <= r && r < 0xdc00:
+			if lo, ok := hex(i + 6); ok && 0xdc00 <= lo && lo < 0xe000 {
+				i += 11 // the pair
+				continue
+			}
+			return fmt.Errorf("lone surrogate %s at byte %d (not followed by the escape of a low surrogate)", hdr[i:i+6], i)
+		case 0xdc00 <= r && r < 0xe000:
+			return fmt.Errorf("lone surrogate %s at byte %d (not preceded by the escape of a high surrogate)", hdr[i:i+6], i)
+		}
+		i += 5
+	}
+	return nil
 }
 
 // tensorInfo is one tensor's entry in a header.

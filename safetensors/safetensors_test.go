@@ -491,3 +491,30 @@ func TestSelectNilKeep(t *testing.T) {
 		t.Errorf("Select(nil) kept %v, want every tensor", got)
 	}
 }
+
+// TestParseRejectsLoneSurrogates: a \u escape of half a UTF-16 surrogate pair names no
+// character; the reference reader (serde_json) refuses it, and encoding/json read it as
+// U+FFFD, renaming the tensor silently ("a\ud800" read as "a\ufffd", and "\ud800" and
+// "\udc00" as the same name). A well-formed pair is a character and reads as one.
+func TestParseRejectsLoneSurrogates(t *testing.T) {
+	data := le(uint16(0x3c00))
+	for _, name := range []string{`a\ud800`, `\udc00`, `\ud800\u0041`, `\ud800x`, `\uD83D`} {
+		hdr := `{"` + name + `":{"dtype":"F16","shape":[1],"data_offsets":[0,2]}}`
+		ts, err := Parse(rawFile(hdr, data))
+		if err == nil {
+			t.Errorf("%s: parsed as %q; want an error", name, ts.Names())
+		} else if !strings.Contains(err.Error(), "not a safetensors file: header: lone surrogate") {
+			t.Errorf("%s: got %v; want a lone-surrogate error", name, err)
+		}
+	}
+	if _, err := Parse(rawFile(`{"__metadata__":{"k":"\udfff"}}`, nil)); err == nil {
+		t.Error(`metadata "\udfff": parsed; want an error`)
+	}
+	// A pair, an escaped backslash before "ud800", and U+FFFD itself are fine.
+	for name, want := range map[string]string{`\ud83d\ude00`: "\U0001F600", `\\ud800`: `\ud800`, `\ufffd`: "\ufffd"} {
+		ts, err := Parse(rawFile(`{"`+name+`":{"dtype":"F16","shape":[1],"data_offsets":[0,2]}}`, data))
+		if err != nil || fmt.Sprint(ts.Names()) != fmt.Sprint([]string{want}) {
+			t.Errorf("%s: got %q, %v; want [%q]", name, ts.Names(), err, want)
+		}
+	}
+}
