@@ -38,7 +38,8 @@ type Config struct {
 	// null in config.json is transformers' None, read as false).
 	NormTopKProb *bool `json:"norm_topk_prob"`
 	// NGroup and TopKGroup are DeepSeek-V3's expert groups and the groups each token keeps
-	// (0: transformers' defaults 8 and 4; ParseConfig refuses an explicit 0 or null).
+	// (0: transformers' defaults 8 and 4; MoEConfig refuses an explicit 0 or null, which
+	// ParseConfig records).
 	NGroup    int `json:"n_group"`
 	TopKGroup int `json:"topk_group"`
 	// RoutedScalingFactor multiplies DeepSeek-V3's routed probs (nil: the default 2.5).
