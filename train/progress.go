@@ -102,7 +102,12 @@ func (p *Progress) line(status string, now time.Time) {
 		pct = 100 * float64(p.done) / float64(p.total)
 	}
 	if p.done > 0 && p.total > p.done {
-		rem := time.Duration(float64(el) * float64(p.total-p.done) / float64(p.done))
+		// At most the longest Duration (about 292 years): converting a larger float64 gave a
+		// negative one.
+		rem := time.Duration(math.MaxInt64)
+		if ns := float64(el) * float64(p.total-p.done) / float64(p.done); ns < math.MaxInt64 {
+			rem = time.Duration(ns)
+		}
 		left = "  left " + rem.Round(100*time.Millisecond).String()
 	}
 	if status != "" {

@@ -85,3 +85,18 @@ func TestIsTerminal(t *testing.T) {
 		t.Error("a file, a buffer or nil counted as a terminal")
 	}
 }
+
+// TestProgressTimeLeftBeyondDuration: a time left beyond what a time.Duration holds (about 292
+// years: a slow start of a long run, 1000 of 10¹² items in an hour) is the longest Duration.
+// The float64 nanoseconds were converted to a Duration as they were, which overflowed and
+// printed "left -2562047h47m16.854775808s".
+func TestProgressTimeLeftBeyondDuration(t *testing.T) {
+	var out bytes.Buffer
+	p := NewProgress(&out, nil, 1e12, "chr", "train")
+	p.Interval = 0
+	p.start = time.Now().Add(-time.Hour)
+	p.Add(1000, "")
+	if line := out.String(); !strings.HasSuffix(line, "  left 2562047h47m16.854775807s\n") {
+		t.Errorf("line %q, want it to end with the longest Duration left", line)
+	}
+}
