@@ -178,8 +178,9 @@ type Backend interface {
 	// Capture runs f with the device work of like's engine captured into a graph instead of
 	// running (device.Engine.Capture).
 	Capture(like G.Value, f func() error) (Graph, error)
-	// SumSquares returns Σ g² of each device tensor of gs: rows of 1024 elements summed in the
-	// accumulator type, the row sums added in float64 on the device in a fixed order
+	// SumSquares returns Σ g² of each device tensor of gs: rows of 1024 elements summed in
+	// float64 (the squares of float32 and bfloat16 elements too: kernels.CUDA.SquareRows), the
+	// row sums added in float64 on the device in a fixed order
 	// (kernels.CUDA.SumReduce). It waits for the device once per GPU the tensors are on (one copy
 	// of all their sums to the host), not once per tensor.
 	SumSquares(gs []*tensor.Dense) ([]float64, error)

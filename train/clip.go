@@ -19,13 +19,15 @@ import (
 //
 // Adam and SGD call it themselves when their MaxGradNorm is set; call it directly before
 // another solver. The squares are summed in float64 in the order of vgs (host gradients);
-// a gradient in GPU memory (gomoecuda build) is summed on the GPU by rows of 1024 elements in
-// the accumulator type (float32 for float32 and bfloat16) and the row sums in float64 in a
-// fixed order on the GPU (their sums come to the host in one copy), so a GPU norm agrees
-// with the CPU's within float32 rounding. (A step captured by GraphStep clips with the same
-// kernels and the same bits without coming to the host at all.) The scaling multiplies
-// each element by the scale rounded to the gradient's dtype (float32 for bfloat16, rounded
-// once to bfloat16), on the host and on the GPU alike.
+// a gradient in GPU memory (gomoecuda build) is summed on the GPU by rows of 1024 elements,
+// the squares and their row sums in float64 (for float32 and bfloat16 gradients too), and
+// the row sums in float64 in a fixed order on the GPU (their sums come to the host in one
+// copy), so a GPU norm agrees with the CPU's within float64 rounding (its additions run in
+// another order).
+// (A step captured by GraphStep clips with the same kernels and the same bits without
+// coming to the host at all.) The scaling multiplies each element by the scale rounded to
+// the gradient's dtype (float32 for bfloat16, rounded once to bfloat16), on the host and on
+// the GPU alike.
 //
 // Weights may share one gradient buffer (Gorgonia gives both inputs of an Add the same
 // gradient): the norm counts it once per weight, as the gradient of the cost wrt all the
