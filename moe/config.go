@@ -110,7 +110,11 @@ type Config struct {
 	PreSoftmax bool
 	// Groups > 1 turns on group-limited routing: the E experts form Groups equal groups and
 	// each token chooses its K experts from the GroupsKept groups with the highest group score
-	// (the sum of the group's top max(1, K/GroupsKept) selection scores).
+	// (the sum of the group's top max(1, K/GroupsKept) selection scores). The selection scores
+	// are the sigmoid scores plus the expert bias (Sigmoid), the softmax probabilities
+	// (PreSoftmax), or the logits themselves (Softmax without PreSoftmax): then a group's score
+	// sums logits, not probabilities, and with K/GroupsKept > 1 it may keep other groups than
+	// sums of the softmax would.
 	Groups, GroupsKept int
 	// ScalingFactor multiplies the probs after normalisation (DeepSeek-V3: 2.5). 0 means 1.
 	ScalingFactor float64

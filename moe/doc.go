@@ -5,6 +5,8 @@
 //
 //	logits = x·Router                        router, optionally in its own dtype (fp32 router)
 //	ids    = topK(score(logits) + bias)      softmax or sigmoid scores, group-limited top-k
+//	                                         (Softmax without PreSoftmax selects, and scores
+//	                                         the groups, on the logits: see Config.Groups)
 //	probs  = the chosen scores               renormalised (or not) and scaled
 //	                                         (both: the fused router, op.RouterTopK and
 //	                                         op.RouterProbs, one launch each on the GPU)

@@ -268,7 +268,7 @@ func (l *Layer) Replicated() G.Nodes {
 // weighted auxiliary losses and the step statistics:
 //
 //	logits = x·Router                      (RouterDtype; x·jitter first if JitterEps > 0)
-//	ids    = top-K experts per token        (by score + bias, within the kept groups)
+//	ids    = top-K experts per token        (by selection score, within the kept groups: Config.Groups)
 //	probs  = the chosen experts' weights    (see Config.Score and Config.PreSoftmax) · ScalingFactor
 //	Y      = Σ_k probs[t,k]·Expert_ids[t,k](x[t])  + SharedFFN(x)
 //

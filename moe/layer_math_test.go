@@ -203,3 +203,33 @@ func evalCost(t *testing.T, cfg Config, T int, p refParams, rnd []float64, setup
 	}
 	return f64s(v)[0]
 }
+
+// TestGroupScoreOfPostSoftmaxIsOnLogits pins what Config.Groups documents: a Softmax router
+// without PreSoftmax scores its groups by sums of logits, so it may keep another group than
+// the sums of its softmax probabilities (PreSoftmax) keep. The token's logits are (3, -10 | 1,
+// 1): logit sums -7 and 2 keep group 1, probability sums e³ and 2e (over the same denominator)
+// keep group 0.
+func TestGroupScoreOfPostSoftmaxIsOnLogits(t *testing.T) {
+	for _, c := range []struct {
+		pre  bool
+		want []int32
+	}{{false, []int32{2, 3}}, {true, []int32{0, 1}}} {
+		g := G.NewGraph()
+		l, err := New(g, "m", Config{Hidden: 2, FFN: 1, Experts: 4, TopK: 2, Groups: 2, GroupsKept: 1, PreSoftmax: c.pre, Dtype: tensor.Float64})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := G.Let(l.Router, tensor.New(tensor.WithShape(2, 4), tensor.WithBacking([]float64{3, -10, 1, 1, 0, 0, 0, 0}))); err != nil {
+			t.Fatal(err)
+		}
+		x := G.NewMatrix(g, tensor.Float64, G.WithShape(1, 2), G.WithName("x"), G.WithValue(tensor.New(tensor.WithShape(1, 2), tensor.WithBacking([]float64{1, 0}))))
+		out, err := l.Forward(x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := runTape(t, g, out.IDs)[0].Data().([]int32)
+		if len(got) != 2 || got[0] != c.want[0] || got[1] != c.want[1] {
+			t.Errorf("PreSoftmax=%v: ids %v, want %v", c.pre, got, c.want)
+		}
+	}
+}
