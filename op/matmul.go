@@ -86,6 +86,9 @@ func (op matMulOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 	if k != k2 {
 		return nil, opkit.Errorf("MatMul", "%v times %v: inner sizes %d and %d differ", a, b, k, k2)
 	}
+	if m == 0 || k == 0 || n == 0 { // Do's kernels panic on an empty operand
+		return nil, opkit.Errorf("MatMul", "a %v times b %v: every size must be >= 1 (an empty matrix)", a, b)
+	}
 	return tensor.Shape{m, n}, nil
 }
 

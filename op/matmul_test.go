@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand"
 	"slices"
+	"strings"
 	"testing"
 
 	G "gorgonia.org/gorgonia"
@@ -238,6 +239,59 @@ func TestMatMulStridedView(t *testing.T) {
 				}
 				if got, gotG := toF64(t, cv), toF64(t, gv); !slices.Equal(got, want) || !slices.Equal(gotG, wantG) {
 					t.Errorf("%v mixed=%v view is b=%v: c = %v (want %v), dΣc/d id = %v (want %v)", dt, mixed, viewIsB, got, want, gotG, wantG)
+				}
+			}
+		}
+	}
+}
+
+// TestMatMulDoEmptyValues: the Do of MatMul and MixedMatMul, in every transposition form,
+// called with an empty matrix (a size of 0 that the node functions refuse) returns an error
+// that names the op and the shapes; it used to panic (tensor.MatMul indexing an empty slice,
+// gonum's "bad leading dimension", kernels.Gemm's operands).
+func TestMatMulDoEmptyValues(t *testing.T) {
+	empty := func(dt tensor.Dtype, r, c int) *tensor.Dense {
+		return tensor.New(tensor.Of(dt), tensor.WithShape(r, c))
+	}
+	full := func(dt tensor.Dtype, r, c int) *tensor.Dense {
+		if dt == tensor.Float32 {
+			return tensor.New(tensor.WithShape(r, c), tensor.WithBacking(make([]float32, r*c)))
+		}
+		return tensor.New(tensor.WithShape(r, c), tensor.WithBacking(make([]float64, r*c)))
+	}
+	for _, dt := range []tensor.Dtype{tensor.Float32, tensor.Float64} {
+		for _, tr := range [][2]bool{{false, false}, {false, true}, {true, false}, {true, true}} {
+			ops := []G.Op{matMulOp{ta: tr[0], tb: tr[1]}, mixedMatMulOp{ta: tr[0], tb: tr[1], a: dt, b: dt, out: dt}}
+			// op(a) [M,K] · op(b) [K,N] with one of M, K, N zero.
+			for _, mkn := range [][3]int{{0, 4, 5}, {3, 0, 5}, {3, 4, 0}} {
+				M, K, N := mkn[0], mkn[1], mkn[2]
+				as := [2]int{M, K}
+				if tr[0] {
+					as = [2]int{K, M}
+				}
+				bs := [2]int{K, N}
+				if tr[1] {
+					bs = [2]int{N, K}
+				}
+				mk := func(s [2]int) *tensor.Dense {
+					if s[0]*s[1] == 0 {
+						return empty(dt, s[0], s[1])
+					}
+					return full(dt, s[0], s[1])
+				}
+				for _, op := range ops {
+					err := func() (err error) {
+						defer func() {
+							if r := recover(); r != nil {
+								err = fmt.Errorf("panic: %v", r)
+							}
+						}()
+						_, err = op.Do(mk(as), mk(bs))
+						return err
+					}()
+					if err == nil || strings.HasPrefix(err.Error(), "panic") || !strings.Contains(err.Error(), "every size must be >= 1") {
+						t.Errorf("%v %v, a %v, b %v: %v, want an error about the empty matrix", op, dt, as, bs, err)
+					}
 				}
 			}
 		}
