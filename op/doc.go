@@ -41,11 +41,13 @@
 //
 // Around the dispatch and combine, the ops an MoE layer and a small model need, each with a
 // CPU kernel and a CUDA twin: routing (TopK, GatherTopK, Softmax, Sigmoid, RowNormalize,
-// RowLogSumExp, ExpertLoad, JitterNoise, Scale, Cast, MixedMatMul), the expert FFN (GroupedMatMul,
-// SwiGLU, SwiGLUPacked, GELU, ScaleRows), the routing losses (BalanceLoss, ZLoss,
-// AddScalars), and the layers of the examples (MatMul, BiasAdd, ReLU, RMSNorm, CrossEntropy,
-// Embedding). With them a whole training step runs on the device engine (package device),
-// where Gorgonia's own activations, reductions and broadcasts cannot.
+// Scale, Cast, MixedMatMul), the expert FFN (GroupedMatMul, SwiGLU, SwiGLUPacked, GELU,
+// ScaleRows), the routing losses (BalanceLoss, ZLoss, AddScalars), and the layers of the
+// examples (MatMul, BiasAdd, ReLU, RMSNorm, CrossEntropy, Embedding). With them a whole
+// training step runs on the device engine (package device), where Gorgonia's own activations,
+// reductions and broadcasts cannot. JitterNoise draws its noise on the host and uploads it;
+// RowLogSumExp and ExpertLoad have no CUDA twin and refuse device values (the z-loss and the
+// balancing losses compute what a step needs of them on the device).
 //
 // # Devices
 //

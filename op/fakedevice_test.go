@@ -2,6 +2,7 @@ package op
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	G "gorgonia.org/gorgonia"
@@ -205,5 +206,28 @@ func TestWriteBackPlaces(t *testing.T) {
 				t.Errorf("device dst %v: a refused WriteBack changed the destination to %v", dev, got)
 			}
 		}
+	}
+}
+
+// TestHostOnlyOpsOnDevice: RowLogSumExp and ExpertLoad have no CUDA twin (package doc): on a
+// device value they fail with an error that says so, and JitterNoise draws its noise on the
+// host and uploads it.
+func TestHostOnlyOpsOnDevice(t *testing.T) {
+	f := newFakeDevice()
+	x := tensor.New(tensor.WithShape(2, 3), tensor.WithBacking([]float64{1, 2, 3, 4, 5, 6}))
+	ids := tensor.New(tensor.WithShape(2, 1), tensor.WithBacking([]int32{0, 2}))
+	f.own(x)
+	f.own(ids)
+	for _, c := range []struct {
+		op G.Op
+		in []G.Value
+	}{{lseOp{}, []G.Value{x}}, {expertLoadOp{e: 3, seqs: 1, dt: tensor.Float64}, []G.Value{ids}}} {
+		if _, err := c.op.Do(c.in...); err == nil || !strings.Contains(err.Error(), "has no CUDA kernel") {
+			t.Errorf("%v on a device value: %v, want the no-CUDA-kernel error", c.op, err)
+		}
+	}
+	v, err := (&jitterNoiseOp{eps: 0.1, seed: 1, dims: 2}).Do(x)
+	if err != nil || !f.Owns(v) || f.calls["Upload"] != 1 {
+		t.Errorf("JitterNoise on a device value: %v (device value %v, uploads %d), want the host noise uploaded", err, err == nil && f.Owns(v), f.calls["Upload"])
 	}
 }
