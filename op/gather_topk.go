@@ -68,7 +68,7 @@ func gatherTopKArgs(name string, e int, sv, iv G.Value) (s *tensor.Dense, ids []
 	if s, err = gmmDense(name, "scores", sv, tensor.Dtype{}, nil); err != nil {
 		return
 	}
-	if err = gmmFloat(s.Dtype()); err != nil {
+	if err = checkFloat(name, "scores", s.Dtype()); err != nil {
 		return
 	}
 	if s.Dims() != 2 || s.Shape()[1] != e {
@@ -226,7 +226,7 @@ func (op gatherTopKGradOp) Do(vs ...G.Value) (G.Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := gmmFloat(g.Dtype()); err != nil {
+	if err := checkFloat(name, "grad", g.Dtype()); err != nil {
 		return nil, err
 	}
 	if g.Dims() != 2 {

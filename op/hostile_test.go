@@ -18,6 +18,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/bfloat16"
 	"github.com/gomoe/gomoe/internal/hostmem"
 	"github.com/gomoe/gomoe/kernels"
 )
@@ -390,6 +391,39 @@ func TestHostileNilValues(t *testing.T) {
 	for _, name := range opTypesWithDo(t) {
 		if !seen[name] {
 			t.Errorf("the graph has no %s node: add it to everyOpGraph", name)
+		}
+	}
+}
+
+// TestHostileDtypesNameTheOp: the Do of JitterNoise, RowLogSumExp, GatherTopK and their
+// gradients, called with a value of a dtype they do not take (bfloat16, int32), returns an
+// error that names the op itself and the input; it used to name GroupedMatMul ("gomoe:
+// GroupedMatMul: dtype BFloat16, want float32 or float64"), whose dtype check they shared.
+func TestHostileDtypesNameTheOp(t *testing.T) {
+	f64 := func(s ...int) *tensor.Dense {
+		return tensor.New(tensor.WithShape(s...), tensor.WithBacking(make([]float64, tensor.Shape(s).TotalSize())))
+	}
+	ids := tensor.New(tensor.WithShape(2, 1), tensor.WithBacking([]int32{0, 1}))
+	for _, bad := range []*tensor.Dense{
+		tensor.New(tensor.Of(bfloat16.Dtype), tensor.WithShape(2, 3)),
+		tensor.New(tensor.WithShape(2, 3), tensor.WithBacking(make([]int32, 6))),
+	} {
+		badK := tensor.New(tensor.Of(bad.Dtype()), tensor.WithShape(2, 1))
+		for _, c := range []struct {
+			op   G.Op
+			in   []G.Value
+			want string
+		}{
+			{&jitterNoiseOp{eps: 0.1, dims: 2}, []G.Value{bad}, "JitterNoise: x has dtype"},
+			{lseOp{}, []G.Value{bad}, "RowLogSumExp: x has dtype"},
+			{lseGradOp{}, []G.Value{bad, f64(2), f64(2)}, "RowLogSumExpGrad: x has dtype"},
+			{gatherTopKOp{e: 3}, []G.Value{bad, ids}, "GatherTopK: scores has dtype"},
+			{gatherTopKGradOp{e: 3}, []G.Value{badK, ids}, "GatherTopKGrad: grad has dtype"},
+		} {
+			_, err := c.op.Do(c.in...)
+			if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "GroupedMatMul") {
+				t.Errorf("%v with a %v input: %v, want an error containing %q", c.op, bad.Dtype(), err, c.want)
+			}
 		}
 	}
 }

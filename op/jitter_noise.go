@@ -84,7 +84,7 @@ func (op *jitterNoiseOp) Do(vs ...G.Value) (G.Value, error) {
 			o[i] = lo + w*rng.Float64()
 		}
 	default:
-		return nil, gmmFloat(out.Dtype())
+		return nil, checkFloat("JitterNoise", "x", out.Dtype())
 	}
 	if dev != nil { // the same noise, drawn on the host and uploaded (one copy of T·H values)
 		v, err := dev.Upload(vs[0], out)

@@ -70,7 +70,7 @@ func (op lseOp) Do(vs ...G.Value) (G.Value, error) {
 	case tensor.Float64:
 		err = kernels.RowLogSumExp(out.Float64s(), x.Float64s(), E)
 	default:
-		return nil, gmmFloat(x.Dtype())
+		return nil, checkFloat(name, "x", x.Dtype())
 	}
 	if err != nil {
 		return nil, err
@@ -117,7 +117,7 @@ func lseDoBack(name string, dx *tensor.Dense, xv, lv, gv G.Value) error {
 	case tensor.Float64:
 		return kernels.RowLogSumExpBackward(dx.Float64s(), x.Float64s(), l.Float64s(), g.Float64s(), E)
 	}
-	return gmmFloat(dx.Dtype())
+	return checkFloat(name, "x", dx.Dtype())
 }
 
 // DoDiff accumulates softmax(x) · dlse into x's gradient.
@@ -170,7 +170,7 @@ func (op lseGradOp) Do(vs ...G.Value) (G.Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := gmmFloat(x.Dtype()); err != nil {
+	if err := checkFloat(name, "x", x.Dtype()); err != nil {
 		return nil, err
 	}
 	if x.Dims() != 2 {
