@@ -189,6 +189,9 @@ func TestResumeOtherFlags(t *testing.T) {
 		{func(c *config) { c.Block.TopK = 1 }, "-topk"},
 		{func(c *config) { c.Block.Capacity = 1.25 }, "-capacity"},
 		{func(c *config) { c.Shift = 0 }, "-shift"},
+		// The saved run's step and time of reaching -target are for its target: another value
+		// reported them as the step and time of reaching this one.
+		{func(c *config) { c.Target = 0.5 }, "had -target 0.975, this one -target 0.5"},
 		// The saved load tracker's windows are -log-every steps: another value mixed two window
 		// sizes in the load log and the expert-load plot (titled with the new one).
 		{func(c *config) { c.LogEvery = 3 }, "had -log-every 20, this one -log-every 3"},
