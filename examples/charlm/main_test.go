@@ -334,6 +334,13 @@ func TestResumeOtherFlags(t *testing.T) {
 	if _, err := run(c, io.Discard, nil); err == nil || !strings.Contains(err.Error(), "had -log-every 30, this one -log-every 4") {
 		t.Errorf("resumed with another -log-every: error %v", err)
 	}
+	// Another -held-mb reads other held-out text, which the data fingerprint refuses: the
+	// error named no flag ("the saved run trained on other data"), as if the files had changed.
+	c = cfg
+	c.Save, c.StopAt, c.Resume, c.HeldMB = "", 0, cfg.Save, 0.02
+	if _, err := run(c, io.Discard, nil); err == nil || !strings.Contains(err.Error(), "had -held-mb 0.05, this one -held-mb 0.02") {
+		t.Errorf("resumed with another -held-mb: error %v", err)
+	}
 }
 
 // TestResumeOtherText: a resume on other text (a -goroot whose files differ from the saved
