@@ -412,3 +412,18 @@ func TestVerdictLine(t *testing.T) {
 		t.Errorf("output lacks %q:\n%s", want, out.String())
 	}
 }
+
+// TestOutNotWritable: an -out folder that cannot be written (/proc/self, even as root) is an
+// error naming -out before any training; the run used to train to the end and fail only when
+// it wrote the first plot.
+func TestOutNotWritable(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("needs /proc/self")
+	}
+	cfg := smallConfig(t)
+	cfg.Out = "/proc/self"
+	var out bytes.Buffer
+	if _, err := run(cfg, &out, nil); err == nil || !strings.Contains(err.Error(), "-out /proc/self: the folder cannot be written") || strings.Contains(out.String(), "step ") {
+		t.Errorf("-out /proc/self: got %v after output:\n%s", err, out.String())
+	}
+}

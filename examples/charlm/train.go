@@ -6,7 +6,6 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -289,7 +288,7 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	if len(c.held) <= W+1 {
 		return nil, fmt.Errorf("corpus too small: %d held-out characters, want more than -context %d plus 1", len(c.held), W)
 	}
-	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
+	if err := trainutil.WritableDir("out", cfg.Out); err != nil { // found out before the training
 		return nil, err
 	}
 	// Held-out positions scored by every model: the first EvalChars

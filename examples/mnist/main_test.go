@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -283,5 +284,20 @@ func TestResumeTargetAtStop(t *testing.T) {
 	}
 	if b.TargetStep != whole.TargetStep {
 		t.Errorf("resumed run: target reached at step %d, unbroken run at step %d:\n%s", b.TargetStep, whole.TargetStep, out.String())
+	}
+}
+
+// TestOutNotWritable: an -out folder that cannot be written (/proc/self, even as root) is an
+// error naming -out before any training; the run used to train to the end and fail only when
+// it wrote the first plot.
+func TestOutNotWritable(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("needs /proc/self")
+	}
+	cfg := smallConfig(t)
+	cfg.Out = "/proc/self"
+	var out bytes.Buffer
+	if _, err := run(cfg, &out, nil); err == nil || !strings.Contains(err.Error(), "-out /proc/self: the folder cannot be written") || strings.Contains(out.String(), "step ") {
+		t.Errorf("-out /proc/self: got %v after output:\n%s", err, out.String())
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -218,7 +217,7 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	if trainSet.len() < cfg.Batch {
 		return nil, fmt.Errorf("batch %d larger than the training set (%d)", cfg.Batch, trainSet.len())
 	}
-	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
+	if err := trainutil.WritableDir("out", cfg.Out); err != nil { // found out before the training
 		return nil, err
 	}
 	stepsPerEpoch := trainSet.len() / cfg.Batch

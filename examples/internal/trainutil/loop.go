@@ -193,18 +193,28 @@ func (c LoopConfig) StartRun(out, bar io.Writer, learn G.Nodes, opt *train.Adam,
 	}
 	if c.Save != "" {
 		// Found out now, not after the training, when the first checkpoint is written.
-		if err := os.MkdirAll(c.Save, 0o755); err != nil {
-			return nil, fmt.Errorf("-save: %w", err)
+		if err := WritableDir("save", c.Save); err != nil {
+			return nil, err
 		}
-		f, err := os.CreateTemp(c.Save, ".write-check-*")
-		if err != nil {
-			return nil, fmt.Errorf("-save %s: the folder cannot be written: %w", c.Save, err)
-		}
-		f.Close()
-		os.Remove(f.Name())
 	}
 	prog := train.NewProgress(bar, out, int64(max(last-first, 0)*batch), unit, "train")
 	return &Session{First: first, Last: last, Prog: prog, c: c, learn: learn, opt: opt, steps: steps, src: sources, state: state, intr: watchInterrupts()}, nil
+}
+
+// WritableDir makes the folder dir of the flag -name and checks that a file can be created in
+// it, so that a folder that cannot be written is an error naming the flag before the training,
+// not when the first file is written after it.
+func WritableDir(name, dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("-%s: %w", name, err)
+	}
+	f, err := os.CreateTemp(dir, ".write-check-*")
+	if err != nil {
+		return fmt.Errorf("-%s %s: the folder cannot be written: %w", name, dir, err)
+	}
+	f.Close()
+	os.Remove(f.Name())
+	return nil
 }
 
 // CarryLoad makes the load trackers lts part of the run's saved state: each checkpoint saves
