@@ -66,7 +66,10 @@ func LoadRun(dir string, params G.Nodes, opt *train.Adam, r Run) (step, steps in
 	path := filepath.Join(dir, CheckpointFile)
 	ts, err := safetensors.Open(path)
 	if err != nil {
-		return 0, 0, err
+		if fi, serr := os.Stat(dir); serr == nil && !fi.IsDir() {
+			return 0, 0, fmt.Errorf("resume from %s: a file, not a folder (give the folder that holds %s: %s)", dir, CheckpointFile, filepath.Dir(dir))
+		}
+		return 0, 0, fmt.Errorf("resume from %s: %w", dir, err)
 	}
 	meta := ts.Metadata()
 	ts.Close()

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -262,5 +263,27 @@ func TestSessionEndReleasesInterrupts(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	if sg, ok := s.intr.caught(); ok {
 		t.Errorf("the session took the interrupt (%v) after End: Ctrl-C would be ignored until run returns", sg)
+	}
+}
+
+// TestLoadRunNoCheckpoint: a -resume folder without a checkpoint, or the checkpoint file given
+// instead of its folder, is an error that says it is the resume that failed and, for the file,
+// what to give; both used to be a bare safetensors stat error (".../checkpoint.safetensors/
+// checkpoint.safetensors: not a directory").
+func TestLoadRunNoCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	w := G.NewVector(G.NewGraph(), tensor.Float32, G.WithShape(2), G.WithName("w"), G.WithValue(tensor.New(tensor.WithBacking([]float32{1, 1}))))
+	if err := SaveRun(dir, G.Nodes{w}, train.NewAdam(0.5), Run{Step: 3, Steps: 10}); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, CheckpointFile)
+	missing := filepath.Join(dir, "none")
+	for _, c := range []struct{ dir, want string }{
+		{file, "resume from " + file + ": a file, not a folder (give the folder that holds " + CheckpointFile + ": " + dir + ")"},
+		{missing, "resume from " + missing + ": "},
+	} {
+		if _, _, err := LoadRun(c.dir, G.Nodes{w}, train.NewAdam(0.5), Run{}); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("LoadRun(%s): %v, want an error containing %q", c.dir, err, c.want)
+		}
 	}
 }
