@@ -71,6 +71,9 @@ func (c LoopConfig) Validate() error {
 	); err != nil {
 		return err
 	}
+	if c.SaveEvery > 0 && c.Save == "" {
+		return fmt.Errorf("-save-every %d: needs -save (the folder to save in)", c.SaveEvery)
+	}
 	// The examples' weights are float32, whose update takes the rate in float32 (train.Adam
 	// refuses one that rounds to 0 there): the smallest rates of the schedule, its first warmup
 	// step and its floor, must not (they failed at that step, after data and files).

@@ -66,6 +66,8 @@ func TestLoopConfig(t *testing.T) {
 		{LoopConfig{LR: 1, LRFloor: 2}, "-lr-floor 2: want a finite number >= 0 and <= 1"},
 		{LoopConfig{LR: 1, Warmup: -1}, "-warmup -1: want an integer in [0, 1073741824]"},
 		{LoopConfig{LR: 1, SaveEvery: -3}, "-save-every -3"},
+		// Without -save it saved nothing, silently (an interrupt then said "no -save").
+		{LoopConfig{LR: 1, SaveEvery: 5}, "-save-every 5: needs -save (the folder to save in)"},
 		{LoopConfig{LR: 1, StopAt: -2}, "-stop-at -2"},
 		{LoopConfig{LR: 1, Clip: math.NaN()}, "-clip NaN"},
 		// Rates float32 Adam refuses, which used to fail at step 0 (after the data was read and
