@@ -10,8 +10,9 @@ package kernels
 func setRow[F Float](d, s []F) {
 	if hasAxpyAsm {
 		clear(d)
-		axpyAsm(d, s, 1) // +0 + 1·s = 0 + s
-		return
+		if axpyAsm(d, s, 1) { // +0 + 1·s = 0 + s; a named float type is declined
+			return
+		}
 	}
 	s = s[:len(d)]
 	i := 0
@@ -46,8 +47,9 @@ func addRow[F Float](d, s []F) {
 func setScaledRow[F Float](d, s []F, w F) {
 	if hasAxpyAsm && w != 0 { // axpyAsm declines w = 0
 		clear(d)
-		axpyAsm(d, s, w)
-		return
+		if axpyAsm(d, s, w) { // it declines a named float type too: the loop below writes d
+			return
+		}
 	}
 	s = s[:len(d)]
 	i := 0
