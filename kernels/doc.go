@@ -8,7 +8,7 @@
 // Kernels are filed by concept x: x.go holds the CPU kernel, x_cuda.go its CUDA launcher (build
 // tag gomoecuda), x.cuh the CUDA kernel and x_test.go, x_cuda_test.go their tests, so
 // `ls kernels/x*` shows one concept whole. The concepts: plan, permute, unpermute,
-// permute_probs (CPU kernel in package op), binary (element-wise arithmetic of the device
+// permute_probs (CPU kernels PermuteProbsForward and PermuteProbsBackward in permute.go), binary (element-wise arithmetic of the device
 // engine; CPU side in Gorgonia), activation, rowop (row softmax and normalisation), topk,
 // gather_topk, router (the fused router: scores, top-k and probs), logsumexp and expert_load
 // (CPU only), cast, optimizer, grad_norm (gradient-norm clipping on the device), scale_rows, the
