@@ -401,7 +401,11 @@ func act32GELUBackward(sc *actScratch, out, a, dy []float32) {
 			if t[i] < actTail {
 				sp, sn = sigmoid(float64(t[i])+d[i]), sigmoid(-(float64(t[i]) + d[i]))
 			}
-			o[i] = float32(float64(g[i]) * (sp + 2*xv*sp*sn*geluC*(1+3*geluA*xv*xv)))
+			d := sp
+			if sp != 0 && sn != 0 { // saturated (σ(−2u) or σ(2u) is 0): 2x·0 is NaN at x = ±Inf
+				d += 2 * xv * sp * sn * geluC * (1 + 3*geluA*xv*xv)
+			}
+			o[i] = float32(float64(g[i]) * d)
 		}
 	}
 }

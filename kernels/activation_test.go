@@ -161,3 +161,32 @@ func saturatedRun[F float32 | float64](t *testing.T, kind Activation, a, b, dy [
 	}
 	return to64(yv), gs[0], gs[1]
 }
+
+// TestGELUBackwardInfinite: GELU's gradient at x = ±Inf is dy·1 and dy·0, as the float64 loop
+// and the CUDA twin compute it (tanh has saturated: the second term is skipped). The float32
+// path with the vector sigmoid gave NaN at both: its second term multiplied 2x = ±Inf by a
+// sigmoid of 0.
+func TestGELUBackwardInfinite(t *testing.T) {
+	inf := math.Inf(1)
+	a, dy, want := []float64{inf, -inf, inf}, []float64{1, 1, -3}, []float64{1, 0, -3}
+	for _, f32 := range []bool{true, false} {
+		var got []float64
+		if f32 {
+			out := make([]float32, len(a))
+			if err := ActivationBackward(GELU, 0, out, to32(a), nil, nil, to32(dy)); err != nil {
+				t.Fatal(err)
+			}
+			got = to64(out)
+		} else {
+			got = make([]float64, len(a))
+			if err := ActivationBackward(GELU, 0, got, a, nil, nil, dy); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := range want {
+			if got[i] != want[i] {
+				t.Errorf("float32=%v: GELU gradient at x=%v with dy=%v is %v, want %v", f32, a[i], dy[i], got[i], want[i])
+			}
+		}
+	}
+}
