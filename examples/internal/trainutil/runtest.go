@@ -6,6 +6,8 @@ import (
 	"io"
 	"math"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"testing"
 )
 
@@ -99,4 +101,19 @@ func StopAndResume[C, R any](t testing.TB, cfg C, loop func(*C) *LoopConfig, sto
 		t.Fatal(err)
 	}
 	return a, b, dir
+}
+
+// CheckOutNotWritable checks that an example's run of cfg with an -out folder that cannot be
+// written (/proc/self, even as root; Linux only) fails before any training step with an error
+// naming -out. setOut sets cfg's -out; run runs it with its output to the writer.
+func CheckOutNotWritable[C, R any](t *testing.T, cfg C, setOut func(*C, string), run func(C, io.Writer) (R, error)) {
+	t.Helper()
+	if runtime.GOOS != "linux" {
+		t.Skip("needs /proc/self")
+	}
+	setOut(&cfg, "/proc/self")
+	var out bytes.Buffer
+	if _, err := run(cfg, &out); err == nil || !strings.Contains(err.Error(), "-out /proc/self: the folder cannot be written") || strings.Contains(out.String(), "step ") {
+		t.Errorf("-out /proc/self: got %v after output:\n%s", err, out.String())
+	}
 }
