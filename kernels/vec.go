@@ -6,26 +6,6 @@ package kernels
 // product is rounded on its own (the explicit conversion forbids a fused multiply-add) and
 // every sum starts from +0.
 
-// setRow sets d = 0 + s.
-func setRow[F Float](d, s []F) {
-	if hasAxpyAsm {
-		clear(d)
-		if axpyAsm(d, s, 1) { // +0 + 1·s = 0 + s; a named float type is declined
-			return
-		}
-	}
-	s = s[:len(d)]
-	i := 0
-	for ; i+8 <= len(d); i += 8 {
-		dd, ss := d[i:i+8:i+8], s[i:i+8:i+8]
-		dd[0], dd[1], dd[2], dd[3] = 0+ss[0], 0+ss[1], 0+ss[2], 0+ss[3]
-		dd[4], dd[5], dd[6], dd[7] = 0+ss[4], 0+ss[5], 0+ss[6], 0+ss[7]
-	}
-	for ; i < len(d); i++ {
-		d[i] = 0 + s[i]
-	}
-}
-
 // addRow sets d += s.
 func addRow[F Float](d, s []F) {
 	if axpyAsm(d, s, 1) { // 1·s is exact
