@@ -350,7 +350,9 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	sources := map[string]*rand.PCG{"data": src}
 	// -held-mb too: the data fingerprint covers the held-out text, and this names the flag.
 	cfg.RunFlags = fmt.Sprintf("%s -layers %d -context %d -embed %d -train-mb %g -held-mb %g -batch %d -seed %d -log-every %d", cfg.Block.RunFlags(), cfg.Layers, cfg.Context, cfg.Embed, cfg.TrainMB, cfg.HeldMB, cfg.Batch, cfg.Seed, cfg.LogEvery)
-	cfg.DataID = c.fingerprint()
+	if cfg.Checkpoints() {
+		cfg.DataID = c.fingerprint()
+	}
 	loop, err := cfg.StartRun(out, bar, learn, opt, steps, sources, nil, cfg.Batch, "chr")
 	if err != nil {
 		return nil, err

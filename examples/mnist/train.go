@@ -286,7 +286,9 @@ func run(cfg config, out, bar io.Writer) (*result, error) {
 	sources := map[string]*rand.PCG{"data": src, "epoch": &epochStart}
 	// -target too: the saved step and time of reaching it (state) are for the saved run's target.
 	cfg.RunFlags = fmt.Sprintf("%s -batch %d -seed %d -shift %d -log-every %d -target %g", cfg.Block.RunFlags(), cfg.Batch, cfg.Seed, cfg.Shift, cfg.LogEvery, cfg.Target)
-	cfg.DataID = trainutil.Fingerprint(func(w io.Writer) { trainSet.write(w); test.write(w) })
+	if cfg.Checkpoints() {
+		cfg.DataID = trainutil.Fingerprint(func(w io.Writer) { trainSet.write(w); test.write(w) })
+	}
 	state := map[string]string{} // the reports' state, saved with the checkpoints
 	loop, err := cfg.StartRun(out, bar, learn, opt, steps, sources, state, cfg.Batch, "img")
 	if err != nil {

@@ -37,10 +37,15 @@ type LoopConfig struct {
 	// to them.
 	RunFlags string
 	// DataID is a fingerprint of the data the run trains and evaluates on (see Fingerprint;
-	// not a flag, the example sets it; "": not checked): a resumed run on other data (other
-	// files, or another share of them) is an error; the same data in another folder is not.
+	// not a flag, the example sets it when Checkpoints says so; "": not checked): a resumed run
+	// on other data (other files, or another share of them) is an error; the same data in
+	// another folder is not.
 	DataID string
 }
+
+// Checkpoints reports whether the run saves or resumes a checkpoint (-save or -resume), the
+// only runs that need DataID: hashing the data costs a full pass over it.
+func (c LoopConfig) Checkpoints() bool { return c.Save != "" || c.Resume != "" }
 
 // AddFlags registers on fs the flags that set c's fields (-lr, -lr-floor, -warmup, -clip,
 // -save, -save-every, -resume, -stop-at), with c's current values as defaults. length names
