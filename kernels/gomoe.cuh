@@ -175,21 +175,28 @@ __device__ __forceinline__ long long planToken(const int *__restrict__ tokenOf, 
 }
 
 // zeroRows clears, with the whole block, every row r in [r0, r0+nrows) of buf (rows of nvec
-// V-vectors) whose tokenOf[r] < 0 (or outside [0, T): planToken). tokenOf is read with plain
-// loads: the block's 32 entries share a cache line, so all but the first of its dependent loads
-// hit L1 (docs/gpu-bench.md tells of a build that read them through L2 and ran slower).
+// V-vectors) whose tokenOf[r] < 0 (or outside [0, T): planToken). Each warp reads 32 entries of
+// tokenOf at once (a lane each) and takes the pad rows' mask from a ballot: every warp finds the
+// same mask, so the block clears the same rows with no barrier. (Read one row at a time, a zero
+// block's 32 dependent loads ran after the token blocks and cost the unpermute backward up to
+// 6 %: docs/gpu-bench.md.) The block size must be a multiple of 32.
 template <typename V>
 __device__ __forceinline__ void zeroRows(V *buf, long long nvec, const int *tokenOf, long long R,
                                          long long T, long long r0, int nrows, int *status) {
   typedef typename Raw<sizeof(V)>::type Z;
   Z z;
   memset(&z, 0, sizeof(Z));
-  for (int j = 0; j < nrows; j++) {
-    long long r = r0 + j;
-    if (r >= R) break;
-    if (planToken(tokenOf, r, T, status) >= 0) continue;  // uniform across the block
-    Z *dst = (Z *)(buf + r * nvec);
-    for (long long i = threadIdx.x; i < nvec; i += blockDim.x) dst[i] = z;
+  const int lane = threadIdx.x & 31;
+  for (int j0 = 0; j0 < nrows; j0 += 32) {
+    long long r = r0 + j0 + lane;
+    bool pad = j0 + lane < nrows && r < R && planToken(tokenOf, r, T, status) < 0;
+    unsigned m = __ballot_sync(0xffffffffu, pad);
+    while (m) {
+      int j = __ffs(m) - 1;
+      m &= m - 1;
+      Z *dst = (Z *)(buf + (r0 + j0 + j) * nvec);
+      for (long long i = threadIdx.x; i < nvec; i += blockDim.x) dst[i] = z;
+    }
   }
 }
 
