@@ -5,7 +5,8 @@
 // transformers weights both go through it.
 //
 // Reading is lazy: [Open] and [Parse] read and check the headers only (dtypes, shapes, byte
-// ranges that tile each file's data section, names unique across shards), and a tensor's
+// ranges that tile each file's data section, names unique across shards; every dtype of the
+// format, also those gomoe cannot convert), and a tensor's
 // bytes are read from the file when it is asked for, so that one block of a checkpoint of
 // tens of GB costs the memory of that block. [Tensors.Float64s] converts F32, F64, BF16 and F16 elements to
 // float64 exactly; [Tensors.Read] copies F32, F64 or BF16 elements into a slice of the same
@@ -41,11 +42,19 @@ import (
 // maxHeader bounds the JSON header (the format's reference reader uses 100 MB).
 const maxHeader = 100 << 20
 
-// dtypeSizes are the element sizes of the safetensors dtypes.
-var dtypeSizes = map[string]int64{
-	"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2,
-	"BF16": 2, "I32": 4, "U32": 4, "F32": 4, "F64": 8, "I64": 8, "U64": 8,
+// dtypeBits are the element sizes, in bits, of the safetensors dtypes (those of the format's
+// reference implementation, safetensors 0.6: F4 and the F6 types pack their elements, so a
+// tensor of them must fill whole bytes).
+var dtypeBits = map[string]int64{
+	"F4": 4, "F6_E2M3": 6, "F6_E3M2": 6,
+	"BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8,
+	"I16": 16, "U16": 16, "F16": 16, "BF16": 16,
+	"I32": 32, "U32": 32, "F32": 32,
+	"F64": 64, "I64": 64, "U64": 64, "C64": 64,
 }
+
+// dtypeSize is the element size in bytes of a dtype of whole bytes.
+func dtypeSize(dtype string) int64 { return dtypeBits[dtype] / 8 }
 
 // Tensors is a set of named tensors in safetensors files: a whole checkpoint (its shards),
 // one block's weights, a training checkpoint. The headers are read when the set is opened, a
@@ -345,7 +354,7 @@ func checkTiling(spans []span, dataLen int64) error {
 
 // checkEntry checks one header entry against a data section of dataLen bytes.
 func checkEntry(name, dtype string, shape, offsets []int64, dataLen int64) (entry, error) {
-	es, ok := dtypeSizes[dtype]
+	bits, ok := dtypeBits[dtype]
 	if !ok {
 		return entry{}, fmt.Errorf("tensor %q: unknown dtype %q", name, dtype)
 	}
@@ -357,7 +366,7 @@ func checkEntry(name, dtype string, shape, offsets []int64, dataLen int64) (entr
 	elems, zero := int64(1), false
 	s := make([]int, len(shape))
 	for i, d := range shape {
-		if d < 0 || (d > 0 && elems > math.MaxInt64/es/d) {
+		if d < 0 || (d > 0 && elems > math.MaxInt64/bits/d) {
 			return entry{}, fmt.Errorf("tensor %q: bad shape %v", name, shape)
 		}
 		elems, zero = elems*max(d, 1), zero || d == 0
@@ -366,8 +375,11 @@ func checkEntry(name, dtype string, shape, offsets []int64, dataLen int64) (entr
 	if zero {
 		elems = 0
 	}
+	if elems*bits%8 != 0 {
+		return entry{}, fmt.Errorf("tensor %q: %d elements of %s (%d bits each) are not a whole number of bytes", name, elems, dtype, bits)
+	}
 	b, en := offsets[0], offsets[1]
-	if b < 0 || en < b || en > dataLen || en-b != elems*es {
+	if b < 0 || en < b || en > dataLen || en-b != elems*bits/8 {
 		return entry{}, fmt.Errorf("tensor %q: data_offsets %v do not hold %d elements of %s in %d bytes of data", name, offsets, elems, dtype, dataLen)
 	}
 	return entry{dtype: dtype, shape: s, off: b, size: en - b}, nil
@@ -471,7 +483,7 @@ func (ts *Tensors) Read(name string, dst any) error {
 	if err != nil {
 		return fmt.Errorf("gomoe: safetensors: Read %q: %w", name, err)
 	}
-	if dt != e.dtype || int64(n)*dtypeSizes[dt] != e.size {
+	if dt != e.dtype || int64(n)*dtypeSize(dt) != e.size {
 		return fmt.Errorf("gomoe: safetensors: Read %q: the tensor is %s %v, dst a %T of %d elements", name, e.dtype, e.shape, dst, n)
 	}
 	_, b, err := ts.raw(name)
@@ -492,7 +504,7 @@ func (ts *Tensors) Float64s(name string) ([]float64, []int, error) {
 	if e.dtype != "F32" && e.dtype != "F64" && e.dtype != "BF16" && e.dtype != "F16" {
 		return nil, nil, fmt.Errorf("gomoe: safetensors: tensor %q has dtype %s, want F32, F64, BF16 or F16", name, e.dtype)
 	}
-	n := e.size / dtypeSizes[e.dtype]
+	n := e.size / dtypeSize(e.dtype)
 	// The bytes read, their float64 values and, for F32 and BF16, a decoded copy between them.
 	need := float64(e.size) + 8*float64(n)
 	if e.dtype == "F32" || e.dtype == "BF16" {

@@ -518,3 +518,48 @@ func TestParseRejectsLoneSurrogates(t *testing.T) {
 		}
 	}
 }
+
+// TestParseNewerDtypes: files with the dtypes safetensors 0.6 added (F4 and the two F6 take 4
+// and 6 bits an element, F8_E8M0 and C64 8 and 64) open, with the sizes the format gives
+// them, so that the other tensors of such a file (an MXFP4 checkpoint's, say) can be read;
+// their own values cannot be (Float64s and Read name the dtype). A sub-byte tensor whose bits
+// do not fill whole bytes is refused, as the reference reader refuses it.
+func TestParseNewerDtypes(t *testing.T) {
+	four := le(math.Float32bits(1.5))
+	ok := rawFile(`{"w":{"dtype":"F4","shape":[3,2],"data_offsets":[0,3]},"s6":{"dtype":"F6_E2M3","shape":[4],"data_offsets":[3,6]},`+
+		`"t6":{"dtype":"F6_E3M2","shape":[8],"data_offsets":[6,12]},"e":{"dtype":"F8_E8M0","shape":[2],"data_offsets":[12,14]},`+
+		`"c":{"dtype":"C64","shape":[1],"data_offsets":[14,22]},"x":{"dtype":"F32","shape":[1],"data_offsets":[22,26]}}`,
+		append(make([]byte, 22), four...))
+	ts, err := Parse(ok)
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	got, shape, err := ts.Float64s("x")
+	if err != nil || len(got) != 1 || got[0] != 1.5 || len(shape) != 1 || shape[0] != 1 {
+		t.Errorf("Float64s(x) = %v, %v, %v; want [1.5], [1]", got, shape, err)
+	}
+	for _, name := range []string{"w", "s6", "t6", "e", "c"} {
+		dt, _ := ts.Dtype(name)
+		if _, _, err := ts.Float64s(name); err == nil || !strings.Contains(err.Error(), dt) {
+			t.Errorf("Float64s(%s): %v, want an error naming %s", name, err, dt)
+		}
+		if err := ts.Read(name, make([]float32, 1)); err == nil {
+			t.Errorf("Read(%s) into []float32: no error", name)
+		}
+	}
+	for _, c := range []struct{ name, file, err string }{
+		{"F4, odd count", `{"w":{"dtype":"F4","shape":[3],"data_offsets":[0,2]}}`, "whole number of bytes"},
+		{"F6, 3 elements", `{"w":{"dtype":"F6_E3M2","shape":[3],"data_offsets":[0,3]}}`, "whole number of bytes"},
+		{"F4, wrong size", `{"w":{"dtype":"F4","shape":[4],"data_offsets":[0,4]}}`, "do not hold 4 elements"},
+	} {
+		n := 2
+		if strings.Contains(c.file, "[0,3]") {
+			n = 3
+		} else if strings.Contains(c.file, "[0,4]") {
+			n = 4
+		}
+		if _, err := Parse(rawFile(c.file, make([]byte, n))); err == nil || !strings.Contains(err.Error(), c.err) {
+			t.Errorf("%s: got %v, want an error containing %q", c.name, err, c.err)
+		}
+	}
+}
