@@ -538,13 +538,15 @@ func TestParseNewerDtypes(t *testing.T) {
 	if err != nil || len(got) != 1 || got[0] != 1.5 || len(shape) != 1 || shape[0] != 1 {
 		t.Errorf("Float64s(x) = %v, %v, %v; want [1.5], [1]", got, shape, err)
 	}
-	for _, name := range []string{"w", "s6", "t6", "e", "c"} {
-		dt, _ := ts.Dtype(name)
-		if _, _, err := ts.Float64s(name); err == nil || !strings.Contains(err.Error(), dt) {
-			t.Errorf("Float64s(%s): %v, want an error naming %s", name, err, dt)
+	for name, want := range map[string]string{"w": "F4", "s6": "F6_E2M3", "t6": "F6_E3M2", "e": "F8_E8M0", "c": "C64"} {
+		if dt, ok := ts.Dtype(name); !ok || dt != want {
+			t.Errorf("Dtype(%s) = %q, %v; want %q", name, dt, ok, want)
 		}
-		if err := ts.Read(name, make([]float32, 1)); err == nil {
-			t.Errorf("Read(%s) into []float32: no error", name)
+		if _, _, err := ts.Float64s(name); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Float64s(%s): %v, want an error naming %s", name, err, want)
+		}
+		if err := ts.Read(name, make([]float32, 1)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Read(%s) into []float32: %v, want an error naming %s", name, err, want)
 		}
 	}
 	for _, c := range []struct{ name, file, err string }{
