@@ -76,7 +76,9 @@ type entry struct {
 }
 
 // Open opens the safetensors files at paths (the shards of one checkpoint, say) as one set,
-// reading their headers only. A name found in two files is an error. A file that is not a
+// reading their headers only. A name found in two files is an error, and so is a metadata key
+// whose value differs between two files (the same key and value in every shard, as
+// transformers writes "format", is merged). A file that is not a
 // safetensors file gives an error containing "not a safetensors file" and the file's path;
 // so does a path that is not a regular file (a named pipe would block the open until a
 // writer comes, forever if none does).
@@ -176,6 +178,11 @@ func (ts *Tensors) add(src io.ReaderAt, size int64) error {
 			var md map[string]string
 			if err := json.Unmarshal(msg, &md); err != nil {
 				return fmt.Errorf("%w: header: __metadata__: %w", errFormat, err)
+			}
+			for k, v := range md {
+				if old, ok := ts.meta[k]; ok && old != v {
+					return fmt.Errorf("metadata %q is %q here and %q in an earlier file", k, v, old)
+				}
 			}
 			for k, v := range md {
 				ts.meta[k] = v
@@ -398,7 +405,8 @@ func (ts *Tensors) Names() []string {
 	return names
 }
 
-// Metadata returns the files' string metadata (the "__metadata__" of the header), merged.
+// Metadata returns the files' string metadata (the "__metadata__" of the headers), merged:
+// Open refuses files that give one key two values.
 func (ts *Tensors) Metadata() map[string]string {
 	if ts == nil {
 		return map[string]string{}

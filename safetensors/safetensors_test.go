@@ -210,8 +210,12 @@ func TestOpen(t *testing.T) {
 	dir := t.TempDir()
 	a := stFile(t, map[string]st.TensorView{"a": tv(t, st.F32, []uint64{2}, le(math.Float32bits(1), math.Float32bits(-2)))}, map[string]string{"k": "v"})
 	b := stFile(t, map[string]st.TensorView{"b": tv(t, st.BF16, []uint64{1, 1}, le(uint16(0x3f00)))}, nil)
+	// c repeats a's metadata (merged), d gives its key another value (refused).
+	c := stFile(t, map[string]st.TensorView{"c": tv(t, st.F32, []uint64{1}, le(math.Float32bits(3)))}, map[string]string{"k": "v", "format": "pt"})
+	d := stFile(t, map[string]st.TensorView{"d": tv(t, st.F32, []uint64{1}, le(math.Float32bits(4)))}, map[string]string{"k": "w"})
 	pa, pb := filepath.Join(dir, "a.safetensors"), filepath.Join(dir, "b.safetensors")
-	for p, buf := range map[string][]byte{pa: a, pb: b} {
+	pc, pd := filepath.Join(dir, "c.safetensors"), filepath.Join(dir, "d.safetensors")
+	for p, buf := range map[string][]byte{pa: a, pb: b, pc: c, pd: d} {
 		if err := os.WriteFile(p, buf, 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -233,6 +237,11 @@ func TestOpen(t *testing.T) {
 	if _, ok := sel.Shape("a"); ok {
 		t.Error("Select kept a")
 	}
+	if ac, err := Open(pa, pc); err != nil || fmt.Sprint(ac.Names(), ac.Metadata()) != "[a c] map[format:pt k:v]" {
+		t.Errorf("the same metadata in two files: %v %v", ac.Names(), err)
+	} else {
+		ac.Close()
+	}
 	for _, c := range []struct {
 		name  string
 		paths []string
@@ -241,6 +250,7 @@ func TestOpen(t *testing.T) {
 		{"none", nil, "no files"},
 		{"missing", []string{filepath.Join(dir, "nope")}, "no such file"},
 		{"twice", []string{pa, pa}, `"a" appears twice`},
+		{"metadata", []string{pa, pb, pd}, `d.safetensors: metadata "k" is "w" here and "v" in an earlier file`},
 	} {
 		failed, err := Open(c.paths...)
 		if err == nil || !strings.Contains(err.Error(), c.err) {
