@@ -32,6 +32,7 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"strconv"
 	"unicode/utf8"
 
 	"github.com/gomoe/gomoe/bfloat16"
@@ -181,7 +182,7 @@ func (ts *Tensors) add(src io.ReaderAt, size int64) error {
 			}
 			for k, v := range md {
 				if old, ok := ts.meta[k]; ok && old != v {
-					return fmt.Errorf("metadata %q is %q here and %q in an earlier file", k, v, old)
+					return fmt.Errorf("metadata %q is %s here and %s in an earlier file", k, brief(v), brief(old))
 				}
 			}
 			for k, v := range md {
@@ -622,4 +623,17 @@ func halfToFloat64(h uint16) float64 {
 		return math.Inf(int(sign))
 	}
 	return sign * (1 + frac/1024) * math.Ldexp(1, exp-15)
+}
+
+// brief quotes s for an error message, cut to its first 64 bytes (at a rune boundary) when
+// longer: a metadata value may run to megabytes.
+func brief(s string) string {
+	if len(s) <= 64 {
+		return strconv.Quote(s)
+	}
+	n := 64
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return fmt.Sprintf("%s… (%d bytes)", strconv.Quote(s[:n]), len(s))
 }

@@ -575,3 +575,17 @@ func TestParseNewerDtypes(t *testing.T) {
 		}
 	}
 }
+
+// TestBrief: an error quotes a long metadata value cut at a rune boundary, with its length.
+func TestBrief(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"v", `"v"`},
+		{strings.Repeat("a", 64), `"` + strings.Repeat("a", 64) + `"`},
+		{strings.Repeat("a", 65), `"` + strings.Repeat("a", 64) + `"… (65 bytes)`},
+		{strings.Repeat("a", 63) + "é" + "b", `"` + strings.Repeat("a", 63) + `"… (66 bytes)`}, // é is 2 bytes: bytes 63–64
+	} {
+		if got := brief(c.in); got != c.want {
+			t.Errorf("brief(%d bytes) = %s, want %s", len(c.in), got, c.want)
+		}
+	}
+}
