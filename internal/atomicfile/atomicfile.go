@@ -7,12 +7,18 @@ package atomicfile
 
 import (
 	"bufio"
+	"errors"
 	"io"
+	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 )
 
-// Write writes the file at path (mode 0644) with what write writes to its writer (buffered).
+// Write writes the file at path with what write writes to its writer (buffered). As with
+// os.WriteFile, a file that was there keeps its permissions, and a new file gets 0666 less the
+// process's umask (0644 under the usual umask 022; 0600 under 077).
 // On any error, from write or from the file system, the file at path is left as it was and
 // the temporary file is removed; so too on a panic in write, which then goes on.
 func Write(path string, write func(io.Writer) error) (err error) {
@@ -20,7 +26,7 @@ func Write(path string, write func(io.Writer) error) (err error) {
 	if dir == "" {
 		dir = "."
 	}
-	f, err := os.CreateTemp(dir, "."+base+".tmp*")
+	f, err := createTemp(dir, base)
 	if err != nil {
 		return err
 	}
@@ -37,8 +43,8 @@ func Write(path string, write func(io.Writer) error) (err error) {
 	if err == nil {
 		err = bw.Flush()
 	}
-	if err == nil {
-		err = f.Chmod(0o644) // CreateTemp makes 0600
+	if st, serr := os.Stat(path); err == nil && serr == nil && st.Mode().IsRegular() {
+		err = f.Chmod(st.Mode().Perm()) // the replaced file's permissions, as os.WriteFile keeps them
 	}
 	if err == nil {
 		err = f.Sync()
@@ -54,6 +60,21 @@ func Write(path string, write func(io.Writer) error) (err error) {
 		syncDir(dir)
 	}
 	return err
+}
+
+// createTemp creates a new file .base.tmpN in dir, as os.CreateTemp does but with mode 0666
+// less the umask, which CreateTemp's 0600 would not give (it used to be set to 0644 after,
+// whatever the umask).
+func createTemp(dir, base string) (*os.File, error) {
+	for range 100 {
+		name := filepath.Join(dir, "."+base+".tmp"+strconv.FormatUint(rand.Uint64(), 36))
+		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o666)
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		return f, err
+	}
+	return nil, &fs.PathError{Op: "createtemp", Path: filepath.Join(dir, "."+base+".tmp*"), Err: fs.ErrExist}
 }
 
 // syncDir makes the rename durable: until the folder's entry reaches the disk, a power loss

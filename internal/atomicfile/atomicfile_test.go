@@ -5,7 +5,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"testing"
 )
 
@@ -13,6 +12,16 @@ func TestWrite(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "out.bin")
 	boom := errors.New("boom")
+	// The mode os.WriteFile gives a new file here (0666 less the umask).
+	probe := filepath.Join(t.TempDir(), "probe")
+	if err := os.WriteFile(probe, nil, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(probe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newMode := st.Mode().Perm()
 	for _, c := range []struct {
 		name    string
 		write   func(io.Writer) error
@@ -32,10 +41,8 @@ func TestWrite(t *testing.T) {
 		if rerr != nil || string(got) != c.want {
 			t.Fatalf("%s: file holds %q (%v), want %q", c.name, got, rerr, c.want)
 		}
-		if runtime.GOOS != "windows" {
-			if st, _ := os.Stat(path); st.Mode().Perm() != 0o644 {
-				t.Errorf("%s: mode %v, want 0644", c.name, st.Mode().Perm())
-			}
+		if st, _ := os.Stat(path); st.Mode().Perm() != newMode {
+			t.Errorf("%s: mode %v, want %v (os.WriteFile's for a new file)", c.name, st.Mode().Perm(), newMode)
 		}
 		if ents, _ := os.ReadDir(dir); len(ents) != 1 {
 			t.Errorf("%s: the folder holds %v, want only the file (no temporary left)", c.name, ents)
