@@ -55,6 +55,12 @@ type Checkpoint struct {
 	// Meta holds the caller's strings (the step, the seed, the configuration), saved in the
 	// file's metadata. Keys starting with "gomoe." are reserved.
 	Meta map[string]string
+	// Check, if not nil, is called by LoadCheckpoint with the file's caller metadata (what
+	// Meta saved) once the file's checks have passed and before anything is written: an error
+	// from it loads nothing and is returned. The metadata and the tensors come from the same
+	// open of the file, so a caller that checks the run it resumes there cannot load the
+	// weights of another save that replaced the file in between. SaveCheckpoint ignores it.
+	Check func(meta map[string]string) error
 }
 
 const (
@@ -374,14 +380,19 @@ func loadCheckpoint(ts *safetensors.Tensors, c Checkpoint) (map[string]string, e
 			}
 		}
 	}
-	if err := applyCheckpoint(ts, ps, c.Optimizer, ol); err != nil {
-		return nil, err
-	}
 	out := map[string]string{}
 	for k, v := range fileMeta {
 		if !strings.HasPrefix(k, "gomoe.") {
 			out[k] = v
 		}
+	}
+	if c.Check != nil {
+		if err := c.Check(maps.Clone(out)); err != nil {
+			return nil, err
+		}
+	}
+	if err := applyCheckpoint(ts, ps, c.Optimizer, ol); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -1,6 +1,7 @@
 package train_test
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"math"
@@ -1014,4 +1015,35 @@ func writeTensors(t *testing.T, path string, tensors map[string]safetensors.Tens
 		t.Fatal(err)
 	}
 	return path
+}
+
+// TestLoadCheckpointCheck: Check sees the caller's metadata (not the reserved gomoe.* keys) of
+// the file being loaded, before anything is written; its error loads nothing and is returned.
+func TestLoadCheckpointCheck(t *testing.T) {
+	mk := func(v float64) *G.Node {
+		return G.NewTensor(G.NewGraph(), tensor.Float64, 0, G.WithName("s"), G.WithValue(tensor.New(tensor.FromScalar(v))))
+	}
+	p := filepath.Join(t.TempDir(), "s.safetensors")
+	if err := train.SaveCheckpoint(p, train.Checkpoint{Params: G.Nodes{mk(3.5)}, Meta: map[string]string{"step": "7"}}); err != nil {
+		t.Fatal(err)
+	}
+	stale := errors.New("stale run")
+	n := mk(1)
+	var seen map[string]string
+	_, err := train.LoadCheckpoint(p, train.Checkpoint{Params: G.Nodes{n}, Check: func(m map[string]string) error {
+		seen = m
+		return stale
+	}})
+	if !errors.Is(err, stale) {
+		t.Errorf("error %v, want Check's", err)
+	}
+	if fmt.Sprint(seen) != "map[step:7]" {
+		t.Errorf("Check saw %v, want map[step:7]", seen)
+	}
+	if v := n.Value().Data(); v != 1.0 {
+		t.Errorf("a refused load wrote %v, want the node unchanged (1)", v)
+	}
+	if _, err := train.LoadCheckpoint(p, train.Checkpoint{Params: G.Nodes{n}, Check: func(map[string]string) error { return nil }}); err != nil || n.Value().Data() != 3.5 {
+		t.Errorf("accepted load: %v, node %v, want 3.5", err, n.Value().Data())
+	}
 }
