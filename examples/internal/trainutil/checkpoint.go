@@ -5,15 +5,16 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
 	G "gorgonia.org/gorgonia"
 
-	"github.com/gomoe/gomoe/safetensors"
 	"github.com/gomoe/gomoe/train"
 )
 
@@ -33,8 +34,12 @@ type Run struct {
 	State map[string]string
 }
 
-// SaveRun writes the weights, Adam's state and r to dir/checkpoint.safetensors (making dir).
+// SaveRun writes the weights, Adam's state (none for a nil opt) and r to
+// dir/checkpoint.safetensors (making dir).
 func SaveRun(dir string, params G.Nodes, opt *train.Adam, r Run) error {
+	if err := checkSources(r.Sources); err != nil {
+		return fmt.Errorf("save to %s: %w", dir, err)
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
@@ -55,45 +60,56 @@ func SaveRun(dir string, params G.Nodes, opt *train.Adam, r Run) error {
 	for name, v := range r.State {
 		meta["state."+name] = v
 	}
-	return train.SaveCheckpoint(filepath.Join(dir, CheckpointFile), train.Checkpoint{Params: params, Optimizer: opt, Meta: meta})
+	return train.SaveCheckpoint(filepath.Join(dir, CheckpointFile), train.Checkpoint{Params: params, Optimizer: solver(opt), Meta: meta})
 }
 
 // LoadRun loads dir/checkpoint.safetensors into params and opt, restores the sources named in
 // r.Sources (each must be in the file) and returns the step and run length saved. The run's
-// metadata is checked before anything is loaded: on an error nothing changes (as with
-// train.LoadCheckpoint, whose checks come next).
+// metadata is checked on the same open of the file as the weights are read from, before
+// anything is loaded: on an error nothing changes (as with train.LoadCheckpoint, whose checks
+// come first), and a save that replaces the file meanwhile cannot mix two runs.
 func LoadRun(dir string, params G.Nodes, opt *train.Adam, r Run) (step, steps int, err error) {
-	path := filepath.Join(dir, CheckpointFile)
-	ts, err := safetensors.Open(path)
-	if err != nil {
-		if fi, serr := os.Stat(dir); serr == nil && !fi.IsDir() {
-			return 0, 0, fmt.Errorf("resume from %s: a file, not a folder (give the folder that holds %s: %s)", dir, CheckpointFile, filepath.Dir(dir))
-		}
+	if err := checkSources(r.Sources); err != nil {
 		return 0, 0, fmt.Errorf("resume from %s: %w", dir, err)
 	}
-	meta := ts.Metadata()
-	ts.Close()
-	if step, err = strconv.Atoi(meta["step"]); err != nil || step < 0 {
-		return 0, 0, fmt.Errorf("resume from %s: step %q", dir, meta["step"])
-	}
-	if steps, err = strconv.Atoi(meta["steps"]); err != nil || steps < step {
-		return 0, 0, fmt.Errorf("resume from %s: steps %q", dir, meta["steps"])
-	}
-	if err := sameFlags(meta["flags"], r.Flags); err != nil {
-		return 0, 0, fmt.Errorf("resume from %s: %w", dir, err)
-	}
-	if saved := meta["data"]; saved != "" && r.Data != "" && saved != r.Data {
-		return 0, 0, fmt.Errorf("resume from %s: the saved run trained on other data (fingerprint %s, this run's %s): resume on the saved run's data", dir, saved, r.Data)
+	if fi, serr := os.Stat(dir); serr == nil && !fi.IsDir() {
+		return 0, 0, fmt.Errorf("resume from %s: a file, not a folder (give the folder that holds %s: %s)", dir, CheckpointFile, filepath.Dir(dir))
 	}
 	states := map[string]*rand.PCG{}
-	for name := range r.Sources {
-		states[name] = new(rand.PCG)
-		if err := SetSource(states[name], meta["rng."+name]); err != nil {
-			return 0, 0, fmt.Errorf("resume from %s: source %s: %w", dir, name, err)
+	var meta map[string]string
+	var runErr error // the run's own checks, returned as they are
+	check := func(m map[string]string) error {
+		meta = m
+		if step, runErr = strconv.Atoi(m["step"]); runErr != nil || step < 0 {
+			runErr = fmt.Errorf("resume from %s: step %q", dir, m["step"])
+			return runErr
 		}
+		if steps, runErr = strconv.Atoi(m["steps"]); runErr != nil || steps < step {
+			runErr = fmt.Errorf("resume from %s: steps %q", dir, m["steps"])
+			return runErr
+		}
+		if err := sameFlags(m["flags"], r.Flags); err != nil {
+			runErr = fmt.Errorf("resume from %s: %w", dir, err)
+			return runErr
+		}
+		if saved := m["data"]; saved != "" && r.Data != "" && saved != r.Data {
+			runErr = fmt.Errorf("resume from %s: the saved run trained on other data (fingerprint %s, this run's %s): resume on the saved run's data", dir, saved, r.Data)
+			return runErr
+		}
+		for name := range r.Sources {
+			states[name] = new(rand.PCG)
+			if err := SetSource(states[name], m["rng."+name]); err != nil {
+				runErr = fmt.Errorf("resume from %s: source %s: %w", dir, name, err)
+				return runErr
+			}
+		}
+		return nil
 	}
-	if _, err := train.LoadCheckpoint(path, train.Checkpoint{Params: params, Optimizer: opt}); err != nil {
-		return 0, 0, err
+	if _, err := train.LoadCheckpoint(filepath.Join(dir, CheckpointFile), train.Checkpoint{Params: params, Optimizer: solver(opt), Check: check}); err != nil {
+		if runErr != nil {
+			return 0, 0, runErr
+		}
+		return 0, 0, fmt.Errorf("resume from %s: %w", dir, err)
 	}
 	for name, src := range r.Sources {
 		*src = *states[name]
@@ -107,6 +123,25 @@ func LoadRun(dir string, params G.Nodes, opt *train.Adam, r Run) (step, steps in
 		}
 	}
 	return step, steps, nil
+}
+
+// checkSources refuses a nil source (its state could be neither saved nor restored).
+func checkSources(srcs map[string]*rand.PCG) error {
+	for _, name := range slices.Sorted(maps.Keys(srcs)) {
+		if srcs[name] == nil {
+			return fmt.Errorf("source %s is nil", name)
+		}
+	}
+	return nil
+}
+
+// solver is opt as a G.Solver: nil (the weights only) for a nil *train.Adam, which
+// train.Checkpoint would refuse as a nil *train.Adam inside a non-nil interface.
+func solver(opt *train.Adam) G.Solver {
+	if opt == nil {
+		return nil
+	}
+	return opt
 }
 
 // sameFlags returns an error naming the first flag whose value differs between the saved
