@@ -1,6 +1,7 @@
 package hf
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -69,26 +70,45 @@ type given struct {
 
 // ParseConfig parses the JSON of a config.json (unknown keys are ignored). Keys match exactly,
 // as transformers reads them: a key that names one of Config's only when case is ignored
-// ("HIDDEN_ACT", "Model_Type") is an error.
+// ("HIDDEN_ACT", "Model_Type") is an error. json.Unmarshal into a Config does the same
+// (Config's UnmarshalJSON).
 func ParseConfig(data []byte) (Config, error) {
+	var c Config
+	if err := c.UnmarshalJSON(data); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// plainConfig is Config without its UnmarshalJSON, for the field-by-field decoding.
+type plainConfig Config
+
+// UnmarshalJSON is ParseConfig for encoding/json, so that json.Unmarshal into a Config (or a
+// struct holding one) checks the keys and records the explicit nulls as ParseConfig does; it
+// replaces the whole of c. JSON null leaves c as it is, as encoding/json does for other values.
+func (c *Config) UnmarshalJSON(data []byte) error {
+	if string(bytes.TrimSpace(data)) == "null" {
+		return nil
+	}
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(data, &raw); err != nil {
-		return Config{}, opkit.Wrap("hf: config", err)
+		return opkit.Wrap("hf: config", err)
 	}
 	if err := exactKeys(raw); err != nil {
-		return Config{}, opkit.Wrap("hf: config", err)
+		return opkit.Wrap("hf: config", err)
 	}
-	var c Config
-	if err := json.Unmarshal(data, &c); err != nil {
-		return Config{}, opkit.Wrap("hf: config", err)
+	var p plainConfig
+	if err := json.Unmarshal(data, &p); err != nil {
+		return opkit.Wrap("hf: config", err)
 	}
 	null := func(k string) bool { v, ok := raw[k]; return ok && string(v) == "null" }
 	written := func(k string) bool { _, ok := raw[k]; return ok && !null(k) }
-	c.given = given{normNull: null("norm_topk_prob"), scaleNull: null("routed_scaling_factor"),
+	p.given = given{normNull: null("norm_topk_prob"), scaleNull: null("routed_scaling_factor"),
 		sharedNull: null("n_shared_experts"), groupNull: null("n_group"), keptNull: null("topk_group"),
-		groupZero: written("n_group") && c.NGroup == 0, keptZero: written("topk_group") && c.TopKGroup == 0,
+		groupZero: written("n_group") && p.NGroup == 0, keptZero: written("topk_group") && p.TopKGroup == 0,
 		actNull: null("hidden_act")}
-	return c, nil
+	*c = Config(p)
+	return nil
 }
 
 // exactKeys refuses a key of raw that equals a json key of Config only when case is ignored:

@@ -2,6 +2,7 @@ package hf
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"math"
@@ -910,5 +911,41 @@ func TestMoEConfigNullHiddenAct(t *testing.T) {
 	}
 	if _, err := c.MoEConfig(); err != nil {
 		t.Errorf("no hidden_act: %v", err)
+	}
+}
+
+// TestConfigUnmarshalJSON: json.Unmarshal into a Config (alone or inside another struct) gives
+// ParseConfig's Config and errors. It skipped ParseConfig's checks: a DeepSeek-V3 config's
+// "norm_topk_prob": null (transformers' None, false) loaded as renormalised, "hidden_act":
+// null loaded as silu, and "HIDDEN_ACT" overrode "hidden_act".
+func TestConfigUnmarshalJSON(t *testing.T) {
+	describe := func(hc Config, err error) string {
+		if err != nil {
+			return "error: " + err.Error()
+		}
+		m, err := hc.MoEConfig()
+		return fmt.Sprintf("%+v %v", m, err)
+	}
+	for _, c := range []struct{ json, want string }{
+		{`{"model_type":"deepseek_v3","hidden_size":16,"moe_intermediate_size":8,"n_routed_experts":16,"num_experts_per_tok":4,"n_group":1,"topk_group":1,"norm_topk_prob":null}`, "norm_topk_prob"},
+		{`{"model_type":"mixtral","hidden_size":8,"intermediate_size":16,"num_local_experts":4,"num_experts_per_tok":2,"hidden_act":null}`, "hidden_act is null"},
+		{`{"model_type":"mixtral","hidden_size":8,"intermediate_size":16,"num_local_experts":4,"num_experts_per_tok":2,"hidden_act":"gelu","HIDDEN_ACT":"silu"}`, `key "HIDDEN_ACT"`},
+		{`{"model_type":"mixtral","hidden_size":8,"intermediate_size":16,"num_local_experts":4,"num_experts_per_tok":2}`, "Hidden:8"},
+	} {
+		want := describe(ParseConfig([]byte(c.json)))
+		var hc Config
+		got := describe(hc, json.Unmarshal([]byte(c.json), &hc))
+		var wrapped struct {
+			Model Config `json:"model"`
+		}
+		inside := describe(wrapped.Model, json.Unmarshal([]byte(`{"model":`+c.json+`}`), &wrapped))
+		if got != want || inside != want || !strings.Contains(want, c.want) {
+			t.Errorf("%s:\njson.Unmarshal:  %s\ninside a struct: %s\nParseConfig:     %s\nwant %q in all three", c.json, got, inside, want, c.want)
+		}
+	}
+	// JSON null leaves a Config as it was.
+	hc := Config{ModelType: "mixtral"}
+	if err := json.Unmarshal([]byte(`null`), &hc); err != nil || hc.ModelType != "mixtral" {
+		t.Errorf("null: %+v, %v; want the Config unchanged", hc, err)
 	}
 }
