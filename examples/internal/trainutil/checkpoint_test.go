@@ -114,3 +114,20 @@ func TestRunNilAdam(t *testing.T) {
 		t.Errorf("LoadRun(Adam) of a weights-only file: %v, want the error that says it holds no optimiser state", err)
 	}
 }
+
+// TestRunFlagsDropSpellings: the spellings of one drop policy resume each other; another
+// policy does not.
+func TestRunFlagsDropSpellings(t *testing.T) {
+	flags := func(drop string) string {
+		cfg := BlockConfig{Experts: 4, TopK: 2, Hidden: 8, FFN: 8, Act: "swiglu", Capacity: 1, Drop: drop}
+		return cfg.RunFlags()
+	}
+	for _, c := range []struct {
+		saved, now string
+		ok         bool
+	}{{"probs", "prob", true}, {"prob", "", true}, {"", "probs", true}, {"probs", "position", false}} {
+		if err := sameFlags(flags(c.saved), flags(c.now)); (err == nil) != c.ok {
+			t.Errorf("saved -drop %q, now %q: %v, want ok %v", c.saved, c.now, err, c.ok)
+		}
+	}
+}
