@@ -210,9 +210,13 @@ func (g Geometry) String() string {
 	return s
 }
 
-// CheckIDs validates the expert ids [T,K]: each is -1 or in [0,E), and no expert appears twice
-// in one token's row (a top-k router never repeats one; a repeat is almost always a bug).
+// CheckIDs validates the expert ids [T,K] of a valid geometry (Validate's errors first): each is
+// -1 or in [0,E), and no expert appears twice in one token's row (a top-k router never repeats
+// one; a repeat is almost always a bug).
 func (g Geometry) CheckIDs(ids []int32) error {
+	if err := g.Validate(); err != nil {
+		return err
+	}
 	if len(ids) != g.T*g.K {
 		return fmt.Errorf("gomoe: plan: ids has %d entries, want T*K = %d*%d", len(ids), g.T, g.K)
 	}

@@ -1,11 +1,13 @@
 package kernels
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 type planCase struct {
@@ -250,5 +252,39 @@ func TestPlanCheckRejectsCorruptPlans(t *testing.T) {
 	}
 	if _, err := g.View(make([]int32, 3)); err == nil {
 		t.Error("View accepted a vector of the wrong length")
+	}
+}
+
+// TestCheckIDsInvalidGeometry: CheckIDs gives Validate's error for a geometry BuildPlan would
+// refuse. It used to trust the geometry: a T·K that wraps int panicked (slice bounds), T =
+// MaxInt with K = 0 looped over MaxInt empty rows, and T = K = -1 accepted ids [5].
+func TestCheckIDsInvalidGeometry(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		g    Geometry
+		ids  []int32
+	}{
+		{"T*K wraps", Geometry{T: 1 << 62, K: 4, E: 8, A: 1}, nil},
+		{"K=0, T=MaxInt", Geometry{T: math.MaxInt, K: 0, E: 1, A: 1}, nil},
+		{"negative T and K", Geometry{T: -1, K: -1, E: 2, A: 1}, []int32{5}},
+	} {
+		done := make(chan error, 1)
+		go func() {
+			defer func() {
+				if r := recover(); r != nil {
+					done <- fmt.Errorf("panic: %v", r)
+				}
+			}()
+			done <- c.g.CheckIDs(c.ids)
+		}()
+		select {
+		case err := <-done:
+			want := c.g.Validate()
+			if want == nil || err == nil || err.Error() != want.Error() {
+				t.Errorf("%s: CheckIDs: %v, want Validate's error %v", c.name, err, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: CheckIDs still running after 10 s", c.name)
+		}
 	}
 }

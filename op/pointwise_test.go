@@ -232,6 +232,26 @@ func TestScale(t *testing.T) {
 	if _, err := Scale(nil, 1); err == nil {
 		t.Error("Scale(nil): no error")
 	}
+	// Constants that would make every element NaN, ±Inf or 0 are refused (they used to build
+	// and run); 0 itself and a float64 x's 1e300 are fine.
+	for _, c := range []struct {
+		dt   tensor.Dtype
+		c    float64
+		want string
+	}{
+		{tensor.Float64, math.NaN(), "constant NaN is not finite"},
+		{tensor.Float32, math.Inf(-1), "constant -Inf is not finite"},
+		{tensor.Float32, 1e300, "constant 1e+300 rounds to +Inf in float32"},
+		{tensor.Float32, 1e-300, "constant 1e-300 rounds to 0 in float32"},
+		{tensor.Float32, 0, ""},
+		{tensor.Float64, 1e300, ""},
+	} {
+		xn := G.NewMatrix(G.NewGraph(), c.dt, G.WithShape(2, 2), G.WithName("x"))
+		_, err := Scale(xn, c.c)
+		if (c.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("Scale(%v x, %v): %v, want %q", c.dt, c.c, err, c.want)
+		}
+	}
 }
 
 // TestScaleScalarGradients: Scale of a scalar node (a loss times a coefficient), and Cast of

@@ -3,6 +3,7 @@ package op
 import (
 	"fmt"
 	"hash"
+	"math"
 
 	"github.com/chewxy/hm"
 	G "gorgonia.org/gorgonia"
@@ -11,8 +12,8 @@ import (
 	"github.com/gomoe/gomoe/internal/opkit"
 )
 
-// Scale returns c·x element-wise for a float tensor x and a constant c (rounded to x's dtype
-// first). Unlike G.Mul with a constant node, its gradient is only c·dy: Gorgonia's Mul also
+// Scale returns c·x element-wise for a float tensor x and a finite constant c (rounded to x's
+// dtype first; a nonzero c that float32 rounds to 0 or ±Inf is an error for a float32 x). Unlike G.Mul with a constant node, its gradient is only c·dy: Gorgonia's Mul also
 // differentiates with respect to the constant, a full reduction that device values cannot take.
 // On the device it runs as the engine's MulScalar.
 func Scale(x *G.Node, c float64) (*G.Node, error) {
@@ -24,6 +25,12 @@ func Scale(x *G.Node, c float64) (*G.Node, error) {
 	}
 	if x.Shape().TotalSize() == 0 {
 		return nil, opkit.Errorf("Scale", "x has shape %v, want a non-empty tensor (Gorgonia cannot allocate the gradient of an empty tensor)", x.Shape())
+	}
+	if math.IsNaN(c) || math.IsInf(c, 0) {
+		return nil, opkit.Errorf("Scale", "constant %v is not finite", c)
+	}
+	if f := float32(c); x.Dtype() == tensor.Float32 && c != 0 && (f == 0 || math.IsInf(float64(f), 0)) {
+		return nil, opkit.Errorf("Scale", "constant %v rounds to %v in float32, x's dtype", c, f)
 	}
 	return opkit.ApplyOp("Scale", scaleOp{c: c, dims: x.Dims()}, x)
 }
