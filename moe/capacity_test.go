@@ -1,6 +1,8 @@
 package moe
 
 import (
+	"fmt"
+	"runtime"
 	"testing"
 
 	G "gorgonia.org/gorgonia"
@@ -135,4 +137,70 @@ func argTop2(row []float64) (int, int) {
 		}
 	}
 	return a, b
+}
+
+// TestCapacityAboveT: a capacity above T keeps every pair, as a capacity of T does, so the
+// layer sizes its buffers for T rows an expert (PadToCapacity keeps the C rows asked for): the
+// same cost and gradients, and a forward + backward of 8 tokens with a factor of 10⁵ allocates
+// about what a factor of 1 does (it allocated 988 MB for C = 800000).
+func TestCapacityAboveT(t *testing.T) {
+	run := func(factor float64, pad bool) (cost float64, grads [][]float64, rows int, alloc uint64) {
+		g := G.NewGraph()
+		cfg := Config{Hidden: 4, FFN: 4, Experts: 4, TopK: 4, Dtype: tensor.Float64, CapacityFactor: factor, PadToCapacity: pad, Seed: 1}
+		l, err := New(g, "m", cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		xs := make([]float64, 8*4)
+		for i := range xs {
+			xs[i] = float64(i%7) - 3
+		}
+		x := G.NewMatrix(g, tensor.Float64, G.WithShape(8, 4), G.WithName("x"),
+			G.WithValue(tensor.New(tensor.WithShape(8, 4), tensor.WithBacking(xs))))
+		out, err := l.Forward(x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := G.Must(G.Sum(G.Must(G.Square(out.Y))))
+		ws := append(l.Learnables(), x)
+		if _, err := G.Grad(c, ws...); err != nil {
+			t.Fatal(err)
+		}
+		var a, b runtime.MemStats
+		runtime.ReadMemStats(&a)
+		m := G.NewTapeMachine(g)
+		defer m.Close()
+		if err := m.RunAll(); err != nil {
+			t.Fatal(err)
+		}
+		runtime.ReadMemStats(&b)
+		for _, w := range ws {
+			gv, err := w.Grad()
+			if err != nil {
+				t.Fatal(err)
+			}
+			grads = append(grads, append([]float64(nil), gv.Data().([]float64)...))
+		}
+		geo, err := l.cfg.geometry(8, factor)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Value().Data().(float64), grads, geo.Rows(), b.TotalAlloc - a.TotalAlloc
+	}
+	c1, g1, r1, a1 := run(1, false) // C = 8 = T: nothing dropped
+	c2, g2, r2, a2 := run(1e5, false)
+	if c1 != c2 || fmt.Sprint(g1) != fmt.Sprint(g2) {
+		t.Errorf("factor 1e5: cost %v, want factor 1's %v (and the same gradients)", c2, c1)
+	}
+	if r1 != 32 || r2 != 32 {
+		t.Errorf("permuted rows %d and %d, want E·T = 32 for both", r1, r2)
+	}
+	if a2 > 4*a1+(1<<20) {
+		t.Errorf("factor 1e5 allocated %d bytes, factor 1 %d", a2, a1)
+	}
+	// PadToCapacity keeps C rows an expert, as asked: here C = ceil(8·4/4·10) = 80.
+	c3, g3, r3, _ := run(10, true)
+	if c3 != c1 || fmt.Sprint(g3) != fmt.Sprint(g1) || r3 != 4*80 {
+		t.Errorf("PadToCapacity, factor 10: cost %v, %d rows; want %v and 320", c3, r3, c1)
+	}
 }

@@ -155,6 +155,9 @@ type Config struct {
 
 	// CapacityFactor > 0 turns on capacity mode: each expert takes at most
 	// C = ceil(T·K/E·CapacityFactor) tokens and drops the rest by DropPolicy. 0 is dropless.
+	// A C above T (a factor above E/K, or MinCapacity) keeps nothing more, since no expert
+	// gets more than T pairs: without PadToCapacity the layer sizes its buffers for T rows an
+	// expert then (a factor of 10⁵ used to allocate gigabytes for a few tokens).
 	CapacityFactor float64
 	// EvalCapacityFactor is the capacity factor of Layer.Infer (DeepSpeed's
 	// eval_capacity_factor); 0 means CapacityFactor. A layer trained dropless can evaluate in
@@ -385,7 +388,8 @@ func (c Config) inWidth() float64 {
 const maxWeightElems = 1 << 45
 
 // Capacity is C, the per-expert capacity for T tokens in training (Layer.Forward):
-// ceil(T·K/E·CapacityFactor), at least max(1, MinCapacity); 0 in dropless mode.
+// ceil(T·K/E·CapacityFactor), at least max(1, MinCapacity); 0 in dropless mode. The layer's
+// plan takes min(C, T) without PadToCapacity (no expert gets more than T pairs).
 func (c Config) Capacity(T int) int { return c.capacity(T, c.CapacityFactor) }
 
 // EvalCapacity is C for T tokens in Layer.Infer: Capacity with EvalCapacityFactor (or
@@ -426,12 +430,20 @@ func (c Config) geometry(T int, factor float64) (kernels.Geometry, error) {
 	if factor > 0 {
 		g.Mode = kernels.Capacity
 		g.C = c.capacity(T, factor)
+		if !c.PadToCapacity {
+			// No expert gets more than T pairs (a token names it at most once): a larger C
+			// only adds rows that stay empty. With PadToCapacity the segments are C rows, as
+			// asked.
+			g.C = min(g.C, T)
+		}
 		g.Drop = c.DropPolicy
 		g.PadToCapacity = c.PadToCapacity
 	}
 	if err := g.Validate(); err != nil {
 		return g, err
 	}
-	// The activations of the routed rows ([R, H] and [R, F] buffers) must fit in memory too.
-	return g, hostmem.Check(fmt.Sprintf("gomoe: moe: T=%d tokens' %d permuted rows of %d values", T, g.Rows(), max(c.Hidden, c.FFN)), float64(g.Rows())*float64(max(c.Hidden, c.FFN))*float64(c.Dtype.Size()))
+	// The activations of the routed rows must fit in memory too: the forward pass alone holds
+	// xp and yp [R, H], the expert's input projection [R, inWidth·F] and its activation [R, F].
+	width := 2*float64(c.Hidden) + (c.inWidth()+1)*float64(c.FFN)
+	return g, hostmem.Check(fmt.Sprintf("gomoe: moe: T=%d tokens' %d permuted rows (%g values a row in the forward pass)", T, g.Rows(), width), float64(g.Rows())*width*float64(c.Dtype.Size()))
 }

@@ -37,7 +37,7 @@ func TestHostileSizes(t *testing.T) {
 		{"Experts·Hidden·FFN wraps around int", Config{Hidden: 1 << 31, FFN: 1 << 31, Experts: 4, TopK: 2}, 0, "too large to allocate"},
 		{"Experts beyond int32 ids", Config{Hidden: 1, FFN: 1, Experts: 1 << 32, TopK: 2}, 0, "Experts=4294967296"},
 		{"activations beyond memory", Config{Hidden: 1 << 14, FFN: 1, Experts: 2, TopK: 2, Score: Sigmoid}, 1 << 20,
-			"T=1048576 tokens' 2097152 permuted rows of 16384 values need 1.374e+11 bytes"},
+			"T=1048576 tokens' 2097152 permuted rows (32771 values a row in the forward pass) need 2.749e+11 bytes"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

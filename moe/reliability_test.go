@@ -149,6 +149,7 @@ func TestReliabilityBuildErrors(t *testing.T) {
 			g := G.NewGraph()
 			c := relCfg
 			c.CapacityFactor = 1e300 // C would wrap around in a plain float-to-int conversion
+			c.PadToCapacity = true   // (without it C is clamped to T: TestCapacityAboveT)
 			l, _ := New(g, "m", c)
 			_, err := l.Forward(G.NewMatrix(g, tensor.Float64, G.WithShape(8, 4), G.WithName("x")))
 			return err
@@ -157,6 +158,7 @@ func TestReliabilityBuildErrors(t *testing.T) {
 			g := G.NewGraph()
 			c := relCfg
 			c.CapacityFactor = math.MaxFloat64 // T·K/E·factor is +Inf, less its slack NaN: C was 1, dropping silently
+			c.PadToCapacity = true
 			l, _ := New(g, "m", c)
 			_, err := l.Forward(G.NewMatrix(g, tensor.Float64, G.WithShape(8, 4), G.WithName("x")))
 			return err
