@@ -13,7 +13,8 @@ import (
 )
 
 // Scale returns c·x element-wise for a float tensor x and a finite constant c (rounded to x's
-// dtype first; a nonzero c that float32 rounds to 0 or ±Inf is an error for a float32 x). Unlike G.Mul with a constant node, its gradient is only c·dy: Gorgonia's Mul also
+// dtype first; for a float32 x, a nonzero c that float32 rounds to 0 or ±Inf is an error).
+// Unlike G.Mul with a constant node, its gradient is only c·dy: Gorgonia's Mul also
 // differentiates with respect to the constant, a full reduction that device values cannot take.
 // On the device it runs as the engine's MulScalar.
 func Scale(x *G.Node, c float64) (*G.Node, error) {

@@ -48,7 +48,11 @@ func TestWriteUmask(t *testing.T) {
 	if err := Write(path, func(w io.Writer) error { _, err := io.WriteString(w, "new"); return err }); err != nil {
 		t.Fatal(err)
 	}
-	if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o640 {
-		t.Errorf("replaced file: mode %v (%v), want 0640 (the old file's)", st.Mode().Perm(), err)
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o640 {
+		t.Errorf("replaced file: mode %v, want 0640 (the old file's)", st.Mode().Perm())
 	}
 }

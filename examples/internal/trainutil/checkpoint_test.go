@@ -15,18 +15,20 @@ import (
 	"github.com/gomoe/gomoe/train"
 )
 
+// vecW is a weight "w" of two float32 values v.
+func vecW(v float32) *G.Node {
+	return G.NewVector(G.NewGraph(), tensor.Float32, G.WithShape(2), G.WithName("w"), G.WithValue(tensor.New(tensor.WithBacking([]float32{v, v}))))
+}
+
 // TestLoadRunOneVersion: a checkpoint replaced while LoadRun reads it (another run saving into
 // the folder) loads whole, its step with its weights. LoadRun used to read the step from one
 // open of the file and the weights from a second, and returned step 1 with step 2's weights
 // within a few dozen loads.
 func TestLoadRunOneVersion(t *testing.T) {
-	mk := func(v float32) *G.Node {
-		return G.NewVector(G.NewGraph(), tensor.Float32, G.WithShape(2), G.WithName("w"), G.WithValue(tensor.New(tensor.WithBacking([]float32{v, v}))))
-	}
 	dir, stage := t.TempDir(), t.TempDir()
 	for i := 1; i <= 2; i++ {
 		d := filepath.Join(stage, string(rune('0'+i)))
-		if err := SaveRun(d, G.Nodes{mk(float32(i))}, train.NewAdam(0.1), Run{Step: i, Steps: 10}); err != nil {
+		if err := SaveRun(d, G.Nodes{vecW(float32(i))}, train.NewAdam(0.1), Run{Step: i, Steps: 10}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -45,15 +47,20 @@ func TestLoadRunOneVersion(t *testing.T) {
 	}()
 	defer func() { stop.Store(true); <-done }()
 	deadline := time.Now().Add(2 * time.Second)
+	loaded := 0
 	for n := 0; time.Now().Before(deadline); n++ {
-		w := mk(0)
+		w := vecW(0)
 		step, _, err := LoadRun(dir, G.Nodes{w}, train.NewAdam(0.1), Run{})
 		if err != nil {
-			continue // e.g. the file is briefly missing on some systems
+			continue // a rename is atomic where the tests run, but not on every file system
 		}
+		loaded++
 		if got := w.Value().Data().([]float32)[0]; got != float32(step) {
 			t.Fatalf("after %d loads: LoadRun returned step %d but loaded the weights of step %v", n, step, got)
 		}
+	}
+	if loaded < 10 {
+		t.Errorf("only %d loads succeeded in 2 s", loaded)
 	}
 }
 
@@ -61,9 +68,6 @@ func TestLoadRunOneVersion(t *testing.T) {
 // used to panic (a nil *rand.PCG's MarshalBinary); LoadRun loaded the weights and the
 // optimiser, then panicked assigning through the nil pointer.
 func TestRunNilSource(t *testing.T) {
-	mk := func(v float32) *G.Node {
-		return G.NewVector(G.NewGraph(), tensor.Float32, G.WithShape(2), G.WithName("w"), G.WithValue(tensor.New(tensor.WithBacking([]float32{v, v}))))
-	}
 	dir := t.TempDir()
 	t.Run("save", func(t *testing.T) {
 		defer func() {
@@ -71,15 +75,15 @@ func TestRunNilSource(t *testing.T) {
 				t.Errorf("SaveRun with a nil source panicked: %v", r)
 			}
 		}()
-		if err := SaveRun(t.TempDir(), G.Nodes{mk(1)}, train.NewAdam(0.1), Run{Step: 1, Steps: 2, Sources: map[string]*rand.PCG{"data": nil}}); err == nil || !strings.Contains(err.Error(), "source data is nil") {
+		if err := SaveRun(t.TempDir(), G.Nodes{vecW(1)}, train.NewAdam(0.1), Run{Step: 1, Steps: 2, Sources: map[string]*rand.PCG{"data": nil}}); err == nil || !strings.Contains(err.Error(), "source data is nil") {
 			t.Errorf("error %v, want one that names the nil source", err)
 		}
 	})
-	if err := SaveRun(dir, G.Nodes{mk(1)}, train.NewAdam(0.1), Run{Step: 1, Steps: 2, Sources: map[string]*rand.PCG{"data": rand.NewPCG(1, 2)}}); err != nil {
+	if err := SaveRun(dir, G.Nodes{vecW(1)}, train.NewAdam(0.1), Run{Step: 1, Steps: 2, Sources: map[string]*rand.PCG{"data": rand.NewPCG(1, 2)}}); err != nil {
 		t.Fatal(err)
 	}
 	t.Run("load", func(t *testing.T) {
-		w := mk(7)
+		w := vecW(7)
 		defer func() {
 			if r := recover(); r != nil {
 				t.Errorf("LoadRun with a nil source panicked: %v (w is now %v)", r, w.Value().Data())
@@ -98,19 +102,16 @@ func TestRunNilSource(t *testing.T) {
 // *train.Adam inside a G.Solver, which train refuses with advice ("Optimizer nil saves the
 // weights only") that cannot be followed through SaveRun.
 func TestRunNilAdam(t *testing.T) {
-	mk := func(v float32) *G.Node {
-		return G.NewVector(G.NewGraph(), tensor.Float32, G.WithShape(2), G.WithName("w"), G.WithValue(tensor.New(tensor.WithBacking([]float32{v, v}))))
-	}
 	dir := t.TempDir()
-	if err := SaveRun(dir, G.Nodes{mk(1)}, nil, Run{Step: 1, Steps: 2}); err != nil {
+	if err := SaveRun(dir, G.Nodes{vecW(1)}, nil, Run{Step: 1, Steps: 2}); err != nil {
 		t.Fatalf("SaveRun(opt nil): %v", err)
 	}
-	w := mk(0)
+	w := vecW(0)
 	if step, _, err := LoadRun(dir, G.Nodes{w}, nil, Run{}); err != nil || step != 1 || w.Value().Data().([]float32)[0] != 1 {
 		t.Errorf("LoadRun(opt nil): step %d, w %v, %v; want step 1, w [1 1]", step, w.Value().Data(), err)
 	}
 	// A file saved without optimiser state does not load into an Adam.
-	if _, _, err := LoadRun(dir, G.Nodes{mk(0)}, train.NewAdam(0.1), Run{}); err == nil || !strings.Contains(err.Error(), "no optimiser state") {
+	if _, _, err := LoadRun(dir, G.Nodes{vecW(0)}, train.NewAdam(0.1), Run{}); err == nil || !strings.Contains(err.Error(), "no optimiser state") {
 		t.Errorf("LoadRun(Adam) of a weights-only file: %v, want the error that says it holds no optimiser state", err)
 	}
 }
