@@ -214,8 +214,15 @@ func (s *GraphStep) capture() (reason string, err error) {
 	gs, ok := s.solver.(graphSolver)
 	var dev device.Backend
 	var w0 *tensor.Dense
-	if len(s.params) > 0 {
-		if w0, _ = s.params[0].Value().(*tensor.Dense); w0 != nil {
+	var n0 *G.Node // the first weight (Step skips nil ones; the first used to be taken as one)
+	for _, n := range s.params {
+		if n != nil {
+			n0 = n
+			break
+		}
+	}
+	if n0 != nil {
+		if w0, _ = n0.Value().(*tensor.Dense); w0 != nil {
 			dev = device.Of(w0)
 		}
 	}
@@ -251,7 +258,7 @@ func (s *GraphStep) capture() (reason string, err error) {
 		return fmt.Sprintf("capturing the step failed: %v", err), nil
 	}
 	s.graph, s.gs, s.dev, s.w0, s.clip, s.f32, s.rel = g, gs, dev, w0, gs.clipping(), f32, gs.releases()
-	s.inputs = s.params[0].Graph().Inputs()
+	s.inputs = n0.Graph().Inputs()
 	s.bound = make([]G.Value, len(s.inputs))
 	for i, n := range s.inputs {
 		s.bound[i] = n.Value()

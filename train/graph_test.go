@@ -1,9 +1,13 @@
 package train_test
 
 import (
+	"fmt"
 	"math"
 	"strings"
 	"testing"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/train"
 )
@@ -103,5 +107,40 @@ func TestGraphStepStateReady(t *testing.T) {
 				m.graphStep(t, c, gs, s)
 			}
 		})
+	}
+}
+
+// acceptAll is a solver that takes every step and changes nothing.
+type acceptAll struct{}
+
+func (acceptAll) Step([]G.ValueGrad) error { return nil }
+
+// TestGraphStepNilFirstParam: a nil first param (which Step skips) does not stop GraphStep;
+// its capture used to take params[0] as the first weight and panicked on the second step.
+func TestGraphStepNilFirstParam(t *testing.T) {
+	g := G.NewGraph()
+	w := G.NewMatrix(g, tensor.Float64, G.WithShape(2, 1), G.WithName("w"), G.WithInit(G.Zeroes()))
+	loss := G.Must(G.Sum(G.Must(G.Square(w))))
+	if _, err := G.Grad(loss, w); err != nil {
+		t.Fatal(err)
+	}
+	vm := G.NewTapeMachine(g)
+	defer vm.Close()
+	gs := train.NewGraphStep(vm, acceptAll{}, G.Nodes{nil, w})
+	for i := range 3 {
+		err := func() (err error) {
+			defer func() {
+				if r := recover(); r != nil {
+					err = fmt.Errorf("panic: %v", r)
+				}
+			}()
+			return gs.Step(nil)
+		}()
+		if err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+	}
+	if !strings.Contains(gs.Reason(), "not in GPU memory") {
+		t.Errorf("Reason %q, want the weights' place", gs.Reason())
 	}
 }

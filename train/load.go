@@ -65,6 +65,9 @@ func (lt *LoadTracker) Add(counts []int32, slots int) error {
 	if len(counts) != lt.experts {
 		return fmt.Errorf("gomoe: train: load tracker got %d counts for %d experts", len(counts), lt.experts)
 	}
+	if slots < 0 {
+		return fmt.Errorf("gomoe: train: load tracker got %d routed pairs, want a count >= 0", slots)
+	}
 	sum := 0.0
 	for _, c := range counts {
 		if c < 0 {
@@ -226,10 +229,25 @@ func (lt *LoadTracker) UnmarshalJSON(b []byte) error {
 	case !count(s.Slots) || !count(s.Kept) || !count(s.Dropped) || !count(s.Asked) || s.Kept > s.Slots || s.Dropped > s.Asked:
 		return bad(fmt.Sprintf("slots %v, kept %v, dropped %v, asked %v", s.Slots, s.Kept, s.Dropped, s.Asked))
 	}
+	var inWindow, inTotal float64
 	for e := range s.Window {
-		if !count(s.Window[e]) || !count(s.Total[e]) {
+		if !count(s.Window[e]) || !count(s.Total[e]) || s.Window[e] > s.Total[e] {
 			return bad(fmt.Sprintf("expert %d has counts %v (window) and %v (total)", e, s.Window[e], s.Total[e]))
 		}
+		inWindow += s.Window[e]
+		inTotal += s.Total[e]
+	}
+	// What Add keeps together: the window's counts are the pairs kept since the last snapshot,
+	// the totals and the dropped pairs are all the pairs asked for, and the window's slots are
+	// some of them (a tracker that broke these used to load, and Snapshot then printed a load,
+	// or a share dropped, that Total and Dropped denied).
+	switch {
+	case inWindow != s.Kept:
+		return bad(fmt.Sprintf("the window's counts add up to %v, but kept is %v", inWindow, s.Kept))
+	case inTotal+s.Dropped != s.Asked:
+		return bad(fmt.Sprintf("the total counts add up to %v and dropped is %v, but asked is %v", inTotal, s.Dropped, s.Asked))
+	case s.Slots > s.Asked || s.Slots-s.Kept > s.Dropped:
+		return bad(fmt.Sprintf("the window's slots %v (kept %v) do not fit the run's asked %v and dropped %v", s.Slots, s.Kept, s.Asked, s.Dropped))
 	}
 	for i, f := range s.Frac {
 		if len(f) != s.Experts {

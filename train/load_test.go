@@ -209,3 +209,46 @@ func TestLoadTrackerUnmarshalBad(t *testing.T) {
 		t.Errorf("a refused UnmarshalJSON changed the tracker: %d experts, total %v", lt.Experts(), lt.Total())
 	}
 }
+
+// TestLoadTrackerJSONConsistency: a tracker whose counts contradict each other (a window larger
+// than the run's total, window counts with nothing kept, slots with nothing asked, totals that
+// do not add up to what was asked) is refused; they used to load, and Snapshot then printed a
+// load, or a share dropped, that Total and Dropped denied. Add refuses negative slots by name.
+func TestLoadTrackerJSONConsistency(t *testing.T) {
+	for _, c := range []struct{ json, want string }{
+		{`{"experts":2,"window":[5,5],"total":[0,0],"slots":0,"kept":0,"dropped":0,"asked":0}`, "expert 0 has counts 5 (window) and 0 (total)"},
+		{`{"experts":2,"window":[1,1],"total":[1,1],"slots":2,"kept":0,"dropped":0,"asked":2}`, "the window's counts add up to 2, but kept is 0"},
+		{`{"experts":2,"window":[0,0],"total":[1,0],"slots":10,"kept":0,"dropped":0,"asked":0}`, "the total counts add up to 1 and dropped is 0, but asked is 0"},
+		{`{"experts":2,"window":[0,0],"total":[1,0],"slots":10,"kept":0,"dropped":9,"asked":10}`, "the window's slots 10 (kept 0) do not fit"},
+	} {
+		var lt LoadTracker
+		if err := lt.UnmarshalJSON([]byte(c.json)); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want an error containing %q", c.json, err, c.want)
+		}
+	}
+	// A tracker that Add made loads back.
+	lt, _ := NewLoadTracker(2)
+	for _, a := range []struct {
+		c     []int32
+		slots int
+	}{{[]int32{3, 1}, 6}, {[]int32{2, 2}, 4}} {
+		if err := lt.Add(a.c, a.slots); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lt.Snapshot(1)
+	if err := lt.Add([]int32{1, 0}, 2); err != nil {
+		t.Fatal(err)
+	}
+	b, err := lt.MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back LoadTracker
+	if err := back.UnmarshalJSON(b); err != nil {
+		t.Errorf("a tracker Add made does not load back: %v (%s)", err, b)
+	}
+	if err := lt.Add([]int32{0, 0}, -3); err == nil || !strings.Contains(err.Error(), "got -3 routed pairs") {
+		t.Errorf("Add with slots -3: %v, want an error naming the negative count", err)
+	}
+}

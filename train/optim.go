@@ -156,6 +156,16 @@ func check(name string, vgs []G.ValueGrad) ([]pair, error) {
 		if !ok1 || !ok2 || w == nil || g == nil {
 			return nil, fmt.Errorf("gomoe: train: %s: %s is %T with gradient %T, want *tensor.Dense", name, label, wv, gv)
 		}
+		// An empty *tensor.Dense (no dtype, no data) used to panic below.
+		if m := opkit.Missing(w); m != "" {
+			return nil, fmt.Errorf("gomoe: train: %s: %s is %s", name, label, m)
+		}
+		if m := opkit.Missing(g); m != "" {
+			return nil, fmt.Errorf("gomoe: train: %s: the gradient of %s is %s", name, label, m)
+		}
+		if w.Shape().TotalSize() == 0 || g.Shape().TotalSize() == 0 {
+			return nil, fmt.Errorf("gomoe: train: %s: %s is %v %v with gradient %v %v, want values with elements", name, label, w.Dtype(), w.Shape(), g.Dtype(), g.Shape())
+		}
 		if w.RequiresIterator() || g.RequiresIterator() {
 			return nil, fmt.Errorf("gomoe: train: %s: %s or its gradient is a non-contiguous view", name, label)
 		}
@@ -344,13 +354,20 @@ func (a *Adam) Step(vgs []G.ValueGrad) error {
 	if err := a.countErr(); err != nil {
 		return err
 	}
-	var err2 error
-	if a.state, err2 = ensure(a.state, ps, true); err2 != nil {
-		return opkit.Wrap("train: Adam", err2)
+	// The new state and the norm take effect only once nothing can fail: a failed step
+	// changes no state, nor GradNorm.
+	fresh, err := newState(a.state, ps, true)
+	if err != nil {
+		return opkit.Wrap("train: Adam", err)
 	}
-	if a.norm, err2 = a.gsc.clip(ps, a.MaxGradNorm, 7); err2 != nil {
-		return opkit.Wrap("train: Adam", err2)
+	at := a.gsc.normOnDev
+	norm, err := a.gsc.clip(ps, a.MaxGradNorm, 7)
+	if err != nil {
+		fresh.drop()
+		a.gsc.normOnDev = at
+		return opkit.Wrap("train: Adam", err)
 	}
+	a.state, a.norm = fresh.install(a.state), norm
 	t := a.t + 1
 	c1, c2 := a.corrections(t)
 	for _, p := range ps {
@@ -409,17 +426,17 @@ func missingState(state map[uintptr]*moments, ps []pair, adam bool) []pair {
 	return due
 }
 
-// ensure returns state holding fitting state for every weight of ps (Adam's moments when
-// adam, and a master copy for bfloat16 weights), creating what is missing; on an error it
-// frees what it created and changes nothing.
-func ensure(state map[uintptr]*moments, ps []pair, adam bool) (map[uintptr]*moments, error) {
-	if state == nil {
-		state = map[uintptr]*moments{}
-	}
-	type made struct {
-		k  uintptr
-		st *moments
-	}
+// freshState is the state a step makes for the weights of ps whose state is missing or stale
+// (Adam's moments when adam, and a master copy for bfloat16 weights), not yet in the
+// optimiser's map: install puts it there once the step can no longer fail, drop frees it.
+type freshState []struct {
+	k  uintptr
+	st *moments
+}
+
+// newState makes the state missing from state for the weights of ps; on an error it frees
+// what it made.
+func newState(state map[uintptr]*moments, ps []pair, adam bool) (freshState, error) {
 	// The weights whose state is missing or stale (nil, and no allocation, on the usual step
 	// where all state exists), and the host memory their new state takes: it must fit, since a
 	// failed allocation is fatal, not an error.
@@ -431,26 +448,43 @@ func ensure(state map[uintptr]*moments, ps []pair, adam bool) (map[uintptr]*mome
 		}
 	}
 	if err := hostmem.Check("the optimiser's state (moments and float32 master copies)", host); err != nil {
-		return state, err
+		return nil, err
 	}
-	var fresh []made
+	var fresh freshState
 	for _, p := range due {
 		st, err := newMoments(p, adam)
 		if err != nil {
-			for _, f := range fresh {
-				f.st.release()
-			}
-			return state, fmt.Errorf("%s: %w", p.wLabel, err)
+			fresh.drop()
+			return nil, fmt.Errorf("%s: %w", p.wLabel, err)
 		}
-		fresh = append(fresh, made{p.w.Uintptr(), st})
+		fresh = append(fresh, struct {
+			k  uintptr
+			st *moments
+		}{p.w.Uintptr(), st})
 	}
-	for _, f := range fresh {
-		if old, ok := state[f.k]; ok {
+	return fresh, nil
+}
+
+// install puts the fresh state into state (made if nil), freeing the stale state it replaces,
+// and returns state.
+func (f freshState) install(state map[uintptr]*moments) map[uintptr]*moments {
+	if state == nil {
+		state = map[uintptr]*moments{}
+	}
+	for _, x := range f {
+		if old, ok := state[x.k]; ok {
 			old.release()
 		}
-		state[f.k] = f.st
+		state[x.k] = x.st
 	}
-	return state, nil
+	return state
+}
+
+// drop frees the fresh state of a step that failed.
+func (f freshState) drop() {
+	for _, x := range f {
+		x.st.release()
+	}
 }
 
 // hostStateBytes is the host state newMoments makes per element of a weight of dtype dt: two
@@ -561,13 +595,18 @@ func (s *SGD) Step(vgs []G.ValueGrad) error {
 	if err := sgdSettings(float32Update(ps), s.LR, s.WeightDecay, s.MaxGradNorm); err != nil {
 		return opkit.Wrap("train: SGD", err)
 	}
-	var err2 error
-	if s.state, err2 = ensure(s.state, ps, false); err2 != nil {
-		return opkit.Wrap("train: SGD", err2)
+	fresh, err := newState(s.state, ps, false)
+	if err != nil {
+		return opkit.Wrap("train: SGD", err)
 	}
-	if s.norm, err2 = s.gsc.clip(ps, s.MaxGradNorm, 2); err2 != nil {
-		return opkit.Wrap("train: SGD", err2)
+	at := s.gsc.normOnDev
+	norm, err := s.gsc.clip(ps, s.MaxGradNorm, 2)
+	if err != nil {
+		fresh.drop()
+		s.gsc.normOnDev = at
+		return opkit.Wrap("train: SGD", err)
 	}
+	s.state, s.norm = fresh.install(s.state), norm
 	for _, p := range ps {
 		st := s.state[p.w.Uintptr()]
 		var err error

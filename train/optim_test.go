@@ -606,3 +606,77 @@ func TestStateOfAFreedWeight(t *testing.T) {
 		}
 	}
 }
+
+// TestStepRefusesEmptyValues: an empty *tensor.Dense (no dtype, no data) or a value with no
+// elements, as a weight or a gradient, is an error that says so, from Adam, SGD, ClipGradNorm
+// and SharedGradients. The empty Dense used to panic (a nil array), the zero-size one was
+// called "a non-contiguous view".
+func TestStepRefusesEmptyValues(t *testing.T) {
+	good := func() *tensor.Dense { return dense32([]float64{1, 2}) }
+	zero := func() *tensor.Dense { return tensor.New(tensor.Of(tensor.Float32), tensor.WithShape(0)) }
+	for _, c := range []struct {
+		name string
+		w, g *tensor.Dense
+		want string
+	}{
+		{"empty weight and gradient", new(tensor.Dense), new(tensor.Dense), "weight 0 is an empty *tensor.Dense"},
+		{"empty gradient", good(), new(tensor.Dense), "the gradient of weight 0 is an empty *tensor.Dense"},
+		{"no elements", zero(), zero(), "want values with elements"},
+	} {
+		vgs := []G.ValueGrad{vg{c.w, c.g}}
+		for _, f := range []struct {
+			name string
+			f    func() error
+		}{
+			{"Adam", func() error { return NewAdam(0.1).Step(vgs) }},
+			{"SGD", func() error { return (&SGD{LR: 0.1}).Step(vgs) }},
+			{"ClipGradNorm", func() error { _, err := ClipGradNorm(vgs, 1); return err }},
+			{"SharedGradients", func() error { _, err := SharedGradients(vgs); return err }},
+		} {
+			err := func() (err error) {
+				defer func() {
+					if r := recover(); r != nil {
+						err = fmt.Errorf("panic: %v", r)
+					}
+				}()
+				return f.f()
+			}()
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("%s, %s: %v, want an error containing %q", c.name, f.name, err, c.want)
+			}
+		}
+	}
+}
+
+// TestFailedStepChangesNoState: a step that fails on its gradient norm (infinite or NaN)
+// leaves GradNorm at the last update's norm and makes no optimiser state for a weight it has
+// not stepped. GradNorm used to read the failed step's norm, and the new weight's state was
+// made before the clip failed.
+func TestFailedStepChangesNoState(t *testing.T) {
+	a := NewAdam(0.1)
+	a.MaxGradNorm = 1
+	w := dense32([]float64{1, 2})
+	if err := a.Step([]G.ValueGrad{vg{w, dense32([]float64{3, 4})}}); err != nil {
+		t.Fatal(err)
+	}
+	w2 := dense32([]float64{5})
+	if a.Step([]G.ValueGrad{vg{w, dense32([]float64{math.Inf(1), 4})}, vg{w2, dense32([]float64{1})}}) == nil {
+		t.Fatal("no error for an infinite norm")
+	}
+	if got := a.GradNorm(); got != 5 {
+		t.Errorf("Adam.GradNorm after a failed step = %v, want the last update's 5", got)
+	}
+	if _, ok := a.state[w2.Uintptr()]; ok || len(a.state) != 1 {
+		t.Errorf("a failed step made state for a new weight (%d weights have state, want 1)", len(a.state))
+	}
+	s := &SGD{LR: 0.1, MaxGradNorm: 1}
+	if err := s.Step([]G.ValueGrad{vg{w, dense32([]float64{3, 4})}}); err != nil {
+		t.Fatal(err)
+	}
+	if s.Step([]G.ValueGrad{vg{w, dense32([]float64{math.NaN(), 4})}}) == nil {
+		t.Fatal("no error for a NaN norm")
+	}
+	if got := s.GradNorm(); got != 5 {
+		t.Errorf("SGD.GradNorm after a failed step = %v, want 5", got)
+	}
+}
