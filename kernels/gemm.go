@@ -5,6 +5,7 @@ import (
 	"math"
 	"runtime"
 	"sync"
+	"unsafe"
 )
 
 // A packed, cache-blocked GEMM engine for the CPU kernels: c = op(a)·op(b) + beta·c on
@@ -297,7 +298,8 @@ func gemmMicroGo[T float32 | float64](kc int, a, b, c []T, ldc int, add bool) {
 //
 // A negative size, a leading dimension below the row length, a slice too short for its
 // matrix or a c whose elements share memory with those of a or b is an error, and c is left
-// untouched.
+// untouched; c may lie between a's rows in one buffer (an [a | c] layout with one leading
+// dimension), as it shares no element with a.
 func Gemm[T float32 | float64](tA, tB bool, m, n, k int, a []T, lda int, b []T, ldb int, beta T, c []T, ldc int) error {
 	if err := gemmCheckArgs(tA, tB, m, n, k, len(a), lda, len(b), ldb, len(c), ldc); err != nil {
 		return err
@@ -314,9 +316,11 @@ func Gemm[T float32 | float64](tA, tB bool, m, n, k int, a []T, lda int, b []T, 
 	if tB {
 		br, bc = n, k
 	}
-	if err := checkDisjoint("Gemm", []span{spanOf("c", c[:gemmExtent(m, n, ldc)])},
-		[]span{spanOf("a", a[:gemmExtent(ar, ac, lda)]), spanOf("b", b[:gemmExtent(br, bc, ldb)])}); err != nil {
-		return err
+	cm := matOf("c", c, m, n, ldc)
+	for _, in := range []matSpan{matOf("a", a, ar, ac, lda), matOf("b", b, br, bc, ldb)} {
+		if cm.shares(in) {
+			return overlapErr("Gemm", cm.span, "input", in.span)
+		}
 	}
 	workers := runtime.GOMAXPROCS(0)
 	// Blocks of rb rows and cb columns; shrink them until there are enough for the workers
@@ -358,6 +362,53 @@ func Gemm[T float32 | float64](tA, tB bool, m, n, k int, a []T, lda int, b []T, 
 
 // gemmExtent is the number of elements a stored rows×cols matrix with row stride ld spans
 // (0 when it is empty); gemmCheckArgs has checked that it fits its slice.
+// matSpan is the memory of a row-major matrix of rows×cols elements of size bytes, its rows
+// ld elements apart, inside span (from its first element to its last).
+type matSpan struct {
+	span
+	rows, cols, ld int
+	size           uintptr
+}
+
+func matOf[T any](name string, s []T, rows, cols, ld int) matSpan {
+	var z T
+	return matSpan{spanOf(name, s[:gemmExtent(rows, cols, ld)]), rows, cols, ld, unsafe.Sizeof(z)}
+}
+
+// shares reports whether x and y have an element in common: their rows, not only their spans,
+// overlap (an [a | c] layout, a and c side by side in the rows of one buffer, shares none).
+func (x matSpan) shares(y matSpan) bool {
+	if x.lo == x.hi || y.lo == y.hi || !(x.lo < y.hi && y.lo < x.hi) {
+		return false
+	}
+	// Byte offsets from the lower span's start; y's rows that can meet x's row i are those
+	// whose start is below the row's end and whose end is above its start.
+	base := min(x.lo, y.lo)
+	xo, yo := int64(x.lo-base), int64(y.lo-base)
+	xs, ys := int64(x.ld)*int64(x.size), int64(y.ld)*int64(y.size)
+	xw, yw := int64(x.cols)*int64(x.size), int64(y.cols)*int64(y.size)
+	if ys == 0 { // one row: ld is unused
+		ys = yw
+	}
+	floorDiv := func(a, b int64) int64 {
+		q := a / b
+		if a%b != 0 && a < 0 {
+			q--
+		}
+		return q
+	}
+	for i := int64(0); i < int64(x.rows); i++ {
+		lo := xo + i*xs
+		hi := lo + xw
+		jmin := max(floorDiv(lo-yo-yw, ys)+1, 0)            // yo + j·ys + yw > lo
+		jmax := min(floorDiv(hi-yo-1, ys), int64(y.rows-1)) // yo + j·ys < hi
+		if jmin <= jmax {
+			return true
+		}
+	}
+	return false
+}
+
 func gemmExtent(rows, cols, ld int) int {
 	if rows == 0 || cols == 0 {
 		return 0

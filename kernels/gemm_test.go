@@ -223,6 +223,12 @@ func TestGemmRejectsOverlap(t *testing.T) {
 			return Gemm(false, false, n, n, n, s[:n*n], n, s[n*n:2*n*n], n, 0, s[2*n*n:], n)
 		}, ""},
 		{"k = 0 reads no a", func(s []float64) error { return Gemm(false, false, n, n, 0, s[:n*n], n, nil, n, 0, s[:n*n], n) }, ""},
+		{"c between a's rows, one column shared", func(s []float64) error {
+			return Gemm(false, false, n, n, n, s, 2*n, s[2*n*n:3*n*n], n, 0, s[n-1:], 2*n) // a's last column is c's first
+		}, "Gemm: output c overlaps input a"},
+		{"c between transposed b's rows, one element shared", func(s []float64) error {
+			return Gemm(false, true, n, n, n, make([]float64, n*n), n, s[:(n-1)*2*n+n], 2*n, 0, s[(n-1)*2*n+n-1:], 2*n) // b's last element is c's first
+		}, "Gemm: output c overlaps input b"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s, before := buf(), buf()
@@ -240,5 +246,55 @@ func TestGemmRejectsOverlap(t *testing.T) {
 				t.Fatalf("element %d written", i)
 			}
 		})
+	}
+}
+
+// TestGemmInterleaved: c between a's rows in one buffer (an [a | c] layout with one leading
+// dimension, or [c | a]) shares no element with a: Gemm computes it, on every kernel path, and
+// leaves a as it was. The overlap check compared the two matrices' spans, which interleave, and
+// refused it.
+func TestGemmInterleaved(t *testing.T) {
+	defer gemmRestore(t)
+	for _, path := range gemmPaths(t) {
+		gemmSetPath(path)
+		rng := rand.New(rand.NewSource(11))
+		for _, sz := range [][3]int{{2, 2, 2}, {7, 9, 5}, {33, 17, 40}, {200, 70, 31}} {
+			m, n, k := sz[0], sz[1], sz[2]
+			for _, cFirst := range []bool{false, true} {
+				ld := k + n // a row: k elements of a and n of c
+				buf := make([]float64, m*ld)
+				for i := range buf {
+					buf[i] = rng.NormFloat64()
+				}
+				b := make([]float64, k*n)
+				for i := range b {
+					b[i] = rng.NormFloat64()
+				}
+				aOff, cOff := 0, k
+				if cFirst {
+					aOff, cOff = n, 0
+				}
+				before := append([]float64(nil), buf...)
+				if err := Gemm(false, false, m, n, k, buf[aOff:], ld, b, n, 0, buf[cOff:], ld); err != nil {
+					t.Fatalf("%s %v c first %v: %v", path, sz, cFirst, err)
+				}
+				for i := range m {
+					for j := range k {
+						if buf[i*ld+aOff+j] != before[i*ld+aOff+j] {
+							t.Fatalf("%s %v: a[%d,%d] changed", path, sz, i, j)
+						}
+					}
+					for j := range n {
+						want := 0.0
+						for p := range k {
+							want += before[i*ld+aOff+p] * b[p*n+j]
+						}
+						if got := buf[i*ld+cOff+j]; math.Abs(got-want) > 1e-12*float64(k+1)*(1+math.Abs(want)) {
+							t.Fatalf("%s %v c first %v: c[%d,%d] = %v, want %v", path, sz, cFirst, i, j, got, want)
+						}
+					}
+				}
+			}
+		}
 	}
 }
