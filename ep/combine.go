@@ -30,7 +30,21 @@ func Combine(yr, probs *G.Node, p *Plan) (*G.Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	y, err := op.Unpermute(ys, probs, p.Send)
+	// Guarded: an unpermute (or its gradient, which runs before the backward exchange) that
+	// fails on this rank aborts the communicator, so the other ranks do not wait for it.
+	// (op.Unpermute's node takes yp, probs if any, then the plan.)
+	in := []*G.Node{ys}
+	if probs != nil {
+		in = append(in, probs)
+	}
+	in = append(in, p.Send.Node)
+	y, err := Guard(p.Comm, func(in ...*G.Node) (*G.Node, error) {
+		var pr *G.Node
+		if len(in) > 2 {
+			pr = in[1]
+		}
+		return op.Unpermute(in[0], pr, &op.Plan{Node: in[len(in)-1], Geometry: p.Send.Geometry})
+	}, in...)
 	return y, opkit.Wrap(name, err)
 }
 

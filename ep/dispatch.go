@@ -9,6 +9,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/device"
+	"github.com/gomoe/gomoe/internal/hostmem"
 	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 	"github.com/gomoe/gomoe/op"
@@ -33,7 +34,14 @@ func Dispatch(x *G.Node, p *Plan) (*G.Node, error) {
 	if err := p.check(name); err != nil {
 		return nil, err
 	}
-	xs, err := op.Permute(x, p.Send)
+	if x == nil {
+		return nil, opkit.Errorf(name, "x is nil")
+	}
+	// Guarded: a permute that fails on this rank (its memory check, say) aborts the
+	// communicator, so the other ranks, waiting in the exchange, fail too.
+	xs, err := Guard(p.Comm, func(in ...*G.Node) (*G.Node, error) {
+		return op.Permute(in[0], &op.Plan{Node: in[1], Geometry: p.Send.Geometry})
+	}, x, p.Send.Node)
 	if err != nil {
 		return nil, opkit.Wrap(name, err)
 	}
@@ -168,6 +176,12 @@ func (e exchange) runNoAbort(name string, forward bool, v, plan G.Value) (G.Valu
 			return nil, opkit.Wrap(name, err)
 		}
 	} else {
+		// The received rows (the local plan's, with its alignment padding) may be far more
+		// than the rows sent: check that they fit, as every op checks an output larger than
+		// its inputs (a failed allocation is fatal, not an error).
+		if err := hostmem.Check(fmt.Sprintf("gomoe: %s: %d received rows of %d values", name, outRows, src.Width), float64(outRows)*float64(src.Width)*float64(v.Dtype().Size())); err != nil {
+			return nil, err
+		}
 		out, dst = zeros(v.Dtype(), outRows, src.Width)
 	}
 	if forward {

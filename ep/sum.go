@@ -57,13 +57,13 @@ func SumGradients(c Communicator, ws ...*G.Node) error {
 	// checks them.
 	h := fnv.New32a()
 	for i, g := range gs {
-		fmt.Fprintf(h, "%d %v %t;", g.Shape().TotalSize(), g.Dtype(), shared[i])
+		fmt.Fprintf(h, "%v %v %t;", g.Shape(), g.Dtype(), shared[i]) // the shape, not only the size: a (2, 3) and a (3, 2) gradient were summed element by element
 	}
 	hdr := []int32{int32(len(gs)), int32(h.Sum32())}
 	if r, theirs, err := agree(c, hdr); err != nil {
 		return fail(err)
 	} else if r >= 0 {
-		return fail(fmt.Errorf("rank %d passes %d weights and rank %d %d, or their sizes, dtypes or shared gradient buffers differ: every rank must pass the same weights", r, theirs[0], c.Rank(), hdr[0]))
+		return fail(fmt.Errorf("rank %d passes %d weights and rank %d %d, or their shapes, dtypes or shared gradient buffers differ: every rank must pass the same weights", r, theirs[0], c.Rank(), hdr[0]))
 	}
 	for i, g := range gs {
 		if shared[i] {
@@ -234,7 +234,11 @@ func SumCounts(c Communicator, counts []int32) ([]int32, error) {
 	for e := range counts {
 		var s int64
 		for i := 0; i < n; i++ {
-			s += int64(recv[i*len(counts)+e])
+			v := recv[i*len(counts)+e]
+			if v < 0 { // every rank sees the same counts, so every rank fails alike
+				return fail(fmt.Errorf("rank %d's count of expert %d is %d, want a count >= 0", i, e, v))
+			}
+			s += int64(v)
 		}
 		if s > math.MaxInt32 || s < math.MinInt32 {
 			return fail(fmt.Errorf("expert %d's counts sum to %d, beyond int32", e, s))

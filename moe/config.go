@@ -442,8 +442,13 @@ func (c Config) geometry(T int, factor float64) (kernels.Geometry, error) {
 	if err := g.Validate(); err != nil {
 		return g, err
 	}
-	// The activations of the routed rows must fit in memory too: the forward pass alone holds
-	// xp and yp [R, H], the expert's input projection [R, inWidth·F] and its activation [R, F].
+	return g, c.checkRows(T, g.Rows())
+}
+
+// checkRows checks that the activations of rows routed rows fit in memory: the forward pass
+// alone holds xp and yp [rows, H], the experts' input projection [rows, inWidth·F] and its
+// activation [rows, F].
+func (c Config) checkRows(T, rows int) error {
 	width := 2*float64(c.Hidden) + (c.inWidth()+1)*float64(c.FFN)
-	return g, hostmem.Check(fmt.Sprintf("gomoe: moe: T=%d tokens' %d permuted rows (%g values a row in the forward pass)", T, g.Rows(), width), float64(g.Rows())*width*float64(c.Dtype.Size()))
+	return hostmem.Check(fmt.Sprintf("gomoe: moe: T=%d tokens' %d permuted rows (%g values a row in the forward pass)", T, rows, width), float64(rows)*width*float64(c.Dtype.Size()))
 }

@@ -123,6 +123,15 @@ func NewExpertParallel(g *G.ExprGraph, name string, cfg Config, comm ep.Communic
 // epPaths shards the routed experts over the ranks of comm.
 type epPaths struct{ comm ep.Communicator }
 
+// rows is the local plan's: this rank's experts' rows of every rank's tokens.
+func (e epPaths) rows(geo kernels.Geometry) (int, error) {
+	gl, err := ep.LocalGeometry(geo, e.comm.Size())
+	if err != nil {
+		return 0, err
+	}
+	return gl.Rows(), nil
+}
+
 // guard builds build's node with an op that aborts comm when it fails (ep.Guard).
 func (e epPaths) guard(build func(in ...*G.Node) (*G.Node, error), in ...*G.Node) (*G.Node, error) {
 	return ep.Guard(e.comm, build, in...)

@@ -573,3 +573,37 @@ func TestNewExpertParallelNameCollision(t *testing.T) {
 		}
 	}
 }
+
+// TestEPDroplessMemoryCheck: an expert-parallel Forward checks the routed activations of this
+// rank's local plan (N·T·min(K, E/N) rows in dropless mode) against memory, not the
+// single-rank T·K rows. With a limit between the two it used to accept the layer.
+func TestEPDroplessMemoryCheck(t *testing.T) {
+	const N, T = 4, 1024
+	cfg := Config{Hidden: 64, FFN: 64, Experts: 8, TopK: 2, Dtype: tensor.Float64, Seed: 1}
+	single := float64(T*cfg.TopK) * (2*64 + 3*64) * 8 // xp, yp [R,H]; SwiGLU [R,2F]; activation [R,F]
+	defer hostmem.SetLimit(hostmem.SetLimit(uint64(2 * single)))
+	grp, err := ep.NewGroupTimeout(N, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	comm, _ := grp.Comm(0)
+	g := G.NewGraph()
+	l, err := NewExpertParallel(g, "m", cfg, comm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := G.NewMatrix(g, tensor.Float64, G.WithShape(T, cfg.Hidden), G.WithName("x"))
+	want := fmt.Sprintf("T=%d tokens' %d permuted rows", T, N*T*cfg.TopK)
+	if _, err := l.Forward(x); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("Forward: %v, want a memory error naming %q", err, want)
+	}
+	// The single-rank layer of the same shape fits.
+	if _, err := New(G.NewGraph(), "m", cfg); err != nil {
+		t.Fatal(err)
+	}
+	g1 := G.NewGraph()
+	l1, _ := New(g1, "m", cfg)
+	if _, err := l1.Forward(G.NewMatrix(g1, tensor.Float64, G.WithShape(T, cfg.Hidden), G.WithName("x"))); err != nil {
+		t.Errorf("single-rank Forward: %v, want none", err)
+	}
+}

@@ -334,6 +334,18 @@ func (l *Layer) apply(x *G.Node, eval bool) (*Output, error) {
 	if err != nil {
 		return wrap(err)
 	}
+	// With expert parallelism (paths not nil) this rank's experts take the rows of every
+	// rank's tokens: N times the single-rank rows in dropless mode (geometry checked this
+	// rank's only).
+	if l.paths != nil {
+		rows, err := l.paths.rows(geo)
+		if err != nil {
+			return wrap(err)
+		}
+		if err := c.checkRows(T, rows); err != nil {
+			return wrap(err)
+		}
+	}
 	if !eval && c.SeqAuxLossCoeff > 0 && s.Dims() == 3 && s[1] != c.SeqLen {
 		// The loss cuts the T tokens into sequences of SeqLen: with another S they would cross
 		// the input's own sequences (or split them), silently.

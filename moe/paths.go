@@ -14,6 +14,9 @@ type expertPaths interface {
 	// route builds the routing of one Forward from the expert ids [T,K] (and the probs for
 	// capacity mode with drop by prob, else nil).
 	route(ids, planProbs *G.Node, geo kernels.Geometry) (expertRoute, error)
+	// rows is the number of expert rows this rank's layer holds for plan geometry geo (more
+	// than geo.Rows() with expert parallelism: the rows of N ranks' tokens).
+	rows(geo kernels.Geometry) (int, error)
 }
 
 // expertRoute is the routing of one Forward.
@@ -33,6 +36,8 @@ type expertRoute interface {
 
 // localPaths runs every expert on this rank.
 type localPaths struct{}
+
+func (localPaths) rows(geo kernels.Geometry) (int, error) { return geo.Rows(), nil }
 
 func (localPaths) route(ids, planProbs *G.Node, geo kernels.Geometry) (expertRoute, error) {
 	p, err := op.NewPlan(ids, planProbs, geo)

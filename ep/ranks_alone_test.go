@@ -1,0 +1,172 @@
+package ep
+
+// Ranks that fail alone, or pass values that only the exchange can compare. Each runs the
+// ranks alone on a group with no time-out and a guard in the test (runRanksAlone, or a
+// deadline), so a hang is reported, not waited on.
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/gomoe/gomoe/internal/hostmem"
+	"github.com/gomoe/gomoe/kernels"
+)
+
+func groupNoTimeout(t *testing.T, n int) *Group {
+	t.Helper()
+	g, err := NewGroupTimeout(n, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// TestSumCountsNegative: a negative count fails on every rank (a count is a whole number >= 0,
+// as UpdateExpertBias and Stats require). {-5,5} + {7,-3} used to sum to {2,2}.
+func TestSumCountsNegative(t *testing.T) {
+	defer checkNoLeak(t)()
+	var sums [2][]int32
+	errs := runRanksAlone(t, groupNoTimeout(t, 2), func(c Communicator) error {
+		cs := []int32{-5, 5}
+		if c.Rank() == 1 {
+			cs = []int32{7, -3}
+		}
+		s, err := SumCounts(c, cs)
+		sums[c.Rank()] = s
+		return err
+	})
+	for r, err := range errs {
+		if err == nil || !strings.Contains(err.Error(), "rank 0's count of expert 0 is -5") {
+			t.Errorf("rank %d: %v, sum %v; want the error that names rank 0's count -5", r, err, sums[r])
+		}
+	}
+}
+
+// TestSumGradientsShapes: a (2, 3) gradient on rank 0 and a (3, 2) one on rank 1 fail on both
+// ranks; the exchange compared their sizes only, and they were summed element by element.
+func TestSumGradientsShapes(t *testing.T) {
+	defer checkNoLeak(t)()
+	mk := func(shape ...int) (*G.Node, G.VM) {
+		g := G.NewGraph()
+		w := G.NewTensor(g, tensor.Float64, 2, G.WithShape(shape...), G.WithName("w"), G.WithInit(G.Zeroes()))
+		c := G.NewTensor(g, tensor.Float64, 2, G.WithShape(shape...), G.WithName("c"), G.WithValue(dense(tensor.Float64, []float64{1, 2, 3, 4, 5, 6}, shape...)))
+		cost := G.Must(G.Sum(G.Must(G.HadamardProd(w, c))))
+		if _, err := G.Grad(cost, w); err != nil {
+			t.Error(err)
+		}
+		vm := G.NewTapeMachine(g)
+		if err := vm.RunAll(); err != nil {
+			t.Error(err)
+		}
+		return w, vm
+	}
+	errs := runRanksAlone(t, groupNoTimeout(t, 2), func(c Communicator) error {
+		shape := []int{2, 3}
+		if c.Rank() == 1 {
+			shape = []int{3, 2}
+		}
+		w, vm := mk(shape...)
+		defer vm.Close()
+		return SumGradients(c, w)
+	})
+	for r, err := range errs {
+		if err == nil || !strings.Contains(err.Error(), "shapes, dtypes or shared gradient buffers differ") {
+			t.Errorf("rank %d: %v, want the error for a (2, 3) and a (3, 2) gradient", r, err)
+		}
+	}
+}
+
+// TestDispatchChecksItsOutput: Dispatch's [R', H] receive buffer must fit in memory, as every
+// op's output larger than its inputs must. The send plan has alignment 1, so op.Permute's
+// output is T·K rows; the local plan's alignment padding, E/N·(A−1) rows, exists only in
+// Dispatch's output. With a 32 MB limit each rank's Dispatch used to make a 128 MB output with
+// no error (with H in the thousands, the same geometry was a fatal out-of-memory).
+func TestDispatchChecksItsOutput(t *testing.T) {
+	defer checkNoLeak(t)()
+	defer hostmem.SetLimit(hostmem.SetLimit(32 << 20))
+	const T, K, E, H = 4, 2, 4, 64
+	geo := kernels.Geometry{E: E, A: 1 << 17}
+	var rows [2]int
+	errs := runRanksAlone(t, groupNoTimeout(t, 2), func(c Communicator) error {
+		g := G.NewGraph()
+		ids := G.NewMatrix(g, tensor.Int32, G.WithShape(T, K), G.WithName("ids"),
+			G.WithValue(tensor.New(tensor.WithShape(T, K), tensor.WithBacking([]int32{0, 2, 1, 3, 0, 1, 2, 3}))))
+		x := G.NewMatrix(g, tensor.Float64, G.WithShape(T, H), G.WithName("x"), G.WithInit(G.Ones()))
+		p, err := NewPlan(ids, nil, geo, c)
+		if err != nil {
+			return err
+		}
+		xr, err := Dispatch(x, p)
+		if err != nil {
+			return err
+		}
+		rows[c.Rank()] = xr.Shape()[0]
+		m := G.NewTapeMachine(g)
+		defer m.Close()
+		return m.RunAll()
+	})
+	for r, err := range errs {
+		if err == nil || !strings.Contains(err.Error(), "memory") { // the rank that fails names it, the other is aborted
+			t.Errorf("rank %d: %v; want a memory error: the receive buffer is %d×%d float64 = %d MB, the limit 32 MB", r, err, rows[r], H, rows[r]*H*8>>20)
+		}
+	}
+}
+
+// TestDispatchPermuteGuarded: Dispatch's permute fails on one rank only (its output memory
+// check: rank 1 has H=64, rank 0 H=8; on NCCL, hosts with different memory limits) and aborts
+// the communicator, so rank 0 does not wait in the exchange for ever (no time-out). The
+// permute used to be unguarded: rank 1 returned, rank 0 hung.
+func TestDispatchPermuteGuarded(t *testing.T) {
+	defer hostmem.SetLimit(hostmem.SetLimit(32 << 20))
+	const T, K, E, C = 4, 2, 4, 1 << 16
+	geo := kernels.Geometry{E: E, A: 1, Mode: kernels.Capacity, C: C}
+	grp := groupNoTimeout(t, 2)
+	errs := make([]error, 2)
+	done := make(chan struct{}, 2)
+	for r := range 2 {
+		c, _ := grp.Comm(r)
+		go func() {
+			defer func() { done <- struct{}{} }()
+			H := 8
+			if r == 1 {
+				H = 64 // (E·C = 262144 rows)·64·8 B = 128 MB > 32 MB; rank 0: 16 MB
+			}
+			errs[r] = func() error {
+				g := G.NewGraph()
+				ids := G.NewMatrix(g, tensor.Int32, G.WithShape(T, K), G.WithName("ids"),
+					G.WithValue(tensor.New(tensor.WithShape(T, K), tensor.WithBacking([]int32{0, 2, 1, 3, 0, 1, 2, 3}))))
+				x := G.NewMatrix(g, tensor.Float64, G.WithShape(T, H), G.WithName("x"), G.WithInit(G.Ones()))
+				p, err := NewPlan(ids, nil, geo, c)
+				if err != nil {
+					return err
+				}
+				if _, err := Dispatch(x, p); err != nil {
+					return err
+				}
+				m := G.NewTapeMachine(g)
+				defer m.Close()
+				return m.RunAll()
+			}()
+		}()
+	}
+	deadline := time.After(5 * time.Second)
+	for range 2 {
+		select {
+		case <-done:
+		case <-deadline:
+			grp.Abort(errors.New("test deadline"))
+			<-done
+			t.Fatalf("hang: rank 1 failed (%v) without aborting; rank 0 still waits in Dispatch", errs[1])
+		}
+	}
+	for r, err := range errs {
+		if err == nil {
+			t.Errorf("rank %d: no error", r)
+		}
+	}
+}
