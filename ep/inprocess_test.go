@@ -539,7 +539,7 @@ func TestLayerErrors(t *testing.T) {
 				c.E, c.N = 2, 2
 				*in = makeInputs(*c, 5)
 			}
-		}, "rank 1 sends 18 counts but rank 0 sends 20")
+		}, "rank 1 sends 20 counts but rank 0 sends 22")
 	})
 	t.Run("bad expert id on one rank", func(t *testing.T) {
 		run(t, func(r int, c *layerCase, in *layerInputs) {

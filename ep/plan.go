@@ -138,8 +138,9 @@ func sendGeometry(g kernels.Geometry) kernels.Geometry {
 //
 // All ranks must build the same graph, each its own: the plan, Dispatch and Combine nodes run
 // collectives, which every rank must reach in the same order. A graph that already holds
-// another rank's plan of c's group is refused (GroupKeyer).
-func NewPlan(ids, probs *G.Node, g kernels.Geometry, c Communicator) (*Plan, error) {
+// another rank's plan of c's group is refused (GroupKeyer). Options add checks to the plan's
+// exchange (Agree).
+func NewPlan(ids, probs *G.Node, g kernels.Geometry, c Communicator, opts ...PlanOption) (*Plan, error) {
 	const name = planName
 	if err := CheckCommunicator(c); err != nil {
 		return nil, opkit.Wrap(name, err)
@@ -185,7 +186,14 @@ func NewPlan(ids, probs *G.Node, g kernels.Geometry, c Communicator) (*Plan, err
 	if err != nil {
 		return nil, opkit.Wrap(name, err)
 	}
-	n, err := opkit.ApplyOp(name, planOp{gs: send.Geometry, gl: gl, c: c}, send.Node)
+	po := planOp{gs: send.Geometry, gl: gl, c: c}
+	for _, o := range opts {
+		if o == nil {
+			return nil, opkit.Errorf(name, "a nil PlanOption")
+		}
+		o(&po)
+	}
+	n, err := opkit.ApplyOp(name, po, send.Node)
 	if err != nil {
 		return nil, err
 	}
@@ -193,6 +201,19 @@ func NewPlan(ids, probs *G.Node, g kernels.Geometry, c Communicator) (*Plan, err
 }
 
 const planName = "ep.NewPlan"
+
+// A PlanOption adds to what NewPlan's plan checks when it runs.
+type PlanOption func(*planOp)
+
+// Agree makes the plan's counts exchange (which every rank runs anyway) also check that every
+// rank passes the same value for what, a hash of something the ranks must share: a rank
+// whose value differs fails the plan on every rank, with an error naming what. moe's
+// expert-parallel layer passes a hash of its Config, so that ranks built with another seed,
+// FFN width or score function (their replicated router and shared experts would differ from
+// the start) fail instead of training apart.
+func Agree(what string, value uint32) PlanOption {
+	return func(o *planOp) { o.agreeWhat, o.agree = what, value }
+}
 
 // checkOneRank refuses c when g already holds an expert-parallel plan of another rank of c's
 // group (GroupKeyer); communicators without GroupKey are not checked.
@@ -234,6 +255,9 @@ type planOp struct {
 	opkit.NoGrad
 	gs, gl kernels.Geometry
 	c      Communicator
+	// agreeWhat and agree are Agree's: a value every rank must pass ("": none, agree 0).
+	agreeWhat string
+	agree     uint32
 }
 
 var (
@@ -261,7 +285,7 @@ func (o planOp) InferShape(ds ...G.DimSizer) (tensor.Shape, error) {
 }
 
 func (o planOp) String() string {
-	return fmt.Sprintf("ep.Plan{send %s; local %s; %s}", opkit.GeometryKey(o.gs), opkit.GeometryKey(o.gl), commKey(o.c))
+	return fmt.Sprintf("ep.Plan{send %s; local %s; %s; agree %q %#x}", opkit.GeometryKey(o.gs), opkit.GeometryKey(o.gl), commKey(o.c), o.agreeWhat, o.agree)
 }
 func (o planOp) WriteHash(h hash.Hash) { opkit.WriteHash(h, o) }
 func (o planOp) Hashcode() uint32      { return opkit.Hashcode(o) }
@@ -285,11 +309,13 @@ func (o planOp) header() []int32 {
 	if g.Mode == kernels.Capacity {
 		drop = int32(g.DropPolicy())
 	}
-	return []int32{int32(g.T), int32(g.K), int32(g.E), int32(o.gl.A), int32(g.Mode), int32(g.C), drop, b2i(o.gl.PadToCapacity)}
+	return []int32{int32(g.T), int32(g.K), int32(g.E), int32(o.gl.A), int32(g.Mode), int32(g.C), drop, b2i(o.gl.PadToCapacity), int32(o.agree)}
 }
 
-// headerString names the fields of a header: "T=8 K=2 E=4 A=1 mode=0 C=0 drop=0 pad=0".
+// headerString names the geometry fields of a header: "T=8 K=2 E=4 A=1 mode=0 C=0 drop=0
+// pad=0" (not the last, Agree's value).
 func headerString(h []int32) string {
+	h = h[:len(h)-1]
 	names := []string{"T", "K", "E", "A", "mode", "C", "drop", "pad"}
 	var b strings.Builder
 	for i, v := range h {
@@ -340,10 +366,17 @@ func (o planOp) do(vs []G.Value) (G.Value, error) {
 	cnt := make([]int32, n*el) // cnt[i*el+l]: rows from rank i for local expert l
 	for i := 0; i < n; i++ {
 		part := recv[i*(hl+el) : (i+1)*(hl+el)]
-		for f := range hdr {
+		for f := range hdr[:hl-1] {
 			if part[f] != hdr[f] {
 				return nil, opkit.Errorf(name, "rank %d has %s but rank %d has %s: every rank must use the same geometry (the same T tokens, K, E, capacity and alignment)", i, headerString(part[:hl]), me, headerString(hdr))
 			}
+		}
+		if part[hl-1] != hdr[hl-1] {
+			what := o.agreeWhat
+			if what == "" {
+				what = "value of ep.Agree"
+			}
+			return nil, opkit.Errorf(name, "rank %d's %s differs from rank %d's (%#x, %#x): every rank must pass the same", i, what, me, uint32(part[hl-1]), uint32(hdr[hl-1]))
 		}
 		copy(cnt[i*el:(i+1)*el], part[hl:])
 	}

@@ -170,3 +170,39 @@ func TestDispatchPermuteGuarded(t *testing.T) {
 		}
 	}
 }
+
+// TestPlanAgree: ranks that pass different Agree values fail the plan on every rank, naming
+// what; the same values pass.
+func TestPlanAgree(t *testing.T) {
+	for _, c := range []struct {
+		v0, v1 uint32
+		want   string
+	}{{7, 7, ""}, {7, 9, "rank 1's layer setting differs from rank 0's (0x9, 0x7)"}} {
+		defer checkNoLeak(t)()
+		errs := runRanksAlone(t, groupNoTimeout(t, 2), func(cm Communicator) error {
+			g := G.NewGraph()
+			ids := G.NewMatrix(g, tensor.Int32, G.WithShape(2, 2), G.WithName("ids"),
+				G.WithValue(tensor.New(tensor.WithShape(2, 2), tensor.WithBacking([]int32{0, 1, 2, 3}))))
+			v := c.v0
+			if cm.Rank() == 1 {
+				v = c.v1
+			}
+			p, err := NewPlan(ids, nil, kernels.Geometry{E: 4, A: 1}, cm, Agree("layer setting", v))
+			if err != nil {
+				return err
+			}
+			_ = p
+			m := G.NewTapeMachine(g)
+			defer m.Close()
+			return m.RunAll()
+		})
+		for r, err := range errs {
+			if c.want == "" && err != nil {
+				t.Errorf("rank %d: %v, want none (same values)", r, err)
+			}
+			if c.want != "" && (err == nil || (r == 0 && !strings.Contains(err.Error(), c.want))) {
+				t.Errorf("rank %d: %v, want an error (rank 0's containing %q)", r, err, c.want)
+			}
+		}
+	}
+}

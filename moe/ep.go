@@ -2,6 +2,7 @@ package moe
 
 import (
 	"fmt"
+	"hash/fnv"
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
@@ -68,7 +69,7 @@ func NewExpertParallel(g *G.ExprGraph, name string, cfg Config, comm ep.Communic
 		return wrap(err)
 	}
 	el := cfg.Experts / n
-	l := &Layer{cfg: full.cfg, name: name, g: g, paths: epPaths{comm}}
+	l := &Layer{cfg: full.cfg, name: name, g: g, paths: epPaths{comm, configHash(full.cfg)}}
 	// copyNode makes a node of g named like src holding src's value, or (lo >= 0) the experts
 	// [lo, hi) of an expert weight [E, ...].
 	copyNode := func(src *G.Node, lo, hi int) (*G.Node, error) {
@@ -121,7 +122,20 @@ func NewExpertParallel(g *G.ExprGraph, name string, cfg Config, comm ep.Communic
 }
 
 // epPaths shards the routed experts over the ranks of comm.
-type epPaths struct{ comm ep.Communicator }
+type epPaths struct {
+	comm ep.Communicator
+	// cfgHash is a hash of the layer's Config (with its defaults), which every rank's plan
+	// checks against the other ranks' (ep.Agree): ranks built from different configurations
+	// would hold different replicated weights.
+	cfgHash uint32
+}
+
+// configHash is the hash epPaths.cfgHash holds.
+func configHash(c Config) uint32 {
+	h := fnv.New32a()
+	fmt.Fprintf(h, "%+v", c.WithDefaults())
+	return h.Sum32()
+}
 
 // rows is the local plan's: this rank's experts' rows of every rank's tokens.
 func (e epPaths) rows(geo kernels.Geometry) (int, error) {
@@ -138,7 +152,7 @@ func (e epPaths) guard(build func(in ...*G.Node) (*G.Node, error), in ...*G.Node
 }
 
 func (e epPaths) route(ids, planProbs *G.Node, geo kernels.Geometry) (expertRoute, error) {
-	p, err := ep.NewPlan(ids, planProbs, geo, e.comm)
+	p, err := ep.NewPlan(ids, planProbs, geo, e.comm, ep.Agree("layer configuration (moe.Config)", e.cfgHash))
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package moe
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"math/rand"
@@ -605,5 +606,72 @@ func TestEPDroplessMemoryCheck(t *testing.T) {
 	l1, _ := New(g1, "m", cfg)
 	if _, err := l1.Forward(G.NewMatrix(g1, tensor.Float64, G.WithShape(T, cfg.Hidden), G.WithName("x"))); err != nil {
 		t.Errorf("single-rank Forward: %v, want none", err)
+	}
+}
+
+// TestEPConfigMismatch: ranks whose Config differs outside the plan's geometry (the seed: other
+// router and shared weights; FFN; the score function) fail their first step on every rank,
+// naming the configuration; they used to run, the replicas different models from the start.
+func TestEPConfigMismatch(t *testing.T) {
+	base := Config{Hidden: 4, FFN: 3, Experts: 4, TopK: 2, Dtype: tensor.Float64, Seed: 3, SharedFFN: 2}
+	for _, m := range []struct {
+		name string
+		mod  func(*Config)
+	}{
+		{"Seed", func(c *Config) { c.Seed = 9 }},
+		{"FFN", func(c *Config) { c.FFN = 5 }},
+		{"Score", func(c *Config) { c.Score = Sigmoid }},
+	} {
+		t.Run(m.name, func(t *testing.T) {
+			grp, err := ep.NewGroupTimeout(2, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			const T = 5
+			errs := make([]error, 2)
+			done := make(chan struct{}, 2)
+			for r := range 2 {
+				comm, _ := grp.Comm(r)
+				go func() {
+					defer func() { done <- struct{}{} }()
+					errs[r] = ep.RunRank(comm, func() error {
+						cfg := base
+						if r == 1 {
+							m.mod(&cfg)
+						}
+						buildMu.Lock()
+						g := G.NewGraph()
+						l, err := NewExpertParallel(g, "m", cfg, comm)
+						buildMu.Unlock()
+						if err != nil {
+							return err
+						}
+						x := make([]float64, T*cfg.Hidden)
+						for i := range x {
+							x[i] = math.Sin(float64(r*100 + i))
+						}
+						_, err = epRunLayer(g, l, x, x, T, comm, 1)
+						return err
+					})
+				}()
+			}
+			deadline := time.After(20 * time.Second)
+			for range 2 {
+				select {
+				case <-done:
+				case <-deadline:
+					grp.Abort(errors.New("test deadline"))
+					t.Fatal("the ranks did not return within 20 s")
+				}
+			}
+			for r, err := range errs {
+				if err == nil || !strings.Contains(err.Error(), "layer configuration (moe.Config) differs") && !strings.Contains(err.Error(), "aborted") {
+					t.Errorf("rank %d: %v, want the configuration error (or the abort it caused)", r, err)
+				}
+			}
+			if errs[0] == nil || !strings.Contains(errs[0].Error()+fmt.Sprint(errs[1]), "layer configuration (moe.Config) differs") {
+				t.Errorf("no rank named the configuration: %v / %v", errs[0], errs[1])
+			}
+		})
 	}
 }
