@@ -206,3 +206,21 @@ func TestPlanAgree(t *testing.T) {
 		}
 	}
 }
+
+// TestNilPlanOptionAndInput: a nil PlanOption and a nil x are errors that name them.
+func TestNilPlanOptionAndInput(t *testing.T) {
+	grp := groupNoTimeout(t, 1)
+	c, _ := grp.Comm(0)
+	g := G.NewGraph()
+	ids := G.NewMatrix(g, tensor.Int32, G.WithShape(2, 1), G.WithName("ids"), G.WithValue(tensor.New(tensor.WithShape(2, 1), tensor.WithBacking([]int32{0, 1}))))
+	if _, err := NewPlan(ids, nil, kernels.Geometry{E: 2, A: 1}, c, nil); err == nil || !strings.Contains(err.Error(), "a nil PlanOption") {
+		t.Errorf("NewPlan with a nil option: %v", err)
+	}
+	p, err := NewPlan(ids, nil, kernels.Geometry{E: 2, A: 1}, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Dispatch(nil, p); err == nil || !strings.Contains(err.Error(), "ep.Dispatch: x is nil") {
+		t.Errorf("Dispatch(nil): %v", err)
+	}
+}

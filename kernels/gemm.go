@@ -360,8 +360,6 @@ func Gemm[T float32 | float64](tA, tB bool, m, n, k int, a []T, lda int, b []T, 
 	return nil
 }
 
-// gemmExtent is the number of elements a stored rows×cols matrix with row stride ld spans
-// (0 when it is empty); gemmCheckArgs has checked that it fits its slice.
 // matSpan is the memory of a row-major matrix of rows×cols elements of size bytes, its rows
 // ld elements apart, inside span (from its first element to its last).
 type matSpan struct {
@@ -387,7 +385,12 @@ func (x matSpan) shares(y matSpan) bool {
 	xo, yo := int64(x.lo-base), int64(y.lo-base)
 	xs, ys := int64(x.ld)*int64(x.size), int64(y.ld)*int64(y.size)
 	xw, yw := int64(x.cols)*int64(x.size), int64(y.cols)*int64(y.size)
-	if ys == 0 { // one row: ld is unused
+	// A one-row matrix's ld is unused and unbounded (ld·size could wrap around int64); with
+	// more rows the slice's length bounds it.
+	if x.rows == 1 {
+		xs = xw
+	}
+	if y.rows == 1 {
 		ys = yw
 	}
 	floorDiv := func(a, b int64) int64 {
@@ -409,6 +412,8 @@ func (x matSpan) shares(y matSpan) bool {
 	return false
 }
 
+// gemmExtent is the number of elements a stored rows×cols matrix with row stride ld spans
+// (0 when it is empty); gemmCheckArgs has checked that it fits its slice.
 func gemmExtent(rows, cols, ld int) int {
 	if rows == 0 || cols == 0 {
 		return 0

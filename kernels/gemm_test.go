@@ -226,6 +226,9 @@ func TestGemmRejectsOverlap(t *testing.T) {
 		{"c between a's rows, one column shared", func(s []float64) error {
 			return Gemm(false, false, n, n, n, s, 2*n, s[2*n*n:3*n*n], n, 0, s[n-1:], 2*n) // a's last column is c's first
 		}, "Gemm: output c overlaps input a"},
+		{"one-row a with a huge lda over c", func(s []float64) error {
+			return Gemm(false, false, 1, n, 2*n, s[:2*n], math.MaxInt, s[2*n*n:4*n*n], n, 0, s[n:2*n], n) // ld·size wrapped around int64
+		}, "Gemm: output c overlaps input a"},
 		{"c between transposed b's rows, one element shared", func(s []float64) error {
 			return Gemm(false, true, n, n, n, make([]float64, n*n), n, s[:(n-1)*2*n+n], 2*n, 0, s[(n-1)*2*n+n-1:], 2*n) // b's last element is c's first
 		}, "Gemm: output c overlaps input b"},

@@ -20,9 +20,11 @@ import (
 // [r·E/N, (r+1)·E/N) only, with the initial values New gives those experts for the same
 // config, so N ranks start from the same model as one rank. E must be divisible by N.
 //
-// Every rank builds the same graph, its own (Forward refuses a graph that already holds another
-// rank's layer of the same group), and calls Forward on its own T tokens (the same T on every
-// rank: a rank with another T makes the step fail on every rank); Forward then runs
+// Every rank passes the same cfg, field for field (the first step fails on every rank
+// otherwise, even for a field the layer does not use), and builds the same graph, its own
+// (Forward refuses a graph that already holds another rank's layer of the same group), and
+// calls Forward on its own T tokens (the same T on every rank: a rank with another T makes
+// the step fail on every rank); Forward then runs
 // collectives (see package ep), so all ranks run their machines together. The layer's Y and
 // the gradients of its input and of the local expert weights equal the single-rank layer's on
 // the concatenated tokens, for costs that add up over the ranks: a mean over the tokens is

@@ -56,10 +56,11 @@ type Checkpoint struct {
 	// file's metadata. Keys starting with "gomoe." are reserved.
 	Meta map[string]string
 	// Check, if not nil, is called by LoadCheckpoint with the file's caller metadata (what
-	// Meta saved) once the file's checks have passed and before anything is written: an error
-	// from it loads nothing and is returned. The metadata and the tensors come from the same
-	// open of the file, so a caller that checks the run it resumes there cannot load the
-	// weights of another save that replaced the file in between. SaveCheckpoint ignores it.
+	// Meta saved) once the file is known to be a gomoe checkpoint, before the nodes are
+	// checked against it and before anything is written: an error from it loads nothing and
+	// is returned. The metadata and the tensors come from the same open of the file, so a
+	// caller that checks the run it resumes there cannot load the weights of another save
+	// that replaced the file in between. SaveCheckpoint ignores it.
 	Check func(meta map[string]string) error
 }
 
@@ -278,6 +279,19 @@ func loadCheckpoint(ts *safetensors.Tensors, c Checkpoint) (map[string]string, e
 	if f := fileMeta[ckptFormat]; f != ckptFormatV1 {
 		return nil, fmt.Errorf("not a gomoe checkpoint (metadata %s = %q, want %q)", ckptFormat, f, ckptFormatV1)
 	}
+	out := map[string]string{}
+	for k, v := range fileMeta {
+		if !strings.HasPrefix(k, "gomoe.") {
+			out[k] = v
+		}
+	}
+	// The caller's check first: a run resumed with other flags is better told so than that a
+	// tensor has another shape.
+	if c.Check != nil {
+		if err := c.Check(maps.Clone(out)); err != nil {
+			return nil, err
+		}
+	}
 	ps, err := checkParams(c.Params)
 	if err != nil {
 		return nil, err
@@ -378,17 +392,6 @@ func loadCheckpoint(ts *safetensors.Tensors, c Checkpoint) (map[string]string, e
 				// Adam's next step would drop a master copy without moments for fresh state.
 				return nil, fmt.Errorf("param %q has a master copy but no Adam moments", p.name)
 			}
-		}
-	}
-	out := map[string]string{}
-	for k, v := range fileMeta {
-		if !strings.HasPrefix(k, "gomoe.") {
-			out[k] = v
-		}
-	}
-	if c.Check != nil {
-		if err := c.Check(maps.Clone(out)); err != nil {
-			return nil, err
 		}
 	}
 	if err := applyCheckpoint(ts, ps, c.Optimizer, ol); err != nil {

@@ -214,7 +214,7 @@ func (s *GraphStep) capture() (reason string, err error) {
 	gs, ok := s.solver.(graphSolver)
 	var dev device.Backend
 	var w0 *tensor.Dense
-	var n0 *G.Node // the first weight (Step skips nil ones; the first used to be taken as one)
+	var n0 *G.Node // the first weight that is not nil (params[0] was taken, and a nil one panicked)
 	for _, n := range s.params {
 		if n != nil {
 			n0 = n

@@ -115,8 +115,9 @@ type acceptAll struct{}
 
 func (acceptAll) Step([]G.ValueGrad) error { return nil }
 
-// TestGraphStepNilFirstParam: a nil first param (which Step skips) does not stop GraphStep;
-// its capture used to take params[0] as the first weight and panicked on the second step.
+// TestGraphStepNilFirstParam: with a solver that takes a nil param (Adam and SGD refuse it,
+// naming it), a nil first param does not make GraphStep panic; its capture used to take
+// params[0] as the first weight and panicked on the second step.
 func TestGraphStepNilFirstParam(t *testing.T) {
 	g := G.NewGraph()
 	w := G.NewMatrix(g, tensor.Float64, G.WithShape(2, 1), G.WithName("w"), G.WithInit(G.Zeroes()))

@@ -111,6 +111,41 @@ func (c *Config) UnmarshalJSON(data []byte) error {
 	return nil
 }
 
+// MarshalJSON writes c as config.json keys, so that json.Unmarshal (UnmarshalJSON) gives c
+// back: a key whose zero value reads as transformers' default (the DeepSeek-V3 keys, and
+// hidden_act) is left out unless config.json wrote it as null (or, for n_group and
+// topk_group, as 0), which is written again. (Written as plain fields, a nil
+// routed_scaling_factor became an explicit null, which MoEConfig refuses.)
+func (c Config) MarshalJSON() ([]byte, error) {
+	b, err := json.Marshal(plainConfig(c))
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	g := c.given
+	set := func(key string, isZero, null, zero bool) {
+		switch {
+		case !isZero:
+		case null:
+			m[key] = json.RawMessage("null")
+		case zero:
+			m[key] = json.RawMessage("0")
+		default:
+			delete(m, key)
+		}
+	}
+	set("norm_topk_prob", c.NormTopKProb == nil, g.normNull, false)
+	set("routed_scaling_factor", c.RoutedScalingFactor == nil, g.scaleNull, false)
+	set("n_shared_experts", c.NSharedExperts == nil, g.sharedNull, false)
+	set("n_group", c.NGroup == 0, g.groupNull, g.groupZero)
+	set("topk_group", c.TopKGroup == 0, g.keptNull, g.keptZero)
+	set("hidden_act", c.HiddenAct == "", g.actNull, false)
+	return json.Marshal(m)
+}
+
 // exactKeys refuses a key of raw that equals a json key of Config only when case is ignored:
 // Go's JSON decoder would match it to the field (so "HIDDEN_ACT": "silu" overrode
 // "hidden_act": "gelu"), where transformers, reading config.json into a dict, ignores it.

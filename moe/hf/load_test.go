@@ -9,6 +9,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"slices"
 	"sort"
@@ -941,6 +942,33 @@ func TestConfigUnmarshalJSON(t *testing.T) {
 		inside := describe(wrapped.Model, json.Unmarshal([]byte(`{"model":`+c.json+`}`), &wrapped))
 		if got != want || inside != want || !strings.Contains(want, c.want) {
 			t.Errorf("%s:\njson.Unmarshal:  %s\ninside a struct: %s\nParseConfig:     %s\nwant %q in all three", c.json, got, inside, want, c.want)
+		}
+	}
+	// json.Marshal then json.Unmarshal gives the same Config back, explicit nulls and zeros
+	// included (a nil routed_scaling_factor used to come back as an explicit null, which
+	// MoEConfig refuses).
+	for _, js := range []string{
+		`{"model_type":"deepseek_v3","hidden_size":16,"moe_intermediate_size":8,"n_routed_experts":16,"num_experts_per_tok":4}`,
+		`{"model_type":"deepseek_v3","hidden_size":16,"moe_intermediate_size":8,"n_routed_experts":16,"num_experts_per_tok":4,"routed_scaling_factor":null}`,
+		`{"model_type":"deepseek_v3","hidden_size":16,"moe_intermediate_size":8,"n_routed_experts":16,"num_experts_per_tok":4,"n_group":0}`,
+		`{"model_type":"deepseek_v3","hidden_size":16,"moe_intermediate_size":8,"n_routed_experts":16,"num_experts_per_tok":1,"norm_topk_prob":null,"n_shared_experts":2}`,
+		`{"model_type":"mixtral","hidden_size":8,"intermediate_size":16,"num_local_experts":4,"num_experts_per_tok":2,"hidden_act":null}`,
+		`{"model_type":"qwen3_moe","hidden_size":8,"moe_intermediate_size":16,"num_experts":4,"num_experts_per_tok":2,"norm_topk_prob":true}`,
+	} {
+		c, err := ParseConfig([]byte(js))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := json.Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back Config
+		if err := json.Unmarshal(b, &back); err != nil {
+			t.Fatalf("%s: %v", b, err)
+		}
+		if want, got := describe(c, nil), describe(back, nil); got != want || !reflect.DeepEqual(back, c) {
+			t.Errorf("%s → %s:\nback %+v: %s\nwant %+v: %s", js, b, back, got, c, want)
 		}
 	}
 	// JSON null leaves a Config as it was.

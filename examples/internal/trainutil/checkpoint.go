@@ -144,6 +144,15 @@ func solver(opt *train.Adam) G.Solver {
 	return opt
 }
 
+// canonFlag is a flag's value in one spelling: the drop policy's "prob" (and "", the default)
+// is "probs", as a checkpoint saved before RunFlags spelled it one way may hold either.
+func canonFlag(name, v string) string {
+	if name == "-drop" && (v == "prob" || v == "") {
+		return "probs"
+	}
+	return v
+}
+
 // sameFlags returns an error naming the first flag whose value differs between the saved
 // run's flags and this run's (both "-name value" pairs); a flag only one of them has, or an
 // empty side (a checkpoint from before the flags were saved), is not checked.
@@ -159,7 +168,7 @@ func sameFlags(saved, now string) error {
 	sm := pairs(saved)
 	f := strings.Fields(now)
 	for i := 0; i+1 < len(f); i += 2 {
-		if v, ok := sm[f[i]]; ok && v != f[i+1] {
+		if v, ok := sm[f[i]]; ok && canonFlag(f[i], v) != canonFlag(f[i], f[i+1]) {
 			return fmt.Errorf("the saved run had %s %s, this one %s %s (resume with the saved run's flags: %s)", f[i], v, f[i], f[i+1], saved)
 		}
 	}

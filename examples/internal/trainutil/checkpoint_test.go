@@ -130,5 +130,27 @@ func TestRunFlagsDropSpellings(t *testing.T) {
 		if err := sameFlags(flags(c.saved), flags(c.now)); (err == nil) != c.ok {
 			t.Errorf("saved -drop %q, now %q: %v, want ok %v", c.saved, c.now, err, c.ok)
 		}
+		// A checkpoint saved before RunFlags spelled the policy one way holds it as given.
+		old := strings.Replace(flags("probs"), "-drop probs", "-drop "+c.saved, 1)
+		if c.saved == "" {
+			old = strings.Replace(flags("probs"), "-drop probs", "-drop prob", 1)
+		}
+		if err := sameFlags(old, flags(c.now)); (err == nil) != c.ok {
+			t.Errorf("saved (old spelling) %q, now -drop %q: %v, want ok %v", old, c.now, err, c.ok)
+		}
+	}
+}
+
+// TestLoadRunFlagsBeforeShapes: resuming with a flag that changes a weight's shape names the
+// flag, not the tensor's shape (the run's check used to come after the shape checks).
+func TestLoadRunFlagsBeforeShapes(t *testing.T) {
+	dir := t.TempDir()
+	if err := SaveRun(dir, G.Nodes{vecW(1)}, train.NewAdam(0.1), Run{Step: 1, Steps: 2, Flags: "-hidden 2"}); err != nil {
+		t.Fatal(err)
+	}
+	w3 := G.NewVector(G.NewGraph(), tensor.Float32, G.WithShape(3), G.WithName("w"), G.WithInit(G.Zeroes()))
+	_, _, err := LoadRun(dir, G.Nodes{w3}, train.NewAdam(0.1), Run{Flags: "-hidden 3"})
+	if err == nil || !strings.Contains(err.Error(), "the saved run had -hidden 2, this one -hidden 3") {
+		t.Errorf("LoadRun: %v, want the error that names -hidden", err)
 	}
 }
