@@ -89,26 +89,16 @@ func TestSumGradientsShapes(t *testing.T) {
 func TestDispatchChecksItsOutput(t *testing.T) {
 	defer checkNoLeak(t)()
 	defer hostmem.SetLimit(hostmem.SetLimit(32 << 20))
-	const T, K, E, H = 4, 2, 4, 64
+	const E, H = 4, 64
 	geo := kernels.Geometry{E: E, A: 1 << 17}
 	var rows [2]int
 	errs := runRanksAlone(t, groupNoTimeout(t, 2), func(c Communicator) error {
-		g := G.NewGraph()
-		ids := G.NewMatrix(g, tensor.Int32, G.WithShape(T, K), G.WithName("ids"),
-			G.WithValue(tensor.New(tensor.WithShape(T, K), tensor.WithBacking([]int32{0, 2, 1, 3, 0, 1, 2, 3}))))
-		x := G.NewMatrix(g, tensor.Float64, G.WithShape(T, H), G.WithName("x"), G.WithInit(G.Ones()))
-		p, err := NewPlan(ids, nil, geo, c)
-		if err != nil {
-			return err
-		}
-		xr, err := Dispatch(x, p)
+		xr, err := dispatchOnes(c, geo, H)
 		if err != nil {
 			return err
 		}
 		rows[c.Rank()] = xr.Shape()[0]
-		m := G.NewTapeMachine(g)
-		defer m.Close()
-		return m.RunAll()
+		return runTape(xr.Graph())
 	})
 	for r, err := range errs {
 		if err == nil || !strings.Contains(err.Error(), "memory") { // the rank that fails names it, the other is aborted
@@ -123,7 +113,7 @@ func TestDispatchChecksItsOutput(t *testing.T) {
 // permute used to be unguarded: rank 1 returned, rank 0 hung.
 func TestDispatchPermuteGuarded(t *testing.T) {
 	defer hostmem.SetLimit(hostmem.SetLimit(32 << 20))
-	const T, K, E, C = 4, 2, 4, 1 << 16
+	const E, C = 4, 1 << 16
 	geo := kernels.Geometry{E: E, A: 1, Mode: kernels.Capacity, C: C}
 	grp := groupNoTimeout(t, 2)
 	errs := make([]error, 2)
@@ -137,20 +127,11 @@ func TestDispatchPermuteGuarded(t *testing.T) {
 				H = 64 // (E·C = 262144 rows)·64·8 B = 128 MB > 32 MB; rank 0: 16 MB
 			}
 			errs[r] = func() error {
-				g := G.NewGraph()
-				ids := G.NewMatrix(g, tensor.Int32, G.WithShape(T, K), G.WithName("ids"),
-					G.WithValue(tensor.New(tensor.WithShape(T, K), tensor.WithBacking([]int32{0, 2, 1, 3, 0, 1, 2, 3}))))
-				x := G.NewMatrix(g, tensor.Float64, G.WithShape(T, H), G.WithName("x"), G.WithInit(G.Ones()))
-				p, err := NewPlan(ids, nil, geo, c)
+				xr, err := dispatchOnes(c, geo, H)
 				if err != nil {
 					return err
 				}
-				if _, err := Dispatch(x, p); err != nil {
-					return err
-				}
-				m := G.NewTapeMachine(g)
-				defer m.Close()
-				return m.RunAll()
+				return runTape(xr.Graph())
 			}()
 		}()
 	}
@@ -223,4 +204,26 @@ func TestNilPlanOptionAndInput(t *testing.T) {
 	if _, err := Dispatch(nil, p); err == nil || !strings.Contains(err.Error(), "ep.Dispatch: x is nil") {
 		t.Errorf("Dispatch(nil): %v", err)
 	}
+}
+
+// dispatchOnes builds, in a graph of its own, rank c's Dispatch of a [4, H] input of ones
+// routed by the ids [[0 2] [1 3] [0 1] [2 3]] with geometry geo.
+func dispatchOnes(c Communicator, geo kernels.Geometry, H int) (*G.Node, error) {
+	const T, K = 4, 2
+	g := G.NewGraph()
+	ids := G.NewMatrix(g, tensor.Int32, G.WithShape(T, K), G.WithName("ids"),
+		G.WithValue(tensor.New(tensor.WithShape(T, K), tensor.WithBacking([]int32{0, 2, 1, 3, 0, 1, 2, 3}))))
+	x := G.NewMatrix(g, tensor.Float64, G.WithShape(T, H), G.WithName("x"), G.WithInit(G.Ones()))
+	p, err := NewPlan(ids, nil, geo, c)
+	if err != nil {
+		return nil, err
+	}
+	return Dispatch(x, p)
+}
+
+// runTape runs g once on a tape machine.
+func runTape(g *G.ExprGraph) error {
+	m := G.NewTapeMachine(g)
+	defer m.Close()
+	return m.RunAll()
 }

@@ -354,20 +354,9 @@ func (a *Adam) Step(vgs []G.ValueGrad) error {
 	if err := a.countErr(); err != nil {
 		return err
 	}
-	// The new state and the norm take effect only once nothing can fail: a failed step
-	// changes no state, nor GradNorm.
-	fresh, err := newState(a.state, ps, true)
-	if err != nil {
+	if a.state, a.norm, err = stateAndClip(a.state, a.norm, ps, true, &a.gsc, a.MaxGradNorm, 7); err != nil {
 		return opkit.Wrap("train: Adam", err)
 	}
-	at := a.gsc.normOnDev
-	norm, err := a.gsc.clip(ps, a.MaxGradNorm, 7)
-	if err != nil {
-		fresh.drop()
-		a.gsc.normOnDev = at
-		return opkit.Wrap("train: Adam", err)
-	}
-	a.state, a.norm = fresh.install(a.state), norm
 	t := a.t + 1
 	c1, c2 := a.corrections(t)
 	for _, p := range ps {
@@ -424,6 +413,26 @@ func missingState(state map[uintptr]*moments, ps []pair, adam bool) []pair {
 		due = append(due, p)
 	}
 	return due
+}
+
+// stateAndClip makes the state missing from state for the weights of ps (newState) and clips
+// their gradients to maxNorm (gsc.clip, at as it takes it); only when both succeed does it
+// install the new state and return the new norm. On an error it returns state and norm as
+// they were and puts gsc's record of where the norm is back: a failed step changes neither
+// the solver's state nor GradNorm.
+func stateAndClip(state map[uintptr]*moments, norm float64, ps []pair, adam bool, gsc *graphScalars, maxNorm float64, at int) (map[uintptr]*moments, float64, error) {
+	fresh, err := newState(state, ps, adam)
+	if err != nil {
+		return state, norm, err
+	}
+	onDev := gsc.normOnDev
+	n, err := gsc.clip(ps, maxNorm, at)
+	if err != nil {
+		fresh.drop()
+		gsc.normOnDev = onDev
+		return state, norm, err
+	}
+	return fresh.install(state), n, nil
 }
 
 // freshState is the state a step makes for the weights of ps whose state is missing or stale
@@ -595,18 +604,9 @@ func (s *SGD) Step(vgs []G.ValueGrad) error {
 	if err := sgdSettings(float32Update(ps), s.LR, s.WeightDecay, s.MaxGradNorm); err != nil {
 		return opkit.Wrap("train: SGD", err)
 	}
-	fresh, err := newState(s.state, ps, false)
-	if err != nil {
+	if s.state, s.norm, err = stateAndClip(s.state, s.norm, ps, false, &s.gsc, s.MaxGradNorm, 2); err != nil {
 		return opkit.Wrap("train: SGD", err)
 	}
-	at := s.gsc.normOnDev
-	norm, err := s.gsc.clip(ps, s.MaxGradNorm, 2)
-	if err != nil {
-		fresh.drop()
-		s.gsc.normOnDev = at
-		return opkit.Wrap("train: SGD", err)
-	}
-	s.state, s.norm = fresh.install(s.state), norm
 	for _, p := range ps {
 		st := s.state[p.w.Uintptr()]
 		var err error
