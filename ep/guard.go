@@ -18,7 +18,9 @@ import (
 // next collective, return an error instead of waiting for this rank. Use it for the ops of an
 // expert-parallel step that can fail on values before or between the collectives (a top-k
 // that meets a NaN score, a plan built from bad expert ids): ep.NewPlan guards its send plan,
-// and moe.NewExpertParallel's layer its top-k and plan.
+// Dispatch its permute and Combine its unpermute, and moe.NewExpertParallel's layer its top-k
+// and plan. The gradient nodes that build's op makes (its SymDiff, on the tape machine) are
+// not guarded; its DoDiff (the lisp machine) is.
 //
 // build must make exactly one op node whose inputs are its arguments, in order (op.TopK,
 // op.NewPlan, ...); Guard runs it once on stand-ins of in, in a scratch graph, to obtain the
