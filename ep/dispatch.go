@@ -9,7 +9,6 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/device"
-	"github.com/gomoe/gomoe/internal/hostmem"
 	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 	"github.com/gomoe/gomoe/op"
@@ -179,7 +178,7 @@ func (e exchange) runNoAbort(name string, forward bool, v, plan G.Value) (G.Valu
 		// The received rows (the local plan's, with its alignment padding) may be far more
 		// than the rows sent: check that they fit, as every op checks an output larger than
 		// its inputs (a failed allocation is fatal, not an error).
-		if err := hostmem.Check(fmt.Sprintf("gomoe: %s: %d received rows of %d values", name, outRows, src.Width), float64(outRows)*float64(src.Width)*float64(v.Dtype().Size())); err != nil {
+		if err := opkit.CheckAlloc(name, int(v.Dtype().Size()), outRows, src.Width); err != nil {
 			return nil, err
 		}
 		out, dst = zeros(v.Dtype(), outRows, src.Width)

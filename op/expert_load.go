@@ -83,7 +83,7 @@ func (op expertLoadOp) Do(vs ...G.Value) (G.Value, error) {
 		return nil, fmt.Errorf("gomoe: %s: ids have shape %v, want (T, K) with T a multiple of %d", name, d.Shape(), op.seqs)
 	}
 	K := d.Shape()[1]
-	if err := checkAlloc(name, int(op.dt.Size()), op.seqs, op.e); err != nil { // E is not bounded by the ids
+	if err := opkit.CheckAlloc(name, int(op.dt.Size()), op.seqs, op.e); err != nil { // E is not bounded by the ids
 		return nil, err
 	}
 	out := tensor.New(tensor.Of(op.dt), tensor.WithShape(op.seqs, op.e))

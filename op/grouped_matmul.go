@@ -262,7 +262,7 @@ func (op gmmOp) Do(vs ...G.Value) (G.Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkAlloc("GroupedMatMul", int(w.Dtype().Size()), op.geo.Rows(), N); err != nil {
+	if err := opkit.CheckAlloc("GroupedMatMul", int(w.Dtype().Size()), op.geo.Rows(), N); err != nil {
 		return nil, err
 	}
 	z := tensor.New(tensor.Of(w.Dtype()), tensor.WithShape(op.geo.Rows(), N))
@@ -396,7 +396,7 @@ func (op gmmRowsGradOp) Do(vs ...G.Value) (G.Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkAlloc("GroupedMatMulRowsGrad", int(w.Dtype().Size()), op.geo.Rows(), H); err != nil {
+	if err := opkit.CheckAlloc("GroupedMatMulRowsGrad", int(w.Dtype().Size()), op.geo.Rows(), H); err != nil {
 		return nil, err
 	}
 	dxp := tensor.New(tensor.Of(w.Dtype()), tensor.WithShape(op.geo.Rows(), H))

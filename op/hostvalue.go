@@ -1,7 +1,6 @@
 package op
 
 import (
-	"fmt"
 	"reflect"
 	"unsafe"
 
@@ -9,7 +8,6 @@ import (
 	"gorgonia.org/tensor"
 
 	"github.com/gomoe/gomoe/device"
-	"github.com/gomoe/gomoe/internal/hostmem"
 	"github.com/gomoe/gomoe/internal/opkit"
 	"github.com/gomoe/gomoe/kernels"
 )
@@ -93,22 +91,6 @@ func hostFloats[F kernels.Float](name, what string, v G.Value) ([]F, error) {
 	return dataOf[F](name, what, d)
 }
 
-// checkAlloc returns an error if a host output of shape, elemSize bytes an element, does not
-// fit in the memory this process may use: a Go allocation that fails ends the process, out of reach of
-// any recover. Outputs larger than every input (the permuted rows of a large capacity, a
-// grouped matmul's rows) are checked with it before they are made; the size is computed in
-// floating point, so no product wraps around.
-func checkAlloc(name string, elemSize int, shape ...int) error {
-	b := float64(elemSize)
-	for _, s := range shape {
-		b *= float64(s)
-	}
-	if err := hostmem.Check(fmt.Sprintf("an output of shape %s", opkit.ShapeString(shape)), b); err != nil {
-		return opkit.Wrap(name, err)
-	}
-	return nil
-}
-
 // newDense allocates a zeroed host tensor of element type F.
 func newDense[F kernels.Float | int32](shape ...int) (*tensor.Dense, []F) {
 	n := 1
@@ -127,7 +109,7 @@ func newDense[F kernels.Float | int32](shape ...int) (*tensor.Dense, []F) {
 // data never survives (TestUsePrealloc).
 func outDense[F kernels.Float | int32](name string, pre G.Value, shape ...int) (*tensor.Dense, []F, error) {
 	if pre == nil {
-		if err := checkAlloc(name, int(unsafe.Sizeof(*new(F))), shape...); err != nil {
+		if err := opkit.CheckAlloc(name, int(unsafe.Sizeof(*new(F))), shape...); err != nil {
 			return nil, nil, err
 		}
 		d, s := newDense[F](shape...)

@@ -14,6 +14,7 @@ import (
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/gomoe/gomoe/internal/hostmem"
 	"github.com/gomoe/gomoe/kernels"
 )
 
@@ -144,4 +145,21 @@ func HostDense(name, what string, v G.Value) (*tensor.Dense, error) {
 		d = m
 	}
 	return d, nil
+}
+
+// CheckAlloc returns an error if a host output of shape, elemSize bytes an element, does not
+// fit in the memory this process may use: a Go allocation that fails ends the process, out of reach of
+// any recover. Outputs larger than every input (the permuted rows of a large capacity, a
+// grouped matmul's rows, the rows an expert-parallel exchange receives) are checked with it
+// before they are made; the size is computed in
+// floating point, so no product wraps around.
+func CheckAlloc(name string, elemSize int, shape ...int) error {
+	b := float64(elemSize)
+	for _, s := range shape {
+		b *= float64(s)
+	}
+	if err := hostmem.Check(fmt.Sprintf("an output of shape %s", ShapeString(shape)), b); err != nil {
+		return Wrap(name, err)
+	}
+	return nil
 }
