@@ -439,10 +439,7 @@ func (c Config) geometry(T int, factor float64) (kernels.Geometry, error) {
 		g.Drop = c.DropPolicy
 		g.PadToCapacity = c.PadToCapacity
 	}
-	if err := g.Validate(); err != nil {
-		return g, err
-	}
-	return g, c.checkRows(T, g.Rows())
+	return g, g.Validate()
 }
 
 // checkRows checks that the activations of rows routed rows fit in memory: the forward pass

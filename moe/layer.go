@@ -44,6 +44,14 @@ type Layer struct {
 	paths expertPaths
 }
 
+// expertPaths is l.paths, or localPaths for a layer of one rank (New leaves paths nil).
+func (l *Layer) expertPaths() expertPaths {
+	if l.paths == nil {
+		return localPaths{}
+	}
+	return l.paths
+}
+
 // Output is what Forward returns. The loss nodes are scalars of the layer's Dtype (float32
 // for a bfloat16 layer), already multiplied by their coefficients, so a training script adds
 // Loss (or the parts it wants) to its cost.
@@ -334,17 +342,14 @@ func (l *Layer) apply(x *G.Node, eval bool) (*Output, error) {
 	if err != nil {
 		return wrap(err)
 	}
-	// With expert parallelism (paths not nil) this rank's experts take the rows of every
-	// rank's tokens: N times the single-rank rows in dropless mode (geometry checked this
-	// rank's only).
-	if l.paths != nil {
-		rows, err := l.paths.rows(geo)
-		if err != nil {
-			return wrap(err)
-		}
-		if err := c.checkRows(T, rows); err != nil {
-			return wrap(err)
-		}
+	// The routed rows' activations must fit in memory: this rank's rows, which with expert
+	// parallelism are its experts' rows of every rank's tokens.
+	rows, err := l.expertPaths().rows(geo)
+	if err != nil {
+		return wrap(err)
+	}
+	if err := c.checkRows(T, rows); err != nil {
+		return wrap(err)
 	}
 	if !eval && c.SeqAuxLossCoeff > 0 && s.Dims() == 3 && s[1] != c.SeqLen {
 		// The loss cuts the T tokens into sequences of SeqLen: with another S they would cross
@@ -484,11 +489,7 @@ func (l *Layer) forward(x *G.Node, T int, geo kernels.Geometry, eval bool) (*Out
 	if geo.Mode == kernels.Capacity && c.DropPolicy == DropByProb {
 		planProbs = o.Probs
 	}
-	paths := l.paths
-	if paths == nil {
-		paths = localPaths{}
-	}
-	route, err := paths.route(o.IDs, planProbs, geo)
+	route, err := l.expertPaths().route(o.IDs, planProbs, geo)
 	if err != nil {
 		return nil, err
 	}
