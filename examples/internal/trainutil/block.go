@@ -103,12 +103,8 @@ func (cfg BlockConfig) WeightBytes() (float64, error) {
 // must repeat them. The drop policy is spelled one way ("", "prob" and "probs" are one policy:
 // a run saved with one used to refuse to resume with another).
 func (cfg BlockConfig) RunFlags() string {
-	drop := cfg.Drop
-	if drop == "" || drop == "prob" {
-		drop = "probs"
-	}
 	return fmt.Sprintf("-experts %d -topk %d -hidden %d -ffn %d -act %s -capacity %g -drop %s -aux %g -zloss %g -dense %t",
-		cfg.Experts, cfg.TopK, cfg.Hidden, cfg.FFN, cfg.Act, cfg.Capacity, drop, cfg.AuxCoef, cfg.ZCoef, cfg.Dense)
+		cfg.Experts, cfg.TopK, cfg.Hidden, cfg.FFN, cfg.Act, cfg.Capacity, canonFlag("-drop", cfg.Drop), cfg.AuxCoef, cfg.ZCoef, cfg.Dense)
 }
 
 // Name is "MoE", or "dense" for a dense FFN block: what the examples' reports call the model.

@@ -75,35 +75,15 @@ func LoadRun(dir string, params G.Nodes, opt *train.Adam, r Run) (step, steps in
 	if fi, serr := os.Stat(dir); serr == nil && !fi.IsDir() {
 		return 0, 0, fmt.Errorf("resume from %s: a file, not a folder (give the folder that holds %s: %s)", dir, CheckpointFile, filepath.Dir(dir))
 	}
-	states := map[string]*rand.PCG{}
 	var meta map[string]string
-	var runErr error // the run's own checks, returned as they are
+	var states map[string]*rand.PCG
+	var runErr error // the run's own checks' error, returned as it is
 	check := func(m map[string]string) error {
 		meta = m
-		if step, runErr = strconv.Atoi(m["step"]); runErr != nil || step < 0 {
-			runErr = fmt.Errorf("resume from %s: step %q", dir, m["step"])
-			return runErr
+		if step, steps, states, runErr = r.check(m); runErr != nil {
+			runErr = fmt.Errorf("resume from %s: %w", dir, runErr)
 		}
-		if steps, runErr = strconv.Atoi(m["steps"]); runErr != nil || steps < step {
-			runErr = fmt.Errorf("resume from %s: steps %q", dir, m["steps"])
-			return runErr
-		}
-		if err := sameFlags(m["flags"], r.Flags); err != nil {
-			runErr = fmt.Errorf("resume from %s: %w", dir, err)
-			return runErr
-		}
-		if saved := m["data"]; saved != "" && r.Data != "" && saved != r.Data {
-			runErr = fmt.Errorf("resume from %s: the saved run trained on other data (fingerprint %s, this run's %s): resume on the saved run's data", dir, saved, r.Data)
-			return runErr
-		}
-		for name := range r.Sources {
-			states[name] = new(rand.PCG)
-			if err := SetSource(states[name], m["rng."+name]); err != nil {
-				runErr = fmt.Errorf("resume from %s: source %s: %w", dir, name, err)
-				return runErr
-			}
-		}
-		return nil
+		return runErr
 	}
 	if _, err := train.LoadCheckpoint(filepath.Join(dir, CheckpointFile), train.Checkpoint{Params: params, Optimizer: solver(opt), Check: check}); err != nil {
 		if runErr != nil {
@@ -123,6 +103,31 @@ func LoadRun(dir string, params G.Nodes, opt *train.Adam, r Run) (step, steps in
 		}
 	}
 	return step, steps, nil
+}
+
+// check reads a checkpoint's run metadata m against r: the step and run length saved, and the
+// states of r's sources; the flags and the data fingerprint must agree with r's.
+func (r Run) check(m map[string]string) (step, steps int, states map[string]*rand.PCG, err error) {
+	if step, err = strconv.Atoi(m["step"]); err != nil || step < 0 {
+		return 0, 0, nil, fmt.Errorf("step %q", m["step"])
+	}
+	if steps, err = strconv.Atoi(m["steps"]); err != nil || steps < step {
+		return 0, 0, nil, fmt.Errorf("steps %q", m["steps"])
+	}
+	if err := sameFlags(m["flags"], r.Flags); err != nil {
+		return 0, 0, nil, err
+	}
+	if saved := m["data"]; saved != "" && r.Data != "" && saved != r.Data {
+		return 0, 0, nil, fmt.Errorf("the saved run trained on other data (fingerprint %s, this run's %s): resume on the saved run's data", saved, r.Data)
+	}
+	states = map[string]*rand.PCG{}
+	for name := range r.Sources {
+		states[name] = new(rand.PCG)
+		if err := SetSource(states[name], m["rng."+name]); err != nil {
+			return 0, 0, nil, fmt.Errorf("source %s: %w", name, err)
+		}
+	}
+	return step, steps, states, nil
 }
 
 // checkSources refuses a nil source (its state could be neither saved nor restored).
