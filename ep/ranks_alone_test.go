@@ -49,29 +49,13 @@ func TestSumCountsNegative(t *testing.T) {
 // ranks; the exchange compared their sizes only, and they were summed element by element.
 func TestSumGradientsShapes(t *testing.T) {
 	defer checkNoLeak(t)()
-	mk := func(shape ...int) (*G.Node, G.VM) {
-		g := G.NewGraph()
-		w := G.NewTensor(g, tensor.Float64, 2, G.WithShape(shape...), G.WithName("w"), G.WithInit(G.Zeroes()))
-		c := G.NewTensor(g, tensor.Float64, 2, G.WithShape(shape...), G.WithName("c"), G.WithValue(dense(tensor.Float64, []float64{1, 2, 3, 4, 5, 6}, shape...)))
-		cost := G.Must(G.Sum(G.Must(G.HadamardProd(w, c))))
-		if _, err := G.Grad(cost, w); err != nil {
-			t.Error(err)
-		}
-		vm := G.NewTapeMachine(g)
-		if err := vm.RunAll(); err != nil {
-			t.Error(err)
-		}
-		return w, vm
-	}
-	errs := runRanksAlone(t, groupNoTimeout(t, 2), func(c Communicator) error {
-		shape := []int{2, 3}
-		if c.Rank() == 1 {
-			shape = []int{3, 2}
-		}
-		w, vm := mk(shape...)
+	var ws [2]*G.Node
+	for r, shape := range [][]int{{2, 3}, {3, 2}} {
+		w, vm := gradNode(t, tensor.Float64, "w", []float64{1, 2, 3, 4, 5, 6}, shape...)
 		defer vm.Close()
-		return SumGradients(c, w)
-	})
+		ws[r] = w
+	}
+	errs := runRanksAlone(t, groupNoTimeout(t, 2), func(c Communicator) error { return SumGradients(c, ws[c.Rank()]) })
 	for r, err := range errs {
 		if err == nil || !strings.Contains(err.Error(), "shapes, dtypes or shared gradient buffers differ") {
 			t.Errorf("rank %d: %v, want the error for a (2, 3) and a (3, 2) gradient", r, err)

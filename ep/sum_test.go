@@ -12,14 +12,16 @@ import (
 	"gorgonia.org/tensor"
 )
 
-// gradNode returns a weight of n elements whose gradient, after running the returned machine,
-// is grad (cost = Σ w·grad).
-func gradNode(t *testing.T, dt tensor.Dtype, name string, grad []float64) (*G.Node, G.VM) {
+// gradNode returns a weight whose gradient, after running the returned machine, is grad
+// (cost = Σ w·grad): a vector of len(grad) elements, or of the shape given.
+func gradNode(t *testing.T, dt tensor.Dtype, name string, grad []float64, shape ...int) (*G.Node, G.VM) {
 	t.Helper()
 	g := G.NewGraph()
-	n := len(grad)
-	w := G.NewVector(g, dt, G.WithShape(n), G.WithName(name), G.WithInit(G.Zeroes()))
-	c := G.NewVector(g, dt, G.WithShape(n), G.WithName(name+"_c"), G.WithValue(dense(dt, grad, n)))
+	if len(shape) == 0 {
+		shape = []int{len(grad)}
+	}
+	w := G.NewTensor(g, dt, len(shape), G.WithShape(shape...), G.WithName(name), G.WithInit(G.Zeroes()))
+	c := G.NewTensor(g, dt, len(shape), G.WithShape(shape...), G.WithName(name+"_c"), G.WithValue(dense(dt, grad, shape...)))
 	cost := G.Must(G.Sum(G.Must(G.HadamardProd(w, c))))
 	if _, err := G.Grad(cost, w); err != nil {
 		t.Fatal(err)

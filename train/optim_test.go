@@ -453,14 +453,7 @@ func TestStepMissingValues(t *testing.T) {
 	vm := G.NewTapeMachine(g)
 	defer vm.Close()
 	for _, params := range []G.Nodes{{nil, w}, {w, nil}} {
-		err := func() (err error) {
-			defer func() {
-				if r := recover(); r != nil {
-					err = fmt.Errorf("panic: %v", r)
-				}
-			}()
-			return Step(vm, NewAdam(0.1), params, nil)
-		}()
+		err := noPanic(func() error { return Step(vm, NewAdam(0.1), params, nil) })
 		if err == nil || !strings.Contains(err.Error(), "is nil") {
 			t.Errorf("Step with params %v: %v, want an error naming the nil weight", params, err)
 		}
@@ -477,14 +470,7 @@ func TestStepMissingValues(t *testing.T) {
 		{"nil *tensor.Dense", (*tensor.Dense)(nil), "Scalar of a value that is nil"},
 		{"empty *tensor.Dense", new(tensor.Dense), "Scalar of a value that is an empty *tensor.Dense"},
 	} {
-		_, err := func() (_ float64, err error) {
-			defer func() {
-				if r := recover(); r != nil {
-					err = fmt.Errorf("panic: %v", r)
-				}
-			}()
-			return Scalar(c.v)
-		}()
+		err := noPanic(func() error { _, err := Scalar(c.v); return err })
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("Scalar of %s: %v, want %q", c.name, err, c.want)
 		}
@@ -633,14 +619,7 @@ func TestStepRefusesEmptyValues(t *testing.T) {
 			{"ClipGradNorm", func() error { _, err := ClipGradNorm(vgs, 1); return err }},
 			{"SharedGradients", func() error { _, err := SharedGradients(vgs); return err }},
 		} {
-			err := func() (err error) {
-				defer func() {
-					if r := recover(); r != nil {
-						err = fmt.Errorf("panic: %v", r)
-					}
-				}()
-				return f.f()
-			}()
+			err := noPanic(f.f)
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Errorf("%s, %s: %v, want an error containing %q", c.name, f.name, err, c.want)
 			}
@@ -679,4 +658,14 @@ func TestFailedStepChangesNoState(t *testing.T) {
 	if got := s.GradNorm(); got != 5 {
 		t.Errorf("SGD.GradNorm after a failed step = %v, want 5", got)
 	}
+}
+
+// noPanic calls f and returns its error, or the panic it raised as an error.
+func noPanic(f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v", r)
+		}
+	}()
+	return f()
 }

@@ -1,7 +1,6 @@
 package train
 
 import (
-	"fmt"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -212,14 +211,7 @@ func TestInitErrors(t *testing.T) {
 		{"nil Init Glorot", func() error { _, err := (*Init)(nil).GlorotUniform(tensor.Float64, 1, 2, 2); return err }, "Init.GlorotUniform on a nil or zero *Init"},
 	}
 	for _, tt := range tests {
-		err := func() (err error) {
-			defer func() {
-				if r := recover(); r != nil {
-					err = fmt.Errorf("panic: %v", r)
-				}
-			}()
-			return tt.f()
-		}()
+		err := noPanic(tt.f)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: %v, want %q", tt.name, err, tt.want)
 		}
